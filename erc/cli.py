@@ -1,0 +1,167 @@
+"""The ``erc`` command line.
+
+    erc run [--config FILE]                  the main job (default: the shipped sample)
+    erc corpus ingest PATH [--format F] ...  any corpus -> utterances.parquet + summary
+    erc corpus summary DIR                   re-print the summary of an ingested corpus
+    erc corpus formats                       the corpus formats erc reads
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from importlib import resources
+from pathlib import Path
+
+import yaml
+
+from erc import __version__, runtime
+from erc.config import ConfigError, CorpusConfig, load_config
+from erc.corpus import FORMATS, CorpusError
+
+SAMPLE_CONFIG = "sample.yaml"
+
+
+def _parse_option(text: str) -> tuple[str, object]:
+    key, sep, value = text.partition("=")
+    if not sep or not key:
+        raise argparse.ArgumentTypeError(f"expected KEY=VALUE, got {text!r}")
+    return key.replace("-", "_"), yaml.safe_load(value)
+
+
+def _print_ingest(outcome, as_json: bool) -> None:
+    from erc.pipeline.ingest import PROBLEMS, UTTERANCES
+    from erc.summary import format_summary
+
+    if as_json:
+        print(json.dumps(outcome.summary, indent=2))
+        return
+    state = "up to date, nothing recomputed" if outcome.skipped else f"done in {outcome.seconds:.1f} s"
+    print(format_summary(outcome.summary))
+    print(f"\ningest {state}:\n  {outcome.output_dir / UTTERANCES}\n  {outcome.output_dir / PROBLEMS}")
+
+
+def cmd_ingest(args) -> int:
+    from erc.pipeline.ingest import run_ingest
+
+    options = dict(args.option or [])
+    if args.media_root:
+        options["media_root"] = str(Path(args.media_root).resolve())
+    if args.split:
+        options["splits"] = args.split
+    config = CorpusConfig(path=args.path, format=args.format, options=options,
+                          check_media=args.check_media, max_clip_seconds=args.max_clip_seconds)
+    out = Path(args.out) if args.out else Path("runs") / Path(args.path).resolve().name / "corpus"
+    outcome = run_ingest(config, out, force=args.force, ray_address=args.address)
+    _print_ingest(outcome, args.json)
+    return 0
+
+
+def cmd_summary(args) -> int:
+    from erc.pipeline.ingest import load_result
+    from erc.summary import format_summary, problems_preview, summarise
+
+    result = load_result(Path(args.dir))
+    print(format_summary(summarise(result)))
+    if result.problems.num_rows:
+        print("\nfirst problems:\n" + problems_preview(result.problems))
+    return 0
+
+
+def cmd_formats(args) -> int:
+    for name, (_, _, description) in FORMATS.items():
+        print(f"{name:14} {description}")
+    return 0
+
+
+def cmd_run(args) -> int:
+    from erc.pipeline.ingest import run_ingest
+
+    config_path = args.config or resources.files("erc") / "configs" / SAMPLE_CONFIG
+    config = load_config(Path(str(config_path)))
+    if args.out:
+        config.output_dir = args.out
+    if args.address:
+        config.ray.address = args.address
+    out = Path(config.output_dir)
+    print(f"erc {__version__}: main job, config {config_path}")
+    if config.corpus.check_media:
+        where = runtime.connect(config.ray.address, num_cpus=config.ray.num_cpus,
+                                num_gpus=config.ray.num_gpus, dashboard=config.ray.dashboard)
+        print(f"[ray] {where}")
+    print(f"[1/1 ingest] {config.corpus.path}")
+    outcome = run_ingest(config.corpus, out / "corpus", force=args.force,
+                         ray_address=config.ray.address)
+    _print_ingest(outcome, as_json=False)
+    print(f"\noutputs in {out.resolve()}")
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="erc", description="Multimodal emotion recognition in conversations, on Ray.")
+    parser.add_argument("--version", action="version", version=f"erc {__version__}")
+    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    run = commands.add_parser(
+        "run", help="run the main job (default: the shipped sample corpus, embedded Ray)",
+        description="Runs the main job from a YAML config: ingest (more stages as they land). "
+                    "Without --config it runs on the sample corpus shipped with erc.")
+    run.add_argument("--config", help="YAML run config (default: the sample's)")
+    run.add_argument("--out", help="output folder (overrides output_dir of the config)")
+    run.add_argument("--address", help="Ray cluster address (default: RAY_ADDRESS, else embedded)")
+    run.add_argument("--force", action="store_true", help="recompute even up-to-date outputs")
+    run.set_defaults(func=cmd_run)
+
+    corpus = commands.add_parser("corpus", help="read corpora into the utterance table",
+                                 description="Read corpora into the canonical utterance table.")
+    corpus_cmds = corpus.add_subparsers(dest="corpus_command", required=True, metavar="COMMAND")
+
+    ingest = corpus_cmds.add_parser(
+        "ingest", help="read a corpus, write utterances.parquet and problems.parquet",
+        description="Reads a corpus (MELD, IEMOCAP, RAVDESS or a manifest), writes "
+                    "utterances.parquet and problems.parquet (every row set aside, with its "
+                    "reason), and prints counts per split, emotion and speaker.")
+    ingest.add_argument("path", help="corpus folder or manifest file")
+    ingest.add_argument("--format", choices=sorted(FORMATS), help="corpus format (default: detected)")
+    ingest.add_argument("--out", help="output folder (default: runs/<corpus folder name>/corpus)")
+    ingest.add_argument("--media-root", help="folder of the media (MELD: the MELD.Raw folder)")
+    ingest.add_argument("--split", action="append", help="only this split (repeatable)")
+    ingest.add_argument("--option", "-o", action="append", type=_parse_option, metavar="KEY=VALUE",
+                        help="reader option, e.g. -o keep_missing_media=true, "
+                             "-o 'actor_splits={train: 1-20, test: 21-24}' (repeatable)")
+    ingest.add_argument("--check-media", action="store_true",
+                        help="open every media file on Ray; unreadable / overlong ones are set aside")
+    ingest.add_argument("--max-clip-seconds", type=float, default=60.0,
+                        help="with --check-media: longer clips are mis-cut (default 60)")
+    ingest.add_argument("--address", help="Ray cluster address for --check-media (default: embedded)")
+    ingest.add_argument("--force", action="store_true", help="recompute even if up to date")
+    ingest.add_argument("--json", action="store_true", help="print the summary as JSON")
+    ingest.set_defaults(func=cmd_ingest)
+
+    summary = corpus_cmds.add_parser("summary", help="print the summary of an ingested corpus",
+                                     description="Prints counts and problems of an ingest output.")
+    summary.add_argument("dir", help="folder holding utterances.parquet")
+    summary.set_defaults(func=cmd_summary)
+
+    formats = corpus_cmds.add_parser("formats", help="list the corpus formats erc reads",
+                                     description="Lists the corpus formats erc reads.")
+    formats.set_defaults(func=cmd_formats)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    runtime.apply_offline_env()  # before anything imports Ray or a model library
+    args = build_parser().parse_args(argv)
+    try:
+        return args.func(args)
+    except (CorpusError, ConfigError, FileNotFoundError) as err:
+        print(f"erc: error: {err}", file=sys.stderr)
+        return 2
+    finally:
+        runtime.shutdown()
+
+
+if __name__ == "__main__":
+    sys.exit(main())

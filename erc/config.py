@@ -1,0 +1,113 @@
+"""YAML run configs, validated on load: unknown keys and wrong types are errors that name
+the key and the file, not surprises later in a Ray worker."""
+
+from __future__ import annotations
+
+import dataclasses
+import types
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+
+class ConfigError(ValueError):
+    pass
+
+
+@dataclass
+class RayConfig:
+    address: str | None = None  # None: embedded single-node Ray; else a cluster address
+    num_cpus: int | None = None
+    num_gpus: int | None = None
+    dashboard: bool = False
+
+
+@dataclass
+class CorpusConfig:
+    path: str = ""
+    format: str | None = None  # None: detected from the path
+    options: dict[str, Any] = field(default_factory=dict)  # passed to the reader
+    check_media: bool = False  # open every media file on Ray; bad ones become problems
+    max_clip_seconds: float = 60.0
+
+
+@dataclass
+class RunConfig:
+    output_dir: str = "runs/default"
+    corpus: CorpusConfig = field(default_factory=CorpusConfig)
+    ray: RayConfig = field(default_factory=RayConfig)
+
+
+def _check_type(value: Any, hint: Any, where: str) -> Any:
+    origin = typing.get_origin(hint)
+    if origin in (typing.Union, types.UnionType):
+        args = typing.get_args(hint)
+        if value is None and type(None) in args:
+            return None
+        errors = []
+        for arg in args:
+            if arg is type(None):
+                continue
+            try:
+                return _check_type(value, arg, where)
+            except ConfigError as err:
+                errors.append(str(err))
+        raise ConfigError(errors[0])
+    if dataclasses.is_dataclass(hint):
+        return from_dict(hint, value, where)
+    if origin is dict:
+        if not isinstance(value, dict):
+            raise ConfigError(f"{where}: expected a mapping, got {value!r}")
+        return value
+    if origin is list:
+        if not isinstance(value, list):
+            raise ConfigError(f"{where}: expected a list, got {value!r}")
+        return value
+    if hint is float and isinstance(value, int) and not isinstance(value, bool):
+        return float(value)
+    if hint is Any or (isinstance(hint, type) and isinstance(value, hint)
+                       and not (hint is int and isinstance(value, bool))):
+        return value
+    raise ConfigError(f"{where}: expected {getattr(hint, '__name__', hint)}, got {value!r}")
+
+
+def from_dict(cls, data: Any, where: str = "config"):
+    """Builds dataclass ``cls`` from a mapping, rejecting unknown keys and bad types."""
+    if data is None:
+        data = {}
+    if not isinstance(data, dict):
+        raise ConfigError(f"{where}: expected a mapping, got {data!r}")
+    hints = typing.get_type_hints(cls)
+    names = {f.name for f in dataclasses.fields(cls)}
+    unknown = sorted(set(data) - names)
+    if unknown:
+        raise ConfigError(f"{where}: unknown key(s) {', '.join(unknown)}; "
+                          f"allowed: {', '.join(sorted(names))}")
+    return cls(**{k: _check_type(v, hints[k], f"{where}.{k}") for k, v in data.items()})
+
+
+def load_config(path: str | Path | None, cls=RunConfig):
+    """Loads a YAML config. A relative corpus.path is taken from the config's folder (so
+    a config travels with its corpus); output_dir is taken from the working directory."""
+    if path is None:
+        return cls()
+    path = Path(path)
+    if not path.is_file():
+        raise ConfigError(f"{path}: no such config file")
+    try:
+        data = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except yaml.YAMLError as err:
+        raise ConfigError(f"{path}: not valid YAML: {err}") from err
+    config = from_dict(cls, data, where=str(path))
+    if isinstance(config, RunConfig) and config.corpus.path:
+        corpus_path = Path(config.corpus.path).expanduser()
+        if not corpus_path.is_absolute():
+            config.corpus.path = str((path.parent / corpus_path).resolve())
+    return config
+
+
+def to_dict(config) -> dict:
+    return dataclasses.asdict(config)

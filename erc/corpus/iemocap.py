@@ -1,0 +1,191 @@
+"""IEMOCAP (Busso et al. 2008), two layouts:
+
+- the ``IEMOCAP_full_release`` tree: ``Session{N}/dialog/transcriptions/*.txt`` (text and
+  times), ``Session{N}/dialog/EmoEvaluation/*.txt`` (labels),
+  ``Session{N}/sentences/wav/<dialog>/<utt>.wav`` (audio per utterance) and
+  ``Session{N}/dialog/avi/DivX/<dialog>.avi`` (video of the whole dialogue, cut by times);
+- text-only CSVs (``Dialogue_ID,Utterance_ID,Speaker,Utterance,Emotion``), one per split.
+
+Labels follow the common 6-class setup (neutral, happy, sad, angry, excited, frustrated).
+Utterances whose annotators did not agree (``xxx``) or whose label lies outside the
+chosen set (surprise, fear, disgust, other) are ``excluded_label`` problems, counted per label.
+Speakers are identities, ``Ses01_F``: one actress and one actor per session.
+"""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+from erc.corpus.base import CorpusError, IngestResult, RowCollector, decode_line, read_csv_records
+
+CODES = {"neu": "neutral", "hap": "happy", "sad": "sad", "ang": "angry",
+         "exc": "excited", "fru": "frustrated"}
+LABELS = tuple(CODES.values())
+OTHER_CODES = {"sur": "surprised", "fea": "fearful", "dis": "disgusted", "oth": "other",
+               "xxx": "no agreement"}
+DEFAULT_SESSION_SPLITS = {1: "train", 2: "train", 3: "train", 4: "dev", 5: "test"}
+
+_UTT_ID = re.compile(r"^(Ses\d\d)[FM]_.+_([FM])[A-Z]*\d+$")
+_TRANSCRIPT_LINE = re.compile(r"^(\S+)\s+\[(\d+(?:\.\d+)?)-(\d+(?:\.\d+)?)\]:\s?(.*)$")
+_EMO_LINE = re.compile(r"^\[(\d+(?:\.\d+)?)\s*-\s*(\d+(?:\.\d+)?)\]\s+(\S+)\s+(\S+)")
+
+
+def speaker_identity(dialogue_id: str, speaker: str) -> str:
+    """'Ses01F_impro01', 'F' -> 'Ses01_F' (the same person across that session's dialogues)."""
+    return f"{dialogue_id[:5]}_{speaker}" if re.match(r"^Ses\d\d", dialogue_id) else speaker
+
+
+def _label(code: str, collector: RowCollector, where: dict) -> str | None:
+    """Maps an IEMOCAP code to a label, recording the row as a problem when it has none."""
+    code = code.strip().lower()
+    if code in CODES:
+        return CODES[code]
+    if code in OTHER_CODES:
+        collector.reject("excluded_label", f"{code} ({OTHER_CODES[code]}) is outside the 6-class set",
+                         **where)
+    else:
+        collector.reject("unknown_label", f"emotion {code!r} is not an IEMOCAP code", **where)
+    return None
+
+
+# -- text-only CSVs -----------------------------------------------------------------------
+
+TEXT_SPLIT_FILES = {"train": "iemocap_train.csv", "dev": "iemocap_dev.csv",
+                    "valid": "iemocap_valid.csv", "test": "iemocap_test.csv"}
+TEXT_COLUMNS = ("Dialogue_ID", "Utterance_ID", "Speaker", "Utterance", "Emotion")
+
+
+def looks_like_text(path: Path) -> bool:
+    return path.is_dir() and any((path / f).is_file() for f in TEXT_SPLIT_FILES.values())
+
+
+def read_iemocap_text(path: Path, splits: list[str] | None = None) -> IngestResult:
+    path = Path(path)
+    out = RowCollector("iemocap")
+    for split, file_name in TEXT_SPLIT_FILES.items():
+        csv_path = path / file_name
+        if (splits and split not in splits) or not csv_path.is_file():
+            continue
+        source = str(csv_path)
+        out.sources.append(source)
+        for record in read_csv_records(csv_path, TEXT_COLUMNS):
+            f = record.fields
+            dia, turn = f["Dialogue_ID"].strip(), f["Utterance_ID"].strip()
+            uid = f"iemocap/{split}/{dia}/{turn}"
+            where = dict(source=source, line=record.line, split=split, utterance_id=uid)
+            if record.encoding == "undecodable":
+                out.reject("bad_encoding", "bytes neither UTF-8 nor cp1252", **where)
+                continue
+            if not dia or not turn.isdigit() or f["Speaker"].strip() not in ("F", "M"):
+                out.reject("missing_field", f"dialogue={dia!r} turn={turn!r} "
+                           f"speaker={f['Speaker']!r}", **where)
+                continue
+            emotion = _label(f["Emotion"], out, where)
+            if emotion is None:
+                continue
+            if record.encoding:
+                out.repairs["iemocap text decoded as cp1252"] += 1
+            out.add(
+                {"utterance_id": uid, "split": split, "dialogue_id": dia, "turn": int(turn),
+                 "speaker": speaker_identity(dia, f["Speaker"].strip()), "text": f["Utterance"],
+                 "emotion": emotion, "meta": {"speaker_label": f["Speaker"].strip()}},
+                source=source, line=record.line,
+            )
+    if not out.sources:
+        raise CorpusError(f"{path}: no IEMOCAP text csv ({', '.join(TEXT_SPLIT_FILES.values())})")
+    return out.result()
+
+
+# -- the full release ---------------------------------------------------------------------
+
+def looks_like_release(path: Path) -> bool:
+    return path.is_dir() and any(path.glob("Session[0-9]/dialog/transcriptions"))
+
+
+def _read_lines(path: Path) -> list[tuple[int, str, str | None]]:
+    """(line number, text, repair flag) for each non-empty line."""
+    lines = []
+    for number, raw in enumerate(path.read_bytes().splitlines(), start=1):
+        text, flag = decode_line(raw)
+        if text.strip():
+            lines.append((number, text.strip(), flag))
+    return lines
+
+
+def _emotion_codes(path: Path) -> dict[str, str]:
+    """Utterance id -> majority code, from an EmoEvaluation file (first line per turn)."""
+    codes = {}
+    if path.is_file():
+        for _, text, _ in _read_lines(path):
+            match = _EMO_LINE.match(text)
+            if match:
+                codes.setdefault(match.group(3), match.group(4))
+    return codes
+
+
+def read_iemocap_release(path: Path, session_splits: dict[int, str] | None = None,
+                         keep_missing_media: bool = False) -> IngestResult:
+    path = Path(path)
+    if not looks_like_release(path):
+        raise CorpusError(f"{path}: no Session*/dialog/transcriptions folder (IEMOCAP_full_release)")
+    session_splits = session_splits or DEFAULT_SESSION_SPLITS
+    out = RowCollector("iemocap")
+    for session_dir in sorted(path.glob("Session[0-9]")):
+        session = int(session_dir.name[-1])
+        split = session_splits.get(session)
+        if split is None:
+            continue
+        for transcript in sorted((session_dir / "dialog" / "transcriptions").glob("*.txt")):
+            if transcript.name.startswith("._"):
+                continue
+            dialogue = transcript.stem
+            source = str(transcript)
+            out.sources.append(source)
+            codes = _emotion_codes(session_dir / "dialog" / "EmoEvaluation" / transcript.name)
+            video = session_dir / "dialog" / "avi" / "DivX" / f"{dialogue}.avi"
+            entries = []
+            for number, text, flag in _read_lines(transcript):
+                match = _TRANSCRIPT_LINE.match(text)
+                if not match or not _UTT_ID.match(match.group(1)):
+                    continue  # non-utterance lines: breathing, laughter and XX speakers
+                entries.append((float(match.group(2)), number, flag, match))
+            # Transcription files are not always in time order; turns follow time.
+            entries.sort(key=lambda e: e[0])
+            for turn, (start, number, flag, match) in enumerate(entries):
+                utt_id, end, words = match.group(1), float(match.group(3)), match.group(4)
+                uid = f"iemocap/{utt_id}"
+                where = dict(source=source, line=number, split=split, utterance_id=uid)
+                if flag == "undecodable":
+                    out.reject("bad_encoding", "bytes neither UTF-8 nor cp1252", **where)
+                    continue
+                if end <= start:
+                    out.reject("bad_time", f"segment [{start}, {end}]", **where)
+                    continue
+                if utt_id not in codes:
+                    out.reject("unknown_label", "no EmoEvaluation entry", **where)
+                    continue
+                emotion = _label(codes[utt_id], out, where)
+                if emotion is None:
+                    continue
+                wav = session_dir / "sentences" / "wav" / dialogue / f"{utt_id}.wav"
+                has_video, has_wav = video.is_file(), wav.is_file()
+                if not (has_video or has_wav) and not keep_missing_media:
+                    out.reject("missing_media", f"neither {wav.name} nor {video.name} found", **where)
+                    continue
+                gender = _UTT_ID.match(utt_id).group(2)
+                out.add(
+                    {"utterance_id": uid, "split": split, "dialogue_id": dialogue, "turn": turn,
+                     "speaker": speaker_identity(dialogue, gender), "text": words,
+                     "emotion": emotion,
+                     "media_path": str(video) if has_video else (str(wav) if has_wav else None),
+                     "audio_path": str(wav) if has_wav else None,
+                     # Times index the dialogue video; a sentence wav is the segment itself.
+                     "start_s": start if has_video else None, "end_s": end if has_video else None,
+                     "meta": {"session": str(session), "speaker_label": gender,
+                              "segment_start_s": f"{start:.4f}", "segment_end_s": f"{end:.4f}"}},
+                    source=source, line=number,
+                )
+    if not out.sources:
+        raise CorpusError(f"{path}: no transcription file in sessions mapped to a split")
+    return out.result()

@@ -1,0 +1,74 @@
+"""Checks the media of an ingested corpus on Ray: every file is opened in parallel tasks
+and rows whose media cannot be read, has no audio stream, or is longer than the cap (MELD's
+mis-cut clips) move to the problem table with their reason."""
+
+from __future__ import annotations
+
+import numpy as np
+import pyarrow as pa
+
+from erc.corpus.base import IngestResult
+from erc.media.probe import probe
+from erc.schema import problem_table
+
+
+def _probe_batch(batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+    infos = [probe(path) for path in batch["path"]]
+    return {
+        "path": batch["path"],
+        "duration_s": np.array([i.duration_s if i.duration_s is not None else np.nan for i in infos]),
+        "has_audio": np.array([i.has_audio for i in infos]),
+        "error": np.array([i.error or "" for i in infos], dtype=object),
+    }
+
+
+def probe_paths(paths: list[str], batch_size: int = 128) -> dict[str, dict]:
+    """path -> {duration_s, has_audio, error}, computed by Ray Data tasks."""
+    import ray.data
+
+    if not paths:
+        return {}
+    dataset = ray.data.from_items([{"path": p} for p in paths])
+    rows = dataset.map_batches(_probe_batch, batch_size=batch_size, batch_format="numpy").take_all()
+    return {row["path"]: row for row in rows}
+
+
+def check_media(result: IngestResult, max_clip_seconds: float = 60.0) -> IngestResult:
+    """Moves rows with unreadable, audio-less or overlong media to the problem table."""
+    table = result.utterances
+    media = table.column("media_path").to_pylist()
+    audio = table.column("audio_path").to_pylist()
+    starts, ends = table.column("start_s").to_pylist(), table.column("end_s").to_pylist()
+    info = probe_paths(sorted({p for p in media + audio if p}))
+
+    keep, problems = [], []
+    for i, row_media in enumerate(media):
+        reason = None
+        if row_media:
+            meta = info[row_media]
+            segment = (ends[i] - starts[i]) if starts[i] is not None and ends[i] is not None else None
+            # Only whole-file utterances can be mis-cut; a segment's length is its own.
+            length = segment if segment is not None else meta["duration_s"]
+            if meta["error"]:
+                reason = ("unreadable_media", meta["error"])
+            elif not meta["has_audio"] and not audio[i]:
+                reason = ("no_audio", f"{row_media} has no audio stream")
+            elif length == length and length > max_clip_seconds:  # NaN-safe
+                reason = ("overlong_clip", f"{length:.1f} s > cap {max_clip_seconds:.0f} s")
+        if reason is None and audio[i] and info[audio[i]]["error"]:
+            reason = ("unreadable_media", info[audio[i]]["error"])
+        keep.append(reason is None)
+        if reason:
+            problems.append({"corpus": table.column("corpus")[i].as_py(),
+                             "split": table.column("split")[i].as_py(),
+                             "source": row_media or audio[i], "line": None,
+                             "utterance_id": table.column("utterance_id")[i].as_py(),
+                             "reason": reason[0], "detail": reason[1]})
+    checked = IngestResult(
+        utterances=table.filter(pa.array(keep, type=pa.bool_())),
+        problems=pa.concat_tables([result.problems, problem_table(problems)]),
+        n_input=result.n_input, repairs=result.repairs, sources=result.sources,
+    )
+    checked.check_accounting()
+    return checked
+

@@ -1,0 +1,91 @@
+"""RAVDESS (Livingstone & Russo 2018): labels are coded in the file names,
+``MM-VV-EE-II-SS-RR-AA.ext`` (modality, vocal channel, emotion, intensity, statement,
+repetition, actor). The unimodal speech-emotion corpus for the speaker adapter.
+
+Each actor's recordings form one "dialogue" (there is no conversation); splits go by
+actor so that evaluation is on unseen speakers (default: actors 1-14 train, 15-24 test).
+"""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+from erc.corpus.base import CorpusError, IngestResult, RowCollector
+
+EMOTIONS = {"01": "neutral", "02": "calm", "03": "happy", "04": "sad", "05": "angry",
+            "06": "fearful", "07": "disgust", "08": "surprised"}
+LABELS = tuple(EMOTIONS.values())
+STATEMENTS = {"01": "Kids are talking by the door.", "02": "Dogs are sitting by the door."}
+MODALITIES = {"01": "audio-video", "02": "video-only", "03": "audio-only"}
+CHANNELS = {"01": "speech", "02": "song"}
+INTENSITIES = {"01": "normal", "02": "strong"}
+MEDIA_SUFFIXES = {".wav", ".flac", ".mp4", ".mp3", ".ogg"}
+DEFAULT_ACTOR_SPLITS = {"train": "1-14", "test": "15-24"}
+
+_NAME = re.compile(r"^(\d\d)-(\d\d)-(\d\d)-(\d\d)-(\d\d)-(\d\d)-(\d\d)$")
+
+
+def parse_actor_ranges(spec: dict[str, str]) -> dict[int, str]:
+    """{'train': '1-14', 'test': '15-18,20'} -> {1: 'train', ..., 20: 'test'}."""
+    actors: dict[int, str] = {}
+    for split, ranges in spec.items():
+        for part in str(ranges).split(","):
+            lo, _, hi = part.strip().partition("-")
+            for actor in range(int(lo), int(hi or lo) + 1):
+                if actor in actors:
+                    raise CorpusError(f"actor {actor} is in both {actors[actor]} and {split}")
+                actors[actor] = split
+    return actors
+
+
+def looks_like(path: Path) -> bool:
+    return path.is_dir() and any(_NAME.match(p.stem) for p in path.glob("Actor_*/*"))
+
+
+def read_ravdess(path: Path, actor_splits: dict[str, str] | None = None) -> IngestResult:
+    path = Path(path)
+    if not path.is_dir():
+        raise CorpusError(f"{path}: no such folder")
+    split_of = parse_actor_ranges(actor_splits or DEFAULT_ACTOR_SPLITS)
+    files = sorted(p for p in path.rglob("*") if p.suffix.lower() in MEDIA_SUFFIXES
+                   and not p.name.startswith("._"))
+    if not files:
+        raise CorpusError(f"{path}: no RAVDESS media files ({', '.join(sorted(MEDIA_SUFFIXES))})")
+    out = RowCollector("ravdess")
+    out.sources.append(str(path))
+    turns: dict[str, int] = {}
+    for file in files:
+        source = str(file)
+        match = _NAME.match(file.stem)
+        if not match:
+            out.reject("bad_filename", "name is not MM-VV-EE-II-SS-RR-AA", source=source, line=None)
+            continue
+        modality, channel, emo, intensity, statement, repetition, actor = match.groups()
+        split = split_of.get(int(actor))
+        uid = f"ravdess/{file.stem}"
+        where = dict(source=source, line=None, split=split, utterance_id=uid)
+        if emo not in EMOTIONS:
+            out.reject("unknown_label", f"emotion code {emo} not in 01-08", **where)
+            continue
+        if (modality not in MODALITIES or channel not in CHANNELS or intensity not in INTENSITIES
+                or statement not in STATEMENTS):
+            out.reject("bad_filename", f"unknown code in {file.stem}", **where)
+            continue
+        if split is None:
+            out.reject("missing_field", f"actor {int(actor)} is in no split of {actor_splits}", **where)
+            continue
+        dialogue = f"Actor_{actor}"
+        turn = turns.get(dialogue, 0)
+        turns[dialogue] = turn + 1
+        out.add(
+            {"utterance_id": uid, "split": split, "dialogue_id": dialogue, "turn": turn,
+             "speaker": dialogue, "text": STATEMENTS[statement], "emotion": EMOTIONS[emo],
+             "media_path": str(file),
+             "audio_path": str(file) if modality == "03" else None,
+             "meta": {"modality": MODALITIES[modality], "vocal_channel": CHANNELS[channel],
+                      "intensity": INTENSITIES[intensity], "repetition": repetition,
+                      "gender": "male" if int(actor) % 2 else "female"}},
+            source=source, line=None,
+        )
+    return out.result()

@@ -1,0 +1,1 @@
+"""Media access: probing and decoding with PyAV / ffmpeg."""

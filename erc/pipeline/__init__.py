@@ -1,0 +1,1 @@
+"""The stages of a run, each resumable and accounting for every row."""

@@ -1,0 +1,125 @@
+"""Where erc's work runs: an embedded single-node Ray started on demand, or an existing
+cluster given by ``--address`` / ``RAY_ADDRESS``.
+
+The embedded Ray is bound to loopback and makes no outside connection: no usage stats,
+no cloud-metadata probe (Ray's dashboard skips it when ``$HOME/ray_bootstrap_config.yaml``
+exists, so Ray's own processes get a private HOME that holds one), no token file written
+to the user's home, and model hubs offline unless the user says otherwise.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+import sys
+import tempfile
+from pathlib import Path
+from typing import Iterator
+
+log = logging.getLogger(__name__)
+
+# Defaults that keep every library offline and inside known folders; a value the user
+# already set wins.
+OFFLINE_ENV = {
+    "RAY_USAGE_STATS_ENABLED": "0",
+    "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER": "0",  # makes a local Ray pick 127.0.0.1
+    "HF_HUB_OFFLINE": "1",
+    "TRANSFORMERS_OFFLINE": "1",
+    "HF_HUB_DISABLE_TELEMETRY": "1",
+    "YOLO_OFFLINE": "1",
+    "TOKENIZERS_PARALLELISM": "false",
+}
+
+
+def state_dir() -> Path:
+    """erc's own folder for caches and Ray's private HOME."""
+    base = os.environ.get("ERC_HOME") or os.path.join(
+        os.environ.get("XDG_CACHE_HOME") or os.path.expanduser("~/.cache"), "erc")
+    path = Path(base)
+    path.mkdir(parents=True, exist_ok=True)
+    return path
+
+
+def apply_offline_env() -> None:
+    """Sets the offline defaults in this process (inherited by Ray's processes)."""
+    for key, value in OFFLINE_ENV.items():
+        os.environ.setdefault(key, value)
+    for key, sub in (("MPLCONFIGDIR", "matplotlib"), ("YOLO_CONFIG_DIR", "ultralytics"),
+                     ("TILELANG_CACHE_DIR", "tilelang")):
+        if key not in os.environ:
+            folder = state_dir() / sub
+            folder.mkdir(parents=True, exist_ok=True)
+            os.environ[key] = str(folder)
+
+
+def _ray_home() -> Path:
+    home = state_dir() / "ray-home"
+    home.mkdir(parents=True, exist_ok=True)
+    bootstrap = home / "ray_bootstrap_config.yaml"
+    if not bootstrap.exists():
+        bootstrap.write_text("# present so Ray skips its cloud-metadata probe\n{}\n")
+    return home
+
+
+@contextlib.contextmanager
+def _home_for_ray_processes() -> Iterator[None]:
+    """Ray's processes inherit HOME at start; point it at erc's private one meanwhile.
+    Caches that default under HOME are pinned to the real home first."""
+    real_home = os.path.expanduser("~")
+    pinned = {"XDG_CACHE_HOME": os.path.join(real_home, ".cache")}
+    added = {k: v for k, v in pinned.items() if k not in os.environ}
+    old_home = os.environ.get("HOME")
+    os.environ.update(added)
+    os.environ["HOME"] = str(_ray_home())
+    try:
+        yield
+    finally:
+        if old_home is None:
+            os.environ.pop("HOME", None)
+        else:
+            os.environ["HOME"] = old_home
+        for key in added:
+            os.environ.pop(key, None)
+
+
+def connect(address: str | None = None, num_cpus: int | None = None,
+            num_gpus: int | None = None, dashboard: bool = False) -> str:
+    """Connects this process to Ray once: to ``address`` (or ``RAY_ADDRESS``) when given,
+    else to a fresh embedded single-node Ray on loopback. Returns a description."""
+    apply_offline_env()  # before Ray is imported: it reads some of these at import
+    import ray
+
+    address = address or os.environ.get("RAY_ADDRESS") or None
+    if ray.is_initialized():
+        return "ray (already connected)"
+    if address and address != "local":
+        ray.init(address=address, log_to_driver=True)
+        return f"ray cluster at {address}"
+    # The embedded Ray trusts only this machine; no token is needed or written.
+    os.environ.setdefault("RAY_AUTH_MODE", "disabled")
+    with _home_for_ray_processes():
+        ray.init(
+            address="local",
+            num_cpus=num_cpus,
+            num_gpus=num_gpus,
+            include_dashboard=dashboard,
+            dashboard_host="127.0.0.1",
+            _node_ip_address="127.0.0.1",
+            _temp_dir=tempfile.mkdtemp(prefix="ray-", dir="/tmp"),
+            configure_logging=True,
+            logging_level=logging.WARNING,
+            log_to_driver=True,
+        )
+    if not sys.stdout.isatty():
+        # Off a terminal Ray Data logs its progress line by line; keep warnings only.
+        logging.getLogger("ray.data").setLevel(logging.WARNING)
+    resources = ray.cluster_resources()
+    return (f"embedded ray on 127.0.0.1 ({int(resources.get('CPU', 0))} CPU, "
+            f"{int(resources.get('GPU', 0))} GPU)")
+
+
+def shutdown() -> None:
+    ray = sys.modules.get("ray")  # never import Ray just to stop it
+    if ray is not None and ray.is_initialized():
+        ray.shutdown()

@@ -1,0 +1,1 @@
+"""Small sample corpora shipped with erc (see each folder's README.md)."""

@@ -1,0 +1,89 @@
+"""The canonical tables every stage of erc reads and writes.
+
+``UTTERANCE_SCHEMA`` is the utterance table (``utterances.parquet``): one row per
+utterance, whatever corpus it came from.
+
+| column        | type                | meaning                                                        |
+|---------------|---------------------|----------------------------------------------------------------|
+| utterance_id  | string, required    | stable id, unique within the table (``<corpus>/<split>/...``)  |
+| corpus        | string, required    | corpus name (``meld``, ``iemocap``, ``ravdess``, a manifest's) |
+| split         | string, required    | ``train``, ``dev``, ``test``, ...                              |
+| dialogue_id   | string, required    | the conversation; unique within (corpus, split)                |
+| turn          | int32, required     | 0-based position of the utterance in its dialogue              |
+| speaker       | string, required    | speaker identity (``Ses01_F`` for IEMOCAP, actor for RAVDESS)  |
+| text          | string, nullable    | the corpus transcript                                          |
+| emotion       | string, nullable    | emotion label from the corpus label set; null when unlabelled  |
+| media_path    | string, nullable    | absolute path or URI of the video (or audio) holding the turn  |
+| audio_path    | string, nullable    | a separate audio file when the corpus has one (IEMOCAP wavs)   |
+| start_s       | float64, nullable   | segment start within ``media_path``; null = whole file         |
+| end_s         | float64, nullable   | segment end within ``media_path``; null = whole file           |
+| meta          | map<string,string>  | corpus-specific fields (MELD season/episode, RAVDESS intensity) |
+
+``PROBLEM_SCHEMA`` is the problem table (``problems.parquet``): one row per input row
+that did not make it into the utterance table, with the reason. For every reader,
+``input rows = utterance rows + problem rows``.
+"""
+
+from __future__ import annotations
+
+import pyarrow as pa
+
+UTTERANCE_SCHEMA = pa.schema(
+    [
+        pa.field("utterance_id", pa.string(), nullable=False),
+        pa.field("corpus", pa.string(), nullable=False),
+        pa.field("split", pa.string(), nullable=False),
+        pa.field("dialogue_id", pa.string(), nullable=False),
+        pa.field("turn", pa.int32(), nullable=False),
+        pa.field("speaker", pa.string(), nullable=False),
+        pa.field("text", pa.string()),
+        pa.field("emotion", pa.string()),
+        pa.field("media_path", pa.string()),
+        pa.field("audio_path", pa.string()),
+        pa.field("start_s", pa.float64()),
+        pa.field("end_s", pa.float64()),
+        pa.field("meta", pa.map_(pa.string(), pa.string())),
+    ]
+)
+
+PROBLEM_SCHEMA = pa.schema(
+    [
+        pa.field("corpus", pa.string(), nullable=False),
+        pa.field("split", pa.string()),
+        pa.field("source", pa.string(), nullable=False),  # file the row came from
+        pa.field("line", pa.int64()),  # 1-based line (or row) in that file, when known
+        pa.field("utterance_id", pa.string()),
+        pa.field("reason", pa.string(), nullable=False),  # one of PROBLEM_REASONS
+        pa.field("detail", pa.string()),
+    ]
+)
+
+# Every reason a row can be set aside for, with what it means.
+PROBLEM_REASONS = {
+    "bad_encoding": "bytes that are neither UTF-8 nor cp1252",
+    "missing_field": "a required field (dialogue, speaker, turn, ...) is empty or invalid",
+    "unknown_label": "emotion label outside the corpus label set",
+    "excluded_label": "label known but outside the label set chosen for this run",
+    "duplicate_id": "utterance id already seen in this corpus",
+    "missing_media": "the media file the row names does not exist",
+    "path_outside_root": "media path escapes the corpus root",
+    "bad_filename": "a media file whose name does not follow the corpus convention",
+    "bad_time": "start/end times that cannot be parsed or are inverted",
+    "unreadable_media": "the media file exists but cannot be opened or decoded",
+    "overlong_clip": "media longer than the configured cap (mis-cut clip)",
+    "no_audio": "the media file has no audio stream",
+}
+
+
+def utterance_table(rows: list[dict]) -> pa.Table:
+    """Builds an utterance table from dicts with the schema's keys (missing = null)."""
+    columns = {
+        field.name: [row.get(field.name) for row in rows] for field in UTTERANCE_SCHEMA
+    }
+    columns["meta"] = [list((row.get("meta") or {}).items()) for row in rows]
+    return pa.table(columns, schema=UTTERANCE_SCHEMA)
+
+
+def problem_table(rows: list[dict]) -> pa.Table:
+    columns = {field.name: [row.get(field.name) for row in rows] for field in PROBLEM_SCHEMA}
+    return pa.table(columns, schema=PROBLEM_SCHEMA)

@@ -1,0 +1,88 @@
+"""Hermetic test session: nothing leaves the machine.
+
+The environment is set before anything imports Ray or a model library: a private HOME
+holding ray_bootstrap_config.yaml (Ray's dashboard then skips its cloud-metadata probe),
+usage stats off, token auth off for the single-node Ray, hubs offline, caches in a temp
+folder. pytest-socket (pyproject addopts) lets in-process sockets reach loopback only.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import tempfile
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+SHARED = REPO.parent / "shared"
+
+_HOME = Path(tempfile.mkdtemp(prefix="erc-test-home-"))
+(_HOME / "ray_bootstrap_config.yaml").write_text("{}\n")
+for _key, _value in {
+    "HOME": str(_HOME),
+    "ERC_HOME": str(_HOME / "erc"),
+    "XDG_CACHE_HOME": str(_HOME / "cache"),
+    "HF_HOME": str(_HOME / "hf"),
+    "TORCH_HOME": str(_HOME / "torch"),
+    "MPLCONFIGDIR": str(_HOME / "mpl"),
+    "YOLO_CONFIG_DIR": str(_HOME / "yolo"),
+    "TILELANG_CACHE_DIR": str(_HOME / "tilelang"),
+    "HF_HUB_OFFLINE": "1",
+    "TRANSFORMERS_OFFLINE": "1",
+    "YOLO_OFFLINE": "1",
+    "RAY_USAGE_STATS_ENABLED": "0",
+    "RAY_AUTH_MODE": "disabled",
+    "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER": "0",
+}.items():
+    os.environ[_key] = _value
+os.environ.pop("RAY_ADDRESS", None)
+
+
+def shared_path(*parts: str) -> Path:
+    """A path under ../shared. Skips the test when it is absent, except under CI=true,
+    where ../shared always sits beside the clone and its absence is a failure."""
+    path = SHARED.joinpath(*parts)
+    if not path.exists():
+        message = f"{path} is absent (real corpora and assets live in ../shared beside the clone)"
+        if os.environ.get("CI") == "true":
+            pytest.fail(message)
+        pytest.skip(message)
+    return path
+
+
+@pytest.fixture(scope="session")
+def ray_local():
+    """One embedded Ray for the tests that need it (started the way the CLI starts it)."""
+    from erc import runtime
+
+    runtime.connect(num_cpus=2)
+    yield
+    runtime.shutdown()
+
+
+@pytest.fixture(scope="session")
+def sample_manifest() -> Path:
+    return REPO / "erc" / "samples" / "ravdess_dialogues" / "manifest.csv"
+
+
+def make_clip(path: Path, seconds: float = 1.0, audio: bool = True, video: bool = True) -> Path:
+    """A small real media file made with ffmpeg (a tone and/or a test pattern)."""
+    args = ["ffmpeg", "-nostdin", "-loglevel", "error", "-y"]
+    if video:
+        args += ["-f", "lavfi", "-i", f"testsrc=size=64x64:rate=5:duration={seconds}"]
+    if audio:
+        args += ["-f", "lavfi", "-i", f"sine=frequency=440:sample_rate=16000:duration={seconds}"]
+    if video:
+        args += ["-c:v", "libx264", "-pix_fmt", "yuv420p"]
+    if audio:
+        args += ["-c:a", "aac" if path.suffix == ".mp4" else "pcm_s16le"]
+    path.parent.mkdir(parents=True, exist_ok=True)
+    subprocess.run(args + ["-shortest", str(path)], check=True)
+    return path
+
+
+def pytest_sessionfinish(session, exitstatus):
+    shutil.rmtree(_HOME, ignore_errors=True)

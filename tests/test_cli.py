@@ -1,0 +1,88 @@
+"""The erc command line: help everywhere, ingest with summary and resume, clear errors,
+and the main job on the shipped sample."""
+
+import json
+import subprocess
+import sys
+
+import pyarrow.parquet as pq
+import pytest
+
+from erc.cli import build_parser, main
+from tests.conftest import REPO, shared_path
+
+COMMANDS = [[], ["run"], ["corpus"], ["corpus", "ingest"], ["corpus", "summary"],
+            ["corpus", "formats"]]
+
+
+@pytest.mark.parametrize("command", COMMANDS, ids=lambda c: " ".join(c) or "erc")
+def test_every_command_has_help(command, capsys):
+    with pytest.raises(SystemExit) as exit:
+        build_parser().parse_args(command + ["--help"])
+    assert exit.value.code == 0
+    out = capsys.readouterr().out
+    assert out.startswith("usage: erc") and len(out.splitlines()) > 3
+
+
+def test_console_script_is_installed():
+    erc = REPO / ".venv" / "bin" / "erc"
+    exe = str(erc) if erc.exists() else "erc"
+    done = subprocess.run([exe, "--version"], capture_output=True, text=True)
+    assert done.returncode == 0 and done.stdout.startswith("erc ")
+
+
+def test_ingest_meld_prints_summary_and_resumes(tmp_path, capsys):
+    meld = shared_path("data", "meld")
+    out = tmp_path / "meld"
+    assert main(["corpus", "ingest", str(meld), "--out", str(out)]) == 0
+    text = capsys.readouterr().out
+    assert "11,098 input rows -> 11,098 utterances kept, 0 set aside" in text
+    assert "train       9,989      1,038" in text and "dev         1,109        114" in text
+    assert "7 emotions" in text
+    table = pq.read_table(out / "utterances.parquet")
+    assert table.num_rows == 11098
+    stamp = (out / "utterances.parquet").stat().st_mtime_ns
+
+    assert main(["corpus", "ingest", str(meld), "--out", str(out)]) == 0
+    assert "up to date, nothing recomputed" in capsys.readouterr().out
+    assert (out / "utterances.parquet").stat().st_mtime_ns == stamp  # no work done twice
+
+    assert main(["corpus", "summary", str(out)]) == 0
+    assert "11,098 input rows" in capsys.readouterr().out
+
+
+def test_ingest_json_summary_adds_up(tmp_path, capsys):
+    manifest = tmp_path / "m.csv"
+    manifest.write_bytes(b"dialogue_id,speaker,text,emotion\n"
+                         b"d1,a,hello,joy\nd1,b,\x81\x8d,joy\nd1,,no speaker,joy\nd2,a,fine,anger\n")
+    assert main(["corpus", "ingest", str(manifest), "--out", str(tmp_path / "o"), "--json"]) == 0
+    summary = json.loads(capsys.readouterr().out)
+    assert summary["input_rows"] == 4 and summary["kept"] == 2 and summary["problems"] == 2
+    assert summary["problems_by_reason"] == {"bad_encoding": 1, "missing_field": 1}
+    assert summary["kept"] + summary["problems"] == summary["input_rows"]
+
+
+def test_clear_errors_exit_2(tmp_path, capsys):
+    assert main(["corpus", "ingest", str(tmp_path / "nowhere")]) == 2
+    assert "no such file or folder" in capsys.readouterr().err
+    (tmp_path / "bad.csv").write_text("speaker,text\na,hi\n")
+    assert main(["corpus", "ingest", str(tmp_path / "bad.csv"), "--out", str(tmp_path / "o")]) == 2
+    assert "missing column(s) dialogue_id" in capsys.readouterr().err
+    (tmp_path / "cfg.yaml").write_text("corpus:\n  pth: x\n")
+    assert main(["run", "--config", str(tmp_path / "cfg.yaml")]) == 2
+    assert "unknown key(s) pth" in capsys.readouterr().err
+
+
+@pytest.mark.slow
+def test_main_job_on_the_shipped_sample(tmp_path):
+    """`erc run` as the README runs it, in a subprocess: embedded Ray, sample corpus."""
+    out = tmp_path / "run"
+    cmd = [sys.executable, "-m", "erc.cli", "run", "--out", str(out)]
+    done = subprocess.run(cmd, capture_output=True, text=True, cwd=tmp_path, timeout=300)
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert "embedded ray on 127.0.0.1" in done.stdout
+    assert "84 input rows -> 84 utterances kept, 0 set aside" in done.stdout
+    table = pq.read_table(out / "corpus" / "utterances.parquet")
+    assert table.num_rows == 84 and set(table.column("split").to_pylist()) == {"train", "dev", "test"}
+    again = subprocess.run(cmd, capture_output=True, text=True, cwd=tmp_path, timeout=300)
+    assert again.returncode == 0 and "up to date" in again.stdout

@@ -1,0 +1,58 @@
+"""Media checking on Ray: bad files become problem rows with their reason; counts add up."""
+
+from pathlib import Path
+
+import pytest
+
+from erc.corpus import read_corpus
+from erc.corpus.media_check import check_media
+from erc.media.probe import probe
+from tests.conftest import make_clip
+
+pytestmark = pytest.mark.slow
+
+
+def _corpus(tmp_path: Path) -> Path:
+    clips = tmp_path / "clips"
+    make_clip(clips / "good.mp4", seconds=1.0)
+    make_clip(clips / "long.mp4", seconds=4.0)
+    make_clip(clips / "silent_video.mp4", seconds=1.0, audio=False)
+    make_clip(clips / "speech.wav", seconds=1.0, video=False)
+    (clips / "corrupt.mp4").write_bytes(b"\x00\x00\x00\x18ftypmp42" + b"\x17" * 500)
+    good = (clips / "good.mp4").read_bytes()
+    (clips / "truncated.mp4").write_bytes(good[: len(good) // 3])
+    rows = ["dialogue_id,speaker,text,emotion,media,start,end"]
+    for i, name in enumerate(["good.mp4", "long.mp4", "silent_video.mp4", "speech.wav",
+                              "corrupt.mp4", "truncated.mp4"]):
+        rows.append(f"d1,s{i % 2},utterance {i},neutral,clips/{name},,")
+    rows.append("d1,s0,a segment of the long clip,joy,clips/long.mp4,0.5,1.5")
+    manifest = tmp_path / "manifest.csv"
+    manifest.write_text("\n".join(rows) + "\n")
+    return manifest
+
+
+def test_probe_reports_streams_and_errors(tmp_path):
+    clip = make_clip(tmp_path / "a.mp4", seconds=2.0)
+    info = probe(str(clip))
+    assert info.error is None and info.has_audio and info.has_video
+    assert info.duration_s == pytest.approx(2.0, abs=0.25)
+    missing = probe(str(tmp_path / "missing.mp4"))
+    assert missing.error and not missing.has_audio
+
+
+def test_bad_media_become_problem_rows(tmp_path, ray_local):
+    result = read_corpus(_corpus(tmp_path), format="manifest")
+    assert result.utterances.num_rows == 7 and result.problems.num_rows == 0
+
+    checked = check_media(result, max_clip_seconds=3.0)
+    kept = checked.utterances.column("media_path").to_pylist()
+    reasons = {Path(r["source"]).name: r["reason"] for r in checked.problems.to_pylist()}
+    assert reasons == {
+        "long.mp4": "overlong_clip",
+        "silent_video.mp4": "no_audio",
+        "corrupt.mp4": "unreadable_media",
+        "truncated.mp4": "unreadable_media",
+    }
+    assert sorted(Path(p).name for p in kept) == ["good.mp4", "long.mp4", "speech.wav"]
+    # the kept long.mp4 row is the 1 s segment: a segment is judged by its own length
+    assert checked.utterances.num_rows + checked.problems.num_rows == checked.n_input == 7
