@@ -77,7 +77,7 @@ def read_iemocap_text(path: Path, splits: list[str] | None = None) -> IngestResu
             if record.encoding == "undecodable":
                 out.reject("bad_encoding", "bytes neither UTF-8 nor cp1252", **where)
                 continue
-            if not dia or not turn.isdigit() or f["Speaker"].strip() not in ("F", "M"):
+            if not dia or not (turn.isascii() and turn.isdigit()) or f["Speaker"].strip() not in ("F", "M"):
                 out.reject("missing_field", f"dialogue={dia!r} turn={turn!r} "
                            f"speaker={f['Speaker']!r}", **where)
                 continue
@@ -168,6 +168,8 @@ def read_iemocap_release(path: Path, session_splits: dict[int, str] | None = Non
                 emotion = _label(codes[utt_id], out, where)
                 if emotion is None:
                     continue
+                if flag == "cp1252":
+                    out.repairs["iemocap transcript decoded as cp1252"] += 1
                 wav = session_dir / "sentences" / "wav" / dialogue / f"{utt_id}.wav"
                 has_video, has_wav = video.is_file(), wav.is_file()
                 if not (has_video or has_wav) and not keep_missing_media:

@@ -72,7 +72,13 @@ def _blank(value) -> bool:
 
 
 def _seconds(value) -> float | None:
-    return None if _blank(value) else float(value)
+    """Blank -> None; a number -> float; anything else (text, nan, inf) -> ValueError."""
+    if _blank(value):
+        return None
+    seconds = float(value)
+    if not math.isfinite(seconds):
+        raise ValueError(f"not a finite time: {value!r}")
+    return seconds
 
 
 def read_manifest(path: Path, corpus: str | None = None, split: str = "train",
@@ -96,22 +102,24 @@ def read_manifest(path: Path, corpus: str | None = None, split: str = "train",
         if not header_checked and path.suffix.lower() != ".csv":
             # JSONL/Parquet have no header: check the first record's keys instead.
             missing = {"dialogue_id", "speaker"} - set(f)
-            if missing or not ({"text", "media"} & set(f)):
-                raise CorpusError(f"{path}: records need dialogue_id, speaker and text or media; "
-                                  f"first record has {', '.join(sorted(f))}")
+            if not ({"text", "media"} & set(f)):
+                missing.add("text or media")
+            if missing:
+                raise CorpusError(f"{path}: first record lacks {', '.join(sorted(missing))}; "
+                                  f"it has {', '.join(sorted(f))}")
         if not header_checked and path.suffix.lower() == ".csv" and not ({"text", "media"} & set(f)):
             raise CorpusError(f"{path}: manifest needs a text or a media column; found {', '.join(f)}")
         header_checked = True
 
-        row_split = str(f.get("split") or split).strip()
-        dialogue = str(f.get("dialogue_id") or "").strip()
+        row_split = split if _blank(f.get("split")) else str(f["split"]).strip()
+        dialogue = "" if _blank(f.get("dialogue_id")) else str(f["dialogue_id"]).strip()
         turn_value = f.get("turn")
         if _blank(turn_value):
             turn = turns.get((row_split, dialogue), 0)
         else:
             try:
                 turn = int(float(turn_value))
-            except ValueError:
+            except (ValueError, OverflowError):
                 turn = -1
         uid = (str(f["utterance_id"]).strip() if not _blank(f.get("utterance_id"))
                else f"{corpus}/{row_split}/{dialogue}/{turn}")

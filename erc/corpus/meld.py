@@ -83,7 +83,7 @@ def read_meld(path: Path, media_root: Path | None = None, splits: list[str] | No
             if record.encoding == "undecodable":
                 out.reject("bad_encoding", "bytes neither UTF-8 nor cp1252", **where)
                 continue
-            if not (dia.isdigit() and utt.isdigit()) or not f["Speaker"].strip():
+            if not (dia.isascii() and dia.isdigit() and utt.isascii() and utt.isdigit()) or not f["Speaker"].strip():
                 out.reject("missing_field", f"dialogue={dia!r} utterance={utt!r} "
                            f"speaker={f['Speaker']!r}", **where)
                 continue

@@ -77,7 +77,7 @@ def read_ravdess(path: Path, actor_splits: dict[str, str] | None = None) -> Inge
             continue
         dialogue = f"Actor_{actor}"
         turn = turns.get(dialogue, 0)
-        turns[dialogue] = turn + 1
+        kept_before = len(out.rows)
         out.add(
             {"utterance_id": uid, "split": split, "dialogue_id": dialogue, "turn": turn,
              "speaker": dialogue, "text": STATEMENTS[statement], "emotion": EMOTIONS[emo],
@@ -88,4 +88,6 @@ def read_ravdess(path: Path, actor_splits: dict[str, str] | None = None) -> Inge
                       "gender": "male" if int(actor) % 2 else "female"}},
             source=source, line=None,
         )
+        if len(out.rows) > kept_before:  # a duplicate takes no turn
+            turns[dialogue] = turn + 1
     return out.result()

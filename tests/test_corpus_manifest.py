@@ -1,0 +1,342 @@
+"""The generic manifest reader (erc.corpus.manifest): CSV, JSON Lines and Parquet forms,
+malformed rows written into tmp_path, and the shipped sample manifest."""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import shutil
+from pathlib import Path
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+
+from erc.corpus import CorpusError, detect_format, read_corpus
+from erc.corpus.manifest import read_manifest
+from tests.conftest import make_clip
+
+
+def checked(result):
+    assert result.n_input == result.utterances.num_rows + result.problems.num_rows
+    result.check_accounting()
+    return result
+
+
+def by_uid(table) -> dict[str, dict]:
+    return {r["utterance_id"]: r for r in table.to_pylist()}
+
+
+def write_csv(path: Path, rows: list[dict], columns: list[str] | None = None) -> Path:
+    columns = columns or list(rows[0])
+    buffer = io.StringIO(newline="")
+    writer = csv.DictWriter(buffer, fieldnames=columns, lineterminator="\n")
+    writer.writeheader()
+    writer.writerows(rows)
+    path.write_text(buffer.getvalue(), encoding="utf-8")
+    return path
+
+
+def write_jsonl(path: Path, rows: list[dict]) -> Path:
+    path.write_text("".join(json.dumps(r) + "\n" for r in rows), encoding="utf-8")
+    return path
+
+
+@pytest.fixture(scope="module")
+def clip(tmp_path_factory) -> Path:
+    return make_clip(tmp_path_factory.mktemp("clip") / "clip.mp4", seconds=0.4)
+
+
+@pytest.fixture
+def corpus_dir(tmp_path, clip) -> Path:
+    """tmp_path/corpus with clips/a.mp4, clips/b.mp4, audio/a.wav; tmp_path/outside.mp4."""
+    root = tmp_path / "corpus"
+    for name in ("clips/a.mp4", "clips/b.mp4", "audio/a.wav"):
+        (root / name).parent.mkdir(parents=True, exist_ok=True)
+        shutil.copy(clip, root / name)
+    shutil.copy(clip, tmp_path / "outside.mp4")
+    return root
+
+
+# --- the shipped sample ----------------------------------------------------------------
+
+
+def test_sample_manifest(sample_manifest):
+    assert detect_format(sample_manifest) == "manifest"
+    result = checked(read_corpus(sample_manifest))
+    t = result.utterances
+    assert result.problems.num_rows == 0 and t.num_rows == 84
+    assert len(set(t.column("dialogue_id").to_pylist())) == 12
+    assert set(t.column("split").to_pylist()) == {"train", "dev", "test"}
+    assert all(Path(p).is_file() for p in t.column("media_path").to_pylist())
+    first = by_uid(t)["sample_d01_t00"]
+    assert first["corpus"] == "manifest"  # the manifest's stem
+    assert first["media_path"] == str(sample_manifest.parent / "clips" / "sample_d01_t00.mp4")
+    assert {"source_file", "intensity", "gender"} <= set(dict(first["meta"]))
+
+
+# --- one table, three formats ------------------------------------------------------------
+
+ROWS = [
+    {"dialogue_id": "d1", "speaker": "Ann", "text": "Hello.", "emotion": "Happy",
+     "media": "clips/a.mp4", "start": 0.5, "end": 1.5, "mood": "sunny"},
+    {"dialogue_id": "d1", "speaker": "Bob", "text": "Hi, Ann.", "emotion": "neutral",
+     "media": "clips/b.mp4", "start": None, "end": None, "mood": None},
+    {"dialogue_id": "d2", "speaker": "Ann", "text": "Bye.", "emotion": None,
+     "media": None, "start": None, "end": None, "mood": "rainy"},
+    {"dialogue_id": "d1", "speaker": "Ann", "text": "Where?", "emotion": "sad",
+     "media": None, "start": None, "end": None, "mood": None},
+]
+
+
+def _csv_rows(rows):
+    return [{k: ("" if v is None else v) for k, v in r.items()} for r in rows]
+
+
+@pytest.mark.parametrize("suffix", [".csv", ".jsonl", ".parquet"])
+def test_formats_agree(corpus_dir, suffix):
+    reference = checked(read_manifest(write_csv(corpus_dir / "m.csv", _csv_rows(ROWS))))
+    path = corpus_dir / f"m{suffix}"
+    if suffix == ".jsonl":
+        write_jsonl(path, ROWS)
+    elif suffix == ".parquet":
+        pq.write_table(pa.Table.from_pylist(ROWS), path)
+    assert detect_format(path) == "manifest"
+    result = checked(read_corpus(path))
+    assert result.problems.num_rows == 0
+    assert result.utterances.equals(reference.utterances), (
+        result.utterances.to_pylist(), reference.utterances.to_pylist())
+
+
+def test_defaults_and_meta(corpus_dir):
+    result = checked(read_manifest(write_csv(corpus_dir / "m.csv", _csv_rows(ROWS))))
+    rows = result.utterances.to_pylist()
+    # Default id <corpus>/<split>/<dialogue>/<turn>; turns by order of appearance per dialogue.
+    assert [(r["utterance_id"], r["turn"]) for r in rows] == [
+        ("m/train/d1/0", 0), ("m/train/d1/1", 1), ("m/train/d2/0", 0), ("m/train/d1/2", 2)]
+    first = rows[0]
+    assert first["corpus"] == "m" and first["split"] == "train" and first["emotion"] == "happy"
+    assert first["media_path"] == str(corpus_dir / "clips" / "a.mp4")
+    assert (first["start_s"], first["end_s"]) == (0.5, 1.5)
+    assert dict(first["meta"]) == {"mood": "sunny"}
+    assert rows[1]["meta"] == [] and rows[1]["start_s"] is None
+    assert rows[2]["media_path"] is None and rows[2]["emotion"] is None
+    # Reader options: corpus name and default split.
+    named = checked(read_manifest(corpus_dir / "m.csv", corpus="mine", split="dev"))
+    assert named.utterances.column("utterance_id").to_pylist()[0] == "mine/dev/d1/0"
+
+
+def test_explicit_columns(corpus_dir):
+    path = write_csv(corpus_dir / "m.csv", [
+        {"utterance_id": "u-9", "split": "test", "dialogue_id": "d", "turn": "4", "speaker": "A",
+         "text": "x", "audio": "audio/a.wav", "corpus": "other"},
+        {"utterance_id": "", "split": "", "dialogue_id": "d", "turn": "", "speaker": "B",
+         "text": "y", "audio": "", "corpus": ""},
+    ])
+    rows = checked(read_manifest(path)).utterances.to_pylist()
+    assert rows[0]["utterance_id"] == "u-9" and rows[0]["split"] == "test" and rows[0]["turn"] == 4
+    assert rows[0]["corpus"] == "other"
+    assert rows[0]["audio_path"] == str(corpus_dir / "audio" / "a.wav")
+    assert rows[1]["utterance_id"] == "m/train/d/0" and rows[1]["corpus"] == "m"
+
+
+# --- malformed input ---------------------------------------------------------------------
+
+
+def test_missing_column_csv(tmp_path):
+    path = write_csv(tmp_path / "m.csv", [{"dialogue_id": "d", "text": "hi"}])
+    with pytest.raises(CorpusError, match="speaker"):
+        read_manifest(path)
+    path = write_csv(tmp_path / "n.csv", [{"dialogue_id": "d", "speaker": "A", "emotion": "joy"}])
+    with pytest.raises(CorpusError, match="text or a media"):
+        read_manifest(path)
+
+
+def test_missing_column_jsonl(tmp_path):
+    path = write_jsonl(tmp_path / "m.jsonl", [{"speaker": "A", "text": "hi"}])
+    with pytest.raises(CorpusError, match="dialogue_id"):
+        read_manifest(path)
+
+
+def test_empty_manifest(tmp_path):
+    (tmp_path / "m.csv").write_text("dialogue_id,speaker,text\n")
+    with pytest.raises(CorpusError):
+        read_manifest(tmp_path / "m.csv")
+    with pytest.raises(CorpusError):
+        read_manifest(tmp_path / "absent.csv")
+
+
+def test_labels_option(tmp_path):
+    path = write_csv(tmp_path / "m.csv", [
+        {"dialogue_id": "d", "speaker": "A", "text": "a", "emotion": "Joy"},
+        {"dialogue_id": "d", "speaker": "B", "text": "b", "emotion": "rage"},
+        {"dialogue_id": "d", "speaker": "A", "text": "c", "emotion": ""},
+    ])
+    assert checked(read_manifest(path)).problems.num_rows == 0
+    result = checked(read_manifest(path, labels=["joy", "Sadness"]))
+    assert result.utterances.column("emotion").to_pylist() == ["joy", None]
+    [problem] = result.problems.to_pylist()
+    assert problem["reason"] == "unknown_label" and "rage" in problem["detail"]
+    assert problem["line"] == 3
+
+
+def test_duplicate_id(tmp_path):
+    path = write_csv(tmp_path / "m.csv", [
+        {"utterance_id": "x", "dialogue_id": "d", "speaker": "A", "text": "a"},
+        {"utterance_id": "y", "dialogue_id": "d", "speaker": "B", "text": "b"},
+        {"utterance_id": "x", "dialogue_id": "e", "speaker": "C", "text": "c"},
+    ])
+    result = checked(read_manifest(path))
+    assert result.utterances.column("utterance_id").to_pylist() == ["x", "y"]
+    [problem] = result.problems.to_pylist()
+    assert problem["reason"] == "duplicate_id" and problem["utterance_id"] == "x"
+    assert problem["line"] == 4 and "first seen" in problem["detail"]
+
+
+def test_bad_time_and_missing_field(tmp_path):
+    path = write_csv(tmp_path / "m.csv", [
+        {"dialogue_id": "d", "speaker": "A", "text": "ok", "media": "", "start": "1", "end": "2"},
+        {"dialogue_id": "d", "speaker": "A", "text": "same", "media": "", "start": "2", "end": "2"},
+        {"dialogue_id": "d", "speaker": "A", "text": "inverted", "media": "", "start": "3", "end": "1"},
+        {"dialogue_id": "d", "speaker": "A", "text": "garbled", "media": "", "start": "1s", "end": "2"},
+        {"dialogue_id": "d", "speaker": "A", "text": "", "media": "", "start": "", "end": ""},
+        {"dialogue_id": "", "speaker": "A", "text": "no dialogue", "media": "", "start": "", "end": ""},
+        {"dialogue_id": "d", "speaker": " ", "text": "no speaker", "media": "", "start": "", "end": ""},
+        {"dialogue_id": "d", "speaker": "A", "text": "bad turn", "media": "", "start": "", "end": "",
+         "turn": "-1"},
+    ], columns=["dialogue_id", "speaker", "text", "media", "start", "end", "turn"])
+    result = checked(read_manifest(path))
+    assert result.utterances.column("text").to_pylist() == ["ok"]
+    got = [(p["line"], p["reason"]) for p in result.problems.to_pylist()]
+    assert got == [(3, "bad_time"), (4, "bad_time"), (5, "bad_time"), (6, "missing_field"),
+                   (7, "missing_field"), (8, "missing_field"), (9, "missing_field")]
+    details = [p["detail"] for p in result.problems.to_pylist()]
+    assert "[2.0, 2.0]" in details[0] and "[3.0, 1.0]" in details[1] and "1s" in details[2]
+    assert "neither text nor media" in details[3]
+
+
+def test_invalid_json_line(tmp_path):
+    path = tmp_path / "m.jsonl"
+    path.write_text('{"dialogue_id": "d", "speaker": "A", "text": "a"}\n'
+                    '{"dialogue_id": "d", "speaker": "B", "text": \n'
+                    '\n'
+                    '["not", "an", "object"]\n'
+                    '{"dialogue_id": "d", "speaker": "A", "text": "c"}\n')
+    result = checked(read_manifest(path))
+    assert result.utterances.column("utterance_id").to_pylist() == ["m/train/d/0", "m/train/d/1"]
+    got = [(p["line"], p["reason"]) for p in result.problems.to_pylist()]
+    assert got == [(2, "missing_field"), (4, "missing_field")]
+    assert all("invalid JSON" in p["detail"] for p in result.problems.to_pylist())
+
+
+def test_media_paths(corpus_dir):
+    rows = [
+        {"dialogue_id": "d", "speaker": "A", "text": "in", "media": "clips/a.mp4"},
+        {"dialogue_id": "d", "speaker": "B", "text": "gone", "media": "clips/gone.mp4"},
+        {"dialogue_id": "d", "speaker": "A", "text": "out", "media": "../outside.mp4"},
+        {"dialogue_id": "d", "speaker": "B", "text": "abs", "media": str(corpus_dir / "clips" / "b.mp4")},
+    ]
+    path = write_csv(corpus_dir / "m.csv", rows)
+    result = checked(read_manifest(path))
+    assert result.utterances.column("text").to_pylist() == ["in", "abs"]
+    problems = {p["line"]: p for p in result.problems.to_pylist()}
+    assert problems[3]["reason"] == "missing_media" and "gone.mp4" in problems[3]["detail"]
+    assert problems[4]["reason"] == "path_outside_root" and "../outside.mp4" in problems[4]["detail"]
+
+    allowed = checked(read_manifest(path, allow_outside_root=True))
+    assert allowed.utterances.column("text").to_pylist() == ["in", "out", "abs"]
+    out = by_uid(allowed.utterances)["m/train/d/1"]
+    assert out["media_path"] == str(corpus_dir.parent / "outside.mp4")
+    assert Path(out["media_path"]).is_file()
+    assert [p["reason"] for p in allowed.problems.to_pylist()] == ["missing_media"]
+
+    kept = checked(read_manifest(path, keep_missing_media=True))
+    gone = [r for r in kept.utterances.to_pylist() if r["text"] == "gone"]
+    assert len(gone) == 1 and gone[0]["media_path"] is None
+    assert [p["reason"] for p in kept.problems.to_pylist()] == ["path_outside_root"]
+
+
+def test_media_only_row_needs_existing_media(corpus_dir):
+    path = write_csv(corpus_dir / "m.csv", [
+        {"dialogue_id": "d", "speaker": "A", "text": "", "media": "clips/a.mp4"},
+        {"dialogue_id": "d", "speaker": "B", "text": "", "media": "clips/gone.mp4"},
+    ])
+    result = checked(read_manifest(path, keep_missing_media=True))
+    assert result.utterances.column("media_path").to_pylist() == [str(corpus_dir / "clips" / "a.mp4")]
+    [problem] = result.problems.to_pylist()
+    assert problem["reason"] == "missing_field" and "neither text nor media" in problem["detail"]
+
+
+def test_encodings_csv(tmp_path):
+    data = (b"dialogue_id,speaker,text\n"
+            b"d,A,Clean.\n"                       # line 2
+            b'd,B,"Two\nlines, quoted"\n'         # lines 3-4
+            b"d,A,I\x92m fine.\n"                 # line 5: cp1252
+            b"d,B,Bad \x81\x8d bytes.\n"          # line 6: undecodable
+            b"d,A,After.\n")                      # line 7
+    (tmp_path / "m.csv").write_bytes(data)
+    result = checked(read_manifest(tmp_path / "m.csv"))
+    assert result.utterances.column("text").to_pylist() == [
+        "Clean.", "Two\nlines, quoted", "I\u2019m fine.", "After."]
+    [problem] = result.problems.to_pylist()
+    assert problem["reason"] == "bad_encoding" and problem["line"] == 6
+    assert "cp1252" in problem["detail"]
+    assert sum(result.repairs.values()) == 1
+
+
+def test_encodings_jsonl(tmp_path):
+    data = (b'{"dialogue_id": "d", "speaker": "A", "text": "I\x92m fine."}\n'
+            b'{"dialogue_id": "d", "speaker": "B", "text": "Bad \x81\x8d."}\n'
+            b'{"dialogue_id": "d", "speaker": "A", "text": "ok"}\n')
+    (tmp_path / "m.jsonl").write_bytes(data)
+    result = checked(read_manifest(tmp_path / "m.jsonl"))
+    assert result.utterances.column("text").to_pylist() == ["I\u2019m fine.", "ok"]
+    assert [(p["line"], p["reason"]) for p in result.problems.to_pylist()] == [(2, "bad_encoding")]
+    assert sum(result.repairs.values()) == 1
+
+
+@pytest.mark.parametrize("suffix", [".jsonl", ".parquet"])
+def test_numeric_dialogue_ids(tmp_path, suffix):
+    """JSON and Parquet keep numbers as numbers: dialogue 0 is a dialogue like dialogue 1
+    (as "0" is in a CSV manifest)."""
+    rows = [{"dialogue_id": 0, "speaker": "A", "text": "first"},
+            {"dialogue_id": 0, "speaker": "B", "text": "second"},
+            {"dialogue_id": 1, "speaker": "A", "text": "third"}]
+    path = tmp_path / f"m{suffix}"
+    if suffix == ".jsonl":
+        write_jsonl(path, rows)
+    else:
+        pq.write_table(pa.Table.from_pylist(rows), path)
+    result = checked(read_manifest(path))
+    assert [(p["line"], p["reason"], p["detail"]) for p in result.problems.to_pylist()] == []
+    assert result.utterances.column("utterance_id").to_pylist() == [
+        "m/train/0/0", "m/train/0/1", "m/train/1/0"]
+    assert result.utterances.column("dialogue_id").to_pylist() == ["0", "0", "1"]
+
+
+
+
+def test_infinite_turn_is_a_problem_row(tmp_path):
+    """A malformed turn is a missing_field problem (as "-1" or "two" are); it must not
+    abort the whole read."""
+    path = tmp_path / "m.csv"
+    path.write_text("dialogue_id,speaker,text,turn\n"
+                    "d,A,ok,0\n"
+                    "d,B,word turn,two\n"
+                    "d,A,infinite turn,inf\n")
+    result = checked(read_manifest(path))
+    assert result.utterances.column("text").to_pylist() == ["ok"]
+    assert [(p["line"], p["reason"]) for p in result.problems.to_pylist()] == [
+        (3, "missing_field"), (4, "missing_field")]
+
+
+def test_nan_time_is_bad_time(tmp_path):
+    """"nan" is no time: the row is a bad_time problem, not kept with a NaN start."""
+    path = tmp_path / "m.csv"
+    path.write_text("dialogue_id,speaker,text,start,end\n"
+                    "d,A,ok,1,2\n"
+                    "d,A,nan start,nan,2\n")
+    result = checked(read_manifest(path))
+    assert result.utterances.column("text").to_pylist() == ["ok"], result.utterances.to_pylist()
+    assert [(p["line"], p["reason"]) for p in result.problems.to_pylist()] == [(3, "bad_time")]
