@@ -35,10 +35,40 @@ class CorpusConfig:
 
 
 @dataclass
+class StageConfig:
+    """Resources of one preprocessing stage; None takes the stage's default
+    (``erc.pipeline.stages.STAGE_DEFAULTS``)."""
+    batch_size: int | None = None  # rows per call of the stage
+    concurrency: int | list[int] | None = None  # actors (or [min, max]); decode: tasks at once
+    num_cpus: float | None = None  # per actor / task; None: fitted to the cluster's CPUs
+    num_gpus: float | None = None  # per actor (0 here; e.g. 1 or 0.25 on GPU workers)
+
+
+@dataclass
+class PreprocessConfig:
+    """The preprocessing pass (``erc preprocess``): decode, ASR, faces, speaker, text."""
+    profile: str = "offline"  # model profile of erc.backends.registry ("offline", "paper")
+    overrides: dict[str, dict] = field(default_factory=dict)  # role -> ModelSpec fields
+    output_dir: str | None = None  # None: <output_dir>/features
+    partition_rows: int = 256  # rows per output part (the unit of resumption)
+    frame_rate: float = 1.0  # video frames sampled per second of utterance
+    max_frames: int = 16  # per utterance
+    max_side: int | None = 480  # downscale larger frames (None: keep full size)
+    max_clip_seconds: float | None = 60.0  # longer utterances fail as overlong_clip
+    silence_rms: float = 1e-3  # quieter audio fails as silence
+    decode: StageConfig = field(default_factory=StageConfig)
+    faces: StageConfig = field(default_factory=StageConfig)
+    asr: StageConfig = field(default_factory=StageConfig)
+    speaker: StageConfig = field(default_factory=StageConfig)
+    text: StageConfig = field(default_factory=StageConfig)
+
+
+@dataclass
 class RunConfig:
     output_dir: str = "runs/default"
     corpus: CorpusConfig = field(default_factory=CorpusConfig)
     ray: RayConfig = field(default_factory=RayConfig)
+    preprocess: PreprocessConfig = field(default_factory=PreprocessConfig)
 
 
 def _check_type(value: Any, hint: Any, where: str) -> Any:

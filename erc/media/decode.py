@@ -1,0 +1,316 @@
+"""Decoding one utterance's media with PyAV: 16 kHz mono float32 audio and a few sampled
+RGB frames, in one pass over the file.
+
+``decode_utterance`` opens the media once and demuxes its audio and video streams
+together, honouring a segment (``start_s``/``end_s``, IEMOCAP's dialogue videos) and a
+separate audio file (``audio_path``, decoded whole: IEMOCAP's sentence wavs are the segment
+itself). It never raises for bad media; it returns a ``Decoded`` whose ``reason`` says what
+was wrong:
+
+| reason           | when                                                                  |
+|------------------|-----------------------------------------------------------------------|
+| unreadable_media | missing, corrupt or truncated file; a segment outside the media       |
+| no_audio         | no audio stream (and no separate audio file)                          |
+| overlong_clip    | the container says the utterance is longer than ``max_clip_seconds``  |
+|                  | (checked before decoding anything)                                    |
+| silence          | audio RMS below ``silence_rms``                                       |
+| no_frames        | video was expected (a video stream, or ``expect_video=True``) and no  |
+|                  | frame was decoded                                                     |
+
+Frames: ``n = min(max_frames, max(1, round(duration * frame_rate)))`` frames are taken at
+the centres of ``n`` equal slices of the utterance (so ``max_frames`` spreads over a long
+clip instead of stopping early), each the first decoded frame at or after its target time.
+Frames larger than ``max_side`` are downscaled on conversion (``scale`` maps their pixels
+back to the original frame). ``frame_times`` are seconds from the utterance start.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+
+import av
+import numpy as np
+
+AUDIO_RATE = 16_000
+DECODE_REASONS = ("unreadable_media", "no_audio", "overlong_clip", "silence", "no_frames")
+
+
+@dataclass
+class DecodeSettings:
+    frame_rate: float = 1.0  # frames sampled per second of utterance
+    max_frames: int = 16  # at most this many frames per utterance
+    max_side: int | None = 480  # downscale frames whose longer side exceeds this (None: never)
+    max_clip_seconds: float | None = 60.0  # longer utterances are mis-cut clips (None: no cap)
+    silence_rms: float = 1e-3  # audio RMS below this (about -60 dBFS) is silence
+    expect_video: bool | None = None  # None: iff the media has a video stream; False: skip video
+    truncation_tolerance: float = 0.8  # decoded audio shorter than this share of the declared
+    # length (minus 0.25 s) means a truncated file
+
+
+@dataclass
+class Decoded:
+    audio: np.ndarray | None = None  # (samples,) float32 at 16 kHz
+    frames: list[np.ndarray] = field(default_factory=list)  # HxWx3 uint8 RGB
+    frame_times: list[float] = field(default_factory=list)  # seconds from the utterance start
+    scale: float = 1.0  # original pixels per decoded pixel (>= 1 when downscaled)
+    duration_s: float | None = None  # of the decoded audio
+    reason: str | None = None  # one of DECODE_REASONS, None when fine
+    detail: str | None = None
+
+    @property
+    def ok(self) -> bool:
+        return self.reason is None
+
+
+class _Failure(Exception):
+    def __init__(self, reason: str, detail: str):
+        super().__init__(detail)
+        self.reason, self.detail = reason, detail
+
+
+def _open(path: str):
+    try:
+        return av.open(str(path), metadata_errors="ignore")
+    except Exception as err:  # noqa: BLE001 - every way of failing to open is "unreadable"
+        raise _Failure("unreadable_media", f"{path}: {type(err).__name__}: {err}") from err
+
+
+def _stream_seconds(container, stream) -> float | None:
+    """Declared length of a stream, else of the container."""
+    if stream is not None and stream.duration is not None and stream.time_base is not None:
+        return float(stream.duration * stream.time_base)
+    if container.duration is not None:
+        return container.duration / av.time_base
+    return None
+
+
+def _wav_declared_seconds(path: str) -> float | None:
+    """The length a WAV header declares (FFmpeg takes it from the file size instead, so a
+    truncated WAV would otherwise look whole)."""
+    try:
+        with open(path, "rb") as handle:
+            head = handle.read(12)
+            if len(head) < 12 or head[:4] not in (b"RIFF", b"RF64") or head[8:12] != b"WAVE":
+                return None
+            byte_rate = None
+            while True:
+                chunk = handle.read(8)
+                if len(chunk) < 8:
+                    return None
+                name, size = chunk[:4], int.from_bytes(chunk[4:], "little")
+                if name == b"fmt ":
+                    fmt = handle.read(size + (size & 1))
+                    byte_rate = int.from_bytes(fmt[8:12], "little")
+                elif name == b"data":
+                    if not byte_rate or size in (0, 0xFFFFFFFF):  # streamed / RF64: unknown
+                        return None
+                    return size / byte_rate
+                else:
+                    handle.seek(size + (size & 1), 1)
+    except OSError:
+        return None
+
+
+def _frame_size(width: int, height: int, max_side: int | None) -> tuple[int, int, float]:
+    longer = max(width, height)
+    if not max_side or longer <= max_side:
+        return width, height, 1.0
+    factor = max_side / longer
+    new_w, new_h = max(2, round(width * factor / 2) * 2), max(2, round(height * factor / 2) * 2)
+    return new_w, new_h, width / new_w
+
+
+class _FramePicker:
+    """Keeps the first decoded frame at or after each target time."""
+
+    def __init__(self, start: float, length: float | None, settings: DecodeSettings):
+        rate = max(settings.frame_rate, 1e-6)
+        if length is not None and length > 0:
+            n = min(settings.max_frames, max(1, round(length * rate)))
+            step = length / n
+        else:  # unknown length: a fixed rate from the start, up to max_frames
+            n, step = settings.max_frames, 1.0 / rate
+        self.targets = [start + (k + 0.5) * step for k in range(n)]
+        self.start = start
+        self.picked: list[tuple[float, av.VideoFrame]] = []
+        self.last: tuple[float, av.VideoFrame] | None = None  # fallback: last frame in range
+
+    def offer(self, time: float, frame) -> None:
+        if time < self.start - 1e-6:
+            return
+        self.last = (time, frame)
+        taken = False
+        while self.targets and time >= self.targets[0] - 1e-6:
+            self.targets.pop(0)
+            if not taken:
+                self.picked.append((time, frame))
+                taken = True
+
+    @property
+    def done(self) -> bool:
+        return not self.targets
+
+    def frames(self) -> list[tuple[float, av.VideoFrame]]:
+        if not self.picked and self.last is not None:
+            return [self.last]
+        return self.picked
+
+
+def _decode(container, audio_stream, video_stream, start: float, end: float | None,
+            picker: _FramePicker | None):
+    """Demuxes the chosen streams once; returns (audio samples, first audio time, frames)."""
+    streams = [s for s in (audio_stream, video_stream) if s is not None]
+    if start > 0:
+        container.seek(int(start * av.time_base), backward=True)
+    resampler = av.AudioResampler(format="flt", layout="mono", rate=AUDIO_RATE) if audio_stream else None
+    chunks: list[np.ndarray] = []
+    audio_t0: float | None = None
+    audio_done = audio_stream is None
+    video_done = video_stream is None or picker is None
+    for packet in container.demux(*streams):
+        is_audio = packet.stream is audio_stream
+        if (audio_done if is_audio else video_done) and packet.dts is not None:
+            continue
+        for frame in packet.decode():
+            t = frame.time
+            if is_audio:
+                if t is not None and end is not None and t > end:
+                    audio_done = True
+                    break
+                if audio_t0 is None:
+                    audio_t0 = t if t is not None else 0.0
+                chunks.extend(f.to_ndarray().reshape(-1) for f in resampler.resample(frame))
+            else:
+                if t is None:
+                    continue
+                if end is not None and t > end:
+                    video_done = True
+                    break
+                picker.offer(t, frame)
+                if picker.done:
+                    video_done = True
+                    break
+        if audio_done and video_done:
+            break
+    if resampler is not None:
+        chunks.extend(f.to_ndarray().reshape(-1) for f in resampler.resample(None))
+    audio = np.concatenate(chunks).astype(np.float32, copy=False) if chunks else np.zeros(0, np.float32)
+    return audio, audio_t0, (picker.frames() if picker else [])
+
+
+def _trim(audio: np.ndarray, t0: float | None, start: float, end: float | None) -> np.ndarray:
+    t0 = t0 or 0.0
+    first = max(0, int(round((start - t0) * AUDIO_RATE)))
+    last = None if end is None else max(first, int(round((end - t0) * AUDIO_RATE)))
+    return audio[first:last]
+
+
+def decode_utterance(media_path: str | None, audio_path: str | None = None,
+                     start_s: float | None = None, end_s: float | None = None,
+                     settings: DecodeSettings | None = None) -> Decoded:
+    """Decodes one utterance. Never raises for bad media: see the module doc for reasons."""
+    settings = settings or DecodeSettings()
+    try:
+        return _decode_utterance(media_path, audio_path, start_s, end_s, settings)
+    except _Failure as failure:
+        return Decoded(reason=failure.reason, detail=failure.detail)
+    except Exception as err:  # noqa: BLE001 - a decoder error mid-file: corrupt data
+        return Decoded(reason="unreadable_media",
+                       detail=f"{media_path or audio_path}: {type(err).__name__}: {err}")
+
+
+def _decode_utterance(media_path, audio_path, start_s, end_s, settings: DecodeSettings) -> Decoded:
+    if not media_path and not audio_path:
+        raise _Failure("unreadable_media", "the utterance names no media")
+    separate_audio = bool(audio_path) and audio_path != media_path
+    start = max(0.0, float(start_s)) if start_s is not None else 0.0
+    end = float(end_s) if end_s is not None else None
+
+    containers = []
+    try:
+        media = _open(media_path) if media_path else None
+        if media is not None:
+            containers.append(media)
+        audio_container = _open(audio_path) if separate_audio else media
+        if separate_audio:
+            containers.append(audio_container)
+
+        audio_stream = next((s for s in audio_container.streams if s.type == "audio"), None)
+        video_stream = None
+        if media is not None and settings.expect_video is not False:
+            video_stream = next((s for s in media.streams if s.type == "video"), None)
+        expect_video = video_stream is not None if settings.expect_video is None else settings.expect_video
+
+        # Streams and length, from the containers, before decoding anything.
+        if audio_stream is None:
+            where = audio_path if separate_audio else media_path
+            raise _Failure("no_audio", f"{where} has no audio stream")
+        audio_declared = _stream_seconds(audio_container, audio_stream)
+        if "wav" in audio_container.format.name.split(","):
+            audio_declared = _wav_declared_seconds(audio_path if separate_audio else media_path) \
+                or audio_declared
+        if media is None:
+            media_total = None
+        elif video_stream is not None:
+            media_total = _stream_seconds(media, video_stream)
+        elif not separate_audio:
+            media_total = audio_declared
+        else:
+            media_total = _stream_seconds(media, None)
+        if media_total is not None and start >= media_total:
+            raise _Failure("unreadable_media",
+                           f"segment starts at {start:.2f} s, after the end of {media_path} "
+                           f"({media_total:.2f} s)")
+        seg_end = end if end is not None else media_total
+        if seg_end is not None and media_total is not None:
+            seg_end = min(seg_end, media_total)
+        length = (seg_end - start) if seg_end is not None else None
+        if separate_audio:
+            audio_length = audio_declared
+        elif audio_declared is not None:
+            audio_length = max(0.0, min(seg_end if seg_end is not None else audio_declared,
+                                        audio_declared) - start)
+        else:
+            audio_length = length
+        longest = max((x for x in (length, audio_length) if x is not None), default=None)
+        if settings.max_clip_seconds is not None and longest is not None \
+                and longest > settings.max_clip_seconds:
+            raise _Failure("overlong_clip",
+                           f"{longest:.1f} s > cap {settings.max_clip_seconds:g} s")
+        if expect_video and video_stream is None:
+            raise _Failure("no_frames", f"{media_path} has no video stream")
+
+        picker = _FramePicker(start, length, settings) if video_stream is not None else None
+        if separate_audio:
+            audio, t0, _ = _decode(audio_container, audio_stream, None, 0.0, None, None)
+            audio = _trim(audio, t0, 0.0, None)
+            frames = _decode(media, None, video_stream, start, end, picker)[2] if picker else []
+        else:
+            audio, t0, frames = _decode(media, audio_stream, video_stream, start, end, picker)
+            audio = _trim(audio, t0, start, end)
+    finally:
+        for container in containers:
+            container.close()
+
+    duration = audio.size / AUDIO_RATE
+    if audio.size == 0:
+        raise _Failure("unreadable_media", "no audio samples decoded"
+                       + (f" in segment {start:.2f}-{end:.2f} s" if end is not None else ""))
+    if audio_length is not None and duration < settings.truncation_tolerance * audio_length - 0.25:
+        raise _Failure("unreadable_media",
+                       f"truncated: decoded {duration:.2f} s of audio, container declares "
+                       f"{audio_length:.2f} s")
+    result = Decoded(audio=audio, duration_s=duration)
+    if frames:
+        width, height, scale = _frame_size(frames[0][1].width, frames[0][1].height, settings.max_side)
+        result.scale = scale
+        for time, frame in frames:
+            result.frames.append(frame.to_ndarray(format="rgb24", width=width, height=height))
+            result.frame_times.append(round(time - start, 4))
+    rms = float(np.sqrt(np.mean(np.square(audio, dtype=np.float64))))
+    if rms < settings.silence_rms:
+        result.reason, result.detail = "silence", f"audio RMS {rms:.2e} < {settings.silence_rms:g}"
+    elif expect_video and not result.frames:
+        result.reason, result.detail = "no_frames", f"{media_path}: the video stream yielded no frame"
+    return result

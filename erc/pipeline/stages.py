@@ -1,0 +1,335 @@
+"""The stages of the preprocessing pass, as Ray Data ``map_batches`` callables on Arrow
+batches. Each stage declares what it reads and writes, its resources and batch size
+(``STAGE_DEFAULTS``, overridden by ``PreprocessConfig.<stage>``); model stages load their
+backends once per actor in ``__init__`` and process whole batches.
+
+Columns between stages (``_``-prefixed ones never reach the output):
+
+| stage   | reads                                   | writes                                        |
+|---------|-----------------------------------------|-----------------------------------------------|
+| decode  | media_path, audio_path, start_s, end_s  | status, failure_*, duration_s, n_frames,      |
+|         |                                         | _audio (float32 bytes), _frames (uint8 bytes),|
+|         |                                         | _frame_shape, _frame_times, _scale            |
+| faces   | _frames, _frame_shape, _frame_times     | faces (drops the frame columns)               |
+| asr     | _audio                                  | asr_text, asr_language, asr_*_prob, asr_words |
+| speaker | _audio                                  | speaker_embedding (drops _audio)              |
+| text    | text                                    | text_embedding                                |
+
+Every stage adds ``_s_<stage>`` (its busy seconds for the batch, spread over the batch's
+rows, so their sum over rows is the stage's busy time) and model stages add
+``_load_<stage>`` (model load seconds, on the first row an actor returns) and
+``_rec_<stage>`` (JSON list of the ``ModelRecord``s of the models that processed the row).
+
+Model stages only touch rows whose status is "ok" (text: every row with a transcript, so
+a row whose media failed can still be used as text). A backend that raises on a batch is
+retried one row at a time; a row that still fails becomes status "failed", reason
+``model_error``, with the role and the error in ``failure_detail``.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from typing import Any
+
+import numpy as np
+import pyarrow as pa
+
+from erc.features import FACE, WORD
+from erc.media.decode import DecodeSettings, decode_utterance
+
+STAGES = ("decode", "faces", "asr", "speaker", "text")
+MODEL_STAGES = ("faces", "asr", "speaker", "text")
+ROLES_OF_STAGE = {"faces": ("face_detect", "face_embed"), "asr": ("asr",),
+                  "speaker": ("speaker",), "text": ("text",)}
+
+# batch_size: rows per call; concurrency: actors ([min, max] autoscales), decode: tasks at
+# once (None: as many as the CPUs allow); num_cpus None: fitted to the cluster.
+STAGE_DEFAULTS: dict[str, dict[str, Any]] = {
+    "decode": {"batch_size": 4, "concurrency": None, "num_cpus": 1.0, "num_gpus": 0.0},
+    "faces": {"batch_size": 8, "concurrency": 1, "num_cpus": None, "num_gpus": 0.0},
+    "asr": {"batch_size": 8, "concurrency": 1, "num_cpus": None, "num_gpus": 0.0},
+    "speaker": {"batch_size": 16, "concurrency": 1, "num_cpus": None, "num_gpus": 0.0},
+    "text": {"batch_size": 64, "concurrency": 1, "num_cpus": None, "num_gpus": 0.0},
+}
+
+INPUT_COLUMNS = ("utterance_id", "text", "media_path", "audio_path", "start_s", "end_s")
+FRAME_COLUMNS = ("_frames", "_frame_shape", "_frame_times", "_scale")
+EMBEDDING = pa.list_(pa.float32())
+
+
+# -- Arrow helpers ------------------------------------------------------------------------
+
+def _embedding_array(rows: list[np.ndarray | None]) -> pa.Array:
+    """list<float32> from per-row vectors (None -> null), without Python float lists."""
+    offsets, values, valid, at = [0], [], [], 0
+    for row in rows:
+        if row is None:
+            valid.append(False)
+        else:
+            row = np.asarray(row, dtype=np.float32).reshape(-1)
+            values.append(row)
+            at += row.size
+            valid.append(True)
+        offsets.append(at)
+    flat = np.concatenate(values) if values else np.zeros(0, np.float32)
+    mask = pa.array([not v for v in valid], type=pa.bool_())
+    return pa.ListArray.from_arrays(pa.array(offsets, type=pa.int32()), pa.array(flat, type=pa.float32()),
+                                    mask=mask)
+
+
+def _set(table: pa.Table, name: str, array) -> pa.Table:
+    if not isinstance(array, (pa.Array, pa.ChunkedArray)):
+        array = pa.array(array)
+    index = table.schema.get_field_index(name)
+    if index >= 0:
+        return table.set_column(index, name, array)
+    return table.append_column(name, array)
+
+
+def _drop(table: pa.Table, names) -> pa.Table:
+    return table.drop_columns([n for n in names if n in table.column_names])
+
+
+def _per_row(table: pa.Table, name: str, seconds: float) -> pa.Table:
+    n = table.num_rows
+    return _set(table, name, pa.array(np.full(n, seconds / max(n, 1)), type=pa.float64()))
+
+
+def _fail(table: pa.Table, failures: dict[int, tuple[str, str]]) -> pa.Table:
+    """Marks rows failed: {row: (reason, detail)}."""
+    status = table.column("status").to_pylist()
+    reason = table.column("failure_reason").to_pylist()
+    detail = table.column("failure_detail").to_pylist()
+    for i, (why, message) in failures.items():
+        status[i], reason[i], detail[i] = "failed", why, message
+    table = _set(table, "status", pa.array(status, pa.string()))
+    table = _set(table, "failure_reason", pa.array(reason, pa.string()))
+    return _set(table, "failure_detail", pa.array(detail, pa.string()))
+
+
+def _fit_threads(num_cpus: float | None) -> None:
+    """Torch in an actor uses as many threads as the CPUs it was given (at least one)."""
+    try:
+        import torch
+
+        torch.set_num_threads(max(1, int(num_cpus or 1)))
+    except ImportError:
+        pass
+
+
+# -- decode -------------------------------------------------------------------------------
+
+def decode_batch(batch: pa.Table, settings: dict) -> pa.Table:
+    """Decodes the media of each row (a CPU task). Rows without media are "text_only"."""
+    started = time.perf_counter()
+    decode_settings = DecodeSettings(**settings)
+    cols = {name: batch.column(name).to_pylist() for name in INPUT_COLUMNS}
+    status, reason, detail, duration, n_frames = [], [], [], [], []
+    audio, frames, shapes, times, scales = [], [], [], [], []
+    for i in range(batch.num_rows):
+        media, separate = cols["media_path"][i], cols["audio_path"][i]
+        if not media and not separate:
+            status.append("text_only")
+            reason.append(None), detail.append(None), duration.append(None), n_frames.append(0)
+            audio.append(None), frames.append(None), shapes.append(None), times.append(None)
+            scales.append(None)
+            continue
+        got = decode_utterance(media, separate, cols["start_s"][i], cols["end_s"][i], decode_settings)
+        status.append("ok" if got.ok else "failed")
+        reason.append(got.reason)
+        detail.append(got.detail)
+        duration.append(got.duration_s)
+        n_frames.append(len(got.frames))
+        keep = got.ok
+        audio.append(got.audio.tobytes() if keep and got.audio is not None else None)
+        if keep and got.frames:
+            frames.append(np.stack(got.frames).tobytes())
+            shapes.append(list(got.frames[0].shape))
+            times.append(got.frame_times)
+        else:
+            frames.append(None), shapes.append(None), times.append(None)
+        scales.append(got.scale)
+    out = batch.select([c for c in batch.column_names
+                        if c not in ("media_path", "audio_path", "start_s", "end_s")])
+    for name, values, kind in (
+            ("status", status, pa.string()), ("failure_reason", reason, pa.string()),
+            ("failure_detail", detail, pa.string()), ("duration_s", duration, pa.float64()),
+            ("n_frames", n_frames, pa.int32()), ("_audio", audio, pa.large_binary()),
+            ("_frames", frames, pa.large_binary()), ("_frame_shape", shapes, pa.list_(pa.int32())),
+            ("_frame_times", times, pa.list_(pa.float32())), ("_scale", scales, pa.float32())):
+        out = _set(out, name, pa.array(values, type=kind))
+    return _per_row(out, "_s_decode", time.perf_counter() - started)
+
+
+# -- model stages -------------------------------------------------------------------------
+
+class _ModelStage:
+    """Loads the backends of its roles once (per actor); runs them on the batch's eligible
+    rows, retrying row by row when a batch fails."""
+
+    name = ""
+
+    def __init__(self, specs: dict[str, dict], num_cpus: float | None = None,
+                 num_gpus: float | None = None, device: str | None = None):
+        from erc import runtime
+        from erc.backends.base import ModelSpec
+        from erc.backends.registry import load_backend
+
+        runtime.apply_offline_env()
+        _fit_threads(num_cpus)
+        started = time.perf_counter()
+        if device is None:
+            device = "cuda" if num_gpus else "cpu"
+        self.backends = {role: load_backend(ModelSpec(**spec), device=device)
+                         for role, spec in specs.items()}
+        self.load_s = time.perf_counter() - started
+        self.records = json.dumps([b.record().to_dict() for b in self.backends.values()])
+
+    # subclasses: which rows, and what to compute for a list of them
+    def eligible(self, batch: pa.Table) -> list[int]:
+        status = batch.column("status").to_pylist()
+        return [i for i, s in enumerate(status) if s == "ok"]
+
+    def compute(self, batch: pa.Table, rows: list[int]) -> list:
+        raise NotImplementedError
+
+    def write(self, batch: pa.Table, results: dict[int, Any]) -> pa.Table:
+        raise NotImplementedError
+
+    def __call__(self, batch: pa.Table) -> pa.Table:
+        started = time.perf_counter()
+        rows = self.eligible(batch)
+        results: dict[int, Any] = {}
+        errors: dict[int, str] = {}
+        if rows:
+            try:
+                results = dict(zip(rows, self.compute(batch, rows)))
+            except Exception:  # noqa: BLE001 - find the row(s) at fault
+                for i in rows:
+                    try:
+                        results[i] = self.compute(batch, [i])[0]
+                    except Exception as err:  # noqa: BLE001
+                        errors[i] = f"{self.name}: {type(err).__name__}: {err}"[:2000]
+        if errors:
+            batch = _fail(batch, {i: ("model_error", message) for i, message in errors.items()})
+        batch = self.write(batch, results)
+        touched = set(results) | set(errors)
+        batch = _set(batch, f"_rec_{self.name}", pa.array(
+            [self.records if i in touched else None for i in range(batch.num_rows)], pa.string()))
+        load = [None] * batch.num_rows
+        if self.load_s is not None and batch.num_rows:
+            load[0], self.load_s = self.load_s, None
+        batch = _set(batch, f"_load_{self.name}", pa.array(load, pa.float64()))
+        return _per_row(batch, f"_s_{self.name}", time.perf_counter() - started)
+
+
+def _audio_of(batch: pa.Table, i: int) -> np.ndarray:
+    return np.frombuffer(batch.column("_audio")[i].as_py(), dtype=np.float32)
+
+
+class FaceStage(_ModelStage):
+    """Detects every face in every sampled frame and embeds it; one actor owns both models
+    so the frames move once. Boxes are in pixels of the original frame."""
+
+    name = "faces"
+
+    def eligible(self, batch):
+        n_frames = batch.column("n_frames").to_pylist()
+        return [i for i in super().eligible(batch) if n_frames[i]]
+
+    def compute(self, batch, rows):
+        frames, owner = [], []
+        for i in rows:
+            shape = batch.column("_frame_shape")[i].as_py()
+            stack = np.frombuffer(batch.column("_frames")[i].as_py(), dtype=np.uint8)
+            stack = stack.reshape(-1, *shape)
+            frames.extend(stack[k] for k in range(stack.shape[0]))
+            owner.extend((i, k) for k in range(stack.shape[0]))
+        detections = self.backends["face_detect"].detect(frames)
+        boxes = [[face.box for face in found] for found in detections]
+        embeddings = self.backends["face_embed"].embed(frames, boxes)
+        per_row: dict[int, list] = {i: [] for i in rows}
+        for (i, k), found, vectors in zip(owner, detections, embeddings):
+            times = batch.column("_frame_times")[i].as_py()
+            scale = batch.column("_scale")[i].as_py() or 1.0
+            for face, vector in zip(found, vectors):
+                vector = np.asarray(vector, dtype=np.float32)
+                per_row[i].append({
+                    "frame": k, "time_s": float(times[k]),
+                    "box": [float(v) * scale for v in face.box], "score": float(face.score),
+                    "embedding": None if not np.isfinite(vector).all() else vector.tolist()})
+        return [per_row[i] for i in rows]
+
+    def write(self, batch, results):
+        faces = [results.get(i, [] if s == "ok" else None)
+                 for i, s in enumerate(batch.column("status").to_pylist())]
+        batch = _set(batch, "faces", pa.array(faces, type=pa.list_(FACE)))
+        return _drop(batch, FRAME_COLUMNS)
+
+
+class ASRStage(_ModelStage):
+    """Transcribes each utterance's audio (Whisper)."""
+
+    name = "asr"
+
+    def compute(self, batch, rows):
+        return self.backends["asr"].transcribe([_audio_of(batch, i) for i in rows])
+
+    def write(self, batch, results):
+        n = batch.num_rows
+        got = [results.get(i) for i in range(n)]
+        batch = _set(batch, "asr_text", pa.array([t.text if t else None for t in got], pa.string()))
+        batch = _set(batch, "asr_language", pa.array([t.language if t else None for t in got], pa.string()))
+        batch = _set(batch, "asr_no_speech_prob", pa.array(
+            [t.no_speech_prob if t else None for t in got], pa.float32()))
+        batch = _set(batch, "asr_avg_logprob", pa.array(
+            [t.avg_logprob if t else None for t in got], pa.float32()))
+        words = [None if t is None else [{"word": w.word, "start": w.start, "end": w.end,
+                                          "probability": w.probability} for w in t.words]
+                 for t in got]
+        return _set(batch, "asr_words", pa.array(words, type=pa.list_(WORD)))
+
+
+class SpeakerStage(_ModelStage):
+    """One speaker embedding per utterance. A NaN row (the model heard no speech) makes the
+    row failed with reason "silence"."""
+
+    name = "speaker"
+
+    def compute(self, batch, rows):
+        vectors = np.asarray(self.backends["speaker"].embed([_audio_of(batch, i) for i in rows]),
+                             dtype=np.float32)
+        return [vectors[k] for k in range(len(rows))]
+
+    def write(self, batch, results):
+        vectors = [results.get(i) for i in range(batch.num_rows)]
+        silent = [i for i, v in enumerate(vectors) if v is not None and not np.isfinite(v).all()]
+        for i in silent:
+            vectors[i] = None
+        if silent:
+            batch = _fail(batch, {i: ("silence", "speaker: the speaker model found no speech")
+                                  for i in silent})
+        batch = _set(batch, "speaker_embedding", _embedding_array(vectors))
+        return _drop(batch, ("_audio",))
+
+
+class TextStage(_ModelStage):
+    """Embeds the corpus transcript of every row that has one (failed rows included)."""
+
+    name = "text"
+
+    def eligible(self, batch):
+        return [i for i, t in enumerate(batch.column("text").to_pylist()) if t and t.strip()]
+
+    def compute(self, batch, rows):
+        texts = batch.column("text").to_pylist()
+        vectors = np.asarray(self.backends["text"].embed([texts[i] for i in rows]), dtype=np.float32)
+        return [vectors[k] for k in range(len(rows))]
+
+    def write(self, batch, results):
+        return _set(batch, "text_embedding",
+                    _embedding_array([results.get(i) for i in range(batch.num_rows)]))
+
+
+STAGE_CLASSES = {"faces": FaceStage, "asr": ASRStage, "speaker": SpeakerStage, "text": TextStage}

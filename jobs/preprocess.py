@@ -1,0 +1,16 @@
+"""Ray job entrypoint: the preprocessing pass (arguments of `erc preprocess`).
+
+    ray job submit --working-dir . -- python jobs/preprocess.py /shared/runs/meld/corpus \
+        --out /shared/runs/meld/features --profile paper --config my_corpus.yaml
+
+Inside a Ray job RAY_ADDRESS names the cluster, so the work runs there; run directly, it
+starts an embedded single-node Ray. Re-submitting after a failure resumes: finished
+partitions are skipped.
+"""
+
+import sys
+
+from erc.pipeline.preprocess import main
+
+if __name__ == "__main__":
+    sys.exit(main())

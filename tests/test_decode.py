@@ -1,0 +1,185 @@
+"""Decoding real media with PyAV: audio at 16 kHz, sampled frames, segments, separate audio
+files, the duration cap, and every kind of bad file classified (never raised)."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import wave
+from pathlib import Path
+
+import av
+import numpy as np
+import pytest
+
+from erc.media.decode import AUDIO_RATE, DecodeSettings, decode_utterance
+from tests.conftest import REPO, make_clip, shared_path
+
+CLIPS = REPO / "erc" / "samples" / "ravdess_dialogues" / "clips"
+
+
+def _wav(path: Path, samples: np.ndarray, rate: int = AUDIO_RATE) -> Path:
+    pcm = (np.clip(samples, -1, 1) * 32767).astype("<i2")
+    with wave.open(str(path), "wb") as out:
+        out.setnchannels(1)
+        out.setsampwidth(2)
+        out.setframerate(rate)
+        out.writeframes(pcm.tobytes())
+    return path
+
+
+def _declared_seconds(path: Path) -> float:
+    with av.open(str(path)) as container:
+        stream = container.streams.audio[0]
+        return float(stream.duration * stream.time_base)
+
+
+def test_sample_clip_gives_16k_audio_and_frames_at_the_rate():
+    clip = CLIPS / "sample_d01_t00.mp4"
+    got = decode_utterance(str(clip), settings=DecodeSettings(frame_rate=2.0, max_side=None))
+    assert got.ok, got.detail
+    assert got.audio.dtype == np.float32 and got.audio.ndim == 1
+    assert got.duration_s == pytest.approx(got.audio.size / AUDIO_RATE)
+    assert got.duration_s == pytest.approx(_declared_seconds(clip), abs=0.1)
+    assert 0.01 < np.sqrt(np.mean(got.audio ** 2)) and np.abs(got.audio).max() <= 1.0
+    # 2 fps over ~3.8 s: about 8 frames, spread over the clip, of the clip's full size
+    assert abs(len(got.frames) - round(got.duration_s * 2)) <= 1
+    assert all(f.shape == (224, 398, 3) and f.dtype == np.uint8 for f in got.frames)
+    assert got.frame_times == sorted(got.frame_times)
+    assert 0 <= got.frame_times[0] < 0.6 and got.frame_times[-1] <= got.duration_s
+    assert got.scale == 1.0
+
+
+def test_max_frames_spreads_and_max_side_downscales():
+    clip = str(CLIPS / "sample_d01_t00.mp4")
+    got = decode_utterance(clip, settings=DecodeSettings(frame_rate=5.0, max_frames=3, max_side=200))
+    assert got.ok and len(got.frames) == 3
+    assert got.frames[0].shape == (112, 200, 3)
+    assert got.scale == pytest.approx(398 / 200)
+    # spread over the whole clip, not the first 0.6 s
+    assert got.frame_times[-1] > got.duration_s / 2
+    none = decode_utterance(clip, settings=DecodeSettings(expect_video=False))
+    assert none.ok and none.frames == [] and none.audio.size == pytest.approx(got.audio.size, abs=1)
+
+
+def test_segment_matches_the_same_span_of_the_whole_file(tmp_path):
+    clip = str(CLIPS / "sample_d01_t00.mp4")
+    whole = decode_utterance(clip)
+    part = decode_utterance(clip, start_s=1.0, end_s=2.5)
+    assert part.ok, part.detail
+    assert part.duration_s == pytest.approx(1.5, abs=0.03)
+    assert all(0 <= t <= 1.5 for t in part.frame_times) and part.frames
+    # the middle of the segment is the same audio as that span of the whole clip
+    a = part.audio[AUDIO_RATE // 4: AUDIO_RATE]
+    offset = int(1.25 * AUDIO_RATE)
+    b = whole.audio[offset: offset + a.size]
+    assert np.corrcoef(a, b)[0, 1] > 0.99
+    outside = decode_utterance(clip, start_s=30.0, end_s=31.0)
+    assert outside.reason == "unreadable_media" and "after the end" in outside.detail
+
+
+def test_separate_audio_file_and_audio_only_media(tmp_path):
+    video = make_clip(tmp_path / "silent_video.mp4", seconds=2.0, audio=False)
+    t = np.arange(int(1.5 * AUDIO_RATE)) / AUDIO_RATE
+    speech = _wav(tmp_path / "speech.wav", 0.3 * np.sin(2 * np.pi * 220 * t))
+    got = decode_utterance(str(video), str(speech), start_s=0.5, end_s=1.5)
+    assert got.ok, got.detail
+    # the separate audio is the utterance itself: decoded whole, not cut to the segment
+    assert got.duration_s == pytest.approx(1.5, abs=0.01)
+    assert got.frames and all(0 <= t <= 1.0 for t in got.frame_times)
+
+    audio_only = decode_utterance(str(speech))
+    assert audio_only.ok and audio_only.frames == [] and audio_only.duration_s == pytest.approx(1.5, abs=0.01)
+    same = decode_utterance(str(speech), str(speech))  # RAVDESS audio rows name the file twice
+    assert same.ok and same.audio.size == audio_only.audio.size
+    wanted = decode_utterance(str(speech), settings=DecodeSettings(expect_video=True))
+    assert wanted.reason == "no_frames"
+
+
+def test_real_recordings_decode(tmp_path):
+    flac = next(shared_path("assets", "speech", "ravdess16k", "Actor_01").glob("*.flac"))
+    got = decode_utterance(str(flac))
+    assert got.ok and got.duration_s > 1.0 and not got.frames
+    video = shared_path("assets", "faces", "known_identities", "videos", "video.mp4")
+    got = decode_utterance(str(video), settings=DecodeSettings(max_side=480))
+    assert got.ok and got.duration_s == pytest.approx(4.2, abs=0.2)
+    assert got.frames[0].shape[1] == 480 and got.scale == pytest.approx(4.0)
+
+
+@pytest.mark.parametrize("kind", ["missing", "zero_bytes", "random_bytes", "truncated", "truncated_faststart"])
+def test_broken_files_are_unreadable(tmp_path, kind):
+    good = make_clip(tmp_path / "good.mp4", seconds=2.0)
+    path = tmp_path / f"{kind}.mp4"
+    if kind == "zero_bytes":
+        path.write_bytes(b"")
+    elif kind == "random_bytes":
+        path.write_bytes(np.random.default_rng(0).bytes(20_000))
+    elif kind == "truncated":
+        data = good.read_bytes()
+        path.write_bytes(data[: len(data) // 2])
+    elif kind == "truncated_faststart":  # index at the front: opens, then runs out of data
+        front = tmp_path / "front.mp4"
+        subprocess.run(["ffmpeg", "-nostdin", "-loglevel", "error", "-y", "-i", str(good), "-c", "copy",
+                        "-movflags", "+faststart", str(front)], check=True)
+        data = front.read_bytes()
+        path.write_bytes(data[: int(len(data) * 0.6)])
+    got = decode_utterance(str(path))
+    assert got.reason == "unreadable_media" and got.detail and got.audio is None
+
+
+def test_truncated_wav_is_caught_by_its_declared_length(tmp_path):
+    t = np.arange(2 * AUDIO_RATE) / AUDIO_RATE
+    full = _wav(tmp_path / "full.wav", 0.3 * np.sin(2 * np.pi * 220 * t))
+    data = full.read_bytes()
+    cut = tmp_path / "cut.wav"
+    cut.write_bytes(data[: len(data) // 3])  # the header still says 2 s
+    got = decode_utterance(str(cut))
+    assert got.reason == "unreadable_media" and "truncated" in got.detail
+
+
+def test_no_audio_silence_overlong(tmp_path):
+    video = make_clip(tmp_path / "video_only.mp4", seconds=1.0, audio=False)
+    assert decode_utterance(str(video)).reason == "no_audio"
+
+    silent = _wav(tmp_path / "silent.wav", np.zeros(AUDIO_RATE))
+    got = decode_utterance(str(silent))
+    assert got.reason == "silence" and got.duration_s == pytest.approx(1.0)
+    quiet = _wav(tmp_path / "quiet.wav", 0.05 * np.random.default_rng(1).standard_normal(AUDIO_RATE))
+    assert decode_utterance(str(quiet)).ok
+
+    long = make_clip(tmp_path / "long.mp4", seconds=4.0)
+    capped = decode_utterance(str(long), settings=DecodeSettings(max_clip_seconds=3.0))
+    assert capped.reason == "overlong_clip" and capped.audio is None
+    segment = decode_utterance(str(long), start_s=0.5, end_s=1.5, settings=DecodeSettings(max_clip_seconds=3.0))
+    assert segment.ok and segment.duration_s == pytest.approx(1.0, abs=0.03)
+
+
+def test_one_open_per_file(tmp_path, monkeypatch):
+    clip = make_clip(tmp_path / "a.mp4", seconds=1.0)
+    wav = _wav(tmp_path / "a.wav", 0.2 * np.ones(AUDIO_RATE))
+    opened = []
+    real_open = av.open
+    monkeypatch.setattr(av, "open", lambda path, *a, **k: opened.append(path) or real_open(path, *a, **k))
+    assert decode_utterance(str(clip)).ok
+    assert opened == [str(clip)]
+    opened.clear()
+    assert decode_utterance(str(clip), str(wav)).ok
+    assert sorted(opened) == sorted([str(clip), str(wav)])
+
+
+def test_video_stream_without_frames_is_no_frames(tmp_path):
+    # an mp4 whose video track is declared but whose video packets are gone: audio decodes,
+    # the video stream yields nothing
+    clip = make_clip(tmp_path / "a.mp4", seconds=2.0)
+    with av.open(str(clip)) as src, av.open(str(tmp_path / "no_frames.mkv"), "w") as dst:
+        a_in, v_in = src.streams.audio[0], src.streams.video[0]
+        a_out = dst.add_stream_from_template(a_in)
+        dst.add_stream_from_template(v_in)
+        for packet in src.demux(a_in):
+            if packet.dts is None:
+                continue
+            packet.stream = a_out
+            dst.mux(packet)
+    got = decode_utterance(str(tmp_path / "no_frames.mkv"))
+    assert got.reason == "no_frames" and got.audio is not None and got.duration_s > 1.5
+    assert os.path.getsize(tmp_path / "no_frames.mkv") > 0
