@@ -1,0 +1,393 @@
+"""QC decisions: every utterance of the utterance table gets scores, pass/fail per check,
+reasons, a final keep and a proposed speaker label; nothing is deleted.
+
+    result = run_qc("runs/x/features", "runs/x/corpus", "runs/x/qc")
+
+writes into the output folder:
+
+| file                 | what                                                             |
+|----------------------|------------------------------------------------------------------|
+| decisions.parquet    | one row per utterance of the input table (``DECISION_SCHEMA``)    |
+| utterances.parquet   | the kept utterances, utterance-table schema, speaker as QC's final |
+|                      | label: the view training reads                                    |
+| relabels.csv         | every relabel proposal (edit it and pass it back with ``relabels``) |
+| report.html / .json  | the report (``erc.qc.report``)                                    |
+| qc.json              | settings and input fingerprint (an unchanged rerun is skipped)    |
+
+Order of work: reviewed relabels (``QCConfig.relabels``) are applied to the labels first;
+the face and speaker checks find conflated names and aliases on those labels (face
+findings win over voice ones) and the speaker check proposes relabellings of single
+utterances; the proposals that ``SpeakerConfig.apply`` accepts ("labels": conflated and alias findings; "all": also single
+utterances that sound like another speaker) change the labels and the speaker check runs
+again on them; the face check runs on the final labels; alignment needs no labels.
+
+An utterance is kept when its features exist and did not fail and every enabled check
+passes. ``reasons`` lists every failure (``check:status``); ``first_reason`` is the first of
+them in the order features, alignment, face, speaker, so that removed counts per reason
+add up to the number removed.
+"""
+
+from __future__ import annotations
+
+import csv
+import hashlib
+import json
+import os
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from erc.features import models_of
+from erc.qc.alignment import AlignmentConfig, check_alignment
+from erc.qc.faces import (FaceConfig, check_faces, face_label_findings, face_tracks,
+                          load_face_references)
+from erc.qc.speakers import SpeakerConfig, check_speakers
+from erc.schema import UTTERANCE_SCHEMA
+
+CHECKS = ("alignment", "face", "speaker")
+DECISIONS = "decisions.parquet"
+KEPT = "utterances.parquet"
+RELABELS = "relabels.csv"
+RECORD = "qc.json"
+
+DECISION_SCHEMA = pa.schema([
+    ("utterance_id", pa.string()), ("corpus", pa.string()), ("split", pa.string()),
+    ("dialogue_id", pa.string()), ("turn", pa.int32()), ("speaker", pa.string()),
+    ("emotion", pa.string()), ("text", pa.string()), ("asr_text", pa.string()),
+    ("duration_s", pa.float64()),
+    ("feature_status", pa.string()),  # ok, failed, text_only, missing
+    ("feature_failure", pa.string()),
+    # alignment
+    ("alignment_status", pa.string()), ("alignment_pass", pa.bool_()),
+    ("alignment_status_paper", pa.string()), ("alignment_status_length_aware", pa.string()),
+    ("align_cos_words", pa.float64()), ("align_cos_chars", pa.float64()),
+    ("align_lev", pa.float64()), ("align_coverage", pa.float64()), ("align_wer", pa.float64()),
+    ("n_words", pa.int32()), ("n_asr_words", pa.int32()), ("length_bucket", pa.string()),
+    # face
+    ("face_status", pa.string()), ("face_pass", pa.bool_()), ("face_best_sim", pa.float64()),
+    ("face_candidates", pa.int32()), ("face_n_tracks", pa.int32()),
+    ("face_lookalike", pa.string()), ("face_lookalike_sim", pa.float64()),
+    # speaker
+    ("speaker_status", pa.string()), ("speaker_pass", pa.bool_()), ("speaker_sim", pa.float64()),
+    ("speaker_lookalike", pa.string()), ("speaker_lookalike_sim", pa.float64()),
+    ("proposed_speaker", pa.string()), ("relabel_reason", pa.string()),
+    ("relabel_applied", pa.bool_()), ("final_speaker", pa.string()),
+    # outcome
+    ("reasons", pa.list_(pa.string())), ("first_reason", pa.string()), ("keep", pa.bool_()),
+])
+
+
+@dataclass
+class QCConfig:
+    alignment: AlignmentConfig = field(default_factory=AlignmentConfig)
+    faces: FaceConfig = field(default_factory=FaceConfig)
+    speakers: SpeakerConfig = field(default_factory=SpeakerConfig)
+    checks: tuple[str, ...] = CHECKS  # the checks that run (the others pass everything)
+    face_references: str | None = None  # .parquet of embeddings or a folder of photos
+    relabels: str | None = None  # a reviewed relabels.csv to apply first
+    profile: str = "offline"  # model profile embedding reference photos (a folder only)
+
+    def __post_init__(self):
+        unknown = set(self.checks) - set(CHECKS)
+        if unknown:
+            raise ValueError(f"unknown QC checks {sorted(unknown)}; checks: {', '.join(CHECKS)}")
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+@dataclass
+class QCResult:
+    decisions: pa.Table
+    kept: pa.Table
+    summary: dict
+    out_dir: Path
+    skipped: bool = False
+
+
+# -- inputs -------------------------------------------------------------------------------
+
+def _feature_files(features: Path) -> list[Path]:
+    if features.is_file():
+        return [features]
+    files = sorted(features.glob("part-*.parquet")) or sorted(features.glob("*.parquet"))
+    if not files:
+        raise FileNotFoundError(f"no feature files (part-*.parquet) in {features}")
+    return files
+
+
+def _utterance_file(utterances: Path) -> Path:
+    path = utterances / "utterances.parquet" if utterances.is_dir() else utterances
+    if not path.is_file():
+        raise FileNotFoundError(f"no utterance table at {path}")
+    return path
+
+
+FEATURE_COLUMNS = ("utterance_id", "status", "failure_reason", "duration_s", "asr_text",
+                   "n_frames", "faces", "speaker_embedding")
+
+
+def read_features(features: Path) -> tuple[dict[str, dict], list[dict], int]:
+    """{utterance_id: feature row} (last wins), the model records, duplicate count."""
+    rows: dict[str, dict] = {}
+    duplicates = 0
+    models: list[dict] = []
+    for file in _feature_files(features):
+        schema = pq.read_schema(file)
+        models = models or models_of(schema)
+        columns = [c for c in FEATURE_COLUMNS if c in schema.names]
+        table = pq.read_table(file, columns=columns)
+        for row in table.to_pylist():
+            duplicates += row["utterance_id"] in rows
+            rows[row["utterance_id"]] = row
+    return rows, models, duplicates
+
+
+def read_relabels(path: str | Path) -> tuple[dict[str, str], dict[str, str]]:
+    """({utterance_id: new}, {speaker: new}) from a reviewed relabels CSV: columns
+    ``proposed_speaker`` and either ``utterance_id`` or ``speaker`` (a whole label); rows
+    whose ``apply`` column is false/no/0 are skipped."""
+    by_utterance, by_label = {}, {}
+    with open(path, newline="", encoding="utf-8") as handle:
+        for row in csv.DictReader(handle):
+            if str(row.get("apply", "true")).strip().lower() in ("false", "no", "0", "n"):
+                continue
+            new = (row.get("proposed_speaker") or "").strip()
+            if not new:
+                continue
+            if (row.get("utterance_id") or "").strip():
+                by_utterance[row["utterance_id"].strip()] = new
+            elif (row.get("speaker") or "").strip():
+                by_label[row["speaker"].strip()] = new
+    return by_utterance, by_label
+
+
+def fingerprint(files: list[Path], config: QCConfig) -> str:
+    digest = hashlib.sha256(json.dumps(config.to_dict(), sort_keys=True, default=str).encode())
+    extra = [p for p in (config.face_references, config.relabels) if p]
+    for file in list(files) + [Path(p) for p in extra]:
+        paths = sorted(Path(file).rglob("*")) if Path(file).is_dir() else [Path(file)]
+        for p in paths:
+            if p.is_file():
+                st = p.stat()
+                digest.update(f"{p}|{st.st_size}|{st.st_mtime_ns}".encode())
+    return digest.hexdigest()
+
+
+# -- the pass -----------------------------------------------------------------------------
+
+def _face_references(config: QCConfig, models: list[dict]):
+    if not config.face_references:
+        return None
+    path = Path(config.face_references)
+    if path.is_file():
+        return load_face_references(path)
+    from erc.backends.registry import load_backend, profile_specs
+
+    specs = profile_specs(config.profile)
+    embed_record = next((m for m in models if m.get("role") == "face_embed"), None)
+    if embed_record and embed_record.get("backend") != specs["face_embed"].backend:
+        raise ValueError(
+            f"the features' faces were embedded by {embed_record.get('backend')!r} but profile "
+            f"{config.profile!r} embeds with {specs['face_embed'].backend!r}: pick the profile "
+            "that produced the features")
+    detector = load_backend(specs["face_detect"])
+    embedder = load_backend(specs["face_embed"])
+    return load_face_references(path, detector, embedder)
+
+
+def decide(utterances: pa.Table, features: dict[str, dict], models: list[dict],
+           config: QCConfig, face_references: dict | None = None) -> tuple[pa.Table, dict]:
+    """The decisions table and the check summaries (no file is read or written)."""
+    utt = utterances.to_pylist()
+    n = len(utt)
+    feats = [features.get(u["utterance_id"]) for u in utt]
+    feature_status = [("missing" if f is None else f["status"]) for f in feats]
+    ok = [s == "ok" for s in feature_status]
+    summary: dict = {"config": config.to_dict(), "models": models}
+
+    # Alignment: every row with a transcript and an ASR transcript.
+    if "alignment" in config.checks:
+        align = check_alignment([u["text"] for u in utt],
+                                [(f or {}).get("asr_text") if o else None for f, o in zip(feats, ok)],
+                                config.alignment)
+        for row, o in zip(align, ok):
+            if not o:
+                row.update(status="not_checked", status_paper="not_checked",
+                           status_length_aware="not_checked")
+                row["pass"] = True
+    else:
+        align = [{"status": "disabled", "pass": True} for _ in utt]
+
+    # Labels: reviewed relabels first.
+    labels = [u["speaker"] for u in utt]
+    if config.relabels:
+        by_utterance, by_label = read_relabels(config.relabels)
+        labels = [by_utterance.get(u["utterance_id"], by_label.get(lab, lab))
+                  for u, lab in zip(utt, labels)]
+        summary["reviewed_relabels"] = {"utterances": len(by_utterance), "labels": len(by_label)}
+    durations = [(f or {}).get("duration_s") for f in feats]
+
+    # Faces: the persons of every clip, and what they say about the labels.
+    face_findings, face_moves = [], {}
+    if "face" in config.checks:
+        faces = [(f or {}).get("faces") if o else None for f, o in zip(feats, ok)]
+        frames = [(f or {}).get("n_frames") if o else None for f, o in zip(feats, ok)]
+        tracks, face_threshold = face_tracks(faces, models, config.faces)
+        face_findings, face_moves = face_label_findings(labels, tracks, face_threshold,
+                                                        config.faces)
+
+    speaker_findings = []
+    if "speaker" in config.checks:
+        embeddings = [(f or {}).get("speaker_embedding") if o else None for f, o in zip(feats, ok)]
+        speak, speaker_summary = check_speakers(labels, embeddings, durations, models, config.speakers)
+        speaker_findings = speaker_summary.pop("findings")
+        summary["speaker"] = speaker_summary
+    else:
+        speak = [{"speaker_status": "disabled", "speaker_pass": True, "proposed_speaker": None,
+                  "relabel_reason": None} for _ in utt]
+    # Label-level proposals from faces are the stronger evidence: they win over voice ones.
+    for i, (target, reason) in face_moves.items():
+        speak[i]["proposed_speaker"], speak[i]["relabel_reason"] = target, reason
+    summary["label_findings"] = face_findings + speaker_findings
+
+    accepted = {"none": (), "labels": ("conflated:", "alias_of:"),
+                "all": ("conflated:", "alias_of:", "sounds_like:")}[config.speakers.apply]
+    applied = [bool(accepted) and bool(r["proposed_speaker"])
+               and r["relabel_reason"].startswith(accepted) for r in speak]
+    final = [r["proposed_speaker"] if a else lab for r, a, lab in zip(speak, applied, labels)]
+    if any(applied) and "speaker" in config.checks:
+        second, second_summary = check_speakers(final, embeddings, durations, models,
+                                                config.speakers)
+        for first_row, second_row in zip(speak, second):
+            for key in ("speaker_status", "speaker_pass", "speaker_sim",
+                        "speaker_lookalike", "speaker_lookalike_sim"):
+                first_row[key] = second_row[key]
+        summary["speaker"]["after_relabel"] = {
+            "references": second_summary["references"],
+            "findings": second_summary["findings"]}
+
+    if "face" in config.checks:
+        face, face_summary = check_faces(final, faces, frames, models, config.faces,
+                                         references=face_references, tracks=tracks)
+        summary["face"] = face_summary
+    else:
+        face = [{"face_status": "disabled", "face_pass": True} for _ in utt]
+
+    columns: dict[str, list] = {name: [] for name in DECISION_SCHEMA.names}
+    for i, u in enumerate(utt):
+        f, a, fa, sp = feats[i] or {}, align[i], face[i], speak[i]
+        reasons = []
+        if feature_status[i] == "missing":
+            reasons.append("features:missing")
+        elif feature_status[i] == "failed":
+            reasons.append(f"features:{f.get('failure_reason') or 'failed'}")
+        if not a["pass"]:
+            reasons.append(f"alignment:{a['status']}")
+        if not fa["face_pass"]:
+            reasons.append(f"face:{fa['face_status']}")
+        if not sp["speaker_pass"]:
+            reasons.append(f"speaker:{sp['speaker_status']}")
+        values = {
+            "utterance_id": u["utterance_id"], "corpus": u["corpus"], "split": u["split"],
+            "dialogue_id": u["dialogue_id"], "turn": u["turn"], "speaker": u["speaker"],
+            "emotion": u["emotion"], "text": u["text"], "asr_text": f.get("asr_text"),
+            "duration_s": f.get("duration_s"), "feature_status": feature_status[i],
+            "feature_failure": f.get("failure_reason"),
+            "alignment_status": a["status"], "alignment_pass": a["pass"],
+            "alignment_status_paper": a.get("status_paper"),
+            "alignment_status_length_aware": a.get("status_length_aware"),
+            "align_cos_words": a.get("cos_words"), "align_cos_chars": a.get("cos_chars"),
+            "align_lev": a.get("lev"), "align_coverage": a.get("coverage"),
+            "align_wer": a.get("wer"), "n_words": a.get("n_words"),
+            "n_asr_words": a.get("n_asr_words"), "length_bucket": a.get("length_bucket"),
+            "face_status": fa["face_status"], "face_pass": fa["face_pass"],
+            "face_best_sim": fa.get("face_best_sim"), "face_candidates": fa.get("face_candidates"),
+            "face_n_tracks": fa.get("face_n_tracks"), "face_lookalike": fa.get("face_lookalike"),
+            "face_lookalike_sim": fa.get("face_lookalike_sim"),
+            "speaker_status": sp["speaker_status"], "speaker_pass": sp["speaker_pass"],
+            "speaker_sim": sp.get("speaker_sim"), "speaker_lookalike": sp.get("speaker_lookalike"),
+            "speaker_lookalike_sim": sp.get("speaker_lookalike_sim"),
+            "proposed_speaker": sp.get("proposed_speaker"), "relabel_reason": sp.get("relabel_reason"),
+            "relabel_applied": applied[i], "final_speaker": final[i],
+            "reasons": reasons, "first_reason": reasons[0] if reasons else None,
+            "keep": not reasons,
+        }
+        for name in columns:
+            columns[name].append(values[name])
+    decisions = pa.table(columns, schema=DECISION_SCHEMA)
+    kept = int(sum(columns["keep"]))
+    assert kept + sum(1 for r in columns["first_reason"] if r) == n  # every row accounted for
+    return decisions, summary
+
+
+def kept_utterances(utterances: pa.Table, decisions: pa.Table) -> pa.Table:
+    """The kept rows of the utterance table, speaker replaced by QC's final label."""
+    keep = decisions.column("keep")
+    kept = utterances.filter(keep)
+    final = decisions.filter(keep).column("final_speaker")
+    index = kept.schema.get_field_index("speaker")
+    return kept.set_column(index, kept.schema.field("speaker"), final.cast(pa.string()))
+
+
+def write_relabels(decisions: pa.Table, path: Path) -> int:
+    rows = [r for r in decisions.select(["utterance_id", "speaker", "proposed_speaker",
+                                         "relabel_reason", "relabel_applied"]).to_pylist()
+            if r["proposed_speaker"]]
+    with open(path, "w", newline="", encoding="utf-8") as handle:
+        writer = csv.writer(handle, lineterminator="\n")
+        writer.writerow(["utterance_id", "speaker", "proposed_speaker", "reason", "apply"])
+        for r in rows:
+            writer.writerow([r["utterance_id"], r["speaker"], r["proposed_speaker"],
+                             r["relabel_reason"], "true" if r["relabel_applied"] else "false"])
+    return len(rows)
+
+
+def run_qc(features: str | Path, utterances: str | Path, out_dir: str | Path,
+           config: QCConfig | None = None, force: bool = False,
+           report: bool = True) -> QCResult:
+    """Reads the feature and utterance tables, decides, writes the outputs (see module doc)."""
+    config = config or QCConfig()
+    features, out_dir = Path(features), Path(out_dir)
+    utterance_file = _utterance_file(Path(utterances))
+    files = _feature_files(features) + [utterance_file]
+    key = fingerprint(files, config)
+    record_path = out_dir / RECORD
+    if (not force and record_path.is_file() and (out_dir / DECISIONS).is_file()
+            and (out_dir / KEPT).is_file()):
+        record = json.loads(record_path.read_text())
+        if record.get("fingerprint") == key:
+            return QCResult(pq.read_table(out_dir / DECISIONS), pq.read_table(out_dir / KEPT),
+                            record.get("summary", {}), out_dir, skipped=True)
+    started = time.perf_counter()
+    utterance_table = pq.read_table(utterance_file)
+    rows, models, duplicates = read_features(features)
+    decisions, summary = decide(utterance_table, rows, models, config,
+                                _face_references(config, models))
+    known = set(decisions.column("utterance_id").to_pylist())
+    summary["inputs"] = {
+        "features": str(features), "utterances": str(utterance_file),
+        "feature_rows": len(rows), "duplicate_feature_rows": duplicates,
+        "feature_rows_without_utterance": sum(1 for k in rows if k not in known),
+    }
+    kept = kept_utterances(utterance_table.cast(UTTERANCE_SCHEMA), decisions)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    tmp = out_dir / (DECISIONS + ".part")
+    pq.write_table(decisions, tmp)
+    os.replace(tmp, out_dir / DECISIONS)
+    tmp = out_dir / (KEPT + ".part")
+    pq.write_table(kept, tmp)
+    os.replace(tmp, out_dir / KEPT)
+    summary["relabel_proposals"] = write_relabels(decisions, out_dir / RELABELS)
+    summary["seconds"] = round(time.perf_counter() - started, 3)
+    result = QCResult(decisions, kept, summary, out_dir)
+    if report:
+        from erc.qc.report import write_report
+
+        summary["report"] = write_report(result)
+    record_path.write_text(json.dumps({"fingerprint": key, "summary": summary}, indent=1,
+                                      default=str))
+    return result

@@ -1,0 +1,307 @@
+"""Face verification: is the labelled speaker's face in the utterance's frames?
+
+1. Within each utterance, the faces of all sampled frames are grouped into persons
+   ("tracks": greedy grouping by cosine similarity, highest detector score first). A track
+   *dominates* the clip when it is present in at least ``dominant_share`` of the frames that
+   show any face and no other track comes close (at most half its frame count).
+2. Per speaker, a reference embedding: the robust mode (``erc.qc.embeddings.robust_reference``)
+   of the dominant tracks of that speaker's utterances (all tracks when no clip of the
+   speaker has a dominant one). Shot/reverse-shot editing shows listeners in some clips;
+   the mode only needs the speaker to be the most frequent face among the candidates. A
+   reference may also be given explicitly (``references``: e.g. embeddings of a folder of
+   speaker photos, ``load_face_references``); explicit ones win.
+3. An utterance passes when one of its tracks matches the speaker's reference (cosine >=
+   ``threshold``). Outcomes (``face_status``):
+
+   | status              | meaning                                                     | keeps |
+   |---------------------|-------------------------------------------------------------|-------|
+   | match               | exactly one person in the clip matches the reference        | yes   |
+   | several_candidates  | more than one distinct person matches                       | yes*  |
+   | other_face          | faces, but none matches the reference (someone else only)   | no    |
+   | no_face             | no face detected in any frame                               | no*   |
+   | no_reference        | the speaker has no usable reference (too few clips)         | yes   |
+   | not_checked         | no frames were sampled (audio-only corpus or row)           | yes   |
+
+   (*) ``several_candidates`` and ``no_face`` follow ``FaceConfig.several_candidates`` /
+   ``FaceConfig.no_face`` ("keep" or "drop"; defaults keep / drop).
+
+4. Labels: ``face_label_findings`` reports names whose dominant faces form two groups of
+   different people (conflated) and names whose reference faces are one person (aliases),
+   with relabel proposals (see ``erc.qc.embeddings.label_findings``).
+
+The match threshold depends on the embedder (``DEFAULT_THRESHOLDS``, by backend name from
+the feature table's model records); ``threshold`` overrides it.
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from erc.qc.embeddings import Reference, l2_normalise, label_findings, robust_reference
+
+# Cosine similarity at which two faces are the same person, per face embedder backend.
+# dlib: measured on the RAVDESS actor frames under scale/rotation/brightness/flip changes
+# plus the known-identity photos: same person >= 0.958, different people <= 0.927 (deepface
+# uses the same 0.93, a cosine distance of 0.07, for this model). facenet (InceptionResnetV1
+# vggface2): 0.5, from the published LFW operating point (L2 distance about 1.0 between
+# unit vectors); its weights are not obtainable here, so it is unverified locally.
+DEFAULT_THRESHOLDS = {"dlib": 0.93, "facenet": 0.5}
+FALLBACK_THRESHOLD = 0.5
+
+STATUSES = ("match", "several_candidates", "other_face", "no_face", "no_reference",
+            "not_checked")
+
+
+@dataclass
+class FaceConfig:
+    threshold: float | None = None  # None: DEFAULT_THRESHOLDS of the embedder
+    min_score: float = 0.0  # ignore detections scoring below this
+    dominant_share: float = 0.5
+    min_reference_clips: int = 2  # speakers with fewer candidate clips get no reference
+    reference_method: str = "mode"  # or "medoid"
+    no_face: str = "drop"  # "drop" or "keep"
+    several_candidates: str = "keep"  # "drop" or "keep"
+    min_group: int = 5  # conflated labels: each face group holds at least this many clips
+    min_group_share: float = 0.15  # ... and this share of the label's clips
+
+    def __post_init__(self):
+        for name in ("no_face", "several_candidates"):
+            if getattr(self, name) not in ("keep", "drop"):
+                raise ValueError(f"face {name} policy must be 'keep' or 'drop'")
+
+
+@dataclass
+class Track:
+    vector: np.ndarray  # normalised mean of its faces
+    frames: set = field(default_factory=set)
+    n_faces: int = 0
+
+
+def threshold_for(models: list[dict], config: FaceConfig) -> float:
+    if config.threshold is not None:
+        return float(config.threshold)
+    for record in models:
+        if record.get("role") == "face_embed":
+            return DEFAULT_THRESHOLDS.get(record.get("backend"), FALLBACK_THRESHOLD)
+    return FALLBACK_THRESHOLD
+
+
+def tracks_of(faces: list[dict], threshold: float, min_score: float = 0.0) -> list[Track]:
+    """Groups one utterance's faces (dicts with frame, score, embedding) into persons."""
+    usable = [f for f in faces or [] if f.get("embedding") is not None
+              and (f.get("score") is None or f["score"] >= min_score)]
+    vectors = [np.asarray(f["embedding"], dtype=np.float32) for f in usable]
+    keep = [i for i, v in enumerate(vectors) if v.size and np.all(np.isfinite(v))]
+    usable = [usable[i] for i in keep]
+    vectors = l2_normalise(np.stack([vectors[i] for i in keep])) if keep else np.zeros((0, 1))
+    order = sorted(range(len(usable)), key=lambda i: -(usable[i].get("score") or 0.0))
+    tracks: list[Track] = []
+    sums: list[np.ndarray] = []
+    for i in order:
+        v = vectors[i]
+        best, best_sim = None, threshold
+        for k, track in enumerate(tracks):
+            # A person appears once per frame: a second face in the same frame is someone else.
+            if usable[i].get("frame") in track.frames:
+                continue
+            sim = float(v @ track.vector)
+            if sim >= best_sim:
+                best, best_sim = k, sim
+        if best is None:
+            tracks.append(Track(vector=v, frames={usable[i].get("frame")}, n_faces=1))
+            sums.append(v.copy())
+        else:
+            sums[best] += v
+            tracks[best].vector = l2_normalise(sums[best])
+            tracks[best].frames.add(usable[i].get("frame"))
+            tracks[best].n_faces += 1
+    return sorted(tracks, key=lambda t: (-len(t.frames), -t.n_faces))
+
+
+def dominant(tracks: list[Track], share: float) -> Track | None:
+    if not tracks:
+        return None
+    frames_with_faces = len(set().union(*(t.frames for t in tracks)))
+    top = tracks[0]
+    second = len(tracks[1].frames) if len(tracks) > 1 else 0
+    if len(top.frames) >= share * frames_with_faces and second <= 0.5 * len(top.frames):
+        return top
+    return None
+
+
+def build_references(speakers: list[str], tracks: list[list[Track]], threshold: float,
+                     config: FaceConfig) -> dict[str, Reference]:
+    """A reference per speaker from the tracks of that speaker's utterances."""
+    dominant_by: dict[str, list[np.ndarray]] = defaultdict(list)
+    all_by: dict[str, list[np.ndarray]] = defaultdict(list)
+    for speaker, utterance_tracks in zip(speakers, tracks):
+        top = dominant(utterance_tracks, config.dominant_share)
+        if top is not None:
+            dominant_by[speaker].append(top.vector)
+        all_by[speaker].extend(t.vector for t in utterance_tracks)
+    references = {}
+    for speaker in set(speakers):
+        candidates = dominant_by.get(speaker) or all_by.get(speaker) or []
+        if len(candidates) < config.min_reference_clips:
+            continue
+        reference = robust_reference(np.stack(candidates), threshold, config.reference_method)
+        if reference is not None and reference.support >= config.min_reference_clips:
+            references[speaker] = reference
+    return references
+
+
+def face_tracks(faces: list[list[dict] | None], models: list[dict] | None = None,
+                config: FaceConfig | None = None) -> tuple[list[list[Track]], float]:
+    """The persons of every utterance, and the match threshold in force."""
+    config = config or FaceConfig()
+    threshold = threshold_for(models or [], config)
+    return [tracks_of(f or [], threshold, config.min_score) for f in faces], threshold
+
+
+def face_label_findings(speakers: list[str], tracks: list[list[Track]], threshold: float,
+                        config: FaceConfig | None = None) -> tuple[list[dict], dict]:
+    """Conflated labels (the dominant faces of one label form two groups of different
+    people) and aliases (two labels whose reference faces are one person), from faces.
+
+    Faces separate people far better than voices in emotional speech (dlib on RAVDESS:
+    one person >= 0.958, two people <= 0.927), so these findings are the strong ones. Two
+    references count as one person at ``1 - (1 - threshold) / 2`` (0.965 for dlib): averages
+    of many faces of one person agree more closely than single faces do."""
+    config = config or FaceConfig()
+    labels = np.asarray(speakers, dtype=object)
+    dim = next((t[0].vector.size for t in tracks if t), 1)
+    x = np.zeros((len(speakers), dim), dtype=np.float32)
+    mask = np.zeros(len(speakers), dtype=bool)
+    for i, utterance_tracks in enumerate(tracks):
+        top = dominant(utterance_tracks, config.dominant_share)
+        if top is not None:
+            x[i], mask[i] = top.vector, True
+    refs = {s: r.vector for s, r in build_references(speakers, tracks, threshold, config).items()}
+    return label_findings(labels, x, mask, refs, threshold, 1 - (1 - threshold) / 2,
+                          config.min_group, config.min_group_share, "face")
+
+
+def check_faces(speakers: list[str], faces: list[list[dict] | None], n_frames: list[int | None],
+                models: list[dict] | None = None, config: FaceConfig | None = None,
+                references: dict[str, np.ndarray] | None = None,
+                tracks: list[list[Track]] | None = None) -> tuple[list[dict], dict]:
+    """Per-utterance face outcome, and a summary (threshold, references built)."""
+    config = config or FaceConfig()
+    computed, threshold = face_tracks(faces if tracks is None else [], models, config)
+    tracks = computed if tracks is None else tracks
+    built = build_references(speakers, tracks, threshold, config)
+    refs: dict[str, np.ndarray] = {s: r.vector for s, r in built.items()}
+    explicit = {s: l2_normalise(np.asarray(v, dtype=np.float32).reshape(-1, np.shape(v)[-1]).mean(0))
+                for s, v in (references or {}).items()}
+    refs.update(explicit)
+    names = sorted(refs)
+    matrix = np.stack([refs[s] for s in names]) if names else None
+    rows = []
+    for speaker, utterance_tracks, frames in zip(speakers, tracks, n_frames):
+        row = {"face_n_tracks": len(utterance_tracks), "face_best_sim": None,
+               "face_candidates": 0, "face_lookalike": None, "face_lookalike_sim": None}
+        if not frames:
+            status = "not_checked"
+        elif not utterance_tracks:
+            status = "no_face"
+        elif speaker not in refs:
+            status = "no_reference"
+        else:
+            vectors = np.stack([t.vector for t in utterance_tracks])
+            if vectors.shape[1] != refs[speaker].shape[0]:
+                raise ValueError(f"face embeddings have {vectors.shape[1]} dimensions but the "
+                                 f"reference of {speaker!r} has {refs[speaker].shape[0]}: "
+                                 "references must come from the same face embedder")
+            sims = vectors @ refs[speaker]
+            row["face_best_sim"] = float(sims.max())
+            row["face_candidates"] = int((sims >= threshold).sum())
+            status = ("match" if row["face_candidates"] == 1 else
+                      "several_candidates" if row["face_candidates"] > 1 else "other_face")
+            if status == "other_face" and matrix is not None:
+                # Whose face it is, when it is another known speaker's.
+                others = vectors @ matrix.T
+                k = np.unravel_index(np.argmax(others), others.shape)[1]
+                if others.max() >= threshold and names[k] != speaker:
+                    row["face_lookalike"], row["face_lookalike_sim"] = names[k], float(others.max())
+        row["face_status"] = status
+        row["face_pass"] = (status in ("match", "no_reference", "not_checked")
+                            or (status == "several_candidates" and config.several_candidates == "keep")
+                            or (status == "no_face" and config.no_face == "keep"))
+        rows.append(row)
+    summary = {
+        "threshold": threshold,
+        "references_built": len(built),
+        "references_explicit": sorted(explicit),
+        "reference_support": {s: {"support": r.support, "candidates": r.candidates}
+                              for s, r in sorted(built.items())},
+        "speakers_without_reference": sorted(set(speakers) - set(refs)),
+    }
+    return rows, summary
+
+
+# -- explicit references -------------------------------------------------------------------
+
+IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".webp")
+
+
+def load_photo(path: str | Path, max_side: int | None = 640) -> np.ndarray:
+    """An RGB photo as an array, downscaled so that its longer side is at most ``max_side``
+    (face detectors search every scale: a 2000-pixel photo costs ten times a 640 one)."""
+    from PIL import Image
+
+    image = Image.open(path).convert("RGB")
+    if max_side and max(image.size) > max_side:
+        factor = max_side / max(image.size)
+        image = image.resize((max(1, round(image.width * factor)),
+                              max(1, round(image.height * factor))), Image.BICUBIC)
+    return np.asarray(image)
+
+
+def load_face_references(path: str | Path, detector=None, embedder=None,
+                         max_side: int | None = 640) -> dict[str, np.ndarray]:
+    """Reference face embeddings per speaker, from
+
+    - a Parquet file with columns ``speaker`` and ``embedding`` (one or more rows per
+      speaker; their normalised mean is the reference), or
+    - a folder of photos: ``<speaker>/<any>.jpg`` or ``<speaker>.jpg``; each photo's largest
+      detected face is embedded with ``detector`` / ``embedder`` (erc face backends: the same
+      embedder that produced the feature table, else the similarities mean nothing).
+    """
+    path = Path(path)
+    if path.is_file() and path.suffix == ".parquet":
+        import pyarrow.parquet as pq
+
+        table = pq.read_table(path, columns=["speaker", "embedding"]).to_pylist()
+        grouped: dict[str, list] = defaultdict(list)
+        for row in table:
+            grouped[row["speaker"]].append(row["embedding"])
+        return {s: l2_normalise(np.asarray(v, np.float32)) for s, v in grouped.items()}
+    if not path.is_dir():
+        raise FileNotFoundError(f"face references {path}: expected a .parquet file or a folder "
+                                "of photos (<speaker>/*.jpg or <speaker>.jpg)")
+    if detector is None or embedder is None:
+        raise ValueError("a folder of photos needs a face detector and embedder to embed them")
+    photos: dict[str, list[Path]] = defaultdict(list)
+    for file in sorted(path.rglob("*")):
+        if file.suffix.lower() in IMAGE_SUFFIXES:
+            rel = file.relative_to(path)
+            photos[rel.parts[0] if len(rel.parts) > 1 else file.stem].append(file)
+    out: dict[str, np.ndarray] = {}
+    for speaker, files in sorted(photos.items()):
+        vectors = []
+        for file in files:
+            frame = load_photo(file, max_side)
+            found = detector.detect([frame])[0]
+            if not found:
+                continue
+            face = max(found, key=lambda f: (f.box[2] - f.box[0]) * (f.box[3] - f.box[1]))
+            vector = embedder.embed([frame], [[face.box]])[0][0]
+            if np.all(np.isfinite(vector)):
+                vectors.append(vector)
+        if vectors:
+            out[speaker] = l2_normalise(np.stack(vectors))
+    return out

@@ -1,0 +1,419 @@
+"""Quality control: normalisation, alignment scores and rules, robust references, face and
+speaker checks, relabel proposals (constructed and real RAVDESS embeddings), decisions that
+account for every utterance, and the report."""
+
+from __future__ import annotations
+
+import argparse
+import json
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+
+from erc.features import FEATURE_SCHEMA, with_models
+from erc.qc.alignment import AlignmentConfig, check_alignment, decide, score_pair
+from erc.qc.decisions import QCConfig, read_relabels, run_qc
+from erc.qc.embeddings import l2_normalise, robust_reference, split_in_two
+from erc.qc.faces import FaceConfig, check_faces, tracks_of
+from erc.qc.speakers import SpeakerConfig, check_speakers
+from erc.qc.text import normalise, number_to_words
+from erc.schema import utterance_table
+
+from .conftest import shared_path
+
+# -- normalisation ------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("raw, expected", [
+    ("Kids are talking by the door.", "kids are talking by the door"),
+    ("I can't believe it's 1990!", "i can not believe it is nineteen ninety"),
+    ("You must\u2019ve had your hands full.", "you must have had your hands full"),
+    ("Umm, OK... I'm gonna pay $5 for the 3rd one", "okay i am going to pay five dollars for the third one"),
+    ("We'll meet at 10:30, won't we?", "we will meet at ten thirty will not we"),
+    ("It's 20% off, 2,500 left", "it is twenty percent off two thousand five hundred left"),
+    ("twenty-five", "twenty five"),
+    ("Alright, alright!", "all right all right"),
+    ("", ""),
+    (None, ""),
+])
+def test_normalise(raw, expected):
+    assert normalise(raw) == expected
+
+
+def test_number_words():
+    assert number_to_words(0) == "zero"
+    assert number_to_words(101) == "one hundred one"
+    assert number_to_words(1_000_017) == "one million seventeen"
+    # Writing conventions no longer matter: digits vs words, contractions, case.
+    assert normalise("I have 2 kids.") == normalise("i have two kids")
+    assert normalise("I'd say we're done") == normalise("I would say we are done")
+    assert normalise("Uh, I don't know") == normalise("I do not know.")
+    assert normalise("Uh, I don't know", drop_fillers=False) == "uh i do not know"
+
+
+# -- alignment ----------------------------------------------------------------------------
+
+def test_alignment_scores_and_paper_rule():
+    config = AlignmentConfig()
+    same = score_pair("Kids are talking by the door.", " Kids are talking by the door.")
+    assert same["cos_words"] == pytest.approx(1.0) and same["lev"] == pytest.approx(1.0)
+    assert decide(same, config) == "pass"
+    unrelated = score_pair("Kids are talking by the door.", "So you still in touch with anyone?")
+    assert unrelated["cos_words"] < 0.25 and unrelated["lev"] < 0.3
+    assert decide(unrelated, config) == "misaligned"
+    # One ASR slip out of six words stays well above both thresholds.
+    slip = score_pair("Dogs are sitting by the door.", "Dogs are sitting by the floor.")
+    assert slip["cos_words"] > 0.8 and decide(slip, config) == "pass"
+    # The rule needs both: shared function words lift the cosine, Levenshtein stays low.
+    mixed = score_pair("are you talking to me",
+                       "you are the one that took the big bag to the old car today")
+    assert mixed["cos_words"] > 0.25 and mixed["lev"] < 0.3
+    assert decide(mixed, config) == "misaligned"
+    # Thresholds are configurable and decide at the stated boundary (strictly greater).
+    assert decide(mixed, AlignmentConfig(lev_threshold=mixed["lev"] - 1e-9, min_coverage=0)) == "pass"
+    assert decide(mixed, AlignmentConfig(lev_threshold=mixed["lev"], min_coverage=0)) == "misaligned"
+    # Character n-grams forgive a split word that bag-of-words does not.
+    split = score_pair("Whatever, alright", "What ever. All right.")
+    assert split["cos_chars"] > split["cos_words"]
+
+
+def test_alignment_length_aware_and_coverage():
+    rows = check_alignment(["Yeah.", "Oh.", "Kids are talking by the door.",
+                            "Kids are talking by the door.", None],
+                           ["Yes.", "", "Kids are talking.", "", "Hello."],
+                           AlignmentConfig(rule="length_aware"))
+    yeah, oh, truncated, empty_long, no_text = rows
+    assert yeah["status_paper"] == "misaligned" and yeah["status_length_aware"] == "pass"
+    assert oh["status_paper"] == "asr_empty" and oh["status_length_aware"] == "unverified"
+    assert oh["pass"]  # the length-aware rule decides here
+    assert truncated["coverage"] == pytest.approx(0.5) and truncated["status"] == "pass"
+    assert check_alignment(["Kids are talking by the door."], ["Kids are talk"])[0]["status"] == "incomplete"
+    assert empty_long["status"] == "asr_empty" and not empty_long["pass"]
+    assert no_text["status"] == "no_transcript" and no_text["pass"]
+    with pytest.raises(ValueError):
+        AlignmentConfig(rule="lenient")
+
+
+# -- references ---------------------------------------------------------------------------
+
+def _cloud(rng, centre, n, spread):
+    return l2_normalise(centre + spread * rng.standard_normal((n, centre.size)))
+
+
+def test_reference_robust_to_outliers():
+    rng = np.random.default_rng(1)
+    dim = 64
+    identities = l2_normalise(rng.standard_normal((9, dim)))
+    speaker = identities[0]
+    # 35 % of the clips show the speaker; the rest show 8 listeners, none as often.
+    x = np.concatenate([_cloud(rng, speaker, 35, 0.06)]
+                       + [_cloud(rng, identities[k], 8 + k % 2, 0.06) for k in range(1, 9)])
+    ref = robust_reference(x, threshold=0.8)
+    assert float(ref.vector @ speaker) > 0.99
+    assert ref.support == 35
+    mean = l2_normalise(x.mean(axis=0))
+    assert float(mean @ speaker) < float(ref.vector @ speaker) - 0.15  # a plain centroid drifts
+    # The medoid is robust while the speaker is the majority.
+    majority = np.concatenate([_cloud(rng, speaker, 30, 0.06), _cloud(rng, identities[1], 10, 0.06)])
+    medoid = robust_reference(majority, 0.8, method="medoid").vector
+    assert float(medoid @ speaker) > 0.9 > 0.5 > float(medoid @ identities[1])
+
+
+def test_split_in_two_separates_two_people():
+    rng = np.random.default_rng(2)
+    a, b = l2_normalise(rng.standard_normal((2, 32)))
+    x = np.concatenate([_cloud(rng, a, 20, 0.05), _cloud(rng, b, 8, 0.05)])
+    split = split_in_two(x)
+    assert split.sizes == (20, 8)
+    assert (split.labels[:20] == 0).all() and (split.labels[20:] == 1).all()
+    assert split.between < 0.5
+
+
+# -- faces --------------------------------------------------------------------------------
+
+def _faces(frames_vectors):
+    """[(frame, vector), ...] -> feature-table face dicts."""
+    return [{"frame": f, "time_s": float(f), "box": [0, 0, 10, 10], "score": 0.99,
+             "embedding": v.tolist()} for f, v in frames_vectors]
+
+
+def test_face_check_outcomes():
+    rng = np.random.default_rng(3)
+    ross, rachel, extra = l2_normalise(rng.standard_normal((3, 128)))
+    near = lambda c: l2_normalise(c + 0.02 * rng.standard_normal(c.size))  # noqa: E731
+    speakers, faces, frames = [], [], []
+    for _ in range(6):  # Ross alone on screen
+        speakers.append("Ross"), faces.append(_faces([(0, near(ross)), (1, near(ross))])), frames.append(2)
+    for _ in range(6):  # Rachel alone
+        speakers.append("Rachel"), faces.append(_faces([(0, near(rachel)), (1, near(rachel))])), frames.append(2)
+    # Ross speaking while the camera is on Rachel and an extra: someone else only.
+    speakers.append("Ross"), faces.append(_faces([(0, near(rachel)), (0, near(extra))])), frames.append(1)
+    speakers.append("Ross"), faces.append([]), frames.append(3)  # nobody on screen
+    speakers.append("Ross"), faces.append(_faces([(0, near(ross)), (0, near(rachel))])), frames.append(1)
+    speakers.append("Joey"), faces.append(_faces([(0, near(extra))])), frames.append(1)  # one clip only
+    speakers.append("Ross"), faces.append(None), frames.append(0)  # audio-only row
+    rows, summary = check_faces(speakers, faces, frames, [{"role": "face_embed", "backend": "dlib"}])
+    status = [r["face_status"] for r in rows]
+    assert status[:12] == ["match"] * 12
+    assert status[12:] == ["other_face", "no_face", "match", "no_reference", "not_checked"]
+    assert rows[12]["face_lookalike"] == "Rachel" and not rows[12]["face_pass"]
+    assert rows[14]["face_n_tracks"] == 2
+    assert not rows[13]["face_pass"] and rows[15]["face_pass"] and rows[16]["face_pass"]
+    assert summary["threshold"] == 0.93 and summary["speakers_without_reference"] == ["Joey"]
+    keep_no_face, _ = check_faces(speakers, faces, frames, config=FaceConfig(threshold=0.9, no_face="keep"))
+    assert keep_no_face[13]["face_pass"]
+    # Explicit references win over built ones: give Ross the extra's face.
+    rows, summary = check_faces(speakers, faces, frames, config=FaceConfig(threshold=0.9),
+                                references={"Ross": extra[None, :]})
+    assert rows[0]["face_status"] == "other_face" and rows[12]["face_status"] == "match"
+    assert summary["references_explicit"] == ["Ross"]
+
+
+def test_face_tracks_group_across_frames():
+    rng = np.random.default_rng(4)
+    a, b = l2_normalise(rng.standard_normal((2, 64)))
+    faces = _faces([(0, a), (0, b), (1, a), (2, a), (2, b)])
+    tracks = tracks_of(faces, threshold=0.9)
+    assert [len(t.frames) for t in tracks] == [3, 2]
+    # A second face in the same frame is never merged into the same person.
+    twins = _faces([(0, a), (0, a)])
+    assert len(tracks_of(twins, threshold=0.9)) == 2
+    # Several people matching the speaker's reference: a candidate count, not a guess.
+    rows, _ = check_faces(["S"] * 4, [twins] * 4, [1] * 4, config=FaceConfig(threshold=0.9))
+    assert {r["face_status"] for r in rows} == {"several_candidates"}
+    assert all(r["face_pass"] for r in rows)
+    rows, _ = check_faces(["S"] * 4, [twins] * 4, [1] * 4,
+                          config=FaceConfig(threshold=0.9, several_candidates="drop"))
+    assert not any(r["face_pass"] for r in rows)
+
+
+# -- speakers -----------------------------------------------------------------------------
+
+def test_speaker_relabel_proposals_constructed():
+    rng = np.random.default_rng(5)
+    voices = l2_normalise(rng.standard_normal((5, 256)))
+    near = lambda k, n: list(_cloud(rng, voices[k], n, 0.035))  # noqa: E731
+    labels, emb = [], []
+    # "Monica" holds two people (voices 0 and 1), "Phoebe" and "Pheebs" are one (voice 2),
+    # "Joey" (voice 3) has one utterance that is really Phoebe's, "Gunther" (voice 4) is clean.
+    for k, name, n in ((0, "Monica", 20), (1, "Monica", 9), (2, "Phoebe", 15), (2, "Pheebs", 6),
+                       (3, "Joey", 15), (4, "Gunther", 12)):
+        labels += [name] * n
+        emb += near(k, n)
+    labels.append("Joey")
+    emb += near(2, 1)
+    durations = [2.0] * len(labels)
+    config = SpeakerConfig(threshold=0.8, same_person=0.9)
+    rows, summary = check_speakers(labels, emb, durations, config=config)
+    kinds = {(f["kind"], f["label"]): f["proposal"] for f in summary["findings"]}
+    assert kinds == {("conflated", "Monica"): "Monica#2", ("alias", "Pheebs"): "Phoebe"}
+    proposals = [r["proposed_speaker"] for r in rows]
+    assert proposals[20:29] == ["Monica#2"] * 9 and set(proposals[:20]) == {None}
+    assert proposals[44:50] == ["Phoebe"] * 6
+    assert rows[-1]["speaker_status"] == "other_speaker" and proposals[-1] == "Phoebe"
+    assert all(r["speaker_status"] == "match" for r in rows[50:62])  # Gunther
+    # Short or missing audio is not judged.
+    rows, _ = check_speakers(["Joey"] * 4, near(3, 3) + [None], [2.0, 2.0, 0.4, 2.0], config=config)
+    assert [r["speaker_status"] for r in rows] == ["no_reference"] * 2 + ["not_checked"] * 2
+
+
+def _ravdess_speaker_embeddings(per_actor: dict[str, int]):
+    import soundfile as sf
+
+    from erc.backends.registry import load_backend, profile_specs
+
+    root = shared_path("assets", "speech", "ravdess16k")
+    embedder = load_backend(profile_specs("offline")["speaker"], device="cpu")
+    audios, owners = [], []
+    for actor, n in per_actor.items():
+        files = sorted((root / actor).glob("*.flac"))
+        for path in files[:: len(files) // n][:n]:  # spread over emotions
+            audio, rate = sf.read(path, dtype="float32")
+            assert rate == 16000
+            audios.append(audio if audio.ndim == 1 else audio.mean(axis=1))
+            owners.append(actor)
+    return embedder.embed(audios), owners, embedder.record().to_dict()
+
+
+@pytest.mark.slow
+def test_speaker_relabel_proposals_real_ravdess():
+    """Real Resemblyzer embeddings of RAVDESS actors (emotional speech): a name that holds
+    two actors is found and split, an actor under two names is found and merged."""
+    emb, owners, record = _ravdess_speaker_embeddings(
+        {"Actor_01": 10, "Actor_02": 10, "Actor_03": 16})
+    labels, seen = [], 0
+    for owner in owners:
+        if owner == "Actor_03":
+            seen += 1
+        labels.append("Actor_01" if owner == "Actor_02"  # two actors under one name
+                      else "Actor_03_alias" if owner == "Actor_03" and seen % 2  # one under two
+                      else owner)
+    rows, summary = check_speakers(labels, list(emb), [3.0] * len(labels), [record], SpeakerConfig())
+    findings = {(f["kind"], f["label"]): f["proposal"] for f in summary["findings"]}
+    assert findings == {("conflated", "Actor_01"): "Actor_01#2",
+                        ("alias", "Actor_03_alias"): "Actor_03"}, summary["findings"]
+    moved = [o for o, r in zip(owners, rows) if r["relabel_reason"] == "conflated:Actor_01"]
+    # The split moves one actor's utterances, all of them (which one is a 10/10 tie).
+    assert len(set(moved)) == 1 and len(moved) == 10
+    merged = [o for o, r in zip(owners, rows) if r["relabel_reason"] == "alias_of:Actor_03"]
+    assert merged == ["Actor_03"] * 8
+    # Actor_03's utterances sound like their (either) label.
+    assert all(r["speaker_status"] == "match" for o, r in zip(owners, rows) if o == "Actor_03")
+
+
+# -- decisions and report -----------------------------------------------------------------
+
+def _constructed_run(tmp_path, rng):
+    """An utterance table and a feature table covering every outcome, built as the
+    preprocessing pass writes them."""
+    voices = l2_normalise(rng.standard_normal((3, 32)))
+    faces_ = l2_normalise(rng.standard_normal((3, 16)))
+    names = ["Ross", "Rachel", "Joey"]
+    utts, feats = [], []
+    texts = ["We were on a break!", "I know, I know.", "How you doin'?"]
+    for i in range(36):
+        k = i % 3
+        uid = f"toy/train/d{i // 6}/{i % 6}"
+        utts.append({"utterance_id": uid, "corpus": "toy", "split": "train" if i < 30 else "test",
+                     "dialogue_id": f"d{i // 6}", "turn": i % 6, "speaker": names[k],
+                     "text": texts[k], "emotion": ["joy", "anger", "neutral"][i % 3],
+                     "media_path": f"/media/{i}.mp4"})
+        voice = l2_normalise(voices[k] + 0.03 * rng.standard_normal(32))
+        face = l2_normalise(faces_[k] + 0.02 * rng.standard_normal(16))
+        row = {name: None for name in FEATURE_SCHEMA.names}
+        row.update(utterance_id=uid, status="ok", duration_s=2.0, asr_text=texts[k], n_frames=2,
+                   faces=[{"frame": 0, "time_s": 0.5, "box": [0, 0, 5, 5], "score": 0.99,
+                           "embedding": face.tolist()}],
+                   speaker_embedding=voice.tolist())
+        feats.append(row)
+    feats[1]["asr_text"] = "Totally unrelated words about a sandwich."  # misaligned
+    feats[4]["faces"] = [{**feats[4]["faces"][0], "embedding": faces_[2].tolist()}]  # Joey's face
+    feats[5]["faces"] = []  # no face
+    # Labelled Rachel, but it is Joey who speaks and is on screen: a mislabelled speaker.
+    feats[7]["speaker_embedding"] = voices[2].tolist()
+    feats[7]["faces"] = [{**feats[7]["faces"][0], "embedding": faces_[2].tolist()}]
+    feats[9].update(status="failed", failure_reason="unreadable_media", asr_text=None,
+                    faces=None, speaker_embedding=None, n_frames=0)
+    feats[10]["asr_text"] = "Nothing like it at all, honestly."  # misaligned and ...
+    feats[10]["faces"] = []  # ... no face: counted once in removed, twice in failures
+    del feats[12]  # no features at all
+    corpus = tmp_path / "corpus"
+    corpus.mkdir()
+    pq.write_table(utterance_table(utts), corpus / "utterances.parquet")
+    features = tmp_path / "features"
+    features.mkdir()
+    models = [{"role": "speaker", "backend": "resemblyzer", "name": "ge2e"},
+              {"role": "face_embed", "backend": "dlib", "name": "dlib"}]
+    schema = with_models(FEATURE_SCHEMA, models)
+    pq.write_table(pa.Table.from_pylist(feats[:20], schema=schema), features / "part-00000.parquet")
+    pq.write_table(pa.Table.from_pylist(feats[20:], schema=schema), features / "part-00001.parquet")
+    return corpus, features
+
+
+def test_decisions_account_for_every_utterance_and_report_renders(tmp_path):
+    corpus, features = _constructed_run(tmp_path, np.random.default_rng(6))
+    out = tmp_path / "qc"
+    result = run_qc(features, corpus, out)
+    d = {r["utterance_id"]: r for r in result.decisions.to_pylist()}
+    assert len(d) == 36
+    keep = [r["keep"] for r in d.values()]
+    removed = [r["first_reason"] for r in d.values() if r["first_reason"]]
+    assert sum(keep) + len(removed) == 36
+    expected = {"toy/train/d0/1": ["alignment:misaligned"], "toy/train/d0/4": ["face:other_face"],
+                "toy/train/d0/5": ["face:no_face"], "toy/train/d1/1": ["face:other_face", "speaker:other_speaker"],
+                "toy/train/d1/3": ["features:unreadable_media"],
+                "toy/train/d1/4": ["alignment:misaligned", "face:no_face"],
+                "toy/train/d2/0": ["features:missing"]}
+    got = {k: r["reasons"] for k, r in d.items() if r["reasons"]}
+    assert got == expected
+    assert d["toy/train/d0/4"]["face_lookalike"] == "Joey"
+    assert d["toy/train/d1/1"]["proposed_speaker"] == "Joey"
+    assert d["toy/train/d1/1"]["final_speaker"] == "Rachel"  # proposals not applied by default
+    kept = pq.read_table(out / "utterances.parquet")
+    assert kept.num_rows == sum(keep) == 29
+    assert kept.schema.equals(utterance_table([]).schema)
+    assert not set(kept.column("utterance_id").to_pylist()) & set(expected)
+
+    report = json.loads((out / "report.json").read_text())
+    assert report["input"] == 36 and report["kept"] == 29 and report["removed"] == 7
+    assert sum(report["removed_by_first_reason"].values()) == 7
+    assert report["failed_by_check"] == {"alignment": 2, "face": 4, "speaker": 1}
+    assert sum(s["n"] for s in report["by_split"]) == 36
+    assert sum(s["kept"] for s in report["by_emotion"]) == 29
+    html = (out / "report.html").read_text()
+    assert html.count("data:image/png;base64,") >= 4 and "alignment:misaligned" in html
+    pngs = sorted((out / "plots").glob("*.png"))
+    assert {p.stem for p in pngs} >= {"removed_by_reason", "alignment_scores",
+                                      "alignment_by_length", "identity_scores"}
+    for png in pngs:
+        data = png.read_bytes()
+        assert data[:8] == b"\x89PNG\r\n\x1a\n" and len(data) > 2000
+    relabels = (out / "relabels.csv").read_text().splitlines()
+    assert relabels[0] == "utterance_id,speaker,proposed_speaker,reason,apply"
+    assert any("toy/train/d1/1,Rachel,Joey,sounds_like:Joey,false" == line for line in relabels)
+
+    # Unchanged inputs and settings: nothing recomputed.
+    assert run_qc(features, corpus, out).skipped
+    # Applying every proposal keeps the relabelled utterance under its new name.
+    config = QCConfig()
+    config.speakers.apply = "all"
+    applied = run_qc(features, corpus, tmp_path / "qc_all", config)
+    row = next(r for r in applied.decisions.to_pylist() if r["utterance_id"] == "toy/train/d1/1")
+    assert row["relabel_applied"] and row["final_speaker"] == "Joey"
+    assert row["speaker_pass"] and row["face_pass"] and row["keep"]
+    kept_all = pq.read_table(tmp_path / "qc_all" / "utterances.parquet").to_pylist()
+    assert next(r for r in kept_all if r["utterance_id"] == "toy/train/d1/1")["speaker"] == "Joey"
+
+
+def test_reviewed_relabels_and_cli(tmp_path, capsys):
+    from erc.qc import register
+
+    corpus, features = _constructed_run(tmp_path, np.random.default_rng(7))
+    reviewed = tmp_path / "reviewed.csv"
+    reviewed.write_text("utterance_id,speaker,proposed_speaker,reason,apply\n"
+                        "toy/train/d1/1,Rachel,Joey,sounds_like:Joey,true\n"
+                        ",Ross,Ross Geller,,true\n"
+                        "toy/train/d0/2,Joey,Chandler,,false\n")
+    by_utterance, by_label = read_relabels(reviewed)
+    assert by_utterance == {"toy/train/d1/1": "Joey"} and by_label == {"Ross": "Ross Geller"}
+
+    parser = argparse.ArgumentParser(prog="erc")
+    register(parser.add_subparsers(dest="command"))
+    args = parser.parse_args(["qc", str(features), "--utterances", str(corpus), "--out",
+                              str(tmp_path / "qc"), "--relabels", str(reviewed),
+                              "--rule", "length_aware", "--checks", "alignment,speaker"])
+    assert args.func(args) == 0
+    printed = capsys.readouterr().out
+    assert "36 utterances" in printed and "relabels.csv" in printed
+    rows = pq.read_table(tmp_path / "qc" / "decisions.parquet").to_pylist()
+    assert {r["face_status"] for r in rows} == {"disabled"}
+    assert {r["final_speaker"] for r in rows if r["speaker"] == "Ross"} == {"Ross Geller"}
+    assert next(r for r in rows if r["utterance_id"] == "toy/train/d1/1")["speaker_pass"]
+    with pytest.raises(SystemExit):
+        parser.parse_args(["qc", str(features), "--rule", "nonsense"])
+
+
+@pytest.mark.slow
+def test_face_references_from_a_folder_of_photos():
+    """Explicit references from speaker photos, through the real offline face backends
+    (MTCNN + dlib): a new photo of a person matches that person's reference only."""
+    from erc.backends.registry import load_backend, profile_specs
+    from erc.qc.faces import DEFAULT_THRESHOLDS, load_face_references, load_photo
+
+    images = shared_path("assets", "faces", "known_identities", "images")
+    specs = profile_specs("offline")
+    detector, embedder = load_backend(specs["face_detect"]), load_backend(specs["face_embed"])
+    refs = load_face_references(images / "knn_examples" / "train", detector, embedder)
+    assert {"obama", "biden", "kit_harington", "rose_leslie", "alex_lacamoire"} <= set(refs)
+    assert refs["obama"].shape == (2, 128)  # two photos
+    frame = load_photo(images / "knn_examples" / "test" / "obama1.jpg")
+    face = max(detector.detect([frame])[0], key=lambda f: (f.box[2] - f.box[0]) * (f.box[3] - f.box[1]))
+    vector = embedder.embed([frame], [[face.box]])[0][0]
+    faces = [[{"frame": 0, "time_s": 0.0, "box": list(face.box), "score": face.score,
+               "embedding": vector.tolist()}]]
+    rows, _ = check_faces(["obama"], faces, [1], [specs["face_embed"].__dict__], references=refs)
+    assert rows[0]["face_status"] == "match" and rows[0]["face_best_sim"] >= DEFAULT_THRESHOLDS["dlib"]
+    rows, _ = check_faces(["biden"], faces, [1], [specs["face_embed"].__dict__], references=refs)
+    assert rows[0]["face_status"] == "other_face" and rows[0]["face_lookalike"] == "obama"
