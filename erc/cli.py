@@ -4,6 +4,10 @@
     erc corpus ingest PATH [--format F] ...  any corpus -> utterances.parquet + summary
     erc corpus summary DIR                   re-print the summary of an ingested corpus
     erc corpus formats                       the corpus formats erc reads
+    erc models list|fetch                    the model of each role, where its weights are
+    erc preprocess UTTERANCES ...            decode + ASR + faces + speaker + text features
+    erc qc FEATURES [--utterances DIR] ...   alignment, face and speaker checks, report
+    erc train text|fusion|adapter / erc evaluate MODEL CORPUS   training and metrics
 """
 
 from __future__ import annotations
@@ -148,6 +152,15 @@ def build_parser() -> argparse.ArgumentParser:
     formats = corpus_cmds.add_parser("formats", help="list the corpus formats erc reads",
                                      description="Lists the corpus formats erc reads.")
     formats.set_defaults(func=cmd_formats)
+
+    # Each stage owns its subcommands; they import their heavy libraries only when run.
+    from erc import models_cli
+    from erc.pipeline import preprocess
+    from erc.qc import cli as qc_cli
+    from erc.train import cli as train_cli
+
+    for stage in (models_cli, preprocess, qc_cli, train_cli):
+        stage.register(commands)
     return parser
 
 

@@ -1,0 +1,114 @@
+"""Model checkpoints: ``model.safetensors`` (weights) + ``config.json`` (what to build) +
+``metrics.json`` (how it did). No pickles: weights are safetensors, everything else JSON;
+the optimizer state of a training checkpoint is loaded with ``weights_only=True``.
+
+A checkpoint folder loads on any device: the Mamba fusion model has the same state_dict
+keys on its CUDA and CPU paths.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+WEIGHTS = "model.safetensors"
+CONFIG = "config.json"
+METRICS = "metrics.json"
+TRAIN_STATE = "train_state.pt"
+ENCODER_DIR = "encoder"  # text models: the encoder's config + tokenizer, so the folder is self-contained
+
+
+def unwrap(model: nn.Module) -> nn.Module:
+    """The module inside a DistributedDataParallel wrapper."""
+    return model.module if hasattr(model, "module") and isinstance(
+        model, torch.nn.parallel.DistributedDataParallel) else model
+
+
+def save_model(directory: str | Path, model: nn.Module, metrics: dict | None = None,
+               extra: dict | None = None) -> Path:
+    """Writes weights, config and metrics of ``model`` (which has ``kind`` and ``config``)."""
+    from safetensors.torch import save_file
+
+    model = unwrap(model)
+    directory = Path(directory)
+    directory.mkdir(parents=True, exist_ok=True)
+    state = {k: v.detach().to("cpu").contiguous() for k, v in model.state_dict().items()}
+    save_file(state, str(directory / WEIGHTS), metadata={"kind": model.kind})
+    config = model.config.to_dict()
+    if model.kind == "text":
+        _copy_encoder_files(Path(config["encoder"]), directory / ENCODER_DIR)
+        config["encoder"] = ENCODER_DIR
+    (directory / CONFIG).write_text(json.dumps({"kind": model.kind, "config": config,
+                                                **(extra or {})}, indent=2))
+    if metrics is not None:
+        (directory / METRICS).write_text(json.dumps(metrics, indent=2, default=_json_default))
+    return directory
+
+
+def _copy_encoder_files(source: Path, target: Path) -> None:
+    """Architecture config + tokenizer files of a text encoder (not its weights)."""
+    if source.resolve() == target.resolve():
+        return
+    target.mkdir(parents=True, exist_ok=True)
+    for name in ("config.json", "tokenizer.json", "tokenizer_config.json", "vocab.txt",
+                 "special_tokens_map.json", "merges.txt", "vocab.json", "spiece.model",
+                 "sentencepiece.bpe.model"):
+        if (source / name).is_file():
+            shutil.copy2(source / name, target / name)
+
+
+def _json_default(value: Any):
+    if hasattr(value, "tolist"):
+        return value.tolist()
+    if hasattr(value, "item"):
+        return value.item()
+    raise TypeError(f"not JSON serialisable: {type(value).__name__}")
+
+
+def read_config(directory: str | Path) -> dict:
+    return json.loads((Path(directory) / CONFIG).read_text())
+
+
+def build_model(kind: str, config: dict, directory: Path | None = None,
+                pretrained: bool = True) -> nn.Module:
+    """A model of ``kind`` from its config dict (weights not loaded)."""
+    if kind == "fusion":
+        from erc.models.fusion import FusionConfig, FusionModel
+        return FusionModel(FusionConfig(**config))
+    if kind == "adapter":
+        from erc.models.adapters import Adapter, AdapterConfig
+        return Adapter(AdapterConfig(**config))
+    if kind == "text":
+        from erc.models.text import ContextTextClassifier, TextModelConfig
+        config = dict(config)
+        if directory is not None and not Path(config["encoder"]).is_absolute():
+            config["encoder"] = str(Path(directory) / config["encoder"])
+        return ContextTextClassifier(TextModelConfig(**config), pretrained=pretrained)
+    raise ValueError(f"unknown model kind {kind!r}")
+
+
+def load_model(directory: str | Path, device: str | torch.device = "cpu") -> nn.Module:
+    """Rebuilds the model saved in ``directory`` and loads its weights (strict)."""
+    from safetensors.torch import load_file
+
+    directory = Path(directory)
+    if not (directory / WEIGHTS).is_file():
+        raise FileNotFoundError(f"{directory}: no {WEIGHTS} (not a model checkpoint)")
+    saved = read_config(directory)
+    model = build_model(saved["kind"], saved["config"], directory, pretrained=False)
+    model.load_state_dict(load_file(str(directory / WEIGHTS)), strict=True)
+    return model.to(device).eval()
+
+
+def save_train_state(directory: str | Path, state: dict) -> None:
+    """Optimizer / scheduler state and loop counters (tensors and plain Python values)."""
+    torch.save(state, Path(directory) / TRAIN_STATE)
+
+
+def load_train_state(directory: str | Path) -> dict:
+    return torch.load(Path(directory) / TRAIN_STATE, map_location="cpu", weights_only=True)

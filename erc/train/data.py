@@ -1,0 +1,151 @@
+"""Training data from the utterance table (+ features): dialogues as sequences of turns.
+
+Splits are given as roles: ``{"train": "train", "dev": "valid"}`` trains on the corpus's
+``train`` split and evaluates on its ``valid`` split; the loop always calls them train/dev.
+Labels are the sorted set of emotions in the table (or a list you pass), -1 for a turn
+without a label (it is still context, but not a target).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Mapping
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+DEFAULT_ROLES = {"train": "train", "dev": "dev"}
+
+
+def load_utterances(source: str | Path, format: str | None = None, **options) -> pa.Table:
+    """The utterance table: ``utterances.parquet`` (or a folder holding one), else any
+    corpus erc reads (``erc.corpus.read_corpus``)."""
+    source = Path(source)
+    if source.is_file() and source.suffix == ".parquet":
+        return pq.read_table(source)
+    if source.is_dir() and (source / "utterances.parquet").is_file():
+        return pq.read_table(source / "utterances.parquet")
+    from erc.corpus import read_corpus
+
+    return read_corpus(source, format=format, **options).utterances
+
+
+def resolve_roles(table: pa.Table, roles: Mapping[str, str] | None) -> dict[str, str]:
+    """Role -> split name; 'dev' falls back to 'valid' / 'val' when the corpus has no 'dev'."""
+    roles = dict(roles or DEFAULT_ROLES)
+    present = set(table.column("split").to_pylist())
+    if roles.get("dev") == "dev" and "dev" not in present:
+        for alt in ("valid", "val", "validation"):
+            if alt in present:
+                roles["dev"] = alt
+                break
+    for role, split in roles.items():
+        if split not in present:
+            raise ValueError(f"split {split!r} (for {role}) is not in the table; "
+                             f"splits there: {', '.join(sorted(present))}")
+    return roles
+
+
+def label_list(table: pa.Table) -> list[str]:
+    return sorted({e for e in table.column("emotion").to_pylist() if e})
+
+
+def dialogues(table: pa.Table, split: str) -> list[dict]:
+    """The dialogues of ``split`` in a stable order, each with its turns in order:
+    {"dialogue_id", "ids", "speakers", "texts", "emotions"}."""
+    frame = table.filter(pa.compute.equal(table.column("split"), split)).select(
+        ["utterance_id", "dialogue_id", "turn", "speaker", "text", "emotion"]).to_pandas()
+    out = []
+    for dialogue_id, group in frame.groupby("dialogue_id", sort=False):
+        group = group.sort_values("turn", kind="stable")
+        out.append({"dialogue_id": dialogue_id, "ids": group.utterance_id.tolist(),
+                    "speakers": group.speaker.tolist(),
+                    "texts": [t if isinstance(t, str) else "" for t in group.text],
+                    "emotions": [e if isinstance(e, str) else None for e in group.emotion]})
+    return out
+
+
+def _encode_labels(emotions, labels: list[str]) -> np.ndarray:
+    index = {label: i for i, label in enumerate(labels)}
+    return np.asarray([index.get(e, -1) if e else -1 for e in emotions], dtype=np.int64)
+
+
+def build_text_data(table: pa.Table, tokenizer, context_turns: int, max_length: int,
+                    roles: Mapping[str, str] | None = None, labels: list[str] | None = None,
+                    speaker_names: bool = True, extra_splits: tuple[str, ...] = ()):
+    """TextData for the text task: one input per utterance, with its past turns."""
+    from erc.models.text import build_inputs
+    from erc.train.tasks import TextData
+
+    roles = resolve_roles(table, roles)
+    labels = labels or label_list(table)
+    pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
+    data = TextData(labels=labels, pad_id=pad)
+    for role, split in list(roles.items()) + [(s, s) for s in extra_splits]:
+        dias = dialogues(table, split)
+        inputs = build_inputs(tokenizer, [list(zip(d["speakers"], d["texts"])) for d in dias],
+                              context_turns, max_length, speaker_names)
+        data.splits[role] = {
+            "rows": [row for rows in inputs for row in rows],
+            "y": _encode_labels([e for d in dias for e in d["emotions"]], labels),
+            "ids": [u for d in dias for u in d["ids"]],
+            "speakers": [s for d in dias for s in d["speakers"]],
+        }
+    return data
+
+
+def build_dialogue_data(table: pa.Table, features: Mapping[str, Mapping[str, np.ndarray]],
+                        roles: Mapping[str, str] | None = None, labels: list[str] | None = None,
+                        extra_splits: tuple[str, ...] = ()):
+    """DialogueData for the fusion task. ``features``: modality -> {utterance_id: vector};
+    an utterance without a vector for a modality is marked missing for it (the model
+    substitutes its learned missing embedding), never filled with zeros as if observed."""
+    from erc.train.tasks import DialogueData
+
+    roles = resolve_roles(table, roles)
+    labels = labels or label_list(table)
+    modalities = [m for m in ("text", "speaker", "face") if m in features] + sorted(
+        m for m in features if m not in ("text", "speaker", "face"))
+    dims = {}
+    for m in modalities:
+        first = next(iter(features[m].values()), None)
+        if first is None:
+            raise ValueError(f"no {m} features at all")
+        dims[m] = int(np.asarray(first).shape[-1])
+    data = DialogueData(labels=labels, modalities=modalities, dims=dims)
+    for role, split in list(roles.items()) + [(s, s) for s in extra_splits]:
+        out = []
+        for d in dialogues(table, split):
+            t = len(d["ids"])
+            feats, present = {}, {}
+            for m in modalities:
+                arr = np.zeros((t, dims[m]), dtype=np.float32)
+                have = np.zeros(t, dtype=bool)
+                for i, uid in enumerate(d["ids"]):
+                    vec = features[m].get(uid)
+                    if vec is not None:
+                        arr[i] = vec
+                        have[i] = True
+                feats[m], present[m] = arr, have
+            out.append({"features": feats, "present": present,
+                        "y": _encode_labels(d["emotions"], labels), "ids": d["ids"],
+                        "speakers": d["speakers"], "dialogue_id": d["dialogue_id"]})
+        data.splits[role] = out
+    return data
+
+
+def read_vectors(path: str | Path, column: str, key: str = "utterance_id") -> dict[str, np.ndarray]:
+    """{utterance_id: vector} from a Parquet file or folder of parts, skipping nulls."""
+    path = Path(path)
+    files = sorted(path.glob("*.parquet")) if path.is_dir() else [path]
+    out: dict[str, np.ndarray] = {}
+    for file in files:
+        schema = pq.read_schema(file)
+        if column not in schema.names:
+            continue
+        t = pq.read_table(file, columns=[key, column])
+        for uid, vec in zip(t.column(key).to_pylist(), t.column(column).to_pylist()):
+            if vec is not None and len(vec):
+                out[uid] = np.asarray(vec, dtype=np.float32)
+    return out

@@ -1,0 +1,93 @@
+"""Evaluate a trained model (text or fusion) on any split of any corpus.
+
+Writes to ``out_dir``: ``metrics.json`` (accuracy, weighted F1, macro F1, per-class
+P/R/F1/support, confusion matrix, per-speaker breakdown), ``confusion.png`` and
+``predictions.parquet`` (one row per utterance: id, dialogue, speaker, true and predicted
+label, the probability of every class).
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+
+@dataclass
+class Evaluation:
+    metrics: dict
+    predictions: pa.Table
+    out_dir: Path | None
+
+
+def predict_split(model_dir: str | Path, table: pa.Table, split: str, device: str = "cpu"):
+    """(probabilities (n, C), y_true (n,), ids, speakers, labels) of ``split``."""
+    import torch
+
+    from erc.models.checkpoint import load_model, read_config
+    from erc.train.data import build_dialogue_data, build_text_data
+    from erc.train.recipes import load_features
+    from erc.train.tasks import FusionTask, TextTask
+
+    saved = read_config(model_dir)
+    model = load_model(model_dir, device)
+    labels = saved["config"]["labels"]
+    roles = {"eval": split}  # a predict-only task: no train split
+    if saved["kind"] == "text":
+        from erc.models.text import load_tokenizer
+
+        cfg = model.config
+        data = build_text_data(table, load_tokenizer(cfg.encoder), cfg.context_turns,
+                               cfg.max_length, roles, labels=labels,
+                               speaker_names=cfg.speaker_names)
+        task = TextTask({"model": cfg.to_dict()}, data, None)
+    elif saved["kind"] == "fusion":
+        spec = saved.get("features")
+        if not spec:
+            raise ValueError(f"{model_dir}: the model does not record its feature spec")
+        features = load_features(spec, table)
+        data = build_dialogue_data(table, {m: features[m] for m in model.config.modalities},
+                                   roles, labels=labels)
+        task = FusionTask({"model": model.config.to_dict()}, data, None)
+    else:
+        raise ValueError(f"{model_dir}: cannot evaluate a {saved['kind']} model on a corpus")
+    logits, y, ids, speakers = task.predict(model, "eval", torch.device(device))
+    logits = logits - logits.max(1, keepdims=True)
+    probs = np.exp(logits) / np.exp(logits).sum(1, keepdims=True)
+    return probs, y, ids, speakers, labels
+
+
+def evaluate(model_dir: str | Path, table: pa.Table, split: str, out_dir: str | Path | None = None,
+             device: str = "cpu", title: str | None = None) -> Evaluation:
+    from erc.train.metrics import classification_metrics, per_group, plot_confusion
+
+    probs, y, ids, speakers, labels = predict_split(model_dir, table, split, device)
+    pred = probs.argmax(1)
+    labelled = y >= 0
+    metrics = classification_metrics(y[labelled], pred[labelled], labels)
+    metrics["per_speaker"] = per_group(y[labelled], pred[labelled],
+                                       np.asarray(speakers)[labelled], labels)
+    metrics.update({"split": split, "model": str(model_dir), "n_unlabelled": int((~labelled).sum())})
+    dialogue = dict(zip(table.column("utterance_id").to_pylist(),
+                        table.column("dialogue_id").to_pylist()))
+    predictions = pa.table({
+        "utterance_id": ids,
+        "dialogue_id": [dialogue.get(u) for u in ids],
+        "speaker": speakers,
+        "true": [labels[i] if i >= 0 else None for i in y],
+        "predicted": [labels[i] for i in pred],
+        **{f"p_{label}": probs[:, i].astype(np.float32) for i, label in enumerate(labels)},
+    })
+    if out_dir is not None:
+        out_dir = Path(out_dir)
+        out_dir.mkdir(parents=True, exist_ok=True)
+        (out_dir / "metrics.json").write_text(json.dumps(metrics, indent=2))
+        pq.write_table(predictions, out_dir / "predictions.parquet")
+        plot_confusion(metrics["confusion"], labels, out_dir / "confusion.png",
+                       title or f"{Path(model_dir).name} on {split}: acc {metrics['accuracy']:.3f}, "
+                                f"wF1 {metrics['weighted_f1']:.3f}")
+    return Evaluation(metrics=metrics, predictions=predictions, out_dir=out_dir)

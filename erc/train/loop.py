@@ -1,0 +1,239 @@
+"""The training loop every erc model uses, on Ray Train.
+
+``fit`` runs a ``TorchTrainer``: N workers (CPU processes here, GPUs on a cluster), each
+with a replica of the model under DistributedDataParallel. Every global batch of
+``batch_size`` units (dialogues for fusion, utterances for the text encoder) is split
+across the workers, so N workers take the same optimiser steps as one would. After every
+epoch rank 0 evaluates on the dev split and every worker reports; rank 0 attaches a
+checkpoint (weights as safetensors, config and metrics as JSON, optimizer state) that Ray
+Train persists under ``storage_path/name``. Ray keeps the best checkpoint by dev metric
+and the latest one.
+
+Resume: start ``fit`` again with the same ``name`` and ``storage_path``; Ray Train finds
+the run's checkpoint state there and hands the latest checkpoint to the workers, which
+continue from the epoch after it with the optimizer, schedule, best score and
+early-stopping counter it recorded. Early stopping: training ends after ``patience``
+epochs without improvement of the dev metric. The best checkpoint's model is then
+exported to ``out_dir/model`` (loadable with ``erc.models.checkpoint.load_model``).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import shutil
+import tempfile
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class TrainConfig:
+    name: str = "erc"  # run name; same name + storage_path = resume
+    storage_path: str = "runs/train/ray"  # where Ray Train persists checkpoints
+    epochs: int = 30
+    batch_size: int = 16  # global units per optimiser step, split across workers
+    lr: float = 1e-3
+    weight_decay: float = 0.01
+    warmup_ratio: float = 0.06  # linear warm-up, then linear decay to 0 over all epochs
+    grad_clip: float = 1.0
+    patience: int = 4  # epochs without improvement of the dev metric before stopping
+    metric: str = "weighted_f1"  # accuracy | weighted_f1 | macro_f1
+    seed: int = 0
+    num_workers: int = 1
+    cpus_per_worker: int = 1
+    use_gpu: bool = False
+    max_failures: int = 0  # worker failures Ray Train retries from the latest checkpoint
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+def _schedule(warmup_ratio: float, total_steps: int):
+    warmup = max(1, int(round(warmup_ratio * total_steps)))
+
+    def factor(step: int) -> float:
+        if step < warmup:
+            return (step + 1) / warmup
+        return max(0.0, (total_steps - step) / max(1, total_steps - warmup))
+
+    return factor
+
+
+def evaluate_task(task, model, split: str, device) -> dict:
+    """Metrics of ``model`` on ``split`` (the task knows how to predict)."""
+    from erc.train.metrics import classification_metrics
+
+    logits, y_true, _, _ = task.predict(model, split, device)
+    keep = y_true >= 0
+    return classification_metrics(y_true[keep], logits[keep].argmax(1), task.labels)
+
+
+def train_loop_per_worker(config: dict) -> None:
+    """Runs in every Ray Train worker."""
+    import ray
+    import ray.train
+    import ray.train.torch
+    import torch
+    import torch.distributed as dist
+
+    from erc.models.checkpoint import (load_train_state, save_model, save_train_state, unwrap,
+                                       WEIGHTS)
+    from erc.train.tasks import make_task
+
+    tc = TrainConfig(**config["train"])
+    logging.getLogger("ray.train").setLevel(logging.WARNING)  # not a line per report
+    ctx = ray.train.get_context()
+    rank, world = ctx.get_world_rank(), ctx.get_world_size()
+    torch.set_num_threads(max(1, tc.cpus_per_worker))
+    data = config["data"]
+    if isinstance(data, ray.ObjectRef):
+        data = ray.get(data)
+    task = make_task(config["task"], config["task_config"], data, tc)
+    torch.manual_seed(tc.seed)
+    model = task.build_model()
+
+    state = None
+    checkpoint = ray.train.get_checkpoint()
+    if checkpoint is not None:
+        from safetensors.torch import load_file
+
+        with checkpoint.as_directory() as folder:
+            model.load_state_dict(load_file(os.path.join(folder, WEIGHTS)), strict=True)
+            state = load_train_state(folder)
+    device = ray.train.torch.get_device()
+    model = ray.train.torch.prepare_model(model)
+    params = [p for p in model.parameters() if p.requires_grad]
+    optimizer = torch.optim.AdamW(params, lr=tc.lr, weight_decay=tc.weight_decay)
+    steps = task.steps_per_epoch(tc.batch_size, world)
+    scheduler = torch.optim.lr_scheduler.LambdaLR(
+        optimizer, _schedule(tc.warmup_ratio, max(1, steps * tc.epochs)))
+    start_epoch, best, bad_epochs, history = 0, -1.0, 0, []
+    if state is not None:
+        optimizer.load_state_dict(state["optimizer"])
+        scheduler.load_state_dict(state["scheduler"])
+        start_epoch = int(state["epoch"]) + 1
+        best, bad_epochs = float(state["best"]), int(state["bad_epochs"])
+        history = json.loads(state["history"])
+        if rank == 0:
+            print(f"[train] resumed from the checkpoint of epoch {start_epoch - 1}", flush=True)
+    if bad_epochs >= tc.patience:
+        start_epoch = tc.epochs  # the run had already stopped early
+
+    for epoch in range(start_epoch, tc.epochs):
+        model.train()
+        started = time.time()
+        rng = np.random.default_rng(tc.seed * 100_003 + epoch)
+        total, count = 0.0, 0
+        every = max(1, steps // 10)  # a progress line every 10% of the epoch
+        for batch in task.train_batches(rng, tc.batch_size, rank, world):
+            loss = task.loss(model, batch, device)
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            if tc.grad_clip:
+                torch.nn.utils.clip_grad_norm_(params, tc.grad_clip)
+            optimizer.step()
+            scheduler.step()
+            total += float(loss.detach())
+            count += 1
+            if rank == 0 and steps >= 50 and count % every == 0:
+                print(f"[train] epoch {epoch}: step {count}/{steps}, loss {total / count:.4f}, "
+                      f"{time.time() - started:.0f} s", flush=True)
+        train_seconds = time.time() - started
+        metrics = None
+        if rank == 0:
+            dev = evaluate_task(task, unwrap(model), "dev", device)
+            metrics = {"epoch": epoch, "train_loss": total / max(1, count),
+                       "train_seconds": train_seconds,
+                       "train_units_per_s": task.n_train / world / max(train_seconds, 1e-9),
+                       **{f"dev_{k}": dev[k] for k in ("accuracy", "weighted_f1", "macro_f1")}}
+        if world > 1:
+            box = [metrics]
+            dist.broadcast_object_list(box, src=0)
+            metrics = box[0]
+        score = metrics[f"dev_{tc.metric}"]
+        if score > best:
+            best, bad_epochs = score, 0
+        else:
+            bad_epochs += 1
+        metrics.update({"best": best, "bad_epochs": bad_epochs,
+                        "stopped_early": bad_epochs >= tc.patience})
+        history.append(metrics)
+        with tempfile.TemporaryDirectory() as folder:
+            reported = None
+            if rank == 0:
+                save_model(folder, model, metrics={"history": history, "last": metrics},
+                           extra={"task": config["task"], "labels": task.labels,
+                                  "features": config["task_config"].get("features")})
+                save_train_state(folder, {"optimizer": optimizer.state_dict(),
+                                          "scheduler": scheduler.state_dict(), "epoch": epoch,
+                                          "best": best, "bad_epochs": bad_epochs,
+                                          "history": json.dumps(history)})
+                reported = ray.train.Checkpoint.from_directory(folder)
+                print(f"[train] epoch {epoch}: loss {metrics['train_loss']:.4f} dev "
+                      f"acc {metrics['dev_accuracy']:.4f} wF1 {metrics['dev_weighted_f1']:.4f} "
+                      f"mF1 {metrics['dev_macro_f1']:.4f} ({train_seconds:.0f} s)", flush=True)
+            ray.train.report(metrics, checkpoint=reported)
+        if bad_epochs >= tc.patience:
+            break
+
+
+@dataclass
+class TrainOutcome:
+    model_dir: Path  # the exported best model
+    best: dict  # metrics of the best epoch
+    history: list[dict]
+    run_path: str  # Ray Train's folder of the run
+
+
+def fit(task: str, task_config: dict, data: Any, train: TrainConfig, out_dir: str | Path,
+        address: str | None = None) -> TrainOutcome:
+    """Trains on Ray Train and exports the best checkpoint to ``out_dir/model``."""
+    from erc import runtime
+
+    runtime.connect(address)
+    import ray
+    from ray.train import CheckpointConfig, FailureConfig, RunConfig, ScalingConfig
+    from ray.train.torch import TorchTrainer
+
+    storage = str(Path(train.storage_path).expanduser().resolve())
+    trainer = TorchTrainer(
+        train_loop_per_worker,
+        train_loop_config={"task": task, "task_config": task_config, "train": train.to_dict(),
+                           "data": ray.put(data)},
+        scaling_config=ScalingConfig(num_workers=train.num_workers, use_gpu=train.use_gpu,
+                                     resources_per_worker={"CPU": train.cpus_per_worker}),
+        run_config=RunConfig(
+            name=train.name, storage_path=storage,
+            checkpoint_config=CheckpointConfig(
+                num_to_keep=1, checkpoint_score_attribute=f"dev_{train.metric}",
+                checkpoint_score_order="max"),
+            failure_config=FailureConfig(max_failures=train.max_failures)),
+    )
+    result = trainer.fit()
+    if result.error:
+        raise result.error
+    best = result.get_best_checkpoint(metric=f"dev_{train.metric}", mode="max")
+    if best is None:
+        raise RuntimeError(f"run {train.name} reported no checkpoint")
+    model_dir = Path(out_dir) / "model"
+    if model_dir.exists():
+        shutil.rmtree(model_dir)
+    with best.as_directory() as folder:
+        shutil.copytree(folder, model_dir, ignore=shutil.ignore_patterns("train_state.pt"))
+    saved = json.loads((model_dir / "metrics.json").read_text())
+    latest = result.checkpoint
+    history = saved["history"]
+    if latest is not None:
+        with latest.as_directory() as folder:
+            history = json.loads(Path(folder, "metrics.json").read_text())["history"]
+    (Path(out_dir) / "history.json").write_text(json.dumps(history, indent=2))
+    return TrainOutcome(model_dir=model_dir, best=saved["last"], history=history,
+                        run_path=str(result.path))

@@ -1,0 +1,197 @@
+"""Recipes: the steps from an utterance table to trained models, each resumable and cached.
+
+- ``finetune_text``: fine-tune a text encoder for emotion with past-turn context (Ray Train).
+- ``text_features``: the fine-tuned encoder's 768/384-d utterance vectors (the fusion
+  model's text tokens), cached as Parquet beside the model.
+- ``frozen_text_features``: sentence-transformers embeddings of the transcripts (the cheap
+  option, also the floor baseline's input), cached under the erc state dir.
+- ``train_fusion``: the Mamba fusion model or a baseline on per-utterance tokens (Ray Train).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import replace
+from pathlib import Path
+from typing import Mapping
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from erc.train.data import build_dialogue_data, build_text_data, resolve_roles
+from erc.train.loop import TrainConfig, TrainOutcome, fit
+
+
+def table_fingerprint(table: pa.Table) -> str:
+    digest = hashlib.sha256()
+    for name in ("utterance_id", "speaker", "text", "emotion", "split"):
+        digest.update("\x1f".join(map(str, table.column(name).to_pylist())).encode())
+    return digest.hexdigest()[:16]
+
+
+def finetune_text(table: pa.Table, encoder: str, out_dir: str | Path, train: TrainConfig,
+                  roles: Mapping[str, str] | None = None, context_turns: int = 8,
+                  max_length: int = 96, speaker_names: bool = True, freeze_layers: int = 0,
+                  class_weight_power: float = 0.5, address: str | None = None) -> TrainOutcome:
+    from erc.models.text import TextModelConfig, load_tokenizer
+
+    tokenizer = load_tokenizer(encoder)
+    data = build_text_data(table, tokenizer, context_turns, max_length, roles,
+                           speaker_names=speaker_names)
+    model = TextModelConfig(encoder=str(Path(encoder).resolve()), n_classes=len(data.labels),
+                            labels=data.labels, context_turns=context_turns,
+                            max_length=max_length, speaker_names=speaker_names,
+                            freeze_layers=freeze_layers)
+    return fit("text", {"model": model.to_dict(), "class_weight_power": class_weight_power},
+               data, train, out_dir, address=address)
+
+
+def text_features(model_dir: str | Path, table: pa.Table, splits: list[str] | None = None,
+                  batch_size: int = 64) -> dict[str, np.ndarray]:
+    """{utterance_id: vector} of a fine-tuned text model over ``splits`` (default all),
+    cached in ``model_dir/features-<table fingerprint>.parquet``."""
+    import torch
+
+    from erc.models.checkpoint import load_model
+    from erc.models.text import load_tokenizer
+    from erc.train.tasks import TextTask
+
+    model_dir = Path(model_dir)
+    splits = splits or sorted(set(table.column("split").to_pylist()))
+    cache = model_dir / f"features-{table_fingerprint(table)}-{'-'.join(splits)}.parquet"
+    if cache.is_file():
+        t = pq.read_table(cache)
+        return {u: np.asarray(v, np.float32) for u, v in
+                zip(t.column("utterance_id").to_pylist(), t.column("text_embedding").to_pylist())}
+    model = load_model(model_dir)
+    cfg = model.config
+    tokenizer = load_tokenizer(cfg.encoder)
+    data = build_text_data(table, tokenizer, cfg.context_turns, cfg.max_length,
+                           roles={s: s for s in splits}, labels=cfg.labels,
+                           speaker_names=cfg.speaker_names)
+    task = TextTask({"model": cfg.to_dict()}, data, None)
+    ids, vectors = [], []
+    for split in splits:
+        emb, _ = task.embed_and_predict(model, split, torch.device("cpu"), batch_size)
+        ids.extend(data.splits[split]["ids"])
+        vectors.extend(emb)
+    pq.write_table(pa.table({"utterance_id": ids,
+                             "text_embedding": [v.tolist() for v in vectors]}), cache)
+    return dict(zip(ids, vectors))
+
+
+def frozen_text_features(model_path: str, table: pa.Table, batch_size: int = 64,
+                         cache_dir: str | Path | None = None) -> dict[str, np.ndarray]:
+    """Sentence-transformers embeddings of each transcript (no context, encoder frozen)."""
+    from erc.runtime import state_dir
+
+    cache_dir = Path(cache_dir) if cache_dir else state_dir() / "cache" / "text_embeddings"
+    cache_dir.mkdir(parents=True, exist_ok=True)
+    key = hashlib.sha256(f"{Path(model_path).resolve()}|{table_fingerprint(table)}".encode())
+    cache = cache_dir / f"{Path(model_path).name}-{key.hexdigest()[:16]}.parquet"
+    if cache.is_file():
+        t = pq.read_table(cache)
+        return {u: np.asarray(v, np.float32) for u, v in
+                zip(t.column("utterance_id").to_pylist(), t.column("text_embedding").to_pylist())}
+    from sentence_transformers import SentenceTransformer
+
+    model = SentenceTransformer(str(model_path), device="cpu")
+    ids = table.column("utterance_id").to_pylist()
+    texts = [t or "" for t in table.column("text").to_pylist()]
+    vectors = model.encode(texts, batch_size=batch_size, convert_to_numpy=True,
+                           show_progress_bar=False).astype(np.float32)
+    pq.write_table(pa.table({"utterance_id": ids,
+                             "text_embedding": [v.tolist() for v in vectors]}), cache)
+    return dict(zip(ids, vectors))
+
+
+def resolve_text_encoder(name_or_path: str) -> str:
+    """A text encoder folder: a path as given, else a sentence-transformers model name found
+    by the model registry (registry package, erc's model cache, Hugging Face cache)."""
+    if Path(name_or_path).expanduser().exists():
+        return str(Path(name_or_path).expanduser().resolve())
+    from erc.backends.base import ModelSpec
+    from erc.backends.registry import resolve
+
+    spec = resolve(ModelSpec(role="text", backend="sentence-transformers", name=name_or_path),
+                   download=False)
+    return str(spec.path)
+
+
+def face_vectors(path: str | Path) -> dict[str, np.ndarray]:
+    """One face vector per utterance from the feature table's ``faces`` column: the mean
+    embedding of the most confident face of each sampled frame (absent when no face)."""
+    path = Path(path)
+    files = sorted(path.glob("*.parquet")) if path.is_dir() else [path]
+    out = {}
+    for file in files:
+        t = pq.read_table(file, columns=["utterance_id", "faces"])
+        for uid, faces in zip(t.column("utterance_id").to_pylist(), t.column("faces").to_pylist()):
+            best: dict[int, tuple[float, list]] = {}
+            for face in faces or []:
+                emb = face.get("embedding")
+                if not emb or not np.all(np.isfinite(emb)):
+                    continue
+                frame, score = face.get("frame", 0), face.get("score") or 0.0
+                if frame not in best or score > best[frame][0]:
+                    best[frame] = (score, emb)
+            if best:
+                out[uid] = np.mean([np.asarray(e, np.float32) for _, e in best.values()], axis=0)
+    return out
+
+
+def load_features(spec: Mapping[str, dict], table: pa.Table) -> dict[str, dict[str, np.ndarray]]:
+    """Per-modality {utterance_id: vector} from a feature spec (JSON-able, stored with the
+    fusion model so evaluation rebuilds the same inputs):
+
+    - ``{"kind": "finetuned", "path": MODEL_DIR}``: a fine-tuned text model's vectors;
+    - ``{"kind": "sentence-transformers", "path": MODEL}``: frozen transcript embeddings;
+    - ``{"kind": "parquet", "path": FEATURES, "column": "speaker_embedding"}``: a column of
+      the feature table (or any Parquet keyed by utterance_id);
+    - ``{"kind": "faces", "path": FEATURES}``: per-utterance face vector (``face_vectors``);
+
+    each optionally with ``"adapter": ADAPTER_DIR`` (identity -> adapted 128-d)."""
+    from erc.models.adapters import adapt_vectors
+    from erc.models.checkpoint import load_model
+    from erc.train.data import read_vectors
+
+    out = {}
+    for modality, item in spec.items():
+        kind = item["kind"]
+        if kind == "finetuned":
+            vectors = text_features(item["path"], table)
+        elif kind == "sentence-transformers":
+            vectors = frozen_text_features(item["path"], table)
+        elif kind == "parquet":
+            vectors = read_vectors(item["path"], item.get("column", f"{modality}_embedding"))
+        elif kind == "faces":
+            vectors = face_vectors(item["path"])
+        else:
+            raise ValueError(f"unknown feature kind {kind!r} for {modality}")
+        vectors = {u: v for u, v in vectors.items() if np.all(np.isfinite(v))}
+        if item.get("adapter") and vectors:
+            adapter = load_model(item["adapter"])
+            ids = list(vectors)
+            adapted = adapt_vectors(adapter, np.stack([vectors[u] for u in ids]))
+            vectors = dict(zip(ids, adapted))
+        out[modality] = vectors
+    return out
+
+
+def train_fusion(table: pa.Table, feature_spec: Mapping[str, dict], out_dir: str | Path,
+                 train: TrainConfig, model_options: dict | None = None,
+                 roles: Mapping[str, str] | None = None, class_weight_power: float = 0.5,
+                 address: str | None = None, features: Mapping | None = None) -> TrainOutcome:
+    """Trains ``FusionModel`` (options: mixer, window, isolate_turns, d_state, ...) on the
+    features ``feature_spec`` describes (``features``: already loaded ones)."""
+    from erc.models.fusion import FusionConfig
+
+    features = features if features is not None else load_features(feature_spec, table)
+    data = build_dialogue_data(table, features, roles)
+    model = FusionConfig(modalities=data.modalities, dims=data.dims, labels=data.labels,
+                         n_classes=len(data.labels), **(model_options or {}))
+    return fit("fusion", {"model": model.to_dict(), "class_weight_power": class_weight_power,
+                          "features": dict(feature_spec)},
+               data, train, out_dir, address=address)

@@ -1,0 +1,217 @@
+"""What the training loop trains: a task builds its model from a config, yields each
+worker's share of every global batch, computes the loss, and predicts a split.
+
+- ``text``: the context text encoder (``erc.models.text``), one unit = one utterance.
+- ``fusion``: the fusion model and its baselines (``erc.models.fusion``) on per-utterance
+  feature tokens, one unit = one dialogue.
+
+Loss: cross-entropy with class weights ``(N / (C n_c)) ** power`` from the training split
+(power 0.5 by default: rare classes such as MELD fear and disgust count more, without
+giving up weighted F1), normalised by the weight of the whole global batch so that N
+workers compute the same gradient as one.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Iterator
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+
+def class_weights(y: np.ndarray, n_classes: int, power: float) -> np.ndarray:
+    y = y[y >= 0]
+    counts = np.bincount(y, minlength=n_classes).astype(np.float64)
+    weights = np.where(counts > 0, len(y) / (n_classes * np.maximum(counts, 1)), 0.0) ** power
+    return (weights / weights[counts > 0].mean()).astype(np.float32)
+
+
+def _global_batches(n: int, batch_size: int, world: int, rng: np.random.Generator,
+                    order: list[list[int]] | None = None) -> list[list[int]]:
+    batches = order if order is not None else [
+        b.tolist() for b in np.array_split(rng.permutation(n), max(1, -(-n // batch_size)))]
+    return [b for b in batches if len(b) >= world]
+
+
+# -- text -----------------------------------------------------------------------------------
+
+@dataclass
+class TextData:
+    labels: list[str]
+    pad_id: int
+    # split -> {"rows": [(ids, start, end)], "y": int64 (-1 = unlabelled), "ids": [...], "speakers": [...]}
+    splits: dict[str, dict] = field(default_factory=dict)
+
+
+class TextTask:
+    def __init__(self, config: dict, data: TextData, train):
+        self.config, self.data, self.labels = config, data, data.labels
+        self.train = data.splits.get("train")  # None: a task that only predicts
+        if self.train is not None:
+            self.train_index = np.flatnonzero(self.train["y"] >= 0)
+            self.n_train = len(self.train_index)
+            self.weights = torch.from_numpy(class_weights(
+                self.train["y"], len(self.labels), config.get("class_weight_power", 0.5)))
+
+    def build_model(self):
+        from erc.models.text import ContextTextClassifier, TextModelConfig
+
+        return ContextTextClassifier(TextModelConfig(**self.config["model"]))
+
+    def steps_per_epoch(self, batch_size: int, world: int) -> int:
+        return -(-self.n_train // batch_size)
+
+    def train_batches(self, rng, batch_size, rank, world) -> Iterator:
+        from erc.models.text import length_batches
+
+        rows = self.train["rows"]
+        lengths = [len(rows[i][0]) for i in self.train_index]
+        for batch in _global_batches(self.n_train, batch_size, world, rng,
+                                     length_batches(lengths, batch_size, rng)):
+            index = self.train_index[np.asarray(batch)]
+            y_all = self.train["y"][index]
+            norm = float(self.weights[torch.from_numpy(y_all)].sum())
+            mine = index[rank::world]
+            yield {"rows": [rows[i] for i in mine], "y": torch.from_numpy(self.train["y"][mine]),
+                   "norm": norm / world}
+
+    def loss(self, model, batch, device):
+        from erc.models.text import collate
+
+        inputs = {k: v.to(device) for k, v in collate(batch["rows"], self.data.pad_id).items()}
+        logits = model(**inputs)
+        losses = F.cross_entropy(logits, batch["y"].to(device), weight=self.weights.to(device),
+                                 reduction="sum")
+        return losses / batch["norm"]
+
+    @torch.no_grad()
+    def embed_and_predict(self, model, split: str, device, batch_size: int = 64):
+        """(embeddings, logits) of every utterance of ``split``, in the split's order."""
+        from erc.models.text import collate, length_batches
+
+        model.eval()
+        part = self.data.splits[split]
+        rows = part["rows"]
+        emb = np.zeros((len(rows), model.dim), dtype=np.float32)
+        logits = np.zeros((len(rows), len(self.labels)), dtype=np.float32)
+        for batch in length_batches([len(r[0]) for r in rows], batch_size, None):
+            inputs = {k: v.to(device) for k, v in collate([rows[i] for i in batch],
+                                                          self.data.pad_id).items()}
+            e = model.embed(**inputs)
+            emb[batch] = e.float().cpu().numpy()
+            logits[batch] = model.head(e).float().cpu().numpy()
+        return emb, logits
+
+    def predict(self, model, split: str, device):
+        part = self.data.splits[split]
+        _, logits = self.embed_and_predict(model, split, device)
+        return logits, part["y"], part["ids"], part["speakers"]
+
+
+# -- fusion ---------------------------------------------------------------------------------
+
+@dataclass
+class DialogueData:
+    labels: list[str]
+    modalities: list[str]  # e.g. ["text", "speaker", "face"]
+    dims: dict[str, int]
+    # split -> list of dialogues: {"features": {m: (T, d) float32}, "present": {m: (T,) bool},
+    #                              "y": (T,) int64 (-1 = unlabelled), "ids": [...], "speakers": [...]}
+    splits: dict[str, list[dict]] = field(default_factory=dict)
+
+
+def collate_dialogues(dialogues: list[dict], modalities: list[str], dims: dict[str, int]) -> dict:
+    """Pads dialogues to the longest: features (B, T, d) per modality, present (B, T) per
+    modality, valid (B, T), y (B, T) with -1 on padding and unlabelled turns."""
+    length = max(len(d["y"]) for d in dialogues)
+    batch = {"features": {}, "present": {}}
+    for m in modalities:
+        feats = np.zeros((len(dialogues), length, dims[m]), dtype=np.float32)
+        present = np.zeros((len(dialogues), length), dtype=bool)
+        for i, d in enumerate(dialogues):
+            t = len(d["y"])
+            feats[i, :t] = d["features"][m]
+            present[i, :t] = d["present"][m]
+        batch["features"][m] = torch.from_numpy(feats)
+        batch["present"][m] = torch.from_numpy(present)
+    y = np.full((len(dialogues), length), -1, dtype=np.int64)
+    valid = np.zeros((len(dialogues), length), dtype=bool)
+    for i, d in enumerate(dialogues):
+        y[i, : len(d["y"])] = d["y"]
+        valid[i, : len(d["y"])] = True
+    batch["y"] = torch.from_numpy(y)
+    batch["valid"] = torch.from_numpy(valid)
+    return batch
+
+
+def _to(batch: dict, device) -> dict:
+    return {"features": {m: v.to(device) for m, v in batch["features"].items()},
+            "present": {m: v.to(device) for m, v in batch["present"].items()},
+            "valid": batch["valid"].to(device)}
+
+
+class FusionTask:
+    def __init__(self, config: dict, data: DialogueData, train):
+        self.config, self.data, self.labels = config, data, data.labels
+        self.dialogues = data.splits.get("train")  # None: a task that only predicts
+        if self.dialogues is not None:
+            self.n_train = len(self.dialogues)
+            y = np.concatenate([d["y"] for d in self.dialogues])
+            self.weights = torch.from_numpy(class_weights(y, len(self.labels),
+                                                          config.get("class_weight_power", 0.5)))
+
+    def build_model(self):
+        from erc.models.fusion import FusionConfig, FusionModel
+
+        return FusionModel(FusionConfig(**self.config["model"]))
+
+    def steps_per_epoch(self, batch_size: int, world: int) -> int:
+        return -(-self.n_train // batch_size)
+
+    def train_batches(self, rng, batch_size, rank, world) -> Iterator:
+        for batch in _global_batches(self.n_train, batch_size, world, rng):
+            dialogues = [self.dialogues[i] for i in batch]
+            y_all = np.concatenate([d["y"] for d in dialogues])
+            y_all = y_all[y_all >= 0]
+            norm = float(self.weights[torch.from_numpy(y_all)].sum()) if len(y_all) else 1.0
+            mine = dialogues[rank::world]
+            out = collate_dialogues(mine, self.data.modalities, self.data.dims)
+            out["norm"] = max(norm, 1e-6) / world
+            yield out
+
+    def loss(self, model, batch, device):
+        logits = model(**_to(batch, device))
+        y = batch["y"].to(device)
+        losses = F.cross_entropy(logits.reshape(-1, logits.shape[-1]), y.reshape(-1),
+                                 weight=self.weights.to(device), ignore_index=-1, reduction="sum")
+        return losses / batch["norm"]
+
+    @torch.no_grad()
+    def predict(self, model, split: str, device, batch_size: int = 32):
+        model.eval()
+        dialogues = self.data.splits[split]
+        logits, ys, ids, speakers = [], [], [], []
+        for i in range(0, len(dialogues), batch_size):
+            chunk = dialogues[i: i + batch_size]
+            batch = collate_dialogues(chunk, self.data.modalities, self.data.dims)
+            out = model(**_to(batch, device)).float().cpu().numpy()
+            for j, d in enumerate(chunk):
+                t = len(d["y"])
+                logits.append(out[j, :t])
+                ys.append(d["y"])
+                ids.extend(d["ids"])
+                speakers.extend(d["speakers"])
+        n_classes = len(self.labels)
+        return (np.concatenate(logits) if logits else np.zeros((0, n_classes), np.float32),
+                np.concatenate(ys) if ys else np.zeros(0, np.int64), ids, speakers)
+
+
+TASKS = {"text": TextTask, "fusion": FusionTask}
+
+
+def make_task(name: str, config: dict, data, train):
+    if name not in TASKS:
+        raise ValueError(f"unknown task {name!r}; known: {', '.join(TASKS)}")
+    return TASKS[name](config, data, train)

