@@ -80,7 +80,8 @@ def cmd_formats(args) -> int:
 
 
 def cmd_run(args) -> int:
-    from erc.pipeline.ingest import run_ingest
+    from erc.backends.base import MissingWeightsError
+    from erc.pipeline.main_job import run_main
 
     config_path = args.config or resources.files("erc") / "configs" / SAMPLE_CONFIG
     config = load_config(Path(str(config_path)))
@@ -88,17 +89,16 @@ def cmd_run(args) -> int:
         config.output_dir = args.out
     if args.address:
         config.ray.address = args.address
-    out = Path(config.output_dir)
     print(f"erc {__version__}: main job, config {config_path}")
-    if config.corpus.check_media:
-        where = runtime.connect(config.ray.address, num_cpus=config.ray.num_cpus,
-                                num_gpus=config.ray.num_gpus, dashboard=config.ray.dashboard)
-        print(f"[ray] {where}")
-    print(f"[1/1 ingest] {config.corpus.path}")
-    outcome = run_ingest(config.corpus, out / "corpus", force=args.force,
-                         ray_address=config.ray.address)
-    _print_ingest(outcome, as_json=False)
-    print(f"\noutputs in {out.resolve()}")
+    where = runtime.connect(config.ray.address, num_cpus=config.ray.num_cpus,
+                            num_gpus=config.ray.num_gpus, dashboard=config.ray.dashboard)
+    print(f"[ray] {where}")
+    try:
+        run_main(config, force=args.force)
+    except MissingWeightsError as err:
+        print(f"erc: error: {err}", file=sys.stderr)
+        return 2
+    print(f"\nreport: {(Path(config.output_dir) / 'report.html').resolve()}")
     return 0
 
 
@@ -110,8 +110,12 @@ def build_parser() -> argparse.ArgumentParser:
 
     run = commands.add_parser(
         "run", help="run the main job (default: the shipped sample corpus, embedded Ray)",
-        description="Runs the main job from a YAML config: ingest (more stages as they land). "
-                    "Without --config it runs on the sample corpus shipped with erc.")
+        description="Runs the main job from a YAML config: ingest, preprocess (decode, "
+                    "Whisper, faces, speaker and text embeddings), quality control, identity "
+                    "adapters, fusion training and evaluation, then writes report.html. "
+                    "Without --config it runs on the sample corpus shipped with erc. Each "
+                    "stage skips work that is up to date, so a second run is quick and an "
+                    "interrupted one resumes.")
     run.add_argument("--config", help="YAML run config (default: the sample's)")
     run.add_argument("--out", help="output folder (overrides output_dir of the config)")
     run.add_argument("--address", help="Ray cluster address (default: RAY_ADDRESS, else embedded)")
@@ -169,7 +173,7 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         return args.func(args)
-    except (CorpusError, ConfigError, FileNotFoundError) as err:
+    except (CorpusError, ConfigError, FileNotFoundError, runtime.ClusterUnreachable) as err:
         print(f"erc: error: {err}", file=sys.stderr)
         return 2
     finally:

@@ -64,11 +64,41 @@ class PreprocessConfig:
 
 
 @dataclass
+class QCStageConfig:
+    """Quality control in the main job (``erc qc``)."""
+    enabled: bool = True
+    options: dict[str, Any] = field(default_factory=dict)  # fields of erc.qc.decisions.QCConfig
+
+
+@dataclass
+class TrainStageConfig:
+    """Adapters, the fusion model and its evaluation in the main job."""
+    enabled: bool = True
+    modalities: list[str] = field(default_factory=lambda: ["text", "speaker", "face"])
+    # "train_split": speaker and face adapters (identity -> emotion MLPs) trained on the
+    # run's own training split; "none": the raw identity embeddings go into the fusion model.
+    adapters: str = "train_split"
+    mixer: str = "mamba"  # mamba | transformer
+    model: dict[str, Any] = field(default_factory=dict)  # other FusionConfig fields
+    epochs: int = 30
+    batch_size: int = 4  # dialogues per optimiser step
+    lr: float = 1e-3
+    patience: int = 8  # epochs without a better dev weighted F1
+    workers: int = 1  # Ray Train workers
+    seed: int = 0
+    train_split: str = "train"
+    dev_split: str = "dev"
+    eval_splits: list[str] = field(default_factory=lambda: ["dev", "test"])
+
+
+@dataclass
 class RunConfig:
     output_dir: str = "runs/default"
     corpus: CorpusConfig = field(default_factory=CorpusConfig)
     ray: RayConfig = field(default_factory=RayConfig)
     preprocess: PreprocessConfig = field(default_factory=PreprocessConfig)
+    qc: QCStageConfig = field(default_factory=QCStageConfig)
+    train: TrainStageConfig = field(default_factory=TrainStageConfig)
 
 
 def _check_type(value: Any, hint: Any, where: str) -> Any:
@@ -96,6 +126,10 @@ def _check_type(value: Any, hint: Any, where: str) -> Any:
         if not isinstance(value, list):
             raise ConfigError(f"{where}: expected a list, got {value!r}")
         return value
+    if origin is tuple:
+        if not isinstance(value, (list, tuple)):
+            raise ConfigError(f"{where}: expected a list, got {value!r}")
+        return tuple(value)
     if hint is float and isinstance(value, int) and not isinstance(value, bool):
         return float(value)
     if hint is Any or (isinstance(hint, type) and isinstance(value, hint)

@@ -12,6 +12,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
+import socket
 import sys
 import tempfile
 from pathlib import Path
@@ -83,6 +84,30 @@ def _home_for_ray_processes() -> Iterator[None]:
             os.environ.pop(key, None)
 
 
+class ClusterUnreachable(ConnectionError):
+    """The Ray address given cannot be reached."""
+
+
+def _check_reachable(address: str, timeout_s: float = 5.0) -> None:
+    """Fails fast on a HOST:PORT nobody listens on (Ray itself retries for minutes)."""
+    host, _, port = address.split("://", 1)[-1].rpartition(":")
+    if not host or not port.isdigit():
+        return  # "auto" and other forms: left to Ray
+    try:
+        socket.create_connection((host.strip("[]"), int(port)), timeout=timeout_s).close()
+    except OSError as err:
+        raise ConnectionError(f"nothing answers at {host}:{port} ({err})") from err
+
+
+def quiet_worker_logs() -> None:
+    """Runs in every worker of the embedded Ray: per-report INFO lines of Ray Train and the
+    state-API warnings of its placement-group cleaner (the embedded Ray runs without a
+    dashboard, hence without a state API) would drown erc's own progress lines."""
+    logging.getLogger("ray.train").setLevel(logging.WARNING)
+    logging.getLogger(
+        "ray.train.v2._internal.execution.controller.placement_group_cleaner").setLevel(logging.ERROR)
+
+
 def connect(address: str | None = None, num_cpus: int | None = None,
             num_gpus: int | None = None, dashboard: bool = False) -> str:
     """Connects this process to Ray once: to ``address`` (or ``RAY_ADDRESS``) when given,
@@ -94,7 +119,16 @@ def connect(address: str | None = None, num_cpus: int | None = None,
     if ray.is_initialized():
         return "ray (already connected)"
     if address and address != "local":
-        ray.init(address=address, log_to_driver=True)
+        try:
+            _check_reachable(address)
+            ray.init(address=address, log_to_driver=True)
+        except (OSError, RuntimeError, ValueError, SystemExit) as err:  # Ray may sys.exit
+            raise ClusterUnreachable(
+                f"cannot reach the Ray cluster at {address!r}: {err}\n"
+                "Check the address (ray://HEAD:10001 for a remote client, HEAD:6379 on a "
+                "cluster node), that the cluster is up (`ray status` on the head), and that "
+                "RAY_AUTH_TOKEN_PATH names its token when it uses token authentication; or "
+                "leave out --address / RAY_ADDRESS to run on an embedded Ray.") from err
         return f"ray cluster at {address}"
     # The embedded Ray trusts only this machine; no token is needed or written.
     os.environ.setdefault("RAY_AUTH_MODE", "disabled")
@@ -110,6 +144,7 @@ def connect(address: str | None = None, num_cpus: int | None = None,
             configure_logging=True,
             logging_level=logging.WARNING,
             log_to_driver=True,
+            runtime_env={"worker_process_setup_hook": "erc.runtime.quiet_worker_logs"},
         )
     if not sys.stdout.isatty():
         # Off a terminal Ray Data logs its progress line by line; keep warnings only.

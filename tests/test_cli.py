@@ -5,6 +5,7 @@ import json
 import subprocess
 import sys
 
+import pyarrow.compute as pc
 import pyarrow.parquet as pq
 import pytest
 
@@ -12,7 +13,9 @@ from erc.cli import build_parser, main
 from tests.conftest import REPO, shared_path
 
 COMMANDS = [[], ["run"], ["corpus"], ["corpus", "ingest"], ["corpus", "summary"],
-            ["corpus", "formats"]]
+            ["corpus", "formats"], ["models"], ["models", "list"], ["models", "fetch"],
+            ["preprocess"], ["qc"], ["train"], ["train", "text"], ["train", "fusion"],
+            ["train", "adapter"], ["evaluate"]]
 
 
 @pytest.mark.parametrize("command", COMMANDS, ids=lambda c: " ".join(c) or "erc")
@@ -75,14 +78,43 @@ def test_clear_errors_exit_2(tmp_path, capsys):
 
 @pytest.mark.slow
 def test_main_job_on_the_shipped_sample(tmp_path):
-    """`erc run` as the README runs it, in a subprocess: embedded Ray, sample corpus."""
+    """`erc run` as the README runs it, in a subprocess: embedded Ray, sample corpus, every
+    stage from ingest to the report; a second run recomputes nothing."""
     out = tmp_path / "run"
     cmd = [sys.executable, "-m", "erc.cli", "run", "--out", str(out)]
-    done = subprocess.run(cmd, capture_output=True, text=True, cwd=tmp_path, timeout=300)
-    assert done.returncode == 0, done.stderr[-3000:]
+    done = subprocess.run(cmd, capture_output=True, text=True, cwd=tmp_path, timeout=900)
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
     assert "embedded ray on 127.0.0.1" in done.stdout
     assert "84 input rows -> 84 utterances kept, 0 set aside" in done.stdout
     table = pq.read_table(out / "corpus" / "utterances.parquet")
     assert table.num_rows == 84 and set(table.column("split").to_pylist()) == {"train", "dev", "test"}
-    again = subprocess.run(cmd, capture_output=True, text=True, cwd=tmp_path, timeout=300)
-    assert again.returncode == 0 and "up to date" in again.stdout
+
+    from erc.pipeline.preprocess import load_features
+
+    features = load_features(out / "features")
+    assert features.column("utterance_id").to_pylist() == sorted(table.column("utterance_id").to_pylist())
+    decisions = pq.read_table(out / "qc" / "decisions.parquet")
+    kept = pq.read_table(out / "qc" / "utterances.parquet")
+    assert decisions.num_rows == 84 and kept.num_rows == sum(decisions.column("keep").to_pylist())
+    for split in ("dev", "test"):
+        metrics = json.loads((out / f"eval-{split}" / "metrics.json").read_text())
+        assert metrics["n"] == kept.filter(pc.equal(kept.column("split"), split)).num_rows
+        assert (out / f"eval-{split}" / "confusion.png").stat().st_size > 0
+    report = (out / "report.html").read_text()
+    assert "Quality control" in report and "Training" in report and "Evaluation" in report
+    assert report.count("data:image/png;base64,") >= 3  # curves + two confusion matrices
+    assert str(out / "report.html") in done.stdout
+
+    again = subprocess.run(cmd, capture_output=True, text=True, cwd=tmp_path, timeout=600)
+    assert again.returncode == 0, again.stderr[-3000:]
+    assert "0 to compute" in again.stdout  # preprocessing: every partition up to date
+    assert "(up to date)" in again.stdout  # QC
+    assert again.stdout.count("up to date: ") >= 3  # both adapters and the fusion model
+
+
+def test_an_unreachable_cluster_is_a_clear_error(tmp_path, capsys):
+    """A wrong --address fails fast with what to check, not a traceback."""
+    code = main(["run", "--out", str(tmp_path / "run"), "--address", "127.0.0.1:1"])
+    assert code == 2
+    err = capsys.readouterr().err
+    assert "cannot reach the Ray cluster at '127.0.0.1:1'" in err and "RAY_ADDRESS" in err

@@ -142,7 +142,7 @@ def train_adapter(vectors: np.ndarray, labels: Sequence[str], groups: Sequence[s
                 acc = float((adapter(x_val).argmax(1).numpy() == y_val).mean())
         else:
             acc = float(epoch)  # nothing held out: keep the last epoch
-        history.append({"epoch": epoch, "loss": float(loss), "val_accuracy": acc})
+        history.append({"epoch": epoch, "loss": float(loss.item()), "val_accuracy": acc})
         if acc > best:
             best, bad = acc, 0
             best_state = {k: v.detach().clone() for k, v in adapter.state_dict().items()}

@@ -75,7 +75,7 @@ def _cosine(a: Counter, b: Counter) -> float:
         return 0.0
     dot = sum(count * b[key] for key, count in a.items() if key in b)
     norm = math.sqrt(sum(c * c for c in a.values())) * math.sqrt(sum(c * c for c in b.values()))
-    return dot / norm
+    return min(1.0, dot / norm)  # rounding can push identical texts past 1
 
 
 def char_ngrams(text: str, n: int = 3) -> Counter:

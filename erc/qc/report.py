@@ -128,7 +128,8 @@ def _hist(ax, values_by_label: dict[str, list[float]], threshold, title: str, xl
     bins = np.linspace(min(0.0, *(min(v) for v in values_by_label.values() if v)), 1.0, 41)
     for label, values in values_by_label.items():
         if values:
-            ax.hist(values, bins=bins, alpha=0.6, label=f"{label} ({len(values)})")
+            ax.hist(np.clip(values, bins[0], bins[-1]), bins=bins, alpha=0.6,
+                    label=f"{label} ({len(values)})")
     if threshold is not None:
         ax.axvline(threshold, color="k", linestyle="--", linewidth=1, label=f"threshold {threshold:g}")
     ax.set_title(title)
