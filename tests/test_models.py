@@ -89,12 +89,19 @@ def test_selective_scan_matches_reference_function(mamba_ssm_reference):
         rtol=1e-5, atol=1e-5)
 
 
-def test_cpu_path_matches_transformers_mamba_mixer():
+def test_cpu_path_matches_transformers_mamba_mixer(monkeypatch):
     """The same weights in transformers' MambaMixer (its own PyTorch reference path) give
     the same output: a second, independent implementation of the block."""
     pytest.importorskip("transformers")
     from transformers import MambaConfig
+    from transformers.models.mamba import modeling_mamba
     from transformers.models.mamba.modeling_mamba import MambaMixer
+
+    # transformers binds mamba_ssm's functions when mamba_ssm imported first (another test
+    # imports it); pin its own PyTorch functions, which the kernel wrappers keep as __wrapped__.
+    for name in ("mamba_selective_scan", "causal_conv1d_fn"):
+        function = getattr(modeling_mamba, name)
+        monkeypatch.setattr(modeling_mamba, name, getattr(function, "__wrapped__", function))
 
     torch.manual_seed(0)
     ours = MambaBlock(32, d_state=64, d_conv=4, expand=2)
