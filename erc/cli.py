@@ -8,6 +8,7 @@
     erc preprocess UTTERANCES ...            decode + ASR + faces + speaker + text features
     erc qc FEATURES [--utterances DIR] ...   alignment, face and speaker checks, report
     erc train text|fusion|adapter / erc evaluate MODEL CORPUS   training and metrics
+    erc tune SEARCH CORPUS --out DIR         hyperparameter search (Ray Tune + Optuna)
 """
 
 from __future__ import annotations
@@ -162,8 +163,9 @@ def build_parser() -> argparse.ArgumentParser:
     from erc.pipeline import preprocess
     from erc.qc import cli as qc_cli
     from erc.train import cli as train_cli
+    from erc.tune import cli as tune_cli
 
-    for stage in (models_cli, preprocess, qc_cli, train_cli):
+    for stage in (models_cli, preprocess, qc_cli, train_cli, tune_cli):
         stage.register(commands)
     return parser
 

@@ -15,7 +15,7 @@ from tests.conftest import REPO, shared_path
 COMMANDS = [[], ["run"], ["corpus"], ["corpus", "ingest"], ["corpus", "summary"],
             ["corpus", "formats"], ["models"], ["models", "list"], ["models", "fetch"],
             ["preprocess"], ["qc"], ["train"], ["train", "text"], ["train", "fusion"],
-            ["train", "adapter"], ["evaluate"]]
+            ["train", "adapter"], ["evaluate"], ["tune"]]
 
 
 @pytest.mark.parametrize("command", COMMANDS, ids=lambda c: " ".join(c) or "erc")

@@ -25,6 +25,9 @@ import torch
 from torch import nn
 
 
+POOLING = ("target_mean", "target_max", "cls")
+
+
 @dataclass
 class TextModelConfig:
     encoder: str = ""  # path of a Hugging Face / sentence-transformers model folder
@@ -35,6 +38,7 @@ class TextModelConfig:
     speaker_names: bool = True  # prefix each turn with "speaker: "
     dropout: float = 0.1
     freeze_layers: int = 0  # freeze the embeddings and the first N encoder layers
+    pooling: str = "target_mean"  # target_mean | target_max (over the target's tokens) | cls
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -51,6 +55,8 @@ class ContextTextClassifier(nn.Module):
         super().__init__()
         from transformers import AutoConfig, AutoModel
 
+        if config.pooling not in POOLING:
+            raise ValueError(f"pooling must be one of {', '.join(POOLING)}, got {config.pooling!r}")
         self.config = config
         if pretrained:
             self.encoder = AutoModel.from_pretrained(config.encoder)
@@ -71,8 +77,14 @@ class ContextTextClassifier(nn.Module):
                 p.requires_grad_(False)
 
     def embed(self, input_ids, attention_mask, target_mask) -> torch.Tensor:
-        """(B, dim): mean of the outputs over each input's target tokens."""
+        """(B, dim): the outputs pooled by ``config.pooling``: mean (default) or max over
+        each input's target tokens, or the first ([CLS]) output."""
         hidden = self.encoder(input_ids=input_ids, attention_mask=attention_mask).last_hidden_state
+        if self.config.pooling == "cls":
+            return hidden[:, 0]
+        if self.config.pooling == "target_max":
+            keep = target_mask.bool().unsqueeze(-1)
+            return hidden.masked_fill(~keep, torch.finfo(hidden.dtype).min).amax(1)
         weights = target_mask.to(hidden.dtype).unsqueeze(-1)
         return (hidden * weights).sum(1) / weights.sum(1).clamp(min=1.0)
 

@@ -30,6 +30,45 @@ def _option(text: str):
     return key.replace("-", "_"), yaml.safe_load(value)
 
 
+def apply_config_file(args) -> None:
+    """Options from ``--config FILE``: YAML whose keys are the command's option names
+    (``lr``, ``d_state``, ``class_weight_power``, ...), as ``erc tune`` writes its
+    ``best_config.yaml``. An option given on the command line (a value other than its
+    default) wins; the file fills in the rest. Unknown keys are an error."""
+    from erc.config import ConfigError
+
+    path = getattr(args, "config", None)
+    if not path:
+        return
+    data = yaml.safe_load(Path(path).read_text()) or {}
+    if not isinstance(data, dict):
+        raise ConfigError(f"{path}: expected a mapping of option: value")
+    actions = {a.dest: a for a in args.options_parser._actions
+               if a.dest not in ("help", "config", "corpus", "out")}
+    unknown = sorted(k for k in data if str(k).replace("-", "_") not in actions)
+    if unknown:
+        raise ConfigError(f"{path}: unknown option(s) {', '.join(map(str, unknown))}; "
+                          f"known: {', '.join(sorted(actions))}")
+    for key, value in data.items():
+        action = actions[str(key).replace("-", "_")]
+        if getattr(args, action.dest) != action.default:
+            continue  # given on the command line
+        if isinstance(action, argparse._StoreTrueAction):
+            if not isinstance(value, bool):
+                raise ConfigError(f"{path}: {key} must be true or false, got {value!r}")
+        elif value is not None and action.type is not None:
+            try:
+                value = ([action.type(v) for v in value] if isinstance(value, list)
+                         else action.type(value))
+            except (TypeError, ValueError, argparse.ArgumentTypeError) as err:
+                raise ConfigError(f"{path}: {key}: {err}") from None
+        if value is not None and action.choices is not None and any(
+                v not in action.choices for v in (value if isinstance(value, list) else [value])):
+            raise ConfigError(f"{path}: {key} must be one of {', '.join(map(str, action.choices))}, "
+                              f"got {value!r}")
+        setattr(args, action.dest, value)
+
+
 def _roles(args) -> dict:
     return {"train": args.train_split, "dev": args.dev_split}
 
@@ -76,13 +115,15 @@ def cmd_train_text(args) -> int:
     from erc.train.data import load_utterances
     from erc.train.recipes import finetune_text, resolve_text_encoder
 
+    apply_config_file(args)
     table = load_utterances(args.corpus, format=args.format)
     train = _train_config(args, 5e-5, 5, 16)
     outcome = finetune_text(table, resolve_text_encoder(args.encoder), args.out, train,
                             roles=_roles(args), context_turns=args.context_turns,
                             max_length=args.max_length, speaker_names=not args.no_speaker_names,
                             freeze_layers=args.freeze_layers,
-                            class_weight_power=args.class_weight_power, address=args.address)
+                            class_weight_power=args.class_weight_power, address=args.address,
+                            pooling=args.pooling)
     _print_outcome(outcome)
     return 0
 
@@ -91,6 +132,7 @@ def cmd_train_fusion(args) -> int:
     from erc.train.data import load_utterances
     from erc.train.recipes import train_fusion
 
+    apply_config_file(args)
     table = load_utterances(args.corpus, format=args.format)
     spec = {"text": parse_feature(args.text, "text")}
     if args.features and not args.text_only:
@@ -183,6 +225,8 @@ def cmd_evaluate(args) -> int:
 def _common(parser, lr_help: str) -> None:
     parser.add_argument("corpus", help="ingest folder, utterances.parquet or a corpus erc reads")
     parser.add_argument("--out", required=True, help="output folder (same folder = resume)")
+    parser.add_argument("--config", help="YAML of options (keys: option names, e.g. the "
+                        "best_config.yaml of `erc tune`); options on the command line win")
     parser.add_argument("--format", help="corpus format when reading a corpus (default: detected)")
     parser.add_argument("--train-split", default="train")
     parser.add_argument("--dev-split", default="dev", help="split for early stopping (default "
@@ -222,7 +266,10 @@ def register(commands) -> None:
     text.add_argument("--max-length", type=int, default=96)
     text.add_argument("--no-speaker-names", action="store_true")
     text.add_argument("--freeze-layers", type=int, default=0)
-    text.set_defaults(func=cmd_train_text)
+    text.add_argument("--pooling", choices=["target_mean", "target_max", "cls"],
+                      default="target_mean", help="utterance vector: mean / max over the "
+                      "target's tokens, or the [CLS] output (default target_mean)")
+    text.set_defaults(func=cmd_train_text, options_parser=text)
 
     fusion = kinds.add_parser("fusion", help="train the Mamba fusion model or a baseline",
                               description="Trains the fusion model on per-utterance tokens: text "
@@ -244,7 +291,7 @@ def register(commands) -> None:
     fusion.add_argument("--d-conv", type=int, default=4)
     fusion.add_argument("--expand", type=int, default=2)
     fusion.add_argument("--dropout", type=float, default=0.2)
-    fusion.set_defaults(func=cmd_train_fusion)
+    fusion.set_defaults(func=cmd_train_fusion, options_parser=fusion)
 
     adapter = kinds.add_parser("adapter", help="train an identity -> emotion adapter",
                                description="Embeds a unimodal emotion corpus with the profile's "

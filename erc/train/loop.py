@@ -78,9 +78,29 @@ def evaluate_task(task, model, split: str, device) -> dict:
 
 def train_loop_per_worker(config: dict) -> None:
     """Runs in every Ray Train worker."""
-    import ray
     import ray.train
     import ray.train.torch
+
+    logging.getLogger("ray.train").setLevel(logging.WARNING)  # not a line per report
+    ctx = ray.train.get_context()
+
+    def report(metrics: dict, folder: str | None) -> None:
+        checkpoint = ray.train.Checkpoint.from_directory(folder) if folder else None
+        ray.train.report(metrics, checkpoint=checkpoint)
+
+    run_epochs(config, rank=ctx.get_world_rank(), world=ctx.get_world_size(),
+               device=ray.train.torch.get_device(), prepare=ray.train.torch.prepare_model,
+               checkpoint=ray.train.get_checkpoint(), report=report)
+
+
+def run_epochs(config: dict, *, rank: int, world: int, device, prepare, checkpoint,
+               report) -> None:
+    """The epoch loop itself, for any runner: a Ray Train worker (above) or a single-process
+    Ray Tune trial (``erc.tune.trial``). ``prepare`` wraps the model (DDP, or a move to the
+    device), ``checkpoint`` is the run's latest checkpoint (None: a fresh start) and
+    ``report(metrics, folder)`` hands the epoch's metrics and, on rank 0, its checkpoint
+    folder to the runner (the folder is deleted once ``report`` returns)."""
+    import ray
     import torch
     import torch.distributed as dist
 
@@ -89,9 +109,6 @@ def train_loop_per_worker(config: dict) -> None:
     from erc.train.tasks import make_task
 
     tc = TrainConfig(**config["train"])
-    logging.getLogger("ray.train").setLevel(logging.WARNING)  # not a line per report
-    ctx = ray.train.get_context()
-    rank, world = ctx.get_world_rank(), ctx.get_world_size()
     torch.set_num_threads(max(1, tc.cpus_per_worker))
     data = config["data"]
     if isinstance(data, ray.ObjectRef):
@@ -101,15 +118,13 @@ def train_loop_per_worker(config: dict) -> None:
     model = task.build_model()
 
     state = None
-    checkpoint = ray.train.get_checkpoint()
     if checkpoint is not None:
         from safetensors.torch import load_file
 
         with checkpoint.as_directory() as folder:
             model.load_state_dict(load_file(os.path.join(folder, WEIGHTS)), strict=True)
             state = load_train_state(folder)
-    device = ray.train.torch.get_device()
-    model = ray.train.torch.prepare_model(model)
+    model = prepare(model)
     params = [p for p in model.parameters() if p.requires_grad]
     optimizer = torch.optim.AdamW(params, lr=tc.lr, weight_decay=tc.weight_decay)
     steps = task.steps_per_epoch(tc.batch_size, world)
@@ -176,11 +191,11 @@ def train_loop_per_worker(config: dict) -> None:
                                           "scheduler": scheduler.state_dict(), "epoch": epoch,
                                           "best": best, "bad_epochs": bad_epochs,
                                           "history": json.dumps(history)})
-                reported = ray.train.Checkpoint.from_directory(folder)
+                reported = folder
                 print(f"[train] epoch {epoch}: loss {metrics['train_loss']:.4f} dev "
                       f"acc {metrics['dev_accuracy']:.4f} wF1 {metrics['dev_weighted_f1']:.4f} "
                       f"mF1 {metrics['dev_macro_f1']:.4f} ({train_seconds:.0f} s)", flush=True)
-            ray.train.report(metrics, checkpoint=reported)
+            report(metrics, reported)
         if bad_epochs >= tc.patience:
             break
 

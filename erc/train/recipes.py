@@ -34,7 +34,8 @@ def table_fingerprint(table: pa.Table) -> str:
 def finetune_text(table: pa.Table, encoder: str, out_dir: str | Path, train: TrainConfig,
                   roles: Mapping[str, str] | None = None, context_turns: int = 8,
                   max_length: int = 96, speaker_names: bool = True, freeze_layers: int = 0,
-                  class_weight_power: float = 0.5, address: str | None = None) -> TrainOutcome:
+                  class_weight_power: float = 0.5, address: str | None = None,
+                  pooling: str = "target_mean") -> TrainOutcome:
     from erc.models.text import TextModelConfig, load_tokenizer
 
     tokenizer = load_tokenizer(encoder)
@@ -43,7 +44,7 @@ def finetune_text(table: pa.Table, encoder: str, out_dir: str | Path, train: Tra
     model = TextModelConfig(encoder=str(Path(encoder).resolve()), n_classes=len(data.labels),
                             labels=data.labels, context_turns=context_turns,
                             max_length=max_length, speaker_names=speaker_names,
-                            freeze_layers=freeze_layers)
+                            freeze_layers=freeze_layers, pooling=pooling)
     return fit("text", {"model": model.to_dict(), "class_weight_power": class_weight_power},
                data, train, out_dir, address=address)
 

@@ -1,0 +1,117 @@
+"""A small hyperparameter search on MELD text features, tuned vs untuned in one run.
+
+    .venv/bin/python bench/tune.py                        # 16 trials x up to 8 epochs
+    .venv/bin/python bench/tune.py --num-samples 24 --epochs 10 --fresh
+
+The search is `erc tune tune/fusion.yaml` (the shipped fusion space: lr, weight decay,
+dropout, d_state, expand, d_conv, window, class weighting, batch size) on the whole MELD
+train split, maximising weighted F1 on the dev split, over frozen all-MiniLM-L6-v2
+embeddings of the transcripts (the offline model; computed once and cached under the erc
+state dir). The first trial is the untuned default of `erc train fusion` (lr 1e-3, weight decay
+0.01, dropout 0.2, d_state 64, expand 2, d_conv 4, all past turns, class weight power 0.5,
+batch 8); ASHA never stops it, so it trains the same epochs as the best tuned trial could.
+The bench prints the trials table, then the default's dev weighted F1 beside the best
+tuned one and their difference, all from the same search (same data, epochs, patience).
+
+Each configuration is trained once (seed 0): a small difference may be seed noise, which
+this bench does not measure. The search folder (default ``runs/bench/tune``) is
+resumable; ``--fresh`` starts over.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from pathlib import Path
+
+import pyarrow as pa
+import pyarrow.compute as pc
+import yaml
+
+from erc import runtime
+
+REPO = Path(__file__).resolve().parents[1]
+SHARED = REPO.parent / "shared"
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--search", default=str(REPO / "tune" / "fusion.yaml"))
+    parser.add_argument("--num-samples", type=int, default=16)
+    parser.add_argument("--epochs", type=int, default=8)
+    parser.add_argument("--patience", type=int, default=3)
+    parser.add_argument("--concurrency", type=int, default=2, help="trials at once")
+    parser.add_argument("--grace-period", type=int, default=2, help="ASHA: epochs before a stop")
+    parser.add_argument("--encoder", default="all-MiniLM-L6-v2")
+    parser.add_argument("--limit-dialogues", type=int, help="first N dialogues per split")
+    parser.add_argument("--out", default=str(REPO / "runs" / "bench" / "tune"))
+    parser.add_argument("--fresh", action="store_true")
+    args = parser.parse_args(argv)
+    meld = SHARED / "data" / "meld"
+    if not meld.is_dir():
+        print(f"bench needs {meld} (the MELD transcripts)", file=sys.stderr)
+        return 2
+    runtime.apply_offline_env()
+    from erc.train.data import load_utterances, resolve_roles
+    from erc.train.recipes import frozen_text_features, resolve_text_encoder, table_fingerprint
+    from erc.tune.cli import subset_dialogues
+    from erc.tune.driver import run_search
+    from erc.tune.space import METRIC, parse_spec
+
+    data = yaml.safe_load(Path(args.search).read_text())
+    data["fixed"] = {**(data.get("fixed") or {}), "epochs": args.epochs, "patience": args.patience}
+    data["search"] = {**(data.get("search") or {}), "num_samples": args.num_samples,
+                      "max_concurrent_trials": args.concurrency, "include_default": True,
+                      "resources_per_trial": {"cpu": 1, "gpu": "auto"},
+                      "scheduler": {"type": "asha", "grace_period": args.grace_period,
+                                    "reduction_factor": 3}}
+    spec = parse_spec(data, args.search)
+    table = load_utterances(meld)
+    if args.limit_dialogues:
+        table = subset_dialogues(table, args.limit_dialogues)
+    roles = resolve_roles(table, {"train": "train", "dev": "dev"})
+    splits = pa.array(sorted(set(roles.values())))  # train + dev: nothing else is embedded
+    table = table.filter(pc.is_in(table.column("split"), value_set=splits))
+    started = time.time()
+    encoder = resolve_text_encoder(args.encoder)
+    features = {"text": frozen_text_features(encoder, table)}
+    feature_spec = {"text": {"kind": "sentence-transformers", "path": encoder}}
+    print(f"[bench] MELD {table.num_rows} utterances (train + dev), frozen {args.encoder} "
+          f"features in {time.time() - started:.1f} s; {spec.search.num_samples} trials, "
+          f"{args.epochs} epochs max, {args.concurrency} at a time", flush=True)
+    data_key = f"{table_fingerprint(table)}|{roles}|{sorted(feature_spec.items())}"
+    started = time.time()
+    try:
+        outcome = run_search(spec, table, args.out, features=features, feature_spec=feature_spec,
+                             roles=roles, data_key=data_key, fresh=args.fresh, verbose=0,
+                             command=f"erc train fusion {meld} --text st:{args.encoder} "
+                                     f"--text-only --config {Path(args.out) / 'best_config.yaml'} "
+                                     f"--out runs/meld/fusion-tuned")
+    finally:
+        runtime.shutdown()
+    seconds = time.time() - started
+    print("\n" + outcome.table + "\n")
+    for line in outcome.summary:
+        print(line)
+    best, default = outcome.best, outcome.default
+    if best is None or default is None or default.get(METRIC) is None:
+        print("[bench] no comparison: the default or every tuned trial failed", file=sys.stderr)
+        return 1
+    print(f"\nMELD dev weighted F1 (frozen {args.encoder} + Mamba fusion, {args.epochs} epochs "
+          f"max, {len(outcome.rows)} trials, {seconds / 60:.1f} min)")
+    print(f"  untuned default  {default[METRIC]:.4f}  ({default['trial_id']}, "
+          f"{default['epochs_run']} epochs)")
+    print(f"  best tuned       {best[METRIC]:.4f}  ({best['trial_id']}, {best['status']}, "
+          f"{best['epochs_run']} epochs)")
+    print(f"  difference       {best[METRIC] - default[METRIC]:+.4f}")
+    summary = {"default": default, "best": best, "difference": best[METRIC] - default[METRIC],
+               "trials": len(outcome.rows), "seconds": seconds, "epochs": args.epochs,
+               "out": str(outcome.out_dir)}
+    (Path(args.out) / "bench.json").write_text(json.dumps(summary, indent=2, default=str))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

