@@ -193,7 +193,7 @@ def _train_and_evaluate(config: RunConfig, utterances: Path, features: Path, out
     from erc.train.data import load_utterances
     from erc.train.evaluate import evaluate
     from erc.train.loop import TrainConfig
-    from erc.train.recipes import table_fingerprint, train_fusion
+    from erc.train.recipes import load_features, table_fingerprint, train_fusion
 
     train = config.train
     table = load_utterances(utterances)
@@ -212,21 +212,27 @@ def _train_and_evaluate(config: RunConfig, utterances: Path, features: Path, out
     seconds["adapters"] = time.perf_counter() - started
 
     started = time.perf_counter()
-    say(f"\n[5/{len(STAGES)} train] {train.mixer} fusion of {', '.join(train.modalities)} "
-        f"on Ray Train ({train.workers} worker(s))")
+    say(f"\n[5/{len(STAGES)} train] {train.mixer} fusion on Ray Train ({train.workers} worker(s))")
     spec = feature_spec(features, train.modalities, adapters)
+    vectors = load_features(spec, table)
+    for modality in [m for m in spec if not vectors[m]]:  # e.g. a corpus without media
+        say(f"  {modality}: no embeddings in {features} (no media?): left out of the model")
+        del spec[modality], vectors[modality]
+    if not spec:
+        raise ConfigError(f"train: none of the modalities {train.modalities} has features")
     options = {"mixer": train.mixer, **train.model}
     train_dir = out / "train"
     cfg = TrainConfig(name="fusion", storage_path=str((train_dir / "ray").resolve()),
                       epochs=train.epochs, batch_size=train.batch_size, lr=train.lr,
                       patience=train.patience, seed=train.seed, num_workers=train.workers)
+    say(f"  modalities: {', '.join(spec)}")
     stamp = _stamp(table_fingerprint(table), spec, options, asdict(cfg))
     if not force and _up_to_date(train_dir, stamp, "model/model.safetensors"):
         say(f"  up to date: {train_dir / 'model'}")
     else:
         outcome = train_fusion(table, spec, train_dir, cfg, options,
                                roles={"train": train.train_split, "dev": train.dev_split},
-                               address=config.ray.address)
+                               address=config.ray.address, features=vectors)
         (train_dir / "history.json").write_text(json.dumps(outcome.history, indent=2))
         _write_stamp(train_dir, stamp, best=outcome.best)
         best = outcome.best
