@@ -1,6 +1,6 @@
 """Ray job entrypoint: the preprocessing pass (arguments of `erc preprocess`).
 
-    ray job submit --working-dir . -- python jobs/preprocess.py /shared/runs/meld/corpus \
+    ray job submit --working-dir . --runtime-env jobs/runtime_env.yaml -- python jobs/preprocess.py /shared/runs/meld/corpus \
         --out /shared/runs/meld/features --profile paper --config my_corpus.yaml
 
 Inside a Ray job RAY_ADDRESS names the cluster, so the work runs there; run directly, it
@@ -10,7 +10,10 @@ partitions are skipped.
 
 import sys
 
-from erc.pipeline.preprocess import main
+from _job import check_outputs  # jobs/ is on sys.path: python jobs/<job>.py
 
 if __name__ == "__main__":
+    check_outputs(sys.argv[1:])
+    from erc.pipeline.preprocess import main
+
     sys.exit(main())

@@ -257,6 +257,31 @@ def test_media_paths(corpus_dir):
     assert [p["reason"] for p in kept.problems.to_pylist()] == ["path_outside_root"]
 
 
+def test_absolute_and_symlinked_paths_cannot_escape_the_root(corpus_dir):
+    """An absolute path elsewhere, a symlink inside the root that points outside it, and
+    an escaping audio column are set aside as path_outside_root (symlinks are resolved
+    before the check); allow_outside_root=True lets them in."""
+    outside = corpus_dir.parent / "outside.mp4"
+    (corpus_dir / "clips" / "link.mp4").symlink_to(outside)
+    rows = [
+        {"dialogue_id": "d", "speaker": "A", "text": "abs", "media": str(outside), "audio": ""},
+        {"dialogue_id": "d", "speaker": "B", "text": "link", "media": "clips/link.mp4", "audio": ""},
+        {"dialogue_id": "d", "speaker": "A", "text": "audio", "media": "clips/a.mp4",
+         "audio": "audio/../../outside.mp4"},
+        {"dialogue_id": "d", "speaker": "B", "text": "in", "media": "clips/a.mp4", "audio": "audio/a.wav"},
+    ]
+    path = write_csv(corpus_dir / "m.csv", rows)
+    result = checked(read_manifest(path))
+    assert result.utterances.column("text").to_pylist() == ["in"]
+    problems = result.problems.to_pylist()
+    assert [p["reason"] for p in problems] == ["path_outside_root"] * 3
+    assert [p["line"] for p in problems] == [2, 3, 4]
+
+    allowed = checked(read_manifest(path, allow_outside_root=True))
+    assert allowed.utterances.column("text").to_pylist() == ["abs", "link", "audio", "in"]
+    assert allowed.problems.num_rows == 0
+
+
 def test_media_only_row_needs_existing_media(corpus_dir):
     path = write_csv(corpus_dir / "m.csv", [
         {"dialogue_id": "d", "speaker": "A", "text": "", "media": "clips/a.mp4"},

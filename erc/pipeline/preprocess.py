@@ -188,11 +188,19 @@ def _existing_fingerprint(path: Path, rows: int) -> str | None:
 
 # -- resources ----------------------------------------------------------------------------
 
-def stage_resources(config: PreprocessConfig, stages: list[str], cpus: float, gpus: float) -> dict:
+def stage_resources(config: PreprocessConfig, stages: list[str], cpus: float, gpus: float,
+                    node_cpus: list[float] | None = None) -> dict:
     """batch_size, concurrency, num_cpus, num_gpus for each stage, from the config with the
     stage defaults; CPUs left unset are shared out so that every stage's actors and one
     decode task fit on the cluster; GPUs left unset are shared between the model stages
-    when the cluster has any."""
+    when the cluster has any.
+
+    ``node_cpus`` (the CPUs of each node) matters on a multi-node cluster: a decode task
+    must fit on one node next to the actors placed there, so it asks for at most half of
+    the smallest node, and that much is kept free on every node (the actors' share is
+    what is left), so that wherever the actors land some node can still run a decode
+    task."""
+    nodes = [c for c in (node_cpus or []) if c > 0] or [cpus]
     chosen = {}
     for stage in stages:
         given = {k: v for k, v in dataclasses.asdict(getattr(config, stage)).items() if v is not None}
@@ -207,12 +215,12 @@ def stage_resources(config: PreprocessConfig, stages: list[str], cpus: float, gp
 
     decode = chosen.get("decode")
     if decode is not None:
-        decode["num_cpus"] = min(float(decode["num_cpus"] or 1.0), max(0.25, cpus / 2))
+        decode["num_cpus"] = min(float(decode["num_cpus"] or 1.0), max(0.25, min(nodes) / 2))
     model = [s for s in stages if s in MODEL_STAGES]
     fixed = sum(chosen[s]["num_cpus"] * actors(s) for s in model if chosen[s]["num_cpus"] is not None)
     auto = [s for s in model if chosen[s]["num_cpus"] is None]
     if auto:
-        left = cpus - (decode["num_cpus"] if decode else 0.0) - fixed
+        left = cpus - (decode["num_cpus"] * len(nodes) if decode else 0.0) - fixed
         share = left / sum(actors(s) for s in auto)
         for stage in auto:
             chosen[stage]["num_cpus"] = round(min(1.0, max(0.1, share)), 3)
@@ -398,8 +406,9 @@ def run_preprocess(utterances: str | Path | pa.Table, output_dir: str | Path,
         resources_now = ray_module.cluster_resources()
         with_media = any(_has_media(parts[k]) for k in pending)
         stages = list(STAGES) if with_media else ["decode", "text"]
+        node_cpus = [float(n["Resources"].get("CPU", 0)) for n in ray_module.nodes() if n["Alive"]]
         resources = stage_resources(config, stages, float(resources_now.get("CPU", 1)),
-                                    float(resources_now.get("GPU", 0)))
+                                    float(resources_now.get("GPU", 0)), node_cpus)
         wanted = sum(r["num_cpus"] * (r["concurrency"][0] if isinstance(r["concurrency"], list)
                                       else r["concurrency"] or 1) for r in resources.values())
         if wanted > float(resources_now.get("CPU", 1)) + 1e-6:

@@ -1,0 +1,45 @@
+"""What every job entrypoint checks first when `ray job submit` runs it.
+
+A submitted job's driver runs inside a temporary copy of ``--working-dir`` on the head
+node, so a relative output path would put the results there: on one node only, and gone
+when Ray cleans up the job's runtime env. Outputs of a submitted job must be absolute
+paths on storage that every node mounts (the NFS/EFS mount /mnt/erc of cluster.yaml, see
+docs/cluster.md). Run directly (``python jobs/x.py``), paths are taken as given.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+from pathlib import PurePosixPath
+
+OUTPUT_OPTIONS = ("--out", "--storage")
+
+
+def submitted() -> bool:
+    """True inside the driver of a job started by `ray job submit` (its supervisor sets
+    this variable for the entrypoint)."""
+    return "RAY_JOB_CONFIG_JSON_ENV_VAR" in os.environ
+
+
+def check_outputs(argv: list[str]) -> None:
+    """Exits with a message when a submitted job names a relative output path, or an
+    object-store URI (erc's stages write through local paths: mount the bucket instead)."""
+    if not submitted():
+        return
+    for i, arg in enumerate(argv):
+        name, sep, value = arg.partition("=")
+        if name not in OUTPUT_OPTIONS:
+            continue
+        if not sep:
+            if i + 1 >= len(argv):
+                continue
+            value = argv[i + 1]
+        if "://" in value:
+            sys.exit(f"erc: error: {name} {value}: object-store URIs are not supported for "
+                     "outputs; mount the storage on every node (NFS/EFS, or a FUSE mount of "
+                     "the bucket) and give its absolute path")
+        if not PurePosixPath(value).is_absolute():
+            sys.exit(f"erc: error: {name} {value}: a submitted job needs an absolute path on "
+                     "storage every node shares; a relative one lands in the job's temporary "
+                     "copy of --working-dir on the head node")
