@@ -18,6 +18,7 @@ import json
 import sys
 from importlib import resources
 from pathlib import Path
+from typing import Callable
 
 import yaml
 
@@ -170,16 +171,33 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def main(argv: list[str] | None = None) -> int:
+def _dispatch(build: Callable[[], argparse.ArgumentParser], argv: list[str] | None) -> int:
+    """Parses and runs a command; user errors print one line and exit 2, not a traceback."""
     runtime.apply_offline_env()  # before anything imports Ray or a model library
-    args = build_parser().parse_args(argv)
+    args = build().parse_args(argv)
     try:
         return args.func(args)
-    except (CorpusError, ConfigError, FileNotFoundError, runtime.ClusterUnreachable) as err:
+    except (CorpusError, ConfigError, FileNotFoundError, ValueError,
+            runtime.ClusterUnreachable) as err:
         print(f"erc: error: {err}", file=sys.stderr)
         return 2
     finally:
         runtime.shutdown()
+
+
+def main(argv: list[str] | None = None) -> int:
+    return _dispatch(build_parser, argv)
+
+
+def stage_main(register, argv: list[str] | None = None) -> int:
+    """The commands one stage module registers, without the rest of the command line
+    (what the entrypoints in jobs/ run)."""
+    def build() -> argparse.ArgumentParser:
+        parser = argparse.ArgumentParser(prog="erc")
+        register(parser.add_subparsers(dest="command", required=True, metavar="COMMAND"))
+        return parser
+
+    return _dispatch(build, argv)
 
 
 if __name__ == "__main__":

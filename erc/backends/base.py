@@ -11,6 +11,7 @@ path, a registry package, or a hub when reachable; never silently from nowhere.
 from __future__ import annotations
 
 import hashlib
+import importlib.metadata
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -96,3 +97,22 @@ class Face:
     box: tuple[float, float, float, float]  # x1, y1, x2, y2 in pixels of the frame
     score: float  # detector confidence
     landmarks: np.ndarray | None = None  # (5, 2) when the detector gives them
+
+
+def library_version(distribution: str) -> str:
+    """The installed version of a pip distribution, or "unknown"."""
+    try:
+        return importlib.metadata.version(distribution)
+    except importlib.metadata.PackageNotFoundError:
+        return "unknown"
+
+
+def package_source(path: str | Path, packaged: Path | None, distribution: str) -> str:
+    """"package:DIST==VER" when ``path`` is (inside) the weights a package ships, else
+    "path:/abs"."""
+    path = Path(path).expanduser().resolve()
+    if packaged is not None and packaged.exists():
+        root = packaged.resolve()
+        if path == root or root in path.parents:
+            return f"package:{distribution}=={library_version(distribution)}"
+    return f"path:{path}"

@@ -38,7 +38,6 @@ ultralytics is imported its outside calls are switched off (see ``_prepare_ultra
 
 from __future__ import annotations
 
-import importlib.metadata
 import os
 import shutil
 import warnings
@@ -53,6 +52,8 @@ from erc.backends.base import (
     MissingWeightsError,
     ModelRecord,
     ModelSpec,
+    library_version,
+    package_source,
     pick_device,
     sha256_of,
 )
@@ -62,24 +63,6 @@ DLIB_DIM = 128
 
 
 # -- helpers ------------------------------------------------------------------------------
-
-def _version(distribution: str) -> str:
-    try:
-        return importlib.metadata.version(distribution)
-    except importlib.metadata.PackageNotFoundError:
-        return "unknown"
-
-
-def _source(path: Path, packaged: Path | None, distribution: str) -> str:
-    """"package:DIST==VER" when ``path`` is (inside) the packaged weights, else "path:/abs"
-    (the registry resolves packaged weights to their installed path)."""
-    path = Path(path).expanduser().resolve()
-    if packaged is not None and packaged.exists():
-        root = packaged.resolve()
-        if path == root or root in path.parents:
-            return f"package:{distribution}=={_version(distribution)}"
-    return f"path:{path}"
-
 
 def _check_frames(frames: Sequence[np.ndarray]) -> list[np.ndarray]:
     """The frames as C-contiguous uint8 HxWx3 arrays; ValueError for anything else."""
@@ -208,7 +191,7 @@ class MTCNNDetector:
             for net in self.NETS:
                 state = torch.load(folder / f"{net}.pt", map_location="cpu", weights_only=True)
                 getattr(self.model, net).load_state_dict(state)
-            self._source, self._sha = _source(folder, packaged, "facenet-pytorch"), sha256_of(folder)
+            self._source, self._sha = package_source(folder, packaged, "facenet-pytorch"), sha256_of(folder)
         elif spec.random_init:
             for net in self.NETS:
                 for module in getattr(self.model, net).modules():
@@ -220,7 +203,7 @@ class MTCNNDetector:
                 raise MissingWeightsError(
                     f"the facenet-pytorch wheel has no MTCNN weights in {packaged}: reinstall "
                     "facenet-pytorch==2.6.0 or pass spec.path, a folder with pnet.pt, rnet.pt, onet.pt")
-            self._source = f"package:facenet-pytorch=={_version('facenet-pytorch')}"
+            self._source = f"package:facenet-pytorch=={library_version('facenet-pytorch')}"
             self._sha = sha256_of(packaged)
         self.model.to(self.device).eval()
 
@@ -245,7 +228,7 @@ class MTCNNDetector:
 
     def record(self) -> ModelRecord:
         return ModelRecord(role=self.spec.role, backend=self.spec.backend, name=self.spec.name,
-                           version=_version("facenet-pytorch"), source=self._source,
+                           version=library_version("facenet-pytorch"), source=self._source,
                            sha256=self._sha, dim=None)
 
 
@@ -318,7 +301,7 @@ class YOLODetector:
                 raise MissingWeightsError(
                     f"YOLO weights {path} not found: pass spec.path, a YOLOv8 face .pt file")
             self.model = YOLO(str(path))
-            self._source, self._sha = _source(path, None, "ultralytics"), sha256_of(path)
+            self._source, self._sha = package_source(path, None, "ultralytics"), sha256_of(path)
         elif spec.random_init:
             self.model = YOLO("yolov8n.yaml")  # architecture only: built offline, random weights
             self._source, self._sha = "random-init", None
@@ -355,7 +338,7 @@ class YOLODetector:
 
     def record(self) -> ModelRecord:
         return ModelRecord(role=self.spec.role, backend=self.spec.backend, name=self.spec.name,
-                           version=_version("ultralytics"), source=self._source,
+                           version=library_version("ultralytics"), source=self._source,
                            sha256=self._sha, dim=None)
 
 
@@ -402,7 +385,7 @@ class FaceNetEmbedder:
                      if not key.removeprefix("module.").startswith("logits.")}
             self.model = InceptionResnetV1(pretrained=None, classify=False)
             self.model.load_state_dict(state, strict=True)
-            self._source, self._sha = _source(path, None, "facenet-pytorch"), sha256_of(path)
+            self._source, self._sha = package_source(path, None, "facenet-pytorch"), sha256_of(path)
         elif spec.random_init:
             self.model = InceptionResnetV1(pretrained=None, classify=False)
             self._source, self._sha = "random-init", None
@@ -450,7 +433,7 @@ class FaceNetEmbedder:
 
     def record(self) -> ModelRecord:
         return ModelRecord(role=self.spec.role, backend=self.spec.backend, name=self.spec.name,
-                           version=_version("facenet-pytorch"), source=self._source,
+                           version=library_version("facenet-pytorch"), source=self._source,
                            sha256=self._sha, dim=self.dim)
 
 
@@ -502,11 +485,11 @@ class DlibEmbedder:
                              "ship with face_recognition_models (pass no path to use them)")
         if spec.path is not None:
             folder = Path(spec.path)
-            self._source = _source(folder, _face_recognition_models_dir(required=False),
+            self._source = package_source(folder, _face_recognition_models_dir(required=False),
                                    "face_recognition_models")
         else:
             folder = _face_recognition_models_dir()
-            self._source = f"package:face_recognition_models=={_version('face_recognition_models')}"
+            self._source = f"package:face_recognition_models=={library_version('face_recognition_models')}"
         predictor, resnet = folder / DLIB_PREDICTOR, folder / DLIB_RESNET
         if not predictor.is_file() or not resnet.is_file():
             raise MissingWeightsError(
@@ -550,8 +533,8 @@ class DlibEmbedder:
 
     def record(self) -> ModelRecord:
         return ModelRecord(role=self.spec.role, backend=self.spec.backend, name=self.spec.name,
-                           version=_version("dlib-bin") if _version("dlib-bin") != "unknown"
-                           else _version("dlib"), source=self._source, sha256=self._sha,
+                           version=library_version("dlib-bin") if library_version("dlib-bin") != "unknown"
+                           else library_version("dlib"), source=self._source, sha256=self._sha,
                            dim=self.dim)
 
 

@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import dataclasses
 import importlib
-import importlib.metadata
 import importlib.util
 import json
 import os
@@ -36,7 +35,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
 
-from erc.backends.base import ROLES, MissingWeightsError, ModelRecord, ModelSpec, sha256_of
+from erc.backends.base import (ROLES, MissingWeightsError, ModelRecord, ModelSpec, library_version,
+                               sha256_of)
 
 # -- backends -----------------------------------------------------------------------------
 
@@ -96,10 +96,7 @@ class Package:
         return path if path.exists() else None
 
     def version(self) -> str:
-        try:
-            return importlib.metadata.version(self.dist)
-        except importlib.metadata.PackageNotFoundError:
-            return "unknown"
+        return library_version(self.dist)
 
 
 @dataclass(frozen=True)
@@ -443,13 +440,6 @@ def load_backend(spec: ModelSpec, device: str | None = None):
 
 
 # -- records ------------------------------------------------------------------------------
-
-def library_version(dist: str) -> str:
-    try:
-        return importlib.metadata.version(dist)
-    except importlib.metadata.PackageNotFoundError:
-        return "unknown"
-
 
 def source_of(spec: ModelSpec, path: str | Path | None = None) -> str:
     """Where a spec's weights came from: "random-init", "package:NAME==VER", "hub:ID"

@@ -28,7 +28,6 @@ upstream, not a property of the utterance).
 
 from __future__ import annotations
 
-import importlib.metadata
 import re
 import warnings
 from pathlib import Path
@@ -36,22 +35,8 @@ from typing import Sequence
 
 import numpy as np
 
-from erc.backends.base import AUDIO_RATE, MissingWeightsError, ModelRecord, ModelSpec, pick_device, sha256_of
-
-
-def _version(distribution: str) -> str:
-    try:
-        return importlib.metadata.version(distribution)
-    except importlib.metadata.PackageNotFoundError:
-        return "unknown"
-
-
-def _source(path: Path, packaged: Path | None, distribution: str) -> str:
-    """"package:DIST==VER" when ``path`` is the packaged weights, else "path:/abs"."""
-    path = Path(path).expanduser().resolve()
-    if packaged is not None and packaged.exists() and path == packaged.resolve():
-        return f"package:{distribution}=={_version(distribution)}"
-    return f"path:{path}"
+from erc.backends.base import (AUDIO_RATE, MissingWeightsError, ModelRecord, ModelSpec,
+                               library_version, package_source, pick_device, sha256_of)
 
 
 def _check_audios(audios: Sequence[np.ndarray]) -> list[np.ndarray]:
@@ -109,7 +94,7 @@ class ResemblyzerEmbedder:
                     f"Resemblyzer weights {path} not found: pass spec.path, a VoiceEncoder "
                     "checkpoint (.pt with 'model_state'), or no path to use the packaged one")
             self.model = VoiceEncoder(device=self.device, verbose=False, weights_fpath=path)
-            self._source, self._sha = _source(path, packaged, "Resemblyzer"), sha256_of(path)
+            self._source, self._sha = package_source(path, packaged, "Resemblyzer"), sha256_of(path)
         elif not packaged.is_file():
             raise MissingWeightsError(
                 f"the Resemblyzer wheel has no pretrained.pt ({packaged}): reinstall "
@@ -122,7 +107,7 @@ class ResemblyzerEmbedder:
             self._source, self._sha = "random-init", None
         else:
             self.model = VoiceEncoder(device=self.device, verbose=False)
-            self._source = f"package:Resemblyzer=={_version('resemblyzer')}"
+            self._source = f"package:Resemblyzer=={library_version('resemblyzer')}"
             self._sha = sha256_of(packaged)
         self.model.eval()
 
@@ -173,7 +158,7 @@ class ResemblyzerEmbedder:
 
     def record(self) -> ModelRecord:
         return ModelRecord(role=self.spec.role, backend=self.spec.backend, name=self.spec.name,
-                           version=_version("resemblyzer"), source=self._source,
+                           version=library_version("resemblyzer"), source=self._source,
                            sha256=self._sha, dim=self.dim)
 
 
@@ -277,7 +262,7 @@ class SpeechBrainEmbedder:
             self.model = EncoderClassifier.from_hparams(
                 source=str(folder.resolve()), savedir=options.get("savedir"),
                 overrides=overrides, run_opts=run_opts)
-            self._source = _source(folder, None, "speechbrain")
+            self._source = package_source(folder, None, "speechbrain")
             self._sha = sha256_of(folder / "embedding_model.ckpt")
         elif spec.random_init:
             self.model = EncoderClassifier(modules=_random_modules(self.architecture),
@@ -320,5 +305,5 @@ class SpeechBrainEmbedder:
 
     def record(self) -> ModelRecord:
         return ModelRecord(role=self.spec.role, backend=self.spec.backend, name=self.spec.name,
-                           version=_version("speechbrain"), source=self._source,
+                           version=library_version("speechbrain"), source=self._source,
                            sha256=self._sha, dim=self.dim)

@@ -322,22 +322,7 @@ def register(commands) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    """``erc train ...`` / ``erc evaluate ...`` without the rest of the erc command line
-    (what jobs/train.py and jobs/evaluate.py run)."""
-    import sys
+    """``erc train ...`` / ``erc evaluate ...`` alone (what jobs/train.py and jobs/evaluate.py run)."""
+    from erc.cli import stage_main
 
-    from erc import runtime
-    from erc.config import ConfigError
-    from erc.corpus import CorpusError
-
-    runtime.apply_offline_env()
-    parser = argparse.ArgumentParser(prog="erc")
-    register(parser.add_subparsers(dest="command", required=True, metavar="COMMAND"))
-    args = parser.parse_args(argv)
-    try:
-        return args.func(args)
-    except (CorpusError, ConfigError, FileNotFoundError, ValueError) as err:
-        print(f"erc: error: {err}", file=sys.stderr)
-        return 2
-    finally:
-        runtime.shutdown()
+    return stage_main(register, argv)

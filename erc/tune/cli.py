@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import argparse
 import shlex
-import sys
 from pathlib import Path
 
 import yaml
@@ -174,19 +173,7 @@ def register(commands) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    """``erc tune ...`` without the rest of the erc command line (what jobs/tune.py runs)."""
-    from erc import runtime
-    from erc.config import ConfigError
-    from erc.corpus import CorpusError
+    """``erc tune ...`` alone (what jobs/tune.py runs)."""
+    from erc.cli import stage_main
 
-    runtime.apply_offline_env()
-    parser = argparse.ArgumentParser(prog="erc")
-    register(parser.add_subparsers(dest="command", required=True, metavar="COMMAND"))
-    args = parser.parse_args(argv)
-    try:
-        return args.func(args)
-    except (CorpusError, ConfigError, FileNotFoundError, ValueError) as err:
-        print(f"erc: error: {err}", file=sys.stderr)
-        return 2
-    finally:
-        runtime.shutdown()
+    return stage_main(register, argv)
