@@ -20,8 +20,8 @@ from typing import Iterator
 
 log = logging.getLogger(__name__)
 
-# Defaults that keep every library offline and inside known folders; a value the user
-# already set wins.
+# Defaults that keep every library offline and inside known folders, and Ray's output
+# legible; a value the user already set wins.
 OFFLINE_ENV = {
     "RAY_USAGE_STATS_ENABLED": "0",
     "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER": "0",  # makes a local Ray pick 127.0.0.1
@@ -30,6 +30,8 @@ OFFLINE_ENV = {
     "HF_HUB_DISABLE_TELEMETRY": "1",
     "YOLO_OFFLINE": "1",
     "TOKENIZERS_PARALLELISM": "false",
+    # Ray Train tees a worker's print() into its logger too: each line reached the driver twice
+    "RAY_TRAIN_ENABLE_PRINT_PATCH": "0",
 }
 
 
@@ -104,6 +106,12 @@ def quiet_worker_logs() -> None:
     state-API warnings of its placement-group cleaner (the embedded Ray runs without a
     dashboard, hence without a state API) would drown erc's own progress lines."""
     logging.getLogger("ray.train").setLevel(logging.WARNING)
+    try:  # this module's logger is named after its file, not its module
+        from ray.train.v2._internal.execution import context
+
+        logging.getLogger(context.__file__).setLevel(logging.WARNING)
+    except ImportError:
+        pass
     logging.getLogger(
         "ray.train.v2._internal.execution.controller.placement_group_cleaner").setLevel(logging.ERROR)
 

@@ -238,6 +238,10 @@ def test_search_on_meld_killed_and_resumed_without_rerunning_finished_trials(tmp
     for trial_id in finished_before:
         assert runs[trial_id] == 1, f"finished trial {trial_id} started again: {starts}"
     assert len(starts) > len(starts_before)  # the resumed driver ran the rest
+    # ASHA's rungs hold the scores of trials that finished before the kill
+    rungs = json.loads((out / "asha_rungs.json").read_text())["brackets"][0]
+    recorded = {trial_id for rung in rungs.values() for trial_id in rung}
+    assert set(finished_before) <= recorded, (finished_before, recorded)
     # ASHA's work and the untuned default (never stopped by ASHA) in the same search
     default = [r for r in rows if r["default"] == "True"]
     assert len(default) == 1 and default[0]["epochs_run"] == "3"
@@ -349,3 +353,132 @@ def test_asha_never_stops_the_untuned_default():
     assert scheduler.on_trial_result(None, bad, {TIME_ATTR: 1, METRIC: 0.2}) == TrialScheduler.STOP
     assert scheduler.on_trial_result(None, default, {TIME_ATTR: 1, METRIC: 0.1}) == TrialScheduler.CONTINUE
     assert scheduler.on_trial_result(None, default, {TIME_ATTR: 4, METRIC: 0.1}) == TrialScheduler.STOP
+
+
+def test_asha_rungs_survive_a_resumed_search(tmp_path):
+    """Tune restores the scheduler as pickled at the start; the rungs file gives it back
+    the scores recorded before the interruption, so it still stops a poor trial."""
+    from types import SimpleNamespace
+
+    from ray.tune.schedulers import TrialScheduler
+
+    from erc.tune.scheduler import DefaultKeepingASHA
+    from erc.tune.space import METRIC, TIME_ATTR
+
+    def scheduler():
+        return DefaultKeepingASHA(state_path=str(tmp_path / "asha_rungs.json"),
+                                  time_attr=TIME_ATTR, metric=METRIC, mode="max", max_t=4,
+                                  grace_period=1, reduction_factor=2)
+
+    first = scheduler()
+    for name, score in (("a", 0.6), ("b", 0.5)):
+        trial = SimpleNamespace(trial_id=name, config={"lr": 1.0})
+        first.on_trial_add(None, trial)
+        first.on_trial_result(None, trial, {TIME_ATTR: 1, METRIC: score})
+    saved = json.loads((tmp_path / "asha_rungs.json").read_text())
+    assert saved["brackets"][0]["1"] == {"a": 0.6, "b": 0.5}
+
+    poor = SimpleNamespace(trial_id="c", config={"lr": 2.0})
+    forgetful = DefaultKeepingASHA(time_attr=TIME_ATTR, metric=METRIC, mode="max", max_t=4,
+                                   grace_period=1, reduction_factor=2)
+    forgetful.on_trial_add(None, poor)  # empty rungs: nothing to compare with
+    assert forgetful.on_trial_result(None, poor, {TIME_ATTR: 1, METRIC: 0.1}) == TrialScheduler.CONTINUE
+    resumed = scheduler()
+    resumed.on_trial_add(None, poor)
+    assert resumed.on_trial_result(None, poor, {TIME_ATTR: 1, METRIC: 0.1}) == TrialScheduler.STOP
+    assert resumed.rungs()[0]["1"] == {"a": 0.6, "b": 0.5, "c": 0.1}
+
+
+def _adapter_corpus(tmp_path):
+    """(table, feature spec) of synthetic dialogues with text vectors and speaker vectors,
+    and a speaker adapter (16 -> 256 -> 128) saved with its training set."""
+    import numpy as np
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    from erc.models.adapters import save_adapter, train_adapter
+    from tests.test_train import _write_corpus
+
+    utterances, text = _write_corpus(tmp_path / "corpus")
+    table = pq.read_table(utterances)
+    rng = np.random.default_rng(0)
+    voices = {s: rng.normal(size=16) for s in "AB"}
+    ids = table.column("utterance_id").to_pylist()
+    speakers = table.column("speaker").to_pylist()
+    features = pq.read_table(text).to_pydict()
+    vectors = dict(zip(features["utterance_id"], features["text_embedding"]))
+    pq.write_table(pa.table({
+        "utterance_id": ids, "text_embedding": [vectors.get(u) for u in ids],
+        "speaker_embedding": [(voices[s] + 0.1 * rng.normal(size=16)).tolist() for s in speakers]}),
+        tmp_path / "features.parquet")
+    x = rng.normal(size=(80, 16)).astype("float32")
+    labels, groups = ["a", "b"] * 40, [str(i % 5) for i in range(80)]
+    adapter, _ = train_adapter(x, labels, groups, "speaker")
+    save_adapter(tmp_path / "speaker-adapter", adapter, x, labels, groups)
+    path = str(tmp_path / "features.parquet")
+    return table, {"text": {"kind": "parquet", "path": path, "column": "text_embedding"},
+                   "speaker": {"kind": "parquet", "path": path, "column": "speaker_embedding",
+                               "adapter": str(tmp_path / "speaker-adapter")}}
+
+
+def test_resized_adapters_are_retrained_and_saved_for_evaluation(tmp_path):
+    from erc.models.checkpoint import read_config
+    from erc.train.recipes import load_features, resize_adapters
+
+    table, spec = _adapter_corpus(tmp_path)
+    same, _ = resize_adapters(spec, 256, 128, tmp_path / "out")
+    assert same == spec and not (tmp_path / "out").exists()  # its own sizes: used as is
+    resized, adapters = resize_adapters(spec, 32, 16, tmp_path / "out")
+    saved = tmp_path / "out" / "speaker" / "model"
+    assert resized["speaker"]["adapter"] == str(saved.resolve())
+    assert read_config(saved)["config"]["hidden"] == 32 and (saved / "training_set.npz").is_file()
+    assert adapters["speaker"].config.out_dim == 16
+    assert next(iter(load_features(resized, table)["speaker"].values())).shape == (16,)
+    with pytest.raises(ValueError, match="no modality has an adapter"):
+        resize_adapters({"text": spec["text"]}, 32, None)
+
+
+def test_adapter_sizes_left_out_of_a_search_without_adapters(capsys):
+    from erc.tune.driver import _without_idle_adapter_sizes
+
+    spec = parse_spec({"family": "fusion", "params": {
+        "lr": {"loguniform": [1e-4, 1e-2]}, "adapter_out": {"choice": [None, 64]}}})
+    text_only = {"text": {"kind": "sentence-transformers", "path": "m"}}
+    assert list(_without_idle_adapter_sizes(spec, text_only).params) == ["lr"]
+    assert "left out of the search" in capsys.readouterr().out
+    assert _without_idle_adapter_sizes(spec, {"speaker": {"adapter": "a"}}) is spec
+    fixed = parse_spec({"family": "fusion", "params": {"lr": {"loguniform": [1e-4, 1e-2]}},
+                        "fixed": {"adapter_hidden": 64}})
+    with pytest.raises(ConfigError, match="no modality has one"):
+        _without_idle_adapter_sizes(fixed, text_only)
+
+
+@pytest.mark.slow
+def test_search_over_adapter_sizes_retrains_the_adapters_per_trial(ray_local, tmp_path):
+    """3 fusion trials with adapter sizes searched: each trial's tokens have its own
+    speaker width (the default trial: the adapter as trained, 128)."""
+    from erc.tune.driver import run_search
+
+    table, feature_spec = _adapter_corpus(tmp_path)
+    spec = parse_spec({
+        "family": "fusion",
+        "params": {"adapter_hidden": {"choice": [None, 32]},
+                   "adapter_out": {"choice": [None, 16, 48]}},
+        "fixed": {"epochs": 2, "batch_size": 16, "patience": 2},
+        "search": {"num_samples": 3, "max_concurrent_trials": 2, "include_default": True,
+                   "resources_per_trial": {"cpu": 1, "gpu": 0}, "seed": 3,
+                   "scheduler": {"type": "none"}}})
+    out = tmp_path / "out"
+    outcome = run_search(spec, table, out, feature_spec=feature_spec, verbose=0)
+    assert len(outcome.rows) == 3 and all(r["status"] == "completed" for r in outcome.rows)
+    widths = {}
+    for config in (out / "ray" / "search").glob("*/checkpoint_*/config.json"):
+        trial_id = config.parents[1].name.split("_")[2]
+        widths[trial_id] = json.loads(config.read_text())["config"]["dims"]["speaker"]
+    assert set(widths) == {r["trial_id"] for r in outcome.rows}, widths
+    for r in outcome.rows:
+        assert widths[r["trial_id"]] == (r["adapter_out"] or 128), (r, widths)
+    assert outcome.rows[0]["default"] and outcome.rows[0]["adapter_out"] is None
+    assert {16, 48} & {r["adapter_out"] for r in outcome.rows}  # some trial resized them
+    best = yaml.safe_load((out / "best_config.yaml").read_text())
+    assert best["adapter_out"] == outcome.best["adapter_out"]

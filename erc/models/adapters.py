@@ -16,6 +16,7 @@ the adapter is chosen on people it has not seen. ``in_dim`` comes from the embed
 from __future__ import annotations
 
 import hashlib
+import json
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Sequence
@@ -155,6 +156,54 @@ def train_adapter(vectors: np.ndarray, labels: Sequence[str], groups: Sequence[s
     return adapter, {"history": history, "best_val_accuracy": best if val.any() else None,
                      "val_groups": sorted(map(str, val_groups)), "n_train": int(train.sum()),
                      "n_val": int(val.sum())}
+
+
+# -- saved adapters: the model and the data it was trained on ---------------------------------
+
+TRAINING_SET = "training_set.npz"  # beside the weights: lets an adapter be retrained resized
+
+
+def save_adapter(directory: str | Path, adapter: Adapter, vectors: np.ndarray,
+                 labels: Sequence[str], groups: Sequence[str], metrics: dict | None = None,
+                 extra: dict | None = None, training: AdapterTraining | None = None) -> Path:
+    """Saves the adapter (``save_model``) with its training set (vectors, labels, groups and
+    training settings), so a search over adapter sizes can retrain it (``resized_adapter``)."""
+    from erc.models.checkpoint import save_model
+
+    directory = save_model(directory, adapter, metrics=metrics, extra=extra)
+    np.savez_compressed(directory / TRAINING_SET, vectors=np.asarray(vectors, np.float32),
+                        labels=np.asarray(list(labels), dtype=str),
+                        groups=np.asarray(list(map(str, groups)), dtype=str),
+                        training=np.asarray(json.dumps(asdict(training or AdapterTraining()))))
+    return directory
+
+
+def resized_adapter(directory: str | Path, hidden: int | None = None,
+                    out_dim: int | None = None) -> Adapter:
+    """The adapter saved in ``directory`` with hidden size ``hidden`` and output size
+    ``out_dim`` (None: its own): the saved one when the sizes are its own, else one
+    retrained on its saved training set with the same labels and training settings."""
+    from erc.models.checkpoint import load_model
+
+    directory = Path(directory)
+    saved = load_model(directory)
+    cfg = saved.config
+    hidden, out_dim = hidden or cfg.hidden, out_dim or cfg.out_dim
+    if (hidden, out_dim) == (cfg.hidden, cfg.out_dim):
+        return saved
+    if not (directory / TRAINING_SET).is_file():
+        raise FileNotFoundError(
+            f"{directory}: no {TRAINING_SET}, so the adapter cannot be retrained with other "
+            f"sizes; train it again (`erc train adapter ...` or `erc run`) to save it")
+    with np.load(directory / TRAINING_SET) as data:
+        vectors, labels, groups = data["vectors"], data["labels"].tolist(), data["groups"].tolist()
+        training = AdapterTraining(**json.loads(str(data["training"])))
+    adapter, _ = train_adapter(vectors, labels, groups, cfg.modality, list(cfg.labels),
+                               config={"hidden": int(hidden), "out_dim": int(out_dim),
+                                       "dropout": cfg.dropout,
+                                       "normalize_input": cfg.normalize_input},
+                               training=training)
+    return adapter
 
 
 # -- unimodal emotion corpora -> identity embeddings --------------------------------------------

@@ -66,8 +66,7 @@ def train_adapters(table, features: Path, out: Path, config: RunConfig, force: b
                    say: Callable[[str], None]) -> dict[str, Path]:
     """An identity -> emotion adapter per identity modality, on the training split (speakers
     are the groups its early stopping holds out). Returns modality -> adapter folder."""
-    from erc.models.adapters import train_adapter
-    from erc.models.checkpoint import save_model
+    from erc.models.adapters import save_adapter, train_adapter
     from erc.train.recipes import table_fingerprint
 
     train = config.train
@@ -92,10 +91,10 @@ def train_adapters(table, features: Path, out: Path, config: RunConfig, force: b
             say(f"  {modality} adapter skipped: {len(rows)} labelled training utterances with "
                 f"a {modality} embedding (raw embeddings go into the fusion model)")
             continue
-        adapter, info = train_adapter(np.stack([vectors[ids[i]] for i in rows]),
-                                      [emotions[i] for i in rows], [speakers[i] for i in rows],
-                                      modality, labels)
-        save_model(folder / "model", adapter, metrics=info)
+        train_rows = (np.stack([vectors[ids[i]] for i in rows]), [emotions[i] for i in rows],
+                      [speakers[i] for i in rows])
+        adapter, info = train_adapter(*train_rows, modality, labels)
+        save_adapter(folder / "model", adapter, *train_rows, metrics=info)
         _write_stamp(folder, stamp, n_train=info["n_train"], n_val=info["n_val"])
         say(f"  {modality} adapter: {info['n_train']} train / {info['n_val']} held-out "
             f"utterances, held-out accuracy {info['best_val_accuracy']}")

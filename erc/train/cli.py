@@ -145,6 +145,11 @@ def cmd_train_fusion(args) -> int:
             spec["face"]["adapter"] = str(Path(args.face_adapter).resolve())
         for modality in args.drop or []:
             spec.pop(modality, None)
+    if args.adapter_hidden or args.adapter_out:
+        from erc.train.recipes import resize_adapters
+
+        spec, _ = resize_adapters(spec, args.adapter_hidden, args.adapter_out,
+                                  Path(args.out) / "adapters")
     options = {"mixer": args.mixer, "window": args.window, "isolate_turns": args.no_context,
                "d_state": args.d_state, "d_conv": args.d_conv, "expand": args.expand,
                "d_model": args.d_model, "dropout": args.dropout}
@@ -158,7 +163,6 @@ def cmd_train_fusion(args) -> int:
 def cmd_train_adapter(args) -> int:
     from erc.backends.registry import load_backend, profile_specs
     from erc.models import adapters
-    from erc.models.checkpoint import save_model
     from erc.train.metrics import classification_metrics
 
     overrides = {}
@@ -184,9 +188,9 @@ def cmd_train_adapter(args) -> int:
 
     train_mask = np.asarray(train_mask)
     label_set = sorted(set(labels))
-    adapter, info = adapters.train_adapter(
-        vectors[train_mask], [l for l, m in zip(labels, train_mask) if m],
-        [g for g, m in zip(groups, train_mask) if m], args.modality, label_set)
+    train_rows = (vectors[train_mask], [l for l, m in zip(labels, train_mask) if m],
+                  [g for g, m in zip(groups, train_mask) if m])
+    adapter, info = adapters.train_adapter(*train_rows, args.modality, label_set)
     metrics = {"train": info}
     if (~train_mask).any():
         test = ~train_mask
@@ -196,8 +200,8 @@ def cmd_train_adapter(args) -> int:
         metrics["test"] = classification_metrics(y, pred, label_set)
         print(f"held-out accuracy {metrics['test']['accuracy']:.4f}, weighted F1 "
               f"{metrics['test']['weighted_f1']:.4f} (n={len(y)})")
-    out = save_model(Path(args.out) / "model", adapter, metrics=metrics,
-                     extra={"embedder": embedder.record().to_dict()})
+    out = adapters.save_adapter(Path(args.out) / "model", adapter, *train_rows, metrics=metrics,
+                                extra={"embedder": embedder.record().to_dict()})
     print(f"adapter ({args.modality}, {adapter.config.in_dim} -> {adapter.config.out_dim}): {out}")
     return 0
 
@@ -280,6 +284,11 @@ def register(commands) -> None:
     fusion.add_argument("--features", help="feature table folder (speaker_embedding, faces)")
     fusion.add_argument("--speaker-adapter", help="adapter model folder for speaker vectors")
     fusion.add_argument("--face-adapter", help="adapter model folder for face vectors")
+    fusion.add_argument("--adapter-hidden", type=int,
+                        help="hidden size of the adapters (default: theirs); other sizes "
+                             "retrain them on their saved training set into OUT/adapters")
+    fusion.add_argument("--adapter-out", type=int,
+                        help="output size of the adapters, i.e. their token width (default: theirs)")
     fusion.add_argument("--drop", action="append", choices=["speaker", "face"],
                         help="leave a modality out (ablation)")
     fusion.add_argument("--text-only", action="store_true", help="text tokens only (baseline)")

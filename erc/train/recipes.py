@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import shutil
 from dataclasses import replace
 from pathlib import Path
 from typing import Mapping
@@ -154,8 +155,11 @@ def load_features(spec: Mapping[str, dict], table: pa.Table) -> dict[str, dict[s
     - ``{"kind": "faces", "path": FEATURES}``: per-utterance face vector (``face_vectors``);
 
     each optionally with ``"adapter": ADAPTER_DIR`` (identity -> adapted 128-d)."""
-    from erc.models.adapters import adapt_vectors
-    from erc.models.checkpoint import load_model
+    return adapt_features(raw_features(spec, table), spec)
+
+
+def raw_features(spec: Mapping[str, dict], table: pa.Table) -> dict[str, dict[str, np.ndarray]]:
+    """Per-modality {utterance_id: vector} of ``spec`` before any adapter (finite rows)."""
     from erc.train.data import read_vectors
 
     out = {}
@@ -171,14 +175,55 @@ def load_features(spec: Mapping[str, dict], table: pa.Table) -> dict[str, dict[s
             vectors = face_vectors(item["path"])
         else:
             raise ValueError(f"unknown feature kind {kind!r} for {modality}")
-        vectors = {u: v for u, v in vectors.items() if np.all(np.isfinite(v))}
-        if item.get("adapter") and vectors:
-            adapter = load_model(item["adapter"])
+        out[modality] = {u: v for u, v in vectors.items() if np.all(np.isfinite(v))}
+    return out
+
+
+def adapt_features(raw: Mapping[str, dict], spec: Mapping[str, dict],
+                   adapters: Mapping | None = None) -> dict[str, dict[str, np.ndarray]]:
+    """``raw`` features through the adapters of ``spec`` (or the loaded ``adapters`` given
+    per modality, e.g. resized ones); modalities without an adapter pass unchanged."""
+    from erc.models.adapters import adapt_vectors
+    from erc.models.checkpoint import load_model
+
+    out = {}
+    for modality, vectors in raw.items():
+        path = spec.get(modality, {}).get("adapter")
+        adapter = (adapters or {}).get(modality) or (load_model(path) if path else None)
+        if adapter is not None and vectors:
             ids = list(vectors)
-            adapted = adapt_vectors(adapter, np.stack([vectors[u] for u in ids]))
-            vectors = dict(zip(ids, adapted))
+            vectors = dict(zip(ids, adapt_vectors(adapter, np.stack([vectors[u] for u in ids]))))
         out[modality] = vectors
     return out
+
+
+def resize_adapters(spec: Mapping[str, dict], hidden: int | None, out_dim: int | None,
+                    out_dir: str | Path | None = None) -> tuple[dict, dict]:
+    """(spec, adapters): the adapters of ``spec`` with sizes ``hidden`` / ``out_dim`` (None:
+    their own), retrained where the sizes differ (``resized_adapter``). With ``out_dir``
+    retrained ones are saved to ``out_dir/<modality>/model`` and the returned spec points
+    there, so the model trained on them rebuilds the same inputs when evaluated."""
+    from erc.models.adapters import TRAINING_SET, resized_adapter
+    from erc.models.checkpoint import read_config, save_model
+
+    spec = {m: dict(item) for m, item in spec.items()}
+    adapted = [m for m, item in spec.items() if item.get("adapter")]
+    if not adapted:
+        raise ValueError("adapter sizes were given but no modality has an adapter "
+                         "(--speaker-adapter / --face-adapter)")
+    adapters = {}
+    for modality in adapted:
+        source = Path(spec[modality]["adapter"])
+        own = read_config(source)["config"]
+        adapter = adapters[modality] = resized_adapter(source, hidden, out_dim)
+        retrained = (adapter.config.hidden, adapter.config.out_dim) != (own["hidden"],
+                                                                         own["out_dim"])
+        if out_dir is not None and retrained:
+            saved_as = save_model(Path(out_dir) / modality / "model", adapter,
+                                  metrics={"retrained_from": str(source.resolve())})
+            shutil.copy2(source / TRAINING_SET, saved_as / TRAINING_SET)
+            spec[modality]["adapter"] = str(saved_as.resolve())
+    return spec, adapters
 
 
 def train_fusion(table: pa.Table, feature_spec: Mapping[str, dict], out_dir: str | Path,

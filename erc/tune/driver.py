@@ -8,11 +8,14 @@ dev weighted F1 of each trial's best epoch.
 - Resources: every trial gets ``resources_per_trial`` (``gpu: auto`` = one GPU when the
   cluster has GPUs); ``max_concurrent_trials`` trials run at once.
 - Resume: the search lives in ``OUT/ray/search`` (or ``--storage``). Running the same
-  command again restores it (``Tuner.restore``, with the OptunaSearch state and the
-  scheduler saved there): finished trials are kept, never re-run; interrupted ones go on
-  from their latest epoch checkpoint; errored ones are retried; new ones are sampled until
-  ``num_samples`` trials exist. ``OUT/search.json`` records what the search is (space,
-  data) so a different search cannot resume it by mistake.
+  command again restores it (``Tuner.restore``, with the OptunaSearch state saved there):
+  finished trials are kept, never re-run; interrupted ones go on from their latest epoch
+  checkpoint; errored ones are retried; new ones are sampled until ``num_samples`` trials
+  exist. ASHA's rungs (every score it has recorded) are kept in ``OUT/asha_rungs.json``,
+  so trials after a resume are judged against the same rungs. ``OUT/search.json`` records
+  what the search is (space, data) so a different search cannot resume it by mistake.
+- Adapter sizes (``adapter_hidden`` / ``adapter_out``): the raw identity vectors are
+  shared instead, and each trial runs them through adapters of its own sizes.
 - Outputs in ``OUT``: trials.csv, best_config.yaml, history.png, importance.png,
   report.html, and ``trial_starts.jsonl`` (one line per trial start, resumed ones too).
 """
@@ -34,6 +37,7 @@ from erc.tune.space import METRIC, TIME_ATTR, SearchSpec
 
 log = logging.getLogger(__name__)
 EXPERIMENT = "search"
+ASHA_RUNGS = "asha_rungs.json"  # the scheduler's rungs, kept across a resume
 
 
 @dataclass
@@ -55,8 +59,18 @@ def build_data(spec: SearchSpec, table, feature_spec: Mapping | None = None,
     from erc.train.data import build_dialogue_data, build_text_data
 
     if spec.family == "fusion":
-        from erc.train.recipes import load_features
+        from erc.train.recipes import load_features, raw_features
 
+        if spec.adapter_sizes():
+            # Each trial adapts the raw vectors with adapters of its own sizes.
+            if features is not None or not feature_spec:
+                raise ValueError("a search over adapter sizes needs the feature spec "
+                                 "(raw features), not loaded features")
+            from erc.tune.trial import AdaptableDialogues
+
+            data = AdaptableDialogues(table, raw_features(feature_spec, table),
+                                      dict(feature_spec), roles)
+            return data, {"labels": data.labels, "features": dict(feature_spec)}
         if features is None:
             if not feature_spec:
                 raise ValueError("a fusion search needs features (feature_spec)")
@@ -124,11 +138,12 @@ def run_search(spec: SearchSpec, table, out_dir: str | Path, *,
         shutil.rmtree(experiment_path)
     ledger = out_dir / "trial_starts.jsonl"
     if fresh:
-        for name in ("search.json", "trial_starts.jsonl"):
+        for name in ("search.json", "trial_starts.jsonl", ASHA_RUNGS):
             (out_dir / name).unlink(missing_ok=True)
     runtime.apply_offline_env()  # before Ray is imported
     from ray.tune import Tuner
 
+    spec = _without_idle_adapter_sizes(spec, feature_spec)
     resumed = Tuner.can_restore(experiment_path)
     if resumed and not (out_dir / "search.json").is_file():
         raise ConfigError(f"{experiment_path} holds a search this folder has no record of "
@@ -164,7 +179,8 @@ def run_search(spec: SearchSpec, table, out_dir: str | Path, *,
         tuner = Tuner.restore(experiment_path, trainable=trainable, resume_unfinished=True,
                               resume_errored=True)
     else:
-        tuner = Tuner(trainable, param_space={}, tune_config=_tune_config(spec),
+        tuner = Tuner(trainable, param_space={},
+                      tune_config=_tune_config(spec, out_dir / ASHA_RUNGS),
                       run_config=RunConfig(
                           name=EXPERIMENT, storage_path=storage_path, verbose=verbose,
                           checkpoint_config=CheckpointConfig(num_to_keep=1),
@@ -176,7 +192,22 @@ def run_search(spec: SearchSpec, table, out_dir: str | Path, *,
     return write_outputs(grid, spec, out_dir, resumed=resumed, command=command, note=note)
 
 
-def _tune_config(spec: SearchSpec):
+def _without_idle_adapter_sizes(spec: SearchSpec, feature_spec: Mapping | None) -> SearchSpec:
+    """Adapter sizes searched where no modality has an adapter (a text-only search) would
+    change nothing: they are left out, with a message. Fixed to a size there: an error."""
+    names = spec.adapter_sizes()
+    if not names or any(item.get("adapter") for item in (feature_spec or {}).values()):
+        return spec
+    fixed = [n for n in names if n not in spec.params]
+    if fixed:
+        raise ConfigError(f"{spec.source}: fixed.{fixed[0]} resizes the identity adapters, but "
+                          f"no modality has one (--speaker-adapter / --face-adapter)")
+    print(f"[tune] {', '.join(names)}: no modality has an adapter here, so they are left out "
+          f"of the search", flush=True)
+    return spec.without(names)
+
+
+def _tune_config(spec: SearchSpec, rungs_path: Path | None = None):
     from ray.tune import TuneConfig
 
     s = spec.search
@@ -197,6 +228,7 @@ def _tune_config(spec: SearchSpec):
 
         scheduler = DefaultKeepingASHA(
             protected=spec.default_point() if s.include_default and spec.params else None,
+            state_path=str(rungs_path) if rungs_path else None,
             time_attr=TIME_ATTR, metric=METRIC, mode="max", max_t=spec.max_epochs(),
             grace_period=s.scheduler.grace_period, reduction_factor=s.scheduler.reduction_factor)
     return TuneConfig(search_alg=search_alg, scheduler=scheduler,

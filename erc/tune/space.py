@@ -47,6 +47,7 @@ from erc.config import ConfigError
 DISTRIBUTIONS = ("uniform", "loguniform", "int", "logint", "choice")
 METRIC = "best_dev_weighted_f1"  # the best epoch's dev weighted F1 so far (maximised)
 TIME_ATTR = "epochs_done"  # ASHA's clock: epochs trained (survives resume)
+ADAPTER_SIZES = ("adapter_hidden", "adapter_out")  # fusion options that retrain the adapters
 
 
 @dataclass(frozen=True)
@@ -124,6 +125,12 @@ FAMILIES: dict[str, dict[str, Knob]] = {
         "d_conv": Knob("int", 4, low=1, high=16),
         "expand": Knob("int", 2, low=1, high=8),
         "dropout": Knob("float", 0.2, low=0.0, high=1.0, open_high=True),
+        # The identity adapters' sizes (in -> hidden -> out): other sizes than the given
+        # adapters' retrain them, in the trial, on the training set saved beside them.
+        "adapter_hidden": Knob("int", None, low=1, high=8192, nullable=True,
+                               help="adapters' hidden size (null: as the adapters were trained)"),
+        "adapter_out": Knob("int", None, low=1, high=8192, nullable=True,
+                            help="adapters' output size (null: as the adapters were trained)"),
     },
     # `erc train text`: the context text encoder, fine-tuned.
     "text": {
@@ -218,6 +225,17 @@ class SearchSpec:
         if unknown:
             raise ValueError(f"parameters not in the search space: {sorted(unknown)}")
         return {**self.defaults(), **params}
+
+    def adapter_sizes(self) -> list[str]:
+        """The adapter-size options this search sets (searched, or fixed to a size)."""
+        return [name for name in ADAPTER_SIZES
+                if name in self.params or self.fixed.get(name) is not None]
+
+    def without(self, names) -> "SearchSpec":
+        """The same search with the parameters ``names`` left out."""
+        return SearchSpec(family=self.family,
+                          params={n: p for n, p in self.params.items() if n not in names},
+                          fixed=dict(self.fixed), search=self.search, source=self.source)
 
     def max_epochs(self) -> int:
         if "epochs" in self.params:

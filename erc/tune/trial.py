@@ -5,7 +5,8 @@ checkpoint per epoch so an interrupted trial resumes where it stopped.
 
 The training data (features already computed, dialogues / tokenised inputs built) come
 from the driver through the object store (``tune.with_parameters``): built once, shared
-by every trial, never recomputed in a trial.
+by every trial, never recomputed in a trial. A search over adapter sizes shares the raw
+features instead, and each trial runs them through adapters of its own sizes.
 """
 
 from __future__ import annotations
@@ -17,6 +18,26 @@ from pathlib import Path
 from typing import Any
 
 from erc.tune.space import METRIC, TIME_ATTR, SearchSpec
+
+
+class AdaptableDialogues:
+    """What a search over adapter sizes shares with its trials: the raw (unadapted)
+    features; each trial builds its dialogue data through adapters of its own sizes
+    (``resize_adapters``: retrained on their saved training sets, a few seconds each)."""
+
+    def __init__(self, table, raw: dict, feature_spec: dict, roles=None):
+        from erc.train.data import label_list
+
+        self.table, self.raw, self.feature_spec, self.roles = table, raw, feature_spec, roles
+        self.labels = label_list(table)
+
+    def build(self, hidden: int | None, out_dim: int | None):
+        from erc.train.data import build_dialogue_data
+        from erc.train.recipes import adapt_features, resize_adapters
+
+        spec, adapters = resize_adapters(self.feature_spec, hidden, out_dim)
+        features = adapt_features(self.raw, spec, adapters)
+        return build_dialogue_data(self.table, features, self.roles, labels=self.labels)
 
 
 def run_config(spec: SearchSpec, values: dict[str, Any], base: dict, cpus: int = 1,
@@ -97,8 +118,12 @@ def train_trial(params: dict, *, data, setup: dict) -> None:
 
     spec: SearchSpec = setup["spec"]
     values = spec.trial_values(params)
+    base = setup["base"]
+    if isinstance(data, AdaptableDialogues):
+        data = data.build(values["adapter_hidden"], values["adapter_out"])
+        base = {**base, "modalities": data.modalities, "dims": data.dims}
     use_gpu = bool(setup.get("gpu")) and torch.cuda.is_available()
-    config = run_config(spec, values, setup["base"], cpus=setup.get("cpu", 1), use_gpu=use_gpu)
+    config = run_config(spec, values, base, cpus=setup.get("cpu", 1), use_gpu=use_gpu)
     config["data"] = data
     device = torch.device("cuda" if use_gpu else "cpu")
     checkpoint = tune.get_checkpoint()
