@@ -36,8 +36,8 @@ pip_install -e ".[weights,test]"
 # facenet-pytorch pins torch<2.3/numpy<2 and Resemblyzer wants webrtcvad (compiles);
 # both work with this stack, so take them without their dependency pins.
 pip_install --no-deps facenet-pytorch==2.6.0 resemblyzer==0.1.4
-# mamba-ssm ships no CPU kernels; this builds the pure-PyTorch package (CUDA kernels are
-# need a build on a GPU machine against its torch).
+# mamba-ssm ships no CPU kernels; this builds the pure-PyTorch package (its CUDA kernels
+# need a build on a GPU machine against that machine's torch: README, "Models and weights").
 if ! "$VENV/bin/python" -c "import importlib.util,sys; sys.exit(importlib.util.find_spec('mamba_ssm') is None)"; then
     echo "[install] mamba-ssm (Python parts only)"
     MAMBA_FORCE_BUILD=TRUE MAMBA_SKIP_CUDA_BUILD=TRUE pip_install --no-build-isolation \

@@ -9,7 +9,9 @@ identity adapters (speaker on RAVDESS by actor, face on CK+48 by subject), raw v
 Rows, per corpus (all text-only: the corpora here have transcripts, no media):
 - floor: frozen sentence embeddings (all-MiniLM-L6-v2) of the turn and its two previous
   turns, concatenated, + logistic regression;
-- frozen + Mamba: the Mamba fusion model on frozen embeddings (dialogue context);
+- frozen + Mamba: the Mamba fusion model on frozen embeddings (dialogue context) of each
+  ``--frozen`` encoder (all-MiniLM-L6-v2 by default; all-mpnet-base-v2 after
+  ``erc models fetch all-mpnet-base-v2``);
 - fine-tuned encoder (context): the text encoder fine-tuned with past turns as context,
   its own classification head (the text-only model);
 - fine-tuned + Mamba / + transformer / + Mamba no-context: the fusion model and its
@@ -119,8 +121,13 @@ def corpus_rows(name: str, args, bench_dir: Path) -> list[dict]:
         result = evaluate(model_dir, table, dev, out / f"eval-{dev}")
         row(tag, result.metrics, "cached" if cached else f"trained in {seconds:.0f} s")
 
-    frozen_spec = {"text": {"kind": "sentence-transformers", "path": floor_encoder}}
-    fusion("frozen-minilm+mamba", frozen_spec, {"text": frozen}, {"mixer": "mamba"}, 1e-3)
+    for frozen_name in args.frozen:
+        frozen_encoder = resolve_text_encoder(frozen_name)
+        vectors = (frozen if frozen_encoder == floor_encoder
+                   else frozen_text_features(frozen_encoder, table))
+        frozen_spec = {"text": {"kind": "sentence-transformers", "path": frozen_encoder}}
+        fusion(f"frozen-{SHORT.get(frozen_name, Path(frozen_encoder).name)}+mamba", frozen_spec,
+               {"text": vectors}, {"mixer": "mamba"}, 1e-3)
 
     encoder = resolve_text_encoder(args.encoder)
     short = SHORT.get(args.encoder, Path(encoder).name)
@@ -217,6 +224,8 @@ def main(argv=None) -> int:
     parser.add_argument("--finetune-lr", type=float, default=6e-5)
     parser.add_argument("--no-finetune", action="store_true",
                         help="use a cached fine-tuned encoder only; never start fine-tuning")
+    parser.add_argument("--frozen", nargs="+", default=["all-MiniLM-L6-v2"],
+                        help="encoders whose frozen embeddings feed a Mamba fusion row")
     parser.add_argument("--fusion-epochs", type=int, default=20)
     parser.add_argument("--cpus", type=int, default=2, help="CPUs of the training worker")
     parser.add_argument("--no-adapters", action="store_true")

@@ -11,6 +11,7 @@ One dialogue (batch 1) of L utterances (tokens), L = 8, 16, ..., 4096.
     .venv/bin/python bench/fusion.py                          # CPU, the default sweep
     .venv/bin/python bench/fusion.py --scan both              # + the old sequential CPU scan
     .venv/bin/python bench/fusion.py --device cuda            # mamba_ssm kernels when built
+    .venv/bin/python bench/fusion.py --device cuda --torch-too  # + the pure-PyTorch Mamba path
     .venv/bin/python bench/fusion.py --lengths 64,512,4096 --repeats 5
 
 Every (model, length) runs in a fresh subprocess: the CPU peak memory is the process's peak
@@ -68,6 +69,7 @@ def worker(args: argparse.Namespace) -> dict:
     model = FusionModel(config).to(device).train()  # a training step: dropout on
     if args.mixer == "mamba":
         model.mixer.scan = args.scan
+        model.mixer.use_kernels = not args.no_kernels
     batch, length = args.batch, args.length
     gen = torch.Generator().manual_seed(args.seed)
     features = {m: torch.randn(batch, length, d, generator=gen).to(device)
@@ -127,17 +129,18 @@ def worker(args: argparse.Namespace) -> dict:
 # ----------------------------------------------------------------------------- driver
 
 
-def run_one(args, mixer: str, scan: str, length: int) -> dict:
+def run_one(args, mixer: str, scan: str, length: int, kernels: bool = True) -> dict:
     cmd = [sys.executable, str(Path(__file__).resolve()), "--worker", "--mixer", mixer,
            "--scan", scan, "--length", str(length), "--device", args.device,
            "--threads", str(args.threads), "--batch", str(args.batch), "--seed", str(args.seed),
            "--warmup", str(args.warmup), "--repeats", str(args.repeats),
-           "--budget", str(args.budget)]
+           "--budget", str(args.budget)] + ([] if kernels else ["--no-kernels"])
     env = dict(os.environ, OMP_NUM_THREADS=str(args.threads), MKL_NUM_THREADS=str(args.threads),
                PYTHONPATH=os.pathsep.join(
                    p for p in [str(REPO), os.environ.get("PYTHONPATH")] if p),
                HF_HUB_OFFLINE="1", TRANSFORMERS_OFFLINE="1")
-    label = f"{mixer}{'/' + scan if mixer == 'mamba' else ''} L={length}"
+    label = (f"{mixer}{'/' + scan if mixer == 'mamba' else ''}{'' if kernels else '/torch'} "
+             f"L={length}")
     t0 = time.perf_counter()
     try:
         proc = subprocess.run(cmd, capture_output=True, text=True, env=env,
@@ -178,13 +181,16 @@ def fmt(value, spec: str) -> str:
 
 def render_table(series: dict, lengths: list[int]) -> str:
     """series: name -> {length: result}. The requested columns for mamba vs transformer,
-    then CPU seconds, and the sequential scan when it was measured."""
+    then CPU seconds, and the sequential scan / the pure-PyTorch path when measured."""
     mamba, trans = series["mamba"], series["transformer"]
     seq = series.get("mamba-sequential")
+    plain = series.get("mamba-torch")
     head = ["length", "mamba s", "transformer s", "ratio m/t", "mamba tok/s", "transformer tok/s",
             "mamba peak MB", "transformer peak MB", "mamba cpu s", "transformer cpu s"]
     if seq is not None:
         head += ["mamba-seq s", "seq/chunked", "mamba-seq peak MB"]
+    if plain is not None:
+        head += ["mamba-torch s", "torch/kernels", "mamba-torch peak MB"]
     rows = []
 
     def get(s, length, key):
@@ -205,6 +211,10 @@ def render_table(series: dict, lengths: list[int]) -> str:
             s = get(seq, length, "seconds")
             row += [fmt(s, ".4f"), fmt(s / m if s and m else None, ".1f"),
                     fmt(get(seq, length, "peak_mb"), ",.1f")]
+        if plain is not None:
+            p = get(plain, length, "seconds")
+            row += [fmt(p, ".4f"), fmt(p / m if p and m else None, ".1f"),
+                    fmt(get(plain, length, "peak_mb"), ",.1f")]
         rows.append(row)
     widths = [max(len(h), *(len(r[i]) for r in rows)) for i, h in enumerate(head)]
     out = ["| " + " | ".join(h.rjust(w) for h, w in zip(head, widths)) + " |",
@@ -278,6 +288,9 @@ def main(argv: list[str] | None = None) -> int:
                     help="longest length for the sequential scan with --scan both (it keeps "
                          "every step's states: ~17 GB at 4096)")
     ap.add_argument("--models", default="mamba,transformer")
+    ap.add_argument("--torch-too", action="store_true",
+                    help="also time the Mamba block's pure-PyTorch path where mamba_ssm's "
+                         "kernels run (series mamba-torch: kernels vs no kernels on CUDA)")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--worker-timeout", type=float, default=900.0)
     ap.add_argument("--out", type=Path, default=REPO / "runs" / "bench" / "fusion.png")
@@ -285,6 +298,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)
     ap.add_argument("--mixer", default="mamba", help=argparse.SUPPRESS)
     ap.add_argument("--length", type=int, default=64, help=argparse.SUPPRESS)
+    ap.add_argument("--no-kernels", action="store_true", help=argparse.SUPPRESS)
     args = ap.parse_args(argv)
 
     if args.worker:
@@ -297,13 +311,15 @@ def main(argv: list[str] | None = None) -> int:
         ap.error("--device cuda: no CUDA device here")
     lengths = sorted({int(x) for x in args.lengths.split(",") if x.strip()})
     models = [m.strip() for m in args.models.split(",") if m.strip()]
-    plan = []  # (series name, mixer, scan, lengths)
+    plan = []  # (series name, mixer, scan, lengths, mamba_ssm kernels allowed)
     main_scan = "sequential" if args.scan == "sequential" else "chunked"
     for mixer in models:
-        plan.append((mixer, mixer, main_scan, lengths))
+        plan.append((mixer, mixer, main_scan, lengths, True))
     if args.scan == "both" and "mamba" in models:
         plan.append(("mamba-sequential", "mamba", "sequential",
-                     [n for n in lengths if n <= args.sequential_max]))
+                     [n for n in lengths if n <= args.sequential_max], True))
+    if args.torch_too and "mamba" in models:
+        plan.append(("mamba-torch", "mamba", main_scan, lengths, False))
 
     from erc.models.mamba import kernels_available
 
@@ -320,10 +336,10 @@ def main(argv: list[str] | None = None) -> int:
         load = None
     t_start = time.perf_counter()
     series: dict[str, dict[int, dict]] = {}
-    for name, mixer, scan, lens in plan:
+    for name, mixer, scan, lens, kernels in plan:
         series[name] = {}
         for length in lens:
-            series[name][length] = run_one(args, mixer, scan, length)
+            series[name][length] = run_one(args, mixer, scan, length, kernels)
 
     paths = {name: sorted({r["path"] for r in res.values() if "path" in r})
              for name, res in series.items()}
