@@ -179,10 +179,11 @@ def save_adapter(directory: str | Path, adapter: Adapter, vectors: np.ndarray,
 
 
 def resized_adapter(directory: str | Path, hidden: int | None = None,
-                    out_dim: int | None = None) -> Adapter:
-    """The adapter saved in ``directory`` with hidden size ``hidden`` and output size
-    ``out_dim`` (None: its own): the saved one when the sizes are its own, else one
-    retrained on its saved training set with the same labels and training settings."""
+                    out_dim: int | None = None) -> tuple[Adapter, bool]:
+    """(adapter, retrained): the adapter saved in ``directory`` with hidden size ``hidden``
+    and output size ``out_dim`` (None: its own): the saved one when the sizes are its own,
+    else one retrained on its saved training set with the same labels and training
+    settings."""
     from erc.models.checkpoint import load_model
 
     directory = Path(directory)
@@ -190,7 +191,7 @@ def resized_adapter(directory: str | Path, hidden: int | None = None,
     cfg = saved.config
     hidden, out_dim = hidden or cfg.hidden, out_dim or cfg.out_dim
     if (hidden, out_dim) == (cfg.hidden, cfg.out_dim):
-        return saved
+        return saved, False
     if not (directory / TRAINING_SET).is_file():
         raise FileNotFoundError(
             f"{directory}: no {TRAINING_SET}, so the adapter cannot be retrained with other "
@@ -203,7 +204,7 @@ def resized_adapter(directory: str | Path, hidden: int | None = None,
                                        "dropout": cfg.dropout,
                                        "normalize_input": cfg.normalize_input},
                                training=training)
-    return adapter
+    return adapter, True
 
 
 # -- unimodal emotion corpora -> identity embeddings --------------------------------------------

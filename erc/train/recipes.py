@@ -189,7 +189,9 @@ def adapt_features(raw: Mapping[str, dict], spec: Mapping[str, dict],
     out = {}
     for modality, vectors in raw.items():
         path = spec.get(modality, {}).get("adapter")
-        adapter = (adapters or {}).get(modality) or (load_model(path) if path else None)
+        adapter = (adapters or {}).get(modality)
+        if adapter is None and path:
+            adapter = load_model(path)
         if adapter is not None and vectors:
             ids = list(vectors)
             vectors = dict(zip(ids, adapt_vectors(adapter, np.stack([vectors[u] for u in ids]))))
@@ -204,7 +206,7 @@ def resize_adapters(spec: Mapping[str, dict], hidden: int | None, out_dim: int |
     retrained ones are saved to ``out_dir/<modality>/model`` and the returned spec points
     there, so the model trained on them rebuilds the same inputs when evaluated."""
     from erc.models.adapters import TRAINING_SET, resized_adapter
-    from erc.models.checkpoint import read_config, save_model
+    from erc.models.checkpoint import save_model
 
     spec = {m: dict(item) for m, item in spec.items()}
     adapted = [m for m, item in spec.items() if item.get("adapter")]
@@ -214,12 +216,9 @@ def resize_adapters(spec: Mapping[str, dict], hidden: int | None, out_dim: int |
     adapters = {}
     for modality in adapted:
         source = Path(spec[modality]["adapter"])
-        own = read_config(source)["config"]
-        adapter = adapters[modality] = resized_adapter(source, hidden, out_dim)
-        retrained = (adapter.config.hidden, adapter.config.out_dim) != (own["hidden"],
-                                                                         own["out_dim"])
+        adapters[modality], retrained = resized_adapter(source, hidden, out_dim)
         if out_dir is not None and retrained:
-            saved_as = save_model(Path(out_dir) / modality / "model", adapter,
+            saved_as = save_model(Path(out_dir) / modality / "model", adapters[modality],
                                   metrics={"retrained_from": str(source.resolve())})
             shutil.copy2(source / TRAINING_SET, saved_as / TRAINING_SET)
             spec[modality]["adapter"] = str(saved_as.resolve())

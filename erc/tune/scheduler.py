@@ -37,7 +37,14 @@ class DefaultKeepingASHA(ASHAScheduler):
         return [{str(milestone): dict(recorded) for milestone, recorded in bracket._rungs}
                 for bracket in self._brackets]
 
+    def _recorded(self) -> int:
+        """How many scores the rungs hold (ASHA only ever adds to them)."""
+        return sum(len(recorded) for bracket in self._brackets for _, recorded in bracket._rungs)
+
     def _load_state(self) -> None:
+        """Reads the rungs saved by an earlier run of this search, once."""
+        if self._state_loaded:
+            return
         self._state_loaded = True
         if not self._state_path or not Path(self._state_path).is_file():
             return
@@ -54,32 +61,28 @@ class DefaultKeepingASHA(ASHAScheduler):
         Path(tmp).write_text(json.dumps({"brackets": self.rungs()}))
         os.replace(tmp, self._state_path)  # atomic: a kill never leaves half a file
 
-    def _ready(self) -> None:
-        if not self._state_loaded:
-            self._load_state()
-
     # -- Tune's hooks --------------------------------------------------------------------
 
     def on_trial_add(self, tune_controller, trial):
-        self._ready()
+        self._load_state()
         super().on_trial_add(tune_controller, trial)
 
     def on_trial_result(self, tune_controller, trial, result):
-        self._ready()
-        before = self.rungs()
+        self._load_state()
+        before = self._recorded()
         action = super().on_trial_result(tune_controller, trial, result)
         if (action == TrialScheduler.STOP and self._protected is not None
                 and is_point(dict(trial.config), self._protected)
                 and result.get(self._time_attr, 0) < self._max_t):
             self._num_stopped -= 1
             action = TrialScheduler.CONTINUE
-        if self.rungs() != before:
+        if self._recorded() != before:
             self._save_state()
         return action
 
     def on_trial_complete(self, tune_controller, trial, result):
-        self._ready()
-        before = self.rungs()
+        self._load_state()
+        before = self._recorded()
         super().on_trial_complete(tune_controller, trial, result)
-        if self.rungs() != before:
+        if self._recorded() != before:
             self._save_state()
