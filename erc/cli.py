@@ -22,7 +22,7 @@ from typing import Callable
 
 import yaml
 
-from erc import __version__, runtime
+from erc import __version__, runtime, storage
 from erc.config import ConfigError, CorpusConfig, load_config
 from erc.corpus import FORMATS, CorpusError
 
@@ -82,21 +82,38 @@ def cmd_formats(args) -> int:
 
 
 def cmd_run(args) -> int:
-    from erc.backends.base import MissingWeightsError
-    from erc.pipeline.main_job import run_main
-
     config_path = args.config or resources.files("erc") / "configs" / SAMPLE_CONFIG
     config = load_config(Path(str(config_path)))
     if args.out:
         config.output_dir = args.out
     if args.address:
         config.ray.address = args.address
+    if args.storage:
+        config.train.storage = args.storage
+    # URIs from the config file (those given as options are local copies already)
+    if storage.is_uri(config.corpus.path):
+        config.corpus.path = str(storage.stage_input(config.corpus.path, runtime.state_dir()))
+    if storage.is_uri(config.output_dir):
+        uri = config.output_dir
+        config.train.storage = config.train.storage or storage.join_uri(uri, storage.RAY_STORAGE)
+        with storage.staged_output(uri, runtime.state_dir(), exclude=(storage.RAY_STORAGE,)) as local:
+            config.output_dir = str(local)
+            code = _run_main_job(config, config_path, args.force)
+        print(f"results: {uri}")
+        return code
+    return _run_main_job(config, config_path, args.force)
+
+
+def _run_main_job(config, config_path, force: bool) -> int:
+    from erc.backends.base import MissingWeightsError
+    from erc.pipeline.main_job import run_main
+
     print(f"erc {__version__}: main job, config {config_path}")
     where = runtime.connect(config.ray.address, num_cpus=config.ray.num_cpus,
                             num_gpus=config.ray.num_gpus, dashboard=config.ray.dashboard)
     print(f"[ray] {where}")
     try:
-        run_main(config, force=args.force)
+        run_main(config, force=force)
     except MissingWeightsError as err:
         print(f"erc: error: {err}", file=sys.stderr)
         return 2
@@ -121,6 +138,8 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--config", help="YAML run config (default: the sample's)")
     run.add_argument("--out", help="output folder (overrides output_dir of the config)")
     run.add_argument("--address", help="Ray cluster address (default: RAY_ADDRESS, else embedded)")
+    run.add_argument("--storage", help="where Ray Train keeps checkpoints (default OUT/train/ray; "
+                     "on a multi-node cluster a shared folder or s3://...)")
     run.add_argument("--force", action="store_true", help="recompute even up-to-date outputs")
     run.set_defaults(func=cmd_run)
 
@@ -172,12 +191,22 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _dispatch(build: Callable[[], argparse.ArgumentParser], argv: list[str] | None) -> int:
-    """Parses and runs a command; user errors print one line and exit 2, not a traceback."""
+    """Parses and runs a command; user errors print one line and exit 2, not a traceback.
+    Storage URIs among the arguments (s3://...) are replaced by local copies, outputs
+    uploaded as the command goes (erc.storage); ``--storage`` stays Ray's own URI."""
     runtime.apply_offline_env()  # before anything imports Ray or a model library
-    args = build().parse_args(argv)
-    try:
+    argv = sys.argv[1:] if argv is None else list(argv)
+    parser = build()
+    takes_storage = hasattr(parser.parse_args(argv), "storage")
+
+    def run(local_argv: list[str]) -> int:
+        args = parser.parse_args(local_argv)
         return args.func(args)
-    except (CorpusError, ConfigError, FileNotFoundError, ValueError,
+
+    try:
+        return storage.run_with_uris(run, argv, runtime.state_dir(),
+                                     storage_option="--storage" if takes_storage else None)
+    except (CorpusError, ConfigError, FileNotFoundError, ValueError, storage.StorageError,
             runtime.ClusterUnreachable) as err:
         print(f"erc: error: {err}", file=sys.stderr)
         return 2

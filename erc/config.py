@@ -12,6 +12,8 @@ from typing import Any
 
 import yaml
 
+from erc.storage import is_uri
+
 
 class ConfigError(ValueError):
     pass
@@ -85,6 +87,9 @@ class TrainStageConfig:
     lr: float = 1e-3
     patience: int = 8  # epochs without a better dev weighted F1
     workers: int = 1  # Ray Train workers
+    # Where Ray Train keeps checkpoints (default OUTPUT/train/ray): on a multi-node
+    # cluster a folder every node mounts or a storage URI (s3://...).
+    storage: str | None = None
     seed: int = 0
     train_split: str = "train"
     dev_split: str = "dev"
@@ -155,7 +160,8 @@ def from_dict(cls, data: Any, where: str = "config"):
 
 def load_config(path: str | Path | None, cls=RunConfig):
     """Loads a YAML config. A relative corpus.path is taken from the config's folder (so
-    a config travels with its corpus); output_dir is taken from the working directory."""
+    a config travels with its corpus); output_dir is taken from the working directory.
+    Either may be a storage URI (s3://...)."""
     if path is None:
         return cls()
     path = Path(path)
@@ -166,7 +172,7 @@ def load_config(path: str | Path | None, cls=RunConfig):
     except yaml.YAMLError as err:
         raise ConfigError(f"{path}: not valid YAML: {err}") from err
     config = from_dict(cls, data, where=str(path))
-    if isinstance(config, RunConfig) and config.corpus.path:
+    if isinstance(config, RunConfig) and config.corpus.path and not is_uri(config.corpus.path):
         corpus_path = Path(config.corpus.path).expanduser()
         if not corpus_path.is_absolute():
             config.corpus.path = str((path.parent / corpus_path).resolve())

@@ -1,10 +1,12 @@
-"""What every job entrypoint checks first when `ray job submit` runs it.
+"""What every job entrypoint does around the erc command it runs.
 
 A submitted job's driver runs inside a temporary copy of ``--working-dir`` on the head
 node, so a relative output path would put the results there: on one node only, and gone
-when Ray cleans up the job's runtime env. Outputs of a submitted job must be absolute
-paths on storage that every node mounts (the NFS/EFS mount /mnt/erc of cluster.yaml, see
-docs/cluster.md). Run directly (``python jobs/x.py``), paths are taken as given.
+when Ray cleans up the job's runtime env. Outputs of a submitted job are therefore either
+storage URIs (``s3://bucket/runs/meld/features``: erc's commands work on a local copy
+and upload it, see erc/storage.py) or absolute paths on storage that every node mounts (the NFS/EFS
+mount /mnt/erc of cluster.yaml, see docs/cluster.md). Run directly (``python jobs/x.py``),
+paths are taken as given.
 """
 
 from __future__ import annotations
@@ -12,6 +14,7 @@ from __future__ import annotations
 import os
 import sys
 from pathlib import PurePosixPath
+from typing import Callable
 
 OUTPUT_OPTIONS = ("--out", "--storage")
 
@@ -23,10 +26,11 @@ def submitted() -> bool:
 
 
 def check_outputs(argv: list[str]) -> None:
-    """Exits with a message when a submitted job names a relative output path, or an
-    object-store URI (erc's stages write through local paths: mount the bucket instead)."""
+    """Exits with a message when a submitted job names a relative output path."""
     if not submitted():
         return
+    from erc.storage import is_uri
+
     for i, arg in enumerate(argv):
         name, sep, value = arg.partition("=")
         if name not in OUTPUT_OPTIONS:
@@ -35,11 +39,14 @@ def check_outputs(argv: list[str]) -> None:
             if i + 1 >= len(argv):
                 continue
             value = argv[i + 1]
-        if "://" in value:
-            sys.exit(f"erc: error: {name} {value}: object-store URIs are not supported for "
-                     "outputs; mount the storage on every node (NFS/EFS, or a FUSE mount of "
-                     "the bucket) and give its absolute path")
-        if not PurePosixPath(value).is_absolute():
-            sys.exit(f"erc: error: {name} {value}: a submitted job needs an absolute path on "
-                     "storage every node shares; a relative one lands in the job's temporary "
-                     "copy of --working-dir on the head node")
+        if not is_uri(value) and not PurePosixPath(value).is_absolute():
+            sys.exit(f"erc: error: {name} {value}: a submitted job needs a storage URI "
+                     "(s3://...) or an absolute path on storage every node shares; a "
+                     "relative one lands in the job's temporary copy of --working-dir on the "
+                     "head node")
+
+
+def run(main: Callable[[list[str]], int], argv: list[str]) -> int:
+    """Checks the outputs, then runs the erc command (which stages storage URIs)."""
+    check_outputs(argv)
+    return main(argv)

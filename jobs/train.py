@@ -10,10 +10,9 @@ Submitting the same command again (same --out) resumes from the run's latest che
 
 import sys
 
-from _job import check_outputs  # jobs/ is on sys.path: python jobs/<job>.py
+from _job import run  # jobs/ is on sys.path: python jobs/<job>.py
 
 if __name__ == "__main__":
-    check_outputs(sys.argv[1:])
     from erc.train.cli import main
 
-    sys.exit(main(["train", *sys.argv[1:]]))
+    sys.exit(run(lambda argv: main(["train", *argv]), sys.argv[1:]))

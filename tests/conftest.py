@@ -68,6 +68,54 @@ def sample_manifest() -> Path:
     return REPO / "erc" / "samples" / "ravdess_dialogues" / "manifest.csv"
 
 
+S3_BUCKET = "erc-test"
+
+
+@pytest.fixture(scope="session")
+def s3_store():
+    """An S3 server on loopback (moto's) holding the bucket ``S3_BUCKET``; the variables
+    that point pyarrow at it are set in this process and returned for the processes a test
+    starts. No request leaves the machine: credentials are given, the instance-metadata
+    probe is off."""
+    import socket
+    import sys
+    import time
+
+    import pyarrow.fs as pafs
+
+    from tests.cluster_harness import free_ports
+
+    port = free_ports(1)[0]
+    server = subprocess.Popen([sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(port)],
+                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    env = {"AWS_ENDPOINT_URL": f"http://127.0.0.1:{port}", "AWS_ACCESS_KEY_ID": "erc-test",
+           "AWS_SECRET_ACCESS_KEY": "erc-test", "AWS_REGION": "us-east-1",
+           "AWS_EC2_METADATA_DISABLED": "true"}
+    saved = {key: os.environ.get(key) for key in env}
+    try:
+        deadline = time.monotonic() + 60
+        while True:
+            try:
+                socket.create_connection(("127.0.0.1", port), timeout=1).close()
+                break
+            except OSError:
+                if server.poll() is not None or time.monotonic() > deadline:
+                    raise RuntimeError("the loopback S3 server (moto) did not start") from None
+                time.sleep(0.2)
+        os.environ.update(env)
+        store, _ = pafs.FileSystem.from_uri(f"s3://{S3_BUCKET}?allow_bucket_creation=true")
+        store.create_dir(S3_BUCKET)
+        yield env
+    finally:
+        server.terminate()
+        server.wait(timeout=30)
+        for key, value in saved.items():
+            if value is None:
+                os.environ.pop(key, None)
+            else:
+                os.environ[key] = value
+
+
 def make_clip(path: Path, seconds: float = 1.0, audio: bool = True, video: bool = True) -> Path:
     """A small real media file made with ffmpeg (a tone and/or a test pattern)."""
     args = ["ffmpeg", "-nostdin", "-loglevel", "error", "-y"]

@@ -3,7 +3,7 @@
 - ``cluster.yaml`` is a valid Ray cluster-launcher config (Ray's own schema and defaults
   merging, no cloud contacted) with the security and version choices it documents.
 - What every job needs on a cluster, without one: ``jobs/runtime_env.yaml`` carries erc's
-  offline defaults, submitted jobs refuse outputs off shared storage, and the preprocess
+  offline defaults, submitted jobs refuse relative output paths, and the preprocess
   stages' CPU shares cannot deadlock a cluster of small nodes.
 - A real two-node Ray cluster on loopback (``tests/cluster_harness.py``; marked
   ``cluster``): jobs submitted with ``ray job submit`` run erc's code on both nodes, token
@@ -11,7 +11,8 @@
   jobs run with work on both nodes and complete outputs; and each of them survives the
   loss of the worker node in the middle of its work (killed inside a running task):
   ingest and preprocess with output identical to a clean run, training resumed from its
-  latest checkpoint with the clean run's history and weights. The ``[cluster]`` lines
+  latest checkpoint with the clean run's history and weights. The jobs also read and write
+  ``s3://`` URIs (an S3 server on loopback). The ``[cluster]`` lines
   (``-s``) report what was lost and how long recovery took.
 
 A new job gets its test the way these have one: ``cluster.submit("python",
@@ -23,6 +24,7 @@ from __future__ import annotations
 
 import copy
 import json
+import os
 import secrets
 import time
 import urllib.error
@@ -110,16 +112,15 @@ def test_runtime_env_file_is_ercs_offline_env():
 
 
 @pytest.mark.parametrize("job", ["ingest", "preprocess", "train", "evaluate", "run", "tune"])
-def test_submitted_jobs_refuse_outputs_off_shared_storage(job, tmp_path):
+def test_submitted_jobs_refuse_relative_outputs(job, tmp_path):
     """Under `ray job submit` (its supervisor sets RAY_JOB_CONFIG_JSON_ENV_VAR) a relative
     --out would land in the job's temporary working-dir copy on the head: refused before
-    anything runs; so is an object-store URI (erc writes through local paths)."""
+    anything runs. Storage URIs and absolute paths pass."""
     import subprocess
     import sys
 
     env = {"PATH": "/usr/bin:/bin", "RAY_JOB_CONFIG_JSON_ENV_VAR": "{}"}
-    for out, message in (("runs/x", "absolute path"), ("s3://bucket/x", "object-store URIs"),
-                         (f"--storage=runs/{job}", "absolute path")):
+    for out, message in (("runs/x", "absolute path"), (f"--storage=runs/{job}", "absolute path")):
         argv = ["in", out] if out.startswith("--") else ["in", "--out", out]
         done = subprocess.run([sys.executable, str(REPO / "jobs" / f"{job}.py"), *argv],
                               env=env, cwd=tmp_path, capture_output=True, text=True, timeout=60)
@@ -131,6 +132,11 @@ def test_submitted_jobs_refuse_outputs_off_shared_storage(job, tmp_path):
     finally:
         sys.path.remove(str(REPO / "jobs"))
     check_outputs(["in", "--out", "runs/x"])
+    os.environ["RAY_JOB_CONFIG_JSON_ENV_VAR"] = "{}"
+    try:  # submitted: URIs and absolute paths are fine
+        check_outputs(["in", "--out", "s3://bucket/x", "--storage", "/mnt/erc/ray"])
+    finally:
+        del os.environ["RAY_JOB_CONFIG_JSON_ENV_VAR"]
 
 
 def test_stage_resources_leave_room_for_decode_on_every_node():
@@ -693,3 +699,86 @@ def test_train_survives_losing_the_worker_node(two_nodes, train_corpus, train_cl
           f"dead {detect_s:.1f} s after the kill, replacement node up after {replaced_s:.1f} s, "
           f"new worker group up after {regroup_s:.1f} s ({len(restarts)} workers), "
           f"job done {(faulty.info['end_time'] - crash.at_ms) / 1000:.1f} s after the kill")
+
+
+# ---------------------------------------------------------------------------------------
+# inputs and outputs at storage URIs: the jobs against an S3 server on loopback
+
+def _staging_folder(logs: str, uri: str) -> Path:
+    """The local copy a job's driver worked in for the output ``uri`` (it says so)."""
+    marker = f"[storage] {uri}: working in "
+    line = next(line for line in logs.splitlines() if marker in line)
+    return Path(line.split(marker, 1)[1].split(" (", 1)[0])
+
+
+@pytest.mark.cluster
+def test_jobs_read_and_write_s3(two_nodes, sample_manifest, preprocess_config, preprocess_clean,
+                                train_corpus, s3_store, tmp_path):
+    """ingest -> preprocess -> train -> evaluate with every output, and every input after
+    the first, at s3:// URIs. The features equal those written to shared storage; the
+    preprocess job submitted again on a head without its local copy finds its partitions
+    in S3 and computes none twice; Ray Train's workers on both nodes checkpoint straight
+    to S3."""
+    import shutil
+
+    from erc.corpus import read_corpus
+    from erc.pipeline.preprocess import load_features
+    from erc.storage import Mirror
+    from tests.conftest import S3_BUCKET
+
+    cluster = two_nodes
+    env = runtime_env()
+    env["env_vars"] = {**env["env_vars"], **s3_store}  # credentials and the loopback endpoint
+    base = f"s3://{S3_BUCKET}/cluster"
+
+    def submit(*args: str, name: str):
+        run = cluster.submit("python", *args, runtime_env=env, name=name)
+        assert run.status == "SUCCEEDED", run.logs[-4000:]
+        return run
+
+    def download(uri: str) -> Path:
+        mirror = Mirror(uri, tmp_path / "download" / uri.rsplit("/", 1)[-1])
+        mirror.pull()
+        return mirror.local
+
+    run = submit("jobs/ingest.py", str(sample_manifest), "--out", f"{base}/corpus", name="s3-ingest")
+    assert f"results: {base}/corpus" in run.logs
+    assert pq.read_table(download(f"{base}/corpus") / "utterances.parquet").equals(
+        read_corpus(sample_manifest).utterances)
+
+    preprocess = ("jobs/preprocess.py", f"{base}/corpus", "--out", f"{base}/features",
+                  "--config", str(preprocess_config), "--limit", str(PREPROCESS_LIMIT))
+    first = submit(*preprocess, name="s3-pre")
+    assert f"results: {base}/features" in first.logs
+    _features_equal(load_features(download(f"{base}/features")), load_features(preprocess_clean[1]))
+
+    # a new head node: the job's local copy is gone; what is done is read back from S3
+    shutil.rmtree(_staging_folder(first.logs, f"{base}/features"))
+    again = submit(*preprocess, name="s3-pre-again")
+    summary = json.loads((download(f"{base}/features") / "summary.json").read_text())
+    assert summary["partitions"] == {"total": PARTITIONS, "written": 0, "skipped": PARTITIONS}
+    assert "earlier file(s) downloaded" in again.logs
+
+    utterances, features = train_corpus
+    Mirror(f"{base}/train", utterances.parent).push()
+    run = submit("jobs/train.py", "fusion", f"{base}/train/utterances.parquet",
+                 "--text", f"parquet:{base}/train/features.parquet#text_embedding",
+                 "--out", f"{base}/fusion", "--epochs", "2", "--batch-size", "8",
+                 "--d-state", "8", "--window", "2", "--workers", "2", name="s3-train")
+    workers = _train_workers(cluster, run.info["job_id"])
+    assert {a["node_id"] for a in workers} == {cluster.head.node_id, cluster.workers[0].node_id}
+    fusion = download(f"{base}/fusion")
+    assert [h["epoch"] for h in json.loads((fusion / "history.json").read_text())] == [0, 1]
+    assert (fusion / "model" / "model.safetensors").is_file()
+    checkpoints = sorted(p.parent.name for p in (fusion / "ray" / "fusion").glob("checkpoint_*/model.safetensors"))
+    assert checkpoints, "Ray Train wrote no checkpoint to s3://.../fusion/ray"
+
+    submit("jobs/evaluate.py", f"{base}/fusion/model", f"{base}/train/utterances.parquet",
+           "--split", "dev", "--out", f"{base}/eval-dev", name="s3-eval")
+    evaluation = download(f"{base}/eval-dev")
+    dev_rows = pq.read_table(utterances).column("split").to_pylist().count("dev")
+    assert pq.read_table(evaluation / "predictions.parquet").num_rows == dev_rows
+    assert 0 <= json.loads((evaluation / "metrics.json").read_text())["weighted_f1"] <= 1
+    print(f"\n[cluster] jobs on s3:// (loopback S3): preprocess {first.seconds:.1f} s, submitted "
+          f"again with nothing local {again.seconds:.1f} s (all {PARTITIONS} partitions read "
+          f"back from S3), train 2 epochs on 2 nodes {run.seconds:.1f} s")

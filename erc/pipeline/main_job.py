@@ -221,7 +221,7 @@ def _train_and_evaluate(config: RunConfig, utterances: Path, features: Path, out
         raise ConfigError(f"train: none of the modalities {train.modalities} has features")
     options = {"mixer": train.mixer, **train.model}
     train_dir = out / "train"
-    cfg = TrainConfig(name="fusion", storage_path=str((train_dir / "ray").resolve()),
+    cfg = TrainConfig(name="fusion", storage_path=train.storage or str((train_dir / "ray").resolve()),
                       epochs=train.epochs, batch_size=train.batch_size, lr=train.lr,
                       patience=train.patience, seed=train.seed, num_workers=train.workers)
     say(f"  modalities: {', '.join(spec)}")

@@ -592,17 +592,6 @@ def register(commands) -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     """``erc preprocess`` on its own (what jobs/preprocess.py runs)."""
-    from erc import runtime
-    from erc.corpus import CorpusError
+    from erc.cli import stage_main
 
-    runtime.apply_offline_env()
-    parser = argparse.ArgumentParser(prog="erc")
-    register(parser.add_subparsers(dest="command", required=True))
-    args = parser.parse_args(["preprocess", *(sys.argv[1:] if argv is None else argv)])
-    try:
-        return args.func(args)
-    except (ConfigError, CorpusError, FileNotFoundError) as err:
-        print(f"erc: error: {err}", file=sys.stderr)
-        return 2
-    finally:
-        runtime.shutdown()
+    return stage_main(register, ["preprocess", *(sys.argv[1:] if argv is None else argv)])

@@ -248,7 +248,8 @@ def _common(parser, lr_help: str) -> None:
     parser.add_argument("--gpu", action="store_true", help="one GPU per worker")
     parser.add_argument("--max-failures", type=int, default=0)
     parser.add_argument("--name", help="run name (default: the --out folder's name)")
-    parser.add_argument("--storage", help="Ray Train storage path (default OUT/ray)")
+    parser.add_argument("--storage", help="where Ray Train keeps checkpoints (default OUT/ray; "
+                        "on a multi-node cluster a shared folder or s3://...)")
     parser.add_argument("--address", help="Ray cluster address (default: RAY_ADDRESS, else embedded)")
 
 

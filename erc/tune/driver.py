@@ -25,13 +25,13 @@ from __future__ import annotations
 import json
 import logging
 import os
-import shutil
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Mapping
 
 from erc.config import ConfigError
+from erc.storage import is_uri, remove_tree
 from erc.tune import results as res
 from erc.tune.space import METRIC, TIME_ATTR, SearchSpec
 
@@ -131,11 +131,11 @@ def run_search(spec: SearchSpec, table, out_dir: str | Path, *,
 
     out_dir = Path(out_dir).resolve()
     storage_path = storage or str(out_dir / "ray")
-    if "://" not in storage_path:
+    if not is_uri(storage_path):
         storage_path = str(Path(storage_path).expanduser().resolve())
     experiment_path = f"{storage_path.rstrip('/')}/{EXPERIMENT}"
-    if fresh and "://" not in experiment_path and Path(experiment_path).exists():
-        shutil.rmtree(experiment_path)
+    if fresh:
+        remove_tree(experiment_path)
     ledger = out_dir / "trial_starts.jsonl"
     if fresh:
         for name in ("search.json", "trial_starts.jsonl", ASHA_RUNGS):

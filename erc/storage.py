@@ -1,0 +1,328 @@
+"""Job inputs and outputs at storage URIs (``s3://``, ``gs://``, ``abfs://``, ``hdfs://``,
+``file://``) through pyarrow filesystems.
+
+erc's stages work on local folders: Parquet partitions written with atomic renames and
+skipped by a re-run, reports beside their images, models exported from checkpoints. A job
+given a URI works on a local copy of it:
+
+- an input (a corpus folder, a feature table, a model) is downloaded into erc's cache, and
+  downloaded again only where the remote copy changed;
+- an output folder is first downloaded (so a re-run, or a job resumed on another head
+  node, finds what an earlier run finished and does none of it twice), then uploaded while
+  the job runs (every ``interval`` seconds, so a killed job loses at most that much) and
+  once more when it ends, also when it fails. The URI is the authority: local files it no
+  longer holds are dropped on download, files the job deleted are deleted there on upload.
+
+Ray Train and Ray Tune write their checkpoints to a URI themselves (``--storage``): their
+workers may run on any node. Credentials and endpoints come from the usual environment
+(``AWS_*``, ``AWS_ENDPOINT_URL`` for an S3-compatible store, ``GOOGLE_APPLICATION_CREDENTIALS``)
+or from the URI's query (``s3://bucket/path?endpoint_override=host:port&scheme=http``).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import re
+import shutil
+import threading
+from contextlib import ExitStack, contextmanager
+from pathlib import Path
+from typing import Callable, Iterator
+
+SCHEMES = ("s3", "gs", "gcs", "abfs", "abfss", "hdfs", "viewfs", "file")
+# A URI inside an argument (``finetuned:s3://b/model``, ``parquet:gs://b/f#text_embedding``):
+# it ends at whitespace or at the ``#column`` suffix of a feature argument.
+URI_PATTERN = re.compile(rf"(?:{'|'.join(SCHEMES)})://[^\s#]+")
+INDEX = ".erc-mirror.json"  # what the local copy holds of each remote file
+RAY_STORAGE = "ray"  # Ray Train/Tune's folder beside a job's outputs (written by Ray itself)
+
+
+class StorageError(RuntimeError):
+    """A URI that cannot be opened, listed or copied; the message names it."""
+
+
+def is_uri(text: str) -> bool:
+    return bool(URI_PATTERN.fullmatch(text))
+
+
+def open_uri(uri: str):
+    """(pyarrow FileSystem, path within it) of a storage URI."""
+    import pyarrow as pa
+    import pyarrow.fs as pafs
+
+    try:
+        return pafs.FileSystem.from_uri(uri)
+    except (pa.ArrowException, OSError, ValueError) as err:
+        raise StorageError(f"{uri}: cannot open this storage URI ({err})") from None
+
+
+def join_uri(uri: str, name: str) -> str:
+    """``uri/name``, keeping a query (``?endpoint_override=...``) at the end."""
+    base, sep, query = uri.partition("?")
+    return f"{base.rstrip('/')}/{name}{sep}{query}"
+
+
+def remove_tree(path_or_uri: str) -> None:
+    """Deletes a folder given as a local path or a storage URI (nothing if absent)."""
+    import pyarrow.fs as pafs
+
+    if not is_uri(path_or_uri):
+        if Path(path_or_uri).exists():
+            shutil.rmtree(path_or_uri)
+        return
+    fs, path = open_uri(path_or_uri)
+    if fs.get_file_info(path).type != pafs.FileType.NotFound:
+        fs.delete_dir(path)
+
+
+def _local_copy(base: Path, uri: str, folder: bool) -> Path:
+    """Where the local copy of ``uri`` lives: a folder of its own per URI; a folder URI's
+    copy keeps its name (``erc train`` names its run after the output folder)."""
+    key = base / hashlib.sha256(uri.rstrip("/").encode()).hexdigest()[:16]
+    name = uri.rstrip("/").split("?")[0].rsplit("/", 1)[-1]
+    return key / name if folder and name and "://" not in name else key
+
+
+def _is_scratch(relative: str) -> bool:
+    """Files mid-write (erc writes ``.name.tmp`` then renames) and the mirror's index."""
+    name = relative.rsplit("/", 1)[-1]
+    return name == INDEX or name.endswith(".tmp")
+
+
+class Mirror:
+    """A local folder kept in step with a folder (or one file) at a URI."""
+
+    def __init__(self, uri: str, local: str | Path, exclude: tuple[str, ...] = ()):
+        self.uri = uri.rstrip("/")
+        self.exclude = exclude  # top-level folders left alone on both sides
+        self.fs, self.root = open_uri(self.uri)
+        self.root = self.root.rstrip("/")
+        self.local = Path(local)
+        self._index_path = self.local / INDEX
+        self._index: dict[str, dict] = {}
+        if self._index_path.is_file():
+            self._index = json.loads(self._index_path.read_text())
+        self._lock = threading.Lock()
+        self._one_file = False
+
+    # -- the two sides -------------------------------------------------------------------
+    def _remote_files(self) -> dict[str, tuple[int, int]]:
+        """{relative path: (size, mtime ns)} of the files under the URI."""
+        import pyarrow.fs as pafs
+
+        try:
+            top = self.fs.get_file_info(self.root)
+            self._one_file = top.type == pafs.FileType.File
+            if self._one_file:  # the URI names one file (an input)
+                return {Path(self.root).name: (top.size, top.mtime_ns or 0)}
+            infos = self.fs.get_file_info(
+                pafs.FileSelector(self.root, recursive=True, allow_not_found=True))
+        except OSError as err:
+            raise StorageError(f"{self.uri}: cannot list it ({err})") from None
+        prefix = f"{self.root}/"
+        return {info.path[len(prefix):]: (info.size, info.mtime_ns or 0) for info in infos
+                if info.type == pafs.FileType.File and info.path.startswith(prefix)
+                and self._mirrored(info.path[len(prefix):])}
+
+    def _remote_path(self, relative: str) -> str:
+        return self.root if self._one_file else f"{self.root}/{relative}"
+
+    def _local_files(self) -> dict[str, tuple[int, int]]:
+        files = {}
+        if self.local.is_dir():
+            for path in self.local.rglob("*"):
+                relative = path.relative_to(self.local).as_posix()
+                if path.is_file() and self._mirrored(relative):
+                    stat = path.stat()
+                    files[relative] = (stat.st_size, stat.st_mtime_ns)
+        return files
+
+    def _mirrored(self, relative: str) -> bool:
+        return not _is_scratch(relative) and relative.split("/", 1)[0] not in self.exclude
+
+    def _save_index(self) -> None:
+        self.local.mkdir(parents=True, exist_ok=True)
+        tmp = self._index_path.with_name(f"{INDEX}.tmp")
+        tmp.write_text(json.dumps(self._index))
+        os.replace(tmp, self._index_path)
+
+    # -- download ------------------------------------------------------------------------
+    def pull(self) -> int:
+        """Makes the local folder hold what the URI holds; returns the files downloaded."""
+        with self._lock:
+            remote = self._remote_files()
+            local = self._local_files()
+            fetched = 0
+            for relative, (size, mtime) in remote.items():
+                known = self._index.get(relative)
+                if (known and relative in local and list(local[relative]) == known["local"]
+                        and [size, mtime] == known["remote"]):
+                    continue  # the local copy is this version of the remote file
+                self._download(relative)
+                stat = (self.local / relative).stat()
+                self._index[relative] = {"local": [stat.st_size, stat.st_mtime_ns],
+                                         "remote": [size, mtime]}
+                fetched += 1
+            for relative in set(local) - set(remote):  # the URI is the authority
+                (self.local / relative).unlink()
+                self._index.pop(relative, None)
+            for relative in set(self._index) - set(remote):
+                del self._index[relative]
+            self._save_index()
+            return fetched
+
+    def _download(self, relative: str) -> None:
+        target = self.local / relative
+        target.parent.mkdir(parents=True, exist_ok=True)
+        tmp = target.with_name(f".{target.name}.tmp")
+        try:
+            with self.fs.open_input_stream(self._remote_path(relative)) as src, open(tmp, "wb") as dst:
+                while chunk := src.read(8 << 20):
+                    dst.write(chunk)
+        except OSError as err:
+            tmp.unlink(missing_ok=True)
+            raise StorageError(f"{self.uri}/{relative}: download failed ({err})") from None
+        os.replace(tmp, target)
+
+    # -- upload --------------------------------------------------------------------------
+    def push(self) -> int:
+        """Makes the URI hold what the local folder holds; returns the files uploaded or
+        deleted there."""
+        with self._lock:
+            local = self._local_files()
+            changed = 0
+            for relative, stat in sorted(local.items()):
+                known = self._index.get(relative)
+                if known and list(stat) == known["local"]:
+                    continue
+                try:
+                    remote = self._upload(relative)
+                except FileNotFoundError:  # deleted by the job since the listing
+                    continue
+                # The stat taken before reading: a file written again meanwhile differs
+                # from it and goes up again next time.
+                self._index[relative] = {"local": list(stat), "remote": list(remote)}
+                changed += 1
+            for relative in sorted(set(self._index) - set(local)):
+                try:
+                    self.fs.delete_file(f"{self.root}/{relative}")
+                except FileNotFoundError:
+                    pass
+                except OSError as err:
+                    raise StorageError(f"{self.uri}/{relative}: delete failed ({err})") from None
+                del self._index[relative]
+                changed += 1
+            self._save_index()
+            return changed
+
+    def _upload(self, relative: str) -> tuple[int, int]:
+        import pyarrow.fs as pafs
+
+        remote = f"{self.root}/{relative}"
+        with open(self.local / relative, "rb") as src:  # FileNotFoundError: deleted since
+            try:
+                if isinstance(self.fs, pafs.LocalFileSystem):  # object stores have no folders
+                    self.fs.create_dir(remote.rsplit("/", 1)[0], recursive=True)
+                with self.fs.open_output_stream(remote) as dst:
+                    while chunk := src.read(8 << 20):
+                        dst.write(chunk)
+                info = self.fs.get_file_info(remote)
+            except OSError as err:
+                raise StorageError(f"{remote}: upload to {self.uri} failed ({err})") from None
+        return info.size, info.mtime_ns or 0
+
+
+def stage_input(uri: str, cache: Path) -> Path:
+    """A local copy of the file or folder at ``uri`` (downloaded where it changed)."""
+    import pyarrow.fs as pafs
+
+    fs, path = open_uri(uri)
+    kind = fs.get_file_info(path.rstrip("/")).type
+    if kind == pafs.FileType.NotFound:
+        raise StorageError(f"{uri}: no such file or folder")
+    is_file = kind == pafs.FileType.File
+    mirror = Mirror(uri, _local_copy(cache / "inputs", uri, folder=not is_file))
+    fetched = mirror.pull()
+    if fetched:
+        print(f"[storage] {uri}: {fetched} file(s) downloaded to {mirror.local}", flush=True)
+    return mirror.local / Path(path.rstrip("/")).name if is_file else mirror.local
+
+
+@contextmanager
+def staged_output(uri: str, cache: Path, interval: float = 30.0,
+                  exclude: tuple[str, ...] = ()) -> Iterator[Path]:
+    """A local folder for an output at ``uri``: filled from the URI first, uploaded every
+    ``interval`` seconds while the body runs and once more when it ends. ``exclude``:
+    top-level folders of the URI that something else writes there (Ray's storage)."""
+    mirror = Mirror(uri, _local_copy(cache / "staging", uri, folder=True), exclude)
+    fetched = mirror.pull()
+    print(f"[storage] {uri}: working in {mirror.local}"
+          + (f" ({fetched} earlier file(s) downloaded)" if fetched else ""), flush=True)
+    stop = threading.Event()
+
+    def upload_periodically() -> None:
+        while not stop.wait(interval):
+            try:
+                mirror.push()
+            except StorageError as err:  # try again next time; the last push reports it
+                print(f"[storage] {err}", flush=True)
+
+    uploader = threading.Thread(target=upload_periodically, name=f"upload {uri}", daemon=True)
+    uploader.start()
+    try:
+        yield mirror.local
+    finally:
+        stop.set()
+        uploader.join()
+        changed = mirror.push()
+        print(f"[storage] {uri}: up to date ({changed} file(s) uploaded or deleted)", flush=True)
+
+
+def run_with_uris(main: Callable[[list[str]], int], argv: list[str], cache: Path,
+                  output_options: tuple[str, ...] = ("--out",),
+                  storage_option: str | None = None, interval: float = 30.0) -> int:
+    """Runs ``main`` on ``argv`` with every storage URI in it replaced by a local copy:
+    the values of ``output_options`` are staged outputs, every other URI an input. The
+    value of ``storage_option`` (Ray's own storage) stays a URI; when an output is a URI
+    and that option is not given, it is set to ``<output URI>/ray`` so that checkpoints go
+    straight to the store from whichever node writes them."""
+    outputs: list[str] = []
+
+    def localise(option: str | None, value: str) -> str:
+        if option in output_options and is_uri(value):
+            outputs.append(value)
+            return f"\0output{len(outputs) - 1}"
+        if option is not None and option == storage_option:
+            return value
+        return URI_PATTERN.sub(lambda m: str(stage_input(m.group(0), cache)), value)
+
+    local_argv: list[str] = []
+    pending = None  # an option whose value is the next argument
+    for arg in argv:
+        if pending:
+            local_argv.append(localise(pending, arg))
+            pending = None
+        elif arg in (*output_options, storage_option):
+            local_argv.append(arg)
+            pending = arg
+        elif arg.startswith("--") and "=" in arg:
+            name, _, value = arg.partition("=")
+            local_argv.append(f"{name}={localise(name, value)}")
+        else:
+            local_argv.append(localise(None, arg))
+    given_storage = storage_option and any(
+        a == storage_option or a.startswith(f"{storage_option}=") for a in argv)
+    ray_storage = outputs and storage_option and not given_storage
+    if ray_storage:
+        local_argv += [storage_option, join_uri(outputs[0], RAY_STORAGE)]
+    with ExitStack() as stack:
+        for number, uri in enumerate(outputs):
+            exclude = (RAY_STORAGE,) if ray_storage and number == 0 else ()
+            local = stack.enter_context(staged_output(uri, cache, interval, exclude))
+            local_argv = [a.replace(f"\0output{number}", str(local)) for a in local_argv]
+        code = main(local_argv)
+    for uri in outputs:
+        print(f"results: {uri}", flush=True)
+    return code

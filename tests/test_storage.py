@@ -1,0 +1,209 @@
+"""Job inputs and outputs at storage URIs (erc.storage): a local folder mirrored to a
+folder at a URI, on the local filesystem (file://) and on an S3 server on loopback."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import time
+import uuid
+from pathlib import Path
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+
+from erc.storage import (Mirror, StorageError, is_uri, join_uri, open_uri, run_with_uris,
+                         stage_input)
+from tests.conftest import REPO, S3_BUCKET
+
+
+@pytest.fixture(params=["file", "s3"])
+def base_uri(request, tmp_path) -> str:
+    """A fresh remote folder: on the local filesystem or in the loopback S3 bucket."""
+    if request.param == "file":
+        return f"file://{tmp_path / 'remote'}"
+    request.getfixturevalue("s3_store")
+    return f"s3://{S3_BUCKET}/{uuid.uuid4().hex[:8]}"
+
+
+def _remote(uri: str) -> dict[str, bytes]:
+    import pyarrow.fs as pafs
+
+    fs, root = open_uri(uri)
+    infos = fs.get_file_info(pafs.FileSelector(root, recursive=True, allow_not_found=True))
+    files = {}
+    for info in infos:
+        if info.type == pafs.FileType.File:
+            with fs.open_input_stream(info.path) as f:
+                files[info.path[len(root) + 1:]] = f.read()
+    return files
+
+
+def _write(path: Path, data: bytes) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_bytes(data)
+
+
+def test_uris_are_told_from_paths():
+    assert is_uri("s3://bucket/runs/x") and is_uri("gs://b/x") and is_uri("file:///tmp/x")
+    assert not is_uri("/mnt/erc/runs") and not is_uri("runs/x")
+    assert not is_uri("ray://head:10001") and not is_uri("http://127.0.0.1:8265")
+    assert join_uri("s3://b/x/?endpoint_override=h:9000&scheme=http", "ray") == \
+        "s3://b/x/ray?endpoint_override=h:9000&scheme=http"
+
+
+def test_mirror_uploads_downloads_and_deletes(base_uri, tmp_path):
+    uri = f"{base_uri}/features"
+    job = tmp_path / "job"
+    _write(job / "summary.json", b'{"rows": 2}')
+    _write(job / "parts" / "part-00000.parquet", b"PAR1 rows")
+    _write(job / "parts" / ".part-00001.parquet.tmp", b"half written")  # never uploaded
+    writer = Mirror(uri, job)
+    assert writer.push() == 2
+    assert _remote(uri) == {"summary.json": b'{"rows": 2}', "parts/part-00000.parquet": b"PAR1 rows"}
+    assert writer.push() == 0  # nothing changed, nothing sent
+
+    reader = Mirror(uri, tmp_path / "other-node")
+    assert reader.pull() == 2
+    assert (reader.local / "parts" / "part-00000.parquet").read_bytes() == b"PAR1 rows"
+    assert reader.pull() == 0  # up to date: nothing downloaded again
+
+    time.sleep(1.1)  # S3 times to the second: a rewrite must differ from the last upload
+    _write(job / "summary.json", b'{"rows": 3}')  # same size, new content
+    (job / "parts" / "part-00000.parquet").unlink()
+    assert writer.push() == 2  # one upload, one delete
+    assert reader.pull() == 1
+    assert (reader.local / "summary.json").read_bytes() == b'{"rows": 3}'
+    assert not (reader.local / "parts" / "part-00000.parquet").exists()
+
+    # a local file the URI does not hold is dropped: the URI is the authority
+    _write(reader.local / "stray.txt", b"x")
+    reader.pull()
+    assert not (reader.local / "stray.txt").exists()
+
+
+def test_inputs_are_staged_once(base_uri, tmp_path):
+    table = pa.table({"utterance_id": ["a", "b"], "text_embedding": [[0.1, 0.2], [0.3, 0.4]]})
+    source = tmp_path / "features"
+    source.mkdir()
+    pq.write_table(table, source / "features.parquet")
+    Mirror(f"{base_uri}/corpus", source).push()
+
+    folder = stage_input(f"{base_uri}/corpus", tmp_path / "cache")
+    assert folder.name == "corpus"
+    one = stage_input(f"{base_uri}/corpus/features.parquet", tmp_path / "cache")
+    assert one.name == "features.parquet" and pq.read_table(one).equals(table)
+    stamp = one.stat().st_mtime_ns
+    assert stage_input(f"{base_uri}/corpus/features.parquet", tmp_path / "cache") == one
+    assert one.stat().st_mtime_ns == stamp  # not downloaded again
+    with pytest.raises(StorageError, match="no such file or folder"):
+        stage_input(f"{base_uri}/nothing-here", tmp_path / "cache")
+
+
+def test_run_with_uris_stages_inputs_and_outputs(base_uri, tmp_path):
+    """A job's arguments: inputs replaced by local copies (also inside ``parquet:URI#col``),
+    the output worked on locally and uploaded, Ray's storage set to a URI beside it, and
+    what the job wrote before failing uploaded too."""
+    source = tmp_path / "source"
+    pq.write_table(pa.table({"utterance_id": ["a"]}), _touch(source / "utterances.parquet"))
+    pq.write_table(pa.table({"utterance_id": ["a"], "x": [[1.0]]}), source / "features.parquet")
+    Mirror(f"{base_uri}/corpus", source).push()
+    seen = {}
+
+    def job(argv):
+        seen["argv"] = argv
+        out = Path(argv[argv.index("--out") + 1])
+        _write(out / "model" / "model.safetensors", b"weights")
+        if "--fail" in argv:
+            raise RuntimeError("the job broke")
+        _write(out / "history.json", b"[]")
+        return 0
+
+    argv = [f"{base_uri}/corpus/utterances.parquet", "--text",
+            f"parquet:{base_uri}/corpus/features.parquet#x", "--out", f"{base_uri}/fusion",
+            "--epochs", "2"]
+    assert run_with_uris(job, argv, tmp_path / "cache", storage_option="--storage") == 0
+    got = seen["argv"]
+    assert Path(got[0]).is_file() and pq.read_table(got[0]).column("utterance_id").to_pylist() == ["a"]
+    path, _, column = got[2].removeprefix("parquet:").partition("#")
+    assert Path(path).is_file() and column == "x"
+    assert not is_uri(got[4]) and Path(got[4]).name == "fusion"
+    assert got[-2:] == ["--storage", f"{base_uri}/fusion/ray"]
+    assert _remote(f"{base_uri}/fusion") == {"model/model.safetensors": b"weights",
+                                             "history.json": b"[]"}
+
+    with pytest.raises(RuntimeError, match="the job broke"):
+        run_with_uris(job, ["--out", f"{base_uri}/broken", "--fail"], tmp_path / "cache")
+    assert _remote(f"{base_uri}/broken") == {"model/model.safetensors": b"weights"}
+
+
+def _touch(path: Path) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    return path
+
+
+def test_a_job_with_an_unreachable_uri_says_so(s3_store, tmp_path):
+    """A bucket that does not exist: the job entrypoint ends with a message naming it."""
+    import os
+
+    env = {**os.environ, **s3_store, "ERC_HOME": str(tmp_path / "erc")}
+    done = subprocess.run([sys.executable, "jobs/evaluate.py", "s3://no-such-bucket/fusion/model",
+                           "s3://no-such-bucket/corpus", "--out", "s3://no-such-bucket/eval"],
+                          cwd=REPO, env=env, capture_output=True, text=True, timeout=120)
+    assert done.returncode == 2, done.stdout + done.stderr
+    assert "s3://no-such-bucket/fusion/model" in done.stderr and "erc: error:" in done.stderr
+
+
+def test_a_search_kept_in_s3_resumes_from_there(s3_store, tmp_path):
+    """`jobs/tune.py --out s3://...`: Ray Tune keeps the search in the bucket (OUT/ray),
+    the tables and plots are uploaded; the same command on a machine without the local
+    copy restores the finished search from S3 and runs no trial again."""
+    import json
+    import os
+
+    import yaml
+
+    from tests.conftest import shared_path
+    from tests.test_tune import SEARCH
+
+    meld = shared_path("data", "meld")
+    search = tmp_path / "search.yaml"
+    search.write_text(yaml.safe_dump({**SEARCH, "search": {**SEARCH["search"], "num_samples": 2}}))
+    uri = f"s3://{S3_BUCKET}/tune-{uuid.uuid4().hex[:8]}"
+    command = [sys.executable, "jobs/tune.py", str(search), str(meld), "--out", uri,
+               "--limit-dialogues", "10", "--num-cpus", "2", "--verbose", "0"]
+
+    def run(home: Path) -> str:
+        env = {**os.environ, "ERC_HOME": str(home), "PYTHONUNBUFFERED": "1"}
+        done = subprocess.run(command, cwd=REPO, env=env, capture_output=True, text=True,
+                              timeout=400)
+        assert done.returncode == 0, (done.stdout + done.stderr)[-4000:]
+        return done.stdout
+
+    first = run(tmp_path / "first-machine")
+    assert f"results: {uri}" in first
+    remote = _remote(uri)
+    assert {"trials.csv", "best_config.yaml", "report.html"} <= set(remote)
+    assert any(name.startswith("ray/search/experiment_state") for name in remote), sorted(remote)
+    started = [json.loads(line) for line in remote["trial_starts.jsonl"].decode().splitlines()]
+    assert len(started) == 2
+
+    again = run(tmp_path / "second-machine")
+    assert "[tune] resuming the search" in again
+    restarted = _remote(uri)["trial_starts.jsonl"].decode().splitlines()
+    assert len(restarted) == 2  # no trial started again
+
+
+def test_erc_commands_take_uris(s3_store, sample_manifest, capsys):
+    """`erc corpus ingest ... --out s3://...` writes to the bucket; `erc corpus summary
+    s3://...` reads it back from there."""
+    from erc.cli import main
+
+    uri = f"s3://{S3_BUCKET}/ingest-{uuid.uuid4().hex[:8]}"
+    assert main(["corpus", "ingest", str(sample_manifest), "--out", uri]) == 0
+    assert f"results: {uri}" in capsys.readouterr().out
+    remote = _remote(uri)
+    assert {"utterances.parquet", "problems.parquet", "ingest.json"} <= set(remote)
+    assert main(["corpus", "summary", uri]) == 0
+    assert "84" in capsys.readouterr().out  # the sample's utterances, counted from the copy
