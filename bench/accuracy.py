@@ -5,6 +5,8 @@ identity adapters (speaker on RAVDESS by actor, face on CK+48 by subject), raw v
     .venv/bin/python bench/accuracy.py                      # everything (long on a CPU)
     .venv/bin/python bench/accuracy.py --corpora meld --no-adapters
     .venv/bin/python bench/accuracy.py --encoder all-mpnet-base-v2
+    .venv/bin/python bench/accuracy.py --corpora iemocap --no-adapters --seeds 5 \
+        --frozen all-MiniLM-L6-v2 all-mpnet-base-v2
 
 Rows, per corpus (all text-only: the corpora here have transcripts, no media):
 - floor: frozen sentence embeddings (all-MiniLM-L6-v2) of the turn and its two previous
@@ -16,7 +18,12 @@ Rows, per corpus (all text-only: the corpora here have transcripts, no media):
   its own classification head (the text-only model);
 - fine-tuned + Mamba / + transformer / + Mamba no-context: the fusion model and its
   baselines on the fine-tuned encoder's utterance vectors;
+- with ``--seeds N``, for each fusion row: the mean over seeds 0..N-1 and the ensemble of
+  those N models (``erc evaluate`` with N model folders averages their probabilities);
 - paper: Wang & Beigi's reported figures (their QC-filtered MELD; their own splits).
+
+Every fusion row stops early on the split it reports (dev / valid), as ``erc train`` does
+with its ``--dev-split``: the corpora here have no third split to select on.
 
 Every trained model is cached under the erc state dir (``~/.cache/erc/bench``) keyed by
 its configuration: a second run re-evaluates cached models and trains only what is
@@ -111,16 +118,35 @@ def corpus_rows(name: str, args, bench_dir: Path) -> list[dict]:
     row("floor: frozen MiniLM + 2 turns + LogReg", floor_baseline(table, frozen, dev))
 
     def fusion(tag: str, spec: dict, features: dict, options: dict, lr: float) -> None:
-        out = bench_dir / f"{name}-{tag}"
-        cfg = TrainConfig(name=out.name, storage_path=str(bench_dir / "ray"),
-                          epochs=args.fusion_epochs, batch_size=8, lr=lr, patience=3,
-                          cpus_per_worker=args.cpus, seed=0)
-        model_dir, cached, seconds = _cached_or_train(
-            out / "model", lambda: train_fusion(table, spec, out, cfg, options,
-                                                roles={"train": "train", "dev": dev},
-                                                features=features), tag)
-        result = evaluate(model_dir, table, dev, out / f"eval-{dev}")
-        row(tag, result.metrics, "cached" if cached else f"trained in {seconds:.0f} s")
+        """The row of seed 0; with --seeds N also the mean over N seeds and their ensemble."""
+        model_dirs, scores = [], []
+        for seed in range(args.seeds):
+            out = bench_dir / (f"{name}-{tag}" if seed == 0 else f"{name}-{tag}-seed{seed}")
+            cfg = TrainConfig(name=out.name, storage_path=str(bench_dir / "ray"),
+                              epochs=args.fusion_epochs, batch_size=8, lr=lr, patience=3,
+                              cpus_per_worker=args.cpus, seed=seed)
+            model_dir, cached, seconds = _cached_or_train(
+                out / "model", lambda: train_fusion(table, spec, out, cfg, options,
+                                                    roles={"train": "train", "dev": dev},
+                                                    features=features), f"{tag} (seed {seed})")
+            result = evaluate(model_dir, table, dev, out / f"eval-{dev}")
+            note = "cached" if cached else f"trained in {seconds:.0f} s"
+            if seed == 0:
+                row(tag, result.metrics, note)
+            else:
+                print(f"    seed {seed}: wF1 {result.metrics['weighted_f1']:.4f} ({note})", flush=True)
+            model_dirs.append(model_dir)
+            scores.append(result.metrics)
+        if args.seeds > 1:
+            mean = {key: float(np.mean([m[key] for m in scores]))
+                    for key in ("accuracy", "weighted_f1", "macro_f1")}
+            spread = np.std([m["weighted_f1"] for m in scores])
+            row(f"{tag}, mean of {args.seeds} seeds", mean,
+                f"wF1 sd {spread:.3f}: " + " ".join(f"{m['weighted_f1']:.3f}" for m in scores))
+            ensemble = evaluate(model_dirs, table, dev,
+                                bench_dir / f"{name}-{tag}-ensemble{args.seeds}" / f"eval-{dev}")
+            row(f"{tag}, ensemble of {args.seeds} seeds", ensemble.metrics,
+                "class probabilities averaged")
 
     for frozen_name in args.frozen:
         frozen_encoder = resolve_text_encoder(frozen_name)
@@ -228,6 +254,9 @@ def main(argv=None) -> int:
     parser.add_argument("--frozen", nargs="+", default=["all-MiniLM-L6-v2"],
                         help="encoders whose frozen embeddings feed a Mamba fusion row")
     parser.add_argument("--fusion-epochs", type=int, default=20)
+    parser.add_argument("--seeds", type=int, default=1,
+                        help="train every fusion row with seeds 0..N-1: adds their mean and "
+                             "their ensemble (class probabilities averaged)")
     parser.add_argument("--cpus", type=int, default=2, help="CPUs of the training worker")
     parser.add_argument("--no-adapters", action="store_true")
     parser.add_argument("--out", default="runs/bench/accuracy.json")

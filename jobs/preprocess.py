@@ -3,6 +3,7 @@
     ray job submit --working-dir . --runtime-env jobs/runtime_env.yaml -- python jobs/preprocess.py /shared/runs/meld/corpus \
         --out /shared/runs/meld/features --profile paper --config my_corpus.yaml
 
+Paths may be storage URIs instead (`s3://bucket/runs/meld/corpus --out s3://bucket/runs/meld/features`).
 Inside a Ray job RAY_ADDRESS names the cluster, so the work runs there; run directly, it
 starts an embedded single-node Ray. Re-submitting after a failure resumes: finished
 partitions are skipped.

@@ -6,6 +6,8 @@
         --text finetuned:/shared/runs/meld/text/model --out /shared/runs/meld/fusion
 
 Submitting the same command again (same --out) resumes from the run's latest checkpoint.
+With --out s3://bucket/runs/meld/fusion, Ray Train checkpoints to s3://bucket/runs/meld/fusion/ray
+(unless --storage says otherwise) and the exported model and history are uploaded beside it.
 """
 
 import sys

@@ -298,3 +298,43 @@ def test_multimodal_features_through_adapters(tmp_path):
     dialogue = data.splits["train"][0]
     assert dialogue["present"]["speaker"].tolist() == [True, False, True, True]
     assert dialogue["present"]["face"].tolist() == [True, True, False, True]
+
+
+def test_an_ensemble_averages_its_models_probabilities(tmp_path):
+    """`erc evaluate M1 M2 CORPUS`: the predictions are the mean of the two models' class
+    probabilities, the metrics those of its argmax; models that predict other labels are
+    refused as an ensemble."""
+    import torch
+    from sklearn.metrics import f1_score
+
+    from erc.models.checkpoint import save_model
+    from erc.models.fusion import FusionConfig, FusionModel
+    from erc.train.cli import main
+    from erc.train.data import load_utterances
+    from erc.train.evaluate import evaluate, predict_split
+
+    corpus, features = _write_corpus(tmp_path / "corpus")
+    spec = {"text": {"kind": "parquet", "path": str(features), "column": "text_embedding"}}
+    models = []
+    for seed, labels in ((0, ["a", "b", "c"]), (1, ["a", "b", "c"]), (2, ["a", "b", "x"])):
+        torch.manual_seed(seed)
+        model = FusionModel(FusionConfig(modalities=["text"], dims={"text": 12}, labels=labels,
+                                         n_classes=3, d_state=8, window=2))
+        models.append(save_model(tmp_path / f"seed{seed}", model,
+                                 extra={"task": "fusion", "labels": labels, "features": spec}))
+    table = load_utterances(corpus)
+    one, y, *_ = predict_split(models[0], table, "dev")
+    two, *_ = predict_split(models[1], table, "dev")
+    assert not np.allclose(one, two)
+
+    assert main(["evaluate", str(models[0]), str(models[1]), str(corpus), "--split", "dev",
+                 "--out", str(tmp_path / "eval")]) == 0
+    predictions = pq.read_table(tmp_path / "eval" / "predictions.parquet").to_pandas()
+    mean = (one + two) / 2
+    assert np.allclose(predictions[["p_a", "p_b", "p_c"]].to_numpy(), mean, atol=1e-6)
+    metrics = json.loads((tmp_path / "eval" / "metrics.json").read_text())
+    assert metrics["model"] == [str(models[0]), str(models[1])]
+    assert metrics["weighted_f1"] == pytest.approx(
+        f1_score(y, mean.argmax(1), average="weighted"))
+    with pytest.raises(ValueError, match="not one ensemble"):
+        evaluate([models[0], models[2]], table, "dev")

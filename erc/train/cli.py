@@ -8,6 +8,7 @@ subparsers of the ``erc`` command line.
     erc train adapter speaker ../shared/assets/speech/ravdess16k --out runs/adapters/speaker
     erc train adapter face ../shared/assets/faces/ckplus48 --out runs/adapters/face
     erc evaluate runs/meld/fusion/model CORPUS --split dev --out runs/meld/eval-dev
+    erc evaluate runs/meld/fusion-seed*/model CORPUS --out runs/meld/eval-ensemble   # ensemble
 
 CORPUS is an ingest output folder, an ``utterances.parquet`` or any corpus erc reads.
 Training runs on Ray Train (``--address`` / RAY_ADDRESS for a cluster, else an embedded
@@ -213,8 +214,10 @@ def cmd_evaluate(args) -> int:
 
     table = load_utterances(args.corpus, format=args.format)
     split = resolve_roles(table, {"dev": args.split})["dev"]
-    out = Path(args.out) if args.out else Path(args.model).parent / f"eval-{split}"
+    out = Path(args.out) if args.out else Path(args.model[0]).parent / f"eval-{split}"
     result = evaluate(args.model, table, split, out)
+    if len(args.model) > 1:
+        print(f"ensemble of {len(args.model)} models (class probabilities averaged)")
     if args.json:
         print(json.dumps({k: v for k, v in result.metrics.items() if k != "confusion"}, indent=2))
     else:
@@ -321,12 +324,14 @@ def register(commands) -> None:
 
     evaluate = commands.add_parser("evaluate", help="evaluate a trained model on a split",
                                    description="Accuracy, weighted / macro F1, per-class and "
-                                               "per-speaker metrics, confusion matrix, predictions.")
-    evaluate.add_argument("model", help="model folder (OUT/model of erc train)")
+                                               "per-speaker metrics, confusion matrix, predictions; "
+                                               "of one model or of an ensemble (several models).")
+    evaluate.add_argument("model", nargs="+", help="model folder (OUT/model of erc train); "
+                          "several: an ensemble (their class probabilities averaged)")
     evaluate.add_argument("corpus", help="ingest folder, utterances.parquet or a corpus erc reads")
     evaluate.add_argument("--split", default="dev")
     evaluate.add_argument("--format")
-    evaluate.add_argument("--out", help="default: MODEL/../eval-SPLIT")
+    evaluate.add_argument("--out", help="default: MODEL/../eval-SPLIT (of the first MODEL)")
     evaluate.add_argument("--json", action="store_true")
     evaluate.set_defaults(func=cmd_evaluate)
 

@@ -1,4 +1,7 @@
-"""Evaluate a trained model (text or fusion) on any split of any corpus.
+"""Evaluate a trained model (text or fusion), or an ensemble of them, on any split of any
+corpus. An ensemble averages its models' class probabilities: models of one architecture
+trained with different seeds (``erc train ... --seed N``) disagree on the turns they are
+unsure of, and their average is steadier than any one of them.
 
 Writes to ``out_dir``: ``metrics.json`` (accuracy, weighted F1, macro F1, per-class
 P/R/F1/support, confusion matrix, per-speaker breakdown), ``confusion.png`` and
@@ -11,6 +14,7 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Sequence
 
 import numpy as np
 import pyarrow as pa
@@ -61,17 +65,35 @@ def predict_split(model_dir: str | Path, table: pa.Table, split: str, device: st
     return probs, y, ids, speakers, labels
 
 
-def evaluate(model_dir: str | Path, table: pa.Table, split: str, out_dir: str | Path | None = None,
-             device: str = "cpu", title: str | None = None) -> Evaluation:
+def predict_ensemble(model_dirs: Sequence[str | Path], table: pa.Table, split: str,
+                     device: str = "cpu"):
+    """``predict_split`` of several models, their probabilities averaged. The models must
+    predict the same labels for the same utterances."""
+    probs, y, ids, speakers, labels = predict_split(model_dirs[0], table, split, device)
+    for other in model_dirs[1:]:
+        more, _, other_ids, _, other_labels = predict_split(other, table, split, device)
+        if other_labels != labels or other_ids != ids:
+            raise ValueError(f"{other}: predicts {other_labels} for {len(other_ids)} utterances; "
+                             f"{model_dirs[0]} predicts {labels} for {len(ids)}: not one ensemble")
+        probs = probs + more
+    return probs / len(model_dirs), y, ids, speakers, labels
+
+
+def evaluate(model_dir: str | Path | Sequence[str | Path], table: pa.Table, split: str,
+             out_dir: str | Path | None = None, device: str = "cpu",
+             title: str | None = None) -> Evaluation:
+    """Metrics and predictions of a model folder, or of a list of them (an ensemble)."""
     from erc.train.metrics import classification_metrics, per_group, plot_confusion
 
-    probs, y, ids, speakers, labels = predict_split(model_dir, table, split, device)
+    model_dirs = [model_dir] if isinstance(model_dir, (str, Path)) else list(model_dir)
+    probs, y, ids, speakers, labels = predict_ensemble(model_dirs, table, split, device)
     pred = probs.argmax(1)
     labelled = y >= 0
     metrics = classification_metrics(y[labelled], pred[labelled], labels)
     metrics["per_speaker"] = per_group(y[labelled], pred[labelled],
                                        np.asarray(speakers)[labelled], labels)
-    metrics.update({"split": split, "model": str(model_dir), "n_unlabelled": int((~labelled).sum())})
+    metrics.update({"split": split, "model": str(model_dirs[0]) if len(model_dirs) == 1 else
+                    [str(m) for m in model_dirs], "n_unlabelled": int((~labelled).sum())})
     dialogue = dict(zip(table.column("utterance_id").to_pylist(),
                         table.column("dialogue_id").to_pylist()))
     predictions = pa.table({
@@ -87,7 +109,9 @@ def evaluate(model_dir: str | Path, table: pa.Table, split: str, out_dir: str | 
         out_dir.mkdir(parents=True, exist_ok=True)
         (out_dir / "metrics.json").write_text(json.dumps(metrics, indent=2))
         pq.write_table(predictions, out_dir / "predictions.parquet")
+        name = (Path(model_dirs[0]).name if len(model_dirs) == 1
+                else f"ensemble of {len(model_dirs)}")
         plot_confusion(metrics["confusion"], labels, out_dir / "confusion.png",
-                       title or f"{Path(model_dir).name} on {split}: acc {metrics['accuracy']:.3f}, "
+                       title or f"{name} on {split}: acc {metrics['accuracy']:.3f}, "
                                 f"wF1 {metrics['weighted_f1']:.3f}")
     return Evaluation(metrics=metrics, predictions=predictions, out_dir=out_dir)
