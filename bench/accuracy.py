@@ -110,7 +110,7 @@ def corpus_rows(name: str, args, bench_dir: Path) -> list[dict]:
         rows.append({"corpus": name, "model": model, "accuracy": metrics["accuracy"],
                      "weighted_f1": metrics["weighted_f1"], "macro_f1": metrics["macro_f1"],
                      "note": note})
-        print(f"  {model:44} acc {metrics['accuracy']:.4f}  wF1 {metrics['weighted_f1']:.4f}  "
+        print(f"  {model:48} acc {metrics['accuracy']:.4f}  wF1 {metrics['weighted_f1']:.4f}  "
               f"mF1 {metrics['macro_f1']:.4f}  {note}", flush=True)
 
     floor_encoder = resolve_text_encoder("all-MiniLM-L6-v2")
@@ -278,13 +278,13 @@ def main(argv=None) -> int:
     finally:
         runtime.shutdown()
 
-    print(f"\n{'corpus':22} {'model':46} {'acc':>6} {'wF1':>6} {'mF1':>6}  note")
+    print(f"\n{'corpus':22} {'model':50} {'acc':>6} {'wF1':>6} {'mF1':>6}  note")
     for name in args.corpora:
         for r in [r for r in rows if r["corpus"] == name]:
-            print(f"{name:22} {r['model']:46} {r['accuracy']:6.3f} {r['weighted_f1']:6.3f} "
+            print(f"{name:22} {r['model']:50} {r['accuracy']:6.3f} {r['weighted_f1']:6.3f} "
                   f"{r['macro_f1']:6.3f}  {r['note']}")
         for model, acc, wf1 in PAPER[name]:
-            print(f"{name:22} {model:46} {acc / 100:6.3f} "
+            print(f"{name:22} {model:50} {acc / 100:6.3f} "
                   f"{'  n/a' if wf1 is None else f'{wf1 / 100:6.3f}'} {'':>6}  reported")
         ours = [r for r in rows if r["corpus"] == name and not r["model"].startswith("floor")]
         floor = next((r for r in rows if r["corpus"] == name and r["model"].startswith("floor")), None)
@@ -295,7 +295,7 @@ def main(argv=None) -> int:
                   f"{best['weighted_f1']:.3f} '{best['model']}', floor {floor['weighted_f1']:.3f})")
     for r in rows:
         if r["corpus"] not in args.corpora:
-            print(f"{r['corpus']:22} {r['model']:46} {r['accuracy']:6.3f} {r['weighted_f1']:6.3f} "
+            print(f"{r['corpus']:22} {r['model']:50} {r['accuracy']:6.3f} {r['weighted_f1']:6.3f} "
                   f"{r['macro_f1']:6.3f}  {r['note']}")
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)

@@ -30,8 +30,13 @@ STAGES = ("ingest", "preprocess", "qc", "adapters", "train", "evaluate")
 IDENTITY = {"speaker": "speaker_embedding", "face": "faces"}  # modality -> feature column
 
 
-def _stamp(*parts) -> str:
-    return hashlib.sha256(json.dumps(parts, sort_keys=True, default=str).encode()).hexdigest()[:16]
+def _stamp(*parts, root: Path | None = None) -> str:
+    """A digest of ``parts``; paths under ``root`` count relative to it, so an output folder
+    that moved (the local copy of an s3:// output on another head node) is still up to date."""
+    text = json.dumps(parts, sort_keys=True, default=str)
+    if root is not None:
+        text = text.replace(str(Path(root).resolve()), "<output_dir>")
+    return hashlib.sha256(text.encode()).hexdigest()[:16]
 
 
 def _up_to_date(folder: Path, stamp: str, needs: str) -> bool:
@@ -225,7 +230,7 @@ def _train_and_evaluate(config: RunConfig, utterances: Path, features: Path, out
                       epochs=train.epochs, batch_size=train.batch_size, lr=train.lr,
                       patience=train.patience, seed=train.seed, num_workers=train.workers)
     say(f"  modalities: {', '.join(spec)}")
-    stamp = _stamp(table_fingerprint(table), spec, options, asdict(cfg))
+    stamp = _stamp(table_fingerprint(table), spec, options, asdict(cfg), root=out)
     if not force and _up_to_date(train_dir, stamp, "model/model.safetensors"):
         say(f"  up to date: {train_dir / 'model'}")
     else:

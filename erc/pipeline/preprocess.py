@@ -43,7 +43,7 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from erc.config import ConfigError, PreprocessConfig, RayConfig
-from erc.features import FEATURE_SCHEMA, MODELS_KEY, models_of, with_models
+from erc.features import FEATURE_SCHEMA, models_of, with_models
 from erc.pipeline.stages import (
     INPUT_COLUMNS,
     MODEL_STAGES,
