@@ -145,8 +145,12 @@ def corpus_rows(name: str, args, bench_dir: Path) -> list[dict]:
                 f"wF1 sd {spread:.3f}: " + " ".join(f"{m['weighted_f1']:.3f}" for m in scores))
             ensemble = evaluate(model_dirs, table, dev,
                                 bench_dir / f"{name}-{tag}-ensemble{args.seeds}" / f"eval-{dev}")
+            smaller = [evaluate(model_dirs[:k], table, dev).metrics["weighted_f1"]
+                       for k in range(2, args.seeds)]
             row(f"{tag}, ensemble of {args.seeds} seeds", ensemble.metrics,
-                "class probabilities averaged")
+                "probabilities averaged" + (f"; of seeds 0-1 .. 0-{args.seeds - 2}: "
+                                            + " ".join(f"{f:.3f}" for f in smaller)
+                                            if smaller else ""))
 
     for frozen_name in args.frozen:
         frozen_encoder = resolve_text_encoder(frozen_name)
