@@ -36,6 +36,7 @@ SCHEMES = ("s3", "gs", "gcs", "abfs", "abfss", "hdfs", "viewfs", "file")
 # it ends at whitespace or at the ``#column`` suffix of a feature argument.
 URI_PATTERN = re.compile(rf"(?:{'|'.join(SCHEMES)})://[^\s#]+")
 INDEX = ".erc-mirror.json"  # what the local copy holds of each remote file
+CHUNK = 8 << 20  # bytes per read when copying to or from the store
 RAY_STORAGE = "ray"  # Ray Train/Tune's folder beside a job's outputs (written by Ray itself)
 
 
@@ -56,6 +57,11 @@ def open_uri(uri: str):
         return pafs.FileSystem.from_uri(uri)
     except (pa.ArrowException, OSError, ValueError) as err:
         raise StorageError(f"{uri}: cannot open this storage URI ({err})") from None
+
+
+def absolute(path_or_uri: str) -> str:
+    """A storage URI as it is; a local path made absolute (what Ray's storage_path wants)."""
+    return path_or_uri if is_uri(path_or_uri) else str(Path(path_or_uri).expanduser().resolve())
 
 
 def join_uri(uri: str, name: str) -> str:
@@ -179,8 +185,7 @@ class Mirror:
         tmp = target.with_name(f".{target.name}.tmp")
         try:
             with self.fs.open_input_stream(self._remote_path(relative)) as src, open(tmp, "wb") as dst:
-                while chunk := src.read(8 << 20):
-                    dst.write(chunk)
+                shutil.copyfileobj(src, dst, CHUNK)
         except OSError as err:
             tmp.unlink(missing_ok=True)
             raise StorageError(f"{self.uri}/{relative}: download failed ({err})") from None
@@ -226,8 +231,7 @@ class Mirror:
                 if isinstance(self.fs, pafs.LocalFileSystem):  # object stores have no folders
                     self.fs.create_dir(remote.rsplit("/", 1)[0], recursive=True)
                 with self.fs.open_output_stream(remote) as dst:
-                    while chunk := src.read(8 << 20):
-                        dst.write(chunk)
+                    shutil.copyfileobj(src, dst, CHUNK)
                 info = self.fs.get_file_info(remote)
             except OSError as err:
                 raise StorageError(f"{remote}: upload to {self.uri} failed ({err})") from None

@@ -1,12 +1,12 @@
-"""What every job entrypoint does around the erc command it runs.
+"""What every job entrypoint checks first when `ray job submit` runs it.
 
 A submitted job's driver runs inside a temporary copy of ``--working-dir`` on the head
 node, so a relative output path would put the results there: on one node only, and gone
 when Ray cleans up the job's runtime env. Outputs of a submitted job are therefore either
-storage URIs (``s3://bucket/runs/meld/features``: erc's commands work on a local copy
-and upload it, see erc/storage.py) or absolute paths on storage that every node mounts (the NFS/EFS
-mount /mnt/erc of cluster.yaml, see docs/cluster.md). Run directly (``python jobs/x.py``),
-paths are taken as given.
+storage URIs (``s3://bucket/runs/meld/features``: erc's commands work on a local copy and
+upload it, see erc/storage.py) or absolute paths on storage that every node mounts (the
+NFS/EFS mount /mnt/erc of cluster.yaml, see docs/cluster.md). Run directly
+(``python jobs/x.py``), paths are taken as given.
 """
 
 from __future__ import annotations
@@ -14,7 +14,6 @@ from __future__ import annotations
 import os
 import sys
 from pathlib import PurePosixPath
-from typing import Callable
 
 OUTPUT_OPTIONS = ("--out", "--storage")
 
@@ -45,8 +44,3 @@ def check_outputs(argv: list[str]) -> None:
                      "relative one lands in the job's temporary copy of --working-dir on the "
                      "head node")
 
-
-def run(main: Callable[[list[str]], int], argv: list[str]) -> int:
-    """Checks the outputs, then runs the erc command (which stages storage URIs)."""
-    check_outputs(argv)
-    return main(argv)

@@ -6,9 +6,10 @@
 
 import sys
 
-from _job import run  # jobs/ is on sys.path: python jobs/<job>.py
+from _job import check_outputs  # jobs/ is on sys.path: python jobs/<job>.py
 
 if __name__ == "__main__":
+    check_outputs(sys.argv[1:])
     from erc.cli import main
 
-    sys.exit(run(lambda argv: main(["corpus", "ingest", *argv]), sys.argv[1:]))
+    sys.exit(main(["corpus", "ingest", *sys.argv[1:]]))

@@ -11,9 +11,10 @@ partitions are skipped.
 
 import sys
 
-from _job import run  # jobs/ is on sys.path: python jobs/<job>.py
+from _job import check_outputs  # jobs/ is on sys.path: python jobs/<job>.py
 
 if __name__ == "__main__":
+    check_outputs(sys.argv[1:])
     from erc.pipeline.preprocess import main
 
-    sys.exit(run(main, sys.argv[1:]))
+    sys.exit(main())

@@ -8,9 +8,10 @@ it starts an embedded single-node Ray. Arguments are those of `erc run`.
 
 import sys
 
-from _job import run  # jobs/ is on sys.path: python jobs/<job>.py
+from _job import check_outputs  # jobs/ is on sys.path: python jobs/<job>.py
 
 if __name__ == "__main__":
+    check_outputs(sys.argv[1:])
     from erc.cli import main
 
-    sys.exit(run(lambda argv: main(["run", *argv]), sys.argv[1:]))
+    sys.exit(main(["run", *sys.argv[1:]]))

@@ -12,9 +12,10 @@ With --out s3://bucket/runs/meld/fusion, Ray Train checkpoints to s3://bucket/ru
 
 import sys
 
-from _job import run  # jobs/ is on sys.path: python jobs/<job>.py
+from _job import check_outputs  # jobs/ is on sys.path: python jobs/<job>.py
 
 if __name__ == "__main__":
+    check_outputs(sys.argv[1:])
     from erc.train.cli import main
 
-    sys.exit(run(lambda argv: main(["train", *argv]), sys.argv[1:]))
+    sys.exit(main(["train", *sys.argv[1:]]))

@@ -10,9 +10,10 @@ kept, interrupted ones continue from their latest epoch checkpoint.
 
 import sys
 
-from _job import run  # jobs/ is on sys.path: python jobs/<job>.py
+from _job import check_outputs  # jobs/ is on sys.path: python jobs/<job>.py
 
 if __name__ == "__main__":
+    check_outputs(sys.argv[1:])
     from erc.tune.cli import main
 
-    sys.exit(run(lambda argv: main(["tune", *argv]), sys.argv[1:]))
+    sys.exit(main(["tune", *sys.argv[1:]]))

@@ -212,16 +212,14 @@ def fit(task: str, task_config: dict, data: Any, train: TrainConfig, out_dir: st
         address: str | None = None) -> TrainOutcome:
     """Trains on Ray Train and exports the best checkpoint to ``out_dir/model``."""
     from erc import runtime
-    from erc.storage import is_uri
+    from erc.storage import absolute
 
     runtime.connect(address)
     import ray
     from ray.train import CheckpointConfig, FailureConfig, RunConfig, ScalingConfig
     from ray.train.torch import TorchTrainer
 
-    storage = train.storage_path
-    if not is_uri(storage):  # Ray Train opens URIs (s3://...) through pyarrow itself
-        storage = str(Path(storage).expanduser().resolve())
+    storage = absolute(train.storage_path)  # Ray Train opens URIs (s3://...) itself
     trainer = TorchTrainer(
         train_loop_per_worker,
         train_loop_config={"task": task, "task_config": task_config, "train": train.to_dict(),

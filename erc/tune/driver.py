@@ -31,7 +31,7 @@ from pathlib import Path
 from typing import Any, Mapping
 
 from erc.config import ConfigError
-from erc.storage import is_uri, remove_tree
+from erc.storage import absolute, join_uri, remove_tree
 from erc.tune import results as res
 from erc.tune.space import METRIC, TIME_ATTR, SearchSpec
 
@@ -130,10 +130,8 @@ def run_search(spec: SearchSpec, table, out_dir: str | Path, *,
     from erc import runtime
 
     out_dir = Path(out_dir).resolve()
-    storage_path = storage or str(out_dir / "ray")
-    if not is_uri(storage_path):
-        storage_path = str(Path(storage_path).expanduser().resolve())
-    experiment_path = f"{storage_path.rstrip('/')}/{EXPERIMENT}"
+    storage_path = absolute(storage or str(out_dir / "ray"))
+    experiment_path = join_uri(storage_path, EXPERIMENT)
     if fresh:
         remove_tree(experiment_path)
     ledger = out_dir / "trial_starts.jsonl"
