@@ -84,6 +84,21 @@ def floor_baseline(table, features, dev_split: str) -> dict:
     return classification_metrics(y_dev, model.predict(x_dev), labels)
 
 
+def smaller_ensembles(predictions: list) -> list[float]:
+    """Weighted F1 of the ensembles of the first 2, 3, ..., N-1 models, from the class
+    probabilities each model's evaluation already wrote (nothing predicted again)."""
+    from erc.train.metrics import classification_metrics
+
+    columns = [c for c in predictions[0].column_names if c.startswith("p_")]
+    labels = [c[2:] for c in columns]
+    true = predictions[0].column("true").to_pylist()
+    labelled = np.asarray([t is not None for t in true])
+    y = np.asarray([labels.index(t) for t in true if t is not None])
+    probs = [np.stack([p.column(c).to_numpy() for c in columns], 1)[labelled] for p in predictions]
+    return [classification_metrics(y, np.mean(probs[:k], 0).argmax(1), labels)["weighted_f1"]
+            for k in range(2, len(probs))]
+
+
 def _cached_or_train(model_dir: Path, train, label: str):
     """(model_dir, from_cache, seconds): train() unless model_dir holds a model."""
     if (model_dir / "model.safetensors").is_file():
@@ -119,7 +134,7 @@ def corpus_rows(name: str, args, bench_dir: Path) -> list[dict]:
 
     def fusion(tag: str, spec: dict, features: dict, options: dict, lr: float) -> None:
         """The row of seed 0; with --seeds N also the mean over N seeds and their ensemble."""
-        model_dirs, scores = [], []
+        model_dirs, scores, predictions = [], [], []
         for seed in range(args.seeds):
             out = bench_dir / (f"{name}-{tag}" if seed == 0 else f"{name}-{tag}-seed{seed}")
             cfg = TrainConfig(name=out.name, storage_path=str(bench_dir / "ray"),
@@ -137,6 +152,7 @@ def corpus_rows(name: str, args, bench_dir: Path) -> list[dict]:
                 print(f"    seed {seed}: wF1 {result.metrics['weighted_f1']:.4f} ({note})", flush=True)
             model_dirs.append(model_dir)
             scores.append(result.metrics)
+            predictions.append(result.predictions)
         if args.seeds > 1:
             mean = {key: float(np.mean([m[key] for m in scores]))
                     for key in ("accuracy", "weighted_f1", "macro_f1")}
@@ -145,8 +161,7 @@ def corpus_rows(name: str, args, bench_dir: Path) -> list[dict]:
                 f"wF1 sd {spread:.3f}: " + " ".join(f"{m['weighted_f1']:.3f}" for m in scores))
             ensemble = evaluate(model_dirs, table, dev,
                                 bench_dir / f"{name}-{tag}-ensemble{args.seeds}" / f"eval-{dev}")
-            smaller = [evaluate(model_dirs[:k], table, dev).metrics["weighted_f1"]
-                       for k in range(2, args.seeds)]
+            smaller = smaller_ensembles(predictions)
             row(f"{tag}, ensemble of {args.seeds} seeds", ensemble.metrics,
                 "probabilities averaged" + (f"; of seeds 0-1 .. 0-{args.seeds - 2}: "
                                             + " ".join(f"{f:.3f}" for f in smaller)
