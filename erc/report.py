@@ -1,6 +1,7 @@
 """The main job's report: one self-contained HTML page (images inline) over the folders
-``erc.pipeline.main_job`` writes: what went in and what came out of every stage, the QC
-summary, training curves, and per split the metrics, per-class table and confusion matrix.
+``erc.stages.main`` writes: what went in and what came out of every stage (read from each
+stage's ``manifest.json``), the QC summary, training curves, and per split the metrics,
+per-class table and confusion matrix.
 """
 
 from __future__ import annotations
@@ -9,9 +10,12 @@ import base64
 import html
 import json
 from collections import Counter
+from io import BytesIO
 from pathlib import Path
 
 import pyarrow.parquet as pq
+
+from erc import io
 
 REPORT = "report.html"
 
@@ -43,8 +47,8 @@ def _fmt(x, digits: int = 3) -> str:
     return f"{x:.{digits}f}" if isinstance(x, float) else str(x)
 
 
-def training_curves(history: list[dict], path: Path) -> bytes:
-    """Train loss and dev metrics per epoch, saved as ``path`` (PNG); returns its bytes."""
+def training_curves(history: list[dict], path: Path | None = None) -> bytes:
+    """Train loss and dev metrics per epoch as PNG bytes (also saved as ``path``)."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -62,9 +66,12 @@ def training_curves(history: list[dict], path: Path) -> bytes:
     for ax in (left, right):
         ax.grid(alpha=0.3)
     fig.tight_layout()
-    fig.savefig(path, dpi=100)
+    buffer = BytesIO()
+    fig.savefig(buffer, dpi=100, format="png")
     plt.close(fig)
-    return path.read_bytes()
+    if path is not None:
+        io.write_bytes(path, buffer.getvalue())
+    return buffer.getvalue()
 
 
 def _stage_section(run: dict) -> str:
@@ -111,7 +118,8 @@ def _training_section(out: Path) -> str:
     history = json.loads(history_path.read_text())
     if not history:
         return ""
-    png = training_curves(history, out / "train" / "curves.png")
+    curves = out / "train" / "curves.png"
+    png = curves.read_bytes() if curves.is_file() else training_curves(history)
     best = max(history, key=lambda h: h.get("dev_weighted_f1", 0.0))
     return (f"<h2>Training</h2><p>{len(history)} epochs; best dev weighted F1 "
             f"{best['dev_weighted_f1']:.3f} at epoch {best['epoch'] + 1}. Model: "
@@ -143,10 +151,32 @@ def _evaluation_section(out: Path) -> str:
     return "<h2>Evaluation</h2>" + "".join(parts)
 
 
-def write_report(out: str | Path) -> Path:
+def run_summary(config) -> dict:
+    """What the report shows of each stage, from the manifests of the run's folders:
+    {"config", "stages": {stage: seconds}, "ingest": summary, "preprocess": summary,
+    "outputs": {folder: path}}."""
+    import dataclasses
+
+    from erc.stages.base import read_manifest
+    from erc.stages.layout import Layout
+
+    run = {"config": dataclasses.asdict(config), "stages": {}, "outputs": {}}
+    for name, folder in Layout(config).stage_folders().items():
+        manifest = read_manifest(folder)
+        if manifest is None:
+            continue
+        stage = manifest["stage"]
+        run["stages"][stage] = run["stages"].get(stage, 0.0) + manifest.get("seconds", 0.0)
+        run["outputs"][name] = str(folder)
+        if manifest["stage"] in ("ingest", "preprocess"):
+            run[manifest["stage"]] = manifest.get("summary", {})
+    return run
+
+
+def write_report(out: str | Path, config) -> Path:
     """Writes ``out/report.html`` from the run's folders; returns its path."""
     out = Path(out)
-    run = json.loads((out / "run.json").read_text()) if (out / "run.json").is_file() else {}
+    run = run_summary(config)
     corpus = run.get("config", {}).get("corpus", {}).get("path", "")
     outputs = [[name, path] for name, path in run.get("outputs", {}).items()]
     page = (f"<!doctype html><html><head><meta charset='utf-8'><title>erc run: {_esc(out.name)}"
@@ -156,6 +186,4 @@ def write_report(out: str | Path) -> Path:
             + _evaluation_section(out)
             + "<h2>Outputs</h2>" + _table(["output", "path"], outputs)
             + "</body></html>")
-    path = out / REPORT
-    path.write_text(page, encoding="utf-8")
-    return path
+    return io.write_text(out / REPORT, page)

@@ -9,6 +9,8 @@ to the user's home, and model hubs offline unless the user says otherwise.
 
 from __future__ import annotations
 
+from erc.errors import ErcError
+
 import contextlib
 import logging
 import os
@@ -86,7 +88,7 @@ def _home_for_ray_processes() -> Iterator[None]:
             os.environ.pop(key, None)
 
 
-class ClusterUnreachable(ConnectionError):
+class ClusterUnreachable(ErcError, ConnectionError):
     """The Ray address given cannot be reached."""
 
 

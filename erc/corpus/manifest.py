@@ -152,6 +152,7 @@ def read_manifest(path: Path, corpus: str | None = None, split: str = "train",
             if resolved is None:
                 problem = ("path_outside_root", f"{column} {f[column]!r} escapes {root}")
                 break
+            out.media.add(str(resolved))
             if not resolved.exists() and not keep_missing_media:
                 problem = ("missing_media", f"{column} {resolved} does not exist")
                 break

@@ -10,13 +10,14 @@ from __future__ import annotations
 
 import base64
 import html
-import io
+from io import BytesIO
 import json
 from collections import Counter, defaultdict
 from pathlib import Path
 
 import numpy as np
 
+from erc import io
 from erc.qc.alignment import LENGTH_BUCKETS, PASSING, length_bucket
 
 EXAMPLES_PER_STATUS = 8
@@ -116,7 +117,7 @@ def report_data(decisions, summary: dict) -> dict:
 # -- plots --------------------------------------------------------------------------------
 
 def _png(fig) -> bytes:
-    buffer = io.BytesIO()
+    buffer = BytesIO()
     fig.savefig(buffer, format="png", dpi=90, bbox_inches="tight")
     import matplotlib.pyplot as plt
 
@@ -328,8 +329,8 @@ def write_report(result) -> dict:
     images = plots(result.decisions, data)
     (out / "plots").mkdir(parents=True, exist_ok=True)
     for name, png in images.items():
-        (out / "plots" / f"{name}.png").write_bytes(png)
-    (out / "report.json").write_text(json.dumps(data, indent=1, default=str))
-    (out / "report.html").write_text(render_html(data, images), encoding="utf-8")
+        io.write_bytes(out / "plots" / f"{name}.png", png)
+    io.write_json(out / "report.json", data)
+    io.write_text(out / "report.html", render_html(data, images))
     return {"html": str(out / "report.html"), "json": str(out / "report.json"),
             "plots": sorted(images)}

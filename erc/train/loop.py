@@ -25,35 +25,16 @@ import os
 import shutil
 import tempfile
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
+from erc import io
+from erc.recipes import TrainConfig
+
 log = logging.getLogger(__name__)
-
-
-@dataclass
-class TrainConfig:
-    name: str = "erc"  # run name; same name + storage_path = resume
-    storage_path: str = "runs/train/ray"  # where Ray Train persists checkpoints
-    epochs: int = 30
-    batch_size: int = 16  # global units per optimiser step, split across workers
-    lr: float = 1e-3
-    weight_decay: float = 0.01
-    warmup_ratio: float = 0.06  # linear warm-up, then linear decay to 0 over all epochs
-    grad_clip: float = 1.0
-    patience: int = 4  # epochs without improvement of the dev metric before stopping
-    metric: str = "weighted_f1"  # accuracy | weighted_f1 | macro_f1
-    seed: int = 0
-    num_workers: int = 1
-    cpus_per_worker: int = 1
-    use_gpu: bool = False
-    max_failures: int = 0  # worker failures Ray Train retries from the latest checkpoint
-
-    def to_dict(self) -> dict:
-        return asdict(self)
 
 
 def _schedule(warmup_ratio: float, total_steps: int):
@@ -219,7 +200,8 @@ def fit(task: str, task_config: dict, data: Any, train: TrainConfig, out_dir: st
     from ray.train import CheckpointConfig, FailureConfig, RunConfig, ScalingConfig
     from ray.train.torch import TorchTrainer
 
-    storage = absolute(train.storage_path)  # Ray Train opens URIs (s3://...) itself
+    # Ray Train opens URIs (s3://...) itself; by default checkpoints go to OUT/ray
+    storage = absolute(train.storage_path or str(Path(out_dir).resolve() / "ray"))
     trainer = TorchTrainer(
         train_loop_per_worker,
         train_loop_config={"task": task, "task_config": task_config, "train": train.to_dict(),
@@ -239,9 +221,10 @@ def fit(task: str, task_config: dict, data: Any, train: TrainConfig, out_dir: st
     best = result.get_best_checkpoint(metric=f"dev_{train.metric}", mode="max")
     if best is None:
         raise RuntimeError(f"run {train.name} reported no checkpoint")
+    io.claim(out_dir)
     model_dir = Path(out_dir) / "model"
     if model_dir.exists():
-        shutil.rmtree(model_dir)
+        io.remove_owned(out_dir, "model")
     with best.as_directory() as folder:
         shutil.copytree(folder, model_dir, ignore=shutil.ignore_patterns("train_state.pt"))
     saved = json.loads((model_dir / "metrics.json").read_text())
@@ -250,6 +233,6 @@ def fit(task: str, task_config: dict, data: Any, train: TrainConfig, out_dir: st
     if latest is not None:
         with latest.as_directory() as folder:
             history = json.loads(Path(folder, "metrics.json").read_text())["history"]
-    (Path(out_dir) / "history.json").write_text(json.dumps(history, indent=2))
+    io.write_json(Path(out_dir) / "history.json", history)
     return TrainOutcome(model_dir=model_dir, best=saved["last"], history=history,
                         run_path=str(result.path))
