@@ -2,6 +2,7 @@
 
     erc run [--config FILE]                  the main job (default: the shipped sample)
     erc corpus ingest PATH [--format F] ...  any corpus -> utterances.parquet + summary
+    erc corpus inspect PATH                  an unknown manifest's columns + a suggested mapping
     erc corpus summary DIR                   re-print the summary of an ingested corpus
     erc corpus formats                       the corpus formats erc reads
     erc models list|fetch                    the model of each role, where its weights are
@@ -56,11 +57,24 @@ def cmd_ingest(args) -> int:
         options["media_root"] = str(Path(args.media_root).resolve())
     if args.split:
         options["splits"] = args.split
+    if args.mapping:
+        options["mapping"] = str(Path(args.mapping).resolve())
     config = CorpusConfig(path=args.path, format=args.format, options=options,
                           check_media=args.check_media, max_clip_seconds=args.max_clip_seconds)
     out = Path(args.out) if args.out else Path("runs") / Path(args.path).resolve().name / "corpus"
     outcome = run_ingest(config, out, force=args.force, ray_address=args.address)
     _print_ingest(outcome, args.json)
+    return 0
+
+
+def cmd_inspect(args) -> int:
+    from erc.corpus.inspect import format_inspection, inspect_corpus, mapping_yaml
+
+    inspection = inspect_corpus(Path(args.path))
+    print(format_inspection(inspection) + "\n\nsuggested mapping:\n\n" + mapping_yaml(inspection))
+    if args.write:
+        Path(args.write).write_text(mapping_yaml(inspection), encoding="utf-8")
+        print(f"written to {args.write}: edit it, then erc corpus ingest {args.path} --mapping {args.write}")
     return 0
 
 
@@ -156,6 +170,9 @@ def build_parser() -> argparse.ArgumentParser:
     ingest.add_argument("--format", choices=sorted(FORMATS), help="corpus format (default: detected)")
     ingest.add_argument("--out", help="output folder (default: runs/<corpus folder name>/corpus)")
     ingest.add_argument("--media-root", help="folder of the media (MELD: the MELD.Raw folder)")
+    ingest.add_argument("--mapping", metavar="FILE",
+                        help="manifest mapping (YAML): files, column names and templates, label "
+                             "map (`erc corpus inspect` suggests one)")
     ingest.add_argument("--split", action="append", help="only this split (repeatable)")
     ingest.add_argument("--option", "-o", action="append", type=_parse_option, metavar="KEY=VALUE",
                         help="reader option, e.g. -o keep_missing_media=true, "
@@ -168,6 +185,16 @@ def build_parser() -> argparse.ArgumentParser:
     ingest.add_argument("--force", action="store_true", help="recompute even if up to date")
     ingest.add_argument("--json", action="store_true", help="print the summary as JSON")
     ingest.set_defaults(func=cmd_ingest)
+
+    inspect = corpus_cmds.add_parser(
+        "inspect", help="show an unknown manifest's columns and suggest a mapping for it",
+        description="Reads a CSV, JSON Lines or Parquet manifest (or a folder of them), prints "
+                    "its columns with example values and a suggested mapping file (files per "
+                    "split, dialogue id, speaker, text, emotion, times, label map) to edit and "
+                    "pass to `erc corpus ingest --mapping`.")
+    inspect.add_argument("path", help="manifest file or folder of manifest files")
+    inspect.add_argument("--write", metavar="FILE", help="also write the suggested mapping to FILE")
+    inspect.set_defaults(func=cmd_inspect)
 
     summary = corpus_cmds.add_parser("summary", help="print the summary of an ingested corpus",
                                      description="Prints counts and problems of an ingest output.")

@@ -13,7 +13,8 @@ from erc.cli import build_parser, main
 from tests.conftest import REPO, shared_path
 
 COMMANDS = [[], ["run"], ["corpus"], ["corpus", "ingest"], ["corpus", "summary"],
-            ["corpus", "formats"], ["models"], ["models", "list"], ["models", "fetch"],
+            ["corpus", "formats"], ["corpus", "inspect"], ["models"], ["models", "list"],
+            ["models", "fetch"],
             ["preprocess"], ["qc"], ["train"], ["train", "text"], ["train", "fusion"],
             ["train", "adapter"], ["evaluate"], ["tune"]]
 

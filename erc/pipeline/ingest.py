@@ -68,7 +68,7 @@ def run_ingest(config: CorpusConfig, output_dir: Path, force: bool = False,
     started = time.perf_counter()
     output_dir = Path(output_dir)
     config.path = str(Path(config.path).expanduser().resolve())
-    format = config.format or detect_format(Path(config.path))
+    format = config.format or detect_format(Path(config.path), config.options)
     stamp = fingerprint(config, format)
     record_path = output_dir / RECORD
     if not force and record_path.is_file() and (output_dir / UTTERANCES).is_file():
