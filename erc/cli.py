@@ -23,7 +23,7 @@ from typing import Callable
 
 import yaml
 
-from erc import __version__, runtime, storage
+from erc import __version__, console, runtime, storage
 from erc.config import ConfigError, CorpusConfig, load_config
 from erc.corpus import FORMATS, CorpusError
 
@@ -120,18 +120,19 @@ def cmd_run(args) -> int:
 
 def _run_main_job(config, config_path, force: bool) -> int:
     from erc.backends.base import MissingWeightsError
-    from erc.pipeline.main_job import run_main
+    from erc.pipeline.main_job import RUN_LOG, run_main
 
-    print(f"erc {__version__}: main job, config {config_path}")
-    where = runtime.connect(config.ray.address, num_cpus=config.ray.num_cpus,
-                            num_gpus=config.ray.num_gpus, dashboard=config.ray.dashboard)
-    print(f"[ray] {where}")
-    try:
-        run_main(config, force=force)
-    except MissingWeightsError as err:
-        print(f"erc: error: {err}", file=sys.stderr)
-        return 2
-    print(f"\nreport: {(Path(config.output_dir) / 'report.html').resolve()}")
+    with console.run_log(Path(config.output_dir) / RUN_LOG) as log:
+        print(f"erc {__version__}: main job, config {config_path}")
+        where = runtime.connect(config.ray.address, num_cpus=config.ray.num_cpus,
+                                num_gpus=config.ray.num_gpus, dashboard=config.ray.dashboard)
+        print(f"[ray] {where}")
+        try:
+            run_main(config, force=force)
+        except MissingWeightsError as err:
+            print(f"erc: error: {err}", file=sys.stderr)
+            return 2
+        print(f"\nreport: {(Path(config.output_dir) / 'report.html').resolve()}\nlog: {log.resolve()}")
     return 0
 
 
@@ -155,6 +156,9 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--storage", help="where Ray Train keeps checkpoints (default OUT/train/ray; "
                      "on a multi-node cluster a shared folder or s3://...)")
     run.add_argument("--force", action="store_true", help="recompute even up-to-date outputs")
+    run.add_argument("--verbose", action="store_true", dest="console_verbose",
+                     help="also print Ray's INFO records, execution plans and worker output "
+                          "(OUT/run.log always has them)")
     run.set_defaults(func=cmd_run)
 
     corpus = commands.add_parser("corpus", help="read corpora into the utterance table",
@@ -228,6 +232,7 @@ def _dispatch(build: Callable[[], argparse.ArgumentParser], argv: list[str] | No
 
     def run(local_argv: list[str]) -> int:
         args = parser.parse_args(local_argv)
+        console.setup(verbose=getattr(args, "console_verbose", False))
         return args.func(args)
 
     try:

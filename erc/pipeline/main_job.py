@@ -8,6 +8,7 @@ evaluation -> one HTML report, each stage in its own folder under ``output_dir``
     train/      model/, history.json, ray/                  (fusion model, Ray Train)
     eval-SPLIT/ metrics.json, predictions.parquet, confusion.png
     report.html, run.json
+    run.log     everything the run printed and logged, also what the console left out
 
 Every stage skips work that is up to date (same inputs and settings), so running the job
 again does nothing twice and an interrupted job resumes; ``force`` recomputes everything.
@@ -24,8 +25,10 @@ from typing import Callable
 
 import numpy as np
 
+from erc import console
 from erc.config import ConfigError, RunConfig, from_dict
 
+RUN_LOG = "run.log"
 STAGES = ("ingest", "preprocess", "qc", "adapters", "train", "evaluate")
 IDENTITY = {"speaker": "speaker_embedding", "face": "faces"}  # modality -> feature column
 
@@ -133,6 +136,7 @@ def run_main(config: RunConfig, force: bool = False, say: Callable[[str], None] 
     from erc.pipeline.preprocess import format_summary as preprocess_summary
     from erc.pipeline.preprocess import run_preprocess
     from erc.summary import format_summary as ingest_summary
+    from erc.summary import summary_line
 
     out = Path(config.output_dir)
     out.mkdir(parents=True, exist_ok=True)
@@ -148,7 +152,8 @@ def run_main(config: RunConfig, force: bool = False, say: Callable[[str], None] 
     started = begin(1, "ingest", str(config.corpus.path))
     ingest = run_ingest(config.corpus, out / "corpus", force=force, ray_address=config.ray.address)
     seconds["ingest"] = time.perf_counter() - started
-    say(ingest_summary(ingest.summary))
+    say(summary_line(ingest.summary))
+    console.detail(ingest_summary(ingest.summary))
     record["outputs"]["utterances"] = str(out / "corpus" / "utterances.parquet")
     record["ingest"] = ingest.summary
 
