@@ -199,6 +199,7 @@ def run_main(config: RunConfig, force: bool = False, say: Callable[[str], None] 
 
 def _train_and_evaluate(config: RunConfig, utterances: Path, features: Path, out: Path,
                         force: bool, say, seconds: dict, record: dict) -> None:
+    from erc.report import MIN_JUDGED
     from erc.train.data import load_utterances
     from erc.train.evaluate import evaluate
     from erc.train.loop import TrainConfig
@@ -245,8 +246,8 @@ def _train_and_evaluate(config: RunConfig, utterances: Path, features: Path, out
         (train_dir / "history.json").write_text(json.dumps(outcome.history, indent=2))
         _write_stamp(train_dir, stamp, best=outcome.best)
         best = outcome.best
-        say(f"  best epoch {best['epoch']}: dev weighted F1 {best['dev_weighted_f1']:.3f}, "
-            f"accuracy {best['dev_accuracy']:.3f} ({len(outcome.history)} epochs)")
+        say(f"  best epoch {best['epoch'] + 1} of {len(outcome.history)}: dev weighted F1 "
+            f"{best['dev_weighted_f1']:.3f}, accuracy {best['dev_accuracy']:.3f}")
     seconds["train"] = time.perf_counter() - started
     record["outputs"]["model"] = str(train_dir / "model")
 
@@ -260,6 +261,7 @@ def _train_and_evaluate(config: RunConfig, utterances: Path, features: Path, out
                           title=f"{train.mixer} fusion on {split}")
         m = result.metrics
         say(f"  {split}: accuracy {m['accuracy']:.3f}, weighted F1 {m['weighted_f1']:.3f}, "
-            f"macro F1 {m['macro_f1']:.3f} (n={result.predictions.num_rows})")
+            f"macro F1 {m['macro_f1']:.3f} (n={m['n']}"
+            + (", too few to judge accuracy)" if m["n"] < MIN_JUDGED else ")"))
         record["outputs"][f"eval_{split}"] = str(out / f"eval-{split}")
     seconds["evaluate"] = time.perf_counter() - started
