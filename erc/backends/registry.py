@@ -263,7 +263,7 @@ def profile_specs(name: str, overrides: dict[str, dict] | None = None) -> dict[s
 
 def model_cache() -> Path:
     """erc's folder of fetched and downloaded weights."""
-    from erc.runtime import state_dir
+    from erc.home import state_dir
 
     return state_dir() / "models"
 
@@ -484,7 +484,7 @@ def _fingerprint(path: Path) -> list:
 
 
 def _checksum_file() -> Path:
-    from erc.runtime import state_dir
+    from erc.home import state_dir
 
     return state_dir() / "checksums.json"
 

@@ -58,7 +58,8 @@ def _message(err: BaseException) -> str:
 def main(argv: list[str] | None = None) -> int:
     """Parses and runs a command. Storage URIs among the arguments (s3://...) are replaced
     by local copies, outputs uploaded as the command goes (``erc.storage``)."""
-    from erc import runtime, storage
+    from erc import console, runtime, storage
+    from erc.home import state_dir
 
     runtime.apply_offline_env()  # before anything imports Ray or a model library
     argv = sys.argv[1:] if argv is None else list(argv)
@@ -69,9 +70,10 @@ def main(argv: list[str] | None = None) -> int:
 
         def run(local_argv: list[str]) -> int:
             args = parser.parse_args(local_argv)
+            console.setup(verbose=getattr(args, "console_verbose", False))
             return args.func(args)
 
-        return storage.run_with_uris(run, argv, runtime.state_dir(),
+        return storage.run_with_uris(run, argv, state_dir(),
                                      storage_option="--storage" if takes_storage else None)
     except KeyboardInterrupt:
         print("erc: interrupted", file=sys.stderr)

@@ -20,6 +20,8 @@ def cmd_ingest(args) -> int:
         options["media_root"] = str(Path(args.media_root).resolve())
     if args.split:
         options["splits"] = args.split
+    if args.mapping:
+        options["mapping"] = str(Path(args.mapping).resolve())
     base = {"options": options, **({"format": args.format} if args.format else {})}
     config = recipe(CorpusConfig, args, args.recipe_options, section="corpus", base=base)
     config.path = str(Path(args.path).expanduser().resolve())
@@ -36,6 +38,18 @@ def cmd_ingest(args) -> int:
     state = "up to date, nothing recomputed" if result.skipped else f"done in {result.seconds:.1f} s"
     print(format_summary(result.summary))
     print(f"\ningest {state}:\n  {out / UTTERANCES}\n  {out / PROBLEMS}")
+    return 0
+
+
+def cmd_inspect(args) -> int:
+    from erc import io
+    from erc.corpus.inspect import format_inspection, inspect_corpus, mapping_yaml
+
+    inspection = inspect_corpus(Path(args.path))
+    print(format_inspection(inspection) + "\n\nsuggested mapping:\n\n" + mapping_yaml(inspection))
+    if args.write:
+        io.write_text(args.write, mapping_yaml(inspection))
+        print(f"written to {args.write}: edit it, then erc corpus ingest {args.path} --mapping {args.write}")
     return 0
 
 
@@ -73,6 +87,9 @@ def register(commands) -> None:
     ingest.add_argument("path", help="corpus folder or manifest file")
     ingest.add_argument("--out", help="output folder (default: runs/<corpus folder name>/corpus)")
     ingest.add_argument("--media-root", help="folder of the media (MELD: the MELD.Raw folder)")
+    ingest.add_argument("--mapping", metavar="FILE",
+                        help="manifest mapping (YAML): files, column names and templates, label "
+                             "map (`erc corpus inspect` suggests one)")
     ingest.add_argument("--split", action="append", help="only this split (repeatable)")
     ingest.add_argument("--json", action="store_true", help="print the summary as JSON")
     ingest.add_argument("--format", choices=sorted(FORMATS), help="corpus format (default: detected)")
@@ -84,6 +101,16 @@ def register(commands) -> None:
     ingest.set_defaults(recipe_options=added)
     add_run_options(ingest)
     ingest.set_defaults(func=cmd_ingest)
+
+    inspect = sub.add_parser(
+        "inspect", help="show an unknown manifest's columns and suggest a mapping for it",
+        description="Reads a CSV, JSON Lines or Parquet manifest (or a folder of them), prints "
+                    "its columns with example values and a suggested mapping file (files per "
+                    "split, dialogue id, speaker, text, emotion, times, label map) to edit and "
+                    "pass to `erc corpus ingest --mapping`.")
+    inspect.add_argument("path", help="manifest file or folder of manifest files")
+    inspect.add_argument("--write", metavar="FILE", help="also write the suggested mapping to FILE")
+    inspect.set_defaults(func=cmd_inspect)
 
     summary = sub.add_parser("summary", help="print the summary of an ingested corpus",
                              description="Prints counts and problems of an ingest output.")

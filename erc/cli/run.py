@@ -13,6 +13,7 @@ SAMPLE_CONFIG = "sample.yaml"
 
 def cmd_run(args) -> int:
     from erc import __version__, runtime, storage
+    from erc.home import state_dir
     from erc.recipes import load_run_config
     from erc.stages import main as main_job
 
@@ -29,12 +30,12 @@ def cmd_run(args) -> int:
             print(f"  {stage:11} {state:52} {folder}")
         return 0
     if storage.is_uri(config.corpus.path):
-        config.corpus.path = str(storage.stage_input(config.corpus.path, runtime.state_dir()))
+        config.corpus.path = str(storage.stage_input(config.corpus.path, state_dir()))
     if storage.is_uri(config.output_dir):
         uri = config.output_dir
         loop = config.train.recipe.loop
         loop.storage_path = loop.storage_path or storage.join_uri(uri, storage.RAY_STORAGE)
-        with storage.staged_output(uri, runtime.state_dir(), exclude=(storage.RAY_STORAGE,)) as local:
+        with storage.staged_output(uri, state_dir(), exclude=(storage.RAY_STORAGE,)) as local:
             config.output_dir = str(local)
             code = _run(config, config_path, args)
         print(f"results: {storage.redact(uri)}")
@@ -43,16 +44,19 @@ def cmd_run(args) -> int:
 
 
 def _run(config, config_path, args) -> int:
-    from erc import __version__, runtime
-    from erc.stages.main import run_main
+    from erc import __version__, console, io, runtime
+    from erc.stages.main import RUN_LOG, run_main
 
-    print(f"erc {__version__}: main job, config {config_path}")
-    ray = config.ray
-    print(f"[ray] {runtime.connect(ray.address, ray.num_cpus, ray.num_gpus, ray.dashboard)}")
-    record = run_main(config, force=args.force, first=args.first, last=args.last,
-                      overwrite=args.overwrite)
-    if "report" in record["outputs"]:
-        print(f"\nreport: {Path(record['outputs']['report']).resolve()}")
+    io.claim(config.output_dir, overwrite=args.overwrite)
+    with console.run_log(Path(config.output_dir) / RUN_LOG) as log:
+        print(f"erc {__version__}: main job, config {config_path}")
+        ray = config.ray
+        print(f"[ray] {runtime.connect(ray.address, ray.num_cpus, ray.num_gpus, ray.dashboard)}")
+        record = run_main(config, force=args.force, first=args.first, last=args.last,
+                          overwrite=args.overwrite)
+        if "report" in record["outputs"]:
+            print(f"\nreport: {Path(record['outputs']['report']).resolve()}")
+        print(f"log: {log.resolve()}")
     return 0
 
 
@@ -82,6 +86,9 @@ def register(commands) -> None:
                      help="stop after this stage")
     run.add_argument("--dry-run", action="store_true",
                      help="print which stages are up to date and why the others would run")
+    run.add_argument("--verbose", action="store_true", dest="console_verbose",
+                     help="also print Ray's INFO records, execution plans and worker output "
+                          "(OUT/run.log always has them)")
     add_run_options(run)
     run.set_defaults(func=cmd_run, takes_storage=True)
 

@@ -187,7 +187,7 @@ def resized_adapter(directory: str | Path, hidden: int | None = None,
 # -- unimodal emotion corpora -> identity embeddings --------------------------------------------
 
 def _cache_file(kind: str, record: dict, items: list[str]) -> Path:
-    from erc.runtime import state_dir
+    from erc.home import state_dir
 
     key = hashlib.sha256(repr((kind, sorted(record.items()), items)).encode()).hexdigest()[:16]
     folder = state_dir() / "cache" / "adapter_embeddings"

@@ -305,6 +305,16 @@ def format_summary(summary: dict) -> str:
     return "\n".join(lines)
 
 
+def _pace(done: int, total: int, seconds: float) -> str:
+    """", 64/84 utterances, 0.31 utt/s, about 1 min left" for a progress line."""
+    rate = done / seconds if seconds > 0 else 0.0
+    text = f", {done:,}/{total:,} utterances, {rate:.2f} utt/s"
+    if done < total and rate > 0:
+        left = (total - done) / rate
+        text += f", about {left / 60:.0f} min left" if left >= 90 else f", about {left:.0f} s left"
+    return text
+
+
 # -- the pass -----------------------------------------------------------------------------
 
 def run_preprocess(table: pa.Table, output_dir: str | Path, config: PreprocessConfig | None = None,
@@ -353,6 +363,7 @@ def run_preprocess(table: pa.Table, output_dir: str | Path, config: PreprocessCo
         say("[preprocess] stages: " + "; ".join(
             f"{s} batch {r['batch_size']} x{r['concurrency'] or 'auto'} "
             f"cpu {r['num_cpus']:g} gpu {r['num_gpus']:g}" for s, r in resources.items()))
+        pending_rows = sum(parts[k].num_rows for k in pending)
         inputs = [parts[k].append_column("_part", pa.array([k] * parts[k].num_rows, pa.int32()))
                   for k in pending]
         dataset = build_dataset(inputs, work.specs, config, resources)
@@ -386,8 +397,8 @@ def run_preprocess(table: pa.Table, output_dir: str | Path, config: PreprocessCo
                     raise RuntimeError(f"partition {k}: the rows out are not the rows in")
                 io.write_parquet(output_dir / part_name(k), features)
                 done += 1
-                say(f"[preprocess] {part_name(k)} written ({done}/{len(pending)} this run, "
-                    f"{features.num_rows} rows)")
+                say(f"[preprocess] {part_name(k)} written: {done}/{len(pending)} partitions"
+                    + _pace(run_rows, pending_rows, time.perf_counter() - run_started))
         if buffers or done != len(pending):
             missing = sorted(set(pending) - {k for k in pending if counts[k] == parts[k].num_rows})
             raise RuntimeError(f"the pass ended with partitions incomplete: {missing}")

@@ -55,7 +55,8 @@ class IngestStage(Stage):
     description = "read the corpus into the utterance table; every row kept or set aside with a reason"
 
     def settings(self, config: CorpusConfig) -> dict:
-        return {"config": config, "format": config.format or detect_format(Path(config.path))}
+        return {"config": config,
+                "format": config.format or detect_format(Path(config.path), config.options)}
 
     def external(self, config: CorpusConfig, inputs, manifest) -> list:
         media = sorted((manifest or {}).get("media", []))
@@ -66,7 +67,7 @@ class IngestStage(Stage):
         from erc.summary import summarise
 
         config: CorpusConfig = ctx.config
-        format = config.format or detect_format(Path(config.path))
+        format = config.format or detect_format(Path(config.path), config.options)
         result = read_corpus(Path(config.path), format=format, **config.options)
         media = sorted(result.media)
         if config.check_media:

@@ -37,6 +37,7 @@ from erc.stages.train import (IDENTITY, AdapterJob, AdaptersStage, EvalJob, Eval
 
 STAGES = ("ingest", "preprocess", "qc", "adapters", "train", "evaluate", "report")
 RUN_RECORD = "run.json"
+RUN_LOG = "run.log"  # everything the run printed and logged, also what the console left out
 
 
 @dataclass
@@ -217,9 +218,11 @@ def _describe(step: Step, result: StageResult) -> str:
     if result.skipped and step.name in ("ingest", "preprocess", "qc", "adapters"):
         return f"  {step.name} up to date: {step.out}"
     if step.name == "ingest":
-        from erc.summary import format_summary
+        from erc import console
+        from erc.summary import format_summary, summary_line
 
-        return f"{format_summary(s)}\n  ingest {state}"
+        console.detail(format_summary(s))  # the full table goes to the run's log
+        return f"  {summary_line(s)}\n  ingest {state}"
     if step.name == "preprocess":
         from erc.pipeline.preprocess import format_summary
 
@@ -230,11 +233,14 @@ def _describe(step: Step, result: StageResult) -> str:
                 + (f"; {decisions} relabel proposal(s)" if decisions else ""))
     if step.name == "train":
         best = s.get("best", {})
-        return (f"  {state}: best epoch {best.get('epoch')}: dev weighted F1 "
-                f"{best.get('dev_weighted_f1', float('nan')):.3f}, accuracy "
-                f"{best.get('dev_accuracy', float('nan')):.3f} ({s.get('epochs')} epochs)")
+        return (f"  {state}: best epoch {best.get('epoch', -1) + 1} of {s.get('epochs')}: dev "
+                f"weighted F1 {best.get('dev_weighted_f1', float('nan')):.3f}, accuracy "
+                f"{best.get('dev_accuracy', float('nan')):.3f}")
     if step.name == "evaluate":
+        from erc.report import MIN_JUDGED
+
+        small = ", too few to judge accuracy" if s.get("n", 0) < MIN_JUDGED else ""
         return (f"  {s.get('split')}: accuracy {s.get('accuracy', 0):.3f}, weighted F1 "
                 f"{s.get('weighted_f1', 0):.3f}, macro F1 {s.get('macro_f1', 0):.3f} "
-                f"(n={s.get('n')}) ({state})")
+                f"(n={s.get('n')}{small}) ({state})")
     return f"  {step.name} {state}"

@@ -68,7 +68,7 @@ def text_features(model_dir: str | Path, table: pa.Table, splits: list[str] | No
 def frozen_text_features(model_path: str, table: pa.Table, batch_size: int = 64,
                          cache_dir: str | Path | None = None) -> dict[str, np.ndarray]:
     """Sentence-transformers embeddings of each transcript (no context, encoder frozen)."""
-    from erc.runtime import state_dir
+    from erc.home import state_dir
 
     cache_dir = Path(cache_dir) if cache_dir else state_dir() / "cache" / "text_embeddings"
     cache_dir.mkdir(parents=True, exist_ok=True)
