@@ -9,4 +9,5 @@ run: install
 	.venv/bin/erc run
 
 test: install
+	.venv/bin/ruff check .
 	.venv/bin/python -m pytest -q

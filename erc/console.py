@@ -77,6 +77,12 @@ def setup(verbose: bool = False) -> None:
     else:
         os.environ.setdefault("RAY_COLOR_PREFIX", "0")
     os.environ.setdefault("RAY_DATA_LOGGING_CONFIG", str(_ray_data_logging_file()))
+    if "ray" in sys.modules:  # imported before the policy (a library caller, a test)
+        _route_ray_loggers()
+    if "ray.data" in sys.modules:  # Ray Data read its logging config at import
+        from logging import config as logging_config
+
+        logging_config.dictConfig(RAY_DATA_LOGGING)
     root = logging.getLogger()
     if not any(isinstance(h, _Router) for h in root.handlers):
         root.addHandler(_Router())
@@ -91,13 +97,7 @@ def attach_to_ray() -> None:
     if not _state.active:
         logging.getLogger("ray").setLevel(logging.WARNING)
         return
-    from ray._private.log import PlainRayHandler
-
-    ray_logger = logging.getLogger("ray")  # Ray gave it a console handler at import
-    for handler in [h for h in ray_logger.handlers if isinstance(h, PlainRayHandler)]:
-        ray_logger.removeHandler(handler)
-    ray_logger.propagate = True
-    ray_logger.setLevel(logging.INFO)
+    _route_ray_loggers()
     if _state.verbose:
         return  # Ray prints its workers' output itself (uncoloured off a terminal)
     try:
@@ -107,6 +107,17 @@ def attach_to_ray() -> None:
     dispatcher.remove_handler("ray_print_logs")
     dispatcher.remove_handler("erc_worker_output")
     dispatcher.add_handler("erc_worker_output", _worker_output)
+
+
+def _route_ray_loggers() -> None:
+    """Ray gives its logger a console handler at import: records go through the policy instead."""
+    from ray._private.log import PlainRayHandler
+
+    ray_logger = logging.getLogger("ray")
+    for handler in [h for h in ray_logger.handlers if isinstance(h, PlainRayHandler)]:
+        ray_logger.removeHandler(handler)
+    ray_logger.propagate = True
+    ray_logger.setLevel(logging.INFO)
 
 
 def quiet_worker_logs() -> None:

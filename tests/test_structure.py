@@ -83,3 +83,22 @@ def test_no_module_imports_a_module_that_imports_it_back():
 
 def test_the_cycle_finder_finds_a_cycle():
     assert cycles({"a": {"b"}, "b": {"c"}, "c": {"a"}, "d": {"a"}}) == [["a", "b", "c"]]
+
+
+def _parsers(parser, path=()):
+    yield path, parser
+    for action in parser._actions:
+        if action.__class__.__name__ == "_SubParsersAction":
+            for name, sub in action.choices.items():
+                yield from _parsers(sub, path + (name,))
+
+
+def test_no_two_options_of_a_command_share_a_destination():
+    """Generated setting flags and a command's own options never clash (an option named
+    like a setting would silently feed it)."""
+    from erc.cli import build_parser
+
+    for path, parser in _parsers(build_parser()):
+        dests = [a.dest for a in parser._actions if a.dest not in ("help", "version")]
+        clashes = sorted({d for d in dests if dests.count(d) > 1})
+        assert not clashes, f"erc {' '.join(path)}: {clashes}"

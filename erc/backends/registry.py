@@ -509,15 +509,22 @@ def checksum(path: str | Path) -> str:
 
 
 def make_record(spec: ModelSpec, dim: int | None = None, source: str | None = None,
-                sha256: str | None = None) -> ModelRecord:
+                sha256: str | None = None, library: str | None = None) -> ModelRecord:
     """The ModelRecord of a backend built from ``spec`` (resolved); ``source`` and
     ``sha256`` when the backend found its weights itself (a library's own folder)."""
     if sha256 is None and source is None:
         sha256 = None if spec.random_init or not spec.path else checksum(spec.path)
-    return ModelRecord(
-        role=spec.role, backend=spec.backend, name=spec.name,
-        version=library_version(BACKENDS[spec.backend].library),
-        source=source or source_of(spec), sha256=sha256, dim=dim)
+    if library is None:
+        library = BACKENDS[spec.backend].library if spec.backend in BACKENDS else spec.backend
+    return ModelRecord(role=spec.role, backend=spec.backend, name=spec.name,
+                       version=library_version(library), source=source or source_of(spec),
+                       sha256=sha256, dim=dim)
+
+
+def library_of(cls: type) -> str | None:
+    """The pip distribution of a backend class, from its entry in ``BACKENDS``."""
+    target = f"{cls.__module__}:{cls.__name__}"
+    return next((info.library for info in BACKENDS.values() if info.target == target), None)
 
 
 class Backend:
@@ -531,7 +538,8 @@ class Backend:
     weights_sha256: str | None = None
 
     def record(self) -> ModelRecord:
-        return make_record(self.spec, self.dim, self.weights_source, self.weights_sha256)
+        return make_record(self.spec, self.dim, self.weights_source, self.weights_sha256,
+                           library_of(type(self)))
 
 
 def require_path(spec: ModelSpec) -> str:
