@@ -43,7 +43,11 @@ class StageConfig:
     batch_size: int | None = None  # rows per call of the stage
     concurrency: int | list[int] | None = None  # actors (or [min, max]); decode: tasks at once
     num_cpus: float | None = None  # per actor / task; None: fitted to the cluster's CPUs
-    num_gpus: float | None = None  # per actor (0 here; e.g. 1 or 0.25 on GPU workers)
+    # per actor; None (auto): shared out over the GPUs of the largest GPU node the cluster
+    # has or can launch (erc.cluster.gpu_plan), an error where it cannot tell; 0: CPU
+    num_gpus: float | None = None
+    accelerator_type: str | None = None  # e.g. "L4": only on nodes with that GPU
+    resources: dict[str, float] = field(default_factory=dict)  # custom Ray resources
 
 
 @dataclass

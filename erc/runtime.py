@@ -86,6 +86,14 @@ def _home_for_ray_processes() -> Iterator[None]:
             os.environ.pop(key, None)
 
 
+_embedded = False  # whether this process started the Ray it is connected to
+
+
+def embedded() -> bool:
+    """True when this process runs on the embedded single-node Ray it started itself."""
+    return _embedded
+
+
 class ClusterUnreachable(ConnectionError):
     """The Ray address given cannot be reached."""
 
@@ -139,6 +147,7 @@ def connect(address: str | None = None, num_cpus: int | None = None,
                 "leave out --address / RAY_ADDRESS to run on an embedded Ray.") from err
         return f"ray cluster at {address}"
     # The embedded Ray trusts only this machine; no token is needed or written.
+    global _embedded
     os.environ.setdefault("RAY_AUTH_MODE", "disabled")
     with _home_for_ray_processes():
         ray.init(
@@ -154,6 +163,7 @@ def connect(address: str | None = None, num_cpus: int | None = None,
             log_to_driver=True,
             runtime_env={"worker_process_setup_hook": "erc.runtime.quiet_worker_logs"},
         )
+    _embedded = True
     if not sys.stdout.isatty():
         # Off a terminal Ray Data logs its progress line by line; keep warnings only.
         logging.getLogger("ray.data").setLevel(logging.WARNING)
@@ -164,5 +174,7 @@ def connect(address: str | None = None, num_cpus: int | None = None,
 
 def shutdown() -> None:
     ray = sys.modules.get("ray")  # never import Ray just to stop it
+    global _embedded
     if ray is not None and ray.is_initialized():
         ray.shutdown()
+    _embedded = False
