@@ -91,6 +91,8 @@ class TrainStageConfig:
     lr: float = 1e-3
     patience: int = 8  # epochs without a better dev weighted F1
     workers: int = 1  # Ray Train workers
+    gpu: bool = False  # one GPU per worker
+    accelerator_type: str | None = None  # e.g. "L40S": one GPU of that type (implies gpu)
     # Where Ray Train keeps checkpoints (default OUTPUT/train/ray): on a multi-node
     # cluster a folder every node mounts or a storage URI (s3://...).
     storage: str | None = None

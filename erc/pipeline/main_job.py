@@ -228,7 +228,9 @@ def _train_and_evaluate(config: RunConfig, utterances: Path, features: Path, out
     train_dir = out / "train"
     cfg = TrainConfig(name="fusion", storage_path=train.storage or str((train_dir / "ray").resolve()),
                       epochs=train.epochs, batch_size=train.batch_size, lr=train.lr,
-                      patience=train.patience, seed=train.seed, num_workers=train.workers)
+                      patience=train.patience, seed=train.seed, num_workers=train.workers,
+                      use_gpu=train.gpu or bool(train.accelerator_type),
+                      accelerator_type=train.accelerator_type)
     say(f"  modalities: {', '.join(spec)}")
     stamp = _stamp(table_fingerprint(table), spec, options, asdict(cfg), root=out)
     if not force and _up_to_date(train_dir, stamp, "model/model.safetensors"):

@@ -82,7 +82,8 @@ def _train_config(args, default_lr: float, default_epochs: int, default_batch: i
         name=args.name or out.name, storage_path=args.storage or str(out / "ray"),
         epochs=args.epochs or default_epochs, batch_size=args.batch_size or default_batch,
         lr=args.lr or default_lr, patience=args.patience, seed=args.seed,
-        num_workers=args.workers, cpus_per_worker=args.cpus_per_worker, use_gpu=args.gpu,
+        num_workers=args.workers, cpus_per_worker=args.cpus_per_worker,
+        use_gpu=args.gpu or bool(args.accelerator_type), accelerator_type=args.accelerator_type,
         max_failures=args.max_failures, weight_decay=args.weight_decay)
 
 
@@ -249,6 +250,8 @@ def _common(parser, lr_help: str) -> None:
     parser.add_argument("--workers", type=int, default=1, help="Ray Train workers (DDP)")
     parser.add_argument("--cpus-per-worker", type=int, default=1)
     parser.add_argument("--gpu", action="store_true", help="one GPU per worker")
+    parser.add_argument("--accelerator-type", help="one GPU of this type per worker (e.g. L40S: "
+                                                   "only on nodes with that GPU; implies --gpu)")
     parser.add_argument("--max-failures", type=int, default=0)
     parser.add_argument("--name", help="run name (default: the --out folder's name)")
     parser.add_argument("--storage", help="where Ray Train keeps checkpoints (default OUT/ray; "

@@ -50,6 +50,7 @@ class TrainConfig:
     num_workers: int = 1
     cpus_per_worker: int = 1
     use_gpu: bool = False
+    accelerator_type: str | None = None  # e.g. "L40S": workers only on nodes with that GPU
     max_failures: int = 0  # worker failures Ray Train retries from the latest checkpoint
 
     def to_dict(self) -> dict:
@@ -217,6 +218,14 @@ def fit(task: str, task_config: dict, data: Any, train: TrainConfig, out_dir: st
     runtime.connect(address)
     import ray
     from ray.train import CheckpointConfig, FailureConfig, RunConfig, ScalingConfig
+
+    from erc import cluster
+
+    if train.accelerator_type and not train.use_gpu:
+        raise ValueError(f"accelerator_type {train.accelerator_type!r} needs use_gpu")
+    cluster.check_feasible(cluster.Request(num_gpus=1.0 if train.use_gpu else 0.0,
+                                           accelerator_type=train.accelerator_type),
+                           "a training worker")
     from ray.train.torch import TorchTrainer
 
     storage = absolute(train.storage_path)  # Ray Train opens URIs (s3://...) itself
@@ -225,6 +234,7 @@ def fit(task: str, task_config: dict, data: Any, train: TrainConfig, out_dir: st
         train_loop_config={"task": task, "task_config": task_config, "train": train.to_dict(),
                            "data": ray.put(data)},
         scaling_config=ScalingConfig(num_workers=train.num_workers, use_gpu=train.use_gpu,
+                                     accelerator_type=train.accelerator_type,
                                      resources_per_worker={"CPU": train.cpus_per_worker}),
         run_config=RunConfig(
             name=train.name, storage_path=storage,
