@@ -60,6 +60,7 @@ class GPUPlan:
     per_node: float  # GPUs of the largest GPU node the cluster has or can launch
     nodes: int  # GPU nodes it can have at most (-1: no limit)
     source: str  # where the answer comes from, for messages
+    node_cpus: float = 0.0  # CPUs of the smallest GPU node: what actors sharing one can ask
 
 
 @dataclass
@@ -178,14 +179,18 @@ def gpu_plan(what: str) -> GPUPlan:
         nodes = -1 if any(t.max_nodes < 0 for t in gpu_types) else sum(
             max(t.max_nodes, t.alive) for t in gpu_types)
         source = "node types: " + "; ".join(t.describe() for t in types)
-        return GPUPlan(per_node, nodes if per_node else 0, source)
-    gpus = [float(n["Resources"].get("GPU", 0)) for n in _alive_nodes()]
+        return GPUPlan(per_node, nodes if per_node else 0, source,
+                       min((t.resources.get("CPU", 0.0) for t in gpu_types), default=0.0))
+    alive = _alive_nodes()
+    gpus = [float(n["Resources"].get("GPU", 0)) for n in alive]
     if any(gpus) or not _on_kuberay():
         # A cluster of `ray start`ed nodes with no autoscaler config: what is up is what
         # there is. (A driver outside the head, e.g. through ray://, cannot read the
         # launcher's config either: submit jobs with `ray job submit`.)
         return GPUPlan(max(gpus, default=0.0), sum(1 for g in gpus if g),
-                       "the nodes that are up (the cluster names no node types it could add)")
+                       "the nodes that are up (the cluster names no node types it could add)",
+                       min((float(n["Resources"].get("CPU", 0)) for n in alive
+                            if n["Resources"].get("GPU")), default=0.0))
     raise ConfigError(
         f"{what} is auto, but this KubeRay cluster's node groups could not be read (see the "
         "warning above) and no node with a GPU is up, so erc cannot tell whether GPU nodes "
@@ -331,6 +336,5 @@ def torch_device(num_gpus: float | None) -> str:
                f"torch {torch.__version__} finds no CUDA device "
                f"(torch.version.cuda={torch.version.cuda}): running on the CPU instead. Check "
                "the node's NVIDIA driver, or the GPU count its node type declares.")
-    print(message, flush=True)
-    log.warning(message)
+    print(message, flush=True)  # stdout: Ray forwards it to the job's log
     return "cpu"

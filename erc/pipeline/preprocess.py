@@ -190,13 +190,16 @@ def _existing_fingerprint(path: Path, rows: int) -> str | None:
 # -- resources ----------------------------------------------------------------------------
 
 def stage_resources(config: PreprocessConfig, stages: list[str], cpus: float, gpus: float,
-                    node_cpus: list[float] | None = None, gpu_nodes: int = 1) -> dict:
+                    node_cpus: list[float] | None = None, gpu_nodes: int = 1,
+                    gpu_node_cpus: float | None = None) -> dict:
     """batch_size, concurrency, num_cpus, num_gpus (and accelerator_type, resources) for
     each stage, from the config with the stage defaults; CPUs left unset are shared out so
     that every stage's actors and one decode task fit on the cluster; GPUs left unset are
     shared between the model stages when a node has any (``gpus``: the GPUs of the largest
     GPU node), and their actor pools, unless sized in the config, grow to fill
     ``gpu_nodes`` such nodes (-1: as many as the autoscaler brings, up to 64 actors).
+    ``gpu_node_cpus``: the CPUs of a GPU node; the GPU stages' actors, which share one,
+    ask for no more CPUs together (else the last of them would wait forever).
 
     ``node_cpus`` (the CPUs of each node) matters on a multi-node cluster: a decode task
     must fit on one node next to the actors placed there, so it asks for at most half of
@@ -230,8 +233,12 @@ def stage_resources(config: PreprocessConfig, stages: list[str], cpus: float, gp
     if auto:
         left = cpus - (decode["num_cpus"] * len(nodes) if decode else 0.0) - fixed
         share = left / sum(actors(s) for s in auto)
+        on_gpu = [s for s in model if chosen[s]["num_gpus"]]
         for stage in auto:
-            chosen[stage]["num_cpus"] = round(min(1.0, max(0.1, share)), 3)
+            cpus_here = min(1.0, max(0.1, share))
+            if gpu_node_cpus and stage in on_gpu:
+                cpus_here = min(cpus_here, gpu_node_cpus / len(on_gpu))
+            chosen[stage]["num_cpus"] = round(cpus_here, 3)
     for stage, values in chosen.items():
         if values["batch_size"] is None or int(values["batch_size"]) < 1:
             raise ConfigError(f"preprocess.{stage}.batch_size must be a positive integer")
@@ -295,7 +302,8 @@ def _cluster_stage_resources(config: PreprocessConfig, stages: list[str], say) -
         say(f"[preprocess] auto GPUs from {plan.source}")
     cpus, node_cpus = cluster.task_cpus()
     resources = stage_resources(config, stages, cpus, plan.per_node if plan else 0.0,
-                                node_cpus, plan.nodes if plan else 1)
+                                node_cpus, plan.nodes if plan else 1,
+                                plan.node_cpus if plan else None)
     for stage, chosen in resources.items():
         cluster.check_feasible(stage_request(chosen), f"preprocess.{stage}")
     return resources
