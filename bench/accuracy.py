@@ -47,6 +47,7 @@ from pathlib import Path
 import numpy as np
 
 from erc import runtime
+from erc.home import state_dir
 
 SHARED = Path(__file__).resolve().parents[1].parent / "shared"
 CORPORA = {"meld": (SHARED / "data" / "meld", "dev"),
@@ -340,7 +341,7 @@ def main(argv=None) -> int:
         print(f"bench needs {SHARED} (real corpora)", file=sys.stderr)
         return 2
     runtime.apply_offline_env()
-    bench_dir = runtime.state_dir() / "bench"
+    bench_dir = state_dir() / "bench"
     started = time.time()
     rows = []
     try:

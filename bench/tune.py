@@ -54,9 +54,10 @@ def main(argv=None) -> int:
         print(f"bench needs {meld} (the MELD transcripts)", file=sys.stderr)
         return 2
     runtime.apply_offline_env()
-    from erc.train.data import load_utterances, resolve_roles
-    from erc.train.recipes import frozen_text_features, resolve_text_encoder, table_fingerprint
-    from erc.tune.cli import subset_dialogues
+    from erc.artifacts import load_corpus as load_utterances
+    from erc.cli.tune import subset_dialogues
+    from erc.train.data import resolve_roles
+    from erc.train.vectors import frozen_text_features, resolve_text_encoder, table_fingerprint
     from erc.tune.driver import run_search
     from erc.tune.space import METRIC, parse_spec
 

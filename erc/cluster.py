@@ -31,7 +31,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Mapping
 
-from erc.config import ConfigError
+from erc.errors import ConfigError
 
 log = logging.getLogger(__name__)
 

@@ -1,6 +1,8 @@
 """The main job's report: one self-contained HTML page (images inline) over the folders
-``erc.pipeline.main_job`` writes: what went in and what came out of every stage, the QC
-summary, training curves, and per split the metrics, per-class table and confusion matrix.
+``erc.stages.main`` writes: what went in and what came out of every stage, in words (read
+from each stage's ``manifest.json``); what quality control removed per split, emotion and
+speaker; training curves; and per split the metrics, per-class table and confusion
+matrix, under a warning when the split is too small for its accuracy to mean anything.
 """
 
 from __future__ import annotations
@@ -8,20 +10,26 @@ from __future__ import annotations
 import base64
 import html
 import json
-from collections import Counter
+from io import BytesIO
 from pathlib import Path
 
-import pyarrow.parquet as pq
+from erc import io
 
 REPORT = "report.html"
+SPEAKERS_SHOWN = 15  # the speakers with most removals; the QC report lists them all
+# Fewer labelled utterances than this and an accuracy says nothing about a model: one
+# utterance moves it by more than a percentage point, and a class has a handful of
+# examples at most.
+MIN_JUDGED = 100
 
 STYLE = """
 body{font-family:system-ui,sans-serif;max-width:1100px;margin:2em auto;padding:0 1em;color:#222}
 h1{font-size:1.6em} h2{border-bottom:1px solid #ccc;padding-bottom:.2em;margin-top:1.6em}
 table{border-collapse:collapse;margin:.6em 0} td,th{border:1px solid #ddd;padding:.25em .6em;
-text-align:right} th{background:#f4f4f4} td:first-child,th:first-child{text-align:left}
+text-align:left} th{background:#f4f4f4} td.num{text-align:right}
 .grid{display:flex;flex-wrap:wrap;gap:1em} .muted{color:#777} code{background:#f4f4f4;padding:0 .2em}
 img{max-width:100%;border:1px solid #eee}
+.banner{background:#fff4d6;border:1px solid #e0b040;border-radius:4px;padding:.6em 1em;margin:1em 0}
 """
 
 
@@ -31,8 +39,17 @@ def _esc(value) -> str:
 
 def _table(header: list[str], rows: list[list]) -> str:
     head = "".join(f"<th>{_esc(h)}</th>" for h in header)
-    body = "".join("<tr>" + "".join(f"<td>{_esc(c)}</td>" for c in row) + "</tr>" for row in rows)
+    body = "".join("<tr>" + "".join(_cell(c) for c in row) + "</tr>" for row in rows)
     return f"<table><tr>{head}</tr>{body}</table>"
+
+
+def _cell(value) -> str:
+    """A table cell; numbers (also as text, like "0.273") align right."""
+    try:
+        float(str(value))
+        return f"<td class=num>{_esc(value)}</td>"
+    except ValueError:
+        return f"<td>{_esc(value)}</td>"
 
 
 def _img(png: bytes, alt: str) -> str:
@@ -43,8 +60,8 @@ def _fmt(x, digits: int = 3) -> str:
     return f"{x:.{digits}f}" if isinstance(x, float) else str(x)
 
 
-def training_curves(history: list[dict], path: Path) -> bytes:
-    """Train loss and dev metrics per epoch, saved as ``path`` (PNG); returns its bytes."""
+def training_curves(history: list[dict], path: Path | None = None) -> bytes:
+    """Train loss and dev metrics per epoch as PNG bytes (also saved as ``path``)."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -62,46 +79,108 @@ def training_curves(history: list[dict], path: Path) -> bytes:
     for ax in (left, right):
         ax.grid(alpha=0.3)
     fig.tight_layout()
-    fig.savefig(path, dpi=100)
+    buffer = BytesIO()
+    fig.savefig(buffer, dpi=100, format="png")
     plt.close(fig)
-    return path.read_bytes()
+    if path is not None:
+        io.write_bytes(path, buffer.getvalue())
+    return buffer.getvalue()
 
 
-def _stage_section(run: dict) -> str:
+def _counts(counts: dict, empty: str = "none") -> str:
+    """{'missing_media': 3, 'speaker:other_speaker': 1} -> "3 missing media, 1 speaker:
+    other speaker"."""
+    text = ", ".join(f"{n:,} {str(key).replace('_', ' ').replace(':', ': ')}"
+                     for key, n in counts.items() if n)
+    return text or empty
+
+
+def _stage_rows(out: Path, run: dict) -> list[list]:
+    """stage, rows in, rows out, what happened (in words), seconds."""
     seconds = run.get("stages", {})
     ingest, pre = run.get("ingest", {}), run.get("preprocess", {})
-    rows = [["ingest", ingest.get("input_rows"), ingest.get("kept"),
-             f"{ingest.get('problems')} problems: {ingest.get('problems_by_reason') or {}}",
-             _fmt(seconds.get("ingest", 0.0), 1)]]
+    rows = []
+    if ingest:
+        splits = ", ".join(f"{k} {v['utterances']:,}" for k, v in ingest.get("splits", {}).items())
+        rows.append(["ingest", ingest.get("input_rows"), ingest.get("kept"),
+                     f"{ingest.get('problems', 0):,} set aside"
+                     + (f" ({_counts(ingest.get('problems_by_reason', {}))})"
+                        if ingest.get("problems") else "") + f"; per split: {splits}"])
     if pre:
+        status = pre.get("status", {})
         rows.append(["preprocess", pre.get("rows_in"), pre.get("rows_out"),
-                     f"{pre.get('status')}; failures {pre.get('failures') or {}}",
-                     _fmt(seconds.get("preprocess", 0.0), 1)])
-    for stage in ("qc", "adapters", "train", "evaluate"):
-        if stage in seconds:
-            rows.append([stage, "", "", "", _fmt(seconds[stage], 1)])
+                     f"{status.get('ok', 0):,} with every modality, {status.get('text_only', 0):,} "
+                     f"text only, {status.get('failed', 0):,} failed"
+                     + (f"; failures: {_counts(pre['failures'])}" if pre.get("failures") else "")])
+    qc = _read_json(out / "qc" / "report.json")
+    if qc:
+        rows.append(["qc", qc["input"], qc["kept"], f"{qc['removed']:,} set aside"
+                     + (f" ({_counts(qc['removed_by_first_reason'])})" if qc["removed"] else "")])
+    if "adapters" in seconds:
+        adapters = run.get("adapters", {})
+        trained = {m: a for m, a in adapters.items() if "n_train" in a}
+        rows.append(["adapters", "", "", "; ".join(
+            f"{m}: {a['n_train']} train / {a['n_val']} held-out utterances"
+            for m, a in trained.items()) or "none trained (raw identity embeddings)"])
+    history = _read_json(out / "train" / "history.json")
+    if history:
+        best = max(history, key=lambda h: h.get("dev_weighted_f1", 0.0))
+        rows.append(["train", "", "", f"{len(history)} epochs; best dev weighted F1 "
+                     f"{best['dev_weighted_f1']:.3f} at epoch {best['epoch'] + 1}"])
+    evaluated = _evaluations(out)
+    if evaluated:
+        rows.append(["evaluate", "", "", "; ".join(
+            f"{split}: accuracy {m['accuracy']:.3f} on {m['n']:,} utterances"
+            + (" (too few to judge)" if m["n"] < MIN_JUDGED else "")
+            for split, m in evaluated.items())])
+    for row in rows:
+        row.append(_fmt(seconds[row[0]], 1) if row[0] in seconds else "")
+    return rows
+
+
+def _stage_section(out: Path, run: dict) -> str:
+    pre = run.get("preprocess", {})
     models = ", ".join(f"{m['role']}: {m['backend']} {m['name']}" for m in pre.get("models", []))
-    return ("<h2>Stages</h2>" + _table(["stage", "rows in", "rows out", "notes", "seconds"], rows)
-            + f"<p class=muted>models: {_esc(models)}</p>")
+    return ("<h2>Stages</h2>"
+            + _table(["stage", "rows in", "rows out", "what happened", "seconds"],
+                     _stage_rows(out, run))
+            + (f"<p class=muted>models: {_esc(models)}</p>" if models else ""))
+
+
+def _small_split_banner(evaluated: dict[str, dict]) -> str:
+    small = {split: m["n"] for split, m in evaluated.items() if m["n"] < MIN_JUDGED}
+    if not small:
+        return ""
+    which = ", ".join(f"{split} has {n:,}" for split, n in small.items())
+    return (f"<div class=banner><b>Too small to judge accuracy.</b> Of labelled utterances, "
+            f"{_esc(which)}: fewer than {MIN_JUDGED}, where one utterance moves the accuracy "
+            "by a percentage point or more. The figures show that the pipeline runs, not how "
+            "well it recognises emotions.</div>")
 
 
 def _qc_section(out: Path) -> str:
-    path = out / "qc" / "decisions.parquet"
-    if not path.is_file():
+    from erc.qc.report import removal_rows
+
+    data = _read_json(out / "qc" / "report.json")
+    if not data:
         return "<h2>Quality control</h2><p>QC did not run (disabled in the config).</p>"
-    d = pq.read_table(path, columns=["split", "keep", "first_reason"]).to_pylist()
-    by_split = Counter((r["split"], r["keep"]) for r in d)
-    splits = sorted({r["split"] for r in d})
-    rows = [[s, by_split[(s, True)] + by_split[(s, False)], by_split[(s, True)],
-             by_split[(s, False)]] for s in splits]
-    rows.append(["all", len(d), sum(r["keep"] for r in d), sum(not r["keep"] for r in d)])
-    reasons = Counter(r["first_reason"] for r in d if not r["keep"])
-    reason_rows = [[k, v] for k, v in reasons.most_common()] or [["(none)", 0]]
-    return ("<h2>Quality control</h2>"
-            + _table(["split", "utterances", "kept", "set aside"], rows)
-            + _table(["first failed check", "utterances"], reason_rows)
-            + '<p>Scores, histograms and examples: <a href="qc/report.html">qc/report.html</a>; '
-              "every decision: <code>qc/decisions.parquet</code>.</p>")
+    parts = [f"<h2>Quality control</h2><p>{data['input']:,} utterances checked, "
+             f"{data['kept']:,} kept, {data['removed']:,} set aside"
+             + (f": {_esc(_counts(data['removed_by_first_reason']))} (first failed check)"
+                if data["removed"] else "") + ".</p>"]
+    for key, title in (("split", "Per split"), ("emotion", "Per emotion"), ("speaker", "Per speaker")):
+        header, rows = removal_rows(data, key)
+        shown = rows if key != "speaker" else rows[:SPEAKERS_SHOWN]
+        parts.append(f"<h3>{title}</h3>" + _table(header, shown))
+        if len(shown) < len(rows):
+            parts.append(f"<p class=muted>{len(rows) - len(shown)} more speakers in "
+                         '<a href="qc/report.html">qc/report.html</a>.</p>')
+        plot = out / "qc" / "plots" / f"kept_by_{key}.png"
+        if plot.is_file():
+            parts.append(_img(plot.read_bytes(), f"kept and removed per {key}"))
+    parts.append('<p>Scores, histograms and examples: <a href="qc/report.html">qc/report.html</a>; '
+                 "every decision: <code>qc/decisions.parquet</code>.</p>")
+    return "".join(parts)
 
 
 def _training_section(out: Path) -> str:
@@ -111,28 +190,40 @@ def _training_section(out: Path) -> str:
     history = json.loads(history_path.read_text())
     if not history:
         return ""
-    png = training_curves(history, out / "train" / "curves.png")
+    curves = out / "train" / "curves.png"
+    png = curves.read_bytes() if curves.is_file() else training_curves(history)
     best = max(history, key=lambda h: h.get("dev_weighted_f1", 0.0))
     return (f"<h2>Training</h2><p>{len(history)} epochs; best dev weighted F1 "
             f"{best['dev_weighted_f1']:.3f} at epoch {best['epoch'] + 1}. Model: "
             f"<code>train/model</code>.</p>" + _img(png, "training curves"))
 
 
+def _evaluations(out: Path) -> dict[str, dict]:
+    """split -> metrics of every evaluation the run wrote."""
+    found = {}
+    for folder in sorted(out.glob("eval-*")):
+        metrics = _read_json(folder / "metrics.json")
+        if metrics:
+            found[folder.name[len("eval-"):]] = metrics
+    return found
+
+
+def _read_json(path: Path):
+    return json.loads(path.read_text()) if path.is_file() else None
+
+
 def _evaluation_section(out: Path) -> str:
     parts = []
-    for folder in sorted(out.glob("eval-*")):
-        metrics_path = folder / "metrics.json"
-        if not metrics_path.is_file():
-            continue
-        m = json.loads(metrics_path.read_text())
-        split = folder.name[len("eval-"):]
+    for split, m in _evaluations(out).items():
+        folder = out / f"eval-{split}"
         per_class = [[label, _fmt(v["precision"]), _fmt(v["recall"]), _fmt(v["f1"]), v["support"]]
                      for label, v in m["per_class"].items()]
         confusion = folder / "confusion.png"
         parts.append(
             f"<h3>{_esc(split)}: accuracy {m['accuracy']:.3f}, weighted F1 "
             f"{m['weighted_f1']:.3f}, macro F1 {m['macro_f1']:.3f} (n={m['n']})</h3>"
-            '<div class="grid"><div>'
+            + _small_split_banner({split: m})
+            + '<div class="grid"><div>'
             + _table(["emotion", "precision", "recall", "F1", "support"], per_class)
             + "</div><div>"
             + (_img(confusion.read_bytes(), f"confusion matrix {split}") if confusion.is_file() else "")
@@ -143,19 +234,40 @@ def _evaluation_section(out: Path) -> str:
     return "<h2>Evaluation</h2>" + "".join(parts)
 
 
-def write_report(out: str | Path) -> Path:
+def run_summary(config) -> dict:
+    """What the report shows of each stage, from the manifests of the run's folders:
+    {"config", "stages": {stage: seconds}, "ingest": summary, "preprocess": summary,
+    "outputs": {folder: path}}."""
+    import dataclasses
+
+    from erc.stages.base import read_manifest
+    from erc.stages.layout import Layout
+
+    run = {"config": dataclasses.asdict(config), "stages": {}, "outputs": {}}
+    for name, folder in Layout(config).stage_folders().items():
+        manifest = read_manifest(folder)
+        if manifest is None:
+            continue
+        stage = manifest["stage"]
+        run["stages"][stage] = run["stages"].get(stage, 0.0) + manifest.get("seconds", 0.0)
+        run["outputs"][name] = str(folder)
+        if manifest["stage"] in ("ingest", "preprocess", "adapters"):
+            run[manifest["stage"]] = manifest.get("summary", {})
+    return run
+
+
+def write_report(out: str | Path, config) -> Path:
     """Writes ``out/report.html`` from the run's folders; returns its path."""
     out = Path(out)
-    run = json.loads((out / "run.json").read_text()) if (out / "run.json").is_file() else {}
+    run = run_summary(config)
     corpus = run.get("config", {}).get("corpus", {}).get("path", "")
     outputs = [[name, path] for name, path in run.get("outputs", {}).items()]
     page = (f"<!doctype html><html><head><meta charset='utf-8'><title>erc run: {_esc(out.name)}"
             f"</title><style>{STYLE}</style></head><body>"
             f"<h1>erc run: {_esc(out.name)}</h1><p>corpus <code>{_esc(corpus)}</code></p>"
-            + _stage_section(run) + _qc_section(out) + _training_section(out)
+            + _small_split_banner(_evaluations(out))
+            + _stage_section(out, run) + _qc_section(out) + _training_section(out)
             + _evaluation_section(out)
             + "<h2>Outputs</h2>" + _table(["output", "path"], outputs)
             + "</body></html>")
-    path = out / REPORT
-    path.write_text(page, encoding="utf-8")
-    return path
+    return io.write_text(out / REPORT, page)

@@ -9,6 +9,9 @@ to the user's home, and model hubs offline unless the user says otherwise.
 
 from __future__ import annotations
 
+from erc.errors import ErcError
+from erc.home import state_dir
+
 import contextlib
 import logging
 import os
@@ -33,15 +36,6 @@ OFFLINE_ENV = {
     # Ray Train tees a worker's print() into its logger too: each line reached the driver twice
     "RAY_TRAIN_ENABLE_PRINT_PATCH": "0",
 }
-
-
-def state_dir() -> Path:
-    """erc's own folder for caches and Ray's private HOME."""
-    base = os.environ.get("ERC_HOME") or os.path.join(
-        os.environ.get("XDG_CACHE_HOME") or os.path.expanduser("~/.cache"), "erc")
-    path = Path(base)
-    path.mkdir(parents=True, exist_ok=True)
-    return path
 
 
 def apply_offline_env() -> None:
@@ -94,7 +88,7 @@ def embedded() -> bool:
     return _embedded
 
 
-class ClusterUnreachable(ConnectionError):
+class ClusterUnreachable(ErcError, ConnectionError):
     """The Ray address given cannot be reached."""
 
 
@@ -109,21 +103,6 @@ def _check_reachable(address: str, timeout_s: float = 5.0) -> None:
         raise ConnectionError(f"nothing answers at {host}:{port} ({err})") from err
 
 
-def quiet_worker_logs() -> None:
-    """Runs in every worker of the embedded Ray: per-report INFO lines of Ray Train and the
-    state-API warnings of its placement-group cleaner (the embedded Ray runs without a
-    dashboard, hence without a state API) would drown erc's own progress lines."""
-    logging.getLogger("ray.train").setLevel(logging.WARNING)
-    try:  # this module's logger is named after its file, not its module
-        from ray.train.v2._internal.execution import context
-
-        logging.getLogger(context.__file__).setLevel(logging.WARNING)
-    except ImportError:
-        pass
-    logging.getLogger(
-        "ray.train.v2._internal.execution.controller.placement_group_cleaner").setLevel(logging.ERROR)
-
-
 def connect(address: str | None = None, num_cpus: int | None = None,
             num_gpus: int | None = None, dashboard: bool = False) -> str:
     """Connects this process to Ray once: to ``address`` (or ``RAY_ADDRESS``) when given,
@@ -131,13 +110,15 @@ def connect(address: str | None = None, num_cpus: int | None = None,
     apply_offline_env()  # before Ray is imported: it reads some of these at import
     import ray
 
+    from erc import console
+
     address = address or os.environ.get("RAY_ADDRESS") or None
     if ray.is_initialized():
         return "ray (already connected)"
     if address and address != "local":
         try:
             _check_reachable(address)
-            ray.init(address=address, log_to_driver=True)
+            ray.init(address=address, log_to_driver=True, configure_logging=False)
         except (OSError, RuntimeError, ValueError, SystemExit) as err:  # Ray may sys.exit
             raise ClusterUnreachable(
                 f"cannot reach the Ray cluster at {address!r}: {err}\n"
@@ -145,6 +126,7 @@ def connect(address: str | None = None, num_cpus: int | None = None,
                 "cluster node), that the cluster is up (`ray status` on the head), and that "
                 "RAY_AUTH_TOKEN_PATH names its token when it uses token authentication; or "
                 "leave out --address / RAY_ADDRESS to run on an embedded Ray.") from err
+        console.attach_to_ray()
         return f"ray cluster at {address}"
     # The embedded Ray trusts only this machine; no token is needed or written.
     global _embedded
@@ -158,15 +140,12 @@ def connect(address: str | None = None, num_cpus: int | None = None,
             dashboard_host="127.0.0.1",
             _node_ip_address="127.0.0.1",
             _temp_dir=tempfile.mkdtemp(prefix="ray-", dir="/tmp"),
-            configure_logging=True,
-            logging_level=logging.WARNING,
+            configure_logging=False,  # erc.console owns what reaches the console
             log_to_driver=True,
-            runtime_env={"worker_process_setup_hook": "erc.runtime.quiet_worker_logs"},
+            runtime_env={"worker_process_setup_hook": "erc.console.quiet_worker_logs"},
         )
     _embedded = True
-    if not sys.stdout.isatty():
-        # Off a terminal Ray Data logs its progress line by line; keep warnings only.
-        logging.getLogger("ray.data").setLevel(logging.WARNING)
+    console.attach_to_ray()
     resources = ray.cluster_resources()
     return (f"embedded ray on 127.0.0.1 ({int(resources.get('CPU', 0))} CPU, "
             f"{int(resources.get('GPU', 0))} GPU)")

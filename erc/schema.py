@@ -69,6 +69,8 @@ PROBLEM_REASONS = {
     "path_outside_root": "media path escapes the corpus root",
     "bad_filename": "a media file whose name does not follow the corpus convention",
     "bad_time": "start/end times that cannot be parsed or are inverted",
+    "missing_template_field": "a column a mapping template composes a field from is empty",
+    "several_speakers": "the speaker field lists several people (mapping: several_speakers)",
     "unreadable_media": "the media file exists but cannot be opened or decoded",
     "overlong_clip": "media longer than the configured cap (mis-cut clip)",
     "no_audio": "the media file has no audio stream",

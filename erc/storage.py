@@ -21,6 +21,9 @@ or from the URI's query (``s3://bucket/path?endpoint_override=host:port&scheme=h
 
 from __future__ import annotations
 
+from erc import io
+from erc.errors import ErcError
+
 import hashlib
 import json
 import os
@@ -35,13 +38,26 @@ SCHEMES = ("s3", "gs", "gcs", "abfs", "abfss", "hdfs", "viewfs", "file")
 # A URI inside an argument (``finetuned:s3://b/model``, ``parquet:gs://b/f#text_embedding``):
 # it ends at whitespace or at the ``#column`` suffix of a feature argument.
 URI_PATTERN = re.compile(rf"(?:{'|'.join(SCHEMES)})://[^\s#]+")
-INDEX = ".erc-mirror.json"  # what the local copy holds of each remote file
+INDEX = io.MIRROR_INDEX  # what the local copy holds of each remote file
 CHUNK = 8 << 20  # bytes per read when copying to or from the store
 RAY_STORAGE = "ray"  # Ray Train/Tune's folder beside a job's outputs (written by Ray itself)
 
 
-class StorageError(RuntimeError):
-    """A URI that cannot be opened, listed or copied; the message names it."""
+class StorageError(ErcError, RuntimeError):
+    """A URI that cannot be opened, listed or copied; the message names it (redacted)."""
+
+
+# Credentials a URI may carry: user:secret@ before the host, and secret query parameters
+# (pyarrow's s3 options access_key / secret_key / session_token, signed-URL signatures).
+_USERINFO = re.compile(r"((?:[a-z][a-z0-9+.-]*)://)[^/@\s]*@", re.IGNORECASE)
+_SECRET_PARAMS = re.compile(
+    r"([?&](?:[a-z_]*(?:key|secret|token|password|credential|signature|sig)[a-z_]*)=)[^&#\s]*",
+    re.IGNORECASE)
+
+
+def redact(text: str) -> str:
+    """``text`` with every credential in a URI replaced by ``***``: what erc prints."""
+    return _SECRET_PARAMS.sub(r"\1***", _USERINFO.sub(r"\1***@", str(text)))
 
 
 def is_uri(text: str) -> bool:
@@ -56,7 +72,7 @@ def open_uri(uri: str):
     try:
         return pafs.FileSystem.from_uri(uri)
     except (pa.ArrowException, OSError, ValueError) as err:
-        raise StorageError(f"{uri}: cannot open this storage URI ({err})") from None
+        raise StorageError(f"{redact(uri)}: cannot open this storage URI ({redact(err)})") from None
 
 
 def absolute(path_or_uri: str) -> str:
@@ -92,9 +108,10 @@ def _local_copy(base: Path, uri: str, folder: bool) -> Path:
 
 
 def _is_scratch(relative: str) -> bool:
-    """Files mid-write (erc writes ``.name.tmp`` then renames) and the mirror's index."""
+    """Files mid-write (erc writes ``.name.<id>.tmp`` then renames), the lock of an output
+    folder and the mirror's index."""
     name = relative.rsplit("/", 1)[-1]
-    return name == INDEX or name.endswith(".tmp")
+    return name == INDEX or io.is_scratch(name)
 
 
 class Mirror:
@@ -126,7 +143,7 @@ class Mirror:
             infos = self.fs.get_file_info(
                 pafs.FileSelector(self.root, recursive=True, allow_not_found=True))
         except OSError as err:
-            raise StorageError(f"{self.uri}: cannot list it ({err})") from None
+            raise StorageError(f"{redact(self.uri)}: cannot list it ({redact(err)})") from None
         prefix = f"{self.root}/"
         return {info.path[len(prefix):]: (info.size, info.mtime_ns or 0) for info in infos
                 if info.type == pafs.FileType.File and info.path.startswith(prefix)
@@ -149,10 +166,7 @@ class Mirror:
         return not _is_scratch(relative) and relative.split("/", 1)[0] not in self.exclude
 
     def _save_index(self) -> None:
-        self.local.mkdir(parents=True, exist_ok=True)
-        tmp = self._index_path.with_name(f"{INDEX}.tmp")
-        tmp.write_text(json.dumps(self._index))
-        os.replace(tmp, self._index_path)
+        io.write_text(self._index_path, json.dumps(self._index))
 
     # -- download ------------------------------------------------------------------------
     def pull(self) -> int:
@@ -181,6 +195,10 @@ class Mirror:
 
     def _download(self, relative: str) -> None:
         target = self.local / relative
+        root = self.local.resolve()
+        if root not in target.resolve().parents:  # a key such as "a/../../x" must not escape
+            raise StorageError(f"{redact(self.uri)}: the object key {relative!r} would be "
+                               f"written outside the local copy {self.local}; refusing it")
         target.parent.mkdir(parents=True, exist_ok=True)
         tmp = target.with_name(f".{target.name}.tmp")
         try:
@@ -188,7 +206,7 @@ class Mirror:
                 shutil.copyfileobj(src, dst, CHUNK)
         except OSError as err:
             tmp.unlink(missing_ok=True)
-            raise StorageError(f"{self.uri}/{relative}: download failed ({err})") from None
+            raise StorageError(f"{redact(self.uri)}/{relative}: download failed ({redact(err)})") from None
         os.replace(tmp, target)
 
     # -- upload --------------------------------------------------------------------------
@@ -216,7 +234,7 @@ class Mirror:
                 except FileNotFoundError:
                     pass
                 except OSError as err:
-                    raise StorageError(f"{self.uri}/{relative}: delete failed ({err})") from None
+                    raise StorageError(f"{redact(self.uri)}/{relative}: delete failed ({redact(err)})") from None
                 del self._index[relative]
                 changed += 1
             self._save_index()
@@ -234,7 +252,7 @@ class Mirror:
                     shutil.copyfileobj(src, dst, CHUNK)
                 info = self.fs.get_file_info(remote)
             except OSError as err:
-                raise StorageError(f"{remote}: upload to {self.uri} failed ({err})") from None
+                raise StorageError(f"{relative}: upload to {redact(self.uri)} failed ({redact(err)})") from None
         return info.size, info.mtime_ns or 0
 
 
@@ -245,12 +263,12 @@ def stage_input(uri: str, cache: Path) -> Path:
     fs, path = open_uri(uri)
     kind = fs.get_file_info(path.rstrip("/")).type
     if kind == pafs.FileType.NotFound:
-        raise StorageError(f"{uri}: no such file or folder")
+        raise StorageError(f"{redact(uri)}: no such file or folder")
     is_file = kind == pafs.FileType.File
     mirror = Mirror(uri, _local_copy(cache / "inputs", uri, folder=not is_file))
     fetched = mirror.pull()
     if fetched:
-        print(f"[storage] {uri}: {fetched} file(s) downloaded to {mirror.local}", flush=True)
+        print(f"[storage] {redact(uri)}: {fetched} file(s) downloaded to {mirror.local}", flush=True)
     return mirror.local / Path(path.rstrip("/")).name if is_file else mirror.local
 
 
@@ -262,7 +280,7 @@ def staged_output(uri: str, cache: Path, interval: float = 30.0,
     top-level folders of the URI that something else writes there (Ray's storage)."""
     mirror = Mirror(uri, _local_copy(cache / "staging", uri, folder=True), exclude)
     fetched = mirror.pull()
-    print(f"[storage] {uri}: working in {mirror.local}"
+    print(f"[storage] {redact(uri)}: working in {mirror.local}"
           + (f" ({fetched} earlier file(s) downloaded)" if fetched else ""), flush=True)
     stop = threading.Event()
 
@@ -271,7 +289,7 @@ def staged_output(uri: str, cache: Path, interval: float = 30.0,
             try:
                 mirror.push()
             except StorageError as err:  # try again next time; the last push reports it
-                print(f"[storage] {err}", flush=True)
+                print(f"[storage] {redact(err)}", flush=True)
 
     uploader = threading.Thread(target=upload_periodically, name=f"upload {uri}", daemon=True)
     uploader.start()
@@ -281,7 +299,7 @@ def staged_output(uri: str, cache: Path, interval: float = 30.0,
         stop.set()
         uploader.join()
         changed = mirror.push()
-        print(f"[storage] {uri}: up to date ({changed} file(s) uploaded or deleted)", flush=True)
+        print(f"[storage] {redact(uri)}: up to date ({changed} file(s) uploaded or deleted)", flush=True)
 
 
 def run_with_uris(main: Callable[[list[str]], int], argv: list[str], cache: Path,
@@ -328,5 +346,5 @@ def run_with_uris(main: Callable[[list[str]], int], argv: list[str], cache: Path
             local_argv = [a.replace(f"\0output{number}", str(local)) for a in local_argv]
         code = main(local_argv)
     for uri in outputs:
-        print(f"results: {uri}", flush=True)
+        print(f"results: {redact(uri)}", flush=True)
     return code

@@ -49,6 +49,14 @@ def _table(header: list[str], rows: list[list]) -> str:
     return "\n".join([line(header), line(["-" * w for w in widths])] + [line(r) for r in rows])
 
 
+def summary_line(s: dict) -> str:
+    """The summary in one line: rows in, kept and set aside, utterances per split."""
+    splits = ", ".join(f"{k} {v['utterances']:,}" for k, v in s["splits"].items())
+    return (f"{s['input_rows']:,} input rows -> {s['kept']:,} utterances kept, "
+            f"{s['problems']:,} set aside  ({splits}; {len(s['emotions'])} emotions, "
+            f"{s['speakers']:,} speakers)")
+
+
 def format_summary(s: dict) -> str:
     splits = list(s["splits"])
     out = [f"{s['input_rows']:,} input rows -> {s['kept']:,} utterances kept, "

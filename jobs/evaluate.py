@@ -10,6 +10,6 @@ from _job import check_outputs  # jobs/ is on sys.path: python jobs/<job>.py
 
 if __name__ == "__main__":
     check_outputs(sys.argv[1:])
-    from erc.train.cli import main
+    from erc.cli import main
 
     sys.exit(main(["evaluate", *sys.argv[1:]]))

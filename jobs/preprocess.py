@@ -15,6 +15,6 @@ from _job import check_outputs  # jobs/ is on sys.path: python jobs/<job>.py
 
 if __name__ == "__main__":
     check_outputs(sys.argv[1:])
-    from erc.pipeline.preprocess import main
+    from erc.cli import main
 
-    sys.exit(main())
+    sys.exit(main(["preprocess", *sys.argv[1:]]))

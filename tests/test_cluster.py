@@ -198,14 +198,16 @@ def test_stage_resources_leave_room_for_decode_on_every_node():
     free on every node, so some node can always run one."""
     from itertools import product
 
-    from erc.config import PreprocessConfig
     from erc.pipeline.preprocess import stage_resources
-    from erc.pipeline.stages import MODEL_STAGES, STAGES
+    from erc.pipeline.stages import MODEL_STAGES, PASS
+    from erc.recipes import PreprocessConfig
+
+    STAGES = [stage.name for stage in PASS]
 
     for node_cpus in ([1, 1], [1, 1, 1], [4, 2], [16, 16, 8]):
         res = stage_resources(PreprocessConfig(), list(STAGES), sum(node_cpus), 0, node_cpus)
         decode = res["decode"]["num_cpus"]
-        actors = [res[s]["num_cpus"] for s in MODEL_STAGES]
+        actors = [res[s.name]["num_cpus"] for s in MODEL_STAGES]
         assert decode <= min(node_cpus) / 2
         # whichever node each actor lands on (where it fits), some node can run a decode task
         for placement in product(range(len(node_cpus)), repeat=len(actors)):
@@ -300,7 +302,7 @@ def test_ingest_job_on_the_sample(two_nodes, sample_corpus, sample_manifest):
 
     # complete: every manifest row kept (the sample has no bad clip), and the table is
     # exactly what reading the manifest locally gives
-    record = json.loads((out / "ingest.json").read_text())
+    record = json.loads((out / "manifest.json").read_text())
     assert (record["summary"]["input_rows"], record["summary"]["kept"],
             record["summary"]["problems"]) == (84, 84, 0)
     local = read_corpus(sample_manifest)
@@ -409,7 +411,7 @@ def test_ingest_survives_losing_the_worker_node(two_nodes, sample_manifest, tmp_
     for name in ("utterances.parquet", "problems.parquet"):
         assert pq.read_table(tmp_path / "faulty" / name).equals(
             pq.read_table(tmp_path / "clean" / name)), name
-    records = [json.loads((tmp_path / d / "ingest.json").read_text()) for d in ("clean", "faulty")]
+    records = [json.loads((tmp_path / d / "manifest.json").read_text()) for d in ("clean", "faulty")]
     assert records[0]["summary"] == records[1]["summary"]
     assert records[0]["fingerprint"] == records[1]["fingerprint"]
     summary = records[0]["summary"]
@@ -507,18 +509,18 @@ def test_preprocess_job_on_two_nodes(two_nodes, sample_corpus, preprocess_clean)
     """The preprocess job (decode, ASR, faces, speaker, text) submitted with `ray job
     submit`: its tasks and model actors run on both nodes and every utterance comes out
     with every feature."""
-    from erc.pipeline.preprocess import load_features
+    from erc.artifacts import read_features as load_features
 
     cluster = two_nodes
     run, out, nodes = preprocess_clean
     assert run.status == "SUCCEEDED", run.logs[-4000:]
-    assert f"{out / 'summary.json'}" in run.logs  # the job says where its results are
+    assert f"{out / 'manifest.json'}" in run.logs  # the job says where its results are
 
     want_ids = sorted(pq.read_table(sample_corpus[1] / "utterances.parquet")
                       .column("utterance_id").to_pylist())[:PREPROCESS_LIMIT]
     features = load_features(out)
     assert features.column("utterance_id").to_pylist() == want_ids
-    summary = json.loads((out / "summary.json").read_text())
+    summary = json.loads((out / "manifest.json").read_text())["summary"]
     assert summary["rows_in"] == summary["rows_out"] == PREPROCESS_LIMIT
     assert summary["status"] == {"ok": PREPROCESS_LIMIT, "text_only": 0, "failed": 0}
     assert summary["partitions"] == {"total": PARTITIONS, "written": PARTITIONS, "skipped": 0}
@@ -551,7 +553,7 @@ def test_preprocess_survives_losing_the_worker_node(two_nodes, sample_corpus, pr
     node is replaced (as the autoscaler replaces a lost node); Ray restarts the stage
     actors that lived there and retries the lost tasks, and the job finishes with output
     identical to the clean run's."""
-    from erc.pipeline.preprocess import load_features
+    from erc.artifacts import read_features as load_features
 
     cluster = two_nodes
     clean_run, clean_out, _ = preprocess_clean
@@ -574,7 +576,7 @@ def test_preprocess_survives_losing_the_worker_node(two_nodes, sample_corpus, pr
     _features_equal(load_features(out), load_features(clean_out))
     manifests = [json.loads((d / "manifest.json").read_text()) for d in (clean_out, out)]
     assert manifests[0]["partitions"] == manifests[1]["partitions"]
-    summaries = [json.loads((d / "summary.json").read_text()) for d in (clean_out, out)]
+    summaries = [m["summary"] for m in manifests]
     assert summaries[0]["status"] == summaries[1]["status"]
 
     # what died with the node was redone elsewhere
@@ -774,7 +776,7 @@ def test_jobs_read_and_write_s3(two_nodes, sample_manifest, preprocess_config, p
     import shutil
 
     from erc.corpus import read_corpus
-    from erc.pipeline.preprocess import load_features
+    from erc.artifacts import read_features as load_features
     from erc.storage import Mirror
     from tests.conftest import S3_BUCKET
 
@@ -807,8 +809,7 @@ def test_jobs_read_and_write_s3(two_nodes, sample_manifest, preprocess_config, p
     # a new head node: the job's local copy is gone; what is done is read back from S3
     shutil.rmtree(_staging_folder(first.logs, f"{base}/features"))
     again = submit(*preprocess, name="s3-pre-again")
-    summary = json.loads((download(f"{base}/features") / "summary.json").read_text())
-    assert summary["partitions"] == {"total": PARTITIONS, "written": 0, "skipped": PARTITIONS}
+    assert "preprocess up to date, nothing recomputed" in again.logs  # read back, not redone
     assert "earlier file(s) downloaded" in again.logs
 
     utterances, features = train_corpus

@@ -8,7 +8,8 @@ from pathlib import Path
 import pytest
 
 from erc import cluster
-from erc.config import ConfigError, PreprocessConfig, StageConfig
+from erc.errors import ConfigError
+from erc.recipes import PreprocessConfig, StageResources
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -25,12 +26,15 @@ def test_auto_gpus_fill_the_gpu_nodes_the_cluster_can_launch():
     """One GPU per node, up to 8 nodes: the four model stages share each GPU and their
     pools grow to one actor per node; sizes the config gives are kept."""
     from erc.pipeline.preprocess import stage_resources
-    from erc.pipeline.stages import MODEL_STAGES, STAGES
+    from erc.pipeline.stages import MODEL_STAGES, PASS
+
+    STAGES = [s.name for s in PASS]
+    MODEL_STAGES = [s.name for s in MODEL_STAGES]
 
     res = stage_resources(PreprocessConfig(), list(STAGES), 16 * 8, 1.0, [16], gpu_nodes=8)
     for stage in MODEL_STAGES:
         assert res[stage]["num_gpus"] == 0.25 and res[stage]["concurrency"] == [1, 8], stage
-    config = PreprocessConfig(asr=StageConfig(concurrency=[2, 3]))
+    config = PreprocessConfig(asr=StageResources(concurrency=[2, 3]))
     assert stage_resources(config, list(STAGES), 128, 1.0, [16], gpu_nodes=8)["asr"]["concurrency"] == [2, 3]
     # the four actors sharing a 1-CPU GPU node ask for a quarter CPU each, so all of them fit
     small = stage_resources(PreprocessConfig(), list(STAGES), 3, 1.0, [1], gpu_nodes=2,

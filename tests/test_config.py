@@ -1,13 +1,15 @@
 import pytest
 
-from erc.config import ConfigError, CorpusConfig, RunConfig, from_dict, load_config
+from erc.errors import ConfigError
+from erc.recipes import CorpusConfig, FusionRecipe, RunConfig, load_run_config
+from erc.settings import load_yaml, option_map, options, to_data, validate
 
 
 def test_sample_config_loads_and_points_at_the_shipped_corpus():
     from importlib import resources
     from pathlib import Path
 
-    config = load_config(Path(str(resources.files("erc") / "configs" / "sample.yaml")))
+    config = load_run_config(Path(str(resources.files("erc") / "configs" / "sample.yaml")))
     assert isinstance(config, RunConfig)
     assert Path(config.corpus.path).is_file()
     assert config.corpus.check_media is True
@@ -17,33 +19,91 @@ def test_sample_config_loads_and_points_at_the_shipped_corpus():
 def test_unknown_key_is_named(tmp_path):
     path = tmp_path / "bad.yaml"
     path.write_text("output_dir: x\ncorpus:\n  path: a.csv\n  chek_media: true\n")
-    with pytest.raises(ConfigError, match=r"bad.yaml.corpus: unknown key\(s\) chek_media"):
-        load_config(path)
+    with pytest.raises(ConfigError, match=r"bad.yaml: corpus: unknown key 'chek_media' "
+                                          r"\(did you mean 'check_media'\?\)"):
+        load_run_config(path)
 
 
 def test_wrong_type_is_named():
-    with pytest.raises(ConfigError, match=r"config.corpus.max_clip_seconds: expected float"):
-        from_dict(RunConfig, {"corpus": {"max_clip_seconds": "long"}})
-    with pytest.raises(ConfigError, match=r"check_media: expected bool"):
-        from_dict(CorpusConfig, {"check_media": "yes"})
+    with pytest.raises(ConfigError, match=r"config: corpus.max_clip_seconds: Input should be a "
+                                          r"valid number \(got 'long'\)"):
+        validate(RunConfig, {"corpus": {"max_clip_seconds": "long"}})
+    with pytest.raises(ConfigError, match=r"check_media: Input should be a valid boolean"):
+        validate(CorpusConfig, {"check_media": "yes"})
+
+
+def test_booleans_accept_only_true_and_false():
+    for text in ("false", "no", "0", 0, 1, "off"):
+        with pytest.raises(ConfigError, match="valid boolean"):
+            validate(CorpusConfig, {"check_media": text})
 
 
 def test_int_is_accepted_for_float_and_null_for_optional():
-    config = from_dict(RunConfig, {"corpus": {"max_clip_seconds": 30}, "ray": {"address": None}})
+    config = validate(RunConfig, {"corpus": {"max_clip_seconds": 30}, "ray": {"address": None}})
     assert config.corpus.max_clip_seconds == 30.0
     assert config.ray.address is None
+
+
+def test_flattened_recipe_keys_and_errors_use_the_names_users_write():
+    config = validate(RunConfig, {"train": {"epochs": 3, "mixer": "transformer",
+                                            "no_context": True, "workers": 2}})
+    recipe = config.train.recipe
+    assert (recipe.loop.epochs, recipe.model.mixer, recipe.model.isolate_turns,
+            recipe.loop.num_workers) == (3, "transformer", True, 2)
+    with pytest.raises(ConfigError, match=r"config: train.lr: Input should be greater than 0"):
+        validate(RunConfig, {"train": {"lr": 0}})
+    with pytest.raises(ConfigError, match=r"train: unknown key 'mixr' \(did you mean 'mixer'"):
+        validate(RunConfig, {"train": {"mixr": "mamba"}})
+    assert to_data(config)["train"]["epochs"] == 3  # the inverse keeps the flat keys
+
+
+def test_one_home_per_default():
+    """The command line, the tune knobs and the run config read the recipes' defaults."""
+    from erc.tune.space import FAMILIES
+
+    fusion = option_map(FusionRecipe)
+    assert fusion["lr"].default == FusionRecipe().loop.lr == FAMILIES["fusion"]["lr"].default
+    assert fusion["d_state"].default == FAMILIES["fusion"]["d_state"].default == 64
+    assert RunConfig().train.recipe.loop.epochs == FusionRecipe().loop.epochs
+    names = [o.name for o in options(RunConfig)]
+    assert len(names) == len(set(names))
 
 
 def test_relative_corpus_path_is_taken_from_the_config_folder(tmp_path):
     (tmp_path / "c").mkdir()
     (tmp_path / "c" / "run.yaml").write_text("corpus:\n  path: data/m.csv\n")
-    config = load_config(tmp_path / "c" / "run.yaml")
+    config = load_run_config(tmp_path / "c" / "run.yaml")
     assert config.corpus.path == str(tmp_path / "c" / "data" / "m.csv")
+
+
+def test_overrides_merge_into_the_file(tmp_path):
+    (tmp_path / "run.yaml").write_text("train:\n  epochs: 3\n  lr: 0.01\n")
+    config = load_run_config(tmp_path / "run.yaml", {"train": {"epochs": 5}})
+    assert (config.train.recipe.loop.epochs, config.train.recipe.loop.lr) == (5, 0.01)
 
 
 def test_missing_and_invalid_files(tmp_path):
     with pytest.raises(ConfigError, match="no such config file"):
-        load_config(tmp_path / "nope.yaml")
+        load_run_config(tmp_path / "nope.yaml")
     (tmp_path / "broken.yaml").write_text("corpus: [unclosed\n")
     with pytest.raises(ConfigError, match="not valid YAML"):
-        load_config(tmp_path / "broken.yaml")
+        load_run_config(tmp_path / "broken.yaml")
+    (tmp_path / "list.yaml").write_text("- a\n- b\n")
+    with pytest.raises(ConfigError, match="expected a mapping"):
+        load_run_config(tmp_path / "list.yaml")
+
+
+def test_yaml_aliases_are_refused_so_a_config_cannot_expand_itself(tmp_path):
+    bomb = tmp_path / "bomb.yaml"
+    lines = ['a: &a ["lol","lol","lol","lol","lol","lol","lol","lol","lol"]']
+    for name, prev in zip("bcdefghi", "abcdefgh"):
+        lines.append(f"{name}: &{name} [" + ",".join([f"*{prev}"] * 9) + "]")
+    bomb.write_text("\n".join(lines) + "\n")
+    with pytest.raises(ConfigError, match="anchors"):
+        load_yaml(bomb)
+
+
+def test_messages_cut_long_values():
+    with pytest.raises(ConfigError) as err:
+        validate(CorpusConfig, {"format": ["x" * 5000]})
+    assert len(str(err.value)) < 300

@@ -12,19 +12,11 @@ import pytest
 
 from erc.corpus import CorpusError, detect_format, read_corpus
 from erc.corpus.iemocap import LABELS, read_iemocap_release, read_iemocap_text
-from tests.conftest import make_clip, shared_path
+from tests.conftest import by_uid, checked, make_clip, shared_path
 
 TEXT_HEADER = b"Dialogue_ID,Utterance_ID,Speaker,Utterance,Emotion\n"
 
 
-def checked(result):
-    assert result.n_input == result.utterances.num_rows + result.problems.num_rows
-    result.check_accounting()
-    return result
-
-
-def by_uid(table) -> dict[str, dict]:
-    return {r["utterance_id"]: r for r in table.to_pylist()}
 
 
 def write_text_csv(folder: Path, rows: list[bytes], name: str = "iemocap_train.csv",

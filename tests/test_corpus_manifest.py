@@ -15,17 +15,9 @@ import pytest
 
 from erc.corpus import CorpusError, detect_format, read_corpus
 from erc.corpus.manifest import read_manifest
-from tests.conftest import make_clip
+from tests.conftest import by_uid, checked, make_clip
 
 
-def checked(result):
-    assert result.n_input == result.utterances.num_rows + result.problems.num_rows
-    result.check_accounting()
-    return result
-
-
-def by_uid(table) -> dict[str, dict]:
-    return {r["utterance_id"]: r for r in table.to_pylist()}
 
 
 def write_csv(path: Path, rows: list[dict], columns: list[str] | None = None) -> Path:

@@ -10,7 +10,7 @@ import pytest
 
 from erc.corpus import CorpusError, detect_format, read_corpus
 from erc.corpus.meld import LABELS, read_meld
-from tests.conftest import make_clip, shared_path
+from tests.conftest import checked, make_clip, shared_path
 
 HEADER = (b"Sr No.,Utterance,Speaker,Emotion,Sentiment,Dialogue_ID,Utterance_ID,"
           b"Season,Episode,StartTime,EndTime\n")
@@ -29,12 +29,6 @@ def write_meld(folder: Path, rows: list[bytes], name: str = "train_sent_emo.csv"
     folder.mkdir(parents=True, exist_ok=True)
     (folder / name).write_bytes(header + b"".join(rows))
     return folder
-
-
-def checked(result):
-    assert result.n_input == result.utterances.num_rows + result.problems.num_rows
-    result.check_accounting()
-    return result
 
 
 def problems_by_uid(result) -> dict[str, dict]:

@@ -11,17 +11,9 @@ import pytest
 
 from erc.corpus import CorpusError, detect_format, read_corpus
 from erc.corpus.ravdess import LABELS, read_ravdess
-from tests.conftest import make_clip, shared_path
+from tests.conftest import by_uid, checked, make_clip, shared_path
 
 
-def checked(result):
-    assert result.n_input == result.utterances.num_rows + result.problems.num_rows
-    result.check_accounting()
-    return result
-
-
-def by_uid(table) -> dict[str, dict]:
-    return {r["utterance_id"]: r for r in table.to_pylist()}
 
 
 @pytest.fixture(scope="module")

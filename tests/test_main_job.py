@@ -1,21 +1,30 @@
 """The main job on corpora a user brings on day one: a transcript-only manifest (no media)
-runs through every stage on text alone; missing model weights stop it with what to do."""
+runs through every stage on text alone, and its report reads right in a real browser;
+missing model weights stop it with what to do."""
 
 import csv
 import json
+import re
 import subprocess
 import sys
 
 import pytest
 
+from erc.report import MIN_JUDGED
+from tests.browser import chromium_or_skip, load_page
+
 ROWS = {"neutral": "The meeting is at noon.", "joy": "This is wonderful news!",
         "anger": "Stop doing that right now!", "sadness": "I miss her so much."}
+
+
+# The test split is large enough to judge an accuracy on, the dev split is not.
+DIALOGUES = {"train": 6, "dev": 2, "test": MIN_JUDGED // 4}
 
 
 def _manifest(folder):
     emotions = list(ROWS)
     rows = []
-    for split, dialogues in (("train", 6), ("dev", 2), ("test", 2)):
+    for split, dialogues in DIALOGUES.items():
         for d in range(dialogues):
             for turn in range(4):
                 emotion = emotions[(d + turn) % 4]
@@ -29,25 +38,73 @@ def _manifest(folder):
     return path, len(rows)
 
 
-def _run(config, cwd, timeout=600):
-    return subprocess.run([sys.executable, "-m", "erc.cli", "run", "--config", str(config)],
-                          capture_output=True, text=True, cwd=cwd, timeout=timeout)
+def _run(config, cwd, *options, timeout=600):
+    return subprocess.run([sys.executable, "-m", "erc.cli", "run", "--config", str(config),
+                           *options], capture_output=True, text=True, cwd=cwd, timeout=timeout)
+
+
+@pytest.fixture(scope="module")
+def text_run(tmp_path_factory):
+    """`erc run --verbose` on a transcript-only manifest: (finished process, run folder,
+    utterances)."""
+    folder = tmp_path_factory.mktemp("text-only")
+    manifest, n = _manifest(folder)
+    config = folder / "run.yaml"
+    config.write_text(f"output_dir: {folder / 'run'}\ncorpus: {{path: {manifest.name}}}\n"
+                      "train: {epochs: 2}\n")
+    done = _run(config, folder, "--verbose")
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    return done, folder / "run", n
 
 
 @pytest.mark.slow
-def test_a_corpus_without_media_trains_on_text_alone(tmp_path):
-    manifest, n = _manifest(tmp_path)
-    config = tmp_path / "run.yaml"
-    config.write_text(f"output_dir: {tmp_path / 'run'}\ncorpus: {{path: {manifest.name}}}\n"
-                      "train: {epochs: 2}\n")
-    done = _run(config, tmp_path)
-    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+def test_a_corpus_without_media_trains_on_text_alone(text_run):
+    done, run, n = text_run
     assert f"rows in {n}, rows out {n}: ok 0, text_only {n}, failed 0" in done.stdout
     assert "speaker: no embeddings" in done.stdout and "face: no embeddings" in done.stdout
     assert "modalities: text" in done.stdout
-    metrics = json.loads((tmp_path / "run" / "eval-test" / "metrics.json").read_text())
-    assert metrics["n"] == 8
-    assert (tmp_path / "run" / "report.html").is_file()
+    metrics = json.loads((run / "eval-test" / "metrics.json").read_text())
+    assert metrics["n"] == DIALOGUES["test"] * 4
+    assert (run / "report.html").is_file()
+
+
+@pytest.mark.slow
+def test_verbose_prints_what_the_log_keeps_without_colour(text_run):
+    """With --verbose the console gets Ray's records and its workers' output (which
+    otherwise go to run.log only); off a terminal, no colour codes either way."""
+    done, run, _ = text_run
+    console = done.stdout + done.stderr
+    assert re.search(r" INFO ray\.data\S*: Execution plan of Dataset", console)
+    assert re.search(r"\(RayTrainWorker pid=\d+\) \[train\] epoch 1: loss", console)
+    assert "\x1b[" not in console
+    log = (run / "run.log").read_text()
+    assert "Execution plan of Dataset" in log and "\x1b[" not in log
+    assert done.stdout.strip().splitlines()[-1] in log  # the log has what the console had
+
+
+@pytest.mark.slow
+def test_report_reads_right_in_a_real_browser(text_run, tmp_path):
+    """The main report and the QC report load in headless Chromium without a console error
+    and with every image rendered; the stage notes are words, not Python dicts; the dev
+    split (8 utterances) carries the too-small banner, the test split (100) does not."""
+    chromium_or_skip()
+    _, run, n = text_run
+    for page, images in ((run / "report.html", 5), (run / "qc" / "report.html", 3)):
+        shown = load_page(page, tmp_path / f"chromium-{page.parent.name}",
+                          screenshot=page.with_suffix(".png"))
+        assert shown.console_errors == [], (page, shown.console_errors)
+        assert len(shown.images) >= images, shown.images
+        assert all(i["complete"] and i["width"] > 0 and i["height"] > 0 for i in shown.images), shown.images
+        assert page.with_suffix(".png").stat().st_size > 10_000
+    html = (run / "report.html").read_text()
+    assert "{'" not in html and "'}" not in html
+    assert "0 set aside; per split: dev 8, test 100, train 24" in html
+    assert f"0 with every modality, {n} text only, 0 failed" in html
+    dev, test = html.split("<h3>dev:")[1].split("<h3>test:")
+    assert "Too small to judge accuracy" in dev and "Too small to judge accuracy" not in test
+    assert "Too small to judge accuracy.</b> Of labelled utterances, dev has 8:" in html
+    for heading in ("Per split", "Per emotion", "Per speaker"):
+        assert f"<h3>{heading}</h3>" in html
 
 
 def test_missing_weights_stop_the_job_with_what_to_do(tmp_path):

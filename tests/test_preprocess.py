@@ -4,7 +4,6 @@ are skipped on a re-run, and a run killed with SIGKILL resumes to the same outpu
 
 from __future__ import annotations
 
-import argparse
 import csv
 import json
 import os
@@ -20,16 +19,13 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from erc.config import PreprocessConfig, StageConfig
+from erc.artifacts import read_features as load_features
+from erc.cli import build_parser, main
 from erc.features import FEATURE_SCHEMA, models_of
-from erc.pipeline.preprocess import (
-    MANIFEST,
-    SUMMARY,
-    load_features,
-    register,
-    run_preprocess,
-)
+from erc.recipes import DecodeSettings, PreprocessConfig, StageResources
 from erc.schema import utterance_table
+from erc.stages.base import MANIFEST
+from erc.stages.preprocess import preprocess
 from tests.conftest import REPO, SHARED, make_clip
 
 pytestmark = pytest.mark.slow
@@ -42,8 +38,9 @@ DIMS = {"face_embed": 128, "speaker": 256, "text": 384}  # the offline profile's
 
 
 def _config(partition_rows: int = 4, batch: int | None = None) -> PreprocessConfig:
-    stage = (lambda: StageConfig(batch_size=batch)) if batch else StageConfig
-    return PreprocessConfig(partition_rows=partition_rows, max_clip_seconds=CAP, max_frames=4, max_side=320,
+    stage = (lambda: StageResources(batch_size=batch)) if batch else StageResources
+    return PreprocessConfig(partition_rows=partition_rows,
+                            decoding=DecodeSettings(max_clip_seconds=CAP, max_frames=4, max_side=320),
                             decode=stage(), faces=stage(), asr=stage(), speaker=stage(),
                             text=stage())
 
@@ -108,7 +105,7 @@ def corpus(tmp_path_factory) -> dict:
 @pytest.fixture(scope="module")
 def clean(corpus, ray_local, tmp_path_factory) -> dict:
     out = tmp_path_factory.mktemp("clean") / "features"
-    outcome = run_preprocess(corpus["dir"], out, _config(), progress=None)
+    outcome = preprocess(corpus["dir"], out, _config(), say=None)
     return {"out": out, "outcome": outcome, "features": load_features(out)}
 
 
@@ -210,10 +207,11 @@ def test_models_settings_and_summary_are_recorded(corpus, clean):
     assert roles["text"]["dim"] == 384 and roles["speaker"]["dim"] == 256
     manifest = json.loads((out / MANIFEST).read_text())
     assert [p["file"] for p in manifest["partitions"]] == [p.name for p in parts]
+    assert sorted(manifest["files"]) == [p.name for p in parts]  # the results, with sha256
     assert sum(p["rows"] for p in manifest["partitions"]) == n_rows
     assert {m["role"] for m in manifest["models"]} == set(roles)
     assert manifest["settings"]["max_clip_seconds"] == CAP
-    summary = json.loads((out / SUMMARY).read_text())
+    summary = manifest["summary"]
     assert summary["partitions"] == {"total": len(parts), "written": len(parts), "skipped": 0}
     stages = summary["this_run"]["stages"]
     assert set(stages) == {"decode", "faces", "asr", "speaker", "text"}
@@ -227,11 +225,20 @@ def test_models_settings_and_summary_are_recorded(corpus, clean):
 def test_rerun_does_no_work(corpus, clean):
     out = clean["out"]
     before = {p.name: p.stat().st_mtime_ns for p in out.glob("part-*.parquet")}
-    outcome = run_preprocess(corpus["dir"], out, _config(), progress=None)
-    assert outcome.written == 0 and outcome.skipped == len(before)
+    again = preprocess(corpus["dir"], out, _config(), say=None)
+    assert again.skipped  # the stage is up to date: nothing opened
+    assert {p.name: p.stat().st_mtime_ns for p in out.glob("part-*.parquet")} == before
+    # without its manifest the stage runs, and finds every partition up to date
+    manifest = (out / MANIFEST).read_bytes()
+    (out / MANIFEST).unlink()
+    outcome = preprocess(corpus["dir"], out, _config(), say=None)
+    assert not outcome.skipped
+    parts = outcome.summary["partitions"]
+    assert parts["written"] == 0 and parts["skipped"] == len(before)
     assert outcome.summary["this_run"]["rows"] == 0
     assert {p.name: p.stat().st_mtime_ns for p in out.glob("part-*.parquet")} == before
     assert outcome.summary["status"] == clean["outcome"].summary["status"]
+    assert json.loads((out / MANIFEST).read_bytes())["content"] == json.loads(manifest)["content"]
 
 
 def test_text_only_corpus_runs_the_text_model_only_and_resumes_by_partition(ray_local, tmp_path):
@@ -245,7 +252,7 @@ def test_text_only_corpus_runs_the_text_model_only_and_resumes_by_partition(ray_
     config = PreprocessConfig(partition_rows=3, profile="paper",  # only the text model is needed
                               overrides={"text": {"backend": "sentence-transformers",
                                                   "name": "all-MiniLM-L6-v2"}})
-    first = run_preprocess(source, out, config, progress=None)
+    first = preprocess(source, out, config, say=None)
     assert first.summary["status"] == {"ok": 0, "text_only": 8, "failed": 0}
     assert set(first.summary["this_run"]["stages"]) == {"decode", "text"}
     assert [m["role"] for m in first.summary["models"]] == ["text"]
@@ -255,8 +262,9 @@ def test_text_only_corpus_runs_the_text_model_only_and_resumes_by_partition(ray_
     # partition 1 (rows 3-5) gets a new transcript, partition 2 (rows 6-7) leaves the table
     rows[4]["text"] = "I'm not fine."
     pq.write_table(utterance_table(rows[:6]), source)
-    second = run_preprocess(source, out, config, progress=None)
-    assert (second.written, second.skipped) == (1, 1)
+    second = preprocess(source, out, config, say=None)
+    parts = second.summary["partitions"]
+    assert (parts["written"], parts["skipped"]) == (1, 1)
     assert sorted(p.name for p in out.glob("part-*.parquet")) == ["part-00000.parquet", "part-00001.parquet"]
     after = load_features(out)
     assert after.column("utterance_id").to_pylist() == [f"meld/{i:02d}" for i in range(6)]
@@ -301,10 +309,11 @@ def test_killed_run_resumes_to_the_clean_output(corpus, clean, ray_local, tmp_pa
     for part in written:  # every file there is a whole partition
         assert pq.read_metadata(out / part).num_rows == 2 or part == f"part-{n_parts - 1:05d}.parquet"
 
-    from erc.config import load_config
+    from erc.recipes import load_run_config
 
-    resumed = run_preprocess(corpus["dir"], out, load_config(config).preprocess, progress=None)
-    assert resumed.skipped == len(written) and resumed.written == n_parts - len(written)
+    resumed = preprocess(corpus["dir"], out, load_run_config(config).preprocess, say=None)
+    parts = resumed.summary["partitions"]
+    assert parts["skipped"] == len(written) and parts["written"] == n_parts - len(written)
     assert not list(out.glob(".*.tmp"))
     got, want = load_features(out), clean["features"]
     assert got.num_rows == want.num_rows
@@ -329,55 +338,50 @@ def _close(a, b) -> bool:
     return a == b
 
 
-def test_register_adds_the_preprocess_command(tmp_path):
-    parser = argparse.ArgumentParser(prog="erc")
-    register(parser.add_subparsers(dest="command"))
-    args = parser.parse_args(["preprocess", "runs/x/corpus", "--out", str(tmp_path), "--profile",
-                              "paper", "--limit", "5", "--address", "ray://h:10001"])
+def test_the_preprocess_command_parses_its_options(tmp_path):
+    args = build_parser().parse_args(
+        ["preprocess", "runs/x/corpus", "--out", str(tmp_path), "--profile", "paper",
+         "--limit", "5", "--address", "ray://h:10001", "--max-frames", "3",
+         "--asr-batch-size", "4"])
     assert args.command == "preprocess" and args.func.__name__ == "cmd_preprocess"
     assert (args.utterances, args.out, args.profile, args.limit, args.address) == (
         "runs/x/corpus", str(tmp_path), "paper", 5, "ray://h:10001")
-    with pytest.raises(SystemExit):
-        parser.parse_args(["preprocess", "x", "--profile", "nope"])
-
-
-def _cli(argv: list[str]) -> int:
-    parser = argparse.ArgumentParser(prog="erc")
-    register(parser.add_subparsers(dest="command"))
-    args = parser.parse_args(["preprocess", *argv])
-    return args.func(args)
+    assert (args.max_frames, args.asr_batch_size) == (3, 4)
 
 
 def test_missing_table_and_bad_overrides_are_clear_errors(tmp_path, capsys):
-    from erc.config import ConfigError
-
-    with pytest.raises(FileNotFoundError, match="no utterance table"):
-        _cli([str(tmp_path / "nowhere"), "--out", str(tmp_path / "f")])
+    assert main(["preprocess", str(tmp_path / "nowhere"), "--out", str(tmp_path / "f")]) == 2
+    assert "does not exist" in capsys.readouterr().err
     pq.write_table(utterance_table([{"utterance_id": "a", "corpus": "c", "split": "s", "dialogue_id": "d",
                                      "turn": 0, "speaker": "x", "text": "hi"}]), tmp_path / "u.parquet")
     (tmp_path / "bad.yaml").write_text("preprocess:\n  overrides: {asr: {backend: nope}}\n")
-    with pytest.raises(ConfigError, match="unknown model backend"):
-        _cli([str(tmp_path / "u.parquet"), "--config", str(tmp_path / "bad.yaml")])
+    assert main(["preprocess", str(tmp_path / "u.parquet"), "--out", str(tmp_path / "g"),
+                 "--config", str(tmp_path / "bad.yaml")]) == 2
+    assert "unknown model backend" in capsys.readouterr().err
     (tmp_path / "weights.yaml").write_text(
         "preprocess:\n  overrides: {text: {path: /nonexistent/minilm}}\n")
-    assert _cli([str(tmp_path / "u.parquet"), "--out", str(tmp_path / "f"),
+    assert main(["preprocess", str(tmp_path / "u.parquet"), "--out", str(tmp_path / "f"),
                  "--config", str(tmp_path / "weights.yaml")]) == 2
     assert "does not exist" in capsys.readouterr().err
+    assert main(["preprocess", str(tmp_path / "u.parquet"), "--profile", "nope",
+                 "--out", str(tmp_path / "h")]) == 2
+    assert "unknown model profile 'nope'" in capsys.readouterr().err
 
 
 def test_stage_resources_fit_the_cluster():
     from erc.pipeline.preprocess import stage_resources
-    from erc.pipeline.stages import STAGES
+    from erc.pipeline.stages import PASS
 
+    STAGES = [stage.name for stage in PASS]
     small = stage_resources(PreprocessConfig(), list(STAGES), cpus=2, gpus=0)
     assert small["decode"]["num_cpus"] == 1.0
     assert [small[s]["num_cpus"] for s in ("faces", "asr", "speaker", "text")] == [0.25] * 4
     assert all(small[s]["num_gpus"] == 0 for s in STAGES)
-    big = stage_resources(PreprocessConfig(asr=StageConfig(concurrency=[2, 4], num_gpus=0.5)),
+    big = stage_resources(PreprocessConfig(asr=StageResources(concurrency=[2, 4], num_gpus=0.5)),
                           list(STAGES), cpus=32, gpus=1)
     assert big["faces"]["num_cpus"] == 1.0 and big["faces"]["num_gpus"] == 0.25
     assert big["asr"]["concurrency"] == [2, 4] and big["asr"]["num_gpus"] == 0.5
-    text_only = stage_resources(PreprocessConfig(text=StageConfig(batch_size=512)), ["decode", "text"],
+    text_only = stage_resources(PreprocessConfig(text=StageResources(batch_size=512)), ["decode", "text"],
                                 cpus=2, gpus=0)
     assert set(text_only) == {"decode", "text"} and text_only["text"]["batch_size"] == 512
 
@@ -388,15 +392,14 @@ def test_a_row_a_model_rejects_fails_alone():
     from dataclasses import asdict
 
     from erc.backends.registry import profile_specs, resolve
-    from erc.pipeline.preprocess import decode_settings
-    from erc.pipeline.stages import ASRStage, decode_batch
+    from erc.pipeline.stages import ASRStage, DecodeStage
 
     rows = _sample_rows()[:2]
     batch = utterance_table([{"utterance_id": r["utterance_id"], "corpus": "s", "split": "t",
                               "dialogue_id": "d", "turn": i, "speaker": r["speaker"], "text": r["text"],
                               "media_path": str(SAMPLE / r["media"])} for i, r in enumerate(rows)])
-    decoded = decode_batch(batch.select(["utterance_id", "text", "media_path", "audio_path", "start_s", "end_s"]),
-                           decode_settings(PreprocessConfig()))
+    decoded = DecodeStage(DecodeSettings())(
+        batch.select(["utterance_id", "text", "media_path", "audio_path", "start_s", "end_s"]))
     audio = decoded.column("_audio").to_pylist()
     audio[1] = np.full(16000, np.nan, dtype=np.float32).tobytes()  # what no decoder should give
     decoded = decoded.set_column(decoded.schema.get_field_index("_audio"), "_audio",

@@ -4,7 +4,6 @@ account for every utterance, and the report."""
 
 from __future__ import annotations
 
-import argparse
 import json
 
 import numpy as np
@@ -354,8 +353,16 @@ def test_decisions_account_for_every_utterance_and_report_renders(tmp_path):
     assert relabels[0] == "utterance_id,speaker,proposed_speaker,reason,apply"
     assert any("toy/train/d1/1,Rachel,Joey,sounds_like:Joey,false" == line for line in relabels)
 
-    # Unchanged inputs and settings: nothing recomputed.
-    assert run_qc(features, corpus, out).skipped
+    # The qc stage: unchanged inputs and settings recompute nothing; a setting recomputes.
+    from erc.stages.base import execute
+    from erc.stages.qc import QCStage
+
+    inputs = {"features": features, "utterances": corpus}
+    assert not execute(QCStage(), QCConfig(), inputs, tmp_path / "staged").skipped
+    assert execute(QCStage(), QCConfig(), inputs, tmp_path / "staged").skipped
+    stricter = QCConfig()
+    stricter.alignment.lev_threshold = 0.5
+    assert not execute(QCStage(), stricter, inputs, tmp_path / "staged").skipped
     # Applying every proposal keeps the relabelled utterance under its new name.
     config = QCConfig()
     config.speakers.apply = "all"
@@ -368,7 +375,7 @@ def test_decisions_account_for_every_utterance_and_report_renders(tmp_path):
 
 
 def test_reviewed_relabels_and_cli(tmp_path, capsys):
-    from erc.qc import register
+    from erc.cli import main
 
     corpus, features = _constructed_run(tmp_path, np.random.default_rng(7))
     reviewed = tmp_path / "reviewed.csv"
@@ -379,20 +386,18 @@ def test_reviewed_relabels_and_cli(tmp_path, capsys):
     by_utterance, by_label = read_relabels(reviewed)
     assert by_utterance == {"toy/train/d1/1": "Joey"} and by_label == {"Ross": "Ross Geller"}
 
-    parser = argparse.ArgumentParser(prog="erc")
-    register(parser.add_subparsers(dest="command"))
-    args = parser.parse_args(["qc", str(features), "--utterances", str(corpus), "--out",
-                              str(tmp_path / "qc"), "--relabels", str(reviewed),
-                              "--rule", "length_aware", "--checks", "alignment,speaker"])
-    assert args.func(args) == 0
+    assert main(["qc", str(features), "--utterances", str(corpus), "--out",
+                 str(tmp_path / "qc"), "--relabels", str(reviewed),
+                 "--rule", "length_aware", "--checks", "alignment,speaker"]) == 0
     printed = capsys.readouterr().out
     assert "36 utterances" in printed and "relabels.csv" in printed
     rows = pq.read_table(tmp_path / "qc" / "decisions.parquet").to_pylist()
     assert {r["face_status"] for r in rows} == {"disabled"}
     assert {r["final_speaker"] for r in rows if r["speaker"] == "Ross"} == {"Ross Geller"}
     assert next(r for r in rows if r["utterance_id"] == "toy/train/d1/1")["speaker_pass"]
-    with pytest.raises(SystemExit):
-        parser.parse_args(["qc", str(features), "--rule", "nonsense"])
+    assert main(["qc", str(features), "--utterances", str(corpus), "--rule", "nonsense",
+                 "--out", str(tmp_path / "qc2")]) == 2
+    assert "alignment rule must be one of" in capsys.readouterr().err
 
 
 @pytest.mark.slow

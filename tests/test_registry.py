@@ -18,8 +18,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import shared_path  # first: it sets the hermetic environment
-from erc import models_cli
+from tests.conftest import needs_package, shared_path  # first: it sets the hermetic environment
 from erc.backends import registry
 from erc.backends.base import ROLES, MissingWeightsError, ModelSpec, sha256_of
 
@@ -32,13 +31,6 @@ OFFLINE_PACKAGES = {  # role -> (import name, pip name)
 }
 
 
-def needs_package(module: str) -> None:
-    """Skips when a weights package of the install step is absent (fails under CI=true)."""
-    if importlib.util.find_spec(module) is None:
-        message = f"the registry package {module} is not installed"
-        if os.environ.get("CI") == "true":
-            pytest.fail(message)
-        pytest.skip(message)
 
 
 @pytest.fixture
@@ -55,13 +47,12 @@ def test_every_backend_names_a_class_of_its_role():
     assert set(registry.BACKENDS) == {
         "openai-whisper", "faster-whisper", "sentence-transformers", "mtcnn", "yolov8",
         "facenet", "dlib", "resemblyzer", "speechbrain-xvector", "speechbrain-ecapa"}
-    assert set(registry.BACKEND_ROLES) == set(registry.BACKENDS)
-    assert set(registry.BACKEND_ROLES.values()) == set(ROLES)
-    for backend, target in registry.BACKENDS.items():
-        module, _, cls = target.partition(":")
+    assert {info.role for info in registry.BACKENDS.values()} == set(ROLES)
+    for backend, info in registry.BACKENDS.items():
+        module, _, cls = info.target.partition(":")
         assert re.fullmatch(r"erc\.backends\.(asr|text|face|speaker)", module) and cls
-        if importlib.util.find_spec(module) is not None:  # face/speaker land separately
-            assert callable(getattr(importlib.import_module(module), cls)), target
+        assert issubclass(info.load_class(), registry.Backend), backend
+        assert info.library and importlib.metadata.version(info.library)  # records carry it
 
 
 @pytest.mark.parametrize("role", ROLES)
@@ -256,14 +247,15 @@ def test_load_backend_builds_the_backend_of_an_override():
 # -- erc models ---------------------------------------------------------------------------
 
 def parser() -> argparse.ArgumentParser:
-    top = argparse.ArgumentParser(prog="erc")
-    models_cli.register(top.add_subparsers(dest="command", required=True))
-    return top
+    from erc.cli import build_parser
+
+    return build_parser()
 
 
 def run(argv: list[str]) -> int:
-    args = parser().parse_args(argv)
-    return args.func(args)
+    from erc.cli import main
+
+    return main(argv)
 
 
 @pytest.mark.parametrize("command", [["models"], ["models", "list"], ["models", "fetch"]])
@@ -284,9 +276,11 @@ def test_models_list_offline_shows_the_packages(erc_home, capsys):
 
 
 def test_models_list_paper_says_what_is_missing(erc_home, capsys):
-    assert run(["models", "list", "--profile", "paper", "--check"]) == 1
-    out = capsys.readouterr().out
+    assert run(["models", "list", "--profile", "paper", "--check"]) == 2
+    printed = capsys.readouterr()
+    out = printed.out
     assert out.count("MISSING") == 5 and "erc models fetch all-mpnet-base-v2" in out
+    assert "--check: no weights for 5 model(s)" in printed.err
     assert run(["models", "list", "--profile", "paper"]) == 0  # without --check: a listing
     assert "profile paper" in capsys.readouterr().out
 
@@ -300,9 +294,8 @@ def test_models_list_paper_says_what_is_missing(erc_home, capsys):
 
 
 def test_models_list_rejects_bad_settings(capsys):
-    with pytest.raises(SystemExit) as exit:
-        parser().parse_args(["models", "list", "--set", "asr"])
-    assert exit.value.code == 2
+    assert run(["models", "list", "--set", "asr"]) == 2
+    assert "expected ROLE.KEY=VALUE" in capsys.readouterr().err
     assert run(["models", "list", "--set", "vision.path=x"]) == 2
     assert "unknown model role 'vision'" in capsys.readouterr().err
     with pytest.raises(SystemExit):

@@ -19,6 +19,8 @@ import av
 import numpy as np
 import pytest
 
+from erc.corpus.ravdess import EMOTIONS, INTENSITIES, STATEMENTS
+
 REPO = Path(__file__).resolve().parents[1]
 CORPUS = REPO / "erc" / "samples" / "ravdess_dialogues"
 MANIFEST = CORPUS / "manifest.csv"
@@ -26,10 +28,6 @@ SHARED_ASSETS = Path(__file__).resolve().parents[1].parent / "shared" / "assets"
 
 COLUMNS = ["utterance_id", "split", "dialogue_id", "turn", "speaker", "text", "emotion",
            "media", "source_file", "intensity", "gender"]
-EMOTIONS = {"01": "neutral", "02": "calm", "03": "happy", "04": "sad", "05": "angry",
-            "06": "fearful", "07": "disgust", "08": "surprised"}
-STATEMENTS = {"01": "Kids are talking by the door.", "02": "Dogs are sitting by the door."}
-INTENSITIES = {"01": "normal", "02": "strong"}
 SOURCE_RE = re.compile(r"^03-01-(\d\d)-(\d\d)-(\d\d)-(\d\d)-(\d\d)\.flac$")
 RATE = 16000
 DURATION_TOL_S = 0.15

@@ -204,6 +204,7 @@ def test_erc_commands_take_uris(s3_store, sample_manifest, capsys):
     assert main(["corpus", "ingest", str(sample_manifest), "--out", uri]) == 0
     assert f"results: {uri}" in capsys.readouterr().out
     remote = _remote(uri)
-    assert {"utterances.parquet", "problems.parquet", "ingest.json"} <= set(remote)
+    assert {"utterances.parquet", "problems.parquet", "manifest.json", ".erc"} <= set(remote)
+    assert ".erc.lock" not in remote  # the lock of the local copy is not a result
     assert main(["corpus", "summary", uri]) == 0
     assert "84" in capsys.readouterr().out  # the sample's utterances, counted from the copy

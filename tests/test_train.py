@@ -226,8 +226,9 @@ def test_text_task_trains_on_ray(ray_local, tmp_path):
     real MiniLM tokenizer on real MELD dialogues (two epochs of a few dozen utterances)."""
     from erc.corpus import read_corpus
     from erc.models.checkpoint import load_model
-    from erc.train.loop import TrainConfig
-    from erc.train.recipes import finetune_text, text_features
+    from erc.recipes import TextModelConfig, TextRecipe, TrainConfig
+    from erc.train.fitting import finetune_text
+    from erc.train.vectors import text_features
 
     meld = read_corpus(shared_path("data", "meld")).utterances
     dialogues = {"train": ["dia0", "dia1", "dia2", "dia3"], "dev": ["dia0", "dia1"]}
@@ -235,10 +236,10 @@ def test_text_task_trains_on_ray(ray_local, tmp_path):
             zip(meld.column("split").to_pylist(), meld.column("dialogue_id").to_pylist())]
     table = meld.filter(pa.array(keep))
     encoder = _tiny_encoder(tmp_path / "tiny-bert")
-    train = TrainConfig(name="text", storage_path=str(tmp_path / "ray"), epochs=2, batch_size=8,
-                        lr=1e-3, patience=5)
-    outcome = finetune_text(table, str(encoder), tmp_path / "out", train, context_turns=3,
-                            max_length=48)
+    recipe = TextRecipe(model=TextModelConfig(context_turns=3, max_length=48),
+                        loop=TrainConfig(storage_path=str(tmp_path / "ray"), epochs=2,
+                                         batch_size=8, lr=1e-3, patience=5))
+    outcome = finetune_text(table, str(encoder), tmp_path / "out", recipe)
     assert len(outcome.history) == 2 and 0 <= outcome.best["dev_weighted_f1"] <= 1
     model = load_model(outcome.model_dir)
     assert model.config.context_turns == 3 and model.config.labels == sorted(
@@ -254,7 +255,7 @@ def test_an_ensemble_mixes_a_text_model_and_a_fusion_model(tmp_path):
     from erc.models.checkpoint import save_model
     from erc.models.fusion import FusionConfig, FusionModel
     from erc.models.text import ContextTextClassifier, TextModelConfig
-    from erc.train.data import load_utterances
+    from erc.artifacts import read_utterances as load_utterances
     from erc.train.evaluate import evaluate, predict_split
 
     corpus, features = _write_corpus(tmp_path / "corpus")
@@ -285,8 +286,9 @@ def test_multimodal_features_through_adapters(tmp_path):
     from erc.models.adapters import train_adapter
     from erc.models.checkpoint import save_model
     from erc.schema import utterance_table
+    from erc.artifacts import face_vectors
     from erc.train.data import build_dialogue_data
-    from erc.train.recipes import face_vectors, load_features
+    from erc.train.vectors import load_features
 
     rng = np.random.default_rng(0)
     utterances, features = [], []
@@ -344,8 +346,9 @@ def test_an_ensemble_averages_its_models_probabilities(tmp_path):
 
     from erc.models.checkpoint import save_model
     from erc.models.fusion import FusionConfig, FusionModel
-    from erc.train.cli import main
-    from erc.train.data import load_utterances
+    from erc.artifacts import read_utterances as load_utterances
+    from erc.cli import main
+    from erc.errors import InputError
     from erc.train.evaluate import evaluate, predict_split
 
     corpus, features = _write_corpus(tmp_path / "corpus")
@@ -371,5 +374,5 @@ def test_an_ensemble_averages_its_models_probabilities(tmp_path):
     assert metrics["model"] == [str(models[0]), str(models[1])]
     assert metrics["weighted_f1"] == pytest.approx(
         f1_score(y, mean.argmax(1), average="weighted"))
-    with pytest.raises(ValueError, match="not one ensemble"):
+    with pytest.raises(InputError, match="not one ensemble"):
         evaluate([models[0], models[2]], table, "dev")

@@ -18,7 +18,7 @@ import pytest
 import yaml
 
 from tests.conftest import shared_path  # first: it sets the hermetic environment
-from erc.config import ConfigError
+from erc.errors import ConfigError
 from erc.tune.space import FAMILIES, load_spec, parse_spec
 
 REPO = Path(__file__).resolve().parents[1]
@@ -95,7 +95,8 @@ def _rows(spec, scores):
 
 def test_best_config_is_a_config_erc_train_reads(tmp_path):
     from erc.cli import build_parser
-    from erc.train.cli import apply_config_file
+    from erc.cli.common import recipe
+    from erc.recipes import FusionRecipe
     from erc.tune import results
 
     spec = parse_spec({"family": "fusion", "fixed": {"epochs": 2, "window": 4},
@@ -111,17 +112,18 @@ def test_best_config_is_a_config_erc_train_reads(tmp_path):
     parser = build_parser()
     args = parser.parse_args(["train", "fusion", "corpus", "--text", "st:m", "--config",
                               str(path), "--out", str(tmp_path / "o"), "--dropout", "0.3"])
-    apply_config_file(args)
-    assert (args.lr, args.d_state, args.window, args.epochs) == (2e-3, 16, 4, 2)
-    assert args.dropout == 0.3  # the command line wins over the file
-    assert args.mixer == "mamba" and args.no_context is False
+    fusion = recipe(FusionRecipe, args, args.recipe_options, section="train")
+    assert (fusion.loop.lr, fusion.model.d_state, fusion.model.window, fusion.loop.epochs) == (
+        2e-3, 16, 4, 2)
+    assert fusion.model.dropout == 0.3  # the command line wins over the file
+    assert fusion.model.mixer == "mamba" and fusion.model.isolate_turns is False
 
     bad = tmp_path / "bad.yaml"
     bad.write_text("lr: 0.001\nd_stat: 16\n")
     args = parser.parse_args(["train", "fusion", "corpus", "--text", "st:m", "--config",
                               str(bad), "--out", str(tmp_path / "o")])
-    with pytest.raises(ConfigError, match="unknown option.*d_stat"):
-        apply_config_file(args)
+    with pytest.raises(ConfigError, match="unknown key 'd_stat'"):
+        recipe(FusionRecipe, args, args.recipe_options, section="train")
     # erc tune is a command of erc
     args = parser.parse_args(["tune", "fusion", "corpus", "--out", "x", "--num-samples", "3"])
     assert args.num_samples == 3
@@ -423,7 +425,7 @@ def _adapter_corpus(tmp_path):
 
 def test_resized_adapters_are_retrained_and_saved_for_evaluation(tmp_path):
     from erc.models.checkpoint import read_config
-    from erc.train.recipes import load_features, resize_adapters
+    from erc.train.vectors import load_features, resize_adapters
 
     table, spec = _adapter_corpus(tmp_path)
     same, _ = resize_adapters(spec, 256, 128, tmp_path / "out")

@@ -22,7 +22,7 @@ from __future__ import annotations
 import numpy as np
 
 from erc.backends.base import AUDIO_RATE, ModelRecord, ModelSpec, Transcript, Word, pick_device
-from erc.backends.registry import make_record, require_path
+from erc.backends.registry import Backend, require_path
 
 _DEFAULT_TEMPERATURES = (0.0, 0.2, 0.4, 0.6, 0.8, 1.0)
 _PASSED = ("beam_size", "temperature", "condition_on_previous_text", "no_speech_threshold",
@@ -80,7 +80,7 @@ def _transcript(text: str, language: str | None, segments: list[tuple[float, flo
                       avg_logprob=avg_logprob, words=words)
 
 
-class WhisperASR:
+class WhisperASR(Backend):
     """openai-whisper: ``whisper.load_model(path, device)``; ``transcribe`` per clip with
     word timestamps."""
 
@@ -129,11 +129,9 @@ class WhisperASR:
         return _transcript(result["text"], result.get("language") or self.language, segments,
                            duration)
 
-    def record(self) -> ModelRecord:
-        return make_record(self.spec)
 
 
-class FasterWhisperASR:
+class FasterWhisperASR(Backend):
     """faster-whisper (CTranslate2): ``WhisperModel(path, device, compute_type)``, int8 on
     CPU by default."""
 
@@ -181,5 +179,3 @@ class FasterWhisperASR:
                  for s in segments]
         return _transcript(text, info.language or self.language, parts, duration)
 
-    def record(self) -> ModelRecord:
-        return make_record(self.spec)

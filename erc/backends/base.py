@@ -10,6 +10,8 @@ path, a registry package, or a hub when reachable; never silently from nowhere.
 
 from __future__ import annotations
 
+from erc.errors import ErcError
+
 import hashlib
 import importlib.metadata
 from dataclasses import asdict, dataclass, field
@@ -21,7 +23,7 @@ ROLES = ("asr", "face_detect", "face_embed", "speaker", "text")
 AUDIO_RATE = 16_000  # every backend receives 16 kHz mono float32 audio in [-1, 1]
 
 
-class MissingWeightsError(RuntimeError):
+class MissingWeightsError(ErcError, RuntimeError):
     """The weights a spec names cannot be found; the message says how to get them."""
 
 

@@ -47,6 +47,7 @@ from typing import Sequence
 
 import numpy as np
 
+from erc.backends.registry import Backend
 from erc.backends.base import (
     Face,
     MissingWeightsError,
@@ -136,17 +137,9 @@ def _l2_normalise(rows: np.ndarray) -> np.ndarray:
         return (rows / norms).astype(np.float32)
 
 
-def _split_rows(rows: np.ndarray, counts: list[int]) -> list[np.ndarray]:
-    out, start = [], 0
-    for count in counts:
-        out.append(rows[start:start + count])
-        start += count
-    return out
-
-
 # -- MTCNN --------------------------------------------------------------------------------
 
-class MTCNNDetector:
+class MTCNNDetector(Backend):
     """facenet-pytorch's MTCNN (keep_all=True): boxes, scores and 5 landmarks per face.
 
     Weights: the three nets shipped in the facenet-pytorch wheel, or ``spec.path`` a folder
@@ -191,20 +184,20 @@ class MTCNNDetector:
             for net in self.NETS:
                 state = torch.load(folder / f"{net}.pt", map_location="cpu", weights_only=True)
                 getattr(self.model, net).load_state_dict(state)
-            self._source, self._sha = package_source(folder, packaged, "facenet-pytorch"), sha256_of(folder)
+            self.weights_source, self.weights_sha256 = package_source(folder, packaged, "facenet-pytorch"), sha256_of(folder)
         elif spec.random_init:
             for net in self.NETS:
                 for module in getattr(self.model, net).modules():
                     if hasattr(module, "reset_parameters"):
                         module.reset_parameters()
-            self._source, self._sha = "random-init", None
+            self.weights_source, self.weights_sha256 = "random-init", None
         else:
             if not all((packaged / f"{net}.pt").is_file() for net in self.NETS):
                 raise MissingWeightsError(
                     f"the facenet-pytorch wheel has no MTCNN weights in {packaged}: reinstall "
                     "facenet-pytorch==2.6.0 or pass spec.path, a folder with pnet.pt, rnet.pt, onet.pt")
-            self._source = f"package:facenet-pytorch=={library_version('facenet-pytorch')}"
-            self._sha = sha256_of(packaged)
+            self.weights_source = f"package:facenet-pytorch=={library_version('facenet-pytorch')}"
+            self.weights_sha256 = sha256_of(packaged)
         self.model.to(self.device).eval()
 
     def detect(self, frames: list[np.ndarray]) -> list[list[Face]]:
@@ -226,10 +219,6 @@ class MTCNNDetector:
                                         width, height, self.min_score)
         return out
 
-    def record(self) -> ModelRecord:
-        return ModelRecord(role=self.spec.role, backend=self.spec.backend, name=self.spec.name,
-                           version=library_version("facenet-pytorch"), source=self._source,
-                           sha256=self._sha, dim=None)
 
 
 # -- YOLO ---------------------------------------------------------------------------------
@@ -268,7 +257,7 @@ def _quiet_ultralytics_settings() -> None:
         SETTINGS.update(wanted)
 
 
-class YOLODetector:
+class YOLODetector(Backend):
     """ultralytics YOLO (v8) as a face detector.
 
     Weights: ``spec.path`` a YOLOv8 face model (.pt, e.g. a yolov8n-face checkpoint; every
@@ -301,10 +290,10 @@ class YOLODetector:
                 raise MissingWeightsError(
                     f"YOLO weights {path} not found: pass spec.path, a YOLOv8 face .pt file")
             self.model = YOLO(str(path))
-            self._source, self._sha = package_source(path, None, "ultralytics"), sha256_of(path)
+            self.weights_source, self.weights_sha256 = package_source(path, None, "ultralytics"), sha256_of(path)
         elif spec.random_init:
             self.model = YOLO("yolov8n.yaml")  # architecture only: built offline, random weights
-            self._source, self._sha = "random-init", None
+            self.weights_source, self.weights_sha256 = "random-init", None
         else:
             raise MissingWeightsError(
                 "no YOLOv8 face weights ship with any installed package: pass spec.path, a "
@@ -336,15 +325,11 @@ class YOLODetector:
                                         landmarks, width, height, 0.0)
         return out
 
-    def record(self) -> ModelRecord:
-        return ModelRecord(role=self.spec.role, backend=self.spec.backend, name=self.spec.name,
-                           version=library_version("ultralytics"), source=self._source,
-                           sha256=self._sha, dim=None)
 
 
 # -- FaceNet ------------------------------------------------------------------------------
 
-class FaceNetEmbedder:
+class FaceNetEmbedder(Backend):
     """facenet-pytorch InceptionResnetV1 (classify=False): 512-d L2-normalised embeddings.
 
     Weights: ``spec.path`` a state-dict file (e.g. facenet-pytorch's
@@ -385,14 +370,14 @@ class FaceNetEmbedder:
                      if not key.removeprefix("module.").startswith("logits.")}
             self.model = InceptionResnetV1(pretrained=None, classify=False)
             self.model.load_state_dict(state, strict=True)
-            self._source, self._sha = package_source(path, None, "facenet-pytorch"), sha256_of(path)
+            self.weights_source, self.weights_sha256 = package_source(path, None, "facenet-pytorch"), sha256_of(path)
         elif spec.random_init:
             self.model = InceptionResnetV1(pretrained=None, classify=False)
-            self._source, self._sha = "random-init", None
+            self.weights_source, self.weights_sha256 = "random-init", None
         elif options.get("allow_download") is True:
             pretrained = spec.name if spec.name in ("vggface2", "casia-webface") else "vggface2"
             self.model = InceptionResnetV1(pretrained=pretrained, classify=False)
-            self._source, self._sha = f"hub:facenet-pytorch/{pretrained}", _facenet_cache_sha(pretrained)
+            self.weights_source, self.weights_sha256 = f"hub:facenet-pytorch/{pretrained}", _facenet_cache_sha(pretrained)
         else:
             raise MissingWeightsError(
                 "no FaceNet (InceptionResnetV1) weights ship with any installed package: pass "
@@ -431,10 +416,6 @@ class FaceNetEmbedder:
             out[i][j] = row
         return out
 
-    def record(self) -> ModelRecord:
-        return ModelRecord(role=self.spec.role, backend=self.spec.backend, name=self.spec.name,
-                           version=library_version("facenet-pytorch"), source=self._source,
-                           sha256=self._sha, dim=self.dim)
 
 
 def _facenet_cache_sha(pretrained: str) -> str | None:
@@ -453,7 +434,7 @@ DLIB_PREDICTOR = "shape_predictor_5_face_landmarks.dat"
 DLIB_RESNET = "dlib_face_recognition_resnet_model_v1.dat"
 
 
-class DlibEmbedder:
+class DlibEmbedder(Backend):
     """dlib's ResNet face descriptor (128-d, the model behind face_recognition).
 
     Weights: the two files of face_recognition_models (5-point shape predictor and
@@ -485,11 +466,11 @@ class DlibEmbedder:
                              "ship with face_recognition_models (pass no path to use them)")
         if spec.path is not None:
             folder = Path(spec.path)
-            self._source = package_source(folder, _face_recognition_models_dir(required=False),
+            self.weights_source = package_source(folder, _face_recognition_models_dir(required=False),
                                    "face_recognition_models")
         else:
             folder = _face_recognition_models_dir()
-            self._source = f"package:face_recognition_models=={library_version('face_recognition_models')}"
+            self.weights_source = f"package:face_recognition_models=={library_version('face_recognition_models')}"
         predictor, resnet = folder / DLIB_PREDICTOR, folder / DLIB_RESNET
         if not predictor.is_file() or not resnet.is_file():
             raise MissingWeightsError(
@@ -498,7 +479,7 @@ class DlibEmbedder:
                 "(with setuptools<81) to use its packaged files")
         self.predictor = dlib.shape_predictor(str(predictor))
         self.model = dlib.face_recognition_model_v1(str(resnet))
-        self._sha = sha256_of(resnet)
+        self.weights_sha256 = sha256_of(resnet)
 
     def embed(self, frames: list[np.ndarray], boxes: list[list[tuple]]) -> list[np.ndarray]:
         import dlib
@@ -531,11 +512,6 @@ class DlibEmbedder:
             out[i][j] = row
         return out
 
-    def record(self) -> ModelRecord:
-        return ModelRecord(role=self.spec.role, backend=self.spec.backend, name=self.spec.name,
-                           version=library_version("dlib-bin") if library_version("dlib-bin") != "unknown"
-                           else library_version("dlib"), source=self._source, sha256=self._sha,
-                           dim=self.dim)
 
 
 def _face_recognition_models_dir(required: bool = True) -> Path | None:

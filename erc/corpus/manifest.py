@@ -1,19 +1,23 @@
 """A generic manifest, so users bring a new corpus without writing code.
 
-One row per utterance, in CSV (UTF-8 with a header), JSON Lines, or Parquet.
+One row per utterance, in CSV (UTF-8 with a header), JSON Lines, or Parquet: one file, or
+a folder of files (one per split, say). The columns below are erc's fields; a corpus
+whose columns are named otherwise, whose ids are composed of several columns, whose
+speakers are list literals or whose labels differ is read through a mapping
+(``erc.corpus.mapping``: reader options or a YAML file), not converted by hand.
 
-| column         | required | meaning                                                            |
+| field          | required | meaning                                                            |
 |----------------|----------|--------------------------------------------------------------------|
 | dialogue_id    | yes      | conversation id                                                    |
-| speaker        | yes      | speaker identity                                                   |
+| speaker        | yes      | speaker identity (a one-name list literal ``['Ann']`` is unwrapped) |
 | text           | one of   | transcript                                                         |
 | media          | one of   | video or audio file, relative to the manifest's folder or absolute |
-| split          | no       | train / dev / test ...; default from the reader options            |
+| split          | no       | train / dev / test ...; default from the file (mapping) or options |
 | utterance_id   | no       | default ``<corpus>/<split>/<dialogue_id>/<turn>``                  |
 | turn           | no       | 0-based position in the dialogue; default: order of appearance     |
-| emotion        | no       | label; checked against ``labels`` when given                       |
+| emotion        | no       | label; mapped by ``label_map``, checked against ``labels``         |
 | audio          | no       | separate audio file                                                |
-| start, end     | no       | segment within ``media`` in seconds                                |
+| start, end     | no       | segment within ``media``: seconds or ``[HH:]MM:SS.mmm``            |
 | anything else  | no       | kept as text in ``meta``                                           |
 
 Media paths may not escape the manifest's folder unless ``allow_outside_root`` is set.
@@ -22,7 +26,6 @@ Media paths may not escape the manifest's folder unless ``allow_outside_root`` i
 from __future__ import annotations
 
 import json
-import math
 from pathlib import Path
 from typing import Iterator
 
@@ -30,21 +33,25 @@ import pyarrow.parquet as pq
 
 from erc.corpus.base import (CorpusError, IngestResult, RowCollector, decode_line,
                              read_csv_records, resolve_inside)
-
-KNOWN_COLUMNS = {"dialogue_id", "speaker", "text", "media", "split", "utterance_id", "turn",
-                 "emotion", "audio", "start", "end", "corpus"}
-SUFFIXES = {".csv", ".jsonl", ".ndjson", ".parquet"}
+from erc.corpus.mapping import (MANIFEST_SUFFIXES, MAPPING_FILE, blank, load_mapping,
+                                parse_time)
 
 
 def looks_like(path: Path) -> bool:
-    return path.is_file() and path.suffix.lower() in SUFFIXES
+    """A manifest file, or a corpus folder holding a mapping file."""
+    return ((path.is_file() and path.suffix.lower() in MANIFEST_SUFFIXES)
+            or has_mapping_file(path))
 
 
-def _records(path: Path) -> Iterator[tuple[int, dict, str | None]]:
+def has_mapping_file(path: Path) -> bool:
+    return path.is_dir() and (path / MAPPING_FILE).is_file()
+
+
+def read_records(path: Path) -> Iterator[tuple[int, dict, str | None]]:
     """(line or row number, fields, encoding flag) for each record of the manifest."""
     suffix = path.suffix.lower()
     if suffix == ".csv":
-        for rec in read_csv_records(path, ("dialogue_id", "speaker")):
+        for rec in read_csv_records(path, ()):
             yield rec.line, rec.fields, rec.encoding
     elif suffix in (".jsonl", ".ndjson"):
         for number, raw in enumerate(path.read_bytes().splitlines(), start=1):
@@ -67,112 +74,106 @@ def _records(path: Path) -> Iterator[tuple[int, dict, str | None]]:
         raise CorpusError(f"{path}: manifest must be .csv, .jsonl or .parquet")
 
 
-def _blank(value) -> bool:
-    return value is None or (isinstance(value, float) and math.isnan(value)) or str(value).strip() == ""
-
-
-def _seconds(value) -> float | None:
-    """Blank -> None; a number -> float; anything else (text, nan, inf) -> ValueError."""
-    if _blank(value):
-        return None
-    seconds = float(value)
-    if not math.isfinite(seconds):
-        raise ValueError(f"not a finite time: {value!r}")
-    return seconds
-
-
-def read_manifest(path: Path, corpus: str | None = None, split: str = "train",
-                  labels: list[str] | None = None, allow_outside_root: bool = False,
-                  keep_missing_media: bool = False) -> IngestResult:
+def read_manifest(path: Path, mapping: str | Path | dict | None = None,
+                  **options) -> IngestResult:
+    """Reads a manifest file, or a folder of them, into the utterance table. ``mapping``
+    is a mapping file (a relative path is taken from the corpus folder) or dict; without
+    one, a folder's ``erc-mapping.yaml`` is used. ``options`` are ManifestMapping fields
+    and override the mapping's."""
     path = Path(path)
-    if not path.is_file():
+    if not path.exists():
         raise CorpusError(f"{path}: no such manifest")
-    root = path.parent
-    corpus = corpus or path.stem
-    label_set = {label.lower() for label in labels} if labels else None
+    folder = path if path.is_dir() else path.parent
+    if mapping is None and has_mapping_file(path):
+        mapping = path / MAPPING_FILE
+    if isinstance(mapping, (str, Path)) and not Path(mapping).is_absolute():
+        mapping = folder / mapping
+    spec = load_mapping(mapping, **options)
+    corpus = spec.corpus or (path.name if path.is_dir() else path.stem)
+    label_set = {label.lower() for label in spec.labels} if spec.labels else None
     out = RowCollector(corpus)
-    out.sources.append(str(path))
-    source = str(path)
+    if isinstance(mapping, Path):
+        out.sources.append(str(mapping))
     turns: dict[tuple[str, str], int] = {}
-    header_checked = False
-    for number, f, encoding in _records(path):
-        if "__error__" in f:
-            out.reject("missing_field", f["__error__"], source=source, line=number)
-            continue
-        if not header_checked and path.suffix.lower() != ".csv":
-            # JSONL/Parquet have no header: check the first record's keys instead.
-            missing = {"dialogue_id", "speaker"} - set(f)
-            if not ({"text", "media"} & set(f)):
-                missing.add("text or media")
-            if missing:
-                raise CorpusError(f"{path}: first record lacks {', '.join(sorted(missing))}; "
-                                  f"it has {', '.join(sorted(f))}")
-        if not header_checked and path.suffix.lower() == ".csv" and not ({"text", "media"} & set(f)):
-            raise CorpusError(f"{path}: manifest needs a text or a media column; found {', '.join(f)}")
-        header_checked = True
-
-        row_split = split if _blank(f.get("split")) else str(f["split"]).strip()
-        dialogue = "" if _blank(f.get("dialogue_id")) else str(f["dialogue_id"]).strip()
-        turn_value = f.get("turn")
-        if _blank(turn_value):
-            turn = turns.get((row_split, dialogue), 0)
-        else:
-            try:
-                turn = int(float(turn_value))
-            except (ValueError, OverflowError):
-                turn = -1
-        uid = (str(f["utterance_id"]).strip() if not _blank(f.get("utterance_id"))
-               else f"{corpus}/{row_split}/{dialogue}/{turn}")
-        where = dict(source=source, line=number, split=row_split, utterance_id=uid)
-        if encoding == "undecodable":
-            out.reject("bad_encoding", "bytes neither UTF-8 nor cp1252", **where)
-            continue
-        if not dialogue or _blank(f.get("speaker")) or turn < 0:
-            out.reject("missing_field", f"dialogue_id={dialogue!r} speaker={f.get('speaker')!r} "
-                       f"turn={turn_value!r}", **where)
-            continue
-        text = None if _blank(f.get("text")) else str(f["text"])
-        emotion = None if _blank(f.get("emotion")) else str(f["emotion"]).strip().lower()
-        if emotion is not None and label_set is not None and emotion not in label_set:
-            out.reject("unknown_label", f"emotion {f['emotion']!r} not in {sorted(label_set)}", **where)
-            continue
-        try:
-            start, end = _seconds(f.get("start")), _seconds(f.get("end"))
-        except ValueError:
-            out.reject("bad_time", f"start={f.get('start')!r} end={f.get('end')!r}", **where)
-            continue
-        if start is not None and end is not None and end <= start:
-            out.reject("bad_time", f"segment [{start}, {end}]", **where)
-            continue
-        paths, problem = {}, None
-        for column in ("media", "audio"):
-            if _blank(f.get(column)):
+    rows_seen = False
+    for file, file_split in spec.manifest_files(path):
+        out.sources.append(str(file))
+        source = str(file)
+        root = file.parent
+        header_checked = False
+        for number, raw, encoding in read_records(file):
+            if "__error__" in raw:
+                out.reject("missing_field", raw["__error__"], source=source, line=number)
                 continue
-            resolved = resolve_inside(root, str(f[column]).strip(), allow_outside_root)
-            if resolved is None:
-                problem = ("path_outside_root", f"{column} {f[column]!r} escapes {root}")
-                break
-            if not resolved.exists() and not keep_missing_media:
-                problem = ("missing_media", f"{column} {resolved} does not exist")
-                break
-            paths[column] = str(resolved) if resolved.exists() else None
-        if problem:
-            out.reject(*problem, **where)
-            continue
-        if text is None and not paths.get("media"):
-            out.reject("missing_field", "row has neither text nor media", **where)
-            continue
-        if encoding:
-            out.repairs[f"{corpus} manifest decoded as cp1252"] += 1
-        turns[(row_split, dialogue)] = max(turns.get((row_split, dialogue), 0), turn + 1)
-        meta = {k: str(v) for k, v in f.items() if k not in KNOWN_COLUMNS and not _blank(v)}
-        out.add(
-            {"utterance_id": uid, "corpus": str(f.get("corpus") or corpus), "split": row_split,
-             "dialogue_id": dialogue, "turn": turn, "speaker": str(f["speaker"]).strip(),
-             "text": text, "emotion": emotion, "media_path": paths.get("media"),
-             "audio_path": paths.get("audio"), "start_s": start, "end_s": end, "meta": meta},
-            source=source, line=number,
-        )
-    if not header_checked:
+            if not header_checked:
+                spec.check_columns(list(raw), source)
+                header_checked = rows_seen = True
+            f, meta, problem = spec.map_row(raw)
+            row_split = file_split or (spec.split if blank(f["split"]) else str(f["split"]).strip())
+            dialogue = "" if blank(f["dialogue_id"]) else str(f["dialogue_id"]).strip()
+            if blank(f["turn"]):
+                turn = turns.get((row_split, dialogue), 0)
+            else:
+                try:
+                    turn = int(float(f["turn"]))
+                except (ValueError, OverflowError):
+                    turn = -1
+            uid = (str(f["utterance_id"]).strip() if not blank(f["utterance_id"])
+                   else f"{corpus}/{row_split}/{dialogue}/{turn}")
+            where = dict(source=source, line=number, split=row_split, utterance_id=uid)
+            if encoding == "undecodable":
+                out.reject("bad_encoding", "bytes neither UTF-8 nor cp1252", **where)
+                continue
+            if problem is not None:
+                out.reject(problem.reason, problem.detail, **where)
+                continue
+            if not dialogue or blank(f["speaker"]) or turn < 0:
+                out.reject("missing_field", f"dialogue_id={dialogue!r} speaker={f['speaker']!r} "
+                           f"turn={f['turn']!r}", **where)
+                continue
+            text = None if blank(f["text"]) else str(f["text"])
+            emotion = f["emotion"]
+            if emotion is not None and label_set is not None and emotion not in label_set:
+                out.reject("unknown_label", f"emotion {emotion!r} not in {sorted(label_set)}", **where)
+                continue
+            try:
+                start, end = parse_time(f["start"]), parse_time(f["end"])
+            except ValueError:
+                out.reject("bad_time", f"start={f['start']!r} end={f['end']!r} (seconds or "
+                           "[HH:]MM:SS.mmm)", **where)
+                continue
+            if start is not None and end is not None and end <= start:
+                out.reject("bad_time", f"segment [{start}, {end}]", **where)
+                continue
+            paths, failure = {}, None
+            for column in ("media", "audio"):
+                if blank(f[column]):
+                    continue
+                resolved = resolve_inside(root, str(f[column]).strip(), spec.allow_outside_root)
+                if resolved is None:
+                    failure = ("path_outside_root", f"{column} {f[column]!r} escapes {root}")
+                    break
+                out.media.add(str(resolved))
+                if not resolved.exists() and not spec.keep_missing_media:
+                    failure = ("missing_media", f"{column} {resolved} does not exist")
+                    break
+                paths[column] = str(resolved) if resolved.exists() else None
+            if failure:
+                out.reject(*failure, **where)
+                continue
+            if text is None and not paths.get("media"):
+                out.reject("missing_field", "row has neither text nor media", **where)
+                continue
+            if encoding:
+                out.repairs[f"{corpus} manifest decoded as cp1252"] += 1
+            turns[(row_split, dialogue)] = max(turns.get((row_split, dialogue), 0), turn + 1)
+            out.add(
+                {"utterance_id": uid, "corpus": str(f["corpus"] or corpus), "split": row_split,
+                 "dialogue_id": dialogue, "turn": turn, "speaker": f["speaker"],
+                 "text": text, "emotion": emotion, "media_path": paths.get("media"),
+                 "audio_path": paths.get("audio"), "start_s": start, "end_s": end, "meta": meta},
+                source=source, line=number,
+            )
+    if not rows_seen:
         raise CorpusError(f"{path}: manifest has no rows")
     return out.result()

@@ -32,20 +32,10 @@ from dataclasses import dataclass, field
 import av
 import numpy as np
 
+from erc.recipes import DecodeSettings
+
 AUDIO_RATE = 16_000
 DECODE_REASONS = ("unreadable_media", "no_audio", "overlong_clip", "silence", "no_frames")
-
-
-@dataclass
-class DecodeSettings:
-    frame_rate: float = 1.0  # frames sampled per second of utterance
-    max_frames: int = 16  # at most this many frames per utterance
-    max_side: int | None = 480  # downscale frames whose longer side exceeds this (None: never)
-    max_clip_seconds: float | None = 60.0  # longer utterances are mis-cut clips (None: no cap)
-    silence_rms: float = 1e-3  # audio RMS below this (about -60 dBFS) is silence
-    expect_video: bool | None = None  # None: iff the media has a video stream; False: skip video
-    truncation_tolerance: float = 0.8  # decoded audio shorter than this share of the declared
-    # length (minus 0.25 s) means a truncated file
 
 
 @dataclass

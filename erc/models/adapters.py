@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import hashlib
 import json
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict
 from pathlib import Path
 from typing import Sequence
 
@@ -25,24 +25,12 @@ import numpy as np
 import torch
 from torch import nn
 
-
-@dataclass
-class AdapterConfig:
-    modality: str = "speaker"
-    in_dim: int = 256
-    hidden: int = 256
-    out_dim: int = 128
-    n_classes: int = 8
-    labels: list[str] = field(default_factory=list)
-    dropout: float = 0.2
-    normalize_input: bool = True
-
-    def to_dict(self) -> dict:
-        return asdict(self)
+from erc.recipes import AdapterConfig, AdapterTraining
 
 
 class Adapter(nn.Module):
     kind = "adapter"
+    config_class = AdapterConfig
 
     def __init__(self, config: AdapterConfig):
         super().__init__()
@@ -81,17 +69,6 @@ def adapt_vectors(adapter: Adapter, vectors: np.ndarray, batch_size: int = 1024)
 def predict(adapter: Adapter, vectors: np.ndarray) -> np.ndarray:
     adapter.eval()
     return adapter(torch.from_numpy(np.asarray(vectors, np.float32))).argmax(1).numpy()
-
-
-@dataclass
-class AdapterTraining:
-    epochs: int = 300
-    batch_size: int = 64
-    lr: float = 1e-3
-    weight_decay: float = 1e-3
-    patience: int = 40  # epochs without better held-out accuracy
-    val_groups: float = 0.15  # share of groups held out for early stopping
-    seed: int = 0
 
 
 def train_adapter(vectors: np.ndarray, labels: Sequence[str], groups: Sequence[str],
@@ -210,7 +187,7 @@ def resized_adapter(directory: str | Path, hidden: int | None = None,
 # -- unimodal emotion corpora -> identity embeddings --------------------------------------------
 
 def _cache_file(kind: str, record: dict, items: list[str]) -> Path:
-    from erc.runtime import state_dir
+    from erc.home import state_dir
 
     key = hashlib.sha256(repr((kind, sorted(record.items()), items)).encode()).hexdigest()[:16]
     folder = state_dir() / "cache" / "adapter_embeddings"

@@ -8,13 +8,15 @@ keys on its CUDA and CPU paths.
 
 from __future__ import annotations
 
+import importlib
 import json
 import shutil
 from pathlib import Path
-from typing import Any
 
 import torch
 from torch import nn
+
+from erc import io
 
 WEIGHTS = "model.safetensors"
 CONFIG = "config.json"
@@ -43,10 +45,9 @@ def save_model(directory: str | Path, model: nn.Module, metrics: dict | None = N
     if model.kind == "text":
         _copy_encoder_files(Path(config["encoder"]), directory / ENCODER_DIR)
         config["encoder"] = ENCODER_DIR
-    (directory / CONFIG).write_text(json.dumps({"kind": model.kind, "config": config,
-                                                **(extra or {})}, indent=2))
+    io.write_json(directory / CONFIG, {"kind": model.kind, "config": config, **(extra or {})})
     if metrics is not None:
-        (directory / METRICS).write_text(json.dumps(metrics, indent=2, default=_json_default))
+        io.write_json(directory / METRICS, metrics)
     return directory
 
 
@@ -62,34 +63,32 @@ def _copy_encoder_files(source: Path, target: Path) -> None:
             shutil.copy2(source / name, target / name)
 
 
-def _json_default(value: Any):
-    if hasattr(value, "tolist"):
-        return value.tolist()
-    if hasattr(value, "item"):
-        return value.item()
-    raise TypeError(f"not JSON serialisable: {type(value).__name__}")
-
-
 def read_config(directory: str | Path) -> dict:
     return json.loads((Path(directory) / CONFIG).read_text())
+
+
+# Model kinds, as backends are: the class that rebuilds a saved model of each kind (each
+# class names its config dataclass as ``config_class``).
+MODEL_KINDS = {
+    "fusion": "erc.models.fusion:FusionModel",
+    "adapter": "erc.models.adapters:Adapter",
+    "text": "erc.models.text:ContextTextClassifier",
+}
 
 
 def build_model(kind: str, config: dict, directory: Path | None = None,
                 pretrained: bool = True) -> nn.Module:
     """A model of ``kind`` from its config dict (weights not loaded)."""
-    if kind == "fusion":
-        from erc.models.fusion import FusionConfig, FusionModel
-        return FusionModel(FusionConfig(**config))
-    if kind == "adapter":
-        from erc.models.adapters import Adapter, AdapterConfig
-        return Adapter(AdapterConfig(**config))
-    if kind == "text":
-        from erc.models.text import ContextTextClassifier, TextModelConfig
-        config = dict(config)
+    if kind not in MODEL_KINDS:
+        raise ValueError(f"unknown model kind {kind!r}; known: {', '.join(MODEL_KINDS)}")
+    module, _, name = MODEL_KINDS[kind].partition(":")
+    cls = getattr(importlib.import_module(module), name)
+    config = dict(config)
+    if kind == "text":  # the folder holds the encoder's config and tokenizer
         if directory is not None and not Path(config["encoder"]).is_absolute():
             config["encoder"] = str(Path(directory) / config["encoder"])
-        return ContextTextClassifier(TextModelConfig(**config), pretrained=pretrained)
-    raise ValueError(f"unknown model kind {kind!r}")
+        return cls(cls.config_class(**config), pretrained=pretrained)
+    return cls(cls.config_class(**config))
 
 
 def load_model(directory: str | Path, device: str | torch.device = "cpu") -> nn.Module:

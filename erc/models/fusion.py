@@ -24,32 +24,14 @@ the Mamba state would still carry the past).
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, field
-
 import torch
 from torch import nn
 
 from erc.models.mamba import MambaBlock
+from erc.recipes import FusionConfig
+from erc.settings import option_map
 
-
-@dataclass
-class FusionConfig:
-    modalities: list[str] = field(default_factory=lambda: ["text", "speaker", "face"])
-    dims: dict[str, int] = field(default_factory=lambda: {"text": 768, "speaker": 128, "face": 128})
-    labels: list[str] = field(default_factory=list)
-    n_classes: int = 7
-    mixer: str = "mamba"  # mamba | transformer | none
-    d_model: int | None = None  # None: the token width (sum of dims), as in the paper
-    d_state: int = 64
-    d_conv: int = 4
-    expand: int = 2
-    n_heads: int = 8  # transformer baseline (reduced to a divisor of d_model)
-    window: int | None = None  # causal pooling window in turns; None = all past turns
-    isolate_turns: bool = False  # no context: every turn is its own sequence
-    dropout: float = 0.2
-
-    def to_dict(self) -> dict:
-        return asdict(self)
+MIXERS = option_map(FusionConfig)["mixer"].choices
 
 
 def causal_window_mean(hidden: torch.Tensor, valid: torch.Tensor, window: int | None) -> torch.Tensor:
@@ -67,11 +49,12 @@ def causal_window_mean(hidden: torch.Tensor, valid: torch.Tensor, window: int | 
 
 class FusionModel(nn.Module):
     kind = "fusion"
+    config_class = FusionConfig
 
     def __init__(self, config: FusionConfig):
         super().__init__()
-        if config.mixer not in ("mamba", "transformer", "none"):
-            raise ValueError(f"mixer must be mamba, transformer or none, got {config.mixer!r}")
+        if config.mixer not in MIXERS:
+            raise ValueError(f"mixer must be one of {', '.join(MIXERS)}, got {config.mixer!r}")
         if config.window is not None and config.window < 1:
             raise ValueError("window must be >= 1 (or None for all past turns)")
         missing = [m for m in config.modalities if m not in config.dims]

@@ -18,36 +18,21 @@ root): all-MiniLM-L6-v2 (384-d), all-mpnet-base-v2 (768-d), ...
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, field
-
 import numpy as np
 import torch
 from torch import nn
 
+from erc.recipes import TextModelConfig
+from erc.settings import option_map
 
-POOLING = ("target_mean", "target_max", "cls")
-
-
-@dataclass
-class TextModelConfig:
-    encoder: str = ""  # path of a Hugging Face / sentence-transformers model folder
-    n_classes: int = 7
-    labels: list[str] = field(default_factory=list)
-    context_turns: int = 8  # past turns given as context (0 = the utterance alone)
-    max_length: int = 96  # tokens per input (context + target)
-    speaker_names: bool = True  # prefix each turn with "speaker: "
-    dropout: float = 0.1
-    freeze_layers: int = 0  # freeze the embeddings and the first N encoder layers
-    pooling: str = "target_mean"  # target_mean | target_max (over the target's tokens) | cls
-
-    def to_dict(self) -> dict:
-        return asdict(self)
+POOLING = option_map(TextModelConfig)["pooling"].choices
 
 
 class ContextTextClassifier(nn.Module):
     """A transformer encoder + target-span mean pooling + linear head."""
 
     kind = "text"
+    config_class = TextModelConfig
 
     def __init__(self, config: TextModelConfig, pretrained: bool = True):
         """``pretrained``: load the encoder's weights from ``config.encoder``; else only

@@ -1,1 +1,1 @@
-"""The stages of a run, each resumable and accounting for every row."""
+"""The preprocessing pass on Ray Data: its stages (``stages``) and the pass (``preprocess``)."""

@@ -20,21 +20,21 @@ Statuses: "ok"; "text_only" (the row has no media: text embedding only); "failed
 reason (``FAILURE_REASONS``). Rows whose media failed still get the text embedding of
 their transcript.
 
-Also written: ``manifest.json`` (models, settings, partitions) and ``summary.json`` (rows in
-and out, statuses, failures by reason, seconds and utterances/s per stage).
+The pass returns what the preprocess stage (``erc.stages.preprocess``) records in the
+folder's ``manifest.json``: the partitions (file, rows, fingerprint, id range), the models,
+the settings, and the summary (rows in and out, statuses, failures by reason, seconds and
+utterances/s per stage). A part file this run does not list stays untouched unless the
+folder's previous manifest listed it (erc wrote it): those are removed.
 """
 
 from __future__ import annotations
 
-import argparse
 import dataclasses
-import hashlib
 import json
 import os
-import sys
 import time
 from collections import Counter, defaultdict
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
 
@@ -42,24 +42,15 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
-from erc import cluster
-from erc.config import ConfigError, PreprocessConfig, RayConfig
+from erc import cluster, io
+from erc.errors import ConfigError
 from erc.features import FEATURE_SCHEMA, models_of, with_models
-from erc.pipeline.stages import (
-    INPUT_COLUMNS,
-    MODEL_STAGES,
-    ROLES_OF_STAGE,
-    STAGE_CLASSES,
-    STAGE_DEFAULTS,
-    STAGES,
-    decode_batch,
-)
+from erc.fingerprint import digest, stat_of
+from erc.pipeline.stages import INPUT_COLUMNS, MODEL_STAGES, PASS, STAGE_OF, DecodeStage
+from erc.recipes import PreprocessConfig, RayConfig
 
 # Bump when what the stages compute changes, so finished partitions are recomputed.
 FEATURES_VERSION = 1
-UTTERANCES = "utterances.parquet"
-MANIFEST = "manifest.json"
-SUMMARY = "summary.json"
 STATS = "ray_data_stats.txt"
 FINGERPRINT_KEY = b"erc.fingerprint"
 SETTINGS_KEY = b"erc.settings"
@@ -85,45 +76,10 @@ class PreprocessOutcome:
     written: int  # partitions computed by this run
     skipped: int  # partitions already up to date
     seconds: float
-
-
-def load_features(output_dir: str | Path) -> pa.Table:
-    """Every part of a feature folder, in utterance_id order (the folder also holds JSON
-    files, so read the parts by name rather than the folder as a dataset)."""
-    output_dir = Path(output_dir)
-    manifest = output_dir / MANIFEST
-    if manifest.is_file():  # the parts of the last run (a --limit run leaves others beside)
-        parts = [output_dir / p["file"] for p in json.loads(manifest.read_text())["partitions"]]
-    else:
-        parts = sorted(output_dir.glob("part-*.parquet"))
-    if not parts:
-        raise FileNotFoundError(f"{output_dir}: no feature parts (run `erc preprocess` first)")
-    return pa.concat_tables([pq.read_table(p) for p in parts]).sort_by("utterance_id")
+    record: dict = field(default_factory=dict)  # partitions, models, settings: the manifest's
 
 
 # -- inputs -------------------------------------------------------------------------------
-
-def load_utterances(path: str | Path) -> pa.Table:
-    """The utterance table from a folder holding utterances.parquet, or the file itself."""
-    path = Path(path)
-    file = path / UTTERANCES if path.is_dir() else path
-    if not file.is_file():
-        raise FileNotFoundError(f"{file}: no utterance table (run `erc corpus ingest` first)")
-    table = pq.read_table(file)
-    missing = [c for c in INPUT_COLUMNS if c not in table.column_names]
-    if missing:
-        raise ConfigError(f"{file}: not an utterance table, it lacks {', '.join(missing)}")
-    ids = table.column("utterance_id")
-    if ids.null_count or pc.count_distinct(ids).as_py() != table.num_rows:
-        raise ConfigError(f"{file}: utterance_id must be unique and non-null")
-    return table
-
-
-def decode_settings(config: PreprocessConfig) -> dict:
-    return {"frame_rate": config.frame_rate, "max_frames": config.max_frames,
-            "max_side": config.max_side, "max_clip_seconds": config.max_clip_seconds,
-            "silence_rms": config.silence_rms}
-
 
 def model_specs(config: PreprocessConfig) -> dict:
     """{role: ModelSpec} of the profile with the config's overrides (relative weight paths
@@ -150,31 +106,18 @@ def _has_media(table: pa.Table) -> bool:
 def _roles_for(table: pa.Table) -> list[str]:
     """The model roles a partition needs: text always, the others when a row has media."""
     if _has_media(table):
-        return [role for stage in MODEL_STAGES for role in ROLES_OF_STAGE[stage]]
+        return [role for stage in MODEL_STAGES for role in stage.roles]
     return ["text"]
-
-
-def _file_stamp(path: str | None) -> list | None:
-    if not path:
-        return None
-    try:
-        stat = os.stat(path)
-        return [stat.st_size, stat.st_mtime_ns]
-    except OSError:
-        return None
 
 
 def fingerprint(part: pa.Table, settings: dict, records: list[dict]) -> str:
     """Of a partition's rows (ids, transcripts, media paths, segments, media sizes and
     modification times), the decode settings and the model records."""
-    digest = hashlib.sha256(json.dumps([FEATURES_VERSION, settings, records], sort_keys=True,
-                                       default=str).encode())
     columns = {name: part.column(name).to_pylist() for name in INPUT_COLUMNS}
-    for i in range(part.num_rows):
-        row = [columns[name][i] for name in INPUT_COLUMNS]
-        row += [_file_stamp(columns["media_path"][i]), _file_stamp(columns["audio_path"][i])]
-        digest.update(json.dumps(row, default=str).encode())
-    return digest.hexdigest()
+    rows = [[columns[name][i] for name in INPUT_COLUMNS]
+            + [stat_of(columns["media_path"][i]), stat_of(columns["audio_path"][i])]
+            for i in range(part.num_rows)]
+    return digest(FEATURES_VERSION, settings, records, rows)
 
 
 def _existing_fingerprint(path: Path, rows: int) -> str | None:
@@ -187,19 +130,50 @@ def _existing_fingerprint(path: Path, rows: int) -> str | None:
         return None
 
 
+@dataclass
+class Plan:
+    """The partitions of a pass: rows, fingerprints and the models that serve them."""
+    parts: list[pa.Table]
+    fingerprints: list[str]
+    specs: dict  # role -> resolved ModelSpec
+    records: dict  # role -> ModelRecord dict
+    settings: dict
+
+
+def plan(table: pa.Table, config: PreprocessConfig, limit: int | None = None,
+         download: bool = True) -> Plan:
+    """Cuts the utterance table (sorted by id) into partitions and fingerprints each."""
+    from erc.backends.registry import make_record, resolve
+
+    table = table.select(list(INPUT_COLUMNS)).sort_by("utterance_id")
+    if limit is not None:
+        table = table.slice(0, max(0, limit))
+    n_parts = -(-table.num_rows // config.partition_rows)
+    parts = [table.slice(k * config.partition_rows, config.partition_rows) for k in range(n_parts)]
+    settings = dataclasses.asdict(config.decoding)
+    specs = model_specs(config)
+    needed = sorted({role for part in parts for role in _roles_for(part)})
+    resolved = {role: resolve(specs[role], download=download) for role in needed}
+    records = {role: make_record(spec).to_dict() for role, spec in resolved.items()}
+    prints = [fingerprint(part, settings, [records[role] for role in _roles_for(part)])
+              for part in parts]
+    return Plan(parts, prints, resolved, records, settings)
+
+
 # -- resources ----------------------------------------------------------------------------
 
 def stage_resources(config: PreprocessConfig, stages: list[str], cpus: float, gpus: float,
                     node_cpus: list[float] | None = None, gpu_nodes: int = 1,
                     gpu_node_cpus: float | None = None) -> dict:
     """batch_size, concurrency, num_cpus, num_gpus (and accelerator_type, resources) for
-    each stage, from the config with the stage defaults; CPUs left unset are shared out so
-    that every stage's actors and one decode task fit on the cluster; GPUs left unset are
-    shared between the model stages when a node has any (``gpus``: the GPUs of the largest
-    GPU node), and their actor pools, unless sized in the config, grow to fill
-    ``gpu_nodes`` such nodes (-1: as many as the autoscaler brings, up to 64 actors).
-    ``gpu_node_cpus``: the CPUs of a GPU node; the GPU stages' actors, which share one,
-    ask for no more CPUs together (else the last of them would wait forever).
+    each stage, from the config with the stage's own defaults (``PassStage.resources``);
+    CPUs left unset are shared out so that every stage's actors and one decode task fit on
+    the cluster; GPUs left unset are shared between the model stages when a node has any
+    (``gpus``: the GPUs of the largest GPU node), and their actor pools, unless sized in
+    the config, grow to fill ``gpu_nodes`` such nodes (-1: as many as the autoscaler
+    brings, up to 64 actors). ``gpu_node_cpus``: the CPUs of a GPU node; the GPU stages'
+    actors, which share one, ask for no more CPUs together (else the last of them would
+    wait forever).
 
     ``node_cpus`` (the CPUs of each node) matters on a multi-node cluster: a decode task
     must fit on one node next to the actors placed there, so it asks for at most half of
@@ -207,12 +181,13 @@ def stage_resources(config: PreprocessConfig, stages: list[str], cpus: float, gp
     what is left), so that wherever the actors land some node can still run a decode
     task."""
     nodes = [c for c in (node_cpus or []) if c > 0] or [cpus]
+    model_names = [stage.name for stage in MODEL_STAGES]
     chosen = {}
     for stage in stages:
         given = {k: v for k, v in dataclasses.asdict(getattr(config, stage)).items() if v is not None}
-        chosen[stage] = {**STAGE_DEFAULTS[stage], **given}
-        if stage in MODEL_STAGES and "num_gpus" not in given:
-            users = [s for s in stages if s in MODEL_STAGES]
+        chosen[stage] = {**STAGE_OF[stage].resources, **given}
+        if stage in model_names and "num_gpus" not in given:
+            users = [s for s in stages if s in model_names]
             share = min(1.0, gpus / len(users)) if gpus >= 1 else 0.0
             chosen[stage]["num_gpus"] = share
             if share and gpu_nodes != 1 and "concurrency" not in given:
@@ -227,7 +202,7 @@ def stage_resources(config: PreprocessConfig, stages: list[str], cpus: float, gp
     decode = chosen.get("decode")
     if decode is not None:
         decode["num_cpus"] = min(float(decode["num_cpus"] or 1.0), max(0.25, min(nodes) / 2))
-    model = [s for s in stages if s in MODEL_STAGES]
+    model = [s for s in stages if s in model_names]
     fixed = sum(chosen[s]["num_cpus"] * actors(s) for s in model if chosen[s]["num_cpus"] is not None)
     auto = [s for s in model if chosen[s]["num_cpus"] is None]
     if auto:
@@ -239,9 +214,6 @@ def stage_resources(config: PreprocessConfig, stages: list[str], cpus: float, gp
             if gpu_node_cpus and stage in on_gpu:
                 cpus_here = min(cpus_here, gpu_node_cpus / len(on_gpu))
             chosen[stage]["num_cpus"] = round(cpus_here, 3)
-    for stage, values in chosen.items():
-        if values["batch_size"] is None or int(values["batch_size"]) < 1:
-            raise ConfigError(f"preprocess.{stage}.batch_size must be a positive integer")
     return chosen
 
 
@@ -262,8 +234,7 @@ def _compute(concurrency):
     return ray.data.ActorPoolStrategy(size=int(concurrency or 1))
 
 
-def build_dataset(parts: list[pa.Table], specs: dict, config: PreprocessConfig, resources: dict,
-                  settings: dict):
+def build_dataset(parts: list[pa.Table], specs: dict, config: PreprocessConfig, resources: dict):
     """The Ray Data pipeline over the pending partitions. The rows (ids, transcripts, paths)
     go in as blocks of one decode batch each, in id order, so decoding spreads over the
     cluster and partitions complete one after another."""
@@ -274,18 +245,18 @@ def build_dataset(parts: list[pa.Table], specs: dict, config: PreprocessConfig, 
     block_rows = int(decode["batch_size"])
     dataset = ray.data.from_items(rows, override_num_blocks=max(1, -(-len(rows) // block_rows)))
     dataset = dataset.map_batches(
-        decode_batch, fn_kwargs={"settings": settings}, batch_format="pyarrow",
+        DecodeStage(config.decoding), batch_format="pyarrow",
         batch_size=int(decode["batch_size"]), num_cpus=decode["num_cpus"],
         concurrency=decode["concurrency"], **cluster.ray_options(stage_request(decode)))
     for stage in MODEL_STAGES:
-        if stage not in resources:
+        if stage.name not in resources:
             continue
-        res = resources[stage]
-        stage_specs = {role: dataclasses.asdict(specs[role]) for role in ROLES_OF_STAGE[stage]}
+        res = resources[stage.name]
+        stage_specs = {role: dataclasses.asdict(specs[role]) for role in stage.roles}
         kwargs = {"specs": stage_specs, "num_cpus": res["num_cpus"], "num_gpus": res["num_gpus"]}
         remote = {"num_cpus": res["num_cpus"], **cluster.ray_options(stage_request(res))}
         dataset = dataset.map_batches(
-            STAGE_CLASSES[stage], fn_constructor_kwargs=kwargs, batch_format="pyarrow",
+            stage, fn_constructor_kwargs=kwargs, batch_format="pyarrow",
             batch_size=int(res["batch_size"]), compute=_compute(res["concurrency"]), **remote)
     return dataset
 
@@ -295,7 +266,8 @@ def _cluster_stage_resources(config: PreprocessConfig, stages: list[str], say) -
     launch (erc.cluster), every stage's request checked against them."""
     from erc import runtime
 
-    auto_gpu = [s for s in stages if s in MODEL_STAGES and getattr(config, s).num_gpus is None]
+    model_names = {stage.name for stage in MODEL_STAGES}
+    auto_gpu = [s for s in stages if s in model_names and getattr(config, s).num_gpus is None]
     plan = cluster.gpu_plan(" / ".join(f"preprocess.{s}.num_gpus" for s in auto_gpu)) \
         if auto_gpu else None
     if plan is not None and not runtime.embedded():
@@ -315,7 +287,7 @@ def _records_of(table: pa.Table) -> dict[str, list[dict]]:
     """The model records the rows carry (role -> distinct records)."""
     found: dict[str, list[dict]] = defaultdict(list)
     for stage in MODEL_STAGES:
-        name = f"_rec_{stage}"
+        name = f"_rec_{stage.name}"
         if name not in table.column_names:
             continue
         for text in pc.unique(table.column(name).drop_null()).to_pylist():
@@ -327,40 +299,29 @@ def _records_of(table: pa.Table) -> dict[str, list[dict]]:
 
 def _feature_table(table: pa.Table, metadata: dict) -> pa.Table:
     columns = []
-    for field in FEATURE_SCHEMA:
-        if field.name in table.column_names:
-            columns.append(table.column(field.name).cast(field.type))
+    for field_ in FEATURE_SCHEMA:
+        if field_.name in table.column_names:
+            columns.append(table.column(field_.name).cast(field_.type))
         else:
-            columns.append(pa.nulls(table.num_rows, field.type))
+            columns.append(pa.nulls(table.num_rows, field_.type))
     schema = FEATURE_SCHEMA.with_metadata(metadata)
     out = pa.Table.from_arrays(columns, schema=schema)
     return out.sort_by("utterance_id")
 
 
-def _write_atomic(table: pa.Table, path: Path) -> None:
-    tmp = path.with_name(f".{path.name}.tmp")
-    pq.write_table(table, tmp)
-    os.replace(tmp, path)
-
-
-def _write_json(data: dict, path: Path) -> None:
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(json.dumps(data, indent=2, default=str))
-    os.replace(tmp, path)
-
-
 def _add_stage_stats(stats: dict, table: pa.Table) -> None:
-    for stage in STAGES:
-        seconds = f"_s_{stage}"
+    for stage in PASS:
+        seconds = f"_s_{stage.name}"
         if seconds not in table.column_names:
             continue
-        entry = stats.setdefault(stage, {"rows": 0, "busy_s": 0.0, "load_s": 0.0})
+        entry = stats.setdefault(stage.name, {"rows": 0, "busy_s": 0.0, "load_s": 0.0})
         entry["busy_s"] += pc.sum(table.column(seconds)).as_py() or 0.0
-        if stage == "decode":
+        if not stage.roles:
             entry["rows"] += table.num_rows
         else:
-            entry["rows"] += len(table.column(f"_rec_{stage}")) - table.column(f"_rec_{stage}").null_count
-            entry["load_s"] += pc.sum(table.column(f"_load_{stage}")).as_py() or 0.0
+            records = table.column(f"_rec_{stage.name}")
+            entry["rows"] += len(records) - records.null_count
+            entry["load_s"] += pc.sum(table.column(f"_load_{stage.name}")).as_py() or 0.0
 
 
 def format_summary(summary: dict) -> str:
@@ -378,58 +339,44 @@ def format_summary(summary: dict) -> str:
         lines.append(f"  {'stage':8} {'rows':>7} {'busy s':>8} {'utt/s':>8} {'load s':>7}")
         for stage, entry in run["stages"].items():
             lines.append(f"  {stage:8} {entry['rows']:7,} {entry['busy_s']:8.2f} "
-                         f"{entry['utterances_per_s']:8.2f} {entry['load_s']:7.2f}")
+                         f"{entry['utterances_per_s'] or 0:8.2f} {entry['load_s']:7.2f}")
     models = ", ".join(f"{m['role']}={m['backend']}:{m['name']}" for m in summary["models"])
     lines.append(f"models: {models}")
     return "\n".join(lines)
 
 
+def _pace(done: int, total: int, seconds: float) -> str:
+    """", 64/84 utterances, 0.31 utt/s, about 1 min left" for a progress line."""
+    rate = done / seconds if seconds > 0 else 0.0
+    text = f", {done:,}/{total:,} utterances, {rate:.2f} utt/s"
+    if done < total and rate > 0:
+        left = (total - done) / rate
+        text += f", about {left / 60:.0f} min left" if left >= 90 else f", about {left:.0f} s left"
+    return text
+
+
 # -- the pass -----------------------------------------------------------------------------
 
-def run_preprocess(utterances: str | Path | pa.Table, output_dir: str | Path,
-                   config: PreprocessConfig | None = None, ray: RayConfig | None = None,
-                   limit: int | None = None, force: bool = False,
-                   progress: Callable[[str], None] | None = print) -> PreprocessOutcome:
-    """Runs the pass over ``utterances`` (a folder holding utterances.parquet, the file, or
-    a table) into ``output_dir`` (the folder of the part files), skipping partitions that
-    are up to date unless ``force``."""
+def run_preprocess(table: pa.Table, output_dir: str | Path, config: PreprocessConfig | None = None,
+                   ray: RayConfig | None = None, limit: int | None = None, force: bool = False,
+                   progress: Callable[[str], None] | None = print,
+                   previous: dict | None = None) -> PreprocessOutcome:
+    """Runs the pass over the utterance ``table`` into ``output_dir`` (the folder of the
+    part files, claimed by the caller), skipping partitions that are up to date unless
+    ``force``. ``previous``: the folder's last manifest (its parts may be removed)."""
     started = time.perf_counter()
     config = config or PreprocessConfig()
     ray = ray or RayConfig()
     say = progress or (lambda _message: None)
     output_dir = Path(output_dir)
-    if config.partition_rows < 1:
-        raise ConfigError("preprocess.partition_rows must be at least 1")
-
-    table = utterances if isinstance(utterances, pa.Table) else load_utterances(utterances)
-    table = table.select(list(INPUT_COLUMNS)).sort_by("utterance_id")
-    if limit is not None:
-        table = table.slice(0, max(0, limit))
-    rows_in = table.num_rows
-    n_parts = -(-rows_in // config.partition_rows)
-    parts = [table.slice(k * config.partition_rows, config.partition_rows) for k in range(n_parts)]
-
-    settings = decode_settings(config)
-    specs = model_specs(config)
-    needed = sorted({role for part in parts for role in _roles_for(part)})
-    from erc.backends.registry import make_record, resolve
-
-    resolved = {role: resolve(specs[role]) for role in needed}
-    spec_records = {role: make_record(spec).to_dict() for role, spec in resolved.items()}
-
-    output_dir.mkdir(parents=True, exist_ok=True)
-    for stale in output_dir.glob(".part-*.tmp"):
-        stale.unlink()
-    fingerprints, pending = [], []
-    for k, part in enumerate(parts):
-        records = [spec_records[role] for role in _roles_for(part)]
-        stamp = fingerprint(part, settings, records)
-        fingerprints.append(stamp)
-        if force or _existing_fingerprint(output_dir / part_name(k), part.num_rows) != stamp:
-            pending.append(k)
-    skipped = n_parts - len(pending)
-    say(f"[preprocess] {rows_in:,} utterances in {n_parts} partition(s) of {config.partition_rows}: "
-        f"{skipped} up to date, {len(pending)} to compute -> {output_dir}")
+    work = plan(table, config, limit)
+    parts, fingerprints = work.parts, work.fingerprints
+    rows_in = sum(p.num_rows for p in parts)
+    pending = [k for k, part in enumerate(parts) if force or _existing_fingerprint(
+        output_dir / part_name(k), part.num_rows) != fingerprints[k]]
+    skipped = len(parts) - len(pending)
+    say(f"[preprocess] {rows_in:,} utterances in {len(parts)} partition(s) of "
+        f"{config.partition_rows}: {skipped} up to date, {len(pending)} to compute -> {output_dir}")
 
     stage_stats: dict = {}
     run_rows = 0
@@ -444,7 +391,7 @@ def run_preprocess(utterances: str | Path | pa.Table, output_dir: str | Path,
 
         resources_now = ray_module.cluster_resources()
         with_media = any(_has_media(parts[k]) for k in pending)
-        stages = list(STAGES) if with_media else ["decode", "text"]
+        stages = [s.name for s in PASS] if with_media else ["decode", "text"]
         resources = _cluster_stage_resources(config, stages, say)
         wanted = sum(r["num_cpus"] * (r["concurrency"][0] if isinstance(r["concurrency"], list)
                                       else r["concurrency"] or 1) for r in resources.values())
@@ -456,17 +403,22 @@ def run_preprocess(utterances: str | Path | pa.Table, output_dir: str | Path,
             f"cpu {r['num_cpus']:g} gpu {r['num_gpus']:g}"
             + (f" on {r['accelerator_type']}" if r.get("accelerator_type") else "")
             for s, r in resources.items()))
-        for stage in (s for s in stages if s in MODEL_STAGES):
-            checked = cluster.check_weights({r: specs[r] for r in ROLES_OF_STAGE[stage]},
-                                            stage_request(resources[stage]),
-                                            f"preprocess.{stage}")
-            if checked and not runtime.embedded():
-                say(f"[preprocess] {stage}: weights found on the {checked} node(s) up that can run it")
+        # The stage actors resolve their weights on their own nodes, from the specs (not
+        # from the paths found here: a model cache may lie elsewhere on another node);
+        # every node up that can run a stage is checked first.
+        specs = model_specs(config)
+        for stage in MODEL_STAGES:
+            if stage.name in resources:
+                checked = cluster.check_weights({r: specs[r] for r in stage.roles},
+                                                stage_request(resources[stage.name]),
+                                                f"preprocess.{stage.name}")
+                if checked and not runtime.embedded():
+                    say(f"[preprocess] {stage.name}: weights found on the {checked} node(s) "
+                        "up that can run it")
+        pending_rows = sum(parts[k].num_rows for k in pending)
         inputs = [parts[k].append_column("_part", pa.array([k] * parts[k].num_rows, pa.int32()))
                   for k in pending]
-        # The stage actors resolve their weights on their own nodes (from the specs, not
-        # from paths found here): the model cache path may differ between nodes.
-        dataset = build_dataset(inputs, specs, config, resources, settings)
+        dataset = build_dataset(inputs, specs, config, resources)
 
         buffers: dict[int, list[pa.Table]] = defaultdict(list)
         counts: Counter = Counter()
@@ -487,49 +439,45 @@ def run_preprocess(utterances: str | Path | pa.Table, output_dir: str | Path,
                 run_rows += whole.num_rows
                 records = _records_of(whole)
                 models = [r for role in _roles_for(parts[k])
-                          for r in (records.get(role) or [spec_records[role]])]
+                          for r in (records.get(role) or [work.records[role]])]
                 meta = with_models(FEATURE_SCHEMA, models).metadata
                 meta[FINGERPRINT_KEY] = fingerprints[k].encode()
-                meta[SETTINGS_KEY] = json.dumps(settings).encode()
+                meta[SETTINGS_KEY] = json.dumps(work.settings).encode()
                 features = _feature_table(whole, meta)
                 expected = parts[k].column("utterance_id")
                 if not features.column("utterance_id").equals(expected):
                     raise RuntimeError(f"partition {k}: the rows out are not the rows in")
-                _write_atomic(features, output_dir / part_name(k))
+                io.write_parquet(output_dir / part_name(k), features)
                 done += 1
-                say(f"[preprocess] {part_name(k)} written ({done}/{len(pending)} this run, "
-                    f"{features.num_rows} rows)")
+                say(f"[preprocess] {part_name(k)} written: {done}/{len(pending)} partitions"
+                    + _pace(run_rows, pending_rows, time.perf_counter() - run_started))
         if buffers or done != len(pending):
             missing = sorted(set(pending) - {k for k in pending if counts[k] == parts[k].num_rows})
             raise RuntimeError(f"the pass ended with partitions incomplete: {missing}")
         try:
-            (output_dir / STATS).write_text(dataset.stats())
+            io.write_text(output_dir / STATS, dataset.stats())
         except Exception:  # noqa: BLE001 - statistics are a nicety
             pass
     run_seconds = time.perf_counter() - run_started
 
-    # Stale parts from an earlier, longer table (kept when --limit cut this run short).
-    for extra in ([] if limit is not None else output_dir.glob("part-*.parquet")):
-        try:
-            index = int(extra.stem.split("-")[1])
-        except (IndexError, ValueError):
-            continue
-        if index >= n_parts:
-            extra.unlink()
+    # Parts an earlier run of erc listed that this one does not (a longer table): removed,
+    # unless this run was cut short by --limit. Files no manifest listed are left alone.
+    listed_now = {part_name(k) for k in range(len(parts))}
+    if limit is None:
+        for entry in (previous or {}).get("partitions", []):
+            if entry["file"] not in listed_now and (output_dir / entry["file"]).exists():
+                io.remove_owned(output_dir, entry["file"])
 
-    summary = _summarise(output_dir, parts, fingerprints, rows_in, skipped, stage_stats,
-                         run_rows, run_seconds, settings, config)
-    _write_json(summary["manifest"], output_dir / MANIFEST)
-    del summary["manifest"]
+    summary, record = _summarise(output_dir, parts, fingerprints, rows_in, skipped, stage_stats,
+                                 run_rows, run_seconds, work.settings, config)
     summary["seconds"] = round(time.perf_counter() - started, 3)
-    _write_json(summary, output_dir / SUMMARY)
     say(format_summary(summary))
     return PreprocessOutcome(output_dir, summary, len(pending), skipped,
-                             time.perf_counter() - started)
+                             time.perf_counter() - started, record)
 
 
 def _summarise(output_dir: Path, parts, fingerprints, rows_in, skipped, stage_stats, run_rows,
-               run_seconds, settings, config) -> dict:
+               run_seconds, settings, config) -> tuple[dict, dict]:
     status: Counter = Counter()
     failures: Counter = Counter()
     models: list[dict] = []
@@ -553,92 +501,24 @@ def _summarise(output_dir: Path, parts, fingerprints, rows_in, skipped, stage_st
     if rows_out != rows_in:
         raise RuntimeError(f"{rows_in} utterances in, {rows_out} feature rows out")
     stages = {}
-    for stage in STAGES:
-        if stage in stage_stats:
-            entry = stage_stats[stage]
-            stages[stage] = {"rows": entry["rows"], "busy_s": round(entry["busy_s"], 3),
-                             "utterances_per_s": round(entry["rows"] / entry["busy_s"], 3)
-                             if entry["busy_s"] > 0 else None,
-                             "load_s": round(entry["load_s"], 3)}
+    for stage in PASS:
+        if stage.name in stage_stats:
+            entry = stage_stats[stage.name]
+            stages[stage.name] = {
+                "rows": entry["rows"], "busy_s": round(entry["busy_s"], 3),
+                "utterances_per_s": round(entry["rows"] / entry["busy_s"], 3)
+                if entry["busy_s"] > 0 else None, "load_s": round(entry["load_s"], 3)}
     ordered_status = {k: status.get(k, 0) for k in ("ok", "text_only", "failed")}
-    manifest = {"features_version": FEATURES_VERSION, "rows": rows_out,
-                "partition_rows": config.partition_rows, "profile": config.profile,
-                "settings": settings, "models": models, "partitions": listing}
-    return {
+    record = {"features_version": FEATURES_VERSION, "rows": rows_out,
+              "partition_rows": config.partition_rows, "profile": config.profile,
+              "settings": settings, "models": models, "partitions": listing}
+    summary = {
         "rows_in": rows_in, "rows_out": rows_out, "status": ordered_status,
         "failures": dict(failures.most_common()),
         "partitions": {"total": len(parts), "written": len(parts) - skipped, "skipped": skipped},
         "this_run": {"rows": run_rows, "seconds": round(run_seconds, 3),
                      "utterances_per_s": round(run_rows / run_seconds, 3) if run_rows else None,
                      "stages": stages},
-        "models": models, "output_dir": str(output_dir), "manifest": manifest,
+        "models": models, "output_dir": str(output_dir),
     }
-
-
-# -- command line -------------------------------------------------------------------------
-
-def _default_out(utterances: str) -> Path:
-    path = Path(utterances).resolve()
-    folder = path if path.is_dir() else path.parent
-    return folder.parent / "features"
-
-
-def cmd_preprocess(args) -> int:
-    from erc.backends.base import MissingWeightsError
-    from erc.config import RunConfig, load_config
-
-    run_config = load_config(args.config) if args.config else RunConfig()
-    config = run_config.preprocess
-    if args.profile:
-        config.profile = args.profile
-    if args.partition_rows:
-        config.partition_rows = args.partition_rows
-    if args.address:
-        run_config.ray.address = args.address
-    out = Path(args.out) if args.out else (
-        Path(config.output_dir) if config.output_dir else
-        (Path(run_config.output_dir) / "features" if args.config else _default_out(args.utterances)))
-    try:
-        outcome = run_preprocess(args.utterances, out, config, ray=run_config.ray, limit=args.limit,
-                                 force=args.force, progress=None if args.json else print)
-    except MissingWeightsError as err:
-        print(f"erc: error: {err}", file=sys.stderr)
-        return 2
-    if args.json:
-        print(json.dumps(outcome.summary, indent=2))
-    else:
-        print(f"\npreprocess done in {outcome.seconds:.1f} s: {out / 'part-*.parquet'}, "
-              f"{out / SUMMARY}")
-    return 0
-
-
-def register(commands) -> argparse.ArgumentParser:
-    """Adds ``erc preprocess`` to an argparse subparsers object."""
-    parser = commands.add_parser(
-        "preprocess", help="decode media, run Whisper, faces, speaker and text models once",
-        description="The preprocessing pass on Ray Data: decodes each utterance's audio and "
-                    "sampled frames, transcribes it (Whisper), detects and embeds every face, "
-                    "embeds the speaker and the corpus transcript, and writes "
-                    "features/part-*.parquet (resumable: finished partitions are skipped), "
-                    "manifest.json and summary.json.")
-    parser.add_argument("utterances", help="folder holding utterances.parquet (from `erc corpus "
-                                           "ingest`), or the parquet file")
-    parser.add_argument("--out", help="folder for the feature parts (default: the config's, "
-                                      "else 'features' beside the utterance folder)")
-    parser.add_argument("--profile", choices=["offline", "paper"],
-                        help="model profile (default: the config's, else offline)")
-    parser.add_argument("--config", help="YAML run config (its `preprocess:` and `ray:` sections)")
-    parser.add_argument("--address", help="Ray cluster address (default: RAY_ADDRESS, else embedded)")
-    parser.add_argument("--limit", type=int, help="only the first N utterances (by id)")
-    parser.add_argument("--partition-rows", type=int, help="rows per output part")
-    parser.add_argument("--force", action="store_true", help="recompute up-to-date partitions")
-    parser.add_argument("--json", action="store_true", help="print the summary as JSON")
-    parser.set_defaults(func=cmd_preprocess)
-    return parser
-
-
-def main(argv: list[str] | None = None) -> int:
-    """``erc preprocess`` on its own (what jobs/preprocess.py runs)."""
-    from erc.cli import stage_main
-
-    return stage_main(register, ["preprocess", *(sys.argv[1:] if argv is None else argv)])
+    return summary, record

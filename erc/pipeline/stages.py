@@ -1,7 +1,9 @@
 """The stages of the preprocessing pass, as Ray Data ``map_batches`` callables on Arrow
-batches. Each stage declares what it reads and writes, its resources and batch size
-(``STAGE_DEFAULTS``, overridden by ``PreprocessConfig.<stage>``); model stages load their
-backends once per actor in ``__init__`` and process whole batches.
+batches. Each stage is a class declaring its name, the model roles it loads, the columns it
+reads and writes and its default resources (overridden by ``PreprocessConfig.<stage>``);
+model stages load their backends once per actor in ``__init__`` (NeMo Curator's
+``setup``) and process whole batches; decode runs as CPU tasks. ``PASS`` is the pass in
+order.
 
 Columns between stages (``_``-prefixed ones never reach the output):
 
@@ -30,33 +32,29 @@ from __future__ import annotations
 
 import json
 import time
-from typing import Any
+from typing import Any, ClassVar
 
 import numpy as np
 import pyarrow as pa
 
 from erc.features import FACE, WORD
-from erc.media.decode import DecodeSettings, decode_utterance
-
-STAGES = ("decode", "faces", "asr", "speaker", "text")
-MODEL_STAGES = ("faces", "asr", "speaker", "text")
-ROLES_OF_STAGE = {"faces": ("face_detect", "face_embed"), "asr": ("asr",),
-                  "speaker": ("speaker",), "text": ("text",)}
-
-# batch_size: rows per call; concurrency: actors ([min, max] autoscales), decode: tasks at
-# once (None: as many as the CPUs allow); num_cpus None: fitted to the cluster.
-STAGE_DEFAULTS: dict[str, dict[str, Any]] = {
-    "decode": {"batch_size": 4, "concurrency": None, "num_cpus": 1.0, "num_gpus": 0.0},
-    "faces": {"batch_size": 8, "concurrency": 1, "num_cpus": None, "num_gpus": 0.0},
-    "asr": {"batch_size": 8, "concurrency": 1, "num_cpus": None, "num_gpus": 0.0},
-    "speaker": {"batch_size": 16, "concurrency": 1, "num_cpus": None, "num_gpus": 0.0},
-    "text": {"batch_size": 64, "concurrency": 1, "num_cpus": None, "num_gpus": 0.0},
-}
+from erc.media.decode import decode_utterance
+from erc.recipes import DecodeSettings
 
 INPUT_COLUMNS = ("utterance_id", "text", "media_path", "audio_path", "start_s", "end_s")
 FRAME_COLUMNS = ("_frames", "_frame_shape", "_frame_times", "_scale")
-EMBEDDING = pa.list_(pa.float32())
 
+
+class PassStage:
+    """What every stage of the pass declares (its name, the model roles it loads, the
+    columns it reads and writes, and its default resources: rows per call, actors or
+    tasks at once, CPUs and GPUs each; None: fitted to the cluster)."""
+
+    name: ClassVar[str] = ""
+    roles: ClassVar[tuple[str, ...]] = ()  # model roles (empty: a CPU task, no model)
+    reads: ClassVar[tuple[str, ...]] = ()
+    writes: ClassVar[tuple[str, ...]] = ()
+    resources: ClassVar[dict[str, Any]] = {}
 
 # -- Arrow helpers ------------------------------------------------------------------------
 
@@ -120,55 +118,64 @@ def _fit_threads(num_cpus: float | None) -> None:
 
 # -- decode -------------------------------------------------------------------------------
 
-def decode_batch(batch: pa.Table, settings: dict) -> pa.Table:
-    """Decodes the media of each row (a CPU task). Rows without media are "text_only"."""
-    started = time.perf_counter()
-    decode_settings = DecodeSettings(**settings)
-    cols = {name: batch.column(name).to_pylist() for name in INPUT_COLUMNS}
-    status, reason, detail, duration, n_frames = [], [], [], [], []
-    audio, frames, shapes, times, scales = [], [], [], [], []
-    for i in range(batch.num_rows):
-        media, separate = cols["media_path"][i], cols["audio_path"][i]
-        if not media and not separate:
-            status.append("text_only")
-            reason.append(None), detail.append(None), duration.append(None), n_frames.append(0)
-            audio.append(None), frames.append(None), shapes.append(None), times.append(None)
-            scales.append(None)
-            continue
-        got = decode_utterance(media, separate, cols["start_s"][i], cols["end_s"][i], decode_settings)
-        status.append("ok" if got.ok else "failed")
-        reason.append(got.reason)
-        detail.append(got.detail)
-        duration.append(got.duration_s)
-        n_frames.append(len(got.frames))
-        keep = got.ok
-        audio.append(got.audio.tobytes() if keep and got.audio is not None else None)
-        if keep and got.frames:
-            frames.append(np.stack(got.frames).tobytes())
-            shapes.append(list(got.frames[0].shape))
-            times.append(got.frame_times)
-        else:
-            frames.append(None), shapes.append(None), times.append(None)
-        scales.append(got.scale)
-    out = batch.select([c for c in batch.column_names
-                        if c not in ("media_path", "audio_path", "start_s", "end_s")])
-    for name, values, kind in (
-            ("status", status, pa.string()), ("failure_reason", reason, pa.string()),
-            ("failure_detail", detail, pa.string()), ("duration_s", duration, pa.float64()),
-            ("n_frames", n_frames, pa.int32()), ("_audio", audio, pa.large_binary()),
-            ("_frames", frames, pa.large_binary()), ("_frame_shape", shapes, pa.list_(pa.int32())),
-            ("_frame_times", times, pa.list_(pa.float32())), ("_scale", scales, pa.float32())):
-        out = _set(out, name, pa.array(values, type=kind))
-    return _per_row(out, "_s_decode", time.perf_counter() - started)
+class DecodeStage(PassStage):
+    """Decodes the media of each row (a CPU task: an instance is the task's function).
+    Rows without media are "text_only"."""
+
+    name = "decode"
+    reads = ("media_path", "audio_path", "start_s", "end_s")
+    writes = ("status", "failure_reason", "failure_detail", "duration_s", "n_frames", "_audio",
+              *FRAME_COLUMNS)
+    resources = {"batch_size": 4, "concurrency": None, "num_cpus": 1.0, "num_gpus": 0.0}
+
+    def __init__(self, settings: DecodeSettings):
+        self.settings = settings
+
+    def __call__(self, batch: pa.Table) -> pa.Table:
+        started = time.perf_counter()
+        cols = {name: batch.column(name).to_pylist() for name in INPUT_COLUMNS}
+        status, reason, detail, duration, n_frames = [], [], [], [], []
+        audio, frames, shapes, times, scales = [], [], [], [], []
+        for i in range(batch.num_rows):
+            media, separate = cols["media_path"][i], cols["audio_path"][i]
+            if not media and not separate:
+                status.append("text_only")
+                reason.append(None), detail.append(None), duration.append(None), n_frames.append(0)
+                audio.append(None), frames.append(None), shapes.append(None), times.append(None)
+                scales.append(None)
+                continue
+            got = decode_utterance(media, separate, cols["start_s"][i], cols["end_s"][i],
+                                   self.settings)
+            status.append("ok" if got.ok else "failed")
+            reason.append(got.reason)
+            detail.append(got.detail)
+            duration.append(got.duration_s)
+            n_frames.append(len(got.frames))
+            keep = got.ok
+            audio.append(got.audio.tobytes() if keep and got.audio is not None else None)
+            if keep and got.frames:
+                frames.append(np.stack(got.frames).tobytes())
+                shapes.append(list(got.frames[0].shape))
+                times.append(got.frame_times)
+            else:
+                frames.append(None), shapes.append(None), times.append(None)
+            scales.append(got.scale)
+        out = batch.select([c for c in batch.column_names if c not in self.reads])
+        for name, values, kind in (
+                ("status", status, pa.string()), ("failure_reason", reason, pa.string()),
+                ("failure_detail", detail, pa.string()), ("duration_s", duration, pa.float64()),
+                ("n_frames", n_frames, pa.int32()), ("_audio", audio, pa.large_binary()),
+                ("_frames", frames, pa.large_binary()), ("_frame_shape", shapes, pa.list_(pa.int32())),
+                ("_frame_times", times, pa.list_(pa.float32())), ("_scale", scales, pa.float32())):
+            out = _set(out, name, pa.array(values, type=kind))
+        return _per_row(out, "_s_decode", time.perf_counter() - started)
 
 
 # -- model stages -------------------------------------------------------------------------
 
-class _ModelStage:
+class _ModelStage(PassStage):
     """Loads the backends of its roles once (per actor); runs them on the batch's eligible
     rows, retrying row by row when a batch fails."""
-
-    name = ""
 
     def __init__(self, specs: dict[str, dict], num_cpus: float | None = None,
                  num_gpus: float | None = None, device: str | None = None):
@@ -235,6 +242,10 @@ class FaceStage(_ModelStage):
     so the frames move once. Boxes are in pixels of the original frame."""
 
     name = "faces"
+    roles = ("face_detect", "face_embed")
+    reads = ("status", "n_frames", "_frames", "_frame_shape", "_frame_times", "_scale")
+    writes = ("faces",)
+    resources = {"batch_size": 8, "concurrency": 1, "num_cpus": None, "num_gpus": 0.0}
 
     def eligible(self, batch):
         n_frames = batch.column("n_frames").to_pylist()
@@ -274,6 +285,10 @@ class ASRStage(_ModelStage):
     """Transcribes each utterance's audio (Whisper)."""
 
     name = "asr"
+    roles = ("asr",)
+    reads = ("status", "_audio")
+    writes = ("asr_text", "asr_language", "asr_no_speech_prob", "asr_avg_logprob", "asr_words")
+    resources = {"batch_size": 8, "concurrency": 1, "num_cpus": None, "num_gpus": 0.0}
 
     def compute(self, batch, rows):
         return self.backends["asr"].transcribe([_audio_of(batch, i) for i in rows])
@@ -298,6 +313,10 @@ class SpeakerStage(_ModelStage):
     row failed with reason "silence"."""
 
     name = "speaker"
+    roles = ("speaker",)
+    reads = ("status", "_audio")
+    writes = ("speaker_embedding",)
+    resources = {"batch_size": 16, "concurrency": 1, "num_cpus": None, "num_gpus": 0.0}
 
     def compute(self, batch, rows):
         vectors = np.asarray(self.backends["speaker"].embed([_audio_of(batch, i) for i in rows]),
@@ -320,6 +339,10 @@ class TextStage(_ModelStage):
     """Embeds the corpus transcript of every row that has one (failed rows included)."""
 
     name = "text"
+    roles = ("text",)
+    reads = ("text",)
+    writes = ("text_embedding",)
+    resources = {"batch_size": 64, "concurrency": 1, "num_cpus": None, "num_gpus": 0.0}
 
     def eligible(self, batch):
         return [i for i, t in enumerate(batch.column("text").to_pylist()) if t and t.strip()]
@@ -334,4 +357,6 @@ class TextStage(_ModelStage):
                     _embedding_array([results.get(i) for i in range(batch.num_rows)]))
 
 
-STAGE_CLASSES = {"faces": FaceStage, "asr": ASRStage, "speaker": SpeakerStage, "text": TextStage}
+PASS: tuple[type[PassStage], ...] = (DecodeStage, FaceStage, ASRStage, SpeakerStage, TextStage)
+MODEL_STAGES = tuple(stage for stage in PASS if stage.roles)
+STAGE_OF = {stage.name: stage for stage in PASS}

@@ -9,9 +9,4 @@ filters views of the utterance table; it never deletes anything.
 - ``speakers``: speaker identity checks, conflated names and aliases, relabel proposals
 - ``decisions``: the pass over feature + utterance tables (``run_qc``)
 - ``report``: report.json and report.html
-- ``cli``: ``register(commands)`` adds ``erc qc``
 """
-
-from erc.qc.cli import register
-
-__all__ = ["register"]

@@ -174,26 +174,3 @@ def check_alignment(texts: list[str | None], asr_texts: list[str | None],
         scores["pass"] = scores["status"] in PASSING
         rows.append(scores)
     return rows
-
-
-def summarise_by_length(rows: list[dict]) -> list[dict]:
-    """Per length bucket: count, median scores, pass rates under each rule."""
-    out = []
-    names = [length_bucket(low) for low, _ in LENGTH_BUCKETS]
-    for name in names:
-        members = [r for r in rows if r["length_bucket"] == name and r["n_words"] > 0]
-        if not members:
-            out.append({"bucket": name, "n": 0})
-            continue
-        out.append({
-            "bucket": name,
-            "n": len(members),
-            "median_cos_words": float(np.median([r["cos_words"] for r in members])),
-            "median_cos_chars": float(np.median([r["cos_chars"] for r in members])),
-            "median_lev": float(np.median([r["lev"] for r in members])),
-            "median_wer": float(np.median([r["wer"] for r in members])),
-            "pass_rate_paper": float(np.mean([r["status_paper"] in PASSING for r in members])),
-            "pass_rate_length_aware": float(
-                np.mean([r["status_length_aware"] in PASSING for r in members])),
-        })
-    return out

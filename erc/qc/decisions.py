@@ -12,7 +12,8 @@ writes into the output folder:
 |                      | label: the view training reads                                    |
 | relabels.csv         | every relabel proposal (edit it and pass it back with ``relabels``) |
 | report.html / .json  | the report (``erc.qc.report``)                                    |
-| qc.json              | settings and input fingerprint (an unchanged rerun is skipped)    |
+
+(The qc stage, ``erc.stages.qc``, adds ``manifest.json``: settings, inputs, summary.)
 
 Order of work: reviewed relabels (``QCConfig.relabels``) are applied to the labels first;
 the face and speaker checks find conflated names and aliases on those labels (face
@@ -30,17 +31,15 @@ add up to the number removed.
 from __future__ import annotations
 
 import csv
-import hashlib
-import json
-import os
+import io as text_io
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import pyarrow as pa
-import pyarrow.parquet as pq
 
-from erc.features import models_of
+from erc import io
+from erc.errors import ConfigError
 from erc.qc.alignment import AlignmentConfig, check_alignment
 from erc.qc.faces import (FaceConfig, check_faces, face_label_findings, face_tracks,
                           load_face_references)
@@ -51,7 +50,6 @@ CHECKS = ("alignment", "face", "speaker")
 DECISIONS = "decisions.parquet"
 KEPT = "utterances.parquet"
 RELABELS = "relabels.csv"
-RECORD = "qc.json"
 
 DECISION_SCHEMA = pa.schema([
     ("utterance_id", pa.string()), ("corpus", pa.string()), ("split", pa.string()),
@@ -82,9 +80,9 @@ DECISION_SCHEMA = pa.schema([
 
 @dataclass
 class QCConfig:
-    alignment: AlignmentConfig = field(default_factory=AlignmentConfig)
-    faces: FaceConfig = field(default_factory=FaceConfig)
-    speakers: SpeakerConfig = field(default_factory=SpeakerConfig)
+    alignment: AlignmentConfig = field(default_factory=AlignmentConfig, metadata={"prefix": ""})
+    faces: FaceConfig = field(default_factory=FaceConfig, metadata={"prefix": "face"})
+    speakers: SpeakerConfig = field(default_factory=SpeakerConfig, metadata={"prefix": "speaker"})
     checks: tuple[str, ...] = CHECKS  # the checks that run (the others pass everything)
     face_references: str | None = None  # .parquet of embeddings or a folder of photos
     relabels: str | None = None  # a reviewed relabels.csv to apply first
@@ -110,40 +108,17 @@ class QCResult:
 
 # -- inputs -------------------------------------------------------------------------------
 
-def _feature_files(features: Path) -> list[Path]:
-    if features.is_file():
-        return [features]
-    files = sorted(features.glob("part-*.parquet")) or sorted(features.glob("*.parquet"))
-    if not files:
-        raise FileNotFoundError(f"no feature files (part-*.parquet) in {features}")
-    return files
-
-
-def _utterance_file(utterances: Path) -> Path:
-    path = utterances / "utterances.parquet" if utterances.is_dir() else utterances
-    if not path.is_file():
-        raise FileNotFoundError(f"no utterance table at {path}")
-    return path
-
-
 FEATURE_COLUMNS = ("utterance_id", "status", "failure_reason", "duration_s", "asr_text",
                    "n_frames", "faces", "speaker_embedding")
 
 
-def read_features(features: Path) -> tuple[dict[str, dict], list[dict], int]:
-    """{utterance_id: feature row} (last wins), the model records, duplicate count."""
-    rows: dict[str, dict] = {}
-    duplicates = 0
-    models: list[dict] = []
-    for file in _feature_files(features):
-        schema = pq.read_schema(file)
-        models = models or models_of(schema)
-        columns = [c for c in FEATURE_COLUMNS if c in schema.names]
-        table = pq.read_table(file, columns=columns)
-        for row in table.to_pylist():
-            duplicates += row["utterance_id"] in rows
-            rows[row["utterance_id"]] = row
-    return rows, models, duplicates
+def read_features(features: Path) -> tuple[dict[str, dict], list[dict]]:
+    """{utterance_id: feature row} and the model records of a feature folder."""
+    from erc.artifacts import feature_models
+    from erc.artifacts import read_features as read_table
+
+    rows = {row["utterance_id"]: row for row in read_table(features, list(FEATURE_COLUMNS)).to_pylist()}
+    return rows, feature_models(features)
 
 
 def read_relabels(path: str | Path) -> tuple[dict[str, str], dict[str, str]]:
@@ -165,18 +140,6 @@ def read_relabels(path: str | Path) -> tuple[dict[str, str], dict[str, str]]:
     return by_utterance, by_label
 
 
-def fingerprint(files: list[Path], config: QCConfig) -> str:
-    digest = hashlib.sha256(json.dumps(config.to_dict(), sort_keys=True, default=str).encode())
-    extra = [p for p in (config.face_references, config.relabels) if p]
-    for file in list(files) + [Path(p) for p in extra]:
-        paths = sorted(Path(file).rglob("*")) if Path(file).is_dir() else [Path(file)]
-        for p in paths:
-            if p.is_file():
-                st = p.stat()
-                digest.update(f"{p}|{st.st_size}|{st.st_mtime_ns}".encode())
-    return digest.hexdigest()
-
-
 # -- the pass -----------------------------------------------------------------------------
 
 def _face_references(config: QCConfig, models: list[dict]):
@@ -190,7 +153,7 @@ def _face_references(config: QCConfig, models: list[dict]):
     specs = profile_specs(config.profile)
     embed_record = next((m for m in models if m.get("role") == "face_embed"), None)
     if embed_record and embed_record.get("backend") != specs["face_embed"].backend:
-        raise ValueError(
+        raise ConfigError(
             f"the features' faces were embedded by {embed_record.get('backend')!r} but profile "
             f"{config.profile!r} embeds with {specs['face_embed'].backend!r}: pick the profile "
             "that produced the features")
@@ -337,50 +300,37 @@ def write_relabels(decisions: pa.Table, path: Path) -> int:
     rows = [r for r in decisions.select(["utterance_id", "speaker", "proposed_speaker",
                                          "relabel_reason", "relabel_applied"]).to_pylist()
             if r["proposed_speaker"]]
-    with open(path, "w", newline="", encoding="utf-8") as handle:
-        writer = csv.writer(handle, lineterminator="\n")
-        writer.writerow(["utterance_id", "speaker", "proposed_speaker", "reason", "apply"])
-        for r in rows:
-            writer.writerow([r["utterance_id"], r["speaker"], r["proposed_speaker"],
-                             r["relabel_reason"], "true" if r["relabel_applied"] else "false"])
+    buffer = text_io.StringIO()
+    writer = csv.writer(buffer, lineterminator="\n")
+    writer.writerow(["utterance_id", "speaker", "proposed_speaker", "reason", "apply"])
+    for r in rows:
+        writer.writerow([r["utterance_id"], r["speaker"], r["proposed_speaker"],
+                         r["relabel_reason"], "true" if r["relabel_applied"] else "false"])
+    io.write_text(path, buffer.getvalue())
     return len(rows)
 
 
 def run_qc(features: str | Path, utterances: str | Path, out_dir: str | Path,
-           config: QCConfig | None = None, force: bool = False,
-           report: bool = True) -> QCResult:
-    """Reads the feature and utterance tables, decides, writes the outputs (see module doc)."""
+           config: QCConfig | None = None, report: bool = True) -> QCResult:
+    """Reads the feature and utterance tables, decides, writes the outputs (see module doc)
+    into ``out_dir`` (claimed by the caller: ``erc.stages.qc`` decides whether to run)."""
+    from erc.artifacts import read_utterances
+
     config = config or QCConfig()
     features, out_dir = Path(features), Path(out_dir)
-    utterance_file = _utterance_file(Path(utterances))
-    files = _feature_files(features) + [utterance_file]
-    key = fingerprint(files, config)
-    record_path = out_dir / RECORD
-    if (not force and record_path.is_file() and (out_dir / DECISIONS).is_file()
-            and (out_dir / KEPT).is_file()):
-        record = json.loads(record_path.read_text())
-        if record.get("fingerprint") == key:
-            return QCResult(pq.read_table(out_dir / DECISIONS), pq.read_table(out_dir / KEPT),
-                            record.get("summary", {}), out_dir, skipped=True)
     started = time.perf_counter()
-    utterance_table = pq.read_table(utterance_file)
-    rows, models, duplicates = read_features(features)
+    utterance_table = read_utterances(utterances)
+    rows, models = read_features(features)
     decisions, summary = decide(utterance_table, rows, models, config,
                                 _face_references(config, models))
     known = set(decisions.column("utterance_id").to_pylist())
     summary["inputs"] = {
-        "features": str(features), "utterances": str(utterance_file),
-        "feature_rows": len(rows), "duplicate_feature_rows": duplicates,
+        "features": str(features), "utterances": str(utterances), "feature_rows": len(rows),
         "feature_rows_without_utterance": sum(1 for k in rows if k not in known),
     }
     kept = kept_utterances(utterance_table.cast(UTTERANCE_SCHEMA), decisions)
-    out_dir.mkdir(parents=True, exist_ok=True)
-    tmp = out_dir / (DECISIONS + ".part")
-    pq.write_table(decisions, tmp)
-    os.replace(tmp, out_dir / DECISIONS)
-    tmp = out_dir / (KEPT + ".part")
-    pq.write_table(kept, tmp)
-    os.replace(tmp, out_dir / KEPT)
+    io.write_parquet(out_dir / DECISIONS, decisions)
+    io.write_parquet(out_dir / KEPT, kept)
     summary["relabel_proposals"] = write_relabels(decisions, out_dir / RELABELS)
     summary["seconds"] = round(time.perf_counter() - started, 3)
     result = QCResult(decisions, kept, summary, out_dir)
@@ -388,6 +338,4 @@ def run_qc(features: str | Path, utterances: str | Path, out_dir: str | Path,
         from erc.qc.report import write_report
 
         summary["report"] = write_report(result)
-    record_path.write_text(json.dumps({"fingerprint": key, "summary": summary}, indent=1,
-                                      default=str))
     return result

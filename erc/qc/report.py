@@ -10,13 +10,14 @@ from __future__ import annotations
 
 import base64
 import html
-import io
+from io import BytesIO
 import json
 from collections import Counter, defaultdict
 from pathlib import Path
 
 import numpy as np
 
+from erc import io
 from erc.qc.alignment import LENGTH_BUCKETS, PASSING, length_bucket
 
 EXAMPLES_PER_STATUS = 8
@@ -113,10 +114,28 @@ def report_data(decisions, summary: dict) -> dict:
     return data
 
 
+def removal_rows(data: dict, key: str) -> tuple[list[str], list[list]]:
+    """What QC set aside per ``key`` (split, emotion or speaker), from ``report_data``:
+    header and rows, most set aside first, then a total row for splits and emotions.
+    The check columns count failures of each check (an utterance may fail several)."""
+    header = [key, "utterances", "kept", "set aside", "% set aside", "failed alignment",
+              "failed face", "failed speaker", "failed features"]
+    entries = sorted(data[f"by_{key}"], key=lambda e: (-e["removed"], -e["n"], str(e[key])))
+    if key != "speaker":
+        entries.append({key: "all", "n": data["input"], "kept": data["kept"],
+                        "removed": data["removed"],
+                        **{f"failed_{c}": n for c, n in data["failed_by_check"].items()},
+                        "failed_features": data["failed_features"]})
+    rows = [[e[key], e["n"], e["kept"], e["removed"], f"{100 * e['removed'] / max(e['n'], 1):.1f}",
+             e["failed_alignment"], e["failed_face"], e["failed_speaker"], e["failed_features"]]
+            for e in entries]
+    return header, rows
+
+
 # -- plots --------------------------------------------------------------------------------
 
 def _png(fig) -> bytes:
-    buffer = io.BytesIO()
+    buffer = BytesIO()
     fig.savefig(buffer, format="png", dpi=90, bbox_inches="tight")
     import matplotlib.pyplot as plt
 
@@ -253,6 +272,11 @@ def _table(rows: list[dict], columns: list[str] | None = None) -> str:
     return f"<table><tr>{head}</tr>{body}</table>"
 
 
+def _removal_table(data: dict, key: str) -> str:
+    header, rows = removal_rows(data, key)
+    return _table([dict(zip(header, row)) for row in rows], header)
+
+
 def render_html(data: dict, images: dict[str, bytes]) -> str:
     def img(name: str) -> str:
         if name not in images:
@@ -307,9 +331,9 @@ def render_html(data: dict, images: dict[str, bytes]) -> str:
         f"<p>Relabel proposals: {data['relabels']['proposed']} utterances "
         f"({', '.join(f'{k} {v}' for k, v in data['relabels']['by_reason'].items()) or 'none'}); "
         f"applied: {data['relabels']['applied']}. See relabels.csv.</p>",
-        "<h2>Per split</h2>", _table(data["by_split"]), img("kept_by_split"),
-        "<h2>Per emotion</h2>", _table(data["by_emotion"]), img("kept_by_emotion"),
-        "<h2>Per speaker</h2>", _table(data["by_speaker"]),
+        "<h2>Per split</h2>", _removal_table(data, "split"), img("kept_by_split"),
+        "<h2>Per emotion</h2>", _removal_table(data, "emotion"), img("kept_by_emotion"),
+        "<h2>Per speaker</h2>", _removal_table(data, "speaker"),
         "<h2>Example failures</h2>",
     ]
     for reason, examples in data["examples"].items():
@@ -328,8 +352,8 @@ def write_report(result) -> dict:
     images = plots(result.decisions, data)
     (out / "plots").mkdir(parents=True, exist_ok=True)
     for name, png in images.items():
-        (out / "plots" / f"{name}.png").write_bytes(png)
-    (out / "report.json").write_text(json.dumps(data, indent=1, default=str))
-    (out / "report.html").write_text(render_html(data, images), encoding="utf-8")
+        io.write_bytes(out / "plots" / f"{name}.png", png)
+    io.write_json(out / "report.json", data)
+    io.write_text(out / "report.html", render_html(data, images))
     return {"html": str(out / "report.html"), "json": str(out / "report.json"),
             "plots": sorted(images)}

@@ -34,6 +34,8 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
+from erc.corpus.ravdess import EMOTIONS, INTENSITIES, STATEMENTS
+
 SEED = 20180516  # publication date of the RAVDESS paper; any fixed value would do
 PREFIX = "sample"
 
@@ -50,22 +52,6 @@ COLUMNS = [
     "intensity",
     "gender",
 ]
-
-EMOTIONS = {
-    "01": "neutral",
-    "02": "calm",
-    "03": "happy",
-    "04": "sad",
-    "05": "angry",
-    "06": "fearful",
-    "07": "disgust",
-    "08": "surprised",
-}
-INTENSITIES = {"01": "normal", "02": "strong"}
-STATEMENTS = {
-    "01": "Kids are talking by the door.",
-    "02": "Dogs are sitting by the door.",
-}
 
 # 4 male (odd) and 4 female (even) actors.
 ACTORS = ("Actor_01", "Actor_02", "Actor_03", "Actor_04",

@@ -1,1 +1,2 @@
-"""Training on Ray Train (loop, tasks, recipes), metrics, evaluation and the CLI commands."""
+"""Training on Ray Train: the loop, the tasks it trains, data and vectors, fitting a recipe,
+metrics and evaluation."""

@@ -18,19 +18,6 @@ import pyarrow.parquet as pq
 DEFAULT_ROLES = {"train": "train", "dev": "dev"}
 
 
-def load_utterances(source: str | Path, format: str | None = None, **options) -> pa.Table:
-    """The utterance table: ``utterances.parquet`` (or a folder holding one), else any
-    corpus erc reads (``erc.corpus.read_corpus``)."""
-    source = Path(source)
-    if source.is_file() and source.suffix == ".parquet":
-        return pq.read_table(source)
-    if source.is_dir() and (source / "utterances.parquet").is_file():
-        return pq.read_table(source / "utterances.parquet")
-    from erc.corpus import read_corpus
-
-    return read_corpus(source, format=format, **options).utterances
-
-
 def resolve_roles(table: pa.Table, roles: Mapping[str, str] | None) -> dict[str, str]:
     """Role -> split name; 'dev' falls back to 'valid' / 'val' when the corpus has no 'dev'."""
     roles = dict(roles or DEFAULT_ROLES)
@@ -133,19 +120,3 @@ def build_dialogue_data(table: pa.Table, features: Mapping[str, Mapping[str, np.
                         "speakers": d["speakers"], "dialogue_id": d["dialogue_id"]})
         data.splits[role] = out
     return data
-
-
-def read_vectors(path: str | Path, column: str, key: str = "utterance_id") -> dict[str, np.ndarray]:
-    """{utterance_id: vector} from a Parquet file or folder of parts, skipping nulls."""
-    path = Path(path)
-    files = sorted(path.glob("*.parquet")) if path.is_dir() else [path]
-    out: dict[str, np.ndarray] = {}
-    for file in files:
-        schema = pq.read_schema(file)
-        if column not in schema.names:
-            continue
-        t = pq.read_table(file, columns=[key, column])
-        for uid, vec in zip(t.column(key).to_pylist(), t.column(column).to_pylist()):
-            if vec is not None and len(vec):
-                out[uid] = np.asarray(vec, dtype=np.float32)
-    return out

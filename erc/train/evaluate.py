@@ -11,14 +11,15 @@ label, the probability of every class).
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Sequence
 
 import numpy as np
 import pyarrow as pa
-import pyarrow.parquet as pq
+
+from erc import io
+from erc.errors import InputError
 
 
 @dataclass
@@ -34,7 +35,7 @@ def predict_split(model_dir: str | Path, table: pa.Table, split: str, device: st
 
     from erc.models.checkpoint import load_model, read_config
     from erc.train.data import build_dialogue_data, build_text_data
-    from erc.train.recipes import load_features
+    from erc.train.vectors import load_features
     from erc.train.tasks import FusionTask, TextTask
 
     saved = read_config(model_dir)
@@ -52,13 +53,13 @@ def predict_split(model_dir: str | Path, table: pa.Table, split: str, device: st
     elif saved["kind"] == "fusion":
         spec = saved.get("features")
         if not spec:
-            raise ValueError(f"{model_dir}: the model does not record its feature spec")
+            raise InputError(f"{model_dir}: the model does not record its feature spec")
         features = load_features(spec, table)
         data = build_dialogue_data(table, {m: features[m] for m in model.config.modalities},
                                    roles, labels=labels)
         task = FusionTask({"model": model.config.to_dict()}, data, None)
     else:
-        raise ValueError(f"{model_dir}: cannot evaluate a {saved['kind']} model on a corpus")
+        raise InputError(f"{model_dir}: cannot evaluate a {saved['kind']} model on a corpus")
     logits, y, ids, speakers = task.predict(model, "eval", torch.device(device))
     logits = logits - logits.max(1, keepdims=True)
     probs = np.exp(logits) / np.exp(logits).sum(1, keepdims=True)
@@ -73,7 +74,7 @@ def predict_ensemble(model_dirs: Sequence[str | Path], table: pa.Table, split: s
     for other in model_dirs[1:]:
         more, _, other_ids, _, other_labels = predict_split(other, table, split, device)
         if other_labels != labels or other_ids != ids:
-            raise ValueError(f"{other}: predicts {other_labels} for {len(other_ids)} utterances; "
+            raise InputError(f"{other}: predicts {other_labels} for {len(other_ids)} utterances; "
                              f"{model_dirs[0]} predicts {labels} for {len(ids)}: not one ensemble")
         probs = probs + more
     return probs / len(model_dirs), y, ids, speakers, labels
@@ -106,9 +107,8 @@ def evaluate(model_dir: str | Path | Sequence[str | Path], table: pa.Table, spli
     })
     if out_dir is not None:
         out_dir = Path(out_dir)
-        out_dir.mkdir(parents=True, exist_ok=True)
-        (out_dir / "metrics.json").write_text(json.dumps(metrics, indent=2))
-        pq.write_table(predictions, out_dir / "predictions.parquet")
+        io.write_json(out_dir / "metrics.json", metrics)
+        io.write_parquet(out_dir / "predictions.parquet", predictions)
         name = (Path(model_dirs[0]).name if len(model_dirs) == 1
                 else f"ensemble of {len(model_dirs)}")
         plot_confusion(metrics["confusion"], labels, out_dir / "confusion.png",

@@ -25,36 +25,16 @@ import os
 import shutil
 import tempfile
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
+from erc import io
+from erc.recipes import TrainConfig
+
 log = logging.getLogger(__name__)
-
-
-@dataclass
-class TrainConfig:
-    name: str = "erc"  # run name; same name + storage_path = resume
-    storage_path: str = "runs/train/ray"  # where Ray Train persists checkpoints
-    epochs: int = 30
-    batch_size: int = 16  # global units per optimiser step, split across workers
-    lr: float = 1e-3
-    weight_decay: float = 0.01
-    warmup_ratio: float = 0.06  # linear warm-up, then linear decay to 0 over all epochs
-    grad_clip: float = 1.0
-    patience: int = 4  # epochs without improvement of the dev metric before stopping
-    metric: str = "weighted_f1"  # accuracy | weighted_f1 | macro_f1
-    seed: int = 0
-    num_workers: int = 1
-    cpus_per_worker: int = 1
-    use_gpu: bool = False
-    accelerator_type: str | None = None  # e.g. "L40S": workers only on nodes with that GPU
-    max_failures: int = 0  # worker failures Ray Train retries from the latest checkpoint
-
-    def to_dict(self) -> dict:
-        return asdict(self)
 
 
 def _schedule(warmup_ratio: float, total_steps: int):
@@ -87,7 +67,7 @@ def train_loop_per_worker(config: dict) -> None:
     logging.getLogger("ray.train").setLevel(logging.WARNING)  # not a line per report
     ctx = ray.train.get_context()
     device, prepare = ray.train.torch.get_device(), ray.train.torch.prepare_model
-    use_gpu = TrainConfig(**config["train"]).use_gpu
+    use_gpu = TrainConfig(**config["train"]).gpus_per_worker() > 0
     if use_gpu and ctx.get_world_size() == 1 and torch_device(1.0) == "cpu":
         # The node advertises a GPU torch cannot use (torch_device said so): a lone
         # worker trains on the CPU instead. (Several workers need CUDA for NCCL.)
@@ -232,14 +212,13 @@ def fit(task: str, task_config: dict, data: Any, train: TrainConfig, out_dir: st
 
     from erc import cluster
 
-    if train.accelerator_type and not train.use_gpu:
-        raise ValueError(f"accelerator_type {train.accelerator_type!r} needs use_gpu")
-    cluster.check_feasible(cluster.Request(num_gpus=1.0 if train.use_gpu else 0.0,
-                                           accelerator_type=train.accelerator_type),
+    gpus = train.gpus_per_worker()
+    cluster.check_feasible(cluster.Request(num_gpus=gpus, accelerator_type=train.accelerator_type),
                            "a training worker")
     from ray.train.torch import TorchConfig, TorchTrainer
 
-    storage = absolute(train.storage_path)  # Ray Train opens URIs (s3://...) itself
+    # Ray Train opens URIs (s3://...) itself; by default checkpoints go to OUT/ray
+    storage = absolute(train.storage_path or str(Path(out_dir).resolve() / "ray"))
     trainer = TorchTrainer(
         train_loop_per_worker,
         train_loop_config={"task": task, "task_config": task_config, "train": train.to_dict(),
@@ -247,7 +226,7 @@ def fit(task: str, task_config: dict, data: Any, train: TrainConfig, out_dir: st
         # One worker has nothing to all-reduce: gloo, which also runs where a node's GPU
         # turns out unusable; several GPU workers use NCCL (Ray's default), which needs CUDA.
         torch_config=TorchConfig(backend="gloo") if train.num_workers == 1 else None,
-        scaling_config=ScalingConfig(num_workers=train.num_workers, use_gpu=train.use_gpu,
+        scaling_config=ScalingConfig(num_workers=train.num_workers, use_gpu=gpus > 0,
                                      accelerator_type=train.accelerator_type,
                                      resources_per_worker={"CPU": train.cpus_per_worker}),
         run_config=RunConfig(
@@ -263,9 +242,10 @@ def fit(task: str, task_config: dict, data: Any, train: TrainConfig, out_dir: st
     best = result.get_best_checkpoint(metric=f"dev_{train.metric}", mode="max")
     if best is None:
         raise RuntimeError(f"run {train.name} reported no checkpoint")
+    io.claim(out_dir)
     model_dir = Path(out_dir) / "model"
     if model_dir.exists():
-        shutil.rmtree(model_dir)
+        io.remove_owned(out_dir, "model")
     with best.as_directory() as folder:
         shutil.copytree(folder, model_dir, ignore=shutil.ignore_patterns("train_state.pt"))
     saved = json.loads((model_dir / "metrics.json").read_text())
@@ -274,6 +254,6 @@ def fit(task: str, task_config: dict, data: Any, train: TrainConfig, out_dir: st
     if latest is not None:
         with latest.as_directory() as folder:
             history = json.loads(Path(folder, "metrics.json").read_text())["history"]
-    (Path(out_dir) / "history.json").write_text(json.dumps(history, indent=2))
+    io.write_json(Path(out_dir) / "history.json", history)
     return TrainOutcome(model_dir=model_dir, best=saved["last"], history=history,
                         run_path=str(result.path))

@@ -89,9 +89,11 @@ def plot_confusion(matrix: Sequence[Sequence[int]], labels: Sequence[str], path:
     if title:
         ax.set_title(title)
     fig.tight_layout()
+    from erc import io
+
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=120)
+    with io.atomic_path(path) as tmp:
+        fig.savefig(tmp, dpi=120, format="png")
     plt.close(fig)
     return path
 

@@ -22,6 +22,8 @@ dev weighted F1 of each trial's best epoch.
 
 from __future__ import annotations
 
+from erc import io
+
 import json
 import logging
 import os
@@ -30,7 +32,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Mapping
 
-from erc.config import ConfigError
+from erc.errors import ConfigError, OwnershipError
 from erc.storage import absolute, join_uri, remove_tree
 from erc.tune import results as res
 from erc.tune.space import METRIC, TIME_ATTR, SearchSpec
@@ -59,7 +61,7 @@ def build_data(spec: SearchSpec, table, feature_spec: Mapping | None = None,
     from erc.train.data import build_dialogue_data, build_text_data
 
     if spec.family == "fusion":
-        from erc.train.recipes import load_features, raw_features
+        from erc.train.vectors import load_features, raw_features
 
         if spec.adapter_sizes():
             # Each trial adapts the raw vectors with adapters of its own sizes.
@@ -80,13 +82,13 @@ def build_data(spec: SearchSpec, table, feature_spec: Mapping | None = None,
                 "features": dict(feature_spec or {})}
         return data, base
     from erc.models.text import load_tokenizer
-    from erc.train.recipes import resolve_text_encoder
+    from erc.train.vectors import resolve_text_encoder
+    from erc.tune.trial import recipe_of
 
-    values = spec.defaults()
-    encoder = resolve_text_encoder(values["encoder"])
-    data = build_text_data(table, load_tokenizer(encoder), int(values["context_turns"]),
-                           int(values["max_length"]), roles,
-                           speaker_names=not values["no_speaker_names"])
+    text = recipe_of(spec, spec.defaults())
+    encoder = resolve_text_encoder(text.encoder)
+    data = build_text_data(table, load_tokenizer(encoder), text.model.context_turns,
+                           text.model.max_length, roles, speaker_names=text.model.speaker_names)
     return data, {"encoder": str(Path(encoder).resolve()), "labels": data.labels}
 
 
@@ -115,8 +117,25 @@ def _record(out_dir: Path, spec: SearchSpec, data_key: str, fresh: bool,
         return True
     out_dir.mkdir(parents=True, exist_ok=True)
     now["created"] = time.strftime("%Y-%m-%d %H:%M:%S")
-    record.write_text(json.dumps(now, indent=2, default=str))
+    io.write_json(record, now)
     return False
+
+
+def _discard(out_dir: Path, experiment_path: str) -> None:
+    """--fresh: removes the earlier search of ``out_dir`` (its record says erc started it
+    there); a search folder erc has no record of is left in place, with an error."""
+    from ray.tune import Tuner
+
+    record = out_dir / "search.json"
+    ours = record.is_file() and json.loads(record.read_text()).get("experiment") == experiment_path
+    if Tuner.can_restore(experiment_path) and not ours:
+        raise OwnershipError(f"{experiment_path}: holds a search this folder has no record of; "
+                             f"erc leaves it in place (remove it yourself, or use another --out)")
+    if ours:
+        remove_tree(experiment_path)
+    for name in ("search.json", "trial_starts.jsonl", ASHA_RUNGS):
+        if (out_dir / name).exists():
+            io.remove_owned(out_dir, name)
 
 
 def run_search(spec: SearchSpec, table, out_dir: str | Path, *,
@@ -129,15 +148,12 @@ def run_search(spec: SearchSpec, table, out_dir: str | Path, *,
     ``out_dir``. ``command``: the ``erc train`` command line the best config is for."""
     from erc import runtime
 
-    out_dir = Path(out_dir).resolve()
+    out_dir = io.claim(Path(out_dir).resolve())
     storage_path = absolute(storage or str(out_dir / "ray"))
     experiment_path = join_uri(storage_path, EXPERIMENT)
-    if fresh:
-        remove_tree(experiment_path)
     ledger = out_dir / "trial_starts.jsonl"
     if fresh:
-        for name in ("search.json", "trial_starts.jsonl", ASHA_RUNGS):
-            (out_dir / name).unlink(missing_ok=True)
+        _discard(out_dir, experiment_path)
     runtime.apply_offline_env()  # before Ray is imported
     from ray.tune import Tuner
 

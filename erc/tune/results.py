@@ -14,15 +14,8 @@ from typing import Any
 
 import yaml
 
+from erc import io
 from erc.tune.space import METRIC, SearchSpec
-
-STATUS_HELP = {
-    "completed": "trained every epoch",
-    "early stop": "stopped by its own patience (no dev improvement)",
-    "ASHA stop": "stopped by the ASHA scheduler (worse than its peers at a rung)",
-    "error": "failed (see the error column and the trial's log)",
-}
-
 
 def _same(a: Any, b: Any) -> bool:
     if isinstance(a, float) or isinstance(b, float):
@@ -147,7 +140,7 @@ def write_best_config(rows: list[dict], spec: SearchSpec, path: Path,
     header.append(f"train with:  {command}" if command else
                   f"train with:  erc train {spec.family} CORPUS ... --config {path.name}")
     text = "".join(f"# {line}\n" for line in header)
-    path.write_text(text + yaml.safe_dump(values, sort_keys=False))
+    io.write_text(path, text + yaml.safe_dump(values, sort_keys=False))
     return values
 
 
@@ -193,7 +186,8 @@ def plot_history(rows: list[dict], path: Path) -> Path:
     ax.grid(alpha=0.3)
     ax.legend(fontsize=8, loc="lower right")
     fig.tight_layout()
-    fig.savefig(path, dpi=110)
+    with io.atomic_path(path) as tmp:
+        fig.savefig(tmp, dpi=110, format="png")
     plt.close(fig)
     return path
 
@@ -251,7 +245,8 @@ def plot_importance(values: dict[str, float], method: str, path: Path) -> Path:
         ax.text(0.5, 0.5, method, ha="center", va="center", wrap=True)
     ax.set_title(f"parameter importance\n{method}", fontsize=9)
     fig.tight_layout()
-    fig.savefig(path, dpi=110)
+    with io.atomic_path(path) as tmp:
+        fig.savefig(tmp, dpi=110, format="png")
     plt.close(fig)
     return path
 
@@ -283,5 +278,5 @@ def write_report(rows: list[dict], spec: SearchSpec, out_dir: Path, files: dict[
             "img{max-width:48%;margin:4px}</style></head><body>" + "\n".join(body) +
             "</body></html>")
     path = out_dir / "report.html"
-    path.write_text(page)
+    io.write_text(path, page)
     return path

@@ -3,6 +3,8 @@ across a resumed search (picklable: Tune saves the scheduler with the search).""
 
 from __future__ import annotations
 
+from erc import io
+
 import json
 import os
 from pathlib import Path
@@ -57,9 +59,7 @@ class DefaultKeepingASHA(ASHAScheduler):
     def _save_state(self) -> None:
         if not self._state_path or not Path(self._state_path).parent.is_dir():
             return
-        tmp = f"{self._state_path}.tmp"
-        Path(tmp).write_text(json.dumps({"brackets": self.rungs()}))
-        os.replace(tmp, self._state_path)  # atomic: a kill never leaves half a file
+        io.write_text(self._state_path, json.dumps({"brackets": self.rungs()}))  # a kill leaves no half file
 
     # -- Tune's hooks --------------------------------------------------------------------
 

@@ -23,8 +23,9 @@ A search file (``tune/fusion.yaml``, ``tune/text.yaml``)::
       experiment_checkpoint_s: 2
 
 The names are the options of ``erc train fusion`` / ``erc train text`` (``--d-state`` is
-``d_state``), so the best trial is written as a config those commands read
-(``--config best_config.yaml``). Every name, key, range and type is checked on load: an
+``d_state``), derived with their defaults and bounds from the recipes (``erc.recipes``),
+so the best trial is written as a config those commands read (``--config
+best_config.yaml``). Every name, key, range and type is checked on load: an
 unknown key, a range outside what the parameter allows, ``low >= high``, a log scale
 through zero, a default outside its range with ``include_default`` ... are errors that say
 where (file, key) and what is allowed.
@@ -42,7 +43,7 @@ from typing import Any
 
 import yaml
 
-from erc.config import ConfigError
+from erc.errors import ConfigError
 
 DISTRIBUTIONS = ("uniform", "loguniform", "int", "logint", "choice")
 METRIC = "best_dev_weighted_f1"  # the best epoch's dev weighted F1 so far (maximised)
@@ -56,8 +57,9 @@ class Knob:
 
     kind: str  # float | int | choice | bool | str
     default: Any
-    low: float | None = None  # allowed range (inclusive unless open_high)
+    low: float | None = None  # allowed range (inclusive unless open_low / open_high)
     high: float | None = None
+    open_low: bool = False
     open_high: bool = False
     choices: tuple = ()  # kind "choice": the allowed values
     nullable: bool = False  # None allowed (window, d_model: "all" / "token width")
@@ -80,8 +82,8 @@ class Knob:
             return f"must be an integer, got {value!r}"
         if not math.isfinite(value):
             return "must be finite"
-        if self.low is not None and value < self.low:
-            return f"must be >= {self.low}"
+        if self.low is not None and (value <= self.low if self.open_low else value < self.low):
+            return f"must be {'>' if self.open_low else '>='} {self.low}"
         if self.high is not None and (value >= self.high if self.open_high else value > self.high):
             return f"must be {'<' if self.open_high else '<='} {self.high}"
         return None
@@ -92,60 +94,45 @@ class Knob:
         elif self.kind in ("bool", "str"):
             text = self.kind
         else:
+            lo = "" if self.low is None else f" {'>' if self.open_low else '>='} {self.low}"
             hi = "" if self.high is None else f", {'<' if self.open_high else '<='} {self.high}"
-            text = f"{self.kind} >= {self.low}{hi}"
+            text = f"{self.kind}{lo}{hi}"
         return text + (" or null" if self.nullable else "")
 
 
-_TRAIN = {  # options every family shares (TrainConfig and the loss)
-    "lr": Knob("float", None, low=1e-7, high=1.0, help="learning rate (AdamW)"),
-    "weight_decay": Knob("float", 0.01, low=0.0, high=1.0),
-    "epochs": Knob("int", None, low=1, high=1000),
-    "batch_size": Knob("int", None, low=1, high=4096),
-    "patience": Knob("int", 4, low=1, high=1000, help="epochs without improvement before stopping"),
-    "seed": Knob("int", 0, low=0),
-    "class_weight_power": Knob("float", 0.5, low=0.0, high=2.0,
-                               help="class weights (N / (C n_c)) ** power; 0 = unweighted"),
-}
+def knob(option) -> Knob | None:
+    """The search knob of a recipe option (None: not a hyperparameter, e.g. where to run)."""
+    from erc.settings import Option
 
-FAMILIES: dict[str, dict[str, Knob]] = {
-    # `erc train fusion`: the fusion model (or a baseline) on per-utterance tokens.
-    "fusion": {
-        **_TRAIN,
-        "lr": Knob("float", 1e-3, low=1e-7, high=1.0),
-        "epochs": Knob("int", 40, low=1, high=1000),
-        "batch_size": Knob("int", 8, low=1, high=4096, help="dialogues per optimiser step"),
-        "mixer": Knob("choice", "mamba", choices=("mamba", "transformer", "none")),
-        "window": Knob("int", None, low=1, high=1000, nullable=True,
-                       help="causal pooling window in turns (null: all past turns)"),
-        "no_context": Knob("bool", False, help="every turn alone (the no-context baseline)"),
-        "d_model": Knob("int", None, low=8, high=8192, nullable=True,
-                        help="model width (null: the token width)"),
-        "d_state": Knob("int", 64, low=1, high=1024),
-        "d_conv": Knob("int", 4, low=1, high=16),
-        "expand": Knob("int", 2, low=1, high=8),
-        "dropout": Knob("float", 0.2, low=0.0, high=1.0, open_high=True),
-        # The identity adapters' sizes (in -> hidden -> out): other sizes than the given
-        # adapters' retrain them, in the trial, on the training set saved beside them.
-        "adapter_hidden": Knob("int", None, low=1, high=8192, nullable=True,
-                               help="adapters' hidden size (null: as the adapters were trained)"),
-        "adapter_out": Knob("int", None, low=1, high=8192, nullable=True,
-                            help="adapters' output size (null: as the adapters were trained)"),
-    },
-    # `erc train text`: the context text encoder, fine-tuned.
-    "text": {
-        **_TRAIN,
-        "lr": Knob("float", 5e-5, low=1e-8, high=1.0),
-        "epochs": Knob("int", 5, low=1, high=1000),
-        "batch_size": Knob("int", 16, low=1, high=4096, help="utterances per optimiser step"),
-        "pooling": Knob("choice", "target_mean", choices=("target_mean", "target_max", "cls")),
-        "freeze_layers": Knob("int", 0, low=0, high=100),
-        "encoder": Knob("str", "all-MiniLM-L6-v2", fixed_only=True),
-        "context_turns": Knob("int", 8, low=0, high=100, fixed_only=True),
-        "max_length": Knob("int", 96, low=8, high=8192, fixed_only=True),
-        "no_speaker_names": Knob("bool", False, fixed_only=True),
-    },
-}
+    assert isinstance(option, Option)
+    if option.metadata.get("tunable") is False or option.kind == "other":
+        return None
+    bounds = option.bounds()
+    low = bounds.get("ge", bounds.get("gt"))
+    high = bounds.get("le", bounds.get("lt"))
+    if option.kind == "float":
+        low, high = (None if b is None else float(b) for b in (low, high))
+    return Knob(kind=option.kind, default=option.default, low=low, high=high,
+                open_low="gt" in bounds, open_high="lt" in bounds, choices=tuple(option.choices),
+                nullable=option.nullable, fixed_only=bool(option.metadata.get("fixed_only")),
+                help=option.help)
+
+
+def _family(recipe) -> dict[str, Knob]:
+    from erc.settings import options
+
+    return {o.name: k for o in options(recipe) if (k := knob(o)) is not None}
+
+
+def _families() -> dict[str, dict[str, Knob]]:
+    """The options of ``erc train fusion`` / ``erc train text`` a search may set, with the
+    recipes' defaults and bounds (``erc.recipes``)."""
+    from erc.recipes import FusionRecipe, TextRecipe
+
+    return {"fusion": _family(FusionRecipe), "text": _family(TextRecipe)}
+
+
+FAMILIES: dict[str, dict[str, Knob]] = _families()
 
 
 @dataclass

@@ -33,51 +33,41 @@ class AdaptableDialogues:
 
     def build(self, hidden: int | None, out_dim: int | None):
         from erc.train.data import build_dialogue_data
-        from erc.train.recipes import adapt_features, resize_adapters
+        from erc.train.vectors import adapt_features, resize_adapters
 
         spec, adapters = resize_adapters(self.feature_spec, hidden, out_dim)
         features = adapt_features(self.raw, spec, adapters)
         return build_dialogue_data(self.table, features, self.roles, labels=self.labels)
 
 
+def recipe_of(spec: SearchSpec, values: dict[str, Any]):
+    """The recipe of ``erc train <family>`` for a trial's option ``values``."""
+    from erc.recipes import FusionRecipe, TextRecipe
+    from erc.settings import by_option, validate
+
+    cls = FusionRecipe if spec.family == "fusion" else TextRecipe
+    return validate(cls, by_option(cls, values), f"trial of {spec.source}")
+
+
 def run_config(spec: SearchSpec, values: dict[str, Any], base: dict, cpus: int = 1,
                use_gpu: bool = False) -> dict:
     """The training loop's config (task, task_config, train) for the option ``values`` of
     ``erc train <family>``; ``base`` holds what the data fixed (labels, dims, encoder)."""
-    from erc.train.loop import TrainConfig
+    import dataclasses
 
-    train = TrainConfig(name="trial", epochs=int(values["epochs"]),
-                        batch_size=int(values["batch_size"]), lr=float(values["lr"]),
-                        weight_decay=float(values["weight_decay"]),
-                        patience=int(values["patience"]), seed=int(values["seed"]),
-                        metric="weighted_f1", cpus_per_worker=max(1, int(cpus)),
-                        use_gpu=use_gpu).to_dict()
+    recipe = recipe_of(spec, values)
+    train = dataclasses.replace(recipe.loop, name="trial", metric="weighted_f1",
+                                cpus_per_worker=max(1, int(cpus)), use_gpu=use_gpu).to_dict()
+    labels = base["labels"]
     if spec.family == "fusion":
-        from erc.models.fusion import FusionConfig
-
-        model = FusionConfig(modalities=base["modalities"], dims=base["dims"],
-                             labels=base["labels"], n_classes=len(base["labels"]),
-                             mixer=values["mixer"], d_model=values["d_model"],
-                             d_state=int(values["d_state"]), d_conv=int(values["d_conv"]),
-                             expand=int(values["expand"]), window=values["window"],
-                             isolate_turns=bool(values["no_context"]),
-                             dropout=float(values["dropout"]))
-        task_config = {"model": model.to_dict(),
-                       "class_weight_power": float(values["class_weight_power"]),
+        model = dataclasses.replace(recipe.model, modalities=base["modalities"], dims=base["dims"],
+                                    labels=labels, n_classes=len(labels))
+        task_config = {"model": model.to_dict(), "class_weight_power": recipe.class_weight_power,
                        "features": base.get("features")}
-    elif spec.family == "text":
-        from erc.models.text import TextModelConfig
-
-        model = TextModelConfig(encoder=base["encoder"], n_classes=len(base["labels"]),
-                                labels=base["labels"], context_turns=int(values["context_turns"]),
-                                max_length=int(values["max_length"]),
-                                speaker_names=not values["no_speaker_names"],
-                                freeze_layers=int(values["freeze_layers"]),
-                                pooling=values["pooling"])
-        task_config = {"model": model.to_dict(),
-                       "class_weight_power": float(values["class_weight_power"])}
-    else:  # pragma: no cover (the spec was validated)
-        raise ValueError(f"unknown family {spec.family!r}")
+    else:
+        model = dataclasses.replace(recipe.model, encoder=base["encoder"], labels=labels,
+                                    n_classes=len(labels))
+        task_config = {"model": model.to_dict(), "class_weight_power": recipe.class_weight_power}
     return {"task": spec.family, "task_config": task_config, "train": train}
 
 

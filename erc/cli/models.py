@@ -2,27 +2,23 @@
 
     erc models list [--profile P] [--set ROLE.KEY=VALUE] [--check] [--json]
     erc models fetch all-mpnet-base-v2 [--dest DIR] [--force]
-
-``register(commands)`` adds the group to the ``erc`` argparse subparsers.
 """
 
 from __future__ import annotations
 
-import argparse
 import json
-import sys
-
-import yaml
 
 from erc.backends.base import ROLES, MissingWeightsError
+from erc.errors import ConfigError, ErcError
+from erc.settings import parse_value
 
 
 def _parse_setting(text: str) -> tuple[str, str, object]:
     key, sep, value = text.partition("=")
     role, dot, field = key.partition(".")
     if not sep or not dot or not role or not field:
-        raise argparse.ArgumentTypeError(f"expected ROLE.KEY=VALUE (e.g. asr.path=FILE), got {text!r}")
-    return role, field.replace("-", "_"), yaml.safe_load(value) if value else None
+        raise ConfigError(f"--set {text!r}: expected ROLE.KEY=VALUE (e.g. asr.path=FILE)")
+    return role, field.replace("-", "_"), parse_value(value) if value else None
 
 
 def overrides_of(settings: list[tuple[str, str, object]] | None) -> dict[str, dict]:
@@ -65,13 +61,12 @@ def describe_profile(name: str, overrides: dict[str, dict] | None = None) -> lis
 def cmd_list(args) -> int:
     from erc.backends.registry import PROFILES
 
+    overrides = overrides_of([_parse_setting(text) for text in args.set or []])
+    profiles = [args.profile] if args.profile else list(PROFILES)
     try:
-        overrides = overrides_of(args.set)
-        profiles = [args.profile] if args.profile else list(PROFILES)
         rows = [row for name in profiles for row in describe_profile(name, overrides)]
     except ValueError as err:
-        print(f"erc: error: {err}", file=sys.stderr)
-        return 2
+        raise ConfigError(str(err)) from None
     if args.json:
         print(json.dumps(rows, indent=2))
     else:
@@ -86,7 +81,10 @@ def cmd_list(args) -> int:
                     print(f"{head} MISSING")
                     print("\n".join(f"  {'':12} {line}" for line in row["missing"].splitlines()))
     missing = [r for r in rows if not r["found"]]
-    return 1 if args.check and missing else 0
+    if args.check and missing:
+        raise MissingWeightsError(f"--check: no weights for {len(missing)} model(s): " + ", ".join(
+            f"{r['profile']} {r['role']} ({r['backend']} {r['name']})" for r in missing))
+    return 0
 
 
 def cmd_fetch(args) -> int:
@@ -98,8 +96,7 @@ def cmd_fetch(args) -> int:
         path = fetch(args.dest, progress=lambda message: print(message, flush=True),
                      force=args.force)
     except (RuntimeError, OSError) as err:
-        print(f"erc: error: fetching {args.name} failed: {err}", file=sys.stderr)
-        return 2
+        raise ErcError(f"fetching {args.name} failed: {err}") from None
     print(f"{args.name}: {path}")
     return 0
 
@@ -120,11 +117,12 @@ def register(commands) -> None:
         description="For each role of a profile: the backend, the model name, and where the "
                     "weights are found, or what is missing and how to get it. Never downloads.")
     ls.add_argument("--profile", choices=sorted(PROFILES), help="one profile (default: all)")
-    ls.add_argument("--set", action="append", type=_parse_setting, metavar="ROLE.KEY=VALUE",
+    ls.add_argument("--set", action="append", metavar="ROLE.KEY=VALUE",
                     help="override a role's model, e.g. --set asr.backend=openai-whisper "
                          "--set asr.path=tiny.en.pt --set asr.options.beam_size=1 (repeatable; "
                          f"roles: {', '.join(ROLES)})")
-    ls.add_argument("--check", action="store_true", help="exit 1 when any role lacks weights")
+    ls.add_argument("--check", action="store_true",
+                    help="fail (exit status 2) when any role lacks weights")
     ls.add_argument("--json", action="store_true", help="print the rows as JSON")
     ls.set_defaults(func=cmd_list)
 

@@ -1,4 +1,4 @@
-"""``erc tune``: ``register(commands)`` adds it to the argparse subparsers of ``erc``.
+"""``erc tune``: hyperparameter search over ``erc train fusion`` / ``erc train text``.
 
     erc tune tune/fusion.yaml ../shared/data/meld --text st:all-MiniLM-L6-v2 --out runs/tune/meld-fusion
     erc tune fusion runs/meld/corpus --text finetuned:runs/meld/text/model --out runs/tune/ft-fusion \\
@@ -12,11 +12,11 @@ rewrites its outputs.
 
 from __future__ import annotations
 
-import argparse
 import shlex
 from pathlib import Path
 
-import yaml
+from erc.recipes import FusionInputs
+from erc.settings import add_arguments, given, load_yaml, validate
 
 
 def subset_dialogues(table, limit: int):
@@ -55,21 +55,6 @@ def _overrides(data: dict, args) -> dict:
     return data
 
 
-def _feature_spec(args) -> dict:
-    from erc.train.cli import parse_feature
-
-    spec = {"text": parse_feature(args.text, "text")}
-    if args.features and not args.text_only:
-        path = str(Path(args.features).resolve())
-        spec["speaker"] = {"kind": "parquet", "path": path, "column": "speaker_embedding"}
-        spec["face"] = {"kind": "faces", "path": path}
-        if args.speaker_adapter:
-            spec["speaker"]["adapter"] = str(Path(args.speaker_adapter).resolve())
-        if args.face_adapter:
-            spec["face"]["adapter"] = str(Path(args.face_adapter).resolve())
-    return spec
-
-
 def _train_command(args, family: str, out: Path) -> str:
     parts = ["erc", "train", family, args.corpus]
     if args.format:
@@ -79,35 +64,30 @@ def _train_command(args, family: str, out: Path) -> str:
     if args.dev_split != "dev":
         parts += ["--dev-split", args.dev_split]
     if family == "fusion":
-        parts += ["--text", args.text]
-        if args.features and not args.text_only:
-            parts += ["--features", args.features]
-            if args.speaker_adapter:
-                parts += ["--speaker-adapter", args.speaker_adapter]
-            if args.face_adapter:
-                parts += ["--face-adapter", args.face_adapter]
-        else:
-            parts += ["--text-only"]
+        for option in args.input_options:
+            value = getattr(args, option.name, None)
+            if value is True:
+                parts.append(option.cli)
+            elif value not in (None, False, []):
+                parts += [option.cli, ",".join(value) if isinstance(value, list) else str(value)]
     parts += ["--config", str(out / "best_config.yaml"), "--out", str(out / "best")]
     return " ".join(shlex.quote(p) for p in parts)
 
 
 def cmd_tune(args) -> int:
-    from erc.config import ConfigError
-    from erc.train.data import load_utterances, resolve_roles
-    from erc.train.recipes import table_fingerprint
+    from erc.artifacts import load_corpus
+    from erc.errors import ConfigError
+    from erc.train.data import resolve_roles
+    from erc.train.vectors import feature_spec, table_fingerprint
     from erc.tune.driver import run_search
     from erc.tune.space import find_spec, parse_spec
 
     path = find_spec(args.search)
-    try:
-        raw = yaml.safe_load(path.read_text())
-    except yaml.YAMLError as err:
-        raise ConfigError(f"{path}: not valid YAML: {err}") from None
+    raw = load_yaml(path)
     if isinstance(raw, dict) and args.epochs is not None and "epochs" in (raw.get("params") or {}):
         raise ConfigError(f"{path}: epochs is searched (params.epochs): --epochs cannot fix it")
     spec = parse_spec(_overrides(raw, args) if isinstance(raw, dict) else raw, str(path))
-    table = load_utterances(args.corpus, format=args.format)
+    table = load_corpus(args.corpus, args.format)
     note = ""
     if args.limit_dialogues:
         table = subset_dialogues(table, args.limit_dialogues)
@@ -115,9 +95,10 @@ def cmd_tune(args) -> int:
                 f"({table.num_rows} utterances); the command trains on the whole corpus")
     roles = resolve_roles(table, {"train": args.train_split, "dev": args.dev_split})
     out = Path(args.out).resolve()
-    feature_spec = _feature_spec(args) if spec.family == "fusion" else None
-    data_key = f"{table_fingerprint(table)}|{roles}|{sorted((feature_spec or {}).items())}"
-    outcome = run_search(spec, table, out, feature_spec=feature_spec, roles=roles,
+    inputs = validate(FusionInputs, given(args, args.input_options), "options")
+    features = feature_spec(inputs) if spec.family == "fusion" else None
+    data_key = f"{table_fingerprint(table)}|{roles}|{sorted((features or {}).items())}"
+    outcome = run_search(spec, table, out, feature_spec=features, roles=roles,
                          data_key=data_key, address=args.address, num_cpus=args.num_cpus,
                          storage=args.storage, fresh=args.fresh, verbose=args.verbose,
                          command=_train_command(args, spec.family, out), note=note)
@@ -145,13 +126,7 @@ def register(commands) -> None:
     tune.add_argument("--train-split", default="train")
     tune.add_argument("--dev-split", default="dev", help="split the search maximises weighted "
                       "F1 on (valid/val when the corpus has no dev)")
-    tune.add_argument("--text", default="st:all-MiniLM-L6-v2",
-                      help="fusion: finetuned:MODEL_DIR | st:MODEL (frozen) | parquet:PATH[#col] "
-                           "(default st:all-MiniLM-L6-v2)")
-    tune.add_argument("--features", help="fusion: feature table folder (speaker, faces)")
-    tune.add_argument("--speaker-adapter", help="fusion: adapter model folder for speaker vectors")
-    tune.add_argument("--face-adapter", help="fusion: adapter model folder for face vectors")
-    tune.add_argument("--text-only", action="store_true", help="fusion: text tokens only")
+    inputs = add_arguments(tune, FusionInputs, title="inputs (fusion)")
     tune.add_argument("--num-samples", type=int, help="trials in all (overrides the file)")
     tune.add_argument("--max-concurrent-trials", type=int, help="trials at once")
     tune.add_argument("--epochs", type=int, help="epochs of every trial (fixed.epochs)")
@@ -169,11 +144,4 @@ def register(commands) -> None:
     tune.add_argument("--num-cpus", type=int, help="CPUs of the embedded Ray (default: all)")
     tune.add_argument("--verbose", type=int, default=1, choices=[0, 1, 2],
                       help="Tune's progress output (0 silent, 1 status, 2 every result)")
-    tune.set_defaults(func=cmd_tune)
-
-
-def main(argv: list[str] | None = None) -> int:
-    """``erc tune ...`` alone (what jobs/tune.py runs)."""
-    from erc.cli import stage_main
-
-    return stage_main(register, argv)
+    tune.set_defaults(func=cmd_tune, input_options=inputs, takes_storage=True)

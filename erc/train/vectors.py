@@ -1,19 +1,17 @@
-"""Recipes: the steps from an utterance table to trained models, each resumable and cached.
+"""What a fusion model reads: a feature spec (per modality, where its vectors come from)
+and the per-utterance vectors it names.
 
-- ``finetune_text``: fine-tune a text encoder for emotion with past-turn context (Ray Train).
-- ``text_features``: the fine-tuned encoder's 768/384-d utterance vectors (the fusion
-  model's text tokens), cached as Parquet beside the model.
+- ``text_features``: a fine-tuned text model's 768/384-d utterance vectors, cached as
+  Parquet beside the model;
 - ``frozen_text_features``: sentence-transformers embeddings of the transcripts (the cheap
-  option, also the floor baseline's input), cached under the erc state dir.
-- ``train_fusion``: the Mamba fusion model or a baseline on per-utterance tokens (Ray Train).
+  option, also the floor baseline's input), cached under the erc state dir;
+- feature table columns and faces (``erc.artifacts``), optionally through an adapter;
+- ``feature_spec``: the spec of ``erc train fusion``'s inputs (``FusionInputs``).
 """
 
 from __future__ import annotations
 
-import hashlib
-import json
 import shutil
-from dataclasses import replace
 from pathlib import Path
 from typing import Mapping
 
@@ -21,33 +19,16 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from erc.train.data import build_dialogue_data, build_text_data, resolve_roles
-from erc.train.loop import TrainConfig, TrainOutcome, fit
+from erc import io
+from erc.errors import ConfigError
+from erc.fingerprint import digest, table_digest
+from erc.recipes import FusionInputs
+from erc.train.data import build_text_data
 
 
 def table_fingerprint(table: pa.Table) -> str:
-    digest = hashlib.sha256()
-    for name in ("utterance_id", "speaker", "text", "emotion", "split"):
-        digest.update("\x1f".join(map(str, table.column(name).to_pylist())).encode())
-    return digest.hexdigest()[:16]
-
-
-def finetune_text(table: pa.Table, encoder: str, out_dir: str | Path, train: TrainConfig,
-                  roles: Mapping[str, str] | None = None, context_turns: int = 8,
-                  max_length: int = 96, speaker_names: bool = True, freeze_layers: int = 0,
-                  class_weight_power: float = 0.5, address: str | None = None,
-                  pooling: str = "target_mean") -> TrainOutcome:
-    from erc.models.text import TextModelConfig, load_tokenizer
-
-    tokenizer = load_tokenizer(encoder)
-    data = build_text_data(table, tokenizer, context_turns, max_length, roles,
-                           speaker_names=speaker_names)
-    model = TextModelConfig(encoder=str(Path(encoder).resolve()), n_classes=len(data.labels),
-                            labels=data.labels, context_turns=context_turns,
-                            max_length=max_length, speaker_names=speaker_names,
-                            freeze_layers=freeze_layers, pooling=pooling)
-    return fit("text", {"model": model.to_dict(), "class_weight_power": class_weight_power},
-               data, train, out_dir, address=address)
+    """The cache key of a table's vectors: ids, speakers, texts, labels and splits."""
+    return table_digest(table, ("utterance_id", "speaker", "text", "emotion", "split"))[:16]
 
 
 def text_features(model_dir: str | Path, table: pa.Table, splits: list[str] | None = None,
@@ -79,20 +60,20 @@ def text_features(model_dir: str | Path, table: pa.Table, splits: list[str] | No
         emb, _ = task.embed_and_predict(model, split, torch.device("cpu"), batch_size)
         ids.extend(data.splits[split]["ids"])
         vectors.extend(emb)
-    pq.write_table(pa.table({"utterance_id": ids,
-                             "text_embedding": [v.tolist() for v in vectors]}), cache)
+    io.write_parquet(cache, pa.table({"utterance_id": ids,
+                                      "text_embedding": [v.tolist() for v in vectors]}))
     return dict(zip(ids, vectors))
 
 
 def frozen_text_features(model_path: str, table: pa.Table, batch_size: int = 64,
                          cache_dir: str | Path | None = None) -> dict[str, np.ndarray]:
     """Sentence-transformers embeddings of each transcript (no context, encoder frozen)."""
-    from erc.runtime import state_dir
+    from erc.home import state_dir
 
     cache_dir = Path(cache_dir) if cache_dir else state_dir() / "cache" / "text_embeddings"
     cache_dir.mkdir(parents=True, exist_ok=True)
-    key = hashlib.sha256(f"{Path(model_path).resolve()}|{table_fingerprint(table)}".encode())
-    cache = cache_dir / f"{Path(model_path).name}-{key.hexdigest()[:16]}.parquet"
+    key = digest(str(Path(model_path).resolve()), table_fingerprint(table))[:16]
+    cache = cache_dir / f"{Path(model_path).name}-{key}.parquet"
     if cache.is_file():
         t = pq.read_table(cache)
         return {u: np.asarray(v, np.float32) for u, v in
@@ -104,8 +85,8 @@ def frozen_text_features(model_path: str, table: pa.Table, batch_size: int = 64,
     texts = [t or "" for t in table.column("text").to_pylist()]
     vectors = model.encode(texts, batch_size=batch_size, convert_to_numpy=True,
                            show_progress_bar=False).astype(np.float32)
-    pq.write_table(pa.table({"utterance_id": ids,
-                             "text_embedding": [v.tolist() for v in vectors]}), cache)
+    io.write_parquet(cache, pa.table({"utterance_id": ids,
+                                      "text_embedding": [v.tolist() for v in vectors]}))
     return dict(zip(ids, vectors))
 
 
@@ -120,28 +101,6 @@ def resolve_text_encoder(name_or_path: str) -> str:
     spec = resolve(ModelSpec(role="text", backend="sentence-transformers", name=name_or_path),
                    download=False)
     return str(spec.path)
-
-
-def face_vectors(path: str | Path) -> dict[str, np.ndarray]:
-    """One face vector per utterance from the feature table's ``faces`` column: the mean
-    embedding of the most confident face of each sampled frame (absent when no face)."""
-    path = Path(path)
-    files = sorted(path.glob("*.parquet")) if path.is_dir() else [path]
-    out = {}
-    for file in files:
-        t = pq.read_table(file, columns=["utterance_id", "faces"])
-        for uid, faces in zip(t.column("utterance_id").to_pylist(), t.column("faces").to_pylist()):
-            best: dict[int, tuple[float, list]] = {}
-            for face in faces or []:
-                emb = face.get("embedding")
-                if not emb or not np.all(np.isfinite(emb)):
-                    continue
-                frame, score = face.get("frame", 0), face.get("score") or 0.0
-                if frame not in best or score > best[frame][0]:
-                    best[frame] = (score, emb)
-            if best:
-                out[uid] = np.mean([np.asarray(e, np.float32) for _, e in best.values()], axis=0)
-    return out
 
 
 def load_features(spec: Mapping[str, dict], table: pa.Table) -> dict[str, dict[str, np.ndarray]]:
@@ -160,7 +119,7 @@ def load_features(spec: Mapping[str, dict], table: pa.Table) -> dict[str, dict[s
 
 def raw_features(spec: Mapping[str, dict], table: pa.Table) -> dict[str, dict[str, np.ndarray]]:
     """Per-modality {utterance_id: vector} of ``spec`` before any adapter (finite rows)."""
-    from erc.train.data import read_vectors
+    from erc.artifacts import face_vectors, read_vectors
 
     out = {}
     for modality, item in spec.items():
@@ -174,7 +133,7 @@ def raw_features(spec: Mapping[str, dict], table: pa.Table) -> dict[str, dict[st
         elif kind == "faces":
             vectors = face_vectors(item["path"])
         else:
-            raise ValueError(f"unknown feature kind {kind!r} for {modality}")
+            raise ConfigError(f"unknown feature kind {kind!r} for {modality}")
         out[modality] = {u: v for u, v in vectors.items() if np.all(np.isfinite(v))}
     return out
 
@@ -211,8 +170,8 @@ def resize_adapters(spec: Mapping[str, dict], hidden: int | None, out_dim: int |
     spec = {m: dict(item) for m, item in spec.items()}
     adapted = [m for m, item in spec.items() if item.get("adapter")]
     if not adapted:
-        raise ValueError("adapter sizes were given but no modality has an adapter "
-                         "(--speaker-adapter / --face-adapter)")
+        raise ConfigError("adapter sizes were given but no modality has an adapter "
+                          "(--speaker-adapter / --face-adapter)")
     adapters = {}
     for modality in adapted:
         source = Path(spec[modality]["adapter"])
@@ -225,18 +184,45 @@ def resize_adapters(spec: Mapping[str, dict], hidden: int | None, out_dim: int |
     return spec, adapters
 
 
-def train_fusion(table: pa.Table, feature_spec: Mapping[str, dict], out_dir: str | Path,
-                 train: TrainConfig, model_options: dict | None = None,
-                 roles: Mapping[str, str] | None = None, class_weight_power: float = 0.5,
-                 address: str | None = None, features: Mapping | None = None) -> TrainOutcome:
-    """Trains ``FusionModel`` (options: mixer, window, isolate_turns, d_state, ...) on the
-    features ``feature_spec`` describes (``features``: already loaded ones)."""
-    from erc.models.fusion import FusionConfig
+def parse_feature(text: str, modality: str) -> dict:
+    """``finetuned:DIR`` | ``st:MODEL`` | ``parquet:PATH[#column]`` -> a feature spec item."""
+    kind, sep, rest = text.partition(":")
+    if not sep:
+        raise ConfigError(f"--{modality}: expected KIND:VALUE (finetuned:DIR, st:MODEL, "
+                          f"parquet:PATH[#column]), got {text!r}")
+    if kind == "finetuned":
+        return {"kind": "finetuned", "path": str(Path(rest).resolve())}
+    if kind in ("st", "sentence-transformers"):
+        return {"kind": "sentence-transformers", "path": resolve_text_encoder(rest)}
+    if kind == "parquet":
+        path, _, column = rest.partition("#")
+        return {"kind": "parquet", "path": str(Path(path).resolve()),
+                "column": column or f"{modality}_embedding"}
+    raise ConfigError(f"--{modality}: unknown feature kind {kind!r} (finetuned, st, parquet)")
 
-    features = features if features is not None else load_features(feature_spec, table)
-    data = build_dialogue_data(table, features, roles)
-    model = FusionConfig(modalities=data.modalities, dims=data.dims, labels=data.labels,
-                         n_classes=len(data.labels), **(model_options or {}))
-    return fit("fusion", {"model": model.to_dict(), "class_weight_power": class_weight_power,
-                          "features": dict(feature_spec)},
-               data, train, out_dir, address=address)
+
+def feature_spec(inputs: FusionInputs) -> dict:
+    """The feature spec of ``erc train fusion`` / ``erc tune fusion``: text tokens, and the
+    speaker and face vectors of a feature folder (through their adapters) unless text only."""
+    spec = {"text": parse_feature(inputs.text, "text")}
+    if inputs.features and not inputs.text_only:
+        path = str(Path(inputs.features).resolve())
+        spec["speaker"] = {"kind": "parquet", "path": path, "column": "speaker_embedding"}
+        spec["face"] = {"kind": "faces", "path": path}
+        for modality, adapter in (("speaker", inputs.speaker_adapter),
+                                  ("face", inputs.face_adapter)):
+            if adapter:
+                spec[modality]["adapter"] = str(Path(adapter).resolve())
+        for modality in inputs.drop:
+            spec.pop(modality, None)
+    return spec
+
+
+def spec_paths(spec: Mapping[str, dict]) -> dict[str, str]:
+    """The files and folders a feature spec reads, named (the inputs of a training stage)."""
+    paths = {}
+    for modality, item in spec.items():
+        paths[modality] = item["path"]
+        if item.get("adapter"):
+            paths[f"{modality}_adapter"] = item["adapter"]
+    return paths

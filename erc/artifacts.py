@@ -1,0 +1,146 @@
+"""The one reader of each artifact erc's stages pass between them.
+
+| artifact          | written by          | read with                                           |
+|-------------------|---------------------|-----------------------------------------------------|
+| utterance table   | ingest, qc (kept)   | ``read_utterances(folder or utterances.parquet)``   |
+| any corpus        | the user            | ``load_corpus(path)``: a table, or a corpus read     |
+| feature table     | preprocess          | ``feature_parts(folder)`` (the parts its manifest   |
+|                   |                     | lists), ``read_features``, ``read_vectors``,        |
+|                   |                     | ``face_vectors``                                    |
+
+A feature folder is read through its manifest: the parts of the run that wrote it, never
+stray ``part-*.parquet`` files beside them (a ``--limit`` run leaves the others in place).
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.parquet as pq
+
+from erc.errors import InputError
+from erc.schema import UTTERANCE_SCHEMA
+
+UTTERANCES = "utterances.parquet"
+FEATURES_MANIFEST = "manifest.json"
+REQUIRED_UTTERANCE_COLUMNS = tuple(f.name for f in UTTERANCE_SCHEMA if f.name != "meta")
+
+
+def utterance_file(path: str | Path) -> Path:
+    path = Path(path)
+    file = path / UTTERANCES if path.is_dir() else path
+    if not file.is_file():
+        raise InputError(f"{file}: no utterance table (run `erc corpus ingest` first)")
+    return file
+
+
+def read_utterances(path: str | Path) -> pa.Table:
+    """The utterance table in a folder (``utterances.parquet``) or the file itself, checked:
+    the canonical columns present, ``utterance_id`` unique and non-null."""
+    file = utterance_file(path)
+    try:
+        table = pq.read_table(file)
+    except (pa.ArrowInvalid, OSError) as err:
+        raise InputError(f"{file}: not a readable Parquet table ({err})") from None
+    missing = [c for c in REQUIRED_UTTERANCE_COLUMNS if c not in table.column_names]
+    if missing:
+        raise InputError(f"{file}: not an utterance table, it lacks {', '.join(missing)}")
+    ids = table.column("utterance_id")
+    if ids.null_count or pc.count_distinct(ids).as_py() != table.num_rows:
+        raise InputError(f"{file}: utterance_id must be unique and non-null")
+    return table
+
+
+def load_corpus(source: str | Path, format: str | None = None, **options) -> pa.Table:
+    """An utterance table from an ingest output (folder or file), else any corpus erc
+    reads (``erc.corpus.read_corpus``), for commands that accept either."""
+    source = Path(source)
+    if (source.is_file() and source.suffix == ".parquet" and format is None) or (
+            source.is_dir() and (source / UTTERANCES).is_file()):
+        return read_utterances(source)
+    from erc.corpus import read_corpus
+
+    return read_corpus(source, format=format, **options).utterances
+
+
+def feature_parts(path: str | Path) -> list[Path]:
+    """The part files of a feature folder, as its manifest lists them (a single Parquet
+    file is its own part; a folder without a manifest: its ``part-*.parquet`` files)."""
+    path = Path(path)
+    if path.is_file():
+        return [path]
+    if not path.is_dir():
+        raise InputError(f"{path}: no feature folder (run `erc preprocess` first)")
+    manifest = path / FEATURES_MANIFEST
+    if manifest.is_file():
+        listed = json.loads(manifest.read_text()).get("partitions")
+        if listed is not None:
+            parts = [path / entry["file"] for entry in listed]
+            missing = [p.name for p in parts if not p.is_file()]
+            if missing:
+                raise InputError(f"{path}: parts listed in its manifest are missing: "
+                                 f"{', '.join(missing[:3])}")
+            return parts
+    parts = sorted(path.glob("part-*.parquet")) or sorted(path.glob("*.parquet"))
+    if not parts:
+        raise InputError(f"{path}: no feature parts (run `erc preprocess` first)")
+    return parts
+
+
+def read_features(path: str | Path, columns: list[str] | None = None) -> pa.Table:
+    """The feature table (every listed part, or ``columns`` of it), by utterance_id."""
+    tables = []
+    for part in feature_parts(path):
+        names = pq.read_schema(part).names
+        tables.append(pq.read_table(part, columns=None if columns is None else
+                                    [c for c in columns if c in names]))
+    if not tables:
+        raise InputError(f"{path}: no feature rows")
+    return pa.concat_tables(tables, promote_options="default").sort_by("utterance_id")
+
+
+def feature_models(path: str | Path) -> list[dict]:
+    """The model records of a feature table (from its first part's schema)."""
+    from erc.features import models_of
+
+    return models_of(pq.read_schema(feature_parts(path)[0]))
+
+
+def read_vectors(path: str | Path, column: str) -> dict[str, np.ndarray]:
+    """{utterance_id: vector} of one embedding column of a feature folder or of any
+    Parquet file keyed by utterance_id; nulls and empty rows are left out."""
+    out: dict[str, np.ndarray] = {}
+    for part in feature_parts(path):
+        if column not in pq.read_schema(part).names:
+            continue
+        table = pq.read_table(part, columns=["utterance_id", column])
+        for uid, vector in zip(table.column("utterance_id").to_pylist(),
+                               table.column(column).to_pylist()):
+            if vector is not None and len(vector):
+                out[uid] = np.asarray(vector, dtype=np.float32)
+    return out
+
+
+def face_vectors(path: str | Path) -> dict[str, np.ndarray]:
+    """One face vector per utterance from the ``faces`` column: the mean embedding of the
+    most confident face of each sampled frame (absent when no face was found)."""
+    out = {}
+    for part in feature_parts(path):
+        table = pq.read_table(part, columns=["utterance_id", "faces"])
+        for uid, faces in zip(table.column("utterance_id").to_pylist(),
+                              table.column("faces").to_pylist()):
+            best: dict[int, tuple[float, list]] = {}
+            for face in faces or []:
+                embedding = face.get("embedding")
+                if not embedding or not np.all(np.isfinite(embedding)):
+                    continue
+                frame, score = face.get("frame", 0), face.get("score") or 0.0
+                if frame not in best or score > best[frame][0]:
+                    best[frame] = (score, embedding)
+            if best:
+                out[uid] = np.mean([np.asarray(e, np.float32) for _, e in best.values()], axis=0)
+    return out

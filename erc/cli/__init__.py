@@ -1,0 +1,91 @@
+"""The ``erc`` command line.
+
+    erc run [--config FILE] [--from S] [--until S] [--dry-run]   the main job
+    erc corpus ingest|inspect|summary|formats                     corpora -> utterance table
+    erc preprocess UTTERANCES --out DIR                           the Ray Data pass
+    erc qc FEATURES --utterances DIR --out DIR                    quality control
+    erc train text|fusion|adapter CORPUS --out DIR                training on Ray Train
+    erc evaluate MODEL... CORPUS --split S                        metrics of a model / ensemble
+    erc tune SEARCH CORPUS --out DIR                              Ray Tune + Optuna
+    erc models list|fetch                                         weights of each model role
+
+Every command's options come from the recipe it runs (``erc.recipes``): ``--config FILE``
+(a run config, or just the command's section), ``-o key=value`` overrides and the
+generated ``--option`` flags, in that order of precedence. One error path: an expected
+failure (bad input, option or config; an unwritable or foreign output; a storage or
+cluster error) prints one line ``erc: error: ...`` and exits with status 2; anything else
+is a bug in erc and prints its traceback with a request to report it (status 1).
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import traceback
+
+from erc import __version__
+
+COMMANDS = ("run", "corpus", "preprocess", "qc", "train", "tune", "models")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    import importlib
+
+    parser = argparse.ArgumentParser(
+        prog="erc", description="Multimodal emotion recognition in conversations, on Ray.")
+    parser.add_argument("--version", action="version", version=f"erc {__version__}")
+    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    for name in COMMANDS:
+        importlib.import_module(f"erc.cli.{name}").register(commands)
+    return parser
+
+
+def _expected(err: BaseException) -> bool:
+    from erc.errors import ErcError
+
+    if isinstance(err, ErcError):
+        return True
+    # The OS refusing a path the user gave (a file where a folder should be, no permission).
+    return isinstance(err, OSError) and getattr(err, "filename", None) is not None
+
+
+def _message(err: BaseException) -> str:
+    if isinstance(err, OSError) and getattr(err, "filename", None) is not None:
+        return f"{err.filename}: {err.strerror or err}"
+    return str(err)
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Parses and runs a command. Storage URIs among the arguments (s3://...) are replaced
+    by local copies, outputs uploaded as the command goes (``erc.storage``)."""
+    from erc import console, runtime, storage
+    from erc.home import state_dir
+
+    runtime.apply_offline_env()  # before anything imports Ray or a model library
+    argv = sys.argv[1:] if argv is None else list(argv)
+    parser = build_parser()
+    try:
+        probe = parser.parse_args(argv)
+        takes_storage = getattr(probe, "takes_storage", False)
+
+        def run(local_argv: list[str]) -> int:
+            args = parser.parse_args(local_argv)
+            console.setup(verbose=getattr(args, "console_verbose", False))
+            return args.func(args)
+
+        return storage.run_with_uris(run, argv, state_dir(),
+                                     storage_option="--storage" if takes_storage else None)
+    except KeyboardInterrupt:
+        print("erc: interrupted", file=sys.stderr)
+        return 130
+    except Exception as err:  # noqa: BLE001 - the one place every failure is reported
+        if _expected(err):
+            print(f"erc: error: {storage.redact(_message(err))}", file=sys.stderr)
+            return 2
+        traceback.print_exc()
+        print(f"erc: internal error ({type(err).__name__}): this is a bug in erc {__version__}; "
+              "please report it with the traceback above", file=sys.stderr)
+        return 1
+    finally:
+        runtime.shutdown()
+

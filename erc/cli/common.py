@@ -1,0 +1,73 @@
+"""What every command shares: recipe options (``--config``, ``-o``, generated flags), the
+run options (``--address``, ``--force``, ``--overwrite``) and reading a recipe back from
+the parsed arguments."""
+
+from __future__ import annotations
+
+import argparse
+from typing import Any
+
+from erc.settings import (Option, add_arguments, by_option, given, load_yaml, merge,
+                          parse_override, tree, validate)
+
+
+def add_recipe(parser: argparse.ArgumentParser, cls, *, skip: tuple[str, ...] = (),
+               title: str | None = "settings", config_help: str | None = None,
+               overrides: bool = True) -> list[Option]:
+    """``--config FILE``, ``-o KEY=VALUE`` and a flag for every setting of recipe ``cls``."""
+    parser.add_argument(
+        "--config", metavar="FILE",
+        help=config_help or "YAML of settings: a run config (its section for this command) or "
+                            "just this command's keys (e.g. the best_config.yaml of erc tune)")
+    if overrides:
+        parser.add_argument("-o", "--set", dest="overrides", action="append", default=[],
+                            type=parse_override, metavar="KEY=VALUE",
+                            help="override one setting, as in the config file (repeatable; "
+                                 "e.g. -o lr=3e-4)")
+    added = add_arguments(parser, cls, skip=skip, title=title)
+    if any(option.name == "storage" for option in added):
+        parser.set_defaults(takes_storage=True)  # Ray's own storage URI: erc.storage leaves it
+    return added
+
+
+def recipe(cls, args: argparse.Namespace, added: list[Option], section: str | None = None,
+           base: dict | None = None) -> Any:
+    """The recipe the command runs: its defaults, then ``base``, the config file (its
+    ``section`` when the file is a run config), the ``-o`` overrides and the flags given."""
+    from erc.recipes import section_data
+
+    data = dict(base or {})
+    where = "settings"
+    if getattr(args, "config", None):
+        from_file = load_yaml(args.config)
+        if section:
+            from_file = section_data(from_file, section)
+        data = merge(data, from_file or {})
+        where = str(args.config)
+    data = merge(data, tree(getattr(args, "overrides", []) or []))
+    data = merge(data, by_option(cls, given(args, added)))
+    return validate(cls, data, where)
+
+
+def file_section(cls, path: str | None, section: str) -> Any:
+    """Recipe ``cls`` from the ``section`` of a run config file (defaults when there is no
+    file, or the file is a bare section of another command)."""
+    from erc.recipes import SECTIONS
+
+    data = load_yaml(path) if path else None
+    if isinstance(data, dict) and data and set(data) <= set(SECTIONS) | {"output_dir"}:
+        return validate(cls, data.get(section), f"{path}: {section}")
+    return validate(cls, None)
+
+
+def add_run_options(parser: argparse.ArgumentParser, *, address: bool = True) -> None:
+    if address:
+        parser.add_argument("--address", help="Ray cluster address (default: RAY_ADDRESS, "
+                                              "else an embedded Ray on 127.0.0.1)")
+    parser.add_argument("--force", action="store_true", help="recompute even if up to date")
+    parser.add_argument("--overwrite", action="store_true",
+                        help="write into an output folder that holds files erc did not write")
+
+
+def progress_printer(quiet: bool = False):
+    return (lambda _message: None) if quiet else (lambda message: print(message, flush=True))

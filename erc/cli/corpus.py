@@ -1,0 +1,123 @@
+"""``erc corpus ingest|summary|formats``: corpora into the canonical utterance table."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from erc.cli.common import add_recipe, add_run_options, recipe
+from erc.recipes import CorpusConfig
+from erc.settings import parse_override
+
+
+def cmd_ingest(args) -> int:
+    from erc.stages.base import execute
+    from erc.stages.ingest import PROBLEMS, UTTERANCES, IngestStage
+    from erc.summary import format_summary
+
+    options = dict(args.reader_options)
+    if args.media_root:
+        options["media_root"] = str(Path(args.media_root).resolve())
+    if args.split:
+        options["splits"] = args.split
+    if args.mapping:
+        options["mapping"] = str(Path(args.mapping).resolve())
+    base = {"options": options, **({"format": args.format} if args.format else {})}
+    config = recipe(CorpusConfig, args, args.recipe_options, section="corpus", base=base)
+    config.path = str(Path(args.path).expanduser().resolve())
+    out = Path(args.out) if args.out else Path("runs") / Path(args.path).resolve().name / "corpus"
+    if args.address:
+        from erc import runtime
+
+        runtime.connect(args.address)
+    result = execute(IngestStage(), config, {}, out, force=args.force, overwrite=args.overwrite,
+                     say=print)
+    if args.json:
+        print(json.dumps(result.summary, indent=2))
+        return 0
+    state = "up to date, nothing recomputed" if result.skipped else f"done in {result.seconds:.1f} s"
+    print(format_summary(result.summary))
+    print(f"\ningest {state}:\n  {out / UTTERANCES}\n  {out / PROBLEMS}")
+    return 0
+
+
+def cmd_inspect(args) -> int:
+    from erc import io
+    from erc.corpus.inspect import format_inspection, inspect_corpus, mapping_yaml
+
+    inspection = inspect_corpus(Path(args.path))
+    print(format_inspection(inspection) + "\n\nsuggested mapping:\n\n" + mapping_yaml(inspection))
+    if args.write:
+        io.write_text(args.write, mapping_yaml(inspection))
+        print(f"written to {args.write}: edit it, then erc corpus ingest {args.path} --mapping {args.write}")
+    return 0
+
+
+def cmd_summary(args) -> int:
+    from erc.stages.ingest import load_result
+    from erc.summary import format_summary, problems_preview, summarise
+
+    result = load_result(Path(args.dir))
+    print(format_summary(summarise(result)))
+    if result.problems.num_rows:
+        print("\nfirst problems:\n" + problems_preview(result.problems))
+    return 0
+
+
+def cmd_formats(args) -> int:
+    from erc.corpus import FORMATS
+
+    for name, (_, _, description) in FORMATS.items():
+        print(f"{name:14} {description}")
+    return 0
+
+
+def register(commands) -> None:
+    from erc.corpus import FORMATS
+
+    corpus = commands.add_parser("corpus", help="read corpora into the utterance table",
+                                 description="Read corpora into the canonical utterance table.")
+    sub = corpus.add_subparsers(dest="corpus_command", required=True, metavar="COMMAND")
+
+    ingest = sub.add_parser(
+        "ingest", help="read a corpus, write utterances.parquet and problems.parquet",
+        description="Reads a corpus (MELD, IEMOCAP, RAVDESS or a manifest), writes "
+                    "utterances.parquet and problems.parquet (every row set aside, with its "
+                    "reason), and prints counts per split, emotion and speaker.")
+    ingest.add_argument("path", help="corpus folder or manifest file")
+    ingest.add_argument("--out", help="output folder (default: runs/<corpus folder name>/corpus)")
+    ingest.add_argument("--media-root", help="folder of the media (MELD: the MELD.Raw folder)")
+    ingest.add_argument("--mapping", metavar="FILE",
+                        help="manifest mapping (YAML): files, column names and templates, label "
+                             "map (`erc corpus inspect` suggests one)")
+    ingest.add_argument("--split", action="append", help="only this split (repeatable)")
+    ingest.add_argument("--json", action="store_true", help="print the summary as JSON")
+    ingest.add_argument("--format", choices=sorted(FORMATS), help="corpus format (default: detected)")
+    ingest.add_argument("-o", "--option", dest="reader_options", action="append", default=[],
+                        type=parse_override, metavar="KEY=VALUE",
+                        help="reader option, e.g. -o keep_missing_media=true, "
+                             "-o 'actor_splits={train: 1-20, test: 21-24}' (repeatable)")
+    added = add_recipe(ingest, CorpusConfig, skip=("path", "options", "format"), overrides=False)
+    ingest.set_defaults(recipe_options=added)
+    add_run_options(ingest)
+    ingest.set_defaults(func=cmd_ingest)
+
+    inspect = sub.add_parser(
+        "inspect", help="show an unknown manifest's columns and suggest a mapping for it",
+        description="Reads a CSV, JSON Lines or Parquet manifest (or a folder of them), prints "
+                    "its columns with example values and a suggested mapping file (files per "
+                    "split, dialogue id, speaker, text, emotion, times, label map) to edit and "
+                    "pass to `erc corpus ingest --mapping`.")
+    inspect.add_argument("path", help="manifest file or folder of manifest files")
+    inspect.add_argument("--write", metavar="FILE", help="also write the suggested mapping to FILE")
+    inspect.set_defaults(func=cmd_inspect)
+
+    summary = sub.add_parser("summary", help="print the summary of an ingested corpus",
+                             description="Prints counts and problems of an ingest output.")
+    summary.add_argument("dir", help="folder holding utterances.parquet")
+    summary.set_defaults(func=cmd_summary)
+
+    formats = sub.add_parser("formats", help="list the corpus formats erc reads",
+                             description="Lists the corpus formats erc reads.")
+    formats.set_defaults(func=cmd_formats)
+

@@ -1,0 +1,166 @@
+"""``erc train text|fusion|adapter`` and ``erc evaluate``.
+
+    erc train text CORPUS --encoder all-MiniLM-L6-v2 --out runs/meld/text
+    erc train fusion CORPUS --text finetuned:runs/meld/text/model --out runs/meld/fusion
+    erc train fusion CORPUS --text st:all-MiniLM-L6-v2 --features runs/meld/features \\
+        --speaker-adapter runs/adapters/speaker/model --face-adapter runs/adapters/face/model
+    erc train adapter speaker ../shared/assets/speech/ravdess16k --out runs/adapters/speaker
+    erc train adapter face ../shared/assets/faces/ckplus48 --out runs/adapters/face
+    erc evaluate runs/meld/fusion/model CORPUS --split dev --out runs/meld/eval-dev
+    erc evaluate runs/meld/fusion-seed*/model CORPUS --out runs/meld/eval-ensemble   # ensemble
+
+CORPUS is an ingest output folder, an ``utterances.parquet`` or any corpus erc reads.
+Training runs on Ray Train (``--address`` / RAY_ADDRESS for a cluster, else an embedded
+Ray); the same command with the same ``--out`` skips a finished run and resumes an
+interrupted one.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from erc.cli.common import add_recipe, add_run_options, recipe
+from erc.recipes import AdapterRecipe, FusionInputs, FusionRecipe, TextRecipe
+
+
+def _print_trained(summary: dict, out: Path, skipped: bool) -> None:
+    best = summary["best"]
+    state = "up to date, not retrained: " if skipped else ""
+    print(f"{state}best epoch {best['epoch']}: dev accuracy {best['dev_accuracy']:.4f}, weighted "
+          f"F1 {best['dev_weighted_f1']:.4f}, macro F1 {best['dev_macro_f1']:.4f} "
+          f"({summary['epochs']} epochs run)")
+    print(f"model: {out / 'model'}\nray run: {summary['run_path']}")
+
+
+def cmd_train_text(args) -> int:
+    from erc.stages.base import execute
+    from erc.stages.train import TextJob, TextStage
+    from erc.train.vectors import resolve_text_encoder
+
+    text = recipe(TextRecipe, args, args.recipe_options, section="text")
+    encoder = resolve_text_encoder(text.encoder)
+    result = execute(TextStage(args.address), TextJob(text, args.format),
+                     {"utterances": args.corpus, "encoder": encoder}, args.out,
+                     force=args.force, overwrite=args.overwrite)
+    _print_trained(result.summary, Path(args.out), result.skipped)
+    return 0
+
+
+def cmd_train_fusion(args) -> int:
+    from erc.settings import validate
+    from erc.stages.base import execute
+    from erc.stages.train import FusionJob, FusionStage
+    from erc.train.vectors import feature_spec, spec_paths
+
+    fusion = recipe(FusionRecipe, args, args.recipe_options, section="train")
+    inputs = validate(FusionInputs, {o.name: getattr(args, o.name) for o in args.input_options
+                                     if hasattr(args, o.name)}, "options")
+    spec = feature_spec(inputs)
+    result = execute(FusionStage(args.address), FusionJob(fusion, spec, args.format),
+                     {"utterances": args.corpus, **spec_paths(spec)}, args.out,
+                     force=args.force, overwrite=args.overwrite)
+    _print_trained(result.summary, Path(args.out), result.skipped)
+    return 0
+
+
+def cmd_train_adapter(args) -> int:
+    from erc.stages.base import execute
+    from erc.stages.train import UnimodalAdapterJob, UnimodalAdapterStage
+
+    settings = recipe(AdapterRecipe, args, args.recipe_options)
+    result = execute(UnimodalAdapterStage(), UnimodalAdapterJob(args.modality, settings, args.format),
+                     {"corpus": args.corpus}, args.out, force=args.force,
+                     overwrite=args.overwrite)
+    test = result.summary.get("test")
+    if test:
+        print(f"held-out accuracy {test['accuracy']:.4f}, weighted F1 {test['weighted_f1']:.4f} "
+              f"(n={test['n']})")
+    print(f"adapter ({args.modality}, {result.summary['in_dim']} -> {result.summary['out_dim']}): "
+          f"{Path(args.out) / 'model'}")
+    return 0
+
+
+def cmd_evaluate(args) -> int:
+    from erc.artifacts import load_corpus
+    from erc.stages.base import execute
+    from erc.stages.train import EvalJob, EvaluateStage
+    from erc.train.data import resolve_roles
+    from erc.train.metrics import format_table
+
+    split = resolve_roles(load_corpus(args.corpus, args.format), {"dev": args.split})["dev"]
+    out = Path(args.out) if args.out else Path(args.model[0]).parent / f"eval-{split}"
+    job = EvalJob(split, args.format, n_models=len(args.model))
+    result = execute(EvaluateStage(), job,
+                     {"utterances": args.corpus, **EvaluateStage.model_inputs(args.model)}, out,
+                     force=args.force, overwrite=args.overwrite)
+    metrics = json.loads((out / "metrics.json").read_text())
+    if len(args.model) > 1:
+        print(f"ensemble of {len(args.model)} models (class probabilities averaged)")
+    if args.json:
+        print(json.dumps({k: v for k, v in metrics.items() if k != "confusion"}, indent=2))
+    else:
+        print(format_table(metrics))
+        top = list(metrics["per_speaker"].items())[:8]
+        print("per speaker (largest): " + ", ".join(
+            f"{s} {m['accuracy']:.2f} (n={m['n']})" for s, m in top))
+        print(f"outputs in {out}: metrics.json, predictions.parquet, confusion.png"
+              + (" (up to date)" if result.skipped else ""))
+    return 0
+
+
+def _common(parser) -> None:
+    parser.add_argument("corpus", help="ingest folder, utterances.parquet or a corpus erc reads")
+    parser.add_argument("--out", required=True, help="output folder (same folder = resume)")
+    parser.add_argument("--format", help="corpus format when reading a corpus (default: detected)")
+    add_run_options(parser)
+
+
+def register(commands) -> None:
+    """``train`` (text, fusion, adapter) and ``evaluate``."""
+    from erc.settings import add_arguments
+
+    train = commands.add_parser("train", help="train models on Ray Train",
+                                description="Train the text encoder, the fusion model (or a "
+                                            "baseline) or an identity adapter.")
+    kinds = train.add_subparsers(dest="train_command", required=True, metavar="MODEL")
+
+    text = kinds.add_parser("text", help="fine-tune a text encoder for emotion, with context",
+                            description="Fine-tunes a sentence-transformers / Hugging Face "
+                                        "encoder on the train split with past turns as context.")
+    _common(text)
+    text.set_defaults(func=cmd_train_text, recipe_options=add_recipe(text, TextRecipe))
+
+    fusion = kinds.add_parser("fusion", help="train the Mamba fusion model or a baseline",
+                              description="Trains the fusion model on per-utterance tokens: text "
+                                          "(+ adapted speaker and face vectors).")
+    _common(fusion)
+    inputs = add_arguments(fusion, FusionInputs, title="inputs")
+    fusion.set_defaults(func=cmd_train_fusion, input_options=inputs,
+                        recipe_options=add_recipe(fusion, FusionRecipe))
+
+    adapter = kinds.add_parser("adapter", help="train an identity -> emotion adapter",
+                               description="Embeds a unimodal emotion corpus with the profile's "
+                                           "identity model and trains the adapter MLP.")
+    adapter.add_argument("modality", choices=["speaker", "face"])
+    adapter.add_argument("corpus", help="speech: a corpus erc reads (RAVDESS); face: a folder "
+                                        "<label>/<group>_*.png (CK+48)")
+    adapter.add_argument("--out", required=True)
+    adapter.add_argument("--format", help="corpus format when reading a corpus (default: detected)")
+    add_run_options(adapter, address=False)
+    adapter.set_defaults(func=cmd_train_adapter, recipe_options=add_recipe(adapter, AdapterRecipe))
+
+    evaluate = commands.add_parser("evaluate", help="evaluate a trained model on a split",
+                                   description="Accuracy, weighted / macro F1, per-class and "
+                                               "per-speaker metrics, confusion matrix, predictions; "
+                                               "of one model or of an ensemble (several models).")
+    evaluate.add_argument("model", nargs="+", help="model folder (OUT/model of erc train); "
+                          "several: an ensemble (their class probabilities averaged)")
+    evaluate.add_argument("corpus", help="ingest folder, utterances.parquet or a corpus erc reads")
+    evaluate.add_argument("--split", default="dev", help="split to evaluate (dev falls back to "
+                                                         "valid/val when the corpus has no dev)")
+    evaluate.add_argument("--format")
+    evaluate.add_argument("--out", help="default: MODEL/../eval-SPLIT (of the first MODEL)")
+    evaluate.add_argument("--json", action="store_true")
+    add_run_options(evaluate, address=False)
+    evaluate.set_defaults(func=cmd_evaluate)

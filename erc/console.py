@@ -1,0 +1,252 @@
+"""What a person sees while erc runs, and what a run's log file keeps: the one home of
+that policy.
+
+- erc's own lines (``print``) go to the console, and to the run's log file while one is
+  open (``run_log``): the file holds everything the console shows, and more.
+- Log records of Ray and other libraries go to the log file from INFO up; the console
+  shows erc's warnings and everyone's errors, or every record from INFO up with
+  ``verbose``. Ray Data's execution plans, resource budgets and progress records are INFO.
+- Output of Ray's worker processes, which Ray forwards to this process, goes to the log
+  file; the console shows it with ``verbose``, and erc's own progress lines among it
+  (``[train] epoch ...``) on a terminal or when no run log is open (a stage command run
+  alone), not in the main job's log or pipe, which gets one line per stage instead.
+- ``verbose`` comes from ``erc run --verbose`` or ERC_VERBOSE=1 (any command, Ray jobs).
+- Progress: on a terminal Ray Data draws its progress display (a bar per operator: rows,
+  throughput, time), which stays out of the log file; off a terminal it logs progress
+  records instead, which go to the log file only, so a log or pipe gets erc's few lines
+  per stage.
+- No ANSI colour codes when the output is not a terminal, and none in the log file.
+
+One C++ line of Ray's core worker ("core_worker.cc: Actor ... has constructor arguments in
+the object store") is written to the process's stderr below Python and stays on the console.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+import re
+import sys
+import threading
+import time
+import traceback
+from pathlib import Path
+from typing import Iterator
+
+import yaml
+
+LOG_FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
+_ANSI = re.compile(r"\x1b\[[0-9;?]*[ -/]*[@-~]")
+_REDRAW = re.compile(r"\x1b\[[0-9;]*[ABJK]|\x1b\[\?25[hl]")  # cursor moves: a live display
+_ERC_PROGRESS = re.compile(r"\[(train|tune)\] ")  # erc's lines printed inside Ray workers
+
+# Ray Data's logger, for RAY_DATA_LOGGING_CONFIG: its records still reach Ray's session
+# log (ray-data.log), and propagate to this module's handler instead of Ray's console one.
+# INFO, not Ray's DEBUG: in a worker, propagated DEBUG records would be printed (a line
+# per map task) and forwarded here.
+RAY_DATA_LOGGING = {
+    "version": 1,
+    "disable_existing_loggers": False,
+    "formatters": {"ray": {"format": "%(asctime)s\t%(levelname)s %(filename)s:%(lineno)s -- %(message)s"}},
+    "handlers": {"file": {"class": "ray.data._internal.logging.SessionFileHandler",
+                          "formatter": "ray", "filename": "ray-data.log"}},
+    "loggers": {"ray.data": {"level": "INFO", "handlers": ["file"], "propagate": True}},
+}
+
+
+class _State:
+    active = False  # setup() ran: a command line, not a library caller
+    verbose = False
+    log: "_LogFile | None" = None
+    hidden_warnings = 0
+
+
+_state = _State()
+
+
+def setup(verbose: bool = False) -> None:
+    """Applies the policy to this process. Call it before Ray is imported (Ray Data reads
+    its logging config at import, Ray's processes inherit the environment at start)."""
+    _state.active = True
+    _state.verbose = verbose or os.environ.get("ERC_VERBOSE") == "1"
+    if sys.stdout.isatty():
+        # Ray Data's newer display: a bar per operator with rows, throughput and time.
+        os.environ.setdefault("RAY_DATA_ENABLE_RICH_PROGRESS_BARS", "1")
+        os.environ.setdefault("RAY_TQDM", "0")
+    else:
+        os.environ.setdefault("RAY_COLOR_PREFIX", "0")
+    os.environ.setdefault("RAY_DATA_LOGGING_CONFIG", str(_ray_data_logging_file()))
+    root = logging.getLogger()
+    if not any(isinstance(h, _Router) for h in root.handlers):
+        root.addHandler(_Router())
+    if root.level > logging.INFO or root.level == logging.NOTSET:
+        root.setLevel(logging.INFO)
+
+
+def attach_to_ray() -> None:
+    """Routes Ray's records and its workers' forwarded output through this policy; called
+    once Ray is connected. Without ``setup`` (erc used as a library) Ray keeps its own
+    console output, warnings and up."""
+    if not _state.active:
+        logging.getLogger("ray").setLevel(logging.WARNING)
+        return
+    from ray._private.log import PlainRayHandler
+
+    ray_logger = logging.getLogger("ray")  # Ray gave it a console handler at import
+    for handler in [h for h in ray_logger.handlers if isinstance(h, PlainRayHandler)]:
+        ray_logger.removeHandler(handler)
+    ray_logger.propagate = True
+    ray_logger.setLevel(logging.INFO)
+    if _state.verbose:
+        return  # Ray prints its workers' output itself (uncoloured off a terminal)
+    try:
+        from ray._private.ray_logging import global_worker_stdstream_dispatcher as dispatcher
+    except ImportError:  # another Ray: leave its printing alone
+        return
+    dispatcher.remove_handler("ray_print_logs")
+    dispatcher.remove_handler("erc_worker_output")
+    dispatcher.add_handler("erc_worker_output", _worker_output)
+
+
+def quiet_worker_logs() -> None:
+    """Runs in every worker of the embedded Ray: per-report INFO lines of Ray Train and the
+    state-API warnings of its placement-group cleaner (the embedded Ray runs without a
+    dashboard, hence without a state API) would drown erc's own progress lines."""
+    logging.getLogger("ray.train").setLevel(logging.WARNING)
+    try:  # this module's logger is named after its file, not its module
+        from ray.train.v2._internal.execution import context
+
+        logging.getLogger(context.__file__).setLevel(logging.WARNING)
+    except ImportError:
+        pass
+    logging.getLogger(
+        "ray.train.v2._internal.execution.controller.placement_group_cleaner").setLevel(logging.ERROR)
+
+
+@contextlib.contextmanager
+def run_log(path: Path) -> Iterator[Path]:
+    """While the block runs, everything this process prints, every log record from INFO
+    up and the forwarded output of Ray's workers is appended to ``path``; an exception
+    leaving the block is written there with its traceback."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path, "a", encoding="utf-8") as handle:
+        _state.log, _state.hidden_warnings = _LogFile(handle), 0
+        _state.log.write(f"\n=== {time.strftime('%Y-%m-%d %H:%M:%S')} erc "
+                         f"{' '.join(sys.argv[1:])}\n")
+        streams = sys.stdout, sys.stderr
+        sys.stdout, sys.stderr = _Tee(streams[0]), _Tee(streams[1])
+        try:
+            yield path
+        except BaseException:
+            _state.log.write(traceback.format_exc())
+            raise
+        finally:
+            if _state.hidden_warnings:
+                print(f"{_state.hidden_warnings} warning(s) from Ray and other libraries: {path}")
+            sys.stdout, sys.stderr = streams
+            _state.log = None
+
+
+def detail(text: str) -> None:
+    """Text for the run's log file (the console shows it with ``verbose``): what a person
+    looks up, not what they watch."""
+    if _state.verbose or not _state.active:
+        print(text)
+    else:
+        _to_file(text + "\n")
+
+
+def _ray_data_logging_file() -> Path:
+    from erc.home import state_dir
+
+    path = state_dir() / "ray-data-logging.yaml"
+    text = yaml.safe_dump(RAY_DATA_LOGGING, sort_keys=False)
+    if not path.is_file() or path.read_text() != text:
+        path.write_text(text)
+    return path
+
+
+def _to_file(text: str) -> None:
+    if _state.log is not None:
+        _state.log.write(text)
+
+
+class _LogFile:
+    """The log file's side of the output: complete lines, colour codes removed, and a
+    carriage return (a progress bar redrawn in place) keeps only what follows it."""
+
+    def __init__(self, handle):
+        self.handle, self.pending, self.lock = handle, "", threading.Lock()
+
+    def write(self, text: str) -> None:
+        with self.lock:
+            text = _ANSI.sub("", text).replace("\r\n", "\n")
+            *lines, self.pending = (self.pending + text).split("\n")
+            for line in lines:
+                self.handle.write(line.rsplit("\r", 1)[-1] + "\n")
+            self.handle.flush()
+
+
+class _Tee:
+    """A console stream that also writes to the open log file."""
+
+    def __init__(self, stream):
+        self.stream = stream
+
+    def write(self, text: str) -> int:
+        if not _REDRAW.search(text):  # a progress display redrawn in place is for the eye
+            _to_file(text)
+        return self.stream.write(text)
+
+    def __getattr__(self, name):  # flush, isatty, fileno, encoding, ...
+        return getattr(self.stream, name)
+
+
+class _Router(logging.Handler):
+    """Sends each log record to the log file, and to the console when the policy shows it."""
+
+    def __init__(self):
+        super().__init__(logging.INFO)
+        self.setFormatter(logging.Formatter(LOG_FORMAT))
+
+    def emit(self, record: logging.LogRecord) -> None:
+        try:
+            line = self.format(record) + "\n"
+        except Exception:  # noqa: BLE001 - logging must not raise
+            self.handleError(record)
+            return
+        if _shown(record):
+            stream = sys.stderr.stream if isinstance(sys.stderr, _Tee) else sys.stderr
+            stream.write(line)
+        elif record.levelno >= logging.WARNING:
+            _state.hidden_warnings += 1
+        _to_file(line)
+
+
+def _shown(record: logging.LogRecord) -> bool:
+    if _state.verbose or record.levelno >= logging.ERROR:
+        return True
+    return record.levelno >= logging.WARNING and record.name.split(".")[0] == "erc"
+
+
+def _worker_output(data: dict) -> None:
+    """In place of Ray's printer of its workers' output (without ``verbose``)."""
+    from ray._private.worker import filter_autoscaler_events
+
+    who = data.get("actor_name") or data.get("task_name") or ""
+    prefix = f"({who + ' ' if who else ''}pid={data.get('pid')}) "
+    show_progress = sys.stdout.isatty() or _state.log is None
+    stream = sys.stdout.stream if isinstance(sys.stdout, _Tee) else sys.stdout
+    lines = data.get("lines", [])
+    if data.get("pid") == "autoscaler":  # its events, not its status every 5 s (as Ray does)
+        lines = filter_autoscaler_events(lines)
+    for line in lines:
+        if "__ray_tqdm_magic_token__" in line:  # Ray's distributed tqdm state, not text
+            continue
+        line = prefix + line.rsplit("\r", 1)[-1]  # a bar redrawn in place: its last state
+        _to_file(line + "\n")
+        if show_progress and _ERC_PROGRESS.match(line, len(prefix)):
+            stream.write(line + "\n")
+            stream.flush()

@@ -1,0 +1,367 @@
+"""``erc corpus inspect``: a look at an unknown manifest (a CSV, JSON Lines or Parquet
+file, or a folder of them) and a suggested mapping file that reads it
+(``erc.corpus.mapping``), for the user to check and edit.
+
+The suggestion comes from column names and values: the transcript, speaker, emotion and
+time columns by their names (the transcript also as the column of longest text); the
+dialogue id as the fewest id-like columns (season, episode, scene, dialogue, ...) that
+group the rows as finely as all of them together, composed by a template when it takes
+several; the split of each file from a split word in its name; the label map from the
+emotion column's values, named as MELD names its emotions where a label is a common name
+of one.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from dataclasses import dataclass, field
+from functools import cached_property
+from pathlib import Path
+
+from erc.corpus.base import CorpusError
+from erc.corpus.manifest import read_records
+from erc.corpus.mapping import (FIELDS, MANIFEST_SUFFIXES, MAPPING_FILE, blank, parse_time,
+                                source_columns, speaker_names)
+
+MAX_ROWS_PER_FILE = 200_000
+MAX_LABELS = 40  # more distinct values than this is no label column
+EXAMPLES = 3
+
+# Column names (lower case, without "_", "-", " ") that say which field a column holds.
+NAMES = {
+    "text": ("utterance", "text", "transcript", "transcription", "sentence", "line", "content"),
+    "speaker": ("speaker", "speakers", "character", "spk", "speakername", "role"),
+    "emotion": ("emotion", "emotions", "emotionlabel", "emo", "label", "category"),
+    "split": ("split", "partition", "subset", "fold", "set"),
+    "media": ("media", "video", "clip", "mediafile", "videofile", "videopath", "path", "file"),
+    "audio": ("audio", "audiofile", "audiopath", "wav"),
+    "start": ("start", "starttime", "begin", "onset", "startsec", "starts"),
+    "end": ("end", "endtime", "stop", "offset", "endsec", "ends"),
+}
+# Id-like columns for the dialogue, from the widest to the narrowest.
+DIALOGUE_LEVELS = (("season", "series", "show"), ("session", "episode", "ep"),
+                   ("scene",), ("dialogue", "dialog", "conversation", "conv", "dia", "thread"))
+SPLIT_WORDS = {"train": "train", "training": "train", "dev": "dev", "valid": "dev",
+               "validation": "dev", "val": "dev", "test": "test", "testing": "test"}
+VIDEO = (".mp4", ".avi", ".mkv", ".mov", ".webm")
+AUDIO = (".wav", ".flac", ".mp3", ".m4a", ".ogg")
+# MELD's seven labels and common other names of them, for a suggested label_map.
+LABEL_NAMES = {
+    "neutral": ("neutral", "neu"),
+    "joy": ("joy", "joyful", "happy", "happiness", "hap"),
+    "sadness": ("sadness", "sad"),
+    "anger": ("anger", "angry", "mad", "ang"),
+    "surprise": ("surprise", "surprised", "sur"),
+    "fear": ("fear", "fearful", "scared", "afraid", "fea"),
+    "disgust": ("disgust", "disgusted", "dis"),
+}
+
+
+@dataclass
+class Column:
+    name: str
+    values: list = field(default_factory=list)  # every non-blank value, as read
+    blank: int = 0
+
+    @property
+    def key(self) -> str:
+        return re.sub(r"[^a-z0-9]", "", self.name.lower())
+
+    def examples(self) -> list[str]:
+        seen: list[str] = []
+        for value in self.values:
+            text = str(value)
+            if text not in seen:
+                seen.append(text)
+            if len(seen) == EXAMPLES:
+                break
+        return seen
+
+    @cached_property
+    def distinct(self) -> int:
+        return len({str(v) for v in self.values})
+
+    def share(self, test) -> float:
+        return sum(1 for v in self.values if test(v)) / len(self.values) if self.values else 0.0
+
+    @cached_property
+    def kind(self) -> str:
+        """empty, list (of speakers, say), time (clock times), number or text."""
+        if not self.values:
+            return "empty"
+        if self.share(lambda v: isinstance(v, (list, tuple)) or str(v).strip().startswith("[")) > 0.9:
+            return "list"
+        if self.share(lambda v: ":" in str(v) and _is_time(v)) > 0.9:
+            return "time"
+        if self.share(_is_number) > 0.9:
+            return "number"
+        return "text"
+
+
+@dataclass
+class Inspection:
+    path: Path
+    files: list[tuple[Path, int, str | None]]  # file, rows read, split its name gives
+    columns: dict[str, Column]
+    mapping: dict  # the suggested mapping (ManifestMapping keys)
+    notes: list[str]  # what the user should check
+
+
+def inspect_corpus(path: str | Path) -> Inspection:
+    """Reads the manifest file(s) at ``path`` and suggests a mapping for them."""
+    path = Path(path)
+    if path.is_dir():
+        files = sorted(p for p in path.iterdir()
+                       if p.is_file() and p.suffix.lower() in MANIFEST_SUFFIXES)
+        if not files:
+            raise CorpusError(f"{path}: no .csv, .jsonl or .parquet file in the folder")
+    elif path.is_file():
+        files = [path]
+    else:
+        raise CorpusError(f"{path}: no such file or folder")
+
+    columns: dict[str, Column] = {}
+    rows: list[tuple[int, dict]] = []  # (file index, row)
+    read = []
+    for index, file in enumerate(files):
+        n = 0
+        for _, raw, _ in read_records(file):
+            if "__error__" in raw:
+                continue
+            n += 1
+            rows.append((index, raw))
+            for name, value in raw.items():
+                column = columns.setdefault(name, Column(name))
+                if blank(value):
+                    column.blank += 1
+                else:
+                    column.values.append(value)
+            if n >= MAX_ROWS_PER_FILE:
+                break
+        read.append((file, n))
+    if not rows:
+        raise CorpusError(f"{path}: no rows to inspect")
+
+    notes: list[str] = []
+    splits = _file_splits([f for f, _ in read]) if len(read) > 1 else {}
+    mapping: dict = {"corpus": path.name if path.is_dir() else path.stem}
+    if path.is_dir():
+        mapping["files"] = _files_entry(read, splits)
+    chosen = _guess_columns(columns, path if path.is_dir() else path.parent, notes)
+    dialogue = _guess_dialogue(columns, rows, set(chosen.values()))
+    if dialogue:
+        chosen = {"dialogue_id": dialogue, **chosen}
+    else:
+        notes.append("no column looks like a dialogue id: name it (or a template) as "
+                     "columns.dialogue_id")
+    mapping["columns"] = chosen
+    if "speaker" in chosen:
+        several = sum(1 for v in columns[chosen["speaker"]].values if len(speaker_names(v)) > 1)
+        if several:
+            mapping["several_speakers"] = "problem"
+            notes.append(f"{several} rows list several speakers: they are set aside as "
+                         "several_speakers problems, or kept as one joined name with "
+                         "several_speakers: join")
+    if "emotion" in chosen:
+        labels = sorted({str(v).strip() for v in columns[chosen["emotion"]].values})
+        mapping["label_map"] = {label: _label_name(label) for label in labels}
+    return Inspection(path, [(f, n, splits.get(f)) for f, n in read], columns, mapping, notes)
+
+
+def format_inspection(inspection: Inspection) -> str:
+    """The files and columns, with examples, for a person."""
+    lines = [f"{inspection.path}: {len(inspection.files)} file(s)"]
+    for file, n, split in inspection.files:
+        lines.append(f"  {file.name}: {n:,} rows" + (f" (split {split})" if split else ""))
+    used = _used_columns(inspection.mapping, inspection.columns)
+    width = max(len(name) for name in inspection.columns)
+    lines += ["", "columns (kind, distinct values, blanks, examples; -> the field they map to):"]
+    for column in inspection.columns.values():
+        examples = ", ".join(json.dumps(_short(e), ensure_ascii=False) for e in column.examples())
+        target = f"  -> {', '.join(used[column.name])}" if column.name in used else "  (meta)"
+        lines.append(f"  {column.name:{width}}  {column.kind:6} {column.distinct:7,} "
+                     f"{column.blank:6,}  {examples}{target}")
+    return "\n".join(lines)
+
+
+def mapping_yaml(inspection: Inspection) -> str:
+    """The suggested mapping as a YAML file with comments, for the user to edit."""
+    m = inspection.mapping
+    where = inspection.path
+    out = [f"# A mapping for {where}, suggested by `erc corpus inspect`: check it, edit it, then",
+           f"#   erc corpus ingest {where} --mapping THIS_FILE",
+           f"# (or save it as {MAPPING_FILE} in the corpus folder). Keys: erc.corpus.mapping."]
+    for note in inspection.notes:
+        out.append(f"# NOTE: {note}")
+    out.append(f"corpus: {_q(m['corpus'])}")
+    files = m.get("files")
+    if isinstance(files, dict):
+        out.append("files:  # split -> file")
+        out += [f"  {_q(split)}: {_q(name)}" for split, name in files.items()]
+    elif files is not None:
+        out.append(f"files: {_q(files)}" + ("  # the {split} part of a name is its split"
+                                            if "{split}" in files else ""))
+    out.append("columns:  # erc field -> column, or a template of columns")
+    out += [f"  {name}: {_q(spec)}" for name, spec in m["columns"].items()]
+    if "several_speakers" in m:
+        out.append(f"several_speakers: {m['several_speakers']}  # or join")
+    if "label_map" in m:
+        out.append("label_map:  # corpus label -> erc label (rename to compare corpora; "
+                   "null sets its rows aside)")
+        out += [f"  {_q(label)}: {_q(name)}" for label, name in m["label_map"].items()]
+    return "\n".join(out) + "\n"
+
+
+# -- guesses ------------------------------------------------------------------------------
+
+def _guess_columns(columns: dict[str, Column], folder: Path, notes: list[str]) -> dict[str, str]:
+    """field -> column for the fields a column's name (or values) gives."""
+    chosen: dict[str, str] = {}
+    taken: set[str] = set()
+
+    def take(field_name: str, column: Column) -> None:
+        chosen[field_name] = column.name
+        taken.add(column.name)
+
+    for field_name, names in NAMES.items():
+        for column in columns.values():
+            if column.name not in taken and column.key in names and column.values:
+                if field_name in ("start", "end") and column.kind not in ("time", "number"):
+                    continue
+                if field_name == "emotion" and column.distinct > MAX_LABELS:
+                    continue
+                take(field_name, column)
+                break
+    if "text" not in chosen:
+        texts = [c for c in columns.values() if c.name not in taken and c.kind == "text"]
+        longest = max(texts, key=lambda c: _mean_length(c), default=None)
+        if longest is not None and _mean_length(longest) > 15:
+            take("text", longest)
+    for field_name, suffixes in (("media", VIDEO), ("audio", AUDIO)):
+        if field_name in chosen:
+            continue
+        for column in columns.values():
+            if (column.name not in taken
+                    and column.share(lambda v: str(v).lower().endswith(suffixes)) > 0.9
+                    and _mostly_files(column.values[:20], folder)):
+                take(field_name, column)
+                break
+    for field_name in ("speaker", "text"):
+        if field_name not in chosen:
+            notes.append(f"no column looks like the {field_name}: name it as columns.{field_name}")
+    return {name: chosen[name] for name in NAMES if name in chosen}
+
+
+def _guess_dialogue(columns: dict[str, Column], rows: list[tuple[int, dict]],
+                    taken: set[str]) -> str | None:
+    """The fewest id-like columns that group the rows of each file as finely as all of
+    them: one column name, or a template of several (widest first). Within each file,
+    because ids often restart per split (MELD's Dialogue_ID does)."""
+    levels = []
+    for column in columns.values():
+        if column.name in taken or not column.values:
+            continue
+        for level, words in enumerate(DIALOGUE_LEVELS):
+            if any(column.key == w or column.key.startswith(w) and column.key[len(w):] in
+                   ("", "id", "no", "num", "number", "idx", "index", "name") for w in words):
+                levels.append((level, column.name))
+                break
+    if not levels:
+        return None
+    levels.sort()
+    names = [name for _, name in levels]
+
+    def groups(subset: list[str]) -> int:
+        return len({(index, *(str(row.get(c)) for c in subset)) for index, row in rows})
+
+    finest = groups(names)
+    for k in range(1, len(names) + 1):
+        subset = names[-k:]  # the narrowest k levels
+        if groups(subset) == finest:
+            break
+    if len(subset) == 1:
+        return subset[0]
+    return "-".join(f"{{{name}}}" for name in subset)
+
+
+def _file_splits(files: list[Path]) -> dict[Path, str]:
+    """The split each file's name gives ("friends_dev.csv" -> dev), when every one has one."""
+    found = {}
+    for file in files:
+        words = [w for w in re.split(r"[^a-z]+", file.stem.lower()) if w in SPLIT_WORDS]
+        if len(words) != 1:
+            return {}
+        found[file] = SPLIT_WORDS[words[0]]
+    return found if len(set(found.values())) == len(found) else {}
+
+
+def _files_entry(read: list[tuple[Path, int]], splits: dict[Path, str]) -> str | dict[str, str]:
+    """A "{split}" pattern when the split words are the split names and the rest of the
+    names agree; else a split -> file mapping; without splits, a glob of the suffixes."""
+    if splits:
+        patterns = set()
+        for file, _ in read:
+            word = next(w for w in re.split(r"[^A-Za-z]+", file.name) if w.lower() in SPLIT_WORDS)
+            patterns.add(file.name.replace(word, "{split}", 1) if word == splits[file] else None)
+        if len(patterns) == 1 and None not in patterns:
+            return patterns.pop()
+        return {splits[file]: file.name for file, _ in read}
+    suffixes = sorted({file.suffix for file, _ in read})
+    return f"*{suffixes[0]}" if len(suffixes) == 1 else "*"
+
+
+def _label_name(label: str) -> str:
+    lower = label.lower()
+    for name, others in LABEL_NAMES.items():
+        if lower in others:
+            return name
+    return lower
+
+
+def _used_columns(mapping: dict, columns: dict[str, Column]) -> dict[str, list[str]]:
+    """column -> the fields it gives under ``mapping`` (a column named as a field that the
+    mapping does not map otherwise gives that field)."""
+    spec = mapping.get("columns", {})
+    used: dict[str, list[str]] = {}
+    for name, entry in spec.items():
+        for column in source_columns(entry):
+            used.setdefault(column, []).append(name)
+    for name in columns:
+        if name in FIELDS and name not in spec:
+            used.setdefault(name, []).append(name)
+    return used
+
+
+def _mostly_files(values: list, folder: Path) -> bool:
+    """Most of ``values`` name files that exist (relative to ``folder`` or absolute)."""
+    return sum((folder / str(v)).is_file() for v in values) > len(values) / 2
+
+
+def _is_number(value) -> bool:
+    try:
+        float(value)
+        return True
+    except (TypeError, ValueError):
+        return False
+
+
+def _is_time(value) -> bool:
+    try:
+        parse_time(value)
+        return True
+    except ValueError:
+        return False
+
+
+def _mean_length(column: Column) -> float:
+    return sum(len(str(v)) for v in column.values) / max(len(column.values), 1)
+
+
+def _short(value: str, limit: int = 40) -> str:
+    return value if len(value) <= limit else value[:limit - 3] + "..."
+
+
+def _q(value: str) -> str:
+    """A YAML scalar that reads back as this string (JSON strings are YAML)."""
+    return json.dumps(value, ensure_ascii=False)

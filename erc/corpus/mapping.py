@@ -1,0 +1,331 @@
+"""How a manifest in the wild maps onto erc's utterance fields, without code.
+
+A ``ManifestMapping`` holds every option of the manifest reader: given as reader options
+(``-o columns='{text: Utterance}'``), as a YAML mapping file (``--mapping FILE``, or
+``erc-mapping.yaml`` in the corpus folder), or both (options override the file's keys).
+It owns what differs between corpora:
+
+- ``files``: which files hold the corpus: a glob whose ``{split}`` part names the split
+  (``friends_{split}.csv``), a mapping split -> file or glob, or a plain glob;
+- ``columns``: erc field -> the column holding it, or a template composing it from several
+  columns (``dialogue_id: "{Season}-{Episode}-{Scene_ID}"``);
+- speaker lists (``['Rachel Green']``): the single name is taken; several names are a
+  ``several_speakers`` problem, or joined with " & " (``several_speakers: join``);
+- ``label_map``: corpus label -> erc label (``Joyful: joy``); null sets rows aside as
+  ``excluded_label``; a label neither a key nor a value is an ``unknown_label``;
+- times as seconds or ``[HH:]MM:SS.mmm`` (a comma works as the decimal mark too).
+
+Mapping failures are per row (``missing_template_field``, ``several_speakers``,
+``excluded_label``, ``unknown_label``, ``bad_time``); a file lacking a column the mapping
+names is an error for the whole file, naming the mapping key.
+"""
+
+from __future__ import annotations
+
+import ast
+import glob
+import math
+import re
+import string
+from dataclasses import dataclass, field, fields
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from erc.corpus.base import CorpusError
+from erc.settings import load_yaml, validate
+
+# The fields of a manifest row (the columns of erc.schema's utterance table, in the
+# manifest's names); any other column is kept in ``meta``.
+FIELDS = ("dialogue_id", "speaker", "text", "media", "split", "utterance_id", "turn",
+          "emotion", "audio", "start", "end", "corpus")
+REQUIRED = ("dialogue_id", "speaker")
+MANIFEST_SUFFIXES = (".csv", ".jsonl", ".ndjson", ".parquet")
+MAPPING_FILE = "erc-mapping.yaml"  # a corpus folder holding one is read with it
+SPEAKER_JOIN = " & "
+SEVERAL_SPEAKERS = ("problem", "join")
+_CLOCK = re.compile(r"(?:(\d+):)?(\d{1,2}):(\d{1,2}(?:[.,]\d*)?)")
+
+
+class RowProblem(Exception):
+    """One row cannot be mapped: a reason of erc.schema.PROBLEM_REASONS and a detail."""
+
+    def __init__(self, reason: str, detail: str):
+        super().__init__(detail)
+        self.reason, self.detail = reason, detail
+
+
+@dataclass
+class ManifestMapping:
+    """The manifest reader's options; the keys of a mapping file."""
+    corpus: str | None = None  # corpus name; default: the manifest's stem or folder name
+    split: str = "train"  # split of rows that neither their file nor a column names
+    # Which files: "friends_{split}.csv" (the {split} part is the split), {train: a.csv,
+    # dev: b.csv} (values may be globs), or a plain glob; relative to the corpus folder.
+    # None: the manifest file given, or every .csv/.jsonl/.parquet in the folder given.
+    files: str | dict[str, str] | None = None
+    columns: dict[str, str] = field(default_factory=dict)  # field -> column or "{A}-{B}"
+    label_map: dict[str, str | None] = field(default_factory=dict)  # corpus label -> label
+    labels: list[str] | None = None  # the label set; other labels are unknown_label
+    several_speakers: str = "problem"  # a list of several speakers: "problem" or "join"
+    allow_outside_root: bool = False  # media paths may leave the manifest's folder
+    keep_missing_media: bool = False  # keep rows whose media file is absent (text only)
+
+    def check(self, where: str) -> None:
+        """Raises CorpusError naming the key of the first invalid setting."""
+        for name, spec in self.columns.items():
+            if name not in FIELDS:
+                raise CorpusError(f"{where}: columns.{name}: not a field; fields: "
+                                  f"{', '.join(FIELDS)}")
+            if not isinstance(spec, str) or not spec.strip():
+                raise CorpusError(f"{where}: columns.{name}: expected a column name or a "
+                                  f"template like \"{{A}}-{{B}}\", got {spec!r}")
+            try:
+                _template(spec)
+            except ValueError as err:
+                raise CorpusError(f"{where}: columns.{name}: bad template {spec!r} "
+                                  f"({err})") from None
+        for label, target in self.label_map.items():
+            if target is not None and (not isinstance(target, str) or not target.strip()):
+                raise CorpusError(f"{where}: label_map.{label}: expected a label or null, "
+                                  f"got {target!r}")
+        if self.several_speakers not in SEVERAL_SPEAKERS:
+            raise CorpusError(f"{where}: several_speakers: expected one of "
+                              f"{', '.join(SEVERAL_SPEAKERS)}, got {self.several_speakers!r}")
+        patterns = self.files.items() if isinstance(self.files, dict) else [(None, self.files)]
+        for split, pattern in patterns:
+            key = "files" if split is None else f"files.{split}"
+            if pattern is not None and (not isinstance(pattern, str) or not pattern.strip()):
+                raise CorpusError(f"{where}: {key}: expected a file name or glob, got {pattern!r}")
+            if isinstance(pattern, str) and (split is not None and "{split}" in pattern
+                                             or pattern.count("{split}") > 1):
+                raise CorpusError(f"{where}: {key}: {{split}} may appear once, in a single pattern")
+
+    # -- files ---------------------------------------------------------------------------
+
+    def manifest_files(self, path: Path) -> list[tuple[Path, str | None]]:
+        """(file, the split its name gives or None) for each manifest file to read. ``path``
+        is the corpus folder or one manifest file (then only that file is read)."""
+        folder = path if path.is_dir() else path.parent
+        if self.files is None:
+            if path.is_file():
+                return [(path, None)]
+            found = [(p, None) for p in sorted(folder.iterdir())
+                     if p.is_file() and p.suffix.lower() in MANIFEST_SUFFIXES]
+            if not found:
+                raise CorpusError(f"{folder}: no .csv, .jsonl or .parquet manifest in the folder "
+                                  f"(name them with files: in the mapping)")
+            return found
+        entries = self.files.items() if isinstance(self.files, dict) else [(None, self.files)]
+        found: dict[Path, str | None] = {}
+        for split, pattern in entries:
+            matches = _matches(folder, pattern)
+            if not matches:
+                key = "files" if split is None else f"files.{split}"
+                raise CorpusError(f"{folder}: {key}: no file matches {pattern!r}")
+            for file, named in matches:
+                found.setdefault(file, split or named)
+        if path.is_file():
+            return [(path, found.get(folder / path.name))]
+        return sorted(found.items(), key=lambda item: str(item[0]))
+
+    # -- rows ----------------------------------------------------------------------------
+
+    def check_columns(self, columns: list[str], source: str) -> None:
+        """Raises CorpusError when a file lacks a column the mapping names, or a field
+        every row needs (dialogue_id, speaker, and text or media) is neither mapped nor a
+        column."""
+        have = set(columns)
+        for name, spec in self.columns.items():
+            lacking = [c for c in source_columns(spec) if c not in have]
+            if lacking:
+                raise CorpusError(f"{source}: columns.{name} names column(s) "
+                                  f"{', '.join(map(repr, lacking))}, which the file lacks; "
+                                  f"it has {', '.join(columns)}")
+        covered = have | set(self.columns)
+        missing = [f for f in REQUIRED if f not in covered]
+        if missing:
+            raise CorpusError(f"{source}: missing column(s) {', '.join(missing)}; found "
+                              f"{', '.join(columns)} (a mapping's columns: can name others)")
+        if not ({"text", "media"} & covered):
+            raise CorpusError(f"{source}: manifest needs a text or a media column; found "
+                              f"{', '.join(columns)}")
+
+    def map_row(self, raw: dict[str, Any]
+                ) -> tuple[dict[str, Any], dict[str, str], RowProblem | None]:
+        """(fields, meta, problem) of one row: the erc fields (speaker unwrapped, label
+        mapped), the remaining columns as text, and the first mapping failure or None.
+        Fields stay filled as far as they could be mapped, for the problem's record."""
+        fields_: dict[str, Any] = {}
+        problem = None
+        renamed = {spec for spec in self.columns.values() if not _template(spec)[1]}
+        for name in FIELDS:
+            spec = self.columns.get(name)
+            if spec is None:
+                fields_[name] = raw.get(name)
+                continue
+            text, parts = _template(spec)
+            if not parts:
+                fields_[name] = raw.get(spec)
+                continue
+            missing = [c for c in parts if blank(raw.get(c))]
+            if missing:
+                problem = problem or RowProblem(
+                    "missing_template_field", f"columns.{name} {spec!r}: "
+                    + ", ".join(f"{c}={raw.get(c)!r}" for c in missing))
+                fields_[name] = None
+            else:
+                fields_[name] = text.format(*[_text(raw[c]) for c in parts])
+        meta = {k: str(v) for k, v in raw.items()
+                if k not in FIELDS and k not in renamed and not blank(v)}
+        try:
+            fields_["speaker"] = self._speaker(fields_.get("speaker"))
+            fields_["emotion"] = self._emotion(fields_.get("emotion"))
+        except RowProblem as failure:
+            problem = problem or failure
+        return fields_, meta, problem
+
+    def _speaker(self, value) -> str | None:
+        names = speaker_names(value)
+        if not names:
+            return None
+        if len(names) > 1 and self.several_speakers == "problem":
+            raise RowProblem("several_speakers", f"speaker {value!r} names {len(names)} people "
+                             f"(several_speakers: join keeps them as one)")
+        return SPEAKER_JOIN.join(names)
+
+    def _emotion(self, value) -> str | None:
+        if blank(value):
+            return None
+        label = str(value).strip()
+        if not self.label_map:
+            return label.lower()
+        by_key = {k.strip().casefold(): v for k, v in self.label_map.items()}
+        if label.casefold() in by_key:
+            target = by_key[label.casefold()]
+            if target is None:
+                raise RowProblem("excluded_label", f"label_map maps {label!r} to null")
+            return target.strip().lower()
+        if label.casefold() in {v.strip().casefold() for v in by_key.values() if v}:
+            return label.lower()
+        raise RowProblem("unknown_label", f"emotion {label!r} is not in the label_map "
+                         f"({', '.join(self.label_map)})")
+
+
+def load_mapping(mapping: str | Path | dict | None = None, where: str = "reader options",
+                 **options) -> ManifestMapping:
+    """The mapping from a YAML file (or a dict) with ``options`` overriding its keys;
+    validated, errors name the key."""
+    data: dict = {}
+    if isinstance(mapping, dict):
+        data = dict(mapping)
+    elif mapping is not None:
+        path = Path(mapping)
+        if not path.is_file():
+            raise CorpusError(f"{path}: no such mapping file")
+        data = load_yaml(path) or {}
+        where = str(path)
+        if not isinstance(data, dict):
+            raise CorpusError(f"{where}: expected a mapping of keys "
+                              f"({', '.join(f.name for f in fields(ManifestMapping))})")
+    data.update(options)
+    result = validate(ManifestMapping, data, where)
+    result.check(where)
+    return result
+
+
+# -- values -------------------------------------------------------------------------------
+
+def blank(value) -> bool:
+    return value is None or (isinstance(value, float) and math.isnan(value)) or str(value).strip() == ""
+
+
+def parse_time(value) -> float | None:
+    """Blank -> None; seconds (``12.5``) or a clock time (``00:01:02.500``,
+    ``00:01:02,500``, ``01:02.5``) -> seconds; anything else -> ValueError."""
+    if blank(value):
+        return None
+    text = str(value).strip()
+    clock = _CLOCK.fullmatch(text)
+    if clock:
+        hours, minutes, seconds = clock.groups()
+        minutes_, seconds_ = int(minutes), float(seconds.replace(",", "."))
+        if (hours is not None and minutes_ >= 60) or seconds_ >= 60:
+            raise ValueError(f"not a time: {value!r}")
+        return int(hours or 0) * 3600 + minutes_ * 60 + seconds_
+    seconds_ = float(text)
+    if not math.isfinite(seconds_):
+        raise ValueError(f"not a finite time: {value!r}")
+    return seconds_
+
+
+def speaker_names(value) -> list[str]:
+    """The names a speaker field holds: a list (JSON, Parquet) or a list literal in text
+    (``['Rachel Green']``) gives its items; any other value is one name."""
+    if isinstance(value, (list, tuple)):
+        items = value
+    elif blank(value):
+        return []
+    elif isinstance(value, str):
+        text = value.strip()
+        items = [text]
+        if text.startswith("[") and text.endswith("]"):
+            try:
+                parsed = ast.literal_eval(text)
+            except (ValueError, SyntaxError):
+                parsed = None  # "[Narrator]": a name in brackets, not a list
+            if isinstance(parsed, (list, tuple)):
+                items = parsed
+    else:
+        items = [value]
+    return [str(item).strip() for item in items if not blank(item)]
+
+
+def _text(value) -> str:
+    """A value as it reads in an id: 3.0 from a Parquet float column -> "3"."""
+    if isinstance(value, float) and value.is_integer():
+        return str(int(value))
+    return str(value).strip()
+
+
+def _template(spec: str) -> tuple[str, list[str]]:
+    """(a format string with positional fields, the columns they stand for); a plain
+    column name names no columns. ValueError on a format spec, conversion or empty field.
+    Positional fields because a column name may hold what str.format reads as an index
+    or attribute ("a.b", "x[0]")."""
+    fmt, names = [], []
+    for literal, name, format_spec, conversion in string.Formatter().parse(spec):
+        fmt.append(literal.replace("{", "{{").replace("}", "}}"))
+        if name is None:
+            continue
+        if not name or format_spec or conversion:
+            raise ValueError("fields are {Column} with nothing else inside the braces")
+        fmt.append("{}")
+        names.append(name)
+    return ("".join(fmt), names) if names else (spec, [])
+
+
+def source_columns(spec: str) -> list[str]:
+    """The columns a columns: entry reads (one, or those of its template)."""
+    return _template(spec)[1] or [spec]
+
+
+def _glob_regex(pattern: str) -> str:
+    return "".join("[^/]*" if c == "*" else "[^/]" if c == "?" else re.escape(c) for c in pattern)
+
+
+def _matches(folder: Path, pattern: str) -> list[tuple[Path, str | None]]:
+    """Files under ``folder`` matching ``pattern``; with the split its {split} part names."""
+    before, marker, after = pattern.partition("{split}")
+    found = []
+    for name in sorted(glob.glob(before + ("*" if marker else "") + after, root_dir=folder)):
+        file = folder / name
+        if not file.is_file():
+            continue
+        split = None
+        if marker:
+            match = re.fullmatch(_glob_regex(before) + "([^/]+)" + _glob_regex(after), name)
+            split = match.group(1) if match else None
+        found.append((file, split))
+    return found

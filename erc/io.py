@@ -1,0 +1,144 @@
+"""Writing outputs safely: the one atomic writer, and the rules for output folders.
+
+Atomic: every file erc writes goes to a uniquely named temporary file in the same folder
+(``.NAME.<pid>-<random>.tmp``) and is renamed over its name when complete, so a reader
+never sees half a file and two writers never share a temporary name.
+
+Output folders: erc writes only into folders it owns. A folder erc creates gets a marker
+file (``.erc``); a folder that already holds files and no marker belongs to someone else,
+and erc refuses to write there unless told ``overwrite=True`` (the CLI's ``--overwrite``),
+which adopts it. Removals go through ``remove_owned``, which deletes only what erc's own
+records list. A lock file (``.erc.lock``) serialises two runs on the same folder: the
+second fails at once with a message naming the folder.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import json
+import os
+import secrets
+import shutil
+from pathlib import Path
+from typing import Any, Iterator
+
+from erc.errors import BusyError, OwnershipError
+
+MARKER = ".erc"  # present in every output folder erc created or adopted
+LOCK = ".erc.lock"
+MIRROR_INDEX = ".erc-mirror.json"  # what the local copy of a storage URI holds (erc.storage)
+SCRATCH_SUFFIX = ".tmp"
+
+
+@contextlib.contextmanager
+def atomic_path(path: str | Path) -> Iterator[Path]:
+    """A temporary path beside ``path``; renamed to ``path`` when the block succeeds,
+    removed when it fails."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}-{secrets.token_hex(4)}{SCRATCH_SUFFIX}")
+    try:
+        yield tmp
+        os.replace(tmp, path)
+    finally:
+        if tmp.exists():
+            tmp.unlink()
+
+
+def write_bytes(path: str | Path, data: bytes) -> Path:
+    with atomic_path(path) as tmp:
+        tmp.write_bytes(data)
+    return Path(path)
+
+
+def write_text(path: str | Path, text: str) -> Path:
+    return write_bytes(path, text.encode("utf-8"))
+
+
+def write_json(path: str | Path, data: Any) -> Path:
+    return write_text(path, json.dumps(data, indent=2, default=_json_default) + "\n")
+
+
+def write_parquet(path: str | Path, table) -> Path:
+    import pyarrow.parquet as pq
+
+    with atomic_path(path) as tmp:
+        pq.write_table(table, tmp)
+    return Path(path)
+
+
+def _json_default(value: Any):
+    if hasattr(value, "tolist"):  # numpy arrays and scalars
+        return value.tolist()
+    if isinstance(value, (Path, set, frozenset)):
+        return str(value) if isinstance(value, Path) else sorted(value)
+    return str(value)
+
+
+def is_scratch(name: str) -> bool:
+    """Files that are never results: temporary files mid-write and the lock."""
+    return name.endswith(SCRATCH_SUFFIX) or name == LOCK
+
+
+def is_bookkeeping(name: str) -> bool:
+    """erc's own files in an output folder that are not results."""
+    return is_scratch(name) or name in (MARKER, MIRROR_INDEX)
+
+
+# -- output folders -----------------------------------------------------------------------
+
+def owned(folder: str | Path) -> bool:
+    return (Path(folder) / MARKER).is_file()
+
+
+def claim(folder: str | Path, overwrite: bool = False) -> Path:
+    """Makes ``folder`` an output folder of erc's: creates it with a marker, or checks the
+    marker of an existing one. A folder holding anything but erc's marker, lock and
+    scratch files, without a marker, is foreign: OwnershipError unless ``overwrite``."""
+    folder = Path(folder)
+    if folder.exists() and not folder.is_dir():
+        raise OwnershipError(f"{folder}: exists and is not a folder; choose another output")
+    if not owned(folder):
+        foreign = sorted(p.name for p in folder.iterdir() if not is_bookkeeping(p.name)) \
+            if folder.is_dir() else []
+        if foreign and not overwrite:
+            shown = ", ".join(foreign[:3]) + (f" and {len(foreign) - 3} more" if len(foreign) > 3 else "")
+            raise OwnershipError(
+                f"{folder}: holds files erc did not write ({shown}); choose an empty or new "
+                f"output folder, or pass --overwrite to let erc write there")
+        folder.mkdir(parents=True, exist_ok=True)
+        write_text(folder / MARKER, "erc writes its outputs only into folders that carry this file.\n")
+    return folder
+
+
+@contextlib.contextmanager
+def locked(folder: str | Path) -> Iterator[None]:
+    """Holds ``folder``'s lock for the block; BusyError when another process holds it."""
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    with open(folder / LOCK, "a+") as handle:
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            raise BusyError(f"{folder}: another erc run is writing this folder; wait for it "
+                            f"to finish (or stop it) and run again") from None
+        try:
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)
+
+
+def remove_owned(folder: str | Path, relative: str | Path) -> None:
+    """Deletes ``folder/relative`` (file or folder) when ``folder`` is erc's; the caller
+    names only paths erc's own records list."""
+    folder = Path(folder)
+    target = (folder / relative)
+    if not owned(folder):
+        raise OwnershipError(f"{folder}: not an erc output folder; {relative} left in place")
+    if folder.resolve() not in target.resolve().parents:
+        raise OwnershipError(f"{target}: outside {folder}; left in place")
+    if target.is_dir() and not target.is_symlink():
+        shutil.rmtree(target)
+    elif target.exists() or target.is_symlink():
+        target.unlink()

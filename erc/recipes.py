@@ -1,0 +1,327 @@
+"""Every setting erc has, with its default, in one place.
+
+Each stage and model has one dataclass here; the YAML run config, the command line of
+every ``erc`` command, ``-o key=value`` overrides and the tune search spaces are all derived
+from these fields by ``erc.settings`` (a field's trailing comment is its help text; bounds
+are declared in its type). The quality-control settings live with the checks they tune
+(``erc.qc.decisions.QCConfig`` and the configs it nests) and are composed here.
+
+    RunConfig                    the main job (``erc run --config FILE``)
+      corpus:     CorpusConfig       what to read (``erc corpus ingest``)
+      ray:        RayConfig          where to run
+      preprocess: PreprocessConfig   the Ray Data pass (``erc preprocess``)
+      qc:         QCSection          quality control (``erc qc``)
+      train:      TrainSection       adapters, the fusion model, evaluation
+    FusionRecipe   ``erc train fusion``: FusionConfig + TrainConfig + data settings
+    TextRecipe     ``erc train text``:   TextModelConfig + TrainConfig + data settings
+    AdapterRecipe  ``erc train adapter``: AdapterConfig sizes + AdapterTraining
+
+Nothing here imports a model library: the command line builds its options from these
+classes without loading torch.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+from typing import Annotated, Any, Literal
+
+from pydantic import Field
+
+from erc.qc.decisions import QCConfig
+
+Positive = Annotated[float, Field(gt=0)]
+Share = Annotated[float, Field(ge=0, lt=1)]
+Count = Annotated[int, Field(ge=1)]
+Cpus = Annotated[float, Field(gt=0)]
+
+MAX_CLIP_SECONDS = 60.0  # an utterance longer than this is a mis-cut clip (ingest and decode)
+FLAT = {"flatten": True}
+
+
+def _flat(factory) -> Any:
+    return field(default_factory=factory, metadata=FLAT)
+
+
+# -- where to run ---------------------------------------------------------------------------
+
+@dataclass
+class RayConfig:
+    address: str | None = None  # None: embedded single-node Ray on 127.0.0.1; else a cluster address
+    num_cpus: Count | None = None  # CPUs of the embedded Ray (None: all of this machine's)
+    num_gpus: Annotated[int, Field(ge=0)] | None = None  # GPUs of the embedded Ray (None: all visible)
+    dashboard: bool = False  # start Ray's dashboard (embedded Ray only)
+
+
+# -- ingest ---------------------------------------------------------------------------------
+
+@dataclass
+class CorpusConfig:
+    path: str = ""  # corpus folder or manifest file (relative: to the config file's folder)
+    format: str | None = None  # corpus format (None: detected from the path)
+    options: dict[str, Any] = field(default_factory=dict)  # reader options of the format
+    check_media: bool = False  # open every media file on Ray; unreadable / overlong ones are set aside
+    max_clip_seconds: Positive = MAX_CLIP_SECONDS  # with check_media: longer clips are mis-cut
+
+
+# -- preprocess -----------------------------------------------------------------------------
+
+@dataclass
+class DecodeSettings:
+    """How each utterance's media is decoded (``erc.media.decode``)."""
+    frame_rate: Positive = 1.0  # video frames sampled per second of utterance
+    max_frames: Count = 16  # at most this many frames per utterance
+    max_side: Count | None = 480  # downscale frames whose longer side exceeds this (None: never)
+    max_clip_seconds: Positive | None = MAX_CLIP_SECONDS  # longer utterances fail as overlong_clip
+    silence_rms: Annotated[float, Field(ge=0)] = 1e-3  # audio RMS below this (about -60 dBFS) is silence
+    # decoded audio shorter than this share of the declared length (minus 0.25 s) is a truncated file
+    truncation_tolerance: Annotated[float, Field(gt=0, le=1)] = 0.8
+    expect_video: bool | None = field(default=None, metadata={"internal": True})  # None: iff a video stream
+
+
+@dataclass
+class StageResources:
+    """Resources of one stage of the preprocessing pass; None takes the stage's own
+    default (``erc.pipeline.stages``)."""
+    batch_size: Count | None = None  # rows per call of the stage
+    concurrency: Count | list[Count] | None = None  # actors (or [min, max]); decode: tasks at once
+    num_cpus: Cpus | None = None  # per actor / task (None: fitted to the cluster's CPUs)
+    num_gpus: Annotated[float, Field(ge=0)] | None = None  # per actor, e.g. 0.25 (None: auto, shared out over the largest GPU node the cluster has or can launch; 0: CPU)
+    accelerator_type: str | None = None  # only on nodes with this GPU, e.g. L4
+    resources: dict[str, Annotated[float, Field(gt=0)]] = field(default_factory=dict)  # custom Ray resources per actor / task
+
+
+@dataclass
+class PreprocessConfig:
+    """The preprocessing pass (``erc preprocess``): decode, ASR, faces, speaker, text."""
+    profile: str = "offline"  # model profile of erc.backends.registry (offline, paper)
+    overrides: dict[str, dict[str, Any]] = field(default_factory=dict)  # role -> model spec fields
+    output_dir: str | None = None  # main job: where the features go (None: OUTPUT/features)
+    partition_rows: Count = 256  # rows per output part (the unit of resumption)
+    decoding: DecodeSettings = _flat(DecodeSettings)
+    decode: StageResources = field(default_factory=StageResources, metadata={"prefix": "decode"})
+    faces: StageResources = field(default_factory=StageResources, metadata={"prefix": "faces"})
+    asr: StageResources = field(default_factory=StageResources, metadata={"prefix": "asr"})
+    speaker: StageResources = field(default_factory=StageResources, metadata={"prefix": "speaker"})
+    text: StageResources = field(default_factory=StageResources, metadata={"prefix": "text"})
+
+
+# -- models and training --------------------------------------------------------------------
+
+@dataclass
+class TrainConfig:
+    """The training loop (``erc.train.loop``) every model shares."""
+    name: str = field(default="erc", metadata={"internal": True})  # run name; same name + storage = resume
+    storage_path: str | None = field(default=None, metadata={"cli": "storage", "tunable": False})  # where Ray Train keeps checkpoints (default OUT/ray; on a cluster a shared folder or s3://...)
+    epochs: Count = 30  # passes over the training split
+    batch_size: Count = 16  # global units (dialogues / utterances) per optimiser step, split across workers
+    lr: Annotated[float, Field(gt=0, le=1)] = 1e-3  # learning rate (AdamW)
+    weight_decay: Annotated[float, Field(ge=0, le=1)] = 0.01  # AdamW weight decay
+    warmup_ratio: Share = 0.06  # linear warm-up share of all steps, then linear decay to 0
+    grad_clip: Annotated[float, Field(ge=0)] = 1.0  # gradient norm clip (0: none)
+    patience: Count = 4  # epochs without a better dev metric before stopping
+    metric: Literal["accuracy", "weighted_f1", "macro_f1"] = field(default="weighted_f1", metadata={"tunable": False})  # dev metric for early stopping
+    seed: Annotated[int, Field(ge=0)] = 0  # seed of initialisation and batch order
+    num_workers: Count = field(default=1, metadata={"cli": "workers", "tunable": False})  # Ray Train workers (DDP)
+    cpus_per_worker: Count = field(default=1, metadata={"tunable": False})  # CPUs (torch threads) per worker
+    use_gpu: bool = field(default=False, metadata={"cli": "gpu", "tunable": False})  # one GPU per worker
+    accelerator_type: str | None = field(default=None, metadata={"tunable": False})  # one GPU of this type per worker, e.g. L40S (implies gpu)
+    max_failures: Annotated[int, Field(ge=0)] = field(default=0, metadata={"tunable": False})  # worker failures retried from the latest checkpoint
+
+    def gpus_per_worker(self) -> float:
+        """1 when a worker trains on a GPU: use_gpu, or an accelerator type asked for."""
+        return 1.0 if self.use_gpu or self.accelerator_type else 0.0
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+@dataclass
+class FusionConfig:
+    """The fusion model (``erc.models.fusion``) over per-utterance tokens."""
+    modalities: list[str] = field(default_factory=lambda: ["text", "speaker", "face"],
+                                  metadata={"internal": True})
+    dims: dict[str, int] = field(default_factory=lambda: {"text": 768, "speaker": 128, "face": 128},
+                                 metadata={"internal": True})
+    labels: list[str] = field(default_factory=list, metadata={"internal": True})
+    n_classes: int = field(default=7, metadata={"internal": True})
+    mixer: Literal["mamba", "transformer", "none"] = "mamba"  # what mixes the turns of a dialogue
+    d_model: Annotated[int, Field(ge=8)] | None = None  # model width (None: the token width, as in the paper)
+    d_state: Count = 64  # Mamba state size
+    d_conv: Count = 4  # Mamba convolution width
+    expand: Count = 2  # Mamba expansion (transformer: feed-forward width factor)
+    n_heads: Count = 8  # transformer heads (reduced to a divisor of d_model)
+    window: Count | None = None  # causal pooling window in turns (None: all past turns)
+    isolate_turns: bool = field(default=False, metadata={"cli": "no_context"})  # every turn alone (the no-context baseline)
+    dropout: Share = 0.2  # dropout on tokens and before the classifier
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+@dataclass
+class TextModelConfig:
+    """The context text encoder (``erc.models.text``)."""
+    encoder: str = field(default="", metadata={"internal": True})  # model folder (resolved)
+    n_classes: int = field(default=7, metadata={"internal": True})
+    labels: list[str] = field(default_factory=list, metadata={"internal": True})
+    context_turns: Annotated[int, Field(ge=0)] = field(default=8, metadata={"fixed_only": True})  # past turns given as context (0: the utterance alone)
+    max_length: Annotated[int, Field(ge=8)] = field(default=96, metadata={"fixed_only": True})  # tokens per input (context + target)
+    speaker_names: bool = field(default=True, metadata={"fixed_only": True})  # prefix each turn with "speaker: "
+    dropout: Share = 0.1  # dropout before the classification head
+    freeze_layers: Annotated[int, Field(ge=0)] = 0  # freeze the embeddings and the first N encoder layers
+    pooling: Literal["target_mean", "target_max", "cls"] = "target_mean"  # utterance vector: mean / max over the target's tokens, or [CLS]
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+@dataclass
+class AdapterConfig:
+    """An identity -> emotion adapter MLP (``erc.models.adapters``)."""
+    modality: str = field(default="speaker", metadata={"internal": True})
+    in_dim: int = field(default=256, metadata={"internal": True})
+    hidden: Count = 256  # hidden size (in -> hidden -> out)
+    out_dim: Count = 128  # output size: the adapted vector the fusion model reads
+    n_classes: int = field(default=8, metadata={"internal": True})
+    labels: list[str] = field(default_factory=list, metadata={"internal": True})
+    dropout: Share = 0.2  # dropout after each layer
+    normalize_input: bool = True  # L2-normalise identity vectors first
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+@dataclass
+class AdapterTraining:
+    """How an adapter is trained (full-batch epochs with early stopping on held-out people)."""
+    epochs: Count = 300  # at most this many epochs
+    batch_size: Count = 64  # vectors per step
+    lr: Annotated[float, Field(gt=0, le=1)] = 1e-3  # learning rate (AdamW)
+    weight_decay: Annotated[float, Field(ge=0, le=1)] = 1e-3  # AdamW weight decay
+    patience: Count = 40  # epochs without better held-out accuracy
+    val_groups: Share = 0.15  # share of people (groups) held out for early stopping
+    seed: Annotated[int, Field(ge=0)] = 0  # seed of the held-out draw and initialisation
+
+
+@dataclass
+class Splits:
+    train_split: str = field(default="train", metadata={"tunable": False})  # split the model trains on
+    dev_split: str = field(default="dev", metadata={"tunable": False})  # split for early stopping (valid/val when the corpus has no dev)
+
+
+@dataclass
+class FusionRecipe:
+    """``erc train fusion``: the fusion model, its training loop and its data settings."""
+    model: FusionConfig = _flat(FusionConfig)
+    loop: TrainConfig = field(default_factory=lambda: TrainConfig(epochs=40, batch_size=8, lr=1e-3),
+                              metadata=FLAT)
+    splits: Splits = _flat(Splits)
+    class_weight_power: Annotated[float, Field(ge=0, le=2)] = 0.5  # class weights (N / (C n_c)) ** power; 0 = unweighted
+    adapter_hidden: Count | None = None  # adapters' hidden size (None: as they were trained; else retrained)
+    adapter_out: Count | None = None  # adapters' output size, i.e. their token width (None: as trained)
+
+
+@dataclass
+class FusionInputs:
+    """What ``erc train fusion`` (and ``erc tune fusion``) reads besides the corpus."""
+    text: str = "st:all-MiniLM-L6-v2"  # text tokens: finetuned:MODEL_DIR | st:MODEL (frozen) | parquet:PATH[#column]
+    features: str | None = None  # feature folder of `erc preprocess` (speaker and face vectors)
+    speaker_adapter: str | None = None  # adapter model folder for the speaker vectors
+    face_adapter: str | None = None  # adapter model folder for the face vectors
+    text_only: bool = False  # text tokens only (no speaker or face vectors)
+    drop: list[Literal["speaker", "face"]] = field(default_factory=list)  # modalities left out (ablation)
+
+
+@dataclass
+class TextRecipe:
+    """``erc train text``: the context text encoder fine-tuned for emotion."""
+    encoder: str = field(default="all-MiniLM-L6-v2", metadata={"fixed_only": True})  # model folder or a name the registry finds (all-MiniLM-L6-v2, all-mpnet-base-v2 after `erc models fetch`)
+    model: TextModelConfig = _flat(TextModelConfig)
+    loop: TrainConfig = field(default_factory=lambda: TrainConfig(epochs=5, batch_size=16, lr=5e-5),
+                              metadata=FLAT)
+    splits: Splits = _flat(Splits)
+    class_weight_power: Annotated[float, Field(ge=0, le=2)] = 0.5  # class weights (N / (C n_c)) ** power; 0 = unweighted
+
+
+@dataclass
+class AdapterRecipe:
+    """``erc train adapter``: an identity -> emotion adapter on a unimodal emotion corpus."""
+    size: AdapterConfig = _flat(AdapterConfig)
+    training: AdapterTraining = field(default_factory=AdapterTraining, metadata=FLAT)
+    train_split: str = "train"  # speech: the split to train on; the others are held out
+    test_groups: list[str] = field(default_factory=list)  # face: subject ids held out for testing
+    profile: str = "offline"  # model profile of the identity embedder
+    backend: str | None = None  # identity backend override (resemblyzer, dlib, facenet, ...)
+    weights: str | None = None  # weights path for the identity backend
+
+
+# -- the main job ---------------------------------------------------------------------------
+
+@dataclass
+class QCSection:
+    """Quality control in the main job."""
+    enabled: bool = True  # run QC (else every utterance is trained on)
+    checks: QCConfig = _flat(QCConfig)
+
+
+@dataclass
+class TrainSection:
+    """Adapters, the fusion model and its evaluation in the main job."""
+    enabled: bool = True  # train and evaluate (else the job ends after QC)
+    modalities: list[Literal["text", "speaker", "face"]] = field(
+        default_factory=lambda: ["text", "speaker", "face"])  # what the fusion model reads
+    # identity -> emotion adapters trained on the run's training split, or none (raw vectors)
+    adapters: Literal["train_split", "none"] = "train_split"
+    adapter_training: AdapterTraining = field(default_factory=AdapterTraining, metadata={"prefix": "adapter"})
+    recipe: FusionRecipe = _flat(FusionRecipe)
+    eval_splits: list[str] = field(default_factory=lambda: ["dev", "test"])  # splits evaluated after training
+
+
+@dataclass
+class RunConfig:
+    output_dir: str = "runs/default"  # where every stage writes (a folder or a storage URI)
+    corpus: CorpusConfig = field(default_factory=CorpusConfig)
+    ray: RayConfig = field(default_factory=RayConfig)
+    preprocess: PreprocessConfig = field(default_factory=PreprocessConfig)
+    qc: QCSection = field(default_factory=QCSection)
+    train: TrainSection = field(default_factory=TrainSection)
+
+
+# -- loading --------------------------------------------------------------------------------
+
+SECTIONS = tuple(f for f in RunConfig.__dataclass_fields__ if f != "output_dir")
+
+
+def load_run_config(path=None, overrides: dict | None = None) -> RunConfig:
+    """The run config of a YAML file (None: the defaults) with ``overrides`` (a tree of
+    ``-o section.key=value`` values) merged in, validated. A relative ``corpus.path`` is
+    taken from the config file's folder (a config travels with its corpus); output_dir
+    from the working directory. Either may be a storage URI (s3://...)."""
+    from pathlib import Path
+
+    from erc.settings import load_yaml, merge, validate
+    from erc.storage import is_uri
+
+    data = load_yaml(path) if path is not None else {}
+    where = str(path) if path is not None else "config"
+    if data is None:
+        data = {}
+    if not isinstance(data, dict):
+        from erc.errors import ConfigError
+
+        raise ConfigError(f"{where}: expected a mapping of sections ({', '.join(SECTIONS)})")
+    config = validate(RunConfig, merge(data, overrides or {}), where)
+    corpus_path = config.corpus.path
+    if path is not None and corpus_path and not is_uri(corpus_path):
+        expanded = Path(corpus_path).expanduser()
+        if not expanded.is_absolute():
+            config.corpus.path = str((Path(path).parent / expanded).resolve())
+    return config
+
+
+def section_data(data, section: str):
+    """A command's section of a config file: the section of a run config (a mapping of
+    sections), or the whole file when it is a bare section (``best_config.yaml``)."""
+    if isinstance(data, dict) and data and set(data) <= set(SECTIONS) | {"output_dir"}:
+        return data.get(section) or {}
+    return data

@@ -1,0 +1,216 @@
+"""What a stage is, and the one mechanism that decides whether its output is up to date.
+
+A stage (ingest, preprocess, qc, adapters, train, evaluate, report) declares its name,
+the config section it reads, the named inputs it needs (folders or files written by other
+stages, or by the user) and the result files it writes into its output folder. ``run``
+does the work; it knows nothing of fingerprints, locks or skipping: ``execute`` does that,
+the same way for every stage, whether the main job or a single command calls it.
+
+Fingerprint: the digest of the stage's name and version, its config section, the *content*
+fingerprint of each input and whatever outside the repository's artifacts it depends on
+(``external``: corpus files and the media they name, model weights, reference photos).
+An input written by erc carries its content fingerprint in its ``manifest.json`` (the
+digest of its result files); any other file or folder is hashed. So a changed upstream
+output makes every stage downstream of it stale, a config change makes its own stage
+stale, and nothing else does: an upstream stage recomputed to the same bytes leaves its
+consumers up to date.
+
+``manifest.json`` in every output folder records the stage, its fingerprint and what it
+was made of, the result files with their sizes and sha256, the digest of those (the
+content fingerprint consumers read) and the stage's summary. Results are checked to be
+intact before a stage counts as up to date. Output folders are claimed (``erc.io``): erc
+writes only into folders it created or was told to adopt, one run at a time.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable, ClassVar
+
+from erc import __version__, io
+from erc.errors import InputError
+from erc.fingerprint import digest, file_sha256, stat_of
+
+MANIFEST = "manifest.json"
+
+
+def read_manifest(folder: str | Path) -> dict | None:
+    path = Path(folder) / MANIFEST
+    if not path.is_file():
+        return None
+    try:
+        data = json.loads(path.read_text())
+    except (OSError, ValueError):
+        return None
+    return data if isinstance(data, dict) and data.get("fingerprint") else None
+
+
+def _files_intact(folder: Path, files: dict[str, dict]) -> bool:
+    """Every result file listed is there with its size, and its content when touched."""
+    for name, entry in files.items():
+        path = folder / name
+        stat = stat_of(path)
+        if stat is None or stat[0] != entry["size"]:
+            return False
+        if stat[1] != entry.get("mtime_ns") and file_sha256(path) != entry["sha256"]:
+            return False
+    return True
+
+
+def content_fingerprint(path: str | Path) -> str:
+    """The fingerprint of what an input holds: its manifest's content digest when erc
+    wrote it (and it is intact), else a digest of its files (names, contents)."""
+    path = Path(path)
+    if path.is_dir():
+        manifest = read_manifest(path)
+        if manifest and "content" in manifest and _files_intact(path, manifest.get("files", {})):
+            return manifest["content"]
+        files = sorted(p for p in path.rglob("*") if p.is_file() and not _bookkeeping(p.name))
+        return digest([(p.relative_to(path).as_posix(), file_sha256(p)) for p in files])
+    if path.is_file():
+        parent = read_manifest(path.parent)
+        entry = (parent or {}).get("files", {}).get(path.name)
+        if entry and _files_intact(path.parent, {path.name: entry}):
+            return entry["sha256"]
+        return file_sha256(path)
+    raise InputError(f"{path}: no such file or folder")
+
+
+def _bookkeeping(name: str) -> bool:
+    return name == MANIFEST or io.is_bookkeeping(name)
+
+
+@dataclass
+class StageContext:
+    """What ``Stage.run`` gets: its config section, its inputs and output folder, the
+    manifest of its previous run (None the first time), a place for extra manifest fields
+    (``record``) and ``say`` for progress lines."""
+    config: Any
+    inputs: dict[str, Path]
+    out: Path
+    previous: dict | None
+    force: bool
+    say: Callable[[str], None]
+    record: dict = field(default_factory=dict)
+
+
+@dataclass
+class StageResult:
+    stage: str
+    out: Path
+    skipped: bool
+    summary: dict
+    seconds: float
+    manifest: dict
+
+
+class Stage:
+    """A step of erc's work. Subclasses set the class attributes and implement ``run``."""
+
+    name: ClassVar[str] = ""
+    section: ClassVar[str | None] = None  # the RunConfig attribute it reads
+    inputs: ClassVar[tuple[str, ...]] = ()  # names of the inputs it needs
+    optional_inputs: ClassVar[tuple[str, ...]] = ()  # inputs it uses when given
+    results: ClassVar[tuple[str, ...]] = ()  # result files (glob patterns) in its folder
+    version: ClassVar[int] = 1  # bump when what the stage computes changes
+    description: ClassVar[str] = ""
+
+    def settings(self, config: Any) -> Any:
+        """What of the config the output depends on (default: all of it)."""
+        return config
+
+    def external(self, config: Any, inputs: dict[str, Path], manifest: dict | None) -> Any:
+        """Fingerprints of what the stage reads besides erc's artifacts (files of the user,
+        model weights); ``manifest``: the stage's previous (or just written) record."""
+        return None
+
+    def run(self, ctx: StageContext) -> dict:
+        raise NotImplementedError
+
+    def result_files(self, out: Path, ctx_record: dict) -> list[Path]:
+        """The files this run produced (default: the ``results`` globs)."""
+        found: list[Path] = []
+        for pattern in self.results:
+            found += sorted(p for p in out.glob(pattern) if p.is_file() and not _bookkeeping(p.name))
+        return found
+
+    # -- fingerprints -------------------------------------------------------------------
+    def parts(self, config: Any, inputs: dict[str, Path], manifest: dict | None) -> dict:
+        """The named parts of the fingerprint (kept in the manifest, so a plan can say
+        which one changed)."""
+        missing = [n for n in self.inputs if n not in inputs]
+        if missing:
+            raise InputError(f"{self.name}: missing input(s) {', '.join(missing)}")
+        return {"stage": [self.name, self.version],
+                "config": digest(self.settings(config)),
+                "inputs": {name: content_fingerprint(path) for name, path in sorted(inputs.items())
+                           if path is not None},
+                "external": digest(self.external(config, inputs, manifest))}
+
+
+def fingerprint_of(parts: dict) -> str:
+    return digest(parts)
+
+
+def up_to_date(stage: Stage, config: Any, inputs: dict[str, Path], out: Path) -> tuple[bool, str]:
+    """(current, why): whether ``out`` holds this stage's result for these inputs."""
+    manifest = read_manifest(out)
+    if manifest is None:
+        return False, "not run yet"
+    if manifest.get("stage") != stage.name:
+        return False, f"{out} holds the output of stage {manifest.get('stage')!r}"
+    parts = stage.parts(config, inputs, manifest)
+    if fingerprint_of(parts) == manifest["fingerprint"]:
+        if _files_intact(out, manifest.get("files", {})):
+            return True, "up to date"
+        return False, "its result files changed or are missing"
+    old = manifest.get("parts", {})
+    changed = [k for k in ("stage", "config", "external") if old.get(k) != parts[k]]
+    changed += [f"input {name}" for name, value in parts["inputs"].items()
+                if old.get("inputs", {}).get(name) != value]
+    labels = {"stage": "erc's version of the stage", "config": "its settings",
+              "external": "files it reads (corpus, media or weights)"}
+    return False, "changed: " + ", ".join(labels.get(c, c) for c in changed or ["fingerprint"])
+
+
+def execute(stage: Stage, config: Any, inputs: dict[str, str | Path | None], out: str | Path,
+            *, force: bool = False, overwrite: bool = False,
+            say: Callable[[str], None] = print) -> StageResult:
+    """Runs ``stage`` unless ``out`` already holds its up-to-date result; writes the
+    manifest. The output folder is claimed and locked for the run."""
+    started = time.perf_counter()
+    out = Path(out)
+    inputs = {name: Path(path) for name, path in inputs.items() if path is not None}
+    for name, path in inputs.items():
+        if not path.exists():
+            raise InputError(f"{stage.name}: input {name} does not exist: {path}")
+    if not force:
+        current, _ = up_to_date(stage, config, inputs, out)
+        if current:
+            manifest = read_manifest(out)
+            return StageResult(stage.name, out, True, manifest.get("summary", {}),
+                               time.perf_counter() - started, manifest)
+    io.claim(out, overwrite=overwrite)
+    with io.locked(out):
+        previous = read_manifest(out)
+        ctx = StageContext(config=config, inputs=inputs, out=out, previous=previous,
+                           force=force, say=say)
+        summary = stage.run(ctx)
+        files = {}
+        for path in stage.result_files(out, ctx.record):
+            stat = stat_of(path)
+            files[path.relative_to(out).as_posix()] = {"size": stat[0], "mtime_ns": stat[1],
+                                                       "sha256": file_sha256(path)}
+        record = {**ctx.record, "summary": summary}
+        parts = stage.parts(config, inputs, record)
+        manifest = {"erc": __version__, "stage": stage.name, "fingerprint": fingerprint_of(parts),
+                    "parts": parts, "inputs": {k: str(v) for k, v in inputs.items()},
+                    "files": files,
+                    "content": digest({name: entry["sha256"] for name, entry in files.items()}),
+                    "written": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+                    "seconds": round(time.perf_counter() - started, 3), **record}
+        io.write_json(out / MANIFEST, manifest)
+    return StageResult(stage.name, out, False, summary, time.perf_counter() - started, manifest)

@@ -1,0 +1,92 @@
+"""The ingest stage: read a corpus (``erc.corpus``), optionally open its media on Ray,
+write ``utterances.parquet`` and ``problems.parquet`` (every input row lands in one of
+them) and the summary a person reads (``erc.summary``).
+
+Up to date when the settings, the corpus files (names, sizes, modification times, also of
+its media roots) and every media file a row named (found or not) are as they were.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pyarrow.parquet as pq
+
+from erc import io
+from erc.corpus import detect_format, read_corpus
+from erc.corpus.base import IngestResult
+from erc.recipes import CorpusConfig
+from erc.fingerprint import stat_of
+from erc.stages.base import Stage, StageContext, read_manifest
+
+UTTERANCES = "utterances.parquet"
+PROBLEMS = "problems.parquet"
+
+
+def _tree_stats(path: Path) -> list:
+    """[(relative name, size, mtime ns)] of a file or of every file under a folder."""
+    if path.is_file():
+        return [(path.name, *stat_of(path))]
+    found = []
+    for folder, _, files in os.walk(path):
+        for name in files:
+            full = os.path.join(folder, name)
+            stat = stat_of(full)
+            if stat:
+                found.append((os.path.relpath(full, path), *stat))
+    return sorted(found)
+
+
+def corpus_roots(config: CorpusConfig) -> list[Path]:
+    """The corpus path and the folders its reader options name (MELD's media_root)."""
+    roots = [Path(config.path)]
+    for value in config.options.values():
+        if isinstance(value, str) and os.path.sep in value and Path(value).exists():
+            roots.append(Path(value))
+    return roots
+
+
+class IngestStage(Stage):
+    name = "ingest"
+    section = "corpus"
+    results = (UTTERANCES, PROBLEMS)
+    version = 2
+    description = "read the corpus into the utterance table; every row kept or set aside with a reason"
+
+    def settings(self, config: CorpusConfig) -> dict:
+        return {"config": config,
+                "format": config.format or detect_format(Path(config.path), config.options)}
+
+    def external(self, config: CorpusConfig, inputs, manifest) -> list:
+        media = sorted((manifest or {}).get("media", []))
+        return [[_tree_stats(root) for root in corpus_roots(config)],
+                [(path, stat_of(path)) for path in media]]
+
+    def run(self, ctx: StageContext) -> dict:
+        from erc.summary import summarise
+
+        config: CorpusConfig = ctx.config
+        format = config.format or detect_format(Path(config.path), config.options)
+        result = read_corpus(Path(config.path), format=format, **config.options)
+        media = sorted(result.media)
+        if config.check_media:
+            from erc import runtime
+            from erc.corpus.media_check import check_media
+
+            ctx.say(f"[ingest] {runtime.connect()}")
+            result = check_media(result, max_clip_seconds=config.max_clip_seconds)
+        result.check_accounting()
+        io.write_parquet(ctx.out / UTTERANCES, result.utterances)
+        io.write_parquet(ctx.out / PROBLEMS, result.problems)
+        ctx.record.update(format=format, media=media)
+        return summarise(result)
+
+
+def load_result(folder: str | Path) -> IngestResult:
+    """The tables and the input row count of an ingest output folder."""
+    folder = Path(folder)
+    manifest = read_manifest(folder) or {}
+    return IngestResult(utterances=pq.read_table(folder / UTTERANCES),
+                        problems=pq.read_table(folder / PROBLEMS),
+                        n_input=manifest.get("summary", {}).get("input_rows", 0))

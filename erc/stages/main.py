@@ -1,0 +1,246 @@
+"""The main job (``erc run``): the list of stages over one run folder.
+
+    corpus/      ingest       utterances.parquet, problems.parquet
+    features/    preprocess   part-*.parquet (Ray Data pass)
+    qc/          qc           decisions.parquet, utterances.parquet (kept), report.html
+    adapters/    adapters     speaker/model, face/model (identity -> emotion MLPs)
+    train/       train        model/, history.json, ray/ (fusion model, Ray Train)
+    eval-SPLIT/  evaluate     metrics.json, predictions.parquet, confusion.png
+    report.html  report       everything above on one page
+    run.json                  what the last `erc run` did (settings, stages run or skipped)
+
+Each stage runs through ``erc.stages.base.execute``: it is skipped when its output is up
+to date with its settings and inputs, so a second run does nothing, an interrupted one
+resumes, and a changed setting or upstream output recomputes exactly the stages downstream
+of it. ``plan`` says, without running anything, which stages are stale and why;
+``first``/``last`` run a slice of the list (``erc run --from qc --until train``).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable, Iterator
+
+from erc import io
+from erc.errors import ConfigError, InputError
+from erc.recipes import RunConfig
+from erc.stages.base import Stage, StageResult, execute, up_to_date
+from erc.stages.ingest import IngestStage
+from erc.stages.layout import Layout
+from erc.stages.preprocess import PreprocessStage
+from erc.stages.qc import QCStage
+from erc.stages.report import ReportStage, report_inputs
+from erc.stages.train import (IDENTITY, AdapterJob, AdaptersStage, EvalJob, EvaluateStage,
+                              FusionJob, FusionStage, adapter_models)
+
+STAGES = ("ingest", "preprocess", "qc", "adapters", "train", "evaluate", "report")
+RUN_RECORD = "run.json"
+RUN_LOG = "run.log"  # everything the run printed and logged, also what the console left out
+
+
+@dataclass
+class Step:
+    """One stage of the main job, ready to run: the stage, its settings, inputs, folder."""
+    name: str  # the step's name in STAGES (evaluate has one step per split)
+    stage: Stage
+    config: Any
+    inputs: dict[str, Path | None]
+    out: Path
+    label: str = ""
+
+
+def feature_spec(features: Path, modalities: list[str], adapters: dict[str, Path]) -> dict:
+    """What the fusion model of the main job reads: the pass's text embeddings, speaker
+    embeddings and faces, each identity modality through its adapter when there is one."""
+    spec = {}
+    for modality in modalities:
+        if modality == "text":
+            spec["text"] = {"kind": "parquet", "path": str(features), "column": "text_embedding"}
+        elif modality == "speaker":
+            spec["speaker"] = {"kind": "parquet", "path": str(features), "column": IDENTITY["speaker"]}
+        else:
+            spec["face"] = {"kind": "faces", "path": str(features)}
+        if modality in adapters:
+            spec[modality]["adapter"] = str(adapters[modality])
+    return spec
+
+
+def steps(config: RunConfig, say: Callable[[str], None]) -> Iterator[Step]:
+    """The main job's steps in order. A step is built when the previous ones have run,
+    since what training reads depends on what they produced."""
+    from erc.train.vectors import spec_paths
+
+    where = Layout(config)
+    yield Step("ingest", IngestStage(), config.corpus, {}, where.corpus,
+               str(config.corpus.path))
+    yield Step("preprocess", PreprocessStage(config.ray), config.preprocess,
+               {"utterances": where.corpus}, where.features, f"profile {config.preprocess.profile}")
+    if config.qc.enabled:
+        yield Step("qc", QCStage(), config.qc.checks,
+                   {"features": where.features, "utterances": where.corpus}, where.qc,
+                   "alignment, face and speaker checks")
+    train = config.train
+    if not train.enabled:
+        return
+    utterances = where.utterances()
+    identity = [m for m in train.modalities if m in IDENTITY]
+    if train.adapters == "train_split" and identity:
+        yield Step("adapters", AdaptersStage(),
+                   AdapterJob(identity, train.adapter_training, train.recipe.splits.train_split),
+                   {"utterances": utterances, "features": where.features}, where.adapters,
+                   f"identity -> emotion MLPs on the {train.recipe.splits.train_split} split")
+    adapters = adapter_models(where.adapters) if train.adapters == "train_split" else {}
+    spec, features = _available(config, where, adapters, say)
+    yield Step("train", FusionStage(config.ray.address, features),
+               FusionJob(train.recipe, spec),
+               {"utterances": utterances, **spec_paths(spec)}, where.train,
+               f"{train.recipe.model.mixer} fusion on Ray Train "
+               f"({train.recipe.loop.num_workers} worker(s)); modalities: {', '.join(spec)}")
+    present = _splits(utterances)
+    for split in train.eval_splits:
+        if split not in present:
+            say(f"  {split}: no utterances after QC, not evaluated")
+            continue
+        yield Step("evaluate", EvaluateStage(),
+                   EvalJob(split, title=f"{train.recipe.model.mixer} fusion on {split}"),
+                   {"utterances": utterances, **EvaluateStage.model_inputs([where.train / "model"])},
+                   where.evaluation(split), split)
+
+
+def _splits(utterances: Path) -> set[str]:
+    import pyarrow.parquet as pq
+
+    return set(pq.read_table(utterances, columns=["split"]).column("split").to_pylist())
+
+
+def _available(config: RunConfig, where: Layout, adapters: dict, say) -> tuple[dict, dict]:
+    """The feature spec of the configured modalities that have features (a corpus without
+    media has no speaker or face vectors: those are left out, with a message)."""
+    from erc.artifacts import read_utterances
+    from erc.train.vectors import load_features
+
+    train = config.train
+    table = read_utterances(where.utterances())
+    present = set(table.column("split").to_pylist())
+    splits = train.recipe.splits
+    missing = [s for s in (splits.train_split, splits.dev_split) if s not in present]
+    if missing:
+        raise InputError(f"train: no utterances in split(s) {missing} after QC "
+                         f"(splits present: {sorted(present)})")
+    spec = feature_spec(where.features, train.modalities, adapters)
+    vectors = load_features(spec, table)
+    for modality in [m for m in spec if not vectors[m]]:
+        say(f"  {modality}: no embeddings in {where.features} (no media?): left out of the model")
+        del spec[modality], vectors[modality]
+    if not spec:
+        raise ConfigError(f"train: none of the modalities {train.modalities} has features")
+    return spec, vectors
+
+
+def _selected(name: str, first: str | None, last: str | None) -> bool:
+    index = STAGES.index(name)
+    return ((first is None or index >= STAGES.index(first))
+            and (last is None or index <= STAGES.index(last)))
+
+
+def plan(config: RunConfig) -> list[tuple[str, str, str]]:
+    """(stage, folder, state) for each stage, without running anything: "up to date", or
+    why it would run. A stage after one that would run may become stale when that one's
+    output changes: it says so."""
+    rows: list[tuple[str, str, str]] = []
+    blocked = None
+    try:
+        for step in steps(config, say=lambda _message: None):
+            if blocked:
+                rows.append((step.name, str(step.out), f"runs if {blocked} changes its output"))
+                continue
+            current, why = up_to_date(step.stage, step.config, _existing(step.inputs), step.out)
+            rows.append((step.name, str(step.out), why))
+            if not current:
+                blocked = step.name
+        report = ReportStage()
+        if blocked:
+            rows.append(("report", config.output_dir, f"runs if {blocked} changes its output"))
+        else:
+            _, why = up_to_date(report, config, report_inputs(config), Path(config.output_dir))
+            rows.append(("report", config.output_dir, why))
+    except (InputError, FileNotFoundError) as err:
+        done = {r[0] for r in rows}
+        rows += [(name, "", f"waits for {blocked or 'an earlier stage'} ({err})")
+                 for name in STAGES if name not in done]
+    return rows
+
+
+def _existing(inputs: dict[str, Path | None]) -> dict[str, Path]:
+    missing = [f"{k} ({v})" for k, v in inputs.items() if v is not None and not Path(v).exists()]
+    if missing:
+        raise InputError(f"missing input(s): {', '.join(missing)}")
+    return {k: Path(v) for k, v in inputs.items() if v is not None}
+
+
+def run_main(config: RunConfig, force: bool = False, say: Callable[[str], None] = print,
+             first: str | None = None, last: str | None = None,
+             overwrite: bool = False) -> dict:
+    """Runs the stages (``first``..``last``, default all); returns the run record (also
+    written to ``run.json``)."""
+    out = io.claim(config.output_dir, overwrite=overwrite)
+    record = {"config": dataclasses.asdict(config), "stages": {}, "outputs": {}}
+    results: dict[str, StageResult] = {}
+    numbered = [s for s in STAGES if _selected(s, first, last)]
+    for step in steps(config, say):
+        if not _selected(step.name, first, last):
+            continue
+        number = numbered.index(step.name) + 1
+        say(f"\n[{number}/{len(numbered)} {step.name}] {step.label}")
+        result = execute(step.stage, step.config, step.inputs, step.out, force=force,
+                         overwrite=overwrite, say=say)
+        results[f"{step.name}:{step.out.name}"] = result
+        record["stages"][step.out.name] = {"stage": step.name, "seconds": round(result.seconds, 2),
+                                           "skipped": result.skipped, "summary": result.summary}
+        record["outputs"][step.out.name] = str(step.out)
+        say(_describe(step, result))
+    if _selected("report", first, last):
+        say(f"\n[{len(numbered)}/{len(numbered)} report] {out / 'report.html'}")
+        result = execute(ReportStage(), config, report_inputs(config), out, force=force,
+                         overwrite=overwrite, say=say)
+        record["outputs"]["report"] = str(out / "report.html")
+        say(f"  report {'up to date' if result.skipped else 'written'}")
+    io.write_json(out / RUN_RECORD, record)
+    return record
+
+
+def _describe(step: Step, result: StageResult) -> str:
+    """The line a person reads after a stage."""
+    s = result.summary
+    state = "up to date" if result.skipped else f"done in {result.seconds:.1f} s"
+    if result.skipped and step.name in ("ingest", "preprocess", "qc", "adapters"):
+        return f"  {step.name} up to date: {step.out}"
+    if step.name == "ingest":
+        from erc import console
+        from erc.summary import format_summary, summary_line
+
+        console.detail(format_summary(s))  # the full table goes to the run's log
+        return f"  {summary_line(s)}\n  ingest {state}"
+    if step.name == "preprocess":
+        from erc.pipeline.preprocess import format_summary
+
+        return "  " + format_summary(s).replace("\n", "\n  ") + f"\n  preprocess {state}"
+    if step.name == "qc":
+        decisions = s.get("relabel_proposals")
+        return (f"  qc {state}: {step.out / 'report.html'}"
+                + (f"; {decisions} relabel proposal(s)" if decisions else ""))
+    if step.name == "train":
+        best = s.get("best", {})
+        return (f"  {state}: best epoch {best.get('epoch', -1) + 1} of {s.get('epochs')}: dev "
+                f"weighted F1 {best.get('dev_weighted_f1', float('nan')):.3f}, accuracy "
+                f"{best.get('dev_accuracy', float('nan')):.3f}")
+    if step.name == "evaluate":
+        from erc.report import MIN_JUDGED
+
+        small = ", too few to judge accuracy" if s.get("n", 0) < MIN_JUDGED else ""
+        return (f"  {s.get('split')}: accuracy {s.get('accuracy', 0):.3f}, weighted F1 "
+                f"{s.get('weighted_f1', 0):.3f}, macro F1 {s.get('macro_f1', 0):.3f} "
+                f"(n={s.get('n')}{small}) ({state})")
+    return f"  {step.name} {state}"

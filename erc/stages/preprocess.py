@@ -1,0 +1,65 @@
+"""The preprocess stage: the Ray Data pass (``erc.pipeline.preprocess``) over the media of
+an utterance table, into ``part-*.parquet`` feature files.
+
+Up to date when the utterance table, the settings, the models' weights (their sha256) and
+the media files (sizes, modification times) are as they were. Within a run, partitions
+already computed are skipped (their own fingerprints), so an interrupted pass resumes.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from pathlib import Path
+
+from erc.artifacts import read_utterances
+from erc.recipes import PreprocessConfig, RayConfig
+from erc.stages.base import Stage, StageContext
+
+
+class PreprocessStage(Stage):
+    name = "preprocess"
+    section = "preprocess"
+    inputs = ("utterances",)
+    description = "decode media; Whisper, faces, speaker and text embeddings (Ray Data)"
+
+    def __init__(self, ray: RayConfig | None = None, limit: int | None = None):
+        from erc.pipeline.preprocess import FEATURES_VERSION
+
+        self.ray = ray or RayConfig()
+        self.limit = limit
+        self.version = FEATURES_VERSION
+
+    def settings(self, config: PreprocessConfig) -> dict:
+        where_not_what = {"output_dir", "decode", "faces", "asr", "speaker", "text"}
+        return {"config": {k: v for k, v in dataclasses.asdict(config).items()
+                           if k not in where_not_what}, "limit": self.limit}
+
+    def external(self, config: PreprocessConfig, inputs, manifest) -> list[str]:
+        from erc.pipeline.preprocess import plan
+
+        # Partition fingerprints: media sizes and times, model records (weights' sha256).
+        return plan(read_utterances(inputs["utterances"]), config, self.limit).fingerprints
+
+    def result_files(self, out: Path, record: dict) -> list[Path]:
+        return [out / entry["file"] for entry in record.get("partitions", [])]
+
+    def run(self, ctx: StageContext) -> dict:
+        from erc.pipeline.preprocess import run_preprocess
+
+        outcome = run_preprocess(read_utterances(ctx.inputs["utterances"]), ctx.out, ctx.config,
+                                 ray=self.ray, limit=self.limit, force=ctx.force,
+                                 progress=ctx.say, previous=ctx.previous)
+        ctx.record.update(outcome.record)
+        return outcome.summary
+
+
+def preprocess(utterances, out, config: PreprocessConfig | None = None,
+               ray: RayConfig | None = None, limit: int | None = None, force: bool = False,
+               overwrite: bool = False, say=print):
+    """The preprocess stage on an utterance table (folder or file) into ``out``: what
+    ``erc preprocess`` runs. Returns the ``StageResult`` (its summary, skipped or not)."""
+    from erc.stages.base import execute
+
+    quiet = say or (lambda _message: None)
+    return execute(PreprocessStage(ray, limit), config or PreprocessConfig(),
+                   {"utterances": utterances}, out, force=force, overwrite=overwrite, say=quiet)

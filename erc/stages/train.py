@@ -1,0 +1,281 @@
+"""The training stages: identity adapters on a run's training split, the fusion model, the
+context text encoder, a standalone adapter on a unimodal emotion corpus, and evaluation.
+
+Each reads a recipe (``erc.recipes``) and named inputs: the utterance table, and the files
+its feature spec names (feature folders, text encoders, adapters), so that a retrained
+adapter or recomputed features make the model stale while a moved run folder does not.
+Ray Train's checkpoints live in ``OUT/ray`` (or the recipe's storage path): an
+interrupted training resumes from them.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from erc import io
+from erc.errors import ConfigError, InputError
+from erc.recipes import AdapterRecipe, AdapterTraining, FusionRecipe, TextRecipe
+from erc.stages.base import Stage, StageContext
+
+IDENTITY = {"speaker": "speaker_embedding", "face": "faces"}  # modality -> feature column
+MODEL_RESULTS = ("model/*", "history.json", "curves.png")
+
+
+def _without_paths(spec: dict) -> dict:
+    """A feature spec without its paths: what they hold enters the fingerprint as inputs."""
+    return {m: {k: v for k, v in item.items() if k not in ("path", "adapter")}
+            | {"adapter": bool(item.get("adapter"))} for m, item in spec.items()}
+
+
+def identity_vectors(features: Path, modality: str) -> dict[str, np.ndarray]:
+    from erc.artifacts import face_vectors, read_vectors
+
+    return face_vectors(features) if modality == "face" else read_vectors(features, IDENTITY[modality])
+
+
+# -- adapters on the run's training split ----------------------------------------------------
+
+@dataclass
+class AdapterJob:
+    modalities: list[str]  # the identity modalities (speaker, face) to adapt
+    training: AdapterTraining = field(default_factory=AdapterTraining)
+    train_split: str = "train"
+
+
+class AdaptersStage(Stage):
+    name = "adapters"
+    inputs = ("utterances", "features")
+    results = ("*/model/*",)
+    description = "identity -> emotion adapters (speaker, face) on the training split"
+
+    def run(self, ctx: StageContext) -> dict:
+        from erc.artifacts import read_utterances
+        from erc.models.adapters import save_adapter, train_adapter
+
+        job: AdapterJob = ctx.config
+        table = read_utterances(ctx.inputs["utterances"])
+        split = table.column("split").to_pylist()
+        ids = table.column("utterance_id").to_pylist()
+        emotions = table.column("emotion").to_pylist()
+        speakers = table.column("speaker").to_pylist()
+        labels = sorted({e for e in emotions if e})
+        summary = {}
+        for modality in job.modalities:
+            vectors = identity_vectors(ctx.inputs["features"], modality)
+            rows = [i for i, u in enumerate(ids)
+                    if split[i] == job.train_split and emotions[i] and u in vectors]
+            if (ctx.out / modality).exists():
+                io.remove_owned(ctx.out, modality)
+            if len(rows) < 4 or len({emotions[i] for i in rows}) < 2:
+                summary[modality] = {"skipped": f"{len(rows)} labelled training utterances with a "
+                                                f"{modality} embedding"}
+                ctx.say(f"  {modality} adapter skipped: {summary[modality]['skipped']} (raw "
+                        f"embeddings go into the fusion model)")
+                continue
+            train_rows = (np.stack([vectors[ids[i]] for i in rows]), [emotions[i] for i in rows],
+                          [speakers[i] for i in rows])
+            adapter, info = train_adapter(*train_rows, modality, labels, training=job.training)
+            save_adapter(ctx.out / modality / "model", adapter, *train_rows, metrics=info,
+                         training=job.training)
+            summary[modality] = {k: info[k] for k in ("n_train", "n_val", "best_val_accuracy")}
+            ctx.say(f"  {modality} adapter: {info['n_train']} train / {info['n_val']} held-out "
+                    f"utterances, held-out accuracy {info['best_val_accuracy']}")
+        return summary
+
+
+def adapter_models(folder: Path) -> dict[str, Path]:
+    """modality -> adapter model folder, of an adapters stage output."""
+    return {m: folder / m / "model" for m in IDENTITY if (folder / m / "model").is_dir()}
+
+
+def _trained(outcome, out: Path) -> dict:
+    """The summary of a training run; its curves beside the model."""
+    from erc.report import training_curves
+
+    if outcome.history:
+        training_curves(outcome.history, out / "curves.png")
+    return {"best": outcome.best, "epochs": len(outcome.history), "run_path": outcome.run_path}
+
+
+# -- the fusion model ------------------------------------------------------------------------
+
+@dataclass
+class FusionJob:
+    recipe: FusionRecipe
+    spec: dict  # modality -> feature spec item (erc.train.vectors)
+    format: str | None = None  # corpus format, when the utterances are a corpus to read
+
+
+class FusionStage(Stage):
+    name = "train"
+    inputs = ("utterances",)
+    results = MODEL_RESULTS
+    description = "the fusion model (Mamba or a baseline mixer) on Ray Train"
+
+    def __init__(self, address: str | None = None, features: dict | None = None):
+        self.address = address
+        self.features = features  # already loaded vectors (the main job checks them first)
+
+    def settings(self, job: FusionJob) -> dict:
+        return {"recipe": job.recipe, "spec": _without_paths(job.spec), "format": job.format}
+
+    def run(self, ctx: StageContext) -> dict:
+        from erc.artifacts import load_corpus
+        from erc.train.fitting import train_fusion
+        from erc.train.vectors import resize_adapters
+
+        job: FusionJob = ctx.config
+        table = load_corpus(ctx.inputs["utterances"], job.format)
+        spec, features = job.spec, self.features
+        recipe = job.recipe
+        if recipe.adapter_hidden or recipe.adapter_out:
+            spec, _ = resize_adapters(spec, recipe.adapter_hidden, recipe.adapter_out,
+                                      ctx.out / "adapters")
+            features = None
+        outcome = train_fusion(table, spec, ctx.out, recipe, address=self.address,
+                               features=features)
+        return _trained(outcome, ctx.out)
+
+
+# -- the text encoder ------------------------------------------------------------------------
+
+@dataclass
+class TextJob:
+    recipe: TextRecipe
+    format: str | None = None
+
+
+class TextStage(Stage):
+    name = "train-text"
+    inputs = ("utterances", "encoder")
+    results = MODEL_RESULTS
+    description = "the context text encoder fine-tuned for emotion on Ray Train"
+
+    def __init__(self, address: str | None = None):
+        self.address = address
+
+    def settings(self, job: TextJob) -> dict:
+        recipe = dataclasses.replace(job.recipe, encoder="")  # its content is an input
+        return {"recipe": recipe, "format": job.format}
+
+    def run(self, ctx: StageContext) -> dict:
+        from erc.artifacts import load_corpus
+        from erc.train.fitting import finetune_text
+
+        job: TextJob = ctx.config
+        table = load_corpus(ctx.inputs["utterances"], job.format)
+        outcome = finetune_text(table, str(ctx.inputs["encoder"]), ctx.out, job.recipe,
+                                address=self.address)
+        return _trained(outcome, ctx.out)
+
+
+# -- an adapter on a unimodal emotion corpus -------------------------------------------------
+
+@dataclass
+class UnimodalAdapterJob:
+    modality: str  # speaker | face
+    recipe: AdapterRecipe
+    format: str | None = None
+
+
+class UnimodalAdapterStage(Stage):
+    name = "train-adapter"
+    inputs = ("corpus",)
+    results = ("model/*",)
+    description = "an identity -> emotion adapter on a unimodal emotion corpus"
+
+    def run(self, ctx: StageContext) -> dict:
+        from erc.backends.registry import load_backend, profile_specs
+        from erc.models import adapters
+        from erc.train.metrics import classification_metrics
+
+        job: UnimodalAdapterJob = ctx.config
+        recipe = job.recipe
+        role = "speaker" if job.modality == "speaker" else "face_embed"
+        override = {k: v for k, v in (("backend", recipe.backend), ("path", recipe.weights)) if v}
+        try:
+            spec = profile_specs(recipe.profile, {role: override} if override else None)[role]
+        except ValueError as err:
+            raise ConfigError(str(err)) from None
+        embedder = load_backend(spec)
+        corpus = ctx.inputs["corpus"]
+        if job.modality == "speaker":
+            from erc.artifacts import load_corpus
+
+            table = load_corpus(corpus, job.format)
+            split = table.column("split").to_pylist()
+            vectors, labels, groups = adapters.speech_embeddings(table, embedder)
+            rows = [r for r, e in zip(split, table.column("emotion").to_pylist()) if e]
+            train_mask = np.asarray([s == recipe.train_split for s in rows])
+        else:
+            paths, labels, groups = adapters.image_folder_items(corpus)
+            vectors = adapters.face_crop_embeddings(paths, embedder)
+            held = set(recipe.test_groups)
+            train_mask = np.asarray([g not in held for g in groups])
+        if not train_mask.any():
+            raise InputError(f"{corpus}: no training rows (train split {recipe.train_split!r})")
+        label_set = sorted(set(labels))
+        train_rows = (vectors[train_mask], [lab for lab, m in zip(labels, train_mask) if m],
+                      [g for g, m in zip(groups, train_mask) if m])
+        size = {"hidden": recipe.size.hidden, "out_dim": recipe.size.out_dim,
+                "dropout": recipe.size.dropout, "normalize_input": recipe.size.normalize_input}
+        adapter, info = adapters.train_adapter(*train_rows, job.modality, label_set, config=size,
+                                               training=recipe.training)
+        metrics: dict[str, Any] = {"train": info}
+        if (~train_mask).any():
+            test = ~train_mask
+            ok = np.isfinite(vectors[test]).all(1)
+            y = np.asarray([label_set.index(lab) for lab, m in zip(labels, test) if m])[ok]
+            metrics["test"] = classification_metrics(y, adapters.predict(adapter, vectors[test][ok]),
+                                                      label_set)
+        if (ctx.out / "model").exists():
+            io.remove_owned(ctx.out, "model")
+        adapters.save_adapter(ctx.out / "model", adapter, *train_rows, metrics=metrics,
+                              extra={"embedder": embedder.record().to_dict()},
+                              training=recipe.training)
+        return {"in_dim": adapter.config.in_dim, "out_dim": adapter.config.out_dim,
+                "test": {k: metrics["test"][k] for k in ("accuracy", "weighted_f1", "n")}
+                if "test" in metrics else None}
+
+
+# -- evaluation ------------------------------------------------------------------------------
+
+@dataclass
+class EvalJob:
+    split: str
+    format: str | None = None
+    title: str | None = None
+    n_models: int = 1
+
+
+class EvaluateStage(Stage):
+    name = "evaluate"
+    inputs = ("utterances",)
+    results = ("metrics.json", "predictions.parquet", "confusion.png")
+    description = "metrics, predictions and confusion matrix of a model (or an ensemble) on a split"
+
+    @staticmethod
+    def model_inputs(models: list[str | Path]) -> dict[str, Path]:
+        return {f"model_{i}": Path(m) for i, m in enumerate(models)}
+
+    def run(self, ctx: StageContext) -> dict:
+        from erc.artifacts import load_corpus
+        from erc.train.evaluate import evaluate
+
+        job: EvalJob = ctx.config
+        models = [ctx.inputs[f"model_{i}"] for i in range(job.n_models)]
+        table = load_corpus(ctx.inputs["utterances"], job.format)
+        result = evaluate(models, table, job.split, ctx.out, title=job.title)
+        return {k: v for k, v in result.metrics.items()
+                if k in ("split", "accuracy", "weighted_f1", "macro_f1", "n", "n_unlabelled")}
+
+
+def history(folder: Path) -> list[dict]:
+    path = Path(folder) / "history.json"
+    return json.loads(path.read_text()) if path.is_file() else []

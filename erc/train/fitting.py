@@ -1,0 +1,66 @@
+"""From an utterance table and a recipe to a trained model on Ray Train.
+
+- ``train_fusion``: the fusion model (Mamba, or a baseline mixer) on per-utterance tokens
+  (``FusionRecipe``), its inputs given by a feature spec (``erc.train.vectors``);
+- ``finetune_text``: the context text encoder fine-tuned for emotion (``TextRecipe``).
+
+Both export the best epoch's model to ``OUT/model`` (``erc.train.loop.fit``); running
+again with the same output folder resumes an interrupted run from its checkpoints.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from pathlib import Path
+from typing import Mapping
+
+import pyarrow as pa
+
+from erc.recipes import FusionRecipe, TextRecipe, TrainConfig
+from erc.train.data import build_dialogue_data, build_text_data
+from erc.train.loop import TrainOutcome, fit
+
+
+def loop_config(loop: TrainConfig, out_dir: str | Path) -> TrainConfig:
+    """The loop settings of a run in ``out_dir``: named after the folder, checkpoints in
+    ``OUT/ray`` unless a storage path (a shared folder, s3://...) is given."""
+    out_dir = Path(out_dir).resolve()
+    return dataclasses.replace(loop, name=out_dir.name,
+                               storage_path=loop.storage_path or str(out_dir / "ray"))
+
+
+def roles_of(recipe: FusionRecipe | TextRecipe) -> dict[str, str]:
+    return {"train": recipe.splits.train_split, "dev": recipe.splits.dev_split}
+
+
+def train_fusion(table: pa.Table, spec: Mapping[str, dict], out_dir: str | Path,
+                 recipe: FusionRecipe | None = None, address: str | None = None,
+                 features: Mapping | None = None) -> TrainOutcome:
+    """Trains the fusion model of ``recipe`` on the features ``spec`` describes
+    (``features``: already loaded ones, per modality {utterance_id: vector})."""
+    from erc.train.vectors import load_features
+
+    recipe = recipe or FusionRecipe()
+    features = features if features is not None else load_features(spec, table)
+    data = build_dialogue_data(table, features, roles_of(recipe))
+    model = dataclasses.replace(recipe.model, modalities=data.modalities, dims=data.dims,
+                                labels=data.labels, n_classes=len(data.labels))
+    return fit("fusion", {"model": model.to_dict(), "class_weight_power": recipe.class_weight_power,
+                          "features": dict(spec)},
+               data, loop_config(recipe.loop, out_dir), out_dir, address=address)
+
+
+def finetune_text(table: pa.Table, encoder: str, out_dir: str | Path,
+                  recipe: TextRecipe | None = None, address: str | None = None) -> TrainOutcome:
+    """Fine-tunes the encoder folder ``encoder`` with the context of ``recipe``."""
+    from erc.models.text import load_tokenizer
+
+    recipe = recipe or TextRecipe()
+    tokenizer = load_tokenizer(encoder)
+    settings = recipe.model
+    data = build_text_data(table, tokenizer, settings.context_turns, settings.max_length,
+                           roles_of(recipe), speaker_names=settings.speaker_names)
+    model = dataclasses.replace(settings, encoder=str(Path(encoder).resolve()),
+                                n_classes=len(data.labels), labels=data.labels)
+    return fit("text", {"model": model.to_dict(), "class_weight_power": recipe.class_weight_power},
+               data, loop_config(recipe.loop, out_dir), out_dir, address=address)

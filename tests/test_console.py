@@ -1,0 +1,87 @@
+"""The console policy (erc.console): what reaches the console and what only the run's log
+file, for erc's lines, log records of Ray and other libraries, and Ray workers' output.
+The whole policy on a real run: tests/test_cli.py (the sample) and tests/test_main_job.py
+(--verbose)."""
+
+from __future__ import annotations
+
+import logging
+
+import pytest
+
+from erc import console
+
+
+@pytest.fixture
+def policy(monkeypatch, tmp_path):
+    """The policy as a command line sets it up (not verbose), with its state restored."""
+    monkeypatch.setenv("ERC_VERBOSE", "0")
+    for name in ("active", "verbose", "log", "hidden_warnings"):
+        monkeypatch.setattr(console._state, name, getattr(console._state, name))
+    console.setup(verbose=False)
+    return tmp_path / "run.log"
+
+
+def test_records_by_source_and_level(policy, capsys):
+    with console.run_log(policy):
+        print("[1/6 ingest] erc's own line")
+        logging.getLogger("ray.data._internal.execution.streaming_executor").info(
+            "Execution plan of Dataset d: InputDataBuffer -> MapBatches")
+        logging.getLogger("ray.data").warning("operator uses a lot of memory")
+        logging.getLogger("erc.tune.driver").warning("an erc warning")
+        logging.getLogger("ray").error("an error anyone needs to see")
+    out, err = capsys.readouterr()
+    assert out.splitlines() == ["[1/6 ingest] erc's own line",
+                                f"1 warning(s) from Ray and other libraries: {policy}"]
+    assert "Execution plan" not in err and "memory" not in err
+    assert "WARNING erc.tune.driver: an erc warning" in err
+    assert "ERROR ray: an error anyone needs to see" in err
+    log = policy.read_text()
+    for text in ("erc's own line", "INFO ray.data._internal.execution.streaming_executor: "
+                 "Execution plan", "WARNING ray.data: operator uses a lot of memory",
+                 "an erc warning", "an error anyone needs to see", "1 warning(s)"):
+        assert text in log
+
+
+def test_verbose_shows_every_record(policy, capsys, monkeypatch):
+    monkeypatch.setattr(console._state, "verbose", True)
+    with console.run_log(policy):
+        logging.getLogger("ray.data").info("Execution plan of Dataset d")
+    assert "INFO ray.data: Execution plan of Dataset d" in capsys.readouterr().err
+    assert "Execution plan of Dataset d" in policy.read_text()
+
+
+def test_worker_output_goes_to_the_log(policy, capsys):
+    batch = {"pid": 41, "actor_name": "RayTrainWorker", "is_err": False,
+             "lines": ["\x1b[36mSetting up process group\x1b[0m",
+                       "[train] epoch 0: loss 1.2000 dev acc 0.5000",
+                       "Loading weights:   0%|   | 0/9\rLoading weights: 100%|###| 9/9"]}
+    with console.run_log(policy):
+        console._worker_output(batch)
+    assert capsys.readouterr().out == ""  # not a terminal, and the main job's log is open
+    log = policy.read_text().splitlines()
+    assert "(RayTrainWorker pid=41) Setting up process group" in log  # no colour codes
+    assert "(RayTrainWorker pid=41) [train] epoch 0: loss 1.2000 dev acc 0.5000" in log
+    assert "(RayTrainWorker pid=41) Loading weights: 100%|###| 9/9" in log  # the bar's last state
+    # A stage command run alone (no run log) still shows erc's progress lines.
+    console._worker_output(batch)
+    assert capsys.readouterr().out == "(RayTrainWorker pid=41) [train] epoch 0: loss 1.2000 dev acc 0.5000\n"
+
+
+def test_an_exception_leaving_the_run_is_logged(policy):
+    with pytest.raises(ZeroDivisionError):
+        with console.run_log(policy):
+            print("before")
+            1 / 0
+    log = policy.read_text()
+    assert "before" in log and "Traceback" in log and "ZeroDivisionError" in log
+
+
+def test_log_file_keeps_lines_without_colour_or_redrawn_bars(tmp_path):
+    path = tmp_path / "log"
+    with open(path, "w") as handle:
+        log = console._LogFile(handle)
+        for chunk in ("plain\n", "\x1b[1mbold\x1b[0m line\r\n", "bar 10%\rbar 50%", "\rbar 100%\n",
+                      "no newline yet"):
+            log.write(chunk)
+    assert path.read_text() == "plain\nbold line\nbar 100%\n"

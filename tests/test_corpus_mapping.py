@@ -1,0 +1,300 @@
+"""Corpora in the wild read without code: a mapping (erc.corpus.mapping) as reader options
+or a YAML file beside the data, and `erc corpus inspect` suggesting one. The corpus here is
+shaped like the Friends scenes of EmoryNLP: one CSV per split, the dialogue a scene named
+by season, episode and scene number, speakers as list literals, clock times, seven
+emotions named otherwise than erc's."""
+
+from __future__ import annotations
+
+import csv
+import json
+from pathlib import Path
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+
+from erc.errors import ErcError
+import yaml
+
+from erc.cli import main
+from erc.corpus import CorpusError, detect_format
+from erc.corpus.inspect import inspect_corpus, mapping_yaml
+from erc.corpus.manifest import read_manifest
+from erc.corpus.mapping import MAPPING_FILE, load_mapping, parse_time, speaker_names
+
+COLUMNS = ["Utterance", "Speaker", "Emotion", "Scene_ID", "Utterance_ID", "Season", "Episode",
+           "Start_Time", "End_Time"]
+EMOTIONS = ["Joyful", "Mad", "Neutral", "Peaceful", "Powerful", "Sad", "Scared"]
+PEOPLE = ["Rachel Green", "Ross Geller", "Monica Geller", "Chandler Bing"]
+# What a person writes for this corpus (README, "A corpus in the wild").
+MAPPING = {
+    "corpus": "friends",
+    "files": "friends_{split}.csv",
+    "columns": {"dialogue_id": "{Season}-{Episode}-{Scene_ID}", "text": "Utterance",
+                "speaker": "Speaker", "emotion": "Emotion", "start": "Start_Time",
+                "end": "End_Time"},
+    "label_map": {"Joyful": "joy", "Mad": "anger", "Neutral": "neutral", "Peaceful": "calm",
+                  "Powerful": "confident", "Sad": "sadness", "Scared": "fear"},
+}
+# (split, season, episodes); every episode has scenes 1-3 (scene numbers repeat across
+# episodes, so the scene alone is no dialogue id), 4 utterances each.
+SPLITS = [("train", 1, (1, 2, 3)), ("dev", 2, (1,)), ("test", 3, (1,))]
+
+
+def _clock(seconds: float, mark: str = ".") -> str:
+    return f"{int(seconds // 3600):02d}:{int(seconds % 3600 // 60):02d}:{seconds % 60:06.3f}".replace(".", mark)
+
+
+def _good_rows(season: int, episodes) -> list[dict]:
+    rows = []
+    for episode in episodes:
+        for scene in (1, 2, 3):
+            for u in range(4):
+                k = len(rows)
+                start = 60.0 * scene + 4 * u + 0.25
+                rows.append({
+                    "Utterance": f"Line {u} of scene {scene}, episode {episode}.",
+                    "Speaker": repr([PEOPLE[(scene + u) % 4]]),
+                    "Emotion": EMOTIONS[k % 7], "Scene_ID": scene, "Utterance_ID": u,
+                    "Season": season, "Episode": episode,
+                    "Start_Time": _clock(start, "," if u % 2 else "."),
+                    "End_Time": _clock(start + 3.5)})
+    return rows
+
+
+# Rows every reader must account for, each set aside for one reason (added to train).
+BAD_ROWS = {
+    "several_speakers": {"Speaker": "['Ross Geller', 'Chandler Bing']"},
+    "missing_template_field": {"Season": ""},
+    "bad_time": {"Start_Time": "00:61:00.000"},
+    "unknown_label": {"Emotion": "Confused"},
+    "missing_field": {"Speaker": "[]"},
+}
+
+
+def write_friends(folder: Path) -> dict[str, int]:
+    """Writes friends_{train,dev,test}.csv into ``folder``; returns rows per split."""
+    folder.mkdir(parents=True, exist_ok=True)
+    counts = {}
+    for split, season, episodes in SPLITS:
+        rows = _good_rows(season, episodes)
+        if split == "train":
+            for change in BAD_ROWS.values():
+                rows.append({**rows[0], "Utterance": "a row set aside", "Scene_ID": 9, **change})
+        with open(folder / f"friends_{split}.csv", "w", newline="", encoding="utf-8") as handle:
+            writer = csv.DictWriter(handle, fieldnames=COLUMNS)
+            writer.writeheader()
+            writer.writerows(rows)
+        counts[split] = len(rows)
+    return counts
+
+
+@pytest.fixture
+def friends(tmp_path) -> tuple[Path, dict[str, int]]:
+    folder = tmp_path / "friends"
+    return folder, write_friends(folder)
+
+
+def checked(result):
+    assert result.n_input == result.utterances.num_rows + result.problems.num_rows
+    return result
+
+
+# --- the acceptance: a mapping file, no code ---------------------------------------------
+
+
+def test_friends_shaped_corpus_with_a_mapping_file(friends, tmp_path):
+    folder, counts = friends
+    (folder / MAPPING_FILE).write_text(yaml.safe_dump(MAPPING), encoding="utf-8")
+    assert detect_format(folder) == "manifest"  # the mapping beside the data says so
+
+    out = tmp_path / "out"
+    assert main(["corpus", "ingest", str(folder), "--out", str(out), "--json"]) == 0
+    result = checked(read_manifest(folder))
+    t = result.utterances
+    assert result.n_input == sum(counts.values())
+    per_split = {s: t.column("split").to_pylist().count(s) for s in counts}
+    assert per_split == {"train": counts["train"] - len(BAD_ROWS), "dev": counts["dev"],
+                         "test": counts["test"]}
+    problems = result.problems.to_pylist()
+    assert sorted(p["reason"] for p in problems) == sorted(BAD_ROWS)
+    assert all(p["split"] == "train" and p["source"].endswith("friends_train.csv") for p in problems)
+    assert all(p["line"] > 1 and p["detail"] for p in problems)
+
+    rows = t.to_pylist()
+    first = next(r for r in rows if r["split"] == "train")
+    assert first["dialogue_id"] == "1-1-1" and first["speaker"] == "Ross Geller"
+    assert first["utterance_id"] == "friends/train/1-1-1/0" and first["corpus"] == "friends"
+    assert (first["start_s"], first["end_s"]) == (60.25, 63.75)
+    second = rows[rows.index(first) + 1]
+    assert second["start_s"] == 64.25  # "00:01:04,250": a comma as the decimal mark
+    assert dict(first["meta"]) == {"Scene_ID": "1", "Utterance_ID": "0", "Season": "1",
+                                   "Episode": "1"}
+    assert set(t.column("emotion").to_pylist()) == set(MAPPING["label_map"].values())
+    # Three episodes of three scenes in train, 4 utterances each: scene numbers repeat,
+    # the composed ids do not.
+    train_dialogues = {r["dialogue_id"] for r in rows if r["split"] == "train"}
+    assert len(train_dialogues) == 9
+    assert all(len([r for r in rows if r["dialogue_id"] == d]) == 4 for d in train_dialogues)
+
+    summary = json.loads((out / "manifest.json").read_text())["summary"]
+    assert summary["kept"] + summary["problems"] == summary["input_rows"] == sum(counts.values())
+    assert summary["problems_by_reason"] == {reason: 1 for reason in BAD_ROWS}
+
+
+def test_the_same_mapping_as_reader_options(friends):
+    folder, _ = friends
+    from_options = checked(read_manifest(folder, **MAPPING))
+    mapping_file = folder.parent / "elsewhere.yaml"
+    mapping_file.write_text(yaml.safe_dump(MAPPING))
+    from_file = checked(read_manifest(folder, mapping=mapping_file))
+    assert from_options.utterances.equals(from_file.utterances)
+    # Options override the file's keys: joined speaker lists keep the row.
+    joined = checked(read_manifest(folder, mapping=mapping_file, several_speakers="join"))
+    assert "Ross Geller & Chandler Bing" in joined.utterances.column("speaker").to_pylist()
+    assert joined.problems.num_rows == len(BAD_ROWS) - 1
+
+
+def test_inspect_suggests_a_mapping_that_works_after_renaming_labels(friends, tmp_path, capsys):
+    folder, counts = friends
+    suggested = tmp_path / "suggested.yaml"
+    assert main(["corpus", "inspect", str(folder), "--write", str(suggested)]) == 0
+    printed = capsys.readouterr().out
+    assert "Start_Time" in printed and "['Ross Geller']" in printed  # columns with examples
+    assert suggested.read_text() in printed
+
+    mapping = yaml.safe_load(suggested.read_text())
+    assert mapping["files"] == "friends_{split}.csv"
+    assert mapping["columns"]["dialogue_id"] == "{Season}-{Episode}-{Scene_ID}"
+    assert {k: mapping["columns"][k] for k in ("text", "speaker", "emotion", "start", "end")} == {
+        "text": "Utterance", "speaker": "Speaker", "emotion": "Emotion", "start": "Start_Time",
+        "end": "End_Time"}
+    assert sorted(mapping["label_map"]) == sorted(EMOTIONS + ["Confused"])
+    assert mapping["several_speakers"] == "problem"
+
+    # The user renames labels in the label map, nothing else.
+    renamed = {label: MAPPING["label_map"].get(label, name)
+               for label, name in mapping["label_map"].items()}
+    renamed_changes = {k for k in renamed if renamed[k] != mapping["label_map"][k]}
+    assert renamed_changes <= {"Peaceful", "Powerful"}  # the others were suggested as wanted
+    del renamed["Confused"]  # a label the user does not want: its row becomes a problem
+    suggested.write_text(suggested.read_text().split("label_map:")[0]
+                         + yaml.safe_dump({"label_map": renamed}))
+    out = tmp_path / "out"
+    assert main(["corpus", "ingest", str(folder), "--mapping", str(suggested),
+                 "--out", str(out)]) == 0
+    by_suggestion = pq.read_table(out / "utterances.parquet")
+    by_hand = checked(read_manifest(folder, **MAPPING)).utterances
+    assert by_suggestion.equals(by_hand)
+    assert pq.read_table(out / "problems.parquet").num_rows == sum(counts.values()) - by_hand.num_rows
+
+
+def test_inspect_a_single_jsonl_file_with_list_speakers(tmp_path):
+    rows = [{"conv": "c1", "who": ["Ann"], "line": "Hello there, how are you today?",
+             "feeling": "Happy"},
+            {"conv": "c1", "who": ["Bob"], "line": "Fine, thanks, and you?", "feeling": "Neutral"}]
+    path = tmp_path / "talk.jsonl"
+    path.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    inspection = inspect_corpus(path)
+    assert inspection.mapping["columns"] == {"dialogue_id": "conv", "text": "line"}
+    assert any("speaker" in note for note in inspection.notes)  # "who" is not a known name
+    text = mapping_yaml(inspection)
+    edited = yaml.safe_load(text)
+    edited["columns"]["speaker"] = "who"
+    edited["columns"]["emotion"] = "feeling"
+    result = checked(read_manifest(path, **edited))
+    assert result.utterances.column("speaker").to_pylist() == ["Ann", "Bob"]
+    assert result.utterances.column("emotion").to_pylist() == ["happy", "neutral"]
+
+
+# --- the pieces --------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("text, seconds", [
+    ("12.5", 12.5), (3, 3.0), ("00:01:02.500", 62.5), ("00:01:02,500", 62.5),
+    ("01:02.5", 62.5), ("1:00:00", 3600.0), (" 00:00:07 ", 7.0), ("", None), (None, None)])
+def test_parse_time(text, seconds):
+    assert parse_time(text) == seconds
+
+
+@pytest.mark.parametrize("text", ["1s", "00:61:00", "00:00:60.0", "nan", "inf", "1:2:3:4"])
+def test_parse_time_rejects(text):
+    with pytest.raises(ValueError):
+        parse_time(text)
+
+
+@pytest.mark.parametrize("value, names", [
+    ("['Rachel Green']", ["Rachel Green"]), ('["A", "B"]', ["A", "B"]), (["A"], ["A"]),
+    ("[]", []), ("Ann", ["Ann"]), ("[Narrator]", ["[Narrator]"]), ("", []), (None, []),
+    (7, ["7"]), ("['A', '']", ["A"])])
+def test_speaker_names(value, names):
+    assert speaker_names(value) == names
+
+
+@pytest.mark.parametrize("mapping, message", [
+    ({"columns": {"txt": "Utterance"}}, r"columns\.txt: not a field"),
+    ({"columns": {"dialogue_id": "{Season:02d}"}}, r"columns\.dialogue_id: bad template"),
+    ({"columns": {"text": ""}}, r"columns\.text: expected a column name"),
+    ({"label_map": {"Joyful": 3}}, r"label_map\.Joyful: Input should be a valid string \(got 3\)"),
+    ({"several_speakers": "first"}, r"several_speakers: expected one of problem, join"),
+    ({"files": {"train": "a_{split}.csv"}}, r"files\.train: \{split\} may appear once"),
+    ({"colums": {}}, r"unknown key 'colums' \(did you mean 'columns'\?\)"),
+    ({"labels": "joy"}, r"labels: Input should be a valid array \(got 'joy'\)"),
+])
+def test_bad_mappings_are_one_line_errors_naming_the_key(tmp_path, mapping, message):
+    path = tmp_path / "m.yaml"
+    path.write_text(yaml.safe_dump(mapping))
+    with pytest.raises(ErcError, match=message) as error:  # CorpusError or ConfigError
+        load_mapping(path)
+    assert "\n" not in str(error.value) and str(path) in str(error.value)
+
+
+def test_missing_columns_and_files_name_the_mapping_key(friends):
+    folder, _ = friends
+    with pytest.raises(CorpusError, match=r"columns\.dialogue_id names column\(s\) 'Scene'"):
+        read_manifest(folder, **{**MAPPING, "columns": {**MAPPING["columns"],
+                                                        "dialogue_id": "{Season}-{Scene}"}})
+    with pytest.raises(CorpusError, match=r"files\.dev: no file matches 'friends_valid.csv'"):
+        read_manifest(folder, **{**MAPPING, "files": {"train": "friends_train.csv",
+                                                      "dev": "friends_valid.csv"}})
+    with pytest.raises(CorpusError, match=r"missing column\(s\) dialogue_id"):
+        read_manifest(folder, files="*.csv")
+
+
+def test_files_as_a_split_mapping_a_glob_and_one_file(friends):
+    folder, counts = friends
+    by_pattern = checked(read_manifest(folder, **MAPPING)).utterances
+    by_split = checked(read_manifest(folder, **{**MAPPING, "files": {
+        "train": "friends_train.csv", "dev": "friends_d*.csv", "test": "friends_test.csv"}}))
+    assert by_split.utterances.equals(by_pattern)
+    # A plain glob: no split from the names, so the `split` option's for every row.
+    pooled = checked(read_manifest(folder, **{**MAPPING, "files": "friends_*.csv", "split": "all"}))
+    assert set(pooled.utterances.column("split").to_pylist()) == {"all"}
+    # One file of the set: its split still comes from the pattern.
+    one = checked(read_manifest(folder / "friends_dev.csv", **MAPPING))
+    assert set(one.utterances.column("split").to_pylist()) == {"dev"}
+    assert one.n_input == counts["dev"]
+
+
+def test_label_map_null_excludes_and_a_target_label_passes(tmp_path):
+    path = tmp_path / "m.csv"
+    path.write_text("dialogue_id,speaker,text,emotion\n"
+                    "d,A,one,Joyful\nd,B,two,joy\nd,A,three,Powerful\nd,B,four,JOYFUL\n")
+    result = checked(read_manifest(path, label_map={"Joyful": "joy", "Powerful": None}))
+    assert result.utterances.column("emotion").to_pylist() == ["joy", "joy", "joy"]
+    [problem] = result.problems.to_pylist()
+    assert problem["reason"] == "excluded_label" and problem["line"] == 4
+
+
+def test_parquet_with_list_speakers_and_numeric_template_fields(tmp_path):
+    rows = [{"season": 1, "scene": 2.0, "who": ["Ann"], "said": "hi"},
+            {"season": 1, "scene": 2.0, "who": ["Ann", "Bob"], "said": "both"},
+            {"season": 1, "scene": None, "who": ["Bob"], "said": "lost"}]
+    path = tmp_path / "m.parquet"
+    pq.write_table(pa.Table.from_pylist(rows), path)
+    result = checked(read_manifest(path, columns={"dialogue_id": "s{season}e{scene}",
+                                                  "speaker": "who", "text": "said"}))
+    assert result.utterances.column("dialogue_id").to_pylist() == ["s1e2"]
+    assert [p["reason"] for p in result.problems.to_pylist()] == [
+        "several_speakers", "missing_template_field"]

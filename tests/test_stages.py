@@ -1,0 +1,112 @@
+"""Stages and their one fingerprint mechanism: an unchanged re-run recomputes nothing; a
+changed setting or upstream output recomputes exactly the stages downstream of it; the
+dry run says the same without running anything; output folders are erc's own."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from erc.errors import BusyError, OwnershipError
+from erc.recipes import load_run_config
+from erc.stages.base import Stage, StageContext, content_fingerprint, execute
+from tests.test_main_job import _manifest
+
+ORDER = ["corpus", "features", "qc", "adapters", "train", "eval-dev", "eval-test", "report"]
+
+
+def _ran(record: dict) -> list[str]:
+    stages = {**record["stages"]}
+    ran = [name for name in ORDER[:-1] if name in stages and not stages[name]["skipped"]]
+    return ran + (["report"] if record.get("report_ran") else [])
+
+
+@pytest.mark.slow
+def test_a_change_recomputes_exactly_the_stages_downstream_of_it(ray_local, tmp_path):
+    from erc.stages.main import plan, run_main
+
+    manifest, _ = _manifest(tmp_path)
+    config_file = tmp_path / "run.yaml"
+    config_file.write_text(f"output_dir: {tmp_path / 'run'}\ncorpus: {{path: {manifest.name}}}\n"
+                           "train: {epochs: 2}\n")
+
+    def run(overrides: dict | None = None) -> list[str]:
+        config = load_run_config(config_file, overrides)
+        report = tmp_path / "run" / "manifest.json"
+        before = report.read_text() if report.is_file() else None
+        record = run_main(config, say=lambda _message: None)
+        record["report_ran"] = report.read_text() != before
+        return _ran(record)
+
+    assert run() == ORDER  # the first run computes everything
+    assert run() == []  # an unchanged re-run recomputes nothing
+    # a training setting: the model, its evaluations and the report
+    assert [r[0] for r in plan(load_run_config(config_file, {"train": {"epochs": 3}}))
+            if r[2] != "up to date"] == ["train", "evaluate", "evaluate", "report"]
+    assert run({"train": {"epochs": 3}}) == ["train", "eval-dev", "eval-test", "report"]
+    # a preprocessing setting that changes the feature files: the stages that read them;
+    # the evaluations only if the retrained model differs (same vectors and seed: it may not)
+    model = tmp_path / "run" / "train" / "model" / "model.safetensors"
+    weights = content_fingerprint(model)
+    changed = {"train": {"epochs": 3}, "preprocess": {"partition_rows": 7}}
+    ran = run(changed)
+    evaluations = ["eval-dev", "eval-test"] if content_fingerprint(model) != weights else []
+    assert ran == ["features", "qc", "adapters", "train", *evaluations, "report"]
+    # a QC threshold that keeps the same utterances: QC and the report, nothing in between
+    stricter = {**changed, "qc": {"alignment": {"lev_threshold": 0.4}}}
+    assert run(stricter) == ["qc", "report"]
+    # an upstream input: an edited transcript in the corpus file
+    manifest.write_text(manifest.read_text().replace("I miss her so much.", "I miss him so much.", 1))
+    assert run(stricter) == ORDER
+    assert run(stricter) == []
+
+
+class _Echo(Stage):
+    name = "echo"
+    inputs = ("source",)
+    results = ("copy.txt",)
+
+    def run(self, ctx: StageContext) -> dict:
+        text = ctx.inputs["source"].read_text()
+        (ctx.out / "copy.txt").write_text(text)
+        return {"chars": len(text)}
+
+
+def test_fingerprints_follow_content_not_paths_or_times(tmp_path):
+    source = tmp_path / "in.txt"
+    source.write_text("hello")
+    first = execute(_Echo(), {"n": 1}, {"source": source}, tmp_path / "out")
+    assert not first.skipped and first.summary == {"chars": 5}
+    assert execute(_Echo(), {"n": 1}, {"source": source}, tmp_path / "out").skipped
+    source.write_text("hello")  # rewritten, same bytes
+    assert execute(_Echo(), {"n": 1}, {"source": source}, tmp_path / "out").skipped
+    assert not execute(_Echo(), {"n": 2}, {"source": source}, tmp_path / "out").skipped
+    source.write_text("hello!")
+    assert not execute(_Echo(), {"n": 2}, {"source": source}, tmp_path / "out").skipped
+    (tmp_path / "out" / "copy.txt").write_text("tampered")  # a result changed by hand
+    assert not execute(_Echo(), {"n": 2}, {"source": source}, tmp_path / "out").skipped
+    manifest = json.loads((tmp_path / "out" / "manifest.json").read_text())
+    assert content_fingerprint(tmp_path / "out") == manifest["content"]
+    assert list(manifest["files"]) == ["copy.txt"]
+
+
+def test_output_folders_are_claimed_and_locked(tmp_path):
+    from erc import io
+
+    source = tmp_path / "in.txt"
+    source.write_text("x")
+    foreign = tmp_path / "theirs"
+    foreign.mkdir()
+    (foreign / "notes.txt").write_text("mine")
+    with pytest.raises(OwnershipError, match="holds files erc did not write"):
+        execute(_Echo(), {}, {"source": source}, foreign)
+    assert sorted(p.name for p in foreign.iterdir()) == ["notes.txt"]
+    execute(_Echo(), {}, {"source": source}, foreign, overwrite=True)  # adopted on request
+    assert (foreign / "notes.txt").read_text() == "mine"
+
+    with io.locked(tmp_path / "busy"):
+        with pytest.raises(BusyError, match="another erc run is writing"):
+            execute(_Echo(), {}, {"source": source}, tmp_path / "busy", force=True)
+    with pytest.raises(OwnershipError):
+        io.remove_owned(tmp_path / "theirs-too", "x")
