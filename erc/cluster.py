@@ -331,10 +331,10 @@ def torch_device(num_gpus: float | None) -> str:
         node = ray.util.get_node_ip_address()
     except Exception:  # noqa: BLE001 - outside Ray
         pass
-    message = (f"[erc] node {node} gave this process {num_gpus:g} GPU(s) "
+    message = (f"[erc] warning: node {node} gave this process {num_gpus:g} GPU(s) "
                f"(CUDA_VISIBLE_DEVICES={os.environ.get('CUDA_VISIBLE_DEVICES', 'unset')}), but "
                f"torch {torch.__version__} finds no CUDA device "
                f"(torch.version.cuda={torch.version.cuda}): running on the CPU instead. Check "
                "the node's NVIDIA driver, or the GPU count its node type declares.")
-    print(message, flush=True)  # stdout: Ray forwards it to the job's log
+    print(message, flush=True)  # Ray forwards it to the driver (erc.console shows it)
     return "cpu"

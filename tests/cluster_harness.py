@@ -489,6 +489,45 @@ class LoopbackCluster:
                       self.job_logs(submission_id), info)
 
 
+def _fake_provider_class():
+    """Ray's fake multi-node provider, with one change: each node it starts gets a temp dir
+    of its own (``provider.node_temp_root``/<node id>), as a machine has its own disk. Ray's
+    provider gives them the head's; then a node's runtime-env agent, cleaning up the job's
+    working dir on its node, deletes the head's copy, from under the job's driver."""
+    from ray.autoscaler._private.fake_multi_node.node_provider import FakeMultiNodeProvider
+
+    class SeparateTempDirs(FakeMultiNodeProvider):
+        def _create_node_with_resources_and_labels(self, node_config, tags, count, resources,
+                                                   labels):
+            import ray._private.parameter as parameter
+
+            root = Path(self.provider_config["node_temp_root"])
+            original = parameter.RayParams.__init__
+
+            def with_temp_dir(params, *args, **kwargs):
+                original(params, *args, **kwargs)
+                override = (params.env_vars or {}).get("RAY_OVERRIDE_NODE_ID_FOR_TESTING")
+                if override and params.temp_dir is None:
+                    params.temp_dir = str(root / override[-5:])
+
+            parameter.RayParams.__init__ = with_temp_dir
+            try:
+                super()._create_node_with_resources_and_labels(node_config, tags, count,
+                                                               resources, labels)
+            finally:
+                parameter.RayParams.__init__ = original
+
+    return SeparateTempDirs
+
+
+class LoopbackFakeProvider:
+    """What the autoscaler loads (provider type "external", module
+    tests.cluster_harness.LoopbackFakeProvider): the class above, built on first use."""
+
+    def __new__(cls, *args, **kwargs):
+        return _fake_provider_class()(*args, **kwargs)
+
+
 class AutoscalingCluster(LoopbackCluster):
     """A head whose autoscaler starts and stops worker nodes as the work asks for them:
     Ray's autoscaler (v2) with its fake multi-node provider, which starts each node as
@@ -502,7 +541,7 @@ class AutoscalingCluster(LoopbackCluster):
     autoscaler (the same session), so stopping the head stops them all. They bind
     127.0.0.1 (the provider starts them with Ray's local-IP default), the head 127.0.0.2."""
 
-    PROVIDER = "ray.autoscaler._private.fake_multi_node.node_provider.FakeMultiNodeProvider"
+    PROVIDER = "tests.cluster_harness.LoopbackFakeProvider"
 
     def __init__(self, node_types: dict, head_cpus: int = 0, idle_timeout_s: float = 60,
                  root: Path | None = None, extra_env: dict[str, str] | None = None):
@@ -512,7 +551,9 @@ class AutoscalingCluster(LoopbackCluster):
                "RAY_CLOUD_INSTANCE_ID": FAKE_HEAD_NODE_ID,
                "RAY_OVERRIDE_NODE_ID_FOR_TESTING": FAKE_HEAD_NODE_ID,
                "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER": "0",  # provider-started nodes on loopback
-               "AUTOSCALER_UPDATE_INTERVAL_S": "1", **(extra_env or {})}
+               "AUTOSCALER_UPDATE_INTERVAL_S": "1",
+               "PYTHONPATH": str(REPO),  # for the autoscaler to import LoopbackFakeProvider
+               **(extra_env or {})}
         super().__init__(workers=0, cpus=head_cpus, root=root, extra_env=env)
         self.node_types, self.idle_timeout_s = node_types, idle_timeout_s
         self.head_id = FAKE_HEAD_NODE_ID
@@ -527,7 +568,7 @@ class AutoscalingCluster(LoopbackCluster):
             "cluster_name": "erc-test", "max_workers": sum(t["max_workers"] for t in types.values()),
             "upscaling_speed": 1.0, "idle_timeout_minutes": self.idle_timeout_s / 60,
             "provider": {"type": "external", "module": self.PROVIDER, "launch_multiple": True,
-                         "head_node_id": self.head_id,
+                         "head_node_id": self.head_id, "node_temp_root": str(self.root / "n"),
                          "gcs_address": f"{NODE_IP}:{self.gcs_port}"},
             "auth": {"ssh_user": "ray"}, "available_node_types": types,
             "head_node_type": "ray.head.default",

@@ -44,8 +44,10 @@ NODE_TYPES = {
 LIMIT = 4  # utterances: 2 partitions of 2
 NO_CUDA = "finds no CUDA device"
 # num_gpus left at auto; the stages pinned to the preprocessing GPU type
-PINNED = PREPROCESS_YAML + "".join(
-    f"  {stage}: {{batch_size: 2, accelerator_type: T4}}\n" for stage in ("faces", "asr", "speaker", "text"))
+PINNED = PREPROCESS_YAML
+for _stage in ("faces", "asr", "speaker", "text"):
+    PINNED = PINNED.replace(f"  {_stage}: {{batch_size: 2}}", f"  {_stage}: {{batch_size: 2, accelerator_type: T4}}")
+assert PINNED.count("accelerator_type: T4") == 4
 
 
 @pytest.fixture(scope="module")
@@ -105,7 +107,7 @@ def test_preprocess_waits_for_and_runs_on_the_gpu_nodes(autoscaling, sample_mani
     import pyarrow.parquet as pq
 
     from erc.corpus import read_corpus
-    from erc.pipeline.preprocess import load_features
+    from erc.artifacts import read_features as load_features
 
     cluster = autoscaling
     assert [n["node_id"] for n in _alive(cluster)] == [cluster.head.node_id]  # all at zero

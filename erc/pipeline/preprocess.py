@@ -405,14 +405,15 @@ def run_preprocess(table: pa.Table, output_dir: str | Path, config: PreprocessCo
             for s, r in resources.items()))
         # The stage actors resolve their weights on their own nodes, from the specs (not
         # from the paths found here: a model cache may lie elsewhere on another node);
-        # every node up that can run a stage is checked first.
+        # on a cluster every node up that can run a stage is checked first (the embedded
+        # Ray's one node is this one, where plan() found them).
         specs = model_specs(config)
-        for stage in MODEL_STAGES:
+        for stage in MODEL_STAGES if not runtime.embedded() else ():
             if stage.name in resources:
                 checked = cluster.check_weights({r: specs[r] for r in stage.roles},
                                                 stage_request(resources[stage.name]),
                                                 f"preprocess.{stage.name}")
-                if checked and not runtime.embedded():
+                if checked:
                     say(f"[preprocess] {stage.name}: weights found on the {checked} node(s) "
                         "up that can run it")
         pending_rows = sum(parts[k].num_rows for k in pending)
