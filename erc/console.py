@@ -9,7 +9,8 @@ that policy.
 - Output of Ray's worker processes, which Ray forwards to this process, goes to the log
   file; the console shows it with ``verbose``, and erc's own progress lines among it
   (``[train] epoch ...``) on a terminal or when no run log is open (a stage command run
-  alone), not in the main job's log or pipe, which gets one line per stage instead.
+  alone), not in the main job's log or pipe, which gets one line per stage instead; erc's
+  warnings from inside workers (``[erc] warning: ...``) always.
 - ``verbose`` comes from ``erc run --verbose`` or ERC_VERBOSE=1 (any command, Ray jobs).
 - Progress: on a terminal Ray Data draws its progress display (a bar per operator: rows,
   throughput, time), which stays out of the log file; off a terminal it logs progress
@@ -40,6 +41,7 @@ LOG_FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
 _ANSI = re.compile(r"\x1b\[[0-9;?]*[ -/]*[@-~]")
 _REDRAW = re.compile(r"\x1b\[[0-9;]*[ABJK]|\x1b\[\?25[hl]")  # cursor moves: a live display
 _ERC_PROGRESS = re.compile(r"\[(train|tune)\] ")  # erc's lines printed inside Ray workers
+_ERC_WARNING = re.compile(r"\[erc\] warning: ")  # erc's warnings from inside Ray workers: always shown
 
 # Ray Data's logger, for RAY_DATA_LOGGING_CONFIG: its records still reach Ray's session
 # log (ray-data.log), and propagate to this module's handler instead of Ray's console one.
@@ -258,6 +260,7 @@ def _worker_output(data: dict) -> None:
             continue
         line = prefix + line.rsplit("\r", 1)[-1]  # a bar redrawn in place: its last state
         _to_file(line + "\n")
-        if show_progress and _ERC_PROGRESS.match(line, len(prefix)):
+        if (show_progress and _ERC_PROGRESS.match(line, len(prefix))) or _ERC_WARNING.match(
+                line, len(prefix)):
             stream.write(line + "\n")
             stream.flush()

@@ -85,7 +85,9 @@ class StageResources:
     batch_size: Count | None = None  # rows per call of the stage
     concurrency: Count | list[Count] | None = None  # actors (or [min, max]); decode: tasks at once
     num_cpus: Cpus | None = None  # per actor / task (None: fitted to the cluster's CPUs)
-    num_gpus: Annotated[float, Field(ge=0)] | None = None  # per actor (e.g. 1 or 0.25 on GPU workers)
+    num_gpus: Annotated[float, Field(ge=0)] | None = None  # per actor, e.g. 0.25 (None: auto, shared out over the largest GPU node the cluster has or can launch; 0: CPU)
+    accelerator_type: str | None = None  # only on nodes with this GPU, e.g. L4
+    resources: dict[str, Annotated[float, Field(gt=0)]] = field(default_factory=dict)  # custom Ray resources per actor / task
 
 
 @dataclass
@@ -122,7 +124,12 @@ class TrainConfig:
     num_workers: Count = field(default=1, metadata={"cli": "workers", "tunable": False})  # Ray Train workers (DDP)
     cpus_per_worker: Count = field(default=1, metadata={"tunable": False})  # CPUs (torch threads) per worker
     use_gpu: bool = field(default=False, metadata={"cli": "gpu", "tunable": False})  # one GPU per worker
+    accelerator_type: str | None = field(default=None, metadata={"tunable": False})  # one GPU of this type per worker, e.g. L40S (implies gpu)
     max_failures: Annotated[int, Field(ge=0)] = field(default=0, metadata={"tunable": False})  # worker failures retried from the latest checkpoint
+
+    def gpus_per_worker(self) -> float:
+        """1 when a worker trains on a GPU: use_gpu, or an accelerator type asked for."""
+        return 1.0 if self.use_gpu or self.accelerator_type else 0.0
 
     def to_dict(self) -> dict:
         return asdict(self)

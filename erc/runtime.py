@@ -80,6 +80,14 @@ def _home_for_ray_processes() -> Iterator[None]:
             os.environ.pop(key, None)
 
 
+_embedded = False  # whether this process started the Ray it is connected to
+
+
+def embedded() -> bool:
+    """True when this process runs on the embedded single-node Ray it started itself."""
+    return _embedded
+
+
 class ClusterUnreachable(ErcError, ConnectionError):
     """The Ray address given cannot be reached."""
 
@@ -121,6 +129,7 @@ def connect(address: str | None = None, num_cpus: int | None = None,
         console.attach_to_ray()
         return f"ray cluster at {address}"
     # The embedded Ray trusts only this machine; no token is needed or written.
+    global _embedded
     os.environ.setdefault("RAY_AUTH_MODE", "disabled")
     with _home_for_ray_processes():
         ray.init(
@@ -135,6 +144,7 @@ def connect(address: str | None = None, num_cpus: int | None = None,
             log_to_driver=True,
             runtime_env={"worker_process_setup_hook": "erc.console.quiet_worker_logs"},
         )
+    _embedded = True
     console.attach_to_ray()
     resources = ray.cluster_resources()
     return (f"embedded ray on 127.0.0.1 ({int(resources.get('CPU', 0))} CPU, "
@@ -143,5 +153,7 @@ def connect(address: str | None = None, num_cpus: int | None = None,
 
 def shutdown() -> None:
     ray = sys.modules.get("ray")  # never import Ray just to stop it
+    global _embedded
     if ray is not None and ray.is_initialized():
         ray.shutdown()
+    _embedded = False

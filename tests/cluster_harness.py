@@ -489,6 +489,110 @@ class LoopbackCluster:
                       self.job_logs(submission_id), info)
 
 
+def _fake_provider_class():
+    """Ray's fake multi-node provider, with one change: each node it starts gets a temp dir
+    of its own (``provider.node_temp_root``/<node id>), as a machine has its own disk. Ray's
+    provider gives them the head's; then a node's runtime-env agent, cleaning up the job's
+    working dir on its node, deletes the head's copy, from under the job's driver."""
+    from ray.autoscaler._private.fake_multi_node.node_provider import FakeMultiNodeProvider
+
+    class SeparateTempDirs(FakeMultiNodeProvider):
+        def _create_node_with_resources_and_labels(self, node_config, tags, count, resources,
+                                                   labels):
+            import ray._private.parameter as parameter
+
+            root = Path(self.provider_config["node_temp_root"])
+            original = parameter.RayParams.__init__
+
+            def with_temp_dir(params, *args, **kwargs):
+                original(params, *args, **kwargs)
+                override = (params.env_vars or {}).get("RAY_OVERRIDE_NODE_ID_FOR_TESTING")
+                if override and params.temp_dir is None:
+                    params.temp_dir = str(root / override[-5:])
+
+            parameter.RayParams.__init__ = with_temp_dir
+            try:
+                super()._create_node_with_resources_and_labels(node_config, tags, count,
+                                                               resources, labels)
+            finally:
+                parameter.RayParams.__init__ = original
+
+    return SeparateTempDirs
+
+
+class LoopbackFakeProvider:
+    """What the autoscaler loads (provider type "external", module
+    tests.cluster_harness.LoopbackFakeProvider): the class above, built on first use."""
+
+    def __new__(cls, *args, **kwargs):
+        return _fake_provider_class()(*args, **kwargs)
+
+
+class AutoscalingCluster(LoopbackCluster):
+    """A head whose autoscaler starts and stops worker nodes as the work asks for them:
+    Ray's autoscaler (v2) with its fake multi-node provider, which starts each node as
+    local processes with the resources its node type declares (GPU counts and accelerator
+    types included; no GPU exists here). The autoscaler config lies where the cluster
+    launcher puts it on a real head, ``~/ray_bootstrap_config.yaml``, so a job's driver
+    reads the node types from the same place as on AWS.
+
+    ``node_types``: {name: {"resources": {...}, "max_workers": N}}; the head offers
+    ``head_cpus`` CPUs to tasks (0: none). Worker nodes are children of the head's
+    autoscaler (the same session), so stopping the head stops them all. They bind
+    127.0.0.1 (the provider starts them with Ray's local-IP default), the head 127.0.0.2."""
+
+    PROVIDER = "tests.cluster_harness.LoopbackFakeProvider"
+
+    def __init__(self, node_types: dict, head_cpus: int = 0, idle_timeout_s: float = 60,
+                 root: Path | None = None, extra_env: dict[str, str] | None = None):
+        from ray.autoscaler._private.fake_multi_node.node_provider import FAKE_HEAD_NODE_ID
+
+        env = {"RAY_FAKE_CLUSTER": "1", "RAY_enable_autoscaler_v2": "1",
+               "RAY_CLOUD_INSTANCE_ID": FAKE_HEAD_NODE_ID,
+               "RAY_OVERRIDE_NODE_ID_FOR_TESTING": FAKE_HEAD_NODE_ID,
+               "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER": "0",  # provider-started nodes on loopback
+               "AUTOSCALER_UPDATE_INTERVAL_S": "1",
+               "PYTHONPATH": str(REPO),  # for the autoscaler to import LoopbackFakeProvider
+               **(extra_env or {})}
+        super().__init__(workers=0, cpus=head_cpus, root=root, extra_env=env)
+        self.node_types, self.idle_timeout_s = node_types, idle_timeout_s
+        self.head_id = FAKE_HEAD_NODE_ID
+
+    def start_head(self) -> Node:
+        self.gcs_port, self.dashboard_port, client = free_ports(3)
+        types = {name: {"node_config": {}, "min_workers": 0, **spec}
+                 for name, spec in self.node_types.items()}
+        types["ray.head.default"] = {"resources": {"CPU": self.cpus}, "node_config": {},
+                                     "max_workers": 0}
+        config = {
+            "cluster_name": "erc-test", "max_workers": sum(t["max_workers"] for t in types.values()),
+            "upscaling_speed": 1.0, "idle_timeout_minutes": self.idle_timeout_s / 60,
+            "provider": {"type": "external", "module": self.PROVIDER, "launch_multiple": True,
+                         "head_node_id": self.head_id, "node_temp_root": str(self.root / "n"),
+                         "gcs_address": f"{NODE_IP}:{self.gcs_port}"},
+            "auth": {"ssh_user": "ray"}, "available_node_types": types,
+            "head_node_type": "ray.head.default",
+            "file_mounts": {}, "cluster_synced_files": [], "file_mounts_sync_continuously": False,
+            "rsync_exclude": [], "rsync_filter": [], "initialization_commands": [],
+            "setup_commands": [], "head_setup_commands": [], "worker_setup_commands": [],
+            "head_start_ray_commands": [], "worker_start_ray_commands": [],
+        }
+        bootstrap = self.home / "ray_bootstrap_config.yaml"
+        bootstrap.write_text(json.dumps(config, indent=1))  # JSON is YAML
+        self.head = self._start_node("head", [
+            "--head", f"--port={self.gcs_port}",
+            f"--dashboard-host={DASHBOARD_HOST}", f"--dashboard-port={self.dashboard_port}",
+            f"--ray-client-server-port={client}", f"--autoscaling-config={bootstrap}",
+        ])
+        self.head.ports.update(gcs=self.gcs_port, dashboard=self.dashboard_port,
+                               client_server=client)
+        self.wait_for_nodes(1)
+        return self.head
+
+    def add_worker(self) -> Node:
+        raise ClusterError("the autoscaler adds the worker nodes of this cluster")
+
+
 # ---------------------------------------------------------------------------------------
 # test corpora
 

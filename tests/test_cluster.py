@@ -16,7 +16,8 @@
   (``-s``) report what was lost and how long recovery took.
 
 A new job gets its test the way these have one: ``cluster.submit("python",
-"jobs/<job>.py", ..., runtime_env=RUNTIME_ENV)`` on the module's cluster, then read its
+"jobs/<job>.py", ..., runtime_env=runtime_env_file(cluster))`` on the module's cluster,
+then read its
 outputs.
 """
 
@@ -45,8 +46,20 @@ PROBE = "MapBatches(_probe_batch)"  # the Ray Data tasks of the media check
 RUNTIME_ENV = REPO / "jobs" / "runtime_env.yaml"
 
 
-def runtime_env() -> dict:
-    return yaml.safe_load(RUNTIME_ENV.read_text())
+def runtime_env(cluster: LoopbackCluster | None = None) -> dict:
+    """The runtime env file's contents; for a loopback cluster with ERC_HOME in its root
+    (the storage all its nodes share, as /mnt/erc is on a real cluster)."""
+    env = yaml.safe_load(RUNTIME_ENV.read_text())
+    if cluster is not None:
+        env["env_vars"]["ERC_HOME"] = str(cluster.root / "erc-home")
+    return env
+
+
+def runtime_env_file(cluster: LoopbackCluster) -> Path:
+    """runtime_env(cluster) as a file, for `ray job submit --runtime-env FILE`."""
+    path = cluster.root / "runtime_env.yaml"
+    path.write_text(yaml.safe_dump(runtime_env(cluster)))
+    return path
 
 
 # ---------------------------------------------------------------------------------------
@@ -70,21 +83,42 @@ def test_cluster_yaml_passes_rays_own_validation(launcher_config):
 
 
 def test_cluster_yaml_choices(launcher_config):
+    """The shape docs/cluster.md describes: a head without tasks, a CPU worker type and GPU
+    types pinned by accelerator type, all from zero; NVMe for Ray's temp dir and spilling;
+    one zone; an instance profile everywhere; the image, no installs at boot; token auth."""
     import ray
 
     cfg = launcher_config
     types = cfg["available_node_types"]
     head = types[cfg["head_node_type"]]
     workers = {name: t for name, t in types.items() if name != cfg["head_node_type"]}
-    # a CPU head, autoscaling GPU worker types (none running while idle)
-    assert not head["resources"].get("GPU") and not head["node_config"]["InstanceType"].startswith(("g", "p"))
-    assert {"gpu_preprocess", "gpu_train"} <= set(workers)
+    assert head["resources"] == {"CPU": 0}  # GCS, autoscaler and drivers only
+    assert not head["node_config"]["InstanceType"].startswith(("g", "p"))
+    cpu_types = {n for n, t in workers.items() if not t["resources"].get("GPU")}
+    gpu_types = {n for n, t in workers.items() if t["resources"].get("GPU")}
+    assert cpu_types and gpu_types
+    accelerators = set()
+    for name in gpu_types:
+        found = [k for k in workers[name]["resources"] if k.startswith("accelerator_type:")]
+        assert len(found) == 1, name  # the autoscaler must know the GPU before the node exists
+        accelerators.add(found[0])
+    assert len(accelerators) == len(gpu_types)
     for worker in workers.values():
         assert worker["min_workers"] == 0 < worker["max_workers"]
-        assert worker["node_config"]["InstanceType"].startswith(("g", "p"))
-    # the image is the Ray that erc pins, on the Python of this environment
+        assert worker["resources"]["CPU"] > 0
+    assert sum(w["max_workers"] for w in workers.values()) <= cfg["max_workers"]
+    # one zone, one subnet, and every node may use the bucket
+    assert "," not in cfg["provider"]["availability_zone"]
+    subnets = {tuple(t["node_config"]["SubnetIds"]) for t in types.values()}
+    assert len(subnets) == 1 and len(next(iter(subnets))) == 1
+    assert all(t["node_config"]["IamInstanceProfile"] for t in types.values())
+    # the image carries the stack: nothing is installed when a node boots
+    setup = " ".join(cfg["setup_commands"] + cfg["head_setup_commands"] + cfg["worker_setup_commands"])
+    assert "pip install" not in setup and "apt-get" not in setup
+    dockerfile = (REPO / "docker" / "Dockerfile").read_text()
     py = "py%d%d" % __import__("sys").version_info[:2]
-    assert cfg["docker"]["image"] == f"rayproject/ray:{ray.__version__}-{py}-gpu"
+    assert f"ARG RAY_IMAGE=rayproject/ray:{ray.__version__}-{py}-gpu" in dockerfile
+    assert f"ray{ray.__version__}-{py}-gpu" in cfg["docker"]["image"]
     pinned = [d for d in __import__("tomllib").loads((REPO / "pyproject.toml").read_text())
               ["project"]["dependencies"] if d.startswith("ray[")]
     assert pinned and pinned[0].endswith(f"=={ray.__version__}")
@@ -93,22 +127,40 @@ def test_cluster_yaml_choices(launcher_config):
     worker_start = " ".join(cfg["worker_start_ray_commands"])
     for start in (head_start, worker_start):
         assert "RAY_AUTH_MODE=token" in start and "--disable-usage-stats" in start
+        # Ray's temp dir and spilled objects on the local NVMe SSD
+        assert "--temp-dir=/mnt/nvme/" in start and "--object-spilling-directory=/mnt/nvme/" in start
     assert "--dashboard-host=127.0.0.1" in head_start
     token_mounts = [remote for remote in cfg["file_mounts"] if remote.endswith("auth_token")]
     assert token_mounts and all(f"RAY_AUTH_TOKEN_PATH={token_mounts[0]}" in s
                                 for s in (head_start, worker_start))
-    # shared storage is mounted on every node and visible inside the container
-    assert any("/mnt/erc" in c for c in cfg["initialization_commands"])
-    assert any("/mnt/erc:/mnt/erc" in o for o in cfg["docker"]["run_options"])
+    # shared storage and the NVMe SSD mounted on every node and visible inside the container
+    init = " ".join(cfg["initialization_commands"])
+    assert "/mnt/erc" in init and "/mnt/nvme" in init
+    for mount in ("/mnt/erc:/mnt/erc", "/mnt/nvme:/mnt/nvme"):
+        assert any(mount in o for o in cfg["docker"]["run_options"])
 
 
 # ---------------------------------------------------------------------------------------
 # what jobs need on any cluster (no cluster started)
 
 def test_runtime_env_file_is_ercs_offline_env():
+    """erc's offline defaults and ERC_HOME on the storage every node mounts; excludes that
+    keep corpora, media and weights in the repository out of the job's upload (Ray's own
+    matcher decides), the sample corpus in."""
+    from ray._private.runtime_env.packaging import _get_excludes
+
     from erc.runtime import OFFLINE_ENV
 
-    assert runtime_env() == {"env_vars": OFFLINE_ENV}
+    env = runtime_env()
+    assert set(env) == {"env_vars", "excludes"}
+    assert env["env_vars"] == {**OFFLINE_ENV, "ERC_HOME": "/mnt/erc/erc-home"}
+    excluded = _get_excludes(REPO, env["excludes"])
+    for path in ("runs/meld/features/part-00000.parquet", "data/MELD.Raw/train/dia0_utt0.mp4",
+                 "corpus/x.wav", "docker/weights/facenet/vggface2.pt", "model.safetensors"):
+        assert excluded(REPO / path), path
+    for path in ("erc/cluster.py", "jobs/preprocess.py", "erc/configs/cluster-gpu.yaml",
+                 "erc/samples/ravdess_dialogues/clips/sample_d01_t00.mp4"):
+        assert not excluded(REPO / path), path
 
 
 @pytest.mark.parametrize("job", ["ingest", "preprocess", "train", "evaluate", "run", "tune"])
@@ -234,7 +286,7 @@ def sample_corpus(cluster, sample_manifest, tmp_path_factory):
         cluster.add_worker()
     out = tmp_path_factory.mktemp("sample") / "corpus"
     run = cluster.submit("python", "jobs/ingest.py", str(sample_manifest), "--check-media",
-                         "--out", str(out), runtime_env=RUNTIME_ENV, name="ingest")
+                         "--out", str(out), runtime_env=runtime_env_file(cluster), name="ingest")
     return run, out
 
 
@@ -271,7 +323,7 @@ def test_erc_code_runs_on_every_node(two_nodes, sample_manifest):
     marker = secrets.token_hex(4)
     run = cluster.submit("python", "tests/cluster_harness.py", "probe-nodes", "--clip",
                          str(clip), "--env", "ERC_PROBE", "--env", "HF_HUB_OFFLINE",
-                         runtime_env={"env_vars": {**runtime_env()["env_vars"],
+                         runtime_env={"env_vars": {**runtime_env(cluster)["env_vars"],
                                                    "ERC_PROBE": marker}}, name="probe")
     assert run.status == "SUCCEEDED", run.logs[-3000:]
     line = next(l for l in run.logs.splitlines() if l.startswith("PROBE "))
@@ -337,7 +389,7 @@ def test_ingest_survives_losing_the_worker_node(two_nodes, sample_manifest, tmp_
     manifest = scaled_manifest(sample_manifest, tmp_path / "corpus", copies=30, broken=3)
     args = ["python", "jobs/ingest.py", str(manifest), "--check-media"]
 
-    clean = cluster.submit(*args, "--out", str(tmp_path / "clean"), runtime_env=RUNTIME_ENV,
+    clean = cluster.submit(*args, "--out", str(tmp_path / "clean"), runtime_env=runtime_env_file(cluster),
                            name="ingest-clean")
     assert clean.status == "SUCCEEDED", clean.logs[-3000:]
     clean_tasks = _settled_tasks(cluster, clean.info["job_id"])
@@ -346,7 +398,7 @@ def test_ingest_survives_losing_the_worker_node(two_nodes, sample_manifest, tmp_
 
     worker = cluster.workers[0]
     submission = cluster.submit(*args, "--out", str(tmp_path / "faulty"),
-                                runtime_env=RUNTIME_ENV, name="ingest-faulty", wait=False)
+                                runtime_env=runtime_env_file(cluster), name="ingest-faulty", wait=False)
     started = time.monotonic()
     # kill the node while one of its workers is inside a media-check task
     crash = cluster.crash_node(worker, busy=f"ray::{PROBE}",
@@ -409,7 +461,7 @@ preprocess:
 def _preprocess(cluster, corpus: Path, config: Path, out: Path, wait: bool = True, name="pre"):
     return cluster.submit("python", "jobs/preprocess.py", str(corpus), "--out", str(out),
                           "--config", str(config), "--limit", str(PREPROCESS_LIMIT),
-                          runtime_env=RUNTIME_ENV, name=name, wait=wait)
+                          runtime_env=runtime_env_file(cluster), name=name, wait=wait)
 
 
 @pytest.fixture(scope="module")
@@ -567,7 +619,7 @@ def _train(cluster, corpus: tuple[Path, Path], out: Path, wait: bool = True, nam
         "--out", str(out), "--epochs", str(TRAIN_EPOCHS), "--batch-size", "8",
         "--patience", "100", "--d-state", "8", "--lr", "5e-3", "--window", "2",
         "--dropout", "0", "--workers", "2", "--max-failures", "1",
-        runtime_env=RUNTIME_ENV, name=name, wait=wait)
+        runtime_env=runtime_env_file(cluster), name=name, wait=wait)
 
 
 @pytest.fixture(scope="module")
@@ -729,7 +781,7 @@ def test_jobs_read_and_write_s3(two_nodes, sample_manifest, preprocess_config, p
     from tests.conftest import S3_BUCKET
 
     cluster = two_nodes
-    env = runtime_env()
+    env = runtime_env(cluster)
     env["env_vars"] = {**env["env_vars"], **s3_store}  # credentials and the loopback endpoint
     base = f"s3://{S3_BUCKET}/cluster"
 

@@ -272,19 +272,31 @@ def _safe(name: str) -> str:
     return name.replace("/", "--").replace("\\", "--")
 
 
-def cache_path(backend: str, name: str) -> Path:
-    """Where erc's model cache keeps (backend, name): a folder, or a file for single-file
-    weights (``<name>.pt`` for openai-whisper and facenet)."""
-    base = model_cache() / backend / _safe(name)
+def cache_path(backend: str, name: str, root: Path | None = None) -> Path:
+    """Where erc's model cache (or another folder laid out like it, ``root``) keeps
+    (backend, name): a folder, or a file for single-file weights (``<name>.pt`` for
+    openai-whisper and facenet)."""
+    base = (root or model_cache()) / backend / _safe(name)
     if backend in ("openai-whisper", "facenet"):
         return base.with_name(base.name + ".pt")
     return base
 
 
+def model_dirs() -> list[Path]:
+    """Where cached weights are looked for: erc's model cache, then each folder of
+    ``ERC_MODEL_PATH`` (``:``-separated, read only, laid out like the cache: weights baked
+    into an image stay visible when ERC_HOME points at shared storage)."""
+    extra = [Path(p).expanduser() for p in os.environ.get("ERC_MODEL_PATH", "").split(os.pathsep) if p]
+    return [model_cache(), *extra]
+
+
 def _cache_candidates(backend: str, name: str) -> list[Path]:
-    base = model_cache() / backend / _safe(name)
-    return [cache_path(backend, name), base] + [
-        base.with_name(base.name + ext) for ext in (".pt", ".pth", ".bin", ".dat", ".onnx")]
+    found = []
+    for root in model_dirs():
+        base = root / backend / _safe(name)
+        found += [cache_path(backend, name, root), base] + [
+            base.with_name(base.name + ext) for ext in (".pt", ".pth", ".bin", ".dat", ".onnx")]
+    return list(dict.fromkeys(found))
 
 
 def _marker(path: Path) -> Path:

@@ -20,7 +20,7 @@ def cmd_run(args) -> int:
     config_path = args.config or str(resources.files("erc") / "configs" / SAMPLE_CONFIG)
     given = [(key, value) for key, value in (("output_dir", args.out), ("train.storage", args.storage))
              if value]
-    overrides = tree(args.overrides + given)
+    overrides = tree(args.set_overrides + given)
     config = load_run_config(Path(config_path), overrides)
     if args.address:
         config.ray.address = args.address
@@ -73,7 +73,7 @@ def register(commands) -> None:
                     "second run is quick, an interrupted one resumes, and a changed setting "
                     "recomputes exactly the stages it affects (see --dry-run).")
     run.add_argument("--config", help="YAML run config (default: the sample's)")
-    run.add_argument("-o", "--set", dest="overrides", action="append", default=[],
+    run.add_argument("-o", "--set", dest="set_overrides", action="append", default=[],
                      type=parse_override, metavar="SECTION.KEY=VALUE",
                      help="override a setting of the config, e.g. -o train.epochs=5 "
                           "-o qc.alignment.rule=length_aware (repeatable)")

@@ -42,7 +42,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
-from erc import io
+from erc import cluster, io
 from erc.errors import ConfigError
 from erc.features import FEATURE_SCHEMA, models_of, with_models
 from erc.fingerprint import digest, stat_of
@@ -163,11 +163,17 @@ def plan(table: pa.Table, config: PreprocessConfig, limit: int | None = None,
 # -- resources ----------------------------------------------------------------------------
 
 def stage_resources(config: PreprocessConfig, stages: list[str], cpus: float, gpus: float,
-                    node_cpus: list[float] | None = None) -> dict:
-    """batch_size, concurrency, num_cpus, num_gpus for each stage, from the config with the
-    stage's own defaults (``PassStage.resources``); CPUs left unset are shared out so that
-    every stage's actors and one decode task fit on the cluster; GPUs left unset are
-    shared between the model stages when the cluster has any.
+                    node_cpus: list[float] | None = None, gpu_nodes: int = 1,
+                    gpu_node_cpus: float | None = None) -> dict:
+    """batch_size, concurrency, num_cpus, num_gpus (and accelerator_type, resources) for
+    each stage, from the config with the stage's own defaults (``PassStage.resources``);
+    CPUs left unset are shared out so that every stage's actors and one decode task fit on
+    the cluster; GPUs left unset are shared between the model stages when a node has any
+    (``gpus``: the GPUs of the largest GPU node), and their actor pools, unless sized in
+    the config, grow to fill ``gpu_nodes`` such nodes (-1: as many as the autoscaler
+    brings, up to 64 actors). ``gpu_node_cpus``: the CPUs of a GPU node; the GPU stages'
+    actors, which share one, ask for no more CPUs together (else the last of them would
+    wait forever).
 
     ``node_cpus`` (the CPUs of each node) matters on a multi-node cluster: a decode task
     must fit on one node next to the actors placed there, so it asks for at most half of
@@ -182,7 +188,12 @@ def stage_resources(config: PreprocessConfig, stages: list[str], cpus: float, gp
         chosen[stage] = {**STAGE_OF[stage].resources, **given}
         if stage in model_names and "num_gpus" not in given:
             users = [s for s in stages if s in model_names]
-            chosen[stage]["num_gpus"] = min(1.0, gpus / len(users)) if gpus >= 1 else 0.0
+            share = min(1.0, gpus / len(users)) if gpus >= 1 else 0.0
+            chosen[stage]["num_gpus"] = share
+            if share and gpu_nodes != 1 and "concurrency" not in given:
+                per_node = max(1, int(gpus / (len(users) * share) + 1e-9))
+                chosen[stage]["concurrency"] = [1, min(64, per_node * gpu_nodes)
+                                                if gpu_nodes > 0 else 64]
 
     def actors(stage) -> int:
         size = chosen[stage]["concurrency"]
@@ -197,9 +208,20 @@ def stage_resources(config: PreprocessConfig, stages: list[str], cpus: float, gp
     if auto:
         left = cpus - (decode["num_cpus"] * len(nodes) if decode else 0.0) - fixed
         share = left / sum(actors(s) for s in auto)
+        on_gpu = [s for s in model if chosen[s]["num_gpus"]]
         for stage in auto:
-            chosen[stage]["num_cpus"] = round(min(1.0, max(0.1, share)), 3)
+            cpus_here = min(1.0, max(0.1, share))
+            if gpu_node_cpus and stage in on_gpu:
+                cpus_here = min(cpus_here, gpu_node_cpus / len(on_gpu))
+            chosen[stage]["num_cpus"] = round(cpus_here, 3)
     return chosen
+
+
+def stage_request(chosen: dict) -> cluster.Request:
+    """What one actor (or decode task) of a stage asks of a node, besides CPUs."""
+    return cluster.Request(num_gpus=float(chosen.get("num_gpus") or 0.0),
+                           accelerator_type=chosen.get("accelerator_type"),
+                           resources=dict(chosen.get("resources") or {}))
 
 
 def _compute(concurrency):
@@ -225,20 +247,38 @@ def build_dataset(parts: list[pa.Table], specs: dict, config: PreprocessConfig, 
     dataset = dataset.map_batches(
         DecodeStage(config.decoding), batch_format="pyarrow",
         batch_size=int(decode["batch_size"]), num_cpus=decode["num_cpus"],
-        concurrency=decode["concurrency"])
+        concurrency=decode["concurrency"], **cluster.ray_options(stage_request(decode)))
     for stage in MODEL_STAGES:
         if stage.name not in resources:
             continue
         res = resources[stage.name]
         stage_specs = {role: dataclasses.asdict(specs[role]) for role in stage.roles}
         kwargs = {"specs": stage_specs, "num_cpus": res["num_cpus"], "num_gpus": res["num_gpus"]}
-        remote = {"num_cpus": res["num_cpus"]}
-        if res["num_gpus"]:
-            remote["num_gpus"] = res["num_gpus"]
+        remote = {"num_cpus": res["num_cpus"], **cluster.ray_options(stage_request(res))}
         dataset = dataset.map_batches(
             stage, fn_constructor_kwargs=kwargs, batch_format="pyarrow",
             batch_size=int(res["batch_size"]), compute=_compute(res["concurrency"]), **remote)
     return dataset
+
+
+def _cluster_stage_resources(config: PreprocessConfig, stages: list[str], say) -> dict:
+    """stage_resources for the connected cluster: GPUs and CPUs from the node types it can
+    launch (erc.cluster), every stage's request checked against them."""
+    from erc import runtime
+
+    model_names = {stage.name for stage in MODEL_STAGES}
+    auto_gpu = [s for s in stages if s in model_names and getattr(config, s).num_gpus is None]
+    plan = cluster.gpu_plan(" / ".join(f"preprocess.{s}.num_gpus" for s in auto_gpu)) \
+        if auto_gpu else None
+    if plan is not None and not runtime.embedded():
+        say(f"[preprocess] auto GPUs from {plan.source}")
+    cpus, node_cpus = cluster.task_cpus()
+    resources = stage_resources(config, stages, cpus, plan.per_node if plan else 0.0,
+                                node_cpus, plan.nodes if plan else 1,
+                                plan.node_cpus if plan else None)
+    for stage, chosen in resources.items():
+        cluster.check_feasible(stage_request(chosen), f"preprocess.{stage}")
+    return resources
 
 
 # -- output -------------------------------------------------------------------------------
@@ -352,9 +392,7 @@ def run_preprocess(table: pa.Table, output_dir: str | Path, config: PreprocessCo
         resources_now = ray_module.cluster_resources()
         with_media = any(_has_media(parts[k]) for k in pending)
         stages = [s.name for s in PASS] if with_media else ["decode", "text"]
-        node_cpus = [float(n["Resources"].get("CPU", 0)) for n in ray_module.nodes() if n["Alive"]]
-        resources = stage_resources(config, stages, float(resources_now.get("CPU", 1)),
-                                    float(resources_now.get("GPU", 0)), node_cpus)
+        resources = _cluster_stage_resources(config, stages, say)
         wanted = sum(r["num_cpus"] * (r["concurrency"][0] if isinstance(r["concurrency"], list)
                                       else r["concurrency"] or 1) for r in resources.values())
         if wanted > float(resources_now.get("CPU", 1)) + 1e-6:
@@ -362,11 +400,26 @@ def run_preprocess(table: pa.Table, output_dir: str | Path, config: PreprocessCo
                 f"{resources_now.get('CPU', 0):g}; actors wait until the cluster grows")
         say("[preprocess] stages: " + "; ".join(
             f"{s} batch {r['batch_size']} x{r['concurrency'] or 'auto'} "
-            f"cpu {r['num_cpus']:g} gpu {r['num_gpus']:g}" for s, r in resources.items()))
+            f"cpu {r['num_cpus']:g} gpu {r['num_gpus']:g}"
+            + (f" on {r['accelerator_type']}" if r.get("accelerator_type") else "")
+            for s, r in resources.items()))
+        # The stage actors resolve their weights on their own nodes, from the specs (not
+        # from the paths found here: a model cache may lie elsewhere on another node);
+        # on a cluster every node up that can run a stage is checked first (the embedded
+        # Ray's one node is this one, where plan() found them).
+        specs = model_specs(config)
+        for stage in MODEL_STAGES if not runtime.embedded() else ():
+            if stage.name in resources:
+                checked = cluster.check_weights({r: specs[r] for r in stage.roles},
+                                                stage_request(resources[stage.name]),
+                                                f"preprocess.{stage.name}")
+                if checked:
+                    say(f"[preprocess] {stage.name}: weights found on the {checked} node(s) "
+                        "up that can run it")
         pending_rows = sum(parts[k].num_rows for k in pending)
         inputs = [parts[k].append_column("_part", pa.array([k] * parts[k].num_rows, pa.int32()))
                   for k in pending]
-        dataset = build_dataset(inputs, work.specs, config, resources)
+        dataset = build_dataset(inputs, specs, config, resources)
 
         buffers: dict[int, list[pa.Table]] = defaultdict(list)
         counts: Counter = Counter()

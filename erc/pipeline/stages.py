@@ -186,8 +186,10 @@ class _ModelStage(PassStage):
         runtime.apply_offline_env()
         _fit_threads(num_cpus)
         started = time.perf_counter()
-        if device is None:
-            device = "cuda" if num_gpus else "cpu"
+        if device is None:  # CPU, with a message, where a GPU was promised but none works
+            from erc.cluster import torch_device
+
+            device = torch_device(num_gpus)
         self.backends = {role: load_backend(ModelSpec(**spec), device=device)
                          for role, spec in specs.items()}
         self.load_s = time.perf_counter() - started

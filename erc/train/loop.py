@@ -62,15 +62,26 @@ def train_loop_per_worker(config: dict) -> None:
     import ray.train
     import ray.train.torch
 
+    from erc.cluster import torch_device
+
     logging.getLogger("ray.train").setLevel(logging.WARNING)  # not a line per report
     ctx = ray.train.get_context()
+    device, prepare = ray.train.torch.get_device(), ray.train.torch.prepare_model
+    use_gpu = TrainConfig(**config["train"]).gpus_per_worker() > 0
+    if use_gpu and ctx.get_world_size() == 1 and torch_device(1.0) == "cpu":
+        # The node advertises a GPU torch cannot use (torch_device said so): a lone
+        # worker trains on the CPU instead. (Several workers need CUDA for NCCL.)
+        import torch
+
+        device = torch.device("cpu")
+        prepare = lambda model: model.to(device)  # noqa: E731
 
     def report(metrics: dict, folder: str | None) -> None:
         checkpoint = ray.train.Checkpoint.from_directory(folder) if folder else None
         ray.train.report(metrics, checkpoint=checkpoint)
 
     run_epochs(config, rank=ctx.get_world_rank(), world=ctx.get_world_size(),
-               device=ray.train.torch.get_device(), prepare=ray.train.torch.prepare_model,
+               device=device, prepare=prepare,
                checkpoint=ray.train.get_checkpoint(), report=report)
 
 
@@ -198,7 +209,13 @@ def fit(task: str, task_config: dict, data: Any, train: TrainConfig, out_dir: st
     runtime.connect(address)
     import ray
     from ray.train import CheckpointConfig, FailureConfig, RunConfig, ScalingConfig
-    from ray.train.torch import TorchTrainer
+
+    from erc import cluster
+
+    gpus = train.gpus_per_worker()
+    cluster.check_feasible(cluster.Request(num_gpus=gpus, accelerator_type=train.accelerator_type),
+                           "a training worker")
+    from ray.train.torch import TorchConfig, TorchTrainer
 
     # Ray Train opens URIs (s3://...) itself; by default checkpoints go to OUT/ray
     storage = absolute(train.storage_path or str(Path(out_dir).resolve() / "ray"))
@@ -206,7 +223,11 @@ def fit(task: str, task_config: dict, data: Any, train: TrainConfig, out_dir: st
         train_loop_per_worker,
         train_loop_config={"task": task, "task_config": task_config, "train": train.to_dict(),
                            "data": ray.put(data)},
-        scaling_config=ScalingConfig(num_workers=train.num_workers, use_gpu=train.use_gpu,
+        # One worker has nothing to all-reduce: gloo, which also runs where a node's GPU
+        # turns out unusable; several GPU workers use NCCL (Ray's default), which needs CUDA.
+        torch_config=TorchConfig(backend="gloo") if train.num_workers == 1 else None,
+        scaling_config=ScalingConfig(num_workers=train.num_workers, use_gpu=gpus > 0,
+                                     accelerator_type=train.accelerator_type,
                                      resources_per_worker={"CPU": train.cpus_per_worker}),
         run_config=RunConfig(
             name=train.name, storage_path=storage,

@@ -173,15 +173,13 @@ def run_search(spec: SearchSpec, table, out_dir: str | Path, *,
     data, base = build_data(spec, table, feature_spec, roles, features)
     print(f"[tune] training data built once for every trial in {time.time() - started:.1f} s "
           f"({spec.family}: {len(data.labels)} labels)", flush=True)
-    resources = dict(spec.search.resources_per_trial)
-    if resources.get("gpu") == "auto":
-        resources["gpu"] = 1 if ray.cluster_resources().get("GPU", 0) > 0 else 0
+    resources = trial_resources(spec.search.resources_per_trial)
     setup = {"spec": spec, "base": base, "cpu": resources["cpu"], "gpu": resources["gpu"],
              "ledger": str(ledger)}
     from erc.tune.trial import train_trial
 
     trainable = tune.with_resources(tune.with_parameters(train_trial, data=data, setup=setup),
-                                    {"cpu": resources["cpu"], "gpu": resources["gpu"]})
+                                    resources)
     # How often the search state (trial statuses, the searcher) is saved: what a resume
     # after a kill starts from.
     os.environ["TUNE_GLOBAL_CHECKPOINT_S"] = str(spec.search.experiment_checkpoint_s)
@@ -204,6 +202,22 @@ def run_search(spec: SearchSpec, table, out_dir: str | Path, *,
           f"each with {resources}", flush=True)
     grid = tuner.fit()
     return write_outputs(grid, spec, out_dir, resumed=resumed, command=command, note=note)
+
+
+def trial_resources(wanted: Mapping[str, Any]) -> dict:
+    """``resources_per_trial`` as Tune takes them: ``gpu: auto`` is one GPU where the
+    cluster has or can launch GPU nodes (erc.cluster.gpu_plan); ``accelerator_type`` pins
+    trials to nodes with that GPU. Checked against what the cluster can launch."""
+    from erc import cluster
+
+    resources = {"cpu": wanted["cpu"], "gpu": wanted.get("gpu", "auto")}
+    if resources["gpu"] == "auto":
+        resources["gpu"] = 1 if cluster.gpu_plan("search.resources_per_trial.gpu").per_node else 0
+    request = cluster.Request(num_gpus=float(resources["gpu"]),
+                              accelerator_type=wanted.get("accelerator_type"))
+    cluster.check_feasible(request, "a trial")
+    resources.update({k: v for k, v in request.shape().items() if k != "GPU"})
+    return resources
 
 
 def _without_idle_adapter_sizes(spec: SearchSpec, feature_spec: Mapping | None) -> SearchSpec:

@@ -326,12 +326,18 @@ def _param(where: str, name: str, knob: Knob, spec: Any) -> Param:
 def _resources(where: str, data: Any) -> dict:
     if not isinstance(data, dict):
         raise ConfigError(f"{where}: expected {{cpu: N, gpu: N | auto}}, got {data!r}")
-    _check_keys(where, data, ("cpu", "gpu"))
+    _check_keys(where, data, ("cpu", "gpu", "accelerator_type"))
     cpu = _number(f"{where}.cpu", data.get("cpu", 1), 0.0, strict=True)
     gpu = data.get("gpu", "auto")
     if gpu != "auto":
         gpu = _number(f"{where}.gpu", gpu, 0.0)
-    return {"cpu": int(cpu) if cpu.is_integer() else cpu, "gpu": gpu}
+    accelerator = data.get("accelerator_type")
+    if accelerator is not None and not isinstance(accelerator, str):
+        raise ConfigError(f"{where}.accelerator_type: expected a GPU type such as L40S")
+    out = {"cpu": int(cpu) if cpu.is_integer() else cpu, "gpu": gpu}
+    if accelerator:
+        out["accelerator_type"] = accelerator
+    return out
 
 
 def _search(where: str, data: Any) -> SearchSettings:

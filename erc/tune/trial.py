@@ -112,7 +112,9 @@ def train_trial(params: dict, *, data, setup: dict) -> None:
     if isinstance(data, AdaptableDialogues):
         data = data.build(values["adapter_hidden"], values["adapter_out"])
         base = {**base, "modalities": data.modalities, "dims": data.dims}
-    use_gpu = bool(setup.get("gpu")) and torch.cuda.is_available()
+    from erc.cluster import torch_device
+
+    use_gpu = torch_device(setup.get("gpu")) == "cuda"  # CPU, with a message, without CUDA
     config = run_config(spec, values, base, cpus=setup.get("cpu", 1), use_gpu=use_gpu)
     config["data"] = data
     device = torch.device("cuda" if use_gpu else "cpu")
