@@ -25,9 +25,11 @@ from erc.train.data import build_dialogue_data, build_text_data, resolve_roles
 from erc.train.loop import TrainConfig, TrainOutcome, fit
 
 
-def table_fingerprint(table: pa.Table) -> str:
+def table_fingerprint(table: pa.Table,
+                      columns: tuple[str, ...] = ("utterance_id", "speaker", "text", "emotion",
+                                                  "split")) -> str:
     digest = hashlib.sha256()
-    for name in ("utterance_id", "speaker", "text", "emotion", "split"):
+    for name in columns:
         digest.update("\x1f".join(map(str, table.column(name).to_pylist())).encode())
     return digest.hexdigest()[:16]
 
@@ -86,12 +88,14 @@ def text_features(model_dir: str | Path, table: pa.Table, splits: list[str] | No
 
 def frozen_text_features(model_path: str, table: pa.Table, batch_size: int = 64,
                          cache_dir: str | Path | None = None) -> dict[str, np.ndarray]:
-    """Sentence-transformers embeddings of each transcript (no context, encoder frozen)."""
+    """Sentence-transformers embeddings of each transcript (no context, encoder frozen),
+    cached by the utterances' ids and texts only (a fold that reassigns splits reuses them)."""
     from erc.runtime import state_dir
 
     cache_dir = Path(cache_dir) if cache_dir else state_dir() / "cache" / "text_embeddings"
     cache_dir.mkdir(parents=True, exist_ok=True)
-    key = hashlib.sha256(f"{Path(model_path).resolve()}|{table_fingerprint(table)}".encode())
+    key = hashlib.sha256(f"{Path(model_path).resolve()}|"
+                         f"{table_fingerprint(table, ('utterance_id', 'text'))}".encode())
     cache = cache_dir / f"{Path(model_path).name}-{key.hexdigest()[:16]}.parquet"
     if cache.is_file():
         t = pq.read_table(cache)
