@@ -416,6 +416,32 @@ def test_context_inputs_keep_target_and_drop_oldest_turns(tiny_encoder):
     assert "eight" not in tokenizer.decode(no_ctx[0])
 
 
+def test_context_inputs_read_future_turns_when_asked(tiny_encoder):
+    from erc.models.text import build_inputs
+
+    _, tokenizer = tiny_encoder
+    turns = [("Ross", "one two"), ("Rachel", "three four"), ("Ross", "the target"),
+             ("Rachel", "five six"), ("Ross", "seven eight"), ("Rachel", "nine ten")]
+    past_only = build_inputs(tokenizer, [turns], context_turns=8, max_length=64)[0][2]
+    both = build_inputs(tokenizer, [turns], context_turns=8, max_length=64, future_turns=2)[0][2]
+    for seq, start, end in (past_only, both):
+        assert tokenizer.decode(seq[start:end]) == "ross : the target"
+        assert "one two" in tokenizer.decode(seq[:start])  # the past comes before the target
+    assert "five" not in tokenizer.decode(past_only[0])  # causal: no future turn
+    after = tokenizer.decode(both[0][both[2]:])
+    assert "five six" in after and "seven eight" in after and "nine" not in after
+    # Nearest turns first on both sides when the budget is short: t-1 and t+1 fit, no more.
+    n_tokens = [len(tokenizer(f"{s}: {t}", add_special_tokens=False)["input_ids"]) for s, t in turns]
+    room = n_tokens[2] + 3 + (n_tokens[1] + 1) + (n_tokens[3] + 1) + 2  # not a third turn
+    short = build_inputs(tokenizer, [turns], context_turns=8, max_length=room, future_turns=8)[0][2]
+    text = tokenizer.decode(short[0])
+    assert "three four" in text and "five six" in text
+    assert "one two" not in text and "seven" not in text and len(short[0]) <= room
+    # The last turn has no future: the same input as the causal one.
+    assert (build_inputs(tokenizer, [turns], 8, 64, future_turns=2)[0][5]
+            == build_inputs(tokenizer, [turns], 8, 64)[0][5])
+
+
 def test_text_classifier_round_trip_is_self_contained(tiny_encoder, tmp_path):
     import shutil
 

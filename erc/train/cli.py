@@ -124,7 +124,7 @@ def cmd_train_text(args) -> int:
                             max_length=args.max_length, speaker_names=not args.no_speaker_names,
                             freeze_layers=args.freeze_layers,
                             class_weight_power=args.class_weight_power, address=args.address,
-                            pooling=args.pooling)
+                            pooling=args.pooling, future_turns=args.future_turns)
     _print_outcome(outcome)
     return 0
 
@@ -151,9 +151,14 @@ def cmd_train_fusion(args) -> int:
 
         spec, _ = resize_adapters(spec, args.adapter_hidden, args.adapter_out,
                                   Path(args.out) / "adapters")
-    options = {"mixer": args.mixer, "window": args.window, "isolate_turns": args.no_context,
+    options = {"mixer": args.mixer, "isolate_turns": args.no_context,
                "d_state": args.d_state, "d_conv": args.d_conv, "expand": args.expand,
                "d_model": args.d_model, "dropout": args.dropout}
+    # Options left out take FusionConfig's defaults.
+    given = {"window": None if args.window == 0 else args.window,
+             "bidirectional": args.bidirectional, "speaker_roles": args.speaker_roles}
+    options.update({k: v for k, v in given.items()
+                    if getattr(args, k) is not None})
     train = _train_config(args, 1e-3, 40, 8)
     outcome = train_fusion(table, spec, args.out, train, options, roles=_roles(args),
                            class_weight_power=args.class_weight_power, address=args.address)
@@ -270,7 +275,9 @@ def register(commands) -> None:
     text.add_argument("--encoder", default="all-MiniLM-L6-v2",
                       help="model folder or name the registry finds (all-MiniLM-L6-v2, "
                            "all-mpnet-base-v2 after `erc models fetch`)")
-    text.add_argument("--context-turns", type=int, default=8)
+    text.add_argument("--context-turns", type=int, default=8, help="past turns in the input")
+    text.add_argument("--future-turns", type=int, default=0,
+                      help="future turns in the input (default 0: causal, for streaming)")
     text.add_argument("--max-length", type=int, default=96)
     text.add_argument("--no-speaker-names", action="store_true")
     text.add_argument("--freeze-layers", type=int, default=0)
@@ -296,8 +303,15 @@ def register(commands) -> None:
     fusion.add_argument("--drop", action="append", choices=["speaker", "face"],
                         help="leave a modality out (ablation)")
     fusion.add_argument("--text-only", action="store_true", help="text tokens only (baseline)")
-    fusion.add_argument("--mixer", choices=["mamba", "transformer", "none"], default="mamba")
-    fusion.add_argument("--window", type=int, help="causal pooling window in turns (default: all)")
+    fusion.add_argument("--mixer", choices=["mamba", "transformer", "gru", "none"],
+                        default="mamba")
+    fusion.add_argument("--bidirectional", action=argparse.BooleanOptionalAction,
+                        help="every turn sees the whole dialogue (batch use); --no-bidirectional: "
+                             "causal, a turn sees only its past (streaming)")
+    fusion.add_argument("--speaker-roles", type=int, help="learned speaker-role embeddings "
+                        "(speakers by order of appearance in the dialogue; 0: none)")
+    fusion.add_argument("--window", type=int, help="turns whose mixer outputs the classifier "
+                        "averages (1: the turn's own, the default; 0: all turns up to it)")
     fusion.add_argument("--no-context", action="store_true", help="every turn alone (baseline)")
     fusion.add_argument("--d-model", type=int, help="default: the token width")
     fusion.add_argument("--d-state", type=int, default=64)

@@ -38,14 +38,15 @@ def finetune_text(table: pa.Table, encoder: str, out_dir: str | Path, train: Tra
                   roles: Mapping[str, str] | None = None, context_turns: int = 8,
                   max_length: int = 96, speaker_names: bool = True, freeze_layers: int = 0,
                   class_weight_power: float = 0.5, address: str | None = None,
-                  pooling: str = "target_mean") -> TrainOutcome:
+                  pooling: str = "target_mean", future_turns: int = 0) -> TrainOutcome:
     from erc.models.text import TextModelConfig, load_tokenizer
 
     tokenizer = load_tokenizer(encoder)
     data = build_text_data(table, tokenizer, context_turns, max_length, roles,
-                           speaker_names=speaker_names)
+                           speaker_names=speaker_names, future_turns=future_turns)
     model = TextModelConfig(encoder=str(Path(encoder).resolve()), n_classes=len(data.labels),
                             labels=data.labels, context_turns=context_turns,
+                            future_turns=future_turns,
                             max_length=max_length, speaker_names=speaker_names,
                             freeze_layers=freeze_layers, pooling=pooling)
     return fit("text", {"model": model.to_dict(), "class_weight_power": class_weight_power},
@@ -74,7 +75,7 @@ def text_features(model_dir: str | Path, table: pa.Table, splits: list[str] | No
     tokenizer = load_tokenizer(cfg.encoder)
     data = build_text_data(table, tokenizer, cfg.context_turns, cfg.max_length,
                            roles={s: s for s in splits}, labels=cfg.labels,
-                           speaker_names=cfg.speaker_names)
+                           speaker_names=cfg.speaker_names, future_turns=cfg.future_turns)
     task = TextTask({"model": cfg.to_dict()}, data, None)
     ids, vectors = [], []
     for split in splits:

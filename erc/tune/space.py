@@ -43,6 +43,7 @@ from typing import Any
 import yaml
 
 from erc.config import ConfigError
+from erc.models.fusion import MIXERS, FusionConfig
 
 DISTRIBUTIONS = ("uniform", "loguniform", "int", "logint", "choice")
 METRIC = "best_dev_weighted_f1"  # the best epoch's dev weighted F1 so far (maximised)
@@ -115,9 +116,15 @@ FAMILIES: dict[str, dict[str, Knob]] = {
         "lr": Knob("float", 1e-3, low=1e-7, high=1.0),
         "epochs": Knob("int", 40, low=1, high=1000),
         "batch_size": Knob("int", 8, low=1, high=4096, help="dialogues per optimiser step"),
-        "mixer": Knob("choice", "mamba", choices=("mamba", "transformer", "none")),
-        "window": Knob("int", None, low=1, high=1000, nullable=True,
-                       help="causal pooling window in turns (null: all past turns)"),
+        # Defaults of the model's options are FusionConfig's.
+        "mixer": Knob("choice", FusionConfig.mixer, choices=MIXERS),
+        "bidirectional": Knob("bool", FusionConfig.bidirectional,
+                              help="every turn sees the whole dialogue (false: causal)"),
+        "speaker_roles": Knob("int", FusionConfig.speaker_roles, low=0, high=64,
+                              help="learned speaker-role embeddings (0: none)"),
+        "window": Knob("int", FusionConfig.window, low=1, high=1000, nullable=True,
+                       help="turns whose mixer outputs are averaged (1: the turn's own; "
+                            "null: all turns up to it)"),
         "no_context": Knob("bool", False, help="every turn alone (the no-context baseline)"),
         "d_model": Knob("int", None, low=8, high=8192, nullable=True,
                         help="model width (null: the token width)"),

@@ -60,6 +60,8 @@ def run_config(spec: SearchSpec, values: dict[str, Any], base: dict, cpus: int =
                              mixer=values["mixer"], d_model=values["d_model"],
                              d_state=int(values["d_state"]), d_conv=int(values["d_conv"]),
                              expand=int(values["expand"]), window=values["window"],
+                             bidirectional=bool(values["bidirectional"]),
+                             speaker_roles=int(values["speaker_roles"]),
                              isolate_turns=bool(values["no_context"]),
                              dropout=float(values["dropout"]))
         task_config = {"model": model.to_dict(),
