@@ -162,7 +162,8 @@ def test_fusion_shapes_and_token_width(mixer, bidirectional):
     model = FusionModel(FusionConfig(dims=DIMS, n_classes=7, mixer=mixer, d_state=8,
                                      bidirectional=bidirectional)).eval()
     feats, pres, valid = _batch([5, 3])
-    assert model.token_dim == 40 and model.d_model == 40
+    assert model.token_dim == 40 and model.d_model == FusionConfig.d_model
+    assert FusionModel(FusionConfig(dims=DIMS, d_model=None)).d_model == 40  # the paper's width
     assert model(feats, pres, valid).shape == (2, 5, 7)
     assert model.tokens(feats, pres).shape == (2, 5, 40)
 
@@ -216,9 +217,10 @@ def test_causal_window_mean():
 
 @pytest.mark.parametrize("mixer", ["mamba", "transformer"])
 def test_context_flows_only_forward_and_not_at_all_without_context(mixer):
-    with_context = FusionModel(FusionConfig(dims=DIMS, n_classes=4, mixer=mixer, d_state=8)).eval()
+    with_context = FusionModel(FusionConfig(dims=DIMS, n_classes=4, mixer=mixer, d_state=8,
+                                            bidirectional=False)).eval()
     isolated = FusionModel(FusionConfig(dims=DIMS, n_classes=4, mixer=mixer, d_state=8,
-                                        isolate_turns=True)).eval()
+                                        bidirectional=False, isolate_turns=True)).eval()
     feats, pres, valid = _batch([8], present=1.0)
     poked = {m: v.clone() for m, v in feats.items()}
     poked["text"][0, 2] += 3.0 * torch.randn(24)
@@ -292,7 +294,7 @@ def test_speaker_roles_follow_order_of_appearance():
     assert speaker_order(["Ross", "Rachel", "Ross", "Joey", "Rachel"]) == [0, 1, 0, 2, 1]
     torch.manual_seed(0)
     model = FusionModel(FusionConfig(dims=DIMS, n_classes=4, d_state=8, speaker_roles=2)).eval()
-    assert model.roles.weight.shape == (2, 40)
+    assert model.roles.weight.shape == (2, model.d_model)
     feats, pres, valid = _batch([6], present=1.0)
     roles = torch.tensor([speaker_order(list("ABABAB"))])
     out = model(feats, pres, valid, roles)
@@ -324,7 +326,7 @@ def test_collated_dialogues_carry_speaker_roles():
 
 
 def test_bidirectional_mamba_state_dict_extends_the_causal_one():
-    causal = FusionModel(FusionConfig(dims=DIMS, n_classes=4, d_state=8))
+    causal = FusionModel(FusionConfig(dims=DIMS, n_classes=4, d_state=8, bidirectional=False))
     both = FusionModel(FusionConfig(dims=DIMS, n_classes=4, d_state=8, bidirectional=True))
     extra = set(both.state_dict()) - set(causal.state_dict())
     assert set(causal.state_dict()) <= set(both.state_dict())

@@ -53,10 +53,10 @@ class FusionConfig:
     labels: list[str] = field(default_factory=list)
     n_classes: int = 7
     mixer: str = "mamba"  # mamba | transformer | gru | none
-    bidirectional: bool = False  # False: causal (streaming); True: every turn sees the dialogue
+    bidirectional: bool = True  # True: every turn sees the dialogue (batch); False: causal (streaming)
     speaker_roles: int = 0  # > 0: learned speaker-role embeddings (order of appearance)
-    d_model: int | None = None  # None: the token width (sum of dims), as in the paper
-    d_state: int = 64
+    d_model: int | None = 128  # tokens are projected to this width; None: the token width (the paper's)
+    d_state: int = 16  # the paper: 64
     d_conv: int = 4
     expand: int = 2
     n_heads: int = 8  # transformer baseline (reduced to a divisor of d_model)

@@ -151,15 +151,14 @@ def cmd_train_fusion(args) -> int:
 
         spec, _ = resize_adapters(spec, args.adapter_hidden, args.adapter_out,
                                   Path(args.out) / "adapters")
-    options = {"mixer": args.mixer, "isolate_turns": args.no_context,
-               "d_state": args.d_state, "d_conv": args.d_conv, "expand": args.expand,
-               "d_model": args.d_model, "dropout": args.dropout}
-    # Options left out take FusionConfig's defaults.
-    given = {"window": None if args.window == 0 else args.window,
-             "bidirectional": args.bidirectional, "speaker_roles": args.speaker_roles}
-    options.update({k: v for k, v in given.items()
-                    if getattr(args, k) is not None})
-    train = _train_config(args, 1e-3, 40, 8)
+    options = {"mixer": args.mixer, "isolate_turns": args.no_context}
+    # Options not given take FusionConfig's defaults; 0 means None (all turns, token width).
+    given = {"window": args.window, "d_model": args.d_model, "bidirectional": args.bidirectional,
+             "speaker_roles": args.speaker_roles, "d_state": args.d_state,
+             "d_conv": args.d_conv, "expand": args.expand, "dropout": args.dropout}
+    options.update({k: None if k in ("window", "d_model") and v == 0 else v
+                    for k, v in given.items() if v is not None})
+    train = _train_config(args, 1e-3, 20, 8)
     outcome = train_fusion(table, spec, args.out, train, options, roles=_roles(args),
                            class_weight_power=args.class_weight_power, address=args.address)
     _print_outcome(outcome)
@@ -306,18 +305,19 @@ def register(commands) -> None:
     fusion.add_argument("--mixer", choices=["mamba", "transformer", "gru", "none"],
                         default="mamba")
     fusion.add_argument("--bidirectional", action=argparse.BooleanOptionalAction,
-                        help="every turn sees the whole dialogue (batch use); --no-bidirectional: "
-                             "causal, a turn sees only its past (streaming)")
+                        help="every turn sees the whole dialogue (batch use, the default); "
+                             "--no-bidirectional: causal, a turn sees only its past (streaming)")
     fusion.add_argument("--speaker-roles", type=int, help="learned speaker-role embeddings "
                         "(speakers by order of appearance in the dialogue; 0: none)")
     fusion.add_argument("--window", type=int, help="turns whose mixer outputs the classifier "
-                        "averages (1: the turn's own, the default; 0: all turns up to it)")
+                        "averages (1: the turn's own; 0: all turns up to it)")
     fusion.add_argument("--no-context", action="store_true", help="every turn alone (baseline)")
-    fusion.add_argument("--d-model", type=int, help="default: the token width")
-    fusion.add_argument("--d-state", type=int, default=64)
-    fusion.add_argument("--d-conv", type=int, default=4)
-    fusion.add_argument("--expand", type=int, default=2)
-    fusion.add_argument("--dropout", type=float, default=0.2)
+    # Defaults of the model's options: erc.models.fusion.FusionConfig (one home).
+    fusion.add_argument("--d-model", type=int, help="model width (0: the token width, the paper's)")
+    fusion.add_argument("--d-state", type=int, help="Mamba state size (the paper: 64)")
+    fusion.add_argument("--d-conv", type=int, help="Mamba convolution width")
+    fusion.add_argument("--expand", type=int, help="Mamba expansion")
+    fusion.add_argument("--dropout", type=float)
     fusion.set_defaults(func=cmd_train_fusion, options_parser=fusion)
 
     adapter = kinds.add_parser("adapter", help="train an identity -> emotion adapter",

@@ -114,7 +114,7 @@ FAMILIES: dict[str, dict[str, Knob]] = {
     "fusion": {
         **_TRAIN,
         "lr": Knob("float", 1e-3, low=1e-7, high=1.0),
-        "epochs": Knob("int", 40, low=1, high=1000),
+        "epochs": Knob("int", 20, low=1, high=1000),
         "batch_size": Knob("int", 8, low=1, high=4096, help="dialogues per optimiser step"),
         # Defaults of the model's options are FusionConfig's.
         "mixer": Knob("choice", FusionConfig.mixer, choices=MIXERS),
@@ -126,12 +126,12 @@ FAMILIES: dict[str, dict[str, Knob]] = {
                        help="turns whose mixer outputs are averaged (1: the turn's own; "
                             "null: all turns up to it)"),
         "no_context": Knob("bool", False, help="every turn alone (the no-context baseline)"),
-        "d_model": Knob("int", None, low=8, high=8192, nullable=True,
+        "d_model": Knob("int", FusionConfig.d_model, low=8, high=8192, nullable=True,
                         help="model width (null: the token width)"),
-        "d_state": Knob("int", 64, low=1, high=1024),
-        "d_conv": Knob("int", 4, low=1, high=16),
-        "expand": Knob("int", 2, low=1, high=8),
-        "dropout": Knob("float", 0.2, low=0.0, high=1.0, open_high=True),
+        "d_state": Knob("int", FusionConfig.d_state, low=1, high=1024),
+        "d_conv": Knob("int", FusionConfig.d_conv, low=1, high=16),
+        "expand": Knob("int", FusionConfig.expand, low=1, high=8),
+        "dropout": Knob("float", FusionConfig.dropout, low=0.0, high=1.0, open_high=True),
         # The identity adapters' sizes (in -> hidden -> out): other sizes than the given
         # adapters' retrain them, in the trial, on the training set saved beside them.
         "adapter_hidden": Knob("int", None, low=1, high=8192, nullable=True,
