@@ -24,6 +24,9 @@ from pathlib import Path
 import yaml
 
 
+NULL_AS_ZERO = ("window", "d_model")  # options whose None (FusionConfig) is 0 on the command line
+
+
 def _option(text: str):
     key, sep, value = text.partition("=")
     if not sep or not key:
@@ -54,6 +57,8 @@ def apply_config_file(args) -> None:
         action = actions[str(key).replace("-", "_")]
         if getattr(args, action.dest) != action.default:
             continue  # given on the command line
+        if value is None and action.dest in NULL_AS_ZERO:
+            value = 0  # null in the file: all turns / the token width, spelt 0 on the command line
         if isinstance(action, argparse._StoreTrueAction):
             if not isinstance(value, bool):
                 raise ConfigError(f"{path}: {key} must be true or false, got {value!r}")
