@@ -161,7 +161,7 @@ def cmd_train_fusion(args) -> int:
     given = {"window": args.window, "d_model": args.d_model, "bidirectional": args.bidirectional,
              "speaker_roles": args.speaker_roles, "d_state": args.d_state,
              "d_conv": args.d_conv, "expand": args.expand, "dropout": args.dropout}
-    options.update({k: None if k in ("window", "d_model") and v == 0 else v
+    options.update({k: None if k in NULL_AS_ZERO and v == 0 else v
                     for k, v in given.items() if v is not None})
     train = _train_config(args, 1e-3, 20, 8)
     outcome = train_fusion(table, spec, args.out, train, options, roles=_roles(args),
