@@ -65,7 +65,10 @@ def worker(args: argparse.Namespace) -> dict:
     torch.set_num_threads(args.threads)
     device = torch.device(args.device)
     torch.manual_seed(args.seed)
-    config = FusionConfig(mixer=args.mixer)
+    # The paper's configuration (not erc's defaults): full token width, d_state 64, causal,
+    # the mean over all past turns.
+    config = FusionConfig(mixer=args.mixer, d_model=None, d_state=64, bidirectional=False,
+                          window=None)
     model = FusionModel(config).to(device).train()  # a training step: dropout on
     if args.mixer == "mamba":
         model.mixer.scan = args.scan

@@ -144,13 +144,15 @@ class FusionConfig:
                                  metadata={"internal": True})
     labels: list[str] = field(default_factory=list, metadata={"internal": True})
     n_classes: int = field(default=7, metadata={"internal": True})
-    mixer: Literal["mamba", "transformer", "none"] = "mamba"  # what mixes the turns of a dialogue
-    d_model: Annotated[int, Field(ge=8)] | None = None  # model width (None: the token width, as in the paper)
-    d_state: Count = 64  # Mamba state size
+    mixer: Literal["mamba", "transformer", "gru", "none"] = "mamba"  # what mixes the turns of a dialogue
+    bidirectional: bool = True  # True: every turn sees the whole dialogue (batch); False: causal (streaming)
+    speaker_roles: Annotated[int, Field(ge=0)] = 0  # > 0: learned speaker-role embeddings (order of appearance)
+    d_model: Annotated[int, Field(ge=8)] | None = 128  # tokens are projected to this width (None: the token width, the paper's)
+    d_state: Count = 16  # Mamba state size (the paper: 64)
     d_conv: Count = 4  # Mamba convolution width
     expand: Count = 2  # Mamba expansion (transformer: feed-forward width factor)
     n_heads: Count = 8  # transformer heads (reduced to a divisor of d_model)
-    window: Count | None = None  # causal pooling window in turns (None: all past turns)
+    window: Count | None = 1  # 1: the classifier reads the turn's own mixer output; N: the mean of the last N; None: all turns up to it
     isolate_turns: bool = field(default=False, metadata={"cli": "no_context"})  # every turn alone (the no-context baseline)
     dropout: Share = 0.2  # dropout on tokens and before the classifier
 
@@ -165,6 +167,7 @@ class TextModelConfig:
     n_classes: int = field(default=7, metadata={"internal": True})
     labels: list[str] = field(default_factory=list, metadata={"internal": True})
     context_turns: Annotated[int, Field(ge=0)] = field(default=8, metadata={"fixed_only": True})  # past turns given as context (0: the utterance alone)
+    future_turns: Annotated[int, Field(ge=0)] = field(default=0, metadata={"fixed_only": True})  # future turns given as context (0: causal, past turns only)
     max_length: Annotated[int, Field(ge=8)] = field(default=96, metadata={"fixed_only": True})  # tokens per input (context + target)
     speaker_names: bool = field(default=True, metadata={"fixed_only": True})  # prefix each turn with "speaker: "
     dropout: Share = 0.1  # dropout before the classification head
@@ -213,7 +216,7 @@ class Splits:
 class FusionRecipe:
     """``erc train fusion``: the fusion model, its training loop and its data settings."""
     model: FusionConfig = _flat(FusionConfig)
-    loop: TrainConfig = field(default_factory=lambda: TrainConfig(epochs=40, batch_size=8, lr=1e-3),
+    loop: TrainConfig = field(default_factory=lambda: TrainConfig(epochs=20, batch_size=8, lr=1e-3),
                               metadata=FLAT)
     splits: Splits = _flat(Splits)
     class_weight_power: Annotated[float, Field(ge=0, le=2)] = 0.5  # class weights (N / (C n_c)) ** power; 0 = unweighted

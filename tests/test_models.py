@@ -13,7 +13,8 @@ import torch
 
 from erc.models import checkpoint
 from erc.models.adapters import Adapter, AdapterConfig, adapt_vectors, train_adapter
-from erc.models.fusion import FusionConfig, FusionModel, causal_window_mean
+from erc.models.fusion import (FusionConfig, FusionModel, causal_window_mean, reverse_valid,
+                               speaker_order)
 from erc.models.mamba import MambaBlock, kernels_available, selective_scan
 
 DIMS = {"text": 24, "speaker": 8, "face": 8}
@@ -155,11 +156,14 @@ def _batch(lengths, dims=DIMS, seed=0, present=0.7):
     return feats, pres, valid
 
 
-@pytest.mark.parametrize("mixer", ["mamba", "transformer", "none"])
-def test_fusion_shapes_and_token_width(mixer):
-    model = FusionModel(FusionConfig(dims=DIMS, n_classes=7, mixer=mixer, d_state=8)).eval()
+@pytest.mark.parametrize("bidirectional", [False, True])
+@pytest.mark.parametrize("mixer", ["mamba", "transformer", "gru", "none"])
+def test_fusion_shapes_and_token_width(mixer, bidirectional):
+    model = FusionModel(FusionConfig(dims=DIMS, n_classes=7, mixer=mixer, d_state=8,
+                                     bidirectional=bidirectional)).eval()
     feats, pres, valid = _batch([5, 3])
-    assert model.token_dim == 40 and model.d_model == 40
+    assert model.token_dim == 40 and model.d_model == FusionConfig.d_model
+    assert FusionModel(FusionConfig(dims=DIMS, d_model=None)).d_model == 40  # the paper's width
     assert model(feats, pres, valid).shape == (2, 5, 7)
     assert model.tokens(feats, pres).shape == (2, 5, 40)
 
@@ -184,9 +188,11 @@ def test_missing_modality_uses_learned_embedding_not_its_values():
     assert model.missing["face"].grad is not None and model.missing["face"].grad.abs().sum() > 0
 
 
-@pytest.mark.parametrize("mixer", ["mamba", "transformer"])
-def test_padding_does_not_change_a_dialogue(mixer):
-    model = FusionModel(FusionConfig(dims=DIMS, n_classes=4, mixer=mixer, d_state=8)).eval()
+@pytest.mark.parametrize("bidirectional", [False, True])
+@pytest.mark.parametrize("mixer", ["mamba", "transformer", "gru"])
+def test_padding_does_not_change_a_dialogue(mixer, bidirectional):
+    model = FusionModel(FusionConfig(dims=DIMS, n_classes=4, mixer=mixer, d_state=8,
+                                     bidirectional=bidirectional)).eval()
     feats, pres, valid = _batch([4, 9])
     both = model(feats, pres, valid)
     alone = model({m: v[:1, :4] for m, v in feats.items()}, {m: v[:1, :4] for m, v in pres.items()},
@@ -211,9 +217,10 @@ def test_causal_window_mean():
 
 @pytest.mark.parametrize("mixer", ["mamba", "transformer"])
 def test_context_flows_only_forward_and_not_at_all_without_context(mixer):
-    with_context = FusionModel(FusionConfig(dims=DIMS, n_classes=4, mixer=mixer, d_state=8)).eval()
+    with_context = FusionModel(FusionConfig(dims=DIMS, n_classes=4, mixer=mixer, d_state=8,
+                                            bidirectional=False)).eval()
     isolated = FusionModel(FusionConfig(dims=DIMS, n_classes=4, mixer=mixer, d_state=8,
-                                        isolate_turns=True)).eval()
+                                        bidirectional=False, isolate_turns=True)).eval()
     feats, pres, valid = _batch([8], present=1.0)
     poked = {m: v.clone() for m, v in feats.items()}
     poked["text"][0, 2] += 3.0 * torch.randn(24)
@@ -224,6 +231,106 @@ def test_context_flows_only_forward_and_not_at_all_without_context(mixer):
     assert not torch.allclose(a[0, 3:], b[0, 3:])  # later turns see turn 2
     a, b = isolated(feats, pres, valid), isolated(poked, pres, valid)
     torch.testing.assert_close(a[0, 3:], b[0, 3:])  # no context: they do not
+
+
+MIXERS = ["mamba", "transformer", "gru"]
+
+
+@pytest.mark.parametrize("bidirectional", [False, True])
+@pytest.mark.parametrize("mixer", MIXERS)
+def test_the_target_turn_is_not_washed_out(mixer, bidirectional):
+    """What the classifier reads at turn t moves more when turn t's utterance changes than
+    when an utterance far in the past changes by as much (the pooled mean over all past
+    turns, the former default, gave turn 30 a weight of 1/31)."""
+    dims = {"text": 32}
+    model = FusionModel(FusionConfig(dims=dims, modalities=["text"], n_classes=4, mixer=mixer,
+                                     d_state=8, bidirectional=bidirectional)).eval()
+    feats, pres, valid = _batch([40], dims=dims, present=1.0)
+    t, past = 30, 2
+    change = 3.0 * torch.randn(32, generator=torch.Generator().manual_seed(9))
+    base = model.readout(feats, pres, valid)[0, t]
+    moved = {}
+    for turn in (t, past):
+        poked = {"text": feats["text"].clone()}
+        poked["text"][0, turn] += change
+        moved[turn] = (model.readout(poked, pres, valid)[0, t] - base).norm()
+    assert moved[t] > 2 * moved[past], (moved[t], moved[past])
+    pooled = FusionModel(FusionConfig(dims=dims, modalities=["text"], n_classes=4, mixer=mixer,
+                                      d_state=8, bidirectional=bidirectional, window=None)).eval()
+    pooled.load_state_dict(model.state_dict())  # same weights, mean over 0..t
+    base = pooled.readout(feats, pres, valid)[0, t]
+    poked = {"text": feats["text"].clone()}
+    poked["text"][0, t] += change
+    assert (pooled.readout(poked, pres, valid)[0, t] - base).norm() < moved[t] / 5
+
+
+@pytest.mark.parametrize("mixer", MIXERS)
+def test_bidirectional_sees_the_future_and_causal_does_not(mixer):
+    feats, pres, valid = _batch([8], present=1.0)
+    poked = {m: v.clone() for m, v in feats.items()}
+    poked["text"][0, 5] += 3.0 * torch.randn(24)
+    for bidirectional in (False, True):
+        torch.manual_seed(0)
+        model = FusionModel(FusionConfig(dims=DIMS, n_classes=4, mixer=mixer, d_state=8,
+                                         bidirectional=bidirectional)).eval()
+        a, b = model(feats, pres, valid), model(poked, pres, valid)
+        assert not torch.allclose(a[0, 5:], b[0, 5:])
+        if bidirectional:
+            assert not torch.allclose(a[0, :5], b[0, :5])  # earlier turns see turn 5
+        else:
+            torch.testing.assert_close(a[0, :5], b[0, :5])  # streaming: they never do
+
+
+def test_reverse_valid_keeps_padding_at_the_end():
+    x = torch.arange(2 * 5, dtype=torch.float32).reshape(2, 5, 1)
+    valid = torch.tensor([[True] * 5, [True, True, True, False, False]])
+    out = reverse_valid(x, valid)
+    assert out[0, :, 0].tolist() == [4, 3, 2, 1, 0]
+    assert out[1, :, 0].tolist() == [7, 6, 5, 8, 9]
+    torch.testing.assert_close(reverse_valid(out, valid), x)
+
+
+def test_speaker_roles_follow_order_of_appearance():
+    assert speaker_order(["Ross", "Rachel", "Ross", "Joey", "Rachel"]) == [0, 1, 0, 2, 1]
+    torch.manual_seed(0)
+    model = FusionModel(FusionConfig(dims=DIMS, n_classes=4, d_state=8, speaker_roles=2)).eval()
+    assert model.roles.weight.shape == (2, model.d_model)
+    feats, pres, valid = _batch([6], present=1.0)
+    roles = torch.tensor([speaker_order(list("ABABAB"))])
+    out = model(feats, pres, valid, roles)
+    # Other names in the same order of appearance: the same roles, the same output.
+    torch.testing.assert_close(model(feats, pres, valid, torch.tensor([speaker_order(list("XYXYXY"))])),
+                               out)
+    # Who speaks matters: the same utterances said by other roles give other outputs.
+    assert not torch.allclose(model(feats, pres, valid, torch.tensor([speaker_order(list("AABBAB"))])),
+                              out)
+    # A third speaker shares the last role.
+    torch.testing.assert_close(model(feats, pres, valid, torch.tensor([[0, 1, 0, 1, 0, 2]])),
+                               model(feats, pres, valid, torch.tensor([[0, 1, 0, 1, 0, 1]])))
+    with pytest.raises(ValueError, match="speaker roles"):
+        model(feats, pres, valid)
+    plain = FusionModel(FusionConfig(dims=DIMS, n_classes=4, d_state=8)).eval()
+    assert not any(k.startswith("roles") for k in plain.state_dict())
+    torch.testing.assert_close(plain(feats, pres, valid, roles), plain(feats, pres, valid))
+
+
+def test_collated_dialogues_carry_speaker_roles():
+    from erc.train.tasks import collate_dialogues
+
+    dialogues = [{"features": {"text": np.zeros((t, 3), np.float32)},
+                  "present": {"text": np.ones(t, bool)}, "y": np.zeros(t, np.int64),
+                  "speakers": speakers}
+                 for t, speakers in ((3, ["b", "a", "b"]), (2, ["z", "z"]))]
+    batch = collate_dialogues(dialogues, ["text"], {"text": 3})
+    assert batch["roles"].tolist() == [[0, 1, 0], [0, 0, 0]]
+
+
+def test_bidirectional_mamba_state_dict_extends_the_causal_one():
+    causal = FusionModel(FusionConfig(dims=DIMS, n_classes=4, d_state=8, bidirectional=False))
+    both = FusionModel(FusionConfig(dims=DIMS, n_classes=4, d_state=8, bidirectional=True))
+    extra = set(both.state_dict()) - set(causal.state_dict())
+    assert set(causal.state_dict()) <= set(both.state_dict())
+    assert extra == {f"mixer_backward.{k}" for k in causal.mixer.state_dict()}
 
 
 def test_fusion_checkpoint_round_trip(tmp_path):
@@ -309,6 +416,32 @@ def test_context_inputs_keep_target_and_drop_oldest_turns(tiny_encoder):
     no_ctx = build_inputs(tokenizer, [turns], context_turns=0, max_length=24)[0][3]
     assert tokenizer.decode(no_ctx[0][no_ctx[1]:no_ctx[2]]) == "rachel : the target sentence here"
     assert "eight" not in tokenizer.decode(no_ctx[0])
+
+
+def test_context_inputs_read_future_turns_when_asked(tiny_encoder):
+    from erc.models.text import build_inputs
+
+    _, tokenizer = tiny_encoder
+    turns = [("Ross", "one two"), ("Rachel", "three four"), ("Ross", "the target"),
+             ("Rachel", "five six"), ("Ross", "seven eight"), ("Rachel", "nine ten")]
+    past_only = build_inputs(tokenizer, [turns], context_turns=8, max_length=64)[0][2]
+    both = build_inputs(tokenizer, [turns], context_turns=8, max_length=64, future_turns=2)[0][2]
+    for seq, start, end in (past_only, both):
+        assert tokenizer.decode(seq[start:end]) == "ross : the target"
+        assert "one two" in tokenizer.decode(seq[:start])  # the past comes before the target
+    assert "five" not in tokenizer.decode(past_only[0])  # causal: no future turn
+    after = tokenizer.decode(both[0][both[2]:])
+    assert "five six" in after and "seven eight" in after and "nine" not in after
+    # Nearest turns first on both sides when the budget is short: t-1 and t+1 fit, no more.
+    n_tokens = [len(tokenizer(f"{s}: {t}", add_special_tokens=False)["input_ids"]) for s, t in turns]
+    room = n_tokens[2] + 3 + (n_tokens[1] + 1) + (n_tokens[3] + 1) + 2  # not a third turn
+    short = build_inputs(tokenizer, [turns], context_turns=8, max_length=room, future_turns=8)[0][2]
+    text = tokenizer.decode(short[0])
+    assert "three four" in text and "five six" in text
+    assert "one two" not in text and "seven" not in text and len(short[0]) <= room
+    # The last turn has no future: the same input as the causal one.
+    assert (build_inputs(tokenizer, [turns], 8, 64, future_turns=2)[0][5]
+            == build_inputs(tokenizer, [turns], 8, 64)[0][5])
 
 
 def test_text_classifier_round_trip_is_self_contained(tiny_encoder, tmp_path):

@@ -53,8 +53,10 @@ def test_metrics_match_sklearn(tmp_path):
 
 # -- synthetic dialogues whose labels need the previous turn -------------------------------------
 
-def synthetic_dialogues(n_dialogues: int, seed: int, dim: int = 12, n_classes: int = 3):
-    """Token vectors and labels = argmax(W x_t + V x_{t-1}): learnable, only with context."""
+def synthetic_dialogues(n_dialogues: int, seed: int, dim: int = 12, n_classes: int = 3,
+                        future: bool = False):
+    """Token vectors and labels = argmax(W x_t + V x_{t-1}) (``future``: x_{t+1}):
+    learnable, only with context (``future``: only with the turns after t)."""
     rng = np.random.default_rng(1234)
     W, V = rng.normal(size=(n_classes, dim)), rng.normal(size=(n_classes, dim)) * 1.5
     rng = np.random.default_rng(seed)
@@ -62,12 +64,13 @@ def synthetic_dialogues(n_dialogues: int, seed: int, dim: int = 12, n_classes: i
     for _ in range(n_dialogues):
         t = int(rng.integers(3, 9))
         x = rng.normal(size=(t, dim)).astype(np.float32)
-        prev = np.vstack([np.zeros((1, dim), np.float32), x[:-1]])
-        out.append((x, (x @ W.T + prev @ V.T).argmax(1)))
+        zero = np.zeros((1, dim), np.float32)
+        other = np.vstack([x[1:], zero]) if future else np.vstack([zero, x[:-1]])
+        out.append((x, (x @ W.T + other @ V.T).argmax(1)))
     return out
 
 
-def dialogue_data(n_train=200, n_dev=40):
+def dialogue_data(n_train=200, n_dev=40, future=False):
     from erc.train.tasks import DialogueData
 
     labels = ["a", "b", "c"]
@@ -77,7 +80,7 @@ def dialogue_data(n_train=200, n_dev=40):
             {"features": {"text": x}, "present": {"text": np.ones(len(y), bool)},
              "y": y.astype(np.int64), "ids": [f"{role}/{i}/{t}" for t in range(len(y))],
              "speakers": ["A" if t % 2 == 0 else "B" for t in range(len(y))]}
-            for i, (x, y) in enumerate(synthetic_dialogues(n, seed))]
+            for i, (x, y) in enumerate(synthetic_dialogues(n, seed, future=future))]
     return data
 
 
@@ -107,6 +110,30 @@ def test_two_workers_match_one_worker(ray_local, tmp_path):
     from erc.models.checkpoint import load_model
 
     assert load_model(one.model_dir).config.n_classes == 3
+
+
+@pytest.mark.slow
+def test_bidirectional_fusion_learns_from_the_next_turn_on_ray(ray_local, tmp_path):
+    """Labels that depend on the next turn, through the real training loop (Ray Train): the
+    bidirectional Mamba (with speaker roles) learns them, the causal one cannot see them."""
+    from erc.models.checkpoint import load_model
+    from erc.models.fusion import FusionConfig
+    from erc.train.loop import TrainConfig, fit
+
+    data = dialogue_data(future=True)
+    best = {}
+    for bidirectional in (False, True):
+        model = FusionConfig(modalities=["text"], dims={"text": 12}, labels=data.labels,
+                             n_classes=3, d_state=8, dropout=0.0, bidirectional=bidirectional,
+                             speaker_roles=2 if bidirectional else 0).to_dict()
+        train = TrainConfig(name=f"bi{bidirectional}", storage_path=str(tmp_path / "ray"),
+                            epochs=8, batch_size=8, lr=5e-3, patience=10, seed=7)
+        outcome = fit("fusion", {"model": model, "class_weight_power": 0.5}, data, train,
+                      tmp_path / f"out{bidirectional}")
+        best[bidirectional] = outcome.best["dev_accuracy"]
+        loaded = load_model(outcome.model_dir).config
+        assert loaded.bidirectional == bidirectional and loaded.window == 1
+    assert best[True] > 0.6 and best[True] > best[False] + 0.1, best
 
 
 def _write_corpus(folder: Path) -> tuple[Path, Path]:

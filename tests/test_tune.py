@@ -19,6 +19,7 @@ import yaml
 
 from tests.conftest import shared_path  # first: it sets the hermetic environment
 from erc.errors import ConfigError
+from erc.recipes import FusionConfig
 from erc.tune.space import FAMILIES, load_spec, parse_spec
 
 REPO = Path(__file__).resolve().parents[1]
@@ -247,7 +248,7 @@ def test_search_on_meld_killed_and_resumed_without_rerunning_finished_trials(tmp
     # ASHA's work and the untuned default (never stopped by ASHA) in the same search
     default = [r for r in rows if r["default"] == "True"]
     assert len(default) == 1 and default[0]["epochs_run"] == "3"
-    assert default[0]["lr"] == "0.001" and default[0]["d_state"] == "64"
+    assert default[0]["lr"] == "0.001" and default[0]["d_state"] == str(FusionConfig.d_state)
     for r in rows:
         assert 0.0 < float(r["best_dev_weighted_f1"]) <= 1.0
         assert int(r["epochs_run"]) >= 1 and float(r["seconds"]) > 0

@@ -1,15 +1,18 @@
-"""Text encoder fine-tuned for emotion, with the dialogue's past turns as context.
+"""Text encoder fine-tuned for emotion, with the dialogue's turns around the target as context.
 
 The paper fine-tunes MPNet-v2 for emotion and uses its 768-d output as the text token.
 Where it is silent we choose (as strong text ERC models do): the input of a target
-utterance is its past turns, each prefixed with its speaker's name, then the target::
+utterance is its past turns, then the target, then its future turns, each prefixed with
+its speaker's name::
 
-    [CLS] ctx_{t-k} [SEP] ... ctx_{t-1} [SEP] [SEP] speaker_t: text_t [SEP]
+    [CLS] ctx_{t-k} [SEP] ... ctx_{t-1} [SEP] [SEP] speaker_t: text_t [SEP] ctx_{t+1} [SEP] ... ctx_{t+j} [SEP]
 
-The oldest context turns are dropped first when the input exceeds ``max_length``; the
-target is always kept (cut to half of ``max_length`` if it is itself too long). The
-utterance representation is the mean of the encoder's outputs over the target's tokens
-(it has attended to the context), and a linear head predicts the emotion from it. After
+``context_turns`` past turns and ``future_turns`` future ones at most (0 future turns: the
+causal input, for streaming use, where later turns are not known yet). Turns are added
+nearest first, alternating past and future, while they fit in ``max_length``; the target
+is always kept (cut to half of ``max_length`` if it is itself too long). The utterance
+representation is the mean of the encoder's outputs over the target's tokens (it has
+attended to the context), and a linear head predicts the emotion from it. After
 fine-tuning, that representation is the text feature the fusion model reads.
 
 Any Hugging Face encoder folder works (a sentence-transformers folder holds one at its
@@ -24,6 +27,7 @@ from torch import nn
 
 from erc.recipes import TextModelConfig
 from erc.settings import option_map
+
 
 POOLING = option_map(TextModelConfig)["pooling"].choices
 
@@ -84,7 +88,8 @@ def load_tokenizer(path: str):
 
 
 def build_inputs(tokenizer, dialogues: list[list[tuple[str, str]]], context_turns: int,
-                 max_length: int, speaker_names: bool = True) -> list[list[tuple[list[int], int, int]]]:
+                 max_length: int, speaker_names: bool = True,
+                 future_turns: int = 0) -> list[list[tuple[list[int], int, int]]]:
     """For every turn of every dialogue (a list of (speaker, text)), the token ids of its
     input and the [start, end) span of the target's tokens in it."""
     cls_id = tokenizer.cls_token_id if tokenizer.cls_token_id is not None else tokenizer.bos_token_id
@@ -97,15 +102,25 @@ def build_inputs(tokenizer, dialogues: list[list[tuple[str, str]]], context_turn
         for t in range(len(turns)):
             target = ids[t][: max(1, max_length // 2)] if len(ids[t]) + 3 > max_length else ids[t]
             budget = max_length - len(target) - 3  # [CLS] ... [SEP] target [SEP]
-            context: list[int] = []
-            for s in range(t - 1, max(-1, t - 1 - context_turns), -1):
-                piece = ids[s] + [sep_id]
-                if len(piece) > budget - len(context):
-                    break
-                context = piece + context
-            seq = [cls_id] + context + [sep_id]
+            past: list[int] = []
+            future: list[int] = []
+            open_past, open_future = True, True  # a side closes at its first turn that does not fit
+            for k in range(1, max(context_turns, future_turns) + 1):
+                if open_past and k <= context_turns and t - k >= 0:
+                    piece = ids[t - k] + [sep_id]
+                    if len(piece) > budget - len(past) - len(future):
+                        open_past = False
+                    else:
+                        past = piece + past
+                if open_future and k <= future_turns and t + k < len(turns):
+                    piece = ids[t + k] + [sep_id]
+                    if len(piece) > budget - len(past) - len(future):
+                        open_future = False
+                    else:
+                        future = future + piece
+            seq = [cls_id] + past + [sep_id]
             start = len(seq)
-            seq = seq + target + [sep_id]
+            seq = seq + target + [sep_id] + future
             rows.append((seq, start, start + len(target)))
         out.append(rows)
     return out

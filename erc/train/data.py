@@ -60,8 +60,10 @@ def _encode_labels(emotions, labels: list[str]) -> np.ndarray:
 
 def build_text_data(table: pa.Table, tokenizer, context_turns: int, max_length: int,
                     roles: Mapping[str, str] | None = None, labels: list[str] | None = None,
-                    speaker_names: bool = True, extra_splits: tuple[str, ...] = ()):
-    """TextData for the text task: one input per utterance, with its past turns."""
+                    speaker_names: bool = True, extra_splits: tuple[str, ...] = (),
+                    future_turns: int = 0):
+    """TextData for the text task: one input per utterance, with its past (and future)
+    turns (``erc.models.text.build_inputs``)."""
     from erc.models.text import build_inputs
     from erc.train.tasks import TextData
 
@@ -72,7 +74,7 @@ def build_text_data(table: pa.Table, tokenizer, context_turns: int, max_length: 
     for role, split in list(roles.items()) + [(s, s) for s in extra_splits]:
         dias = dialogues(table, split)
         inputs = build_inputs(tokenizer, [list(zip(d["speakers"], d["texts"])) for d in dias],
-                              context_turns, max_length, speaker_names)
+                              context_turns, max_length, speaker_names, future_turns)
         data.splits[role] = {
             "rows": [row for rows in inputs for row in rows],
             "y": _encode_labels([e for d in dias for e in d["emotions"]], labels),

@@ -48,7 +48,7 @@ def predict_split(model_dir: str | Path, table: pa.Table, split: str, device: st
         cfg = model.config
         data = build_text_data(table, load_tokenizer(cfg.encoder), cfg.context_turns,
                                cfg.max_length, roles, labels=labels,
-                               speaker_names=cfg.speaker_names)
+                               speaker_names=cfg.speaker_names, future_turns=cfg.future_turns)
         task = TextTask({"model": cfg.to_dict()}, data, None)
     elif saved["kind"] == "fusion":
         spec = saved.get("features")

@@ -59,7 +59,8 @@ def finetune_text(table: pa.Table, encoder: str, out_dir: str | Path,
     tokenizer = load_tokenizer(encoder)
     settings = recipe.model
     data = build_text_data(table, tokenizer, settings.context_turns, settings.max_length,
-                           roles_of(recipe), speaker_names=settings.speaker_names)
+                           roles_of(recipe), speaker_names=settings.speaker_names,
+                           future_turns=settings.future_turns)
     model = dataclasses.replace(settings, encoder=str(Path(encoder).resolve()),
                                 n_classes=len(data.labels), labels=data.labels)
     return fit("text", {"model": model.to_dict(), "class_weight_power": recipe.class_weight_power},

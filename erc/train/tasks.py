@@ -124,7 +124,10 @@ class DialogueData:
 
 def collate_dialogues(dialogues: list[dict], modalities: list[str], dims: dict[str, int]) -> dict:
     """Pads dialogues to the longest: features (B, T, d) per modality, present (B, T) per
-    modality, valid (B, T), y (B, T) with -1 on padding and unlabelled turns."""
+    modality, valid (B, T), y (B, T) with -1 on padding and unlabelled turns, roles (B, T)
+    each turn's speaker by order of appearance in its dialogue (``speaker_order``)."""
+    from erc.models.fusion import speaker_order
+
     length = max(len(d["y"]) for d in dialogues)
     batch = {"features": {}, "present": {}}
     for m in modalities:
@@ -138,18 +141,21 @@ def collate_dialogues(dialogues: list[dict], modalities: list[str], dims: dict[s
         batch["present"][m] = torch.from_numpy(present)
     y = np.full((len(dialogues), length), -1, dtype=np.int64)
     valid = np.zeros((len(dialogues), length), dtype=bool)
+    roles = np.zeros((len(dialogues), length), dtype=np.int64)
     for i, d in enumerate(dialogues):
         y[i, : len(d["y"])] = d["y"]
         valid[i, : len(d["y"])] = True
+        roles[i, : len(d["y"])] = speaker_order(d.get("speakers") or [None] * len(d["y"]))
     batch["y"] = torch.from_numpy(y)
     batch["valid"] = torch.from_numpy(valid)
+    batch["roles"] = torch.from_numpy(roles)
     return batch
 
 
 def _to(batch: dict, device) -> dict:
     return {"features": {m: v.to(device) for m, v in batch["features"].items()},
             "present": {m: v.to(device) for m, v in batch["present"].items()},
-            "valid": batch["valid"].to(device)}
+            "valid": batch["valid"].to(device), "roles": batch["roles"].to(device)}
 
 
 class FusionTask:

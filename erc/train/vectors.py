@@ -26,9 +26,12 @@ from erc.recipes import FusionInputs
 from erc.train.data import build_text_data
 
 
-def table_fingerprint(table: pa.Table) -> str:
-    """The cache key of a table's vectors: ids, speakers, texts, labels and splits."""
-    return table_digest(table, ("utterance_id", "speaker", "text", "emotion", "split"))[:16]
+def table_fingerprint(table: pa.Table,
+                      columns: tuple[str, ...] = ("utterance_id", "speaker", "text", "emotion",
+                                                  "split")) -> str:
+    """The cache key of a table's vectors (by default its ids, speakers, texts, labels and
+    splits)."""
+    return table_digest(table, columns)[:16]
 
 
 def text_features(model_dir: str | Path, table: pa.Table, splits: list[str] | None = None,
@@ -53,7 +56,7 @@ def text_features(model_dir: str | Path, table: pa.Table, splits: list[str] | No
     tokenizer = load_tokenizer(cfg.encoder)
     data = build_text_data(table, tokenizer, cfg.context_turns, cfg.max_length,
                            roles={s: s for s in splits}, labels=cfg.labels,
-                           speaker_names=cfg.speaker_names)
+                           speaker_names=cfg.speaker_names, future_turns=cfg.future_turns)
     task = TextTask({"model": cfg.to_dict()}, data, None)
     ids, vectors = [], []
     for split in splits:
@@ -67,12 +70,13 @@ def text_features(model_dir: str | Path, table: pa.Table, splits: list[str] | No
 
 def frozen_text_features(model_path: str, table: pa.Table, batch_size: int = 64,
                          cache_dir: str | Path | None = None) -> dict[str, np.ndarray]:
-    """Sentence-transformers embeddings of each transcript (no context, encoder frozen)."""
+    """Sentence-transformers embeddings of each transcript (no context, encoder frozen),
+    cached by the utterances' ids and texts only (a fold that reassigns splits reuses them)."""
     from erc.home import state_dir
 
     cache_dir = Path(cache_dir) if cache_dir else state_dir() / "cache" / "text_embeddings"
     cache_dir.mkdir(parents=True, exist_ok=True)
-    key = digest(str(Path(model_path).resolve()), table_fingerprint(table))[:16]
+    key = digest(str(Path(model_path).resolve()), table_fingerprint(table, ("utterance_id", "text")))[:16]
     cache = cache_dir / f"{Path(model_path).name}-{key}.parquet"
     if cache.is_file():
         t = pq.read_table(cache)
