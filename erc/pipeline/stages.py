@@ -8,6 +8,7 @@ Columns between stages (``_``-prefixed ones never reach the output):
 | stage   | reads                                   | writes                                        |
 |---------|-----------------------------------------|-----------------------------------------------|
 | decode  | media_path, audio_path, start_s, end_s  | status, failure_*, duration_s, n_frames,      |
+|         |                                         | speech_segments (voice activity),             |
 |         |                                         | _audio (float32 bytes), _frames (uint8 bytes),|
 |         |                                         | _frame_shape, _frame_times, _scale            |
 | faces   | _frames, _frame_shape, _frame_times     | faces (drops the frame columns)               |
@@ -37,6 +38,7 @@ import pyarrow as pa
 
 from erc.features import FACE, WORD
 from erc.media.decode import DecodeSettings, decode_utterance
+from erc.media.vad import speech_segments
 
 STAGES = ("decode", "faces", "asr", "speaker", "text")
 MODEL_STAGES = ("faces", "asr", "speaker", "text")
@@ -125,13 +127,14 @@ def decode_batch(batch: pa.Table, settings: dict) -> pa.Table:
     started = time.perf_counter()
     decode_settings = DecodeSettings(**settings)
     cols = {name: batch.column(name).to_pylist() for name in INPUT_COLUMNS}
-    status, reason, detail, duration, n_frames = [], [], [], [], []
+    status, reason, detail, duration, n_frames, speech = [], [], [], [], [], []
     audio, frames, shapes, times, scales = [], [], [], [], []
     for i in range(batch.num_rows):
         media, separate = cols["media_path"][i], cols["audio_path"][i]
         if not media and not separate:
             status.append("text_only")
             reason.append(None), detail.append(None), duration.append(None), n_frames.append(0)
+            speech.append(None)
             audio.append(None), frames.append(None), shapes.append(None), times.append(None)
             scales.append(None)
             continue
@@ -142,6 +145,7 @@ def decode_batch(batch: pa.Table, settings: dict) -> pa.Table:
         duration.append(got.duration_s)
         n_frames.append(len(got.frames))
         keep = got.ok
+        speech.append(speech_segments(got.audio) if keep and got.audio is not None else None)
         audio.append(got.audio.tobytes() if keep and got.audio is not None else None)
         if keep and got.frames:
             frames.append(np.stack(got.frames).tobytes())
@@ -155,7 +159,9 @@ def decode_batch(batch: pa.Table, settings: dict) -> pa.Table:
     for name, values, kind in (
             ("status", status, pa.string()), ("failure_reason", reason, pa.string()),
             ("failure_detail", detail, pa.string()), ("duration_s", duration, pa.float64()),
-            ("n_frames", n_frames, pa.int32()), ("_audio", audio, pa.large_binary()),
+            ("n_frames", n_frames, pa.int32()),
+            ("speech_segments", speech, pa.list_(pa.list_(pa.float32(), 2))),
+            ("_audio", audio, pa.large_binary()),
             ("_frames", frames, pa.large_binary()), ("_frame_shape", shapes, pa.list_(pa.int32())),
             ("_frame_times", times, pa.list_(pa.float32())), ("_scale", scales, pa.float32())):
         out = _set(out, name, pa.array(values, type=kind))
