@@ -21,8 +21,10 @@ from erc.qc.speakers import SpeakerConfig
 def add_options(parser: argparse.ArgumentParser) -> None:
     """The QC settings (shared by ``erc qc`` and bench/qc.py)."""
     a = parser.add_argument_group("alignment (corpus transcript vs Whisper transcript)")
-    a.add_argument("--rule", choices=RULES, default="paper",
-                   help="paper: cosine AND Levenshtein above thresholds (default); length_aware: "
+    a.add_argument("--rule", choices=RULES, default=AlignmentConfig.rule,
+                   help="calibrated (default): the paper rule, then word errors beyond what "
+                        "the corpus's own ASR error explains, truncated and mis-cut clips; "
+                        "paper: cosine AND Levenshtein above thresholds; length_aware: "
                         "short transcripts need only one, an empty ASR of one is unverified")
     a.add_argument("--cosine", choices=COSINES, default="words",
                    help="representation of the cosine: bag of words (default) or char 3-grams")
@@ -49,8 +51,6 @@ def add_options(parser: argparse.ArgumentParser) -> None:
     f.add_argument("--profile", default="offline",
                    help="model profile that embeds --face-refs photos (the features' one)")
     s = parser.add_argument_group("speakers")
-    s.add_argument("--speaker-threshold", type=float,
-                   help="voice cosine threshold (default: by embedder, resemblyzer 0.80)")
     s.add_argument("--same-person", type=float,
                    help="two label references above this are one person (default: by embedder)")
     s.add_argument("--min-seconds", type=float, default=1.0,
@@ -74,7 +74,7 @@ def build_config(args: argparse.Namespace) -> QCConfig:
                                   drop_fillers=not args.keep_fillers),
         faces=FaceConfig(threshold=args.face_threshold, no_face=args.no_face,
                          several_candidates=args.several_candidates),
-        speakers=SpeakerConfig(threshold=args.speaker_threshold, same_person=args.same_person,
+        speakers=SpeakerConfig(same_person=args.same_person,
                                min_seconds=args.min_seconds, apply=args.apply_relabel),
         checks=checks,
         face_references=args.face_refs,
