@@ -14,7 +14,8 @@ import pytest
 
 from erc.features import FEATURE_SCHEMA, with_models
 from erc.qc.alignment import AlignmentConfig, align_corpus, check_alignment, decide, score_pair
-from erc.qc.calibration import binomial_mixture, clean_error_rate, word_error_limit
+from erc.qc.calibration import (binomial_mixture, clean_error_rate, mixture_threshold,
+                                word_error_limit)
 from erc.qc.timing import TimingConfig, edge_words
 from erc.qc.decisions import QCConfig, read_relabels, run_qc
 from erc.qc.embeddings import clusters_of, l2_normalise, robust_reference
@@ -120,6 +121,18 @@ def test_word_error_limit_follows_the_asr_error_of_the_corpus():
     big = clean_error_rate(errors.tolist(), n.tolist(), default=0.1, floor=0.01)
     assert big.source == "calibrated" and big.value == pytest.approx(0.02, abs=0.006)
     assert "binomial mixture" in big.why
+
+
+def test_mixture_threshold_finds_a_second_population_or_falls_back():
+    rng = np.random.default_rng(1)
+    own = rng.normal(-0.25, 0.15, 300).tolist()
+    other = rng.normal(0.65, 0.25, 30).tolist()
+    found = mixture_threshold(own + other, default=0.2, floor=0.05)
+    assert found.source == "calibrated" and 0.1 < found.value < 0.4
+    assert sum(v > found.value for v in own) <= 3 and sum(v > found.value for v in other) >= 28
+    alone = mixture_threshold(own, default=0.2, floor=0.05)  # one population: nothing to cut
+    assert alone.source == "default" and alone.value == 0.2 and "one population" in alone.why
+    assert mixture_threshold(own[:10], default=0.2, floor=0.05).source == "default"
 
 
 def test_edge_words():

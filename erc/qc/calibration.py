@@ -13,6 +13,11 @@ histogram it was read from.
   a transcript error: the smallest e with P(X >= e) < alpha for X ~ Binomial(n, p_clean).
   A two-word change in a six-word line is caught where the ASR is good (p 0.01: limit 1),
   not where it is poor (p 0.15: limit 3).
+- ``mixture_threshold``: the boundary of a two-component Gaussian mixture over a score
+  (where the two components are equally likely), trusted only when the components are
+  well apart (Ashman's D at least ``min_separation``); e.g. how much closer a voice is to
+  another label's reference than to its own: most utterances sit well below zero, voices
+  of other speakers well above.
 - ``spread_limits``: a typical-range cut (median +- k robust standard deviations) of a
   score, e.g. the log speaking rate: a corpus of fast talkers or tight cuts moves its own
   limits.
@@ -99,3 +104,33 @@ def spread_limits(values: list[float], k: float, default: tuple[float, float],
     why = (f"{name} of {len(v)} utterances: median {med:.3f}, robust sd {sd:.3f}; "
            f"limits at median -+ max({k:g} sd, {min_width:g})")
     return (Threshold(med - width, "calibrated", why), Threshold(med + width, "calibrated", why))
+
+
+def mixture_threshold(values: list[float], default: float, floor: float,
+                      min_separation: float = 2.0, min_n: int = 30,
+                      name: str = "score") -> Threshold:
+    """The boundary between the low and the high component of a two-component Gaussian
+    mixture over ``values`` (at least ``floor``); ``default`` when there are fewer than
+    ``min_n`` values or the components are not apart (no second population to find)."""
+    from sklearn.mixture import GaussianMixture
+
+    v = np.asarray([x for x in values if x is not None and math.isfinite(x)], dtype=float)
+    if len(v) < min_n:
+        return Threshold(default, "default", f"{len(v)} {name} values (< {min_n}): default")
+    gmm = GaussianMixture(2, random_state=0).fit(v.reshape(-1, 1))
+    mean = gmm.means_.ravel()
+    sd = np.sqrt(gmm.covariances_.ravel())
+    low, high = int(np.argmin(mean)), int(np.argmax(mean))
+    separation = abs(mean[high] - mean[low]) / math.sqrt((sd[low] ** 2 + sd[high] ** 2) / 2)
+    described = (f"{name} of {len(v)} utterances: components at {mean[low]:.3f} (sd "
+                 f"{sd[low]:.3f}, {gmm.weights_[low]:.0%}) and {mean[high]:.3f} (sd "
+                 f"{sd[high]:.3f}, {gmm.weights_[high]:.0%}), separation {separation:.1f}")
+    if separation < min_separation:
+        return Threshold(default, "default", described + f" (< {min_separation:g}: one "
+                         f"population; default {default:g})")
+    grid = np.linspace(mean[low], mean[high], 400)
+    posterior = gmm.predict_proba(grid.reshape(-1, 1))[:, high]
+    cut = float(grid[int(np.argmax(posterior >= 0.5))])
+    value = max(cut, floor)
+    return Threshold(value, "calibrated", described + f"; equal odds at {cut:.3f}"
+                     + (f", raised to the floor {floor:g}" if cut < floor else ""))

@@ -122,6 +122,8 @@ def report_data(decisions, summary: dict) -> dict:
             "speaker_z": [-(summary.get("speaker") or {}).get(k) for k in ("doubt_z", "outlier_z")
                           if (summary.get("speaker") or {}).get(k) is not None],
             "speaker_same_person": (summary.get("speaker") or {}).get("same_person"),
+            "speaker_closer": (((summary.get("speaker") or {}).get("calibration") or {}).get(
+                "other_speaker: closer to another reference by") or {}).get("value"),
         },
         "calibration": calibration_rows(summary),
         "face": {k: v for k, v in (summary.get("face") or {}).items() if k != "reference_support"},
@@ -262,7 +264,7 @@ def plots(decisions, data: dict) -> dict[str, bytes]:
     face_sims = [r for r in rows if r["face_best_sim"] is not None]
     speaker_sims = [r for r in rows if r.get("speaker_z") is not None]
     if face_sims or speaker_sims:
-        fig, axes = plt.subplots(1, 2, figsize=(12, 4))
+        fig, axes = plt.subplots(1, 3, figsize=(18, 4))
         if face_sims:
             by = defaultdict(list)
             for r in face_sims:
@@ -286,6 +288,14 @@ def plots(decisions, data: dict) -> dict[str, bytes]:
             axes[1].set_xlabel("robust standard deviations (centred embeddings)")
             axes[1].set_ylabel("utterances")
             axes[1].legend(fontsize=7)
+            gaps = defaultdict(list)
+            for r in speaker_sims:
+                if r["speaker_lookalike_sim"] is not None:
+                    gaps[r["speaker_status"]].append(r["speaker_lookalike_sim"] - r["speaker_sim"])
+            if gaps:
+                _hist(axes[2], dict(gaps), th["speaker_closer"],
+                      "voice: closer to another label's reference than to its own",
+                      "similarity to the nearest other reference minus to its own")
         out["identity_scores"] = _png(fig)
 
     for key, title in (("by_split", "split"), ("by_emotion", "emotion")):
@@ -379,7 +389,9 @@ def render_html(data: dict, images: dict[str, bytes]) -> str:
         img("alignment_by_length"),
         "<h2>Face and speaker identity</h2>",
         f"<p>Face match threshold {th['face']}. Voices are judged per label, against the "
-        f"label's own range: other speaker when another label's reference is closer and the "
+        f"label's own range: other speaker when another label's reference is closer than its "
+        f"own by more than {th['speaker_closer'] if th['speaker_closer'] is None else round(th['speaker_closer'], 3)} "
+        f"(the corpus's boundary, see the thresholds table), or closer at all while the "
         f"utterance lies below {th['speaker_z'][0] if th['speaker_z'] else '-'} robust sds of "
         f"its label; unlike its label below "
         f"{th['speaker_z'][1] if len(th['speaker_z']) > 1 else '-'}; two voices of one person "

@@ -14,9 +14,11 @@ Per speaker label, a reference voice: the robust mode of the label's speaker emb
   | status         | meaning                                                          | keeps |
   |----------------|------------------------------------------------------------------|-------|
   | match          | none of the below                                                | yes   |
-  | other_speaker  | another label's reference is closer than its own (by ``margin``)  | no    |
-  |                | and it is atypical of its label (below median - ``doubt_z``      |       |
-  |                | robust sds): it sounds like ``speaker_lookalike`` (proposed)      |       |
+  | other_speaker  | another label's reference is closer than its own by the corpus's | no    |
+  |                | boundary (a two-component mixture over that gap: own speakers    |       |
+  |                | sit below zero, other voices above), or closer at all while      |       |
+  |                | atypical of its label (below median - ``doubt_z`` robust sds):   |       |
+  |                | it sounds like ``speaker_lookalike`` (proposed)                  |       |
   | unlike_label   | far outside its label's range (below median - ``outlier_z`` sds),| no    |
   |                | like no one: a voice the corpus has no label for                 |       |
   | no_reference   | the label has too few usable utterances for a reference          | yes   |
@@ -45,6 +47,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from erc.qc.calibration import mixture_threshold
 from erc.qc.embeddings import l2_normalise, label_findings, resolve_alias, robust_reference
 
 # Per speaker embedder backend (raw cosine similarities). same_person: two label references (averages of utterances)
@@ -75,8 +78,12 @@ class SpeakerConfig:
     same_person: float | None = None  # None: DEFAULT_THRESHOLDS of the embedder
     split_below: float | None = None
     reference_threshold: float | None = None
-    margin: float = 0.0  # other_speaker: another label's reference closer by this much ...
-    doubt_z: float = 2.0  # ... and the utterance this many robust sds below its label's median
+    # other_speaker: another label's reference closer than its own by the corpus's boundary
+    # (two-component mixture; these when it has none) ...
+    closer_default: float = 0.2
+    closer_floor: float = 0.05
+    margin: float = 0.0  # ... or closer by this much and the utterance atypical of its label:
+    doubt_z: float = 2.0  # this many robust sds below its label's median
     outlier_z: float = 5.0  # unlike_label: this many robust sds below its label's median
     min_spread: float = 0.02  # a label's robust sd is at least this (centred cosine)
     min_seconds: float = 1.0  # shorter utterances are not judged (embeddings too noisy)
@@ -180,6 +187,11 @@ def check_speakers(labels: list[str], embeddings: list, durations: list[float | 
         med = float(np.median(values))
         sd = 1.4826 * float(np.median(np.abs(values - med)))
         spread[name] = (med, max(sd, config.min_spread))
+    # How much closer to another label's reference than to its own: the corpus's boundary.
+    gaps = [float(np.max(np.delete(sims[i], names.index(labels[i]))) - own[i])
+            for i in range(len(labels)) if mask[i] and labels[i] in refs and len(names) > 1]
+    closer = mixture_threshold(gaps, config.closer_default, config.closer_floor,
+                               name="closeness to another reference minus to its own")
     out = []
     for i, label in enumerate(labels):
         row = {"speaker_sim": None, "speaker_z": None, "speaker_lookalike": None,
@@ -197,8 +209,11 @@ def check_speakers(labels: list[str], embeddings: list, durations: list[float | 
             if best is not None:
                 row["speaker_lookalike"], row["speaker_lookalike_sim"] = best, best_sim
             target = resolve_alias(best, aliases) if best is not None else None
+            gap = best_sim - float(own[i]) if best is not None else -2.0
+            # Clearly closer to another label's reference (the corpus's own boundary), or
+            # closer at all while atypical of its own label.
             if (target is not None and target != resolve_alias(label, aliases)  # not an alias
-                    and best_sim > own[i] + config.margin and z < -config.doubt_z):
+                    and (gap > closer.value or (gap > config.margin and z < -config.doubt_z))):
                 status = "other_speaker"
                 row["proposed_speaker"], row["relabel_reason"] = target, f"sounds_like:{target}"
             elif z < -config.outlier_z:
@@ -216,7 +231,8 @@ def check_speakers(labels: list[str], embeddings: list, durations: list[float | 
         "label_spread": {k: {"median": round(m, 4), "sd": round(d, 4)}
                          for k, (m, d) in sorted(spread.items())},
         "doubt_z": config.doubt_z, "outlier_z": config.outlier_z,
-        "calibration": _calibration(spread, config),
+        "calibration": {"other_speaker: closer to another reference by":
+                        closer.to_dict(), **_calibration(spread, config)},
         "findings": findings,
     }
     return out, summary
