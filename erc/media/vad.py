@@ -18,7 +18,8 @@ FRAME_MS = 30
 
 
 def speech_segments(audio: np.ndarray, rate: int = RATE, aggressiveness: int = 2,
-                    bridge_s: float = 0.15, min_segment_s: float = 0.06) -> list[tuple[float, float]]:
+                    bridge_s: float = 0.15,
+                    min_segment_s: float = 0.06) -> list[tuple[float, float]]:
     """Voiced segments (seconds from the clip start) of mono float audio in [-1, 1]."""
     import webrtcvad
 

@@ -55,8 +55,8 @@ def binomial_mixture(errors: np.ndarray, words: np.ndarray, iterations: int = 20
         logp -= logp.max(axis=1, keepdims=True)
         weight = np.exp(logp)
         weight /= weight.sum(axis=1, keepdims=True)
-        new_p = np.clip((weight * e[:, None]).sum(0) / np.maximum((weight * n[:, None]).sum(0), 1e-9),
-                        1e-4, 1 - 1e-4)
+        trials = np.maximum((weight * n[:, None]).sum(0), 1e-9)
+        new_p = np.clip((weight * e[:, None]).sum(0) / trials, 1e-4, 1 - 1e-4)
         share = np.clip(weight.mean(0), 1e-4, 1.0)
         if np.allclose(new_p, p, atol=1e-7):
             p = new_p
@@ -91,7 +91,8 @@ def word_error_limit(n_words: int, rate: float, alpha: float) -> int:
 
 
 def spread_limits(values: list[float], k: float, default: tuple[float, float],
-                  min_width: float, min_n: int = 30, name: str = "score") -> tuple[Threshold, Threshold]:
+                  min_width: float, min_n: int = 30,
+                  name: str = "score") -> tuple[Threshold, Threshold]:
     """(low, high) limits of the typical range of ``values``: median -+ k x 1.4826 MAD, at
     least ``min_width`` from the median; the defaults below ``min_n`` values."""
     v = np.asarray([x for x in values if x is not None and math.isfinite(x)], dtype=float)

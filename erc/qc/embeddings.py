@@ -141,7 +141,8 @@ def label_findings(labels: np.ndarray, x: np.ndarray, mask: np.ndarray,
     least that) of at least ``min_group`` rows and ``min_group_share`` of the label each;
     strays (a listener's face, a few misattributed clips) make small clusters and do not
     count. Each row of the label goes with the nearest large cluster; the rows of each
-    cluster but the largest are proposed another label whose reference it matches (>= ``alias_above``), else ``<label>#2``, ``#3``... Two labels whose references
+    cluster but the largest are proposed another label whose reference it matches
+    (>= ``alias_above``), else ``<label>#2``, ``#3``... Two labels whose references
     are at least ``alias_above`` similar are one person (*alias*): the smaller takes the
     larger's name. Labels in ``settled`` (judged by a stronger modality) are not examined
     for conflation, nor pairs of them for aliases. Returns (findings, {row: (proposed

@@ -50,11 +50,13 @@ import numpy as np
 from erc.qc.calibration import mixture_threshold
 from erc.qc.embeddings import l2_normalise, label_findings, resolve_alias, robust_reference
 
-# Per speaker embedder backend (raw cosine similarities). same_person: two label references (averages of utterances)
-# of one person; split_below: two groups of one label whose centroids are less similar
-# than this are two people; reference_threshold: the neighbourhood of the reference (the
-# mode climbs to the mean of the utterances within it: wide enough to hold most of one
-# voice's emotional range, here 95 %, narrow enough to leave other voices out). Resemblyzer (GE2E, 256-d): measured on RAVDESS recordings that
+# Per speaker embedder backend (raw cosine similarities). same_person: two label
+# references (averages of utterances) of one person; split_below: clusters of one label
+# whose members are on average less alike than this across clusters are two people;
+# reference_threshold: the neighbourhood of the reference (the mode climbs to the mean of
+# the utterances within it: wide enough to hold most of one voice's emotional range, here
+# 95 %, narrow enough to leave other voices out). Resemblyzer (GE2E, 256-d): measured on
+# RAVDESS recordings that
 # bench/qc.py does not use (actors 01-08, 10 each): own-reference similarity median 0.82,
 # 2nd percentile 0.67; nearest other reference up to 0.80; two halves of one actor 0.89-0.94,
 # two actors' references 0.61-0.85; one actor cut in two groups 0.64-0.80, two actors of

@@ -145,7 +145,8 @@ def rate_limits(rows: list[dict], config: TimingConfig) -> tuple[Threshold, Thre
                          name="log voiced seconds per syllable")
 
 
-def decide(evidence: dict, n_words: int, n_asr_words: int, low: float, high: float, config: TimingConfig) -> str:
+def decide(evidence: dict, n_words: int, n_asr_words: int, low: float, high: float,
+           config: TimingConfig) -> str:
     """truncated, extra_speech or ok (see module doc)."""
     if evidence["speech_s"] is None:
         return "ok"
