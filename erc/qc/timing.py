@@ -43,6 +43,7 @@ from dataclasses import dataclass
 from rapidfuzz.distance import Levenshtein
 
 from erc.qc.calibration import Threshold, spread_limits
+from erc.qc.text import words as normal_words
 
 _VOWEL_GROUPS = re.compile(r"[aeiouy]+")
 
@@ -128,8 +129,6 @@ def measure(ref: list[str], hyp: list[str], asr_words: list[dict] | None,
 def normalised_words(words: list[dict]) -> list[tuple[float, float, float]]:
     """(start, end, probability) per normalised ASR word: an ASR word that normalises to
     several ("it's" -> "it is") gives each its values; fillers it drops give none."""
-    from erc.qc.text import words as normal_words
-
     out = []
     for w in words:
         for _ in normal_words(w.get("word")):
