@@ -13,6 +13,7 @@ utterance_id: everything later stages (QC, adapters, fusion) need, so no model r
 | asr_no_speech_prob  | float32, nullable                      |                                          |
 | asr_avg_logprob     | float32, nullable                      |                                          |
 | asr_words           | list<struct<word, start, end, probability>> | word timestamps                     |
+| speech_segments     | list<list<float32>[2]>, nullable        | voiced (start, end) seconds (webrtcvad)  |
 | n_frames            | int32                                  | video frames sampled                     |
 | faces               | list<struct<frame, time_s, box[4], score, embedding[]>> | every face of every sampled frame |
 | speaker_embedding   | list<float32>, nullable                | one vector per utterance                 |
@@ -46,6 +47,7 @@ FEATURE_SCHEMA = pa.schema([
     pa.field("asr_no_speech_prob", pa.float32()),
     pa.field("asr_avg_logprob", pa.float32()),
     pa.field("asr_words", pa.list_(WORD)),
+    pa.field("speech_segments", pa.list_(pa.list_(pa.float32(), 2))),
     pa.field("n_frames", pa.int32()),
     pa.field("faces", pa.list_(FACE)),
     pa.field("speaker_embedding", pa.list_(pa.float32())),

@@ -63,7 +63,7 @@ def test_one_home_per_default():
 
     fusion = option_map(FusionRecipe)
     assert fusion["lr"].default == FusionRecipe().loop.lr == FAMILIES["fusion"]["lr"].default
-    assert fusion["d_state"].default == FAMILIES["fusion"]["d_state"].default == 64
+    assert fusion["d_state"].default == FAMILIES["fusion"]["d_state"].default == FusionRecipe().model.d_state
     assert RunConfig().train.recipe.loop.epochs == FusionRecipe().loop.epochs
     names = [o.name for o in options(RunConfig)]
     assert len(names) == len(set(names))

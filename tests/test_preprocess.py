@@ -139,8 +139,13 @@ def test_feature_columns_have_the_models_dimensions(corpus, clean):
             assert np.linalg.norm(row["text_embedding"]) == pytest.approx(1.0, abs=1e-3)
         if status != "ok":
             assert row["speaker_embedding"] is None and row["asr_text"] is None and row["faces"] is None
+            assert row["speech_segments"] is None
             continue
         assert row["duration_s"] > 1.0
+        # voice activity: ordered segments within the clip
+        segments = row["speech_segments"]
+        assert all(0 <= s < e <= row["duration_s"] + 0.03 for s, e in segments), segments
+        assert all(a[1] < b[0] for a, b in zip(segments, segments[1:])), segments
         assert len(row["speaker_embedding"]) == DIMS["speaker"]
         assert np.isfinite(row["speaker_embedding"]).all()
         # Whisper hears nothing in the quiet audio of video.mp4: an empty transcript, no scores
@@ -161,6 +166,7 @@ def test_feature_columns_have_the_models_dimensions(corpus, clean):
             source = next(r for r in corpus["table"].to_pylist() if r["utterance_id"] == uid)["text"]
             assert words == source.lower().strip("."), (uid, words)
             assert [w["word"].lower().strip(".") for w in row["asr_words"]] == words.split()
+            assert sum(e - s for s, e in row["speech_segments"]) > 0.5  # they speak
             assert row["n_frames"] >= 3
             assert {f["frame"] for f in row["faces"]} == set(range(row["n_frames"])), uid
             assert all(f["score"] > 0.9 for f in row["faces"])

@@ -50,7 +50,7 @@ from erc.pipeline.stages import INPUT_COLUMNS, MODEL_STAGES, PASS, STAGE_OF, Dec
 from erc.recipes import PreprocessConfig, RayConfig
 
 # Bump when what the stages compute changes, so finished partitions are recomputed.
-FEATURES_VERSION = 1
+FEATURES_VERSION = 2  # 2: speech_segments (voice activity) from the decode stage
 STATS = "ray_data_stats.txt"
 FINGERPRINT_KEY = b"erc.fingerprint"
 SETTINGS_KEY = b"erc.settings"

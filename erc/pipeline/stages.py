@@ -10,6 +10,7 @@ Columns between stages (``_``-prefixed ones never reach the output):
 | stage   | reads                                   | writes                                        |
 |---------|-----------------------------------------|-----------------------------------------------|
 | decode  | media_path, audio_path, start_s, end_s  | status, failure_*, duration_s, n_frames,      |
+|         |                                         | speech_segments (voice activity),             |
 |         |                                         | _audio (float32 bytes), _frames (uint8 bytes),|
 |         |                                         | _frame_shape, _frame_times, _scale            |
 | faces   | _frames, _frame_shape, _frame_times     | faces (drops the frame columns)               |
@@ -39,6 +40,7 @@ import pyarrow as pa
 
 from erc.features import FACE, WORD
 from erc.media.decode import decode_utterance
+from erc.media.vad import speech_segments
 from erc.recipes import DecodeSettings
 
 INPUT_COLUMNS = ("utterance_id", "text", "media_path", "audio_path", "start_s", "end_s")
@@ -124,8 +126,8 @@ class DecodeStage(PassStage):
 
     name = "decode"
     reads = ("media_path", "audio_path", "start_s", "end_s")
-    writes = ("status", "failure_reason", "failure_detail", "duration_s", "n_frames", "_audio",
-              *FRAME_COLUMNS)
+    writes = ("status", "failure_reason", "failure_detail", "duration_s", "n_frames",
+              "speech_segments", "_audio", *FRAME_COLUMNS)
     resources = {"batch_size": 4, "concurrency": None, "num_cpus": 1.0, "num_gpus": 0.0}
 
     def __init__(self, settings: DecodeSettings):
@@ -134,13 +136,14 @@ class DecodeStage(PassStage):
     def __call__(self, batch: pa.Table) -> pa.Table:
         started = time.perf_counter()
         cols = {name: batch.column(name).to_pylist() for name in INPUT_COLUMNS}
-        status, reason, detail, duration, n_frames = [], [], [], [], []
+        status, reason, detail, duration, n_frames, speech = [], [], [], [], [], []
         audio, frames, shapes, times, scales = [], [], [], [], []
         for i in range(batch.num_rows):
             media, separate = cols["media_path"][i], cols["audio_path"][i]
             if not media and not separate:
                 status.append("text_only")
                 reason.append(None), detail.append(None), duration.append(None), n_frames.append(0)
+                speech.append(None)
                 audio.append(None), frames.append(None), shapes.append(None), times.append(None)
                 scales.append(None)
                 continue
@@ -152,6 +155,7 @@ class DecodeStage(PassStage):
             duration.append(got.duration_s)
             n_frames.append(len(got.frames))
             keep = got.ok
+            speech.append(speech_segments(got.audio) if keep and got.audio is not None else None)
             audio.append(got.audio.tobytes() if keep and got.audio is not None else None)
             if keep and got.frames:
                 frames.append(np.stack(got.frames).tobytes())
@@ -164,7 +168,9 @@ class DecodeStage(PassStage):
         for name, values, kind in (
                 ("status", status, pa.string()), ("failure_reason", reason, pa.string()),
                 ("failure_detail", detail, pa.string()), ("duration_s", duration, pa.float64()),
-                ("n_frames", n_frames, pa.int32()), ("_audio", audio, pa.large_binary()),
+                ("n_frames", n_frames, pa.int32()),
+                ("speech_segments", speech, pa.list_(pa.list_(pa.float32(), 2))),
+                ("_audio", audio, pa.large_binary()),
                 ("_frames", frames, pa.large_binary()), ("_frame_shape", shapes, pa.list_(pa.int32())),
                 ("_frame_times", times, pa.list_(pa.float32())), ("_scale", scales, pa.float32())):
             out = _set(out, name, pa.array(values, type=kind))

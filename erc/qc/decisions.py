@@ -40,9 +40,9 @@ import pyarrow as pa
 
 from erc import io
 from erc.errors import ConfigError
-from erc.qc.alignment import AlignmentConfig, check_alignment
-from erc.qc.faces import (FaceConfig, check_faces, face_label_findings, face_tracks,
-                          load_face_references)
+from erc.qc.alignment import AlignmentConfig, align_corpus
+from erc.qc.faces import (FaceConfig, check_faces, face_judged_labels, face_label_findings,
+                          face_tracks, load_face_references)
 from erc.qc.speakers import SpeakerConfig, check_speakers
 from erc.schema import UTTERANCE_SCHEMA
 
@@ -64,12 +64,19 @@ DECISION_SCHEMA = pa.schema([
     ("align_cos_words", pa.float64()), ("align_cos_chars", pa.float64()),
     ("align_lev", pa.float64()), ("align_coverage", pa.float64()), ("align_wer", pa.float64()),
     ("n_words", pa.int32()), ("n_asr_words", pa.int32()), ("length_bucket", pa.string()),
+    ("alignment_status_calibrated", pa.string()),
+    ("align_word_errors", pa.int32()), ("align_word_error_limit", pa.int32()),
+    ("align_missing_start", pa.int32()), ("align_missing_end", pa.int32()),
+    ("align_extra_start", pa.int32()), ("align_extra_end", pa.int32()),
+    ("speech_s", pa.float64()), ("speech_log_rate", pa.float64()),
+    ("align_neighbour", pa.string()),  # neighbour_text: the utterance whose audio says it
     # face
     ("face_status", pa.string()), ("face_pass", pa.bool_()), ("face_best_sim", pa.float64()),
     ("face_candidates", pa.int32()), ("face_n_tracks", pa.int32()),
     ("face_lookalike", pa.string()), ("face_lookalike_sim", pa.float64()),
     # speaker
     ("speaker_status", pa.string()), ("speaker_pass", pa.bool_()), ("speaker_sim", pa.float64()),
+    ("speaker_z", pa.float64()),  # robust sds from the label's median similarity
     ("speaker_lookalike", pa.string()), ("speaker_lookalike_sim", pa.float64()),
     ("proposed_speaker", pa.string()), ("relabel_reason", pa.string()),
     ("relabel_applied", pa.bool_()), ("final_speaker", pa.string()),
@@ -109,7 +116,7 @@ class QCResult:
 # -- inputs -------------------------------------------------------------------------------
 
 FEATURE_COLUMNS = ("utterance_id", "status", "failure_reason", "duration_s", "asr_text",
-                   "n_frames", "faces", "speaker_embedding")
+                   "asr_words", "speech_segments", "n_frames", "faces", "speaker_embedding")
 
 
 def read_features(features: Path) -> tuple[dict[str, dict], list[dict]]:
@@ -162,6 +169,19 @@ def _face_references(config: QCConfig, models: list[dict]):
     return load_face_references(path, detector, embedder)
 
 
+def dialogue_neighbours(utt: list[dict]) -> list[tuple[int | None, int | None]]:
+    """(previous, next) row of each row within its dialogue, by turn (None at the ends)."""
+    by_dialogue: dict = {}
+    for i, u in enumerate(utt):
+        by_dialogue.setdefault((u["corpus"], u["split"], u["dialogue_id"]), []).append(i)
+    out: list = [(None, None)] * len(utt)
+    for rows in by_dialogue.values():
+        rows.sort(key=lambda i: (utt[i]["turn"] is None, utt[i]["turn"] or 0))
+        for k, i in enumerate(rows):
+            out[i] = (rows[k - 1] if k else None, rows[k + 1] if k + 1 < len(rows) else None)
+    return out
+
+
 def decide(utterances: pa.Table, features: dict[str, dict], models: list[dict],
            config: QCConfig, face_references: dict | None = None) -> tuple[pa.Table, dict]:
     """The decisions table and the check summaries (no file is read or written)."""
@@ -174,13 +194,18 @@ def decide(utterances: pa.Table, features: dict[str, dict], models: list[dict],
 
     # Alignment: every row with a transcript and an ASR transcript.
     if "alignment" in config.checks:
-        align = check_alignment([u["text"] for u in utt],
-                                [(f or {}).get("asr_text") if o else None for f, o in zip(feats, ok)],
-                                config.alignment)
+        usable = [(f or {}) if o else {} for f, o in zip(feats, ok)]
+        align, summary["alignment"] = align_corpus(
+            [u["text"] for u in utt], [f.get("asr_text") for f in usable], config.alignment,
+            asr_words=[f.get("asr_words") for f in usable],
+            segments=[f.get("speech_segments") for f in usable],
+            durations=[f.get("duration_s") for f in usable],
+            neighbours=dialogue_neighbours(utt), ids=[u["utterance_id"] for u in utt])
         for row, o in zip(align, ok):
             if not o:
                 row.update(status="not_checked", status_paper="not_checked",
-                           status_length_aware="not_checked")
+                           status_length_aware="not_checked", status_calibrated="not_checked",
+                           neighbour=None)
                 row["pass"] = True
     else:
         align = [{"status": "disabled", "pass": True} for _ in utt]
@@ -195,18 +220,20 @@ def decide(utterances: pa.Table, features: dict[str, dict], models: list[dict],
     durations = [(f or {}).get("duration_s") for f in feats]
 
     # Faces: the persons of every clip, and what they say about the labels.
-    face_findings, face_moves = [], {}
+    face_findings, face_moves, settled = [], {}, set()
     if "face" in config.checks:
         faces = [(f or {}).get("faces") if o else None for f, o in zip(feats, ok)]
         frames = [(f or {}).get("n_frames") if o else None for f, o in zip(feats, ok)]
         tracks, face_threshold = face_tracks(faces, models, config.faces)
         face_findings, face_moves = face_label_findings(labels, tracks, face_threshold,
                                                         config.faces)
+        settled = face_judged_labels(labels, tracks, config.faces)
 
     speaker_findings = []
     if "speaker" in config.checks:
         embeddings = [(f or {}).get("speaker_embedding") if o else None for f, o in zip(feats, ok)]
-        speak, speaker_summary = check_speakers(labels, embeddings, durations, models, config.speakers)
+        speak, speaker_summary = check_speakers(labels, embeddings, durations, models,
+                                                config.speakers, settled)
         speaker_findings = speaker_summary.pop("findings")
         summary["speaker"] = speaker_summary
     else:
@@ -223,10 +250,11 @@ def decide(utterances: pa.Table, features: dict[str, dict], models: list[dict],
                and r["relabel_reason"].startswith(accepted) for r in speak]
     final = [r["proposed_speaker"] if a else lab for r, a, lab in zip(speak, applied, labels)]
     if any(applied) and "speaker" in config.checks:
-        second, second_summary = check_speakers(final, embeddings, durations, models,
-                                                config.speakers)
+        second, second_summary = check_speakers(
+            final, embeddings, durations, models, config.speakers,
+            face_judged_labels(final, tracks, config.faces) if "face" in config.checks else set())
         for first_row, second_row in zip(speak, second):
-            for key in ("speaker_status", "speaker_pass", "speaker_sim",
+            for key in ("speaker_status", "speaker_pass", "speaker_sim", "speaker_z",
                         "speaker_lookalike", "speaker_lookalike_sim"):
                 first_row[key] = second_row[key]
         summary["speaker"]["after_relabel"] = {
@@ -267,12 +295,20 @@ def decide(utterances: pa.Table, features: dict[str, dict], models: list[dict],
             "align_lev": a.get("lev"), "align_coverage": a.get("coverage"),
             "align_wer": a.get("wer"), "n_words": a.get("n_words"),
             "n_asr_words": a.get("n_asr_words"), "length_bucket": a.get("length_bucket"),
+            "alignment_status_calibrated": a.get("status_calibrated"),
+            "align_word_errors": a.get("word_errors"),
+            "align_word_error_limit": a.get("word_error_limit"),
+            "align_missing_start": a.get("missing_start"), "align_missing_end": a.get("missing_end"),
+            "align_extra_start": a.get("extra_start"), "align_extra_end": a.get("extra_end"),
+            "speech_s": a.get("speech_s"), "speech_log_rate": a.get("log_rate"),
+            "align_neighbour": a.get("neighbour"),
             "face_status": fa["face_status"], "face_pass": fa["face_pass"],
             "face_best_sim": fa.get("face_best_sim"), "face_candidates": fa.get("face_candidates"),
             "face_n_tracks": fa.get("face_n_tracks"), "face_lookalike": fa.get("face_lookalike"),
             "face_lookalike_sim": fa.get("face_lookalike_sim"),
             "speaker_status": sp["speaker_status"], "speaker_pass": sp["speaker_pass"],
-            "speaker_sim": sp.get("speaker_sim"), "speaker_lookalike": sp.get("speaker_lookalike"),
+            "speaker_sim": sp.get("speaker_sim"), "speaker_z": sp.get("speaker_z"),
+            "speaker_lookalike": sp.get("speaker_lookalike"),
             "speaker_lookalike_sim": sp.get("speaker_lookalike_sim"),
             "proposed_speaker": sp.get("proposed_speaker"), "relabel_reason": sp.get("relabel_reason"),
             "relabel_applied": applied[i], "final_speaker": final[i],

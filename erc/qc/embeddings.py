@@ -1,5 +1,5 @@
 """Identity embeddings shared by the face and speaker checks: normalisation, a robust
-reference per identity, and splitting a set that holds several identities.
+reference per identity, and cutting a set that holds several identities into clusters.
 
 Every similarity is the cosine of L2-normalised vectors.
 """
@@ -96,57 +96,57 @@ def robust_reference(x: np.ndarray, threshold: float, method: str = "mode",
 
 
 @dataclass
-class Split:
-    """A set of embeddings cut in two groups (average-linkage agglomerative, cosine)."""
-    labels: np.ndarray  # 0 = larger group, 1 = smaller
-    centroids: np.ndarray  # (2, d), normalised
-    between: float  # cosine of the two centroids
-    within: tuple[float, float]  # mean similarity of members to their own centroid
-    sizes: tuple[int, int]
+class Clusters:
+    """A set of embeddings cut into identities (average-linkage agglomerative, cosine)."""
+    labels: np.ndarray  # cluster per row, 0 = largest
+    sizes: list[int]
+    centroids: np.ndarray  # (clusters, d), normalised
 
 
-def split_in_two(x: np.ndarray) -> Split | None:
-    """The best two-group cut of ``x`` (None for fewer than 4 points)."""
+def clusters_of(x: np.ndarray, link_above: float) -> Clusters | None:
+    """Groups whose members are, on average, at least ``link_above`` similar to each other
+    (None for fewer than 2 points). The number of clusters is not fixed: a label holding one
+    person gives one large cluster (plus strays), a label holding two gives two."""
     from sklearn.cluster import AgglomerativeClustering
 
     x = l2_normalise(x)
-    if len(x) < 4:
+    if len(x) < 2:
         return None
     if len(x) > MAX_REFERENCE_POINTS:
-        # Cluster a subsample, then assign everyone to the nearer centroid.
         idx = np.random.default_rng(0).choice(len(x), MAX_REFERENCE_POINTS, replace=False)
-        sub = split_in_two(x[idx])
-        if sub is None:
-            return None
+        sub = clusters_of(x[idx], link_above)
         labels = np.argmax(x @ sub.centroids.T, axis=1)
     else:
-        labels = AgglomerativeClustering(n_clusters=2, metric="cosine",
-                                         linkage="average").fit_predict(x)
-    sizes = np.bincount(labels, minlength=2)
-    if sizes[1] > sizes[0]:
-        labels = 1 - labels
-        sizes = sizes[::-1]
-    if sizes.min() == 0:
-        return None
-    centroids = np.stack([l2_normalise(x[labels == k].mean(axis=0)) for k in (0, 1)])
-    within = tuple(float((x[labels == k] @ centroids[k]).mean()) for k in (0, 1))
-    return Split(labels=labels, centroids=centroids, between=float(centroids[0] @ centroids[1]),
-                 within=within, sizes=(int(sizes[0]), int(sizes[1])))
+        labels = AgglomerativeClustering(n_clusters=None, metric="cosine", linkage="average",
+                                         distance_threshold=1 - link_above).fit_predict(x)
+    order = np.argsort(-np.bincount(labels))
+    rank = np.empty_like(order)
+    rank[order] = np.arange(len(order))
+    labels = rank[labels]
+    sizes = np.bincount(labels).tolist()
+    centroids = np.stack([l2_normalise(x[labels == k].mean(axis=0)) for k in range(len(sizes))])
+    return Clusters(labels=labels, sizes=sizes, centroids=centroids)
 
 
 def label_findings(labels: np.ndarray, x: np.ndarray, mask: np.ndarray,
                    refs: dict[str, np.ndarray], split_below: float, alias_above: float,
-                   min_group: int, min_group_share: float,
-                   modality: str) -> tuple[list[dict], dict[int, tuple[str, str]]]:
+                   min_group: int, min_group_share: float, modality: str,
+                   settled: set | frozenset = frozenset(),
+                   ) -> tuple[list[dict], dict[int, tuple[str, str]]]:
     """Labels that hold several people and people under several labels, from one modality.
 
     ``labels`` (n,), ``x`` (n, d) normalised rows, ``mask`` the rows that count, ``refs`` the
-    labels' references. A label is *conflated* when its rows cut in two groups of at least
-    ``min_group`` rows and ``min_group_share`` of the label whose centroids are less similar
-    than ``split_below``; the smaller group is proposed another label whose reference it
-    matches (>= ``alias_above``), else ``<label>#2``. Two labels whose references are at
-    least ``alias_above`` similar are one person (*alias*): the smaller takes the larger's
-    name. Returns (findings, {row: (proposed label, reason)}).
+    labels' references. A label is *conflated* when its rows form two or more identity
+    clusters (``clusters_of`` at ``split_below``: average similarity within a cluster at
+    least that) of at least ``min_group`` rows and ``min_group_share`` of the label each;
+    strays (a listener's face, a few misattributed clips) make small clusters and do not
+    count. Each row of the label goes with the nearest large cluster; the rows of each
+    cluster but the largest are proposed another label whose reference it matches
+    (>= ``alias_above``), else ``<label>#2``, ``#3``... Two labels whose references
+    are at least ``alias_above`` similar are one person (*alias*): the smaller takes the
+    larger's name. Labels in ``settled`` (judged by a stronger modality) are not examined
+    for conflation, nor pairs of them for aliases. Returns (findings, {row: (proposed
+    label, reason)}).
     """
     findings: list[dict] = []
     moves: dict[int, tuple[str, str]] = {}
@@ -155,31 +155,42 @@ def label_findings(labels: np.ndarray, x: np.ndarray, mask: np.ndarray,
     for label in names:
         members = np.flatnonzero(mask & (labels == label))
         n = len(members)
-        if n < 2 * min_group:
+        if n < 2 * min_group or label in settled:
             continue
-        split = split_in_two(x[members])
-        if split is None:
+        found = clusters_of(x[members], split_below)
+        if found is None:
             continue
-        small = split.sizes[1]
-        if small < max(min_group, min_group_share * n) or split.between >= split_below:
+        large = [k for k, size in enumerate(found.sizes)
+                 if size >= max(min_group, min_group_share * n)]
+        if len(large) < 2:
             continue
-        others = {o: float(split.centroids[1] @ refs[o]) for o in names if o != label}
-        best = max(others, key=others.get) if others else None
-        target = best if best is not None and others[best] >= alias_above else f"{label}#2"
+        between = float(found.centroids[large[0]] @ found.centroids[large[1]])
+        # Every row of the label goes with the nearest large cluster (strays included).
+        nearest = np.argmax(x[members] @ found.centroids[large].T, axis=1)
+        targets = []
+        for rank, k in enumerate(large[1:], start=2):
+            others = {o: float(found.centroids[k] @ refs[o]) for o in names if o != label}
+            best = max(others, key=others.get) if others else None
+            target = best if best is not None and others[best] >= alias_above else f"{label}#{rank}"
+            targets.append(target)
+            for row in members[nearest == rank - 1]:
+                moves[int(row)] = (target, f"conflated:{label}")
+        sizes = [found.sizes[k] for k in large]
+        within = [float((x[members][found.labels == k] @ found.centroids[k]).mean()) for k in large]
         findings.append({
             "kind": "conflated", "modality": modality, "label": label, "utterances": n,
-            "groups": list(split.sizes), "between": round(split.between, 4),
-            "within": [round(w, 4) for w in split.within], "proposal": target,
-            "detail": (f"{modality}: {label!r} looks like two people: groups of "
-                       f"{split.sizes[0]} and {small} utterances, centroid similarity "
-                       f"{split.between:.2f} < {split_below:.2f}; the {small} -> {target!r}"),
+            "groups": sizes, "strays": n - sum(sizes), "between": round(between, 4),
+            "within": [round(w, 4) for w in within], "proposal": ", ".join(targets),
+            "detail": (f"{modality}: {label!r} holds {len(large)} people: groups of "
+                       f"{', '.join(map(str, sizes))} utterances (each at least "
+                       f"{max(min_group, int(np.ceil(min_group_share * n)))}; {n - sum(sizes)} "
+                       f"strays), the two largest {between:.2f} similar (< {split_below:.2f} "
+                       f"within one person); the smaller -> {', '.join(map(repr, targets))}"),
         })
-        for row in members[split.labels == 1]:
-            moves[int(row)] = (target, f"conflated:{label}")
     for i, a in enumerate(names):
         for b in names[i + 1:]:
             sim = float(refs[a] @ refs[b])
-            if sim < alias_above:
+            if sim < alias_above or (a in settled and b in settled):
                 continue
             keep, merge = (a, b) if (counts[a], b) >= (counts[b], a) else (b, a)
             findings.append({

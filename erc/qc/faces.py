@@ -25,9 +25,12 @@
    (*) ``several_candidates`` and ``no_face`` follow ``FaceConfig.several_candidates`` /
    ``FaceConfig.no_face`` ("keep" or "drop"; defaults keep / drop).
 
-4. Labels: ``face_label_findings`` reports names whose dominant faces form two groups of
-   different people (conflated) and names whose reference faces are one person (aliases),
-   with relabel proposals (see ``erc.qc.embeddings.label_findings``).
+4. Labels: ``face_label_findings`` reports names whose dominant faces form two or more
+   clusters of different people (conflated; strays such as a listener's face in a few
+   clips do not count) and names whose reference faces are one person (aliases), with
+   relabel proposals (see ``erc.qc.embeddings.label_findings``). The labels with enough
+   dominant faces to be judged this way (``face_judged_labels``) get no voice findings:
+   faces separate people far better than voices do.
 
 The match threshold depends on the embedder (``DEFAULT_THRESHOLDS``, by backend name from
 the feature table's model records); ``threshold`` overrides it.
@@ -35,7 +38,7 @@ the feature table's model records); ``threshold`` overrides it.
 
 from __future__ import annotations
 
-from collections import defaultdict
+from collections import Counter, defaultdict
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -183,6 +186,15 @@ def face_label_findings(speakers: list[str], tracks: list[list[Track]], threshol
     refs = {s: r.vector for s, r in build_references(speakers, tracks, threshold, config).items()}
     return label_findings(labels, x, mask, refs, threshold, 1 - (1 - threshold) / 2,
                           config.min_group, config.min_group_share, "face")
+
+
+def face_judged_labels(speakers: list[str], tracks: list[list[Track]],
+                       config: FaceConfig | None = None) -> set[str]:
+    """Labels with enough clips dominated by one face for the face findings to judge them
+    (as many as a conflated finding needs): voice findings on them are not made."""
+    config = config or FaceConfig()
+    counts = Counter(s for s, t in zip(speakers, tracks) if dominant(t, config.dominant_share))
+    return {s for s, c in counts.items() if c >= 2 * config.min_group}
 
 
 def check_faces(speakers: list[str], faces: list[list[dict] | None], n_frames: list[int | None],

@@ -62,7 +62,8 @@ def _by_length(rows: list[dict]) -> list[dict]:
 
 def _examples(rows: list[dict]) -> dict[str, list[dict]]:
     fields = ("utterance_id", "speaker", "emotion", "text", "asr_text", "align_cos_words",
-              "align_lev", "align_coverage", "face_best_sim", "face_lookalike", "speaker_sim",
+              "align_lev", "align_coverage", "align_word_errors", "align_neighbour",
+              "face_best_sim", "face_lookalike", "speaker_sim", "speaker_z",
               "speaker_lookalike", "proposed_speaker", "reasons")
     out: dict[str, list[dict]] = {}
     for r in rows:
@@ -71,6 +72,20 @@ def _examples(rows: list[dict]) -> dict[str, list[dict]]:
             if len(bucket) < EXAMPLES_PER_STATUS:
                 bucket.append({k: r[k] for k in fields})
     return dict(sorted(out.items()))
+
+
+def calibration_rows(summary: dict) -> list[dict]:
+    """Every threshold learned from the corpus (or its default), with why."""
+    rows = []
+    align = summary.get("alignment") or {}
+    for key, name in (("asr_error_rate", "ASR word error rate on clean speech"),
+                      ("log_rate_low", "too short: log voiced seconds per syllable below"),
+                      ("log_rate_high", "too long: log voiced seconds per syllable above")):
+        if key in align:
+            rows.append({"threshold": name, **align[key]})
+    for key, value in ((summary.get("speaker") or {}).get("calibration") or {}).items():
+        rows.append({"threshold": f"speaker: {key}", **value})
+    return rows
 
 
 def report_data(decisions, summary: dict) -> dict:
@@ -101,10 +116,17 @@ def report_data(decisions, summary: dict) -> dict:
             "alignment": {k: summary["config"]["alignment"][k] for k in
                           ("rule", "cosine", "cos_threshold", "lev_threshold", "short_words",
                            "min_coverage")},
+            "word_error_limits": (summary.get("alignment") or {}).get("word_error_limits"),
+            "log_rate": [((summary.get("alignment") or {}).get(k) or {}).get("value")
+                         for k in ("log_rate_low", "log_rate_high")],
             "face": (summary.get("face") or {}).get("threshold"),
-            "speaker": (summary.get("speaker") or {}).get("threshold"),
+            "speaker_z": [-(summary.get("speaker") or {}).get(k) for k in ("doubt_z", "outlier_z")
+                          if (summary.get("speaker") or {}).get(k) is not None],
             "speaker_same_person": (summary.get("speaker") or {}).get("same_person"),
+            "speaker_closer": (((summary.get("speaker") or {}).get("calibration") or {}).get(
+                "other_speaker: closer to another reference by") or {}).get("value"),
         },
+        "calibration": calibration_rows(summary),
         "face": {k: v for k, v in (summary.get("face") or {}).items() if k != "reference_support"},
         "examples": _examples(rows),
         "inputs": summary.get("inputs", {}),
@@ -220,10 +242,48 @@ def plots(decisions, data: dict) -> dict[str, bytes]:
         axes[1].set_title("scores by length: cosine (blue), Levenshtein (orange)")
         out["alignment_by_length"] = _png(fig)
 
+    judged = [r for r in rows if r.get("align_word_errors") is not None and r["n_words"]
+              and r["n_asr_words"]]
+    if judged and th.get("word_error_limits"):
+        fig, axes = plt.subplots(1, 2, figsize=(13, 4))
+        rng = np.random.default_rng(0)  # jitter: word counts and errors are integers
+        for status in sorted({r["alignment_status"] for r in judged}):
+            pts = [r for r in judged if r["alignment_status"] == status]
+            axes[0].scatter([r["n_words"] + rng.uniform(-0.25, 0.25) for r in pts],
+                            [r["align_word_errors"] + rng.uniform(-0.2, 0.2) for r in pts],
+                            s=8, alpha=0.6, label=f"{status} ({len(pts)})")
+        limits = sorted((int(k), v) for k, v in th["word_error_limits"].items() if int(k) > 0)
+        axes[0].step([k for k, _ in limits], [v + 0.5 for _, v in limits], where="mid",
+                     color="k", linewidth=1, label="word error limit")
+        axes[0].set_xlabel("transcript words")
+        axes[0].set_ylabel("word errors (ASR vs transcript)")
+        axes[0].set_xlim(0, min(40, max(k for k, _ in limits) + 1))
+        axes[0].set_ylim(-0.5, min(40, max(r["align_word_errors"] for r in judged) + 1))
+        axes[0].set_title("word errors against the limit the corpus's ASR error sets")
+        axes[0].legend(fontsize=7)
+        rates = [r["speech_log_rate"] for r in judged if r.get("speech_log_rate") is not None]
+        if rates:
+            by = defaultdict(list)
+            for r in judged:
+                if r.get("speech_log_rate") is not None:
+                    by[r["alignment_status"]].append(r["speech_log_rate"])
+            bins = np.linspace(min(rates + [th["log_rate"][0]]) - 0.1,
+                               max(rates + [th["log_rate"][1]]) + 0.1, 41)
+            for status, values in sorted(by.items()):
+                axes[1].hist(values, bins=bins, alpha=0.6, label=f"{status} ({len(values)})")
+            for value, name in zip(th["log_rate"], ("too short", "too long")):
+                axes[1].axvline(value, color="k", linestyle="--", linewidth=1,
+                                label=f"{name} {value:.2f}")
+            axes[1].set_xlabel("log voiced seconds per syllable of the transcript")
+            axes[1].set_ylabel("utterances")
+            axes[1].set_title("speaking rate: clips too short or too long for their text")
+            axes[1].legend(fontsize=7)
+        out["calibrated_alignment"] = _png(fig)
+
     face_sims = [r for r in rows if r["face_best_sim"] is not None]
-    speaker_sims = [r for r in rows if r["speaker_sim"] is not None]
+    speaker_sims = [r for r in rows if r.get("speaker_z") is not None]
     if face_sims or speaker_sims:
-        fig, axes = plt.subplots(1, 2, figsize=(12, 4))
+        fig, axes = plt.subplots(1, 3, figsize=(18, 4))
         if face_sims:
             by = defaultdict(list)
             for r in face_sims:
@@ -233,9 +293,28 @@ def plots(decisions, data: dict) -> dict[str, bytes]:
         if speaker_sims:
             by = defaultdict(list)
             for r in speaker_sims:
-                by[r["speaker_status"]].append(r["speaker_sim"])
-            _hist(axes[1], dict(by), th["speaker"], "voice similarity to the label's reference",
-                  "cosine similarity")
+                by[r["speaker_status"]].append(r["speaker_z"])
+            low = min(-12.0, *(min(v) for v in by.values()))
+            bins = np.linspace(max(low, -30.0), max(5.0, *(max(v) for v in by.values())), 50)
+            for status, values in sorted(by.items()):
+                axes[1].hist(np.clip(values, bins[0], bins[-1]), bins=bins, alpha=0.6,
+                             label=f"{status} ({len(values)})")
+            for value, name in zip(th["speaker_z"], ("other speaker if another is closer",
+                                                     "unlike its label")):
+                axes[1].axvline(value, color="k", linestyle="--", linewidth=1,
+                                label=f"{name}: {value:g}")
+            axes[1].set_title("voice: robust sds from the label's own median similarity")
+            axes[1].set_xlabel("robust standard deviations (centred embeddings)")
+            axes[1].set_ylabel("utterances")
+            axes[1].legend(fontsize=7)
+            gaps = defaultdict(list)
+            for r in speaker_sims:
+                if r["speaker_lookalike_sim"] is not None:
+                    gaps[r["speaker_status"]].append(r["speaker_lookalike_sim"] - r["speaker_sim"])
+            if gaps:
+                _hist(axes[2], dict(gaps), th["speaker_closer"],
+                      "voice: closer to another label's reference than to its own",
+                      "similarity to the nearest other reference minus to its own")
         out["identity_scores"] = _png(fig)
 
     for key, title in (("by_split", "split"), ("by_emotion", "emotion")):
@@ -315,14 +394,32 @@ def render_html(data: dict, images: dict[str, bytes]) -> str:
         + (f"; transcripts of at most {th['alignment']['short_words']} words need only one of them"
            if th["alignment"]["rule"] == "length_aware" else "")
         + (f"; incomplete when the ASR recovers under {th['alignment']['min_coverage']:.0%} of "
-           "the words" if th["alignment"]["min_coverage"] else "") + ".</p>",
+           "the words" if th["alignment"]["min_coverage"] else "")
+        + ("; then word errors above the corpus's limit for the transcript's length, and "
+           "clips truncated (transcript words lost at a cut end) or holding extra speech "
+           "(ASR words and voiced audio beyond the transcript)"
+           if th["alignment"]["rule"] == "calibrated" else "") + ".</p>",
         img("alignment_scores"),
+        "<h3>Thresholds learned from this corpus</h3>",
+        "<p>Where the corpus is large enough, thresholds come from its own score "
+        "distributions (<i>default</i>: too little data, the fixed default is used). The word "
+        "error limit of an n-word transcript is the most errors the ASR's clean error rate "
+        "explains (chance at least 1 in 100); the speaking-rate limits are the corpus's "
+        "typical range.</p>",
+        _table(data["calibration"], ["threshold", "value", "source", "why"]),
+        img("calibrated_alignment"),
         "<h3>By transcript length</h3><p>Pass rates under both rules, whichever decides.</p>",
         _table(data["alignment_by_length"]),
         img("alignment_by_length"),
         "<h2>Face and speaker identity</h2>",
-        f"<p>Face match threshold {th['face']}; speaker threshold {th['speaker']}, two voices "
-        f"of one person above {th['speaker_same_person']}.</p>",
+        f"<p>Face match threshold {th['face']}. Voices are judged per label, against the "
+        f"label's own range: other speaker when another label's reference is closer than its "
+        f"own by more than {th['speaker_closer'] if th['speaker_closer'] is None else round(th['speaker_closer'], 3)} "
+        f"(the corpus's boundary, see the thresholds table), or closer at all while the "
+        f"utterance lies below {th['speaker_z'][0] if th['speaker_z'] else '-'} robust sds of "
+        f"its label; unlike its label below "
+        f"{th['speaker_z'][1] if len(th['speaker_z']) > 1 else '-'}; two voices of one person "
+        f"above {th['speaker_same_person']}.</p>",
         img("identity_scores"),
         _table([{"item": k, "value": v} for k, v in data["face"].items()]),
         "<h3>Speaker labels: conflated names and aliases</h3>",

@@ -4,32 +4,38 @@ one person?
 Per speaker label, a reference voice: the robust mode of the label's speaker embeddings
 (``erc.qc.embeddings.robust_reference``). Then:
 
-- **Utterances** (``speaker_status``):
+- **Utterances** (``speaker_status``), judged on embeddings *centred* on the corpus mean
+  (what every voice of the corpus shares, the channel, the language, the embedder's own
+  bias, is taken out, so that what is left tells speakers apart) and *per speaker*: each
+  label's similarities to its own reference set that label's typical range (median and
+  robust spread), so that a speaker whose voice varies widely with emotion is not judged
+  by the yardstick of one who does not.
 
   | status         | meaning                                                          | keeps |
   |----------------|------------------------------------------------------------------|-------|
   | match          | none of the below                                                | yes   |
-  | other_speaker  | similarity to its label's reference below ``threshold`` and      | no    |
-  |                | another label's reference closer by at least ``margin``:          |       |
-  |                | it sounds like ``speaker_lookalike`` (proposed as new label)      |       |
-  | unlike_label   | below ``threshold`` and an outlier of its label (under median -  | no    |
-  |                | ``outlier_mads`` x MAD of the label's similarities), like no one |       |
+  | other_speaker  | another label's reference is closer than its own by the corpus's | no    |
+  |                | boundary (a two-component mixture over that gap: own speakers    |       |
+  |                | sit below zero, other voices above), or closer at all while      |       |
+  |                | atypical of its label (below median - ``doubt_z`` robust sds):   |       |
+  |                | it sounds like ``speaker_lookalike`` (proposed)                  |       |
+  | unlike_label   | far outside its label's range (below median - ``outlier_z`` sds),| no    |
+  |                | like no one: a voice the corpus has no label for                 |       |
   | no_reference   | the label has too few usable utterances for a reference          | yes   |
   | not_checked    | no embedding, or audio shorter than ``min_seconds``               | yes   |
 
-  Deciding by the *closest* reference rather than by an absolute similarity matters with
-  emotional speech: Resemblyzer places an actor's angry and calm utterances far apart
-  (similarity to the own reference from 0.64 to 0.95 on RAVDESS), while the nearest other
-  speaker stays a few hundredths further away.
+  Emotion moves a voice far (Resemblyzer on RAVDESS: similarity to the own reference from
+  0.64 to 0.95), so no absolute similarity separates speakers; the closest reference and
+  the label's own spread do.
 
 - **Labels** (``erc.qc.embeddings.label_findings``): *conflated* labels (one name, two
-  voices: the label's embeddings cut in two groups whose centroids are less similar than
-  ``split_below``) and *aliases* (two labels whose references are at least ``same_person``
-  similar). On emotional speech a single voice can split as far apart as two voices of
-  one gender (RAVDESS, Resemblyzer: one actor's two groups 0.75-0.80, two women 0.84), so
-  the voice ``split_below`` is set to catch clearly different voices only (0.7: different
-  genders); the face check finds conflated names far more reliably when faces are there
-  (``erc.qc.faces.face_label_findings``).
+  or more voices: the label's embeddings form two or more large clusters whose members
+  are on average less than ``split_below`` alike across clusters) and *aliases* (two labels
+  whose references are at least ``same_person`` similar). Labels the faces judged
+  (``settled``) get no voice finding. On emotional speech a single voice can split as far
+  apart as two voices of one gender (RAVDESS, Resemblyzer: one actor's two groups
+  0.75-0.80, two women 0.84), so the voice ``split_below`` is set to catch clearly
+  different voices only (0.7: different genders).
 
 Proposals are per utterance (``proposed_speaker``, ``relabel_reason``) and per label
 (``findings``); ``erc.qc.decisions`` decides whether they are applied.
@@ -41,40 +47,47 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from erc.qc.calibration import mixture_threshold
 from erc.qc.embeddings import l2_normalise, label_findings, resolve_alias, robust_reference
 
-# Per speaker embedder backend. threshold: utterance vs reference cosine above which an
-# utterance is never flagged; same_person: two label references (averages of utterances)
-# of one person; split_below: two groups of one label whose centroids are less similar
-# than this are two people; reference_threshold: the neighbourhood of the reference (the
-# mode climbs to the mean of the utterances within it: wide enough to hold most of one
-# voice's emotional range, here 95 %, narrow enough to leave other voices out). Resemblyzer (GE2E, 256-d): measured on RAVDESS recordings that
+# Per speaker embedder backend (raw cosine similarities). same_person: two label
+# references (averages of utterances) of one person; split_below: clusters of one label
+# whose members are on average less alike than this across clusters are two people;
+# reference_threshold: the neighbourhood of the reference (the mode climbs to the mean of
+# the utterances within it: wide enough to hold most of one voice's emotional range, here
+# 95 %, narrow enough to leave other voices out). Resemblyzer (GE2E, 256-d): measured on
+# RAVDESS recordings that
 # bench/qc.py does not use (actors 01-08, 10 each): own-reference similarity median 0.82,
 # 2nd percentile 0.67; nearest other reference up to 0.80; two halves of one actor 0.89-0.94,
 # two actors' references 0.61-0.85; one actor cut in two groups 0.64-0.80, two actors of
 # different genders 0.61, of one gender 0.73-0.84.
 DEFAULT_THRESHOLDS = {
-    "resemblyzer": {"threshold": 0.80, "same_person": 0.90, "split_below": 0.70,
+    "resemblyzer": {"same_person": 0.90, "split_below": 0.70,
                     "reference_threshold": 0.70},
     # No weights obtainable here for these: starting points to be measured on real data.
-    "speechbrain-ecapa": {"threshold": 0.45, "same_person": 0.75, "split_below": 0.35,
+    "speechbrain-ecapa": {"same_person": 0.75, "split_below": 0.35,
                           "reference_threshold": 0.35},
-    "speechbrain-xvector": {"threshold": 0.85, "same_person": 0.95, "split_below": 0.75,
+    "speechbrain-xvector": {"same_person": 0.95, "split_below": 0.75,
                             "reference_threshold": 0.75},
 }
-FALLBACK = {"threshold": 0.75, "same_person": 0.9, "split_below": 0.6, "reference_threshold": 0.65}
+FALLBACK = {"same_person": 0.9, "split_below": 0.6, "reference_threshold": 0.65}
 
 STATUSES = ("match", "other_speaker", "unlike_label", "no_reference", "not_checked")
 
 
 @dataclass
 class SpeakerConfig:
-    threshold: float | None = None  # None: DEFAULT_THRESHOLDS of the embedder
-    same_person: float | None = None
+    same_person: float | None = None  # None: DEFAULT_THRESHOLDS of the embedder
     split_below: float | None = None
     reference_threshold: float | None = None
-    margin: float = 0.02  # other_speaker: another label's reference closer by this much
-    outlier_mads: float = 3.0
+    # other_speaker: another label's reference closer than its own by the corpus's boundary
+    # (two-component mixture; these when it has none) ...
+    closer_default: float = 0.2
+    closer_floor: float = 0.05
+    margin: float = 0.0  # ... or closer by this much and the utterance atypical of its label:
+    doubt_z: float = 2.0  # this many robust sds below its label's median
+    outlier_z: float = 5.0  # unlike_label: this many robust sds below its label's median
+    min_spread: float = 0.02  # a label's robust sd is at least this (centred cosine)
     min_seconds: float = 1.0  # shorter utterances are not judged (embeddings too noisy)
     min_reference_utterances: int = 3
     min_group: int = 5
@@ -125,10 +138,26 @@ def references(labels: np.ndarray, x: np.ndarray, mask: np.ndarray, threshold: f
     return out
 
 
+def _calibration(spread: dict, config: SpeakerConfig) -> dict:
+    """How the per-label ranges came out, for the report."""
+    if not spread:
+        return {}
+    medians = [m for m, _ in spread.values()]
+    sds = [d for _, d in spread.values()]
+    why = (f"{len(spread)} labels, each its own range of centred similarity to its "
+           f"reference: medians {min(medians):.2f} to {max(medians):.2f}, robust sds "
+           f"{min(sds):.3f} to {max(sds):.3f}")
+    return {"other_speaker below (label sds)": {"value": -config.doubt_z, "source": "calibrated",
+                                                "why": why + "; and another reference closer"},
+            "unlike_label below (label sds)": {"value": -config.outlier_z,
+                                               "source": "calibrated", "why": why}}
+
+
 def check_speakers(labels: list[str], embeddings: list, durations: list[float | None],
-                   models: list[dict] | None = None,
-                   config: SpeakerConfig | None = None) -> tuple[list[dict], dict]:
-    """Per-utterance outcome and proposals, and a summary (thresholds, label findings)."""
+                   models: list[dict] | None = None, config: SpeakerConfig | None = None,
+                   settled: set | frozenset = frozenset()) -> tuple[list[dict], dict]:
+    """Per-utterance outcome and proposals, and a summary (thresholds, label findings).
+    Labels in ``settled`` were judged by their faces: no voice finding is made on them."""
     config = config or SpeakerConfig()
     th = thresholds_for(models or [], config)
     labels_arr = np.asarray(labels, dtype=object)
@@ -136,42 +165,60 @@ def check_speakers(labels: list[str], embeddings: list, durations: list[float | 
     refs = references(labels_arr, x, mask, th["reference_threshold"], config)
     findings, moves = label_findings(labels_arr, x, mask, refs, th["split_below"],
                                      th["same_person"], config.min_group,
-                                     config.min_group_share, "voice")
+                                     config.min_group_share, "voice", settled)
     aliases = {f["label"]: f["proposal"] for f in findings if f["kind"] == "alias"}
     names = sorted(refs)
-    matrix = np.stack([refs[s] for s in names]) if names else np.zeros((0, x.shape[1]))
-    sims = x @ matrix.T  # (n, labels)
+    # Centred space: the corpus mean out; each reference the centred mean of the utterances
+    # its (raw) mode holds.
+    xc = np.zeros_like(x)
+    if mask.any():
+        xc[mask] = l2_normalise(x[mask] - x[mask].mean(axis=0))
+    centred = {}
+    for name in names:
+        members = mask & (labels_arr == name) & ((x @ refs[name]) >= th["reference_threshold"])
+        centred[name] = l2_normalise(xc[members].mean(axis=0)) if members.any() else refs[name]
+    matrix = np.stack([centred[s] for s in names]) if names else np.zeros((0, x.shape[1]))
+    sims = xc @ matrix.T  # (n, labels)
     own = np.full(len(labels), np.nan)
     for k, name in enumerate(names):
         rows = labels_arr == name
         own[rows] = sims[rows, k]
-    floor = {}  # each label's own spread: median - outlier_mads x scaled MAD
+    spread = {}  # each label's own range: (median, robust sd) of its similarities
     for name in names:
         values = own[mask & (labels_arr == name)]
         med = float(np.median(values))
-        mad = 1.4826 * float(np.median(np.abs(values - med)))
-        floor[name] = med - config.outlier_mads * max(mad, 0.01)
+        sd = 1.4826 * float(np.median(np.abs(values - med)))
+        spread[name] = (med, max(sd, config.min_spread))
+    # How much closer to another label's reference than to its own: the corpus's boundary.
+    gaps = [float(np.max(np.delete(sims[i], names.index(labels[i]))) - own[i])
+            for i in range(len(labels)) if mask[i] and labels[i] in refs and len(names) > 1]
+    closer = mixture_threshold(gaps, config.closer_default, config.closer_floor,
+                               name="closeness to another reference minus to its own")
     out = []
     for i, label in enumerate(labels):
-        row = {"speaker_sim": None, "speaker_lookalike": None, "speaker_lookalike_sim": None,
-               "proposed_speaker": None, "relabel_reason": None}
+        row = {"speaker_sim": None, "speaker_z": None, "speaker_lookalike": None,
+               "speaker_lookalike_sim": None, "proposed_speaker": None, "relabel_reason": None}
         if not mask[i]:
             status = "not_checked"
         elif label not in refs:
             status = "no_reference"
         else:
-            row["speaker_sim"] = float(own[i])
+            med, sd = spread[label]
+            z = (float(own[i]) - med) / sd
+            row["speaker_sim"], row["speaker_z"] = float(own[i]), z
             other = [(float(sims[i, k]), n) for k, n in enumerate(names) if n != label]
             best_sim, best = max(other) if other else (-1.0, None)
             if best is not None:
                 row["speaker_lookalike"], row["speaker_lookalike_sim"] = best, best_sim
-            if own[i] >= th["threshold"]:
-                status = "match"
-            elif best is not None and best_sim >= own[i] + config.margin:
+            target = resolve_alias(best, aliases) if best is not None else None
+            gap = best_sim - float(own[i]) if best is not None else -2.0
+            # Clearly closer to another label's reference (the corpus's own boundary), or
+            # closer at all while atypical of its own label.
+            if (target is not None and target != resolve_alias(label, aliases)  # not an alias
+                    and (gap > closer.value or (gap > config.margin and z < -config.doubt_z))):
                 status = "other_speaker"
-                target = resolve_alias(best, aliases)
                 row["proposed_speaker"], row["relabel_reason"] = target, f"sounds_like:{target}"
-            elif own[i] < floor[label]:
+            elif z < -config.outlier_z:
                 status = "unlike_label"
             else:
                 status = "match"
@@ -183,7 +230,11 @@ def check_speakers(labels: list[str], embeddings: list, durations: list[float | 
     summary = {
         **th, "references": len(refs),
         "labels_without_reference": sorted(set(labels) - set(refs)),
-        "label_floor": {k: round(v, 4) for k, v in sorted(floor.items())},
+        "label_spread": {k: {"median": round(m, 4), "sd": round(d, 4)}
+                         for k, (m, d) in sorted(spread.items())},
+        "doubt_z": config.doubt_z, "outlier_z": config.outlier_z,
+        "calibration": {"other_speaker: closer to another reference by":
+                        closer.to_dict(), **_calibration(spread, config)},
         "findings": findings,
     }
     return out, summary

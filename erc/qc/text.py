@@ -6,8 +6,9 @@ is``, ``gonna`` -> ``going to``), numbers written as words (``42`` -> ``forty tw
 -> ``nineteen ninety``, ``3rd`` -> ``third``, ``$5`` -> ``five dollars``, ``20%`` ->
 ``twenty percent``, ``3.5`` -> ``three point five``, ``10:30`` -> ``ten thirty``), a few
 spelling variants unified (``ok`` -> ``okay``, ``alright`` -> ``all right``), hesitation
-fillers dropped (``um``, ``uh``, ``hmm``: Whisper usually leaves them out while sitcom
-transcripts keep them), punctuation removed, whitespace collapsed.
+fillers and laughs dropped (``um``, ``uh``, ``hmm``, ``haha``: Whisper usually leaves them
+out while sitcom transcripts keep them), sound annotations dropped (``[laughter]``,
+``(sighs)``, ``*laughs*``), punctuation removed, whitespace collapsed.
 
 The goal is that two transcripts of the same speech end up equal up to real recognition
 errors, so that the similarity scores measure content, not writing conventions.
@@ -52,7 +53,11 @@ _VARIANTS = {
     "goodbye": "good bye", "everytime": "every time",
 }
 FILLERS = frozenset(
-    "um umm ummm uh uhh uhm erm er hmm hmmm hm mm mmm mhm mmhmm ah ahh eh".split())
+    "um umm ummm uh uhh uhm erm er hmm hmmm hm mm mmm mhm mmhmm ah ahh eh "
+    "ha haha hahaha heh".split())
+# Sound annotations: [laughter], (laughs), *sighs*, music notes (subtitles and Whisper both
+# write them; neither is speech).
+_ANNOTATION = re.compile(r"\[[^\]]*\]|\([^)]*\)|\*[^*]*\*|[\u266a\u266b]")
 
 _QUOTES = str.maketrans({"\u2018": "'", "\u2019": "'", "\u02bc": "'", "\u0060": "'",
                          "\u00b4": "'", "\u201c": '"', "\u201d": '"', "\u2013": " ",
@@ -151,6 +156,7 @@ def normalise(text: str | None, drop_fillers: bool = True) -> str:
     if not text:
         return ""
     text = unicodedata.normalize("NFKC", text).translate(_QUOTES).lower()
+    text = _ANNOTATION.sub(" ", text)
     text = _TIME.sub(_spell_time, text)
     text = _NUMBER.sub(_spell_number, text)
     # Hyphens, slashes and the like separate words; apostrophes stay until contractions
