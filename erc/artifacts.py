@@ -64,7 +64,7 @@ def load_corpus(source: str | Path, format: str | None = None, **options) -> pa.
         return read_utterances(source)
     from erc.corpus import read_corpus
 
-    return read_corpus(source, format=format, **options).utterances
+    return read_corpus(source, format=format, options=options).utterances
 
 
 def feature_parts(path: str | Path) -> list[Path]:

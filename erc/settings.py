@@ -149,16 +149,18 @@ _COMMENT = re.compile(r"^\s+(\w+)\s*:[^#]*#\s*(.+?)\s*$")
 
 @functools.cache
 def _comments(cls) -> dict[str, str]:
-    """{field: the comment after it in the class source} (the help of a setting)."""
-    try:
-        source = inspect.getsource(cls)
-    except (OSError, TypeError):
-        return {}
-    found = {}
-    for line in source.splitlines():
-        match = _COMMENT.match(line)
-        if match and match.group(1) not in found:
-            found[match.group(1)] = match.group(2)
+    """{field: the comment after it in the class source} (the help of a setting), also
+    of fields a recipe inherits."""
+    found: dict[str, str] = {}
+    for klass in cls.__mro__:
+        try:
+            source = inspect.getsource(klass)
+        except (OSError, TypeError):
+            continue
+        for line in source.splitlines():
+            match = _COMMENT.match(line)
+            if match and match.group(1) not in found:
+                found[match.group(1)] = match.group(2)
     return found
 
 

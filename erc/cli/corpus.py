@@ -65,10 +65,16 @@ def cmd_summary(args) -> int:
 
 
 def cmd_formats(args) -> int:
-    from erc.corpus import FORMATS
+    import yaml
 
-    for name, (_, _, description) in FORMATS.items():
-        print(f"{name:14} {description}")
+    from erc.corpus import FORMATS
+    from erc.settings import options
+
+    for name, format in FORMATS.items():
+        print(f"{name:14} {format.description}")
+        for option in options(format.options):
+            default = yaml.safe_dump(option.default, default_flow_style=True).strip()
+            print(f"{'':16}-o {option.name}={default.removesuffix(chr(10) + '...')}  {option.help}")
     return 0
 
 

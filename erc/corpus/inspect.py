@@ -126,9 +126,10 @@ def inspect_corpus(path: str | Path) -> Inspection:
     read = []
     for index, file in enumerate(files):
         n = 0
-        for _, raw, _ in read_records(file):
-            if "__error__" in raw:
+        for record in read_records(file):
+            if record.problem is not None:
                 continue
+            raw = record.fields
             n += 1
             rows.append((index, raw))
             for name, value in raw.items():

@@ -68,7 +68,7 @@ class IngestStage(Stage):
 
         config: CorpusConfig = ctx.config
         format = config.format or detect_format(Path(config.path), config.options)
-        result = read_corpus(Path(config.path), format=format, **config.options)
+        result = read_corpus(Path(config.path), format=format, options=config.options)
         media = sorted(result.media)
         if config.check_media:
             from erc import runtime
