@@ -63,8 +63,8 @@ def write_json(path: str | Path, data: Any) -> Path:
 def write_parquet(path: str | Path, table) -> Path:
     import pyarrow.parquet as pq
 
-    with atomic_path(path) as tmp:
-        pq.write_table(table, tmp)
+    with atomic_path(path) as tmp, open(tmp, "wb") as handle:  # a file, never a URI
+        pq.write_table(table, handle)
     return Path(path)
 
 

@@ -91,13 +91,20 @@ def parse_value(text: str) -> Any:
     return parse_yaml(text, "value") if text.strip() else ""
 
 
+class OverrideError(ConfigError, argparse.ArgumentTypeError):
+    """A bad ``-o KEY=VALUE``: argparse reports it with this message, not its own."""
+
+
 def parse_override(text: str) -> tuple[str, Any]:
     """``a.b=value`` -> ("a.b", parsed value)."""
     key, sep, value = text.partition("=")
     key = key.strip().replace("-", "_")
     if not sep or not key or any(not part for part in key.split(".")):
-        raise ConfigError(f"-o {preview(text)}: expected KEY=VALUE (e.g. -o train.lr=3e-4)")
-    return key, parse_value(value)
+        raise OverrideError(f"-o {preview(text)}: expected KEY=VALUE (e.g. -o train.lr=3e-4)")
+    try:
+        return key, parse_value(value)
+    except ConfigError as err:
+        raise OverrideError(f"-o {preview(key, 40)}: {err}") from None
 
 
 def tree(overrides: list[tuple[str, Any]]) -> dict:

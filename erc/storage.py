@@ -38,6 +38,7 @@ SCHEMES = ("s3", "gs", "gcs", "abfs", "abfss", "hdfs", "viewfs", "file")
 # A URI inside an argument (``finetuned:s3://b/model``, ``parquet:gs://b/f#text_embedding``):
 # it ends at whitespace or at the ``#column`` suffix of a feature argument.
 URI_PATTERN = re.compile(rf"(?:{'|'.join(SCHEMES)})://[^\s#]+")
+_BARE_SCHEME = re.compile(rf"(?:^|[\s:])((?:{'|'.join(SCHEMES)})://)(?=$|[\s#])")  # "s3://" alone
 INDEX = io.MIRROR_INDEX  # what the local copy holds of each remote file
 CHUNK = 8 << 20  # bytes per read when copying to or from the store
 RAY_STORAGE = "ray"  # Ray Train/Tune's folder beside a job's outputs (written by Ray itself)
@@ -261,7 +262,10 @@ def stage_input(uri: str, cache: Path) -> Path:
     import pyarrow.fs as pafs
 
     fs, path = open_uri(uri)
-    kind = fs.get_file_info(path.rstrip("/")).type
+    try:
+        kind = fs.get_file_info(path.rstrip("/")).type
+    except OSError as err:
+        raise StorageError(f"{redact(uri)}: cannot reach it ({redact(err)})") from None
     if kind == pafs.FileType.NotFound:
         raise StorageError(f"{redact(uri)}: no such file or folder")
     is_file = kind == pafs.FileType.File
@@ -313,6 +317,10 @@ def run_with_uris(main: Callable[[list[str]], int], argv: list[str], cache: Path
     outputs: list[str] = []
 
     def localise(option: str | None, value: str) -> str:
+        bare = _BARE_SCHEME.search(value)
+        if bare:
+            raise StorageError(f"{bare.group(1)}: a storage URI needs a bucket or host and a "
+                               f"path (e.g. s3://bucket/runs/x)")
         if option in output_options and is_uri(value):
             outputs.append(value)
             return f"\0output{len(outputs) - 1}"

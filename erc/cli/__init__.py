@@ -28,10 +28,20 @@ from erc import __version__
 COMMANDS = ("run", "corpus", "preprocess", "qc", "train", "tune", "models")
 
 
+class Parser(argparse.ArgumentParser):
+    """argparse, with a bad command line reported on erc's one error path (one line, exit
+    status 2) instead of a usage block."""
+
+    def error(self, message: str):
+        from erc.errors import ConfigError
+
+        raise ConfigError(f"{self.prog}: {message} (see {self.prog} --help)")
+
+
 def build_parser() -> argparse.ArgumentParser:
     import importlib
 
-    parser = argparse.ArgumentParser(
+    parser = Parser(
         prog="erc", description="Multimodal emotion recognition in conversations, on Ray.")
     parser.add_argument("--version", action="version", version=f"erc {__version__}")
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")

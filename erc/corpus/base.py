@@ -25,6 +25,9 @@ from erc.errors import ErcError
 from erc.schema import PROBLEM_REASONS, problem_table, utterance_table
 
 T = TypeVar("T")
+# erc limits fields itself (max_field_bytes, one row set aside); the csv module's own limit
+# (128 KiB) would abort the whole file with an error naming no line.
+csv.field_size_limit(2**31 - 1)
 
 
 class CorpusError(ErcError, ValueError):
