@@ -112,10 +112,19 @@ def claim(folder: str | Path, overwrite: bool = False) -> Path:
     return folder
 
 
+_held: set[Path] = set()  # folders whose lock this process holds (a lock nests in-process)
+
+
 @contextlib.contextmanager
 def locked(folder: str | Path) -> Iterator[None]:
-    """Holds ``folder``'s lock for the block; BusyError when another process holds it."""
+    """Holds ``folder``'s lock for the block; BusyError when another process holds it.
+    Within one process the lock nests (the main job holds its run folder's lock while the
+    report stage takes it again)."""
     folder = Path(folder)
+    key = folder.resolve()
+    if key in _held:
+        yield
+        return
     folder.mkdir(parents=True, exist_ok=True)
     with open(folder / LOCK, "a+") as handle:
         try:
@@ -123,9 +132,11 @@ def locked(folder: str | Path) -> Iterator[None]:
         except BlockingIOError:
             raise BusyError(f"{folder}: another erc run is writing this folder; wait for it "
                             f"to finish (or stop it) and run again") from None
+        _held.add(key)
         try:
             yield
         finally:
+            _held.discard(key)
             fcntl.flock(handle, fcntl.LOCK_UN)
 
 

@@ -8,6 +8,7 @@ folder. pytest-socket (pyproject addopts) lets in-process sockets reach loopback
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
 import subprocess
@@ -152,6 +153,27 @@ def make_clip(path: Path, seconds: float = 1.0, audio: bool = True, video: bool 
     path.parent.mkdir(parents=True, exist_ok=True)
     subprocess.run(args + ["-shortest", str(path)], check=True)
     return path
+
+
+@contextlib.contextmanager
+def lock_held_elsewhere(folder: Path):
+    """Another process holds ``folder``'s erc lock for the block (as a second erc run
+    would)."""
+    import sys
+
+    from erc import io
+
+    folder.mkdir(parents=True, exist_ok=True)
+    holder = subprocess.Popen(
+        [sys.executable, "-c", "import fcntl, sys, time; f = open(sys.argv[1], 'a+'); "
+         "fcntl.flock(f, fcntl.LOCK_EX); print('held', flush=True); time.sleep(120)",
+         str(folder / io.LOCK)], stdout=subprocess.PIPE, text=True)
+    try:
+        assert holder.stdout.readline().strip() == "held"
+        yield
+    finally:
+        holder.kill()
+        holder.wait()
 
 
 def pytest_sessionfinish(session, exitstatus):

@@ -58,6 +58,7 @@ from erc.backends.base import (
     pick_device,
     sha256_of,
 )
+from erc.errors import ConfigError
 
 FACENET_DIM = 512
 DLIB_DIM = 128
@@ -462,7 +463,7 @@ class DlibEmbedder(Backend):
         self.num_jitters = int(options.get("num_jitters", 0))
         self.normalize = bool(options.get("normalize", False))
         if spec.random_init:
-            raise ValueError("dlib face models cannot be randomly initialised; the real weights "
+            raise ConfigError("dlib face models cannot be randomly initialised; the real weights "
                              "ship with face_recognition_models (pass no path to use them)")
         if spec.path is not None:
             folder = Path(spec.path)

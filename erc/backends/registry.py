@@ -21,6 +21,7 @@ path and modification time in the state dir so big folders are hashed once).
 from __future__ import annotations
 
 from erc import io
+from erc.errors import ConfigError, preview
 
 import dataclasses
 import importlib
@@ -226,25 +227,25 @@ _SPEC_FIELDS = {f.name for f in dataclasses.fields(ModelSpec)} - {"role"}
 
 def _check_backend(backend: str, role: str | None = None) -> None:
     if backend not in BACKENDS:
-        raise ValueError(f"unknown model backend {backend!r}; known: {', '.join(sorted(BACKENDS))}")
+        raise ConfigError(f"unknown model backend {backend!r}; known: {', '.join(sorted(BACKENDS))}")
     if role is not None and BACKENDS[backend].role != role:
-        raise ValueError(f"backend {backend!r} serves role {BACKENDS[backend].role!r}, not {role!r}")
+        raise ConfigError(f"backend {backend!r} serves role {BACKENDS[backend].role!r}, not {role!r}")
 
 
 def profile_specs(name: str, overrides: dict[str, dict] | None = None) -> dict[str, ModelSpec]:
     """{role: ModelSpec} of a profile, with per-role overrides, e.g.
     ``{"asr": {"backend": "openai-whisper", "path": "tiny.en.pt"}}``. Paths are not resolved."""
     if name not in PROFILES:
-        raise ValueError(f"unknown model profile {name!r}; known: {', '.join(sorted(PROFILES))}")
+        raise ConfigError(f"unknown model profile {name!r}; known: {', '.join(sorted(PROFILES))}")
     overrides = overrides or {}
     for role, values in overrides.items():
         if role not in ROLES:
-            raise ValueError(f"unknown model role {role!r}; roles: {', '.join(ROLES)}")
+            raise ConfigError(f"unknown model role {role!r}; roles: {', '.join(ROLES)}")
         if not isinstance(values, dict):
-            raise ValueError(f"overrides of role {role!r} must be a mapping, got {values!r}")
+            raise ConfigError(f"overrides of role {role!r} must be a mapping, got {preview(values)}")
         bad = set(values) - _SPEC_FIELDS
         if bad:
-            raise ValueError(f"unknown model setting(s) {sorted(bad)} for role {role!r}; "
+            raise ConfigError(f"unknown model setting(s) {sorted(bad)} for role {role!r}; "
                              f"settings: {', '.join(sorted(_SPEC_FIELDS))}")
     specs = {}
     for role in ROLES:

@@ -24,17 +24,14 @@ from __future__ import annotations
 
 import ast
 import glob
-import math
 import re
 import string
 from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
-import yaml
-
 from erc.corpus.base import CorpusError, ReaderOptions, reader_options, too_large
-from erc.corpus.values import RowProblem, blank, kind, meta_value, parse_time, text_value
+from erc.corpus.values import RowProblem, blank, kind, meta_value, text_value
 from erc.errors import preview
 from erc.settings import load_yaml, validate
 

@@ -25,6 +25,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from erc.errors import InputError
 from erc.recipes import AdapterConfig, AdapterTraining
 
 
@@ -170,7 +171,7 @@ def resized_adapter(directory: str | Path, hidden: int | None = None,
     if (hidden, out_dim) == (cfg.hidden, cfg.out_dim):
         return saved, False
     if not (directory / TRAINING_SET).is_file():
-        raise FileNotFoundError(
+        raise InputError(
             f"{directory}: no {TRAINING_SET}, so the adapter cannot be retrained with other "
             f"sizes; train it again (`erc train adapter ...` or `erc run`) to save it")
     with np.load(directory / TRAINING_SET) as data:
@@ -239,7 +240,7 @@ def image_folder_items(root: str | Path, exts: tuple[str, ...] = (".png", ".jpg"
                 labels.append(folder.name)
                 groups.append(image.name.split("_")[0])
     if not paths:
-        raise FileNotFoundError(f"{root}: no images in <label>/ folders")
+        raise InputError(f"{root}: no images in <label>/ folders")
     return paths, labels, groups
 
 

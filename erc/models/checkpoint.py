@@ -17,6 +17,7 @@ import torch
 from torch import nn
 
 from erc import io
+from erc.errors import InputError
 
 WEIGHTS = "model.safetensors"
 CONFIG = "config.json"
@@ -80,7 +81,7 @@ def build_model(kind: str, config: dict, directory: Path | None = None,
                 pretrained: bool = True) -> nn.Module:
     """A model of ``kind`` from its config dict (weights not loaded)."""
     if kind not in MODEL_KINDS:
-        raise ValueError(f"unknown model kind {kind!r}; known: {', '.join(MODEL_KINDS)}")
+        raise InputError(f"unknown model kind {kind!r}; known: {', '.join(MODEL_KINDS)}")
     module, _, name = MODEL_KINDS[kind].partition(":")
     cls = getattr(importlib.import_module(module), name)
     config = dict(config)
@@ -97,7 +98,7 @@ def load_model(directory: str | Path, device: str | torch.device = "cpu") -> nn.
 
     directory = Path(directory)
     if not (directory / WEIGHTS).is_file():
-        raise FileNotFoundError(f"{directory}: no {WEIGHTS} (not a model checkpoint)")
+        raise InputError(f"{directory}: no {WEIGHTS} (not a model checkpoint)")
     saved = read_config(directory)
     model = build_model(saved["kind"], saved["config"], directory, pretrained=False)
     model.load_state_dict(load_file(str(directory / WEIGHTS)), strict=True)

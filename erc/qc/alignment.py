@@ -42,6 +42,7 @@ from dataclasses import dataclass
 import numpy as np
 from rapidfuzz.distance import Levenshtein
 
+from erc.errors import ConfigError
 from erc.qc.text import normalise
 
 RULES = ("paper", "length_aware")
@@ -65,9 +66,9 @@ class AlignmentConfig:
 
     def __post_init__(self):
         if self.rule not in RULES:
-            raise ValueError(f"alignment rule must be one of {RULES}, got {self.rule!r}")
+            raise ConfigError(f"alignment rule must be one of {RULES}, got {self.rule!r}")
         if self.cosine not in COSINES:
-            raise ValueError(f"alignment cosine must be one of {COSINES}, got {self.cosine!r}")
+            raise ConfigError(f"alignment cosine must be one of {COSINES}, got {self.cosine!r}")
 
 
 def _cosine(a: Counter, b: Counter) -> float:

@@ -41,6 +41,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from erc.errors import ConfigError
 from erc.qc.embeddings import l2_normalise, label_findings, resolve_alias, robust_reference
 
 # Per speaker embedder backend. threshold: utterance vs reference cosine above which an
@@ -84,7 +85,7 @@ class SpeakerConfig:
 
     def __post_init__(self):
         if self.apply not in ("none", "labels", "all"):
-            raise ValueError("speaker apply must be 'none', 'labels' or 'all'")
+            raise ConfigError("speaker apply must be 'none', 'labels' or 'all'")
 
 
 def thresholds_for(models: list[dict], config: SpeakerConfig) -> dict[str, float]:

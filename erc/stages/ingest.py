@@ -2,8 +2,10 @@
 write ``utterances.parquet`` and ``problems.parquet`` (every input row lands in one of
 them) and the summary a person reads (``erc.summary``).
 
-Up to date when the settings, the corpus files (names, sizes, modification times, also of
-its media roots) and every media file a row named (found or not) are as they were.
+Up to date when the settings, the corpus files and every other file or folder the reader
+read (a mapping file, MELD's media root: names, sizes, modification times of the files
+below them) and every media file a row named (found or not) are as they were. Media are
+stat'ed, never hashed: a fingerprint of a video corpus costs a directory walk.
 """
 
 from __future__ import annotations
@@ -25,11 +27,15 @@ PROBLEMS = "problems.parquet"
 
 
 def _tree_stats(path: Path) -> list:
-    """[(relative name, size, mtime ns)] of a file or of every file under a folder."""
+    """[(relative name, size, mtime ns)] of a file or of every file under a folder;
+    output folders of erc's inside it (an ingest written beside its corpus) are left out."""
     if path.is_file():
         return [(path.name, *stat_of(path))]
     found = []
-    for folder, _, files in os.walk(path):
+    for folder, dirs, files in os.walk(path):
+        if io.MARKER in files:
+            dirs[:] = []
+            continue
         for name in files:
             full = os.path.join(folder, name)
             stat = stat_of(full)
@@ -38,12 +44,15 @@ def _tree_stats(path: Path) -> list:
     return sorted(found)
 
 
-def corpus_roots(config: CorpusConfig) -> list[Path]:
-    """The corpus path and the folders its reader options name (MELD's media_root)."""
-    roots = [Path(config.path)]
-    for value in config.options.values():
-        if isinstance(value, str) and os.path.sep in value and Path(value).exists():
-            roots.append(Path(value))
+def read_roots(config: CorpusConfig, record: dict | None) -> list[Path]:
+    """The corpus path and whatever else its reader read (``IngestResult.sources`` of the
+    last run: a mapping file, MELD's media root), outside the corpus path."""
+    corpus = Path(config.path)
+    roots = [corpus]
+    for source in (record or {}).get("sources", []):
+        path = Path(source)
+        if not any(path == root or root in path.parents for root in roots):
+            roots.append(path)
     return roots
 
 
@@ -51,7 +60,7 @@ class IngestStage(Stage):
     name = "ingest"
     section = "corpus"
     results = (UTTERANCES, PROBLEMS)
-    version = 2
+    version = 3
     description = "read the corpus into the utterance table; every row kept or set aside with a reason"
 
     def settings(self, config: CorpusConfig) -> dict:
@@ -60,7 +69,7 @@ class IngestStage(Stage):
 
     def external(self, config: CorpusConfig, inputs, manifest) -> list:
         media = sorted((manifest or {}).get("media", []))
-        return [[_tree_stats(root) for root in corpus_roots(config)],
+        return [[(str(root), _tree_stats(root)) for root in read_roots(config, manifest)],
                 [(path, stat_of(path)) for path in media]]
 
     def run(self, ctx: StageContext) -> dict:
@@ -79,7 +88,7 @@ class IngestStage(Stage):
         result.check_accounting()
         io.write_parquet(ctx.out / UTTERANCES, result.utterances)
         io.write_parquet(ctx.out / PROBLEMS, result.problems)
-        ctx.record.update(format=format, media=media)
+        ctx.record.update(format=format, media=media, sources=sorted(result.sources))
         return summarise(result)
 
 
