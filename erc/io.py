@@ -56,8 +56,32 @@ def write_text(path: str | Path, text: str) -> Path:
     return write_bytes(path, text.encode("utf-8"))
 
 
+def write_new_text(path: str | Path, text: str, overwrite: bool = False) -> Path:
+    """Writes a file the user named (not in an output folder of erc's): an existing file
+    is theirs, replaced only when ``overwrite``."""
+    path = Path(path)
+    if (path.exists() or path.is_symlink()) and not overwrite:
+        raise OwnershipError(f"{path}: exists; erc leaves it in place (choose another name, or "
+                             f"pass --overwrite to replace it)")
+    return write_text(path, text)
+
+
 def write_json(path: str | Path, data: Any) -> Path:
     return write_text(path, json.dumps(data, indent=2, default=_json_default) + "\n")
+
+
+def write_npy(path: str | Path, array) -> Path:
+    import numpy as np
+
+    with atomic_path(path) as tmp, open(tmp, "wb") as handle:  # np.save would add ".npy"
+        np.save(handle, array)
+    return Path(path)
+
+
+def copy_file(source: str | Path, path: str | Path) -> Path:
+    with atomic_path(path) as tmp:
+        shutil.copy2(source, tmp)
+    return Path(path)
 
 
 def write_parquet(path: str | Path, table) -> Path:

@@ -48,7 +48,7 @@ def cmd_inspect(args) -> int:
     inspection = inspect_corpus(Path(args.path))
     print(format_inspection(inspection) + "\n\nsuggested mapping:\n\n" + mapping_yaml(inspection))
     if args.write:
-        io.write_text(args.write, mapping_yaml(inspection))
+        io.write_new_text(args.write, mapping_yaml(inspection), overwrite=args.overwrite)
         print(f"written to {args.write}: edit it, then erc corpus ingest {args.path} --mapping {args.write}")
     return 0
 
@@ -116,6 +116,8 @@ def register(commands) -> None:
                     "pass to `erc corpus ingest --mapping`.")
     inspect.add_argument("path", help="manifest file or folder of manifest files")
     inspect.add_argument("--write", metavar="FILE", help="also write the suggested mapping to FILE")
+    inspect.add_argument("--overwrite", action="store_true",
+                         help="replace FILE when it exists (an edited mapping is lost)")
     inspect.set_defaults(func=cmd_inspect)
 
     summary = sub.add_parser("summary", help="print the summary of an ingested corpus",

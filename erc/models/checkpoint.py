@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import importlib
 import json
-import shutil
 from pathlib import Path
 
 import torch
@@ -41,7 +40,8 @@ def save_model(directory: str | Path, model: nn.Module, metrics: dict | None = N
     directory = Path(directory)
     directory.mkdir(parents=True, exist_ok=True)
     state = {k: v.detach().to("cpu").contiguous() for k, v in model.state_dict().items()}
-    save_file(state, str(directory / WEIGHTS), metadata={"kind": model.kind})
+    with io.atomic_path(directory / WEIGHTS) as tmp:
+        save_file(state, str(tmp), metadata={"kind": model.kind})
     config = model.config.to_dict()
     if model.kind == "text":
         _copy_encoder_files(Path(config["encoder"]), directory / ENCODER_DIR)
@@ -61,7 +61,7 @@ def _copy_encoder_files(source: Path, target: Path) -> None:
                  "special_tokens_map.json", "merges.txt", "vocab.json", "spiece.model",
                  "sentencepiece.bpe.model"):
         if (source / name).is_file():
-            shutil.copy2(source / name, target / name)
+            io.copy_file(source / name, target / name)
 
 
 def read_config(directory: str | Path) -> dict:
@@ -107,7 +107,8 @@ def load_model(directory: str | Path, device: str | torch.device = "cpu") -> nn.
 
 def save_train_state(directory: str | Path, state: dict) -> None:
     """Optimizer / scheduler state and loop counters (tensors and plain Python values)."""
-    torch.save(state, Path(directory) / TRAIN_STATE)
+    with io.atomic_path(Path(directory) / TRAIN_STATE) as tmp, open(tmp, "wb") as handle:
+        torch.save(state, handle)
 
 
 def load_train_state(directory: str | Path) -> dict:
