@@ -24,6 +24,7 @@ from pathlib import Path
 from typing import Any, Iterator
 
 from erc.errors import BusyError, OwnershipError
+from erc.redaction import redact
 
 MARKER = ".erc"  # present in every output folder erc created or adopted
 LOCK = ".erc.lock"
@@ -53,7 +54,8 @@ def write_bytes(path: str | Path, data: bytes) -> Path:
 
 
 def write_text(path: str | Path, text: str) -> Path:
-    return write_bytes(path, text.encode("utf-8"))
+    """Text files (manifests, records, reports, configs) never hold a credential."""
+    return write_bytes(path, redact(text).encode("utf-8"))
 
 
 def write_new_text(path: str | Path, text: str, overwrite: bool = False) -> Path:

@@ -23,6 +23,7 @@ from __future__ import annotations
 
 from erc import io
 from erc.errors import ErcError
+from erc.redaction import redact
 
 import hashlib
 import json
@@ -48,19 +49,6 @@ class StorageError(ErcError, RuntimeError):
     """A URI that cannot be opened, listed or copied; the message names it (redacted)."""
 
 
-# Credentials a URI may carry: user:secret@ before the host, and secret query parameters
-# (pyarrow's s3 options access_key / secret_key / session_token, signed-URL signatures).
-_USERINFO = re.compile(r"((?:[a-z][a-z0-9+.-]*)://)[^/@\s]*@", re.IGNORECASE)
-_SECRET_PARAMS = re.compile(
-    r"([?&](?:[a-z_]*(?:key|secret|token|password|credential|signature|sig)[a-z_]*)=)[^&#\s]*",
-    re.IGNORECASE)
-
-
-def redact(text: str) -> str:
-    """``text`` with every credential in a URI replaced by ``***``: what erc prints."""
-    return _SECRET_PARAMS.sub(r"\1***", _USERINFO.sub(r"\1***@", str(text)))
-
-
 def is_uri(text: str) -> bool:
     return bool(URI_PATTERN.fullmatch(text))
 
@@ -81,23 +69,36 @@ def absolute(path_or_uri: str) -> str:
     return path_or_uri if is_uri(path_or_uri) else str(Path(path_or_uri).expanduser().resolve())
 
 
+def ray_storage(path_or_uri: str):
+    """(storage_path, storage_filesystem) for Ray Train and Tune: a URI is opened here and
+    Ray gets the filesystem and a path with no credential in it (Ray logs its storage path
+    and writes it into its records); a local path is made absolute, with no filesystem."""
+    if not is_uri(path_or_uri):
+        return absolute(path_or_uri), None
+    fs, path = open_uri(path_or_uri)
+    return path.rstrip("/"), fs
+
+
 def join_uri(uri: str, name: str) -> str:
     """``uri/name``, keeping a query (``?endpoint_override=...``) at the end."""
     base, sep, query = uri.partition("?")
     return f"{base.rstrip('/')}/{name}{sep}{query}"
 
 
-def remove_tree(path_or_uri: str) -> None:
-    """Deletes a folder given as a local path or a storage URI (nothing if absent)."""
+def remove_tree(path: str, fs=None) -> None:
+    """Deletes a folder: a local path, or ``path`` within ``fs`` (``ray_storage``'s pair);
+    nothing if absent. Callers check that erc's records name the folder first."""
     import pyarrow.fs as pafs
 
-    if not is_uri(path_or_uri):
-        if Path(path_or_uri).exists():
-            shutil.rmtree(path_or_uri)
+    if fs is None:
+        if Path(path).exists():
+            shutil.rmtree(path)
         return
-    fs, path = open_uri(path_or_uri)
-    if fs.get_file_info(path).type != pafs.FileType.NotFound:
-        fs.delete_dir(path)
+    try:
+        if fs.get_file_info(path).type != pafs.FileType.NotFound:
+            fs.delete_dir(path)
+    except OSError as err:
+        raise StorageError(f"{redact(path)}: cannot delete it ({redact(err)})") from None
 
 
 def _local_copy(base: Path, uri: str, folder: bool) -> Path:

@@ -92,7 +92,7 @@ def main(argv: list[str] | None = None) -> int:
         if _expected(err):
             print(f"erc: error: {storage.redact(_message(err))}", file=sys.stderr)
             return 2
-        traceback.print_exc()
+        print(storage.redact(traceback.format_exc()), end="", file=sys.stderr)
         print(f"erc: internal error ({type(err).__name__}): this is a bug in erc {__version__}; "
               "please report it with the traceback above", file=sys.stderr)
         return 1
