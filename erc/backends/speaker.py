@@ -230,7 +230,9 @@ class SpeechBrainEmbedder(Backend):
     Utterances are sorted by length and padded into batches of ``batch_size`` (default 16);
     relative lengths keep padding out of the pooling. Options: ``batch_size``,
     ``min_seconds`` (default 0.1), ``normalize`` (apply the model's ``mean_var_norm_emb``,
-    default False, as SpeechBrain's verification does), ``savedir``, ``architecture``.
+    default False, as SpeechBrain's verification does), ``savedir``, ``architecture``,
+    ``trust_model_code`` (from_hparams executes hyperparams.yaml: a folder from anywhere but
+    a registry package or a hub copy of speechbrain's is loaded only when this is true).
     Rows are SpeechBrain's raw embeddings (not L2-normalised); compare them by cosine.
     """
 
@@ -254,6 +256,9 @@ class SpeechBrainEmbedder(Backend):
                     "holding hyperparams.yaml and embedding_model.ckpt (e.g. a local copy of "
                     "speechbrain/spkrec-xvect-voxceleb or spkrec-ecapa-voxceleb), or "
                     "random_init=True for random weights (tests only)")
+            from erc.backends.registry import check_trust, source_of
+
+            check_trust(spec, source_of(spec, folder))  # from_hparams runs hyperparams.yaml
             text = hparams.read_text(encoding="utf-8")
             overrides = ({"pretrained_path": str(folder.resolve())}
                          if re.search(r"^pretrained_path\s*:", text, re.MULTILINE) else {})
