@@ -62,7 +62,7 @@ PROBLEM_SCHEMA = pa.schema(
 PROBLEM_REASONS = {
     # the row as text
     "bad_encoding": "bytes that are neither UTF-8 nor cp1252",
-    "unterminated_quote": "a CSV quote that is not closed where its row ends (it would swallow the rows after it)",
+    "unterminated_quote": "a CSV quote without its closing partner (it would swallow the fields or rows after it)",
     "malformed_row": "a row the file's grammar rejects (text after a closing CSV quote, invalid JSON, not an object)",
     "bad_field_count": "a CSV row with more or fewer values than the header has columns",
     "field_too_large": "a field longer than the reader option max_field_bytes",

@@ -220,9 +220,13 @@ def read_csv_records(path: Path, required: Iterable[str],
         problem = None
         if error is not None:
             until = "the end of the file" if end >= len(decoded) else f"line {end}"
-            problem = (("unterminated_quote", f"a quote opened on line {line} is not closed "
-                        f"before {until} ({error}); the lines after it are read on their own")
-                       if end - start > 1 or "end of data" in error else
+            # An odd number of quotes on the record's line: one of them has no partner (it
+            # ran into a later field's quote, another line or the end of the file).
+            unpaired = decoded[start].count('"') % 2 == 1
+            problem = (("unterminated_quote", f"a quote on line {line} is not closed where its "
+                        f"field ends (the CSV parser ran to {until}: {error}); the lines "
+                        f"after it are read on their own")
+                       if unpaired or end - start > 1 or "end of data" in error else
                        ("malformed_row", f"not a CSV record: {error}"))
         elif len(values) != len(header):
             problem = ("bad_field_count", f"{len(values)} values for the header's {len(header)} "
