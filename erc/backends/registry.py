@@ -642,14 +642,19 @@ MPNET = SplitZip(
 )
 
 
-def _replace_ours(dest: Path) -> None:
-    """Removes an earlier copy at ``dest`` that erc fetched (its source marker says so);
-    anything else there is the user's and stays."""
-    if not _marker(dest).is_file():
+def _check_ours(dest: Path) -> None:
+    """OwnershipError when ``dest`` exists and erc did not fetch it (no source marker)."""
+    if (dest.exists() or dest.is_symlink()) and not _marker(dest).is_file():
         from erc.errors import OwnershipError
 
         raise OwnershipError(f"{dest}: exists and erc did not fetch it; choose another --dest "
                              f"or remove it yourself")
+
+
+def _replace_ours(dest: Path) -> None:
+    """Removes an earlier copy at ``dest`` that erc fetched (its source marker says so);
+    anything else there is the user's and stays."""
+    _check_ours(dest)
     shutil.rmtree(dest) if dest.is_dir() else dest.unlink()
 
 
@@ -719,6 +724,7 @@ def fetch_split(model: SplitZip, dest: str | Path | None = None,
     if not force and weights.is_file() and checksum(weights) == model.sha256:
         progress(f"{model.name} is already in {dest}")
         return dest
+    _check_ours(dest)  # before anything is downloaded
     dest.parent.mkdir(parents=True, exist_ok=True)
     started = time.monotonic()
     with tempfile.TemporaryDirectory(prefix=".fetch-", dir=dest.parent) as tmp:

@@ -20,7 +20,8 @@ def add_recipe(parser: argparse.ArgumentParser, cls, *, skip: tuple[str, ...] = 
         help=config_help or "YAML of settings: a run config (its section for this command) or "
                             "just this command's keys (e.g. the best_config.yaml of erc tune)")
     if overrides:
-        parser.add_argument("-o", "--set", dest="overrides", action="append", default=[],
+        # dest "set_values": a recipe may have a setting named "overrides" (preprocess)
+        parser.add_argument("-o", "--set", dest="set_values", action="append", default=[],
                             type=parse_override, metavar="KEY=VALUE",
                             help="override one setting, as in the config file (repeatable; "
                                  "e.g. -o lr=3e-4)")
@@ -44,7 +45,7 @@ def recipe(cls, args: argparse.Namespace, added: list[Option], section: str | No
             from_file = section_data(from_file, section)
         data = merge(data, from_file or {})
         where = str(args.config)
-    data = merge(data, tree(getattr(args, "overrides", []) or []))
+    data = merge(data, tree(getattr(args, "set_values", []) or []))
     data = merge(data, by_option(cls, given(args, added)))
     return validate(cls, data, where)
 
