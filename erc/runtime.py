@@ -92,12 +92,20 @@ def auth_token() -> Path:
     """The embedded Ray's token file: created once (0600, a 256-bit random token), read
     by Ray itself; erc never prints it."""
     path = state_dir() / AUTH_TOKEN
-    try:
-        descriptor = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-    except FileExistsError:  # made earlier (or by a concurrent erc process)
+    if path.is_file():
         return path
-    with os.fdopen(descriptor, "w") as handle:
-        handle.write(secrets.token_hex(32))
+    # Written whole under a private name, then linked into place: a concurrent erc process
+    # sees no token file or a complete one, and the first link wins.
+    draft = path.with_name(f".{AUTH_TOKEN}.{os.getpid()}-{secrets.token_hex(4)}")
+    descriptor = os.open(draft, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    try:
+        with os.fdopen(descriptor, "w") as handle:
+            handle.write(secrets.token_hex(32))
+        os.link(draft, path)
+    except FileExistsError:
+        pass
+    finally:
+        os.unlink(draft)
     return path
 
 

@@ -184,10 +184,13 @@ def _erc(*argv: str) -> subprocess.Popen:
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
 
 
-def _consistent(out: Path, results: list[tuple[int, str]], corpora: dict[str, str]) -> str:
-    """Checks one consistent result in ``out``; returns the corpus it holds."""
+def _consistent(out: Path, results: list[tuple[int, str]]) -> dict:
+    """Checks that ``out`` holds one consistent result (the files its manifest lists, no
+    temporary file) and that a run that did not write it was refused as busy; returns
+    the manifest."""
     codes = [code for code, _ in results]
-    assert 0 in codes and all(code in (0, 2) for code in codes), results
+    assert 0 in codes and all(code in (0, 2) for code in codes), "\n\n".join(
+        f"exit {code}:\n{err[-4000:]}" for code, err in results)
     for code, err in results:
         if code == 2:
             assert "another erc run is writing this folder" in err, err
@@ -209,7 +212,7 @@ def test_two_ingests_at_once_leave_one_consistent_result(tmp_path):
                 for name, path in corpora.items()]
         results = [(run.wait(timeout=600), run.communicate()[1]) for run in runs]
         seen_busy += sum(code == 2 for code, _ in results)
-        manifest = _consistent(out, results, corpora)
+        manifest = _consistent(out, results)
         utterances = pq.read_table(out / "utterances.parquet")
         problems = pq.read_table(out / "problems.parquet")
         [corpus] = set(utterances.column("corpus").to_pylist())  # no mix of the two
@@ -240,7 +243,7 @@ def test_two_preprocess_runs_at_once_leave_one_consistent_result(tmp_path, capsy
     runs = [_erc("preprocess", str(table), "--out", str(features), "--config", str(config))
             for table in tables.values()]
     results = [(run.wait(timeout=900), run.communicate()[1]) for run in runs]
-    manifest = _consistent(features, results, {})
+    manifest = _consistent(features, results)
     parts = sorted(features.glob("part-*.parquet"))
     assert sorted(manifest["files"]) == [p.name for p in parts]
     ids = [u for part in parts for u in pq.read_table(part).column("utterance_id").to_pylist()]

@@ -96,8 +96,8 @@ def read_manifest(path: Path, /, mapping: str | Path | dict | None = None,
     folder = path if path.is_dir() else path.parent
     if mapping is None and has_mapping_file(path):
         mapping = path / MAPPING_FILE
-    if isinstance(mapping, (str, Path)) and not Path(mapping).is_absolute():
-        mapping = folder / mapping
+    if isinstance(mapping, (str, Path)):
+        mapping = Path(mapping) if Path(mapping).is_absolute() else folder / mapping
     spec = load_mapping(mapping, **options)
     corpus = spec.corpus or (path.name if path.is_dir() else path.stem)
     label_set = {label.lower() for label in spec.labels} if spec.labels else None

@@ -19,7 +19,7 @@ from erc import io
 from erc.corpus import detect_format, read_corpus
 from erc.corpus.base import IngestResult
 from erc.recipes import CorpusConfig
-from erc.fingerprint import stat_of
+from erc.fingerprint import file_sha256, stat_of
 from erc.stages.base import Stage, StageContext, read_manifest
 
 UTTERANCES = "utterances.parquet"
@@ -27,10 +27,11 @@ PROBLEMS = "problems.parquet"
 
 
 def _tree_stats(path: Path) -> list:
-    """[(relative name, size, mtime ns)] of a file or of every file under a folder;
-    output folders of erc's inside it (an ingest written beside its corpus) are left out."""
+    """[(relative name, size, mtime ns)] of every file under a folder, output folders of
+    erc's inside it (an ingest written beside its corpus) left out; a single file (a
+    manifest, a mapping) by its content, as an edit within one clock tick keeps its time."""
     if path.is_file():
-        return [(path.name, *stat_of(path))]
+        return [(path.name, file_sha256(path))]
     found = []
     for folder, dirs, files in os.walk(path):
         if io.MARKER in files:
@@ -94,8 +95,13 @@ class IngestStage(Stage):
 
 def load_result(folder: str | Path) -> IngestResult:
     """The tables and the input row count of an ingest output folder."""
+    from erc.artifacts import read_utterances
+    from erc.errors import InputError
+
     folder = Path(folder)
     manifest = read_manifest(folder) or {}
-    return IngestResult(utterances=pq.read_table(folder / UTTERANCES),
+    if not (folder / PROBLEMS).is_file():
+        raise InputError(f"{folder}: no {PROBLEMS} (not an output of `erc corpus ingest`)")
+    return IngestResult(utterances=read_utterances(folder),
                         problems=pq.read_table(folder / PROBLEMS),
                         n_input=manifest.get("summary", {}).get("input_rows", 0))
