@@ -13,7 +13,8 @@ from typing import Any
 
 _USERINFO = re.compile(r"((?:[a-z][a-z0-9+.-]*)://)[^/@\s]*@", re.IGNORECASE)
 _SECRET_PARAMS = re.compile(
-    r"([?&](?:[a-z_]*(?:key|secret|token|password|credential|signature|sig)[a-z_]*)=)[^&#\s]*",
+    r"([?&](?:[a-z0-9_.-]*(?:key|secret|token|password|credential|signature|sig)[a-z0-9_.-]*)=)"
+    r"[^&#\s]*",
     re.IGNORECASE)
 
 

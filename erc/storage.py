@@ -53,13 +53,31 @@ def is_uri(text: str) -> bool:
     return bool(URI_PATTERN.fullmatch(text))
 
 
+def _query_credentials(uri: str) -> str:
+    """``s3://bucket/x?access_key=K&secret_key=S`` -> ``s3://K:S@bucket/x``: pyarrow takes
+    S3 credentials from a URI's user part only; erc accepts them as query parameters too."""
+    from urllib.parse import parse_qsl, quote, urlencode, urlsplit, urlunsplit
+
+    parts = urlsplit(uri)
+    query = parse_qsl(parts.query, keep_blank_values=True)
+    found = {k: v for k, v in query if k in ("access_key", "secret_key")}
+    if parts.scheme != "s3" or not found:
+        return uri
+    if len(found) != 2 or "@" in parts.netloc:
+        raise StorageError(f"{redact(uri)}: give both access_key and secret_key, once (in the "
+                           f"query or as s3://KEY:SECRET@bucket/...)")
+    user = f"{quote(found['access_key'], safe='')}:{quote(found['secret_key'], safe='')}"
+    rest = urlencode([(k, v) for k, v in query if k not in found], safe=":/")
+    return urlunsplit((parts.scheme, f"{user}@{parts.netloc}", parts.path, rest, parts.fragment))
+
+
 def open_uri(uri: str):
     """(pyarrow FileSystem, path within it) of a storage URI."""
     import pyarrow as pa
     import pyarrow.fs as pafs
 
     try:
-        return pafs.FileSystem.from_uri(uri)
+        return pafs.FileSystem.from_uri(_query_credentials(uri))
     except (pa.ArrowException, OSError, ValueError) as err:
         raise StorageError(f"{redact(uri)}: cannot open this storage URI ({redact(err)})") from None
 
@@ -296,7 +314,7 @@ def staged_output(uri: str, cache: Path, interval: float = 30.0,
             except StorageError as err:  # try again next time; the last push reports it
                 print(f"[storage] {redact(err)}", flush=True)
 
-    uploader = threading.Thread(target=upload_periodically, name=f"upload {uri}", daemon=True)
+    uploader = threading.Thread(target=upload_periodically, name=f"upload {redact(uri)}", daemon=True)
     uploader.start()
     try:
         yield mirror.local
