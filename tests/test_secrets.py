@@ -103,7 +103,7 @@ def test_no_secret_in_any_output_of_runs_against_the_store(s3_store, tmp_path):
     query = "?access_key=KEYINQUERY&secret_key=SECRETINQUERY"
     config = tmp_path / "run.yaml"
     config.write_text(f"corpus: {{path: '{userinfo}/corpus/m.csv'}}\n"
-                      "preprocess: {profile: offline}\n")
+                      "qc: {enabled: false}\ntrain: {enabled: false}\n")  # ingest, then report
     outputs = [
         _erc("corpus", "ingest", f"{userinfo}/corpus/m.csv", "--out", f"{userinfo}/ingest-a"),
         _erc("corpus", "ingest", f"s3://{S3_BUCKET}/{prefix}/corpus/m.csv{query}",
