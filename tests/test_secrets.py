@@ -128,4 +128,4 @@ def test_no_secret_in_any_output_of_runs_against_the_store(s3_store, tmp_path):
         for name, data in {**remote, **local}.items():
             assert secret.encode() not in data, (secret, name)
     record = json.loads(remote[f"{S3_BUCKET}/{prefix}/run/run.json"])
-    assert record["config"]["train"]["recipe"]["loop"]["storage_path"].endswith("secret_key=***")
+    assert "***" in record["config"]["train"]["recipe"]["loop"]["storage_path"]  # recorded, redacted

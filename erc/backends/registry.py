@@ -264,6 +264,9 @@ def profile_specs(name: str, overrides: dict[str, dict] | None = None) -> dict[s
             raise ConfigError(f"unknown model role {role!r}; roles: {', '.join(ROLES)}")
         if not isinstance(values, dict):
             raise ConfigError(f"overrides of role {role!r} must be a mapping, got {preview(values)}")
+        if not isinstance(values.get("options") or {}, dict):
+            raise ConfigError(f"overrides of role {role!r}: options must be a mapping, got "
+                              f"{preview(values['options'])}")
         bad = set(values) - _SPEC_FIELDS
         if bad:
             raise ConfigError(f"unknown model setting(s) {sorted(bad)} for role {role!r}; "

@@ -21,7 +21,7 @@ from typing import Annotated, Iterable, Iterator, TypeVar
 import pyarrow as pa
 from pydantic import Field
 
-from erc.errors import ErcError
+from erc.errors import ErcError, preview
 from erc.schema import PROBLEM_REASONS, problem_table, utterance_table
 
 T = TypeVar("T")
@@ -208,9 +208,8 @@ def read_csv_records(path: Path, required: Iterable[str],
                           f"than once in the header")
     missing = [c for c in required if c not in header]
     if missing:
-        raise CorpusError(
-            f"{path}: missing column(s) {', '.join(missing)}; found {', '.join(header)}"
-        )
+        raise CorpusError(f"{path}: missing column(s) {', '.join(missing)}; found "
+                          f"{preview(', '.join(header), 200)}")
     for start, end, values, error in _csv_records(decoded, header_reader.line_num, len(header)):
         if values is not None and not any(v.strip() for v in values):
             continue  # a blank line is no row

@@ -132,15 +132,16 @@ class ManifestMapping(ReaderOptions):
             if lacking:
                 raise CorpusError(f"{source}: columns.{name} names column(s) "
                                   f"{', '.join(map(repr, lacking))}, which the file lacks; "
-                                  f"it has {', '.join(columns)}")
+                                  f"it has {preview(', '.join(map(str, columns)), 200)}")
         covered = have | set(self.columns)
         missing = [f for f in REQUIRED if f not in covered]
         if missing:
             raise CorpusError(f"{source}: missing column(s) {', '.join(missing)}; found "
-                              f"{', '.join(columns)} (a mapping's columns: can name others)")
+                              f"{preview(', '.join(map(str, columns)), 200)} (a mapping's "
+                              f"columns: can name others)")
         if not ({"text", "media"} & covered):
             raise CorpusError(f"{source}: manifest needs a text or a media column; found "
-                              f"{', '.join(columns)}")
+                              f"{preview(', '.join(map(str, columns)), 200)}")
 
     def map_row(self, raw: dict[str, Any]
                 ) -> tuple[dict[str, Any], dict[str, str], RowProblem | None]:
@@ -317,8 +318,12 @@ def _template(spec: str) -> tuple[str, list[str]]:
 
 
 def source_columns(spec: str) -> list[str]:
-    """The columns a columns: entry reads (one, or those of its template)."""
-    return _template(spec)[1] or [spec]
+    """The columns a columns: entry reads (one, or those of its template); a name that is
+    no template (a column named "a}b") is that one column."""
+    try:
+        return _template(spec)[1] or [spec]
+    except ValueError:
+        return [spec]
 
 
 def _glob_regex(pattern: str) -> str:
