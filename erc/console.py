@@ -171,7 +171,9 @@ def _ray_data_logging_file() -> Path:
     path = state_dir() / "ray-data-logging.yaml"
     text = yaml.safe_dump(RAY_DATA_LOGGING, sort_keys=False)
     if not path.is_file() or path.read_text() != text:
-        path.write_text(text)
+        from erc import io
+
+        io.write_text(path, text)  # another erc process may be reading it
     return path
 
 

@@ -27,7 +27,6 @@ from erc.redaction import redact
 
 import hashlib
 import json
-import os
 import re
 import shutil
 import threading
@@ -219,15 +218,12 @@ class Mirror:
         if root not in target.resolve().parents:  # a key such as "a/../../x" must not escape
             raise StorageError(f"{redact(self.uri)}: the object key {relative!r} would be "
                                f"written outside the local copy {self.local}; refusing it")
-        target.parent.mkdir(parents=True, exist_ok=True)
-        tmp = target.with_name(f".{target.name}.tmp")
         try:
-            with self.fs.open_input_stream(self._remote_path(relative)) as src, open(tmp, "wb") as dst:
+            with io.atomic_path(target) as tmp, open(tmp, "wb") as dst, \
+                    self.fs.open_input_stream(self._remote_path(relative)) as src:
                 shutil.copyfileobj(src, dst, CHUNK)
         except OSError as err:
-            tmp.unlink(missing_ok=True)
             raise StorageError(f"{redact(self.uri)}/{relative}: download failed ({redact(err)})") from None
-        os.replace(tmp, target)
 
     # -- upload --------------------------------------------------------------------------
     def push(self) -> int:
