@@ -287,8 +287,7 @@ def resolve_inside(root: Path, relative: str, allow_outside: bool) -> Path | Non
         path = root / path
     path = Path(os.path.normpath(path))
     if not allow_outside:
-        try:
-            path.resolve().relative_to(root.resolve())
-        except ValueError:
+        resolved = path.resolve()  # ValueError for a NUL byte: no path at all
+        if resolved != root.resolve() and root.resolve() not in resolved.parents:
             return None
     return path

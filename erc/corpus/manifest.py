@@ -121,7 +121,6 @@ def read_manifest(path: Path, /, mapping: str | Path | dict | None = None,
                 spec.check_columns(list(record.fields), source)
                 header_checked = True
             f, meta, problem = spec.map_row(record.fields)
-            uid = None
             try:
                 row_split = file_split or text_value(f["split"], "split") or spec.split
                 row_split = row_split.strip()
@@ -172,12 +171,16 @@ def _row(f: dict, meta: dict, spec, root: Path, label_set: set[str] | None,
         named = text_value(f[column], column)
         if named is None or not named.strip():
             continue
-        resolved = resolve_inside(root, named.strip(), spec.allow_outside_root)
+        try:  # a NUL byte or a name longer than the system allows is no path
+            resolved = resolve_inside(root, named.strip(), spec.allow_outside_root)
+            problem = media_problem(resolved, column) if resolved is not None else None
+        except (OSError, ValueError) as err:
+            raise RowProblem("media_not_a_file", f"{column} {preview(named, 80)} is not a "
+                             f"usable path ({preview(str(err), 80)})") from None
         if resolved is None:
             raise RowProblem("path_outside_root", f"{column} {preview(named, 80)} escapes {root} "
                              f"(reader option allow_outside_root: true allows it)")
         media_seen.add(str(resolved))
-        problem = media_problem(resolved, column)
         if problem is not None and not (problem[0] == "missing_media" and spec.keep_missing_media):
             raise RowProblem(*problem)
         paths[column] = None if problem else str(resolved)
