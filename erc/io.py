@@ -2,7 +2,8 @@
 
 Atomic: every file erc writes goes to a uniquely named temporary file in the same folder
 (``.NAME.<pid>-<random>.tmp``) and is renamed over its name when complete, so a reader
-never sees half a file and two writers never share a temporary name.
+never sees half a file and two writers never share a temporary name. Text files never
+hold a credential: ``write_text`` passes them through ``erc.redaction.redact``.
 
 Output folders: erc writes only into folders it owns. A folder erc creates gets a marker
 file (``.erc``); a folder that already holds files and no marker belongs to someone else,
