@@ -225,7 +225,7 @@ def fit(task: str, task_config: dict, data: Any, train: TrainConfig, out_dir: st
         address: str | None = None) -> TrainOutcome:
     """Trains on Ray Train and exports the best checkpoint to ``out_dir/model``."""
     from erc import runtime
-    from erc.storage import absolute
+    from erc.storage import ray_storage
 
     runtime.connect(address)
     import ray
@@ -241,8 +241,8 @@ def fit(task: str, task_config: dict, data: Any, train: TrainConfig, out_dir: st
                            "a training worker")
     from ray.train.torch import TorchConfig, TorchTrainer
 
-    # Ray Train opens URIs (s3://...) itself; by default checkpoints go to OUT/ray
-    storage = absolute(train.storage_path or str(Path(out_dir).resolve() / "ray"))
+    # by default checkpoints go to OUT/ray; a URI (s3://...) reaches Ray as a filesystem
+    storage, filesystem = ray_storage(train.storage_path or str(Path(out_dir).resolve() / "ray"))
     trainer = TorchTrainer(
         train_loop_per_worker,
         train_loop_config={"task": task, "task_config": task_config, "train": train.to_dict(),
@@ -254,7 +254,7 @@ def fit(task: str, task_config: dict, data: Any, train: TrainConfig, out_dir: st
                                      accelerator_type=train.accelerator_type,
                                      resources_per_worker={"CPU": train.cpus_per_worker}),
         run_config=RunConfig(
-            name=train.name, storage_path=storage,
+            name=train.name, storage_path=storage, storage_filesystem=filesystem,
             checkpoint_config=CheckpointConfig(
                 num_to_keep=1, checkpoint_score_attribute=f"dev_{train.metric}",
                 checkpoint_score_order="max"),
