@@ -64,7 +64,7 @@ def load_corpus(source: str | Path, format: str | None = None, **options) -> pa.
         return read_utterances(source)
     from erc.corpus import read_corpus
 
-    return read_corpus(source, format=format, **options).utterances
+    return read_corpus(source, format=format, options=options).utterances
 
 
 def feature_parts(path: str | Path) -> list[Path]:
@@ -96,6 +96,10 @@ def read_features(path: str | Path, columns: list[str] | None = None) -> pa.Tabl
     tables = []
     for part in feature_parts(path):
         names = pq.read_schema(part).names
+        lacking = [c for c in ("utterance_id", "status") if c not in names]
+        if lacking:
+            raise InputError(f"{part}: not a feature table of `erc preprocess` (it lacks "
+                             f"{', '.join(lacking)})")
         tables.append(pq.read_table(part, columns=None if columns is None else
                                     [c for c in columns if c in names]))
     if not tables:

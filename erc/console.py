@@ -17,6 +17,8 @@ that policy.
   records instead, which go to the log file only, so a log or pipe gets erc's few lines
   per stage.
 - No ANSI colour codes when the output is not a terminal, and none in the log file.
+- No credential: every line that reaches the console or the log file goes through
+  ``erc.redaction.redact`` (a storage URI's ``KEY:SECRET@`` and secret query parameters).
 
 One C++ line of Ray's core worker ("core_worker.cc: Actor ... has constructor arguments in
 the object store") is written to the process's stderr below Python and stays on the console.
@@ -36,6 +38,8 @@ from pathlib import Path
 from typing import Iterator
 
 import yaml
+
+from erc.redaction import redact
 
 LOG_FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
 _ANSI = re.compile(r"\x1b\[[0-9;?]*[ -/]*[@-~]")
@@ -72,6 +76,9 @@ def setup(verbose: bool = False) -> None:
     its logging config at import, Ray's processes inherit the environment at start)."""
     _state.active = True
     _state.verbose = verbose or os.environ.get("ERC_VERBOSE") == "1"
+    for name in ("stdout", "stderr"):  # whatever prints, erc's or a library's
+        if not isinstance(getattr(sys, name), _Redacting):
+            setattr(sys, name, _Redacting(getattr(sys, name)))
     if sys.stdout.isatty():
         # Ray Data's newer display: a bar per operator with rows, throughput and time.
         os.environ.setdefault("RAY_DATA_ENABLE_RICH_PROGRESS_BARS", "1")
@@ -177,7 +184,9 @@ def _ray_data_logging_file() -> Path:
     path = state_dir() / "ray-data-logging.yaml"
     text = yaml.safe_dump(RAY_DATA_LOGGING, sort_keys=False)
     if not path.is_file() or path.read_text() != text:
-        path.write_text(text)
+        from erc import io
+
+        io.write_text(path, text)  # another erc process may be reading it
     return path
 
 
@@ -195,26 +204,34 @@ class _LogFile:
 
     def write(self, text: str) -> None:
         with self.lock:
-            text = _ANSI.sub("", text).replace("\r\n", "\n")
+            text = redact(_ANSI.sub("", text).replace("\r\n", "\n"))
             *lines, self.pending = (self.pending + text).split("\n")
             for line in lines:
                 self.handle.write(line.rsplit("\r", 1)[-1] + "\n")
             self.handle.flush()
 
 
-class _Tee:
-    """A console stream that also writes to the open log file."""
+class _Redacting:
+    """A console stream that writes no credential (``erc.redaction.redact``)."""
 
     def __init__(self, stream):
         self.stream = stream
 
     def write(self, text: str) -> int:
-        if not _REDRAW.search(text):  # a progress display redrawn in place is for the eye
-            _to_file(text)
-        return self.stream.write(text)
+        self.stream.write(redact(text))
+        return len(text)
 
     def __getattr__(self, name):  # flush, isatty, fileno, encoding, ...
         return getattr(self.stream, name)
+
+
+class _Tee(_Redacting):
+    """A console stream that also writes to the open log file."""
+
+    def write(self, text: str) -> int:
+        if not _REDRAW.search(text):  # a progress display redrawn in place is for the eye
+            _to_file(text)
+        return super().write(text)
 
 
 class _Router(logging.Handler):
@@ -226,7 +243,7 @@ class _Router(logging.Handler):
 
     def emit(self, record: logging.LogRecord) -> None:
         try:
-            line = self.format(record) + "\n"
+            line = redact(self.format(record)) + "\n"
         except Exception:  # noqa: BLE001 - logging must not raise
             self.handleError(record)
             return
@@ -258,7 +275,7 @@ def _worker_output(data: dict) -> None:
     for line in lines:
         if "__ray_tqdm_magic_token__" in line:  # Ray's distributed tqdm state, not text
             continue
-        line = prefix + line.rsplit("\r", 1)[-1]  # a bar redrawn in place: its last state
+        line = redact(prefix + line.rsplit("\r", 1)[-1])  # a bar redrawn in place: its last state
         _to_file(line + "\n")
         if (show_progress and _ERC_PROGRESS.match(line, len(prefix))) or _ERC_WARNING.match(
                 line, len(prefix)):

@@ -2,7 +2,8 @@
 
 Atomic: every file erc writes goes to a uniquely named temporary file in the same folder
 (``.NAME.<pid>-<random>.tmp``) and is renamed over its name when complete, so a reader
-never sees half a file and two writers never share a temporary name.
+never sees half a file and two writers never share a temporary name. Text files never
+hold a credential: ``write_text`` passes them through ``erc.redaction.redact``.
 
 Output folders: erc writes only into folders it owns. A folder erc creates gets a marker
 file (``.erc``); a folder that already holds files and no marker belongs to someone else,
@@ -24,6 +25,7 @@ from pathlib import Path
 from typing import Any, Iterator
 
 from erc.errors import BusyError, OwnershipError
+from erc.redaction import redact
 
 MARKER = ".erc"  # present in every output folder erc created or adopted
 LOCK = ".erc.lock"
@@ -53,18 +55,43 @@ def write_bytes(path: str | Path, data: bytes) -> Path:
 
 
 def write_text(path: str | Path, text: str) -> Path:
-    return write_bytes(path, text.encode("utf-8"))
+    """Text files (manifests, records, reports, configs) never hold a credential."""
+    return write_bytes(path, redact(text).encode("utf-8"))
+
+
+def write_new_text(path: str | Path, text: str, overwrite: bool = False) -> Path:
+    """Writes a file the user named (not in an output folder of erc's): an existing file
+    is theirs, replaced only when ``overwrite``."""
+    path = Path(path)
+    if (path.exists() or path.is_symlink()) and not overwrite:
+        raise OwnershipError(f"{path}: exists; erc leaves it in place (choose another name, or "
+                             f"pass --overwrite to replace it)")
+    return write_text(path, text)
 
 
 def write_json(path: str | Path, data: Any) -> Path:
     return write_text(path, json.dumps(data, indent=2, default=_json_default) + "\n")
 
 
+def write_npy(path: str | Path, array) -> Path:
+    import numpy as np
+
+    with atomic_path(path) as tmp, open(tmp, "wb") as handle:  # np.save would add ".npy"
+        np.save(handle, array)
+    return Path(path)
+
+
+def copy_file(source: str | Path, path: str | Path) -> Path:
+    with atomic_path(path) as tmp:
+        shutil.copy2(source, tmp)
+    return Path(path)
+
+
 def write_parquet(path: str | Path, table) -> Path:
     import pyarrow.parquet as pq
 
-    with atomic_path(path) as tmp:
-        pq.write_table(table, tmp)
+    with atomic_path(path) as tmp, open(tmp, "wb") as handle:  # a file, never a URI
+        pq.write_table(table, handle)
     return Path(path)
 
 
@@ -112,10 +139,19 @@ def claim(folder: str | Path, overwrite: bool = False) -> Path:
     return folder
 
 
+_held: set[Path] = set()  # folders whose lock this process holds (a lock nests in-process)
+
+
 @contextlib.contextmanager
 def locked(folder: str | Path) -> Iterator[None]:
-    """Holds ``folder``'s lock for the block; BusyError when another process holds it."""
+    """Holds ``folder``'s lock for the block; BusyError when another process holds it.
+    Within one process the lock nests (the main job holds its run folder's lock while the
+    report stage takes it again)."""
     folder = Path(folder)
+    key = folder.resolve()
+    if key in _held:
+        yield
+        return
     folder.mkdir(parents=True, exist_ok=True)
     with open(folder / LOCK, "a+") as handle:
         try:
@@ -123,9 +159,11 @@ def locked(folder: str | Path) -> Iterator[None]:
         except BlockingIOError:
             raise BusyError(f"{folder}: another erc run is writing this folder; wait for it "
                             f"to finish (or stop it) and run again") from None
+        _held.add(key)
         try:
             yield
         finally:
+            _held.discard(key)
             fcntl.flock(handle, fcntl.LOCK_UN)
 
 

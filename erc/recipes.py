@@ -122,8 +122,8 @@ class TrainConfig:
     metric: Literal["accuracy", "weighted_f1", "macro_f1"] = field(default="weighted_f1", metadata={"tunable": False})  # dev metric for early stopping
     seed: Annotated[int, Field(ge=0)] = 0  # seed of initialisation and batch order
     num_workers: Count = field(default=1, metadata={"cli": "workers", "tunable": False})  # Ray Train workers (DDP)
-    cpus_per_worker: Count = field(default=1, metadata={"tunable": False})  # CPUs (torch threads) per worker
-    use_gpu: bool = field(default=False, metadata={"cli": "gpu", "tunable": False})  # one GPU per worker
+    cpus_per_worker: Count | None = field(default=None, metadata={"tunable": False})  # CPUs (torch threads) per worker (None: on the embedded Ray, its CPUs shared by the workers; on a cluster, 1)
+    use_gpu: bool | None = field(default=None, metadata={"cli": "gpu", "tunable": False})  # one GPU per worker (None: on the embedded Ray, when it has one per worker)
     accelerator_type: str | None = field(default=None, metadata={"tunable": False})  # one GPU of this type per worker, e.g. L40S (implies gpu)
     max_failures: Annotated[int, Field(ge=0)] = field(default=0, metadata={"tunable": False})  # worker failures retried from the latest checkpoint
 

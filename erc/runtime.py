@@ -5,6 +5,12 @@ The embedded Ray is bound to loopback and makes no outside connection: no usage 
 no cloud-metadata probe (Ray's dashboard skips it when ``$HOME/ray_bootstrap_config.yaml``
 exists, so Ray's own processes get a private HOME that holds one), no token file written
 to the user's home, and model hubs offline unless the user says otherwise.
+
+It runs with Ray's token authentication (``RAY_AUTH_MODE=token``): a random token created
+once in erc's state folder (``ray-auth-token``, mode 0600, never printed), so another user
+of a shared machine, who cannot read that file, cannot submit work to it through its
+loopback ports. ``RAY_AUTH_MODE=disabled`` turns it off; a token the user names
+(``RAY_AUTH_TOKEN_PATH``, ``RAY_AUTH_TOKEN``) is used instead of erc's.
 """
 
 from __future__ import annotations
@@ -15,6 +21,7 @@ from erc.home import state_dir
 import contextlib
 import logging
 import os
+import secrets
 import socket
 import sys
 import tempfile
@@ -22,6 +29,7 @@ from pathlib import Path
 from typing import Iterator
 
 log = logging.getLogger(__name__)
+AUTH_TOKEN = "ray-auth-token"  # the embedded Ray's token, in erc's state folder
 
 # Defaults that keep every library offline and inside known folders, and Ray's output
 # legible; a value the user already set wins.
@@ -88,6 +96,43 @@ def embedded() -> bool:
     return _embedded
 
 
+def auth_token() -> Path:
+    """The embedded Ray's token file: created once (0600, a 256-bit random token), read
+    by Ray itself; erc never prints it."""
+    path = state_dir() / AUTH_TOKEN
+    if path.is_file():
+        return path
+    # Written whole under a private name, then linked into place: a concurrent erc process
+    # sees no token file or a complete one, and the first link wins.
+    draft = path.with_name(f".{AUTH_TOKEN}.{os.getpid()}-{secrets.token_hex(4)}")
+    descriptor = os.open(draft, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    try:
+        with os.fdopen(descriptor, "w") as handle:
+            handle.write(secrets.token_hex(32))
+        os.link(draft, path)
+    except FileExistsError:
+        pass
+    finally:
+        os.unlink(draft)
+    return path
+
+
+def _use_token_auth() -> None:
+    """Token authentication for the embedded Ray, unless the user turned it off; Ray's
+    processes inherit it from this environment."""
+    mode = os.environ.setdefault("RAY_AUTH_MODE", "token")
+    if mode == "token" and not (os.environ.get("RAY_AUTH_TOKEN_PATH")
+                                or os.environ.get("RAY_AUTH_TOKEN")):
+        os.environ["RAY_AUTH_TOKEN_PATH"] = str(auth_token())
+    if "ray" in sys.modules:
+        # Ray read the mode and token when it was imported: make it read them again, as
+        # Ray's own switch to token mode does.
+        from ray._raylet import AuthenticationTokenLoader, Config
+
+        Config.initialize("")
+        AuthenticationTokenLoader.instance().reset_cache()
+
+
 class ClusterUnreachable(ErcError, ConnectionError):
     """The Ray address given cannot be reached."""
 
@@ -108,13 +153,16 @@ def connect(address: str | None = None, num_cpus: int | None = None,
     """Connects this process to Ray once: to ``address`` (or ``RAY_ADDRESS``) when given,
     else to a fresh embedded single-node Ray on loopback. Returns a description."""
     apply_offline_env()  # before Ray is imported: it reads some of these at import
+    address = address or os.environ.get("RAY_ADDRESS") or None
+    running = sys.modules.get("ray")
+    if running is not None and running.is_initialized():
+        return "ray (already connected)"
+    if not address or address == "local":
+        _use_token_auth()  # before Ray is imported, which reads the mode once
     import ray
 
     from erc import console
 
-    address = address or os.environ.get("RAY_ADDRESS") or None
-    if ray.is_initialized():
-        return "ray (already connected)"
     if address and address != "local":
         try:
             _check_reachable(address)
@@ -128,9 +176,7 @@ def connect(address: str | None = None, num_cpus: int | None = None,
                 "leave out --address / RAY_ADDRESS to run on an embedded Ray.") from err
         console.attach_to_ray()
         return f"ray cluster at {address}"
-    # The embedded Ray trusts only this machine; no token is needed or written.
     global _embedded
-    os.environ.setdefault("RAY_AUTH_MODE", "disabled")
     with _home_for_ray_processes():
         ray.init(
             address="local",

@@ -60,17 +60,28 @@ PROBLEM_SCHEMA = pa.schema(
 
 # Every reason a row can be set aside for, with what it means.
 PROBLEM_REASONS = {
+    # the row as text
     "bad_encoding": "bytes that are neither UTF-8 nor cp1252",
-    "missing_field": "a required field (dialogue, speaker, turn, ...) is empty or invalid",
+    "unterminated_quote": "a CSV quote without its closing partner (it would swallow the fields or rows after it)",
+    "malformed_row": "a row the file's grammar rejects (text after a closing CSV quote, invalid JSON, not an object)",
+    "bad_field_count": "a CSV row with more or fewer values than the header has columns",
+    "field_too_large": "a field longer than the reader option max_field_bytes",
+    "bad_type": "a value of a type the field cannot hold (bytes, a list or a mapping where text or a number belongs)",
+    # the fields
+    "missing_field": "a required field (dialogue, speaker, ...) is empty or not of the corpus's form",
+    "bad_turn": "a turn (utterance number) that is not a whole number from 0 to 2147483647",
+    "bad_time": "start/end times that cannot be parsed, are not finite, or are inverted",
+    "negative_time": "a start or end time below zero",
     "unknown_label": "emotion label outside the corpus label set",
     "excluded_label": "label known but outside the label set chosen for this run",
     "duplicate_id": "utterance id already seen in this corpus",
-    "missing_media": "the media file the row names does not exist",
-    "path_outside_root": "media path escapes the corpus root",
-    "bad_filename": "a media file whose name does not follow the corpus convention",
-    "bad_time": "start/end times that cannot be parsed or are inverted",
     "missing_template_field": "a column a mapping template composes a field from is empty",
     "several_speakers": "the speaker field lists several people (mapping: several_speakers)",
+    # the media
+    "missing_media": "the media file the row names does not exist",
+    "media_not_a_file": "the media path the row names is a folder or another non-file",
+    "path_outside_root": "media path escapes the corpus root",
+    "bad_filename": "a media file whose name does not follow the corpus convention",
     "unreadable_media": "the media file exists but cannot be opened or decoded",
     "overlong_clip": "media longer than the configured cap (mis-cut clip)",
     "no_audio": "the media file has no audio stream",

@@ -102,13 +102,20 @@ def parse_value(text: str) -> Any:
     return parse_yaml(text, "value") if text.strip() else ""
 
 
+class OverrideError(ConfigError, argparse.ArgumentTypeError):
+    """A bad ``-o KEY=VALUE``: argparse reports it with this message, not its own."""
+
+
 def parse_override(text: str) -> tuple[str, Any]:
     """``a.b=value`` -> ("a.b", parsed value)."""
     key, sep, value = text.partition("=")
     key = key.strip().replace("-", "_")
     if not sep or not key or any(not part for part in key.split(".")):
-        raise ConfigError(f"-o {preview(text)}: expected KEY=VALUE (e.g. -o train.lr=3e-4)")
-    return key, parse_value(value)
+        raise OverrideError(f"-o {preview(text)}: expected KEY=VALUE (e.g. -o train.lr=3e-4)")
+    try:
+        return key, parse_value(value)
+    except ConfigError as err:
+        raise OverrideError(f"-o {preview(key, 40)}: {err}") from None
 
 
 def tree(overrides: list[tuple[str, Any]]) -> dict:
@@ -160,16 +167,18 @@ _COMMENT = re.compile(r"^\s+(\w+)\s*:[^#]*#\s*(.+?)\s*$")
 
 @functools.cache
 def _comments(cls) -> dict[str, str]:
-    """{field: the comment after it in the class source} (the help of a setting)."""
-    try:
-        source = inspect.getsource(cls)
-    except (OSError, TypeError):
-        return {}
-    found = {}
-    for line in source.splitlines():
-        match = _COMMENT.match(line)
-        if match and match.group(1) not in found:
-            found[match.group(1)] = match.group(2)
+    """{field: the comment after it in the class source} (the help of a setting), also
+    of fields a recipe inherits."""
+    found: dict[str, str] = {}
+    for klass in cls.__mro__:
+        try:
+            source = inspect.getsource(klass)
+        except (OSError, TypeError):
+            continue
+        for line in source.splitlines():
+            match = _COMMENT.match(line)
+            if match and match.group(1) not in found:
+                found[match.group(1)] = match.group(2)
     return found
 
 

@@ -23,10 +23,10 @@ from __future__ import annotations
 
 from erc import io
 from erc.errors import ErcError
+from erc.redaction import redact
 
 import hashlib
 import json
-import os
 import re
 import shutil
 import threading
@@ -38,6 +38,7 @@ SCHEMES = ("s3", "gs", "gcs", "abfs", "abfss", "hdfs", "viewfs", "file")
 # A URI inside an argument (``finetuned:s3://b/model``, ``parquet:gs://b/f#text_embedding``):
 # it ends at whitespace or at the ``#column`` suffix of a feature argument.
 URI_PATTERN = re.compile(rf"(?:{'|'.join(SCHEMES)})://[^\s#]+")
+_BARE_SCHEME = re.compile(rf"(?:^|[\s:])((?:{'|'.join(SCHEMES)})://)(?=$|[\s#])")  # "s3://" alone
 INDEX = io.MIRROR_INDEX  # what the local copy holds of each remote file
 CHUNK = 8 << 20  # bytes per read when copying to or from the store
 RAY_STORAGE = "ray"  # Ray Train/Tune's folder beside a job's outputs (written by Ray itself)
@@ -47,21 +48,26 @@ class StorageError(ErcError, RuntimeError):
     """A URI that cannot be opened, listed or copied; the message names it (redacted)."""
 
 
-# Credentials a URI may carry: user:secret@ before the host, and secret query parameters
-# (pyarrow's s3 options access_key / secret_key / session_token, signed-URL signatures).
-_USERINFO = re.compile(r"((?:[a-z][a-z0-9+.-]*)://)[^/@\s]*@", re.IGNORECASE)
-_SECRET_PARAMS = re.compile(
-    r"([?&](?:[a-z_]*(?:key|secret|token|password|credential|signature|sig)[a-z_]*)=)[^&#\s]*",
-    re.IGNORECASE)
-
-
-def redact(text: str) -> str:
-    """``text`` with every credential in a URI replaced by ``***``: what erc prints."""
-    return _SECRET_PARAMS.sub(r"\1***", _USERINFO.sub(r"\1***@", str(text)))
-
-
 def is_uri(text: str) -> bool:
     return bool(URI_PATTERN.fullmatch(text))
+
+
+def _query_credentials(uri: str) -> str:
+    """``s3://bucket/x?access_key=K&secret_key=S`` -> ``s3://K:S@bucket/x``: pyarrow takes
+    S3 credentials from a URI's user part only; erc accepts them as query parameters too."""
+    from urllib.parse import parse_qsl, quote, urlencode, urlsplit, urlunsplit
+
+    parts = urlsplit(uri)
+    query = parse_qsl(parts.query, keep_blank_values=True)
+    found = {k: v for k, v in query if k in ("access_key", "secret_key")}
+    if parts.scheme != "s3" or not found:
+        return uri
+    if len(found) != 2 or "@" in parts.netloc:
+        raise StorageError(f"{redact(uri)}: give both access_key and secret_key, once (in the "
+                           f"query or as s3://KEY:SECRET@bucket/...)")
+    user = f"{quote(found['access_key'], safe='')}:{quote(found['secret_key'], safe='')}"
+    rest = urlencode([(k, v) for k, v in query if k not in found], safe=":/")
+    return urlunsplit((parts.scheme, f"{user}@{parts.netloc}", parts.path, rest, parts.fragment))
 
 
 def open_uri(uri: str):
@@ -70,7 +76,7 @@ def open_uri(uri: str):
     import pyarrow.fs as pafs
 
     try:
-        return pafs.FileSystem.from_uri(uri)
+        return pafs.FileSystem.from_uri(_query_credentials(uri))
     except (pa.ArrowException, OSError, ValueError) as err:
         raise StorageError(f"{redact(uri)}: cannot open this storage URI ({redact(err)})") from None
 
@@ -80,23 +86,36 @@ def absolute(path_or_uri: str) -> str:
     return path_or_uri if is_uri(path_or_uri) else str(Path(path_or_uri).expanduser().resolve())
 
 
+def ray_storage(path_or_uri: str):
+    """(storage_path, storage_filesystem) for Ray Train and Tune: a URI is opened here and
+    Ray gets the filesystem and a path with no credential in it (Ray logs its storage path
+    and writes it into its records); a local path is made absolute, with no filesystem."""
+    if not is_uri(path_or_uri):
+        return absolute(path_or_uri), None
+    fs, path = open_uri(path_or_uri)
+    return path.rstrip("/"), fs
+
+
 def join_uri(uri: str, name: str) -> str:
     """``uri/name``, keeping a query (``?endpoint_override=...``) at the end."""
     base, sep, query = uri.partition("?")
     return f"{base.rstrip('/')}/{name}{sep}{query}"
 
 
-def remove_tree(path_or_uri: str) -> None:
-    """Deletes a folder given as a local path or a storage URI (nothing if absent)."""
+def remove_tree(path: str, fs=None) -> None:
+    """Deletes a folder: a local path, or ``path`` within ``fs`` (``ray_storage``'s pair);
+    nothing if absent. Callers check that erc's records name the folder first."""
     import pyarrow.fs as pafs
 
-    if not is_uri(path_or_uri):
-        if Path(path_or_uri).exists():
-            shutil.rmtree(path_or_uri)
+    if fs is None:
+        if Path(path).exists():
+            shutil.rmtree(path)
         return
-    fs, path = open_uri(path_or_uri)
-    if fs.get_file_info(path).type != pafs.FileType.NotFound:
-        fs.delete_dir(path)
+    try:
+        if fs.get_file_info(path).type != pafs.FileType.NotFound:
+            fs.delete_dir(path)
+    except OSError as err:
+        raise StorageError(f"{redact(path)}: cannot delete it ({redact(err)})") from None
 
 
 def _local_copy(base: Path, uri: str, folder: bool) -> Path:
@@ -199,15 +218,12 @@ class Mirror:
         if root not in target.resolve().parents:  # a key such as "a/../../x" must not escape
             raise StorageError(f"{redact(self.uri)}: the object key {relative!r} would be "
                                f"written outside the local copy {self.local}; refusing it")
-        target.parent.mkdir(parents=True, exist_ok=True)
-        tmp = target.with_name(f".{target.name}.tmp")
         try:
-            with self.fs.open_input_stream(self._remote_path(relative)) as src, open(tmp, "wb") as dst:
+            with io.atomic_path(target) as tmp, open(tmp, "wb") as dst, \
+                    self.fs.open_input_stream(self._remote_path(relative)) as src:
                 shutil.copyfileobj(src, dst, CHUNK)
         except OSError as err:
-            tmp.unlink(missing_ok=True)
             raise StorageError(f"{redact(self.uri)}/{relative}: download failed ({redact(err)})") from None
-        os.replace(tmp, target)
 
     # -- upload --------------------------------------------------------------------------
     def push(self) -> int:
@@ -261,7 +277,10 @@ def stage_input(uri: str, cache: Path) -> Path:
     import pyarrow.fs as pafs
 
     fs, path = open_uri(uri)
-    kind = fs.get_file_info(path.rstrip("/")).type
+    try:
+        kind = fs.get_file_info(path.rstrip("/")).type
+    except OSError as err:
+        raise StorageError(f"{redact(uri)}: cannot reach it ({redact(err)})") from None
     if kind == pafs.FileType.NotFound:
         raise StorageError(f"{redact(uri)}: no such file or folder")
     is_file = kind == pafs.FileType.File
@@ -291,7 +310,7 @@ def staged_output(uri: str, cache: Path, interval: float = 30.0,
             except StorageError as err:  # try again next time; the last push reports it
                 print(f"[storage] {redact(err)}", flush=True)
 
-    uploader = threading.Thread(target=upload_periodically, name=f"upload {uri}", daemon=True)
+    uploader = threading.Thread(target=upload_periodically, name=f"upload {redact(uri)}", daemon=True)
     uploader.start()
     try:
         yield mirror.local
@@ -313,6 +332,10 @@ def run_with_uris(main: Callable[[list[str]], int], argv: list[str], cache: Path
     outputs: list[str] = []
 
     def localise(option: str | None, value: str) -> str:
+        bare = _BARE_SCHEME.search(value)
+        if bare:
+            raise StorageError(f"{bare.group(1)}: a storage URI needs a bucket or host and a "
+                               f"path (e.g. s3://bucket/runs/x)")
         if option in output_options and is_uri(value):
             outputs.append(value)
             return f"\0output{len(outputs) - 1}"

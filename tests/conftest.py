@@ -2,12 +2,14 @@
 
 The environment is set before anything imports Ray or a model library: a private HOME
 holding ray_bootstrap_config.yaml (Ray's dashboard then skips its cloud-metadata probe),
-usage stats off, token auth off for the single-node Ray, hubs offline, caches in a temp
-folder. pytest-socket (pyproject addopts) lets in-process sockets reach loopback only.
+usage stats off, hubs offline, caches in a temp folder. The embedded Ray runs as erc runs
+it, with token authentication (its token in the temporary ERC_HOME). pytest-socket
+(pyproject addopts) lets in-process sockets reach loopback only.
 """
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
 import subprocess
@@ -34,11 +36,11 @@ for _key, _value in {
     "TRANSFORMERS_OFFLINE": "1",
     "YOLO_OFFLINE": "1",
     "RAY_USAGE_STATS_ENABLED": "0",
-    "RAY_AUTH_MODE": "disabled",
     "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER": "0",
 }.items():
     os.environ[_key] = _value
-os.environ.pop("RAY_ADDRESS", None)
+for _key in ("RAY_ADDRESS", "RAY_AUTH_MODE", "RAY_AUTH_TOKEN", "RAY_AUTH_TOKEN_PATH"):
+    os.environ.pop(_key, None)
 
 
 def shared_path(*parts: str) -> Path:
@@ -152,6 +154,27 @@ def make_clip(path: Path, seconds: float = 1.0, audio: bool = True, video: bool 
     path.parent.mkdir(parents=True, exist_ok=True)
     subprocess.run(args + ["-shortest", str(path)], check=True)
     return path
+
+
+@contextlib.contextmanager
+def lock_held_elsewhere(folder: Path):
+    """Another process holds ``folder``'s erc lock for the block (as a second erc run
+    would)."""
+    import sys
+
+    from erc import io
+
+    folder.mkdir(parents=True, exist_ok=True)
+    holder = subprocess.Popen(
+        [sys.executable, "-c", "import fcntl, sys, time; f = open(sys.argv[1], 'a+'); "
+         "fcntl.flock(f, fcntl.LOCK_EX); print('held', flush=True); time.sleep(120)",
+         str(folder / io.LOCK)], stdout=subprocess.PIPE, text=True)
+    try:
+        assert holder.stdout.readline().strip() == "held"
+        yield
+    finally:
+        holder.kill()
+        holder.wait()
 
 
 def pytest_sessionfinish(session, exitstatus):

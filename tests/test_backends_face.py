@@ -175,7 +175,7 @@ def test_yolo_random_init_runs_offline_with_the_right_structure(tmp_path):
     # a random head scores every box about 1e-4 (ultralytics' bias init): a tiny conf keeps
     # some, so the conversion of real ultralytics results into Face lists is exercised
     options = {"conf": 1e-5, "imgsz": 320, "max_det": 50}
-    detector = YOLODetector(ModelSpec("face_detect", "yolo", "yolov8n", random_init=True,
+    detector = YOLODetector(ModelSpec("face_detect", "yolov8", "yolov8n", random_init=True,
                                       options=options), device="cpu")
     import ultralytics.utils as ultralytics_utils
 
@@ -202,7 +202,7 @@ def test_yolo_random_init_runs_offline_with_the_right_structure(tmp_path):
     # a .pt file given by path goes through the same code
     weights = tmp_path / "random-yolov8n.pt"
     detector.model.save(str(weights))
-    from_path = YOLODetector(ModelSpec("face_detect", "yolo", "yolov8n", path=str(weights),
+    from_path = YOLODetector(ModelSpec("face_detect", "yolov8", "yolov8n", path=str(weights),
                                        options={"conf": 0.01, "imgsz": 320}), device="cpu")
     again = from_path.detect(frames[:1])[0]
     check_faces(again, frames[0], landmarks=False)

@@ -198,7 +198,8 @@ def test_speechbrain_loads_a_local_pretrained_folder(ravdess, tmp_path):
     (folder / "hyperparams.yaml").write_text(XVECTOR_HPARAMS)
     torch.save(random.model.mods.embedding_model.state_dict(), folder / "embedding_model.ckpt")
     loaded = SpeechBrainEmbedder(ModelSpec("speaker", "speechbrain-xvector",
-                                           "spkrec-xvect-voxceleb", path=str(folder)))
+                                           "spkrec-xvect-voxceleb", path=str(folder),
+                                           options={"trust_model_code": True}))  # we wrote it
     assert loaded.dim == 512
     batch = [audios[0][: 2 * AUDIO_RATE], audios[3][: AUDIO_RATE]]
     assert np.allclose(loaded.embed(batch), random.embed(batch), atol=1e-4)  # same weights

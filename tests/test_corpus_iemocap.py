@@ -95,7 +95,7 @@ def test_text_missing_field_and_duplicate(tmp_path):
     result = checked(read_iemocap_text(tmp_path))
     assert result.utterances.num_rows == 1
     reasons = [(p["line"], p["reason"]) for p in result.problems.to_pylist()]
-    assert reasons == [(3, "missing_field"), (4, "missing_field"), (5, "missing_field"),
+    assert reasons == [(3, "missing_field"), (4, "bad_turn"), (5, "missing_field"),
                        (6, "duplicate_id")]
     dup = result.problems.to_pylist()[-1]
     assert dup["utterance_id"] == "iemocap/train/Ses01F_impro01/0" and "first seen" in dup["detail"]
@@ -277,10 +277,10 @@ def test_release_not_a_release(tmp_path):
 def test_text_stray_byte_in_turn_is_a_problem_row(tmp_path):
     """One bad byte spoils one record, not the file: a stray b"\\xb2" in Utterance_ID
     decodes (cp1252) to "²", which str.isdigit accepts but int() rejects; the record is a
-    missing_field problem and the read goes on."""
+    bad_turn problem and the read goes on."""
     write_text_csv(tmp_path, [b"Ses01F_impro01,0,F,Hi.,neu",
                               b"Ses01F_impro01,\xb2,M,Hm.,neu",
                               b"Ses01F_impro01,2,F,Ho.,neu"])
     result = checked(read_iemocap_text(tmp_path))
     assert result.utterances.num_rows == 2
-    assert [(p["line"], p["reason"]) for p in result.problems.to_pylist()] == [(3, "missing_field")]
+    assert [(p["line"], p["reason"]) for p in result.problems.to_pylist()] == [(3, "bad_turn")]

@@ -202,7 +202,7 @@ def test_bad_time_and_missing_field(tmp_path):
     assert result.utterances.column("text").to_pylist() == ["ok"]
     got = [(p["line"], p["reason"]) for p in result.problems.to_pylist()]
     assert got == [(3, "bad_time"), (4, "bad_time"), (5, "bad_time"), (6, "missing_field"),
-                   (7, "missing_field"), (8, "missing_field"), (9, "missing_field")]
+                   (7, "missing_field"), (8, "missing_field"), (9, "bad_turn")]
     details = [p["detail"] for p in result.problems.to_pylist()]
     assert "[2.0, 2.0]" in details[0] and "[3.0, 1.0]" in details[1] and "1s" in details[2]
     assert "neither text nor media" in details[3]
@@ -218,8 +218,9 @@ def test_invalid_json_line(tmp_path):
     result = checked(read_manifest(path))
     assert result.utterances.column("utterance_id").to_pylist() == ["m/train/d/0", "m/train/d/1"]
     got = [(p["line"], p["reason"]) for p in result.problems.to_pylist()]
-    assert got == [(2, "missing_field"), (4, "missing_field")]
-    assert all("invalid JSON" in p["detail"] for p in result.problems.to_pylist())
+    assert got == [(2, "malformed_row"), (4, "malformed_row")]
+    details = [p["detail"] for p in result.problems.to_pylist()]
+    assert "invalid JSON" in details[0] and "must be an object" in details[1]
 
 
 def test_media_paths(corpus_dir):
@@ -335,8 +336,8 @@ def test_numeric_dialogue_ids(tmp_path, suffix):
 
 
 def test_infinite_turn_is_a_problem_row(tmp_path):
-    """A malformed turn is a missing_field problem (as "-1" or "two" are); it must not
-    abort the whole read."""
+    """A malformed turn is a bad_turn problem (as "-1" or "two" are); it must not abort
+    the whole read."""
     path = tmp_path / "m.csv"
     path.write_text("dialogue_id,speaker,text,turn\n"
                     "d,A,ok,0\n"
@@ -345,7 +346,7 @@ def test_infinite_turn_is_a_problem_row(tmp_path):
     result = checked(read_manifest(path))
     assert result.utterances.column("text").to_pylist() == ["ok"]
     assert [(p["line"], p["reason"]) for p in result.problems.to_pylist()] == [
-        (3, "missing_field"), (4, "missing_field")]
+        (3, "bad_turn"), (4, "bad_turn")]
 
 
 def test_nan_time_is_bad_time(tmp_path):

@@ -21,7 +21,8 @@ from erc.cli import main
 from erc.corpus import CorpusError, detect_format
 from erc.corpus.inspect import inspect_corpus, mapping_yaml
 from erc.corpus.manifest import read_manifest
-from erc.corpus.mapping import MAPPING_FILE, load_mapping, parse_time, speaker_names
+from erc.corpus.mapping import MAPPING_FILE, load_mapping, speaker_names
+from erc.corpus.values import parse_time
 
 COLUMNS = ["Utterance", "Speaker", "Emotion", "Scene_ID", "Utterance_ID", "Season", "Episode",
            "Start_Time", "End_Time"]

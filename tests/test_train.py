@@ -406,3 +406,17 @@ def test_an_ensemble_averages_its_models_probabilities(tmp_path):
         f1_score(y, mean.argmax(1), average="weighted"))
     with pytest.raises(InputError, match="not one ensemble"):
         evaluate([models[0], models[2]], table, "dev")
+
+
+def test_training_uses_the_machine_unless_told_otherwise(ray_local):
+    """On the embedded Ray a worker gets its share of the CPUs (torch threads) and a GPU
+    only when there is one per worker; explicit settings stay as given."""
+    from erc.recipes import TrainConfig
+    from erc.train.loop import machine_resources
+
+    one = machine_resources(TrainConfig())
+    assert (one.cpus_per_worker, one.use_gpu) == (2, False)  # ray_local: 2 CPUs, no GPU
+    two = machine_resources(TrainConfig(num_workers=2))
+    assert two.cpus_per_worker == 1
+    given = machine_resources(TrainConfig(cpus_per_worker=3, use_gpu=True))
+    assert (given.cpus_per_worker, given.use_gpu) == (3, True)

@@ -23,6 +23,7 @@ import numpy as np
 
 from erc.backends.base import AUDIO_RATE, ModelRecord, ModelSpec, Transcript, Word, pick_device
 from erc.backends.registry import Backend, require_path
+from erc.errors import ConfigError
 
 _DEFAULT_TEMPERATURES = (0.0, 0.2, 0.4, 0.6, 0.8, 1.0)
 _PASSED = ("beam_size", "temperature", "condition_on_previous_text", "no_speech_threshold",
@@ -94,7 +95,7 @@ class WhisperASR(Backend):
         if spec.random_init:
             size = spec.name.split(".")[0]
             if size not in _WHISPER_DIMS:
-                raise ValueError(f"random_init knows the whisper sizes {sorted(_WHISPER_DIMS)}, "
+                raise ConfigError(f"random_init knows the whisper sizes {sorted(_WHISPER_DIMS)}, "
                                  f"not {spec.name!r}")
             state, heads, layers = _WHISPER_DIMS[size]
             dims = whisper.model.ModelDimensions(
@@ -141,7 +142,7 @@ class FasterWhisperASR(Backend):
         from faster_whisper import WhisperModel
 
         if spec.random_init:
-            raise ValueError("faster-whisper needs converted CTranslate2 weights; for a "
+            raise ConfigError("faster-whisper needs converted CTranslate2 weights; for a "
                              "random-init ASR use the openai-whisper backend")
         self.spec = spec
         self.device = pick_device(device)

@@ -27,6 +27,10 @@ class MissingWeightsError(ErcError, RuntimeError):
     """The weights a spec names cannot be found; the message says how to get them."""
 
 
+class UntrustedModelError(ErcError):
+    """Loading a model folder would run code from it, and nothing says it can be trusted."""
+
+
 @dataclass
 class ModelSpec:
     role: str  # one of ROLES

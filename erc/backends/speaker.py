@@ -38,6 +38,7 @@ import numpy as np
 from erc.backends.registry import Backend
 from erc.backends.base import (AUDIO_RATE, MissingWeightsError, ModelRecord, ModelSpec,
                                library_version, package_source, pick_device, sha256_of)
+from erc.errors import ConfigError
 
 
 def _check_audios(audios: Sequence[np.ndarray]) -> list[np.ndarray]:
@@ -174,14 +175,14 @@ def _architecture(spec: ModelSpec) -> str:
     wanted = (spec.options or {}).get("architecture")
     if wanted:
         if wanted not in ARCHITECTURES:
-            raise ValueError(f"unknown SpeechBrain architecture {wanted!r}: use 'xvector' or 'ecapa'")
+            raise ConfigError(f"unknown SpeechBrain architecture {wanted!r}: use 'xvector' or 'ecapa'")
         return wanted
     text = f"{spec.backend} {spec.name}".lower()
     if "ecapa" in text:
         return "ecapa"
     if "xvect" in text or "x-vect" in text:
         return "xvector"
-    raise ValueError(
+    raise ConfigError(
         f"cannot tell the SpeechBrain architecture from backend {spec.backend!r} / name "
         f"{spec.name!r}: use backend 'speechbrain-xvector' or 'speechbrain-ecapa', or "
         "options={'architecture': 'xvector' | 'ecapa'}")
@@ -229,7 +230,9 @@ class SpeechBrainEmbedder(Backend):
     Utterances are sorted by length and padded into batches of ``batch_size`` (default 16);
     relative lengths keep padding out of the pooling. Options: ``batch_size``,
     ``min_seconds`` (default 0.1), ``normalize`` (apply the model's ``mean_var_norm_emb``,
-    default False, as SpeechBrain's verification does), ``savedir``, ``architecture``.
+    default False, as SpeechBrain's verification does), ``savedir``, ``architecture``,
+    ``trust_model_code`` (from_hparams executes hyperparams.yaml: a folder from anywhere but
+    a registry package or a hub copy of speechbrain's is loaded only when this is true).
     Rows are SpeechBrain's raw embeddings (not L2-normalised); compare them by cosine.
     """
 
@@ -253,6 +256,9 @@ class SpeechBrainEmbedder(Backend):
                     "holding hyperparams.yaml and embedding_model.ckpt (e.g. a local copy of "
                     "speechbrain/spkrec-xvect-voxceleb or spkrec-ecapa-voxceleb), or "
                     "random_init=True for random weights (tests only)")
+            from erc.backends.registry import check_trust, source_of
+
+            check_trust(spec, source_of(spec, folder))  # from_hparams runs hyperparams.yaml
             text = hparams.read_text(encoding="utf-8")
             overrides = ({"pretrained_path": str(folder.resolve())}
                          if re.search(r"^pretrained_path\s*:", text, re.MULTILINE) else {})
@@ -272,7 +278,7 @@ class SpeechBrainEmbedder(Backend):
                 "embedding_model.ckpt, e.g. a copy of speechbrain/spkrec-ecapa-voxceleb), or "
                 "random_init=True for random weights of the same architecture (tests only)")
         if self.normalize and not hasattr(self.model.hparams, "mean_var_norm_emb"):
-            raise ValueError("options['normalize'] needs a model whose hyperparams define "
+            raise ConfigError("options['normalize'] needs a model whose hyperparams define "
                              "mean_var_norm_emb")
         self.model.eval()
         probe = self._forward([np.zeros(AUDIO_RATE, dtype=np.float32)])

@@ -11,6 +11,7 @@ import numpy as np
 
 from erc.backends.base import ModelRecord, ModelSpec, pick_device
 from erc.backends.registry import Backend, require_path
+from erc.errors import ConfigError
 
 
 class SentenceEmbedder(Backend):
@@ -20,7 +21,7 @@ class SentenceEmbedder(Backend):
         from sentence_transformers import SentenceTransformer
 
         if spec.random_init:
-            raise ValueError("sentence-transformers has no random_init here (the tokenizer "
+            raise ConfigError("sentence-transformers has no random_init here (the tokenizer "
                              "comes with the weights); the offline profile's all-MiniLM-L6-v2 "
                              "package is small and always installable")
         self.spec = spec

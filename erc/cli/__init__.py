@@ -28,10 +28,20 @@ from erc import __version__
 COMMANDS = ("run", "corpus", "preprocess", "qc", "train", "tune", "models")
 
 
+class Parser(argparse.ArgumentParser):
+    """argparse, with a bad command line reported on erc's one error path (one line, exit
+    status 2) instead of a usage block."""
+
+    def error(self, message: str):
+        from erc.errors import ConfigError
+
+        raise ConfigError(f"{self.prog}: {message} (see {self.prog} --help)")
+
+
 def build_parser() -> argparse.ArgumentParser:
     import importlib
 
-    parser = argparse.ArgumentParser(
+    parser = Parser(
         prog="erc", description="Multimodal emotion recognition in conversations, on Ray.")
     parser.add_argument("--version", action="version", version=f"erc {__version__}")
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
@@ -82,7 +92,7 @@ def main(argv: list[str] | None = None) -> int:
         if _expected(err):
             print(f"erc: error: {storage.redact(_message(err))}", file=sys.stderr)
             return 2
-        traceback.print_exc()
+        print(storage.redact(traceback.format_exc()), end="", file=sys.stderr)
         print(f"erc: internal error ({type(err).__name__}): this is a bug in erc {__version__}; "
               "please report it with the traceback above", file=sys.stderr)
         return 1

@@ -48,7 +48,7 @@ def cmd_inspect(args) -> int:
     inspection = inspect_corpus(Path(args.path))
     print(format_inspection(inspection) + "\n\nsuggested mapping:\n\n" + mapping_yaml(inspection))
     if args.write:
-        io.write_text(args.write, mapping_yaml(inspection))
+        io.write_new_text(args.write, mapping_yaml(inspection), overwrite=args.overwrite)
         print(f"written to {args.write}: edit it, then erc corpus ingest {args.path} --mapping {args.write}")
     return 0
 
@@ -65,10 +65,16 @@ def cmd_summary(args) -> int:
 
 
 def cmd_formats(args) -> int:
-    from erc.corpus import FORMATS
+    import yaml
 
-    for name, (_, _, description) in FORMATS.items():
-        print(f"{name:14} {description}")
+    from erc.corpus import FORMATS
+    from erc.settings import options
+
+    for name, format in FORMATS.items():
+        print(f"{name:14} {format.description}")
+        for option in options(format.options):
+            default = yaml.safe_dump(option.default, default_flow_style=True).strip()
+            print(f"{'':16}-o {option.name}={default.removesuffix(chr(10) + '...')}  {option.help}")
     return 0
 
 
@@ -110,6 +116,8 @@ def register(commands) -> None:
                     "pass to `erc corpus ingest --mapping`.")
     inspect.add_argument("path", help="manifest file or folder of manifest files")
     inspect.add_argument("--write", metavar="FILE", help="also write the suggested mapping to FILE")
+    inspect.add_argument("--overwrite", action="store_true",
+                         help="replace FILE when it exists (an edited mapping is lost)")
     inspect.set_defaults(func=cmd_inspect)
 
     summary = sub.add_parser("summary", help="print the summary of an ingested corpus",

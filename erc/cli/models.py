@@ -54,6 +54,7 @@ def describe_profile(name: str, overrides: dict[str, dict] | None = None) -> lis
                 row["note"] = "random weights (no weights needed)"
             elif location.path is None:
                 row["note"] = "downloaded on first use"
+        row["code"] = registry.code_note(spec, row["source"])
         rows.append(row)
     return rows
 
@@ -80,6 +81,8 @@ def cmd_list(args) -> int:
                 else:
                     print(f"{head} MISSING")
                     print("\n".join(f"  {'':12} {line}" for line in row["missing"].splitlines()))
+                if row["code"]:
+                    print(f"  {'':12} note: {row['code']}")
     missing = [r for r in rows if not r["found"]]
     if args.check and missing:
         raise MissingWeightsError(f"--check: no weights for {len(missing)} model(s): " + ", ".join(
@@ -109,7 +112,10 @@ def register(commands) -> None:
         "models", help="list the models of each role and fetch weights",
         description="The model of each role (asr, face_detect, face_embed, speaker, text) by "
                     "profile: 'offline' uses only weights that pip packages carry; 'paper' the "
-                    "reference method's models (local paths, erc's cache or a hub).")
+                    "reference method's models (local paths, erc's cache or a hub). Some model "
+                    "folders can run code when loaded (SpeechBrain's hyperparams.yaml, pickled "
+                    "YOLO checkpoints): the list says which, and erc loads them only from a "
+                    "known source, safely, or with trust_model_code: true in the model options.")
     sub = models.add_subparsers(dest="models_command", required=True, metavar="COMMAND")
 
     ls = sub.add_parser(

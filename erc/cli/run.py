@@ -48,7 +48,7 @@ def _run(config, config_path, args) -> int:
     from erc.stages.main import RUN_LOG, run_main
 
     io.claim(config.output_dir, overwrite=args.overwrite)
-    with console.run_log(Path(config.output_dir) / RUN_LOG) as log:
+    with io.locked(config.output_dir), console.run_log(Path(config.output_dir) / RUN_LOG) as log:
         print(f"erc {__version__}: main job, config {config_path}")
         ray = config.ray
         print(f"[ray] {runtime.connect(ray.address, ray.num_cpus, ray.num_gpus, ray.dashboard)}")

@@ -3,24 +3,38 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
 
 from erc.corpus import iemocap, manifest, meld, ravdess
-from erc.corpus.base import CorpusError, IngestResult
+from erc.corpus.base import CorpusError, IngestResult, ReaderOptions
+from erc.corpus.mapping import ManifestMapping
 
-# format name -> (recogniser, reader, one-line description)
-FORMATS: dict[str, tuple[Callable[[Path], bool], Callable[..., IngestResult], str]] = {
-    "meld": (meld.looks_like, meld.read_meld,
-             "MELD *_sent_emo.csv files (+ MELD.Raw clips with media_root)"),
-    "iemocap": (iemocap.looks_like_release, iemocap.read_iemocap_release,
-                "IEMOCAP_full_release folder (Session*/dialog, sentences/wav, avi)"),
-    "iemocap_text": (iemocap.looks_like_text, iemocap.read_iemocap_text,
-                     "IEMOCAP text-only CSVs (iemocap_train.csv, iemocap_valid.csv, ...)"),
-    "ravdess": (ravdess.looks_like, ravdess.read_ravdess,
-                "RAVDESS Actor_*/MM-VV-EE-II-SS-RR-AA.{wav,flac,mp4}"),
-    "manifest": (manifest.looks_like, manifest.read_manifest,
-                 "manifest (.csv, .jsonl, .parquet) of utterances, or a folder of them with a mapping"),
+
+@dataclass(frozen=True)
+class Format:
+    """One corpus format: how to recognise it, its reader, its typed options."""
+    recognise: Callable[[Path], bool]
+    read: Callable[..., IngestResult]  # read(path, **options)
+    options: type[ReaderOptions]  # the reader options (-o KEY=VALUE, corpus.options)
+    description: str
+
+
+FORMATS: dict[str, Format] = {
+    "meld": Format(meld.looks_like, meld.read_meld, meld.MeldOptions,
+                   "MELD *_sent_emo.csv files (+ MELD.Raw clips with media_root)"),
+    "iemocap": Format(iemocap.looks_like_release, iemocap.read_iemocap_release,
+                      iemocap.IemocapOptions,
+                      "IEMOCAP_full_release folder (Session*/dialog, sentences/wav, avi)"),
+    "iemocap_text": Format(iemocap.looks_like_text, iemocap.read_iemocap_text,
+                           iemocap.IemocapTextOptions,
+                           "IEMOCAP text-only CSVs (iemocap_train.csv, iemocap_valid.csv, ...)"),
+    "ravdess": Format(ravdess.looks_like, ravdess.read_ravdess, ravdess.RavdessOptions,
+                      "RAVDESS Actor_*/MM-VV-EE-II-SS-RR-AA.{wav,flac,mp4}"),
+    "manifest": Format(manifest.looks_like, manifest.read_manifest, ManifestMapping,
+                       "manifest (.csv, .jsonl, .parquet) of utterances, or a folder of them "
+                       "with a mapping (option mapping: FILE)"),
 }
 
 
@@ -32,20 +46,26 @@ def detect_format(path: Path, options: dict | None = None) -> str:
         raise CorpusError(f"{path}: no such file or folder")
     if (options or {}).get("mapping") or manifest.has_mapping_file(path):
         return "manifest"
-    for name, (recognise, _, _) in FORMATS.items():
-        if recognise(path):
+    for name, format in FORMATS.items():
+        if format.recognise(path):
             return name
     raise CorpusError(
         f"{path}: cannot tell the corpus format; pass --format, one of {', '.join(FORMATS)}"
     )
 
 
-def read_corpus(path: Path, format: str | None = None, **options) -> IngestResult:
-    """Reads a corpus in the given (or detected) format; options go to its reader."""
+def read_corpus(path: Path, format: str | None = None, options: dict | None = None,
+                **more) -> IngestResult:
+    """Reads a corpus in the given (or detected) format; ``options`` (and ``more``) are
+    its reader's, checked against the format's options: an unknown key or a wrong type is
+    a ConfigError naming it. Every input row is kept or recorded as a problem."""
+    options = {**(options or {}), **more}
     name = format or detect_format(path, options)
     if name not in FORMATS:
         raise CorpusError(f"unknown corpus format {name!r}; known: {', '.join(FORMATS)}")
-    return FORMATS[name][1](Path(path), **options)
+    result = FORMATS[name].read(Path(path), **options)
+    result.check_accounting()
+    return result
 
 
-__all__ = ["FORMATS", "CorpusError", "IngestResult", "detect_format", "read_corpus"]
+__all__ = ["FORMATS", "CorpusError", "Format", "IngestResult", "detect_format", "read_corpus"]

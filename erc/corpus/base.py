@@ -1,25 +1,56 @@
-"""What every corpus reader shares: the result type, lenient text decoding, and a
-collector that turns candidate rows into kept rows or problem rows (never losing one)."""
+"""What every corpus reader shares: the options every format takes (limits), the result
+type, lenient text decoding, strict CSV records, and a collector that turns each input row
+into a kept row or a problem row (never losing one).
+
+Row accounting: a reader passes the rows of each source through ``RowCollector.rows``,
+which counts them; each must then end kept (``add``) or recorded with a reason
+(``reject``). ``IngestResult.check_accounting`` is the one check that the counts agree; a
+violation is a bug in a reader and stops the ingest before anything is written.
+"""
 
 from __future__ import annotations
 
-from erc.errors import ErcError
-
 import csv
-import io
+import itertools
 import os
 from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Iterable, Iterator
+from typing import Annotated, Iterable, Iterator, TypeVar
 
 import pyarrow as pa
+from pydantic import Field
 
+from erc.errors import ErcError, preview
 from erc.schema import PROBLEM_REASONS, problem_table, utterance_table
+
+T = TypeVar("T")
+# erc limits fields itself (max_field_bytes, one row set aside); the csv module's own limit
+# (128 KiB) would abort the whole file with an error naming no line.
+csv.field_size_limit(2**31 - 1)
 
 
 class CorpusError(ErcError, ValueError):
     """The input as a whole cannot be read (missing file or column): nothing to record per row."""
+
+
+class RowAccountingError(RuntimeError):
+    """Input rows != kept + problem rows: a reader lost or invented a row (a bug in erc)."""
+
+
+@dataclass
+class ReaderOptions:
+    """The options every corpus format takes: limits on what one row may hold."""
+    max_field_bytes: Annotated[int, Field(ge=1)] = 128 << 10  # a longer field sets its row aside (field_too_large)
+
+
+def reader_options(cls: type[T], options: dict, format: str) -> T:
+    """The reader options of ``format`` as its typed dataclass ``cls``; a ConfigError names
+    an unknown option or a value of the wrong type."""
+    from erc.settings import validate
+
+    data = {key: str(value) if isinstance(value, Path) else value for key, value in options.items()}
+    return validate(cls, data, f"reader options of {format}")
 
 
 @dataclass
@@ -35,11 +66,12 @@ class IngestResult:
     media: set[str] = field(default_factory=set)
 
     def check_accounting(self) -> None:
+        """Input rows = kept rows + problem rows, or RowAccountingError."""
         kept, dropped = self.utterances.num_rows, self.problems.num_rows
         if kept + dropped != self.n_input:
-            raise AssertionError(
-                f"row accounting broken: {self.n_input} input rows, {kept} kept + {dropped} problems"
-            )
+            raise RowAccountingError(
+                f"row accounting broken: {self.n_input} input rows, {kept} kept + {dropped} "
+                f"problems; nothing was written")
 
 
 class RowCollector:
@@ -47,7 +79,7 @@ class RowCollector:
 
     def __init__(self, corpus: str):
         self.corpus = corpus
-        self.rows: list[dict] = []
+        self.rows_kept: list[dict] = []
         self.problems: list[dict] = []
         self.repairs: Counter = Counter()
         self.sources: list[str] = []
@@ -55,9 +87,15 @@ class RowCollector:
         self.n_input = 0
         self._seen_ids: dict[str, str] = {}
 
+    def rows(self, records: Iterable[T]) -> Iterator[T]:
+        """The input rows of one source, each counted as it is taken: the reader must then
+        keep it (``add``) or record why not (``reject``)."""
+        for record in records:
+            self.n_input += 1
+            yield record
+
     def add(self, row: dict, *, source: str, line: int | None) -> None:
-        """Counts one input row and keeps it unless its id was seen before."""
-        self.n_input += 1
+        """Keeps one input row unless its id was seen before (then it is a problem)."""
         uid = row["utterance_id"]
         if uid in self._seen_ids:
             self._record(
@@ -67,16 +105,16 @@ class RowCollector:
             return
         self._seen_ids[uid] = f"{source}:{line}" if line is not None else source
         row.setdefault("corpus", self.corpus)
-        self.rows.append(row)
+        self.rows_kept.append(row)
 
     def reject(self, reason: str, detail: str, *, source: str, line: int | None,
                split: str | None = None, utterance_id: str | None = None) -> None:
-        """Counts one input row and records why it was set aside."""
-        self.n_input += 1
+        """Records why one input row was set aside."""
         self._record(source, line, split, utterance_id, reason, detail)
 
     def _record(self, source, line, split, uid, reason, detail) -> None:
-        assert reason in PROBLEM_REASONS, reason
+        if reason not in PROBLEM_REASONS:
+            raise ValueError(f"unknown problem reason {reason!r}: add it to erc.schema.PROBLEM_REASONS")
         self.problems.append(
             {"corpus": self.corpus, "split": split, "source": source, "line": line,
              "utterance_id": uid, "reason": reason, "detail": detail}
@@ -84,7 +122,7 @@ class RowCollector:
 
     def result(self) -> IngestResult:
         result = IngestResult(
-            utterances=utterance_table(self.rows),
+            utterances=utterance_table(self.rows_kept),
             problems=problem_table(self.problems),
             n_input=self.n_input,
             repairs=self.repairs,
@@ -127,12 +165,25 @@ class CsvRecord:
     fields: dict[str, str]
     line: int  # 1-based physical line where the record starts
     encoding: str | None  # None, "cp1252" or "undecodable" (worst of its lines)
+    # (reason, detail) when the record cannot be read as a row; fields is then empty
+    problem: tuple[str, str] | None = None
 
 
-def read_csv_records(path: Path, required: Iterable[str]) -> Iterator[CsvRecord]:
-    """Reads a CSV file record by record, decoding each physical line on its own so
-    one bad byte spoils one record, not the file. Raises CorpusError when the file is
-    missing, empty or lacks a required column."""
+def too_large(value: str, limit: int) -> bool:
+    """Whether a text is longer than ``limit`` bytes in UTF-8 (cheap for short texts)."""
+    return len(value) > limit or (len(value) * 4 > limit and len(value.encode("utf-8")) > limit)
+
+
+def read_csv_records(path: Path, required: Iterable[str],
+                     max_field_bytes: int = ReaderOptions.max_field_bytes) -> Iterator[CsvRecord]:
+    """Reads a CSV file record by record, strictly: each physical line is decoded on its
+    own (one bad byte spoils one record, not the file); a record the CSV grammar rejects
+    (a quote never closed, text after a closing quote), one with more or fewer values than
+    the header has columns, and one with a field over ``max_field_bytes`` come back with a
+    ``problem``. After a quoting problem, reading resumes on the line after the record's
+    first line, so a stray quote costs one row, not the rest of the file. Raises
+    CorpusError when the file is missing, empty, has an unreadable header, a column twice,
+    or lacks a required column."""
     if not path.is_file():
         raise CorpusError(f"{path}: no such file")
     lines = path.read_bytes().splitlines(keepends=True)
@@ -146,24 +197,86 @@ def read_csv_records(path: Path, required: Iterable[str]) -> Iterator[CsvRecord]
     if decoded[0].startswith("\ufeff"):
         decoded[0] = decoded[0][1:]
 
-    reader = csv.reader(io.StringIO("".join(decoded), newline=""))
-    header = [h.strip() for h in next(reader)]
+    header_reader = csv.reader(iter(decoded), strict=True)
+    try:
+        header = [h.strip() for h in next(header_reader)]
+    except (csv.Error, StopIteration) as err:
+        raise CorpusError(f"{path}: line 1: cannot read the header row ({err})") from None
+    twice = sorted({h for h in header if header.count(h) > 1})
+    if twice:
+        raise CorpusError(f"{path}: line 1: column(s) {', '.join(map(repr, twice))} appear more "
+                          f"than once in the header")
     missing = [c for c in required if c not in header]
     if missing:
-        raise CorpusError(
-            f"{path}: missing column(s) {', '.join(missing)}; found {', '.join(header)}"
-        )
-    start = reader.line_num  # physical lines consumed so far
-    for values in reader:
-        end = reader.line_num
-        if not any(v.strip() for v in values):
-            start = end
-            continue
+        raise CorpusError(f"{path}: missing column(s) {', '.join(missing)}; found "
+                          f"{preview(', '.join(header), 200)}")
+    for start, end, values, error in _csv_records(decoded, header_reader.line_num, len(header)):
+        if values is not None and not any(v.strip() for v in values):
+            continue  # a blank line is no row
         span = flags[start:end]
         encoding = "undecodable" if "undecodable" in span else ("cp1252" if "cp1252" in span else None)
-        padded = values + [""] * (len(header) - len(values))
-        yield CsvRecord(dict(zip(header, padded)), start + 1, encoding)
-        start = end
+        line = start + 1
+        problem = None
+        if error is not None:
+            until = "the end of the file" if end >= len(decoded) else f"line {end}"
+            # An odd number of quotes on the record's line: one of them has no partner (it
+            # ran into a later field's quote, another line or the end of the file).
+            unpaired = decoded[start].count('"') % 2 == 1
+            problem = (("unterminated_quote", f"a quote on line {line} is not closed where its "
+                        f"field ends (the CSV parser ran to {until}: {error}); the lines "
+                        f"after it are read on their own")
+                       if unpaired or end - start > 1 or "end of data" in error else
+                       ("malformed_row", f"not a CSV record: {error}"))
+        elif len(values) != len(header):
+            problem = ("bad_field_count", f"{len(values)} values for the header's {len(header)} "
+                       f"columns (a comma in an unquoted field, or a cut row)")
+        else:
+            big = next((h for h, v in zip(header, values) if too_large(v, max_field_bytes)), None)
+            if big is not None:
+                size = len(values[header.index(big)].encode("utf-8", "replace"))
+                problem = ("field_too_large", f"column {big!r} holds {size:,} bytes; the limit is "
+                           f"{max_field_bytes:,} (reader option max_field_bytes)")
+        fields = dict(zip(header, values)) if problem is None else {}
+        yield CsvRecord(fields, line, encoding, problem)
+
+
+def _csv_records(lines: list[str], first: int, width: int
+                 ) -> Iterator[tuple[int, int, list[str] | None, str | None]]:
+    """(index of the record's first line, index after its last, values or None, the CSV
+    error or None) of each record of ``lines[first:]``. After an error, or a record that
+    ran over several lines into the wrong number of values (a quote that swallowed the
+    rows after it), parsing starts again on the line after the record's first."""
+    position = first
+    while position < len(lines):
+        reader = csv.reader(itertools.islice(lines, position, None), strict=True)
+        start, restart = position, None
+        while restart is None:
+            try:
+                values = next(reader)
+            except StopIteration:
+                return
+            except csv.Error as err:
+                yield start, position + reader.line_num, None, str(err)
+                restart = start + 1
+                continue
+            end = position + reader.line_num
+            if end - start > 1 and len(values) != width:
+                yield start, end, None, f"the quoted text ran over {end - start} lines"
+                restart = start + 1
+                continue
+            yield start, end, values, None
+            start = end
+        position = restart
+
+
+def media_problem(path: Path, column: str = "media") -> tuple[str, str] | None:
+    """("missing_media" | "media_not_a_file", detail) for a media path that cannot be a
+    clip, else None."""
+    if not path.exists():
+        return "missing_media", f"{column} {path} does not exist"
+    if not path.is_file():
+        return "media_not_a_file", f"{column} {path} is {'a folder' if path.is_dir() else 'not a regular file'}"
+    return None
 
 
 def resolve_inside(root: Path, relative: str, allow_outside: bool) -> Path | None:
@@ -174,8 +287,7 @@ def resolve_inside(root: Path, relative: str, allow_outside: bool) -> Path | Non
         path = root / path
     path = Path(os.path.normpath(path))
     if not allow_outside:
-        try:
-            path.resolve().relative_to(root.resolve())
-        except ValueError:
+        resolved = path.resolve()  # ValueError for a NUL byte: no path at all
+        if resolved != root.resolve() and root.resolve() not in resolved.parents:
             return None
     return path

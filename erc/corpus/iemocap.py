@@ -14,20 +14,40 @@ Speakers are identities, ``Ses01_F``: one actress and one actor per session.
 
 from __future__ import annotations
 
+import math
 import re
+from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Annotated
 
-from erc.corpus.base import CorpusError, IngestResult, RowCollector, decode_line, read_csv_records
+from pydantic import Field
+
+from erc.corpus.base import (CorpusError, IngestResult, ReaderOptions, RowCollector, decode_line,
+                             media_problem, read_csv_records, reader_options, too_large)
+from erc.corpus.values import RowProblem, parse_turn
+from erc.errors import preview
 
 CODES = {"neu": "neutral", "hap": "happy", "sad": "sad", "ang": "angry",
          "exc": "excited", "fru": "frustrated"}
 LABELS = tuple(CODES.values())
 OTHER_CODES = {"sur": "surprised", "fea": "fearful", "dis": "disgusted", "oth": "other",
                "xxx": "no agreement"}
-DEFAULT_SESSION_SPLITS = {1: "train", 2: "train", 3: "train", 4: "dev", 5: "test"}
 
 _UTT_ID = re.compile(r"^(Ses\d\d)[FM]_.+_([FM])[A-Z]*\d+$")
-_TRANSCRIPT_LINE = re.compile(r"^(\S+)\s+\[(\d+(?:\.\d+)?)-(\d+(?:\.\d+)?)\]:\s?(.*)$")
+_TRANSCRIPT_LINE = re.compile(r"^(\S+)\s+\[([0-9]+(?:\.[0-9]+)?)-([0-9]+(?:\.[0-9]+)?)\]:\s?(.*)$")
+
+
+@dataclass
+class IemocapOptions(ReaderOptions):
+    """The IEMOCAP_full_release reader's options."""
+    session_splits: dict[int, Annotated[str, Field(min_length=1)]] = field(default_factory=lambda: {1: "train", 2: "train", 3: "train", 4: "dev", 5: "test"})  # session number -> split; sessions not named are not read
+    keep_missing_media: bool = False  # keep rows with neither a sentence wav nor a dialogue video
+
+
+@dataclass
+class IemocapTextOptions(ReaderOptions):
+    """The IEMOCAP text-csv reader's options."""
+    splits: list[str] | None = None  # read only these splits (train, dev, valid, test)
 _EMO_LINE = re.compile(r"^\[(\d+(?:\.\d+)?)\s*-\s*(\d+(?:\.\d+)?)\]\s+(\S+)\s+(\S+)")
 
 
@@ -45,7 +65,8 @@ def _label(code: str, collector: RowCollector, where: dict) -> str | None:
         collector.reject("excluded_label", f"{code} ({OTHER_CODES[code]}) is outside the 6-class set",
                          **where)
     else:
-        collector.reject("unknown_label", f"emotion {code!r} is not an IEMOCAP code", **where)
+        collector.reject("unknown_label", f"emotion {preview(code, 40)} is not an IEMOCAP code",
+                         **where)
     return None
 
 
@@ -60,26 +81,40 @@ def looks_like_text(path: Path) -> bool:
     return path.is_dir() and any((path / f).is_file() for f in TEXT_SPLIT_FILES.values())
 
 
-def read_iemocap_text(path: Path, splits: list[str] | None = None) -> IngestResult:
+def read_iemocap_text(path: Path, /, **options) -> IngestResult:
+    """Reads the text-only csvs; ``options`` are IemocapTextOptions fields."""
+    opts = reader_options(IemocapTextOptions, options, "iemocap_text")
     path = Path(path)
+    unknown = sorted(set(opts.splits or ()) - set(TEXT_SPLIT_FILES))
+    if unknown:
+        raise CorpusError(f"reader options of iemocap_text: splits: {preview(unknown)} are not "
+                          f"splits of the text csvs ({', '.join(TEXT_SPLIT_FILES)})")
     out = RowCollector("iemocap")
     for split, file_name in TEXT_SPLIT_FILES.items():
         csv_path = path / file_name
-        if (splits and split not in splits) or not csv_path.is_file():
+        if (opts.splits and split not in opts.splits) or not csv_path.is_file():
             continue
         source = str(csv_path)
         out.sources.append(source)
-        for record in read_csv_records(csv_path, TEXT_COLUMNS):
+        for record in out.rows(read_csv_records(csv_path, TEXT_COLUMNS, opts.max_field_bytes)):
+            where = dict(source=source, line=record.line, split=split)
+            if record.problem is not None:
+                out.reject(*record.problem, **where)
+                continue
             f = record.fields
-            dia, turn = f["Dialogue_ID"].strip(), f["Utterance_ID"].strip()
-            uid = f"iemocap/{split}/{dia}/{turn}"
-            where = dict(source=source, line=record.line, split=split, utterance_id=uid)
+            dia, turn_text = f["Dialogue_ID"].strip(), f["Utterance_ID"].strip()
+            where.update(utterance_id=f"iemocap/{split}/{dia[:80]}/{turn_text[:40]}")
             if record.encoding == "undecodable":
                 out.reject("bad_encoding", "bytes neither UTF-8 nor cp1252", **where)
                 continue
-            if not dia or not (turn.isascii() and turn.isdigit()) or f["Speaker"].strip() not in ("F", "M"):
-                out.reject("missing_field", f"dialogue={dia!r} turn={turn!r} "
-                           f"speaker={f['Speaker']!r}", **where)
+            try:
+                turn = parse_turn(turn_text, "Utterance_ID")
+            except RowProblem as failure:
+                out.reject(failure.reason, failure.detail, **where)
+                continue
+            if not dia or f["Speaker"].strip() not in ("F", "M"):
+                out.reject("missing_field", f"dialogue={preview(dia, 40)} "
+                           f"speaker={preview(f['Speaker'], 40)} (F or M)", **where)
                 continue
             emotion = _label(f["Emotion"], out, where)
             if emotion is None:
@@ -87,9 +122,10 @@ def read_iemocap_text(path: Path, splits: list[str] | None = None) -> IngestResu
             if record.encoding:
                 out.repairs["iemocap text decoded as cp1252"] += 1
             out.add(
-                {"utterance_id": uid, "split": split, "dialogue_id": dia, "turn": int(turn),
-                 "speaker": speaker_identity(dia, f["Speaker"].strip()), "text": f["Utterance"],
-                 "emotion": emotion, "meta": {"speaker_label": f["Speaker"].strip()}},
+                {"utterance_id": where["utterance_id"], "split": split, "dialogue_id": dia,
+                 "turn": turn, "speaker": speaker_identity(dia, f["Speaker"].strip()),
+                 "text": f["Utterance"], "emotion": emotion,
+                 "meta": {"speaker_label": f["Speaker"].strip()}},
                 source=source, line=record.line,
             )
     if not out.sources:
@@ -124,20 +160,22 @@ def _emotion_codes(path: Path) -> dict[str, str]:
     return codes
 
 
-def read_iemocap_release(path: Path, session_splits: dict[int, str] | None = None,
-                         keep_missing_media: bool = False) -> IngestResult:
+def read_iemocap_release(path: Path, /, **options) -> IngestResult:
+    """Reads an IEMOCAP_full_release tree; ``options`` are IemocapOptions fields. Every
+    transcript line that starts with an utterance id is an input row; other lines
+    (``M: [BREATHING]``) are not rows."""
+    opts = reader_options(IemocapOptions, options, "iemocap")
     path = Path(path)
     if not looks_like_release(path):
         raise CorpusError(f"{path}: no Session*/dialog/transcriptions folder (IEMOCAP_full_release)")
-    session_splits = session_splits or DEFAULT_SESSION_SPLITS
     out = RowCollector("iemocap")
     for session_dir in sorted(path.glob("Session[0-9]")):
         session = int(session_dir.name[-1])
-        split = session_splits.get(session)
+        split = opts.session_splits.get(session)
         if split is None:
             continue
         for transcript in sorted((session_dir / "dialog" / "transcriptions").glob("*.txt")):
-            if transcript.name.startswith("._"):
+            if transcript.name.startswith("._") or not transcript.is_file():
                 continue
             dialogue = transcript.stem
             source = str(transcript)
@@ -145,22 +183,30 @@ def read_iemocap_release(path: Path, session_splits: dict[int, str] | None = Non
             codes = _emotion_codes(session_dir / "dialog" / "EmoEvaluation" / transcript.name)
             video = session_dir / "dialog" / "avi" / "DivX" / f"{dialogue}.avi"
             entries = []
-            for number, text, flag in _read_lines(transcript):
+            utterance_lines = ((number, text, flag) for number, text, flag in _read_lines(transcript)
+                               if _UTT_ID.match(text.split(None, 1)[0]))
+            for number, text, flag in out.rows(utterance_lines):
+                utt_id = text.split(None, 1)[0]
+                where = dict(source=source, line=number, split=split, utterance_id=f"iemocap/{utt_id}")
                 match = _TRANSCRIPT_LINE.match(text)
-                if not match or not _UTT_ID.match(match.group(1)):
-                    continue  # non-utterance lines: breathing, laughter and XX speakers
-                entries.append((float(match.group(2)), number, flag, match))
+                times = (float(match.group(2)), float(match.group(3))) if match else None
+                if times is None or not all(map(math.isfinite, times)):
+                    out.reject("bad_time", f"expected '{utt_id} [START-END]: text' with times in "
+                               f"seconds, got {preview(text, 80)}", **where)
+                    continue
+                entries.append((times[0], times[1], number, flag, utt_id, match.group(4), where))
             # Transcription files are not always in time order; turns follow time.
             entries.sort(key=lambda e: e[0])
-            for turn, (start, number, flag, match) in enumerate(entries):
-                utt_id, end, words = match.group(1), float(match.group(3)), match.group(4)
-                uid = f"iemocap/{utt_id}"
-                where = dict(source=source, line=number, split=split, utterance_id=uid)
+            for turn, (start, end, number, flag, utt_id, words, where) in enumerate(entries):
                 if flag == "undecodable":
                     out.reject("bad_encoding", "bytes neither UTF-8 nor cp1252", **where)
                     continue
+                if too_large(words, opts.max_field_bytes):
+                    out.reject("field_too_large", f"the text is longer than {opts.max_field_bytes:,} "
+                               f"bytes (reader option max_field_bytes)", **where)
+                    continue
                 if end <= start:
-                    out.reject("bad_time", f"segment [{start}, {end}]", **where)
+                    out.reject("bad_time", f"segment [{start}, {end}] ends before it starts", **where)
                     continue
                 if utt_id not in codes:
                     out.reject("unknown_label", "no EmoEvaluation entry", **where)
@@ -171,14 +217,20 @@ def read_iemocap_release(path: Path, session_splits: dict[int, str] | None = Non
                 if flag == "cp1252":
                     out.repairs["iemocap transcript decoded as cp1252"] += 1
                 wav = session_dir / "sentences" / "wav" / dialogue / f"{utt_id}.wav"
+                out.media.update((str(wav), str(video)))
                 has_video, has_wav = video.is_file(), wav.is_file()
-                if not (has_video or has_wav) and not keep_missing_media:
-                    out.reject("missing_media", f"neither {wav.name} nor {video.name} found", **where)
-                    continue
+                if not (has_video or has_wav):
+                    not_files = [p for p in (wav, video) if p.exists()]
+                    if not_files:
+                        out.reject(*media_problem(not_files[0]), **where)
+                        continue
+                    if not opts.keep_missing_media:
+                        out.reject("missing_media", f"neither {wav.name} nor {video.name} found", **where)
+                        continue
                 gender = _UTT_ID.match(utt_id).group(2)
                 out.add(
-                    {"utterance_id": uid, "split": split, "dialogue_id": dialogue, "turn": turn,
-                     "speaker": speaker_identity(dialogue, gender), "text": words,
+                    {"utterance_id": where["utterance_id"], "split": split, "dialogue_id": dialogue,
+                     "turn": turn, "speaker": speaker_identity(dialogue, gender), "text": words,
                      "emotion": emotion,
                      "media_path": str(video) if has_video else (str(wav) if has_wav else None),
                      "audio_path": str(wav) if has_wav else None,

@@ -21,8 +21,9 @@ from pathlib import Path
 
 from erc.corpus.base import CorpusError
 from erc.corpus.manifest import read_records
-from erc.corpus.mapping import (FIELDS, MANIFEST_SUFFIXES, MAPPING_FILE, blank, parse_time,
-                                source_columns, speaker_names)
+from erc.corpus.mapping import (FIELDS, MANIFEST_SUFFIXES, MAPPING_FILE, source_columns,
+                                speaker_names)
+from erc.corpus.values import blank, parse_time
 
 MAX_ROWS_PER_FILE = 200_000
 MAX_LABELS = 40  # more distinct values than this is no label column
@@ -126,9 +127,10 @@ def inspect_corpus(path: str | Path) -> Inspection:
     read = []
     for index, file in enumerate(files):
         n = 0
-        for _, raw, _ in read_records(file):
-            if "__error__" in raw:
+        for record in read_records(file):
+            if record.problem is not None:
                 continue
+            raw = record.fields
             n += 1
             rows.append((index, raw))
             for name, value in raw.items():

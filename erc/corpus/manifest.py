@@ -29,12 +29,14 @@ import json
 from pathlib import Path
 from typing import Iterator
 
+import pyarrow as pa
 import pyarrow.parquet as pq
 
-from erc.corpus.base import (CorpusError, IngestResult, RowCollector, decode_line,
-                             read_csv_records, resolve_inside)
-from erc.corpus.mapping import (MANIFEST_SUFFIXES, MAPPING_FILE, blank, load_mapping,
-                                parse_time)
+from erc.corpus.base import (CorpusError, CsvRecord, IngestResult, ReaderOptions, RowCollector,
+                             decode_line, media_problem, read_csv_records, resolve_inside)
+from erc.corpus.mapping import MANIFEST_SUFFIXES, MAPPING_FILE, load_mapping
+from erc.corpus.values import RowProblem, blank, parse_time, parse_turn, text_value
+from erc.errors import preview
 
 
 def looks_like(path: Path) -> bool:
@@ -47,12 +49,14 @@ def has_mapping_file(path: Path) -> bool:
     return path.is_dir() and (path / MAPPING_FILE).is_file()
 
 
-def read_records(path: Path) -> Iterator[tuple[int, dict, str | None]]:
-    """(line or row number, fields, encoding flag) for each record of the manifest."""
+def read_records(path: Path, max_field_bytes: int = ReaderOptions.max_field_bytes
+                 ) -> Iterator[CsvRecord]:
+    """Each record of a manifest file, with its line (row) number and, when it cannot be
+    read as a row, its problem: CSV records as ``read_csv_records`` reads them; a JSON
+    line that is invalid or not an object is malformed_row."""
     suffix = path.suffix.lower()
     if suffix == ".csv":
-        for rec in read_csv_records(path, ()):
-            yield rec.line, rec.fields, rec.encoding
+        yield from read_csv_records(path, (), max_field_bytes)
     elif suffix in (".jsonl", ".ndjson"):
         for number, raw in enumerate(path.read_bytes().splitlines(), start=1):
             if not raw.strip():
@@ -60,21 +64,27 @@ def read_records(path: Path) -> Iterator[tuple[int, dict, str | None]]:
             text, flag = decode_line(raw)
             try:
                 fields = json.loads(text)
-                if not isinstance(fields, dict):
-                    raise ValueError("not an object")
-            except ValueError as err:
-                yield number, {"__error__": f"invalid JSON: {err}"}, flag
+            except (ValueError, RecursionError) as err:
+                yield CsvRecord({}, number, flag, ("malformed_row", f"invalid JSON: "
+                                                   f"{preview(str(err), 120)}"))
                 continue
-            yield number, fields, flag
+            if not isinstance(fields, dict):
+                yield CsvRecord({}, number, flag, ("malformed_row", f"a JSON line must be an "
+                                                   f"object, got {type(fields).__name__}"))
+                continue
+            yield CsvRecord(fields, number, flag)
     elif suffix == ".parquet":
-        table = pq.read_table(path)
-        for number, fields in enumerate(table.to_pylist(), start=1):
-            yield number, fields, None
+        try:
+            rows = pq.read_table(path).to_pylist()
+        except (pa.ArrowException, OSError, ValueError) as err:
+            raise CorpusError(f"{path}: not a readable Parquet file ({preview(str(err), 200)})") from None
+        for number, fields in enumerate(rows, start=1):
+            yield CsvRecord(fields, number, None)
     else:
         raise CorpusError(f"{path}: manifest must be .csv, .jsonl or .parquet")
 
 
-def read_manifest(path: Path, mapping: str | Path | dict | None = None,
+def read_manifest(path: Path, /, mapping: str | Path | dict | None = None,
                   **options) -> IngestResult:
     """Reads a manifest file, or a folder of them, into the utterance table. ``mapping``
     is a mapping file (a relative path is taken from the corpus folder) or dict; without
@@ -86,8 +96,8 @@ def read_manifest(path: Path, mapping: str | Path | dict | None = None,
     folder = path if path.is_dir() else path.parent
     if mapping is None and has_mapping_file(path):
         mapping = path / MAPPING_FILE
-    if isinstance(mapping, (str, Path)) and not Path(mapping).is_absolute():
-        mapping = folder / mapping
+    if isinstance(mapping, (str, Path)):
+        mapping = Path(mapping) if Path(mapping).is_absolute() else folder / mapping
     spec = load_mapping(mapping, **options)
     corpus = spec.corpus or (path.name if path.is_dir() else path.stem)
     label_set = {label.lower() for label in spec.labels} if spec.labels else None
@@ -101,79 +111,81 @@ def read_manifest(path: Path, mapping: str | Path | dict | None = None,
         source = str(file)
         root = file.parent
         header_checked = False
-        for number, raw, encoding in read_records(file):
-            if "__error__" in raw:
-                out.reject("missing_field", raw["__error__"], source=source, line=number)
+        for record in out.rows(read_records(file, spec.max_field_bytes)):
+            rows_seen = True
+            where = dict(source=source, line=record.line, split=file_split)
+            if record.problem is not None:
+                out.reject(*record.problem, **where)
                 continue
             if not header_checked:
-                spec.check_columns(list(raw), source)
-                header_checked = rows_seen = True
-            f, meta, problem = spec.map_row(raw)
-            row_split = file_split or (spec.split if blank(f["split"]) else str(f["split"]).strip())
-            dialogue = "" if blank(f["dialogue_id"]) else str(f["dialogue_id"]).strip()
-            if blank(f["turn"]):
-                turn = turns.get((row_split, dialogue), 0)
-            else:
-                try:
-                    turn = int(float(f["turn"]))
-                except (ValueError, OverflowError):
-                    turn = -1
-            uid = (str(f["utterance_id"]).strip() if not blank(f["utterance_id"])
-                   else f"{corpus}/{row_split}/{dialogue}/{turn}")
-            where = dict(source=source, line=number, split=row_split, utterance_id=uid)
-            if encoding == "undecodable":
-                out.reject("bad_encoding", "bytes neither UTF-8 nor cp1252", **where)
-                continue
-            if problem is not None:
-                out.reject(problem.reason, problem.detail, **where)
-                continue
-            if not dialogue or blank(f["speaker"]) or turn < 0:
-                out.reject("missing_field", f"dialogue_id={dialogue!r} speaker={f['speaker']!r} "
-                           f"turn={f['turn']!r}", **where)
-                continue
-            text = None if blank(f["text"]) else str(f["text"])
-            emotion = f["emotion"]
-            if emotion is not None and label_set is not None and emotion not in label_set:
-                out.reject("unknown_label", f"emotion {emotion!r} not in {sorted(label_set)}", **where)
-                continue
+                spec.check_columns(list(record.fields), source)
+                header_checked = True
+            f, meta, problem = spec.map_row(record.fields)
             try:
-                start, end = parse_time(f["start"]), parse_time(f["end"])
-            except ValueError:
-                out.reject("bad_time", f"start={f['start']!r} end={f['end']!r} (seconds or "
-                           "[HH:]MM:SS.mmm)", **where)
+                row_split = file_split or text_value(f["split"], "split") or spec.split
+                row_split = row_split.strip()
+                dialogue = (text_value(f["dialogue_id"], "dialogue_id") or "").strip()
+                where.update(split=row_split)
+                uid = text_value(f["utterance_id"], "utterance_id")
+                turn = (turns.get((row_split, dialogue), 0) if blank(f["turn"])
+                        else parse_turn(f["turn"]))
+                uid = uid.strip() if uid and uid.strip() else f"{corpus}/{row_split}/{dialogue}/{turn}"
+                where.update(utterance_id=uid)
+                if record.encoding == "undecodable":
+                    raise RowProblem("bad_encoding", "bytes neither UTF-8 nor cp1252")
+                if problem is not None:
+                    raise problem
+                row = _row(f, meta, spec, root, label_set, out.media)
+            except RowProblem as failure:
+                out.reject(failure.reason, failure.detail, **where)
                 continue
-            if start is not None and end is not None and end <= start:
-                out.reject("bad_time", f"segment [{start}, {end}]", **where)
+            if not dialogue or row["speaker"] is None:
+                out.reject("missing_field", f"dialogue_id={preview(dialogue, 40)} "
+                           f"speaker={preview(f['speaker'], 40)}", **where)
                 continue
-            paths, failure = {}, None
-            for column in ("media", "audio"):
-                if blank(f[column]):
-                    continue
-                resolved = resolve_inside(root, str(f[column]).strip(), spec.allow_outside_root)
-                if resolved is None:
-                    failure = ("path_outside_root", f"{column} {f[column]!r} escapes {root}")
-                    break
-                out.media.add(str(resolved))
-                if not resolved.exists() and not spec.keep_missing_media:
-                    failure = ("missing_media", f"{column} {resolved} does not exist")
-                    break
-                paths[column] = str(resolved) if resolved.exists() else None
-            if failure:
-                out.reject(*failure, **where)
-                continue
-            if text is None and not paths.get("media"):
-                out.reject("missing_field", "row has neither text nor media", **where)
-                continue
-            if encoding:
+            if record.encoding:
                 out.repairs[f"{corpus} manifest decoded as cp1252"] += 1
             turns[(row_split, dialogue)] = max(turns.get((row_split, dialogue), 0), turn + 1)
-            out.add(
-                {"utterance_id": uid, "corpus": str(f["corpus"] or corpus), "split": row_split,
-                 "dialogue_id": dialogue, "turn": turn, "speaker": f["speaker"],
-                 "text": text, "emotion": emotion, "media_path": paths.get("media"),
-                 "audio_path": paths.get("audio"), "start_s": start, "end_s": end, "meta": meta},
-                source=source, line=number,
-            )
+            out.add({**row, "utterance_id": uid, "corpus": row["corpus"] or corpus,
+                     "split": row_split, "dialogue_id": dialogue, "turn": turn, "meta": meta},
+                    source=source, line=record.line)
     if not rows_seen:
         raise CorpusError(f"{path}: manifest has no rows")
     return out.result()
+
+
+def _row(f: dict, meta: dict, spec, root: Path, label_set: set[str] | None,
+         media_seen: set[str]) -> dict:
+    """The typed fields of one mapped row (text, label, times, media paths), or the
+    RowProblem that sets it aside."""
+    text = text_value(f["text"], "text")
+    emotion = f["emotion"]
+    if emotion is not None and label_set is not None and emotion not in label_set:
+        raise RowProblem("unknown_label", f"emotion {preview(emotion, 40)} not in "
+                         f"{preview(sorted(label_set), 200)}")
+    start, end = parse_time(f["start"], "start"), parse_time(f["end"], "end")
+    if start is not None and end is not None and end <= start:
+        raise RowProblem("bad_time", f"segment [{start}, {end}] ends before it starts")
+    paths = {}
+    for column in ("media", "audio"):
+        named = text_value(f[column], column)
+        if named is None or not named.strip():
+            continue
+        try:  # a NUL byte or a name longer than the system allows is no path
+            resolved = resolve_inside(root, named.strip(), spec.allow_outside_root)
+            problem = media_problem(resolved, column) if resolved is not None else None
+        except (OSError, ValueError) as err:
+            raise RowProblem("media_not_a_file", f"{column} {preview(named, 80)} is not a "
+                             f"usable path ({preview(str(err), 80)})") from None
+        if resolved is None:
+            raise RowProblem("path_outside_root", f"{column} {preview(named, 80)} escapes {root} "
+                             f"(reader option allow_outside_root: true allows it)")
+        media_seen.add(str(resolved))
+        if problem is not None and not (problem[0] == "missing_media" and spec.keep_missing_media):
+            raise RowProblem(*problem)
+        paths[column] = None if problem else str(resolved)
+    if text is None and not paths.get("media"):
+        raise RowProblem("missing_field", "row has neither text nor media")
+    return {"speaker": f["speaker"], "text": text, "emotion": emotion,
+            "media_path": paths.get("media"), "audio_path": paths.get("audio"),
+            "start_s": start, "end_s": end, "corpus": text_value(f["corpus"], "corpus")}

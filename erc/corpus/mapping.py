@@ -24,16 +24,15 @@ from __future__ import annotations
 
 import ast
 import glob
-import math
 import re
 import string
 from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
-import yaml
-
-from erc.corpus.base import CorpusError
+from erc.corpus.base import CorpusError, ReaderOptions, reader_options, too_large
+from erc.corpus.values import RowProblem, blank, kind, meta_value, text_value
+from erc.errors import preview
 from erc.settings import load_yaml, validate
 
 # The fields of a manifest row (the columns of erc.schema's utterance table, in the
@@ -45,26 +44,17 @@ MANIFEST_SUFFIXES = (".csv", ".jsonl", ".ndjson", ".parquet")
 MAPPING_FILE = "erc-mapping.yaml"  # a corpus folder holding one is read with it
 SPEAKER_JOIN = " & "
 SEVERAL_SPEAKERS = ("problem", "join")
-_CLOCK = re.compile(r"(?:(\d+):)?(\d{1,2}):(\d{1,2}(?:[.,]\d*)?)")
-
-
-class RowProblem(Exception):
-    """One row cannot be mapped: a reason of erc.schema.PROBLEM_REASONS and a detail."""
-
-    def __init__(self, reason: str, detail: str):
-        super().__init__(detail)
-        self.reason, self.detail = reason, detail
 
 
 @dataclass
-class ManifestMapping:
+class ManifestMapping(ReaderOptions):
     """The manifest reader's options; the keys of a mapping file."""
     corpus: str | None = None  # corpus name; default: the manifest's stem or folder name
     split: str = "train"  # split of rows that neither their file nor a column names
     # Which files: "friends_{split}.csv" (the {split} part is the split), {train: a.csv,
     # dev: b.csv} (values may be globs), or a plain glob; relative to the corpus folder.
     # None: the manifest file given, or every .csv/.jsonl/.parquet in the folder given.
-    files: str | dict[str, str] | None = None
+    files: str | dict[str, str] | None = None  # which files: "x_{split}.csv", {split: file or glob}, or a glob
     columns: dict[str, str] = field(default_factory=dict)  # field -> column or "{A}-{B}"
     label_map: dict[str, str | None] = field(default_factory=dict)  # corpus label -> label
     labels: list[str] | None = None  # the label set; other labels are unknown_label
@@ -80,24 +70,24 @@ class ManifestMapping:
                                   f"{', '.join(FIELDS)}")
             if not isinstance(spec, str) or not spec.strip():
                 raise CorpusError(f"{where}: columns.{name}: expected a column name or a "
-                                  f"template like \"{{A}}-{{B}}\", got {spec!r}")
+                                  f"template like \"{{A}}-{{B}}\", got {preview(spec)}")
             try:
                 _template(spec)
             except ValueError as err:
-                raise CorpusError(f"{where}: columns.{name}: bad template {spec!r} "
+                raise CorpusError(f"{where}: columns.{name}: bad template {preview(spec)} "
                                   f"({err})") from None
         for label, target in self.label_map.items():
             if target is not None and (not isinstance(target, str) or not target.strip()):
                 raise CorpusError(f"{where}: label_map.{label}: expected a label or null, "
-                                  f"got {target!r}")
+                                  f"got {preview(target)}")
         if self.several_speakers not in SEVERAL_SPEAKERS:
             raise CorpusError(f"{where}: several_speakers: expected one of "
-                              f"{', '.join(SEVERAL_SPEAKERS)}, got {self.several_speakers!r}")
+                              f"{', '.join(SEVERAL_SPEAKERS)}, got {preview(self.several_speakers)}")
         patterns = self.files.items() if isinstance(self.files, dict) else [(None, self.files)]
         for split, pattern in patterns:
             key = "files" if split is None else f"files.{split}"
             if pattern is not None and (not isinstance(pattern, str) or not pattern.strip()):
-                raise CorpusError(f"{where}: {key}: expected a file name or glob, got {pattern!r}")
+                raise CorpusError(f"{where}: {key}: expected a file name or glob, got {preview(pattern)}")
             if isinstance(pattern, str) and (split is not None and "{split}" in pattern
                                              or pattern.count("{split}") > 1):
                 raise CorpusError(f"{where}: {key}: {{split}} may appear once, in a single pattern")
@@ -142,23 +132,39 @@ class ManifestMapping:
             if lacking:
                 raise CorpusError(f"{source}: columns.{name} names column(s) "
                                   f"{', '.join(map(repr, lacking))}, which the file lacks; "
-                                  f"it has {', '.join(columns)}")
+                                  f"it has {preview(', '.join(map(str, columns)), 200)}")
         covered = have | set(self.columns)
         missing = [f for f in REQUIRED if f not in covered]
         if missing:
             raise CorpusError(f"{source}: missing column(s) {', '.join(missing)}; found "
-                              f"{', '.join(columns)} (a mapping's columns: can name others)")
+                              f"{preview(', '.join(map(str, columns)), 200)} (a mapping's "
+                              f"columns: can name others)")
         if not ({"text", "media"} & covered):
             raise CorpusError(f"{source}: manifest needs a text or a media column; found "
-                              f"{', '.join(columns)}")
+                              f"{preview(', '.join(map(str, columns)), 200)}")
 
     def map_row(self, raw: dict[str, Any]
                 ) -> tuple[dict[str, Any], dict[str, str], RowProblem | None]:
         """(fields, meta, problem) of one row: the erc fields (speaker unwrapped, label
-        mapped), the remaining columns as text, and the first mapping failure or None.
-        Fields stay filled as far as they could be mapped, for the problem's record."""
-        fields_: dict[str, Any] = {}
+        mapped), the remaining columns as text, and the first failure or None. Values are
+        typed: a column an erc field reads holding bytes, a mapping, a boolean or (but for
+        the speaker) a list is a bad_type problem, as is a meta column holding bytes; a
+        value over ``max_field_bytes`` is field_too_large. Fields stay filled as far as
+        they could be mapped, for the problem's record."""
         problem = None
+        speaker_columns = set(source_columns(self.columns.get("speaker") or "speaker"))
+        read = self.field_columns()
+        raw = dict(raw)
+        for column in [c for c in raw if c in read]:
+            value = raw[column]
+            if isinstance(value, (list, tuple)) and column in speaker_columns:
+                continue
+            if not blank(value) and (isinstance(value, bool)
+                                     or not isinstance(value, (str, int, float))):
+                problem = problem or RowProblem("bad_type", f"column {column!r}: {kind(value)} "
+                                                f"({preview(value, 40)}) where text or a number belongs")
+                raw[column] = None
+        fields_: dict[str, Any] = {}
         renamed = {spec for spec in self.columns.values() if not _template(spec)[1]}
         for name in FIELDS:
             spec = self.columns.get(name)
@@ -173,50 +179,73 @@ class ManifestMapping:
             if missing:
                 problem = problem or RowProblem(
                     "missing_template_field", f"columns.{name} {spec!r}: "
-                    + ", ".join(f"{c}={raw.get(c)!r}" for c in missing))
+                    + ", ".join(f"{c}={preview(raw.get(c), 40)}" for c in missing))
                 fields_[name] = None
             else:
                 fields_[name] = text.format(*[_text(raw[c]) for c in parts])
-        meta = {k: str(v) for k, v in raw.items()
-                if k not in FIELDS and k not in renamed and not blank(v)}
+        meta = {}
+        for column, value in raw.items():
+            if column in FIELDS or column in renamed:
+                continue
+            try:
+                text = meta_value(value, f"column {column!r}")
+            except RowProblem as failure:
+                problem = problem or failure
+                continue
+            if text is not None:
+                meta[column] = text
         try:
             fields_["speaker"] = self._speaker(fields_.get("speaker"))
             fields_["emotion"] = self._emotion(fields_.get("emotion"))
         except RowProblem as failure:
             problem = problem or failure
+        big = next((name for name, value in [*fields_.items(), *meta.items()]
+                    if isinstance(value, str) and too_large(value, self.max_field_bytes)), None)
+        if big is not None:
+            problem = problem or RowProblem("field_too_large", f"{big} is longer than "
+                                            f"{self.max_field_bytes:,} bytes (reader option "
+                                            f"max_field_bytes)")
         return fields_, meta, problem
+
+    def field_columns(self) -> set[str]:
+        """The columns erc's fields read (the rest go to ``meta``)."""
+        return {column for name in FIELDS
+                for column in source_columns(self.columns.get(name) or name)}
 
     def _speaker(self, value) -> str | None:
         names = speaker_names(value)
         if not names:
             return None
         if len(names) > 1 and self.several_speakers == "problem":
-            raise RowProblem("several_speakers", f"speaker {value!r} names {len(names)} people "
+            raise RowProblem("several_speakers", f"speaker {preview(value, 60)} names {len(names)} people "
                              f"(several_speakers: join keeps them as one)")
         return SPEAKER_JOIN.join(names)
 
     def _emotion(self, value) -> str | None:
-        if blank(value):
+        label = text_value(value, "emotion")
+        if label is None:
             return None
-        label = str(value).strip()
+        label = label.strip()
         if not self.label_map:
             return label.lower()
         by_key = {k.strip().casefold(): v for k, v in self.label_map.items()}
         if label.casefold() in by_key:
             target = by_key[label.casefold()]
             if target is None:
-                raise RowProblem("excluded_label", f"label_map maps {label!r} to null")
+                raise RowProblem("excluded_label", f"label_map maps {preview(label, 40)} to null")
             return target.strip().lower()
         if label.casefold() in {v.strip().casefold() for v in by_key.values() if v}:
             return label.lower()
-        raise RowProblem("unknown_label", f"emotion {label!r} is not in the label_map "
-                         f"({', '.join(self.label_map)})")
+        raise RowProblem("unknown_label", f"emotion {preview(label, 40)} is not in the "
+                         f"label_map ({preview(', '.join(self.label_map), 200)})")
 
 
-def load_mapping(mapping: str | Path | dict | None = None, where: str = "reader options",
-                 **options) -> ManifestMapping:
+def load_mapping(mapping: str | Path | dict | None = None,
+                 where: str = "reader options of manifest", **options) -> ManifestMapping:
     """The mapping from a YAML file (or a dict) with ``options`` overriding its keys;
-    validated, errors name the key."""
+    validated, errors name the key (and whether it came from the options or the file)."""
+    if options:
+        reader_options(ManifestMapping, options, "manifest").check(where)
     data: dict = {}
     if isinstance(mapping, dict):
         data = dict(mapping)
@@ -237,29 +266,6 @@ def load_mapping(mapping: str | Path | dict | None = None, where: str = "reader 
 
 # -- values -------------------------------------------------------------------------------
 
-def blank(value) -> bool:
-    return value is None or (isinstance(value, float) and math.isnan(value)) or str(value).strip() == ""
-
-
-def parse_time(value) -> float | None:
-    """Blank -> None; seconds (``12.5``) or a clock time (``00:01:02.500``,
-    ``00:01:02,500``, ``01:02.5``) -> seconds; anything else -> ValueError."""
-    if blank(value):
-        return None
-    text = str(value).strip()
-    clock = _CLOCK.fullmatch(text)
-    if clock:
-        hours, minutes, seconds = clock.groups()
-        minutes_, seconds_ = int(minutes), float(seconds.replace(",", "."))
-        if (hours is not None and minutes_ >= 60) or seconds_ >= 60:
-            raise ValueError(f"not a time: {value!r}")
-        return int(hours or 0) * 3600 + minutes_ * 60 + seconds_
-    seconds_ = float(text)
-    if not math.isfinite(seconds_):
-        raise ValueError(f"not a finite time: {value!r}")
-    return seconds_
-
-
 def speaker_names(value) -> list[str]:
     """The names a speaker field holds: a list (JSON, Parquet) or a list literal in text
     (``['Rachel Green']``) gives its items; any other value is one name."""
@@ -273,13 +279,18 @@ def speaker_names(value) -> list[str]:
         if text.startswith("[") and text.endswith("]"):
             try:
                 parsed = ast.literal_eval(text)
-            except (ValueError, SyntaxError):
+            except (ValueError, SyntaxError, TypeError, RecursionError, MemoryError):
                 parsed = None  # "[Narrator]": a name in brackets, not a list
             if isinstance(parsed, (list, tuple)):
                 items = parsed
     else:
         items = [value]
-    return [str(item).strip() for item in items if not blank(item)]
+    names = []
+    for item in items:
+        name = text_value(item, "speaker")
+        if name is not None and name.strip():
+            names.append(name.strip())
+    return names
 
 
 def _text(value) -> str:
@@ -307,8 +318,12 @@ def _template(spec: str) -> tuple[str, list[str]]:
 
 
 def source_columns(spec: str) -> list[str]:
-    """The columns a columns: entry reads (one, or those of its template)."""
-    return _template(spec)[1] or [spec]
+    """The columns a columns: entry reads (one, or those of its template); a name that is
+    no template (a column named "a}b") is that one column."""
+    try:
+        return _template(spec)[1] or [spec]
+    except ValueError:
+        return [spec]
 
 
 def _glob_regex(pattern: str) -> str:

@@ -9,9 +9,12 @@ actor so that evaluation is on unseen speakers (default: actors 1-14 train, 15-2
 from __future__ import annotations
 
 import re
+from dataclasses import dataclass, field
 from pathlib import Path
 
-from erc.corpus.base import CorpusError, IngestResult, RowCollector
+from erc.corpus.base import (CorpusError, IngestResult, ReaderOptions, RowCollector,
+                             media_problem, reader_options)
+from erc.errors import ConfigError, preview
 
 EMOTIONS = {"01": "neutral", "02": "calm", "03": "happy", "04": "sad", "05": "angry",
             "06": "fearful", "07": "disgust", "08": "surprised"}
@@ -21,20 +24,34 @@ MODALITIES = {"01": "audio-video", "02": "video-only", "03": "audio-only"}
 CHANNELS = {"01": "speech", "02": "song"}
 INTENSITIES = {"01": "normal", "02": "strong"}
 MEDIA_SUFFIXES = {".wav", ".flac", ".mp4", ".mp3", ".ogg"}
-DEFAULT_ACTOR_SPLITS = {"train": "1-14", "test": "15-24"}
+MAX_ACTOR = 99  # actors are two digits in the file names
 
 _NAME = re.compile(r"^(\d\d)-(\d\d)-(\d\d)-(\d\d)-(\d\d)-(\d\d)-(\d\d)$")
+_RANGE = re.compile(r"\s*([0-9]{1,2})\s*(?:-\s*([0-9]{1,2})\s*)?")
 
 
-def parse_actor_ranges(spec: dict[str, str]) -> dict[int, str]:
-    """{'train': '1-14', 'test': '15-18,20'} -> {1: 'train', ..., 20: 'test'}."""
+@dataclass
+class RavdessOptions(ReaderOptions):
+    """The RAVDESS reader's options."""
+    actor_splits: dict[str, str | int] = field(default_factory=lambda: {"train": "1-14", "test": "15-24"})  # split -> actors ("1-14", "15-18,20"); actors in no split are set aside
+
+
+def parse_actor_ranges(spec: dict[str, str | int]) -> dict[int, str]:
+    """{'train': '1-14', 'test': '15-18,20'} -> {1: 'train', ..., 20: 'test'}; a
+    ConfigError names the split whose ranges are not actor numbers 1-99."""
     actors: dict[int, str] = {}
     for split, ranges in spec.items():
         for part in str(ranges).split(","):
-            lo, _, hi = part.strip().partition("-")
-            for actor in range(int(lo), int(hi or lo) + 1):
+            match = _RANGE.fullmatch(part)
+            lo, hi = (int(match.group(1)), int(match.group(2) or match.group(1))) if match else (0, 0)
+            if not match or not 1 <= lo <= hi <= MAX_ACTOR:
+                raise ConfigError(f"reader options of ravdess: actor_splits.{split}: "
+                                  f"{preview(part.strip(), 40)} is not an actor number or range "
+                                  f"within 1-{MAX_ACTOR} (e.g. 1-14 or 15-18,20)")
+            for actor in range(lo, hi + 1):
                 if actor in actors:
-                    raise CorpusError(f"actor {actor} is in both {actors[actor]} and {split}")
+                    raise ConfigError(f"reader options of ravdess: actor {actor} is in both "
+                                      f"{actors[actor]} and {split}")
                 actors[actor] = split
     return actors
 
@@ -43,11 +60,14 @@ def looks_like(path: Path) -> bool:
     return path.is_dir() and any(_NAME.match(p.stem) for p in path.glob("Actor_*/*"))
 
 
-def read_ravdess(path: Path, actor_splits: dict[str, str] | None = None) -> IngestResult:
+def read_ravdess(path: Path, /, **options) -> IngestResult:
+    """Reads a RAVDESS folder; every media file (by suffix) under it is an input row.
+    ``options`` are RavdessOptions fields."""
+    opts = reader_options(RavdessOptions, options, "ravdess")
     path = Path(path)
     if not path.is_dir():
         raise CorpusError(f"{path}: no such folder")
-    split_of = parse_actor_ranges(actor_splits or DEFAULT_ACTOR_SPLITS)
+    split_of = parse_actor_ranges(opts.actor_splits)
     files = sorted(p for p in path.rglob("*") if p.suffix.lower() in MEDIA_SUFFIXES
                    and not p.name.startswith("._"))
     if not files:
@@ -55,7 +75,7 @@ def read_ravdess(path: Path, actor_splits: dict[str, str] | None = None) -> Inge
     out = RowCollector("ravdess")
     out.sources.append(str(path))
     turns: dict[str, int] = {}
-    for file in files:
+    for file in out.rows(files):
         source = str(file)
         match = _NAME.match(file.stem)
         if not match:
@@ -65,6 +85,10 @@ def read_ravdess(path: Path, actor_splits: dict[str, str] | None = None) -> Inge
         split = split_of.get(int(actor))
         uid = f"ravdess/{file.stem}"
         where = dict(source=source, line=None, split=split, utterance_id=uid)
+        problem = media_problem(file)
+        if problem is not None:
+            out.reject(*problem, **where)
+            continue
         if emo not in EMOTIONS:
             out.reject("unknown_label", f"emotion code {emo} not in 01-08", **where)
             continue
@@ -73,11 +97,12 @@ def read_ravdess(path: Path, actor_splits: dict[str, str] | None = None) -> Inge
             out.reject("bad_filename", f"unknown code in {file.stem}", **where)
             continue
         if split is None:
-            out.reject("missing_field", f"actor {int(actor)} is in no split of {actor_splits}", **where)
+            out.reject("missing_field", f"actor {int(actor)} is in no split of the reader option "
+                       f"actor_splits", **where)
             continue
         dialogue = f"Actor_{actor}"
         turn = turns.get(dialogue, 0)
-        kept_before = len(out.rows)
+        kept_before = len(out.rows_kept)
         out.add(
             {"utterance_id": uid, "split": split, "dialogue_id": dialogue, "turn": turn,
              "speaker": dialogue, "text": STATEMENTS[statement], "emotion": EMOTIONS[emo],
@@ -88,6 +113,6 @@ def read_ravdess(path: Path, actor_splits: dict[str, str] | None = None) -> Inge
                       "gender": "male" if int(actor) % 2 else "female"}},
             source=source, line=None,
         )
-        if len(out.rows) > kept_before:  # a duplicate takes no turn
+        if len(out.rows_kept) > kept_before:  # a duplicate takes no turn
             turns[dialogue] = turn + 1
     return out.result()

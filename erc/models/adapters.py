@@ -25,6 +25,8 @@ import numpy as np
 import torch
 from torch import nn
 
+from erc import io
+from erc.errors import InputError
 from erc.recipes import AdapterConfig, AdapterTraining
 
 
@@ -148,10 +150,11 @@ def save_adapter(directory: str | Path, adapter: Adapter, vectors: np.ndarray,
     from erc.models.checkpoint import save_model
 
     directory = save_model(directory, adapter, metrics=metrics, extra=extra)
-    np.savez_compressed(directory / TRAINING_SET, vectors=np.asarray(vectors, np.float32),
-                        labels=np.asarray(list(labels), dtype=str),
-                        groups=np.asarray(list(map(str, groups)), dtype=str),
-                        training=np.asarray(json.dumps(asdict(training or AdapterTraining()))))
+    with io.atomic_path(directory / TRAINING_SET) as tmp, open(tmp, "wb") as handle:
+        np.savez_compressed(handle, vectors=np.asarray(vectors, np.float32),
+                            labels=np.asarray(list(labels), dtype=str),
+                            groups=np.asarray(list(map(str, groups)), dtype=str),
+                            training=np.asarray(json.dumps(asdict(training or AdapterTraining()))))
     return directory
 
 
@@ -170,7 +173,7 @@ def resized_adapter(directory: str | Path, hidden: int | None = None,
     if (hidden, out_dim) == (cfg.hidden, cfg.out_dim):
         return saved, False
     if not (directory / TRAINING_SET).is_file():
-        raise FileNotFoundError(
+        raise InputError(
             f"{directory}: no {TRAINING_SET}, so the adapter cannot be retrained with other "
             f"sizes; train it again (`erc train adapter ...` or `erc run`) to save it")
     with np.load(directory / TRAINING_SET) as data:
@@ -222,7 +225,7 @@ def speech_embeddings(table, embedder, batch_size: int = 16, cache: bool = True
             if audios:
                 vectors[where] = embedder.embed(audios)
         if cache:
-            np.save(path, vectors)
+            io.write_npy(path, vectors)
     return vectors, [r["emotion"] for r in rows], [r["speaker"] for r in rows]
 
 
@@ -239,7 +242,7 @@ def image_folder_items(root: str | Path, exts: tuple[str, ...] = (".png", ".jpg"
                 labels.append(folder.name)
                 groups.append(image.name.split("_")[0])
     if not paths:
-        raise FileNotFoundError(f"{root}: no images in <label>/ folders")
+        raise InputError(f"{root}: no images in <label>/ folders")
     return paths, labels, groups
 
 
@@ -266,5 +269,5 @@ def face_crop_embeddings(paths: list[Path], embedder, batch_size: int = 64, upsc
         for j, rows in enumerate(embedder.embed(frames, boxes)):
             out[i + j] = rows[0]
     if cache:
-        np.save(path, out)
+        io.write_npy(path, out)
     return out

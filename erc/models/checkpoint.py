@@ -10,13 +10,13 @@ from __future__ import annotations
 
 import importlib
 import json
-import shutil
 from pathlib import Path
 
 import torch
 from torch import nn
 
 from erc import io
+from erc.errors import InputError
 
 WEIGHTS = "model.safetensors"
 CONFIG = "config.json"
@@ -40,7 +40,8 @@ def save_model(directory: str | Path, model: nn.Module, metrics: dict | None = N
     directory = Path(directory)
     directory.mkdir(parents=True, exist_ok=True)
     state = {k: v.detach().to("cpu").contiguous() for k, v in model.state_dict().items()}
-    save_file(state, str(directory / WEIGHTS), metadata={"kind": model.kind})
+    with io.atomic_path(directory / WEIGHTS) as tmp:
+        save_file(state, str(tmp), metadata={"kind": model.kind})
     config = model.config.to_dict()
     if model.kind == "text":
         _copy_encoder_files(Path(config["encoder"]), directory / ENCODER_DIR)
@@ -60,7 +61,7 @@ def _copy_encoder_files(source: Path, target: Path) -> None:
                  "special_tokens_map.json", "merges.txt", "vocab.json", "spiece.model",
                  "sentencepiece.bpe.model"):
         if (source / name).is_file():
-            shutil.copy2(source / name, target / name)
+            io.copy_file(source / name, target / name)
 
 
 def read_config(directory: str | Path) -> dict:
@@ -80,7 +81,7 @@ def build_model(kind: str, config: dict, directory: Path | None = None,
                 pretrained: bool = True) -> nn.Module:
     """A model of ``kind`` from its config dict (weights not loaded)."""
     if kind not in MODEL_KINDS:
-        raise ValueError(f"unknown model kind {kind!r}; known: {', '.join(MODEL_KINDS)}")
+        raise InputError(f"unknown model kind {kind!r}; known: {', '.join(MODEL_KINDS)}")
     module, _, name = MODEL_KINDS[kind].partition(":")
     cls = getattr(importlib.import_module(module), name)
     config = dict(config)
@@ -97,7 +98,7 @@ def load_model(directory: str | Path, device: str | torch.device = "cpu") -> nn.
 
     directory = Path(directory)
     if not (directory / WEIGHTS).is_file():
-        raise FileNotFoundError(f"{directory}: no {WEIGHTS} (not a model checkpoint)")
+        raise InputError(f"{directory}: no {WEIGHTS} (not a model checkpoint)")
     saved = read_config(directory)
     model = build_model(saved["kind"], saved["config"], directory, pretrained=False)
     model.load_state_dict(load_file(str(directory / WEIGHTS)), strict=True)
@@ -106,7 +107,8 @@ def load_model(directory: str | Path, device: str | torch.device = "cpu") -> nn.
 
 def save_train_state(directory: str | Path, state: dict) -> None:
     """Optimizer / scheduler state and loop counters (tensors and plain Python values)."""
-    torch.save(state, Path(directory) / TRAIN_STATE)
+    with io.atomic_path(Path(directory) / TRAIN_STATE) as tmp, open(tmp, "wb") as handle:
+        torch.save(state, handle)
 
 
 def load_train_state(directory: str | Path) -> dict:

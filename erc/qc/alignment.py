@@ -64,6 +64,7 @@ from rapidfuzz.distance import Levenshtein
 
 from erc.qc import timing
 from erc.qc.calibration import Threshold, clean_error_rate, word_error_limit
+from erc.errors import ConfigError
 from erc.qc.text import normalise
 from erc.qc.timing import TimingConfig
 
@@ -98,9 +99,9 @@ class AlignmentConfig:
 
     def __post_init__(self):
         if self.rule not in RULES:
-            raise ValueError(f"alignment rule must be one of {RULES}, got {self.rule!r}")
+            raise ConfigError(f"alignment rule must be one of {RULES}, got {self.rule!r}")
         if self.cosine not in COSINES:
-            raise ValueError(f"alignment cosine must be one of {COSINES}, got {self.cosine!r}")
+            raise ConfigError(f"alignment cosine must be one of {COSINES}, got {self.cosine!r}")
 
 
 def _cosine(a: Counter, b: Counter) -> float:

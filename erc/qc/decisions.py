@@ -98,7 +98,7 @@ class QCConfig:
     def __post_init__(self):
         unknown = set(self.checks) - set(CHECKS)
         if unknown:
-            raise ValueError(f"unknown QC checks {sorted(unknown)}; checks: {', '.join(CHECKS)}")
+            raise ConfigError(f"unknown QC checks {sorted(unknown)}; checks: {', '.join(CHECKS)}")
 
     def to_dict(self) -> dict:
         return asdict(self)

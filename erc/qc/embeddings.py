@@ -11,6 +11,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from erc.errors import ConfigError
+
 MAX_REFERENCE_POINTS = 2000  # candidates beyond this are subsampled (deterministically)
 MAX_SEEDS = 64  # starting points of the mode search
 
@@ -90,7 +92,7 @@ def robust_reference(x: np.ndarray, threshold: float, method: str = "mode",
                     best = (score, c)
             centre = best[1]
     else:
-        raise ValueError(f"unknown reference method {method!r}")
+        raise ConfigError(f"unknown reference method {method!r}")
     support = int(((x @ centre) >= threshold).sum())
     return Reference(vector=centre, support=support, candidates=len(x), method=method)
 

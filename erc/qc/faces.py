@@ -44,6 +44,7 @@ from pathlib import Path
 
 import numpy as np
 
+from erc.errors import ConfigError, InputError
 from erc.qc.embeddings import Reference, l2_normalise, label_findings, robust_reference
 
 # Cosine similarity at which two faces are the same person, per face embedder backend.
@@ -74,7 +75,7 @@ class FaceConfig:
     def __post_init__(self):
         for name in ("no_face", "several_candidates"):
             if getattr(self, name) not in ("keep", "drop"):
-                raise ValueError(f"face {name} policy must be 'keep' or 'drop'")
+                raise ConfigError(f"face {name} policy must be 'keep' or 'drop'")
 
 
 @dataclass
@@ -225,7 +226,7 @@ def check_faces(speakers: list[str], faces: list[list[dict] | None], n_frames: l
         else:
             vectors = np.stack([t.vector for t in utterance_tracks])
             if vectors.shape[1] != refs[speaker].shape[0]:
-                raise ValueError(f"face embeddings have {vectors.shape[1]} dimensions but the "
+                raise InputError(f"face embeddings have {vectors.shape[1]} dimensions but the "
                                  f"reference of {speaker!r} has {refs[speaker].shape[0]}: "
                                  "references must come from the same face embedder")
             sims = vectors @ refs[speaker]
@@ -293,8 +294,8 @@ def load_face_references(path: str | Path, detector=None, embedder=None,
             grouped[row["speaker"]].append(row["embedding"])
         return {s: l2_normalise(np.asarray(v, np.float32)) for s, v in grouped.items()}
     if not path.is_dir():
-        raise FileNotFoundError(f"face references {path}: expected a .parquet file or a folder "
-                                "of photos (<speaker>/*.jpg or <speaker>.jpg)")
+        raise InputError(f"face references {path}: expected a .parquet file or a folder "
+                         "of photos (<speaker>/*.jpg or <speaker>.jpg)")
     if detector is None or embedder is None:
         raise ValueError("a folder of photos needs a face detector and embedder to embed them")
     photos: dict[str, list[Path]] = defaultdict(list)

@@ -48,6 +48,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from erc.qc.calibration import mixture_threshold
+from erc.errors import ConfigError
 from erc.qc.embeddings import l2_normalise, label_findings, resolve_alias, robust_reference
 
 # Per speaker embedder backend (raw cosine similarities). same_person: two label
@@ -97,7 +98,7 @@ class SpeakerConfig:
 
     def __post_init__(self):
         if self.apply not in ("none", "labels", "all"):
-            raise ValueError("speaker apply must be 'none', 'labels' or 'all'")
+            raise ConfigError("speaker apply must be 'none', 'labels' or 'all'")
 
 
 def thresholds_for(models: list[dict], config: SpeakerConfig) -> dict[str, float]:

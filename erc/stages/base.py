@@ -180,21 +180,23 @@ def execute(stage: Stage, config: Any, inputs: dict[str, str | Path | None], out
             *, force: bool = False, overwrite: bool = False,
             say: Callable[[str], None] = print) -> StageResult:
     """Runs ``stage`` unless ``out`` already holds its up-to-date result; writes the
-    manifest. The output folder is claimed and locked for the run."""
+    manifest. The output folder is claimed and locked before anything is read from it, so
+    a second run on the same folder fails at once (BusyError) instead of reading a result
+    that the first is replacing."""
     started = time.perf_counter()
     out = Path(out)
     inputs = {name: Path(path) for name, path in inputs.items() if path is not None}
     for name, path in inputs.items():
         if not path.exists():
             raise InputError(f"{stage.name}: input {name} does not exist: {path}")
-    if not force:
-        current, _ = up_to_date(stage, config, inputs, out)
-        if current:
-            manifest = read_manifest(out)
-            return StageResult(stage.name, out, True, manifest.get("summary", {}),
-                               time.perf_counter() - started, manifest)
     io.claim(out, overwrite=overwrite)
     with io.locked(out):
+        if not force:
+            current, _ = up_to_date(stage, config, inputs, out)
+            if current:
+                manifest = read_manifest(out)
+                return StageResult(stage.name, out, True, manifest.get("summary", {}),
+                                   time.perf_counter() - started, manifest)
         previous = read_manifest(out)
         ctx = StageContext(config=config, inputs=inputs, out=out, previous=previous,
                            force=force, say=say)

@@ -2,8 +2,10 @@
 write ``utterances.parquet`` and ``problems.parquet`` (every input row lands in one of
 them) and the summary a person reads (``erc.summary``).
 
-Up to date when the settings, the corpus files (names, sizes, modification times, also of
-its media roots) and every media file a row named (found or not) are as they were.
+Up to date when the settings, the corpus files and every other file or folder the reader
+read (a mapping file, MELD's media root: names, sizes, modification times of the files
+below them) and every media file a row named (found or not) are as they were. Media are
+stat'ed, never hashed: a fingerprint of a video corpus costs a directory walk.
 """
 
 from __future__ import annotations
@@ -17,7 +19,7 @@ from erc import io
 from erc.corpus import detect_format, read_corpus
 from erc.corpus.base import IngestResult
 from erc.recipes import CorpusConfig
-from erc.fingerprint import stat_of
+from erc.fingerprint import file_sha256, stat_of
 from erc.stages.base import Stage, StageContext, read_manifest
 
 UTTERANCES = "utterances.parquet"
@@ -25,11 +27,16 @@ PROBLEMS = "problems.parquet"
 
 
 def _tree_stats(path: Path) -> list:
-    """[(relative name, size, mtime ns)] of a file or of every file under a folder."""
+    """[(relative name, size, mtime ns)] of every file under a folder, output folders of
+    erc's inside it (an ingest written beside its corpus) left out; a single file (a
+    manifest, a mapping) by its content, as an edit within one clock tick keeps its time."""
     if path.is_file():
-        return [(path.name, *stat_of(path))]
+        return [(path.name, file_sha256(path))]
     found = []
-    for folder, _, files in os.walk(path):
+    for folder, dirs, files in os.walk(path):
+        if io.MARKER in files:
+            dirs[:] = []
+            continue
         for name in files:
             full = os.path.join(folder, name)
             stat = stat_of(full)
@@ -38,12 +45,15 @@ def _tree_stats(path: Path) -> list:
     return sorted(found)
 
 
-def corpus_roots(config: CorpusConfig) -> list[Path]:
-    """The corpus path and the folders its reader options name (MELD's media_root)."""
-    roots = [Path(config.path)]
-    for value in config.options.values():
-        if isinstance(value, str) and os.path.sep in value and Path(value).exists():
-            roots.append(Path(value))
+def read_roots(config: CorpusConfig, record: dict | None) -> list[Path]:
+    """The corpus path and whatever else its reader read (``IngestResult.sources`` of the
+    last run: a mapping file, MELD's media root), outside the corpus path."""
+    corpus = Path(config.path)
+    roots = [corpus]
+    for source in (record or {}).get("sources", []):
+        path = Path(source)
+        if not any(path == root or root in path.parents for root in roots):
+            roots.append(path)
     return roots
 
 
@@ -51,7 +61,7 @@ class IngestStage(Stage):
     name = "ingest"
     section = "corpus"
     results = (UTTERANCES, PROBLEMS)
-    version = 2
+    version = 3
     description = "read the corpus into the utterance table; every row kept or set aside with a reason"
 
     def settings(self, config: CorpusConfig) -> dict:
@@ -60,7 +70,7 @@ class IngestStage(Stage):
 
     def external(self, config: CorpusConfig, inputs, manifest) -> list:
         media = sorted((manifest or {}).get("media", []))
-        return [[_tree_stats(root) for root in corpus_roots(config)],
+        return [[(str(root), _tree_stats(root)) for root in read_roots(config, manifest)],
                 [(path, stat_of(path)) for path in media]]
 
     def run(self, ctx: StageContext) -> dict:
@@ -68,7 +78,7 @@ class IngestStage(Stage):
 
         config: CorpusConfig = ctx.config
         format = config.format or detect_format(Path(config.path), config.options)
-        result = read_corpus(Path(config.path), format=format, **config.options)
+        result = read_corpus(Path(config.path), format=format, options=config.options)
         media = sorted(result.media)
         if config.check_media:
             from erc import runtime
@@ -79,14 +89,19 @@ class IngestStage(Stage):
         result.check_accounting()
         io.write_parquet(ctx.out / UTTERANCES, result.utterances)
         io.write_parquet(ctx.out / PROBLEMS, result.problems)
-        ctx.record.update(format=format, media=media)
+        ctx.record.update(format=format, media=media, sources=sorted(result.sources))
         return summarise(result)
 
 
 def load_result(folder: str | Path) -> IngestResult:
     """The tables and the input row count of an ingest output folder."""
+    from erc.artifacts import read_utterances
+    from erc.errors import InputError
+
     folder = Path(folder)
     manifest = read_manifest(folder) or {}
-    return IngestResult(utterances=pq.read_table(folder / UTTERANCES),
+    if not (folder / PROBLEMS).is_file():
+        raise InputError(f"{folder}: no {PROBLEMS} (not an output of `erc corpus ingest`)")
+    return IngestResult(utterances=read_utterances(folder),
                         problems=pq.read_table(folder / PROBLEMS),
                         n_input=manifest.get("summary", {}).get("input_rows", 0))

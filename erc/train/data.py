@@ -15,6 +15,8 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from erc.errors import InputError
+
 DEFAULT_ROLES = {"train": "train", "dev": "dev"}
 
 
@@ -29,7 +31,7 @@ def resolve_roles(table: pa.Table, roles: Mapping[str, str] | None) -> dict[str,
                 break
     for role, split in roles.items():
         if split not in present:
-            raise ValueError(f"split {split!r} (for {role}) is not in the table; "
+            raise InputError(f"split {split!r} (for {role}) is not in the table; "
                              f"splits there: {', '.join(sorted(present))}")
     return roles
 
@@ -108,7 +110,7 @@ def build_dialogue_data(table: pa.Table, features: Mapping[str, Mapping[str, np.
     for m in modalities:
         first = next(iter(features[m].values()), None)
         if first is None:
-            raise ValueError(f"no {m} features at all")
+            raise InputError(f"no {m} features at all")
         dims[m] = int(np.asarray(first).shape[-1])
     data = DialogueData(labels=labels, modalities=modalities, dims=dims)
     for role, split in list(roles.items()) + [(s, s) for s in extra_splits]:

@@ -101,7 +101,7 @@ def run_epochs(config: dict, *, rank: int, world: int, device, prepare, checkpoi
     from erc.train.tasks import make_task
 
     tc = TrainConfig(**config["train"])
-    torch.set_num_threads(max(1, tc.cpus_per_worker))
+    torch.set_num_threads(max(1, tc.cpus_per_worker or 1))
     data = config["data"]
     if isinstance(data, ray.ObjectRef):
         data = ray.get(data)
@@ -200,11 +200,32 @@ class TrainOutcome:
     run_path: str  # Ray Train's folder of the run
 
 
+def machine_resources(train: TrainConfig) -> TrainConfig:
+    """``train`` with the resources left unset filled in: on the embedded Ray a worker gets
+    its share of the machine's CPUs (torch runs that many threads) and a GPU when there is
+    one per worker; on a cluster one CPU and no GPU unless asked (the autoscaler cannot
+    know what an unset request wants)."""
+    import dataclasses
+
+    import ray
+
+    from erc import runtime
+
+    cpus, use_gpu = train.cpus_per_worker, train.use_gpu
+    if runtime.embedded():
+        resources = ray.cluster_resources()
+        if cpus is None:
+            cpus = max(1, int(resources.get("CPU", 1)) // train.num_workers)
+        if use_gpu is None:
+            use_gpu = resources.get("GPU", 0) >= train.num_workers
+    return dataclasses.replace(train, cpus_per_worker=cpus or 1, use_gpu=bool(use_gpu))
+
+
 def fit(task: str, task_config: dict, data: Any, train: TrainConfig, out_dir: str | Path,
         address: str | None = None) -> TrainOutcome:
     """Trains on Ray Train and exports the best checkpoint to ``out_dir/model``."""
     from erc import runtime
-    from erc.storage import absolute
+    from erc.storage import ray_storage
 
     runtime.connect(address)
     import ray
@@ -212,13 +233,16 @@ def fit(task: str, task_config: dict, data: Any, train: TrainConfig, out_dir: st
 
     from erc import cluster
 
+    train = machine_resources(train)
     gpus = train.gpus_per_worker()
+    print(f"[train] {train.num_workers} worker(s), {train.cpus_per_worker} CPU(s)"
+          + (f" and {gpus:g} GPU" if gpus else "") + " each", flush=True)
     cluster.check_feasible(cluster.Request(num_gpus=gpus, accelerator_type=train.accelerator_type),
                            "a training worker")
     from ray.train.torch import TorchConfig, TorchTrainer
 
-    # Ray Train opens URIs (s3://...) itself; by default checkpoints go to OUT/ray
-    storage = absolute(train.storage_path or str(Path(out_dir).resolve() / "ray"))
+    # by default checkpoints go to OUT/ray; a URI (s3://...) reaches Ray as a filesystem
+    storage, filesystem = ray_storage(train.storage_path or str(Path(out_dir).resolve() / "ray"))
     trainer = TorchTrainer(
         train_loop_per_worker,
         train_loop_config={"task": task, "task_config": task_config, "train": train.to_dict(),
@@ -230,7 +254,7 @@ def fit(task: str, task_config: dict, data: Any, train: TrainConfig, out_dir: st
                                      accelerator_type=train.accelerator_type,
                                      resources_per_worker={"CPU": train.cpus_per_worker}),
         run_config=RunConfig(
-            name=train.name, storage_path=storage,
+            name=train.name, storage_path=storage, storage_filesystem=filesystem,
             checkpoint_config=CheckpointConfig(
                 num_to_keep=1, checkpoint_score_attribute=f"dev_{train.metric}",
                 checkpoint_score_order="max"),

@@ -20,6 +20,8 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from erc.errors import ConfigError
+
 
 def class_weights(y: np.ndarray, n_classes: int, power: float) -> np.ndarray:
     y = y[y >= 0]
@@ -252,5 +254,5 @@ TASKS = {"text": TextTask, "fusion": FusionTask}
 
 def make_task(name: str, config: dict, data, train):
     if name not in TASKS:
-        raise ValueError(f"unknown task {name!r}; known: {', '.join(TASKS)}")
+        raise ConfigError(f"unknown task {name!r}; known: {', '.join(TASKS)}")
     return TASKS[name](config, data, train)

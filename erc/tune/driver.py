@@ -33,7 +33,7 @@ from pathlib import Path
 from typing import Any, Mapping
 
 from erc.errors import ConfigError, OwnershipError
-from erc.storage import absolute, join_uri, remove_tree
+from erc.storage import ray_storage, remove_tree
 from erc.tune import results as res
 from erc.tune.space import METRIC, TIME_ATTR, SearchSpec
 
@@ -120,18 +120,18 @@ def _record(out_dir: Path, spec: SearchSpec, data_key: str, fresh: bool,
     return False
 
 
-def _discard(out_dir: Path, experiment_path: str) -> None:
+def _discard(out_dir: Path, experiment_path: str, filesystem=None) -> None:
     """--fresh: removes the earlier search of ``out_dir`` (its record says erc started it
     there); a search folder erc has no record of is left in place, with an error."""
     from ray.tune import Tuner
 
     record = out_dir / "search.json"
     ours = record.is_file() and json.loads(record.read_text()).get("experiment") == experiment_path
-    if Tuner.can_restore(experiment_path) and not ours:
+    if Tuner.can_restore(experiment_path, storage_filesystem=filesystem) and not ours:
         raise OwnershipError(f"{experiment_path}: holds a search this folder has no record of; "
                              f"erc leaves it in place (remove it yourself, or use another --out)")
     if ours:
-        remove_tree(experiment_path)
+        remove_tree(experiment_path, filesystem)
     for name in ("search.json", "trial_starts.jsonl", ASHA_RUNGS):
         if (out_dir / name).exists():
             io.remove_owned(out_dir, name)
@@ -145,19 +145,27 @@ def run_search(spec: SearchSpec, table, out_dir: str | Path, *,
                command: str | None = None, note: str = "") -> SearchOutcome:
     """Runs (or resumes) the search ``spec`` on ``table`` and writes its outputs to
     ``out_dir``. ``command``: the ``erc train`` command line the best config is for."""
+    out_dir = io.claim(Path(out_dir).resolve())
+    with io.locked(out_dir):  # one search per folder at a time
+        return _search(spec, table, out_dir, feature_spec=feature_spec, features=features,
+                       roles=roles, data_key=data_key, address=address, num_cpus=num_cpus,
+                       storage=storage, fresh=fresh, verbose=verbose, command=command, note=note)
+
+
+def _search(spec: SearchSpec, table, out_dir: Path, *, feature_spec, features, roles, data_key,
+            address, num_cpus, storage, fresh, verbose, command, note) -> SearchOutcome:
     from erc import runtime
 
-    out_dir = io.claim(Path(out_dir).resolve())
-    storage_path = absolute(storage or str(out_dir / "ray"))
-    experiment_path = join_uri(storage_path, EXPERIMENT)
+    storage_path, filesystem = ray_storage(storage or str(out_dir / "ray"))
+    experiment_path = f"{storage_path}/{EXPERIMENT}"
     ledger = out_dir / "trial_starts.jsonl"
     if fresh:
-        _discard(out_dir, experiment_path)
+        _discard(out_dir, experiment_path, filesystem)
     runtime.apply_offline_env()  # before Ray is imported
     from ray.tune import Tuner
 
     spec = _without_idle_adapter_sizes(spec, feature_spec)
-    resumed = Tuner.can_restore(experiment_path)
+    resumed = Tuner.can_restore(experiment_path, storage_filesystem=filesystem)
     if resumed and not (out_dir / "search.json").is_file():
         raise ConfigError(f"{experiment_path} holds a search this folder has no record of "
                           f"(search.json): pass --fresh to start over")
@@ -188,12 +196,13 @@ def run_search(spec: SearchSpec, table, out_dir: str | Path, *,
     if resumed:
         print(f"[tune] resuming the search in {experiment_path}", flush=True)
         tuner = Tuner.restore(experiment_path, trainable=trainable, resume_unfinished=True,
-                              resume_errored=True)
+                              resume_errored=True, storage_filesystem=filesystem)
     else:
         tuner = Tuner(trainable, param_space={},
                       tune_config=_tune_config(spec, out_dir / ASHA_RUNGS),
                       run_config=RunConfig(
-                          name=EXPERIMENT, storage_path=storage_path, verbose=verbose,
+                          name=EXPERIMENT, storage_path=storage_path,
+                          storage_filesystem=filesystem, verbose=verbose,
                           checkpoint_config=CheckpointConfig(num_to_keep=1),
                           failure_config=FailureConfig(max_failures=spec.search.max_failures)))
     print(f"[tune] {spec.search.num_samples} trials of {spec.family} "

@@ -114,11 +114,14 @@ def format_table(rows: list[dict], spec: SearchSpec) -> str:
 def write_csv(rows: list[dict], path: Path) -> Path:
     import csv
 
+    import io as text_io
+
     columns = list(rows[0]) if rows else ["trial", "trial_id", "status", METRIC]
-    with open(path, "w", newline="") as f:
-        writer = csv.DictWriter(f, fieldnames=columns)
-        writer.writeheader()
-        writer.writerows(rows)
+    buffer = text_io.StringIO(newline="")
+    writer = csv.DictWriter(buffer, fieldnames=columns)
+    writer.writeheader()
+    writer.writerows(rows)
+    io.write_text(path, buffer.getvalue())
     return path
 
 

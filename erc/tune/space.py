@@ -41,9 +41,8 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-import yaml
-
 from erc.errors import ConfigError
+from erc.settings import load_yaml
 
 DISTRIBUTIONS = ("uniform", "loguniform", "int", "logint", "choice")
 METRIC = "best_dev_weighted_f1"  # the best epoch's dev weighted F1 so far (maximised)
@@ -210,7 +209,7 @@ class SearchSpec:
         """Every option for a trial: defaults, then fixed values, then the sampled ones."""
         unknown = set(params) - set(self.params)
         if unknown:
-            raise ValueError(f"parameters not in the search space: {sorted(unknown)}")
+            raise ConfigError(f"parameters not in the search space: {sorted(unknown)}")
         return {**self.defaults(), **params}
 
     def adapter_sizes(self) -> list[str]:
@@ -437,12 +436,8 @@ def load_spec(path: str | Path) -> SearchSpec:
     """Reads and validates a search file (``tune/fusion.yaml``)."""
     path = Path(path)
     if not path.is_file():
-        raise FileNotFoundError(f"{path}: no such search file")
-    try:
-        data = yaml.safe_load(path.read_text())
-    except yaml.YAMLError as err:
-        raise ConfigError(f"{path}: not valid YAML: {err}") from None
-    return parse_spec(data, str(path))
+        raise ConfigError(f"{path}: no such search file")
+    return parse_spec(load_yaml(path), str(path))
 
 
 def find_spec(name_or_path: str) -> Path:
@@ -452,9 +447,9 @@ def find_spec(name_or_path: str) -> Path:
         return path
     folder = Path(__file__).resolve().parents[2] / "tune"
     if path.suffix or len(path.parts) > 1:
-        raise FileNotFoundError(f"{name_or_path}: no such search file")
+        raise ConfigError(f"{name_or_path}: no such search file")
     if (folder / f"{name_or_path}.yaml").is_file():
         return folder / f"{name_or_path}.yaml"
     names = sorted(p.stem for p in folder.glob("*.yaml")) if folder.is_dir() else []
-    raise FileNotFoundError(f"{name_or_path}: no such search file"
+    raise ConfigError(f"{name_or_path}: no such search file"
                             + (f" (the ones in tune/: {', '.join(names)})" if names else ""))

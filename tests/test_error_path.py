@@ -1,0 +1,106 @@
+"""One error path: an expected failure (bad input, option or config; an unwritable or
+foreign output; a storage error) is one line ``erc: error: ...`` saying what and where,
+exit status 2; anything else is a bug: its traceback, a request to report it, status 1."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from erc.cli import main
+from tests.conftest import REPO
+
+
+def _csv(tmp_path: Path) -> Path:
+    path = tmp_path / "m.csv"
+    path.write_text("dialogue_id,speaker,text\nd,Ann,Hi.\n")
+    return path
+
+
+def _erc(*argv: str) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "erc.cli", *argv], cwd=REPO, text=True,
+                          capture_output=True, timeout=300)
+
+
+def test_expected_failures_of_a_real_process_are_one_line(tmp_path):
+    """The console script as a user runs it: stderr holds exactly the one line."""
+    corpus = _csv(tmp_path)
+    (tmp_path / "a-file").write_text("mine")
+    cases = {
+        "--out is a file": (["corpus", "ingest", str(corpus), "--out", str(tmp_path / "a-file")],
+                            "a-file"),
+        "--out below a file": (["corpus", "ingest", str(corpus), "--out",
+                                str(tmp_path / "a-file" / "sub")], "a-file"),
+        "bad -o": (["corpus", "ingest", str(corpus), "-o", "labels=joy"], "labels"),
+        "unknown flag": (["qc", "features", "--frobnicate"], "--frobnicate"),
+        "missing input": (["corpus", "summary", str(tmp_path / "nowhere")], "nowhere"),
+        "bare storage URI": (["corpus", "ingest", str(corpus), "--out", "gs://"], "gs://"),
+    }
+    for name, (argv, where) in cases.items():
+        done = _erc(*argv)
+        lines = done.stderr.strip().splitlines()
+        assert done.returncode == 2, (name, done.stderr)
+        assert len(lines) == 1 and lines[0].startswith("erc: error: "), (name, done.stderr)
+        assert where in lines[0], (name, lines[0])
+
+
+def test_an_unreachable_store_is_one_line_and_names_no_secret(tmp_path, capsys):
+    uri = "s3://AKIDKEY:SHHSECRET@bucket/runs/x?endpoint_override=127.0.0.1:1&scheme=http"
+    assert main(["corpus", "ingest", str(_csv(tmp_path)), "--out", uri]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("erc: error: s3://***@bucket/runs/x") and len(err.splitlines()) == 1, err
+    assert "SHHSECRET" not in err and "AKIDKEY" not in err
+    assert main(["corpus", "summary", uri.replace("runs/x", "runs/y")]) == 2  # as an input
+    err = capsys.readouterr().err
+    assert "cannot reach it" in err and "SHHSECRET" not in err
+
+
+@pytest.mark.skipif(os.geteuid() == 0, reason="root writes into a folder without write permission")
+def test_an_unwritable_output_folder_is_one_line(tmp_path, capsys):
+    locked = tmp_path / "locked"
+    locked.mkdir()
+    locked.chmod(0o500)
+    try:
+        assert main(["corpus", "ingest", str(_csv(tmp_path)), "--out", str(locked / "corpus")]) == 2
+    finally:
+        locked.chmod(0o700)
+    err = capsys.readouterr().err.strip()
+    assert "Permission denied" in err and str(locked) in err and len(err.splitlines()) == 1
+
+
+def test_bad_command_lines_name_the_option(capsys):
+    for argv, fragment in ((["run", "-o", "train.epochs"], "-o 'train.epochs'"),
+                           (["run", "--from", "nowhere"], "--from"),
+                           (["train", "fusion"], "corpus"),
+                           (["evaluate"], "required"),
+                           (["tune", "fusion", "x", "--num-samples", "many"], "--num-samples")):
+        assert main(argv) == 2, argv
+        err = capsys.readouterr().err.strip()
+        assert len(err.splitlines()) == 1 and fragment in err, (argv, err)
+        assert "usage:" not in err
+
+
+def test_a_bug_is_a_traceback_with_a_request_to_report(tmp_path, monkeypatch, capsys):
+    import erc.cli.corpus as corpus_cli
+
+    def broken(args):
+        raise ZeroDivisionError("while reading s3://AKIDKEY:SHHSECRET@bucket/x")
+
+    monkeypatch.setattr(corpus_cli, "cmd_formats", broken)
+    assert main(["corpus", "formats"]) == 1
+    err = capsys.readouterr().err
+    assert "Traceback" in err and "ZeroDivisionError" in err
+    assert "this is a bug in erc" in err and "please report it" in err
+    assert "SHHSECRET" not in err and "s3://***@bucket/x" in err
+
+
+def test_an_os_error_naming_a_path_is_expected(tmp_path, capsys):
+    folder = tmp_path / "not-a-corpus"
+    folder.mkdir()
+    assert main(["corpus", "summary", str(folder)]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("erc: error: ") and "not-a-corpus" in err and len(err.splitlines()) == 1

@@ -1,0 +1,255 @@
+"""Output folders: erc writes, replaces and deletes only what is its own, and two runs on
+one output folder end with one consistent result.
+
+Sentinel files stand for a user's work: each case points a command at a folder holding
+them and checks the message, the exit status and that every sentinel is intact.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pyarrow.parquet as pq
+import pytest
+
+from erc import io
+from erc.cli import main
+from erc.errors import OwnershipError
+from erc.stages.base import MANIFEST
+from tests.conftest import REPO
+
+SENTINELS = {"notes.txt": b"my notes", "part-00000.parquet": b"my other corpus",
+             "part-00007.parquet": b"more of it", "manifest.json": b'{"mine": true}',
+             "summary.json": b"{}", "model/weights.bin": b"my model"}
+
+
+def plant(folder: Path, files: dict[str, bytes] = SENTINELS) -> dict[str, str]:
+    """Writes the sentinel files; returns their digests."""
+    for name, data in files.items():
+        (folder / name).parent.mkdir(parents=True, exist_ok=True)
+        (folder / name).write_bytes(data)
+    return digests(folder)
+
+
+def digests(folder: Path) -> dict[str, str]:
+    return {p.relative_to(folder).as_posix(): hashlib.sha256(p.read_bytes()).hexdigest()
+            for p in sorted(folder.rglob("*")) if p.is_file()}
+
+
+def corpus_csv(folder: Path, n: int = 6, dialogue: str = "d") -> Path:
+    folder.mkdir(parents=True, exist_ok=True)
+    path = folder / "m.csv"
+    path.write_text("dialogue_id,speaker,text\n" + "".join(
+        f"{dialogue},{'Ann' if i % 2 else 'Bob'},Line {i} of {dialogue}.\n" for i in range(n)))
+    return path
+
+
+@pytest.fixture
+def ingested(tmp_path, capsys) -> Path:
+    out = tmp_path / "corpus"
+    assert main(["corpus", "ingest", str(corpus_csv(tmp_path / "raw")), "--out", str(out)]) == 0
+    capsys.readouterr()
+    return out
+
+
+def refused(argv: list[str], capsys, *fragments: str) -> None:
+    assert main(argv) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("erc: error: ") and len(err.splitlines()) == 1, err
+    for fragment in fragments:
+        assert fragment in err, err
+
+
+def test_ingest_into_a_folder_of_the_users_leaves_it_intact(tmp_path, capsys):
+    users = tmp_path / "mine"
+    users.mkdir()
+    before = plant(users, {**SENTINELS, "utterances.parquet": b"my own table"})
+    refused(["corpus", "ingest", str(corpus_csv(tmp_path / "raw")), "--out", str(users)], capsys,
+            str(users), "erc did not write", "--overwrite")
+    assert digests(users) == before
+
+
+def test_ingesting_a_table_into_its_own_folder_is_refused(tmp_path, capsys):
+    """The issue's case: `erc corpus ingest dir/utterances.parquet --out dir`."""
+    folder = tmp_path / "dir"
+    folder.mkdir()
+    import pyarrow as pa
+
+    pq.write_table(pa.table({"dialogue_id": ["d"], "speaker": ["A"], "text": ["Hi."]}),
+                   folder / "utterances.parquet")
+    before = digests(folder)
+    refused(["corpus", "ingest", str(folder / "utterances.parquet"), "--out", str(folder)], capsys,
+            "erc did not write")
+    assert digests(folder) == before
+
+
+def test_preprocess_into_a_folder_of_part_files_leaves_them_intact(ingested, tmp_path, capsys):
+    users = tmp_path / "features-of-another-corpus"
+    users.mkdir()
+    before = plant(users)
+    refused(["preprocess", str(ingested), "--out", str(users)], capsys, "erc did not write")
+    assert digests(users) == before
+
+
+def test_train_leaves_a_model_folder_of_the_users_intact(ingested, tmp_path, capsys):
+    users = tmp_path / "fusion"
+    users.mkdir()
+    before = plant(users)
+    refused(["train", "fusion", str(ingested), "--text-only", "--out", str(users)], capsys,
+            "erc did not write")
+    assert digests(users) == before
+
+
+def test_a_file_as_output_folder_is_refused(ingested, tmp_path, capsys):
+    target = tmp_path / "report.pdf"
+    target.write_bytes(b"%PDF my report")
+    refused(["preprocess", str(ingested), "--out", str(target)], capsys, "not a folder")
+    assert target.read_bytes() == b"%PDF my report"
+
+
+def test_models_fetch_refuses_a_destination_it_did_not_fetch(tmp_path, capsys):
+    """Checked before anything is downloaded (no network is reached here)."""
+    users = tmp_path / "models"
+    users.mkdir()
+    before = plant(users, {"model.safetensors": b"my fine-tuned weights", "config.json": b"{}"})
+    refused(["models", "fetch", "all-mpnet-base-v2", "--dest", str(users)], capsys,
+            str(users), "erc did not fetch it")
+    assert digests(users) == before
+
+
+def test_inspect_does_not_replace_a_mapping_file(tmp_path, capsys):
+    raw = corpus_csv(tmp_path / "raw")
+    mapping = tmp_path / "raw" / "erc-mapping.yaml"
+    mapping.write_text("corpus: my edited mapping\n")
+    refused(["corpus", "inspect", str(raw), "--write", str(mapping)], capsys, "--overwrite")
+    assert mapping.read_text() == "corpus: my edited mapping\n"
+    assert main(["corpus", "inspect", str(raw), "--write", str(mapping), "--overwrite"]) == 0
+    assert "corpus:" in mapping.read_text() and "my edited" not in mapping.read_text()
+
+
+def test_a_fresh_search_leaves_a_search_it_has_no_record_of(tmp_path):
+    """erc tune --fresh removes STORAGE/search only when the folder's search.json says erc
+    started that search there."""
+    from erc.tune.driver import EXPERIMENT, _discard
+
+    out = io.claim(tmp_path / "tune")
+    experiment = tmp_path / "storage" / EXPERIMENT
+    experiment.mkdir(parents=True)
+    before = plant(experiment, {"tuner.pkl": b"someone's search", "trial_1/result.json": b"{}"})
+    with pytest.raises(OwnershipError, match="no record of"):
+        _discard(out, str(experiment))
+    assert digests(experiment) == before
+    io.write_json(out / "search.json", {"experiment": str(experiment)})
+    _discard(out, str(experiment))  # erc's own: removed, with its record
+    assert not experiment.exists() and not (out / "search.json").exists()
+
+
+def test_removals_stay_inside_folders_erc_owns(tmp_path):
+    users = tmp_path / "mine"
+    users.mkdir()
+    before = plant(users)
+    with pytest.raises(OwnershipError, match="not an erc output folder"):
+        io.remove_owned(users, "notes.txt")
+    ours = io.claim(tmp_path / "ours")
+    with pytest.raises(OwnershipError, match="outside"):
+        io.remove_owned(ours, "../mine/notes.txt")
+    (ours / "link").symlink_to(users)
+    with pytest.raises(OwnershipError, match="outside"):
+        io.remove_owned(ours, "link/notes.txt")
+    assert digests(users) == before
+
+
+def test_temporary_names_are_unique_and_cleaned_up(tmp_path):
+    names = set()
+    for _ in range(50):
+        with io.atomic_path(tmp_path / "x.parquet") as tmp:
+            names.add(tmp.name)
+            tmp.write_bytes(b"x")
+    assert len(names) == 50
+    with pytest.raises(RuntimeError):
+        with io.atomic_path(tmp_path / "y.json") as tmp:
+            tmp.write_bytes(b"half")
+            raise RuntimeError("killed mid-write")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["x.parquet"]
+
+
+# -- two runs on one output folder --------------------------------------------------------
+
+def _erc(*argv: str) -> subprocess.Popen:
+    return subprocess.Popen([sys.executable, "-m", "erc.cli", *argv], cwd=REPO,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+
+
+def _consistent(out: Path, results: list[tuple[int, str]]) -> dict:
+    """Checks that ``out`` holds one consistent result (the files its manifest lists, no
+    temporary file) and that a run that did not write it was refused as busy; returns
+    the manifest."""
+    codes = [code for code, _ in results]
+    assert 0 in codes and all(code in (0, 2) for code in codes), "\n\n".join(
+        f"exit {code}:\n{err[-4000:]}" for code, err in results)
+    for code, err in results:
+        if code == 2:
+            assert "another erc run is writing this folder" in err, err
+    manifest = json.loads((out / MANIFEST).read_text())
+    for name, entry in manifest["files"].items():  # the manifest describes the files there
+        assert hashlib.sha256((out / name).read_bytes()).hexdigest() == entry["sha256"], name
+    assert not [p for p in out.iterdir() if io.is_scratch(p.name) and p.name != io.LOCK]
+    return manifest
+
+
+@pytest.mark.slow
+def test_two_ingests_at_once_leave_one_consistent_result(tmp_path):
+    corpora = {name: str(corpus_csv(tmp_path / name, n=40_000, dialogue=name))
+               for name in ("alpha", "beta")}
+    out = tmp_path / "out"
+    seen_busy = 0
+    for round_ in range(3):
+        runs = [_erc("corpus", "ingest", path, "--out", str(out), "-o", f"corpus={name}", "--force")
+                for name, path in corpora.items()]
+        results = [(run.wait(timeout=600), run.communicate()[1]) for run in runs]
+        seen_busy += sum(code == 2 for code, _ in results)
+        manifest = _consistent(out, results)
+        utterances = pq.read_table(out / "utterances.parquet")
+        problems = pq.read_table(out / "problems.parquet")
+        [corpus] = set(utterances.column("corpus").to_pylist())  # no mix of the two
+        assert manifest["summary"]["corpora"] == [corpus]
+        assert set(problems.column("corpus").to_pylist()) <= {corpus}
+        assert manifest["summary"]["input_rows"] == 40_000 == utterances.num_rows + problems.num_rows
+        assert set(utterances.column("dialogue_id").to_pylist()) == {corpus}
+        # and a later run agrees that this is the result of that corpus
+        check = _erc("corpus", "ingest", corpora[corpus], "--out", str(out), "-o", f"corpus={corpus}")
+        assert check.wait(timeout=600) == 0
+        assert "up to date" in check.communicate()[0]
+    print(f"\ntwo ingests at once, 3 rounds: {seen_busy} run(s) refused as busy")
+
+
+@pytest.mark.slow
+def test_two_preprocess_runs_at_once_leave_one_consistent_result(tmp_path, capsys):
+    config = tmp_path / "text-only.yaml"
+    config.write_text("preprocess:\n  profile: paper\n  partition_rows: 3\n"
+                      "  overrides: {text: {backend: sentence-transformers, name: all-MiniLM-L6-v2}}\n")
+    tables = {}
+    for name in ("alpha", "beta"):
+        out = tmp_path / f"corpus-{name}"
+        assert main(["corpus", "ingest", str(corpus_csv(tmp_path / name, n=7, dialogue=name)),
+                     "--out", str(out), "-o", f"corpus={name}"]) == 0
+        tables[name] = out
+    capsys.readouterr()
+    features = tmp_path / "features"
+    runs = [_erc("preprocess", str(table), "--out", str(features), "--config", str(config))
+            for table in tables.values()]
+    results = [(run.wait(timeout=900), run.communicate()[1]) for run in runs]
+    manifest = _consistent(features, results)
+    parts = sorted(features.glob("part-*.parquet"))
+    assert sorted(manifest["files"]) == [p.name for p in parts]
+    ids = [u for part in parts for u in pq.read_table(part).column("utterance_id").to_pylist()]
+    corpora = {u.split("/")[0] for u in ids}
+    assert len(corpora) == 1 and len(ids) == 7, ids  # every row of one corpus, no mix
+    [corpus] = corpora
+    from erc.stages.base import content_fingerprint
+
+    assert manifest["parts"]["inputs"]["utterances"] == content_fingerprint(tables[corpus])

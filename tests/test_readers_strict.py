@@ -1,0 +1,139 @@
+"""Strict, typed reading (the classes behind the bad input campaign): CSV records that
+recover after a stray quote, limits that are reader options, typed values that never
+become a Python repr, typed reader options per format, and the accounting check."""
+
+from __future__ import annotations
+
+import datetime
+import json
+from pathlib import Path
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+
+from erc.corpus import FORMATS, read_corpus
+from erc.corpus.base import RowAccountingError, RowCollector, read_csv_records
+from erc.corpus.values import RowProblem, meta_value, parse_time, parse_turn, text_value
+from erc.errors import ConfigError
+from erc.schema import PROBLEM_REASONS
+from tests.conftest import by_uid, checked
+
+
+def _csv(tmp_path: Path, text: str) -> Path:
+    path = tmp_path / "m.csv"
+    path.write_text(text)
+    return path
+
+
+def test_reading_resumes_on_the_line_after_a_stray_quote(tmp_path):
+    path = _csv(tmp_path, 'a,b\n1,ok\n2,"never closed\n3,fine\n4,"two\nlines"\n5,last\n')
+    records = list(read_csv_records(path, ("a", "b")))
+    assert [(r.line, r.problem[0] if r.problem else r.fields["b"]) for r in records] == [
+        (2, "ok"), (3, "unterminated_quote"), (4, "fine"), (5, "two\nlines"), (7, "last")]
+
+
+def test_field_counts_and_sizes_are_checked(tmp_path):
+    path = _csv(tmp_path, "a,b\n1,2,3\n1\n1,2\n1," + "x" * 40 + "\n")
+    reasons = [r.problem[0] if r.problem else "ok"
+               for r in read_csv_records(path, ("a",), max_field_bytes=32)]
+    assert reasons == ["bad_field_count", "bad_field_count", "ok", "field_too_large"]
+    assert [r.problem for r in read_csv_records(path, ("a",))][3] is None  # the default: 128 KiB
+
+
+def test_the_field_limit_is_a_reader_option_of_every_format(tmp_path):
+    path = _csv(tmp_path, "dialogue_id,speaker,text\nd,Ann," + "x" * 500 + "\nd,Bob,Hi.\n")
+    result = checked(read_corpus(path, options={"max_field_bytes": 100}))
+    assert [p["reason"] for p in result.problems.to_pylist()] == ["field_too_large"]
+    assert "max_field_bytes" in result.problems.to_pylist()[0]["detail"]
+    assert checked(read_corpus(path)).problems.num_rows == 0
+    for name, format in FORMATS.items():
+        assert "max_field_bytes" in {f for f in format.options.__dataclass_fields__}, name
+
+
+@pytest.mark.parametrize("format", sorted(FORMATS))
+def test_reader_options_are_typed_per_format(format, tmp_path):
+    """An unknown option or a wrong type is an error naming it, before anything is read."""
+    with pytest.raises(ConfigError, match=rf"reader options of {format}: unknown key 'bogus'"):
+        read_corpus(tmp_path, format=format, options={"bogus": 1})
+    with pytest.raises(ConfigError, match="max_field_bytes"):
+        read_corpus(tmp_path, format=format, options={"max_field_bytes": "big"})
+
+
+def test_turns_are_whole_numbers_in_range():
+    assert [parse_turn(v) for v in (0, "7", " 3 ", 4.0, "5.0", "+6", "0000012")] == [0, 7, 3, 4, 5, 6, 12]
+    for bad in (1.7, "1.7", -1, "-1", "99999999999", 2**31, float("inf"), float("nan"), "two", ""):
+        with pytest.raises(RowProblem) as problem:
+            parse_turn(bad)
+        assert problem.value.reason == "bad_turn", bad
+    for wrong in (True, b"3", [3], {"n": 3}):
+        with pytest.raises(RowProblem) as problem:
+            parse_turn(wrong)
+        assert problem.value.reason == "bad_type", wrong
+
+
+def test_times_are_finite_and_not_negative():
+    assert [parse_time(v) for v in ("", None, 1.5, "2", "00:01:02,500", "01:02.5")] == \
+        [None, None, 1.5, 2.0, 62.5, 62.5]
+    reasons = {}
+    for value in ("-1", -0.5, "nan", "inf", "1e999", "soon", "00:61:00", b"1", [1], True):
+        with pytest.raises(RowProblem) as problem:
+            parse_time(value)
+        reasons[repr(value)] = problem.value.reason
+    assert reasons == {"'-1'": "negative_time", "-0.5": "negative_time", "'nan'": "bad_time",
+                       "'inf'": "bad_time", "'1e999'": "bad_time", "'soon'": "bad_time",
+                       "'00:61:00'": "bad_time", "b'1'": "bad_type", "[1]": "bad_type",
+                       "True": "bad_type"}
+
+
+def test_values_never_become_a_python_repr():
+    assert text_value(3, "x") == "3" and text_value(3.0, "x") == "3" and text_value(2.5, "x") == "2.5"
+    with pytest.raises(RowProblem, match="bytes"):
+        text_value(b"text", "x")
+    assert meta_value(["a", 1], "m") == '["a", 1]' and meta_value({"k": "v"}, "m") == '{"k": "v"}'
+    assert meta_value(datetime.date(2024, 5, 1), "m") == "2024-05-01"
+    assert meta_value(True, "m") == "true" and meta_value(float("nan"), "m") is None
+    for wrong in (b"\x89PNG", [b"x"], {"k": b"v"}):
+        with pytest.raises(RowProblem) as problem:
+            meta_value(wrong, "m")
+        assert problem.value.reason == "bad_type"
+
+
+def test_parquet_lists_and_structs_in_meta_are_json(tmp_path):
+    path = tmp_path / "m.parquet"
+    pq.write_table(pa.table({"dialogue_id": ["d", "d"], "speaker": [["Ann"], ["Bob"]],
+                             "text": ["Hi.", "Ho."], "tags": [["a", "b"], []],
+                             "info": [{"season": 1}, {"season": 2}]}), path)
+    result = checked(read_corpus(path))
+    rows = by_uid(result.utterances)
+    meta = dict(rows["m/train/d/0"]["meta"])
+    assert json.loads(meta["tags"]) == ["a", "b"] and json.loads(meta["info"]) == {"season": 1}
+    assert rows["m/train/d/0"]["speaker"] == "Ann"  # a one-name list is the name
+
+
+def test_a_lost_row_is_an_error_not_a_silent_loss():
+    out = RowCollector("c")
+    for _ in out.rows(["one", "two"]):
+        pass  # a reader that forgets to keep or record a row
+    with pytest.raises(RowAccountingError, match="2 input rows, 0 kept"):
+        out.result()
+    with pytest.raises(ValueError, match="PROBLEM_REASONS"):
+        out.reject("because", "no such reason", source="x", line=1)
+    assert all(meaning.strip() for meaning in PROBLEM_REASONS.values())
+
+
+def test_meld_episode_times_are_metadata(tmp_path):
+    """Inverted or unreadable episode times cost the row its expected duration, counted as
+    a repair: the clip is cut already, nothing else reads them."""
+    folder = tmp_path / "meld"
+    folder.mkdir()
+    (folder / "train_sent_emo.csv").write_text(
+        "Sr No.,Utterance,Speaker,Emotion,Sentiment,Dialogue_ID,Utterance_ID,Season,Episode,"
+        "StartTime,EndTime\n"
+        '1,Hi.,Ross,joy,positive,0,0,1,1,"00:00:05,000","00:00:04,000"\n'
+        '2,Ho.,Rachel,joy,positive,0,1,1,1,"00:00:05,000","00:00:06,000"\n')
+    result = checked(read_corpus(folder))
+    rows = by_uid(result.utterances)
+    assert "expected_duration_s" not in dict(rows["meld/train/dia0_utt0"]["meta"])
+    assert dict(rows["meld/train/dia0_utt1"]["meta"])["expected_duration_s"] == "1.000"
+    assert sum(result.repairs.values()) == 1

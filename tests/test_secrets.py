@@ -1,0 +1,131 @@
+"""No credential from a storage URI is printed or written: erc.redaction guards the console,
+the run log, log records, tracebacks and every text file erc writes; Ray gets storage as a
+filesystem object. The end-to-end test runs commands against the loopback S3 server with
+credentials in the URIs (``s3://KEY:SECRET@bucket/...`` and ``?access_key=&secret_key=``)
+and searches every output for them."""
+
+from __future__ import annotations
+
+import json
+import logging
+import subprocess
+import sys
+import uuid
+from pathlib import Path
+
+import pytest
+
+from erc import io
+from erc.redaction import redact, redact_data
+from tests.conftest import REPO, S3_BUCKET
+
+
+def test_every_form_of_credential_is_redacted():
+    assert redact("s3://AKID:SHH@bucket/x") == "s3://***@bucket/x"
+    assert redact("gs://token@bucket/x and s3://u:p@b/y") == "gs://***@bucket/x and s3://***@b/y"
+    assert redact("s3://b/x?access_key=AKID&secret_key=SHH&region=eu") == \
+        "s3://b/x?access_key=***&secret_key=***&region=eu"
+    assert redact("s3://b/x?session_token=T&endpoint_override=127.0.0.1:9000") == \
+        "s3://b/x?session_token=***&endpoint_override=127.0.0.1:9000"
+    assert redact("https://h/f?X-Amz-Signature=abc&X-Amz-Credential=def") == \
+        "https://h/f?X-Amz-Signature=***&X-Amz-Credential=***"
+    assert redact("no uri here: a=b") == "no uri here: a=b"
+    assert redact_data({"storage": "s3://k:s@b/x", "n": [1, "s3://k:s@b/y"]}) == \
+        {"storage": "s3://***@b/x", "n": [1, "s3://***@b/y"]}
+
+
+def test_files_erc_writes_hold_no_credential(tmp_path):
+    io.write_json(tmp_path / "manifest.json", {"inputs": {"corpus": "s3://AKID:SHH@b/c"}})
+    io.write_text(tmp_path / "report.html", "<code>s3://b/c?secret_key=SHH</code>")
+    for path in tmp_path.iterdir():
+        assert "SHH" not in path.read_text() and "***" in path.read_text()
+
+
+def test_console_and_run_log_hold_no_credential(tmp_path, capsys):
+    from erc import console
+
+    console.setup()
+    with console.run_log(tmp_path / "run.log"):
+        print("[storage] s3://AKID:SHH@bucket/x: uploading")
+        logging.getLogger("erc.test").error("failed on s3://b/x?secret_key=SHH")
+        logging.getLogger("ray.train").info("storage_path s3://AKID:SHH@bucket/ray")
+    captured = capsys.readouterr()
+    log = (tmp_path / "run.log").read_text()
+    for text in (captured.out, captured.err, log):
+        assert "SHH" not in text and "AKID" not in text
+    assert "s3://***@bucket/x" in log and "secret_key=***" in captured.err + log
+    assert "storage_path s3://***@bucket/ray" in log  # a library's record, in the log only
+
+
+def test_ray_gets_storage_without_credentials_in_its_path(s3_store):
+    from erc.storage import ray_storage
+
+    path, filesystem = ray_storage(f"s3://AKID:SHH@{S3_BUCKET}/runs/x/ray")
+    assert path == f"{S3_BUCKET}/runs/x/ray" and filesystem is not None
+    assert ray_storage("runs/x/ray")[1] is None
+
+
+def _erc(*argv: str) -> subprocess.CompletedProcess:
+    done = subprocess.run([sys.executable, "-m", "erc.cli", *argv], cwd=REPO, text=True,
+                          capture_output=True, timeout=900)
+    assert done.returncode == 0, done.stderr[-3000:]
+    return done
+
+
+def _remote_files(prefix: str) -> dict[str, bytes]:
+    import pyarrow.fs as pafs
+
+    fs, root = pafs.FileSystem.from_uri(f"s3://{S3_BUCKET}/{prefix}")
+    files = {}
+    for info in fs.get_file_info(pafs.FileSelector(root, recursive=True, allow_not_found=True)):
+        if info.type == pafs.FileType.File:
+            with fs.open_input_stream(info.path) as handle:
+                files[info.path] = handle.read()
+    return files
+
+
+@pytest.mark.slow
+def test_no_secret_in_any_output_of_runs_against_the_store(s3_store, tmp_path):
+    import os
+
+    from erc.storage import Mirror
+
+    prefix = uuid.uuid4().hex[:8]
+    corpus = tmp_path / "corpus"
+    corpus.mkdir()
+    (corpus / "m.csv").write_text("dialogue_id,speaker,text,emotion\n" + "".join(
+        f"d{i // 4},{'Ann' if i % 2 else 'Bob'},Line number {i}.,{'joy' if i % 3 else 'anger'}\n"
+        for i in range(24)))
+    Mirror(f"s3://{S3_BUCKET}/{prefix}/corpus", corpus).push()
+
+    secrets = ("KEYINURI", "SECRETINURI", "KEYINQUERY", "SECRETINQUERY")
+    userinfo = f"s3://KEYINURI:SECRETINURI@{S3_BUCKET}/{prefix}"
+    query = "?access_key=KEYINQUERY&secret_key=SECRETINQUERY"
+    config = tmp_path / "run.yaml"
+    config.write_text(f"corpus: {{path: '{userinfo}/corpus/m.csv'}}\n"
+                      "qc: {enabled: false}\ntrain: {enabled: false}\n")  # ingest, then report
+    outputs = [
+        _erc("corpus", "ingest", f"{userinfo}/corpus/m.csv", "--out", f"{userinfo}/ingest-a"),
+        _erc("corpus", "ingest", f"s3://{S3_BUCKET}/{prefix}/corpus/m.csv{query}",
+             "--out", f"s3://{S3_BUCKET}/{prefix}/ingest-b{query}"),
+        _erc("corpus", "summary", f"s3://{S3_BUCKET}/{prefix}/ingest-b{query}"),
+        _erc("run", "--config", str(config), "--until", "ingest", "--out", f"{userinfo}/run",
+             "--storage", f"s3://{S3_BUCKET}/{prefix}/run/ray{query}"),
+        _erc("run", "--config", str(config), "--from", "report", "--out", f"{userinfo}/run"),
+    ]
+    printed = "\n".join(done.stdout + done.stderr for done in outputs)
+    assert "s3://***@" in printed and "secret_key=***" in printed  # printed, redacted
+    remote = _remote_files(prefix)
+    written = {name for name in remote if not name.endswith(("m.csv",))}
+    for expected in ("ingest-a/manifest.json", "ingest-b/manifest.json", "run/run.log",
+                     "run/run.json", "run/report.html", "run/corpus/manifest.json"):
+        assert f"{S3_BUCKET}/{prefix}/{expected}" in written, sorted(written)
+    # erc's local copies of the store (staged inputs and outputs) too
+    local = {str(p): p.read_bytes() for p in Path(os.environ["ERC_HOME"]).rglob("*")
+             if p.is_file() and p.stat().st_size < 50 << 20}
+    for secret in secrets:
+        assert secret not in printed, secret
+        for name, data in {**remote, **local}.items():
+            assert secret.encode() not in data, (secret, name)
+    record = json.loads(remote[f"{S3_BUCKET}/{prefix}/run/run.json"])
+    assert "***" in record["config"]["train"]["recipe"]["loop"]["storage_path"]  # recorded, redacted
