@@ -4,6 +4,7 @@ the floor baseline and the conversation models side by side, fold by fold, from 
     .venv/bin/python bench/accuracy.py iemocap         # leave-one-session-out, 4 folds
     .venv/bin/python bench/accuracy.py meld            # select on a slice of train, report dev
     .venv/bin/python bench/accuracy.py iemocap --seeds 3 --rows bi-mamba+roles bi-gru
+    .venv/bin/python bench/accuracy.py iemocap --rows bi-mamba text-window window+bi-gru
     .venv/bin/python bench/accuracy.py adapters        # identity adapters (RAVDESS, CK+48)
 
 Protocol (``erc.train.folds``): IEMOCAP pools train and valid and leaves one session out
@@ -25,6 +26,10 @@ frozen sentence encoder: all-MiniLM-L6-v2 by default, all-mpnet-base-v2 after
   code path (``erc.train.fitting.train_fusion`` on Ray Train), one row per configuration:
   the former default (causal Mamba, mixer outputs mean-pooled over all past turns), the
   current-turn readout, the bidirectional mixers, speaker roles;
+- ``TEXT_ROWS``: the context text encoder (MiniLM) fine-tuned on the fold through
+  ``erc train text``'s code path (``erc.train.fitting.finetune_text``), read alone;
+- ``FUSED_ROWS``: the fusion model over the utterance vectors of a text row's model
+  fine-tuned on the same fold (optionally with the frozen vectors as a second token);
 - selected: in each fold, the row whose selection score is best (how a user picks one
   model without looking at the test dialogues);
 - ensemble: in each fold, the class probabilities of the rows whose mean selection score
@@ -94,7 +99,10 @@ TEXT_ROWS = {
 # utterance vectors of a text row's model fine-tuned on the same fold (COSMIC / DAG-ERC),
 # optionally with the frozen encoder's vectors as a second text token.
 FUSED_ROWS = {
+    "window+bi-mamba": ("text-window", {}, 1e-3, False),
     "window+bi-gru": ("text-window", {"mixer": "gru"}, 1e-3, False),
+    "window+bi-gru+drop": ("text-window", {"mixer": "gru", "turn_dropout": 0.3}, 1e-3, False),
+    "window+frozen+bi-gru": ("text-window", {"mixer": "gru"}, 1e-3, True),
 }
 SHORT = {"all-MiniLM-L6-v2": "minilm", "all-mpnet-base-v2": "mpnet"}
 
@@ -372,7 +380,7 @@ def adapter_rows() -> None:
         label_set = sorted(set(labels))
         ok = np.isfinite(x).all(1)
         train, test = ok & ~test_mask, ok & test_mask
-        y = np.asarray([label_set.index(l) for l in labels])
+        y = np.asarray([label_set.index(label) for label in labels])
         unit = x / np.linalg.norm(x, axis=1, keepdims=True).clip(1e-9)
         raw = LogisticRegression(max_iter=3000).fit(unit[train], y[train]).predict(unit[test])
         adapter, _ = adapters.train_adapter(x[train], [labels[i] for i in np.flatnonzero(train)],
