@@ -7,7 +7,6 @@ Run as a script to print the WER and speed of both engines on the same clips:
 
 from __future__ import annotations
 
-import importlib.util
 import os
 import re
 import time
@@ -15,10 +14,10 @@ import time
 import numpy as np
 import pytest
 
-from tests.conftest import needs_package, shared_path  # first: it sets the hermetic environment
 from erc.backends import registry
 from erc.backends.asr import FasterWhisperASR, WhisperASR
 from erc.backends.base import AUDIO_RATE, ModelSpec, Transcript, sha256_of
+from tests.conftest import needs_package, shared_path  # first: it sets the hermetic environment
 
 SENTENCES = {"01": "kids are talking by the door", "02": "dogs are sitting by the door"}
 

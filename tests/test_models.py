@@ -13,8 +13,7 @@ import torch
 
 from erc.models import checkpoint
 from erc.models.adapters import Adapter, AdapterConfig, adapt_vectors, train_adapter
-from erc.models.fusion import (FusionConfig, FusionModel, causal_window_mean, reverse_valid,
-                               speaker_order)
+from erc.models.fusion import FusionConfig, FusionModel, causal_window_mean, reverse_valid, speaker_order
 from erc.models.mamba import MambaBlock, kernels_available, selective_scan
 
 DIMS = {"text": 24, "speaker": 8, "face": 8}

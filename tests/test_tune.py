@@ -17,10 +17,10 @@ from pathlib import Path
 import pytest
 import yaml
 
-from tests.conftest import shared_path  # first: it sets the hermetic environment
 from erc.errors import ConfigError
 from erc.recipes import FusionConfig
 from erc.tune.space import FAMILIES, load_spec, parse_spec
+from tests.conftest import shared_path  # first: it sets the hermetic environment
 
 REPO = Path(__file__).resolve().parents[1]
 

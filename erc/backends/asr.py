@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from erc.backends.base import AUDIO_RATE, ModelRecord, ModelSpec, Transcript, Word, pick_device
+from erc.backends.base import AUDIO_RATE, ModelSpec, Transcript, Word, pick_device
 from erc.backends.registry import Backend, require_path
 from erc.errors import ConfigError
 

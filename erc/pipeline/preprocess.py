@@ -34,9 +34,9 @@ import json
 import os
 import time
 from collections import Counter, defaultdict
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable
 
 import pyarrow as pa
 import pyarrow.compute as pc
@@ -126,7 +126,7 @@ def _existing_fingerprint(path: Path, rows: int) -> str | None:
         if meta.num_rows != rows:
             return None
         return (meta.schema.to_arrow_schema().metadata or {}).get(FINGERPRINT_KEY, b"").decode() or None
-    except Exception:  # noqa: BLE001 - an unreadable part is recomputed
+    except Exception:
         return None
 
 
@@ -457,7 +457,7 @@ def run_preprocess(table: pa.Table, output_dir: str | Path, config: PreprocessCo
             raise RuntimeError(f"the pass ended with partitions incomplete: {missing}")
         try:
             io.write_text(output_dir / STATS, dataset.stats())
-        except Exception:  # noqa: BLE001 - statistics are a nicety
+        except Exception:
             pass
     run_seconds = time.perf_counter() - run_started
 

@@ -220,11 +220,11 @@ class _ModelStage(PassStage):
         if rows:
             try:
                 results = dict(zip(rows, self.compute(batch, rows)))
-            except Exception:  # noqa: BLE001 - find the row(s) at fault
+            except Exception:
                 for i in rows:
                     try:
                         results[i] = self.compute(batch, [i])[0]
-                    except Exception as err:  # noqa: BLE001
+                    except Exception as err:
                         errors[i] = f"{self.name}: {type(err).__name__}: {err}"[:2000]
         if errors:
             batch = _fail(batch, {i: ("model_error", message) for i, message in errors.items()})
