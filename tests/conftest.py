@@ -77,14 +77,14 @@ def by_uid(table) -> dict[str, dict]:
     return {r["utterance_id"]: r for r in table.to_pylist()}
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="module")
 def ray_local():
-    """One embedded Ray for the tests that need it (started the way the CLI starts it)."""
+    """An embedded Ray for the tests of a module that need it, started the way the CLI
+    starts it (again when a command run in-process by an earlier module shut it down)."""
     from erc import runtime
 
     runtime.connect(num_cpus=2)
     yield
-    runtime.shutdown()
 
 
 @pytest.fixture(scope="session")
