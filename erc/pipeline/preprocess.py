@@ -46,6 +46,7 @@ from erc import cluster, io
 from erc.errors import ConfigError
 from erc.features import FEATURE_SCHEMA, models_of, with_models
 from erc.fingerprint import digest, stat_of
+from erc.pipeline.progress import PassProgress, workers_of
 from erc.pipeline.stages import INPUT_COLUMNS, MODEL_STAGES, PASS, STAGE_OF, DecodeStage
 from erc.recipes import PreprocessConfig, RayConfig
 
@@ -379,6 +380,7 @@ def run_preprocess(table: pa.Table, output_dir: str | Path, config: PreprocessCo
         f"{config.partition_rows}: {skipped} up to date, {len(pending)} to compute -> {output_dir}")
 
     stage_stats: dict = {}
+    tracker = None
     run_rows = 0
     run_started = time.perf_counter()
     if pending:
@@ -417,6 +419,11 @@ def run_preprocess(table: pa.Table, output_dir: str | Path, config: PreprocessCo
                     say(f"[preprocess] {stage.name}: weights found on the {checked} node(s) "
                         "up that can run it")
         pending_rows = sum(parts[k].num_rows for k in pending)
+        from ray.data import DataContext
+
+        DataContext.get_current().enable_progress_bars = False  # PassProgress says it
+        tracker = PassProgress(pending_rows, workers_of(resources, float(resources_now.get("CPU", 1))),
+                               say)
         inputs = [parts[k].append_column("_part", pa.array([k] * parts[k].num_rows, pa.int32()))
                   for k in pending]
         dataset = build_dataset(inputs, specs, config, resources)
@@ -425,6 +432,7 @@ def run_preprocess(table: pa.Table, output_dir: str | Path, config: PreprocessCo
         counts: Counter = Counter()
         done = 0
         for batch in dataset.iter_batches(batch_size=None, batch_format="pyarrow"):
+            tracker.add(batch)
             part_of = batch.column("_part")
             for k in pc.unique(part_of).to_pylist():
                 rows = batch.filter(pc.equal(part_of, k))
@@ -471,6 +479,11 @@ def run_preprocess(table: pa.Table, output_dir: str | Path, config: PreprocessCo
 
     summary, record = _summarise(output_dir, parts, fingerprints, rows_in, skipped, stage_stats,
                                  run_rows, run_seconds, work.settings, config)
+    if tracker is not None:  # busy shares and the timeline of this run
+        for stage, figures in tracker.stage_figures().items():
+            summary["this_run"]["stages"].get(stage, {}).update(
+                workers=tracker.workers[stage], busy_share=figures["busy_share"])
+        summary["this_run"]["timeline"] = tracker.timeline
     summary["seconds"] = round(time.perf_counter() - started, 3)
     say(format_summary(summary))
     return PreprocessOutcome(output_dir, summary, len(pending), skipped,
