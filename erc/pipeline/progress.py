@@ -17,7 +17,7 @@ capacity is lowest is the one holding the pass back.
 from __future__ import annotations
 
 import time
-from typing import Callable
+from collections.abc import Callable
 
 import pyarrow as pa
 import pyarrow.compute as pc
