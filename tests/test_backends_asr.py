@@ -143,6 +143,43 @@ def test_faster_whisper_same_order_of_wer(faster_whisper, clips):
         check_transcript(result, len(audio) / AUDIO_RATE)
 
 
+def test_faster_whisper_batched_equals_clip_by_clip(faster_whisper, clips):
+    """Clips transcribed 8 at a time (batched encoder and beam search, then each clip
+    finished as WhisperModel.transcribe finishes it) give what clip-by-clip transcription
+    gives: the same text and words, timestamps and scores to 1e-5 (the int8 products are
+    exact; float sums in a batch may differ in the last bits); and a clip's result does
+    not depend on the clips batched with it. Silence and a clip longer than one window
+    take the clip-by-clip path inside a batched call."""
+    spec = registry.profile_specs("offline")["asr"]
+    spec.options = {**spec.options, "batch_size": 8}
+    batched = registry.load_backend(spec, device="cpu")
+    assert faster_whisper.batch_size == 1 and batched.batch_size == 8  # CPU default: 1
+    audios = [audio for audio, _, _ in clips]
+    long = np.concatenate(audios[:10])  # over 30 s: two windows
+    assert long.size > 30 * AUDIO_RATE
+    inputs = audios + [np.zeros(AUDIO_RATE, np.float32), long]
+    one_by_one = faster_whisper.transcribe(inputs)
+    together = batched.transcribe(inputs)
+    shifted = batched.transcribe(inputs[5:] + inputs[:5])
+    shifted = shifted[-5:] + shifted[:-5]
+
+    def same(a: Transcript, b: Transcript) -> bool:
+        def close(x, y):
+            return (x is None and y is None) or abs(x - y) <= 1e-5
+        return (a.text == b.text and a.language == b.language
+                and close(a.avg_logprob, b.avg_logprob) and close(a.no_speech_prob, b.no_speech_prob)
+                and len(a.words) == len(b.words)
+                and all(u.word == v.word and close(u.start, v.start) and close(u.end, v.end)
+                        and close(u.probability, v.probability) for u, v in zip(a.words, b.words)))
+
+    assert all(same(a, b) for a, b in zip(one_by_one, together))
+    assert all(same(a, b) for a, b in zip(together, shifted))
+    assert together[-2].text == "" and together[-1].words[-1].end > 30.0
+    # the batch path itself finished the clean clips (none sent back to the clip-by-clip path)
+    finished = batched._one_window_batch(audios[:8])
+    assert all(t is not None for t in finished) and all(same(a, b) for a, b in zip(finished, one_by_one))
+
+
 def test_records_name_the_weights(openai_whisper, faster_whisper):
     import faster_whisper as fw
     import whisper
