@@ -180,6 +180,19 @@ def test_faster_whisper_batched_equals_clip_by_clip(faster_whisper, clips):
     assert all(t is not None for t in finished) and all(same(a, b) for a, b in zip(finished, one_by_one))
 
 
+def test_a_sampled_transcript_depends_on_its_clip_alone(faster_whisper, clips):
+    """RAVDESS 03-01-04-02-01-02-09 (sad, strong) fails tiny.en's checks at temperature 0,
+    so its transcript is sampled at the fallback temperatures: it comes out the same
+    whatever was transcribed before it (a resumed pass writes what a clean one wrote)."""
+    audio = load(str(shared_path("assets", "speech", "ravdess16k", "Actor_09",
+                                 "03-01-04-02-01-02-09.flac")))
+    segments, _ = faster_whisper._decode(faster_whisper.model, audio)
+    assert any(s.temperature > 0 for s in segments)  # the clip does take the sampling path
+    alone = faster_whisper.transcribe([audio])[0]
+    after_others = faster_whisper.transcribe([clips[0][0], audio, clips[1][0], audio])
+    assert after_others[1] == alone == after_others[3]
+
+
 def test_records_name_the_weights(openai_whisper, faster_whisper):
     import faster_whisper as fw
     import whisper

@@ -27,6 +27,13 @@ word alignment); a clip whose first decoding would fall back to a higher tempera
 whose words leave audio for a second window, is transcribed on its own instead. The
 result equals the clip-by-clip one up to the arithmetic of a batched matrix product
 (``tests/test_backends_asr.py`` states the tolerance).
+
+A clip whose greedy decoding fails Whisper's checks is decoded again by sampling at the
+fallback temperatures (about one RAVDESS clip in 300). CTranslate2 draws those samples from
+a generator its worker thread seeds once, so the draws would depend on every clip sampled
+before; faster-whisper transcribes such a clip again on a fresh model instance seeded with
+``FALLBACK_SEED``, so that its transcript depends on the clip alone and a resumed or
+repeated pass gives the same text.
 """
 
 from __future__ import annotations
@@ -38,6 +45,7 @@ from erc.backends.registry import Backend, require_path
 from erc.errors import ConfigError
 
 _DEFAULT_TEMPERATURES = (0.0, 0.2, 0.4, 0.6, 0.8, 1.0)
+FALLBACK_SEED = 0  # CTranslate2's sampling seed for a clip decoded at a fallback temperature
 _PASSED = ("beam_size", "temperature", "condition_on_previous_text", "no_speech_threshold",
            "compression_ratio_threshold", "initial_prompt")
 
@@ -164,9 +172,10 @@ class FasterWhisperASR(Backend):
         compute_type = spec.options.get("compute_type", "float16" if on_gpu else "int8")
         device_index = int(self.device.split(":")[1]) if ":" in self.device else 0
         threads = int(spec.options.get("cpu_threads") or torch.get_num_threads())
-        self.model = WhisperModel(require_path(spec), device="cuda" if on_gpu else "cpu",
-                                  device_index=device_index, compute_type=compute_type,
-                                  cpu_threads=threads, local_files_only=True)
+        self._load = lambda: WhisperModel(  # also makes a seeded fresh instance
+            require_path(spec), device="cuda" if on_gpu else "cpu", device_index=device_index,
+            compute_type=compute_type, cpu_threads=threads, local_files_only=True)
+        self.model = self._load()
         torch.set_num_threads(threads)  # CTranslate2 has just set the shared OpenMP pool
         self.batch_size = int(spec.options.get("batch_size") or (16 if on_gpu else 1))
         self.language = "en" if not self.model.model.is_multilingual else spec.options.get("language")
@@ -267,13 +276,19 @@ class FasterWhisperASR(Backend):
         duration = audio.size / AUDIO_RATE
         if _silent(audio, self.silence_peak):
             return _transcript("", self.language, [], duration)
-        segments, info = self.model.transcribe(audio, language=self.language,
-                                               word_timestamps=True, vad_filter=False,
-                                               **self.options)
-        segments = list(segments)  # a generator: decoding happens here
+        segments, info = self._decode(self.model, audio)
+        if any(s.temperature > 0 for s in segments):  # sampled: draws that depend on the clip alone
+            import ctranslate2
+
+            ctranslate2.set_random_seed(FALLBACK_SEED)  # seeds the fresh instance's worker thread
+            segments, info = self._decode(self._load(), audio)
         text = "".join(s.text for s in segments)
         parts = [(s.no_speech_prob, s.avg_logprob, len(s.tokens),
                   [(w.word, w.start, w.end, w.probability) for w in (s.words or [])])
                  for s in segments]
         return _transcript(text, info.language or self.language, parts, duration)
 
+    def _decode(self, model, audio: np.ndarray) -> tuple[list, object]:
+        segments, info = model.transcribe(audio, language=self.language, word_timestamps=True,
+                                          vad_filter=False, **self.options)
+        return list(segments), info  # a generator: decoding happens here
