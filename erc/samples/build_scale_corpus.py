@@ -4,7 +4,8 @@ clips, for measuring the preprocessing pass at corpus scale (``bench/preprocess.
 --corpus``).
 
 Like the ``ravdess_dialogues`` sample (whose recording index and clip muxing it uses), each
-dialogue strings together real acted recordings of 2 or 3 actors taking turns, each turn
+dialogue strings together real acted recordings of 2 or 3 actors taking turns (the build
+from the 18 actors of ../shared/assets: 128 dialogues, one of them with 4), each turn
 an mp4 of the recording's audio with a still picture of that actor's face; unlike the
 sample, the picture differs from clip to clip (``erc.samples.faces.varied_face``: scale,
 rotation, brightness, contrast, flip, blur, position), so that face detection and
@@ -197,7 +198,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--out", type=Path, required=True, help="output folder")
     parser.add_argument("--seed", type=int, default=SEED, help=f"plan seed (default {SEED})")
     parser.add_argument("--limit", type=int,
-                        help="only the first dialogues, up to this many utterances")
+                        help="only the dialogues of the first N utterances (whole dialogues)")
     parser.add_argument("--jobs", type=int, default=min(4, os.cpu_count() or 1),
                         help="ffmpeg processes run at once")
     args = parser.parse_args(argv)
