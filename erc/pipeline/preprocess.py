@@ -14,7 +14,9 @@ transcripts, media paths and sizes), the settings and the model records in its s
 metadata, and a partition whose file holds the same fingerprint is skipped. The driver
 streams the results and writes each partition atomically (temporary file + rename) as soon
 as all its rows are in, so a killed run resumes where it stopped. Every input row comes out
-exactly once (checked per partition and in total).
+exactly once (checked per partition and in total). While the pass runs, a line per stage
+(``erc.pipeline.progress``: utterances/s, busy share, capacity, ETA) replaces Ray Data's
+progress bars; the busy shares and the timeline of the run go into the summary.
 
 Statuses: "ok"; "text_only" (the row has no media: text embedding only); "failed" with a
 reason (``FAILURE_REASONS``). Rows whose media failed still get the text embedding of
