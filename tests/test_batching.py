@@ -21,9 +21,9 @@ import csv
 import numpy as np
 import pytest
 
-from tests.conftest import REPO
 from erc.backends.registry import load_backend, profile_specs
 from erc.media.decode import decode_utterance
+from tests.conftest import REPO
 
 pytestmark = pytest.mark.slow
 
