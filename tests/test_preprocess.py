@@ -101,7 +101,7 @@ def corpus(tmp_path_factory) -> dict:
 
 
 @pytest.fixture(scope="module")
-def clean(corpus, ray_local, tmp_path_factory) -> dict:
+def clean(corpus, ray_module, tmp_path_factory) -> dict:
     out = tmp_path_factory.mktemp("clean") / "features"
     outcome = preprocess(corpus["dir"], out, _config(), say=None)
     return {"out": out, "outcome": outcome, "features": load_features(out)}

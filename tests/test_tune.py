@@ -156,7 +156,7 @@ def test_outputs_table_plots_and_importance_fallback(tmp_path):
 SEARCH = {
     "family": "fusion",
     "params": {"lr": {"loguniform": [3.0e-4, 3.0e-3]}, "dropout": {"uniform": [0.0, 0.4]},
-               "d_state": {"choice": [16, 64]}, "window": {"choice": [None, 2, 4]},
+               "d_state": {"choice": [16, 64]}, "window": {"choice": [1, 2, None]},
                "class_weight_power": {"uniform": [0.0, 1.0]}},
     "fixed": {"epochs": 3, "patience": 3},
     "search": {"num_samples": 8, "max_concurrent_trials": 2, "seed": 0, "include_default": True,
