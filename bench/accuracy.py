@@ -4,6 +4,7 @@ the floor baseline and the conversation models side by side, fold by fold, from 
     .venv/bin/python bench/accuracy.py iemocap         # leave-one-session-out, 4 folds
     .venv/bin/python bench/accuracy.py meld            # select on a slice of train, report dev
     .venv/bin/python bench/accuracy.py iemocap --seeds 3 --rows bi-mamba+roles bi-gru
+    .venv/bin/python bench/accuracy.py iemocap --rows bi-mamba text-window window+bi-gru
     .venv/bin/python bench/accuracy.py adapters        # identity adapters (RAVDESS, CK+48)
 
 Protocol (``erc.train.folds``): IEMOCAP pools train and valid and leaves one session out
@@ -25,6 +26,10 @@ frozen sentence encoder: all-MiniLM-L6-v2 by default, all-mpnet-base-v2 after
   code path (``erc.train.fitting.train_fusion`` on Ray Train), one row per configuration:
   the former default (causal Mamba, mixer outputs mean-pooled over all past turns), the
   current-turn readout, the bidirectional mixers, speaker roles;
+- ``TEXT_ROWS``: the context text encoder (MiniLM) fine-tuned on the fold through
+  ``erc train text``'s code path (``erc.train.fitting.finetune_text``), read alone;
+- ``FUSED_ROWS``: the fusion model over the utterance vectors of a text row's model
+  fine-tuned on the same fold (optionally with the frozen vectors as a second token);
 - selected: in each fold, the row whose selection score is best (how a user picks one
   model without looking at the test dialogues);
 - ensemble: in each fold, the class probabilities of the rows whose mean selection score
@@ -41,6 +46,7 @@ what is missing; the note column says how many came from the cache.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import hashlib
 import json
 import sys
@@ -76,6 +82,28 @@ ROWS = {
     "no-context": ({"isolate_turns": True}, 1e-3),
 }
 DEFAULT_ROWS = list(ROWS)[:5]
+
+# name -> (TextModelConfig options, loop options): the context text encoder fine-tuned
+# through ``erc train text``'s code path (``erc.train.fitting.finetune_text`` on Ray Train);
+# what is not given takes TextRecipe's defaults.
+TEXT_ROWS = {
+    "text-past": ({"context_turns": 8, "future_turns": 0, "max_length": 160, "freeze_layers": 1},
+                  {"epochs": 3, "lr": 6e-5}),
+    "text-ctx": ({"context_turns": 8, "future_turns": 8, "max_length": 160, "freeze_layers": 1},
+                 {"epochs": 3, "lr": 6e-5}),
+    "text-window": ({"context_turns": 8, "future_turns": 8, "max_length": 160, "freeze_layers": 1,
+                     "inputs": "window"}, {"epochs": 6, "lr": 1e-4, "batch_size": 8}),
+}
+
+# name -> (text row, fusion options, lr, frozen vectors too): the fusion model over the
+# utterance vectors of a text row's model fine-tuned on the same fold (COSMIC / DAG-ERC),
+# optionally with the frozen encoder's vectors as a second text token.
+FUSED_ROWS = {
+    "window+bi-mamba": ("text-window", {}, 1e-3, False),
+    "window+bi-gru": ("text-window", {"mixer": "gru"}, 1e-3, False),
+    "window+bi-gru+drop": ("text-window", {"mixer": "gru", "turn_dropout": 0.3}, 1e-3, False),
+    "window+frozen+bi-gru": ("text-window", {"mixer": "gru"}, 1e-3, True),
+}
 SHORT = {"all-MiniLM-L6-v2": "minilm", "all-mpnet-base-v2": "mpnet"}
 
 
@@ -120,65 +148,151 @@ def ensemble_metrics(predictions: list) -> dict:
     return classification_metrics(y, probs[labelled].argmax(1), labels)
 
 
-def model_key(corpus: str, fold: str, encoder: str, options: dict, lr: float, seed: int,
-              args) -> str:
-    """The cache folder name of one trained model: its configuration (every model option,
-    defaults resolved) and fold."""
-    from erc.recipes import FusionConfig
+# Options added after models were cached, at the values that leave those models unchanged:
+# left out of the cache key so the cached models stay valid.
+LATER_OPTIONS = {"turn_dropout": 0.0, "inputs": "target"}
 
-    config = {"corpus": corpus, "fold": fold, "select_fraction": args.select_fraction,
-              "encoder": encoder, "options": FusionConfig(**options).to_dict(), "lr": lr,
-              "seed": seed,
-              "epochs": args.epochs, "patience": args.patience, "batch_size": args.batch_size}
+
+def model_key(corpus: str, fold: str, config: dict, args) -> str:
+    """The cache folder name of one trained model: its configuration (every option,
+    defaults resolved) and fold."""
+    config = {"corpus": corpus, "fold": fold, "select_fraction": args.select_fraction, **config}
     digest = hashlib.sha256(json.dumps(config, sort_keys=True).encode()).hexdigest()[:12]
     return f"{corpus}-{fold}-{digest}"
+
+
+def _resolved(config_class, options: dict) -> dict:
+    return {k: v for k, v in config_class(**options).to_dict().items()
+            if k not in LATER_OPTIONS or v != LATER_OPTIONS[k]}
+
+
+def fusion_config(encoder: str, options: dict, lr: float, seed: int, args) -> dict:
+    from erc.recipes import FusionConfig
+
+    return {"encoder": encoder, "options": _resolved(FusionConfig, options), "lr": lr,
+            "seed": seed, "epochs": args.epochs, "patience": args.patience,
+            "batch_size": args.batch_size}
+
+
+def text_recipe(row: str, seed: int, args):
+    """The TextRecipe of a text row on a fold (roles train / select)."""
+    from erc.recipes import Splits, TextModelConfig, TextRecipe
+    from erc.train.folds import FOLD_ROLES
+
+    options, loop = TEXT_ROWS[row]
+    base = TextRecipe().loop
+    loop = dataclasses.replace(base, **{"patience": 2, **loop}, seed=seed, cpus_per_worker=args.cpus)
+    return TextRecipe(model=TextModelConfig(**options), loop=loop,
+                      splits=Splits(**{f"{r}_split": s for r, s in FOLD_ROLES.items()}))
+
+
+def text_config(row: str, seed: int, args) -> dict:
+    """What a text row's cached model depends on: the recipe less where it runs."""
+    from erc.recipes import TextModelConfig
+
+    recipe = dataclasses.asdict(text_recipe(row, seed, args))
+    recipe["model"] = _resolved(TextModelConfig, recipe["model"])
+    for key in ("storage_path", "cpus_per_worker", "num_workers", "name"):
+        recipe["loop"].pop(key)
+    return {"kind": "text", "recipe": recipe}
+
+
+class Models:
+    """Every row's model on a fold: trained through the product's code path, or found in the
+    cache (``bench_dir/<corpus>-<fold>-<digest of its configuration>``)."""
+
+    def __init__(self, corpus: str, args, bench_dir: Path, frozen_encoder: str, frozen_vectors):
+        from erc.train.vectors import resolve_text_encoder
+
+        self.corpus, self.args, self.bench_dir = corpus, args, bench_dir
+        self.frozen_encoder, self.frozen_vectors = frozen_encoder, frozen_vectors
+        self.text_encoder = resolve_text_encoder("all-MiniLM-L6-v2")
+        self.cached, self.seconds = {}, {}
+
+    def key(self, row: str, fold: str, seed: int) -> Path:
+        if row in TEXT_ROWS:
+            config = text_config(row, seed, self.args)
+        elif row in FUSED_ROWS:
+            text_row, options, lr, frozen_too = FUSED_ROWS[row]
+            config = {"kind": "fused", "text": text_config(text_row, 0, self.args),
+                      "frozen": self.args.encoder if frozen_too else None,
+                      **fusion_config("finetuned", options, lr, seed, self.args)}
+        else:
+            options, lr = ROWS[row]
+            config = fusion_config(self.args.encoder, options, lr, seed, self.args)
+        return self.bench_dir / model_key(self.corpus, fold, config, self.args)
+
+    def get(self, row: str, fold, seed: int, count: bool = True) -> Path:
+        """The output folder of ``row``'s model on ``fold`` (trained now if not cached;
+        ``count``: in the row's cached / trained figures)."""
+        from erc.recipes import FusionConfig, FusionRecipe, Splits, TrainConfig
+        from erc.train.fitting import finetune_text, train_fusion
+        from erc.train.folds import FOLD_ROLES
+
+        out = self.key(row, fold.name, seed)
+        if (out / "model" / "model.safetensors").is_file():
+            self.cached[row] = self.cached.get(row, 0) + count
+            return out
+        started = time.time()
+        if row in TEXT_ROWS:
+            recipe = text_recipe(row, seed, self.args)
+            recipe.loop.storage_path = str(self.bench_dir / "ray")
+            finetune_text(fold.table, self.text_encoder, out, recipe)
+        else:
+            if row in FUSED_ROWS:
+                text_row, options, lr, frozen_too = FUSED_ROWS[row]
+                text_model = self.get(text_row, fold, 0, count=False) / "model"
+                spec = {"text": {"kind": "finetuned", "path": str(text_model.resolve())}}
+                if frozen_too:
+                    spec["frozen"] = {"kind": "sentence-transformers", "path": self.frozen_encoder}
+                features = None
+            else:
+                options, lr = ROWS[row]
+                spec = {"text": {"kind": "sentence-transformers", "path": self.frozen_encoder}}
+                features = {"text": self.frozen_vectors}
+            recipe = FusionRecipe(
+                model=FusionConfig(**options),
+                loop=TrainConfig(storage_path=str(self.bench_dir / "ray"), epochs=self.args.epochs,
+                                 batch_size=self.args.batch_size, lr=lr,
+                                 patience=self.args.patience, cpus_per_worker=self.args.cpus,
+                                 seed=seed),
+                splits=Splits(**{f"{r}_split": s for r, s in FOLD_ROLES.items()}))
+            train_fusion(fold.table, spec, out, recipe, features=features)
+        self.seconds[row] = self.seconds.get(row, 0.0) + time.time() - started
+        return out
 
 
 def corpus_table(name: str, args, bench_dir: Path) -> list[dict]:
     """Trains and scores every row on every fold of ``name``; returns the table's rows."""
     from erc.artifacts import load_corpus as load_utterances
-    from erc.recipes import FusionConfig, FusionRecipe, Splits, TrainConfig
     from erc.train.data import label_list
     from erc.train.evaluate import evaluate
-    from erc.train.fitting import train_fusion
-    from erc.train.folds import FOLD_ROLES, protocol_folds
+    from erc.train.folds import protocol_folds
     from erc.train.vectors import frozen_text_features, resolve_text_encoder
 
     path, protocol = CORPORA[name]
     table = load_utterances(path)
     labels = label_list(table)
     folds = protocol_folds(table, protocol, select_fraction=args.select_fraction)
+    if args.folds:
+        folds = [f for f in folds if f.name in args.folds]
     floor_vectors = frozen_text_features(resolve_text_encoder("all-MiniLM-L6-v2"), table)
     encoder = resolve_text_encoder(args.encoder)
-    vectors = frozen_text_features(encoder, table)
-    spec = {"text": {"kind": "sentence-transformers", "path": encoder}}
+    models = Models(name, args, bench_dir, encoder, frozen_text_features(encoder, table))
     short = SHORT.get(args.encoder, Path(encoder).name)
 
     floor = {"model": "floor: frozen MiniLM + 2 turns + LogReg", "test": {}, "select": {},
              "note": "trained on the train split"}
-    runs: dict[str, dict] = {row: {"test": {}, "select": {}, "predictions": {}, "cached": 0,
-                                   "seconds": 0.0} for row in args.rows}
+    runs: dict[str, dict] = {row: {"test": {}, "select": {}, "predictions": {}}
+                             for row in args.rows}
     for fold in folds:
         print(f"[{name} {fold.name}]", flush=True)
         floor["test"][fold.name] = floor_baseline(fold.table, floor_vectors, labels)["weighted_f1"]
         print(f"  floor wF1 {floor['test'][fold.name]:.4f}", flush=True)
         for row in args.rows:
-            options, lr = ROWS[row]
             tests, selects, predictions = [], [], []
             for seed in range(args.seeds):
-                out = bench_dir / model_key(name, fold.name, encoder, options, lr, seed, args)
-                if (out / "model" / "model.safetensors").is_file():
-                    runs[row]["cached"] += 1
-                else:
-                    started = time.time()
-                    recipe = FusionRecipe(
-                        model=FusionConfig(**options),
-                        loop=TrainConfig(storage_path=str(bench_dir / "ray"), epochs=args.epochs,
-                                         batch_size=args.batch_size, lr=lr, patience=args.patience,
-                                         cpus_per_worker=args.cpus, seed=seed),
-                        splits=Splits(**{f"{r}_split": s for r, s in FOLD_ROLES.items()}))
-                    train_fusion(fold.table, spec, out, recipe, features={"text": vectors})
-                    runs[row]["seconds"] += time.time() - started
+                out = models.get(row, fold, seed)
                 history = json.loads((out / "history.json").read_text())
                 selects.append(max(h["dev_weighted_f1"] for h in history))
                 result = evaluate(out / "model", fold.table, "test", out / "eval-test")
@@ -194,11 +308,16 @@ def corpus_table(name: str, args, bench_dir: Path) -> list[dict]:
     rows = [floor]
     for row in args.rows:
         run = runs[row]
-        trained = len(folds) * args.seeds - run["cached"]
-        rows.append({"model": f"frozen {short} + {row}" + (" (default)" if not ROWS[row][0] else ""),
-                     "test": run["test"],
-                     "select": run["select"],
-                     "note": f"{run['cached']} cached, {trained} trained in {run['seconds']:.0f} s"})
+        cached = models.cached.get(row, 0)
+        if row in TEXT_ROWS:
+            title = f"fine-tuned MiniLM: {row}"
+        elif row in FUSED_ROWS:
+            title = f"fused over {FUSED_ROWS[row][0]}: {row}"
+        else:
+            title = f"frozen {short} + {row}" + (" (default)" if not ROWS[row][0] else "")
+        rows.append({"model": title, "test": run["test"], "select": run["select"],
+                     "note": f"{cached} cached, {len(folds) * args.seeds - cached} trained in "
+                             f"{models.seconds.get(row, 0.0):.0f} s"})
     if len(args.rows) > 1:
         # Per fold, the row with the best selection score: a choice made without the test dialogues.
         chosen = {f.name: max(args.rows, key=lambda r: runs[r]["select"][f.name]) for f in folds}
@@ -261,7 +380,7 @@ def adapter_rows() -> None:
         label_set = sorted(set(labels))
         ok = np.isfinite(x).all(1)
         train, test = ok & ~test_mask, ok & test_mask
-        y = np.asarray([label_set.index(l) for l in labels])
+        y = np.asarray([label_set.index(label) for label in labels])
         unit = x / np.linalg.norm(x, axis=1, keepdims=True).clip(1e-9)
         raw = LogisticRegression(max_iter=3000).fit(unit[train], y[train]).predict(unit[test])
         adapter, _ = adapters.train_adapter(x[train], [labels[i] for i in np.flatnonzero(train)],
@@ -303,8 +422,10 @@ def main(argv=None) -> int:
     parser.add_argument("--encoder", default="all-MiniLM-L6-v2",
                         help="frozen sentence encoder of the fusion rows (all-mpnet-base-v2 "
                              "after `erc models fetch all-mpnet-base-v2`)")
-    parser.add_argument("--rows", nargs="+", default=DEFAULT_ROWS, choices=list(ROWS),
-                        metavar="ROW", help=f"rows to train (default the first five): {list(ROWS)}")
+    parser.add_argument("--rows", nargs="+", default=DEFAULT_ROWS, choices=[*ROWS, *TEXT_ROWS, *FUSED_ROWS],
+                        metavar="ROW", help=f"rows to train (default the first five): "
+                                            f"{[*ROWS, *TEXT_ROWS, *FUSED_ROWS]}")
+    parser.add_argument("--folds", nargs="+", help="only these folds (e.g. session1)")
     parser.add_argument("--seeds", type=int, default=1, help="seeds per row and fold")
     parser.add_argument("--ensemble", type=int, default=3,
                         help="members of the ensemble row (rows ranked on selection)")

@@ -155,6 +155,9 @@ class FusionConfig:
     window: Count | None = 1  # 1: the classifier reads the turn's own mixer output; N: the mean of the last N; None: all turns up to it
     isolate_turns: bool = field(default=False, metadata={"cli": "no_context"})  # every turn alone (the no-context baseline)
     dropout: Share = 0.2  # dropout on tokens and before the classifier
+    turn_dropout: Share = field(default=0.0, metadata={"help": (
+        "in training, this share of turns reads the missing embeddings: the turn is known "
+        "from its context only (against text vectors fine-tuned on the training dialogues)")})
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -170,6 +173,10 @@ class TextModelConfig:
     future_turns: Annotated[int, Field(ge=0)] = field(default=0, metadata={"fixed_only": True})  # future turns given as context (0: causal, past turns only)
     max_length: Annotated[int, Field(ge=8)] = field(default=96, metadata={"fixed_only": True})  # tokens per input (context + target)
     speaker_names: bool = field(default=True, metadata={"fixed_only": True})  # prefix each turn with "speaker: "
+    inputs: Literal["target", "window"] = field(default="target", metadata={"fixed_only": True, "help": (
+        "target: one input per turn, with its context around it; window: training packs runs "
+        "of consecutive turns into one input and trains every turn of it (about N times "
+        "cheaper for N turns per input; needs future_turns)")})
     dropout: Share = 0.1  # dropout before the classification head
     freeze_layers: Annotated[int, Field(ge=0)] = 0  # freeze the embeddings and the first N encoder layers
     pooling: Literal["target_mean", "target_max", "cls"] = "target_mean"  # utterance vector: mean / max over the target's tokens, or [CLS]
@@ -276,6 +283,11 @@ class TrainSection:
     # identity -> emotion adapters trained on the run's training split, or none (raw vectors)
     adapters: Literal["train_split", "none"] = "train_split"
     adapter_training: AdapterTraining = field(default_factory=AdapterTraining, metadata={"prefix": "adapter"})
+    text_tokens: Literal["frozen", "finetuned"] = field(default="frozen", metadata={"help": (
+        "the fusion model's text tokens: frozen, the pass's sentence embeddings; finetuned, "
+        "the context text encoder fine-tuned on the training split first (stage text)")})
+    # the text encoder's training when text_tokens is finetuned (its splits: the fusion model's)
+    text_training: TextRecipe = field(default_factory=TextRecipe, metadata={"prefix": "text"})
     recipe: FusionRecipe = _flat(FusionRecipe)
     eval_splits: list[str] = field(default_factory=lambda: ["dev", "test"])  # splits evaluated after training
 

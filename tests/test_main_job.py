@@ -107,6 +107,31 @@ def test_report_reads_right_in_a_real_browser(text_run, tmp_path):
         assert f"<h3>{heading}</h3>" in html
 
 
+@pytest.mark.slow
+def test_the_main_job_fine_tunes_the_text_encoder_before_fusion(tmp_path):
+    """``train.text_tokens: finetuned``: a text stage fine-tunes MiniLM on the training
+    split (window inputs), the fusion model reads its vectors, a re-run skips both, and
+    the dry run lists the stage."""
+    manifest, _ = _manifest(tmp_path)
+    config = tmp_path / "run.yaml"
+    config.write_text(
+        f"output_dir: {tmp_path / 'run'}\ncorpus: {{path: {manifest.name}}}\n"
+        "train:\n  epochs: 2\n  text_tokens: finetuned\n"
+        "  text_training: {epochs: 1, inputs: window, future_turns: 2, max_length: 64}\n")
+    done = _run(config, tmp_path)
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    run = tmp_path / "run"
+    assert "[5/8 text] all-MiniLM-L6-v2 fine-tuned for emotion on Ray Train (window inputs)" in done.stdout
+    text = json.loads((run / "text" / "model" / "config.json").read_text())
+    assert text["config"]["inputs"] == "window" and text["config"]["future_turns"] == 2
+    fusion = json.loads((run / "train" / "model" / "config.json").read_text())
+    assert fusion["features"]["text"] == {"kind": "finetuned", "path": str(run / "text" / "model")}
+    assert fusion["config"]["dims"]["text"] == 384  # MiniLM's width
+    assert json.loads((run / "eval-test" / "metrics.json").read_text())["n"] == DIALOGUES["test"] * 4
+    again = _run(config, tmp_path, "--dry-run")
+    assert re.search(r"text\s+up to date", again.stdout) and re.search(r"train\s+up to date", again.stdout)
+
+
 def test_missing_weights_stop_the_job_with_what_to_do(tmp_path):
     manifest, _ = _manifest(tmp_path)
     config = tmp_path / "run.yaml"

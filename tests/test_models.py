@@ -187,6 +187,20 @@ def test_missing_modality_uses_learned_embedding_not_its_values():
     assert model.missing["face"].grad is not None and model.missing["face"].grad.abs().sum() > 0
 
 
+def test_turn_dropout_hides_whole_turns_in_training_only():
+    model = FusionModel(FusionConfig(dims=DIMS, n_classes=4, d_state=8, turn_dropout=0.5))
+    feats, pres, valid = _batch([40, 40], present=1.0)
+    missing = torch.cat([model.missing[m].detach() for m in DIMS])
+    torch.manual_seed(0)
+    tokens = model.train().tokens(feats, pres).detach()
+    hidden = (tokens == missing).all(-1)  # every modality of the turn at once, or none
+    partly = (tokens == missing).any(-1) & ~hidden
+    assert 0.3 < hidden.float().mean() < 0.7 and not partly.any()
+    assert not (model.eval().tokens(feats, pres) == missing).all(-1).any()
+    with pytest.raises(ValueError, match="turn_dropout"):
+        FusionModel(FusionConfig(dims=DIMS, turn_dropout=1.0))
+
+
 @pytest.mark.parametrize("bidirectional", [False, True])
 @pytest.mark.parametrize("mixer", ["mamba", "transformer", "gru"])
 def test_padding_does_not_change_a_dialogue(mixer, bidirectional):
@@ -441,6 +455,97 @@ def test_context_inputs_read_future_turns_when_asked(tiny_encoder):
     # The last turn has no future: the same input as the causal one.
     assert (build_inputs(tokenizer, [turns], 8, 64, future_turns=2)[0][5]
             == build_inputs(tokenizer, [turns], 8, 64)[0][5])
+
+
+def test_window_inputs_pack_consecutive_turns_each_once(tiny_encoder):
+    from erc.models.text import pack_windows, special_ids, turn_ids
+
+    _, tokenizer = tiny_encoder
+    turns = [("A", f"turn number {i} " + "word " * (i % 4)) for i in range(11)]
+    ids = turn_ids(tokenizer, [turns])[0]
+    cls_id, sep_id = special_ids(tokenizer)
+    for first in (None, 1, 3):
+        windows = pack_windows(ids, 40, cls_id, sep_id, max_turns=4, first=first)
+        assert [t for _, _, index in windows for t in index] == list(range(11))
+        for seq, spans, index in windows:
+            assert len(seq) <= 40 and len(index) <= 4 and seq[0] == cls_id
+            for (start, end), t in zip(spans, index):
+                assert seq[start:end] == ids[t] and seq[end] == sep_id
+        if first:
+            assert len(windows[0][2]) <= first
+    # A turn longer than a window is cut to fit one of its own.
+    long = pack_windows([[5] * 100, [6] * 3], 16, cls_id, sep_id, max_turns=4)
+    assert [len(w[0]) for w in long] == [16, 5] and long[0][1] == [(1, 15)]
+
+
+def test_window_targets_pool_their_own_tokens(tiny_encoder):
+    """A window's k-th target is the mean (or max) of the encoder's outputs over its own
+    span; an input with one target pools as before (mean over the target mask)."""
+    from erc.models.text import (
+        ContextTextClassifier,
+        TextModelConfig,
+        collate,
+        pack_windows,
+        special_ids,
+        turn_ids,
+    )
+
+    folder, tokenizer = tiny_encoder
+    turns = [("A", "hello there"), ("B", "general kenobi"), ("A", "you are a bold one")]
+    cls_id, sep_id = special_ids(tokenizer)
+    seq, spans, _ = pack_windows(turn_ids(tokenizer, [turns])[0], 64, cls_id, sep_id, 8)[0]
+    one = (seq, spans[1][0], spans[1][1])  # the same input with one target: the second turn
+    batch = collate([one, (seq, spans)], tokenizer.pad_token_id)
+    assert batch["target_mask"][1].max() == 3
+    for pooling in ("target_mean", "target_max"):
+        model = ContextTextClassifier(TextModelConfig(encoder=str(folder), n_classes=3,
+                                                      pooling=pooling)).eval()
+        with torch.no_grad():
+            out = model.embed(**batch)
+            hidden = model.encoder(input_ids=batch["input_ids"][1:],
+                                   attention_mask=batch["attention_mask"][1:]).last_hidden_state[0]
+        assert out.shape == (4, 32)
+        reduce = (lambda h: h.mean(0)) if pooling == "target_mean" else (lambda h: h.amax(0))
+        for k, (start, end) in enumerate(spans):
+            torch.testing.assert_close(out[1 + k], reduce(hidden[start:end]))
+        torch.testing.assert_close(out[0], out[2])  # one target or three: the same vector
+    with pytest.raises(ValueError, match="future_turns"):
+        ContextTextClassifier(TextModelConfig(encoder=str(folder), inputs="window"))
+
+
+def test_window_task_trains_every_labelled_turn_of_its_windows(tiny_encoder):
+    """Window inputs: an epoch's batches cover every labelled training turn once, the loss
+    is over all of them, and prediction still reads one input per turn."""
+    import pyarrow as pa
+
+    from erc.models.text import TextModelConfig
+    from erc.train.data import build_text_data
+    from erc.train.tasks import TextTask
+
+    folder, tokenizer = tiny_encoder
+    rows = [(f"d{d}", t, "AB"[t % 2], f"line {t} of dialogue {d}", [None, "x", "y"][(t + d) % 3])
+            for d in range(4) for t in range(7)]
+    table = pa.table({"utterance_id": [f"{d}_{t}" for d, t, *_ in rows],
+                      "dialogue_id": [r[0] for r in rows], "turn": [r[1] for r in rows],
+                      "speaker": [r[2] for r in rows], "text": [r[3] for r in rows],
+                      "emotion": [r[4] for r in rows],
+                      "split": ["train" if r[0] != "d3" else "dev" for r in rows]})
+    settings = TextModelConfig(encoder=str(folder), n_classes=2, labels=["x", "y"],
+                               context_turns=2, future_turns=2, max_length=64, inputs="window")
+    data = build_text_data(table, tokenizer, settings, {"train": "train", "dev": "dev"})
+    task = TextTask({"model": settings.to_dict()}, data, None)
+    model = task.build_model()
+    batches = list(task.train_batches(np.random.default_rng(1), 2, 0, 1))
+    labelled = sum(int((b["y"] >= 0).sum()) for b in batches)
+    assert labelled == int((data.splits["train"]["y"] >= 0).sum())  # each labelled turn once
+    assert max(len(b["rows"]) for b in batches) <= 2
+    assert all(len(r) == 2 and len(r[1]) <= 5 for b in batches for r in b["rows"])
+    loss = task.loss(model, batches[0], torch.device("cpu"))
+    assert torch.isfinite(loss) and loss > 0
+    logits, y, ids, _ = task.predict(model, "dev", torch.device("cpu"))
+    assert logits.shape == (7, 2) and ids == [f"d3_{t}" for t in range(7)]
+    seq, start, end = data.splits["dev"]["rows"][3]  # laid out as in a window: no extra [SEP]
+    assert seq[start - 1] == tokenizer.sep_token_id and seq[start - 2] != tokenizer.sep_token_id
 
 
 def test_text_classifier_round_trip_is_self_contained(tiny_encoder, tmp_path):

@@ -247,9 +247,11 @@ def _tiny_encoder(folder: Path) -> Path:
 
 
 @pytest.mark.slow
-def test_text_task_trains_on_ray(ray_local, tmp_path):
+@pytest.mark.parametrize("inputs", ["target", "window"])
+def test_text_task_trains_on_ray(ray_local, tmp_path, inputs):
     """The context text encoder's task end to end on Ray Train: a tiny random BERT with the
-    real MiniLM tokenizer on real MELD dialogues (two epochs of a few dozen utterances)."""
+    real MiniLM tokenizer on real MELD dialogues (two epochs of a few dozen utterances), with
+    an input per target or windows of turns."""
     from erc.corpus import read_corpus
     from erc.models.checkpoint import load_model
     from erc.recipes import TextModelConfig, TextRecipe, TrainConfig
@@ -262,7 +264,8 @@ def test_text_task_trains_on_ray(ray_local, tmp_path):
             zip(meld.column("split").to_pylist(), meld.column("dialogue_id").to_pylist())]
     table = meld.filter(pa.array(keep))
     encoder = _tiny_encoder(tmp_path / "tiny-bert")
-    recipe = TextRecipe(model=TextModelConfig(context_turns=3, max_length=48),
+    recipe = TextRecipe(model=TextModelConfig(context_turns=3, max_length=48, inputs=inputs,
+                                              future_turns=2 if inputs == "window" else 0),
                         loop=TrainConfig(storage_path=str(tmp_path / "ray"), epochs=2,
                                          batch_size=8, lr=1e-3, patience=5))
     outcome = finetune_text(table, str(encoder), tmp_path / "out", recipe)

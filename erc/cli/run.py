@@ -33,8 +33,8 @@ def cmd_run(args) -> int:
         config.corpus.path = str(storage.stage_input(config.corpus.path, state_dir()))
     if storage.is_uri(config.output_dir):
         uri = config.output_dir
-        loop = config.train.recipe.loop
-        loop.storage_path = loop.storage_path or storage.join_uri(uri, storage.RAY_STORAGE)
+        for loop in (config.train.recipe.loop, config.train.text_training.loop):
+            loop.storage_path = loop.storage_path or storage.join_uri(uri, storage.RAY_STORAGE)
         with storage.staged_output(uri, state_dir(), exclude=(storage.RAY_STORAGE,)) as local:
             config.output_dir = str(local)
             code = _run(config, config_path, args)

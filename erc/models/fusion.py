@@ -35,6 +35,12 @@ the target turn (at turn 20 of a dialogue the mean over all past turns weighs it
 leave-one-session-out on IEMOCAP: 0.46 pooled vs 0.54 reading the turn, bench/accuracy.py).
 ``isolate_turns=True`` runs every turn as its own one-token sequence: no context at all
 (the no-context baseline).
+
+``turn_dropout`` > 0 hides, in training, that share of turns: their tokens are the missing
+embeddings, so the model learns to read a turn from its context. It matters when the text
+vectors come from an encoder fine-tuned on the same training dialogues: there they are
+more confident than on new dialogues, and a model that reads only the turn's own vector
+learns nothing from the context.
 """
 
 from __future__ import annotations
@@ -91,6 +97,8 @@ class FusionModel(nn.Module):
             raise ValueError("window must be >= 1 (or None for all past turns)")
         if config.speaker_roles < 0:
             raise ValueError("speaker_roles must be >= 0")
+        if not 0 <= config.turn_dropout < 1:
+            raise ValueError("turn_dropout must be in [0, 1)")
         missing = [m for m in config.modalities if m not in config.dims]
         if missing:
             raise ValueError(f"no dims for modalities {missing}")
@@ -133,9 +141,13 @@ class FusionModel(nn.Module):
     def tokens(self, features: dict[str, torch.Tensor], present: dict[str, torch.Tensor]) -> torch.Tensor:
         """(B, T, token_dim): normalised modality vectors, learned missing embeddings where absent."""
         parts = []
+        hidden = None
+        if self.training and self.config.turn_dropout > 0:
+            some = next(iter(present.values()))
+            hidden = torch.rand(some.shape, device=some.device) < self.config.turn_dropout
         for m in self.config.modalities:
             x = self.norms[m](features[m])
-            mask = present[m].unsqueeze(-1)
+            mask = (present[m] if hidden is None else present[m] & ~hidden).unsqueeze(-1)
             parts.append(torch.where(mask, x, self.missing[m].to(x.dtype).expand_as(x)))
         return torch.cat(parts, dim=-1)
 

@@ -15,6 +15,15 @@ representation is the mean of the encoder's outputs over the target's tokens (it
 attended to the context), and a linear head predicts the emotion from it. After
 fine-tuning, that representation is the text feature the fusion model reads.
 
+With ``inputs="window"`` training reads *windows*: runs of consecutive turns packed into
+``max_length`` tokens, ``[CLS] turn [SEP] turn [SEP] ...``, every turn of a window a target
+(its own tokens pooled). An input per target encodes each turn once for every target whose
+context it is in; a window encodes it once, so an epoch costs about 1/N of the per-target
+one for N turns per window. Each epoch starts every dialogue's first window at a random
+turn, so a turn is read at different places of its window. Predictions still read one
+input per target, laid out as in a window (no separator marks the target) with the target
+in the middle of its context.
+
 Any Hugging Face encoder folder works (a sentence-transformers folder holds one at its
 root): all-MiniLM-L6-v2 (384-d), all-mpnet-base-v2 (768-d), ...
 """
@@ -45,6 +54,7 @@ class ContextTextClassifier(nn.Module):
 
         if config.pooling not in POOLING:
             raise ValueError(f"pooling must be one of {', '.join(POOLING)}, got {config.pooling!r}")
+        check_inputs(config)
         self.config = config
         if pretrained:
             self.encoder = AutoModel.from_pretrained(config.encoder)
@@ -65,19 +75,46 @@ class ContextTextClassifier(nn.Module):
                 p.requires_grad_(False)
 
     def embed(self, input_ids, attention_mask, target_mask) -> torch.Tensor:
-        """(B, dim): the outputs pooled by ``config.pooling``: mean (default) or max over
-        each input's target tokens, or the first ([CLS]) output."""
+        """(N, dim): one vector per target, pooled by ``config.pooling`` (mean, default, or
+        max over the target's tokens, or the input's first ([CLS]) output). ``target_mask``
+        (B, L) numbers each input's targets: 0 elsewhere, k on the tokens of its k-th
+        target (an input per target: 1 on the target's tokens). Targets come in order of
+        input, then number."""
         hidden = self.encoder(input_ids=input_ids, attention_mask=attention_mask).last_hidden_state
         if self.config.pooling == "cls":
             return hidden[:, 0]
-        if self.config.pooling == "target_max":
-            keep = target_mask.bool().unsqueeze(-1)
-            return hidden.masked_fill(~keep, torch.finfo(hidden.dtype).min).amax(1)
-        weights = target_mask.to(hidden.dtype).unsqueeze(-1)
-        return (hidden * weights).sum(1) / weights.sum(1).clamp(min=1.0)
+        return pool_targets(hidden, target_mask, self.config.pooling == "target_max")
 
     def forward(self, input_ids, attention_mask, target_mask) -> torch.Tensor:
         return self.head(self.dropout(self.embed(input_ids, attention_mask, target_mask)))
+
+
+def pool_targets(hidden: torch.Tensor, target_mask: torch.Tensor, use_max: bool = False) -> torch.Tensor:
+    """(N, dim): the mean (or max) of ``hidden`` (B, L, dim) over the tokens of each target
+    numbered in ``target_mask`` (see ``ContextTextClassifier.embed``)."""
+    counts = target_mask.amax(1)  # targets per input
+    offsets = torch.cumsum(counts, 0) - counts
+    target = (target_mask - 1 + offsets[:, None]).reshape(-1)  # global target index per token
+    keep = target_mask.reshape(-1) > 0
+    index, values = target[keep], hidden.reshape(-1, hidden.shape[-1])[keep]
+    n = int(counts.sum())
+    if use_max:
+        out = torch.full((n, hidden.shape[-1]), torch.finfo(hidden.dtype).min,
+                         dtype=hidden.dtype, device=hidden.device)
+        return out.scatter_reduce(0, index[:, None].expand_as(values), values, "amax")
+    sums = torch.zeros((n, hidden.shape[-1]), dtype=hidden.dtype, device=hidden.device)
+    sums = sums.index_add(0, index, values)
+    sizes = torch.zeros(n, dtype=hidden.dtype, device=hidden.device).index_add(
+        0, index, torch.ones_like(index, dtype=hidden.dtype))
+    return sums / sizes.clamp(min=1.0)[:, None]
+
+
+def check_inputs(config: TextModelConfig) -> None:
+    """Window inputs train every turn of a window, which it reads with turns after it."""
+    if config.inputs == "window" and (config.future_turns == 0 or config.pooling == "cls"):
+        raise ValueError("inputs='window' reads turns with their future turns and pools each "
+                         "turn's own tokens: it needs future_turns > 0 and target pooling "
+                         "(target_mean or target_max); use inputs='target' for causal inputs")
 
 
 def load_tokenizer(path: str):
@@ -86,55 +123,104 @@ def load_tokenizer(path: str):
     return AutoTokenizer.from_pretrained(path)
 
 
-def build_inputs(tokenizer, dialogues: list[list[tuple[str, str]]], context_turns: int,
-                 max_length: int, speaker_names: bool = True,
-                 future_turns: int = 0) -> list[list[tuple[list[int], int, int]]]:
-    """For every turn of every dialogue (a list of (speaker, text)), the token ids of its
-    input and the [start, end) span of the target's tokens in it."""
-    cls_id = tokenizer.cls_token_id if tokenizer.cls_token_id is not None else tokenizer.bos_token_id
-    sep_id = tokenizer.sep_token_id if tokenizer.sep_token_id is not None else tokenizer.eos_token_id
+def turn_ids(tokenizer, dialogues: list[list[tuple[str, str]]],
+             speaker_names: bool = True) -> list[list[list[int]]]:
+    """The token ids (no special tokens) of every turn of every dialogue (a list of
+    (speaker, text)), each prefixed with ``speaker: `` when ``speaker_names``."""
     out = []
     for turns in dialogues:
         texts = [f"{spk}: {txt or ''}" if speaker_names else (txt or "") for spk, txt in turns]
-        ids = tokenizer(texts, add_special_tokens=False)["input_ids"] if texts else []
-        rows = []
-        for t in range(len(turns)):
-            target = ids[t][: max(1, max_length // 2)] if len(ids[t]) + 3 > max_length else ids[t]
-            budget = max_length - len(target) - 3  # [CLS] ... [SEP] target [SEP]
-            past: list[int] = []
-            future: list[int] = []
-            open_past, open_future = True, True  # a side closes at its first turn that does not fit
-            for k in range(1, max(context_turns, future_turns) + 1):
-                if open_past and k <= context_turns and t - k >= 0:
-                    piece = ids[t - k] + [sep_id]
-                    if len(piece) > budget - len(past) - len(future):
-                        open_past = False
-                    else:
-                        past = piece + past
-                if open_future and k <= future_turns and t + k < len(turns):
-                    piece = ids[t + k] + [sep_id]
-                    if len(piece) > budget - len(past) - len(future):
-                        open_future = False
-                    else:
-                        future = future + piece
-            seq = [cls_id] + past + [sep_id]
-            start = len(seq)
-            seq = seq + target + [sep_id] + future
-            rows.append((seq, start, start + len(target)))
-        out.append(rows)
+        out.append(tokenizer(texts, add_special_tokens=False)["input_ids"] if texts else [])
     return out
 
 
-def collate(rows: list[tuple[list[int], int, int]], pad_id: int) -> dict[str, torch.Tensor]:
-    """Pads a batch of (ids, start, end) to its longest input."""
+def special_ids(tokenizer) -> tuple[int, int]:
+    """(start, separator) token ids: [CLS] and [SEP], or <s> and </s>."""
+    cls_id = tokenizer.cls_token_id if tokenizer.cls_token_id is not None else tokenizer.bos_token_id
+    sep_id = tokenizer.sep_token_id if tokenizer.sep_token_id is not None else tokenizer.eos_token_id
+    return cls_id, sep_id
+
+
+def build_inputs(tokenizer, dialogues: list[list[tuple[str, str]]], context_turns: int,
+                 max_length: int, speaker_names: bool = True,
+                 future_turns: int = 0, mark_target: bool = True) -> list[list[tuple[list[int], int, int]]]:
+    """For every turn of every dialogue (a list of (speaker, text)), the token ids of its
+    input and the [start, end) span of the target's tokens in it. ``mark_target``: a
+    separator of its own before the target (False: the layout of a window)."""
+    cls_id, sep_id = special_ids(tokenizer)
+    return [target_inputs(ids, context_turns, max_length, cls_id, sep_id, future_turns, mark_target)
+            for ids in turn_ids(tokenizer, dialogues, speaker_names)]
+
+
+def target_inputs(ids: list[list[int]], context_turns: int, max_length: int, cls_id: int,
+                  sep_id: int, future_turns: int = 0,
+                  mark_target: bool = True) -> list[tuple[list[int], int, int]]:
+    """``build_inputs`` for one dialogue given as its turns' token ids."""
+    rows = []
+    fixed = 3 if mark_target else 2  # [CLS] ... ([SEP]) target [SEP]
+    for t in range(len(ids)):
+        target = ids[t][: max(1, max_length // 2)] if len(ids[t]) + fixed > max_length else ids[t]
+        budget = max_length - len(target) - fixed
+        past: list[int] = []
+        future: list[int] = []
+        open_past, open_future = True, True  # a side closes at its first turn that does not fit
+        for k in range(1, max(context_turns, future_turns) + 1):
+            if open_past and k <= context_turns and t - k >= 0:
+                piece = ids[t - k] + [sep_id]
+                if len(piece) > budget - len(past) - len(future):
+                    open_past = False
+                else:
+                    past = piece + past
+            if open_future and k <= future_turns and t + k < len(ids):
+                piece = ids[t + k] + [sep_id]
+                if len(piece) > budget - len(past) - len(future):
+                    open_future = False
+                else:
+                    future = future + piece
+        seq = [cls_id] + past + ([sep_id] if mark_target else [])
+        start = len(seq)
+        seq = seq + target + [sep_id] + future
+        rows.append((seq, start, start + len(target)))
+    return rows
+
+
+def pack_windows(ids: list[list[int]], max_length: int, cls_id: int, sep_id: int,
+                 max_turns: int, first: int | None = None
+                 ) -> list[tuple[list[int], list[tuple[int, int]], list[int]]]:
+    """One dialogue's turns (token ids) packed into windows ``[CLS] turn [SEP] turn [SEP]
+    ...`` of at most ``max_length`` tokens and ``max_turns`` turns, in order, each turn in
+    one window: (ids, the [start, end) span of every turn in it, the turns' indices). The
+    first window holds at most ``first`` turns (a random offset in training); a turn too
+    long for a window of its own is cut to fit."""
+    windows, t = [], 0
+    while t < len(ids):
+        seq, spans, turns = [cls_id], [], []
+        limit = min(max_turns, first) if first and not windows else max_turns
+        while t < len(ids) and len(turns) < limit:
+            piece = ids[t][: max_length - 2]
+            if turns and len(seq) + len(piece) + 1 > max_length:
+                break
+            spans.append((len(seq), len(seq) + len(piece)))
+            seq = seq + piece + [sep_id]
+            turns.append(t)
+            t += 1
+        windows.append((seq, spans, turns))
+    return windows
+
+
+def collate(rows: list[tuple], pad_id: int) -> dict[str, torch.Tensor]:
+    """Pads a batch of inputs to its longest: (ids, start, end) with one target, or
+    (ids, spans) with a target per span (a window); ``target_mask`` numbers the targets."""
     length = max(len(r[0]) for r in rows)
     ids = np.full((len(rows), length), pad_id, dtype=np.int64)
     att = np.zeros((len(rows), length), dtype=np.int64)
     tgt = np.zeros((len(rows), length), dtype=np.int64)
-    for i, (seq, start, end) in enumerate(rows):
+    for i, row in enumerate(rows):
+        seq = row[0]
         ids[i, : len(seq)] = seq
         att[i, : len(seq)] = 1
-        tgt[i, start:end] = 1
+        for k, (start, end) in enumerate(row[1] if len(row) == 2 else [row[1:]]):
+            tgt[i, start:end] = k + 1
     return {"input_ids": torch.from_numpy(ids), "attention_mask": torch.from_numpy(att),
             "target_mask": torch.from_numpy(tgt)}
 

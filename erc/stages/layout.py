@@ -15,6 +15,7 @@ class Layout:
         self.features = Path(config.preprocess.output_dir or self.root / "features")
         self.qc = self.root / "qc"
         self.adapters = self.root / "adapters"
+        self.text = self.root / "text"
         self.train = self.root / "train"
         self.qc_enabled = config.qc.enabled
 
@@ -33,6 +34,6 @@ class Layout:
     def stage_folders(self) -> dict[str, Path]:
         """name -> folder of every stage output that exists."""
         named = {"corpus": self.corpus, "features": self.features, "qc": self.qc,
-                 "adapters": self.adapters, "train": self.train}
+                 "adapters": self.adapters, "text": self.text, "train": self.train}
         named.update({p.name: p for p in self.evaluations()})
         return {name: path for name, path in named.items() if path.is_dir()}

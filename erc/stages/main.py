@@ -4,6 +4,8 @@
     features/    preprocess   part-*.parquet (Ray Data pass)
     qc/          qc           decisions.parquet, utterances.parquet (kept), report.html
     adapters/    adapters     speaker/model, face/model (identity -> emotion MLPs)
+    text/        text         model/, history.json (the text encoder fine-tuned, when the
+                              fusion model's text tokens are ``finetuned``)
     train/       train        model/, history.json, ray/ (fusion model, Ray Train)
     eval-SPLIT/  evaluate     metrics.json, predictions.parquet, confusion.png
     report.html  report       everything above on one page
@@ -41,10 +43,12 @@ from erc.stages.train import (
     EvaluateStage,
     FusionJob,
     FusionStage,
+    TextJob,
+    TextStage,
     adapter_models,
 )
 
-STAGES = ("ingest", "preprocess", "qc", "adapters", "train", "evaluate", "report")
+STAGES = ("ingest", "preprocess", "qc", "adapters", "text", "train", "evaluate", "report")
 RUN_RECORD = "run.json"
 RUN_LOG = "run.log"  # everything the run printed and logged, also what the console left out
 
@@ -60,12 +64,16 @@ class Step:
     label: str = ""
 
 
-def feature_spec(features: Path, modalities: list[str], adapters: dict[str, Path]) -> dict:
-    """What the fusion model of the main job reads: the pass's text embeddings, speaker
-    embeddings and faces, each identity modality through its adapter when there is one."""
+def feature_spec(features: Path, modalities: list[str], adapters: dict[str, Path],
+                 text_model: Path | None = None) -> dict:
+    """What the fusion model of the main job reads: the pass's text embeddings (or the
+    vectors of the fine-tuned ``text_model``), speaker embeddings and faces, each identity
+    modality through its adapter when there is one."""
     spec = {}
     for modality in modalities:
-        if modality == "text":
+        if modality == "text" and text_model is not None:
+            spec["text"] = {"kind": "finetuned", "path": str(text_model)}
+        elif modality == "text":
             spec["text"] = {"kind": "parquet", "path": str(features), "column": "text_embedding"}
         elif modality == "speaker":
             spec["speaker"] = {"kind": "parquet", "path": str(features), "column": IDENTITY["speaker"]}
@@ -101,7 +109,17 @@ def steps(config: RunConfig, say: Callable[[str], None]) -> Iterator[Step]:
                    {"utterances": utterances, "features": where.features}, where.adapters,
                    f"identity -> emotion MLPs on the {train.recipe.splits.train_split} split")
     adapters = adapter_models(where.adapters) if train.adapters == "train_split" else {}
-    spec, features = _available(config, where, adapters, say)
+    text_model = None
+    if train.text_tokens == "finetuned" and "text" in train.modalities:
+        from erc.train.vectors import resolve_text_encoder
+
+        text = dataclasses.replace(train.text_training, splits=train.recipe.splits)
+        yield Step("text", TextStage(config.ray.address), TextJob(text),
+                   {"utterances": utterances, "encoder": Path(resolve_text_encoder(text.encoder))},
+                   where.text, f"{text.encoder} fine-tuned for emotion on Ray Train "
+                               f"({text.model.inputs} inputs)")
+        text_model = where.text / "model"
+    spec, features = _available(config, where, adapters, say, text_model)
     yield Step("train", FusionStage(config.ray.address, features),
                FusionJob(train.recipe, spec),
                {"utterances": utterances, **spec_paths(spec)}, where.train,
@@ -124,7 +142,8 @@ def _splits(utterances: Path) -> set[str]:
     return set(pq.read_table(utterances, columns=["split"]).column("split").to_pylist())
 
 
-def _available(config: RunConfig, where: Layout, adapters: dict, say) -> tuple[dict, dict]:
+def _available(config: RunConfig, where: Layout, adapters: dict, say,
+               text_model: Path | None = None) -> tuple[dict, dict]:
     """The feature spec of the configured modalities that have features (a corpus without
     media has no speaker or face vectors: those are left out, with a message)."""
     from erc.artifacts import read_utterances
@@ -138,7 +157,7 @@ def _available(config: RunConfig, where: Layout, adapters: dict, say) -> tuple[d
     if missing:
         raise InputError(f"train: no utterances in split(s) {missing} after QC "
                          f"(splits present: {sorted(present)})")
-    spec = feature_spec(where.features, train.modalities, adapters)
+    spec = feature_spec(where.features, train.modalities, adapters, text_model)
     vectors = load_features(spec, table)
     for modality in [m for m in spec if not vectors[m]]:
         say(f"  {modality}: no embeddings in {where.features} (no media?): left out of the model")

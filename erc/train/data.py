@@ -58,29 +58,37 @@ def _encode_labels(emotions, labels: list[str]) -> np.ndarray:
     return np.asarray([index.get(e, -1) if e else -1 for e in emotions], dtype=np.int64)
 
 
-def build_text_data(table: pa.Table, tokenizer, context_turns: int, max_length: int,
-                    roles: Mapping[str, str] | None = None, labels: list[str] | None = None,
-                    speaker_names: bool = True, extra_splits: tuple[str, ...] = (),
-                    future_turns: int = 0):
-    """TextData for the text task: one input per utterance, with its past (and future)
-    turns (``erc.models.text.build_inputs``)."""
-    from erc.models.text import build_inputs
+def build_text_data(table: pa.Table, tokenizer, settings, roles: Mapping[str, str] | None = None,
+                    labels: list[str] | None = None, extra_splits: tuple[str, ...] = ()):
+    """TextData for the text task of ``settings`` (a ``TextModelConfig``): one input per
+    utterance, with its past (and future) turns (``erc.models.text.target_inputs``); with
+    window inputs the train role also keeps each dialogue's turns, which the task packs
+    into windows every epoch."""
+    from erc.models.text import special_ids, target_inputs, turn_ids
     from erc.train.tasks import TextData
 
     roles = resolve_roles(table, roles)
     labels = labels or label_list(table)
     pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
-    data = TextData(labels=labels, pad_id=pad)
+    cls_id, sep_id = special_ids(tokenizer)
+    windows = settings.inputs == "window"
+    data = TextData(labels=labels, pad_id=pad, cls_id=cls_id, sep_id=sep_id)
     for role, split in list(roles.items()) + [(s, s) for s in extra_splits]:
         dias = dialogues(table, split)
-        inputs = build_inputs(tokenizer, [list(zip(d["speakers"], d["texts"])) for d in dias],
-                              context_turns, max_length, speaker_names, future_turns)
+        ids = turn_ids(tokenizer, [list(zip(d["speakers"], d["texts"])) for d in dias],
+                       settings.speaker_names)
+        inputs = [target_inputs(turns, settings.context_turns, settings.max_length, cls_id,
+                                sep_id, settings.future_turns, mark_target=not windows)
+                  for turns in ids]
         data.splits[role] = {
             "rows": [row for rows in inputs for row in rows],
             "y": _encode_labels([e for d in dias for e in d["emotions"]], labels),
             "ids": [u for d in dias for u in d["ids"]],
             "speakers": [s for d in dias for s in d["speakers"]],
         }
+        if windows and role == "train":
+            data.splits[role]["dialogues"] = [
+                (turns, _encode_labels(d["emotions"], labels)) for turns, d in zip(ids, dias)]
     return data
 
 

@@ -46,9 +46,7 @@ def predict_split(model_dir: str | Path, table: pa.Table, split: str, device: st
         from erc.models.text import load_tokenizer
 
         cfg = model.config
-        data = build_text_data(table, load_tokenizer(cfg.encoder), cfg.context_turns,
-                               cfg.max_length, roles, labels=labels,
-                               speaker_names=cfg.speaker_names, future_turns=cfg.future_turns)
+        data = build_text_data(table, load_tokenizer(cfg.encoder), cfg, roles, labels=labels)
         task = TextTask({"model": cfg.to_dict()}, data, None)
     elif saved["kind"] == "fusion":
         spec = saved.get("features")

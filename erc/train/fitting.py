@@ -58,9 +58,7 @@ def finetune_text(table: pa.Table, encoder: str, out_dir: str | Path,
     recipe = recipe or TextRecipe()
     tokenizer = load_tokenizer(encoder)
     settings = recipe.model
-    data = build_text_data(table, tokenizer, settings.context_turns, settings.max_length,
-                           roles_of(recipe), speaker_names=settings.speaker_names,
-                           future_turns=settings.future_turns)
+    data = build_text_data(table, tokenizer, settings, roles_of(recipe))
     model = dataclasses.replace(settings, encoder=str(Path(encoder).resolve()),
                                 n_classes=len(data.labels), labels=data.labels)
     return fit("text", {"model": model.to_dict(), "class_weight_power": recipe.class_weight_power},

@@ -43,17 +43,25 @@ def _global_batches(n: int, batch_size: int, world: int, rng: np.random.Generato
 class TextData:
     labels: list[str]
     pad_id: int
+    cls_id: int | None = None  # start and separator ids (window inputs are packed from them)
+    sep_id: int | None = None
     # split -> {"rows": [(ids, start, end)], "y": int64 (-1 = unlabelled), "ids": [...], "speakers": [...]}
+    # (window inputs: the train split also has "dialogues": [(turn token ids, y)])
     splits: dict[str, dict] = field(default_factory=dict)
 
 
 class TextTask:
+    """One unit = one utterance's input; with window inputs one unit of training = one
+    window of consecutive turns, every labelled turn in it a target."""
+
     def __init__(self, config: dict, data: TextData, train):
         self.config, self.data, self.labels = config, data, data.labels
         self.train = data.splits.get("train")  # None: a task that only predicts
+        self.windows = config["model"].get("inputs", "target") == "window"
         if self.train is not None:
             self.train_index = np.flatnonzero(self.train["y"] >= 0)
-            self.n_train = len(self.train_index)
+            self.n_train = (len(self._windows(np.random.default_rng(0))) if self.windows
+                            else len(self.train_index))
             self.weights = torch.from_numpy(class_weights(
                 self.train["y"], len(self.labels), config.get("class_weight_power", 0.5)))
 
@@ -65,19 +73,44 @@ class TextTask:
     def steps_per_epoch(self, batch_size: int, world: int) -> int:
         return -(-self.n_train // batch_size)
 
+    def _windows(self, rng) -> list[tuple[tuple, np.ndarray]]:
+        """This epoch's windows with a labelled turn: ((ids, spans), y of its turns); every
+        dialogue's first window ends at a random turn."""
+        from erc.models.text import pack_windows
+
+        model = self.config["model"]
+        max_turns = model["context_turns"] + 1 + model["future_turns"]
+        out = []
+        for turns, y in self.train["dialogues"]:
+            first = int(rng.integers(1, max_turns + 1))
+            for seq, spans, index in pack_windows(turns, model["max_length"], self.data.cls_id,
+                                                  self.data.sep_id, max_turns, first):
+                if (y[index] >= 0).any():
+                    out.append(((seq, spans), y[index]))
+        return out
+
     def train_batches(self, rng, batch_size, rank, world) -> Iterator:
         from erc.models.text import length_batches
 
-        rows = self.train["rows"]
-        lengths = [len(rows[i][0]) for i in self.train_index]
-        for batch in _global_batches(self.n_train, batch_size, world, rng,
+        if self.windows:
+            windows = self._windows(rng)
+            rows, ys = [w[0] for w in windows], [w[1] for w in windows]
+            index = np.arange(len(windows))
+        else:
+            rows, ys = self.train["rows"], None
+            index = self.train_index
+        lengths = [len(rows[i][0]) for i in index]
+        for batch in _global_batches(len(index), batch_size, world, rng,
                                      length_batches(lengths, batch_size, rng)):
-            index = self.train_index[np.asarray(batch)]
-            y_all = self.train["y"][index]
-            norm = float(self.weights[torch.from_numpy(y_all)].sum())
-            mine = index[rank::world]
-            yield {"rows": [rows[i] for i in mine], "y": torch.from_numpy(self.train["y"][mine]),
-                   "norm": norm / world}
+            units = index[np.asarray(batch)]
+            if ys is None:
+                y_all, y_mine = self.train["y"][units], self.train["y"][units[rank::world]]
+            else:
+                y_all = np.concatenate([ys[i] for i in units])
+                y_mine = np.concatenate([ys[i] for i in units[rank::world]])
+            norm = float(self.weights[torch.from_numpy(y_all[y_all >= 0])].sum())
+            yield {"rows": [rows[i] for i in units[rank::world]], "y": torch.from_numpy(y_mine),
+                   "norm": max(norm, 1e-6) / world}
 
     def loss(self, model, batch, device):
         from erc.models.text import collate
@@ -85,7 +118,7 @@ class TextTask:
         inputs = {k: v.to(device) for k, v in collate(batch["rows"], self.data.pad_id).items()}
         logits = model(**inputs)
         losses = F.cross_entropy(logits, batch["y"].to(device), weight=self.weights.to(device),
-                                 reduction="sum")
+                                 ignore_index=-1, reduction="sum")
         return losses / batch["norm"]
 
     @torch.no_grad()

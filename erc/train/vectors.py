@@ -54,9 +54,7 @@ def text_features(model_dir: str | Path, table: pa.Table, splits: list[str] | No
     model = load_model(model_dir)
     cfg = model.config
     tokenizer = load_tokenizer(cfg.encoder)
-    data = build_text_data(table, tokenizer, cfg.context_turns, cfg.max_length,
-                           roles={s: s for s in splits}, labels=cfg.labels,
-                           speaker_names=cfg.speaker_names, future_turns=cfg.future_turns)
+    data = build_text_data(table, tokenizer, cfg, roles={s: s for s in splits}, labels=cfg.labels)
     task = TextTask({"model": cfg.to_dict()}, data, None)
     ids, vectors = [], []
     for split in splits:

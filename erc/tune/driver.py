@@ -87,8 +87,7 @@ def build_data(spec: SearchSpec, table, feature_spec: Mapping | None = None,
 
     text = recipe_of(spec, spec.defaults())
     encoder = resolve_text_encoder(text.encoder)
-    data = build_text_data(table, load_tokenizer(encoder), text.model.context_turns,
-                           text.model.max_length, roles, speaker_names=text.model.speaker_names)
+    data = build_text_data(table, load_tokenizer(encoder), text.model, roles)
     return data, {"encoder": str(Path(encoder).resolve()), "labels": data.labels}
 
 
