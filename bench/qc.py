@@ -51,7 +51,6 @@ from __future__ import annotations
 import argparse
 import hashlib
 import json
-import math
 import os
 import random
 import re
@@ -261,7 +260,9 @@ def label_scenario_actors(actors: list[str], seed: int) -> dict:
 
 def face_frame(assets: Path, row: dict):
     """The picture of the clip: the (augmented) face of ``face_actor``, or background."""
-    from PIL import Image, ImageEnhance, ImageFilter
+    from PIL import Image
+
+    from erc.samples.faces import varied_face
 
     rng = np.random.default_rng(row["aug_seed"])
     actor = row["face_actor"] or row["actor"]
@@ -271,20 +272,7 @@ def face_frame(assets: Path, row: dict):
         corner = base.crop((0, 0, w // 6, h // 6)).resize((w, h))
         noise = rng.normal(0, 6, (h, w, 3))
         return Image.fromarray(np.clip(np.asarray(corner, np.float32) + noise, 0, 255).astype(np.uint8))
-    scale = rng.uniform(0.8, 1.25)
-    img = base.resize((int(w * scale), int(h * scale)), Image.BICUBIC)
-    img = img.rotate(rng.uniform(-10, 10), resample=Image.BICUBIC, fillcolor=(250, 250, 250))
-    img = ImageEnhance.Brightness(img).enhance(rng.uniform(0.7, 1.3))
-    img = ImageEnhance.Contrast(img).enhance(rng.uniform(0.8, 1.2))
-    if rng.random() < 0.5:
-        img = img.transpose(Image.FLIP_LEFT_RIGHT)
-    if rng.random() < 0.3:
-        img = img.filter(ImageFilter.GaussianBlur(rng.uniform(0.5, 1.5)))
-    canvas = Image.new("RGB", (w, h), (250, 250, 250))
-    dx = int(rng.uniform(-0.12, 0.12) * w) - (img.width - w) // 2
-    dy = int(rng.uniform(-0.08, 0.08) * h) - (img.height - h) // 2
-    canvas.paste(img, (dx, dy))
-    return canvas
+    return varied_face(base, rng)
 
 
 def _pink(rng: np.random.Generator, n: int) -> np.ndarray:

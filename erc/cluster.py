@@ -27,9 +27,9 @@ from __future__ import annotations
 
 import logging
 import os
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Mapping
 
 from erc.errors import ConfigError
 
@@ -91,7 +91,7 @@ def _from_gcs() -> list[NodeType] | None:
 
     try:
         config = ray._private.state.state.get_cluster_config()
-    except Exception:  # noqa: BLE001 - older clusters: no such entry
+    except Exception:
         return None
     if config is None or not config.node_group_configs:
         return None
@@ -130,7 +130,7 @@ def _from_kuberay() -> list[NodeType] | None:
         from ray.autoscaler._private.kuberay.autoscaling_config import AutoscalingConfigProducer
 
         config = AutoscalingConfigProducer(name, namespace_file.read_text().strip())()
-    except Exception as err:  # noqa: BLE001 - no permission, API unreachable
+    except Exception as err:
         log.warning("cannot read the RayCluster %s from the Kubernetes API: %s", name, err)
         return None
     return [NodeType(n, {k: float(v) for k, v in (t.get("resources") or {}).items()},
@@ -329,7 +329,7 @@ def torch_device(num_gpus: float | None) -> str:
         import ray
 
         node = ray.util.get_node_ip_address()
-    except Exception:  # noqa: BLE001 - outside Ray
+    except Exception:
         pass
     message = (f"[erc] warning: node {node} gave this process {num_gpus:g} GPU(s) "
                f"(CUDA_VISIBLE_DEVICES={os.environ.get('CUDA_VISIBLE_DEVICES', 'unset')}), but "

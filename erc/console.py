@@ -34,8 +34,8 @@ import sys
 import threading
 import time
 import traceback
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Iterator
 
 import yaml
 
@@ -64,7 +64,7 @@ RAY_DATA_LOGGING = {
 class _State:
     active = False  # setup() ran: a command line, not a library caller
     verbose = False
-    log: "_LogFile | None" = None
+    log: _LogFile | None = None
     hidden_warnings = 0
 
 
@@ -244,7 +244,7 @@ class _Router(logging.Handler):
     def emit(self, record: logging.LogRecord) -> None:
         try:
             line = redact(self.format(record)) + "\n"
-        except Exception:  # noqa: BLE001 - logging must not raise
+        except Exception:
             self.handleError(record)
             return
         if _shown(record):

@@ -5,7 +5,7 @@ utterance_id: everything later stages (QC, adapters, fusion) need, so no model r
 |---------------------|----------------------------------------|------------------------------------------|
 | utterance_id        | string                                 | key into the utterance table             |
 | status              | string                                 | "ok" or "failed"                         |
-| failure_reason      | string, nullable                       | e.g. unreadable_media, no_audio, silence, overlong_clip, no_frames |
+| failure_reason      | string, nullable                       | e.g. unreadable_media, silence, no_frames |
 | failure_detail      | string, nullable                       | the error message                        |
 | duration_s          | float64, nullable                      | decoded audio duration                   |
 | asr_text            | string, nullable                       | Whisper transcript                       |

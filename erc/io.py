@@ -21,8 +21,9 @@ import json
 import os
 import secrets
 import shutil
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 from erc.errors import BusyError, OwnershipError
 from erc.redaction import redact

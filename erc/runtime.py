@@ -15,9 +15,6 @@ loopback ports. ``RAY_AUTH_MODE=disabled`` turns it off; a token the user names
 
 from __future__ import annotations
 
-from erc.errors import ErcError
-from erc.home import state_dir
-
 import contextlib
 import logging
 import os
@@ -25,8 +22,11 @@ import secrets
 import socket
 import sys
 import tempfile
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Iterator
+
+from erc.errors import ErcError
+from erc.home import state_dir
 
 log = logging.getLogger(__name__)
 AUTH_TOKEN = "ray-auth-token"  # the embedded Ray's token, in erc's state folder

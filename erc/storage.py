@@ -21,18 +21,18 @@ or from the URI's query (``s3://bucket/path?endpoint_override=host:port&scheme=h
 
 from __future__ import annotations
 
-from erc import io
-from erc.errors import ErcError
-from erc.redaction import redact
-
 import hashlib
 import json
 import re
 import shutil
 import threading
+from collections.abc import Callable, Iterator
 from contextlib import ExitStack, contextmanager
 from pathlib import Path
-from typing import Callable, Iterator
+
+from erc import io
+from erc.errors import ErcError
+from erc.redaction import redact
 
 SCHEMES = ("s3", "gs", "gcs", "abfs", "abfss", "hdfs", "viewfs", "file")
 # A URI inside an argument (``finetuned:s3://b/model``, ``parquet:gs://b/f#text_embedding``):

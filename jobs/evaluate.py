@@ -1,6 +1,7 @@
 """Ray job entrypoint: evaluate a trained model on a split (arguments of `erc evaluate`).
 
-    ray job submit --working-dir . --runtime-env jobs/runtime_env.yaml -- python jobs/evaluate.py /shared/runs/meld/fusion/model \
+    ray job submit --working-dir . --runtime-env jobs/runtime_env.yaml -- \
+        python jobs/evaluate.py /shared/runs/meld/fusion/model \
         /shared/runs/meld/corpus --split test --out /shared/runs/meld/eval-test
 """
 

@@ -1,6 +1,7 @@
 """Ray job entrypoint: read a corpus into utterances.parquet (arguments of `erc corpus ingest`).
 
-    ray job submit --working-dir . --runtime-env jobs/runtime_env.yaml -- python jobs/ingest.py /data/MELD --media-root /data/MELD.Raw \
+    ray job submit --working-dir . --runtime-env jobs/runtime_env.yaml -- \
+        python jobs/ingest.py /data/MELD --media-root /data/MELD.Raw \
         --check-media --out /shared/runs/meld/corpus
 """
 

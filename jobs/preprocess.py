@@ -1,6 +1,7 @@
 """Ray job entrypoint: the preprocessing pass (arguments of `erc preprocess`).
 
-    ray job submit --working-dir . --runtime-env jobs/runtime_env.yaml -- python jobs/preprocess.py /shared/runs/meld/corpus \
+    ray job submit --working-dir . --runtime-env jobs/runtime_env.yaml -- \
+        python jobs/preprocess.py /shared/runs/meld/corpus \
         --out /shared/runs/meld/features --profile paper --config my_corpus.yaml
 
 Paths may be storage URIs instead (`s3://bucket/runs/meld/corpus --out s3://bucket/runs/meld/features`).

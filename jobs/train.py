@@ -1,8 +1,10 @@
 """Ray job entrypoint: train a model (arguments of `erc train`).
 
-    ray job submit --working-dir . --runtime-env jobs/runtime_env.yaml -- python jobs/train.py text /shared/runs/meld/corpus \
+    ray job submit --working-dir . --runtime-env jobs/runtime_env.yaml -- \
+        python jobs/train.py text /shared/runs/meld/corpus \
         --encoder all-mpnet-base-v2 --workers 4 --gpu --out /shared/runs/meld/text
-    ray job submit --working-dir . --runtime-env jobs/runtime_env.yaml -- python jobs/train.py fusion /shared/runs/meld/corpus \
+    ray job submit --working-dir . --runtime-env jobs/runtime_env.yaml -- \
+        python jobs/train.py fusion /shared/runs/meld/corpus \
         --text finetuned:/shared/runs/meld/text/model --out /shared/runs/meld/fusion
 
 Submitting the same command again (same --out) resumes from the run's latest checkpoint.

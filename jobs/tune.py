@@ -1,6 +1,7 @@
 """Ray job entrypoint: a hyperparameter search (arguments of `erc tune`).
 
-    ray job submit --working-dir . --runtime-env jobs/runtime_env.yaml -- python jobs/tune.py tune/fusion.yaml /shared/runs/meld/corpus \
+    ray job submit --working-dir . --runtime-env jobs/runtime_env.yaml -- \
+        python jobs/tune.py tune/fusion.yaml /shared/runs/meld/corpus \
         --text st:all-MiniLM-L6-v2 --out /shared/runs/tune/meld-fusion \
         --storage /shared/runs/tune/meld-fusion/ray --num-samples 64 --max-concurrent-trials 8
 

@@ -193,7 +193,7 @@ class LoopbackCluster:
         self.gcs_port = self.dashboard_port = 0
 
     # -- lifecycle ------------------------------------------------------------------------
-    def __enter__(self) -> "LoopbackCluster":
+    def __enter__(self) -> LoopbackCluster:
         # A SIGTERM (e.g. from `timeout`) would end this process without unwinding, leaving
         # the nodes running: turn it into an exception so that __exit__ stops them.
         self._old_sigterm = None
@@ -302,9 +302,9 @@ class LoopbackCluster:
         node = Node(name, temp_dir, proc.pid, ports=ports)
         try:
             out, _ = proc.communicate(timeout=120)
-        except subprocess.TimeoutExpired:
+        except subprocess.TimeoutExpired as err:
             kill_session(node.sid)
-            raise ClusterError(f"ray start ({name}) timed out")
+            raise ClusterError(f"ray start ({name}) timed out") from err
         if proc.returncode != 0:
             kill_session(node.sid)
             raise ClusterError(f"ray start ({name}) -> {proc.returncode}\n{out[-4000:]}")
@@ -333,7 +333,7 @@ class LoopbackCluster:
         return node
 
     def crash_node(self, node: Node, busy=None, ready=None, give_up=None,
-                   timeout: float = 180, poll_s: float = 0.01) -> "Crash":
+                   timeout: float = 180, poll_s: float = 0.01) -> Crash:
         """Ends ``node`` the way a power loss ends a machine: every process of it (raylet,
         object store, agents, workers) SIGKILLed at once, nothing flushed or reported.
 
@@ -351,7 +351,7 @@ class LoopbackCluster:
         job has ended before a task ran on the node."""
         if isinstance(busy, str):
             prefix = busy
-            busy = lambda title: title.startswith(prefix)  # noqa: E731
+            busy = lambda title: title.startswith(prefix)
         deadline = time.monotonic() + timeout
         checked = 0.0
         while True:

@@ -77,14 +77,23 @@ def by_uid(table) -> dict[str, dict]:
     return {r["utterance_id"]: r for r in table.to_pylist()}
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture
 def ray_local():
-    """One embedded Ray for the tests that need it (started the way the CLI starts it)."""
+    """An embedded Ray for a test that needs it, started the way the CLI starts it; kept
+    for the next test (again started when a command run in-process shut it down)."""
     from erc import runtime
 
     runtime.connect(num_cpus=2)
     yield
-    runtime.shutdown()
+
+
+@pytest.fixture(scope="module")
+def ray_module():
+    """``ray_local`` for module-scoped fixtures."""
+    from erc import runtime
+
+    runtime.connect(num_cpus=2)
+    yield
 
 
 @pytest.fixture(scope="session")

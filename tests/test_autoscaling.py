@@ -106,8 +106,8 @@ def _check_placement(cluster, run, submitted_ms: float, gpu: tuple[str, ...], ac
 def test_preprocess_waits_for_and_runs_on_the_gpu_nodes(autoscaling, sample_manifest, tmp_path):
     import pyarrow.parquet as pq
 
-    from erc.corpus import read_corpus
     from erc.artifacts import read_features as load_features
+    from erc.corpus import read_corpus
 
     cluster = autoscaling
     assert [n["node_id"] for n in _alive(cluster)] == [cluster.head.node_id]  # all at zero

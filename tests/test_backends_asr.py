@@ -7,7 +7,6 @@ Run as a script to print the WER and speed of both engines on the same clips:
 
 from __future__ import annotations
 
-import importlib.util
 import os
 import re
 import time
@@ -15,10 +14,10 @@ import time
 import numpy as np
 import pytest
 
-from tests.conftest import needs_package, shared_path  # first: it sets the hermetic environment
 from erc.backends import registry
 from erc.backends.asr import FasterWhisperASR, WhisperASR
 from erc.backends.base import AUDIO_RATE, ModelSpec, Transcript, sha256_of
+from tests.conftest import needs_package, shared_path  # first: it sets the hermetic environment
 
 SENTENCES = {"01": "kids are talking by the door", "02": "dogs are sitting by the door"}
 
@@ -142,6 +141,56 @@ def test_faster_whisper_same_order_of_wer(faster_whisper, clips):
     assert error < 0.05, [(p, r.text) for (_, _, p), r in zip(clips, results)]
     for (audio, _, _), result in zip(clips, results):
         check_transcript(result, len(audio) / AUDIO_RATE)
+
+
+def test_faster_whisper_batched_equals_clip_by_clip(faster_whisper, clips):
+    """Clips transcribed 8 at a time (batched encoder and beam search, then each clip
+    finished as WhisperModel.transcribe finishes it) give what clip-by-clip transcription
+    gives: the same text and words, timestamps and scores to 1e-5 (the int8 products are
+    exact; float sums in a batch may differ in the last bits); and a clip's result does
+    not depend on the clips batched with it. Silence and a clip longer than one window
+    take the clip-by-clip path inside a batched call."""
+    spec = registry.profile_specs("offline")["asr"]
+    spec.options = {**spec.options, "batch_size": 8}
+    batched = registry.load_backend(spec, device="cpu")
+    assert faster_whisper.batch_size == 1 and batched.batch_size == 8  # CPU default: 1
+    audios = [audio for audio, _, _ in clips]
+    long = np.concatenate(audios[:10])  # over 30 s: two windows
+    assert long.size > 30 * AUDIO_RATE
+    inputs = audios + [np.zeros(AUDIO_RATE, np.float32), long]
+    one_by_one = faster_whisper.transcribe(inputs)
+    together = batched.transcribe(inputs)
+    shifted = batched.transcribe(inputs[5:] + inputs[:5])
+    shifted = shifted[-5:] + shifted[:-5]
+
+    def same(a: Transcript, b: Transcript) -> bool:
+        def close(x, y):
+            return (x is None and y is None) or abs(x - y) <= 1e-5
+        return (a.text == b.text and a.language == b.language
+                and close(a.avg_logprob, b.avg_logprob) and close(a.no_speech_prob, b.no_speech_prob)
+                and len(a.words) == len(b.words)
+                and all(u.word == v.word and close(u.start, v.start) and close(u.end, v.end)
+                        and close(u.probability, v.probability) for u, v in zip(a.words, b.words)))
+
+    assert all(same(a, b) for a, b in zip(one_by_one, together))
+    assert all(same(a, b) for a, b in zip(together, shifted))
+    assert together[-2].text == "" and together[-1].words[-1].end > 30.0
+    # the batch path itself finished the clean clips (none sent back to the clip-by-clip path)
+    finished = batched._one_window_batch(audios[:8])
+    assert all(t is not None for t in finished) and all(same(a, b) for a, b in zip(finished, one_by_one))
+
+
+def test_a_sampled_transcript_depends_on_its_clip_alone(faster_whisper, clips):
+    """RAVDESS 03-01-04-02-01-02-09 (sad, strong) fails tiny.en's checks at temperature 0,
+    so its transcript is sampled at the fallback temperatures: it comes out the same
+    whatever was transcribed before it (a resumed pass writes what a clean one wrote)."""
+    audio = load(str(shared_path("assets", "speech", "ravdess16k", "Actor_09",
+                                 "03-01-04-02-01-02-09.flac")))
+    segments, _ = faster_whisper._decode(faster_whisper.model, audio)
+    assert any(s.temperature > 0 for s in segments)  # the clip does take the sampling path
+    alone = faster_whisper.transcribe([audio])[0]
+    after_others = faster_whisper.transcribe([clips[0][0], audio, clips[1][0], audio])
+    assert after_others[1] == alone == after_others[3]
 
 
 def test_records_name_the_weights(openai_whisper, faster_whisper):

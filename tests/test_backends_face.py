@@ -146,8 +146,9 @@ def test_mtcnn_options_inputs_and_record():
 
 
 def test_mtcnn_weights_from_a_folder_and_random_init(tmp_path):
-    import facenet_pytorch
     import shutil
+
+    import facenet_pytorch
 
     data = Path(facenet_pytorch.__file__).parent / "data"
     for name in ("pnet.pt", "rnet.pt", "onet.pt"):

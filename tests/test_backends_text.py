@@ -2,17 +2,15 @@
 
 from __future__ import annotations
 
-import importlib.util
-import os
 import re
 
 import numpy as np
 import pytest
 
-from tests.conftest import REPO, needs_package  # noqa: F401  (first: it sets the hermetic environment)
 from erc.backends import registry
 from erc.backends.base import MissingWeightsError, ModelSpec
 from erc.backends.text import SentenceEmbedder
+from tests.conftest import REPO, needs_package  # noqa: F401  (first: it sets the hermetic environment)
 
 SENTENCES = [
     "I can't believe you did that, I'm so angry with you!",

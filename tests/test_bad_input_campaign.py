@@ -18,9 +18,9 @@ from __future__ import annotations
 import json
 import os
 import struct
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable
 
 import pyarrow as pa
 import pyarrow.parquet as pq
@@ -29,8 +29,8 @@ from erc.cli import main
 
 # -- corpus builders ----------------------------------------------------------------------
 
-MELD_HEADER = ("Sr No.,Utterance,Speaker,Emotion,Sentiment,Dialogue_ID,Utterance_ID,Season,"
-               "Episode,StartTime,EndTime\n").encode()
+MELD_HEADER = (b"Sr No.,Utterance,Speaker,Emotion,Sentiment,Dialogue_ID,Utterance_ID,Season,"
+               b"Episode,StartTime,EndTime\n")
 
 
 def meld_row(n, text=b"Hi.", dia=b"0", utt=None, emotion=b"neutral", speaker=b"Ross") -> bytes:

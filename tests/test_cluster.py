@@ -116,7 +116,7 @@ def test_cluster_yaml_choices(launcher_config):
     setup = " ".join(cfg["setup_commands"] + cfg["head_setup_commands"] + cfg["worker_setup_commands"])
     assert "pip install" not in setup and "apt-get" not in setup
     dockerfile = (REPO / "docker" / "Dockerfile").read_text()
-    py = "py%d%d" % __import__("sys").version_info[:2]
+    py = "py{}{}".format(*__import__("sys").version_info[:2])
     assert f"ARG RAY_IMAGE=rayproject/ray:{ray.__version__}-{py}-gpu" in dockerfile
     assert f"ray{ray.__version__}-{py}-gpu" in cfg["docker"]["image"]
     pinned = [d for d in __import__("tomllib").loads((REPO / "pyproject.toml").read_text())
@@ -700,8 +700,8 @@ def test_train_survives_losing_the_worker_node(two_nodes, train_corpus, train_cl
     run_dir = out / "ray" / out.name
     # Strike once Ray Train has registered a checkpoint (a folder alone is not enough:
     # rank 0 writes it, then the controller records the report) and well before the end.
-    latest = lambda: _registered_epoch(run_dir)  # noqa: E731
-    too_late = lambda: (f"epoch {latest()} already checkpointed"  # noqa: E731
+    latest = lambda: _registered_epoch(run_dir)
+    too_late = lambda: (f"epoch {latest()} already checkpointed"
                         if latest() > TRAIN_EPOCHS - 3 else _ended(cluster, submission))
     crash = cluster.crash_node(worker, busy="ray::RayTrainWorker",
                                ready=lambda: 0 <= latest() <= TRAIN_EPOCHS - 3, give_up=too_late)
@@ -775,8 +775,8 @@ def test_jobs_read_and_write_s3(two_nodes, sample_manifest, preprocess_config, p
     to S3."""
     import shutil
 
-    from erc.corpus import read_corpus
     from erc.artifacts import read_features as load_features
+    from erc.corpus import read_corpus
     from erc.storage import Mirror
     from tests.conftest import S3_BUCKET
 

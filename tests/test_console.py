@@ -72,7 +72,7 @@ def test_an_exception_leaving_the_run_is_logged(policy):
     with pytest.raises(ZeroDivisionError):
         with console.run_log(policy):
             print("before")
-            1 / 0
+            raise ZeroDivisionError("division by zero")
     log = policy.read_text()
     assert "before" in log and "Traceback" in log and "ZeroDivisionError" in log
 

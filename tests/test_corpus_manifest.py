@@ -18,8 +18,6 @@ from erc.corpus.manifest import read_manifest
 from tests.conftest import by_uid, checked, make_clip
 
 
-
-
 def write_csv(path: Path, rows: list[dict], columns: list[str] | None = None) -> Path:
     columns = columns or list(rows[0])
     buffer = io.StringIO(newline="")

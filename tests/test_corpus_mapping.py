@@ -13,8 +13,6 @@ from pathlib import Path
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
-
-from erc.errors import ErcError
 import yaml
 
 from erc.cli import main
@@ -23,6 +21,7 @@ from erc.corpus.inspect import inspect_corpus, mapping_yaml
 from erc.corpus.manifest import read_manifest
 from erc.corpus.mapping import MAPPING_FILE, load_mapping, speaker_names
 from erc.corpus.values import parse_time
+from erc.errors import ErcError
 
 COLUMNS = ["Utterance", "Speaker", "Emotion", "Scene_ID", "Utterance_ID", "Season", "Episode",
            "Start_Time", "End_Time"]

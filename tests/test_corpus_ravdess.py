@@ -15,8 +15,6 @@ from erc.errors import ConfigError
 from tests.conftest import by_uid, checked, make_clip, shared_path
 
 
-
-
 @pytest.fixture(scope="module")
 def clip(tmp_path_factory) -> Path:
     return make_clip(tmp_path_factory.mktemp("clip") / "tone.wav", seconds=0.3, video=False)

@@ -21,10 +21,10 @@ import re
 import shutil
 import subprocess
 import sys
-import tomllib
 from pathlib import Path
 
 import pytest
+import tomllib
 import yaml
 
 REPO = Path(__file__).resolve().parents[1]
@@ -194,7 +194,7 @@ def test_kuberay_autoscaler_reads_the_intended_groups():
 
 
 def test_every_ray_process_has_the_token_and_the_volumes():
-    for name, spec in _cluster_specs().items():
+    for spec in _cluster_specs().values():
         assert {"name": "RAY_AUTH_MODE", "value": "token"} in spec["autoscalerOptions"]["env"]
     for where, template in _pod_templates():
         container = template["spec"]["containers"][0]
@@ -227,7 +227,7 @@ def test_rayjobs_are_rendered_from_the_raycluster():
     for name, text in files.items():
         assert (K8S / "jobs" / name).read_text() == text, f"run python k8s/render.py ({name})"
     runtime_env = yaml.safe_load((REPO / "jobs" / "runtime_env.yaml").read_text())
-    for name, text in files.items():
+    for text in files.values():
         job = yaml.safe_load(text)["spec"]
         assert yaml.safe_load(job["runtimeEnvYAML"]) == {"env_vars": runtime_env["env_vars"]}
         script = job["entrypoint"].split()[1]

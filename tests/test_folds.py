@@ -7,10 +7,9 @@ from collections import Counter
 
 import pytest
 
-from tests.conftest import shared_path  # first: it sets the hermetic environment
 from erc.schema import utterance_table
-from erc.train.folds import (FOLD_ROLES, dev_fold, loso_folds, protocol_folds, selection_slice,
-                             session_of)
+from erc.train.folds import FOLD_ROLES, dev_fold, loso_folds, protocol_folds, selection_slice, session_of
+from tests.conftest import shared_path  # first: it sets the hermetic environment
 
 
 def _table(dialogues: dict[tuple[str, str], int]):

@@ -207,7 +207,7 @@ def test_two_ingests_at_once_leave_one_consistent_result(tmp_path):
                for name in ("alpha", "beta")}
     out = tmp_path / "out"
     seen_busy = 0
-    for round_ in range(3):
+    for _ in range(3):
         runs = [_erc("corpus", "ingest", path, "--out", str(out), "-o", f"corpus={name}", "--force")
                 for name, path in corpora.items()]
         results = [(run.wait(timeout=600), run.communicate()[1]) for run in runs]

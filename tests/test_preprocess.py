@@ -7,12 +7,10 @@ from __future__ import annotations
 import csv
 import json
 import os
-import shutil
 import signal
 import subprocess
 import sys
 import time
-from pathlib import Path
 
 import numpy as np
 import pyarrow as pa
@@ -103,7 +101,7 @@ def corpus(tmp_path_factory) -> dict:
 
 
 @pytest.fixture(scope="module")
-def clean(corpus, ray_local, tmp_path_factory) -> dict:
+def clean(corpus, ray_module, tmp_path_factory) -> dict:
     out = tmp_path_factory.mktemp("clean") / "features"
     outcome = preprocess(corpus["dir"], out, _config(), say=None)
     return {"out": out, "outcome": outcome, "features": load_features(out)}
@@ -182,7 +180,7 @@ def test_feature_columns_have_the_models_dimensions(corpus, clean):
             if a["utterance_id"] < b["utterance_id"] and a["speaker"] == b["speaker"]]
     other = [(a["utterance_id"], b["utterance_id"]) for a in sample for b in sample
              if a["utterance_id"] < b["utterance_id"] and a["speaker"] != b["speaker"]]
-    cos = lambda a, b: float(vec[a] @ vec[b] / np.linalg.norm(vec[a]) / np.linalg.norm(vec[b]))  # noqa: E731
+    cos = lambda a, b: float(vec[a] @ vec[b] / np.linalg.norm(vec[a]) / np.linalg.norm(vec[b]))
     assert min(cos(*p) for p in same) > max(cos(*p) for p in other)
 
 

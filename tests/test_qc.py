@@ -13,14 +13,13 @@ import pytest
 
 from erc.features import FEATURE_SCHEMA, with_models
 from erc.qc.alignment import AlignmentConfig, align_corpus, check_alignment, decide, score_pair
-from erc.qc.calibration import (binomial_mixture, clean_error_rate, mixture_threshold,
-                                word_error_limit)
-from erc.qc.timing import TimingConfig, edge_words
+from erc.qc.calibration import binomial_mixture, clean_error_rate, mixture_threshold, word_error_limit
 from erc.qc.decisions import QCConfig, read_relabels, run_qc
 from erc.qc.embeddings import clusters_of, l2_normalise, robust_reference
 from erc.qc.faces import FaceConfig, check_faces, tracks_of
 from erc.qc.speakers import SpeakerConfig, check_speakers
 from erc.qc.text import normalise, number_to_words
+from erc.qc.timing import edge_words
 from erc.schema import utterance_table
 
 from .conftest import shared_path
@@ -158,7 +157,7 @@ def test_align_corpus_calibrates_and_finds_cuts_and_neighbours():
     vocabulary = ("we were on a break you know how doing this is the one where ross got "
                   "married again and rachel moved out to paris last night").split()
     texts, asr, words, segments, durations = [], [], [], [], []
-    for i in range(200):
+    for _ in range(200):
         line = " ".join(rng.choice(vocabulary, 6))
         heard = line.split()
         for k in range(6):
@@ -293,7 +292,7 @@ def _faces(frames_vectors):
 def test_face_check_outcomes():
     rng = np.random.default_rng(3)
     ross, rachel, extra = l2_normalise(rng.standard_normal((3, 128)))
-    near = lambda c: l2_normalise(c + 0.02 * rng.standard_normal(c.size))  # noqa: E731
+    near = lambda c: l2_normalise(c + 0.02 * rng.standard_normal(c.size))
     speakers, faces, frames = [], [], []
     for _ in range(6):  # Ross alone on screen
         speakers.append("Ross"), faces.append(_faces([(0, near(ross)), (1, near(ross))])), frames.append(2)
@@ -345,7 +344,7 @@ def test_face_tracks_group_across_frames():
 def test_speaker_relabel_proposals_constructed():
     rng = np.random.default_rng(5)
     voices = l2_normalise(rng.standard_normal((5, 256)))
-    near = lambda k, n: list(_cloud(rng, voices[k], n, 0.035))  # noqa: E731
+    near = lambda k, n: list(_cloud(rng, voices[k], n, 0.035))
     labels, emb = [], []
     # "Monica" holds two people (voices 0 and 1), "Phoebe" and "Pheebs" are one (voice 2),
     # "Joey" (voice 3) has one utterance that is really Phoebe's, "Gunther" (voice 4) is clean.

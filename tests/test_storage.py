@@ -13,8 +13,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from erc.storage import (Mirror, StorageError, is_uri, join_uri, open_uri, run_with_uris,
-                         stage_input)
+from erc.storage import Mirror, StorageError, is_uri, join_uri, open_uri, run_with_uris, stage_input
 from tests.conftest import REPO, S3_BUCKET
 
 

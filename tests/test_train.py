@@ -16,15 +16,14 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from tests.conftest import shared_path  # first: it sets the hermetic environment
 from erc.train.metrics import classification_metrics, per_group, plot_confusion
+from tests.conftest import shared_path  # first: it sets the hermetic environment
 
 REPO = Path(__file__).resolve().parents[1]
 
 
 def test_metrics_match_sklearn(tmp_path):
-    from sklearn.metrics import (accuracy_score, confusion_matrix, f1_score,
-                                 precision_recall_fscore_support)
+    from sklearn.metrics import accuracy_score, confusion_matrix, f1_score, precision_recall_fscore_support
 
     rng = np.random.default_rng(0)
     labels = ["anger", "disgust", "fear", "joy", "neutral"]
@@ -282,10 +281,10 @@ def test_an_ensemble_mixes_a_text_model_and_a_fusion_model(tmp_path):
     """`erc evaluate TEXT_MODEL FUSION_MODEL CORPUS`: models of different kinds (the context
     text encoder and Mamba over other vectors) predict the same utterances, in the same
     order, and their probabilities average."""
+    from erc.artifacts import read_utterances as load_utterances
     from erc.models.checkpoint import save_model
     from erc.models.fusion import FusionConfig, FusionModel
     from erc.models.text import ContextTextClassifier, TextModelConfig
-    from erc.artifacts import read_utterances as load_utterances
     from erc.train.evaluate import evaluate, predict_split
 
     corpus, features = _write_corpus(tmp_path / "corpus")
@@ -312,11 +311,11 @@ def test_an_ensemble_mixes_a_text_model_and_a_fusion_model(tmp_path):
 def test_multimodal_features_through_adapters(tmp_path):
     """Feature-table columns (speaker_embedding, faces) -> adapters -> dialogue tokens, with
     utterances lacking a modality marked missing (not zero-filled as if observed)."""
+    from erc.artifacts import face_vectors
     from erc.features import FEATURE_SCHEMA
     from erc.models.adapters import train_adapter
     from erc.models.checkpoint import save_model
     from erc.schema import utterance_table
-    from erc.artifacts import face_vectors
     from erc.train.data import build_dialogue_data
     from erc.train.vectors import load_features
 
@@ -374,11 +373,11 @@ def test_an_ensemble_averages_its_models_probabilities(tmp_path):
     import torch
     from sklearn.metrics import f1_score
 
-    from erc.models.checkpoint import save_model
-    from erc.models.fusion import FusionConfig, FusionModel
     from erc.artifacts import read_utterances as load_utterances
     from erc.cli import main
     from erc.errors import InputError
+    from erc.models.checkpoint import save_model
+    from erc.models.fusion import FusionConfig, FusionModel
     from erc.train.evaluate import evaluate, predict_split
 
     corpus, features = _write_corpus(tmp_path / "corpus")

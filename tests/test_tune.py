@@ -17,10 +17,10 @@ from pathlib import Path
 import pytest
 import yaml
 
-from tests.conftest import shared_path  # first: it sets the hermetic environment
 from erc.errors import ConfigError
 from erc.recipes import FusionConfig
 from erc.tune.space import FAMILIES, load_spec, parse_spec
+from tests.conftest import shared_path  # first: it sets the hermetic environment
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -156,7 +156,7 @@ def test_outputs_table_plots_and_importance_fallback(tmp_path):
 SEARCH = {
     "family": "fusion",
     "params": {"lr": {"loguniform": [3.0e-4, 3.0e-3]}, "dropout": {"uniform": [0.0, 0.4]},
-               "d_state": {"choice": [16, 64]}, "window": {"choice": [None, 2, 4]},
+               "d_state": {"choice": [16, 64]}, "window": {"choice": [1, 2, None]},
                "class_weight_power": {"uniform": [0.0, 1.0]}},
     "fixed": {"epochs": 3, "patience": 3},
     "search": {"num_samples": 8, "max_concurrent_trials": 2, "seed": 0, "include_default": True,

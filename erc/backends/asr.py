@@ -13,19 +13,39 @@ Options (``spec.options``), the same for both engines:
   condition_on_previous_text (default False: one utterance per clip, no carried prompt),
   language (multilingual models only; English-only models always say "en"),
   no_speech_threshold, logprob_threshold, compression_ratio_threshold, initial_prompt,
-  silence_peak; faster-whisper also compute_type (int8 on CPU, float16 on CUDA) and
-  cpu_threads. openai-whisper runs fp32 on CPU, fp16 on CUDA.
+  silence_peak; faster-whisper also compute_type (int8 on CPU, float16 on CUDA),
+  cpu_threads (default: torch's thread count in this process, so that a Ray worker given
+  one CPU runs one thread; CTranslate2 and torch share one OpenMP pool) and batch_size
+  (clips per encoder and decoder call, default 16 on CUDA and 1 on CPU, where the
+  encoder's fixed 30 s window costs the same per clip batched or not).
+  openai-whisper runs fp32 on CPU, fp16 on CUDA.
+
+Batched faster-whisper: the clips of a call that fit one 30 s window are encoded and
+beam-searched together, then each is finished exactly as ``WhisperModel.transcribe`` would
+finish it (the same features, prompt, decoding options, no-speech rule, segment split and
+word alignment); a clip whose first decoding would fall back to a higher temperature, or
+whose words leave audio for a second window, is transcribed on its own instead. The
+result equals the clip-by-clip one up to the arithmetic of a batched matrix product
+(``tests/test_backends_asr.py`` states the tolerance).
+
+A clip whose greedy decoding fails Whisper's checks is decoded again by sampling at the
+fallback temperatures (about one RAVDESS clip in 300). CTranslate2 draws those samples from
+a generator its worker thread seeds once, so the draws would depend on every clip sampled
+before; faster-whisper transcribes such a clip again on a fresh model instance seeded with
+``FALLBACK_SEED``, so that its transcript depends on the clip alone and a resumed or
+repeated pass gives the same text.
 """
 
 from __future__ import annotations
 
 import numpy as np
 
-from erc.backends.base import AUDIO_RATE, ModelRecord, ModelSpec, Transcript, Word, pick_device
+from erc.backends.base import AUDIO_RATE, ModelSpec, Transcript, Word, pick_device
 from erc.backends.registry import Backend, require_path
 from erc.errors import ConfigError
 
 _DEFAULT_TEMPERATURES = (0.0, 0.2, 0.4, 0.6, 0.8, 1.0)
+FALLBACK_SEED = 0  # CTranslate2's sampling seed for a clip decoded at a fallback temperature
 _PASSED = ("beam_size", "temperature", "condition_on_previous_text", "no_speech_threshold",
            "compression_ratio_threshold", "initial_prompt")
 
@@ -144,15 +164,20 @@ class FasterWhisperASR(Backend):
         if spec.random_init:
             raise ConfigError("faster-whisper needs converted CTranslate2 weights; for a "
                              "random-init ASR use the openai-whisper backend")
+        import torch
+
         self.spec = spec
         self.device = pick_device(device)
         on_gpu = self.device.startswith("cuda")
         compute_type = spec.options.get("compute_type", "float16" if on_gpu else "int8")
         device_index = int(self.device.split(":")[1]) if ":" in self.device else 0
-        self.model = WhisperModel(require_path(spec), device="cuda" if on_gpu else "cpu",
-                                  device_index=device_index, compute_type=compute_type,
-                                  cpu_threads=int(spec.options.get("cpu_threads", 0)),
-                                  local_files_only=True)
+        threads = int(spec.options.get("cpu_threads") or torch.get_num_threads())
+        self._load = lambda: WhisperModel(  # also makes a seeded fresh instance
+            require_path(spec), device="cuda" if on_gpu else "cpu", device_index=device_index,
+            compute_type=compute_type, cpu_threads=threads, local_files_only=True)
+        self.model = self._load()
+        torch.set_num_threads(threads)  # CTranslate2 has just set the shared OpenMP pool
+        self.batch_size = int(spec.options.get("batch_size") or (16 if on_gpu else 1))
         self.language = "en" if not self.model.model.is_multilingual else spec.options.get("language")
         options = _decode_options(spec)
         options["temperature"] = list(options["temperature"]) if isinstance(
@@ -164,19 +189,106 @@ class FasterWhisperASR(Backend):
         self.dim = None
 
     def transcribe(self, audios: list[np.ndarray]) -> list[Transcript]:
-        return [self._one(_as_audio(audio)) for audio in audios]
+        audios = [_as_audio(audio) for audio in audios]
+        out: list[Transcript | None] = [None] * len(audios)
+        window = self.model.feature_extractor.n_samples
+        batchable = [i for i, a in enumerate(audios)
+                     if a.size <= window and not _silent(a, self.silence_peak)]
+        if self.batch_size > 1 and len(batchable) > 1 and self.language is not None:
+            for start in range(0, len(batchable), self.batch_size):
+                chunk = batchable[start:start + self.batch_size]
+                for i, got in zip(chunk, self._one_window_batch([audios[i] for i in chunk])):
+                    out[i] = got
+        return [got if got is not None else self._one(audio) for got, audio in zip(out, audios)]
+
+    def _one_window_batch(self, audios: list[np.ndarray]) -> list[Transcript | None]:
+        """Clips of at most one window, encoded and decoded together; None for a clip the
+        clip-by-clip path must do (temperature fallback, or speech left for a second
+        window). Mirrors ``WhisperModel.generate_segments`` for a first window at seek 0."""
+        import ctranslate2
+        from faster_whisper.audio import pad_or_trim
+        from faster_whisper.tokenizer import Tokenizer
+        from faster_whisper.transcribe import get_compression_ratio, get_suppressed_tokens
+        from faster_whisper.utils import get_end
+
+        model, options = self.model, self.options
+        tokenizer = Tokenizer(model.hf_tokenizer, model.model.is_multilingual, task="transcribe",
+                              language=self.language or "en")
+        features = [model.feature_extractor(audio) for audio in audios]
+        sizes = [f.shape[-1] - 1 for f in features]  # content frames (the last is padding)
+        encoded = model.encode(np.stack([pad_or_trim(f[:, :n]) for f, n in zip(features, sizes)]))
+        initial = options.get("initial_prompt")
+        prompt = model.get_prompt(tokenizer, tokenizer.encode(" " + initial.strip()) if initial else [])
+        temperatures = options["temperature"] if isinstance(options["temperature"], list) \
+            else [options["temperature"]]
+        if temperatures[0] > 0:
+            return [None] * len(audios)  # sampling: left to the clip-by-clip path
+        results = model.model.generate(
+            encoded, [prompt] * len(audios), beam_size=options["beam_size"], patience=1,
+            length_penalty=1, repetition_penalty=1, no_repeat_ngram_size=0,
+            max_length=model.max_length, return_scores=True, return_no_speech_prob=True,
+            suppress_blank=True, suppress_tokens=get_suppressed_tokens(tokenizer, [-1]),
+            max_initial_timestamp_index=int(round(1.0 / model.time_precision)))
+        rows = np.asarray(encoded if encoded.device == "cpu" else encoded.to_device(ctranslate2.Device.cpu))
+        no_speech_threshold = options.get("no_speech_threshold", 0.6)
+        logprob_threshold = options.get("log_prob_threshold", -1.0)
+        ratio_threshold = options.get("compression_ratio_threshold", 2.4)
+        out: list[Transcript | None] = []
+        for k, result in enumerate(results):
+            tokens = result.sequences_ids[0]
+            avg_logprob = result.scores[0] * len(tokens) / (len(tokens) + 1)
+            silence = (no_speech_threshold is not None and result.no_speech_prob > no_speech_threshold
+                       and logprob_threshold is not None and avg_logprob < logprob_threshold)
+            fallback = ((ratio_threshold is not None and get_compression_ratio(
+                tokenizer.decode(tokens).strip()) > ratio_threshold)
+                or (logprob_threshold is not None and avg_logprob < logprob_threshold))
+            duration = audios[k].size / AUDIO_RATE
+            if fallback and not silence:
+                out.append(None)
+                continue
+            skip = no_speech_threshold is not None and result.no_speech_prob > no_speech_threshold \
+                and not (logprob_threshold is not None and avg_logprob > logprob_threshold)
+            if skip:
+                out.append(_transcript("", self.language, [], duration))
+                continue
+            size = sizes[k]
+            segments, seek, single_ending = model._split_segments_by_timestamps(
+                tokenizer=tokenizer, tokens=tokens, time_offset=0.0, segment_size=size,
+                segment_duration=size * model.feature_extractor.time_per_frame, seek=0)
+            model.add_word_timestamps(
+                [segments], tokenizer, ctranslate2.StorageView.from_array(rows[k:k + 1]), size,
+                "\"'“¿([{-", "\"'.。,，!！?？:：”)]}、", last_speech_timestamp=0.0)
+            last_end = get_end(segments)
+            if not single_ending and last_end is not None and last_end > 0:
+                seek = round(last_end * model.frames_per_second)
+            if seek < size:
+                out.append(None)  # speech left after the first window's words
+                continue
+            kept = [s for s in segments if s["start"] != s["end"] and tokenizer.decode(s["tokens"]).strip()]
+            text = "".join(tokenizer.decode(s["tokens"]) for s in kept)
+            parts = [(result.no_speech_prob, avg_logprob, len(s["tokens"]),
+                      [(w["word"], w["start"], w["end"], w["probability"]) for w in s["words"]])
+                     for s in kept]
+            out.append(_transcript(text, self.language, parts, duration))
+        return out
 
     def _one(self, audio: np.ndarray) -> Transcript:
         duration = audio.size / AUDIO_RATE
         if _silent(audio, self.silence_peak):
             return _transcript("", self.language, [], duration)
-        segments, info = self.model.transcribe(audio, language=self.language,
-                                               word_timestamps=True, vad_filter=False,
-                                               **self.options)
-        segments = list(segments)  # a generator: decoding happens here
+        segments, info = self._decode(self.model, audio)
+        if any(s.temperature > 0 for s in segments):  # sampled: draws that depend on the clip alone
+            import ctranslate2
+
+            ctranslate2.set_random_seed(FALLBACK_SEED)  # seeds the fresh instance's worker thread
+            segments, info = self._decode(self._load(), audio)
         text = "".join(s.text for s in segments)
         parts = [(s.no_speech_prob, s.avg_logprob, len(s.tokens),
                   [(w.word, w.start, w.end, w.probability) for w in (s.words or [])])
                  for s in segments]
         return _transcript(text, info.language or self.language, parts, duration)
 
+    def _decode(self, model, audio: np.ndarray) -> tuple[list, object]:
+        segments, info = model.transcribe(audio, language=self.language, word_timestamps=True,
+                                          vad_filter=False, **self.options)
+        return list(segments), info  # a generator: decoding happens here

@@ -10,14 +10,14 @@ path, a registry package, or a hub when reachable; never silently from nowhere.
 
 from __future__ import annotations
 
-from erc.errors import ErcError
-
 import hashlib
 import importlib.metadata
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import numpy as np
+
+from erc.errors import ErcError
 
 ROLES = ("asr", "face_detect", "face_embed", "speaker", "text")
 AUDIO_RATE = 16_000  # every backend receives 16 kHz mono float32 audio in [-1, 1]

@@ -25,12 +25,13 @@ Conventions shared by every class here:
 
 Backends and their weights:
 
-| class           | library                     | weights                                            |
-|-----------------|-----------------------------|----------------------------------------------------|
-| MTCNNDetector   | facenet-pytorch MTCNN       | inside the facenet-pytorch wheel (or a folder with pnet.pt, rnet.pt, onet.pt) |
-| YOLODetector    | ultralytics YOLO            | a YOLOv8 face .pt given by path; random_init builds yolov8n.yaml (random)     |
-| FaceNetEmbedder | facenet-pytorch InceptionResnetV1 (512-d) | a state-dict file given by path; random_init; download only with options {"allow_download": True} |
-| DlibEmbedder    | dlib ResNet (128-d)         | inside face_recognition_models (or a folder holding the two .dat files)     |
+| class           | library                           | weights                                            |
+|-----------------|-----------------------------------|----------------------------------------------------|
+| MTCNNDetector   | facenet-pytorch MTCNN             | in the facenet-pytorch wheel (or pnet/rnet/onet.pt) |
+| YOLODetector    | ultralytics YOLO                  | a YOLOv8 face .pt by path; random_init: yolov8n.yaml |
+| FaceNetEmbedder | facenet-pytorch InceptionResnetV1 | a state dict by path; random_init; download only   |
+|                 | (512-d)                           | with options {"allow_download": True}              |
+| DlibEmbedder    | dlib ResNet (128-d)               | in face_recognition_models (or a folder, 2 .dat)   |
 
 Importing this module is cheap; each library is imported when its class is built. Before
 ultralytics is imported its outside calls are switched off (see ``_prepare_ultralytics``).
@@ -42,16 +43,14 @@ import os
 import shutil
 import warnings
 from collections import defaultdict
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Sequence
 
 import numpy as np
 
-from erc.backends.registry import Backend
 from erc.backends.base import (
     Face,
     MissingWeightsError,
-    ModelRecord,
     ModelSpec,
     UntrustedModelError,
     library_version,
@@ -59,6 +58,7 @@ from erc.backends.base import (
     pick_device,
     sha256_of,
 )
+from erc.backends.registry import Backend
 from erc.errors import ConfigError
 
 FACENET_DIM = 512
@@ -157,9 +157,9 @@ class MTCNNDetector(Backend):
     NETS = ("pnet", "rnet", "onet")
 
     def __init__(self, spec: ModelSpec, device: str | None = None):
+        import facenet_pytorch
         import torch
         from facenet_pytorch import MTCNN
-        import facenet_pytorch
 
         self.spec = spec
         self.device = pick_device(device)
@@ -186,7 +186,8 @@ class MTCNNDetector(Backend):
             for net in self.NETS:
                 state = torch.load(folder / f"{net}.pt", map_location="cpu", weights_only=True)
                 getattr(self.model, net).load_state_dict(state)
-            self.weights_source, self.weights_sha256 = package_source(folder, packaged, "facenet-pytorch"), sha256_of(folder)
+            self.weights_source = package_source(folder, packaged, "facenet-pytorch")
+            self.weights_sha256 = sha256_of(folder)
         elif spec.random_init:
             for net in self.NETS:
                 for module in getattr(self.model, net).modules():
@@ -403,7 +404,8 @@ class FaceNetEmbedder(Backend):
         elif options.get("allow_download") is True:
             pretrained = spec.name if spec.name in ("vggface2", "casia-webface") else "vggface2"
             self.model = InceptionResnetV1(pretrained=pretrained, classify=False)
-            self.weights_source, self.weights_sha256 = f"hub:facenet-pytorch/{pretrained}", _facenet_cache_sha(pretrained)
+            self.weights_source = f"hub:facenet-pytorch/{pretrained}"
+            self.weights_sha256 = _facenet_cache_sha(pretrained)
         else:
             raise MissingWeightsError(
                 "no FaceNet (InceptionResnetV1) weights ship with any installed package: pass "

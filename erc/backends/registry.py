@@ -28,9 +28,6 @@ path and modification time in the state dir so big folders are hashed once).
 
 from __future__ import annotations
 
-from erc import io
-from erc.errors import ConfigError, preview
-
 import dataclasses
 import importlib
 import importlib.util
@@ -42,12 +39,21 @@ import sys
 import tempfile
 import time
 import zipfile
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable
 
-from erc.backends.base import (ROLES, MissingWeightsError, ModelRecord, ModelSpec,
-                               UntrustedModelError, library_version, sha256_of)
+from erc import io
+from erc.backends.base import (
+    ROLES,
+    MissingWeightsError,
+    ModelRecord,
+    ModelSpec,
+    UntrustedModelError,
+    library_version,
+    sha256_of,
+)
+from erc.errors import ConfigError, preview
 
 # -- where weights come from ---------------------------------------------------------------
 

@@ -22,22 +22,29 @@ upstream, not a property of the utterance).
 | class               | library                              | dim | weights                                   |
 |---------------------|--------------------------------------|-----|-------------------------------------------|
 | ResemblyzerEmbedder | resemblyzer VoiceEncoder (GE2E LSTM) | 256 | inside the Resemblyzer wheel, or a .pt path |
-| SpeechBrainEmbedder | speechbrain EncoderClassifier, x-vector | 512 | a local pretrained folder (hyperparams.yaml + embedding_model.ckpt) or random_init |
-|                     | ... ECAPA-TDNN                       | 192 | same                                      |
+| SpeechBrainEmbedder | speechbrain EncoderClassifier, xvector | 512 | a local pretrained folder (hyperparams.yaml |
+|                     | ... ECAPA-TDNN                       | 192 | + embedding_model.ckpt) or random_init    |
 """
 
 from __future__ import annotations
 
 import re
 import warnings
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Sequence
 
 import numpy as np
 
+from erc.backends.base import (
+    AUDIO_RATE,
+    MissingWeightsError,
+    ModelSpec,
+    library_version,
+    package_source,
+    pick_device,
+    sha256_of,
+)
 from erc.backends.registry import Backend
-from erc.backends.base import (AUDIO_RATE, MissingWeightsError, ModelRecord, ModelSpec,
-                               library_version, package_source, pick_device, sha256_of)
 from erc.errors import ConfigError
 
 

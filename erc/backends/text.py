@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from erc.backends.base import ModelRecord, ModelSpec, pick_device
+from erc.backends.base import ModelSpec, pick_device
 from erc.backends.registry import Backend, require_path
 from erc.errors import ConfigError
 

@@ -88,7 +88,7 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("erc: interrupted", file=sys.stderr)
         return 130
-    except Exception as err:  # noqa: BLE001 - the one place every failure is reported
+    except Exception as err:
         if _expected(err):
             print(f"erc: error: {storage.redact(_message(err))}", file=sys.stderr)
             return 2

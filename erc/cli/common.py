@@ -7,8 +7,17 @@ from __future__ import annotations
 import argparse
 from typing import Any
 
-from erc.settings import (Option, add_arguments, by_option, given, load_yaml, merge,
-                          parse_override, tree, validate)
+from erc.settings import (
+    Option,
+    add_arguments,
+    by_option,
+    given,
+    load_yaml,
+    merge,
+    parse_override,
+    tree,
+    validate,
+)
 
 
 def add_recipe(parser: argparse.ArgumentParser, cls, *, skip: tuple[str, ...] = (),

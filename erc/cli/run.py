@@ -12,7 +12,7 @@ SAMPLE_CONFIG = "sample.yaml"
 
 
 def cmd_run(args) -> int:
-    from erc import __version__, runtime, storage
+    from erc import __version__, storage
     from erc.home import state_dir
     from erc.recipes import load_run_config
     from erc.stages import main as main_job

@@ -3,9 +3,9 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable
 
 from erc.corpus import iemocap, manifest, meld, ravdess
 from erc.corpus.base import CorpusError, IngestResult, ReaderOptions

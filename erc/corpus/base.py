@@ -14,9 +14,10 @@ import csv
 import itertools
 import os
 from collections import Counter
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Annotated, Iterable, Iterator, TypeVar
+from typing import Annotated, TypeVar
 
 import pyarrow as pa
 from pydantic import Field

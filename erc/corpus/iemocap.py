@@ -22,8 +22,17 @@ from typing import Annotated
 
 from pydantic import Field
 
-from erc.corpus.base import (CorpusError, IngestResult, ReaderOptions, RowCollector, decode_line,
-                             media_problem, read_csv_records, reader_options, too_large)
+from erc.corpus.base import (
+    CorpusError,
+    IngestResult,
+    ReaderOptions,
+    RowCollector,
+    decode_line,
+    media_problem,
+    read_csv_records,
+    reader_options,
+    too_large,
+)
 from erc.corpus.values import RowProblem, parse_turn
 from erc.errors import preview
 
@@ -37,10 +46,13 @@ _UTT_ID = re.compile(r"^(Ses\d\d)[FM]_.+_([FM])[A-Z]*\d+$")
 _TRANSCRIPT_LINE = re.compile(r"^(\S+)\s+\[([0-9]+(?:\.[0-9]+)?)-([0-9]+(?:\.[0-9]+)?)\]:\s?(.*)$")
 
 
+SESSION_SPLITS = {1: "train", 2: "train", 3: "train", 4: "dev", 5: "test"}
+
+
 @dataclass
 class IemocapOptions(ReaderOptions):
     """The IEMOCAP_full_release reader's options."""
-    session_splits: dict[int, Annotated[str, Field(min_length=1)]] = field(default_factory=lambda: {1: "train", 2: "train", 3: "train", 4: "dev", 5: "test"})  # session number -> split; sessions not named are not read
+    session_splits: dict[int, Annotated[str, Field(min_length=1)]] = field(default_factory=lambda: dict(SESSION_SPLITS))  # session -> split; sessions not named are not read
     keep_missing_media: bool = False  # keep rows with neither a sentence wav nor a dialogue video
 
 

@@ -21,8 +21,7 @@ from pathlib import Path
 
 from erc.corpus.base import CorpusError
 from erc.corpus.manifest import read_records
-from erc.corpus.mapping import (FIELDS, MANIFEST_SUFFIXES, MAPPING_FILE, source_columns,
-                                speaker_names)
+from erc.corpus.mapping import FIELDS, MANIFEST_SUFFIXES, MAPPING_FILE, source_columns, speaker_names
 from erc.corpus.values import blank, parse_time
 
 MAX_ROWS_PER_FILE = 200_000
@@ -245,7 +244,7 @@ def _guess_columns(columns: dict[str, Column], folder: Path, notes: list[str]) -
             continue
         for column in columns.values():
             if (column.name not in taken
-                    and column.share(lambda v: str(v).lower().endswith(suffixes)) > 0.9
+                    and column.share(lambda v, ends=suffixes: str(v).lower().endswith(ends)) > 0.9
                     and _mostly_files(column.values[:20], folder)):
                 take(field_name, column)
                 break

@@ -26,14 +26,23 @@ Media paths may not escape the manifest's folder unless ``allow_outside_root`` i
 from __future__ import annotations
 
 import json
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Iterator
 
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from erc.corpus.base import (CorpusError, CsvRecord, IngestResult, ReaderOptions, RowCollector,
-                             decode_line, media_problem, read_csv_records, resolve_inside)
+from erc.corpus.base import (
+    CorpusError,
+    CsvRecord,
+    IngestResult,
+    ReaderOptions,
+    RowCollector,
+    decode_line,
+    media_problem,
+    read_csv_records,
+    resolve_inside,
+)
 from erc.corpus.mapping import MANIFEST_SUFFIXES, MAPPING_FILE, load_mapping
 from erc.corpus.values import RowProblem, blank, parse_time, parse_turn, text_value
 from erc.errors import preview

@@ -18,8 +18,16 @@ import re
 from dataclasses import dataclass
 from pathlib import Path
 
-from erc.corpus.base import (CorpusError, IngestResult, ReaderOptions, RowCollector,
-                             fix_mojibake, media_problem, read_csv_records, reader_options)
+from erc.corpus.base import (
+    CorpusError,
+    IngestResult,
+    ReaderOptions,
+    RowCollector,
+    fix_mojibake,
+    media_problem,
+    read_csv_records,
+    reader_options,
+)
 from erc.corpus.values import RowProblem, parse_turn
 from erc.errors import preview
 

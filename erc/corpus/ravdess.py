@@ -12,8 +12,14 @@ import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from erc.corpus.base import (CorpusError, IngestResult, ReaderOptions, RowCollector,
-                             media_problem, reader_options)
+from erc.corpus.base import (
+    CorpusError,
+    IngestResult,
+    ReaderOptions,
+    RowCollector,
+    media_problem,
+    reader_options,
+)
 from erc.errors import ConfigError, preview
 
 EMOTIONS = {"01": "neutral", "02": "calm", "03": "happy", "04": "sad", "05": "angry",
@@ -30,10 +36,13 @@ _NAME = re.compile(r"^(\d\d)-(\d\d)-(\d\d)-(\d\d)-(\d\d)-(\d\d)-(\d\d)$")
 _RANGE = re.compile(r"\s*([0-9]{1,2})\s*(?:-\s*([0-9]{1,2})\s*)?")
 
 
+ACTOR_SPLITS = {"train": "1-14", "test": "15-24"}
+
+
 @dataclass
 class RavdessOptions(ReaderOptions):
     """The RAVDESS reader's options."""
-    actor_splits: dict[str, str | int] = field(default_factory=lambda: {"train": "1-14", "test": "15-24"})  # split -> actors ("1-14", "15-18,20"); actors in no split are set aside
+    actor_splits: dict[str, str | int] = field(default_factory=lambda: dict(ACTOR_SPLITS))  # split -> actors ("1-14", "15-18,20"); others set aside
 
 
 def parse_actor_ranges(spec: dict[str, str | int]) -> dict[int, str]:

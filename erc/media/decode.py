@@ -26,7 +26,6 @@ back to the original frame). ``frame_times`` are seconds from the utterance star
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass, field
 
 import av
@@ -62,7 +61,7 @@ class _Failure(Exception):
 def _open(path: str):
     try:
         return av.open(str(path), metadata_errors="ignore")
-    except Exception as err:  # noqa: BLE001 - every way of failing to open is "unreadable"
+    except Exception as err:
         raise _Failure("unreadable_media", f"{path}: {type(err).__name__}: {err}") from err
 
 
@@ -205,7 +204,7 @@ def decode_utterance(media_path: str | None, audio_path: str | None = None,
         return _decode_utterance(media_path, audio_path, start_s, end_s, settings)
     except _Failure as failure:
         return Decoded(reason=failure.reason, detail=failure.detail)
-    except Exception as err:  # noqa: BLE001 - a decoder error mid-file: corrupt data
+    except Exception as err:
         return Decoded(reason="unreadable_media",
                        detail=f"{media_path or audio_path}: {type(err).__name__}: {err}")
 

@@ -52,7 +52,6 @@ from erc.models.mamba import MambaBlock
 from erc.recipes import FusionConfig
 from erc.settings import option_map
 
-
 MIXERS = option_map(FusionConfig)["mixer"].choices
 
 

@@ -37,7 +37,6 @@ from torch import nn
 from erc.recipes import TextModelConfig
 from erc.settings import option_map
 
-
 POOLING = option_map(TextModelConfig)["pooling"].choices
 
 

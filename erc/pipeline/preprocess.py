@@ -14,7 +14,9 @@ transcripts, media paths and sizes), the settings and the model records in its s
 metadata, and a partition whose file holds the same fingerprint is skipped. The driver
 streams the results and writes each partition atomically (temporary file + rename) as soon
 as all its rows are in, so a killed run resumes where it stopped. Every input row comes out
-exactly once (checked per partition and in total).
+exactly once (checked per partition and in total). While the pass runs, a line per stage
+(``erc.pipeline.progress``: utterances/s, busy share, capacity, ETA) replaces Ray Data's
+progress bars; the busy shares and the timeline of the run go into the summary.
 
 Statuses: "ok"; "text_only" (the row has no media: text embedding only); "failed" with a
 reason (``FAILURE_REASONS``). Rows whose media failed still get the text embedding of
@@ -34,9 +36,9 @@ import json
 import os
 import time
 from collections import Counter, defaultdict
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable
 
 import pyarrow as pa
 import pyarrow.compute as pc
@@ -46,6 +48,7 @@ from erc import cluster, io
 from erc.errors import ConfigError
 from erc.features import FEATURE_SCHEMA, models_of, with_models
 from erc.fingerprint import digest, stat_of
+from erc.pipeline.progress import PassProgress, workers_of
 from erc.pipeline.stages import INPUT_COLUMNS, MODEL_STAGES, PASS, STAGE_OF, DecodeStage
 from erc.recipes import PreprocessConfig, RayConfig
 
@@ -126,7 +129,7 @@ def _existing_fingerprint(path: Path, rows: int) -> str | None:
         if meta.num_rows != rows:
             return None
         return (meta.schema.to_arrow_schema().metadata or {}).get(FINGERPRINT_KEY, b"").decode() or None
-    except Exception:  # noqa: BLE001 - an unreadable part is recomputed
+    except Exception:
         return None
 
 
@@ -379,6 +382,7 @@ def run_preprocess(table: pa.Table, output_dir: str | Path, config: PreprocessCo
         f"{config.partition_rows}: {skipped} up to date, {len(pending)} to compute -> {output_dir}")
 
     stage_stats: dict = {}
+    tracker = None
     run_rows = 0
     run_started = time.perf_counter()
     if pending:
@@ -417,6 +421,11 @@ def run_preprocess(table: pa.Table, output_dir: str | Path, config: PreprocessCo
                     say(f"[preprocess] {stage.name}: weights found on the {checked} node(s) "
                         "up that can run it")
         pending_rows = sum(parts[k].num_rows for k in pending)
+        from ray.data import DataContext
+
+        DataContext.get_current().enable_progress_bars = False  # PassProgress says it
+        tracker = PassProgress(pending_rows, workers_of(resources, float(resources_now.get("CPU", 1))),
+                               say)
         inputs = [parts[k].append_column("_part", pa.array([k] * parts[k].num_rows, pa.int32()))
                   for k in pending]
         dataset = build_dataset(inputs, specs, config, resources)
@@ -425,6 +434,7 @@ def run_preprocess(table: pa.Table, output_dir: str | Path, config: PreprocessCo
         counts: Counter = Counter()
         done = 0
         for batch in dataset.iter_batches(batch_size=None, batch_format="pyarrow"):
+            tracker.add(batch)
             part_of = batch.column("_part")
             for k in pc.unique(part_of).to_pylist():
                 rows = batch.filter(pc.equal(part_of, k))
@@ -457,7 +467,7 @@ def run_preprocess(table: pa.Table, output_dir: str | Path, config: PreprocessCo
             raise RuntimeError(f"the pass ended with partitions incomplete: {missing}")
         try:
             io.write_text(output_dir / STATS, dataset.stats())
-        except Exception:  # noqa: BLE001 - statistics are a nicety
+        except Exception:
             pass
     run_seconds = time.perf_counter() - run_started
 
@@ -471,6 +481,11 @@ def run_preprocess(table: pa.Table, output_dir: str | Path, config: PreprocessCo
 
     summary, record = _summarise(output_dir, parts, fingerprints, rows_in, skipped, stage_stats,
                                  run_rows, run_seconds, work.settings, config)
+    if tracker is not None:  # busy shares and the timeline of this run
+        for stage, figures in tracker.stage_figures().items():
+            summary["this_run"]["stages"].get(stage, {}).update(
+                workers=tracker.workers[stage], busy_share=figures["busy_share"])
+        summary["this_run"]["timeline"] = tracker.timeline
     summary["seconds"] = round(time.perf_counter() - started, 3)
     say(format_summary(summary))
     return PreprocessOutcome(output_dir, summary, len(pending), skipped,

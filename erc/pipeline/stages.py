@@ -220,11 +220,11 @@ class _ModelStage(PassStage):
         if rows:
             try:
                 results = dict(zip(rows, self.compute(batch, rows)))
-            except Exception:  # noqa: BLE001 - find the row(s) at fault
+            except Exception:
                 for i in rows:
                     try:
                         results[i] = self.compute(batch, [i])[0]
-                    except Exception as err:  # noqa: BLE001
+                    except Exception as err:
                         errors[i] = f"{self.name}: {type(err).__name__}: {err}"[:2000]
         if errors:
             batch = _fail(batch, {i: ("model_error", message) for i, message in errors.items()})
@@ -348,7 +348,10 @@ class TextStage(_ModelStage):
     roles = ("text",)
     reads = ("text",)
     writes = ("text_embedding",)
-    resources = {"batch_size": 64, "concurrency": 1, "num_cpus": None, "num_gpus": 0.0}
+    # The last stage's batch is what reaches the driver at once: kept small (the text model
+    # costs under 1 % of the pass), so partitions are written, and progress shows, every
+    # few seconds.
+    resources = {"batch_size": 16, "concurrency": 1, "num_cpus": None, "num_gpus": 0.0}
 
     def eligible(self, batch):
         return [i for i, t in enumerate(batch.column("text").to_pylist()) if t and t.strip()]

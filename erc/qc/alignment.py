@@ -59,12 +59,11 @@ import math
 from collections import Counter
 from dataclasses import dataclass, field
 
-import numpy as np
 from rapidfuzz.distance import Levenshtein
 
-from erc.qc import timing
-from erc.qc.calibration import Threshold, clean_error_rate, word_error_limit
 from erc.errors import ConfigError
+from erc.qc import timing
+from erc.qc.calibration import clean_error_rate, word_error_limit
 from erc.qc.text import normalise
 from erc.qc.timing import TimingConfig
 
@@ -283,7 +282,7 @@ def align_corpus(texts: list[str | None], asr_texts: list[str | None],
         row["status"] = row["status_" + config.rule]
         row["neighbour"] = None
     # Off-by-one transcripts: a wrong text that a neighbour's audio says.
-    for i, (row, pair) in enumerate(zip(rows, neighbours or [])):
+    for row, pair in zip(rows, neighbours or []):
         if row["status"] not in WRONG_TEXT or row["n_words"] < config.neighbour_min_words:
             continue
         best = None

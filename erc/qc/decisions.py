@@ -18,9 +18,9 @@ writes into the output folder:
 Order of work: reviewed relabels (``QCConfig.relabels``) are applied to the labels first;
 the face and speaker checks find conflated names and aliases on those labels (face
 findings win over voice ones) and the speaker check proposes relabellings of single
-utterances; the proposals that ``SpeakerConfig.apply`` accepts ("labels": conflated and alias findings; "all": also single
-utterances that sound like another speaker) change the labels and the speaker check runs
-again on them; the face check runs on the final labels; alignment needs no labels.
+utterances; the proposals that ``SpeakerConfig.apply`` accepts ("labels": conflated and
+alias findings; "all": also single utterances that sound like another speaker) change the
+labels and the speaker check runs again on them; the face check runs on the final labels; alignment needs no labels.
 
 An utterance is kept when its features exist and did not fail and every enabled check
 passes. ``reasons`` lists every failure (``check:status``); ``first_reason`` is the first of
@@ -41,8 +41,14 @@ import pyarrow as pa
 from erc import io
 from erc.errors import ConfigError
 from erc.qc.alignment import AlignmentConfig, align_corpus
-from erc.qc.faces import (FaceConfig, check_faces, face_judged_labels, face_label_findings,
-                          face_tracks, load_face_references)
+from erc.qc.faces import (
+    FaceConfig,
+    check_faces,
+    face_judged_labels,
+    face_label_findings,
+    face_tracks,
+    load_face_references,
+)
 from erc.qc.speakers import SpeakerConfig, check_speakers
 from erc.schema import UTTERANCE_SCHEMA
 

@@ -10,9 +10,8 @@ from __future__ import annotations
 
 import base64
 import html
-from io import BytesIO
-import json
 from collections import Counter, defaultdict
+from io import BytesIO
 from pathlib import Path
 
 import numpy as np
@@ -202,7 +201,7 @@ def plots(decisions, data: dict) -> dict[str, bytes]:
     if aligned:
         cos_key = "align_cos_" + th["alignment"]["cosine"]
         fig, axes = plt.subplots(1, 3, figsize=(15, 4))
-        split = lambda key: {"pass": [r[key] for r in aligned if r["alignment_pass"]],  # noqa: E731
+        split = lambda key: {"pass": [r[key] for r in aligned if r["alignment_pass"]],
                              "fail": [r[key] for r in aligned if not r["alignment_pass"]]}
         _hist(axes[0], split(cos_key), th["alignment"]["cos_threshold"],
               f"cosine ({th['alignment']['cosine']}) corpus vs ASR", "cosine similarity")

@@ -47,8 +47,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from erc.qc.calibration import mixture_threshold
 from erc.errors import ConfigError
+from erc.qc.calibration import mixture_threshold
 from erc.qc.embeddings import l2_normalise, label_findings, resolve_alias, robust_reference
 
 # Per speaker embedder backend (raw cosine similarities). same_person: two label

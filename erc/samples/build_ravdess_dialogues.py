@@ -105,15 +105,16 @@ def face_path(assets: Path, actor: str) -> Path:
     return assets / "faces" / "ravdess_actors" / f"{actor}.png"
 
 
-def index_recordings(assets: Path) -> dict[str, list[Recording]]:
-    """Recordings of each actor in ``ACTORS``, sorted by file name; refuses on gaps."""
+def index_recordings(assets: Path, actors: tuple[str, ...] = ACTORS) -> dict[str, list[Recording]]:
+    """Recordings of each of ``actors``, sorted by file name; refuses on gaps (an actor
+    without a face frame, or lacking one of the 8 emotions)."""
     problems: list[str] = []
     if not assets.is_dir():
         raise AssetsError(f"error: assets folder {assets} does not exist "
                           "(expected ../shared/assets with speech/ravdess16k and "
                           "faces/ravdess_actors; see its README.md)")
     out: dict[str, list[Recording]] = {}
-    for actor in ACTORS:
+    for actor in actors:
         folder = speech_dir(assets) / actor
         recs = []
         if folder.is_dir():

@@ -18,8 +18,8 @@ import pyarrow.parquet as pq
 from erc import io
 from erc.corpus import detect_format, read_corpus
 from erc.corpus.base import IngestResult
-from erc.recipes import CorpusConfig
 from erc.fingerprint import file_sha256, stat_of
+from erc.recipes import CorpusConfig
 from erc.stages.base import Stage, StageContext, read_manifest
 
 UTTERANCES = "utterances.parquet"

@@ -21,9 +21,10 @@ of it. ``plan`` says, without running anything, which stages are stale and why;
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, Iterator
+from typing import Any
 
 from erc import io
 from erc.errors import ConfigError, InputError
@@ -34,8 +35,18 @@ from erc.stages.layout import Layout
 from erc.stages.preprocess import PreprocessStage
 from erc.stages.qc import QCStage
 from erc.stages.report import ReportStage, report_inputs
-from erc.stages.train import (IDENTITY, AdapterJob, AdaptersStage, EvalJob, EvaluateStage,
-                              FusionJob, FusionStage, TextJob, TextStage, adapter_models)
+from erc.stages.train import (
+    IDENTITY,
+    AdapterJob,
+    AdaptersStage,
+    EvalJob,
+    EvaluateStage,
+    FusionJob,
+    FusionStage,
+    TextJob,
+    TextStage,
+    adapter_models,
+)
 
 STAGES = ("ingest", "preprocess", "qc", "adapters", "text", "train", "evaluate", "report")
 RUN_RECORD = "run.json"

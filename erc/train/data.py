@@ -8,12 +8,10 @@ without a label (it is still context, but not a target).
 
 from __future__ import annotations
 
-from pathlib import Path
-from typing import Mapping
+from collections.abc import Mapping
 
 import numpy as np
 import pyarrow as pa
-import pyarrow.parquet as pq
 
 from erc.errors import InputError
 

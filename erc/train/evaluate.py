@@ -11,9 +11,9 @@ label, the probability of every class).
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Sequence
 
 import numpy as np
 import pyarrow as pa
@@ -35,8 +35,8 @@ def predict_split(model_dir: str | Path, table: pa.Table, split: str, device: st
 
     from erc.models.checkpoint import load_model, read_config
     from erc.train.data import build_dialogue_data, build_text_data
-    from erc.train.vectors import load_features
     from erc.train.tasks import FusionTask, TextTask
+    from erc.train.vectors import load_features
 
     saved = read_config(model_dir)
     model = load_model(model_dir, device)

@@ -11,8 +11,8 @@ again with the same output folder resumes an interrupted run from its checkpoint
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Mapping
 from pathlib import Path
-from typing import Mapping
 
 import pyarrow as pa
 

@@ -26,7 +26,6 @@ from dataclasses import dataclass
 
 import numpy as np
 import pyarrow as pa
-import pyarrow.compute as pc
 
 FOLD_ROLES = {"train": "train", "dev": "select"}  # the training loop's roles on a fold
 SESSION = re.compile(r"^Ses(\d+)")

@@ -74,7 +74,7 @@ def train_loop_per_worker(config: dict) -> None:
         import torch
 
         device = torch.device("cpu")
-        prepare = lambda model: model.to(device)  # noqa: E731
+        prepare = lambda model: model.to(device)
 
     def report(metrics: dict, folder: str | None) -> None:
         checkpoint = ray.train.Checkpoint.from_directory(folder) if folder else None
@@ -96,8 +96,7 @@ def run_epochs(config: dict, *, rank: int, world: int, device, prepare, checkpoi
     import torch
     import torch.distributed as dist
 
-    from erc.models.checkpoint import (load_train_state, save_model, save_train_state, unwrap,
-                                       WEIGHTS)
+    from erc.models.checkpoint import WEIGHTS, load_train_state, save_model, save_train_state, unwrap
     from erc.train.tasks import make_task
 
     tc = TrainConfig(**config["train"])

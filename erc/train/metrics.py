@@ -5,8 +5,8 @@ the tests), so a Ray worker needs nothing more."""
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Sequence
 
 import numpy as np
 

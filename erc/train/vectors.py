@@ -12,8 +12,8 @@ and the per-utterance vectors it names.
 from __future__ import annotations
 
 import shutil
+from collections.abc import Mapping
 from pathlib import Path
-from typing import Mapping
 
 import numpy as np
 import pyarrow as pa

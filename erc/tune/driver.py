@@ -22,16 +22,16 @@ dev weighted F1 of each trial's best epoch.
 
 from __future__ import annotations
 
-from erc import io
-
 import json
 import logging
 import os
 import time
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any
 
+from erc import io
 from erc.errors import ConfigError, OwnershipError
 from erc.storage import ray_storage, remove_tree
 from erc.tune import results as res
@@ -172,7 +172,6 @@ def _search(spec: SearchSpec, table, out_dir: Path, *, feature_spec, features, r
     _record(out_dir, spec, data_key, fresh, experiment_path)
 
     runtime.connect(address, num_cpus=num_cpus)
-    import ray
     from ray import tune
     from ray.tune import CheckpointConfig, FailureConfig, RunConfig
 

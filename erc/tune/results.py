@@ -17,6 +17,7 @@ import yaml
 from erc import io
 from erc.tune.space import METRIC, SearchSpec
 
+
 def _same(a: Any, b: Any) -> bool:
     if isinstance(a, float) or isinstance(b, float):
         try:
@@ -113,7 +114,6 @@ def format_table(rows: list[dict], spec: SearchSpec) -> str:
 
 def write_csv(rows: list[dict], path: Path) -> Path:
     import csv
-
     import io as text_io
 
     columns = list(rows[0]) if rows else ["trial", "trial_id", "status", METRIC]

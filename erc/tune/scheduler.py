@@ -3,14 +3,12 @@ across a resumed search (picklable: Tune saves the scheduler with the search).""
 
 from __future__ import annotations
 
-from erc import io
-
 import json
-import os
 from pathlib import Path
 
 from ray.tune.schedulers import ASHAScheduler, TrialScheduler
 
+from erc import io
 from erc.tune.results import is_point
 
 

@@ -144,8 +144,7 @@ class Param:
 
     def optuna(self):
         """The Optuna distribution (what OptunaSearch samples and the plots read)."""
-        from optuna.distributions import (CategoricalDistribution, FloatDistribution,
-                                          IntDistribution)
+        from optuna.distributions import CategoricalDistribution, FloatDistribution, IntDistribution
 
         if self.distribution == "choice":
             return CategoricalDistribution(list(self.args))
@@ -217,7 +216,7 @@ class SearchSpec:
         return [name for name in ADAPTER_SIZES
                 if name in self.params or self.fixed.get(name) is not None]
 
-    def without(self, names) -> "SearchSpec":
+    def without(self, names) -> SearchSpec:
         """The same search with the parameters ``names`` left out."""
         return SearchSpec(family=self.family,
                           params={n: p for n, p in self.params.items() if n not in names},
