@@ -164,18 +164,27 @@ def _png(fig) -> bytes:
     return buffer.getvalue()
 
 
-def _hist(ax, values_by_label: dict[str, list[float]], threshold, title: str, xlabel: str):
-    bins = np.linspace(min(0.0, *(min(v) for v in values_by_label.values() if v)), 1.0, 41)
+def _status_hist(ax, values_by_label: dict[str, list[float]], bins, lines: list[tuple[float, str]],
+                 title: str, xlabel: str):
+    """One histogram per label (values outside the bins counted in the end bins) and a
+    dashed line at each threshold."""
     for label, values in values_by_label.items():
         if values:
             ax.hist(np.clip(values, bins[0], bins[-1]), bins=bins, alpha=0.6,
                     label=f"{label} ({len(values)})")
-    if threshold is not None:
-        ax.axvline(threshold, color="k", linestyle="--", linewidth=1, label=f"threshold {threshold:g}")
+    for value, name in lines:
+        ax.axvline(value, color="k", linestyle="--", linewidth=1, label=name)
     ax.set_title(title)
     ax.set_xlabel(xlabel)
     ax.set_ylabel("utterances")
     ax.legend(fontsize=7)
+
+
+def _hist(ax, values_by_label: dict[str, list[float]], threshold, title: str, xlabel: str):
+    """A similarity histogram (up to 1) with its threshold."""
+    bins = np.linspace(min(0.0, *(min(v) for v in values_by_label.values() if v)), 1.0, 41)
+    lines = [] if threshold is None else [(threshold, f"threshold {threshold:g}")]
+    _status_hist(ax, values_by_label, bins, lines, title, xlabel)
 
 
 def plots(decisions, data: dict) -> dict[str, bytes]:
@@ -268,15 +277,11 @@ def plots(decisions, data: dict) -> dict[str, bytes]:
                     by[r["alignment_status"]].append(r["speech_log_rate"])
             bins = np.linspace(min(rates + [th["log_rate"][0]]) - 0.1,
                                max(rates + [th["log_rate"][1]]) + 0.1, 41)
-            for status, values in sorted(by.items()):
-                axes[1].hist(values, bins=bins, alpha=0.6, label=f"{status} ({len(values)})")
-            for value, name in zip(th["log_rate"], ("too short", "too long")):
-                axes[1].axvline(value, color="k", linestyle="--", linewidth=1,
-                                label=f"{name} {value:.2f}")
-            axes[1].set_xlabel("log voiced seconds per syllable of the transcript")
-            axes[1].set_ylabel("utterances")
-            axes[1].set_title("speaking rate: clips too short or too long for their text")
-            axes[1].legend(fontsize=7)
+            _status_hist(axes[1], dict(sorted(by.items())), bins,
+                         [(value, f"{name} {value:.2f}")
+                          for value, name in zip(th["log_rate"], ("too short", "too long"))],
+                         "speaking rate: clips too short or too long for their text",
+                         "log voiced seconds per syllable of the transcript")
         out["calibrated_alignment"] = _png(fig)
 
     face_sims = [r for r in rows if r["face_best_sim"] is not None]
@@ -295,17 +300,11 @@ def plots(decisions, data: dict) -> dict[str, bytes]:
                 by[r["speaker_status"]].append(r["speaker_z"])
             low = min(-12.0, *(min(v) for v in by.values()))
             bins = np.linspace(max(low, -30.0), max(5.0, *(max(v) for v in by.values())), 50)
-            for status, values in sorted(by.items()):
-                axes[1].hist(np.clip(values, bins[0], bins[-1]), bins=bins, alpha=0.6,
-                             label=f"{status} ({len(values)})")
-            for value, name in zip(th["speaker_z"], ("other speaker if another is closer",
-                                                     "unlike its label")):
-                axes[1].axvline(value, color="k", linestyle="--", linewidth=1,
-                                label=f"{name}: {value:g}")
-            axes[1].set_title("voice: robust sds from the label's own median similarity")
-            axes[1].set_xlabel("robust standard deviations (centred embeddings)")
-            axes[1].set_ylabel("utterances")
-            axes[1].legend(fontsize=7)
+            names = ("other speaker if another is closer", "unlike its label")
+            _status_hist(axes[1], dict(sorted(by.items())), bins,
+                         [(value, f"{name}: {value:g}") for value, name in zip(th["speaker_z"], names)],
+                         "voice: robust sds from the label's own median similarity",
+                         "robust standard deviations (centred embeddings)")
             gaps = defaultdict(list)
             for r in speaker_sims:
                 if r["speaker_lookalike_sim"] is not None:
