@@ -17,7 +17,7 @@ from erc.qc.calibration import binomial_mixture, clean_error_rate, mixture_thres
 from erc.qc.decisions import QCConfig, read_relabels, run_qc
 from erc.qc.embeddings import clusters_of, l2_normalise, robust_reference
 from erc.qc.faces import FaceConfig, check_faces, tracks_of
-from erc.qc.speakers import SpeakerConfig, check_speakers
+from erc.qc.speakers import SpeakerConfig, check_speakers, leave_one_out
 from erc.qc.text import normalise, number_to_words
 from erc.qc.timing import edge_words
 from erc.schema import utterance_table
@@ -131,6 +131,11 @@ def test_mixture_threshold_finds_a_second_population_or_falls_back():
     alone = mixture_threshold(own, default=0.2, floor=0.05)  # one population: nothing to cut
     assert alone.source == "default" and alone.value == 0.2 and "one population" in alone.why
     assert mixture_threshold(own[:10], default=0.2, floor=0.05).source == "default"
+    # With alpha: the own population's upper tail, whatever the share of the other one.
+    tail = mixture_threshold(own + other, default=0.2, floor=0.05, alpha=0.01)
+    assert tail.value == pytest.approx(np.mean(own) + 2.326 * np.std(own), abs=0.05)
+    assert "upper 0.01 tail" in tail.why
+    assert sum(v > tail.value for v in own) <= 6 and sum(v > tail.value for v in other) >= 28
 
 
 def test_edge_words():
@@ -367,6 +372,45 @@ def test_speaker_relabel_proposals_constructed():
     # Short or missing audio is not judged.
     rows, _ = check_speakers(["Joey"] * 4, near(3, 3) + [None], [2.0, 2.0, 0.4, 2.0], config=config)
     assert [r["speaker_status"] for r in rows] == ["no_reference"] * 2 + ["not_checked"] * 2
+
+
+def test_leave_one_out_similarity_to_own_reference():
+    xc = l2_normalise(np.array([[1.0, 0.0], [0.0, 1.0], [1.0, 1.0], [-1.0, 0.0]]))
+    members = {"a": np.array([True, True, True, False]), "b": np.array([False] * 3 + [True])}
+    sims = np.zeros((4, 2))
+    out = leave_one_out(sims, xc, members, ["a", "b"])
+    # Each member of "a" against the normalised sum of the other two; "b" (one member) and
+    # the other label's column keep their similarities.
+    rest0 = l2_normalise(xc[1] + xc[2])
+    assert out[0, 0] == pytest.approx(float(xc[0] @ rest0), abs=1e-6)
+    assert out[2, 0] == pytest.approx(float(xc[2] @ l2_normalise(xc[0] + xc[1])), abs=1e-6)
+    assert out[3, 0] == 0 and np.all(out[:, 1] == 0)
+
+
+def test_voice_closer_to_another_speaker_is_flagged_and_clean_voices_are_not():
+    rng = np.random.default_rng(11)
+    voices = l2_normalise(rng.standard_normal((8, 128)))
+    labels, emb, truth = [], [], []
+    for k in range(8):
+        labels += [f"s{k}"] * 25
+        emb += list(_cloud(rng, voices[k], 25, 0.05))
+        truth += [None] * 25
+    for k in range(8):  # one clip per label spoken by the next speaker
+        labels.append(f"s{k}")
+        emb += list(_cloud(rng, voices[(k + 1) % 8], 1, 0.05))
+        truth.append(f"s{(k + 1) % 8}")
+    rows, summary = check_speakers(labels, emb, [3.0] * len(labels))
+    flagged = [r["speaker_status"] == "other_speaker" for r in rows]
+    assert flagged == [t is not None for t in truth]
+    assert [r["proposed_speaker"] for r in rows if r["speaker_status"] == "other_speaker"] == \
+        [t for t in truth if t is not None]
+    assert all(r["speaker_pass"] for r, t in zip(rows, truth) if t is None)
+    closer = summary["calibration"]["other_speaker: closer to another reference by"]
+    assert closer["source"] == "calibrated" and "upper 0.01 tail" in closer["why"]
+    # The wrong clips sit far above the boundary, the clean ones below it.
+    gaps = [r["speaker_lookalike_sim"] - r["speaker_sim"] for r in rows]
+    assert max(g for g, t in zip(gaps, truth) if t is None) < closer["value"]
+    assert min(g for g, t in zip(gaps, truth) if t is not None) > closer["value"]
 
 
 def _ravdess_speaker_embeddings(per_actor: dict[str, int]):

@@ -14,8 +14,9 @@ histogram it was read from.
   A two-word change in a six-word line is caught where the ASR is good (p 0.01: limit 1),
   not where it is poor (p 0.15: limit 3).
 - ``mixture_threshold``: the boundary of a two-component Gaussian mixture over a score
-  (where the two components are equally likely), trusted only when the components are
-  well apart (Ashman's D at least ``min_separation``); e.g. how much closer a voice is to
+  (where the two components are equally likely, or, with ``alpha``, where the low
+  component's upper tail holds ``alpha`` of it), trusted only when the components are well
+  apart (Ashman's D at least ``min_separation``); e.g. how much closer a voice is to
   another label's reference than to its own: most utterances sit well below zero, voices
   of other speakers well above.
 - ``spread_limits``: a typical-range cut (median +- k robust standard deviations) of a
@@ -109,10 +110,14 @@ def spread_limits(values: list[float], k: float, default: tuple[float, float],
 
 def mixture_threshold(values: list[float], default: float, floor: float,
                       min_separation: float = 2.0, min_n: int = 30,
-                      name: str = "score") -> Threshold:
+                      name: str = "score", alpha: float | None = None) -> Threshold:
     """The boundary between the low and the high component of a two-component Gaussian
-    mixture over ``values`` (at least ``floor``); ``default`` when there are fewer than
-    ``min_n`` values or the components are not apart (no second population to find)."""
+    mixture over ``values`` (at least ``floor``): where the two are equally likely, or, with
+    ``alpha``, the low component's upper ``alpha`` tail (a value of the low population lies
+    above it with chance ``alpha``, however small the high population is); ``default`` when
+    there are fewer than ``min_n`` values or the components are not apart (no second
+    population to find)."""
+    from scipy.stats import norm
     from sklearn.mixture import GaussianMixture
 
     v = np.asarray([x for x in values if x is not None and math.isfinite(x)], dtype=float)
@@ -129,9 +134,14 @@ def mixture_threshold(values: list[float], default: float, floor: float,
     if separation < min_separation:
         return Threshold(default, "default", described + f" (< {min_separation:g}: one "
                          f"population; default {default:g})")
-    grid = np.linspace(mean[low], mean[high], 400)
-    posterior = gmm.predict_proba(grid.reshape(-1, 1))[:, high]
-    cut = float(grid[int(np.argmax(posterior >= 0.5))])
+    if alpha is None:
+        grid = np.linspace(mean[low], mean[high], 400)
+        posterior = gmm.predict_proba(grid.reshape(-1, 1))[:, high]
+        cut = float(grid[int(np.argmax(posterior >= 0.5))])
+        where = f"equal odds at {cut:.3f}"
+    else:
+        cut = float(mean[low] + norm.isf(alpha) * sd[low])
+        where = f"the low component's upper {alpha:g} tail at {cut:.3f}"
     value = max(cut, floor)
-    return Threshold(value, "calibrated", described + f"; equal odds at {cut:.3f}"
+    return Threshold(value, "calibrated", described + f"; {where}"
                      + (f", raised to the floor {floor:g}" if cut < floor else ""))

@@ -119,7 +119,7 @@ def report_data(decisions, summary: dict) -> dict:
             "log_rate": [((summary.get("alignment") or {}).get(k) or {}).get("value")
                          for k in ("log_rate_low", "log_rate_high")],
             "face": (summary.get("face") or {}).get("threshold"),
-            "speaker_z": [-(summary.get("speaker") or {}).get(k) for k in ("doubt_z", "outlier_z")
+            "speaker_z": [-(summary.get("speaker") or {}).get(k) for k in ("outlier_z",)
                           if (summary.get("speaker") or {}).get(k) is not None],
             "speaker_same_person": (summary.get("speaker") or {}).get("same_person"),
             "speaker_closer": (((summary.get("speaker") or {}).get("calibration") or {}).get(
@@ -300,10 +300,10 @@ def plots(decisions, data: dict) -> dict[str, bytes]:
                 by[r["speaker_status"]].append(r["speaker_z"])
             low = min(-12.0, *(min(v) for v in by.values()))
             bins = np.linspace(max(low, -30.0), max(5.0, *(max(v) for v in by.values())), 50)
-            names = ("other speaker if another is closer", "unlike its label")
+            names = ("unlike its label",)
             _status_hist(axes[1], dict(sorted(by.items())), bins,
                          [(value, f"{name}: {value:g}") for value, name in zip(th["speaker_z"], names)],
-                         "voice: robust sds from the label's own median similarity",
+                         "voice: robust sds from its label's median (leave-one-out)",
                          "robust standard deviations (centred embeddings)")
             gaps = defaultdict(list)
             for r in speaker_sims:
@@ -410,14 +410,14 @@ def render_html(data: dict, images: dict[str, bytes]) -> str:
         _table(data["alignment_by_length"]),
         img("alignment_by_length"),
         "<h2>Face and speaker identity</h2>",
-        f"<p>Face match threshold {th['face']}. Voices are judged per label, against the "
-        f"label's own range: other speaker when another label's reference is closer than its "
-        f"own by more than {th['speaker_closer'] if th['speaker_closer'] is None else round(th['speaker_closer'], 3)} "
-        f"(the corpus's boundary, see the thresholds table), or closer at all while the "
-        f"utterance lies below {th['speaker_z'][0] if th['speaker_z'] else '-'} robust sds of "
-        f"its label; unlike its label below "
-        f"{th['speaker_z'][1] if len(th['speaker_z']) > 1 else '-'}; two voices of one person "
-        f"above {th['speaker_same_person']}.</p>",
+        f"<p>Face match threshold {th['face']}. Voices are judged against every label's "
+        f"reference, each utterance against its own label's reference built without it: "
+        f"other speaker when another label's reference is closer than its own by more than "
+        f"{th['speaker_closer'] if th['speaker_closer'] is None else round(th['speaker_closer'], 3)} "
+        f"(the corpus's own speakers come that close rarely: the upper tail of their "
+        f"component, see the thresholds table); unlike its label below "
+        f"{th['speaker_z'][0] if th['speaker_z'] else '-'} robust sds of the label's own "
+        f"range; two voices of one person above {th['speaker_same_person']}.</p>",
         img("identity_scores"),
         _table([{"item": k, "value": v} for k, v in data["face"].items()]),
         "<h3>Speaker labels: conflated names and aliases</h3>",
