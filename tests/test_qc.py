@@ -406,7 +406,7 @@ def test_voice_closer_to_another_speaker_is_flagged_and_clean_voices_are_not():
         [t for t in truth if t is not None]
     assert all(r["speaker_pass"] for r, t in zip(rows, truth) if t is None)
     closer = summary["calibration"]["other_speaker: closer to another reference by"]
-    assert closer["source"] == "calibrated" and "upper 0.01 tail" in closer["why"]
+    assert closer["source"] == "calibrated" and "upper 0.02 tail" in closer["why"]
     # The wrong clips sit far above the boundary, the clean ones below it.
     gaps = [r["speaker_lookalike_sim"] - r["speaker_sim"] for r in rows]
     assert max(g for g, t in zip(gaps, truth) if t is None) < closer["value"]
