@@ -259,7 +259,8 @@ def test_search_on_meld_killed_and_resumed_without_rerunning_finished_trials(tmp
     for name in ("history.png", "importance.png"):
         assert (out / name).stat().st_size > 5000
     assert "<table>" in (out / "report.html").read_text()
-    assert "best:" in log and "untuned default:" in log
+    assert "best (chosen on dev 'dev'):" in log and "untuned default:" in log
+    assert "no held-out figure" in log  # the shared MELD has no test split
 
 
 @pytest.mark.slow
@@ -485,3 +486,96 @@ def test_search_over_adapter_sizes_retrains_the_adapters_per_trial(ray_local, tm
     assert {16, 48} & {r["adapter_out"] for r in outcome.rows}  # some trial resized them
     best = yaml.safe_load((out / "best_config.yaml").read_text())
     assert best["adapter_out"] == outcome.best["adapter_out"]
+
+
+def _splits_table(splits):
+    import pyarrow as pa
+
+    return pa.table({"split": [s for s in splits for _ in range(2)]})
+
+
+def test_search_roles_hold_out_a_split_nothing_is_chosen_on():
+    from erc.errors import InputError
+    from erc.tune.driver import search_roles
+
+    three = _splits_table(["train", "dev", "test"])
+    assert search_roles(three) == {"train": "train", "dev": "dev", "report": "test"}
+    assert search_roles(_splits_table(["train", "valid"])) == {"train": "train", "dev": "valid"}
+    assert search_roles(three, dev="test") == {"train": "train", "dev": "test"}  # no test left
+    folds = _splits_table(["train", "select", "test"])
+    assert search_roles(folds, "train", "select", "test")["report"] == "test"
+    with pytest.raises(ConfigError, match="report split 'dev' is the dev split"):
+        search_roles(three, report="dev")
+    with pytest.raises(ConfigError, match="report split 'train' is the train split"):
+        search_roles(three, report="train")
+    with pytest.raises(InputError, match="split 'heldout' .* is not in the table"):
+        search_roles(three, report="heldout")
+
+
+def test_outcome_names_the_split_of_every_figure():
+    from erc.tune import results
+
+    spec = parse_spec({"family": "fusion", "fixed": {"epochs": 2},
+                       "params": {"lr": {"loguniform": [1e-4, 1e-2]},
+                                  "d_state": {"choice": [16, 64]}}})
+    rows = _rows(spec, [0.50, 0.61, 0.55])
+    for row, held_out in zip(rows, (0.48, 0.52, 0.70)):  # the best on held-out is not chosen
+        row["report_weighted_f1"] = held_out
+    best, default = results.best_row(rows), results.default_row(rows)
+    assert best["trial_id"] == "t1"
+    lines = results.outcome_lines(best, default, {"train": "train", "dev": "select",
+                                                  "report": "test"})
+    assert lines[0] == ("best (chosen on dev 'select'): t1, dev 'select' weighted F1 0.6100, "
+                        "held-out 'test' weighted F1 0.5200 (epoch 1)")
+    assert "held-out 'test' weighted F1 0.4800" in lines[1]
+    assert lines[2] == "tuned - default: +0.1100 on dev 'select' (chosen on it), +0.0400 on held-out 'test'"
+    alone = results.outcome_lines(best, default, {"train": "train", "dev": "dev"})
+    assert not any("held-out '" in line for line in alone)
+    assert alone[-1].startswith("no held-out figure (no report split named")
+    assert "held-out wF1" in results.format_table(rows, spec)
+
+
+@pytest.mark.slow
+def test_search_scores_the_best_dev_model_on_the_held_out_split(ray_local, tmp_path):
+    """3 fusion trials on synthetic dialogues with train / dev / test splits: every trial
+    reports its best-dev model's weighted F1 on test (carried unchanged through epochs that
+    do not improve on dev), the best trial is the argmax of dev, and the outputs name the
+    split of every figure."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    from erc.tune.driver import run_search, search_roles
+    from tests.test_train import _write_corpus
+
+    utterances, features = _write_corpus(tmp_path / "corpus")
+    table = pq.read_table(utterances)
+    split = ["test" if s == "dev" and int(d[1:]) >= 15 else s for s, d in
+             zip(table.column("split").to_pylist(), table.column("dialogue_id").to_pylist())]
+    table = table.set_column(table.schema.get_field_index("split"), "split", pa.array(split))
+    spec = parse_spec({
+        "family": "fusion", "params": {"lr": {"loguniform": [3e-4, 1e-2]}},
+        "fixed": {"epochs": 4, "patience": 4, "batch_size": 16},
+        "search": {"num_samples": 3, "max_concurrent_trials": 2, "include_default": True,
+                   "resources_per_trial": {"cpu": 1, "gpu": 0}, "seed": 2,
+                   "scheduler": {"type": "none"}}})
+    out = tmp_path / "out"
+    outcome = run_search(spec, table, out, roles=search_roles(table), verbose=0,
+                         feature_spec={"text": {"kind": "parquet", "path": str(features),
+                                                "column": "text_embedding"}})
+    rows = outcome.rows
+    assert len(rows) == 3 and all(r["status"] == "completed" for r in rows)
+    assert all(0.0 < r["report_weighted_f1"] <= 1.0 for r in rows)
+    assert outcome.best is max(rows, key=lambda r: r["best_dev_weighted_f1"])
+    assert {r["report_weighted_f1"] for r in rows} != {r["best_dev_weighted_f1"] for r in rows}
+    for result in (out / "ray" / "search").glob("*/result.json"):
+        epochs = [json.loads(line) for line in result.read_text().splitlines()]
+        for before, now in zip(epochs, epochs[1:]):
+            improved = now["dev_weighted_f1"] > before["best"]
+            assert improved or now["report_weighted_f1"] == before["report_weighted_f1"]
+    csv_rows = list(csv.DictReader((out / "trials.csv").open()))
+    assert all(float(r["report_weighted_f1"]) == pytest.approx(row["report_weighted_f1"])
+               for r, row in zip(csv_rows, rows))
+    summary = "\n".join(outcome.summary)
+    assert "best (chosen on dev 'dev')" in summary and "held-out 'test' weighted F1" in summary
+    assert "on held-out 'test'" in summary  # the search's gain there
+    assert "held-out &#x27;test&#x27;" in (out / "report.html").read_text()

@@ -77,9 +77,8 @@ def _train_command(args, family: str, out: Path) -> str:
 def cmd_tune(args) -> int:
     from erc.artifacts import load_corpus
     from erc.errors import ConfigError
-    from erc.train.data import resolve_roles
     from erc.train.vectors import feature_spec, table_fingerprint
-    from erc.tune.driver import run_search
+    from erc.tune.driver import run_search, search_roles
     from erc.tune.space import find_spec, parse_spec
 
     path = find_spec(args.search)
@@ -93,7 +92,7 @@ def cmd_tune(args) -> int:
         table = subset_dialogues(table, args.limit_dialogues)
         note = (f"searched on the first {args.limit_dialogues} dialogues of each split "
                 f"({table.num_rows} utterances); the command trains on the whole corpus")
-    roles = resolve_roles(table, {"train": args.train_split, "dev": args.dev_split})
+    roles = search_roles(table, args.train_split, args.dev_split, args.report_split)
     out = Path(args.out).resolve()
     inputs = validate(FusionInputs, given(args, args.input_options), "options")
     features = feature_spec(inputs) if spec.family == "fusion" else None
@@ -115,9 +114,11 @@ def register(commands) -> None:
         "tune", help="hyperparameter search (Ray Tune + Optuna, ASHA), resumable",
         description="Searches the hyperparameters of `erc train fusion` or `erc train text` "
                     "with Ray Tune (OptunaSearch/TPE, ASHA early stopping), maximising the dev "
-                    "weighted F1. Writes trials.csv, best_config.yaml (for `erc train ... "
-                    "--config`), history.png, importance.png and report.html to --out. The "
-                    "same command with the same --out resumes an interrupted search.")
+                    "weighted F1, then quotes the best trial and the untuned default on a "
+                    "held-out split (--report-split) nothing was chosen on. Writes trials.csv, "
+                    "best_config.yaml (for `erc train ... --config`), history.png, "
+                    "importance.png and report.html to --out. The same command with the same "
+                    "--out resumes an interrupted search.")
     tune.add_argument("search", help="search file (YAML), or the name of one in tune/ "
                                      "(fusion, text)")
     tune.add_argument("corpus", help="ingest folder, utterances.parquet or a corpus erc reads")
@@ -126,6 +127,8 @@ def register(commands) -> None:
     tune.add_argument("--train-split", default="train")
     tune.add_argument("--dev-split", default="dev", help="split the search maximises weighted "
                       "F1 on (valid/val when the corpus has no dev)")
+    tune.add_argument("--report-split", help="held-out split every trial's best-dev model is "
+                      "scored on, never chosen on (default: test when the corpus has one)")
     inputs = add_arguments(tune, FusionInputs, title="inputs (fusion)")
     tune.add_argument("--num-samples", type=int, help="trials in all (overrides the file)")
     tune.add_argument("--max-concurrent-trials", type=int, help="trials at once")

@@ -15,6 +15,11 @@ continue from the epoch after it with the optimizer, schedule, best score and
 early-stopping counter it recorded. Early stopping: training ends after ``patience``
 epochs without improvement of the dev metric. The best checkpoint's model is then
 exported to ``out_dir/model`` (loadable with ``erc.models.checkpoint.load_model``).
+
+Held-out score: with ``report_split`` in the config (a search, ``erc.tune``), rank 0 also
+scores that split with every model that improves on dev, as ``HELD_OUT``, carried
+unchanged through the epochs that do not: the held-out figure of the best-dev model so far,
+which nothing is chosen on.
 """
 
 from __future__ import annotations
@@ -35,6 +40,7 @@ from erc import io
 from erc.recipes import TrainConfig
 
 log = logging.getLogger(__name__)
+HELD_OUT = "report_weighted_f1"  # the report split's weighted F1 of the best-dev model so far
 
 
 def _schedule(warmup_ratio: float, total_steps: int):
@@ -122,12 +128,14 @@ def run_epochs(config: dict, *, rank: int, world: int, device, prepare, checkpoi
     scheduler = torch.optim.lr_scheduler.LambdaLR(
         optimizer, _schedule(tc.warmup_ratio, max(1, steps * tc.epochs)))
     start_epoch, best, bad_epochs, history = 0, -1.0, 0, []
+    report_split, held_out = config.get("report_split"), None
     if state is not None:
         optimizer.load_state_dict(state["optimizer"])
         scheduler.load_state_dict(state["scheduler"])
         start_epoch = int(state["epoch"]) + 1
         best, bad_epochs = float(state["best"]), int(state["bad_epochs"])
         history = json.loads(state["history"])
+        held_out = history[-1].get(HELD_OUT) if history else None
         if rank == 0:
             print(f"[train] resumed from the checkpoint of epoch {start_epoch - 1}", flush=True)
     if bad_epochs >= tc.patience:
@@ -160,6 +168,11 @@ def run_epochs(config: dict, *, rank: int, world: int, device, prepare, checkpoi
                        "train_seconds": train_seconds,
                        "train_units_per_s": task.n_train / world / max(train_seconds, 1e-9),
                        **{f"dev_{k}": dev[k] for k in ("accuracy", "weighted_f1", "macro_f1")}}
+            if report_split:
+                if dev[tc.metric] > best:  # a new best-dev model: its held-out figure
+                    held_out = evaluate_task(task, unwrap(model), report_split,
+                                             device)["weighted_f1"]
+                metrics[HELD_OUT] = held_out
         if world > 1:
             box = [metrics]
             dist.broadcast_object_list(box, src=0)

@@ -2,6 +2,11 @@
 scheduler over trials that run the real training (``erc.tune.trial``), maximising the
 dev weighted F1 of each trial's best epoch.
 
+- Held out: the search chooses on the dev split only (``roles["dev"]``: on a fold, the
+  selection slice). Where ``roles`` has a ``report`` split (``search_roles``: ``test`` when
+  the corpus has one), every trial also scores its best-dev model there; the outcome quotes
+  the best trial's and the untuned default's figures on it, and the gain of the search there.
+
 - Data once: the features (e.g. frozen MiniLM embeddings, cached under the erc state dir)
   and the training data are built here, before any trial, and shared through the object
   store (``tune.with_parameters``).
@@ -35,7 +40,7 @@ from erc import io
 from erc.errors import ConfigError, OwnershipError
 from erc.storage import ray_storage, remove_tree
 from erc.tune import results as res
-from erc.tune.space import METRIC, TIME_ATTR, SearchSpec
+from erc.tune.space import METRIC, REPORT_ROLE, TIME_ATTR, SearchSpec
 
 log = logging.getLogger(__name__)
 EXPERIMENT = "search"
@@ -52,6 +57,27 @@ class SearchOutcome:
     resumed: bool = False
     table: str = ""
     summary: list[str] = field(default_factory=list)
+
+
+def search_roles(table, train: str = "train", dev: str = "dev",
+                 report: str | None = None) -> dict[str, str]:
+    """Role -> split of a search: ``train``, ``dev`` (what every choice is made on) and,
+    where there is one, ``report``: the held-out split nothing is chosen on (``report``, or
+    by default ``test`` when the table has it)."""
+    from erc.train.data import resolve_roles
+
+    roles = resolve_roles(table, {"train": train, "dev": dev})
+    if report is None:
+        present = set(table.column("split").to_pylist())
+        report = "test" if "test" in present and "test" not in roles.values() else None
+    if report is None:
+        return roles
+    if report in roles.values():
+        role = "dev" if report == roles["dev"] else "train"
+        raise ConfigError(f"report split {report!r} is the {role} split: the held-out split "
+                          f"must be one the search neither trains nor chooses on (train "
+                          f"{roles['train']!r}, dev {roles['dev']!r})")
+    return resolve_roles(table, {**roles, REPORT_ROLE: report})
 
 
 def build_data(spec: SearchSpec, table, feature_spec: Mapping | None = None,
@@ -165,6 +191,7 @@ def _search(spec: SearchSpec, table, out_dir: Path, *, feature_spec, features, r
     from ray.tune import Tuner
 
     spec = _without_idle_adapter_sizes(spec, feature_spec)
+    roles = dict(roles) if roles is not None else search_roles(table)
     resumed = Tuner.can_restore(experiment_path, storage_filesystem=filesystem)
     if resumed and not (out_dir / "search.json").is_file():
         raise ConfigError(f"{experiment_path} holds a search this folder has no record of "
@@ -181,7 +208,8 @@ def _search(spec: SearchSpec, table, out_dir: Path, *, feature_spec, features, r
           f"({spec.family}: {len(data.labels)} labels)", flush=True)
     resources = trial_resources(spec.search.resources_per_trial)
     setup = {"spec": spec, "base": base, "cpu": resources["cpu"], "gpu": resources["gpu"],
-             "ledger": str(ledger)}
+             "ledger": str(ledger),
+             "report_split": REPORT_ROLE if REPORT_ROLE in roles else None}
     from erc.tune.trial import train_trial
 
     trainable = tune.with_resources(tune.with_parameters(train_trial, data=data, setup=setup),
@@ -208,7 +236,8 @@ def _search(spec: SearchSpec, table, out_dir: Path, *, feature_spec, features, r
           f"({len(spec.params)} parameters), {spec.search.max_concurrent_trials} at a time, "
           f"each with {resources}", flush=True)
     grid = tuner.fit()
-    return write_outputs(grid, spec, out_dir, resumed=resumed, command=command, note=note)
+    return write_outputs(grid, spec, out_dir, resumed=resumed, command=command, note=note,
+                         roles=roles)
 
 
 def trial_resources(wanted: Mapping[str, Any]) -> dict:
@@ -272,7 +301,8 @@ def _tune_config(spec: SearchSpec, rungs_path: Path | None = None):
 
 
 def write_outputs(grid, spec: SearchSpec, out_dir: Path, resumed: bool = False,
-                  command: str | None = None, note: str = "") -> SearchOutcome:
+                  command: str | None = None, note: str = "",
+                  roles: Mapping[str, str] | None = None) -> SearchOutcome:
     rows = res.collect(grid, spec)
     files = {"trials": res.write_csv(rows, out_dir / "trials.csv")}
     best, default = res.best_row(rows), res.default_row(rows)
@@ -286,13 +316,7 @@ def write_outputs(grid, spec: SearchSpec, out_dir: Path, resumed: bool = False,
     for r in rows:
         counts[r["status"]] = counts.get(r["status"], 0) + 1
     summary = [f"{len(rows)} trials: " + ", ".join(f"{n} {s}" for s, n in counts.items())]
-    if best is not None:
-        summary.append(f"best: {best['trial_id']} dev weighted F1 {best[METRIC]:.4f} "
-                       f"(epoch {best['best_epoch']})")
-    if default is not None and default.get(METRIC) is not None and best is not None:
-        summary.append(f"untuned default: {default['trial_id']} dev weighted F1 "
-                       f"{default[METRIC]:.4f}; tuned - default = "
-                       f"{best[METRIC] - default[METRIC]:+.4f}")
+    summary += res.outcome_lines(best, default, roles or {})
     if values:
         top = ", ".join(f"{k} {v:.2f}" for k, v in list(values.items())[:4])
         summary.append(f"importance ({method}): {top}")

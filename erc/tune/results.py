@@ -15,7 +15,8 @@ from typing import Any
 import yaml
 
 from erc import io
-from erc.tune.space import METRIC, SearchSpec
+from erc.train.loop import HELD_OUT
+from erc.tune.space import METRIC, REPORT_ROLE, SearchSpec
 
 
 def _same(a: Any, b: Any) -> bool:
@@ -69,6 +70,7 @@ def collect(result_grid, spec: SearchSpec) -> list[dict]:
             "default": bool(default is not None and is_point(params, default)),
             **params,
             METRIC: metrics.get(METRIC), "best_epoch": best_epoch,
+            HELD_OUT: metrics.get(HELD_OUT),  # reported only: nothing ranks trials by it
             "last_dev_weighted_f1": metrics.get("dev_weighted_f1"),
             "epochs_run": done, "epochs_planned": planned,
             "seconds": round(float(metrics.get("time_total_s", 0.0)), 1),
@@ -88,6 +90,34 @@ def default_row(rows: list[dict]) -> dict | None:
     return next((r for r in rows if r["default"]), None)
 
 
+def outcome_lines(best: dict | None, default: dict | None, roles: dict[str, str]) -> list[str]:
+    """The search's outcome, each figure with its split: the best trial (chosen on dev) and
+    the untuned default, on dev and on the held-out report split, and the gain on each."""
+    dev, report = roles.get("dev", "dev"), roles.get(REPORT_ROLE)
+    if best is None:
+        return []
+
+    def figures(row: dict) -> str:
+        text = f"dev {dev!r} weighted F1 {row[METRIC]:.4f}"
+        if report is not None:
+            text += f", held-out {report!r} weighted F1 {_fmt(row.get(HELD_OUT))}"
+        return text
+
+    lines = [f"best (chosen on dev {dev!r}): {best['trial_id']}, {figures(best)} "
+             f"(epoch {best['best_epoch']})"]
+    if default is not None and default.get(METRIC) is not None:
+        lines.append(f"untuned default: {default['trial_id']}, {figures(default)}")
+        gain = f"tuned - default: {best[METRIC] - default[METRIC]:+.4f} on dev {dev!r} (chosen on it)"
+        if report is not None and None not in (best.get(HELD_OUT), default.get(HELD_OUT)):
+            gain += f", {best[HELD_OUT] - default[HELD_OUT]:+.4f} on held-out {report!r}"
+        lines.append(gain)
+    if report is None:
+        lines.append(f"no held-out figure (no report split named, and no test split besides "
+                     f"train and dev): every figure here is on dev {dev!r}, the split the "
+                     f"search chose on")
+    return lines
+
+
 def _fmt(value: Any) -> str:
     if value is None:
         return "-"
@@ -99,9 +129,11 @@ def _fmt(value: Any) -> str:
 
 
 def format_table(rows: list[dict], spec: SearchSpec) -> str:
-    columns = ["trial", "status", METRIC, "best_epoch", "epochs_run", "seconds", *spec.params]
-    heads = {"trial": "#", METRIC: "dev wF1", "best_epoch": "best ep", "epochs_run": "epochs",
-             "seconds": "s"}
+    held_out = [HELD_OUT] if any(r.get(HELD_OUT) is not None for r in rows) else []
+    columns = ["trial", "status", METRIC, *held_out, "best_epoch", "epochs_run", "seconds",
+               *spec.params]
+    heads = {"trial": "#", METRIC: "dev wF1", HELD_OUT: "held-out wF1", "best_epoch": "best ep",
+             "epochs_run": "epochs", "seconds": "s"}
     best = best_row(rows)
     cells = [[heads.get(c, c) for c in columns] + [""]]
     for r in rows:
@@ -138,6 +170,10 @@ def write_best_config(rows: list[dict], spec: SearchSpec, path: Path,
     default = default_row(rows)
     if default is not None and default.get(METRIC) is not None:
         header.append(f"untuned default ({default['trial_id']}): {default[METRIC]:.4f}")
+    if best.get(HELD_OUT) is not None:
+        header.append(f"held-out weighted F1 (chosen on nothing): best {best[HELD_OUT]:.4f}" + (
+            f", untuned default {default[HELD_OUT]:.4f}"
+            if default is not None and default.get(HELD_OUT) is not None else ""))
     if note:
         header.append(note)
     header.append(f"train with:  {command}" if command else

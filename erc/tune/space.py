@@ -46,6 +46,9 @@ from erc.settings import load_yaml
 
 DISTRIBUTIONS = ("uniform", "loguniform", "int", "logint", "choice")
 METRIC = "best_dev_weighted_f1"  # the best epoch's dev weighted F1 so far (maximised)
+# The held-out split's role; its figure (erc.train.loop.HELD_OUT: each trial's best-dev model
+# scored on it) is reported and never chosen on (not by Optuna or ASHA, not for the best trial).
+REPORT_ROLE = "report"
 TIME_ATTR = "epochs_done"  # ASHA's clock: epochs trained (survives resume)
 ADAPTER_SIZES = ("adapter_hidden", "adapter_out")  # fusion options that retrain the adapters
 

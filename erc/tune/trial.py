@@ -1,7 +1,9 @@
 """One Tune trial: the real training of ``erc train`` (same task, model, loss, optimiser,
 schedule, early stopping and checkpoints: ``erc.train.loop.run_epochs``) in the trial's
 own process, reporting dev weighted F1 after every epoch so ASHA can stop it, with a
-checkpoint per epoch so an interrupted trial resumes where it stopped.
+checkpoint per epoch so an interrupted trial resumes where it stopped. Where the search has
+a held-out (report) split, the trial also reports its best-dev model's weighted F1 there
+(``erc.train.loop.HELD_OUT``), a figure nothing is chosen on.
 
 The training data (features already computed, dialogues / tokenised inputs built) come
 from the driver through the object store (``tune.with_parameters``): built once, shared
@@ -117,6 +119,7 @@ def train_trial(params: dict, *, data, setup: dict) -> None:
     use_gpu = torch_device(setup.get("gpu")) == "cuda"  # CPU, with a message, without CUDA
     config = run_config(spec, values, base, cpus=setup.get("cpu", 1), use_gpu=use_gpu)
     config["data"] = data
+    config["report_split"] = setup.get("report_split")  # scored, never chosen on
     device = torch.device("cuda" if use_gpu else "cpu")
     checkpoint = tune.get_checkpoint()
     state = _checkpoint_state(checkpoint)
