@@ -512,6 +512,73 @@ def test_search_roles_hold_out_a_split_nothing_is_chosen_on():
         search_roles(three, report="heldout")
 
 
+def _dialogue_table(dialogues: dict[str, int], turns: int = 3):
+    """``dialogues[split]`` dialogues of ``turns`` utterances in each split."""
+    import pyarrow as pa
+
+    rows = [(split, f"{split}{d}") for split, n in dialogues.items() for d in range(n)
+            for _ in range(turns)]
+    return pa.table({"split": [r[0] for r in rows], "dialogue_id": [r[1] for r in rows]})
+
+
+def test_select_fraction_chooses_on_a_slice_of_train_and_reports_on_dev():
+    from erc.tune.driver import describe_roles, selection_split
+
+    table = _dialogue_table({"train": 40, "valid": 6})  # IEMOCAP's names: no dev, no test
+    sliced, roles = selection_split(table, 0.15)
+    assert roles == {"train": "train", "dev": "select", "report": "valid"}
+    dialogues: dict[str, set] = {}
+    for split, dialogue in zip(sliced.column("split").to_pylist(),
+                               sliced.column("dialogue_id").to_pylist()):
+        dialogues.setdefault(split, set()).add(dialogue)
+    # dialogue-level: every dialogue lies whole in one split; the slice and the rest of
+    # train are disjoint and together make the training split; valid is untouched
+    assert sliced.num_rows == table.num_rows
+    assert len(dialogues["select"]) == 6 and len(dialogues["train"]) == 34
+    assert dialogues["select"].isdisjoint(dialogues["train"])
+    assert dialogues["select"] | dialogues["train"] == {f"train{d}" for d in range(40)}
+    assert dialogues["valid"] == {f"valid{d}" for d in range(6)}
+    assert Counter(sliced.column("split").to_pylist()) == {"train": 102, "select": 18,
+                                                           "valid": 18}
+    assert selection_split(table, 0.15)[0].equals(sliced)  # seeded: the same slice again
+    line = describe_roles(sliced, roles, 0.15)
+    assert line == ("splits: train = 'train' less a 15% dialogue slice (34 dialogues); dev = "
+                    "that slice, 'select', every choice is made on it (6 dialogues); held-out "
+                    "report = 'valid', nothing is chosen on it (6 dialogues)")
+    # a named report split replaces dev; the dev split is then left out
+    three = _dialogue_table({"train": 10, "dev": 2, "test": 3})
+    sliced, roles = selection_split(three, 0.2, report="test")
+    assert roles["report"] == "test" and set(sliced.column("split").to_pylist()) == {
+        "train", "select", "test"}
+
+
+def test_select_fraction_that_leaves_no_training_dialogues_is_refused():
+    from erc.tune.driver import selection_split
+
+    table = _dialogue_table({"train": 4, "dev": 2})
+    with pytest.raises(ConfigError, match=r"--select-fraction 0.9 of split 'train': there are "
+                                          r"4 dialogue\(s\): too few to hold 4 out"):
+        selection_split(table, 0.9)
+    with pytest.raises(ConfigError, match=r"must be in \(0, 1\), got 1.5"):
+        selection_split(table, 1.5)
+    with pytest.raises(ConfigError, match="report split 'train' is the train split"):
+        selection_split(table, 0.25, report="train")
+
+
+def test_tune_command_refuses_a_slice_that_leaves_nothing_to_train_on(tmp_path, capsys):
+    from erc.cli import main
+
+    corpus = tmp_path / "corpus.csv"
+    corpus.write_text("split,dialogue_id,speaker,text,emotion\ntrain,a,Ann,Hi.,joy\n"
+                      "train,b,Bob,No.,anger\ndev,c,Ann,Yes.,neutral\n")
+    out = tmp_path / "search"
+    assert main(["tune", "fusion", str(corpus), "--text-only", "--select-fraction", "0.9",
+                 "--out", str(out)]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "--select-fraction 0.9 of split 'train'" in err
+    assert "2 dialogue(s): too few" in err and not out.exists()
+
+
 def test_outcome_names_the_split_of_every_figure():
     from erc.tune import results
 

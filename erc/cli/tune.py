@@ -4,6 +4,8 @@
     erc tune fusion runs/meld/corpus --text finetuned:runs/meld/text/model --out runs/tune/ft-fusion \\
         --num-samples 64 --max-concurrent-trials 8 --address auto
     erc tune text runs/meld/corpus --out runs/tune/meld-text --gpus-per-trial 1
+    erc tune fusion ../shared/data/meld --text st:all-MiniLM-L6-v2 --text-only \\
+        --select-fraction 0.15 --out runs/tune/meld-select   # choose on train, report on dev
 
 SEARCH is a search file (or the name of one in tune/: fusion, text). Running the same
 command again with the same --out resumes an interrupted search; a finished one just
@@ -78,7 +80,7 @@ def cmd_tune(args) -> int:
     from erc.artifacts import load_corpus
     from erc.errors import ConfigError
     from erc.train.vectors import feature_spec, table_fingerprint
-    from erc.tune.driver import run_search, search_roles
+    from erc.tune.driver import describe_roles, run_search, search_roles, selection_split
     from erc.tune.space import find_spec, parse_spec
 
     path = find_spec(args.search)
@@ -92,7 +94,15 @@ def cmd_tune(args) -> int:
         table = subset_dialogues(table, args.limit_dialogues)
         note = (f"searched on the first {args.limit_dialogues} dialogues of each split "
                 f"({table.num_rows} utterances); the command trains on the whole corpus")
-    roles = search_roles(table, args.train_split, args.dev_split, args.report_split)
+    if args.select_fraction is not None:
+        table, roles = selection_split(table, args.select_fraction, args.train_split,
+                                       args.dev_split, args.report_split)
+        note = "; ".join(filter(None, [note, (
+            f"chosen on a {args.select_fraction:.0%} dialogue slice of {roles['train']!r}; "
+            f"the command trains on all of it, early-stopping on the dev split")]))
+    else:
+        roles = search_roles(table, args.train_split, args.dev_split, args.report_split)
+    print("[tune] " + describe_roles(table, roles, args.select_fraction), flush=True)
     out = Path(args.out).resolve()
     inputs = validate(FusionInputs, given(args, args.input_options), "options")
     features = feature_spec(inputs) if spec.family == "fusion" else None
@@ -115,7 +125,9 @@ def register(commands) -> None:
         description="Searches the hyperparameters of `erc train fusion` or `erc train text` "
                     "with Ray Tune (OptunaSearch/TPE, ASHA early stopping), maximising the dev "
                     "weighted F1, then quotes the best trial and the untuned default on a "
-                    "held-out split (--report-split) nothing was chosen on. Writes trials.csv, "
+                    "held-out split (--report-split) nothing was chosen on; with "
+                    "--select-fraction it chooses on a slice of the training dialogues and "
+                    "reports on dev. Writes trials.csv, "
                     "best_config.yaml (for `erc train ... --config`), history.png, "
                     "importance.png and report.html to --out. The same command with the same "
                     "--out resumes an interrupted search.")
@@ -126,9 +138,15 @@ def register(commands) -> None:
     tune.add_argument("--format", help="corpus format when reading a corpus (default: detected)")
     tune.add_argument("--train-split", default="train")
     tune.add_argument("--dev-split", default="dev", help="split the search maximises weighted "
-                      "F1 on (valid/val when the corpus has no dev)")
+                      "F1 on (valid/val when the corpus has no dev); with --select-fraction "
+                      "the default report split instead")
     tune.add_argument("--report-split", help="held-out split every trial's best-dev model is "
-                      "scored on, never chosen on (default: test when the corpus has one)")
+                      "scored on, never chosen on (default: test when the corpus has one; "
+                      "with --select-fraction, the dev split)")
+    tune.add_argument("--select-fraction", type=float, help="choose on this fraction of the "
+                      "--train-split dialogues (a seeded dialogue-level slice), train on the "
+                      "rest, and report on the dev split, e.g. 0.15 for a corpus with no test "
+                      "split")
     inputs = add_arguments(tune, FusionInputs, title="inputs (fusion)")
     tune.add_argument("--num-samples", type=int, help="trials in all (overrides the file)")
     tune.add_argument("--max-concurrent-trials", type=int, help="trials at once")

@@ -62,8 +62,9 @@ def selection_slice(dialogue_ids, fraction: float, seed: int = 0,
         members = by_group[group]
         n = max(1, int(round(fraction * len(members))))
         if n >= len(members):
-            raise ValueError(f"group {group!r} has {len(members)} dialogue(s): too few to hold "
-                             f"{n} out for selection and still train on it")
+            where = f"group {group!r} has" if groups else "there are"
+            raise ValueError(f"{where} {len(members)} dialogue(s): too few to hold {n} out "
+                             f"for selection and still train on the rest")
         chosen.update(members[i] for i in rng.choice(len(members), n, replace=False))
     return chosen
 

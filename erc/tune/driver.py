@@ -6,6 +6,8 @@ dev weighted F1 of each trial's best epoch.
   selection slice). Where ``roles`` has a ``report`` split (``search_roles``: ``test`` when
   the corpus has one), every trial also scores its best-dev model there; the outcome quotes
   the best trial's and the untuned default's figures on it, and the gain of the search there.
+  A corpus with no test split (``selection_split``) is searched on a dialogue-level slice of
+  its training split, its dev split becoming the report split.
 
 - Data once: the features (e.g. frozen MiniLM embeddings, cached under the erc state dir)
   and the training data are built here, before any trial, and shared through the object
@@ -78,6 +80,62 @@ def search_roles(table, train: str = "train", dev: str = "dev",
                           f"must be one the search neither trains nor chooses on (train "
                           f"{roles['train']!r}, dev {roles['dev']!r})")
     return resolve_roles(table, {**roles, REPORT_ROLE: report})
+
+
+SELECT_SPLIT = "select"  # the slice of the training split a search chooses on (--select-fraction)
+
+
+def selection_split(table, fraction: float, train: str = "train", dev: str = "dev",
+                    report: str | None = None, seed: int = 0):
+    """(table, roles) of a search that chooses on a seeded dialogue-level slice of the
+    training split (``erc.train.folds.dev_fold``, the bench's protocol): train = the rest of
+    the training split, dev = the slice (split ``select``), report = the corpus's dev split
+    (valid/val when it has no dev), or ``report``. Other splits are left out."""
+    import pyarrow as pa
+
+    from erc.train.data import resolve_roles
+    from erc.train.folds import dev_fold
+
+    roles = resolve_roles(table, {"train": train, "dev": dev})
+    report = report or roles["dev"]
+    resolve_roles(table, {REPORT_ROLE: report})
+    if report == roles["train"]:
+        raise ConfigError(f"report split {report!r} is the train split: the held-out split "
+                          f"must be one the search neither trains nor chooses on")
+    try:
+        fold = dev_fold(table, roles["train"], report, fraction, seed)
+    except ValueError as error:  # a fraction out of (0, 1), or too few training dialogues
+        raise ConfigError(f"--select-fraction {fraction} of split {roles['train']!r}: "
+                          f"{error}") from None
+    # dev_fold names the roles train / select / test: the report split keeps its own name.
+    renamed = {"test": report}
+    splits = [renamed.get(s, s) for s in fold.table.column("split").to_pylist()]
+    index = fold.table.schema.get_field_index("split")
+    table = fold.table.set_column(index, "split", pa.array(splits))
+    return table, {"train": roles["train"], "dev": SELECT_SPLIT, REPORT_ROLE: report}
+
+
+def describe_roles(table, roles: Mapping[str, str], fraction: float | None = None) -> str:
+    """One line saying what each split of a search is, with its dialogue count."""
+    counts: dict[str, set] = {}
+    for split, dialogue in zip(table.column("split").to_pylist(),
+                               table.column("dialogue_id").to_pylist()):
+        counts.setdefault(split, set()).add(dialogue)
+
+    def n(split: str) -> str:
+        return f"{len(counts.get(split, ()))} dialogues"
+
+    train, dev = roles["train"], roles["dev"]
+    if fraction is not None:
+        line = (f"splits: train = {train!r} less a {fraction:.0%} dialogue slice ({n(train)}); "
+                f"dev = that slice, {dev!r}, every choice is made on it ({n(dev)})")
+    else:
+        line = (f"splits: train = {train!r} ({n(train)}); dev = {dev!r}, every choice is made "
+                f"on it ({n(dev)})")
+    report = roles.get(REPORT_ROLE)
+    if report is None:
+        return line + "; no held-out split: every figure is on dev"
+    return line + f"; held-out report = {report!r}, nothing is chosen on it ({n(report)})"
 
 
 def build_data(spec: SearchSpec, table, feature_spec: Mapping | None = None,
