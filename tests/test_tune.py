@@ -550,6 +550,11 @@ def test_select_fraction_chooses_on_a_slice_of_train_and_reports_on_dev():
     sliced, roles = selection_split(three, 0.2, report="test")
     assert roles["report"] == "test" and set(sliced.column("split").to_pylist()) == {
         "train", "select", "test"}
+    # the corpus's own split names are kept
+    other = _dialogue_table({"training": 10, "validation": 2})
+    sliced, roles = selection_split(other, 0.2, train="training", dev="validation")
+    assert roles == {"train": "training", "dev": "select", "report": "validation"}
+    assert set(sliced.column("split").to_pylist()) == {"training", "select", "validation"}
 
 
 def test_select_fraction_that_leaves_no_training_dialogues_is_refused():

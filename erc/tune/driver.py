@@ -102,13 +102,16 @@ def selection_split(table, fraction: float, train: str = "train", dev: str = "de
     if report == roles["train"]:
         raise ConfigError(f"report split {report!r} is the train split: the held-out split "
                           f"must be one the search neither trains nor chooses on")
+    if SELECT_SPLIT in (roles["train"], report):
+        raise ConfigError(f"split name {SELECT_SPLIT!r} is taken by the selection slice: "
+                          f"rename that split of the corpus")
     try:
         fold = dev_fold(table, roles["train"], report, fraction, seed)
     except ValueError as error:  # a fraction out of (0, 1), or too few training dialogues
         raise ConfigError(f"--select-fraction {fraction} of split {roles['train']!r}: "
                           f"{error}") from None
-    # dev_fold names the roles train / select / test: the report split keeps its own name.
-    renamed = {"test": report}
+    # dev_fold names the roles train / select / test: the corpus's splits keep their names.
+    renamed = {"train": roles["train"], "test": report}
     splits = [renamed.get(s, s) for s in fold.table.column("split").to_pylist()]
     index = fold.table.schema.get_field_index("split")
     table = fold.table.set_column(index, "split", pa.array(splits))
