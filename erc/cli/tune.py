@@ -89,19 +89,19 @@ def cmd_tune(args) -> int:
         raise ConfigError(f"{path}: epochs is searched (params.epochs): --epochs cannot fix it")
     spec = parse_spec(_overrides(raw, args) if isinstance(raw, dict) else raw, str(path))
     table = load_corpus(args.corpus, args.format)
-    note = ""
+    scope = []  # how the searched data differs from what the train command reads
     if args.limit_dialogues:
         table = subset_dialogues(table, args.limit_dialogues)
-        note = (f"searched on the first {args.limit_dialogues} dialogues of each split "
-                f"({table.num_rows} utterances); the command trains on the whole corpus")
+        scope.append(f"searched on the first {args.limit_dialogues} dialogues of each split "
+                     f"({table.num_rows} utterances)")
     if args.select_fraction is not None:
         table, roles = selection_split(table, args.select_fraction, args.train_split,
                                        args.dev_split, args.report_split)
-        note = "; ".join(filter(None, [note, (
-            f"chosen on a {args.select_fraction:.0%} dialogue slice of {roles['train']!r}; "
-            f"the command trains on all of it, early-stopping on the dev split")]))
+        scope.append(f"chosen on a {args.select_fraction:.0%} dialogue slice of "
+                     f"{roles['train']!r}, reported on {roles['report']!r}")
     else:
         roles = search_roles(table, args.train_split, args.dev_split, args.report_split)
+    note = "; ".join(scope + ["the command trains on the whole corpus"]) if scope else ""
     print("[tune] " + describe_roles(table, roles, args.select_fraction), flush=True)
     out = Path(args.out).resolve()
     inputs = validate(FusionInputs, given(args, args.input_options), "options")
