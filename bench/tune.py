@@ -6,7 +6,8 @@
 The search is `erc tune tune/fusion.yaml` (the shipped fusion space: lr, weight decay,
 dropout, d_state, expand, d_conv, window, class weighting, batch size) over frozen
 all-MiniLM-L6-v2 embeddings of the MELD transcripts (the offline model; computed once and
-cached under the erc state dir), by the protocol of ``erc.train.folds.dev_fold``: trials
+cached under the erc state dir), searched as `erc tune --select-fraction 0.15` does
+(``erc.tune.driver.selection_split``, the protocol of ``erc.train.folds.dev_fold``): trials
 train on the MELD train dialogues less a selection slice (15 %), the search maximises
 weighted F1 on that slice, and every trial's best-selection model is also scored on the dev
 split, which no choice is made on (the search's report split). The first trial is the
@@ -48,6 +49,8 @@ def main(argv=None) -> int:
     parser.add_argument("--concurrency", type=int, default=2, help="trials at once")
     parser.add_argument("--grace-period", type=int, default=2, help="ASHA: epochs before a stop")
     parser.add_argument("--encoder", default="all-MiniLM-L6-v2")
+    parser.add_argument("--select-fraction", type=float, default=0.15,
+                        help="MELD train dialogues held out for every choice")
     parser.add_argument("--limit-dialogues", type=int, help="first N dialogues per split")
     parser.add_argument("--out", default=str(REPO / "runs" / "bench" / "tune"))
     parser.add_argument("--fresh", action="store_true")
@@ -59,10 +62,9 @@ def main(argv=None) -> int:
     runtime.apply_offline_env()
     from erc.artifacts import load_corpus as load_utterances
     from erc.cli.tune import subset_dialogues
-    from erc.train.folds import dev_fold
     from erc.train.loop import HELD_OUT
     from erc.train.vectors import frozen_text_features, resolve_text_encoder, table_fingerprint
-    from erc.tune.driver import run_search, search_roles
+    from erc.tune.driver import describe_roles, run_search, selection_split
     from erc.tune.space import METRIC, parse_spec
 
     data = yaml.safe_load(Path(args.search).read_text())
@@ -76,8 +78,9 @@ def main(argv=None) -> int:
     table = load_utterances(meld)
     if args.limit_dialogues:
         table = subset_dialogues(table, args.limit_dialogues)
-    table = dev_fold(table).table  # train / select (a slice of train) / test (MELD dev)
-    roles = search_roles(table, "train", "select", "test")
+    # as `erc tune --select-fraction`: train / select (a slice of train) / dev (held out)
+    table, roles = selection_split(table, args.select_fraction)
+    print("[bench] " + describe_roles(table, roles, args.select_fraction), flush=True)
     started = time.time()
     encoder = resolve_text_encoder(args.encoder)
     features = {"text": frozen_text_features(encoder, table)}
