@@ -72,7 +72,7 @@ class DecodeSettings:
     max_frames: Count = 16  # at most this many frames per utterance
     max_side: Count | None = 480  # downscale frames whose longer side exceeds this (None: never)
     max_clip_seconds: Positive | None = MAX_CLIP_SECONDS  # longer utterances fail as overlong_clip
-    silence_rms: Annotated[float, Field(ge=0)] = 1e-3  # audio RMS below this (about -60 dBFS) is silence
+    silence_rms: Annotated[float, Field(ge=0)] = 1e-3  # loudest 0.25 s of audio below this RMS (about -60 dBFS) is silence
     # decoded audio shorter than this share of the declared length (minus 0.25 s) is a truncated file
     truncation_tolerance: Annotated[float, Field(gt=0, le=1)] = 0.8
     expect_video: bool | None = field(default=None, metadata={"internal": True})  # None: iff a video stream

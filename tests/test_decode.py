@@ -154,6 +154,22 @@ def test_no_audio_silence_overlong(tmp_path):
     assert segment.ok and segment.duration_s == pytest.approx(1.0, abs=0.03)
 
 
+
+def test_quiet_speech_with_long_pauses_is_not_silence(tmp_path):
+    """Silence is a dead channel, not a quiet speaker: a 0.3 s word at -51 dBFS in 3 s of
+    pause has a whole-clip RMS near -61 dBFS (under the -60 dBFS bar) and is kept; a steady
+    hiss at -66 dBFS is silence."""
+    rng = np.random.default_rng(3)
+    audio = np.zeros(3 * AUDIO_RATE)
+    tone = np.sin(2 * np.pi * 220 * np.arange(int(0.3 * AUDIO_RATE)) / AUDIO_RATE)
+    audio[AUDIO_RATE:AUDIO_RATE + tone.size] = 10 ** (-51 / 20) * np.sqrt(2) * tone
+    assert np.sqrt(np.mean(audio ** 2)) < DecodeSettings().silence_rms
+    got = decode_utterance(str(_wav(tmp_path / "quiet_word.wav", audio)))
+    assert got.ok and got.reason is None
+    hiss = 10 ** (-66 / 20) * rng.standard_normal(3 * AUDIO_RATE)
+    got = decode_utterance(str(_wav(tmp_path / "hiss.wav", hiss)))
+    assert got.reason == "silence" and "loudest 0.25 s" in got.detail
+
 def test_one_open_per_file(tmp_path, monkeypatch):
     clip = make_clip(tmp_path / "a.mp4", seconds=1.0)
     wav = _wav(tmp_path / "a.wav", 0.2 * np.ones(AUDIO_RATE))

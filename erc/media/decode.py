@@ -13,7 +13,9 @@ was wrong:
 | no_audio         | no audio stream (and no separate audio file)                          |
 | overlong_clip    | the container says the utterance is longer than ``max_clip_seconds``  |
 |                  | (checked before decoding anything)                                    |
-| silence          | audio RMS below ``silence_rms``                                       |
+| silence          | the loudest 0.25 s of the audio (30 ms frames) has an RMS below       |
+|                  | ``silence_rms``: a dead channel, not a quiet speaker whose pauses     |
+|                  | pull the whole clip's RMS under the bar (some RAVDESS recordings)     |
 | no_frames        | video was expected (a video stream, or ``expect_video=True``) and no  |
 |                  | frame was decoded                                                     |
 
@@ -34,6 +36,7 @@ import numpy as np
 from erc.recipes import DecodeSettings
 
 AUDIO_RATE = 16_000
+LOUDEST_S, FRAME_S = 0.25, 0.03  # the silence test's span (about a short word) and frame
 DECODE_REASONS = ("unreadable_media", "no_audio", "overlong_clip", "silence", "no_frames")
 
 
@@ -99,6 +102,17 @@ def _wav_declared_seconds(path: str) -> float | None:
                     handle.seek(size + (size & 1), 1)
     except OSError:
         return None
+
+
+def loudest_rms(audio: np.ndarray, rate: int = AUDIO_RATE) -> float:
+    """RMS of the loudest ``LOUDEST_S`` of ``audio``, over ``FRAME_S`` frames (all of it
+    when shorter): whether anyone speaks, whatever the share of pauses in the clip."""
+    step = int(rate * FRAME_S)
+    n = max(1, audio.size // step)
+    frames = audio[: n * step].reshape(n, -1) if audio.size >= step else audio[None, :]
+    power = np.mean(np.square(frames, dtype=np.float64), axis=1)
+    k = min(n, max(1, round(LOUDEST_S / FRAME_S)))
+    return float(np.sqrt(np.mean(np.partition(power, n - k)[n - k:])))
 
 
 def _frame_size(width: int, height: int, max_side: int | None) -> tuple[int, int, float]:
@@ -297,9 +311,10 @@ def _decode_utterance(media_path, audio_path, start_s, end_s, settings: DecodeSe
         for time, frame in frames:
             result.frames.append(frame.to_ndarray(format="rgb24", width=width, height=height))
             result.frame_times.append(round(time - start, 4))
-    rms = float(np.sqrt(np.mean(np.square(audio, dtype=np.float64))))
+    rms = loudest_rms(audio)
     if rms < settings.silence_rms:
-        result.reason, result.detail = "silence", f"audio RMS {rms:.2e} < {settings.silence_rms:g}"
+        result.reason, result.detail = "silence", (f"audio RMS {rms:.2e} over its loudest "
+                                                   f"{LOUDEST_S:g} s < {settings.silence_rms:g}")
     elif expect_video and not result.frames:
         result.reason, result.detail = "no_frames", f"{media_path}: the video stream yielded no frame"
     return result
