@@ -168,17 +168,17 @@ def run_epochs(config: dict, *, rank: int, world: int, device, prepare, checkpoi
                        "train_seconds": train_seconds,
                        "train_units_per_s": task.n_train / world / max(train_seconds, 1e-9),
                        **{f"dev_{k}": dev[k] for k in ("accuracy", "weighted_f1", "macro_f1")}}
-            if report_split:
-                if dev[tc.metric] > best:  # a new best-dev model: its held-out figure
-                    held_out = evaluate_task(task, unwrap(model), report_split,
-                                             device)["weighted_f1"]
-                metrics[HELD_OUT] = held_out
         if world > 1:
             box = [metrics]
             dist.broadcast_object_list(box, src=0)
             metrics = box[0]
         score = metrics[f"dev_{tc.metric}"]
-        if score > best:
+        improved = score > best
+        if rank == 0 and report_split:  # Ray keeps rank 0's metrics; the others need none
+            if improved:  # a new best-dev model: its held-out figure
+                held_out = evaluate_task(task, unwrap(model), report_split, device)["weighted_f1"]
+            metrics[HELD_OUT] = held_out
+        if improved:
             best, bad_epochs = score, 0
         else:
             bad_epochs += 1
