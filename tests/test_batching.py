@@ -1,7 +1,8 @@
-"""The preprocessing stages call each model once per batch of utterances (every sampled
-frame of every clip through the face detector, every face through the embedder, every clip
-through the speaker and text models); the bench's sequential loop calls them once per
-utterance. Both must give the same features, to a stated tolerance:
+"""The preprocessing stages call each model once per batch of utterances (on a GPU every
+sampled frame of every clip through the face detector; on a CPU each clip's frames on their
+own, see ``FaceStage``; every face through the embedder, every clip through the speaker and
+text models); the bench's sequential loop calls them once per utterance. Both must give the
+same features, to a stated tolerance:
 
 | what                     | tolerance                                                  |
 |--------------------------|------------------------------------------------------------|
