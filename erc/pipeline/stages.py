@@ -33,6 +33,7 @@ from __future__ import annotations
 
 import json
 import time
+from itertools import groupby
 from typing import Any, ClassVar
 
 import numpy as np
@@ -288,13 +289,10 @@ class FaceStage(_ModelStage):
         detector = self.backends["face_detect"]
         if str(getattr(detector, "device", "cpu")).startswith("cuda"):
             return detector.detect(frames)
-        out, start = [], 0
-        while start < len(frames):
-            end = start
-            while end < len(frames) and owner[end][0] == owner[start][0]:
-                end += 1
-            out.extend(detector.detect(frames[start:end]))
-            start = end
+        out = []
+        for _, clip in groupby(range(len(frames)), key=lambda j: owner[j][0]):
+            clip = list(clip)
+            out.extend(detector.detect(frames[clip[0]:clip[-1] + 1]))
         return out
 
     def write(self, batch, results):
