@@ -390,20 +390,27 @@ def test_stage_resources_fit_the_cluster():
     assert set(text_only) == {"decode", "text"} and text_only["text"]["batch_size"] == 512
 
 
+def _decoded(rows: list[dict]) -> pa.Table:
+    """The decode stage's output for sample rows: what the model stages read."""
+    from erc.pipeline.stages import DecodeStage
+
+    batch = utterance_table([{"utterance_id": r["utterance_id"], "corpus": "s", "split": "t",
+                              "dialogue_id": "d", "turn": i, "speaker": r["speaker"], "text": r["text"],
+                              "media_path": str(SAMPLE / r["media"])} for i, r in enumerate(rows)])
+    return DecodeStage(DecodeSettings())(
+        batch.select(["utterance_id", "text", "media_path", "audio_path", "start_s", "end_s"]))
+
+
 def test_a_row_a_model_rejects_fails_alone():
     """The backend raises on one row of a batch: that row becomes model_error, the others
     are computed (the batch is retried row by row)."""
     from dataclasses import asdict
 
     from erc.backends.registry import profile_specs, resolve
-    from erc.pipeline.stages import ASRStage, DecodeStage
+    from erc.pipeline.stages import ASRStage
 
     rows = _sample_rows()[:2]
-    batch = utterance_table([{"utterance_id": r["utterance_id"], "corpus": "s", "split": "t",
-                              "dialogue_id": "d", "turn": i, "speaker": r["speaker"], "text": r["text"],
-                              "media_path": str(SAMPLE / r["media"])} for i, r in enumerate(rows)])
-    decoded = DecodeStage(DecodeSettings())(
-        batch.select(["utterance_id", "text", "media_path", "audio_path", "start_s", "end_s"]))
+    decoded = _decoded(rows)
     audio = decoded.column("_audio").to_pylist()
     audio[1] = np.full(16000, np.nan, dtype=np.float32).tobytes()  # what no decoder should give
     decoded = decoded.set_column(decoded.schema.get_field_index("_audio"), "_audio",
@@ -427,14 +434,10 @@ def test_faces_of_a_clip_do_not_depend_on_the_clips_batched_with_it():
     from dataclasses import asdict
 
     from erc.backends.registry import profile_specs, resolve
-    from erc.pipeline.stages import DecodeStage, FaceStage
+    from erc.pipeline.stages import FaceStage
 
     rows = _sample_rows()[:16]
-    batch = utterance_table([{"utterance_id": r["utterance_id"], "corpus": "s", "split": "t",
-                              "dialogue_id": "d", "turn": i, "speaker": r["speaker"], "text": r["text"],
-                              "media_path": str(SAMPLE / r["media"])} for i, r in enumerate(rows)])
-    decoded = DecodeStage(DecodeSettings())(
-        batch.select(["utterance_id", "text", "media_path", "audio_path", "start_s", "end_s"]))
+    decoded = _decoded(rows)
     specs = profile_specs("offline")
     stage = FaceStage({role: asdict(resolve(specs[role])) for role in FaceStage.roles}, num_cpus=1)
     together = stage(decoded).column("faces").to_pylist()
