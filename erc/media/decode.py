@@ -109,7 +109,7 @@ def loudest_rms(audio: np.ndarray, rate: int = AUDIO_RATE) -> float:
     when shorter): whether anyone speaks, whatever the share of pauses in the clip."""
     step = int(rate * FRAME_S)
     n = max(1, audio.size // step)
-    frames = audio[: n * step].reshape(n, -1) if audio.size >= step else audio[None, :]
+    frames = audio[: n * step].reshape(n, -1)  # n is 1 for a clip shorter than a frame
     power = np.mean(np.square(frames, dtype=np.float64), axis=1)
     k = min(n, max(1, round(LOUDEST_S / FRAME_S)))
     return float(np.sqrt(np.mean(np.partition(power, n - k)[n - k:])))

@@ -33,7 +33,6 @@ from __future__ import annotations
 
 import json
 import time
-from itertools import groupby
 from typing import Any, ClassVar
 
 import numpy as np
@@ -259,14 +258,14 @@ class FaceStage(_ModelStage):
         return [i for i in super().eligible(batch) if n_frames[i]]
 
     def compute(self, batch, rows):
-        frames, owner = [], []
+        clips = []  # each row's sampled frames
         for i in rows:
             shape = batch.column("_frame_shape")[i].as_py()
             stack = np.frombuffer(batch.column("_frames")[i].as_py(), dtype=np.uint8)
-            stack = stack.reshape(-1, *shape)
-            frames.extend(stack[k] for k in range(stack.shape[0]))
-            owner.extend((i, k) for k in range(stack.shape[0]))
-        detections = self._detect(frames, owner)
+            clips.append(list(stack.reshape(-1, *shape)))
+        frames = [frame for clip in clips for frame in clip]
+        owner = [(i, k) for i, clip in zip(rows, clips) for k in range(len(clip))]
+        detections = self._detect(clips)
         boxes = [[face.box for face in found] for found in detections]
         embeddings = self.backends["face_embed"].embed(frames, boxes)
         per_row: dict[int, list] = {i: [] for i in rows}
@@ -281,19 +280,16 @@ class FaceStage(_ModelStage):
                     "embedding": None if not np.isfinite(vector).all() else vector.tolist()})
         return [per_row[i] for i in rows]
 
-    def _detect(self, frames: list, owner: list[tuple[int, int]]) -> list:
-        """On a CPU each clip's frames are detected on their own: the detector's arithmetic
-        then never depends on which clips share the batch (it moves boxes by about 1e-4 px,
-        enough to flip the embedder's pixel rounding now and then), so a resumed pass gives
-        what a clean one gives. On a GPU one call spans the batch's clips, for throughput."""
+    def _detect(self, clips: list[list]) -> list:
+        """Each frame's faces, clip after clip. On a CPU each clip's frames are detected on
+        their own: the detector's arithmetic then never depends on which clips share the
+        batch (it moves boxes by about 1e-4 px, enough to flip the embedder's pixel rounding
+        now and then), so a resumed pass gives what a clean one gives. On a GPU one call
+        spans the batch's clips, for throughput."""
         detector = self.backends["face_detect"]
         if str(getattr(detector, "device", "cpu")).startswith("cuda"):
-            return detector.detect(frames)
-        out = []
-        for _, clip in groupby(range(len(frames)), key=lambda j: owner[j][0]):
-            clip = list(clip)
-            out.extend(detector.detect(frames[clip[0]:clip[-1] + 1]))
-        return out
+            return detector.detect([frame for clip in clips for frame in clip])
+        return [found for clip in clips for found in detector.detect(clip)]
 
     def write(self, batch, results):
         faces = [results.get(i, [] if s == "ok" else None)
