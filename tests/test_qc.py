@@ -17,7 +17,7 @@ from erc.qc.calibration import binomial_mixture, clean_error_rate, mixture_thres
 from erc.qc.decisions import QCConfig, read_relabels, run_qc
 from erc.qc.embeddings import clusters_of, l2_normalise, robust_reference
 from erc.qc.faces import FaceConfig, check_faces, tracks_of
-from erc.qc.speakers import SpeakerConfig, check_speakers, leave_one_out
+from erc.qc.speakers import CLOSER_KEY, SpeakerConfig, check_speakers, leave_one_out, neighbour_similarity
 from erc.qc.text import normalise, number_to_words
 from erc.qc.timing import edge_words
 from erc.schema import utterance_table
@@ -405,12 +405,47 @@ def test_voice_closer_to_another_speaker_is_flagged_and_clean_voices_are_not():
     assert [r["proposed_speaker"] for r in rows if r["speaker_status"] == "other_speaker"] == \
         [t for t in truth if t is not None]
     assert all(r["speaker_pass"] for r, t in zip(rows, truth) if t is None)
-    closer = summary["calibration"]["other_speaker: closer to another reference by"]
+    closer = summary["calibration"][CLOSER_KEY]
     assert closer["source"] == "calibrated" and "upper 0.02 tail" in closer["why"]
     # The wrong clips sit far above the boundary, the clean ones below it.
-    gaps = [r["speaker_lookalike_sim"] - r["speaker_sim"] for r in rows]
+    gaps = [r["speaker_gap"] for r in rows]
     assert max(g for g, t in zip(gaps, truth) if t is None) < closer["value"]
     assert min(g for g, t in zip(gaps, truth) if t is not None) > closer["value"]
+
+
+def test_neighbour_similarity_leaves_the_row_out_and_takes_the_nearest():
+    x = l2_normalise(np.array([[1, 0], [1, 0.1], [1, 0.5], [0, 1], [0.1, 1]], dtype=np.float32))
+    pools = [np.array([True, True, True, False, False]), np.array([False] * 3 + [True, False]),
+             np.zeros(5, dtype=bool)]
+    out = neighbour_similarity(x, pools, k=1, block=2)  # blocks of 2: the edges are crossed
+    sims = x @ x.T
+    # Row 0's nearest other member of pool 0 is row 1, not itself.
+    assert out[0, 0] == pytest.approx(sims[0, 1], abs=1e-6)
+    assert out[2, 0] == pytest.approx(sims[2, 1], abs=1e-6)
+    assert out[4, 1] == pytest.approx(sims[4, 3], abs=1e-6)
+    assert np.isnan(out[3, 1])  # the pool holds only the row itself
+    assert np.all(np.isnan(out[:, 2]))  # an empty pool
+    two = neighbour_similarity(x, pools, k=2)
+    assert two[0, 0] == pytest.approx((sims[0, 1] + sims[0, 2]) / 2, abs=1e-6)
+    assert two[3, 0] == pytest.approx(np.sort(sims[3, :3])[-2:].mean(), abs=1e-6)
+
+
+def test_several_clips_of_another_voice_under_one_label_do_not_vouch_for_each_other():
+    """Four clips of s1's voice under s0: their nearest s0 utterances would be each other;
+    only the utterances s0's reference holds count as s0's, so all four are caught."""
+    rng = np.random.default_rng(5)
+    voices = l2_normalise(rng.standard_normal((6, 128)))
+    labels, emb, wrong = [], [], []
+    for k in range(6):
+        labels += [f"s{k}"] * 25
+        emb += list(_cloud(rng, voices[k], 25, 0.05))
+        wrong += [False] * 25
+    labels += ["s0"] * 4
+    emb += list(_cloud(rng, voices[1], 4, 0.05))
+    wrong += [True] * 4
+    rows, _ = check_speakers(labels, emb, [3.0] * len(labels), config=SpeakerConfig(neighbours=3))
+    assert [r["speaker_status"] == "other_speaker" for r in rows] == wrong
+    assert {r["proposed_speaker"] for r, w in zip(rows, wrong) if w} == {"s1"}
 
 
 def _ravdess_speaker_embeddings(per_actor: dict[str, int]):

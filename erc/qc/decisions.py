@@ -84,6 +84,7 @@ DECISION_SCHEMA = pa.schema([
     ("speaker_status", pa.string()), ("speaker_pass", pa.bool_()), ("speaker_sim", pa.float64()),
     ("speaker_z", pa.float64()),  # robust sds from the label's median similarity
     ("speaker_lookalike", pa.string()), ("speaker_lookalike_sim", pa.float64()),
+    ("speaker_gap", pa.float64()),  # lookalike's nearest utterances minus its own's
     ("proposed_speaker", pa.string()), ("relabel_reason", pa.string()),
     ("relabel_applied", pa.bool_()), ("final_speaker", pa.string()),
     # outcome
@@ -261,7 +262,7 @@ def decide(utterances: pa.Table, features: dict[str, dict], models: list[dict],
             face_judged_labels(final, tracks, config.faces) if "face" in config.checks else set())
         for first_row, second_row in zip(speak, second):
             for key in ("speaker_status", "speaker_pass", "speaker_sim", "speaker_z",
-                        "speaker_lookalike", "speaker_lookalike_sim"):
+                        "speaker_lookalike", "speaker_lookalike_sim", "speaker_gap"):
                 first_row[key] = second_row[key]
         summary["speaker"]["after_relabel"] = {
             "references": second_summary["references"],
@@ -316,6 +317,7 @@ def decide(utterances: pa.Table, features: dict[str, dict], models: list[dict],
             "speaker_sim": sp.get("speaker_sim"), "speaker_z": sp.get("speaker_z"),
             "speaker_lookalike": sp.get("speaker_lookalike"),
             "speaker_lookalike_sim": sp.get("speaker_lookalike_sim"),
+            "speaker_gap": sp.get("speaker_gap"),
             "proposed_speaker": sp.get("proposed_speaker"), "relabel_reason": sp.get("relabel_reason"),
             "relabel_applied": applied[i], "final_speaker": final[i],
             "reasons": reasons, "first_reason": reasons[0] if reasons else None,

@@ -18,6 +18,7 @@ import numpy as np
 
 from erc import io
 from erc.qc.alignment import LENGTH_BUCKETS, PASSING, length_bucket
+from erc.qc.speakers import CLOSER_KEY
 
 EXAMPLES_PER_STATUS = 8
 STATUS_COLUMNS = {"alignment": "alignment_status", "face": "face_status",
@@ -123,7 +124,7 @@ def report_data(decisions, summary: dict) -> dict:
                           if (summary.get("speaker") or {}).get(k) is not None],
             "speaker_same_person": (summary.get("speaker") or {}).get("same_person"),
             "speaker_closer": (((summary.get("speaker") or {}).get("calibration") or {}).get(
-                "other_speaker: closer to another reference by") or {}).get("value"),
+                CLOSER_KEY) or {}).get("value"),
         },
         "calibration": calibration_rows(summary),
         "face": {k: v for k, v in (summary.get("face") or {}).items() if k != "reference_support"},
@@ -307,12 +308,12 @@ def plots(decisions, data: dict) -> dict[str, bytes]:
                          "robust standard deviations (centred embeddings)")
             gaps = defaultdict(list)
             for r in speaker_sims:
-                if r["speaker_lookalike_sim"] is not None:
-                    gaps[r["speaker_status"]].append(r["speaker_lookalike_sim"] - r["speaker_sim"])
+                if r.get("speaker_gap") is not None:
+                    gaps[r["speaker_status"]].append(r["speaker_gap"])
             if gaps:
                 _hist(axes[2], dict(gaps), th["speaker_closer"],
-                      "voice: closer to another label's reference than to its own",
-                      "similarity to the nearest other reference minus to its own")
+                      "voice: closer to another label's utterances than to its own",
+                      "similarity to another label's nearest utterances minus to its own")
         out["identity_scores"] = _png(fig)
 
     for key, title in (("by_split", "split"), ("by_emotion", "emotion")):
@@ -410,9 +411,9 @@ def render_html(data: dict, images: dict[str, bytes]) -> str:
         _table(data["alignment_by_length"]),
         img("alignment_by_length"),
         "<h2>Face and speaker identity</h2>",
-        f"<p>Face match threshold {th['face']}. Voices are judged against every label's "
-        f"reference, each utterance against its own label's reference built without it: "
-        f"other speaker when another label's reference is closer than its own by more than "
+        f"<p>Face match threshold {th['face']}. Each voice is compared with its nearest "
+        f"utterances of every label (itself left out): other speaker when another label's "
+        f"come closer than its own by more than "
         f"{th['speaker_closer'] if th['speaker_closer'] is None else round(th['speaker_closer'], 3)} "
         f"(the corpus's own speakers come that close rarely: the upper tail of their "
         f"component, see the thresholds table); unlike its label below "
