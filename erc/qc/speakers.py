@@ -101,7 +101,7 @@ class SpeakerConfig:
     # 0.02: 0.968 / 0.968; 3: 0.938 / 0.968; alpha 0.01: 0.967 / 0.935, 0.05: 0.909 /
     # 0.968; against each label's (leave-one-out) reference instead of its neighbours,
     # 0.967 / 0.935. closer_default where the gaps show no second population.
-    neighbours: int = 5
+    neighbours: int = 5  # other_speaker: the nearest utterances of each label compared
     closer_alpha: float = 0.02
     closer_default: float = 0.2
     closer_floor: float = 0.05
