@@ -14,7 +14,9 @@ stray ``part-*.parquet`` files beside them (a ``--limit`` run leaves the others 
 
 from __future__ import annotations
 
+import contextlib
 import json
+from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
@@ -38,14 +40,21 @@ def utterance_file(path: str | Path) -> Path:
     return file
 
 
+@contextlib.contextmanager
+def readable(file: Path) -> Iterator[None]:
+    """pyarrow's error on a damaged or foreign file as a one-line InputError."""
+    try:
+        yield
+    except (pa.ArrowInvalid, OSError) as err:
+        raise InputError(f"{file}: not a readable Parquet table ({err})") from None
+
+
 def read_utterances(path: str | Path) -> pa.Table:
     """The utterance table in a folder (``utterances.parquet``) or the file itself, checked:
     the canonical columns present, ``utterance_id`` unique and non-null."""
     file = utterance_file(path)
-    try:
+    with readable(file):
         table = pq.read_table(file)
-    except (pa.ArrowInvalid, OSError) as err:
-        raise InputError(f"{file}: not a readable Parquet table ({err})") from None
     missing = [c for c in REQUIRED_UTTERANCE_COLUMNS if c not in table.column_names]
     if missing:
         raise InputError(f"{file}: not an utterance table, it lacks {', '.join(missing)}")
@@ -95,13 +104,15 @@ def read_features(path: str | Path, columns: list[str] | None = None) -> pa.Tabl
     """The feature table (every listed part, or ``columns`` of it), by utterance_id."""
     tables = []
     for part in feature_parts(path):
-        names = pq.read_schema(part).names
+        with readable(part):
+            names = pq.read_schema(part).names
         lacking = [c for c in ("utterance_id", "status") if c not in names]
         if lacking:
             raise InputError(f"{part}: not a feature table of `erc preprocess` (it lacks "
                              f"{', '.join(lacking)})")
-        tables.append(pq.read_table(part, columns=None if columns is None else
-                                    [c for c in columns if c in names]))
+        with readable(part):
+            tables.append(pq.read_table(part, columns=None if columns is None else
+                                        [c for c in columns if c in names]))
     if not tables:
         raise InputError(f"{path}: no feature rows")
     return pa.concat_tables(tables, promote_options="default").sort_by("utterance_id")
@@ -111,7 +122,9 @@ def feature_models(path: str | Path) -> list[dict]:
     """The model records of a feature table (from its first part's schema)."""
     from erc.features import models_of
 
-    return models_of(pq.read_schema(feature_parts(path)[0]))
+    first = feature_parts(path)[0]
+    with readable(first):
+        return models_of(pq.read_schema(first))
 
 
 def read_vectors(path: str | Path, column: str) -> dict[str, np.ndarray]:
@@ -119,9 +132,10 @@ def read_vectors(path: str | Path, column: str) -> dict[str, np.ndarray]:
     Parquet file keyed by utterance_id; nulls and empty rows are left out."""
     out: dict[str, np.ndarray] = {}
     for part in feature_parts(path):
-        if column not in pq.read_schema(part).names:
-            continue
-        table = pq.read_table(part, columns=["utterance_id", column])
+        with readable(part):
+            if column not in pq.read_schema(part).names:
+                continue
+            table = pq.read_table(part, columns=["utterance_id", column])
         for uid, vector in zip(table.column("utterance_id").to_pylist(),
                                table.column(column).to_pylist()):
             if vector is not None and len(vector):

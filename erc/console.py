@@ -39,6 +39,7 @@ from pathlib import Path
 
 import yaml
 
+from erc import io
 from erc.redaction import redact
 
 LOG_FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
@@ -151,7 +152,7 @@ def run_log(path: Path) -> Iterator[Path]:
     leaving the block is written there with its traceback."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    with open(path, "a", encoding="utf-8") as handle:
+    with io.open_no_link(path, "a", encoding="utf-8") as handle:
         _state.log, _state.hidden_warnings = _LogFile(handle), 0
         _state.log.write(f"\n=== {time.strftime('%Y-%m-%d %H:%M:%S')} erc "
                          f"{' '.join(sys.argv[1:])}\n")

@@ -9,8 +9,11 @@ Output folders: erc writes only into folders it owns. A folder erc creates gets 
 file (``.erc``); a folder that already holds files and no marker belongs to someone else,
 and erc refuses to write there unless told ``overwrite=True`` (the CLI's ``--overwrite``),
 which adopts it. Removals go through ``remove_owned``, which deletes only what erc's own
-records list. A lock file (``.erc.lock``) serialises two runs on the same folder: the
-second fails at once with a message naming the folder.
+records list: a folder erc writes whole (a model) carries the list of its files
+(``.erc-files.json``, written by ``seal``), and erc will not remove such a folder while it
+holds anything else. A lock file (``.erc.lock``) serialises two runs on the same folder:
+the second fails at once with a message naming the folder. erc follows no link out of its
+folders: a link where its lock or log goes is an error, not a way out.
 """
 
 from __future__ import annotations
@@ -19,6 +22,7 @@ import contextlib
 import fcntl
 import json
 import os
+import re
 import secrets
 import shutil
 from collections.abc import Iterator
@@ -32,6 +36,8 @@ MARKER = ".erc"  # present in every output folder erc created or adopted
 LOCK = ".erc.lock"
 MIRROR_INDEX = ".erc-mirror.json"  # what the local copy of a storage URI holds (erc.storage)
 SCRATCH_SUFFIX = ".tmp"
+_SCRATCH = re.compile(r"^\..+\.\d+-[0-9a-f]{8}\.tmp$")  # atomic_path's temporary names
+FILE_INDEX = ".erc-files.json"  # in a folder erc wrote whole: the files it wrote there
 
 
 @contextlib.contextmanager
@@ -105,13 +111,49 @@ def _json_default(value: Any):
 
 
 def is_scratch(name: str) -> bool:
-    """Files that are never results: temporary files mid-write and the lock."""
-    return name.endswith(SCRATCH_SUFFIX) or name == LOCK
+    """Files that are never results: erc's temporary files mid-write and the lock (named
+    as only erc names them: a user's ``draft.tmp`` is not erc's)."""
+    return bool(_SCRATCH.match(name)) or name == LOCK
 
 
 def is_bookkeeping(name: str) -> bool:
     """erc's own files in an output folder that are not results."""
-    return is_scratch(name) or name in (MARKER, MIRROR_INDEX)
+    return is_scratch(name) or name in (MARKER, MIRROR_INDEX, FILE_INDEX)
+
+
+def open_no_link(path: str | Path, mode: str = "a", encoding: str | None = None):
+    """``open(path, mode)`` for erc's own lock and log files, refusing a symbolic link in
+    their place (which would let erc write outside its folder)."""
+    flags = {"a": os.O_WRONLY | os.O_APPEND, "a+": os.O_RDWR | os.O_APPEND}[mode]
+    try:
+        fd = os.open(path, flags | os.O_CREAT | os.O_NOFOLLOW, 0o644)
+    except OSError as error:
+        if Path(path).is_symlink():
+            raise OwnershipError(f"{path}: is a link; erc writes its own files only, not through "
+                                 f"links (remove the link and run again)") from None
+        raise error
+    return os.fdopen(fd, mode, encoding=encoding)
+
+
+def seal(folder: str | Path) -> Path:
+    """Records the files of ``folder``, which erc has just written whole (a model), so that
+    replacing it later removes those files and nothing a user put there."""
+    folder = Path(folder)
+    files = sorted(p.relative_to(folder).as_posix() for p in folder.rglob("*")
+                   if not p.is_dir() and p.name != FILE_INDEX)
+    write_json(folder / FILE_INDEX, files)
+    return folder
+
+
+def _unlisted(folder: Path) -> list[str]:
+    """Files of a sealed folder that its index does not list (none when it has no index)."""
+    index = folder / FILE_INDEX
+    if not index.is_file():
+        return []
+    listed = set(json.loads(index.read_text()))
+    return sorted(p.relative_to(folder).as_posix() for p in folder.rglob("*")
+                  if not p.is_dir() and p.name != FILE_INDEX and not is_scratch(p.name)
+                  and p.relative_to(folder).as_posix() not in listed)
 
 
 # -- output folders -----------------------------------------------------------------------
@@ -154,7 +196,7 @@ def locked(folder: str | Path) -> Iterator[None]:
         yield
         return
     folder.mkdir(parents=True, exist_ok=True)
-    with open(folder / LOCK, "a+") as handle:
+    with open_no_link(folder / LOCK, "a+") as handle:
         try:
             fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
@@ -178,6 +220,11 @@ def remove_owned(folder: str | Path, relative: str | Path) -> None:
     if folder.resolve() not in target.resolve().parents:
         raise OwnershipError(f"{target}: outside {folder}; left in place")
     if target.is_dir() and not target.is_symlink():
+        foreign = _unlisted(target)
+        if foreign:
+            shown = ", ".join(foreign[:3]) + (f" and {len(foreign) - 3} more" if len(foreign) > 3 else "")
+            raise OwnershipError(f"{target}: holds files erc did not write ({shown}); erc "
+                                 f"replaces this folder, so move them out and run again")
         shutil.rmtree(target)
     elif target.exists() or target.is_symlink():
         target.unlink()

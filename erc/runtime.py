@@ -19,6 +19,7 @@ import contextlib
 import logging
 import os
 import secrets
+import shutil
 import socket
 import sys
 import tempfile
@@ -89,6 +90,7 @@ def _home_for_ray_processes() -> Iterator[None]:
 
 
 _embedded = False  # whether this process started the Ray it is connected to
+_temp_dir: str | None = None  # the embedded Ray's session folder, removed at shutdown
 
 
 def embedded() -> bool:
@@ -176,7 +178,8 @@ def connect(address: str | None = None, num_cpus: int | None = None,
                 "leave out --address / RAY_ADDRESS to run on an embedded Ray.") from err
         console.attach_to_ray()
         return f"ray cluster at {address}"
-    global _embedded
+    global _embedded, _temp_dir
+    _temp_dir = tempfile.mkdtemp(prefix="ray-", dir="/tmp")
     with _home_for_ray_processes():
         ray.init(
             address="local",
@@ -185,7 +188,7 @@ def connect(address: str | None = None, num_cpus: int | None = None,
             include_dashboard=dashboard,
             dashboard_host="127.0.0.1",
             _node_ip_address="127.0.0.1",
-            _temp_dir=tempfile.mkdtemp(prefix="ray-", dir="/tmp"),
+            _temp_dir=_temp_dir,
             configure_logging=False,  # erc.console owns what reaches the console
             log_to_driver=True,
             runtime_env={"worker_process_setup_hook": "erc.console.quiet_worker_logs"},
@@ -199,7 +202,9 @@ def connect(address: str | None = None, num_cpus: int | None = None,
 
 def shutdown() -> None:
     ray = sys.modules.get("ray")  # never import Ray just to stop it
-    global _embedded
+    global _embedded, _temp_dir
     if ray is not None and ray.is_initialized():
         ray.shutdown()
-    _embedded = False
+    if _temp_dir is not None:  # the embedded Ray's sessions and logs: nothing outlives the run
+        shutil.rmtree(_temp_dir, ignore_errors=True)
+    _embedded, _temp_dir = False, None

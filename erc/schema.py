@@ -28,6 +28,8 @@ from __future__ import annotations
 
 import pyarrow as pa
 
+from erc.redaction import redact
+
 UTTERANCE_SCHEMA = pa.schema(
     [
         pa.field("utterance_id", pa.string(), nullable=False),
@@ -98,5 +100,8 @@ def utterance_table(rows: list[dict]) -> pa.Table:
 
 
 def problem_table(rows: list[dict]) -> pa.Table:
-    columns = {field.name: [row.get(field.name) for row in rows] for field in PROBLEM_SCHEMA}
+    """Problem rows as a table; their texts quote the input, so credentials are masked."""
+    columns = {field.name: [redact(v) if isinstance(v, str) else v
+                            for v in (row.get(field.name) for row in rows)]
+               for field in PROBLEM_SCHEMA}
     return pa.table(columns, schema=PROBLEM_SCHEMA)

@@ -39,6 +39,7 @@ SCHEMES = ("s3", "gs", "gcs", "abfs", "abfss", "hdfs", "viewfs", "file")
 # it ends at whitespace or at the ``#column`` suffix of a feature argument.
 URI_PATTERN = re.compile(rf"(?:{'|'.join(SCHEMES)})://[^\s#]+")
 _BARE_SCHEME = re.compile(rf"(?:^|[\s:])((?:{'|'.join(SCHEMES)})://)(?=$|[\s#])")  # "s3://" alone
+_ANY_SCHEME = re.compile(r"^([a-z][a-z0-9+.-]*)://", re.IGNORECASE)  # what an output must not be
 INDEX = io.MIRROR_INDEX  # what the local copy holds of each remote file
 CHUNK = 8 << 20  # bytes per read when copying to or from the store
 RAY_STORAGE = "ray"  # Ray Train/Tune's folder beside a job's outputs (written by Ray itself)
@@ -123,6 +124,7 @@ def _local_copy(base: Path, uri: str, folder: bool) -> Path:
     copy keeps its name (``erc train`` names its run after the output folder)."""
     key = base / hashlib.sha256(uri.rstrip("/").encode()).hexdigest()[:16]
     name = uri.rstrip("/").split("?")[0].rsplit("/", 1)[-1]
+    name = name.rsplit("@", 1)[-1]  # a bucket's root: its name, never the credentials before it
     return key / name if folder and name and "://" not in name else key
 
 
@@ -336,6 +338,10 @@ def run_with_uris(main: Callable[[list[str]], int], argv: list[str], cache: Path
         if bare:
             raise StorageError(f"{bare.group(1)}: a storage URI needs a bucket or host and a "
                                f"path (e.g. s3://bucket/runs/x)")
+        foreign = _ANY_SCHEME.match(value) if option in output_options else None
+        if foreign and foreign.group(1).lower() not in SCHEMES:
+            raise StorageError(f"{redact(value)}: erc writes to a local folder or to "
+                               f"{', '.join(s + '://' for s in SCHEMES)}, not {foreign.group(1)}://")
         if option in output_options and is_uri(value):
             outputs.append(value)
             return f"\0output{len(outputs) - 1}"

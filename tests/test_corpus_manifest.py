@@ -347,6 +347,15 @@ def test_infinite_turn_is_a_problem_row(tmp_path):
         (3, "bad_turn"), (4, "bad_turn")]
 
 
+def test_a_bad_turn_keeps_the_rows_own_id(tmp_path):
+    path = tmp_path / "m.csv"
+    path.write_text("utterance_id,dialogue_id,speaker,text,turn\n"
+                    "u0,d,A,ok,0\nu1,d,B,bad turn,-1\n")
+    result = checked(read_manifest(path))
+    assert [(p["utterance_id"], p["reason"]) for p in result.problems.to_pylist()] == [
+        ("u1", "bad_turn")]
+
+
 def test_nan_time_is_bad_time(tmp_path):
     """"nan" is no time: the row is a bad_time problem, not kept with a NaN start."""
     path = tmp_path / "m.csv"

@@ -104,3 +104,13 @@ def test_an_os_error_naming_a_path_is_expected(tmp_path, capsys):
     assert main(["corpus", "summary", str(folder)]) == 2
     err = capsys.readouterr().err.strip()
     assert err.startswith("erc: error: ") and "not-a-corpus" in err and len(err.splitlines()) == 1
+
+
+def test_a_damaged_feature_part_is_one_line(tmp_path, capsys):
+    from erc.artifacts import read_features
+    from erc.errors import InputError
+
+    (tmp_path / "features").mkdir()
+    (tmp_path / "features" / "part-00000.parquet").write_bytes(b"junk\n")
+    with pytest.raises(InputError, match="part-00000.parquet: not a readable Parquet table"):
+        read_features(tmp_path / "features")

@@ -43,6 +43,18 @@ def _run(config, cwd, *options, timeout=600):
                            *options], capture_output=True, text=True, cwd=cwd, timeout=timeout)
 
 
+def test_until_stops_before_building_the_stages_after_it(tmp_path):
+    """`--until ingest` on a fresh folder: the later stages, whose inputs do not exist
+    yet, are not even planned."""
+    manifest, n = _manifest(tmp_path)
+    config = tmp_path / "run.yaml"
+    config.write_text(f"output_dir: {tmp_path / 'run'}\ncorpus: {{path: {manifest.name}}}\n")
+    done = _run(config, tmp_path, "--until", "ingest", timeout=300)
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    assert (tmp_path / "run" / "corpus" / "utterances.parquet").is_file()
+    assert not (tmp_path / "run" / "features").exists()
+
+
 @pytest.fixture(scope="module")
 def text_run(tmp_path_factory):
     """`erc run --verbose` on a transcript-only manifest: (finished process, run folder,

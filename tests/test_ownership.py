@@ -13,6 +13,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
 import pyarrow.parquet as pq
 import pytest
 
@@ -161,6 +162,81 @@ def test_removals_stay_inside_folders_erc_owns(tmp_path):
     with pytest.raises(OwnershipError, match="outside"):
         io.remove_owned(ours, "link/notes.txt")
     assert digests(users) == before
+
+
+def test_a_folder_erc_wrote_whole_is_not_replaced_while_it_holds_a_users_file(tmp_path):
+    ours = io.claim(tmp_path / "run")
+    io.write_bytes(ours / "model" / "weights.bin", b"erc's")
+    io.write_bytes(ours / "model" / "encoder" / "config.json", b"{}")
+    io.seal(ours / "model")
+    (ours / "model" / "mine.txt").write_bytes(b"my notes")
+    before = digests(ours)
+    with pytest.raises(OwnershipError, match="erc did not write \\(mine.txt\\)"):
+        io.remove_owned(ours, "model")
+    assert digests(ours) == before
+    (ours / "model" / "mine.txt").unlink()
+    io.remove_owned(ours, "model")  # only what erc listed: removed
+    assert not (ours / "model").exists()
+
+
+def test_save_model_lists_every_file_it_wrote(tmp_path):
+    from erc.models.adapters import Adapter, save_adapter
+    from erc.recipes import AdapterConfig
+
+    adapter = Adapter(AdapterConfig(in_dim=4, hidden=3, out_dim=2, n_classes=2))
+    folder = save_adapter(io.claim(tmp_path / "a") / "model", adapter, np.zeros((2, 4)),
+                          ["joy", "anger"], ["s1", "s2"])
+    listed = json.loads((folder / io.FILE_INDEX).read_text())
+    assert listed == sorted(p.relative_to(folder).as_posix() for p in folder.rglob("*")
+                            if p.is_file() and p.name != io.FILE_INDEX)
+    io.remove_owned(tmp_path / "a", "model")
+
+
+def test_a_users_file_named_like_scratch_is_still_the_users(tmp_path):
+    users = tmp_path / "mine"
+    users.mkdir()
+    (users / "thesis.tmp").write_bytes(b"draft")
+    assert not io.is_scratch("thesis.tmp") and io.is_scratch(".x.parquet.123-0a1b2c3d.tmp")
+    with pytest.raises(OwnershipError, match="thesis.tmp"):
+        io.claim(users)
+
+
+def test_erc_does_not_write_through_a_link_in_place_of_its_lock_or_log(tmp_path):
+    from erc import console
+
+    ours = io.claim(tmp_path / "run")
+    outside = tmp_path / "outside.txt"
+    (ours / io.LOCK).symlink_to(outside)
+    with pytest.raises(OwnershipError, match="is a link"):
+        with io.locked(ours):
+            pass
+    outside.write_text("mine\n")
+    (ours / "run.log").symlink_to(outside)
+    with pytest.raises(OwnershipError, match="is a link"):
+        with console.run_log(ours / "run.log"):
+            print("a line")
+    assert outside.read_text() == "mine\n"
+
+
+def test_one_folder_holds_one_stage(ingested, capsys):
+    before = digests(ingested)
+    refused(["preprocess", str(ingested), "--out", str(ingested)], capsys,
+            "holds the outputs of erc's ingest stage")
+    assert digests(ingested) == before
+
+
+def test_an_output_uri_erc_cannot_write_is_refused(tmp_path, capsys, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    refused(["corpus", "ingest", str(corpus_csv(tmp_path / "raw")), "--out",
+             "https://user:HTTPSECRET@host/x"], capsys, "https://***@host/x", "not https://")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["raw"]
+
+
+def test_the_local_copy_of_a_bucket_root_is_named_after_the_bucket(tmp_path):
+    from erc.storage import _local_copy
+
+    assert _local_copy(tmp_path, "s3://KEY:SECRET@bucket?region=x", folder=True).name == "bucket"
+    assert _local_copy(tmp_path, "s3://KEY:SECRET@bucket/runs/a", folder=True).name == "a"
 
 
 def test_temporary_names_are_unique_and_cleaned_up(tmp_path):

@@ -21,6 +21,20 @@ def test_embedded_ray_is_on_loopback(ray_local):
     assert ray.get(ray.remote(lambda: 2 + 3).remote()) == 5
 
 
+@pytest.mark.slow
+def test_the_embedded_ray_leaves_no_session_folder_behind():
+    from pathlib import Path
+
+    from erc import runtime
+
+    runtime.shutdown()
+    runtime.connect(num_cpus=1)
+    folder = Path(runtime._temp_dir)
+    assert folder.is_dir() and any(folder.iterdir())
+    runtime.shutdown()
+    assert not folder.exists()
+
+
 def test_the_embedded_ray_token_is_private_and_stable(tmp_path, monkeypatch):
     from erc import runtime
 

@@ -30,6 +30,13 @@ def test_every_form_of_credential_is_redacted():
     assert redact("https://h/f?X-Amz-Signature=abc&X-Amz-Credential=def") == \
         "https://h/f?X-Amz-Signature=***&X-Amz-Credential=***"
     assert redact("no uri here: a=b") == "no uri here: a=b"
+    # A secret with "/" in it (AWS secrets have them); userinfo without its "scheme://" (a
+    # library's message, a URI folded into a path); an address that is no secret
+    assert redact("s3://AKID:SH/H@bucket/x") == "s3://***@bucket/x"
+    assert redact("nothing answers at user:SHH@127.0.0.1:1") == "nothing answers at ***@127.0.0.1:1"
+    assert redact("media /c/s3:/AKID:SH/H@bucket/clip.mp4 does not exist") == \
+        "media /c/***@bucket/clip.mp4 does not exist"
+    assert redact("write to joe@example.com at 12:30") == "write to joe@example.com at 12:30"
     assert redact_data({"storage": "s3://k:s@b/x", "n": [1, "s3://k:s@b/y"]}) == \
         {"storage": "s3://***@b/x", "n": [1, "s3://***@b/y"]}
 
@@ -39,6 +46,17 @@ def test_files_erc_writes_hold_no_credential(tmp_path):
     io.write_text(tmp_path / "report.html", "<code>s3://b/c?secret_key=SHH</code>")
     for path in tmp_path.iterdir():
         assert "SHH" not in path.read_text() and "***" in path.read_text()
+
+
+def test_problem_rows_quote_no_credential(tmp_path):
+    from erc.corpus import read_corpus
+
+    (tmp_path / "m.csv").write_text(
+        "dialogue_id,speaker,text,media\n"
+        "d,Ann,Hi.,s3://AKID:SHH@bucket/clip.mp4\nd,Bob,Hey.,https://u:SHH2@host/clip.mp4\n")
+    problems = read_corpus(tmp_path / "m.csv").problems
+    assert problems.num_rows == 2
+    assert "SHH" not in json.dumps(problems.to_pylist()) and "AKID" not in json.dumps(problems.to_pylist())
 
 
 def test_console_and_run_log_hold_no_credential(tmp_path, capsys):

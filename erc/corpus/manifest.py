@@ -136,6 +136,8 @@ def read_manifest(path: Path, /, mapping: str | Path | dict | None = None,
                 dialogue = (text_value(f["dialogue_id"], "dialogue_id") or "").strip()
                 where.update(split=row_split)
                 uid = text_value(f["utterance_id"], "utterance_id")
+                if uid and uid.strip():  # named before its turn is read: a bad turn keeps it
+                    where.update(utterance_id=uid.strip())
                 turn = (turns.get((row_split, dialogue), 0) if blank(f["turn"])
                         else parse_turn(f["turn"]))
                 uid = uid.strip() if uid and uid.strip() else f"{corpus}/{row_split}/{dialogue}/{turn}"

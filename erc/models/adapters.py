@@ -155,7 +155,7 @@ def save_adapter(directory: str | Path, adapter: Adapter, vectors: np.ndarray,
                             labels=np.asarray(list(labels), dtype=str),
                             groups=np.asarray(list(map(str, groups)), dtype=str),
                             training=np.asarray(json.dumps(asdict(training or AdapterTraining()))))
-    return directory
+    return io.seal(directory)
 
 
 def resized_adapter(directory: str | Path, hidden: int | None = None,

@@ -49,7 +49,7 @@ def save_model(directory: str | Path, model: nn.Module, metrics: dict | None = N
     io.write_json(directory / CONFIG, {"kind": model.kind, "config": config, **(extra or {})})
     if metrics is not None:
         io.write_json(directory / METRICS, metrics)
-    return directory
+    return io.seal(directory)
 
 
 def _copy_encoder_files(source: Path, target: Path) -> None:

@@ -32,7 +32,7 @@ from pathlib import Path
 from typing import Any, ClassVar
 
 from erc import __version__, io
-from erc.errors import InputError
+from erc.errors import InputError, OwnershipError
 from erc.fingerprint import digest, file_sha256, stat_of
 
 MANIFEST = "manifest.json"
@@ -192,6 +192,10 @@ def execute(stage: Stage, config: Any, inputs: dict[str, str | Path | None], out
             raise InputError(f"{stage.name}: input {name} does not exist: {path}")
     io.claim(out, overwrite=overwrite)
     with io.locked(out):
+        other = (read_manifest(out) or {}).get("stage")
+        if other and other != stage.name:  # one folder, one stage: its record is kept
+            raise OwnershipError(f"{out}: holds the outputs of erc's {other} stage; give "
+                                 f"{stage.name} an output folder of its own")
         if not force:
             current, _ = up_to_date(stage, config, inputs, out)
             if current:

@@ -218,6 +218,8 @@ def run_main(config: RunConfig, force: bool = False, say: Callable[[str], None] 
     results: dict[str, StageResult] = {}
     numbered = [s for s in STAGES if _selected(s, first, last)]
     for step in steps(config, say):
+        if last is not None and STAGES.index(step.name) > STAGES.index(last):
+            break  # later steps read what earlier ones write: stop before building them
         if not _selected(step.name, first, last):
             continue
         number = numbered.index(step.name) + 1

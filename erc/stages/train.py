@@ -70,8 +70,8 @@ class AdaptersStage(Stage):
             vectors = identity_vectors(ctx.inputs["features"], modality)
             rows = [i for i, u in enumerate(ids)
                     if split[i] == job.train_split and emotions[i] and u in vectors]
-            if (ctx.out / modality).exists():
-                io.remove_owned(ctx.out, modality)
+            if (ctx.out / modality / "model").exists():
+                io.remove_owned(ctx.out, f"{modality}/model")
             if len(rows) < 4 or len({emotions[i] for i in rows}) < 2:
                 summary[modality] = {"skipped": f"{len(rows)} labelled training utterances with a "
                                                 f"{modality} embedding"}

@@ -284,6 +284,7 @@ def fit(task: str, task_config: dict, data: Any, train: TrainConfig, out_dir: st
         io.remove_owned(out_dir, "model")
     with best.as_directory() as folder:
         shutil.copytree(folder, model_dir, ignore=shutil.ignore_patterns("train_state.pt"))
+    io.seal(model_dir)
     saved = json.loads((model_dir / "metrics.json").read_text())
     latest = result.checkpoint
     history = saved["history"]

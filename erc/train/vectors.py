@@ -182,6 +182,7 @@ def resize_adapters(spec: Mapping[str, dict], hidden: int | None, out_dim: int |
             saved_as = save_model(Path(out_dir) / modality / "model", adapters[modality],
                                   metrics={"retrained_from": str(source.resolve())})
             shutil.copy2(source / TRAINING_SET, saved_as / TRAINING_SET)
+            io.seal(saved_as)
             spec[modality]["adapter"] = str(saved_as.resolve())
     return spec, adapters
 

@@ -19,6 +19,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+from erc import io
 from erc.tune.space import METRIC, TIME_ATTR, SearchSpec
 
 
@@ -80,7 +81,7 @@ def _note_start(ledger: str | None, trial_id: str, resumed_epoch: int | None) ->
         return
     line = json.dumps({"trial_id": trial_id, "pid": os.getpid(), "time": time.time(),
                        "resumed_from_epoch": resumed_epoch})
-    with open(ledger, "a") as f:
+    with io.open_no_link(ledger, "a") as f:
         f.write(line + "\n")
 
 
