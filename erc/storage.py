@@ -129,10 +129,11 @@ def _local_copy(base: Path, uri: str, folder: bool) -> Path:
 
 
 def _is_scratch(relative: str) -> bool:
-    """Files mid-write (erc writes ``.name.<id>.tmp`` then renames), the lock of an output
-    folder and the mirror's index."""
+    """Files mid-write (erc writes ``.name.<id>.tmp`` then renames; a library's ``*.tmp``
+    too: nothing that may be half written is uploaded), the lock of an output folder and
+    the mirror's index."""
     name = relative.rsplit("/", 1)[-1]
-    return name == INDEX or io.is_scratch(name)
+    return name == INDEX or name.endswith(io.SCRATCH_SUFFIX) or io.is_scratch(name)
 
 
 class Mirror:
