@@ -135,13 +135,17 @@ def open_no_link(path: str | Path, mode: str = "a", encoding: str | None = None)
     return os.fdopen(fd, mode, encoding=encoding)
 
 
+def _files(folder: Path) -> set[str]:
+    """The files under ``folder`` (relative, '/'-separated), its file index left out."""
+    return {p.relative_to(folder).as_posix() for p in folder.rglob("*")
+            if not p.is_dir() and p.name != FILE_INDEX}
+
+
 def seal(folder: str | Path) -> Path:
     """Records the files of ``folder``, which erc has just written whole (a model), so that
     replacing it later removes those files and nothing a user put there."""
     folder = Path(folder)
-    files = sorted(p.relative_to(folder).as_posix() for p in folder.rglob("*")
-                   if not p.is_dir() and p.name != FILE_INDEX)
-    write_json(folder / FILE_INDEX, files)
+    write_json(folder / FILE_INDEX, sorted(_files(folder)))
     return folder
 
 
@@ -151,9 +155,13 @@ def _unlisted(folder: Path) -> list[str]:
     if not index.is_file():
         return []
     listed = set(json.loads(index.read_text()))
-    return sorted(p.relative_to(folder).as_posix() for p in folder.rglob("*")
-                  if not p.is_dir() and p.name != FILE_INDEX and not is_scratch(p.name)
-                  and p.relative_to(folder).as_posix() not in listed)
+    return sorted(name for name in _files(folder) - listed
+                  if not is_scratch(name.rsplit("/", 1)[-1]))
+
+
+def _some(names: list[str]) -> str:
+    """The first three names, and how many more, for a message."""
+    return ", ".join(names[:3]) + (f" and {len(names) - 3} more" if len(names) > 3 else "")
 
 
 # -- output folders -----------------------------------------------------------------------
@@ -173,9 +181,8 @@ def claim(folder: str | Path, overwrite: bool = False) -> Path:
         foreign = sorted(p.name for p in folder.iterdir() if not is_bookkeeping(p.name)) \
             if folder.is_dir() else []
         if foreign and not overwrite:
-            shown = ", ".join(foreign[:3]) + (f" and {len(foreign) - 3} more" if len(foreign) > 3 else "")
             raise OwnershipError(
-                f"{folder}: holds files erc did not write ({shown}); choose an empty or new "
+                f"{folder}: holds files erc did not write ({_some(foreign)}); choose an empty or new "
                 f"output folder, or pass --overwrite to let erc write there")
         folder.mkdir(parents=True, exist_ok=True)
         write_text(folder / MARKER, "erc writes its outputs only into folders that carry this file.\n")
@@ -222,8 +229,7 @@ def remove_owned(folder: str | Path, relative: str | Path) -> None:
     if target.is_dir() and not target.is_symlink():
         foreign = _unlisted(target)
         if foreign:
-            shown = ", ".join(foreign[:3]) + (f" and {len(foreign) - 3} more" if len(foreign) > 3 else "")
-            raise OwnershipError(f"{target}: holds files erc did not write ({shown}); erc "
+            raise OwnershipError(f"{target}: holds files erc did not write ({_some(foreign)}); erc "
                                  f"replaces this folder, so move them out and run again")
         shutil.rmtree(target)
     elif target.exists() or target.is_symlink():

@@ -258,11 +258,12 @@ def check_speakers(labels: list[str], embeddings: list, durations: list[float | 
     lookalike = np.full(len(labels), -1)
     for i, label in enumerate(labels):
         if mask[i] and label in refs and len(names) > 1:
+            own_k = names.index(label)
             others = near[i].copy()
-            others[names.index(label)] = np.nan
+            others[own_k] = np.nan
             if np.isfinite(others).any():
                 lookalike[i] = int(np.nanargmax(others))
-                gap[i] = others[lookalike[i]] - near[i, names.index(label)]
+                gap[i] = others[lookalike[i]] - near[i, own_k]
     closer = mixture_threshold(gap[np.isfinite(gap)].tolist(), config.closer_default,
                                config.closer_floor,
                                name="closeness to another label's utterances minus to its own",
