@@ -71,8 +71,10 @@ PAPER = {  # (accuracy, weighted F1) in %, None where not reported: their own sp
     "iemocap": [("paper: trimodal Mamba fusion", 74.3, 74.1)],
 }
 
-# name -> (fusion options, learning rate); options not given take FusionConfig's defaults,
-# so "bi-mamba" is the default recipe. "mamba-pooled" reads the mean of the mixer outputs of
+# name -> (fusion options, learning rate[, recipe options]); options not given take
+# FusionConfig's (and FusionRecipe's, TrainConfig's) defaults, so "bi-mamba" is the default
+# recipe. Recipe options are FusionRecipe fields (class_weight_power) or loop fields
+# (weight_decay). "mamba-pooled" reads the mean of the mixer outputs of
 # all turns up to t, as the former default did (at the width and state size of today's).
 ROWS = {
     "mamba-pooled": ({"bidirectional": False, "window": None}, 1e-3),
@@ -82,6 +84,11 @@ ROWS = {
     "bi-gru": ({"mixer": "gru"}, 1e-3),
     "bi-transformer": ({"mixer": "transformer"}, 5e-4),
     "no-context": ({"isolate_turns": True}, 1e-3),
+    "bi-mamba-unweighted": ({}, 1e-3, {"class_weight_power": 0.0}),
+    "bi-mamba-drop0.4": ({"dropout": 0.4}, 1e-3),
+    "bi-mamba-lr5e-4": ({}, 5e-4),
+    "bi-mamba-wd0.1": ({}, 1e-3, {"weight_decay": 0.1}),
+    "bi-gru-unweighted": ({"mixer": "gru"}, 1e-3, {"class_weight_power": 0.0}),
 }
 DEFAULT_ROWS = list(ROWS)[:5]
 
@@ -168,12 +175,20 @@ def _resolved(config_class, options: dict) -> dict:
             if k not in LATER_OPTIONS or v != LATER_OPTIONS[k]}
 
 
-def fusion_config(encoder: str, options: dict, lr: float, seed: int, args) -> dict:
+def fusion_config(encoder: str, options: dict, lr: float, seed: int, args,
+                  recipe: dict | None = None) -> dict:
     from erc.recipes import FusionConfig
 
-    return {"encoder": encoder, "options": _resolved(FusionConfig, options), "lr": lr,
-            "seed": seed, "epochs": args.epochs, "patience": args.patience,
-            "batch_size": args.batch_size}
+    config = {"encoder": encoder, "options": _resolved(FusionConfig, options), "lr": lr,
+              "seed": seed, "epochs": args.epochs, "patience": args.patience,
+              "batch_size": args.batch_size}
+    return {**config, "recipe": recipe} if recipe else config  # keys of older rows unchanged
+
+
+def fusion_row(row: str) -> tuple[dict, float, dict]:
+    """A ROWS entry as (fusion options, learning rate, recipe options)."""
+    options, lr, *recipe = ROWS[row]
+    return options, lr, (recipe[0] if recipe else {})
 
 
 def text_recipe(row: str, seed: int, args):
@@ -220,8 +235,8 @@ class Models:
                       "frozen": self.args.encoder if frozen_too else None,
                       **fusion_config("finetuned", options, lr, seed, self.args)}
         else:
-            options, lr = ROWS[row]
-            config = fusion_config(self.args.encoder, options, lr, seed, self.args)
+            options, lr, recipe = fusion_row(row)
+            config = fusion_config(self.args.encoder, options, lr, seed, self.args, recipe)
         return self.bench_dir / model_key(self.corpus, fold, config, self.args)
 
     def get(self, row: str, fold, seed: int, count: bool = True) -> Path:
@@ -243,22 +258,25 @@ class Models:
         else:
             if row in FUSED_ROWS:
                 text_row, options, lr, frozen_too = FUSED_ROWS[row]
+                extra = {}
                 text_model = self.get(text_row, fold, 0, count=False) / "model"
                 spec = {"text": {"kind": "finetuned", "path": str(text_model.resolve())}}
                 if frozen_too:
                     spec["frozen"] = {"kind": "sentence-transformers", "path": self.frozen_encoder}
                 features = None
             else:
-                options, lr = ROWS[row]
+                options, lr, extra = fusion_row(row)
                 spec = {"text": {"kind": "sentence-transformers", "path": self.frozen_encoder}}
                 features = {"text": self.frozen_vectors}
+            loop_fields = {f.name for f in dataclasses.fields(TrainConfig)}
             recipe = FusionRecipe(
                 model=FusionConfig(**options),
                 loop=TrainConfig(storage_path=str(self.bench_dir / "ray"), epochs=self.args.epochs,
                                  batch_size=self.args.batch_size, lr=lr,
                                  patience=self.args.patience, cpus_per_worker=self.args.cpus,
-                                 seed=seed),
-                splits=Splits(**{f"{r}_split": s for r, s in FOLD_ROLES.items()}))
+                                 seed=seed, **{k: v for k, v in extra.items() if k in loop_fields}),
+                splits=Splits(**{f"{r}_split": s for r, s in FOLD_ROLES.items()}),
+                **{k: v for k, v in extra.items() if k not in loop_fields})
             train_fusion(fold.table, spec, out, recipe, features=features)
         self.seconds[row] = self.seconds.get(row, 0.0) + time.time() - started
         return out
@@ -322,7 +340,7 @@ def corpus_table(name: str, args, bench_dir: Path) -> list[dict]:
         elif row in FUSED_ROWS:
             title = f"fused over {FUSED_ROWS[row][0]}: {row}"
         else:
-            title = f"frozen {short} + {row}" + (" (default)" if not ROWS[row][0] else "")
+            title = f"frozen {short} + {row}" + (" (default)" if ROWS[row] == ({}, 1e-3) else "")
         rows.append({"model": title, "test": run["test"], "select": run["select"],
                      "note": f"{cached} cached, {len(folds) * args.seeds - cached} trained in "
                              f"{models.seconds.get(row, 0.0):.0f} s"})
