@@ -89,6 +89,9 @@ ROWS = {
     "bi-mamba-lr5e-4": ({}, 5e-4),
     "bi-mamba-wd0.1": ({}, 1e-3, {"weight_decay": 0.1}),
     "bi-gru-unweighted": ({"mixer": "gru"}, 1e-3, {"class_weight_power": 0.0}),
+    "bi-mamba-avg": ({}, 1e-3, {"average_epochs": 1.0}),
+    "bi-mamba-avg-unweighted": ({}, 1e-3, {"average_epochs": 1.0, "class_weight_power": 0.0}),
+    "bi-gru-avg": ({"mixer": "gru"}, 1e-3, {"average_epochs": 1.0}),
 }
 DEFAULT_ROWS = list(ROWS)[:5]
 

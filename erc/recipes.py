@@ -119,6 +119,7 @@ class TrainConfig:
     warmup_ratio: Share = 0.06  # linear warm-up share of all steps, then linear decay to 0
     grad_clip: Annotated[float, Field(ge=0)] = 1.0  # gradient norm clip (0: none)
     patience: Count = 4  # epochs without a better dev metric before stopping
+    average_epochs: Annotated[float, Field(ge=0)] = 0.0  # > 0: the model scored and saved is a moving average of the weights over about this many epochs (0: the weights as trained)
     metric: Literal["accuracy", "weighted_f1", "macro_f1"] = field(default="weighted_f1", metadata={"tunable": False})  # dev metric for early stopping
     seed: Annotated[int, Field(ge=0)] = 0  # seed of initialisation and batch order
     num_workers: Count = field(default=1, metadata={"cli": "workers", "tunable": False})  # Ray Train workers (DDP)

@@ -111,6 +111,49 @@ def test_two_workers_match_one_worker(ray_local, tmp_path):
     assert load_model(one.model_dir).config.n_classes == 3
 
 
+def test_weight_averaging_scores_the_average_and_resumes_exactly(tmp_path):
+    """With ``average_epochs`` the checkpoint holds the moving average (what is scored and
+    exported) and the train state the weights being trained; a run resumed from an earlier
+    checkpoint ends with the same average and the same trained weights as one never stopped."""
+    import shutil
+
+    import ray.train
+    import torch
+    from safetensors.torch import load_file
+
+    from erc.models.checkpoint import WEIGHTS, load_train_state
+    from erc.models.fusion import FusionConfig
+    from erc.train.loop import TrainConfig, run_epochs
+
+    data = dialogue_data(n_train=48, n_dev=16)
+    model = FusionConfig(modalities=["text"], dims={"text": 12}, labels=data.labels, n_classes=3,
+                         d_state=8, dropout=0.0).to_dict()
+    train = TrainConfig(epochs=4, batch_size=8, lr=5e-3, patience=10, average_epochs=1.0, seed=3)
+
+    def run(name: str, checkpoint=None) -> list[Path]:
+        saved = []
+
+        def report(metrics, folder):
+            saved.append(tmp_path / f"{name}{metrics['epoch']}")
+            shutil.copytree(folder, saved[-1])
+
+        config = {"task": "fusion", "task_config": {"model": model, "class_weight_power": 0.5},
+                  "train": train.to_dict(), "data": data}
+        run_epochs(config, rank=0, world=1, device=torch.device("cpu"), prepare=lambda m: m,
+                   checkpoint=checkpoint, report=report)
+        return saved
+
+    whole = run("whole")
+    resumed = run("resumed", ray.train.Checkpoint.from_directory(str(whole[1])))
+    assert [p.name for p in resumed] == ["resumed2", "resumed3"]
+    last, again = whole[-1], resumed[-1]
+    average, live = load_file(str(last / WEIGHTS)), load_train_state(last)["live_weights"]
+    assert any(not torch.equal(average[k], live[k]) for k in live)  # the average is not the last step
+    assert all(torch.allclose(average[k], load_file(str(again / WEIGHTS))[k], atol=1e-6) for k in average)
+    live_again = load_train_state(again)["live_weights"]
+    assert all(torch.allclose(live[k], live_again[k], atol=1e-6) for k in live)
+
+
 @pytest.mark.slow
 def test_bidirectional_fusion_learns_from_the_next_turn_on_ray(ray_local, tmp_path):
     """Labels that depend on the next turn, through the real training loop (Ray Train): the

@@ -121,10 +121,15 @@ def run_epochs(config: dict, *, rank: int, world: int, device, prepare, checkpoi
         with checkpoint.as_directory() as folder:
             model.load_state_dict(load_file(os.path.join(folder, WEIGHTS)), strict=True)
             state = load_train_state(folder)
+    steps = task.steps_per_epoch(tc.batch_size, world)
+    # With weight averaging the checkpoint's weights are the average (what is scored and
+    # exported); the weights being trained travel in the train state.
+    averaged = weight_average(model, tc.average_epochs, steps, state)
+    if state is not None and "live_weights" in state:
+        model.load_state_dict(state["live_weights"], strict=True)
     model = prepare(model)
     params = [p for p in model.parameters() if p.requires_grad]
     optimizer = torch.optim.AdamW(params, lr=tc.lr, weight_decay=tc.weight_decay)
-    steps = task.steps_per_epoch(tc.batch_size, world)
     scheduler = torch.optim.lr_scheduler.LambdaLR(
         optimizer, _schedule(tc.warmup_ratio, max(1, steps * tc.epochs)))
     start_epoch, best, bad_epochs, history = 0, -1.0, 0, []
@@ -155,6 +160,8 @@ def run_epochs(config: dict, *, rank: int, world: int, device, prepare, checkpoi
                 torch.nn.utils.clip_grad_norm_(params, tc.grad_clip)
             optimizer.step()
             scheduler.step()
+            if averaged is not None:
+                averaged.update_parameters(unwrap(model))
             total += float(loss.detach())
             count += 1
             if rank == 0 and steps >= 50 and count % every == 0:
@@ -162,8 +169,9 @@ def run_epochs(config: dict, *, rank: int, world: int, device, prepare, checkpoi
                       f"{time.time() - started:.0f} s", flush=True)
         train_seconds = time.time() - started
         metrics = None
+        scored = unwrap(model) if averaged is None else averaged.module
         if rank == 0:
-            dev = evaluate_task(task, unwrap(model), "dev", device)
+            dev = evaluate_task(task, scored, "dev", device)
             metrics = {"epoch": epoch, "train_loss": total / max(1, count),
                        "train_seconds": train_seconds,
                        "train_units_per_s": task.n_train / world / max(train_seconds, 1e-9),
@@ -176,7 +184,7 @@ def run_epochs(config: dict, *, rank: int, world: int, device, prepare, checkpoi
         improved = score > best
         if rank == 0 and report_split:  # Ray keeps rank 0's metrics; the others need none
             if improved:  # a new best-dev model: its held-out figure
-                held_out = evaluate_task(task, unwrap(model), report_split, device)["weighted_f1"]
+                held_out = evaluate_task(task, scored, report_split, device)["weighted_f1"]
             metrics[HELD_OUT] = held_out
         if improved:
             best, bad_epochs = score, 0
@@ -188,13 +196,18 @@ def run_epochs(config: dict, *, rank: int, world: int, device, prepare, checkpoi
         with tempfile.TemporaryDirectory() as folder:
             reported = None
             if rank == 0:
-                save_model(folder, model, metrics={"history": history, "last": metrics},
+                save_model(folder, scored, metrics={"history": history, "last": metrics},
                            extra={"task": config["task"], "labels": task.labels,
                                   "features": config["task_config"].get("features")})
-                save_train_state(folder, {"optimizer": optimizer.state_dict(),
-                                          "scheduler": scheduler.state_dict(), "epoch": epoch,
-                                          "best": best, "bad_epochs": bad_epochs,
-                                          "history": json.dumps(history)})
+                train_state = {"optimizer": optimizer.state_dict(),
+                               "scheduler": scheduler.state_dict(), "epoch": epoch,
+                               "best": best, "bad_epochs": bad_epochs,
+                               "history": json.dumps(history)}
+                if averaged is not None:
+                    train_state["live_weights"] = {k: v.detach().cpu() for k, v in
+                                                   unwrap(model).state_dict().items()}
+                    train_state["averaged_steps"] = int(averaged.n_averaged)
+                save_train_state(folder, train_state)
                 reported = folder
                 print(f"[train] epoch {epoch}: loss {metrics['train_loss']:.4f} dev "
                       f"acc {metrics['dev_accuracy']:.4f} wF1 {metrics['dev_weighted_f1']:.4f} "
@@ -202,6 +215,21 @@ def run_epochs(config: dict, *, rank: int, world: int, device, prepare, checkpoi
             report(metrics, reported)
         if bad_epochs >= tc.patience:
             break
+
+
+def weight_average(model, epochs: float, steps_per_epoch: int, state: dict | None):
+    """An exponential moving average of ``model``'s weights over about ``epochs`` epochs
+    (None when ``epochs`` is 0). It starts from the model's current weights: on a resume,
+    the checkpoint's, which are the average saved then."""
+    if epochs <= 0:
+        return None
+    from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
+
+    decay = 1.0 - 1.0 / max(1.0, epochs * steps_per_epoch)
+    averaged = AveragedModel(model, multi_avg_fn=get_ema_multi_avg_fn(decay), use_buffers=True)
+    if state is not None:
+        averaged.n_averaged.fill_(int(state.get("averaged_steps", 0)))
+    return averaged
 
 
 @dataclass
