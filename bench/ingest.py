@@ -13,6 +13,7 @@ from pathlib import Path
 from erc import runtime
 from erc.corpus import read_corpus
 from erc.corpus.media_check import probe_paths
+from erc.media.decode import audio_defect
 from erc.media.probe import probe
 
 SHARED = Path(__file__).resolve().parents[1].parent / "shared"
@@ -33,12 +34,12 @@ def main() -> int:
 
     paths = sorted(str(p) for p in CORPORA["ravdess"].rglob("*.flac"))
     started = time.perf_counter()
-    sequential = [probe(p) for p in paths]
+    sequential = [(probe(p), audio_defect(p)) for p in paths]  # as the check: open, decode audio
     t_seq = time.perf_counter() - started
     runtime.connect()
-    probe_paths(paths[:32])  # warm the worker pool so the timing is of the work
+    probe_paths(paths[:32], decode=set(paths))  # warm the worker pool so the timing is of the work
     started = time.perf_counter()
-    parallel = probe_paths(paths)
+    parallel = probe_paths(paths, decode=set(paths))
     t_ray = time.perf_counter() - started
     runtime.shutdown()
     assert len(sequential) == len(parallel) == len(paths)

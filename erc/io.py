@@ -12,8 +12,10 @@ which adopts it. Removals go through ``remove_owned``, which deletes only what e
 records list: a folder erc writes whole (a model) carries the list of its files
 (``.erc-files.json``, written by ``seal``), and erc will not remove such a folder while it
 holds anything else. A lock file (``.erc.lock``) serialises two runs on the same folder:
-the second fails at once with a message naming the folder. erc follows no link out of its
-folders: a link where its lock or log goes is an error, not a way out.
+the second fails at once with a message naming the folder. A run refused before it wrote
+anything (``claimed``) leaves no trace: the folder it created, or the marker and lock it
+added to an existing one, are removed again. erc follows no link out of its folders: a link where
+its lock or log goes is an error, not a way out.
 """
 
 from __future__ import annotations
@@ -215,6 +217,53 @@ def locked(folder: str | Path) -> Iterator[None]:
         finally:
             _held.discard(key)
             fcntl.flock(handle, fcntl.LOCK_UN)
+
+
+@contextlib.contextmanager
+def claimed(folder: str | Path, overwrite: bool = False) -> Iterator[Path]:
+    """Claims ``folder`` and holds its lock for the block. When the block fails having
+    added nothing there but the marker and the lock file, those are removed again, and so
+    are the folder and its parents when this call created them: a refused run leaves the
+    folder as it found it. Anything else (a partial result, a file of someone else's)
+    stays."""
+    folder = Path(folder)
+    created = _first_missing(folder)
+    before = set(os.listdir(folder)) if folder.is_dir() else set()
+    claim(folder, overwrite=overwrite)
+    with locked(folder):  # taken back under the lock: never a folder another run holds
+        try:
+            yield folder
+        except BaseException:
+            with contextlib.suppress(OSError):  # the run's own error is the one to report
+                _take_back(folder, before, created)
+            raise
+
+
+def _first_missing(folder: Path) -> Path | None:
+    """The outermost of ``folder`` and its parents that does not exist (None: it exists)."""
+    missing = None
+    for path in (folder, *folder.parents):
+        if path.exists() or path.is_symlink():
+            break
+        missing = path
+    return missing
+
+
+def _take_back(folder: Path, before: set[str], created: Path | None) -> None:
+    added = set(os.listdir(folder)) - before
+    if not added <= {MARKER, LOCK}:
+        return
+    for name in added:
+        (folder / name).unlink()
+    path = folder
+    while created is not None:
+        try:
+            path.rmdir()
+        except OSError:  # not empty: something else was put there meanwhile
+            return
+        if path == created:
+            return
+        path = path.parent
 
 
 def remove_owned(folder: str | Path, relative: str | Path) -> None:

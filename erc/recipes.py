@@ -59,7 +59,7 @@ class CorpusConfig:
     path: str = ""  # corpus folder or manifest file (relative: to the config file's folder)
     format: str | None = None  # corpus format (None: detected from the path)
     options: dict[str, Any] = field(default_factory=dict)  # reader options of the format
-    check_media: bool = False  # open every media file on Ray; unreadable / overlong ones are set aside
+    check_media: bool = False  # open every media file on Ray and decode its audio; unreadable, truncated or overlong ones are set aside
     max_clip_seconds: Positive = MAX_CLIP_SECONDS  # with check_media: longer clips are mis-cut
 
 

@@ -12,7 +12,7 @@ import av
 import numpy as np
 import pytest
 
-from erc.media.decode import AUDIO_RATE, DecodeSettings, decode_utterance
+from erc.media.decode import AUDIO_RATE, DecodeSettings, audio_defect, decode_utterance
 from tests.conftest import REPO, make_clip, shared_path
 
 CLIPS = REPO / "erc" / "samples" / "ravdess_dialogues" / "clips"
@@ -125,6 +125,7 @@ def test_broken_files_are_unreadable(tmp_path, kind):
         path.write_bytes(data[: int(len(data) * 0.6)])
     got = decode_utterance(str(path))
     assert got.reason == "unreadable_media" and got.detail and got.audio is None
+    assert audio_defect(str(path)), kind  # ingest's media check finds it too
 
 
 def test_truncated_wav_is_caught_by_its_declared_length(tmp_path):
@@ -135,6 +136,19 @@ def test_truncated_wav_is_caught_by_its_declared_length(tmp_path):
     cut.write_bytes(data[: len(data) // 3])  # the header still says 2 s
     got = decode_utterance(str(cut))
     assert got.reason == "unreadable_media" and "truncated" in got.detail
+    assert "truncated" in audio_defect(str(cut)) and audio_defect(str(full)) is None
+
+
+def test_audio_defect_passes_whole_clips_and_finds_a_halved_one(tmp_path):
+    for clip in sorted(CLIPS.glob("*.mp4"))[:5]:
+        assert audio_defect(str(clip)) is None, clip
+    data = (CLIPS / "sample_d01_t00.mp4").read_bytes()
+    halved = tmp_path / "halved.mp4"
+    halved.write_bytes(data[: len(data) // 2])  # the sample clips' index is at the front: it opens
+    with av.open(str(halved)):
+        pass
+    assert audio_defect(str(halved)) and decode_utterance(str(halved)).reason == "unreadable_media"
+    assert audio_defect(str(make_clip(tmp_path / "video_only.mp4", audio=False))) is None  # probe's no_audio
 
 
 def test_no_audio_silence_overlong(tmp_path):

@@ -7,7 +7,7 @@ import pytest
 from erc.corpus import read_corpus
 from erc.corpus.media_check import check_media
 from erc.media.probe import probe
-from tests.conftest import make_clip
+from tests.conftest import REPO, make_clip
 
 pytestmark = pytest.mark.slow
 
@@ -21,9 +21,14 @@ def _corpus(tmp_path: Path) -> Path:
     (clips / "corrupt.mp4").write_bytes(b"\x00\x00\x00\x18ftypmp42" + b"\x17" * 500)
     good = (clips / "good.mp4").read_bytes()
     (clips / "truncated.mp4").write_bytes(good[: len(good) // 3])
+    # index at the front: these open fine, and only decoding finds that they stop early
+    sample = (REPO / "erc/samples/ravdess_dialogues/clips/sample_d01_t00.mp4").read_bytes()
+    (clips / "halved.mp4").write_bytes(sample[: len(sample) // 2])
+    speech = (clips / "speech.wav").read_bytes()
+    (clips / "cut.wav").write_bytes(speech[: len(speech) // 3])  # its header still says 1 s
     rows = ["dialogue_id,speaker,text,emotion,media,start,end"]
     for i, name in enumerate(["good.mp4", "long.mp4", "silent_video.mp4", "speech.wav",
-                              "corrupt.mp4", "truncated.mp4"]):
+                              "corrupt.mp4", "truncated.mp4", "halved.mp4", "cut.wav"]):
         rows.append(f"d1,s{i % 2},utterance {i},neutral,clips/{name},,")
     rows.append("d1,s0,a segment of the long clip,joy,clips/long.mp4,0.5,1.5")
     manifest = tmp_path / "manifest.csv"
@@ -42,7 +47,7 @@ def test_probe_reports_streams_and_errors(tmp_path):
 
 def test_bad_media_become_problem_rows(tmp_path, ray_local):
     result = read_corpus(_corpus(tmp_path), format="manifest")
-    assert result.utterances.num_rows == 7 and result.problems.num_rows == 0
+    assert result.utterances.num_rows == 9 and result.problems.num_rows == 0
 
     checked = check_media(result, max_clip_seconds=3.0)
     kept = checked.utterances.column("media_path").to_pylist()
@@ -52,7 +57,11 @@ def test_bad_media_become_problem_rows(tmp_path, ray_local):
         "silent_video.mp4": "no_audio",
         "corrupt.mp4": "unreadable_media",
         "truncated.mp4": "unreadable_media",
+        "halved.mp4": "unreadable_media",
+        "cut.wav": "unreadable_media",
     }
+    details = {Path(r["source"]).name: r["detail"] for r in checked.problems.to_pylist()}
+    assert "truncated" in details["cut.wav"] and "stops decoding at" in details["halved.mp4"]
     assert sorted(Path(p).name for p in kept) == ["good.mp4", "long.mp4", "speech.wav"]
     # the kept long.mp4 row is the 1 s segment: a segment is judged by its own length
-    assert checked.utterances.num_rows + checked.problems.num_rows == checked.n_input == 7
+    assert checked.utterances.num_rows + checked.problems.num_rows == checked.n_input == 9

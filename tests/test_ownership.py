@@ -225,6 +225,37 @@ def test_one_folder_holds_one_stage(ingested, capsys):
     assert digests(ingested) == before
 
 
+def test_a_refused_stage_leaves_the_output_folder_as_it_found_it(tmp_path, capsys):
+    """Each stage refused for its inputs after claiming its output: the folder it created
+    (with the parents made for it) goes, an existing one is left as it was."""
+    empty, features = tmp_path / "empty", tmp_path / "features"
+    empty.mkdir(), features.mkdir()
+    commands = {"ingest": ["corpus", "ingest", str(empty)],
+                "preprocess": ["preprocess", str(empty)],
+                "qc": ["qc", str(features), "--utterances", str(empty)],
+                "train": ["train", "fusion", str(empty)]}
+    for name, argv in commands.items():
+        new = tmp_path / f"new-{name}" / "out"
+        refused([*argv, "--out", str(new)], capsys, str(empty))
+        assert not new.parent.exists(), name
+        existing = tmp_path / f"existing-{name}"
+        existing.mkdir()
+        refused([*argv, "--out", str(existing)], capsys, str(empty))
+        assert list(existing.iterdir()) == [], name
+        ours = io.claim(tmp_path / f"ours-{name}")  # erc's, holding a user's file
+        before = plant(ours, {"notes.txt": b"my notes"})
+        refused([*argv, "--out", str(ours)], capsys, str(empty))
+        assert digests(ours) == before, name
+
+
+def test_a_failed_run_keeps_what_it_wrote(tmp_path):
+    out = tmp_path / "new" / "out"
+    with pytest.raises(RuntimeError), io.claimed(out):
+        io.write_bytes(out / "part-00000.parquet", b"a partial result")
+        raise RuntimeError("killed")
+    assert io.owned(out) and (out / "part-00000.parquet").read_bytes() == b"a partial result"
+
+
 def test_an_output_uri_erc_cannot_write_is_refused(tmp_path, capsys, monkeypatch):
     monkeypatch.chdir(tmp_path)
     refused(["corpus", "ingest", str(corpus_csv(tmp_path / "raw")), "--out",

@@ -1,6 +1,8 @@
 """Checks the media of an ingested corpus on Ray: every file is opened in parallel tasks
 and rows whose media cannot be read, has no audio stream, or is longer than the cap (MELD's
-mis-cut clips) move to the problem table with their reason."""
+mis-cut clips) move to the problem table with their reason. A file a row takes its audio
+from is also decoded (its audio alone) through to its end, so that a corrupt or truncated
+file, which opens fine, is set aside here rather than failing in ``erc preprocess``."""
 
 from __future__ import annotations
 
@@ -8,27 +10,32 @@ import numpy as np
 import pyarrow as pa
 
 from erc.corpus.base import IngestResult
+from erc.media.decode import audio_defect
 from erc.media.probe import probe
 from erc.schema import problem_table
 
 
 def _probe_batch(batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
     infos = [probe(path) for path in batch["path"]]
+    errors = [i.error or (audio_defect(path) if decode and i.has_audio else None)
+              for path, decode, i in zip(batch["path"], batch["decode"], infos)]
     return {
         "path": batch["path"],
         "duration_s": np.array([i.duration_s if i.duration_s is not None else np.nan for i in infos]),
         "has_audio": np.array([i.has_audio for i in infos]),
-        "error": np.array([i.error or "" for i in infos], dtype=object),
+        "error": np.array([e or "" for e in errors], dtype=object),
     }
 
 
-def probe_paths(paths: list[str], batch_size: int = 128) -> dict[str, dict]:
-    """path -> {duration_s, has_audio, error}, computed by Ray Data tasks."""
+def probe_paths(paths: list[str], batch_size: int = 128,
+                decode: set[str] = frozenset()) -> dict[str, dict]:
+    """path -> {duration_s, has_audio, error}, computed by Ray Data tasks; the audio of the
+    paths in ``decode`` is decoded through to its end (a truncated file is an error)."""
     import ray.data
 
     if not paths:
         return {}
-    dataset = ray.data.from_items([{"path": p} for p in paths])
+    dataset = ray.data.from_items([{"path": p, "decode": p in decode} for p in paths])
     rows = dataset.map_batches(_probe_batch, batch_size=batch_size, batch_format="numpy").take_all()
     return {row["path"]: row for row in rows}
 
@@ -39,7 +46,9 @@ def check_media(result: IngestResult, max_clip_seconds: float = 60.0) -> IngestR
     media = table.column("media_path").to_pylist()
     audio = table.column("audio_path").to_pylist()
     starts, ends = table.column("start_s").to_pylist(), table.column("end_s").to_pylist()
-    info = probe_paths(sorted({p for p in media + audio if p}))
+    # Decoded: the file each row's audio comes from, as preprocessing reads it.
+    sources = {a or m for m, a in zip(media, audio) if a or m}
+    info = probe_paths(sorted({p for p in media + audio if p}), decode=sources)
 
     keep, problems = [], []
     for i, row_media in enumerate(media):

@@ -24,6 +24,9 @@ the centres of ``n`` equal slices of the utterance (so ``max_frames`` spreads ov
 clip instead of stopping early), each the first decoded frame at or after its target time.
 Frames larger than ``max_side`` are downscaled on conversion (``scale`` maps their pixels
 back to the original frame). ``frame_times`` are seconds from the utterance start.
+
+``audio_defect`` is the cheap part of this for a whole file: whether its audio decodes
+through to its declared end, by the same truncation rule (``erc corpus ingest --check-media``).
 """
 
 from __future__ import annotations
@@ -102,6 +105,46 @@ def _wav_declared_seconds(path: str) -> float | None:
                     handle.seek(size + (size & 1), 1)
     except OSError:
         return None
+
+
+def _declared_audio_seconds(container, stream, path: str) -> float | None:
+    """The length the container declares for its audio stream (a WAV's from its header)."""
+    declared = _stream_seconds(container, stream)
+    if "wav" in container.format.name.split(","):
+        declared = _wav_declared_seconds(path) or declared
+    return declared
+
+
+def _truncation(decoded_s: float, declared_s: float | None, tolerance: float) -> str | None:
+    """Why ``decoded_s`` seconds of audio mean a truncated file, None when they do not."""
+    if declared_s is not None and decoded_s < tolerance * declared_s - 0.25:
+        return f"truncated: decoded {decoded_s:.2f} s of audio, container declares {declared_s:.2f} s"
+    return None
+
+
+def audio_defect(path: str, tolerance: float | None = None) -> str | None:
+    """Why the audio stream of ``path`` cannot be decoded through to its declared end (what
+    ``decode_utterance`` reports as unreadable_media for the whole file), None when it can or
+    the file has no audio stream. Decodes the audio alone and does not resample it: the
+    cheap check of ``erc corpus ingest --check-media``."""
+    if tolerance is None:
+        tolerance = DecodeSettings().truncation_tolerance
+    seconds = 0.0
+    try:
+        with _open(path) as container:
+            stream = next((s for s in container.streams if s.type == "audio"), None)
+            if stream is None:
+                return None
+            declared = _declared_audio_seconds(container, stream, path)
+            for packet in container.demux(stream):
+                seconds += sum(frame.samples / frame.sample_rate for frame in packet.decode())
+    except _Failure as failure:
+        return failure.detail
+    except Exception as err:
+        return f"{path}: its audio stops decoding at {seconds:.2f} s: {type(err).__name__}: {err}"
+    if seconds == 0:
+        return f"{path}: no audio samples decoded"
+    return _truncation(seconds, declared, tolerance)
 
 
 def loudest_rms(audio: np.ndarray, rate: int = AUDIO_RATE) -> float:
@@ -249,10 +292,8 @@ def _decode_utterance(media_path, audio_path, start_s, end_s, settings: DecodeSe
         if audio_stream is None:
             where = audio_path if separate_audio else media_path
             raise _Failure("no_audio", f"{where} has no audio stream")
-        audio_declared = _stream_seconds(audio_container, audio_stream)
-        if "wav" in audio_container.format.name.split(","):
-            audio_declared = _wav_declared_seconds(audio_path if separate_audio else media_path) \
-                or audio_declared
+        audio_declared = _declared_audio_seconds(audio_container, audio_stream,
+                                                 audio_path if separate_audio else media_path)
         if media is None:
             media_total = None
         elif video_stream is not None:
@@ -300,10 +341,9 @@ def _decode_utterance(media_path, audio_path, start_s, end_s, settings: DecodeSe
     if audio.size == 0:
         raise _Failure("unreadable_media", "no audio samples decoded"
                        + (f" in segment {start:.2f}-{end:.2f} s" if end is not None else ""))
-    if audio_length is not None and duration < settings.truncation_tolerance * audio_length - 0.25:
-        raise _Failure("unreadable_media",
-                       f"truncated: decoded {duration:.2f} s of audio, container declares "
-                       f"{audio_length:.2f} s")
+    truncated = _truncation(duration, audio_length, settings.truncation_tolerance)
+    if truncated:
+        raise _Failure("unreadable_media", truncated)
     result = Decoded(audio=audio, duration_s=duration)
     if frames:
         width, height, scale = _frame_size(frames[0][1].width, frames[0][1].height, settings.max_side)

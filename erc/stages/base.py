@@ -183,15 +183,15 @@ def execute(stage: Stage, config: Any, inputs: dict[str, str | Path | None], out
     """Runs ``stage`` unless ``out`` already holds its up-to-date result; writes the
     manifest. The output folder is claimed and locked before anything is read from it, so
     a second run on the same folder fails at once (BusyError) instead of reading a result
-    that the first is replacing."""
+    that the first is replacing; a run refused before it wrote anything leaves no folder
+    (``io.claimed``)."""
     started = time.perf_counter()
     out = Path(out)
     inputs = {name: Path(path) for name, path in inputs.items() if path is not None}
     for name, path in inputs.items():
         if not path.exists():
             raise InputError(f"{stage.name}: input {name} does not exist: {path}")
-    io.claim(out, overwrite=overwrite)
-    with io.locked(out):
+    with io.claimed(out, overwrite=overwrite):
         other = (read_manifest(out) or {}).get("stage")
         if other and other != stage.name:  # one folder, one stage: its record is kept
             raise OwnershipError(f"{out}: holds the outputs of erc's {other} stage; give "

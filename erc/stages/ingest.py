@@ -61,7 +61,7 @@ class IngestStage(Stage):
     name = "ingest"
     section = "corpus"
     results = (UTTERANCES, PROBLEMS)
-    version = 3
+    version = 4  # 4: --check-media decodes the audio of each file through to its end
     description = "read the corpus into the utterance table; every row kept or set aside with a reason"
 
     def settings(self, config: CorpusConfig) -> dict:

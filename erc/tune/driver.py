@@ -232,8 +232,7 @@ def run_search(spec: SearchSpec, table, out_dir: str | Path, *,
                command: str | None = None, note: str = "") -> SearchOutcome:
     """Runs (or resumes) the search ``spec`` on ``table`` and writes its outputs to
     ``out_dir``. ``command``: the ``erc train`` command line the best config is for."""
-    out_dir = io.claim(Path(out_dir).resolve())
-    with io.locked(out_dir):  # one search per folder at a time
+    with io.claimed(Path(out_dir).resolve()) as out_dir:  # one search per folder at a time
         return _search(spec, table, out_dir, feature_spec=feature_spec, features=features,
                        roles=roles, data_key=data_key, address=address, num_cpus=num_cpus,
                        storage=storage, fresh=fresh, verbose=verbose, command=command, note=note)
