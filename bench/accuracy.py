@@ -27,7 +27,8 @@ frozen sentence encoder: all-MiniLM-L6-v2 by default, all-mpnet-base-v2 after
 - ``ROWS``: the fusion model over frozen embeddings, trained through ``erc train fusion``'s
   code path (``erc.train.fitting.train_fusion`` on Ray Train), one row per configuration:
   the former default (causal Mamba, mixer outputs mean-pooled over all past turns), the
-  current-turn readout, the bidirectional mixers, speaker roles;
+  current-turn readout, the bidirectional mixers, speaker roles; ``-last`` rows score the
+  weights as trained instead of their moving average (the default, ``--average-epochs``);
 - ``TEXT_ROWS``: the context text encoder (MiniLM) fine-tuned on the fold through
   ``erc train text``'s code path (``erc.train.fitting.finetune_text``), read alone;
 - ``FUSED_ROWS``: the fusion model over the utterance vectors of a text row's model
@@ -71,29 +72,28 @@ PAPER = {  # (accuracy, weighted F1) in %, None where not reported: their own sp
     "iemocap": [("paper: trimodal Mamba fusion", 74.3, 74.1)],
 }
 
-# name -> (fusion options, learning rate[, recipe options]); options not given take
-# FusionConfig's (and FusionRecipe's, TrainConfig's) defaults, so "bi-mamba" is the default
-# recipe. Recipe options are FusionRecipe fields (class_weight_power) or loop fields
-# (weight_decay). "mamba-pooled" reads the mean of the mixer outputs of
-# all turns up to t, as the former default did (at the width and state size of today's).
+# name -> (fusion options, learning rate[, recipe options]); what is not given takes the
+# defaults of ``erc train fusion`` (FusionConfig, FusionRecipe and its loop), so "bi-mamba" is
+# the default recipe. Recipe options are FusionRecipe fields (class_weight_power) or loop
+# fields (average_epochs, weight_decay). "mamba-pooled" reads the mean of the mixer outputs
+# of all turns up to t, as the former default did (at the width and state size of today's).
 ROWS = {
-    "mamba-pooled": ({"bidirectional": False, "window": None}, 1e-3),
+    "mamba-pooled": ({"bidirectional": False, "window": None}, 1e-3, {"average_epochs": 0.0}),
     "mamba-causal": ({"bidirectional": False}, 1e-3),
     "bi-mamba": ({}, 1e-3),
-    "bi-mamba+roles": ({"speaker_roles": 2}, 1e-3),
+    "bi-mamba-last": ({}, 1e-3, {"average_epochs": 0.0}),
     "bi-gru": ({"mixer": "gru"}, 1e-3),
+    "bi-gru-last": ({"mixer": "gru"}, 1e-3, {"average_epochs": 0.0}),
+    "bi-mamba+roles": ({"speaker_roles": 2}, 1e-3),
     "bi-transformer": ({"mixer": "transformer"}, 5e-4),
     "no-context": ({"isolate_turns": True}, 1e-3),
     "bi-mamba-unweighted": ({}, 1e-3, {"class_weight_power": 0.0}),
     "bi-mamba-drop0.4": ({"dropout": 0.4}, 1e-3),
     "bi-mamba-lr5e-4": ({}, 5e-4),
     "bi-mamba-wd0.1": ({}, 1e-3, {"weight_decay": 0.1}),
-    "bi-gru-unweighted": ({"mixer": "gru"}, 1e-3, {"class_weight_power": 0.0}),
-    "bi-mamba-avg": ({}, 1e-3, {"average_epochs": 1.0}),
-    "bi-mamba-avg-unweighted": ({}, 1e-3, {"average_epochs": 1.0, "class_weight_power": 0.0}),
-    "bi-gru-avg": ({"mixer": "gru"}, 1e-3, {"average_epochs": 1.0}),
+    "bi-mamba-avg2": ({}, 1e-3, {"average_epochs": 2.0}),
 }
-DEFAULT_ROWS = list(ROWS)[:5]
+DEFAULT_ROWS = list(ROWS)[:5]  # the former readout, causal, the default, without averaging, GRU
 
 # name -> (TextModelConfig options, loop options): the context text encoder fine-tuned
 # through ``erc train text``'s code path (``erc.train.fitting.finetune_text`` on Ray Train);
@@ -178,20 +178,36 @@ def _resolved(config_class, options: dict) -> dict:
             if k not in LATER_OPTIONS or v != LATER_OPTIONS[k]}
 
 
+# Recipe options at the values models were trained with before they were options: left
+# out of the cache key, so the models cached then stay valid.
+EARLIER_RECIPE = {"class_weight_power": 0.5, "weight_decay": 0.01, "average_epochs": 0.0}
+
+
+def fusion_recipe_options(extra: dict) -> dict:
+    """The recipe options of a fusion row: ``erc train fusion``'s defaults, then the row's."""
+    from erc.recipes import FusionRecipe
+
+    defaults = FusionRecipe()
+    return {k: extra.get(k, getattr(defaults.loop if hasattr(defaults.loop, k) else defaults, k))
+            for k in EARLIER_RECIPE}
+
+
 def fusion_config(encoder: str, options: dict, lr: float, seed: int, args,
-                  recipe: dict | None = None) -> dict:
+                  extra: dict | None = None) -> dict:
+    """What a fusion row's cached model depends on (its effective settings)."""
     from erc.recipes import FusionConfig
 
     config = {"encoder": encoder, "options": _resolved(FusionConfig, options), "lr": lr,
               "seed": seed, "epochs": args.epochs, "patience": args.patience,
               "batch_size": args.batch_size}
-    return {**config, "recipe": recipe} if recipe else config  # keys of older rows unchanged
+    recipe = {k: v for k, v in fusion_recipe_options(extra or {}).items() if v != EARLIER_RECIPE[k]}
+    return {**config, "recipe": recipe} if recipe else config
 
 
 def fusion_row(row: str) -> tuple[dict, float, dict]:
     """A ROWS entry as (fusion options, learning rate, recipe options)."""
-    options, lr, *recipe = ROWS[row]
-    return options, lr, (recipe[0] if recipe else {})
+    options, lr, *extra = ROWS[row]
+    return options, lr, (extra[0] if extra else {})
 
 
 def text_recipe(row: str, seed: int, args):
@@ -271,15 +287,17 @@ class Models:
                 options, lr, extra = fusion_row(row)
                 spec = {"text": {"kind": "sentence-transformers", "path": self.frozen_encoder}}
                 features = {"text": self.frozen_vectors}
+            chosen = fusion_recipe_options(extra)
             loop_fields = {f.name for f in dataclasses.fields(TrainConfig)}
             recipe = FusionRecipe(
                 model=FusionConfig(**options),
-                loop=TrainConfig(storage_path=str(self.bench_dir / "ray"), epochs=self.args.epochs,
-                                 batch_size=self.args.batch_size, lr=lr,
-                                 patience=self.args.patience, cpus_per_worker=self.args.cpus,
-                                 seed=seed, **{k: v for k, v in extra.items() if k in loop_fields}),
+                loop=dataclasses.replace(
+                    FusionRecipe().loop, storage_path=str(self.bench_dir / "ray"),
+                    epochs=self.args.epochs, batch_size=self.args.batch_size, lr=lr,
+                    patience=self.args.patience, cpus_per_worker=self.args.cpus, seed=seed,
+                    **{k: v for k, v in chosen.items() if k in loop_fields}),
                 splits=Splits(**{f"{r}_split": s for r, s in FOLD_ROLES.items()}),
-                **{k: v for k, v in extra.items() if k not in loop_fields})
+                **{k: v for k, v in chosen.items() if k not in loop_fields})
             train_fusion(fold.table, spec, out, recipe, features=features)
         self.seconds[row] = self.seconds.get(row, 0.0) + time.time() - started
         return out
@@ -343,7 +361,7 @@ def corpus_table(name: str, args, bench_dir: Path) -> list[dict]:
         elif row in FUSED_ROWS:
             title = f"fused over {FUSED_ROWS[row][0]}: {row}"
         else:
-            title = f"frozen {short} + {row}" + (" (default)" if ROWS[row] == ({}, 1e-3) else "")
+            title = f"frozen {short} + {row}" + (" (default)" if row == "bi-mamba" else "")
         rows.append({"model": title, "test": run["test"], "select": run["select"],
                      "note": f"{cached} cached, {len(folds) * args.seeds - cached} trained in "
                              f"{models.seconds.get(row, 0.0):.0f} s"})

@@ -224,7 +224,10 @@ class Splits:
 class FusionRecipe:
     """``erc train fusion``: the fusion model, its training loop and its data settings."""
     model: FusionConfig = _flat(FusionConfig)
-    loop: TrainConfig = field(default_factory=lambda: TrainConfig(epochs=20, batch_size=8, lr=1e-3),
+    # Weight averaging over about an epoch: on MELD it lifts the selection score by 0.01 and
+    # steadies the model across seeds (README, "Accuracy").
+    loop: TrainConfig = field(default_factory=lambda: TrainConfig(epochs=20, batch_size=8, lr=1e-3,
+                                                                  average_epochs=1.0),
                               metadata=FLAT)
     splits: Splits = _flat(Splits)
     class_weight_power: Annotated[float, Field(ge=0, le=2)] = 0.5  # class weights (N / (C n_c)) ** power; 0 = unweighted
