@@ -124,7 +124,7 @@ def run_epochs(config: dict, *, rank: int, world: int, device, prepare, checkpoi
     steps = task.steps_per_epoch(tc.batch_size, world)
     # With weight averaging the checkpoint's weights are the average (what is scored and
     # exported); the weights being trained travel in the train state.
-    averaged = weight_average(model, tc.average_epochs, steps, state)
+    averaged = weight_average(model, tc.average_epochs, steps, state, device)
     if state is not None and "live_weights" in state:
         model.load_state_dict(state["live_weights"], strict=True)
     model = prepare(model)
@@ -217,16 +217,17 @@ def run_epochs(config: dict, *, rank: int, world: int, device, prepare, checkpoi
             break
 
 
-def weight_average(model, epochs: float, steps_per_epoch: int, state: dict | None):
-    """An exponential moving average of ``model``'s weights over about ``epochs`` epochs
-    (None when ``epochs`` is 0). It starts from the model's current weights: on a resume,
-    the checkpoint's, which are the average saved then."""
+def weight_average(model, epochs: float, steps_per_epoch: int, state: dict | None, device):
+    """An exponential moving average of ``model``'s weights over about ``epochs`` epochs, kept
+    on ``device`` where the model trains and is scored (None when ``epochs`` is 0). It starts
+    from the model's current weights: on a resume, the checkpoint's, the average saved then."""
     if epochs <= 0:
         return None
     from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
 
     decay = 1.0 - 1.0 / max(1.0, epochs * steps_per_epoch)
-    averaged = AveragedModel(model, multi_avg_fn=get_ema_multi_avg_fn(decay), use_buffers=True)
+    averaged = AveragedModel(model, device=device, multi_avg_fn=get_ema_multi_avg_fn(decay),
+                             use_buffers=True)
     if state is not None:
         averaged.n_averaged.fill_(int(state.get("averaged_steps", 0)))
     return averaged
