@@ -114,3 +114,52 @@ def test_a_damaged_feature_part_is_one_line(tmp_path, capsys):
     (tmp_path / "features" / "part-00000.parquet").write_bytes(b"junk\n")
     with pytest.raises(InputError, match="part-00000.parquet: not a readable Parquet table"):
         read_features(tmp_path / "features")
+
+
+def _fusion_model(tmp_path: Path, vectors: list[list[float]], emotions: list[str | None]):
+    """An utterance table of one dialogue (split ``test``), a feature file of its text
+    vectors and an untrained fusion model over them that predicts a / b / c."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    from erc.models.checkpoint import save_model
+    from erc.models.fusion import FusionConfig, FusionModel
+    from erc.schema import utterance_table
+
+    ids = [f"c/test/d0/{t}" for t in range(len(emotions))]
+    rows = [{"utterance_id": u, "corpus": "c", "split": "test", "dialogue_id": "d0", "turn": t,
+             "speaker": "AB"[t % 2], "text": "hi", "emotion": e}
+            for t, (u, e) in enumerate(zip(ids, emotions))]
+    pq.write_table(utterance_table(rows), tmp_path / "utterances.parquet")
+    pq.write_table(pa.table({"utterance_id": ids, "text_embedding": vectors}),
+                   tmp_path / "features.parquet")
+    labels = ["a", "b", "c"]
+    spec = {"text": {"kind": "parquet", "path": str(tmp_path / "features.parquet"),
+                     "column": "text_embedding"}}
+    model = save_model(tmp_path / "model", FusionModel(FusionConfig(
+        modalities=["text"], dims={"text": 4}, labels=labels, n_classes=3, d_state=4)),
+        extra={"task": "fusion", "labels": labels, "features": spec})
+    return model, tmp_path / "utterances.parquet"
+
+
+def test_evaluate_refuses_labels_the_model_does_not_predict(tmp_path, capsys):
+    """A row labelled ``zzz`` for a model of a / b / c was scored as unlabelled (its true
+    label dropped from the predictions); now it is one line naming the split and labels."""
+    model, corpus = _fusion_model(tmp_path, [[0.1] * 4] * 3, ["a", "zzz", None])
+    assert main(["evaluate", str(model), str(corpus), "--split", "test",
+                 "--out", str(tmp_path / "eval")]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and err.startswith("erc: error: "), err
+    assert "'test'" in err and "zzz" in err and "a, b, c" in err
+    assert not (tmp_path / "eval" / "predictions.parquet").exists()
+
+
+def test_evaluate_predicts_every_row_of_a_split_without_labels(tmp_path):
+    import pyarrow.parquet as pq
+
+    model, corpus = _fusion_model(tmp_path, [[0.1] * 4] * 3, [None, None, None])
+    assert main(["evaluate", str(model), str(corpus), "--split", "test",
+                 "--out", str(tmp_path / "eval")]) == 0
+    predictions = pq.read_table(tmp_path / "eval" / "predictions.parquet")
+    assert predictions.num_rows == 3 and predictions.column("true").null_count == 3
+

@@ -42,6 +42,12 @@ def predict_split(model_dir: str | Path, table: pa.Table, split: str, device: st
     model = load_model(model_dir, device)
     labels = saved["config"]["labels"]
     roles = {"eval": split}  # a predict-only task: no train split
+    # A label the model cannot predict would be scored as no label at all: rows lost.
+    in_split = table.filter(pa.compute.equal(table.column("split"), split)).column("emotion")
+    unknown = sorted({e for e in in_split.to_pylist() if e} - set(labels))
+    if unknown:
+        raise InputError(f"split {split!r} has labels {model_dir} does not predict: "
+                         f"{', '.join(unknown)} (it predicts {', '.join(labels)})")
     if saved["kind"] == "text":
         from erc.models.text import load_tokenizer
 
