@@ -129,8 +129,10 @@ def feature_models(path: str | Path) -> list[dict]:
 
 def read_vectors(path: str | Path, column: str) -> dict[str, np.ndarray]:
     """{utterance_id: vector} of one embedding column of a feature folder or of any
-    Parquet file keyed by utterance_id; nulls and empty rows are left out."""
+    Parquet file keyed by utterance_id; nulls and empty rows are left out. All vectors
+    must have one width: a model's input is sized by it."""
     out: dict[str, np.ndarray] = {}
+    width = None
     for part in feature_parts(path):
         with readable(part):
             if column not in pq.read_schema(part).names:
@@ -139,6 +141,10 @@ def read_vectors(path: str | Path, column: str) -> dict[str, np.ndarray]:
         for uid, vector in zip(table.column("utterance_id").to_pylist(),
                                table.column(column).to_pylist()):
             if vector is not None and len(vector):
+                width = width or (len(vector), uid)
+                if len(vector) != width[0]:
+                    raise InputError(f"{part}: column {column!r}: the vector of {uid!r} has "
+                                     f"{len(vector)} values, that of {width[1]!r} {width[0]}")
                 out[uid] = np.asarray(vector, dtype=np.float32)
     return out
 

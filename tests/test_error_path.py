@@ -163,3 +163,12 @@ def test_evaluate_predicts_every_row_of_a_split_without_labels(tmp_path):
     predictions = pq.read_table(tmp_path / "eval" / "predictions.parquet")
     assert predictions.num_rows == 3 and predictions.column("true").null_count == 3
 
+
+def test_vectors_of_different_widths_are_one_line(tmp_path, capsys):
+    """One short vector in a ``parquet:`` feature file was a numpy broadcast traceback."""
+    model, corpus = _fusion_model(tmp_path, [[0.1] * 4, [0.1] * 3, [0.1] * 4], ["a", "b", "c"])
+    assert main(["evaluate", str(model), str(corpus), "--split", "test",
+                 "--out", str(tmp_path / "eval")]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and err.startswith("erc: error: "), err
+    assert "features.parquet" in err and "text_embedding" in err and "c/test/d0/1" in err
