@@ -172,3 +172,33 @@ def test_vectors_of_different_widths_are_one_line(tmp_path, capsys):
     err = capsys.readouterr().err.strip()
     assert len(err.splitlines()) == 1 and err.startswith("erc: error: "), err
     assert "features.parquet" in err and "text_embedding" in err and "c/test/d0/1" in err
+
+
+def _train_corpus(tmp_path: Path, dev_emotion: str | None) -> tuple[Path, Path]:
+    """Two one-dialogue splits (train labelled, dev labelled ``dev_emotion``) and a feature
+    file of their text vectors."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    from erc.schema import utterance_table
+
+    rows = [{"utterance_id": f"c/{s}/d0/{t}", "corpus": "c", "split": s, "dialogue_id": "d0",
+             "turn": t, "speaker": "AB"[t % 2], "text": "hi",
+             "emotion": "ab"[t % 2] if s == "train" else dev_emotion}
+            for s in ("train", "dev") for t in range(2)]
+    pq.write_table(utterance_table(rows), tmp_path / "utterances.parquet")
+    pq.write_table(pa.table({"utterance_id": [r["utterance_id"] for r in rows],
+                             "text_embedding": [[0.1] * 4] * len(rows)}),
+                   tmp_path / "features.parquet")
+    return tmp_path / "utterances.parquet", tmp_path / "features.parquet"
+
+
+def test_training_refuses_a_dev_split_without_labels(tmp_path, capsys):
+    """A dev split without labels trained and "selected" the model by a dev accuracy of 0."""
+    corpus, features = _train_corpus(tmp_path, None)
+    assert main(["train", "fusion", str(corpus), "--text", f"parquet:{features}",
+                 "--out", str(tmp_path / "run")]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "'dev'" in err and "no labelled" in err, err
+    assert not (tmp_path / "run" / "model").exists()
+

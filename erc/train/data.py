@@ -34,6 +34,17 @@ def resolve_roles(table: pa.Table, roles: Mapping[str, str] | None) -> dict[str,
     return roles
 
 
+def training_roles(table: pa.Table, roles: Mapping[str, str] | None) -> dict[str, str]:
+    """``resolve_roles`` for training: the model learns from the train split's labels and
+    is selected by the dev split's, so a split of either without any is an error."""
+    roles = resolve_roles(table, roles)
+    for role, split in roles.items():
+        emotions = table.filter(pa.compute.equal(table.column("split"), split)).column("emotion")
+        if not any(emotions.to_pylist()):
+            raise InputError(f"split {split!r} (for {role}) has no labelled utterances")
+    return roles
+
+
 def label_list(table: pa.Table) -> list[str]:
     return sorted({e for e in table.column("emotion").to_pylist() if e})
 

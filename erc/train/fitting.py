@@ -17,7 +17,7 @@ from pathlib import Path
 import pyarrow as pa
 
 from erc.recipes import FusionRecipe, TextRecipe, TrainConfig
-from erc.train.data import build_dialogue_data, build_text_data
+from erc.train.data import build_dialogue_data, build_text_data, training_roles
 from erc.train.loop import TrainOutcome, fit
 
 
@@ -41,8 +41,9 @@ def train_fusion(table: pa.Table, spec: Mapping[str, dict], out_dir: str | Path,
     from erc.train.vectors import load_features
 
     recipe = recipe or FusionRecipe()
+    roles = training_roles(table, roles_of(recipe))
     features = features if features is not None else load_features(spec, table)
-    data = build_dialogue_data(table, features, roles_of(recipe))
+    data = build_dialogue_data(table, features, roles)
     model = dataclasses.replace(recipe.model, modalities=data.modalities, dims=data.dims,
                                 labels=data.labels, n_classes=len(data.labels))
     return fit("fusion", {"model": model.to_dict(), "class_weight_power": recipe.class_weight_power,
@@ -58,7 +59,7 @@ def finetune_text(table: pa.Table, encoder: str, out_dir: str | Path,
     recipe = recipe or TextRecipe()
     tokenizer = load_tokenizer(encoder)
     settings = recipe.model
-    data = build_text_data(table, tokenizer, settings, roles_of(recipe))
+    data = build_text_data(table, tokenizer, settings, training_roles(table, roles_of(recipe)))
     model = dataclasses.replace(settings, encoder=str(Path(encoder).resolve()),
                                 n_classes=len(data.labels), labels=data.labels)
     return fit("text", {"model": model.to_dict(), "class_weight_power": recipe.class_weight_power},
