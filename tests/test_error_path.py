@@ -202,3 +202,10 @@ def test_training_refuses_a_dev_split_without_labels(tmp_path, capsys):
     assert len(err.splitlines()) == 1 and "'dev'" in err and "no labelled" in err, err
     assert not (tmp_path / "run" / "model").exists()
 
+
+def test_a_feature_column_that_is_not_there_is_named(tmp_path, capsys):
+    corpus, features = _train_corpus(tmp_path, "a")
+    assert main(["train", "fusion", str(corpus), "--text", f"parquet:{features}#nosuch",
+                 "--out", str(tmp_path / "run")]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "features.parquet" in err and "'nosuch'" in err, err
