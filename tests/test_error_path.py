@@ -209,3 +209,29 @@ def test_a_feature_column_that_is_not_there_is_named(tmp_path, capsys):
                  "--out", str(tmp_path / "run")]) == 2
     err = capsys.readouterr().err.strip()
     assert len(err.splitlines()) == 1 and "features.parquet" in err and "'nosuch'" in err, err
+
+
+def test_a_model_folder_that_is_not_a_model_is_one_line(tmp_path, capsys):
+    """A damaged config.json, damaged weights or the weights of another model were
+    tracebacks (JSONDecodeError, SafetensorError, RuntimeError)."""
+    import shutil
+
+    from erc.models.checkpoint import save_model
+    from erc.models.fusion import FusionConfig, FusionModel
+
+    model, corpus = _fusion_model(tmp_path, [[0.1] * 4] * 3, ["a", "b", "c"])
+    other = save_model(tmp_path / "other", FusionModel(FusionConfig(
+        modalities=["text"], dims={"text": 6}, labels=["a", "b", "c"], n_classes=3, d_state=4)))
+    for name, damage, fragment in (
+            ("config", lambda m: (m / "config.json").write_text("{not json"), "config.json"),
+            ("weights", lambda m: (m / "model.safetensors").write_bytes(b"junk"),
+             "model.safetensors"),
+            ("foreign", lambda m: shutil.copy(other / "model.safetensors", m), "model.safetensors")):
+        broken = tmp_path / name
+        shutil.copytree(model, broken)
+        damage(broken)
+        assert main(["evaluate", str(broken), str(corpus), "--split", "test",
+                     "--out", str(tmp_path / f"eval-{name}")]) == 2, name
+        err = capsys.readouterr().err.strip()
+        assert len(err.splitlines()) == 1 and err.startswith("erc: error: "), (name, err)
+        assert str(broken / fragment) in err, (name, err)

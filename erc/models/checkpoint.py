@@ -65,7 +65,15 @@ def _copy_encoder_files(source: Path, target: Path) -> None:
 
 
 def read_config(directory: str | Path) -> dict:
-    return json.loads((Path(directory) / CONFIG).read_text())
+    file = Path(directory) / CONFIG
+    try:
+        saved = json.loads(file.read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError) as err:
+        raise InputError(f"{file}: not a model config ({err})") from None
+    if not isinstance(saved, dict) or not isinstance(saved.get("config"), dict) \
+            or "kind" not in saved:
+        raise InputError(f"{file}: not a model config (no kind and config)")
+    return saved
 
 
 # Model kinds, as backends are: the class that rebuilds a saved model of each kind (each
@@ -94,6 +102,7 @@ def build_model(kind: str, config: dict, directory: Path | None = None,
 
 def load_model(directory: str | Path, device: str | torch.device = "cpu") -> nn.Module:
     """Rebuilds the model saved in ``directory`` and loads its weights (strict)."""
+    from safetensors import SafetensorError
     from safetensors.torch import load_file
 
     directory = Path(directory)
@@ -101,7 +110,12 @@ def load_model(directory: str | Path, device: str | torch.device = "cpu") -> nn.
         raise InputError(f"{directory}: no {WEIGHTS} (not a model checkpoint)")
     saved = read_config(directory)
     model = build_model(saved["kind"], saved["config"], directory, pretrained=False)
-    model.load_state_dict(load_file(str(directory / WEIGHTS)), strict=True)
+    try:
+        model.load_state_dict(load_file(str(directory / WEIGHTS)), strict=True)
+    except (SafetensorError, RuntimeError) as err:  # safetensors' and torch's errors on foreign weights
+        first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+        raise InputError(f"{directory / WEIGHTS}: not the weights of the model in {CONFIG} "
+                         f"({first})") from None
     return model.to(device).eval()
 
 
