@@ -235,3 +235,17 @@ def test_a_model_folder_that_is_not_a_model_is_one_line(tmp_path, capsys):
         err = capsys.readouterr().err.strip()
         assert len(err.splitlines()) == 1 and err.startswith("erc: error: "), (name, err)
         assert str(broken / fragment) in err, (name, err)
+
+
+def test_an_encoder_folder_without_a_tokenizer_is_one_line(tmp_path, capsys):
+    """transformers' ValueError on a folder that holds no tokenizer was a traceback."""
+    corpus, _ = _train_corpus(tmp_path, "a")
+    encoder = tmp_path / "not-an-encoder"
+    encoder.mkdir()
+    (encoder / "notes.txt").write_text("mine")
+    assert main(["train", "text", str(corpus), "--encoder", str(encoder),
+                 "--out", str(tmp_path / "run")]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and err.startswith("erc: error: "), err
+    assert str(encoder) in err and "tokenizer" in err
+    assert (encoder / "notes.txt").read_text() == "mine"

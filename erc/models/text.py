@@ -120,7 +120,13 @@ def check_inputs(config: TextModelConfig) -> None:
 def load_tokenizer(path: str):
     from transformers import AutoTokenizer
 
-    return AutoTokenizer.from_pretrained(path)
+    from erc.errors import InputError
+
+    try:
+        return AutoTokenizer.from_pretrained(path)
+    except (OSError, ValueError) as err:  # transformers' errors on a folder without a tokenizer
+        first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+        raise InputError(f"{path}: no tokenizer of a text encoder there ({first})") from None
 
 
 def turn_ids(tokenizer, dialogues: list[list[tuple[str, str]]],
