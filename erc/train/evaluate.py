@@ -74,6 +74,16 @@ def predict_ensemble(model_dirs: Sequence[str | Path], table: pa.Table, split: s
                      device: str = "cpu"):
     """``predict_split`` of several models, their probabilities averaged. The models must
     predict the same labels for the same utterances."""
+    from erc.models.checkpoint import read_config
+
+    def predicts(model_dir) -> list[str]:
+        return read_config(model_dir)["config"]["labels"]
+
+    labels = predicts(model_dirs[0])
+    for other in model_dirs[1:]:  # checked first: each model alone may be refused otherwise
+        if predicts(other) != labels:
+            raise InputError(f"{other}: predicts {predicts(other)}; {model_dirs[0]} predicts "
+                             f"{labels}: not one ensemble")
     probs, y, ids, speakers, labels = predict_split(model_dirs[0], table, split, device)
     for other in model_dirs[1:]:
         more, _, other_ids, _, other_labels = predict_split(other, table, split, device)
