@@ -130,8 +130,10 @@ def feature_models(path: str | Path) -> list[dict]:
 def read_vectors(path: str | Path, column: str) -> dict[str, np.ndarray]:
     """{utterance_id: vector} of one embedding column of a feature folder or of any
     Parquet file keyed by utterance_id; nulls and empty rows are left out. All vectors
-    must have one width: a model's input is sized by it."""
+    must have one width: a model's input is sized by it. An utterance id twice with the
+    same vector is kept once; with different vectors it is an error (which would be read?)."""
     out: dict[str, np.ndarray] = {}
+    where: dict[str, Path] = {}
     width = None
     for part in feature_parts(path):
         with readable(part):
@@ -145,7 +147,12 @@ def read_vectors(path: str | Path, column: str) -> dict[str, np.ndarray]:
                 if len(vector) != width[0]:
                     raise InputError(f"{part}: column {column!r}: the vector of {uid!r} has "
                                      f"{len(vector)} values, that of {width[1]!r} {width[0]}")
-                out[uid] = np.asarray(vector, dtype=np.float32)
+                vector = np.asarray(vector, dtype=np.float32)
+                if uid in out and not np.array_equal(out[uid], vector, equal_nan=True):
+                    raise InputError(f"{part}: column {column!r}: utterance {uid!r} has two "
+                                     f"different vectors (the other in {where[uid]}): one "
+                                     f"row per utterance")
+                out[uid], where[uid] = vector, part
     return out
 
 

@@ -249,3 +249,57 @@ def test_an_encoder_folder_without_a_tokenizer_is_one_line(tmp_path, capsys):
     assert len(err.splitlines()) == 1 and err.startswith("erc: error: "), err
     assert str(encoder) in err and "tokenizer" in err
     assert (encoder / "notes.txt").read_text() == "mine"
+
+
+def test_an_utterance_with_two_different_vectors_is_named(tmp_path):
+    """The same id twice in a feature file: the last row won, silently. Now two equal rows
+    are read as one, two different ones are an error naming the id."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    from erc.artifacts import read_vectors
+    from erc.errors import InputError
+
+    path = tmp_path / "features.parquet"
+    pq.write_table(pa.table({"utterance_id": ["u0", "u1", "u0"],
+                             "v": [[0.0, 1.0], [1.0, 1.0], [0.0, 1.0]]}), path)
+    assert sorted(read_vectors(path, "v")) == ["u0", "u1"]
+    pq.write_table(pa.table({"utterance_id": ["u0", "u1", "u0"],
+                             "v": [[0.0, 1.0], [1.0, 1.0], [0.5, 1.0]]}), path)
+    with pytest.raises(InputError, match=r"features.parquet: column 'v': utterance 'u0' has "
+                                         r"two different vectors"):
+        read_vectors(path, "v")
+
+
+def test_a_model_config_of_another_version_is_one_line(tmp_path, capsys):
+    """A config.json with a setting this erc does not know was a TypeError traceback."""
+    import json
+
+    model, corpus = _fusion_model(tmp_path, [[0.1] * 4] * 3, ["a", "b", "c"])
+    saved = json.loads((model / "config.json").read_text())
+    saved["config"]["mixer_layers"] = 2
+    (model / "config.json").write_text(json.dumps(saved))
+    assert main(["evaluate", str(model), str(corpus), "--split", "test",
+                 "--out", str(tmp_path / "eval")]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and err.startswith("erc: error: "), err
+    assert str(model / "config.json") in err and "mixer_layers" in err, err
+
+
+def test_tune_refuses_a_dev_split_without_labels_before_ray_starts(tmp_path, capsys):
+    """`erc tune` built its data its own way: a dev split without labels searched on a dev
+    score of nothing, and a misspelt #column was not named."""
+    corpus, features = _train_corpus(tmp_path, None)
+    assert main(["tune", "fusion", str(corpus), "--text", f"parquet:{features}",
+                 "--out", str(tmp_path / "search")]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "'dev'" in err and "no labelled" in err, err
+    assert not (tmp_path / "search").exists()
+
+
+def test_tune_names_a_feature_column_that_is_not_there(tmp_path, capsys):
+    corpus, features = _train_corpus(tmp_path, "a")
+    assert main(["tune", "fusion", str(corpus), "--text", f"parquet:{features}#nosuch",
+                 "--num-samples", "1", "--out", str(tmp_path / "search")]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "features.parquet" in err and "'nosuch'" in err, err

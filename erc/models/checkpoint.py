@@ -8,6 +8,7 @@ keys on its CUDA and CPU paths.
 
 from __future__ import annotations
 
+import dataclasses
 import importlib
 import json
 from pathlib import Path
@@ -93,6 +94,10 @@ def build_model(kind: str, config: dict, directory: Path | None = None,
     module, _, name = MODEL_KINDS[kind].partition(":")
     cls = getattr(importlib.import_module(module), name)
     config = dict(config)
+    unknown = sorted(set(config) - {f.name for f in dataclasses.fields(cls.config_class)})
+    if unknown:  # a model saved by another version of erc
+        raise InputError(f"unknown {kind} model settings {', '.join(unknown)} "
+                         f"(saved by another version of erc?)")
     if kind == "text":  # the folder holds the encoder's config and tokenizer
         if directory is not None and not Path(config["encoder"]).is_absolute():
             config["encoder"] = str(Path(directory) / config["encoder"])
@@ -109,14 +114,21 @@ def load_model(directory: str | Path, device: str | torch.device = "cpu") -> nn.
     if not (directory / WEIGHTS).is_file():
         raise InputError(f"{directory}: no {WEIGHTS} (not a model checkpoint)")
     saved = read_config(directory)
-    model = build_model(saved["kind"], saved["config"], directory, pretrained=False)
+    try:
+        model = build_model(saved["kind"], saved["config"], directory, pretrained=False)
+    except (InputError, TypeError, ValueError) as err:  # settings this erc cannot build
+        raise InputError(f"{directory / CONFIG}: {_first_line(err)}") from None
     try:
         model.load_state_dict(load_file(str(directory / WEIGHTS)), strict=True)
     except (SafetensorError, RuntimeError) as err:  # safetensors' and torch's errors on foreign weights
-        first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
         raise InputError(f"{directory / WEIGHTS}: not the weights of the model in {CONFIG} "
-                         f"({first})") from None
+                         f"({_first_line(err)})") from None
     return model.to(device).eval()
+
+
+def _first_line(err: Exception) -> str:
+    text = str(err).strip()
+    return text.splitlines()[0] if text else type(err).__name__
 
 
 def save_train_state(directory: str | Path, state: dict) -> None:

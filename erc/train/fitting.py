@@ -16,7 +16,6 @@ from pathlib import Path
 
 import pyarrow as pa
 
-from erc.errors import InputError
 from erc.recipes import FusionRecipe, TextRecipe, TrainConfig
 from erc.train.data import build_dialogue_data, build_text_data, training_roles
 from erc.train.loop import TrainOutcome, fit
@@ -44,11 +43,6 @@ def train_fusion(table: pa.Table, spec: Mapping[str, dict], out_dir: str | Path,
     recipe = recipe or FusionRecipe()
     roles = training_roles(table, roles_of(recipe))
     features = features if features is not None else load_features(spec, table)
-    for modality, vectors in features.items():
-        if not vectors:  # e.g. a misspelt #column: name where nothing was found
-            item = spec[modality]
-            column = f" (column {item['column']!r})" if "column" in item else ""
-            raise InputError(f"{item['path']}: no finite {modality} vectors{column}")
     data = build_dialogue_data(table, features, roles)
     model = dataclasses.replace(recipe.model, modalities=data.modalities, dims=data.dims,
                                 labels=data.labels, n_classes=len(data.labels))

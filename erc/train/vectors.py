@@ -20,7 +20,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from erc import io
-from erc.errors import ConfigError
+from erc.errors import ConfigError, InputError
 from erc.fingerprint import digest, table_digest
 from erc.recipes import FusionInputs
 from erc.train.data import build_text_data
@@ -137,6 +137,9 @@ def raw_features(spec: Mapping[str, dict], table: pa.Table) -> dict[str, dict[st
         else:
             raise ConfigError(f"unknown feature kind {kind!r} for {modality}")
         out[modality] = {u: v for u, v in vectors.items() if np.all(np.isfinite(v))}
+        if kind == "parquet" and not out[modality]:  # e.g. a misspelt #column
+            raise InputError(f"{item['path']}: no finite {modality} vectors (column "
+                             f"{item.get('column', f'{modality}_embedding')!r})")
     return out
 
 

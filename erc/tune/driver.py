@@ -241,6 +241,7 @@ def run_search(spec: SearchSpec, table, out_dir: str | Path, *,
 def _search(spec: SearchSpec, table, out_dir: Path, *, feature_spec, features, roles, data_key,
             address, num_cpus, storage, fresh, verbose, command, note) -> SearchOutcome:
     from erc import runtime
+    from erc.train.data import training_roles
 
     storage_path, filesystem = ray_storage(storage or str(out_dir / "ray"))
     experiment_path = f"{storage_path}/{EXPERIMENT}"
@@ -252,6 +253,8 @@ def _search(spec: SearchSpec, table, out_dir: Path, *, feature_spec, features, r
 
     spec = _without_idle_adapter_sizes(spec, feature_spec)
     roles = dict(roles) if roles is not None else search_roles(table)
+    # Trials learn from the train split's labels and are chosen by the dev split's.
+    training_roles(table, {"train": roles["train"], "dev": roles["dev"]})
     resumed = Tuner.can_restore(experiment_path, storage_filesystem=filesystem)
     if resumed and not (out_dir / "search.json").is_file():
         raise ConfigError(f"{experiment_path} holds a search this folder has no record of "
