@@ -15,7 +15,7 @@ holds anything else. A lock file (``.erc.lock``) serialises two runs on the same
 the second fails at once with a message naming the folder. A run refused before it wrote
 anything (``claimed``) leaves no trace: the folder it created, or the marker and lock it
 added to an existing one, are removed again. erc follows no link out of its folders: a link where
-its lock or log goes is an error, not a way out.
+an output folder, its marker, lock or log goes is an error, not a way out.
 """
 
 from __future__ import annotations
@@ -169,7 +169,8 @@ def _some(names: list[str]) -> str:
 # -- output folders -----------------------------------------------------------------------
 
 def owned(folder: str | Path) -> bool:
-    return (Path(folder) / MARKER).is_file()
+    marker = Path(folder) / MARKER
+    return marker.is_file() and not marker.is_symlink()  # a link could make anyone's folder "erc's"
 
 
 def claim(folder: str | Path, overwrite: bool = False) -> Path:
@@ -177,6 +178,10 @@ def claim(folder: str | Path, overwrite: bool = False) -> Path:
     marker of an existing one. A folder holding anything but erc's marker, lock and
     scratch files, without a marker, is foreign: OwnershipError unless ``overwrite``."""
     folder = Path(folder)
+    for path in (folder, folder / MARKER):
+        if path.is_symlink():  # writing there would write wherever the link points
+            raise OwnershipError(f"{path}: is a link; erc writes its outputs into a folder, not "
+                                 f"through links (name the folder itself, or remove the link)")
     if folder.exists() and not folder.is_dir():
         raise OwnershipError(f"{folder}: exists and is not a folder; choose another output")
     if not owned(folder):

@@ -218,6 +218,28 @@ def test_erc_does_not_write_through_a_link_in_place_of_its_lock_or_log(tmp_path)
     assert outside.read_text() == "mine\n"
 
 
+def test_erc_does_not_write_through_a_link_in_place_of_its_folder_or_marker(tmp_path, capsys):
+    """A link as the output folder (a run's stage folder, or --out itself) would send the
+    outputs wherever it points; a link named .erc would make anyone's folder look erc's."""
+    raw = corpus_csv(tmp_path / "raw")
+    outside = tmp_path / "outside"
+    outside.mkdir()
+    run = io.claim(tmp_path / "run")
+    (run / "corpus").symlink_to(outside)
+    refused(["corpus", "ingest", str(raw), "--out", str(run / "corpus")], capsys, "is a link")
+    (tmp_path / "dangling").symlink_to(tmp_path / "nowhere")
+    refused(["corpus", "ingest", str(raw), "--out", str(tmp_path / "dangling")], capsys, "is a link")
+    assert list(outside.iterdir()) == [] and not (tmp_path / "nowhere").exists()
+    users = tmp_path / "mine"
+    users.mkdir()
+    (tmp_path / "marker").write_text("any file\n")
+    (users / io.MARKER).symlink_to(tmp_path / "marker")
+    before = plant(users, {**SENTINELS, "utterances.parquet": b"my own table"})
+    assert not io.owned(users)
+    refused(["corpus", "ingest", str(raw), "--out", str(users)], capsys, "is a link")
+    assert digests(users) == before
+
+
 def test_one_folder_holds_one_stage(ingested, capsys):
     before = digests(ingested)
     refused(["preprocess", str(ingested), "--out", str(ingested)], capsys,

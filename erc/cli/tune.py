@@ -14,6 +14,7 @@ rewrites its outputs.
 
 from __future__ import annotations
 
+import os
 import shlex
 from pathlib import Path
 
@@ -103,7 +104,7 @@ def cmd_tune(args) -> int:
         roles = search_roles(table, args.train_split, args.dev_split, args.report_split)
     note = "; ".join(scope + ["the command trains on the whole corpus"]) if scope else ""
     print("[tune] " + describe_roles(table, roles, args.select_fraction), flush=True)
-    out = Path(args.out).resolve()
+    out = Path(os.path.abspath(args.out))  # a link there is refused, not followed (erc.io)
     inputs = validate(FusionInputs, given(args, args.input_options), "options")
     features = feature_spec(inputs) if spec.family == "fusion" else None
     data_key = f"{table_fingerprint(table)}|{roles}|{sorted((features or {}).items())}"
