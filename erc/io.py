@@ -47,6 +47,7 @@ def atomic_path(path: str | Path) -> Iterator[Path]:
     """A temporary path beside ``path``; renamed to ``path`` when the block succeeds,
     removed when it fails."""
     path = Path(path)
+    _no_link_inside(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.{os.getpid()}-{secrets.token_hex(4)}{SCRATCH_SUFFIX}")
     try:
@@ -55,6 +56,20 @@ def atomic_path(path: str | Path) -> Iterator[Path]:
     finally:
         if tmp.exists():
             tmp.unlink()
+
+
+def _no_link_inside(path: Path) -> None:
+    """OwnershipError when a folder between ``path`` and the erc output folder holding it
+    is a link (``plots`` pointing elsewhere): the file would land wherever it points."""
+    link = None
+    for folder in path.parents:
+        if folder.is_symlink():
+            link = link or folder
+        elif owned(folder):
+            if link is not None:
+                raise OwnershipError(f"{link}: is a link; erc writes its outputs into its own "
+                                     f"folders, not through links (remove the link)")
+            return
 
 
 def write_bytes(path: str | Path, data: bytes) -> Path:

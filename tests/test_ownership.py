@@ -240,6 +240,28 @@ def test_erc_does_not_write_through_a_link_in_place_of_its_folder_or_marker(tmp_
     assert digests(users) == before
 
 
+def test_erc_does_not_write_through_a_link_in_place_of_a_folder_inside_its_own(tmp_path):
+    """qc's plots/, a model/ or an adapter's speaker/ as a link to a folder of the user's:
+    the user's files there stay as they were."""
+    from erc.models.adapters import Adapter
+    from erc.models.checkpoint import save_model
+    from erc.recipes import AdapterConfig
+
+    outside = tmp_path / "outside"
+    outside.mkdir()
+    before = plant(outside, {"kept_by_split.png": b"my plot"})
+    ours = io.claim(tmp_path / "qc")
+    (ours / "plots").symlink_to(outside)
+    (ours / "speaker").symlink_to(outside)
+    with pytest.raises(OwnershipError, match="plots: is a link"):
+        io.write_bytes(ours / "plots" / "kept_by_split.png", b"erc's plot")
+    adapter = Adapter(AdapterConfig(in_dim=4, hidden=3, out_dim=2, n_classes=2))
+    with pytest.raises(OwnershipError, match="speaker: is a link"):
+        save_model(ours / "speaker" / "model", adapter)
+    assert digests(outside) == before and not (outside / "model").exists()
+    io.write_bytes(tmp_path / "plain" / "x.png", b"a folder of no erc run: written as named")
+
+
 def test_one_folder_holds_one_stage(ingested, capsys):
     before = digests(ingested)
     refused(["preprocess", str(ingested), "--out", str(ingested)], capsys,

@@ -38,8 +38,7 @@ def save_model(directory: str | Path, model: nn.Module, metrics: dict | None = N
     from safetensors.torch import save_file
 
     model = unwrap(model)
-    directory = Path(directory)
-    directory.mkdir(parents=True, exist_ok=True)
+    directory = Path(directory)  # made by the first write (io.atomic_path), after its checks
     state = {k: v.detach().to("cpu").contiguous() for k, v in model.state_dict().items()}
     with io.atomic_path(directory / WEIGHTS) as tmp:
         save_file(state, str(tmp), metadata={"kind": model.kind})
