@@ -46,8 +46,7 @@ FILE_INDEX = ".erc-files.json"  # in a folder erc wrote whole: the files it wrot
 def atomic_path(path: str | Path) -> Iterator[Path]:
     """A temporary path beside ``path``; renamed to ``path`` when the block succeeds,
     removed when it fails."""
-    path = Path(path)
-    _no_link_inside(path)
+    path = not_linked(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.{os.getpid()}-{secrets.token_hex(4)}{SCRATCH_SUFFIX}")
     try:
@@ -58,18 +57,21 @@ def atomic_path(path: str | Path) -> Iterator[Path]:
             tmp.unlink()
 
 
-def _no_link_inside(path: Path) -> None:
-    """OwnershipError when a folder between ``path`` and the erc output folder holding it
-    is a link (``plots`` pointing elsewhere): the file would land wherever it points."""
+def not_linked(path: str | Path) -> Path:
+    """``path``, checked: OwnershipError when it, or a folder between it and the erc output
+    folder holding it, is a link (``plots`` or Ray's ``ray`` pointing elsewhere): what erc
+    writes there would land wherever the link points."""
+    path = Path(path)
     link = None
-    for folder in path.parents:
+    for folder in (path, *path.parents):
         if folder.is_symlink():
             link = link or folder
         elif owned(folder):
             if link is not None:
                 raise OwnershipError(f"{link}: is a link; erc writes its outputs into its own "
                                      f"folders, not through links (remove the link)")
-            return
+            return path
+    return path
 
 
 def write_bytes(path: str | Path, data: bytes) -> Path:

@@ -262,6 +262,41 @@ def test_erc_does_not_write_through_a_link_in_place_of_a_folder_inside_its_own(t
     io.write_bytes(tmp_path / "plain" / "x.png", b"a folder of no erc run: written as named")
 
 
+def test_a_link_named_like_an_output_is_left_as_it_is(tmp_path, capsys):
+    """evaluate's predictions.parquet, Ray's checkpoint folder ray/: links of the user's
+    there are neither replaced nor written through."""
+    import pyarrow as pa
+    import torch
+
+    from erc.models.checkpoint import save_model
+    from erc.models.fusion import FusionConfig, FusionModel
+    from erc.recipes import TrainConfig
+    from erc.schema import utterance_table
+    from erc.train.fitting import loop_config
+
+    rows = [{"utterance_id": f"u{i}", "corpus": "c", "split": "dev", "dialogue_id": "d",
+             "turn": i, "speaker": "AB"[i % 2], "text": f"line {i}", "emotion": "ab"[i % 2]}
+            for i in range(4)]
+    pq.write_table(utterance_table(rows), tmp_path / "utterances.parquet")
+    pq.write_table(pa.table({"utterance_id": [r["utterance_id"] for r in rows],
+                             "v": [[float(i)] * 4 for i in range(4)]}), tmp_path / "v.parquet")
+    torch.manual_seed(0)
+    model = save_model(tmp_path / "model", FusionModel(FusionConfig(
+        modalities=["text"], dims={"text": 4}, labels=["a", "b"], n_classes=2, d_state=8, window=2)),
+        extra={"labels": ["a", "b"], "features": {"text": {
+            "kind": "parquet", "path": str(tmp_path / "v.parquet"), "column": "v"}}})
+    mine = tmp_path / "mine.parquet"
+    mine.write_bytes(b"my predictions")
+    ours = io.claim(tmp_path / "eval")
+    (ours / "predictions.parquet").symlink_to(mine)
+    refused(["evaluate", str(model), str(tmp_path / "utterances.parquet"), "--out", str(ours)],
+            capsys, "predictions.parquet: is a link")
+    assert (ours / "predictions.parquet").is_symlink() and mine.read_bytes() == b"my predictions"
+    (ours / "ray").symlink_to(tmp_path)
+    with pytest.raises(OwnershipError, match="ray: is a link"):
+        loop_config(TrainConfig(), ours)
+
+
 def test_one_folder_holds_one_stage(ingested, capsys):
     before = digests(ingested)
     refused(["preprocess", str(ingested), "--out", str(ingested)], capsys,

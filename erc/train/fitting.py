@@ -16,6 +16,7 @@ from pathlib import Path
 
 import pyarrow as pa
 
+from erc import io
 from erc.recipes import FusionRecipe, TextRecipe, TrainConfig
 from erc.train.data import build_dialogue_data, build_text_data, training_roles
 from erc.train.loop import TrainOutcome, fit
@@ -26,7 +27,7 @@ def loop_config(loop: TrainConfig, out_dir: str | Path) -> TrainConfig:
     ``OUT/ray`` unless a storage path (a shared folder, s3://...) is given."""
     out_dir = Path(out_dir).resolve()
     return dataclasses.replace(loop, name=out_dir.name,
-                               storage_path=loop.storage_path or str(out_dir / "ray"))
+                               storage_path=loop.storage_path or str(io.not_linked(out_dir / "ray")))
 
 
 def roles_of(recipe: FusionRecipe | TextRecipe) -> dict[str, str]:

@@ -244,7 +244,7 @@ def _search(spec: SearchSpec, table, out_dir: Path, *, feature_spec, features, r
     from erc import runtime
     from erc.train.data import training_roles
 
-    storage_path, filesystem = ray_storage(storage or str(out_dir / "ray"))
+    storage_path, filesystem = ray_storage(storage or str(io.not_linked(out_dir / "ray")))
     experiment_path = f"{storage_path}/{EXPERIMENT}"
     ledger = out_dir / "trial_starts.jsonl"
     if fresh:
