@@ -155,9 +155,10 @@ def open_no_link(path: str | Path, mode: str = "a", encoding: str | None = None)
 
 
 def _files(folder: Path) -> set[str]:
-    """The files under ``folder`` (relative, '/'-separated), its file index left out."""
+    """The files under ``folder`` (relative, '/'-separated), its file index left out; a
+    link counts as a file, also one to a folder."""
     return {p.relative_to(folder).as_posix() for p in folder.rglob("*")
-            if not p.is_dir() and p.name != FILE_INDEX}
+            if (p.is_symlink() or not p.is_dir()) and p.name != FILE_INDEX}
 
 
 def seal(folder: str | Path) -> Path:

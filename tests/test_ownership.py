@@ -179,6 +179,17 @@ def test_a_folder_erc_wrote_whole_is_not_replaced_while_it_holds_a_users_file(tm
     assert not (ours / "model").exists()
 
 
+def test_a_link_to_a_folder_put_in_a_folder_erc_wrote_whole_is_the_users(tmp_path):
+    ours = io.claim(tmp_path / "run")
+    io.write_bytes(ours / "model" / "weights.bin", b"erc's")
+    io.seal(ours / "model")
+    (tmp_path / "data").mkdir()
+    (ours / "model" / "data").symlink_to(tmp_path / "data")
+    with pytest.raises(OwnershipError, match="erc did not write \\(data\\)"):
+        io.remove_owned(ours, "model")
+    assert (ours / "model" / "data").is_symlink()
+
+
 def test_save_model_lists_every_file_it_wrote(tmp_path):
     from erc.models.adapters import Adapter, save_adapter
     from erc.recipes import AdapterConfig
