@@ -351,6 +351,33 @@ def test_an_ensemble_mixes_a_text_model_and_a_fusion_model(tmp_path):
         float(((p_text + p_fusion).argmax(1) == y).mean()))
 
 
+@pytest.mark.parametrize("inputs", ["target", "window"])
+def test_a_turn_without_text_is_predicted_by_a_text_model(tmp_path, capsys, inputs):
+    """Empty and whitespace texts read without speaker names are turns of no tokens: each
+    still gets its prediction (at its closing separator), in its own row."""
+    from erc.cli import main
+    from erc.models.checkpoint import save_model
+    from erc.models.text import ContextTextClassifier, TextModelConfig
+    from erc.schema import utterance_table
+
+    texts = ["hello there", "", "fine thanks", "   ", "one turn", ""]
+    dialogues = ["d0", "d0", "d0", "d0", "d1", "d2"]
+    rows = [{"utterance_id": f"u{i}", "corpus": "c", "split": "dev", "dialogue_id": d,
+             "turn": dialogues[:i].count(d), "speaker": "AB"[i % 2], "text": text,
+             "emotion": "ab"[i % 2]} for i, (text, d) in enumerate(zip(texts, dialogues))]
+    pq.write_table(utterance_table(rows), tmp_path / "utterances.parquet")
+    model = save_model(tmp_path / "text", ContextTextClassifier(TextModelConfig(
+        encoder=str(_tiny_encoder(tmp_path / "tiny-bert")), n_classes=2, labels=["a", "b"],
+        context_turns=2, max_length=32, speaker_names=False, inputs=inputs,
+        future_turns=2 if inputs == "window" else 0)), extra={"labels": ["a", "b"]})
+    assert main(["evaluate", str(model), str(tmp_path / "utterances.parquet"), "--split", "dev",
+                 "--out", str(tmp_path / "eval")]) == 0, capsys.readouterr().err
+    predictions = pq.read_table(tmp_path / "eval" / "predictions.parquet").to_pylist()
+    assert sorted(p["utterance_id"] for p in predictions) == [r["utterance_id"] for r in rows]
+    assert all(p["predicted"] and np.isfinite(p["p_a"]) for p in predictions)
+    assert json.loads((tmp_path / "eval" / "metrics.json").read_text())["n"] == len(rows)
+
+
 def test_multimodal_features_through_adapters(tmp_path):
     """Feature-table columns (speaker_embedding, faces) -> adapters -> dialogue tokens, with
     utterances lacking a modality marked missing (not zero-filled as if observed)."""

@@ -186,7 +186,9 @@ def target_inputs(ids: list[list[int]], context_turns: int, max_length: int, cls
         seq = [cls_id] + past + ([sep_id] if mark_target else [])
         start = len(seq)
         seq = seq + target + [sep_id] + future
-        rows.append((seq, start, start + len(target)))
+        # An empty turn (no text, no speaker name) is read at its closing [SEP]: every
+        # turn has a target, so none drops out of the model's outputs.
+        rows.append((seq, start, start + max(len(target), 1)))
     return rows
 
 
@@ -206,7 +208,7 @@ def pack_windows(ids: list[list[int]], max_length: int, cls_id: int, sep_id: int
             piece = ids[t][: max_length - 2]
             if turns and len(seq) + len(piece) + 1 > max_length:
                 break
-            spans.append((len(seq), len(seq) + len(piece)))
+            spans.append((len(seq), len(seq) + max(len(piece), 1)))  # empty: its [SEP]
             seq = seq + piece + [sep_id]
             turns.append(t)
             t += 1
