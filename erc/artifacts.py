@@ -71,9 +71,18 @@ def load_corpus(source: str | Path, format: str | None = None, **options) -> pa.
     if (source.is_file() and source.suffix == ".parquet" and format is None) or (
             source.is_dir() and (source / UTTERANCES).is_file()):
         return read_utterances(source)
+    from collections import Counter
+
     from erc.corpus import read_corpus
 
-    return read_corpus(source, format=format, options=options).utterances
+    result = read_corpus(source, format=format, options=options)
+    if result.problems.num_rows:  # said, not lost: an ingest would list them in problems.parquet
+        reasons = Counter(result.problems.column("reason").to_pylist())
+        print(f"[corpus] {source}: {result.problems.num_rows} of {result.n_input} input rows set "
+              f"aside by the reader ({', '.join(f'{r} {n}' for r, n in reasons.most_common())}), "
+              f"neither trained on nor scored; `erc corpus ingest` lists each with its line in "
+              f"problems.parquet", flush=True)
+    return result.utterances
 
 
 def feature_parts(path: str | Path) -> list[Path]:
