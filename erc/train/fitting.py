@@ -39,11 +39,12 @@ def train_fusion(table: pa.Table, spec: Mapping[str, dict], out_dir: str | Path,
                  features: Mapping | None = None) -> TrainOutcome:
     """Trains the fusion model of ``recipe`` on the features ``spec`` describes
     (``features``: already loaded ones, per modality {utterance_id: vector})."""
-    from erc.train.vectors import load_features
+    from erc.train.vectors import load_features, require_vectors
 
     recipe = recipe or FusionRecipe()
     roles = training_roles(table, roles_of(recipe))
     features = features if features is not None else load_features(spec, table)
+    require_vectors(spec, features)
     data = build_dialogue_data(table, features, roles)
     model = dataclasses.replace(recipe.model, modalities=data.modalities, dims=data.dims,
                                 labels=data.labels, n_classes=len(data.labels))

@@ -137,10 +137,17 @@ def raw_features(spec: Mapping[str, dict], table: pa.Table) -> dict[str, dict[st
         else:
             raise ConfigError(f"unknown feature kind {kind!r} for {modality}")
         out[modality] = {u: v for u, v in vectors.items() if np.all(np.isfinite(v))}
-        if kind == "parquet" and not out[modality]:  # e.g. a misspelt #column
-            raise InputError(f"{item['path']}: no finite {modality} vectors (column "
-                             f"{item.get('column', f'{modality}_embedding')!r})")
     return out
+
+
+def require_vectors(spec: Mapping[str, dict], features: Mapping[str, dict]) -> None:
+    """InputError naming the source of a modality the user asked for that yielded no
+    vector at all (e.g. a misspelt ``#column``): a model cannot learn from it."""
+    for modality, vectors in features.items():
+        if not vectors:
+            item = spec[modality]
+            column = f" (column {item['column']!r})" if "column" in item else ""
+            raise InputError(f"{item['path']}: no finite {modality} vectors{column}")
 
 
 def adapt_features(raw: Mapping[str, dict], spec: Mapping[str, dict],

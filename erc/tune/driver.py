@@ -148,7 +148,7 @@ def build_data(spec: SearchSpec, table, feature_spec: Mapping | None = None,
     from erc.train.data import build_dialogue_data, build_text_data
 
     if spec.family == "fusion":
-        from erc.train.vectors import load_features, raw_features
+        from erc.train.vectors import load_features, raw_features, require_vectors
 
         if spec.adapter_sizes():
             # Each trial adapts the raw vectors with adapters of its own sizes.
@@ -157,13 +157,15 @@ def build_data(spec: SearchSpec, table, feature_spec: Mapping | None = None,
                                  "(raw features), not loaded features")
             from erc.tune.trial import AdaptableDialogues
 
-            data = AdaptableDialogues(table, raw_features(feature_spec, table),
-                                      dict(feature_spec), roles)
+            raw = raw_features(feature_spec, table)
+            require_vectors(feature_spec, raw)
+            data = AdaptableDialogues(table, raw, dict(feature_spec), roles)
             return data, {"labels": data.labels, "features": dict(feature_spec)}
         if features is None:
             if not feature_spec:
                 raise ValueError("a fusion search needs features (feature_spec)")
             features = load_features(feature_spec, table)
+            require_vectors(feature_spec, features)
         data = build_dialogue_data(table, features, roles)
         base = {"modalities": data.modalities, "dims": data.dims, "labels": data.labels,
                 "features": dict(feature_spec or {})}
