@@ -322,3 +322,23 @@ def test_rows_a_reader_sets_aside_are_counted_where_a_raw_corpus_is_read(tmp_pat
     assert table.num_rows == 2
     assert "1 of 3 input rows set aside by the reader (bad_turn 1)" in out, out
     assert "problems.parquet" in out
+
+
+def test_evaluate_says_which_rows_had_no_vector(tmp_path, capsys):
+    """A row without a feature vector is predicted from the learned missing embedding: it
+    is kept, and predictions and metrics now say which rows and how many."""
+    import json
+
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    model, corpus = _fusion_model(tmp_path, [[0.1] * 4] * 3, ["a", "b", "c"])
+    pq.write_table(pa.table({"utterance_id": ["c/test/d0/0", "c/test/d0/1"],
+                             "text_embedding": [[0.1] * 4] * 2}), tmp_path / "features.parquet")
+    assert main(["evaluate", str(model), str(corpus), "--split", "test",
+                 "--out", str(tmp_path / "eval")]) == 0
+    predictions = pq.read_table(tmp_path / "eval" / "predictions.parquet")
+    assert predictions.column("missing").to_pylist() == [[], [], ["text"]]
+    metrics = json.loads((tmp_path / "eval" / "metrics.json").read_text())
+    assert metrics["n"] == 3 and metrics["n_missing"] == {"text": 1}
+    assert "utterances without a vector: text 1" in capsys.readouterr().out

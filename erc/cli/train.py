@@ -104,6 +104,10 @@ def cmd_evaluate(args) -> int:
         top = list(metrics["per_speaker"].items())[:8]
         print("per speaker (largest): " + ", ".join(
             f"{s} {m['accuracy']:.2f} (n={m['n']})" for s, m in top))
+        if metrics.get("n_missing"):  # read as the learned missing embedding
+            print("utterances without a vector: " + ", ".join(
+                f"{modality} {n}" for modality, n in metrics["n_missing"].items())
+                + " (read as the learned missing embedding; column missing of predictions.parquet)")
         print(f"outputs in {out}: metrics.json, predictions.parquet, confusion.png"
               + (" (up to date)" if result.skipped else ""))
     return 0
@@ -131,7 +135,7 @@ def register(commands) -> None:
     _common(text)
     text.set_defaults(func=cmd_train_text, recipe_options=add_recipe(text, TextRecipe))
 
-    fusion = kinds.add_parser("fusion", help="train the Mamba fusion model or a baseline",
+    fusion = kinds.add_parser("fusion", help="train the fusion model (GRU, Mamba or transformer over the dialogue)",
                               description="Trains the fusion model on per-utterance tokens: text "
                                           "(+ adapted speaker and face vectors).")
     _common(fusion)

@@ -116,7 +116,7 @@ class FusionStage(Stage):
     name = "train"
     inputs = ("utterances",)
     results = MODEL_RESULTS
-    description = "the fusion model (Mamba or a baseline mixer) on Ray Train"
+    description = "the fusion model (a GRU, Mamba or transformer over the dialogue) on Ray Train"
 
     def __init__(self, address: str | None = None, features: dict | None = None):
         self.address = address
@@ -256,6 +256,7 @@ class EvalJob:
 
 class EvaluateStage(Stage):
     name = "evaluate"
+    version = 2  # 2: predictions say which modalities each row had no vector for
     inputs = ("utterances",)
     results = ("metrics.json", "predictions.parquet", "confusion.png")
     description = "metrics, predictions and confusion matrix of a model (or an ensemble) on a split"
@@ -273,7 +274,8 @@ class EvaluateStage(Stage):
         table = load_corpus(ctx.inputs["utterances"], job.format)
         result = evaluate(models, table, job.split, ctx.out, title=job.title)
         return {k: v for k, v in result.metrics.items()
-                if k in ("split", "accuracy", "weighted_f1", "macro_f1", "n", "n_unlabelled")}
+                if k in ("split", "accuracy", "weighted_f1", "macro_f1", "n", "n_unlabelled",
+                         "n_missing")}
 
 
 def history(folder: Path) -> list[dict]:

@@ -6,11 +6,13 @@ unsure of, and their average is steadier than any one of them.
 Writes to ``out_dir``: ``metrics.json`` (accuracy, weighted F1, macro F1, per-class
 P/R/F1/support, confusion matrix, per-speaker breakdown), ``confusion.png`` and
 ``predictions.parquet`` (one row per utterance: id, dialogue, speaker, true and predicted
-label, the probability of every class).
+label, the probability of every class, and the modalities it had no vector for: a fusion
+model reads those as its learned *missing* embedding; ``metrics.json`` counts them).
 """
 
 from __future__ import annotations
 
+from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -30,7 +32,8 @@ class Evaluation:
 
 
 def predict_split(model_dir: str | Path, table: pa.Table, split: str, device: str = "cpu"):
-    """(probabilities (n, C), y_true (n,), ids, speakers, labels) of ``split``."""
+    """(probabilities (n, C), y_true (n,), ids, speakers, labels, missing) of ``split``;
+    missing: per utterance, the modalities the model read without a vector."""
     import torch
 
     from erc.models.checkpoint import load_model, read_config
@@ -54,6 +57,7 @@ def predict_split(model_dir: str | Path, table: pa.Table, split: str, device: st
         cfg = model.config
         data = build_text_data(table, load_tokenizer(cfg.encoder), cfg, roles, labels=labels)
         task = TextTask({"model": cfg.to_dict()}, data, None)
+        absent = {}
     elif saved["kind"] == "fusion":
         spec = saved.get("features")
         if not spec:
@@ -62,12 +66,14 @@ def predict_split(model_dir: str | Path, table: pa.Table, split: str, device: st
         data = build_dialogue_data(table, {m: features[m] for m in model.config.modalities},
                                    roles, labels=labels)
         task = FusionTask({"model": model.config.to_dict()}, data, None)
+        absent = {m: features[m] for m in model.config.modalities}
     else:
         raise InputError(f"{model_dir}: cannot evaluate a {saved['kind']} model on a corpus")
     logits, y, ids, speakers = task.predict(model, "eval", torch.device(device))
     logits = logits - logits.max(1, keepdims=True)
     probs = np.exp(logits) / np.exp(logits).sum(1, keepdims=True)
-    return probs, y, ids, speakers, labels
+    missing = [[m for m, vectors in absent.items() if u not in vectors] for u in ids]
+    return probs, y, ids, speakers, labels, missing
 
 
 def predict_ensemble(model_dirs: Sequence[str | Path], table: pa.Table, split: str,
@@ -84,14 +90,15 @@ def predict_ensemble(model_dirs: Sequence[str | Path], table: pa.Table, split: s
         if predicts(other) != labels:
             raise InputError(f"{other}: predicts {predicts(other)}; {model_dirs[0]} predicts "
                              f"{labels}: not one ensemble")
-    probs, y, ids, speakers, labels = predict_split(model_dirs[0], table, split, device)
+    probs, y, ids, speakers, labels, missing = predict_split(model_dirs[0], table, split, device)
     for other in model_dirs[1:]:
-        more, _, other_ids, _, other_labels = predict_split(other, table, split, device)
+        more, _, other_ids, _, other_labels, more_missing = predict_split(other, table, split, device)
         if other_labels != labels or other_ids != ids:
             raise InputError(f"{other}: predicts {other_labels} for {len(other_ids)} utterances; "
                              f"{model_dirs[0]} predicts {labels} for {len(ids)}: not one ensemble")
         probs = probs + more
-    return probs / len(model_dirs), y, ids, speakers, labels
+        missing = [sorted({*a, *b}) for a, b in zip(missing, more_missing)]
+    return probs / len(model_dirs), y, ids, speakers, labels, missing
 
 
 def evaluate(model_dir: str | Path | Sequence[str | Path], table: pa.Table, split: str,
@@ -101,14 +108,15 @@ def evaluate(model_dir: str | Path | Sequence[str | Path], table: pa.Table, spli
     from erc.train.metrics import classification_metrics, per_group, plot_confusion
 
     model_dirs = [model_dir] if isinstance(model_dir, (str, Path)) else list(model_dir)
-    probs, y, ids, speakers, labels = predict_ensemble(model_dirs, table, split, device)
+    probs, y, ids, speakers, labels, missing = predict_ensemble(model_dirs, table, split, device)
     pred = probs.argmax(1)
     labelled = y >= 0
     metrics = classification_metrics(y[labelled], pred[labelled], labels)
     metrics["per_speaker"] = per_group(y[labelled], pred[labelled],
                                        np.asarray(speakers)[labelled], labels)
     metrics.update({"split": split, "model": str(model_dirs[0]) if len(model_dirs) == 1 else
-                    [str(m) for m in model_dirs], "n_unlabelled": int((~labelled).sum())})
+                    [str(m) for m in model_dirs], "n_unlabelled": int((~labelled).sum()),
+                    "n_missing": dict(sorted(Counter(m for row in missing for m in row).items()))})
     dialogue = dict(zip(table.column("utterance_id").to_pylist(),
                         table.column("dialogue_id").to_pylist()))
     predictions = pa.table({
@@ -118,6 +126,7 @@ def evaluate(model_dir: str | Path | Sequence[str | Path], table: pa.Table, spli
         "true": [labels[i] if i >= 0 else None for i in y],
         "predicted": [labels[i] for i in pred],
         **{f"p_{label}": probs[:, i].astype(np.float32) for i, label in enumerate(labels)},
+        "missing": pa.array(missing, pa.list_(pa.string())),
     })
     if out_dir is not None:
         out_dir = Path(out_dir)
