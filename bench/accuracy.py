@@ -26,8 +26,8 @@ frozen sentence encoder: all-MiniLM-L6-v2 by default, all-mpnet-base-v2 after
   column measures every row against the stronger floor of each fold;
 - ``ROWS``: the fusion model over frozen embeddings, trained through ``erc train fusion``'s
   code path (``erc.train.fitting.train_fusion`` on Ray Train), one row per configuration:
-  the former default (causal Mamba, mixer outputs mean-pooled over all past turns), the
-  current-turn readout, the bidirectional mixers, speaker roles; ``-last`` rows score the
+  the first default (causal Mamba, mixer outputs mean-pooled over all past turns), the
+  current-turn readout, the bidirectional mixers (the GRU is the default), speaker roles; ``-last`` rows score the
   weights as trained instead of their moving average (the default, ``--average-epochs``);
 - ``TEXT_ROWS``: the context text encoder (MiniLM) fine-tuned on the fold through
   ``erc train text``'s code path (``erc.train.fitting.finetune_text``), read alone;
@@ -73,27 +73,33 @@ PAPER = {  # (accuracy, weighted F1) in %, None where not reported: their own sp
 }
 
 # name -> (fusion options, learning rate[, recipe options]); what is not given takes the
-# defaults of ``erc train fusion`` (FusionConfig, FusionRecipe and its loop), so "bi-mamba" is
-# the default recipe. Recipe options are FusionRecipe fields (class_weight_power) or loop
-# fields (average_epochs, weight_decay). "mamba-pooled" reads the mean of the mixer outputs
-# of all turns up to t, as the former default did (at the width and state size of today's).
+# defaults of ``erc train fusion`` (FusionConfig, FusionRecipe and its loop), so "bi-gru" is
+# the default recipe; the Mamba rows name their mixer. Recipe options are FusionRecipe fields
+# (class_weight_power) or loop fields (average_epochs, weight_decay). "mamba-pooled" reads
+# the mean of the mixer outputs of all turns up to t, as the first default did (at the
+# width and state size of today's).
+MAMBA = {"mixer": "mamba"}
 ROWS = {
-    "mamba-pooled": ({"bidirectional": False, "window": None}, 1e-3, {"average_epochs": 0.0}),
-    "mamba-causal": ({"bidirectional": False}, 1e-3),
-    "bi-mamba": ({}, 1e-3),
-    "bi-mamba-last": ({}, 1e-3, {"average_epochs": 0.0}),
-    "bi-gru": ({"mixer": "gru"}, 1e-3),
-    "bi-gru-last": ({"mixer": "gru"}, 1e-3, {"average_epochs": 0.0}),
-    "bi-mamba+roles": ({"speaker_roles": 2}, 1e-3),
+    "mamba-pooled": ({**MAMBA, "bidirectional": False, "window": None}, 1e-3, {"average_epochs": 0.0}),
+    "mamba-causal": ({**MAMBA, "bidirectional": False}, 1e-3),
+    "bi-mamba": (MAMBA, 1e-3),
+    "bi-mamba-last": (MAMBA, 1e-3, {"average_epochs": 0.0}),
+    "bi-gru": ({}, 1e-3),
+    "bi-gru-last": ({}, 1e-3, {"average_epochs": 0.0}),
+    "bi-mamba+roles": ({**MAMBA, "speaker_roles": 2}, 1e-3),
     "bi-transformer": ({"mixer": "transformer"}, 5e-4),
-    "no-context": ({"isolate_turns": True}, 1e-3),
-    "bi-mamba-unweighted": ({}, 1e-3, {"class_weight_power": 0.0}),
-    "bi-mamba-drop0.4": ({"dropout": 0.4}, 1e-3),
-    "bi-mamba-lr5e-4": ({}, 5e-4),
-    "bi-mamba-wd0.1": ({}, 1e-3, {"weight_decay": 0.1}),
-    "bi-mamba-avg2": ({}, 1e-3, {"average_epochs": 2.0}),
+    "no-context": ({**MAMBA, "isolate_turns": True}, 1e-3),
+    "bi-mamba-unweighted": (MAMBA, 1e-3, {"class_weight_power": 0.0}),
+    "bi-mamba-drop0.4": ({**MAMBA, "dropout": 0.4}, 1e-3),
+    "bi-mamba-lr5e-4": (MAMBA, 5e-4),
+    "bi-mamba-wd0.1": (MAMBA, 1e-3, {"weight_decay": 0.1}),
+    "bi-mamba-avg2": (MAMBA, 1e-3, {"average_epochs": 2.0}),
+    "bi-gru-w256": ({"d_model": 256}, 1e-3),
+    "bi-gru-drop0.3": ({"dropout": 0.3}, 1e-3),
+    "bi-gru+roles": ({"speaker_roles": 2}, 1e-3),
+    "bi-gru-lr5e-4": ({}, 5e-4),
 }
-DEFAULT_ROWS = list(ROWS)[:5]  # the former readout, causal, the default, without averaging, GRU
+DEFAULT_ROWS = list(ROWS)[:5]  # the first readout, causal and bidirectional Mamba, without averaging, the default
 
 # name -> (TextModelConfig options, loop options): the context text encoder fine-tuned
 # through ``erc train text``'s code path (``erc.train.fitting.finetune_text`` on Ray Train);
@@ -111,7 +117,7 @@ TEXT_ROWS = {
 # utterance vectors of a text row's model fine-tuned on the same fold (COSMIC / DAG-ERC),
 # optionally with the frozen encoder's vectors as a second text token.
 FUSED_ROWS = {
-    "window+bi-mamba": ("text-window", {}, 1e-3, False),
+    "window+bi-mamba": ("text-window", MAMBA, 1e-3, False),
     "window+bi-gru": ("text-window", {"mixer": "gru"}, 1e-3, False),
     "window+bi-gru+drop": ("text-window", {"mixer": "gru", "turn_dropout": 0.3}, 1e-3, False),
     "window+frozen+bi-gru": ("text-window", {"mixer": "gru"}, 1e-3, True),
@@ -208,6 +214,13 @@ def fusion_row(row: str) -> tuple[dict, float, dict]:
     """A ROWS entry as (fusion options, learning rate, recipe options)."""
     options, lr, *extra = ROWS[row]
     return options, lr, (extra[0] if extra else {})
+
+
+def is_default_row(row: str) -> bool:
+    """Whether a ROWS entry is ``erc train fusion`` with every option at its default."""
+    from erc.recipes import FusionRecipe
+
+    return fusion_row(row) == ({}, FusionRecipe().loop.lr, {})
 
 
 def text_recipe(row: str, seed: int, args):
@@ -361,7 +374,7 @@ def corpus_table(name: str, args, bench_dir: Path) -> list[dict]:
         elif row in FUSED_ROWS:
             title = f"fused over {FUSED_ROWS[row][0]}: {row}"
         else:
-            title = f"frozen {short} + {row}" + (" (default)" if row == "bi-mamba" else "")
+            title = f"frozen {short} + {row}" + (" (default)" if is_default_row(row) else "")
         rows.append({"model": title, "test": run["test"], "select": run["select"],
                      "note": f"{cached} cached, {len(folds) * args.seeds - cached} trained in "
                              f"{models.seconds.get(row, 0.0):.0f} s"})

@@ -3,17 +3,18 @@
     .venv/bin/python bench/tune.py                        # 16 trials x up to 8 epochs
     .venv/bin/python bench/tune.py --num-samples 24 --epochs 10 --fresh
 
-The search is `erc tune tune/fusion.yaml` (the shipped fusion space: lr, weight decay,
-dropout, d_state, expand, d_conv, window, class weighting, batch size) over frozen
-all-MiniLM-L6-v2 embeddings of the MELD transcripts (the offline model; computed once and
+The search is `erc tune tune/fusion.yaml` (the shipped space of the default mixer, the
+bidirectional GRU: lr, weight decay, dropout, width, window, class weighting, batch size;
+``--search tune/fusion-mamba.yaml`` for the paper's Mamba) over frozen all-MiniLM-L6-v2
+embeddings of the MELD transcripts (the offline model; computed once and
 cached under the erc state dir), searched as `erc tune --select-fraction 0.15` does
 (``erc.tune.driver.selection_split``, the protocol of ``erc.train.folds.dev_fold``): trials
 train on the MELD train dialogues less a selection slice (15 %), the search maximises
 weighted F1 on that slice, and every trial's best-selection model is also scored on the dev
 split, which no choice is made on (the search's report split). The first trial is the
-untuned default of `erc train fusion` (lr 1e-3, weight decay 0.01, dropout 0.2, d_state
-64, expand 2, d_conv 4, all past turns, class weight power 0.5, batch 8); ASHA never stops
-it, so it trains the same epochs as the best tuned trial could.
+untuned default of `erc train fusion` (every option at its default in erc/recipes.py, less
+what the search file fixes: its epochs); ASHA never stops it, so it trains the same epochs
+as the best tuned trial could.
 The bench prints the trials table, then the default's weighted F1 beside the best tuned
 one (chosen on the selection slice) on the selection slice and on MELD dev, and the gain of
 the search on each, all from the same search (same data, epochs, patience): the dev gain is

@@ -168,7 +168,7 @@ def test_fusion_shapes_and_token_width(mixer, bidirectional):
 
 
 def test_missing_modality_uses_learned_embedding_not_its_values():
-    model = FusionModel(FusionConfig(dims=DIMS, n_classes=4, d_state=8)).eval()
+    model = FusionModel(FusionConfig(dims=DIMS, n_classes=4, mixer="mamba", d_state=8)).eval()
     feats, pres, valid = _batch([6], present=1.0)
     pres["face"][0, 2] = False
     tokens = model.tokens(feats, pres)
@@ -188,7 +188,7 @@ def test_missing_modality_uses_learned_embedding_not_its_values():
 
 
 def test_turn_dropout_hides_whole_turns_in_training_only():
-    model = FusionModel(FusionConfig(dims=DIMS, n_classes=4, d_state=8, turn_dropout=0.5))
+    model = FusionModel(FusionConfig(dims=DIMS, n_classes=4, mixer="mamba", d_state=8, turn_dropout=0.5))
     feats, pres, valid = _batch([40, 40], present=1.0)
     missing = torch.cat([model.missing[m].detach() for m in DIMS])
     torch.manual_seed(0)
@@ -306,7 +306,7 @@ def test_reverse_valid_keeps_padding_at_the_end():
 def test_speaker_roles_follow_order_of_appearance():
     assert speaker_order(["Ross", "Rachel", "Ross", "Joey", "Rachel"]) == [0, 1, 0, 2, 1]
     torch.manual_seed(0)
-    model = FusionModel(FusionConfig(dims=DIMS, n_classes=4, d_state=8, speaker_roles=2)).eval()
+    model = FusionModel(FusionConfig(dims=DIMS, n_classes=4, mixer="mamba", d_state=8, speaker_roles=2)).eval()
     assert model.roles.weight.shape == (2, model.d_model)
     feats, pres, valid = _batch([6], present=1.0)
     roles = torch.tensor([speaker_order(list("ABABAB"))])
@@ -322,7 +322,7 @@ def test_speaker_roles_follow_order_of_appearance():
                                model(feats, pres, valid, torch.tensor([[0, 1, 0, 1, 0, 1]])))
     with pytest.raises(ValueError, match="speaker roles"):
         model(feats, pres, valid)
-    plain = FusionModel(FusionConfig(dims=DIMS, n_classes=4, d_state=8)).eval()
+    plain = FusionModel(FusionConfig(dims=DIMS, n_classes=4, mixer="mamba", d_state=8)).eval()
     assert not any(k.startswith("roles") for k in plain.state_dict())
     torch.testing.assert_close(plain(feats, pres, valid, roles), plain(feats, pres, valid))
 
@@ -339,8 +339,8 @@ def test_collated_dialogues_carry_speaker_roles():
 
 
 def test_bidirectional_mamba_state_dict_extends_the_causal_one():
-    causal = FusionModel(FusionConfig(dims=DIMS, n_classes=4, d_state=8, bidirectional=False))
-    both = FusionModel(FusionConfig(dims=DIMS, n_classes=4, d_state=8, bidirectional=True))
+    causal = FusionModel(FusionConfig(dims=DIMS, n_classes=4, mixer="mamba", d_state=8, bidirectional=False))
+    both = FusionModel(FusionConfig(dims=DIMS, n_classes=4, mixer="mamba", d_state=8, bidirectional=True))
     extra = set(both.state_dict()) - set(causal.state_dict())
     assert set(causal.state_dict()) <= set(both.state_dict())
     assert extra == {f"mixer_backward.{k}" for k in causal.mixer.state_dict()}
@@ -349,7 +349,7 @@ def test_bidirectional_mamba_state_dict_extends_the_causal_one():
 def test_fusion_checkpoint_round_trip(tmp_path):
     from safetensors import safe_open
 
-    model = FusionModel(FusionConfig(dims=DIMS, n_classes=5, d_state=8, window=3,
+    model = FusionModel(FusionConfig(dims=DIMS, n_classes=5, mixer="mamba", d_state=8, window=3,
                                      labels=list("abcde"))).eval()
     feats, pres, valid = _batch([6, 4])
     checkpoint.save_model(tmp_path / "m", model, metrics={"dev_weighted_f1": 0.5})

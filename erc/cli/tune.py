@@ -7,7 +7,7 @@
     erc tune fusion ../shared/data/meld --text st:all-MiniLM-L6-v2 --text-only \\
         --select-fraction 0.15 --out runs/tune/meld-select   # choose on train, report on dev
 
-SEARCH is a search file (or the name of one in tune/: fusion, text). Running the same
+SEARCH is a search file (or the name of one in tune/: fusion, fusion-mamba, text). Running the same
 command again with the same --out resumes an interrupted search; a finished one just
 rewrites its outputs.
 """
@@ -133,7 +133,7 @@ def register(commands) -> None:
                     "importance.png and report.html to --out. The same command with the same "
                     "--out resumes an interrupted search.")
     tune.add_argument("search", help="search file (YAML), or the name of one in tune/ "
-                                     "(fusion, text)")
+                                     "(fusion, fusion-mamba, text)")
     tune.add_argument("corpus", help="ingest folder, utterances.parquet or a corpus erc reads")
     tune.add_argument("--out", required=True, help="output folder (same folder = resume)")
     tune.add_argument("--format", help="corpus format when reading a corpus (default: detected)")
