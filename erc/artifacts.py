@@ -85,6 +85,25 @@ def load_corpus(source: str | Path, format: str | None = None, **options) -> pa.
     return result.utterances
 
 
+def _listed_parts(manifest: Path) -> list[str] | None:
+    """The part file names a feature folder's manifest lists (None: it lists none). A
+    manifest that cannot be read is an error, not a reason to guess the parts from the
+    folder (stray parts of another run may lie beside them)."""
+    try:
+        data = json.loads(manifest.read_bytes())
+    except (OSError, ValueError) as err:
+        raise InputError(f"{manifest}: not a readable manifest ({err})") from None
+    if not isinstance(data, dict):
+        raise InputError(f"{manifest}: not a manifest of `erc preprocess` (not a JSON object)")
+    listed = data.get("partitions")
+    if listed is None:
+        return None
+    if not (isinstance(listed, list) and all(
+            isinstance(entry, dict) and isinstance(entry.get("file"), str) for entry in listed)):
+        raise InputError(f"{manifest}: 'partitions' must be a list of entries naming a 'file'")
+    return [entry["file"] for entry in listed]
+
+
 def feature_parts(path: str | Path) -> list[Path]:
     """The part files of a feature folder, as its manifest lists them (a single Parquet
     file is its own part; a folder without a manifest: its ``part-*.parquet`` files)."""
@@ -95,9 +114,9 @@ def feature_parts(path: str | Path) -> list[Path]:
         raise InputError(f"{path}: no feature folder (run `erc preprocess` first)")
     manifest = path / FEATURES_MANIFEST
     if manifest.is_file():
-        listed = json.loads(manifest.read_text()).get("partitions")
+        listed = _listed_parts(manifest)
         if listed is not None:
-            parts = [path / entry["file"] for entry in listed]
+            parts = [path / name for name in listed]
             missing = [p.name for p in parts if not p.is_file()]
             if missing:
                 raise InputError(f"{path}: parts listed in its manifest are missing: "
@@ -120,11 +139,29 @@ def read_features(path: str | Path, columns: list[str] | None = None) -> pa.Tabl
             raise InputError(f"{part}: not a feature table of `erc preprocess` (it lacks "
                              f"{', '.join(lacking)})")
         with readable(part):
-            tables.append(pq.read_table(part, columns=None if columns is None else
-                                        [c for c in columns if c in names]))
+            table = pq.read_table(part, columns=None if columns is None else
+                                  [c for c in columns if c in names])
+        tables.append(_as_feature_types(table, part))
     if not tables:
         raise InputError(f"{path}: no feature rows")
     return pa.concat_tables(tables, promote_options="default").sort_by("utterance_id")
+
+
+def _as_feature_types(table: pa.Table, part: Path) -> pa.Table:
+    """The columns the feature schema knows, in its types: a column that cannot be read
+    as its type is an error naming the part, not a crash in the stage that reads it."""
+    from erc.features import FEATURE_SCHEMA
+
+    for i, name in enumerate(table.column_names):
+        if name not in FEATURE_SCHEMA.names or table.field(i).type == FEATURE_SCHEMA.field(name).type:
+            continue
+        want = FEATURE_SCHEMA.field(name).type
+        try:
+            table = table.set_column(i, pa.field(name, want), table.column(i).cast(want))
+        except (pa.ArrowInvalid, pa.ArrowTypeError, pa.ArrowNotImplementedError):
+            raise InputError(f"{part}: column {name!r} holds {table.field(i).type}, a feature "
+                             f"table's holds {want}") from None
+    return table
 
 
 def feature_models(path: str | Path) -> list[dict]:

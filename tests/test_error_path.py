@@ -116,6 +116,55 @@ def test_a_damaged_feature_part_is_one_line(tmp_path, capsys):
         read_features(tmp_path / "features")
 
 
+@pytest.mark.parametrize("manifest", [b"{not json", b"\xff\xfe garbage", b"[1, 2]",
+                                      b'{"partitions": 5}', b'{"partitions": [{"name": "x"}]}'])
+def test_a_damaged_feature_manifest_is_one_line(tmp_path, capsys, manifest):
+    """A feature folder's manifest that is not JSON, or lists its parts wrongly, was a
+    JSONDecodeError, KeyError or TypeError traceback in every reader of the folder."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    from erc.schema import utterance_table
+
+    pq.write_table(utterance_table([{"utterance_id": "u0", "corpus": "c", "split": "train",
+                                     "dialogue_id": "d0", "turn": 0, "speaker": "A"}]),
+                   tmp_path / "utterances.parquet")
+    features = tmp_path / "features"
+    features.mkdir()
+    pq.write_table(pa.table({"utterance_id": ["u0"], "status": ["ok"]}),
+                   features / "part-00000.parquet")
+    (features / "manifest.json").write_bytes(manifest)
+    assert main(["qc", str(features), "--utterances", str(tmp_path), "--out",
+                 str(tmp_path / "qc")]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and err.startswith("erc: error: "), err
+    assert str(features / "manifest.json") in err
+
+
+def test_a_feature_column_of_another_type_names_its_part(tmp_path):
+    """A part whose column holds another type was a pyarrow traceback where the parts were
+    joined or the rows built."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    from erc.artifacts import read_features
+    from erc.errors import InputError
+
+    features = tmp_path / "features"
+    features.mkdir()
+    pq.write_table(pa.table({"utterance_id": ["u0"], "status": ["ok"],
+                             "speaker_embedding": [[0.5, 0.5]]}), features / "part-00000.parquet")
+    pq.write_table(pa.table({"utterance_id": ["u1"], "status": ["ok"],
+                             "speaker_embedding": ["x"]}), features / "part-00001.parquet")
+    with pytest.raises(InputError, match=r"part-00001.parquet: column 'speaker_embedding' holds "
+                                         r"string"):
+        read_features(features)
+    pq.write_table(pa.table({"utterance_id": ["u1"], "status": ["ok"],
+                             "speaker_embedding": [[1.0, 0.0]]}), features / "part-00001.parquet")
+    table = read_features(features)  # float64 vectors are read as the schema's float32
+    assert table.num_rows == 2 and table.schema.field("speaker_embedding").type == pa.list_(pa.float32())
+
+
 def _fusion_model(tmp_path: Path, vectors: list[list[float]], emotions: list[str | None]):
     """An utterance table of one dialogue (split ``test``), a feature file of its text
     vectors and an untrained fusion model over them that predicts a / b / c."""
