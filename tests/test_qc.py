@@ -631,6 +631,30 @@ def test_reviewed_relabels_and_cli(tmp_path, capsys):
     assert "alignment rule must be one of" in capsys.readouterr().err
 
 
+def _rewrite_features(features, change):
+    """Applies ``change`` to the rows of every part of a feature folder."""
+    for part in sorted(features.glob("part-*.parquet")):
+        table = pq.read_table(part)
+        rows = table.to_pylist()
+        change(rows)
+        pq.write_table(pa.Table.from_pylist(rows, schema=table.schema), part)
+
+
+def test_a_zero_face_embedding_is_no_face(tmp_path):
+    """A face embedding of zeros was a scikit-learn ValueError (cosine of a zero vector)
+    deep in the label findings; like a non-finite one, it is no face."""
+    corpus, features = _constructed_run(tmp_path, np.random.default_rng(8))
+
+    def zero(rows):
+        for row in rows[:6]:
+            if row["faces"]:
+                row["faces"] = [{**face, "embedding": [0.0] * len(face["embedding"])}
+                                for face in row["faces"]]
+    _rewrite_features(features, zero)
+    d = {r["utterance_id"]: r for r in run_qc(features, corpus, tmp_path / "qc").decisions.to_pylist()}
+    assert d["toy/train/d0/0"]["face_status"] == "no_face" and not d["toy/train/d0/0"]["keep"]
+
+
 @pytest.mark.slow
 def test_face_references_from_a_folder_of_photos():
     """Explicit references from speaker photos, through the real offline face backends

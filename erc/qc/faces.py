@@ -99,7 +99,8 @@ def tracks_of(faces: list[dict], threshold: float, min_score: float = 0.0) -> li
     usable = [f for f in faces or [] if f.get("embedding") is not None
               and (f.get("score") is None or f["score"] >= min_score)]
     vectors = [np.asarray(f["embedding"], dtype=np.float32) for f in usable]
-    keep = [i for i, v in enumerate(vectors) if v.size and np.all(np.isfinite(v))]
+    # A zero vector points nowhere: no similarity can be taken with it.
+    keep = [i for i, v in enumerate(vectors) if v.size and np.all(np.isfinite(v)) and np.any(v)]
     usable = [usable[i] for i in keep]
     vectors = l2_normalise(np.stack([vectors[i] for i in keep])) if keep else np.zeros((0, 1))
     order = sorted(range(len(usable)), key=lambda i: -(usable[i].get("score") or 0.0))
