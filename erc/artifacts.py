@@ -144,7 +144,31 @@ def read_features(path: str | Path, columns: list[str] | None = None) -> pa.Tabl
         tables.append(_as_feature_types(table, part))
     if not tables:
         raise InputError(f"{path}: no feature rows")
-    return pa.concat_tables(tables, promote_options="default").sort_by("utterance_id")
+    table = pa.concat_tables(tables, promote_options="default").sort_by("utterance_id")
+    _one_width(table, path)
+    return table
+
+
+def _one_width(table: pa.Table, path) -> None:
+    """Every embedding of a column has one width, as ``read_vectors`` requires: vectors of
+    two widths come from two models and cannot be compared (a check would silently skip
+    whichever width it met second)."""
+    ids = table.column("utterance_id").to_pylist()
+    columns = [(name, table.column(name).combine_chunks(), None)
+               for name in ("speaker_embedding", "text_embedding") if name in table.column_names]
+    if "faces" in table.column_names:
+        faces = table.column("faces").combine_chunks()
+        columns.append(("faces.embedding", pc.struct_field(pc.list_flatten(faces), "embedding"),
+                        pc.list_parent_indices(faces).to_numpy()))
+    for name, vectors, rows in columns:
+        lengths = pc.list_value_length(vectors).fill_null(0).to_numpy()
+        present = np.flatnonzero(lengths)
+        odd = present[lengths[present] != lengths[present[0]]] if present.size else present
+        if odd.size:
+            a, b = (int(k if rows is None else rows[k]) for k in (present[0], odd[0]))
+            raise InputError(f"{path}: column {name!r}: the vector of {ids[b]!r} has "
+                             f"{lengths[odd[0]]} values, that of {ids[a]!r} "
+                             f"{lengths[present[0]]}: one model per column")
 
 
 def _as_feature_types(table: pa.Table, part: Path) -> pa.Table:

@@ -655,6 +655,29 @@ def test_a_zero_face_embedding_is_no_face(tmp_path):
     assert d["toy/train/d0/0"]["face_status"] == "no_face" and not d["toy/train/d0/0"]["keep"]
 
 
+@pytest.mark.parametrize("column", ["speaker_embedding", "faces"])
+def test_embeddings_of_two_widths_are_one_line(tmp_path, capsys, column):
+    """One vector of another width was a numpy broadcast traceback (faces) or silently left
+    every vector of the first width unchecked (speaker)."""
+    from erc.cli import main
+
+    corpus, features = _constructed_run(tmp_path, np.random.default_rng(9))
+
+    def shorten(rows):
+        for row in rows:
+            if row["utterance_id"] == "toy/train/d3/2":
+                if column == "faces":
+                    row["faces"] = [{**row["faces"][0], "embedding": [0.5] * 8}]
+                else:
+                    row["speaker_embedding"] = [0.5] * 8
+    _rewrite_features(features, shorten)
+    assert main(["qc", str(features), "--utterances", str(corpus), "--out",
+                 str(tmp_path / "qc")]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and err.startswith("erc: error: "), err
+    assert str(features) in err and "toy/train/d3/2" in err and "8 values" in err
+
+
 @pytest.mark.slow
 def test_face_references_from_a_folder_of_photos():
     """Explicit references from speaker photos, through the real offline face backends
