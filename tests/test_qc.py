@@ -655,6 +655,22 @@ def test_a_zero_face_embedding_is_no_face(tmp_path):
     assert d["toy/train/d0/0"]["face_status"] == "no_face" and not d["toy/train/d0/0"]["keep"]
 
 
+def test_names_with_dollars_are_drawn_as_written(tmp_path):
+    """A split or emotion named with two "$" was parsed as mathtext by the plots: a
+    ParseSyntaxException traceback instead of a report."""
+    corpus, features = _constructed_run(tmp_path, np.random.default_rng(10))
+    table = pq.read_table(corpus / "utterances.parquet")
+    splits = ["$x_{$" if s == "test" else s for s in table.column("split").to_pylist()]
+    emotions = ["$\\frac{a}$" if e == "joy" else e for e in table.column("emotion").to_pylist()]
+    table = table.set_column(table.schema.get_field_index("split"), "split", pa.array(splits))
+    table = table.set_column(table.schema.get_field_index("emotion"), "emotion", pa.array(emotions))
+    pq.write_table(table, corpus / "utterances.parquet")
+    run_qc(features, corpus, tmp_path / "qc")
+    report = json.loads((tmp_path / "qc" / "report.json").read_text())
+    assert {s["split"] for s in report["by_split"]} == {"train", "$x_{$"}
+    assert (tmp_path / "qc" / "plots" / "kept_by_split.png").stat().st_size > 2000
+
+
 @pytest.mark.parametrize("column", ["speaker_embedding", "faces"])
 def test_embeddings_of_two_widths_are_one_line(tmp_path, capsys, column):
     """One vector of another width was a numpy broadcast traceback (faces) or silently left

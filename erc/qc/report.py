@@ -192,6 +192,13 @@ def plots(decisions, data: dict) -> dict[str, bytes]:
     import matplotlib
 
     matplotlib.use("Agg")
+    # Split, emotion and status names are the corpus's text, not mathtext: a name with two
+    # "$" in it is drawn as written.
+    with matplotlib.rc_context({"text.parse_math": False}):
+        return _plots(decisions, data)
+
+
+def _plots(decisions, data: dict) -> dict[str, bytes]:
     import matplotlib.pyplot as plt
 
     rows = decisions.to_pylist()
