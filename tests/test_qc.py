@@ -694,6 +694,21 @@ def test_embeddings_of_two_widths_are_one_line(tmp_path, capsys, column):
     assert str(features) in err and "toy/train/d3/2" in err and "8 values" in err
 
 
+def test_a_relabels_file_that_is_not_utf8_is_one_line(tmp_path, capsys):
+    """A reviewed relabels.csv saved in another encoding was a UnicodeDecodeError traceback."""
+    from erc.cli import main
+
+    corpus, features = _constructed_run(tmp_path, np.random.default_rng(11))
+    reviewed = tmp_path / "reviewed.csv"
+    reviewed.write_bytes("utterance_id,speaker,proposed_speaker\ntoy/train/d0/0,Ross,Ren\xe9\n"
+                         .encode("latin-1"))
+    assert main(["qc", str(features), "--utterances", str(corpus), "--out",
+                 str(tmp_path / "qc"), "--relabels", str(reviewed)]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and err.startswith("erc: error: "), err
+    assert str(reviewed) in err and "UTF-8" in err
+
+
 @pytest.mark.slow
 def test_face_references_from_a_folder_of_photos():
     """Explicit references from speaker photos, through the real offline face backends

@@ -39,7 +39,7 @@ from pathlib import Path
 import pyarrow as pa
 
 from erc import io
-from erc.errors import ConfigError
+from erc.errors import ConfigError, InputError
 from erc.qc.alignment import AlignmentConfig, align_corpus
 from erc.qc.faces import (
     FaceConfig,
@@ -141,16 +141,20 @@ def read_relabels(path: str | Path) -> tuple[dict[str, str], dict[str, str]]:
     whose ``apply`` column is false/no/0 are skipped."""
     by_utterance, by_label = {}, {}
     with open(path, newline="", encoding="utf-8") as handle:
-        for row in csv.DictReader(handle):
-            if str(row.get("apply", "true")).strip().lower() in ("false", "no", "0", "n"):
-                continue
-            new = (row.get("proposed_speaker") or "").strip()
-            if not new:
-                continue
-            if (row.get("utterance_id") or "").strip():
-                by_utterance[row["utterance_id"].strip()] = new
-            elif (row.get("speaker") or "").strip():
-                by_label[row["speaker"].strip()] = new
+        try:
+            rows = list(csv.DictReader(handle))
+        except (UnicodeDecodeError, csv.Error) as err:
+            raise InputError(f"{path}: not a relabels CSV in UTF-8 ({err})") from None
+    for row in rows:
+        if str(row.get("apply", "true")).strip().lower() in ("false", "no", "0", "n"):
+            continue
+        new = (row.get("proposed_speaker") or "").strip()
+        if not new:
+            continue
+        if (row.get("utterance_id") or "").strip():
+            by_utterance[row["utterance_id"].strip()] = new
+        elif (row.get("speaker") or "").strip():
+            by_label[row["speaker"].strip()] = new
     return by_utterance, by_label
 
 
