@@ -709,6 +709,36 @@ def test_a_relabels_file_that_is_not_utf8_is_one_line(tmp_path, capsys):
     assert str(reviewed) in err and "UTF-8" in err
 
 
+def test_face_references_file_checked(tmp_path, capsys):
+    """A references file that is not Parquet, lacks a column, holds a null embedding or
+    embeddings of another width was a pyarrow or numpy traceback."""
+    from erc.cli import main
+
+    corpus, features = _constructed_run(tmp_path, np.random.default_rng(12))
+    refs = tmp_path / "refs.parquet"
+
+    def qc(table: pa.Table | None) -> tuple[int, str]:
+        if table is not None:
+            pq.write_table(table, refs)
+        code = main(["qc", str(features), "--utterances", str(corpus), "--out",
+                     str(tmp_path / "qc"), "--overwrite", "--face-references", str(refs)])
+        err = capsys.readouterr().err.strip()
+        assert "Traceback" not in err and len(err.splitlines()) <= 1, err
+        return code, err
+
+    refs.write_bytes(b"junk")
+    code, err = qc(None)
+    assert code == 2 and str(refs) in err and "not a readable Parquet table" in err
+    code, err = qc(pa.table({"name": ["Ross"]}))
+    assert code == 2 and str(refs) in err and "embedding, speaker" in err
+    code, err = qc(pa.table({"speaker": ["Ross", "Ross"], "embedding": [[0.1] * 16, [0.1] * 8]}))
+    assert code == 2 and str(refs) in err and "[8, 16]" in err
+    code, err = qc(pa.table({"speaker": ["Ross"], "embedding": [[0.1] * 8]}))
+    assert code == 2 and "16 dimensions" in err and "'Ross' has 8" in err
+    code, err = qc(pa.table({"speaker": ["Ross", "Rachel"], "embedding": [None, [0.1] * 16]}))
+    assert code == 0  # a row without an embedding gives no reference
+
+
 @pytest.mark.slow
 def test_face_references_from_a_folder_of_photos():
     """Explicit references from speaker photos, through the real offline face backends

@@ -211,6 +211,13 @@ def check_faces(speakers: list[str], faces: list[list[dict] | None], n_frames: l
     refs: dict[str, np.ndarray] = {s: r.vector for s, r in built.items()}
     explicit = {s: l2_normalise(np.asarray(v, dtype=np.float32).reshape(-1, np.shape(v)[-1]).mean(0))
                 for s, v in (references or {}).items()}
+    # Checked before any reference is compared: vectors of two embedders cannot be.
+    dim = next((t[0].vector.size for t in tracks if t), None)
+    for speaker, vector in explicit.items():
+        if dim is not None and vector.size != dim:
+            raise InputError(f"face embeddings have {dim} dimensions but the reference of "
+                             f"{speaker!r} has {vector.size}: references must come from the "
+                             "same face embedder")
     refs.update(explicit)
     names = sorted(refs)
     matrix = np.stack([refs[s] for s in names]) if names else None
@@ -226,10 +233,6 @@ def check_faces(speakers: list[str], faces: list[list[dict] | None], n_frames: l
             status = "no_reference"
         else:
             vectors = np.stack([t.vector for t in utterance_tracks])
-            if vectors.shape[1] != refs[speaker].shape[0]:
-                raise InputError(f"face embeddings have {vectors.shape[1]} dimensions but the "
-                                 f"reference of {speaker!r} has {refs[speaker].shape[0]}: "
-                                 "references must come from the same face embedder")
             sims = vectors @ refs[speaker]
             row["face_best_sim"] = float(sims.max())
             row["face_candidates"] = int((sims >= threshold).sum())
@@ -289,11 +292,24 @@ def load_face_references(path: str | Path, detector=None, embedder=None,
     if path.is_file() and path.suffix == ".parquet":
         import pyarrow.parquet as pq
 
-        table = pq.read_table(path, columns=["speaker", "embedding"]).to_pylist()
+        from erc.artifacts import readable
+
+        with readable(path):
+            lacking = {"speaker", "embedding"} - set(pq.read_schema(path).names)
+            if lacking:
+                raise InputError(f"face references {path}: no column {', '.join(sorted(lacking))}")
+            table = pq.read_table(path, columns=["speaker", "embedding"]).to_pylist()
         grouped: dict[str, list] = defaultdict(list)
         for row in table:
-            grouped[row["speaker"]].append(row["embedding"])
-        return {s: l2_normalise(np.asarray(v, np.float32)) for s, v in grouped.items()}
+            vector = np.asarray(row["embedding"] or [], np.float32)
+            # As in the features: an empty, non-finite or zero vector is no face.
+            if row["speaker"] is not None and vector.size and np.all(np.isfinite(vector)) and np.any(vector):
+                grouped[row["speaker"]].append(vector)
+        widths = sorted({v.size for vectors in grouped.values() for v in vectors})
+        if len(widths) > 1:
+            raise InputError(f"face references {path}: embeddings of {widths} values: one "
+                             "face embedder made them all, or they cannot be compared")
+        return {s: l2_normalise(np.stack(v)) for s, v in grouped.items()}
     if not path.is_dir():
         raise InputError(f"face references {path}: expected a .parquet file or a folder "
                          "of photos (<speaker>/*.jpg or <speaker>.jpg)")
