@@ -739,6 +739,28 @@ def test_face_references_file_checked(tmp_path, capsys):
     assert code == 0  # a row without an embedding gives no reference
 
 
+def test_an_utterance_with_two_different_feature_rows_is_named(tmp_path, capsys):
+    """The same utterance in two parts: one row was judged and the other dropped, silently.
+    Two equal rows are read as one; two different ones are an error naming the id."""
+    from erc.cli import main
+
+    corpus, features = _constructed_run(tmp_path, np.random.default_rng(13))
+    part = features / "part-00001.parquet"
+    first = pq.read_table(features / "part-00000.parquet").slice(0, 1)
+    table = pq.read_table(part)
+    pq.write_table(pa.concat_tables([table, first]), part)
+    args = ["qc", str(features), "--utterances", str(corpus), "--out", str(tmp_path / "qc")]
+    assert main(args) == 0
+    assert "36 utterances" in capsys.readouterr().out
+    changed = first.set_column(first.schema.get_field_index("asr_text"), "asr_text",
+                               pa.array(["something else entirely"]))
+    pq.write_table(pa.concat_tables([table, changed]), part)
+    assert main(args) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and err.startswith("erc: error: "), err
+    assert str(features) in err and "'toy/train/d0/0' has two different feature rows" in err
+
+
 @pytest.mark.slow
 def test_face_references_from_a_folder_of_photos():
     """Explicit references from speaker photos, through the real offline face backends
