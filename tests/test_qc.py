@@ -761,6 +761,21 @@ def test_an_utterance_with_two_different_feature_rows_is_named(tmp_path, capsys)
     assert str(features) in err and "'toy/train/d0/0' has two different feature rows" in err
 
 
+def test_a_feature_status_preprocessing_does_not_write_is_set_aside(tmp_path):
+    """A row whose status was empty or another word was kept with no check run on it."""
+    corpus, features = _constructed_run(tmp_path, np.random.default_rng(14))
+
+    def odd(rows):
+        for row in rows:
+            if row["utterance_id"] in ("toy/train/d0/0", "toy/train/d0/1"):
+                row["status"] = "" if row["utterance_id"].endswith("0") else "banana"
+    _rewrite_features(features, odd)
+    d = {r["utterance_id"]: r for r in run_qc(features, corpus, tmp_path / "qc").decisions.to_pylist()}
+    for uid in ("toy/train/d0/0", "toy/train/d0/1"):
+        assert not d[uid]["keep"] and d[uid]["first_reason"] == "features:failed"
+        assert d[uid]["feature_status"] == "failed"
+
+
 @pytest.mark.slow
 def test_face_references_from_a_folder_of_photos():
     """Explicit references from speaker photos, through the real offline face backends

@@ -207,7 +207,10 @@ def decide(utterances: pa.Table, features: dict[str, dict], models: list[dict],
     utt = utterances.to_pylist()
     n = len(utt)
     feats = [features.get(u["utterance_id"]) for u in utt]
-    feature_status = [("missing" if f is None else f["status"]) for f in feats]
+    # A status preprocessing does not write (null, another word) is a row nothing can be
+    # checked on: failed, so that it is set aside with a reason rather than kept unchecked.
+    feature_status = [("missing" if f is None else f["status"]
+                       if f["status"] in ("ok", "text_only") else "failed") for f in feats]
     ok = [s == "ok" for s in feature_status]
     summary: dict = {"config": config.to_dict(), "models": models}
 
