@@ -48,6 +48,9 @@ def test_metrics_match_sklearn(tmp_path):
         assert g["accuracy"] == pytest.approx(accuracy_score(y[mask], pred[mask]))
         assert g["weighted_f1"] == pytest.approx(f1_score(y[mask], pred[mask], average="weighted"))
     assert plot_confusion(m["confusion"], labels, tmp_path / "c.png").stat().st_size > 1000
+    # Labels are the corpus's text: two "$" in one are drawn as written, not parsed as math.
+    dollars = ["$x_{$", *labels[1:]]
+    assert plot_confusion(m["confusion"], dollars, tmp_path / "d.png", title="$a_{$").is_file()
 
 
 # -- synthetic dialogues whose labels need the previous turn -------------------------------------

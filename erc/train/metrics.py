@@ -69,8 +69,14 @@ def plot_confusion(matrix: Sequence[Sequence[int]], labels: Sequence[str], path:
     """Row-normalised confusion matrix with counts, as a PNG."""
     import matplotlib
 
-    matrix = np.asarray(matrix)
     matplotlib.use("Agg", force=False)
+    # Labels and title are the corpus's text, not mathtext: a label with two "$" in it is
+    # drawn as written.
+    with matplotlib.rc_context({"text.parse_math": False}):
+        return _plot_confusion(np.asarray(matrix), labels, Path(path), title)
+
+
+def _plot_confusion(matrix: np.ndarray, labels: Sequence[str], path: Path, title: str) -> Path:
     import matplotlib.pyplot as plt
 
     norm = _safe_div(matrix.astype(np.float64), matrix.sum(1, keepdims=True).astype(np.float64))
@@ -91,7 +97,6 @@ def plot_confusion(matrix: Sequence[Sequence[int]], labels: Sequence[str], path:
     fig.tight_layout()
     from erc import io
 
-    path = Path(path)
     with io.atomic_path(path) as tmp:
         fig.savefig(tmp, dpi=120, format="png")
     plt.close(fig)
