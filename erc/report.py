@@ -33,12 +33,18 @@ img{max-width:100%;border:1px solid #eee}
 """
 
 
-def _esc(value) -> str:
-    return html.escape(str(value))
+# Control characters other than tab, newline and carriage return are not HTML text: a
+# speaker name holding NUL or ESC is shown with U+FFFD in their place.
+_CONTROLS = {c: "\ufffd" for c in [*range(32), *range(0x7f, 0xa0)] if c not in (9, 10, 13)}
+
+
+def esc(value) -> str:
+    """``value`` as HTML text (every report's one escape)."""
+    return html.escape(str(value).translate(_CONTROLS))
 
 
 def _table(header: list[str], rows: list[list]) -> str:
-    head = "".join(f"<th>{_esc(h)}</th>" for h in header)
+    head = "".join(f"<th>{esc(h)}</th>" for h in header)
     body = "".join("<tr>" + "".join(_cell(c) for c in row) + "</tr>" for row in rows)
     return f"<table><tr>{head}</tr>{body}</table>"
 
@@ -47,13 +53,13 @@ def _cell(value) -> str:
     """A table cell; numbers (also as text, like "0.273") align right."""
     try:
         float(str(value))
-        return f"<td class=num>{_esc(value)}</td>"
+        return f"<td class=num>{esc(value)}</td>"
     except ValueError:
-        return f"<td>{_esc(value)}</td>"
+        return f"<td>{esc(value)}</td>"
 
 
 def _img(png: bytes, alt: str) -> str:
-    return f'<img alt="{_esc(alt)}" src="data:image/png;base64,{base64.b64encode(png).decode()}">'
+    return f'<img alt="{esc(alt)}" src="data:image/png;base64,{base64.b64encode(png).decode()}">'
 
 
 def _fmt(x, digits: int = 3) -> str:
@@ -144,7 +150,7 @@ def _stage_section(out: Path, run: dict) -> str:
     return ("<h2>Stages</h2>"
             + _table(["stage", "rows in", "rows out", "what happened", "seconds"],
                      _stage_rows(out, run))
-            + (f"<p class=muted>models: {_esc(models)}</p>" if models else ""))
+            + (f"<p class=muted>models: {esc(models)}</p>" if models else ""))
 
 
 def _small_split_banner(evaluated: dict[str, dict]) -> str:
@@ -153,7 +159,7 @@ def _small_split_banner(evaluated: dict[str, dict]) -> str:
         return ""
     which = ", ".join(f"{split} has {n:,}" for split, n in small.items())
     return (f"<div class=banner><b>Too small to judge accuracy.</b> Of labelled utterances, "
-            f"{_esc(which)}: fewer than {MIN_JUDGED}, where one utterance moves the accuracy "
+            f"{esc(which)}: fewer than {MIN_JUDGED}, where one utterance moves the accuracy "
             "by a percentage point or more. The figures show that the pipeline runs, not how "
             "well it recognises emotions.</div>")
 
@@ -166,7 +172,7 @@ def _qc_section(out: Path) -> str:
         return "<h2>Quality control</h2><p>QC did not run (disabled in the config).</p>"
     parts = [f"<h2>Quality control</h2><p>{data['input']:,} utterances checked, "
              f"{data['kept']:,} kept, {data['removed']:,} set aside"
-             + (f": {_esc(_counts(data['removed_by_first_reason']))} (first failed check)"
+             + (f": {esc(_counts(data['removed_by_first_reason']))} (first failed check)"
                 if data["removed"] else "") + ".</p>"]
     for key, title in (("split", "Per split"), ("emotion", "Per emotion"), ("speaker", "Per speaker")):
         header, rows = removal_rows(data, key)
@@ -220,14 +226,14 @@ def _evaluation_section(out: Path) -> str:
                      for label, v in m["per_class"].items()]
         confusion = folder / "confusion.png"
         parts.append(
-            f"<h3>{_esc(split)}: accuracy {m['accuracy']:.3f}, weighted F1 "
+            f"<h3>{esc(split)}: accuracy {m['accuracy']:.3f}, weighted F1 "
             f"{m['weighted_f1']:.3f}, macro F1 {m['macro_f1']:.3f} (n={m['n']})</h3>"
             + _small_split_banner({split: m})
             + '<div class="grid"><div>'
             + _table(["emotion", "precision", "recall", "F1", "support"], per_class)
             + "</div><div>"
             + (_img(confusion.read_bytes(), f"confusion matrix {split}") if confusion.is_file() else "")
-            + f"</div></div><p class=muted>predictions: <code>{_esc(folder.name)}/predictions.parquet"
+            + f"</div></div><p class=muted>predictions: <code>{esc(folder.name)}/predictions.parquet"
               "</code></p>")
     if not parts:
         return ""
@@ -262,9 +268,9 @@ def write_report(out: str | Path, config) -> Path:
     run = run_summary(config)
     corpus = run.get("config", {}).get("corpus", {}).get("path", "")
     outputs = [[name, path] for name, path in run.get("outputs", {}).items()]
-    page = (f"<!doctype html><html><head><meta charset='utf-8'><title>erc run: {_esc(out.name)}"
+    page = (f"<!doctype html><html><head><meta charset='utf-8'><title>erc run: {esc(out.name)}"
             f"</title><style>{STYLE}</style></head><body>"
-            f"<h1>erc run: {_esc(out.name)}</h1><p>corpus <code>{_esc(corpus)}</code></p>"
+            f"<h1>erc run: {esc(out.name)}</h1><p>corpus <code>{esc(corpus)}</code></p>"
             + _small_split_banner(_evaluations(out))
             + _stage_section(out, run) + _qc_section(out) + _training_section(out)
             + _evaluation_section(out)

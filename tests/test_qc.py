@@ -798,3 +798,17 @@ def test_face_references_from_a_folder_of_photos():
     assert rows[0]["face_status"] == "match" and rows[0]["face_best_sim"] >= DEFAULT_THRESHOLDS["dlib"]
     rows, _ = check_faces(["biden"], faces, [1], [specs["face_embed"].__dict__], references=refs)
     assert rows[0]["face_status"] == "other_face" and rows[0]["face_lookalike"] == "obama"
+
+
+def test_control_characters_in_names_do_not_reach_the_report_html(tmp_path):
+    """NUL and ESC in a speaker name passed through the escape into report.html, where
+    they are not text (an HTML parse error, a terminal escape for whoever cats it)."""
+    corpus, features = _constructed_run(tmp_path, np.random.default_rng(11))
+    table = pq.read_table(corpus / "utterances.parquet")
+    speakers = [f"A\x00<em class=n>\x1b[31m{s}" for s in table.column("speaker").to_pylist()]
+    table = table.set_column(table.schema.get_field_index("speaker"), "speaker", pa.array(speakers))
+    pq.write_table(table, corpus / "utterances.parquet")
+    run_qc(features, corpus, tmp_path / "qc")
+    page = (tmp_path / "qc" / "report.html").read_text()
+    assert not any(ord(c) < 32 and c not in "\t\n\r" for c in page)
+    assert "<em class=n>" not in page and "A\ufffd&lt;em class=n&gt;\ufffd[31m" in page

@@ -9,7 +9,6 @@ features, alignment, face, speaker) and once per check under ``failed_by_check``
 from __future__ import annotations
 
 import base64
-import html
 from collections import Counter, defaultdict
 from io import BytesIO
 from pathlib import Path
@@ -19,6 +18,7 @@ import numpy as np
 from erc import io
 from erc.qc.alignment import LENGTH_BUCKETS, PASSING, length_bucket
 from erc.qc.speakers import CLOSER_KEY
+from erc.report import esc
 
 EXAMPLES_PER_STATUS = 8
 STATUS_COLUMNS = {"alignment": "alignment_status", "face": "face_status",
@@ -343,14 +343,14 @@ def _table(rows: list[dict], columns: list[str] | None = None) -> str:
     if not rows:
         return "<p><i>none</i></p>"
     columns = columns or list(dict.fromkeys(k for r in rows for k in r))
-    head = "".join(f"<th>{html.escape(c)}</th>" for c in columns)
+    head = "".join(f"<th>{esc(c)}</th>" for c in columns)
 
     def cell(v):
         if isinstance(v, float):
             return f"{v:.3f}"
         if isinstance(v, list):
-            return html.escape(", ".join(str(x) for x in v))
-        return html.escape("" if v is None else str(v))
+            return esc(", ".join(str(x) for x in v))
+        return esc("" if v is None else str(v))
 
     body = "".join("<tr>" + "".join(f"<td>{cell(r.get(c))}</td>" for c in columns) + "</tr>"
                    for r in rows)
@@ -440,7 +440,7 @@ def render_html(data: dict, images: dict[str, bytes]) -> str:
         "<h2>Example failures</h2>",
     ]
     for reason, examples in data["examples"].items():
-        parts += [f"<h3>{html.escape(reason)}</h3>", _table(examples)]
+        parts += [f"<h3>{esc(reason)}</h3>", _table(examples)]
     parts += ["<h2>Models and inputs</h2>",
               _table(data["models"]) if data["models"] else "<p><i>no model records</i></p>",
               _table([{"item": k, "value": v} for k, v in data["inputs"].items()]),

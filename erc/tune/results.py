@@ -6,7 +6,6 @@ best trial as a ready-to-use training config (``best_config.yaml``), the plots
 from __future__ import annotations
 
 import base64
-import html
 import math
 import re
 from pathlib import Path
@@ -15,6 +14,7 @@ from typing import Any
 import yaml
 
 from erc import io
+from erc.report import esc
 from erc.train.loop import HELD_OUT
 from erc.tune.space import METRIC, REPORT_ROLE, SearchSpec
 
@@ -298,19 +298,19 @@ def write_report(rows: list[dict], spec: SearchSpec, out_dir: Path, files: dict[
         return f'<img src="data:image/png;base64,{data}" alt="{path.name}">'
 
     columns = [c for c in rows[0] if c != "trial_id"] if rows else []
-    table = "<table><tr>" + "".join(f"<th>{html.escape(c)}</th>" for c in columns) + "</tr>"
+    table = "<table><tr>" + "".join(f"<th>{esc(c)}</th>" for c in columns) + "</tr>"
     best = best_row(rows)
     for r in rows:
         style = ' class="best"' if r is best else ""
-        table += f"<tr{style}>" + "".join(f"<td>{html.escape(_fmt(r.get(c)))}</td>"
+        table += f"<tr{style}>" + "".join(f"<td>{esc(_fmt(r.get(c)))}</td>"
                                            for c in columns) + "</tr>"
     table += "</table>"
     config = files.get("best_config")
-    body = [f"<h1>erc tune: {html.escape(spec.family)} ({len(rows)} trials)</h1>",
-            "<ul>" + "".join(f"<li>{html.escape(s)}</li>" for s in summary) + "</ul>",
+    body = [f"<h1>erc tune: {esc(spec.family)} ({len(rows)} trials)</h1>",
+            "<ul>" + "".join(f"<li>{esc(s)}</li>" for s in summary) + "</ul>",
             image(files["history"]), image(files["importance"]), "<h2>trials</h2>", table]
     if config is not None and config.is_file():
-        body += ["<h2>best_config.yaml</h2>", f"<pre>{html.escape(config.read_text())}</pre>"]
+        body += ["<h2>best_config.yaml</h2>", f"<pre>{esc(config.read_text())}</pre>"]
     page = ("<!doctype html><html><head><meta charset='utf-8'><title>erc tune</title><style>"
             "body{font-family:sans-serif;margin:2em}table{border-collapse:collapse;font-size:13px}"
             "td,th{border:1px solid #ccc;padding:2px 6px}tr.best{background:#ffe9b3}"
