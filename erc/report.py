@@ -8,12 +8,12 @@ matrix, under a warning when the split is too small for its accuracy to mean any
 from __future__ import annotations
 
 import base64
-import html
 import json
 from io import BytesIO
 from pathlib import Path
 
 from erc import io
+from erc.markup import esc
 
 REPORT = "report.html"
 SPEAKERS_SHOWN = 15  # the speakers with most removals; the QC report lists them all
@@ -31,16 +31,6 @@ text-align:left} th{background:#f4f4f4} td.num{text-align:right}
 img{max-width:100%;border:1px solid #eee}
 .banner{background:#fff4d6;border:1px solid #e0b040;border-radius:4px;padding:.6em 1em;margin:1em 0}
 """
-
-
-# Control characters other than tab, newline and carriage return are not HTML text: a
-# speaker name holding NUL or ESC is shown with U+FFFD in their place.
-_CONTROLS = {c: "\ufffd" for c in [*range(32), *range(0x7f, 0xa0)] if c not in (9, 10, 13)}
-
-
-def esc(value) -> str:
-    """``value`` as HTML text (every report's one escape)."""
-    return html.escape(str(value).translate(_CONTROLS))
 
 
 def _table(header: list[str], rows: list[list]) -> str:

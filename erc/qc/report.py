@@ -16,9 +16,9 @@ from pathlib import Path
 import numpy as np
 
 from erc import io
+from erc.markup import esc
 from erc.qc.alignment import LENGTH_BUCKETS, PASSING, length_bucket
 from erc.qc.speakers import CLOSER_KEY
-from erc.report import esc
 
 EXAMPLES_PER_STATUS = 8
 STATUS_COLUMNS = {"alignment": "alignment_status", "face": "face_status",

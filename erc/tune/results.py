@@ -14,7 +14,7 @@ from typing import Any
 import yaml
 
 from erc import io
-from erc.report import esc
+from erc.markup import esc
 from erc.train.loop import HELD_OUT
 from erc.tune.space import METRIC, REPORT_ROLE, SearchSpec
 
