@@ -812,3 +812,20 @@ def test_control_characters_in_names_do_not_reach_the_report_html(tmp_path):
     page = (tmp_path / "qc" / "report.html").read_text()
     assert not any(ord(c) < 32 and c not in "\t\n\r" for c in page)
     assert "<em class=n>" not in page and "A\ufffd&lt;em class=n&gt;\ufffd[31m" in page
+
+
+@pytest.mark.parametrize("text, fragment", [
+    ("", "none (empty file)"),
+    ("utterance_id,new_speaker\ntoy/train/d0/0,Ren\n", "utterance_id, new_speaker"),
+    ('utterance_id,proposed_speaker\ntoy/train/d0/0,"Ren\n', "not a relabels CSV"),
+])
+def test_a_relabels_file_that_names_no_relabel_is_one_line(tmp_path, text, fragment):
+    """An empty file, a header without proposed_speaker, or a quote left open applied
+    nothing and said nothing."""
+    from erc.errors import InputError
+
+    reviewed = tmp_path / "reviewed.csv"
+    reviewed.write_text(text)
+    with pytest.raises(InputError, match="reviewed.csv") as caught:
+        read_relabels(reviewed)
+    assert fragment in str(caught.value)

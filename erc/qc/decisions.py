@@ -150,9 +150,16 @@ def read_relabels(path: str | Path) -> tuple[dict[str, str], dict[str, str]]:
     by_utterance, by_label = {}, {}
     with open(path, newline="", encoding="utf-8") as handle:
         try:
-            rows = list(csv.DictReader(handle))
+            reader = csv.DictReader(handle, strict=True)  # strict: a quote left open is an error
+            header = reader.fieldnames or []
+            rows = list(reader)
         except (UnicodeDecodeError, csv.Error) as err:
             raise InputError(f"{path}: not a relabels CSV in UTF-8 ({err})") from None
+    # Without these columns every row would be skipped: nothing applied, and nothing said.
+    if "proposed_speaker" not in header or not {"utterance_id", "speaker"} & set(header):
+        raise InputError(f"{path}: a relabels CSV needs the columns proposed_speaker and "
+                         f"utterance_id or speaker; its header: "
+                         f"{', '.join(header) or 'none (empty file)'}")
     for row in rows:
         if str(row.get("apply", "true")).strip().lower() in ("false", "no", "0", "n"):
             continue
