@@ -110,7 +110,8 @@ def main(argv=None) -> int:
     if best.get(HELD_OUT) is None or default.get(HELD_OUT) is None:
         print("[bench] no held-out figure for the default or the best trial", file=sys.stderr)
         return 1
-    print(f"\nMELD weighted F1 (frozen {args.encoder} + Mamba fusion, {args.epochs} epochs max, "
+    mixer = spec.defaults()["mixer"]  # the search file's, else erc train fusion's default
+    print(f"\nMELD weighted F1 (frozen {args.encoder} + {mixer} fusion, {args.epochs} epochs max, "
           f"{len(outcome.rows)} trials, {seconds / 60:.1f} min); chosen on the selection slice")
     print(f"                   {'selection':>9}  {'dev':>7}")
     for name, row in (("untuned default", default), ("best tuned", best)):
