@@ -145,8 +145,20 @@ def read_features(path: str | Path, columns: list[str] | None = None) -> pa.Tabl
     if not tables:
         raise InputError(f"{path}: no feature rows")
     table = pa.concat_tables(tables, promote_options="default").sort_by("utterance_id")
+    _one_row_each(table, path)
     _one_width(table, path)
     return table
+
+
+def _one_row_each(table: pa.Table, path) -> None:
+    """An utterance's rows (adjacent once sorted by id) must be equal: two different ones
+    leave no way to tell which to read (repr: NaN equals NaN there)."""
+    ids = table.column("utterance_id").to_pylist()
+    for k in range(1, len(ids)):
+        if ids[k] == ids[k - 1] and repr(table.slice(k - 1, 1).to_pylist()) != repr(
+                table.slice(k, 1).to_pylist()):
+            raise InputError(f"{path}: utterance {ids[k]!r} has two different feature rows: "
+                             "one row per utterance")
 
 
 def _one_width(table: pa.Table, path) -> None:

@@ -131,15 +131,8 @@ def read_features(features: Path) -> tuple[dict[str, dict], list[dict]]:
     from erc.artifacts import feature_models
     from erc.artifacts import read_features as read_table
 
-    rows: dict[str, dict] = {}
-    for row in read_table(features, list(FEATURE_COLUMNS)).to_pylist():
-        uid = row["utterance_id"]
-        # Two equal rows are one; two different ones leave no way to tell which to judge
-        # (repr: NaN equals NaN there).
-        if uid in rows and repr(rows[uid]) != repr(row):
-            raise InputError(f"{features}: utterance {uid!r} has two different feature rows: "
-                             "one row per utterance")
-        rows[uid] = row
+    # Two equal rows of an utterance are one (read_table refuses two different ones).
+    rows = {row["utterance_id"]: row for row in read_table(features, list(FEATURE_COLUMNS)).to_pylist()}
     return rows, feature_models(features)
 
 
