@@ -57,22 +57,21 @@ def predict_split(model_dir: str | Path, table: pa.Table, split: str, device: st
         cfg = model.config
         data = build_text_data(table, load_tokenizer(cfg.encoder), cfg, roles, labels=labels)
         task = TextTask({"model": cfg.to_dict()}, data, None)
-        absent = {}
+        vectors = {}  # the text model reads its tokens, never a missing embedding
     elif saved["kind"] == "fusion":
         spec = saved.get("features")
         if not spec:
             raise InputError(f"{model_dir}: the model does not record its feature spec")
         features = load_features(spec, table)
-        data = build_dialogue_data(table, {m: features[m] for m in model.config.modalities},
-                                   roles, labels=labels)
+        vectors = {m: features[m] for m in model.config.modalities}
+        data = build_dialogue_data(table, vectors, roles, labels=labels)
         task = FusionTask({"model": model.config.to_dict()}, data, None)
-        absent = {m: features[m] for m in model.config.modalities}
     else:
         raise InputError(f"{model_dir}: cannot evaluate a {saved['kind']} model on a corpus")
     logits, y, ids, speakers = task.predict(model, "eval", torch.device(device))
     logits = logits - logits.max(1, keepdims=True)
     probs = np.exp(logits) / np.exp(logits).sum(1, keepdims=True)
-    missing = [[m for m, vectors in absent.items() if u not in vectors] for u in ids]
+    missing = [[m for m, found in vectors.items() if u not in found] for u in ids]
     return probs, y, ids, speakers, labels, missing
 
 
