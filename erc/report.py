@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import base64
 import json
+import sys
 from io import BytesIO
 from pathlib import Path
 
@@ -21,6 +22,8 @@ SPEAKERS_SHOWN = 15  # the speakers with most removals; the QC report lists them
 # utterance moves it by more than a percentage point, and a class has a handful of
 # examples at most.
 MIN_JUDGED = 100
+# What a damaged or hand-edited record raises while a section reads it
+UNREADABLE = (OSError, ValueError, KeyError, TypeError, IndexError, AttributeError)
 
 STYLE = """
 body{font-family:system-ui,sans-serif;max-width:1100px;margin:2em auto;padding:0 1em;color:#222}
@@ -108,30 +111,54 @@ def _stage_rows(out: Path, run: dict) -> list[list]:
                      f"{status.get('ok', 0):,} with every modality, {status.get('text_only', 0):,} "
                      f"text only, {status.get('failed', 0):,} failed"
                      + (f"; failures: {_counts(pre['failures'])}" if pre.get("failures") else "")])
-    qc = _read_json(out / "qc" / "report.json")
-    if qc:
-        rows.append(["qc", qc["input"], qc["kept"], f"{qc['removed']:,} set aside"
-                     + (f" ({_counts(qc['removed_by_first_reason'])})" if qc["removed"] else "")])
+    rows += _rows_or_note("qc", "report.json", lambda: _qc_rows(out))
     if "adapters" in seconds:
         adapters = run.get("adapters", {})
         trained = {m: a for m, a in adapters.items() if "n_train" in a}
         rows.append(["adapters", "", "", "; ".join(
             f"{m}: {a['n_train']} train / {a['n_val']} held-out utterances"
             for m, a in trained.items()) or "none trained (raw identity embeddings)"])
-    history = _read_json(out / "train" / "history.json")
-    if history:
-        best = max(history, key=lambda h: h.get("dev_weighted_f1", 0.0))
-        rows.append(["train", "", "", f"{len(history)} epochs; best dev weighted F1 "
-                     f"{best['dev_weighted_f1']:.3f} at epoch {best['epoch'] + 1}"])
-    evaluated = _evaluations(out)
-    if evaluated:
-        rows.append(["evaluate", "", "", "; ".join(
-            f"{split}: accuracy {m['accuracy']:.3f} on {m['n']:,} utterances"
-            + (" (too few to judge)" if m["n"] < MIN_JUDGED else "")
-            for split, m in evaluated.items())])
+    rows += _rows_or_note("train", "history.json", lambda: _train_rows(out))
+    rows += _rows_or_note("evaluate", "metrics.json", lambda: _evaluate_rows(out))
     for row in rows:
         row.append(_fmt(seconds[row[0]], 1) if row[0] in seconds else "")
     return rows
+
+
+def _rows_or_note(stage: str, source: str, build) -> list[list]:
+    """The stage's rows from its record, or a row saying it cannot be read (the stage's
+    own section below gives the reason)."""
+    try:
+        return build()
+    except UNREADABLE:
+        return [[stage, "", "", f"{source} cannot be read (below)"]]
+
+
+def _qc_rows(out: Path) -> list[list]:
+    qc = _read_json(out / "qc" / "report.json")
+    if not qc:
+        return []
+    return [["qc", qc["input"], qc["kept"], f"{qc['removed']:,} set aside"
+             + (f" ({_counts(qc['removed_by_first_reason'])})" if qc["removed"] else "")]]
+
+
+def _train_rows(out: Path) -> list[list]:
+    history = _history(out / "train" / "history.json")
+    if not history:
+        return []
+    best = max(history, key=lambda h: h.get("dev_weighted_f1", 0.0))
+    return [["train", "", "", f"{len(history)} epochs; best dev weighted F1 "
+             f"{best['dev_weighted_f1']:.3f} at epoch {best['epoch'] + 1}"]]
+
+
+def _evaluate_rows(out: Path) -> list[list]:
+    evaluated = _evaluations(out)
+    if not evaluated:
+        return []
+    return [["evaluate", "", "", "; ".join(
+        f"{split}: accuracy {m['accuracy']:.3f} on {m['n']:,} utterances"
+        + (" (too few to judge)" if m["n"] < MIN_JUDGED else "")
+        for split, m in evaluated.items())]]
 
 
 def _stage_section(out: Path, run: dict) -> str:
@@ -152,6 +179,13 @@ def _small_split_banner(evaluated: dict[str, dict]) -> str:
             f"{esc(which)}: fewer than {MIN_JUDGED}, where one utterance moves the accuracy "
             "by a percentage point or more. The figures show that the pipeline runs, not how "
             "well it recognises emotions.</div>")
+
+
+def _top_banner(out: Path) -> str:
+    try:
+        return _small_split_banner(_evaluations(out))
+    except UNREADABLE:
+        return ""  # the evaluation section says which record
 
 
 def _qc_section(out: Path) -> str:
@@ -183,7 +217,7 @@ def _training_section(out: Path) -> str:
     history_path = out / "train" / "history.json"
     if not history_path.is_file():
         return ""
-    history = json.loads(history_path.read_text())
+    history = _history(history_path)
     if not history:
         return ""
     curves = out / "train" / "curves.png"
@@ -200,12 +234,48 @@ def _evaluations(out: Path) -> dict[str, dict]:
     for folder in sorted(out.glob("eval-*")):
         metrics = _read_json(folder / "metrics.json")
         if metrics:
+            missing = {"accuracy", "weighted_f1", "macro_f1", "n", "per_class"} - set(metrics)
+            if missing:
+                raise ValueError(f"{folder / 'metrics.json'}: not the record erc writes "
+                                 f"(no {', '.join(sorted(missing))})")
             found[folder.name[len("eval-"):]] = metrics
     return found
 
 
-def _read_json(path: Path):
-    return json.loads(path.read_text()) if path.is_file() else None
+def _read_json(path: Path, kind: type = dict):
+    """A record a stage wrote (a JSON ``kind``), or None when it is not there; a damaged
+    one is a ValueError that names it."""
+    if not path.is_file():
+        return None
+    try:
+        data = json.loads(path.read_bytes())
+    except ValueError as err:
+        raise ValueError(f"{path}: not readable JSON ({err})") from None
+    if not isinstance(data, kind):
+        raise ValueError(f"{path}: not the record erc writes (a JSON {kind.__name__} expected)")
+    return data
+
+
+def _history(path: Path) -> list[dict] | None:
+    """Training's per-epoch record (None when training did not run)."""
+    history = _read_json(path, list)
+    if history is not None and not all(isinstance(h, dict) and isinstance(h.get("epoch"), int)
+                                       for h in history):
+        raise ValueError(f"{path}: not the record erc writes (a list of epochs expected)")
+    return history
+
+
+def _section(title: str, sources: str, build, *args) -> str:
+    """One part of the page, or a notice where its records (``sources``) cannot be read:
+    a damaged or edited file of one stage costs its section, not the report."""
+    try:
+        return build(*args)
+    except UNREADABLE as err:
+        reason = f"{sources}: {type(err).__name__}: {err}"
+        print(f"[report] {title}: not shown, its records cannot be read ({reason})",
+              file=sys.stderr, flush=True)
+        return (f"<h2>{esc(title)}</h2><div class=banner><b>Not shown.</b> Its records "
+                f"cannot be read: {esc(reason)}</div>")
 
 
 def _evaluation_section(out: Path) -> str:
@@ -244,11 +314,14 @@ def run_summary(config) -> dict:
         manifest = read_manifest(folder)
         if manifest is None:
             continue
-        stage = manifest["stage"]
-        run["stages"][stage] = run["stages"].get(stage, 0.0) + manifest.get("seconds", 0.0)
+        stage, seconds = manifest.get("stage"), manifest.get("seconds", 0.0)
+        if not isinstance(stage, str) or not isinstance(seconds, (int, float)):
+            continue  # not a record erc wrote: the stage's section says what it can
+        run["stages"][stage] = run["stages"].get(stage, 0.0) + seconds
         run["outputs"][name] = str(folder)
-        if manifest["stage"] in ("ingest", "preprocess", "adapters"):
-            run[manifest["stage"]] = manifest.get("summary", {})
+        if stage in ("ingest", "preprocess", "adapters"):
+            summary = manifest.get("summary", {})
+            run[stage] = summary if isinstance(summary, dict) else {}
     return run
 
 
@@ -261,9 +334,11 @@ def write_report(out: str | Path, config) -> Path:
     page = (f"<!doctype html><html><head><meta charset='utf-8'><title>erc run: {esc(out.name)}"
             f"</title><style>{STYLE}</style></head><body>"
             f"<h1>erc run: {esc(out.name)}</h1><p>corpus <code>{esc(corpus)}</code></p>"
-            + _small_split_banner(_evaluations(out))
-            + _stage_section(out, run) + _qc_section(out) + _training_section(out)
-            + _evaluation_section(out)
+            + _top_banner(out)
+            + _section("Stages", "the stage manifests", _stage_section, out, run)
+            + _section("Quality control", "qc/report.json", _qc_section, out)
+            + _section("Training", "train/history.json", _training_section, out)
+            + _section("Evaluation", "eval-*/metrics.json", _evaluation_section, out)
             + "<h2>Outputs</h2>" + _table(["output", "path"], outputs)
             + "</body></html>")
     return io.write_text(out / REPORT, page)

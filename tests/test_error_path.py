@@ -391,3 +391,26 @@ def test_evaluate_says_which_rows_had_no_vector(tmp_path, capsys):
     metrics = json.loads((tmp_path / "eval" / "metrics.json").read_text())
     assert metrics["n"] == 3 and metrics["n_missing"] == {"text": 1}
     assert "utterances without a vector: text 1" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize("damage", [b"{not json", b"\xff\xfe", b"[1, 2]", b'{"input": "x"}'])
+def test_the_run_report_shows_what_it_can_read(tmp_path, capsys, damage):
+    """A damaged record of one stage (QC's report, the training history, an evaluation's
+    metrics, a stage manifest) was a traceback that left the run without its report; now it
+    costs that section, which says why."""
+    from erc.recipes import RunConfig
+    from erc.report import write_report
+
+    run = tmp_path / "run"
+    for record in ("qc/report.json", "train/history.json", "eval-dev/metrics.json",
+                   "features/manifest.json"):
+        (run / record).parent.mkdir(parents=True)
+        (run / record).write_bytes(damage)
+    (run / "corpus").mkdir()
+    (run / "corpus" / "manifest.json").write_text('{"fingerprint": "f", "stage": 5}')
+    page = write_report(run, RunConfig(output_dir=str(run))).read_text()
+    assert page.count("<b>Not shown.</b>") == 3  # QC, training, evaluation
+    assert page.count("cannot be read (below)") == 3  # the QC, train and evaluate rows
+    assert "<h2>Stages</h2>" in page and "<h2>Outputs</h2>" in page
+    err = capsys.readouterr().err
+    assert "qc/report.json" in err and "history.json" in err and "metrics.json" in err
