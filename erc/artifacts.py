@@ -101,7 +101,11 @@ def _listed_parts(manifest: Path) -> list[str] | None:
     if not (isinstance(listed, list) and all(
             isinstance(entry, dict) and isinstance(entry.get("file"), str) for entry in listed)):
         raise InputError(f"{manifest}: 'partitions' must be a list of entries naming a 'file'")
-    return [entry["file"] for entry in listed]
+    names = [entry["file"] for entry in listed]
+    elsewhere = [name for name in names if Path(name).name != name or name in ("", ".", "..")]
+    if elsewhere:  # a part lies in its folder: a path would read another folder's files
+        raise InputError(f"{manifest}: parts must be files of its folder, not {elsewhere[0]!r}")
+    return names
 
 
 def feature_parts(path: str | Path) -> list[Path]:

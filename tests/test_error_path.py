@@ -117,7 +117,8 @@ def test_a_damaged_feature_part_is_one_line(tmp_path, capsys):
 
 
 @pytest.mark.parametrize("manifest", [b"{not json", b"\xff\xfe garbage", b"[1, 2]",
-                                      b'{"partitions": 5}', b'{"partitions": [{"name": "x"}]}'])
+                                      b'{"partitions": 5}', b'{"partitions": [{"name": "x"}]}',
+                                      b'{"partitions": [{"file": "../features/part-00000.parquet"}]}'])
 def test_a_damaged_feature_manifest_is_one_line(tmp_path, capsys, manifest):
     """A feature folder's manifest that is not JSON, or lists its parts wrongly, was a
     JSONDecodeError, KeyError or TypeError traceback in every reader of the folder."""

@@ -278,6 +278,45 @@ def test_text_only_corpus_runs_the_text_model_only_and_resumes_by_partition(ray_
     assert second.summary["rows_in"] == second.summary["rows_out"] == 6
 
 
+def test_a_damaged_manifest_never_names_a_file_for_removal(ray_local, tmp_path):
+    """The folder's last manifest says which parts an earlier run wrote, and a shorter
+    table removes those it no longer lists. Entries that are not erc's part names (a file
+    of the user's, a path outside, an entry without a file, a list that is not one) were
+    removed, or were a KeyError / TypeError traceback: now only part files are removed."""
+    rows = [{"utterance_id": f"meld/{i:02d}", "corpus": "meld", "split": "dev",
+             "dialogue_id": "d", "turn": i, "speaker": "Joey", "text": f"Line {i}."}
+            for i in range(8)]
+    source = tmp_path / "utterances.parquet"
+    pq.write_table(utterance_table(rows), source)
+    out = tmp_path / "features"
+    config = PreprocessConfig(partition_rows=3, profile="paper",
+                              overrides={"text": {"backend": "sentence-transformers",
+                                                  "name": "all-MiniLM-L6-v2"}})
+    preprocess(source, out, config, say=None)
+    (out / "notes.txt").write_text("mine")
+    (tmp_path / "outside.txt").write_text("mine too")
+    manifest = json.loads((out / MANIFEST).read_bytes())
+    manifest["partitions"] += [{"file": "notes.txt"}, {"file": "../outside.txt"},
+                               {"rows": 3}, 5]
+    (out / MANIFEST).write_text(json.dumps(manifest))
+
+    pq.write_table(utterance_table(rows[:6]), source)  # partition 2 leaves the table
+    second = preprocess(source, out, config, say=None)
+    assert second.summary["rows_out"] == 6
+    assert sorted(p.name for p in out.glob("part-*.parquet")) == ["part-00000.parquet",
+                                                                  "part-00001.parquet"]
+    assert (out / "notes.txt").read_text() == "mine"
+    assert (tmp_path / "outside.txt").read_text() == "mine too"
+
+    manifest = json.loads((out / MANIFEST).read_bytes())
+    manifest["partitions"] = "part-00000.parquet"
+    (out / MANIFEST).write_text(json.dumps(manifest))
+    pq.write_table(utterance_table(rows[:3]), source)
+    third = preprocess(source, out, config, say=None)
+    assert third.summary["rows_out"] == 3 and (out / "notes.txt").is_file()
+    assert load_features(out).num_rows == 3
+
+
 def test_killed_run_resumes_to_the_clean_output(corpus, clean, ray_local, tmp_path):
     """A driver killed with SIGKILL after its first partitions leaves only whole parts;
     the re-run computes the rest and the output equals the clean run's."""

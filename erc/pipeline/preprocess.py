@@ -34,6 +34,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import os
+import re
 import time
 from collections import Counter, defaultdict
 from collections.abc import Callable
@@ -70,6 +71,21 @@ FAILURE_REASONS = {
 
 def part_name(index: int) -> str:
     return f"part-{index:05d}.parquet"
+
+
+PART_NAME = re.compile(r"part-\d{5}\.parquet")
+
+
+def parts_listed(manifest: dict | None) -> list[str]:
+    """The part files a folder's last manifest lists: only names this pass writes, so a
+    damaged or edited manifest never names another file (the user's, or one outside the
+    folder) for removal."""
+    entries = (manifest or {}).get("partitions")
+    if not isinstance(entries, list):
+        return []
+    return [entry["file"] for entry in entries
+            if isinstance(entry, dict) and isinstance(entry.get("file"), str)
+            and PART_NAME.fullmatch(entry["file"])]
 
 
 @dataclass
@@ -475,9 +491,9 @@ def run_preprocess(table: pa.Table, output_dir: str | Path, config: PreprocessCo
     # unless this run was cut short by --limit. Files no manifest listed are left alone.
     listed_now = {part_name(k) for k in range(len(parts))}
     if limit is None:
-        for entry in (previous or {}).get("partitions", []):
-            if entry["file"] not in listed_now and (output_dir / entry["file"]).exists():
-                io.remove_owned(output_dir, entry["file"])
+        for name in parts_listed(previous):
+            if name not in listed_now and (output_dir / name).exists():
+                io.remove_owned(output_dir, name)
 
     summary, record = _summarise(output_dir, parts, fingerprints, rows_in, skipped, stage_stats,
                                  run_rows, run_seconds, work.settings, config)
