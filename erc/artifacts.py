@@ -244,20 +244,22 @@ def read_vectors(path: str | Path, column: str) -> dict[str, np.ndarray]:
 
 def face_vectors(path: str | Path) -> dict[str, np.ndarray]:
     """One face vector per utterance from the ``faces`` column: the mean embedding of the
-    most confident face of each sampled frame (absent when no face was found)."""
+    most confident face of each sampled frame (absent when no face was found). Read as
+    every feature column is (``read_features``): one row per utterance, one width."""
     out = {}
-    for part in feature_parts(path):
-        table = pq.read_table(part, columns=["utterance_id", "faces"])
-        for uid, faces in zip(table.column("utterance_id").to_pylist(),
-                              table.column("faces").to_pylist()):
-            best: dict[int, tuple[float, list]] = {}
-            for face in faces or []:
-                embedding = face.get("embedding")
-                if not embedding or not np.all(np.isfinite(embedding)):
-                    continue
-                frame, score = face.get("frame", 0), face.get("score") or 0.0
-                if frame not in best or score > best[frame][0]:
-                    best[frame] = (score, embedding)
-            if best:
-                out[uid] = np.mean([np.asarray(e, np.float32) for _, e in best.values()], axis=0)
+    table = read_features(path, ["utterance_id", "faces"])
+    if "faces" not in table.column_names:
+        return out
+    for uid, faces in zip(table.column("utterance_id").to_pylist(),
+                          table.column("faces").to_pylist()):
+        best: dict[int, tuple[float, list]] = {}
+        for face in faces or []:
+            embedding = face.get("embedding")
+            if not embedding or not np.all(np.isfinite(embedding)):
+                continue
+            frame, score = face.get("frame", 0), face.get("score") or 0.0
+            if frame not in best or score > best[frame][0]:
+                best[frame] = (score, embedding)
+        if best:
+            out[uid] = np.mean([np.asarray(e, np.float32) for _, e in best.values()], axis=0)
     return out

@@ -415,3 +415,36 @@ def test_the_run_report_shows_what_it_can_read(tmp_path, capsys, damage):
     assert "<h2>Stages</h2>" in page and "<h2>Outputs</h2>" in page
     err = capsys.readouterr().err
     assert "qc/report.json" in err and "history.json" in err and "metrics.json" in err
+
+
+def test_face_vectors_are_read_like_every_feature_column(tmp_path):
+    """The per-utterance face vectors had a reader of their own: an utterance in two parts
+    with different faces took the last one read, and faces of two widths reached the
+    model. They are now read through ``read_features``: one row per utterance, one width."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    from erc.artifacts import face_vectors
+    from erc.errors import InputError
+    from erc.features import FEATURE_SCHEMA
+
+    def part(folder, name, rows):
+        folder.mkdir(exist_ok=True)
+        columns = {f.name: [row.get(f.name) for row in rows] for f in FEATURE_SCHEMA}
+        pq.write_table(pa.table(columns, schema=FEATURE_SCHEMA), folder / name)
+
+    def face(value, width=4):
+        return [{"frame": 0, "time_s": 0.0, "box": [0, 0, 5, 5], "score": 0.9,
+                 "embedding": [value] * width}]
+
+    twice = tmp_path / "twice"
+    part(twice, "part-00000.parquet", [{"utterance_id": "u0", "status": "ok", "faces": face(1.0)}])
+    part(twice, "part-00001.parquet", [{"utterance_id": "u0", "status": "ok", "faces": face(2.0)}])
+    with pytest.raises(InputError, match="'u0' has two different feature rows"):
+        face_vectors(twice)
+    widths = tmp_path / "widths"
+    part(widths, "part-00000.parquet", [{"utterance_id": "u0", "status": "ok", "faces": face(1.0)},
+                                        {"utterance_id": "u1", "status": "ok",
+                                         "faces": face(1.0, width=6)}])
+    with pytest.raises(InputError, match="'faces.embedding'"):
+        face_vectors(widths)
