@@ -137,3 +137,34 @@ def test_meld_episode_times_are_metadata(tmp_path):
     assert "expected_duration_s" not in dict(rows["meld/train/dia0_utt0"]["meta"])
     assert dict(rows["meld/train/dia0_utt1"]["meta"])["expected_duration_s"] == "1.000"
     assert sum(result.repairs.values()) == 1
+
+
+def test_a_byte_order_mark_is_no_part_of_the_first_row(tmp_path):
+    """Files saved by Windows tools start with a UTF-8 BOM: the first JSON line still
+    parses, and the first IEMOCAP transcript line is still an utterance (not a line that
+    silently is no row)."""
+    bom = b"\xef\xbb\xbf"
+    jsonl = tmp_path / "m.jsonl"
+    jsonl.write_bytes(bom + b'{"dialogue_id": "d", "speaker": "Ann", "text": "Hi."}\n'
+                      b'{"dialogue_id": "d", "speaker": "Bob", "text": "Ho."}\n')
+    result = checked(read_corpus(jsonl))
+    assert result.problems.num_rows == 0
+    assert by_uid(result.utterances)["m/train/d/0"]["speaker"] == "Ann"
+
+    top = tmp_path / "IEMOCAP_full_release"
+    dialog = top / "Session1" / "dialog"
+    name = "Ses01F_impro01"
+    for sub, lines in (("transcriptions", [f"{name}_F000 [1.0-2.0]: Hello.",
+                                           f"{name}_M000 [2.5-3.0]: Hi."]),
+                       ("EmoEvaluation", [f"[1.0 - 2.0]\t{name}_F000\tneu\t[2.5]",
+                                          f"[2.5 - 3.0]\t{name}_M000\tang\t[2.5]"])):
+        (dialog / sub).mkdir(parents=True)
+        (dialog / sub / f"{name}.txt").write_bytes(bom + "\r\n".join(lines).encode() + b"\r\n")
+    wavs = top / "Session1" / "sentences" / "wav" / name
+    wavs.mkdir(parents=True)
+    for speaker in ("F000", "M000"):
+        (wavs / f"{name}_{speaker}.wav").write_bytes(b"RIFF")
+    result = checked(read_corpus(top))
+    rows = by_uid(result.utterances)
+    assert result.n_input == 2 and result.problems.num_rows == 0
+    assert rows[f"iemocap/{name}_F000"]["emotion"] == "neutral"

@@ -10,6 +10,7 @@ violation is a bug in a reader and stops the ingest before anything is written.
 
 from __future__ import annotations
 
+import codecs
 import csv
 import itertools
 import os
@@ -151,6 +152,16 @@ def decode_line(raw: bytes) -> tuple[str, str | None]:
         return raw.decode("utf-8", errors="replace"), "undecodable"
 
 
+def read_lines(path: Path, keepends: bool = False) -> list[tuple[str, str | None]]:
+    """(text, repair flag of ``decode_line``) of each line of a corpus text file. A UTF-8
+    byte order mark (files saved by Windows tools) is taken off the first line: it would
+    otherwise stick to the first field, and a first row would no longer parse."""
+    lines = path.read_bytes().splitlines(keepends=keepends)
+    if lines and lines[0].startswith(codecs.BOM_UTF8):
+        lines[0] = lines[0][len(codecs.BOM_UTF8):]
+    return [decode_line(raw) for raw in lines]
+
+
 def fix_mojibake(text: str) -> str:
     """Undoes UTF-8 text that was once decoded as cp1252 (``â€™`` -> ``’``)."""
     if "â€" not in text and "Ã" not in text:
@@ -187,16 +198,10 @@ def read_csv_records(path: Path, required: Iterable[str],
     or lacks a required column."""
     if not path.is_file():
         raise CorpusError(f"{path}: no such file")
-    lines = path.read_bytes().splitlines(keepends=True)
+    lines = read_lines(path, keepends=True)
     if not lines:
         raise CorpusError(f"{path}: empty file (expected a header row)")
-    decoded, flags = [], []
-    for raw in lines:
-        text, flag = decode_line(raw)
-        decoded.append(text)
-        flags.append(flag)
-    if decoded[0].startswith("\ufeff"):
-        decoded[0] = decoded[0][1:]
+    decoded, flags = [text for text, _ in lines], [flag for _, flag in lines]
 
     header_reader = csv.reader(iter(decoded), strict=True)
     try:

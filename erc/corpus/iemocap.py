@@ -27,9 +27,9 @@ from erc.corpus.base import (
     IngestResult,
     ReaderOptions,
     RowCollector,
-    decode_line,
     media_problem,
     read_csv_records,
+    read_lines,
     reader_options,
     too_large,
 )
@@ -154,8 +154,7 @@ def looks_like_release(path: Path) -> bool:
 def _read_lines(path: Path) -> list[tuple[int, str, str | None]]:
     """(line number, text, repair flag) for each non-empty line."""
     lines = []
-    for number, raw in enumerate(path.read_bytes().splitlines(), start=1):
-        text, flag = decode_line(raw)
+    for number, (text, flag) in enumerate(read_lines(path), start=1):
         if text.strip():
             lines.append((number, text.strip(), flag))
     return lines

@@ -38,9 +38,9 @@ from erc.corpus.base import (
     IngestResult,
     ReaderOptions,
     RowCollector,
-    decode_line,
     media_problem,
     read_csv_records,
+    read_lines,
     resolve_inside,
 )
 from erc.corpus.mapping import MANIFEST_SUFFIXES, MAPPING_FILE, load_mapping
@@ -67,10 +67,9 @@ def read_records(path: Path, max_field_bytes: int = ReaderOptions.max_field_byte
     if suffix == ".csv":
         yield from read_csv_records(path, (), max_field_bytes)
     elif suffix in (".jsonl", ".ndjson"):
-        for number, raw in enumerate(path.read_bytes().splitlines(), start=1):
-            if not raw.strip():
+        for number, (text, flag) in enumerate(read_lines(path), start=1):
+            if not text.strip():
                 continue
-            text, flag = decode_line(raw)
             try:
                 fields = json.loads(text)
             except (ValueError, RecursionError) as err:
