@@ -1,5 +1,6 @@
 import pytest
 
+from erc.cli import main
 from erc.errors import ConfigError
 from erc.recipes import CorpusConfig, FusionRecipe, RunConfig, load_run_config
 from erc.settings import load_yaml, option_map, options, to_data, validate
@@ -107,3 +108,25 @@ def test_messages_cut_long_values():
     with pytest.raises(ConfigError) as err:
         validate(CorpusConfig, {"format": ["x" * 5000]})
     assert len(str(err.value)) < 300
+
+
+def test_a_command_config_that_is_not_a_mapping_is_one_line(tmp_path, capsys):
+    """--config of every command: a list, a scalar or a section that is a list."""
+    corpus = tmp_path / "m.csv"
+    corpus.write_text("dialogue_id,speaker,text\nd,Ann,Hi.\n")
+    configs = {"list.yaml": ("- a\n- b\n", "list.yaml: expected a mapping"),
+               "scalar.yaml": ("5\n", "scalar.yaml: expected a mapping"),
+               "section.yaml": ("train: [1, 2]\nqc: {}\n", "section.yaml: train: expected a mapping")}
+    for name, (text, fragment) in configs.items():
+        (tmp_path / name).write_text(text)
+        config = str(tmp_path / name)
+        for argv in (["train", "fusion", str(corpus), "--out", str(tmp_path / "f")],
+                     ["train", "text", str(corpus), "--out", str(tmp_path / "t")],
+                     ["corpus", "ingest", str(corpus), "--out", str(tmp_path / "i")],
+                     ["preprocess", str(tmp_path / "i"), "--out", str(tmp_path / "p")]):
+            if name == "section.yaml" and argv[1] != "fusion":
+                continue  # only erc train fusion reads the train: section
+            assert main([*argv, "--config", config]) == 2, (name, argv)
+            err = capsys.readouterr().err.strip()
+            assert len(err.splitlines()) == 1 and fragment in err, (name, argv, err)
+    assert not any((tmp_path / out).exists() for out in "ftip")

@@ -7,6 +7,7 @@ from __future__ import annotations
 import argparse
 from typing import Any
 
+from erc.errors import ConfigError, preview
 from erc.settings import (
     Option,
     add_arguments,
@@ -48,9 +49,13 @@ def recipe(cls, args: argparse.Namespace, added: list[Option], section: str | No
     data = dict(base or {})
     where = "settings"
     if getattr(args, "config", None):
-        from_file = load_yaml(args.config)
-        if section:
-            from_file = section_data(from_file, section)
+        raw = load_yaml(args.config)
+        from_file = section_data(raw, section) if section else raw
+        # A list or a scalar where settings belong is the user's mistake, not a crash of merge.
+        if from_file is not None and not isinstance(from_file, dict):
+            inside = f" {section}:" if from_file is not raw else ""
+            raise ConfigError(f"{args.config}:{inside} expected a mapping of settings, got "
+                              f"{preview(from_file)}")
         data = merge(data, from_file or {})
         where = str(args.config)
     data = merge(data, tree(getattr(args, "setting_overrides", []) or []))
