@@ -59,6 +59,23 @@ class _NoAliasLoader(yaml.SafeLoader):
                               f"allowed in erc configs; write the value out")
         return super().compose_node(parent, index)
 
+    def construct_mapping(self, node, deep=False):
+        # A key written twice would silently lose its first value (two train: sections,
+        # the second without the first's epochs): an error naming the key and both lines.
+        if isinstance(node, yaml.MappingNode):
+            seen: dict = {}
+            for key_node, _ in node.value:
+                key = self.construct_object(key_node, deep=True)
+                line = key_node.start_mark.line + 1
+                try:
+                    if key in seen:
+                        raise ConfigError(f"line {line}: key {preview(key, 40)} is written "
+                                          f"twice (first on line {seen[key]}); write it once")
+                    seen[key] = line
+                except TypeError:
+                    continue  # an unhashable key: construct_mapping reports it
+        return super().construct_mapping(node, deep=deep)
+
 
 # YAML 1.1 reads 5e-3 (no dot) as a string; erc reads it as the number everyone means.
 _NoAliasLoader.add_implicit_resolver(

@@ -130,3 +130,14 @@ def test_a_command_config_that_is_not_a_mapping_is_one_line(tmp_path, capsys):
             err = capsys.readouterr().err.strip()
             assert len(err.splitlines()) == 1 and fragment in err, (name, argv, err)
     assert not any((tmp_path / out).exists() for out in "ftip")
+
+
+def test_a_key_written_twice_is_named_not_lost(tmp_path):
+    """Two train: sections (or two epochs:) would silently keep only the last one."""
+    for text, key, lines in (("train:\n  epochs: 3\ntrain:\n  lr: 0.1\n", "'train'", (3, 1)),
+                             ("train:\n  epochs: 3\n  epochs: 4\n", "'epochs'", (3, 2)),
+                             ("train: {epochs: 3, epochs: 4}\n", "'epochs'", (1, 1))):
+        (tmp_path / "twice.yaml").write_text(text)
+        with pytest.raises(ConfigError, match=rf"twice.yaml: line {lines[0]}: key {key} is "
+                                              rf"written twice \(first on line {lines[1]}\)"):
+            load_run_config(tmp_path / "twice.yaml")
