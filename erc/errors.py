@@ -8,6 +8,10 @@ from __future__ import annotations
 class ErcError(Exception):
     """An expected failure: bad input, a bad option, an unwritable or foreign output."""
 
+    # Whether the message is laid out on several lines on purpose (missing weights); any
+    # other message is printed on one line, a newline from the input shown as \n.
+    multiline = False
+
 
 class ConfigError(ErcError, ValueError):
     """A config file, option or override is invalid (the message names the key)."""

@@ -84,6 +84,22 @@ def test_bad_command_lines_name_the_option(capsys):
         assert "usage:" not in err
 
 
+def test_control_characters_from_the_input_keep_the_error_on_one_line(tmp_path, capsys):
+    """A file name, mapping key or column name holding a newline or an ESC is shown as
+    Python writes it (\\n, \\x1b): the error stays one line and drives no terminal."""
+    corpus = tmp_path / "bad\nname.csv"
+    corpus.write_text("speaker,text\nAnn,Hi.\n")
+    mapping = tmp_path / "map.yaml"
+    mapping.write_text('columns:\n  "text\\n\\e[31m": text\n')
+    for argv, fragment in (([str(corpus)], "bad\\nname.csv"),
+                           ([str(_csv(tmp_path)), "--mapping", str(mapping)],
+                            "columns.text\\n\\x1b[31m: not a field")):
+        assert main(["corpus", "ingest", *argv, "--out", str(tmp_path / "out")]) == 2
+        err = capsys.readouterr().err
+        assert len(err.splitlines()) == 1 and err.startswith("erc: error: "), err
+        assert fragment in err and "\x1b" not in err, err
+
+
 def test_a_bug_is_a_traceback_with_a_request_to_report(tmp_path, monkeypatch, capsys):
     import erc.cli.corpus as corpus_cli
 

@@ -26,6 +26,8 @@ AUDIO_RATE = 16_000  # every backend receives 16 kHz mono float32 audio in [-1, 
 class MissingWeightsError(ErcError, RuntimeError):
     """The weights a spec names cannot be found; the message says how to get them."""
 
+    multiline = True  # one line per node and role that lacks them
+
 
 class UntrustedModelError(ErcError):
     """Loading a model folder would run code from it, and nothing says it can be trusted."""
