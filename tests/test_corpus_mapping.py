@@ -241,6 +241,11 @@ def test_speaker_names(value, names):
     ({"files": {"train": "a_{split}.csv"}}, r"files\.train: \{split\} may appear once"),
     ({"colums": {}}, r"unknown key 'colums' \(did you mean 'columns'\?\)"),
     ({"labels": "joy"}, r"labels: Input should be a valid array \(got 'joy'\)"),
+    # Keys that match the same label, mapped differently: one would be silently unused.
+    ({"label_map": {"Joy": "joy", "joy ": "anger"}}, r"label_map: 'Joy' and 'joy ' are the same"),
+    # An empty split would make ids like "m//d/0" and a split no role finds.
+    ({"split": " "}, r"split: expected a split name"),
+    ({"files": {"": "a.csv"}}, r"files: '' is no split name"),
 ])
 def test_bad_mappings_are_one_line_errors_naming_the_key(tmp_path, mapping, message):
     path = tmp_path / "m.yaml"

@@ -76,16 +76,29 @@ class ManifestMapping(ReaderOptions):
             except ValueError as err:
                 raise CorpusError(f"{where}: columns.{name}: bad template {preview(spec)} "
                                   f"({err})") from None
+        seen: dict[str, str] = {}
         for label, target in self.label_map.items():
             if target is not None and (not isinstance(target, str) or not target.strip()):
                 raise CorpusError(f"{where}: label_map.{label}: expected a label or null, "
                                   f"got {preview(target)}")
+            # Labels match ignoring case and spaces: two such keys mapped to different
+            # labels would leave one of them silently unused.
+            key = str(label).strip().casefold()
+            if key in seen and _target(self.label_map[seen[key]]) != _target(target):
+                raise CorpusError(f"{where}: label_map: {seen[key]!r} and {label!r} are the "
+                                  f"same label (labels match ignoring case) mapped differently")
+            seen.setdefault(key, label)
+        # An empty split name makes ids like "corpus//dialogue/0" and a split no role finds.
+        if not self.split.strip():
+            raise CorpusError(f"{where}: split: expected a split name, got {preview(self.split)}")
         if self.several_speakers not in SEVERAL_SPEAKERS:
             raise CorpusError(f"{where}: several_speakers: expected one of "
                               f"{', '.join(SEVERAL_SPEAKERS)}, got {preview(self.several_speakers)}")
         patterns = self.files.items() if isinstance(self.files, dict) else [(None, self.files)]
         for split, pattern in patterns:
             key = "files" if split is None else f"files.{split}"
+            if split is not None and not split.strip():
+                raise CorpusError(f"{where}: files: {preview(split)} is no split name")
             if pattern is not None and (not isinstance(pattern, str) or not pattern.strip()):
                 raise CorpusError(f"{where}: {key}: expected a file name or glob, got {preview(pattern)}")
             if isinstance(pattern, str) and (split is not None and "{split}" in pattern
@@ -291,6 +304,11 @@ def speaker_names(value) -> list[str]:
         if name is not None and name.strip():
             names.append(name.strip())
     return names
+
+
+def _target(label: str | None) -> str | None:
+    """A label_map value as the reader applies it."""
+    return None if label is None else label.strip().lower()
 
 
 def _text(value) -> str:
