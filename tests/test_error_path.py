@@ -464,3 +464,46 @@ def test_face_vectors_are_read_like_every_feature_column(tmp_path):
                                          "faces": face(1.0, width=6)}])
     with pytest.raises(InputError, match="'faces.embedding'"):
         face_vectors(widths)
+
+
+def test_an_edited_model_config_is_one_line_naming_the_setting(tmp_path, capsys):
+    """A config.json whose settings have the wrong type, break their bounds, list labels
+    that are not n_classes distinct names, or record a feature spec that is not one, was
+    built into a model that failed later with a traceback (TypeError, IndexError, torch's
+    RuntimeError, KeyError) or scored with the wrong labels."""
+    import json
+    import shutil
+
+    model, corpus = _fusion_model(tmp_path, [[0.1] * 4] * 3, ["a", "b", "c"])
+
+    def edit(change):
+        def damage(folder):
+            saved = json.loads((folder / "config.json").read_text())
+            change(saved)
+            (folder / "config.json").write_text(json.dumps(saved))
+        return damage
+
+    cases = {
+        "labels-int": (edit(lambda s: s["config"].update(labels=5)), "labels: Input should be"),
+        "labels-more": (edit(lambda s: s["config"].update(labels=["a", "b", "c", "d"])),
+                        "are not 3 distinct names"),
+        "labels-twice": (edit(lambda s: s["config"].update(labels=["a", "a", "b"])),
+                         "are not 3 distinct names"),
+        "classes-negative": (edit(lambda s: s["config"].update(n_classes=-1)), "n_classes: -1"),
+        "width-negative": (edit(lambda s: s["config"].update(dims={"text": -4})), "dims.text"),
+        "state-zero": (edit(lambda s: s["config"].update(d_state=0)), "d_state"),
+        "features-text": (edit(lambda s: s.update(features="x")), "features: expected"),
+        "features-other": (edit(lambda s: s.update(features={"face": s["features"]["text"]})),
+                           "reads text but its feature spec names no source"),
+        "nested": (lambda f: (f / "config.json").write_text("[" * 100_000 + "]" * 100_000),
+                   "not a model config"),
+    }
+    for name, (damage, fragment) in cases.items():
+        broken = tmp_path / name
+        shutil.copytree(model, broken)
+        damage(broken)
+        assert main(["evaluate", str(broken), str(corpus), "--split", "test",
+                     "--out", str(tmp_path / f"eval-{name}")]) == 2, name
+        err = capsys.readouterr().err.strip()
+        assert len(err.splitlines()) == 1 and err.startswith("erc: error: "), (name, err)
+        assert str(broken) in err and fragment in err, (name, err)

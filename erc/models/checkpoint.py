@@ -17,7 +17,7 @@ import torch
 from torch import nn
 
 from erc import io
-from erc.errors import InputError
+from erc.errors import InputError, preview
 
 WEIGHTS = "model.safetensors"
 CONFIG = "config.json"
@@ -68,11 +68,20 @@ def read_config(directory: str | Path) -> dict:
     file = Path(directory) / CONFIG
     try:
         saved = json.loads(file.read_text())
-    except (json.JSONDecodeError, UnicodeDecodeError) as err:
+    except (json.JSONDecodeError, UnicodeDecodeError, RecursionError) as err:  # nested too deep
         raise InputError(f"{file}: not a model config ({err})") from None
     if not isinstance(saved, dict) or not isinstance(saved.get("config"), dict) \
             or "kind" not in saved:
         raise InputError(f"{file}: not a model config (no kind and config)")
+    # The feature spec a fusion model records: evaluation reads each item's kind and path.
+    features = saved.get("features")
+    if features is not None and not (isinstance(features, dict) and all(
+            isinstance(item, dict) and isinstance(item.get("kind"), str)
+            and isinstance(item.get("path"), str)
+            and all(isinstance(item.get(key, ""), str) for key in ("column", "adapter"))
+            for item in features.values())):
+        raise InputError(f"{file}: features: expected a mapping of modality -> "
+                         f"{{kind, path[, column, adapter]}} (strings), got {preview(features)}")
     return saved
 
 
@@ -97,11 +106,39 @@ def build_model(kind: str, config: dict, directory: Path | None = None,
     if unknown:  # a model saved by another version of erc
         raise InputError(f"unknown {kind} model settings {', '.join(unknown)} "
                          f"(saved by another version of erc?)")
+    _check_config(kind, cls.config_class, config)
     if kind == "text":  # the folder holds the encoder's config and tokenizer
         if directory is not None and not Path(config["encoder"]).is_absolute():
             config["encoder"] = str(Path(directory) / config["encoder"])
         return cls(cls.config_class(**config), pretrained=pretrained)
     return cls(cls.config_class(**config))
+
+
+def _check_config(kind: str, config_class, config: dict) -> None:
+    """InputError naming the setting when a saved config (an edited or damaged
+    config.json) is not one erc writes: of the wrong type or out of its bounds, or labels
+    that are not n_classes distinct names. Such a config built a model that failed later,
+    deep in torch or in scoring, with a traceback."""
+    from pydantic import TypeAdapter, ValidationError
+
+    try:
+        saved = TypeAdapter(config_class).validate_json(json.dumps(config), strict=True)
+    except ValidationError as err:
+        first = err.errors()[0]
+        where = ".".join(map(str, first["loc"]))
+        raise InputError(f"{kind} model setting {where}: {first['msg']} "
+                         f"(got {preview(first.get('input'))})") from None
+    n_classes, labels = getattr(saved, "n_classes", 1), getattr(saved, "labels", [])
+    if n_classes < 1:
+        raise InputError(f"{kind} model setting n_classes: {n_classes} (not a class count)")
+    if labels and (len(labels) != n_classes or len(set(labels)) != len(labels)):
+        raise InputError(f"{kind} model setting labels: {preview(labels)} are not "
+                         f"{n_classes} distinct names (n_classes)")
+    widths = {**{f"dims.{m}": d for m, d in getattr(saved, "dims", {}).items()},
+              "in_dim": getattr(saved, "in_dim", 1)}
+    for name, width in widths.items():
+        if width < 1:
+            raise InputError(f"{kind} model setting {name}: width {width} (not a width)")
 
 
 def load_model(directory: str | Path, device: str | torch.device = "cpu") -> nn.Module:

@@ -62,6 +62,10 @@ def predict_split(model_dir: str | Path, table: pa.Table, split: str, device: st
         spec = saved.get("features")
         if not spec:
             raise InputError(f"{model_dir}: the model does not record its feature spec")
+        unread = [m for m in model.config.modalities if m not in spec]
+        if unread:  # an edited config.json: the model reads a modality it has no source of
+            raise InputError(f"{model_dir}: the model reads {', '.join(unread)} but its feature "
+                             f"spec names no source of it")
         features = load_features(spec, table)
         vectors = {m: features[m] for m in model.config.modalities}
         data = build_dialogue_data(table, vectors, roles, labels=labels)
