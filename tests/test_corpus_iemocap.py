@@ -101,6 +101,23 @@ def test_text_missing_field_and_duplicate(tmp_path):
     assert dup["utterance_id"] == "iemocap/train/Ses01F_impro01/0" and "first seen" in dup["detail"]
 
 
+def test_text_ids_are_the_whole_dialogue_and_the_turn_as_a_number(tmp_path):
+    """"0" and "0.0" are one turn (a duplicate); two long dialogue ids that share their
+    first 80 characters are two dialogues (not a duplicate)."""
+    long = b"D" * 90
+    write_text_csv(tmp_path, [
+        b"Ses01F_impro01,0,F,Hi.,neu",
+        b"Ses01F_impro01,0.0,M,Again.,ang",
+        long + b"x,0,F,One.,neu",
+        long + b"y,0,F,Other.,neu",
+    ])
+    result = checked(read_iemocap_text(tmp_path))
+    assert [(p["line"], p["reason"]) for p in result.problems.to_pylist()] == [(3, "duplicate_id")]
+    assert sorted(by_uid(result.utterances)) == [
+        f"iemocap/train/{'D' * 90}x/0", f"iemocap/train/{'D' * 90}y/0",
+        "iemocap/train/Ses01F_impro01/0"]
+
+
 def test_text_encodings(tmp_path):
     write_text_csv(tmp_path, [
         b"Ses01F_impro01,0,F,Excuse me.,neu",

@@ -112,6 +112,18 @@ def test_duplicate_id(tmp_path):
     assert rows_by_uid(result)["meld/train/dia0_utt0"]["text"] == "Hi."
 
 
+def test_one_turn_written_two_ways_is_one_id(tmp_path):
+    """"0", "0.0" and "+0" are one turn, "00" and "0" one dialogue: the second row is a
+    duplicate, not a second utterance at the same place of the dialogue."""
+    write_meld(tmp_path, [row(1, b"Hi.", 0, 0), row(2, b"Hi again.", 0, "0.0"),
+                          row(3, b"Yo.", "00", "+1"), row(4, b"Yo again.", 0, "01")])
+    result = checked(read_meld(tmp_path))
+    assert sorted(rows_by_uid(result)) == ["meld/train/dia0_utt0", "meld/train/dia0_utt1"]
+    assert [(p["line"], p["reason"]) for p in result.problems.to_pylist()] == [
+        (3, "duplicate_id"), (5, "duplicate_id")]
+    assert rows_by_uid(result)["meld/train/dia0_utt1"]["dialogue_id"] == "dia0"
+
+
 def test_missing_field(tmp_path):
     write_meld(tmp_path, [row(1, b"Hi.", 0, 0), row(2, b"Who?", 0, 1, speaker=b""),
                           row(3, b"What?", b"x", 2)])

@@ -124,6 +124,10 @@ def read_iemocap_text(path: Path, /, **options) -> IngestResult:
             except RowProblem as failure:
                 out.reject(failure.reason, failure.detail, **where)
                 continue
+            # The id of a readable row: the whole dialogue id (two long ones sharing their
+            # first characters are two dialogues) and the turn as a number ("0", "00" and
+            # "0.0" are one turn, so the duplicate check sees them).
+            where.update(utterance_id=f"iemocap/{split}/{dia}/{turn}")
             if not dia or f["Speaker"].strip() not in ("F", "M"):
                 out.reject("missing_field", f"dialogue={preview(dia, 40)} "
                            f"speaker={preview(f['Speaker'], 40)} (F or M)", **where)

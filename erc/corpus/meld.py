@@ -81,14 +81,16 @@ def index_clips(media_root: Path) -> dict[str, dict[str, Path]]:
 
 
 def _ids(fields: dict) -> tuple[str, str, int]:
-    """(dialogue number, utterance number, turn) of a row, or a RowProblem."""
+    """(dialogue number, utterance number, turn) of a row, or a RowProblem. The numbers
+    are written as the clip names write them (``00`` -> ``0``, ``1.0`` -> ``1``): the same
+    utterance written two ways is one id, so the duplicate check sees it."""
     dia, utt = fields["Dialogue_ID"].strip(), fields["Utterance_ID"].strip()
     if not (dia.isascii() and dia.isdigit()) or len(dia) > 10:
         raise RowProblem("missing_field", f"Dialogue_ID {preview(dia, 40)} is not a number")
     turn = parse_turn(utt, "Utterance_ID")
     if not fields["Speaker"].strip():
         raise RowProblem("missing_field", "Speaker is empty")
-    return dia, utt, turn
+    return str(int(dia)), str(turn), turn
 
 
 def read_meld(path: Path, /, **options) -> IngestResult:
