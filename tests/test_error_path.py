@@ -507,3 +507,17 @@ def test_an_edited_model_config_is_one_line_naming_the_setting(tmp_path, capsys)
         err = capsys.readouterr().err.strip()
         assert len(err.splitlines()) == 1 and err.startswith("erc: error: "), (name, err)
         assert str(broken) in err and fragment in err, (name, err)
+
+
+def test_a_frozen_text_model_folder_that_is_no_model_is_one_line(tmp_path, capsys):
+    """sentence-transformers' ValueError on a folder that holds no model was a traceback."""
+    corpus, _ = _train_corpus(tmp_path, "a")
+    folder = tmp_path / "not-a-model"
+    folder.mkdir()
+    (folder / "config.json").write_text("{}")
+    assert main(["train", "fusion", str(corpus), "--text", f"st:{folder}", "--text-only",
+                 "--out", str(tmp_path / "run")]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and err.startswith("erc: error: "), err
+    assert f"{folder}: not a sentence-transformers model" in err
+    assert not (tmp_path / "run").exists()

@@ -82,7 +82,11 @@ def frozen_text_features(model_path: str, table: pa.Table, batch_size: int = 64,
                 zip(t.column("utterance_id").to_pylist(), t.column("text_embedding").to_pylist())}
     from sentence_transformers import SentenceTransformer
 
-    model = SentenceTransformer(str(model_path), device="cpu")
+    try:
+        model = SentenceTransformer(str(model_path), device="cpu")
+    except (OSError, ValueError) as err:  # transformers' errors on a folder that is no model
+        first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+        raise InputError(f"{model_path}: not a sentence-transformers model ({first})") from None
     ids = table.column("utterance_id").to_pylist()
     texts = [t or "" for t in table.column("text").to_pylist()]
     vectors = model.encode(texts, batch_size=batch_size, convert_to_numpy=True,
