@@ -208,6 +208,19 @@ def test_inspect_a_single_jsonl_file_with_list_speakers(tmp_path):
     assert result.utterances.column("emotion").to_pylist() == ["happy", "neutral"]
 
 
+def test_inspect_reads_values_the_ingest_sets_aside(tmp_path, capsys):
+    """A speaker that is a mapping and an integer of 400 digits are odd values, not a
+    crash of erc corpus inspect: the suggestion comes, the ingest sets the row aside."""
+    rows = [{"dialogue_id": "d", "speaker": {"name": "Ann"}, "text": "Hi.", "n": 1},
+            {"dialogue_id": "d", "speaker": "Bob", "text": "Ho.", "n": int("9" * 400)}]
+    path = tmp_path / "talk.jsonl"
+    path.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    assert main(["corpus", "inspect", str(path), "--write", str(tmp_path / "map.yaml")]) == 0
+    assert "Traceback" not in capsys.readouterr().err
+    result = checked(read_manifest(path, mapping=tmp_path / "map.yaml"))
+    assert [p["reason"] for p in result.problems.to_pylist()] == ["bad_type"]
+
+
 # --- the pieces --------------------------------------------------------------------------
 
 

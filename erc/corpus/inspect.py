@@ -22,7 +22,7 @@ from pathlib import Path
 from erc.corpus.base import CorpusError
 from erc.corpus.manifest import read_records
 from erc.corpus.mapping import FIELDS, MANIFEST_SUFFIXES, MAPPING_FILE, source_columns, speaker_names
-from erc.corpus.values import blank, parse_time
+from erc.corpus.values import RowProblem, blank, parse_time
 
 MAX_ROWS_PER_FILE = 200_000
 MAX_LABELS = 40  # more distinct values than this is no label column
@@ -158,7 +158,7 @@ def inspect_corpus(path: str | Path) -> Inspection:
                      "columns.dialogue_id")
     mapping["columns"] = chosen
     if "speaker" in chosen:
-        several = sum(1 for v in columns[chosen["speaker"]].values if len(speaker_names(v)) > 1)
+        several = sum(1 for v in columns[chosen["speaker"]].values if _several(v))
         if several:
             mapping["several_speakers"] = "problem"
             notes.append(f"{several} rows list several speakers: they are set aside as "
@@ -343,7 +343,18 @@ def _is_number(value) -> bool:
     try:
         float(value)
         return True
+    except OverflowError:  # a JSON integer of hundreds of digits is a number all the same
+        return True
     except (TypeError, ValueError):
+        return False
+
+
+def _several(value) -> bool:
+    """Whether a speaker value names several people; one that names nobody readable (a
+    mapping, say) is the ingest's bad_type problem, not several speakers."""
+    try:
+        return len(speaker_names(value)) > 1
+    except RowProblem:
         return False
 
 
