@@ -149,6 +149,16 @@ def test_missing_column_jsonl(tmp_path):
         read_manifest(path)
 
 
+def test_a_json_line_lacking_a_key_is_its_rows_problem_on_any_line(tmp_path):
+    """JSON Lines have no header: the file's columns are the keys of all its lines, so a
+    first line without a speaker is set aside like any other, not the whole file."""
+    path = write_jsonl(tmp_path / "m.jsonl", [{"dialogue_id": "d", "text": "hi"},
+                                              {"dialogue_id": "d", "speaker": "A", "text": "yo"}])
+    result = checked(read_manifest(path))
+    assert result.utterances.column("speaker").to_pylist() == ["A"]
+    assert [(p["line"], p["reason"]) for p in result.problems.to_pylist()] == [(1, "missing_field")]
+
+
 def test_empty_manifest(tmp_path):
     (tmp_path / "m.csv").write_text("dialogue_id,speaker,text\n")
     with pytest.raises(CorpusError):

@@ -118,16 +118,18 @@ def read_manifest(path: Path, /, mapping: str | Path | dict | None = None,
         out.sources.append(str(file))
         source = str(file)
         root = file.parent
-        header_checked = False
-        for record in out.rows(read_records(file, spec.max_field_bytes)):
+        records = list(read_records(file, spec.max_field_bytes))
+        # The file's columns: a CSV header or Parquet schema, and for JSON Lines every key
+        # any line has; a line lacking one is that row's problem, even on the first line.
+        columns = list(dict.fromkeys(key for r in records if r.problem is None for key in r.fields))
+        if any(r.problem is None for r in records):
+            spec.check_columns(columns, source)
+        for record in out.rows(records):
             rows_seen = True
             where = dict(source=source, line=record.line, split=file_split)
             if record.problem is not None:
                 out.reject(*record.problem, **where)
                 continue
-            if not header_checked:
-                spec.check_columns(list(record.fields), source)
-                header_checked = True
             f, meta, problem = spec.map_row(record.fields)
             try:
                 row_split = file_split or text_value(f["split"], "split") or spec.split
