@@ -219,6 +219,11 @@ def test_inspect_reads_values_the_ingest_sets_aside(tmp_path, capsys):
     assert "Traceback" not in capsys.readouterr().err
     result = checked(read_manifest(path, mapping=tmp_path / "map.yaml"))
     assert [p["reason"] for p in result.problems.to_pylist()] == ["bad_type"]
+    # Lines that are all {}: rows without a column are one line, not a traceback.
+    (tmp_path / "empty.jsonl").write_text("{}\n{}\n")
+    assert main(["corpus", "inspect", str(tmp_path / "empty.jsonl")]) == 2
+    assert capsys.readouterr().err.strip() == (f"erc: error: {tmp_path / 'empty.jsonl'}: no "
+                                               f"columns to inspect (every row is empty)")
 
 
 # --- the pieces --------------------------------------------------------------------------

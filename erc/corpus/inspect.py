@@ -143,6 +143,8 @@ def inspect_corpus(path: str | Path) -> Inspection:
         read.append((file, n))
     if not rows:
         raise CorpusError(f"{path}: no rows to inspect")
+    if not columns:  # JSON lines that are all {}: rows with nothing to suggest a mapping for
+        raise CorpusError(f"{path}: no columns to inspect (every row is empty)")
 
     notes: list[str] = []
     splits = _file_splits([f for f, _ in read]) if len(read) > 1 else {}
