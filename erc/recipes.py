@@ -318,6 +318,7 @@ def load_run_config(path=None, overrides: dict | None = None) -> RunConfig:
     from the working directory. Either may be a storage URI (s3://...)."""
     from pathlib import Path
 
+    from erc.errors import ConfigError
     from erc.settings import load_yaml, merge, validate
     from erc.storage import is_uri
 
@@ -326,10 +327,13 @@ def load_run_config(path=None, overrides: dict | None = None) -> RunConfig:
     if data is None:
         data = {}
     if not isinstance(data, dict):
-        from erc.errors import ConfigError
-
         raise ConfigError(f"{where}: expected a mapping of sections ({', '.join(SECTIONS)})")
-    config = validate(RunConfig, merge(data, overrides or {}), where)
+    try:
+        config = validate(RunConfig, merge(data, overrides or {}),
+                          "command line" if overrides else where)
+    except ConfigError:
+        validate(RunConfig, data, where)  # a mistake in the file names the file
+        raise
     corpus_path = config.corpus.path
     if path is not None and corpus_path and not is_uri(corpus_path):
         expanded = Path(corpus_path).expanduser()

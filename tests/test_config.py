@@ -141,3 +141,24 @@ def test_a_key_written_twice_is_named_not_lost(tmp_path):
         with pytest.raises(ConfigError, match=rf"twice.yaml: line {lines[0]}: key {key} is "
                                               rf"written twice \(first on line {lines[1]}\)"):
             load_run_config(tmp_path / "twice.yaml")
+
+
+def test_a_bad_value_is_blamed_on_where_it_was_written(tmp_path, capsys):
+    """A bad -o value or flag was reported as a mistake of the config file (which does not
+    hold it); a mistake of the file still names the file, and an override may fix it."""
+    (tmp_path / "good.yaml").write_text("train:\n  lr: 0.01\n")
+    (tmp_path / "bad.yaml").write_text("train:\n  epochs: 0\n")
+    good, bad = str(tmp_path / "good.yaml"), str(tmp_path / "bad.yaml")
+    with pytest.raises(ConfigError, match=r"^command line: train.epochs: Input should be"):
+        load_run_config(tmp_path / "good.yaml", {"train": {"epochs": 0}})
+    with pytest.raises(ConfigError, match=r"bad.yaml: train.epochs: Input should be"):
+        load_run_config(tmp_path / "bad.yaml", {"train": {"lr": 0.5}})
+    assert load_run_config(tmp_path / "bad.yaml", {"train": {"epochs": 3}}).train.recipe.loop.epochs == 3
+    out = str(tmp_path / "out")
+    for argv, fragment in ((["--config", good, "--epochs", "0"], "command line: epochs"),
+                           (["--config", good, "-o", "epochz=1"], "command line: unknown key 'epochz'"),
+                           (["--config", bad, "--lr", "0.5"], "bad.yaml: train: epochs")):
+        assert main(["train", "fusion", str(tmp_path / "m.csv"), "--out", out, *argv]) == 2, argv
+        err = capsys.readouterr().err.strip()
+        assert len(err.splitlines()) == 1 and err.startswith("erc: error: "), (argv, err)
+        assert fragment in err and ("bad.yaml" in fragment or "yaml" not in err), (argv, err)

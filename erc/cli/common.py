@@ -47,7 +47,6 @@ def recipe(cls, args: argparse.Namespace, added: list[Option], section: str | No
     from erc.recipes import section_data
 
     data = dict(base or {})
-    where = "settings"
     if getattr(args, "config", None):
         raw = load_yaml(args.config)
         from_file = section_data(raw, section) if section else raw
@@ -57,10 +56,15 @@ def recipe(cls, args: argparse.Namespace, added: list[Option], section: str | No
             raise ConfigError(f"{args.config}:{inside} expected a mapping of settings, got "
                               f"{preview(from_file)}")
         data = merge(data, from_file or {})
-        where = str(args.config)
     data = merge(data, tree(getattr(args, "setting_overrides", []) or []))
     data = merge(data, by_option(cls, given(args, added)))
-    return validate(cls, data, where)
+    try:
+        return validate(cls, data, "command line")
+    except ConfigError:
+        if getattr(args, "config", None):  # a mistake in the file names the file (and section)
+            validate(cls, from_file, f"{args.config}: {section}" if from_file is not raw
+                     else str(args.config))
+        raise
 
 
 def file_section(cls, path: str | None, section: str) -> Any:
