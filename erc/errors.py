@@ -29,6 +29,17 @@ class BusyError(ErcError):
     """Another erc process is writing the same output folder."""
 
 
+# Control characters other than tab, as Python writes them in a string (\n, \x1b): text
+# from the input (a file name, a speaker) printed on a console keeps its line and cannot
+# drive the terminal.
+_ESCAPES = {c: repr(chr(c))[1:-1] for c in [*range(32), *range(0x7f, 0xa0)] if c != 9}
+
+
+def printable(text: object) -> str:
+    """``text`` for a console line, its control characters escaped."""
+    return str(text).translate(_ESCAPES)
+
+
 def preview(value: object, limit: int = 80) -> str:
     """``repr(value)`` cut to ``limit`` characters: messages never print a huge value."""
     text = repr(value)

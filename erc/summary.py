@@ -8,6 +8,7 @@ from collections import Counter
 import pyarrow as pa
 
 from erc.corpus.base import IngestResult
+from erc.errors import printable
 
 
 def summarise(result: IngestResult) -> dict:
@@ -43,6 +44,8 @@ def summarise(result: IngestResult) -> dict:
 
 
 def _table(header: list[str], rows: list[list]) -> str:
+    header = [printable(cell) for cell in header]  # split and emotion names
+    rows = [[printable(cell) for cell in row] for row in rows]
     widths = [max(len(str(x)) for x in [h] + [r[i] for r in rows]) for i, h in enumerate(header)]
     line = lambda cells: "  ".join(str(c).rjust(w) if i else str(c).ljust(w)
                                    for i, (c, w) in enumerate(zip(cells, widths)))
@@ -59,8 +62,10 @@ def summary_line(s: dict) -> str:
 
 def format_summary(s: dict) -> str:
     splits = list(s["splits"])
+    # Names come from the corpus: printed with their control characters escaped, a
+    # speaker holding a newline or an ESC neither breaks the table nor drives the terminal.
     out = [f"{s['input_rows']:,} input rows -> {s['kept']:,} utterances kept, "
-           f"{s['problems']:,} set aside  (corpus: {', '.join(s['corpora']) or '-'})", ""]
+           f"{s['problems']:,} set aside  (corpus: {printable(', '.join(s['corpora'])) or '-'})", ""]
     out.append(_table(["split", "utterances", "dialogues", "speakers", "with media"],
                       [[k, f"{v['utterances']:,}", f"{v['dialogues']:,}", v["speakers"],
                         f"{v['with_media']:,}"] for k, v in s["splits"].items()]))
@@ -69,7 +74,7 @@ def format_summary(s: dict) -> str:
             _table(["emotion"] + splits,
                    [[e] + [f"{s['splits'][k]['emotions'].get(e, 0):,}" for k in splits]
                     for e in emotions])]
-    top = ", ".join(f"{name} {n:,}" for name, n in s["top_speakers"].items())
+    top = ", ".join(f"{printable(name)} {n:,}" for name, n in s["top_speakers"].items())
     out += ["", f"{s['speakers']:,} speakers; most frequent: {top}"]
     if s["problems_by_reason"]:
         out += ["", "problems by reason:",
@@ -83,5 +88,5 @@ def format_summary(s: dict) -> str:
 
 def problems_preview(problems: pa.Table, limit: int = 5) -> str:
     rows = problems.slice(0, limit).to_pylist()
-    return "\n".join(f"  {r['reason']}: {r['source']}" + (f":{r['line']}" if r["line"] else "")
-                     + f"  {r['detail']}" for r in rows)
+    return "\n".join(printable(f"  {r['reason']}: {r['source']}" + (f":{r['line']}" if r["line"] else "")
+                               + f"  {r['detail']}") for r in rows)

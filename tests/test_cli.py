@@ -68,6 +68,23 @@ def test_ingest_json_summary_adds_up(tmp_path, capsys):
     assert summary["kept"] + summary["problems"] == summary["input_rows"]
 
 
+def test_the_summary_escapes_control_characters_of_names(tmp_path, capsys):
+    """A speaker, split or emotion holding a newline or an ESC is printed as Python writes
+    it (\\n, \\x1b): it neither breaks the summary's lines nor drives the terminal."""
+    manifest = tmp_path / "m.csv"
+    manifest.write_bytes(b'dialogue_id,speaker,text,emotion,split\n'
+                         b'd,"Ann\nSmith",Hi,joy,train\n'
+                         b'd,\x1b[31mRed\x1b[0m,Ho,"sad\ness",te\x1bst\n'
+                         b'd,Cy,\x81\x8d,joy,train\n')
+    out = tmp_path / "o"
+    assert main(["corpus", "ingest", str(manifest), "--out", str(out)]) == 0
+    assert main(["corpus", "summary", str(out)]) == 0
+    text = capsys.readouterr().out
+    assert "\x1b" not in text
+    assert "Ann\\nSmith 1, \\x1b[31mRed\\x1b[0m 1" in text
+    assert "sad\\ness" in text and "te\\x1bst" in text
+
+
 def test_clear_errors_exit_2(tmp_path, capsys):
     assert main(["corpus", "ingest", str(tmp_path / "nowhere")]) == 2
     assert "no such file or folder" in capsys.readouterr().err

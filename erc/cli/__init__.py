@@ -59,20 +59,19 @@ def _expected(err: BaseException) -> bool:
     return isinstance(err, OSError) and getattr(err, "filename", None) is not None
 
 
-# Control characters a message may take from the input (a file name, a mapping key, a
-# column name) as they read in Python: a newline would break the one line, an ESC drive
-# the terminal. Tabs are kept.
-_ESCAPES = {c: repr(chr(c))[1:-1] for c in [*range(32), *range(0x7f, 0xa0)] if c != 9}
-
-
 def _message(err: BaseException) -> str:
+    """The message on one line (a multiline error's on its own lines): what it quotes of
+    the input (a file name, a mapping key, a column name) with control characters escaped,
+    so a newline cannot break the line nor an ESC drive the terminal."""
+    from erc.errors import printable
+
     if isinstance(err, OSError) and getattr(err, "filename", None) is not None:
         text = f"{err.filename}: {err.strerror or err}"
     else:
         text = str(err)
     if getattr(err, "multiline", False):
-        return "\n".join(line.translate(_ESCAPES) for line in text.split("\n"))
-    return text.translate(_ESCAPES)
+        return "\n".join(map(printable, text.split("\n")))
+    return printable(text)
 
 
 def main(argv: list[str] | None = None) -> int:
