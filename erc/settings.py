@@ -372,8 +372,10 @@ def validate(cls, data: Any, where: str = "config"):
     nested = _nest(cls, data, where)
     try:
         text = json.dumps(nested, default=_unjsonable)
-    except (TypeError, ValueError) as err:
-        raise ConfigError(f"{where}: {err}") from None
+    except (TypeError, ValueError) as err:  # a YAML date, binary, set; nesting too deep
+        keys = _unjsonable_at(nested) or ()
+        keys = {o.path: o.yaml_path for o in options(cls)}.get(keys, keys)
+        raise ConfigError(f"{_at(where, keys)}: {err}") from None
     try:
         return _adapter(cls).validate_json(text, strict=True)
     except ValidationError as err:
@@ -381,6 +383,22 @@ def validate(cls, data: Any, where: str = "config"):
         problems = [_describe(e, where, yaml_paths) for e in err.errors()]
         more = f" (and {len(problems) - 3} more)" if len(problems) > 3 else ""
         raise ConfigError("; ".join(problems[:3]) + more) from None
+
+
+def _unjsonable_at(value: Any, keys: tuple = ()) -> tuple | None:
+    """The keys of the first value inside ``value`` that JSON cannot hold (so that the
+    message names the setting, not only the file); None: there is none."""
+    if isinstance(value, dict):
+        items = [(keys + (key,), item) for key, item in value.items()]
+    elif isinstance(value, (list, tuple, set)):
+        items = [(keys, item) for item in value]
+    else:
+        return None if isinstance(value, (str, int, float, bool, type(None))) else keys
+    for at, item in items:
+        found = _unjsonable_at(item, at)
+        if found is not None:
+            return found
+    return None
 
 
 def _unjsonable(value: Any) -> Any:

@@ -162,3 +162,16 @@ def test_a_bad_value_is_blamed_on_where_it_was_written(tmp_path, capsys):
         err = capsys.readouterr().err.strip()
         assert len(err.splitlines()) == 1 and err.startswith("erc: error: "), (argv, err)
         assert fragment in err and ("bad.yaml" in fragment or "yaml" not in err), (argv, err)
+
+
+def test_a_value_json_cannot_hold_names_its_key(tmp_path):
+    """A YAML date or binary value named only the file, not the setting that holds it."""
+    import datetime
+
+    (tmp_path / "when.yaml").write_text("corpus:\n  options: {since: 2024-01-01}\ntrain: {lr: 0.1}\n")
+    with pytest.raises(ConfigError, match=r"when.yaml: corpus.options.since: a value of type date"):
+        load_run_config(tmp_path / "when.yaml")
+    with pytest.raises(ConfigError, match=r"^config: train.epochs: a value of type bytes"):
+        validate(RunConfig, {"train": {"epochs": b"3"}})
+    with pytest.raises(ConfigError, match=r"^x: epochs: a value of type date"):
+        validate(FusionRecipe, {"epochs": datetime.date(2024, 1, 1)}, "x")
