@@ -12,7 +12,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from erc.corpus import FORMATS, read_corpus
+from erc.corpus import FORMATS, CorpusError, read_corpus
 from erc.corpus.base import RowAccountingError, RowCollector, read_csv_records
 from erc.corpus.values import RowProblem, meta_value, parse_time, parse_turn, text_value
 from erc.errors import ConfigError
@@ -168,3 +168,18 @@ def test_a_byte_order_mark_is_no_part_of_the_first_row(tmp_path):
     rows = by_uid(result.utterances)
     assert result.n_input == 2 and result.problems.num_rows == 0
     assert rows[f"iemocap/{name}_F000"]["emotion"] == "neutral"
+
+
+def test_a_utf16_file_is_an_error_naming_it(tmp_path):
+    """A file saved as UTF-16 ("Unicode" in Windows tools) reads as text with a NUL
+    between letters: an IEMOCAP transcript of it would silently give no utterance."""
+    name = "Ses01F_impro01"
+    dialog = tmp_path / "IEMOCAP_full_release" / "Session1" / "dialog"
+    (dialog / "transcriptions").mkdir(parents=True)
+    (dialog / "transcriptions" / f"{name}.txt").write_bytes(
+        f"{name}_F000 [1.0-2.0]: Hello.\r\n".encode("utf-16"))
+    csv_path = tmp_path / "m.csv"
+    csv_path.write_bytes("dialogue_id,speaker,text\r\nd,Ann,Hi.\r\n".encode("utf-16"))
+    for path, file in ((tmp_path / "IEMOCAP_full_release", f"{name}.txt"), (csv_path, "m.csv")):
+        with pytest.raises(CorpusError, match=rf"{file}: the file is UTF-16 .* save it as UTF-8"):
+            read_corpus(path)

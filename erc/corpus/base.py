@@ -155,8 +155,15 @@ def decode_line(raw: bytes) -> tuple[str, str | None]:
 def read_lines(path: Path, keepends: bool = False) -> list[tuple[str, str | None]]:
     """(text, repair flag of ``decode_line``) of each line of a corpus text file. A UTF-8
     byte order mark (files saved by Windows tools) is taken off the first line: it would
-    otherwise stick to the first field, and a first row would no longer parse."""
-    lines = path.read_bytes().splitlines(keepends=keepends)
+    otherwise stick to the first field, and a first row would no longer parse. A UTF-16
+    file is a CorpusError naming it."""
+    data = path.read_bytes()
+    if data.startswith((codecs.BOM_UTF16_LE, codecs.BOM_UTF16_BE)):
+        # Its lines would read as text with a NUL between letters: a transcript line would
+        # silently be no utterance, a header no column. (UTF-32 starts the same way.)
+        raise CorpusError(f"{path}: the file is UTF-16 or UTF-32 (it starts with a byte order "
+                          f"mark {data[:2].hex(' ').upper()}); save it as UTF-8")
+    lines = data.splitlines(keepends=keepends)
     if lines and lines[0].startswith(codecs.BOM_UTF8):
         lines[0] = lines[0][len(codecs.BOM_UTF8):]
     return [decode_line(raw) for raw in lines]
