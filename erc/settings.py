@@ -97,6 +97,8 @@ def parse_yaml(text: str, where: str) -> Any:
         raise ConfigError(f"{where}: {err}") from None
     except yaml.YAMLError as err:
         raise ConfigError(f"{where}: not valid YAML: {str(err).splitlines()[0]}") from None
+    except RecursionError:  # the parser recurses once per level: [[[[...]]]] exhausts it
+        raise ConfigError(f"{where}: nested too deep: not a config") from None
 
 
 def load_yaml(path: str | Path) -> Any:

@@ -175,3 +175,14 @@ def test_a_value_json_cannot_hold_names_its_key(tmp_path):
         validate(RunConfig, {"train": {"epochs": b"3"}})
     with pytest.raises(ConfigError, match=r"^x: epochs: a value of type date"):
         validate(FusionRecipe, {"epochs": datetime.date(2024, 1, 1)}, "x")
+
+
+def test_yaml_nested_too_deep_is_one_line(tmp_path, capsys):
+    """[[[[...]]]] a few thousand levels deep exhausted the YAML parser's recursion: a
+    traceback thousands of lines long."""
+    (tmp_path / "deep.yaml").write_text("train: {lr: " + "[" * 5000 + "]" * 5000 + "}\n")
+    with pytest.raises(ConfigError, match=r"deep.yaml: nested too deep"):
+        load_run_config(tmp_path / "deep.yaml")
+    assert main(["run", "--dry-run", "--config", str(tmp_path / "deep.yaml")]) == 2
+    err = capsys.readouterr().err
+    assert len(err.splitlines()) == 1 and "deep.yaml: nested too deep" in err, err[-300:]
