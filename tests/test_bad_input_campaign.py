@@ -277,6 +277,9 @@ case("iemocap release malformed time", lambda t: ingest(release(
 case("iemocap release no times", lambda t: ingest(release(
     t, [utt_line("F000"), f"{DIALOGUE}_M000 Hello there."], [emo_line("F000"), emo_line("M000")],
     wavs=["F000", "M000"])), "bad_time", 2)
+case("iemocap release id without its space", lambda t: ingest(release(
+    t, [utt_line("F000"), f"{DIALOGUE}_M000[002.0-003.0]: Hi."], [emo_line("F000"), emo_line("M000")],
+    wavs=["F000", "M000"])), "malformed_row", 2, kept=1)
 case("iemocap release inverted times", lambda t: ingest(release(
     t, [utt_line("F000"), utt_line("M000", "[005.0-004.0]")], [emo_line("F000"), emo_line("M000")],
     wavs=["F000", "M000"])), "bad_time", 2)

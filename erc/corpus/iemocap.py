@@ -177,8 +177,8 @@ def _emotion_codes(path: Path) -> dict[str, str]:
 
 def read_iemocap_release(path: Path, /, **options) -> IngestResult:
     """Reads an IEMOCAP_full_release tree; ``options`` are IemocapOptions fields. Every
-    transcript line that starts with an utterance id is an input row; other lines
-    (``M: [BREATHING]``) are not rows."""
+    transcript line that starts with an utterance id, or with the dialogue's name and an
+    underscore, is an input row; other lines (``M: [BREATHING]``) are not rows."""
     opts = reader_options(IemocapOptions, options, "iemocap")
     path = Path(path)
     if not looks_like_release(path):
@@ -198,11 +198,20 @@ def read_iemocap_release(path: Path, /, **options) -> IngestResult:
             codes = _emotion_codes(session_dir / "dialog" / "EmoEvaluation" / transcript.name)
             video = session_dir / "dialog" / "avi" / "DivX" / f"{dialogue}.avi"
             entries = []
+            # A line naming an utterance of this dialogue is a row even when its id is
+            # malformed ("..._F000[1.0-2.0]: Hi", the space lost): set aside, not skipped.
             utterance_lines = ((number, text, flag) for number, text, flag in _read_lines(transcript)
-                               if _UTT_ID.match(text.split(None, 1)[0]))
+                               if _UTT_ID.match(text.split(None, 1)[0])
+                               or text.startswith(f"{dialogue}_"))
             for number, text, flag in out.rows(utterance_lines):
                 utt_id = text.split(None, 1)[0]
                 where = dict(source=source, line=number, split=split, utterance_id=f"iemocap/{utt_id}")
+                if not _UTT_ID.match(utt_id):
+                    utt_id = re.split(r"[\[:]", utt_id, maxsplit=1)[0]
+                    where.update(utterance_id=f"iemocap/{utt_id}")
+                    out.reject("malformed_row", f"expected '{dialogue}_<F|M><number> "
+                               f"[START-END]: text', got {preview(text, 80)}", **where)
+                    continue
                 match = _TRANSCRIPT_LINE.match(text)
                 times = (float(match.group(2)), float(match.group(3))) if match else None
                 if times is None or not all(map(math.isfinite, times)):
