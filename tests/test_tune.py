@@ -54,6 +54,7 @@ def _spec(**parts):
 @pytest.mark.parametrize("data, message", [
     (_spec(parms={}), "unknown key 'parms' (did you mean 'params'?)"),
     (_spec(family="vision"), "family must be one of fusion, text"),
+    (_spec(family=["fusion"]), "family must be one of fusion, text, got ['fusion']"),
     (_spec(params={"d_stat": {"choice": [16]}}), "params.d_stat: unknown parameter for family "
                                                  "fusion (did you mean 'd_state'?)"),
     (_spec(params={"lr": {"loguniform": [1e-2, 1e-4]}}), "low must be < high"),

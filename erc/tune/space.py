@@ -391,7 +391,7 @@ def parse_spec(data: Any, source: str = "<dict>") -> SearchSpec:
         raise ConfigError(f"{source}: expected a mapping with family, params, fixed, search")
     _check_keys(source, data, ("family", "params", "fixed", "search"))
     family = data.get("family")
-    if family not in FAMILIES:
+    if not isinstance(family, str) or family not in FAMILIES:  # a list is no family (nor hashable)
         raise ConfigError(f"{source}: family must be one of {', '.join(FAMILIES)}, got {family!r}")
     knobs = FAMILIES[family]
     params_data = data.get("params") or {}
