@@ -660,3 +660,32 @@ def test_search_scores_the_best_dev_model_on_the_held_out_split(ray_local, tmp_p
     assert "best (chosen on dev 'dev')" in summary and "held-out 'test' weighted F1" in summary
     assert "on held-out 'test'" in summary  # the search's gain there
     assert "held-out &#x27;test&#x27;" in (out / "report.html").read_text()
+
+
+def test_tune_options_over_a_search_file_of_the_wrong_shape_are_one_line(tmp_path, capsys):
+    """--num-samples, --cpus-per-trial or --epochs over a search file whose search:,
+    resources_per_trial: or fixed: is not a mapping, and --gpus-per-trial lots, were
+    tracebacks (TypeError, ValueError) before the search file was checked."""
+    from erc.cli import main
+
+    corpus = tmp_path / "corpus.csv"
+    corpus.write_text("split,dialogue_id,speaker,text,emotion\ntrain,a,Ann,Hi.,joy\n"
+                      "dev,c,Ann,Yes.,neutral\n")
+    files = {"search.yaml": "family: fusion\nsearch: [1]\n",
+             "resources.yaml": "family: fusion\nsearch: {resources_per_trial: 5}\n",
+             "fixed.yaml": "family: fusion\nfixed: 5\n"}
+    for name, text in files.items():
+        (tmp_path / name).write_text(text)
+    out = tmp_path / "search"
+    for argv, fragment in (
+            (["search.yaml", "--num-samples", "3"], "search.yaml: search: expected a mapping"),
+            (["resources.yaml", "--cpus-per-trial", "2"],
+             "resources.yaml: search.resources_per_trial: expected"),
+            (["fixed.yaml", "--epochs", "3"], "fixed.yaml: fixed: expected a mapping"),
+            (["fusion", "--gpus-per-trial", "lots"], "--gpus-per-trial: expected a finite number"),
+            (["fusion", "--gpus-per-trial", "nan"], "--gpus-per-trial: expected a finite number")):
+        search = argv[0] if argv[0] == "fusion" else str(tmp_path / argv[0])
+        assert main(["tune", search, str(corpus), "--out", str(out), *argv[1:]]) == 2, argv
+        err = capsys.readouterr().err.strip()
+        assert len(err.splitlines()) == 1 and fragment in err, (argv, err)
+    assert not out.exists()

@@ -39,12 +39,16 @@ def subset_dialogues(table, limit: int):
 def _overrides(data: dict, args) -> dict:
     """The search file's YAML with the command-line overrides applied (then validated)."""
     data = dict(data or {})
-    search = dict(data.get("search") or {})
+    search, fixed = data.get("search"), data.get("fixed")
+    resources = (search or {}).get("resources_per_trial") if isinstance(search, dict) else None
+    if any(part is not None and not isinstance(part, dict) for part in (search, fixed, resources)):
+        return data  # a section that is not a mapping: parse_spec names it as written
+    search = dict(search or {})
     for key in ("num_samples", "max_concurrent_trials", "seed"):
         if getattr(args, key) is not None:
             search[key] = getattr(args, key)
     if args.cpus_per_trial is not None or args.gpus_per_trial is not None:
-        resources = dict(search.get("resources_per_trial") or {"cpu": 1, "gpu": "auto"})
+        resources = dict(resources or {"cpu": 1, "gpu": "auto"})
         if args.cpus_per_trial is not None:
             resources["cpu"] = args.cpus_per_trial
         if args.gpus_per_trial is not None:
@@ -56,6 +60,18 @@ def _overrides(data: dict, args) -> dict:
     if args.epochs is not None:
         data["fixed"] = {**(data.get("fixed") or {}), "epochs": args.epochs}
     return data
+
+
+def _gpus(text: str) -> str:
+    """--gpus-per-trial: ``auto`` or a number (checked here: argparse names the option)."""
+    import argparse
+
+    try:
+        if text == "auto" or 0 <= float(text) < float("inf"):  # False for nan
+            return text
+    except ValueError:
+        pass
+    raise argparse.ArgumentTypeError(f"expected a finite number >= 0 or auto, got {text!r}")
 
 
 def _train_command(args, family: str, out: Path) -> str:
@@ -154,7 +170,8 @@ def register(commands) -> None:
     tune.add_argument("--epochs", type=int, help="epochs of every trial (fixed.epochs)")
     tune.add_argument("--seed", type=int, help="the sampler's seed")
     tune.add_argument("--cpus-per-trial", type=float)
-    tune.add_argument("--gpus-per-trial", help="a number or auto (1 when the cluster has GPUs)")
+    tune.add_argument("--gpus-per-trial", type=_gpus,
+                      help="a number or auto (1 when the cluster has GPUs)")
     tune.add_argument("--no-default", action="store_true",
                       help="do not run the untuned default as trial 0")
     tune.add_argument("--limit-dialogues", type=int,
