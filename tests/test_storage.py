@@ -207,3 +207,23 @@ def test_erc_commands_take_uris(s3_store, sample_manifest, capsys):
     assert ".erc.lock" not in remote  # the lock of the local copy is not a result
     assert main(["corpus", "summary", uri]) == 0
     assert "84" in capsys.readouterr().out  # the sample's utterances, counted from the copy
+
+
+def test_an_abbreviated_output_option_is_refused_not_read_as_an_input(tmp_path, capsys,
+                                                                      monkeypatch):
+    """``--ou URI`` was --out to argparse but an input to the staging of URIs: the output
+    was written into erc's input cache and never uploaded to the URI."""
+    from erc.cli import main
+
+    monkeypatch.setenv("ERC_HOME", str(tmp_path / "home"))
+    corpus = tmp_path / "m.csv"
+    corpus.write_text("dialogue_id,speaker,text\nd,Ann,Hi.\n")
+    remote = tmp_path / "remote"
+    remote.mkdir()
+    for argv in (["--ou", f"file://{remote}"], [f"--ou=file://{remote}"]):
+        assert main(["corpus", "ingest", str(corpus), *argv]) == 2, argv
+        err = capsys.readouterr().err.strip()
+        assert len(err.splitlines()) == 1 and "unrecognized arguments: --ou" in err, err
+    assert not list(remote.iterdir()) and not list((tmp_path / "home").rglob("*.parquet"))
+    assert main(["run", "--dry", "--config", str(tmp_path / "nope.yaml")]) == 2
+    assert "unrecognized arguments: --dry" in capsys.readouterr().err

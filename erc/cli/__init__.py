@@ -30,7 +30,13 @@ COMMANDS = ("run", "corpus", "preprocess", "qc", "train", "tune", "models")
 
 class Parser(argparse.ArgumentParser):
     """argparse, with a bad command line reported on erc's one error path (one line, exit
-    status 2) instead of a usage block."""
+    status 2) instead of a usage block. Options are written in full: an abbreviation
+    (``--ou`` for ``--out``) would pass by ``erc.storage``, which stages the value of
+    ``--out`` as an output, and make an output URI an input."""
+
+    def __init__(self, *args, **kwargs):
+        kwargs.setdefault("allow_abbrev", False)  # subcommand parsers are of this class too
+        super().__init__(*args, **kwargs)
 
     def error(self, message: str):
         from erc.errors import ConfigError
