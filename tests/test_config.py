@@ -186,3 +186,17 @@ def test_yaml_nested_too_deep_is_one_line(tmp_path, capsys):
     assert main(["run", "--dry-run", "--config", str(tmp_path / "deep.yaml")]) == 2
     err = capsys.readouterr().err
     assert len(err.splitlines()) == 1 and "deep.yaml: nested too deep" in err, err[-300:]
+
+
+def test_ingest_flags_and_reader_options_win_over_the_config_file(tmp_path, capsys):
+    """The documented order is file, then -o, then flags; ingest's --format and its reader
+    options (-o, --split, --media-root, --mapping) went in under the file, which won."""
+    import json
+
+    (tmp_path / "m.csv").write_text("dialogue_id,speaker,text\nd,Ann,Hi.\nd,Bob,Yo.\n")
+    (tmp_path / "c.yaml").write_text("corpus:\n  format: meld\n  options: {split: dev}\n")
+    assert main(["corpus", "ingest", str(tmp_path / "m.csv"), "--config", str(tmp_path / "c.yaml"),
+                 "--format", "manifest", "-o", "split=test", "--out", str(tmp_path / "o"),
+                 "--json"]) == 0
+    summary = json.loads(capsys.readouterr().out)
+    assert set(summary["splits"]) == {"test"}

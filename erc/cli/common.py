@@ -41,9 +41,10 @@ def add_recipe(parser: argparse.ArgumentParser, cls, *, skip: tuple[str, ...] = 
 
 
 def recipe(cls, args: argparse.Namespace, added: list[Option], section: str | None = None,
-           base: dict | None = None) -> Any:
+           base: dict | None = None, flags: dict | None = None) -> Any:
     """The recipe the command runs: its defaults, then ``base``, the config file (its
-    ``section`` when the file is a run config), the ``-o`` overrides and the flags given."""
+    ``section`` when the file is a run config), the ``-o`` overrides and the flags given
+    (``flags``: settings from the command's own flags, which the file does not override)."""
     from erc.recipes import section_data
 
     data = dict(base or {})
@@ -58,6 +59,7 @@ def recipe(cls, args: argparse.Namespace, added: list[Option], section: str | No
         data = merge(data, from_file or {})
     data = merge(data, tree(getattr(args, "setting_overrides", []) or []))
     data = merge(data, by_option(cls, given(args, added)))
+    data = merge(data, flags or {})
     try:
         return validate(cls, data, "command line")
     except ConfigError:

@@ -22,8 +22,8 @@ def cmd_ingest(args) -> int:
         options["splits"] = args.split
     if args.mapping:
         options["mapping"] = str(Path(args.mapping).resolve())
-    base = {"options": options, **({"format": args.format} if args.format else {})}
-    config = recipe(CorpusConfig, args, args.recipe_options, section="corpus", base=base)
+    flags = {"options": options, **({"format": args.format} if args.format else {})}
+    config = recipe(CorpusConfig, args, args.recipe_options, section="corpus", flags=flags)
     config.path = str(Path(args.path).expanduser().resolve())
     out = Path(args.out) if args.out else Path("runs") / Path(args.path).resolve().name / "corpus"
     if args.address:
