@@ -294,16 +294,23 @@ def stage_input(uri: str, cache: Path) -> Path:
     return mirror.local / Path(path.rstrip("/")).name if is_file else mirror.local
 
 
+def pulled_output(uri: str, cache: Path, exclude: tuple[str, ...] = ()) -> Mirror:
+    """The local copy of an output folder at ``uri``, filled from it (what a run there has
+    written so far); nothing goes back."""
+    mirror = Mirror(uri, _local_copy(cache / "staging", uri, folder=True), exclude)
+    fetched = mirror.pull()
+    print(f"[storage] {redact(uri)}: working in {mirror.local}"
+          + (f" ({fetched} earlier file(s) downloaded)" if fetched else ""), flush=True)
+    return mirror
+
+
 @contextmanager
 def staged_output(uri: str, cache: Path, interval: float = 30.0,
                   exclude: tuple[str, ...] = ()) -> Iterator[Path]:
     """A local folder for an output at ``uri``: filled from the URI first, uploaded every
     ``interval`` seconds while the body runs and once more when it ends. ``exclude``:
     top-level folders of the URI that something else writes there (Ray's storage)."""
-    mirror = Mirror(uri, _local_copy(cache / "staging", uri, folder=True), exclude)
-    fetched = mirror.pull()
-    print(f"[storage] {redact(uri)}: working in {mirror.local}"
-          + (f" ({fetched} earlier file(s) downloaded)" if fetched else ""), flush=True)
+    mirror = pulled_output(uri, cache, exclude)
     stop = threading.Event()
 
     def upload_periodically() -> None:

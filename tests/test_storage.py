@@ -227,3 +227,25 @@ def test_an_abbreviated_output_option_is_refused_not_read_as_an_input(tmp_path, 
     assert not list(remote.iterdir()) and not list((tmp_path / "home").rglob("*.parquet"))
     assert main(["run", "--dry", "--config", str(tmp_path / "nope.yaml")]) == 2
     assert "unrecognized arguments: --dry" in capsys.readouterr().err
+
+
+def test_a_dry_run_plans_on_what_the_store_holds(tmp_path, capsys, monkeypatch):
+    """With a storage URI as the config's output_dir, the dry run took it for a local path: every
+    stage "not run yet", folders like ``file:/...`` mangled. It plans on the local copy
+    of what the store holds, as the run itself would."""
+    from erc.cli import main
+
+    monkeypatch.setenv("ERC_HOME", str(tmp_path / "home"))
+    (tmp_path / "m.csv").write_text("dialogue_id,speaker,text\nd,Ann,Hi.\nd,Bob,Yo.\n")
+    uri = f"file://{tmp_path / 'remote' / 'run'}"
+    (tmp_path / "run.yaml").write_text(f"output_dir: {uri}\ncorpus: {{path: m.csv, format: manifest}}\n"
+                                       "ray: {num_cpus: 1}\n")
+    argv = ["run", "--config", str(tmp_path / "run.yaml")]
+    assert main([*argv, "--until", "ingest"]) == 0
+    assert "manifest.json" in {p.name for p in (tmp_path / "remote" / "run" / "corpus").iterdir()}
+    capsys.readouterr()
+    assert main([*argv, "--dry-run"]) == 0
+    plan = capsys.readouterr().out
+    corpus = next(line for line in plan.splitlines() if line.strip().startswith("ingest"))
+    assert "up to date" in corpus and str(tmp_path / "home" / "staging") in corpus, plan
+    assert "file:" not in corpus

@@ -24,13 +24,16 @@ def cmd_run(args) -> int:
     config = load_run_config(Path(config_path), overrides)
     if args.address:
         config.ray.address = args.address
+    if storage.is_uri(config.corpus.path):
+        config.corpus.path = str(storage.stage_input(config.corpus.path, state_dir()))
     if args.dry_run:
+        if storage.is_uri(config.output_dir):  # planned on what the store holds, not the URI as a path
+            local = storage.pulled_output(config.output_dir, state_dir(), exclude=(storage.RAY_STORAGE,))
+            config.output_dir = str(local.local)
         print(f"erc {__version__}: main job, config {config_path} (dry run: nothing runs)")
         for stage, folder, state in main_job.plan(config):
             print(f"  {stage:11} {state:52} {folder}")
         return 0
-    if storage.is_uri(config.corpus.path):
-        config.corpus.path = str(storage.stage_input(config.corpus.path, state_dir()))
     if storage.is_uri(config.output_dir):
         uri = config.output_dir
         for loop in (config.train.recipe.loop, config.train.text_training.loop):
