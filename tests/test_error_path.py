@@ -77,7 +77,14 @@ def test_bad_command_lines_name_the_option(capsys):
                            (["run", "--from", "nowhere"], "--from"),
                            (["train", "fusion"], "corpus"),
                            (["evaluate"], "required"),
-                           (["tune", "fusion", "x", "--num-samples", "many"], "--num-samples")):
+                           (["tune", "fusion", "x", "--num-samples", "many"], "--num-samples"),
+                           # a count of 0 was "no limit" (a full search) or a search on no CPU
+                           (["tune", "fusion", "x", "--out", "y", "--limit-dialogues", "0"],
+                            "--limit-dialogues: expected a whole number >= 1"),
+                           (["tune", "fusion", "x", "--out", "y", "--num-cpus", "0"], "--num-cpus"),
+                           (["tune", "fusion", "x", "--out", "y", "--cpus-per-trial", "-1"],
+                            "--cpus-per-trial: expected a finite number > 0"),
+                           (["preprocess", "x", "--limit", "0"], "--limit")):
         assert main(argv) == 2, argv
         err = capsys.readouterr().err.strip()
         assert len(err.splitlines()) == 1 and fragment in err, (argv, err)

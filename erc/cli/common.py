@@ -21,6 +21,29 @@ from erc.settings import (
 )
 
 
+def count(text: str) -> int:
+    """An option that counts something (trials, CPUs, dialogues): a whole number >= 1
+    (0 read as "no limit" or as nothing to run, silently)."""
+    try:
+        value = int(text)
+    except ValueError:
+        value = 0
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"expected a whole number >= 1, got {text!r}")
+    return value
+
+
+def positive(text: str) -> float:
+    """An option that is a share of a resource (CPUs per trial): a finite number > 0."""
+    try:
+        value = float(text)
+    except ValueError:
+        value = float("nan")
+    if not 0 < value < float("inf"):
+        raise argparse.ArgumentTypeError(f"expected a finite number > 0, got {text!r}")
+    return value
+
+
 def add_recipe(parser: argparse.ArgumentParser, cls, *, skip: tuple[str, ...] = (),
                title: str | None = "settings", config_help: str | None = None,
                overrides: bool = True) -> list[Option]:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from erc.cli.common import add_recipe, add_run_options, file_section, recipe
+from erc.cli.common import add_recipe, add_run_options, count, file_section, recipe
 from erc.recipes import PreprocessConfig
 
 
@@ -55,7 +55,7 @@ def register(commands) -> None:
                                            "ingest`), or the parquet file")
     parser.add_argument("--out", help="folder for the feature parts (default: the config's, "
                                       "else 'features' beside the utterance folder)")
-    parser.add_argument("--limit", type=int, help="only the first N utterances (by id)")
+    parser.add_argument("--limit", type=count, help="only the first N utterances (by id)")
     parser.add_argument("--json", action="store_true", help="print the summary as JSON")
     added = add_recipe(parser, PreprocessConfig, skip=("output_dir",),
                        config_help="YAML run config (its preprocess: and ray: sections) or "

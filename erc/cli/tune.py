@@ -18,6 +18,7 @@ import os
 import shlex
 from pathlib import Path
 
+from erc.cli.common import count, positive
 from erc.recipes import FusionInputs
 from erc.settings import add_arguments, given, load_yaml, validate
 
@@ -165,22 +166,22 @@ def register(commands) -> None:
                       "rest, and report on the dev split, e.g. 0.15 for a corpus with no test "
                       "split")
     inputs = add_arguments(tune, FusionInputs, title="inputs (fusion)")
-    tune.add_argument("--num-samples", type=int, help="trials in all (overrides the file)")
-    tune.add_argument("--max-concurrent-trials", type=int, help="trials at once")
-    tune.add_argument("--epochs", type=int, help="epochs of every trial (fixed.epochs)")
+    tune.add_argument("--num-samples", type=count, help="trials in all (overrides the file)")
+    tune.add_argument("--max-concurrent-trials", type=count, help="trials at once")
+    tune.add_argument("--epochs", type=count, help="epochs of every trial (fixed.epochs)")
     tune.add_argument("--seed", type=int, help="the sampler's seed")
-    tune.add_argument("--cpus-per-trial", type=float)
+    tune.add_argument("--cpus-per-trial", type=positive)
     tune.add_argument("--gpus-per-trial", type=_gpus,
                       help="a number or auto (1 when the cluster has GPUs)")
     tune.add_argument("--no-default", action="store_true",
                       help="do not run the untuned default as trial 0")
-    tune.add_argument("--limit-dialogues", type=int,
+    tune.add_argument("--limit-dialogues", type=count,
                       help="only the first N dialogues of each split (a quick search)")
     tune.add_argument("--storage", help="where Tune keeps the search (default OUT/ray; on a "
                       "multi-node cluster a shared folder or s3://...)")
     tune.add_argument("--fresh", action="store_true", help="discard an earlier search in --out")
     tune.add_argument("--address", help="Ray cluster address (default: RAY_ADDRESS, else embedded)")
-    tune.add_argument("--num-cpus", type=int, help="CPUs of the embedded Ray (default: all)")
+    tune.add_argument("--num-cpus", type=count, help="CPUs of the embedded Ray (default: all)")
     tune.add_argument("--verbose", type=int, default=1, choices=[0, 1, 2],
                       help="Tune's progress output (0 silent, 1 status, 2 every result)")
     tune.set_defaults(func=cmd_tune, input_options=inputs, takes_storage=True)
