@@ -375,3 +375,18 @@ def test_nan_time_is_bad_time(tmp_path):
     result = checked(read_manifest(path))
     assert result.utterances.column("text").to_pylist() == ["ok"], result.utterances.to_pylist()
     assert [(p["line"], p["reason"]) for p in result.problems.to_pylist()] == [(3, "bad_time")]
+
+
+def test_an_ingest_flag_a_format_does_not_take_names_the_flag(tmp_path, capsys):
+    """`--split train` on a manifest said "unknown key 'splits' (did you mean 'split'?)":
+    an option the user never wrote, and a suggestion that does something else (a
+    manifest's split is the split of its rows, not a filter)."""
+    from erc.cli import main
+
+    (tmp_path / "m.csv").write_text("dialogue_id,speaker,text\nd,Ann,Hi.\n")
+    for flag in (["--split", "train"], ["--media-root", str(tmp_path)]):
+        assert main(["corpus", "ingest", str(tmp_path / "m.csv"), *flag,
+                     "--out", str(tmp_path / "o")]) == 2
+        err = capsys.readouterr().err
+        assert f"{flag[0]} (option" in err and "does not apply to the manifest format" in err
+        assert "did you mean" not in err

@@ -23,7 +23,7 @@ from typing import Annotated, TypeVar
 import pyarrow as pa
 from pydantic import Field
 
-from erc.errors import ErcError, preview
+from erc.errors import ConfigError, ErcError, preview
 from erc.schema import PROBLEM_REASONS, problem_table, utterance_table
 
 T = TypeVar("T")
@@ -46,12 +46,23 @@ class ReaderOptions:
     max_field_bytes: Annotated[int, Field(ge=1)] = 128 << 10  # a longer field sets its row aside (field_too_large)
 
 
+# `erc corpus ingest` flags that set a reader option: a format without the option names the flag
+FLAG_OF_OPTION = {"splits": "--split", "media_root": "--media-root", "mapping": "--mapping"}
+
+
 def reader_options(cls: type[T], options: dict, format: str) -> T:
     """The reader options of ``format`` as its typed dataclass ``cls``; a ConfigError names
     an unknown option or a value of the wrong type."""
+    import dataclasses
+
     from erc.settings import validate
 
     data = {key: str(value) if isinstance(value, Path) else value for key, value in options.items()}
+    known = {f.name for f in dataclasses.fields(cls)}
+    for key, flag in FLAG_OF_OPTION.items():  # said in the user's words: the flag they gave
+        if key in data and key not in known:
+            raise ConfigError(f"reader options of {format}: {flag} (option {key!r}) does not "
+                              f"apply to the {format} format; its options: {', '.join(sorted(known))}")
     return validate(cls, data, f"reader options of {format}")
 
 
