@@ -105,6 +105,8 @@ def load_yaml(path: str | Path) -> Any:
     """A YAML file as data; ConfigError when it is missing, too large, invalid or uses
     aliases."""
     path = Path(path)
+    if path.is_dir():
+        raise ConfigError(f"{path}: a folder, not a config file (YAML)")
     if not path.is_file():
         raise ConfigError(f"{path}: no such config file")
     if path.stat().st_size > MAX_CONFIG_BYTES:

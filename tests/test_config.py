@@ -86,6 +86,8 @@ def test_overrides_merge_into_the_file(tmp_path):
 def test_missing_and_invalid_files(tmp_path):
     with pytest.raises(ConfigError, match="no such config file"):
         load_run_config(tmp_path / "nope.yaml")
+    with pytest.raises(ConfigError, match="a folder, not a config file"):
+        load_run_config(tmp_path)
     (tmp_path / "broken.yaml").write_text("corpus: [unclosed\n")
     with pytest.raises(ConfigError, match="not valid YAML"):
         load_run_config(tmp_path / "broken.yaml")
