@@ -132,13 +132,16 @@ def feature_parts(path: str | Path) -> list[Path]:
     return parts
 
 
-def read_features(path: str | Path, columns: list[str] | None = None) -> pa.Table:
-    """The feature table (every listed part, or ``columns`` of it), by utterance_id."""
+def read_features(path: str | Path, columns: list[str] | None = None,
+                  required: tuple[str, ...] = ()) -> pa.Table:
+    """The feature table (every listed part, or ``columns`` of it), by utterance_id.
+    ``required``: columns every part must hold (a reader that would take a column's
+    absence for "nothing found" in every row, as QC would for the transcript)."""
     tables = []
     for part in feature_parts(path):
         with readable(part):
             names = pq.read_schema(part).names
-        lacking = [c for c in ("utterance_id", "status") if c not in names]
+        lacking = [c for c in dict.fromkeys(("utterance_id", "status", *required)) if c not in names]
         if lacking:
             raise InputError(f"{part}: not a feature table of `erc preprocess` (it lacks "
                              f"{', '.join(lacking)})")

@@ -829,3 +829,18 @@ def test_a_relabels_file_that_names_no_relabel_is_one_line(tmp_path, text, fragm
     with pytest.raises(InputError, match="reviewed.csv") as caught:
         read_relabels(reviewed)
     assert fragment in str(caught.value)
+
+
+@pytest.mark.parametrize("column", ["asr_text", "faces"])
+def test_a_feature_part_without_a_column_qc_reads_is_one_line(tmp_path, capsys, column):
+    """A part without asr_text (or faces) was read as null in every row: each utterance
+    set aside as if Whisper heard nothing (or no face was seen), the file never named."""
+    from erc.cli import main
+
+    corpus, features = _constructed_run(tmp_path, np.random.default_rng(17))
+    part = features / "part-00001.parquet"
+    pq.write_table(pq.read_table(part).drop_columns([column]), part)
+    assert main(["qc", str(features), "--utterances", str(corpus), "--out",
+                 str(tmp_path / "qc")]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "part-00001.parquet" in err and column in err, err

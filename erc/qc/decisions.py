@@ -132,7 +132,10 @@ def read_features(features: Path) -> tuple[dict[str, dict], list[dict]]:
     from erc.artifacts import read_features as read_table
 
     # Two equal rows of an utterance are one (read_table refuses two different ones).
-    rows = {row["utterance_id"]: row for row in read_table(features, list(FEATURE_COLUMNS)).to_pylist()}
+    # Every part holds every column QC reads: one without asr_text or faces would fail
+    # all its rows as if Whisper heard nothing and no face was seen.
+    table = read_table(features, list(FEATURE_COLUMNS), required=FEATURE_COLUMNS)
+    rows = {row["utterance_id"]: row for row in table.to_pylist()}
     return rows, feature_models(features)
 
 
