@@ -390,3 +390,16 @@ def test_an_ingest_flag_a_format_does_not_take_names_the_flag(tmp_path, capsys):
         err = capsys.readouterr().err
         assert f"{flag[0]} (option" in err and "does not apply to the manifest format" in err
         assert "did you mean" not in err
+
+
+def test_default_ids_of_names_holding_a_slash_do_not_collide(tmp_path):
+    """The default id joins corpus, split, dialogue and turn with "/": a dialogue "a/b" in
+    split "train" and dialogue "b" in split "train/a" were one id, the second row set
+    aside as a duplicate."""
+    path = tmp_path / "m.csv"
+    path.write_text("split,dialogue_id,speaker,text\ntrain,a/b,Ann,Hi.\ntrain/a,b,Bob,Yo.\n"
+                    "train,50%,Cy,Ok.\n")
+    result = read_corpus(path, format="manifest", corpus="c")
+    assert result.problems.num_rows == 0
+    assert sorted(result.utterances.column("utterance_id").to_pylist()) == [
+        "c/train%2Fa/b/0", "c/train/50%25/0", "c/train/a%2Fb/0"]

@@ -141,7 +141,8 @@ def read_manifest(path: Path, /, mapping: str | Path | dict | None = None,
                     where.update(utterance_id=uid.strip())
                 turn = (turns.get((row_split, dialogue), 0) if blank(f["turn"])
                         else parse_turn(f["turn"]))
-                uid = uid.strip() if uid and uid.strip() else f"{corpus}/{row_split}/{dialogue}/{turn}"
+                uid = uid.strip() if uid and uid.strip() else "/".join(
+                    _id_part(part) for part in (corpus, row_split, dialogue, str(turn)))
                 where.update(utterance_id=uid)
                 if record.encoding == "undecodable":
                     raise RowProblem("bad_encoding", "bytes neither UTF-8 nor cp1252")
@@ -164,6 +165,13 @@ def read_manifest(path: Path, /, mapping: str | Path | dict | None = None,
     if not rows_seen:
         raise CorpusError(f"{path}: manifest has no rows")
     return out.result()
+
+
+def _id_part(text: str) -> str:
+    """One part of a default utterance id with its "/" (and "%") escaped: split "train/a"
+    with dialogue "b" and split "train" with dialogue "a/b" are two utterances, not a
+    duplicate id."""
+    return text.replace("%", "%25").replace("/", "%2F")
 
 
 def _row(f: dict, meta: dict, spec, root: Path, label_set: set[str] | None,

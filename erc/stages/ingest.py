@@ -61,7 +61,7 @@ class IngestStage(Stage):
     name = "ingest"
     section = "corpus"
     results = (UTTERANCES, PROBLEMS)
-    version = 4  # 4: --check-media decodes the audio of each file through to its end
+    version = 5  # 5: readers take off a byte order mark, MELD ids are numbers, default manifest ids escape "/"
     description = "read the corpus into the utterance table; every row kept or set aside with a reason"
 
     def settings(self, config: CorpusConfig) -> dict:
