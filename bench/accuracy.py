@@ -121,6 +121,8 @@ FUSED_ROWS = {
     "window+bi-gru": ("text-window", {"mixer": "gru"}, 1e-3, False),
     "window+bi-gru+drop": ("text-window", {"mixer": "gru", "turn_dropout": 0.3}, 1e-3, False),
     "window+frozen+bi-gru": ("text-window", {"mixer": "gru"}, 1e-3, True),
+    "past+bi-gru": ("text-past", {"mixer": "gru"}, 1e-3, False),
+    "past+frozen+bi-gru": ("text-past", {"mixer": "gru"}, 1e-3, True),
 }
 SHORT = {"all-MiniLM-L6-v2": "minilm", "all-mpnet-base-v2": "mpnet"}
 
