@@ -5,6 +5,7 @@ exit status 2; anything else is a bug: its traceback, a request to report it, st
 from __future__ import annotations
 
 import os
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -284,6 +285,18 @@ def test_a_feature_column_that_is_not_there_is_named(tmp_path, capsys):
     assert len(err.splitlines()) == 1 and "features.parquet" in err and "'nosuch'" in err, err
 
 
+def _evaluate_damaged(model, corpus, tmp_path, name, damage, capsys):
+    """A copy of ``model`` damaged by ``damage``, and the one error line evaluate gives on it."""
+    broken = tmp_path / name
+    shutil.copytree(model, broken)
+    damage(broken)
+    assert main(["evaluate", str(broken), str(corpus), "--split", "test",
+                 "--out", str(tmp_path / f"eval-{name}")]) == 2, name
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and err.startswith("erc: error: "), (name, err)
+    return broken, err
+
+
 def test_a_model_folder_that_is_not_a_model_is_one_line(tmp_path, capsys):
     """A damaged config.json, damaged weights or the weights of another model were
     tracebacks (JSONDecodeError, SafetensorError, RuntimeError)."""
@@ -300,13 +313,7 @@ def test_a_model_folder_that_is_not_a_model_is_one_line(tmp_path, capsys):
             ("weights", lambda m: (m / "model.safetensors").write_bytes(b"junk"),
              "model.safetensors"),
             ("foreign", lambda m: shutil.copy(other / "model.safetensors", m), "model.safetensors")):
-        broken = tmp_path / name
-        shutil.copytree(model, broken)
-        damage(broken)
-        assert main(["evaluate", str(broken), str(corpus), "--split", "test",
-                     "--out", str(tmp_path / f"eval-{name}")]) == 2, name
-        err = capsys.readouterr().err.strip()
-        assert len(err.splitlines()) == 1 and err.startswith("erc: error: "), (name, err)
+        broken, err = _evaluate_damaged(model, corpus, tmp_path, name, damage, capsys)
         assert str(broken / fragment) in err, (name, err)
 
 
@@ -479,7 +486,6 @@ def test_an_edited_model_config_is_one_line_naming_the_setting(tmp_path, capsys)
     built into a model that failed later with a traceback (TypeError, IndexError, torch's
     RuntimeError, KeyError) or scored with the wrong labels."""
     import json
-    import shutil
 
     model, corpus = _fusion_model(tmp_path, [[0.1] * 4] * 3, ["a", "b", "c"])
 
@@ -506,13 +512,7 @@ def test_an_edited_model_config_is_one_line_naming_the_setting(tmp_path, capsys)
                    "not a model config"),
     }
     for name, (damage, fragment) in cases.items():
-        broken = tmp_path / name
-        shutil.copytree(model, broken)
-        damage(broken)
-        assert main(["evaluate", str(broken), str(corpus), "--split", "test",
-                     "--out", str(tmp_path / f"eval-{name}")]) == 2, name
-        err = capsys.readouterr().err.strip()
-        assert len(err.splitlines()) == 1 and err.startswith("erc: error: "), (name, err)
+        broken, err = _evaluate_damaged(model, corpus, tmp_path, name, damage, capsys)
         assert str(broken) in err and fragment in err, (name, err)
 
 
