@@ -122,6 +122,23 @@ def test_a_lost_row_is_an_error_not_a_silent_loss():
     assert all(meaning.strip() for meaning in PROBLEM_REASONS.values())
 
 
+def test_a_corpus_of_headers_only_is_an_error_not_an_empty_corpus(tmp_path):
+    """MELD and IEMOCAP csvs with a header and no row were ingested as a corpus of 0
+    utterances (exit 0); training then failed far from the cause."""
+    from erc.corpus.iemocap import TEXT_COLUMNS, TEXT_SPLIT_FILES
+    from erc.corpus.meld import REQUIRED_COLUMNS, SPLIT_FILES
+
+    cases = {"meld": (SPLIT_FILES["train"], REQUIRED_COLUMNS),
+             "iemocap": (TEXT_SPLIT_FILES["train"], TEXT_COLUMNS),
+             "manifest": ("m.csv", ("dialogue_id", "speaker", "text"))}
+    for name, (file, columns) in cases.items():
+        folder = tmp_path / name
+        folder.mkdir()
+        (folder / file).write_text(",".join(columns) + "\n")
+        with pytest.raises(CorpusError, match=rf"{file}: no utterance rows"):
+            read_corpus(folder if name != "manifest" else folder / file)
+
+
 def test_meld_episode_times_are_metadata(tmp_path):
     """Inverted or unreadable episode times cost the row its expected duration, counted as
     a repair: the clip is cut already, nothing else reads them."""

@@ -134,6 +134,13 @@ class RowCollector:
         )
 
     def result(self) -> IngestResult:
+        """The table of kept rows and the table of problems; CorpusError when the sources
+        held no row at all (a header-only csv, a folder of no transcript): an empty corpus
+        is a mistake in the input, not a result to train on."""
+        if self.n_input == 0:
+            raise CorpusError(f"{', '.join(self.sources) or self.corpus}: "
+                              f"no utterance rows ({self.corpus} reader; only a header, or no "
+                              f"line it reads as an utterance)")
         result = IngestResult(
             utterances=utterance_table(self.rows_kept),
             problems=problem_table(self.problems),

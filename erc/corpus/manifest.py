@@ -113,7 +113,6 @@ def read_manifest(path: Path, /, mapping: str | Path | dict | None = None,
     if isinstance(mapping, Path):
         out.sources.append(str(mapping))
     turns: dict[tuple[str, str], int] = {}
-    rows_seen = False
     for file, file_split in spec.manifest_files(path):
         out.sources.append(str(file))
         source = str(file)
@@ -125,7 +124,6 @@ def read_manifest(path: Path, /, mapping: str | Path | dict | None = None,
         if any(r.problem is None for r in records):
             spec.check_columns(columns, source)
         for record in out.rows(records):
-            rows_seen = True
             where = dict(source=source, line=record.line, split=file_split)
             if record.problem is not None:
                 out.reject(*record.problem, **where)
@@ -162,8 +160,6 @@ def read_manifest(path: Path, /, mapping: str | Path | dict | None = None,
             out.add({**row, "utterance_id": uid, "corpus": row["corpus"] or corpus,
                      "split": row_split, "dialogue_id": dialogue, "turn": turn, "meta": meta},
                     source=source, line=record.line)
-    if not rows_seen:
-        raise CorpusError(f"{path}: manifest has no rows")
     return out.result()
 
 
