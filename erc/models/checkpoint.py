@@ -131,7 +131,9 @@ def _check_config(kind: str, config_class, config: dict) -> None:
     n_classes, labels = getattr(saved, "n_classes", 1), getattr(saved, "labels", [])
     if n_classes < 1:
         raise InputError(f"{kind} model setting n_classes: {n_classes} (not a class count)")
-    if labels and (len(labels) != n_classes or len(set(labels)) != len(labels)):
+    if len(labels) != n_classes or len(set(labels)) != len(labels):
+        # erc writes every model with the names of its classes: without them no
+        # prediction can be named, and the split's labels cannot be checked against them.
         raise InputError(f"{kind} model setting labels: {preview(labels)} are not "
                          f"{n_classes} distinct names (n_classes)")
     widths = {**{f"dims.{m}": d for m, d in getattr(saved, "dims", {}).items()},
