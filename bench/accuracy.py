@@ -276,9 +276,10 @@ class Models:
     def get(self, row: str, fold, seed: int, count: bool = True) -> Path:
         """The output folder of ``row``'s model on ``fold`` (trained now if not cached;
         ``count``: in the row's cached / trained figures)."""
-        from erc.recipes import FusionConfig, FusionRecipe, Splits, TrainConfig
+        from erc.recipes import FusionConfig, FusionInputs, FusionRecipe, Splits, TrainConfig
         from erc.train.fitting import finetune_text, train_fusion
         from erc.train.folds import FOLD_ROLES
+        from erc.train.vectors import feature_spec
 
         out = self.key(row, fold.name, seed)
         if (out / "model" / "model.safetensors").is_file():
@@ -294,9 +295,9 @@ class Models:
                 text_row, options, lr, frozen_too = FUSED_ROWS[row]
                 extra = {}
                 text_model = self.get(text_row, fold, 0, count=False) / "model"
-                spec = {"text": {"kind": "finetuned", "path": str(text_model.resolve())}}
-                if frozen_too:
-                    spec["frozen"] = {"kind": "sentence-transformers", "path": self.frozen_encoder}
+                spec = feature_spec(FusionInputs(  # what `erc train fusion --text ... --second-text ...` reads
+                    text=f"finetuned:{text_model}", text_only=True,
+                    second_text=f"st:{self.frozen_encoder}" if frozen_too else None))
                 features = None
             else:
                 options, lr, extra = fusion_row(row)

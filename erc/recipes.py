@@ -239,6 +239,7 @@ class FusionRecipe:
 class FusionInputs:
     """What ``erc train fusion`` (and ``erc tune fusion``) reads besides the corpus."""
     text: str = "st:all-MiniLM-L6-v2"  # text tokens: finetuned:MODEL_DIR | st:MODEL (frozen) | parquet:PATH[#column]
+    second_text: str | None = None  # a second text token per turn, same forms as text (st:all-MiniLM-L6-v2 beside finetuned:DIR: MELD's best recipe in the README)
     features: str | None = None  # feature folder of `erc preprocess` (speaker and face vectors)
     speaker_adapter: str | None = None  # adapter model folder for the speaker vectors
     face_adapter: str | None = None  # adapter model folder for the face vectors

@@ -439,6 +439,37 @@ def test_multimodal_features_through_adapters(tmp_path):
     assert dialogue["present"]["face"].tolist() == [True, True, False, True]
 
 
+def test_a_second_text_source_is_a_second_token_of_each_turn(tmp_path, capsys):
+    """``--second-text`` (MELD's best recipe reads a fine-tuned model's vectors beside the
+    frozen ones) adds a text2 token per turn, parsed like ``--text``."""
+    from erc.cli import main
+    from erc.recipes import FusionInputs
+    from erc.schema import utterance_table
+    from erc.train.data import build_dialogue_data
+    from erc.train.vectors import feature_spec, load_features
+
+    rows = [{"utterance_id": f"c/train/d/{t}", "corpus": "c", "split": "train",
+             "dialogue_id": "d", "turn": t, "speaker": "AB"[t % 2], "text": "hi",
+             "emotion": "ab"[t % 2]} for t in range(3)]
+    table = utterance_table(rows)
+    features = tmp_path / "features.parquet"
+    pq.write_table(pa.table({"utterance_id": [r["utterance_id"] for r in rows],
+                             "text_embedding": [[1.0] * 4] * 3, "other": [[2.0] * 6] * 3}),
+                   features)
+    spec = feature_spec(FusionInputs(text=f"parquet:{features}",
+                                     second_text=f"parquet:{features}#other", text_only=True))
+    assert spec["text2"] == {"kind": "parquet", "path": str(features), "column": "other"}
+    data = build_dialogue_data(table, load_features(spec, table), roles={"train": "train"})
+    assert data.modalities == ["text", "text2"] and data.dims == {"text": 4, "text2": 6}
+
+    pq.write_table(table, tmp_path / "utterances.parquet")
+    assert main(["train", "fusion", str(tmp_path / "utterances.parquet"), "--text",
+                 f"parquet:{features}", "--second-text", "all-MiniLM-L6-v2",
+                 "--out", str(tmp_path / "run")]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "--second-text: expected KIND:VALUE" in err, err
+
+
 def test_an_ensemble_averages_its_models_probabilities(tmp_path):
     """`erc evaluate M1 M2 CORPUS`: the predictions are the mean of the two models' class
     probabilities, the metrics those of its argmax; models that predict other labels are

@@ -2,6 +2,8 @@
 
     erc train text CORPUS --encoder all-MiniLM-L6-v2 --out runs/meld/text
     erc train fusion CORPUS --text finetuned:runs/meld/text/model --out runs/meld/fusion
+    erc train fusion CORPUS --text finetuned:runs/meld/text/model --second-text st:all-MiniLM-L6-v2 \\
+        --text-only --out runs/meld/fusion-both
     erc train fusion CORPUS --text st:all-MiniLM-L6-v2 --features runs/meld/features \\
         --speaker-adapter runs/adapters/speaker/model --face-adapter runs/adapters/face/model
     erc train adapter speaker ../shared/assets/speech/ravdess16k --out runs/adapters/speaker

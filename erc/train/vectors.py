@@ -201,11 +201,13 @@ def resize_adapters(spec: Mapping[str, dict], hidden: int | None, out_dim: int |
     return spec, adapters
 
 
-def parse_feature(text: str, modality: str) -> dict:
-    """``finetuned:DIR`` | ``st:MODEL`` | ``parquet:PATH[#column]`` -> a feature spec item."""
+def parse_feature(text: str, modality: str, flag: str | None = None) -> dict:
+    """``finetuned:DIR`` | ``st:MODEL`` | ``parquet:PATH[#column]`` -> a feature spec item
+    (``flag``: the option errors name, ``--MODALITY`` by default)."""
+    flag = flag or f"--{modality}"
     kind, sep, rest = text.partition(":")
     if not sep:
-        raise ConfigError(f"--{modality}: expected KIND:VALUE (finetuned:DIR, st:MODEL, "
+        raise ConfigError(f"{flag}: expected KIND:VALUE (finetuned:DIR, st:MODEL, "
                           f"parquet:PATH[#column]), got {text!r}")
     if kind == "finetuned":
         return {"kind": "finetuned", "path": str(Path(rest).resolve())}
@@ -215,13 +217,15 @@ def parse_feature(text: str, modality: str) -> dict:
         path, _, column = rest.partition("#")
         return {"kind": "parquet", "path": str(Path(path).resolve()),
                 "column": column or f"{modality}_embedding"}
-    raise ConfigError(f"--{modality}: unknown feature kind {kind!r} (finetuned, st, parquet)")
+    raise ConfigError(f"{flag}: unknown feature kind {kind!r} (finetuned, st, parquet)")
 
 
 def feature_spec(inputs: FusionInputs) -> dict:
     """The feature spec of ``erc train fusion`` / ``erc tune fusion``: text tokens, and the
     speaker and face vectors of a feature folder (through their adapters) unless text only."""
     spec = {"text": parse_feature(inputs.text, "text")}
+    if inputs.second_text:  # read as one more token of each turn, beside the first
+        spec["text2"] = parse_feature(inputs.second_text, "text2", "--second-text")
     if inputs.features and not inputs.text_only:
         path = str(Path(inputs.features).resolve())
         spec["speaker"] = {"kind": "parquet", "path": path, "column": "speaker_embedding"}
