@@ -288,10 +288,11 @@ class TrainSection:
     # identity -> emotion adapters trained on the run's training split, or none (raw vectors)
     adapters: Literal["train_split", "none"] = "train_split"
     adapter_training: AdapterTraining = field(default_factory=AdapterTraining, metadata={"prefix": "adapter"})
-    text_tokens: Literal["frozen", "finetuned"] = field(default="frozen", metadata={"help": (
+    text_tokens: Literal["frozen", "finetuned", "both"] = field(default="frozen", metadata={"help": (
         "the fusion model's text tokens: frozen, the pass's sentence embeddings; finetuned, "
-        "the context text encoder fine-tuned on the training split first (stage text)")})
-    # the text encoder's training when text_tokens is finetuned (its splits: the fusion model's)
+        "the context text encoder fine-tuned on the training split first (stage text); "
+        "both, the fine-tuned vectors and the frozen ones, two tokens per turn")})
+    # the text encoder's training when text_tokens is finetuned or both (its splits: the fusion model's)
     text_training: TextRecipe = field(default_factory=TextRecipe, metadata={"prefix": "text"})
     recipe: FusionRecipe = _flat(FusionRecipe)
     eval_splits: list[str] = field(default_factory=lambda: ["dev", "test"])  # splits evaluated after training

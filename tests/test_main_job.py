@@ -121,14 +121,14 @@ def test_report_reads_right_in_a_real_browser(text_run, tmp_path):
 
 @pytest.mark.slow
 def test_the_main_job_fine_tunes_the_text_encoder_before_fusion(tmp_path):
-    """``train.text_tokens: finetuned``: a text stage fine-tunes MiniLM on the training
-    split (window inputs), the fusion model reads its vectors, a re-run skips both, and
-    the dry run lists the stage."""
+    """``train.text_tokens: both``: a text stage fine-tunes MiniLM on the training split
+    (window inputs), the fusion model reads its vectors beside the pass's frozen ones, a
+    re-run skips both, and the dry run lists the stage."""
     manifest, _ = _manifest(tmp_path)
     config = tmp_path / "run.yaml"
     config.write_text(
         f"output_dir: {tmp_path / 'run'}\ncorpus: {{path: {manifest.name}}}\n"
-        "train:\n  epochs: 2\n  text_tokens: finetuned\n"
+        "train:\n  epochs: 2\n  text_tokens: both\n"
         "  text_training: {epochs: 1, inputs: window, future_turns: 2, max_length: 64}\n")
     done = _run(config, tmp_path)
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
@@ -138,7 +138,10 @@ def test_the_main_job_fine_tunes_the_text_encoder_before_fusion(tmp_path):
     assert text["config"]["inputs"] == "window" and text["config"]["future_turns"] == 2
     fusion = json.loads((run / "train" / "model" / "config.json").read_text())
     assert fusion["features"]["text"] == {"kind": "finetuned", "path": str(run / "text" / "model")}
+    assert fusion["features"]["text2"] == {"kind": "parquet", "path": str(run / "features"),
+                                           "column": "text_embedding"}
     assert fusion["config"]["dims"]["text"] == 384  # MiniLM's width
+    assert fusion["config"]["modalities"][:2] == ["text", "text2"]
     assert json.loads((run / "eval-test" / "metrics.json").read_text())["n"] == DIALOGUES["test"] * 4
     again = _run(config, tmp_path, "--dry-run")
     assert re.search(r"text\s+up to date", again.stdout) and re.search(r"train\s+up to date", again.stdout)

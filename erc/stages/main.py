@@ -65,16 +65,19 @@ class Step:
 
 
 def feature_spec(features: Path, modalities: list[str], adapters: dict[str, Path],
-                 text_model: Path | None = None) -> dict:
+                 text_model: Path | None = None, text_tokens: str = "frozen") -> dict:
     """What the fusion model of the main job reads: the pass's text embeddings (or the
-    vectors of the fine-tuned ``text_model``), speaker embeddings and faces, each identity
-    modality through its adapter when there is one."""
+    vectors of the fine-tuned ``text_model``, or both: ``text_tokens``), speaker embeddings
+    and faces, each identity modality through its adapter when there is one."""
+    frozen = {"kind": "parquet", "path": str(features), "column": "text_embedding"}
     spec = {}
     for modality in modalities:
         if modality == "text" and text_model is not None:
             spec["text"] = {"kind": "finetuned", "path": str(text_model)}
+            if text_tokens == "both":
+                spec["text2"] = frozen
         elif modality == "text":
-            spec["text"] = {"kind": "parquet", "path": str(features), "column": "text_embedding"}
+            spec["text"] = frozen
         elif modality == "speaker":
             spec["speaker"] = {"kind": "parquet", "path": str(features), "column": IDENTITY["speaker"]}
         else:
@@ -110,7 +113,7 @@ def steps(config: RunConfig, say: Callable[[str], None]) -> Iterator[Step]:
                    f"identity -> emotion MLPs on the {train.recipe.splits.train_split} split")
     adapters = adapter_models(where.adapters) if train.adapters == "train_split" else {}
     text_model = None
-    if train.text_tokens == "finetuned" and "text" in train.modalities:
+    if train.text_tokens in ("finetuned", "both") and "text" in train.modalities:
         from erc.train.vectors import resolve_text_encoder
 
         text = dataclasses.replace(train.text_training, splits=train.recipe.splits)
@@ -157,7 +160,7 @@ def _available(config: RunConfig, where: Layout, adapters: dict, say,
     if missing:
         raise InputError(f"train: no utterances in split(s) {missing} after QC "
                          f"(splits present: {sorted(present)})")
-    spec = feature_spec(where.features, train.modalities, adapters, text_model)
+    spec = feature_spec(where.features, train.modalities, adapters, text_model, train.text_tokens)
     vectors = load_features(spec, table)
     for modality in [m for m in spec if not vectors[m]]:
         say(f"  {modality}: no embeddings in {where.features} (no media?): left out of the model")
