@@ -264,6 +264,10 @@ def test_speaker_names(value, names):
     # An empty split would make ids like "m//d/0" and a split no role finds.
     ({"split": " "}, r"split: expected a split name"),
     ({"files": {"": "a.csv"}}, r"files: '' is no split name"),
+    ({"delimiter": ";;"}, r"delimiter: expected one character"),
+    ({"delimiter": '"'}, r"delimiter: expected one character other than a quote"),
+    ({"time_unit": "sec"}, r"time_unit: expected one of s, ms, got 'sec'"),
+    ({"records": "episodes..utterances"}, r"records: expected keys joined by dots"),
 ])
 def test_bad_mappings_are_one_line_errors_naming_the_key(tmp_path, mapping, message):
     path = tmp_path / "m.yaml"
@@ -321,3 +325,125 @@ def test_parquet_with_list_speakers_and_numeric_template_fields(tmp_path):
     assert result.utterances.column("dialogue_id").to_pylist() == ["s1e2"]
     assert [p["reason"] for p in result.problems.to_pylist()] == [
         "several_speakers", "missing_template_field"]
+
+
+# --- other shapes of corpora in the wild -------------------------------------------------
+
+
+def test_a_semicolon_csv_with_milliseconds_and_numbered_turns(tmp_path):
+    """A call-centre CSV: ";" between fields (commas inside the text), times in
+    milliseconds, turns numbered from 1, the role in the speaker's name. Inspect suggests
+    the delimiter, the time unit and the turn column; the ingest reads every row."""
+    folder = tmp_path / "calls"
+    folder.mkdir()
+    (folder / "calls.csv").write_text(
+        "Conversation;Turn_No;Speaker_Role;Transcript;Sentiment_Label;Begin_ms;End_ms\n"
+        "call_1;2;Bob (customer);My internet is down, nothing works!;angry;2300;5900\n"
+        "call_1;1;Ann (agent);Good morning, how can I help?;neutral;0;2150\n"
+        'call_2;1;Carl (agent);"Hello; support here.";neutral;0;1800\n'
+        "call_2;2;Dana (customer);Thanks;happy;1900\n")  # a cut row
+    inspection = inspect_corpus(folder)
+    m = inspection.mapping
+    assert (m["delimiter"], m["time_unit"]) == (";", "ms")
+    assert m["columns"] == {"dialogue_id": "Conversation", "text": "Transcript",
+                            "speaker": "Speaker_Role", "emotion": "Sentiment_Label",
+                            "start": "Begin_ms", "end": "End_ms", "turn": "Turn_No"}
+    assert inspection.unread == {folder / "calls.csv": 1}  # the cut row, said, not hidden
+    (folder / MAPPING_FILE).write_text(mapping_yaml(inspection))
+    result = checked(read_manifest(folder))
+    rows = sorted(result.utterances.to_pylist(), key=lambda r: (r["dialogue_id"], r["turn"]))
+    assert [(r["dialogue_id"], r["turn"], r["speaker"], r["start_s"], r["end_s"], r["emotion"])
+            for r in rows] == [("call_1", 1, "Ann (agent)", 0.0, 2.15, "neutral"),
+                               ("call_1", 2, "Bob (customer)", 2.3, 5.9, "anger"),
+                               ("call_2", 1, "Carl (agent)", 0.0, 1.8, "neutral")]
+    assert rows[2]["text"] == "Hello; support here."
+    [problem] = result.problems.to_pylist()
+    assert (problem["line"], problem["reason"]) == (5, "bad_field_count")
+    assert "delimiter ';'" in problem["detail"]
+    # Read with a comma, the file is one column: the error says which delimiter it has.
+    with pytest.raises(CorpusError, match=r"fields separated by ';'\? set delimiter: ';'"):
+        read_manifest(folder / "calls.csv", columns={"dialogue_id": "Conversation"})
+
+
+def test_json_lines_with_nested_objects(tmp_path):
+    """{"conv": {"id": ..}, "turn": {"idx": .., ...}}: a column is a dotted path into the
+    objects; lines out of order take their turn from turn.idx; the keys no field reads
+    stay in meta by their path."""
+    lines = [{"conv": {"id": "c1", "channel": "web"},
+              "turn": {"idx": i, "speaker": s, "text": t, "label": lab}}
+             for i, (s, t, lab) in enumerate([("user", "my order never arrived", "anger"),
+                                              ("bot", "Sorry about that!", "neutral"),
+                                              ("user", "ok thanks", "joy")])]
+    lines.reverse()
+    lines.append({"conv": {"id": "c1"}, "turn": "not an object"})
+    path = tmp_path / "turns.jsonl"
+    path.write_text("".join(json.dumps(line) + "\n" for line in lines))
+    inspection = inspect_corpus(path)
+    assert inspection.mapping["columns"] == {"dialogue_id": "conv.id", "text": "turn.text",
+                                             "speaker": "turn.speaker", "emotion": "turn.label",
+                                             "turn": "turn.idx"}
+    result = checked(read_manifest(path, **yaml.safe_load(mapping_yaml(inspection))))
+    rows = sorted(result.utterances.to_pylist(), key=lambda r: r["turn"])
+    assert [(r["turn"], r["speaker"], r["text"], r["emotion"]) for r in rows] == [
+        (0, "user", "my order never arrived", "anger"), (1, "bot", "Sorry about that!", "neutral"),
+        (2, "user", "ok thanks", "joy")]
+    assert rows[0]["meta"] == [("conv.channel", "web")]
+    assert [(p["line"], p["reason"]) for p in result.problems.to_pylist()] == [(4, "missing_field")]
+
+
+def _scene(episode: str, scene: int, lines) -> dict:
+    return {"scene_id": f"{episode}_c{scene:02d}", "utterances": [
+        {"utterance_id": f"{episode}_c{scene:02d}_u{u:03d}", "speakers": who, "transcript": text,
+         "tokens": [text.split()], "emotion": emotion}
+        for u, (who, text, emotion) in enumerate(lines, start=1)]}
+
+
+def test_a_json_document_of_episodes_scenes_and_utterances(tmp_path):
+    """EmoryNLP's shape: one JSON document per split (trn, dev, tst), episodes -> scenes ->
+    utterances, speakers as a list, Title Case emotions. Inspect finds the utterances
+    (records:), the split of each file and the scene id as the dialogue; every utterance
+    is kept or set aside with its reason."""
+    folder = tmp_path / "emorynlp"
+    folder.mkdir()
+    train = {"episodes": [
+        {"episode_id": "s01_e01", "scenes": [
+            _scene("s01_e01", 1, [(["Monica Geller"], "There's nothing to tell!", "Neutral"),
+                                  (["Joey Tribbiani"], "C'mon, you're going out with him!", "Joyful"),
+                                  (["Phoebe Buffay", "Joey Tribbiani"], "Does he eat chalk?", "Scared"),
+                                  ([], "(Everyone laughs.)", "Neutral")]),
+            _scene("s01_e01", 2, [(["Ross Geller"], "Hi.", "Sad")])]},
+        {"episode_id": "s01_e02", "scenes": [
+            _scene("s01_e02", 1, [(["Rachel Green"], "Guess what?", "Joyful")])]}]}
+    train["episodes"][1]["scenes"][0]["utterances"].append("a stray string")
+    for name, document in [("trn", train), ("dev", {"episodes": [{"episode_id": "s02_e01", "scenes": [
+            _scene("s02_e01", 1, [(["Ross Geller"], "I'm fine.", "Mad")])]}]})]:
+        (folder / f"emotion-detection-{name}.json").write_text(json.dumps(document, indent=2))
+    inspection = inspect_corpus(folder)
+    m = inspection.mapping
+    assert m["records"] == "episodes.scenes.utterances"
+    assert m["files"] == {"dev": "emotion-detection-dev.json", "train": "emotion-detection-trn.json"}
+    assert m["columns"] == {"dialogue_id": "episodes.scenes.scene_id", "text": "transcript",
+                            "speaker": "speakers", "emotion": "emotion"}
+    assert m["label_map"]["Scared"] == "fear"
+    (folder / MAPPING_FILE).write_text(mapping_yaml(inspection))
+    result = checked(read_manifest(folder))
+    assert result.n_input == 8
+    rows = result.utterances.to_pylist()
+    assert [(r["split"], r["dialogue_id"], r["turn"], r["speaker"], r["emotion"]) for r in rows] == [
+        ("dev", "s02_e01_c01", 0, "Ross Geller", "anger"),
+        ("train", "s01_e01_c01", 0, "Monica Geller", "neutral"),
+        ("train", "s01_e01_c01", 1, "Joey Tribbiani", "joy"),
+        ("train", "s01_e01_c02", 0, "Ross Geller", "sadness"),
+        ("train", "s01_e02_c01", 0, "Rachel Green", "joy")]
+    assert rows[1]["utterance_id"] == "s01_e01_c01_u001"
+    assert ("episodes.episode_id", "s01_e01") in rows[1]["meta"]
+    assert [p["reason"] for p in result.problems.to_pylist()] == [
+        "several_speakers", "missing_field", "malformed_row"]
+    assert "episodes[1].scenes[0].utterances[1]" in result.problems.to_pylist()[2]["detail"]
+    # Without records:, or with a wrong one, the error names the key and the right value.
+    dev = folder / "emotion-detection-dev.json"
+    with pytest.raises(CorpusError, match="records: episodes.scenes.utterances, say"):
+        read_manifest(dev, columns=m["columns"])
+    with pytest.raises(CorpusError, match="no list 'scene'.*records: episodes.scenes.utterances "
+                                          "would read"):
+        read_manifest(dev, columns=m["columns"], records="episodes.scene.utterances")

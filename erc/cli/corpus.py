@@ -110,10 +110,12 @@ def register(commands) -> None:
 
     inspect = sub.add_parser(
         "inspect", help="show an unknown manifest's columns and suggest a mapping for it",
-        description="Reads a CSV, JSON Lines or Parquet manifest (or a folder of them), prints "
-                    "its columns with example values and a suggested mapping file (files per "
-                    "split, dialogue id, speaker, text, emotion, times, label map) to edit and "
-                    "pass to `erc corpus ingest --mapping`.")
+        description="Reads a CSV (any delimiter), JSON Lines, JSON or Parquet manifest (or a "
+                    "folder of them), prints its columns with example values (a nested "
+                    "object's keys as conv.id) and a suggested mapping file (files per split, "
+                    "delimiter, records of a JSON document, dialogue id, speaker, text, "
+                    "emotion, turn, times and their unit, label map) to edit and pass to "
+                    "`erc corpus ingest --mapping`.")
     inspect.add_argument("path", help="manifest file or folder of manifest files")
     inspect.add_argument("--write", metavar="FILE", help="also write the suggested mapping to FILE")
     inspect.add_argument("--overwrite", action="store_true",

@@ -212,7 +212,8 @@ def too_large(value: str, limit: int) -> bool:
 
 
 def read_csv_records(path: Path, required: Iterable[str],
-                     max_field_bytes: int = ReaderOptions.max_field_bytes) -> Iterator[CsvRecord]:
+                     max_field_bytes: int = ReaderOptions.max_field_bytes,
+                     delimiter: str = ",") -> Iterator[CsvRecord]:
     """Reads a CSV file record by record, strictly: each physical line is decoded on its
     own (one bad byte spoils one record, not the file); a record the CSV grammar rejects
     (a quote never closed, text after a closing quote), one with more or fewer values than
@@ -228,7 +229,7 @@ def read_csv_records(path: Path, required: Iterable[str],
         raise CorpusError(f"{path}: empty file (expected a header row)")
     decoded, flags = [text for text, _ in lines], [flag for _, flag in lines]
 
-    header_reader = csv.reader(iter(decoded), strict=True)
+    header_reader = csv.reader(iter(decoded), strict=True, delimiter=delimiter)
     try:
         header = [h.strip() for h in next(header_reader)]
     except (csv.Error, StopIteration) as err:
@@ -241,7 +242,8 @@ def read_csv_records(path: Path, required: Iterable[str],
     if missing:
         raise CorpusError(f"{path}: missing column(s) {', '.join(missing)}; found "
                           f"{preview(', '.join(header), 200)}")
-    for start, end, values, error in _csv_records(decoded, header_reader.line_num, len(header)):
+    for start, end, values, error in _csv_records(decoded, header_reader.line_num, len(header),
+                                                  delimiter):
         if values is not None and not any(v.strip() for v in values):
             continue  # a blank line is no row
         span = flags[start:end]
@@ -259,8 +261,9 @@ def read_csv_records(path: Path, required: Iterable[str],
                        if unpaired or end - start > 1 or "end of data" in error else
                        ("malformed_row", f"not a CSV record: {error}"))
         elif len(values) != len(header):
+            mark = "comma" if delimiter == "," else f"delimiter {delimiter!r}"
             problem = ("bad_field_count", f"{len(values)} values for the header's {len(header)} "
-                       f"columns (a comma in an unquoted field, or a cut row)")
+                       f"columns (a {mark} in an unquoted field, or a cut row)")
         else:
             big = next((h for h, v in zip(header, values) if too_large(v, max_field_bytes)), None)
             if big is not None:
@@ -271,7 +274,7 @@ def read_csv_records(path: Path, required: Iterable[str],
         yield CsvRecord(fields, line, encoding, problem)
 
 
-def _csv_records(lines: list[str], first: int, width: int
+def _csv_records(lines: list[str], first: int, width: int, delimiter: str = ","
                  ) -> Iterator[tuple[int, int, list[str] | None, str | None]]:
     """(index of the record's first line, index after its last, values or None, the CSV
     error or None) of each record of ``lines[first:]``. After an error, or a record that
@@ -279,7 +282,8 @@ def _csv_records(lines: list[str], first: int, width: int
     rows after it), parsing starts again on the line after the record's first."""
     position = first
     while position < len(lines):
-        reader = csv.reader(itertools.islice(lines, position, None), strict=True)
+        reader = csv.reader(itertools.islice(lines, position, None), strict=True,
+                            delimiter=delimiter)
         start, restart = position, None
         while restart is None:
             try:

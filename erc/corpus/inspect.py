@@ -8,7 +8,11 @@ dialogue id as the fewest id-like columns (season, episode, scene, dialogue, ...
 group the rows as finely as all of them together, composed by a template when it takes
 several; the split of each file from a split word in its name; the label map from the
 emotion column's values, named as MELD names its emotions where a label is a common name
-of one.
+of one. A name matches by its last dotted part (``turn.speaker``) or, failing that, by one
+of its words (``Speaker_Role``, ``Begin_ms``). Files are read as the ingest reads them:
+a CSV's delimiter is taken from its header line, the keys of nested JSON objects are
+columns of their own (``conv.id``), and a JSON document's utterances are the lists of
+objects holding the most (``records: episodes.scenes.utterances``).
 """
 
 from __future__ import annotations
@@ -19,9 +23,16 @@ from dataclasses import dataclass, field
 from functools import cached_property
 from pathlib import Path
 
-from erc.corpus.base import CorpusError
-from erc.corpus.manifest import read_records
-from erc.corpus.mapping import FIELDS, MANIFEST_SUFFIXES, MAPPING_FILE, source_columns, speaker_names
+from erc.corpus.base import CorpusError, read_lines
+from erc.corpus.manifest import read_records, records_path
+from erc.corpus.mapping import (
+    FIELDS,
+    MANIFEST_SUFFIXES,
+    MAPPING_FILE,
+    flat_items,
+    source_columns,
+    speaker_names,
+)
 from erc.corpus.values import RowProblem, blank, parse_time
 
 MAX_ROWS_PER_FILE = 200_000
@@ -38,12 +49,17 @@ NAMES = {
     "audio": ("audio", "audiofile", "audiopath", "wav"),
     "start": ("start", "starttime", "begin", "onset", "startsec", "starts"),
     "end": ("end", "endtime", "stop", "offset", "endsec", "ends"),
+    "turn": ("turn", "turnid", "turnno", "turnnum", "turnidx", "turnindex", "idx", "index",
+             "position", "seq"),
 }
+MILLISECONDS = ("ms", "msec", "millis", "milliseconds")  # a word of a time column's name
+DELIMITERS = (",", ";", "\t", "|")
 # Id-like columns for the dialogue, from the widest to the narrowest.
 DIALOGUE_LEVELS = (("season", "series", "show"), ("session", "episode", "ep"),
                    ("scene",), ("dialogue", "dialog", "conversation", "conv", "dia", "thread"))
-SPLIT_WORDS = {"train": "train", "training": "train", "dev": "dev", "valid": "dev",
-               "validation": "dev", "val": "dev", "test": "test", "testing": "test"}
+SPLIT_WORDS = {"train": "train", "training": "train", "trn": "train", "dev": "dev",
+               "valid": "dev", "validation": "dev", "val": "dev", "test": "test",
+               "testing": "test", "tst": "test"}
 VIDEO = (".mp4", ".avi", ".mkv", ".mov", ".webm")
 AUDIO = (".wav", ".flac", ".mp3", ".m4a", ".ogg")
 # MELD's seven labels and common other names of them, for a suggested label_map.
@@ -66,7 +82,19 @@ class Column:
 
     @property
     def key(self) -> str:
+        """The name's last dotted part in lower case, letters and digits only."""
+        return re.sub(r"[^a-z0-9]", "", self.name.rsplit(".", 1)[-1].lower())
+
+    @property
+    def full_key(self) -> str:
+        """The whole name in lower case, letters and digits only ("conv.id" -> convid)."""
         return re.sub(r"[^a-z0-9]", "", self.name.lower())
+
+    @property
+    def words(self) -> list[str]:
+        """The words of the name's last dotted part: "Speaker_Role" -> speaker, role."""
+        last = re.sub(r"([a-z])([A-Z])", r"\1 \2", self.name.rsplit(".", 1)[-1])
+        return [w for w in re.split(r"[^a-z0-9]+", last.lower()) if w]
 
     def examples(self) -> list[str]:
         seen: list[str] = []
@@ -106,6 +134,7 @@ class Inspection:
     columns: dict[str, Column]
     mapping: dict  # the suggested mapping (ManifestMapping keys)
     notes: list[str]  # what the user should check
+    unread: dict[Path, int] = field(default_factory=dict)  # records set aside, per file
 
 
 def inspect_corpus(path: str | Path) -> Inspection:
@@ -115,7 +144,7 @@ def inspect_corpus(path: str | Path) -> Inspection:
         files = sorted(p for p in path.iterdir()
                        if p.is_file() and p.suffix.lower() in MANIFEST_SUFFIXES)
         if not files:
-            raise CorpusError(f"{path}: no .csv, .jsonl or .parquet file in the folder")
+            raise CorpusError(f"{path}: no .csv, .jsonl, .json or .parquet file in the folder")
     elif path.is_file():
         files = [path]
     else:
@@ -124,12 +153,21 @@ def inspect_corpus(path: str | Path) -> Inspection:
     columns: dict[str, Column] = {}
     rows: list[tuple[int, dict]] = []  # (file index, row)
     read = []
+    unread: dict[Path, int] = {}
+    delimiters, records = set(), set()
     for index, file in enumerate(files):
         n = 0
-        for record in read_records(file):
+        delimiter = _delimiter(file) if file.suffix.lower() == ".csv" else ","
+        found = _records(file) if file.suffix.lower() == ".json" else None
+        delimiters.add(delimiter)
+        records.add(found)
+        for record in read_records(file, delimiter=delimiter, records=found):
             if record.problem is not None:
+                unread[file] = unread.get(file, 0) + 1
                 continue
-            raw = record.fields
+            raw = {}  # a nested object's keys as columns of their own: "conv.id"
+            for name, value in record.fields.items():
+                raw.update(flat_items(name, value) if isinstance(value, dict) else [(name, value)])
             n += 1
             rows.append((index, raw))
             for name, value in raw.items():
@@ -151,6 +189,20 @@ def inspect_corpus(path: str | Path) -> Inspection:
     mapping: dict = {"corpus": path.name if path.is_dir() else path.stem}
     if path.is_dir():
         mapping["files"] = _files_entry(read, splits)
+    if delimiters - {","}:
+        mapping["delimiter"] = max(delimiters - {","})
+        if len(delimiters) > 1:
+            notes.append(f"the CSV files differ in delimiter ({', '.join(sorted(delimiters))}): "
+                         "one mapping reads one; name the files of each with files:")
+    records.discard(None)
+    if records:
+        mapping["records"] = max(records)
+        if len(records) > 1:
+            notes.append(f"the JSON files keep their utterances in different places "
+                         f"({', '.join(sorted(records))}): one mapping reads one")
+    for file, count in unread.items():
+        notes.append(f"{file.name}: {count:,} record(s) not read (the ingest sets them aside "
+                     f"with their reason)")
     chosen = _guess_columns(columns, path if path.is_dir() else path.parent, notes)
     dialogue = _guess_dialogue(columns, rows, set(chosen.values()))
     if dialogue:
@@ -166,17 +218,22 @@ def inspect_corpus(path: str | Path) -> Inspection:
             notes.append(f"{several} rows list several speakers: they are set aside as "
                          "several_speakers problems, or kept as one joined name with "
                          "several_speakers: join")
+    if any(w in MILLISECONDS for name in ("start", "end") if name in chosen
+           for w in columns[chosen[name]].words):
+        mapping["time_unit"] = "ms"
     if "emotion" in chosen:
         labels = sorted({str(v).strip() for v in columns[chosen["emotion"]].values})
         mapping["label_map"] = {label: _label_name(label) for label in labels}
-    return Inspection(path, [(f, n, splits.get(f)) for f, n in read], columns, mapping, notes)
+    return Inspection(path, [(f, n, splits.get(f)) for f, n in read], columns, mapping, notes,
+                      unread)
 
 
 def format_inspection(inspection: Inspection) -> str:
     """The files and columns, with examples, for a person."""
     lines = [f"{inspection.path}: {len(inspection.files)} file(s)"]
     for file, n, split in inspection.files:
-        lines.append(f"  {file.name}: {n:,} rows" + (f" (split {split})" if split else ""))
+        lines.append(f"  {file.name}: {n:,} rows" + (f" (split {split})" if split else "")
+                     + (f", {inspection.unread[file]:,} not read" if file in inspection.unread else ""))
     used = _used_columns(inspection.mapping, inspection.columns)
     width = max(len(name) for name in inspection.columns)
     lines += ["", "columns (kind, distinct values, blanks, examples; -> the field they map to):"]
@@ -207,6 +264,12 @@ def mapping_yaml(inspection: Inspection) -> str:
                                             if "{split}" in files else ""))
     out.append("columns:  # erc field -> column, or a template of columns")
     out += [f"  {name}: {_q(spec)}" for name, spec in m["columns"].items()]
+    if "delimiter" in m:
+        out.append(f"delimiter: {_q(m['delimiter'])}")
+    if "records" in m:
+        out.append(f"records: {_q(m['records'])}  # the lists holding the utterances")
+    if "time_unit" in m:
+        out.append(f"time_unit: {m['time_unit']}  # start and end count milliseconds")
     if "several_speakers" in m:
         out.append(f"several_speakers: {m['several_speakers']}  # or join")
     if "label_map" in m:
@@ -227,15 +290,27 @@ def _guess_columns(columns: dict[str, Column], folder: Path, notes: list[str]) -
         chosen[field_name] = column.name
         taken.add(column.name)
 
-    for field_name, names in NAMES.items():
-        for column in columns.values():
-            if column.name not in taken and column.key in names and column.values:
-                if field_name in ("start", "end") and column.kind not in ("time", "number"):
-                    continue
-                if field_name == "emotion" and column.distinct > MAX_LABELS:
-                    continue
-                take(field_name, column)
-                break
+    def fits(field_name: str, column: Column, by_words: bool) -> bool:
+        if column.name in taken or not column.values:
+            return False
+        if by_words and (field_name in ("media", "audio")
+                         or field_name == "text" and column.kind != "text"):
+            return False  # "Utterance_ID" is no transcript, "Source_File" no clip
+        if field_name in ("start", "end", "turn") and column.kind not in ("time", "number"):
+            return False
+        if field_name == "turn" and column.kind != "number":
+            return False
+        return not (field_name == "emotion" and column.distinct > MAX_LABELS)
+
+    for by_words in (False, True):  # the whole name first, then one of its words
+        for field_name, names in NAMES.items():
+            if field_name in chosen:
+                continue
+            for column in columns.values():
+                if ((any(w in names for w in column.words) if by_words else column.key in names)
+                        and fits(field_name, column, by_words)):
+                    take(field_name, column)
+                    break
     if "text" not in chosen:
         texts = [c for c in columns.values() if c.name not in taken and c.kind == "text"]
         longest = max(texts, key=lambda c: _mean_length(c), default=None)
@@ -266,8 +341,9 @@ def _guess_dialogue(columns: dict[str, Column], rows: list[tuple[int, dict]],
         if column.name in taken or not column.values:
             continue
         for level, words in enumerate(DIALOGUE_LEVELS):
-            if any(column.key == w or column.key.startswith(w) and column.key[len(w):] in
-                   ("", "id", "no", "num", "number", "idx", "index", "name") for w in words):
+            if any(key == w or key.startswith(w) and key[len(w):] in
+                   ("", "id", "no", "num", "number", "idx", "index", "name")
+                   for w in words for key in {column.key, column.full_key}):
                 levels.append((level, column.name))
                 break
     if not levels:
@@ -286,6 +362,24 @@ def _guess_dialogue(columns: dict[str, Column], rows: list[tuple[int, dict]],
     if len(subset) == 1:
         return subset[0]
     return "-".join(f"{{{name}}}" for name in subset)
+
+
+def _delimiter(file: Path) -> str:
+    """The delimiter a CSV file's header line uses most (a comma when none)."""
+    lines = read_lines(file)
+    header = lines[0][0] if lines else ""
+    counts = {d: header.count(d) for d in DELIMITERS}
+    best = max(DELIMITERS, key=lambda d: counts[d])  # a tie keeps the comma, listed first
+    return best if counts[best] else ","
+
+
+def _records(file: Path) -> str | None:
+    """The records path of a JSON document (None for a top-level list, or unreadable)."""
+    try:
+        document = json.loads("".join(text for text, _ in read_lines(file, keepends=True)))
+    except (ValueError, RecursionError):
+        return None
+    return records_path(document)
 
 
 def _file_splits(files: list[Path]) -> dict[Path, str]:

@@ -43,8 +43,14 @@ from erc.corpus.base import (
     read_lines,
     resolve_inside,
 )
-from erc.corpus.mapping import MANIFEST_SUFFIXES, MAPPING_FILE, load_mapping
-from erc.corpus.values import RowProblem, blank, parse_time, parse_turn, text_value
+from erc.corpus.mapping import (
+    MANIFEST_SUFFIXES,
+    MAPPING_FILE,
+    TIME_UNITS,
+    column_names,
+    load_mapping,
+)
+from erc.corpus.values import RowProblem, blank, kind, parse_time, parse_turn, text_value
 from erc.errors import preview
 
 
@@ -58,14 +64,17 @@ def has_mapping_file(path: Path) -> bool:
     return path.is_dir() and (path / MAPPING_FILE).is_file()
 
 
-def read_records(path: Path, max_field_bytes: int = ReaderOptions.max_field_bytes
-                 ) -> Iterator[CsvRecord]:
+def read_records(path: Path, max_field_bytes: int = ReaderOptions.max_field_bytes,
+                 delimiter: str = ",", records: str | None = None) -> Iterator[CsvRecord]:
     """Each record of a manifest file, with its line (row) number and, when it cannot be
-    read as a row, its problem: CSV records as ``read_csv_records`` reads them; a JSON
-    line that is invalid or not an object is malformed_row."""
+    read as a row, its problem: CSV records as ``read_csv_records`` reads them (fields
+    separated by ``delimiter``); a JSON line that is invalid or not an object is
+    malformed_row; a JSON document's records as ``json_records`` finds them."""
     suffix = path.suffix.lower()
     if suffix == ".csv":
-        yield from read_csv_records(path, (), max_field_bytes)
+        yield from read_csv_records(path, (), max_field_bytes, delimiter)
+    elif suffix == ".json":
+        yield from json_records(path, records)
     elif suffix in (".jsonl", ".ndjson"):
         for number, (text, flag) in enumerate(read_lines(path), start=1):
             if not text.strip():
@@ -89,7 +98,82 @@ def read_records(path: Path, max_field_bytes: int = ReaderOptions.max_field_byte
         for number, fields in enumerate(rows, start=1):
             yield CsvRecord(fields, number, None)
     else:
-        raise CorpusError(f"{path}: manifest must be .csv, .jsonl or .parquet")
+        raise CorpusError(f"{path}: manifest must be .csv, .jsonl, .json or .parquet")
+
+
+def json_records(path: Path, records: str | None) -> Iterator[CsvRecord]:
+    """The utterance objects of a JSON document, numbered in document order: the items of
+    a top-level list, or those the dotted keys of ``records`` lead to through lists and
+    objects (``episodes.scenes.utterances``). Each record holds its own keys and the other
+    keys of the objects enclosing it, named by their path (``episodes.episode_id``,
+    ``episodes.scenes.scene_id``). An item that is no object, or an enclosing object
+    lacking the next key, is a malformed_row naming where it is."""
+    lines = read_lines(path, keepends=True)
+    flags = {flag for _, flag in lines}
+    flag = "undecodable" if "undecodable" in flags else ("cp1252" if "cp1252" in flags else None)
+    try:
+        document = json.loads("".join(text for text, _ in lines))
+    except (ValueError, RecursionError) as err:
+        raise CorpusError(f"{path}: not a JSON document ({preview(str(err), 200)})") from None
+    if records is None and not isinstance(document, list):
+        guess = records_path(document)
+        raise CorpusError(f"{path}: a JSON document holding {kind(document)}: name the lists "
+                          f"of utterances in it with the mapping's records: key"
+                          + (f" (records: {guess}, say)" if guess else ""))
+    keys = records.split(".") if records else []
+    found = list(_walk(document, keys, "", {}, ""))
+    if found and all(fields is None and "no list" in problem[1] for fields, problem in found):
+        guess = records_path(document)
+        raise CorpusError(f"{path}: records: {records!r} leads to no object; "
+                          f"{found[0][1][1]}" + (f"; records: {guess} would read "
+                                                 f"the file" if guess else ""))
+    for number, (fields, problem) in enumerate(found, start=1):
+        yield CsvRecord(fields or {}, number, flag, problem)
+
+
+def _walk(node, keys: list[str], path: str, enclosing: dict, where: str):
+    """(fields, None) of each record under ``node``, or (None, (reason, detail))."""
+    if isinstance(node, list):
+        for index, item in enumerate(node):
+            yield from _walk(item, keys, path, enclosing, f"{where}[{index}]")
+        return
+    if not isinstance(node, dict):
+        yield None, ("malformed_row", f"{where or 'the document'}: {kind(node)} "
+                     f"({preview(node, 40)}) where an object belongs")
+        return
+    if not keys:
+        yield {**enclosing, **node}, None
+        return
+    key = keys[0]
+    if not isinstance(node.get(key), (list, dict)):
+        yield None, ("malformed_row", f"{where or 'the document'}: no list {key!r} in it, "
+                     f"which the mapping's records: names (its keys: "
+                     f"{preview(', '.join(map(str, node)), 120)})")
+        return
+    inner = f"{path}{key}"
+    enclosing = {**enclosing, **{f"{path}{k}": v for k, v in node.items()
+                                 if k != key and not isinstance(v, list)}}
+    yield from _walk(node[key], keys[1:], inner + ".", enclosing, f"{where}.{key}".lstrip("."))
+
+
+def records_path(document) -> str | None:
+    """The dotted keys leading to the most objects through lists of objects
+    (``episodes.scenes.utterances``); None when no key holds a list of objects."""
+    best: tuple[int, int, str] | None = None
+
+    def visit(objects: list, keys: list[str]) -> None:
+        nonlocal best
+        if keys and (best is None or (len(objects), len(keys)) > best[:2]):
+            best = (len(objects), len(keys), ".".join(keys))
+        names = dict.fromkeys(k for o in objects for k, v in o.items()
+                              if isinstance(v, list) and any(isinstance(i, dict) for i in v))
+        for name in names:
+            visit([i for o in objects for i in o.get(name) or [] if isinstance(i, dict)],
+                  [*keys, name])
+
+    if isinstance(document, dict):
+        visit([document], [])
+    return best[2] if best else None
 
 
 def read_manifest(path: Path, /, mapping: str | Path | dict | None = None,
@@ -117,10 +201,11 @@ def read_manifest(path: Path, /, mapping: str | Path | dict | None = None,
         out.sources.append(str(file))
         source = str(file)
         root = file.parent
-        records = list(read_records(file, spec.max_field_bytes))
-        # The file's columns: a CSV header or Parquet schema, and for JSON Lines every key
-        # any line has; a line lacking one is that row's problem, even on the first line.
-        columns = list(dict.fromkeys(key for r in records if r.problem is None for key in r.fields))
+        records = list(read_records(file, spec.max_field_bytes, spec.delimiter, spec.records))
+        # The file's columns: a CSV header or Parquet schema, and for JSON every key any
+        # record has (a nested one as "conv.id"); a record lacking one is its own problem.
+        columns = list(dict.fromkeys(key for r in records if r.problem is None
+                                     for key in column_names(r.fields)))
         if any(r.problem is None for r in records):
             spec.check_columns(columns, source)
         for record in out.rows(records):
@@ -179,7 +264,9 @@ def _row(f: dict, meta: dict, spec, root: Path, label_set: set[str] | None,
     if emotion is not None and label_set is not None and emotion not in label_set:
         raise RowProblem("unknown_label", f"emotion {preview(emotion, 40)} not in "
                          f"{preview(sorted(label_set), 200)}")
-    start, end = parse_time(f["start"], "start"), parse_time(f["end"], "end")
+    per_second = TIME_UNITS[spec.time_unit]
+    start, end = (parse_time(f["start"], "start", per_second),
+                  parse_time(f["end"], "end", per_second))
     if start is not None and end is not None and end <= start:
         raise RowProblem("bad_time", f"segment [{start}, {end}] ends before it starts")
     paths = {}

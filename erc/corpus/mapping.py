@@ -13,7 +13,13 @@ It owns what differs between corpora:
   ``several_speakers`` problem, or joined with " & " (``several_speakers: join``);
 - ``label_map``: corpus label -> erc label (``Joyful: joy``); null sets rows aside as
   ``excluded_label``; a label neither a key nor a value is an ``unknown_label``;
-- times as seconds or ``[HH:]MM:SS.mmm`` (a comma works as the decimal mark too).
+- times as seconds (milliseconds with ``time_unit: ms``) or ``[HH:]MM:SS.mmm`` (a comma
+  works as the decimal mark too);
+- nested JSON: a column named ``conv.id`` is the key ``id`` of the object in ``conv``;
+  in a JSON document (``.json``), ``records: episodes.scenes.utterances`` names the lists
+  holding the utterances, each reading its enclosing objects' keys by their path
+  (``episodes.scenes.scene_id``);
+- CSV with another delimiter (``delimiter: ";"``).
 
 Mapping failures are per row (``missing_template_field``, ``several_speakers``,
 ``excluded_label``, ``unknown_label``, ``bad_time``); a file lacking a column the mapping
@@ -40,10 +46,11 @@ from erc.settings import load_yaml, validate
 FIELDS = ("dialogue_id", "speaker", "text", "media", "split", "utterance_id", "turn",
           "emotion", "audio", "start", "end", "corpus")
 REQUIRED = ("dialogue_id", "speaker")
-MANIFEST_SUFFIXES = (".csv", ".jsonl", ".ndjson", ".parquet")
+MANIFEST_SUFFIXES = (".csv", ".jsonl", ".ndjson", ".parquet", ".json")
 MAPPING_FILE = "erc-mapping.yaml"  # a corpus folder holding one is read with it
 SPEAKER_JOIN = " & "
 SEVERAL_SPEAKERS = ("problem", "join")
+TIME_UNITS = {"s": 1, "ms": 1000}  # a number in start/end: how many make a second
 
 
 @dataclass
@@ -61,6 +68,9 @@ class ManifestMapping(ReaderOptions):
     several_speakers: str = "problem"  # a list of several speakers: "problem" or "join"
     allow_outside_root: bool = False  # media paths may leave the manifest's folder
     keep_missing_media: bool = False  # keep rows whose media file is absent (text only)
+    delimiter: str = ","  # a CSV file's field delimiter: ",", ";", "\t", "|"
+    time_unit: str = "s"  # what a number in start/end counts: "s" or "ms"
+    records: str | None = None  # in a .json document, the lists of utterances: "episodes.scenes.utterances"
 
     def check(self, where: str) -> None:
         """Raises CorpusError naming the key of the first invalid setting."""
@@ -94,6 +104,15 @@ class ManifestMapping(ReaderOptions):
         if self.several_speakers not in SEVERAL_SPEAKERS:
             raise CorpusError(f"{where}: several_speakers: expected one of "
                               f"{', '.join(SEVERAL_SPEAKERS)}, got {preview(self.several_speakers)}")
+        if len(self.delimiter) != 1 or self.delimiter in "\"\r\n":
+            raise CorpusError(f"{where}: delimiter: expected one character other than a quote "
+                              f"or a line break, got {preview(self.delimiter)}")
+        if self.time_unit not in TIME_UNITS:
+            raise CorpusError(f"{where}: time_unit: expected one of {', '.join(TIME_UNITS)}, "
+                              f"got {preview(self.time_unit)}")
+        if self.records is not None and not all(p.strip() for p in self.records.split(".")):
+            raise CorpusError(f"{where}: records: expected keys joined by dots "
+                              f"(episodes.scenes.utterances), got {preview(self.records)}")
         patterns = self.files.items() if isinstance(self.files, dict) else [(None, self.files)]
         for split, pattern in patterns:
             key = "files" if split is None else f"files.{split}"
@@ -117,7 +136,7 @@ class ManifestMapping(ReaderOptions):
             found = [(p, None) for p in sorted(folder.iterdir())
                      if p.is_file() and p.suffix.lower() in MANIFEST_SUFFIXES]
             if not found:
-                raise CorpusError(f"{folder}: no .csv, .jsonl or .parquet manifest in the folder "
+                raise CorpusError(f"{folder}: no .csv, .jsonl, .json or .parquet manifest in the folder "
                                   f"(name them with files: in the mapping)")
             return found
         entries = self.files.items() if isinstance(self.files, dict) else [(None, self.files)]
@@ -140,18 +159,22 @@ class ManifestMapping(ReaderOptions):
         every row needs (dialogue_id, speaker, and text or media) is neither mapped nor a
         column."""
         have = set(columns)
+        # One column whose name holds another delimiter: a header of ";"-separated names.
+        other = next((d for d in ";\t|," if d != self.delimiter and len(columns) == 1
+                      and d in str(columns[0])), None)
+        hint = f" (fields separated by {other!r}? set delimiter: {other!r})" if other else ""
         for name, spec in self.columns.items():
             lacking = [c for c in source_columns(spec) if c not in have]
             if lacking:
                 raise CorpusError(f"{source}: columns.{name} names column(s) "
                                   f"{', '.join(map(repr, lacking))}, which the file lacks; "
-                                  f"it has {preview(', '.join(map(str, columns)), 200)}")
+                                  f"it has {preview(', '.join(map(str, columns)), 200)}{hint}")
         covered = have | set(self.columns)
         missing = [f for f in REQUIRED if f not in covered]
         if missing:
             raise CorpusError(f"{source}: missing column(s) {', '.join(missing)}; found "
                               f"{preview(', '.join(map(str, columns)), 200)} (a mapping's "
-                              f"columns: can name others)")
+                              f"columns: can name others){hint}")
         if not ({"text", "media"} & covered):
             raise CorpusError(f"{source}: manifest needs a text or a media column; found "
                               f"{preview(', '.join(map(str, columns)), 200)}")
@@ -168,7 +191,13 @@ class ManifestMapping(ReaderOptions):
         speaker_columns = set(source_columns(self.columns.get("speaker") or "speaker"))
         read = self.field_columns()
         raw = dict(raw)
-        for column in [c for c in raw if c in read]:
+        roots = set()  # objects a mapped path (conv.id) reads into: not themselves a field
+        for column in read:
+            if column not in raw and (value := lookup(raw, column)) is not _ABSENT:
+                raw[column] = value
+                roots.add(column.split(".", 1)[0])
+        roots = {c for c in roots if isinstance(raw.get(c), dict)}
+        for column in [c for c in raw if c in read and c not in roots]:
             value = raw[column]
             if isinstance(value, (list, tuple)) and column in speaker_columns:
                 continue
@@ -182,7 +211,7 @@ class ManifestMapping(ReaderOptions):
         for name in FIELDS:
             spec = self.columns.get(name)
             if spec is None:
-                fields_[name] = raw.get(name)
+                fields_[name] = None if name in roots else raw.get(name)
                 continue
             text, parts = _template(spec)
             if not parts:
@@ -197,8 +226,11 @@ class ManifestMapping(ReaderOptions):
             else:
                 fields_[name] = text.format(*[_text(raw[c]) for c in parts])
         meta = {}
-        for column, value in raw.items():
-            if column in FIELDS or column in renamed:
+        items = list(raw.items())
+        for root in roots:  # the keys of a mapped object no field reads, as "root.key"
+            items += [(k, v) for k, v in flat_items(root, raw[root]) if k not in raw]
+        for column, value in items:
+            if column in FIELDS or column in renamed or column in roots:
                 continue
             try:
                 text = meta_value(value, f"column {column!r}")
@@ -278,6 +310,44 @@ def load_mapping(mapping: str | Path | dict | None = None,
 
 
 # -- values -------------------------------------------------------------------------------
+
+_ABSENT = object()
+
+
+def lookup(row: dict, column: str):
+    """The value of ``column`` in a row: its key, or for a dotted name the key inside the
+    object a key holds ("conv.id" -> row["conv"]["id"]; the longest key matching first,
+    so a key "a.b" itself is found); ``_ABSENT`` when there is none."""
+    if column in row:
+        return row[column]
+    for cut in sorted((i for i, c in enumerate(column) if c == "."), reverse=True):
+        inner = row.get(column[:cut])
+        if isinstance(inner, dict):
+            value = lookup(inner, column[cut + 1:])
+            if value is not _ABSENT:
+                return value
+    return _ABSENT
+
+
+def flat_items(prefix: str, value):
+    """(dotted name, value) of each leaf of nested objects: ("conv", {"id": 1}) ->
+    ("conv.id", 1); a value that is no object is its own leaf."""
+    if isinstance(value, dict) and value:
+        for key, inner in value.items():
+            yield from flat_items(f"{prefix}.{key}", inner)
+    else:
+        yield prefix, value
+
+
+def column_names(row: dict, prefix: str = "") -> list[str]:
+    """A row's columns: its keys, and the dotted names of the keys of nested objects."""
+    names = []
+    for key, value in row.items():
+        names.append(prefix + str(key))
+        if isinstance(value, dict):
+            names += column_names(value, f"{prefix}{key}.")
+    return names
+
 
 def speaker_names(value) -> list[str]:
     """The names a speaker field holds: a list (JSON, Parquet) or a list literal in text

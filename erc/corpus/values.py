@@ -84,10 +84,11 @@ def parse_turn(value, name: str = "turn") -> int:
     return number
 
 
-def parse_time(value, name: str = "time") -> float | None:
-    """Blank -> None; seconds (``12.5``) or a clock time (``00:01:02.500``,
-    ``00:01:02,500``, ``01:02.5``) -> seconds. Unparseable or not finite: bad_time;
-    below zero: negative_time; bytes, lists, booleans: bad_type."""
+def parse_time(value, name: str = "time", per_second: float = 1.0) -> float | None:
+    """Blank -> None; a number, of seconds (``12.5``) or of 1/``per_second`` seconds
+    (``2150`` with per_second 1000 is milliseconds) or a clock time (``00:01:02.500``, ``00:01:02,500``, ``01:02.5``) ->
+    seconds. Unparseable or not finite: bad_time; below zero: negative_time; bytes,
+    lists, booleans: bad_type."""
     if blank(value):
         return None
     if isinstance(value, (int, float)) and not isinstance(value, bool):
@@ -108,6 +109,7 @@ def parse_time(value, name: str = "time") -> float | None:
                              f"[HH:]MM:SS.mmm") from None
     else:
         raise _wrong_type(name, value, "a time")
+    seconds /= per_second
     if not math.isfinite(seconds):
         raise RowProblem("bad_time", f"{name} {preview(value, 40)} is not a finite time")
     if seconds < 0:
