@@ -157,7 +157,8 @@ def run_log(path: Path) -> Iterator[Path]:
         _state.log.write(f"\n=== {time.strftime('%Y-%m-%d %H:%M:%S')} erc "
                          f"{' '.join(sys.argv[1:])}\n")
         streams = sys.stdout, sys.stderr
-        sys.stdout, sys.stderr = _Tee(streams[0]), _Tee(streams[1])
+        tees = _Tee(streams[0]), _Tee(streams[1])
+        sys.stdout, sys.stderr = tees
         try:
             yield path
         except BaseException:
@@ -166,7 +167,10 @@ def run_log(path: Path) -> Iterator[Path]:
         finally:
             if _state.hidden_warnings:
                 print(f"{_state.hidden_warnings} warning(s) from Ray and other libraries: {path}")
+            for tee in tees:  # a line left unended is written, not dropped with its stream
+                tee.flush()
             sys.stdout, sys.stderr = streams
+            _state.log.finish()
             _state.log = None
 
 
@@ -205,24 +209,59 @@ class _LogFile:
 
     def write(self, text: str) -> None:
         with self.lock:
-            text = redact(_ANSI.sub("", text).replace("\r\n", "\n"))
-            *lines, self.pending = (self.pending + text).split("\n")
+            # Whole lines are redacted: a URI written in pieces has its secret split.
+            text = (self.pending + _ANSI.sub("", text)).replace("\r\n", "\n")
+            *lines, pending = text.split("\n")
             for line in lines:
-                self.handle.write(line.rsplit("\r", 1)[-1] + "\n")
+                self.handle.write(redact(line.rsplit("\r", 1)[-1]) + "\n")
+            # Of a bar redrawn in place, only its last state waits for the line's end.
+            self.pending = pending[pending.rfind("\r", 0, len(pending) - 1) + 1:]
             self.handle.flush()
+
+    def finish(self) -> None:
+        """Writes the last line, ended or not."""
+        with self.lock:
+            line, self.pending = self.pending.rstrip("\r"), ""
+            if line:
+                self.handle.write(redact(line) + "\n")
+                self.handle.flush()
 
 
 class _Redacting:
-    """A console stream that writes no credential (``erc.redaction.redact``)."""
+    """A console stream that writes no credential (``erc.redaction.redact``). It redacts
+    whole lines, since a URI written in pieces (``print(..., end="")``, a library writing
+    part of a line) has its secret split: a line ends at a newline or a carriage return (a
+    progress bar redrawn in place is written at once), and the rest of one waits for its
+    end, ``flush`` or ``close``."""
 
     def __init__(self, stream):
-        self.stream = stream
+        self.stream, self.pending, self.lock = stream, "", threading.RLock()
 
     def write(self, text: str) -> int:
-        self.stream.write(redact(text))
+        with self.lock:
+            pending = self.pending + text
+            end = max(pending.rfind("\n"), pending.rfind("\r")) + 1
+            self.pending = pending[end:]
+            if end:
+                self.stream.write(redact(pending[:end]))
         return len(text)
 
-    def __getattr__(self, name):  # flush, isatty, fileno, encoding, ...
+    def writelines(self, lines) -> None:
+        for line in lines:
+            self.write(line)
+
+    def flush(self) -> None:
+        with self.lock:
+            rest, self.pending = self.pending, ""
+            if rest:
+                self.stream.write(redact(rest))
+        self.stream.flush()
+
+    def close(self) -> None:
+        self.flush()
+        self.stream.close()
+
+    def __getattr__(self, name):  # isatty, fileno, encoding, ...
         return getattr(self.stream, name)
 
 

@@ -12,12 +12,19 @@ from __future__ import annotations
 import re
 from typing import Any
 
-# Up to the first "@": a secret may hold "/" (AWS keys do); a secret with "@" in it must be
-# percent-encoded in a URI anyway.
-_USERINFO = re.compile(r"((?:[a-z][a-z0-9+.-]*)://)[^@\s]*@", re.IGNORECASE)
+# The rest of a URI, up to whitespace, a quote or the next "scheme://" (URIs joined by ","
+# or ";"); a run of characters at a time, not one (fast on long paths).
+_URI_REST = r"""[^\s'":]*(?::(?!//)[^\s'":]*)*"""
+# Up to the last "@" of the URI: the host follows it, and a secret may hold "/" (AWS keys
+# do) or an "@" nobody percent-encoded (an "@" in the path then hides the bucket as well,
+# never a secret).
+_USERINFO = re.compile(rf"((?:[a-z][a-z0-9+.-]*)://){_URI_REST}@", re.IGNORECASE)
 # "user:secret@host" without its "scheme://" (messages that drop the scheme, URIs a path
-# has folded into "s3:/..."): the part before "@" holds a ":".
-_BARE_USERINFO = re.compile(r"(?<![*\w])[^\s/@:'\"]+:(?!//)[^\s@'\"]+@")
+# has folded into "s3:/..."): the part before "@" holds a ":". It starts after no ":" and
+# only where an "@" follows in the same word (a long word without one would otherwise be
+# scanned again from every ":" in it).
+_BARE_USERINFO = re.compile(
+    rf"""(?<![*\w:])[^\s/@:'"]+:(?!//)(?=[^\s'"@]+@){_URI_REST}@""")
 _SECRET_PARAMS = re.compile(
     r"([?&](?:[a-z0-9_.-]*(?:key|secret|token|password|credential|signature|sig)[a-z0-9_.-]*)=)"
     r"[^&#\s]*",

@@ -6,6 +6,7 @@ and searches every output for them."""
 
 from __future__ import annotations
 
+import io as io_module
 import json
 import logging
 import subprocess
@@ -41,6 +42,19 @@ def test_every_form_of_credential_is_redacted():
         {"storage": "s3://***@b/x", "n": [1, "s3://***@b/y"]}
 
 
+def test_a_secret_with_an_unencoded_at_sign_is_redacted_whole():
+    # The userinfo runs to the last "@" of the URI: the host follows it
+    assert redact("s3://AKIA:se@cret@bucket/path") == "s3://***@bucket/path"
+    assert redact("copy 's3://AKIA:s@c/r@et@bucket/a' to s3://K:S@b2/c") == \
+        "copy 's3://***@bucket/a' to s3://***@b2/c"
+    assert redact("media /c/s3:/AKIA:se@cret@bucket/clip.mp4 does not exist") == \
+        "media /c/***@bucket/clip.mp4 does not exist"
+    # ...and stops at the URI's end: other URIs and addresses on the line stay as they are
+    assert redact("s3://K:S@b/x,s3://K2:S2@c/y mail joe@example.com") == \
+        "s3://***@b/x,s3://***@c/y mail joe@example.com"
+    assert redact('["s3://K:S@b/x", "joe@example.com"]') == '["s3://***@b/x", "joe@example.com"]'
+
+
 def test_files_erc_writes_hold_no_credential(tmp_path):
     io.write_json(tmp_path / "manifest.json", {"inputs": {"corpus": "s3://AKID:SHH@b/c"}})
     io.write_text(tmp_path / "report.html", "<code>s3://b/c?secret_key=SHH</code>")
@@ -73,6 +87,43 @@ def test_console_and_run_log_hold_no_credential(tmp_path, capsys):
         assert "SHH" not in text and "AKID" not in text
     assert "s3://***@bucket/x" in log and "secret_key=***" in captured.err + log
     assert "storage_path s3://***@bucket/ray" in log  # a library's record, in the log only
+
+
+def test_a_credential_written_in_pieces_is_redacted(tmp_path, capsys):
+    from erc import console
+
+    console.setup()
+    with console.run_log(tmp_path / "run.log"):
+        print("[storage] s3://AKID:SH", end="")  # one line in two writes
+        print("H@bucket/x: uploading")
+        sys.stderr.write("s3://b/x?secret_key=SH")
+        sys.stderr.write("H 50%\rs3://b/x?secret_key=SHH 100%\r\n")  # a bar redrawn in place
+        print("left open: s3://AKID:S", end="")
+        print("HH@bucket/y", end="")  # the block's end writes the rest of the line
+    print("s3://AKID:S", end="")
+    print("HH@bucket/z", end="", flush=True)  # a flush writes it too
+    captured = capsys.readouterr()
+    log = (tmp_path / "run.log").read_text()
+    for text in (captured.out, captured.err, log):
+        assert "SHH" not in text and "AKID" not in text
+    assert "[storage] s3://***@bucket/x: uploading\n" in captured.out
+    assert captured.out.endswith("left open: s3://***@bucket/ys3://***@bucket/z")
+    assert "s3://b/x?secret_key=*** 50%\rs3://b/x?secret_key=*** 100%\r\n" in captured.err
+    assert "s3://b/x?secret_key=*** 100%\n" in log and "left open: s3://***@bucket/y\n" in log
+
+
+def test_a_progress_bar_is_written_at_once():
+    from erc import console
+
+    stream = io_module.StringIO()
+    out = console._Redacting(stream)
+    out.write("\rbar 10%")
+    out.write("\rbar 50%\r")  # a carriage return ends a line: the bar is not held back
+    assert stream.getvalue() == "\rbar 10%\rbar 50%\r"
+    out.write("waiting for s3://K:S")
+    assert stream.getvalue() == "\rbar 10%\rbar 50%\r"  # held until its line ends...
+    out.flush()
+    assert stream.getvalue().endswith("waiting for s3://K:S")  # ...or a flush
 
 
 def test_ray_gets_storage_without_credentials_in_its_path(s3_store):
