@@ -168,13 +168,13 @@ def _one_row_each(table: pa.Table, path) -> None:
                              "one row per utterance")
 
 
-def _one_width(table: pa.Table, path) -> None:
-    """Every embedding of a column has one width, as ``read_vectors`` requires: vectors of
-    two widths come from two models and cannot be compared (a check would silently skip
-    whichever width it met second)."""
+def _one_width(table: pa.Table, path, names=("speaker_embedding", "text_embedding")) -> None:
+    """Every embedding of a column (``names``, and the faces' embeddings) has one width:
+    vectors of two widths come from two models and cannot be compared (a check would
+    silently skip whichever width it met second)."""
     ids = table.column("utterance_id").to_pylist()
     columns = [(name, table.column(name).combine_chunks(), None)
-               for name in ("speaker_embedding", "text_embedding") if name in table.column_names]
+               for name in names if name in table.column_names]
     if "faces" in table.column_names:
         faces = table.column("faces").combine_chunks()
         columns.append(("faces.embedding", pc.struct_field(pc.list_flatten(faces), "embedding"),
@@ -219,29 +219,35 @@ def feature_models(path: str | Path) -> list[dict]:
 def read_vectors(path: str | Path, column: str) -> dict[str, np.ndarray]:
     """{utterance_id: vector} of one embedding column of a feature folder or of any
     Parquet file keyed by utterance_id; nulls and empty rows are left out. All vectors
-    must have one width: a model's input is sized by it. An utterance id twice with the
-    same vector is kept once; with different vectors it is an error (which would be read?)."""
-    out: dict[str, np.ndarray] = {}
-    where: dict[str, Path] = {}
-    width = None
+    must have one width (``_one_width``): a model's input is sized by it. An utterance id
+    twice with the same vector is kept once; with different vectors it is an error (which
+    would be read?)."""
+    vectors_type = pa.schema([("utterance_id", pa.string()), (column, pa.list_(pa.float32()))])
+    tables = []
     for part in feature_parts(path):
         with readable(part):
             if column not in pq.read_schema(part).names:
                 continue
             table = pq.read_table(part, columns=["utterance_id", column])
-        for uid, vector in zip(table.column("utterance_id").to_pylist(),
-                               table.column(column).to_pylist()):
-            if vector is not None and len(vector):
-                width = width or (len(vector), uid)
-                if len(vector) != width[0]:
-                    raise InputError(f"{part}: column {column!r}: the vector of {uid!r} has "
-                                     f"{len(vector)} values, that of {width[1]!r} {width[0]}")
-                vector = np.asarray(vector, dtype=np.float32)
-                if uid in out and not np.array_equal(out[uid], vector, equal_nan=True):
-                    raise InputError(f"{part}: column {column!r}: utterance {uid!r} has two "
-                                     f"different vectors (the other in {where[uid]}): one "
-                                     f"row per utterance")
-                out[uid], where[uid] = vector, part
+        try:
+            tables.append(table.cast(vectors_type))
+        except (pa.ArrowInvalid, pa.ArrowTypeError, pa.ArrowNotImplementedError):
+            raise InputError(f"{part}: column {column!r} holds {table.schema.field(column).type}, "
+                             f"not vectors of numbers") from None
+    if not tables:
+        return {}
+    table = pa.concat_tables(tables).sort_by("utterance_id")
+    _one_width(table, path, [column])
+    out: dict[str, np.ndarray] = {}
+    for uid, vector in zip(table.column("utterance_id").to_pylist(),
+                           table.column(column).to_pylist()):
+        if vector is None or not len(vector):
+            continue
+        vector = np.asarray(vector, dtype=np.float32)
+        if uid in out and not np.array_equal(out[uid], vector, equal_nan=True):
+            raise InputError(f"{path}: column {column!r}: utterance {uid!r} has two different "
+                             f"vectors: one row per utterance")
+        out[uid] = vector
     return out
 
 

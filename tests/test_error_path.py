@@ -349,6 +349,11 @@ def test_an_utterance_with_two_different_vectors_is_named(tmp_path):
     with pytest.raises(InputError, match=r"features.parquet: column 'v': utterance 'u0' has "
                                          r"two different vectors"):
         read_vectors(path, "v")
+    # A column of text where vectors belong was a ValueError traceback from numpy.
+    pq.write_table(pa.table({"utterance_id": ["u0"], "v": [["a", "b"]]}), path)
+    with pytest.raises(InputError, match=r"features.parquet: column 'v' holds list<.*string>, "
+                                         r"not vectors of numbers"):
+        read_vectors(path, "v")
 
 
 def test_a_model_config_of_another_version_is_one_line(tmp_path, capsys):
