@@ -26,6 +26,7 @@ the object store") is written to the process's stderr below Python and stays on 
 
 from __future__ import annotations
 
+import atexit
 import contextlib
 import logging
 import os
@@ -79,7 +80,9 @@ def setup(verbose: bool = False) -> None:
     _state.verbose = verbose or os.environ.get("ERC_VERBOSE") == "1"
     for name in ("stdout", "stderr"):  # whatever prints, erc's or a library's
         if not isinstance(getattr(sys, name), _Redacting):
-            setattr(sys, name, _Redacting(getattr(sys, name)))
+            stream = _Redacting(getattr(sys, name))
+            setattr(sys, name, stream)
+            atexit.register(stream.finish)  # a last word a flush held back
     if sys.stdout.isatty():
         # Ray Data's newer display: a bar per operator with rows, throughput and time.
         os.environ.setdefault("RAY_DATA_ENABLE_RICH_PROGRESS_BARS", "1")
@@ -168,7 +171,7 @@ def run_log(path: Path) -> Iterator[Path]:
             if _state.hidden_warnings:
                 print(f"{_state.hidden_warnings} warning(s) from Ray and other libraries: {path}")
             for tee in tees:  # a line left unended is written, not dropped with its stream
-                tee.flush()
+                tee.finish()
             sys.stdout, sys.stderr = streams
             _state.log.finish()
             _state.log = None
@@ -227,12 +230,19 @@ class _LogFile:
                 self.handle.flush()
 
 
+# A word that may be a credential's first part: a URI ("s3://KEY:SE"), one without its
+# scheme ("KEY:SE"; a letter before the ":", unlike a bar's "0:00:03") or a query
+# ("x?secret_key=SE").
+_UNFINISHED_SECRET = re.compile(r"://|[=@]|[A-Za-z]:")
+
+
 class _Redacting:
     """A console stream that writes no credential (``erc.redaction.redact``). It redacts
     whole lines, since a URI written in pieces (``print(..., end="")``, a library writing
     part of a line) has its secret split: a line ends at a newline or a carriage return (a
     progress bar redrawn in place is written at once), and the rest of one waits for its
-    end, ``flush`` or ``close``."""
+    end. ``flush`` writes that rest but a last word that may be the start of a credential
+    (``_UNFINISHED_SECRET``); ``finish``, ``close`` and the process's exit write it all."""
 
     def __init__(self, stream):
         self.stream, self.pending, self.lock = stream, "", threading.RLock()
@@ -252,13 +262,26 @@ class _Redacting:
 
     def flush(self) -> None:
         with self.lock:
-            rest, self.pending = self.pending, ""
+            rest = self.pending
+            word = len(rest) - len(re.split(r"\s", rest)[-1])  # where the last word starts
+            if _UNFINISHED_SECRET.search(rest, word):
+                rest, self.pending = rest[:word], rest[word:]
+            else:
+                self.pending = ""
             if rest:
                 self.stream.write(redact(rest))
         self.stream.flush()
 
+    def finish(self) -> None:
+        """Writes the rest of the line, whatever it ends with."""
+        with self.lock:
+            rest, self.pending = self.pending, ""
+            if rest:
+                self.stream.write(redact(rest))
+                self.stream.flush()
+
     def close(self) -> None:
-        self.flush()
+        self.finish()
         self.stream.close()
 
     def __getattr__(self, name):  # isatty, fileno, encoding, ...

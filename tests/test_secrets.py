@@ -100,8 +100,9 @@ def test_a_credential_written_in_pieces_is_redacted(tmp_path, capsys):
         sys.stderr.write("H 50%\rs3://b/x?secret_key=SHH 100%\r\n")  # a bar redrawn in place
         print("left open: s3://AKID:S", end="")
         print("HH@bucket/y", end="")  # the block's end writes the rest of the line
-    print("s3://AKID:S", end="")
-    print("HH@bucket/z", end="", flush=True)  # a flush writes it too
+    print("s3://AKID:S", end="", flush=True)  # a flush holds back what may go on...
+    print("HH@bucket/z", end="")
+    sys.stdout.finish()  # ...which the process's exit writes whole
     captured = capsys.readouterr()
     log = (tmp_path / "run.log").read_text()
     for text in (captured.out, captured.err, log):
@@ -120,10 +121,22 @@ def test_a_progress_bar_is_written_at_once():
     out.write("\rbar 10%")
     out.write("\rbar 50%\r")  # a carriage return ends a line: the bar is not held back
     assert stream.getvalue() == "\rbar 10%\rbar 50%\r"
-    out.write("waiting for s3://K:S")
-    assert stream.getvalue() == "\rbar 10%\rbar 50%\r"  # held until its line ends...
+    out.write("\rbar 60% 0:00:03")
+    out.flush()  # a bar drawn without ending its line shows at its flush
+    assert stream.getvalue().endswith("\rbar 60% 0:00:03")
+    out.write("\rwaiting for s3://K:S")
+    assert stream.getvalue().endswith("0:00:03\r")  # held until its line ends...
     out.flush()
-    assert stream.getvalue().endswith("waiting for s3://K:S")  # ...or a flush
+    assert stream.getvalue().endswith("\rwaiting for ")  # ...a flush writes all but the
+    out.write("ECRET@bucket/x")  # word that may be a credential's first part
+    out.flush()
+    assert stream.getvalue().endswith("\rwaiting for ")
+    for unfinished in (" K:S", " b/x?secret_key=S", " x@"):
+        out.write(unfinished)
+        out.flush()
+    out.finish()
+    assert stream.getvalue().endswith("\rwaiting for s3://***@bucket/x K:S b/x?secret_key=*** x@")
+    assert "ECRET" not in stream.getvalue()
 
 
 def test_ray_gets_storage_without_credentials_in_its_path(s3_store):
