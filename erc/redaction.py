@@ -18,13 +18,17 @@ _URI_REST = r"""[^\s'":]*(?::(?!//)[^\s'":]*)*"""
 # Up to the last "@" of the URI: the host follows it, and a secret may hold "/" (AWS keys
 # do) or an "@" nobody percent-encoded (an "@" in the path then hides the bucket as well,
 # never a secret).
-_USERINFO = re.compile(rf"((?:[a-z][a-z0-9+.-]*)://){_URI_REST}@", re.IGNORECASE)
+# A scheme starts where its run of scheme characters does: tried from inside a long run,
+# the pattern would rescan it from every character.
+_USERINFO = re.compile(rf"(?<![a-z0-9+.-])((?:[a-z][a-z0-9+.-]*)://){_URI_REST}@",
+                       re.IGNORECASE)
 # "user:secret@host" without its "scheme://" (messages that drop the scheme, URIs a path
-# has folded into "s3:/..."): the part before "@" holds a ":". It starts after no ":" and
-# only where an "@" follows in the same word (a long word without one would otherwise be
-# scanned again from every ":" in it).
+# has folded into "s3:/..."): the part before "@" holds a ":". It starts where its run of
+# characters does (after a space, a quote, "/" or "@", never inside the run: a long run
+# would be rescanned from each of its characters) and only where an "@" follows in the
+# same word (a long word without one would otherwise be scanned again from every ":").
 _BARE_USERINFO = re.compile(
-    rf"""(?<![*\w:])[^\s/@:'"]+:(?!//)(?=[^\s'"@]+@){_URI_REST}@""")
+    rf"""(?<![^\s/@'"])[^\s/@:'"]+:(?!//)(?=[^\s'"@]+@){_URI_REST}@""")
 _SECRET_PARAMS = re.compile(
     r"([?&](?:[a-z0-9_.-]*(?:key|secret|token|password|credential|signature|sig)[a-z0-9_.-]*)=)"
     r"[^&#\s]*",

@@ -55,6 +55,18 @@ def test_a_secret_with_an_unencoded_at_sign_is_redacted_whole():
     assert redact('["s3://K:S@b/x", "joe@example.com"]') == '["s3://***@b/x", "joe@example.com"]'
 
 
+def test_a_long_word_is_redacted_in_one_pass():
+    # Words an outside input can hold (a mangled path, a base64 blob): each pattern scans
+    # them once; tried from every character they took minutes. A child process bounds it.
+    code = """if True:
+        from erc.redaction import redact
+        words = ["a" * 200000 + "@", "?key=" * 40000, "x?" * 100000 + "a:b@c", "a:/" * 66000 + "@"]
+        print([len(redact(w)) for w in words])"""
+    done = subprocess.run([sys.executable, "-c", code], cwd=REPO, text=True,
+                          capture_output=True, timeout=60)
+    assert done.stdout.strip() == str([200001, 8, 5, 4]), done.stderr[-2000:]
+
+
 def test_files_erc_writes_hold_no_credential(tmp_path):
     io.write_json(tmp_path / "manifest.json", {"inputs": {"corpus": "s3://AKID:SHH@b/c"}})
     io.write_text(tmp_path / "report.html", "<code>s3://b/c?secret_key=SHH</code>")
