@@ -403,3 +403,14 @@ def test_default_ids_of_names_holding_a_slash_do_not_collide(tmp_path):
     assert result.problems.num_rows == 0
     assert sorted(result.utterances.column("utterance_id").to_pylist()) == [
         "c/train%2Fa/b/0", "c/train/50%25/0", "c/train/a%2Fb/0"]
+
+
+def test_a_manifest_path_that_is_a_pipe_is_an_error_not_its_folder(tmp_path):
+    """A manifest named by a path that is a pipe (or a device) was read as its folder:
+    the other manifests beside it were ingested under its name."""
+    import os
+
+    (tmp_path / "other.csv").write_text("dialogue_id,speaker,text\nd,Ann,Hi.\n")
+    os.mkfifo(tmp_path / "m.csv")
+    with pytest.raises(CorpusError, match="not a regular file or a folder"):
+        read_corpus(tmp_path / "m.csv", format="manifest")

@@ -185,6 +185,9 @@ def read_manifest(path: Path, /, mapping: str | Path | dict | None = None,
     path = Path(path)
     if not path.exists():
         raise CorpusError(f"{path}: no such manifest")
+    if not (path.is_file() or path.is_dir()):  # a pipe or device: its folder is not the corpus
+        raise CorpusError(f"{path}: not a regular file or a folder; name a manifest file or "
+                          f"the folder holding the manifests")
     folder = path if path.is_dir() else path.parent
     if mapping is None and has_mapping_file(path):
         mapping = path / MAPPING_FILE
