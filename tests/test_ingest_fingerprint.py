@@ -129,3 +129,20 @@ def test_media_are_not_hashed(tmp_path, monkeypatch):
     monkeypatch.setattr(base, "file_sha256", lambda p: hashed.append(Path(p).name) or real(p))
     assert current(config, out)[0]
     assert "a.mp4" not in hashed
+
+
+def test_an_output_folder_that_is_the_corpus_folder_is_refused(tmp_path):
+    """An ingest written into its own corpus folder (--out the corpus, --overwrite) read its
+    outputs as manifests the next time (manifest.json: "a JSON document holding a
+    mapping"), and its fingerprint left the whole folder out, so an edited manifest went
+    unnoticed. It is refused, and the folder is left as it was."""
+    import pytest
+
+    from erc.errors import InputError
+
+    folder = manifest_corpus(tmp_path).parent
+    config = CorpusConfig(path=str(folder), format="manifest", options={"files": "m.csv"})
+    before = sorted(p.name for p in folder.iterdir())
+    with pytest.raises(InputError, match="is the corpus folder itself"):
+        execute(IngestStage(), config, {}, folder, overwrite=True, say=lambda _m: None)
+    assert sorted(p.name for p in folder.iterdir()) == before

@@ -18,6 +18,7 @@ import pyarrow.parquet as pq
 from erc import io
 from erc.corpus import detect_format, read_corpus
 from erc.corpus.base import IngestResult
+from erc.errors import InputError
 from erc.fingerprint import file_sha256, stat_of
 from erc.recipes import CorpusConfig
 from erc.stages.base import Stage, StageContext, read_manifest
@@ -34,7 +35,7 @@ def _tree_stats(path: Path) -> list:
         return [(path.name, file_sha256(path))]
     found = []
     for folder, dirs, files in os.walk(path):
-        if io.MARKER in files:
+        if io.MARKER in files and folder != os.fspath(path):
             dirs[:] = []
             continue
         for name in files:
@@ -77,7 +78,12 @@ class IngestStage(Stage):
         from erc.summary import summarise
 
         config: CorpusConfig = ctx.config
-        format = config.format or detect_format(Path(config.path), config.options)
+        corpus = Path(config.path)
+        if corpus.is_dir() and corpus.resolve() == ctx.out.resolve():
+            raise InputError(f"{ctx.out}: is the corpus folder itself: erc's outputs there would "
+                             f"be read as part of the corpus and hide its changes; choose "
+                             f"another output folder (one inside the corpus folder works)")
+        format = config.format or detect_format(corpus, config.options)
         result = read_corpus(Path(config.path), format=format, options=config.options)
         media = sorted(result.media)
         if config.check_media:
@@ -96,7 +102,6 @@ class IngestStage(Stage):
 def load_result(folder: str | Path) -> IngestResult:
     """The tables and the input row count of an ingest output folder."""
     from erc.artifacts import read_utterances
-    from erc.errors import InputError
 
     folder = Path(folder)
     manifest = read_manifest(folder) or {}
