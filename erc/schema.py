@@ -77,6 +77,7 @@ PROBLEM_REASONS = {
     "unknown_label": "emotion label outside the corpus label set",
     "excluded_label": "label known but outside the label set chosen for this run",
     "duplicate_id": "utterance id already seen in this corpus",
+    "duplicate_turn": "a second utterance at a turn of a dialogue already seen (same split and dialogue)",
     "missing_template_field": "a column a mapping template composes a field from is empty",
     "several_speakers": "the speaker field lists several people (mapping: several_speakers)",
     # the media

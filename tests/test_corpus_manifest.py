@@ -414,3 +414,19 @@ def test_a_manifest_path_that_is_a_pipe_is_an_error_not_its_folder(tmp_path):
     os.mkfifo(tmp_path / "m.csv")
     with pytest.raises(CorpusError, match="not a regular file or a folder"):
         read_corpus(tmp_path / "m.csv", format="manifest")
+
+
+def test_a_second_utterance_at_the_same_turn_is_a_duplicate_turn(tmp_path):
+    """Two rows at one turn of one dialogue under ids of their own (MELD's Utterance_ID
+    mapped to turn, another column to utterance_id) were both kept: the dialogue's order
+    was whatever the file's was. The second is a problem row; another dialogue or split
+    may use the turn."""
+    path = tmp_path / "m.csv"
+    path.write_text("utterance_id,split,dialogue_id,turn,speaker,text\n"
+                    "a,train,d,0,Ann,Hi.\nb,train,d,1,Bob,Yo.\nc,train,d,1,Cy,Me too.\n"
+                    "e,train,e,1,Cy,Other dialogue.\nf,dev,d,1,Cy,Other split.\n")
+    result = checked(read_manifest(path))
+    assert result.utterances.column("utterance_id").to_pylist() == ["a", "b", "e", "f"]
+    [problem] = result.problems.to_pylist()
+    assert (problem["line"], problem["utterance_id"], problem["reason"]) == (4, "c", "duplicate_turn")
+    assert "turn 1 of dialogue 'd' first seen at" in problem["detail"] and "m.csv:3" in problem["detail"]

@@ -99,6 +99,7 @@ class RowCollector:
         self.media: set[str] = set()
         self.n_input = 0
         self._seen_ids: dict[str, str] = {}
+        self._seen_turns: dict[tuple, str] = {}  # (corpus, split, dialogue, turn) -> where
 
     def rows(self, records: Iterable[T]) -> Iterator[T]:
         """The input rows of one source, each counted as it is taken: the reader must then
@@ -108,7 +109,8 @@ class RowCollector:
             yield record
 
     def add(self, row: dict, *, source: str, line: int | None) -> None:
-        """Keeps one input row unless its id was seen before (then it is a problem)."""
+        """Keeps one input row unless its id, or its turn of its dialogue, was seen before
+        (then it is a problem)."""
         uid = row["utterance_id"]
         if uid in self._seen_ids:
             self._record(
@@ -116,7 +118,15 @@ class RowCollector:
                 f"first seen at {self._seen_ids[uid]}",
             )
             return
-        self._seen_ids[uid] = f"{source}:{line}" if line is not None else source
+        turn = (row.get("corpus") or self.corpus, row.get("split"), row.get("dialogue_id"),
+                row.get("turn"))
+        if turn in self._seen_turns:
+            self._record(source, line, row.get("split"), uid, "duplicate_turn",
+                         f"turn {turn[3]} of dialogue {preview(turn[2], 40)} first seen at "
+                         f"{self._seen_turns[turn]}")
+            return
+        where = f"{source}:{line}" if line is not None else source
+        self._seen_ids[uid] = self._seen_turns[turn] = where
         row.setdefault("corpus", self.corpus)
         self.rows_kept.append(row)
 
