@@ -88,6 +88,26 @@ def test_ingesting_a_table_into_its_own_folder_is_refused(tmp_path, capsys):
     assert digests(folder) == before
 
 
+@pytest.mark.parametrize("name", ["utterances.parquet", "manifest.json"])
+def test_ingesting_a_file_over_which_it_would_write_is_refused_with_overwrite(tmp_path, capsys,
+                                                                            name):
+    """With --overwrite, `erc corpus ingest dir/utterances.parquet --out dir` replaced the
+    corpus file with its own output (and read that as the corpus the next time)."""
+    folder = tmp_path / "dir"
+    folder.mkdir()
+    if name.endswith(".parquet"):
+        import pyarrow as pa
+
+        pq.write_table(pa.table({"dialogue_id": ["d"], "speaker": ["A"], "text": ["Hi."]}),
+                       folder / name)
+    else:
+        (folder / name).write_text('[{"dialogue_id": "d", "speaker": "A", "text": "Hi."}]')
+    before = digests(folder)
+    refused(["corpus", "ingest", str(folder / name), "--out", str(folder), "--overwrite"],
+            capsys, f"would write its {name} over this corpus file")
+    assert digests(folder) == before and sorted(p.name for p in folder.iterdir()) == [name]
+
+
 def test_preprocess_into_a_folder_of_part_files_leaves_them_intact(ingested, tmp_path, capsys):
     users = tmp_path / "features-of-another-corpus"
     users.mkdir()

@@ -21,7 +21,7 @@ from erc.corpus.base import IngestResult
 from erc.errors import InputError
 from erc.fingerprint import file_sha256, stat_of
 from erc.recipes import CorpusConfig
-from erc.stages.base import Stage, StageContext, read_manifest
+from erc.stages.base import MANIFEST, Stage, StageContext, read_manifest
 
 UTTERANCES = "utterances.parquet"
 PROBLEMS = "problems.parquet"
@@ -85,6 +85,10 @@ class IngestStage(Stage):
             raise InputError(f"{ctx.out}: is the corpus folder itself: erc's outputs there would "
                              f"be read as part of the corpus and hide its changes; choose "
                              f"another output folder (one inside the corpus folder works)")
+        if (corpus.resolve().parent == ctx.out.resolve()
+                and corpus.name in (*self.results, MANIFEST)):
+            raise InputError(f"{corpus}: erc would write its {corpus.name} over this corpus file "
+                             f"in the output folder {ctx.out}; choose another output folder")
         format = config.format or detect_format(corpus, config.options)
         result = read_corpus(Path(config.path), format=format, options=config.options)
         media = sorted(result.media)
