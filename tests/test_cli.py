@@ -85,6 +85,36 @@ def test_the_summary_escapes_control_characters_of_names(tmp_path, capsys):
     assert "sad\\ness" in text and "te\\x1bst" in text
 
 
+def test_the_summary_of_a_damaged_ingest_folder_is_one_line_and_adds_up(tmp_path, capsys):
+    """`erc corpus summary` on a folder whose problems.parquet was damaged or replaced was a
+    traceback; without its manifest it said "0 input rows -> 2 utterances kept"."""
+    import pyarrow as pa
+
+    manifest = tmp_path / "m.csv"
+    manifest.write_text("dialogue_id,speaker,text\nd,Ann,Hi.\nd,Bob,Yo.\nd,,No one.\n")
+    out = tmp_path / "o"
+    assert main(["corpus", "ingest", str(manifest), "--out", str(out)]) == 0
+    (out / "manifest.json").unlink()
+    capsys.readouterr()
+    assert main(["corpus", "summary", str(out)]) == 0
+    assert "3 input rows -> 2 utterances kept, 1 set aside" in capsys.readouterr().out
+    good = (out / "problems.parquet").read_bytes()
+    for damage, words in [(b"junk", "not a readable Parquet table"), (None, "not a problem table")]:
+        if damage is None:
+            pq.write_table(pa.table({"x": [1]}), out / "problems.parquet")
+        else:
+            (out / "problems.parquet").write_bytes(damage)
+        assert main(["corpus", "summary", str(out)]) == 2
+        err = capsys.readouterr().err.strip()
+        assert err.startswith("erc: error: ") and words in err and len(err.splitlines()) == 1, err
+    (out / "problems.parquet").write_bytes(good)
+    assert main(["corpus", "ingest", str(manifest), "--out", str(out), "--force"]) == 0
+    pq.write_table(pq.read_table(out / "utterances.parquet").slice(0, 1), out / "utterances.parquet")
+    capsys.readouterr()
+    assert main(["corpus", "summary", str(out)]) == 2
+    assert "manifest counts 3 input rows, its tables 1 kept + 1 problem rows" in capsys.readouterr().err
+
+
 def test_clear_errors_exit_2(tmp_path, capsys):
     assert main(["corpus", "ingest", str(tmp_path / "nowhere")]) == 2
     assert "no such file or folder" in capsys.readouterr().err

@@ -106,13 +106,25 @@ class IngestStage(Stage):
 
 
 def load_result(folder: str | Path) -> IngestResult:
-    """The tables and the input row count of an ingest output folder."""
-    from erc.artifacts import read_utterances
+    """The tables and the input row count of an ingest output folder: its manifest's count,
+    which the tables must add up to (kept + problem rows when the manifest is gone)."""
+    from erc.artifacts import read_utterances, readable
+    from erc.schema import PROBLEM_SCHEMA
 
     folder = Path(folder)
     manifest = read_manifest(folder) or {}
     if not (folder / PROBLEMS).is_file():
         raise InputError(f"{folder}: no {PROBLEMS} (not an output of `erc corpus ingest`)")
-    return IngestResult(utterances=read_utterances(folder),
-                        problems=pq.read_table(folder / PROBLEMS),
-                        n_input=manifest.get("summary", {}).get("input_rows", 0))
+    with readable(folder / PROBLEMS):
+        problems = pq.read_table(folder / PROBLEMS)
+    missing = [f.name for f in PROBLEM_SCHEMA if f.name not in problems.column_names]
+    if missing:
+        raise InputError(f"{folder / PROBLEMS}: not a problem table, it lacks {', '.join(missing)}")
+    utterances = read_utterances(folder)
+    rows = utterances.num_rows + problems.num_rows
+    n_input = manifest.get("summary", {}).get("input_rows", rows)
+    if n_input != rows:
+        raise InputError(f"{folder}: its manifest counts {n_input} input rows, its tables "
+                         f"{utterances.num_rows} kept + {problems.num_rows} problem rows; "
+                         f"the folder was changed after the ingest (ingest again)")
+    return IngestResult(utterances=utterances, problems=problems, n_input=n_input)
