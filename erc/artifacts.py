@@ -58,9 +58,38 @@ def read_utterances(path: str | Path) -> pa.Table:
     missing = [c for c in REQUIRED_UTTERANCE_COLUMNS if c not in table.column_names]
     if missing:
         raise InputError(f"{file}: not an utterance table, it lacks {', '.join(missing)}")
+    for field in UTTERANCE_SCHEMA:
+        if field.name in REQUIRED_UTTERANCE_COLUMNS:
+            table = _typed(table, field, file)
     ids = table.column("utterance_id")
     if ids.null_count or pc.count_distinct(ids).as_py() != table.num_rows:
         raise InputError(f"{file}: utterance_id must be unique and non-null")
+    return table
+
+
+def _typed(table: pa.Table, field: pa.Field, file: Path) -> pa.Table:
+    """``table`` with the column of ``field`` in the schema's type: a value of the same kind
+    is cast (a large string, a 64-bit turn), another kind (numbers where text belongs, a
+    turn out of range) or an empty value where the schema allows none is an InputError."""
+    column = table.column(field.name)
+    have = column.type.value_type if pa.types.is_dictionary(column.type) else column.type
+    same_kind = (pa.types.is_null(have)
+                 or (pa.types.is_string(field.type)
+                     and (pa.types.is_string(have) or pa.types.is_large_string(have)))
+                 or (pa.types.is_integer(field.type) and pa.types.is_integer(have))
+                 or (pa.types.is_floating(field.type)
+                     and (pa.types.is_floating(have) or pa.types.is_integer(have))))
+    if not same_kind:
+        raise InputError(f"{file}: column {field.name} holds {column.type} values, not "
+                         f"{field.type} (not an utterance table of erc's)")
+    if column.type != field.type:
+        try:
+            column = column.cast(field.type)
+        except (pa.ArrowInvalid, pa.ArrowNotImplementedError) as err:
+            raise InputError(f"{file}: column {field.name}: {err}") from None
+        table = table.set_column(table.schema.get_field_index(field.name), field.name, column)
+    if not field.nullable and column.null_count:
+        raise InputError(f"{file}: column {field.name} has {column.null_count} empty values")
     return table
 
 

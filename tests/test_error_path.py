@@ -130,6 +130,34 @@ def test_an_os_error_naming_a_path_is_expected(tmp_path, capsys):
     assert err.startswith("erc: error: ") and "not-a-corpus" in err and len(err.splitlines()) == 1
 
 
+def test_an_utterance_table_of_the_wrong_types_is_one_line(tmp_path):
+    """A table with erc's column names but numbers where text belongs went on to the text
+    encoder, whose ValueError was a traceback; a 64-bit turn or a large string is cast."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+    import pytest
+
+    from erc.artifacts import read_utterances
+    from erc.errors import InputError
+
+    columns = {"utterance_id": ["u0", "u1"], "corpus": ["c", "c"], "split": ["train", "train"],
+               "dialogue_id": ["d", "d"], "turn": pa.array([0, 1], pa.int64()),
+               "speaker": pa.array(["A", "B"], pa.large_string()), "text": ["Hi.", "Yo."],
+               "emotion": ["joy", None], "media_path": [None, None], "audio_path": [None, None],
+               "start_s": pa.array([0, 1], pa.int64()), "end_s": [None, 2.0]}
+    path = tmp_path / "utterances.parquet"
+    pq.write_table(pa.table(columns), path)
+    table = read_utterances(path)
+    assert (table.schema.field("turn").type, table.schema.field("speaker").type) == (pa.int32(), pa.string())
+    for column, values, words in [("text", [1, 2], "column text holds int64 values, not string"),
+                                  ("turn", ["0", "1"], "column turn holds string values"),
+                                  ("turn", [0, 2**40], "column turn: Integer value"),
+                                  ("speaker", ["A", None], "column speaker has 1 empty values")]:
+        pq.write_table(pa.table({**columns, column: values}), path)
+        with pytest.raises(InputError, match=words):
+            read_utterances(path)
+
+
 def test_a_damaged_feature_part_is_one_line(tmp_path, capsys):
     from erc.artifacts import read_features
     from erc.errors import InputError
