@@ -430,3 +430,15 @@ def test_a_second_utterance_at_the_same_turn_is_a_duplicate_turn(tmp_path):
     [problem] = result.problems.to_pylist()
     assert (problem["line"], problem["utterance_id"], problem["reason"]) == (4, "c", "duplicate_turn")
     assert "turn 1 of dialogue 'd' first seen at" in problem["detail"] and "m.csv:3" in problem["detail"]
+
+
+def test_a_row_set_aside_is_not_named_by_the_id_of_the_row_kept_after_it(tmp_path):
+    """Without turns, a default id names the next turn of its dialogue: a row set aside
+    was recorded under the id the next kept row then took (the problem and the kept
+    utterance shared an id). A row set aside holds no turn, so its problem names no id."""
+    path = tmp_path / "m.csv"
+    path.write_text("dialogue_id,speaker,text,start,end\n"
+                    "d,Ann,Hi.,,\nd,Bob,Bad time.,5,4\nd,,No speaker.,,\nd,Cy,Yo.,,\n")
+    result = checked(read_manifest(path, corpus="c"))
+    assert result.utterances.column("utterance_id").to_pylist() == ["c/train/d/0", "c/train/d/1"]
+    assert [(p["line"], p["utterance_id"]) for p in result.problems.to_pylist()] == [(3, None), (4, None)]

@@ -229,7 +229,8 @@ def read_manifest(path: Path, /, mapping: str | Path | dict | None = None,
                         else parse_turn(f["turn"]))
                 uid = uid.strip() if uid and uid.strip() else "/".join(
                     _id_part(part) for part in (corpus, row_split, dialogue, str(turn)))
-                where.update(utterance_id=uid)
+                if not blank(f["turn"]):  # a turn by order is the row's only once it is kept
+                    where.update(utterance_id=uid)
                 if record.encoding == "undecodable":
                     raise RowProblem("bad_encoding", "bytes neither UTF-8 nor cp1252")
                 if problem is not None:

@@ -62,8 +62,9 @@ class IngestStage(Stage):
     name = "ingest"
     section = "corpus"
     results = (UTTERANCES, PROBLEMS)
-    # 6: a second utterance at a turn of a dialogue is a duplicate_turn problem; 5: readers
-    # take off a byte order mark, MELD ids are numbers, default manifest ids escape "/"
+    # 6: a second utterance at a turn of a dialogue is a duplicate_turn problem, a manifest
+    # row set aside without a turn names no default id; 5: readers take off a byte order
+    # mark, MELD ids are numbers, default manifest ids escape "/"
     version = 6
     description = "read the corpus into the utterance table; every row kept or set aside with a reason"
 
