@@ -263,6 +263,7 @@ def test_speaker_names(value, names):
     ({"label_map": {"Joy": "joy", "joy ": "anger"}}, r"label_map: 'Joy' and 'joy ' are the same"),
     # An empty split would make ids like "m//d/0" and a split no role finds.
     ({"split": " "}, r"split: expected a split name"),
+    ({"corpus": "   "}, r"corpus: expected a corpus name"),
     ({"files": {"": "a.csv"}}, r"files: '' is no split name"),
     ({"delimiter": ";;"}, r"delimiter: expected one character"),
     ({"delimiter": '"'}, r"delimiter: expected one character other than a quote"),

@@ -101,6 +101,8 @@ class ManifestMapping(ReaderOptions):
         # An empty split name makes ids like "corpus//dialogue/0" and a split no role finds.
         if not self.split.strip():
             raise CorpusError(f"{where}: split: expected a split name, got {preview(self.split)}")
+        if self.corpus is not None and not self.corpus.strip():  # ids like "  /train/d/0"
+            raise CorpusError(f"{where}: corpus: expected a corpus name, got {preview(self.corpus)}")
         if self.several_speakers not in SEVERAL_SPEAKERS:
             raise CorpusError(f"{where}: several_speakers: expected one of "
                               f"{', '.join(SEVERAL_SPEAKERS)}, got {preview(self.several_speakers)}")
