@@ -200,3 +200,16 @@ def test_a_utf16_file_is_an_error_naming_it(tmp_path):
     for path, file in ((tmp_path / "IEMOCAP_full_release", f"{name}.txt"), (csv_path, "m.csv")):
         with pytest.raises(CorpusError, match=rf"{file}: the file is UTF-16 .* save it as UTF-8"):
             read_corpus(path)
+
+
+@pytest.mark.parametrize("encoding", ["utf-16-le", "utf-16-be", "utf-32-le"])
+def test_a_utf16_file_without_its_byte_order_mark_is_an_error_naming_it(tmp_path, encoding):
+    """Without the mark, a UTF-16 manifest's header was read as names with NULs between
+    their letters: `erc corpus inspect` suggested a mapping of them."""
+    from erc.corpus.inspect import inspect_corpus
+
+    path = tmp_path / "m.csv"
+    path.write_bytes("dialogue_id,speaker,text\r\nd,Ann,Hi.\r\n".encode(encoding))
+    for read in (read_corpus, inspect_corpus):
+        with pytest.raises(CorpusError, match=r"m\.csv: \d+ of its first \d+ bytes are NUL: UTF-16"):
+            read(path)

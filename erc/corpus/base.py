@@ -191,6 +191,10 @@ def read_lines(path: Path, keepends: bool = False) -> list[tuple[str, str | None
         # silently be no utterance, a header no column. (UTF-32 starts the same way.)
         raise CorpusError(f"{path}: the file is UTF-16 or UTF-32 (it starts with a byte order "
                           f"mark {data[:2].hex(' ').upper()}); save it as UTF-8")
+    head = data[:4096]
+    if head.count(0) * 3 > len(head):  # the same without the mark (or no text at all)
+        raise CorpusError(f"{path}: {head.count(0)} of its first {len(head)} bytes are NUL: UTF-16 "
+                          f"or UTF-32 text without a byte order mark, or not text; save it as UTF-8")
     lines = data.splitlines(keepends=keepends)
     if lines and lines[0].startswith(codecs.BOM_UTF8):
         lines[0] = lines[0][len(codecs.BOM_UTF8):]
