@@ -93,11 +93,24 @@ def _typed(table: pa.Table, field: pa.Field, file: Path) -> pa.Table:
     return table
 
 
+def _utterance_table_file(file: Path) -> bool:
+    """Whether a .parquet file is an utterance table (named so, or holding its columns)
+    rather than a Parquet manifest of a corpus (dialogue_id, speaker, text, ...)."""
+    if file.name == UTTERANCES:
+        return True
+    try:
+        names = pq.read_schema(file).names
+    except (pa.ArrowInvalid, OSError):
+        return True  # read_utterances says what is wrong with it
+    return all(c in names for c in REQUIRED_UTTERANCE_COLUMNS)
+
+
 def load_corpus(source: str | Path, format: str | None = None, **options) -> pa.Table:
     """An utterance table from an ingest output (folder or file), else any corpus erc
     reads (``erc.corpus.read_corpus``), for commands that accept either."""
     source = Path(source)
-    if (source.is_file() and source.suffix == ".parquet" and format is None) or (
+    if (source.is_file() and source.suffix == ".parquet" and format is None
+            and _utterance_table_file(source)) or (
             source.is_dir() and (source / UTTERANCES).is_file()):
         return read_utterances(source)
     from collections import Counter

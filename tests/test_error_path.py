@@ -437,6 +437,26 @@ def test_rows_a_reader_sets_aside_are_counted_where_a_raw_corpus_is_read(tmp_pat
     assert "problems.parquet" in out
 
 
+def test_a_parquet_manifest_is_read_as_a_corpus_where_a_corpus_is_read(tmp_path):
+    """train, tune and evaluate take "an ingest folder, utterances.parquet or a corpus erc
+    reads": a Parquet manifest was taken for an utterance table and refused ("not an
+    utterance table, it lacks utterance_id, ..."), where the same rows in a CSV were read."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+    import pytest
+
+    from erc.artifacts import load_corpus
+    from erc.errors import InputError
+
+    rows = {"dialogue_id": ["d", "d"], "speaker": ["Ann", "Bob"], "text": ["Hi.", "Yo."]}
+    pq.write_table(pa.table(rows), tmp_path / "m.parquet")
+    table = load_corpus(tmp_path / "m.parquet")
+    assert table.column("utterance_id").to_pylist() == ["m/train/d/0", "m/train/d/1"]
+    pq.write_table(pa.table(rows), tmp_path / "utterances.parquet")  # named as erc's table
+    with pytest.raises(InputError, match="not an utterance table, it lacks utterance_id"):
+        load_corpus(tmp_path / "utterances.parquet")
+
+
 def test_evaluate_says_which_rows_had_no_vector(tmp_path, capsys):
     """A row without a feature vector is predicted from the learned missing embedding: it
     is kept, and predictions and metrics now say which rows and how many."""
