@@ -104,8 +104,21 @@ def test_ingesting_a_file_over_which_it_would_write_is_refused_with_overwrite(tm
         (folder / name).write_text('[{"dialogue_id": "d", "speaker": "A", "text": "Hi."}]')
     before = digests(folder)
     refused(["corpus", "ingest", str(folder / name), "--out", str(folder), "--overwrite"],
-            capsys, f"would write its {name} over this corpus file")
+            capsys, f"would write its {name} over this file it reads")
     assert digests(folder) == before and sorted(p.name for p in folder.iterdir()) == [name]
+
+
+def test_a_mapping_in_the_output_folder_is_not_written_over(tmp_path, capsys):
+    """A mapping named manifest.json in the output folder is read, never replaced."""
+    corpus, out = tmp_path / "chat.csv", tmp_path / "out"
+    corpus.write_text("conv,who,says\nd,A,Hi.\nd,B,Hello.\n")
+    out.mkdir()
+    (out / "manifest.json").write_text('{"columns": {"dialogue_id": "conv", "speaker": "who", '
+                                       '"text": "says"}}')
+    before = digests(out)
+    refused(["corpus", "ingest", str(corpus), "--mapping", str(out / "manifest.json"), "--out",
+             str(out), "--overwrite"], capsys, "would write its manifest.json over this file")
+    assert digests(out) == before
 
 
 def test_preprocess_into_a_folder_of_part_files_leaves_them_intact(ingested, tmp_path, capsys):

@@ -86,12 +86,13 @@ class IngestStage(Stage):
             raise InputError(f"{ctx.out}: is the corpus folder itself: erc's outputs there would "
                              f"be read as part of the corpus and hide its changes; choose "
                              f"another output folder (one inside the corpus folder works)")
-        if (corpus.resolve().parent == ctx.out.resolve()
-                and corpus.name in (*self.results, MANIFEST)):
-            raise InputError(f"{corpus}: erc would write its {corpus.name} over this corpus file "
-                             f"in the output folder {ctx.out}; choose another output folder")
         format = config.format or detect_format(corpus, config.options)
         result = read_corpus(Path(config.path), format=format, options=config.options)
+        for read in {corpus, *map(Path, result.sources)}:  # a corpus file, its mapping
+            if read.resolve().parent == ctx.out.resolve() and read.name in (*self.results, MANIFEST):
+                raise InputError(f"{read}: erc would write its {read.name} over this file it "
+                                 f"reads, in the output folder {ctx.out}; choose another output "
+                                 f"folder")
         media = sorted(result.media)
         if config.check_media:
             from erc import runtime
