@@ -65,7 +65,11 @@ def _spec(**parts):
     (_spec(params={"lr": {"gaussian": [0, 1]}}), "unknown distribution 'gaussian'"),
     (_spec(params={"lr": 0.001}), "a single value belongs in fixed:"),
     (_spec(params={"mixer": {"choice": ["mamba", "lstm"]}}), "choice value 'lstm': mixer must be one of"),
-    (_spec(params={"window": {"choice": []}}), "choice needs at least one value"),
+    (_spec(params={"window": {"choice": []}}), "choice needs at least two values"),
+    # a search where nothing varies trained the same configuration num_samples times
+    (_spec(params={"window": {"choice": [4]}}), "params.window: choice needs at least two values"),
+    (_spec(params={}), "params: nothing to search"),
+    ({"family": "fusion", "fixed": {"epochs": 4}}, "params: nothing to search"),
     (_spec(params={"lr": {"loguniform": [1e-4, 5e-4]}}), "the default lr=0.001 is outside"),
     (_spec(params={"lr": {"loguniform": [1e-4, 1e-2]}}, fixed={"epochs": 4, "lr": 0.001}),
      "lr is both searched (params) and fixed"),
@@ -78,7 +82,7 @@ def _spec(**parts):
     (_spec(search={"max_concurent_trials": 2}), "did you mean 'max_concurrent_trials'"),
     ({"family": "text", "params": {"context_turns": {"choice": [4, 8]}}},
      "params.context_turns: context_turns changes the inputs"),
-    ({"family": "text", "params": {"pooling": {"choice": ["mean"]}}},
+    ({"family": "text", "params": {"pooling": {"choice": ["mean", "cls"]}}},
      "pooling must be one of target_mean, target_max, cls"),
 ])
 def test_bad_search_files_are_refused_with_a_clear_error(tmp_path, data, message):
@@ -462,6 +466,9 @@ def test_adapter_sizes_left_out_of_a_search_without_adapters(capsys):
                         "fixed": {"adapter_hidden": 64}})
     with pytest.raises(ConfigError, match="no modality has one"):
         _without_idle_adapter_sizes(fixed, text_only)
+    sizes_only = parse_spec({"family": "fusion", "params": {"adapter_out": {"choice": [None, 64]}}})
+    with pytest.raises(ConfigError, match="only adapter sizes are searched.*nothing to search"):
+        _without_idle_adapter_sizes(sizes_only, text_only)
 
 
 @pytest.mark.slow

@@ -332,6 +332,10 @@ def _without_idle_adapter_sizes(spec: SearchSpec, feature_spec: Mapping | None) 
     if fixed:
         raise ConfigError(f"{spec.source}: fixed.{fixed[0]} resizes the identity adapters, but "
                           f"no modality has one (--speaker-adapter / --face-adapter)")
+    if set(spec.params) <= set(names):
+        raise ConfigError(f"{spec.source}: params: only adapter sizes are searched, and no "
+                          f"modality has an adapter (--speaker-adapter / --face-adapter): "
+                          f"nothing to search")
     print(f"[tune] {', '.join(names)}: no modality has an adapter here, so they are left out "
           f"of the search", flush=True)
     return spec.without(names)

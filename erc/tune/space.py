@@ -286,8 +286,9 @@ def _param(where: str, name: str, knob: Knob, spec: Any) -> Param:
     if not isinstance(args, list):
         raise ConfigError(f"{where}: {kind} takes a list, got {args!r}")
     if kind == "choice":
-        if not args:
-            raise ConfigError(f"{where}: choice needs at least one value")
+        if len(args) < 2:  # one value varies nothing, as int/uniform bounds low == high
+            raise ConfigError(f"{where}: choice needs at least two values, got {args!r} "
+                              f"(a single value belongs in fixed:)")
         if len({json.dumps(a, sort_keys=True, default=str) for a in args}) != len(args):
             raise ConfigError(f"{where}: choice has repeated values {args}")
         for value in args:
@@ -418,6 +419,9 @@ def parse_spec(data: Any, source: str = "<dict>") -> SearchSpec:
         if why:
             raise ConfigError(f"{source}: fixed.{name}: {name} {why} ({knobs[name].describe()})")
     search = _search(f"{source}: search", data.get("search"))
+    if not params:  # every trial would train the same configuration
+        raise ConfigError(f"{source}: params: nothing to search; name at least one parameter "
+                          f"with a distribution, e.g. lr: {{loguniform: [1.0e-4, 3.0e-3]}}")
     spec = SearchSpec(family=family, params=params, fixed=dict(fixed), search=search,
                       source=source)
     if search.scheduler.type == "asha" and search.scheduler.grace_period > spec.max_epochs():
