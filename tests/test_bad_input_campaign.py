@@ -500,6 +500,9 @@ case("config bound broken", run_config("preprocess: {partition_rows: 0}\n"),
      error=("config.yaml", "preprocess.partition_rows"))
 case("config long value is cut", run_config("train: {mixer: '" + "m" * 5000 + "'}\n"),
      error=("config.yaml", "train.mixer", "..."))
+# a config with no corpus path ingested the working folder as the corpus
+case("config without a corpus", run_config("train: {epochs: 3}\n"), error=("config.yaml", "corpus.path"))
+case("-o corpus.path empty", lambda t: ["run", "--dry-run", "-o", "corpus.path= "], error=("corpus.path",))
 case("-o in erc run without =", lambda t: ["run", "--dry-run", "-o", "nonsense"], error=("-o 'nonsense'",))
 
 

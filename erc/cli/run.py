@@ -13,6 +13,7 @@ SAMPLE_CONFIG = "sample.yaml"
 
 def cmd_run(args) -> int:
     from erc import __version__, storage
+    from erc.errors import ConfigError
     from erc.home import state_dir
     from erc.recipes import load_run_config
     from erc.stages import main as main_job
@@ -22,6 +23,9 @@ def cmd_run(args) -> int:
              if value]
     overrides = tree(args.set_overrides + given)
     config = load_run_config(Path(config_path), overrides)
+    if not config.corpus.path.strip():  # a blank path is the working folder: not a corpus to guess
+        raise ConfigError(f"{config_path}: corpus.path is empty; set it to the corpus folder or "
+                          f"manifest file (or -o corpus.path=PATH)")
     if args.address:
         config.ray.address = args.address
     if storage.is_uri(config.corpus.path):
