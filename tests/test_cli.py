@@ -182,3 +182,15 @@ def test_an_unreachable_cluster_is_a_clear_error(tmp_path, capsys):
     assert code == 2
     err = capsys.readouterr().err
     assert "cannot reach the Ray cluster at '127.0.0.1:1'" in err and "RAY_ADDRESS" in err
+
+
+def test_output_read_by_a_reader_that_stops_early_is_no_traceback():
+    """`erc ... | head` closes the pipe early: erc stops quietly, as Unix tools do (exit
+    status 141), instead of printing a traceback that calls it a bug in erc."""
+    for command in (["corpus", "formats"], ["run", "--dry-run"]):
+        process = subprocess.Popen([sys.executable, "-m", "erc.cli", *command], cwd=REPO,
+                                   stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+        process.stdout.close()  # the reader is gone before erc writes its first line
+        err = process.stderr.read().decode()
+        assert process.wait(timeout=60) == 141, err
+        assert err == "", err

@@ -14,7 +14,8 @@ Every command's options come from the recipe it runs (``erc.recipes``): ``--conf
 generated ``--option`` flags, in that order of precedence. One error path: an expected
 failure (bad input, option or config; an unwritable or foreign output; a storage or
 cluster error) prints one line ``erc: error: ...`` and exits with status 2; anything else
-is a bug in erc and prints its traceback with a request to report it (status 1).
+is a bug in erc and prints its traceback with a request to report it (status 1). An
+output pipe closed by its reader (``erc ... | head``) ends the command quietly (status 141).
 """
 
 from __future__ import annotations
@@ -80,6 +81,26 @@ def _message(err: BaseException) -> str:
     return printable(text)
 
 
+def _stdout_closed() -> bool:
+    """Whether the standard output is a pipe its reader has closed; if so it is pointed at
+    /dev/null, where what is still buffered goes when the interpreter flushes it on exit."""
+    import os
+    import select
+
+    try:
+        fd = sys.__stdout__.fileno()
+        poller = select.poll()
+        poller.register(fd, select.POLLOUT)
+        if not any(events & select.POLLERR for _, events in poller.poll(0)):
+            return False
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, fd)
+        os.close(devnull)
+        return True
+    except (OSError, ValueError, AttributeError):  # no real file descriptor (a test's capture)
+        return False
+
+
 def main(argv: list[str] | None = None) -> int:
     """Parses and runs a command. Storage URIs among the arguments (s3://...) are replaced
     by local copies, outputs uploaded as the command goes (``erc.storage``)."""
@@ -104,6 +125,10 @@ def main(argv: list[str] | None = None) -> int:
         print("erc: interrupted", file=sys.stderr)
         return 130
     except Exception as err:
+        if isinstance(err, BrokenPipeError) and _stdout_closed():
+            # the reader of the output went away (erc ... | head): stop as Unix tools do,
+            # with no traceback and nothing left to flush into the closed pipe
+            return 141  # 128 + SIGPIPE
         if _expected(err):
             print(f"erc: error: {storage.redact(_message(err))}", file=sys.stderr)
             return 2
