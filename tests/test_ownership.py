@@ -341,10 +341,17 @@ def test_a_link_named_like_an_output_is_left_as_it_is(tmp_path, capsys):
         loop_config(TrainConfig(), ours)
 
 
-def test_one_folder_holds_one_stage(ingested, capsys):
-    before = digests(ingested)
-    refused(["preprocess", str(ingested), "--out", str(ingested)], capsys,
+def test_one_folder_holds_one_stage(ingested, tmp_path, capsys):
+    other = tmp_path / "other-corpus"
+    assert main(["corpus", "ingest", str(corpus_csv(tmp_path / "raw2")), "--out", str(other)]) == 0
+    capsys.readouterr()
+    before = digests(other)
+    refused(["preprocess", str(ingested), "--out", str(other)], capsys,
             "holds the outputs of erc's ingest stage")
+    assert digests(other) == before
+    before = digests(ingested)  # its own input folder: refused for that, --overwrite or not
+    refused(["preprocess", str(ingested), "--out", str(ingested), "--overwrite"], capsys,
+            "is preprocess's input utterances")
     assert digests(ingested) == before
 
 

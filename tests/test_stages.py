@@ -92,6 +92,30 @@ def test_fingerprints_follow_content_not_paths_or_times(tmp_path):
     assert list(manifest["files"]) == ["copy.txt"]
 
 
+def test_a_stage_never_writes_its_results_over_its_inputs(tmp_path):
+    """`erc evaluate MODEL --out MODEL --overwrite` replaced the model's metrics.json with
+    the evaluation's: an output folder that is an input, or that holds an input file under
+    a name the stage writes, is refused before anything is written, --overwrite or not."""
+    from erc.errors import InputError
+
+    model = tmp_path / "model"
+    model.mkdir()
+    (model / "copy.txt").write_text("the model's own")
+    with pytest.raises(InputError, match="is echo's input source"):
+        execute(_Echo(), {}, {"source": model}, model / ".." / "model", overwrite=True)
+    source = tmp_path / "users" / "copy.txt"  # a file named like a result, in the output folder
+    source.parent.mkdir()
+    source.write_text("mine")
+    with pytest.raises(InputError, match="would write its copy.txt over this file it reads"):
+        execute(_Echo(), {}, {"source": source}, source.parent, overwrite=True)
+    assert (model / "copy.txt").read_text() == "the model's own" and source.read_text() == "mine"
+    assert sorted(p.name for p in model.iterdir()) == ["copy.txt"]
+    assert sorted(p.name for p in source.parent.iterdir()) == ["copy.txt"]
+    other = tmp_path / "users" / "in.txt"  # any other name there is read, not written over
+    other.write_text("x")
+    assert execute(_Echo(), {}, {"source": other}, tmp_path / "users" / "out").summary == {"chars": 1}
+
+
 def test_output_folders_are_claimed_and_locked(tmp_path):
     from erc import io
 

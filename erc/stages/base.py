@@ -177,6 +177,22 @@ def up_to_date(stage: Stage, config: Any, inputs: dict[str, Path], out: Path) ->
     return False, "changed: " + ", ".join(labels.get(c, c) for c in changed or ["fingerprint"])
 
 
+def _not_written_over(stage: Stage, name: str, path: Path, out: Path) -> None:
+    """InputError when ``out`` is the input folder ``path`` itself, or holds the input file
+    ``path`` under a name the stage writes: its results (with --overwrite) would replace
+    what it reads (``erc evaluate MODEL --out MODEL`` replaced the model's metrics.json)."""
+    from fnmatch import fnmatch
+
+    source, target = path.resolve(), out.resolve()
+    if source == target:
+        raise InputError(f"{out}: is {stage.name}'s input {name}: its results would be written "
+                         f"over what it reads; choose another output folder")
+    if source.parent == target and any(fnmatch(source.name, pattern)
+                                       for pattern in (*stage.results, MANIFEST)):
+        raise InputError(f"{path}: {stage.name} would write its {source.name} over this file it "
+                         f"reads, in the output folder {out}; choose another output folder")
+
+
 def execute(stage: Stage, config: Any, inputs: dict[str, str | Path | None], out: str | Path,
             *, force: bool = False, overwrite: bool = False,
             say: Callable[[str], None] = print) -> StageResult:
@@ -191,6 +207,7 @@ def execute(stage: Stage, config: Any, inputs: dict[str, str | Path | None], out
     for name, path in inputs.items():
         if not path.exists():
             raise InputError(f"{stage.name}: input {name} does not exist: {path}")
+        _not_written_over(stage, name, path, out)
     with io.claimed(out, overwrite=overwrite):
         other = (read_manifest(out) or {}).get("stage")
         if other and other != stage.name:  # one folder, one stage: its record is kept
