@@ -39,7 +39,8 @@ frozen sentence encoder: all-MiniLM-L6-v2 by default, all-mpnet-base-v2 after
   ranks in the top ``--ensemble`` averaged (chosen on selection scores only).
 
 With ``--seeds N`` every row trains N seeds per fold and reports the mean of their test
-scores (the ensembles then average all seeds of their members).
+scores, then the score of its N seeds' probabilities averaged (the ensembles average all
+seeds of their members).
 
 Every trained model is cached under the erc state dir (``~/.cache/erc/bench/folds``)
 keyed by its configuration and fold: a second run evaluates cached models and trains only
@@ -111,6 +112,9 @@ TEXT_ROWS = {
                  {"epochs": 3, "lr": 6e-5}),
     "text-window": ({"context_turns": 8, "future_turns": 8, "max_length": 160, "freeze_layers": 1,
                      "inputs": "window"}, {"epochs": 6, "lr": 1e-4, "batch_size": 8}),
+    # the utterance alone: the context is left to the fusion model over its vectors (COSMIC)
+    "text-utt": ({"context_turns": 0, "future_turns": 0, "max_length": 64, "freeze_layers": 1},
+                 {"epochs": 4, "lr": 6e-5}),
 }
 
 # name -> (text row, fusion options, lr, frozen vectors too): the fusion model over the
@@ -123,6 +127,8 @@ FUSED_ROWS = {
     "window+frozen+bi-gru": ("text-window", {"mixer": "gru"}, 1e-3, True),
     "past+bi-gru": ("text-past", {"mixer": "gru"}, 1e-3, False),
     "past+frozen+bi-gru": ("text-past", {"mixer": "gru"}, 1e-3, True),
+    "utt+bi-gru": ("text-utt", {"mixer": "gru"}, 1e-3, False),
+    "utt+frozen+bi-gru": ("text-utt", {"mixer": "gru"}, 1e-3, True),
 }
 SHORT = {"all-MiniLM-L6-v2": "minilm", "all-mpnet-base-v2": "mpnet"}
 
@@ -381,6 +387,11 @@ def corpus_table(name: str, args, bench_dir: Path) -> list[dict]:
         rows.append({"model": title, "test": run["test"], "select": run["select"],
                      "note": f"{cached} cached, {len(folds) * args.seeds - cached} trained in "
                              f"{models.seconds.get(row, 0.0):.0f} s"})
+        if args.seeds > 1:  # what `erc evaluate` of the row's seeds scores together
+            rows.append({"model": f"{row}: {args.seeds} seeds, probabilities averaged",
+                         "test": {f: ensemble_metrics(p)["weighted_f1"]
+                                  for f, p in run["predictions"].items()},
+                         "select": {}, "note": "no choice made"})
     if len(args.rows) > 1:
         # Per fold, the row with the best selection score: a choice made without the test dialogues.
         chosen = {f.name: max(args.rows, key=lambda r: runs[r]["select"][f.name]) for f in folds}
