@@ -565,3 +565,26 @@ def test_text_classifier_round_trip_is_self_contained(tiny_encoder, tmp_path):
     shutil.rmtree(source)  # the checkpoint must not need the original folder
     loaded = checkpoint.load_model(tmp_path / "t")
     torch.testing.assert_close(loaded(**batch), model(**batch))
+
+
+def test_a_text_model_folder_whose_encoder_is_missing_or_damaged_is_one_error(tiny_encoder,
+                                                                              tmp_path):
+    """transformers' OSError on a text model folder without its encoder/ folder, or with
+    an encoder/config.json that is not JSON, was a traceback out of erc evaluate."""
+    import shutil
+
+    from erc.errors import InputError
+    from erc.models.text import ContextTextClassifier, TextModelConfig
+
+    folder, _ = tiny_encoder
+    model = ContextTextClassifier(TextModelConfig(encoder=str(folder), n_classes=2,
+                                                  labels=["a", "b"]))
+    checkpoint.save_model(tmp_path / "t", model)
+    damaged = {"gone": lambda m: shutil.rmtree(m / "encoder"),
+               "not-json": lambda m: (m / "encoder" / "config.json").write_text("{")}
+    for name, damage in damaged.items():
+        shutil.copytree(tmp_path / "t", tmp_path / name)
+        damage(tmp_path / name)
+        with pytest.raises(InputError, match="no text encoder there") as err:
+            checkpoint.load_model(tmp_path / name)
+        assert str(tmp_path / name / "encoder") in str(err.value), name

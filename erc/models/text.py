@@ -56,10 +56,13 @@ class ContextTextClassifier(nn.Module):
             raise ValueError(f"pooling must be one of {', '.join(POOLING)}, got {config.pooling!r}")
         check_inputs(config)
         self.config = config
-        if pretrained:
-            self.encoder = AutoModel.from_pretrained(config.encoder)
-        else:
-            self.encoder = AutoModel.from_config(AutoConfig.from_pretrained(config.encoder))
+        try:
+            if pretrained:
+                self.encoder = AutoModel.from_pretrained(config.encoder)
+            else:
+                self.encoder = AutoModel.from_config(AutoConfig.from_pretrained(config.encoder))
+        except (OSError, ValueError) as err:  # transformers' errors on a missing or damaged folder
+            raise _not_an_encoder(config.encoder, "text encoder", err) from None
         hidden = self.encoder.config.hidden_size
         self.dim = hidden
         self.dropout = nn.Dropout(config.dropout)
@@ -120,13 +123,18 @@ def check_inputs(config: TextModelConfig) -> None:
 def load_tokenizer(path: str):
     from transformers import AutoTokenizer
 
-    from erc.errors import InputError
-
     try:
         return AutoTokenizer.from_pretrained(path)
     except (OSError, ValueError) as err:  # transformers' errors on a folder without a tokenizer
-        first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
-        raise InputError(f"{path}: no tokenizer of a text encoder there ({first})") from None
+        raise _not_an_encoder(path, "tokenizer of a text encoder", err) from None
+
+
+def _not_an_encoder(path: str, what: str, err: Exception):
+    """The InputError for a folder transformers cannot load ``what`` from."""
+    from erc.errors import InputError
+
+    first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+    return InputError(f"{path}: no {what} there ({first})")
 
 
 def turn_ids(tokenizer, dialogues: list[list[tuple[str, str]]],
