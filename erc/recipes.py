@@ -348,5 +348,6 @@ def section_data(data, section: str):
     """A command's section of a config file: the section of a run config (a mapping of
     sections), or the whole file when it is a bare section (``best_config.yaml``)."""
     if isinstance(data, dict) and data and set(data) <= set(SECTIONS) | {"output_dir"}:
-        return data.get(section) or {}
+        found = data.get(section)  # an empty list or 0 there is no section: the caller says so
+        return {} if found is None else found
     return data

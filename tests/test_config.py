@@ -118,7 +118,10 @@ def test_a_command_config_that_is_not_a_mapping_is_one_line(tmp_path, capsys):
     corpus.write_text("dialogue_id,speaker,text\nd,Ann,Hi.\n")
     configs = {"list.yaml": ("- a\n- b\n", "list.yaml: expected a mapping"),
                "scalar.yaml": ("5\n", "scalar.yaml: expected a mapping"),
-               "section.yaml": ("train: [1, 2]\nqc: {}\n", "section.yaml: train: expected a mapping")}
+               "section.yaml": ("train: [1, 2]\nqc: {}\n", "section.yaml: train: expected a mapping"),
+               # an empty list or a false scalar was read as an empty section, unsaid
+               "empty-list.yaml": ("train: []\n", "empty-list.yaml: train: expected a mapping"),
+               "zero.yaml": ("train: 0\n", "zero.yaml: train: expected a mapping")}
     for name, (text, fragment) in configs.items():
         (tmp_path / name).write_text(text)
         config = str(tmp_path / name)
@@ -126,7 +129,7 @@ def test_a_command_config_that_is_not_a_mapping_is_one_line(tmp_path, capsys):
                      ["train", "text", str(corpus), "--out", str(tmp_path / "t")],
                      ["corpus", "ingest", str(corpus), "--out", str(tmp_path / "i")],
                      ["preprocess", str(tmp_path / "i"), "--out", str(tmp_path / "p")]):
-            if name == "section.yaml" and argv[1] != "fusion":
+            if name not in ("list.yaml", "scalar.yaml") and argv[1] != "fusion":
                 continue  # only erc train fusion reads the train: section
             assert main([*argv, "--config", config]) == 2, (name, argv)
             err = capsys.readouterr().err.strip()
