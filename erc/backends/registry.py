@@ -53,7 +53,7 @@ from erc.backends.base import (
     library_version,
     sha256_of,
 )
-from erc.errors import ConfigError, preview
+from erc.errors import ConfigError, ErcError, InputError, preview
 
 # -- where weights come from ---------------------------------------------------------------
 
@@ -534,7 +534,17 @@ def _download(spec: ModelSpec) -> Path:
 def load_backend(spec: ModelSpec, device: str | None = None):
     """Resolves the spec's weights, imports its backend class and builds it."""
     _check_backend(spec.backend, spec.role)
-    return BACKENDS[spec.backend].load_class()(resolve(spec), device=device)
+    cls = BACKENDS[spec.backend].load_class()
+    resolved = resolve(spec)
+    try:
+        return cls(resolved, device=device)
+    except ErcError:
+        raise
+    except Exception as err:  # the library's error on weights it cannot read (a damaged file, another model's folder)
+        text = str(err).strip()
+        raise InputError(f"{spec.role}: cannot load {spec.backend} {spec.name!r} from "
+                         f"{resolved.path or 'its weights'}: {type(err).__name__}: "
+                         f"{text.splitlines()[0] if text else ''}") from err
 
 
 # -- records ------------------------------------------------------------------------------

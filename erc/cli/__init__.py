@@ -129,6 +129,7 @@ def main(argv: list[str] | None = None) -> int:
             # the reader of the output went away (erc ... | head): stop as Unix tools do,
             # with no traceback and nothing left to flush into the closed pipe
             return 141  # 128 + SIGPIPE
+        err = runtime.error_inside(err) or err  # an erc error a Ray worker raised
         if _expected(err):
             print(f"erc: error: {storage.redact(_message(err))}", file=sys.stderr)
             return 2
