@@ -325,6 +325,23 @@ def _evaluate_damaged(model, corpus, tmp_path, name, damage, capsys):
     return broken, err
 
 
+def test_a_folder_that_holds_no_model_is_named_so(tmp_path, capsys):
+    """The output folder of erc train given for its model/ (or a file, or a folder of the
+    user's) was refused with the OS's "config.json: No such file or directory"."""
+    run = tmp_path / "run"
+    run.mkdir()
+    model, corpus = _fusion_model(run, [[0.1] * 4] * 3, ["a", "b", "c"])
+    (tmp_path / "notes.txt").write_text("mine")
+    for given, fragment in ((run, f"{run}: not a model folder (no config.json); the model of "
+                                  f"this run is {model}"),
+                            (tmp_path / "notes.txt", "not a model folder (no config.json)")):
+        assert main(["evaluate", str(given), str(corpus), "--split", "test",
+                     "--out", str(tmp_path / "eval")]) == 2
+        err = capsys.readouterr().err.strip()
+        assert len(err.splitlines()) == 1 and fragment in err, err
+    assert not (tmp_path / "eval").exists()
+
+
 def test_a_model_folder_that_is_not_a_model_is_one_line(tmp_path, capsys):
     """A damaged config.json, damaged weights or the weights of another model were
     tracebacks (JSONDecodeError, SafetensorError, RuntimeError)."""

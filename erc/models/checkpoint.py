@@ -66,6 +66,10 @@ def _copy_encoder_files(source: Path, target: Path) -> None:
 
 def read_config(directory: str | Path) -> dict:
     file = Path(directory) / CONFIG
+    if not file.is_file():  # a training's output folder given for its model/, a file, a folder of the user's
+        inside = Path(directory) / "model" / CONFIG
+        raise InputError(f"{directory}: not a model folder (no {CONFIG})"
+                         + (f"; the model of this run is {inside.parent}" if inside.is_file() else ""))
     try:
         saved = json.loads(file.read_text())
     except (json.JSONDecodeError, UnicodeDecodeError, RecursionError) as err:  # nested too deep
