@@ -696,3 +696,22 @@ def test_tune_options_over_a_search_file_of_the_wrong_shape_are_one_line(tmp_pat
         err = capsys.readouterr().err.strip()
         assert len(err.splitlines()) == 1 and fragment in err, (argv, err)
     assert not out.exists()
+
+
+def test_a_search_is_refused_a_folder_that_holds_another_stages_outputs(tmp_path, capsys):
+    """`erc tune ... --out CORPUS` wrote the search's files and Tune's ray/ folder into the
+    ingest folder it read: one folder holds one stage, for tune as for every stage."""
+    from erc.cli import main
+    from erc.errors import OwnershipError
+    from erc.tune.driver import run_search
+
+    corpus = tmp_path / "m.csv"
+    corpus.write_text("split,dialogue_id,speaker,text,emotion\ntrain,a,Ann,Hi.,joy\n")
+    ingested = tmp_path / "corpus"
+    assert main(["corpus", "ingest", str(corpus), "--out", str(ingested)]) == 0
+    capsys.readouterr()
+    before = sorted(p.name for p in ingested.iterdir())
+    spec = parse_spec({"family": "fusion", "params": {"lr": {"loguniform": [1e-4, 1e-2]}}})
+    with pytest.raises(OwnershipError, match="holds the outputs of erc's ingest stage; give tune"):
+        run_search(spec, None, ingested)
+    assert sorted(p.name for p in ingested.iterdir()) == before

@@ -177,6 +177,15 @@ def up_to_date(stage: Stage, config: Any, inputs: dict[str, Path], out: Path) ->
     return False, "changed: " + ", ".join(labels.get(c, c) for c in changed or ["fingerprint"])
 
 
+def one_stage_per_folder(out: Path, name: str) -> None:
+    """OwnershipError when ``out`` holds the outputs of another of erc's stages: one
+    folder, one stage, whose record is kept."""
+    other = (read_manifest(out) or {}).get("stage")
+    if other and other != name:
+        raise OwnershipError(f"{out}: holds the outputs of erc's {other} stage; give "
+                             f"{name} an output folder of its own")
+
+
 def _not_written_over(stage: Stage, name: str, path: Path, out: Path) -> None:
     """InputError when ``out`` is the input folder ``path`` itself, or holds the input file
     ``path`` under a name the stage writes: its results (with --overwrite) would replace
@@ -209,10 +218,7 @@ def execute(stage: Stage, config: Any, inputs: dict[str, str | Path | None], out
             raise InputError(f"{stage.name}: input {name} does not exist: {path}")
         _not_written_over(stage, name, path, out)
     with io.claimed(out, overwrite=overwrite):
-        other = (read_manifest(out) or {}).get("stage")
-        if other and other != stage.name:  # one folder, one stage: its record is kept
-            raise OwnershipError(f"{out}: holds the outputs of erc's {other} stage; give "
-                                 f"{stage.name} an output folder of its own")
+        one_stage_per_folder(out, stage.name)
         if not force:
             current, _ = up_to_date(stage, config, inputs, out)
             if current:

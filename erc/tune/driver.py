@@ -235,7 +235,10 @@ def run_search(spec: SearchSpec, table, out_dir: str | Path, *,
     """Runs (or resumes) the search ``spec`` on ``table`` and writes its outputs to
     ``out_dir``. ``command``: the ``erc train`` command line the best config is for."""
     # absolute, not resolved: a link in place of the folder is refused (io.claim), not followed
+    from erc.stages.base import one_stage_per_folder
+
     with io.claimed(Path(os.path.abspath(out_dir))) as out_dir:  # one search per folder at a time
+        one_stage_per_folder(out_dir, "tune")
         return _search(spec, table, out_dir, feature_spec=feature_spec, features=features,
                        roles=roles, data_key=data_key, address=address, num_cpus=num_cpus,
                        storage=storage, fresh=fresh, verbose=verbose, command=command, note=note)
