@@ -32,7 +32,8 @@ frozen sentence encoder: all-MiniLM-L6-v2 by default, all-mpnet-base-v2 after
 - ``TEXT_ROWS``: the context text encoder (MiniLM) fine-tuned on the fold through
   ``erc train text``'s code path (``erc.train.fitting.finetune_text``), read alone;
 - ``FUSED_ROWS``: the fusion model over the utterance vectors of a text row's model
-  fine-tuned on the same fold (optionally with the frozen vectors as a second token);
+  fine-tuned on the same fold with the same seed (optionally with the frozen vectors as a
+  second token): a seed varies the whole recipe, fine-tune and fusion;
 - selected: in each fold, the row whose selection score is best (how a user picks one
   model without looking at the test dialogues);
 - ensemble: in each fold, the class probabilities of the rows whose mean selection score
@@ -271,7 +272,7 @@ class Models:
             config = text_config(row, seed, self.args)
         elif row in FUSED_ROWS:
             text_row, options, lr, frozen_too = FUSED_ROWS[row]
-            config = {"kind": "fused", "text": text_config(text_row, 0, self.args),
+            config = {"kind": "fused", "text": text_config(text_row, seed, self.args),
                       "frozen": self.args.encoder if frozen_too else None,
                       **fusion_config("finetuned", options, lr, seed, self.args)}
         else:
@@ -300,7 +301,7 @@ class Models:
             if row in FUSED_ROWS:
                 text_row, options, lr, frozen_too = FUSED_ROWS[row]
                 extra = {}
-                text_model = self.get(text_row, fold, 0, count=False) / "model"
+                text_model = self.get(text_row, fold, seed, count=False) / "model"
                 spec = feature_spec(FusionInputs(  # what `erc train fusion --text ... --second-text ...` reads
                     text=f"finetuned:{text_model}", text_only=True,
                     second_text=f"st:{self.frozen_encoder}" if frozen_too else None))
