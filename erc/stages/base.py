@@ -186,7 +186,7 @@ def one_stage_per_folder(out: Path, name: str) -> None:
                              f"{name} an output folder of its own")
 
 
-def _not_written_over(stage: Stage, name: str, path: Path, out: Path) -> None:
+def check_not_written_over(stage: Stage, name: str, path: Path, out: Path) -> None:
     """InputError when ``out`` is the input folder ``path`` itself, or holds the input file
     ``path`` under a name the stage writes: its results (with --overwrite) would replace
     what it reads (``erc evaluate MODEL --out MODEL`` replaced the model's metrics.json)."""
@@ -216,7 +216,7 @@ def execute(stage: Stage, config: Any, inputs: dict[str, str | Path | None], out
     for name, path in inputs.items():
         if not path.exists():
             raise InputError(f"{stage.name}: input {name} does not exist: {path}")
-        _not_written_over(stage, name, path, out)
+        check_not_written_over(stage, name, path, out)
     with io.claimed(out, overwrite=overwrite):
         one_stage_per_folder(out, stage.name)
         if not force:

@@ -21,7 +21,7 @@ from erc.corpus.base import IngestResult
 from erc.errors import InputError
 from erc.fingerprint import file_sha256, stat_of
 from erc.recipes import CorpusConfig
-from erc.stages.base import MANIFEST, Stage, StageContext, read_manifest
+from erc.stages.base import Stage, StageContext, check_not_written_over, read_manifest
 
 UTTERANCES = "utterances.parquet"
 PROBLEMS = "problems.parquet"
@@ -89,10 +89,7 @@ class IngestStage(Stage):
         format = config.format or detect_format(corpus, config.options)
         result = read_corpus(Path(config.path), format=format, options=config.options)
         for read in {corpus, *map(Path, result.sources)}:  # a corpus file, its mapping
-            if read.resolve().parent == ctx.out.resolve() and read.name in (*self.results, MANIFEST):
-                raise InputError(f"{read}: erc would write its {read.name} over this file it "
-                                 f"reads, in the output folder {ctx.out}; choose another output "
-                                 f"folder")
+            check_not_written_over(self, "corpus", read, ctx.out)
         media = sorted(result.media)
         if config.check_media:
             from erc import runtime
