@@ -256,7 +256,7 @@ def test_evaluate_refuses_labels_the_model_does_not_predict(tmp_path, capsys):
     assert not (tmp_path / "eval" / "predictions.parquet").exists()
 
 
-def test_evaluate_predicts_every_row_of_a_split_without_labels(tmp_path):
+def test_evaluate_predicts_every_row_of_a_split_without_labels(tmp_path, capsys):
     import pyarrow.parquet as pq
 
     model, corpus = _fusion_model(tmp_path, [[0.1] * 4] * 3, [None, None, None])
@@ -264,6 +264,9 @@ def test_evaluate_predicts_every_row_of_a_split_without_labels(tmp_path):
                  "--out", str(tmp_path / "eval")]) == 0
     predictions = pq.read_table(tmp_path / "eval" / "predictions.parquet")
     assert predictions.num_rows == 3 and predictions.column("true").null_count == 3
+    out = capsys.readouterr().out  # no scores of nothing (an accuracy of 0.000)
+    assert "test: no labelled utterance, nothing scored; predictions for 3 utterances" in out
+    assert "0.000" not in out
 
 
 def test_vectors_of_different_widths_are_one_line(tmp_path, capsys):

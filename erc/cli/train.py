@@ -101,6 +101,9 @@ def cmd_evaluate(args) -> int:
         print(f"ensemble of {len(args.model)} models (class probabilities averaged)")
     if args.json:
         print(json.dumps({k: v for k, v in metrics.items() if k != "confusion"}, indent=2))
+    elif not metrics["n"]:  # predictions only: scores of nothing would read as 0.000
+        print(f"{split}: no labelled utterance, nothing scored; predictions for "
+              f"{metrics['n_unlabelled']:,} utterances in {out / 'predictions.parquet'}")
     else:
         print(format_table(metrics))
         top = list(metrics["per_speaker"].items())[:8]
