@@ -359,13 +359,17 @@ def _nest(cls, data: Any, where: str, keys: tuple = ()) -> dict:
     return out
 
 
-def _describe(error: dict, where: str, yaml_paths: dict[tuple, tuple]) -> str:
+def _describe(error: dict, where: str, yaml_paths: dict[tuple, tuple]) -> tuple[tuple, str]:
+    """(the setting's keys, the line naming it) of one pydantic error."""
     keys = tuple(p for p in error["loc"] if p != "__root__")
-    keys = yaml_paths.get(keys, keys)  # attribute path -> the keys users write
+    # A value of a union (``Count | list[Count]``) fails once per member, each under the
+    # member's name ("constrained-int", "list[...]"): name the setting, not the member.
+    setting = next((keys[:n] for n in range(len(keys), 0, -1) if keys[:n] in yaml_paths), keys)
+    keys = yaml_paths.get(setting, keys)  # attribute path -> the keys users write
     message = error["msg"].removeprefix("Value error, ")
     got = error.get("input")
     shown = "" if isinstance(got, dict) or error["type"] == "missing" else f" (got {preview(got)})"
-    return f"{_at(where, keys)}: {message}{shown}"
+    return keys, f"{_at(where, keys)}: {message}{shown}"
 
 
 def validate(cls, data: Any, where: str = "config"):
@@ -384,7 +388,12 @@ def validate(cls, data: Any, where: str = "config"):
         return _adapter(cls).validate_json(text, strict=True)
     except ValidationError as err:
         yaml_paths = {o.path: o.yaml_path for o in options(cls)}
-        problems = [_describe(e, where, yaml_paths) for e in err.errors()]
+        described: dict[tuple, tuple[int, str]] = {}
+        for error in err.errors():  # one line a setting: of a union's members, the one
+            keys, line = _describe(error, where, yaml_paths)  # that read the value deepest
+            if len(error["loc"]) > described.get(keys, (-1, ""))[0]:
+                described[keys] = len(error["loc"]), line
+        problems = [line for _, line in described.values()]
         more = f" (and {len(problems) - 3} more)" if len(problems) > 3 else ""
         raise ConfigError("; ".join(problems[:3]) + more) from None
 
