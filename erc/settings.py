@@ -359,17 +359,25 @@ def _nest(cls, data: Any, where: str, keys: tuple = ()) -> dict:
     return out
 
 
+# How pydantic names a member of a union in an error's location ("str", "none",
+# "constrained-int", "list[constrained-int]"); settings are identifiers, never these.
+_UNION_MEMBER = re.compile(r"str|int|float|bool|none|[a-z]+-[a-z-]+(\[.*\])?|[a-z]+\[.*\]")
+
+
 def _describe(error: dict, where: str, yaml_paths: dict[tuple, tuple]) -> tuple[tuple, str]:
-    """(the setting's keys, the line naming it) of one pydantic error."""
-    keys = tuple(p for p in error["loc"] if p != "__root__")
-    # A value of a union (``Count | list[Count]``) fails once per member, each under the
-    # member's name ("constrained-int", "list[...]"): name the setting, not the member.
-    setting = next((keys[:n] for n in range(len(keys), 0, -1) if keys[:n] in yaml_paths), keys)
-    keys = yaml_paths.get(setting, keys)  # attribute path -> the keys users write
+    """(the value it is about, the line naming it) of one pydantic error. A value of a union
+    (``Count | list[Count]``) fails once per member, each under the member's name: the
+    line names the value without it, and the errors of one value share the first part."""
+    loc = tuple(p for p in error["loc"] if p != "__root__")
+    member = [isinstance(p, str) and _UNION_MEMBER.fullmatch(p) is not None for p in loc]
+    keys = tuple(p for p, m in zip(loc, member) if not m)
+    value = loc[:member.index(True)] if any(member) else keys
+    n = next((n for n in range(len(keys), 0, -1) if keys[:n] in yaml_paths), 0)
+    keys = yaml_paths[keys[:n]] + keys[n:] if n else keys  # attribute path -> the keys users write
     message = error["msg"].removeprefix("Value error, ")
     got = error.get("input")
     shown = "" if isinstance(got, dict) or error["type"] == "missing" else f" (got {preview(got)})"
-    return keys, f"{_at(where, keys)}: {message}{shown}"
+    return value, f"{_at(where, keys)}: {message}{shown}"
 
 
 def validate(cls, data: Any, where: str = "config"):
@@ -389,10 +397,10 @@ def validate(cls, data: Any, where: str = "config"):
     except ValidationError as err:
         yaml_paths = {o.path: o.yaml_path for o in options(cls)}
         described: dict[tuple, tuple[int, str]] = {}
-        for error in err.errors():  # one line a setting: of a union's members, the one
-            keys, line = _describe(error, where, yaml_paths)  # that read the value deepest
-            if len(error["loc"]) > described.get(keys, (-1, ""))[0]:
-                described[keys] = len(error["loc"]), line
+        for error in err.errors():  # one line a value: of a union's members, the one
+            value, line = _describe(error, where, yaml_paths)  # that read it deepest
+            if len(error["loc"]) > described.get(value, (-1, ""))[0]:
+                described[value] = len(error["loc"]), line
         problems = [line for _, line in described.values()]
         more = f" (and {len(problems) - 3} more)" if len(problems) > 3 else ""
         raise ConfigError("; ".join(problems[:3]) + more) from None

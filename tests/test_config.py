@@ -36,13 +36,13 @@ def test_wrong_type_is_named():
 def test_a_value_of_a_union_is_one_line_naming_the_setting():
     """A count or [min, max] failed once per member of its type, each under the member's
     name (``decode.concurrency.constrained-int: ...; decode.concurrency.list[...]: ...``)."""
-    for value, expected in ((0, "greater than or equal to 1 (got 0)"),
-                            ([0, 2], "greater than or equal to 1 (got 0)"),
-                            ("x", "valid integer (got 'x')")):
+    for value, expected in ((0, "concurrency: Input should be greater than or equal to 1 (got 0)"),
+                            ([0, 2], "concurrency.0: Input should be greater than or equal to 1"),
+                            ("x", "concurrency: Input should be a valid integer (got 'x')")):
         with pytest.raises(ConfigError) as err:
             validate(RunConfig, {"preprocess": {"decode": {"concurrency": value}}})
-        assert str(err.value).startswith("config: preprocess.decode.concurrency: ")
-        assert str(err.value).count("config:") == 1 and expected in str(err.value), err.value
+        assert str(err.value).startswith("config: preprocess.decode." + expected), err.value
+        assert str(err.value).count("config:") == 1, err.value
 
 
 def test_booleans_accept_only_true_and_false():
