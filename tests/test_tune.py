@@ -715,3 +715,26 @@ def test_a_search_is_refused_a_folder_that_holds_another_stages_outputs(tmp_path
     with pytest.raises(OwnershipError, match="holds the outputs of erc's ingest stage; give tune"):
         run_search(spec, None, ingested)
     assert sorted(p.name for p in ingested.iterdir()) == before
+
+
+def test_a_search_folder_is_refused_by_every_other_stage(tmp_path, capsys):
+    """A search folder had no manifest.json, so `erc corpus ingest ... --out SEARCH` (or any
+    stage) wrote its results among the search's files: the folder now names its stage."""
+    from erc import io
+    from erc.cli import main
+    from erc.stages.base import read_manifest
+    from erc.tune.driver import _mark_tune_folder, _record
+
+    spec = parse_spec({"family": "fusion", "params": {"lr": {"loguniform": [1e-4, 1e-2]}}})
+    search = tmp_path / "search"
+    with io.claimed(search):  # what run_search does before Tune starts
+        _record(search, spec, "data", False, str(search / "ray" / "search"))
+        _mark_tune_folder(search, spec, "data")
+    assert read_manifest(search)["stage"] == "tune"
+    before = sorted(p.name for p in search.iterdir())
+    corpus = tmp_path / "m.csv"
+    corpus.write_text("split,dialogue_id,speaker,text,emotion\ntrain,a,Ann,Hi.,joy\n")
+    assert main(["corpus", "ingest", str(corpus), "--out", str(search)]) == 2
+    err = capsys.readouterr().err
+    assert "holds the outputs of erc's tune stage; give ingest an output folder" in err
+    assert sorted(p.name for p in search.iterdir()) == before

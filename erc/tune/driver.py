@@ -23,8 +23,9 @@ dev weighted F1 of each trial's best epoch.
   what the search is (space, data) so a different search cannot resume it by mistake.
 - Adapter sizes (``adapter_hidden`` / ``adapter_out``): the raw identity vectors are
   shared instead, and each trial runs them through adapters of its own sizes.
-- Outputs in ``OUT``: trials.csv, best_config.yaml, history.png, importance.png,
-  report.html, and ``trial_starts.jsonl`` (one line per trial start, resumed ones too).
+- Outputs in ``OUT``: manifest.json (naming the tune stage), trials.csv, best_config.yaml,
+  history.png, importance.png, report.html, and ``trial_starts.jsonl`` (one line per trial
+  start, resumed ones too).
 """
 
 from __future__ import annotations
@@ -209,6 +210,20 @@ def _record(out_dir: Path, spec: SearchSpec, data_key: str, fresh: bool,
     return False
 
 
+def _mark_tune_folder(out_dir: Path, spec: SearchSpec, data_key: str) -> None:
+    """Writes the folder's ``manifest.json`` naming the tune stage, as every stage's output
+    folder has: another stage given this folder refuses it (``one_stage_per_folder``)
+    instead of writing its results among the search's."""
+    from erc import __version__
+    from erc.fingerprint import digest
+    from erc.stages.base import MANIFEST
+
+    io.write_json(out_dir / MANIFEST, {
+        "erc": __version__, "stage": "tune",
+        "fingerprint": digest({"search": spec.fingerprint(), "data": data_key}),
+        "search": "search.json", "written": time.strftime("%Y-%m-%dT%H:%M:%S%z")})
+
+
 def _discard(out_dir: Path, experiment_path: str, filesystem=None) -> None:
     """--fresh: removes the earlier search of ``out_dir`` (its record says erc started it
     there); a search folder erc has no record of is left in place, with an error."""
@@ -266,6 +281,7 @@ def _search(spec: SearchSpec, table, out_dir: Path, *, feature_spec, features, r
         raise ConfigError(f"{experiment_path} holds a search this folder has no record of "
                           f"(search.json): pass --fresh to start over")
     _record(out_dir, spec, data_key, fresh, experiment_path)
+    _mark_tune_folder(out_dir, spec, data_key)
 
     runtime.connect(address, num_cpus=num_cpus)
     from ray import tune
