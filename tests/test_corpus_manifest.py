@@ -131,6 +131,24 @@ def test_explicit_columns(corpus_dir):
     assert rows[1]["utterance_id"] == "m/train/d/0" and rows[1]["corpus"] == "m"
 
 
+def test_erc_s_own_utterance_table_reads_back_as_the_same_rows(corpus_dir):
+    """utterances.parquet read as a manifest kept its media_path, audio_path, start_s and
+    end_s columns in meta (and its meta map as one JSON text in meta), its rows without
+    media or times."""
+    first = checked(read_manifest(write_csv(corpus_dir / "m.csv", _csv_rows(ROWS)), corpus="c"))
+    assert first.utterances.column("media_path").to_pylist()[0] is not None
+    pq.write_table(first.utterances, corpus_dir / "utterances.parquet")
+    again = checked(read_manifest(corpus_dir / "utterances.parquet"))
+    assert again.utterances.to_pylist() == first.utterances.to_pylist()
+    # A column of the file's own keeps its field: a media column wins over media_path.
+    table = pa.Table.from_pylist([{"dialogue_id": "d", "speaker": "A", "media": "clips/b.mp4",
+                                   "media_path": "clips/a.mp4", "meta": [("k", "v")], "k": "own"}])
+    pq.write_table(table, corpus_dir / "both.parquet")
+    [row] = checked(read_manifest(corpus_dir / "both.parquet")).utterances.to_pylist()
+    assert row["media_path"] == str(corpus_dir / "clips" / "b.mp4")
+    assert dict(row["meta"]) == {"media_path": "clips/a.mp4", "k": "own"}
+
+
 # --- malformed input ---------------------------------------------------------------------
 
 

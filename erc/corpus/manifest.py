@@ -20,6 +20,10 @@ speakers are list literals or whose labels differ is read through a mapping
 | start, end     | no       | segment within ``media``: seconds or ``[HH:]MM:SS.mmm``            |
 | anything else  | no       | kept as text in ``meta``                                           |
 
+erc's own ``utterances.parquet`` reads back as a manifest: its ``media_path``,
+``audio_path``, ``start_s`` and ``end_s`` columns are media, audio, start and end, and the
+entries of its ``meta`` map are the row's meta again.
+
 Media paths may not escape the manifest's folder unless ``allow_outside_root`` is set.
 """
 
@@ -209,14 +213,15 @@ def read_manifest(path: Path, /, mapping: str | Path | dict | None = None,
         # record has (a nested one as "conv.id"); a record lacking one is its own problem.
         columns = list(dict.fromkeys(key for r in records if r.problem is None
                                      for key in column_names(r.fields)))
+        file_spec = spec.for_columns(columns)
         if any(r.problem is None for r in records):
-            spec.check_columns(columns, source)
+            file_spec.check_columns(columns, source)
         for record in out.rows(records):
             where = dict(source=source, line=record.line, split=file_split)
             if record.problem is not None:
                 out.reject(*record.problem, **where)
                 continue
-            f, meta, problem = spec.map_row(record.fields)
+            f, meta, problem = file_spec.map_row(record.fields)
             try:
                 row_split = file_split or text_value(f["split"], "split") or spec.split
                 row_split = row_split.strip()

@@ -32,7 +32,7 @@ import ast
 import glob
 import re
 import string
-from dataclasses import dataclass, field, fields
+from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any
 
@@ -51,6 +51,11 @@ MAPPING_FILE = "erc-mapping.yaml"  # a corpus folder holding one is read with it
 SPEAKER_JOIN = " & "
 SEVERAL_SPEAKERS = ("problem", "join")
 TIME_UNITS = {"s": 1, "ms": 1000}  # a number in start/end: how many make a second
+# erc's own utterance table (``erc.schema``) names these fields otherwise, and keeps the
+# other columns in a map column "meta": read back as a manifest, they are those fields and
+# that meta again, not meta of their own.
+TABLE_COLUMNS = {"media": "media_path", "audio": "audio_path", "start": "start_s", "end": "end_s"}
+TABLE_META = "meta"
 
 
 @dataclass
@@ -156,6 +161,16 @@ class ManifestMapping(ReaderOptions):
 
     # -- rows ----------------------------------------------------------------------------
 
+    def for_columns(self, columns: list[str]) -> ManifestMapping:
+        """This mapping for a file of ``columns``: a field that is neither mapped nor a
+        column of its own is read from its column in erc's utterance table, when the
+        file has it (``media_path`` for media, ...)."""
+        named = {c for spec in self.columns.values() for c in source_columns(spec)}
+        extra = {name: column for name, column in TABLE_COLUMNS.items()
+                 if name not in self.columns and name not in columns
+                 and column in columns and column not in named}
+        return replace(self, columns={**extra, **self.columns}) if extra else self
+
     def check_columns(self, columns: list[str], source: str) -> None:
         """Raises CorpusError when a file lacks a column the mapping names, or a field
         every row needs (dialogue_id, speaker, and text or media) is neither mapped nor a
@@ -227,12 +242,22 @@ class ManifestMapping(ReaderOptions):
                 fields_[name] = None
             else:
                 fields_[name] = text.format(*[_text(raw[c]) for c in parts])
-        meta = {}
+        meta, carried = {}, {}
         items = list(raw.items())
         for root in roots:  # the keys of a mapped object no field reads, as "root.key"
             items += [(k, v) for k, v in flat_items(root, raw[root]) if k not in raw]
         for column, value in items:
             if column in FIELDS or column in renamed or column in roots:
+                continue
+            if column == TABLE_META and (entries := _map_entries(value)) is not None:
+                for key, inner in entries:  # erc's own meta, read back
+                    try:
+                        text = meta_value(inner, f"meta key {key!r}")
+                    except RowProblem as failure:
+                        problem = problem or failure
+                        continue
+                    if text is not None:
+                        carried[key] = text
                 continue
             try:
                 text = meta_value(value, f"column {column!r}")
@@ -241,6 +266,7 @@ class ManifestMapping(ReaderOptions):
                 continue
             if text is not None:
                 meta[column] = text
+        meta = {**carried, **meta}  # a column of the row's own names its value
         try:
             fields_["speaker"] = self._speaker(fields_.get("speaker"))
             fields_["emotion"] = self._emotion(fields_.get("emotion"))
@@ -329,6 +355,16 @@ def lookup(row: dict, column: str):
             if value is not _ABSENT:
                 return value
     return _ABSENT
+
+
+def _map_entries(value) -> list | None:
+    """The (key, value) entries of a map value (a Parquet map reads as a list of pairs, a
+    JSON one as an object) with text keys; None for any other value."""
+    entries = list(value.items()) if isinstance(value, dict) else value
+    if isinstance(entries, (list, tuple)) and all(
+            isinstance(e, (list, tuple)) and len(e) == 2 and isinstance(e[0], str) for e in entries):
+        return [tuple(e) for e in entries]
+    return None
 
 
 def flat_items(prefix: str, value):
