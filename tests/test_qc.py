@@ -844,3 +844,41 @@ def test_a_feature_part_without_a_column_qc_reads_is_one_line(tmp_path, capsys, 
                  str(tmp_path / "qc")]) == 2
     err = capsys.readouterr().err.strip()
     assert len(err.splitlines()) == 1 and "part-00001.parquet" in err and column in err, err
+
+
+@pytest.mark.parametrize("args, setting", [
+    (["--cos-threshold", "7"], "alignment.cos_threshold"),
+    (["--lev-threshold", "-3"], "alignment.lev_threshold"),
+    (["--face-threshold", "1.5"], "faces.threshold"),
+    (["--face-threshold", "nan"], "faces.threshold"),
+    (["-o", "speakers.same_person=-2"], "speakers.same_person"),
+    (["--speaker-min-seconds", "-1"], "speakers.min_seconds"),
+    (["--speaker-outlier-z", "0"], "speakers.outlier_z"),
+    (["--face-reference-method", "median"], "faces.reference_method"),
+    (["-o", "alignment.timing.rate_default=[-1, -2]"], "rate_default"),
+])
+def test_qc_settings_out_of_their_range_are_one_line(tmp_path, capsys, args, setting):
+    """A cosine threshold of 7 or -3, a negative duration, NaN were taken as given: every
+    utterance failed (or passed) a check that could never decide otherwise."""
+    from erc.cli import main
+
+    corpus, features = _constructed_run(tmp_path, np.random.default_rng(18))
+    assert main(["qc", str(features), "--utterances", str(corpus), "--out",
+                 str(tmp_path / "qc"), *args]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and err.startswith("erc: error: "), err
+    assert setting in err
+    assert not (tmp_path / "qc").exists()
+
+
+def test_qc_settings_from_a_file_are_range_checked(tmp_path):
+    """NaN in YAML (.nan) is a float, and passed as one."""
+    from erc.errors import ConfigError
+    from erc.recipes import RunConfig
+    from erc.settings import validate
+
+    with pytest.raises(ConfigError, match="qc.alignment.cos_threshold"):
+        validate(RunConfig, {"qc": {"alignment": {"cos_threshold": float("nan")}}}, "run.yaml")
+    with pytest.raises(ConfigError, match="qc.faces.threshold"):
+        validate(RunConfig, {"qc": {"faces": {"threshold": 7.0}}}, "run.yaml")
+    assert validate(RunConfig, {"qc": {"faces": {"threshold": -0.5}}}).qc.checks.faces.threshold == -0.5

@@ -64,6 +64,7 @@ from rapidfuzz.distance import Levenshtein
 from erc.errors import ConfigError
 from erc.qc import timing
 from erc.qc.calibration import clean_error_rate, word_error_limit
+from erc.qc.ranges import Chance, Share, Words
 from erc.qc.text import normalise
 from erc.qc.timing import TimingConfig
 
@@ -81,19 +82,19 @@ WRONG_TEXT = frozenset({"misaligned", "word_errors", "incomplete"})
 class AlignmentConfig:
     rule: str = "calibrated"
     cosine: str = "words"  # which cosine the rule uses: "words" or "chars"
-    cos_threshold: float = 0.25  # keep when cosine > this
-    lev_threshold: float = 0.3  # and Levenshtein similarity > this
-    short_words: int = 3  # length_aware: utterances of at most this many words are short
-    min_coverage: float = 0.5  # incomplete when coverage < this (0 disables)
-    coverage_min_words: int = 4  # ... for transcripts of at least this many words
+    cos_threshold: Share = 0.25  # keep when cosine > this
+    lev_threshold: Share = 0.3  # and Levenshtein similarity > this
+    short_words: Words = 3  # length_aware: utterances of at most this many words are short
+    min_coverage: Share = 0.5  # incomplete when coverage < this (0 disables)
+    coverage_min_words: Words = 4  # ... for transcripts of at least this many words
     drop_fillers: bool = True  # normalisation drops um / uh / hmm
     # calibrated rule: word errors beyond what the corpus's ASR error explains (1 in 100)
-    word_error_alpha: float = 0.01
-    asr_error_default: float = 0.1  # the ASR's word error rate where a corpus is too small
-    asr_error_floor: float = 0.01  # never assume a cleaner ASR than this
-    min_insert_probability: float = 0.5  # less sure ASR insertions are not word errors
-    confident_probability: float = 0.9  # word errors need one ASR word at least this sure
-    neighbour_min_words: int = 3  # transcripts this long may be matched to a neighbour's audio
+    word_error_alpha: Chance = 0.01
+    asr_error_default: Chance = 0.1  # the ASR's word error rate where a corpus is too small
+    asr_error_floor: Share = 0.01  # never assume a cleaner ASR than this
+    min_insert_probability: Share = 0.5  # less sure ASR insertions are not word errors
+    confident_probability: Share = 0.9  # word errors need one ASR word at least this sure
+    neighbour_min_words: Words = 3  # transcripts this long may be matched to a neighbour's audio
     timing: TimingConfig = field(default_factory=TimingConfig)
 
     def __post_init__(self):

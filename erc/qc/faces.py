@@ -41,11 +41,13 @@ from __future__ import annotations
 from collections import Counter, defaultdict
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Literal
 
 import numpy as np
 
 from erc.errors import ConfigError, InputError
 from erc.qc.embeddings import Reference, l2_normalise, label_findings, robust_reference
+from erc.qc.ranges import AtLeastOne, Share, Similarity
 
 # Cosine similarity at which two faces are the same person, per face embedder backend.
 # dlib: measured on the RAVDESS actor frames under scale/rotation/brightness/flip changes
@@ -62,15 +64,15 @@ STATUSES = ("match", "several_candidates", "other_face", "no_face", "no_referenc
 
 @dataclass
 class FaceConfig:
-    threshold: float | None = None  # None: DEFAULT_THRESHOLDS of the embedder
-    min_score: float = 0.0  # ignore detections scoring below this
-    dominant_share: float = 0.5
-    min_reference_clips: int = 2  # speakers with fewer candidate clips get no reference
-    reference_method: str = "mode"  # or "medoid"
+    threshold: Similarity | None = None  # None: DEFAULT_THRESHOLDS of the embedder
+    min_score: Share = 0.0  # ignore detections scoring below this
+    dominant_share: Share = 0.5
+    min_reference_clips: AtLeastOne = 2  # speakers with fewer candidate clips get no reference
+    reference_method: Literal["mode", "medoid"] = "mode"
     no_face: str = "drop"  # "drop" or "keep"
     several_candidates: str = "keep"  # "drop" or "keep"
-    min_group: int = 5  # conflated labels: each face group holds at least this many clips
-    min_group_share: float = 0.15  # ... and this share of the label's clips
+    min_group: AtLeastOne = 5  # conflated labels: each face group holds at least this many clips
+    min_group_share: Share = 0.15  # ... and this share of the label's clips
 
     def __post_init__(self):
         for name in ("no_face", "several_candidates"):

@@ -55,12 +55,14 @@ Proposals are per utterance (``proposed_speaker``, ``relabel_reason``) and per l
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Literal
 
 import numpy as np
 
 from erc.errors import ConfigError
 from erc.qc.calibration import mixture_threshold
 from erc.qc.embeddings import l2_normalise, label_findings, resolve_alias, robust_reference
+from erc.qc.ranges import AtLeastOne, Chance, Gap, Seconds, Share, Similarity, Spread
 
 # Per speaker embedder backend (raw cosine similarities). same_person: two label
 # references (averages of utterances) of one person; split_below: clusters of one label
@@ -91,9 +93,9 @@ CLOSER_KEY = "other_speaker: closer to another label's utterances by"
 
 @dataclass
 class SpeakerConfig:
-    same_person: float | None = None  # None: DEFAULT_THRESHOLDS of the embedder
-    split_below: float | None = None
-    reference_threshold: float | None = None
+    same_person: Similarity | None = None  # None: DEFAULT_THRESHOLDS of the embedder
+    split_below: Similarity | None = None
+    reference_threshold: Similarity | None = None
     # other_speaker: another label's nearest utterances closer than its own by more than
     # the own-speaker component of the corpus's gaps reaches with chance closer_alpha: a
     # tail, not equal odds, since wrong voices are few and an equal-odds cut moves with
@@ -101,24 +103,22 @@ class SpeakerConfig:
     # 0.02: 0.968 / 0.968; 3: 0.938 / 0.968; alpha 0.01: 0.967 / 0.935, 0.05: 0.909 /
     # 0.968; against each label's (leave-one-out) reference instead of its neighbours,
     # 0.967 / 0.935. closer_default where the gaps show no second population.
-    neighbours: int = 5  # other_speaker: the nearest utterances of each label compared
-    closer_alpha: float = 0.02
-    closer_default: float = 0.2
-    closer_floor: float = 0.05
-    outlier_z: float = 5.0  # unlike_label: this many robust sds below its label's median
-    min_spread: float = 0.02  # a label's robust sd is at least this (centred cosine)
-    min_seconds: float = 1.0  # shorter utterances are not judged (embeddings too noisy)
-    min_reference_utterances: int = 3
-    min_group: int = 5
-    min_group_share: float = 0.15
-    reference_method: str = "mode"
+    neighbours: AtLeastOne = 5  # other_speaker: the nearest utterances of each label compared
+    closer_alpha: Chance = 0.02
+    closer_default: Gap = 0.2
+    closer_floor: Gap = 0.05
+    outlier_z: Spread = 5.0  # unlike_label: this many robust sds below its label's median
+    min_spread: Spread = 0.02  # a label's robust sd is at least this (centred cosine)
+    min_seconds: Seconds = 1.0  # shorter utterances are not judged (embeddings too noisy)
+    min_reference_utterances: AtLeastOne = 3
+    min_group: AtLeastOne = 5
+    min_group_share: Share = 0.15
+    reference_method: Literal["mode", "medoid"] = "mode"
     apply: str = "none"  # which proposals change the label: "none", "labels", "all"
 
     def __post_init__(self):
         if self.apply not in ("none", "labels", "all"):
             raise ConfigError("speaker apply must be 'none', 'labels' or 'all'")
-        if self.neighbours < 1:
-            raise ConfigError("speaker neighbours must be at least 1")
 
 
 def thresholds_for(models: list[dict], config: SpeakerConfig) -> dict[str, float]:

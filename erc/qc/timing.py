@@ -42,7 +42,9 @@ from dataclasses import dataclass
 
 from rapidfuzz.distance import Levenshtein
 
+from erc.errors import ConfigError
 from erc.qc.calibration import Threshold, spread_limits
+from erc.qc.ranges import AtLeastOne, Finite, NonNegative, Seconds, Share, Spread
 from erc.qc.text import words as normal_words
 
 _VOWEL_GROUPS = re.compile(r"[aeiouy]+")
@@ -50,17 +52,23 @@ _VOWEL_GROUPS = re.compile(r"[aeiouy]+")
 
 @dataclass
 class TimingConfig:
-    edge_s: float = 0.1  # voiced audio this close to a clip edge: the cut went through speech
-    min_missing: int = 1  # truncated: transcript words lost at one end, at least this many
-    min_missing_share: float = 0.15  # ... and this share of the transcript
-    min_matched_share: float = 0.6  # the ASR words that match transcript words (truncated:
+    edge_s: Seconds = 0.1  # voiced audio this close to a clip edge: the cut went through speech
+    min_missing: AtLeastOne = 1  # truncated: transcript words lost at one end, at least this many
+    min_missing_share: Share = 0.15  # ... and this share of the transcript
+    min_matched_share: Share = 0.6  # the ASR words that match transcript words (truncated:
     # of the ASR's words; extra_speech: of the transcript's)
-    min_extra: int = 2  # extra_speech: ASR words beyond the transcript at one end
-    min_extra_s: float = 0.3  # ... over at least this many voiced seconds
-    pause_s: float = 0.3  # ASR words this far from the transcript's words stand apart
-    rate_spread: float = 3.5  # typical speaking rate: median -+ this many robust sds (log)
-    rate_min_width: float = 0.35  # ... and at least this far from the median (log: x0.7 / x1.4)
-    rate_default: tuple[float, float] = (-2.5, -1.0)  # log s/syllable limits below 30 clips
+    min_extra: AtLeastOne = 2  # extra_speech: ASR words beyond the transcript at one end
+    min_extra_s: Seconds = 0.3  # ... over at least this many voiced seconds
+    pause_s: Seconds = 0.3  # ASR words this far from the transcript's words stand apart
+    rate_spread: Spread = 3.5  # typical speaking rate: median -+ this many robust sds (log)
+    rate_min_width: NonNegative = 0.35  # ... and at least this far from the median (log: x0.7 / x1.4)
+    rate_default: tuple[Finite, Finite] = (-2.5, -1.0)  # log s/syllable limits below 30 clips
+
+    def __post_init__(self):
+        low, high = self.rate_default
+        if not low < high:
+            raise ConfigError(f"timing rate_default must be [low, high] with low < high, "
+                              f"got {list(self.rate_default)}")
 
 
 def syllables(words: list[str]) -> int:
