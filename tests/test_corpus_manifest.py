@@ -265,7 +265,7 @@ def test_media_paths(corpus_dir):
 
     allowed = checked(read_manifest(path, allow_outside_root=True))
     assert allowed.utterances.column("text").to_pylist() == ["in", "out", "abs"]
-    out = by_uid(allowed.utterances)["m/train/d/1"]
+    out = by_uid(allowed.utterances)["m/train/d/2"]  # its row's place, "gone" set aside or not
     assert out["media_path"] == str(corpus_dir.parent / "outside.mp4")
     assert Path(out["media_path"]).is_file()
     assert [p["reason"] for p in allowed.problems.to_pylist()] == ["missing_media"]
@@ -451,12 +451,35 @@ def test_a_second_utterance_at_the_same_turn_is_a_duplicate_turn(tmp_path):
 
 
 def test_a_row_set_aside_is_not_named_by_the_id_of_the_row_kept_after_it(tmp_path):
-    """Without turns, a default id names the next turn of its dialogue: a row set aside
-    was recorded under the id the next kept row then took (the problem and the kept
-    utterance shared an id). A row set aside holds no turn, so its problem names no id."""
+    """Without turns, a default id names the row's place in its dialogue: a row set aside
+    holds its place (its problem names the id it has once fixed), so no kept row takes
+    its id."""
     path = tmp_path / "m.csv"
     path.write_text("dialogue_id,speaker,text,start,end\n"
                     "d,Ann,Hi.,,\nd,Bob,Bad time.,5,4\nd,,No speaker.,,\nd,Cy,Yo.,,\n")
     result = checked(read_manifest(path, corpus="c"))
-    assert result.utterances.column("utterance_id").to_pylist() == ["c/train/d/0", "c/train/d/1"]
-    assert [(p["line"], p["utterance_id"]) for p in result.problems.to_pylist()] == [(3, None), (4, None)]
+    assert result.utterances.column("utterance_id").to_pylist() == ["c/train/d/0", "c/train/d/3"]
+    assert [(p["line"], p["utterance_id"]) for p in result.problems.to_pylist()] == [
+        (3, "c/train/d/1"), (4, "c/train/d/2")]
+
+
+def test_fixing_a_row_set_aside_renames_no_other_row(tmp_path):
+    """Default ids counted the kept rows of a dialogue: fixing (or losing) one row renamed
+    every later row of its dialogue, so a second ingest of the same utterances gave them
+    other ids. The turns by order count every row of the dialogue."""
+    rows = ["d,Ann,Hi.,,", "e,Eve,Other dialogue.,,", "d,Bob,Bad time.,5,4", "d,,No speaker.,,",
+            "d,Cy,Yo.,,", "e,Eve,Again.,,"]
+    header = "dialogue_id,speaker,text,start,end\n"
+    path = tmp_path / "m.csv"
+    path.write_text(header + "\n".join(rows) + "\n")
+    before = {r["text"]: (r["utterance_id"], r["turn"])
+              for r in checked(read_manifest(path, corpus="c")).utterances.to_pylist()}
+    rows[2:4] = ["d,Bob,Good time.,4,5", "d,Dan,A speaker.,,"]
+    path.write_text(header + "\n".join(rows) + "\n")
+    fixed = checked(read_manifest(path, corpus="c"))
+    after = {r["text"]: (r["utterance_id"], r["turn"]) for r in fixed.utterances.to_pylist()}
+    assert fixed.problems.num_rows == 0
+    assert before == {t: after[t] for t in before} == {
+        "Hi.": ("c/train/d/0", 0), "Other dialogue.": ("c/train/e/0", 0),
+        "Yo.": ("c/train/d/3", 3), "Again.": ("c/train/e/1", 1)}
+    assert after["Good time."] == ("c/train/d/1", 1) and after["A speaker."] == ("c/train/d/2", 2)

@@ -14,7 +14,8 @@ speakers are list literals or whose labels differ is read through a mapping
 | media          | one of   | video or audio file, relative to the manifest's folder or absolute |
 | split          | no       | train / dev / test ...; default from the file (mapping) or options |
 | utterance_id   | no       | default ``<corpus>/<split>/<dialogue_id>/<turn>``                  |
-| turn           | no       | 0-based position in the dialogue; default: order of appearance     |
+| turn           | no       | 0-based position in the dialogue; default: the row's place among   |
+|                |          | its dialogue's rows, rows set aside included                       |
 | emotion        | no       | label; mapped by ``label_map``, checked against ``labels``         |
 | audio          | no       | separate audio file                                                |
 | start, end     | no       | segment within ``media``: seconds or ``[HH:]MM:SS.mmm``            |
@@ -228,13 +229,19 @@ def read_manifest(path: Path, /, mapping: str | Path | dict | None = None,
                 dialogue = (text_value(f["dialogue_id"], "dialogue_id") or "").strip()
                 where.update(split=row_split)
                 uid = text_value(f["utterance_id"], "utterance_id")
-                if uid and uid.strip():  # named before its turn is read: a bad turn keeps it
-                    where.update(utterance_id=uid.strip())
-                turn = (turns.get((row_split, dialogue), 0) if blank(f["turn"])
-                        else parse_turn(f["turn"]))
-                uid = uid.strip() if uid and uid.strip() else "/".join(
-                    _id_part(part) for part in (corpus, row_split, dialogue, str(turn)))
-                if not blank(f["turn"]):  # a turn by order is the row's only once it is kept
+                uid = uid.strip() if uid and uid.strip() else None
+                if uid:  # named before its turn is read: a bad turn keeps it
+                    where.update(utterance_id=uid)
+                # Every row of a dialogue takes its place in it, kept or set aside: fixing
+                # one later moves no other row's turn, nor its default id.
+                by_order = turns.get((row_split, dialogue), 0)
+                if dialogue:
+                    turns[(row_split, dialogue)] = by_order + 1
+                turn = by_order if blank(f["turn"]) else parse_turn(f["turn"])
+                if dialogue:
+                    turns[(row_split, dialogue)] = max(by_order, turn) + 1
+                    uid = uid or "/".join(
+                        _id_part(part) for part in (corpus, row_split, dialogue, str(turn)))
                     where.update(utterance_id=uid)
                 if record.encoding == "undecodable":
                     raise RowProblem("bad_encoding", "bytes neither UTF-8 nor cp1252")
@@ -250,7 +257,6 @@ def read_manifest(path: Path, /, mapping: str | Path | dict | None = None,
                 continue
             if record.encoding:
                 out.repairs[f"{corpus} manifest decoded as cp1252"] += 1
-            turns[(row_split, dialogue)] = max(turns.get((row_split, dialogue), 0), turn + 1)
             out.add({**row, "utterance_id": uid, "corpus": row["corpus"] or corpus,
                      "split": row_split, "dialogue_id": dialogue, "turn": turn, "meta": meta},
                     source=source, line=record.line)
