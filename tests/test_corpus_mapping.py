@@ -229,6 +229,22 @@ def test_inspect_reads_values_the_ingest_sets_aside(tmp_path, capsys):
 # --- the pieces --------------------------------------------------------------------------
 
 
+def test_inspect_reads_each_file_once(tmp_path, monkeypatch):
+    """inspect read a CSV whole for its delimiter and a JSON document whole for where its
+    utterances are, then each again for its rows."""
+    (tmp_path / "a.csv").write_text("dialogue;speaker;text\nd;Ann;Hi there, you.\n")
+    (tmp_path / "b.json").write_text(json.dumps(
+        {"scenes": [{"utterances": [{"dialogue": "e", "speaker": "Bob", "text": "Yo."}]}]}))
+    reads = []
+    read_bytes = Path.read_bytes
+    monkeypatch.setattr(Path, "read_bytes", lambda self: reads.append(self.name) or read_bytes(self))
+    inspection = inspect_corpus(tmp_path)
+    assert sorted(reads) == ["a.csv", "b.json"]
+    assert [n for _, n, _ in inspection.files] == [1, 1]
+    assert inspection.mapping["delimiter"] == ";"
+    assert inspection.mapping["records"] == "scenes.utterances"
+
+
 @pytest.mark.parametrize("text, seconds", [
     ("12.5", 12.5), (3, 3.0), ("00:01:02.500", 62.5), ("00:01:02,500", 62.5),
     ("01:02.5", 62.5), ("1:00:00", 3600.0), (" 00:00:07 ", 7.0), ("", None), (None, None)])

@@ -17,14 +17,15 @@ objects holding the most (``records: episodes.scenes.utterances``).
 
 from __future__ import annotations
 
+import codecs
 import json
 import re
 from dataclasses import dataclass, field
 from functools import cached_property
 from pathlib import Path
 
-from erc.corpus.base import CorpusError, read_lines
-from erc.corpus.manifest import read_records, records_path
+from erc.corpus.base import CorpusError, decode_line
+from erc.corpus.manifest import json_records, read_json, read_records, records_path
 from erc.corpus.mapping import (
     FIELDS,
     MANIFEST_SUFFIXES,
@@ -36,6 +37,7 @@ from erc.corpus.mapping import (
 from erc.corpus.values import RowProblem, blank, parse_time
 
 MAX_ROWS_PER_FILE = 200_000
+HEADER_BYTES = 1 << 16  # enough of a CSV's first line to tell its delimiter
 MAX_LABELS = 40  # more distinct values than this is no label column
 EXAMPLES = 3
 
@@ -158,10 +160,16 @@ def inspect_corpus(path: str | Path) -> Inspection:
     for index, file in enumerate(files):
         n = 0
         delimiter = _delimiter(file) if file.suffix.lower() == ".csv" else ","
-        found = _records(file) if file.suffix.lower() == ".json" else None
+        found = None
+        if file.suffix.lower() == ".json":  # parsed once, for its records path and its rows
+            document, flag = read_json(file)
+            found = records_path(document)
+            file_records = json_records(file, found, (document, flag))
+        else:
+            file_records = read_records(file, delimiter=delimiter)
         delimiters.add(delimiter)
         records.add(found)
-        for record in read_records(file, delimiter=delimiter, records=found):
+        for record in file_records:
             if record.problem is not None:
                 unread[file] = unread.get(file, 0) + 1
                 continue
@@ -365,21 +373,14 @@ def _guess_dialogue(columns: dict[str, Column], rows: list[tuple[int, dict]],
 
 
 def _delimiter(file: Path) -> str:
-    """The delimiter a CSV file's header line uses most (a comma when none)."""
-    lines = read_lines(file)
-    header = lines[0][0] if lines else ""
+    """The delimiter a CSV file's header line uses most (a comma when none); the rest of
+    the file is left to the reader."""
+    with file.open("rb") as handle:
+        head = handle.readline(HEADER_BYTES).removeprefix(codecs.BOM_UTF8).splitlines()
+    header = decode_line(head[0])[0] if head else ""
     counts = {d: header.count(d) for d in DELIMITERS}
     best = max(DELIMITERS, key=lambda d: counts[d])  # a tie keeps the comma, listed first
     return best if counts[best] else ","
-
-
-def _records(file: Path) -> str | None:
-    """The records path of a JSON document (None for a top-level list, or unreadable)."""
-    try:
-        document = json.loads("".join(text for text, _ in read_lines(file, keepends=True)))
-    except (ValueError, RecursionError):
-        return None
-    return records_path(document)
 
 
 def _file_splits(files: list[Path]) -> dict[Path, str]:

@@ -106,20 +106,27 @@ def read_records(path: Path, max_field_bytes: int = ReaderOptions.max_field_byte
         raise CorpusError(f"{path}: manifest must be .csv, .jsonl, .json or .parquet")
 
 
-def json_records(path: Path, records: str | None) -> Iterator[CsvRecord]:
+def read_json(path: Path) -> tuple[object, str | None]:
+    """A JSON document and the worst repair flag of its lines (``decode_line``)."""
+    lines = read_lines(path, keepends=True)
+    flags = {flag for _, flag in lines}
+    flag = "undecodable" if "undecodable" in flags else ("cp1252" if "cp1252" in flags else None)
+    try:
+        return json.loads("".join(text for text, _ in lines)), flag
+    except (ValueError, RecursionError) as err:
+        raise CorpusError(f"{path}: not a JSON document ({preview(str(err), 200)})") from None
+
+
+def json_records(path: Path, records: str | None,
+                 read: tuple[object, str | None] | None = None) -> Iterator[CsvRecord]:
     """The utterance objects of a JSON document, numbered in document order: the items of
     a top-level list, or those the dotted keys of ``records`` lead to through lists and
     objects (``episodes.scenes.utterances``). Each record holds its own keys and the other
     keys of the objects enclosing it, named by their path (``episodes.episode_id``,
     ``episodes.scenes.scene_id``). An item that is no object, or an enclosing object
-    lacking the next key, is a malformed_row naming where it is."""
-    lines = read_lines(path, keepends=True)
-    flags = {flag for _, flag in lines}
-    flag = "undecodable" if "undecodable" in flags else ("cp1252" if "cp1252" in flags else None)
-    try:
-        document = json.loads("".join(text for text, _ in lines))
-    except (ValueError, RecursionError) as err:
-        raise CorpusError(f"{path}: not a JSON document ({preview(str(err), 200)})") from None
+    lacking the next key, is a malformed_row naming where it is. ``read``: the document
+    as ``read_json`` returned it, when it was read already."""
+    document, flag = read or read_json(path)
     if records is None and not isinstance(document, list):
         guess = records_path(document)
         raise CorpusError(f"{path}: a JSON document holding {kind(document)}: name the lists "
