@@ -882,3 +882,83 @@ def test_qc_settings_from_a_file_are_range_checked(tmp_path):
     with pytest.raises(ConfigError, match="qc.faces.threshold"):
         validate(RunConfig, {"qc": {"faces": {"threshold": 7.0}}}, "run.yaml")
     assert validate(RunConfig, {"qc": {"faces": {"threshold": -0.5}}}).qc.checks.faces.threshold == -0.5
+
+
+def _preprocessed(tmp_path, monkeypatch, corpus, parts):
+    """A features folder as the preprocess stage writes it (its manifest, the source it
+    records), the Ray pass replaced by copying the constructed ``parts``."""
+    import shutil
+
+    from erc.pipeline import preprocess as pipeline
+    from erc.stages.preprocess import PreprocessStage, preprocess
+
+    def copy_parts(table, out, *args, **kwargs):
+        names = []
+        for part in sorted(parts.glob("part-*.parquet")):
+            shutil.copyfile(part, out / part.name)
+            names.append({"file": part.name})
+        return pipeline.PreprocessOutcome(out, {}, len(names), 0, 0.0, {"partitions": names})
+
+    monkeypatch.setattr(pipeline, "run_preprocess", copy_parts)
+    monkeypatch.setattr(PreprocessStage, "external", lambda self, config, inputs, manifest: None)
+    features = tmp_path / "features_run"
+    preprocess(corpus, features, say=None)
+    return features
+
+
+def test_qc_refuses_an_utterance_table_the_features_were_not_computed_from(tmp_path, monkeypatch, capsys):
+    """QC of one corpus's features against another corpus's table with the same ids judged
+    the other corpus's rows on these features (its media failures on the wrong rows)."""
+    from erc.cli import main
+
+    corpus, parts = _constructed_run(tmp_path, np.random.default_rng(19))
+    features = _preprocessed(tmp_path, monkeypatch, corpus, parts)
+    other = tmp_path / "other"
+    other.mkdir()
+    table = pq.read_table(corpus / "utterances.parquet")
+    texts = [f"another line {i}" for i in range(table.num_rows)]
+    pq.write_table(table.set_column(table.schema.get_field_index("text"), "text", pa.array(texts)),
+                   other / "utterances.parquet")
+
+    def qc(utterances, out) -> tuple[int, str]:
+        code = main(["qc", str(features), "--utterances", str(utterances), "--out", str(out)])
+        return code, capsys.readouterr().err.strip()
+
+    code, err = qc(other, tmp_path / "qc_other")
+    assert code == 2 and len(err.splitlines()) == 1 and err.startswith("erc: error: "), err
+    assert str(other) in err and "not the utterance table" in err and str(corpus) in err
+    assert not (tmp_path / "qc_other").exists()
+    # The table it was computed from passes, folder or file, and so does a relabelled one.
+    assert qc(corpus, tmp_path / "qc")[0] == 0
+    assert qc(corpus / "utterances.parquet", tmp_path / "qc_file")[0] == 0
+    relabelled = tmp_path / "relabelled"
+    relabelled.mkdir()
+    speakers = [f"{s}!" for s in table.column("speaker").to_pylist()]
+    pq.write_table(table.set_column(table.schema.get_field_index("speaker"), "speaker",
+                                    pa.array(speakers)), relabelled / "utterances.parquet")
+    assert qc(relabelled, tmp_path / "qc_relabelled")[0] == 0
+
+
+def test_qc_refuses_features_that_are_not_whole(tmp_path, monkeypatch, capsys):
+    """A part deleted from a features folder, or a folder a preprocess run never finished,
+    was judged as it stood: the lost rows set aside as features:missing, nothing said."""
+    from erc import io
+    from erc.cli import main
+
+    corpus, parts = _constructed_run(tmp_path, np.random.default_rng(20))
+    features = _preprocessed(tmp_path, monkeypatch, corpus, parts)
+
+    def qc() -> tuple[int, str]:
+        code = main(["qc", str(features), "--utterances", str(corpus), "--out",
+                     str(tmp_path / "qc")])
+        return code, capsys.readouterr().err.strip()
+
+    (features / "part-00001.parquet").unlink()
+    code, err = qc()
+    assert code == 2 and len(err.splitlines()) == 1, err
+    assert "part-00001.parquet missing" in err and "erc preprocess" in err
+    (features / "manifest.json").unlink()  # as a run killed before its end leaves it
+    assert (features / io.MARKER).exists()
+    code, err = qc()
+    assert code == 2 and len(err.splitlines()) == 1 and "did not finish" in err, err
+    assert not (tmp_path / "qc").exists()

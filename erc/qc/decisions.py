@@ -139,6 +139,39 @@ def read_features(features: Path) -> tuple[dict[str, dict], list[dict]]:
     return rows, feature_models(features)
 
 
+def check_source(features: Path, utterances: str | Path, table: pa.Table) -> None:
+    """InputError unless ``table`` is the utterance table the features in ``features`` were
+    computed from (the source digest the preprocess stage recorded): another corpus's
+    features under the same ids would be judged as this one's. A folder erc did not write
+    (no manifest, no claim) records nothing to compare, and is taken as given."""
+    from erc.pipeline.preprocess import source_digest
+    from erc.stages.base import content_fingerprint, read_manifest
+
+    manifest = read_manifest(features)
+    rerun = f"run `erc preprocess {utterances} --out {features}`"
+    if manifest is None:
+        if (features / io.MARKER).exists():
+            raise InputError(f"{features}: an erc preprocess run that did not finish (no "
+                             f"manifest.json); {rerun} to finish it")
+        return
+    if manifest.get("stage") != "preprocess":
+        raise InputError(f"{features}: holds the outputs of erc's {manifest.get('stage')} "
+                         f"stage, not the features of erc preprocess")
+    if content_fingerprint(features) != manifest.get("content"):
+        lost = [name for name in manifest.get("files", {}) if not (features / name).is_file()]
+        what = f"{', '.join(lost)} missing" if lost else "a part file changed"
+        raise InputError(f"{features}: not the features erc preprocess wrote ({what}); "
+                         f"{rerun} to recompute what is lost")
+    if manifest.get("source") is None:
+        raise InputError(f"{features}: written by an earlier erc that did not record its "
+                         f"utterance table; {rerun} (finished partitions are kept)")
+    if manifest["source"] != source_digest(table):
+        made_from = manifest.get("inputs", {}).get("utterances", "another table")
+        raise InputError(f"{utterances}: not the utterance table the features in {features} "
+                         f"were computed from ({made_from}); give qc that table, or features "
+                         f"of this one (`erc preprocess {utterances}`)")
+
+
 def read_relabels(path: str | Path) -> tuple[dict[str, str], dict[str, str]]:
     """({utterance_id: new}, {speaker: new}) from a reviewed relabels CSV: columns
     ``proposed_speaker`` and either ``utterance_id`` or ``speaker`` (a whole label); rows
@@ -382,6 +415,7 @@ def run_qc(features: str | Path, utterances: str | Path, out_dir: str | Path,
     features, out_dir = Path(features), Path(out_dir)
     started = time.perf_counter()
     utterance_table = read_utterances(utterances)
+    check_source(features, utterances, utterance_table)
     rows, models = read_features(features)
     decisions, summary = decide(utterance_table, rows, models, config,
                                 _face_references(config, models))

@@ -27,7 +27,9 @@ class PreprocessStage(Stage):
 
         self.ray = ray or RayConfig()
         self.limit = limit
-        self.version = FEATURES_VERSION
+        # The second number: 2 records the source digest QC checks (a folder without it
+        # is rewritten; its finished partitions are kept).
+        self.version = [FEATURES_VERSION, 2]
 
     def settings(self, config: PreprocessConfig) -> dict:
         where_not_what = {"output_dir", "decode", "faces", "asr", "speaker", "text"}
@@ -44,12 +46,13 @@ class PreprocessStage(Stage):
         return [out / entry["file"] for entry in record.get("partitions", [])]
 
     def run(self, ctx: StageContext) -> dict:
-        from erc.pipeline.preprocess import run_preprocess
+        from erc.pipeline.preprocess import run_preprocess, source_digest
 
-        outcome = run_preprocess(read_utterances(ctx.inputs["utterances"]), ctx.out, ctx.config,
-                                 ray=self.ray, limit=self.limit, force=ctx.force,
-                                 progress=ctx.say, previous=ctx.previous)
-        ctx.record.update(outcome.record)
+        table = read_utterances(ctx.inputs["utterances"])
+        outcome = run_preprocess(table, ctx.out, ctx.config, ray=self.ray, limit=self.limit,
+                                 force=ctx.force, progress=ctx.say, previous=ctx.previous)
+        # What QC checks its utterance table against (erc.qc.decisions.check_source).
+        ctx.record.update(outcome.record, source=source_digest(table))
         return outcome.summary
 
 
