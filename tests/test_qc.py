@@ -962,3 +962,50 @@ def test_qc_refuses_features_that_are_not_whole(tmp_path, monkeypatch, capsys):
     code, err = qc()
     assert code == 2 and len(err.splitlines()) == 1 and "did not finish" in err, err
     assert not (tmp_path / "qc").exists()
+
+
+def test_reference_photos_that_cannot_be_used_are_listed_not_fatal(tmp_path):
+    """An empty .jpg, a text file named .jpg, a folder named .jpg or a photo of 1.6
+    gigapixels in a folder of reference photos was a PIL traceback ("a bug in erc"); each
+    is left out with its reason, as is a photo without a face, and the others are used."""
+    import io
+    import struct
+    import zlib
+    from types import SimpleNamespace
+
+    from PIL import Image
+
+    from erc.qc.faces import load_face_references
+
+    refs = tmp_path / "refs"
+    for name in ("Ross", "Rachel", "Joey", "d.jpg"):
+        (refs / name).mkdir(parents=True)
+    Image.new("RGB", (40, 30), "white").save(refs / "Ross" / "good.jpg")
+    Image.new("RGB", (40, 30), "black").save(refs / "Ross" / "faceless.png")
+    (refs / "Ross" / "empty.jpg").write_bytes(b"")
+    (refs / "Rachel" / "notes.jpg").write_text("not a photo")
+    (refs / "Rachel" / "notes.txt").write_text("not a photo either, nor named as one")
+    small = io.BytesIO()
+    Image.new("L", (8, 8)).save(small, "PNG")
+    png = bytearray(small.getvalue())
+    png[16:24] = struct.pack(">II", 40000, 40000)  # the header of a decompression bomb
+    png[29:33] = struct.pack(">I", zlib.crc32(bytes(png[12:29])))
+    (refs / "Joey" / "huge.png").write_bytes(bytes(png))
+
+    class Detector:
+        def detect(self, frames):
+            bright = frames[0].mean() > 128
+            return [[SimpleNamespace(box=(0, 0, 10, 10), score=0.99)] if bright else []]
+
+    class Embedder:
+        def embed(self, frames, boxes):
+            return [[np.ones(4, np.float32)]]
+
+    unused: list[str] = []
+    found = load_face_references(refs, Detector(), Embedder(), unused=unused)
+    assert set(found) == {"Ross"} and found["Ross"].shape == (1, 4)
+    reasons = {line.split(": ", 1)[0]: line.split(": ", 1)[1] for line in unused}
+    assert set(reasons) == {str(refs / "Ross" / "empty.jpg"), str(refs / "Ross" / "faceless.png"),
+                            str(refs / "Rachel" / "notes.jpg"), str(refs / "Joey" / "huge.png")}
+    assert reasons[str(refs / "Ross" / "faceless.png")] == "no face found"
+    assert reasons[str(refs / "Joey" / "huge.png")].startswith("not a readable image")

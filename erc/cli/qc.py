@@ -32,6 +32,11 @@ def cmd_qc(args) -> int:
     for reason, count in data["removed_by_first_reason"].items():
         print(f"  {reason:32} {count:7d}")
     print("failures per check: " + ", ".join(f"{c} {v}" for c, v in data["failed_by_check"].items()))
+    unused = data["face"].get("reference_photos_unused", [])
+    if unused:
+        print(f"face references: {len(unused)} photo(s) not used (all in report.json)")
+        for line in unused[:5]:
+            print(f"  {line}")
     if data["relabels"]["proposed"]:
         print(f"relabel proposals: {data['relabels']['proposed']} "
               f"(applied {data['relabels']['applied']}), see {out / 'relabels.csv'}")

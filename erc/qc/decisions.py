@@ -204,7 +204,7 @@ def read_relabels(path: str | Path) -> tuple[dict[str, str], dict[str, str]]:
 
 # -- the pass -----------------------------------------------------------------------------
 
-def _face_references(config: QCConfig, models: list[dict]):
+def _face_references(config: QCConfig, models: list[dict], unused: list[str]):
     if not config.face_references:
         return None
     path = Path(config.face_references)
@@ -221,7 +221,7 @@ def _face_references(config: QCConfig, models: list[dict]):
             "that produced the features")
     detector = load_backend(specs["face_detect"])
     embedder = load_backend(specs["face_embed"])
-    return load_face_references(path, detector, embedder)
+    return load_face_references(path, detector, embedder, unused=unused)
 
 
 def dialogue_neighbours(utt: list[dict]) -> list[tuple[int | None, int | None]]:
@@ -417,8 +417,11 @@ def run_qc(features: str | Path, utterances: str | Path, out_dir: str | Path,
     utterance_table = read_utterances(utterances)
     check_source(features, utterances, utterance_table)
     rows, models = read_features(features)
+    unused: list[str] = []
     decisions, summary = decide(utterance_table, rows, models, config,
-                                _face_references(config, models))
+                                _face_references(config, models, unused))
+    if unused:  # reference photos left out: said in the report, not lost
+        summary.setdefault("face", {})["reference_photos_unused"] = unused
     known = set(decisions.column("utterance_id").to_pylist())
     summary["inputs"] = {
         "features": str(features), "utterances": str(utterances), "feature_rows": len(rows),

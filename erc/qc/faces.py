@@ -272,7 +272,10 @@ def load_photo(path: str | Path, max_side: int | None = 640) -> np.ndarray:
     (face detectors search every scale: a 2000-pixel photo costs ten times a 640 one)."""
     from PIL import Image
 
-    image = Image.open(path).convert("RGB")
+    image = Image.open(path)
+    if max_side:
+        image.draft("RGB", (max_side, max_side))  # a JPEG decodes at a fraction of its size
+    image = image.convert("RGB")
     if max_side and max(image.size) > max_side:
         factor = max_side / max(image.size)
         image = image.resize((max(1, round(image.width * factor)),
@@ -281,7 +284,8 @@ def load_photo(path: str | Path, max_side: int | None = 640) -> np.ndarray:
 
 
 def load_face_references(path: str | Path, detector=None, embedder=None,
-                         max_side: int | None = 640) -> dict[str, np.ndarray]:
+                         max_side: int | None = 640,
+                         unused: list[str] | None = None) -> dict[str, np.ndarray]:
     """Reference face embeddings per speaker, from
 
     - a Parquet file with columns ``speaker`` and ``embedding`` (one or more rows per
@@ -289,6 +293,8 @@ def load_face_references(path: str | Path, detector=None, embedder=None,
     - a folder of photos: ``<speaker>/<any>.jpg`` or ``<speaker>.jpg``; each photo's largest
       detected face is embedded with ``detector`` / ``embedder`` (erc face backends: the same
       embedder that produced the feature table, else the similarities mean nothing).
+      A photo that cannot be read or shows no face is left out, and said in ``unused``
+      ("file: why").
     """
     path = Path(path)
     if path.is_file() and path.suffix == ".parquet":
@@ -317,18 +323,27 @@ def load_face_references(path: str | Path, detector=None, embedder=None,
                          "of photos (<speaker>/*.jpg or <speaker>.jpg)")
     if detector is None or embedder is None:
         raise ValueError("a folder of photos needs a face detector and embedder to embed them")
+    from PIL import Image
+
+    unused = [] if unused is None else unused
     photos: dict[str, list[Path]] = defaultdict(list)
     for file in sorted(path.rglob("*")):
-        if file.suffix.lower() in IMAGE_SUFFIXES:
+        if file.suffix.lower() in IMAGE_SUFFIXES and file.is_file():
             rel = file.relative_to(path)
             photos[rel.parts[0] if len(rel.parts) > 1 else file.stem].append(file)
     out: dict[str, np.ndarray] = {}
     for speaker, files in sorted(photos.items()):
         vectors = []
         for file in files:
-            frame = load_photo(file, max_side)
+            try:
+                frame = load_photo(file, max_side)
+            except (OSError, ValueError, Image.DecompressionBombError) as err:
+                # Empty, damaged, not an image, or too many pixels to decode.
+                unused.append(f"{file}: not a readable image ({err})")
+                continue
             found = detector.detect([frame])[0]
             if not found:
+                unused.append(f"{file}: no face found")
                 continue
             face = max(found, key=lambda f: (f.box[2] - f.box[0]) * (f.box[3] - f.box[1]))
             vector = embedder.embed([frame], [[face.box]])[0][0]
