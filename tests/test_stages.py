@@ -137,3 +137,21 @@ def test_output_folders_are_claimed_and_locked(tmp_path):
         execute(_Echo(), {}, {"source": source}, tmp_path / "busy", force=True)
     with pytest.raises(OwnershipError):
         io.remove_owned(tmp_path / "theirs-too", "x")
+
+
+def test_a_models_options_are_in_its_partitions_fingerprint():
+    """An option of a model (-o overrides.asr.options.beam_size=1) made the stage run, but
+    every partition stayed "up to date": features of the old options served as the new
+    ones'. Without options, the fingerprint is the one parts made before were given."""
+    from erc.pipeline.preprocess import fingerprint, plan
+    from erc.recipes import PreprocessConfig
+    from erc.schema import utterance_table
+    from erc.settings import validate
+
+    table = utterance_table([{"utterance_id": f"u{i}", "corpus": "toy", "split": "train",
+                              "dialogue_id": "d", "turn": i, "speaker": "A", "text": f"line {i}",
+                              "emotion": "neutral"} for i in range(3)])
+    base = plan(table, PreprocessConfig())
+    assert base.fingerprints == [fingerprint(base.parts[0], base.settings, [base.records["text"]])]
+    options = validate(PreprocessConfig, {"overrides": {"text": {"options": {"batch": 8}}}})
+    assert plan(table, options).fingerprints != base.fingerprints

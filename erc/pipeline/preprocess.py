@@ -181,7 +181,11 @@ def plan(table: pa.Table, config: PreprocessConfig, limit: int | None = None,
     needed = sorted({role for part in parts for role in _roles_for(part)})
     resolved = {role: resolve(specs[role], download=download) for role in needed}
     records = {role: make_record(spec).to_dict() for role, spec in resolved.items()}
-    prints = [fingerprint(part, settings, [records[role] for role in _roles_for(part)])
+    # A model's options (beam size, language, thresholds) change what it computes; none
+    # given adds nothing, so the parts made with a profile's defaults keep their prints.
+    models = {role: {**record, "options": resolved[role].options} if resolved[role].options
+              else record for role, record in records.items()}
+    prints = [fingerprint(part, settings, [models[role] for role in _roles_for(part)])
               for part in parts]
     return Plan(parts, prints, resolved, records, settings)
 
