@@ -218,6 +218,7 @@ class AdapterTraining:
 class Splits:
     train_split: str = field(default="train", metadata={"tunable": False})  # split the model trains on
     dev_split: str = field(default="dev", metadata={"tunable": False})  # split for early stopping (valid/val when the corpus has no dev)
+    select_fraction: Annotated[float, Field(gt=0, lt=1)] | None = field(default=None, metadata={"tunable": False})  # stop early on this fraction of the train split's dialogues (a seeded slice, split 'select') instead of the dev split: a corpus without one, or dev kept unseen (bench/accuracy's protocol)
 
 
 @dataclass

@@ -523,3 +523,62 @@ def test_training_uses_the_machine_unless_told_otherwise(ray_local):
     assert two.cpus_per_worker == 1
     given = machine_resources(TrainConfig(cpus_per_worker=3, use_gpu=True))
     assert (given.cpus_per_worker, given.use_gpu) == (3, True)
+
+
+def test_select_fraction_chooses_on_a_slice_of_train_and_leaves_dev_unseen(tmp_path):
+    """``--select-fraction`` (bench/accuracy's protocol in the product, and a corpus with no
+    dev split): the best epoch is chosen on a seeded slice of the train split's dialogues,
+    the draw the bench and `erc tune --select-fraction` make; the dev split is not read."""
+    from erc.errors import ConfigError, InputError
+    from erc.recipes import Splits
+    from erc.train.fitting import training_table
+    from erc.train.folds import SELECT_SPLIT, dev_fold
+
+    utterances, _ = _write_corpus(tmp_path)
+    table = pq.read_table(utterances)
+    sliced, roles = training_table(table, Splits(select_fraction=0.2))
+    assert roles == {"train": "train", "dev": SELECT_SPLIT}
+
+    def dialogues(t, split):
+        return {d for s, d in zip(t.column("split").to_pylist(), t.column("dialogue_id").to_pylist())
+                if s == split}
+    assert len(dialogues(sliced, SELECT_SPLIT)) == 24  # a fifth of 120 training dialogues
+    assert dialogues(sliced, SELECT_SPLIT) == dialogues(dev_fold(table, "train", "dev", 0.2).table,
+                                                        "select")
+    assert dialogues(sliced, "train") == dialogues(table, "train") - dialogues(sliced, SELECT_SPLIT)
+    assert dialogues(sliced, "dev") == dialogues(table, "dev")  # left as it was, unread
+    assert sliced.num_rows == table.num_rows
+
+    train_only = table.filter(pa.compute.equal(table.column("split"), "train"))
+    with pytest.raises(InputError, match="split 'dev' \\(for dev\\) is not in the table"):
+        training_table(train_only, Splits())
+    assert training_table(train_only, Splits(select_fraction=0.1))[1]["dev"] == SELECT_SPLIT
+    with pytest.raises(ConfigError, match="select_fraction 0.999: there are 120 dialogue"):
+        training_table(train_only, Splits(select_fraction=0.999))
+    renamed = table.set_column(table.schema.get_field_index("split"), "split",
+                               pa.array(["select" if s == "dev" else s
+                                         for s in table.column("split").to_pylist()]))
+    with pytest.raises(ConfigError, match="already has a split named 'select'"):
+        training_table(renamed, Splits(select_fraction=0.2))
+
+
+@pytest.mark.slow
+def test_a_corpus_without_dev_trains_with_select_fraction(ray_local, tmp_path, capsys):
+    """`erc train fusion` on a corpus that has only a train split: refused with the option
+    to use, then trained with --select-fraction, its line naming what it chose on."""
+    from erc.cli import main
+
+    utterances, features = _write_corpus(tmp_path / "corpus")
+    table = pq.read_table(utterances)
+    pq.write_table(table.filter(pa.compute.equal(table.column("split"), "train")),
+                   tmp_path / "train_only.parquet")
+    argv = ["train", "fusion", str(tmp_path / "train_only.parquet"), "--text",
+            f"parquet:{features}", "--epochs", "2", "--out", str(tmp_path / "run")]
+    assert main(argv) == 2
+    err = capsys.readouterr().err
+    assert "split 'dev' (for dev) is not in the table" in err and "--select-fraction" in err, err
+    assert main(argv + ["--select-fraction", "0.2"]) == 0
+    out = capsys.readouterr().out
+    assert "selection slice accuracy" in out, out
+    history = json.loads((tmp_path / "run" / "history.json").read_text())
+    assert len(history) == 2

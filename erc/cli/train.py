@@ -27,9 +27,12 @@ from erc.recipes import AdapterRecipe, FusionInputs, FusionRecipe, TextRecipe
 
 
 def _print_trained(summary: dict, out: Path, skipped: bool) -> None:
+    from erc.stages.train import chosen_on
+
     best = summary["best"]
     state = "up to date, not retrained: " if skipped else ""
-    print(f"{state}best epoch {best['epoch']}: dev accuracy {best['dev_accuracy']:.4f}, weighted "
+    print(f"{state}best epoch {best['epoch']}: {chosen_on(summary)} accuracy "
+          f"{best['dev_accuracy']:.4f}, weighted "
           f"F1 {best['dev_weighted_f1']:.4f}, macro F1 {best['dev_macro_f1']:.4f} "
           f"({summary['epochs']} epochs run)")
     print(f"model: {out / 'model'}\nray run: {summary['run_path']}")

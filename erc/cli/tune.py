@@ -83,6 +83,8 @@ def _train_command(args, family: str, out: Path) -> str:
         parts += ["--train-split", args.train_split]
     if args.dev_split != "dev":
         parts += ["--dev-split", args.dev_split]
+    if args.select_fraction is not None:  # the best trains as the search's trials did
+        parts += ["--select-fraction", str(args.select_fraction)]
     if family == "fusion":
         for option in args.input_options:
             value = getattr(args, option.name, None)
@@ -119,7 +121,9 @@ def cmd_tune(args) -> int:
                      f"{roles['train']!r}, reported on {roles['report']!r}")
     else:
         roles = search_roles(table, args.train_split, args.dev_split, args.report_split)
-    note = "; ".join(scope + ["the command trains on the whole corpus"]) if scope else ""
+    # The train command below takes --select-fraction too (the same slice), not the subset.
+    scope += ["the command trains on every dialogue"] if args.limit_dialogues else []
+    note = "; ".join(scope)
     print("[tune] " + describe_roles(table, roles, args.select_fraction), flush=True)
     out = Path(os.path.abspath(args.out))  # a link there is refused, not followed (erc.io)
     inputs = validate(FusionInputs, given(args, args.input_options), "options")

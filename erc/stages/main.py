@@ -156,7 +156,8 @@ def _available(config: RunConfig, where: Layout, adapters: dict, say,
     table = read_utterances(where.utterances())
     present = set(table.column("split").to_pylist())
     splits = train.recipe.splits
-    missing = [s for s in (splits.train_split, splits.dev_split) if s not in present]
+    wanted = [splits.train_split] + ([splits.dev_split] if splits.select_fraction is None else [])
+    missing = [s for s in wanted if s not in present]
     if missing:
         raise InputError(f"train: no utterances in split(s) {missing} after QC "
                          f"(splits present: {sorted(present)})")
@@ -265,8 +266,10 @@ def _describe(step: Step, result: StageResult) -> str:
         return (f"  qc {state}: {step.out / 'report.html'}"
                 + (f"; {decisions} relabel proposal(s)" if decisions else ""))
     if step.name == "train":
+        from erc.stages.train import chosen_on
+
         best = s.get("best", {})
-        return (f"  {state}: best epoch {best.get('epoch', -1) + 1} of {s.get('epochs')}: dev "
+        return (f"  {state}: best epoch {best.get('epoch', -1) + 1} of {s.get('epochs')}: {chosen_on(s)} "
                 f"weighted F1 {best.get('dev_weighted_f1', float('nan')):.3f}, accuracy "
                 f"{best.get('dev_accuracy', float('nan')):.3f}")
     if step.name == "evaluate":

@@ -94,13 +94,21 @@ def adapter_models(folder: Path) -> dict[str, Path]:
     return {m: folder / m / "model" for m in IDENTITY if (folder / m / "model").is_dir()}
 
 
-def _trained(outcome, out: Path) -> dict:
+def _trained(outcome, out: Path, splits) -> dict:
     """The summary of a training run; its curves beside the model."""
     from erc.report import training_curves
 
     if outcome.history:
         training_curves(outcome.history, out / "curves.png")
-    return {"best": outcome.best, "epochs": len(outcome.history), "run_path": outcome.run_path}
+    chosen = "dev" if splits.select_fraction is None else "selection slice"
+    return {"best": outcome.best, "epochs": len(outcome.history), "run_path": outcome.run_path,
+            "chosen_on": chosen}
+
+
+def chosen_on(summary: dict) -> str:
+    """What a training run's best epoch was chosen on ("dev", or "selection slice" of the
+    train split), as the lines that quote its scores name it."""
+    return summary.get("chosen_on", "dev")
 
 
 # -- the fusion model ------------------------------------------------------------------------
@@ -140,7 +148,7 @@ class FusionStage(Stage):
             features = None
         outcome = train_fusion(table, spec, ctx.out, recipe, address=self.address,
                                features=features)
-        return _trained(outcome, ctx.out)
+        return _trained(outcome, ctx.out, recipe.splits)
 
 
 # -- the text encoder ------------------------------------------------------------------------
@@ -172,7 +180,7 @@ class TextStage(Stage):
         table = load_corpus(ctx.inputs["utterances"], job.format)
         outcome = finetune_text(table, str(ctx.inputs["encoder"]), ctx.out, job.recipe,
                                 address=self.address)
-        return _trained(outcome, ctx.out)
+        return _trained(outcome, ctx.out, job.recipe.splits)
 
 
 # -- an adapter on a unimodal emotion corpus -------------------------------------------------

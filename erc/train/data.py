@@ -16,10 +16,14 @@ import pyarrow as pa
 from erc.errors import InputError
 
 DEFAULT_ROLES = {"train": "train", "dev": "dev"}
+NO_DEV_HINT = ("to stop early on a slice of the train split's dialogues instead, give "
+               "--select-fraction (e.g. 0.15)")
 
 
-def resolve_roles(table: pa.Table, roles: Mapping[str, str] | None) -> dict[str, str]:
-    """Role -> split name; 'dev' falls back to 'valid' / 'val' when the corpus has no 'dev'."""
+def resolve_roles(table: pa.Table, roles: Mapping[str, str] | None,
+                  hints: Mapping[str, str] | None = None) -> dict[str, str]:
+    """Role -> split name; 'dev' falls back to 'valid' / 'val' when the corpus has no 'dev'.
+    ``hints``: role -> what to do when its split is missing (added to the error)."""
     roles = dict(roles or DEFAULT_ROLES)
     present = set(table.column("split").to_pylist())
     if roles.get("dev") == "dev" and "dev" not in present:
@@ -29,15 +33,16 @@ def resolve_roles(table: pa.Table, roles: Mapping[str, str] | None) -> dict[str,
                 break
     for role, split in roles.items():
         if split not in present:
+            hint = f"; {hints[role]}" if hints and role in hints else ""
             raise InputError(f"split {split!r} (for {role}) is not in the table; "
-                             f"splits there: {', '.join(sorted(present))}")
+                             f"splits there: {', '.join(sorted(present))}{hint}")
     return roles
 
 
 def training_roles(table: pa.Table, roles: Mapping[str, str] | None) -> dict[str, str]:
     """``resolve_roles`` for training: the model learns from the train split's labels and
     is selected by the dev split's, so a split of either without any is an error."""
-    roles = resolve_roles(table, roles)
+    roles = resolve_roles(table, roles, hints={"dev": NO_DEV_HINT})
     for role, split in roles.items():
         emotions = table.filter(pa.compute.equal(table.column("split"), split)).column("emotion")
         if not any(emotions.to_pylist()):

@@ -17,7 +17,8 @@ from pathlib import Path
 import pyarrow as pa
 
 from erc import io
-from erc.recipes import FusionRecipe, TextRecipe, TrainConfig
+from erc.errors import ConfigError
+from erc.recipes import FusionRecipe, Splits, TextRecipe, TrainConfig
 from erc.train.data import build_dialogue_data, build_text_data, training_roles
 from erc.train.loop import TrainOutcome, fit
 
@@ -30,8 +31,19 @@ def loop_config(loop: TrainConfig, out_dir: str | Path) -> TrainConfig:
                                storage_path=loop.storage_path or str(io.not_linked(out_dir / "ray")))
 
 
-def roles_of(recipe: FusionRecipe | TextRecipe) -> dict[str, str]:
-    return {"train": recipe.splits.train_split, "dev": recipe.splits.dev_split}
+def training_table(table: pa.Table, splits: Splits) -> tuple[pa.Table, dict[str, str]]:
+    """(table, roles) a run trains on: the train split, stopping early on the dev split, or
+    with ``select_fraction`` on a slice of the train split's dialogues (split ``select``),
+    leaving the corpus's dev split unseen (or standing in for a corpus without one)."""
+    from erc.train.folds import SELECT_SPLIT, with_selection_slice
+
+    if splits.select_fraction is None:
+        return table, training_roles(table, {"train": splits.train_split, "dev": splits.dev_split})
+    try:
+        table = with_selection_slice(table, splits.train_split, splits.select_fraction)
+    except ValueError as err:  # too few dialogues to hold some out, a split named select
+        raise ConfigError(f"select_fraction {splits.select_fraction}: {err}") from None
+    return table, training_roles(table, {"train": splits.train_split, "dev": SELECT_SPLIT})
 
 
 def train_fusion(table: pa.Table, spec: Mapping[str, dict], out_dir: str | Path,
@@ -42,7 +54,7 @@ def train_fusion(table: pa.Table, spec: Mapping[str, dict], out_dir: str | Path,
     from erc.train.vectors import load_features, require_vectors
 
     recipe = recipe or FusionRecipe()
-    roles = training_roles(table, roles_of(recipe))
+    table, roles = training_table(table, recipe.splits)
     features = features if features is not None else load_features(spec, table)
     require_vectors(spec, features)
     data = build_dialogue_data(table, features, roles)
@@ -61,7 +73,8 @@ def finetune_text(table: pa.Table, encoder: str, out_dir: str | Path,
     recipe = recipe or TextRecipe()
     tokenizer = load_tokenizer(encoder)
     settings = recipe.model
-    data = build_text_data(table, tokenizer, settings, training_roles(table, roles_of(recipe)))
+    table, roles = training_table(table, recipe.splits)
+    data = build_text_data(table, tokenizer, settings, roles)
     model = dataclasses.replace(settings, encoder=str(Path(encoder).resolve()),
                                 n_classes=len(data.labels), labels=data.labels)
     return fit("text", {"model": model.to_dict(), "class_weight_power": recipe.class_weight_power},

@@ -107,6 +107,28 @@ def loso_folds(table: pa.Table, sessions: list[int] | None = None, select_fracti
     return folds
 
 
+SELECT_SPLIT = "select"  # the split name of a selection slice carved out of a training split
+
+
+def with_selection_slice(table: pa.Table, train_split: str, fraction: float,
+                         seed: int = 0) -> pa.Table:
+    """``table`` with a seeded slice of ``fraction`` of ``train_split``'s dialogues moved to
+    split ``select`` (the draw ``dev_fold`` makes): what a run stops early and chooses on
+    when the corpus has no dev split, or its dev split is kept unseen."""
+    keys = _dialogue_keys(table)
+    present = {split for split, _ in keys}
+    if SELECT_SPLIT in present:
+        raise ValueError(f"the table already has a split named {SELECT_SPLIT!r}, the name of "
+                         f"the selection slice: rename that split")
+    train = {k for k in keys if k[0] == train_split}
+    if not train:
+        raise ValueError(f"no dialogue in split {train_split!r}; splits there: "
+                         f"{', '.join(sorted(present))}")
+    select = selection_slice(train, fraction, seed)
+    splits = pa.array([SELECT_SPLIT if k in select else k[0] for k in keys])
+    return table.set_column(table.schema.get_field_index("split"), "split", splits)
+
+
 def dev_fold(table: pa.Table, train_split: str = "train", test_split: str = "dev",
              select_fraction: float = 0.15, seed: int = 0) -> Fold:
     """One fold: train on ``train_split`` less a selection slice of its dialogues, test on

@@ -42,6 +42,7 @@ from typing import Any
 from erc import io
 from erc.errors import ConfigError, OwnershipError
 from erc.storage import ray_storage, remove_tree
+from erc.train.folds import SELECT_SPLIT  # the slice a search chooses on (--select-fraction)
 from erc.tune import results as res
 from erc.tune.space import METRIC, REPORT_ROLE, TIME_ATTR, SearchSpec
 
@@ -83,19 +84,17 @@ def search_roles(table, train: str = "train", dev: str = "dev",
     return resolve_roles(table, {**roles, REPORT_ROLE: report})
 
 
-SELECT_SPLIT = "select"  # the slice of the training split a search chooses on (--select-fraction)
-
-
 def selection_split(table, fraction: float, train: str = "train", dev: str = "dev",
                     report: str | None = None, seed: int = 0):
     """(table, roles) of a search that chooses on a seeded dialogue-level slice of the
-    training split (``erc.train.folds.dev_fold``, the bench's protocol): train = the rest of
-    the training split, dev = the slice (split ``select``), report = the corpus's dev split
-    (valid/val when it has no dev), or ``report``. Other splits are left out."""
+    training split (``erc.train.folds.with_selection_slice``, the bench's protocol and
+    ``erc train --select-fraction``'s): train = the rest of the training split, dev = the
+    slice (split ``select``), report = the corpus's dev split (valid/val when it has no dev),
+    or ``report``. Other splits are left out."""
     import pyarrow as pa
 
     from erc.train.data import resolve_roles
-    from erc.train.folds import dev_fold
+    from erc.train.folds import with_selection_slice
 
     roles = resolve_roles(table, {"train": train, "dev": dev})
     report = report or roles["dev"]
@@ -103,19 +102,13 @@ def selection_split(table, fraction: float, train: str = "train", dev: str = "de
     if report == roles["train"]:
         raise ConfigError(f"report split {report!r} is the train split: the held-out split "
                           f"must be one the search neither trains nor chooses on")
-    if SELECT_SPLIT in (roles["train"], report):
-        raise ConfigError(f"split name {SELECT_SPLIT!r} is taken by the selection slice: "
-                          f"rename that split of the corpus")
     try:
-        fold = dev_fold(table, roles["train"], report, fraction, seed)
-    except ValueError as error:  # a fraction out of (0, 1), or too few training dialogues
+        table = with_selection_slice(table, roles["train"], fraction, seed)
+    except ValueError as error:  # a fraction out of (0, 1), too few dialogues, a split 'select'
         raise ConfigError(f"--select-fraction {fraction} of split {roles['train']!r}: "
                           f"{error}") from None
-    # dev_fold names the roles train / select / test: the corpus's splits keep their names.
-    renamed = {"train": roles["train"], "test": report}
-    splits = [renamed.get(s, s) for s in fold.table.column("split").to_pylist()]
-    index = fold.table.schema.get_field_index("split")
-    table = fold.table.set_column(index, "split", pa.array(splits))
+    kept = {roles["train"], SELECT_SPLIT, report}
+    table = table.filter(pa.array([s in kept for s in table.column("split").to_pylist()]))
     return table, {"train": roles["train"], "dev": SELECT_SPLIT, REPORT_ROLE: report}
 
 
