@@ -353,7 +353,26 @@ def media_folder(t: Path) -> list[str]:
     return ingest(path)
 
 
+def link_loop(folder: Path, name: str) -> Path:
+    """``name`` in ``folder``: a symbolic link to a link back to it."""
+    (folder / name).symlink_to(f"{name}.back")
+    (folder / f"{name}.back").symlink_to(name)
+    return folder / name
+
+
+def media_loop(t: Path) -> list[str]:
+    path = manifest_csv(t, ok_row(0), "d,Bob,Hm.,1,,,loop.mp4,joy")
+    link_loop(path.parent, "loop.mp4")
+    return ingest(path)
+
+
 case("manifest media path is a folder", media_folder, "media_not_a_file", 2)
+# Path.resolve raised RuntimeError on a link loop: a traceback, and the rows lost
+case("manifest media path is a link loop", media_loop, "media_not_a_file", 2)
+case("corpus path is a link loop", lambda t: ingest(link_loop(t, "m.csv")), error=("m.csv", "cannot be followed"))
+case("--mapping is a link loop", lambda t: ingest(manifest_csv(t, ok_row(0)), "--mapping",
+                                                  str(link_loop(t, "m.yaml"))),
+     error=("--mapping", "m.yaml", "cannot be followed"))
 case("manifest media path escapes the corpus", lambda t: ingest(manifest_csv(
     t, ok_row(0), "d,Bob,Hm.,1,,,../../etc/passwd,joy")), "path_outside_root", 2)
 case("manifest media path 5000 characters long", lambda t: ingest(manifest_csv(

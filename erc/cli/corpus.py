@@ -6,6 +6,7 @@ import json
 from pathlib import Path
 
 from erc.cli.common import add_recipe, add_run_options, recipe
+from erc.errors import InputError
 from erc.recipes import CorpusConfig
 from erc.settings import parse_override
 
@@ -17,15 +18,16 @@ def cmd_ingest(args) -> int:
 
     options = dict(args.reader_options)
     if args.media_root:
-        options["media_root"] = str(Path(args.media_root).resolve())
+        options["media_root"] = str(_resolved(args.media_root, "--media-root"))
     if args.split:
         options["splits"] = args.split
     if args.mapping:
-        options["mapping"] = str(Path(args.mapping).resolve())
+        options["mapping"] = str(_resolved(args.mapping, "--mapping"))
     flags = {"options": options, **({"format": args.format} if args.format else {})}
     config = recipe(CorpusConfig, args, args.recipe_options, section="corpus", flags=flags)
-    config.path = str(Path(args.path).expanduser().resolve())
-    out = Path(args.out) if args.out else Path("runs") / Path(args.path).resolve().name / "corpus"
+    corpus = _resolved(args.path, "corpus path")
+    config.path = str(corpus)
+    out = Path(args.out) if args.out else Path("runs") / corpus.name / "corpus"
     if args.address:
         from erc import runtime
 
@@ -39,6 +41,14 @@ def cmd_ingest(args) -> int:
     print(format_summary(result.summary))
     print(f"\ningest {state}:\n  {out / UTTERANCES}\n  {out / PROBLEMS}")
     return 0
+
+
+def _resolved(path: str, what: str) -> Path:
+    """``path`` made absolute, its links followed; a link loop is an InputError."""
+    try:
+        return Path(path).expanduser().resolve()
+    except (RuntimeError, OSError) as err:  # RuntimeError: Python 3.11's symlink loop
+        raise InputError(f"{what} {path}: cannot be followed ({err})") from None
 
 
 def cmd_inspect(args) -> int:

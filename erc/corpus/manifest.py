@@ -296,10 +296,10 @@ def _row(f: dict, meta: dict, spec, root: Path, label_set: set[str] | None,
         named = text_value(f[column], column)
         if named is None or not named.strip():
             continue
-        try:  # a NUL byte or a name longer than the system allows is no path
+        try:  # a NUL byte, a name longer than the system allows, a link loop: no path
             resolved = resolve_inside(root, named.strip(), spec.allow_outside_root)
             problem = media_problem(resolved, column) if resolved is not None else None
-        except (OSError, ValueError) as err:
+        except (OSError, ValueError, RuntimeError) as err:  # RuntimeError: a symlink loop
             raise RowProblem("media_not_a_file", f"{column} {preview(named, 80)} is not a "
                              f"usable path ({preview(str(err), 80)})") from None
         if resolved is None:
