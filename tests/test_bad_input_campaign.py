@@ -400,6 +400,17 @@ case("jsonl an array, not an object", lambda t: ingest(manifest_jsonl(t, ok_obje
      "malformed_row", 2)
 case("jsonl nested 100000 deep", lambda t: ingest(manifest_jsonl(t, ok_object(0), "[" * 100000 + "]" * 100000)),
      "malformed_row", 2)
+# A lone surrogate escape decoded into text no Parquet file can hold: a traceback on writing
+case("jsonl text a lone surrogate escape", lambda t: ingest(manifest_jsonl(
+    t, ok_object(0), '{"dialogue_id": "d", "speaker": "Bob", "text": "\\ud83d!"}', ok_object(2))),
+    "bad_encoding", 3, kept=2)
+case("jsonl key a lone surrogate escape", lambda t: ingest(manifest_jsonl(
+    t, ok_object(0), '{"dialogue_id": "d", "speaker": "Bob", "text": "Hi.", "\\udc00": 1}')),
+    "bad_encoding", 2, kept=1)
+case("json document text a lone surrogate escape", lambda t: ingest(_bytes_file(
+    t, "m.json", b'[{"dialogue_id": "d", "speaker": "Ann", "text": "Hi."}, '
+                 b'{"dialogue_id": "d", "speaker": "Bob", "text": "\\ud800"}]')),
+    "bad_encoding", 2, kept=1)
 case("jsonl text is a mapping", lambda t: ingest(manifest_jsonl(t, ok_object(0), {**ok_object(1), "text": {"en": "Hi"}})),
      "bad_type", 2)
 case("jsonl dialogue is a list", lambda t: ingest(manifest_jsonl(t, ok_object(0), {**ok_object(1), "dialogue_id": ["d"]})),

@@ -31,6 +31,7 @@ Media paths may not escape the manifest's folder unless ``allow_outside_root`` i
 from __future__ import annotations
 
 import json
+import re
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -94,7 +95,7 @@ def read_records(path: Path, max_field_bytes: int = ReaderOptions.max_field_byte
                 yield CsvRecord({}, number, flag, ("malformed_row", f"a JSON line must be an "
                                                    f"object, got {type(fields).__name__}"))
                 continue
-            yield CsvRecord(fields, number, flag)
+            yield _json_record(fields, number, flag)
     elif suffix == ".parquet":
         try:
             rows = pq.read_table(path).to_pylist()
@@ -140,7 +141,28 @@ def json_records(path: Path, records: str | None,
                           f"{found[0][1][1]}" + (f"; records: {guess} would read "
                                                  f"the file" if guess else ""))
     for number, (fields, problem) in enumerate(found, start=1):
-        yield CsvRecord(fields or {}, number, flag, problem)
+        yield (CsvRecord({}, number, flag, problem) if problem is not None
+               else _json_record(fields, number, flag))
+
+
+_SURROGATE = re.compile("[\ud800-\udfff]")
+
+
+def _json_record(fields: dict, number: int, flag: str | None) -> CsvRecord:
+    """The record of one JSON object; a bad_encoding problem when a key or text in it holds
+    a lone UTF-16 surrogate (``"\\ud800"``): JSON allows the escape, but it is no character
+    and no UTF-8 text can hold it."""
+    stack = [fields]
+    while stack:  # a loop, not recursion: the object may be nested as deep as JSON allows
+        value = stack.pop()
+        if isinstance(value, dict):
+            stack += [*value.keys(), *value.values()]
+        elif isinstance(value, list):
+            stack += value
+        elif isinstance(value, str) and _SURROGATE.search(value):
+            return CsvRecord({}, number, flag, ("bad_encoding", f"{preview(value, 60)} holds "
+                                                "a lone UTF-16 surrogate escape: no character"))
+    return CsvRecord(fields, number, flag)
 
 
 def _walk(node, keys: list[str], path: str, enclosing: dict, where: str):
