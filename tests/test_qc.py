@@ -1009,3 +1009,19 @@ def test_reference_photos_that_cannot_be_used_are_listed_not_fatal(tmp_path):
                             str(refs / "Rachel" / "notes.jpg"), str(refs / "Joey" / "huge.png")}
     assert reasons[str(refs / "Ross" / "faceless.png")] == "no face found"
     assert reasons[str(refs / "Joey" / "huge.png")].startswith("not a readable image")
+
+
+def test_one_part_of_a_features_folder_is_checked_as_its_folder(tmp_path, monkeypatch, capsys):
+    """A part file given as the features skipped the check of its utterance table."""
+    from erc.cli import main
+
+    corpus, parts = _constructed_run(tmp_path, np.random.default_rng(21))
+    features = _preprocessed(tmp_path, monkeypatch, corpus, parts)
+    other = tmp_path / "other.parquet"
+    table = pq.read_table(corpus / "utterances.parquet")
+    pq.write_table(table.set_column(table.schema.get_field_index("text"), "text",
+                                    pa.array(["another line"] * table.num_rows)), other)
+    assert main(["qc", str(features / "part-00000.parquet"), "--utterances", str(other),
+                 "--out", str(tmp_path / "qc")]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "not the utterance table" in err, err

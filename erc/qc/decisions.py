@@ -140,34 +140,36 @@ def read_features(features: Path) -> tuple[dict[str, dict], list[dict]]:
 
 
 def check_source(features: Path, utterances: str | Path, table: pa.Table) -> None:
-    """InputError unless ``table`` is the utterance table the features in ``features`` were
-    computed from (the source digest the preprocess stage recorded): another corpus's
-    features under the same ids would be judged as this one's. A folder erc did not write
-    (no manifest, no claim) records nothing to compare, and is taken as given."""
+    """InputError unless ``table`` is the utterance table the features in ``features`` (a
+    folder, or one of its parts) were computed from (the source digest the preprocess stage
+    recorded): another corpus's features under the same ids would be judged as this one's.
+    A folder erc did not write (no manifest, no claim) records nothing to compare, and is
+    taken as given."""
     from erc.pipeline.preprocess import source_digest
     from erc.stages.base import content_fingerprint, read_manifest
 
-    manifest = read_manifest(features)
-    rerun = f"run `erc preprocess {utterances} --out {features}`"
+    folder = features if features.is_dir() else features.parent
+    manifest = read_manifest(folder)
+    rerun = f"run `erc preprocess {utterances} --out {folder}`"
     if manifest is None:
-        if (features / io.MARKER).exists():
-            raise InputError(f"{features}: an erc preprocess run that did not finish (no "
+        if (folder / io.MARKER).exists():
+            raise InputError(f"{folder}: an erc preprocess run that did not finish (no "
                              f"manifest.json); {rerun} to finish it")
         return
     if manifest.get("stage") != "preprocess":
-        raise InputError(f"{features}: holds the outputs of erc's {manifest.get('stage')} "
+        raise InputError(f"{folder}: holds the outputs of erc's {manifest.get('stage')} "
                          f"stage, not the features of erc preprocess")
-    if content_fingerprint(features) != manifest.get("content"):
-        lost = [name for name in manifest.get("files", {}) if not (features / name).is_file()]
+    if content_fingerprint(folder) != manifest.get("content"):
+        lost = [name for name in manifest.get("files", {}) if not (folder / name).is_file()]
         what = f"{', '.join(lost)} missing" if lost else "a part file changed"
-        raise InputError(f"{features}: not the features erc preprocess wrote ({what}); "
+        raise InputError(f"{folder}: not the features erc preprocess wrote ({what}); "
                          f"{rerun} to recompute what is lost")
     if manifest.get("source") is None:
-        raise InputError(f"{features}: written by an earlier erc that did not record its "
+        raise InputError(f"{folder}: written by an earlier erc that did not record its "
                          f"utterance table; {rerun} (finished partitions are kept)")
     if manifest["source"] != source_digest(table):
         made_from = manifest.get("inputs", {}).get("utterances", "another table")
-        raise InputError(f"{utterances}: not the utterance table the features in {features} "
+        raise InputError(f"{utterances}: not the utterance table the features in {folder} "
                          f"were computed from ({made_from}); give qc that table, or features "
                          f"of this one (`erc preprocess {utterances}`)")
 
