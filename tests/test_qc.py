@@ -1025,3 +1025,22 @@ def test_one_part_of_a_features_folder_is_checked_as_its_folder(tmp_path, monkey
                  "--out", str(tmp_path / "qc")]) == 2
     err = capsys.readouterr().err.strip()
     assert len(err.splitlines()) == 1 and "not the utterance table" in err, err
+
+
+def test_an_utterance_table_changed_since_preprocessing_is_named_as_changed(tmp_path, monkeypatch, capsys):
+    """The table the features were computed from, edited since (a transcript), was named as
+    "not the table ... computed from (itself)"."""
+    from erc.cli import main
+
+    corpus, parts = _constructed_run(tmp_path, np.random.default_rng(22))
+    features = _preprocessed(tmp_path, monkeypatch, corpus, parts)
+    table = pq.read_table(corpus / "utterances.parquet")
+    texts = table.column("text").to_pylist()
+    texts[0] = "A transcript corrected since."
+    pq.write_table(table.set_column(table.schema.get_field_index("text"), "text", pa.array(texts)),
+                   corpus / "utterances.parquet")
+    assert main(["qc", str(features), "--utterances", str(corpus), "--out",
+                 str(tmp_path / "qc")]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "changed since the features" in err, err
+    assert f"erc preprocess {corpus} --out {features}" in err

@@ -168,7 +168,10 @@ def check_source(features: Path, utterances: str | Path, table: pa.Table) -> Non
         raise InputError(f"{folder}: written by an earlier erc that did not record its "
                          f"utterance table; {rerun} (finished partitions are kept)")
     if manifest["source"] != source_digest(table):
-        made_from = manifest.get("inputs", {}).get("utterances", "another table")
+        made_from = str(manifest.get("inputs", {}).get("utterances", "another table"))
+        if Path(made_from).resolve() == Path(utterances).resolve():
+            raise InputError(f"{utterances}: its transcripts, media or rows changed since the "
+                             f"features in {folder} were computed from it; {rerun}")
         raise InputError(f"{utterances}: not the utterance table the features in {folder} "
                          f"were computed from ({made_from}); give qc that table, or features "
                          f"of this one (`erc preprocess {utterances}`)")
