@@ -164,10 +164,10 @@ def check_source(features: Path, utterances: str | Path, table: pa.Table) -> Non
         what = f"{', '.join(lost)} missing" if lost else "a part file changed"
         raise InputError(f"{folder}: not the features erc preprocess wrote ({what}); "
                          f"{rerun} to recompute what is lost")
-    if manifest.get("source") is None:
+    if manifest.get("utterances_digest") is None:
         raise InputError(f"{folder}: written by an earlier erc that did not record its "
                          f"utterance table; {rerun} (finished partitions are kept)")
-    if manifest["source"] != source_digest(table):
+    if manifest["utterances_digest"] != source_digest(table):
         made_from = str(manifest.get("inputs", {}).get("utterances", "another table"))
         if Path(made_from).resolve() == Path(utterances).resolve():
             raise InputError(f"{utterances}: its transcripts, media or rows changed since the "

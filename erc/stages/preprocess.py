@@ -52,7 +52,7 @@ class PreprocessStage(Stage):
         outcome = run_preprocess(table, ctx.out, ctx.config, ray=self.ray, limit=self.limit,
                                  force=ctx.force, progress=ctx.say, previous=ctx.previous)
         # What QC checks its utterance table against (erc.qc.decisions.check_source).
-        ctx.record.update(outcome.record, source=source_digest(table))
+        ctx.record.update(outcome.record, utterances_digest=source_digest(table))
         return outcome.summary
 
 
