@@ -27,9 +27,9 @@ class PreprocessStage(Stage):
 
         self.ray = ray or RayConfig()
         self.limit = limit
-        # The second number: 2 records the source digest QC checks (a folder without it
-        # is rewritten; its finished partitions are kept).
-        self.version = [FEATURES_VERSION, 2]
+        # The second number: 3 records the utterances_digest QC checks (a folder without
+        # it is rewritten; its finished partitions are kept).
+        self.version = [FEATURES_VERSION, 3]
 
     def settings(self, config: PreprocessConfig) -> dict:
         where_not_what = {"output_dir", "decode", "faces", "asr", "speaker", "text"}
