@@ -17,7 +17,7 @@ import yaml
 
 from erc.cli import main
 from erc.corpus import CorpusError, detect_format
-from erc.corpus.inspect import inspect_corpus, mapping_yaml
+from erc.corpus.inspect import format_inspection, inspect_corpus, mapping_yaml
 from erc.corpus.manifest import read_manifest
 from erc.corpus.mapping import MAPPING_FILE, load_mapping, speaker_names
 from erc.corpus.values import parse_time
@@ -227,6 +227,21 @@ def test_inspect_reads_values_the_ingest_sets_aside(tmp_path, capsys):
 
 
 # --- the pieces --------------------------------------------------------------------------
+
+
+def test_inspect_prints_names_from_the_input_on_their_line(tmp_path):
+    """A file name holding a newline ended the suggested mapping's comment line: the rest of
+    the name was read as YAML; a column name holding an escape drove the terminal."""
+    folder = tmp_path / "corpus\nfiles: x"
+    folder.mkdir()
+    (folder / "train\nnote.csv").write_text("dialogue_id,speaker,text,mood\x1b[2J\nd,Ann,Hi there.,ok\n")
+    (folder / "dev.csv").write_text("dialogue_id,speaker,text,mood\x1b[2J\nd,Bob,Yo there.,ok\n")
+    inspection = inspect_corpus(folder)
+    shown = format_inspection(inspection)
+    assert "\x1b" not in shown and "\\x1b[2J" in shown and "train\\nnote.csv" in shown
+    text = mapping_yaml(inspection)
+    assert yaml.safe_load(text) == {k: v for k, v in inspection.mapping.items()}
+    assert all(line.startswith(("#", " ")) or ":" in line for line in text.splitlines())
 
 
 def test_inspect_reads_each_file_once(tmp_path, monkeypatch):

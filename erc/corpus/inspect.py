@@ -35,6 +35,7 @@ from erc.corpus.mapping import (
     speaker_names,
 )
 from erc.corpus.values import RowProblem, blank, parse_time
+from erc.errors import printable
 
 MAX_ROWS_PER_FILE = 200_000
 HEADER_BYTES = 1 << 16  # enough of a CSV's first line to tell its delimiter
@@ -238,17 +239,19 @@ def inspect_corpus(path: str | Path) -> Inspection:
 
 def format_inspection(inspection: Inspection) -> str:
     """The files and columns, with examples, for a person."""
-    lines = [f"{inspection.path}: {len(inspection.files)} file(s)"]
+    # Names come from the input: printable() keeps a newline or escape in one from breaking
+    # the line or driving the terminal.
+    lines = [f"{printable(inspection.path)}: {len(inspection.files)} file(s)"]
     for file, n, split in inspection.files:
-        lines.append(f"  {file.name}: {n:,} rows" + (f" (split {split})" if split else "")
+        lines.append(f"  {printable(file.name)}: {n:,} rows" + (f" (split {printable(split)})" if split else "")
                      + (f", {inspection.unread[file]:,} not read" if file in inspection.unread else ""))
     used = _used_columns(inspection.mapping, inspection.columns)
-    width = max(len(name) for name in inspection.columns)
+    width = max(len(printable(name)) for name in inspection.columns)
     lines += ["", "columns (kind, distinct values, blanks, examples; -> the field they map to):"]
     for column in inspection.columns.values():
         examples = ", ".join(json.dumps(_short(e), ensure_ascii=False) for e in column.examples())
         target = f"  -> {', '.join(used[column.name])}" if column.name in used else "  (meta)"
-        lines.append(f"  {column.name:{width}}  {column.kind:6} {column.distinct:7,} "
+        lines.append(f"  {printable(column.name):{width}}  {column.kind:6} {column.distinct:7,} "
                      f"{column.blank:6,}  {examples}{target}")
     return "\n".join(lines)
 
@@ -256,12 +259,12 @@ def format_inspection(inspection: Inspection) -> str:
 def mapping_yaml(inspection: Inspection) -> str:
     """The suggested mapping as a YAML file with comments, for the user to edit."""
     m = inspection.mapping
-    where = inspection.path
+    where = printable(inspection.path)  # in a comment: a newline would end it
     out = [f"# A mapping for {where}, suggested by `erc corpus inspect`: check it, edit it, then",
            f"#   erc corpus ingest {where} --mapping THIS_FILE",
            f"# (or save it as {MAPPING_FILE} in the corpus folder). Keys: erc.corpus.mapping."]
     for note in inspection.notes:
-        out.append(f"# NOTE: {note}")
+        out.append(f"# NOTE: {printable(note)}")
     out.append(f"corpus: {_q(m['corpus'])}")
     files = m.get("files")
     if isinstance(files, dict):
