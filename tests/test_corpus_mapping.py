@@ -244,6 +244,17 @@ def test_inspect_prints_names_from_the_input_on_their_line(tmp_path):
     assert all(line.startswith(("#", " ")) or ":" in line for line in text.splitlines())
 
 
+def test_inspect_never_writes_its_mapping_over_a_file_it_inspects(tmp_path, capsys):
+    """--write naming the manifest itself (with --overwrite) replaced the corpus with the
+    suggested mapping."""
+    path = tmp_path / "m.csv"
+    path.write_text("dialogue_id,speaker,text\nd,Ann,Hi.\n")
+    for name in (str(path), str(tmp_path / "." / "m.csv")):
+        assert main(["corpus", "inspect", str(tmp_path), "--write", name, "--overwrite"]) == 2
+        assert "is a manifest file inspected" in capsys.readouterr().err
+    assert path.read_text() == "dialogue_id,speaker,text\nd,Ann,Hi.\n"
+
+
 def test_inspect_reads_each_file_once(tmp_path, monkeypatch):
     """inspect read a CSV whole for its delimiter and a JSON document whole for where its
     utterances are, then each again for its rows."""

@@ -56,6 +56,10 @@ def cmd_inspect(args) -> int:
     from erc.corpus.inspect import format_inspection, inspect_corpus, mapping_yaml
 
     inspection = inspect_corpus(Path(args.path))
+    write = Path(args.write) if args.write else None
+    if write and write.exists() and any(write.samefile(file) for file, _, _ in inspection.files):
+        raise InputError(f"{args.write}: is a manifest file inspected; write the mapping to "
+                         f"another file")
     print(format_inspection(inspection) + "\n\nsuggested mapping:\n\n" + mapping_yaml(inspection))
     if args.write:
         io.write_new_text(args.write, mapping_yaml(inspection), overwrite=args.overwrite)
