@@ -255,6 +255,16 @@ def test_inspect_never_writes_its_mapping_over_a_file_it_inspects(tmp_path, caps
     assert path.read_text() == "dialogue_id,speaker,text\nd,Ann,Hi.\n"
 
 
+def test_inspect_write_naming_a_folder_is_an_error_naming_it(tmp_path, capsys):
+    """--write naming a folder (with --overwrite) failed on a temporary file's name."""
+    (tmp_path / "m.csv").write_text("dialogue_id,speaker,text\nd,Ann,Hi.\n")
+    (tmp_path / "out").mkdir()
+    assert main(["corpus", "inspect", str(tmp_path / "m.csv"), "--write", str(tmp_path / "out"),
+                 "--overwrite"]) == 2
+    err = capsys.readouterr().err
+    assert f"{tmp_path / 'out'}: is a folder" in err and ".tmp" not in err
+
+
 def test_inspect_reads_each_file_once(tmp_path, monkeypatch):
     """inspect read a CSV whole for its delimiter and a JSON document whole for where its
     utterances are, then each again for its rows."""

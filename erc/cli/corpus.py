@@ -60,6 +60,8 @@ def cmd_inspect(args) -> int:
     if write and write.exists() and any(write.samefile(file) for file, _, _ in inspection.files):
         raise InputError(f"{args.write}: is a manifest file inspected; write the mapping to "
                          f"another file")
+    if write and write.is_dir():  # replacing it fails, naming a temporary file
+        raise InputError(f"{args.write}: is a folder; name the mapping file to write")
     print(format_inspection(inspection) + "\n\nsuggested mapping:\n\n" + mapping_yaml(inspection))
     if args.write:
         io.write_new_text(args.write, mapping_yaml(inspection), overwrite=args.overwrite)
