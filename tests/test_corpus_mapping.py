@@ -330,6 +330,16 @@ def test_bad_mappings_are_one_line_errors_naming_the_key(tmp_path, mapping, mess
     assert "\n" not in str(error.value) and str(path) in str(error.value)
 
 
+def test_a_mapping_path_that_is_no_file_says_what_it_is(tmp_path):
+    """A mapping path naming a folder or /dev/null was "no such mapping file"."""
+    with pytest.raises(CorpusError, match="is a folder, not a mapping file"):
+        load_mapping(tmp_path)
+    with pytest.raises(CorpusError, match="is a special file, not a mapping file"):
+        load_mapping("/dev/null")
+    with pytest.raises(CorpusError, match="no such mapping file"):
+        load_mapping(tmp_path / "none.yaml")
+
+
 def test_missing_columns_and_files_name_the_mapping_key(friends):
     folder, _ = friends
     with pytest.raises(CorpusError, match=r"columns\.dialogue_id names column\(s\) 'Scene'"):

@@ -325,7 +325,9 @@ def load_mapping(mapping: str | Path | dict | None = None,
     elif mapping is not None:
         path = Path(mapping)
         if not path.is_file():
-            raise CorpusError(f"{path}: no such mapping file")
+            raise CorpusError(f"{path}: no such mapping file" if not path.exists() else
+                              f"{path}: is a {'folder' if path.is_dir() else 'special file'}, "
+                              f"not a mapping file (YAML)")
         data = load_yaml(path) or {}
         where = str(path)
         if not isinstance(data, dict):
