@@ -1044,3 +1044,13 @@ def test_an_utterance_table_changed_since_preprocessing_is_named_as_changed(tmp_
     err = capsys.readouterr().err.strip()
     assert len(err.splitlines()) == 1 and "changed since the features" in err, err
     assert f"erc preprocess {corpus} --out {features}" in err
+
+
+def test_a_part_given_as_the_features_writes_beside_its_folder(tmp_path, capsys):
+    """The default output of `erc qc FEATURES/part-00000.parquet` was FEATURES/qc: inside
+    the folder it reads."""
+    from erc.cli import main
+
+    corpus, features = _constructed_run(tmp_path, np.random.default_rng(23))
+    assert main(["qc", str(features / "part-00000.parquet"), "--utterances", str(corpus)]) == 0
+    assert (tmp_path / "qc" / "decisions.parquet").is_file() and not (features / "qc").exists()

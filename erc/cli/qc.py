@@ -19,8 +19,10 @@ def cmd_qc(args) -> int:
     from erc.stages.qc import QCStage
 
     features = Path(args.features)
-    utterances = Path(args.utterances) if args.utterances else features.parent / "corpus"
-    out = Path(args.out) if args.out else features.parent / "qc"
+    # The defaults sit beside the features folder, also when one of its parts is given.
+    run = (features if features.is_dir() else features.parent).parent
+    utterances = Path(args.utterances) if args.utterances else run / "corpus"
+    out = Path(args.out) if args.out else run / "qc"
     config = recipe(QCConfig, args, args.recipe_options, section="qc")
     result = execute(QCStage(), config, {"features": features, "utterances": utterances}, out,
                      force=args.force, overwrite=args.overwrite)
