@@ -153,8 +153,8 @@ def check_source(features: Path, utterances: str | Path, table: pa.Table) -> Non
     rerun = f"run `erc preprocess {utterances} --out {folder}`"
     if manifest is None:
         if (folder / io.MARKER).exists():
-            raise InputError(f"{folder}: an erc preprocess run that did not finish (no "
-                             f"manifest.json); {rerun} to finish it")
+            raise InputError(f"{folder}: an erc preprocess run that did not finish, or is "
+                             f"still running (no manifest.json); {rerun} to finish it")
         return
     if manifest.get("stage") != "preprocess":
         raise InputError(f"{folder}: holds the outputs of erc's {manifest.get('stage')} "
