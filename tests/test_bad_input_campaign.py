@@ -411,6 +411,14 @@ case("json document text a lone surrogate escape", lambda t: ingest(_bytes_file(
     t, "m.json", b'[{"dialogue_id": "d", "speaker": "Ann", "text": "Hi."}, '
                  b'{"dialogue_id": "d", "speaker": "Bob", "text": "\\ud800"}]')),
     "bad_encoding", 2, kept=1)
+# JSON keeps the last of two values of one key, silently
+case("jsonl a key twice in a row", lambda t: ingest(manifest_jsonl(
+    t, ok_object(0), '{"dialogue_id": "d", "speaker": "Bob", "speaker": "Cy", "text": "Hi."}')),
+    "malformed_row", 2, kept=1)
+case("json document a key twice in a nested object", lambda t: ingest(_bytes_file(
+    t, "m.json", b'[{"dialogue_id": "d", "speaker": "Ann", "text": "Hi."}, '
+                 b'{"dialogue_id": "d", "speaker": "Bob", "text": "Yo.", "x": {"a": 1, "a": 2}}]')),
+    "malformed_row", 2, kept=1)
 case("jsonl text is a mapping", lambda t: ingest(manifest_jsonl(t, ok_object(0), {**ok_object(1), "text": {"en": "Hi"}})),
      "bad_type", 2)
 case("jsonl dialogue is a list", lambda t: ingest(manifest_jsonl(t, ok_object(0), {**ok_object(1), "dialogue_id": ["d"]})),

@@ -163,9 +163,9 @@ def inspect_corpus(path: str | Path) -> Inspection:
         delimiter = _delimiter(file) if file.suffix.lower() == ".csv" else ","
         found = None
         if file.suffix.lower() == ".json":  # parsed once, for its records path and its rows
-            document, flag = read_json(file)
-            found = records_path(document)
-            file_records = json_records(file, found, (document, flag))
+            document = read_json(file)
+            found = records_path(document.value)
+            file_records = json_records(file, found, document)
         else:
             file_records = read_records(file, delimiter=delimiter)
         delimiters.add(delimiter)

@@ -32,8 +32,10 @@ from __future__ import annotations
 
 import json
 import re
+from collections import Counter
 from collections.abc import Iterator
 from pathlib import Path
+from typing import NamedTuple
 
 import pyarrow as pa
 import pyarrow.parquet as pq
@@ -86,7 +88,7 @@ def read_records(path: Path, max_field_bytes: int = ReaderOptions.max_field_byte
             if not text.strip():
                 continue
             try:
-                fields = json.loads(text)
+                fields, suspect = _loads(text)
             except (ValueError, RecursionError) as err:
                 yield CsvRecord({}, number, flag, ("malformed_row", f"invalid JSON: "
                                                    f"{preview(str(err), 120)}"))
@@ -95,7 +97,7 @@ def read_records(path: Path, max_field_bytes: int = ReaderOptions.max_field_byte
                 yield CsvRecord({}, number, flag, ("malformed_row", f"a JSON line must be an "
                                                    f"object, got {type(fields).__name__}"))
                 continue
-            yield _json_record(fields, number, flag)
+            yield _json_record(fields, number, flag, suspect)
     elif suffix == ".parquet":
         try:
             rows = pq.read_table(path).to_pylist()
@@ -107,19 +109,26 @@ def read_records(path: Path, max_field_bytes: int = ReaderOptions.max_field_byte
         raise CorpusError(f"{path}: manifest must be .csv, .jsonl, .json or .parquet")
 
 
-def read_json(path: Path) -> tuple[object, str | None]:
-    """A JSON document and the worst repair flag of its lines (``decode_line``)."""
+class JsonDocument(NamedTuple):
+    value: object
+    flag: str | None  # the worst repair flag of its lines (``decode_line``)
+    suspect: bool  # whether its records need ``_json_record``'s closer look
+
+
+def read_json(path: Path) -> JsonDocument:
+    """A JSON document, parsed."""
     lines = read_lines(path, keepends=True)
     flags = {flag for _, flag in lines}
     flag = "undecodable" if "undecodable" in flags else ("cp1252" if "cp1252" in flags else None)
     try:
-        return json.loads("".join(text for text, _ in lines)), flag
+        value, suspect = _loads("".join(text for text, _ in lines))
     except (ValueError, RecursionError) as err:
         raise CorpusError(f"{path}: not a JSON document ({preview(str(err), 200)})") from None
+    return JsonDocument(value, flag, suspect)
 
 
 def json_records(path: Path, records: str | None,
-                 read: tuple[object, str | None] | None = None) -> Iterator[CsvRecord]:
+                 read: JsonDocument | None = None) -> Iterator[CsvRecord]:
     """The utterance objects of a JSON document, numbered in document order: the items of
     a top-level list, or those the dotted keys of ``records`` lead to through lists and
     objects (``episodes.scenes.utterances``). Each record holds its own keys and the other
@@ -127,7 +136,7 @@ def json_records(path: Path, records: str | None,
     ``episodes.scenes.scene_id``). An item that is no object, or an enclosing object
     lacking the next key, is a malformed_row naming where it is. ``read``: the document
     as ``read_json`` returned it, when it was read already."""
-    document, flag = read or read_json(path)
+    document, flag, suspect = read or read_json(path)
     if records is None and not isinstance(document, list):
         guess = records_path(document)
         raise CorpusError(f"{path}: a JSON document holding {kind(document)}: name the lists "
@@ -142,19 +151,47 @@ def json_records(path: Path, records: str | None,
                                                  f"the file" if guess else ""))
     for number, (fields, problem) in enumerate(found, start=1):
         yield (CsvRecord({}, number, flag, problem) if problem is not None
-               else _json_record(fields, number, flag))
+               else _json_record(fields, number, flag, suspect))
 
 
 _SURROGATE = re.compile("[\ud800-\udfff]")
+_SURROGATE_ESCAPE = re.compile(r"\\u[dD][89a-fA-F]")  # how one gets into JSON text
 
 
-def _json_record(fields: dict, number: int, flag: str | None) -> CsvRecord:
-    """The record of one JSON object; a bad_encoding problem when a key or text in it holds
-    a lone UTF-16 surrogate (``"\\ud800"``): JSON allows the escape, but it is no character
-    and no UTF-8 text can hold it."""
-    stack = [fields]
+class _KeyTwice(dict):
+    """A JSON object that named a key twice (``key``): JSON keeps the last value silently."""
+    key: str
+
+
+def _loads(text: str) -> tuple[object, bool]:
+    """JSON text parsed, and whether its records need ``_json_record``'s closer look (an
+    object names a key twice, or a string may hold a surrogate): most need none."""
+    twice = False
+
+    def object_of(pairs: list[tuple[str, object]]) -> dict:
+        nonlocal twice
+        found = dict(pairs)
+        if len(found) < len(pairs):
+            twice = True
+            found = _KeyTwice(found)
+            found.key = next(k for k, n in Counter(k for k, _ in pairs).items() if n > 1)
+        return found
+
+    value = json.loads(text, object_pairs_hook=object_of)
+    return value, twice or _SURROGATE_ESCAPE.search(text) is not None
+
+
+def _json_record(fields: dict, number: int, flag: str | None, suspect: bool = True) -> CsvRecord:
+    """The record of one JSON object; a problem when an object in it names a key twice
+    (malformed_row: which value is meant?) or a key or text holds a lone UTF-16 surrogate
+    (bad_encoding: JSON allows ``"\\ud800"``, but it is no character and no UTF-8 text can
+    hold it)."""
+    stack = [fields] if suspect else []
     while stack:  # a loop, not recursion: the object may be nested as deep as JSON allows
         value = stack.pop()
+        if isinstance(value, _KeyTwice):
+            return CsvRecord({}, number, flag, ("malformed_row", f"key {preview(value.key, 60)} "
+                                                "appears twice in one object"))
         if isinstance(value, dict):
             stack += [*value.keys(), *value.values()]
         elif isinstance(value, list):
