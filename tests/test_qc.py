@@ -1054,3 +1054,23 @@ def test_a_part_given_as_the_features_writes_beside_its_folder(tmp_path, capsys)
     corpus, features = _constructed_run(tmp_path, np.random.default_rng(23))
     assert main(["qc", str(features / "part-00000.parquet"), "--utterances", str(corpus)]) == 0
     assert (tmp_path / "qc" / "decisions.parquet").is_file() and not (features / "qc").exists()
+
+
+def test_the_qc_report_is_a_result_of_the_stage(tmp_path):
+    """report.html and the plots were not among the stage's results: a deleted report.html
+    stayed deleted ("up to date"), and a plot of a check since disabled stayed beside the
+    new report as if this run had drawn it."""
+    from erc.stages.base import execute, read_manifest
+    from erc.stages.qc import QCStage
+
+    corpus, features = _constructed_run(tmp_path, np.random.default_rng(24))
+    inputs, out = {"features": features, "utterances": corpus}, tmp_path / "qc"
+    execute(QCStage(), QCConfig(), inputs, out)
+    assert {"report.html", "plots/alignment_scores.png"} <= set(read_manifest(out)["files"])
+    (out / "report.html").unlink()
+    assert not execute(QCStage(), QCConfig(), inputs, out).skipped
+    assert (out / "report.html").is_file()
+    assert not execute(QCStage(), QCConfig(checks=("face", "speaker")), inputs, out).skipped
+    assert not (out / "plots" / "alignment_scores.png").exists()
+    drawn = {f"plots/{p.name}" for p in (out / "plots").glob("*.png")}
+    assert drawn and drawn == {n for n in read_manifest(out)["files"] if n.startswith("plots/")}

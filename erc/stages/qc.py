@@ -7,17 +7,21 @@ they name (reference photos, a reviewed relabels.csv) are as they were.
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
+from erc import io
 from erc.qc.decisions import DECISIONS, KEPT, RELABELS, QCConfig
 from erc.stages.base import Stage, StageContext, content_fingerprint
+
+PLOT = re.compile(r"plots/[a-z_]+\.png")
 
 
 class QCStage(Stage):
     name = "qc"
     section = "qc"
     inputs = ("features", "utterances")
-    results = (DECISIONS, KEPT, RELABELS, "report.json")
+    results = (DECISIONS, KEPT, RELABELS, "report.json", "report.html", "plots/*.png")
     description = "alignment, face and speaker checks; relabelling; the QC report"
 
     def external(self, config: QCConfig, inputs, manifest) -> dict:
@@ -27,6 +31,13 @@ class QCStage(Stage):
     def run(self, ctx: StageContext) -> dict:
         from erc.qc.decisions import run_qc
 
+        # The last run's plots go first: one this run does not draw (its check now
+        # disabled) would stay and be listed as this run's. Only names a plot can have:
+        # an edited manifest never names another file.
+        listed = (ctx.previous or {}).get("files")
+        for name in listed if isinstance(listed, dict) else ():
+            if PLOT.fullmatch(name):
+                io.remove_owned(ctx.out, name)
         result = run_qc(ctx.inputs["features"], ctx.inputs["utterances"], ctx.out, ctx.config)
         return result.summary
 
