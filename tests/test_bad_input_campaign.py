@@ -370,6 +370,33 @@ case("manifest media path is a folder", media_folder, "media_not_a_file", 2)
 # Path.resolve raised RuntimeError on a link loop: a traceback, and the rows lost
 case("manifest media path is a link loop", media_loop, "media_not_a_file", 2)
 case("corpus path is a link loop", lambda t: ingest(link_loop(t, "m.csv")), error=("m.csv", "cannot be followed"))
+
+
+def corpus_file_loop(build: Callable[[Path], Path], name: str, *flags: str) -> Callable[[Path], list[str]]:
+    """A corpus built by ``build`` with a file it reads replaced by a link loop: it was
+    passed over as no file, its rows lost unseen."""
+    def build_loop(t: Path) -> list[str]:
+        corpus = build(t)
+        (corpus / name).unlink(missing_ok=True)
+        link_loop((corpus / name).parent, Path(name).name)
+        return ingest(corpus, *flags)
+    return build_loop
+
+
+case("manifest folder file is a link loop", corpus_file_loop(
+    lambda t: manifest_csv(t, ok_row(0)).parent, "other.csv", "--format", "manifest"),
+    error=("other.csv", "leads to no file"))
+case("manifest folder file matched by files: is a link loop", corpus_file_loop(
+    lambda t: manifest_csv(t, ok_row(0)).parent, "other.csv", "--format", "manifest",
+    *opts("files='*.csv'")), error=("other.csv", "leads to no file"))
+case("meld split csv is a link loop", corpus_file_loop(
+    lambda t: meld(t, meld_row(0)), "dev_sent_emo.csv"), error=("dev_sent_emo.csv", "leads to no file"))
+case("iemocap text split csv is a link loop", corpus_file_loop(
+    lambda t: iemocap_text(t, ok_iemocap(0)), "iemocap_valid.csv"),
+    error=("iemocap_valid.csv", "leads to no file"))
+case("iemocap release transcript is a link loop", corpus_file_loop(
+    lambda t: release(t, [utt_line("F000")], [emo_line("F000")]),
+    "Session1/dialog/transcriptions/Ses01F_impro02.txt"), error=("Ses01F_impro02.txt", "leads to no file"))
 case("--mapping is a link loop", lambda t: ingest(manifest_csv(t, ok_row(0)), "--mapping",
                                                   str(link_loop(t, "m.yaml"))),
      error=("--mapping", "m.yaml", "cannot be followed"))

@@ -318,6 +318,14 @@ def _csv_records(lines: list[str], first: int, width: int, delimiter: str = ","
         position = restart
 
 
+def check_link(path: Path) -> None:
+    """CorpusError for a corpus file named by a symbolic link that leads to no file (a link
+    loop, or its target gone): passed over as no file, its rows would be lost unseen."""
+    if path.is_symlink() and not path.exists():
+        raise CorpusError(f"{path}: a symbolic link that leads to no file (a link loop, or "
+                          f"its target is gone); fix or remove it")
+
+
 def media_problem(path: Path, column: str = "media") -> tuple[str, str] | None:
     """("missing_media" | "media_not_a_file", detail) for a media path that cannot be a
     clip, else None."""

@@ -27,6 +27,7 @@ from erc.corpus.base import (
     IngestResult,
     ReaderOptions,
     RowCollector,
+    check_link,
     media_problem,
     read_csv_records,
     read_lines,
@@ -104,7 +105,10 @@ def read_iemocap_text(path: Path, /, **options) -> IngestResult:
     out = RowCollector("iemocap")
     for split, file_name in TEXT_SPLIT_FILES.items():
         csv_path = path / file_name
-        if (opts.splits and split not in opts.splits) or not csv_path.is_file():
+        if opts.splits and split not in opts.splits:
+            continue
+        check_link(csv_path)
+        if not csv_path.is_file():
             continue
         source = str(csv_path)
         out.sources.append(source)
@@ -190,7 +194,10 @@ def read_iemocap_release(path: Path, /, **options) -> IngestResult:
         if split is None:
             continue
         for transcript in sorted((session_dir / "dialog" / "transcriptions").glob("*.txt")):
-            if transcript.name.startswith("._") or not transcript.is_file():
+            if transcript.name.startswith("._"):
+                continue
+            check_link(transcript)
+            if not transcript.is_file():
                 continue
             dialogue = transcript.stem
             source = str(transcript)

@@ -36,7 +36,7 @@ from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any
 
-from erc.corpus.base import CorpusError, ReaderOptions, reader_options, too_large
+from erc.corpus.base import CorpusError, ReaderOptions, check_link, reader_options, too_large
 from erc.corpus.values import RowProblem, blank, kind, meta_value, text_value
 from erc.errors import preview
 from erc.settings import load_yaml, validate
@@ -140,8 +140,10 @@ class ManifestMapping(ReaderOptions):
         if self.files is None:
             if path.is_file():
                 return [(path, None)]
-            found = [(p, None) for p in sorted(folder.iterdir())
-                     if p.is_file() and p.suffix.lower() in MANIFEST_SUFFIXES]
+            named = [p for p in sorted(folder.iterdir()) if p.suffix.lower() in MANIFEST_SUFFIXES]
+            for file in named:
+                check_link(file)
+            found = [(p, None) for p in named if p.is_file()]
             if not found:
                 raise CorpusError(f"{folder}: no .csv, .jsonl, .json or .parquet manifest in the folder "
                                   f"(name them with files: in the mapping)")
@@ -464,6 +466,7 @@ def _matches(folder: Path, pattern: str) -> list[tuple[Path, str | None]]:
     found = []
     for name in sorted(glob.glob(before + ("*" if marker else "") + after, root_dir=folder)):
         file = folder / name
+        check_link(file)
         if not file.is_file():
             continue
         split = None

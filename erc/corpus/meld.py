@@ -23,6 +23,7 @@ from erc.corpus.base import (
     IngestResult,
     ReaderOptions,
     RowCollector,
+    check_link,
     fix_mojibake,
     media_problem,
     read_csv_records,
@@ -119,7 +120,10 @@ def read_meld(path: Path, /, **options) -> IngestResult:
     read_any = False
     for split, file_name in SPLIT_FILES.items():
         csv_path = path / file_name
-        if (opts.splits and split not in opts.splits) or not csv_path.is_file():
+        if opts.splits and split not in opts.splits:
+            continue
+        check_link(csv_path)
+        if not csv_path.is_file():
             continue
         read_any = True
         out.sources.append(str(csv_path))
