@@ -265,6 +265,21 @@ def test_inspect_write_naming_a_folder_is_an_error_naming_it(tmp_path, capsys):
     assert f"{tmp_path / 'out'}: is a folder" in err and ".tmp" not in err
 
 
+def test_inspect_shows_erc_s_own_columns_as_the_fields_they_read_back_as(tmp_path):
+    """Inspecting erc's utterances.parquet showed audio_path and the meta map as meta,
+    which the ingest reads as the audio field and the row's meta."""
+    from erc.schema import utterance_table
+
+    pq.write_table(utterance_table([{"utterance_id": "u", "corpus": "c", "split": "train",
+                                     "dialogue_id": "d", "turn": 0, "speaker": "Ann",
+                                     "text": "Hi there.", "meta": {"mood": "ok"}}]),
+                   tmp_path / "utterances.parquet")
+    shown = {line.split()[0]: line for line in
+             format_inspection(inspect_corpus(tmp_path / "utterances.parquet")).splitlines()[4:]}
+    assert shown["audio_path"].endswith("-> audio") and shown["end_s"].endswith("-> end")
+    assert shown["meta"].endswith("-> meta")
+
+
 def test_inspect_reads_each_file_once(tmp_path, monkeypatch):
     """inspect read a CSV whole for its delimiter and a JSON document whole for where its
     utterances are, then each again for its rows."""

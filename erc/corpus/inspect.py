@@ -30,6 +30,8 @@ from erc.corpus.mapping import (
     FIELDS,
     MANIFEST_SUFFIXES,
     MAPPING_FILE,
+    TABLE_META,
+    ManifestMapping,
     flat_items,
     source_columns,
     speaker_names,
@@ -423,7 +425,7 @@ def _label_name(label: str) -> str:
 def _used_columns(mapping: dict, columns: dict[str, Column]) -> dict[str, list[str]]:
     """column -> the fields it gives under ``mapping`` (a column named as a field that the
     mapping does not map otherwise gives that field)."""
-    spec = mapping.get("columns", {})
+    spec = ManifestMapping(columns=mapping.get("columns", {})).for_columns(list(columns)).columns
     used: dict[str, list[str]] = {}
     for name, entry in spec.items():
         for column in source_columns(entry):
@@ -431,6 +433,8 @@ def _used_columns(mapping: dict, columns: dict[str, Column]) -> dict[str, list[s
     for name in columns:
         if name in FIELDS and name not in spec:
             used.setdefault(name, []).append(name)
+    if TABLE_META in columns and TABLE_META not in used:  # erc's own meta map, read back
+        used[TABLE_META] = ["meta"]
     return used
 
 
