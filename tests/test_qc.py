@@ -1074,3 +1074,25 @@ def test_the_qc_report_is_a_result_of_the_stage(tmp_path):
     assert not (out / "plots" / "alignment_scores.png").exists()
     drawn = {f"plots/{p.name}" for p in (out / "plots").glob("*.png")}
     assert drawn and drawn == {n for n in read_manifest(out)["files"] if n.startswith("plots/")}
+
+
+def test_an_empty_utterance_table_gives_an_empty_qc_and_report(tmp_path, monkeypatch, capsys):
+    """QC of an empty table (every row set aside at ingest) failed with "no feature rows":
+    preprocess writes no part for it. It now decides nothing, and the reports say so."""
+    from erc.cli import main
+    from erc.recipes import RunConfig
+    from erc.report import write_report
+
+    corpus = tmp_path / "corpus"
+    corpus.mkdir()
+    pq.write_table(utterance_table([]), corpus / "utterances.parquet")
+    (tmp_path / "parts").mkdir()
+    features = _preprocessed(tmp_path, monkeypatch, corpus, tmp_path / "parts")
+    assert main(["qc", str(features), "--utterances", str(corpus), "--out",
+                 str(tmp_path / "qc")]) == 0
+    assert "qc done: 0 utterances, 0 kept, 0 removed" in capsys.readouterr().out
+    report = json.loads((tmp_path / "qc" / "report.json").read_text())
+    assert report["input"] == report["kept"] == report["removed"] == 0
+    assert pq.read_table(tmp_path / "qc" / "utterances.parquet").num_rows == 0
+    page = write_report(tmp_path, RunConfig(output_dir=str(tmp_path))).read_text()
+    assert "0 utterances checked, 0 kept, 0 set aside" in page

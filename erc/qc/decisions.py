@@ -421,7 +421,8 @@ def run_qc(features: str | Path, utterances: str | Path, out_dir: str | Path,
     started = time.perf_counter()
     utterance_table = read_utterances(utterances)
     check_source(features, utterances, utterance_table)
-    rows, models = read_features(features)
+    # An empty table has no feature parts to read (preprocess wrote none): zero decisions.
+    rows, models = read_features(features) if utterance_table.num_rows else ({}, [])
     unused: list[str] = []
     decisions, summary = decide(utterance_table, rows, models, config,
                                 _face_references(config, models, unused))
