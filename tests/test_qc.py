@@ -1096,3 +1096,33 @@ def test_an_empty_utterance_table_gives_an_empty_qc_and_report(tmp_path, monkeyp
     assert pq.read_table(tmp_path / "qc" / "utterances.parquet").num_rows == 0
     page = write_report(tmp_path, RunConfig(output_dir=str(tmp_path))).read_text()
     assert "0 utterances checked, 0 kept, 0 set aside" in page
+
+
+def test_reference_photos_are_embedded_by_the_weights_of_the_features_only(tmp_path, monkeypatch):
+    """Features whose face embedder was given other weights (a preprocess override) were
+    compared with photos the profile's weights embedded: similarities of two models."""
+    from types import SimpleNamespace
+
+    from erc.backends import registry
+    from erc.errors import ConfigError
+    from erc.qc.decisions import _face_references
+
+    def load(spec, **kwargs):
+        record = {"role": spec.role, "backend": spec.backend, "source": "path:/profile/weights",
+                  "sha256": "a" * 64}
+        return SimpleNamespace(record=lambda: SimpleNamespace(to_dict=lambda: record))
+
+    monkeypatch.setattr(registry, "load_backend", load)
+    monkeypatch.setattr(registry, "profile_specs", lambda profile: {
+        "face_detect": SimpleNamespace(role="face_detect", backend="mtcnn"),
+        "face_embed": SimpleNamespace(role="face_embed", backend="dlib")})
+    monkeypatch.setattr("erc.qc.decisions.load_face_references", lambda *a, **k: {"Ross": "ok"})
+    photos = tmp_path / "photos"
+    photos.mkdir()
+    config = QCConfig(face_references=str(photos))
+    models = [{"role": "face_embed", "backend": "dlib", "source": "path:/my/weights",
+               "sha256": "b" * 64}]
+    with pytest.raises(ConfigError, match="path:/my/weights"):
+        _face_references(config, models, [])
+    models[0]["sha256"] = "a" * 64
+    assert _face_references(config, models, []) == {"Ross": "ok"}

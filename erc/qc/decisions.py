@@ -226,6 +226,14 @@ def _face_references(config: QCConfig, models: list[dict], unused: list[str]):
             "that produced the features")
     detector = load_backend(specs["face_detect"])
     embedder = load_backend(specs["face_embed"])
+    # The same backend with other weights (a preprocess override) embeds faces elsewhere.
+    ours = embedder.record().to_dict()
+    if embed_record and None not in (embed_record.get("sha256"), ours["sha256"]) \
+            and embed_record["sha256"] != ours["sha256"]:
+        raise ConfigError(
+            f"the features' faces were embedded with the weights {embed_record.get('source')} "
+            f"but profile {config.profile!r} embeds reference photos with {ours['source']}: "
+            "give embeddings of the features' model as a .parquet file instead")
     return load_face_references(path, detector, embedder, unused=unused)
 
 
