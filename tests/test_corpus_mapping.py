@@ -355,6 +355,21 @@ def test_a_mapping_path_that_is_no_file_says_what_it_is(tmp_path):
         load_mapping(tmp_path / "none.yaml")
 
 
+def test_files_may_not_leave_the_corpus_folder(tmp_path):
+    """files: '/etc/*' (or '../*.csv') in a corpus's mapping read files anywhere on the
+    machine into the utterance table; like media, they stay in the corpus folder unless
+    allow_outside_root is set."""
+    corpus = tmp_path / "corpus"
+    corpus.mkdir()
+    (corpus / "m.csv").write_text("dialogue_id,speaker,text\nd,Ann,Hi.\n")
+    (tmp_path / "private.csv").write_text("dialogue_id,speaker,text\nd,Bob,Secret.\n")
+    for files in ("../*.csv", str(tmp_path / "*.csv"), {"train": "m.csv", "dev": "../private.csv"}):
+        with pytest.raises(CorpusError, match=r"private\.csv, outside the corpus folder"):
+            read_manifest(corpus, files=files)
+    result = read_manifest(corpus, files="../*.csv", allow_outside_root=True)
+    assert result.utterances.column("text").to_pylist() == ["Secret."]
+
+
 def test_missing_columns_and_files_name_the_mapping_key(friends):
     folder, _ = friends
     with pytest.raises(CorpusError, match=r"columns\.dialogue_id names column\(s\) 'Scene'"):

@@ -25,7 +25,8 @@ erc's own ``utterances.parquet`` reads back as a manifest: its ``media_path``,
 ``audio_path``, ``start_s`` and ``end_s`` columns are media, audio, start and end, and the
 entries of its ``meta`` map are the row's meta again.
 
-Media paths may not escape the manifest's folder unless ``allow_outside_root`` is set.
+Media paths, and the files a mapping names, may not escape the manifest's folder unless
+``allow_outside_root`` is set.
 """
 
 from __future__ import annotations

@@ -30,6 +30,7 @@ from __future__ import annotations
 
 import ast
 import glob
+import os
 import re
 import string
 from dataclasses import dataclass, field, fields, replace
@@ -71,7 +72,7 @@ class ManifestMapping(ReaderOptions):
     label_map: dict[str, str | None] = field(default_factory=dict)  # corpus label -> label
     labels: list[str] | None = None  # the label set; other labels are unknown_label
     several_speakers: str = "problem"  # a list of several speakers: "problem" or "join"
-    allow_outside_root: bool = False  # media paths may leave the manifest's folder
+    allow_outside_root: bool = False  # media paths and files: may leave the manifest's folder
     keep_missing_media: bool = False  # keep rows whose media file is absent (text only)
     delimiter: str = ","  # a CSV file's field delimiter: ",", ";", "\t", "|"
     time_unit: str = "s"  # what a number in start/end counts: "s" or "ms"
@@ -152,10 +153,16 @@ class ManifestMapping(ReaderOptions):
         found: dict[Path, str | None] = {}
         for split, pattern in entries:
             matches = _matches(folder, pattern)
+            key = "files" if split is None else f"files.{split}"
             if not matches:
-                key = "files" if split is None else f"files.{split}"
                 raise CorpusError(f"{folder}: {key}: no file matches {pattern!r}")
             for file, named in matches:
+                # A corpus's own mapping may not read the machine's other files ("/etc/*"),
+                # as its media may not (links are the user's own doing: not followed here).
+                if not (self.allow_outside_root or Path(os.path.abspath(file)).is_relative_to(
+                        os.path.abspath(folder))):
+                    raise CorpusError(f"{folder}: {key}: {pattern!r} matches {file}, outside "
+                                      f"the corpus folder (allow_outside_root: true allows it)")
                 found.setdefault(file, split or named)
         if path.is_file():
             return [(path, found.get(folder / path.name))]
