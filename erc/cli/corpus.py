@@ -103,7 +103,7 @@ def register(commands) -> None:
 
     ingest = sub.add_parser(
         "ingest", help="read a corpus, write utterances.parquet and problems.parquet",
-        description="Reads a corpus (MELD, IEMOCAP, RAVDESS or a manifest), writes "
+        description="Reads a corpus (MELD, IEMOCAP, RAVDESS, DailyDialog or a manifest), writes "
                     "utterances.parquet and problems.parquet (every row set aside, with its "
                     "reason), and prints counts per split, emotion and speaker.")
     ingest.add_argument("path", help="corpus folder or manifest file")

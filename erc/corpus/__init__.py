@@ -7,7 +7,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-from erc.corpus import iemocap, manifest, meld, ravdess
+from erc.corpus import dailydialog, iemocap, manifest, meld, ravdess
 from erc.corpus.base import CorpusError, IngestResult, ReaderOptions
 from erc.corpus.mapping import ManifestMapping
 
@@ -32,6 +32,10 @@ FORMATS: dict[str, Format] = {
                            "IEMOCAP text-only CSVs (iemocap_train.csv, iemocap_valid.csv, ...)"),
     "ravdess": Format(ravdess.looks_like, ravdess.read_ravdess, ravdess.RavdessOptions,
                       "RAVDESS Actor_*/MM-VV-EE-II-SS-RR-AA.{wav,flac,mp4}"),
+    "dailydialog": Format(dailydialog.looks_like, dailydialog.read_dailydialog,
+                          dailydialog.DailyDialogOptions,
+                          "DailyDialog dialogues_text.txt + dialogues_emotion.txt (or its "
+                          "train/ validation/ test/ folders)"),
     "manifest": Format(manifest.looks_like, manifest.read_manifest, ManifestMapping,
                        "manifest (.csv, .jsonl, .parquet) of utterances, or a folder of them "
                        "with a mapping (option mapping: FILE)"),

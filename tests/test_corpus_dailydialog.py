@@ -1,0 +1,94 @@
+"""The DailyDialog reader (erc.corpus.dailydialog) on release-shaped folders built in
+tmp_path: its split folders, the top-level files, and the release's quirks."""
+
+from __future__ import annotations
+
+from collections import Counter
+from pathlib import Path
+
+import pytest
+
+from erc.corpus import CorpusError, detect_format, read_corpus
+from tests.conftest import by_uid, checked
+
+DIALOGUES = [  # (text line, emotion line, act line) as the release writes them
+    ("Say , Jim , how about going for a few beers after dinner ? __eou__ You know that is "
+     "tempting but is really not good for our fitness . __eou__ What do you mean ? __eou__",
+     "0 0 0", "3 4 2"),
+    ("Can you do push-ups ? __eou__ Of course I can . __eou__", "0 4", "2 1"),
+    ("Oops . __eou__ The labels count one turn . __eou__", "1", "1 1"),  # counts differ
+    ("I hate it ! __eou__", "1 ", "1"),
+]
+
+
+def write_split(folder: Path, name: str, rows, act: bool = True) -> None:
+    folder.mkdir(parents=True, exist_ok=True)
+    suffix = f"_{name}" if name else "_text"
+    (folder / f"dialogues{suffix}.txt").write_text("".join(r[0] + "\n" for r in rows))
+    label = f"_{name}" if name else ""
+    (folder / f"dialogues_emotion{label}.txt").write_text("".join(r[1] + "\n" for r in rows))
+    if act:
+        (folder / f"dialogues_act{label}.txt").write_text("".join(r[2] + "\n" for r in rows))
+
+
+def test_release_split_folders(tmp_path):
+    write_split(tmp_path / "train", "train", DIALOGUES)
+    write_split(tmp_path / "validation", "validation", DIALOGUES[:2], act=False)
+    (tmp_path / "dialogues_text.txt").write_text("Not read : the split folders hold it . __eou__\n")
+    assert detect_format(tmp_path) == "dailydialog"
+    result = checked(read_corpus(tmp_path))
+    rows = by_uid(result.utterances)
+    assert Counter(r["split"] for r in rows.values()) == {"train": 6, "dev": 5}
+    first = rows["dailydialog/train/0/0"]
+    assert first["text"] == "Say , Jim , how about going for a few beers after dinner ?"
+    assert first["emotion"] == "neutral" and first["dialogue_id"] == "0" and first["turn"] == 0
+    assert dict(first["meta"]) == {"party": "A", "act": "directive"}
+    second = rows["dailydialog/train/1/1"]
+    assert second["emotion"] == "joy" and second["speaker"] == "train/1/B"
+    assert rows["dailydialog/train/3/0"]["emotion"] == "anger"  # a trailing space is no label
+    assert dict(rows["dailydialog/dev/0/0"]["meta"]) == {"party": "A"}  # no act file
+    # the dialogue whose labels count 1 of its 2 turns: both turns set aside, not guessed
+    problems = result.problems.to_pylist()
+    assert [(p["utterance_id"], p["reason"]) for p in problems] == [
+        ("dailydialog/train/2/0", "malformed_row"), ("dailydialog/train/2/1", "malformed_row")]
+    assert "2 turns but 1 emotion labels" in problems[0]["detail"] and problems[0]["line"] == 3
+    assert result.n_input == 13
+
+
+def test_top_level_files_are_the_train_split(tmp_path):
+    write_split(tmp_path, "", DIALOGUES[:2])
+    result = checked(read_corpus(tmp_path, "dailydialog"))
+    assert set(result.utterances.column("split").to_pylist()) == {"train"}
+    assert result.utterances.num_rows == 5
+
+
+def test_bad_label_lines_and_missing_files(tmp_path):
+    write_split(tmp_path / "train", "train",
+                [("A . __eou__ B . __eou__", "0 9", "1 1"), ("C . __eou__", "x", "1"),
+                 ("D . __eou__ E . __eou__", "0 6", "1 1"), ("F . __eou__", "", "")])
+    emotion = tmp_path / "train" / "dialogues_emotion_train.txt"
+    emotion.write_text("0 9\nx\n0 6\n")  # one line short of the text file
+    result = checked(read_corpus(tmp_path))
+    assert result.utterances.num_rows == 2
+    details = [p["detail"] for p in result.problems.to_pylist()]
+    assert len(details) == 4
+    assert "emotion line '0 9' is not ids 0-6" in details[0]
+    assert "no line in the emotion file" in details[-1]
+    emotion.unlink()
+    with pytest.raises(CorpusError, match="dialogues_emotion_train.txt: missing"):
+        read_corpus(tmp_path)
+    with pytest.raises(CorpusError, match="no DailyDialog dialogues_text.txt"):
+        read_corpus(tmp_path / "train", "dailydialog")
+    with pytest.raises(CorpusError, match="splits: \\['validation'\\] are not DailyDialog splits"):
+        read_corpus(tmp_path, "dailydialog", splits=["validation"])
+
+
+def test_ingest_command_reads_dailydialog(tmp_path, capsys):
+    from erc.cli import main
+
+    write_split(tmp_path / "dd" / "train", "train", DIALOGUES)
+    write_split(tmp_path / "dd" / "test", "test", DIALOGUES[:1])
+    assert main(["corpus", "ingest", str(tmp_path / "dd"), "--out", str(tmp_path / "out"),
+                 "--split", "test"]) == 0
+    out = capsys.readouterr().out
+    assert "3 input rows -> 3 utterances kept" in out and "(corpus: dailydialog)" in out
