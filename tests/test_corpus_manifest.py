@@ -276,6 +276,19 @@ def test_media_paths(corpus_dir):
     assert [p["reason"] for p in kept.problems.to_pylist()] == ["path_outside_root"]
 
 
+def test_a_manifest_in_a_subfolder_names_media_anywhere_in_the_corpus_folder(corpus_dir):
+    """Media paths of a manifest the mapping's files: found in a subfolder were held to
+    that subfolder: clips beside it in the corpus folder were path_outside_root."""
+    (corpus_dir / "splits").mkdir()
+    write_csv(corpus_dir / "splits" / "train.csv", [
+        {"dialogue_id": "d", "speaker": "A", "text": "up", "media": "../clips/a.mp4"},
+        {"dialogue_id": "d", "speaker": "B", "text": "out", "media": "../../outside.mp4"}])
+    result = checked(read_manifest(corpus_dir, files="splits/{split}.csv"))
+    assert result.utterances.column("media_path").to_pylist() == [str(corpus_dir / "clips" / "a.mp4")]
+    [problem] = result.problems.to_pylist()
+    assert problem["reason"] == "path_outside_root" and f"escapes {corpus_dir} " in problem["detail"]
+
+
 def test_absolute_and_symlinked_paths_cannot_escape_the_root(corpus_dir):
     """An absolute path elsewhere, a symlink inside the root that points outside it, and
     an escaping audio column are set aside as path_outside_root (symlinks are resolved

@@ -336,12 +336,13 @@ def media_problem(path: Path, column: str = "media") -> tuple[str, str] | None:
     return None
 
 
-def resolve_inside(root: Path, relative: str, allow_outside: bool) -> Path | None:
-    """Resolves a media path named in a manifest against its root. Returns None when the
-    path escapes the root and escaping is not allowed."""
+def resolve_inside(root: Path, relative: str, allow_outside: bool,
+                   base: Path | None = None) -> Path | None:
+    """Resolves a media path named in a manifest against ``base`` (default: the root).
+    Returns None when the path escapes the root and escaping is not allowed."""
     path = Path(relative)
     if not path.is_absolute():
-        path = root / path
+        path = (base or root) / path
     path = Path(os.path.normpath(path))
     if not allow_outside:
         resolved = path.resolve()  # ValueError for a NUL byte: no path at all

@@ -25,8 +25,8 @@ erc's own ``utterances.parquet`` reads back as a manifest: its ``media_path``,
 ``audio_path``, ``start_s`` and ``end_s`` columns are media, audio, start and end, and the
 entries of its ``meta`` map are the row's meta again.
 
-Media paths, and the files a mapping names, may not escape the manifest's folder unless
-``allow_outside_root`` is set.
+Media paths, and the files a mapping names, may not escape the corpus folder (the folder
+given, or the manifest file's) unless ``allow_outside_root`` is set.
 """
 
 from __future__ import annotations
@@ -314,7 +314,7 @@ def read_manifest(path: Path, /, mapping: str | Path | dict | None = None,
                     raise RowProblem("bad_encoding", "bytes neither UTF-8 nor cp1252")
                 if problem is not None:
                     raise problem
-                row = _row(f, meta, spec, root, label_set, out.media)
+                row = _row(f, meta, spec, root, folder, label_set, out.media)
             except RowProblem as failure:
                 out.reject(failure.reason, failure.detail, **where)
                 continue
@@ -337,10 +337,11 @@ def _id_part(text: str) -> str:
     return text.replace("%", "%25").replace("/", "%2F")
 
 
-def _row(f: dict, meta: dict, spec, root: Path, label_set: set[str] | None,
+def _row(f: dict, meta: dict, spec, root: Path, corpus_root: Path, label_set: set[str] | None,
          media_seen: set[str]) -> dict:
-    """The typed fields of one mapped row (text, label, times, media paths), or the
-    RowProblem that sets it aside."""
+    """The typed fields of one mapped row (text, label, times, media paths: relative to
+    ``root``, the manifest's folder, and inside ``corpus_root``), or the RowProblem that
+    sets it aside."""
     text = text_value(f["text"], "text")
     emotion = f["emotion"]
     if emotion is not None and label_set is not None and emotion not in label_set:
@@ -357,13 +358,13 @@ def _row(f: dict, meta: dict, spec, root: Path, label_set: set[str] | None,
         if named is None or not named.strip():
             continue
         try:  # a NUL byte, a name longer than the system allows, a link loop: no path
-            resolved = resolve_inside(root, named.strip(), spec.allow_outside_root)
+            resolved = resolve_inside(corpus_root, named.strip(), spec.allow_outside_root, root)
             problem = media_problem(resolved, column) if resolved is not None else None
         except (OSError, ValueError, RuntimeError) as err:  # RuntimeError: a symlink loop
             raise RowProblem("media_not_a_file", f"{column} {preview(named, 80)} is not a "
                              f"usable path ({preview(str(err), 80)})") from None
         if resolved is None:
-            raise RowProblem("path_outside_root", f"{column} {preview(named, 80)} escapes {root} "
+            raise RowProblem("path_outside_root", f"{column} {preview(named, 80)} escapes {corpus_root} "
                              f"(reader option allow_outside_root: true allows it)")
         media_seen.add(str(resolved))
         if problem is not None and not (problem[0] == "missing_media" and spec.keep_missing_media):
