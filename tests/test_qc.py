@@ -1126,3 +1126,21 @@ def test_reference_photos_are_embedded_by_the_weights_of_the_features_only(tmp_p
         _face_references(config, models, [])
     models[0]["sha256"] = "a" * 64
     assert _face_references(config, models, []) == {"Ross": "ok"}
+
+
+def test_a_reviewed_relabels_file_in_the_output_folder_is_not_written_over(tmp_path, capsys):
+    """relabels.csv edited in place and passed back (--relabels QC/relabels.csv --out QC)
+    was replaced by the new proposals: the review was lost, and nothing said so."""
+    from erc.cli import main
+
+    corpus, features = _constructed_run(tmp_path, np.random.default_rng(25))
+    out = tmp_path / "qc"
+    args = ["qc", str(features), "--utterances", str(corpus), "--out", str(out)]
+    assert main(args) == 0
+    reviewed = "utterance_id,speaker,proposed_speaker,reason,apply\ntoy/train/d1/1,Rachel,Joey,,true\n"
+    (out / "relabels.csv").write_text(reviewed)
+    capsys.readouterr()
+    assert main([*args, "--relabels", str(out / "relabels.csv")]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "relabels.csv" in err and "another output folder" in err
+    assert (out / "relabels.csv").read_text() == reviewed

@@ -12,7 +12,7 @@ from pathlib import Path
 
 from erc import io
 from erc.qc.decisions import DECISIONS, KEPT, RELABELS, QCConfig
-from erc.stages.base import Stage, StageContext, content_fingerprint
+from erc.stages.base import Stage, StageContext, check_not_written_over, content_fingerprint
 
 PLOT = re.compile(r"plots/[a-z_]+\.png")
 
@@ -31,6 +31,11 @@ class QCStage(Stage):
     def run(self, ctx: StageContext) -> dict:
         from erc.qc.decisions import run_qc
 
+        # A reviewed relabels.csv passed back from this folder would be replaced by the
+        # new proposals before anyone read the outcome: the review lost.
+        for name in ("relabels", "face_references"):
+            if getattr(ctx.config, name):
+                check_not_written_over(self, name, Path(getattr(ctx.config, name)), ctx.out)
         # The last run's plots go first: one this run does not draw (its check now
         # disabled) would stay and be listed as this run's. Only names a plot can have:
         # an edited manifest never names another file.
