@@ -1144,3 +1144,17 @@ def test_a_reviewed_relabels_file_in_the_output_folder_is_not_written_over(tmp_p
     err = capsys.readouterr().err.strip()
     assert len(err.splitlines()) == 1 and "relabels.csv" in err and "another output folder" in err
     assert (out / "relabels.csv").read_text() == reviewed
+
+
+def test_an_output_folder_inside_the_reference_photos_is_refused(tmp_path, capsys):
+    """--out inside --face-references: the next run read the report's plots as photos."""
+    from erc.cli import main
+
+    corpus, features = _constructed_run(tmp_path, np.random.default_rng(26))
+    photos = tmp_path / "photos"
+    (photos / "Ross").mkdir(parents=True)
+    assert main(["qc", str(features), "--utterances", str(corpus), "--out", str(photos / "qc"),
+                 "--face-references", str(photos)]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "inside the folder of reference photos" in err, err
+    assert not (photos / "qc").exists()

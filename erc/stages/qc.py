@@ -11,6 +11,7 @@ import re
 from pathlib import Path
 
 from erc import io
+from erc.errors import InputError
 from erc.qc.decisions import DECISIONS, KEPT, RELABELS, QCConfig
 from erc.stages.base import Stage, StageContext, check_not_written_over, content_fingerprint
 
@@ -36,6 +37,11 @@ class QCStage(Stage):
         for name in ("relabels", "face_references"):
             if getattr(ctx.config, name):
                 check_not_written_over(self, name, Path(getattr(ctx.config, name)), ctx.out)
+        photos = Path(ctx.config.face_references) if ctx.config.face_references else None
+        if photos and photos.is_dir() and photos.resolve() in ctx.out.resolve().parents:
+            raise InputError(f"{ctx.out}: inside the folder of reference photos {photos}, "
+                             f"whose every image is read as a photo (the report's plots "
+                             f"too); choose an output folder outside it")
         # The last run's plots go first: one this run does not draw (its check now
         # disabled) would stay and be listed as this run's. Only names a plot can have:
         # an edited manifest never names another file.
