@@ -495,6 +495,9 @@ case("manifest option unknown", lambda t: ingest(manifest_csv(t, ok_row(0)), *op
      error=("path", "unknown key"))
 case("manifest lacks dialogue_id", lambda t: ingest(manifest_csv(t, "Ann,Hi.", header="speaker,text\n")),
      error=("m.csv", "dialogue_id"))
+case("manifest parquet a column named twice", lambda t: ingest(manifest_parquet(t, pa.Table.from_arrays(
+    [pa.array(["d"]), pa.array(["Ann"]), pa.array(["Hi."]), pa.array(["Yo."])],
+    names=["dialogue_id", "speaker", "text", "text"]))), error=("m.parquet", "'text' appear more than once"))
 case("manifest parquet file corrupt", lambda t: ingest(_corrupt_parquet(t)), error=("m.parquet", "Parquet"))
 case("manifest files pattern matches nothing", lambda t: ingest(manifest_csv(t, ok_row(0)).parent,
                                                                 "--format", "manifest",

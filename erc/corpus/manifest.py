@@ -101,9 +101,15 @@ def read_records(path: Path, max_field_bytes: int = ReaderOptions.max_field_byte
             yield _json_record(fields, number, flag, suspect)
     elif suffix == ".parquet":
         try:
-            rows = pq.read_table(path).to_pylist()
+            names = pq.read_schema(path).names
+            # Arrow reads a column named twice only as an error of its own words
+            twice = sorted({name for name in names if names.count(name) > 1})
+            rows = None if twice else pq.read_table(path).to_pylist()
         except (pa.ArrowException, OSError, ValueError) as err:
             raise CorpusError(f"{path}: not a readable Parquet file ({preview(str(err), 200)})") from None
+        if twice:
+            raise CorpusError(f"{path}: column(s) {', '.join(map(repr, twice))} appear more than "
+                              f"once in the Parquet schema")
         for number, fields in enumerate(rows, start=1):
             yield CsvRecord(fields, number, None)
     else:
