@@ -582,3 +582,33 @@ def test_a_corpus_without_dev_trains_with_select_fraction(ray_local, tmp_path, c
     assert "selection slice accuracy" in out, out
     history = json.loads((tmp_path / "run" / "history.json").read_text())
     assert len(history) == 2
+
+
+def test_identity_adapters_leave_out_the_selection_slice(tmp_path, monkeypatch):
+    """The main job's adapters learnt from every training utterance, the fusion model's
+    selection slice included: with select_fraction they learn from the rest only, so the
+    slice the fusion model is chosen on is unseen by what feeds it."""
+    import erc.stages.train as train_stages
+    from erc.recipes import Splits
+    from erc.stages.base import execute
+    from erc.stages.train import AdapterJob, AdaptersStage
+    from erc.train.fitting import training_table
+
+    utterances, features = _write_corpus(tmp_path / "corpus")
+    table = pq.read_table(utterances)
+    rng = np.random.default_rng(0)
+    vectors = {u: rng.normal(size=8).astype(np.float32)
+               for u in table.column("utterance_id").to_pylist()}
+    # The features folder's speaker vectors (erc preprocess's output) as read from it.
+    monkeypatch.setattr(train_stages, "identity_vectors", lambda folder, modality: vectors)
+
+    def n_learnt(select_fraction, out):
+        job = AdapterJob(["speaker"], select_fraction=select_fraction)
+        result = execute(AdaptersStage(), job, {"utterances": utterances, "features": features},
+                         tmp_path / out, say=lambda line: None)
+        return result.summary["speaker"]["n_train"] + result.summary["speaker"]["n_val"]
+
+    sliced, _ = training_table(table, Splits(select_fraction=0.2))
+    rest = sum(1 for s in sliced.column("split").to_pylist() if s == "train")
+    assert n_learnt(None, "all") == sum(1 for s in table.column("split").to_pylist() if s == "train")
+    assert n_learnt(0.2, "rest") == rest

@@ -108,7 +108,8 @@ def steps(config: RunConfig, say: Callable[[str], None]) -> Iterator[Step]:
     identity = [m for m in train.modalities if m in IDENTITY]
     if train.adapters == "train_split" and identity:
         yield Step("adapters", AdaptersStage(),
-                   AdapterJob(identity, train.adapter_training, train.recipe.splits.train_split),
+                   AdapterJob(identity, train.adapter_training, train.recipe.splits.train_split,
+                              train.recipe.splits.select_fraction),
                    {"utterances": utterances, "features": where.features}, where.adapters,
                    f"identity -> emotion MLPs on the {train.recipe.splits.train_split} split")
     adapters = adapter_models(where.adapters) if train.adapters == "train_split" else {}

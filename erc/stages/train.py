@@ -20,7 +20,7 @@ import numpy as np
 
 from erc import io
 from erc.errors import ConfigError, InputError
-from erc.recipes import AdapterRecipe, AdapterTraining, FusionRecipe, TextRecipe
+from erc.recipes import AdapterRecipe, AdapterTraining, FusionRecipe, Splits, TextRecipe
 from erc.stages.base import Stage, StageContext
 
 IDENTITY = {"speaker": "speaker_embedding", "face": "faces"}  # modality -> feature column
@@ -46,6 +46,7 @@ class AdapterJob:
     modalities: list[str]  # the identity modalities (speaker, face) to adapt
     training: AdapterTraining = field(default_factory=AdapterTraining)
     train_split: str = "train"
+    select_fraction: float | None = None  # the fusion model's selection slice: left out here too
 
 
 class AdaptersStage(Stage):
@@ -60,6 +61,11 @@ class AdaptersStage(Stage):
 
         job: AdapterJob = ctx.config
         table = read_utterances(ctx.inputs["utterances"])
+        if job.select_fraction is not None:  # what the fusion model chooses on: not learnt from
+            from erc.train.fitting import training_table
+
+            table, _ = training_table(table, Splits(train_split=job.train_split,
+                                                    select_fraction=job.select_fraction))
         split = table.column("split").to_pylist()
         ids = table.column("utterance_id").to_pylist()
         emotions = table.column("emotion").to_pylist()
