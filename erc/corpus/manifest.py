@@ -102,7 +102,7 @@ def read_records(path: Path, max_field_bytes: int = ReaderOptions.max_field_byte
     elif suffix == ".parquet":
         try:
             names = pq.read_schema(path).names
-            # Arrow reads a column named twice only as an error of its own words
+            # a column named twice: Arrow fails with a message about its internals
             twice = sorted({name for name in names if names.count(name) > 1})
             rows = None if twice else pq.read_table(path).to_pylist()
         except (pa.ArrowException, OSError, ValueError) as err:

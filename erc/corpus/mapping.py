@@ -72,7 +72,7 @@ class ManifestMapping(ReaderOptions):
     label_map: dict[str, str | None] = field(default_factory=dict)  # corpus label -> label
     labels: list[str] | None = None  # the label set; other labels are unknown_label
     several_speakers: str = "problem"  # a list of several speakers: "problem" or "join"
-    allow_outside_root: bool = False  # media paths and files: may leave the manifest's folder
+    allow_outside_root: bool = False  # media paths and files: may leave the corpus folder
     keep_missing_media: bool = False  # keep rows whose media file is absent (text only)
     delimiter: str = ","  # a CSV file's field delimiter: ",", ";", "\t", "|"
     time_unit: str = "s"  # what a number in start/end counts: "s" or "ms"
