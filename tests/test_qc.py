@@ -1158,3 +1158,21 @@ def test_an_output_folder_inside_the_reference_photos_is_refused(tmp_path, capsy
     err = capsys.readouterr().err.strip()
     assert len(err.splitlines()) == 1 and "inside the folder of reference photos" in err, err
     assert not (photos / "qc").exists()
+
+
+def test_some_rows_of_the_features_table_are_checked_on_their_own(tmp_path, monkeypatch):
+    """QC of some utterances of the table the features were computed from (bench/qc's
+    --qc-actors): refused as another table, since its digest is not the whole table's."""
+    from erc.errors import InputError
+
+    corpus, parts = _constructed_run(tmp_path, np.random.default_rng(27))
+    features = _preprocessed(tmp_path, monkeypatch, corpus, parts)
+    table = pq.read_table(corpus / "utterances.parquet")
+    some = tmp_path / "some.parquet"
+    pq.write_table(table.slice(0, 12), some)
+    assert run_qc(features, some, tmp_path / "qc").decisions.num_rows == 12
+    moved = table.slice(0, 12).to_pylist()
+    moved[3]["media_path"] = "/elsewhere/3.mp4"  # the same id, another clip
+    pq.write_table(utterance_table(moved), some)
+    with pytest.raises(InputError, match="not the utterance table"):
+        run_qc(features, some, tmp_path / "qc2")

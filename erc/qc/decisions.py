@@ -167,14 +167,34 @@ def check_source(features: Path, utterances: str | Path, table: pa.Table) -> Non
     if manifest.get("utterances_digest") is None:
         raise InputError(f"{folder}: written by an earlier erc that did not record its "
                          f"utterance table; {rerun} (finished partitions are kept)")
-    if manifest["utterances_digest"] != source_digest(table):
-        made_from = str(manifest.get("inputs", {}).get("utterances", "another table"))
+    made_from = str(manifest.get("inputs", {}).get("utterances", ""))
+    digest = manifest["utterances_digest"]
+    if digest != source_digest(table) and not _rows_of(made_from, digest, table):
         if Path(made_from).resolve() == Path(utterances).resolve():
             raise InputError(f"{utterances}: its transcripts, media or rows changed since the "
                              f"features in {folder} were computed from it; {rerun}")
         raise InputError(f"{utterances}: not the utterance table the features in {folder} "
-                         f"were computed from ({made_from}); give qc that table, or features "
-                         f"of this one (`erc preprocess {utterances}`)")
+                         f"were computed from ({made_from or 'another table'}); give qc that "
+                         f"table (or some of its rows), or features of this one "
+                         f"(`erc preprocess {utterances}`)")
+
+
+def _rows_of(source: str, digest: str, table: pa.Table) -> bool:
+    """Whether each row of ``table`` that the features' source table (still as it was:
+    ``digest``) holds is that row: some of its utterances, relabelled or not."""
+    from erc.artifacts import read_utterances
+    from erc.pipeline.preprocess import source_digest
+    from erc.pipeline.stages import INPUT_COLUMNS
+
+    try:
+        rows = read_utterances(source) if source else None
+    except InputError:
+        return False
+    if rows is None or source_digest(rows) != digest:
+        return False
+    theirs = {row["utterance_id"]: row for row in rows.select(list(INPUT_COLUMNS)).to_pylist()}
+    return all(theirs.get(row["utterance_id"], row) == row
+               for row in table.select(list(INPUT_COLUMNS)).to_pylist())
 
 
 def read_relabels(path: str | Path) -> tuple[dict[str, str], dict[str, str]]:
