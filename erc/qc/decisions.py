@@ -141,8 +141,9 @@ def read_features(features: Path) -> tuple[dict[str, dict], list[dict]]:
 
 def check_source(features: Path, utterances: str | Path, table: pa.Table) -> None:
     """InputError unless ``table`` is the utterance table the features in ``features`` (a
-    folder, or one of its parts) were computed from (the source digest the preprocess stage
-    recorded): another corpus's features under the same ids would be judged as this one's.
+    folder, or one of its parts) were computed from (the utterances_digest the preprocess
+    stage recorded), or some of its rows: another corpus's features under the same ids
+    would be judged as this one's.
     A folder erc did not write (no manifest, no claim) records nothing to compare, and is
     taken as given."""
     from erc.pipeline.preprocess import source_digest

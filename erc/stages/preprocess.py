@@ -4,6 +4,8 @@ an utterance table, into ``part-*.parquet`` feature files.
 Up to date when the utterance table, the settings, the models' weights (their sha256) and
 the media files (sizes, modification times) are as they were. Within a run, partitions
 already computed are skipped (their own fingerprints), so an interrupted pass resumes.
+The manifest records the digest of the utterance rows the features come from
+(``utterances_digest``), which QC checks its utterance table against.
 """
 
 from __future__ import annotations
