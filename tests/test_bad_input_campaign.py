@@ -431,6 +431,8 @@ case("jsonl nested 100000 deep", lambda t: ingest(manifest_jsonl(t, ok_object(0)
 case("jsonl text a lone surrogate escape", lambda t: ingest(manifest_jsonl(
     t, ok_object(0), '{"dialogue_id": "d", "speaker": "Bob", "text": "\\ud83d!"}', ok_object(2))),
     "bad_encoding", 3, kept=2)
+case("manifest speaker list literal with a lone surrogate escape", lambda t: ingest(manifest_csv(
+    t, ok_row(0), "d,\"['Bo\\ud800b']\",Hm.,1,,,,joy")), "bad_encoding", 2, kept=1)
 case("jsonl key a lone surrogate escape", lambda t: ingest(manifest_jsonl(
     t, ok_object(0), '{"dialogue_id": "d", "speaker": "Bob", "text": "Hi.", "\\udc00": 1}')),
     "bad_encoding", 2, kept=1)

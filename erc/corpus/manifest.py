@@ -59,7 +59,7 @@ from erc.corpus.mapping import (
     column_names,
     load_mapping,
 )
-from erc.corpus.values import RowProblem, blank, kind, parse_time, parse_turn, text_value
+from erc.corpus.values import SURROGATE, RowProblem, blank, kind, parse_time, parse_turn, text_value
 from erc.errors import preview
 
 
@@ -161,7 +161,6 @@ def json_records(path: Path, records: str | None,
                else _json_record(fields, number, flag, suspect))
 
 
-_SURROGATE = re.compile("[\ud800-\udfff]")
 _SURROGATE_ESCAPE = re.compile(r"\\u[dD][89a-fA-F]")  # how one gets into JSON text
 
 
@@ -203,7 +202,7 @@ def _json_record(fields: dict, number: int, flag: str | None, suspect: bool = Tr
             stack += [*value.keys(), *value.values()]
         elif isinstance(value, list):
             stack += value
-        elif isinstance(value, str) and _SURROGATE.search(value):
+        elif isinstance(value, str) and SURROGATE.search(value):
             return CsvRecord({}, number, flag, ("bad_encoding", f"{preview(value, 60)} holds "
                                                 "a lone UTF-16 surrogate escape: no character"))
     return CsvRecord(fields, number, flag)

@@ -38,7 +38,7 @@ from pathlib import Path
 from typing import Any
 
 from erc.corpus.base import CorpusError, ReaderOptions, check_link, reader_options, too_large
-from erc.corpus.values import RowProblem, blank, kind, meta_value, text_value
+from erc.corpus.values import SURROGATE, RowProblem, blank, kind, meta_value, text_value
 from erc.errors import preview
 from erc.settings import load_yaml, validate
 
@@ -415,6 +415,9 @@ def speaker_names(value) -> list[str]:
                 parsed = None  # "[Narrator]": a name in brackets, not a list
             if isinstance(parsed, (list, tuple)):
                 items = parsed
+                if any(isinstance(item, str) and SURROGATE.search(item) for item in items):
+                    raise RowProblem("bad_encoding", f"speaker {preview(text, 60)}: an escape "
+                                     f"of a lone UTF-16 surrogate, no character")
     else:
         items = [value]
     names = []

@@ -17,6 +17,9 @@ from erc.errors import preview
 
 MAX_TURN = 2**31 - 1  # the utterance table stores turns as int32
 _WHOLE = re.compile(r"\+?([0-9]+)(?:\.0*)?")
+# A lone UTF-16 surrogate: JSON's "\ud800" and a Python literal's escape decode to one, but
+# it is no character, and no UTF-8 text (no Parquet file) can hold it.
+SURROGATE = re.compile("[\ud800-\udfff]")
 _CLOCK = re.compile(r"(?:([0-9]+):)?([0-9]{1,2}):([0-9]{1,2}(?:[.,][0-9]*)?)")
 
 
