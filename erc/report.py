@@ -111,7 +111,7 @@ def _stage_rows(out: Path, run: dict) -> list[list]:
                      f"{status.get('ok', 0):,} with every modality, {status.get('text_only', 0):,} "
                      f"text only, {status.get('failed', 0):,} failed"
                      + (f"; failures: {_counts(pre['failures'])}" if pre.get("failures") else "")])
-    rows += _rows_or_note("qc", "report.json", lambda: _qc_rows(out))
+    rows += _rows_or_note("qc", "report.json", lambda: _qc_rows(out, run))
     if "adapters" in seconds:
         adapters = run.get("adapters", {})
         trained = {m: a for m, a in adapters.items() if "n_train" in a}
@@ -134,9 +134,19 @@ def _rows_or_note(stage: str, source: str, build) -> list[list]:
         return [[stage, "", "", f"{source} cannot be read (below)"]]
 
 
-def _qc_rows(out: Path) -> list[list]:
-    qc = _read_json(out / "qc" / "report.json")
-    if not qc:
+def _qc_enabled(run: dict) -> bool:
+    return bool(run.get("config", {}).get("qc", {}).get("enabled", True))
+
+
+def _qc_report(out: Path, run: dict) -> dict | None:
+    """QC's report.json; None when QC did not run for this run (disabled: the qc folder
+    an earlier run left is not what training read)."""
+    return _read_json(out / "qc" / "report.json") if _qc_enabled(run) else None
+
+
+def _qc_rows(out: Path, run: dict) -> list[list]:
+    qc = _qc_report(out, run)
+    if qc is None:
         return []
     return [["qc", qc["input"], qc["kept"], f"{qc['removed']:,} set aside"
              + (f" ({_counts(qc['removed_by_first_reason'])})" if qc["removed"] else "")]]
@@ -188,12 +198,13 @@ def _top_banner(out: Path) -> str:
         return ""  # the evaluation section says which record
 
 
-def _qc_section(out: Path) -> str:
+def _qc_section(out: Path, run: dict) -> str:
     from erc.qc.report import removal_rows
 
-    data = _read_json(out / "qc" / "report.json")
-    if not data:
-        return "<h2>Quality control</h2><p>QC did not run (disabled in the config).</p>"
+    data = _qc_report(out, run)
+    if data is None:
+        why = "" if _qc_enabled(run) else " (disabled in the config)"
+        return f"<h2>Quality control</h2><p>QC did not run{why}.</p>"
     parts = [f"<h2>Quality control</h2><p>{data['input']:,} utterances checked, "
              f"{data['kept']:,} kept, {data['removed']:,} set aside"
              + (f": {esc(_counts(data['removed_by_first_reason']))} (first failed check)"
@@ -336,7 +347,7 @@ def write_report(out: str | Path, config) -> Path:
             f"<h1>erc run: {esc(out.name)}</h1><p>corpus <code>{esc(corpus)}</code></p>"
             + _top_banner(out)
             + _section("Stages", "the stage manifests", _stage_section, out, run)
-            + _section("Quality control", "qc/report.json", _qc_section, out)
+            + _section("Quality control", "qc/report.json", _qc_section, out, run)
             + _section("Training", "train/history.json", _training_section, out)
             + _section("Evaluation", "eval-*/metrics.json", _evaluation_section, out)
             + "<h2>Outputs</h2>" + _table(["output", "path"], outputs)

@@ -1176,3 +1176,23 @@ def test_some_rows_of_the_features_table_are_checked_on_their_own(tmp_path, monk
     pq.write_table(utterance_table(moved), some)
     with pytest.raises(InputError, match="not the utterance table"):
         run_qc(features, some, tmp_path / "qc2")
+
+
+def test_the_run_report_shows_qc_only_when_this_run_applied_it(tmp_path):
+    """The run report showed an earlier run's QC (its qc folder left in place) for a run
+    with QC disabled, whose training read every utterance; and an emptied report.json read
+    as "QC did not run" instead of a record that cannot be read."""
+    from erc.recipes import RunConfig
+    from erc.report import write_report
+
+    corpus, features = _constructed_run(tmp_path, np.random.default_rng(28))
+    run_qc(features, corpus, tmp_path / "qc")
+    config = RunConfig(output_dir=str(tmp_path))
+    assert "36 utterances checked" in write_report(tmp_path, config).read_text()
+    config.qc.enabled = False
+    page = write_report(tmp_path, config).read_text()
+    assert "QC did not run (disabled in the config)" in page and "36 utterances" not in page
+    config.qc.enabled = True
+    (tmp_path / "qc" / "report.json").write_text("{}")
+    page = write_report(tmp_path, config).read_text()
+    assert "cannot be read" in page and "QC did not run" not in page
