@@ -56,6 +56,18 @@ FEATURE_SCHEMA = pa.schema([
 
 MODELS_KEY = b"erc.models"
 
+# The utterance table's columns the features are computed from (the pass's input).
+INPUT_COLUMNS = ("utterance_id", "text", "media_path", "audio_path", "start_s", "end_s")
+
+
+def source_digest(table: pa.Table) -> str:
+    """Of what the features of an utterance table are computed from: every row's id,
+    transcript, media and segment. Labels are left out: relabelling a table leaves its
+    features valid."""
+    from erc.fingerprint import digest
+
+    return digest(table.select(list(INPUT_COLUMNS)).sort_by("utterance_id").to_pydict())
+
 
 def with_models(schema: pa.Schema, records: list[dict]) -> pa.Schema:
     """The schema with the model records attached as metadata."""

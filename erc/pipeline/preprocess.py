@@ -139,13 +139,6 @@ def fingerprint(part: pa.Table, settings: dict, records: list[dict]) -> str:
     return digest(FEATURES_VERSION, settings, records, rows)
 
 
-def source_digest(table: pa.Table) -> str:
-    """Of what the features of an utterance table are computed from: every row's id,
-    transcript, media and segment. Labels are left out: relabelling a table leaves its
-    features valid."""
-    return digest(table.select(list(INPUT_COLUMNS)).sort_by("utterance_id").to_pydict())
-
-
 def _existing_fingerprint(path: Path, rows: int) -> str | None:
     try:
         meta = pq.read_metadata(path)

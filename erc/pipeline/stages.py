@@ -38,12 +38,11 @@ from typing import Any, ClassVar
 import numpy as np
 import pyarrow as pa
 
-from erc.features import FACE, WORD
+from erc.features import FACE, INPUT_COLUMNS, WORD
 from erc.media.decode import decode_utterance
 from erc.media.vad import speech_segments
 from erc.recipes import DecodeSettings
 
-INPUT_COLUMNS = ("utterance_id", "text", "media_path", "audio_path", "start_s", "end_s")
 FRAME_COLUMNS = ("_frames", "_frame_shape", "_frame_times", "_scale")
 
 

@@ -146,7 +146,7 @@ def check_source(features: Path, utterances: str | Path, table: pa.Table) -> Non
     would be judged as this one's.
     A folder erc did not write (no manifest, no claim) records nothing to compare, and is
     taken as given."""
-    from erc.pipeline.preprocess import source_digest
+    from erc.features import source_digest
     from erc.stages.base import content_fingerprint, read_manifest
 
     folder = features if features.is_dir() else features.parent
@@ -184,8 +184,7 @@ def _rows_of(source: str, digest: str, table: pa.Table) -> bool:
     """Whether each row of ``table`` that the features' source table (still as it was:
     ``digest``) holds is that row: some of its utterances, relabelled or not."""
     from erc.artifacts import read_utterances
-    from erc.pipeline.preprocess import source_digest
-    from erc.pipeline.stages import INPUT_COLUMNS
+    from erc.features import INPUT_COLUMNS, source_digest
 
     try:
         rows = read_utterances(source) if source else None

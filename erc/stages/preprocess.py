@@ -48,7 +48,8 @@ class PreprocessStage(Stage):
         return [out / entry["file"] for entry in record.get("partitions", [])]
 
     def run(self, ctx: StageContext) -> dict:
-        from erc.pipeline.preprocess import run_preprocess, source_digest
+        from erc.features import source_digest
+        from erc.pipeline.preprocess import run_preprocess
 
         table = read_utterances(ctx.inputs["utterances"])
         outcome = run_preprocess(table, ctx.out, ctx.config, ray=self.ray, limit=self.limit,
