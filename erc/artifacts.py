@@ -36,8 +36,19 @@ def utterance_file(path: str | Path) -> Path:
     path = Path(path)
     file = path / UTTERANCES if path.is_dir() else path
     if not file.is_file():
-        raise InputError(f"{file}: no utterance table (run `erc corpus ingest` first)")
+        stage = _stage_of(path)
+        stage = None if stage == "ingest" else stage  # an ingest folder that lost its table
+        held = f"{path} holds erc's {stage} outputs, not " if stage else f"{file}: no "
+        raise InputError(f"{held}an utterance table (give the folder `erc corpus ingest` wrote, "
+                         f"or run it first)")
     return file
+
+
+def _stage_of(folder: Path) -> str | None:
+    """The erc stage whose outputs ``folder`` holds (None: none, or not a folder)."""
+    from erc.stages.base import read_manifest
+
+    return (read_manifest(folder) or {}).get("stage") if folder.is_dir() else None
 
 
 @contextlib.contextmanager
@@ -111,8 +122,9 @@ def load_corpus(source: str | Path, format: str | None = None, **options) -> pa.
     source = Path(source)
     if (source.is_file() and source.suffix == ".parquet" and format is None
             and _utterance_table_file(source)) or (
-            source.is_dir() and (source / UTTERANCES).is_file()):
-        return read_utterances(source)
+            source.is_dir() and ((source / UTTERANCES).is_file()
+                                 or (format is None and _stage_of(source)))):
+        return read_utterances(source)  # another stage's folder: an error that says so
     from collections import Counter
 
     from erc.corpus import read_corpus

@@ -602,3 +602,21 @@ def test_a_frozen_text_model_folder_that_is_no_model_is_one_line(tmp_path, capsy
     assert len(err.splitlines()) == 1 and err.startswith("erc: error: "), err
     assert f"{folder}: not a sentence-transformers model" in err
     assert not (tmp_path / "run").exists()
+
+
+def test_a_folder_of_another_stage_given_as_the_utterances_says_so(tmp_path, capsys):
+    """`erc train fusion runs/x/features` said only 'features/utterances.parquet: no utterance
+    table': the message now says the folder holds another stage's outputs."""
+    import json
+
+    from erc.cli import main
+
+    features = tmp_path / "features"
+    features.mkdir()
+    (features / "manifest.json").write_text(json.dumps({"stage": "preprocess", "fingerprint": "f"}))
+    assert main(["train", "fusion", str(features), "--text-only", "--out", str(tmp_path / "m")]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1, err
+    assert f"{features} holds erc's preprocess outputs, not an utterance table" in err, err
+    assert main(["train", "fusion", str(tmp_path), "--text-only", "--out", str(tmp_path / "m")]) == 2
+    assert "utterances.parquet: no an" not in capsys.readouterr().err
