@@ -612,3 +612,32 @@ def test_identity_adapters_leave_out_the_selection_slice(tmp_path, monkeypatch):
     rest = sum(1 for s in sliced.column("split").to_pylist() if s == "train")
     assert n_learnt(None, "all") == sum(1 for s in table.column("split").to_pylist() if s == "train")
     assert n_learnt(0.2, "rest") == rest
+
+
+def test_fine_tuned_vectors_are_cached_outside_the_model_folder(tmp_path):
+    """text_features cached its vectors in the model folder, named after the corpus's split
+    names: a split named '../../x' wrote outside it, and each new cache file changed the
+    fingerprint of the model (another stage's output) its consumers read."""
+    from erc.models.checkpoint import save_model
+    from erc.models.text import ContextTextClassifier, TextModelConfig
+    from erc.schema import utterance_table
+    from erc.stages.base import content_fingerprint
+    from erc.train.vectors import text_features
+
+    rows = [{"utterance_id": f"u{i}", "corpus": "c", "split": split, "dialogue_id": "d",
+             "turn": i, "speaker": "AB"[i % 2], "text": f"turn {i}", "emotion": "ab"[i % 2]}
+            for i, split in enumerate(["train", "../../escaped", "train"])]
+    table = utterance_table(rows)
+    model = save_model(tmp_path / "work" / "text", ContextTextClassifier(TextModelConfig(
+        encoder=str(_tiny_encoder(tmp_path / "tiny-bert")), n_classes=2, labels=["a", "b"],
+        context_turns=1, max_length=16)), extra={"labels": ["a", "b"]})
+    before = sorted(p.name for p in model.iterdir())
+    fingerprint = content_fingerprint(model)
+    cache = tmp_path / "cache"
+    vectors = text_features(model, table, cache_dir=cache)
+    assert sorted(vectors) == ["u0", "u1", "u2"]
+    assert sorted(p.name for p in model.iterdir()) == before
+    assert content_fingerprint(model) == fingerprint
+    assert not (tmp_path / "escaped").exists() and len(list(cache.iterdir())) == 1
+    again = text_features(model, table, cache_dir=cache)  # read back, not computed again
+    assert all(np.array_equal(again[u], vectors[u]) for u in vectors)

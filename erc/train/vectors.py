@@ -2,7 +2,7 @@
 and the per-utterance vectors it names.
 
 - ``text_features``: a fine-tuned text model's 768/384-d utterance vectors, cached as
-  Parquet beside the model;
+  Parquet under the erc state dir (keyed by the model's weights and the table);
 - ``frozen_text_features``: sentence-transformers embeddings of the transcripts (the cheap
   option, also the floor baseline's input), cached under the erc state dir;
 - feature table columns and faces (``erc.artifacts``), optionally through an adapter;
@@ -35,18 +35,26 @@ def table_fingerprint(table: pa.Table,
 
 
 def text_features(model_dir: str | Path, table: pa.Table, splits: list[str] | None = None,
-                  batch_size: int = 64) -> dict[str, np.ndarray]:
+                  batch_size: int = 64, cache_dir: str | Path | None = None) -> dict[str, np.ndarray]:
     """{utterance_id: vector} of a fine-tuned text model over ``splits`` (default all),
-    cached in ``model_dir/features-<table fingerprint>.parquet``."""
+    cached under the erc state dir by the model's folder and weights and the table. Not in
+    the model folder: that is another stage's output (a consumer adding files there made
+    its fingerprint change), and split names are the corpus's text, no part of a file name."""
     import torch
 
-    from erc.models.checkpoint import load_model
+    from erc.fingerprint import stat_of
+    from erc.home import state_dir
+    from erc.models.checkpoint import WEIGHTS, load_model
     from erc.models.text import load_tokenizer
     from erc.train.tasks import TextTask
 
     model_dir = Path(model_dir)
     splits = splits or sorted(set(table.column("split").to_pylist()))
-    cache = model_dir / f"features-{table_fingerprint(table)}-{'-'.join(splits)}.parquet"
+    cache_dir = Path(cache_dir) if cache_dir else state_dir() / "cache" / "finetuned_text"
+    cache_dir.mkdir(parents=True, exist_ok=True)
+    key = digest(str(model_dir.resolve()), stat_of(model_dir / WEIGHTS), table_fingerprint(table),
+                 splits)[:24]
+    cache = cache_dir / f"{key}.parquet"
     if cache.is_file():
         t = pq.read_table(cache)
         return {u: np.asarray(v, np.float32) for u, v in
