@@ -29,8 +29,10 @@ _USERINFO = re.compile(rf"(?<![a-z0-9+.-])((?:[a-z][a-z0-9+.-]*)://){_URI_REST}@
 # same word (a long word without one would otherwise be scanned again from every ":").
 _BARE_USERINFO = re.compile(
     rf"""(?<![^\s/@'"])[^\s/@:'"]+:(?!//)(?=[^\s'"@]+@){_URI_REST}@""")
+# A parameter follows "?", "&", ";" (a legacy separator, and the end of "&amp;" where a
+# URI is HTML-escaped, as in report.html) or "#" (a fragment: "#access_token=").
 _SECRET_PARAMS = re.compile(
-    r"([?&](?:[a-z0-9_.-]*(?:key|secret|token|password|credential|signature|sig)[a-z0-9_.-]*)=)"
+    r"([?&;#](?:[a-z0-9_.-]*(?:key|secret|token|password|credential|signature|sig)[a-z0-9_.-]*)=)"
     r"[^&#\s]*",
     re.IGNORECASE)
 

@@ -55,6 +55,16 @@ def test_a_secret_with_an_unencoded_at_sign_is_redacted_whole():
     assert redact('["s3://K:S@b/x", "joe@example.com"]') == '["s3://***@b/x", "joe@example.com"]'
 
 
+def test_a_secret_parameter_after_any_separator_is_redacted():
+    # report.html escapes "&" as "&amp;": the parameter then follows a ";"
+    from erc.markup import esc
+
+    uri = "s3://b/x?endpoint_override=h:9000&secret_key=SHH&token=TOK"
+    assert "SHH" not in redact(esc(uri)) and "TOK" not in redact(esc(uri))
+    assert redact("s3://b/x?a=1;token=TOK") == "s3://b/x?a=1;token=***"
+    assert redact("https://h/cb#access_token=TOK") == "https://h/cb#access_token=***"
+
+
 def test_a_long_word_is_redacted_in_one_pass():
     # Words an outside input can hold (a mangled path, a base64 blob): each pattern scans
     # them once; tried from every character they took minutes. A child process bounds it.
