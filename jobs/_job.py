@@ -28,6 +28,8 @@ def check_outputs(argv: list[str]) -> None:
     """Exits with a message when a submitted job names a relative output path."""
     if not submitted():
         return
+    from erc.errors import printable
+    from erc.redaction import redact
     from erc.storage import is_uri
 
     for i, arg in enumerate(argv):
@@ -39,8 +41,10 @@ def check_outputs(argv: list[str]) -> None:
                 continue
             value = argv[i + 1]
         if not is_uri(value) and not PurePosixPath(value).is_absolute():
-            sys.exit(f"erc: error: {name} {value}: a submitted job needs a storage URI "
-                     "(s3://...) or an absolute path on storage every node shares; a "
-                     "relative one lands in the job's temporary copy of --working-dir on the "
-                     "head node")
+            # erc's error path: one line (no credential of a mistyped URI), status 2
+            print(redact(f"erc: error: {name} {printable(value)}: a submitted job needs a storage URI "
+                         "(s3://...) or an absolute path on storage every node shares; a "
+                         "relative one lands in the job's temporary copy of --working-dir on "
+                         "the head node"), file=sys.stderr)
+            sys.exit(2)
 

@@ -172,11 +172,13 @@ def test_submitted_jobs_refuse_relative_outputs(job, tmp_path):
     import sys
 
     env = {"PATH": "/usr/bin:/bin", "RAY_JOB_CONFIG_JSON_ENV_VAR": "{}"}
-    for out, message in (("runs/x", "absolute path"), (f"--storage=runs/{job}", "absolute path")):
+    for out, message in (("runs/x", "absolute path"), (f"--storage=runs/{job}", "absolute path"),
+                         ("s3:/KEY:SHH@bucket/x", "***@bucket/x")):  # a mistyped URI
         argv = ["in", out] if out.startswith("--") else ["in", "--out", out]
         done = subprocess.run([sys.executable, str(REPO / "jobs" / f"{job}.py"), *argv],
                               env=env, cwd=tmp_path, capture_output=True, text=True, timeout=60)
-        assert done.returncode == 1 and message in done.stderr, (job, out, done.stderr[-2000:])
+        assert done.returncode == 2 and message in done.stderr, (job, out, done.stderr[-2000:])
+        assert "SHH" not in done.stderr and done.stderr.startswith("erc: error: ")
     # run directly (no job), paths are the user's business: the check passes them through
     sys.path.insert(0, str(REPO / "jobs"))
     try:
