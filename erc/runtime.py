@@ -141,7 +141,8 @@ class ClusterUnreachable(ErcError, ConnectionError):
 
 def _check_reachable(address: str, timeout_s: float = 5.0) -> None:
     """Fails fast on a HOST:PORT nobody listens on (Ray itself retries for minutes)."""
-    host, _, port = address.split("://", 1)[-1].rpartition(":")
+    # The host is what follows a "user:password@": the password is never looked up as a name
+    host, _, port = address.split("://", 1)[-1].rpartition("@")[-1].rpartition(":")
     if not host or not port.isdigit():
         return  # "auto" and other forms: left to Ray
     try:
@@ -171,7 +172,7 @@ def connect(address: str | None = None, num_cpus: int | None = None,
             ray.init(address=address, log_to_driver=True, configure_logging=False)
         except (OSError, RuntimeError, ValueError, SystemExit) as err:  # Ray may sys.exit
             raise ClusterUnreachable(
-                f"cannot reach the Ray cluster at {address!r}: {err}\n"
+                f"cannot reach the Ray cluster at {address!r}: {err}. "
                 "Check the address (ray://HEAD:10001 for a remote client, HEAD:6379 on a "
                 "cluster node), that the cluster is up (`ray status` on the head), and that "
                 "RAY_AUTH_TOKEN_PATH names its token when it uses token authentication; or "

@@ -79,3 +79,24 @@ def test_the_embedded_ray_refuses_a_process_without_its_token(ray_local, tmp_pat
     assert other.returncode != 0 and "CONNECTED" not in other.stdout
     assert "CONNECTED 2" in attempt(RAY_AUTH_TOKEN_PATH=str(token_path)).stdout
     assert token_path.read_text() not in other.stdout + other.stderr
+
+
+def test_an_unreachable_address_is_one_line_and_its_password_no_host_name(tmp_path, monkeypatch,
+                                                                         capsys):
+    """``user:password@host:port``: the reachability check connects to the host (the
+    password was looked up as a host name, in DNS); the error is one line, redacted."""
+    from erc.cli import main
+
+    hosts = []
+    connect = socket.create_connection
+
+    def spy(address, *args, **kwargs):
+        hosts.append(address[0])
+        return connect(address, *args, **kwargs)
+
+    monkeypatch.setattr(socket, "create_connection", spy)
+    code = main(["run", "--out", str(tmp_path / "run"), "--address", "ray://admin:SHH@127.0.0.1:1"])
+    err = capsys.readouterr().err
+    assert code == 2 and hosts == ["127.0.0.1"], (hosts, err)
+    assert err.startswith("erc: error: cannot reach the Ray cluster at 'ray://***@127.0.0.1:1'")
+    assert err.count("\n") == 1 and "\\n" not in err and "SHH" not in err
