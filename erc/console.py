@@ -80,6 +80,7 @@ def setup(verbose: bool = False) -> None:
     _state.verbose = verbose or os.environ.get("ERC_VERBOSE") == "1"
     for name in ("stdout", "stderr"):  # whatever prints, erc's or a library's
         if not isinstance(getattr(sys, name), _Redacting):
+            _escape_unencodable(getattr(sys, name))
             stream = _Redacting(getattr(sys, name))
             setattr(sys, name, stream)
             atexit.register(stream.finish)  # a last word a flush held back
@@ -101,6 +102,14 @@ def setup(verbose: bool = False) -> None:
         root.addHandler(_Router())
     if root.level > logging.INFO or root.level == logging.NOTSET:
         root.setLevel(logging.INFO)
+
+
+def _escape_unencodable(stream) -> None:
+    """A console that cannot show a character (PYTHONIOENCODING=ascii, a C locale's
+    terminal) gets it escaped (``\\xef``), as Python's stderr does, instead of failing the
+    command on the first non-ASCII path or name."""
+    if getattr(stream, "errors", None) == "strict" and hasattr(stream, "reconfigure"):
+        stream.reconfigure(errors="backslashreplace")
 
 
 def attach_to_ray() -> None:

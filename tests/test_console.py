@@ -85,3 +85,19 @@ def test_log_file_keeps_lines_without_colour_or_redrawn_bars(tmp_path):
                       "no newline yet"):
             log.write(chunk)
     assert path.read_text() == "plain\nbold line\nbar 100%\n"
+
+
+def test_a_console_that_cannot_encode_a_character_gets_it_escaped(tmp_path):
+    """PYTHONIOENCODING=ascii (or a C locale): a non-ASCII path in a line failed the
+    command with a UnicodeEncodeError; it is escaped instead, as on Python's stderr."""
+    import subprocess
+    import sys
+
+    from tests.conftest import REPO
+
+    code = "from erc import console; console.setup(); print('out: /runs/\\u00efng')"
+    done = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True,
+                          env={"PATH": "/usr/bin:/bin", "PYTHONIOENCODING": "ascii",
+                               "ERC_HOME": str(tmp_path)}, timeout=60)
+    assert done.returncode == 0, done.stderr.decode()[-2000:]
+    assert done.stdout == b"out: /runs/\\xefng\n"
