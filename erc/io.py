@@ -21,6 +21,7 @@ an output folder, its marker, lock or log goes is an error, not a way out.
 from __future__ import annotations
 
 import contextlib
+import errno
 import fcntl
 import json
 import os
@@ -40,6 +41,8 @@ MIRROR_INDEX = ".erc-mirror.json"  # what the local copy of a storage URI holds 
 SCRATCH_SUFFIX = ".tmp"
 _SCRATCH = re.compile(r"^\..+\.\d+-[0-9a-f]{8}\.tmp$")  # atomic_path's temporary names
 FILE_INDEX = ".erc-files.json"  # in a folder erc wrote whole: the files it wrote there
+# A write failing for want of room: the user's to fix (erc: error: PATH: ...), not a bug
+_DISK_FULL = (errno.ENOSPC, errno.EDQUOT, errno.EFBIG)
 
 
 @contextlib.contextmanager
@@ -52,6 +55,10 @@ def atomic_path(path: str | Path) -> Iterator[Path]:
     try:
         yield tmp
         os.replace(tmp, path)
+    except OSError as err:
+        if err.errno in _DISK_FULL and err.filename is None:  # a write names no file
+            raise OSError(err.errno, err.strerror, str(path)) from None
+        raise
     finally:
         if tmp.exists():
             tmp.unlink()

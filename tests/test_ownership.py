@@ -414,6 +414,23 @@ def test_temporary_names_are_unique_and_cleaned_up(tmp_path):
     assert sorted(p.name for p in tmp_path.iterdir()) == ["x.parquet"]
 
 
+def test_a_full_disk_is_an_error_naming_the_file(tmp_path, capsys, monkeypatch):
+    """A write that finds no room (ENOSPC names no file) was reported as a bug in erc."""
+    import errno
+
+    write_bytes = Path.write_bytes
+
+    def full(self, data):  # the disk fills as the output folder's marker is written
+        if self.name.startswith(f".{io.MARKER}."):
+            raise OSError(errno.ENOSPC, "No space left on device")
+        return write_bytes(self, data)
+
+    monkeypatch.setattr(Path, "write_bytes", full)
+    out = tmp_path / "out"
+    refused(["corpus", "ingest", str(corpus_csv(tmp_path / "raw")), "--out", str(out)], capsys,
+            f"{out / io.MARKER}: No space left on device")
+
+
 # -- two runs on one output folder --------------------------------------------------------
 
 def _erc(*argv: str) -> subprocess.Popen:
