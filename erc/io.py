@@ -259,7 +259,15 @@ def claimed(folder: str | Path, overwrite: bool = False) -> Iterator[Path]:
     folder = Path(folder)
     created = _first_missing(folder)
     before = set(os.listdir(folder)) if folder.is_dir() else set()
-    claim(folder, overwrite=overwrite)
+    try:
+        claim(folder, overwrite=overwrite)
+    except BaseException:
+        # A claim that failed after creating the folder (a full disk as the marker is
+        # written) takes it back; one of an existing folder has added nothing there.
+        if created is not None and folder.is_dir() and not folder.is_symlink():
+            with contextlib.suppress(OSError, BusyError, OwnershipError), locked(folder):
+                _take_back(folder, before, created)
+        raise
     with locked(folder):  # taken back under the lock: never a folder another run holds
         try:
             yield folder

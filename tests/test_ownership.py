@@ -426,9 +426,10 @@ def test_a_full_disk_is_an_error_naming_the_file(tmp_path, capsys, monkeypatch):
         return write_bytes(self, data)
 
     monkeypatch.setattr(Path, "write_bytes", full)
-    out = tmp_path / "out"
+    out = tmp_path / "new" / "out"
     refused(["corpus", "ingest", str(corpus_csv(tmp_path / "raw")), "--out", str(out)], capsys,
             f"{out / io.MARKER}: No space left on device")
+    assert not out.parent.exists()  # the refused run left no trace
 
 
 # -- two runs on one output folder --------------------------------------------------------
