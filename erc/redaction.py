@@ -33,8 +33,18 @@ _BARE_USERINFO = re.compile(
 # URI is HTML-escaped, as in report.html) or "#" (a fragment: "#access_token=").
 _SECRET_PARAMS = re.compile(
     r"([?&;#](?:[a-z0-9_.-]*(?:key|secret|token|password|credential|signature|sig)[a-z0-9_.-]*)=)"
-    r"[^&#\s]*",
+    # The value ends at a quote or bracket no URI holds unencoded (a URI quoted in JSON, a
+    # message or HTML keeps its closing quote)...
+    r"""([^&#\s'"`<>]*)""",
     re.IGNORECASE)
+# ...and punctuation that ends a sentence or a message's part ("?token=T: failed") is no
+# part of it (signatures and tokens are hex or base64).
+_TRAILING = ":,.;)]}"
+
+
+def _hide_value(match: re.Match) -> str:
+    value = match.group(2)
+    return f"{match.group(1)}***{value[len(value.rstrip(_TRAILING)):]}"
 
 
 def redact(text: str) -> str:
@@ -43,7 +53,7 @@ def redact(text: str) -> str:
     if "@" not in text and "=" not in text:
         return text  # nothing a URI could hide a credential in (the common case, cheap)
     text = _BARE_USERINFO.sub("***@", _USERINFO.sub(r"\1***@", text))
-    return _SECRET_PARAMS.sub(r"\1***", text)
+    return _SECRET_PARAMS.sub(_hide_value, text)
 
 
 def redact_data(value: Any) -> Any:

@@ -65,6 +65,17 @@ def test_a_secret_parameter_after_any_separator_is_redacted():
     assert redact("https://h/cb#access_token=TOK") == "https://h/cb#access_token=***"
 
 
+def test_a_redacted_parameter_keeps_the_quote_and_punctuation_after_it(tmp_path):
+    # The value ran to the next space: a manifest quoting such a URI was no longer JSON
+    uri = "s3://b/x?secret_key=SHH&token=TOK"
+    path = io.write_json(tmp_path / "manifest.json", {"corpus": uri, "rows": 3})
+    assert json.loads(path.read_text()) == {"corpus": "s3://b/x?secret_key=***&token=***",
+                                            "rows": 3}
+    assert redact(f"'{uri}'") == "'s3://b/x?secret_key=***&token=***'"
+    assert redact(f"{uri}: cannot open it ({uri}).") == \
+        "s3://b/x?secret_key=***&token=***: cannot open it (s3://b/x?secret_key=***&token=***)."
+
+
 def test_a_long_word_is_redacted_in_one_pass():
     # Words an outside input can hold (a mangled path, a base64 blob): each pattern scans
     # them once; tried from every character they took minutes. A child process bounds it.
