@@ -40,6 +40,9 @@ SCHEMES = ("s3", "gs", "gcs", "abfs", "abfss", "hdfs", "viewfs", "file")
 URI_PATTERN = re.compile(rf"(?:{'|'.join(SCHEMES)})://[^\s#]+")
 _BARE_SCHEME = re.compile(rf"(?:^|[\s:])((?:{'|'.join(SCHEMES)})://)(?=$|[\s#])")  # "s3://" alone
 _ANY_SCHEME = re.compile(r"^([a-z][a-z0-9+.-]*)://", re.IGNORECASE)  # what an output must not be
+# An output that looks like a URI erc knows but is none ("S3://b/x", "s3:/b/x", "file:/x"):
+# taken as a local path it became a folder named "S3:" in the working directory.
+_MISTYPED_URI = re.compile(rf"^(?:{'|'.join(SCHEMES)}):", re.IGNORECASE)
 INDEX = io.MIRROR_INDEX  # what the local copy holds of each remote file
 CHUNK = 8 << 20  # bytes per read when copying to or from the store
 RAY_STORAGE = "ray"  # Ray Train/Tune's folder beside a job's outputs (written by Ray itself)
@@ -350,6 +353,10 @@ def run_with_uris(main: Callable[[list[str]], int], argv: list[str], cache: Path
         if foreign and foreign.group(1).lower() not in SCHEMES:
             raise StorageError(f"{redact(value)}: erc writes to a local folder or to "
                                f"{', '.join(s + '://' for s in SCHEMES)}, not {foreign.group(1)}://")
+        if option in output_options and _MISTYPED_URI.match(value) and not is_uri(value):
+            raise StorageError(f"{redact(value)}: not a storage URI; write it as "
+                               f"{value.split(':', 1)[0].lower()}://... (a lower-case scheme and "
+                               f"two slashes)")
         if option in output_options and is_uri(value):
             outputs.append(value)
             return f"\0output{len(outputs) - 1}"

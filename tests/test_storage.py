@@ -229,6 +229,23 @@ def test_an_abbreviated_output_option_is_refused_not_read_as_an_input(tmp_path, 
     assert "unrecognized arguments: --dry" in capsys.readouterr().err
 
 
+def test_an_output_that_is_almost_a_uri_is_refused_not_made_a_local_folder(tmp_path, capsys,
+                                                                          monkeypatch):
+    """``S3://b/x`` or ``s3:/b/x`` was taken as a local path: the output went to a folder
+    named "S3:" in the working directory, and never to the store."""
+    from erc.cli import main
+
+    monkeypatch.chdir(tmp_path)
+    corpus = tmp_path / "m.csv"
+    corpus.write_text("dialogue_id,speaker,text\nd,Ann,Hi.\n")
+    for out in ("S3://bucket/x", "s3:/KEY:SHH@bucket/x", "file:/tmp/x", "--out=GS://b/x"):
+        argv = [out] if out.startswith("--") else ["--out", out]
+        assert main(["corpus", "ingest", str(corpus), *argv]) == 2, out
+        err = capsys.readouterr().err.strip()
+        assert len(err.splitlines()) == 1 and "not a storage URI" in err and "SHH" not in err, err
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["m.csv"]
+
+
 def test_a_dry_run_plans_on_what_the_store_holds(tmp_path, capsys, monkeypatch):
     """With a storage URI as the config's output_dir, the dry run took it for a local path: every
     stage "not run yet", folders like ``file:/...`` mangled. It plans on the local copy
