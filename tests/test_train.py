@@ -641,3 +641,30 @@ def test_fine_tuned_vectors_are_cached_outside_the_model_folder(tmp_path):
     assert not (tmp_path / "escaped").exists() and len(list(cache.iterdir())) == 1
     again = text_features(model, table, cache_dir=cache)  # read back, not computed again
     assert all(np.array_equal(again[u], vectors[u]) for u in vectors)
+
+
+@pytest.mark.slow
+def test_changed_settings_train_anew_instead_of_resuming_the_old_checkpoints(ray_local, tmp_path,
+                                                                              capsys):
+    """The same --out with other settings resumed the earlier run's checkpoints: another
+    width failed loading them (a traceback), other settings of the same shapes exported the
+    earlier model unchanged. Training now starts over; the same settings again do no work,
+    and --force trains again."""
+    from erc.cli import main
+    from erc.models.checkpoint import load_model
+
+    corpus, features = _write_corpus(tmp_path / "corpus")
+    out = tmp_path / "run"
+    argv = ["train", "fusion", str(corpus), "--text", f"parquet:{features}", "--epochs", "1",
+            "--out", str(out)]
+    assert main(argv + ["--d-model", "16"]) == 0
+    capsys.readouterr()
+    assert main(argv + ["--d-model", "8"]) == 0, capsys.readouterr().err
+    log = capsys.readouterr().out
+    assert "training starts over" in log and "resumed from" not in log, log
+    assert load_model(out / "model").config.d_model == 8
+    assert main(argv + ["--d-model", "8"]) == 0
+    assert "up to date, not retrained" in capsys.readouterr().out
+    assert main(argv + ["--d-model", "8", "--force"]) == 0
+    assert "--force: the checkpoints of the earlier run are removed" in capsys.readouterr().out
+

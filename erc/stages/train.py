@@ -111,6 +111,14 @@ def _trained(outcome, out: Path, splits) -> dict:
             "chosen_on": chosen}
 
 
+def checkpoint_key(stage: Stage, ctx: StageContext) -> str:
+    """What a training run's checkpoints are for: the stage's settings and inputs. Those of
+    an earlier run with others are not resumed (the model or its data changed under them)."""
+    from erc.stages.base import fingerprint_of
+
+    return fingerprint_of(stage.parts(ctx.config, ctx.inputs, None))
+
+
 def chosen_on(summary: dict) -> str:
     """What a training run's best epoch was chosen on ("dev", or "selection slice" of the
     train split), as the lines that quote its scores name it."""
@@ -153,7 +161,7 @@ class FusionStage(Stage):
                                       ctx.out / "adapters")
             features = None
         outcome = train_fusion(table, spec, ctx.out, recipe, address=self.address,
-                               features=features)
+                               features=features, key=checkpoint_key(self, ctx), fresh=ctx.force)
         return _trained(outcome, ctx.out, recipe.splits)
 
 
@@ -185,7 +193,8 @@ class TextStage(Stage):
         job: TextJob = ctx.config
         table = load_corpus(ctx.inputs["utterances"], job.format)
         outcome = finetune_text(table, str(ctx.inputs["encoder"]), ctx.out, job.recipe,
-                                address=self.address)
+                                address=self.address, key=checkpoint_key(self, ctx),
+                                fresh=ctx.force)
         return _trained(outcome, ctx.out, job.recipe.splits)
 
 

@@ -48,9 +48,11 @@ def training_table(table: pa.Table, splits: Splits) -> tuple[pa.Table, dict[str,
 
 def train_fusion(table: pa.Table, spec: Mapping[str, dict], out_dir: str | Path,
                  recipe: FusionRecipe | None = None, address: str | None = None,
-                 features: Mapping | None = None) -> TrainOutcome:
+                 features: Mapping | None = None, key: str | None = None,
+                 fresh: bool = False) -> TrainOutcome:
     """Trains the fusion model of ``recipe`` on the features ``spec`` describes
-    (``features``: already loaded ones, per modality {utterance_id: vector})."""
+    (``features``: already loaded ones, per modality {utterance_id: vector}); ``key`` and
+    ``fresh``: which checkpoints may be resumed (``erc.train.loop.fit``)."""
     from erc.train.vectors import load_features, require_vectors
 
     recipe = recipe or FusionRecipe()
@@ -62,12 +64,15 @@ def train_fusion(table: pa.Table, spec: Mapping[str, dict], out_dir: str | Path,
                                 labels=data.labels, n_classes=len(data.labels))
     return fit("fusion", {"model": model.to_dict(), "class_weight_power": recipe.class_weight_power,
                           "features": dict(spec)},
-               data, loop_config(recipe.loop, out_dir), out_dir, address=address)
+               data, loop_config(recipe.loop, out_dir), out_dir, address=address, key=key,
+               fresh=fresh)
 
 
 def finetune_text(table: pa.Table, encoder: str, out_dir: str | Path,
-                  recipe: TextRecipe | None = None, address: str | None = None) -> TrainOutcome:
-    """Fine-tunes the encoder folder ``encoder`` with the context of ``recipe``."""
+                  recipe: TextRecipe | None = None, address: str | None = None,
+                  key: str | None = None, fresh: bool = False) -> TrainOutcome:
+    """Fine-tunes the encoder folder ``encoder`` with the context of ``recipe`` (``key``,
+    ``fresh``: as for ``train_fusion``)."""
     from erc.models.text import load_tokenizer
 
     recipe = recipe or TextRecipe()
@@ -78,4 +83,5 @@ def finetune_text(table: pa.Table, encoder: str, out_dir: str | Path,
     model = dataclasses.replace(settings, encoder=str(Path(encoder).resolve()),
                                 n_classes=len(data.labels), labels=data.labels)
     return fit("text", {"model": model.to_dict(), "class_weight_power": recipe.class_weight_power},
-               data, loop_config(recipe.loop, out_dir), out_dir, address=address)
+               data, loop_config(recipe.loop, out_dir), out_dir, address=address, key=key,
+               fresh=fresh)

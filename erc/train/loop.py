@@ -262,9 +262,46 @@ def machine_resources(train: TrainConfig) -> TrainConfig:
     return dataclasses.replace(train, cpus_per_worker=cpus or 1, use_gpu=bool(use_gpu))
 
 
+RUN_RECORD = "checkpoints.json"  # in the output folder: the Ray Train run its checkpoints are in, and for what
+
+
+def _checkpoints_for(out_dir: Path, run_path: str, filesystem, key: str, fresh: bool) -> None:
+    """Makes the checkpoints at ``run_path`` those of ``key`` (the settings and inputs of the
+    run): checkpoints of other settings or inputs, or of no record (or all, when ``fresh``)
+    are removed so that training starts over instead of resuming a model it is not (or
+    failing on its shapes). Checkpoints outside ``out_dir`` that its record does not name
+    (another output folder's, in a shared --storage) are left in place, with an error."""
+    import pyarrow.fs as pafs
+
+    from erc.errors import OwnershipError
+    from erc.storage import redact, remove_tree
+
+    record = out_dir / RUN_RECORD
+    saved = json.loads(record.read_text()) if record.is_file() else {}
+    try:  # checkpoints inside the output folder are named relative to it: they move with it
+        where = Path(run_path).relative_to(out_dir.resolve()).as_posix()
+    except ValueError:
+        where = run_path
+    if filesystem is None:
+        exists = Path(run_path).exists()
+    else:
+        exists = filesystem.get_file_info(run_path).type != pafs.FileType.NotFound
+    if exists and saved.get("run") != where and where == run_path:  # not in the output folder
+        raise OwnershipError(f"{redact(run_path)}: holds training checkpoints {out_dir} has no "
+                             f"record of; erc leaves them in place (remove them, or use another "
+                             f"--out or --storage)")
+    if exists and (fresh or saved.get("key") != key):
+        print("[train] " + ("--force" if fresh else "the settings or inputs changed") +
+              ": the checkpoints of the earlier run are removed, training starts over", flush=True)
+        remove_tree(run_path, filesystem)
+    io.write_json(record, {"run": where, "key": key})
+
+
 def fit(task: str, task_config: dict, data: Any, train: TrainConfig, out_dir: str | Path,
-        address: str | None = None) -> TrainOutcome:
-    """Trains on Ray Train and exports the best checkpoint to ``out_dir/model``."""
+        address: str | None = None, key: str | None = None, fresh: bool = False) -> TrainOutcome:
+    """Trains on Ray Train and exports the best checkpoint to ``out_dir/model``. ``key``:
+    what the run is for (its settings and inputs); checkpoints left by a run of another key
+    (or any, when ``fresh``) are not resumed but removed (None: resumed whatever they are)."""
     from erc import runtime
     from erc.storage import ray_storage
 
@@ -284,6 +321,9 @@ def fit(task: str, task_config: dict, data: Any, train: TrainConfig, out_dir: st
 
     # by default checkpoints go to OUT/ray; a URI (s3://...) reaches Ray as a filesystem
     storage, filesystem = ray_storage(train.storage_path or str(Path(out_dir).resolve() / "ray"))
+    if key is not None:
+        io.claim(out_dir)
+        _checkpoints_for(Path(out_dir), f"{storage}/{train.name}", filesystem, key, fresh)
     trainer = TorchTrainer(
         train_loop_per_worker,
         train_loop_config={"task": task, "task_config": task_config, "train": train.to_dict(),
