@@ -668,3 +668,27 @@ def test_changed_settings_train_anew_instead_of_resuming_the_old_checkpoints(ray
     assert main(argv + ["--d-model", "8", "--force"]) == 0
     assert "--force: the checkpoints of the earlier run are removed" in capsys.readouterr().out
 
+
+def test_evaluate_refuses_an_output_folder_inside_a_model_folder(tmp_path, capsys):
+    """`erc evaluate M CORPUS --out M/eval` wrote its results into the model folder: the
+    model's content (and every consumer's fingerprint of it) changed, and retraining it
+    failed at export on the files erc's train stage did not write there."""
+    import torch
+
+    from erc.cli import main
+    from erc.models.checkpoint import save_model
+    from erc.models.fusion import FusionConfig, FusionModel
+
+    corpus, features = _write_corpus(tmp_path / "corpus")
+    spec = {"text": {"kind": "parquet", "path": str(features), "column": "text_embedding"}}
+    torch.manual_seed(0)
+    model = save_model(tmp_path / "run" / "model", FusionModel(FusionConfig(
+        modalities=["text"], dims={"text": 12}, labels=["a", "b", "c"], n_classes=3)),
+        extra={"task": "fusion", "labels": ["a", "b", "c"], "features": spec})
+    before = sorted(p.relative_to(model) for p in model.rglob("*"))
+    for out in (model / "eval", model / "x" / "eval"):
+        assert main(["evaluate", str(model), str(corpus), "--out", str(out)]) == 2
+        err = capsys.readouterr().err.strip()
+        assert len(err.splitlines()) == 1 and "is inside the model folder" in err, err
+    assert sorted(p.relative_to(model) for p in model.rglob("*")) == before
+    assert main(["evaluate", str(model), str(corpus), "--out", str(tmp_path / "eval")]) == 0

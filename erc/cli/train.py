@@ -88,6 +88,7 @@ def cmd_train_adapter(args) -> int:
 
 def cmd_evaluate(args) -> int:
     from erc.artifacts import load_corpus
+    from erc.errors import OwnershipError
     from erc.stages.base import execute
     from erc.stages.train import EvalJob, EvaluateStage
     from erc.train.data import resolve_roles
@@ -95,6 +96,11 @@ def cmd_evaluate(args) -> int:
 
     split = resolve_roles(load_corpus(args.corpus, args.format), {"dev": args.split})["dev"]
     out = Path(args.out) if args.out else Path(args.model[0]).parent / f"eval-{split}"
+    for model in args.model:  # results there would change the model (another stage's output)
+        if Path(model).resolve() in out.resolve().parents:
+            raise OwnershipError(f"{out}: is inside the model folder {model}; its results would "
+                                 f"change that model for whatever reads it (a retraining "
+                                 f"refuses to replace it); choose an output folder outside it")
     job = EvalJob(split, args.format, n_models=len(args.model))
     result = execute(EvaluateStage(), job,
                      {"utterances": args.corpus, **EvaluateStage.model_inputs(args.model)}, out,
