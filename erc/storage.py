@@ -76,9 +76,17 @@ def _query_credentials(uri: str) -> str:
 
 def open_uri(uri: str):
     """(pyarrow FileSystem, path within it) of a storage URI."""
+    from urllib.parse import unquote, urlsplit
+
     import pyarrow as pa
     import pyarrow.fs as pafs
 
+    # A "." or ".." step means a folder on a local disk and a plain key in a bucket; as the
+    # last step it named erc's whole folder of local copies as this URI's copy (uploaded
+    # there, and its other copies with it)
+    if {".", ".."} & set(unquote(urlsplit(uri).path).split("/")):
+        raise StorageError(f"{redact(uri)}: a storage URI with a '.' or '..' step is ambiguous; "
+                           f"name the folder itself")
     try:
         return pafs.FileSystem.from_uri(_query_credentials(uri))
     except (pa.ArrowException, OSError, ValueError) as err:

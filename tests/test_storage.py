@@ -246,6 +246,28 @@ def test_an_output_that_is_almost_a_uri_is_refused_not_made_a_local_folder(tmp_p
     assert sorted(p.name for p in tmp_path.iterdir()) == ["m.csv"]
 
 
+def test_a_uri_with_a_dot_dot_step_is_refused(tmp_path, capsys, monkeypatch):
+    """``--out file:///x/remote/..``: the local copy of a URI whose last step is ".." was
+    erc's whole folder of local copies, uploaded to the store with every other run's copy."""
+    from erc.cli import main
+
+    monkeypatch.setenv("ERC_HOME", str(tmp_path / "home"))
+    another = tmp_path / "home" / "staging" / "0123456789abcdef" / "run"
+    another.mkdir(parents=True)
+    (another / "result.json").write_text("another run's result\n")
+    corpus = tmp_path / "m.csv"
+    corpus.write_text("dialogue_id,speaker,text\nd,Ann,Hi.\n")
+    store = tmp_path / "store"
+    (store / "remote").mkdir(parents=True)
+    for uri in (f"file://{store}/remote/..", f"file://{store}/remote/./x",
+                f"file://{store}/remote/%2E%2E"):
+        assert main(["corpus", "ingest", str(corpus), "--out", uri]) == 2, uri
+        err = capsys.readouterr().err.strip()
+        assert len(err.splitlines()) == 1 and "'..' step" in err, err
+    assert [p.name for p in store.rglob("*")] == ["remote"]
+    assert (another / "result.json").read_text() == "another run's result\n"
+
+
 def test_a_dry_run_plans_on_what_the_store_holds(tmp_path, capsys, monkeypatch):
     """With a storage URI as the config's output_dir, the dry run took it for a local path: every
     stage "not run yet", folders like ``file:/...`` mangled. It plans on the local copy
