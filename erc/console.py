@@ -79,6 +79,8 @@ def setup(verbose: bool = False) -> None:
     _state.active = True
     _state.verbose = verbose or os.environ.get("ERC_VERBOSE") == "1"
     for name in ("stdout", "stderr"):  # whatever prints, erc's or a library's
+        if getattr(sys, name) is None:  # started with it closed (erc ... >&-): nobody reads it
+            setattr(sys, name, open(os.devnull, "w", encoding="utf-8"))
         if not isinstance(getattr(sys, name), _Redacting):
             _escape_unencodable(getattr(sys, name))
             stream = _Redacting(getattr(sys, name))

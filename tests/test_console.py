@@ -101,3 +101,19 @@ def test_a_console_that_cannot_encode_a_character_gets_it_escaped(tmp_path):
                                "ERC_HOME": str(tmp_path)}, timeout=60)
     assert done.returncode == 0, done.stderr.decode()[-2000:]
     assert done.stdout == b"out: /runs/\\xefng\n"
+
+
+def test_a_command_started_with_its_output_closed_runs(tmp_path):
+    """``erc ... >&-``: Python has no sys.stdout then; the console policy wrapped None and
+    the command failed as a bug in erc."""
+    import os
+    import subprocess
+    import sys
+
+    from tests.conftest import REPO
+
+    done = subprocess.run([sys.executable, "-m", "erc.cli", "corpus", "formats"], cwd=REPO,
+                          stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
+                          env={"PATH": "/usr/bin:/bin", "ERC_HOME": str(tmp_path)}, timeout=120,
+                          preexec_fn=lambda: os.close(1))
+    assert done.returncode == 0 and done.stderr == "", done.stderr[-2000:]
