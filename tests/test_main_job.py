@@ -157,3 +157,26 @@ def test_missing_weights_stop_the_job_with_what_to_do(tmp_path):
     assert done.returncode == 2, done.stdout[-2000:] + done.stderr[-2000:]
     assert "the weights path given for sentence-transformers" in done.stderr
     assert "/nonexistent/minilm" in done.stderr and "Traceback" not in done.stderr
+
+
+def test_a_split_the_corpus_lacks_is_not_blamed_on_qc(tmp_path):
+    """With QC off, a dev split (or an eval split) the corpus does not have was reported as
+    'no utterances after QC'; the message now says the corpus has no such split and names
+    the ones it has."""
+    import pyarrow.parquet as pq
+
+    from erc.errors import InputError
+    from erc.recipes import load_run_config
+    from erc.schema import utterance_table
+    from erc.stages.main import steps
+
+    config = load_run_config(None, {"output_dir": str(tmp_path / "run"), "qc": {"enabled": False}})
+    rows = [{"utterance_id": f"c/{split}/d/{t}", "corpus": "c", "split": split, "dialogue_id": "d",
+             "turn": t, "speaker": "A", "text": "hi", "emotion": "joy"}
+            for split in ("train", "test") for t in range(2)]
+    (tmp_path / "run" / "corpus").mkdir(parents=True)
+    pq.write_table(utterance_table(rows), tmp_path / "run" / "corpus" / "utterances.parquet")
+    with pytest.raises(InputError) as raised:
+        [step.stage.name for step in steps(config, say=lambda line: None)]
+    assert "after QC" not in str(raised.value), raised.value
+    assert "split 'dev': no such split in the corpus (splits there: test, train)" in str(raised.value)

@@ -132,7 +132,7 @@ def steps(config: RunConfig, say: Callable[[str], None]) -> Iterator[Step]:
     present = _splits(utterances)
     for split in train.eval_splits:
         if split not in present:
-            say(f"  {split}: no utterances after QC, not evaluated")
+            say(f"  {split}: {_absent(split, where)}, not evaluated")
             continue
         yield Step("evaluate", EvaluateStage(),
                    EvalJob(split, title=f"{train.recipe.model.mixer} fusion on {split}"),
@@ -144,6 +144,15 @@ def _splits(utterances: Path) -> set[str]:
     import pyarrow.parquet as pq
 
     return set(pq.read_table(utterances, columns=["split"]).column("split").to_pylist())
+
+
+def _absent(split: str, where: Layout) -> str:
+    """Why the table training reads has no utterance of ``split``: QC set them all aside,
+    or the corpus has no such split (a name mistyped in the config)."""
+    corpus = _splits(where.corpus / "utterances.parquet")
+    if split in corpus and where.qc_enabled:
+        return "no utterances after QC"
+    return f"no such split in the corpus (splits there: {', '.join(sorted(corpus))})"
 
 
 def _available(config: RunConfig, where: Layout, adapters: dict, say,
@@ -160,8 +169,7 @@ def _available(config: RunConfig, where: Layout, adapters: dict, say,
     wanted = [splits.train_split] + ([splits.dev_split] if splits.select_fraction is None else [])
     missing = [s for s in wanted if s not in present]
     if missing:
-        raise InputError(f"train: no utterances in split(s) {missing} after QC "
-                         f"(splits present: {sorted(present)})")
+        raise InputError(f"train: split {missing[0]!r}: {_absent(missing[0], where)}")
     spec = feature_spec(where.features, train.modalities, adapters, text_model, train.text_tokens)
     vectors = load_features(spec, table)
     for modality in [m for m in spec if not vectors[m]]:
