@@ -11,5 +11,11 @@ def state_dir() -> Path:
     base = os.environ.get("ERC_HOME") or os.path.join(
         os.environ.get("XDG_CACHE_HOME") or os.path.expanduser("~/.cache"), "erc")
     path = Path(base)
-    path.mkdir(parents=True, exist_ok=True)
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+    except OSError as err:  # a file there, a read-only disk: the user's to fix, not a bug
+        from erc.errors import ConfigError
+
+        raise ConfigError(f"{path}: erc cannot keep its own files there ({err.strerror or err}); "
+                          f"set ERC_HOME to a folder it can create and write") from None
     return path

@@ -73,6 +73,20 @@ def test_an_unwritable_output_folder_is_one_line(tmp_path, capsys):
     assert "Permission denied" in err and str(locked) in err and len(err.splitlines()) == 1
 
 
+def test_an_erc_home_that_cannot_be_a_folder_is_one_line(tmp_path):
+    """ERC_HOME naming a file (or a folder erc cannot create) was a traceback, even for --help."""
+    home = tmp_path / "home"
+    home.write_text("a file\n")
+    env = {k: v for k, v in os.environ.items()  # erc then puts these under ERC_HOME
+           if k not in ("MPLCONFIGDIR", "YOLO_CONFIG_DIR", "TILELANG_CACHE_DIR")}
+    for argv in (["--help"], ["corpus", "formats"]):
+        done = subprocess.run([sys.executable, "-m", "erc.cli", *argv], cwd=REPO, text=True,
+                              capture_output=True, timeout=120, env={**env, "ERC_HOME": str(home)})
+        assert done.returncode == 2, done.stderr[-2000:]
+        assert done.stderr.startswith(f"erc: error: {home}: ") and "ERC_HOME" in done.stderr
+        assert len(done.stderr.splitlines()) == 1, done.stderr
+
+
 def test_bad_command_lines_name_the_option(capsys):
     for argv, fragment in ((["run", "-o", "train.epochs"], "-o 'train.epochs'"),
                            (["run", "--from", "nowhere"], "--from"),

@@ -107,10 +107,10 @@ def main(argv: list[str] | None = None) -> int:
     from erc import console, runtime, storage
     from erc.home import state_dir
 
-    runtime.apply_offline_env()  # before anything imports Ray or a model library
     argv = sys.argv[1:] if argv is None else list(argv)
-    parser = build_parser()
     try:
+        runtime.apply_offline_env()  # before anything imports Ray or a model library
+        parser = build_parser()
         probe = parser.parse_args(argv)
         takes_storage = getattr(probe, "takes_storage", False)
 
