@@ -110,9 +110,13 @@ def _from_launcher_config(path: Path) -> list[NodeType] | None:
     if not types:
         return None
     head = config.get("head_node_type")
-    return [NodeType(name, {k: float(v) for k, v in (t.get("resources") or {}).items()},
-                     0 if name == head else int(t.get("max_workers", config.get("max_workers", 0))))
-            for name, t in types.items()]
+    try:
+        return [NodeType(name, {k: float(v) for k, v in (t.get("resources") or {}).items()},
+                         0 if name == head else int(t.get("max_workers", config.get("max_workers", 0))))
+                for name, t in types.items()]
+    except (AttributeError, TypeError, ValueError) as err:  # a node type of the wrong shape
+        raise ConfigError(f"{path}: available_node_types is not what the Ray cluster launcher "
+                          f"writes ({err}); fix or remove this file") from None
 
 
 def _on_kuberay() -> bool:

@@ -22,6 +22,18 @@ def test_node_types_of_the_shipped_cluster_yaml():
     assert all(t.max_nodes > 0 for name, t in types.items() if name != "head")
 
 
+def test_a_launcher_config_of_the_wrong_shape_is_named(tmp_path):
+    """~/ray_bootstrap_config.yaml with a node type that is not a mapping, or a count that
+    is no number, was a traceback calling it a bug in erc."""
+    path = tmp_path / "ray_bootstrap_config.yaml"
+    for text in ("available_node_types: {cpu: null}", "available_node_types: [cpu]",
+                 "available_node_types: {cpu: {resources: {CPU: two}}}",
+                 "available_node_types: {cpu: {max_workers: lots}}"):
+        path.write_text(text)
+        with pytest.raises(ConfigError, match=f"{path}: available_node_types"):
+            cluster._from_launcher_config(path)
+
+
 def test_auto_gpus_fill_the_gpu_nodes_the_cluster_can_launch():
     """One GPU per node, up to 8 nodes: the four model stages share each GPU and their
     pools grow to one actor per node; sizes the config gives are kept."""
