@@ -692,3 +692,30 @@ def test_evaluate_refuses_an_output_folder_inside_a_model_folder(tmp_path, capsy
         assert len(err.splitlines()) == 1 and "is inside the model folder" in err, err
     assert sorted(p.relative_to(model) for p in model.rglob("*")) == before
     assert main(["evaluate", str(model), str(corpus), "--out", str(tmp_path / "eval")]) == 0
+
+
+def test_a_text_model_whose_tokenizer_files_are_gone_is_refused(tmp_path, capsys):
+    """A text model folder whose encoder/ kept config.json but lost its tokenizer files
+    loaded a tokenizer of the special tokens alone (transformers builds one from the config):
+    every word read as [UNK] and erc evaluate scored that, with no word of it."""
+    from erc.cli import main
+    from erc.models.checkpoint import save_model
+    from erc.models.text import ContextTextClassifier, TextModelConfig
+    from erc.schema import utterance_table
+
+    rows = [{"utterance_id": f"c/dev/d/{t}", "corpus": "c", "split": "dev", "dialogue_id": "d",
+             "turn": t, "speaker": "AB"[t % 2], "text": "hello there", "emotion": "ab"[t % 2]}
+            for t in range(4)]
+    pq.write_table(utterance_table(rows), tmp_path / "utterances.parquet")
+    model = save_model(tmp_path / "text" / "model", ContextTextClassifier(TextModelConfig(
+        encoder=str(_tiny_encoder(tmp_path / "tiny-bert")), n_classes=2, labels=["a", "b"],
+        context_turns=1, max_length=16)), extra={"task": "text", "labels": ["a", "b"]})
+    argv = ["evaluate", str(model), str(tmp_path / "utterances.parquet")]
+    assert main(argv + ["--out", str(tmp_path / "ok")]) == 0
+    capsys.readouterr()
+    for path in (model / "encoder").iterdir():
+        if path.name != "config.json":
+            path.unlink()
+    assert main(argv + ["--out", str(tmp_path / "eval")]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "no tokenizer of a text encoder there" in err, err

@@ -124,9 +124,15 @@ def load_tokenizer(path: str):
     from transformers import AutoTokenizer
 
     try:
-        return AutoTokenizer.from_pretrained(path)
+        tokenizer = AutoTokenizer.from_pretrained(path)
     except (OSError, ValueError) as err:  # transformers' errors on a folder without a tokenizer
         raise _not_an_encoder(path, "tokenizer of a text encoder", err) from None
+    # A folder with a config.json but no tokenizer files loads as a tokenizer of the special
+    # tokens alone: every word would read as [UNK].
+    if len(tokenizer) <= len(set(tokenizer.all_special_ids)):
+        raise _not_an_encoder(path, "tokenizer of a text encoder", ValueError(
+            f"its files give a vocabulary of its {len(tokenizer)} special tokens only"))
+    return tokenizer
 
 
 def _not_an_encoder(path: str, what: str, err: Exception):
