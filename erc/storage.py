@@ -52,6 +52,14 @@ class StorageError(ErcError, RuntimeError):
     """A URI that cannot be opened, listed or copied; the message names it (redacted)."""
 
 
+def _store_errors() -> tuple[type[BaseException], ...]:
+    """What a store's operations raise: OSError, and pyarrow's own errors (its Azure
+    filesystem raises a bare ArrowException when it finds no credentials)."""
+    import pyarrow as pa
+
+    return OSError, pa.ArrowException
+
+
 def is_uri(text: str) -> bool:
     return bool(URI_PATTERN.fullmatch(text))
 
@@ -126,7 +134,7 @@ def remove_tree(path: str, fs=None) -> None:
     try:
         if fs.get_file_info(path).type != pafs.FileType.NotFound:
             fs.delete_dir(path)
-    except OSError as err:
+    except _store_errors() as err:
         raise StorageError(f"{redact(path)}: cannot delete it ({redact(err)})") from None
 
 
@@ -175,7 +183,7 @@ class Mirror:
                 return {Path(self.root).name: (top.size, top.mtime_ns or 0)}
             infos = self.fs.get_file_info(
                 pafs.FileSelector(self.root, recursive=True, allow_not_found=True))
-        except OSError as err:
+        except _store_errors() as err:
             raise StorageError(f"{redact(self.uri)}: cannot list it ({redact(err)})") from None
         prefix = f"{self.root}/"
         return {info.path[len(prefix):]: (info.size, info.mtime_ns or 0) for info in infos
@@ -236,7 +244,7 @@ class Mirror:
             with io.atomic_path(target) as tmp, open(tmp, "wb") as dst, \
                     self.fs.open_input_stream(self._remote_path(relative)) as src:
                 shutil.copyfileobj(src, dst, CHUNK)
-        except OSError as err:
+        except _store_errors() as err:
             raise StorageError(f"{redact(self.uri)}/{relative}: download failed ({redact(err)})") from None
 
     # -- upload --------------------------------------------------------------------------
@@ -263,7 +271,7 @@ class Mirror:
                     self.fs.delete_file(f"{self.root}/{relative}")
                 except FileNotFoundError:
                     pass
-                except OSError as err:
+                except _store_errors() as err:
                     raise StorageError(f"{redact(self.uri)}/{relative}: delete failed ({redact(err)})") from None
                 del self._index[relative]
                 changed += 1
@@ -281,7 +289,7 @@ class Mirror:
                 with self.fs.open_output_stream(remote) as dst:
                     shutil.copyfileobj(src, dst, CHUNK)
                 info = self.fs.get_file_info(remote)
-            except OSError as err:
+            except _store_errors() as err:
                 raise StorageError(f"{relative}: upload to {redact(self.uri)} failed ({redact(err)})") from None
         return info.size, info.mtime_ns or 0
 
@@ -293,7 +301,7 @@ def stage_input(uri: str, cache: Path) -> Path:
     fs, path = open_uri(uri)
     try:
         kind = fs.get_file_info(path.rstrip("/")).type
-    except OSError as err:
+    except _store_errors() as err:
         raise StorageError(f"{redact(uri)}: cannot reach it ({redact(err)})") from None
     if kind == pafs.FileType.NotFound:
         raise StorageError(f"{redact(uri)}: no such file or folder")

@@ -268,6 +268,22 @@ def test_a_uri_with_a_dot_dot_step_is_refused(tmp_path, capsys, monkeypatch):
     assert (another / "result.json").read_text() == "another run's result\n"
 
 
+def test_a_store_error_of_pyarrow_s_own_kind_is_a_storage_error(tmp_path, monkeypatch):
+    """pyarrow's Azure filesystem without credentials raises a bare ArrowException, not an
+    OSError: it escaped as a bug in erc."""
+    import erc.storage
+
+    class NoCredentials:
+        def get_file_info(self, *args):
+            raise pa.ArrowException("Failed to get token from DefaultAzureCredential")
+
+    monkeypatch.setattr(erc.storage, "open_uri", lambda uri: (NoCredentials(), "c/x"))
+    with pytest.raises(StorageError, match=r"abfs://\*\*\*@acc/x: cannot reach it \(Failed"):
+        stage_input("abfs://K:SHH@acc/x", tmp_path)
+    with pytest.raises(StorageError, match="cannot list it"):
+        Mirror("abfs://K:SHH@acc/x", tmp_path / "copy").pull()
+
+
 def test_a_dry_run_plans_on_what_the_store_holds(tmp_path, capsys, monkeypatch):
     """With a storage URI as the config's output_dir, the dry run took it for a local path: every
     stage "not run yet", folders like ``file:/...`` mangled. It plans on the local copy
