@@ -719,3 +719,19 @@ def test_a_text_model_whose_tokenizer_files_are_gone_is_refused(tmp_path, capsys
     assert main(argv + ["--out", str(tmp_path / "eval")]) == 2
     err = capsys.readouterr().err.strip()
     assert len(err.splitlines()) == 1 and "no tokenizer of a text encoder there" in err, err
+
+
+def test_labels_that_differ_only_in_case_or_spaces_are_refused():
+    """An utterance table with 'joy' in some rows and 'JOY ' in others trained a model of
+    both as separate classes; training now refuses it, naming the labels."""
+    from erc.errors import InputError
+    from erc.schema import utterance_table
+    from erc.train.data import build_dialogue_data
+
+    rows = [{"utterance_id": f"c/train/d/{t}", "corpus": "c", "split": "train",
+             "dialogue_id": "d", "turn": t, "speaker": "A", "text": "hi",
+             "emotion": ["joy", "JOY ", "anger", "sad"][t]} for t in range(4)]
+    features = {"text": {r["utterance_id"]: np.ones(4, np.float32) for r in rows}}
+    with pytest.raises(InputError, match="'JOY ' / 'joy'") as raised:
+        build_dialogue_data(utterance_table(rows), features, roles={"train": "train"})
+    assert "anger" not in str(raised.value)

@@ -51,7 +51,18 @@ def training_roles(table: pa.Table, roles: Mapping[str, str] | None) -> dict[str
 
 
 def label_list(table: pa.Table) -> list[str]:
-    return sorted({e for e in table.column("emotion").to_pylist() if e})
+    """The table's emotions, sorted. Two that differ only in case or spaces ('Joy', 'joy ')
+    are an error: one emotion written two ways would be learnt as two classes."""
+    labels = sorted({e for e in table.column("emotion").to_pylist() if e})
+    written: dict[str, list[str]] = {}
+    for label in labels:
+        written.setdefault(" ".join(label.split()).casefold(), []).append(label)
+    clashes = [ways for ways in written.values() if len(ways) > 1]
+    if clashes:
+        raise InputError("labels that differ only in case or spaces would be learnt as separate "
+                         "classes: " + "; ".join(" / ".join(map(repr, ways)) for ways in clashes)
+                         + " (write each emotion one way in the corpus)")
+    return labels
 
 
 def dialogues(table: pa.Table, split: str) -> list[dict]:
