@@ -299,6 +299,8 @@ def test_models_list_rejects_bad_settings(capsys):
     assert "expected ROLE.KEY=VALUE" in capsys.readouterr().err
     assert run(["models", "list", "--set", "vision.path=x"]) == 2
     assert "unknown model role 'vision'" in capsys.readouterr().err
+    assert run(["models", "list", "--set", "asr.options.beam_size=["]) == 2  # named the value only
+    assert "erc: error: --set asr.options.beam_size: value: not valid YAML" in capsys.readouterr().err
     with pytest.raises(ConfigError, match="invalid choice: 'bert-large'"):  # one line, exit 2
         parser().parse_args(["models", "fetch", "bert-large"])
 

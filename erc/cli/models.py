@@ -18,7 +18,10 @@ def _parse_setting(text: str) -> tuple[str, str, object]:
     role, dot, field = key.partition(".")
     if not sep or not dot or not role or not field:
         raise ConfigError(f"--set {text!r}: expected ROLE.KEY=VALUE (e.g. asr.path=FILE)")
-    return role, field.replace("-", "_"), parse_value(value) if value else None
+    try:
+        return role, field.replace("-", "_"), parse_value(value) if value else None
+    except ConfigError as err:  # "value: not valid YAML" named no option
+        raise ConfigError(f"--set {key}: {err}") from None
 
 
 def overrides_of(settings: list[tuple[str, str, object]] | None) -> dict[str, dict]:
