@@ -203,7 +203,8 @@ def claim(folder: str | Path, overwrite: bool = False) -> Path:
     marker of an existing one. A folder holding anything but erc's marker, lock and
     scratch files, without a marker, is foreign: OwnershipError unless ``overwrite``."""
     folder = Path(folder)
-    for path in (folder, folder / MARKER):
+    # The lock too: found only once the marker was written, it left the folder marked erc's
+    for path in (folder, folder / MARKER, folder / LOCK):
         if path.is_symlink():  # writing there would write wherever the link points
             raise OwnershipError(f"{path}: is a link; erc writes its outputs into a folder, not "
                                  f"through links (name the folder itself, or remove the link)")

@@ -262,6 +262,18 @@ def test_erc_does_not_write_through_a_link_in_place_of_its_lock_or_log(tmp_path)
     assert outside.read_text() == "mine\n"
 
 
+def test_a_link_in_place_of_the_lock_leaves_the_folder_unmarked(tmp_path, capsys):
+    """The link was found only after the marker was written: the refused run left the
+    user's folder marked as erc's, so the next run wrote there without --overwrite."""
+    users = tmp_path / "mine"
+    users.mkdir()
+    (users / io.LOCK).symlink_to(tmp_path / "elsewhere")
+    refused(["corpus", "ingest", str(corpus_csv(tmp_path / "raw")), "--out", str(users)], capsys,
+            "is a link")
+    assert sorted(p.name for p in users.iterdir()) == [io.LOCK] and not io.owned(users)
+    assert not (tmp_path / "elsewhere").exists()
+
+
 def test_erc_does_not_write_through_a_link_in_place_of_its_folder_or_marker(tmp_path, capsys):
     """A link as the output folder (a run's stage folder, or --out itself) would send the
     outputs wherever it points; a link named .erc would make anyone's folder look erc's."""
