@@ -167,7 +167,12 @@ class Mirror:
         self._index_path = self.local / INDEX
         self._index: dict[str, dict] = {}
         if self._index_path.is_file():
-            self._index = json.loads(self._index_path.read_text())
+            try:
+                self._index = json.loads(self._index_path.read_text())
+            except ValueError:  # damaged: everything is downloaded again (the URI is the authority)
+                pass
+            if not isinstance(self._index, dict):
+                self._index = {}
         self._lock = threading.Lock()
         self._one_file = False
 

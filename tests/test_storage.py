@@ -13,7 +13,16 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from erc.storage import Mirror, StorageError, is_uri, join_uri, open_uri, run_with_uris, stage_input
+from erc.storage import (
+    INDEX,
+    Mirror,
+    StorageError,
+    is_uri,
+    join_uri,
+    open_uri,
+    run_with_uris,
+    stage_input,
+)
 from tests.conftest import REPO, S3_BUCKET
 
 
@@ -282,6 +291,21 @@ def test_a_store_error_of_pyarrow_s_own_kind_is_a_storage_error(tmp_path, monkey
         stage_input("abfs://K:SHH@acc/x", tmp_path)
     with pytest.raises(StorageError, match="cannot list it"):
         Mirror("abfs://K:SHH@acc/x", tmp_path / "copy").pull()
+
+
+def test_a_damaged_index_of_a_local_copy_is_rebuilt(tmp_path):
+    """The local copy's index, damaged (a disk fault, an edit), was a traceback on every
+    later run against that URI; the copy is now downloaded again."""
+    remote = tmp_path / "remote"
+    remote.mkdir()
+    (remote / "a.txt").write_text("a\n")
+    local = tmp_path / "copy"
+    for damage in ("{not json", "[1, 2]"):
+        local.mkdir(exist_ok=True)
+        (local / INDEX).write_text(damage)
+        assert Mirror(f"file://{remote}", local).pull() == 1, damage
+        assert (local / "a.txt").read_text() == "a\n"
+        (local / "a.txt").unlink()
 
 
 def test_a_dry_run_plans_on_what_the_store_holds(tmp_path, capsys, monkeypatch):
