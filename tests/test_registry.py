@@ -294,13 +294,17 @@ def test_models_list_paper_says_what_is_missing(erc_home, capsys):
     assert not rows["text"]["found"] and "erc models fetch all-mpnet-base-v2" in rows["text"]["missing"]
 
 
-def test_models_list_rejects_bad_settings(capsys):
+def test_models_list_rejects_bad_settings(erc_home, capsys):
     assert run(["models", "list", "--set", "asr"]) == 2
     assert "expected ROLE.KEY=VALUE" in capsys.readouterr().err
     assert run(["models", "list", "--set", "vision.path=x"]) == 2
     assert "unknown model role 'vision'" in capsys.readouterr().err
     assert run(["models", "list", "--set", "asr.options.beam_size=["]) == 2  # named the value only
     assert "erc: error: --set asr.options.beam_size: value: not valid YAML" in capsys.readouterr().err
+    (registry.model_cache() / "sentence-transformers" / "a-model").mkdir(parents=True, exist_ok=True)
+    for name in (".", ".."):  # the model cache's own folders were "found" as the weights
+        assert run(["models", "list", "--set", f"text.name={name}"]) == 2, name
+        assert f"model name '{name}': not a model's name" in capsys.readouterr().err
     with pytest.raises(ConfigError, match="invalid choice: 'bert-large'"):  # one line, exit 2
         parser().parse_args(["models", "fetch", "bert-large"])
 

@@ -300,6 +300,8 @@ def model_cache() -> Path:
 
 
 def _safe(name: str) -> str:
+    if name in (".", ".."):  # the cache's own folders: its weights would be "found" there
+        raise ConfigError(f"model name {name!r}: not a model's name")
     return name.replace("/", "--").replace("\\", "--")
 
 
