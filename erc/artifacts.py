@@ -38,9 +38,9 @@ def utterance_file(path: str | Path) -> Path:
     if not file.is_file():
         stage = _stage_of(path)
         stage = None if stage == "ingest" else stage  # an ingest folder that lost its table
-        held = f"{path} holds erc's {stage} outputs, not " if stage else f"{file}: no "
-        raise InputError(f"{held}an utterance table (give the folder `erc corpus ingest` wrote, "
-                         f"or run it first)")
+        what = (f"{path} holds erc's {stage} outputs, not an utterance table" if stage
+                else f"{file}: no utterance table")
+        raise InputError(f"{what} (give the folder `erc corpus ingest` wrote, or run it first)")
     return file
 
 
