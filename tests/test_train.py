@@ -735,3 +735,27 @@ def test_labels_that_differ_only_in_case_or_spaces_are_refused():
     with pytest.raises(InputError, match="'JOY ' / 'joy'") as raised:
         build_dialogue_data(utterance_table(rows), features, roles={"train": "train"})
     assert "anger" not in str(raised.value)
+
+
+def test_checkpoints_in_an_output_folder_inside_the_corpus_folder_keep_their_key(tmp_path):
+    """`erc train fusion data --out data/run`: the key of the run's checkpoints was read
+    from the corpus folder with the checkpoints in it, so an interrupted run found another
+    key and trained again from the start instead of resuming; the output folder is now left
+    out of it, while a change to the corpus still changes it."""
+    from erc.recipes import FusionRecipe
+    from erc.stages.base import StageContext
+    from erc.stages.train import FusionJob, FusionStage, checkpoint_key
+
+    corpus, features = _write_corpus(tmp_path / "data")
+    spec = {"text": {"kind": "parquet", "path": str(features), "column": "text_embedding"}}
+    stage, out = FusionStage(), tmp_path / "data" / "run"
+    ctx = StageContext(config=FusionJob(FusionRecipe(), spec), out=out, previous=None,
+                       inputs={"utterances": corpus.parent, "text": features}, force=False,
+                       say=print)
+    key = checkpoint_key(stage, ctx)
+    (out / "ray" / "run" / "checkpoint_0").mkdir(parents=True)
+    (out / "ray" / "run" / "checkpoint_0" / "model.safetensors").write_bytes(b"weights")
+    (out / "checkpoints.json").write_text("{}")
+    assert checkpoint_key(stage, ctx) == key
+    (tmp_path / "data" / "notes.csv").write_text("more rows\n")
+    assert checkpoint_key(stage, ctx) != key

@@ -113,10 +113,23 @@ def _trained(outcome, out: Path, splits) -> dict:
 
 def checkpoint_key(stage: Stage, ctx: StageContext) -> str:
     """What a training run's checkpoints are for: the stage's settings and inputs. Those of
-    an earlier run with others are not resumed (the model or its data changed under them)."""
-    from erc.stages.base import fingerprint_of
+    an earlier run with others are not resumed (the model or its data changed under them).
+    An input folder that holds the output folder is read without it: the checkpoints
+    written there would otherwise change the key of the run they belong to."""
+    from erc.fingerprint import digest, file_sha256
+    from erc.stages.base import content_fingerprint
 
-    return fingerprint_of(stage.parts(ctx.config, ctx.inputs, None))
+    out = ctx.out.resolve()
+
+    def fingerprint(path: Path) -> str:
+        if not (path.is_dir() and path.resolve() in out.parents):
+            return content_fingerprint(path)
+        files = sorted(p for p in path.rglob("*")
+                       if p.is_file() and out not in p.resolve().parents)
+        return digest([(p.relative_to(path).as_posix(), file_sha256(p)) for p in files])
+
+    return digest(stage.name, stage.version, stage.settings(ctx.config),
+                  {name: fingerprint(path) for name, path in sorted(ctx.inputs.items())})
 
 
 def chosen_on(summary: dict) -> str:
