@@ -155,3 +155,26 @@ def test_a_models_options_are_in_its_partitions_fingerprint():
     assert base.fingerprints == [fingerprint(base.parts[0], base.settings, [base.records["text"]])]
     options = validate(PreprocessConfig, {"overrides": {"text": {"options": {"batch": 8}}}})
     assert plan(table, options).fingerprints != base.fingerprints
+
+
+def test_an_output_folder_inside_an_input_folder_is_not_part_of_its_fingerprint(tmp_path):
+    """A folder input without a manifest (data/ holding utterances.parquet) is fingerprinted
+    by its files: an erc output folder put inside it (data/features, data/run) changed the
+    input's fingerprint with every run, so the stage writing there was never up to date."""
+    from erc import io
+    from erc.stages.base import content_fingerprint
+
+    data = tmp_path / "data"
+    data.mkdir()
+    (data / "utterances.parquet").write_bytes(b"table")
+    before = content_fingerprint(data)
+    with io.claimed(data / "run") as out:
+        (out / "model.bin").write_bytes(b"weights")
+    (data / "run" / "nested").mkdir()
+    (data / "run" / "nested" / "more.bin").write_bytes(b"more")
+    assert content_fingerprint(data) == before
+    (data / "notes.txt").write_text("the user's own file")  # what the input holds: counted
+    assert content_fingerprint(data) != before
+    (data / "other").mkdir()
+    (data / "other" / "x.csv").write_text("a folder erc did not create: counted")
+    assert content_fingerprint(data) != before
