@@ -41,6 +41,7 @@ OFFLINE_ENV = {
     "TRANSFORMERS_OFFLINE": "1",
     "HF_HUB_DISABLE_TELEMETRY": "1",
     "YOLO_OFFLINE": "1",
+    "YOLO_AUTOINSTALL": "false",  # ultralytics pip-installs what it misses (pi-heif for an odd photo)
     "TOKENIZERS_PARALLELISM": "false",
     # Ray Train tees a worker's print() into its logger too: each line reached the driver twice
     "RAY_TRAIN_ENABLE_PRINT_PATCH": "0",

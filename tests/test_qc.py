@@ -1196,3 +1196,24 @@ def test_the_run_report_shows_qc_only_when_this_run_applied_it(tmp_path):
     (tmp_path / "qc" / "report.json").write_text("{}")
     page = write_report(tmp_path, config).read_text()
     assert "cannot be read" in page and "QC did not run" not in page
+
+
+def test_a_photo_pil_cannot_identify_is_unreadable_with_ultralytics_imported(tmp_path):
+    """ultralytics, once imported (the YOLO face backend), wraps PIL's Image.open and tries
+    to install and import a HEIF plugin for a file PIL cannot identify: an ImportError
+    escaped QC's reference photos as a bug in erc, and with YOLO_OFFLINE=0 pip would have
+    run. The photo is now unreadable like any other, and erc switches the install off."""
+    import os
+
+    from erc import runtime
+    from erc.backends.face import _prepare_ultralytics
+    from erc.qc.faces import load_photo
+
+    _prepare_ultralytics()
+    import ultralytics  # noqa: F401  (patches PIL.Image.open)
+
+    assert os.environ["YOLO_AUTOINSTALL"].lower() == "false"
+    assert runtime.OFFLINE_ENV["YOLO_AUTOINSTALL"] == "false"
+    (tmp_path / "notes.jpg").write_text("not a photo")
+    with pytest.raises(OSError, match="cannot identify image file"):
+        load_photo(tmp_path / "notes.jpg")

@@ -272,7 +272,12 @@ def load_photo(path: str | Path, max_side: int | None = 640) -> np.ndarray:
     (face detectors search every scale: a 2000-pixel photo costs ten times a 640 one)."""
     from PIL import Image
 
-    image = Image.open(path)
+    try:
+        image = Image.open(path)
+    except ImportError:
+        # ultralytics (the YOLO face backend), once imported, wraps Image.open to fetch a
+        # HEIF plugin for a file PIL cannot identify; offline that import fails.
+        raise OSError(f"cannot identify image file {str(path)!r}") from None
     if max_side:
         image.draft("RGB", (max_side, max_side))  # a JPEG decodes at a fraction of its size
     image = image.convert("RGB")
