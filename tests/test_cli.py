@@ -178,6 +178,9 @@ def test_main_job_on_the_shipped_sample(tmp_path):
 
 def test_an_unreachable_cluster_is_a_clear_error(tmp_path, capsys):
     """A wrong --address fails fast with what to check, not a traceback."""
+    from tests.test_runtime import _no_ray_connected
+
+    _no_ray_connected()
     code = main(["run", "--out", str(tmp_path / "run"), "--address", "127.0.0.1:1"])
     assert code == 2
     err = capsys.readouterr().err

@@ -95,9 +95,20 @@ def test_an_unreachable_address_is_one_line_and_its_password_no_host_name(tmp_pa
             hosts.append(address[0])
         return connect(address, *args, **kwargs)
 
+    _no_ray_connected()
     monkeypatch.setattr(socket, "create_connection", spy)
     code = main(["run", "--out", str(tmp_path / "run"), "--address", "ray://admin:SHH@127.0.0.1:1"])
     err = capsys.readouterr().err
     assert code == 2 and hosts == ["127.0.0.1"], (hosts, err)
     assert err.startswith("erc: error: cannot reach the Ray cluster at 'ray://***@127.0.0.1:1'")
     assert err.count("\n") == 1 and "\\n" not in err and "SHH" not in err
+
+
+def _no_ray_connected() -> None:
+    """Ends the Ray an earlier test left connected in this process: a process connects to
+    Ray once, so a command would run there instead of trying the address under test."""
+    import sys
+
+    ray = sys.modules.get("ray")
+    if ray is not None and ray.is_initialized():
+        ray.shutdown()
