@@ -255,26 +255,23 @@ class ManifestMapping(ReaderOptions):
         items = list(raw.items())
         for root in roots:  # the keys of a mapped object no field reads, as "root.key"
             items += [(k, v) for k, v in flat_items(root, raw[root]) if k not in raw]
+        kept = []  # (where it goes, its key, its value, how a problem names it)
         for column, value in items:
             if column in FIELDS or column in renamed or column in roots:
                 continue
             if column == TABLE_META and (entries := _map_entries(value)) is not None:
-                for key, inner in entries:  # erc's own meta, read back
-                    try:
-                        text = meta_value(inner, f"meta key {key!r}")
-                    except RowProblem as failure:
-                        problem = problem or failure
-                        continue
-                    if text is not None:
-                        carried[key] = text
-                continue
+                kept += [(carried, key, inner, f"meta key {key!r}")  # erc's own meta, read back
+                         for key, inner in entries]
+            else:
+                kept.append((meta, column, value, f"column {column!r}"))
+        for target, key, value, what in kept:
             try:
-                text = meta_value(value, f"column {column!r}")
+                text = meta_value(value, what)
             except RowProblem as failure:
                 problem = problem or failure
                 continue
             if text is not None:
-                meta[column] = text
+                target[key] = text
         meta = {**carried, **meta}  # a column of the row's own names its value
         try:
             fields_["speaker"] = self._speaker(fields_.get("speaker"))
