@@ -72,8 +72,9 @@ def content_fingerprint(path: str | Path) -> str:
         # erc's own output folders inside (runs/ in a corpus folder, features/ beside an
         # utterance table) are left out: they are not what the input holds, and a stage
         # writing there would change its own input's fingerprint with every run.
-        outputs = [p.parent for p in path.rglob(io.MARKER) if p.parent != path]
-        files = sorted(p for p in path.rglob("*") if p.is_file() and not _bookkeeping(p.name)
+        entries = list(path.rglob("*"))  # one walk of the tree
+        outputs = [p.parent for p in entries if p.name == io.MARKER and p.parent != path]
+        files = sorted(p for p in entries if p.is_file() and not _bookkeeping(p.name)
                        and not any(p.is_relative_to(o) for o in outputs))
         return digest([(p.relative_to(path).as_posix(), file_sha256(p)) for p in files])
     if path.is_file():
