@@ -270,7 +270,7 @@ IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".webp")
 def load_photo(path: str | Path, max_side: int | None = 640) -> np.ndarray:
     """An RGB photo as an array, downscaled so that its longer side is at most ``max_side``
     (face detectors search every scale: a 2000-pixel photo costs ten times a 640 one)."""
-    from PIL import Image
+    from PIL import Image, ImageOps
 
     try:
         image = Image.open(path)
@@ -280,6 +280,15 @@ def load_photo(path: str | Path, max_side: int | None = 640) -> np.ndarray:
         raise OSError(f"cannot identify image file {str(path)!r}") from None
     if max_side:
         image.draft("RGB", (max_side, max_side))  # a JPEG decodes at a fraction of its size
+    # A phone photo is stored sideways with an EXIF orientation: detectors want it upright.
+    image = ImageOps.exif_transpose(image)
+    if image.mode in ("I", "F") or image.mode.startswith("I;16"):
+        # 16-bit and float greyscale: convert("RGB") clips each value at 255 (a white
+        # photo); scale its range to 8 bits instead.
+        pixels = np.nan_to_num(np.asarray(image, dtype=np.float64))
+        low, high = float(pixels.min()), float(pixels.max())
+        pixels = (pixels - low) * (255.0 / (high - low)) if high > low else np.zeros_like(pixels)
+        image = Image.fromarray(pixels.round().astype(np.uint8))
     image = image.convert("RGB")
     if max_side and max(image.size) > max_side:
         factor = max_side / max(image.size)
