@@ -9,7 +9,8 @@ was wrong:
 
 | reason           | when                                                                  |
 |------------------|-----------------------------------------------------------------------|
-| unreadable_media | missing, corrupt or truncated file; a segment outside the media       |
+| unreadable_media | missing, corrupt or truncated file; a segment outside the media;      |
+|                  | audio with NaN or infinite samples                                    |
 | no_audio         | no audio stream (and no separate audio file)                          |
 | overlong_clip    | the container says the utterance is longer than ``max_clip_seconds``  |
 |                  | (checked before decoding anything)                                    |
@@ -344,6 +345,10 @@ def _decode_utterance(media_path, audio_path, start_s, end_s, settings: DecodeSe
     truncated = _truncation(duration, audio_length, settings.truncation_tolerance)
     if truncated:
         raise _Failure("unreadable_media", truncated)
+    bad = int(audio.size - np.count_nonzero(np.isfinite(audio)))
+    if bad:  # a damaged float stream: every model downstream would fail on it
+        raise _Failure("unreadable_media", f"the audio holds {bad} NaN or infinite samples "
+                                           f"of {audio.size}")
     result = Decoded(audio=audio, duration_s=duration)
     if frames:
         width, height, scale = _frame_size(frames[0][1].width, frames[0][1].height, settings.max_side)
