@@ -92,3 +92,15 @@ def test_ingest_command_reads_dailydialog(tmp_path, capsys):
                  "--split", "test"]) == 0
     out = capsys.readouterr().out
     assert "3 input rows -> 3 utterances kept" in out and "(corpus: dailydialog)" in out
+
+
+@pytest.mark.parametrize("name", ["test/dialogues_test.txt", "train/dialogues_emotion_train.txt",
+                                  "train/dialogues_act_train.txt"])
+def test_a_folder_by_a_file_s_name_is_an_error_naming_it(tmp_path, name):
+    """A folder where a split's text (or label) file belongs was passed over as absent:
+    that split's dialogues lost without a word, or its labels called missing."""
+    write_split(tmp_path / "train", "train", DIALOGUES[:2], act=False)
+    (tmp_path / name).unlink(missing_ok=True)
+    (tmp_path / name).mkdir(parents=True)
+    with pytest.raises(CorpusError, match=f"{Path(name).name}: is a folder"):
+        read_corpus(tmp_path, "dailydialog")

@@ -496,3 +496,13 @@ def test_fixing_a_row_set_aside_renames_no_other_row(tmp_path):
         "Hi.": ("c/train/d/0", 0), "Other dialogue.": ("c/train/e/0", 0),
         "Yo.": ("c/train/d/3", 3), "Again.": ("c/train/e/1", 1)}
     assert after["Good time."] == ("c/train/d/1", 1) and after["A speaker."] == ("c/train/d/2", 2)
+
+
+@pytest.mark.parametrize("files", [None, "*.csv"])
+def test_a_folder_by_a_manifest_s_name_is_an_error_not_passed_over(tmp_path, files):
+    """A folder named dev.csv among a folder's manifests was passed over: its split lost
+    without a word while the other files were read."""
+    write_csv(tmp_path / "train.csv", [{"dialogue_id": "d", "speaker": "A", "text": "Hi."}])
+    (tmp_path / "dev.csv").mkdir()
+    with pytest.raises(CorpusError, match="dev.csv: is a folder"):
+        read_manifest(tmp_path, **({"files": files} if files else {}))

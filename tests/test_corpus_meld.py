@@ -221,3 +221,12 @@ def test_stray_byte_in_id_is_a_problem_row(tmp_path):
     assert result.utterances.column("utterance_id").to_pylist() == [
         "meld/train/dia0_utt0", "meld/train/dia0_utt2"]
     assert [(p["line"], p["reason"]) for p in result.problems.to_pylist()] == [(3, "bad_turn")]
+
+
+def test_a_folder_by_a_split_csv_s_name_is_an_error_not_a_missing_split(tmp_path):
+    """A folder named train_sent_emo.csv was passed over as an absent split: the train
+    rows were lost without a word while the dev csv was read."""
+    write_meld(tmp_path, [row(1, b"Hi.", 0, 0)], name="dev_sent_emo.csv")
+    (tmp_path / "train_sent_emo.csv").mkdir()
+    with pytest.raises(CorpusError, match="train_sent_emo.csv: is a folder"):
+        read_meld(tmp_path)

@@ -318,12 +318,18 @@ def _csv_records(lines: list[str], first: int, width: int, delimiter: str = ","
         position = restart
 
 
-def check_link(path: Path) -> None:
-    """CorpusError for a corpus file named by a symbolic link that leads to no file (a link
-    loop, or its target gone): passed over as no file, its rows would be lost unseen."""
+def check_file(path: Path) -> None:
+    """CorpusError for a corpus file that is there but no file: a symbolic link that leads
+    to no file (a link loop, or its target gone), or a folder (or pipe, device) by a corpus
+    file's name. Passed over as absent, its rows would be lost unseen; an absent file is
+    the caller's to judge."""
     if path.is_symlink() and not path.exists():
         raise CorpusError(f"{path}: a symbolic link that leads to no file (a link loop, or "
                           f"its target is gone); fix or remove it")
+    if path.exists() and not path.is_file():
+        what = "a folder" if path.is_dir() else "not a regular file"
+        raise CorpusError(f"{path}: is {what}, where a corpus file of that name belongs; "
+                          f"move it away or put the file there")
 
 
 def media_problem(path: Path, column: str = "media") -> tuple[str, str] | None:

@@ -28,6 +28,7 @@ from erc.corpus.base import (
     IngestResult,
     ReaderOptions,
     RowCollector,
+    check_file,
     read_lines,
     reader_options,
     too_large,
@@ -51,13 +52,20 @@ def _files(path: Path) -> dict[str, tuple[Path, Path, Path]]:
     the top-level files as ``train``."""
     found = {}
     for split, folder in SPLIT_FOLDERS.items():
-        text = path / folder / f"dialogues_{folder}.txt"
-        if text.is_file():
-            found[split] = (text, path / folder / f"dialogues_emotion_{folder}.txt",
-                            path / folder / f"dialogues_act_{folder}.txt")
-    if not found and (path / "dialogues_text.txt").is_file():
-        found["train"] = (path / "dialogues_text.txt", path / "dialogues_emotion.txt",
-                          path / "dialogues_act.txt")
+        files = (path / folder / f"dialogues_{folder}.txt",
+                 path / folder / f"dialogues_emotion_{folder}.txt",
+                 path / folder / f"dialogues_act_{folder}.txt")
+        for file in files:
+            check_file(file)
+        if files[0].is_file():
+            found[split] = files
+    if not found:
+        files = (path / "dialogues_text.txt", path / "dialogues_emotion.txt",
+                 path / "dialogues_act.txt")
+        for file in files:
+            check_file(file)
+        if files[0].is_file():
+            found["train"] = files
     return found
 
 

@@ -27,7 +27,7 @@ from erc.corpus.base import (
     IngestResult,
     ReaderOptions,
     RowCollector,
-    check_link,
+    check_file,
     media_problem,
     read_csv_records,
     read_lines,
@@ -107,7 +107,7 @@ def read_iemocap_text(path: Path, /, **options) -> IngestResult:
         csv_path = path / file_name
         if opts.splits and split not in opts.splits:
             continue
-        check_link(csv_path)
+        check_file(csv_path)
         if not csv_path.is_file():
             continue
         source = str(csv_path)
@@ -196,7 +196,7 @@ def read_iemocap_release(path: Path, /, **options) -> IngestResult:
         for transcript in sorted((session_dir / "dialog" / "transcriptions").glob("*.txt")):
             if transcript.name.startswith("._"):
                 continue
-            check_link(transcript)
+            check_file(transcript)
             if not transcript.is_file():
                 continue
             dialogue = transcript.stem

@@ -37,7 +37,7 @@ from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any
 
-from erc.corpus.base import CorpusError, ReaderOptions, check_link, reader_options, too_large
+from erc.corpus.base import CorpusError, ReaderOptions, check_file, reader_options, too_large
 from erc.corpus.values import SURROGATE, RowProblem, blank, kind, meta_value, text_value
 from erc.errors import preview
 from erc.settings import load_yaml, validate
@@ -143,7 +143,7 @@ class ManifestMapping(ReaderOptions):
                 return [(path, None)]
             named = [p for p in sorted(folder.iterdir()) if p.suffix.lower() in MANIFEST_SUFFIXES]
             for file in named:
-                check_link(file)
+                check_file(file)
             found = [(p, None) for p in named if p.is_file()]
             if not found:
                 raise CorpusError(f"{folder}: no .csv, .jsonl, .json or .parquet manifest in the folder "
@@ -473,7 +473,7 @@ def _matches(folder: Path, pattern: str) -> list[tuple[Path, str | None]]:
     found = []
     for name in sorted(glob.glob(before + ("*" if marker else "") + after, root_dir=folder)):
         file = folder / name
-        check_link(file)
+        check_file(file)
         if not file.is_file():
             continue
         split = None

@@ -23,7 +23,7 @@ from erc.corpus.base import (
     IngestResult,
     ReaderOptions,
     RowCollector,
-    check_link,
+    check_file,
     fix_mojibake,
     media_problem,
     read_csv_records,
@@ -122,7 +122,7 @@ def read_meld(path: Path, /, **options) -> IngestResult:
         csv_path = path / file_name
         if opts.splits and split not in opts.splits:
             continue
-        check_link(csv_path)
+        check_file(csv_path)
         if not csv_path.is_file():
             continue
         read_any = True
