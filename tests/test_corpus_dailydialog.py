@@ -104,3 +104,17 @@ def test_a_folder_by_a_file_s_name_is_an_error_naming_it(tmp_path, name):
     (tmp_path / name).mkdir(parents=True)
     with pytest.raises(CorpusError, match=f"{Path(name).name}: is a folder"):
         read_corpus(tmp_path, "dailydialog")
+
+
+def test_an_empty_turn_is_a_problem_not_an_utterance_of_no_text(tmp_path):
+    """``a __eou__ __eou__ b __eou__`` (and a line of a lone marker) kept a turn whose text
+    was "" as an utterance: no words and no media, trained on as if it said something."""
+    write_split(tmp_path, "", [("A . __eou__ __eou__ B . __eou__", "0 0 4", "1 1 1"),
+                               ("__eou__", "0", "1")])
+    result = checked(read_corpus(tmp_path, "dailydialog"))
+    rows = by_uid(result.utterances)
+    assert sorted(rows) == ["dailydialog/train/0/0", "dailydialog/train/0/2"]
+    assert rows["dailydialog/train/0/2"]["emotion"] == "joy"  # labels stay with their turns
+    assert [(p["utterance_id"], p["reason"]) for p in result.problems.to_pylist()] == [
+        ("dailydialog/train/0/1", "missing_field"), ("dailydialog/train/1/0", "missing_field")]
+    assert "turn 1 is empty" in result.problems.to_pylist()[0]["detail"]

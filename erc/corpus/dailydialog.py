@@ -15,6 +15,8 @@ Known quirks handled here:
 - a dialogue whose emotion (or act) line counts other turns than its text line: the labels
   cannot be matched to turns, so each of its turns is a ``malformed_row`` problem;
 - a line missing from the emotion file (the text file is longer): its turns are problems;
+- an empty turn (``a __eou__ __eou__``): a ``missing_field`` problem, its label not shifted
+  onto the next turn;
 - text tokenised with spaces before punctuation (``Say , Jim``): kept as it is.
 """
 
@@ -141,6 +143,9 @@ def _read_dialogue(out: RowCollector, split: str, n: int, line: str, encoding: s
         where = dict(source=str(text_file), line=n + 1, split=split, utterance_id=uid)
         if why:
             out.reject("malformed_row", f"dialogue on line {n + 1}: {why}", **where)
+        elif not text:  # "a __eou__ __eou__": a turn of no words, no utterance to keep
+            out.reject("missing_field", f"dialogue on line {n + 1}: turn {turn} is empty "
+                       f"(two {END_OF_UTTERANCE} markers with nothing between)", **where)
         elif encoding == "undecodable":
             out.reject("bad_encoding", "bytes neither UTF-8 nor cp1252", **where)
         elif too_large(text, opts.max_field_bytes):
