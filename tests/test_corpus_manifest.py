@@ -506,3 +506,22 @@ def test_a_folder_by_a_manifest_s_name_is_an_error_not_passed_over(tmp_path, fil
     (tmp_path / "dev.csv").mkdir()
     with pytest.raises(CorpusError, match="dev.csv: is a folder"):
         read_manifest(tmp_path, **({"files": files} if files else {}))
+
+
+def test_a_missing_label_written_as_a_word_is_no_label(tmp_path):
+    """'nan' (pandas' NaN as text) and 'None' (Python's) were kept as emotion classes of
+    their own, trained on beside the real labels; they are unknown_label problems unless
+    labels or label_map name them."""
+    path = write_csv(tmp_path / "m.csv", [
+        {"dialogue_id": "d", "speaker": "A", "text": t, "emotion": e}
+        for t, e in [("a", "joy"), ("b", "nan"), ("c", "None"), ("d", " NULL "), ("e", "")]])
+    result = checked(read_manifest(path))
+    assert result.utterances.column("emotion").to_pylist() == ["joy", None]
+    problems = result.problems.to_pylist()
+    assert [(p["line"], p["reason"]) for p in problems] == [(3, "unknown_label"), (4, "unknown_label"),
+                                                            (5, "unknown_label")]
+    assert "missing value written as a word" in problems[0]["detail"]
+    named = checked(read_manifest(path, labels=["joy", "none"]))
+    assert named.utterances.column("emotion").to_pylist() == ["joy", "none", None]
+    mapped = checked(read_manifest(path, label_map={"joy": "joy", "nan": "neutral"}))
+    assert mapped.utterances.column("emotion").to_pylist() == ["joy", "neutral", None]

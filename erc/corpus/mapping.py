@@ -305,6 +305,12 @@ class ManifestMapping(ReaderOptions):
         if label is None:
             return None
         label = label.strip()
+        if (label.casefold() in MISSING_WORDS and not self.label_map
+                and label.casefold() not in {str(k).casefold() for k in self.labels or ()}):
+            raise RowProblem("unknown_label", f"emotion {preview(label, 40)} is a missing "
+                             f"value written as a word (pandas writes NaN as 'nan', Python "
+                             f"None as 'None'), not a label: leave the cell empty for an "
+                             f"unlabelled utterance, or name it in labels or label_map")
         if not self.label_map:
             return label.lower()
         by_key = {k.strip().casefold(): v for k, v in self.label_map.items()}
@@ -317,6 +323,11 @@ class ManifestMapping(ReaderOptions):
             return label.lower()
         raise RowProblem("unknown_label", f"emotion {preview(label, 40)} is not in the "
                          f"label_map ({preview(', '.join(self.label_map), 200)})")
+
+
+# A missing value a tool wrote out as a word: no emotion label, unless labels or
+# label_map name it.
+MISSING_WORDS = frozenset({"nan", "none", "null"})
 
 
 def load_mapping(mapping: str | Path | dict | None = None,
