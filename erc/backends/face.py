@@ -166,9 +166,10 @@ class MTCNNDetector(Backend):
         options = spec.options or {}
         self.min_score = float(options.get("min_score", 0.0))
         self.batch_size = int(options.get("batch_size", 16))
+        self.min_face_size = int(options.get("min_face_size", 20))
         self.model = MTCNN(
             keep_all=True,
-            min_face_size=int(options.get("min_face_size", 20)),
+            min_face_size=self.min_face_size,
             thresholds=list(options.get("thresholds", [0.6, 0.7, 0.7])),
             factor=float(options.get("factor", 0.709)),
             post_process=False,
@@ -209,6 +210,10 @@ class MTCNNDetector(Backend):
         frames = _check_frames(frames)
         out: list[list[Face]] = [[] for _ in frames]
         for (height, width, _), indices in _by_shape(frames).items():
+            if min(height, width) < self.min_face_size:
+                # No face of the minimum size fits (MTCNN's image pyramid would be empty
+                # and facenet-pytorch raises on it): a 1x1 or thumbnail video has no face.
+                continue
             for chunk in _chunks(indices, self.batch_size):
                 with torch.inference_mode():
                     boxes, probs, points = self.model.detect(
