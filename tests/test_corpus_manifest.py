@@ -525,3 +525,18 @@ def test_a_missing_label_written_as_a_word_is_no_label(tmp_path):
     assert named.utterances.column("emotion").to_pylist() == ["joy", "none", None]
     mapped = checked(read_manifest(path, label_map={"joy": "joy", "nan": "neutral"}))
     assert mapped.utterances.column("emotion").to_pylist() == ["joy", "neutral", None]
+
+
+def test_a_tsv_manifest_reads_as_tab_separated(tmp_path, capsys):
+    """A .tsv manifest was refused ('manifest must be .csv, ...'), and inspect refused it
+    too, though tab-separated values are a CSV of another delimiter."""
+    from erc.cli import main
+
+    path = tmp_path / "calls.tsv"
+    path.write_text("dialogue_id\tspeaker\ttext\temotion\n007\t01\tHi, you.\tJoy\n")
+    assert detect_format(path) == "manifest"
+    rows = checked(read_manifest(path)).utterances.to_pylist()
+    assert [(r["dialogue_id"], r["speaker"], r["text"], r["emotion"]) for r in rows] == [
+        ("007", "01", "Hi, you.", "joy")]
+    assert main(["corpus", "inspect", str(path)]) == 0
+    assert '"dialogue_id"' in capsys.readouterr().out

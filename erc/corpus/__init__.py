@@ -37,7 +37,7 @@ FORMATS: dict[str, Format] = {
                           "DailyDialog dialogues_text.txt + dialogues_emotion.txt (or its "
                           "train/ validation/ test/ folders)"),
     "manifest": Format(manifest.looks_like, manifest.read_manifest, ManifestMapping,
-                       "manifest (.csv, .jsonl, .parquet) of utterances, or a folder of them "
+                       "manifest (.csv, .tsv, .jsonl, .json, .parquet) of utterances, or a folder of them "
                        "with a mapping (option mapping: FILE)"),
 }
 

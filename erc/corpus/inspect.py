@@ -149,7 +149,7 @@ def inspect_corpus(path: str | Path) -> Inspection:
         files = sorted(p for p in path.iterdir()
                        if p.is_file() and p.suffix.lower() in MANIFEST_SUFFIXES)
         if not files:
-            raise CorpusError(f"{path}: no .csv, .jsonl, .json or .parquet file in the folder")
+            raise CorpusError(f"{path}: no .csv, .tsv, .jsonl, .json or .parquet file in the folder")
     elif path.is_file():
         files = [path]
     else:
@@ -162,7 +162,7 @@ def inspect_corpus(path: str | Path) -> Inspection:
     delimiters, records = set(), set()
     for index, file in enumerate(files):
         n = 0
-        delimiter = _delimiter(file) if file.suffix.lower() == ".csv" else ","
+        delimiter = _delimiter(file) if file.suffix.lower() in (".csv", ".tsv") else ","
         found = None
         if file.suffix.lower() == ".json":  # parsed once, for its records path and its rows
             document = read_json(file)

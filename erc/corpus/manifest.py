@@ -1,6 +1,7 @@
 """A generic manifest, so users bring a new corpus without writing code.
 
-One row per utterance, in CSV (UTF-8 with a header), JSON Lines, or Parquet: one file, or
+One row per utterance, in CSV (UTF-8 with a header; a ``.tsv`` file separated by tabs),
+JSON Lines, or Parquet: one file, or
 a folder of files (one per split, say). The columns below are erc's fields; a corpus
 whose columns are named otherwise, whose ids are composed of several columns, whose
 speakers are list literals or whose labels differ is read through a mapping
@@ -80,7 +81,9 @@ def read_records(path: Path, max_field_bytes: int = ReaderOptions.max_field_byte
     separated by ``delimiter``); a JSON line that is invalid or not an object is
     malformed_row; a JSON document's records as ``json_records`` finds them."""
     suffix = path.suffix.lower()
-    if suffix == ".csv":
+    if suffix in (".csv", ".tsv"):
+        if suffix == ".tsv" and delimiter == ",":  # the default: a .tsv separates by tabs
+            delimiter = "\t"
         yield from read_csv_records(path, (), max_field_bytes, delimiter)
     elif suffix == ".json":
         yield from json_records(path, records)
@@ -113,7 +116,7 @@ def read_records(path: Path, max_field_bytes: int = ReaderOptions.max_field_byte
         for number, fields in enumerate(rows, start=1):
             yield CsvRecord(fields, number, None)
     else:
-        raise CorpusError(f"{path}: manifest must be .csv, .jsonl, .json or .parquet")
+        raise CorpusError(f"{path}: manifest must be .csv, .tsv, .jsonl, .json or .parquet")
 
 
 class JsonDocument(NamedTuple):

@@ -47,7 +47,7 @@ from erc.settings import load_yaml, validate
 FIELDS = ("dialogue_id", "speaker", "text", "media", "split", "utterance_id", "turn",
           "emotion", "audio", "start", "end", "corpus")
 REQUIRED = ("dialogue_id", "speaker")
-MANIFEST_SUFFIXES = (".csv", ".jsonl", ".ndjson", ".parquet", ".json")
+MANIFEST_SUFFIXES = (".csv", ".tsv", ".jsonl", ".ndjson", ".parquet", ".json")
 MAPPING_FILE = "erc-mapping.yaml"  # a corpus folder holding one is read with it
 SPEAKER_JOIN = " & "
 SEVERAL_SPEAKERS = ("problem", "join")
@@ -146,7 +146,7 @@ class ManifestMapping(ReaderOptions):
                 check_file(file)
             found = [(p, None) for p in named if p.is_file()]
             if not found:
-                raise CorpusError(f"{folder}: no .csv, .jsonl, .json or .parquet manifest in the folder "
+                raise CorpusError(f"{folder}: no .csv, .tsv, .jsonl, .json or .parquet manifest in the folder "
                                   f"(name them with files: in the mapping)")
             return found
         entries = self.files.items() if isinstance(self.files, dict) else [(None, self.files)]

@@ -62,14 +62,16 @@ class IngestStage(Stage):
     name = "ingest"
     section = "corpus"
     results = (UTTERANCES, PROBLEMS)
-    # 9: a manifest's media may be anywhere in the corpus folder, a JSON object naming a
+    # 10: a manifest emotion 'nan'/'None'/'null' is an unknown_label problem, an empty
+    # DailyDialog turn a missing_field problem; 9: a manifest's media may be anywhere in
+    # the corpus folder, a JSON object naming a
     # key twice is a malformed_row; 8: a manifest row's turn by order counts the rows of
     # its dialogue set aside too; 7: erc's own utterance table read as a manifest maps
     # media_path, audio_path, start_s, end_s and meta back to their fields; 6: a second
     # utterance at a turn of a dialogue is a duplicate_turn problem, a manifest row set
     # aside without a turn names no default id; 5: readers take off a byte order mark,
     # MELD ids are numbers, default manifest ids escape "/"
-    version = 9
+    version = 10
     description = "read the corpus into the utterance table; every row kept or set aside with a reason"
 
     def settings(self, config: CorpusConfig) -> dict:
