@@ -40,6 +40,10 @@ def summarise(result: IngestResult) -> dict:
         "problems_by_reason": dict(Counter(p.column("reason").to_pylist()).most_common()),
         "problems_by_split": dict(Counter(s or "(none)" for s in p.column("split").to_pylist())),
         "repairs": dict(result.repairs),
+        # where each split's rows took their split from (a manifest's), and the reader's notes
+        "split_sources": {split: dict(found.most_common())
+                          for split, found in sorted(result.split_sources.items())},
+        "notes": list(result.notes),
     }
 
 
@@ -83,6 +87,12 @@ def format_summary(s: dict) -> str:
         out += ["", "no problem rows"]
     for what, n in s["repairs"].items():
         out.append(f"repaired and kept: {n:,} rows ({what})")
+    if s.get("split_sources"):
+        out += ["", "splits from:"]
+        out += [printable(f"  {split}: " + ", ".join(f"{where} ({n:,} rows)"
+                                                   for where, n in found.items()))
+                for split, found in s["split_sources"].items()]
+    out += ["", *(f"note: {printable(note)}" for note in s.get("notes", []))] if s.get("notes") else []
     return "\n".join(out)
 
 

@@ -77,6 +77,10 @@ class IngestResult:
     # Every media path a row named, found or not: a file added or changed later makes the
     # ingest stale (its fingerprint covers their sizes and modification times).
     media: set[str] = field(default_factory=set)
+    # Where each split's rows took their split from: {split: {"valid.csv: its name": rows}}
+    # (the manifest reader's; printed with the summary), and what else the reader noticed.
+    split_sources: dict[str, Counter] = field(default_factory=dict)
+    notes: list[str] = field(default_factory=list)
 
     def check_accounting(self) -> None:
         """Input rows = kept rows + problem rows, or RowAccountingError."""
@@ -97,6 +101,8 @@ class RowCollector:
         self.repairs: Counter = Counter()
         self.sources: list[str] = []
         self.media: set[str] = set()
+        self.split_sources: dict[str, Counter] = {}
+        self.notes: list[str] = []
         self.n_input = 0
         self._seen_ids: dict[str, str] = {}
         self._seen_turns: dict[tuple, str] = {}  # (corpus, split, dialogue, turn) -> where
@@ -158,6 +164,8 @@ class RowCollector:
             repairs=self.repairs,
             sources=self.sources,
             media=self.media,
+            split_sources=self.split_sources,
+            notes=self.notes,
         )
         result.check_accounting()
         return result
@@ -218,6 +226,9 @@ class CsvRecord:
     encoding: str | None  # None, "cp1252" or "undecodable" (worst of its lines)
     # (reason, detail) when the record cannot be read as a row; fields is then empty
     problem: tuple[str, str] | None = None
+    # Of a record set aside, the columns whose values could still be read (``known_values``):
+    # enough, often, to give it its place in its dialogue.
+    known: dict[str, str] = field(default_factory=dict)
 
 
 def too_large(value: str, limit: int) -> bool:
@@ -227,13 +238,15 @@ def too_large(value: str, limit: int) -> bool:
 
 def read_csv_records(path: Path, required: Iterable[str],
                      max_field_bytes: int = ReaderOptions.max_field_bytes,
-                     delimiter: str = ",") -> Iterator[CsvRecord]:
+                     delimiter: str = ",", free: str | None = None) -> Iterator[CsvRecord]:
     """Reads a CSV file record by record, strictly: each physical line is decoded on its
     own (one bad byte spoils one record, not the file); a record the CSV grammar rejects
     (a quote never closed, text after a closing quote), one with more or fewer values than
     the header has columns, and one with a field over ``max_field_bytes`` come back with a
     ``problem``. After a quoting problem, reading resumes on the line after the record's
-    first line, so a stray quote costs one row, not the rest of the file. Raises
+    first line, so a stray quote costs one row, not the rest of the file (``known``: what
+    can still be read of a record set aside; ``free``: the column of free text, where a
+    delimiter goes astray). Raises
     CorpusError when the file is missing, empty, has an unreadable header, a column twice,
     or lacks a required column."""
     if not path.is_file():
@@ -285,7 +298,30 @@ def read_csv_records(path: Path, required: Iterable[str],
                 problem = ("field_too_large", f"column {big!r} holds {size:,} bytes; the limit is "
                            f"{max_field_bytes:,} (reader option max_field_bytes)")
         fields = dict(zip(header, values)) if problem is None else {}
-        yield CsvRecord(fields, line, encoding, problem)
+        known = {} if problem is None else known_values(header, values, decoded[start],
+                                                        delimiter, max_field_bytes, free)
+        yield CsvRecord(fields, line, encoding, problem, known)
+
+
+def known_values(header: list[str], values: list[str] | None, first_line: str,
+                 delimiter: str, max_field_bytes: int, free: str | None) -> dict[str, str]:
+    """The values of a record set aside that can be told apart from its fault: with a
+    field too large, every other column; with too many or too few values, the columns
+    before the ``free`` text column (where a delimiter goes unquoted), and with too many
+    those after it too, counted from the right; after a quoting error, the columns before
+    the first quote of the record's first line."""
+    if values is None:
+        before = first_line.split('"', 1)[0] if '"' in first_line else ""
+        return dict(zip(header, before.split(delimiter)[:-1]))
+    if len(values) == len(header):
+        return {h: v for h, v in zip(header, values) if not too_large(v, max_field_bytes)}
+    if free not in header:
+        return {}
+    at = header.index(free)
+    known = dict(zip(header[:at], values[:at]))
+    if len(values) > len(header):  # the free text's own delimiters: the columns after it too
+        known.update(zip(header[at + 1:], values[len(values) - len(header) + at + 1:]))
+    return known
 
 
 def _csv_records(lines: list[str], first: int, width: int, delimiter: str = ","

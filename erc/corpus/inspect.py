@@ -28,16 +28,17 @@ from erc.corpus.base import CorpusError, decode_line
 from erc.corpus.manifest import json_records, read_json, read_records, records_path
 from erc.corpus.mapping import (
     FIELDS,
-    MANIFEST_SUFFIXES,
     MAPPING_FILE,
+    SPLIT_WORDS,
     TABLE_META,
     ManifestMapping,
     flat_items,
     source_columns,
     speaker_names,
+    split_of_name,
 )
 from erc.corpus.values import RowProblem, blank, parse_time
-from erc.errors import printable
+from erc.errors import preview, printable
 
 MAX_ROWS_PER_FILE = 200_000
 HEADER_BYTES = 1 << 16  # enough of a CSV's first line to tell its delimiter
@@ -62,9 +63,6 @@ DELIMITERS = (",", ";", "\t", "|")
 # Id-like columns for the dialogue, from the widest to the narrowest.
 DIALOGUE_LEVELS = (("season", "series", "show"), ("session", "episode", "ep"),
                    ("scene",), ("dialogue", "dialog", "conversation", "conv", "dia", "thread"))
-SPLIT_WORDS = {"train": "train", "training": "train", "trn": "train", "dev": "dev",
-               "valid": "dev", "validation": "dev", "val": "dev", "test": "test",
-               "testing": "test", "tst": "test"}
 VIDEO = (".mp4", ".avi", ".mkv", ".mov", ".webm")
 AUDIO = (".wav", ".flac", ".mp3", ".m4a", ".ogg")
 # MELD's seven labels and common other names of them, for a suggested label_map.
@@ -140,16 +138,14 @@ class Inspection:
     mapping: dict  # the suggested mapping (ManifestMapping keys)
     notes: list[str]  # what the user should check
     unread: dict[Path, int] = field(default_factory=dict)  # records set aside, per file
+    by_name: bool = False  # the splits are the ingest's by the names, without files:
 
 
 def inspect_corpus(path: str | Path) -> Inspection:
     """Reads the manifest file(s) at ``path`` and suggests a mapping for them."""
     path = Path(path)
-    if path.is_dir():
-        files = sorted(p for p in path.iterdir()
-                       if p.is_file() and p.suffix.lower() in MANIFEST_SUFFIXES)
-        if not files:
-            raise CorpusError(f"{path}: no .csv, .tsv, .jsonl, .json or .parquet file in the folder")
+    if path.is_dir():  # the files the ingest reads without files: (and split/ folders')
+        files = [found.path for found in ManifestMapping().manifest_files(path)]
     elif path.is_file():
         files = [path]
     else:
@@ -196,10 +192,22 @@ def inspect_corpus(path: str | Path) -> Inspection:
         raise CorpusError(f"{path}: no columns to inspect (every row is empty)")
 
     notes: list[str] = []
-    splits = _file_splits([f for f, _ in read]) if len(read) > 1 else {}
+    folder = path if path.is_dir() else path.parent
+    # The ingest's own rule (a split word as the stem or folder: ManifestMapping.
+    # manifest_files) needs no files: and lets a split column win; other names that hold a
+    # split word ("friends_dev.csv") are named by a suggested files: instead.
+    splits = {f: split for f, _ in read if (split := split_of_name(f, folder))}
+    by_name = bool(splits)
+    if by_name:
+        unnamed = [f.name for f, _ in read if f not in splits]
+        if unnamed:
+            notes.append(f"{preview(', '.join(unnamed), 120)}: no split by the name; the rows "
+                         f"take the split option (train) unless a split column names theirs")
+    else:
+        splits = _file_splits([f for f, _ in read]) if len(read) > 1 else {}
     mapping: dict = {"corpus": path.name if path.is_dir() else path.stem}
-    if path.is_dir():
-        mapping["files"] = _files_entry(read, splits)
+    if (path.is_dir() and len(splits) < len(read)) or (splits and not by_name):
+        mapping["files"] = _files_entry(read, {} if by_name else splits)
     if delimiters - {","}:
         mapping["delimiter"] = max(delimiters - {","})
         if len(delimiters) > 1:
@@ -236,7 +244,7 @@ def inspect_corpus(path: str | Path) -> Inspection:
         labels = sorted({str(v).strip() for v in columns[chosen["emotion"]].values})
         mapping["label_map"] = {label: _label_name(label) for label in labels}
     return Inspection(path, [(f, n, splits.get(f)) for f, n in read], columns, mapping, notes,
-                      unread)
+                      unread, by_name)
 
 
 def format_inspection(inspection: Inspection) -> str:
@@ -244,8 +252,11 @@ def format_inspection(inspection: Inspection) -> str:
     # Names come from the input: printable() keeps a newline or escape in one from breaking
     # the line or driving the terminal.
     lines = [f"{printable(inspection.path)}: {len(inspection.files)} file(s)"]
+    folder = inspection.path if inspection.path.is_dir() else inspection.path.parent
+    how = ", from its name; a split column wins" if inspection.by_name else ""
     for file, n, split in inspection.files:
-        lines.append(f"  {printable(file.name)}: {n:,} rows" + (f" (split {printable(split)})" if split else "")
+        name = file.relative_to(folder).as_posix() if file.is_relative_to(folder) else file.name
+        lines.append(f"  {printable(name)}: {n:,} rows" + (f" (split {printable(split)}{how})" if split else "")
                      + (f", {inspection.unread[file]:,} not read" if file in inspection.unread else ""))
     used = _used_columns(inspection.mapping, inspection.columns)
     width = max(len(printable(name)) for name in inspection.columns)

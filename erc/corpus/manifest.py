@@ -13,7 +13,8 @@ speakers are list literals or whose labels differ is read through a mapping
 | speaker        | yes      | speaker identity (a one-name list literal ``['Ann']`` is unwrapped) |
 | text           | one of   | transcript                                                         |
 | media          | one of   | video or audio file, relative to the manifest's folder or absolute |
-| split          | no       | train / dev / test ...; default from the file (mapping) or options |
+| split          | no       | train / dev / test ...; the mapping's files: wins over it; default |
+|                |          | from a file named as a split (dev.csv), else options               |
 | utterance_id   | no       | default ``<corpus>/<split>/<dialogue_id>/<turn>``                  |
 | turn           | no       | 0-based position in the dialogue; default: the row's place among   |
 |                |          | its dialogue's rows, rows set aside included                       |
@@ -59,6 +60,7 @@ from erc.corpus.mapping import (
     TIME_UNITS,
     column_names,
     load_mapping,
+    source_columns,
 )
 from erc.corpus.values import SURROGATE, RowProblem, blank, kind, parse_time, parse_turn, text_value
 from erc.errors import preview
@@ -75,7 +77,8 @@ def has_mapping_file(path: Path) -> bool:
 
 
 def read_records(path: Path, max_field_bytes: int = ReaderOptions.max_field_bytes,
-                 delimiter: str = ",", records: str | None = None) -> Iterator[CsvRecord]:
+                 delimiter: str = ",", records: str | None = None,
+                 free: str | None = None) -> Iterator[CsvRecord]:
     """Each record of a manifest file, with its line (row) number and, when it cannot be
     read as a row, its problem: CSV records as ``read_csv_records`` reads them (fields
     separated by ``delimiter``); a JSON line that is invalid or not an object is
@@ -84,7 +87,7 @@ def read_records(path: Path, max_field_bytes: int = ReaderOptions.max_field_byte
     if suffix in (".csv", ".tsv"):
         if suffix == ".tsv" and delimiter == ",":  # the default: a .tsv separates by tabs
             delimiter = "\t"
-        yield from read_csv_records(path, (), max_field_bytes, delimiter)
+        yield from read_csv_records(path, (), max_field_bytes, delimiter, free)
     elif suffix == ".json":
         yield from json_records(path, records)
     elif suffix in (".jsonl", ".ndjson"):
@@ -280,11 +283,14 @@ def read_manifest(path: Path, /, mapping: str | Path | dict | None = None,
     if isinstance(mapping, Path):
         out.sources.append(str(mapping))
     turns: dict[tuple[str, str], int] = {}
-    for file, file_split in spec.manifest_files(path):
+    files_of: dict[str, dict[str, set[str]]] = {}  # dialogue -> split -> files
+    for file, file_split, origin in spec.manifest_files(path):
         out.sources.append(str(file))
         source = str(file)
         root = file.parent
-        records = list(read_records(file, spec.max_field_bytes, spec.delimiter, spec.records))
+        text = source_columns(spec.columns.get("text") or "text")
+        records = list(read_records(file, spec.max_field_bytes, spec.delimiter, spec.records,
+                                    text[0] if len(text) == 1 else None))
         # The file's columns: a CSV header or Parquet schema, and for JSON every key any
         # record has (a nested one as "conv.id"); a record lacking one is its own problem.
         columns = list(dict.fromkeys(key for r in records if r.problem is None
@@ -292,32 +298,24 @@ def read_manifest(path: Path, /, mapping: str | Path | dict | None = None,
         file_spec = spec.for_columns(columns)
         if any(r.problem is None for r in records):
             file_spec.check_columns(columns, source)
+        shown = file.relative_to(folder).as_posix() if file.is_relative_to(folder) else file.name
+        fixed = file_split if origin == "files" else None  # over a split column
+        named = file_split if origin == "name" else None  # under it
         for record in out.rows(records):
             where = dict(source=source, line=record.line, split=file_split)
             if record.problem is not None:
+                if record.known:  # its dialogue and place, as far as they can be read
+                    try:
+                        _place(file_spec.map_row(record.known)[0], where, fixed, named,
+                               spec.split, corpus, turns)
+                    except RowProblem:
+                        pass
                 out.reject(*record.problem, **where)
                 continue
             f, meta, problem = file_spec.map_row(record.fields)
             try:
-                row_split = file_split or text_value(f["split"], "split") or spec.split
-                row_split = row_split.strip()
-                dialogue = (text_value(f["dialogue_id"], "dialogue_id") or "").strip()
-                where.update(split=row_split)
-                uid = text_value(f["utterance_id"], "utterance_id")
-                uid = uid.strip() if uid and uid.strip() else None
-                if uid:  # named before its turn is read: a bad turn keeps it
-                    where.update(utterance_id=uid)
-                # Every row of a dialogue takes its place in it, kept or set aside: fixing
-                # one later moves no other row's turn, nor its default id.
-                by_order = turns.get((row_split, dialogue), 0)
-                if dialogue:
-                    turns[(row_split, dialogue)] = by_order + 1
-                turn = by_order if blank(f["turn"]) else parse_turn(f["turn"])
-                if dialogue:
-                    turns[(row_split, dialogue)] = max(by_order, turn) + 1
-                    uid = uid or "/".join(
-                        _id_part(part) for part in (corpus, row_split, dialogue, str(turn)))
-                    where.update(utterance_id=uid)
+                row_split, how, dialogue, turn = _place(f, where, fixed, named, spec.split,
+                                                        corpus, turns)
                 if record.encoding == "undecodable":
                     raise RowProblem("bad_encoding", "bytes neither UTF-8 nor cp1252")
                 if problem is not None:
@@ -332,10 +330,71 @@ def read_manifest(path: Path, /, mapping: str | Path | dict | None = None,
                 continue
             if record.encoding:
                 out.repairs[f"{corpus} manifest decoded as cp1252"] += 1
-            out.add({**row, "utterance_id": uid, "corpus": row["corpus"] or corpus,
-                     "split": row_split, "dialogue_id": dialogue, "turn": turn, "meta": meta},
+            out.add({**row, "utterance_id": where["utterance_id"],
+                     "corpus": row["corpus"] or corpus, "split": row_split,
+                     "dialogue_id": dialogue, "turn": turn, "meta": meta},
                     source=source, line=record.line)
+            out.split_sources.setdefault(row_split, Counter())[f"{shown}: {how}"] += 1
+            files_of.setdefault(dialogue, {}).setdefault(row_split, set()).add(shown)
+    out.notes += _dialogue_notes(files_of)
     return out.result()
+
+
+SPLIT_ORIGINS = {"files": "the mapping's files:", "column": "its split column",
+                 "name": "its name", None: "the split option"}
+
+
+def _place(f: dict, where: dict, fixed: str | None, named: str | None, default: str,
+           corpus: str, turns: dict) -> tuple[str, str, str, int]:
+    """(split, where it came from, dialogue id, turn) of a mapped row, its place in its
+    dialogue counted in ``turns`` and told to ``where`` (its split and default id); a
+    RowProblem for a bad turn or value. The split: the mapping's files: naming the file's
+    (``fixed``), else the row's split column, else the file's name (``named``), else the
+    split option (``ManifestMapping.manifest_files``)."""
+    column = text_value(f["split"], "split")
+    column = column if column and column.strip() else None
+    row_split, how = ((fixed, "files") if fixed else (column, "column") if column
+                      else (named, "name") if named else (default, None))
+    row_split = row_split.strip()
+    dialogue = (text_value(f["dialogue_id"], "dialogue_id") or "").strip()
+    where.update(split=row_split)
+    uid = text_value(f["utterance_id"], "utterance_id")
+    uid = uid.strip() if uid and uid.strip() else None
+    if uid:  # named before its turn is read: a bad turn keeps it
+        where.update(utterance_id=uid)
+    # Every row of a dialogue takes its place in it, kept or set aside: fixing one later
+    # moves no other row's turn, nor its default id.
+    by_order = turns.get((row_split, dialogue), 0)
+    if dialogue:
+        turns[(row_split, dialogue)] = by_order + 1
+    turn = by_order if blank(f["turn"]) else parse_turn(f["turn"])
+    if dialogue:
+        turns[(row_split, dialogue)] = max(by_order, turn) + 1
+        where.update(utterance_id=uid or "/".join(
+            _id_part(part) for part in (corpus, row_split, dialogue, str(turn))))
+    return row_split, SPLIT_ORIGINS[how], dialogue, turn
+
+
+def _dialogue_notes(files_of: dict[str, dict[str, set[str]]]) -> list[str]:
+    """What a person should know of dialogue ids found in several files: read as one
+    dialogue where the files share a split, as one per split where they do not."""
+    notes = []
+    merged = [(d, s, sorted(f)) for d, by in files_of.items() for s, f in by.items() if len(f) > 1]
+    if merged:
+        d, s, f = merged[0]
+        notes.append(f"{len(merged):,} dialogue(s) have rows in several files of one split, "
+                     f"read as one dialogue each (e.g. {preview(d, 40)} of {s}: "
+                     f"{preview(', '.join(f), 120)})")
+    crossed = [(d, by) for d, by in files_of.items()
+               if len(by) > 1 and len(set().union(*by.values())) > 1]
+    if crossed:
+        d, by = crossed[0]
+        notes.append(f"{len(crossed):,} dialogue id(s) appear in files of different splits, read as "
+                     f"different dialogues, one per split (e.g. {preview(d, 40)}: "
+                     + preview("; ".join(f"{s} in {', '.join(sorted(f))}"
+                                         for s, f in sorted(by.items())), 160)
+                     + "); give one conversation's rows one split")
+    return notes
 
 
 def _id_part(text: str) -> str:

@@ -35,11 +35,12 @@ import re
 import string
 from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 from erc.corpus.base import CorpusError, ReaderOptions, check_file, reader_options, too_large
 from erc.corpus.values import SURROGATE, RowProblem, blank, kind, meta_value, text_value
 from erc.errors import preview
+from erc.io import MARKER as OUTPUT_MARKER
 from erc.settings import load_yaml, validate
 
 # The fields of a manifest row (the columns of erc.schema's utterance table, in the
@@ -52,6 +53,11 @@ MAPPING_FILE = "erc-mapping.yaml"  # a corpus folder holding one is read with it
 SPEAKER_JOIN = " & "
 SEVERAL_SPEAKERS = ("problem", "join")
 TIME_UNITS = {"s": 1, "ms": 1000}  # a number in start/end: how many make a second
+# A split's name as a file or folder names it -> the split erc gives its rows (erc's
+# "dev", as MELD and DailyDialog are read; training takes "valid" for it too).
+SPLIT_WORDS = {"train": "train", "training": "train", "trn": "train", "dev": "dev",
+               "valid": "dev", "validation": "dev", "val": "dev", "test": "test",
+               "testing": "test", "tst": "test"}
 # erc's own utterance table (``erc.schema``) names these fields otherwise, and keeps the
 # other columns in a map column "meta": read back as a manifest, they are those fields and
 # that meta again, not meta of their own.
@@ -134,17 +140,31 @@ class ManifestMapping(ReaderOptions):
 
     # -- files ---------------------------------------------------------------------------
 
-    def manifest_files(self, path: Path) -> list[tuple[Path, str | None]]:
-        """(file, the split its name gives or None) for each manifest file to read. ``path``
-        is the corpus folder or one manifest file (then only that file is read)."""
+    def manifest_files(self, path: Path) -> list[ManifestFile]:
+        """Each manifest file to read, with the split its name gives. ``path`` is the corpus
+        folder or one manifest file (then only that file is read).
+
+        The one rule of a file's split: the mapping's ``files:`` naming it (a key of its
+        mapping, or the ``{split}`` part of its pattern) gives its rows that split, over
+        any split column. Otherwise a split word (``SPLIT_WORDS``) as the file's stem
+        (``dev.csv``) or, below the corpus folder, as the name of its folder
+        (``valid/part-0.csv``) gives the rows that split unless a split column names
+        another; other rows take the ``split`` option. Without ``files:``, a folder's
+        manifests are its own and those of its subfolders named by a split word."""
         folder = path if path.is_dir() else path.parent
         if self.files is None:
             if path.is_file():
-                return [(path, None)]
+                return [_by_name(path, folder)]
             named = [p for p in sorted(folder.iterdir()) if p.suffix.lower() in MANIFEST_SUFFIXES]
+            for sub in sorted(folder.iterdir()):
+                # a folder train/ or valid/ of manifests; not an output folder of erc's
+                if (sub.name.casefold() in SPLIT_WORDS and sub.is_dir()
+                        and not (sub / OUTPUT_MARKER).exists()):
+                    named += [p for p in sorted(sub.iterdir())
+                              if p.suffix.lower() in MANIFEST_SUFFIXES]
             for file in named:
                 check_file(file)
-            found = [(p, None) for p in named if p.is_file()]
+            found = [_by_name(p, folder) for p in named if p.is_file()]
             if not found:
                 raise CorpusError(f"{folder}: no .csv, .tsv, .jsonl, .json or .parquet manifest in the folder "
                                   f"(name them with files: in the mapping)")
@@ -165,8 +185,9 @@ class ManifestMapping(ReaderOptions):
                                       f"the corpus folder (allow_outside_root: true allows it)")
                 found.setdefault(file, split or named)
         if path.is_file():
-            return [(path, found.get(folder / path.name))]
-        return sorted(found.items(), key=lambda item: str(item[0]))
+            found = {path: found.get(folder / path.name)}
+        return [ManifestFile(file, split, "files") if split else _by_name(file, folder)
+                for file, split in sorted(found.items(), key=lambda item: str(item[0]))]
 
     # -- rows ----------------------------------------------------------------------------
 
@@ -323,6 +344,30 @@ class ManifestMapping(ReaderOptions):
             return label.lower()
         raise RowProblem("unknown_label", f"emotion {preview(label, 40)} is not in the "
                          f"label_map ({preview(', '.join(self.label_map), 200)})")
+
+
+class ManifestFile(NamedTuple):
+    path: Path
+    split: str | None  # the split its name gives, or None
+    # "files" (the mapping's files: names the split: it wins over a split column), "name"
+    # (a split word as its stem or folder: a split column wins), or None
+    origin: str | None = None
+
+
+def split_of_name(file: Path, folder: Path) -> str | None:
+    """The split a split word gives as the file's stem (``valid.csv`` -> dev) or as the
+    name of its folder below the corpus ``folder`` (``test/part-0.csv`` -> test)."""
+    if file.stem.casefold() in SPLIT_WORDS:
+        return SPLIT_WORDS[file.stem.casefold()]
+    parent = file.parent
+    if parent != folder and Path(os.path.abspath(parent)).is_relative_to(os.path.abspath(folder)):
+        return SPLIT_WORDS.get(parent.name.casefold())
+    return None
+
+
+def _by_name(file: Path, folder: Path) -> ManifestFile:
+    split = split_of_name(file, folder)
+    return ManifestFile(file, split, "name" if split else None)
 
 
 # A missing value a tool wrote out as a word: no emotion label, unless labels or

@@ -62,6 +62,8 @@ class IngestStage(Stage):
     name = "ingest"
     section = "corpus"
     results = (UTTERANCES, PROBLEMS)
+    # 11: a manifest file or folder named as a split (dev.csv, valid/) gives its rows that
+    # split under a split column, a CSV row set aside keeps its place in its dialogue;
     # 10: a manifest emotion 'nan'/'None'/'null' is an unknown_label problem, an empty
     # DailyDialog turn a missing_field problem; 9: a manifest's media may be anywhere in
     # the corpus folder, a JSON object naming a
@@ -71,7 +73,7 @@ class IngestStage(Stage):
     # utterance at a turn of a dialogue is a duplicate_turn problem, a manifest row set
     # aside without a turn names no default id; 5: readers take off a byte order mark,
     # MELD ids are numbers, default manifest ids escape "/"
-    version = 10
+    version = 11
     description = "read the corpus into the utterance table; every row kept or set aside with a reason"
 
     def settings(self, config: CorpusConfig) -> dict:
