@@ -176,14 +176,22 @@ def seal(folder: str | Path) -> Path:
     return folder
 
 
+# What a model folder of erc holds, read as erc's where the folder has no file index (one
+# an earlier erc wrote, or a run stopped before sealing it); any other file there is a user's.
+MODEL_FILES = {"config.json", "model.safetensors", "metrics.json", "training_set.npz"}
+
+
 def _unlisted(folder: Path) -> list[str]:
-    """Files of a sealed folder that its index does not list (none when it has no index)."""
+    """Files of a folder erc replaces that it did not write: those its index does not list,
+    or without an index, those no model folder of erc holds."""
     index = folder / FILE_INDEX
-    if not index.is_file():
-        return []
-    listed = set(json.loads(index.read_text()))
-    return sorted(name for name in _files(folder) - listed
-                  if not is_scratch(name.rsplit("/", 1)[-1]))
+    if index.is_file():
+        listed = set(json.loads(index.read_text()))
+        unlisted = _files(folder) - listed
+    else:
+        unlisted = {name for name in _files(folder)
+                    if name not in MODEL_FILES and not name.startswith("encoder/")}
+    return sorted(name for name in unlisted if not is_scratch(name.rsplit("/", 1)[-1]))
 
 
 def _some(names: list[str]) -> str:
