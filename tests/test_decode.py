@@ -160,6 +160,9 @@ def test_no_audio_silence_overlong(tmp_path):
     assert got.reason == "silence" and got.duration_s == pytest.approx(1.0)
     quiet = _wav(tmp_path / "quiet.wav", 0.05 * np.random.default_rng(1).standard_normal(AUDIO_RATE))
     assert decode_utterance(str(quiet)).ok
+    # A dead channel stuck at a constant offset (a DC bias, nothing said) is silence too.
+    stuck = _wav(tmp_path / "stuck.wav", 0.3 + 1e-5 * np.random.default_rng(2).standard_normal(AUDIO_RATE))
+    assert decode_utterance(str(stuck)).reason == "silence"
 
     long = make_clip(tmp_path / "long.mp4", seconds=4.0)
     capped = decode_utterance(str(long), settings=DecodeSettings(max_clip_seconds=3.0))
@@ -186,7 +189,7 @@ def test_quiet_speech_with_long_pauses_is_not_silence(tmp_path):
 
 def test_one_open_per_file(tmp_path, monkeypatch):
     clip = make_clip(tmp_path / "a.mp4", seconds=1.0)
-    wav = _wav(tmp_path / "a.wav", 0.2 * np.ones(AUDIO_RATE))
+    wav = _wav(tmp_path / "a.wav", 0.2 * np.sin(np.linspace(0, 440 * np.pi, AUDIO_RATE)))
     opened = []
     real_open = av.open
     monkeypatch.setattr(av, "open", lambda path, *a, **k: opened.append(path) or real_open(path, *a, **k))

@@ -150,11 +150,12 @@ def audio_defect(path: str, tolerance: float | None = None) -> str | None:
 
 def loudest_rms(audio: np.ndarray, rate: int = AUDIO_RATE) -> float:
     """RMS of the loudest ``LOUDEST_S`` of ``audio``, over ``FRAME_S`` frames (all of it
-    when shorter): whether anyone speaks, whatever the share of pauses in the clip."""
+    when shorter): whether anyone speaks, whatever the share of pauses in the clip. Each
+    frame's mean is taken out first: a dead channel stuck at a constant offset is silence."""
     step = int(rate * FRAME_S)
     n = max(1, audio.size // step)
     frames = audio[: n * step].reshape(n, -1)  # n is 1 for a clip shorter than a frame
-    power = np.mean(np.square(frames, dtype=np.float64), axis=1)
+    power = np.var(frames, axis=1, dtype=np.float64)
     k = min(n, max(1, round(LOUDEST_S / FRAME_S)))
     return float(np.sqrt(np.mean(np.partition(power, n - k)[n - k:])))
 
