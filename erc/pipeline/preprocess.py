@@ -54,7 +54,9 @@ from erc.pipeline.stages import INPUT_COLUMNS, MODEL_STAGES, PASS, STAGE_OF, Dec
 from erc.recipes import PreprocessConfig, RayConfig
 
 # Bump when what the stages compute changes, so finished partitions are recomputed.
-FEATURES_VERSION = 3  # 2: speech_segments (voice activity) from the decode stage; 3: NaN audio, DC-offset silence, frames too small for a face
+# 2: speech_segments (voice activity) from the decode stage; 3: NaN audio, DC-offset
+# silence and frames too small for a face decided by decode and the detector.
+FEATURES_VERSION = 3
 STATS = "ray_data_stats.txt"
 FINGERPRINT_KEY = b"erc.fingerprint"
 SETTINGS_KEY = b"erc.settings"
