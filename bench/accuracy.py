@@ -100,6 +100,8 @@ ROWS = {
     "bi-gru-drop0.3": ({"dropout": 0.3}, 1e-3),
     "bi-gru+roles": ({"speaker_roles": 2}, 1e-3),
     "bi-gru-lr5e-4": ({}, 5e-4),
+    "bi-gru+pool": ({"speaker_pool": True}, 1e-3),
+    "bi-mamba+pool": ({**MAMBA, "speaker_pool": True}, 1e-3),
 }
 DEFAULT_ROWS = list(ROWS)[:5]  # the first readout, causal and bidirectional Mamba, without averaging, the default
 
@@ -175,11 +177,6 @@ def ensemble_metrics(predictions: list) -> dict:
     return classification_metrics(y, probs[labelled].argmax(1), labels)
 
 
-# Options added after models were cached, at the values that leave those models unchanged:
-# left out of the cache key so the cached models stay valid.
-LATER_OPTIONS = {"turn_dropout": 0.0, "inputs": "target"}
-
-
 def model_key(corpus: str, fold: str, config: dict, args) -> str:
     """The cache folder name of one trained model: its configuration (every option,
     defaults resolved) and fold."""
@@ -189,8 +186,13 @@ def model_key(corpus: str, fold: str, config: dict, args) -> str:
 
 
 def _resolved(config_class, options: dict) -> dict:
+    """Every setting, but those added later at the value models had before them (models
+    cached then stay valid)."""
+    from erc.settings import before_options
+
+    later = before_options(config_class)
     return {k: v for k, v in config_class(**options).to_dict().items()
-            if k not in LATER_OPTIONS or v != LATER_OPTIONS[k]}
+            if k not in later or v != later[k]}
 
 
 # Recipe options at the values models were trained with before they were options: left

@@ -148,6 +148,7 @@ class FusionConfig:
     mixer: Literal["mamba", "transformer", "gru", "none"] = "gru"  # what mixes the turns of a dialogue (gru: best on the selection split of both corpora, bench/accuracy; mamba: the paper's)
     bidirectional: bool = True  # True: every turn sees the whole dialogue (batch); False: causal (streaming)
     speaker_roles: Annotated[int, Field(ge=0)] = 0  # > 0: learned speaker-role embeddings (order of appearance)
+    speaker_pool: bool = field(default=False, metadata={"before": False})  # the classifier also reads the mean output of the turn's speaker and of the others in the dialogue (causal: up to the turn)
     d_model: Annotated[int, Field(ge=8)] | None = 128  # tokens are projected to this width (None: the token width, the paper's)
     d_state: Count = 16  # Mamba state size (the paper: 64)
     d_conv: Count = 4  # Mamba convolution width
@@ -156,7 +157,7 @@ class FusionConfig:
     window: Count | None = 1  # 1: the classifier reads the turn's own mixer output; N: the mean of the last N; None: all turns up to it
     isolate_turns: bool = field(default=False, metadata={"cli": "no_context"})  # every turn alone (the no-context baseline)
     dropout: Share = 0.2  # dropout on tokens and before the classifier
-    turn_dropout: Share = field(default=0.0, metadata={"help": (
+    turn_dropout: Share = field(default=0.0, metadata={"before": 0.0, "help": (
         "in training, this share of turns reads the missing embeddings: the turn is known "
         "from its context only (against text vectors fine-tuned on the training dialogues)")})
 
@@ -174,7 +175,7 @@ class TextModelConfig:
     future_turns: Annotated[int, Field(ge=0)] = field(default=0, metadata={"fixed_only": True})  # future turns given as context (0: causal, past turns only)
     max_length: Annotated[int, Field(ge=8)] = field(default=96, metadata={"fixed_only": True})  # tokens per input (context + target)
     speaker_names: bool = field(default=True, metadata={"fixed_only": True})  # prefix each turn with "speaker: "
-    inputs: Literal["target", "window"] = field(default="target", metadata={"fixed_only": True, "help": (
+    inputs: Literal["target", "window"] = field(default="target", metadata={"fixed_only": True, "before": "target", "help": (
         "target: one input per turn, with its context around it; window: training packs runs "
         "of consecutive turns into one input and trains every turn of it (about N times "
         "cheaper for N turns per input; needs future_turns)")})

@@ -18,7 +18,9 @@ module reads its fields once and derives everything else:
 
 Field metadata keys: ``help``, ``flatten``, ``prefix`` (sections), ``cli`` (another
 command-line name), ``internal`` (not a user setting: derived from the data or the run),
-``fixed_only`` (changes a search's shared inputs: may be fixed, never searched).
+``fixed_only`` (changes a search's shared inputs: may be fixed, never searched), ``before``
+(a model setting added later: the value models saved before it existed were trained with;
+``before_options`` lists them).
 """
 
 from __future__ import annotations
@@ -201,6 +203,12 @@ def _comments(cls) -> dict[str, str]:
             if match and match.group(1) not in found:
                 found[match.group(1)] = match.group(2)
     return found
+
+
+def before_options(cls) -> dict:
+    """Settings of ``cls`` added after models were first saved -> the value those models
+    had: a saved config without one is read with it (never with today's default)."""
+    return {f.name: f.metadata["before"] for f in dataclasses.fields(cls) if "before" in f.metadata}
 
 
 def _key(field: dataclasses.Field) -> str:

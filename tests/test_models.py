@@ -13,7 +13,7 @@ import torch
 
 from erc.models import checkpoint
 from erc.models.adapters import Adapter, AdapterConfig, adapt_vectors, train_adapter
-from erc.models.fusion import FusionConfig, FusionModel, causal_window_mean, reverse_valid, speaker_order
+from erc.models.fusion import FusionConfig, FusionModel, causal_window_mean, reverse_valid, speaker_means, speaker_order
 from erc.models.mamba import MambaBlock, kernels_available, selective_scan
 
 DIMS = {"text": 24, "speaker": 8, "face": 8}
@@ -588,3 +588,68 @@ def test_a_text_model_folder_whose_encoder_is_missing_or_damaged_is_one_error(ti
         with pytest.raises(InputError, match="no text encoder there") as err:
             checkpoint.load_model(tmp_path / name)
         assert str(tmp_path / name / "encoder") in str(err.value), name
+
+
+def test_speaker_means_pool_own_and_other_speakers():
+    g = torch.Generator().manual_seed(3)
+    h = torch.randn(2, 6, 4, generator=g)
+    valid = torch.ones(2, 6, dtype=torch.bool)
+    valid[0, 5] = False  # padding: never pooled
+    roles = torch.tensor([[0, 1, 0, 1, 2, 0], [0, 0, 1, 1, 0, 1]])
+    for causal in (False, True):
+        own, others = speaker_means(h, valid, roles, causal)
+        for b in range(2):
+            for t in range(6):
+                if not valid[b, t]:
+                    continue
+                seen = [s for s in range(6) if valid[b, s] and (not causal or s <= t)]
+                same = [s for s in seen if roles[b, s] == roles[b, t]]
+                rest = [s for s in seen if roles[b, s] != roles[b, t]]
+                torch.testing.assert_close(own[b, t], h[b, same].mean(0))
+                expected = h[b, rest].mean(0) if rest else torch.zeros(4)
+                torch.testing.assert_close(others[b, t], expected)
+
+
+@pytest.mark.parametrize("bidirectional", [False, True])
+def test_speaker_pool_reads_who_said_what_and_keeps_streaming_causal(bidirectional):
+    torch.manual_seed(0)
+    model = FusionModel(FusionConfig(dims=DIMS, n_classes=4, mixer="gru", speaker_pool=True,
+                                     bidirectional=bidirectional)).eval()
+    feats, pres, valid = _batch([8], present=1.0)
+    roles = torch.tensor([speaker_order(list("ABABABAB"))])
+    assert model.readout(feats, pres, valid, roles).shape == (1, 8, 3 * model.d_model)
+    out = model(feats, pres, valid, roles)
+    # Names do not matter, who said which turn does.
+    torch.testing.assert_close(model(feats, pres, valid, torch.tensor([speaker_order(list("XYXYXYXY"))])), out)
+    assert not torch.allclose(model(feats, pres, valid, torch.tensor([speaker_order(list("AABBAABB"))])), out)
+    poked = {m: v.clone() for m, v in feats.items()}
+    poked["text"][0, 5] += 3.0 * torch.randn(24)
+    changed = model(poked, pres, valid, roles)
+    if bidirectional:
+        assert not torch.allclose(changed[0, :5], out[0, :5])
+    else:
+        torch.testing.assert_close(changed[0, :5], out[0, :5])  # streaming: the past never moves
+    with pytest.raises(ValueError, match="speaker roles"):
+        model(feats, pres, valid)
+    with pytest.raises(ValueError, match="isolate_turns"):
+        FusionModel(FusionConfig(dims=DIMS, speaker_pool=True, isolate_turns=True))
+
+
+def test_a_saved_model_without_a_later_setting_loads_with_the_value_it_was_trained_with(
+        tmp_path, monkeypatch):
+    """A setting added after a model was saved is read at its ``before`` value, not at
+    today's default (which may have changed since)."""
+    from erc.settings import before_options
+
+    assert before_options(FusionConfig) == {"speaker_pool": False, "turn_dropout": 0.0}
+    model = FusionModel(FusionConfig(dims=DIMS, n_classes=4, labels=list("abcd"), window=None)).eval()
+    checkpoint.save_model(tmp_path, model)
+    saved = json.loads((tmp_path / "config.json").read_text())
+    for key in ("speaker_pool", "turn_dropout", "window"):
+        del saved["config"][key]
+    (tmp_path / "config.json").write_text(json.dumps(saved))
+    monkeypatch.setattr(checkpoint, "before_options", lambda cls: {"window": None, "speaker_pool": False})
+    loaded = checkpoint.load_model(tmp_path)
+    assert loaded.config.window is None and loaded.config.speaker_pool is False  # default window: 1
+    feats, pres, valid = _batch([5])
+    torch.testing.assert_close(loaded(feats, pres, valid), model(feats, pres, valid))

@@ -18,6 +18,7 @@ from torch import nn
 
 from erc import io
 from erc.errors import InputError, preview
+from erc.settings import before_options
 
 WEIGHTS = "model.safetensors"
 CONFIG = "config.json"
@@ -105,7 +106,8 @@ def build_model(kind: str, config: dict, directory: Path | None = None,
         raise InputError(f"unknown model kind {kind!r}; known: {', '.join(MODEL_KINDS)}")
     module, _, name = MODEL_KINDS[kind].partition(":")
     cls = getattr(importlib.import_module(module), name)
-    config = dict(config)
+    # A setting added after the model was saved: the value it was trained with.
+    config = {**before_options(cls.config_class), **config}
     unknown = sorted(set(config) - {f.name for f in dataclasses.fields(cls.config_class)})
     if unknown:  # a model saved by another version of erc
         raise InputError(f"unknown {kind} model settings {', '.join(unknown)} "

@@ -36,6 +36,10 @@ default: that output already carries the context). ``window=N`` mean-pools the o
 the causal window ``[t - N + 1, t]`` instead (``None``: all turns up to t); pooling dilutes
 the target turn (at turn 20 of a dialogue the mean over all past turns weighs it 1/21;
 leave-one-session-out on IEMOCAP: 0.46 pooled vs 0.54 reading the turn, bench/accuracy.py).
+``speaker_pool=True`` gives the classifier, beside the turn's output, the mean output over
+the turns of the same speaker and the mean over the other speakers' turns (bidirectional:
+the whole dialogue; causal: up to the turn): party-aware state in the manner of
+DialogueRNN, read off the mixer instead of learned by a recurrent cell per speaker.
 ``isolate_turns=True`` runs every turn as its own one-token sequence: no context at all
 (the no-context baseline).
 
@@ -71,6 +75,28 @@ def causal_window_mean(hidden: torch.Tensor, valid: torch.Tensor, window: int | 
     return total / count.clamp(min=1.0)
 
 
+def speaker_means(hidden: torch.Tensor, valid: torch.Tensor, roles: torch.Tensor,
+                  causal: bool) -> tuple[torch.Tensor, torch.Tensor]:
+    """For every turn t, the mean of ``hidden`` (B, T, D) over the valid turns of its own
+    speaker and over those of the other speakers (each (B, T, D); zeros where there are
+    none), over the whole dialogue or, ``causal``, over turns up to t. roles (B, T) long."""
+    n_roles = int(roles.max().item()) + 1 if roles.numel() else 1
+    member = torch.nn.functional.one_hot(roles, n_roles).to(hidden.dtype)
+    member = member * valid.to(hidden.dtype).unsqueeze(-1)  # (B, T, R)
+    if causal:
+        sums = torch.cumsum(member.unsqueeze(-1) * hidden.unsqueeze(2), dim=1)  # (B, T, R, D)
+        counts = torch.cumsum(member, dim=1)  # (B, T, R)
+    else:
+        sums = torch.einsum("btr,btd->brd", member, hidden).unsqueeze(1).expand(
+            -1, hidden.shape[1], -1, -1)
+        counts = member.sum(1, keepdim=True).expand(-1, hidden.shape[1], -1)
+    own = roles.unsqueeze(-1)
+    own_sum = sums.gather(2, own.unsqueeze(-1).expand(-1, -1, 1, hidden.shape[-1])).squeeze(2)
+    own_count = counts.gather(2, own)
+    other_sum, other_count = sums.sum(2) - own_sum, counts.sum(2, keepdim=True) - own_count
+    return own_sum / own_count.clamp(min=1.0), other_sum / other_count.clamp(min=1.0)
+
+
 def reverse_valid(x: torch.Tensor, valid: torch.Tensor) -> torch.Tensor:
     """Each sequence of x (B, T, D) reversed within its valid prefix (padding stays at the
     end), so a backward pass over it starts at the dialogue's last real turn. Its own inverse."""
@@ -100,6 +126,8 @@ class FusionModel(nn.Module):
             raise ValueError("window must be >= 1 (or None for all past turns)")
         if config.speaker_roles < 0:
             raise ValueError("speaker_roles must be >= 0")
+        if config.speaker_pool and config.isolate_turns:
+            raise ValueError("speaker_pool reads other turns: it cannot go with isolate_turns")
         if not 0 <= config.turn_dropout < 1:
             raise ValueError("turn_dropout must be in [0, 1)")
         missing = [m for m in config.modalities if m not in config.dims]
@@ -138,8 +166,9 @@ class FusionModel(nn.Module):
                                 batch_first=True, bidirectional=config.bidirectional)
         else:
             self.mixer = None
-        self.out_norm = nn.LayerNorm(d_model)
-        self.classifier = nn.Linear(d_model, config.n_classes)
+        read_width = 3 * d_model if config.speaker_pool else d_model
+        self.out_norm = nn.LayerNorm(read_width)
+        self.classifier = nn.Linear(read_width, config.n_classes)
 
     def tokens(self, features: dict[str, torch.Tensor], present: dict[str, torch.Tensor]) -> torch.Tensor:
         """(B, T, token_dim): normalised modality vectors, learned missing embeddings where absent."""
@@ -181,14 +210,16 @@ class FusionModel(nn.Module):
 
     def readout(self, features: dict[str, torch.Tensor], present: dict[str, torch.Tensor],
                 valid: torch.Tensor, roles: torch.Tensor | None = None) -> torch.Tensor:
-        """What the classifier reads for every turn, (B, T, d_model) before its layer norm.
+        """What the classifier reads for every turn, (B, T, d_model; 3 d_model with
+        ``speaker_pool``) before its layer norm.
         features m -> (B, T, d_m); present m -> (B, T) bool; valid (B, T) bool (False on
         padding, which follows a dialogue's turns); roles (B, T) long, the speaker role of
-        each turn (``speaker_order``; required when the model has ``speaker_roles``)."""
+        each turn (``speaker_order``; required when the model has ``speaker_roles`` or
+        ``speaker_pool``)."""
         x = self.input_proj(self.dropout(self.tokens(features, present)))
+        if (self.config.speaker_roles or self.config.speaker_pool) and roles is None:
+            raise ValueError("this model uses speaker roles: pass roles (B, T)")
         if self.config.speaker_roles:
-            if roles is None:
-                raise ValueError("this model uses speaker roles: pass roles (B, T)")
             x = x + self.roles(roles.clamp(0, self.config.speaker_roles - 1))
         batch, length, width = x.shape
         if self.config.isolate_turns:
@@ -196,7 +227,11 @@ class FusionModel(nn.Module):
             h = self._mix(x.reshape(batch * length, 1, width), ones).reshape(batch, length, width)
         else:
             h = self._mix(x, valid)
-        return causal_window_mean(h, valid, 1 if self.config.isolate_turns else self.config.window)
+        read = causal_window_mean(h, valid, 1 if self.config.isolate_turns else self.config.window)
+        if not self.config.speaker_pool:
+            return read
+        own, others = speaker_means(h, valid, roles, causal=not self.config.bidirectional)
+        return torch.cat([read, own, others], dim=-1)
 
     def forward(self, features: dict[str, torch.Tensor], present: dict[str, torch.Tensor],
                 valid: torch.Tensor, roles: torch.Tensor | None = None) -> torch.Tensor:
