@@ -1,14 +1,20 @@
-"""What erc never prints or writes: credentials inside storage URIs.
+"""What erc never prints or writes: credentials inside storage URIs, and the values of
+secret environment variables.
 
 A URI may carry them as ``scheme://KEY:SECRET@bucket/...`` (also where a message or a
 path has dropped the ``scheme://``: ``KEY:SECRET@bucket``) or as query parameters
 (pyarrow's ``access_key``, ``secret_key``, ``session_token``; signed-URL signatures).
-``redact`` replaces them with ``***``; erc applies it to its console lines, the run log,
-log records, tracebacks and every text file it writes (manifests, run records, reports).
+The value of an environment variable named as a secret (``AWS_SECRET_ACCESS_KEY``,
+``HF_TOKEN``, ``RAY_AUTH_TOKEN``, ``*_PASSWORD``, ...) is hidden wherever it appears (a
+library's message may quote it). ``redact`` replaces them with ``***``; erc applies it to
+its console lines, the run log, log records, tracebacks and every text file it writes
+(manifests, run records, reports).
 """
 
 from __future__ import annotations
 
+import functools
+import os
 import re
 from typing import Any
 
@@ -47,9 +53,33 @@ def _hide_value(match: re.Match) -> str:
     return f"{match.group(1)}***{value[len(value.rstrip(_TRAILING)):]}"
 
 
+# Names of environment variables that hold secrets; their values are hidden when long
+# enough not to be a common word (a short value would mask unrelated text).
+_SECRET_ENV = re.compile(r"SECRET|TOKEN|PASSWORD|PASSWD|CREDENTIAL|(?:^|_)(?:API|ACCESS|ACCOUNT|"
+                         r"PRIVATE|STORAGE|AUTH)_?KEY(?:$|_)", re.IGNORECASE)
+_MIN_SECRET = 8
+_LOCATION_ENV = re.compile(r"_(?:PATH|FILE|DIR|HOME|URL|ENDPOINT)$", re.IGNORECASE)  # where, not what
+
+
+@functools.lru_cache(maxsize=8)
+def _secret_values(environment: frozenset) -> tuple[str, ...]:
+    values = {value for name, value in environment
+              if _SECRET_ENV.search(name) and not _LOCATION_ENV.search(name)
+              and len(value) >= _MIN_SECRET and not os.path.exists(value)}  # a credentials file's path is no secret
+    return tuple(sorted(values, key=len, reverse=True))  # longest first: no half-hidden value
+
+
+def _hide_environment_secrets(text: str) -> str:
+    for value in _secret_values(frozenset(os.environ.items())):
+        if value in text:
+            text = text.replace(value, "***")
+    return text
+
+
 def redact(text: str) -> str:
-    """``text`` with every credential in a URI replaced by ``***``."""
-    text = str(text)
+    """``text`` with every credential in a URI, and every secret environment variable's
+    value, replaced by ``***``."""
+    text = _hide_environment_secrets(str(text))
     if "@" not in text and "=" not in text:
         return text  # nothing a URI could hide a credential in (the common case, cheap)
     text = _BARE_USERINFO.sub("***@", _USERINFO.sub(r"\1***@", text))
