@@ -7,9 +7,12 @@ from pathlib import Path
 from erc.recipes import RunConfig
 from erc.stages.qc import kept_utterances
 
+IDENTITY_MODALITIES = ("speaker", "face")
+
 
 class Layout:
     def __init__(self, config: RunConfig):
+        self.config = config
         self.root = Path(config.output_dir)
         self.corpus = self.root / "corpus"
         self.features = Path(config.preprocess.output_dir or self.root / "features")
@@ -23,7 +26,13 @@ class Layout:
         return self.root / f"eval-{split}"
 
     def evaluations(self) -> list[Path]:
-        return sorted(p for p in self.root.glob("eval-*") if p.is_dir())
+        """The evaluation folders of this config's splits (an eval-* folder an earlier
+        run of another config left is not this run's)."""
+        train = self.config.train
+        if not train.enabled:
+            return []
+        return [p for p in (self.evaluation(s) for s in dict.fromkeys(train.eval_splits))
+                if p.is_dir()]
 
     def utterances(self, config: RunConfig | None = None) -> Path:
         """The utterance table training reads: QC's kept rows, else the corpus's."""
@@ -32,8 +41,18 @@ class Layout:
         return self.corpus / "utterances.parquet"
 
     def stage_folders(self) -> dict[str, Path]:
-        """name -> folder of every stage output that exists."""
-        named = {"corpus": self.corpus, "features": self.features, "qc": self.qc,
-                 "adapters": self.adapters, "text": self.text, "train": self.train}
+        """name -> folder of every stage output of this config that exists: a folder an
+        earlier run of another config left (train/ of a run with training now disabled,
+        qc/ with QC off) is not part of this run's report."""
+        train = self.config.train
+        named = {"corpus": self.corpus, "features": self.features}
+        if self.qc_enabled:
+            named["qc"] = self.qc
+        if train.enabled:
+            if train.adapters == "train_split" and set(train.modalities) & set(IDENTITY_MODALITIES):
+                named["adapters"] = self.adapters
+            if train.text_tokens in ("finetuned", "both") and "text" in train.modalities:
+                named["text"] = self.text
+            named["train"] = self.train
         named.update({p.name: p for p in self.evaluations()})
         return {name: path for name, path in named.items() if path.is_dir()}

@@ -225,31 +225,41 @@ def run_main(config: RunConfig, force: bool = False, say: Callable[[str], None] 
              first: str | None = None, last: str | None = None,
              overwrite: bool = False) -> dict:
     """Runs the stages (``first``..``last``, default all); returns the run record (also
-    written to ``run.json``)."""
+    written to ``run.json``). A run that fails writes its record too, with ``failed``
+    (the stage and the error): the record of an earlier run must not stand for it."""
     out = io.claim(config.output_dir, overwrite=overwrite)
     record = {"config": dataclasses.asdict(config), "stages": {}, "outputs": {}}
-    results: dict[str, StageResult] = {}
     numbered = [s for s in STAGES if _selected(s, first, last)]
-    for step in steps(config, say):
-        if last is not None and STAGES.index(step.name) > STAGES.index(last):
-            break  # later steps read what earlier ones write: stop before building them
-        if not _selected(step.name, first, last):
-            continue
-        number = numbered.index(step.name) + 1
-        say(f"\n[{number}/{len(numbered)} {step.name}] {step.label}")
-        result = execute(step.stage, step.config, step.inputs, step.out, force=force,
-                         overwrite=overwrite, say=say)
-        results[f"{step.name}:{step.out.name}"] = result
-        record["stages"][step.out.name] = {"stage": step.name, "seconds": round(result.seconds, 2),
-                                           "skipped": result.skipped, "summary": result.summary}
-        record["outputs"][step.out.name] = str(step.out)
-        say(_describe(step, result))
-    if _selected("report", first, last):
-        say(f"\n[{len(numbered)}/{len(numbered)} report] {out / 'report.html'}")
-        result = execute(ReportStage(), config, report_inputs(config), out, force=force,
-                         overwrite=overwrite, say=say)
-        record["outputs"]["report"] = str(out / "report.html")
-        say(f"  report {'up to date' if result.skipped else 'written'}")
+    current = numbered[0] if numbered else "report"  # the stage being built or run
+    try:
+        for step in steps(config, say):
+            if last is not None and STAGES.index(step.name) > STAGES.index(last):
+                break  # later steps read what earlier ones write: stop before building them
+            if not _selected(step.name, first, last):
+                continue
+            current = step.name
+            number = numbered.index(step.name) + 1
+            say(f"\n[{number}/{len(numbered)} {step.name}] {step.label}")
+            result = execute(step.stage, step.config, step.inputs, step.out, force=force,
+                             overwrite=overwrite, say=say)
+            record["stages"][step.out.name] = {"stage": step.name,
+                                               "seconds": round(result.seconds, 2),
+                                               "skipped": result.skipped, "summary": result.summary}
+            record["outputs"][step.out.name] = str(step.out)
+            say(_describe(step, result))
+            later = [s for s in numbered if STAGES.index(s) > STAGES.index(step.name)]
+            current = later[0] if later else "report"
+        if _selected("report", first, last):
+            current = "report"
+            say(f"\n[{len(numbered)}/{len(numbered)} report] {out / 'report.html'}")
+            result = execute(ReportStage(), config, report_inputs(config), out, force=force,
+                             overwrite=overwrite, say=say)
+            record["outputs"]["report"] = str(out / "report.html")
+            say(f"  report {'up to date' if result.skipped else 'written'}")
+    except BaseException as err:
+        record["failed"] = {"stage": current, "error": str(err) or type(err).__name__}
+        io.write_json(out / RUN_RECORD, record)
+        raise
     io.write_json(out / RUN_RECORD, record)
     return record
 

@@ -1,0 +1,63 @@
+"""What a run folder says about the run that last wrote it: run.json of a failed run, and
+the stage folders its report shows (only this config's, never an earlier run's)."""
+
+import json
+
+import pytest
+
+from erc.recipes import RunConfig
+from erc.stages import main as main_job
+from erc.stages.base import Stage
+from erc.stages.layout import Layout
+
+
+class _Done(Stage):
+    name = "text"
+    results = ("done.txt",)
+
+    def run(self, ctx):
+        (ctx.out / "done.txt").write_text("ok")
+        return {"rows": 1}
+
+
+class _Broken(Stage):
+    name = "train"
+
+    def run(self, ctx):
+        raise RuntimeError("loss is nan")
+
+
+def test_a_failed_run_records_the_stage_that_failed(tmp_path, monkeypatch):
+    """A run whose training failed left run.json as the previous (successful, maybe
+    other config's) run wrote it, so the folder claimed a finished run. Now run.json says
+    which stage failed and why, with what ran before it."""
+    out = tmp_path / "run"
+    config = RunConfig(output_dir=str(out))
+
+    def steps(config, say):
+        yield main_job.Step("text", _Done(), {}, {}, out / "text")
+        yield main_job.Step("train", _Broken(), {}, {}, out / "train")
+
+    monkeypatch.setattr(main_job, "steps", steps)
+    with pytest.raises(RuntimeError):
+        main_job.run_main(config, say=lambda _line: None)
+    record = json.loads((out / "run.json").read_text())
+    assert record["failed"] == {"stage": "train", "error": "loss is nan"}
+    assert record["stages"]["text"]["summary"] == {"rows": 1}
+    assert "report" not in record["outputs"]
+
+
+def test_the_report_shows_only_this_configs_stage_folders(tmp_path):
+    """`--out` of a run with training and eval splits dev and old, then a run of a config
+    with training disabled (or other eval splits): the report listed the earlier run's
+    train/ and eval-old/ as this run's outputs."""
+    out = tmp_path / "run"
+    for name in ("corpus", "features", "qc", "adapters", "text", "train", "eval-dev", "eval-old"):
+        (out / name).mkdir(parents=True)
+    config = RunConfig(output_dir=str(out))
+    config.train.eval_splits = ["dev"]
+    assert set(Layout(config).stage_folders()) == {"corpus", "features", "qc", "adapters",
+                                                   "train", "eval-dev"}
+    config.train.enabled = False
+    config.qc.enabled = False
+    assert set(Layout(config).stage_folders()) == {"corpus", "features"}
