@@ -42,7 +42,7 @@ def test_a_failed_run_records_the_stage_that_failed(tmp_path, monkeypatch):
     with pytest.raises(RuntimeError):
         main_job.run_main(config, say=lambda _line: None)
     record = json.loads((out / "run.json").read_text())
-    assert record["failed"] == {"stage": "train", "error": "loss is nan"}
+    assert record["failed"] == {"stage": "train", "after": "text", "error": "loss is nan"}
     assert record["stages"]["text"]["summary"] == {"rows": 1}
     assert "report" not in record["outputs"]
 

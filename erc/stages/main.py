@@ -226,18 +226,19 @@ def run_main(config: RunConfig, force: bool = False, say: Callable[[str], None] 
              overwrite: bool = False) -> dict:
     """Runs the stages (``first``..``last``, default all); returns the run record (also
     written to ``run.json``). A run that fails writes its record too, with ``failed``
-    (the stage and the error): the record of an earlier run must not stand for it."""
+    (the stage that failed, or None when the next one failed as it was prepared; the
+    last stage done; the error): the record of an earlier run must not stand for it."""
     out = io.claim(config.output_dir, overwrite=overwrite)
     record = {"config": dataclasses.asdict(config), "stages": {}, "outputs": {}}
     numbered = [s for s in STAGES if _selected(s, first, last)]
-    current = numbered[0] if numbered else "report"  # the stage being built or run
+    running, done = None, None  # the stage running (None: between stages), the last done
     try:
         for step in steps(config, say):
             if last is not None and STAGES.index(step.name) > STAGES.index(last):
                 break  # later steps read what earlier ones write: stop before building them
             if not _selected(step.name, first, last):
                 continue
-            current = step.name
+            running = step.name
             number = numbered.index(step.name) + 1
             say(f"\n[{number}/{len(numbered)} {step.name}] {step.label}")
             result = execute(step.stage, step.config, step.inputs, step.out, force=force,
@@ -247,17 +248,16 @@ def run_main(config: RunConfig, force: bool = False, say: Callable[[str], None] 
                                                "skipped": result.skipped, "summary": result.summary}
             record["outputs"][step.out.name] = str(step.out)
             say(_describe(step, result))
-            later = [s for s in numbered if STAGES.index(s) > STAGES.index(step.name)]
-            current = later[0] if later else "report"
+            running, done = None, step.name
         if _selected("report", first, last):
-            current = "report"
+            running = "report"
             say(f"\n[{len(numbered)}/{len(numbered)} report] {out / 'report.html'}")
             result = execute(ReportStage(), config, report_inputs(config), out, force=force,
                              overwrite=overwrite, say=say)
             record["outputs"]["report"] = str(out / "report.html")
             say(f"  report {'up to date' if result.skipped else 'written'}")
     except BaseException as err:
-        record["failed"] = {"stage": current, "error": str(err) or type(err).__name__}
+        record["failed"] = {"stage": running, "after": done, "error": str(err) or type(err).__name__}
         io.write_json(out / RUN_RECORD, record)
         raise
     io.write_json(out / RUN_RECORD, record)
