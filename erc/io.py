@@ -8,13 +8,17 @@ hold a credential: ``write_text`` passes them through ``erc.redaction.redact``.
 Output folders: erc writes only into folders it owns. A folder erc creates gets a marker
 file (``.erc``); a folder that already holds files and no marker belongs to someone else,
 and erc refuses to write there unless told ``overwrite=True`` (the CLI's ``--overwrite``),
-which adopts it. Removals go through ``remove_owned``, which deletes only what erc's own
-records list: a folder erc writes whole (a model) carries the list of its files
-(``.erc-files.json``, written by ``seal``), and erc will not remove such a folder while it
-holds anything else. A lock file (``.erc.lock``) serialises two runs on the same folder:
-the second fails at once with a message naming the folder. A run refused before it wrote
-anything (``claimed``) leaves no trace: the folder it created, or the marker and lock it
-added to an existing one, are removed again. erc follows no link out of its folders: a link where
+which adopts it. Adopting records the names the folder held (``.erc-foreign.json``): they
+stay the user's, so ``--overwrite`` replaces only what erc wrote. A file of theirs where erc
+writes a result stops the run with its name (``check_outputs`` before a run; the writer
+and ``remove_owned`` whenever they meet one): it is never written over. Removals go through
+``remove_owned``, which deletes only what erc's own records list: a folder erc writes
+whole (a model) carries the list of its files (``.erc-files.json``, written by ``seal``),
+and erc will not remove such a folder while it holds anything else. A lock file
+(``.erc.lock``) serialises two runs on the same folder: the second fails at once with a
+message naming the folder. A run refused before it wrote anything
+(``claimed``) leaves no trace: the folder it created, or the marker and lock it added to
+an existing one, are removed again. erc follows no link out of its folders: a link where
 an output folder, its marker, lock or log goes is an error, not a way out.
 """
 
@@ -41,6 +45,7 @@ MIRROR_INDEX = ".erc-mirror.json"  # what the local copy of a storage URI holds 
 SCRATCH_SUFFIX = ".tmp"
 _SCRATCH = re.compile(r"^\..+\.\d+-[0-9a-f]{8}\.tmp$")  # atomic_path's temporary names
 FILE_INDEX = ".erc-files.json"  # in a folder erc wrote whole: the files it wrote there
+FOREIGN = ".erc-foreign.json"  # in a folder erc adopted (--overwrite): the names the user had there
 # A write failing for want of room: the user's to fix (erc: error: PATH: ...), not a bug
 _DISK_FULL = (errno.ENOSPC, errno.EDQUOT, errno.EFBIG)
 
@@ -50,6 +55,7 @@ def atomic_path(path: str | Path) -> Iterator[Path]:
     """A temporary path beside ``path``; renamed to ``path`` when the block succeeds,
     removed when it fails."""
     path = not_linked(path)
+    _not_the_users(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.{os.getpid()}-{secrets.token_hex(4)}{SCRATCH_SUFFIX}")
     try:
@@ -144,7 +150,7 @@ def is_scratch(name: str) -> bool:
 
 def is_bookkeeping(name: str) -> bool:
     """erc's own files in an output folder that are not results."""
-    return is_scratch(name) or name in (MARKER, MIRROR_INDEX, FILE_INDEX)
+    return is_scratch(name) or name in (MARKER, MIRROR_INDEX, FILE_INDEX, FOREIGN)
 
 
 def open_no_link(path: str | Path, mode: str = "a", encoding: str | None = None):
@@ -209,7 +215,8 @@ def owned(folder: str | Path) -> bool:
 def claim(folder: str | Path, overwrite: bool = False) -> Path:
     """Makes ``folder`` an output folder of erc's: creates it with a marker, or checks the
     marker of an existing one. A folder holding anything but erc's marker, lock and
-    scratch files, without a marker, is foreign: OwnershipError unless ``overwrite``."""
+    scratch files, without a marker, is foreign: OwnershipError unless ``overwrite``, which
+    adopts it and records what it held as the user's (``FOREIGN``)."""
     folder = Path(folder)
     # The lock too: found only once the marker was written, it left the folder marked erc's
     for path in (folder, folder / MARKER, folder / LOCK):
@@ -226,8 +233,101 @@ def claim(folder: str | Path, overwrite: bool = False) -> Path:
                 f"{folder}: holds files erc did not write ({_some(foreign)}); choose an empty or new "
                 f"output folder, or pass --overwrite to let erc write there")
         folder.mkdir(parents=True, exist_ok=True)
+        if foreign:  # recorded before the marker: never a marked folder whose files read as erc's
+            write_json(folder / FOREIGN, foreign)
         write_text(folder / MARKER, "erc writes its outputs only into folders that carry this file.\n")
+    else:
+        _forget_gone(folder)
     return folder
+
+
+# -- the user's files in a folder erc adopted ---------------------------------------------
+
+def _users(folder: Path) -> set[str]:
+    """The names in ``folder`` that are the user's: all but erc's bookkeeping in a folder
+    that is not erc's, those its record lists in one erc adopted (none in one it made)."""
+    if not owned(folder):
+        return {p.name for p in folder.iterdir() if not is_bookkeeping(p.name)} \
+            if folder.is_dir() and not folder.is_symlink() else set()
+    record = folder / FOREIGN
+    if not record.is_file() or record.is_symlink():
+        return set()
+    try:
+        names = json.loads(record.read_text())
+    except (OSError, ValueError):
+        names = None
+    if not isinstance(names, list):  # a damaged record: nothing there is known to be erc's
+        return {p.name for p in folder.iterdir() if not is_bookkeeping(p.name)}
+    return {str(name) for name in names}
+
+
+def _forget_gone(folder: Path) -> None:
+    """Drops from ``folder``'s record the names the user has since removed: erc may then
+    write its own file under such a name, and replace it later."""
+    record = folder / FOREIGN
+    if not record.is_file() or record.is_symlink():
+        return
+    names = _users(folder)
+    kept = sorted(n for n in names if (folder / n).exists() or (folder / n).is_symlink())
+    if len(kept) != len(names):
+        if kept:
+            write_json(record, kept)
+        else:
+            record.unlink()
+
+
+def _in_the_way_message(folder: Path, names: list[str]) -> str:
+    if len(names) == 1:
+        where, them = f"{folder / names[0]}: erc did not write this, and would write its results over it", "it"
+    else:
+        where, them = (f"{folder}: holds files erc did not write where it writes its results "
+                       f"({_some(names)})"), "them"
+    return (f"{where}; --overwrite replaces only erc's own files: move {them} out of the "
+            f"folder, or choose another output folder")
+
+
+def check_outputs(folder: str | Path, results: tuple[str, ...] | list[str]) -> None:
+    """OwnershipError naming the user's files in ``folder`` that erc would write over or
+    remove: those matching ``results`` (glob patterns of what the run writes, relative to
+    the folder; a literal folder name in a pattern, such as ``model`` of ``model/*``,
+    stands for that folder, which erc replaces whole). Called before a run, so that a file
+    of the user's in the way stops it before it computes anything."""
+    folder = Path(folder)
+    users = _users(folder)
+    if not users:
+        return
+    found: set[str] = set()
+    for pattern in results:
+        parts = pattern.split("/")
+        for depth in range(1, len(parts) + 1):
+            last = parts[depth - 1]
+            literal = not any(c in last for c in "*?[")
+            if depth < len(parts) and not literal:
+                continue  # "*" of "*/model/*" names no path of its own
+            if depth == 1 and literal:
+                matches = [folder / last] if (folder / last).exists() or \
+                    (folder / last).is_symlink() else []
+            else:
+                matches = list(folder.glob("/".join(parts[:depth])))
+            found |= {m.relative_to(folder).as_posix() for m in matches
+                      if m.relative_to(folder).parts[0] in users and not is_scratch(m.name)}
+    # A folder found whole stands for what it holds: name it, not each file in it
+    top = sorted(n for n in found if not any(n.startswith(f"{o}/") for o in found))
+    if top:
+        raise OwnershipError(_in_the_way_message(folder, top))
+
+
+def _not_the_users(path: Path) -> None:
+    """OwnershipError when ``path`` is a file of the user's (or inside a folder of theirs) in
+    the erc folder that holds it (a folder erc adopted): erc never writes over it."""
+    if not (path.exists() or path.is_symlink()):
+        return
+    for folder in path.parents:
+        if owned(folder):
+            relative = path.relative_to(folder)
+            if relative.parts[0] in _users(folder):
+                raise OwnershipError(_in_the_way_message(folder, [relative.as_posix()]))
+            return
 
 
 _held: set[Path] = set()  # folders whose lock this process holds (a lock nests in-process)
@@ -298,7 +398,7 @@ def _first_missing(folder: Path) -> Path | None:
 
 def _take_back(folder: Path, before: set[str], created: Path | None) -> None:
     added = set(os.listdir(folder)) - before
-    if not added <= {MARKER, LOCK}:
+    if not added <= {MARKER, LOCK, FOREIGN}:
         return
     for name in added:
         (folder / name).unlink()
@@ -322,6 +422,10 @@ def remove_owned(folder: str | Path, relative: str | Path) -> None:
         raise OwnershipError(f"{folder}: not an erc output folder; {relative} left in place")
     if folder.resolve() not in target.resolve().parents:
         raise OwnershipError(f"{target}: outside {folder}; left in place")
+    if target.exists() or target.is_symlink():
+        name = Path(relative).parts[0]
+        if name in _users(folder):
+            raise OwnershipError(_in_the_way_message(folder, [Path(relative).as_posix()]))
     if target.is_dir() and not target.is_symlink():
         foreign = _unlisted(target)
         if foreign:

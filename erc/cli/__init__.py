@@ -42,7 +42,34 @@ class Parser(argparse.ArgumentParser):
     def error(self, message: str):
         from erc.errors import ConfigError
 
-        raise ConfigError(f"{self.prog}: {message} (see {self.prog} --help)")
+        # erc's error path puts "erc: error: " before the message: the parser's name is
+        # said after it only for a subcommand ("train fusion: argument ...")
+        where = self.prog.split(" ", 1)[1] + ": " if " " in self.prog else ""
+        raise ConfigError(f"{where}{message}{_suggestion(message)} (see {self.prog} --help)")
+
+
+# Names of erc's stages and actions that are not commands of their own: what runs each
+NOT_COMMANDS = {"ingest": "did you mean 'corpus ingest'?", "inspect": "did you mean 'corpus inspect'?",
+                "adapter": "did you mean 'train adapter'?", "adapters": "did you mean 'train adapter'?",
+                "fetch": "did you mean 'models fetch'?",
+                "report": "the report is the last stage of 'erc run' (report.html in its output folder)"}
+
+
+def _suggestion(message: str) -> str:
+    """For an invalid choice (a mistyped command), the closest valid one, as ``; did you
+    mean ...?``; for a stage that is no command of its own, the command that runs it."""
+    import difflib
+    import re
+
+    found = re.match(r"argument (\S+): invalid choice: '(.*)' \(choose from (.*)\)$", message)
+    if not found:
+        return ""
+    argument, given, listed = found.groups()
+    if argument == "COMMAND" and given in NOT_COMMANDS:
+        return f"; {NOT_COMMANDS[given]}"
+    choices = [choice.strip().strip("'") for choice in listed.split(",")]
+    close = difflib.get_close_matches(given, choices, n=1, cutoff=0.6)
+    return f"; did you mean {close[0]!r}?" if close else ""
 
 
 def build_parser() -> argparse.ArgumentParser:

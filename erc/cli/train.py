@@ -22,7 +22,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from erc.cli.common import add_recipe, add_run_options, recipe
+from erc.cli.common import add_recipe, add_run_options, execute, recipe
 from erc.recipes import AdapterRecipe, FusionInputs, FusionRecipe, TextRecipe
 
 
@@ -39,7 +39,6 @@ def _print_trained(summary: dict, out: Path, skipped: bool) -> None:
 
 
 def cmd_train_text(args) -> int:
-    from erc.stages.base import execute
     from erc.stages.train import TextJob, TextStage
     from erc.train.vectors import resolve_text_encoder
 
@@ -47,14 +46,13 @@ def cmd_train_text(args) -> int:
     encoder = resolve_text_encoder(text.encoder)
     result = execute(TextStage(args.address), TextJob(text, args.format),
                      {"utterances": args.corpus, "encoder": encoder}, args.out,
-                     force=args.force, overwrite=args.overwrite)
+                     force=args.force, overwrite=args.overwrite, writes=("ray",))
     _print_trained(result.summary, Path(args.out), result.skipped)
     return 0
 
 
 def cmd_train_fusion(args) -> int:
     from erc.settings import validate
-    from erc.stages.base import execute
     from erc.stages.train import FusionJob, FusionStage
     from erc.train.vectors import feature_spec, spec_paths
 
@@ -64,13 +62,12 @@ def cmd_train_fusion(args) -> int:
     spec = feature_spec(inputs)
     result = execute(FusionStage(args.address), FusionJob(fusion, spec, args.format),
                      {"utterances": args.corpus, **spec_paths(spec)}, args.out,
-                     force=args.force, overwrite=args.overwrite)
+                     force=args.force, overwrite=args.overwrite, writes=("ray",))
     _print_trained(result.summary, Path(args.out), result.skipped)
     return 0
 
 
 def cmd_train_adapter(args) -> int:
-    from erc.stages.base import execute
     from erc.stages.train import UnimodalAdapterJob, UnimodalAdapterStage
 
     settings = recipe(AdapterRecipe, args, args.recipe_options)
@@ -86,15 +83,32 @@ def cmd_train_adapter(args) -> int:
     return 0
 
 
+DEV_NAMES = ("dev", "valid", "val", "validation")  # --split dev reads the first one there
+
+
+def _check_split(table, split: str, corpus: str) -> None:
+    """InputError naming the splits the corpus has when it has no split ``split`` (nor,
+    for ``dev``, one of its other names)."""
+    from erc.errors import InputError
+
+    present = sorted({s for s in table.column("split").to_pylist() if s is not None})
+    if split in present or (split == "dev" and any(name in present for name in DEV_NAMES)):
+        return
+    wanted = f"{split!r} (nor valid, val or validation)" if split == "dev" else repr(split)
+    has = f"its splits are {', '.join(present)}" if present else "it has no splits"
+    raise InputError(f"{corpus}: the corpus has no split {wanted}; {has} (choose one with --split)")
+
+
 def cmd_evaluate(args) -> int:
     from erc.artifacts import load_corpus
     from erc.errors import OwnershipError
-    from erc.stages.base import execute
     from erc.stages.train import EvalJob, EvaluateStage
     from erc.train.data import resolve_roles
     from erc.train.metrics import format_table
 
-    split = resolve_roles(load_corpus(args.corpus, args.format), {"dev": args.split})["dev"]
+    table = load_corpus(args.corpus, args.format)
+    _check_split(table, args.split, args.corpus)
+    split = resolve_roles(table, {"dev": args.split})["dev"]
     out = Path(args.out) if args.out else Path(args.model[0]).parent / f"eval-{split}"
     for model in args.model:  # results there would change the model (another stage's output)
         if Path(model).resolve() in out.resolve().parents:

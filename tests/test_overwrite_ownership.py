@@ -1,0 +1,129 @@
+"""--overwrite replaces only what erc wrote: a file of the user's where erc writes a result
+stops the run with its name, in a folder erc adopts and in one it adopted before; and the
+command line's own mistakes (a command that is not one, a split the corpus lacks) read
+plainly."""
+
+from __future__ import annotations
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+
+from erc import io
+from erc.cli import main
+from erc.errors import OwnershipError
+from tests.test_ownership import corpus_csv, digests, plant, refused
+
+
+@pytest.fixture
+def model_and_corpus(tmp_path):
+    import torch
+
+    from erc.models.checkpoint import save_model
+    from erc.models.fusion import FusionConfig, FusionModel
+    from erc.schema import utterance_table
+
+    rows = [{"utterance_id": f"u{i}", "corpus": "c", "split": "dev", "dialogue_id": "d",
+             "turn": i, "speaker": "AB"[i % 2], "text": f"line {i}", "emotion": "ab"[i % 2]}
+            for i in range(4)]
+    pq.write_table(utterance_table(rows), tmp_path / "utterances.parquet")
+    pq.write_table(pa.table({"utterance_id": [r["utterance_id"] for r in rows],
+                             "v": [[float(i)] * 4 for i in range(4)]}), tmp_path / "v.parquet")
+    torch.manual_seed(0)
+    model = save_model(tmp_path / "model", FusionModel(FusionConfig(
+        modalities=["text"], dims={"text": 4}, labels=["a", "b"], n_classes=2, d_state=8, window=2)),
+        extra={"labels": ["a", "b"], "features": {"text": {
+            "kind": "parquet", "path": str(tmp_path / "v.parquet"), "column": "v"}}})
+    return str(model), str(tmp_path / "utterances.parquet")
+
+
+def test_evaluate_with_overwrite_leaves_the_users_metrics_in_place(model_and_corpus, tmp_path,
+                                                                   capsys):
+    """`erc evaluate ... --out DIR --overwrite` replaced DIR/metrics.json, the user's own
+    file, without a word; now it stops before evaluating and names it. Once it is moved
+    away erc adopts the folder, and replaces its own results on later runs."""
+    model, corpus = model_and_corpus
+    users = tmp_path / "mine"
+    users.mkdir()
+    before = plant(users, {"metrics.json": b'{"my": "results"}', "notes.txt": b"my notes"})
+    argv = ["evaluate", model, corpus, "--out", str(users), "--overwrite"]
+    refused(argv, capsys, str(users / "metrics.json"), "erc did not write",
+            "--overwrite replaces only erc's own files", "move it out")
+    assert digests(users) == before and sorted(p.name for p in users.iterdir()) == [
+        "metrics.json", "notes.txt"]  # left as found: no marker, no lock
+    (users / "metrics.json").rename(tmp_path / "my-metrics.json")
+    assert main(argv) == 0
+    assert main([*argv, "--force"]) == 0  # its own results: replaced
+    capsys.readouterr()
+    assert (users / "notes.txt").read_bytes() == b"my notes"
+    assert b'"accuracy"' in (users / "metrics.json").read_bytes()
+
+
+def test_train_with_overwrite_leaves_the_users_history_in_place(tmp_path, capsys):
+    corpus = tmp_path / "corpus"
+    assert main(["corpus", "ingest", str(corpus_csv(tmp_path / "raw")), "--out", str(corpus)]) == 0
+    capsys.readouterr()
+    users = tmp_path / "fusion"
+    users.mkdir()
+    before = plant(users, {"history.json": b"[my history]", "notes.txt": b"my notes"})
+    refused(["train", "fusion", str(corpus), "--text-only", "--out", str(users), "--overwrite"],
+            capsys, str(users / "history.json"), "erc did not write", "--overwrite")
+    assert digests(users) == before
+
+
+def test_an_adopted_folder_keeps_the_users_files_for_good(tmp_path):
+    """What a folder held when erc adopted it stays the user's: the writer and remove_owned
+    refuse it (a run that reaches it late, or a model folder of the user's holding only
+    names erc's model files have); a name the user has since removed becomes erc's."""
+    users = tmp_path / "mine"
+    before = plant(users, {"metrics.json": b"mine", "model/config.json": b"{}",
+                           "model/model.safetensors": b"my weights"})
+    io.claim(users, overwrite=True)
+    with pytest.raises(OwnershipError, match="metrics.json: erc did not write this"):
+        io.write_json(users / "metrics.json", {"n": 1})
+    with pytest.raises(OwnershipError, match="model: erc did not write this"):
+        io.remove_owned(users, "model")
+    with pytest.raises(OwnershipError, match="holds files erc did not write"):
+        io.check_outputs(users, ("metrics.json", "model/*", "history.json"))
+    io.claim(users)  # claimed again, as the next run does: still the user's
+    with pytest.raises(OwnershipError, match="metrics.json"):
+        io.write_json(users / "metrics.json", {"n": 1})
+    assert digests(users) == {**before, **{k: v for k, v in digests(users).items()
+                                          if k.startswith(".erc")}}
+    (users / "metrics.json").unlink()
+    io.claim(users)
+    io.write_json(users / "metrics.json", {"n": 1})
+    io.claim(users)
+    io.write_json(users / "metrics.json", {"n": 2})  # erc's own now: replaced
+    io.check_outputs(users, ("metrics.json",))
+
+
+def test_a_folder_erc_made_is_its_own_to_replace(tmp_path):
+    ours = io.claim(tmp_path / "ours")
+    io.write_json(ours / "metrics.json", {"n": 1})
+    io.check_outputs(ours, ("metrics.json", "model/*"))
+    io.write_json(ours / "metrics.json", {"n": 2})
+
+
+@pytest.mark.parametrize("argv, says", [
+    (["report"], "the report is the last stage of 'erc run'"),
+    (["evalute"], "did you mean 'evaluate'?"),
+    (["ingest"], "did you mean 'corpus ingest'?"),
+    (["train", "fusoin", "x"], "train: argument MODEL: invalid choice: 'fusoin'"),
+])
+def test_a_command_that_is_not_one_is_named_once(argv, says, capsys):
+    """`erc report` printed "erc: error: erc: argument COMMAND: ..."."""
+    assert main(argv) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("erc: error: ") and err.count("erc: error:") == 1, err
+    assert not err.startswith("erc: error: erc"), err
+    assert says in err and len(err.splitlines()) == 1, err
+
+
+def test_evaluate_on_a_split_the_corpus_lacks_lists_its_splits(model_and_corpus, tmp_path,
+                                                               capsys):
+    """It said "split 'nope' (for dev) is not in the table"."""
+    model, corpus = model_and_corpus
+    refused(["evaluate", model, corpus, "--split", "nope", "--out", str(tmp_path / "e")], capsys,
+            "the corpus has no split 'nope'; its splits are dev")
+    assert not (tmp_path / "e").exists()
