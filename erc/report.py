@@ -118,8 +118,8 @@ def _stage_rows(out: Path, run: dict) -> list[list]:
         rows.append(["adapters", "", "", "; ".join(
             f"{m}: {a['n_train']} train / {a['n_val']} held-out utterances"
             for m, a in trained.items()) or "none trained (raw identity embeddings)"])
-    rows += _rows_or_note("train", "history.json", lambda: _train_rows(out))
-    rows += _rows_or_note("evaluate", "metrics.json", lambda: _evaluate_rows(out))
+    rows += _rows_or_note("train", "history.json", lambda: _train_rows(out, run))
+    rows += _rows_or_note("evaluate", "metrics.json", lambda: _evaluate_rows(run))
     for row in rows:
         row.append(_fmt(seconds[row[0]], 1) if row[0] in seconds else "")
     return rows
@@ -152,8 +152,8 @@ def _qc_rows(out: Path, run: dict) -> list[list]:
              + (f" ({_counts(qc['removed_by_first_reason'])})" if qc["removed"] else "")]]
 
 
-def _train_rows(out: Path) -> list[list]:
-    history = _history(out / "train" / "history.json")
+def _train_rows(out: Path, run: dict) -> list[list]:
+    history = _history(out / "train" / "history.json") if run.get("trained") else None
     if not history:
         return []
     best = max(history, key=lambda h: h.get("dev_weighted_f1", 0.0))
@@ -161,8 +161,8 @@ def _train_rows(out: Path) -> list[list]:
              f"{best['dev_weighted_f1']:.3f} at epoch {best['epoch'] + 1}"]]
 
 
-def _evaluate_rows(out: Path) -> list[list]:
-    evaluated = _evaluations(out)
+def _evaluate_rows(run: dict) -> list[list]:
+    evaluated = _evaluations(run)
     if not evaluated:
         return []
     return [["evaluate", "", "", "; ".join(
@@ -191,9 +191,9 @@ def _small_split_banner(evaluated: dict[str, dict]) -> str:
             "well it recognises emotions.</div>")
 
 
-def _top_banner(out: Path) -> str:
+def _top_banner(run: dict) -> str:
     try:
-        return _small_split_banner(_evaluations(out))
+        return _small_split_banner(_evaluations(run))
     except UNREADABLE:
         return ""  # the evaluation section says which record
 
@@ -224,9 +224,9 @@ def _qc_section(out: Path, run: dict) -> str:
     return "".join(parts)
 
 
-def _training_section(out: Path) -> str:
+def _training_section(out: Path, run: dict) -> str:
     history_path = out / "train" / "history.json"
-    if not history_path.is_file():
+    if not run.get("trained") or not history_path.is_file():
         return ""
     history = _history(history_path)
     if not history:
@@ -239,10 +239,11 @@ def _training_section(out: Path) -> str:
             f"<code>train/model</code>.</p>" + _img(png, "training curves"))
 
 
-def _evaluations(out: Path) -> dict[str, dict]:
-    """split -> metrics of every evaluation the run wrote."""
+def _evaluations(run: dict) -> dict[str, dict]:
+    """split -> metrics of every evaluation of this run's config (an eval-* folder an
+    earlier run of another config left is not shown)."""
     found = {}
-    for folder in sorted(out.glob("eval-*")):
+    for folder in map(Path, run.get("evaluations", [])):
         metrics = _read_json(folder / "metrics.json")
         if metrics:
             missing = {"accuracy", "weighted_f1", "macro_f1", "n", "per_class"} - set(metrics)
@@ -289,9 +290,9 @@ def _section(title: str, sources: str, build, *args) -> str:
                 f"cannot be read: {esc(reason)}</div>")
 
 
-def _evaluation_section(out: Path) -> str:
+def _evaluation_section(out: Path, run: dict) -> str:
     parts = []
-    for split, m in _evaluations(out).items():
+    for split, m in _evaluations(run).items():
         folder = out / f"eval-{split}"
         per_class = [[label, _fmt(v["precision"]), _fmt(v["recall"]), _fmt(v["f1"]), v["support"]]
                      for label, v in m["per_class"].items()]
@@ -314,14 +315,19 @@ def _evaluation_section(out: Path) -> str:
 def run_summary(config) -> dict:
     """What the report shows of each stage, from the manifests of the run's folders:
     {"config", "stages": {stage: seconds}, "ingest": summary, "preprocess": summary,
-    "outputs": {folder: path}}."""
+    "outputs": {folder: path}, "trained": whether the config trains, "evaluations": the
+    config's evaluation folders}. Folders an earlier run of another config left on the
+    same output folder are none of these."""
     import dataclasses
 
     from erc.stages.base import read_manifest
     from erc.stages.layout import Layout
 
-    run = {"config": dataclasses.asdict(config), "stages": {}, "outputs": {}}
-    for name, folder in Layout(config).stage_folders().items():
+    layout = Layout(config)
+    run = {"config": dataclasses.asdict(config), "stages": {}, "outputs": {},
+           "trained": bool(config.train.enabled),
+           "evaluations": [str(p) for p in layout.evaluations()]}
+    for name, folder in layout.stage_folders().items():
         manifest = read_manifest(folder)
         if manifest is None:
             continue
@@ -345,11 +351,11 @@ def write_report(out: str | Path, config) -> Path:
     page = (f"<!doctype html><html><head><meta charset='utf-8'><title>erc run: {esc(out.name)}"
             f"</title><style>{STYLE}</style></head><body>"
             f"<h1>erc run: {esc(out.name)}</h1><p>corpus <code>{esc(corpus)}</code></p>"
-            + _top_banner(out)
+            + _top_banner(run)
             + _section("Stages", "the stage manifests", _stage_section, out, run)
             + _section("Quality control", "qc/report.json", _qc_section, out, run)
-            + _section("Training", "train/history.json", _training_section, out)
-            + _section("Evaluation", "eval-*/metrics.json", _evaluation_section, out)
+            + _section("Training", "train/history.json", _training_section, out, run)
+            + _section("Evaluation", "eval-*/metrics.json", _evaluation_section, out, run)
             + "<h2>Outputs</h2>" + _table(["output", "path"], outputs)
             + "</body></html>")
     return io.write_text(out / REPORT, page)

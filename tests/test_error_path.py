@@ -637,3 +637,27 @@ def test_a_folder_of_another_stage_given_as_the_utterances_says_so(tmp_path, cap
 
     with pytest.raises(InputError, match="utterances.parquet: no utterance table \\(give the"):
         read_utterances(tmp_path)  # a folder of no stage: its missing table named
+
+
+def test_the_report_of_a_run_without_training_shows_no_earlier_runs_results(tmp_path):
+    """A run with training off (or other eval splits) on the folder of an earlier run
+    showed that run's training curves and evaluations as its own."""
+    import json
+
+    from erc.recipes import RunConfig
+    from erc.report import write_report
+    from erc.settings import validate
+
+    run = tmp_path / "run"
+    (run / "train").mkdir(parents=True)
+    (run / "train" / "history.json").write_text(json.dumps(
+        [{"epoch": 0, "loss": 1.0, "dev_weighted_f1": 0.5}]))
+    metrics = {"accuracy": 0.5, "weighted_f1": 0.5, "macro_f1": 0.5, "n": 200, "per_class": {}}
+    for split in ("dev", "extra"):
+        (run / f"eval-{split}").mkdir()
+        (run / f"eval-{split}" / "metrics.json").write_text(json.dumps(metrics))
+    page = write_report(run, RunConfig(output_dir=str(run))).read_text()
+    assert "<h2>Training</h2>" in page and "<h3>dev:" in page and "<h3>extra:" not in page
+    off = validate(RunConfig, {"output_dir": str(run), "train": {"enabled": False}})
+    page = write_report(run, off).read_text()
+    assert "<h2>Training</h2>" not in page and "<h2>Evaluation</h2>" not in page
