@@ -8,7 +8,9 @@ is``, ``gonna`` -> ``going to``), numbers written as words (``42`` -> ``forty tw
 spelling variants unified (``ok`` -> ``okay``, ``alright`` -> ``all right``), hesitation
 fillers and laughs dropped (``um``, ``uh``, ``hmm``, ``haha``: Whisper usually leaves them
 out while sitcom transcripts keep them), sound annotations dropped (``[laughter]``,
-``(sighs)``, ``*laughs*``), punctuation removed, whitespace collapsed.
+``(sighs)``, ``*laughs*``), punctuation and symbols (emoji) removed, whitespace collapsed.
+Words of every script are kept (letters, combining marks and digits); in scripts written
+without spaces (Chinese, Japanese kana, Thai, ...) each character is a word.
 
 The goal is that two transcripts of the same speech end up equal up to real recognition
 errors, so that the similarity scores measure content, not writing conventions.
@@ -66,7 +68,11 @@ _NUMBER = re.compile(
     r"(?P<cur>[$\u00a3\u20ac])?(?P<num>\d+(?:,\d{3})*(?:\.\d+)?)"
     r"(?:(?P<ord>st|nd|rd|th)\b|(?P<pct>%))?")
 _TIME = re.compile(r"\b(\d{1,2}):(\d{2})\b")
-_WORD = re.compile(r"[a-z0-9']+")
+# Scripts written without spaces between words: each character counts as a word, so that
+# a Chinese or Thai line is compared character by character rather than as one "word".
+_UNSPACED = re.compile(
+    "[\u0e00-\u0eff\u1000-\u109f\u1780-\u17ff\u3040-\u30ff\u3400-\u4dbf"
+    "\u4e00-\u9fff\uf900-\ufaff\U00020000-\U0003134f]")
 _CURRENCY = {"$": ("dollar", "dollars"), "\u00a3": ("pound", "pounds"),
              "\u20ac": ("euro", "euros")}
 
@@ -151,6 +157,25 @@ def _expand(token: str) -> str:
     return token
 
 
+def _tokens(text: str) -> list[str]:
+    """Runs of letters, combining marks, digits and apostrophes, in any script (a Latin-only
+    pattern dropped every Arabic or Chinese word, so that such transcripts were never
+    compared); characters of unspaced scripts are words of their own."""
+    tokens, current = [], []
+    for ch in text:
+        if _UNSPACED.match(ch):
+            tokens.append("".join(current))
+            tokens.append(ch)
+            current = []
+        elif ch == "'" or unicodedata.category(ch)[0] in "LMN":
+            current.append(ch)
+        else:
+            tokens.append("".join(current))
+            current = []
+    tokens.append("".join(current))
+    return [t for t in tokens if t]
+
+
 def normalise(text: str | None, drop_fillers: bool = True) -> str:
     """The comparable form of a transcript: lower-case words separated by single spaces."""
     if not text:
@@ -163,7 +188,7 @@ def normalise(text: str | None, drop_fillers: bool = True) -> str:
     # are expanded (o'clock in _spell_time output included).
     text = re.sub(r"[-/_&+]", lambda m: " and " if m.group() in "&+" else " ", text)
     words: list[str] = []
-    for token in _WORD.findall(text):
+    for token in _tokens(text):
         token = token.strip("'")
         if not token:
             continue
