@@ -22,3 +22,35 @@ def test_punctuation_emoji_and_empty_asr_have_defined_outcomes():
                            ["hello there", "hi", "", "word " * 5000])
     assert [r["status"] for r in rows] == ["no_transcript", "no_transcript", "asr_empty", "pass"]
     assert all(0 <= r["cos_words"] <= 1 and 0 <= r["lev"] <= 1 for r in rows)
+
+
+def test_reviewed_relabels_naming_unknown_utterances_or_speakers(tmp_path, capsys):
+    """A reviewed relabels file whose lines name no utterance or speaker of the table
+    applied nothing and said nothing; some unknown lines were dropped unsaid."""
+    import json
+
+    import numpy as np
+
+    from erc.cli import main
+    from erc.qc.decisions import QCConfig, run_qc
+
+    from .test_qc import _constructed_run
+
+    corpus, features = _constructed_run(tmp_path, np.random.default_rng(7))
+    wrong = tmp_path / "wrong.csv"
+    wrong.write_text("utterance_id,speaker,proposed_speaker\nother/x/1,,Joey\n,Monica,Rachel\n")
+    assert main(["qc", str(features), "--utterances", str(corpus), "--out",
+                 str(tmp_path / "qc"), "--relabels", str(wrong)]) == 2
+    err = capsys.readouterr().err
+    assert "wrong.csv" in err and "'other/x/1'" in err and "Traceback" not in err
+    assert len(err.strip().splitlines()) == 1
+
+    partly = tmp_path / "partly.csv"
+    partly.write_text("utterance_id,speaker,proposed_speaker\nother/x/1,,Joey\n"
+                      ",Monica,Rachel\n, Ross ,Ross Geller\n")
+    result = run_qc(features, corpus, tmp_path / "qc2", QCConfig(relabels=str(partly)))
+    assert set(result.decisions.column("final_speaker").to_pylist()) >= {"Ross Geller"}
+    reviewed = json.loads((tmp_path / "qc2" / "report.json").read_text())["relabels"]["reviewed"]
+    assert reviewed["unknown_utterances"] == ["other/x/1"]
+    assert reviewed["unknown_speakers"] == ["Monica"]
+    assert "Monica" in (tmp_path / "qc2" / "report.html").read_text()

@@ -305,9 +305,27 @@ def decide(utterances: pa.Table, features: dict[str, dict], models: list[dict],
     labels = [u["speaker"] for u in utt]
     if config.relabels:
         by_utterance, by_label = read_relabels(config.relabels)
-        labels = [by_utterance.get(u["utterance_id"], by_label.get(lab, lab))
+        # A label is matched as written and without the spaces around it (the CSV's are
+        # stripped): "Ross " in the table is the "Ross" of the file.
+        labels = [by_utterance.get(u["utterance_id"],
+                                   by_label.get(lab, by_label.get((lab or "").strip(), lab)))
                   for u, lab in zip(utt, labels)]
-        summary["reviewed_relabels"] = {"utterances": len(by_utterance), "labels": len(by_label)}
+        ids = {u["utterance_id"] for u in utt}
+        names = {u["speaker"] for u in utt} | {(u["speaker"] or "").strip() for u in utt}
+        unknown_ids = sorted(k for k in by_utterance if k not in ids)
+        unknown_names = sorted(k for k in by_label if k not in names)
+        # A file none of whose lines names an utterance or speaker of this table (another
+        # corpus's, or every id mistyped) would apply nothing, and say nothing.
+        if n and (by_utterance or by_label) \
+                and len(unknown_ids) + len(unknown_names) == len(by_utterance) + len(by_label):
+            named = [*unknown_ids, *unknown_names]
+            raise InputError(
+                f"{config.relabels}: names no utterance or speaker of the utterance table "
+                f"({len(named)} unknown: {', '.join(map(repr, named[:3]))}"
+                f"{', ...' if len(named) > 3 else ''}); give the relabels of this corpus")
+        summary["reviewed_relabels"] = {
+            "utterances": len(by_utterance), "labels": len(by_label),
+            "unknown_utterances": unknown_ids, "unknown_speakers": unknown_names}
     durations = [(f or {}).get("duration_s") for f in feats]
 
     # Faces: the persons of every clip, and what they say about the labels.

@@ -111,6 +111,8 @@ def report_data(decisions, summary: dict) -> dict:
             "by_reason": dict(Counter(r["relabel_reason"].split(":")[0] for r in rows
                                       if r["relabel_reason"]).most_common()),
             "label_findings": summary.get("label_findings", []),
+            # A reviewed relabels.csv given back: its lines that named nothing of this table.
+            "reviewed": summary.get("reviewed_relabels"),
         },
         "thresholds": {
             "alignment": {k: summary["config"]["alignment"][k] for k in
@@ -362,6 +364,19 @@ def _removal_table(data: dict, key: str) -> str:
     return _table([dict(zip(header, row)) for row in rows], header)
 
 
+def _reviewed(reviewed: dict | None) -> str:
+    """The reviewed relabels applied, and their lines naming nothing of the table."""
+    if not reviewed:
+        return ""
+    unknown = [*reviewed.get("unknown_utterances", []), *reviewed.get("unknown_speakers", [])]
+    text = (f"Reviewed relabels given: {reviewed['utterances']} utterance(s), "
+            f"{reviewed['labels']} label(s)")
+    if unknown:
+        text += (f"; {len(unknown)} name nothing in the utterance table (not applied): "
+                 + ", ".join(unknown[:20]) + (", ..." if len(unknown) > 20 else ""))
+    return f"<p>{esc(text)}.</p>"
+
+
 def render_html(data: dict, images: dict[str, bytes]) -> str:
     def img(name: str) -> str:
         if name not in images:
@@ -434,6 +449,7 @@ def render_html(data: dict, images: dict[str, bytes]) -> str:
         f"<p>Relabel proposals: {data['relabels']['proposed']} utterances "
         f"({', '.join(f'{k} {v}' for k, v in data['relabels']['by_reason'].items()) or 'none'}); "
         f"applied: {data['relabels']['applied']}. See relabels.csv.</p>",
+        _reviewed(data["relabels"].get("reviewed")),
         "<h2>Per split</h2>", _removal_table(data, "split"), img("kept_by_split"),
         "<h2>Per emotion</h2>", _removal_table(data, "emotion"), img("kept_by_emotion"),
         "<h2>Per speaker</h2>", _removal_table(data, "speaker"),
