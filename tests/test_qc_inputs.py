@@ -54,3 +54,34 @@ def test_reviewed_relabels_naming_unknown_utterances_or_speakers(tmp_path, capsy
     assert reviewed["unknown_utterances"] == ["other/x/1"]
     assert reviewed["unknown_speakers"] == ["Monica"]
     assert "Monica" in (tmp_path / "qc2" / "report.html").read_text()
+
+
+def test_a_reference_photo_embedded_as_a_zero_or_nan_vector_is_left_out(tmp_path):
+    """A zero vector from the embedder became a speaker's reference: 0 similar to every
+    face, so each of that speaker's utterances was other_face; NaN ones were dropped unsaid."""
+    from types import SimpleNamespace
+
+    import numpy as np
+    from PIL import Image
+
+    from erc.qc.faces import load_face_references
+
+    refs = tmp_path / "refs"
+    refs.mkdir()
+    for name, shade in (("Ross", 250), ("Rachel", 0), ("Joey", 128)):
+        Image.new("L", (20, 20), shade).convert("RGB").save(refs / f"{name}.png")
+
+    class Detector:
+        def detect(self, frames):
+            return [[SimpleNamespace(box=(0, 0, 10, 10), score=0.99)]]
+
+    class Embedder:
+        def embed(self, frames, boxes):
+            level = frames[0].mean()
+            vector = np.ones(4) if level > 200 else np.zeros(4) if level < 50 else np.full(4, np.nan)
+            return [[vector.astype(np.float32)]]
+
+    unused: list[str] = []
+    found = load_face_references(refs, Detector(), Embedder(), unused=unused)
+    assert set(found) == {"Ross"}
+    assert sorted(line.split(": ")[0].rsplit("/", 1)[1] for line in unused) == ["Joey.png", "Rachel.png"]

@@ -360,9 +360,14 @@ def load_face_references(path: str | Path, detector=None, embedder=None,
                 unused.append(f"{file}: no face found")
                 continue
             face = max(found, key=lambda f: (f.box[2] - f.box[0]) * (f.box[3] - f.box[1]))
-            vector = embedder.embed([frame], [[face.box]])[0][0]
-            if np.all(np.isfinite(vector)):
-                vectors.append(vector)
+            vector = np.asarray(embedder.embed([frame], [[face.box]])[0][0], np.float32)
+            # As in the features and a .parquet of references: a zero or non-finite vector
+            # is no face (a zero reference is 0 similar to every face: all other_face).
+            if not (vector.size and np.all(np.isfinite(vector)) and np.any(vector)):
+                unused.append(f"{file}: the face embedder gave no usable vector "
+                              f"(zero or not finite)")
+                continue
+            vectors.append(vector)
         if vectors:
             out[speaker] = l2_normalise(np.stack(vectors))
     return out
