@@ -85,3 +85,22 @@ def test_a_reference_photo_embedded_as_a_zero_or_nan_vector_is_left_out(tmp_path
     found = load_face_references(refs, Detector(), Embedder(), unused=unused)
     assert set(found) == {"Ross"}
     assert sorted(line.split(": ")[0].rsplit("/", 1)[1] for line in unused) == ["Joey.png", "Rachel.png"]
+
+
+def test_reference_photos_match_labels_across_case_and_spaces_and_others_are_listed():
+    """A photo named "rachel " for the label "Rachel" was silently not her reference (the
+    clips' own faces were used instead); one for a name the corpus lacks went unsaid."""
+    import numpy as np
+
+    from erc.qc.embeddings import l2_normalise
+    from erc.qc.faces import check_faces
+
+    rng = np.random.default_rng(0)
+    people = l2_normalise(rng.standard_normal((3, 16)))
+    faces = [[{"frame": 0, "time_s": 0.5, "box": [0, 0, 5, 5], "score": 0.99,
+               "embedding": people[1].tolist()}] for _ in range(4)]  # not the photo's face
+    rows, summary = check_faces(["Rachel"] * 4, faces, [2] * 4,
+                                references={"rachel ": people[0][None], "Monica": people[2][None]})
+    assert [r["face_status"] for r in rows] == ["other_face"] * 4
+    assert summary["references_explicit"] == ["Monica", "Rachel"]
+    assert summary["references_for_no_speaker"] == ["Monica"]

@@ -220,6 +220,20 @@ def check_faces(speakers: list[str], faces: list[list[dict] | None], n_frames: l
             raise InputError(f"face embeddings have {dim} dimensions but the reference of "
                              f"{speaker!r} has {vector.size}: references must come from the "
                              "same face embedder")
+    # A photo named "rachel" or "Rachel " is the reference of the label "Rachel" (file
+    # names rarely keep a label's case); one matching no label is listed, not used silently.
+    fold = defaultdict(set)
+    for speaker in set(speakers):
+        fold[" ".join(str(speaker).split()).casefold()].add(speaker)
+    unmatched = []
+    for name in list(explicit):
+        if name in set(speakers):
+            continue
+        same = fold.get(" ".join(str(name).split()).casefold(), set())
+        if len(same) == 1 and next(iter(same)) not in explicit:
+            explicit[next(iter(same))] = explicit.pop(name)
+        else:
+            unmatched.append(name)
     refs.update(explicit)
     names = sorted(refs)
     matrix = np.stack([refs[s] for s in names]) if names else None
@@ -255,6 +269,7 @@ def check_faces(speakers: list[str], faces: list[list[dict] | None], n_frames: l
         "threshold": threshold,
         "references_built": len(built),
         "references_explicit": sorted(explicit),
+        "references_for_no_speaker": sorted(unmatched),
         "reference_support": {s: {"support": r.support, "candidates": r.candidates}
                               for s, r in sorted(built.items())},
         "speakers_without_reference": sorted(set(speakers) - set(refs)),
