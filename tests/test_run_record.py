@@ -61,3 +61,58 @@ def test_the_report_shows_only_this_configs_stage_folders(tmp_path):
     config.train.enabled = False
     config.qc.enabled = False
     assert set(Layout(config).stage_folders()) == {"corpus", "features"}
+
+
+class _TrainsLikeRay(Stage):
+    """What Ray Train does with Ctrl-C: its own SIGINT handler (aborts the run, left
+    installed after ``fit``), then ``fit`` raises SystemExit(1)."""
+    name = "train"
+
+    def run(self, ctx):
+        import signal
+
+        signal.signal(signal.SIGINT, lambda signum, frame: None)
+        signal.raise_signal(signal.SIGINT)
+        raise SystemExit(1)
+
+
+def test_ctrl_c_during_training_is_recorded_as_an_interrupt(tmp_path, monkeypatch):
+    """Ctrl-C while Ray Train trained ended erc with exit status 1 and no word (Ray's
+    handler swallowed the KeyboardInterrupt), run.json said the error was '1', and Ray's
+    handler stayed installed for the stages after. Now the run ends with Interrupted
+    (erc run: one line, exit status 130), run.json records the interrupt, and the SIGINT
+    handler of before the stage is back."""
+    import signal
+
+    out = tmp_path / "run"
+    config = RunConfig(output_dir=str(out))
+
+    def steps(config, say):
+        yield main_job.Step("text", _Done(), {}, {}, out / "text")
+        yield main_job.Step("train", _TrainsLikeRay(), {}, {}, out / "train")
+
+    monkeypatch.setattr(main_job, "steps", steps)
+    before = signal.getsignal(signal.SIGINT)
+    with pytest.raises(KeyboardInterrupt) as err:
+        main_job.run_main(config, say=lambda _line: None)
+    assert str(err.value) == "interrupted during train; run again to resume"
+    assert signal.getsignal(signal.SIGINT) is before
+    record = json.loads((out / "run.json").read_text())
+    assert record["failed"] == {"stage": "train", "after": "text", "error": "interrupted"}
+
+
+def test_a_stage_that_exits_without_ctrl_c_is_not_an_interrupt(tmp_path, monkeypatch):
+    out = tmp_path / "run"
+    config = RunConfig(output_dir=str(out))
+
+    class _Exits(Stage):
+        name = "train"
+
+        def run(self, ctx):
+            raise SystemExit(3)
+
+    monkeypatch.setattr(main_job, "steps",
+                        lambda config, say: iter([main_job.Step("train", _Exits(), {}, {}, out / "t")]))
+    with pytest.raises(SystemExit):
+        main_job.run_main(config, say=lambda _line: None)
+    assert json.loads((out / "run.json").read_text())["failed"]["error"] == "3"

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import sys
 from importlib import resources
 from pathlib import Path
 
@@ -52,15 +53,19 @@ def cmd_run(args) -> int:
 
 def _run(config, config_path, args) -> int:
     from erc import __version__, console, io, runtime
-    from erc.stages.main import RUN_LOG, run_main
+    from erc.stages.main import RUN_LOG, Interrupted, run_main
 
     io.claim(config.output_dir, overwrite=args.overwrite)
     with io.locked(config.output_dir), console.run_log(Path(config.output_dir) / RUN_LOG) as log:
         print(f"erc {__version__}: main job, config {config_path}")
         ray = config.ray
         print(f"[ray] {runtime.connect(ray.address, ray.num_cpus, ray.num_gpus, ray.dashboard)}")
-        record = run_main(config, force=args.force, first=args.first, last=args.last,
-                          overwrite=args.overwrite)
+        try:
+            record = run_main(config, force=args.force, first=args.first, last=args.last,
+                              overwrite=args.overwrite)
+        except Interrupted as err:  # run.json records it; the next run resumes
+            print(f"erc: {err}", file=sys.stderr)
+            return 130
         if "report" in record["outputs"]:
             print(f"\nreport: {Path(record['outputs']['report']).resolve()}")
         print(f"log: {log.resolve()}")

@@ -20,7 +20,11 @@ of it. ``plan`` says, without running anything, which stages are stale and why;
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
+import os
+import signal
+import threading
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -241,8 +245,9 @@ def run_main(config: RunConfig, force: bool = False, say: Callable[[str], None] 
             running = step.name
             number = numbered.index(step.name) + 1
             say(f"\n[{number}/{len(numbered)} {step.name}] {step.label}")
-            result = execute(step.stage, step.config, step.inputs, step.out, force=force,
-                             overwrite=overwrite, say=say)
+            with _interrupts(step.name):
+                result = execute(step.stage, step.config, step.inputs, step.out, force=force,
+                                 overwrite=overwrite, say=say)
             record["stages"][step.out.name] = {"stage": step.name,
                                                "seconds": round(result.seconds, 2),
                                                "skipped": result.skipped, "summary": result.summary}
@@ -252,16 +257,64 @@ def run_main(config: RunConfig, force: bool = False, say: Callable[[str], None] 
         if _selected("report", first, last):
             running = "report"
             say(f"\n[{len(numbered)}/{len(numbered)} report] {out / 'report.html'}")
-            result = execute(ReportStage(), config, report_inputs(config), out, force=force,
-                             overwrite=overwrite, say=say)
+            with _interrupts("report"):
+                result = execute(ReportStage(), config, report_inputs(config), out, force=force,
+                                 overwrite=overwrite, say=say)
             record["outputs"]["report"] = str(out / "report.html")
             say(f"  report {'up to date' if result.skipped else 'written'}")
     except BaseException as err:
-        record["failed"] = {"stage": running, "after": done, "error": str(err) or type(err).__name__}
+        error = "interrupted" if isinstance(err, Interrupted) else str(err) or type(err).__name__
+        record["failed"] = {"stage": running, "after": done, "error": error}
         io.write_json(out / RUN_RECORD, record)
         raise
     io.write_json(out / RUN_RECORD, record)
     return record
+
+
+class Interrupted(KeyboardInterrupt):
+    """Ctrl-C (SIGINT) while a stage ran: ``stage`` names it."""
+
+    def __init__(self, stage: str):
+        super().__init__(f"interrupted during {stage}; run again to resume")
+        self.stage = stage
+
+
+@contextlib.contextmanager
+def _interrupts(stage: str) -> Iterator[None]:
+    """Runs a stage so that Ctrl-C ends it as ``Interrupted``, whatever a library made of
+    it: Ray Train replaces the SIGINT handler while it trains (its handler aborts the
+    run, and ``fit`` then raises SystemExit(1), or the handler calls sys.exit(0)) and
+    leaves its handler installed afterwards. Python writes the number of every signal it
+    handles to the wakeup fd, whichever handler runs: a SIGINT read from it turns the
+    stage's exception into ``Interrupted``; the handler of before the stage is restored."""
+    if threading.current_thread() is not threading.main_thread():
+        yield  # signals reach the main thread only; set_wakeup_fd works there only
+        return
+    handler = signal.getsignal(signal.SIGINT)
+    read, write = os.pipe()
+    os.set_blocking(read, False)
+    os.set_blocking(write, False)
+    wakeup = signal.set_wakeup_fd(write, warn_on_full_buffer=False)
+    try:
+        yield
+    except BaseException as err:
+        if isinstance(err, KeyboardInterrupt) or _received(read, signal.SIGINT):
+            raise Interrupted(stage) from err
+        raise
+    finally:
+        signal.set_wakeup_fd(wakeup)
+        if handler is not None:
+            signal.signal(signal.SIGINT, handler)
+        os.close(read)
+        os.close(write)
+
+
+def _received(fd: int, signum: int) -> bool:
+    """Whether the wakeup fd ``fd`` holds ``signum``."""
+    try:
+        return signum in os.read(fd, 4096)
+    except BlockingIOError:
+        return False
 
 
 def _describe(step: Step, result: StageResult) -> str:
