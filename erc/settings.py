@@ -98,9 +98,21 @@ def parse_yaml(text: str, where: str) -> Any:
     except ConfigError as err:
         raise ConfigError(f"{where}: {err}") from None
     except yaml.YAMLError as err:
-        raise ConfigError(f"{where}: not valid YAML: {str(err).splitlines()[0]}") from None
+        raise ConfigError(f"{where}: not valid YAML{_yaml_problem(err)}") from None
     except RecursionError:  # the parser recurses once per level: [[[[...]]]] exhausts it
         raise ConfigError(f"{where}: nested too deep: not a config") from None
+
+
+def _yaml_problem(err: yaml.YAMLError) -> str:
+    """Where and what the parser's problem is, on one line: " at line 3, column 1: found
+    character '\\t' that cannot start any token (while scanning for the next token)"."""
+    mark, problem = getattr(err, "problem_mark", None), getattr(err, "problem", None)
+    if mark is None or not problem:
+        return f": {str(err).splitlines()[0]}"
+    context = getattr(err, "context", None)
+    hint = "; indent with spaces, not tabs" if "'\\t'" in problem else ""
+    return (f" at line {mark.line + 1}, column {mark.column + 1}: {problem}"
+            + (f" ({context})" if context else "") + hint)
 
 
 def load_yaml(path: str | Path) -> Any:
