@@ -116,3 +116,18 @@ def test_a_stage_that_exits_without_ctrl_c_is_not_an_interrupt(tmp_path, monkeyp
     with pytest.raises(SystemExit):
         main_job.run_main(config, say=lambda _line: None)
     assert json.loads((out / "run.json").read_text())["failed"]["error"] == "3"
+
+
+def test_until_stops_before_the_next_step_is_built(tmp_path, monkeypatch):
+    """`--until text` built the train step after running text, and building it checks
+    inputs the run was told it does not need (a missing dev split failed the run)."""
+    out = tmp_path / "run"
+    config = RunConfig(output_dir=str(out))
+
+    def steps(config, say):
+        yield main_job.Step("text", _Done(), {}, {}, out / "text")
+        raise AssertionError("train step built after --until text")
+
+    monkeypatch.setattr(main_job, "steps", steps)
+    record = main_job.run_main(config, say=lambda _line: None, last="text")
+    assert "failed" not in record and record["stages"]["text"]["summary"] == {"rows": 1}
