@@ -54,6 +54,11 @@ def test_reviewed_relabels_naming_unknown_utterances_or_speakers(tmp_path, capsy
     assert reviewed["unknown_utterances"] == ["other/x/1"]
     assert reviewed["unknown_speakers"] == ["Monica"]
     assert "Monica" in (tmp_path / "qc2" / "report.html").read_text()
+    # The command says so too, not only its report.
+    assert main(["qc", str(features), "--utterances", str(corpus), "--out",
+                 str(tmp_path / "qc3"), "--relabels", str(partly)]) == 0
+    out = capsys.readouterr().out
+    assert "relabels: 2 line(s) name no utterance or speaker of the table (ignored): 'other/x/1', 'Monica'" in out
 
 
 def test_a_reference_photo_embedded_as_a_zero_or_nan_vector_is_left_out(tmp_path):

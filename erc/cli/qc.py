@@ -40,6 +40,15 @@ def cmd_qc(args) -> int:
         print(f"face references: {len(unused)} photo(s) not used (all in report.json)")
         for line in unused[:5]:
             print(f"  {line}")
+    no_speaker = data["face"].get("references_for_no_speaker", [])
+    if no_speaker:
+        print(f"face references for no speaker of the corpus: {', '.join(map(repr, no_speaker[:5]))}"
+              + (f" and {len(no_speaker) - 5} more" if len(no_speaker) > 5 else ""))
+    reviewed = data["relabels"].get("reviewed") or {}
+    unknown = [*reviewed.get("unknown_utterances", []), *reviewed.get("unknown_speakers", [])]
+    if unknown:
+        print(f"relabels: {len(unknown)} line(s) name no utterance or speaker of the table "
+              f"(ignored): {', '.join(map(repr, unknown[:5]))}{', ...' if len(unknown) > 5 else ''}")
     if data["relabels"]["proposed"]:
         print(f"relabel proposals: {data['relabels']['proposed']} "
               f"(applied {data['relabels']['applied']}), see {out / 'relabels.csv'}")
