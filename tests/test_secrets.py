@@ -250,13 +250,13 @@ def test_the_value_of_a_secret_environment_variable_is_redacted(monkeypatch, tmp
     """A library's message may quote a key it was given from the environment."""
     monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "wJalrXUtnFEMI/K7MDENG")
     monkeypatch.setenv("HF_TOKEN", "hf_abcdefghijkl")
-    monkeypatch.setenv("MY_DB_PASSWORD", "short7")  # too short to hide safely
+    monkeypatch.setenv("MY_DB_PASSWORD", "minioadmin")  # too short to tell from a name
     monkeypatch.setenv("GOOGLE_APPLICATION_CREDENTIALS", str(tmp_path))  # a path: no secret
     monkeypatch.setenv("KEYBOARD_LAYOUT", "dvorak-international")  # not a secret's name
     monkeypatch.setenv("RAY_AUTH_TOKEN_PATH", "dvorak-international")  # where a secret is
-    text = (f"signature mismatch for wJalrXUtnFEMI/K7MDENG, token hf_abcdefghijkl, pw short7, "
+    text = (f"signature mismatch for wJalrXUtnFEMI/K7MDENG, token hf_abcdefghijkl, pw minioadmin, "
             f"creds {tmp_path}, layout dvorak-international")
-    assert redact(text) == (f"signature mismatch for ***, token ***, pw short7, creds {tmp_path}, "
+    assert redact(text) == (f"signature mismatch for ***, token ***, pw minioadmin, creds {tmp_path}, "
                             f"layout dvorak-international")
     monkeypatch.delenv("HF_TOKEN")
     assert redact("token hf_abcdefghijkl") == "token hf_abcdefghijkl"  # read at each call
