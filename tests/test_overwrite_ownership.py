@@ -5,36 +5,17 @@ plainly."""
 
 from __future__ import annotations
 
-import pyarrow as pa
-import pyarrow.parquet as pq
 import pytest
 
 from erc import io
 from erc.cli import main
 from erc.errors import OwnershipError
-from tests.test_ownership import corpus_csv, digests, plant, refused
+from tests.test_ownership import corpus_csv, digests, plant, refused, saved_fusion_model
 
 
 @pytest.fixture
 def model_and_corpus(tmp_path):
-    import torch
-
-    from erc.models.checkpoint import save_model
-    from erc.models.fusion import FusionConfig, FusionModel
-    from erc.schema import utterance_table
-
-    rows = [{"utterance_id": f"u{i}", "corpus": "c", "split": "dev", "dialogue_id": "d",
-             "turn": i, "speaker": "AB"[i % 2], "text": f"line {i}", "emotion": "ab"[i % 2]}
-            for i in range(4)]
-    pq.write_table(utterance_table(rows), tmp_path / "utterances.parquet")
-    pq.write_table(pa.table({"utterance_id": [r["utterance_id"] for r in rows],
-                             "v": [[float(i)] * 4 for i in range(4)]}), tmp_path / "v.parquet")
-    torch.manual_seed(0)
-    model = save_model(tmp_path / "model", FusionModel(FusionConfig(
-        modalities=["text"], dims={"text": 4}, labels=["a", "b"], n_classes=2, d_state=8, window=2)),
-        extra={"labels": ["a", "b"], "features": {"text": {
-            "kind": "parquet", "path": str(tmp_path / "v.parquet"), "column": "v"}}})
-    return str(model), str(tmp_path / "utterances.parquet")
+    return str(saved_fusion_model(tmp_path)), str(tmp_path / "utterances.parquet")
 
 
 def test_evaluate_with_overwrite_leaves_the_users_metrics_in_place(model_and_corpus, tmp_path,

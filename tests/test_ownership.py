@@ -318,17 +318,15 @@ def test_erc_does_not_write_through_a_link_in_place_of_a_folder_inside_its_own(t
     io.write_bytes(tmp_path / "plain" / "x.png", b"a folder of no erc run: written as named")
 
 
-def test_a_link_named_like_an_output_is_left_as_it_is(tmp_path, capsys):
-    """evaluate's predictions.parquet, Ray's checkpoint folder ray/: links of the user's
-    there are neither replaced nor written through."""
+def saved_fusion_model(tmp_path: Path) -> Path:
+    """A small fusion model over a parquet vector column, saved in tmp_path/model, and its
+    corpus (tmp_path/utterances.parquet, one dialogue of 4 dev turns)."""
     import pyarrow as pa
     import torch
 
     from erc.models.checkpoint import save_model
     from erc.models.fusion import FusionConfig, FusionModel
-    from erc.recipes import TrainConfig
     from erc.schema import utterance_table
-    from erc.train.fitting import loop_config
 
     rows = [{"utterance_id": f"u{i}", "corpus": "c", "split": "dev", "dialogue_id": "d",
              "turn": i, "speaker": "AB"[i % 2], "text": f"line {i}", "emotion": "ab"[i % 2]}
@@ -341,6 +339,16 @@ def test_a_link_named_like_an_output_is_left_as_it_is(tmp_path, capsys):
         modalities=["text"], dims={"text": 4}, labels=["a", "b"], n_classes=2, d_state=8, window=2)),
         extra={"labels": ["a", "b"], "features": {"text": {
             "kind": "parquet", "path": str(tmp_path / "v.parquet"), "column": "v"}}})
+    return model
+
+
+def test_a_link_named_like_an_output_is_left_as_it_is(tmp_path, capsys):
+    """evaluate's predictions.parquet, Ray's checkpoint folder ray/: links of the user's
+    there are neither replaced nor written through."""
+    from erc.recipes import TrainConfig
+    from erc.train.fitting import loop_config
+
+    model = saved_fusion_model(tmp_path)
     mine = tmp_path / "mine.parquet"
     mine.write_bytes(b"my predictions")
     ours = io.claim(tmp_path / "eval")
