@@ -1,7 +1,9 @@
 """Transcript normalisation for comparing a corpus transcript with an ASR transcript.
 
 Both sides go through the same ``normalise``: Unicode folded (NFKC, curly quotes and dashes
-made plain), lower case, contractions expanded (``can't`` -> ``can not``, ``it's`` -> ``it
+made plain), lower case, accents of Latin, Greek and Cyrillic letters dropped (``café`` ->
+``cafe``; marks of other scripts, such as Devanagari vowel signs or Arabic harakat, carry
+meaning and stay), contractions expanded (``can't`` -> ``can not``, ``it's`` -> ``it
 is``, ``gonna`` -> ``going to``), numbers written as words (``42`` -> ``forty two``, ``1990``
 -> ``nineteen ninety``, ``3rd`` -> ``third``, ``$5`` -> ``five dollars``, ``20%`` ->
 ``twenty percent``, ``3.5`` -> ``three point five``, ``10:30`` -> ``ten thirty``), a few
@@ -18,6 +20,7 @@ errors, so that the similarity scores measure content, not writing conventions.
 
 from __future__ import annotations
 
+import functools
 import re
 import unicodedata
 
@@ -73,8 +76,31 @@ _TIME = re.compile(r"\b(\d{1,2}):(\d{2})\b")
 _UNSPACED = re.compile(
     "[\u0e00-\u0eff\u1000-\u109f\u1780-\u17ff\u3040-\u30ff\u3400-\u4dbf"
     "\u4e00-\u9fff\uf900-\ufaff\U00020000-\U0003134f]")
+# Scripts whose accents are dropped for comparison (by Unicode character name).
+_FOLDABLE_SCRIPTS = ("LATIN ", "GREEK ", "CYRILLIC ")
 _CURRENCY = {"$": ("dollar", "dollars"), "\u00a3": ("pound", "pounds"),
              "\u20ac": ("euro", "euros")}
+
+
+@functools.lru_cache(maxsize=4096)
+def _has_foldable_accents(base: str) -> bool:
+    return unicodedata.name(base, "").startswith(_FOLDABLE_SCRIPTS)
+
+
+def fold_accents(text: str) -> str:
+    """``café`` -> ``cafe``: combining marks dropped after Latin, Greek and Cyrillic letters
+    only (one side of a pair often spells accents the other leaves out). In other scripts a
+    mark is part of the spelling (Devanagari and Thai vowel signs, Arabic harakat), so it
+    stays; recomposed afterwards, so that e.g. Hangul syllables come back whole."""
+    kept, base = [], ""
+    for ch in unicodedata.normalize("NFKD", text):
+        if unicodedata.category(ch)[0] == "M":
+            if _has_foldable_accents(base):
+                continue
+        else:
+            base = ch
+        kept.append(ch)
+    return unicodedata.normalize("NFC", "".join(kept))
 
 
 def number_to_words(n: int) -> str:
@@ -180,7 +206,7 @@ def normalise(text: str | None, drop_fillers: bool = True) -> str:
     """The comparable form of a transcript: lower-case words separated by single spaces."""
     if not text:
         return ""
-    text = unicodedata.normalize("NFKC", text).translate(_QUOTES).lower()
+    text = fold_accents(unicodedata.normalize("NFKC", text).translate(_QUOTES).lower())
     text = _ANNOTATION.sub(" ", text)
     text = _TIME.sub(_spell_time, text)
     text = _NUMBER.sub(_spell_number, text)
