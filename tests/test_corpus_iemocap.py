@@ -133,10 +133,10 @@ def test_text_encodings(tmp_path):
     assert problem["utterance_id"] == "iemocap/train/Ses01F_impro01/3"
     assert "cp1252" in problem["detail"]
     kept = by_uid(result.utterances)
-    assert kept["iemocap/train/Ses01F_impro01/1"]["text"] == "Two\nlines, quoted"
+    assert kept["iemocap/train/Ses01F_impro01/1"]["text"] == "Two lines, quoted"  # the line break a space
     assert kept["iemocap/train/Ses01F_impro01/2"]["text"] == "I\u2019m here."
     assert kept["iemocap/train/Ses01F_impro01/4"]["text"] == "Fine."
-    assert sum(result.repairs.values()) == 1
+    assert sum(result.repairs.values()) == 2  # cp1252 and the line break
 
 
 # --- the full release ------------------------------------------------------------------

@@ -335,11 +335,11 @@ def test_encodings_csv(tmp_path):
     (tmp_path / "m.csv").write_bytes(data)
     result = checked(read_manifest(tmp_path / "m.csv"))
     assert result.utterances.column("text").to_pylist() == [
-        "Clean.", "Two\nlines, quoted", "I\u2019m fine.", "After."]
+        "Clean.", "Two lines, quoted", "I\u2019m fine.", "After."]
     [problem] = result.problems.to_pylist()
     assert problem["reason"] == "bad_encoding" and problem["line"] == 6
     assert "cp1252" in problem["detail"]
-    assert sum(result.repairs.values()) == 1
+    assert sum(result.repairs.values()) == 2  # cp1252 and the line break
 
 
 def test_encodings_jsonl(tmp_path):

@@ -13,7 +13,7 @@ import pyarrow.parquet as pq
 import pytest
 
 from erc.corpus import FORMATS, CorpusError, read_corpus
-from erc.corpus.base import RowAccountingError, RowCollector, read_csv_records
+from erc.corpus.base import TEXT_CLEANED, RowAccountingError, RowCollector, read_csv_records
 from erc.corpus.values import RowProblem, meta_value, parse_time, parse_turn, text_value
 from erc.errors import ConfigError
 from erc.schema import PROBLEM_REASONS
@@ -154,6 +154,51 @@ def test_meld_episode_times_are_metadata(tmp_path):
     assert "expected_duration_s" not in dict(rows["meld/train/dia0_utt0"]["meta"])
     assert dict(rows["meld/train/dia0_utt1"]["meta"])["expected_duration_s"] == "1.000"
     assert sum(result.repairs.values()) == 1
+
+
+def test_control_characters_leave_the_text_of_every_reader(tmp_path):
+    """A NUL (or ESC, or another C0 control character) in a transcript was kept in the
+    ingested text, where it breaks tokenizers, CSV and Parquet consumers and terminals; a
+    tab or line break was kept too. Every reader's text is cleaned by one rule, counted as
+    a repair; a text of nothing else is no text (no media either: missing_field)."""
+    meld = tmp_path / "meld"
+    meld.mkdir()
+    (meld / "train_sent_emo.csv").write_bytes(
+        b"Sr No.,Utterance,Speaker,Emotion,Sentiment,Dialogue_ID,Utterance_ID\n"
+        b'1,"Hi\x00 there,\ttoo\r\nlate",Ross,joy,positive,0,0\n'
+        b"2,\x00\x1b,Ross,joy,positive,0,1\n3,Fine.,Ross,joy,positive,0,2\n")
+    iemocap = tmp_path / "iemocap_text"
+    iemocap.mkdir()
+    (iemocap / "iemocap_train.csv").write_bytes(
+        b"Dialogue_ID,Utterance_ID,Speaker,Utterance,Emotion\n"
+        b"Ses01F_impro01,0,F,Fi\x00ne.,neu\nSes01F_impro01,1,M,\x07,neu\n")
+    daily = tmp_path / "daily"
+    daily.mkdir()
+    (daily / "dialogues_text.txt").write_bytes(b"A\x00 . __eou__ \x00\x01 __eou__ B . __eou__\n")
+    (daily / "dialogues_emotion.txt").write_text("0 0 4\n")
+    jsonl = tmp_path / "m.jsonl"
+    jsonl.write_text(json.dumps({"dialogue_id": "d", "speaker": "Ann", "text": "Hi\u0000."}) + "\n"
+                     + json.dumps({"dialogue_id": "d", "speaker": "Bob", "text": "\u0000"}) + "\n")
+    for path, fine, empty, text in [
+            (meld, "meld/train/dia0_utt0", "meld/train/dia0_utt1", "Hi there, too  late"),
+            (iemocap, "iemocap/train/Ses01F_impro01/0", "iemocap/train/Ses01F_impro01/1", "Fine."),
+            (daily, "dailydialog/train/0/0", "dailydialog/train/0/1", "A ."),
+            (jsonl, "m/train/d/0", "m/train/d/1", "Hi.")]:
+        result = checked(read_corpus(path))
+        assert by_uid(result.utterances)[fine]["text"] == text, path
+        assert [(p["utterance_id"], p["reason"]) for p in result.problems.to_pylist()] == [
+            (empty, "missing_field")], path
+        assert result.repairs[TEXT_CLEANED] == 1, path
+    problem = checked(read_corpus(jsonl)).problems.to_pylist()[0]
+    assert "neither text nor media" in problem["detail"]
+    assert "only control characters" in problem["detail"]
+    # A row with media keeps its place; a text of control characters only is no text.
+    collector = RowCollector("x")
+    collector.n_input = 1
+    assert collector.add({"utterance_id": "x/1", "split": "train", "dialogue_id": "d", "turn": 0,
+                          "speaker": "Ann", "text": "\x00", "media_path": "/clip.mp4"},
+                         source="s", line=1)
+    assert collector.result().utterances.column("text").to_pylist() == [None]
 
 
 def test_a_byte_order_mark_is_no_part_of_the_first_row(tmp_path):

@@ -91,6 +91,17 @@ class IngestResult:
                 f"problems; nothing was written")
 
 
+# C0 control characters (and DEL) in a transcript break tokenizers, CSV and Parquet
+# consumers and terminals: the whitespace ones become spaces, the others (NUL, ESC, ...) go.
+_CONTROLS = {code: " " if chr(code) in "\t\n\v\f\r" else None for code in (*range(32), 127)}
+TEXT_CLEANED = "text held control characters: NUL and the like removed, tabs and line breaks made spaces"
+
+
+def clean_text(text: str) -> str:
+    """A transcript without control characters (``clean_text("a\\x00b\\tc") == "ab c"``)."""
+    return text.translate(_CONTROLS)
+
+
 class RowCollector:
     """Accumulates kept rows and problem rows for one corpus; enforces unique ids."""
 
@@ -114,27 +125,42 @@ class RowCollector:
             self.n_input += 1
             yield record
 
-    def add(self, row: dict, *, source: str, line: int | None) -> None:
-        """Keeps one input row unless its id, or its turn of its dialogue, was seen before
-        (then it is a problem)."""
+    def add(self, row: dict, *, source: str, line: int | None) -> bool:
+        """Keeps one input row, its text cleaned (``clean_text``; a blank text is None),
+        unless it has neither text nor media, or its id, or its turn of its dialogue, was
+        seen before (then it is a problem). Whether the row was kept."""
         uid = row["utterance_id"]
+        text = row.get("text")
+        cleaned = clean_text(text) if isinstance(text, str) else text
+        if not (cleaned and cleaned.strip()):
+            cleaned = None
+        if cleaned is None and not row.get("media_path"):
+            only = (f" (its text {preview(text, 40)} holds only control characters)"
+                    if text and text.strip() else "")
+            self._record(source, line, row.get("split"), uid, "missing_field",
+                         f"row has neither text nor media{only}")
+            return False
         if uid in self._seen_ids:
             self._record(
                 source, line, row.get("split"), uid, "duplicate_id",
                 f"first seen at {self._seen_ids[uid]}",
             )
-            return
+            return False
         turn = (row.get("corpus") or self.corpus, row.get("split"), row.get("dialogue_id"),
                 row.get("turn"))
         if turn in self._seen_turns:
             self._record(source, line, row.get("split"), uid, "duplicate_turn",
                          f"turn {turn[3]} of dialogue {preview(turn[2], 40)} first seen at "
                          f"{self._seen_turns[turn]}")
-            return
+            return False
         where = f"{source}:{line}" if line is not None else source
         self._seen_ids[uid] = self._seen_turns[turn] = where
         row.setdefault("corpus", self.corpus)
+        if cleaned is not None and cleaned != text:
+            self.repairs[TEXT_CLEANED] += 1
+        row["text"] = cleaned
         self.rows_kept.append(row)
+        return True
 
     def reject(self, reason: str, detail: str, *, source: str, line: int | None,
                split: str | None = None, utterance_id: str | None = None) -> None:

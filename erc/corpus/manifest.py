@@ -330,10 +330,11 @@ def read_manifest(path: Path, /, mapping: str | Path | dict | None = None,
                 continue
             if record.encoding:
                 out.repairs[f"{corpus} manifest decoded as cp1252"] += 1
-            out.add({**row, "utterance_id": where["utterance_id"],
-                     "corpus": row["corpus"] or corpus, "split": row_split,
-                     "dialogue_id": dialogue, "turn": turn, "meta": meta},
-                    source=source, line=record.line)
+            if not out.add({**row, "utterance_id": where["utterance_id"],
+                            "corpus": row["corpus"] or corpus, "split": row_split,
+                            "dialogue_id": dialogue, "turn": turn, "meta": meta},
+                           source=source, line=record.line):
+                continue
             out.split_sources.setdefault(row_split, Counter())[f"{shown}: {how}"] += 1
             files_of.setdefault(dialogue, {}).setdefault(row_split, set()).add(shown)
     out.notes += _dialogue_notes(files_of)
@@ -437,8 +438,6 @@ def _row(f: dict, meta: dict, spec, root: Path, corpus_root: Path, label_set: se
         if problem is not None and not (problem[0] == "missing_media" and spec.keep_missing_media):
             raise RowProblem(*problem)
         paths[column] = None if problem else str(resolved)
-    if text is None and not paths.get("media"):
-        raise RowProblem("missing_field", "row has neither text nor media")
     return {"speaker": f["speaker"], "text": text, "emotion": emotion,
             "media_path": paths.get("media"), "audio_path": paths.get("audio"),
             "start_s": start, "end_s": end, "corpus": text_value(f["corpus"], "corpus")}

@@ -62,8 +62,11 @@ class IngestStage(Stage):
     name = "ingest"
     section = "corpus"
     results = (UTTERANCES, PROBLEMS)
-    # 11: a manifest file or folder named as a split (dev.csv, valid/) gives its rows that
-    # split under a split column, a CSV row set aside keeps its place in its dialogue;
+    # 12: control characters leave every reader's text (tabs and line breaks become
+    # spaces), a blank text is null, and a row with neither text nor media is a
+    # missing_field problem whatever the reader; 11: a manifest file or folder named as
+    # a split (dev.csv, valid/) gives its rows that split under a split column, a CSV row
+    # set aside keeps its place in its dialogue;
     # 10: a manifest emotion 'nan'/'None'/'null' is an unknown_label problem, an empty
     # DailyDialog turn a missing_field problem; 9: a manifest's media may be anywhere in
     # the corpus folder, a JSON object naming a
@@ -73,7 +76,7 @@ class IngestStage(Stage):
     # utterance at a turn of a dialogue is a duplicate_turn problem, a manifest row set
     # aside without a turn names no default id; 5: readers take off a byte order mark,
     # MELD ids are numbers, default manifest ids escape "/"
-    version = 11
+    version = 12
     description = "read the corpus into the utterance table; every row kept or set aside with a reason"
 
     def settings(self, config: CorpusConfig) -> dict:
