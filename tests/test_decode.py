@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import os
 import subprocess
+import time
 import wave
 from pathlib import Path
 
@@ -137,6 +138,63 @@ def test_truncated_wav_is_caught_by_its_declared_length(tmp_path):
     got = decode_utterance(str(cut))
     assert got.reason == "unreadable_media" and "truncated" in got.detail
     assert "truncated" in audio_defect(str(cut)) and audio_defect(str(full)) is None
+
+
+def _with_data_size(wav: Path, out: Path, data_bytes: int) -> Path:
+    """``wav`` with its header's RIFF and data sizes rewritten (the samples untouched)."""
+    data = bytearray(wav.read_bytes())
+    at = data.index(b"data") + 4
+    data[at:at + 4] = data_bytes.to_bytes(4, "little")
+    data[4:8] = min(0xFFFFFFFF, data_bytes + at + 4 - 8).to_bytes(4, "little")
+    out.write_bytes(bytes(data))
+    return out
+
+
+def test_a_wav_header_overstating_its_length_is_judged_by_its_data(tmp_path):
+    """A streaming recorder's header (0xFFFFFFFF, or a stale 10 hours over 3.8 s of
+    samples) was an overlong_clip (or a truncated file to the media check): the clip is the
+    data present, judged by the cap; a header over more than the cap of real data is still
+    refused, before decoding anything."""
+    t = np.arange(int(3.8 * AUDIO_RATE)) / AUDIO_RATE
+    real = _wav(tmp_path / "real.wav", 0.3 * np.sin(2 * np.pi * 220 * t))
+    whole = decode_utterance(str(real))
+    for name, size in [("stale", 10 * 3600 * AUDIO_RATE * 2), ("streamed", 0xFFFFFFFF)]:
+        path = _with_data_size(real, tmp_path / f"{name}.wav", size)
+        got = decode_utterance(str(path))
+        assert got.ok, (name, got.detail)
+        assert got.duration_s == pytest.approx(3.8, abs=0.01)
+        assert np.array_equal(got.audio, whole.audio)
+        assert audio_defect(str(path)) is None  # ingest's media check keeps it too
+        capped = decode_utterance(str(path), settings=DecodeSettings(max_clip_seconds=3.0))
+        assert capped.reason == "overlong_clip" and capped.detail == "3.8 s > cap 3 s"
+
+    # Within the cap, a header saying more than the file holds is a truncated file still.
+    cut = _with_data_size(real, tmp_path / "cut.wav", 30 * AUDIO_RATE * 2)
+    got = decode_utterance(str(cut))
+    assert got.reason == "unreadable_media" and "declares 30.00 s" in got.detail
+    assert "truncated" in audio_defect(str(cut))
+
+    # A real 5-hour file (sparse: zero samples) is refused from its size, not decoded.
+    five_hours = 5 * 3600 * AUDIO_RATE * 2
+    long = _with_data_size(real, tmp_path / "five_hours.wav", five_hours)
+    with open(long, "r+b") as handle:
+        handle.truncate(44 + five_hours)
+    started = time.perf_counter()
+    got = decode_utterance(str(long))
+    assert got.reason == "overlong_clip" and got.detail == "18000.0 s > cap 60 s"
+    assert time.perf_counter() - started < 2.0  # decoding it takes minutes
+
+
+def test_a_wav_header_understating_its_length_ends_the_clip_where_it_says(tmp_path):
+    """Samples after the data chunk's declared end are not read (they may be another
+    chunk, LIST metadata): the clip is the declared span."""
+    t = np.arange(int(3.8 * AUDIO_RATE)) / AUDIO_RATE
+    real = _wav(tmp_path / "real.wav", 0.3 * np.sin(2 * np.pi * 220 * t))
+    short = _with_data_size(real, tmp_path / "short.wav", AUDIO_RATE * 2)  # says 1 s
+    got = decode_utterance(str(short))
+    assert got.ok and got.duration_s == pytest.approx(1.0, abs=0.01)
+    assert np.array_equal(got.audio, decode_utterance(str(real)).audio[:got.audio.size])
+    assert audio_defect(str(short)) is None
 
 
 def test_audio_defect_passes_whole_clips_and_finds_a_halved_one(tmp_path):

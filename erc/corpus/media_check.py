@@ -15,9 +15,11 @@ from erc.media.probe import probe
 from erc.schema import problem_table
 
 
-def _probe_batch(batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+def _probe_batch(batch: dict[str, np.ndarray], max_clip_seconds: float | None = None
+                 ) -> dict[str, np.ndarray]:
     infos = [probe(path) for path in batch["path"]]
-    errors = [i.error or (audio_defect(path) if decode and i.has_audio else None)
+    errors = [i.error or (audio_defect(path, max_clip_seconds=max_clip_seconds)
+                          if decode and i.has_audio else None)
               for path, decode, i in zip(batch["path"], batch["decode"], infos)]
     return {
         "path": batch["path"],
@@ -27,16 +29,18 @@ def _probe_batch(batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
     }
 
 
-def probe_paths(paths: list[str], batch_size: int = 128,
-                decode: set[str] = frozenset()) -> dict[str, dict]:
+def probe_paths(paths: list[str], batch_size: int = 128, decode: set[str] = frozenset(),
+                max_clip_seconds: float | None = None) -> dict[str, dict]:
     """path -> {duration_s, has_audio, error}, computed by Ray Data tasks; the audio of the
-    paths in ``decode`` is decoded through to its end (a truncated file is an error)."""
+    paths in ``decode`` is decoded through to its end (a truncated file is an error; the
+    cap tells a WAV's stale header from a truncated file, as decoding does)."""
     import ray.data
 
     if not paths:
         return {}
     dataset = ray.data.from_items([{"path": p, "decode": p in decode} for p in paths])
-    rows = dataset.map_batches(_probe_batch, batch_size=batch_size, batch_format="numpy").take_all()
+    rows = dataset.map_batches(_probe_batch, batch_size=batch_size, batch_format="numpy",
+                               fn_kwargs={"max_clip_seconds": max_clip_seconds}).take_all()
     return {row["path"]: row for row in rows}
 
 
@@ -48,7 +52,8 @@ def check_media(result: IngestResult, max_clip_seconds: float = 60.0) -> IngestR
     starts, ends = table.column("start_s").to_pylist(), table.column("end_s").to_pylist()
     # Decoded: the file each row's audio comes from, as preprocessing reads it.
     sources = {a or m for m, a in zip(media, audio) if a or m}
-    info = probe_paths(sorted({p for p in media + audio if p}), decode=sources)
+    info = probe_paths(sorted({p for p in media + audio if p}), decode=sources,
+                       max_clip_seconds=max_clip_seconds)
 
     keep, problems = [], []
     for i, row_media in enumerate(media):

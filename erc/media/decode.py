@@ -13,7 +13,7 @@ was wrong:
 |                  | audio with NaN or infinite samples                                    |
 | no_audio         | no audio stream (and no separate audio file)                          |
 | overlong_clip    | the container says the utterance is longer than ``max_clip_seconds``  |
-|                  | (checked before decoding anything)                                    |
+|                  | (checked before decoding anything; a WAV by the data its file holds) |
 | silence          | the loudest 0.25 s of the audio (30 ms frames) has an RMS below       |
 |                  | ``silence_rms``: a dead channel, not a quiet speaker whose pauses     |
 |                  | pull the whole clip's RMS under the bar (some RAVDESS recordings)     |
@@ -26,12 +26,24 @@ clip instead of stopping early), each the first decoded frame at or after its ta
 Frames larger than ``max_side`` are downscaled on conversion (``scale`` maps their pixels
 back to the original frame). ``frame_times`` are seconds from the utterance start.
 
+A WAV's length is its header's (FFmpeg would take it from the file size and a truncated
+WAV would look whole), except where the header cannot be an utterance's: a data size of 0
+or 0xFFFFFFFF (a streaming recorder's placeholder) declares nothing, and one declaring more
+than ``max_clip_seconds`` over less data than that (a stale size: 10 hours over a 4 s
+file) is overruled by the file size. Either way the clip is the data present, judged by
+the cap before decoding (a real 5-hour file is refused as cheaply) and not called
+truncated. Within the cap, a header declaring more than the file holds is a truncated file
+(unreadable_media). A header declaring less than the file holds is obeyed: the clip ends
+where the data chunk says (FFmpeg reads no further; the bytes after it may be other
+chunks, such as LIST metadata, not samples).
+
 ``audio_defect`` is the cheap part of this for a whole file: whether its audio decodes
 through to its declared end, by the same truncation rule (``erc corpus ingest --check-media``).
 """
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass, field
 
 import av
@@ -81,9 +93,10 @@ def _stream_seconds(container, stream) -> float | None:
     return None
 
 
-def _wav_declared_seconds(path: str) -> float | None:
-    """The length a WAV header declares (FFmpeg takes it from the file size instead, so a
-    truncated WAV would otherwise look whole)."""
+def _wav_data_seconds(path: str) -> tuple[float, float] | None:
+    """(declared, held): the seconds of audio a WAV header's data chunk declares, and the
+    seconds the file's bytes after that chunk's header can hold; None when the header
+    declares no length (streamed: 0 or 0xFFFFFFFF; RF64) or is not a WAV's."""
     try:
         with open(path, "rb") as handle:
             head = handle.read(12)
@@ -101,18 +114,25 @@ def _wav_declared_seconds(path: str) -> float | None:
                 elif name == b"data":
                     if not byte_rate or size in (0, 0xFFFFFFFF):  # streamed / RF64: unknown
                         return None
-                    return size / byte_rate
+                    held = max(0, os.fstat(handle.fileno()).st_size - handle.tell())
+                    return size / byte_rate, held / byte_rate
                 else:
                     handle.seek(size + (size & 1), 1)
     except OSError:
         return None
 
 
-def _declared_audio_seconds(container, stream, path: str) -> float | None:
-    """The length the container declares for its audio stream (a WAV's from its header)."""
+def _declared_audio_seconds(container, stream, path: str, cap: float | None) -> float | None:
+    """The length the container declares for its audio stream (a WAV's from its header,
+    or from its data when the header declares more than ``cap`` over less: see the module
+    doc)."""
     declared = _stream_seconds(container, stream)
     if "wav" in container.format.name.split(","):
-        declared = _wav_declared_seconds(path) or declared
+        header = _wav_data_seconds(path)
+        if header is not None:
+            said, held = header
+            stale = cap is not None and said > cap and held < said
+            declared = held if stale else said
     return declared
 
 
@@ -123,20 +143,24 @@ def _truncation(decoded_s: float, declared_s: float | None, tolerance: float) ->
     return None
 
 
-def audio_defect(path: str, tolerance: float | None = None) -> str | None:
+def audio_defect(path: str, tolerance: float | None = None,
+                 max_clip_seconds: float | None = None) -> str | None:
     """Why the audio stream of ``path`` cannot be decoded through to its declared end (what
     ``decode_utterance`` reports as unreadable_media for the whole file), None when it can or
     the file has no audio stream. Decodes the audio alone and does not resample it: the
-    cheap check of ``erc corpus ingest --check-media``."""
+    cheap check of ``erc corpus ingest --check-media``. ``max_clip_seconds`` (default the
+    decode default) tells a WAV's stale header from a truncated file, as in decoding."""
     if tolerance is None:
         tolerance = DecodeSettings().truncation_tolerance
+    if max_clip_seconds is None:
+        max_clip_seconds = DecodeSettings().max_clip_seconds
     seconds = 0.0
     try:
         with _open(path) as container:
             stream = next((s for s in container.streams if s.type == "audio"), None)
             if stream is None:
                 return None
-            declared = _declared_audio_seconds(container, stream, path)
+            declared = _declared_audio_seconds(container, stream, path, max_clip_seconds)
             for packet in container.demux(stream):
                 seconds += sum(frame.samples / frame.sample_rate for frame in packet.decode())
     except _Failure as failure:
@@ -295,7 +319,8 @@ def _decode_utterance(media_path, audio_path, start_s, end_s, settings: DecodeSe
             where = audio_path if separate_audio else media_path
             raise _Failure("no_audio", f"{where} has no audio stream")
         audio_declared = _declared_audio_seconds(audio_container, audio_stream,
-                                                 audio_path if separate_audio else media_path)
+                                                 audio_path if separate_audio else media_path,
+                                                 settings.max_clip_seconds)
         if media is None:
             media_total = None
         elif video_stream is not None:
