@@ -109,7 +109,9 @@ def _stage_rows(out: Path, run: dict) -> list[list]:
         status = pre.get("status", {})
         rows.append(["preprocess", pre.get("rows_in"), pre.get("rows_out"),
                      f"{status.get('ok', 0):,} with every modality, {status.get('text_only', 0):,} "
-                     f"text only, {status.get('failed', 0):,} failed"
+                     f"text only" + (f" ({pre['missing_media']:,} of them: media file missing)"
+                                     if pre.get("missing_media") else "")
+                     + f", {status.get('failed', 0):,} failed"
                      + (f"; failures: {_counts(pre['failures'])}" if pre.get("failures") else "")])
     rows += _rows_or_note("qc", "report.json", lambda: _qc_rows(out, run))
     if "adapters" in seconds:

@@ -19,6 +19,11 @@ utterance, whatever corpus it came from.
 | end_s         | float64, nullable   | segment end within ``media_path``; null = whole file           |
 | meta          | map<string,string>  | corpus-specific fields (MELD season/episode, RAVDESS intensity) |
 
+A row a reader kept without its media file (reader option ``keep_missing_media``) has no
+``media_path``/``audio_path``; the path it named is kept in ``meta`` under
+``MISSING_MEDIA_META`` (``missing_media`` for the media, ``missing_audio`` for the separate
+audio), so preprocessing can say the file was missing rather than that there was none.
+
 ``PROBLEM_SCHEMA`` is the problem table (``problems.parquet``): one row per input row
 that did not make it into the utterance table, with the reason. For every reader,
 ``input rows = utterance rows + problem rows``.
@@ -47,6 +52,9 @@ UTTERANCE_SCHEMA = pa.schema(
         pa.field("meta", pa.map_(pa.string(), pa.string())),
     ]
 )
+
+# meta keys of the paths a kept row named for files that were missing at ingest
+MISSING_MEDIA_META = {"media": "missing_media", "audio": "missing_audio"}
 
 PROBLEM_SCHEMA = pa.schema(
     [

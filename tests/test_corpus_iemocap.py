@@ -275,6 +275,9 @@ def test_release_keep_missing_media(release):
     result = checked(read_iemocap_release(release, keep_missing_media=True))
     row = by_uid(result.utterances)[f"iemocap/{DIALOGUE}_F003"]
     assert row["media_path"] is None and row["audio_path"] is None
+    meta = dict(row["meta"])  # the files it lacks are named, for preprocessing to say so
+    assert meta["missing_media"].endswith(f"{DIALOGUE}.avi")
+    assert meta["missing_audio"].endswith(f"{DIALOGUE}_F003.wav")
     assert row["emotion"] == "angry" and row["turn"] == 5
     assert "missing_media" not in result.problems.column("reason").to_pylist()
 

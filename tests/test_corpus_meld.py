@@ -201,6 +201,9 @@ def test_keep_missing_media(tmp_path, meld_raw):
     kept = rows_by_uid(result)
     assert kept["meld/train/dia0_utt0"]["media_path"].endswith("dia0_utt0.mp4")
     assert kept["meld/train/dia0_utt1"]["media_path"] is None
+    # the clip it lacks is named, for preprocessing to say so (not "no media")
+    assert dict(kept["meld/train/dia0_utt1"]["meta"])["missing_media"] == "dia0_utt1.mp4 (the train clips)"
+    assert "missing_media" not in dict(kept["meld/train/dia0_utt0"]["meta"])
 
 
 def test_media_root_without_clip_folders(tmp_path):

@@ -278,6 +278,46 @@ def test_text_only_corpus_runs_the_text_model_only_and_resumes_by_partition(ray_
     assert second.summary["rows_in"] == second.summary["rows_out"] == 6
 
 
+def test_a_row_kept_without_its_missing_clip_says_its_media_was_missing(ray_local, tmp_path):
+    """A manifest row whose clip is missing, kept by keep_missing_media, was text_only like
+    a row that never had media: the ingest kept no trace of the path. The path is now in
+    its meta, and preprocessing records it (text_only, missing_media, the path in
+    failure_detail), counts it in the summary and still embeds its transcript."""
+    from erc.recipes import CorpusConfig
+    from erc.stages.base import execute
+    from erc.stages.ingest import IngestStage
+
+    folder = tmp_path / "corpus"
+    folder.mkdir()
+    (folder / "m.csv").write_text("dialogue_id,speaker,text,media\n"
+                                  "d,Ann,Hi there.,\n"
+                                  "d,Bob,Where is my clip?,clips/gone.mp4\n"
+                                  "d,Ann,No idea.,\n")
+    config = CorpusConfig(path=str(folder / "m.csv"), options={"keep_missing_media": True})
+    ingested = execute(IngestStage(), config, {}, tmp_path / "ingest", say=lambda _m: None)
+    assert ingested.summary["kept"] == 3 and ingested.summary["problems"] == 0
+    gone = str(folder / "clips" / "gone.mp4")
+    rows = {r["text"]: r for r in pq.read_table(tmp_path / "ingest" / "utterances.parquet").to_pylist()}
+    assert rows["Where is my clip?"]["media_path"] is None
+    assert dict(rows["Where is my clip?"]["meta"]) == {"missing_media": gone}
+
+    said = []
+    outcome = preprocess(tmp_path / "ingest", tmp_path / "features",
+                         PreprocessConfig(partition_rows=2, profile="offline"), say=said.append)
+    summary = outcome.summary
+    assert summary["status"] == {"ok": 0, "text_only": 3, "failed": 0}
+    assert summary["missing_media"] == 1 and summary["failures"] == {}
+    assert any("media missing at ingest: 1 of the text_only rows" in line for line in said)
+    by_id = {r["utterance_id"]: r for r in load_features(tmp_path / "features").to_pylist()}
+    features = {text: by_id[row["utterance_id"]] for text, row in rows.items()}
+    missing = features["Where is my clip?"]
+    assert (missing["status"], missing["failure_reason"]) == ("text_only", "missing_media")
+    assert gone in missing["failure_detail"] and "keep_missing_media" in missing["failure_detail"]
+    assert [(f["status"], f["failure_reason"], f["failure_detail"])
+            for text, f in features.items() if text != "Where is my clip?"] == [("text_only", None, None)] * 2
+    assert all(len(f["text_embedding"]) == DIMS["text"] for f in features.values())
+
+
 def test_a_damaged_manifest_never_names_a_file_for_removal(ray_local, tmp_path):
     """The folder's last manifest says which parts an earlier run wrote, and a shorter
     table removes those it no longer lists. Entries that are not erc's part names (a file

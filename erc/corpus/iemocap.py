@@ -36,6 +36,7 @@ from erc.corpus.base import (
 )
 from erc.corpus.values import RowProblem, parse_turn
 from erc.errors import preview
+from erc.schema import MISSING_MEDIA_META
 
 CODES = {"neu": "neutral", "hap": "happy", "sad": "sad", "ang": "angry",
          "exc": "excited", "fru": "frustrated"}
@@ -259,6 +260,9 @@ def read_iemocap_release(path: Path, /, **options) -> IngestResult:
                         out.reject("missing_media", f"neither {wav.name} nor {video.name} found", **where)
                         continue
                 gender = _UTT_ID.match(utt_id).group(2)
+                # kept without either file (keep_missing_media): the paths stay in meta
+                missing = {} if has_video or has_wav else {
+                    MISSING_MEDIA_META["media"]: str(video), MISSING_MEDIA_META["audio"]: str(wav)}
                 out.add(
                     {"utterance_id": where["utterance_id"], "split": split, "dialogue_id": dialogue,
                      "turn": turn, "speaker": speaker_identity(dialogue, gender), "text": words,
@@ -268,7 +272,8 @@ def read_iemocap_release(path: Path, /, **options) -> IngestResult:
                      # Times index the dialogue video; a sentence wav is the segment itself.
                      "start_s": start if has_video else None, "end_s": end if has_video else None,
                      "meta": {"session": str(session), "speaker_label": gender,
-                              "segment_start_s": f"{start:.4f}", "segment_end_s": f"{end:.4f}"}},
+                              "segment_start_s": f"{start:.4f}", "segment_end_s": f"{end:.4f}",
+                              **missing}},
                     source=source, line=number,
                 )
     if not out.sources:

@@ -64,6 +64,7 @@ from erc.corpus.mapping import (
 )
 from erc.corpus.values import SURROGATE, RowProblem, blank, kind, parse_time, parse_turn, text_value
 from erc.errors import preview
+from erc.schema import MISSING_MEDIA_META
 
 
 def looks_like(path: Path) -> bool:
@@ -438,6 +439,8 @@ def _row(f: dict, meta: dict, spec, root: Path, corpus_root: Path, label_set: se
         if problem is not None and not (problem[0] == "missing_media" and spec.keep_missing_media):
             raise RowProblem(*problem)
         paths[column] = None if problem else str(resolved)
+        if problem is not None:  # kept without its file: the path it named stays in meta
+            meta[MISSING_MEDIA_META[column]] = str(resolved)
     return {"speaker": f["speaker"], "text": text, "emotion": emotion,
             "media_path": paths.get("media"), "audio_path": paths.get("audio"),
             "start_s": start, "end_s": end, "corpus": text_value(f["corpus"], "corpus")}

@@ -31,6 +31,7 @@ from erc.corpus.base import (
 )
 from erc.corpus.values import RowProblem, parse_turn
 from erc.errors import preview
+from erc.schema import MISSING_MEDIA_META
 
 LABELS = ("neutral", "joy", "surprise", "anger", "sadness", "disgust", "fear")
 SPLIT_FILES = {"train": "train_sent_emo.csv", "dev": "dev_sent_emo.csv", "test": "test_sent_emo.csv"}
@@ -165,6 +166,8 @@ def read_meld(path: Path, /, **options) -> IngestResult:
                     continue
                 media = None if problem else str(clip)
             meta = {k: f.get(k, "").strip() for k in ("Sentiment", "Season", "Episode")}
+            if clips is not None and media is None:  # kept without its clip: named in meta
+                meta[MISSING_MEDIA_META["media"]] = f"dia{dia}_utt{utt}.mp4 (the {split} clips)"
             start, end = _episode_seconds(f.get("StartTime", "")), _episode_seconds(f.get("EndTime", ""))
             if start is not None and end is not None and end >= start:
                 meta.update(episode_start_s=f"{start:.3f}", episode_end_s=f"{end:.3f}",

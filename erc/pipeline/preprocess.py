@@ -18,15 +18,17 @@ exactly once (checked per partition and in total). While the pass runs, a line p
 (``erc.pipeline.progress``: utterances/s, busy share, capacity, ETA) replaces Ray Data's
 progress bars; the busy shares and the timeline of the run go into the summary.
 
-Statuses: "ok"; "text_only" (the row has no media: text embedding only); "failed" with a
-reason (``FAILURE_REASONS``). Rows whose media failed still get the text embedding of
-their transcript.
+Statuses: "ok"; "text_only" (the row has no media: text embedding only; failure_reason
+"missing_media" when its media file was missing at ingest, the path in failure_detail);
+"failed" with a reason (``FAILURE_REASONS``). Rows whose media failed still get the text
+embedding of their transcript.
 
 The pass returns what the preprocess stage (``erc.stages.preprocess``) records in the
 folder's ``manifest.json``: the partitions (file, rows, fingerprint, id range), the models,
-the settings, and the summary (rows in and out, statuses, failures by reason, seconds and
-utterances/s per stage). A part file this run does not list stays untouched unless the
-folder's previous manifest listed it (erc wrote it): those are removed.
+the settings, and the summary (rows in and out, statuses, failures by reason, text-only
+rows whose media was missing, seconds and utterances/s per stage). A part file this run
+does not list stays untouched unless the folder's previous manifest listed it (erc wrote
+it): those are removed.
 """
 
 from __future__ import annotations
@@ -50,13 +52,16 @@ from erc.errors import ConfigError
 from erc.features import FEATURE_SCHEMA, models_of, with_models
 from erc.fingerprint import digest, stat_of
 from erc.pipeline.progress import PassProgress, workers_of
-from erc.pipeline.stages import INPUT_COLUMNS, MODEL_STAGES, PASS, STAGE_OF, DecodeStage
+from erc.pipeline.stages import INPUT_COLUMNS, MISSING_MEDIA, MODEL_STAGES, PASS, STAGE_OF, DecodeStage
 from erc.recipes import PreprocessConfig, RayConfig
+from erc.schema import MISSING_MEDIA_META
 
 # Bump when what the stages compute changes, so finished partitions are recomputed.
 # 2: speech_segments (voice activity) from the decode stage; 3: NaN audio, DC-offset
-# silence and frames too small for a face decided by decode and the detector.
-FEATURES_VERSION = 3
+# silence and frames too small for a face decided by decode and the detector; 4: a WAV
+# header declaring more than max_clip_seconds over less data is judged by its data, and
+# text-only rows whose media file was missing at ingest say so (missing_media).
+FEATURES_VERSION = 4
 STATS = "ray_data_stats.txt"
 FINGERPRINT_KEY = b"erc.fingerprint"
 SETTINGS_KEY = b"erc.settings"
@@ -68,6 +73,9 @@ FAILURE_REASONS = {
     "no_frames": "video was expected but no frame could be decoded",
     "overlong_clip": "the utterance is longer than max_clip_seconds (a mis-cut clip)",
     "model_error": "a model raised on this utterance (the role and error are in failure_detail)",
+    # the one reason of a text_only row, not a failure
+    "missing_media": "status text_only: the media file the row named was missing at ingest "
+                     "(reader option keep_missing_media; the path is in failure_detail)",
 }
 
 
@@ -131,11 +139,22 @@ def _roles_for(table: pa.Table) -> list[str]:
     return ["text"]
 
 
+def _missing_media(table: pa.Table) -> pa.ChunkedArray | pa.Array:
+    """Of each row, the path it named for a media file missing at ingest (its meta's
+    MISSING_MEDIA_META entry, the media's before the audio's), null when none."""
+    if "meta" not in table.column_names:
+        return pa.nulls(table.num_rows, pa.string())
+    meta = table.column("meta")
+    return pc.coalesce(*(pc.map_lookup(meta, key, "first") for key in MISSING_MEDIA_META.values()))
+
+
 def fingerprint(part: pa.Table, settings: dict, records: list[dict]) -> str:
-    """Of a partition's rows (ids, transcripts, media paths, segments, media sizes and
-    modification times), the decode settings and the model records."""
-    columns = {name: part.column(name).to_pylist() for name in INPUT_COLUMNS}
-    rows = [[columns[name][i] for name in INPUT_COLUMNS]
+    """Of a partition's rows (ids, transcripts, media paths, segments, the paths of media
+    missing at ingest, media sizes and modification times), the decode settings and the
+    model records."""
+    names = [*INPUT_COLUMNS, *([MISSING_MEDIA] if MISSING_MEDIA in part.column_names else [])]
+    columns = {name: part.column(name).to_pylist() for name in names}
+    rows = [[columns[name][i] for name in names]
             + [stat_of(columns["media_path"][i]), stat_of(columns["audio_path"][i])]
             for i in range(part.num_rows)]
     return digest(FEATURES_VERSION, settings, records, rows)
@@ -166,7 +185,8 @@ def plan(table: pa.Table, config: PreprocessConfig, limit: int | None = None,
     """Cuts the utterance table (sorted by id) into partitions and fingerprints each."""
     from erc.backends.registry import make_record, resolve
 
-    table = table.select(list(INPUT_COLUMNS)).sort_by("utterance_id")
+    table = table.select(list(INPUT_COLUMNS)).append_column(
+        MISSING_MEDIA, _missing_media(table)).sort_by("utterance_id")
     if limit is not None:
         table = table.slice(0, max(0, limit))
     n_parts = -(-table.num_rows // config.partition_rows)
@@ -352,6 +372,9 @@ def _add_stage_stats(stats: dict, table: pa.Table) -> None:
 def format_summary(summary: dict) -> str:
     lines = [f"rows in {summary['rows_in']:,}, rows out {summary['rows_out']:,}: "
              + ", ".join(f"{k} {v:,}" for k, v in summary["status"].items())]
+    if summary.get("missing_media"):
+        lines.append(f"media missing at ingest: {summary['missing_media']:,} of the text_only "
+                     f"rows (their failure_detail names the file)")
     if summary["failures"]:
         lines.append("failures: " + ", ".join(f"{k} {v:,}" for k, v in summary["failures"].items()))
     parts = summary["partitions"]
@@ -518,6 +541,7 @@ def _summarise(output_dir: Path, parts, fingerprints, rows_in, skipped, stage_st
                run_seconds, settings, config) -> tuple[dict, dict]:
     status: Counter = Counter()
     failures: Counter = Counter()
+    missing_media = 0
     models: list[dict] = []
     listing = []
     rows_out = 0
@@ -528,8 +552,13 @@ def _summarise(output_dir: Path, parts, fingerprints, rows_in, skipped, stage_st
                 part.column("utterance_id")):
             raise RuntimeError(f"{path} does not hold the rows of partition {k}")
         rows_out += table.num_rows
-        status.update(table.column("status").to_pylist())
-        failures.update(r for r in table.column("failure_reason").to_pylist() if r)
+        statuses = table.column("status").to_pylist()
+        status.update(statuses)
+        for state, reason in zip(statuses, table.column("failure_reason").to_pylist()):
+            if state == "text_only" and reason == "missing_media":
+                missing_media += 1
+            elif reason:
+                failures[reason] += 1
         for record in models_of(pq.read_schema(path)):
             if record not in models:
                 models.append(record)
@@ -553,6 +582,7 @@ def _summarise(output_dir: Path, parts, fingerprints, rows_in, skipped, stage_st
     summary = {
         "rows_in": rows_in, "rows_out": rows_out, "status": ordered_status,
         "failures": dict(failures.most_common()),
+        "missing_media": missing_media,  # of the text_only rows: their media file was missing
         "partitions": {"total": len(parts), "written": len(parts) - skipped, "skipped": skipped},
         "this_run": {"rows": run_rows, "seconds": round(run_seconds, 3),
                      "utterances_per_s": round(run_rows / run_seconds, 3) if run_rows else None,

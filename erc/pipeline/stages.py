@@ -9,7 +9,8 @@ Columns between stages (``_``-prefixed ones never reach the output):
 
 | stage   | reads                                   | writes                                        |
 |---------|-----------------------------------------|-----------------------------------------------|
-| decode  | media_path, audio_path, start_s, end_s  | status, failure_*, duration_s, n_frames,      |
+| decode  | media_path, audio_path, start_s, end_s, | status, failure_*, duration_s, n_frames,      |
+|         | missing_media                           |                                               |
 |         |                                         | speech_segments (voice activity),             |
 |         |                                         | _audio (float32 bytes), _frames (uint8 bytes),|
 |         |                                         | _frame_shape, _frame_times, _scale            |
@@ -44,6 +45,9 @@ from erc.media.vad import speech_segments
 from erc.recipes import DecodeSettings
 
 FRAME_COLUMNS = ("_frames", "_frame_shape", "_frame_times", "_scale")
+# The path a row named for a media file that was missing at ingest (its meta's
+# MISSING_MEDIA_META entries), taken into the pass beside INPUT_COLUMNS.
+MISSING_MEDIA = "missing_media"
 
 
 class PassStage:
@@ -121,10 +125,11 @@ def _fit_threads(num_cpus: float | None) -> None:
 
 class DecodeStage(PassStage):
     """Decodes the media of each row (a CPU task: an instance is the task's function).
-    Rows without media are "text_only"."""
+    Rows without media are "text_only"; those whose media file was missing at ingest
+    (``missing_media``: the path the row named) say so in failure_reason and _detail."""
 
     name = "decode"
-    reads = ("media_path", "audio_path", "start_s", "end_s")
+    reads = ("media_path", "audio_path", "start_s", "end_s", MISSING_MEDIA)
     writes = ("status", "failure_reason", "failure_detail", "duration_s", "n_frames",
               "speech_segments", "_audio", *FRAME_COLUMNS)
     resources = {"batch_size": 4, "concurrency": None, "num_cpus": 1.0, "num_gpus": 0.0}
@@ -135,13 +140,21 @@ class DecodeStage(PassStage):
     def __call__(self, batch: pa.Table) -> pa.Table:
         started = time.perf_counter()
         cols = {name: batch.column(name).to_pylist() for name in INPUT_COLUMNS}
+        missing = (batch.column(MISSING_MEDIA).to_pylist() if MISSING_MEDIA in batch.column_names
+                   else [None] * batch.num_rows)
         status, reason, detail, duration, n_frames, speech = [], [], [], [], [], []
         audio, frames, shapes, times, scales = [], [], [], [], []
         for i in range(batch.num_rows):
             media, separate = cols["media_path"][i], cols["audio_path"][i]
             if not media and not separate:
                 status.append("text_only")
-                reason.append(None), detail.append(None), duration.append(None), n_frames.append(0)
+                if missing[i]:
+                    reason.append("missing_media")
+                    detail.append(f"{missing[i]} was missing at ingest (kept by the reader "
+                                  f"option keep_missing_media); text only")
+                else:
+                    reason.append(None), detail.append(None)
+                duration.append(None), n_frames.append(0)
                 speech.append(None)
                 audio.append(None), frames.append(None), shapes.append(None), times.append(None)
                 scales.append(None)
