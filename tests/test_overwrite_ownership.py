@@ -108,3 +108,79 @@ def test_evaluate_on_a_split_the_corpus_lacks_lists_its_splits(model_and_corpus,
     refused(["evaluate", model, corpus, "--split", "nope", "--out", str(tmp_path / "e")], capsys,
             "the corpus has no split 'nope'; its splits are dev")
     assert not (tmp_path / "e").exists()
+
+
+def _run_over_users_history(tmp_path):
+    """A run folder the user made, holding train/history.json (where the train stage
+    writes) and notes; the run config, and the digests of what the folder holds."""
+    run = tmp_path / "run"
+    before = plant(run, {"train/history.json": b"[my history]", "notes.txt": b"my notes"})
+    config = tmp_path / "run.yaml"
+    config.write_text(f"output_dir: {run}\ncorpus: {{path: {corpus_csv(tmp_path / 'raw')}}}\n")
+    return run, config, before
+
+
+def _nothing_computed(run, before) -> None:
+    assert {k: v for k, v in digests(run).items() if not k.startswith(".erc")} == before
+    assert not (run / "corpus").exists() and not (run / "features").exists()
+
+
+def test_run_with_overwrite_stops_before_its_first_stage_at_a_users_file(tmp_path):
+    """`erc run --overwrite` met the user's train/history.json only as training wrote it,
+    after ingest, preprocess and QC had run; now the run names it before ingest starts."""
+    from erc.recipes import load_run_config
+    from erc.stages.main import run_main
+
+    run, config, before = _run_over_users_history(tmp_path)
+    with pytest.raises(OwnershipError) as refusal:
+        run_main(load_run_config(config), overwrite=True, say=lambda _line: None)
+    assert f"{run / 'train' / 'history.json'}: erc did not write this" in str(refusal.value)
+    assert "--overwrite replaces only erc's own files" in str(refusal.value)
+    _nothing_computed(run, before)
+
+
+def test_the_run_command_names_a_users_file_in_a_later_stages_folder(tmp_path, capsys):
+    """The same through the command line: one line, before Ray starts or run.log opens."""
+    run, config, before = _run_over_users_history(tmp_path)
+    refused(["run", "--config", str(config), "--overwrite"], capsys,
+            str(run / "train" / "history.json"), "erc did not write",
+            "--overwrite replaces only erc's own files")
+    _nothing_computed(run, before)
+    assert not (run / "run.log").exists()
+
+
+def test_a_stage_in_a_folder_adopted_before_names_the_users_file_before_it_computes(tmp_path):
+    """A folder adopted by an earlier --overwrite run keeps the user's files: a later
+    stage there, --overwrite or not, stops before it computes (base.execute checks)."""
+    from erc.stages.base import Stage, execute
+
+    class Writes(Stage):
+        name = "writes"
+        results = ("metrics.json",)
+
+        def run(self, ctx):
+            raise AssertionError("computed with a file of the user's in the way")
+
+    users = tmp_path / "mine"
+    plant(users, {"metrics.json": b"mine"})
+    for overwrite in (True, False):
+        with pytest.raises(OwnershipError, match="metrics.json: erc did not write this"):
+            execute(Writes(), {}, {}, users, overwrite=overwrite, say=lambda _line: None)
+        io.claim(users, overwrite=True)  # adopted: the second round runs without --overwrite
+    assert (users / "metrics.json").read_bytes() == b"mine"
+
+
+def test_a_search_names_a_users_file_in_its_folder_before_its_trials(tmp_path):
+    """erc tune in a folder erc adopted for the user stopped only as it wrote its results,
+    after every trial; it now stops before Tune starts (a search spec, no table read)."""
+    from erc.tune.driver import run_search
+    from erc.tune.space import parse_spec
+
+    users = tmp_path / "search"
+    plant(users, {"best_config.yaml": b"my best config"})
+    io.claim(users, overwrite=True)
+    spec = parse_spec({"family": "fusion", "params": {"lr": {"loguniform": [1e-4, 1e-2]}}})
+    with pytest.raises(OwnershipError, match="best_config.yaml: erc did not write this"):
+        run_search(spec, None, users)
+    assert (users / "best_config.yaml").read_bytes() == b"my best config"
+    assert not (users / "search.json").exists() and not (users / "ray").exists()

@@ -112,27 +112,5 @@ def add_run_options(parser: argparse.ArgumentParser, *, address: bool = True) ->
                         help="write into an output folder that holds files erc did not write")
 
 
-def execute(stage, config: Any, inputs: dict, out, *, force: bool = False,
-            overwrite: bool = False, writes: tuple[str, ...] = (),
-            reads: tuple[tuple[str, Any], ...] = (), **kwargs):
-    """``erc.stages.base.execute``, but with ``--overwrite`` a file of the user's where the
-    stage writes a result (its ``results``, its manifest, ``writes``) stops the command
-    before it computes anything (``io.check_outputs``): --overwrite replaces only what erc
-    wrote. An input the stage would write over (``inputs``, and ``reads``: (name, path) of
-    the files it reads besides, a corpus file or a mapping) is reported as such first."""
-    from pathlib import Path
-
-    from erc import io
-    from erc.stages.base import MANIFEST, check_not_written_over
-    from erc.stages.base import execute as run_stage
-
-    if overwrite:
-        for name, path in (*inputs.items(), *reads):
-            if path is not None and Path(path).exists():
-                check_not_written_over(stage, name, Path(path), Path(out))
-        io.check_outputs(out, (*stage.results, MANIFEST, *writes))
-    return run_stage(stage, config, inputs, out, force=force, overwrite=overwrite, **kwargs)
-
-
 def progress_printer(quiet: bool = False):
     return (lambda _message: None) if quiet else (lambda message: print(message, flush=True))

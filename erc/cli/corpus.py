@@ -12,7 +12,7 @@ from erc.settings import parse_override
 
 
 def cmd_ingest(args) -> int:
-    from erc.cli.common import execute
+    from erc.stages.base import execute
     from erc.stages.ingest import PROBLEMS, UTTERANCES, IngestStage
     from erc.summary import format_summary
 
@@ -33,7 +33,7 @@ def cmd_ingest(args) -> int:
 
         runtime.connect(args.address)
     result = execute(IngestStage(), config, {}, out, force=args.force, overwrite=args.overwrite,
-                     say=print, reads=(("corpus", corpus), ("corpus", (config.options or {}).get("mapping"))))
+                     say=print)
     if args.json:
         print(json.dumps(result.summary, indent=2))
         return 0

@@ -16,8 +16,8 @@ def _default_out(utterances: str) -> Path:
 
 
 def cmd_preprocess(args) -> int:
-    from erc.cli.common import execute
     from erc.recipes import RayConfig
+    from erc.stages.base import execute
     from erc.stages.preprocess import PreprocessStage
 
     config = recipe(PreprocessConfig, args, args.recipe_options, section="preprocess")
@@ -29,7 +29,7 @@ def cmd_preprocess(args) -> int:
     say = (lambda _message: None) if args.json else print
     result = execute(PreprocessStage(ray, limit=args.limit), config,
                      {"utterances": args.utterances}, out, force=args.force,
-                     overwrite=args.overwrite, say=say, writes=("part-*.parquet",))
+                     overwrite=args.overwrite, say=say)
     if args.json:
         print(json.dumps(result.summary, indent=2))
     elif result.skipped:

@@ -14,8 +14,8 @@ from erc.qc.decisions import QCConfig
 
 
 def cmd_qc(args) -> int:
-    from erc.cli.common import execute
     from erc.qc.report import report_data
+    from erc.stages.base import execute
     from erc.stages.qc import QCStage
 
     features = Path(args.features)
@@ -25,8 +25,7 @@ def cmd_qc(args) -> int:
     out = Path(args.out) if args.out else run / "qc"
     config = recipe(QCConfig, args, args.recipe_options, section="qc")
     result = execute(QCStage(), config, {"features": features, "utterances": utterances}, out,
-                     force=args.force, overwrite=args.overwrite,
-                     reads=tuple((name, getattr(config, name)) for name in ("relabels", "face_references")))
+                     force=args.force, overwrite=args.overwrite)
     import pyarrow.parquet as pq
 
     data = report_data(pq.read_table(out / "decisions.parquet"), result.summary)

@@ -22,8 +22,9 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from erc.cli.common import add_recipe, add_run_options, execute, recipe
+from erc.cli.common import add_recipe, add_run_options, recipe
 from erc.recipes import AdapterRecipe, FusionInputs, FusionRecipe, TextRecipe
+from erc.stages.base import execute
 
 
 def _print_trained(summary: dict, out: Path, skipped: bool) -> None:
@@ -46,7 +47,7 @@ def cmd_train_text(args) -> int:
     encoder = resolve_text_encoder(text.encoder)
     result = execute(TextStage(args.address), TextJob(text, args.format),
                      {"utterances": args.corpus, "encoder": encoder}, args.out,
-                     force=args.force, overwrite=args.overwrite, writes=("ray",))
+                     force=args.force, overwrite=args.overwrite)
     _print_trained(result.summary, Path(args.out), result.skipped)
     return 0
 
@@ -62,7 +63,7 @@ def cmd_train_fusion(args) -> int:
     spec = feature_spec(inputs)
     result = execute(FusionStage(args.address), FusionJob(fusion, spec, args.format),
                      {"utterances": args.corpus, **spec_paths(spec)}, args.out,
-                     force=args.force, overwrite=args.overwrite, writes=("ray",))
+                     force=args.force, overwrite=args.overwrite)
     _print_trained(result.summary, Path(args.out), result.skipped)
     return 0
 

@@ -122,6 +122,7 @@ class Stage:
     inputs: ClassVar[tuple[str, ...]] = ()  # names of the inputs it needs
     optional_inputs: ClassVar[tuple[str, ...]] = ()  # inputs it uses when given
     results: ClassVar[tuple[str, ...]] = ()  # result files (glob patterns) in its folder
+    writes: ClassVar[tuple[str, ...]] = ()  # what else it writes there (Ray's run storage)
     version: ClassVar[int] = 1  # bump when what the stage computes changes
     description: ClassVar[str] = ""
 
@@ -133,6 +134,16 @@ class Stage:
         """Fingerprints of what the stage reads besides erc's artifacts (files of the user,
         model weights); ``manifest``: the stage's previous (or just written) record."""
         return None
+
+    def reads(self, config: Any) -> tuple[tuple[str, Any], ...]:
+        """(name, path) of the files it reads besides its inputs (a corpus file, a mapping
+        named in ``config``): its results must not be written over them either."""
+        return ()
+
+    @classmethod
+    def outputs(cls) -> tuple[str, ...]:
+        """Everything it writes into its folder (glob patterns): results, manifest, the rest."""
+        return (*cls.results, MANIFEST, *cls.writes)
 
     def run(self, ctx: StageContext) -> dict:
         raise NotImplementedError
@@ -203,9 +214,18 @@ def check_not_written_over(stage: Stage, name: str, path: Path, out: Path) -> No
         raise InputError(f"{out}: is {stage.name}'s input {name}: its results would be written "
                          f"over what it reads; choose another output folder")
     if source.parent == target and any(fnmatch(source.name, pattern)
-                                       for pattern in (*stage.results, MANIFEST)):
+                                       for pattern in stage.outputs()):
         raise InputError(f"{path}: {stage.name} would write its {source.name} over this file it "
                          f"reads, in the output folder {out}; choose another output folder")
+
+
+def check_outputs(stage: Stage | type[Stage], out: Path, overwrite: bool) -> None:
+    """OwnershipError naming the user's files in ``out`` where ``stage`` writes, so that
+    they stop it before it computes anything: in a folder it adopts (``overwrite``) or one
+    erc adopted before, whose files of the user's stay theirs (``io.check_outputs``). A
+    folder of someone else's without ``overwrite`` is refused by ``io.claim``, saying so."""
+    if overwrite or io.owned(out):
+        io.check_outputs(out, stage.outputs())
 
 
 def execute(stage: Stage, config: Any, inputs: dict[str, str | Path | None], out: str | Path,
@@ -215,7 +235,9 @@ def execute(stage: Stage, config: Any, inputs: dict[str, str | Path | None], out
     manifest. The output folder is claimed and locked before anything is read from it, so
     a second run on the same folder fails at once (BusyError) instead of reading a result
     that the first is replacing; a run refused before it wrote anything leaves no folder
-    (``io.claimed``)."""
+    (``io.claimed``). An input it would write over, then a file of the user's where it
+    writes (``check_outputs``), stops it before it computes anything: --overwrite replaces
+    only what erc wrote."""
     started = time.perf_counter()
     out = Path(out)
     inputs = {name: Path(path) for name, path in inputs.items() if path is not None}
@@ -223,6 +245,11 @@ def execute(stage: Stage, config: Any, inputs: dict[str, str | Path | None], out
         if not path.exists():
             raise InputError(f"{stage.name}: input {name} does not exist: {path}")
         check_not_written_over(stage, name, path, out)
+    if overwrite:  # a folder it adopts: what the user keeps there may be what it reads
+        for name, path in stage.reads(config):
+            if path is not None and Path(path).exists():
+                check_not_written_over(stage, name, Path(path), out)
+    check_outputs(stage, out, overwrite)
     with io.claimed(out, overwrite=overwrite):
         one_stage_per_folder(out, stage.name)
         if not force:

@@ -85,6 +85,9 @@ class IngestStage(Stage):
         return {"config": config,
                 "format": config.format or detect_format(Path(config.path), config.options)}
 
+    def reads(self, config: CorpusConfig) -> tuple:
+        return (("corpus", config.path), ("corpus", (config.options or {}).get("mapping")))
+
     def external(self, config: CorpusConfig, inputs, manifest) -> list:
         media = sorted((manifest or {}).get("media", []))
         return [[(str(root), _tree_stats(root)) for root in read_roots(config, manifest)],

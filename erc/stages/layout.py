@@ -40,10 +40,9 @@ class Layout:
             return kept_utterances(self.qc)
         return self.corpus / "utterances.parquet"
 
-    def stage_folders(self) -> dict[str, Path]:
-        """name -> folder of every stage output of this config that exists: a folder an
-        earlier run of another config left (train/ of a run with training now disabled,
-        qc/ with QC off) is not part of this run's report."""
+    def folders(self) -> dict[str, Path]:
+        """name -> folder of every stage output of this config, there yet or not (the
+        report's folder, the run's own, left out)."""
         train = self.config.train
         named = {"corpus": self.corpus, "features": self.features}
         if self.qc_enabled:
@@ -54,5 +53,11 @@ class Layout:
             if train.text_tokens in ("finetuned", "both") and "text" in train.modalities:
                 named["text"] = self.text
             named["train"] = self.train
-        named.update({p.name: p for p in self.evaluations()})
-        return {name: path for name, path in named.items() if path.is_dir()}
+            named.update({p.name: p for p in map(self.evaluation, train.eval_splits)})
+        return named
+
+    def stage_folders(self) -> dict[str, Path]:
+        """name -> folder of every stage output of this config that exists: a folder an
+        earlier run of another config left (train/ of a run with training now disabled,
+        qc/ with QC off) is not part of this run's report."""
+        return {name: path for name, path in self.folders().items() if path.is_dir()}

@@ -33,7 +33,7 @@ from typing import Any
 from erc import io
 from erc.errors import ConfigError, InputError
 from erc.recipes import RunConfig
-from erc.stages.base import Stage, StageResult, execute, up_to_date
+from erc.stages.base import Stage, StageResult, check_outputs, execute, up_to_date
 from erc.stages.ingest import IngestStage
 from erc.stages.layout import Layout
 from erc.stages.preprocess import PreprocessStage
@@ -184,6 +184,27 @@ def _available(config: RunConfig, where: Layout, adapters: dict, say,
     return spec, vectors
 
 
+# The step and stage that write each folder of ``Layout.folders`` (eval-*: evaluate).
+WRITERS: dict[str, tuple[str, type[Stage]]] = {
+    "corpus": ("ingest", IngestStage), "features": ("preprocess", PreprocessStage),
+    "qc": ("qc", QCStage), "adapters": ("adapters", AdaptersStage), "text": ("text", TextStage),
+    "train": ("train", FusionStage)}
+
+
+def check_run_outputs(config: RunConfig, first: str | None = None, last: str | None = None,
+                      overwrite: bool = False) -> None:
+    """OwnershipError naming a file of the user's where a stage of this run (``first``..
+    ``last``) or the run itself writes, before its first stage computes anything: each
+    stage checks its own folder as it starts, but a file in a later stage's folder would
+    stop the run only after the work of the stages before. The run's folder is claimed."""
+    for name, folder in Layout(config).folders().items():
+        step, stage = WRITERS.get(name, ("evaluate", EvaluateStage))
+        if _selected(step, first, last):
+            check_outputs(stage, folder, overwrite)
+    report = ReportStage.outputs() if _selected("report", first, last) else ()
+    io.check_outputs(config.output_dir, (RUN_RECORD, RUN_LOG, *report))
+
+
 def _selected(name: str, first: str | None, last: str | None) -> bool:
     index = STAGES.index(name)
     return ((first is None or index >= STAGES.index(first))
@@ -233,6 +254,7 @@ def run_main(config: RunConfig, force: bool = False, say: Callable[[str], None] 
     (the stage that failed, or None when the next one failed as it was prepared; the
     last stage done; the error): the record of an earlier run must not stand for it."""
     out = io.claim(config.output_dir, overwrite=overwrite)
+    check_run_outputs(config, first, last, overwrite)
     record = {"config": dataclasses.asdict(config), "stages": {}, "outputs": {}}
     numbered = [s for s in STAGES if _selected(s, first, last)]
     running, done = None, None  # the stage running (None: between stages), the last done

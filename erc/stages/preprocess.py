@@ -22,6 +22,7 @@ class PreprocessStage(Stage):
     name = "preprocess"
     section = "preprocess"
     inputs = ("utterances",)
+    writes = ("part-*.parquet",)  # its results: the partitions its record lists
     description = "decode media; Whisper, faces, speaker and text embeddings (Ray Data)"
 
     def __init__(self, ray: RayConfig | None = None, limit: int | None = None):

@@ -25,6 +25,9 @@ class QCStage(Stage):
     results = (DECISIONS, KEPT, RELABELS, "report.json", "report.html", "plots/*.png")
     description = "alignment, face and speaker checks; relabelling; the QC report"
 
+    def reads(self, config: QCConfig) -> tuple:
+        return tuple((name, getattr(config, name)) for name in ("relabels", "face_references"))
+
     def external(self, config: QCConfig, inputs, manifest) -> dict:
         named = {"face_references": config.face_references, "relabels": config.relabels}
         return {key: content_fingerprint(path) for key, path in named.items() if path}
@@ -34,9 +37,9 @@ class QCStage(Stage):
 
         # A reviewed relabels.csv passed back from this folder would be replaced by the
         # new proposals before anyone read the outcome: the review lost.
-        for name in ("relabels", "face_references"):
-            if getattr(ctx.config, name):
-                check_not_written_over(self, name, Path(getattr(ctx.config, name)), ctx.out)
+        for name, path in self.reads(ctx.config):
+            if path:
+                check_not_written_over(self, name, Path(path), ctx.out)
         photos = Path(ctx.config.face_references) if ctx.config.face_references else None
         if photos and photos.is_dir() and photos.resolve() in ctx.out.resolve().parents:
             raise InputError(f"{ctx.out}: inside the folder of reference photos {photos}, "

@@ -151,6 +151,7 @@ class FusionStage(Stage):
     name = "train"
     inputs = ("utterances",)
     results = MODEL_RESULTS
+    writes = ("ray",)  # Ray Train's run and checkpoints (unless a storage path is set)
     description = "the fusion model (a GRU, Mamba or transformer over the dialogue) on Ray Train"
 
     def __init__(self, address: str | None = None, features: dict | None = None):
@@ -190,6 +191,7 @@ class TextStage(Stage):
     name = "train-text"
     inputs = ("utterances", "encoder")
     results = MODEL_RESULTS
+    writes = ("ray",)  # Ray Train's run and checkpoints (unless a storage path is set)
     description = "the context text encoder fine-tuned for emotion on Ray Train"
 
     def __init__(self, address: str | None = None):

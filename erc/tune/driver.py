@@ -49,6 +49,9 @@ from erc.tune.space import METRIC, REPORT_ROLE, TIME_ATTR, SearchSpec
 log = logging.getLogger(__name__)
 EXPERIMENT = "search"
 ASHA_RUNGS = "asha_rungs.json"  # the scheduler's rungs, kept across a resume
+# What a search writes into its folder (write_outputs, _record, the ledger, its manifest)
+OUTPUTS = ("search.json", "trial_starts.jsonl", ASHA_RUNGS, "manifest.json", "trials.csv",
+           "best_config.yaml", "history.png", "importance.png", "report.html")
 
 
 @dataclass
@@ -247,6 +250,8 @@ def run_search(spec: SearchSpec, table, out_dir: str | Path, *,
 
     with io.claimed(Path(os.path.abspath(out_dir))) as out_dir:  # one search per folder at a time
         one_stage_per_folder(out_dir, "tune")
+        # A file of the user's kept in a folder erc adopted stops the search before its trials
+        io.check_outputs(out_dir, (*OUTPUTS, *(() if storage else ("ray",))))
         return _search(spec, table, out_dir, feature_spec=feature_spec, features=features,
                        roles=roles, data_key=data_key, address=address, num_cpus=num_cpus,
                        storage=storage, fresh=fresh, verbose=verbose, command=command, note=note)
