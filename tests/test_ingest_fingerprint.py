@@ -143,6 +143,6 @@ def test_an_output_folder_that_is_the_corpus_folder_is_refused(tmp_path):
     folder = manifest_corpus(tmp_path).parent
     config = CorpusConfig(path=str(folder), format="manifest", options={"files": "m.csv"})
     before = sorted(p.name for p in folder.iterdir())
-    with pytest.raises(InputError, match="is the corpus folder itself"):
+    with pytest.raises(InputError, match="is ingest.s input corpus: its results would be written over what it reads"):
         execute(IngestStage(), config, {}, folder, overwrite=True, say=lambda _m: None)
     assert sorted(p.name for p in folder.iterdir()) == before
