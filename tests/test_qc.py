@@ -5,6 +5,7 @@ account for every utterance, and the report."""
 from __future__ import annotations
 
 import json
+from collections import Counter
 
 import numpy as np
 import pyarrow as pa
@@ -12,10 +13,11 @@ import pyarrow.parquet as pq
 import pytest
 
 from erc.features import FEATURE_SCHEMA, with_models
+from erc.markup import esc
 from erc.qc.alignment import AlignmentConfig, align_corpus, check_alignment, decide, score_pair
 from erc.qc.calibration import binomial_mixture, clean_error_rate, mixture_threshold, word_error_limit
 from erc.qc.decisions import QCConfig, read_relabels, run_qc
-from erc.qc.embeddings import clusters_of, l2_normalise, robust_reference
+from erc.qc.embeddings import clusters_of, l2_normalise, name_aliases, robust_reference
 from erc.qc.faces import FaceConfig, check_faces, tracks_of
 from erc.qc.speakers import CLOSER_KEY, SpeakerConfig, check_speakers, leave_one_out, neighbour_similarity
 from erc.qc.text import normalise, number_to_words
@@ -374,6 +376,22 @@ def test_speaker_relabel_proposals_constructed():
     assert [r["speaker_status"] for r in rows] == ["no_reference"] * 2 + ["not_checked"] * 2
 
 
+def test_clips_under_another_spelling_of_a_name_are_not_another_speaker():
+    """Three noisier clips of Ross under 'ROSS ' come closer to Ross's utterances than to
+    each other: they were other_speaker (removed, 'sounds like Ross'); the name says they
+    are his."""
+    rng = np.random.default_rng(0)
+    voices = l2_normalise(rng.standard_normal((2, 32)))
+    labels = ["Ross"] * 20 + ["ROSS "] * 3 + ["Joey"] * 20
+    emb = [*_cloud(rng, voices[0], 20, 0.03), *_cloud(rng, voices[0], 3, 0.1),
+           *_cloud(rng, voices[1], 20, 0.03)]
+    rows, _ = check_speakers(labels, emb, [2.0] * len(labels),
+                             [{"role": "speaker", "backend": "resemblyzer"}])
+    assert all(r["speaker_lookalike"] == "Ross" and r["speaker_gap"] > 0.1 for r in rows[20:23])
+    assert [r["speaker_status"] for r in rows[20:23]] == ["match"] * 3
+    assert all(r["proposed_speaker"] is None for r in rows[20:23])
+
+
 def test_leave_one_out_similarity_to_own_reference():
     xc = l2_normalise(np.array([[1.0, 0.0], [0.0, 1.0], [1.0, 1.0], [-1.0, 0.0]]))
     members = {"a": np.array([True, True, True, False]), "b": np.array([False] * 3 + [True])}
@@ -603,6 +621,99 @@ def test_decisions_account_for_every_utterance_and_report_renders(tmp_path):
     assert row["speaker_pass"] and row["face_pass"] and row["keep"]
     kept_all = pq.read_table(tmp_path / "qc_all" / "utterances.parquet").to_pylist()
     assert next(r for r in kept_all if r["utterance_id"] == "toy/train/d1/1")["speaker"] == "Joey"
+
+
+def test_names_equal_but_for_case_and_spaces_are_one_speaker():
+    labels = ["Rachel"] * 5 + ["rachel", " RACHEL", "Ross", "ROSS ", "ROSS ", "Ann", "ann",
+                               None, "", "  "]
+    findings, moves = name_aliases(labels)
+    assert {(f["label"], f["modality"]): f["proposal"] for f in findings} == {
+        ("rachel", "name"): "Rachel", (" RACHEL", "name"): "Rachel",
+        ("Ross", "name"): "ROSS ",  # the most frequent spelling stays, however written
+        ("ann", "name"): "Ann"}  # a tie: the first in sorted order
+    assert all(f["kind"] == "alias" and "case/spaces" in f["detail"] for f in findings)
+    assert moves == {5: ("Rachel", "alias_of:Rachel"), 6: ("Rachel", "alias_of:Rachel"),
+                     7: ("ROSS ", "alias_of:ROSS "), 11: ("Ann", "alias_of:Ann")}
+
+
+def _named_run(tmp_path, rng):
+    """Rachel with many utterances and 'rachel' and ' RACHEL' with one each (too few for a
+    voice reference), Ross with many and 'ROSS ' with six (enough for one, so his voice
+    alias is found too): the utterance and feature tables of a corpus typed by hand."""
+    voices = l2_normalise(rng.standard_normal((2, 32)))
+    spelled = [("Rachel", 0, 20), ("rachel", 0, 1), (" RACHEL", 0, 1), ("Ross", 1, 20),
+               ("ROSS ", 1, 6)]
+    utts, feats = [], []
+    for name, voice, count in spelled:
+        for _ in range(count):
+            i = len(utts)
+            uid = f"toy/train/d{i // 4}/{i % 4}"
+            utts.append({"utterance_id": uid, "corpus": "toy", "split": "train",
+                         "dialogue_id": f"d{i // 4}", "turn": i % 4, "speaker": name,
+                         "text": "We were on a break!", "emotion": "neutral",
+                         "media_path": f"/media/{i}.wav"})
+            row = {column: None for column in FEATURE_SCHEMA.names}
+            row.update(utterance_id=uid, status="ok", duration_s=2.0,
+                       asr_text="We were on a break!", n_frames=0, faces=[],
+                       speaker_embedding=_cloud(rng, voices[voice], 1, 0.03)[0].tolist())
+            feats.append(row)
+    corpus, features = tmp_path / "corpus", tmp_path / "features"
+    corpus.mkdir()
+    features.mkdir()
+    pq.write_table(utterance_table(utts), corpus / "utterances.parquet")
+    schema = with_models(FEATURE_SCHEMA, [{"role": "speaker", "backend": "resemblyzer",
+                                           "name": "ge2e"}])
+    pq.write_table(pa.Table.from_pylist(feats, schema=schema), features / "part-00000.parquet")
+    return corpus, features
+
+
+def test_spellings_of_one_name_are_aliases_in_the_report_and_applied_as_aliases(tmp_path, capsys):
+    """'rachel' and ' RACHEL' (one utterance each) beside 'Rachel' were only no_reference,
+    never recognised as Rachel; 'ROSS ' was Ross only if the voices said so."""
+    from erc.cli import main
+
+    corpus, features = _named_run(tmp_path, np.random.default_rng(21))
+    assert main(["qc", str(features), "--utterances", str(corpus), "--out",
+                 str(tmp_path / "qc")]) == 0
+    printed = capsys.readouterr().out
+    report = json.loads((tmp_path / "qc" / "report.json").read_text())
+    findings = report["relabels"]["label_findings"]
+    # Each spelling once, by name: the voices' alias of 'ROSS ' and Ross is not listed again.
+    assert sorted((f["kind"], f["modality"], f["label"], f["proposal"], f["utterances"])
+                  for f in findings) == [("alias", "name", " RACHEL", "Rachel", 1),
+                                         ("alias", "name", "ROSS ", "Ross", 6),
+                                         ("alias", "name", "rachel", "Rachel", 1)]
+    html = (tmp_path / "qc" / "report.html").read_text()
+    for finding in findings:
+        assert finding["detail"] in printed and "case/spaces" in finding["detail"]
+        assert esc(finding["detail"]) in html
+    rows = pq.read_table(tmp_path / "qc" / "decisions.parquet").to_pylist()
+    # Not applied by default: proposed, the labels as written.
+    spelled = [r for r in rows if r["speaker"] in ("rachel", " RACHEL")]
+    assert [(r["proposed_speaker"], r["relabel_reason"], r["relabel_applied"], r["final_speaker"])
+            for r in spelled] == [("Rachel", "alias_of:Rachel", False, "rachel"),
+                                  ("Rachel", "alias_of:Rachel", False, " RACHEL")]
+    # Ross's voice under 'ROSS ' is his alias's voice, not another speaker's.
+    assert {r["speaker_status"] for r in rows if r["speaker"] == "ROSS "} == {"match"}
+    relabels = (tmp_path / "qc" / "relabels.csv").read_text().splitlines()
+    assert sum(line.endswith(",Rachel,alias_of:Rachel,false") for line in relabels) == 2
+
+    config = QCConfig()
+    config.speakers.apply = "labels"
+    applied = run_qc(features, corpus, tmp_path / "qc_labels", config)
+    rows = applied.decisions.to_pylist()
+    assert len(rows) == 48 and all(r["keep"] for r in rows)
+    assert all(r["relabel_applied"] for r in rows if r["speaker"] in ("rachel", " RACHEL", "ROSS "))
+    assert Counter(r["final_speaker"] for r in rows) == {"Rachel": 22, "Ross": 26}
+    kept = pq.read_table(tmp_path / "qc_labels" / "utterances.parquet")
+    assert Counter(kept.column("speaker").to_pylist()) == {"Rachel": 22, "Ross": 26}
+    # The second pass judges them as Rachel's and Ross's: no alias is left to find.
+    assert applied.summary["speaker"]["after_relabel"]["findings"] == []
+    # The name decides whatever checks run.
+    config.checks = ("alignment",)
+    aligned = run_qc(features, corpus, tmp_path / "qc_alignment", config)
+    assert Counter(r["final_speaker"] for r in aligned.decisions.to_pylist()) == \
+        {"Rachel": 22, "Ross": 26}
 
 
 def test_reviewed_relabels_and_cli(tmp_path, capsys):

@@ -16,11 +16,14 @@ writes into the output folder:
 (The qc stage, ``erc.stages.qc``, adds ``manifest.json``: settings, inputs, summary.)
 
 Order of work: reviewed relabels (``QCConfig.relabels``) are applied to the labels first;
-the face and speaker checks find conflated names and aliases on those labels (face
-findings win over voice ones) and the speaker check proposes relabellings of single
-utterances; the proposals that ``SpeakerConfig.apply`` accepts ("labels": conflated and
-alias findings; "all": also single utterances that sound like another speaker) change the
-labels and the speaker check runs again on them; the face check runs on the final labels; alignment needs no labels.
+labels equal but for case and spaces are aliases of the most frequent spelling (by name,
+whatever the checks); the face and speaker checks find conflated names and aliases on
+those labels (face findings win over voice ones; an alias by name wins over an alias the
+faces or voices found, not over a conflated name's split) and the speaker check proposes
+relabellings of single utterances; the proposals that ``SpeakerConfig.apply`` accepts
+("labels": conflated and alias findings; "all": also single utterances that sound like
+another speaker) change the labels and the speaker check runs again on them; the face
+check runs on the final labels; alignment needs no labels.
 
 An utterance is kept when its features exist and did not fail and every enabled check
 passes. ``reasons`` lists every failure (``check:status``); ``first_reason`` is the first of
@@ -41,6 +44,7 @@ import pyarrow as pa
 from erc import io
 from erc.errors import ConfigError, InputError
 from erc.qc.alignment import AlignmentConfig, align_corpus
+from erc.qc.embeddings import name_aliases
 from erc.qc.faces import (
     FaceConfig,
     check_faces,
@@ -351,7 +355,13 @@ def decide(utterances: pa.Table, features: dict[str, dict], models: list[dict],
     # Label-level proposals from faces are the stronger evidence: they win over voice ones.
     for i, (target, reason) in face_moves.items():
         speak[i]["proposed_speaker"], speak[i]["relabel_reason"] = target, reason
-    summary["label_findings"] = face_findings + speaker_findings
+    # One name but for case and spaces is one speaker, surer than any embedding's alias;
+    # a conflated name's split still sends each of its groups where the faces or voices say.
+    name_findings, name_moves = name_aliases(labels)
+    for i, (target, reason) in name_moves.items():
+        if not (speak[i]["relabel_reason"] or "").startswith("conflated:"):
+            speak[i]["proposed_speaker"], speak[i]["relabel_reason"] = target, reason
+    summary["label_findings"] = name_findings + face_findings + speaker_findings
 
     accepted = {"none": (), "labels": ("conflated:", "alias_of:"),
                 "all": ("conflated:", "alias_of:", "sounds_like:")}[config.speakers.apply]

@@ -1,5 +1,7 @@
 """Identity embeddings shared by the face and speaker checks: normalisation, a robust
-reference per identity, and cutting a set that holds several identities into clusters.
+reference per identity, and cutting a set that holds several identities into clusters;
+and the label findings they share, with the one that needs no embedding: labels whose
+names are equal but for case and spaces (``name_aliases``).
 
 Every similarity is the cosine of L2-normalised vectors.
 """
@@ -192,7 +194,8 @@ def label_findings(labels: np.ndarray, x: np.ndarray, mask: np.ndarray,
     for i, a in enumerate(names):
         for b in names[i + 1:]:
             sim = float(refs[a] @ refs[b])
-            if sim < alias_above or (a in settled and b in settled):
+            # One name but for case and spaces: name_aliases joins them, whatever the vectors say.
+            if sim < alias_above or (a in settled and b in settled) or name_key(a) == name_key(b):
                 continue
             keep, merge = (a, b) if (counts[a], b) >= (counts[b], a) else (b, a)
             findings.append({
@@ -203,6 +206,40 @@ def label_findings(labels: np.ndarray, x: np.ndarray, mask: np.ndarray,
             })
             for row in np.flatnonzero(labels == merge):
                 moves.setdefault(int(row), (keep, f"alias_of:{keep}"))
+    return findings, moves
+
+
+def name_key(label) -> str:
+    """A label as a name: case and surrounding or repeated spaces do not count."""
+    return " ".join(str(label).split()).casefold()
+
+
+def name_aliases(labels: list) -> tuple[list[dict], dict[int, tuple[str, str]]]:
+    """Labels whose names are equal but for case and spaces (``rachel``, `` RACHEL`` beside
+    ``Rachel``) are one speaker, however few their utterances (too few for a reference, the
+    embeddings never compare them): each other spelling is an *alias* of the most frequent
+    one (ties: the first in sorted order). Blank and missing labels name no one. Returns
+    (findings, {row: (proposed label, reason)}), as ``label_findings`` does."""
+    counts = Counter(label for label in labels if label is not None and name_key(label))
+    spellings: dict[str, list[str]] = {}
+    for label in sorted(counts):
+        spellings.setdefault(name_key(label), []).append(label)
+    findings: list[dict] = []
+    keep_of: dict[str, str] = {}
+    for group in spellings.values():
+        keep = max(group, key=lambda label: counts[label])  # sorted: the first of a tie
+        for merge in group:
+            if merge == keep:
+                continue
+            keep_of[merge] = keep
+            findings.append({
+                "kind": "alias", "modality": "name", "label": merge,
+                "utterances": counts[merge], "proposal": keep,
+                "detail": (f"name: {merge!r} is {keep!r} but for case/spaces (same name): "
+                           f"{merge!r} -> {keep!r}"),
+            })
+    moves = {i: (keep_of[label], f"alias_of:{keep_of[label]}")
+             for i, label in enumerate(labels) if label in keep_of}
     return findings, moves
 
 

@@ -46,7 +46,7 @@ from typing import Literal
 import numpy as np
 
 from erc.errors import ConfigError, InputError
-from erc.qc.embeddings import Reference, l2_normalise, label_findings, robust_reference
+from erc.qc.embeddings import Reference, l2_normalise, label_findings, name_key, robust_reference
 from erc.qc.ranges import AtLeastOne, Share, Similarity
 
 # Cosine similarity at which two faces are the same person, per face embedder backend.
@@ -224,12 +224,12 @@ def check_faces(speakers: list[str], faces: list[list[dict] | None], n_frames: l
     # names rarely keep a label's case); one matching no label is listed, not used silently.
     fold = defaultdict(set)
     for speaker in set(speakers):
-        fold[" ".join(str(speaker).split()).casefold()].add(speaker)
+        fold[name_key(speaker)].add(speaker)
     unmatched = []
     for name in list(explicit):
         if name in set(speakers):
             continue
-        same = fold.get(" ".join(str(name).split()).casefold(), set())
+        same = fold.get(name_key(name), set())
         if len(same) == 1 and next(iter(same)) not in explicit:
             explicit[next(iter(same))] = explicit.pop(name)
         else:

@@ -440,7 +440,8 @@ def render_html(data: dict, images: dict[str, bytes]) -> str:
         f"(the corpus's own speakers come that close rarely: the upper tail of their "
         f"component, see the thresholds table); unlike its label below "
         f"{th['speaker_z'][0] if th['speaker_z'] else '-'} robust sds of the label's own "
-        f"range; two voices of one person above {th['speaker_same_person']}.</p>",
+        f"range; two voices of one person above {th['speaker_same_person']}; labels equal "
+        f"but for case and spaces are one speaker by name.</p>",
         img("identity_scores"),
         _table([{"item": k, "value": v} for k, v in data["face"].items()]),
         "<h3>Speaker labels: conflated names and aliases</h3>",

@@ -42,7 +42,9 @@ Per speaker label, a reference voice: the robust mode of the label's speaker emb
 - **Labels** (``erc.qc.embeddings.label_findings``): *conflated* labels (one name, two
   or more voices: the label's embeddings form two or more large clusters whose members
   are on average less than ``split_below`` alike across clusters) and *aliases* (two labels
-  whose references are at least ``same_person`` similar). Labels the faces judged
+  whose references are at least ``same_person`` similar; labels equal but for case and
+  spaces are one speaker by name, ``erc.qc.embeddings.name_aliases``, whether or not they
+  have references, and are not compared as voices). Labels the faces judged
   (``settled``) get no voice finding. On emotional speech a single voice can split as far
   apart as two voices of one gender (RAVDESS, Resemblyzer: one actor's two groups
   0.75-0.80, two women 0.84), so the voice ``split_below`` is set to catch clearly
@@ -61,7 +63,13 @@ import numpy as np
 
 from erc.errors import ConfigError
 from erc.qc.calibration import mixture_threshold
-from erc.qc.embeddings import l2_normalise, label_findings, resolve_alias, robust_reference
+from erc.qc.embeddings import (
+    l2_normalise,
+    label_findings,
+    name_aliases,
+    resolve_alias,
+    robust_reference,
+)
 from erc.qc.ranges import AtLeastOne, Chance, Gap, Seconds, Share, Similarity, Spread
 
 # Per speaker embedder backend (raw cosine similarities). same_person: two label
@@ -226,7 +234,10 @@ def check_speakers(labels: list[str], embeddings: list, durations: list[float | 
     findings, moves = label_findings(labels_arr, x, mask, refs, th["split_below"],
                                      th["same_person"], config.min_group,
                                      config.min_group_share, "voice", settled)
-    aliases = {f["label"]: f["proposal"] for f in findings if f["kind"] == "alias"}
+    # A clip under 'rachel' nearest to the utterances of 'Rachel' is not another speaker's:
+    # aliases by name (listed and proposed by erc.qc.decisions) count as the voices' do.
+    aliases = {f["label"]: f["proposal"] for f in findings + name_aliases(labels)[0]
+               if f["kind"] == "alias"}
     names = sorted(refs)
     # Centred space: the corpus mean out; each reference the centred mean of the utterances
     # its (raw) mode holds.
