@@ -60,8 +60,9 @@ from erc.schema import MISSING_MEDIA_META
 # 2: speech_segments (voice activity) from the decode stage; 3: NaN audio, DC-offset
 # silence and frames too small for a face decided by decode and the detector; 4: a WAV
 # header declaring more than max_clip_seconds over less data is judged by its data, and
-# text-only rows whose media file was missing at ingest say so (missing_media).
-FEATURES_VERSION = 4
+# text-only rows whose media file was missing at ingest say so (missing_media); 5:
+# faster-whisper encodes a short clip over its own window (asr encoder_window).
+FEATURES_VERSION = 5
 STATS = "ray_data_stats.txt"
 FINGERPRINT_KEY = b"erc.fingerprint"
 SETTINGS_KEY = b"erc.settings"
