@@ -35,6 +35,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import math
 import os
 import re
 import time
@@ -210,7 +211,7 @@ def plan(table: pa.Table, config: PreprocessConfig, limit: int | None = None,
 
 def stage_resources(config: PreprocessConfig, stages: list[str], cpus: float, gpus: float,
                     node_cpus: list[float] | None = None, gpu_nodes: int = 1,
-                    gpu_node_cpus: float | None = None) -> dict:
+                    gpu_node_cpus: float | None = None, rows: int | None = None) -> dict:
     """batch_size, concurrency, num_cpus, num_gpus (and accelerator_type, resources) for
     each stage, from the config with the stage's own defaults (``PassStage.resources``);
     CPUs left unset are shared out so that every stage's actors and one decode task fit on
@@ -225,13 +226,21 @@ def stage_resources(config: PreprocessConfig, stages: list[str], cpus: float, gp
     must fit on one node next to the actors placed there, so it asks for at most half of
     the smallest node, and that much is kept free on every node (the actors' share is
     what is left), so that wherever the actors land some node can still run a decode
-    task."""
+    task.
+
+    A model stage on CPUs whose pool the config does not size gets actors in proportion to
+    what an utterance costs it (``PassStage.cpu_seconds``): of 2 CPUs, faces take 2 actors
+    and the others one each; of 16, faces 12 and ASR 5. ``rows`` (the rows to compute)
+    bounds each pool to one actor per ``BATCHES_PER_ACTOR`` batches, so that a small pass
+    does not load a model more often than it uses it."""
     nodes = [c for c in (node_cpus or []) if c > 0] or [cpus]
     model_names = [stage.name for stage in MODEL_STAGES]
-    chosen = {}
+    chosen, sized = {}, set()
     for stage in stages:
         given = {k: v for k, v in dataclasses.asdict(getattr(config, stage)).items() if v is not None}
         chosen[stage] = {**STAGE_OF[stage].resources, **given}
+        if "concurrency" in given:
+            sized.add(stage)
         if stage in model_names and "num_gpus" not in given:
             users = [s for s in stages if s in model_names]
             share = min(1.0, gpus / len(users)) if gpus >= 1 else 0.0
@@ -240,6 +249,14 @@ def stage_resources(config: PreprocessConfig, stages: list[str], cpus: float, gp
                 per_node = max(1, int(gpus / (len(users) * share) + 1e-9))
                 chosen[stage]["concurrency"] = [1, min(64, per_node * gpu_nodes)
                                                 if gpu_nodes > 0 else 64]
+
+    on_cpu = [s for s in stages if s in model_names and not chosen[s]["num_gpus"]]
+    cost = sum(STAGE_OF[s].cpu_seconds for s in on_cpu)
+    for stage in [s for s in on_cpu if s not in sized] if cost > 0 else []:
+        wanted = math.ceil(cpus * STAGE_OF[stage].cpu_seconds / cost - 1e-9)
+        if rows is not None:
+            wanted = min(wanted, math.ceil(rows / (chosen[stage]["batch_size"] * BATCHES_PER_ACTOR)))
+        chosen[stage]["concurrency"] = max(1, wanted)
 
     def actors(stage) -> int:
         size = chosen[stage]["concurrency"]
@@ -261,6 +278,9 @@ def stage_resources(config: PreprocessConfig, stages: list[str], cpus: float, gp
                 cpus_here = min(cpus_here, gpu_node_cpus / len(on_gpu))
             chosen[stage]["num_cpus"] = round(cpus_here, 3)
     return chosen
+
+
+BATCHES_PER_ACTOR = 4  # a CPU pool grows by one actor per this many batches of rows
 
 
 def stage_request(chosen: dict) -> cluster.Request:
@@ -307,7 +327,8 @@ def build_dataset(parts: list[pa.Table], specs: dict, config: PreprocessConfig, 
     return dataset
 
 
-def _cluster_stage_resources(config: PreprocessConfig, stages: list[str], say) -> dict:
+def _cluster_stage_resources(config: PreprocessConfig, stages: list[str], say,
+                             rows: int | None = None) -> dict:
     """stage_resources for the connected cluster: GPUs and CPUs from the node types it can
     launch (erc.cluster), every stage's request checked against them."""
     from erc import runtime
@@ -321,7 +342,7 @@ def _cluster_stage_resources(config: PreprocessConfig, stages: list[str], say) -
     cpus, node_cpus = cluster.task_cpus()
     resources = stage_resources(config, stages, cpus, plan.per_node if plan else 0.0,
                                 node_cpus, plan.nodes if plan else 1,
-                                plan.node_cpus if plan else None)
+                                plan.node_cpus if plan else None, rows)
     for stage, chosen in resources.items():
         cluster.check_feasible(stage_request(chosen), f"preprocess.{stage}")
     return resources
@@ -442,7 +463,8 @@ def run_preprocess(table: pa.Table, output_dir: str | Path, config: PreprocessCo
         resources_now = ray_module.cluster_resources()
         with_media = any(_has_media(parts[k]) for k in pending)
         stages = [s.name for s in PASS] if with_media else ["decode", "text"]
-        resources = _cluster_stage_resources(config, stages, say)
+        resources = _cluster_stage_resources(config, stages, say,
+                                             sum(parts[k].num_rows for k in pending))
         wanted = sum(r["num_cpus"] * (r["concurrency"][0] if isinstance(r["concurrency"], list)
                                       else r["concurrency"] or 1) for r in resources.values())
         if wanted > float(resources_now.get("CPU", 1)) + 1e-6:

@@ -60,6 +60,10 @@ class PassStage:
     reads: ClassVar[tuple[str, ...]] = ()
     writes: ClassVar[tuple[str, ...]] = ()
     resources: ClassVar[dict[str, Any]] = {}
+    # CPU seconds an utterance costs the stage on a CPU (offline profile, measured by
+    # bench/preprocess): a CPU stage's actors, unless the config sizes its pool, are the
+    # machine's CPUs in proportion to it (erc.pipeline.preprocess.stage_resources).
+    cpu_seconds: ClassVar[float] = 0.0
 
 # -- Arrow helpers ------------------------------------------------------------------------
 
@@ -264,6 +268,7 @@ class FaceStage(_ModelStage):
     reads = ("status", "n_frames", "_frames", "_frame_shape", "_frame_times", "_scale")
     writes = ("faces",)
     resources = {"batch_size": 8, "concurrency": 1, "num_cpus": None, "num_gpus": 0.0}
+    cpu_seconds = 0.62
 
     def eligible(self, batch):
         n_frames = batch.column("n_frames").to_pylist()
@@ -318,6 +323,7 @@ class ASRStage(_ModelStage):
     reads = ("status", "_audio")
     writes = ("asr_text", "asr_language", "asr_no_speech_prob", "asr_avg_logprob", "asr_words")
     resources = {"batch_size": 8, "concurrency": 1, "num_cpus": None, "num_gpus": 0.0}
+    cpu_seconds = 0.23
 
     def compute(self, batch, rows):
         return self.backends["asr"].transcribe([_audio_of(batch, i) for i in rows])
@@ -346,6 +352,7 @@ class SpeakerStage(_ModelStage):
     reads = ("status", "_audio")
     writes = ("speaker_embedding",)
     resources = {"batch_size": 16, "concurrency": 1, "num_cpus": None, "num_gpus": 0.0}
+    cpu_seconds = 0.032
 
     def compute(self, batch, rows):
         vectors = np.asarray(self.backends["speaker"].embed([_audio_of(batch, i) for i in rows]),
@@ -375,6 +382,7 @@ class TextStage(_ModelStage):
     # costs under 1 % of the pass), so partitions are written, and progress shows, every
     # few seconds.
     resources = {"batch_size": 16, "concurrency": 1, "num_cpus": None, "num_gpus": 0.0}
+    cpu_seconds = 0.011
 
     def eligible(self, batch):
         return [i for i, t in enumerate(batch.column("text").to_pylist()) if t and t.strip()]
