@@ -347,3 +347,38 @@ def test_dlib_contract(dlib_embedder, tmp_path):
         DlibEmbedder(ModelSpec("face_embed", "dlib", "resnet", random_init=True))
     with pytest.raises(MissingWeightsError, match="spec.path"):
         DlibEmbedder(ModelSpec("face_embed", "dlib", "resnet", path=str(tmp_path)))
+
+
+def test_dlib_torch_engine_equals_dlib(mtcnn, dlib_embedder):
+    """The default torch engine runs dlib's own weights: the same descriptors as dlib's network
+    on real aligned chips (RAVDESS actors and the photos of two_people), the same record."""
+    assert dlib_embedder.engine == "torch"
+    actors = shared_path("assets", "faces", "ravdess_actors")
+    frames = [load_image(p) for p in sorted(actors.glob("Actor_*.png"))]
+    frames.append(load_image(shared_path(*IMAGES) / "two_people.jpg"))
+    boxes = [[f.box for f in found] for found in mtcnn.detect(frames)]
+    native = DlibEmbedder(ModelSpec("face_embed", "dlib", "resnet", options={"engine": "dlib"}))
+    ours = np.concatenate(dlib_embedder.embed(frames, boxes))
+    theirs = np.concatenate(native.embed(frames, boxes))
+    assert ours.shape == theirs.shape and len(ours) >= 20 and np.isfinite(ours).all()
+    assert np.abs(ours - theirs).max() < 1e-4
+    cosine = np.sum(ours * theirs, axis=1) / np.linalg.norm(ours, axis=1) / np.linalg.norm(theirs, axis=1)
+    assert cosine.min() > 0.9999
+    native_record, record = native.record(), dlib_embedder.record()
+    assert (native_record.sha256, native_record.source) == (record.sha256, record.source)
+    # jittering is dlib's alone: num_jitters picks dlib's engine, and is refused with torch's
+    jittered = DlibEmbedder(ModelSpec("face_embed", "dlib", "resnet", options={"num_jitters": 1}))
+    assert jittered.engine == "dlib"
+    with pytest.raises(ValueError, match="num_jitters needs engine 'dlib'"):
+        DlibEmbedder(ModelSpec("face_embed", "dlib", "resnet",
+                               options={"engine": "torch", "num_jitters": 1}))
+    with pytest.raises(ValueError, match="engine must be"):
+        DlibEmbedder(ModelSpec("face_embed", "dlib", "resnet", options={"engine": "onnx"}))
+
+
+def test_dlib_torch_parser_refuses_another_network():
+    from erc.backends.dlib_torch import parse_dlib_resnet
+    from erc.backends.face import _face_recognition_models_dir
+
+    with pytest.raises(ValueError, match="dlib layer"):
+        parse_dlib_resnet(_face_recognition_models_dir() / "shape_predictor_5_face_landmarks.dat")

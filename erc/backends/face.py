@@ -480,7 +480,11 @@ class DlibEmbedder(Backend):
     NOT L2-normalised (their norms are about 1.3-1.6): dlib's documented rule "same person when
     the Euclidean distance is below 0.6" applies to them as they are; cosine similarity works
     too. ``normalize=True`` returns unit rows instead (the 0.6 rule then no longer applies).
-    Options: ``padding``, ``num_jitters`` (default 0), ``normalize`` (default False).
+    Options: ``padding``, ``num_jitters`` (default 0), ``normalize`` (default False) and
+    ``engine``: ``"torch"`` (the default) runs the same weights, read from the same .dat, in
+    torch (erc.backends.dlib_torch; descriptors equal to dlib's within 1e-6, about 15 times
+    faster on a CPU than the BLAS-less dlib-bin wheel); ``"dlib"`` runs dlib's own network, the
+    only one that jitters (``num_jitters`` > 0 without an engine picks it).
     """
 
     dim = DLIB_DIM
@@ -494,6 +498,12 @@ class DlibEmbedder(Backend):
         self.padding = float(options.get("padding", 0.25))
         self.num_jitters = int(options.get("num_jitters", 0))
         self.normalize = bool(options.get("normalize", False))
+        self.engine = options.get("engine", "dlib" if self.num_jitters else "torch")
+        if self.engine not in ("torch", "dlib"):
+            raise ConfigError(f"dlib engine must be 'torch' or 'dlib', not {self.engine!r}")
+        if self.engine == "torch" and self.num_jitters:
+            raise ConfigError("num_jitters needs engine 'dlib' (dlib's own random jitter); the "
+                              "torch engine computes the plain descriptor")
         if spec.random_init:
             raise ConfigError("dlib face models cannot be randomly initialised; the real weights "
                              "ship with face_recognition_models (pass no path to use them)")
@@ -511,8 +521,13 @@ class DlibEmbedder(Backend):
                 f"{DLIB_PREDICTOR} and {DLIB_RESNET}, or install face_recognition_models==0.3.0 "
                 "(with setuptools<81) to use its packaged files")
         self.predictor = dlib.shape_predictor(str(predictor))
-        self.model = dlib.face_recognition_model_v1(str(resnet))
         self.weights_sha256 = sha256_of(resnet)
+        if self.engine == "torch":
+            from erc.backends.dlib_torch import load_dlib_resnet
+
+            self.model = load_dlib_resnet(str(resnet), self.weights_sha256)
+        else:
+            self.model = dlib.face_recognition_model_v1(str(resnet))
 
     def embed(self, frames: list[np.ndarray], boxes: list[list[tuple]]) -> list[np.ndarray]:
         import dlib
@@ -537,8 +552,13 @@ class DlibEmbedder(Backend):
         out = [np.full((len(b), self.dim), np.nan, dtype=np.float32) for b in boxes]
         if not chips:
             return out
-        descriptors = self.model.compute_face_descriptor(chips, self.num_jitters)
-        rows = np.asarray([np.asarray(d) for d in descriptors], dtype=np.float32)
+        if self.engine == "torch":
+            # 64 chips at a time keep the first activations (1.3 MB a chip) bounded
+            rows = np.concatenate([self.model(np.stack(chips[k:k + 64])).numpy()
+                                   for k in range(0, len(chips), 64)])
+        else:
+            descriptors = self.model.compute_face_descriptor(chips, self.num_jitters)
+            rows = np.asarray([np.asarray(d) for d in descriptors], dtype=np.float32)
         if self.normalize:
             rows = _l2_normalise(rows)
         for (i, j), row in zip(where, rows):
