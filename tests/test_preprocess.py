@@ -458,8 +458,8 @@ def test_stage_resources_fit_the_cluster():
     STAGES = [stage.name for stage in PASS]
     small = stage_resources(PreprocessConfig(), list(STAGES), cpus=2, gpus=0)
     assert small["decode"]["num_cpus"] == 1.0
-    # faces cost the most CPU time an utterance: two actors of 2 CPUs, the others one
-    assert [small[s]["concurrency"] for s in ("faces", "asr", "speaker", "text")] == [2, 1, 1, 1]
+    # ASR costs the most CPU time an utterance: two actors of 2 CPUs, the others one
+    assert [small[s]["concurrency"] for s in ("faces", "asr", "speaker", "text")] == [1, 2, 1, 1]
     assert [small[s]["num_cpus"] for s in ("faces", "asr", "speaker", "text")] == [0.2] * 4
     assert all(small[s]["num_gpus"] == 0 for s in STAGES)
     big = stage_resources(PreprocessConfig(asr=StageResources(concurrency=[2, 4], num_gpus=0.5)),
@@ -474,7 +474,7 @@ def test_stage_resources_fit_the_cluster():
 
 def test_cpu_actor_pools_follow_what_an_utterance_costs_each_stage():
     """On CPUs a model stage's pool, unless the config sizes it, is the machine's CPUs in
-    proportion to the stage's CPU seconds an utterance (faces about 0.6, ASR 0.2, speaker
+    proportion to the stage's CPU seconds an utterance (faces and ASR about 0.2, speaker
     and text a few hundredths), at least one actor and at most one per four batches of
     the rows to compute; a pool the config sizes and a GPU pool keep their size."""
     from erc.pipeline.preprocess import stage_resources
@@ -486,14 +486,14 @@ def test_cpu_actor_pools_follow_what_an_utterance_costs_each_stage():
         res = stage_resources(config or PreprocessConfig(), STAGES, **kwargs)
         return [res[s]["concurrency"] for s in ("faces", "asr", "speaker", "text")]
 
-    assert pools(cpus=16, gpus=0) == [12, 5, 1, 1]
-    assert pools(cpus=16, gpus=0, rows=100) == [4, 4, 1, 1]  # 100 rows: 4 batches of 8 a pool
+    assert pools(cpus=16, gpus=0) == [7, 9, 2, 1]
+    assert pools(cpus=16, gpus=0, rows=100) == [4, 4, 2, 1]  # 100 rows: 4 batches of 8 a pool
     assert pools(cpus=16, gpus=0, rows=10) == [1, 1, 1, 1]
     res = stage_resources(PreprocessConfig(), STAGES, cpus=16, gpus=0)
     assert sum(res[s]["num_cpus"] * res[s]["concurrency"] for s in STAGES if s != "decode") \
         <= 16 - res["decode"]["num_cpus"] + 1e-9  # room is left for a decode task
     sized = PreprocessConfig(faces=StageResources(concurrency=3))
-    assert pools(sized, cpus=16, gpus=0) == [3, 5, 1, 1]
+    assert pools(sized, cpus=16, gpus=0) == [3, 9, 2, 1]
     assert pools(cpus=32, gpus=1) == [1, 1, 1, 1]  # on a GPU: one actor each, sharing it
 
 

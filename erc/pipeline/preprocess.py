@@ -229,8 +229,8 @@ def stage_resources(config: PreprocessConfig, stages: list[str], cpus: float, gp
     task.
 
     A model stage on CPUs whose pool the config does not size gets actors in proportion to
-    what an utterance costs it (``PassStage.cpu_seconds``): of 2 CPUs, faces take 2 actors
-    and the others one each; of 16, faces 12 and ASR 5. ``rows`` (the rows to compute)
+    what an utterance costs it (``PassStage.cpu_seconds``): of 2 CPUs, ASR takes 2 actors
+    and the others one each; of 16, faces 7, ASR 9, speaker 2. ``rows`` (the rows to compute)
     bounds each pool to one actor per ``BATCHES_PER_ACTOR`` batches, so that a small pass
     does not load a model more often than it uses it."""
     nodes = [c for c in (node_cpus or []) if c > 0] or [cpus]

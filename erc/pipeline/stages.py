@@ -268,7 +268,7 @@ class FaceStage(_ModelStage):
     reads = ("status", "n_frames", "_frames", "_frame_shape", "_frame_times", "_scale")
     writes = ("faces",)
     resources = {"batch_size": 8, "concurrency": 1, "num_cpus": None, "num_gpus": 0.0}
-    cpu_seconds = 0.62
+    cpu_seconds = 0.16
 
     def eligible(self, batch):
         n_frames = batch.column("n_frames").to_pylist()
@@ -323,7 +323,7 @@ class ASRStage(_ModelStage):
     reads = ("status", "_audio")
     writes = ("asr_text", "asr_language", "asr_no_speech_prob", "asr_avg_logprob", "asr_words")
     resources = {"batch_size": 8, "concurrency": 1, "num_cpus": None, "num_gpus": 0.0}
-    cpu_seconds = 0.23
+    cpu_seconds = 0.22
 
     def compute(self, batch, rows):
         return self.backends["asr"].transcribe([_audio_of(batch, i) for i in rows])
@@ -352,7 +352,7 @@ class SpeakerStage(_ModelStage):
     reads = ("status", "_audio")
     writes = ("speaker_embedding",)
     resources = {"batch_size": 16, "concurrency": 1, "num_cpus": None, "num_gpus": 0.0}
-    cpu_seconds = 0.032
+    cpu_seconds = 0.03
 
     def compute(self, batch, rows):
         vectors = np.asarray(self.backends["speaker"].embed([_audio_of(batch, i) for i in rows]),
