@@ -145,9 +145,13 @@ class Node:
         return session_pids(self.sid)
 
     def raylet_pid(self) -> int:
+        """The node's raylet. A process the raylet has just forked carries the raylet's
+        command line until it execs its own (seen once in CI: two "raylets"), so the
+        raylet is the one whose parent is not one of them."""
         found = [p for p in self.pids() if "/raylet/raylet " in _cmdline(p)]
-        assert len(found) == 1, f"{self.name}: raylet processes {found}"
-        return found[0]
+        roots = [p for p in found if int((_stat(p) or [0, 0])[1]) not in found]
+        assert len(roots) == 1, f"{self.name}: raylet processes {found}"
+        return roots[0]
 
 
 @dataclass
