@@ -9,8 +9,9 @@ line in-process (no Ray). For each input the outcome must be one of:
   or the option, no traceback.
 
 The counts (inputs tried, clear errors, recorded reasons, rows lost) are printed at the
-end (``pytest -s``) and asserted. (One input is odd but valid: a speaker name of 5,000
-nested brackets is a name, kept, and must not crash the list-literal parser.)
+end (``pytest -s``) and asserted. (Two inputs are odd but kept: a speaker name of 5,000
+nested brackets is a name and must not crash the list-literal parser; a transcript with no
+word beside its media is a row without text, counted as a repair.)
 """
 
 from __future__ import annotations
@@ -26,6 +27,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from erc.cli import main
+from erc.corpus.base import TEXT_WITHOUT_WORDS
 
 # -- corpus builders ----------------------------------------------------------------------
 
@@ -167,6 +169,7 @@ class Case:
     error: tuple[str, ...] = ()  # fragments the one-line error must hold (without reason)
     line: bool = True  # problems carry a line number (not for folders of files)
     kept: int | None = None  # rows that must be kept, when the case says
+    repair: str | None = None  # a repair the ingest summary must count
 
 
 def ingest(path: Path, *options: str) -> list[str]:
@@ -412,6 +415,20 @@ case("manifest label outside the label set", lambda t: ingest(manifest_csv(
     t, ok_row(0), "d,Bob,Hm.,1,,,,bored"), *opts("labels=[joy, anger]")), "unknown_label", 2)
 case("manifest neither text nor media", lambda t: ingest(manifest_csv(t, ok_row(0), "d,Bob,,1,,,,joy")),
      "missing_field", 2)
+# a transcript without a word is no text: with media the row keeps its place, without it
+# the row has neither text nor media
+case("manifest text of emoji or punctuation only, no media", lambda t: ingest(manifest_csv(
+    t, ok_row(0), "d,Bob,😂😂,1,,,,joy", "d,Ann,?!,2,,,,joy")), "missing_field", 3, kept=1)
+
+
+def wordless_with_media(t: Path) -> list[str]:
+    path = manifest_csv(t, ok_row(0), "d,Bob,😂😂,1,,,a.wav,joy", "d,Ann,...,2,,,a.wav,joy")
+    (path.parent / "a.wav").write_bytes(b"RIFF")
+    return ingest(path)
+
+
+case("manifest text of emoji or punctuation only, with media", wordless_with_media, rows_in=3,
+     kept=3, repair=TEXT_WITHOUT_WORDS)
 case("manifest several speakers", lambda t: ingest(manifest_csv(
     t, ok_row(0), "d,\"['Ann', 'Bob']\",Both.,1,,,,joy")), "several_speakers", 2)
 case("manifest template column empty", lambda t: ingest(manifest_csv(
@@ -627,6 +644,8 @@ def _run(case_: Case, tmp: Path, capsys) -> Outcome:
              f"{len(problems)} problems")
     if case_.kept is not None and kept != case_.kept:
         fail(f"{kept} rows kept, expected {case_.kept}")
+    if case_.repair and not summary["repairs"].get(case_.repair):
+        fail(f"no {case_.repair!r} repair; repairs: {summary['repairs']}")
     reasons = {p["reason"] for p in problems}
     if case_.reason and case_.reason not in reasons:
         fail(f"no {case_.reason} problem; problems: {[(p['reason'], p['detail']) for p in problems]}")

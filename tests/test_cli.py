@@ -42,11 +42,12 @@ def test_ingest_meld_prints_summary_and_resumes(tmp_path, capsys):
     out = tmp_path / "meld"
     assert main(["corpus", "ingest", str(meld), "--out", str(out)]) == 0
     text = capsys.readouterr().out
-    assert "11,098 input rows -> 11,098 utterances kept, 0 set aside" in text
-    assert "train       9,989      1,038" in text and "dev         1,109        114" in text
+    # one set aside: dialogue 369 is Ross's "!" alone, no word and (no media root) no media
+    assert "11,098 input rows -> 11,097 utterances kept, 1 set aside" in text
+    assert "train       9,988      1,037" in text and "dev         1,109        114" in text
     assert "7 emotions" in text
     table = pq.read_table(out / "utterances.parquet")
-    assert table.num_rows == 11098
+    assert table.num_rows == 11097
     stamp = (out / "utterances.parquet").stat().st_mtime_ns
 
     assert main(["corpus", "ingest", str(meld), "--out", str(out)]) == 0

@@ -47,12 +47,14 @@ def test_real_meld():
     assert detect_format(path) == "meld"
     result = checked(read_corpus(path))
     t = result.utterances
-    assert result.problems.num_rows == 0
+    # Dialogue 369 is one turn, Ross's "!": no word, and no media without a media root.
+    assert [(p["utterance_id"], p["reason"]) for p in result.problems.to_pylist()] == [
+        ("meld/train/dia369_utt0", "missing_field")]
     splits = Counter(t.column("split").to_pylist())
-    assert splits == {"train": 9989, "dev": 1109}
+    assert splits == {"train": 9988, "dev": 1109}
     dialogues = Counter(s for s, _ in set(zip(t.column("split").to_pylist(),
                                                 t.column("dialogue_id").to_pylist())))
-    assert dialogues == {"train": 1038, "dev": 114}
+    assert dialogues == {"train": 1037, "dev": 114}
     assert set(t.column("emotion").to_pylist()) == set(LABELS)
     assert len(set(t.column("utterance_id").to_pylist())) == t.num_rows
     assert set(t.column("corpus").to_pylist()) == {"meld"}

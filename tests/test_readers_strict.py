@@ -13,9 +13,17 @@ import pyarrow.parquet as pq
 import pytest
 
 from erc.corpus import FORMATS, CorpusError, read_corpus
-from erc.corpus.base import TEXT_CLEANED, RowAccountingError, RowCollector, read_csv_records
+from erc.corpus.base import (
+    TEXT_CLEANED,
+    TEXT_WITHOUT_WORDS,
+    TEXT_WITHOUT_WORDS_META,
+    RowAccountingError,
+    RowCollector,
+    read_csv_records,
+)
 from erc.corpus.values import RowProblem, meta_value, parse_time, parse_turn, text_value
 from erc.errors import ConfigError
+from erc.qc.alignment import check_alignment
 from erc.schema import PROBLEM_REASONS
 from tests.conftest import by_uid, checked
 
@@ -199,6 +207,33 @@ def test_control_characters_leave_the_text_of_every_reader(tmp_path):
                           "speaker": "Ann", "text": "\x00", "media_path": "/clip.mp4"},
                          source="s", line=1)
     assert collector.result().utterances.column("text").to_pylist() == [None]
+
+
+def test_a_text_without_a_word_is_no_text(tmp_path):
+    """A transcript of emoji, punctuation or symbols alone was kept as text: embedded by the
+    text model and compared with the ASR. It is now no text, as a blank one is (counted as a
+    repair, the text it had in meta text_without_words), so QC has no transcript to judge
+    the clip by; with no media either the row is a missing_field problem. A word of any
+    script (letters or digits) is a word."""
+    (tmp_path / "clip.wav").write_bytes(b"RIFF")
+    wordless = ["😂😂", "...", "?!", "★ ♪ → ©"]
+    words = ["Ναι", "Да", "好", "نعم", "٣", "42", "¿Sí?", "😂 ok"]
+    lines = [{"dialogue_id": "d", "speaker": "Ann", "text": t, "media": "clip.wav"}
+             for t in wordless + words]
+    lines.append({"dialogue_id": "d", "speaker": "Bob", "text": "🙂"})
+    jsonl = tmp_path / "m.jsonl"
+    jsonl.write_text("".join(json.dumps(line) + "\n" for line in lines))
+    result = checked(read_corpus(jsonl))
+    rows = result.utterances.to_pylist()
+    assert [r["text"] for r in rows] == [None] * len(wordless) + words
+    assert [dict(r["meta"]).get(TEXT_WITHOUT_WORDS_META) for r in rows] == wordless + [None] * len(words)
+    assert result.repairs[TEXT_WITHOUT_WORDS] == len(wordless)
+    [problem] = result.problems.to_pylist()
+    assert problem["reason"] == "missing_field" and "holds no word" in problem["detail"]
+    # QC compares no transcript with the ASR: neither a pass nor a rejection on nothing.
+    statuses = [r["status"] for r in check_alignment([r["text"] for r in rows], ["hello there"] * len(rows))]
+    assert statuses[:len(wordless)] == ["no_transcript"] * len(wordless)
+    assert "no_transcript" not in statuses[len(wordless):]
 
 
 def test_a_byte_order_mark_is_no_part_of_the_first_row(tmp_path):

@@ -102,6 +102,19 @@ def clean_text(text: str) -> str:
     return text.translate(_CONTROLS)
 
 
+# A transcript of emoji, punctuation or symbols alone ("😂😂", "...", "?!") says no word:
+# the text model would embed noise and QC has nothing to compare the ASR with. The row is
+# kept as one without text (as a blank one is), the text it had in its meta.
+TEXT_WITHOUT_WORDS = "text held no word (only punctuation, symbols or emoji): kept as no text"
+TEXT_WITHOUT_WORDS_META = "text_without_words"
+
+
+def has_word(text: str) -> bool:
+    """Whether ``text`` holds a letter or digit of any script (``has_word("?!") is False``,
+    ``has_word("Ναι") is True``)."""
+    return any(char.isalnum() for char in text)
+
+
 class RowCollector:
     """Accumulates kept rows and problem rows for one corpus; enforces unique ids."""
 
@@ -126,16 +139,19 @@ class RowCollector:
             yield record
 
     def add(self, row: dict, *, source: str, line: int | None) -> bool:
-        """Keeps one input row, its text cleaned (``clean_text``; a blank text is None),
-        unless it has neither text nor media, or its id, or its turn of its dialogue, was
-        seen before (then it is a problem). Whether the row was kept."""
+        """Keeps one input row, its text cleaned (``clean_text``; a blank text, or one
+        without a word, is None), unless it has neither text nor media, or its id, or its
+        turn of its dialogue, was seen before (then it is a problem). Whether the row was
+        kept."""
         uid = row["utterance_id"]
         text = row.get("text")
         cleaned = clean_text(text) if isinstance(text, str) else text
-        if not (cleaned and cleaned.strip()):
+        wordless = cleaned if cleaned and cleaned.strip() and not has_word(cleaned) else None
+        if not (cleaned and cleaned.strip()) or wordless:
             cleaned = None
         if cleaned is None and not row.get("media_path"):
-            only = (f" (its text {preview(text, 40)} holds only control characters)"
+            only = (f" (its text {preview(text, 40)} holds no word)" if wordless
+                    else f" (its text {preview(text, 40)} holds only control characters)"
                     if text and text.strip() else "")
             self._record(source, line, row.get("split"), uid, "missing_field",
                          f"row has neither text nor media{only}")
@@ -158,6 +174,9 @@ class RowCollector:
         row.setdefault("corpus", self.corpus)
         if cleaned is not None and cleaned != text:
             self.repairs[TEXT_CLEANED] += 1
+        if wordless:
+            self.repairs[TEXT_WITHOUT_WORDS] += 1
+            row["meta"] = {**(row.get("meta") or {}), TEXT_WITHOUT_WORDS_META: wordless}
         row["text"] = cleaned
         self.rows_kept.append(row)
         return True

@@ -62,10 +62,11 @@ class IngestStage(Stage):
     name = "ingest"
     section = "corpus"
     results = (UTTERANCES, PROBLEMS)
-    # 13: a row kept without its missing media file (keep_missing_media) names the path
-    # in its meta (missing_media, missing_audio); 12: control characters leave every
-    # reader's text (tabs and line breaks become spaces), a blank text is null, and a row
-    # with neither text nor media is a
+    # 14: a text without a word (only punctuation, symbols or emoji) is null, the text
+    # it had in meta text_without_words; 13: a row kept without its missing media file
+    # (keep_missing_media) names the path in its meta (missing_media, missing_audio);
+    # 12: control characters leave every reader's text (tabs and line breaks become
+    # spaces), a blank text is null, and a row with neither text nor media is a
     # missing_field problem whatever the reader; 11: a manifest file or folder named as
     # a split (dev.csv, valid/) gives its rows that split under a split column, a CSV row
     # set aside keeps its place in its dialogue;
@@ -78,7 +79,7 @@ class IngestStage(Stage):
     # utterance at a turn of a dialogue is a duplicate_turn problem, a manifest row set
     # aside without a turn names no default id; 5: readers take off a byte order mark,
     # MELD ids are numbers, default manifest ids escape "/"
-    version = 13
+    version = 14
     description = "read the corpus into the utterance table; every row kept or set aside with a reason"
 
     def settings(self, config: CorpusConfig) -> dict:
