@@ -13,7 +13,7 @@ import av
 import numpy as np
 import pytest
 
-from erc.media.decode import AUDIO_RATE, DecodeSettings, audio_defect, decode_utterance
+from erc.media.decode import AUDIO_RATE, DecodeSettings, audio_defect, clipped_share, decode_utterance
 from tests.conftest import REPO, make_clip, shared_path
 
 CLIPS = REPO / "erc" / "samples" / "ravdess_dialogues" / "clips"
@@ -244,6 +244,26 @@ def test_quiet_speech_with_long_pauses_is_not_silence(tmp_path):
     hiss = 10 ** (-66 / 20) * rng.standard_normal(3 * AUDIO_RATE)
     got = decode_utterance(str(_wav(tmp_path / "hiss.wav", hiss)))
     assert got.reason == "silence" and "loudest 0.25 s" in got.detail
+
+
+def test_audio_at_full_scale_is_clipping_and_loud_real_speech_is_not(tmp_path):
+    """A square wave at full scale, or a channel overdriven until 98 % of it is clipped,
+    holds no speech: the row fails as clipping. A square wave recorded at 48 kHz keeps the
+    reason though resampling rounds its edges. The real clips of shared/assets with the
+    most samples at full scale (0.064 % and 0.011 %) decode as speech."""
+    def square(rate: int, hz: float) -> np.ndarray:
+        return np.where(np.sin(2 * np.pi * hz * np.arange(rate) / rate) >= 0, 1.0, -1.0)
+
+    got = decode_utterance(str(_wav(tmp_path / "square.wav", square(AUDIO_RATE, 150))))
+    assert got.reason == "clipping" and got.detail.startswith("100.0% of the audio samples")
+    assert decode_utterance(str(_wav(tmp_path / "square48k.wav", square(48_000, 2000), 48_000))).reason == "clipping"
+    overdriven = 50 * np.random.default_rng(4).standard_normal(AUDIO_RATE)
+    assert decode_utterance(str(_wav(tmp_path / "overdriven.wav", overdriven))).reason == "clipping"
+    for loudest in (("speech", "asr_samples", "jfk.flac"),
+                    ("speech", "ravdess16k", "Actor_13", "03-01-05-02-02-02-13.flac")):
+        got = decode_utterance(str(shared_path("assets", *loudest)))
+        assert got.ok and 0 < clipped_share(got.audio) < 0.001, (loudest, got.detail)
+
 
 def test_one_open_per_file(tmp_path, monkeypatch):
     clip = make_clip(tmp_path / "a.mp4", seconds=1.0)

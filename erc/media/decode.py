@@ -17,6 +17,8 @@ was wrong:
 | silence          | the loudest 0.25 s of the audio (30 ms frames) has an RMS below       |
 |                  | ``silence_rms``: a dead channel, not a quiet speaker whose pauses     |
 |                  | pull the whole clip's RMS under the bar (some RAVDESS recordings)     |
+| clipping         | at least ``max_clipped_share`` of the samples at full scale (within   |
+|                  | 1 %: ``CLIP_LEVEL``): a square wave, an overdriven channel; no speech |
 | no_frames        | video was expected (a video stream, or ``expect_video=True``) and no  |
 |                  | frame was decoded                                                     |
 
@@ -53,7 +55,8 @@ from erc.recipes import DecodeSettings
 
 AUDIO_RATE = 16_000
 LOUDEST_S, FRAME_S = 0.25, 0.03  # the silence test's span (about a short word) and frame
-DECODE_REASONS = ("unreadable_media", "no_audio", "overlong_clip", "silence", "no_frames")
+CLIP_LEVEL = 0.99  # a sample this close to full scale (1.0) is clipped
+DECODE_REASONS = ("unreadable_media", "no_audio", "overlong_clip", "silence", "clipping", "no_frames")
 
 
 @dataclass
@@ -182,6 +185,11 @@ def loudest_rms(audio: np.ndarray, rate: int = AUDIO_RATE) -> float:
     power = np.var(frames, axis=1, dtype=np.float64)
     k = min(n, max(1, round(LOUDEST_S / FRAME_S)))
     return float(np.sqrt(np.mean(np.partition(power, n - k)[n - k:])))
+
+
+def clipped_share(audio: np.ndarray) -> float:
+    """The share of ``audio``'s samples at full scale (``|x| >= CLIP_LEVEL``)."""
+    return float(np.count_nonzero(np.abs(audio) >= CLIP_LEVEL)) / max(audio.size, 1)
 
 
 def _frame_size(width: int, height: int, max_side: int | None) -> tuple[int, int, float]:
@@ -386,6 +394,10 @@ def _decode_utterance(media_path, audio_path, start_s, end_s, settings: DecodeSe
     if rms < settings.silence_rms:
         result.reason, result.detail = "silence", (f"audio RMS {rms:.2e} over its loudest "
                                                    f"{LOUDEST_S:g} s < {settings.silence_rms:g}")
+    elif (clipped := clipped_share(audio)) >= settings.max_clipped_share:
+        result.reason, result.detail = "clipping", (f"{clipped:.1%} of the audio samples are at "
+                                                    f"full scale (|x| >= {CLIP_LEVEL:g}); "
+                                                    f"the bar is {settings.max_clipped_share:.0%}")
     elif expect_video and not result.frames:
         result.reason, result.detail = "no_frames", f"{media_path}: the video stream yielded no frame"
     return result

@@ -62,8 +62,9 @@ from erc.schema import MISSING_MEDIA_META
 # silence and frames too small for a face decided by decode and the detector; 4: a WAV
 # header declaring more than max_clip_seconds over less data is judged by its data, and
 # text-only rows whose media file was missing at ingest say so (missing_media); 5:
-# faster-whisper encodes a short clip over its own window (asr encoder_window).
-FEATURES_VERSION = 5
+# faster-whisper encodes a short clip over its own window (asr encoder_window); 6: audio
+# mostly at full scale fails as clipping.
+FEATURES_VERSION = 6
 STATS = "ray_data_stats.txt"
 FINGERPRINT_KEY = b"erc.fingerprint"
 SETTINGS_KEY = b"erc.settings"
@@ -72,6 +73,7 @@ FAILURE_REASONS = {
     "unreadable_media": "the media is missing, corrupt or truncated (or the segment lies outside it)",
     "no_audio": "the media has no audio stream",
     "silence": "the audio is silent (RMS below the threshold, or no speech for the speaker model)",
+    "clipping": "the audio is clipped: at least max_clipped_share of its samples at full scale",
     "no_frames": "video was expected but no frame could be decoded",
     "overlong_clip": "the utterance is longer than max_clip_seconds (a mis-cut clip)",
     "model_error": "a model raised on this utterance (the role and error are in failure_detail)",
