@@ -16,7 +16,8 @@ and ``remove_owned`` whenever they meet one): it is never written over. Removals
 whole (a model) carries the list of its files (``.erc-files.json``, written by ``seal``),
 and erc will not remove such a folder while it holds anything else. A lock file
 (``.erc.lock``) serialises two runs on the same folder: the second fails at once with a
-message naming the folder. A run refused before it wrote anything
+message naming the folder. A command checks what it would refuse (``check_claim``,
+``check_outputs``) before it claims its folder, and a run refused before it wrote anything
 (``claimed``) leaves no trace: the folder it created, or the marker and lock it added to
 an existing one, are removed again. erc follows no link out of its folders: a link where
 an output folder, its marker, lock or log goes is an error, not a way out.
@@ -212,11 +213,12 @@ def owned(folder: str | Path) -> bool:
     return marker.is_file() and not marker.is_symlink()  # a link could make anyone's folder "erc's"
 
 
-def claim(folder: str | Path, overwrite: bool = False) -> Path:
-    """Makes ``folder`` an output folder of erc's: creates it with a marker, or checks the
-    marker of an existing one. A folder holding anything but erc's marker, lock and
-    scratch files, without a marker, is foreign: OwnershipError unless ``overwrite``, which
-    adopts it and records what it held as the user's (``FOREIGN``)."""
+def check_claim(folder: str | Path, overwrite: bool = False) -> list[str]:
+    """What ``claim`` refuses, checked without writing anything: OwnershipError for a link
+    in place of the folder, its marker or lock, a file in place of the folder, or a folder
+    of someone else's without ``overwrite``. Returns the names a folder erc would adopt
+    holds (none for one it owns or would create). A command checks this, and what else it
+    refuses, before it claims: a refused command leaves the folder as it found it."""
     folder = Path(folder)
     # The lock too: found only once the marker was written, it left the folder marked erc's
     for path in (folder, folder / MARKER, folder / LOCK):
@@ -225,13 +227,25 @@ def claim(folder: str | Path, overwrite: bool = False) -> Path:
                                  f"through links (name the folder itself, or remove the link)")
     if folder.exists() and not folder.is_dir():
         raise OwnershipError(f"{folder}: exists and is not a folder; choose another output")
+    if owned(folder):
+        return []
+    foreign = sorted(p.name for p in folder.iterdir() if not is_bookkeeping(p.name)) \
+        if folder.is_dir() else []
+    if foreign and not overwrite:
+        raise OwnershipError(
+            f"{folder}: holds files erc did not write ({_some(foreign)}); choose an empty or new "
+            f"output folder, or pass --overwrite to let erc write there")
+    return foreign
+
+
+def claim(folder: str | Path, overwrite: bool = False) -> Path:
+    """Makes ``folder`` an output folder of erc's: creates it with a marker, or checks the
+    marker of an existing one. A folder holding anything but erc's marker, lock and
+    scratch files, without a marker, is foreign: OwnershipError unless ``overwrite``, which
+    adopts it and records what it held as the user's (``FOREIGN``)."""
+    folder = Path(folder)
+    foreign = check_claim(folder, overwrite)
     if not owned(folder):
-        foreign = sorted(p.name for p in folder.iterdir() if not is_bookkeeping(p.name)) \
-            if folder.is_dir() else []
-        if foreign and not overwrite:
-            raise OwnershipError(
-                f"{folder}: holds files erc did not write ({_some(foreign)}); choose an empty or new "
-                f"output folder, or pass --overwrite to let erc write there")
         folder.mkdir(parents=True, exist_ok=True)
         if foreign:  # recorded before the marker: never a marked folder whose files read as erc's
             write_json(folder / FOREIGN, foreign)

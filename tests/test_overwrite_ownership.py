@@ -121,8 +121,14 @@ def _run_over_users_history(tmp_path):
 
 
 def _nothing_computed(run, before) -> None:
-    assert {k: v for k, v in digests(run).items() if not k.startswith(".erc")} == before
+    assert digests(run) == before  # not even erc's marker: the folder is as the user left it
     assert not (run / "corpus").exists() and not (run / "features").exists()
+
+
+def _tree(folder):
+    """Every path under ``folder``, folders too: a file by its bytes, a folder as "/"."""
+    return {p.relative_to(folder).as_posix(): "/" if p.is_dir() else p.read_bytes()
+            for p in sorted(folder.rglob("*"))}
 
 
 def test_run_with_overwrite_stops_before_its_first_stage_at_a_users_file(tmp_path):
@@ -147,6 +153,23 @@ def test_the_run_command_names_a_users_file_in_a_later_stages_folder(tmp_path, c
             "--overwrite replaces only erc's own files")
     _nothing_computed(run, before)
     assert not (run / "run.log").exists()
+
+
+@pytest.mark.parametrize("users_file", ["train/history.json", "run.json", "report.html"])
+def test_a_refused_run_with_overwrite_leaves_the_folder_exactly_as_it_was(tmp_path, capsys,
+                                                                          users_file):
+    """`erc run --overwrite` refused over a file of the user's (in a stage's folder or where
+    the run itself writes) still adopted the folder first: .erc and .erc-foreign.json were
+    left among the user's files. Every check now comes before anything is written."""
+    run = tmp_path / "run"
+    plant(run, {users_file: b"mine", "notes.txt": b"my notes", "empty/.keep": b""})
+    (run / "empty" / ".keep").unlink()  # an empty folder of the user's counts too
+    config = tmp_path / "run.yaml"
+    config.write_text(f"output_dir: {run}\ncorpus: {{path: {corpus_csv(tmp_path / 'raw')}}}\n")
+    before = _tree(run)
+    refused(["run", "--config", str(config), "--overwrite"], capsys,
+            str(run / users_file), "erc did not write")
+    assert _tree(run) == before
 
 
 def test_a_stage_in_a_folder_adopted_before_names_the_users_file_before_it_computes(tmp_path):

@@ -55,9 +55,9 @@ def _run(config, config_path, args) -> int:
     from erc import __version__, console, io, runtime
     from erc.stages.main import RUN_LOG, Interrupted, check_run_outputs, run_main
 
-    io.claim(config.output_dir, overwrite=args.overwrite)
     # before the log opens (a run.log of the user's is not appended to) and Ray starts
     check_run_outputs(config, args.first, args.last, args.overwrite)
+    io.claim(config.output_dir, overwrite=args.overwrite)
     with io.locked(config.output_dir), console.run_log(Path(config.output_dir) / RUN_LOG) as log:
         print(f"erc {__version__}: main job, config {config_path}")
         ray = config.ray

@@ -196,7 +196,9 @@ def check_run_outputs(config: RunConfig, first: str | None = None, last: str | N
     """OwnershipError naming a file of the user's where a stage of this run (``first``..
     ``last``) or the run itself writes, before its first stage computes anything: each
     stage checks its own folder as it starts, but a file in a later stage's folder would
-    stop the run only after the work of the stages before. The run's folder is claimed."""
+    stop the run only after the work of the stages before. It writes nothing (the run's
+    folder is claimed after it): a refused run leaves the folder as it found it."""
+    io.check_claim(config.output_dir, overwrite)
     for name, folder in Layout(config).folders().items():
         step, stage = WRITERS.get(name, ("evaluate", EvaluateStage))
         if _selected(step, first, last):
@@ -253,8 +255,8 @@ def run_main(config: RunConfig, force: bool = False, say: Callable[[str], None] 
     written to ``run.json``). A run that fails writes its record too, with ``failed``
     (the stage that failed, or None when the next one failed as it was prepared; the
     last stage done; the error): the record of an earlier run must not stand for it."""
-    out = io.claim(config.output_dir, overwrite=overwrite)
     check_run_outputs(config, first, last, overwrite)
+    out = io.claim(config.output_dir, overwrite=overwrite)
     record = {"config": dataclasses.asdict(config), "stages": {}, "outputs": {}}
     numbered = [s for s in STAGES if _selected(s, first, last)]
     running, done = None, None  # the stage running (None: between stages), the last done
