@@ -738,3 +738,61 @@ def test_a_search_folder_is_refused_by_every_other_stage(tmp_path, capsys):
     err = capsys.readouterr().err
     assert "holds the outputs of erc's tune stage; give ingest an output folder" in err
     assert sorted(p.name for p in search.iterdir()) == before
+
+
+TINY_SEARCH = ("family: fusion\nparams:\n  lr: {loguniform: [1.0e-3, 1.0e-2]}\n"
+               "fixed: {epochs: 1, patience: 1, batch_size: 16, d_state: 8, window: 2}\n"
+               "search:\n  num_samples: 1\n  max_concurrent_trials: 1\n  include_default: false\n"
+               "  resources_per_trial: {cpu: 1, gpu: 0}\n  scheduler: {type: none}\n"
+               "  max_failures: 0\n")
+
+
+@pytest.mark.slow
+def test_tune_overwrite_adopts_a_folder_of_the_users_as_every_command_does(ray_local, tmp_path,
+                                                                           capsys):
+    """erc tune had no --overwrite: a folder of the user's was refused with "pass
+    --overwrite", which tune did not take. It takes it now, with erc run's meaning: the
+    search writes into the folder and leaves the user's files in it; a file of theirs where
+    the search writes stops it first, leaving the folder as it was; the same command again
+    resumes the search (a finished one: no trial runs again), --fresh starts it over."""
+    from erc.cli import main
+    from tests.test_overwrite_ownership import _tree
+    from tests.test_ownership import plant
+    from tests.test_train import _write_corpus
+
+    utterances, features = _write_corpus(tmp_path / "corpus")
+    search = tmp_path / "search.yaml"
+    search.write_text(TINY_SEARCH)
+    out = tmp_path / "mine"
+    plant(out, {"notes.txt": b"my notes"})
+    argv = ["tune", str(search), str(utterances), "--text", f"parquet:{features}",
+            "--text-only", "--out", str(out), "--num-cpus", "2", "--verbose", "0"]
+
+    def refused(*flags: str, says: str) -> None:
+        before = _tree(out)
+        assert main(argv + list(flags)) == 2
+        err = [line for line in capsys.readouterr().err.splitlines() if line.startswith("erc")]
+        assert len(err) == 1 and says in err[0], err
+        assert _tree(out) == before  # not even erc's marker
+
+    refused(says="holds files erc did not write (notes.txt); choose an empty or new output "
+                 "folder, or pass --overwrite")
+    plant(out, {"report.html": b"my report"})
+    refused("--overwrite", says=f"{out / 'report.html'}: erc did not write this")
+    (out / "report.html").unlink()
+
+    def starts(*flags: str, resumed: bool) -> int:
+        assert main(argv + list(flags)) == 0
+        printed = capsys.readouterr().out
+        assert "1 trials: 1 completed" in printed
+        assert ("[tune] resuming the search" in printed) == resumed
+        assert (out / "notes.txt").read_bytes() == b"my notes"
+        return len((out / "trial_starts.jsonl").read_text().splitlines())
+
+    assert starts("--overwrite", resumed=False) == 1
+    assert {"trials.csv", "best_config.yaml", "report.html", ".erc"} <= set(os.listdir(out))
+    # Adopted, the folder is erc's: the same command resumes the finished search (no trial
+    # starts again), and --fresh starts it over (one start in a new ledger)
+    assert starts(resumed=True) == 1
+    assert starts("--fresh", resumed=False) == 1
+    assert json.loads((out / ".erc-foreign.json").read_text()) == ["notes.txt"]

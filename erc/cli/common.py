@@ -108,8 +108,14 @@ def add_run_options(parser: argparse.ArgumentParser, *, address: bool = True) ->
         parser.add_argument("--address", help="Ray cluster address (default: RAY_ADDRESS, "
                                               "else an embedded Ray on 127.0.0.1)")
     parser.add_argument("--force", action="store_true", help="recompute even if up to date")
+    add_overwrite(parser)
+
+
+def add_overwrite(parser: argparse.ArgumentParser) -> None:
+    """``--overwrite``, the same for every command that writes an output folder (erc.io)."""
     parser.add_argument("--overwrite", action="store_true",
-                        help="write into an output folder that holds files erc did not write")
+                        help="write into an output folder that holds files erc did not write "
+                             "(they stay; a file of yours where erc writes stops the command)")
 
 
 def progress_printer(quiet: bool = False):

@@ -9,7 +9,8 @@
 
 SEARCH is a search file (or the name of one in tune/: fusion, fusion-mamba, text). Running the same
 command again with the same --out resumes an interrupted search; a finished one just
-rewrites its outputs.
+rewrites its outputs (--fresh starts over). --out naming a folder of your own files is
+refused unless --overwrite, as for every command.
 """
 
 from __future__ import annotations
@@ -18,7 +19,7 @@ import os
 import shlex
 from pathlib import Path
 
-from erc.cli.common import count, positive
+from erc.cli.common import add_overwrite, count, positive
 from erc.recipes import FusionInputs
 from erc.settings import add_arguments, given, load_yaml, validate
 
@@ -76,6 +77,8 @@ def _gpus(text: str) -> str:
 
 
 def _train_command(args, family: str, out: Path) -> str:
+    from erc.tune.driver import RESULTS
+
     parts = ["erc", "train", family, args.corpus]
     if args.format:
         parts += ["--format", args.format]
@@ -92,7 +95,7 @@ def _train_command(args, family: str, out: Path) -> str:
                 parts.append(option.cli)
             elif value not in (None, False, []):
                 parts += [option.cli, ",".join(value) if isinstance(value, list) else str(value)]
-    parts += ["--config", str(out / "best_config.yaml"), "--out", str(out / "best")]
+    parts += ["--config", str(out / RESULTS["best_config"]), "--out", str(out / "best")]
     return " ".join(shlex.quote(p) for p in parts)
 
 
@@ -132,7 +135,8 @@ def cmd_tune(args) -> int:
     outcome = run_search(spec, table, out, feature_spec=features, roles=roles,
                          data_key=data_key, address=args.address, num_cpus=args.num_cpus,
                          storage=args.storage, fresh=args.fresh, verbose=args.verbose,
-                         command=_train_command(args, spec.family, out), note=note)
+                         command=_train_command(args, spec.family, out), note=note,
+                         overwrite=args.overwrite)
     print("\n" + outcome.table + "\n")
     for line in outcome.summary:
         print(line)
@@ -184,6 +188,7 @@ def register(commands) -> None:
     tune.add_argument("--storage", help="where Tune keeps the search (default OUT/ray; on a "
                       "multi-node cluster a shared folder or s3://...)")
     tune.add_argument("--fresh", action="store_true", help="discard an earlier search in --out")
+    add_overwrite(tune)
     tune.add_argument("--address", help="Ray cluster address (default: RAY_ADDRESS, else embedded)")
     tune.add_argument("--num-cpus", type=count, help="CPUs of the embedded Ray (default: all)")
     tune.add_argument("--verbose", type=int, default=1, choices=[0, 1, 2],

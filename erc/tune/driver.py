@@ -41,6 +41,7 @@ from typing import Any
 
 from erc import io
 from erc.errors import ConfigError, OwnershipError
+from erc.stages.base import MANIFEST, one_stage_per_folder
 from erc.storage import ray_storage, remove_tree
 from erc.train.folds import SELECT_SPLIT  # the slice a search chooses on (--select-fraction)
 from erc.tune import results as res
@@ -48,10 +49,14 @@ from erc.tune.space import METRIC, REPORT_ROLE, TIME_ATTR, SearchSpec
 
 log = logging.getLogger(__name__)
 EXPERIMENT = "search"
+SEARCH_RECORD = "search.json"  # what the search is (_record): a different one cannot resume it
+LEDGER = "trial_starts.jsonl"  # one line per trial start (erc.tune.trial)
 ASHA_RUNGS = "asha_rungs.json"  # the scheduler's rungs, kept across a resume
-# What a search writes into its folder (write_outputs, _record, the ledger, its manifest)
-OUTPUTS = ("search.json", "trial_starts.jsonl", ASHA_RUNGS, "manifest.json", "trials.csv",
-           "best_config.yaml", "history.png", "importance.png", "report.html")
+# What write_outputs writes, by its key in SearchOutcome.files
+RESULTS = {"trials": "trials.csv", "best_config": "best_config.yaml", "history": "history.png",
+           "importance": "importance.png", "report": "report.html"}
+# What a search writes into its folder (_record, the ledger, the rungs, its manifest, results)
+OUTPUTS = (SEARCH_RECORD, LEDGER, ASHA_RUNGS, MANIFEST, *RESULTS.values())
 
 
 @dataclass
@@ -180,7 +185,7 @@ def build_data(spec: SearchSpec, table, feature_spec: Mapping | None = None,
 def _record(out_dir: Path, spec: SearchSpec, data_key: str, fresh: bool,
             experiment_path: str) -> bool:
     """Writes / checks ``search.json``; True when an earlier search of the same kind exists."""
-    record = out_dir / "search.json"
+    record = out_dir / SEARCH_RECORD
     now = {"fingerprint": spec.fingerprint(), "data": data_key, "spec": spec.to_dict(),
            "source": spec.source, "experiment": experiment_path}
     if record.is_file() and not fresh:
@@ -212,12 +217,11 @@ def _mark_tune_folder(out_dir: Path, spec: SearchSpec, data_key: str) -> None:
     instead of writing its results among the search's."""
     from erc import __version__
     from erc.fingerprint import digest
-    from erc.stages.base import MANIFEST
 
     io.write_json(out_dir / MANIFEST, {
         "erc": __version__, "stage": "tune",
         "fingerprint": digest({"search": spec.fingerprint(), "data": data_key}),
-        "search": "search.json", "written": time.strftime("%Y-%m-%dT%H:%M:%S%z")})
+        "search": SEARCH_RECORD, "written": time.strftime("%Y-%m-%dT%H:%M:%S%z")})
 
 
 def _discard(out_dir: Path, experiment_path: str, filesystem=None) -> None:
@@ -225,14 +229,14 @@ def _discard(out_dir: Path, experiment_path: str, filesystem=None) -> None:
     there); a search folder erc has no record of is left in place, with an error."""
     from ray.tune import Tuner
 
-    record = out_dir / "search.json"
+    record = out_dir / SEARCH_RECORD
     ours = record.is_file() and json.loads(record.read_text()).get("experiment") == experiment_path
     if Tuner.can_restore(experiment_path, storage_filesystem=filesystem) and not ours:
         raise OwnershipError(f"{experiment_path}: holds a search this folder has no record of; "
                              f"erc leaves it in place (remove it yourself, or use another --out)")
     if ours:
         remove_tree(experiment_path, filesystem)
-    for name in ("search.json", "trial_starts.jsonl", ASHA_RUNGS):
+    for name in (SEARCH_RECORD, LEDGER, ASHA_RUNGS):
         if (out_dir / name).exists():
             io.remove_owned(out_dir, name)
 
@@ -242,16 +246,19 @@ def run_search(spec: SearchSpec, table, out_dir: str | Path, *,
                roles: Mapping[str, str] | None = None, data_key: str = "",
                address: str | None = None, num_cpus: int | None = None,
                storage: str | None = None, fresh: bool = False, verbose: int = 1,
-               command: str | None = None, note: str = "") -> SearchOutcome:
+               command: str | None = None, note: str = "", overwrite: bool = False) -> SearchOutcome:
     """Runs (or resumes) the search ``spec`` on ``table`` and writes its outputs to
-    ``out_dir``. ``command``: the ``erc train`` command line the best config is for."""
+    ``out_dir``. ``command``: the ``erc train`` command line the best config is for.
+    ``overwrite``: write into a folder holding files erc did not write (they stay there)."""
     # absolute, not resolved: a link in place of the folder is refused (io.claim), not followed
-    from erc.stages.base import one_stage_per_folder
-
-    with io.claimed(Path(os.path.abspath(out_dir))) as out_dir:  # one search per folder at a time
-        one_stage_per_folder(out_dir, "tune")
-        # A file of the user's kept in a folder erc adopted stops the search before its trials
-        io.check_outputs(out_dir, (*OUTPUTS, *(() if storage else ("ray",))))
+    out_dir = Path(os.path.abspath(out_dir))
+    # Checked before the folder is claimed, so that a refused search leaves it as it was:
+    # someone else's folder without overwrite, another stage's, a file of the user's where
+    # the search writes (kept in a folder erc adopts), which stops it before its trials.
+    io.check_claim(out_dir, overwrite)
+    one_stage_per_folder(out_dir, "tune")
+    io.check_outputs(out_dir, (*OUTPUTS, *(() if storage else ("ray",))))
+    with io.claimed(out_dir, overwrite=overwrite):  # one search per folder at a time
         return _search(spec, table, out_dir, feature_spec=feature_spec, features=features,
                        roles=roles, data_key=data_key, address=address, num_cpus=num_cpus,
                        storage=storage, fresh=fresh, verbose=verbose, command=command, note=note)
@@ -264,7 +271,7 @@ def _search(spec: SearchSpec, table, out_dir: Path, *, feature_spec, features, r
 
     storage_path, filesystem = ray_storage(storage or str(io.not_linked(out_dir / "ray")))
     experiment_path = f"{storage_path}/{EXPERIMENT}"
-    ledger = out_dir / "trial_starts.jsonl"
+    ledger = out_dir / LEDGER
     if fresh:
         _discard(out_dir, experiment_path, filesystem)
     runtime.apply_offline_env()  # before Ray is imported
@@ -275,9 +282,9 @@ def _search(spec: SearchSpec, table, out_dir: Path, *, feature_spec, features, r
     # Trials learn from the train split's labels and are chosen by the dev split's.
     training_roles(table, {"train": roles["train"], "dev": roles["dev"]})
     resumed = Tuner.can_restore(experiment_path, storage_filesystem=filesystem)
-    if resumed and not (out_dir / "search.json").is_file():
+    if resumed and not (out_dir / SEARCH_RECORD).is_file():
         raise ConfigError(f"{experiment_path} holds a search this folder has no record of "
-                          f"(search.json): pass --fresh to start over")
+                          f"({SEARCH_RECORD}): pass --fresh to start over")
     _record(out_dir, spec, data_key, fresh, experiment_path)
     _mark_tune_folder(out_dir, spec, data_key)
 
@@ -391,14 +398,15 @@ def write_outputs(grid, spec: SearchSpec, out_dir: Path, resumed: bool = False,
                   command: str | None = None, note: str = "",
                   roles: Mapping[str, str] | None = None) -> SearchOutcome:
     rows = res.collect(grid, spec)
-    files = {"trials": res.write_csv(rows, out_dir / "trials.csv")}
+    path = {key: out_dir / name for key, name in RESULTS.items()}
+    files = {"trials": res.write_csv(rows, path["trials"])}
     best, default = res.best_row(rows), res.default_row(rows)
-    config_path = out_dir / "best_config.yaml"
-    if res.write_best_config(rows, spec, config_path, command=command, note=note) is not None:
-        files["best_config"] = config_path
-    files["history"] = res.plot_history(rows, out_dir / "history.png")
+    if res.write_best_config(rows, spec, path["best_config"], command=command,
+                             note=note) is not None:
+        files["best_config"] = path["best_config"]
+    files["history"] = res.plot_history(rows, path["history"])
     values, method = res.importances(rows, spec)
-    files["importance"] = res.plot_importance(values, method, out_dir / "importance.png")
+    files["importance"] = res.plot_importance(values, method, path["importance"])
     counts: dict[str, int] = {}
     for r in rows:
         counts[r["status"]] = counts.get(r["status"], 0) + 1
@@ -411,6 +419,6 @@ def write_outputs(grid, spec: SearchSpec, out_dir: Path, resumed: bool = False,
         summary.append(f"importance: {method}")
     if command and best is not None:
         summary.append(f"train the best: {command}")
-    files["report"] = res.write_report(rows, spec, out_dir, files, summary)
+    files["report"] = res.write_report(rows, spec, path["report"], files, summary)
     return SearchOutcome(out_dir=out_dir, rows=rows, best=best, default=default, files=files,
                          resumed=resumed, table=res.format_table(rows, spec), summary=summary)

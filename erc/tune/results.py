@@ -290,9 +290,9 @@ def plot_importance(values: dict[str, float], method: str, path: Path) -> Path:
     return path
 
 
-def write_report(rows: list[dict], spec: SearchSpec, out_dir: Path, files: dict[str, Path],
+def write_report(rows: list[dict], spec: SearchSpec, path: Path, files: dict[str, Path],
                  summary: list[str]) -> Path:
-    """``report.html``: summary, the plots (embedded) and the trials table."""
+    """``report.html`` at ``path``: summary, the plots (embedded) and the trials table."""
     def image(path: Path) -> str:
         data = base64.b64encode(path.read_bytes()).decode()
         return f'<img src="data:image/png;base64,{data}" alt="{path.name}">'
@@ -310,12 +310,11 @@ def write_report(rows: list[dict], spec: SearchSpec, out_dir: Path, files: dict[
             "<ul>" + "".join(f"<li>{esc(s)}</li>" for s in summary) + "</ul>",
             image(files["history"]), image(files["importance"]), "<h2>trials</h2>", table]
     if config is not None and config.is_file():
-        body += ["<h2>best_config.yaml</h2>", f"<pre>{esc(config.read_text())}</pre>"]
+        body += [f"<h2>{esc(config.name)}</h2>", f"<pre>{esc(config.read_text())}</pre>"]
     page = ("<!doctype html><html><head><meta charset='utf-8'><title>erc tune</title><style>"
             "body{font-family:sans-serif;margin:2em}table{border-collapse:collapse;font-size:13px}"
             "td,th{border:1px solid #ccc;padding:2px 6px}tr.best{background:#ffe9b3}"
             "img{max-width:48%;margin:4px}</style></head><body>" + "\n".join(body) +
             "</body></html>")
-    path = out_dir / "report.html"
     io.write_text(path, page)
     return path
