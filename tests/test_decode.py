@@ -197,6 +197,22 @@ def test_a_wav_header_understating_its_length_ends_the_clip_where_it_says(tmp_pa
     assert audio_defect(str(short)) is None
 
 
+def test_no_cap_means_the_same_to_the_media_check_as_to_decoding(tmp_path):
+    """max_clip_seconds=None was the decode default (60 s) to audio_defect and no cap to
+    DecodeSettings: it is no cap to both (a stale 10-hour header then reads as a truncated
+    file), and both default to the one cap, which tells that header from a truncated file."""
+    from erc.recipes import MAX_CLIP_SECONDS
+
+    t = np.arange(int(3.8 * AUDIO_RATE)) / AUDIO_RATE
+    real = _wav(tmp_path / "real.wav", 0.3 * np.sin(2 * np.pi * 220 * t))
+    stale = str(_with_data_size(real, tmp_path / "stale.wav", 10 * 3600 * AUDIO_RATE * 2))
+    uncapped = decode_utterance(stale, settings=DecodeSettings(max_clip_seconds=None))
+    assert uncapped.reason == "unreadable_media" and "declares 36000.00 s" in uncapped.detail
+    assert "declares 36000.00 s" in audio_defect(stale, max_clip_seconds=None)
+    assert DecodeSettings().max_clip_seconds == MAX_CLIP_SECONDS
+    assert decode_utterance(stale).ok and audio_defect(stale) is None
+
+
 def test_audio_defect_passes_whole_clips_and_finds_a_halved_one(tmp_path):
     for clip in sorted(CLIPS.glob("*.mp4"))[:5]:
         assert audio_defect(str(clip)) is None, clip

@@ -12,10 +12,11 @@ import pyarrow as pa
 from erc.corpus.base import IngestResult
 from erc.media.decode import audio_defect
 from erc.media.probe import probe
+from erc.recipes import MAX_CLIP_SECONDS
 from erc.schema import problem_table
 
 
-def _probe_batch(batch: dict[str, np.ndarray], max_clip_seconds: float | None = None
+def _probe_batch(batch: dict[str, np.ndarray], max_clip_seconds: float | None = MAX_CLIP_SECONDS
                  ) -> dict[str, np.ndarray]:
     infos = [probe(path) for path in batch["path"]]
     errors = [i.error or (audio_defect(path, max_clip_seconds=max_clip_seconds)
@@ -30,10 +31,10 @@ def _probe_batch(batch: dict[str, np.ndarray], max_clip_seconds: float | None = 
 
 
 def probe_paths(paths: list[str], batch_size: int = 128, decode: set[str] = frozenset(),
-                max_clip_seconds: float | None = None) -> dict[str, dict]:
+                max_clip_seconds: float | None = MAX_CLIP_SECONDS) -> dict[str, dict]:
     """path -> {duration_s, has_audio, error}, computed by Ray Data tasks; the audio of the
     paths in ``decode`` is decoded through to its end (a truncated file is an error; the
-    cap tells a WAV's stale header from a truncated file, as decoding does)."""
+    cap, None for none, tells a WAV's stale header from a truncated file, as decoding does)."""
     import ray.data
 
     if not paths:
@@ -44,7 +45,7 @@ def probe_paths(paths: list[str], batch_size: int = 128, decode: set[str] = froz
     return {row["path"]: row for row in rows}
 
 
-def check_media(result: IngestResult, max_clip_seconds: float = 60.0) -> IngestResult:
+def check_media(result: IngestResult, max_clip_seconds: float = MAX_CLIP_SECONDS) -> IngestResult:
     """Moves rows with unreadable, audio-less or overlong media to the problem table."""
     table = result.utterances
     media = table.column("media_path").to_pylist()

@@ -51,7 +51,7 @@ from dataclasses import dataclass, field
 import av
 import numpy as np
 
-from erc.recipes import DecodeSettings
+from erc.recipes import MAX_CLIP_SECONDS, DecodeSettings
 
 AUDIO_RATE = 16_000
 LOUDEST_S, FRAME_S = 0.25, 0.03  # the silence test's span (about a short word) and frame
@@ -147,16 +147,15 @@ def _truncation(decoded_s: float, declared_s: float | None, tolerance: float) ->
 
 
 def audio_defect(path: str, tolerance: float | None = None,
-                 max_clip_seconds: float | None = None) -> str | None:
+                 max_clip_seconds: float | None = MAX_CLIP_SECONDS) -> str | None:
     """Why the audio stream of ``path`` cannot be decoded through to its declared end (what
     ``decode_utterance`` reports as unreadable_media for the whole file), None when it can or
     the file has no audio stream. Decodes the audio alone and does not resample it: the
-    cheap check of ``erc corpus ingest --check-media``. ``max_clip_seconds`` (default the
-    decode default) tells a WAV's stale header from a truncated file, as in decoding."""
+    cheap check of ``erc corpus ingest --check-media``. ``max_clip_seconds`` tells a WAV's
+    stale header from a truncated file, as in decoding; None is no cap, as in
+    ``DecodeSettings`` (every header is taken at its word)."""
     if tolerance is None:
         tolerance = DecodeSettings().truncation_tolerance
-    if max_clip_seconds is None:
-        max_clip_seconds = DecodeSettings().max_clip_seconds
     seconds = 0.0
     try:
         with _open(path) as container:
