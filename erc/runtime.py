@@ -26,7 +26,7 @@ import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 
-from erc.errors import ErcError
+from erc.errors import ConfigError, ErcError
 from erc.home import state_dir
 
 log = logging.getLogger(__name__)
@@ -152,6 +152,52 @@ def _check_reachable(address: str, timeout_s: float = 5.0) -> None:
         raise ConnectionError(f"nothing answers at {host}:{port} ({err})") from err
 
 
+def submitted_job() -> bool:
+    """True inside the driver of a job started by `ray job submit` (its supervisor sets
+    this variable for the entrypoint)."""
+    return "RAY_JOB_CONFIG_JSON_ENV_VAR" in os.environ
+
+
+def check_submitted_command_line(argv: list[str]) -> None:
+    """A submitted job's command line is its entrypoint, which Ray's job table keeps as
+    typed (``ray job list``, the dashboard, Ray's logs of the job) before erc runs: one
+    holding a credential is refused, so the job goes no further with it."""
+    from erc.redaction import redact
+
+    if not submitted_job():
+        return
+    for arg in argv:
+        if redact(arg) != arg:
+            raise ConfigError(
+                f"{redact(arg)}: a submitted job's command line is kept by Ray (ray job list, "
+                f"the dashboard), so it must hold no credential; give the URI without one and "
+                f"the store's keys to the cluster's nodes (AWS_ACCESS_KEY_ID and "
+                f"AWS_SECRET_ACCESS_KEY in their environment, ~/.aws/credentials, "
+                f"GOOGLE_APPLICATION_CREDENTIALS, or an instance profile), then submit it again")
+
+
+def _mask_credentials_in_command_line() -> None:
+    """Ray records a driver's command line (read from the OS) as its job's entrypoint,
+    kept in the job table (``ray list jobs``, the dashboard) where erc's redaction cannot
+    reach: a URI's credentials in it are masked in the process title before Ray reads it.
+    Each masked argument keeps its length, so the title fills the command line's space
+    exactly and reads back as the same arguments."""
+    import psutil
+    from ray._raylet import setproctitle
+
+    from erc.redaction import redact
+
+    args = psutil.Process().cmdline()
+    masked = []
+    for arg in args:
+        hidden = redact(arg)
+        if len(hidden) < len(arg):
+            hidden = hidden.replace("***", "*" * (3 + len(arg) - len(hidden)), 1)
+        masked.append(hidden)
+    if masked != args:
+        setproctitle(" ".join(masked))
+
+
 def connect(address: str | None = None, num_cpus: int | None = None,
             num_gpus: int | None = None, dashboard: bool = False) -> str:
     """Connects this process to Ray once: to ``address`` (or ``RAY_ADDRESS``) when given,
@@ -167,6 +213,7 @@ def connect(address: str | None = None, num_cpus: int | None = None,
 
     from erc import console
 
+    _mask_credentials_in_command_line()
     if address and address != "local":
         try:
             _check_reachable(address)

@@ -11,7 +11,6 @@ NFS/EFS mount /mnt/erc of cluster.yaml, see docs/cluster.md). Run directly
 
 from __future__ import annotations
 
-import os
 import sys
 from pathlib import PurePosixPath
 
@@ -19,9 +18,10 @@ OUTPUT_OPTIONS = ("--out", "--storage")
 
 
 def submitted() -> bool:
-    """True inside the driver of a job started by `ray job submit` (its supervisor sets
-    this variable for the entrypoint)."""
-    return "RAY_JOB_CONFIG_JSON_ENV_VAR" in os.environ
+    """True inside the driver of a job started by `ray job submit`."""
+    from erc.runtime import submitted_job
+
+    return submitted_job()
 
 
 def check_outputs(argv: list[str]) -> None:

@@ -260,3 +260,80 @@ def test_the_value_of_a_secret_environment_variable_is_redacted(monkeypatch, tmp
                             f"layout dvorak-international")
     monkeypatch.delenv("HF_TOKEN")
     assert redact("token hf_abcdefghijkl") == "token hf_abcdefghijkl"  # read at each call
+
+
+# A driver that trains with its checkpoints at a URI holding credentials, the URI also on
+# its command line; what Ray then holds is printed: the job table's entrypoints, Ray
+# Train's recorded runs (its state API, on here as the dashboard turns it on) and every
+# file of the session folder (logs of Ray's processes and workers), read before shutdown
+# removes it.
+_TRAINING_DRIVER = """
+import json, os, sys
+from pathlib import Path
+os.environ["RAY_TRAIN_ENABLE_STATE_TRACKING"] = "1"
+from erc import runtime
+from erc.models.fusion import FusionConfig
+from erc.train.loop import TrainConfig, fit
+from tests.test_train import dialogue_data
+storage, out = sys.argv[1:]
+runtime.connect(num_cpus=2)
+import ray
+from ray.train.v2._internal.state.state_actor import get_state_actor
+data = dialogue_data()
+model = FusionConfig(modalities=["text"], dims={"text": 12}, labels=data.labels, n_classes=3,
+                     d_state=8, dropout=0.0, window=2).to_dict()
+fit("fusion", {"model": model, "class_weight_power": 0.5}, data,
+    TrainConfig(name="t", storage_path=storage, epochs=1, batch_size=8, num_workers=1,
+                cpus_per_worker=1), out)
+session = Path(ray._private.worker._global_node.get_session_dir_path())
+print(json.dumps({
+    "entrypoints": [job["Entrypoint"] for job in ray._private.state.jobs()],
+    "train_runs": repr(ray.get(get_state_actor().get_train_runs.remote())),
+    "session_files": {str(p): p.read_bytes().decode(errors="replace")
+                      for p in session.rglob("*") if p.is_file() and not p.is_symlink()},
+}))
+runtime.shutdown()
+"""
+
+
+@pytest.mark.slow
+def test_ray_holds_no_credential_of_a_driver_s_uris(s3_store, tmp_path):
+    import os
+
+    prefix = uuid.uuid4().hex[:8]
+    storage = f"s3://KEYFORRAY:SECRETFORRAY@{S3_BUCKET}/{prefix}/ray"
+    done = subprocess.run([sys.executable, "-c", _TRAINING_DRIVER, storage, str(tmp_path / "out")],
+                          cwd=REPO, text=True, capture_output=True, timeout=600,
+                          env={**os.environ, **s3_store})
+    assert done.returncode == 0, done.stderr[-3000:]
+    held = json.loads(done.stdout.strip().splitlines()[-1])
+    # the driver's entrypoint is there, its credential masked
+    assert any(f"s3://{'*' * len('KEYFORRAY:SECRETFORRAY')}@{S3_BUCKET}" in entry
+               for entry in held["entrypoints"]), held["entrypoints"]
+    assert f"{prefix}/ray" in held["train_runs"]  # the run is recorded, with its storage
+    assert held["session_files"]  # Ray's logs were read
+    written = {str(p): p.read_bytes() for p in (tmp_path / "out").rglob("*") if p.is_file()}
+    written.update(_remote_files(prefix))  # Ray Train's folder in the store
+    assert any("/ray/" in name for name in written)
+    for secret in ("KEYFORRAY", "SECRETFORRAY"):
+        assert secret not in done.stdout + done.stderr, secret
+        for name, text in held["session_files"].items():
+            assert secret not in text, (secret, name)
+        for name, data in written.items():
+            assert secret.encode() not in data, (secret, name)
+
+
+def test_a_submitted_job_with_a_credential_on_its_command_line_is_refused(tmp_path):
+    """`ray job submit` keeps the entrypoint as typed (its job table, the dashboard): a
+    URI with credentials in it is refused before the job does anything with it, and the
+    message says where the keys go instead, never quoting them."""
+    env = {"PATH": "/usr/bin:/bin", "RAY_JOB_CONFIG_JSON_ENV_VAR": "{}",
+           "AWS_ENDPOINT_URL": "http://127.0.0.1:9", "AWS_EC2_METADATA_DISABLED": "true"}
+    for command in ([sys.executable, "-m", "erc.cli", "corpus", "summary", "s3://AKID:SHH@b/x"],
+                    [sys.executable, str(REPO / "jobs" / "train.py"), "fusion", "/mnt/erc/c",
+                     "--out", "s3://b/x?access_key=AKID&secret_key=SHH"]):
+        done = subprocess.run(command, env=env, cwd=REPO, capture_output=True, text=True,
+                              timeout=120)
+        assert done.returncode == 2, done.stderr[-2000:]
+        assert done.stderr.startswith("erc: error: ") and "AWS_SECRET_ACCESS_KEY" in done.stderr
+        assert "SHH" not in done.stderr + done.stdout and "AKID" not in done.stderr + done.stdout

@@ -326,8 +326,10 @@ def fit(task: str, task_config: dict, data: Any, train: TrainConfig, out_dir: st
         _checkpoints_for(Path(out_dir), f"{storage}/{train.name}", filesystem, key, fresh)
     trainer = TorchTrainer(
         train_loop_per_worker,
-        train_loop_config={"task": task, "task_config": task_config, "train": train.to_dict(),
-                           "data": ray.put(data)},
+        # Ray Train records this config (its state API, the dashboard's Train view); the
+        # workers never read the storage path, which may hold a URI's credentials
+        train_loop_config={"task": task, "task_config": task_config,
+                           "train": {**train.to_dict(), "storage_path": None}, "data": ray.put(data)},
         # One worker has nothing to all-reduce: gloo, which also runs where a node's GPU
         # turns out unusable; several GPU workers use NCCL (Ray's default), which needs CUDA.
         torch_config=TorchConfig(backend="gloo") if train.num_workers == 1 else None,
