@@ -18,7 +18,8 @@ over the floor of the same fold.
 
 Rows (text only: the corpora here have transcripts, no media; ``--encoder`` picks the
 frozen sentence encoder: all-MiniLM-L6-v2 by default, all-mpnet-base-v2 after
-``erc models fetch all-mpnet-base-v2``):
+``erc models fetch all-mpnet-base-v2``; ``--layers`` how many of its last layers its vectors
+pool, as ``erc train fusion --text-layers``, 4 by default, 1 for its sentence vector):
 
 - floor: frozen all-MiniLM-L6-v2 embeddings of the turn and its two previous turns,
   concatenated, + logistic regression (trained on the train split of the fold); with
@@ -62,6 +63,7 @@ import numpy as np
 
 from erc import runtime
 from erc.home import state_dir
+from erc.recipes import FusionInputs
 
 SHARED = Path(__file__).resolve().parents[1].parent / "shared"
 CORPORA = {"meld": (SHARED / "data" / "meld", "dev"),
@@ -217,6 +219,8 @@ def fusion_config(encoder: str, options: dict, lr: float, seed: int, args,
     config = {"encoder": encoder, "options": _resolved(FusionConfig, options), "lr": lr,
               "seed": seed, "epochs": args.epochs, "patience": args.patience,
               "batch_size": args.batch_size}
+    if encoder != "finetuned" and args.layers != 1:  # models of sentence vectors keep their keys
+        config["layers"] = args.layers
     recipe = {k: v for k, v in fusion_recipe_options(extra or {}).items() if v != EARLIER_RECIPE[k]}
     return {**config, "recipe": recipe} if recipe else config
 
@@ -277,6 +281,8 @@ class Models:
             config = {"kind": "fused", "text": text_config(text_row, seed, self.args),
                       "frozen": self.args.encoder if frozen_too else None,
                       **fusion_config("finetuned", options, lr, seed, self.args)}
+            if frozen_too and self.args.layers != 1:
+                config["frozen_layers"] = self.args.layers
         else:
             options, lr, recipe = fusion_row(row)
             config = fusion_config(self.args.encoder, options, lr, seed, self.args, recipe)
@@ -285,7 +291,7 @@ class Models:
     def get(self, row: str, fold, seed: int, count: bool = True) -> Path:
         """The output folder of ``row``'s model on ``fold`` (trained now if not cached;
         ``count``: in the row's cached / trained figures)."""
-        from erc.recipes import FusionConfig, FusionInputs, FusionRecipe, Splits, TrainConfig
+        from erc.recipes import FusionConfig, FusionRecipe, Splits, TrainConfig
         from erc.train.fitting import finetune_text, train_fusion
         from erc.train.folds import FOLD_ROLES
         from erc.train.vectors import feature_spec
@@ -305,12 +311,13 @@ class Models:
                 extra = {}
                 text_model = self.get(text_row, fold, seed, count=False) / "model"
                 spec = feature_spec(FusionInputs(  # what `erc train fusion --text ... --second-text ...` reads
-                    text=f"finetuned:{text_model}", text_only=True,
+                    text=f"finetuned:{text_model}", text_only=True, text_layers=self.args.layers,
                     second_text=f"st:{self.frozen_encoder}" if frozen_too else None))
                 features = None
             else:
                 options, lr, extra = fusion_row(row)
-                spec = {"text": {"kind": "sentence-transformers", "path": self.frozen_encoder}}
+                spec = {"text": {"kind": "sentence-transformers", "path": self.frozen_encoder,
+                                 "layers": self.args.layers}}
                 features = {"text": self.frozen_vectors}
             chosen = fusion_recipe_options(extra)
             loop_fields = {f.name for f in dataclasses.fields(TrainConfig)}
@@ -343,17 +350,20 @@ def corpus_table(name: str, args, bench_dir: Path) -> list[dict]:
     if args.folds:
         folds = [f for f in folds if f.name in args.folds]
     encoder = resolve_text_encoder(args.encoder)
-    models = Models(name, args, bench_dir, encoder, frozen_text_features(encoder, table))
+    models = Models(name, args, bench_dir, encoder,
+                    frozen_text_features(encoder, table, layers=args.layers))
     short = SHORT.get(args.encoder, Path(encoder).name)
-    # The floor of the issue reads frozen MiniLM; rows over another encoder also face the
-    # floor over that encoder's vectors (the gain column takes the stronger of the two).
-    floor_encoders = {"MiniLM": "all-MiniLM-L6-v2"}
-    if args.encoder != "all-MiniLM-L6-v2":
-        floor_encoders[short] = args.encoder
+    if args.layers != 1:
+        short += f" (last {args.layers} layers)"
+    # The floor of the issue reads frozen MiniLM sentence vectors; rows over other vectors
+    # also face the floor over those (the gain column takes the stronger of the two).
+    floor_encoders = {"MiniLM": ("all-MiniLM-L6-v2", 1)}
+    if (args.encoder, args.layers) != ("all-MiniLM-L6-v2", 1):
+        floor_encoders[short] = (args.encoder, args.layers)
     floors = {label: ({"model": f"floor: frozen {label} + 2 turns + LogReg", "test": {},
                        "select": {}, "note": "trained on the train split", "floor": True},
-                      frozen_text_features(resolve_text_encoder(enc), table))
-              for label, enc in floor_encoders.items()}
+                      frozen_text_features(resolve_text_encoder(enc), table, layers=layers))
+              for label, (enc, layers) in floor_encoders.items()}
     runs: dict[str, dict] = {row: {"test": {}, "select": {}, "predictions": {}}
                              for row in args.rows}
     for fold in folds:
@@ -500,6 +510,9 @@ def main(argv=None) -> int:
     parser.add_argument("--encoder", default="all-MiniLM-L6-v2",
                         help="frozen sentence encoder of the fusion rows (all-mpnet-base-v2 "
                              "after `erc models fetch all-mpnet-base-v2`)")
+    parser.add_argument("--layers", type=int, default=FusionInputs().text_layers,
+                        help="the frozen encoder's last N layers pooled into its vectors (1: its "
+                             "sentence vector; default erc train fusion's --text-layers)")
     parser.add_argument("--rows", nargs="+", default=DEFAULT_ROWS, choices=[*ROWS, *TEXT_ROWS, *FUSED_ROWS],
                         metavar="ROW", help=f"rows to train (default the first five): "
                                             f"{[*ROWS, *TEXT_ROWS, *FUSED_ROWS]}")

@@ -63,6 +63,7 @@ def main(argv=None) -> int:
     runtime.apply_offline_env()
     from erc.artifacts import load_corpus as load_utterances
     from erc.cli.tune import subset_dialogues
+    from erc.recipes import FusionInputs
     from erc.train.loop import HELD_OUT
     from erc.train.vectors import frozen_text_features, resolve_text_encoder, table_fingerprint
     from erc.tune.driver import describe_roles, run_search, selection_split
@@ -84,8 +85,9 @@ def main(argv=None) -> int:
     print("[bench] " + describe_roles(table, roles, args.select_fraction), flush=True)
     started = time.time()
     encoder = resolve_text_encoder(args.encoder)
-    features = {"text": frozen_text_features(encoder, table)}
-    feature_spec = {"text": {"kind": "sentence-transformers", "path": encoder}}
+    layers = FusionInputs().text_layers  # as `erc train fusion --text st:...` reads them
+    features = {"text": frozen_text_features(encoder, table, layers=layers)}
+    feature_spec = {"text": {"kind": "sentence-transformers", "path": encoder, "layers": layers}}
     print(f"[bench] MELD {table.num_rows} utterances (train, selection slice, dev), frozen {args.encoder} "
           f"features in {time.time() - started:.1f} s; {spec.search.num_samples} trials, "
           f"{args.epochs} epochs max, {args.concurrency} at a time", flush=True)

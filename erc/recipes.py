@@ -245,6 +245,7 @@ class FusionRecipe:
 class FusionInputs:
     """What ``erc train fusion`` (and ``erc tune fusion``) reads besides the corpus."""
     text: str = "st:all-MiniLM-L6-v2"  # text tokens: finetuned:MODEL_DIR | st:MODEL (frozen) | parquet:PATH[#column]
+    text_layers: Count = 4  # st: vectors read the frozen encoder's last N layers, each mean-pooled and unit-normalised, concatenated (1: the model's sentence vector; 4 wins on the selection split of both corpora, README "Accuracy")
     second_text: str | None = None  # a second text token per turn, same forms as text (st:all-MiniLM-L6-v2 beside finetuned:DIR: MELD's best recipe in the README)
     features: str | None = None  # feature folder of `erc preprocess` (speaker and face vectors)
     speaker_adapter: str | None = None  # adapter model folder for the speaker vectors

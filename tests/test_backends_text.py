@@ -79,3 +79,42 @@ def test_unresolved_or_random_specs_are_refused():
         SentenceEmbedder(ModelSpec("text", "sentence-transformers", "all-MiniLM-L6-v2"))
     with pytest.raises(ValueError, match="random_init"):
         SentenceEmbedder(ModelSpec("text", "sentence-transformers", "x", random_init=True))
+
+
+def test_the_last_layers_pooled_are_the_sentence_vector_and_the_layers_below_it(minilm):
+    from erc.backends.text import layer_vectors
+    from erc.errors import ConfigError
+
+    top = layer_vectors(minilm.model, SENTENCES, 1)
+    # all-MiniLM-L6-v2's sentence vector is the mean of its top layer, normalised
+    assert np.allclose(top, minilm.embed(SENTENCES), atol=1e-5)
+    spec = minilm.spec
+    four = SentenceEmbedder(ModelSpec("text", "sentence-transformers", spec.name, path=spec.path,
+                                      options={"layers": 4}), device="cpu")
+    vectors = four.embed(SENTENCES)
+    assert four.dim == 4 * 384 and vectors.shape == (3, 4 * 384) and vectors.dtype == np.float32
+    blocks = vectors.reshape(3, 4, 384)
+    assert np.allclose(np.linalg.norm(blocks, axis=2), 1.0, atol=1e-4)
+    assert np.allclose(blocks[:, 3], top, atol=1e-5)  # oldest layer first, the top one last
+    assert np.abs(blocks[:, 0] - blocks[:, 3]).max() > 0.1  # the layers below say something else
+    assert np.allclose(four.embed(SENTENCES[1:]), vectors[1:], atol=1e-5)  # padding never leaks
+    assert four.embed([]).shape == (0, 4 * 384)
+    with pytest.raises(ConfigError, match="between 1 and the encoder's 6 layers"):
+        layer_vectors(minilm.model, SENTENCES, 7)
+
+
+def test_fusion_text_tokens_read_the_last_layers_and_a_model_saved_before_the_sentence_vector(minilm):
+    import pyarrow as pa
+
+    from erc.recipes import FusionInputs
+    from erc.train.vectors import feature_spec, raw_features
+
+    table = pa.table({"utterance_id": ["a", "b", "c"], "text": SENTENCES})
+    spec = feature_spec(FusionInputs(text=f"st:{minilm.spec.path}", text_only=True))
+    assert spec["text"]["layers"] == FusionInputs().text_layers == 4
+    four = raw_features(spec, table)["text"]
+    assert four["a"].shape == (4 * 384,)
+    saved_before = {"text": {"kind": "sentence-transformers", "path": str(minilm.spec.path)}}
+    one = raw_features(saved_before, table)["text"]
+    assert np.allclose(np.stack([one[u] for u in "abc"]), minilm.embed(SENTENCES), atol=1e-5)
+    assert np.allclose(raw_features(spec, table)["text"]["c"], four["c"])  # from the cache

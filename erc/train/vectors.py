@@ -75,15 +75,18 @@ def text_features(model_dir: str | Path, table: pa.Table, splits: list[str] | No
 
 
 def frozen_text_features(model_path: str, table: pa.Table, batch_size: int = 64,
-                         cache_dir: str | Path | None = None) -> dict[str, np.ndarray]:
-    """Sentence-transformers embeddings of each transcript (no context, encoder frozen),
-    cached by the utterances' ids and texts only (a fold that reassigns splits reuses them)."""
+                         cache_dir: str | Path | None = None,
+                         layers: int = 1) -> dict[str, np.ndarray]:
+    """Sentence-transformers embeddings of each transcript (no context, encoder frozen;
+    ``layers`` > 1: its last layers pooled, ``erc.backends.text.layer_vectors``), cached by
+    the utterances' ids and texts only (a fold that reassigns splits reuses them)."""
+    from erc.backends.text import encode_texts
     from erc.home import state_dir
 
     cache_dir = Path(cache_dir) if cache_dir else state_dir() / "cache" / "text_embeddings"
     cache_dir.mkdir(parents=True, exist_ok=True)
     key = digest(str(Path(model_path).resolve()), table_fingerprint(table, ("utterance_id", "text")))[:16]
-    cache = cache_dir / f"{Path(model_path).name}-{key}.parquet"
+    cache = cache_dir / f"{Path(model_path).name}{'' if layers == 1 else f'-last{layers}'}-{key}.parquet"
     if cache.is_file():
         t = pq.read_table(cache)
         return {u: np.asarray(v, np.float32) for u, v in
@@ -97,8 +100,7 @@ def frozen_text_features(model_path: str, table: pa.Table, batch_size: int = 64,
         raise InputError(f"{model_path}: not a sentence-transformers model ({first})") from None
     ids = table.column("utterance_id").to_pylist()
     texts = [t or "" for t in table.column("text").to_pylist()]
-    vectors = model.encode(texts, batch_size=batch_size, convert_to_numpy=True,
-                           show_progress_bar=False).astype(np.float32)
+    vectors = encode_texts(model, texts, layers, batch_size, normalize=False)
     io.write_parquet(cache, pa.table({"utterance_id": ids,
                                       "text_embedding": [v.tolist() for v in vectors]}))
     return dict(zip(ids, vectors))
@@ -122,7 +124,9 @@ def load_features(spec: Mapping[str, dict], table: pa.Table) -> dict[str, dict[s
     fusion model so evaluation rebuilds the same inputs):
 
     - ``{"kind": "finetuned", "path": MODEL_DIR}``: a fine-tuned text model's vectors;
-    - ``{"kind": "sentence-transformers", "path": MODEL}``: frozen transcript embeddings;
+    - ``{"kind": "sentence-transformers", "path": MODEL, "layers": N}``: frozen transcript
+      embeddings (N > 1: the encoder's last N layers pooled; a spec without "layers", saved
+      before it, reads the sentence vector);
     - ``{"kind": "parquet", "path": FEATURES, "column": "speaker_embedding"}``: a column of
       the feature table (or any Parquet keyed by utterance_id);
     - ``{"kind": "faces", "path": FEATURES}``: per-utterance face vector (``face_vectors``);
@@ -140,8 +144,8 @@ def raw_features(spec: Mapping[str, dict], table: pa.Table) -> dict[str, dict[st
         kind = item["kind"]
         if kind == "finetuned":
             vectors = text_features(item["path"], table)
-        elif kind == "sentence-transformers":
-            vectors = frozen_text_features(item["path"], table)
+        elif kind == "sentence-transformers":  # a spec saved before "layers": the sentence vector
+            vectors = frozen_text_features(item["path"], table, layers=item.get("layers", 1))
         elif kind == "parquet":
             vectors = read_vectors(item["path"], item.get("column", f"{modality}_embedding"))
         elif kind == "faces":
@@ -209,9 +213,10 @@ def resize_adapters(spec: Mapping[str, dict], hidden: int | None, out_dim: int |
     return spec, adapters
 
 
-def parse_feature(text: str, modality: str, flag: str | None = None) -> dict:
+def parse_feature(text: str, modality: str, flag: str | None = None, layers: int = 1) -> dict:
     """``finetuned:DIR`` | ``st:MODEL`` | ``parquet:PATH[#column]`` -> a feature spec item
-    (``flag``: the option errors name, ``--MODALITY`` by default)."""
+    (``flag``: the option errors name, ``--MODALITY`` by default; ``layers``: how many of a
+    frozen ``st:`` encoder's last layers its vectors read, ``FusionInputs.text_layers``)."""
     flag = flag or f"--{modality}"
     kind, sep, rest = text.partition(":")
     if not sep:
@@ -220,7 +225,7 @@ def parse_feature(text: str, modality: str, flag: str | None = None) -> dict:
     if kind == "finetuned":
         return {"kind": "finetuned", "path": str(Path(rest).resolve())}
     if kind in ("st", "sentence-transformers"):
-        return {"kind": "sentence-transformers", "path": resolve_text_encoder(rest)}
+        return {"kind": "sentence-transformers", "path": resolve_text_encoder(rest), "layers": layers}
     if kind == "parquet":
         path, _, column = rest.partition("#")
         return {"kind": "parquet", "path": str(Path(path).resolve()),
@@ -231,9 +236,10 @@ def parse_feature(text: str, modality: str, flag: str | None = None) -> dict:
 def feature_spec(inputs: FusionInputs) -> dict:
     """The feature spec of ``erc train fusion`` / ``erc tune fusion``: text tokens, and the
     speaker and face vectors of a feature folder (through their adapters) unless text only."""
-    spec = {"text": parse_feature(inputs.text, "text")}
+    spec = {"text": parse_feature(inputs.text, "text", layers=inputs.text_layers)}
     if inputs.second_text:  # read as one more token of each turn, beside the first
-        spec["text2"] = parse_feature(inputs.second_text, "text2", "--second-text")
+        spec["text2"] = parse_feature(inputs.second_text, "text2", "--second-text",
+                                      layers=inputs.text_layers)
     if inputs.features and not inputs.text_only:
         path = str(Path(inputs.features).resolve())
         spec["speaker"] = {"kind": "parquet", "path": path, "column": "speaker_embedding"}
