@@ -396,7 +396,8 @@ def corpus_table(name: str, args, bench_dir: Path) -> list[dict]:
         elif row in FUSED_ROWS:
             title = f"fused over {FUSED_ROWS[row][0]}: {row}"
         else:
-            title = f"frozen {short} + {row}" + (" (default)" if is_default_row(row) else "")
+            default = is_default_row(row) and args.layers == FusionInputs().text_layers
+            title = f"frozen {short} + {row}" + (" (default)" if default else "")
         rows.append({"model": title, "test": run["test"], "select": run["select"],
                      "note": f"{cached} cached, {len(folds) * args.seeds - cached} trained in "
                              f"{models.seconds.get(row, 0.0):.0f} s"})
