@@ -17,16 +17,11 @@ from pathlib import PurePosixPath
 OUTPUT_OPTIONS = ("--out", "--storage")
 
 
-def submitted() -> bool:
-    """True inside the driver of a job started by `ray job submit`."""
-    from erc.runtime import submitted_job
-
-    return submitted_job()
-
-
 def check_outputs(argv: list[str]) -> None:
     """Exits with a message when a submitted job names a relative output path."""
-    if not submitted():
+    from erc.runtime import submitted_job
+
+    if not submitted_job():
         return
     from erc.errors import printable
     from erc.redaction import redact
