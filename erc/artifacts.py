@@ -222,7 +222,8 @@ def _one_row_each(table: pa.Table, path) -> None:
                              "one row per utterance")
 
 
-def _one_width(table: pa.Table, path, names=("speaker_embedding", "text_embedding")) -> None:
+def _one_width(table: pa.Table, path,
+               names=("speaker_embedding", "text_embedding", "text_layers")) -> None:
     """Every embedding of a column (``names``, and the faces' embeddings) has one width:
     vectors of two widths come from two models and cannot be compared (a check would
     silently skip whichever width it met second)."""

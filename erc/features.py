@@ -17,7 +17,10 @@ utterance_id: everything later stages (QC, adapters, fusion) need, so no model r
 | n_frames            | int32                                  | video frames sampled                     |
 | faces               | list<struct<frame, time_s, box[4], score, embedding[]>> | every face of every sampled frame |
 | speaker_embedding   | list<float32>, nullable                | one vector per utterance                 |
-| text_embedding      | list<float32>, nullable                | of the corpus transcript                 |
+| text_embedding      | list<float32>, nullable                | of the corpus transcript (sentence vector) |
+| text_layers         | list<float32>, nullable                | the text model's last layers, each pooled |
+|                     |                                        | (``PreprocessConfig.text_layers``; null   |
+|                     |                                        | when 1): the main job's text tokens       |
 
 A "failed" row still has every column (nulls where nothing was computed) so the counts of
 rows in and rows out always match. Which models produced the features is stored in the
@@ -52,6 +55,7 @@ FEATURE_SCHEMA = pa.schema([
     pa.field("faces", pa.list_(FACE)),
     pa.field("speaker_embedding", pa.list_(pa.float32())),
     pa.field("text_embedding", pa.list_(pa.float32())),
+    pa.field("text_layers", pa.list_(pa.float32())),
 ])
 
 MODELS_KEY = b"erc.models"

@@ -35,6 +35,10 @@ Count = Annotated[int, Field(ge=1)]
 Cpus = Annotated[float, Field(gt=0)]
 
 MAX_CLIP_SECONDS = 60.0  # an utterance longer than this is a mis-cut clip (ingest and decode)
+# Frozen text tokens read the encoder's last 4 layers, each mean-pooled and unit-normalised,
+# concatenated: better than the sentence vector on the selection split of both corpora
+# (README, "Accuracy"). Used by `erc train fusion --text st:...` and the main job's pass.
+TEXT_LAYERS = 4
 FLAT = {"flatten": True}
 
 
@@ -107,6 +111,7 @@ class PreprocessConfig:
     asr: StageResources = field(default_factory=StageResources, metadata={"prefix": "asr"})
     speaker: StageResources = field(default_factory=StageResources, metadata={"prefix": "speaker"})
     text: StageResources = field(default_factory=StageResources, metadata={"prefix": "text"})
+    text_layers: Count = TEXT_LAYERS  # the text stage also writes text_layers: the text model's last N layers, each mean-pooled and unit-normalised, concatenated (what the main job's fusion model reads; 1: text_embedding only)
 
 
 # -- models and training --------------------------------------------------------------------
@@ -245,7 +250,7 @@ class FusionRecipe:
 class FusionInputs:
     """What ``erc train fusion`` (and ``erc tune fusion``) reads besides the corpus."""
     text: str = "st:all-MiniLM-L6-v2"  # text tokens: finetuned:MODEL_DIR | st:MODEL (frozen) | parquet:PATH[#column]
-    text_layers: Count = 4  # st: vectors read the frozen encoder's last N layers, each mean-pooled and unit-normalised, concatenated (1: the model's sentence vector; 4 wins on the selection split of both corpora, README "Accuracy")
+    text_layers: Count = TEXT_LAYERS  # st: vectors read the frozen encoder's last N layers, each mean-pooled and unit-normalised, concatenated (1: the model's sentence vector)
     second_text: str | None = None  # a second text token per turn, same forms as text (st:all-MiniLM-L6-v2 beside finetuned:DIR: MELD's best recipe in the README)
     features: str | None = None  # feature folder of `erc preprocess` (speaker and face vectors)
     speaker_adapter: str | None = None  # adapter model folder for the speaker vectors
@@ -296,7 +301,7 @@ class TrainSection:
     adapters: Literal["train_split", "none"] = "train_split"
     adapter_training: AdapterTraining = field(default_factory=AdapterTraining, metadata={"prefix": "adapter"})
     text_tokens: Literal["frozen", "finetuned", "both"] = field(default="frozen", metadata={"help": (
-        "the fusion model's text tokens: frozen, the pass's sentence embeddings; finetuned, "
+        "the fusion model's text tokens: frozen, the pass's text vectors (preprocess.text_layers); finetuned, "
         "the context text encoder fine-tuned on the training split first (stage text); "
         "both, the fine-tuned vectors and the frozen ones, two tokens per turn")})
     # the text encoder's training when text_tokens is finetuned or both (its splits: the fusion model's)

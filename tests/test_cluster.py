@@ -499,7 +499,7 @@ def _features_equal(got, want) -> None:
     assert got.column("utterance_id").equals(want.column("utterance_id"))
     for name in FEATURE_SCHEMA.names:
         a, b = got.column(name).to_pylist(), want.column(name).to_pylist()
-        if name in ("speaker_embedding", "text_embedding", "faces", "asr_no_speech_prob",
+        if name in ("speaker_embedding", "text_embedding", "text_layers", "faces", "asr_no_speech_prob",
                     "asr_avg_logprob", "asr_words"):
             assert _close(a, b), name  # floats to 1e-5: batches of other rows change last bits
         else:
@@ -529,6 +529,7 @@ def test_preprocess_job_on_two_nodes(two_nodes, sample_corpus, preprocess_clean)
     for row in features.to_pylist():
         assert row["status"] == "ok" and row["n_frames"] == 2, row["utterance_id"]
         assert len(row["text_embedding"]) == 384 and len(row["speaker_embedding"]) == 256
+        assert len(row["text_layers"]) == 4 * 384
         assert row["asr_text"] and row["faces"], row["utterance_id"]
 
     tasks = _stage_tasks(cluster, run.info["job_id"])

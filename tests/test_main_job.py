@@ -78,6 +78,10 @@ def test_a_corpus_without_media_trains_on_text_alone(text_run):
     metrics = json.loads((run / "eval-test" / "metrics.json").read_text())
     assert metrics["n"] == DIALOGUES["test"] * 4
     assert (run / "report.html").is_file()
+    # The default text tokens: the pass's last four layers of MiniLM, as `erc train fusion`.
+    fusion = json.loads((run / "train" / "model" / "config.json").read_text())
+    assert fusion["features"]["text"]["column"] == "text_layers"
+    assert fusion["config"]["dims"]["text"] == 4 * 384
 
 
 @pytest.mark.slow
@@ -139,8 +143,9 @@ def test_the_main_job_fine_tunes_the_text_encoder_before_fusion(tmp_path):
     fusion = json.loads((run / "train" / "model" / "config.json").read_text())
     assert fusion["features"]["text"] == {"kind": "finetuned", "path": str(run / "text" / "model")}
     assert fusion["features"]["text2"] == {"kind": "parquet", "path": str(run / "features"),
-                                           "column": "text_embedding"}
+                                           "column": "text_layers"}
     assert fusion["config"]["dims"]["text"] == 384  # MiniLM's width
+    assert fusion["config"]["dims"]["text2"] == 4 * 384  # its last four layers
     assert fusion["config"]["modalities"][:2] == ["text", "text2"]
     assert json.loads((run / "eval-test" / "metrics.json").read_text())["n"] == DIALOGUES["test"] * 4
     again = _run(config, tmp_path, "--dry-run")

@@ -20,7 +20,7 @@ import pytest
 from erc.artifacts import read_features as load_features
 from erc.cli import build_parser, main
 from erc.features import FEATURE_SCHEMA, models_of
-from erc.recipes import DecodeSettings, PreprocessConfig, StageResources
+from erc.recipes import TEXT_LAYERS, DecodeSettings, PreprocessConfig, StageResources
 from erc.schema import utterance_table
 from erc.stages.base import MANIFEST
 from erc.stages.preprocess import preprocess
@@ -135,6 +135,13 @@ def test_feature_columns_have_the_models_dimensions(corpus, clean):
         if has_text:
             assert len(row["text_embedding"]) == DIMS["text"]
             assert np.linalg.norm(row["text_embedding"]) == pytest.approx(1.0, abs=1e-3)
+            # the main job's text tokens: the last four layers, each pooled and unit-norm,
+            # the top one last (MiniLM's sentence vector is its top layer pooled)
+            layers = np.asarray(row["text_layers"]).reshape(TEXT_LAYERS, DIMS["text"])
+            assert np.linalg.norm(layers, axis=1) == pytest.approx(1.0, abs=1e-3)
+            assert layers[-1] == pytest.approx(row["text_embedding"], abs=1e-4)
+        else:
+            assert row["text_layers"] is None
         if status != "ok":
             assert row["speaker_embedding"] is None and row["asr_text"] is None and row["faces"] is None
             assert row["speech_segments"] is None
@@ -402,7 +409,7 @@ def test_killed_run_resumes_to_the_clean_output(corpus, clean, ray_local, tmp_pa
     assert got.num_rows == want.num_rows
     for name in FEATURE_SCHEMA.names:
         a, b = got.column(name).to_pylist(), want.column(name).to_pylist()
-        if name in ("speaker_embedding", "text_embedding", "faces", "asr_no_speech_prob",
+        if name in ("speaker_embedding", "text_embedding", "text_layers", "faces", "asr_no_speech_prob",
                     "asr_avg_logprob", "asr_words"):
             assert _close(a, b), name
         else:

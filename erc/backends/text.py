@@ -89,3 +89,8 @@ class SentenceEmbedder(Backend):
         if not texts:
             return np.zeros((0, self.dim), dtype=np.float32)
         return encode_texts(self.model, texts, self.layers, self.batch_size, self.normalize)
+
+    def embed_layers(self, texts: list[str], layers: int) -> np.ndarray:
+        """(len(texts), layers * width) float32: ``layer_vectors`` of ``texts``, whatever
+        the vectors ``embed`` gives (the pass writes both)."""
+        return encode_texts(self.model, texts, layers, self.batch_size)

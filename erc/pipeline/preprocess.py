@@ -63,8 +63,8 @@ from erc.schema import MISSING_MEDIA_META
 # header declaring more than max_clip_seconds over less data is judged by its data, and
 # text-only rows whose media file was missing at ingest say so (missing_media); 5:
 # faster-whisper encodes a short clip over its own window (asr encoder_window); 6: audio
-# mostly at full scale fails as clipping.
-FEATURES_VERSION = 6
+# mostly at full scale fails as clipping; 7: the text stage writes text_layers.
+FEATURES_VERSION = 7
 STATS = "ray_data_stats.txt"
 FINGERPRINT_KEY = b"erc.fingerprint"
 SETTINGS_KEY = b"erc.settings"
@@ -154,8 +154,8 @@ def _missing_media(table: pa.Table) -> pa.ChunkedArray | pa.Array:
 
 def fingerprint(part: pa.Table, settings: dict, records: list[dict]) -> str:
     """Of a partition's rows (ids, transcripts, media paths, segments, the paths of media
-    missing at ingest, media sizes and modification times), the decode settings and the
-    model records."""
+    missing at ingest, media sizes and modification times), the pass's settings (decoding,
+    text layers) and the model records."""
     names = [*INPUT_COLUMNS, *([MISSING_MEDIA] if MISSING_MEDIA in part.column_names else [])]
     columns = {name: part.column(name).to_pylist() for name in names}
     rows = [[columns[name][i] for name in names]
@@ -195,7 +195,7 @@ def plan(table: pa.Table, config: PreprocessConfig, limit: int | None = None,
         table = table.slice(0, max(0, limit))
     n_parts = -(-table.num_rows // config.partition_rows)
     parts = [table.slice(k * config.partition_rows, config.partition_rows) for k in range(n_parts)]
-    settings = dataclasses.asdict(config.decoding)
+    settings = {**dataclasses.asdict(config.decoding), "text_layers": config.text_layers}
     specs = model_specs(config)
     needed = sorted({role for part in parts for role in _roles_for(part)})
     resolved = {role: resolve(specs[role], download=download) for role in needed}
@@ -321,7 +321,8 @@ def build_dataset(parts: list[pa.Table], specs: dict, config: PreprocessConfig, 
             continue
         res = resources[stage.name]
         stage_specs = {role: dataclasses.asdict(specs[role]) for role in stage.roles}
-        kwargs = {"specs": stage_specs, "num_cpus": res["num_cpus"], "num_gpus": res["num_gpus"]}
+        kwargs = {"specs": stage_specs, "num_cpus": res["num_cpus"], "num_gpus": res["num_gpus"],
+                  **stage.options(config)}
         remote = {"num_cpus": res["num_cpus"], **cluster.ray_options(stage_request(res))}
         dataset = dataset.map_batches(
             stage, fn_constructor_kwargs=kwargs, batch_format="pyarrow",

@@ -17,7 +17,7 @@ Columns between stages (``_``-prefixed ones never reach the output):
 | faces   | _frames, _frame_shape, _frame_times     | faces (drops the frame columns)               |
 | asr     | _audio                                  | asr_text, asr_language, asr_*_prob, asr_words |
 | speaker | _audio                                  | speaker_embedding (drops _audio)              |
-| text    | text                                    | text_embedding                                |
+| text    | text                                    | text_embedding, text_layers                   |
 
 Every stage adds ``_s_<stage>`` (its busy seconds for the batch, spread over the batch's
 rows, so their sum over rows is the stage's busy time) and model stages add
@@ -64,6 +64,13 @@ class PassStage:
     # bench/preprocess): a CPU stage's actors, unless the config sizes its pool, are the
     # machine's CPUs in proportion to it (erc.pipeline.preprocess.stage_resources).
     cpu_seconds: ClassVar[float] = 0.0
+
+    @classmethod
+    def options(cls, config) -> dict:
+        """The stage's own constructor arguments from the ``PreprocessConfig`` (beyond the
+        model specs and resources every model stage takes)."""
+        return {}
+
 
 # -- Arrow helpers ------------------------------------------------------------------------
 
@@ -372,29 +379,44 @@ class SpeakerStage(_ModelStage):
 
 
 class TextStage(_ModelStage):
-    """Embeds the corpus transcript of every row that has one (failed rows included)."""
+    """Embeds the corpus transcript of every row that has one (failed rows included): the
+    model's sentence vector, and with ``layers`` > 1 its last layers pooled (what the main
+    job's fusion model reads, ``erc.backends.text.layer_vectors``)."""
 
     name = "text"
     roles = ("text",)
     reads = ("text",)
-    writes = ("text_embedding",)
+    writes = ("text_embedding", "text_layers")
     # The last stage's batch is what reaches the driver at once: kept small (the text model
     # costs under 1 % of the pass), so partitions are written, and progress shows, every
     # few seconds.
     resources = {"batch_size": 16, "concurrency": 1, "num_cpus": None, "num_gpus": 0.0}
     cpu_seconds = 0.011
 
+    def __init__(self, specs: dict[str, dict], num_cpus: float | None = None,
+                 num_gpus: float | None = None, device: str | None = None, layers: int = 1):
+        super().__init__(specs, num_cpus, num_gpus, device)
+        self.layers = int(layers)
+
+    @classmethod
+    def options(cls, config) -> dict:
+        return {"layers": config.text_layers}
+
     def eligible(self, batch):
         return [i for i, t in enumerate(batch.column("text").to_pylist()) if t and t.strip()]
 
     def compute(self, batch, rows):
         texts = batch.column("text").to_pylist()
-        vectors = np.asarray(self.backends["text"].embed([texts[i] for i in rows]), dtype=np.float32)
-        return [vectors[k] for k in range(len(rows))]
+        texts = [texts[i] for i in rows]
+        backend = self.backends["text"]
+        vectors = np.asarray(backend.embed(texts), dtype=np.float32)
+        layers = backend.embed_layers(texts, self.layers) if self.layers > 1 else [None] * len(rows)
+        return [(vectors[k], layers[k]) for k in range(len(rows))]
 
     def write(self, batch, results):
-        return _set(batch, "text_embedding",
-                    _embedding_array([results.get(i) for i in range(batch.num_rows)]))
+        got = [results.get(i) or (None, None) for i in range(batch.num_rows)]
+        batch = _set(batch, "text_embedding", _embedding_array([v for v, _ in got]))
+        return _set(batch, "text_layers", _embedding_array([layers for _, layers in got]))
 
 
 PASS: tuple[type[PassStage], ...] = (DecodeStage, FaceStage, ASRStage, SpeakerStage, TextStage)

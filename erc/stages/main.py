@@ -69,11 +69,14 @@ class Step:
 
 
 def feature_spec(features: Path, modalities: list[str], adapters: dict[str, Path],
-                 text_model: Path | None = None, text_tokens: str = "frozen") -> dict:
-    """What the fusion model of the main job reads: the pass's text embeddings (or the
-    vectors of the fine-tuned ``text_model``, or both: ``text_tokens``), speaker embeddings
-    and faces, each identity modality through its adapter when there is one."""
-    frozen = {"kind": "parquet", "path": str(features), "column": "text_embedding"}
+                 text_model: Path | None = None, text_tokens: str = "frozen",
+                 text_layers: int = 1) -> dict:
+    """What the fusion model of the main job reads: the pass's text vectors (its
+    ``text_layers`` column when the pass wrote the last layers, else the sentence vectors;
+    or the vectors of the fine-tuned ``text_model``, or both: ``text_tokens``), speaker
+    embeddings and faces, each identity modality through its adapter when there is one."""
+    frozen = {"kind": "parquet", "path": str(features),
+              "column": "text_layers" if text_layers > 1 else "text_embedding"}
     spec = {}
     for modality in modalities:
         if modality == "text" and text_model is not None:
@@ -174,7 +177,8 @@ def _available(config: RunConfig, where: Layout, adapters: dict, say,
     missing = [s for s in wanted if s not in present]
     if missing:
         raise InputError(f"train: split {missing[0]!r}: {_absent(missing[0], where)}")
-    spec = feature_spec(where.features, train.modalities, adapters, text_model, train.text_tokens)
+    spec = feature_spec(where.features, train.modalities, adapters, text_model, train.text_tokens,
+                        config.preprocess.text_layers)
     vectors = load_features(spec, table)
     for modality in [m for m in spec if not vectors[m]]:
         say(f"  {modality}: no embeddings in {where.features} (no media?): left out of the model")
