@@ -63,11 +63,16 @@ _MIN_SECRET = 12
 _LOCATION_ENV = re.compile(r"_(?:PATH|FILE|DIR|HOME|URL|ENDPOINT)$", re.IGNORECASE)  # where, not what
 
 
+def is_secret_name(name: str) -> bool:
+    """Whether an environment variable of this name holds a secret (``AWS_SECRET_ACCESS_KEY``,
+    ``HF_TOKEN``), not where one is (``RAY_AUTH_TOKEN_PATH``)."""
+    return bool(_SECRET_ENV.search(name)) and not _LOCATION_ENV.search(name)
+
+
 @functools.lru_cache(maxsize=8)
 def _secret_values(environment: frozenset) -> tuple[str, ...]:
-    values = {value for name, value in environment
-              if _SECRET_ENV.search(name) and not _LOCATION_ENV.search(name)
-              and len(value) >= _MIN_SECRET and not os.path.exists(value)}  # a credentials file's path is no secret
+    values = {value for name, value in environment  # a credentials file's path is no secret
+              if is_secret_name(name) and len(value) >= _MIN_SECRET and not os.path.exists(value)}
     return tuple(sorted(values, key=len, reverse=True))  # longest first: no half-hidden value
 
 

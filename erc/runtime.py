@@ -16,6 +16,7 @@ loopback ports. ``RAY_AUTH_MODE=disabled`` turns it off; a token the user names
 from __future__ import annotations
 
 import contextlib
+import json
 import logging
 import os
 import secrets
@@ -158,11 +159,22 @@ def submitted_job() -> bool:
     return "RAY_JOB_CONFIG_JSON_ENV_VAR" in os.environ
 
 
-def check_submitted_command_line(argv: list[str]) -> None:
-    """A submitted job's command line is its entrypoint, which Ray's job table keeps as
-    typed (``ray job list``, the dashboard, Ray's logs of the job) before erc runs: one
-    holding a credential is refused, so the job goes no further with it."""
-    from erc.redaction import redact
+# Where a submitted job's keys go instead of anything Ray keeps with the job.
+_KEYS_ON_THE_NODES = (
+    "give the store's keys to the cluster's nodes instead: their own environment "
+    "(AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY set where the nodes start, on Kubernetes "
+    "from a Secret), a credentials file on every node (~/.aws/credentials, or the path in "
+    "AWS_SHARED_CREDENTIALS_FILE or GOOGLE_APPLICATION_CREDENTIALS), or an instance profile; "
+    "then submit it again")
+
+
+def check_submitted_job(argv: list[str]) -> None:
+    """What `ray job submit` was given is kept by Ray as typed, before erc runs: the
+    entrypoint (``ray job list``, the dashboard, Ray's logs of the job) and the runtime
+    env, its ``env_vars`` with their values (the job table, the dashboard's job page). A
+    submitted job given a credential in either is refused, so it goes no further with it
+    and the setup that stored it is mended."""
+    from erc.redaction import is_secret_name, redact
 
     if not submitted_job():
         return
@@ -171,9 +183,21 @@ def check_submitted_command_line(argv: list[str]) -> None:
             raise ConfigError(
                 f"{redact(arg)}: a submitted job's command line is kept by Ray (ray job list, "
                 f"the dashboard), so it must hold no credential; give the URI without one and "
-                f"the store's keys to the cluster's nodes (AWS_ACCESS_KEY_ID and "
-                f"AWS_SECRET_ACCESS_KEY in their environment, ~/.aws/credentials, "
-                f"GOOGLE_APPLICATION_CREDENTIALS, or an instance profile), then submit it again")
+                f"{_KEYS_ON_THE_NODES}")
+    # The supervisor passes the job's runtime env to its driver in this variable
+    try:
+        runtime_env = json.loads(os.environ["RAY_JOB_CONFIG_JSON_ENV_VAR"]).get("runtime_env") or {}
+        env_vars = dict(runtime_env.get("env_vars") or {})
+    except (ValueError, AttributeError, TypeError):
+        return  # not the supervisor's JSON: nothing known to be stored
+    secrets_named = sorted(name for name, value in env_vars.items()
+                           if is_secret_name(str(name)) and value)
+    if secrets_named:
+        raise ConfigError(
+            f"the runtime env's env_vars hold {', '.join(secrets_named)}: Ray keeps a submitted "
+            f"job's runtime env with its values (ray job list, the dashboard), so it must hold "
+            f"no secret; remove them from env_vars (--runtime-env, --runtime-env-json) and "
+            f"{_KEYS_ON_THE_NODES}")
 
 
 def _mask_credentials_in_command_line() -> None:

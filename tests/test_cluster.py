@@ -780,12 +780,19 @@ def test_jobs_read_and_write_s3(two_nodes, sample_manifest, preprocess_config, p
 
     from erc.artifacts import read_features as load_features
     from erc.corpus import read_corpus
+    from erc.redaction import is_secret_name
     from erc.storage import Mirror
     from tests.conftest import S3_BUCKET
 
     cluster = two_nodes
     env = runtime_env(cluster)
-    env["env_vars"] = {**env["env_vars"], **s3_store}  # credentials and the loopback endpoint
+    # The keys in a credentials file every node reads (a runtime env holding them is
+    # refused: Ray keeps it with the job), the loopback endpoint in the runtime env
+    credentials = cluster.root / "aws-credentials"
+    credentials.write_text(f"[default]\naws_access_key_id = {s3_store['AWS_ACCESS_KEY_ID']}\n"
+                           f"aws_secret_access_key = {s3_store['AWS_SECRET_ACCESS_KEY']}\n")
+    env["env_vars"] = {**env["env_vars"], "AWS_SHARED_CREDENTIALS_FILE": str(credentials),
+                       **{name: value for name, value in s3_store.items() if not is_secret_name(name)}}
     base = f"s3://{S3_BUCKET}/cluster"
 
     def submit(*args: str, name: str):

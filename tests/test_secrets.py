@@ -337,3 +337,68 @@ def test_a_submitted_job_with_a_credential_on_its_command_line_is_refused(tmp_pa
         assert done.returncode == 2, done.stderr[-2000:]
         assert done.stderr.startswith("erc: error: ") and "AWS_SECRET_ACCESS_KEY" in done.stderr
         assert "SHH" not in done.stderr + done.stdout and "AKID" not in done.stderr + done.stdout
+
+
+def _submitted_with(monkeypatch, env_vars: dict) -> None:
+    """The driver's view of a job `ray job submit` started: its supervisor passes the
+    job's runtime env in this variable."""
+    monkeypatch.setenv("RAY_JOB_CONFIG_JSON_ENV_VAR",
+                       json.dumps({"runtime_env": {"env_vars": env_vars}, "metadata": {}}))
+
+
+def test_a_submitted_job_with_a_secret_in_its_runtime_env_is_refused(monkeypatch):
+    from erc.errors import ConfigError
+    from erc.runtime import check_submitted_job
+
+    secrets = {"AWS_SECRET_ACCESS_KEY": "short", "HF_TOKEN": "hf_abcdefghijklmnop"}
+    _submitted_with(monkeypatch, {**secrets, "AWS_ENDPOINT_URL": "http://127.0.0.1:9"})
+    with pytest.raises(ConfigError) as refused:
+        check_submitted_job(["corpus", "summary", "s3://b/x"])
+    message = str(refused.value)
+    assert "AWS_SECRET_ACCESS_KEY, HF_TOKEN" in message and "AWS_SHARED_CREDENTIALS_FILE" in message
+    assert not any(value in message for value in secrets.values())
+    # where a secret is, an endpoint, erc's own variables: nothing Ray should not keep
+    _submitted_with(monkeypatch, {"AWS_SHARED_CREDENTIALS_FILE": "/mnt/erc/aws-credentials",
+                                  "RAY_AUTH_TOKEN_PATH": "/mnt/erc/token", "HF_TOKEN": "",
+                                  "AWS_ENDPOINT_URL": "http://127.0.0.1:9", "HF_HUB_OFFLINE": "1"})
+    check_submitted_job(["corpus", "summary", "s3://b/x"])
+
+
+# A job submitted to an embedded Ray with its dashboard (Ray's Jobs API), a secret in its
+# runtime env; what the job's driver printed and what Ray kept of the job are printed.
+_SUBMITTING_DRIVER = """
+import json, sys, time
+from erc import runtime
+runtime.connect(num_cpus=1, dashboard=True)
+import ray
+from ray.job_submission import JobSubmissionClient
+client = JobSubmissionClient("http://" + ray._private.worker.get_dashboard_url())
+for attempt in range(120):  # the node's job agent starts after the dashboard answers
+    try:
+        job = client.submit_job(entrypoint=f"{sys.executable} -m erc.cli --version",
+                                runtime_env={"env_vars": {"HF_TOKEN": sys.argv[1]}})
+        break
+    except RuntimeError as err:
+        if "No available agent" not in str(err):
+            raise
+        time.sleep(0.5)
+deadline = time.monotonic() + 120
+while not client.get_job_status(job).is_terminal() and time.monotonic() < deadline:
+    time.sleep(0.5)
+print(json.dumps({"status": str(client.get_job_status(job)), "logs": client.get_job_logs(job),
+                  "kept": repr(client.get_job_info(job))}))
+runtime.shutdown()
+"""
+
+
+@pytest.mark.slow
+def test_a_job_submitted_with_a_secret_in_its_runtime_env_stops_before_it_runs():
+    secret = "hf_SECRETINRUNTIMEENV"
+    done = subprocess.run([sys.executable, "-c", _SUBMITTING_DRIVER, secret], cwd=REPO, text=True,
+                          capture_output=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-3000:]
+    job = json.loads(done.stdout.strip().splitlines()[-1])
+    assert secret in job["kept"]  # why: Ray keeps the runtime env's values with the job
+    assert job["status"] == "FAILED", job["logs"]
+    assert "erc: error: the runtime env's env_vars hold HF_TOKEN" in job["logs"]
+    assert "erc 0.1" not in job["logs"] and secret not in job["logs"]

@@ -137,7 +137,7 @@ def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else list(argv)
     try:
         runtime.apply_offline_env()  # before anything imports Ray or a model library
-        runtime.check_submitted_command_line(argv)
+        runtime.check_submitted_job(argv)
         parser = build_parser()
         probe = parser.parse_args(argv)
         takes_storage = getattr(probe, "takes_storage", False)
