@@ -179,27 +179,18 @@ def ensemble_metrics(predictions: list) -> dict:
     return classification_metrics(y, probs[labelled].argmax(1), labels)
 
 
-def model_key(corpus: str, fold: str, config: dict, args) -> str:
+def model_key(corpus: str, fold: str, config: dict, args, data: str) -> str:
     """The cache folder name of one trained model: its configuration (every option,
-    defaults resolved) and fold."""
-    config = {"corpus": corpus, "fold": fold, "select_fraction": args.select_fraction, **config}
+    defaults resolved), fold and the fingerprint of the fold's table (``data``: a corpus
+    that changed, a row read differently, trains anew)."""
+    config = {"corpus": corpus, "fold": fold, "select_fraction": args.select_fraction,
+              "data": data, **config}
     digest = hashlib.sha256(json.dumps(config, sort_keys=True).encode()).hexdigest()[:12]
     return f"{corpus}-{fold}-{digest}"
 
 
-def _resolved(config_class, options: dict) -> dict:
-    """Every setting, but those added later at the value models had before them (models
-    cached then stay valid)."""
-    from erc.settings import before_options
-
-    later = before_options(config_class)
-    return {k: v for k, v in config_class(**options).to_dict().items()
-            if k not in later or v != later[k]}
-
-
-# Recipe options at the values models were trained with before they were options: left
-# out of the cache key, so the models cached then stay valid.
-EARLIER_RECIPE = {"class_weight_power": 0.5, "weight_decay": 0.01, "average_epochs": 0.0}
+# The recipe options (beside the model's) that a row may set.
+RECIPE_OPTIONS = ("class_weight_power", "weight_decay", "average_epochs")
 
 
 def fusion_recipe_options(extra: dict) -> dict:
@@ -208,7 +199,7 @@ def fusion_recipe_options(extra: dict) -> dict:
 
     defaults = FusionRecipe()
     return {k: extra.get(k, getattr(defaults.loop if hasattr(defaults.loop, k) else defaults, k))
-            for k in EARLIER_RECIPE}
+            for k in RECIPE_OPTIONS}
 
 
 def fusion_config(encoder: str, options: dict, lr: float, seed: int, args,
@@ -216,13 +207,12 @@ def fusion_config(encoder: str, options: dict, lr: float, seed: int, args,
     """What a fusion row's cached model depends on (its effective settings)."""
     from erc.recipes import FusionConfig
 
-    config = {"encoder": encoder, "options": _resolved(FusionConfig, options), "lr": lr,
+    config = {"encoder": encoder, "options": FusionConfig(**options).to_dict(), "lr": lr,
               "seed": seed, "epochs": args.epochs, "patience": args.patience,
-              "batch_size": args.batch_size}
-    if encoder != "finetuned" and args.layers != 1:  # models of sentence vectors keep their keys
+              "batch_size": args.batch_size, "recipe": fusion_recipe_options(extra or {})}
+    if encoder != "finetuned":  # the frozen encoder's layers its vectors read
         config["layers"] = args.layers
-    recipe = {k: v for k, v in fusion_recipe_options(extra or {}).items() if v != EARLIER_RECIPE[k]}
-    return {**config, "recipe": recipe} if recipe else config
+    return config
 
 
 def fusion_row(row: str) -> tuple[dict, float, dict]:
@@ -252,10 +242,7 @@ def text_recipe(row: str, seed: int, args):
 
 def text_config(row: str, seed: int, args) -> dict:
     """What a text row's cached model depends on: the recipe less where it runs."""
-    from erc.recipes import TextModelConfig
-
     recipe = dataclasses.asdict(text_recipe(row, seed, args))
-    recipe["model"] = _resolved(TextModelConfig, recipe["model"])
     for key in ("storage_path", "cpus_per_worker", "num_workers", "name"):
         recipe["loop"].pop(key)
     return {"kind": "text", "recipe": recipe}
@@ -271,9 +258,11 @@ class Models:
         self.corpus, self.args, self.bench_dir = corpus, args, bench_dir
         self.frozen_encoder, self.frozen_vectors = frozen_encoder, frozen_vectors
         self.text_encoder = resolve_text_encoder("all-MiniLM-L6-v2")
-        self.cached, self.seconds = {}, {}
+        self.cached, self.seconds, self.data = {}, {}, {}
 
-    def key(self, row: str, fold: str, seed: int) -> Path:
+    def key(self, row: str, fold, seed: int) -> Path:
+        from erc.train.vectors import table_fingerprint
+
         if row in TEXT_ROWS:
             config = text_config(row, seed, self.args)
         elif row in FUSED_ROWS:
@@ -281,12 +270,15 @@ class Models:
             config = {"kind": "fused", "text": text_config(text_row, seed, self.args),
                       "frozen": self.args.encoder if frozen_too else None,
                       **fusion_config("finetuned", options, lr, seed, self.args)}
-            if frozen_too and self.args.layers != 1:
+            if frozen_too:
                 config["frozen_layers"] = self.args.layers
         else:
             options, lr, recipe = fusion_row(row)
             config = fusion_config(self.args.encoder, options, lr, seed, self.args, recipe)
-        return self.bench_dir / model_key(self.corpus, fold, config, self.args)
+        if fold.name not in self.data:
+            self.data[fold.name] = table_fingerprint(fold.table)
+        return self.bench_dir / model_key(self.corpus, fold.name, config, self.args,
+                                          self.data[fold.name])
 
     def get(self, row: str, fold, seed: int, count: bool = True) -> Path:
         """The output folder of ``row``'s model on ``fold`` (trained now if not cached;
@@ -296,7 +288,7 @@ class Models:
         from erc.train.folds import FOLD_ROLES
         from erc.train.vectors import feature_spec
 
-        out = self.key(row, fold.name, seed)
+        out = self.key(row, fold, seed)
         if (out / "model" / "model.safetensors").is_file():
             self.cached[row] = self.cached.get(row, 0) + count
             return out
