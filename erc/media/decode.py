@@ -9,7 +9,9 @@ was wrong:
 
 | reason           | when                                                                  |
 |------------------|-----------------------------------------------------------------------|
-| unreadable_media | missing, corrupt or truncated file; a segment outside the media;      |
+| unreadable_media | missing, corrupt or truncated file; a path that is a folder, a named  |
+|                  | pipe or a device (refused unopened: a pipe would block forever); a    |
+|                  | segment outside the media, empty, or with a time that is not finite;  |
 |                  | audio with NaN or infinite samples                                    |
 | no_audio         | no audio stream (and no separate audio file)                          |
 | overlong_clip    | the container says the utterance is longer than ``max_clip_seconds``  |
@@ -25,8 +27,9 @@ was wrong:
 Frames: ``n = min(max_frames, max(1, round(duration * frame_rate)))`` frames are taken at
 the centres of ``n`` equal slices of the utterance (so ``max_frames`` spreads over a long
 clip instead of stopping early), each the first decoded frame at or after its target time.
-Frames larger than ``max_side`` are downscaled on conversion (``scale`` maps their pixels
-back to the original frame). ``frame_times`` are seconds from the utterance start.
+Frames larger than ``max_side`` are downscaled as each is picked (``scale`` maps their
+pixels back to the original frame), so one full-size decoded frame is held at a time.
+``frame_times`` are seconds from the utterance start.
 
 A WAV's length is its header's (FFmpeg would take it from the file size and a truncated
 WAV would look whole), except where the header cannot be an utterance's: a data size of 0
@@ -51,6 +54,7 @@ from dataclasses import dataclass, field
 import av
 import numpy as np
 
+from erc.media.probe import not_a_file
 from erc.recipes import MAX_CLIP_SECONDS, DecodeSettings
 
 AUDIO_RATE = 16_000
@@ -81,6 +85,8 @@ class _Failure(Exception):
 
 
 def _open(path: str):
+    if problem := not_a_file(path):
+        raise _Failure("unreadable_media", problem)
     try:
         return av.open(str(path), metadata_errors="ignore")
     except Exception as err:
@@ -212,8 +218,19 @@ class _FramePicker:
             n, step = settings.max_frames, 1.0 / rate
         self.targets = [start + (k + 0.5) * step for k in range(n)]
         self.start = start
-        self.picked: list[tuple[float, av.VideoFrame]] = []
+        self.max_side = settings.max_side
+        self.size: tuple[int, int, float] | None = None  # width, height, scale of the kept frames
+        self.picked: list[tuple[float, np.ndarray]] = []
         self.last: tuple[float, av.VideoFrame] | None = None  # fallback: last frame in range
+
+    def _rgb(self, frame) -> np.ndarray:
+        """The frame as RGB, downscaled to the first kept frame's size, as soon as it is
+        kept: decoded frames held to the end cost 96 MB each at 8000x8000 (gigabytes over
+        ``max_frames``)."""
+        if self.size is None:
+            self.size = _frame_size(frame.width, frame.height, self.max_side)
+        width, height, _ = self.size
+        return frame.to_ndarray(format="rgb24", width=width, height=height)
 
     def offer(self, time: float, frame) -> None:
         if time < self.start - 1e-6:
@@ -223,16 +240,17 @@ class _FramePicker:
         while self.targets and time >= self.targets[0] - 1e-6:
             self.targets.pop(0)
             if not taken:
-                self.picked.append((time, frame))
+                self.picked.append((time, self._rgb(frame)))
                 taken = True
 
     @property
     def done(self) -> bool:
         return not self.targets
 
-    def frames(self) -> list[tuple[float, av.VideoFrame]]:
+    def frames(self) -> list[tuple[float, np.ndarray]]:
         if not self.picked and self.last is not None:
-            return [self.last]
+            time, frame = self.last
+            return [(time, self._rgb(frame))]
         return self.picked
 
 
@@ -247,31 +265,38 @@ def _decode(container, audio_stream, video_stream, start: float, end: float | No
     audio_t0: float | None = None
     audio_done = audio_stream is None
     video_done = video_stream is None or picker is None
-    for packet in container.demux(*streams):
-        is_audio = packet.stream is audio_stream
-        if (audio_done if is_audio else video_done) and packet.dts is not None:
-            continue
-        for frame in packet.decode():
-            t = frame.time
-            if is_audio:
-                if t is not None and end is not None and t > end:
-                    audio_done = True
-                    break
-                if audio_t0 is None:
-                    audio_t0 = t if t is not None else 0.0
-                chunks.extend(f.to_ndarray().reshape(-1) for f in resampler.resample(frame))
-            else:
-                if t is None:
-                    continue
-                if end is not None and t > end:
-                    video_done = True
-                    break
-                picker.offer(t, frame)
-                if picker.done:
-                    video_done = True
-                    break
-        if audio_done and video_done:
-            break
+    reached = start  # the last frame's time: where a damaged file stops decoding
+    try:
+        for packet in container.demux(*streams):
+            is_audio = packet.stream is audio_stream
+            if (audio_done if is_audio else video_done) and packet.dts is not None:
+                continue
+            for frame in packet.decode():
+                t = frame.time
+                reached = t if t is not None else reached
+                if is_audio:
+                    if t is not None and end is not None and t > end:
+                        audio_done = True
+                        break
+                    if audio_t0 is None:
+                        audio_t0 = t if t is not None else 0.0
+                    chunks.extend(f.to_ndarray().reshape(-1) for f in resampler.resample(frame))
+                else:
+                    if t is None:
+                        continue
+                    if end is not None and t > end:
+                        video_done = True
+                        break
+                    picker.offer(t, frame)
+                    if picker.done:
+                        video_done = True
+                        break
+            if audio_done and video_done:
+                break
+    except av.error.FFmpegError as err:
+        raise _Failure("unreadable_media", f"{container.name}: decoding stops at {reached:.2f} s, "
+                                           f"a truncated or corrupt file: {type(err).__name__}: {err}"
+                       ) from err
     if resampler is not None:
         chunks.extend(f.to_ndarray().reshape(-1) for f in resampler.resample(None))
     audio = np.concatenate(chunks).astype(np.float32, copy=False) if chunks else np.zeros(0, np.float32)
@@ -303,8 +328,14 @@ def _decode_utterance(media_path, audio_path, start_s, end_s, settings: DecodeSe
     if not media_path and not audio_path:
         raise _Failure("unreadable_media", "the utterance names no media")
     separate_audio = bool(audio_path) and audio_path != media_path
+    for name, value in (("start_s", start_s), ("end_s", end_s)):
+        if value is not None and not np.isfinite(value):
+            raise _Failure("unreadable_media", f"the segment's {name} is {value}, not a time")
     start = max(0.0, float(start_s)) if start_s is not None else 0.0
     end = float(end_s) if end_s is not None else None
+    if end is not None and end <= start:
+        raise _Failure("unreadable_media", f"the segment is empty: it ends at {end:.2f} s, "
+                                           f"not after its start at {start:.2f} s")
 
     containers = []
     try:
@@ -372,22 +403,21 @@ def _decode_utterance(media_path, audio_path, start_s, end_s, settings: DecodeSe
             container.close()
 
     duration = audio.size / AUDIO_RATE
+    truncated = _truncation(duration, audio_length, settings.truncation_tolerance)
+    if truncated:  # before the empty case: a segment past where a cut file stops is truncation
+        raise _Failure("unreadable_media", truncated)
     if audio.size == 0:
         raise _Failure("unreadable_media", "no audio samples decoded"
                        + (f" in segment {start:.2f}-{end:.2f} s" if end is not None else ""))
-    truncated = _truncation(duration, audio_length, settings.truncation_tolerance)
-    if truncated:
-        raise _Failure("unreadable_media", truncated)
     bad = int(audio.size - np.count_nonzero(np.isfinite(audio)))
     if bad:  # a damaged float stream: every model downstream would fail on it
         raise _Failure("unreadable_media", f"the audio holds {bad} NaN or infinite samples "
                                            f"of {audio.size}")
     result = Decoded(audio=audio, duration_s=duration)
     if frames:
-        width, height, scale = _frame_size(frames[0][1].width, frames[0][1].height, settings.max_side)
-        result.scale = scale
-        for time, frame in frames:
-            result.frames.append(frame.to_ndarray(format="rgb24", width=width, height=height))
+        result.scale = picker.size[2]
+        for time, rgb in frames:
+            result.frames.append(rgb)
             result.frame_times.append(round(time - start, 4))
     rms = loudest_rms(audio)
     if rms < settings.silence_rms:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+import stat
 from dataclasses import dataclass
 
 import av
@@ -15,8 +17,25 @@ class MediaInfo:
     error: str | None = None  # set when the file cannot be opened
 
 
+def not_a_file(path: str) -> str | None:
+    """Why ``path`` cannot be media although it exists (a folder, a named pipe, a device),
+    None for a regular file or a path that does not exist. Asked before FFmpeg opens it:
+    opening a named pipe waits for a writer forever, and a device may never end."""
+    try:
+        mode = os.stat(path).st_mode
+    except (OSError, ValueError):
+        return None
+    if stat.S_ISREG(mode):
+        return None
+    kind = ("a folder" if stat.S_ISDIR(mode) else "a named pipe" if stat.S_ISFIFO(mode)
+            else "a device" if stat.S_ISCHR(mode) or stat.S_ISBLK(mode) else "not a regular file")
+    return f"{path} is {kind}, not a media file"
+
+
 def probe(path: str) -> MediaInfo:
     """Reads the container header of ``path``; never raises for a bad file."""
+    if problem := not_a_file(path):
+        return MediaInfo(None, False, False, problem)
     try:
         with av.open(path) as container:
             audio = [s for s in container.streams if s.type == "audio"]

@@ -70,7 +70,8 @@ FINGERPRINT_KEY = b"erc.fingerprint"
 SETTINGS_KEY = b"erc.settings"
 
 FAILURE_REASONS = {
-    "unreadable_media": "the media is missing, corrupt or truncated (or the segment lies outside it)",
+    "unreadable_media": "the media is missing, corrupt, truncated or not a file "
+                        "(or the segment is empty or lies outside it)",
     "no_audio": "the media has no audio stream",
     "silence": "the audio is silent (RMS below the threshold, or no speech for the speaker model)",
     "clipping": "the audio is clipped: at least max_clipped_share of its samples at full scale",
