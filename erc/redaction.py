@@ -56,8 +56,9 @@ def _hide_value(match: re.Match) -> str:
 # Names of environment variables that hold secrets; their values are hidden when long
 # enough not to be a word of other text: issued keys and tokens run to 16-40 characters,
 # while a short value (a local test store's "minioadmin") is often a bucket's or a user's
-# name too, which masking would hide wherever it appears.
-_SECRET_ENV = re.compile(r"SECRET|TOKEN|PASSWORD|PASSWD|CREDENTIAL|(?:^|_)(?:API|ACCESS|ACCOUNT|"
+# name too, which masking would hide wherever it appears. (TOKENIZERS_PARALLELISM is a
+# setting of Hugging Face's tokenizers, no token.)
+_SECRET_ENV = re.compile(r"SECRET|TOKEN(?!IZER)|PASSWORD|PASSWD|CREDENTIAL|(?:^|_)(?:API|ACCESS|ACCOUNT|"
                          r"PRIVATE|STORAGE|AUTH)_?KEY(?:$|_)", re.IGNORECASE)
 _MIN_SECRET = 12
 _LOCATION_ENV = re.compile(r"_(?:PATH|FILE|DIR|HOME|URL|ENDPOINT)$", re.IGNORECASE)  # where, not what

@@ -362,6 +362,11 @@ def test_a_submitted_job_with_a_secret_in_its_runtime_env_is_refused(monkeypatch
                                   "RAY_AUTH_TOKEN_PATH": "/mnt/erc/token", "HF_TOKEN": "",
                                   "AWS_ENDPOINT_URL": "http://127.0.0.1:9", "HF_HUB_OFFLINE": "1"})
     check_submitted_job(["corpus", "summary", "s3://b/x"])
+    # the runtime env every erc job is submitted with (docs/cluster.md)
+    from erc.settings import load_yaml
+
+    _submitted_with(monkeypatch, load_yaml(REPO / "jobs" / "runtime_env.yaml")["env_vars"])
+    check_submitted_job(["corpus", "summary", "s3://b/x"])
 
 
 # A job submitted to an embedded Ray with its dashboard (Ray's Jobs API), a secret in its
