@@ -230,10 +230,11 @@ def sequential(table: pa.Table, config: PreprocessConfig, device: str) -> dict:
             result["n_faces"] = sum(len(v) for v in timed("faces", faces_of, got.frames))
             result["asr_text"] = timed("asr", models["asr"].transcribe, [got.audio])[0].text
             result["speaker"] = timed("speaker", models["speaker"].embed, [got.audio])[0]
-        if row["text"]:
+        if row["text"] and config.text_layers > 1:  # as the pass's text stage (text_layers)
+            result["text"] = timed("text", models["text"].embed_with_layers, [row["text"]],
+                                   config.text_layers)[0][0]
+        elif row["text"]:
             result["text"] = timed("text", models["text"].embed, [row["text"]])[0]
-            if config.text_layers > 1:  # as the pass's text stage (text_layers)
-                timed("text", models["text"].embed_layers, [row["text"]], config.text_layers)
         out[row["utterance_id"]] = result
         timeline.append((round(time.perf_counter() - loop_started, 3), len(out)))
     loop_s = time.perf_counter() - loop_started

