@@ -76,6 +76,9 @@ class DecodeSettings:
     max_frames: Count = 16  # at most this many frames per utterance
     max_side: Count | None = 480  # downscale frames whose longer side exceeds this (None: never)
     max_clip_seconds: Positive | None = MAX_CLIP_SECONDS  # longer utterances fail as overlong_clip
+    # No speaker model of erc embeds less than 0.1 s (SpeechBrain's min_seconds; Resemblyzer
+    # needs 0.3 s of voice), and a spoken word takes longer: below it a clip is a mis-cut.
+    min_clip_seconds: Annotated[float, Field(ge=0)] = 0.1  # decoded audio shorter than this fails as too_short (0: no minimum)
     silence_rms: Annotated[float, Field(ge=0)] = 1e-3  # loudest 0.25 s of audio below this RMS (about -60 dBFS) is silence
     # Real speech stays far below the bar: at most 0.064 % of samples at full scale over the
     # 1,100 clips of shared/assets (RAVDESS at most 0.011 %). Not higher: resampling to 16 kHz

@@ -1,6 +1,7 @@
 """The bad media campaign: malformed media of kinds the decode tests do not build (odd
 sample formats and rates, audio-only and single-frame containers, huge frames, files that
-are not media, impossible segments, a long file cut short), each built here from scratch
+are not media, impossible segments, a long file cut short, clips of a few samples or
+milliseconds), each built here from scratch
 and run as one batch through the decode stage of the pass (no Ray). For each row the
 outcome must be the one its case names: status ok, or failed with the reason it provokes
 and a detail saying what to fix; no exception escapes, no row is lost, nothing hangs.
@@ -29,6 +30,7 @@ import numpy as np
 import pyarrow as pa
 
 from erc.features import INPUT_COLUMNS
+from erc.media.decode import DECODE_REASONS
 from erc.pipeline.stages import DecodeStage
 from erc.recipes import DecodeSettings
 
@@ -110,13 +112,14 @@ class Case:
     reason: str | None  # None: status ok
     detail: tuple[str, ...] = ()  # parts the failure_detail must hold
     frames: int | None = None  # frames an ok row must have
+    seconds: float | None = None  # the audio an ok row must have (None: about SECONDS)
 
 
 CASES: list[Case] = []
 
 
-def case(name, build, reason=None, detail=(), frames=None):
-    CASES.append(Case(name, build, reason, detail, frames))
+def case(name, build, reason=None, detail=(), frames=None, seconds=None):
+    CASES.append(Case(name, build, reason, detail, frames, seconds))
 
 
 def media(build: Callable[[Path], Path], **segment) -> Callable[[Path], dict]:
@@ -186,6 +189,36 @@ case("segment inside what is left", media(long_cut, start_s=1.0, end_s=4.0), fra
 case("segment past where it was cut", media(long_cut, start_s=100.0, end_s=104.0), "unreadable_media",
      ("truncated",))
 
+# Clips of a few samples or milliseconds: too short for any speaker model (one sample was
+# "silence", the others passed decoding and failed in the speaker stage as "silence").
+MINIMUM = f"min_clip_seconds {DecodeSettings().min_clip_seconds:g} s"
+
+
+def short_wav(t: Path, samples: int) -> Path:
+    return wav_bytes(t / "short.wav", speech_pcm(samples / 16_000), 1, 1, 16_000, 16)
+
+
+def short_mp4(t: Path, seconds: float, video: bool) -> Path:
+    """AAC pads its last frame: 20 ms of tone decodes to 64 ms of audio."""
+    picture = ["-f", "lavfi", "-i", f"testsrc=size=64x64:rate=25:duration={seconds}", "-c:v", "libx264",
+               "-pix_fmt", "yuv420p"] if video else []
+    return ffmpeg(t / "short.mp4", "-f", "lavfi", "-i", f"sine=frequency=220:sample_rate=16000:duration={seconds}",
+                  *picture, "-c:a", "aac")
+
+
+case("WAV of 1 sample", media(lambda t: short_wav(t, 1)), "too_short", ("0.1 ms of audio", MINIMUM))
+case("WAV of 10 samples", media(lambda t: short_wav(t, 10)), "too_short", ("0.6 ms of audio", MINIMUM))
+case("WAV of 20 ms", media(lambda t: short_wav(t, 320)), "too_short", ("20.0 ms of audio", MINIMUM))
+case("WAV of 100 ms, the minimum", media(lambda t: short_wav(t, 1600)), seconds=0.1)
+case("audio-only .mp4 of 20 ms", media(lambda t: short_mp4(t, 0.02, False)), "too_short",
+     ("64.0 ms of audio", MINIMUM))
+case(".mp4 of 20 ms with video", media(lambda t: short_mp4(t, 0.02, True)), "too_short",
+     ("64.0 ms of audio", MINIMUM))
+case(".mp4 of 100 ms with video", media(lambda t: short_mp4(t, 0.1, True)), frames=1, seconds=0.128)
+case("segment of 5 ms", media(clip, start_s=1.0, end_s=1.005), "too_short", ("5.0 ms of audio", MINIMUM))
+case("segment of 5 ms of a WAV", media(lambda t: ffmpeg(t / "a.wav", *tone(16_000)), start_s=1.0, end_s=1.005),
+     "too_short", ("5.0 ms of audio", MINIMUM))
+
 
 SCHEMA = pa.schema([("utterance_id", pa.string()), ("text", pa.string()), ("media_path", pa.string()),
                     ("audio_path", pa.string()), ("start_s", pa.float64()), ("end_s", pa.float64())])
@@ -237,7 +270,8 @@ def test_bad_media_campaign(tmp_path, capsys):
         if case_.reason is None:
             if row["status"] != "ok":
                 failures.append(f"{case_.name}: expected ok, got {said}")
-            elif not 0.5 < row["duration_s"] <= SECONDS + 0.1 or not row["_audio"]:
+            elif not row["_audio"] or (not 0.5 < row["duration_s"] <= SECONDS + 0.1 if case_.seconds is None
+                                       else abs(row["duration_s"] - case_.seconds) > 1e-3):
                 failures.append(f"{case_.name}: ok with {row['duration_s']} s of audio")
             elif case_.frames is not None and row["n_frames"] != case_.frames:
                 failures.append(f"{case_.name}: {row['n_frames']} frames, expected {case_.frames}")
@@ -281,3 +315,34 @@ def test_huge_frames_are_downscaled_as_they_are_picked(tmp_path):
     peak_mb = int(subprocess.run([sys.executable, "-c", HUGE_FRAMES, str(video)], check=True,
                                  capture_output=True, text=True).stdout)
     assert peak_mb < 600, f"peak memory {peak_mb} MB decoding ten 8000x8000 frames"
+
+
+def test_audio_too_short_for_the_speaker_model_says_its_length(tmp_path):
+    """Past decoding's minimum the speaker model has its own (Resemblyzer: 0.3 s of voice):
+    a 0.2 s tone failed there as "silence" with no length; it is too_short and says how
+    long it is. A row the model raises on names its audio's length. No row is lost."""
+    from dataclasses import asdict
+
+    from erc.backends.registry import profile_specs, resolve
+    from erc.pipeline.preprocess import FAILURE_REASONS
+    from erc.pipeline.stages import SpeakerStage
+
+    assert set(DECODE_REASONS) <= set(FAILURE_REASONS)  # every reason decode gives is documented
+    rows = [{"utterance_id": name, "text": "a transcript", "media_path": str(path), "audio_path": None,
+             "start_s": None, "end_s": None}
+            for name, path in [("tone of 0.2 s", short_wav(tmp_path, 3200)),
+                               ("tone of 3 s", ffmpeg(tmp_path / "a.wav", *tone(16_000)))]]
+    decoded = DecodeStage(DecodeSettings())(pa.Table.from_pylist(rows, schema=SCHEMA))
+    assert decoded.column("status").to_pylist() == ["ok", "ok"]
+    broken = decoded.column("_audio").to_pylist()
+    broken[1] = np.full(16_000, np.nan, np.float32).tobytes()  # what no decoder gives: the model raises
+    decoded = decoded.set_column(decoded.schema.get_field_index("_audio"), "_audio",
+                                 pa.array(broken, pa.large_binary()))
+    stage = SpeakerStage({"speaker": asdict(resolve(profile_specs("offline")["speaker"]))}, num_cpus=1)
+    out = stage(decoded).select(["utterance_id", "status", "failure_reason", "failure_detail"]).to_pylist()
+    assert [row["utterance_id"] for row in out] == [row["utterance_id"] for row in rows]
+    assert out[0]["failure_reason"] == "too_short"
+    assert out[0]["failure_detail"] == "speaker: 0.200 s of audio, the speaker model embeds 0.3 s or more"
+    assert out[1]["failure_reason"] == "model_error"
+    assert out[1]["failure_detail"].startswith("speaker: ValueError")
+    assert out[1]["failure_detail"].endswith("(on 1.000 s of audio)")

@@ -120,6 +120,11 @@ class ResemblyzerEmbedder(Backend):
             self.weights_sha256 = sha256_of(packaged)
         self.model.eval()
 
+    @property
+    def min_seconds(self) -> float:
+        """Audio shorter than this always gets a NaN row (it cannot hold enough voice)."""
+        return self.min_voiced_s
+
     def preprocess(self, audio: np.ndarray) -> np.ndarray | None:
         """The voiced audio Resemblyzer embeds, or None when there is too little of it."""
         from resemblyzer import preprocess_wav

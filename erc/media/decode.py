@@ -16,6 +16,9 @@ was wrong:
 | no_audio         | no audio stream (and no separate audio file)                          |
 | overlong_clip    | the container says the utterance is longer than ``max_clip_seconds``  |
 |                  | (checked before decoding anything; a WAV by the data its file holds) |
+| too_short        | the decoded audio is shorter than ``min_clip_seconds`` (a few         |
+|                  | samples, a segment of milliseconds): too short for a speaker model    |
+|                  | to embed                                                              |
 | silence          | the loudest 0.25 s of the audio (30 ms frames) has an RMS below       |
 |                  | ``silence_rms``: a dead channel, not a quiet speaker whose pauses     |
 |                  | pull the whole clip's RMS under the bar (some RAVDESS recordings)     |
@@ -60,7 +63,8 @@ from erc.recipes import MAX_CLIP_SECONDS, DecodeSettings
 AUDIO_RATE = 16_000
 LOUDEST_S, FRAME_S = 0.25, 0.03  # the silence test's span (about a short word) and frame
 CLIP_LEVEL = 0.99  # a sample this close to full scale (1.0) is clipped
-DECODE_REASONS = ("unreadable_media", "no_audio", "overlong_clip", "silence", "clipping", "no_frames")
+DECODE_REASONS = ("unreadable_media", "no_audio", "overlong_clip", "too_short", "silence", "clipping",
+                  "no_frames")
 
 
 @dataclass
@@ -420,7 +424,10 @@ def _decode_utterance(media_path, audio_path, start_s, end_s, settings: DecodeSe
             result.frames.append(rgb)
             result.frame_times.append(round(time - start, 4))
     rms = loudest_rms(audio)
-    if rms < settings.silence_rms:
+    if duration < settings.min_clip_seconds:  # before silence: one sample has no variance
+        result.reason, result.detail = "too_short", (f"{duration * 1000:.1f} ms of audio, shorter "
+                                                     f"than min_clip_seconds {settings.min_clip_seconds:g} s")
+    elif rms < settings.silence_rms:
         result.reason, result.detail = "silence", (f"audio RMS {rms:.2e} over its loudest "
                                                    f"{LOUDEST_S:g} s < {settings.silence_rms:g}")
     elif (clipped := clipped_share(audio)) >= settings.max_clipped_share:

@@ -63,8 +63,9 @@ from erc.schema import MISSING_MEDIA_META
 # header declaring more than max_clip_seconds over less data is judged by its data, and
 # text-only rows whose media file was missing at ingest say so (missing_media); 5:
 # faster-whisper encodes a short clip over its own window (asr encoder_window); 6: audio
-# mostly at full scale fails as clipping; 7: the text stage writes text_layers.
-FEATURES_VERSION = 7
+# mostly at full scale fails as clipping; 7: the text stage writes text_layers; 8: audio
+# shorter than min_clip_seconds fails as too_short.
+FEATURES_VERSION = 8
 STATS = "ray_data_stats.txt"
 FINGERPRINT_KEY = b"erc.fingerprint"
 SETTINGS_KEY = b"erc.settings"
@@ -77,6 +78,8 @@ FAILURE_REASONS = {
     "clipping": "the audio is clipped: at least max_clipped_share of its samples at full scale",
     "no_frames": "video was expected but no frame could be decoded",
     "overlong_clip": "the utterance is longer than max_clip_seconds (a mis-cut clip)",
+    "too_short": "the audio is too short to embed: shorter than min_clip_seconds, or than the "
+                 "speaker model's minimum (failure_detail gives its length)",
     "model_error": "a model raised on this utterance (the role and error are in failure_detail)",
     # the one reason of a text_only row, not a failure
     "missing_media": "status text_only: the media file the row named was missing at ingest "

@@ -27,7 +27,8 @@ rows, so their sum over rows is the stage's busy time) and model stages add
 Model stages only touch rows whose status is "ok" (text: every row with a transcript, so
 a row whose media failed can still be used as text). A backend that raises on a batch is
 retried one row at a time; a row that still fails becomes status "failed", reason
-``model_error``, with the role and the error in ``failure_detail``.
+``model_error``, with the role, the error and (audio stages) the audio's length in
+``failure_detail``.
 """
 
 from __future__ import annotations
@@ -40,7 +41,7 @@ import numpy as np
 import pyarrow as pa
 
 from erc.features import FACE, INPUT_COLUMNS, WORD
-from erc.media.decode import decode_utterance
+from erc.media.decode import AUDIO_RATE, decode_utterance
 from erc.media.vad import speech_segments
 from erc.recipes import DecodeSettings
 
@@ -235,6 +236,14 @@ class _ModelStage(PassStage):
     def write(self, batch: pa.Table, results: dict[int, Any]) -> pa.Table:
         raise NotImplementedError
 
+    def _input_of(self, batch: pa.Table, i: int) -> str:
+        """What a row's error adds about its input: the audio's length (a clip too short
+        for the model is told from a broken one)."""
+        audio = batch.column("_audio")[i].as_py() if "_audio" in self.reads else None
+        if audio is None:
+            return ""
+        return f" (on {len(audio) / np.dtype(np.float32).itemsize / AUDIO_RATE:.3f} s of audio)"
+
     def __call__(self, batch: pa.Table) -> pa.Table:
         started = time.perf_counter()
         rows = self.eligible(batch)
@@ -248,7 +257,7 @@ class _ModelStage(PassStage):
                     try:
                         results[i] = self.compute(batch, [i])[0]
                     except Exception as err:
-                        errors[i] = f"{self.name}: {type(err).__name__}: {err}"[:2000]
+                        errors[i] = f"{self.name}: {type(err).__name__}: {str(err)[:1800]}{self._input_of(batch, i)}"
         if errors:
             batch = _fail(batch, {i: ("model_error", message) for i, message in errors.items()})
         batch = self.write(batch, results)
@@ -351,8 +360,9 @@ class ASRStage(_ModelStage):
 
 
 class SpeakerStage(_ModelStage):
-    """One speaker embedding per utterance. A NaN row (the model heard no speech) makes the
-    row failed with reason "silence"."""
+    """One speaker embedding per utterance. A NaN row makes the row failed: reason
+    "too_short" when its audio is shorter than the model's ``min_seconds``, else "silence"
+    (the model heard no speech); the detail gives the audio's length either way."""
 
     name = "speaker"
     roles = ("speaker",)
@@ -372,8 +382,16 @@ class SpeakerStage(_ModelStage):
         for i in silent:
             vectors[i] = None
         if silent:
-            batch = _fail(batch, {i: ("silence", "speaker: the speaker model found no speech")
-                                  for i in silent})
+            shortest = getattr(self.backends["speaker"], "min_seconds", 0.0)
+            heard = f"under {shortest:g} s of speech" if shortest else "no speech"
+            failures = {}
+            for i in silent:
+                seconds = _audio_of(batch, i).size / AUDIO_RATE
+                failures[i] = (("too_short", f"speaker: {seconds:.3f} s of audio, the speaker model "
+                                             f"embeds {shortest:g} s or more") if seconds < shortest
+                               else ("silence", f"speaker: the speaker model found {heard} in "
+                                                f"{seconds:.3f} s of audio"))
+            batch = _fail(batch, failures)
         batch = _set(batch, "speaker_embedding", _embedding_array(vectors))
         return _drop(batch, ("_audio",))
 
