@@ -30,6 +30,9 @@ pool, as ``erc train fusion --text-layers``, 4 by default, 1 for its sentence ve
   the first default (causal Mamba, mixer outputs mean-pooled over all past turns), the
   current-turn readout, the bidirectional mixers (the GRU is the default), speaker roles; ``-last`` rows score the
   weights as trained instead of their moving average (the default, ``--average-epochs``);
+- ``CHOICE_ROWS``: ``erc train fusion``'s default, which trains the GRU with and without
+  speaker pooling and keeps the one better on the selection split: in every fold and seed
+  the kept model of the ``bi-gru`` and ``bi-gru+pool`` rows (``bi-gru-or-pool``);
 - ``TEXT_ROWS``: the context text encoder (MiniLM) fine-tuned on the fold through
   ``erc train text``'s code path (``erc.train.fitting.finetune_text``), read alone;
 - ``FUSED_ROWS``: the fusion model over the utterance vectors of a text row's model
@@ -105,6 +108,11 @@ ROWS = {
     "bi-gru+pool": ({"speaker_pool": True}, 1e-3),
     "bi-mamba+pool": ({**MAMBA, "speaker_pool": True}, 1e-3),
 }
+# `erc train fusion`'s own choice between two ROWS (its default, choose_speaker_pool): in
+# every fold and seed, the model of the pair whose selection score is better, by the rule
+# the command applies (erc.train.fitting.chosen_candidate); the pair trains as its rows do.
+CHOICE_ROWS = {"bi-gru-or-pool": {"speaker-pool": "bi-gru+pool", "no-speaker-pool": "bi-gru"}}
+DEFAULT_ROW = "bi-gru-or-pool"  # `erc train fusion` with every option at its default
 DEFAULT_ROWS = list(ROWS)[:5]  # the first readout, causal and bidirectional Mamba, without averaging, the default
 
 # name -> (TextModelConfig options, loop options): the context text encoder fine-tuned
@@ -222,10 +230,14 @@ def fusion_row(row: str) -> tuple[dict, float, dict]:
 
 
 def is_default_row(row: str) -> bool:
-    """Whether a ROWS entry is ``erc train fusion`` with every option at its default."""
+    """Whether a row is ``erc train fusion`` with every option at its default: the choice
+    between the default GRU and the same with speaker pooling."""
     from erc.recipes import FusionRecipe
 
-    return fusion_row(row) == ({}, FusionRecipe().loop.lr, {})
+    members = CHOICE_ROWS.get(row, {})
+    return (FusionRecipe().choose_speaker_pool and row == DEFAULT_ROW
+            and fusion_row(members["no-speaker-pool"]) == ({}, FusionRecipe().loop.lr, {})
+            and fusion_row(members["speaker-pool"]) == ({"speaker_pool": True}, FusionRecipe().loop.lr, {}))
 
 
 def text_recipe(row: str, seed: int, args):
@@ -259,6 +271,7 @@ class Models:
         self.frozen_encoder, self.frozen_vectors = frozen_encoder, frozen_vectors
         self.text_encoder = resolve_text_encoder("all-MiniLM-L6-v2")
         self.cached, self.seconds, self.data = {}, {}, {}
+        self.chosen: dict[str, list[str]] = {}  # a choice row: the candidate kept, per fold and seed
 
     def key(self, row: str, fold, seed: int) -> Path:
         from erc.train.vectors import table_fingerprint
@@ -280,6 +293,18 @@ class Models:
         return self.bench_dir / model_key(self.corpus, fold.name, config, self.args,
                                           self.data[fold.name])
 
+    def choose(self, row: str, fold, seed: int) -> Path:
+        """The output folder of the model a choice row keeps: its pair trained (or cached)
+        as their rows, the better on selection kept as ``erc train fusion`` keeps it."""
+        from erc.train.fitting import chosen_candidate
+
+        outs = {name: self.get(member, fold, seed) for name, member in CHOICE_ROWS[row].items()}
+        scores = {name: max(h["dev_weighted_f1"] for h in json.loads((out / "history.json").read_text()))
+                  for name, out in outs.items()}
+        kept = chosen_candidate(scores)
+        self.chosen.setdefault(row, []).append(kept)
+        return outs[kept]
+
     def get(self, row: str, fold, seed: int, count: bool = True) -> Path:
         """The output folder of ``row``'s model on ``fold`` (trained now if not cached;
         ``count``: in the row's cached / trained figures)."""
@@ -288,6 +313,8 @@ class Models:
         from erc.train.folds import FOLD_ROLES
         from erc.train.vectors import feature_spec
 
+        if row in CHOICE_ROWS:
+            return self.choose(row, fold, seed)
         out = self.key(row, fold, seed)
         if (out / "model" / "model.safetensors").is_file():
             self.cached[row] = self.cached.get(row, 0) + count
@@ -321,6 +348,7 @@ class Models:
                     patience=self.args.patience, cpus_per_worker=self.args.cpus, seed=seed,
                     **{k: v for k, v in chosen.items() if k in loop_fields}),
                 splits=Splits(**{f"{r}_split": s for r, s in FOLD_ROLES.items()}),
+                choose_speaker_pool=False,  # a row is one model; CHOICE_ROWS make the choice
                 **{k: v for k, v in chosen.items() if k not in loop_fields})
             train_fusion(fold.table, spec, out, recipe, features=features)
         self.seconds[row] = self.seconds.get(row, 0.0) + time.time() - started
@@ -387,12 +415,19 @@ def corpus_table(name: str, args, bench_dir: Path) -> list[dict]:
             title = f"fine-tuned MiniLM: {row}"
         elif row in FUSED_ROWS:
             title = f"fused over {FUSED_ROWS[row][0]}: {row}"
+        elif row in CHOICE_ROWS:
+            default = is_default_row(row) and args.layers == FusionInputs().text_layers
+            title = f"frozen {short} + {row}" + (" (default)" if default else "")
         else:
             default = is_default_row(row) and args.layers == FusionInputs().text_layers
             title = f"frozen {short} + {row}" + (" (default)" if default else "")
-        rows.append({"model": title, "test": run["test"], "select": run["select"],
-                     "note": f"{cached} cached, {len(folds) * args.seeds - cached} trained in "
-                             f"{models.seconds.get(row, 0.0):.0f} s"})
+        note = f"{cached} cached, {len(folds) * args.seeds - cached} trained in " \
+               f"{models.seconds.get(row, 0.0):.0f} s"
+        if row in CHOICE_ROWS:
+            kept = models.chosen.get(row, [])
+            note = ", ".join(f"{name} kept {kept.count(name)}x" for name in CHOICE_ROWS[row]) + \
+                f" of {len(kept)} (models of its pair's rows)"
+        rows.append({"model": title, "test": run["test"], "select": run["select"], "note": note})
         if args.seeds > 1:  # what `erc evaluate` of the row's seeds scores together
             rows.append({"model": f"{row}: {args.seeds} seeds, probabilities averaged",
                          "test": {f: ensemble_metrics(p)["weighted_f1"]
@@ -506,9 +541,9 @@ def main(argv=None) -> int:
     parser.add_argument("--layers", type=int, default=FusionInputs().text_layers,
                         help="the frozen encoder's last N layers pooled into its vectors (1: its "
                              "sentence vector; default erc train fusion's --text-layers)")
-    parser.add_argument("--rows", nargs="+", default=DEFAULT_ROWS, choices=[*ROWS, *TEXT_ROWS, *FUSED_ROWS],
-                        metavar="ROW", help=f"rows to train (default the first five): "
-                                            f"{[*ROWS, *TEXT_ROWS, *FUSED_ROWS]}")
+    every_row = [*ROWS, *CHOICE_ROWS, *TEXT_ROWS, *FUSED_ROWS]
+    parser.add_argument("--rows", nargs="+", default=DEFAULT_ROWS, choices=every_row,
+                        metavar="ROW", help=f"rows to train (default the first five): {every_row}")
     parser.add_argument("--folds", nargs="+", help="only these folds (e.g. session1)")
     parser.add_argument("--seeds", type=int, default=1, help="seeds per row and fold")
     parser.add_argument("--ensemble", type=int, default=3,

@@ -245,6 +245,10 @@ class FusionRecipe:
                               metadata=FLAT)
     splits: Splits = _flat(Splits)
     class_weight_power: Annotated[float, Field(ge=0, le=2)] = 0.5  # class weights (N / (C n_c)) ** power; 0 = unweighted
+    choose_speaker_pool: bool = field(default=True, metadata={"tunable": False, "help": (
+        "train the model with and without speaker_pool and keep the one with the better "
+        "early-stopping score (dev, or the selection slice): IEMOCAP's selection split "
+        "prefers pooling, MELD's not; --no-choose-speaker-pool trains the model as given")})
     adapter_hidden: Count | None = None  # adapters' hidden size (None: as they were trained; else retrained)
     adapter_out: Count | None = None  # adapters' output size, i.e. their token width (None: as trained)
 

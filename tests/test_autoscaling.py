@@ -148,7 +148,8 @@ def test_train_and_tune_request_their_accelerator(autoscaling, tmp_path):
     cluster = autoscaling
     utterances, features = _write_corpus(tmp_path / "corpus")
     args = ["fusion", str(utterances), "--text", f"parquet:{features}", "--epochs", "2",
-            "--batch-size", "8", "--d-state", "8", "--window", "2", "--dropout", "0"]
+            "--batch-size", "8", "--d-state", "8", "--window", "2", "--dropout", "0",
+            "--no-choose-speaker-pool"]
     submitted_ms = time.time() * 1000
     run = cluster.submit("python", "jobs/train.py", *args, "--accelerator-type", "A10G",
                          "--out", str(tmp_path / "fusion"), runtime_env=runtime_env_file(cluster),

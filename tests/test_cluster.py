@@ -621,7 +621,7 @@ def _train(cluster, corpus: tuple[Path, Path], out: Path, wait: bool = True, nam
         "python", "jobs/train.py", "fusion", str(utterances), "--text", f"parquet:{features}",
         "--out", str(out), "--epochs", str(TRAIN_EPOCHS), "--batch-size", "8",
         "--patience", "100", "--d-state", "8", "--lr", "5e-3", "--window", "2",
-        "--dropout", "0", "--workers", "2", "--max-failures", "1",
+        "--dropout", "0", "--workers", "2", "--max-failures", "1", "--no-choose-speaker-pool",
         runtime_env=runtime_env_file(cluster), name=name, wait=wait)
 
 
@@ -827,7 +827,8 @@ def test_jobs_read_and_write_s3(two_nodes, sample_manifest, preprocess_config, p
     run = submit("jobs/train.py", "fusion", f"{base}/train/utterances.parquet",
                  "--text", f"parquet:{base}/train/features.parquet#text_embedding",
                  "--out", f"{base}/fusion", "--epochs", "2", "--batch-size", "8",
-                 "--d-state", "8", "--window", "2", "--workers", "2", name="s3-train")
+                 "--d-state", "8", "--window", "2", "--workers", "2", "--no-choose-speaker-pool",
+                 name="s3-train")
     workers = _train_workers(cluster, run.info["job_id"])
     assert {a["node_id"] for a in workers} == {cluster.head.node_id, cluster.workers[0].node_id}
     fusion = download(f"{base}/fusion")

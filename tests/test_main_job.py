@@ -82,6 +82,10 @@ def test_a_corpus_without_media_trains_on_text_alone(text_run):
     fusion = json.loads((run / "train" / "model" / "config.json").read_text())
     assert fusion["features"]["text"]["column"] == "text_layers"
     assert fusion["config"]["dims"]["text"] == 4 * 384
+    # The default fusion model: with or without speaker pooling, the better on dev kept
+    choice = json.loads((run / "train" / "candidates.json").read_text())
+    assert fusion["config"]["speaker_pool"] is (choice["chosen"] == "speaker-pool")
+    assert f"kept {choice['chosen']}, the better on dev" in done.stdout
 
 
 @pytest.mark.slow

@@ -223,7 +223,7 @@ def test_killed_run_resumes_from_its_checkpoint_and_finishes(tmp_path):
     command = [sys.executable, str(REPO / "jobs" / "train.py"), "fusion", str(corpus),
                "--text", f"parquet:{features}", "--out", str(out), "--epochs", "6",
                "--batch-size", "8", "--patience", "100", "--d-state", "8", "--lr", "5e-3",
-               "--window", "2"]
+               "--window", "2", "--no-choose-speaker-pool"]
     env = {**os.environ, "PYTHONUNBUFFERED": "1"}
     first = subprocess.Popen(command, cwd=REPO, env=env, stdout=subprocess.PIPE,
                              stderr=subprocess.STDOUT, start_new_session=True)
@@ -656,7 +656,7 @@ def test_changed_settings_train_anew_instead_of_resuming_the_old_checkpoints(ray
     corpus, features = _write_corpus(tmp_path / "corpus")
     out = tmp_path / "run"
     argv = ["train", "fusion", str(corpus), "--text", f"parquet:{features}", "--epochs", "1",
-            "--out", str(out)]
+            "--out", str(out), "--no-choose-speaker-pool"]
     assert main(argv + ["--d-model", "16"]) == 0
     capsys.readouterr()
     assert main(argv + ["--d-model", "8"]) == 0, capsys.readouterr().err
@@ -667,6 +667,50 @@ def test_changed_settings_train_anew_instead_of_resuming_the_old_checkpoints(ray
     assert "up to date, not retrained" in capsys.readouterr().out
     assert main(argv + ["--d-model", "8", "--force"]) == 0
     assert "--force: the checkpoints of the earlier run are removed" in capsys.readouterr().out
+
+
+def test_the_fusion_model_with_and_without_speaker_pooling_is_chosen_on_dev(ray_local, tmp_path,
+                                                                             capsys):
+    """By default `erc train fusion` trains the model with and without speaker pooling and
+    keeps the one with the better dev score: its model, history and the line that says so;
+    each candidate stays in its own folder. Run again it does no work;
+    --no-choose-speaker-pool trains the one model asked for."""
+    from erc.cli import main
+    from erc.models.checkpoint import load_model
+
+    corpus, features = _write_corpus(tmp_path / "corpus")
+    out = tmp_path / "run"
+    argv = ["train", "fusion", str(corpus), "--text", f"parquet:{features}", "--epochs", "2",
+            "--d-model", "16", "--out", str(out)]
+    assert main(argv) == 0, capsys.readouterr().err
+    log = capsys.readouterr().out
+    choice = json.loads((out / "candidates.json").read_text())
+    scores = {}
+    for name, pool in (("speaker-pool", True), ("no-speaker-pool", False)):
+        folder = out / "candidates" / name
+        assert load_model(folder / "model").config.speaker_pool is pool
+        scores[name] = max(h["dev_weighted_f1"] for h in json.loads((folder / "history.json").read_text()))
+    assert choice["scores"] == pytest.approx(scores)
+    kept = max(scores, key=scores.get)
+    assert choice["chosen"] == kept
+    assert load_model(out / "model").config.speaker_pool is (kept == "speaker-pool")
+    assert json.loads((out / "history.json").read_text()) == json.loads(
+        (out / "candidates" / kept / "history.json").read_text())
+    assert f"kept {kept}, the better on dev" in log, log
+    assert main(argv) == 0
+    assert "up to date, not retrained" in capsys.readouterr().out
+    # Interrupted while training the second candidate: the first is not trained again.
+    (out / "manifest.json").unlink()
+    (out / "candidates" / "no-speaker-pool" / "outcome.json").unlink()
+    assert main(argv) == 0, capsys.readouterr().err
+    log = capsys.readouterr().out
+    assert "[train] speaker-pool: trained earlier for these settings, kept" in log, log
+    assert "no-speaker-pool: trained earlier" not in log
+    assert json.loads((out / "candidates.json").read_text()) == choice
+    single = tmp_path / "single"
+    assert main(argv[:-1] + [str(single), "--no-choose-speaker-pool"]) == 0
+    assert not (single / "candidates").exists() and not (single / "candidates.json").exists()
+    assert load_model(single / "model").config.speaker_pool is False
 
 
 def test_evaluate_refuses_an_output_folder_inside_a_model_folder(tmp_path, capsys):

@@ -119,7 +119,8 @@ def test_best_config_is_a_config_erc_train_reads(tmp_path):
     values = results.write_best_config(rows, spec, path, command="erc train fusion X")
     assert values["lr"] == 2e-3 and values["d_state"] == 16 and values["window"] == 4
     assert "dev weighted F1 0.6100" in path.read_text() and "untuned default (t0): 0.5000" in path.read_text()
-    assert set(yaml.safe_load(path.read_text())) == set(FAMILIES["fusion"])
+    # every searchable option, and no second choice of the model when the command trains it
+    assert set(yaml.safe_load(path.read_text())) == set(FAMILIES["fusion"]) | {"choose_speaker_pool"}
 
     parser = build_parser()
     args = parser.parse_args(["train", "fusion", "corpus", "--text", "st:m", "--config",
@@ -129,6 +130,7 @@ def test_best_config_is_a_config_erc_train_reads(tmp_path):
         2e-3, 16, 4, 2)
     assert fusion.model.dropout == 0.3  # the command line wins over the file
     assert fusion.model.mixer == "gru" and fusion.model.isolate_turns is False  # defaults
+    assert fusion.choose_speaker_pool is False  # the search chose: the best trains as it is
 
     bad = tmp_path / "bad.yaml"
     bad.write_text("lr: 0.001\nd_stat: 16\n")

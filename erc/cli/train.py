@@ -28,7 +28,7 @@ from erc.stages.base import execute
 
 
 def _print_trained(summary: dict, out: Path, skipped: bool) -> None:
-    from erc.stages.train import chosen_on
+    from erc.stages.train import chosen_on, kept_candidate
 
     best = summary["best"]
     state = "up to date, not retrained: " if skipped else ""
@@ -36,6 +36,8 @@ def _print_trained(summary: dict, out: Path, skipped: bool) -> None:
           f"{best['dev_accuracy']:.4f}, weighted "
           f"F1 {best['dev_weighted_f1']:.4f}, macro F1 {best['dev_macro_f1']:.4f} "
           f"({summary['epochs']} epochs run)")
+    if kept_candidate(summary):
+        print(f"{kept_candidate(summary)}; each in {out / 'candidates'}")
     print(f"model: {out / 'model'}\nray run: {summary['run_path']}")
 
 

@@ -368,12 +368,13 @@ def _describe(step: Step, result: StageResult) -> str:
         return (f"  qc {state}: {step.out / 'report.html'}"
                 + (f"; {decisions} relabel proposal(s)" if decisions else ""))
     if step.name == "train":
-        from erc.stages.train import chosen_on
+        from erc.stages.train import chosen_on, kept_candidate
 
         best = s.get("best", {})
         return (f"  {state}: best epoch {best.get('epoch', -1) + 1} of {s.get('epochs')}: {chosen_on(s)} "
                 f"weighted F1 {best.get('dev_weighted_f1', float('nan')):.3f}, accuracy "
-                f"{best.get('dev_accuracy', float('nan')):.3f}")
+                f"{best.get('dev_accuracy', float('nan')):.3f}"
+                + (f"\n  {kept_candidate(s)}" if kept_candidate(s) else ""))
     if step.name == "evaluate":
         from erc.report import MIN_JUDGED
 

@@ -22,6 +22,7 @@ from erc import io
 from erc.errors import ConfigError, InputError
 from erc.recipes import AdapterRecipe, AdapterTraining, FusionRecipe, Splits, TextRecipe
 from erc.stages.base import Stage, StageContext
+from erc.train.fitting import CHOICE
 
 IDENTITY = {"speaker": "speaker_embedding", "face": "faces"}  # modality -> feature column
 MODEL_RESULTS = ("model/*", "history.json", "curves.png")
@@ -107,8 +108,11 @@ def _trained(outcome, out: Path, splits) -> dict:
     if outcome.history:
         training_curves(outcome.history, out / "curves.png")
     chosen = "dev" if splits.select_fraction is None else "selection slice"
-    return {"best": outcome.best, "epochs": len(outcome.history), "run_path": outcome.run_path,
-            "chosen_on": chosen}
+    summary = {"best": outcome.best, "epochs": len(outcome.history), "run_path": outcome.run_path,
+               "chosen_on": chosen}
+    if outcome.candidates:
+        summary.update(candidates=outcome.candidates, chosen=outcome.chosen)
+    return summary
 
 
 def checkpoint_key(stage: Stage, ctx: StageContext) -> str:
@@ -138,6 +142,16 @@ def chosen_on(summary: dict) -> str:
     return summary.get("chosen_on", "dev")
 
 
+def kept_candidate(summary: dict) -> str:
+    """Which candidate a training run with a choice between models kept, and why ("" when
+    it trained one model)."""
+    scores = summary.get("candidates")
+    if not scores:
+        return ""
+    listed = ", ".join(f"{name} {score:.4f}" for name, score in scores.items())
+    return f"kept {summary['chosen']}, the better on {chosen_on(summary)} ({listed})"
+
+
 # -- the fusion model ------------------------------------------------------------------------
 
 @dataclass
@@ -150,8 +164,10 @@ class FusionJob:
 class FusionStage(Stage):
     name = "train"
     inputs = ("utterances",)
-    results = MODEL_RESULTS
-    writes = ("ray",)  # Ray Train's run and checkpoints (unless a storage path is set)
+    results = (*MODEL_RESULTS, CHOICE)
+    # Ray Train's run and checkpoints (unless a storage path is set); with a choice between
+    # models, each candidate's run, model and history
+    writes = ("ray", "candidates")
     description = "the fusion model (a GRU, Mamba or transformer over the dialogue) on Ray Train"
 
     def __init__(self, address: str | None = None, features: dict | None = None):

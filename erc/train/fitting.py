@@ -52,7 +52,12 @@ def train_fusion(table: pa.Table, spec: Mapping[str, dict], out_dir: str | Path,
                  fresh: bool = False) -> TrainOutcome:
     """Trains the fusion model of ``recipe`` on the features ``spec`` describes
     (``features``: already loaded ones, per modality {utterance_id: vector}); ``key`` and
-    ``fresh``: which checkpoints may be resumed (``erc.train.loop.fit``)."""
+    ``fresh``: which checkpoints may be resumed (``erc.train.loop.fit``). With
+    ``choose_speaker_pool`` it trains the model with and without speaker pooling, each in
+    ``OUT/candidates/<name>``, and keeps in ``OUT/model`` the one with the better
+    early-stopping score (``OUT/candidates.json`` holds both scores). A candidate that
+    finished for the same settings and inputs is not trained again."""
+    from erc.fingerprint import digest
     from erc.train.vectors import load_features, require_vectors
 
     recipe = recipe or FusionRecipe()
@@ -62,10 +67,80 @@ def train_fusion(table: pa.Table, spec: Mapping[str, dict], out_dir: str | Path,
     data = build_dialogue_data(table, features, roles)
     model = dataclasses.replace(recipe.model, modalities=data.modalities, dims=data.dims,
                                 labels=data.labels, n_classes=len(data.labels))
-    return fit("fusion", {"model": model.to_dict(), "class_weight_power": recipe.class_weight_power,
-                          "features": dict(spec)},
-               data, loop_config(recipe.loop, out_dir), out_dir, address=address, key=key,
-               fresh=fresh)
+
+    def train(candidate, folder: Path, loop: TrainConfig, run_key: str | None) -> TrainOutcome:
+        return fit("fusion", {"model": candidate.to_dict(),
+                              "class_weight_power": recipe.class_weight_power,
+                              "features": dict(spec)},
+                   data, loop, folder, address=address, key=run_key, fresh=fresh)
+
+    loop = loop_config(recipe.loop, out_dir)
+    if not recipe.choose_speaker_pool or model.isolate_turns:  # turns alone: nothing to pool
+        outcome = train(model, Path(out_dir), loop, key)
+        if (Path(out_dir) / CHOICE).exists():  # an earlier run's choice is not this model's
+            io.remove_owned(out_dir, CHOICE)
+        return outcome
+    outcomes = {}
+    for name, pool in SPEAKER_POOL_CANDIDATES.items():
+        folder = Path(out_dir) / "candidates" / name
+        run_key = None if key is None else digest(key, name)
+        outcomes[name] = None if fresh else finished_candidate(folder, run_key)
+        if outcomes[name] is not None:  # a run interrupted after it: not trained twice
+            print(f"[train] {name}: trained earlier for these settings, kept", flush=True)
+            continue
+        candidate_loop = dataclasses.replace(  # its own Ray Train run beside the other's
+            loop_config(recipe.loop, folder), name=f"{loop.name}-{name}")
+        outcomes[name] = train(dataclasses.replace(model, speaker_pool=pool), folder,
+                               candidate_loop, run_key)
+        if run_key is not None:
+            io.write_json(folder / FINISHED, {"key": run_key, **dataclasses.asdict(outcomes[name]),
+                                              "model_dir": str(outcomes[name].model_dir)})
+    return keep_best(outcomes, Path(out_dir), f"dev_{recipe.loop.metric}")
+
+
+# The fusion models ``choose_speaker_pool`` trains. Pooling wins on IEMOCAP's selection
+# split and loses on MELD's (README, "Accuracy"): which one a corpus wants is chosen on it.
+SPEAKER_POOL_CANDIDATES = {"speaker-pool": True, "no-speaker-pool": False}
+
+
+FINISHED = "outcome.json"  # in a candidate's folder: its run's outcome, once it finished
+CHOICE = "candidates.json"  # beside the kept model: every candidate's score and the one kept
+
+
+def finished_candidate(folder: Path, key: str | None) -> TrainOutcome | None:
+    """The outcome of a candidate that finished training for the settings and inputs of
+    ``key`` (None: none known)."""
+    import json
+
+    try:
+        record = json.loads((folder / FINISHED).read_text())
+    except (OSError, ValueError):
+        return None
+    if key is None or record.pop("key", None) != key or not (folder / "model").is_dir():
+        return None
+    return TrainOutcome(**{**record, "model_dir": folder / "model"})
+
+
+def chosen_candidate(scores: Mapping[str, float]) -> str:
+    """The candidate with the best early-stopping score (the first of equals)."""
+    return max(scores, key=lambda name: scores[name])
+
+
+def keep_best(outcomes: Mapping[str, TrainOutcome], out_dir: Path, metric: str) -> TrainOutcome:
+    """Copies the best candidate's model and history to ``out_dir`` and records every
+    candidate's score in ``out_dir/candidates.json``; the kept run's outcome."""
+    import shutil
+
+    scores = {name: float(outcome.best[metric]) for name, outcome in outcomes.items()}
+    name = chosen_candidate(scores)
+    kept = outcomes[name]
+    io.claim(out_dir)
+    if (out_dir / "model").exists():
+        io.remove_owned(out_dir, "model")
+    shutil.copytree(kept.model_dir, out_dir / "model")
+    io.write_json(out_dir / "history.json", kept.history)
+    io.write_json(out_dir / CHOICE, {"metric": metric, "scores": scores, "chosen": name})
+    return dataclasses.replace(kept, model_dir=out_dir / "model", candidates=scores, chosen=name)
 
 
 def finetune_text(table: pa.Table, encoder: str, out_dir: str | Path,

@@ -239,6 +239,8 @@ class TrainOutcome:
     best: dict  # metrics of the best epoch
     history: list[dict]
     run_path: str  # Ray Train's folder of the run
+    candidates: dict | None = None  # with a choice between models: each one's early-stopping score
+    chosen: str | None = None  # the candidate kept
 
 
 def machine_resources(train: TrainConfig) -> TrainConfig:

@@ -165,6 +165,8 @@ def write_best_config(rows: list[dict], spec: SearchSpec, path: Path,
     if best is None:
         return None
     values = spec.trial_values({k: best[k] for k in spec.params})
+    if spec.family == "fusion":  # the search made its choices: the config trains its model as is
+        values["choose_speaker_pool"] = False
     header = [f"erc tune: the best of {len(rows)} trials ({best['trial_id']}): dev weighted F1 "
               f"{best[METRIC]:.4f} at epoch {best['best_epoch']}"]
     default = default_row(rows)
