@@ -170,10 +170,11 @@ _KEYS_ON_THE_NODES = (
 
 def check_submitted_job(argv: list[str]) -> None:
     """What `ray job submit` was given is kept by Ray as typed, before erc runs: the
-    entrypoint (``ray job list``, the dashboard, Ray's logs of the job) and the runtime
-    env, its ``env_vars`` with their values (the job table, the dashboard's job page). A
-    submitted job given a credential in either is refused, so it goes no further with it
-    and the setup that stored it is mended."""
+    entrypoint (``ray job list``, the dashboard, Ray's logs of the job), the runtime env,
+    its ``env_vars`` with their values, and the job's metadata (``--metadata-json``; the
+    job table, the dashboard's job page). A submitted job given a credential in any of
+    them is refused, so it goes no further with it and the setup that stored it is
+    mended."""
     from erc.redaction import is_secret_name, redact
 
     if not submitted_job():
@@ -184,20 +185,34 @@ def check_submitted_job(argv: list[str]) -> None:
                 f"{redact(arg)}: a submitted job's command line is kept by Ray (ray job list, "
                 f"the dashboard), so it must hold no credential; give the URI without one and "
                 f"{_KEYS_ON_THE_NODES}")
-    # The supervisor passes the job's runtime env to its driver in this variable
+    # The supervisor passes the job's runtime env and metadata to its driver in this
+    # variable (ray/dashboard/modules/job/job_supervisor.py, _get_driver_env_vars)
     try:
-        runtime_env = json.loads(os.environ["RAY_JOB_CONFIG_JSON_ENV_VAR"]).get("runtime_env") or {}
-        env_vars = dict(runtime_env.get("env_vars") or {})
+        job_config = json.loads(os.environ["RAY_JOB_CONFIG_JSON_ENV_VAR"])
+        env_vars = dict((job_config.get("runtime_env") or {}).get("env_vars") or {})
+        metadata = dict(job_config.get("metadata") or {})
     except (ValueError, AttributeError, TypeError):
         return  # not the supervisor's JSON: nothing known to be stored
-    secrets_named = sorted(name for name, value in env_vars.items()
-                           if is_secret_name(str(name)) and value)
-    if secrets_named:
+
+    def holding_secrets(mapping: dict) -> str:
+        """The names (themselves redacted) whose name is a secret's and value set, or
+        whose name or value holds a credential (a URI's keys, a secret's value)."""
+        return ", ".join(sorted(
+            redact(str(name)) for name, value in mapping.items()
+            if (is_secret_name(str(name)) and value) or redact(str(name)) != str(name)
+            or redact(str(value)) != str(value)))
+
+    if secrets_named := holding_secrets(env_vars):
         raise ConfigError(
-            f"the runtime env's env_vars hold {', '.join(secrets_named)}: Ray keeps a submitted "
-            f"job's runtime env with its values (ray job list, the dashboard), so it must hold "
-            f"no secret; remove them from env_vars (--runtime-env, --runtime-env-json) and "
-            f"{_KEYS_ON_THE_NODES}")
+            f"the runtime env's env_vars hold {secrets_named}: Ray keeps a submitted job's "
+            f"runtime env with its values (ray job list, the dashboard), so it must hold no "
+            f"secret nor credential; remove them (or the keys in their URIs) from env_vars "
+            f"(--runtime-env, --runtime-env-json) and {_KEYS_ON_THE_NODES}")
+    if secrets_named := holding_secrets(metadata):
+        raise ConfigError(
+            f"the job's metadata holds a secret or credential in {secrets_named}: Ray keeps a "
+            f"submitted job's metadata (ray job list, the dashboard), so it must hold none; "
+            f"remove it from --metadata-json and {_KEYS_ON_THE_NODES}")
 
 
 def _mask_credentials_in_command_line() -> None:

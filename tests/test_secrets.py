@@ -339,11 +339,13 @@ def test_a_submitted_job_with_a_credential_on_its_command_line_is_refused(tmp_pa
         assert "SHH" not in done.stderr + done.stdout and "AKID" not in done.stderr + done.stdout
 
 
-def _submitted_with(monkeypatch, env_vars: dict) -> None:
+def _submitted_with(monkeypatch, env_vars: dict, metadata: dict | None = None) -> None:
     """The driver's view of a job `ray job submit` started: its supervisor passes the
-    job's runtime env in this variable."""
+    job's runtime env and metadata (its own keys and --metadata-json's) in this variable."""
+    metadata = {"job_submission_id": "raysubmit_Ab12Cd34Ef56Gh78",
+                "job_name": "raysubmit_Ab12Cd34Ef56Gh78", **(metadata or {})}
     monkeypatch.setenv("RAY_JOB_CONFIG_JSON_ENV_VAR",
-                       json.dumps({"runtime_env": {"env_vars": env_vars}, "metadata": {}}))
+                       json.dumps({"runtime_env": {"env_vars": env_vars}, "metadata": metadata}))
 
 
 def test_a_submitted_job_with_a_secret_in_its_runtime_env_is_refused(monkeypatch):
@@ -366,6 +368,38 @@ def test_a_submitted_job_with_a_secret_in_its_runtime_env_is_refused(monkeypatch
     from erc.settings import load_yaml
 
     _submitted_with(monkeypatch, load_yaml(REPO / "jobs" / "runtime_env.yaml")["env_vars"])
+    check_submitted_job(["corpus", "summary", "s3://b/x"])
+
+
+def test_a_submitted_job_with_a_credential_in_an_env_var_value_or_its_metadata_is_refused(
+        monkeypatch):
+    """A URI's keys are a credential whatever the variable holding them is called, and Ray
+    keeps a job's metadata (--metadata-json) as it keeps its runtime env."""
+    from erc.errors import ConfigError
+    from erc.runtime import check_submitted_job
+    from erc.settings import load_yaml
+
+    erc_env = load_yaml(REPO / "jobs" / "runtime_env.yaml")["env_vars"]
+    _submitted_with(monkeypatch, {**erc_env, "DATA_URL": "s3://AKID:SHH@b/x"})
+    with pytest.raises(ConfigError) as refused:
+        check_submitted_job(["corpus", "summary", "s3://b/x"])
+    message = str(refused.value)
+    assert "env_vars hold DATA_URL:" in message and "AWS_SHARED_CREDENTIALS_FILE" in message
+    assert "SHH" not in message and "AKID" not in message
+
+    for metadata, named in (({"source": "s3://b/x?access_key=AKID&secret_key=SHH"}, "source"),
+                            ({"api_key": "SHH"}, "api_key"),
+                            ({"note": "SHH", "s3://AKID:SHH@b/x": "input"}, "s3://***@b/x")):
+        _submitted_with(monkeypatch, erc_env, metadata)
+        with pytest.raises(ConfigError) as refused:
+            check_submitted_job(["corpus", "summary", "s3://b/x"])
+        message = str(refused.value)
+        assert f"metadata holds a secret or credential in {named}:" in message, message
+        assert "--metadata-json" in message and "AWS_SHARED_CREDENTIALS_FILE" in message
+        assert "SHH" not in message and "AKID" not in message
+    # what metadata is for, and erc's own runtime env: accepted
+    _submitted_with(monkeypatch, erc_env, {"owner": "ana", "corpus": "s3://b/meld/corpus",
+                                           "api_key": "", "job_name": "preprocess-meld"})
     check_submitted_job(["corpus", "summary", "s3://b/x"])
 
 
