@@ -257,6 +257,13 @@ class _Redacting:
 
     def __init__(self, stream):
         self.stream, self.pending, self.lock = stream, "", threading.RLock()
+        try:  # off a terminal no colour, also where a library colours regardless (Ray's
+            self.plain = not stream.isatty()  # "[repeated 2x across cluster]")
+        except (AttributeError, ValueError):
+            self.plain = True
+
+    def _emit(self, text: str) -> None:
+        self.stream.write(redact(_ANSI.sub("", text) if self.plain else text))
 
     def write(self, text: str) -> int:
         with self.lock:
@@ -264,7 +271,7 @@ class _Redacting:
             end = max(pending.rfind("\n"), pending.rfind("\r")) + 1
             self.pending = pending[end:]
             if end:
-                self.stream.write(redact(pending[:end]))
+                self._emit(pending[:end])
         return len(text)
 
     def writelines(self, lines) -> None:
@@ -280,7 +287,7 @@ class _Redacting:
             else:
                 self.pending = ""
             if rest:
-                self.stream.write(redact(rest))
+                self._emit(rest)
         self.stream.flush()
 
     def finish(self) -> None:
@@ -288,7 +295,7 @@ class _Redacting:
         with self.lock:
             rest, self.pending = self.pending, ""
             if rest:
-                self.stream.write(redact(rest))
+                self._emit(rest)
                 self.stream.flush()
 
     def close(self) -> None:
