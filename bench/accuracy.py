@@ -260,6 +260,11 @@ def text_config(row: str, seed: int, args) -> dict:
     return {"kind": "text", "recipe": recipe}
 
 
+def selection_score(out: Path) -> float:
+    """A trained model's best weighted F1 on the selection split (its early-stopping score)."""
+    return max(h["dev_weighted_f1"] for h in json.loads((out / "history.json").read_text()))
+
+
 class Models:
     """Every row's model on a fold: trained through the product's code path, or found in the
     cache (``bench_dir/<corpus>-<fold>-<digest of its configuration>``)."""
@@ -298,9 +303,9 @@ class Models:
         as their rows, the better on selection kept as ``erc train fusion`` keeps it."""
         from erc.train.fitting import chosen_candidate
 
-        outs = {name: self.get(member, fold, seed) for name, member in CHOICE_ROWS[row].items()}
-        scores = {name: max(h["dev_weighted_f1"] for h in json.loads((out / "history.json").read_text()))
-                  for name, out in outs.items()}
+        outs = {name: self.get(member, fold, seed, count=False)  # counted in their own rows
+                for name, member in CHOICE_ROWS[row].items()}
+        scores = {name: selection_score(out) for name, out in outs.items()}
         kept = chosen_candidate(scores)
         self.chosen.setdefault(row, []).append(kept)
         return outs[kept]
@@ -395,8 +400,7 @@ def corpus_table(name: str, args, bench_dir: Path) -> list[dict]:
             tests, selects, predictions = [], [], []
             for seed in range(args.seeds):
                 out = models.get(row, fold, seed)
-                history = json.loads((out / "history.json").read_text())
-                selects.append(max(h["dev_weighted_f1"] for h in history))
+                selects.append(selection_score(out))
                 result = evaluate(out / "model", fold.table, "test", out / "eval-test")
                 tests.append(result.metrics["weighted_f1"])
                 predictions.append(result.predictions)

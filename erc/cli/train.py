@@ -36,8 +36,8 @@ def _print_trained(summary: dict, out: Path, skipped: bool) -> None:
           f"{best['dev_accuracy']:.4f}, weighted "
           f"F1 {best['dev_weighted_f1']:.4f}, macro F1 {best['dev_macro_f1']:.4f} "
           f"({summary['epochs']} epochs run)")
-    if kept_candidate(summary):
-        print(f"{kept_candidate(summary)}; each in {out / 'candidates'}")
+    if kept := kept_candidate(summary):
+        print(f"{kept}; each in {out / 'candidates'}")
     print(f"model: {out / 'model'}\nray run: {summary['run_path']}")
 
 

@@ -239,10 +239,9 @@ class _ModelStage(PassStage):
     def _input_of(self, batch: pa.Table, i: int) -> str:
         """What a row's error adds about its input: the audio's length (a clip too short
         for the model is told from a broken one)."""
-        audio = batch.column("_audio")[i].as_py() if "_audio" in self.reads else None
-        if audio is None:
+        if "_audio" not in self.reads or not batch.column("_audio")[i].is_valid:
             return ""
-        return f" (on {len(audio) / np.dtype(np.float32).itemsize / AUDIO_RATE:.3f} s of audio)"
+        return f" (on {_audio_of(batch, i).size / AUDIO_RATE:.3f} s of audio)"
 
     def __call__(self, batch: pa.Table) -> pa.Table:
         started = time.perf_counter()

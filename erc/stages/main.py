@@ -374,7 +374,7 @@ def _describe(step: Step, result: StageResult) -> str:
         return (f"  {state}: best epoch {best.get('epoch', -1) + 1} of {s.get('epochs')}: {chosen_on(s)} "
                 f"weighted F1 {best.get('dev_weighted_f1', float('nan')):.3f}, accuracy "
                 f"{best.get('dev_accuracy', float('nan')):.3f}"
-                + (f"\n  {kept_candidate(s)}" if kept_candidate(s) else ""))
+                + (f"\n  {kept}" if (kept := kept_candidate(s)) else ""))
     if step.name == "evaluate":
         from erc.report import MIN_JUDGED
 

@@ -20,7 +20,7 @@ from erc import io
 from erc.errors import ConfigError
 from erc.recipes import FusionRecipe, Splits, TextRecipe, TrainConfig
 from erc.train.data import build_dialogue_data, build_text_data, training_roles
-from erc.train.loop import TrainOutcome, fit
+from erc.train.loop import TrainOutcome, export_model, fit
 
 
 def loop_config(loop: TrainConfig, out_dir: str | Path) -> TrainConfig:
@@ -129,18 +129,13 @@ def chosen_candidate(scores: Mapping[str, float]) -> str:
 def keep_best(outcomes: Mapping[str, TrainOutcome], out_dir: Path, metric: str) -> TrainOutcome:
     """Copies the best candidate's model and history to ``out_dir`` and records every
     candidate's score in ``out_dir/candidates.json``; the kept run's outcome."""
-    import shutil
-
     scores = {name: float(outcome.best[metric]) for name, outcome in outcomes.items()}
     name = chosen_candidate(scores)
     kept = outcomes[name]
-    io.claim(out_dir)
-    if (out_dir / "model").exists():
-        io.remove_owned(out_dir, "model")
-    shutil.copytree(kept.model_dir, out_dir / "model")
+    model_dir = export_model(kept.model_dir, out_dir)
     io.write_json(out_dir / "history.json", kept.history)
     io.write_json(out_dir / CHOICE, {"metric": metric, "scores": scores, "chosen": name})
-    return dataclasses.replace(kept, model_dir=out_dir / "model", candidates=scores, chosen=name)
+    return dataclasses.replace(kept, model_dir=model_dir, candidates=scores, chosen=name)
 
 
 def finetune_text(table: pa.Table, encoder: str, out_dir: str | Path,

@@ -299,6 +299,18 @@ def _checkpoints_for(out_dir: Path, run_path: str, filesystem, key: str, fresh: 
     io.write_json(record, {"run": where, "key": key})
 
 
+def export_model(source: str | Path, out_dir: str | Path) -> Path:
+    """Replaces ``out_dir/model`` with a copy of the model folder ``source`` (a checkpoint's
+    training state left out), recorded as erc's (``io.seal``); the model folder."""
+    io.claim(out_dir)
+    model_dir = Path(out_dir) / "model"
+    if model_dir.exists():
+        io.remove_owned(out_dir, "model")
+    shutil.copytree(source, model_dir, ignore=shutil.ignore_patterns("train_state.pt"))
+    io.seal(model_dir)
+    return model_dir
+
+
 def fit(task: str, task_config: dict, data: Any, train: TrainConfig, out_dir: str | Path,
         address: str | None = None, key: str | None = None, fresh: bool = False) -> TrainOutcome:
     """Trains on Ray Train and exports the best checkpoint to ``out_dir/model``. ``key``:
@@ -351,13 +363,8 @@ def fit(task: str, task_config: dict, data: Any, train: TrainConfig, out_dir: st
     best = result.get_best_checkpoint(metric=f"dev_{train.metric}", mode="max")
     if best is None:
         raise RuntimeError(f"run {train.name} reported no checkpoint")
-    io.claim(out_dir)
-    model_dir = Path(out_dir) / "model"
-    if model_dir.exists():
-        io.remove_owned(out_dir, "model")
     with best.as_directory() as folder:
-        shutil.copytree(folder, model_dir, ignore=shutil.ignore_patterns("train_state.pt"))
-    io.seal(model_dir)
+        model_dir = export_model(folder, out_dir)
     saved = json.loads((model_dir / "metrics.json").read_text())
     latest = result.checkpoint
     history = saved["history"]
