@@ -35,6 +35,9 @@ Count = Annotated[int, Field(ge=1)]
 Cpus = Annotated[float, Field(gt=0)]
 
 MAX_CLIP_SECONDS = 60.0  # an utterance longer than this is a mis-cut clip (ingest and decode)
+# No speaker model of erc embeds less than 0.1 s (SpeechBrain's min_seconds; Resemblyzer
+# needs 0.3 s of voice), and a spoken word takes longer: below it a clip is a mis-cut.
+MIN_CLIP_SECONDS = 0.1  # an utterance shorter than this is too short to embed (ingest and decode)
 # Frozen text tokens read the encoder's last 4 layers, each mean-pooled and unit-normalised,
 # concatenated: better than the sentence vector on the selection split of both corpora
 # (README, "Accuracy"). Used by `erc train fusion --text st:...` and the main job's pass.
@@ -65,6 +68,7 @@ class CorpusConfig:
     options: dict[str, Any] = field(default_factory=dict)  # reader options of the format
     check_media: bool = False  # open every media file on Ray and decode its audio; unreadable, truncated or overlong ones are set aside
     max_clip_seconds: Positive = MAX_CLIP_SECONDS  # with check_media: longer clips are mis-cut
+    min_clip_seconds: Annotated[float, Field(ge=0)] = MIN_CLIP_SECONDS  # with check_media: shorter utterances are too_short (0: no minimum)
 
 
 # -- preprocess -----------------------------------------------------------------------------
@@ -76,9 +80,7 @@ class DecodeSettings:
     max_frames: Count = 16  # at most this many frames per utterance
     max_side: Count | None = 480  # downscale frames whose longer side exceeds this (None: never)
     max_clip_seconds: Positive | None = MAX_CLIP_SECONDS  # longer utterances fail as overlong_clip
-    # No speaker model of erc embeds less than 0.1 s (SpeechBrain's min_seconds; Resemblyzer
-    # needs 0.3 s of voice), and a spoken word takes longer: below it a clip is a mis-cut.
-    min_clip_seconds: Annotated[float, Field(ge=0)] = 0.1  # decoded audio shorter than this fails as too_short (0: no minimum)
+    min_clip_seconds: Annotated[float, Field(ge=0)] = MIN_CLIP_SECONDS  # decoded audio shorter than this fails as too_short (0: no minimum)
     silence_rms: Annotated[float, Field(ge=0)] = 1e-3  # loudest 0.25 s of audio below this RMS (about -60 dBFS) is silence
     # Real speech stays far below the bar: at most 0.064 % of samples at full scale over the
     # 1,100 clips of shared/assets (RAVDESS at most 0.011 %). Not higher: resampling to 16 kHz

@@ -18,6 +18,7 @@ def _corpus(tmp_path: Path) -> Path:
     make_clip(clips / "long.mp4", seconds=4.0)
     make_clip(clips / "silent_video.mp4", seconds=1.0, audio=False)
     make_clip(clips / "speech.wav", seconds=1.0, video=False)
+    make_clip(clips / "blip.wav", seconds=0.05, video=False)  # under min_clip_seconds
     (clips / "corrupt.mp4").write_bytes(b"\x00\x00\x00\x18ftypmp42" + b"\x17" * 500)
     good = (clips / "good.mp4").read_bytes()
     (clips / "truncated.mp4").write_bytes(good[: len(good) // 3])
@@ -28,9 +29,10 @@ def _corpus(tmp_path: Path) -> Path:
     (clips / "cut.wav").write_bytes(speech[: len(speech) // 3])  # its header still says 1 s
     rows = ["dialogue_id,speaker,text,emotion,media,start,end"]
     for i, name in enumerate(["good.mp4", "long.mp4", "silent_video.mp4", "speech.wav",
-                              "corrupt.mp4", "truncated.mp4", "halved.mp4", "cut.wav"]):
+                              "corrupt.mp4", "truncated.mp4", "halved.mp4", "cut.wav", "blip.wav"]):
         rows.append(f"d1,s{i % 2},utterance {i},neutral,clips/{name},,")
     rows.append("d1,s0,a segment of the long clip,joy,clips/long.mp4,0.5,1.5")
+    rows.append("d1,s1,a 50 ms segment,joy,clips/speech.wav,0.2,0.25")  # too short to embed
     manifest = tmp_path / "manifest.csv"
     manifest.write_text("\n".join(rows) + "\n")
     return manifest
@@ -47,7 +49,7 @@ def test_probe_reports_streams_and_errors(tmp_path):
 
 def test_bad_media_become_problem_rows(tmp_path, ray_local):
     result = read_corpus(_corpus(tmp_path), format="manifest")
-    assert result.utterances.num_rows == 9 and result.problems.num_rows == 0
+    assert result.utterances.num_rows == 11 and result.problems.num_rows == 0
 
     checked = check_media(result, max_clip_seconds=3.0)
     kept = checked.utterances.column("media_path").to_pylist()
@@ -59,9 +61,12 @@ def test_bad_media_become_problem_rows(tmp_path, ray_local):
         "truncated.mp4": "unreadable_media",
         "halved.mp4": "unreadable_media",
         "cut.wav": "unreadable_media",
+        "blip.wav": "too_short",
+        "speech.wav": "too_short",  # the 50 ms segment; the whole clip's row is kept
     }
     details = {Path(r["source"]).name: r["detail"] for r in checked.problems.to_pylist()}
     assert "truncated" in details["cut.wav"] and "stops decoding at" in details["halved.mp4"]
+    assert "0.050 s < min_clip_seconds 0.1 s" in details["speech.wav"]
     assert sorted(Path(p).name for p in kept) == ["good.mp4", "long.mp4", "speech.wav"]
     # the kept long.mp4 row is the 1 s segment: a segment is judged by its own length
-    assert checked.utterances.num_rows + checked.problems.num_rows == checked.n_input == 9
+    assert checked.utterances.num_rows + checked.problems.num_rows == checked.n_input == 11

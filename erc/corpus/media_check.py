@@ -1,8 +1,9 @@
 """Checks the media of an ingested corpus on Ray: every file is opened in parallel tasks
-and rows whose media cannot be read, has no audio stream, or is longer than the cap (MELD's
-mis-cut clips) move to the problem table with their reason. A file a row takes its audio
-from is also decoded (its audio alone) through to its end, so that a corrupt or truncated
-file, which opens fine, is set aside here rather than failing in ``erc preprocess``."""
+and rows whose media cannot be read, has no audio stream, is longer than the cap (MELD's
+mis-cut clips) or shorter than the floor (too short to embed) move to the problem table
+with their reason. A file a row takes its audio from is also decoded (its audio alone)
+through to its end, so that a corrupt or truncated file, which opens fine, is set aside
+here rather than failing in ``erc preprocess``."""
 
 from __future__ import annotations
 
@@ -12,7 +13,7 @@ import pyarrow as pa
 from erc.corpus.base import IngestResult
 from erc.media.decode import audio_defect
 from erc.media.probe import probe
-from erc.recipes import MAX_CLIP_SECONDS
+from erc.recipes import MAX_CLIP_SECONDS, MIN_CLIP_SECONDS
 from erc.schema import problem_table
 
 
@@ -45,8 +46,10 @@ def probe_paths(paths: list[str], batch_size: int = 128, decode: set[str] = froz
     return {row["path"]: row for row in rows}
 
 
-def check_media(result: IngestResult, max_clip_seconds: float = MAX_CLIP_SECONDS) -> IngestResult:
-    """Moves rows with unreadable, audio-less or overlong media to the problem table."""
+def check_media(result: IngestResult, max_clip_seconds: float = MAX_CLIP_SECONDS,
+                min_clip_seconds: float = MIN_CLIP_SECONDS) -> IngestResult:
+    """Moves rows with unreadable, audio-less, overlong or too short media to the problem
+    table, with the reason preprocessing would give them (``erc.media.decode``)."""
     table = result.utterances
     media = table.column("media_path").to_pylist()
     audio = table.column("audio_path").to_pylist()
@@ -70,6 +73,8 @@ def check_media(result: IngestResult, max_clip_seconds: float = MAX_CLIP_SECONDS
                 reason = ("no_audio", f"{row_media} has no audio stream")
             elif length == length and length > max_clip_seconds:  # NaN-safe
                 reason = ("overlong_clip", f"{length:.1f} s > cap {max_clip_seconds:.0f} s")
+            elif length == length and length < min_clip_seconds:
+                reason = ("too_short", f"{length:.3f} s < min_clip_seconds {min_clip_seconds:g} s")
         if reason is None and audio[i] and info[audio[i]]["error"]:
             reason = ("unreadable_media", info[audio[i]]["error"])
         keep.append(reason is None)

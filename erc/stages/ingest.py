@@ -113,7 +113,8 @@ class IngestStage(Stage):
             from erc.corpus.media_check import check_media
 
             ctx.say(f"[ingest] {runtime.connect()}")
-            result = check_media(result, max_clip_seconds=config.max_clip_seconds)
+            result = check_media(result, max_clip_seconds=config.max_clip_seconds,
+                                  min_clip_seconds=config.min_clip_seconds)
         result.check_accounting()
         io.write_parquet(ctx.out / UTTERANCES, result.utterances)
         io.write_parquet(ctx.out / PROBLEMS, result.problems)
