@@ -541,10 +541,11 @@ def test_a_row_a_model_rejects_fails_alone():
 
 
 def test_faces_of_a_clip_do_not_depend_on_the_clips_batched_with_it():
-    """On a CPU the face stage detects each clip's frames on their own, so a row's faces
-    are bit-identical whatever else is in its batch: a resumed pass (other batches) equals
-    a clean one. Batched with other clips, boxes moved by ~1e-4 px, which flipped the dlib
-    crop's pixel rounding in 6 of 1,079 clips of the scale corpus."""
+    """On a CPU the face stage detects and embeds each clip's frames on their own, so a
+    row's faces are bit-identical whatever else is in its batch: a resumed pass (other
+    batches) equals a clean one. Batched with other clips, boxes moved by ~1e-4 px, which
+    flipped the dlib crop's pixel rounding in 6 of 1,079 clips of the scale corpus, and
+    FaceNet's embeddings by ~2e-7 on some CPUs."""
     from dataclasses import asdict
 
     from erc.backends.registry import profile_specs, resolve

@@ -297,9 +297,10 @@ class FaceStage(_ModelStage):
             clips.append(list(stack.reshape(-1, *shape)))
         frames = [frame for clip in clips for frame in clip]
         owner = [(i, k) for i, clip in zip(rows, clips) for k in range(len(clip))]
-        detections = self._detect(clips)
+        detections = self._by_clip("face_detect", clips, lambda b, lo, hi: b.detect(frames[lo:hi]))
         boxes = [[face.box for face in found] for found in detections]
-        embeddings = self.backends["face_embed"].embed(frames, boxes)
+        embeddings = self._by_clip("face_embed", clips,
+                                   lambda b, lo, hi: b.embed(frames[lo:hi], boxes[lo:hi]))
         per_row: dict[int, list] = {i: [] for i in rows}
         for (i, k), found, vectors in zip(owner, detections, embeddings):
             times = batch.column("_frame_times")[i].as_py()
@@ -312,16 +313,22 @@ class FaceStage(_ModelStage):
                     "embedding": None if not np.isfinite(vector).all() else vector.tolist()})
         return [per_row[i] for i in rows]
 
-    def _detect(self, clips: list[list]) -> list:
-        """Each frame's faces, clip after clip. On a CPU each clip's frames are detected on
-        their own: the detector's arithmetic then never depends on which clips share the
-        batch (it moves boxes by about 1e-4 px, enough to flip the embedder's pixel rounding
-        now and then), so a resumed pass gives what a clean one gives. On a GPU one call
-        spans the batch's clips, for throughput."""
-        detector = self.backends["face_detect"]
-        if str(getattr(detector, "device", "cpu")).startswith("cuda"):
-            return detector.detect([frame for clip in clips for frame in clip])
-        return [found for clip in clips for found in detector.detect(clip)]
+    def _by_clip(self, role: str, clips: list[list], call) -> list:
+        """``call(backend, lo, hi)``'s results for the frames ``lo:hi`` of the batch (all
+        clips' frames in order), clip after clip. On a CPU each clip goes on its own: the
+        models' arithmetic (their kernels differ with the batch size) then never depends on
+        which clips share the batch, so a resumed pass gives bit for bit what a clean one
+        gives (together, boxes moved by about 1e-4 px, enough to flip the embedder's pixel
+        rounding now and then, and embeddings by about 2e-7). On a GPU one call spans the
+        batch's clips, for throughput."""
+        backend = self.backends[role]
+        if str(getattr(backend, "device", "cpu")).startswith("cuda"):
+            return call(backend, 0, sum(len(clip) for clip in clips))
+        results, lo = [], 0
+        for clip in clips:
+            results += call(backend, lo, lo + len(clip))
+            lo += len(clip)
+        return results
 
     def write(self, batch, results):
         faces = [results.get(i, [] if s == "ok" else None)
