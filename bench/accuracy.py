@@ -28,11 +28,13 @@ pool, as ``erc train fusion --text-layers``, 4 by default, 1 for its sentence ve
 - ``ROWS``: the fusion model over frozen embeddings, trained through ``erc train fusion``'s
   code path (``erc.train.fitting.train_fusion`` on Ray Train), one row per configuration:
   the first default (causal Mamba, mixer outputs mean-pooled over all past turns), the
-  current-turn readout, the bidirectional mixers (the GRU is the default), speaker roles; ``-last`` rows score the
-  weights as trained instead of their moving average (the default, ``--average-epochs``);
+  current-turn readout, the bidirectional mixers (the GRU is the default), speaker roles,
+  pooling and state; ``-last`` rows score the weights as trained instead of their moving
+  average (the default, ``--average-epochs``);
 - ``CHOICE_ROWS``: ``erc train fusion``'s default, which trains the GRU with and without
   speaker pooling and keeps the one better on the selection split: in every fold and seed
-  the kept model of the ``bi-gru`` and ``bi-gru+pool`` rows (``bi-gru-or-pool``);
+  the kept model of the ``bi-gru`` and ``bi-gru+pool`` rows (``bi-gru-or-pool``); the same
+  choice between the ``+state`` rows (``state-or-pool+state``);
 - ``TEXT_ROWS``: the context text encoder (MiniLM) fine-tuned on the fold through
   ``erc train text``'s code path (``erc.train.fitting.finetune_text``), read alone;
 - ``FUSED_ROWS``: the fusion model over the utterance vectors of a text row's model
@@ -80,8 +82,9 @@ PAPER = {  # (accuracy, weighted F1) in %, None where not reported: their own sp
 }
 
 # name -> (fusion options, learning rate[, recipe options]); what is not given takes the
-# defaults of ``erc train fusion`` (FusionConfig, FusionRecipe and its loop), so "bi-gru" is
-# the default recipe; the Mamba rows name their mixer. Recipe options are FusionRecipe fields
+# defaults of ``erc train fusion`` (FusionConfig, FusionRecipe and its loop), except the
+# speaker state, on only where a row's name says "+state" (``fusion_row``); the Mamba rows
+# name their mixer. Recipe options are FusionRecipe fields
 # (class_weight_power) or loop fields (average_epochs, weight_decay). "mamba-pooled" reads
 # the mean of the mixer outputs of all turns up to t, as the first default did (at the
 # width and state size of today's).
@@ -107,11 +110,15 @@ ROWS = {
     "bi-gru-lr5e-4": ({}, 5e-4),
     "bi-gru+pool": ({"speaker_pool": True}, 1e-3),
     "bi-mamba+pool": ({**MAMBA, "speaker_pool": True}, 1e-3),
+    "bi-gru+state": ({"speaker_state": True}, 1e-3),
+    "bi-gru+pool+state": ({"speaker_pool": True, "speaker_state": True}, 1e-3),
 }
 # `erc train fusion`'s own choice between two ROWS (its default, choose_speaker_pool): in
 # every fold and seed, the model of the pair whose selection score is better, by the rule
 # the command applies (erc.train.fitting.chosen_candidate); the pair trains as its rows do.
-CHOICE_ROWS = {"bi-gru-or-pool": {"speaker-pool": "bi-gru+pool", "no-speaker-pool": "bi-gru"}}
+CHOICE_ROWS = {"bi-gru-or-pool": {"speaker-pool": "bi-gru+pool", "no-speaker-pool": "bi-gru"},
+               "state-or-pool+state": {"speaker-pool": "bi-gru+pool+state",
+                                       "no-speaker-pool": "bi-gru+state"}}
 DEFAULT_ROW = "bi-gru-or-pool"  # `erc train fusion` with every option at its default
 DEFAULT_ROWS = list(ROWS)[:5]  # the first readout, causal and bidirectional Mamba, without averaging, the default
 
@@ -212,10 +219,16 @@ def fusion_recipe_options(extra: dict) -> dict:
 
 def fusion_config(encoder: str, options: dict, lr: float, seed: int, args,
                   extra: dict | None = None) -> dict:
-    """What a fusion row's cached model depends on (its effective settings)."""
+    """What a fusion row's cached model depends on (its effective settings; an option
+    added since models were first cached is left out at the value that keeps the model as
+    it was, so adding one does not retrain every cached model)."""
     from erc.recipes import FusionConfig
+    from erc.settings import before_options
 
-    config = {"encoder": encoder, "options": FusionConfig(**options).to_dict(), "lr": lr,
+    effective = FusionConfig(**options).to_dict()
+    effective = {k: v for k, v in effective.items()
+                 if before_options(FusionConfig).get(k, object()) != v}
+    config = {"encoder": encoder, "options": effective, "lr": lr,
               "seed": seed, "epochs": args.epochs, "patience": args.patience,
               "batch_size": args.batch_size, "recipe": fusion_recipe_options(extra or {})}
     if encoder != "finetuned":  # the frozen encoder's layers its vectors read
@@ -226,18 +239,27 @@ def fusion_config(encoder: str, options: dict, lr: float, seed: int, args,
 def fusion_row(row: str) -> tuple[dict, float, dict]:
     """A ROWS entry as (fusion options, learning rate, recipe options)."""
     options, lr, *extra = ROWS[row]
-    return options, lr, (extra[0] if extra else {})
+    return {"speaker_state": False, **options}, lr, (extra[0] if extra else {})
 
 
 def is_default_row(row: str) -> bool:
     """Whether a row is ``erc train fusion`` with every option at its default: the choice
-    between the default GRU and the same with speaker pooling."""
-    from erc.recipes import FusionRecipe
+    between the default GRU and the same with speaker pooling, each as the command
+    trains its candidate."""
+    from erc.recipes import FusionConfig, FusionRecipe
+    from erc.train.fitting import SPEAKER_POOL_CANDIDATES
+
+    recipe = FusionRecipe()
+
+    def trains_as(member: str, pool: bool) -> bool:
+        options, lr, extra = fusion_row(member)
+        return (FusionConfig(**options) == dataclasses.replace(recipe.model, speaker_pool=pool)
+                and lr == recipe.loop.lr and not extra)
 
     members = CHOICE_ROWS.get(row, {})
-    return (FusionRecipe().choose_speaker_pool and row == DEFAULT_ROW
-            and fusion_row(members["no-speaker-pool"]) == ({}, FusionRecipe().loop.lr, {})
-            and fusion_row(members["speaker-pool"]) == ({"speaker_pool": True}, FusionRecipe().loop.lr, {}))
+    return (recipe.choose_speaker_pool and row == DEFAULT_ROW and set(members) ==
+            set(SPEAKER_POOL_CANDIDATES) and all(trains_as(members[name], pool) for name, pool
+                                                 in SPEAKER_POOL_CANDIDATES.items()))
 
 
 def text_recipe(row: str, seed: int, args):

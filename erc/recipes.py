@@ -163,6 +163,7 @@ class FusionConfig:
     bidirectional: bool = True  # True: every turn sees the whole dialogue (batch); False: causal (streaming)
     speaker_roles: Annotated[int, Field(ge=0)] = 0  # > 0: learned speaker-role embeddings (order of appearance)
     speaker_pool: bool = field(default=False, metadata={"before": False})  # the classifier also reads the mean output of the turn's speaker and of the others in the dialogue (causal: up to the turn)
+    speaker_state: bool = field(default=False, metadata={"before": False})  # a second recurrent pass over each speaker's own turns (party state: bidirectional or causal as the mixer), added to the mixer's output
     d_model: Annotated[int, Field(ge=8)] | None = 128  # tokens are projected to this width (None: the token width, the paper's)
     d_state: Count = 16  # Mamba state size (the paper: 64)
     d_conv: Count = 4  # Mamba convolution width

@@ -13,7 +13,15 @@ import torch
 
 from erc.models import checkpoint
 from erc.models.adapters import Adapter, AdapterConfig, adapt_vectors, train_adapter
-from erc.models.fusion import FusionConfig, FusionModel, causal_window_mean, reverse_valid, speaker_means, speaker_order
+from erc.models.fusion import (
+    FusionConfig,
+    FusionModel,
+    causal_window_mean,
+    reverse_valid,
+    speaker_means,
+    speaker_order,
+    speaker_sequences,
+)
 from erc.models.mamba import MambaBlock, kernels_available, selective_scan
 
 DIMS = {"text": 24, "speaker": 8, "face": 8}
@@ -635,13 +643,48 @@ def test_speaker_pool_reads_who_said_what_and_keeps_streaming_causal(bidirection
         FusionModel(FusionConfig(dims=DIMS, speaker_pool=True, isolate_turns=True))
 
 
+def test_speaker_sequences_carry_each_speakers_state_over_their_own_turns_alone():
+    torch.manual_seed(0)
+    gru = torch.nn.GRU(4, 3, batch_first=True, bidirectional=True)
+    h = torch.randn(2, 6, 4)
+    valid = torch.tensor([[1, 1, 1, 1, 1, 1], [1, 1, 1, 1, 0, 0]], dtype=torch.bool)
+    roles = torch.tensor([[0, 1, 0, 1, 1, 0], [0, 0, 1, 0, 0, 0]])
+    out = speaker_sequences(gru, h, valid, roles)
+    assert out.shape == (2, 6, 6) and not out[1, 4:].any()  # padding gets nothing
+    for b, turns in ((0, [0, 2, 5]), (0, [1, 3, 4]), (1, [0, 1, 3]), (1, [2])):
+        alone = gru(h[b, turns].unsqueeze(0))[0][0]  # the speaker's turns as one sequence
+        torch.testing.assert_close(out[b, turns], alone)
+
+
+@pytest.mark.parametrize("bidirectional", [False, True])
+def test_speaker_state_reads_who_said_what_and_keeps_streaming_causal(bidirectional):
+    torch.manual_seed(0)
+    model = FusionModel(FusionConfig(dims=DIMS, n_classes=4, mixer="gru", speaker_state=True,
+                                     bidirectional=bidirectional)).eval()
+    feats, pres, valid = _batch([8], present=1.0)
+    roles = torch.tensor([speaker_order(list("ABABABAB"))])
+    out = model(feats, pres, valid, roles)
+    torch.testing.assert_close(model(feats, pres, valid, torch.tensor([speaker_order(list("XYXYXYXY"))])), out)
+    assert not torch.allclose(model(feats, pres, valid, torch.tensor([speaker_order(list("AABBAABB"))])), out)
+    poked = {m: v.clone() for m, v in feats.items()}
+    poked["text"][0, 5] += 3.0 * torch.randn(24)
+    changed = model(poked, pres, valid, roles)
+    if bidirectional:
+        assert not torch.allclose(changed[0, :5], out[0, :5])
+    else:
+        torch.testing.assert_close(changed[0, :5], out[0, :5])  # streaming: the past never moves
+    with pytest.raises(ValueError, match="isolate_turns"):
+        FusionModel(FusionConfig(dims=DIMS, speaker_state=True, isolate_turns=True))
+
+
 def test_a_saved_model_without_a_later_setting_loads_with_the_value_it_was_trained_with(
         tmp_path, monkeypatch):
     """A setting added after a model was saved is read at its ``before`` value, not at
     today's default (which may have changed since)."""
     from erc.settings import before_options
 
-    assert before_options(FusionConfig) == {"speaker_pool": False, "turn_dropout": 0.0}
+    assert before_options(FusionConfig) == {"speaker_pool": False, "speaker_state": False,
+                                            "turn_dropout": 0.0}
     model = FusionModel(FusionConfig(dims=DIMS, n_classes=4, labels=list("abcd"), window=None)).eval()
     checkpoint.save_model(tmp_path, model)
     saved = json.loads((tmp_path / "config.json").read_text())

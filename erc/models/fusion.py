@@ -40,6 +40,10 @@ leave-one-session-out on IEMOCAP: 0.46 pooled vs 0.54 reading the turn, bench/ac
 the turns of the same speaker and the mean over the other speakers' turns (bidirectional:
 the whole dialogue; causal: up to the turn): party-aware state in the manner of
 DialogueRNN, read off the mixer instead of learned by a recurrent cell per speaker.
+``speaker_state=True`` runs a second GRU over each speaker's own turns, in order, on the
+mixer's outputs and adds its output to them (residual): the state of one party carried
+from that speaker's previous turn (and, bidirectional, next turn) to this one, whatever
+the other party said in between, as DialogueRNN's party GRU carries it.
 ``isolate_turns=True`` runs every turn as its own one-token sequence: no context at all
 (the no-context baseline).
 
@@ -97,6 +101,31 @@ def speaker_means(hidden: torch.Tensor, valid: torch.Tensor, roles: torch.Tensor
     return own_sum / own_count.clamp(min=1.0), other_sum / other_count.clamp(min=1.0)
 
 
+def speaker_sequences(gru: nn.GRU, hidden: torch.Tensor, valid: torch.Tensor,
+                      roles: torch.Tensor) -> torch.Tensor:
+    """``gru``'s outputs (B, T, D') over each speaker's own valid turns of ``hidden``
+    (B, T, D), in dialogue order, put back at those turns (zeros on padding): one sequence
+    per speaker of each dialogue, so a turn's state comes from the same speaker's turns
+    alone. roles (B, T) long."""
+    batch, length, _ = hidden.shape
+    flat = hidden.reshape(batch * length, -1)
+    positions = torch.arange(batch * length, device=hidden.device).reshape(batch, length)
+    sequences = []  # the flat positions of each (dialogue, speaker) sequence, in order
+    for b in range(batch):
+        turns = valid[b].nonzero().squeeze(1)
+        speakers = roles[b, turns]
+        for role in torch.unique(speakers):
+            sequences.append(positions[b, turns[speakers == role]])
+    if not sequences:
+        return torch.zeros(batch, length, gru.hidden_size * (2 if gru.bidirectional else 1),
+                           dtype=hidden.dtype, device=hidden.device)
+    packed = nn.utils.rnn.pack_sequence([flat[index] for index in sequences], enforce_sorted=False)
+    out, lengths = nn.utils.rnn.pad_packed_sequence(gru(packed)[0], batch_first=True)
+    states = torch.cat([out[k, : int(n)] for k, n in enumerate(lengths)])
+    placed = torch.zeros(batch * length, states.shape[-1], dtype=states.dtype, device=states.device)
+    return placed.index_copy(0, torch.cat(sequences), states).reshape(batch, length, -1)
+
+
 def reverse_valid(x: torch.Tensor, valid: torch.Tensor) -> torch.Tensor:
     """Each sequence of x (B, T, D) reversed within its valid prefix (padding stays at the
     end), so a backward pass over it starts at the dialogue's last real turn. Its own inverse."""
@@ -126,8 +155,9 @@ class FusionModel(nn.Module):
             raise ValueError("window must be >= 1 (or None for all past turns)")
         if config.speaker_roles < 0:
             raise ValueError("speaker_roles must be >= 0")
-        if config.speaker_pool and config.isolate_turns:
-            raise ValueError("speaker_pool reads other turns: it cannot go with isolate_turns")
+        if (config.speaker_pool or config.speaker_state) and config.isolate_turns:
+            raise ValueError("speaker_pool and speaker_state read other turns: they cannot go "
+                             "with isolate_turns")
         if not 0 <= config.turn_dropout < 1:
             raise ValueError("turn_dropout must be in [0, 1)")
         missing = [m for m in config.modalities if m not in config.dims]
@@ -166,6 +196,12 @@ class FusionModel(nn.Module):
                                 batch_first=True, bidirectional=config.bidirectional)
         else:
             self.mixer = None
+        if config.speaker_state:
+            if config.bidirectional and d_model % 2:
+                raise ValueError(f"a bidirectional speaker state needs an even width, got {d_model}")
+            self.state_norm = nn.LayerNorm(d_model)
+            self.speaker_mixer = nn.GRU(d_model, d_model // 2 if config.bidirectional else d_model,
+                                        batch_first=True, bidirectional=config.bidirectional)
         read_width = 3 * d_model if config.speaker_pool else d_model
         self.out_norm = nn.LayerNorm(read_width)
         self.classifier = nn.Linear(read_width, config.n_classes)
@@ -227,6 +263,8 @@ class FusionModel(nn.Module):
             h = self._mix(x.reshape(batch * length, 1, width), ones).reshape(batch, length, width)
         else:
             h = self._mix(x, valid)
+        if self.config.speaker_state:
+            h = h + speaker_sequences(self.speaker_mixer, self.state_norm(h), valid, roles)
         read = causal_window_mean(h, valid, 1 if self.config.isolate_turns else self.config.window)
         if not self.config.speaker_pool:
             return read
