@@ -225,9 +225,9 @@ def fusion_config(encoder: str, options: dict, lr: float, seed: int, args,
     from erc.recipes import FusionConfig
     from erc.settings import before_options
 
-    effective = FusionConfig(**options).to_dict()
-    effective = {k: v for k, v in effective.items()
-                 if before_options(FusionConfig).get(k, object()) != v}
+    earlier = before_options(FusionConfig)
+    effective = {k: v for k, v in FusionConfig(**options).to_dict().items()
+                 if k not in earlier or earlier[k] != v}
     config = {"encoder": encoder, "options": effective, "lr": lr,
               "seed": seed, "epochs": args.epochs, "patience": args.patience,
               "batch_size": args.batch_size, "recipe": fusion_recipe_options(extra or {})}

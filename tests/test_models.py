@@ -618,14 +618,16 @@ def test_speaker_means_pool_own_and_other_speakers():
                 torch.testing.assert_close(others[b, t], expected)
 
 
+@pytest.mark.parametrize("option", ["speaker_pool", "speaker_state"])
 @pytest.mark.parametrize("bidirectional", [False, True])
-def test_speaker_pool_reads_who_said_what_and_keeps_streaming_causal(bidirectional):
+def test_speaker_options_read_who_said_what_and_keep_streaming_causal(option, bidirectional):
     torch.manual_seed(0)
-    model = FusionModel(FusionConfig(dims=DIMS, n_classes=4, mixer="gru", speaker_pool=True,
+    model = FusionModel(FusionConfig(dims=DIMS, n_classes=4, mixer="gru", **{option: True},
                                      bidirectional=bidirectional)).eval()
     feats, pres, valid = _batch([8], present=1.0)
     roles = torch.tensor([speaker_order(list("ABABABAB"))])
-    assert model.readout(feats, pres, valid, roles).shape == (1, 8, 3 * model.d_model)
+    width = 3 * model.d_model if option == "speaker_pool" else model.d_model
+    assert model.readout(feats, pres, valid, roles).shape == (1, 8, width)
     out = model(feats, pres, valid, roles)
     # Names do not matter, who said which turn does.
     torch.testing.assert_close(model(feats, pres, valid, torch.tensor([speaker_order(list("XYXYXYXY"))])), out)
@@ -640,7 +642,7 @@ def test_speaker_pool_reads_who_said_what_and_keeps_streaming_causal(bidirection
     with pytest.raises(ValueError, match="speaker roles"):
         model(feats, pres, valid)
     with pytest.raises(ValueError, match="isolate_turns"):
-        FusionModel(FusionConfig(dims=DIMS, speaker_pool=True, isolate_turns=True))
+        FusionModel(FusionConfig(dims=DIMS, **{option: True}, isolate_turns=True))
 
 
 def test_speaker_sequences_carry_each_speakers_state_over_their_own_turns_alone():
@@ -654,27 +656,6 @@ def test_speaker_sequences_carry_each_speakers_state_over_their_own_turns_alone(
     for b, turns in ((0, [0, 2, 5]), (0, [1, 3, 4]), (1, [0, 1, 3]), (1, [2])):
         alone = gru(h[b, turns].unsqueeze(0))[0][0]  # the speaker's turns as one sequence
         torch.testing.assert_close(out[b, turns], alone)
-
-
-@pytest.mark.parametrize("bidirectional", [False, True])
-def test_speaker_state_reads_who_said_what_and_keeps_streaming_causal(bidirectional):
-    torch.manual_seed(0)
-    model = FusionModel(FusionConfig(dims=DIMS, n_classes=4, mixer="gru", speaker_state=True,
-                                     bidirectional=bidirectional)).eval()
-    feats, pres, valid = _batch([8], present=1.0)
-    roles = torch.tensor([speaker_order(list("ABABABAB"))])
-    out = model(feats, pres, valid, roles)
-    torch.testing.assert_close(model(feats, pres, valid, torch.tensor([speaker_order(list("XYXYXYXY"))])), out)
-    assert not torch.allclose(model(feats, pres, valid, torch.tensor([speaker_order(list("AABBAABB"))])), out)
-    poked = {m: v.clone() for m, v in feats.items()}
-    poked["text"][0, 5] += 3.0 * torch.randn(24)
-    changed = model(poked, pres, valid, roles)
-    if bidirectional:
-        assert not torch.allclose(changed[0, :5], out[0, :5])
-    else:
-        torch.testing.assert_close(changed[0, :5], out[0, :5])  # streaming: the past never moves
-    with pytest.raises(ValueError, match="isolate_turns"):
-        FusionModel(FusionConfig(dims=DIMS, speaker_state=True, isolate_turns=True))
 
 
 def test_a_saved_model_without_a_later_setting_loads_with_the_value_it_was_trained_with(

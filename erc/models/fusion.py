@@ -250,10 +250,11 @@ class FusionModel(nn.Module):
         ``speaker_pool``) before its layer norm.
         features m -> (B, T, d_m); present m -> (B, T) bool; valid (B, T) bool (False on
         padding, which follows a dialogue's turns); roles (B, T) long, the speaker role of
-        each turn (``speaker_order``; required when the model has ``speaker_roles`` or
-        ``speaker_pool``)."""
+        each turn (``speaker_order``; required when the model has ``speaker_roles``,
+        ``speaker_pool`` or ``speaker_state``)."""
         x = self.input_proj(self.dropout(self.tokens(features, present)))
-        if (self.config.speaker_roles or self.config.speaker_pool) and roles is None:
+        if (self.config.speaker_roles or self.config.speaker_pool or self.config.speaker_state) \
+                and roles is None:
             raise ValueError("this model uses speaker roles: pass roles (B, T)")
         if self.config.speaker_roles:
             x = x + self.roles(roles.clamp(0, self.config.speaker_roles - 1))
