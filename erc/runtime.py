@@ -47,6 +47,10 @@ OFFLINE_ENV = {
     # Ray Train tees a worker's print() into its logger too: each line reached the driver twice
     "RAY_TRAIN_ENABLE_PRINT_PATCH": "0",
 }
+# Defaults for the embedded Ray only. Ray Train's controller checks its workers every 2 s
+# and waits out that interval at each step of a run's start and end: on one machine a
+# short fit spent about 5 s of its 12 there (bench/train_overhead.py).
+EMBEDDED_ENV = {"RAY_TRAIN_HEALTH_CHECK_INTERVAL_S": "0.25"}
 
 
 def apply_offline_env() -> None:
@@ -267,6 +271,8 @@ def connect(address: str | None = None, num_cpus: int | None = None,
         console.attach_to_ray()
         return f"ray cluster at {address}"
     global _embedded, _temp_dir
+    for key, value in EMBEDDED_ENV.items():
+        os.environ.setdefault(key, value)
     _temp_dir = tempfile.mkdtemp(prefix="ray-", dir="/tmp")
     with _home_for_ray_processes():
         ray.init(

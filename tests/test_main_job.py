@@ -136,7 +136,7 @@ def test_the_main_job_fine_tunes_the_text_encoder_before_fusion(tmp_path):
     config = tmp_path / "run.yaml"
     config.write_text(
         f"output_dir: {tmp_path / 'run'}\ncorpus: {{path: {manifest.name}}}\n"
-        "train:\n  epochs: 2\n  text_tokens: both\n"
+        "train:\n  epochs: 2\n  text_tokens: both\n  choose_speaker_pool: false\n"
         "  text_training: {epochs: 1, inputs: window, future_turns: 2, max_length: 64}\n")
     done = _run(config, tmp_path)
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]

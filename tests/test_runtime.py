@@ -22,6 +22,20 @@ def test_embedded_ray_is_on_loopback(ray_local):
 
 
 @pytest.mark.slow
+def test_the_embedded_ray_processes_get_the_embedded_defaults(ray_local):
+    """Ray Train's controller reads its health-check interval from its own environment."""
+    import os
+
+    import ray
+
+    from erc.runtime import EMBEDDED_ENV
+
+    for key, value in EMBEDDED_ENV.items():
+        expected = os.environ.get(key) or value  # the user's own value wins over erc's
+        assert ray.get(ray.remote(lambda key=key: os.environ.get(key)).remote()) == expected
+
+
+@pytest.mark.slow
 def test_the_embedded_ray_leaves_no_session_folder_behind():
     from pathlib import Path
 
