@@ -112,6 +112,7 @@ ROWS = {
     "bi-mamba+pool": ({**MAMBA, "speaker_pool": True}, 1e-3),
     "bi-gru+state": ({"speaker_state": True}, 1e-3),
     "bi-gru+pool+state": ({"speaker_pool": True, "speaker_state": True}, 1e-3),
+    "bi-gru+pool+tdrop": ({"speaker_pool": True, "turn_dropout": 0.2}, 1e-3),
 }
 # `erc train fusion`'s own choice between two ROWS (its default, choose_speaker_pool): in
 # every fold and seed, the model of the pair whose selection score is better, by the rule
