@@ -40,7 +40,7 @@ MAX_CLIP_SECONDS = 60.0  # an utterance longer than this is a mis-cut clip (inge
 MIN_CLIP_SECONDS = 0.1  # an utterance shorter than this is too short to embed (ingest and decode)
 # Frozen text tokens read the encoder's last 4 layers, each mean-pooled and unit-normalised,
 # concatenated: better than the sentence vector on the selection split of both corpora
-# (README, "Accuracy"). Used by `erc train fusion --text st:...` and the main job's pass.
+# (bench/RESULTS.md). Used by `erc train fusion --text st:...` and the main job's pass.
 TEXT_LAYERS = 4
 FLAT = {"flatten": True}
 
@@ -242,7 +242,7 @@ class FusionRecipe:
     """``erc train fusion``: the fusion model, its training loop and its data settings."""
     model: FusionConfig = _flat(FusionConfig)
     # Weight averaging over about an epoch: on MELD it lifts the selection score by 0.01 and
-    # steadies the model across seeds (README, "Accuracy").
+    # steadies the model across seeds (bench/RESULTS.md).
     loop: TrainConfig = field(default_factory=lambda: TrainConfig(epochs=20, batch_size=8, lr=1e-3,
                                                                   average_epochs=1.0),
                               metadata=FLAT)
@@ -261,7 +261,7 @@ class FusionInputs:
     """What ``erc train fusion`` (and ``erc tune fusion``) reads besides the corpus."""
     text: str = "st:all-MiniLM-L6-v2"  # text tokens: finetuned:MODEL_DIR | st:MODEL (frozen) | parquet:PATH[#column]
     text_layers: Count = TEXT_LAYERS  # st: vectors read the frozen encoder's last N layers, each mean-pooled and unit-normalised, concatenated (1: the model's sentence vector)
-    second_text: str | None = None  # a second text token per turn, same forms as text (st:all-MiniLM-L6-v2 beside finetuned:DIR: MELD's best recipe in the README)
+    second_text: str | None = None  # a second text token per turn, same forms as text (st:all-MiniLM-L6-v2 beside finetuned:DIR: the fine-tuned MELD recipe of bench/RESULTS.md)
     features: str | None = None  # feature folder of `erc preprocess` (speaker and face vectors)
     speaker_adapter: str | None = None  # adapter model folder for the speaker vectors
     face_adapter: str | None = None  # adapter model folder for the face vectors

@@ -61,7 +61,7 @@ def layer_vectors(model, texts: list[str], layers: int, batch_size: int = 64) ->
     """(len(texts), layers * width) float32: for each of the last ``layers`` layers of a
     SentenceTransformer's encoder, the mean over the text's tokens, unit-normalised, then
     concatenated (oldest layer first). The layers below the top one carry emotion that the
-    sentence vector, trained for similarity of meaning, reads less of (README, "Accuracy");
+    sentence vector, trained for similarity of meaning, reads less of (bench/RESULTS.md);
     ``layers=1`` equals the model's own vector only for a mean-pooling, normalising model
     such as all-MiniLM-L6-v2."""
     return _pooled_passes(model, texts, layers, batch_size, normalize_top=False)[1]
