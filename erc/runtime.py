@@ -49,7 +49,7 @@ OFFLINE_ENV = {
 }
 # Defaults for the embedded Ray only. Ray Train's controller checks its workers every 2 s
 # and waits out that interval at each step of a run's start and end: on one machine a
-# short fit spent about 5 s of its 12 there (bench/train_overhead.py).
+# short fit spent about 4 s of its 12 there (bench/train_overhead.py).
 EMBEDDED_ENV = {"RAY_TRAIN_HEALTH_CHECK_INTERVAL_S": "0.25"}
 
 
