@@ -47,18 +47,6 @@ def _decoded(clips: int):
         table.select(["utterance_id", "text", "media_path", "audio_path", "start_s", "end_s"]))
 
 
-def _clips_of(decoded) -> list[list[np.ndarray]]:
-    """Each row's sampled frames, as the face stage reads them."""
-    clips = []
-    for i in range(decoded.num_rows):
-        shape = decoded.column("_frame_shape")[i].as_py()
-        if not shape:
-            continue
-        stack = np.frombuffer(decoded.column("_frames")[i].as_py(), dtype=np.uint8)
-        clips.append(list(stack.reshape(-1, *shape)))
-    return clips
-
-
 def _pass(detector, embedder, batches: list[list[list[np.ndarray]]], by_clip: bool):
     """Detection then embedding over every batch; returns (seconds, boxes, vectors)."""
     boxes, vectors = [], []
@@ -94,11 +82,13 @@ def main() -> None:
     args = parser.parse_args()
     sys.path.insert(0, str(REPO))
     from erc.backends.registry import profile_specs, resolve
-    from erc.pipeline.stages import FaceStage
+    from erc.pipeline.stages import FaceStage, sampled_frames
     from erc.runtime import apply_offline_env
 
     apply_offline_env()
-    clips = _clips_of(_decoded(args.clips))
+    decoded = _decoded(args.clips)
+    with_frames = decoded.column("n_frames").to_pylist()
+    clips = [sampled_frames(decoded, i) for i in range(decoded.num_rows) if with_frames[i]]
     specs = profile_specs(args.profile)
     # the stage's own backends; num_cpus=1 gives torch one thread, as in a face actor of 1 CPU
     stage = FaceStage({role: asdict(resolve(specs[role])) for role in FaceStage.roles}, num_cpus=1)

@@ -274,6 +274,13 @@ def _audio_of(batch: pa.Table, i: int) -> np.ndarray:
     return np.frombuffer(batch.column("_audio")[i].as_py(), dtype=np.float32)
 
 
+def sampled_frames(batch: pa.Table, i: int) -> list[np.ndarray]:
+    """Row ``i``'s sampled frames (H, W, 3 uint8 each) from the decode stage's columns."""
+    shape = batch.column("_frame_shape")[i].as_py()
+    stack = np.frombuffer(batch.column("_frames")[i].as_py(), dtype=np.uint8)
+    return list(stack.reshape(-1, *shape))
+
+
 class FaceStage(_ModelStage):
     """Detects every face in every sampled frame and embeds it; one actor owns both models
     so the frames move once. Boxes are in pixels of the original frame."""
@@ -290,11 +297,7 @@ class FaceStage(_ModelStage):
         return [i for i in super().eligible(batch) if n_frames[i]]
 
     def compute(self, batch, rows):
-        clips = []  # each row's sampled frames
-        for i in rows:
-            shape = batch.column("_frame_shape")[i].as_py()
-            stack = np.frombuffer(batch.column("_frames")[i].as_py(), dtype=np.uint8)
-            clips.append(list(stack.reshape(-1, *shape)))
+        clips = [sampled_frames(batch, i) for i in rows]
         frames = [frame for clip in clips for frame in clip]
         owner = [(i, k) for i, clip in zip(rows, clips) for k in range(len(clip))]
         detections = self._by_clip("face_detect", clips, lambda b, lo, hi: b.detect(frames[lo:hi]))
