@@ -47,9 +47,10 @@ OFFLINE_ENV = {
     # Ray Train tees a worker's print() into its logger too: each line reached the driver twice
     "RAY_TRAIN_ENABLE_PRINT_PATCH": "0",
 }
-# Defaults for the embedded Ray only. Ray Train's controller checks its workers every 2 s
-# and waits out that interval at each step of a run's start and end: on one machine a
-# short fit spent about 4 s of its 12 there (bench/train_overhead.py).
+# Defaults for the embedded Ray's processes only (a value the user set wins). Ray Train's
+# controller checks its workers every 2 s and waits out that interval at each step of a
+# run's start and end: on one machine a short fit spent about 4 s of its 12 there
+# (bench/train_overhead.py).
 EMBEDDED_ENV = {"RAY_TRAIN_HEALTH_CHECK_INTERVAL_S": "0.25"}
 
 
@@ -271,8 +272,8 @@ def connect(address: str | None = None, num_cpus: int | None = None,
         console.attach_to_ray()
         return f"ray cluster at {address}"
     global _embedded, _temp_dir
-    for key, value in EMBEDDED_ENV.items():
-        os.environ.setdefault(key, value)
+    # the embedded Ray's own processes get these; this process and any later Ray do not
+    embedded_env = {key: value for key, value in EMBEDDED_ENV.items() if key not in os.environ}
     _temp_dir = tempfile.mkdtemp(prefix="ray-", dir="/tmp")
     with _home_for_ray_processes():
         ray.init(
@@ -285,7 +286,8 @@ def connect(address: str | None = None, num_cpus: int | None = None,
             _temp_dir=_temp_dir,
             configure_logging=False,  # erc.console owns what reaches the console
             log_to_driver=True,
-            runtime_env={"worker_process_setup_hook": "erc.console.quiet_worker_logs"},
+            runtime_env={"worker_process_setup_hook": "erc.console.quiet_worker_logs",
+                         "env_vars": embedded_env},
         )
     _embedded = True
     console.attach_to_ray()

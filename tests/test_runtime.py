@@ -33,6 +33,8 @@ def test_the_embedded_ray_processes_get_the_embedded_defaults(ray_local):
     for key, value in EMBEDDED_ENV.items():
         expected = os.environ.get(key) or value  # the user's own value wins over erc's
         assert ray.get(ray.remote(lambda key=key: os.environ.get(key)).remote()) == expected
+        if expected == value:  # erc's default stays with the embedded Ray, not this process
+            assert key not in os.environ
 
 
 @pytest.mark.slow
