@@ -31,6 +31,7 @@ import difflib
 import functools
 import inspect
 import json
+import math
 import re
 import types
 import typing
@@ -407,11 +408,17 @@ def validate(cls, data: Any, where: str = "config"):
 
     nested = _nest(cls, data, where)
     try:
-        text = json.dumps(nested, default=_unjsonable)
-    except (TypeError, ValueError) as err:  # a YAML date, binary, set; nesting too deep
+        # allow_nan=False: no setting is infinite or NaN (YAML's .inf, .nan); a bound like
+        # ge=0 lets .inf through, and an infinite frame rate or averaging window is no
+        # setting but a crash or a silently untrained model later
+        text = json.dumps(nested, default=_unjsonable, allow_nan=False)
+    except (TypeError, ValueError) as err:  # a YAML date, binary, set; .inf; nesting too deep
         keys = _unjsonable_at(nested) or ()
+        value = _value_at(nested, keys)
+        message = (f"expected a finite number, got {value}"
+                   if isinstance(value, float) and not math.isfinite(value) else str(err))
         keys = {o.path: o.yaml_path for o in options(cls)}.get(keys, keys)
-        raise ConfigError(f"{_at(where, keys)}: {err}") from None
+        raise ConfigError(f"{_at(where, keys)}: {message}") from None
     try:
         return _adapter(cls).validate_json(text, strict=True)
     except ValidationError as err:
@@ -433,13 +440,24 @@ def _unjsonable_at(value: Any, keys: tuple = ()) -> tuple | None:
         items = [(keys + (key,), item) for key, item in value.items()]
     elif isinstance(value, (list, tuple, set)):
         items = [(keys, item) for item in value]
+    elif isinstance(value, float):
+        return None if math.isfinite(value) else keys
     else:
-        return None if isinstance(value, (str, int, float, bool, type(None))) else keys
+        return None if isinstance(value, (str, int, bool, type(None))) else keys
     for at, item in items:
         found = _unjsonable_at(item, at)
         if found is not None:
             return found
     return None
+
+
+def _value_at(value: Any, keys: tuple) -> Any:
+    """The value ``_unjsonable_at`` found at ``keys`` (the first such one in a list)."""
+    for key in keys:
+        value = value.get(key) if isinstance(value, dict) else None
+    if isinstance(value, (list, tuple, set)):
+        return next((item for item in value if _unjsonable_at(item) is not None), None)
+    return value
 
 
 def _unjsonable(value: Any) -> Any:
@@ -537,9 +555,18 @@ def _parser(option: Option):
     if typing.get_origin(base) in (typing.Union, types.UnionType) and len(args) == 1:
         base = args[0]
     if typing.get_origin(_strip_annotated(base)[0]) in (list, tuple):
-        return lambda text: (parse_value(text) if text.strip().startswith("[")
+        return lambda text: (_flag_value(text) if text.strip().startswith("[")
                              else [part.strip() for part in text.split(",") if part.strip()])
-    return parse_value
+    return _flag_value
+
+
+def _flag_value(text: str) -> Any:
+    """``parse_value`` for a flag: a value that is not YAML is argparse's error naming the
+    flag and saying why (not "invalid parse_value value")."""
+    try:
+        return parse_value(text)
+    except ConfigError as err:
+        raise argparse.ArgumentTypeError(str(err)) from None
 
 
 def _show(value: Any) -> str:

@@ -216,6 +216,7 @@ case("meld unknown emotion", lambda t: ingest(meld(t, meld_row(0), meld_row(1, e
      "unknown_label", 2)
 case("meld undecodable bytes", lambda t: ingest(meld(t, meld_row(0), meld_row(1, text=b"Bad \x81\x8d"))),
      "bad_encoding", 2)
+
 case("meld duplicate row", lambda t: ingest(meld(t, meld_row(0), meld_row(0))), "duplicate_id", 2)
 
 
@@ -328,6 +329,21 @@ case("ravdess option overlapping splits", lambda t: ingest(ravdess(t, RAVDESS_OK
      error=("actor 2", "train", "test"))
 case("ravdess option not a mapping", lambda t: ingest(ravdess(t, RAVDESS_OK), *opts("actor_splits=5")),
      error=("actor_splits",))
+
+
+def dailydialog(root: Path, text: bytes, emotions: bytes) -> Path:
+    folder = root / "dailydialog"
+    folder.mkdir()
+    (folder / "dialogues_text.txt").write_bytes(text)
+    (folder / "dialogues_emotion.txt").write_bytes(emotions)
+    return folder
+
+
+# DailyDialog: a dialogue is a line ending at "\n"; a stray "\r" split one in two and set
+# aside (or mislabelled) every later dialogue, read against the next one's labels
+case("dailydialog stray carriage return in a dialogue", lambda t: ingest(dailydialog(
+    t, b"Hi . __eou__ How\r are you ? __eou__\nNo ! __eou__ Why ? __eou__ Go . __eou__\n",
+    b"0 0\n1 5 4\n")), rows_in=5, kept=5, line=False)
 
 # Manifest CSV
 case("manifest unterminated quote", lambda t: ingest(manifest_csv(
@@ -589,7 +605,23 @@ case("config long value is cut", run_config("train: {mixer: '" + "m" * 5000 + "'
      error=("config.yaml", "train.mixer", "..."))
 # a config with no corpus path ingested the working folder as the corpus
 case("config without a corpus", run_config("train: {epochs: 3}\n"), error=("config.yaml", "corpus.path"))
+# .inf passed a bound like ge=0: an averaging window of infinite epochs kept the untrained
+# weights, an infinite frame rate crashed the decoder
+case("config average_epochs .inf", run_config("train: {average_epochs: .inf}\n"),
+     error=("config.yaml", "train.average_epochs", "finite"))
+case("config frame_rate .inf", run_config("preprocess: {frame_rate: .inf}\n"),
+     error=("config.yaml", "preprocess.frame_rate", "finite"))
+case("config resource -.inf in a list", run_config("preprocess: {decode: {concurrency: [1, .inf]}}\n"),
+     error=("config.yaml", "preprocess.decode.concurrency", "finite"))
+case("--average-epochs .inf", lambda t: ["train", "fusion", str(t / "nowhere"), "--out", str(t / "o"),
+                                         "--average-epochs", ".inf"], error=("average_epochs", "finite"))
 case("-o corpus.path empty", lambda t: ["run", "--dry-run", "-o", "corpus.path= "], error=("corpus.path",))
+# said "invalid parse_value value", not why
+case("a flag's value not YAML", lambda t: ["train", "fusion", str(t / "nowhere"), "--out", str(t / "o"),
+                                           "--epochs", "[1"], error=("--epochs", "not valid YAML"))
+# no stage lies between them: the run started Ray, ran nothing and exited 0
+case("--from after --until", lambda t: ["run", "--dry-run", "--from", "train", "--until", "ingest"],
+     error=("--from train", "--until ingest"))
 case("-o in erc run without =", lambda t: ["run", "--dry-run", "-o", "nonsense"], error=("-o 'nonsense'",))
 
 

@@ -118,3 +118,23 @@ def test_an_empty_turn_is_a_problem_not_an_utterance_of_no_text(tmp_path):
     assert [(p["utterance_id"], p["reason"]) for p in result.problems.to_pylist()] == [
         ("dailydialog/train/0/1", "missing_field"), ("dailydialog/train/1/0", "missing_field")]
     assert "turn 1 is empty" in result.problems.to_pylist()[0]["detail"]
+
+
+def test_a_carriage_return_ends_no_dialogue(tmp_path):
+    """A dialogue is a line ending at "\\n": a stray "\\r" inside one split it in two, and a
+    file whose line ends were converted twice ("\\r\\r\\n") read a blank line after each
+    dialogue, so every later dialogue took another line's labels (X and Y below read as
+    joy) or was set aside, with the dialogue ids shifted."""
+    (tmp_path / "dialogues_text.txt").write_bytes(
+        b"A . __eou__ B\r b . __eou__\r\r\nX . __eou__ Y . __eou__\r\r\nP . __eou__ Q . __eou__\r\r\n")
+    (tmp_path / "dialogues_emotion.txt").write_bytes(b"0 0\r\r\n1 1\r\r\n4 4\r\r\n")
+    (tmp_path / "dialogues_act.txt").write_bytes(b"1 1\r\n1 2\r\n1 1\r\n")
+    result = checked(read_corpus(tmp_path, "dailydialog"))
+    rows = by_uid(result.utterances)
+    assert result.problems.num_rows == 0 and result.n_input == 6
+    assert {uid: r["emotion"] for uid, r in rows.items()} == {
+        "dailydialog/train/0/0": "neutral", "dailydialog/train/0/1": "neutral",
+        "dailydialog/train/1/0": "anger", "dailydialog/train/1/1": "anger",
+        "dailydialog/train/2/0": "joy", "dailydialog/train/2/1": "joy"}
+    assert rows["dailydialog/train/0/1"]["text"] == "B  b ."  # the "\r" is no part of the text
+    assert dict(rows["dailydialog/train/1/1"]["meta"]) == {"party": "B", "act": "question"}

@@ -18,7 +18,12 @@ def cmd_run(args) -> int:
     from erc.home import state_dir
     from erc.recipes import load_run_config
     from erc.stages import main as main_job
+    from erc.stages.main import STAGES
 
+    if args.first and args.last and STAGES.index(args.first) > STAGES.index(args.last):
+        # no stage is both at or after --from and at or before --until: nothing would run
+        raise ConfigError(f"--from {args.first} comes after --until {args.last}: no stage "
+                          f"would run (stages in order: {', '.join(STAGES)})")
     config_path = args.config or str(resources.files("erc") / "configs" / SAMPLE_CONFIG)
     given = [(key, value) for key, value in (("output_dir", args.out), ("train.storage", args.storage))
              if value]

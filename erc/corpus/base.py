@@ -233,11 +233,15 @@ def decode_line(raw: bytes) -> tuple[str, str | None]:
         return raw.decode("utf-8", errors="replace"), "undecodable"
 
 
-def read_lines(path: Path, keepends: bool = False) -> list[tuple[str, str | None]]:
+def read_lines(path: Path, keepends: bool = False,
+               lf_only: bool = False) -> list[tuple[str, str | None]]:
     """(text, repair flag of ``decode_line``) of each line of a corpus text file. A UTF-8
     byte order mark (files saved by Windows tools) is taken off the first line: it would
     otherwise stick to the first field, and a first row would no longer parse. A UTF-16
-    file is a CorpusError naming it."""
+    file is a CorpusError naming it. ``lf_only``: a line ends at "\n" alone, the "\r"s
+    before it taken off, for files whose line numbers pair them with a parallel file's
+    lines (a stray "\r" inside a line, or "\r\r\n" from converting line ends twice,
+    would otherwise shift every later line against its labels)."""
     data = path.read_bytes()
     if data.startswith((codecs.BOM_UTF16_LE, codecs.BOM_UTF16_BE)):
         # Its lines would read as text with a NUL between letters: a transcript line would
@@ -248,7 +252,12 @@ def read_lines(path: Path, keepends: bool = False) -> list[tuple[str, str | None
     if head.count(0) * 3 > len(head):  # the same without the mark (or no text at all)
         raise CorpusError(f"{path}: {head.count(0)} of its first {len(head)} bytes are NUL: UTF-16 "
                           f"or UTF-32 text without a byte order mark, or not text; save it as UTF-8")
-    lines = data.splitlines(keepends=keepends)
+    if lf_only:
+        lines = [line.rstrip(b"\r") for line in data.split(b"\n")]
+        if lines and not lines[-1]:
+            lines.pop()  # after the last line break
+    else:
+        lines = data.splitlines(keepends=keepends)
     if lines and lines[0].startswith(codecs.BOM_UTF8):
         lines[0] = lines[0][len(codecs.BOM_UTF8):]
     return [decode_line(raw) for raw in lines]

@@ -113,11 +113,11 @@ def read_dailydialog(path: Path, /, **options) -> IngestResult:
         if not emotion_file.is_file():
             raise CorpusError(f"{emotion_file}: missing (the emotion labels of {text_file})")
         out.sources += [str(text_file), str(emotion_file)]
-        emotions = read_lines(emotion_file)
-        acts = read_lines(act_file) if act_file.is_file() else []
+        emotions = read_lines(emotion_file, lf_only=True)
+        acts = read_lines(act_file, lf_only=True) if act_file.is_file() else []
         if acts:
             out.sources.append(str(act_file))
-        for n, (line, encoding) in enumerate(read_lines(text_file)):
+        for n, (line, encoding) in enumerate(read_lines(text_file, lf_only=True)):
             if not line.strip():
                 continue  # a blank line (the file's last) holds no dialogue
             _read_dialogue(out, split, n, line, encoding, emotions, acts, text_file, opts)
