@@ -456,6 +456,9 @@ case("manifest speaker list literal too deep", lambda t: ingest(manifest_csv(
 # Manifest JSON Lines
 case("jsonl invalid JSON", lambda t: ingest(manifest_jsonl(t, ok_object(0), '{"dialogue_id": "d", "speaker":', ok_object(2))),
      "malformed_row", 3, kept=2)
+# "\r" is JSON whitespace: the record was cut in two malformed rows
+case("jsonl a record with a carriage return between its keys", lambda t: ingest(manifest_jsonl(
+    t, ok_object(0), '{"dialogue_id": "d",\r "speaker": "Bob", "text": "Hi."}')), rows_in=2, kept=2)
 case("jsonl an array, not an object", lambda t: ingest(manifest_jsonl(t, ok_object(0), ["d", "Ann", "Hi"])),
      "malformed_row", 2)
 case("jsonl nested 100000 deep", lambda t: ingest(manifest_jsonl(t, ok_object(0), "[" * 100000 + "]" * 100000)),

@@ -209,6 +209,31 @@ def test_control_characters_leave_the_text_of_every_reader(tmp_path):
     assert collector.result().utterances.column("text").to_pylist() == [None]
 
 
+def test_a_carriage_return_inside_a_line_cuts_no_record(tmp_path):
+    """Files of one record a line end a line at "\n" alone: a stray "\r" cut an IEMOCAP
+    transcript line, the words after it dropped without a word, and a JSON line holding
+    "\r" as whitespace between its keys was read as two malformed rows."""
+    dialog = tmp_path / "IEMOCAP_full_release" / "Session1" / "dialog"
+    (dialog / "transcriptions").mkdir(parents=True)
+    (dialog / "EmoEvaluation").mkdir(parents=True)
+    (dialog / "transcriptions" / "Ses01F_impro01.txt").write_bytes(
+        b"Ses01F_impro01_F000 [001.0000-002.0000]: Hello\r there.\r\n"
+        b"Ses01F_impro01_M000 [002.0000-003.0000]: Fine.\r\r\n")
+    (dialog / "EmoEvaluation" / "Ses01F_impro01.txt").write_bytes(
+        b"[1.0 - 2.0]\tSes01F_impro01_F000\tneu\t[2.5, 2.5, 2.5]\r\n"
+        b"[2.0 - 3.0]\tSes01F_impro01_M000\tang\t[2.5, 2.5, 2.5]\r\n")
+    result = checked(read_corpus(tmp_path / "IEMOCAP_full_release", keep_missing_media=True))
+    rows = by_uid(result.utterances)
+    assert rows["iemocap/Ses01F_impro01_F000"]["text"] == "Hello  there."
+    assert rows["iemocap/Ses01F_impro01_M000"]["emotion"] == "angry"
+    jsonl = tmp_path / "m.jsonl"
+    jsonl.write_bytes(b'{"dialogue_id": "d",\r "speaker": "Ann", "text": "Hi."}\n'
+                      b'{"dialogue_id": "d", "speaker": "Bob", "text": "Yo."}\r\n')
+    result = checked(read_corpus(jsonl))
+    assert result.problems.num_rows == 0 and result.n_input == 2
+    assert [r["speaker"] for r in result.utterances.to_pylist()] == ["Ann", "Bob"]
+
+
 def test_a_text_without_a_word_is_no_text(tmp_path):
     """A transcript of emoji, punctuation or symbols alone was kept as text: embedded by the
     text model and compared with the ASR. It is now no text, as a blank one is (counted as a

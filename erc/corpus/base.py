@@ -239,9 +239,10 @@ def read_lines(path: Path, keepends: bool = False,
     byte order mark (files saved by Windows tools) is taken off the first line: it would
     otherwise stick to the first field, and a first row would no longer parse. A UTF-16
     file is a CorpusError naming it. ``lf_only``: a line ends at "\n" alone, the "\r"s
-    before it taken off, for files whose line numbers pair them with a parallel file's
-    lines (a stray "\r" inside a line, or "\r\r\n" from converting line ends twice,
-    would otherwise shift every later line against its labels)."""
+    before it taken off, for files of one record a line: a stray "\r" inside a line
+    would otherwise cut its record in two (the rest of an IEMOCAP transcript line lost,
+    a JSON line holding "\r" as whitespace two malformed rows) and, with "\r\r\n" from
+    converting line ends twice, shift every later DailyDialog line against its labels."""
     data = path.read_bytes()
     if data.startswith((codecs.BOM_UTF16_LE, codecs.BOM_UTF16_BE)):
         # Its lines would read as text with a NUL between letters: a transcript line would

@@ -163,7 +163,7 @@ def looks_like_release(path: Path) -> bool:
 def _read_lines(path: Path) -> list[tuple[int, str, str | None]]:
     """(line number, text, repair flag) for each non-empty line."""
     lines = []
-    for number, (text, flag) in enumerate(read_lines(path), start=1):
+    for number, (text, flag) in enumerate(read_lines(path, lf_only=True), start=1):
         if text.strip():
             lines.append((number, text.strip(), flag))
     return lines

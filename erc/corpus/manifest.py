@@ -92,7 +92,8 @@ def read_records(path: Path, max_field_bytes: int = ReaderOptions.max_field_byte
     elif suffix == ".json":
         yield from json_records(path, records)
     elif suffix in (".jsonl", ".ndjson"):
-        for number, (text, flag) in enumerate(read_lines(path), start=1):
+        # a line ends at "\n": a "\r" inside one is JSON whitespace, not a second record
+        for number, (text, flag) in enumerate(read_lines(path, lf_only=True), start=1):
             if not text.strip():
                 continue
             try:
