@@ -113,13 +113,16 @@ ROWS = {
     "bi-gru+state": ({"speaker_state": True}, 1e-3),
     "bi-gru+pool+state": ({"speaker_pool": True, "speaker_state": True}, 1e-3),
     "bi-gru+pool+tdrop": ({"speaker_pool": True, "turn_dropout": 0.2}, 1e-3),
+    "bi-gru+ls": ({}, 1e-3, {"label_smoothing": 0.1}),
+    "bi-gru+pool+ls": ({"speaker_pool": True}, 1e-3, {"label_smoothing": 0.1}),
 }
 # `erc train fusion`'s own choice between two ROWS (its default, choose_speaker_pool): in
 # every fold and seed, the model of the pair whose selection score is better, by the rule
 # the command applies (erc.train.fitting.chosen_candidate); the pair trains as its rows do.
 CHOICE_ROWS = {"bi-gru-or-pool": {"speaker-pool": "bi-gru+pool", "no-speaker-pool": "bi-gru"},
                "state-or-pool+state": {"speaker-pool": "bi-gru+pool+state",
-                                       "no-speaker-pool": "bi-gru+state"}}
+                                       "no-speaker-pool": "bi-gru+state"},
+               "ls-or-pool+ls": {"speaker-pool": "bi-gru+pool+ls", "no-speaker-pool": "bi-gru+ls"}}
 DEFAULT_ROW = "bi-gru-or-pool"  # `erc train fusion` with every option at its default
 DEFAULT_ROWS = list(ROWS)[:5]  # the first readout, causal and bidirectional Mamba, without averaging, the default
 
@@ -207,6 +210,7 @@ def model_key(corpus: str, fold: str, config: dict, args, data: str) -> str:
 
 # The recipe options (beside the model's) that a row may set.
 RECIPE_OPTIONS = ("class_weight_power", "weight_decay", "average_epochs")
+LATER_RECIPE_OPTIONS = ("label_smoothing",)  # added since models were cached: named only when set
 
 
 def fusion_recipe_options(extra: dict) -> dict:
@@ -214,8 +218,10 @@ def fusion_recipe_options(extra: dict) -> dict:
     from erc.recipes import FusionRecipe
 
     defaults = FusionRecipe()
-    return {k: extra.get(k, getattr(defaults.loop if hasattr(defaults.loop, k) else defaults, k))
-            for k in RECIPE_OPTIONS}
+    options = {k: extra.get(k, getattr(defaults.loop if hasattr(defaults.loop, k) else defaults, k))
+               for k in RECIPE_OPTIONS}
+    return options | {k: extra[k] for k in LATER_RECIPE_OPTIONS
+                      if extra.get(k, getattr(defaults, k)) != getattr(defaults, k)}
 
 
 def fusion_config(encoder: str, options: dict, lr: float, seed: int, args,

@@ -248,6 +248,9 @@ class FusionRecipe:
                               metadata=FLAT)
     splits: Splits = _flat(Splits)
     class_weight_power: Annotated[float, Field(ge=0, le=2)] = 0.5  # class weights (N / (C n_c)) ** power; 0 = unweighted
+    label_smoothing: Annotated[float, Field(ge=0, lt=1)] = field(default=0.0, metadata={"help": (
+        "share of each target's probability spread evenly over the classes in the loss "
+        "(0: none; bench/RESULTS.md)")})
     choose_speaker_pool: bool = field(default=True, metadata={"tunable": False, "help": (
         "train the model with and without speaker_pool and keep the one with the better "
         "early-stopping score (dev, or the selection slice): IEMOCAP's selection split "

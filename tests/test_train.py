@@ -86,6 +86,33 @@ def dialogue_data(n_train=200, n_dev=40, future=False):
     return data
 
 
+def test_label_smoothing_is_the_loss_against_softened_targets():
+    """``label_smoothing`` (``erc train fusion --label-smoothing``) reaches the fusion loss:
+    the loss is 1 - s of the class-weighted cross-entropy plus s of the mean over the
+    classes of each class's weighted cross-entropy (torch's weighted smoothing)."""
+    import torch
+
+    from erc.models.fusion import FusionConfig
+    from erc.train.tasks import FusionTask
+
+    data = dialogue_data(n_train=6, n_dev=2)
+    model_config = FusionConfig(modalities=["text"], dims={"text": 12}, labels=data.labels,
+                                n_classes=3, mixer="gru").to_dict()
+    tasks = {s: FusionTask({"model": model_config, "class_weight_power": 1.0, "label_smoothing": s},
+                           data, train=None) for s in (0.0, 0.3)}
+    torch.manual_seed(0)
+    model = tasks[0.0].build_model().eval()
+    batch = next(tasks[0.0].train_batches(np.random.default_rng(0), 6, 0, 1))
+    losses = {s: float(task.loss(model, batch, "cpu")) for s, task in tasks.items()}
+    logits = model(**{k: batch[k] for k in ("features", "present", "valid", "roles")})
+    log_p, y = torch.log_softmax(logits[batch["valid"]], -1), batch["y"][batch["valid"]]
+    w = tasks[0.0].weights
+    picked = -log_p.gather(1, y[:, None])[:, 0]
+    want = float(((0.7 * w[y] * picked) + 0.3 / 3 * -(w * log_p).sum(-1)).sum() / w[y].sum())
+    assert losses[0.3] == pytest.approx(want, rel=1e-5)
+    assert abs(losses[0.3] - losses[0.0]) > 1e-3
+
+
 @pytest.mark.slow
 def test_two_workers_match_one_worker(ray_local, tmp_path):
     from erc.models.fusion import FusionConfig

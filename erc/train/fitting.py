@@ -69,9 +69,11 @@ def train_fusion(table: pa.Table, spec: Mapping[str, dict], out_dir: str | Path,
                                 labels=data.labels, n_classes=len(data.labels))
 
     def train(candidate, folder: Path, loop: TrainConfig, run_key: str | None) -> TrainOutcome:
-        return fit("fusion", {"model": candidate.to_dict(),
-                              "class_weight_power": recipe.class_weight_power,
-                              "features": dict(spec)},
+        config = {"model": candidate.to_dict(), "class_weight_power": recipe.class_weight_power,
+                  "features": dict(spec)}
+        if recipe.label_smoothing:  # absent at 0, so earlier runs' fingerprints still match
+            config["label_smoothing"] = recipe.label_smoothing
+        return fit("fusion", config,
                    data, loop, folder, address=address, key=run_key, fresh=fresh)
 
     loop = loop_config(recipe.loop, out_dir)

@@ -226,7 +226,8 @@ class FusionTask:
         logits = model(**_to(batch, device))
         y = batch["y"].to(device)
         losses = F.cross_entropy(logits.reshape(-1, logits.shape[-1]), y.reshape(-1),
-                                 weight=self.weights.to(device), ignore_index=-1, reduction="sum")
+                                 weight=self.weights.to(device), ignore_index=-1, reduction="sum",
+                                 label_smoothing=self.config.get("label_smoothing", 0.0))
         return losses / batch["norm"]
 
     @torch.no_grad()
