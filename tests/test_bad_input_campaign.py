@@ -302,6 +302,9 @@ case("iemocap release no media", lambda t: ingest(release(
 case("iemocap release option session split empty", lambda t: ingest(release(
     t, [utt_line("F000")], [emo_line("F000")], wavs=["F000"]), *opts('session_splits={1: ""}')),
     error=("session_splits",))
+case("iemocap release option session split blank", lambda t: ingest(release(
+    t, [utt_line("F000")], [emo_line("F000")], wavs=["F000"]), *opts("session_splits={1: '  '}")),
+    error=("session_splits.1", "no split name"))
 case("iemocap release option session_splits a list", lambda t: ingest(release(
     t, [utt_line("F000")], [emo_line("F000")], wavs=["F000"]), *opts("session_splits=[1, 2]")),
     error=("session_splits",))
@@ -327,6 +330,9 @@ case("ravdess option range too wide", lambda t: ingest(ravdess(t, RAVDESS_OK),
 case("ravdess option overlapping splits", lambda t: ingest(ravdess(t, RAVDESS_OK),
                                                            *opts("actor_splits={train: 1-3, test: 2-4}")),
      error=("actor 2", "train", "test"))
+# a split of no name: its rows were kept where no role (train, dev) finds them
+case("ravdess option split of no name", lambda t: ingest(ravdess(t, RAVDESS_OK), *opts("actor_splits={' ': 1-24}")),
+     error=("actor_splits", "no split name"))
 case("ravdess option not a mapping", lambda t: ingest(ravdess(t, RAVDESS_OK), *opts("actor_splits=5")),
      error=("actor_splits",))
 

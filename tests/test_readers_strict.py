@@ -234,6 +234,30 @@ def test_a_carriage_return_inside_a_line_cuts_no_record(tmp_path):
     assert [r["speaker"] for r in result.utterances.to_pylist()] == ["Ann", "Bob"]
 
 
+def test_split_names_of_reader_options_are_read_as_the_manifest_reads_its_split_column(tmp_path):
+    """A split named " train" in actor_splits or session_splits kept its rows in a split
+    of its own, which the train role never finds; a blank name kept them in no split."""
+    ravdess = tmp_path / "ravdess" / "Actor_01"
+    ravdess.mkdir(parents=True)
+    (ravdess / "03-01-01-01-01-01-01.wav").write_bytes(b"RIFF")
+    result = checked(read_corpus(tmp_path / "ravdess", actor_splits={" train ": "1-24"}))
+    assert result.utterances.column("split").to_pylist() == ["train"]
+    with pytest.raises(ConfigError, match="actor_splits: '' is no split name"):
+        read_corpus(tmp_path / "ravdess", actor_splits={"": "1-24"})
+    dialog = tmp_path / "IEMOCAP_full_release" / "Session1" / "dialog"
+    (dialog / "transcriptions").mkdir(parents=True)
+    (dialog / "EmoEvaluation").mkdir(parents=True)
+    (dialog / "transcriptions" / "Ses01F_impro01.txt").write_text(
+        "Ses01F_impro01_F000 [001.0000-002.0000]: Hello.\n")
+    (dialog / "EmoEvaluation" / "Ses01F_impro01.txt").write_text(
+        "[1.0 - 2.0]\tSes01F_impro01_F000\tneu\t[2.5, 2.5, 2.5]\n")
+    release = tmp_path / "IEMOCAP_full_release"
+    result = checked(read_corpus(release, session_splits={1: "dev "}, keep_missing_media=True))
+    assert result.utterances.column("split").to_pylist() == ["dev"]
+    with pytest.raises(ConfigError, match="session_splits.1: ' ' is no split name"):
+        read_corpus(release, session_splits={1: " "})
+
+
 def test_a_text_without_a_word_is_no_text(tmp_path):
     """A transcript of emoji, punctuation or symbols alone was kept as text: embedded by the
     text model and compared with the ASR. It is now no text, as a blank one is (counted as a

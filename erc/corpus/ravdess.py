@@ -50,6 +50,10 @@ def parse_actor_ranges(spec: dict[str, str | int]) -> dict[int, str]:
     ConfigError names the split whose ranges are not actor numbers 1-99."""
     actors: dict[int, str] = {}
     for split, ranges in spec.items():
+        if not split.strip():  # rows in a split of no name: no role (train, dev) finds them
+            raise ConfigError(f"reader options of ravdess: actor_splits: {preview(split)} is no "
+                              f"split name")
+        split = split.strip()  # " train" is train, not a split of its own
         for part in str(ranges).split(","):
             match = _RANGE.fullmatch(part)
             lo, hi = (int(match.group(1)), int(match.group(2) or match.group(1))) if match else (0, 0)
