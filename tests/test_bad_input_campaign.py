@@ -318,6 +318,9 @@ case("ravdess media path is a folder", lambda t: ingest(ravdess(
     t, RAVDESS_OK, dirs=["03-01-05-01-01-01-01.wav"])), "media_not_a_file", 3, line=False)
 case("ravdess bad file name", lambda t: ingest(ravdess(t, RAVDESS_OK + ["03-01-01-01.flac"])),
      "bad_filename", 3, line=False)
+# "\d" matched other scripts' digits: actor 12 kept under a second name, Actor_١٢
+case("ravdess actor in Arabic-Indic digits", lambda t: ingest(ravdess(t, RAVDESS_OK + ["03-01-01-01-01-01-\u0661\u0662.flac"])),
+     "bad_filename", 3, line=False, kept=2)
 case("ravdess emotion code 09", lambda t: ingest(ravdess(t, RAVDESS_OK + ["03-01-09-01-01-01-01.flac"])),
      "unknown_label", 3, line=False)
 case("ravdess actor in no split", lambda t: ingest(ravdess(t, RAVDESS_OK + ["03-01-01-01-01-01-30.flac"])),

@@ -32,7 +32,8 @@ INTENSITIES = {"01": "normal", "02": "strong"}
 MEDIA_SUFFIXES = {".wav", ".flac", ".mp4", ".mp3", ".ogg"}
 MAX_ACTOR = 99  # actors are two digits in the file names
 
-_NAME = re.compile(r"^(\d\d)-(\d\d)-(\d\d)-(\d\d)-(\d\d)-(\d\d)-(\d\d)$")
+# ASCII digits: "\d" also matched "١٢", actor 12 under a second name (Actor_١٢)
+_NAME = re.compile(r"^([0-9]{2})-([0-9]{2})-([0-9]{2})-([0-9]{2})-([0-9]{2})-([0-9]{2})-([0-9]{2})$")
 _RANGE = re.compile(r"\s*([0-9]{1,2})\s*(?:-\s*([0-9]{1,2})\s*)?")
 
 
