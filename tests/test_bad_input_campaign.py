@@ -411,6 +411,15 @@ def corpus_file_loop(build: Callable[[Path], Path], name: str, *flags: str) -> C
     return build_loop
 
 
+# macOS's AppleDouble file beside the manifest (a corpus copied from a Mac) stopped the
+# ingest as "not text"; the other readers pass ._* files over
+case("manifest folder holds an AppleDouble ._ file", lambda t: ingest(
+    _beside(manifest_csv(t, ok_row(0), ok_row(1)), "._m.csv", b"\x00\x05\x16\x07" + b"\x00" * 4000),
+    "--format", "manifest"), rows_in=2, kept=2)
+# a folder named erc-mapping.yaml was passed over: the corpus read unmapped
+case("manifest folder's erc-mapping.yaml is a folder", lambda t: ingest(
+    _beside(manifest_csv(t, ok_row(0)), "erc-mapping.yaml", None), "--format", "manifest"),
+    error=("erc-mapping.yaml", "is a folder"))
 case("manifest folder file is a link loop", corpus_file_loop(
     lambda t: manifest_csv(t, ok_row(0)).parent, "other.csv", "--format", "manifest"),
     error=("other.csv", "leads to no file"))
@@ -569,6 +578,15 @@ def _corrupt_parquet(t: Path) -> Path:
     folder.mkdir()
     (folder / "m.parquet").write_bytes(b"PAR1" + os.urandom(64) + struct.pack("<i", 999) + b"PAR1")
     return folder / "m.parquet"
+
+
+def _beside(manifest: Path, name: str, data: bytes | None) -> Path:
+    """The manifest's folder, with file ``name`` of ``data`` (None: a folder) beside it."""
+    if data is None:
+        (manifest.parent / name).mkdir()
+    else:
+        (manifest.parent / name).write_bytes(data)
+    return manifest.parent
 
 
 def _bytes_file(t: Path, name: str, data: bytes) -> Path:

@@ -49,6 +49,7 @@ from erc.corpus.base import (
     IngestResult,
     ReaderOptions,
     RowCollector,
+    check_file,
     media_problem,
     read_csv_records,
     read_lines,
@@ -274,6 +275,8 @@ def read_manifest(path: Path, /, mapping: str | Path | dict | None = None,
         raise CorpusError(f"{path}: not a regular file or a folder; name a manifest file or "
                           f"the folder holding the manifests")
     folder = path if path.is_dir() else path.parent
+    if mapping is None and path.is_dir():
+        check_file(path / MAPPING_FILE)  # a folder by its name: not read, the labels unmapped
     if mapping is None and has_mapping_file(path):
         mapping = path / MAPPING_FILE
     if isinstance(mapping, (str, Path)):

@@ -155,13 +155,12 @@ class ManifestMapping(ReaderOptions):
         if self.files is None:
             if path.is_file():
                 return [_by_name(path, folder)]
-            named = [p for p in sorted(folder.iterdir()) if p.suffix.lower() in MANIFEST_SUFFIXES]
+            named = [p for p in sorted(folder.iterdir()) if _manifest_name(p)]
             for sub in sorted(folder.iterdir()):
                 # a folder train/ or valid/ of manifests; not an output folder of erc's
                 if (sub.name.casefold() in SPLIT_WORDS and sub.is_dir()
                         and not (sub / OUTPUT_MARKER).exists()):
-                    named += [p for p in sorted(sub.iterdir())
-                              if p.suffix.lower() in MANIFEST_SUFFIXES]
+                    named += [p for p in sorted(sub.iterdir()) if _manifest_name(p)]
             for file in named:
                 check_file(file)
             found = [_by_name(p, folder) for p in named if p.is_file()]
@@ -352,6 +351,13 @@ class ManifestFile(NamedTuple):
     # "files" (the mapping's files: names the split: it wins over a split column), "name"
     # (a split word as its stem or folder: a split column wins), or None
     origin: str | None = None
+
+
+def _manifest_name(file: Path) -> bool:
+    """A file a folder's manifests are among: a manifest suffix, and not macOS's
+    AppleDouble metadata ``._train.csv`` (binary, left by copying to other file systems;
+    the MELD, IEMOCAP and RAVDESS readers pass them over too)."""
+    return file.suffix.lower() in MANIFEST_SUFFIXES and not file.name.startswith("._")
 
 
 def split_of_name(file: Path, folder: Path) -> str | None:
