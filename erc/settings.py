@@ -412,11 +412,15 @@ def validate(cls, data: Any, where: str = "config"):
         # ge=0 lets .inf through, and an infinite frame rate or averaging window is no
         # setting but a crash or a silently untrained model later
         text = json.dumps(nested, default=_unjsonable, allow_nan=False)
+        if _unjsonable_at(nested) is not None:  # a whole number JSON holds, no setting does
+            raise ValueError("out of range")
     except (TypeError, ValueError) as err:  # a YAML date, binary, set; .inf; nesting too deep
         keys = _unjsonable_at(nested) or ()
         value = _value_at(nested, keys)
         message = (f"expected a finite number, got {value}"
-                   if isinstance(value, float) and not math.isfinite(value) else str(err))
+                   if isinstance(value, float) and not math.isfinite(value) else
+                   f"{preview(value)} is out of range (a whole number of at most 64 bits)"
+                   if isinstance(value, int) and not isinstance(value, bool) else str(err))
         keys = {o.path: o.yaml_path for o in options(cls)}.get(keys, keys)
         raise ConfigError(f"{_at(where, keys)}: {message}") from None
     try:
@@ -442,6 +446,9 @@ def _unjsonable_at(value: Any, keys: tuple = ()) -> tuple | None:
         items = [(keys, item) for item in value]
     elif isinstance(value, float):
         return None if math.isfinite(value) else keys
+    elif isinstance(value, int) and not isinstance(value, bool):
+        # a seed of 2**64 passes ge=0 and fails in torch.manual_seed, mid-training
+        return None if -(1 << 63) <= value < (1 << 63) else keys
     else:
         return None if isinstance(value, (str, int, bool, type(None))) else keys
     for at, item in items:

@@ -646,6 +646,11 @@ case("config resource -.inf in a list", run_config("preprocess: {decode: {concur
 case("--average-epochs .inf", lambda t: ["train", "fusion", str(t / "nowhere"), "--out", str(t / "o"),
                                          "--average-epochs", ".inf"], error=("average_epochs", "finite"))
 case("-o corpus.path empty", lambda t: ["run", "--dry-run", "-o", "corpus.path= "], error=("corpus.path",))
+# passed ge=0 and failed in torch.manual_seed, on a Ray worker, mid-training
+case("--seed 2**64", lambda t: ["train", "fusion", str(t / "nowhere"), "--out", str(t / "o"),
+                                "--seed", str(1 << 64)], error=("seed", "out of range"))
+case("config epochs of 27 digits", run_config("train: {epochs: 999999999999999999999999999}\n"),
+     error=("config.yaml", "train.epochs", "out of range"))
 # said "invalid parse_value value", not why
 case("a flag's value not YAML", lambda t: ["train", "fusion", str(t / "nowhere"), "--out", str(t / "o"),
                                            "--epochs", "[1"], error=("--epochs", "not valid YAML"))
