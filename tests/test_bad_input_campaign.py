@@ -559,6 +559,13 @@ case("manifest files pattern matches nothing", lambda t: ingest(manifest_csv(t, 
                                                                 "--format", "manifest",
                                                                 *opts("files=nomatch_*.csv")),
      error=("files", "nomatch"))
+# a traceback (pathlib given an int or a list)
+case("manifest option mapping a number", lambda t: ingest(manifest_csv(t, ok_row(0)), *opts("mapping=5")),
+     error=("mapping", "got 5"))
+case("config mapping option a list", lambda t: ingest(manifest_csv(t, ok_row(0)), "--config", str(yaml_file(
+    t, "corpus: {options: {mapping: [a.yaml]}}\n"))), error=("mapping", "['a.yaml']"))
+# "" was the working folder, or no mapping at all
+case("--mapping empty", lambda t: ingest(manifest_csv(t, ok_row(0)), "--mapping", ""), error=("--mapping",))
 case("mapping file alias bomb", lambda t: ingest(manifest_csv(t, ok_row(0)), "--mapping",
                                                  str(yaml_file(t, alias_bomb(), "bomb.yaml"))),
      error=("bomb.yaml", "line 1", "anchors"))

@@ -21,7 +21,9 @@ def cmd_ingest(args) -> int:
         options["media_root"] = str(_resolved(args.media_root, "--media-root"))
     if args.split:
         options["splits"] = args.split
-    if args.mapping:
+    if args.mapping is not None:
+        if not args.mapping.strip():  # "" resolves to the working folder
+            raise InputError("--mapping: expected a mapping file (YAML), got ''")
         options["mapping"] = str(_resolved(args.mapping, "--mapping"))
     flags = {"options": options, **({"format": args.format} if args.format else {})}
     config = recipe(CorpusConfig, args, args.recipe_options, section="corpus", flags=flags)

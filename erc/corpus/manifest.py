@@ -64,7 +64,7 @@ from erc.corpus.mapping import (
     source_columns,
 )
 from erc.corpus.values import SURROGATE, RowProblem, blank, kind, parse_time, parse_turn, text_value
-from erc.errors import preview
+from erc.errors import ConfigError, preview
 from erc.schema import MISSING_MEDIA_META
 
 
@@ -274,6 +274,10 @@ def read_manifest(path: Path, /, mapping: str | Path | dict | None = None,
     if not (path.is_file() or path.is_dir()):  # a pipe or device: its folder is not the corpus
         raise CorpusError(f"{path}: not a regular file or a folder; name a manifest file or "
                           f"the folder holding the manifests")
+    if not (mapping is None or isinstance(mapping, (dict, Path))
+            or isinstance(mapping, str) and mapping.strip()):
+        raise ConfigError(f"reader options of manifest: mapping: expected a mapping file "
+                          f"(YAML) or the mapping's keys, got {preview(mapping)}")
     folder = path if path.is_dir() else path.parent
     if mapping is None and path.is_dir():
         check_file(path / MAPPING_FILE)  # a folder by its name: not read, the labels unmapped
