@@ -365,7 +365,11 @@ def load_run_config(path=None, overrides: dict | None = None) -> RunConfig:
     if path is not None and corpus_path and not is_uri(corpus_path):
         expanded = Path(corpus_path).expanduser()
         if not expanded.is_absolute():
-            config.corpus.path = str((Path(path).parent / expanded).resolve())
+            try:
+                config.corpus.path = str((Path(path).parent / expanded).resolve())
+            except (RuntimeError, OSError) as err:  # RuntimeError: Python 3.11's symlink loop
+                raise ConfigError(f"{where}: corpus.path {corpus_path}: cannot be followed "
+                                  f"({err})") from None
     return config
 
 

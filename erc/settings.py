@@ -412,7 +412,7 @@ def validate(cls, data: Any, where: str = "config"):
         # ge=0 lets .inf through, and an infinite frame rate or averaging window is no
         # setting but a crash or a silently untrained model later
         text = json.dumps(nested, default=_unjsonable, allow_nan=False)
-        if _unjsonable_at(nested) is not None:  # a whole number JSON holds, no setting does
+        if _unjsonable_at(nested) is not None:  # a value JSON holds and no setting does
             raise ValueError("out of range")
     except (TypeError, ValueError) as err:  # a YAML date, binary, set; .inf; nesting too deep
         keys = _unjsonable_at(nested) or ()
@@ -420,7 +420,9 @@ def validate(cls, data: Any, where: str = "config"):
         message = (f"expected a finite number, got {value}"
                    if isinstance(value, float) and not math.isfinite(value) else
                    f"{preview(value)} is out of range (a whole number of at most 64 bits)"
-                   if isinstance(value, int) and not isinstance(value, bool) else str(err))
+                   if isinstance(value, int) and not isinstance(value, bool) else
+                   f"{preview(value)} holds a NUL character (no path, name or label does)"
+                   if isinstance(value, str) else str(err))
         keys = {o.path: o.yaml_path for o in options(cls)}.get(keys, keys)
         raise ConfigError(f"{_at(where, keys)}: {message}") from None
     try:
@@ -449,6 +451,8 @@ def _unjsonable_at(value: Any, keys: tuple = ()) -> tuple | None:
     elif isinstance(value, int) and not isinstance(value, bool):
         # a seed of 2**64 passes ge=0 and fails in torch.manual_seed, mid-training
         return None if -(1 << 63) <= value < (1 << 63) else keys
+    elif isinstance(value, str):  # a path holding NUL fails in the OS call that opens it
+        return None if "\0" not in value else keys
     else:
         return None if isinstance(value, (str, int, bool, type(None))) else keys
     for at, item in items:

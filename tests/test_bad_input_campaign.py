@@ -652,6 +652,11 @@ case("config resource -.inf in a list", run_config("preprocess: {decode: {concur
      error=("config.yaml", "preprocess.decode.concurrency", "finite"))
 case("--average-epochs .inf", lambda t: ["train", "fusion", str(t / "nowhere"), "--out", str(t / "o"),
                                          "--average-epochs", ".inf"], error=("average_epochs", "finite"))
+# Path.resolve raised on both: a traceback
+case("config corpus.path through a link loop", lambda t: (link_loop(t, "loop"), run_config(
+    "corpus: {path: loop/m.csv}\n")(t))[1], error=("config.yaml", "corpus.path", "cannot be followed"))
+case("config corpus.path holds a NUL byte", run_config('corpus: {path: "m\\0.csv"}\n'),
+     error=("config.yaml", "corpus.path", "NUL"))
 case("-o corpus.path empty", lambda t: ["run", "--dry-run", "-o", "corpus.path= "], error=("corpus.path",))
 # passed ge=0 and failed in torch.manual_seed, on a Ray worker, mid-training
 case("--seed 2**64", lambda t: ["train", "fusion", str(t / "nowhere"), "--out", str(t / "o"),
