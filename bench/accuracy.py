@@ -210,18 +210,26 @@ def model_key(corpus: str, fold: str, config: dict, args, data: str) -> str:
 
 # The recipe options (beside the model's) that a row may set.
 RECIPE_OPTIONS = ("class_weight_power", "weight_decay", "average_epochs")
-LATER_RECIPE_OPTIONS = ("label_smoothing",)  # added since models were cached: named only when set
+# Recipe options added since models were first cached, at the value those models had: a row
+# trains with it unless it names another, and only another enters its cache key.
+LATER_RECIPE_OPTIONS = {"label_smoothing": 0.0}
 
 
 def fusion_recipe_options(extra: dict) -> dict:
-    """The recipe options of a fusion row: ``erc train fusion``'s defaults, then the row's."""
+    """The recipe options a fusion row's cached model depends on: ``erc train fusion``'s
+    defaults, then the row's."""
     from erc.recipes import FusionRecipe
 
     defaults = FusionRecipe()
     options = {k: extra.get(k, getattr(defaults.loop if hasattr(defaults.loop, k) else defaults, k))
                for k in RECIPE_OPTIONS}
-    return options | {k: extra[k] for k in LATER_RECIPE_OPTIONS
-                      if extra.get(k, getattr(defaults, k)) != getattr(defaults, k)}
+    return options | {k: extra[k] for k, before in LATER_RECIPE_OPTIONS.items()
+                      if extra.get(k, before) != before}
+
+
+def row_recipe_options(extra: dict) -> dict:
+    """Every recipe option a fusion row trains with."""
+    return LATER_RECIPE_OPTIONS | fusion_recipe_options(extra)
 
 
 def fusion_config(encoder: str, options: dict, lr: float, seed: int, args,
@@ -257,11 +265,13 @@ def is_default_row(row: str) -> bool:
     from erc.train.fitting import SPEAKER_POOL_CANDIDATES
 
     recipe = FusionRecipe()
+    defaults = {k: getattr(recipe.loop if hasattr(recipe.loop, k) else recipe, k)
+                for k in row_recipe_options({})}
 
     def trains_as(member: str, pool: bool) -> bool:
         options, lr, extra = fusion_row(member)
         return (FusionConfig(**options) == dataclasses.replace(recipe.model, speaker_pool=pool)
-                and lr == recipe.loop.lr and not extra)
+                and lr == recipe.loop.lr and row_recipe_options(extra) == defaults)
 
     members = CHOICE_ROWS.get(row, {})
     return (recipe.choose_speaker_pool and row == DEFAULT_ROW and set(members) ==
@@ -372,7 +382,7 @@ class Models:
                 spec = {"text": {"kind": "sentence-transformers", "path": self.frozen_encoder,
                                  "layers": self.args.layers}}
                 features = {"text": self.frozen_vectors}
-            chosen = fusion_recipe_options(extra)
+            chosen = row_recipe_options(extra)
             loop_fields = {f.name for f in dataclasses.fields(TrainConfig)}
             recipe = FusionRecipe(
                 model=FusionConfig(**options),
