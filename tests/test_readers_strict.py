@@ -236,12 +236,21 @@ def test_a_carriage_return_inside_a_line_cuts_no_record(tmp_path):
 
 def test_split_names_of_reader_options_are_read_as_the_manifest_reads_its_split_column(tmp_path):
     """A split named " train" in actor_splits or session_splits kept its rows in a split
-    of its own, which the train role never finds; a blank name kept them in no split."""
+    of its own, which the train role never finds; a blank name kept them in no split. A
+    split word in another case ("TRAIN", "Validation") was a split of its own too, in a
+    split column as in the options, while a file named TRAIN.csv was read as train."""
     ravdess = tmp_path / "ravdess" / "Actor_01"
     ravdess.mkdir(parents=True)
     (ravdess / "03-01-01-01-01-01-01.wav").write_bytes(b"RIFF")
     result = checked(read_corpus(tmp_path / "ravdess", actor_splits={" train ": "1-24"}))
     assert result.utterances.column("split").to_pylist() == ["train"]
+    result = checked(read_corpus(tmp_path / "ravdess", actor_splits={"Train": "1-24"}))
+    assert result.utterances.column("split").to_pylist() == ["train"]
+    manifest = tmp_path / "m.csv"
+    manifest.write_text("split,dialogue_id,speaker,text\nTRAIN,a,Ann,Hi.\n Validation ,b,Bob,Yo.\n"
+                        "Fold1,c,Cy,Hey.\n,d,Di,Oh.\n")
+    result = checked(read_corpus(manifest))
+    assert result.utterances.column("split").to_pylist() == ["train", "dev", "Fold1", "train"]
     with pytest.raises(ConfigError, match="actor_splits: '' is no split name"):
         read_corpus(tmp_path / "ravdess", actor_splits={"": "1-24"})
     dialog = tmp_path / "IEMOCAP_full_release" / "Session1" / "dialog"
@@ -253,6 +262,8 @@ def test_split_names_of_reader_options_are_read_as_the_manifest_reads_its_split_
         "[1.0 - 2.0]\tSes01F_impro01_F000\tneu\t[2.5, 2.5, 2.5]\n")
     release = tmp_path / "IEMOCAP_full_release"
     result = checked(read_corpus(release, session_splits={1: "dev "}, keep_missing_media=True))
+    assert result.utterances.column("split").to_pylist() == ["dev"]
+    result = checked(read_corpus(release, session_splits={1: "VALID"}, keep_missing_media=True))
     assert result.utterances.column("split").to_pylist() == ["dev"]
     with pytest.raises(ConfigError, match="session_splits.1: ' ' is no split name"):
         read_corpus(release, session_splits={1: " "})

@@ -115,6 +115,22 @@ def has_word(text: str) -> bool:
     return any(char.isalnum() for char in text)
 
 
+# A split's name as a file, folder or split column names it -> the split erc gives its
+# rows (erc's "dev", as MELD and DailyDialog are read; training takes "valid" for it too).
+SPLIT_WORDS = {"train": "train", "training": "train", "trn": "train", "dev": "dev",
+               "valid": "dev", "validation": "dev", "val": "dev", "test": "test",
+               "testing": "test", "tst": "test"}
+
+
+def split_name(name: str) -> str | None:
+    """The split a corpus's name for it gives its rows: spaces around it dropped (" train"
+    is train, not a split of its own), a split word in any case read as ``SPLIT_WORDS``
+    says ("TRAIN" and "Validation" are train and dev); None for a blank name, which no
+    role (train, dev) would find."""
+    name = name.strip()
+    return SPLIT_WORDS.get(name.casefold(), name) if name else None
+
+
 class RowCollector:
     """Accumulates kept rows and problem rows for one corpus; enforces unique ids."""
 

@@ -32,6 +32,7 @@ from erc.corpus.base import (
     read_csv_records,
     read_lines,
     reader_options,
+    split_name,
     too_large,
 )
 from erc.corpus.values import RowProblem, parse_turn
@@ -188,17 +189,17 @@ def read_iemocap_release(path: Path, /, **options) -> IngestResult:
     path = Path(path)
     if not looks_like_release(path):
         raise CorpusError(f"{path}: no Session*/dialog/transcriptions folder (IEMOCAP_full_release)")
-    for session, name in opts.session_splits.items():
-        if not name.strip():  # rows in a split of no name: no role (train, dev) finds them
+    splits = {session: split_name(name) for session, name in opts.session_splits.items()}
+    for session, split in splits.items():
+        if split is None:
             raise ConfigError(f"reader options of iemocap: session_splits.{session}: "
-                              f"{preview(name)} is no split name")
+                              f"{preview(opts.session_splits[session])} is no split name")
     out = RowCollector("iemocap")
     for session_dir in sorted(path.glob("Session[0-9]")):
         session = int(session_dir.name[-1])
-        split = opts.session_splits.get(session)
+        split = splits.get(session)
         if split is None:
             continue
-        split = split.strip()  # " train" is train, not a split of its own
         for transcript in sorted((session_dir / "dialog" / "transcriptions").glob("*.txt")):
             if transcript.name.startswith("._"):
                 continue

@@ -24,12 +24,11 @@ from dataclasses import dataclass, field
 from functools import cached_property
 from pathlib import Path
 
-from erc.corpus.base import CorpusError, decode_line
+from erc.corpus.base import SPLIT_WORDS, CorpusError, decode_line
 from erc.corpus.manifest import json_records, read_json, read_records, records_path
 from erc.corpus.mapping import (
     FIELDS,
     MAPPING_FILE,
-    SPLIT_WORDS,
     TABLE_META,
     ManifestMapping,
     flat_items,

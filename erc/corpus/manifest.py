@@ -54,6 +54,7 @@ from erc.corpus.base import (
     read_csv_records,
     read_lines,
     resolve_inside,
+    split_name,
 )
 from erc.corpus.mapping import (
     MANIFEST_SUFFIXES,
@@ -365,7 +366,7 @@ def _place(f: dict, where: dict, fixed: str | None, named: str | None, default: 
     column = column if column and column.strip() else None
     row_split, how = ((fixed, "files") if fixed else (column, "column") if column
                       else (named, "name") if named else (default, None))
-    row_split = row_split.strip()
+    row_split = split_name(row_split)
     dialogue = (text_value(f["dialogue_id"], "dialogue_id") or "").strip()
     where.update(split=row_split)
     uid = text_value(f["utterance_id"], "utterance_id")

@@ -37,7 +37,7 @@ from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any, NamedTuple
 
-from erc.corpus.base import CorpusError, ReaderOptions, check_file, reader_options, too_large
+from erc.corpus.base import SPLIT_WORDS, CorpusError, ReaderOptions, check_file, reader_options, too_large
 from erc.corpus.values import SURROGATE, RowProblem, blank, kind, meta_value, text_value
 from erc.errors import preview
 from erc.io import MARKER as OUTPUT_MARKER
@@ -53,11 +53,6 @@ MAPPING_FILE = "erc-mapping.yaml"  # a corpus folder holding one is read with it
 SPEAKER_JOIN = " & "
 SEVERAL_SPEAKERS = ("problem", "join")
 TIME_UNITS = {"s": 1, "ms": 1000}  # a number in start/end: how many make a second
-# A split's name as a file or folder names it -> the split erc gives its rows (erc's
-# "dev", as MELD and DailyDialog are read; training takes "valid" for it too).
-SPLIT_WORDS = {"train": "train", "training": "train", "trn": "train", "dev": "dev",
-               "valid": "dev", "validation": "dev", "val": "dev", "test": "test",
-               "testing": "test", "tst": "test"}
 # erc's own utterance table (``erc.schema``) names these fields otherwise, and keeps the
 # other columns in a map column "meta": read back as a manifest, they are those fields and
 # that meta again, not meta of their own.

@@ -19,6 +19,7 @@ from erc.corpus.base import (
     RowCollector,
     media_problem,
     reader_options,
+    split_name,
 )
 from erc.errors import ConfigError, preview
 
@@ -50,11 +51,11 @@ def parse_actor_ranges(spec: dict[str, str | int]) -> dict[int, str]:
     """{'train': '1-14', 'test': '15-18,20'} -> {1: 'train', ..., 20: 'test'}; a
     ConfigError names the split whose ranges are not actor numbers 1-99."""
     actors: dict[int, str] = {}
-    for split, ranges in spec.items():
-        if not split.strip():  # rows in a split of no name: no role (train, dev) finds them
-            raise ConfigError(f"reader options of ravdess: actor_splits: {preview(split)} is no "
+    for name, ranges in spec.items():
+        split = split_name(name)
+        if split is None:
+            raise ConfigError(f"reader options of ravdess: actor_splits: {preview(name)} is no "
                               f"split name")
-        split = split.strip()  # " train" is train, not a split of its own
         for part in str(ranges).split(","):
             match = _RANGE.fullmatch(part)
             lo, hi = (int(match.group(1)), int(match.group(2) or match.group(1))) if match else (0, 0)
