@@ -199,6 +199,19 @@ def test_labels_option(tmp_path):
     assert problem["line"] == 3
 
 
+def test_numbered_labels(tmp_path):
+    """Labels given as numbers (``labels: [0, 1]`` in YAML) were refused as no strings; a
+    corpus labelled 0..6 names its label set as it writes it."""
+    path = write_csv(tmp_path / "m.csv", [
+        {"dialogue_id": "d", "speaker": "A", "text": "a", "emotion": "0"},
+        {"dialogue_id": "d", "speaker": "B", "text": "b", "emotion": "7"},
+    ])
+    result = checked(read_manifest(path, labels=[0, 1]))
+    assert result.utterances.column("emotion").to_pylist() == ["0"]
+    [problem] = result.problems.to_pylist()
+    assert problem["reason"] == "unknown_label" and "'7' not in ['0', '1']" in problem["detail"]
+
+
 def test_duplicate_id(tmp_path):
     path = write_csv(tmp_path / "m.csv", [
         {"utterance_id": "x", "dialogue_id": "d", "speaker": "A", "text": "a"},

@@ -326,6 +326,9 @@ def test_speaker_names(value, names):
     ({"files": {"train": "a_{split}.csv"}}, r"files\.train: \{split\} may appear once"),
     ({"colums": {}}, r"unknown key 'colums' \(did you mean 'columns'\?\)"),
     ({"labels": "joy"}, r"labels: Input should be a valid array \(got 'joy'\)"),
+    # An empty label set checked no label at all; a blank one is no label.
+    ({"labels": []}, r"labels: an empty list admits no label"),
+    ({"labels": ["joy", " "]}, r"labels: expected label names, got ' '"),
     # Keys that match the same label, mapped differently: one would be silently unused.
     ({"label_map": {"Joy": "joy", "joy ": "anger"}}, r"label_map: 'Joy' and 'joy ' are the same"),
     # An empty split would make ids like "m//d/0" and a split no role finds.

@@ -288,7 +288,7 @@ def read_manifest(path: Path, /, mapping: str | Path | dict | None = None,
         mapping = Path(mapping) if Path(mapping).is_absolute() else folder / mapping
     spec = load_mapping(mapping, **options)
     corpus = spec.corpus or (path.name if path.is_dir() else path.stem)
-    label_set = {label.lower() for label in spec.labels} if spec.labels else None
+    label_set = {str(label).strip().lower() for label in spec.labels} if spec.labels else None
     out = RowCollector(corpus)
     if isinstance(mapping, Path):
         out.sources.append(str(mapping))

@@ -71,7 +71,7 @@ class ManifestMapping(ReaderOptions):
     files: str | dict[str, str] | None = None  # which files: "x_{split}.csv", {split: file or glob}, or a glob
     columns: dict[str, str] = field(default_factory=dict)  # field -> column or "{A}-{B}"
     label_map: dict[str, str | None] = field(default_factory=dict)  # corpus label -> label
-    labels: list[str] | None = None  # the label set; other labels are unknown_label
+    labels: list[str | int] | None = None  # the label set (0, 1 read as "0", "1"); other labels are unknown_label
     several_speakers: str = "problem"  # a list of several speakers: "problem" or "join"
     allow_outside_root: bool = False  # media paths and files: may leave the corpus folder
     keep_missing_media: bool = False  # keep rows whose media file is absent (text only)
@@ -93,6 +93,12 @@ class ManifestMapping(ReaderOptions):
             except ValueError as err:
                 raise CorpusError(f"{where}: columns.{name}: bad template {preview(spec)} "
                                   f"({err})") from None
+        if self.labels is not None and not self.labels:  # a check that admits no label
+            raise CorpusError(f"{where}: labels: an empty list admits no label; leave labels "
+                              f"out to keep every label")
+        for label in self.labels or ():
+            if isinstance(label, bool) or not str(label).strip():  # YAML's yes/no, or ""
+                raise CorpusError(f"{where}: labels: expected label names, got {preview(label)}")
         seen: dict[str, str] = {}
         for label, target in self.label_map.items():
             if target is not None and (not isinstance(target, str) or not target.strip()):
