@@ -304,3 +304,25 @@ def test_text_stray_byte_in_turn_is_a_problem_row(tmp_path):
     result = checked(read_iemocap_text(tmp_path))
     assert result.utterances.num_rows == 2
     assert [(p["line"], p["reason"]) for p in result.problems.to_pylist()] == [(3, "bad_turn")]
+
+
+def test_release_evaluation_that_labels_a_turn_twice(tmp_path):
+    """An EmoEvaluation file holding two summary lines for one turn (a merge gone wrong)
+    kept the first label in silence. Lines that agree give that label; lines that
+    disagree set the row aside naming both, and the other rows keep theirs."""
+    dialog = tmp_path / "IEMOCAP_full_release" / "Session1" / "dialog"
+    (dialog / "transcriptions").mkdir(parents=True)
+    (dialog / "EmoEvaluation").mkdir(parents=True)
+    (dialog / "transcriptions" / f"{DIALOGUE}.txt").write_text(
+        f"{DIALOGUE}_F000 [001.0000-002.0000]: Hi.\n{DIALOGUE}_M000 [003.0000-004.0000]: Yo.\n")
+    (dialog / "EmoEvaluation" / f"{DIALOGUE}.txt").write_text(
+        f"[1.0 - 2.0]\t{DIALOGUE}_F000\tneu\t[2.5, 2.5, 2.5]\n"
+        f"[3.0 - 4.0]\t{DIALOGUE}_M000\tang\t[2.5, 2.5, 2.5]\n"
+        f"[1.0 - 2.0]\t{DIALOGUE}_F000\tneu\t[2.5, 2.5, 2.5]\n"
+        f"[3.0 - 4.0]\t{DIALOGUE}_M000\thap\t[2.5, 2.5, 2.5]\n")
+    result = checked(read_corpus(tmp_path / "IEMOCAP_full_release", keep_missing_media=True))
+    assert [(r["utterance_id"], r["emotion"]) for r in result.utterances.to_pylist()] == [
+        (f"iemocap/{DIALOGUE}_F000", "neutral")]
+    [problem] = result.problems.to_pylist()
+    assert problem["utterance_id"] == f"iemocap/{DIALOGUE}_M000" and problem["reason"] == "unknown_label"
+    assert "'ang' (line 2), 'hap' (line 4)" in problem["detail"]

@@ -170,14 +170,15 @@ def _read_lines(path: Path) -> list[tuple[int, str, str | None]]:
     return lines
 
 
-def _emotion_codes(path: Path) -> dict[str, str]:
-    """Utterance id -> majority code, from an EmoEvaluation file (first line per turn)."""
-    codes = {}
+def _emotion_codes(path: Path) -> dict[str, list[tuple[str, int]]]:
+    """Utterance id -> (majority code, line number) of each of its summary lines in an
+    EmoEvaluation file: one in the release; several that disagree leave no label."""
+    codes: dict[str, list[tuple[str, int]]] = {}
     if path.is_file():
-        for _, text, _ in _read_lines(path):
+        for number, text, _ in _read_lines(path):
             match = _EMO_LINE.match(text)
             if match:
-                codes.setdefault(match.group(3), match.group(4))
+                codes.setdefault(match.group(3), []).append((match.group(4), number))
     return codes
 
 
@@ -249,7 +250,12 @@ def read_iemocap_release(path: Path, /, **options) -> IngestResult:
                 if utt_id not in codes:
                     out.reject("unknown_label", "no EmoEvaluation entry", **where)
                     continue
-                emotion = _label(codes[utt_id], out, where)
+                if len({code.strip().lower() for code, _ in codes[utt_id]}) > 1:
+                    said = ", ".join(f"{preview(code, 20)} (line {line})" for code, line in codes[utt_id])
+                    out.reject("unknown_label", f"its EmoEvaluation file labels it several times, "
+                               f"differently: {said}", **where)
+                    continue
+                emotion = _label(codes[utt_id][0][0], out, where)
                 if emotion is None:
                     continue
                 if flag == "cp1252":
