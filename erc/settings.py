@@ -407,24 +407,15 @@ def validate(cls, data: Any, where: str = "config"):
     from pydantic import ValidationError
 
     nested = _nest(cls, data, where)
-    try:
-        # allow_nan=False: no setting is infinite or NaN (YAML's .inf, .nan); a bound like
-        # ge=0 lets .inf through, and an infinite frame rate or averaging window is no
-        # setting but a crash or a silently untrained model later
-        text = json.dumps(nested, default=_unjsonable, allow_nan=False)
-        if _unjsonable_at(nested) is not None:  # a value JSON holds and no setting does
-            raise ValueError("out of range")
-    except (TypeError, ValueError) as err:  # a YAML date, binary, set; .inf; nesting too deep
-        keys = _unjsonable_at(nested) or ()
-        value = _value_at(nested, keys)
-        message = (f"expected a finite number, got {value}"
-                   if isinstance(value, float) and not math.isfinite(value) else
-                   f"{preview(value)} is out of range (a whole number of at most 64 bits)"
-                   if isinstance(value, int) and not isinstance(value, bool) else
-                   f"{preview(value)} holds a NUL character (no path, name or label does)"
-                   if isinstance(value, str) else str(err))
+    found = _unfit_at(nested)
+    if found is not None:
+        keys, why = found
         keys = {o.path: o.yaml_path for o in options(cls)}.get(keys, keys)
-        raise ConfigError(f"{_at(where, keys)}: {message}") from None
+        raise ConfigError(f"{_at(where, keys)}: {why}")
+    try:
+        text = json.dumps(nested, default=list)  # YAML's sets and tuples: lists
+    except (TypeError, ValueError) as err:  # a key no mapping of settings has (a YAML date)
+        raise ConfigError(f"{where}: {err}") from None
     try:
         return _adapter(cls).validate_json(text, strict=True)
     except ValidationError as err:
@@ -439,43 +430,40 @@ def validate(cls, data: Any, where: str = "config"):
         raise ConfigError("; ".join(problems[:3]) + more) from None
 
 
-def _unjsonable_at(value: Any, keys: tuple = ()) -> tuple | None:
-    """The keys of the first value inside ``value`` that JSON cannot hold (so that the
+def _unfit(value: Any) -> str | None:
+    """Why a plain YAML value is no setting's, or None. A bound like ge=0 lets these
+    through, and each fails later: an infinite frame rate or averaging window crashes or
+    leaves a model untrained, a seed of 2**64 fails in torch.manual_seed mid-training, a
+    path holding NUL in the OS call that opens it."""
+    if isinstance(value, float):
+        return None if math.isfinite(value) else f"expected a finite number, got {value}"
+    if isinstance(value, int) and not isinstance(value, bool):
+        return (None if -(1 << 63) <= value < (1 << 63) else
+                f"{preview(value)} is out of range (a whole number of at most 64 bits)")
+    if isinstance(value, str):
+        return None if "\0" not in value else (f"{preview(value)} holds a NUL character (no "
+                                               f"path, name or label does)")
+    if isinstance(value, (bool, type(None))):
+        return None
+    return (f"a value of type {type(value).__name__} ({preview(value, 40)}) is not a plain "
+            f"number, string, list or mapping")  # a YAML date or binary
+
+
+def _unfit_at(value: Any, keys: tuple = ()) -> tuple[tuple, str] | None:
+    """(keys, why) of the first value inside ``value`` that no setting holds (so that the
     message names the setting, not only the file); None: there is none."""
     if isinstance(value, dict):
         items = [(keys + (key,), item) for key, item in value.items()]
     elif isinstance(value, (list, tuple, set)):
         items = [(keys, item) for item in value]
-    elif isinstance(value, float):
-        return None if math.isfinite(value) else keys
-    elif isinstance(value, int) and not isinstance(value, bool):
-        # a seed of 2**64 passes ge=0 and fails in torch.manual_seed, mid-training
-        return None if -(1 << 63) <= value < (1 << 63) else keys
-    elif isinstance(value, str):  # a path holding NUL fails in the OS call that opens it
-        return None if "\0" not in value else keys
     else:
-        return None if isinstance(value, (str, int, bool, type(None))) else keys
+        why = _unfit(value)
+        return None if why is None else (keys, why)
     for at, item in items:
-        found = _unjsonable_at(item, at)
+        found = _unfit_at(item, at)
         if found is not None:
             return found
     return None
-
-
-def _value_at(value: Any, keys: tuple) -> Any:
-    """The value ``_unjsonable_at`` found at ``keys`` (the first such one in a list)."""
-    for key in keys:
-        value = value.get(key) if isinstance(value, dict) else None
-    if isinstance(value, (list, tuple, set)):
-        return next((item for item in value if _unjsonable_at(item) is not None), None)
-    return value
-
-
-def _unjsonable(value: Any) -> Any:
-    if isinstance(value, (set, tuple)):
-        return list(value)
-    raise TypeError(f"a value of type {type(value).__name__} ({preview(value, 40)}) is not a "
-                    f"plain number, string, list or mapping")
 
 
 def to_data(obj) -> dict:
