@@ -32,6 +32,11 @@ from erc.qc.decisions import QCConfig
 Positive = Annotated[float, Field(gt=0)]
 Share = Annotated[float, Field(ge=0, lt=1)]
 Count = Annotated[int, Field(ge=1)]
+# A layer's size: a bound far above any model erc trains (the paper's token is 1,024 wide),
+# so that a slip (d_model 10**12) is an error naming the option, not an allocation that
+# fails in a worker mid-job.
+MAX_WIDTH = 16384
+Width = Annotated[int, Field(ge=1, le=MAX_WIDTH)]
 Cpus = Annotated[float, Field(gt=0)]
 
 MAX_CLIP_SECONDS = 60.0  # an utterance longer than this is a mis-cut clip (ingest and decode)
@@ -161,14 +166,14 @@ class FusionConfig:
     n_classes: int = field(default=7, metadata={"internal": True})
     mixer: Literal["mamba", "transformer", "gru", "none"] = "gru"  # what mixes the turns of a dialogue (gru: best on the selection split of both corpora, bench/accuracy; mamba: the paper's)
     bidirectional: bool = True  # True: every turn sees the whole dialogue (batch); False: causal (streaming)
-    speaker_roles: Annotated[int, Field(ge=0)] = 0  # > 0: learned speaker-role embeddings (order of appearance)
+    speaker_roles: Annotated[int, Field(ge=0, le=MAX_WIDTH)] = 0  # > 0: learned speaker-role embeddings (order of appearance)
     speaker_pool: bool = field(default=False, metadata={"before": False})  # the classifier also reads the mean output of the turn's speaker and of the others in the dialogue (causal: up to the turn)
     speaker_state: bool = field(default=False, metadata={"before": False})  # a second recurrent pass over each speaker's own turns (party state: bidirectional or causal as the mixer), added to the mixer's output
-    d_model: Annotated[int, Field(ge=8)] | None = 128  # tokens are projected to this width (None: the token width, the paper's)
-    d_state: Count = 16  # Mamba state size (the paper: 64)
-    d_conv: Count = 4  # Mamba convolution width
-    expand: Count = 2  # Mamba expansion (transformer: feed-forward width factor)
-    n_heads: Count = 8  # transformer heads (reduced to a divisor of d_model)
+    d_model: Annotated[int, Field(ge=8, le=MAX_WIDTH)] | None = 128  # tokens are projected to this width (None: the token width, the paper's)
+    d_state: Width = 16  # Mamba state size (the paper: 64)
+    d_conv: Width = 4  # Mamba convolution width
+    expand: Width = 2  # Mamba expansion (transformer: feed-forward width factor)
+    n_heads: Width = 8  # transformer heads (reduced to a divisor of d_model)
     window: Count | None = 1  # 1: the classifier reads the turn's own mixer output; N: the mean of the last N; None: all turns up to it
     isolate_turns: bool = field(default=False, metadata={"cli": "no_context"})  # every turn alone (the no-context baseline)
     dropout: Share = 0.2  # dropout on tokens and before the classifier
@@ -207,8 +212,8 @@ class AdapterConfig:
     """An identity -> emotion adapter MLP (``erc.models.adapters``)."""
     modality: str = field(default="speaker", metadata={"internal": True})
     in_dim: int = field(default=256, metadata={"internal": True})
-    hidden: Count = 256  # hidden size (in -> hidden -> out)
-    out_dim: Count = 128  # output size: the adapted vector the fusion model reads
+    hidden: Width = 256  # hidden size (in -> hidden -> out)
+    out_dim: Width = 128  # output size: the adapted vector the fusion model reads
     n_classes: int = field(default=8, metadata={"internal": True})
     labels: list[str] = field(default_factory=list, metadata={"internal": True})
     dropout: Share = 0.2  # dropout after each layer
@@ -255,8 +260,8 @@ class FusionRecipe:
         "train the model with and without speaker_pool and keep the one with the better "
         "early-stopping score (dev, or the selection slice): IEMOCAP's selection split "
         "prefers pooling, MELD's not; --no-choose-speaker-pool trains the model as given")})
-    adapter_hidden: Count | None = None  # adapters' hidden size (None: as they were trained; else retrained)
-    adapter_out: Count | None = None  # adapters' output size, i.e. their token width (None: as trained)
+    adapter_hidden: Width | None = None  # adapters' hidden size (None: as they were trained; else retrained)
+    adapter_out: Width | None = None  # adapters' output size, i.e. their token width (None: as trained)
 
 
 @dataclass
