@@ -556,6 +556,24 @@ def test_window_task_trains_every_labelled_turn_of_its_windows(tiny_encoder):
     assert seq[start - 1] == tokenizer.sep_token_id and seq[start - 2] != tokenizer.sep_token_id
 
 
+def test_inputs_longer_than_the_encoder_reads_are_refused_before_training(tiny_encoder):
+    """max_length 1,000 on an encoder of 512 positions trained until the first long input
+    reached the embedding layer, then failed with an index error in a worker."""
+    import pyarrow as pa
+
+    from erc.errors import ConfigError
+    from erc.models.text import TextModelConfig
+    from erc.train.data import build_text_data
+
+    folder, tokenizer = tiny_encoder
+    table = pa.table({"utterance_id": ["u0"], "dialogue_id": ["d"], "turn": [0], "speaker": ["A"],
+                      "text": ["hi"], "emotion": ["x"], "split": ["train"]})
+    settings = TextModelConfig(encoder=str(folder), max_length=1000)
+    with pytest.raises(ConfigError, match=r"max_length: 1000 tokens is more than the encoder "
+                                          r"reads in one input \(512\)"):
+        build_text_data(table, tokenizer, settings, {"train": "train"})
+
+
 def test_text_classifier_round_trip_is_self_contained(tiny_encoder, tmp_path):
     import shutil
 

@@ -13,7 +13,7 @@ from collections.abc import Mapping
 import numpy as np
 import pyarrow as pa
 
-from erc.errors import InputError
+from erc.errors import ConfigError, InputError
 
 DEFAULT_ROLES = {"train": "train", "dev": "dev"}
 NO_DEV_HINT = ("to stop early on a slice of the train split's dialogues instead, give "
@@ -94,6 +94,11 @@ def build_text_data(table: pa.Table, tokenizer, settings, roles: Mapping[str, st
     from erc.models.text import special_ids, target_inputs, turn_ids
     from erc.train.tasks import TextData
 
+    # An input longer than the encoder's position table fails in its embedding layer, in
+    # the first batch that is that long, mid-training (the tokenizer's 1e30: it does not say).
+    if settings.max_length > tokenizer.model_max_length:
+        raise ConfigError(f"max_length: {settings.max_length} tokens is more than the encoder "
+                          f"reads in one input ({tokenizer.model_max_length})")
     roles = resolve_roles(table, roles)
     labels = labels or label_list(table)
     pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
