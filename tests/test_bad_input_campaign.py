@@ -618,6 +618,16 @@ case("--out is a file", lambda t: ingest(manifest_csv(t, ok_row(0)), "--out",
 case("--out under a file", lambda t: ingest(manifest_csv(t, ok_row(0)), "--out",
                                             str(_bytes_file(t, "plain", b"mine") / "sub")),
      error=("plain",))
+# a NUL byte (possible only in-process: a shell ends an argument there) reached an OS
+# call as a path: a traceback of ValueError
+case("--out holds a NUL byte", lambda t: ingest(manifest_csv(t, ok_row(0)), "--out", str(t / "o\0ut")),
+     error=("after --out", "NUL"))
+case("corpus path holds a NUL byte", lambda t: ingest(Path(f"{manifest_csv(t, ok_row(0))}\0")),
+     error=("m.csv\\x00", "NUL"))
+case("--mapping holds a NUL byte", lambda t: ingest(manifest_csv(t, ok_row(0)), "--mapping", "m\0.yaml"),
+     error=("after --mapping", "NUL"))
+case("train --out holds a NUL byte", lambda t: ["train", "fusion", str(t), "--out", "o\0ut"],
+     error=("after --out", "NUL"))
 case("--out a bare storage scheme", lambda t: ingest(manifest_csv(t, ok_row(0)), "--out", "s3://"),
      error=("s3://", "bucket"))
 

@@ -128,6 +128,19 @@ def _stdout_closed() -> bool:
         return False
 
 
+def _check_nul(argv: list[str]) -> None:
+    """ConfigError naming the first argument that holds a NUL character. A shell cannot
+    pass one (the OS ends an argument there) but a caller of ``main`` can, and no path,
+    name or label holds one: the OS call given it raised ValueError, a traceback."""
+    from erc.errors import ConfigError, preview
+
+    for index, arg in enumerate(argv):
+        if "\0" in arg:
+            after = f" (after {argv[index - 1]})" if index and argv[index - 1].startswith("-") else ""
+            raise ConfigError(f"command line: argument {preview(arg, 200)}{after} holds a NUL "
+                              f"character (no path, name or label does)")
+
+
 def main(argv: list[str] | None = None) -> int:
     """Parses and runs a command. Storage URIs among the arguments (s3://...) are replaced
     by local copies, outputs uploaded as the command goes (``erc.storage``)."""
@@ -136,6 +149,7 @@ def main(argv: list[str] | None = None) -> int:
 
     argv = sys.argv[1:] if argv is None else list(argv)
     try:
+        _check_nul(argv)
         runtime.apply_offline_env()  # before anything imports Ray or a model library
         runtime.check_submitted_job(argv)
         parser = build_parser()
