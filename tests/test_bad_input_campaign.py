@@ -676,6 +676,20 @@ case("config epochs of 27 digits", run_config("train: {epochs: 99999999999999999
 # said "invalid parse_value value", not why
 case("a flag's value not YAML", lambda t: ["train", "fusion", str(t / "nowhere"), "--out", str(t / "o"),
                                            "--epochs", "[1"], error=("--epochs", "not valid YAML"))
+
+
+def corpus_folder(t: Path, config: str) -> list[str]:
+    """``config`` run dry, its corpus a folder of no corpus format (one text file)."""
+    (t / "c").mkdir()
+    (t / "c" / "notes.txt").write_text("hi\n")
+    return run_config(config)(t)
+
+
+# the plan said "ingest: not run yet" and exited 0; the run stopped at once on the format
+case("config corpus of no format erc can tell", lambda t: corpus_folder(t, "corpus: {path: c}\n"),
+     error=("c: cannot tell the corpus format", "corpus.format"))
+case("config corpus.format unknown", lambda t: corpus_folder(t, "corpus: {path: c, format: friends}\n"),
+     error=("corpus format 'friends'",))
 # no stage lies between them: the run started Ray, ran nothing and exited 0
 case("--from after --until", lambda t: ["run", "--dry-run", "--from", "train", "--until", "ingest"],
      error=("--from train", "--until ingest"))

@@ -53,9 +53,18 @@ def detect_format(path: Path, options: dict | None = None) -> str:
     for name, format in FORMATS.items():
         if format.recognise(path):
             return name
-    raise CorpusError(
-        f"{path}: cannot tell the corpus format; pass --format, one of {', '.join(FORMATS)}"
-    )
+    raise CorpusError(f"{path}: cannot tell the corpus format; pass --format (corpus.format "
+                      f"in a run config), one of {', '.join(FORMATS)}")
+
+
+def corpus_format(path: Path, format: str | None = None, options: dict | None = None) -> str:
+    """The format the corpus at ``path`` is read in: ``format`` when given, else the one
+    detected; CorpusError for a format erc does not know or cannot tell. Cheap (no row is
+    read): a dry run checks it as the run would."""
+    name = format or detect_format(path, options)
+    if name not in FORMATS:
+        raise CorpusError(f"unknown corpus format {name!r}; known: {', '.join(FORMATS)}")
+    return name
 
 
 def read_corpus(path: Path, format: str | None = None, options: dict | None = None,
@@ -64,12 +73,11 @@ def read_corpus(path: Path, format: str | None = None, options: dict | None = No
     its reader's, checked against the format's options: an unknown key or a wrong type is
     a ConfigError naming it. Every input row is kept or recorded as a problem."""
     options = {**(options or {}), **more}
-    name = format or detect_format(path, options)
-    if name not in FORMATS:
-        raise CorpusError(f"unknown corpus format {name!r}; known: {', '.join(FORMATS)}")
+    name = corpus_format(path, format, options)
     result = FORMATS[name].read(Path(path), **options)
     result.check_accounting()
     return result
 
 
-__all__ = ["FORMATS", "CorpusError", "Format", "IngestResult", "detect_format", "read_corpus"]
+__all__ = ["FORMATS", "CorpusError", "Format", "IngestResult", "corpus_format", "detect_format",
+           "read_corpus"]

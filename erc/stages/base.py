@@ -174,7 +174,10 @@ def fingerprint_of(parts: dict) -> str:
 
 
 def up_to_date(stage: Stage, config: Any, inputs: dict[str, Path], out: Path) -> tuple[bool, str]:
-    """(current, why): whether ``out`` holds this stage's result for these inputs."""
+    """(current, why): whether ``out`` holds this stage's result for these inputs. The
+    stage's settings are worked out first, run before or not: one it cannot take (a corpus
+    of no format erc can tell) fails a dry run's plan as it would fail the run."""
+    stage.settings(config)
     manifest = read_manifest(out)
     if manifest is None:
         return False, "not run yet"

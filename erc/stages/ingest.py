@@ -16,7 +16,7 @@ from pathlib import Path
 import pyarrow.parquet as pq
 
 from erc import io
-from erc.corpus import detect_format, read_corpus
+from erc.corpus import corpus_format, read_corpus
 from erc.corpus.base import IngestResult
 from erc.errors import InputError
 from erc.fingerprint import file_sha256, stat_of
@@ -84,7 +84,7 @@ class IngestStage(Stage):
 
     def settings(self, config: CorpusConfig) -> dict:
         return {"config": config,
-                "format": config.format or detect_format(Path(config.path), config.options)}
+                "format": corpus_format(Path(config.path), config.format, config.options)}
 
     def reads(self, config: CorpusConfig) -> tuple:
         return (("corpus", config.path), ("corpus", (config.options or {}).get("mapping")))
@@ -103,7 +103,7 @@ class IngestStage(Stage):
             raise InputError(f"{ctx.out}: is the corpus folder itself: erc's outputs there would "
                              f"be read as part of the corpus and hide its changes; choose "
                              f"another output folder (one inside the corpus folder works)")
-        format = config.format or detect_format(corpus, config.options)
+        format = corpus_format(corpus, config.format, config.options)
         result = read_corpus(Path(config.path), format=format, options=config.options)
         for read in {corpus, *map(Path, result.sources)}:  # a corpus file, its mapping
             check_not_written_over(self, "corpus", read, ctx.out)
