@@ -327,6 +327,21 @@ def test_a_byte_order_mark_is_no_part_of_the_first_row(tmp_path):
     assert rows[f"iemocap/{name}_F000"]["emotion"] == "neutral"
 
 
+def test_a_byte_order_mark_inside_a_file_is_no_part_of_its_row(tmp_path):
+    """Files saved by Windows tools joined one after another (cat a.csv b.csv) hold a BOM
+    at the start of a later line: it stuck to that row's dialogue id, the row kept in a
+    dialogue "\ufeffd" of its own, silently; a JSON line holding it was malformed."""
+    bom = "\ufeff"
+    csv_path = _csv(tmp_path, f"dialogue_id,speaker,text\nd,Ann,Hi.\n{bom}d,Bob,Yo.\n")
+    jsonl = tmp_path / "m.jsonl"
+    jsonl.write_text('{"dialogue_id": "d", "speaker": "Ann", "text": "Hi."}\n'
+                     f'{bom}{{"dialogue_id": "d", "speaker": "Bob", "text": "Yo."}}\n')
+    for path in (csv_path, jsonl):
+        result = checked(read_corpus(path))
+        assert result.problems.num_rows == 0
+        assert by_uid(result.utterances)["m/train/d/1"]["speaker"] == "Bob"
+
+
 def test_a_utf16_file_is_an_error_naming_it(tmp_path):
     """A file saved as UTF-16 ("Unicode" in Windows tools) reads as text with a NUL
     between letters: an IEMOCAP transcript of it would silently give no utterance."""

@@ -252,9 +252,11 @@ def decode_line(raw: bytes) -> tuple[str, str | None]:
 def read_lines(path: Path, keepends: bool = False,
                lf_only: bool = False) -> list[tuple[str, str | None]]:
     """(text, repair flag of ``decode_line``) of each line of a corpus text file. A UTF-8
-    byte order mark (files saved by Windows tools) is taken off the first line: it would
-    otherwise stick to the first field, and a first row would no longer parse. A UTF-16
-    file is a CorpusError naming it. ``lf_only``: a line ends at "\n" alone, the "\r"s
+    byte order mark (files saved by Windows tools) is taken off the first line, and off
+    any later line it starts (such files joined one after another): it would otherwise
+    stick to the first field, and a first row would no longer parse, a later row's
+    dialogue id silently be another dialogue's (the mark is invisible). A UTF-16 file is
+    a CorpusError naming it. ``lf_only``: a line ends at "\n" alone, the "\r"s
     before it taken off, for files of one record a line: a stray "\r" inside a line
     would otherwise cut its record in two (the rest of an IEMOCAP transcript line lost,
     a JSON line holding "\r" as whitespace two malformed rows) and, with "\r\r\n" from
@@ -275,9 +277,7 @@ def read_lines(path: Path, keepends: bool = False,
             lines.pop()  # after the last line break
     else:
         lines = data.splitlines(keepends=keepends)
-    if lines and lines[0].startswith(codecs.BOM_UTF8):
-        lines[0] = lines[0][len(codecs.BOM_UTF8):]
-    return [decode_line(raw) for raw in lines]
+    return [decode_line(raw.removeprefix(codecs.BOM_UTF8)) for raw in lines]
 
 
 def fix_mojibake(text: str) -> str:
