@@ -217,6 +217,10 @@ case("meld unknown emotion", lambda t: ingest(meld(t, meld_row(0), meld_row(1, e
 case("meld undecodable bytes", lambda t: ingest(meld(t, meld_row(0), meld_row(1, text=b"Bad \x81\x8d"))),
      "bad_encoding", 2)
 
+# files joined with their headers: the header again was a row of the wrong values
+# (missing_field: "Dialogue_ID is not a number"; bad_turn in the other readers)
+case("meld files joined with their headers", lambda t: ingest(meld(t, meld_row(0), MELD_HEADER, meld_row(1))),
+     "malformed_row", 3, kept=2)
 case("meld duplicate row", lambda t: ingest(meld(t, meld_row(0), meld_row(0))), "duplicate_id", 2)
 
 
@@ -254,6 +258,8 @@ case("meld unknown option", lambda t: ingest(meld(t, meld_row(0)), *opts("clip_r
 case("iemocap text unterminated quote", lambda t: ingest(iemocap_text(
     t, ok_iemocap(0), b'Ses01F_impro01,1,M,"Oh, no,neu', ok_iemocap(2), ok_iemocap(3))),
     "unterminated_quote", 4, kept=3)
+case("iemocap text files joined with their headers", lambda t: ingest(iemocap_text(
+    t, ok_iemocap(0), IEMOCAP_HEADER.strip(), ok_iemocap(1))), "malformed_row", 3, kept=2)
 case("iemocap text turn 1.7", lambda t: ingest(iemocap_text(t, ok_iemocap(0), b"Ses01F_impro01,1.7,M,Hm.,neu")),
      "bad_turn", 2)
 case("iemocap text turn 99999999999", lambda t: ingest(iemocap_text(
@@ -357,6 +363,9 @@ case("dailydialog stray carriage return in a dialogue", lambda t: ingest(dailydi
 # Manifest CSV
 case("manifest unterminated quote", lambda t: ingest(manifest_csv(
     t, ok_row(0), 'd,Bob,"two, three,1,,,,joy', ok_row(2), ok_row(3))), "unterminated_quote", 4, kept=3)
+case("manifest files joined with their headers and byte order marks", lambda t: ingest(manifest_csv(
+    t, ok_row(0), raw=b"\xef\xbb\xbf" + MANIFEST_HEADER.encode() + ok_row(1).encode() + b"\n")),
+    "malformed_row", 3, kept=2)
 case("manifest field over 128 KiB", lambda t: ingest(manifest_csv(
     t, ok_row(0), "d,Bob," + "z" * (140 << 10) + ",1,,,,joy")), "field_too_large", 2)
 case("manifest turn 99999999999", lambda t: ingest(manifest_csv(t, ok_row(0), "d,Bob,Hm.,99999999999,,,,joy")),

@@ -312,7 +312,8 @@ def read_csv_records(path: Path, required: Iterable[str],
                      delimiter: str = ",", free: str | None = None) -> Iterator[CsvRecord]:
     """Reads a CSV file record by record, strictly: each physical line is decoded on its
     own (one bad byte spoils one record, not the file); a record the CSV grammar rejects
-    (a quote never closed, text after a closing quote), one with more or fewer values than
+    (a quote never closed, text after a closing quote), the header row again (files joined
+    with their headers), one with more or fewer values than
     the header has columns, and one with a field over ``max_field_bytes`` come back with a
     ``problem``. After a quoting problem, reading resumes on the line after the record's
     first line, so a stray quote costs one row, not the rest of the file (``known``: what
@@ -348,6 +349,9 @@ def read_csv_records(path: Path, required: Iterable[str],
         encoding = "undecodable" if "undecodable" in span else ("cp1252" if "cp1252" in span else None)
         line = start + 1
         problem = None
+        # files joined with their headers (cat a.csv b.csv): no row, but a sign of it,
+        # which a reason about its values ("Dialogue_ID is not a number") would hide
+        repeated = values is not None and [v.strip() for v in values] == header
         if error is not None:
             until = "the end of the file" if end >= len(decoded) else f"line {end}"
             # An odd number of quotes on the record's line: one of them has no partner (it
@@ -358,6 +362,9 @@ def read_csv_records(path: Path, required: Iterable[str],
                         f"after it are read on their own")
                        if unpaired or end - start > 1 or "end of data" in error else
                        ("malformed_row", f"not a CSV record: {error}"))
+        elif repeated:
+            problem = ("malformed_row", "the header row again (files joined one after "
+                       "another, each with its header?)")
         elif len(values) != len(header):
             mark = "comma" if delimiter == "," else f"delimiter {delimiter!r}"
             problem = ("bad_field_count", f"{len(values)} values for the header's {len(header)} "
@@ -369,8 +376,8 @@ def read_csv_records(path: Path, required: Iterable[str],
                 problem = ("field_too_large", f"column {big!r} holds {size:,} bytes; the limit is "
                            f"{max_field_bytes:,} (reader option max_field_bytes)")
         fields = dict(zip(header, values)) if problem is None else {}
-        known = {} if problem is None else known_values(header, values, decoded[start],
-                                                        delimiter, max_field_bytes, free)
+        known = {} if problem is None or repeated else known_values(
+            header, values, decoded[start], delimiter, max_field_bytes, free)
         yield CsvRecord(fields, line, encoding, problem, known)
 
 
