@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import datetime
 import json
+import os
 from pathlib import Path
 
 import pyarrow as pa
@@ -340,6 +341,47 @@ def test_a_byte_order_mark_inside_a_file_is_no_part_of_its_row(tmp_path):
         result = checked(read_corpus(path))
         assert result.problems.num_rows == 0
         assert by_uid(result.utterances)["m/train/d/1"]["speaker"] == "Bob"
+
+
+def _unlistable(monkeypatch, folder: Path) -> None:
+    """Listing ``folder`` fails as it does without read permission (which does not stop
+    root, as whom tests may run)."""
+    def guarded(real):
+        def call(path=".", *args, **kwargs):
+            if isinstance(path, (str, os.PathLike)) and os.fspath(path) == str(folder):
+                raise PermissionError(13, "Permission denied", os.fspath(path))
+            return real(path, *args, **kwargs)
+        return call
+    monkeypatch.setattr(os, "scandir", guarded(os.scandir))
+    monkeypatch.setattr(os, "listdir", guarded(os.listdir))
+
+
+def test_a_folder_erc_may_not_list_is_an_error_naming_it(tmp_path, monkeypatch):
+    """glob passes over a folder it may not list in silence: a RAVDESS actor's folder or
+    an IEMOCAP session's transcriptions without read permission lost their rows unseen,
+    and the ingest counted none of them."""
+    ravdess = tmp_path / "ravdess"
+    for actor in ("01", "02"):
+        (ravdess / f"Actor_{actor}").mkdir(parents=True)
+        (ravdess / f"Actor_{actor}" / f"03-01-01-01-01-01-{actor}.flac").write_bytes(b"fLaC")
+    release = tmp_path / "IEMOCAP_full_release"
+    for session in (1, 2):
+        name = f"Ses0{session}F_impro01"
+        dialog = release / f"Session{session}" / "dialog"
+        (dialog / "transcriptions").mkdir(parents=True)
+        (dialog / "EmoEvaluation").mkdir()
+        (dialog / "transcriptions" / f"{name}.txt").write_text(f"{name}_F000 [1.0-2.0]: Hi.\n")
+        (dialog / "EmoEvaluation" / f"{name}.txt").write_text(
+            f"[1.0 - 2.0]\t{name}_F000\tneu\t[2.5]\n")
+    for corpus, folder, options in (
+            (ravdess, ravdess / "Actor_02", {}),
+            (release, release / "Session2" / "dialog" / "transcriptions", {"keep_missing_media": True})):
+        with monkeypatch.context() as patch:
+            _unlistable(patch, folder)
+            with pytest.raises(CorpusError, match=rf"{folder.name}: the folder cannot be listed "
+                                                  rf"\(Permission denied\)"):
+                read_corpus(corpus, options=options)
+        assert checked(read_corpus(corpus, options=options)).n_input == 2
 
 
 def test_a_utf16_file_is_an_error_naming_it(tmp_path):

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import codecs
 import csv
+import fnmatch
 import itertools
 import os
 from collections import Counter
@@ -444,6 +445,34 @@ def check_file(path: Path) -> None:
         what = "a folder" if path.is_dir() else "not a regular file"
         raise CorpusError(f"{path}: is {what}, where a corpus file of that name belongs; "
                           f"move it away or put the file there")
+
+
+def _unlistable(err: OSError) -> None:
+    raise CorpusError(f"{err.filename}: the folder cannot be listed ({err.strerror}); its "
+                      f"files would be passed over unseen: give erc read access to it") from None
+
+
+def listed(folder: Path, pattern: str = "*") -> list[Path]:
+    """The entries of ``folder`` matching ``pattern`` (no "/"), sorted; none when there is
+    no such folder. A folder erc may not list is a CorpusError naming it: ``Path.glob``
+    passes it over in silence, and the rows of its files would be lost unseen."""
+    try:
+        names = os.listdir(folder)
+    except (FileNotFoundError, NotADirectoryError):
+        return []
+    except OSError as err:
+        _unlistable(err)
+    return sorted(folder / name for name in fnmatch.filter(names, pattern))
+
+
+def tree(folder: Path) -> list[Path]:
+    """Every entry below ``folder`` (files and folders; a link to a folder is not entered),
+    sorted, as ``folder.rglob("*")`` finds them, but a folder erc may not list is a
+    CorpusError naming it, not passed over in silence (``listed``)."""
+    found = []
+    for root, dirs, files in os.walk(folder, onerror=_unlistable):
+        found += [Path(root, name) for name in (*dirs, *files)]
+    return sorted(found)
 
 
 def media_problem(path: Path, column: str = "media") -> tuple[str, str] | None:

@@ -28,6 +28,7 @@ from erc.corpus.base import (
     ReaderOptions,
     RowCollector,
     check_file,
+    listed,
     media_problem,
     read_csv_records,
     read_lines,
@@ -196,12 +197,12 @@ def read_iemocap_release(path: Path, /, **options) -> IngestResult:
             raise ConfigError(f"reader options of iemocap: session_splits.{session}: "
                               f"{preview(opts.session_splits[session])} is no split name")
     out = RowCollector("iemocap")
-    for session_dir in sorted(path.glob("Session[0-9]")):
+    for session_dir in listed(path, "Session[0-9]"):
         session = int(session_dir.name[-1])
         split = splits.get(session)
         if split is None:
             continue
-        for transcript in sorted((session_dir / "dialog" / "transcriptions").glob("*.txt")):
+        for transcript in listed(session_dir / "dialog" / "transcriptions", "*.txt"):
             if transcript.name.startswith("._"):
                 continue
             check_file(transcript)

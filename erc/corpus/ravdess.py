@@ -20,6 +20,7 @@ from erc.corpus.base import (
     media_problem,
     reader_options,
     split_name,
+    tree,
 )
 from erc.errors import ConfigError, preview
 
@@ -83,8 +84,8 @@ def read_ravdess(path: Path, /, **options) -> IngestResult:
     if not path.is_dir():
         raise CorpusError(f"{path}: no such folder")
     split_of = parse_actor_ranges(opts.actor_splits)
-    files = sorted(p for p in path.rglob("*") if p.suffix.lower() in MEDIA_SUFFIXES
-                   and not p.name.startswith("._"))
+    files = [p for p in tree(path) if p.suffix.lower() in MEDIA_SUFFIXES
+             and not p.name.startswith("._")]
     if not files:
         raise CorpusError(f"{path}: no RAVDESS media files ({', '.join(sorted(MEDIA_SUFFIXES))})")
     out = RowCollector("ravdess")
