@@ -10,6 +10,7 @@ import types
 import numpy as np
 import pytest
 import torch
+import torch.nn.functional as F
 
 from erc.models import checkpoint
 from erc.models.adapters import Adapter, AdapterConfig, adapt_vectors, train_adapter
@@ -379,6 +380,52 @@ def test_fusion_checkpoint_round_trip(tmp_path):
     fresh = torch.optim.AdamW(model.parameters())
     fresh.load_state_dict(state["optimizer"])
     assert state["epoch"] == 3
+
+
+def test_neighbour_labels_never_come_from_the_turns_own_dialogue(tmp_path):
+    """A model with neighbours reads, per turn, the labels of the nearest remembered
+    training utterances: from other dialogues only, in training as in prediction, so its
+    training tokens are not the near-certain votes of a turn's own (remembered) label. The
+    memory is saved with the weights and weight averaging leaves it as it was."""
+    from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
+
+    from erc.models.fusion import dialogue_key
+
+    torch.manual_seed(0)
+    text = torch.randn(6, DIMS["text"])
+    labels = torch.tensor([0, 1, 2, 3, 0, 1])
+    keys = torch.tensor([dialogue_key(u) for u in ["a/0", "a/0", "a/0", "b/0", "b/0", "b/0"]])
+    model = FusionModel(FusionConfig(dims=DIMS, n_classes=4, mixer="gru", neighbours=1, memory=6,
+                                     labels=list("wxyz"))).eval()
+    model.remember(text, labels, keys)
+    turns = text[[1, 4]].reshape(2, 1, -1)  # turn 1 of dialogue a, turn 4 of dialogue b
+    anywhere = model.neighbour_labels(turns, None)
+    assert anywhere[..., :4].argmax(-1).tolist() == [[1], [0]]  # each finds itself
+    torch.testing.assert_close(anywhere[..., 4], torch.ones(2, 1))  # at cosine 1
+    others = model.neighbour_labels(turns, keys[[1, 4]])
+    nearest = (F.normalize(turns.squeeze(1), dim=-1) @ F.normalize(text, dim=-1).T)
+    for b, (row, mine) in enumerate(zip(others, [range(0, 3), range(3, 6)])):
+        other = [i for i in range(6) if i not in mine]
+        best = max(other, key=lambda i: nearest[b, i])
+        assert row[0, :4].argmax().item() == labels[best].item()
+        assert row[0, 4].item() == pytest.approx(nearest[b, best].item(), abs=1e-5)
+    # Saved and loaded with the weights; weight averaging keeps the memory as it is.
+    feats, pres, valid = _batch([3, 2])
+    dialogue = torch.tensor([keys[0].item(), dialogue_key("c/0")], dtype=torch.float64)
+    checkpoint.save_model(tmp_path / "m", model)
+    loaded = checkpoint.load_model(tmp_path / "m")
+    torch.testing.assert_close(loaded(feats, pres, valid, dialogue=dialogue),
+                               model(feats, pres, valid, dialogue=dialogue))
+    averaged = AveragedModel(model, multi_avg_fn=get_ema_multi_avg_fn(0.9), use_buffers=True)
+    for _ in range(2):
+        with torch.no_grad():
+            for p in model.parameters():
+                p.add_(0.1)
+        averaged.update_parameters(model)
+    assert torch.equal(averaged.module.memory_dialogues, keys.double())
+    torch.testing.assert_close(averaged.module.memory_text, F.normalize(text, dim=-1))
+    with pytest.raises(ValueError, match="no text"):
+        FusionModel(FusionConfig(dims={"face": 8}, modalities=["face"], neighbours=3, memory=2))
 
 
 def test_adapter_learns_and_round_trips(tmp_path):

@@ -3,6 +3,7 @@ after its first checkpoint that resumes and finishes, evaluation outputs, the te
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import signal
@@ -111,6 +112,43 @@ def test_label_smoothing_is_the_loss_against_softened_targets():
     want = float(((0.7 * w[y] * picked) + 0.3 / 3 * -(w * log_p).sum(-1)).sum() / w[y].sum())
     assert losses[0.3] == pytest.approx(want, rel=1e-5)
     assert abs(losses[0.3] - losses[0.0]) > 1e-3
+
+
+def test_neighbours_remember_the_training_turns_and_never_their_own_dialogue(tmp_path):
+    """``erc train fusion --neighbours K``: the task's model remembers every labelled
+    training turn with a text vector; a training batch's turns read none of their own
+    dialogue's (no turn meets itself at cosine 1), and a model loaded for prediction
+    brings its memory along (the same predictions as the trained one)."""
+    import torch
+
+    from erc.models import checkpoint
+    from erc.models.fusion import FusionConfig
+    from erc.train.tasks import FusionTask, _to
+
+    data = dialogue_data(n_train=12, n_dev=4)
+    data.splits["train"][0]["y"][0] = -1  # unlabelled: not remembered
+    data.splits["train"][1]["present"]["text"][1] = False  # no text: not remembered
+    model_config = FusionConfig(modalities=["text"], dims={"text": 12}, labels=data.labels,
+                                n_classes=3, mixer="gru", neighbours=3).to_dict()
+    task = FusionTask({"model": model_config}, data, train=None)
+    torch.manual_seed(0)
+    model = task.build_model().eval()
+    turns = sum(len(d["y"]) for d in data.splits["train"])
+    assert model.config.memory == turns - 2
+    batch = next(task.train_batches(np.random.default_rng(0), 12, 0, 1))
+    inputs = _to(batch, "cpu")
+    votes = model.neighbour_labels(inputs["features"]["text"], inputs["dialogue"])
+    assert float(votes[..., -1][batch["valid"]].max()) < 0.999  # never itself
+    itself = model.neighbour_labels(inputs["features"]["text"], None)
+    remembered = (batch["y"] >= 0) & inputs["present"]["text"]
+    assert float(itself[..., -1][remembered].min()) > 0.999
+    assert torch.isfinite(task.loss(model, batch, "cpu"))
+    checkpoint.save_model(tmp_path / "m", model)
+    predicting = FusionTask({"model": model.config.to_dict()},
+                            dataclasses.replace(data, splits={"dev": data.splits["dev"]}), train=None)
+    loaded = checkpoint.load_model(tmp_path / "m")
+    np.testing.assert_allclose(predicting.predict(loaded, "dev", "cpu")[0],
+                               task.predict(model, "dev", "cpu")[0], rtol=1e-5, atol=1e-6)
 
 
 @pytest.mark.slow

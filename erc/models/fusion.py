@@ -47,6 +47,15 @@ the other party said in between, as DialogueRNN's party GRU carries it.
 ``isolate_turns=True`` runs every turn as its own one-token sequence: no context at all
 (the no-context baseline).
 
+``neighbours`` = K > 0 gives every token, beside its modality vectors, the labels of the K
+training utterances whose text vectors are nearest its own (cosine), weighted by a softmax
+of their similarities, and the nearest similarity: a memory of the training set that a
+recurrent model does not keep (IEMOCAP's scripted dialogues repeat their lines in every
+session, by other actors). A turn never reads its own dialogue's utterances, in training
+as after it, so the vote it learns to trust is the one it gets on new dialogues. The
+memory (the training utterances' unit text vectors, labels and dialogue keys) is filled
+from the training data (``remember``) and saved with the weights.
+
 ``turn_dropout`` > 0 hides, in training, that share of turns: their tokens are the missing
 embeddings, so the model learns to read a turn from its context. It matters when the text
 vectors come from an encoder fine-tuned on the same training dialogues: there they are
@@ -56,7 +65,10 @@ learns nothing from the context.
 
 from __future__ import annotations
 
+import hashlib
+
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 from erc.models.mamba import MambaBlock
@@ -136,6 +148,17 @@ def reverse_valid(x: torch.Tensor, valid: torch.Tensor) -> torch.Tensor:
     return x.gather(1, index.unsqueeze(-1).expand_as(x))
 
 
+NEIGHBOUR_SHARPNESS = 10.0  # softmax temperature over the neighbours' cosine similarities
+_KEY_BITS = 52  # dialogue keys are exact in a float64 buffer (weight averaging lerps every buffer)
+
+
+def dialogue_key(first_utterance_id: str) -> float:
+    """A dialogue's key in the neighbour memory: from its first utterance's id, unique in a
+    corpus (dialogue ids repeat across MELD's splits)."""
+    digest = hashlib.blake2b(first_utterance_id.encode("utf-8", "surrogatepass"), digest_size=8)
+    return float(int.from_bytes(digest.digest(), "little") >> (64 - _KEY_BITS))
+
+
 def speaker_order(speakers: list) -> list[int]:
     """The speaker role of each of a dialogue's turns: its speaker's rank by order of
     appearance (the model clamps ranks past its last role to it)."""
@@ -164,10 +187,22 @@ class FusionModel(nn.Module):
         if missing:
             raise ValueError(f"no dims for modalities {missing}")
         self.config = config
-        self.norms = nn.ModuleDict({m: nn.LayerNorm(config.dims[m]) for m in config.modalities})
-        self.missing = nn.ParameterDict({m: nn.Parameter(torch.randn(config.dims[m]) * 0.02)
+        # Each modality's part of the token; the neighbours' votes join the text part, the
+        # vector they were found by, and are normalised with it.
+        parts = {m: config.dims[m] + (config.n_classes + 1 if m == "text" and config.neighbours else 0)
+                 for m in config.modalities}
+        self.norms = nn.ModuleDict({m: nn.LayerNorm(parts[m]) for m in config.modalities})
+        self.missing = nn.ParameterDict({m: nn.Parameter(torch.randn(parts[m]) * 0.02)
                                          for m in config.modalities})
-        width = sum(config.dims[m] for m in config.modalities)
+        width = sum(parts.values())
+        if config.neighbours:
+            if "text" not in config.modalities:
+                raise ValueError("neighbours are found by the text vectors: the model has no text")
+            # Buffers, not weights: saved and loaded with them, never trained. Votes and
+            # keys are floats because weight averaging interpolates every buffer.
+            self.register_buffer("memory_text", torch.zeros(config.memory, config.dims["text"]))
+            self.register_buffer("memory_votes", torch.zeros(config.memory, config.n_classes))
+            self.register_buffer("memory_dialogues", torch.zeros(config.memory, dtype=torch.float64))
         self.token_dim = width
         d_model = config.d_model or width
         self.d_model = d_model
@@ -206,15 +241,43 @@ class FusionModel(nn.Module):
         self.out_norm = nn.LayerNorm(read_width)
         self.classifier = nn.Linear(read_width, config.n_classes)
 
-    def tokens(self, features: dict[str, torch.Tensor], present: dict[str, torch.Tensor]) -> torch.Tensor:
-        """(B, T, token_dim): normalised modality vectors, learned missing embeddings where absent."""
+    def remember(self, text: torch.Tensor, labels: torch.Tensor, dialogues: torch.Tensor) -> None:
+        """Fills the neighbour memory: the training utterances' text vectors (N, d_text),
+        label indices (N,) and dialogue keys (N,, ``dialogue_key``)."""
+        if len(labels) != self.config.memory or not len(labels):
+            raise ValueError(f"the memory holds {self.config.memory} utterances, got {len(labels)}")
+        self.memory_text.copy_(F.normalize(text.float(), dim=-1))
+        self.memory_votes.copy_(F.one_hot(labels.long(), self.config.n_classes).float())
+        self.memory_dialogues.copy_(dialogues.double())
+
+    def neighbour_labels(self, text: torch.Tensor, dialogue: torch.Tensor | None) -> torch.Tensor:
+        """(B, T, n_classes + 1): for each turn of text vectors (B, T, d_text), the labels of
+        its ``neighbours`` nearest remembered utterances weighted by a softmax of their
+        similarities, then the nearest similarity; none of its own dialogue (``dialogue``:
+        (B,) keys; None: every utterance remembered may be read)."""
+        sims = F.normalize(text.float(), dim=-1) @ self.memory_text.T  # (B, T, N)
+        if dialogue is not None:
+            own = self.memory_dialogues.unsqueeze(0) == dialogue.double().unsqueeze(1)  # (B, N)
+            sims = sims.masked_fill(own.unsqueeze(1), -2.0)  # below every cosine
+        top, index = sims.topk(min(self.config.neighbours, sims.shape[-1]), dim=-1)
+        weights = torch.softmax(top * NEIGHBOUR_SHARPNESS, dim=-1).unsqueeze(-1)
+        votes = (weights * self.memory_votes[index]).sum(-2)
+        return torch.cat([votes, top[..., :1]], dim=-1)
+
+    def tokens(self, features: dict[str, torch.Tensor], present: dict[str, torch.Tensor],
+               dialogue: torch.Tensor | None = None) -> torch.Tensor:
+        """(B, T, token_dim): normalised modality vectors (the text's with its neighbours'
+        labels), learned missing embeddings where absent."""
         parts = []
         hidden = None
         if self.training and self.config.turn_dropout > 0:
             some = next(iter(present.values()))
             hidden = torch.rand(some.shape, device=some.device) < self.config.turn_dropout
         for m in self.config.modalities:
-            x = self.norms[m](features[m])
+            x = features[m]
+            if m == "text" and self.config.neighbours:
+                x = torch.cat([x, self.neighbour_labels(x, dialogue).to(x.dtype)], dim=-1)
+            x = self.norms[m](x)
             mask = (present[m] if hidden is None else present[m] & ~hidden).unsqueeze(-1)
             parts.append(torch.where(mask, x, self.missing[m].to(x.dtype).expand_as(x)))
         return torch.cat(parts, dim=-1)
@@ -245,14 +308,17 @@ class FusionModel(nn.Module):
         return x
 
     def readout(self, features: dict[str, torch.Tensor], present: dict[str, torch.Tensor],
-                valid: torch.Tensor, roles: torch.Tensor | None = None) -> torch.Tensor:
+                valid: torch.Tensor, roles: torch.Tensor | None = None,
+                dialogue: torch.Tensor | None = None) -> torch.Tensor:
         """What the classifier reads for every turn, (B, T, d_model; 3 d_model with
         ``speaker_pool``) before its layer norm.
         features m -> (B, T, d_m); present m -> (B, T) bool; valid (B, T) bool (False on
         padding, which follows a dialogue's turns); roles (B, T) long, the speaker role of
         each turn (``speaker_order``; required when the model has ``speaker_roles``,
-        ``speaker_pool`` or ``speaker_state``)."""
-        x = self.input_proj(self.dropout(self.tokens(features, present)))
+        ``speaker_pool`` or ``speaker_state``); dialogue (B,) float64, each dialogue's key
+        (``dialogue_key``: the turns of a model with ``neighbours`` never read their own
+        dialogue's labels)."""
+        x = self.input_proj(self.dropout(self.tokens(features, present, dialogue)))
         if (self.config.speaker_roles or self.config.speaker_pool or self.config.speaker_state) \
                 and roles is None:
             raise ValueError("this model uses speaker roles: pass roles (B, T)")
@@ -273,8 +339,9 @@ class FusionModel(nn.Module):
         return torch.cat([read, own, others], dim=-1)
 
     def forward(self, features: dict[str, torch.Tensor], present: dict[str, torch.Tensor],
-                valid: torch.Tensor, roles: torch.Tensor | None = None) -> torch.Tensor:
+                valid: torch.Tensor, roles: torch.Tensor | None = None,
+                dialogue: torch.Tensor | None = None) -> torch.Tensor:
         """Logits (B, T, n_classes) of every turn (arguments as ``readout``'s); rows of
         padding are meaningless."""
         return self.classifier(self.dropout(self.out_norm(
-            self.readout(features, present, valid, roles))))
+            self.readout(features, present, valid, roles, dialogue))))

@@ -13,6 +13,7 @@ workers compute the same gradient as one.
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 
@@ -20,7 +21,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from erc.errors import ConfigError
+from erc.errors import ConfigError, InputError
 
 
 def class_weights(y: np.ndarray, n_classes: int, power: float) -> np.ndarray:
@@ -161,7 +162,7 @@ def collate_dialogues(dialogues: list[dict], modalities: list[str], dims: dict[s
     """Pads dialogues to the longest: features (B, T, d) per modality, present (B, T) per
     modality, valid (B, T), y (B, T) with -1 on padding and unlabelled turns, roles (B, T)
     each turn's speaker by order of appearance in its dialogue (``speaker_order``)."""
-    from erc.models.fusion import speaker_order
+    from erc.models.fusion import dialogue_key, speaker_order
 
     length = max(len(d["y"]) for d in dialogues)
     batch = {"features": {}, "present": {}}
@@ -184,13 +185,31 @@ def collate_dialogues(dialogues: list[dict], modalities: list[str], dims: dict[s
     batch["y"] = torch.from_numpy(y)
     batch["valid"] = torch.from_numpy(valid)
     batch["roles"] = torch.from_numpy(roles)
+    batch["dialogue"] = torch.tensor([dialogue_key(d["ids"][0]) for d in dialogues],
+                                     dtype=torch.float64)
     return batch
 
 
 def _to(batch: dict, device) -> dict:
     return {"features": {m: v.to(device) for m, v in batch["features"].items()},
             "present": {m: v.to(device) for m, v in batch["present"].items()},
-            "valid": batch["valid"].to(device), "roles": batch["roles"].to(device)}
+            "valid": batch["valid"].to(device), "roles": batch["roles"].to(device),
+            "dialogue": batch["dialogue"].to(device)}
+
+
+def neighbour_memory(dialogues: list[dict]) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """(text vectors, label indices, dialogue keys) of the labelled turns with a text
+    vector of ``dialogues``: what a fusion model with ``neighbours`` remembers."""
+    from erc.models.fusion import dialogue_key
+
+    text, labels, keys = [], [], []
+    for d in dialogues:
+        kept = (d["y"] >= 0) & d["present"]["text"]
+        text.append(d["features"]["text"][kept])
+        labels.append(d["y"][kept])
+        keys += [dialogue_key(d["ids"][0])] * int(kept.sum())
+    return (torch.from_numpy(np.concatenate(text)), torch.from_numpy(np.concatenate(labels)),
+            torch.tensor(keys, dtype=torch.float64))
 
 
 class FusionTask:
@@ -206,7 +225,15 @@ class FusionTask:
     def build_model(self):
         from erc.models.fusion import FusionConfig, FusionModel
 
-        return FusionModel(FusionConfig(**self.config["model"]))
+        config = FusionConfig(**self.config["model"])
+        if not config.neighbours or self.dialogues is None:  # predicting: the saved memory
+            return FusionModel(config)
+        memory = neighbour_memory(self.dialogues)
+        if not len(memory[1]):
+            raise InputError("neighbours: the training split has no labelled turn with text")
+        model = FusionModel(dataclasses.replace(config, memory=len(memory[1])))
+        model.remember(*memory)
+        return model
 
     def steps_per_epoch(self, batch_size: int, world: int) -> int:
         return -(-self.n_train // batch_size)
