@@ -138,3 +138,24 @@ def test_a_carriage_return_ends_no_dialogue(tmp_path):
         "dailydialog/train/2/0": "joy", "dailydialog/train/2/1": "joy"}
     assert rows["dailydialog/train/0/1"]["text"] == "B  b ."  # the "\r" is no part of the text
     assert dict(rows["dailydialog/train/1/1"]["meta"]) == {"party": "B", "act": "question"}
+
+
+def test_act_lines_that_do_not_match_are_counted_and_extra_label_lines_noted(tmp_path):
+    """An act line of another turn count, of a bad id or missing left the act out of a
+    turn's meta without a word; it is now a counted repair (the turns and their emotions
+    are kept). An emotion file longer than the text file was read without a word: a note
+    says the two may not belong together."""
+    write_split(tmp_path, "", [("A . __eou__ B . __eou__", "0 4", "1"),   # one act for two turns
+                               ("C . __eou__", "0", "9"),                  # no act 9
+                               ("D . __eou__", "1", "2"),
+                               ("E . __eou__", "1", "")])
+    (tmp_path / "dialogues_act.txt").write_text("1\n9\n2\n")  # no line for the last dialogue
+    (tmp_path / "dialogues_emotion.txt").write_text("0 4\n0\n1\n1\n0 0\n")  # a line too many
+    result = checked(read_corpus(tmp_path, "dailydialog"))
+    rows = by_uid(result.utterances)
+    assert len(rows) == 5 and result.problems.num_rows == 0
+    assert dict(rows["dailydialog/train/2/0"]["meta"]) == {"party": "A", "act": "question"}
+    assert "act" not in dict(rows["dailydialog/train/0/1"]["meta"])
+    assert result.repairs == {"dailydialog act line does not match its dialogue's turns: act left out": 4}
+    [note] = result.notes
+    assert "dialogues_emotion.txt: 1 more line(s) than" in note and "dialogues_text.txt" in note

@@ -12,9 +12,13 @@ Known quirks handled here:
   its dialogue (speaker ``<split>/<n>/A``: different people in each dialogue);
 - emotion ids 0-6: 0 is "no emotion" (read as neutral), the others MELD's names
   (happiness -> joy); the act ids 1-4 go to ``meta.act``;
-- a dialogue whose emotion (or act) line counts other turns than its text line: the labels
-  cannot be matched to turns, so each of its turns is a ``malformed_row`` problem;
+- a dialogue whose emotion line counts other turns than its text line: the labels cannot
+  be matched to turns, so each of its turns is a ``malformed_row`` problem;
+- an act line that does not match its dialogue (other turn count, not ids 1-4, missing):
+  the turns are kept without ``meta.act`` (their emotions are sound), counted as repairs;
 - a line missing from the emotion file (the text file is longer): its turns are problems;
+  an emotion (or act) file longer than the text file is a note of the ingest (the files
+  may not be one release's);
 - an empty turn (``a __eou__ __eou__``): a ``missing_field`` problem, its label not shifted
   onto the next turn;
 - text tokenised with spaces before punctuation (``Say , Jim``): kept as it is.
@@ -37,6 +41,7 @@ from erc.corpus.base import (
 )
 from erc.errors import preview
 
+ACT_LEFT_OUT = "dailydialog act line does not match its dialogue's turns: act left out"
 EMOTIONS = ("neutral", "anger", "disgust", "fear", "joy", "sadness", "surprise")  # by id 0-6
 ACTS = ("inform", "question", "directive", "commissive")  # by id 1-4
 SPLIT_FOLDERS = {"train": "train", "dev": "validation", "test": "test"}
@@ -117,10 +122,17 @@ def read_dailydialog(path: Path, /, **options) -> IngestResult:
         acts = read_lines(act_file, lf_only=True) if act_file.is_file() else []
         if acts:
             out.sources.append(str(act_file))
-        for n, (line, encoding) in enumerate(read_lines(text_file, lf_only=True)):
+        texts = read_lines(text_file, lf_only=True)
+        for n, (line, encoding) in enumerate(texts):
             if not line.strip():
                 continue  # a blank line (the file's last) holds no dialogue
             _read_dialogue(out, split, n, line, encoding, emotions, acts, text_file, opts)
+        dialogues = sum(1 for line, _ in texts if line.strip())
+        for labels, file in ((emotions, emotion_file), (acts, act_file)):
+            extra = sum(1 for line, _ in labels if line.strip()) - dialogues
+            if extra > 0:  # lines of dialogues the text file lacks: not one release's files?
+                out.notes.append(f"{file}: {extra:,} more line(s) than {text_file} has dialogues; "
+                                 f"check that the two files belong together")
     return out.result()
 
 
@@ -157,6 +169,8 @@ def _read_dialogue(out: RowCollector, split: str, n: int, line: str, encoding: s
             meta = {"party": party}
             if act_labels is not None and len(act_labels) == len(turns):
                 meta["act"] = act_labels[turn]
+            elif acts:  # an act file, but no act of this turn in it: kept without one
+                out.repairs[ACT_LEFT_OUT] += 1
             out.add({"utterance_id": uid, "split": split, "dialogue_id": dialogue, "turn": turn,
                      "speaker": f"{split}/{dialogue}/{party}", "text": text,
                      "emotion": labels[turn], "meta": meta},
