@@ -22,7 +22,7 @@ from erc.corpus.base import (
     RowCollector,
     read_csv_records,
 )
-from erc.corpus.values import RowProblem, meta_value, parse_time, parse_turn, text_value
+from erc.corpus.values import RowProblem, kind, meta_value, parse_time, parse_turn, text_value
 from erc.errors import ConfigError
 from erc.qc.alignment import check_alignment
 from erc.schema import PROBLEM_REASONS
@@ -106,6 +106,9 @@ def test_values_never_become_a_python_repr():
         with pytest.raises(RowProblem) as problem:
             meta_value(wrong, "m")
         assert problem.value.reason == "bad_type"
+    # what a value is, in the message: "a number", not "a int"
+    assert [kind(v) for v in (3, 2.5, None, datetime.date(2024, 5, 1), object())] == [
+        "a number", "a number", "no value (null)", "a date", "an object"]
 
 
 def test_parquet_lists_and_structs_in_meta_are_json(tmp_path):

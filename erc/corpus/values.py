@@ -46,7 +46,12 @@ def kind(value) -> str:
         return "a list"
     if isinstance(value, dict):
         return "a mapping"
-    return f"a {type(value).__name__}"
+    if value is None:
+        return "no value (null)"
+    if isinstance(value, (int, float)):
+        return "a number"
+    name = type(value).__name__
+    return f"{'an' if name[:1].lower() in 'aeiou' else 'a'} {name}"
 
 
 def _wrong_type(name: str, value, wanted: str) -> RowProblem:
