@@ -341,7 +341,7 @@ def test_collated_dialogues_carry_speaker_roles():
 
     dialogues = [{"features": {"text": np.zeros((t, 3), np.float32)},
                   "present": {"text": np.ones(t, bool)}, "y": np.zeros(t, np.int64),
-                  "speakers": speakers}
+                  "speakers": speakers, "ids": [f"{t}/{i}" for i in range(t)]}
                  for t, speakers in ((3, ["b", "a", "b"]), (2, ["z", "z"]))]
     batch = collate_dialogues(dialogues, ["text"], {"text": 3})
     assert batch["roles"].tolist() == [[0, 1, 0], [0, 0, 0]]
@@ -730,7 +730,7 @@ def test_a_saved_model_without_a_later_setting_loads_with_the_value_it_was_train
     from erc.settings import before_options
 
     assert before_options(FusionConfig) == {"speaker_pool": False, "speaker_state": False,
-                                            "turn_dropout": 0.0}
+                                            "turn_dropout": 0.0, "neighbours": 0, "memory": 0}
     model = FusionModel(FusionConfig(dims=DIMS, n_classes=4, labels=list("abcd"), window=None)).eval()
     checkpoint.save_model(tmp_path, model)
     saved = json.loads((tmp_path / "config.json").read_text())
