@@ -126,7 +126,7 @@ CHOICE_ROWS = {"bi-gru-or-pool": {"speaker-pool": "bi-gru+pool", "no-speaker-poo
                                        "no-speaker-pool": "bi-gru+state"},
                "ls-or-pool+ls": {"speaker-pool": "bi-gru+pool+ls", "no-speaker-pool": "bi-gru+ls"},
                "nb-or-pool+nb": {"speaker-pool": "bi-gru+pool+nb", "no-speaker-pool": "bi-gru+nb"}}
-DEFAULT_ROW = "bi-gru-or-pool"  # `erc train fusion` with every option at its default
+DEFAULT_ROW = "nb-or-pool+nb"  # `erc train fusion` with every option at its default
 DEFAULT_ROWS = list(ROWS)[:5]  # the first readout, causal and bidirectional Mamba, without averaging, the default
 
 # name -> (TextModelConfig options, loop options): the context text encoder fine-tuned
@@ -257,7 +257,7 @@ def fusion_config(encoder: str, options: dict, lr: float, seed: int, args,
 def fusion_row(row: str) -> tuple[dict, float, dict]:
     """A ROWS entry as (fusion options, learning rate, recipe options)."""
     options, lr, *extra = ROWS[row]
-    return {"speaker_state": False, **options}, lr, (extra[0] if extra else {})
+    return {"speaker_state": False, "neighbours": 0, **options}, lr, (extra[0] if extra else {})
 
 
 def is_default_row(row: str) -> bool:

@@ -177,10 +177,11 @@ class FusionConfig:
     window: Count | None = 1  # 1: the classifier reads the turn's own mixer output; N: the mean of the last N; None: all turns up to it
     isolate_turns: bool = field(default=False, metadata={"cli": "no_context"})  # every turn alone (the no-context baseline)
     dropout: Share = 0.2  # dropout on tokens and before the classifier
-    neighbours: Annotated[int, Field(ge=0, le=MAX_WIDTH)] = field(default=0, metadata={"before": 0, "help": (
+    neighbours: Annotated[int, Field(ge=0, le=MAX_WIDTH)] = field(default=10, metadata={"before": 0, "help": (
         "> 0: each turn also reads the labels of the N training utterances whose text "
         "vectors are nearest its own, from other dialogues than its own, weighted by "
-        "similarity (a memory of the training labels saved with the model)")})
+        "similarity (a memory of the training labels saved with the model; 0: none; a "
+        "model without text has none)")})
     memory: int = field(default=0, metadata={"internal": True, "before": 0})  # training utterances the neighbours are drawn from (set from the data)
     turn_dropout: Share = field(default=0.0, metadata={"before": 0.0, "help": (
         "in training, this share of turns reads the missing embeddings: the turn is known "

@@ -170,14 +170,16 @@ def test_fusion_shapes_and_token_width(mixer, bidirectional):
     model = FusionModel(FusionConfig(dims=DIMS, n_classes=7, mixer=mixer, d_state=8,
                                      bidirectional=bidirectional)).eval()
     feats, pres, valid = _batch([5, 3])
-    assert model.token_dim == 40 and model.d_model == FusionConfig.d_model
-    assert FusionModel(FusionConfig(dims=DIMS, d_model=None)).d_model == 40  # the paper's width
+    # the text part also holds the neighbours' 7 votes and their nearest similarity
+    assert model.token_dim == 40 + 8 and model.d_model == FusionConfig.d_model
+    assert FusionModel(FusionConfig(dims=DIMS, d_model=None, neighbours=0)).d_model == 40  # the paper's width
     assert model(feats, pres, valid).shape == (2, 5, 7)
-    assert model.tokens(feats, pres).shape == (2, 5, 40)
+    assert model.tokens(feats, pres).shape == (2, 5, 48)
 
 
 def test_missing_modality_uses_learned_embedding_not_its_values():
-    model = FusionModel(FusionConfig(dims=DIMS, n_classes=4, mixer="mamba", d_state=8)).eval()
+    model = FusionModel(FusionConfig(dims=DIMS, n_classes=4, mixer="mamba", d_state=8,
+                                     neighbours=0)).eval()  # no votes: the face part is 32:40
     feats, pres, valid = _batch([6], present=1.0)
     pres["face"][0, 2] = False
     tokens = model.tokens(feats, pres)
@@ -424,8 +426,9 @@ def test_neighbour_labels_never_come_from_the_turns_own_dialogue(tmp_path):
         averaged.update_parameters(model)
     assert torch.equal(averaged.module.memory_dialogues, keys.double())
     torch.testing.assert_close(averaged.module.memory_text, F.normalize(text, dim=-1))
-    with pytest.raises(ValueError, match="no text"):
-        FusionModel(FusionConfig(dims={"face": 8}, modalities=["face"], neighbours=3, memory=2))
+    # found by the text vectors: a model without text has none, and reads as it would
+    faces = FusionModel(FusionConfig(dims={"face": 8}, modalities=["face"], neighbours=3))
+    assert faces.neighbours == 0 and faces.token_dim == 8
 
 
 def test_adapter_learns_and_round_trips(tmp_path):

@@ -105,7 +105,7 @@ def test_label_smoothing_is_the_loss_against_softened_targets():
     model = tasks[0.0].build_model().eval()
     batch = next(tasks[0.0].train_batches(np.random.default_rng(0), 6, 0, 1))
     losses = {s: float(task.loss(model, batch, "cpu")) for s, task in tasks.items()}
-    logits = model(**{k: batch[k] for k in ("features", "present", "valid", "roles")})
+    logits = model(**{k: batch[k] for k in ("features", "present", "valid", "roles", "dialogue")})
     log_p, y = torch.log_softmax(logits[batch["valid"]], -1), batch["y"][batch["valid"]]
     w = tasks[0.0].weights
     picked = -log_p.gather(1, y[:, None])[:, 0]

@@ -127,7 +127,9 @@ def run_epochs(config: dict, *, rank: int, world: int, device, prepare, checkpoi
     averaged = weight_average(model, tc.average_epochs, steps, state, device)
     if state is not None and "live_weights" in state:
         model.load_state_dict(state["live_weights"], strict=True)
-    model = prepare(model)
+    # Every worker's buffers are the same by construction (the neighbour memory is filled
+    # from the same data): synchronised once when wrapped, not sent again every step.
+    model = prepare(model, parallel_strategy_kwargs={"broadcast_buffers": False})
     params = [p for p in model.parameters() if p.requires_grad]
     optimizer = torch.optim.AdamW(params, lr=tc.lr, weight_decay=tc.weight_decay)
     scheduler = torch.optim.lr_scheduler.LambdaLR(

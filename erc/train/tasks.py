@@ -21,7 +21,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from erc.errors import ConfigError, InputError
+from erc.errors import ConfigError
 
 
 def class_weights(y: np.ndarray, n_classes: int, power: float) -> np.ndarray:
@@ -226,11 +226,14 @@ class FusionTask:
         from erc.models.fusion import FusionConfig, FusionModel
 
         config = FusionConfig(**self.config["model"])
-        if not config.neighbours or self.dialogues is None:  # predicting: the saved memory
-            return FusionModel(config)
+        model = FusionModel(config)
+        if not model.neighbours or self.dialogues is None:  # predicting: the saved memory
+            return model
         memory = neighbour_memory(self.dialogues)
-        if not len(memory[1]):
-            raise InputError("neighbours: the training split has no labelled turn with text")
+        if not len(memory[1]):  # no labelled turn with a text vector: none to remember
+            print("[train] neighbours: no labelled training turn has a text vector; trained "
+                  "without them", flush=True)
+            return FusionModel(dataclasses.replace(config, neighbours=0))
         model = FusionModel(dataclasses.replace(config, memory=len(memory[1])))
         model.remember(*memory)
         return model
