@@ -24,6 +24,7 @@ which nothing is chosen on.
 
 from __future__ import annotations
 
+import functools
 import json
 import logging
 import os
@@ -72,7 +73,11 @@ def train_loop_per_worker(config: dict) -> None:
 
     logging.getLogger("ray.train").setLevel(logging.WARNING)  # not a line per report
     ctx = ray.train.get_context()
-    device, prepare = ray.train.torch.get_device(), ray.train.torch.prepare_model
+    device = ray.train.torch.get_device()
+    # Every worker's buffers are the same by construction (the neighbour memory is filled
+    # from the same data): synchronised once when wrapped, not sent again every step.
+    prepare = functools.partial(ray.train.torch.prepare_model,
+                                parallel_strategy_kwargs={"broadcast_buffers": False})
     use_gpu = TrainConfig(**config["train"]).gpus_per_worker() > 0
     if use_gpu and ctx.get_world_size() == 1 and torch_device(1.0) == "cpu":
         # The node advertises a GPU torch cannot use (torch_device said so): a lone
@@ -127,9 +132,7 @@ def run_epochs(config: dict, *, rank: int, world: int, device, prepare, checkpoi
     averaged = weight_average(model, tc.average_epochs, steps, state, device)
     if state is not None and "live_weights" in state:
         model.load_state_dict(state["live_weights"], strict=True)
-    # Every worker's buffers are the same by construction (the neighbour memory is filled
-    # from the same data): synchronised once when wrapped, not sent again every step.
-    model = prepare(model, parallel_strategy_kwargs={"broadcast_buffers": False})
+    model = prepare(model)
     params = [p for p in model.parameters() if p.requires_grad]
     optimizer = torch.optim.AdamW(params, lr=tc.lr, weight_decay=tc.weight_decay)
     scheduler = torch.optim.lr_scheduler.LambdaLR(
