@@ -329,6 +329,7 @@ def test_speaker_names(value, names):
     # An empty label set checked no label at all; a blank one is no label.
     ({"labels": []}, r"labels: an empty list admits no label"),
     ({"labels": ["joy", " "]}, r"labels: expected label names, got ' '"),
+    ({"labels": [True, "joy"]}, r"labels\.0: Input should be a valid string \(got True\)"),  # YAML's yes
     # Keys that match the same label, mapped differently: one would be silently unused.
     ({"label_map": {"Joy": "joy", "joy ": "anger"}}, r"label_map: 'Joy' and 'joy ' are the same"),
     # An empty split would make ids like "m//d/0" and a split no role finds.

@@ -97,7 +97,7 @@ class ManifestMapping(ReaderOptions):
             raise CorpusError(f"{where}: labels: an empty list admits no label; leave labels "
                               f"out to keep every label")
         for label in self.labels or ():
-            if isinstance(label, bool) or not str(label).strip():  # YAML's yes/no, or ""
+            if not str(label).strip():  # "" (YAML's yes/no already failed the type check)
                 raise CorpusError(f"{where}: labels: expected label names, got {preview(label)}")
         seen: dict[str, str] = {}
         for label, target in self.label_map.items():
