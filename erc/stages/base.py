@@ -156,14 +156,15 @@ class Stage:
         return found
 
     # -- fingerprints -------------------------------------------------------------------
-    def parts(self, config: Any, inputs: dict[str, Path], manifest: dict | None) -> dict:
+    def parts(self, config: Any, inputs: dict[str, Path], manifest: dict | None,
+              settings: Any = None) -> dict:
         """The named parts of the fingerprint (kept in the manifest, so a plan can say
-        which one changed)."""
+        which one changed); ``settings``: ``self.settings(config)`` when already worked out."""
         missing = [n for n in self.inputs if n not in inputs]
         if missing:
             raise InputError(f"{self.name}: missing input(s) {', '.join(missing)}")
         return {"stage": [self.name, self.version],
-                "config": digest(self.settings(config)),
+                "config": digest(self.settings(config) if settings is None else settings),
                 "inputs": {name: content_fingerprint(path) for name, path in sorted(inputs.items())
                            if path is not None},
                 "external": digest(self.external(config, inputs, manifest))}
@@ -177,13 +178,13 @@ def up_to_date(stage: Stage, config: Any, inputs: dict[str, Path], out: Path) ->
     """(current, why): whether ``out`` holds this stage's result for these inputs. The
     stage's settings are worked out first, run before or not: one it cannot take (a corpus
     of no format erc can tell) fails a dry run's plan as it would fail the run."""
-    stage.settings(config)
+    settings = stage.settings(config)
     manifest = read_manifest(out)
     if manifest is None:
         return False, "not run yet"
     if manifest.get("stage") != stage.name:
         return False, f"{out} holds the output of stage {manifest.get('stage')!r}"
-    parts = stage.parts(config, inputs, manifest)
+    parts = stage.parts(config, inputs, manifest, settings)
     if fingerprint_of(parts) == manifest["fingerprint"]:
         if _files_intact(out, manifest.get("files", {})):
             return True, "up to date"
