@@ -72,9 +72,14 @@ def speaker_identity(dialogue_id: str, speaker: str) -> str:
     return f"{dialogue_id[:5]}_{speaker}" if re.match(r"^Ses\d\d", dialogue_id) else speaker
 
 
+def _code(code: str) -> str:
+    """An IEMOCAP code as written in any case and spacing: 'Neu ' -> 'neu'."""
+    return code.strip().lower()
+
+
 def _label(code: str, collector: RowCollector, where: dict) -> str | None:
     """Maps an IEMOCAP code to a label, recording the row as a problem when it has none."""
-    code = code.strip().lower()
+    code = _code(code)
     if code in CODES:
         return CODES[code]
     if code in OTHER_CODES:
@@ -251,7 +256,7 @@ def read_iemocap_release(path: Path, /, **options) -> IngestResult:
                 if utt_id not in codes:
                     out.reject("unknown_label", "no EmoEvaluation entry", **where)
                     continue
-                if len({code.strip().lower() for code, _ in codes[utt_id]}) > 1:
+                if len({_code(code) for code, _ in codes[utt_id]}) > 1:
                     said = ", ".join(f"{preview(code, 20)} (line {line})" for code, line in codes[utt_id])
                     out.reject("unknown_label", f"its EmoEvaluation file labels it several times, "
                                f"differently: {said}", **where)
