@@ -366,6 +366,9 @@ case("manifest unterminated quote", lambda t: ingest(manifest_csv(
 case("manifest files joined with their headers and byte order marks", lambda t: ingest(manifest_csv(
     t, ok_row(0), raw=b"\xef\xbb\xbf" + MANIFEST_HEADER.encode() + ok_row(1).encode() + b"\n")),
     "malformed_row", 3, kept=2)
+# A spreadsheet's empty rows: counted, not dropped unseen (a blank line is no row).
+case("manifest row of delimiters only", lambda t: ingest(manifest_csv(t, ok_row(0), ",,,,,,,", "", ok_row(1))),
+     "missing_field", 3, kept=2)
 case("manifest field over 128 KiB", lambda t: ingest(manifest_csv(
     t, ok_row(0), "d,Bob," + "z" * (140 << 10) + ",1,,,,joy")), "field_too_large", 2)
 case("manifest turn 99999999999", lambda t: ingest(manifest_csv(t, ok_row(0), "d,Bob,Hm.,99999999999,,,,joy")),

@@ -344,8 +344,9 @@ def read_csv_records(path: Path, required: Iterable[str],
                           f"{preview(', '.join(header), 200)}")
     for start, end, values, error in _csv_records(decoded, header_reader.line_num, len(header),
                                                   delimiter):
-        if values is not None and not any(v.strip() for v in values):
-            continue  # a blank line is no row
+        empty = values is not None and not any(v.strip() for v in values)
+        if empty and len(values) <= 1:
+            continue  # a blank line is no row; a row of delimiters only is one, set aside below
         span = flags[start:end]
         encoding = "undecodable" if "undecodable" in span else ("cp1252" if "cp1252" in span else None)
         line = start + 1
@@ -363,6 +364,8 @@ def read_csv_records(path: Path, required: Iterable[str],
                         f"after it are read on their own")
                        if unpaired or end - start > 1 or "end of data" in error else
                        ("malformed_row", f"not a CSV record: {error}"))
+        elif empty:
+            problem = ("missing_field", "every field is empty (a row of delimiters only)")
         elif repeated:
             problem = ("malformed_row", "the header row again (files joined one after "
                        "another, each with its header?)")
