@@ -360,9 +360,10 @@ def _unlistable(monkeypatch, folder: Path) -> None:
 
 
 def test_a_folder_erc_may_not_list_is_an_error_naming_it(tmp_path, monkeypatch):
-    """glob passes over a folder it may not list in silence: a RAVDESS actor's folder or
-    an IEMOCAP session's transcriptions without read permission lost their rows unseen,
-    and the ingest counted none of them."""
+    """glob passes over a folder it may not list in silence: a RAVDESS actor's folder,
+    an IEMOCAP session's transcriptions, a manifest folder that ``files:`` globs into or a
+    split folder of manifests without read permission lost their rows unseen, and the
+    ingest counted none of them."""
     ravdess = tmp_path / "ravdess"
     for actor in ("01", "02"):
         (ravdess / f"Actor_{actor}").mkdir(parents=True)
@@ -376,9 +377,18 @@ def test_a_folder_erc_may_not_list_is_an_error_naming_it(tmp_path, monkeypatch):
         (dialog / "transcriptions" / f"{name}.txt").write_text(f"{name}_F000 [1.0-2.0]: Hi.\n")
         (dialog / "EmoEvaluation" / f"{name}.txt").write_text(
             f"[1.0 - 2.0]\t{name}_F000\tneu\t[2.5]\n")
+    # manifests: a folder that files: globs into, and a split folder found without files:
+    globbed, by_split = tmp_path / "globbed", tmp_path / "by_split"
+    for corpus, mapping, files in ((globbed, "files: parts/*.csv\n", ("parts/a.csv", "parts/b.csv")),
+                                   (by_split, "split: train\n", ("train.csv", "dev/m.csv"))):
+        for file in files:
+            (corpus / file).parent.mkdir(parents=True, exist_ok=True)
+            (corpus / file).write_text("dialogue_id,speaker,text\nd,Ann,Hi.\n")
+        (corpus / "erc-mapping.yaml").write_text(mapping)
     for corpus, folder, options in (
             (ravdess, ravdess / "Actor_02", {}),
-            (release, release / "Session2" / "dialog" / "transcriptions", {"keep_missing_media": True})):
+            (release, release / "Session2" / "dialog" / "transcriptions", {"keep_missing_media": True}),
+            (globbed, globbed / "parts", {}), (by_split, by_split / "dev", {})):
         with monkeypatch.context() as patch:
             _unlistable(patch, folder)
             with pytest.raises(CorpusError, match=rf"{folder.name}: the folder cannot be listed "

@@ -37,7 +37,7 @@ from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any, NamedTuple
 
-from erc.corpus.base import SPLIT_WORDS, CorpusError, ReaderOptions, check_file, reader_options, too_large
+from erc.corpus.base import SPLIT_WORDS, CorpusError, ReaderOptions, check_file, listed, reader_options, too_large
 from erc.corpus.values import SURROGATE, RowProblem, blank, kind, meta_value, text_value
 from erc.errors import preview
 from erc.io import MARKER as OUTPUT_MARKER
@@ -156,12 +156,13 @@ class ManifestMapping(ReaderOptions):
         if self.files is None:
             if path.is_file():
                 return [_by_name(path, folder)]
-            named = [p for p in sorted(folder.iterdir()) if _manifest_name(p)]
-            for sub in sorted(folder.iterdir()):
+            named = [p for p in listed(folder) if _manifest_name(p)]
+            for sub in listed(folder):
                 # a folder train/ or valid/ of manifests; not an output folder of erc's
-                if (sub.name.casefold() in SPLIT_WORDS and sub.is_dir()
-                        and not (sub / OUTPUT_MARKER).exists()):
-                    named += [p for p in sorted(sub.iterdir()) if _manifest_name(p)]
+                if sub.name.casefold() in SPLIT_WORDS and sub.is_dir():
+                    inside = listed(sub)
+                    if sub / OUTPUT_MARKER not in inside:
+                        named += [p for p in inside if _manifest_name(p)]
             for file in named:
                 check_file(file)
             found = [_by_name(p, folder) for p in named if p.is_file()]
@@ -530,11 +531,26 @@ def _glob_regex(pattern: str) -> str:
     return "".join("[^/]*" if c == "*" else "[^/]" if c == "?" else re.escape(c) for c in pattern)
 
 
+def _check_listable(folder: Path, pattern: str) -> None:
+    """CorpusError naming a folder whose entries ``pattern`` matches but erc may not list:
+    ``glob`` passes over it in silence, and the rows of its files would be lost unseen."""
+    base = Path("/") if pattern.startswith("/") else folder
+    parts = pattern.strip("/").split("/")
+    for level, part in enumerate(parts):
+        if not glob.has_magic(part):
+            continue
+        prefix = "/".join(parts[:level])
+        for path in ([base / p for p in glob.glob(prefix, root_dir=base)] if prefix else [base]):
+            listed(path)  # raises for a folder it may not list
+
+
 def _matches(folder: Path, pattern: str) -> list[tuple[Path, str | None]]:
     """Files under ``folder`` matching ``pattern``; with the split its {split} part names."""
     before, marker, after = pattern.partition("{split}")
+    pattern = before + ("*" if marker else "") + after
+    _check_listable(folder, pattern)
     found = []
-    for name in sorted(glob.glob(before + ("*" if marker else "") + after, root_dir=folder)):
+    for name in sorted(glob.glob(pattern, root_dir=folder)):
         file = folder / name
         check_file(file)
         if not file.is_file():
