@@ -544,3 +544,20 @@ def test_a_json_document_of_episodes_scenes_and_utterances(tmp_path):
     with pytest.raises(CorpusError, match="no list 'scene'.*records: episodes.scenes.utterances "
                                           "would read"):
         read_manifest(dev, columns=m["columns"], records="episodes.scene.utterances")
+
+
+def test_json_utterances_keyed_by_id_are_named_as_such(tmp_path):
+    """Utterances as an object keyed by their ids, not a list, read as one record whose
+    columns are u1.speaker, u2.speaker, ...: the error says what the file looks like."""
+    path = tmp_path / "c.json"
+    keyed = {"u1": {"dialogue_id": "d", "speaker": "Ann", "text": "Hi."},
+             "u2": {"dialogue_id": "d", "speaker": "Bob", "text": "Yo."}}
+    path.write_text(json.dumps({"utterances": keyed}))
+    with pytest.raises(CorpusError, match=r"missing column\(s\) dialogue_id, speaker.*the fields sit "
+                                          r"under the keys 'u1, u2': utterances keyed by id\?"):
+        read_manifest(path, records="utterances")
+    # One object per utterance whose fields are nested objects is no such file.
+    path.write_text(json.dumps({"utterances": [{"conv": {"id": "c"}, "turn": {"text": "Hi."}}]}))
+    with pytest.raises(CorpusError, match=r"missing column\(s\) dialogue_id, speaker") as error:
+        read_manifest(path, records="utterances")
+    assert "keyed by id" not in str(error.value)

@@ -220,6 +220,12 @@ class ManifestMapping(ReaderOptions):
         covered = have | set(self.columns)
         missing = [f for f in REQUIRED if f not in covered]
         if missing:
+            # {"u1": {"speaker": ..}, "u2": {..}}: one record whose columns are u1.speaker, ...
+            keyed = sorted({c.rsplit(".", 1)[0] for c in map(str, columns)
+                            if "." in c and c.rsplit(".", 1)[1] in missing})
+            if len(keyed) > 1:
+                hint += (f" (the fields sit under the keys {preview(', '.join(keyed), 80)}: "
+                         f"utterances keyed by id? erc reads lists of utterance objects)")
             raise CorpusError(f"{source}: missing column(s) {', '.join(missing)}; found "
                               f"{preview(', '.join(map(str, columns)), 200)} (a mapping's "
                               f"columns: can name others){hint}")
