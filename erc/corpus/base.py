@@ -436,6 +436,19 @@ def _csv_records(lines: list[str], first: int, width: int, delimiter: str = ","
         position = restart
 
 
+def split_files(folder: Path, files: dict[str, str],
+                only: Iterable[str] | None = None) -> Iterator[tuple[str, Path]]:
+    """(split, path) of each file of ``files`` (split -> file name) that ``folder`` holds,
+    of the splits ``only`` names (every split without it); ``check_file`` on each."""
+    for split, name in files.items():
+        if only and split not in only:
+            continue
+        path = folder / name
+        check_file(path)
+        if path.is_file():
+            yield split, path
+
+
 def check_file(path: Path) -> None:
     """CorpusError for a corpus file that is there but no file: a symbolic link that leads
     to no file (a link loop, or its target gone), or a folder (or pipe, device) by a corpus

@@ -33,6 +33,7 @@ from erc.corpus.base import (
     read_csv_records,
     read_lines,
     reader_options,
+    split_files,
     split_name,
     too_large,
 )
@@ -111,13 +112,7 @@ def read_iemocap_text(path: Path, /, **options) -> IngestResult:
         raise CorpusError(f"reader options of iemocap_text: splits: {preview(unknown)} are not "
                           f"splits of the text csvs ({', '.join(TEXT_SPLIT_FILES)})")
     out = RowCollector("iemocap")
-    for split, file_name in TEXT_SPLIT_FILES.items():
-        csv_path = path / file_name
-        if opts.splits and split not in opts.splits:
-            continue
-        check_file(csv_path)
-        if not csv_path.is_file():
-            continue
+    for split, csv_path in split_files(path, TEXT_SPLIT_FILES, opts.splits):
         source = str(csv_path)
         out.sources.append(source)
         for record in out.rows(read_csv_records(csv_path, TEXT_COLUMNS, opts.max_field_bytes)):

@@ -23,11 +23,11 @@ from erc.corpus.base import (
     IngestResult,
     ReaderOptions,
     RowCollector,
-    check_file,
     fix_mojibake,
     media_problem,
     read_csv_records,
     reader_options,
+    split_files,
 )
 from erc.corpus.values import RowProblem, parse_turn
 from erc.errors import preview
@@ -119,13 +119,7 @@ def read_meld(path: Path, /, **options) -> IngestResult:
     if opts.media_root:
         out.sources.append(str(Path(opts.media_root)))
     read_any = False
-    for split, file_name in SPLIT_FILES.items():
-        csv_path = path / file_name
-        if opts.splits and split not in opts.splits:
-            continue
-        check_file(csv_path)
-        if not csv_path.is_file():
-            continue
+    for split, csv_path in split_files(path, SPLIT_FILES, opts.splits):
         read_any = True
         out.sources.append(str(csv_path))
         source = str(csv_path)
