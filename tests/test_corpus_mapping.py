@@ -460,6 +460,12 @@ def test_a_semicolon_csv_with_milliseconds_and_numbered_turns(tmp_path):
     # Read with a comma, the file is one column: the error says which delimiter it has.
     with pytest.raises(CorpusError, match=r"fields separated by ';'\? set delimiter: ';'"):
         read_manifest(folder / "calls.csv", columns={"dialogue_id": "Conversation"})
+    # A .tsv file is read by tabs whatever the default says: commas in it want a .csv name.
+    commas = tmp_path / "calls.tsv"
+    commas.write_text("Conversation,Speaker\ncall_1,Ann\n")
+    with pytest.raises(CorpusError, match=r"fields separated by ','\? a \.tsv file is read by "
+                                          r"tabs: name it \.csv"):
+        read_manifest(commas, columns={"dialogue_id": "Conversation"})
 
 
 def test_json_lines_with_nested_objects(tmp_path):

@@ -308,6 +308,12 @@ def too_large(value: str, limit: int) -> bool:
     return len(value) > limit or (len(value) * 4 > limit and len(value.encode("utf-8")) > limit)
 
 
+def file_delimiter(path: Path, delimiter: str) -> str:
+    """The delimiter a CSV file is read with: a .tsv file separates by tabs unless
+    another delimiter than the default comma is named."""
+    return "\t" if path.suffix.lower() == ".tsv" and delimiter == "," else delimiter
+
+
 def read_csv_records(path: Path, required: Iterable[str],
                      max_field_bytes: int = ReaderOptions.max_field_bytes,
                      delimiter: str = ",", free: str | None = None) -> Iterator[CsvRecord]:

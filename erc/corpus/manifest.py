@@ -50,6 +50,7 @@ from erc.corpus.base import (
     ReaderOptions,
     RowCollector,
     check_file,
+    file_delimiter,
     media_problem,
     read_csv_records,
     read_lines,
@@ -88,9 +89,7 @@ def read_records(path: Path, max_field_bytes: int = ReaderOptions.max_field_byte
     malformed_row; a JSON document's records as ``json_records`` finds them."""
     suffix = path.suffix.lower()
     if suffix in (".csv", ".tsv"):
-        if suffix == ".tsv" and delimiter == ",":  # the default: a .tsv separates by tabs
-            delimiter = "\t"
-        yield from read_csv_records(path, (), max_field_bytes, delimiter, free)
+        yield from read_csv_records(path, (), max_field_bytes, file_delimiter(path, delimiter), free)
     elif suffix == ".json":
         yield from json_records(path, records)
     elif suffix in (".jsonl", ".ndjson"):

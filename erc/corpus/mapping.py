@@ -37,7 +37,16 @@ from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any, NamedTuple
 
-from erc.corpus.base import SPLIT_WORDS, CorpusError, ReaderOptions, check_file, listed, reader_options, too_large
+from erc.corpus.base import (
+    SPLIT_WORDS,
+    CorpusError,
+    ReaderOptions,
+    check_file,
+    file_delimiter,
+    listed,
+    reader_options,
+    too_large,
+)
 from erc.corpus.values import SURROGATE, RowProblem, blank, kind, meta_value, text_value
 from erc.errors import preview
 from erc.io import MARKER as OUTPUT_MARKER
@@ -208,9 +217,13 @@ class ManifestMapping(ReaderOptions):
         column."""
         have = set(columns)
         # One column whose name holds another delimiter: a header of ";"-separated names.
-        other = next((d for d in ";\t|," if d != self.delimiter and len(columns) == 1
+        used = file_delimiter(Path(source), self.delimiter)
+        other = next((d for d in ";\t|," if d != used and len(columns) == 1
                       and d in str(columns[0])), None)
-        hint = f" (fields separated by {other!r}? set delimiter: {other!r})" if other else ""
+        hint = "" if other is None else (
+            " (fields separated by ','? a .tsv file is read by tabs: name it .csv)"
+            if file_delimiter(Path(source), other) != other
+            else f" (fields separated by {other!r}? set delimiter: {other!r})")
         for name, spec in self.columns.items():
             lacking = [c for c in source_columns(spec) if c not in have]
             if lacking:
