@@ -62,7 +62,10 @@ class IngestStage(Stage):
     name = "ingest"
     section = "corpus"
     results = (UTTERANCES, PROBLEMS)
-    # 14: a text without a word (only punctuation, symbols or emoji) is null, the text
+    # 15: a CSV row of delimiters only is a missing_field problem, the header row again a
+    # malformed_row, a byte order mark leaves any line; split words match in any case; an
+    # IEMOCAP turn labelled twice, differently, is set aside; RAVDESS actor numbers are
+    # ASCII digits; 14: a text without a word (only punctuation, symbols or emoji) is null, the text
     # it had in meta text_without_words; 13: a row kept without its missing media file
     # (keep_missing_media) names the path in its meta (missing_media, missing_audio);
     # 12: control characters leave every reader's text (tabs and line breaks become
@@ -79,7 +82,7 @@ class IngestStage(Stage):
     # utterance at a turn of a dialogue is a duplicate_turn problem, a manifest row set
     # aside without a turn names no default id; 5: readers take off a byte order mark,
     # MELD ids are numbers, default manifest ids escape "/"
-    version = 14
+    version = 15
     description = "read the corpus into the utterance table; every row kept or set aside with a reason"
 
     def settings(self, config: CorpusConfig) -> dict:
