@@ -117,6 +117,8 @@ ROWS = {
     "bi-gru+pool+ls": ({"speaker_pool": True}, 1e-3, {"label_smoothing": 0.1}),
     "bi-gru+nb": ({"neighbours": 10}, 1e-3),
     "bi-gru+pool+nb": ({"speaker_pool": True, "neighbours": 10}, 1e-3),
+    "bi-gru+nb30": ({"neighbours": 30}, 1e-3),
+    "bi-gru+pool+nb30": ({"speaker_pool": True, "neighbours": 30}, 1e-3),
 }
 # `erc train fusion`'s own choice between two ROWS (its default, choose_speaker_pool): in
 # every fold and seed, the model of the pair whose selection score is better, by the rule
@@ -125,7 +127,8 @@ CHOICE_ROWS = {"bi-gru-or-pool": {"speaker-pool": "bi-gru+pool", "no-speaker-poo
                "state-or-pool+state": {"speaker-pool": "bi-gru+pool+state",
                                        "no-speaker-pool": "bi-gru+state"},
                "ls-or-pool+ls": {"speaker-pool": "bi-gru+pool+ls", "no-speaker-pool": "bi-gru+ls"},
-               "nb-or-pool+nb": {"speaker-pool": "bi-gru+pool+nb", "no-speaker-pool": "bi-gru+nb"}}
+               "nb-or-pool+nb": {"speaker-pool": "bi-gru+pool+nb", "no-speaker-pool": "bi-gru+nb"},
+               "nb30-or-pool+nb30": {"speaker-pool": "bi-gru+pool+nb30", "no-speaker-pool": "bi-gru+nb30"}}
 DEFAULT_ROW = "nb-or-pool+nb"  # `erc train fusion` with every option at its default
 DEFAULT_ROWS = list(ROWS)[:5]  # the first readout, causal and bidirectional Mamba, without averaging, the default
 
