@@ -846,6 +846,23 @@ def test_labels_that_differ_only_in_case_or_spaces_are_refused():
     assert "anger" not in str(raised.value)
 
 
+def test_a_label_only_the_dev_split_has_is_said_before_training(capsys):
+    """A label in the dev split that no training utterance has cannot be learnt; the run
+    said nothing, and its dev score fell with every such utterance."""
+    from erc.schema import utterance_table
+    from erc.train.data import training_roles
+
+    rows = [{"utterance_id": f"c/{split}/d/{t}", "corpus": "c", "split": split,
+             "dialogue_id": "d", "turn": t, "speaker": "A", "text": "hi", "emotion": emotion}
+            for split, emotions in (("train", ["joy", "anger", None]), ("dev", ["joy", "fear", "fear"]))
+            for t, emotion in enumerate(emotions)]
+    assert training_roles(utterance_table(rows), None) == {"train": "train", "dev": "dev"}
+    out = capsys.readouterr().out
+    assert "fear (2) labelled in split 'dev' but never in 'train'" in out and "joy" not in out
+    training_roles(utterance_table([r for r in rows if r["emotion"] != "fear"]), None)
+    assert "note" not in capsys.readouterr().out
+
+
 def test_checkpoints_in_an_output_folder_inside_the_corpus_folder_keep_their_key(tmp_path):
     """`erc train fusion data --out data/run`: the key of the run's checkpoints was read
     from the corpus folder with the checkpoints in it, so an interrupted run found another

@@ -8,6 +8,7 @@ without a label (it is still context, but not a target).
 
 from __future__ import annotations
 
+from collections import Counter
 from collections.abc import Mapping
 
 import numpy as np
@@ -43,10 +44,20 @@ def training_roles(table: pa.Table, roles: Mapping[str, str] | None) -> dict[str
     """``resolve_roles`` for training: the model learns from the train split's labels and
     is selected by the dev split's, so a split of either without any is an error."""
     roles = resolve_roles(table, roles, hints={"dev": NO_DEV_HINT})
+    emotions = {}
     for role, split in roles.items():
-        emotions = table.filter(pa.compute.equal(table.column("split"), split)).column("emotion")
-        if not any(emotions.to_pylist()):
+        emotions[role] = [e for e in table.filter(pa.compute.equal(table.column("split"), split))
+                          .column("emotion").to_pylist() if e]
+        if not emotions[role]:
             raise InputError(f"split {split!r} (for {role}) has no labelled utterances")
+    # A label the train split never shows is one the model cannot learn: said, not hidden
+    # in a dev score that counts every such utterance wrong.
+    learnt = set(emotions["train"])
+    unlearnable = Counter(e for e in emotions.get("dev", ()) if e not in learnt)
+    if unlearnable:
+        print(f"[train] note: {', '.join(f'{label} ({n})' for label, n in sorted(unlearnable.items()))}"
+              f" labelled in split {roles['dev']!r} but never in {roles['train']!r}: the model "
+              f"cannot learn them, and its dev score counts them wrong", flush=True)
     return roles
 
 
