@@ -13,6 +13,7 @@ import contextlib
 import os
 import shutil
 import subprocess
+import sys
 import tempfile
 from pathlib import Path
 
@@ -186,5 +187,25 @@ def lock_held_elsewhere(folder: Path):
         holder.wait()
 
 
+_EXIT_STATUS = pytest.StashKey[int]()
+
+
 def pytest_sessionfinish(session, exitstatus):
+    from erc import runtime
+
+    runtime.shutdown()  # the embedded Ray reads its token from the home removed next
     shutil.rmtree(_HOME, ignore_errors=True)
+    session.config.stash[_EXIT_STATUS] = int(exitstatus)
+
+
+@pytest.hookimpl(trylast=True)
+def pytest_unconfigure(config):
+    """The suite's process ends here, without the interpreter's teardown: with Ray, torch,
+    CTranslate2 and the other native libraries loaded in one process for the whole suite, a
+    finaliser once crashed (SIGSEGV) after every test had passed and been reported, and the
+    passed run failed. Every result is written by now; the exit status is pytest's."""
+    status = config.stash.get(_EXIT_STATUS, None)
+    if status is not None and not hasattr(config, "workerinput"):
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os._exit(status)
