@@ -205,7 +205,7 @@ def pytest_unconfigure(config):
     finaliser once crashed (SIGSEGV) after every test had passed and been reported, and the
     passed run failed. Every result is written by now; the exit status is pytest's."""
     status = config.stash.get(_EXIT_STATUS, None)
-    if status is not None and not hasattr(config, "workerinput"):
+    if status is not None:
         sys.stdout.flush()
         sys.stderr.flush()
         os._exit(status)

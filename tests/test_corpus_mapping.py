@@ -567,3 +567,26 @@ def test_json_utterances_keyed_by_id_are_named_as_such(tmp_path):
     with pytest.raises(CorpusError, match=r"missing column\(s\) dialogue_id, speaker") as error:
         read_manifest(path, records="utterances")
     assert "keyed by id" not in str(error.value)
+
+
+@pytest.mark.parametrize("pattern", [
+    "*.csv", ".*.csv", "parts/*.csv", "parts/*", "*/*.csv", "*/*/*.csv", "a.csv", "none/*.csv",
+    "*", "*/", "[ad]*.csv", "**/*.csv", ".hidden/*", "*/sub/*", "../other/*.csv",
+    "link/*.csv", "data_*.csv", "parts/sub/", "a.csv/", "{root}/other/*.csv"])
+def test_files_patterns_find_what_glob_finds(tmp_path, pattern):
+    """``files:`` patterns are expanded by erc's own walk (which names a folder it may not
+    list, where glob passes over it): it finds exactly the names glob finds, hidden
+    names and trailing slashes included."""
+    import glob
+
+    from erc.corpus.mapping import _glob
+
+    corpus = tmp_path / "c"
+    for name in ("a.csv", ".b.csv", "parts/x.csv", "parts/y.tsv", "parts/sub/z.csv",
+                 ".hidden/h.csv", "train/m.csv", "data_dev.csv", "../other/o.csv"):
+        (corpus / name).parent.mkdir(parents=True, exist_ok=True)
+        (corpus / name).write_text("dialogue_id,speaker,text\n")
+    (corpus / "link").symlink_to(tmp_path / "other")
+    pattern = pattern.format(root=tmp_path)
+    expected = [name.rstrip("/") for name in sorted(glob.glob(pattern, root_dir=corpus))]
+    assert _glob(corpus, pattern) == expected

@@ -217,12 +217,13 @@ class ManifestMapping(ReaderOptions):
         column."""
         have = set(columns)
         # One column whose name holds another delimiter: a header of ";"-separated names.
-        used = file_delimiter(Path(source), self.delimiter)
+        file = Path(source)
+        used = file_delimiter(file, self.delimiter)
         other = next((d for d in ";\t|," if d != used and len(columns) == 1
                       and d in str(columns[0])), None)
         hint = "" if other is None else (
             " (fields separated by ','? a .tsv file is read by tabs: name it .csv)"
-            if file_delimiter(Path(source), other) != other
+            if file_delimiter(file, other) != other
             else f" (fields separated by {other!r}? set delimiter: {other!r})")
         for name, spec in self.columns.items():
             lacking = [c for c in source_columns(spec) if c not in have]
@@ -550,26 +551,37 @@ def _glob_regex(pattern: str) -> str:
     return "".join("[^/]*" if c == "*" else "[^/]" if c == "?" else re.escape(c) for c in pattern)
 
 
-def _check_listable(folder: Path, pattern: str) -> None:
-    """CorpusError naming a folder whose entries ``pattern`` matches but erc may not list:
-    ``glob`` passes over it in silence, and the rows of its files would be lost unseen."""
-    base = Path("/") if pattern.startswith("/") else folder
-    parts = pattern.strip("/").split("/")
+def _glob(folder: Path, pattern: str) -> list[str]:
+    """The names ``glob.glob(pattern, root_dir=folder)`` finds (a leading "*" does not
+    match hidden names), found by one walk that lists each folder with ``listed``: a
+    folder erc may not list is a CorpusError naming it, where glob passes over it in
+    silence and the rows of its files would be lost unseen."""
+    absolute = pattern.startswith("/")
+    base = Path("/") if absolute else folder
+    parts = [part for part in pattern.split("/") if part]
+    found = [""]
     for level, part in enumerate(parts):
-        if not glob.has_magic(part):
-            continue
-        prefix = "/".join(parts[:level])
-        for path in ([base / p for p in glob.glob(prefix, root_dir=base)] if prefix else [base]):
-            listed(path)  # raises for a folder it may not list
+        last = level == len(parts) - 1 and not pattern.endswith("/")  # "dir/": folders only
+        deeper = []
+        for name in found:
+            here = base / name
+            if glob.has_magic(part):
+                names = [p.name for p in listed(here, part)
+                         if part.startswith(".") or not p.name.startswith(".")]
+            else:
+                names = [part] if os.path.lexists(here / part) else []
+            deeper += [f"{name}/{n}" if name else n for n in names
+                       if last or (here / n).is_dir()]
+        found = deeper
+    return sorted("/" + name if absolute else name for name in found)
 
 
 def _matches(folder: Path, pattern: str) -> list[tuple[Path, str | None]]:
     """Files under ``folder`` matching ``pattern``; with the split its {split} part names."""
     before, marker, after = pattern.partition("{split}")
     pattern = before + ("*" if marker else "") + after
-    _check_listable(folder, pattern)
     found = []
-    for name in sorted(glob.glob(pattern, root_dir=folder)):
+    for name in _glob(folder, pattern):
         file = folder / name
         check_file(file)
         if not file.is_file():
