@@ -119,6 +119,8 @@ ROWS = {
     "bi-gru+pool+nb": ({"speaker_pool": True, "neighbours": 10}, 1e-3),
     "bi-gru+nb30": ({"neighbours": 30}, 1e-3),
     "bi-gru+pool+nb30": ({"speaker_pool": True, "neighbours": 30}, 1e-3),
+    "bi-gru+nb+dnb": ({"neighbours": 10, "dialogue_neighbours": 3}, 1e-3),
+    "bi-gru+pool+nb+dnb": ({"speaker_pool": True, "neighbours": 10, "dialogue_neighbours": 3}, 1e-3),
 }
 # `erc train fusion`'s own choice between two ROWS (its default, choose_speaker_pool): in
 # every fold and seed, the model of the pair whose selection score is better, by the rule
@@ -128,8 +130,9 @@ CHOICE_ROWS = {"bi-gru-or-pool": {"speaker-pool": "bi-gru+pool", "no-speaker-poo
                                        "no-speaker-pool": "bi-gru+state"},
                "ls-or-pool+ls": {"speaker-pool": "bi-gru+pool+ls", "no-speaker-pool": "bi-gru+ls"},
                "nb-or-pool+nb": {"speaker-pool": "bi-gru+pool+nb", "no-speaker-pool": "bi-gru+nb"},
-               "nb30-or-pool+nb30": {"speaker-pool": "bi-gru+pool+nb30", "no-speaker-pool": "bi-gru+nb30"}}
-DEFAULT_ROW = "nb-or-pool+nb"  # `erc train fusion` with every option at its default
+               "nb30-or-pool+nb30": {"speaker-pool": "bi-gru+pool+nb30", "no-speaker-pool": "bi-gru+nb30"},
+               "dnb-or-pool+dnb": {"speaker-pool": "bi-gru+pool+nb+dnb", "no-speaker-pool": "bi-gru+nb+dnb"}}
+DEFAULT_ROW = "dnb-or-pool+dnb"  # `erc train fusion` with every option at its default
 DEFAULT_ROWS = list(ROWS)[:5]  # the first readout, causal and bidirectional Mamba, without averaging, the default
 
 # name -> (TextModelConfig options, loop options): the context text encoder fine-tuned
@@ -260,7 +263,8 @@ def fusion_config(encoder: str, options: dict, lr: float, seed: int, args,
 def fusion_row(row: str) -> tuple[dict, float, dict]:
     """A ROWS entry as (fusion options, learning rate, recipe options)."""
     options, lr, *extra = ROWS[row]
-    return {"speaker_state": False, "neighbours": 0, **options}, lr, (extra[0] if extra else {})
+    return ({"speaker_state": False, "neighbours": 0, "dialogue_neighbours": 0, **options}, lr,
+            (extra[0] if extra else {}))
 
 
 def is_default_row(row: str) -> bool:

@@ -182,6 +182,10 @@ class FusionConfig:
         "vectors are nearest its own, from other dialogues than its own, weighted by "
         "similarity (a memory of the training labels saved with the model; 0: none; a "
         "model without text has none)")})
+    dialogue_neighbours: Annotated[int, Field(ge=0, le=MAX_WIDTH)] = field(default=3, metadata={"before": 0, "help": (
+        "> 0: each turn also reads the label shares of the N training dialogues whose mean "
+        "text vector is nearest its dialogue's (causal models: its turns so far), weighted by "
+        "similarity (the same memory as neighbours; 0: none)")})
     memory: int = field(default=0, metadata={"internal": True, "before": 0})  # training utterances the neighbours are drawn from (set from the data)
     turn_dropout: Share = field(default=0.0, metadata={"before": 0.0, "help": (
         "in training, this share of turns reads the missing embeddings: the turn is known "

@@ -3,6 +3,7 @@ model's masks, windows and baselines, adapters, the context text encoder, checkp
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import sys
 import types
@@ -170,16 +171,18 @@ def test_fusion_shapes_and_token_width(mixer, bidirectional):
     model = FusionModel(FusionConfig(dims=DIMS, n_classes=7, mixer=mixer, d_state=8,
                                      bidirectional=bidirectional)).eval()
     feats, pres, valid = _batch([5, 3])
-    # the text part also holds the neighbours' 7 votes and their nearest similarity
-    assert model.token_dim == 40 + 8 and model.d_model == FusionConfig.d_model
-    assert FusionModel(FusionConfig(dims=DIMS, d_model=None, neighbours=0)).d_model == 40  # the paper's width
+    # the text part also holds the neighbours' 7 votes and their nearest similarity, and
+    # the same of the neighbour dialogues
+    assert model.token_dim == 40 + 16 and model.d_model == FusionConfig.d_model
+    assert FusionModel(FusionConfig(dims=DIMS, d_model=None, neighbours=0,
+                                   dialogue_neighbours=0)).d_model == 40  # the paper's width
     assert model(feats, pres, valid).shape == (2, 5, 7)
-    assert model.tokens(feats, pres).shape == (2, 5, 48)
+    assert model.tokens(feats, pres).shape == (2, 5, 56)
 
 
 def test_missing_modality_uses_learned_embedding_not_its_values():
-    model = FusionModel(FusionConfig(dims=DIMS, n_classes=4, mixer="mamba", d_state=8,
-                                     neighbours=0)).eval()  # no votes: the face part is 32:40
+    model = FusionModel(FusionConfig(dims=DIMS, n_classes=4, mixer="mamba", d_state=8, neighbours=0,
+                                     dialogue_neighbours=0)).eval()  # no votes: the face part is 32:40
     feats, pres, valid = _batch([6], present=1.0)
     pres["face"][0, 2] = False
     tokens = model.tokens(feats, pres)
@@ -429,6 +432,46 @@ def test_neighbour_labels_never_come_from_the_turns_own_dialogue(tmp_path):
     # found by the text vectors: a model without text has none, and reads as it would
     faces = FusionModel(FusionConfig(dims={"face": 8}, modalities=["face"], neighbours=3))
     assert faces.neighbours == 0 and faces.token_dim == 8
+
+
+def test_dialogue_neighbours_read_the_label_shares_of_the_nearest_other_dialogue(tmp_path):
+    """With dialogue neighbours every turn also reads the label shares of the remembered
+    dialogues whose mean text vector is nearest its dialogue's: the same for every turn of
+    a dialogue, never its own dialogue, padding and turns without text left out of the mean;
+    saved with the model."""
+    from erc.models.fusion import dialogue_key
+
+    torch.manual_seed(0)
+    a, b = torch.randn(DIMS["text"]), torch.randn(DIMS["text"])
+    text = torch.stack([a, a, a + 0.1, b, b])  # dialogue a: labels 0 0 1; dialogue b: 2 2
+    labels = torch.tensor([0, 0, 1, 2, 2])
+    keys = torch.tensor([dialogue_key(u) for u in ["a/0"] * 3 + ["b/0"] * 2])
+    model = FusionModel(FusionConfig(dims=DIMS, n_classes=4, mixer="gru", neighbours=0,
+                                     dialogue_neighbours=1, memory=5, labels=list("wxyz"))).eval()
+    model.remember(text, labels, keys)
+    assert model.token_dim == sum(DIMS.values()) + 5  # 4 shares and the nearest similarity
+    # dialogue 0 reads like a (its third turn is padding, far from a); dialogue 1 like b
+    turns = torch.stack([torch.stack([a, a, b * 50]), torch.stack([b, b, b])])
+    present = torch.tensor([[True, True, False], [True, True, True]])
+    new = model.dialogue_labels(turns, present, torch.tensor([dialogue_key("c/0")] * 2))
+    torch.testing.assert_close(new[0, :, :4], torch.tensor([[2 / 3, 1 / 3, 0, 0]] * 3))
+    torch.testing.assert_close(new[1, :, :4], torch.tensor([[0.0, 0, 1, 0]] * 3))
+    assert new[0, 0, 4].item() > 0.99
+    # dialogue a itself never reads its own shares: its only other dialogue is b
+    own = model.dialogue_labels(turns[:1], present[:1], keys[:1])
+    torch.testing.assert_close(own[0, :, :4], torch.tensor([[0.0, 0, 1, 0]] * 3))
+    # a causal model reads the dialogue up to each turn: turn 0 of [b, a, a, a] is like b
+    causal = FusionModel(dataclasses.replace(model.config, bidirectional=False)).eval()
+    causal.remember(text, labels, keys)
+    mixed = causal.dialogue_labels(torch.stack([b, a, a, a]).unsqueeze(0),
+                                   torch.ones(1, 4, dtype=torch.bool), torch.tensor([dialogue_key("c/0")]))
+    assert mixed[0, [0, 3], :4].argmax(-1).tolist() == [2, 0]
+    feats, pres, valid = _batch([3, 2])
+    dialogue = torch.tensor([keys[0].item(), dialogue_key("c/0")], dtype=torch.float64)
+    checkpoint.save_model(tmp_path / "m", model)
+    loaded = checkpoint.load_model(tmp_path / "m")
+    torch.testing.assert_close(loaded(feats, pres, valid, dialogue=dialogue),
+                               model(feats, pres, valid, dialogue=dialogue))
 
 
 def test_adapter_learns_and_round_trips(tmp_path):
@@ -733,7 +776,8 @@ def test_a_saved_model_without_a_later_setting_loads_with_the_value_it_was_train
     from erc.settings import before_options
 
     assert before_options(FusionConfig) == {"speaker_pool": False, "speaker_state": False,
-                                            "turn_dropout": 0.0, "neighbours": 0, "memory": 0}
+                                            "turn_dropout": 0.0, "neighbours": 0,
+                                            "dialogue_neighbours": 0, "memory": 0}
     model = FusionModel(FusionConfig(dims=DIMS, n_classes=4, labels=list("abcd"), window=None)).eval()
     checkpoint.save_model(tmp_path, model)
     saved = json.loads((tmp_path / "config.json").read_text())

@@ -56,6 +56,12 @@ session, by other actors). A turn never reads its own dialogue's utterances, in 
 as after it, so the vote it learns to trust is the one it gets on new dialogues. The
 memory (the training utterances' unit text vectors, labels and dialogue keys) is filled
 from the training data (``remember``) and saved with the weights.
+``dialogue_neighbours`` = M > 0 (3 by default, chosen as K was) reads the same memory by
+whole dialogues: every turn also gets the label shares of the M remembered dialogues whose
+mean text vector is nearest its own dialogue's (softmax of their similarities, and the
+nearest similarity), never its own dialogue. A dialogue's mood is set by its scene, and
+scenes come back (IEMOCAP's scripts and improvisation prompts are played in every
+session); a recurrent model over one dialogue cannot look up the others.
 
 ``turn_dropout`` > 0 hides, in training, that share of turns: their tokens are the missing
 embeddings, so the model learns to read a turn from its context. It matters when the text
@@ -150,6 +156,7 @@ def reverse_valid(x: torch.Tensor, valid: torch.Tensor) -> torch.Tensor:
 
 
 NEIGHBOUR_SHARPNESS = 10.0  # softmax temperature over the neighbours' cosine similarities
+DIALOGUE_SHARPNESS = 20.0  # the same over the neighbour dialogues' (means of many turns lie closer together)
 _KEY_BITS = 52  # dialogue keys are exact in a float64 buffer (weight averaging lerps every buffer)
 
 
@@ -192,13 +199,15 @@ class FusionModel(nn.Module):
         # votes join the text part of the token, the vector they were found by, and are
         # normalised with it.
         self.neighbours = config.neighbours if "text" in config.modalities else 0
-        parts = {m: config.dims[m] + (config.n_classes + 1 if m == "text" and self.neighbours else 0)
-                 for m in config.modalities}
+        self.dialogue_neighbours = config.dialogue_neighbours if "text" in config.modalities else 0
+        self.remembers = bool(self.neighbours or self.dialogue_neighbours)
+        votes = (config.n_classes + 1) * ((self.neighbours > 0) + (self.dialogue_neighbours > 0))
+        parts = {m: config.dims[m] + (votes if m == "text" else 0) for m in config.modalities}
         self.norms = nn.ModuleDict({m: nn.LayerNorm(parts[m]) for m in config.modalities})
         self.missing = nn.ParameterDict({m: nn.Parameter(torch.randn(parts[m]) * 0.02)
                                          for m in config.modalities})
         width = sum(parts.values())
-        if self.neighbours:
+        if self.remembers:
             # Buffers, not weights: saved and loaded with them, never trained. Votes and
             # keys are floats because weight averaging interpolates every buffer.
             self.register_buffer("memory_text", torch.zeros(config.memory, config.dims["text"]))
@@ -267,6 +276,34 @@ class FusionModel(nn.Module):
         votes = (weights * self.memory_votes[index]).sum(-2)
         return torch.cat([votes, top[..., :1]], dim=-1)
 
+    def dialogue_labels(self, text: torch.Tensor, present: torch.Tensor,
+                        dialogue: torch.Tensor | None) -> torch.Tensor:
+        """(B, T, n_classes + 1): for each dialogue of text vectors (B, T, d_text; present
+        (B, T) where a turn has one), the label shares of its ``dialogue_neighbours``
+        remembered dialogues whose mean unit text vector is nearest its own, weighted by a
+        softmax of their similarities, then the nearest similarity: the same for every turn
+        (causal models: the dialogue's turns up to each). Never its own dialogue
+        (``dialogue``: as for ``neighbour_labels``)."""
+        if not self.config.memory:
+            return text.new_zeros(*text.shape[:-1], self.config.n_classes + 1)
+        keys, member = torch.unique(self.memory_dialogues, return_inverse=True)
+        centres = F.normalize(torch.zeros(len(keys), self.memory_text.shape[1], device=text.device)
+                              .index_add_(0, member, self.memory_text), dim=-1)
+        shares = torch.zeros(len(keys), self.config.n_classes, device=text.device) \
+            .index_add_(0, member, self.memory_votes)
+        shares = shares / shares.sum(-1, keepdim=True).clamp(min=1)
+        turns = F.normalize(text.float(), dim=-1) * present.unsqueeze(-1)
+        # causal models: the turns up to t, so no turn reads the future through its dialogue
+        sums = turns.cumsum(1) if not self.config.bidirectional else \
+            turns.sum(1, keepdim=True).expand_as(turns)
+        sims = F.normalize(sums, dim=-1) @ centres.T  # (B, T, D)
+        if dialogue is not None:
+            own = keys.unsqueeze(0) == dialogue.double().unsqueeze(1)  # (B, D)
+            sims = sims.masked_fill(own.unsqueeze(1), -2.0)
+        top, index = sims.topk(min(self.dialogue_neighbours, sims.shape[-1]), dim=-1)
+        weights = torch.softmax(top * DIALOGUE_SHARPNESS, dim=-1).unsqueeze(-1)
+        return torch.cat([(weights * shares[index]).sum(-2), top[..., :1]], dim=-1)
+
     def tokens(self, features: dict[str, torch.Tensor], present: dict[str, torch.Tensor],
                dialogue: torch.Tensor | None = None) -> torch.Tensor:
         """(B, T, token_dim): normalised modality vectors (the text's with its neighbours'
@@ -278,8 +315,10 @@ class FusionModel(nn.Module):
             hidden = torch.rand(some.shape, device=some.device) < self.config.turn_dropout
         for m in self.config.modalities:
             x = features[m]
-            if m == "text" and self.neighbours:
-                x = torch.cat([x, self.neighbour_labels(x, dialogue).to(x.dtype)], dim=-1)
+            if m == "text" and self.remembers:
+                votes = ([self.neighbour_labels(x, dialogue)] if self.neighbours else []) + (
+                    [self.dialogue_labels(x, present[m], dialogue)] if self.dialogue_neighbours else [])
+                x = torch.cat([x, *(v.to(x.dtype) for v in votes)], dim=-1)
             x = self.norms[m](x)
             mask = (present[m] if hidden is None else present[m] & ~hidden).unsqueeze(-1)
             parts.append(torch.where(mask, x, self.missing[m].to(x.dtype).expand_as(x)))

@@ -227,13 +227,13 @@ class FusionTask:
 
         config = FusionConfig(**self.config["model"])
         model = FusionModel(config)
-        if not model.neighbours or self.dialogues is None:  # predicting: the saved memory
+        if not model.remembers or self.dialogues is None:  # predicting: the saved memory
             return model
         memory = neighbour_memory(self.dialogues)
         if not len(memory[1]):  # no labelled turn with a text vector: none to remember
             print("[train] neighbours: no labelled training turn has a text vector; trained "
                   "without them", flush=True)
-            return FusionModel(dataclasses.replace(config, neighbours=0))
+            return FusionModel(dataclasses.replace(config, neighbours=0, dialogue_neighbours=0))
         model = FusionModel(dataclasses.replace(config, memory=len(memory[1])))
         model.remember(*memory)
         return model
