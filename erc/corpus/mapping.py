@@ -559,7 +559,7 @@ def _glob(folder: Path, pattern: str) -> list[str]:
     absolute = pattern.startswith("/")
     base = Path("/") if absolute else folder
     parts = [part for part in pattern.split("/") if part]
-    found = [""]
+    found = [""] if parts else []  # "" and "/" name no file
     for level, part in enumerate(parts):
         last = level == len(parts) - 1 and not pattern.endswith("/")  # "dir/": folders only
         deeper = []
