@@ -460,6 +460,12 @@ def test_dialogue_neighbours_read_the_label_shares_of_the_nearest_other_dialogue
     # dialogue a itself never reads its own shares: its only other dialogue is b
     own = model.dialogue_labels(turns[:1], present[:1], keys[:1])
     torch.testing.assert_close(own[0, :, :4], torch.tensor([[0.0, 0, 1, 0]] * 3))
+    # a memory of one dialogue: that dialogue reads nothing, not its own labels
+    alone = FusionModel(dataclasses.replace(model.config, neighbours=2, memory=3)).eval()
+    alone.remember(text[:3], labels[:3], keys[:3])
+    nothing = torch.zeros(1, 3, 10)
+    torch.testing.assert_close(torch.cat([alone.neighbour_labels(turns[:1], keys[:1]),
+                                          alone.dialogue_labels(turns[:1], present[:1], keys[:1])], -1), nothing)
     # a causal model reads the dialogue up to each turn: turn 0 of [b, a, a, a] is like b
     causal = FusionModel(dataclasses.replace(model.config, bidirectional=False)).eval()
     causal.remember(text, labels, keys)

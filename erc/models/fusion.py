@@ -157,6 +157,7 @@ def reverse_valid(x: torch.Tensor, valid: torch.Tensor) -> torch.Tensor:
 
 NEIGHBOUR_SHARPNESS = 10.0  # softmax temperature over the neighbours' cosine similarities
 DIALOGUE_SHARPNESS = 20.0  # the same over the neighbour dialogues' (means of many turns lie closer together)
+OWN_DIALOGUE = -2.0  # the similarity a turn's own dialogue is given: below every cosine
 _KEY_BITS = 52  # dialogue keys are exact in a float64 buffer (weight averaging lerps every buffer)
 
 
@@ -165,6 +166,20 @@ def dialogue_key(first_utterance_id: str) -> float:
     corpus (dialogue ids repeat across MELD's splits)."""
     digest = hashlib.blake2b(first_utterance_id.encode("utf-8", "surrogatepass"), digest_size=8)
     return float(int.from_bytes(digest.digest(), "little") >> (64 - _KEY_BITS))
+
+
+def similarity_vote(sims: torch.Tensor, values: torch.Tensor, k: int,
+                    sharpness: float) -> torch.Tensor:
+    """(..., C + 1): the ``values`` (N, C) of the k entries most similar by ``sims`` (..., N)
+    weighted by a softmax of their similarities, then the nearest similarity. Entries of
+    the turn's own dialogue (``OWN_DIALOGUE``) weigh nothing: where no other is left (a
+    memory of one dialogue) the vote is all zeros, not the turn's own labels."""
+    top, index = sims.topk(min(k, sims.shape[-1]), dim=-1)
+    other = top > OWN_DIALOGUE
+    weights = torch.softmax(top.masked_fill(~other, float("-inf")) * sharpness, dim=-1)
+    weights = torch.where(other, weights, 0.0).unsqueeze(-1)  # none other: 0, not NaN
+    nearest = torch.where(other[..., :1], top[..., :1], 0.0)
+    return torch.cat([(weights * values[index]).sum(-2), nearest], dim=-1)
 
 
 def speaker_order(speakers: list) -> list[int]:
@@ -270,11 +285,8 @@ class FusionModel(nn.Module):
         sims = F.normalize(text.float(), dim=-1) @ self.memory_text.T  # (B, T, N)
         if dialogue is not None:
             own = self.memory_dialogues.unsqueeze(0) == dialogue.double().unsqueeze(1)  # (B, N)
-            sims = sims.masked_fill(own.unsqueeze(1), -2.0)  # below every cosine
-        top, index = sims.topk(min(self.neighbours, sims.shape[-1]), dim=-1)
-        weights = torch.softmax(top * NEIGHBOUR_SHARPNESS, dim=-1).unsqueeze(-1)
-        votes = (weights * self.memory_votes[index]).sum(-2)
-        return torch.cat([votes, top[..., :1]], dim=-1)
+            sims = sims.masked_fill(own.unsqueeze(1), OWN_DIALOGUE)
+        return similarity_vote(sims, self.memory_votes, self.neighbours, NEIGHBOUR_SHARPNESS)
 
     def dialogue_labels(self, text: torch.Tensor, present: torch.Tensor,
                         dialogue: torch.Tensor | None) -> torch.Tensor:
@@ -299,10 +311,8 @@ class FusionModel(nn.Module):
         sims = F.normalize(sums, dim=-1) @ centres.T  # (B, T, D)
         if dialogue is not None:
             own = keys.unsqueeze(0) == dialogue.double().unsqueeze(1)  # (B, D)
-            sims = sims.masked_fill(own.unsqueeze(1), -2.0)
-        top, index = sims.topk(min(self.dialogue_neighbours, sims.shape[-1]), dim=-1)
-        weights = torch.softmax(top * DIALOGUE_SHARPNESS, dim=-1).unsqueeze(-1)
-        return torch.cat([(weights * shares[index]).sum(-2), top[..., :1]], dim=-1)
+            sims = sims.masked_fill(own.unsqueeze(1), OWN_DIALOGUE)
+        return similarity_vote(sims, shares, self.dialogue_neighbours, DIALOGUE_SHARPNESS)
 
     def tokens(self, features: dict[str, torch.Tensor], present: dict[str, torch.Tensor],
                dialogue: torch.Tensor | None = None) -> torch.Tensor:
