@@ -415,12 +415,7 @@ def test_neighbour_labels_never_come_from_the_turns_own_dialogue(tmp_path):
         assert row[0, :4].argmax().item() == labels[best].item()
         assert row[0, 4].item() == pytest.approx(nearest[b, best].item(), abs=1e-5)
     # Saved and loaded with the weights; weight averaging keeps the memory as it is.
-    feats, pres, valid = _batch([3, 2])
-    dialogue = torch.tensor([keys[0].item(), dialogue_key("c/0")], dtype=torch.float64)
-    checkpoint.save_model(tmp_path / "m", model)
-    loaded = checkpoint.load_model(tmp_path / "m")
-    torch.testing.assert_close(loaded(feats, pres, valid, dialogue=dialogue),
-                               model(feats, pres, valid, dialogue=dialogue))
+    _assert_memory_round_trips(model, keys[0].item(), tmp_path)
     averaged = AveragedModel(model, multi_avg_fn=get_ema_multi_avg_fn(0.9), use_buffers=True)
     for _ in range(2):
         with torch.no_grad():
@@ -472,8 +467,16 @@ def test_dialogue_neighbours_read_the_label_shares_of_the_nearest_other_dialogue
     mixed = causal.dialogue_labels(torch.stack([b, a, a, a]).unsqueeze(0),
                                    torch.ones(1, 4, dtype=torch.bool), torch.tensor([dialogue_key("c/0")]))
     assert mixed[0, [0, 3], :4].argmax(-1).tolist() == [2, 0]
+    _assert_memory_round_trips(model, keys[0].item(), tmp_path)
+
+
+def _assert_memory_round_trips(model, remembered_key: float, tmp_path) -> None:
+    """A model with a memory reads the same after save and load, for a remembered dialogue
+    and a new one."""
+    from erc.models.fusion import dialogue_key
+
     feats, pres, valid = _batch([3, 2])
-    dialogue = torch.tensor([keys[0].item(), dialogue_key("c/0")], dtype=torch.float64)
+    dialogue = torch.tensor([remembered_key, dialogue_key("c/0")], dtype=torch.float64)
     checkpoint.save_model(tmp_path / "m", model)
     loaded = checkpoint.load_model(tmp_path / "m")
     torch.testing.assert_close(loaded(feats, pres, valid, dialogue=dialogue),
