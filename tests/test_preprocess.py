@@ -559,3 +559,30 @@ def test_faces_of_a_clip_do_not_depend_on_the_clips_batched_with_it():
     assert all(together)
     alone = [stage(decoded.slice(i, 1)).column("faces").to_pylist()[0] for i in range(len(rows))]
     assert alone == together  # exact, not to a tolerance
+
+
+def test_a_stage_actor_process_starts_with_its_threads_as_the_openmp_default(ray_local):
+    """OpenMP reads OMP_NUM_THREADS once, when torch loads it, and CTranslate2 computes
+    with that default: a model stage's actor process has the variable from its start (Ray
+    sets it only later in a worker it started before), as many as the actor's threads, and
+    keeps the job's own variables (Ray merges the two)."""
+    import ray
+
+    from erc.pipeline.stages import stage_threads, worker_env
+    from erc.runtime import EMBEDDED_ENV
+
+    @ray.remote
+    class Probe:
+        def started_with(self) -> tuple[dict, int]:
+            start = open(f"/proc/{os.getpid()}/environ", "rb").read().decode(errors="replace")
+            import torch  # loads OpenMP: its default is what the process started with
+
+            return dict(e.split("=", 1) for e in start.split("\0") if "=" in e), torch.get_num_threads()
+
+    job = next(iter(EMBEDDED_ENV))
+    for cpus in (0.5, 2.0):
+        probe = Probe.options(num_cpus=cpus, **worker_env(cpus)).remote()
+        env, threads = ray.get(probe.started_with.remote())
+        ray.kill(probe)
+        assert env["OMP_NUM_THREADS"] == str(stage_threads(cpus)) and threads == stage_threads(cpus)
+        assert env[job] == os.environ.get(job, EMBEDDED_ENV[job])

@@ -53,7 +53,7 @@ from erc.errors import ConfigError
 from erc.features import FEATURE_SCHEMA, models_of, with_models
 from erc.fingerprint import digest, stat_of
 from erc.pipeline.progress import PassProgress, workers_of
-from erc.pipeline.stages import INPUT_COLUMNS, MISSING_MEDIA, MODEL_STAGES, PASS, STAGE_OF, DecodeStage
+from erc.pipeline.stages import INPUT_COLUMNS, MISSING_MEDIA, MODEL_STAGES, PASS, STAGE_OF, DecodeStage, worker_env
 from erc.recipes import PreprocessConfig, RayConfig
 from erc.schema import MISSING_MEDIA_META
 
@@ -64,8 +64,9 @@ from erc.schema import MISSING_MEDIA_META
 # text-only rows whose media file was missing at ingest say so (missing_media); 5:
 # faster-whisper encodes a short clip over its own window (asr encoder_window); 6: audio
 # mostly at full scale fails as clipping; 7: the text stage writes text_layers; 8: audio
-# shorter than min_clip_seconds fails as too_short.
-FEATURES_VERSION = 8
+# shorter than min_clip_seconds fails as too_short; 9: model actors start with
+# OMP_NUM_THREADS set to their threads (stages.worker_env: CTranslate2's arithmetic follows it).
+FEATURES_VERSION = 9
 STATS = "ray_data_stats.txt"
 FINGERPRINT_KEY = b"erc.fingerprint"
 SETTINGS_KEY = b"erc.settings"
@@ -327,7 +328,8 @@ def build_dataset(parts: list[pa.Table], specs: dict, config: PreprocessConfig, 
         stage_specs = {role: dataclasses.asdict(specs[role]) for role in stage.roles}
         kwargs = {"specs": stage_specs, "num_cpus": res["num_cpus"], "num_gpus": res["num_gpus"],
                   **stage.options(config)}
-        remote = {"num_cpus": res["num_cpus"], **cluster.ray_options(stage_request(res))}
+        remote = {"num_cpus": res["num_cpus"], **cluster.ray_options(stage_request(res)),
+                  **worker_env(res["num_cpus"])}
         dataset = dataset.map_batches(
             stage, fn_constructor_kwargs=kwargs, batch_format="pyarrow",
             batch_size=int(res["batch_size"]), compute=_compute(res["concurrency"]), **remote)
