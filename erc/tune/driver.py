@@ -52,6 +52,9 @@ EXPERIMENT = "search"
 SEARCH_RECORD = "search.json"  # what the search is (_record): a different one cannot resume it
 LEDGER = "trial_starts.jsonl"  # one line per trial start (erc.tune.trial)
 ASHA_RUNGS = "asha_rungs.json"  # the scheduler's rungs, kept across a resume
+# Checkpoints a trial keeps. With one, a search killed right after a trial saved its third
+# epoch resumed from a saved state that named its first, already deleted: the trial failed.
+TRIAL_CHECKPOINTS = 3
 # What write_outputs writes, by its key in SearchOutcome.files
 RESULTS = {"trials": "trials.csv", "best_config": "best_config.yaml", "history": "history.png",
            "importance": "importance.png", "report": "report.html"}
@@ -307,8 +310,10 @@ def _search(spec: SearchSpec, table, out_dir: Path, *, feature_spec, features, r
     # How often the search state (trial statuses, the searcher) is saved: what a resume
     # after a kill starts from.
     os.environ["TUNE_GLOBAL_CHECKPOINT_S"] = str(spec.search.experiment_checkpoint_s)
-    # Tune also saves it whenever a trial has checkpointed (num_to_keep=1, every epoch):
-    # wanted here (a resume loses nothing), so not worth its warning.
+    # Tune also saves it whenever a trial has checkpointed (every epoch): wanted here (a
+    # resume loses nothing), so not worth its warning. The saved state can still lag a
+    # trial's newest checkpoint by an epoch or two when epochs are short: a trial keeps
+    # its last TRIAL_CHECKPOINTS so that the one a resume asks for is still there.
     os.environ.setdefault("TUNE_WARN_EXCESSIVE_EXPERIMENT_CHECKPOINT_SYNC_THRESHOLD_S", "0")
     if resumed:
         print(f"[tune] resuming the search in {experiment_path}", flush=True)
@@ -320,7 +325,7 @@ def _search(spec: SearchSpec, table, out_dir: Path, *, feature_spec, features, r
                       run_config=RunConfig(
                           name=EXPERIMENT, storage_path=storage_path,
                           storage_filesystem=filesystem, verbose=verbose,
-                          checkpoint_config=CheckpointConfig(num_to_keep=1),
+                          checkpoint_config=CheckpointConfig(num_to_keep=TRIAL_CHECKPOINTS),
                           failure_config=FailureConfig(max_failures=spec.search.max_failures)))
     print(f"[tune] {spec.search.num_samples} trials of {spec.family} "
           f"({len(spec.params)} parameters), {spec.search.max_concurrent_trials} at a time, "
