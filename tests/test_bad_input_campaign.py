@@ -412,6 +412,13 @@ case("manifest media path is a link loop", media_loop, "media_not_a_file", 2)
 case("corpus path is a link loop", lambda t: ingest(link_loop(t, "m.csv")), error=("m.csv", "cannot be followed"))
 
 
+def _evaluation_folder(top: Path) -> Path:
+    evaluation = top / "Session1" / "dialog" / "EmoEvaluation" / f"{DIALOGUE}.txt"
+    evaluation.unlink()
+    evaluation.mkdir()
+    return top
+
+
 def corpus_file_loop(build: Callable[[Path], Path], name: str, *flags: str) -> Callable[[Path], list[str]]:
     """A corpus built by ``build`` with a file it reads replaced by a link loop: it was
     passed over as no file, its rows lost unseen."""
@@ -446,6 +453,14 @@ case("iemocap text split csv is a link loop", corpus_file_loop(
 case("iemocap release transcript is a link loop", corpus_file_loop(
     lambda t: release(t, [utt_line("F000")], [emo_line("F000")]),
     "Session1/dialog/transcriptions/Ses01F_impro02.txt"), error=("Ses01F_impro02.txt", "leads to no file"))
+# an EmoEvaluation file that was a link loop or a folder was read as no labels: every row
+# of its dialogue set aside as "no EmoEvaluation entry", the cause unnamed
+case("iemocap release evaluation is a link loop", corpus_file_loop(
+    lambda t: release(t, [utt_line("F000")], [emo_line("F000")], wavs=["F000"]),
+    f"Session1/dialog/EmoEvaluation/{DIALOGUE}.txt"), error=(f"EmoEvaluation/{DIALOGUE}.txt", "leads to no file"))
+case("iemocap release evaluation is a folder", lambda t: ingest(_evaluation_folder(release(
+    t, [utt_line("F000")], [emo_line("F000")], wavs=["F000"]))),
+    error=(f"EmoEvaluation/{DIALOGUE}.txt", "is a folder"))
 case("--mapping is a link loop", lambda t: ingest(manifest_csv(t, ok_row(0)), "--mapping",
                                                   str(link_loop(t, "m.yaml"))),
      error=("--mapping", "m.yaml", "cannot be followed"))

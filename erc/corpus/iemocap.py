@@ -173,8 +173,10 @@ def _read_lines(path: Path) -> list[tuple[int, str, str | None]]:
 
 def _emotion_codes(path: Path) -> dict[str, list[tuple[str, int]]]:
     """Utterance id -> (majority code, line number) of each of its summary lines in an
-    EmoEvaluation file: one in the release; several that disagree leave no label."""
+    EmoEvaluation file: one in the release; several that disagree leave no label. A link
+    that leads nowhere or a folder by its name is an error, not a file without labels."""
     codes: dict[str, list[tuple[str, int]]] = {}
+    check_file(path)
     if path.is_file():
         for number, text, _ in _read_lines(path):
             match = _EMO_LINE.match(text)
