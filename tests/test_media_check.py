@@ -70,3 +70,32 @@ def test_bad_media_become_problem_rows(tmp_path, ray_local):
     assert sorted(Path(p).name for p in kept) == ["good.mp4", "long.mp4", "speech.wav"]
     # the kept long.mp4 row is the 1 s segment: a segment is judged by its own length
     assert checked.utterances.num_rows + checked.problems.num_rows == checked.n_input == 11
+
+
+def test_a_row_with_only_an_audio_file_is_checked_as_its_media(tmp_path, ray_local):
+    """A row whose only file is its ``audio`` was kept whatever that file was: a mis-cut
+    5-minute clip, a video without sound, a clip too short to embed all passed the check."""
+    clips = tmp_path / "clips"
+    make_clip(clips / "speech.wav", seconds=1.0, video=False)
+    make_clip(clips / "long.wav", seconds=5.0, video=False)
+    make_clip(clips / "blip.wav", seconds=0.05, video=False)
+    make_clip(clips / "silent_video.mp4", seconds=1.0, audio=False)
+    make_clip(clips / "video.mp4", seconds=1.0)
+    rows = ["dialogue_id,speaker,text,emotion,media,audio",
+            "d1,s0,speech,neutral,,clips/speech.wav",
+            "d1,s1,long,neutral,,clips/long.wav",
+            "d1,s0,blip,neutral,,clips/blip.wav",
+            "d1,s1,no sound,neutral,,clips/silent_video.mp4",
+            "d1,s0,video with a long audio file,neutral,clips/video.mp4,clips/long.wav"]
+    manifest = tmp_path / "manifest.csv"
+    manifest.write_text("\n".join(rows) + "\n")
+    result = read_corpus(manifest, format="manifest")
+    assert result.utterances.num_rows == 5
+
+    checked = check_media(result, max_clip_seconds=3.0)
+    problems = {r["utterance_id"].rsplit("/", 1)[1]: (r["reason"], Path(r["source"]).name)
+                for r in checked.problems.to_pylist()}
+    assert problems == {"1": ("overlong_clip", "long.wav"), "2": ("too_short", "blip.wav"),
+                        "3": ("no_audio", "silent_video.mp4"), "4": ("overlong_clip", "long.wav")}
+    assert checked.utterances.column("audio_path").to_pylist() == [str(clips / "speech.wav")]
+    assert checked.utterances.num_rows + checked.problems.num_rows == checked.n_input == 5

@@ -46,6 +46,20 @@ def probe_paths(paths: list[str], batch_size: int = 128, decode: set[str] = froz
     return {row["path"]: row for row in rows}
 
 
+def _defect(path: str, meta: dict, length: float, needs_audio: bool, max_clip_seconds: float,
+            min_clip_seconds: float) -> tuple[str, str] | None:
+    """The reason a row's file, probed as ``meta``, is set aside, or None."""
+    if meta["error"]:
+        return "unreadable_media", meta["error"]
+    if needs_audio and not meta["has_audio"]:
+        return "no_audio", f"{path} has no audio stream"
+    if length == length and length > max_clip_seconds:  # NaN-safe
+        return "overlong_clip", f"{length:.1f} s > cap {max_clip_seconds:.0f} s"
+    if length == length and length < min_clip_seconds:
+        return "too_short", f"{length:.3f} s < min_clip_seconds {min_clip_seconds:g} s"
+    return None
+
+
 def check_media(result: IngestResult, max_clip_seconds: float = MAX_CLIP_SECONDS,
                 min_clip_seconds: float = MIN_CLIP_SECONDS) -> IngestResult:
     """Moves rows with unreadable, audio-less, overlong or too short media to the problem
@@ -61,27 +75,24 @@ def check_media(result: IngestResult, max_clip_seconds: float = MAX_CLIP_SECONDS
 
     keep, problems = [], []
     for i, row_media in enumerate(media):
-        reason = None
+        reason, source = None, row_media or audio[i]
         if row_media:
-            meta = info[row_media]
             segment = (ends[i] - starts[i]) if starts[i] is not None and ends[i] is not None else None
             # Only whole-file utterances can be mis-cut; a segment's length is its own.
-            length = segment if segment is not None else meta["duration_s"]
-            if meta["error"]:
-                reason = ("unreadable_media", meta["error"])
-            elif not meta["has_audio"] and not audio[i]:
-                reason = ("no_audio", f"{row_media} has no audio stream")
-            elif length == length and length > max_clip_seconds:  # NaN-safe
-                reason = ("overlong_clip", f"{length:.1f} s > cap {max_clip_seconds:.0f} s")
-            elif length == length and length < min_clip_seconds:
-                reason = ("too_short", f"{length:.3f} s < min_clip_seconds {min_clip_seconds:g} s")
-        if reason is None and audio[i] and info[audio[i]]["error"]:
-            reason = ("unreadable_media", info[audio[i]]["error"])
+            length = segment if segment is not None else info[row_media]["duration_s"]
+            reason = _defect(row_media, info[row_media], length, not audio[i],
+                             max_clip_seconds, min_clip_seconds)
+        if reason is None and audio[i] and audio[i] != row_media:
+            # A separate audio file (the row's only file, or beside its video) is decoded
+            # whole, as preprocessing decodes it: judged by its own streams and length.
+            source = audio[i]
+            reason = _defect(audio[i], info[audio[i]], info[audio[i]]["duration_s"], True,
+                             max_clip_seconds, min_clip_seconds)
         keep.append(reason is None)
         if reason:
             problems.append({"corpus": table.column("corpus")[i].as_py(),
                              "split": table.column("split")[i].as_py(),
-                             "source": row_media or audio[i], "line": None,
+                             "source": source, "line": None,
                              "utterance_id": table.column("utterance_id")[i].as_py(),
                              "reason": reason[0], "detail": reason[1]})
     checked = IngestResult(
