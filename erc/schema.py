@@ -108,9 +108,15 @@ def utterance_table(rows: list[dict]) -> pa.Table:
     return pa.table(columns, schema=UTTERANCE_SCHEMA)
 
 
+def storable(text: str) -> str:
+    """``text`` as a table can hold it: a lone surrogate (how Python reads the bytes of a
+    file name that are not UTF-8) written as its escape, ``\\udce9``."""
+    return text if text.isascii() else text.encode("utf-8", "backslashreplace").decode("utf-8")
+
+
 def problem_table(rows: list[dict]) -> pa.Table:
     """Problem rows as a table; their texts quote the input, so credentials are masked."""
-    columns = {field.name: [redact(v) if isinstance(v, str) else v
+    columns = {field.name: [redact(storable(v)) if isinstance(v, str) else v
                             for v in (row.get(field.name) for row in rows)]
                for field in PROBLEM_SCHEMA}
     return pa.table(columns, schema=PROBLEM_SCHEMA)

@@ -423,3 +423,37 @@ def test_a_utf16_file_without_its_byte_order_mark_is_an_error_naming_it(tmp_path
     for read in (read_corpus, inspect_corpus):
         with pytest.raises(CorpusError, match=r"m\.csv: \d+ of its first \d+ bytes are NUL: UTF-16"):
             read(path)
+
+
+def _named(folder: Path, name: bytes) -> Path:
+    """``folder``/``name``, a name of bytes that need not be UTF-8, as Python reads it."""
+    return Path(os.fsdecode(os.fsencode(folder) + b"/" + name))
+
+
+def test_file_names_that_are_not_utf8_are_problems_not_a_crash(tmp_path):
+    """A file or folder named in Latin-1 (bytes that are not UTF-8) stopped the ingest
+    with a traceback: no table holds the name as Python reads it."""
+    actor = tmp_path / "ravdess" / "Actor_01"
+    actor.mkdir(parents=True)
+    (actor / "03-01-01-01-01-01-01.wav").write_bytes(b"RIFF")
+    _named(actor, b"03-01-01-01-01-02-01\xe9.wav").write_bytes(b"RIFF")  # a bad name
+    result = checked(read_corpus(tmp_path / "ravdess"))
+    assert result.utterances.num_rows == 1
+    [problem] = result.problems.to_pylist()
+    assert problem["reason"] == "bad_filename" and problem["source"].endswith("-02-01\\udce9.wav")
+
+    other = _named(tmp_path, b"caf\xe9")  # a corpus in a folder of such a name
+    (other / "Actor_01").mkdir(parents=True)
+    (other / "Actor_01" / "03-01-01-01-01-01-01.wav").write_bytes(b"RIFF")
+    result = checked(read_corpus(other, format="ravdess"))
+    [problem] = result.problems.to_pylist()
+    assert problem["reason"] == "bad_encoding" and "caf\\udce9" in problem["detail"]
+    assert "not UTF-8 text" in problem["detail"] and result.utterances.num_rows == 0
+
+    manifests = tmp_path / "manifests"
+    manifests.mkdir()
+    (manifests / "a.csv").write_text("dialogue_id,speaker,text\nd,Ann,Hi\n")
+    _named(manifests, b"b\xe9.csv").write_text("dialogue_id,speaker,text\ne,Bob,Yo,cut\n")
+    result = checked(read_corpus(manifests, format="manifest"))
+    [problem] = result.problems.to_pylist()
+    assert problem["reason"] == "bad_field_count" and problem["source"].endswith("b\\udce9.csv")

@@ -25,7 +25,7 @@ import pyarrow as pa
 from pydantic import Field
 
 from erc.errors import ConfigError, ErcError, preview
-from erc.schema import PROBLEM_REASONS, problem_table, utterance_table
+from erc.schema import PROBLEM_REASONS, problem_table, storable, utterance_table
 
 T = TypeVar("T")
 # erc limits fields itself (max_field_bytes, one row set aside); the csv module's own limit
@@ -172,6 +172,15 @@ class RowCollector:
                     if text and text.strip() else "")
             self._record(source, line, row.get("split"), uid, "missing_field",
                          f"row has neither text nor media{only}")
+            return False
+        # A file name whose bytes are not UTF-8 (Python reads them as lone surrogates) in
+        # a path, or an id made of one: no table can hold it.
+        unstorable = next(((key, value) for key, value in [*row.items(), *(row.get("meta") or {}).items()]
+                           if isinstance(value, str) and storable(value) != value), None)
+        if unstorable:
+            self._record(source, line, row.get("split"), uid, "bad_encoding",
+                         f"its {unstorable[0]} {preview(unstorable[1], 120)} is not UTF-8 text (a file "
+                         f"or folder name in another encoding?): rename it")
             return False
         if uid in self._seen_ids:
             self._record(
