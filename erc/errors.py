@@ -31,8 +31,10 @@ class BusyError(ErcError):
 
 # Control characters other than tab, as Python writes them in a string (\n, \x1b): text
 # from the input (a file name, a speaker) printed on a console keeps its line and cannot
-# drive the terminal.
-_ESCAPES = {c: repr(chr(c))[1:-1] for c in [*range(32), *range(0x7f, 0xa0)] if c != 9}
+# drive the terminal. Lone surrogates too (\udce9: how Python reads the bytes of a file
+# name that are not UTF-8), which no UTF-8 file or console can hold.
+_ESCAPES = {c: repr(chr(c))[1:-1]
+            for c in [*range(32), *range(0x7f, 0xa0), *range(0xD800, 0xE000)] if c != 9}
 
 
 def printable(text: object) -> str:

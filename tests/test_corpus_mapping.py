@@ -590,3 +590,23 @@ def test_files_patterns_find_what_glob_finds(tmp_path, pattern):
     pattern = pattern.format(root=tmp_path)
     expected = [name.rstrip("/") for name in sorted(glob.glob(pattern, root_dir=corpus))]
     assert _glob(corpus, pattern) == expected
+
+
+def test_inspect_writes_a_mapping_for_file_names_that_are_not_utf8(tmp_path, capsys):
+    """A corpus folder and a file named in Latin-1 (bytes that are not UTF-8): `erc corpus
+    inspect --write` stopped with a traceback writing the name into the file; it writes
+    the name escaped, and the console shows it so."""
+    import os
+
+    folder = Path(os.fsdecode(os.fsencode(tmp_path) + b"/caf\xe9"))
+    folder.mkdir()
+    (folder / "a.csv").write_text("dialogue_id,speaker,text\nd,Ann,Hi\n")
+    Path(os.fsdecode(os.fsencode(folder) + b"/b\xe9.csv")).write_text(
+        "dialogue_id,speaker,text\ne,Bob,Yo,cut\n")
+    written = tmp_path / "m.yaml"
+    assert main(["corpus", "inspect", str(folder), "--write", str(written)]) == 0
+    out = capsys.readouterr().out
+    assert "b\\udce9.csv: 0 rows, 1 not read" in out
+    text = written.read_text(encoding="utf-8")
+    assert "# NOTE: b\\udce9.csv: 1 record(s) not read" in text
+    assert yaml.safe_load(text)["corpus"] == "caf\udce9"  # reads back as the folder's name

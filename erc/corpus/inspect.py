@@ -38,6 +38,7 @@ from erc.corpus.mapping import (
 )
 from erc.corpus.values import RowProblem, blank, parse_time
 from erc.errors import preview, printable
+from erc.schema import storable
 
 MAX_ROWS_PER_FILE = 200_000
 HEADER_BYTES = 1 << 16  # enough of a CSV's first line to tell its delimiter
@@ -489,5 +490,6 @@ def _short(value: str, limit: int = 40) -> str:
 
 
 def _q(value: str) -> str:
-    """A YAML scalar that reads back as this string (JSON strings are YAML)."""
-    return json.dumps(value, ensure_ascii=False)
+    """A YAML scalar that reads back as this string (JSON strings are YAML; a lone
+    surrogate, of a file name that is not UTF-8, as its escape)."""
+    return storable(json.dumps(value, ensure_ascii=False))
