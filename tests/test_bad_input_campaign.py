@@ -243,6 +243,14 @@ case("meld column twice in the header", lambda t: ingest(meld(
     t, meld_row(0), header=MELD_HEADER.replace(b"Season", b"Speaker"))),
     error=("train_sent_emo.csv", "line 1", "Speaker"))
 case("meld empty csv", lambda t: ingest(meld(t, header=b"")), error=("train_sent_emo.csv", "empty"))
+# a spreadsheet's export with empty, unnamed columns at the end of each line stopped the
+# ingest: "column(s) '' appear more than once in the header"
+case("meld unnamed empty columns after the last", lambda t: ingest(meld(
+    t, meld_row(0).replace(b"\n", b",,,\n"), meld_row(1).replace(b"\n", b",,,\n"),
+    header=MELD_HEADER.replace(b"\n", b",,,\n"))), rows_in=2, kept=2)
+case("manifest unnamed columns, one holding a note", lambda t: ingest(manifest_csv(
+    t, ok_row(0) + ",,", ok_row(1) + ",x,", header=MANIFEST_HEADER.replace("\n", ",,\n"))),
+    rows_in=2, kept=2)
 case("meld option splits names no split", lambda t: ingest(meld(t, meld_row(0)), *opts("splits=[bogus]")),
      error=("splits", "bogus"))
 case("meld option keep_missing_media as text", lambda t: ingest(

@@ -349,6 +349,9 @@ def read_csv_records(path: Path, required: Iterable[str],
         header = [h.strip() for h in next(header_reader)]
     except (csv.Error, StopIteration) as err:
         raise CorpusError(f"{path}: line 1: cannot read the header row ({err})") from None
+    # A spreadsheet's export often ends its lines with empty columns of no name: each is
+    # named by its place, not a column named '' several times.
+    header = [h or f"unnamed column {n}" for n, h in enumerate(header, start=1)]
     twice = sorted({h for h in header if header.count(h) > 1})
     if twice:
         raise CorpusError(f"{path}: line 1: column(s) {', '.join(map(repr, twice))} appear more "
