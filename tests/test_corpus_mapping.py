@@ -610,3 +610,14 @@ def test_inspect_writes_a_mapping_for_file_names_that_are_not_utf8(tmp_path, cap
     text = written.read_text(encoding="utf-8")
     assert "# NOTE: b\\udce9.csv: 1 record(s) not read" in text
     assert yaml.safe_load(text)["corpus"] == "caf\udce9"  # reads back as the folder's name
+
+
+def test_inspect_of_records_all_set_aside_says_why(tmp_path):
+    """Data lines ending in a comma the header lacks: every record set aside, and `erc
+    corpus inspect` said only "no rows to inspect"."""
+    path = tmp_path / "m.csv"
+    path.write_text("dialogue_id,speaker,text\nd,Ann,Hi,\nd,Bob,Yo,\n")
+    with pytest.raises(CorpusError, match=r"no rows to inspect: 2 record\(s\) not read, the first "
+                                          r"at m\.csv line 2: bad_field_count: 4 values for the "
+                                          r"header's 3 columns"):
+        inspect_corpus(path)

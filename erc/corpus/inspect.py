@@ -155,6 +155,7 @@ def inspect_corpus(path: str | Path) -> Inspection:
     rows: list[tuple[int, dict]] = []  # (file index, row)
     read = []
     unread: dict[Path, int] = {}
+    first_unread = None  # (file, line, problem) of the first record set aside
     delimiters, records = set(), set()
     for index, file in enumerate(files):
         n = 0
@@ -171,6 +172,7 @@ def inspect_corpus(path: str | Path) -> Inspection:
         for record in file_records:
             if record.problem is not None:
                 unread[file] = unread.get(file, 0) + 1
+                first_unread = first_unread or (file, record.line, record.problem)
                 continue
             raw = {}  # a nested object's keys as columns of their own: "conv.id"
             for name, value in record.fields.items():
@@ -186,6 +188,10 @@ def inspect_corpus(path: str | Path) -> Inspection:
             if n >= MAX_ROWS_PER_FILE:
                 break
         read.append((file, n))
+    if not rows and first_unread:
+        file, line, (reason, detail) = first_unread
+        raise CorpusError(f"{path}: no rows to inspect: {sum(unread.values()):,} record(s) not "
+                          f"read, the first at {file.name} line {line}: {reason}: {detail}")
     if not rows:
         raise CorpusError(f"{path}: no rows to inspect")
     if not columns:  # JSON lines that are all {}: rows with nothing to suggest a mapping for
