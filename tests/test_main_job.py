@@ -189,3 +189,19 @@ def test_a_split_the_corpus_lacks_is_not_blamed_on_qc(tmp_path):
         [step.stage.name for step in steps(config, say=lambda line: None)]
     assert "after QC" not in str(raised.value), raised.value
     assert "split 'dev': no such split in the corpus (splits there: test, train)" in str(raised.value)
+
+
+def test_a_corpus_whose_every_row_is_set_aside_stops_after_the_ingest(tmp_path):
+    """Every data line with a comma the header lacks: the ingest kept nothing, and the job
+    ran preprocessing and QC on nothing to stop at the adapters with 'no feature rows'. It
+    now stops after the ingest, saying why the rows were set aside."""
+    manifest = tmp_path / "manifest.csv"
+    manifest.write_text("dialogue_id,speaker,text\nd,Ann,Hi,\nd,Bob,Yo,\n")
+    config = tmp_path / "run.yaml"
+    config.write_text(f"output_dir: {tmp_path / 'run'}\n"
+                      f"corpus: {{path: {manifest.name}, check_media: false}}\n")
+    done = _run(config, tmp_path, timeout=300)
+    assert done.returncode == 2, done.stdout[-2000:] + done.stderr[-2000:]
+    assert ("the ingest kept no utterance: all 2 input row(s) were set aside "
+            "(bad_field_count 2)") in done.stderr and "Traceback" not in done.stderr
+    assert not (tmp_path / "run" / "features").exists()

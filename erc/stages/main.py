@@ -25,6 +25,7 @@ import dataclasses
 import os
 import signal
 import threading
+from collections import Counter
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -102,6 +103,7 @@ def steps(config: RunConfig, say: Callable[[str], None]) -> Iterator[Step]:
     where = Layout(config)
     yield Step("ingest", IngestStage(), config.corpus, {}, where.corpus,
                str(config.corpus.path))
+    _kept_any(where.corpus)
     yield Step("preprocess", PreprocessStage(config.ray), config.preprocess,
                {"utterances": where.corpus}, where.features, f"profile {config.preprocess.profile}")
     if config.qc.enabled:
@@ -145,6 +147,22 @@ def steps(config: RunConfig, say: Callable[[str], None]) -> Iterator[Step]:
                    EvalJob(split, title=f"{train.recipe.model.mixer} fusion on {split}"),
                    {"utterances": utterances, **EvaluateStage.model_inputs([where.train / "model"])},
                    where.evaluation(split), split)
+
+
+def _kept_any(corpus: Path) -> None:
+    """InputError when the ingest set every input row aside: the stages after it would
+    fail on an empty table, far from the cause (an ingest not run yet is no error here)."""
+    import pyarrow.parquet as pq
+
+    utterances = corpus / "utterances.parquet"
+    if not utterances.is_file() or pq.read_metadata(utterances).num_rows:
+        return
+    reasons = Counter(pq.read_table(corpus / "problems.parquet", columns=["reason"])
+                      .column("reason").to_pylist())
+    raise InputError(f"{corpus}: the ingest kept no utterance: all {sum(reasons.values()):,} "
+                     f"input row(s) were set aside ("
+                     + ", ".join(f"{reason} {n:,}" for reason, n in reasons.most_common())
+                     + "); problems.parquet names each with its file, line and reason")
 
 
 def _splits(utterances: Path) -> set[str]:
