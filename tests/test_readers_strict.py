@@ -457,3 +457,31 @@ def test_file_names_that_are_not_utf8_are_problems_not_a_crash(tmp_path):
     result = checked(read_corpus(manifests, format="manifest"))
     [problem] = result.problems.to_pylist()
     assert problem["reason"] == "bad_field_count" and problem["source"].endswith("b\\udce9.csv")
+
+
+def test_parquet_decimals_and_durations_are_numbers_and_times(tmp_path):
+    """A Parquet file written from a database (decimal columns) or from pandas timedeltas
+    (duration columns): each of its rows was set aside as bad_type, 'a Decimal where text
+    or a number belongs'."""
+    import decimal
+
+    dec = pa.decimal128(12, 2)
+    table = pa.table({
+        "dialogue_id": pa.array([decimal.Decimal(7), decimal.Decimal(7), decimal.Decimal(7)], dec),
+        "speaker": ["A", "B", "A"], "text": ["One.", "Two.", "Three."],
+        "turn": pa.array([decimal.Decimal(0), decimal.Decimal("1.5"), decimal.Decimal(2)], dec),
+        "start": pa.array([datetime.timedelta(seconds=1.25), datetime.timedelta(seconds=3),
+                           datetime.timedelta(seconds=5)], pa.duration("ms")),
+        "end": pa.array([decimal.Decimal("2.5"), decimal.Decimal(4), decimal.Decimal(6)], dec)})
+    pq.write_table(table, tmp_path / "m.parquet")
+    result = checked(read_corpus(tmp_path / "m.parquet"))
+    rows = by_uid(result.utterances)
+    assert sorted(rows) == ["m/train/7/0", "m/train/7/2"]
+    assert (rows["m/train/7/0"]["start_s"], rows["m/train/7/0"]["end_s"]) == (1.25, 2.5)
+    [problem] = result.problems.to_pylist()
+    assert problem["reason"] == "bad_turn" and "1.50" in problem["detail"]
+
+    # a duration in an id's template is no id: its row set aside, not a crash
+    result = checked(read_corpus(tmp_path / "m.parquet", columns={"dialogue_id": "d{start}"}))
+    assert result.utterances.num_rows == 0
+    assert [p["reason"] for p in result.problems.to_pylist()] == ["bad_type", "bad_turn", "bad_type"]

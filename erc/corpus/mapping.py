@@ -29,6 +29,8 @@ names is an error for the whole file, naming the mapping key.
 from __future__ import annotations
 
 import ast
+import datetime
+import decimal
 import glob
 import os
 import re
@@ -269,8 +271,8 @@ class ManifestMapping(ReaderOptions):
             value = raw[column]
             if isinstance(value, (list, tuple)) and column in speaker_columns:
                 continue
-            if not blank(value) and (isinstance(value, bool)
-                                     or not isinstance(value, (str, int, float))):
+            if not blank(value) and (isinstance(value, bool) or not isinstance(
+                    value, (str, int, float, decimal.Decimal, datetime.timedelta))):
                 problem = problem or RowProblem("bad_type", f"column {column!r}: {kind(value)} "
                                                 f"({preview(value, 40)}) where text or a number belongs")
                 raw[column] = None
@@ -292,7 +294,10 @@ class ManifestMapping(ReaderOptions):
                     + ", ".join(f"{c}={preview(raw.get(c), 40)}" for c in missing))
                 fields_[name] = None
             else:
-                fields_[name] = text.format(*[_text(raw[c]) for c in parts])
+                try:
+                    fields_[name] = text.format(*[_text(raw[c]) for c in parts])
+                except RowProblem as wrong:  # a value no id is made of (a duration)
+                    problem, fields_[name] = problem or wrong, None
         meta, carried = {}, {}
         items = list(raw.items())
         for root in roots:  # the keys of a mapped object no field reads, as "root.key"
@@ -516,9 +521,7 @@ def _target(label: str | None) -> str | None:
 
 def _text(value) -> str:
     """A value as it reads in an id: 3.0 from a Parquet float column -> "3"."""
-    if isinstance(value, float) and value.is_integer():
-        return str(int(value))
-    return str(value).strip()
+    return text_value(value, "a template column").strip()
 
 
 def _template(spec: str) -> tuple[str, list[str]]:

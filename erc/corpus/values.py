@@ -69,14 +69,16 @@ def text_value(value, name: str) -> str | None:
         return str(value)
     if isinstance(value, float) and math.isfinite(value):
         return str(int(value)) if value.is_integer() else repr(value)
+    if isinstance(value, decimal.Decimal) and value.is_finite():  # a Parquet decimal column
+        return str(int(value)) if value == value.to_integral_value() else str(value)
     raise _wrong_type(name, value, "text")
 
 
 def parse_turn(value, name: str = "turn") -> int:
     """A turn: a whole number from 0 to MAX_TURN (``3``, ``"3"``, ``3.0``); ``1.7``,
     ``-1``, ``99999999999`` and ``"two"`` are bad_turn problems."""
-    if isinstance(value, (int, float)) and not isinstance(value, bool):
-        if isinstance(value, float) and not value.is_integer():
+    if isinstance(value, (int, float, decimal.Decimal)) and not isinstance(value, bool):
+        if not isinstance(value, int) and not (math.isfinite(value) and value == int(value)):
             raise RowProblem("bad_turn", f"{name} {preview(value, 40)} is not a whole number")
         number = int(value)
     elif isinstance(value, str):
@@ -99,8 +101,10 @@ def parse_time(value, name: str = "time", per_second: float = 1.0) -> float | No
     lists, booleans: bad_type."""
     if blank(value):
         return None
-    if isinstance(value, (int, float)) and not isinstance(value, bool):
+    if isinstance(value, (int, float, decimal.Decimal)) and not isinstance(value, bool):
         seconds = float(value)
+    elif isinstance(value, datetime.timedelta):  # a Parquet duration: seconds whatever the unit
+        seconds = value.total_seconds() * per_second
     elif isinstance(value, str):
         text = value.strip()
         clock = _CLOCK.fullmatch(text)
