@@ -553,3 +553,21 @@ def test_a_tsv_manifest_reads_as_tab_separated(tmp_path, capsys):
         ("007", "01", "Hi, you.", "joy")]
     assert main(["corpus", "inspect", str(path)]) == 0
     assert '"dialogue_id"' in capsys.readouterr().out
+
+
+def test_media_paths_written_on_windows_find_their_files(tmp_path):
+    """A manifest made on Windows names its clips with backslashes (clips\\a.wav): every
+    row's media was a missing_media problem though the files were there."""
+    (tmp_path / "clips" / "sub").mkdir(parents=True)
+    for name in ("a.wav", "sub/b.wav"):
+        (tmp_path / "clips" / name).write_bytes(b"RIFF")
+    (tmp_path / "m.csv").write_text("dialogue_id,speaker,text,media,audio\n"
+                                    "d,Ann,Hi,clips\\a.wav,\n"
+                                    "d,Bob,Yo,,clips\\sub\\b.wav\n"
+                                    "d,Cy,Hey,clips\\none.wav,\n")
+    result = checked(read_manifest(tmp_path / "m.csv"))
+    rows = by_uid(result.utterances)
+    assert rows["m/train/d/0"]["media_path"] == str(tmp_path / "clips" / "a.wav")
+    assert rows["m/train/d/1"]["audio_path"] == str(tmp_path / "clips" / "sub" / "b.wav")
+    [problem] = result.problems.to_pylist()
+    assert problem["reason"] == "missing_media" and problem["detail"].endswith("clips/none.wav does not exist")

@@ -434,8 +434,11 @@ def _row(f: dict, meta: dict, spec, root: Path, corpus_root: Path, label_set: se
         named = text_value(f[column], column)
         if named is None or not named.strip():
             continue
+        named = named.strip()
         try:  # a NUL byte, a name longer than the system allows, a link loop: no path
-            resolved = resolve_inside(corpus_root, named.strip(), spec.allow_outside_root, root)
+            if "\\" in named and not (root / named).exists():
+                named = named.replace("\\", "/")  # written on Windows: clips\a.mp4
+            resolved = resolve_inside(corpus_root, named, spec.allow_outside_root, root)
             problem = media_problem(resolved, column) if resolved is not None else None
         except (OSError, ValueError, RuntimeError) as err:  # RuntimeError: a symlink loop
             raise RowProblem("media_not_a_file", f"{column} {preview(named, 80)} is not a "
