@@ -126,6 +126,18 @@ def test_one_turn_written_two_ways_is_one_id(tmp_path):
     assert rows_by_uid(result)["meld/train/dia0_utt1"]["dialogue_id"] == "dia0"
 
 
+def test_a_dialogue_number_written_as_a_decimal_is_that_number(tmp_path):
+    """A MELD csv saved again by pandas writes Dialogue_ID 1 as "1.0" (a float column): its
+    rows were all set aside as missing_field ('is not a number'), as was an id too large."""
+    write_meld(tmp_path, [row(1, b"Hi.", "1.0", 0), row(2, b"Yo.", "+1", "1.0"),
+                          row(3, b"So.", "9" * 12, 0), row(4, b"Hm.", "1.5", 0)])
+    result = checked(read_meld(tmp_path))
+    assert sorted(rows_by_uid(result)) == ["meld/train/dia1_utt0", "meld/train/dia1_utt1"]
+    assert [(p["line"], p["reason"], p["detail"]) for p in result.problems.to_pylist()] == [
+        (4, "missing_field", f"Dialogue_ID '{'9' * 12}' is not a whole number from 0 to 2147483647"),
+        (5, "missing_field", "Dialogue_ID '1.5' is not a whole number from 0 to 2147483647")]
+
+
 def test_missing_field(tmp_path):
     write_meld(tmp_path, [row(1, b"Hi.", 0, 0), row(2, b"Who?", 0, 1, speaker=b""),
                           row(3, b"What?", b"x", 2)])

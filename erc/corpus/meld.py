@@ -29,7 +29,7 @@ from erc.corpus.base import (
     reader_options,
     split_files,
 )
-from erc.corpus.values import RowProblem, parse_turn
+from erc.corpus.values import MAX_TURN, RowProblem, parse_turn
 from erc.errors import preview
 from erc.schema import MISSING_MEDIA_META
 
@@ -87,12 +87,15 @@ def _ids(fields: dict) -> tuple[str, str, int]:
     are written as the clip names write them (``00`` -> ``0``, ``1.0`` -> ``1``): the same
     utterance written two ways is one id, so the duplicate check sees it."""
     dia, utt = fields["Dialogue_ID"].strip(), fields["Utterance_ID"].strip()
-    if not (dia.isascii() and dia.isdigit()) or len(dia) > 10:
-        raise RowProblem("missing_field", f"Dialogue_ID {preview(dia, 40)} is not a number")
+    try:
+        dialogue = parse_turn(dia, "Dialogue_ID")
+    except RowProblem:
+        raise RowProblem("missing_field", f"Dialogue_ID {preview(dia, 40)} is not a whole "
+                         f"number from 0 to {MAX_TURN}") from None
     turn = parse_turn(utt, "Utterance_ID")
     if not fields["Speaker"].strip():
         raise RowProblem("missing_field", "Speaker is empty")
-    return str(int(dia)), str(turn), turn
+    return str(dialogue), str(turn), turn
 
 
 def read_meld(path: Path, /, **options) -> IngestResult:
