@@ -4,6 +4,7 @@ exit status 2; anything else is a bug: its traceback, a request to report it, st
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import subprocess
@@ -258,16 +259,36 @@ def _fusion_model(tmp_path: Path, vectors: list[list[float]], emotions: list[str
     return model, tmp_path / "utterances.parquet"
 
 
-def test_evaluate_refuses_labels_the_model_does_not_predict(tmp_path, capsys):
-    """A row labelled ``zzz`` for a model of a / b / c was scored as unlabelled (its true
-    label dropped from the predictions); now it is one line naming the split and labels."""
-    model, corpus = _fusion_model(tmp_path, [[0.1] * 4] * 3, ["a", "zzz", None])
+def test_evaluate_scores_labels_the_model_does_not_predict_as_errors(tmp_path, capsys):
+    """A split labelled ``zzz`` (and ``A `` for ``a``) for a model of a / b / c stopped with
+    an error: no way to score a corpus with an emotion the training data never had. Now
+    every utterance is scored, ``zzz`` a class every prediction misses, named in the metrics
+    beside the scores without it; ``A `` is the model's ``a``."""
+    import pyarrow.parquet as pq
+    from sklearn.metrics import accuracy_score, f1_score
+
+    emotions = ["a", "zzz", None, "A ", "b", "zzz", "c"]
+    model, corpus = _fusion_model(tmp_path, [[0.1 * t, 1.0, -0.2 * t, 0.3] for t in range(7)],
+                                  emotions)
     assert main(["evaluate", str(model), str(corpus), "--split", "test",
-                 "--out", str(tmp_path / "eval")]) == 2
-    err = capsys.readouterr().err.strip()
-    assert len(err.splitlines()) == 1 and err.startswith("erc: error: "), err
-    assert "'test'" in err and "zzz" in err and "a, b, c" in err
-    assert not (tmp_path / "eval" / "predictions.parquet").exists()
+                 "--out", str(tmp_path / "eval")]) == 0, capsys.readouterr().err
+    out = capsys.readouterr().out
+    assert "labels the model does not predict, their utterances counted wrong above: zzz 2" in out
+    predictions = pq.read_table(tmp_path / "eval" / "predictions.parquet").to_pylist()
+    assert [p["true"] for p in predictions] == ["a", "zzz", None, "a", "b", "zzz", "c"]
+    metrics = json.loads((tmp_path / "eval" / "metrics.json").read_text())
+    true = [p["true"] for p in predictions if p["true"]]
+    predicted = [p["predicted"] for p in predictions if p["true"]]
+    assert metrics["n"] == 6 and metrics["n_unlabelled"] == 1  # 6 + 1: every row
+    assert metrics["accuracy"] == pytest.approx(accuracy_score(true, predicted))
+    assert metrics["weighted_f1"] == pytest.approx(f1_score(true, predicted, average="weighted"))
+    assert metrics["macro_f1"] == pytest.approx(f1_score(true, predicted, average="macro"))
+    assert metrics["per_class"]["zzz"] == {"precision": 0.0, "recall": 0.0, "f1": 0.0, "support": 2}
+    assert metrics["unseen_labels"] == {"zzz": 2}
+    known = [(t, p) for t, p in zip(true, predicted) if t != "zzz"]
+    assert metrics["on_model_labels"]["n"] == 4
+    assert metrics["on_model_labels"]["accuracy"] == pytest.approx(
+        accuracy_score(*zip(*known)))
 
 
 def test_evaluate_predicts_every_row_of_a_split_without_labels(tmp_path, capsys):

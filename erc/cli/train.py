@@ -132,6 +132,13 @@ def cmd_evaluate(args) -> int:
               f"{metrics['n_unlabelled']:,} utterances in {out / 'predictions.parquet'}")
     else:
         print(format_table(metrics))
+        if unseen := metrics.get("unseen_labels"):
+            alone = metrics["on_model_labels"]
+            print("labels the model does not predict, their utterances counted wrong above: "
+                  + ", ".join(f"{label} {n}" for label, n in unseen.items())
+                  + f"; without them: accuracy {alone['accuracy']:.4f}, weighted F1 "
+                    f"{alone['weighted_f1']:.4f}, macro F1 {alone['macro_f1']:.4f} "
+                    f"(n={alone['n']})")
         top = list(metrics["per_speaker"].items())[:8]
         print("per speaker (largest): " + ", ".join(
             f"{s} {m['accuracy']:.2f} (n={m['n']})" for s, m in top))

@@ -329,7 +329,7 @@ class EvaluateStage(Stage):
         result = evaluate(models, table, job.split, ctx.out, title=job.title)
         return {k: v for k, v in result.metrics.items()
                 if k in ("split", "accuracy", "weighted_f1", "macro_f1", "n", "n_unlabelled",
-                         "n_missing")}
+                         "n_missing", "unseen_labels")}
 
 
 def history(folder: Path) -> list[dict]:
