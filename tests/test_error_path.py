@@ -611,6 +611,7 @@ def test_an_edited_model_config_is_one_line_naming_the_setting(tmp_path, capsys)
         "labels-twice": (edit(lambda s: s["config"].update(labels=["a", "a", "b"])),
                          "are not 3 distinct names"),
         "labels-none": (edit(lambda s: s["config"].update(labels=[])), "[] are not 3 distinct names"),
+        "labels-gone": (edit(lambda s: s["config"].pop("labels")), "[] are not 3 distinct names"),
         "classes-negative": (edit(lambda s: s["config"].update(n_classes=-1)), "n_classes: -1"),
         "width-negative": (edit(lambda s: s["config"].update(dims={"text": -4})), "dims.text"),
         "state-zero": (edit(lambda s: s["config"].update(d_state=0)), "d_state"),

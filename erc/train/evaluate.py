@@ -52,7 +52,7 @@ def predict_split(model_dir: str | Path, table: pa.Table, split: str, device: st
 
     saved = read_config(model_dir)
     model = load_model(model_dir, device)
-    labels = saved["config"]["labels"]
+    labels = model.config.labels  # checked on load: n_classes distinct names
     roles = {"eval": split}  # a predict-only task: no train split
     table = in_model_labels(table, labels)
     if saved["kind"] == "text":
@@ -107,8 +107,8 @@ def predict_ensemble(model_dirs: Sequence[str | Path], table: pa.Table, split: s
     predict the same labels for the same utterances."""
     from erc.models.checkpoint import read_config
 
-    def predicts(model_dir) -> list[str]:
-        return read_config(model_dir)["config"]["labels"]
+    def predicts(model_dir) -> list[str] | None:  # None: a config without, refused on load
+        return read_config(model_dir)["config"].get("labels")
 
     labels = predicts(model_dirs[0])
     for other in model_dirs[1:]:  # checked first: each model alone may be refused otherwise
