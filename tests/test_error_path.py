@@ -304,6 +304,35 @@ def test_evaluate_predicts_every_row_of_a_split_without_labels(tmp_path, capsys)
     assert "0.000" not in out
 
 
+def test_evaluate_counts_the_rows_of_the_split_set_aside_before_scoring(tmp_path, capsys):
+    """Rows of the evaluated split that the reader sets aside (no transcript, a bad turn)
+    were in neither predictions.parquet nor metrics.json: n said 3 where the file held 5.
+    Now metrics.json counts them per reason, read from a corpus or an ingest output, and
+    n + n_unlabelled + set_aside is the split's input rows."""
+    model, _ = _fusion_model(tmp_path, [[0.1] * 4] * 4, ["a", "b", None, "c"])
+    corpus = tmp_path / "corpus"
+    corpus.mkdir()
+    (corpus / "test.csv").write_text(
+        "utterance_id,dialogue_id,turn,speaker,text,emotion\n"
+        "c/test/d0/0,d0,0,A,hi,a\n"
+        "c/test/d0/1,d0,1,B,,b\n"          # no transcript, no media: set aside
+        "c/test/d0/2,d0,2,A,hi,\n"
+        "c/test/d0/3,d0,3,B,hi,c\n"
+        "c/test/d0/4,d0,x,A,hi,a\n")       # a turn that is no number: set aside
+    assert main(["corpus", "ingest", str(corpus), "--format", "manifest",
+                 "--out", str(tmp_path / "ingest")]) == 0, capsys.readouterr().err
+    for name, source, given in (("raw", corpus, ["--format", "manifest"]),
+                                ("ingest", tmp_path / "ingest", [])):
+        capsys.readouterr()
+        assert main(["evaluate", str(model), str(source), "--split", "test", *given,
+                     "--out", str(tmp_path / f"eval-{name}")]) == 0, capsys.readouterr().err
+        out = capsys.readouterr().out
+        metrics = json.loads((tmp_path / f"eval-{name}" / "metrics.json").read_text())
+        assert metrics["set_aside"] == {"missing_field": 1, "bad_turn": 1}, (name, metrics)
+        assert metrics["n"] + metrics["n_unlabelled"] + sum(metrics["set_aside"].values()) == 5
+        assert "test: 2 input rows set aside before scoring, not in predictions.parquet" in out
+
+
 def test_vectors_of_different_widths_are_one_line(tmp_path, capsys):
     """One short vector in a ``parquet:`` feature file was a numpy broadcast traceback."""
     model, corpus = _fusion_model(tmp_path, [[0.1] * 4, [0.1] * 3, [0.1] * 4], ["a", "b", "c"])

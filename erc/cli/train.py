@@ -127,7 +127,12 @@ def cmd_evaluate(args) -> int:
         print(f"ensemble of {len(args.model)} models (class probabilities averaged)")
     if args.json:
         print(json.dumps({k: v for k, v in metrics.items() if k != "confusion"}, indent=2))
-    elif not metrics["n"]:  # predictions only: scores of nothing would read as 0.000
+        return 0
+    if set_aside := metrics.get("set_aside"):  # input rows in no prediction, never scored
+        print(f"{split}: {sum(set_aside.values()):,} input rows set aside before scoring, not in "
+              f"predictions.parquet (" + ", ".join(f"{r} {n}" for r, n in set_aside.items())
+              + "; the ingest's problems.parquet lists each)")
+    if not metrics["n"]:  # predictions only: scores of nothing would read as 0.000
         print(f"{split}: no labelled utterance, nothing scored; predictions for "
               f"{metrics['n_unlabelled']:,} utterances in {out / 'predictions.parquet'}")
     else:

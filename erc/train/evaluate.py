@@ -14,7 +14,9 @@ e.g. IEMOCAP's ``excited`` for a model trained without it) is scored as a class 
 own that every prediction misses: its utterances count wrong in accuracy and the F1s,
 ``metrics.json`` names them (``unseen_labels``) and adds the scores of the utterances
 whose label the model predicts (``on_model_labels``). A label written otherwise in case or
-spaces ('Joy ' for 'joy') is the model's label.
+spaces ('Joy ' for 'joy') is the model's label. The split's input rows set aside before
+scoring (by the reader or the ingest: empty transcripts, unknown labels, ...) are counted
+per reason (``set_aside``): ``n`` + ``n_unlabelled`` + those are the split's input rows.
 """
 
 from __future__ import annotations
@@ -130,8 +132,10 @@ def predict_ensemble(model_dirs: Sequence[str | Path], table: pa.Table, split: s
 
 def evaluate(model_dir: str | Path | Sequence[str | Path], table: pa.Table, split: str,
              out_dir: str | Path | None = None, device: str = "cpu",
-             title: str | None = None) -> Evaluation:
-    """Metrics and predictions of a model folder, or of a list of them (an ensemble)."""
+             title: str | None = None, problems: pa.Table | None = None) -> Evaluation:
+    """Metrics and predictions of a model folder, or of a list of them (an ensemble).
+    ``problems``: the input rows set aside before ``table`` (``erc.schema``'s problem
+    table), counted per reason for ``split`` in the metrics (``set_aside``)."""
     from erc.train.metrics import classification_metrics, per_group, plot_confusion
 
     model_dirs = [model_dir] if isinstance(model_dir, (str, Path)) else list(model_dir)
@@ -151,6 +155,11 @@ def evaluate(model_dir: str | Path | Sequence[str | Path], table: pa.Table, spli
     metrics.update({"split": split, "model": str(model_dirs[0]) if len(model_dirs) == 1 else
                     [str(m) for m in model_dirs], "n_unlabelled": int((~labelled).sum()),
                     "n_missing": dict(sorted(Counter(m for row in missing for m in row).items()))})
+    if problems is not None:  # its rows that never reached the model: n + n_unlabelled + these
+        reasons = Counter(r for r, s in zip(problems.column("reason").to_pylist(),
+                                            problems.column("split").to_pylist()) if s == split)
+        if reasons:
+            metrics["set_aside"] = dict(reasons.most_common())
     if unseen:  # the scores above count them wrong; these leave them out
         known = labelled & (y < len(labels))
         alone = classification_metrics(y[known], pred[known], labels)
