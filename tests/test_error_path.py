@@ -333,6 +333,22 @@ def test_evaluate_counts_the_rows_of_the_split_set_aside_before_scoring(tmp_path
         assert "test: 2 input rows set aside before scoring, not in predictions.parquet" in out
 
 
+def test_evaluate_json_prints_the_metrics_alone(tmp_path, capsys):
+    """`erc evaluate M1 M2 CORPUS --json` printed the reader's note on rows set aside and
+    the ensemble line before the JSON on stdout, which no JSON reader then parsed."""
+    model, _ = _fusion_model(tmp_path, [[0.1] * 4] * 2, ["a", "b"])
+    corpus = tmp_path / "corpus"
+    corpus.mkdir()
+    (corpus / "test.csv").write_text("utterance_id,dialogue_id,turn,speaker,text,emotion\n"
+                                     "c/test/d0/0,d0,0,A,hi,a\nc/test/d0/1,d0,1,B,,b\n")
+    assert main(["evaluate", str(model), str(model), str(corpus), "--format", "manifest",
+                 "--split", "test", "--out", str(tmp_path / "eval"), "--json"]) == 0
+    captured = capsys.readouterr()
+    metrics = json.loads(captured.out)
+    assert metrics["n"] == 1 and metrics["set_aside"] == {"missing_field": 1}
+    assert "set aside by the reader" in captured.err and "ensemble" not in captured.out
+
+
 def test_vectors_of_different_widths_are_one_line(tmp_path, capsys):
     """One short vector in a ``parquet:`` feature file was a numpy broadcast traceback."""
     model, corpus = _fusion_model(tmp_path, [[0.1] * 4, [0.1] * 3, [0.1] * 4], ["a", "b", "c"])

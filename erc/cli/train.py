@@ -19,7 +19,9 @@ interrupted one.
 
 from __future__ import annotations
 
+import contextlib
 import json
+import sys
 from pathlib import Path
 
 from erc.cli.common import add_recipe, add_run_options, recipe
@@ -103,31 +105,16 @@ def _check_split(table, split: str, corpus: str) -> None:
 
 
 def cmd_evaluate(args) -> int:
-    from erc.artifacts import load_corpus
-    from erc.errors import OwnershipError
-    from erc.stages.train import EvalJob, EvaluateStage
-    from erc.train.data import resolve_roles
     from erc.train.metrics import format_table
 
-    table = load_corpus(args.corpus, args.format)
-    _check_split(table, args.split, args.corpus)
-    split = resolve_roles(table, {"dev": args.split})["dev"]
-    out = Path(args.out) if args.out else Path(args.model[0]).parent / f"eval-{split}"
-    for model in args.model:  # results there would change the model (another stage's output)
-        if Path(model).resolve() in out.resolve().parents:
-            raise OwnershipError(f"{out}: is inside the model folder {model}; its results would "
-                                 f"change that model for whatever reads it (a retraining "
-                                 f"refuses to replace it); choose an output folder outside it")
-    job = EvalJob(split, args.format, n_models=len(args.model))
-    result = execute(EvaluateStage(), job,
-                     {"utterances": args.corpus, **EvaluateStage.model_inputs(args.model)}, out,
-                     force=args.force, overwrite=args.overwrite)
-    metrics = json.loads((out / "metrics.json").read_text())
-    if len(args.model) > 1:
-        print(f"ensemble of {len(args.model)} models (class probabilities averaged)")
-    if args.json:
+    if args.json:  # stdout holds the JSON alone: what the work says goes to stderr
+        with contextlib.redirect_stdout(sys.stderr):
+            metrics, out, split, skipped = _evaluate(args)
         print(json.dumps({k: v for k, v in metrics.items() if k != "confusion"}, indent=2))
         return 0
+    metrics, out, split, skipped = _evaluate(args)
+    if len(args.model) > 1:
+        print(f"ensemble of {len(args.model)} models (class probabilities averaged)")
     if set_aside := metrics.get("set_aside"):  # input rows in no prediction, never scored
         print(f"{split}: {sum(set_aside.values()):,} input rows set aside before scoring, not in "
               f"predictions.parquet (" + ", ".join(f"{r} {n}" for r, n in set_aside.items())
@@ -152,8 +139,31 @@ def cmd_evaluate(args) -> int:
                 f"{modality} {n}" for modality, n in metrics["n_missing"].items())
                 + " (read as the learned missing embedding; column missing of predictions.parquet)")
         print(f"outputs in {out}: metrics.json, predictions.parquet, confusion.png"
-              + (" (up to date)" if result.skipped else ""))
+              + (" (up to date)" if skipped else ""))
     return 0
+
+
+def _evaluate(args) -> tuple[dict, Path, str, bool]:
+    """(metrics, output folder, split, whether it was up to date) of ``erc evaluate``."""
+    from erc.artifacts import load_corpus
+    from erc.errors import OwnershipError
+    from erc.stages.train import EvalJob, EvaluateStage
+    from erc.train.data import resolve_roles
+
+    table = load_corpus(args.corpus, args.format)
+    _check_split(table, args.split, args.corpus)
+    split = resolve_roles(table, {"dev": args.split})["dev"]
+    out = Path(args.out) if args.out else Path(args.model[0]).parent / f"eval-{split}"
+    for model in args.model:  # results there would change the model (another stage's output)
+        if Path(model).resolve() in out.resolve().parents:
+            raise OwnershipError(f"{out}: is inside the model folder {model}; its results would "
+                                 f"change that model for whatever reads it (a retraining "
+                                 f"refuses to replace it); choose an output folder outside it")
+    job = EvalJob(split, args.format, n_models=len(args.model))
+    result = execute(EvaluateStage(), job,
+                     {"utterances": args.corpus, **EvaluateStage.model_inputs(args.model)}, out,
+                     force=args.force, overwrite=args.overwrite)
+    return json.loads((out / "metrics.json").read_text()), out, split, result.skipped
 
 
 def _common(parser) -> None:
