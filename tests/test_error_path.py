@@ -263,11 +263,11 @@ def test_evaluate_scores_labels_the_model_does_not_predict_as_errors(tmp_path, c
     """A split labelled ``zzz`` (and ``A `` for ``a``) for a model of a / b / c stopped with
     an error: no way to score a corpus with an emotion the training data never had. Now
     every utterance is scored, ``zzz`` a class every prediction misses, named in the metrics
-    beside the scores without it; ``A `` is the model's ``a``."""
+    beside the scores without it; ``A `` is the model's ``a``, ``zzz  `` the split's ``zzz``."""
     import pyarrow.parquet as pq
     from sklearn.metrics import accuracy_score, f1_score
 
-    emotions = ["a", "zzz", None, "A ", "b", "zzz", "c"]
+    emotions = ["a", "zzz", None, "A ", "b", "zzz  ", "c"]
     model, corpus = _fusion_model(tmp_path, [[0.1 * t, 1.0, -0.2 * t, 0.3] for t in range(7)],
                                   emotions)
     assert main(["evaluate", str(model), str(corpus), "--split", "test",

@@ -90,12 +90,16 @@ def predict_split(model_dir: str | Path, table: pa.Table, split: str, device: st
 
 def in_model_labels(table: pa.Table, labels: Sequence[str]) -> pa.Table:
     """``table`` with each emotion that is one of ``labels`` written otherwise (in case or
-    spaces: 'Joy ' for 'joy') spelt as the model spells it; other emotions as they are."""
+    spaces: 'Joy ' for 'joy') spelt as the model spells it; another emotion written several
+    ways spelt one way (the first in sorted order), one class that the model does not
+    predict."""
     from erc.train.data import label_key
 
     spelling = {label_key(label): label for label in labels}
     emotions = table.column("emotion").to_pylist()
-    mapped = [spelling.get(label_key(e), e) if e else e for e in emotions]
+    for e in sorted({e for e in emotions if e}):
+        spelling.setdefault(label_key(e), e)
+    mapped = [spelling[label_key(e)] if e else e for e in emotions]
     if mapped == emotions:
         return table
     index = table.schema.get_field_index("emotion")
