@@ -349,6 +349,64 @@ def test_evaluate_json_prints_the_metrics_alone(tmp_path, capsys):
     assert "set aside by the reader" in captured.err and "ensemble" not in captured.out
 
 
+def test_evaluate_reads_the_speaker_vectors_of_the_corpus_it_scores(tmp_path, capsys):
+    """A fusion model over speaker vectors read them, on any corpus, from the feature folder
+    it was trained with: another corpus's utterances had none there (each read as missing)
+    or, under the same ids, another utterance's. ``--features`` names the scored corpus's."""
+    import numpy as np
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    from erc.artifacts import read_utterances
+    from erc.io import copy_file
+    from erc.models.checkpoint import save_model
+    from erc.models.fusion import FusionConfig, FusionModel
+    from erc.train.evaluate import predict_split
+
+    _, corpus = _fusion_model(tmp_path, [[0.1, 0.2, 0.3, 0.4]] * 3, ["a", "b", "c"])
+    ids = [f"c/test/d0/{t}" for t in range(3)]
+    folders = {}
+    for name, id_list, scale in (("trained", ["other/0", "other/1"], 1.0), ("scored", ids, -3.0)):
+        folders[name] = tmp_path / name
+        folders[name].mkdir()
+        pq.write_table(pa.table({"utterance_id": id_list, "speaker_embedding": [
+            (scale * np.arange(1, 7) * (i + 1)).tolist() for i in range(len(id_list))]}),
+            folders[name] / "part-00000.parquet")
+    labels = ["a", "b", "c"]
+
+    def model(folder, name):
+        spec = {"text": {"kind": "parquet", "path": str(tmp_path / "features.parquet"),
+                         "column": "text_embedding"},
+                "speaker": {"kind": "parquet", "path": str(folder), "column": "speaker_embedding"}}
+        return save_model(tmp_path / name, FusionModel(FusionConfig(
+            modalities=["text", "speaker"], dims={"text": 4, "speaker": 6}, labels=labels,
+            n_classes=3, d_state=4)), extra={"task": "fusion", "labels": labels, "features": spec})
+
+    trained = model(folders["trained"], "model-trained")
+    assert main(["evaluate", str(trained), str(corpus), "--split", "test",
+                 "--out", str(tmp_path / "eval-before")]) == 0
+    assert json.loads((tmp_path / "eval-before" / "metrics.json").read_text())["n_missing"] == {
+        "speaker": 3}
+    assert main(["evaluate", str(trained), str(corpus), "--split", "test", "--features",
+                 str(folders["scored"]), "--out", str(tmp_path / "eval")]) == 0
+    metrics = json.loads((tmp_path / "eval" / "metrics.json").read_text())
+    assert metrics["n_missing"] == {}
+    same = model(folders["scored"], "model-scored")  # its weights, recorded with that folder
+    copy_file(trained / "model.safetensors", same / "model.safetensors")
+    expected, *_ = predict_split(same, read_utterances(corpus), "test")
+    got = pq.read_table(tmp_path / "eval" / "predictions.parquet").select(
+        [f"p_{label}" for label in labels]).to_pandas().to_numpy()
+    assert np.allclose(got, expected, atol=1e-6)
+
+    (tmp_path / "text-only").mkdir()
+    text_only, _ = _fusion_model(tmp_path / "text-only", [[0.1] * 4] * 3, ["a", "b", "c"])
+    capsys.readouterr()
+    assert main(["evaluate", str(text_only), str(corpus), "--split", "test", "--features",
+                 str(folders["scored"]), "--out", str(tmp_path / "eval-text")]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "reads no speaker or face vectors" in err, err
+
+
 def test_vectors_of_different_widths_are_one_line(tmp_path, capsys):
     """One short vector in a ``parquet:`` feature file was a numpy broadcast traceback."""
     model, corpus = _fusion_model(tmp_path, [[0.1] * 4, [0.1] * 3, [0.1] * 4], ["a", "b", "c"])

@@ -161,7 +161,8 @@ def _evaluate(args) -> tuple[dict, Path, str, bool]:
                                  f"refuses to replace it); choose an output folder outside it")
     job = EvalJob(split, args.format, n_models=len(args.model))
     result = execute(EvaluateStage(), job,
-                     {"utterances": args.corpus, **EvaluateStage.model_inputs(args.model)}, out,
+                     {"utterances": args.corpus, "features": args.features,
+                      **EvaluateStage.model_inputs(args.model)}, out,
                      force=args.force, overwrite=args.overwrite)
     return json.loads((out / "metrics.json").read_text()), out, split, result.skipped
 
@@ -217,6 +218,10 @@ def register(commands) -> None:
     evaluate.add_argument("--split", default="dev", help="split to evaluate (dev falls back to "
                                                          "valid/val when the corpus has no dev)")
     evaluate.add_argument("--format")
+    evaluate.add_argument("--features", help="feature folder of this corpus (`erc preprocess`), "
+                          "read for the speaker and face vectors instead of the folder the "
+                          "model was trained with (default: that folder, which holds only "
+                          "the training corpus's utterances)")
     evaluate.add_argument("--out", help="default: MODEL/../eval-SPLIT (of the first MODEL)")
     evaluate.add_argument("--json", action="store_true")
     add_run_options(evaluate, address=False)

@@ -313,6 +313,7 @@ class EvaluateStage(Stage):
     version = 3  # 2: predictions say which modalities each row had no vector for; 3: metrics
     # count the rows set aside before scoring and score labels the model does not predict
     inputs = ("utterances",)
+    optional_inputs = ("features",)  # the corpus's feature folder, for its speaker and face vectors
     results = ("metrics.json", "predictions.parquet", "confusion.png")
     description = "metrics, predictions and confusion matrix of a model (or an ensemble) on a split"
 
@@ -327,7 +328,8 @@ class EvaluateStage(Stage):
         job: EvalJob = ctx.config
         models = [ctx.inputs[f"model_{i}"] for i in range(job.n_models)]
         table, problems = load_corpus_and_problems(ctx.inputs["utterances"], job.format)
-        result = evaluate(models, table, job.split, ctx.out, title=job.title, problems=problems)
+        result = evaluate(models, table, job.split, ctx.out, title=job.title, problems=problems,
+                          features=ctx.inputs.get("features"))
         return {k: v for k, v in result.metrics.items()
                 if k in ("split", "accuracy", "weighted_f1", "macro_f1", "n", "n_unlabelled",
                          "n_missing", "unseen_labels", "set_aside")}

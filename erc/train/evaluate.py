@@ -40,17 +40,20 @@ class Evaluation:
     out_dir: Path | None
 
 
-def predict_split(model_dir: str | Path, table: pa.Table, split: str, device: str = "cpu"):
+def predict_split(model_dir: str | Path, table: pa.Table, split: str, device: str = "cpu",
+                  features: str | Path | None = None):
     """(probabilities (n, C), y_true (n,), ids, speakers, labels, missing, truth) of
     ``split``; y_true: index in labels (-1: no label, or one the model does not predict);
     missing: per utterance, the modalities the model read without a vector; truth: its
-    label (as the model spells it, ``in_model_labels``) or None."""
+    label (as the model spells it, ``in_model_labels``) or None. ``features``: the feature
+    folder of ``table``'s corpus, read for the speaker and face vectors instead of the one
+    the model was trained with (whose utterance ids another corpus may share)."""
     import torch
 
     from erc.models.checkpoint import load_model, read_config
     from erc.train.data import build_dialogue_data, build_text_data
     from erc.train.tasks import FusionTask, TextTask
-    from erc.train.vectors import load_features
+    from erc.train.vectors import load_features, with_feature_folder
 
     saved = read_config(model_dir)
     model = load_model(model_dir, device)
@@ -68,6 +71,8 @@ def predict_split(model_dir: str | Path, table: pa.Table, split: str, device: st
         spec = saved.get("features")
         if not spec:
             raise InputError(f"{model_dir}: the model does not record its feature spec")
+        if features is not None:
+            spec = with_feature_folder(spec, features)
         unread = [m for m in model.config.modalities if m not in spec]
         if unread:  # an edited config.json: the model reads a modality it has no source of
             raise InputError(f"{model_dir}: the model reads {', '.join(unread)} but its feature "
@@ -108,7 +113,7 @@ def in_model_labels(table: pa.Table, labels: Sequence[str]) -> pa.Table:
 
 
 def predict_ensemble(model_dirs: Sequence[str | Path], table: pa.Table, split: str,
-                     device: str = "cpu"):
+                     device: str = "cpu", features: str | Path | None = None):
     """``predict_split`` of several models, their probabilities averaged. The models must
     predict the same labels for the same utterances."""
     from erc.models.checkpoint import read_config
@@ -122,10 +127,10 @@ def predict_ensemble(model_dirs: Sequence[str | Path], table: pa.Table, split: s
             raise InputError(f"{other}: predicts {predicts(other)}; {model_dirs[0]} predicts "
                              f"{labels}: not one ensemble")
     probs, y, ids, speakers, labels, missing, truth = predict_split(model_dirs[0], table, split,
-                                                                    device)
+                                                                    device, features)
     for other in model_dirs[1:]:
         more, _, other_ids, _, other_labels, more_missing, _ = predict_split(other, table, split,
-                                                                             device)
+                                                                             device, features)
         if other_labels != labels or other_ids != ids:
             raise InputError(f"{other}: predicts {other_labels} for {len(other_ids)} utterances; "
                              f"{model_dirs[0]} predicts {labels} for {len(ids)}: not one ensemble")
@@ -136,15 +141,17 @@ def predict_ensemble(model_dirs: Sequence[str | Path], table: pa.Table, split: s
 
 def evaluate(model_dir: str | Path | Sequence[str | Path], table: pa.Table, split: str,
              out_dir: str | Path | None = None, device: str = "cpu",
-             title: str | None = None, problems: pa.Table | None = None) -> Evaluation:
+             title: str | None = None, problems: pa.Table | None = None,
+             features: str | Path | None = None) -> Evaluation:
     """Metrics and predictions of a model folder, or of a list of them (an ensemble).
     ``problems``: the input rows set aside before ``table`` (``erc.schema``'s problem
-    table), counted per reason for ``split`` in the metrics (``set_aside``)."""
+    table), counted per reason for ``split`` in the metrics (``set_aside``); ``features``:
+    as for ``predict_split``."""
     from erc.train.metrics import classification_metrics, per_group, plot_confusion
 
     model_dirs = [model_dir] if isinstance(model_dir, (str, Path)) else list(model_dir)
     probs, _, ids, speakers, labels, missing, truth = predict_ensemble(model_dirs, table, split,
-                                                                        device)
+                                                                        device, features)
     pred = probs.argmax(1)
     # Every labelled utterance is scored: one whose label the model does not predict (a
     # label its training data never had) is a class of its own that every prediction misses.
