@@ -333,6 +333,22 @@ def test_evaluate_counts_the_rows_of_the_split_set_aside_before_scoring(tmp_path
         assert "test: 2 input rows set aside before scoring, not in predictions.parquet" in out
 
 
+def test_evaluate_on_a_split_whose_every_row_was_set_aside_says_why(tmp_path, capsys):
+    """A test file whose every row the reader set aside read as a corpus without that
+    split ("its splits are train"), as if the file had not been found."""
+    model, _ = _fusion_model(tmp_path, [[0.1] * 4] * 2, ["a", "b"])
+    corpus = tmp_path / "corpus"
+    corpus.mkdir()
+    header = "utterance_id,dialogue_id,turn,speaker,text,emotion\n"
+    (corpus / "train.csv").write_text(header + "c/train/d0/0,d0,0,A,hi,a\n")
+    (corpus / "test.csv").write_text(header + "c/test/d0/0,d0,0,A,,a\nc/test/d0/1,d0,1,B,,b\n")
+    assert main(["evaluate", str(model), str(corpus), "--format", "manifest", "--split", "test",
+                 "--out", str(tmp_path / "eval")]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "every input row of split 'test' was set aside" in err
+    assert "2 rows: missing_field 2" in err, err
+
+
 def test_evaluate_json_prints_the_metrics_alone(tmp_path, capsys):
     """`erc evaluate M1 M2 CORPUS --json` printed the reader's note on rows set aside and
     the ensemble line before the JSON on stdout, which no JSON reader then parsed."""

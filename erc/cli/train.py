@@ -91,14 +91,26 @@ def cmd_train_adapter(args) -> int:
 DEV_NAMES = ("dev", "valid", "val", "validation")  # --split dev reads the first one there
 
 
-def _check_split(table, split: str, corpus: str) -> None:
+def _check_split(table, split: str, corpus: str, problems=None) -> None:
     """InputError naming the splits the corpus has when it has no split ``split`` (nor,
-    for ``dev``, one of its other names)."""
+    for ``dev``, one of its other names), and the reasons its rows were set aside when
+    ``problems`` (the rows set aside reading it) holds that split's every row."""
+    from collections import Counter
+
     from erc.errors import InputError
 
     present = sorted({s for s in table.column("split").to_pylist() if s is not None})
     if split in present or (split == "dev" and any(name in present for name in DEV_NAMES)):
         return
+    names = DEV_NAMES if split == "dev" else (split,)
+    set_aside = Counter() if problems is None else Counter(
+        r for r, s in zip(problems.column("reason").to_pylist(),
+                          problems.column("split").to_pylist()) if s in names)
+    if set_aside:
+        raise InputError(f"{corpus}: every input row of split {split!r} was set aside, "
+                         f"nothing to evaluate ({sum(set_aside.values())} rows: "
+                         + ", ".join(f"{r} {n}" for r, n in set_aside.most_common())
+                         + "; `erc corpus ingest` lists each with its line in problems.parquet)")
     wanted = f"{split!r} (nor valid, val or validation)" if split == "dev" else repr(split)
     has = f"its splits are {', '.join(present)}" if present else "it has no splits"
     raise InputError(f"{corpus}: the corpus has no split {wanted}; {has} (choose one with --split)")
@@ -145,13 +157,13 @@ def cmd_evaluate(args) -> int:
 
 def _evaluate(args) -> tuple[dict, Path, str, bool]:
     """(metrics, output folder, split, whether it was up to date) of ``erc evaluate``."""
-    from erc.artifacts import load_corpus
+    from erc.artifacts import load_corpus_and_problems
     from erc.errors import OwnershipError
     from erc.stages.train import EvalJob, EvaluateStage
     from erc.train.data import resolve_roles
 
-    table = load_corpus(args.corpus, args.format)
-    _check_split(table, args.split, args.corpus)
+    table, problems = load_corpus_and_problems(args.corpus, args.format)
+    _check_split(table, args.split, args.corpus, problems)
     split = resolve_roles(table, {"dev": args.split})["dev"]
     out = Path(args.out) if args.out else Path(args.model[0]).parent / f"eval-{split}"
     for model in args.model:  # results there would change the model (another stage's output)
