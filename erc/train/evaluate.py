@@ -63,6 +63,10 @@ def predict_split(model_dir: str | Path, table: pa.Table, split: str, device: st
     if saved["kind"] == "text":
         from erc.models.text import load_tokenizer
 
+        if features is not None:  # it reads its tokens alone: a folder given would go unread
+            raise InputError(f"--features {features}: {model_dir} is a text model, it reads no "
+                             f"speaker or face vectors")
+
         cfg = model.config
         data = build_text_data(table, load_tokenizer(cfg.encoder), cfg, roles, labels=labels)
         task = TextTask({"model": cfg.to_dict()}, data, None)
