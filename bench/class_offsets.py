@@ -78,7 +78,7 @@ def main(argv: list[str] | None = None) -> int:
                 model = models.get(args.row, fold, seed) / "model"
                 scored = {}
                 for split in ("select", "test"):
-                    probs, y, *_, labels, _ = predict_ensemble([model], fold.table, split)
+                    probs, y, _, _, labels, *_ = predict_ensemble([model], fold.table, split)
                     scored[split] = (np.log(probs[y >= 0] + 1e-9), y[y >= 0])
                 offsets = fit_offsets(*scored["select"], labels)
                 none = np.zeros_like(offsets)

@@ -119,12 +119,30 @@ def _utterance_table_file(file: Path) -> bool:
 def load_corpus(source: str | Path, format: str | None = None, **options) -> pa.Table:
     """An utterance table from an ingest output (folder or file), else any corpus erc
     reads (``erc.corpus.read_corpus``), for commands that accept either."""
+    return load_corpus_and_problems(source, format, **options)[0]
+
+
+def load_corpus_and_problems(source: str | Path, format: str | None = None,
+                             **options) -> tuple[pa.Table, pa.Table | None]:
+    """``load_corpus`` and the rows set aside before it (the problem table, ``erc.schema``):
+    the reader's, or those of the ``problems.parquet`` beside an ingest output's utterance
+    table (None where there is none: an utterance table of another origin)."""
     source = Path(source)
     if (source.is_file() and source.suffix == ".parquet" and format is None
             and _utterance_table_file(source)) or (
             source.is_dir() and ((source / UTTERANCES).is_file()
                                  or (format is None and _stage_of(source)))):
-        return read_utterances(source)  # another stage's folder: an error that says so
+        from erc.stages.ingest import PROBLEMS
+
+        table = read_utterances(source)  # another stage's folder: an error that says so
+        problems = utterance_file(source).parent / PROBLEMS
+        if not problems.is_file():
+            return table, None
+        with readable(problems):
+            problems_table = pq.read_table(problems)
+        if not {"split", "reason"} <= set(problems_table.column_names):
+            return table, None  # not the ingest's record: nothing known of rows set aside
+        return table, problems_table
     from collections import Counter
 
     from erc.corpus import read_corpus
@@ -136,7 +154,7 @@ def load_corpus(source: str | Path, format: str | None = None, **options) -> pa.
               f"aside by the reader ({', '.join(f'{r} {n}' for r, n in reasons.most_common())}), "
               f"neither trained on nor scored; `erc corpus ingest` lists each with its line in "
               f"problems.parquet", flush=True)
-    return result.utterances
+    return result.utterances, result.problems
 
 
 def _listed_parts(manifest: Path) -> list[str] | None:

@@ -4,6 +4,7 @@ exit status 2; anything else is a bug: its traceback, a request to report it, st
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import subprocess
@@ -258,16 +259,36 @@ def _fusion_model(tmp_path: Path, vectors: list[list[float]], emotions: list[str
     return model, tmp_path / "utterances.parquet"
 
 
-def test_evaluate_refuses_labels_the_model_does_not_predict(tmp_path, capsys):
-    """A row labelled ``zzz`` for a model of a / b / c was scored as unlabelled (its true
-    label dropped from the predictions); now it is one line naming the split and labels."""
-    model, corpus = _fusion_model(tmp_path, [[0.1] * 4] * 3, ["a", "zzz", None])
+def test_evaluate_scores_labels_the_model_does_not_predict_as_errors(tmp_path, capsys):
+    """A split labelled ``zzz`` (and ``A `` for ``a``) for a model of a / b / c stopped with
+    an error: no way to score a corpus with an emotion the training data never had. Now
+    every utterance is scored, ``zzz`` a class every prediction misses, named in the metrics
+    beside the scores without it; ``A `` is the model's ``a``, ``zzz  `` the split's ``zzz``."""
+    import pyarrow.parquet as pq
+    from sklearn.metrics import accuracy_score, f1_score
+
+    emotions = ["a", "zzz", None, "A ", "b", "zzz  ", "c"]
+    model, corpus = _fusion_model(tmp_path, [[0.1 * t, 1.0, -0.2 * t, 0.3] for t in range(7)],
+                                  emotions)
     assert main(["evaluate", str(model), str(corpus), "--split", "test",
-                 "--out", str(tmp_path / "eval")]) == 2
-    err = capsys.readouterr().err.strip()
-    assert len(err.splitlines()) == 1 and err.startswith("erc: error: "), err
-    assert "'test'" in err and "zzz" in err and "a, b, c" in err
-    assert not (tmp_path / "eval" / "predictions.parquet").exists()
+                 "--out", str(tmp_path / "eval")]) == 0, capsys.readouterr().err
+    out = capsys.readouterr().out
+    assert "labels the model does not predict, their utterances counted wrong above: zzz 2" in out
+    predictions = pq.read_table(tmp_path / "eval" / "predictions.parquet").to_pylist()
+    assert [p["true"] for p in predictions] == ["a", "zzz", None, "a", "b", "zzz", "c"]
+    metrics = json.loads((tmp_path / "eval" / "metrics.json").read_text())
+    true = [p["true"] for p in predictions if p["true"]]
+    predicted = [p["predicted"] for p in predictions if p["true"]]
+    assert metrics["n"] == 6 and metrics["n_unlabelled"] == 1  # 6 + 1: every row
+    assert metrics["accuracy"] == pytest.approx(accuracy_score(true, predicted))
+    assert metrics["weighted_f1"] == pytest.approx(f1_score(true, predicted, average="weighted"))
+    assert metrics["macro_f1"] == pytest.approx(f1_score(true, predicted, average="macro"))
+    assert metrics["per_class"]["zzz"] == {"precision": 0.0, "recall": 0.0, "f1": 0.0, "support": 2}
+    assert metrics["unseen_labels"] == {"zzz": 2}
+    known = [(t, p) for t, p in zip(true, predicted) if t != "zzz"]
+    assert metrics["on_model_labels"]["n"] == 4
+    assert metrics["on_model_labels"]["accuracy"] == pytest.approx(
+        accuracy_score(*zip(*known)))
 
 
 def test_evaluate_predicts_every_row_of_a_split_without_labels(tmp_path, capsys):
@@ -281,6 +302,125 @@ def test_evaluate_predicts_every_row_of_a_split_without_labels(tmp_path, capsys)
     out = capsys.readouterr().out  # no scores of nothing (an accuracy of 0.000)
     assert "test: no labelled utterance, nothing scored; predictions for 3 utterances" in out
     assert "0.000" not in out
+
+
+def test_evaluate_counts_the_rows_of_the_split_set_aside_before_scoring(tmp_path, capsys):
+    """Rows of the evaluated split that the reader sets aside (no transcript, a bad turn)
+    were in neither predictions.parquet nor metrics.json: n said 3 where the file held 5.
+    Now metrics.json counts them per reason, read from a corpus or an ingest output, and
+    n + n_unlabelled + set_aside is the split's input rows."""
+    model, _ = _fusion_model(tmp_path, [[0.1] * 4] * 4, ["a", "b", None, "c"])
+    corpus = tmp_path / "corpus"
+    corpus.mkdir()
+    (corpus / "test.csv").write_text(
+        "utterance_id,dialogue_id,turn,speaker,text,emotion\n"
+        "c/test/d0/0,d0,0,A,hi,a\n"
+        "c/test/d0/1,d0,1,B,,b\n"          # no transcript, no media: set aside
+        "c/test/d0/2,d0,2,A,hi,\n"
+        "c/test/d0/3,d0,3,B,hi,c\n"
+        "c/test/d0/4,d0,x,A,hi,a\n")       # a turn that is no number: set aside
+    assert main(["corpus", "ingest", str(corpus), "--format", "manifest",
+                 "--out", str(tmp_path / "ingest")]) == 0, capsys.readouterr().err
+    for name, source, given in (("raw", corpus, ["--format", "manifest"]),
+                                ("ingest", tmp_path / "ingest", [])):
+        capsys.readouterr()
+        assert main(["evaluate", str(model), str(source), "--split", "test", *given,
+                     "--out", str(tmp_path / f"eval-{name}")]) == 0, capsys.readouterr().err
+        out = capsys.readouterr().out
+        metrics = json.loads((tmp_path / f"eval-{name}" / "metrics.json").read_text())
+        assert metrics["set_aside"] == {"missing_field": 1, "bad_turn": 1}, (name, metrics)
+        assert metrics["n"] + metrics["n_unlabelled"] + sum(metrics["set_aside"].values()) == 5
+        assert "test: 2 input rows set aside before scoring, not in predictions.parquet" in out
+
+
+def test_evaluate_on_a_split_whose_every_row_was_set_aside_says_why(tmp_path, capsys):
+    """A test file whose every row the reader set aside read as a corpus without that
+    split ("its splits are train"), as if the file had not been found."""
+    model, _ = _fusion_model(tmp_path, [[0.1] * 4] * 2, ["a", "b"])
+    corpus = tmp_path / "corpus"
+    corpus.mkdir()
+    header = "utterance_id,dialogue_id,turn,speaker,text,emotion\n"
+    (corpus / "train.csv").write_text(header + "c/train/d0/0,d0,0,A,hi,a\n")
+    (corpus / "test.csv").write_text(header + "c/test/d0/0,d0,0,A,,a\nc/test/d0/1,d0,1,B,,b\n")
+    assert main(["evaluate", str(model), str(corpus), "--format", "manifest", "--split", "test",
+                 "--out", str(tmp_path / "eval")]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "every input row of split 'test' was set aside" in err
+    assert "2 rows: missing_field 2" in err, err
+
+
+def test_evaluate_json_prints_the_metrics_alone(tmp_path, capsys):
+    """`erc evaluate M1 M2 CORPUS --json` printed the reader's note on rows set aside and
+    the ensemble line before the JSON on stdout, which no JSON reader then parsed."""
+    model, _ = _fusion_model(tmp_path, [[0.1] * 4] * 2, ["a", "b"])
+    corpus = tmp_path / "corpus"
+    corpus.mkdir()
+    (corpus / "test.csv").write_text("utterance_id,dialogue_id,turn,speaker,text,emotion\n"
+                                     "c/test/d0/0,d0,0,A,hi,a\nc/test/d0/1,d0,1,B,,b\n")
+    assert main(["evaluate", str(model), str(model), str(corpus), "--format", "manifest",
+                 "--split", "test", "--out", str(tmp_path / "eval"), "--json"]) == 0
+    captured = capsys.readouterr()
+    metrics = json.loads(captured.out)
+    assert metrics["n"] == 1 and metrics["set_aside"] == {"missing_field": 1}
+    assert "set aside by the reader" in captured.err and "ensemble" not in captured.out
+
+
+def test_evaluate_reads_the_speaker_vectors_of_the_corpus_it_scores(tmp_path, capsys):
+    """A fusion model over speaker vectors read them, on any corpus, from the feature folder
+    it was trained with: another corpus's utterances had none there (each read as missing)
+    or, under the same ids, another utterance's. ``--features`` names the scored corpus's."""
+    import numpy as np
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    from erc.artifacts import read_utterances
+    from erc.io import copy_file
+    from erc.models.checkpoint import save_model
+    from erc.models.fusion import FusionConfig, FusionModel
+    from erc.train.evaluate import predict_split
+
+    _, corpus = _fusion_model(tmp_path, [[0.1, 0.2, 0.3, 0.4]] * 3, ["a", "b", "c"])
+    ids = [f"c/test/d0/{t}" for t in range(3)]
+    folders = {}
+    for name, id_list, scale in (("trained", ["other/0", "other/1"], 1.0), ("scored", ids, -3.0)):
+        folders[name] = tmp_path / name
+        folders[name].mkdir()
+        pq.write_table(pa.table({"utterance_id": id_list, "speaker_embedding": [
+            (scale * np.arange(1, 7) * (i + 1)).tolist() for i in range(len(id_list))]}),
+            folders[name] / "part-00000.parquet")
+    labels = ["a", "b", "c"]
+
+    def model(folder, name):
+        spec = {"text": {"kind": "parquet", "path": str(tmp_path / "features.parquet"),
+                         "column": "text_embedding"},
+                "speaker": {"kind": "parquet", "path": str(folder), "column": "speaker_embedding"}}
+        return save_model(tmp_path / name, FusionModel(FusionConfig(
+            modalities=["text", "speaker"], dims={"text": 4, "speaker": 6}, labels=labels,
+            n_classes=3, d_state=4)), extra={"task": "fusion", "labels": labels, "features": spec})
+
+    trained = model(folders["trained"], "model-trained")
+    assert main(["evaluate", str(trained), str(corpus), "--split", "test",
+                 "--out", str(tmp_path / "eval-before")]) == 0
+    assert json.loads((tmp_path / "eval-before" / "metrics.json").read_text())["n_missing"] == {
+        "speaker": 3}
+    assert main(["evaluate", str(trained), str(corpus), "--split", "test", "--features",
+                 str(folders["scored"]), "--out", str(tmp_path / "eval")]) == 0
+    metrics = json.loads((tmp_path / "eval" / "metrics.json").read_text())
+    assert metrics["n_missing"] == {}
+    same = model(folders["scored"], "model-scored")  # its weights, recorded with that folder
+    copy_file(trained / "model.safetensors", same / "model.safetensors")
+    expected, *_ = predict_split(same, read_utterances(corpus), "test")
+    got = pq.read_table(tmp_path / "eval" / "predictions.parquet").select(
+        [f"p_{label}" for label in labels]).to_pandas().to_numpy()
+    assert np.allclose(got, expected, atol=1e-6)
+
+    (tmp_path / "text-only").mkdir()
+    text_only, _ = _fusion_model(tmp_path / "text-only", [[0.1] * 4] * 3, ["a", "b", "c"])
+    capsys.readouterr()
+    assert main(["evaluate", str(text_only), str(corpus), "--split", "test", "--features",
+                 str(folders["scored"]), "--out", str(tmp_path / "eval-text")]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "reads no speaker or face vectors" in err, err
 
 
 def test_vectors_of_different_widths_are_one_line(tmp_path, capsys):
@@ -590,6 +730,7 @@ def test_an_edited_model_config_is_one_line_naming_the_setting(tmp_path, capsys)
         "labels-twice": (edit(lambda s: s["config"].update(labels=["a", "a", "b"])),
                          "are not 3 distinct names"),
         "labels-none": (edit(lambda s: s["config"].update(labels=[])), "[] are not 3 distinct names"),
+        "labels-gone": (edit(lambda s: s["config"].pop("labels")), "[] are not 3 distinct names"),
         "classes-negative": (edit(lambda s: s["config"].update(n_classes=-1)), "n_classes: -1"),
         "width-negative": (edit(lambda s: s["config"].update(dims={"text": -4})), "dims.text"),
         "state-zero": (edit(lambda s: s["config"].update(d_state=0)), "d_state"),

@@ -444,6 +444,11 @@ def test_a_turn_without_text_is_predicted_by_a_text_model(tmp_path, capsys, inpu
     assert sorted(p["utterance_id"] for p in predictions) == [r["utterance_id"] for r in rows]
     assert all(p["predicted"] and np.isfinite(p["p_a"]) for p in predictions)
     assert json.loads((tmp_path / "eval" / "metrics.json").read_text())["n"] == len(rows)
+    # a feature folder for a model that reads none is refused, not silently unread
+    capsys.readouterr()
+    assert main(["evaluate", str(model), str(tmp_path / "utterances.parquet"), "--split", "dev",
+                 "--features", str(tmp_path), "--out", str(tmp_path / "eval-features")]) == 2
+    assert "is a text model, it reads no speaker or face vectors" in capsys.readouterr().err
 
 
 def test_multimodal_features_through_adapters(tmp_path):

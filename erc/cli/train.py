@@ -19,7 +19,9 @@ interrupted one.
 
 from __future__ import annotations
 
+import contextlib
 import json
+import sys
 from pathlib import Path
 
 from erc.cli.common import add_recipe, add_run_options, recipe
@@ -89,28 +91,79 @@ def cmd_train_adapter(args) -> int:
 DEV_NAMES = ("dev", "valid", "val", "validation")  # --split dev reads the first one there
 
 
-def _check_split(table, split: str, corpus: str) -> None:
+def _check_split(table, split: str, corpus: str, problems=None) -> None:
     """InputError naming the splits the corpus has when it has no split ``split`` (nor,
-    for ``dev``, one of its other names)."""
+    for ``dev``, one of its other names), and the reasons its rows were set aside when
+    ``problems`` (the rows set aside reading it) holds that split's every row."""
+    from collections import Counter
+
     from erc.errors import InputError
 
     present = sorted({s for s in table.column("split").to_pylist() if s is not None})
     if split in present or (split == "dev" and any(name in present for name in DEV_NAMES)):
         return
+    names = DEV_NAMES if split == "dev" else (split,)
+    set_aside = Counter() if problems is None else Counter(
+        r for r, s in zip(problems.column("reason").to_pylist(),
+                          problems.column("split").to_pylist()) if s in names)
+    if set_aside:
+        raise InputError(f"{corpus}: every input row of split {split!r} was set aside, "
+                         f"nothing to evaluate ({sum(set_aside.values())} rows: "
+                         + ", ".join(f"{r} {n}" for r, n in set_aside.most_common())
+                         + "; `erc corpus ingest` lists each with its line in problems.parquet)")
     wanted = f"{split!r} (nor valid, val or validation)" if split == "dev" else repr(split)
     has = f"its splits are {', '.join(present)}" if present else "it has no splits"
     raise InputError(f"{corpus}: the corpus has no split {wanted}; {has} (choose one with --split)")
 
 
 def cmd_evaluate(args) -> int:
-    from erc.artifacts import load_corpus
+    from erc.train.metrics import format_table
+
+    if args.json:  # stdout holds the JSON alone: what the work says goes to stderr
+        with contextlib.redirect_stdout(sys.stderr):
+            metrics, out, split, skipped = _evaluate(args)
+        print(json.dumps({k: v for k, v in metrics.items() if k != "confusion"}, indent=2))
+        return 0
+    metrics, out, split, skipped = _evaluate(args)
+    if len(args.model) > 1:
+        print(f"ensemble of {len(args.model)} models (class probabilities averaged)")
+    if set_aside := metrics.get("set_aside"):  # input rows in no prediction, never scored
+        print(f"{split}: {sum(set_aside.values()):,} input rows set aside before scoring, not in "
+              f"predictions.parquet (" + ", ".join(f"{r} {n}" for r, n in set_aside.items())
+              + "; the ingest's problems.parquet lists each)")
+    if not metrics["n"]:  # predictions only: scores of nothing would read as 0.000
+        print(f"{split}: no labelled utterance, nothing scored; predictions for "
+              f"{metrics['n_unlabelled']:,} utterances in {out / 'predictions.parquet'}")
+    else:
+        print(format_table(metrics))
+        if unseen := metrics.get("unseen_labels"):
+            alone = metrics["on_model_labels"]
+            print("labels the model does not predict, their utterances counted wrong above: "
+                  + ", ".join(f"{label} {n}" for label, n in unseen.items())
+                  + f"; without them: accuracy {alone['accuracy']:.4f}, weighted F1 "
+                    f"{alone['weighted_f1']:.4f}, macro F1 {alone['macro_f1']:.4f} "
+                    f"(n={alone['n']})")
+        top = list(metrics["per_speaker"].items())[:8]
+        print("per speaker (largest): " + ", ".join(
+            f"{s} {m['accuracy']:.2f} (n={m['n']})" for s, m in top))
+        if metrics.get("n_missing"):  # read as the learned missing embedding
+            print("utterances without a vector: " + ", ".join(
+                f"{modality} {n}" for modality, n in metrics["n_missing"].items())
+                + " (read as the learned missing embedding; column missing of predictions.parquet)")
+        print(f"outputs in {out}: metrics.json, predictions.parquet, confusion.png"
+              + (" (up to date)" if skipped else ""))
+    return 0
+
+
+def _evaluate(args) -> tuple[dict, Path, str, bool]:
+    """(metrics, output folder, split, whether it was up to date) of ``erc evaluate``."""
+    from erc.artifacts import load_corpus_and_problems
     from erc.errors import OwnershipError
     from erc.stages.train import EvalJob, EvaluateStage
     from erc.train.data import resolve_roles
-    from erc.train.metrics import format_table
 
-    table = load_corpus(args.corpus, args.format)
-    _check_split(table, args.split, args.corpus)
+    table, problems = load_corpus_and_problems(args.corpus, args.format)
+    _check_split(table, args.split, args.corpus, problems)
     split = resolve_roles(table, {"dev": args.split})["dev"]
     out = Path(args.out) if args.out else Path(args.model[0]).parent / f"eval-{split}"
     for model in args.model:  # results there would change the model (another stage's output)
@@ -120,28 +173,10 @@ def cmd_evaluate(args) -> int:
                                  f"refuses to replace it); choose an output folder outside it")
     job = EvalJob(split, args.format, n_models=len(args.model))
     result = execute(EvaluateStage(), job,
-                     {"utterances": args.corpus, **EvaluateStage.model_inputs(args.model)}, out,
+                     {"utterances": args.corpus, "features": args.features,
+                      **EvaluateStage.model_inputs(args.model)}, out,
                      force=args.force, overwrite=args.overwrite)
-    metrics = json.loads((out / "metrics.json").read_text())
-    if len(args.model) > 1:
-        print(f"ensemble of {len(args.model)} models (class probabilities averaged)")
-    if args.json:
-        print(json.dumps({k: v for k, v in metrics.items() if k != "confusion"}, indent=2))
-    elif not metrics["n"]:  # predictions only: scores of nothing would read as 0.000
-        print(f"{split}: no labelled utterance, nothing scored; predictions for "
-              f"{metrics['n_unlabelled']:,} utterances in {out / 'predictions.parquet'}")
-    else:
-        print(format_table(metrics))
-        top = list(metrics["per_speaker"].items())[:8]
-        print("per speaker (largest): " + ", ".join(
-            f"{s} {m['accuracy']:.2f} (n={m['n']})" for s, m in top))
-        if metrics.get("n_missing"):  # read as the learned missing embedding
-            print("utterances without a vector: " + ", ".join(
-                f"{modality} {n}" for modality, n in metrics["n_missing"].items())
-                + " (read as the learned missing embedding; column missing of predictions.parquet)")
-        print(f"outputs in {out}: metrics.json, predictions.parquet, confusion.png"
-              + (" (up to date)" if result.skipped else ""))
-    return 0
+    return json.loads((out / "metrics.json").read_text()), out, split, result.skipped
 
 
 def _common(parser) -> None:
@@ -195,6 +230,10 @@ def register(commands) -> None:
     evaluate.add_argument("--split", default="dev", help="split to evaluate (dev falls back to "
                                                          "valid/val when the corpus has no dev)")
     evaluate.add_argument("--format")
+    evaluate.add_argument("--features", help="feature folder of this corpus (`erc preprocess`), "
+                          "read for the speaker and face vectors instead of the folder the "
+                          "model was trained with (default: that folder, which holds only "
+                          "the training corpus's utterances)")
     evaluate.add_argument("--out", help="default: MODEL/../eval-SPLIT (of the first MODEL)")
     evaluate.add_argument("--json", action="store_true")
     add_run_options(evaluate, address=False)

@@ -310,8 +310,10 @@ class EvalJob:
 
 class EvaluateStage(Stage):
     name = "evaluate"
-    version = 2  # 2: predictions say which modalities each row had no vector for
+    version = 3  # 2: predictions say which modalities each row had no vector for; 3: metrics
+    # count the rows set aside before scoring and score labels the model does not predict
     inputs = ("utterances",)
+    optional_inputs = ("features",)  # the corpus's feature folder, for its speaker and face vectors
     results = ("metrics.json", "predictions.parquet", "confusion.png")
     description = "metrics, predictions and confusion matrix of a model (or an ensemble) on a split"
 
@@ -320,16 +322,17 @@ class EvaluateStage(Stage):
         return {f"model_{i}": Path(m) for i, m in enumerate(models)}
 
     def run(self, ctx: StageContext) -> dict:
-        from erc.artifacts import load_corpus
+        from erc.artifacts import load_corpus_and_problems
         from erc.train.evaluate import evaluate
 
         job: EvalJob = ctx.config
         models = [ctx.inputs[f"model_{i}"] for i in range(job.n_models)]
-        table = load_corpus(ctx.inputs["utterances"], job.format)
-        result = evaluate(models, table, job.split, ctx.out, title=job.title)
+        table, problems = load_corpus_and_problems(ctx.inputs["utterances"], job.format)
+        result = evaluate(models, table, job.split, ctx.out, title=job.title, problems=problems,
+                          features=ctx.inputs.get("features"))
         return {k: v for k, v in result.metrics.items()
                 if k in ("split", "accuracy", "weighted_f1", "macro_f1", "n", "n_unlabelled",
-                         "n_missing")}
+                         "n_missing", "unseen_labels", "set_aside")}
 
 
 def history(folder: Path) -> list[dict]:

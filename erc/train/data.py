@@ -61,13 +61,18 @@ def training_roles(table: pa.Table, roles: Mapping[str, str] | None) -> dict[str
     return roles
 
 
+def label_key(label: str) -> str:
+    """What is the same emotion however it is written: 'Joy', 'joy ' and 'joy' share one."""
+    return " ".join(label.split()).casefold()
+
+
 def label_list(table: pa.Table) -> list[str]:
     """The table's emotions, sorted. Two that differ only in case or spaces ('Joy', 'joy ')
     are an error: one emotion written two ways would be learnt as two classes."""
     labels = sorted({e for e in table.column("emotion").to_pylist() if e})
     written: dict[str, list[str]] = {}
     for label in labels:
-        written.setdefault(" ".join(label.split()).casefold(), []).append(label)
+        written.setdefault(label_key(label), []).append(label)
     clashes = [ways for ways in written.values() if len(ways) > 1]
     if clashes:
         raise InputError("labels that differ only in case or spaces would be learnt as separate "

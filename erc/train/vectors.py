@@ -253,6 +253,20 @@ def feature_spec(inputs: FusionInputs) -> dict:
     return spec
 
 
+FOLDER_MODALITIES = ("speaker", "face")  # what ``feature_spec`` reads from a feature folder
+
+
+def with_feature_folder(spec: Mapping[str, dict], features: str | Path) -> dict:
+    """``spec`` reading its speaker and face vectors from the feature folder ``features``
+    (another corpus's ``erc preprocess`` output) instead of the one it was trained on."""
+    moved = [m for m in FOLDER_MODALITIES if m in spec]
+    if not moved:
+        raise InputError(f"--features {features}: the model reads no speaker or face vectors "
+                         f"(it reads {', '.join(spec)})")
+    path = str(Path(features).resolve())
+    return {m: {**item, "path": path} if m in moved else dict(item) for m, item in spec.items()}
+
+
 def spec_paths(spec: Mapping[str, dict]) -> dict[str, str]:
     """The files and folders a feature spec reads, named (the inputs of a training stage)."""
     paths = {}
