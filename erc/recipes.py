@@ -357,7 +357,9 @@ def load_run_config(path=None, overrides: dict | None = None) -> RunConfig:
     """The run config of a YAML file (None: the defaults) with ``overrides`` (a tree of
     ``-o section.key=value`` values) merged in, validated. A relative ``corpus.path`` is
     taken from the config file's folder (a config travels with its corpus); output_dir
-    from the working directory. Either may be a storage URI (s3://...)."""
+    from the working directory. A path starting with ``~`` is in the home folder (no shell
+    expands one written in a file or after ``--out=``). Either may be a storage URI (s3://...)."""
+    import os
     from pathlib import Path
 
     from erc.errors import ConfigError
@@ -376,9 +378,13 @@ def load_run_config(path=None, overrides: dict | None = None) -> RunConfig:
     except ConfigError:
         validate(RunConfig, data, where)  # a mistake in the file names the file
         raise
+    # "~/runs" taken as it is was a folder named "~" in the working directory
+    for section, key in ((config, "output_dir"), (config.corpus, "path")):
+        if getattr(section, key) and not is_uri(getattr(section, key)):
+            setattr(section, key, os.path.expanduser(getattr(section, key)))
     corpus_path = config.corpus.path
     if path is not None and corpus_path and not is_uri(corpus_path):
-        expanded = Path(corpus_path).expanduser()
+        expanded = Path(corpus_path)
         if not expanded.is_absolute():
             try:
                 config.corpus.path = str((Path(path).parent / expanded).resolve())

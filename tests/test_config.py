@@ -89,6 +89,18 @@ def test_relative_corpus_path_is_taken_from_the_config_folder(tmp_path):
     assert config.corpus.path == str(tmp_path / "c" / "data" / "m.csv")
 
 
+def test_paths_starting_with_a_tilde_are_in_the_home_folder(tmp_path, monkeypatch):
+    """No shell expands "~" in a config file (or in --out=~/...): output_dir: ~/runs/x made
+    a folder named "~" in the working directory, and ~/data/m.csv named no corpus."""
+    monkeypatch.setenv("HOME", str(tmp_path / "home"))
+    (tmp_path / "run.yaml").write_text("output_dir: ~/runs/x\ncorpus:\n  path: ~/data/m.csv\n")
+    config = load_run_config(tmp_path / "run.yaml")
+    assert config.output_dir == str(tmp_path / "home" / "runs" / "x")
+    assert config.corpus.path == str(tmp_path / "home" / "data" / "m.csv")
+    config = load_run_config(tmp_path / "run.yaml", {"output_dir": "~/runs/y"})  # erc run --out=~/...
+    assert config.output_dir == str(tmp_path / "home" / "runs" / "y")
+
+
 def test_overrides_merge_into_the_file(tmp_path):
     (tmp_path / "run.yaml").write_text("train:\n  epochs: 3\n  lr: 0.01\n")
     config = load_run_config(tmp_path / "run.yaml", {"train": {"epochs": 5}})

@@ -182,6 +182,24 @@ def test_a_fresh_search_leaves_a_search_it_has_no_record_of(tmp_path):
     assert not experiment.exists() and not (out / "search.json").exists()
 
 
+@pytest.mark.parametrize("fresh", [False, True])
+def test_a_search_is_refused_a_storage_folder_of_the_users(tmp_path, fresh):
+    """erc tune --storage DIR keeps its search in DIR/search: where that folder held the
+    user's files, Tune wrote among them, and --fresh then deleted the folder with them."""
+    from erc.tune.driver import EXPERIMENT, run_search
+    from erc.tune.space import parse_spec
+
+    storage = tmp_path / "shared"
+    before = plant(storage / EXPERIMENT, {"notes.txt": b"my notes"})
+    spec = parse_spec({"family": "fusion", "params": {"lr": {"loguniform": [1e-4, 1e-2]}}})
+    out = tmp_path / "tune"
+    with pytest.raises(OwnershipError, match="has no record of a search there") as refused:
+        run_search(spec, None, out, storage=str(storage), fresh=fresh)
+    assert str(refused.value).startswith(f"{storage / EXPERIMENT}: exists")
+    assert digests(storage / EXPERIMENT) == before
+    assert not out.exists()  # refused before anything was written
+
+
 def test_removals_stay_inside_folders_erc_owns(tmp_path):
     users = tmp_path / "mine"
     users.mkdir()

@@ -106,6 +106,21 @@ def test_problem_rows_quote_no_credential(tmp_path):
     assert "SHH" not in json.dumps(problems.to_pylist()) and "AKID" not in json.dumps(problems.to_pylist())
 
 
+def test_rows_kept_without_their_media_quote_no_credential(tmp_path):
+    """With keep_missing_media the rows are kept, and the path each named stays in meta:
+    it held the URI's keys, which problems.parquet masks."""
+    from erc.corpus import read_corpus
+
+    (tmp_path / "m.csv").write_text(
+        "dialogue_id,speaker,text,media\n"
+        "d,Ann,Hi.,s3://AKID:SHH@bucket/clip.mp4\nd,Bob,Hey.,https://h/clip.mp4?sig=SHH2\n")
+    kept = read_corpus(tmp_path / "m.csv", options={"keep_missing_media": True}).utterances
+    meta = [dict(m) for m in kept.column("meta").to_pylist()]
+    assert [m["missing_media"].rsplit("/", 2)[-2:] for m in meta] == \
+        [["***@bucket", "clip.mp4"], ["h", "clip.mp4?sig=***"]]
+    assert "SHH" not in json.dumps(meta) and "AKID" not in json.dumps(meta)
+
+
 def test_console_and_run_log_hold_no_credential(tmp_path, capsys):
     from erc import console
 

@@ -227,13 +227,37 @@ def _mark_tune_folder(out_dir: Path, spec: SearchSpec, data_key: str) -> None:
         "search": SEARCH_RECORD, "written": time.strftime("%Y-%m-%dT%H:%M:%S%z")})
 
 
+def _recorded(out_dir: Path, experiment_path: str) -> bool:
+    """Whether ``out_dir``'s record says erc started the search at ``experiment_path``."""
+    record = out_dir / SEARCH_RECORD
+    return record.is_file() and json.loads(record.read_text()).get("experiment") == experiment_path
+
+
+def _check_experiment_folder(out_dir: Path, experiment_path: str, filesystem=None) -> None:
+    """OwnershipError when the search's folder in a ``--storage`` outside ``out_dir`` exists
+    and ``out_dir`` has no record of starting a search there: someone else's files (or
+    search), among which Tune would write and which --fresh would delete with the search.
+    (One inside ``out_dir`` moves with it, and ``check_outputs`` stands for it.)"""
+    import pyarrow.fs as pafs
+
+    if filesystem is None:
+        if Path(experiment_path).is_relative_to(out_dir.resolve()):
+            return
+        exists = os.path.lexists(experiment_path)
+    else:
+        exists = filesystem.get_file_info(experiment_path).type != pafs.FileType.NotFound
+    if exists and not _recorded(out_dir, experiment_path):
+        raise OwnershipError(f"{experiment_path}: exists, and {out_dir} has no record of a search "
+                             f"there; erc leaves it in place (remove it yourself, or use another "
+                             f"--storage or --out)")
+
+
 def _discard(out_dir: Path, experiment_path: str, filesystem=None) -> None:
     """--fresh: removes the earlier search of ``out_dir`` (its record says erc started it
     there); a search folder erc has no record of is left in place, with an error."""
     from ray.tune import Tuner
 
-    record = out_dir / SEARCH_RECORD
-    ours = record.is_file() and json.loads(record.read_text()).get("experiment") == experiment_path
+    ours = _recorded(out_dir, experiment_path)
     if Tuner.can_restore(experiment_path, storage_filesystem=filesystem) and not ours:
         raise OwnershipError(f"{experiment_path}: holds a search this folder has no record of; "
                              f"erc leaves it in place (remove it yourself, or use another --out)")
@@ -275,6 +299,7 @@ def _search(spec: SearchSpec, table, out_dir: Path, *, feature_spec, features, r
     storage_path, filesystem = ray_storage(storage or str(io.not_linked(out_dir / "ray")))
     experiment_path = f"{storage_path}/{EXPERIMENT}"
     ledger = out_dir / LEDGER
+    _check_experiment_folder(out_dir, experiment_path, filesystem)
     if fresh:
         _discard(out_dir, experiment_path, filesystem)
     runtime.apply_offline_env()  # before Ray is imported
