@@ -48,7 +48,7 @@ MAX_CONFIG_BYTES = 1 << 20
 
 # -- YAML -----------------------------------------------------------------------------------
 
-class _NoAliasLoader(yaml.SafeLoader):
+class ConfigLoader(yaml.SafeLoader):
     """A safe loader that rejects anchors and aliases: a config cannot expand itself."""
 
     def compose_node(self, parent, index):
@@ -81,7 +81,7 @@ class _NoAliasLoader(yaml.SafeLoader):
 
 
 # YAML 1.1 reads 5e-3 (no dot) as a string; erc reads it as the number everyone means.
-_NoAliasLoader.add_implicit_resolver(
+ConfigLoader.add_implicit_resolver(
     "tag:yaml.org,2002:float",
     re.compile(r"""^(?:[-+]?(?:[0-9][0-9_]*)\.[0-9_]*(?:[eE][-+]?[0-9]+)?
                   |[-+]?(?:[0-9][0-9_]*)(?:[eE][-+]?[0-9]+)
@@ -91,11 +91,11 @@ _NoAliasLoader.add_implicit_resolver(
     list("-+0123456789."))
 
 
-def parse_yaml(text: str, where: str) -> Any:
+def parse_yaml(text: str, where: str, loader: type[ConfigLoader] = ConfigLoader) -> Any:
     if len(text.encode("utf-8", "replace")) > MAX_CONFIG_BYTES:
         raise ConfigError(f"{where}: larger than {MAX_CONFIG_BYTES >> 20} MiB: not a config")
     try:
-        return yaml.load(text, Loader=_NoAliasLoader)
+        return yaml.load(text, Loader=loader)
     except ConfigError as err:
         raise ConfigError(f"{where}: {err}") from None
     except yaml.YAMLError as err:
@@ -116,9 +116,9 @@ def _yaml_problem(err: yaml.YAMLError) -> str:
             + (f" ({context})" if context else "") + hint)
 
 
-def load_yaml(path: str | Path) -> Any:
-    """A YAML file as data; ConfigError when it is missing, too large, invalid or uses
-    aliases."""
+def load_yaml(path: str | Path, loader: type[ConfigLoader] = ConfigLoader) -> Any:
+    """A YAML file as data (read by ``loader``: ConfigLoader or a subclass); ConfigError
+    when it is missing, too large, invalid or uses aliases."""
     path = Path(path)
     if path.is_dir():
         raise ConfigError(f"{path}: a folder, not a config file (YAML)")
@@ -130,7 +130,7 @@ def load_yaml(path: str | Path) -> Any:
         text = path.read_text(encoding="utf-8")
     except UnicodeDecodeError:
         raise ConfigError(f"{path}: not UTF-8 text") from None
-    return parse_yaml(text, str(path))
+    return parse_yaml(text, str(path), loader)
 
 
 def parse_value(text: str) -> Any:

@@ -321,7 +321,7 @@ def test_speaker_names(value, names):
     ({"columns": {"txt": "Utterance"}}, r"columns\.txt: not a field"),
     ({"columns": {"dialogue_id": "{Season:02d}"}}, r"columns\.dialogue_id: bad template"),
     ({"columns": {"text": ""}}, r"columns\.text: expected a column name"),
-    ({"label_map": {"Joyful": 3}}, r"label_map\.Joyful: Input should be a valid string \(got 3\)"),
+    ({"label_map": {"Joyful": ["joy"]}}, r"label_map\.Joyful: Input should be a valid string"),
     ({"several_speakers": "first"}, r"several_speakers: expected one of problem, join"),
     ({"files": {"train": "a_{split}.csv"}}, r"files\.train: \{split\} may appear once"),
     ({"colums": {}}, r"unknown key 'colums' \(did you mean 'columns'\?\)"),
@@ -329,7 +329,6 @@ def test_speaker_names(value, names):
     # An empty label set checked no label at all; a blank one is no label.
     ({"labels": []}, r"labels: an empty list admits no label"),
     ({"labels": ["joy", " "]}, r"labels: expected label names, got ' '"),
-    ({"labels": [True, "joy"]}, r"labels\.0: Input should be a valid string \(got True\)"),  # YAML's yes
     # Keys that match the same label, mapped differently: one would be silently unused.
     ({"label_map": {"Joy": "joy", "joy ": "anger"}}, r"label_map: 'Joy' and 'joy ' are the same"),
     # An empty split would make ids like "m//d/0" and a split no role finds.
@@ -409,6 +408,26 @@ def test_label_map_null_excludes_and_a_target_label_passes(tmp_path):
     assert result.utterances.column("emotion").to_pylist() == ["joy", "joy", "joy"]
     [problem] = result.problems.to_pylist()
     assert problem["reason"] == "excluded_label" and problem["line"] == 4
+
+
+def test_mapping_file_reads_yes_no_on_off_and_numbers_as_the_labels_written(tmp_path):
+    """A corpus whose labels are yes/no/on/off/1 (a survey's answers, a rating): a mapping
+    file naming them unquoted reads each as the text written, not as YAML 1.1's booleans
+    and numbers; null still sets rows aside, and a typed option still reads as its type."""
+    folder = tmp_path / "survey"
+    folder.mkdir()
+    (folder / "train.csv").write_text("dialogue_id,speaker,text,emotion\n"
+                                      "d,A,one,yes\nd,B,two,no\nd,A,three,on\n"
+                                      "d,B,four,off\nd,A,five,1\nd,B,six,n\n")
+    (folder / MAPPING_FILE).write_text("label_map: {yes: joy, no: anger, on: neutral, "
+                                       "off: null, 1: sadness, n: no}\n"
+                                       "labels: [joy, anger, neutral, sadness, no]\n"
+                                       "keep_missing_media: true\n")
+    assert load_mapping(folder / MAPPING_FILE).keep_missing_media is True
+    result = checked(read_manifest(folder))
+    assert result.utterances.column("emotion").to_pylist() == [
+        "joy", "anger", "neutral", "sadness", "no"]
+    assert [(p["line"], p["reason"]) for p in result.problems.to_pylist()] == [(5, "excluded_label")]
 
 
 def test_parquet_with_list_speakers_and_numeric_template_fields(tmp_path):

@@ -39,6 +39,8 @@ from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any, NamedTuple
 
+import yaml
+
 from erc.corpus.base import (
     SPLIT_WORDS,
     CorpusError,
@@ -52,7 +54,7 @@ from erc.corpus.base import (
 from erc.corpus.values import SURROGATE, RowProblem, blank, kind, meta_value, text_value
 from erc.errors import preview
 from erc.io import MARKER as OUTPUT_MARKER
-from erc.settings import load_yaml, validate
+from erc.settings import ConfigLoader, load_yaml, validate
 
 # The fields of a manifest row (the columns of erc.schema's utterance table, in the
 # manifest's names); any other column is kept in ``meta``.
@@ -108,7 +110,7 @@ class ManifestMapping(ReaderOptions):
             raise CorpusError(f"{where}: labels: an empty list admits no label; leave labels "
                               f"out to keep every label")
         for label in self.labels or ():
-            if not str(label).strip():  # "" (YAML's yes/no already failed the type check)
+            if not str(label).strip():  # ""
                 raise CorpusError(f"{where}: labels: expected label names, got {preview(label)}")
         seen: dict[str, str] = {}
         for label, target in self.label_map.items():
@@ -408,6 +410,60 @@ def _by_name(file: Path, folder: Path) -> ManifestFile:
 MISSING_WORDS = frozenset({"nan", "none", "null"})
 
 
+# The keys whose values are the corpus's own names, labels and files: a mapping file's
+# plain scalars there (and its keys everywhere) read as the text written, not as YAML 1.1
+# reads them (label_map: {yes: joy, no: anger} would be {True: joy, False: anger}).
+AS_WRITTEN = ("corpus", "split", "files", "columns", "label_map", "labels")
+_STR = "tag:yaml.org,2002:str"
+_NULL = "tag:yaml.org,2002:null"
+
+
+class MappingLoader(ConfigLoader):
+    """The loader of mapping files: a plain scalar a corpus's label, column or file name
+    stands for (``yes``, ``on``, ``1``, ``1.0``) is the text written; null stays null
+    (``label_map: {Other: null}``), and the typed options (``keep_missing_media: true``)
+    read as YAML reads them."""
+
+    def construct_document(self, node):
+        if isinstance(node, yaml.MappingNode):
+            _keys_as_written(node)
+            for key, value in node.value:
+                if key.value in AS_WRITTEN:
+                    _as_written(value)
+        return super().construct_document(node)
+
+
+def _plain(node) -> bool:
+    """A scalar written without quotes or a tag that YAML resolved as other than null."""
+    return (isinstance(node, yaml.ScalarNode) and node.style is None and node.tag != _NULL
+            and node.tag.startswith("tag:yaml.org,2002:"))
+
+
+def _keys_as_written(node) -> None:
+    stack = [node]
+    while stack:
+        node = stack.pop()
+        if isinstance(node, yaml.MappingNode):
+            for key, value in node.value:
+                if _plain(key):
+                    key.tag = _STR
+                stack.append(value)
+        elif isinstance(node, yaml.SequenceNode):
+            stack += node.value
+
+
+def _as_written(node) -> None:
+    stack = [node]
+    while stack:
+        node = stack.pop()
+        if _plain(node):
+            node.tag = _STR
+        elif isinstance(node, yaml.MappingNode):
+            stack += [n for pair in node.value for n in pair]
+        elif isinstance(node, yaml.SequenceNode):
+            stack += node.value
+
+
 def load_mapping(mapping: str | Path | dict | None = None,
                  where: str = "reader options of manifest", **options) -> ManifestMapping:
     """The mapping from a YAML file (or a dict) with ``options`` overriding its keys;
@@ -423,7 +479,7 @@ def load_mapping(mapping: str | Path | dict | None = None,
             raise CorpusError(f"{path}: no such mapping file" if not path.exists() else
                               f"{path}: is a {'folder' if path.is_dir() else 'special file'}, "
                               f"not a mapping file (YAML)")
-        data = load_yaml(path) or {}
+        data = load_yaml(path, MappingLoader) or {}
         where = str(path)
         if not isinstance(data, dict):
             raise CorpusError(f"{where}: expected a mapping of keys "
