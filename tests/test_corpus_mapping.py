@@ -571,6 +571,27 @@ def test_a_json_document_of_episodes_scenes_and_utterances(tmp_path):
         read_manifest(dev, columns=m["columns"], records="episodes.scene.utterances")
 
 
+def test_json_records_under_a_list_valued_enclosing_key_are_bad_type_naming_it(tmp_path):
+    """A scene whose scene_id is a list (["s1"]) sets its utterances aside as bad_type
+    naming the key, not as a missing dialogue_id; when every scene has one, the file is
+    read (its rows set aside), not stopped as lacking the column."""
+    folder = tmp_path / "scenes"
+    folder.mkdir()
+    (folder / MAPPING_FILE).write_text("records: episodes.scenes.utterances\n"
+                                       "columns: {dialogue_id: episodes.scenes.scene_id}\n")
+    listed = {"scene_id": ["s1"], "cast": ["Ann", "Bob"],
+              "utterances": [{"speaker": "Ann", "text": "Hi."}]}
+    plain = {"scene_id": "s2", "utterances": [{"speaker": "Bob", "text": "Yo."}]}
+    path = folder / "train.json"
+    for scenes, kept in [([listed, plain], ["s2"]), ([listed], [])]:
+        path.write_text(json.dumps({"episodes": [{"episode_id": "e1", "scenes": scenes}]}))
+        result = checked(read_manifest(folder))
+        assert result.utterances.column("dialogue_id").to_pylist() == kept
+        [problem] = result.problems.to_pylist()
+        assert problem["reason"] == "bad_type"
+        assert "'episodes.scenes.scene_id': a list" in problem["detail"]
+
+
 def test_json_utterances_keyed_by_id_are_named_as_such(tmp_path):
     """Utterances as an object keyed by their ids, not a list, read as one record whose
     columns are u1.speaker, u2.speaker, ...: the error says what the file looks like."""

@@ -148,7 +148,7 @@ def json_records(path: Path, records: str | None,
     """The utterance objects of a JSON document, numbered in document order: the items of
     a top-level list, or those the dotted keys of ``records`` lead to through lists and
     objects (``episodes.scenes.utterances``). Each record holds its own keys and the other
-    keys of the objects enclosing it, named by their path (``episodes.episode_id``,
+    keys of the objects enclosing it (but for lists of objects), named by their path (``episodes.episode_id``,
     ``episodes.scenes.scene_id``). An item that is no object, or an enclosing object
     lacking the next key, is a malformed_row naming where it is. ``read``: the document
     as ``read_json`` returned it, when it was read already."""
@@ -237,9 +237,16 @@ def _walk(node, keys: list[str], path: str, enclosing: dict, where: str):
                      f"{preview(', '.join(map(str, node)), 120)})")
         return
     inner = f"{path}{key}"
+    # The enclosing object's other keys, but for lists of objects (other records, not a
+    # value of this one's): a list of values (scene_id: ["x"]) is read as any value is,
+    # a bad_type where a field reads it.
     enclosing = {**enclosing, **{f"{path}{k}": v for k, v in node.items()
-                                 if k != key and not isinstance(v, list)}}
+                                 if k != key and not _holds_objects(v)}}
     yield from _walk(node[key], keys[1:], inner + ".", enclosing, f"{where}.{key}".lstrip("."))
+
+
+def _holds_objects(value) -> bool:
+    return isinstance(value, list) and any(isinstance(item, dict) for item in value)
 
 
 def records_path(document) -> str | None:

@@ -62,6 +62,8 @@ class IngestStage(Stage):
     name = "ingest"
     section = "corpus"
     results = (UTTERANCES, PROBLEMS)
+    # 22: a JSON document's enclosing list of values (scene_id: ["x"]) is read: bad_type
+    # where a field reads it, JSON in meta;
     # 21: a mapping file's labels, columns and file names are the text written (yes, on, 1);
     # 20: a MELD Dialogue_ID written as a decimal (1.0) is that number;
     # 19: a manifest's media path written on Windows (clips\a.wav) finds its file;
@@ -89,7 +91,7 @@ class IngestStage(Stage):
     # utterance at a turn of a dialogue is a duplicate_turn problem, a manifest row set
     # aside without a turn names no default id; 5: readers take off a byte order mark,
     # MELD ids are numbers, default manifest ids escape "/"
-    version = 21
+    version = 22
     description = "read the corpus into the utterance table; every row kept or set aside with a reason"
 
     def settings(self, config: CorpusConfig) -> dict:
