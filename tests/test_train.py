@@ -382,8 +382,9 @@ def test_text_task_trains_on_ray(ray_local, tmp_path, inputs):
     outcome = finetune_text(table, str(encoder), tmp_path / "out", recipe)
     assert len(outcome.history) == 2 and 0 <= outcome.best["dev_weighted_f1"] <= 1
     model = load_model(outcome.model_dir)
+    train = table.filter(pa.compute.equal(table.column("split"), "train"))
     assert model.config.context_turns == 3 and model.config.labels == sorted(
-        set(table.column("emotion").to_pylist()))
+        set(train.column("emotion").to_pylist()))
     vectors = text_features(outcome.model_dir, table)
     assert len(vectors) == table.num_rows and next(iter(vectors.values())).shape == (32,)
 
@@ -866,6 +867,39 @@ def test_a_label_only_the_dev_split_has_is_said_before_training(capsys):
     assert "fear (2) labelled in split 'dev' but never in 'train'" in out and "joy" not in out
     training_roles(utterance_table([r for r in rows if r["emotion"] != "fear"]), None)
     assert "note" not in capsys.readouterr().out
+
+
+def test_the_model_s_labels_are_the_train_split_s_and_labels_only_unread_splits_have_are_said(
+        tmp_path, capsys):
+    """Trained with --select-fraction, a label only the (unread) valid split has was a class
+    of the fusion and the text model that no utterance trained; the labels are now the
+    train split's, and a note names the others (evaluate scores them as unseen labels)."""
+    from erc.models.text import load_tokenizer
+    from erc.recipes import Splits, TextModelConfig
+    from erc.schema import utterance_table
+    from erc.train.data import build_dialogue_data, build_text_data
+    from erc.train.fitting import training_table
+
+    utterances, features = _write_corpus(tmp_path)
+    table = pq.read_table(utterances)
+    rows = [{"utterance_id": f"syn/valid/v/{t}", "corpus": "syn", "split": "valid",
+             "dialogue_id": "v", "turn": t, "speaker": "A", "text": "wow",
+             "emotion": ["excited", "a", "excited"][t]} for t in range(3)]
+    table = pa.concat_tables([table, utterance_table(rows).select(table.schema.names)
+                              .cast(table.schema)])
+    table, roles = training_table(table, Splits(select_fraction=0.2))
+    out = capsys.readouterr().out
+    assert "excited (2) labelled in split(s) 'valid' but never in 'train'" in out, out
+    assert len(out.splitlines()) == 1
+    vectors = pq.read_table(features).to_pylist()
+    text = {"text": {r["utterance_id"]: np.asarray(r["text_embedding"], np.float32) for r in vectors}}
+    fusion = build_dialogue_data(table, text, roles)
+    assert fusion.labels == ["a", "b", "c"]
+    encoder = _tiny_encoder(tmp_path / "tiny-bert")
+    data = build_text_data(table, load_tokenizer(str(encoder)), TextModelConfig(max_length=32),
+                           roles, extra_splits=("valid",))
+    assert data.labels == ["a", "b", "c"]
+    assert data.splits["valid"]["y"].tolist() == [-1, 0, -1]  # context, not a target
 
 
 def test_checkpoints_in_an_output_folder_inside_the_corpus_folder_keep_their_key(tmp_path):

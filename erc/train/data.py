@@ -2,8 +2,9 @@
 
 Splits are given as roles: ``{"train": "train", "dev": "valid"}`` trains on the corpus's
 ``train`` split and evaluates on its ``valid`` split; the loop always calls them train/dev.
-Labels are the sorted set of emotions in the table (or a list you pass), -1 for a turn
-without a label (it is still context, but not a target).
+Labels are the sorted set of emotions of the train split (or a list you pass): a label only
+other splits have is no class of the model (evaluate scores it as an unseen label); -1 for
+a turn without a label, or with such a label (it is still context, but not a target).
 """
 
 from __future__ import annotations
@@ -55,10 +56,24 @@ def training_roles(table: pa.Table, roles: Mapping[str, str] | None) -> dict[str
     learnt = set(emotions["train"])
     unlearnable = Counter(e for e in emotions.get("dev", ()) if e not in learnt)
     if unlearnable:
-        print(f"[train] note: {', '.join(f'{label} ({n})' for label, n in sorted(unlearnable.items()))}"
-              f" labelled in split {roles['dev']!r} but never in {roles['train']!r}: the model "
-              f"cannot learn them, and its dev score counts them wrong", flush=True)
+        print(f"[train] note: {_counted(unlearnable)} labelled in split {roles['dev']!r} but "
+              f"never in {roles['train']!r}: the model cannot learn them, and its dev score "
+              f"leaves them out", flush=True)
+    # The splits training does not read (a test split, the dev split a selection slice
+    # stands in for): their labels the train split lacks are no class of the model either.
+    unseen = [(s, e) for s, e in zip(table.column("split").to_pylist(),
+                                     table.column("emotion").to_pylist())
+              if e and e not in learnt and s not in roles.values()]
+    if unseen:
+        print(f"[train] note: {_counted(Counter(e for _, e in unseen))} labelled in split(s) "
+              f"{', '.join(map(repr, sorted({str(s) for s, _ in unseen})))} but never in "
+              f"{roles['train']!r}: not among the model's labels (evaluate scores them as "
+              f"unseen labels)", flush=True)
     return roles
+
+
+def _counted(labels: Counter) -> str:
+    return ", ".join(f"{label} ({n})" for label, n in sorted(labels.items()))
 
 
 def label_key(label: str) -> str:
@@ -66,19 +81,23 @@ def label_key(label: str) -> str:
     return " ".join(label.split()).casefold()
 
 
-def label_list(table: pa.Table) -> list[str]:
-    """The table's emotions, sorted. Two that differ only in case or spaces ('Joy', 'joy ')
-    are an error: one emotion written two ways would be learnt as two classes."""
-    labels = sorted({e for e in table.column("emotion").to_pylist() if e})
+def label_list(table: pa.Table, split: str | None = None) -> list[str]:
+    """The emotions of ``split`` (the train split: the labels a model learns; None: of the
+    whole table), sorted. Two in the table that differ only in case or spaces ('Joy',
+    'joy ') are an error: one emotion written two ways would be learnt as two classes."""
+    everywhere = sorted({e for e in table.column("emotion").to_pylist() if e})
     written: dict[str, list[str]] = {}
-    for label in labels:
+    for label in everywhere:
         written.setdefault(label_key(label), []).append(label)
     clashes = [ways for ways in written.values() if len(ways) > 1]
     if clashes:
         raise InputError("labels that differ only in case or spaces would be learnt as separate "
                          "classes: " + "; ".join(" / ".join(map(repr, ways)) for ways in clashes)
                          + " (write each emotion one way in the corpus)")
-    return labels
+    if split is None:
+        return everywhere
+    return sorted({e for s, e in zip(table.column("split").to_pylist(),
+                                     table.column("emotion").to_pylist()) if s == split and e})
 
 
 def dialogues(table: pa.Table, split: str) -> list[dict]:
@@ -116,7 +135,7 @@ def build_text_data(table: pa.Table, tokenizer, settings, roles: Mapping[str, st
         raise ConfigError(f"max_length: {settings.max_length} tokens is more than the encoder "
                           f"reads in one input ({tokenizer.model_max_length})")
     roles = resolve_roles(table, roles)
-    labels = labels or label_list(table)
+    labels = labels or label_list(table, roles.get("train"))
     pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
     cls_id, sep_id = special_ids(tokenizer)
     windows = settings.inputs == "window"
@@ -149,7 +168,7 @@ def build_dialogue_data(table: pa.Table, features: Mapping[str, Mapping[str, np.
     from erc.train.tasks import DialogueData
 
     roles = resolve_roles(table, roles)
-    labels = labels or label_list(table)
+    labels = labels or label_list(table, roles.get("train"))
     modalities = [m for m in ("text", "speaker", "face") if m in features] + sorted(
         m for m in features if m not in ("text", "speaker", "face"))
     dims = {}

@@ -29,10 +29,10 @@ class AdaptableDialogues:
     (``resize_adapters``: retrained on their saved training sets, a few seconds each)."""
 
     def __init__(self, table, raw: dict, feature_spec: dict, roles=None):
-        from erc.train.data import label_list
+        from erc.train.data import label_list, resolve_roles
 
         self.table, self.raw, self.feature_spec, self.roles = table, raw, feature_spec, roles
-        self.labels = label_list(table)
+        self.labels = label_list(table, resolve_roles(table, roles)["train"])
 
     def build(self, hidden: int | None, out_dim: int | None):
         from erc.train.data import build_dialogue_data
