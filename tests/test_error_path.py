@@ -333,6 +333,23 @@ def test_evaluate_counts_the_rows_of_the_split_set_aside_before_scoring(tmp_path
         assert "test: 2 input rows set aside before scoring, not in predictions.parquet" in out
 
 
+def test_evaluate_reads_a_raw_corpus_once(tmp_path, capsys):
+    """`erc evaluate MODEL CORPUS` on a corpus erc reads (not an ingest output) read it
+    twice, for the split check and again for the scoring: the reader's note on the rows it
+    set aside printed twice. It is read once."""
+    model, _ = _fusion_model(tmp_path, [[0.1] * 4] * 2, ["a", "b"])
+    corpus = tmp_path / "corpus"
+    corpus.mkdir()
+    (corpus / "test.csv").write_text("utterance_id,dialogue_id,turn,speaker,text,emotion\n"
+                                     "c/test/d0/0,d0,0,A,hi,a\nc/test/d0/1,d0,1,B,,b\n"
+                                     "c/test/d0/2,d0,2,A,hi,b\n")
+    assert main(["evaluate", str(model), str(corpus), "--format", "manifest", "--split", "test",
+                 "--out", str(tmp_path / "eval")]) == 0, capsys.readouterr().err
+    out = capsys.readouterr().out
+    assert out.count("1 of 3 input rows set aside by the reader") == 1, out
+    assert json.loads((tmp_path / "eval" / "metrics.json").read_text())["n"] == 2
+
+
 def test_evaluate_on_a_split_whose_every_row_was_set_aside_says_why(tmp_path, capsys):
     """A test file whose every row the reader set aside read as a corpus without that
     split ("its splits are train"), as if the file had not been found."""

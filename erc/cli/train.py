@@ -172,7 +172,7 @@ def _evaluate(args) -> tuple[dict, Path, str, bool]:
                                  f"change that model for whatever reads it (a retraining "
                                  f"refuses to replace it); choose an output folder outside it")
     job = EvalJob(split, args.format, n_models=len(args.model))
-    result = execute(EvaluateStage(), job,
+    result = execute(EvaluateStage((table, problems)), job,
                      {"utterances": args.corpus, "features": args.features,
                       **EvaluateStage.model_inputs(args.model)}, out,
                      force=args.force, overwrite=args.overwrite)

@@ -317,6 +317,11 @@ class EvaluateStage(Stage):
     results = ("metrics.json", "predictions.parquet", "confusion.png")
     description = "metrics, predictions and confusion matrix of a model (or an ensemble) on a split"
 
+    def __init__(self, corpus: tuple | None = None):
+        # (table, problems) of the utterances input, already read (``erc evaluate`` checks
+        # its split first): a corpus erc reads is read, and its set-aside rows said, once
+        self.corpus = corpus
+
     @staticmethod
     def model_inputs(models: list[str | Path]) -> dict[str, Path]:
         return {f"model_{i}": Path(m) for i, m in enumerate(models)}
@@ -327,7 +332,8 @@ class EvaluateStage(Stage):
 
         job: EvalJob = ctx.config
         models = [ctx.inputs[f"model_{i}"] for i in range(job.n_models)]
-        table, problems = load_corpus_and_problems(ctx.inputs["utterances"], job.format)
+        table, problems = self.corpus or load_corpus_and_problems(ctx.inputs["utterances"],
+                                                                  job.format)
         result = evaluate(models, table, job.split, ctx.out, title=job.title, problems=problems,
                           features=ctx.inputs.get("features"))
         return {k: v for k, v in result.metrics.items()
