@@ -168,6 +168,7 @@ class FusionStage(Stage):
     # Ray Train's run and checkpoints (unless a storage path is set); with a choice between
     # models, each candidate's run, model and history
     writes = ("ray", "candidates")
+    version = 2  # 2: the model's labels are the train split's (a label only other splits have is none)
     description = "the fusion model (a GRU, Mamba or transformer over the dialogue) on Ray Train"
 
     def __init__(self, address: str | None = None, features: dict | None = None):
@@ -208,6 +209,7 @@ class TextStage(Stage):
     inputs = ("utterances", "encoder")
     results = MODEL_RESULTS
     writes = ("ray",)  # Ray Train's run and checkpoints (unless a storage path is set)
+    version = 2  # 2: the model's labels are the train split's (a label only other splits have is none)
     description = "the context text encoder fine-tuned for emotion on Ray Train"
 
     def __init__(self, address: str | None = None):
