@@ -27,7 +27,8 @@ import pyarrow.parquet as pq
 from erc.errors import InputError
 from erc.schema import UTTERANCE_SCHEMA
 
-UTTERANCES = "utterances.parquet"
+UTTERANCES = "utterances.parquet"  # an ingest's kept rows
+PROBLEMS = "problems.parquet"  # and the rows it set aside, each with its reason
 FEATURES_MANIFEST = "manifest.json"
 REQUIRED_UTTERANCE_COLUMNS = tuple(f.name for f in UTTERANCE_SCHEMA if f.name != "meta")
 
@@ -132,8 +133,6 @@ def load_corpus_and_problems(source: str | Path, format: str | None = None,
             and _utterance_table_file(source)) or (
             source.is_dir() and ((source / UTTERANCES).is_file()
                                  or (format is None and _stage_of(source)))):
-        from erc.stages.ingest import PROBLEMS
-
         table = read_utterances(source)  # another stage's folder: an error that says so
         problems = utterance_file(source).parent / PROBLEMS
         if not problems.is_file():

@@ -12,8 +12,9 @@ from erc.settings import parse_override
 
 
 def cmd_ingest(args) -> int:
+    from erc.artifacts import PROBLEMS, UTTERANCES
     from erc.stages.base import execute
-    from erc.stages.ingest import PROBLEMS, UTTERANCES, IngestStage
+    from erc.stages.ingest import IngestStage
     from erc.summary import format_summary
 
     options = dict(args.reader_options)

@@ -16,15 +16,13 @@ from pathlib import Path
 import pyarrow.parquet as pq
 
 from erc import io
+from erc.artifacts import PROBLEMS, UTTERANCES
 from erc.corpus import corpus_format, read_corpus
 from erc.corpus.base import IngestResult
 from erc.errors import InputError
 from erc.fingerprint import file_sha256, stat_of
 from erc.recipes import CorpusConfig
 from erc.stages.base import Stage, StageContext, check_not_written_over, read_manifest
-
-UTTERANCES = "utterances.parquet"
-PROBLEMS = "problems.parquet"
 
 
 def _tree_stats(path: Path) -> list:
