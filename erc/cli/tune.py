@@ -21,7 +21,7 @@ from pathlib import Path
 
 from erc.cli.common import add_overwrite, count, positive
 from erc.recipes import FusionInputs
-from erc.settings import add_arguments, given, load_yaml, validate
+from erc.settings import add_arguments, expand_path, given, load_yaml, validate
 
 
 def subset_dialogues(table, limit: int):
@@ -157,10 +157,10 @@ def register(commands) -> None:
                     "best_config.yaml (for `erc train ... --config`), history.png, "
                     "importance.png and report.html to --out. The same command with the same "
                     "--out resumes an interrupted search.")
-    tune.add_argument("search", help="search file (YAML), or the name of one in tune/ "
+    tune.add_argument("search", type=expand_path, help="search file (YAML), or the name of one in tune/ "
                                      "(fusion, fusion-mamba, text)")
-    tune.add_argument("corpus", help="ingest folder, utterances.parquet or a corpus erc reads")
-    tune.add_argument("--out", required=True, help="output folder (same folder = resume)")
+    tune.add_argument("corpus", type=expand_path, help="ingest folder, utterances.parquet or a corpus erc reads")
+    tune.add_argument("--out", required=True, type=expand_path, help="output folder (same folder = resume)")
     tune.add_argument("--format", help="corpus format when reading a corpus (default: detected)")
     tune.add_argument("--train-split", default="train")
     tune.add_argument("--dev-split", default="dev", help="split the search maximises weighted "
@@ -185,7 +185,7 @@ def register(commands) -> None:
                       help="do not run the untuned default as trial 0")
     tune.add_argument("--limit-dialogues", type=count,
                       help="only the first N dialogues of each split (a quick search)")
-    tune.add_argument("--storage", help="where Tune keeps the search (default OUT/ray; on a "
+    tune.add_argument("--storage", type=expand_path, help="where Tune keeps the search (default OUT/ray; on a "
                       "multi-node cluster a shared folder or s3://...)")
     tune.add_argument("--fresh", action="store_true", help="discard an earlier search in --out")
     add_overwrite(tune)
