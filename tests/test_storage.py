@@ -146,6 +146,53 @@ def test_run_with_uris_stages_inputs_and_outputs(base_uri, tmp_path):
     assert _remote(f"{base_uri}/broken") == {"model/model.safetensors": b"weights"}
 
 
+def test_an_output_given_as_a_setting_is_staged_as_an_output(base_uri, tmp_path):
+    """``-o output_dir=URI`` is the command's output, as ``--out URI`` is (it was fetched as an
+    input: "no such file", or the results written into the input cache and never uploaded);
+    ``-o storage=URI`` is Ray's own storage, left a URI as ``--storage`` is."""
+    seen = {}
+
+    def job(argv):
+        seen["argv"] = argv
+        out = Path(argv[argv.index("-o") + 1].partition("=")[2])
+        _write(out / "history.json", b"[]")
+        return 0
+
+    cache = tmp_path / "cache"
+    uri = f"{base_uri}/run"
+    assert run_with_uris(job, ["-o", f"output_dir={uri}"], cache, storage_option="--storage") == 0
+    key, _, local = seen["argv"][1].partition("=")
+    assert key == "output_dir" and Path(local).is_relative_to(cache / "staging")
+    assert seen["argv"][2:] == ["--storage", f"{uri}/ray"]
+    assert _remote(uri) == {"history.json": b"[]"}
+    assert not (cache / "inputs").exists()
+    # --set=KEY=VALUE too; a section's output_dir is an output but not where Ray's storage goes
+    argv = [f"--set=preprocess.output_dir={base_uri}/features", "-o", f"train.storage={base_uri}/ray"]
+    assert run_with_uris(lambda a: seen.update(argv=a) or 0, argv, cache, storage_option="--storage") == 0
+    assert seen["argv"][0].startswith(f"--set=preprocess.output_dir={cache / 'staging'}")
+    assert seen["argv"][1:] == ["-o", f"train.storage={base_uri}/ray"]
+
+
+def test_erc_run_writes_to_an_output_dir_given_by_o(s3_store, tmp_path, capsys, monkeypatch):
+    """``erc run -o output_dir=s3://...`` writes its results there, a new prefix or one an
+    earlier run wrote (resumed from there), as ``erc run --out s3://...`` does."""
+    from erc.cli import main
+
+    monkeypatch.setenv("ERC_HOME", str(tmp_path / "home"))
+    (tmp_path / "m.csv").write_text("dialogue_id,speaker,text\nd,Ann,Hi.\nd,Bob,Yo.\n")
+    (tmp_path / "run.yaml").write_text(f"output_dir: {tmp_path / 'local'}\n"
+                                       "corpus: {path: m.csv, format: manifest}\nray: {num_cpus: 1}\n")
+    uri = f"s3://{S3_BUCKET}/run-{uuid.uuid4().hex[:8]}"
+    argv = ["run", "--config", str(tmp_path / "run.yaml"), "-o", f"output_dir={uri}", "--until", "ingest"]
+    assert main(argv) == 0
+    assert f"results: {uri}" in capsys.readouterr().out
+    assert {"corpus/utterances.parquet", "run.json", ".erc"} <= set(_remote(uri))
+    assert main(argv) == 0  # the prefix exists now: resumed from it, written to it again
+    out = capsys.readouterr().out
+    assert "up to date" in out and f"results: {uri}" in out
+    assert not (tmp_path / "local").exists() and not (tmp_path / "home" / "inputs").exists()
+
+
 def _touch(path: Path) -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
     return path
