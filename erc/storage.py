@@ -127,6 +127,13 @@ def join_uri(uri: str, name: str) -> str:
     return f"{base.rstrip('/')}/{name}{sep}{query}"
 
 
+def beside_uri(uri: str, name: str) -> str:
+    """``name`` in the folder holding ``uri`` (``s3://b/x/model``, ``eval`` -> ``s3://b/x/eval``),
+    keeping a query at the end."""
+    base, sep, query = uri.partition("?")
+    return join_uri(base.rstrip("/").rsplit("/", 1)[0] + sep + query, name)
+
+
 def remove_tree(path: str, fs=None) -> None:
     """Deletes a folder: a local path, or ``path`` within ``fs`` (``ray_storage``'s pair);
     nothing if absent. Callers check that erc's records name the folder first."""

@@ -3,6 +3,7 @@ folder at a URI, on the local filesystem (file://) and on an S3 server on loopba
 
 from __future__ import annotations
 
+import shutil
 import subprocess
 import sys
 import time
@@ -193,6 +194,24 @@ def test_erc_run_writes_to_an_output_dir_given_by_o(s3_store, tmp_path, capsys, 
     assert not (tmp_path / "local").exists() and not (tmp_path / "home" / "inputs").exists()
 
 
+def test_evaluate_puts_its_results_beside_a_model_given_as_a_uri(base_uri, tmp_path, capsys,
+                                                                 monkeypatch):
+    """``erc evaluate URI/model CORPUS`` without --out writes URI/eval-SPLIT, where a local
+    model's results go (MODEL/../eval-SPLIT); they went into erc's local copy of the model,
+    in its input cache, and were never uploaded."""
+    from erc.cli import main
+    from tests.test_error_path import _fusion_model
+
+    monkeypatch.setenv("ERC_HOME", str(tmp_path / "home"))
+    model, corpus = _fusion_model(tmp_path, [[0.1 * t, 1.0, -0.2 * t, 0.3] for t in range(4)],
+                                  ["a", "b", "c", "a"])
+    Mirror(f"{base_uri}/fusion/model", model).push()
+    assert main(["evaluate", f"{base_uri}/fusion/model", str(corpus), "--split", "test"]) == 0
+    assert f"results: {base_uri}/fusion/eval-test" in capsys.readouterr().out
+    assert {"metrics.json", "predictions.parquet", "manifest.json"} <= set(_remote(f"{base_uri}/fusion/eval-test"))
+    assert not list((tmp_path / "home" / "inputs").rglob("metrics.json"))
+
+
 def _touch(path: Path) -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
     return path
@@ -213,7 +232,8 @@ def test_a_job_with_an_unreachable_uri_says_so(s3_store, tmp_path):
 def test_a_search_kept_in_s3_resumes_from_there(s3_store, tmp_path):
     """`jobs/tune.py --out s3://...`: Ray Tune keeps the search in the bucket (OUT/ray),
     the tables and plots are uploaded; the same command on a machine without the local
-    copy restores the finished search from S3 and runs no trial again."""
+    copy restores the finished search from S3 and runs no trial again. The command of
+    best_config.yaml names the corpus and folders at their URIs, not erc's local copies."""
     import json
     import os
 
@@ -226,7 +246,10 @@ def test_a_search_kept_in_s3_resumes_from_there(s3_store, tmp_path):
     search = tmp_path / "search.yaml"
     search.write_text(yaml.safe_dump({**SEARCH, "search": {**SEARCH["search"], "num_samples": 2}}))
     uri = f"s3://{S3_BUCKET}/tune-{uuid.uuid4().hex[:8]}"
-    command = [sys.executable, "jobs/tune.py", str(search), str(meld), "--out", uri,
+    corpus = f"{uri}-corpus"
+    shutil.copytree(meld, tmp_path / "meld")  # the mirror keeps its index in the local folder
+    Mirror(corpus, tmp_path / "meld").push()
+    command = [sys.executable, "jobs/tune.py", str(search), corpus, "--out", uri,
                "--limit-dialogues", "10", "--num-cpus", "2", "--verbose", "0"]
 
     def run(home: Path) -> str:
@@ -243,6 +266,10 @@ def test_a_search_kept_in_s3_resumes_from_there(s3_store, tmp_path):
     assert any(name.startswith("ray/search/experiment_state") for name in remote), sorted(remote)
     started = [json.loads(line) for line in remote["trial_starts.jsonl"].decode().splitlines()]
     assert len(started) == 2
+    best = remote["best_config.yaml"].decode()
+    assert f"erc train fusion {corpus} " in best, best
+    assert f"--config {uri}/best_config.yaml --out {uri}/best" in best, best
+    assert "staging" not in best and "inputs" not in best, best
 
     again = run(tmp_path / "second-machine")
     assert "[tune] resuming the search" in again

@@ -158,15 +158,29 @@ def cmd_evaluate(args) -> int:
 
 def _evaluate(args) -> tuple[dict, Path, str, bool]:
     """(metrics, output folder, split, whether it was up to date) of ``erc evaluate``."""
+    from erc import storage
     from erc.artifacts import load_corpus_and_problems
-    from erc.errors import OwnershipError
-    from erc.stages.train import EvalJob, EvaluateStage
+    from erc.home import state_dir
     from erc.train.data import resolve_roles
 
     table, problems = load_corpus_and_problems(args.corpus, args.format)
     _check_split(table, args.split, args.corpus, problems)
     split = resolve_roles(table, {"dev": args.split})["dev"]
+    given = getattr(args, "as_given", args).model[0]  # a storage URI where the user gave one
+    if not args.out and storage.is_uri(given):  # beside the model, as for a local one: not in
+        uri = storage.beside_uri(given, f"eval-{split}")  # erc's local copy of it, never uploaded
+        with storage.staged_output(uri, state_dir()) as local:
+            found = _evaluate_into(args, local, split)
+        print(f"results: {storage.redact(uri)}")
+        return found
     out = Path(args.out) if args.out else Path(args.model[0]).parent / f"eval-{split}"
+    return _evaluate_into(args, out, split)
+
+
+def _evaluate_into(args, out: Path, split: str) -> tuple[dict, Path, str, bool]:
+    from erc.errors import OwnershipError
+    from erc.stages.train import EvalJob, EvaluateStage
+
     for model in args.model:  # results there would change the model (another stage's output)
         if Path(model).resolve() in out.resolve().parents:
             raise OwnershipError(f"{out}: is inside the model folder {model}; its results would "

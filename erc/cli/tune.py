@@ -77,9 +77,13 @@ def _gpus(text: str) -> str:
 
 
 def _train_command(args, family: str, out: Path) -> str:
+    """The ``erc train`` command of the best config, naming the corpus, inputs and output
+    folder as the user gave them (a storage URI, not erc's local copy of it)."""
+    from erc.storage import is_uri, join_uri
     from erc.tune.driver import RESULTS
 
-    parts = ["erc", "train", family, args.corpus]
+    given = getattr(args, "as_given", args)
+    parts = ["erc", "train", family, given.corpus]
     if args.format:
         parts += ["--format", args.format]
     if args.train_split != "train":
@@ -90,12 +94,15 @@ def _train_command(args, family: str, out: Path) -> str:
         parts += ["--select-fraction", str(args.select_fraction)]
     if family == "fusion":
         for option in args.input_options:
-            value = getattr(args, option.name, None)
+            value = getattr(given, option.name, None)
             if value is True:
                 parts.append(option.cli)
             elif value not in (None, False, []):
                 parts += [option.cli, ",".join(value) if isinstance(value, list) else str(value)]
-    parts += ["--config", str(out / RESULTS["best_config"]), "--out", str(out / "best")]
+    if is_uri(given.out):
+        parts += ["--config", join_uri(given.out, RESULTS["best_config"]), "--out", join_uri(given.out, "best")]
+    else:
+        parts += ["--config", str(out / RESULTS["best_config"]), "--out", str(out / "best")]
     return " ".join(shlex.quote(p) for p in parts)
 
 
