@@ -28,6 +28,7 @@ from typing import Annotated, Any, Literal
 from pydantic import Field
 
 from erc.qc.decisions import QCConfig
+from erc.settings import PATH
 
 Positive = Annotated[float, Field(gt=0)]
 Share = Annotated[float, Field(ge=0, lt=1)]
@@ -68,7 +69,7 @@ class RayConfig:
 
 @dataclass
 class CorpusConfig:
-    path: str = ""  # corpus folder or manifest file (relative: to the config file's folder)
+    path: str = field(default="", metadata=PATH)  # corpus folder or manifest file (relative: to the config file's folder)
     format: str | None = None  # corpus format (None: detected from the path)
     options: dict[str, Any] = field(default_factory=dict)  # reader options of the format
     check_media: bool = False  # open every media file on Ray and decode its audio; unreadable, truncated or overlong ones are set aside
@@ -113,7 +114,7 @@ class PreprocessConfig:
     """The preprocessing pass (``erc preprocess``): decode, ASR, faces, speaker, text."""
     profile: str = "offline"  # model profile of erc.backends.registry (offline, paper)
     overrides: dict[str, dict[str, Any]] = field(default_factory=dict)  # role -> model spec fields
-    output_dir: str | None = None  # main job: where the features go (None: OUTPUT/features)
+    output_dir: str | None = field(default=None, metadata=PATH)  # main job: where the features go (None: OUTPUT/features)
     partition_rows: Count = 256  # rows per output part (the unit of resumption)
     decoding: DecodeSettings = _flat(DecodeSettings)
     decode: StageResources = field(default_factory=StageResources, metadata={"prefix": "decode"})
@@ -130,7 +131,7 @@ class PreprocessConfig:
 class TrainConfig:
     """The training loop (``erc.train.loop``) every model shares."""
     name: str = field(default="erc", metadata={"internal": True})  # run name; same name + storage = resume
-    storage_path: str | None = field(default=None, metadata={"cli": "storage", "tunable": False})  # where Ray Train keeps checkpoints (default OUT/ray; on a cluster a shared folder or s3://...)
+    storage_path: str | None = field(default=None, metadata={"cli": "storage", "tunable": False, **PATH})  # where Ray Train keeps checkpoints (default OUT/ray; on a cluster a shared folder or s3://...)
     epochs: Count = 30  # passes over the training split
     batch_size: Count = 16  # global units (dialogues / utterances) per optimiser step, split across workers
     lr: Annotated[float, Field(gt=0, le=1)] = 1e-3  # learning rate (AdamW)
@@ -280,9 +281,9 @@ class FusionInputs:
     text: str = "st:all-MiniLM-L6-v2"  # text tokens: finetuned:MODEL_DIR | st:MODEL (frozen) | parquet:PATH[#column]
     text_layers: Count = TEXT_LAYERS  # st: vectors read the frozen encoder's last N layers, each mean-pooled and unit-normalised, concatenated (1: the model's sentence vector)
     second_text: str | None = None  # a second text token per turn, same forms as text (st:all-MiniLM-L6-v2 beside finetuned:DIR: the fine-tuned MELD recipe of bench/RESULTS.md)
-    features: str | None = None  # feature folder of `erc preprocess` (speaker and face vectors)
-    speaker_adapter: str | None = None  # adapter model folder for the speaker vectors
-    face_adapter: str | None = None  # adapter model folder for the face vectors
+    features: str | None = field(default=None, metadata=PATH)  # feature folder of `erc preprocess` (speaker and face vectors)
+    speaker_adapter: str | None = field(default=None, metadata=PATH)  # adapter model folder for the speaker vectors
+    face_adapter: str | None = field(default=None, metadata=PATH)  # adapter model folder for the face vectors
     text_only: bool = False  # text tokens only (no speaker or face vectors)
     drop: list[Literal["speaker", "face"]] = field(default_factory=list)  # modalities left out (ablation)
 
@@ -290,7 +291,7 @@ class FusionInputs:
 @dataclass
 class TextRecipe:
     """``erc train text``: the context text encoder fine-tuned for emotion."""
-    encoder: str = field(default="all-MiniLM-L6-v2", metadata={"fixed_only": True})  # model folder or a name the registry finds (all-MiniLM-L6-v2, all-mpnet-base-v2 after `erc models fetch`)
+    encoder: str = field(default="all-MiniLM-L6-v2", metadata={"fixed_only": True, **PATH})  # model folder or a name the registry finds (all-MiniLM-L6-v2, all-mpnet-base-v2 after `erc models fetch`)
     model: TextModelConfig = _flat(TextModelConfig)
     loop: TrainConfig = field(default_factory=lambda: TrainConfig(epochs=5, batch_size=16, lr=5e-5),
                               metadata=FLAT)
@@ -307,7 +308,7 @@ class AdapterRecipe:
     test_groups: list[str] = field(default_factory=list)  # face: subject ids held out for testing
     profile: str = "offline"  # model profile of the identity embedder
     backend: str | None = None  # identity backend override (resemblyzer, dlib, facenet, ...)
-    weights: str | None = None  # weights path for the identity backend
+    weights: str | None = field(default=None, metadata=PATH)  # weights path for the identity backend
 
 
 # -- the main job ---------------------------------------------------------------------------
@@ -340,7 +341,7 @@ class TrainSection:
 
 @dataclass
 class RunConfig:
-    output_dir: str = "runs/default"  # where every stage writes (a folder or a storage URI)
+    output_dir: str = field(default="runs/default", metadata=PATH)  # where every stage writes (a folder or a storage URI)
     corpus: CorpusConfig = field(default_factory=CorpusConfig)
     ray: RayConfig = field(default_factory=RayConfig)
     preprocess: PreprocessConfig = field(default_factory=PreprocessConfig)
@@ -357,9 +358,9 @@ def load_run_config(path=None, overrides: dict | None = None) -> RunConfig:
     """The run config of a YAML file (None: the defaults) with ``overrides`` (a tree of
     ``-o section.key=value`` values) merged in, validated. A relative ``corpus.path`` is
     taken from the config file's folder (a config travels with its corpus); output_dir
-    from the working directory. A path starting with ``~`` is in the home folder (no shell
-    expands one written in a file or after ``--out=``). Either may be a storage URI (s3://...)."""
-    import os
+    from the working directory. A path starting with ``~`` is in the home folder (both are
+    ``path`` settings: no shell expands one written in a file or after ``--out=``). Either
+    may be a storage URI (s3://...)."""
     from pathlib import Path
 
     from erc.errors import ConfigError
@@ -378,10 +379,6 @@ def load_run_config(path=None, overrides: dict | None = None) -> RunConfig:
     except ConfigError:
         validate(RunConfig, data, where)  # a mistake in the file names the file
         raise
-    # "~/runs" taken as it is was a folder named "~" in the working directory
-    for section, key in ((config, "output_dir"), (config.corpus, "path")):
-        if getattr(section, key) and not is_uri(getattr(section, key)):
-            setattr(section, key, os.path.expanduser(getattr(section, key)))
     corpus_path = config.corpus.path
     if path is not None and corpus_path and not is_uri(corpus_path):
         expanded = Path(corpus_path)

@@ -20,7 +20,8 @@ Field metadata keys: ``help``, ``flatten``, ``prefix`` (sections), ``cli`` (anot
 command-line name), ``internal`` (not a user setting: derived from the data or the run),
 ``fixed_only`` (changes a search's shared inputs: may be fixed, never searched), ``before``
 (a model setting added later: the value models saved before it existed were trained with;
-``before_options`` lists them).
+``before_options`` lists them), ``path`` (a file or folder: ``expand_path`` reads it, from a
+flag, a config file or ``-o`` alike).
 """
 
 from __future__ import annotations
@@ -32,6 +33,7 @@ import functools
 import inspect
 import json
 import math
+import os
 import re
 import types
 import typing
@@ -44,6 +46,19 @@ import yaml
 from erc.errors import ConfigError, preview
 
 MAX_CONFIG_BYTES = 1 << 20
+
+
+def expand_path(text: Any) -> Any:
+    """A path as the user means it: a leading ``~`` (``~/runs/x``, ``~ann/x``) is a home
+    folder, as a shell expands it. No shell does in a config file, in ``-o key=~/x`` or after
+    ``--out=``: taken as written it was a folder named ``~`` in the working directory. Any
+    other value, a storage URI (``s3://...``) too, is returned as given. Every path a command
+    takes is read through here: its flags as their argparse type, its settings marked
+    ``path`` by ``validate``."""
+    return os.path.expanduser(text) if isinstance(text, str) and text.startswith("~") else text
+
+
+PATH = {"path": True}  # the metadata of a setting that is a file or folder (``expand_path``)
 
 
 # -- YAML -----------------------------------------------------------------------------------
@@ -350,6 +365,7 @@ def _nest(cls, data: Any, where: str, keys: tuple = ()) -> dict:
         raise ConfigError(f"{_at(where, keys)}: expected a mapping, got {preview(data)}")
     routes: dict[str, tuple[str, ...]] = {}  # YAML key at this level -> attribute path
     sections: dict[str, Any] = {}  # YAML key of a nested section -> its class
+    paths: set[str] = set()  # YAML keys of settings that are paths
 
     def collect(kls, prefix: tuple) -> None:
         for field in dataclasses.fields(kls):
@@ -360,6 +376,8 @@ def _nest(cls, data: Any, where: str, keys: tuple = ()) -> dict:
                 collect(_strip_annotated(hint)[0], prefix + (field.name,))
             else:
                 routes[_key(field)] = prefix + (field.name,)
+                if field.metadata.get("path"):
+                    paths.add(_key(field))
                 if _is_section(hint):
                     sections[_key(field)] = _strip_annotated(hint)[0]
 
@@ -373,6 +391,8 @@ def _nest(cls, data: Any, where: str, keys: tuple = ()) -> dict:
                               f"known: {', '.join(sorted(routes))}")
         if key in sections:
             value = _nest(sections[key], value, where, keys + (key,))
+        elif key in paths:
+            value = expand_path(value)
         node = out
         for part in routes[key][:-1]:
             node = node.setdefault(part, {})
@@ -548,7 +568,7 @@ def _parser(option: Option):
     """How a command-line value of ``option`` is read: strings as given, lists also as
     ``a,b,c``, everything else as YAML (checked by ``validate`` afterwards)."""
     if option.kind == "str":
-        return str
+        return expand_path if option.metadata.get("path") else str
     base = option.base
     args = [a for a in typing.get_args(base) if a is not type(None)]
     if typing.get_origin(base) in (typing.Union, types.UnionType) and len(args) == 1:

@@ -46,6 +46,11 @@ _MISTYPED_URI = re.compile(rf"^(?:{'|'.join(SCHEMES)}):", re.IGNORECASE)
 INDEX = io.MIRROR_INDEX  # what the local copy holds of each remote file
 CHUNK = 8 << 20  # bytes per read when copying to or from the store
 RAY_STORAGE = "ray"  # Ray Train/Tune's folder beside a job's outputs (written by Ray itself)
+SETTING_OPTIONS = ("-o", "--set")  # -o KEY=VALUE: a setting of the command's recipe
+# Settings that name an output folder, as --out does (output_dir, preprocess.output_dir),
+# and Ray's own storage (storage, train.storage), by their last key
+OUTPUT_SETTING = "output_dir"
+STORAGE_SETTING = "storage"
 
 
 class StorageError(ErcError, RuntimeError):
@@ -120,6 +125,13 @@ def join_uri(uri: str, name: str) -> str:
     """``uri/name``, keeping a query (``?endpoint_override=...``) at the end."""
     base, sep, query = uri.partition("?")
     return f"{base.rstrip('/')}/{name}{sep}{query}"
+
+
+def beside_uri(uri: str, name: str) -> str:
+    """``name`` in the folder holding ``uri`` (``s3://b/x/model``, ``eval`` -> ``s3://b/x/eval``),
+    keeping a query at the end."""
+    base, sep, query = uri.partition("?")
+    return join_uri(base.rstrip("/").rsplit("/", 1)[0] + sep + query, name)
 
 
 def remove_tree(path: str, fs=None) -> None:
@@ -362,8 +374,26 @@ def run_with_uris(main: Callable[[list[str]], int], argv: list[str], cache: Path
     the values of ``output_options`` are staged outputs, every other URI an input. The
     value of ``storage_option`` (Ray's own storage) stays a URI; when an output is a URI
     and that option is not given, it is set to ``<output URI>/ray`` so that checkpoints go
-    straight to the store from whichever node writes them."""
+    straight to the store from whichever node writes them. A setting given as ``-o
+    KEY=VALUE`` is read the same way: an ``output_dir`` is an output (``erc run -o
+    output_dir=URI`` as ``--out URI``), with ``storage_option`` a ``storage`` is Ray's own."""
     outputs: list[str] = []
+    primary: list[bool] = []  # whether each output is the command's own (Ray's storage goes beside it)
+    storage_settings: list[str] = []
+
+    def setting(value: str) -> str:
+        """The value of ``-o KEY=VALUE`` with a URI in it staged as what the setting is."""
+        key, sep, rest = value.partition("=")
+        *sections, leaf = key.strip().replace("-", "_").split(".")
+        if sep and leaf == OUTPUT_SETTING:
+            staged = localise(output_options[0], rest)
+            if is_uri(rest):
+                primary[-1] = not sections
+            return f"{key}={staged}"
+        if sep and leaf == STORAGE_SETTING and storage_option:
+            storage_settings.append(key)
+            return f"{key}={localise(storage_option, rest)}"
+        return localise(None, value)
 
     def localise(option: str | None, value: str) -> str:
         bare = _BARE_SCHEME.search(value)
@@ -380,6 +410,7 @@ def run_with_uris(main: Callable[[list[str]], int], argv: list[str], cache: Path
                                f"two slashes)")
         if option in output_options and is_uri(value):
             outputs.append(value)
+            primary.append(True)
             return f"\0output{len(outputs) - 1}"
         if option is not None and option == storage_option:
             return value
@@ -389,24 +420,25 @@ def run_with_uris(main: Callable[[list[str]], int], argv: list[str], cache: Path
     pending = None  # an option whose value is the next argument
     for arg in argv:
         if pending:
-            local_argv.append(localise(pending, arg))
+            local_argv.append(setting(arg) if pending in SETTING_OPTIONS else localise(pending, arg))
             pending = None
-        elif arg in (*output_options, storage_option):
+        elif arg in (*output_options, *SETTING_OPTIONS, storage_option):
             local_argv.append(arg)
             pending = arg
         elif arg.startswith("--") and "=" in arg:
             name, _, value = arg.partition("=")
-            local_argv.append(f"{name}={localise(name, value)}")
+            local_argv.append(f"{name}={setting(value) if name in SETTING_OPTIONS else localise(name, value)}")
         else:
             local_argv.append(localise(None, arg))
-    given_storage = storage_option and any(
+    given_storage = storage_settings or storage_option and any(
         a == storage_option or a.startswith(f"{storage_option}=") for a in argv)
-    ray_storage = outputs and storage_option and not given_storage
+    beside = primary.index(True) if True in primary else None  # the output Ray's storage goes beside
+    ray_storage = beside is not None and storage_option and not given_storage
     if ray_storage:
-        local_argv += [storage_option, join_uri(outputs[0], RAY_STORAGE)]
+        local_argv += [storage_option, join_uri(outputs[beside], RAY_STORAGE)]
     with ExitStack() as stack:
         for number, uri in enumerate(outputs):
-            exclude = (RAY_STORAGE,) if ray_storage and number == 0 else ()
+            exclude = (RAY_STORAGE,) if ray_storage and number == beside else ()
             local = stack.enter_context(staged_output(uri, cache, interval, exclude))
             local_argv = [a.replace(f"\0output{number}", str(local)) for a in local_argv]
         code = main(local_argv)

@@ -101,6 +101,62 @@ def test_paths_starting_with_a_tilde_are_in_the_home_folder(tmp_path, monkeypatc
     assert config.output_dir == str(tmp_path / "home" / "runs" / "y")
 
 
+def test_every_command_reads_a_path_starting_with_a_tilde_in_the_home_folder(tmp_path, monkeypatch,
+                                                                           sample_manifest):
+    """--out=~/x (no shell expands "~" after "="), a path setting given by -o or a config
+    file, and a path flag of any command are in the home folder; a storage URI stays as it is.
+    Taken as written they made a folder named "~" in the working directory."""
+    from erc.cli import build_parser
+    from erc.cli.common import recipe
+    from erc.qc.decisions import QCConfig
+    from erc.recipes import FusionInputs, PreprocessConfig, TextRecipe
+
+    home = tmp_path / "home"
+    monkeypatch.setenv("HOME", str(home))
+    monkeypatch.chdir(tmp_path)
+    parse = build_parser().parse_args
+    (tmp_path / "c.yaml").write_text("preprocess:\n  output_dir: ~/features\n")
+
+    args = parse(["train", "fusion", "~/corpus", "--out=~/fusion", "--features=~/features",
+                  "--speaker-adapter=~/a", "-o", "storage=~/ray", "--text", "finetuned:~/text/model"])
+    assert (args.corpus, args.out, args.features) == (f"{home}/corpus", f"{home}/fusion", f"{home}/features")
+    assert recipe(FusionRecipe, args, args.recipe_options, "train").loop.storage_path == f"{home}/ray"
+    inputs = validate(FusionInputs, {o.name: getattr(args, o.name) for o in args.input_options
+                                     if hasattr(args, o.name)})
+    assert inputs.speaker_adapter == f"{home}/a"
+    from erc.train.vectors import parse_feature
+    assert parse_feature(inputs.text, "text")["path"] == f"{home}/text/model"
+    args = parse(["train", "text", "c", "--out=~/text", "--storage=~/ray", "--encoder=~/enc"])
+    text = recipe(TextRecipe, args, args.recipe_options, "text")
+    assert (args.out, text.loop.storage_path, text.encoder) == (f"{home}/text", f"{home}/ray", f"{home}/enc")
+    args = parse(["train", "adapter", "face", "~/ck", "--out=~/adapter", "--weights=~/w.dat"])
+    assert (args.corpus, args.out, args.weights) == (f"{home}/ck", f"{home}/adapter", f"{home}/w.dat")
+    args = parse(["tune", "fusion", "c", "--out=~/tune", "--storage=~/ray", "--features=~/f"])
+    assert (args.out, args.storage, args.features) == (f"{home}/tune", f"{home}/ray", f"{home}/f")
+    args = parse(["evaluate", "~/m1/model", "~/m2/model", "c", "--out=~/eval", "--features=~/f"])
+    assert args.model == [f"{home}/m1/model", f"{home}/m2/model"]
+    assert (args.out, args.features) == (f"{home}/eval", f"{home}/f")
+    args = parse(["preprocess", "c", "--config=c.yaml"])
+    assert recipe(PreprocessConfig, args, args.recipe_options, "preprocess").output_dir == f"{home}/features"
+    args = parse(["preprocess", "c", "--out=~/features"])
+    assert args.out == f"{home}/features"
+    args = parse(["qc", "~/features", "--utterances=~/corpus", "--out=~/qc", "-o", "relabels=~/r.csv",
+                  "--face-references=~/photos"])
+    assert (args.features, args.utterances, args.out) == (f"{home}/features", f"{home}/corpus", f"{home}/qc")
+    qc = recipe(QCConfig, args, args.recipe_options, "qc")
+    assert (qc.relabels, qc.face_references) == (f"{home}/r.csv", f"{home}/photos")
+    args = parse(["corpus", "ingest", "m.csv", "--out=~/corpus", "--media-root=~/media", "--mapping=~/m.yaml"])
+    assert (args.out, args.media_root, args.mapping) == (f"{home}/corpus", f"{home}/media", f"{home}/m.yaml")
+    uri = "s3://bucket/runs/x?endpoint_override=127.0.0.1:9000"
+    args = parse(["train", "fusion", "c", f"--out={uri}", "-o", f"storage={uri}"])
+    assert args.out == uri and recipe(FusionRecipe, args, args.recipe_options).loop.storage_path == uri
+
+    # and a real command writes there, leaving no folder "~" behind
+    assert main(["corpus", "ingest", str(sample_manifest), "--out=~/corpus"]) == 0
+    assert (home / "corpus" / "utterances.parquet").is_file()
+    assert not (tmp_path / "~").exists()
+
+
 def test_overrides_merge_into_the_file(tmp_path):
     (tmp_path / "run.yaml").write_text("train:\n  epochs: 3\n  lr: 0.01\n")
     config = load_run_config(tmp_path / "run.yaml", {"train": {"epochs": 5}})

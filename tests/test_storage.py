@@ -3,6 +3,7 @@ folder at a URI, on the local filesystem (file://) and on an S3 server on loopba
 
 from __future__ import annotations
 
+import shutil
 import subprocess
 import sys
 import time
@@ -146,6 +147,71 @@ def test_run_with_uris_stages_inputs_and_outputs(base_uri, tmp_path):
     assert _remote(f"{base_uri}/broken") == {"model/model.safetensors": b"weights"}
 
 
+def test_an_output_given_as_a_setting_is_staged_as_an_output(base_uri, tmp_path):
+    """``-o output_dir=URI`` is the command's output, as ``--out URI`` is (it was fetched as an
+    input: "no such file", or the results written into the input cache and never uploaded);
+    ``-o storage=URI`` is Ray's own storage, left a URI as ``--storage`` is."""
+    seen = {}
+
+    def job(argv):
+        seen["argv"] = argv
+        out = Path(argv[argv.index("-o") + 1].partition("=")[2])
+        _write(out / "history.json", b"[]")
+        return 0
+
+    cache = tmp_path / "cache"
+    uri = f"{base_uri}/run"
+    assert run_with_uris(job, ["-o", f"output_dir={uri}"], cache, storage_option="--storage") == 0
+    key, _, local = seen["argv"][1].partition("=")
+    assert key == "output_dir" and Path(local).is_relative_to(cache / "staging")
+    assert seen["argv"][2:] == ["--storage", f"{uri}/ray"]
+    assert _remote(uri) == {"history.json": b"[]"}
+    assert not (cache / "inputs").exists()
+    # --set=KEY=VALUE too; a section's output_dir is an output but not where Ray's storage goes
+    argv = [f"--set=preprocess.output_dir={base_uri}/features", "-o", f"train.storage={base_uri}/ray"]
+    assert run_with_uris(lambda a: seen.update(argv=a) or 0, argv, cache, storage_option="--storage") == 0
+    assert seen["argv"][0].startswith(f"--set=preprocess.output_dir={cache / 'staging'}")
+    assert seen["argv"][1:] == ["-o", f"train.storage={base_uri}/ray"]
+
+
+def test_erc_run_writes_to_an_output_dir_given_by_o(s3_store, tmp_path, capsys, monkeypatch):
+    """``erc run -o output_dir=s3://...`` writes its results there, a new prefix or one an
+    earlier run wrote (resumed from there), as ``erc run --out s3://...`` does."""
+    from erc.cli import main
+
+    monkeypatch.setenv("ERC_HOME", str(tmp_path / "home"))
+    (tmp_path / "m.csv").write_text("dialogue_id,speaker,text\nd,Ann,Hi.\nd,Bob,Yo.\n")
+    (tmp_path / "run.yaml").write_text(f"output_dir: {tmp_path / 'local'}\n"
+                                       "corpus: {path: m.csv, format: manifest}\nray: {num_cpus: 1}\n")
+    uri = f"s3://{S3_BUCKET}/run-{uuid.uuid4().hex[:8]}"
+    argv = ["run", "--config", str(tmp_path / "run.yaml"), "-o", f"output_dir={uri}", "--until", "ingest"]
+    assert main(argv) == 0
+    assert f"results: {uri}" in capsys.readouterr().out
+    assert {"corpus/utterances.parquet", "run.json", ".erc"} <= set(_remote(uri))
+    assert main(argv) == 0  # the prefix exists now: resumed from it, written to it again
+    out = capsys.readouterr().out
+    assert "up to date" in out and f"results: {uri}" in out
+    assert not (tmp_path / "local").exists() and not (tmp_path / "home" / "inputs").exists()
+
+
+def test_evaluate_puts_its_results_beside_a_model_given_as_a_uri(base_uri, tmp_path, capsys,
+                                                                 monkeypatch):
+    """``erc evaluate URI/model CORPUS`` without --out writes URI/eval-SPLIT, where a local
+    model's results go (MODEL/../eval-SPLIT); they went into erc's local copy of the model,
+    in its input cache, and were never uploaded."""
+    from erc.cli import main
+    from tests.test_error_path import _fusion_model
+
+    monkeypatch.setenv("ERC_HOME", str(tmp_path / "home"))
+    model, corpus = _fusion_model(tmp_path, [[0.1 * t, 1.0, -0.2 * t, 0.3] for t in range(4)],
+                                  ["a", "b", "c", "a"])
+    Mirror(f"{base_uri}/fusion/model", model).push()
+    assert main(["evaluate", f"{base_uri}/fusion/model", str(corpus), "--split", "test"]) == 0
+    assert f"results: {base_uri}/fusion/eval-test" in capsys.readouterr().out
+    assert {"metrics.json", "predictions.parquet", "manifest.json"} <= set(_remote(f"{base_uri}/fusion/eval-test"))
+    assert not list((tmp_path / "home" / "inputs").rglob("metrics.json"))
+
+
 def _touch(path: Path) -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
     return path
@@ -166,7 +232,8 @@ def test_a_job_with_an_unreachable_uri_says_so(s3_store, tmp_path):
 def test_a_search_kept_in_s3_resumes_from_there(s3_store, tmp_path):
     """`jobs/tune.py --out s3://...`: Ray Tune keeps the search in the bucket (OUT/ray),
     the tables and plots are uploaded; the same command on a machine without the local
-    copy restores the finished search from S3 and runs no trial again."""
+    copy restores the finished search from S3 and runs no trial again. The command of
+    best_config.yaml names the corpus and folders at their URIs, not erc's local copies."""
     import json
     import os
 
@@ -179,7 +246,10 @@ def test_a_search_kept_in_s3_resumes_from_there(s3_store, tmp_path):
     search = tmp_path / "search.yaml"
     search.write_text(yaml.safe_dump({**SEARCH, "search": {**SEARCH["search"], "num_samples": 2}}))
     uri = f"s3://{S3_BUCKET}/tune-{uuid.uuid4().hex[:8]}"
-    command = [sys.executable, "jobs/tune.py", str(search), str(meld), "--out", uri,
+    corpus = f"{uri}-corpus"
+    shutil.copytree(meld, tmp_path / "meld")  # the mirror keeps its index in the local folder
+    Mirror(corpus, tmp_path / "meld").push()
+    command = [sys.executable, "jobs/tune.py", str(search), corpus, "--out", uri,
                "--limit-dialogues", "10", "--num-cpus", "2", "--verbose", "0"]
 
     def run(home: Path) -> str:
@@ -196,6 +266,10 @@ def test_a_search_kept_in_s3_resumes_from_there(s3_store, tmp_path):
     assert any(name.startswith("ray/search/experiment_state") for name in remote), sorted(remote)
     started = [json.loads(line) for line in remote["trial_starts.jsonl"].decode().splitlines()]
     assert len(started) == 2
+    best = remote["best_config.yaml"].decode()
+    assert f"erc train fusion {corpus} " in best, best
+    assert f"--config {uri}/best_config.yaml --out {uri}/best" in best, best
+    assert "staging" not in best and "inputs" not in best, best
 
     again = run(tmp_path / "second-machine")
     assert "[tune] resuming the search" in again

@@ -158,6 +158,7 @@ def main(argv: list[str] | None = None) -> int:
 
         def run(local_argv: list[str]) -> int:
             args = parser.parse_args(local_argv)
+            args.as_given = probe  # storage URIs where the user gave them (what a command names)
             console.setup(verbose=getattr(args, "console_verbose", False))
             return args.func(args)
 

@@ -12,6 +12,7 @@ from erc.settings import (
     Option,
     add_arguments,
     by_option,
+    expand_path,
     given,
     load_yaml,
     merge,
@@ -49,7 +50,7 @@ def add_recipe(parser: argparse.ArgumentParser, cls, *, skip: tuple[str, ...] = 
                overrides: bool = True) -> list[Option]:
     """``--config FILE``, ``-o KEY=VALUE`` and a flag for every setting of recipe ``cls``."""
     parser.add_argument(
-        "--config", metavar="FILE",
+        "--config", metavar="FILE", type=expand_path,
         help=config_help or "YAML of settings: a run config (its section for this command) or "
                             "just this command's keys (e.g. the best_config.yaml of erc tune)")
     if overrides:

@@ -8,7 +8,7 @@ from pathlib import Path
 from erc.cli.common import add_recipe, add_run_options, recipe
 from erc.errors import InputError
 from erc.recipes import CorpusConfig
-from erc.settings import parse_override
+from erc.settings import expand_path, parse_override
 
 
 def cmd_ingest(args) -> int:
@@ -109,10 +109,10 @@ def register(commands) -> None:
         description="Reads a corpus (MELD, IEMOCAP, RAVDESS, DailyDialog or a manifest), writes "
                     "utterances.parquet and problems.parquet (every row set aside, with its "
                     "reason), and prints counts per split, emotion and speaker.")
-    ingest.add_argument("path", help="corpus folder or manifest file")
-    ingest.add_argument("--out", help="output folder (default: runs/<corpus folder name>/corpus)")
-    ingest.add_argument("--media-root", help="folder of the media (MELD: the MELD.Raw folder)")
-    ingest.add_argument("--mapping", metavar="FILE",
+    ingest.add_argument("path", type=expand_path, help="corpus folder or manifest file")
+    ingest.add_argument("--out", type=expand_path, help="output folder (default: runs/<corpus folder name>/corpus)")
+    ingest.add_argument("--media-root", type=expand_path, help="folder of the media (MELD: the MELD.Raw folder)")
+    ingest.add_argument("--mapping", metavar="FILE", type=expand_path,
                         help="manifest mapping (YAML): files, column names and templates, label "
                              "map (`erc corpus inspect` suggests one)")
     ingest.add_argument("--split", action="append", help="only this split (repeatable)")
@@ -135,15 +135,15 @@ def register(commands) -> None:
                     "delimiter, records of a JSON document, dialogue id, speaker, text, "
                     "emotion, turn, times and their unit, label map) to edit and pass to "
                     "`erc corpus ingest --mapping`.")
-    inspect.add_argument("path", help="manifest file or folder of manifest files")
-    inspect.add_argument("--write", metavar="FILE", help="also write the suggested mapping to FILE")
+    inspect.add_argument("path", type=expand_path, help="manifest file or folder of manifest files")
+    inspect.add_argument("--write", metavar="FILE", type=expand_path, help="also write the suggested mapping to FILE")
     inspect.add_argument("--overwrite", action="store_true",
                          help="replace FILE when it exists (an edited mapping is lost)")
     inspect.set_defaults(func=cmd_inspect)
 
     summary = sub.add_parser("summary", help="print the summary of an ingested corpus",
                              description="Prints counts and problems of an ingest output.")
-    summary.add_argument("dir", help="folder holding utterances.parquet")
+    summary.add_argument("dir", type=expand_path, help="folder holding utterances.parquet")
     summary.set_defaults(func=cmd_summary)
 
     formats = sub.add_parser("formats", help="list the corpus formats erc reads",

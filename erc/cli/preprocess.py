@@ -7,6 +7,7 @@ from pathlib import Path
 
 from erc.cli.common import add_recipe, add_run_options, count, file_section, recipe
 from erc.recipes import PreprocessConfig
+from erc.settings import expand_path
 
 
 def _default_out(utterances: str) -> Path:
@@ -51,9 +52,9 @@ def register(commands) -> None:
                     "embeds the speaker and the corpus transcript, and writes "
                     "part-*.parquet and manifest.json (resumable: finished partitions are "
                     "skipped; an unchanged corpus with unchanged settings is not touched).")
-    parser.add_argument("utterances", help="folder holding utterances.parquet (from `erc corpus "
+    parser.add_argument("utterances", type=expand_path, help="folder holding utterances.parquet (from `erc corpus "
                                            "ingest`), or the parquet file")
-    parser.add_argument("--out", help="folder for the feature parts (default: the config's, "
+    parser.add_argument("--out", type=expand_path, help="folder for the feature parts (default: the config's, "
                                       "else 'features' beside the utterance folder)")
     parser.add_argument("--limit", type=count, help="only the first N utterances (by id)")
     parser.add_argument("--json", action="store_true", help="print the summary as JSON")

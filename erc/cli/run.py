@@ -7,7 +7,7 @@ from importlib import resources
 from pathlib import Path
 
 from erc.cli.common import add_run_options
-from erc.settings import parse_override, tree
+from erc.settings import expand_path, parse_override, tree
 
 SAMPLE_CONFIG = "sample.yaml"
 
@@ -91,13 +91,13 @@ def register(commands) -> None:
                     "stage skips work that is up to date (same settings and inputs), so a "
                     "second run is quick, an interrupted one resumes, and a changed setting "
                     "recomputes exactly the stages it affects (see --dry-run).")
-    run.add_argument("--config", help="YAML run config (default: the sample's)")
+    run.add_argument("--config", type=expand_path, help="YAML run config (default: the sample's)")
     run.add_argument("-o", "--set", dest="set_overrides", action="append", default=[],
                      type=parse_override, metavar="SECTION.KEY=VALUE",
                      help="override a setting of the config, e.g. -o train.epochs=5 "
                           "-o qc.alignment.rule=length_aware (repeatable)")
-    run.add_argument("--out", help="output folder (overrides output_dir of the config)")
-    run.add_argument("--storage", help="where Ray Train keeps checkpoints (default OUT/train/ray; "
+    run.add_argument("--out", type=expand_path, help="output folder (overrides output_dir of the config)")
+    run.add_argument("--storage", type=expand_path, help="where Ray Train keeps checkpoints (default OUT/train/ray; "
                      "on a multi-node cluster a shared folder or s3://...)")
     run.add_argument("--from", dest="first", choices=STAGES, metavar="STAGE",
                      help=f"start at this stage (its inputs must exist): {', '.join(STAGES)}")

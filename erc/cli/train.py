@@ -26,6 +26,7 @@ from pathlib import Path
 
 from erc.cli.common import add_recipe, add_run_options, recipe
 from erc.recipes import AdapterRecipe, FusionInputs, FusionRecipe, TextRecipe
+from erc.settings import expand_path
 from erc.stages.base import execute
 
 
@@ -157,15 +158,29 @@ def cmd_evaluate(args) -> int:
 
 def _evaluate(args) -> tuple[dict, Path, str, bool]:
     """(metrics, output folder, split, whether it was up to date) of ``erc evaluate``."""
+    from erc import storage
     from erc.artifacts import load_corpus_and_problems
-    from erc.errors import OwnershipError
-    from erc.stages.train import EvalJob, EvaluateStage
+    from erc.home import state_dir
     from erc.train.data import resolve_roles
 
     table, problems = load_corpus_and_problems(args.corpus, args.format)
     _check_split(table, args.split, args.corpus, problems)
     split = resolve_roles(table, {"dev": args.split})["dev"]
+    given = getattr(args, "as_given", args).model[0]  # a storage URI where the user gave one
+    if not args.out and storage.is_uri(given):  # beside the model, as for a local one: not in
+        uri = storage.beside_uri(given, f"eval-{split}")  # erc's local copy of it, never uploaded
+        with storage.staged_output(uri, state_dir()) as local:
+            found = _evaluate_into(args, local, split)
+        print(f"results: {storage.redact(uri)}")
+        return found
     out = Path(args.out) if args.out else Path(args.model[0]).parent / f"eval-{split}"
+    return _evaluate_into(args, out, split)
+
+
+def _evaluate_into(args, out: Path, split: str) -> tuple[dict, Path, str, bool]:
+    from erc.errors import OwnershipError
+    from erc.stages.train import EvalJob, EvaluateStage
+
     for model in args.model:  # results there would change the model (another stage's output)
         if Path(model).resolve() in out.resolve().parents:
             raise OwnershipError(f"{out}: is inside the model folder {model}; its results would "
@@ -180,8 +195,8 @@ def _evaluate(args) -> tuple[dict, Path, str, bool]:
 
 
 def _common(parser) -> None:
-    parser.add_argument("corpus", help="ingest folder, utterances.parquet or a corpus erc reads")
-    parser.add_argument("--out", required=True, help="output folder (same folder = resume)")
+    parser.add_argument("corpus", type=expand_path, help="ingest folder, utterances.parquet or a corpus erc reads")
+    parser.add_argument("--out", required=True, type=expand_path, help="output folder (same folder = resume)")
     parser.add_argument("--format", help="corpus format when reading a corpus (default: detected)")
     add_run_options(parser)
 
@@ -213,9 +228,9 @@ def register(commands) -> None:
                                description="Embeds a unimodal emotion corpus with the profile's "
                                            "identity model and trains the adapter MLP.")
     adapter.add_argument("modality", choices=["speaker", "face"])
-    adapter.add_argument("corpus", help="speech: a corpus erc reads (RAVDESS); face: a folder "
+    adapter.add_argument("corpus", type=expand_path, help="speech: a corpus erc reads (RAVDESS); face: a folder "
                                         "<label>/<group>_*.png (CK+48)")
-    adapter.add_argument("--out", required=True)
+    adapter.add_argument("--out", required=True, type=expand_path)
     adapter.add_argument("--format", help="corpus format when reading a corpus (default: detected)")
     add_run_options(adapter, address=False)
     adapter.set_defaults(func=cmd_train_adapter, recipe_options=add_recipe(adapter, AdapterRecipe))
@@ -224,17 +239,17 @@ def register(commands) -> None:
                                    description="Accuracy, weighted / macro F1, per-class and "
                                                "per-speaker metrics, confusion matrix, predictions; "
                                                "of one model or of an ensemble (several models).")
-    evaluate.add_argument("model", nargs="+", help="model folder (OUT/model of erc train); "
+    evaluate.add_argument("model", nargs="+", type=expand_path, help="model folder (OUT/model of erc train); "
                           "several: an ensemble (their class probabilities averaged)")
-    evaluate.add_argument("corpus", help="ingest folder, utterances.parquet or a corpus erc reads")
+    evaluate.add_argument("corpus", type=expand_path, help="ingest folder, utterances.parquet or a corpus erc reads")
     evaluate.add_argument("--split", default="dev", help="split to evaluate (dev falls back to "
                                                          "valid/val when the corpus has no dev)")
     evaluate.add_argument("--format")
-    evaluate.add_argument("--features", help="feature folder of this corpus (`erc preprocess`), "
+    evaluate.add_argument("--features", type=expand_path, help="feature folder of this corpus (`erc preprocess`), "
                           "read for the speaker and face vectors instead of the folder the "
                           "model was trained with (default: that folder, which holds only "
                           "the training corpus's utterances)")
-    evaluate.add_argument("--out", help="default: MODEL/../eval-SPLIT (of the first MODEL)")
+    evaluate.add_argument("--out", type=expand_path, help="default: MODEL/../eval-SPLIT (of the first MODEL)")
     evaluate.add_argument("--json", action="store_true")
     add_run_options(evaluate, address=False)
     evaluate.set_defaults(func=cmd_evaluate)

@@ -21,7 +21,7 @@ from pathlib import Path
 
 from erc.cli.common import add_overwrite, count, positive
 from erc.recipes import FusionInputs
-from erc.settings import add_arguments, given, load_yaml, validate
+from erc.settings import add_arguments, expand_path, given, load_yaml, validate
 
 
 def subset_dialogues(table, limit: int):
@@ -77,9 +77,13 @@ def _gpus(text: str) -> str:
 
 
 def _train_command(args, family: str, out: Path) -> str:
+    """The ``erc train`` command of the best config, naming the corpus, inputs and output
+    folder as the user gave them (a storage URI, not erc's local copy of it)."""
+    from erc.storage import is_uri, join_uri
     from erc.tune.driver import RESULTS
 
-    parts = ["erc", "train", family, args.corpus]
+    given = getattr(args, "as_given", args)
+    parts = ["erc", "train", family, given.corpus]
     if args.format:
         parts += ["--format", args.format]
     if args.train_split != "train":
@@ -90,12 +94,15 @@ def _train_command(args, family: str, out: Path) -> str:
         parts += ["--select-fraction", str(args.select_fraction)]
     if family == "fusion":
         for option in args.input_options:
-            value = getattr(args, option.name, None)
+            value = getattr(given, option.name, None)
             if value is True:
                 parts.append(option.cli)
             elif value not in (None, False, []):
                 parts += [option.cli, ",".join(value) if isinstance(value, list) else str(value)]
-    parts += ["--config", str(out / RESULTS["best_config"]), "--out", str(out / "best")]
+    if is_uri(given.out):
+        parts += ["--config", join_uri(given.out, RESULTS["best_config"]), "--out", join_uri(given.out, "best")]
+    else:
+        parts += ["--config", str(out / RESULTS["best_config"]), "--out", str(out / "best")]
     return " ".join(shlex.quote(p) for p in parts)
 
 
@@ -157,10 +164,10 @@ def register(commands) -> None:
                     "best_config.yaml (for `erc train ... --config`), history.png, "
                     "importance.png and report.html to --out. The same command with the same "
                     "--out resumes an interrupted search.")
-    tune.add_argument("search", help="search file (YAML), or the name of one in tune/ "
+    tune.add_argument("search", type=expand_path, help="search file (YAML), or the name of one in tune/ "
                                      "(fusion, fusion-mamba, text)")
-    tune.add_argument("corpus", help="ingest folder, utterances.parquet or a corpus erc reads")
-    tune.add_argument("--out", required=True, help="output folder (same folder = resume)")
+    tune.add_argument("corpus", type=expand_path, help="ingest folder, utterances.parquet or a corpus erc reads")
+    tune.add_argument("--out", required=True, type=expand_path, help="output folder (same folder = resume)")
     tune.add_argument("--format", help="corpus format when reading a corpus (default: detected)")
     tune.add_argument("--train-split", default="train")
     tune.add_argument("--dev-split", default="dev", help="split the search maximises weighted "
@@ -185,7 +192,7 @@ def register(commands) -> None:
                       help="do not run the untuned default as trial 0")
     tune.add_argument("--limit-dialogues", type=count,
                       help="only the first N dialogues of each split (a quick search)")
-    tune.add_argument("--storage", help="where Tune keeps the search (default OUT/ray; on a "
+    tune.add_argument("--storage", type=expand_path, help="where Tune keeps the search (default OUT/ray; on a "
                       "multi-node cluster a shared folder or s3://...)")
     tune.add_argument("--fresh", action="store_true", help="discard an earlier search in --out")
     add_overwrite(tune)

@@ -68,6 +68,7 @@ from erc.corpus.mapping import (
 from erc.corpus.values import SURROGATE, RowProblem, blank, kind, parse_time, parse_turn, text_value
 from erc.errors import ConfigError, preview
 from erc.schema import MISSING_MEDIA_META
+from erc.settings import expand_path
 
 
 def looks_like(path: Path) -> bool:
@@ -290,8 +291,9 @@ def read_manifest(path: Path, /, mapping: str | Path | dict | None = None,
         check_file(path / MAPPING_FILE)  # a folder by its name: not read, the labels unmapped
     if mapping is None and has_mapping_file(path):
         mapping = path / MAPPING_FILE
-    if isinstance(mapping, (str, Path)):
-        mapping = Path(mapping) if Path(mapping).is_absolute() else folder / mapping
+    if isinstance(mapping, (str, Path)):  # -o mapping=~/m.yaml: in the home folder
+        mapping = Path(expand_path(str(mapping)))
+        mapping = mapping if mapping.is_absolute() else folder / mapping
     spec = load_mapping(mapping, **options)
     corpus = spec.corpus or (path.name if path.is_dir() else path.stem)
     label_set = {str(label).strip().lower() for label in spec.labels} if spec.labels else None

@@ -15,7 +15,7 @@ Known quirks handled here:
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from erc.corpus.base import (
@@ -32,6 +32,7 @@ from erc.corpus.base import (
 from erc.corpus.values import MAX_TURN, RowProblem, parse_turn
 from erc.errors import preview
 from erc.schema import MISSING_MEDIA_META
+from erc.settings import PATH
 
 LABELS = ("neutral", "joy", "surprise", "anger", "sadness", "disgust", "fear")
 SPLIT_FILES = {"train": "train_sent_emo.csv", "dev": "dev_sent_emo.csv", "test": "test_sent_emo.csv"}
@@ -48,7 +49,8 @@ _CLIP_NAME = re.compile(r"^dia(\d+)_utt(\d+)\.mp4$")
 @dataclass
 class MeldOptions(ReaderOptions):
     """The MELD reader's options."""
-    media_root: str | None = None  # the MELD.Raw folder (clip folders below it); None: text only
+    media_root: str | None = field(default=None, metadata={**PATH, "help": (
+        "the MELD.Raw folder (clip folders below it); None: text only")})
     splits: list[str] | None = None  # read only these splits (train, dev, test)
     keep_missing_media: bool = False  # keep rows whose clip is absent (text only)
 

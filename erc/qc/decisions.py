@@ -55,6 +55,7 @@ from erc.qc.faces import (
 )
 from erc.qc.speakers import SpeakerConfig, check_speakers
 from erc.schema import UTTERANCE_SCHEMA
+from erc.settings import PATH
 
 CHECKS = ("alignment", "face", "speaker")
 DECISIONS = "decisions.parquet"
@@ -102,8 +103,8 @@ class QCConfig:
     faces: FaceConfig = field(default_factory=FaceConfig, metadata={"prefix": "face"})
     speakers: SpeakerConfig = field(default_factory=SpeakerConfig, metadata={"prefix": "speaker"})
     checks: tuple[str, ...] = CHECKS  # the checks that run (the others pass everything)
-    face_references: str | None = None  # .parquet of embeddings or a folder of photos
-    relabels: str | None = None  # a reviewed relabels.csv to apply first
+    face_references: str | None = field(default=None, metadata=PATH)  # .parquet of embeddings or a folder of photos
+    relabels: str | None = field(default=None, metadata=PATH)  # a reviewed relabels.csv to apply first
     profile: str = "offline"  # model profile embedding reference photos (a folder only)
 
     def __post_init__(self):

@@ -23,6 +23,7 @@ from erc import io
 from erc.errors import ConfigError, InputError
 from erc.fingerprint import digest, table_digest
 from erc.recipes import FusionInputs
+from erc.settings import expand_path
 from erc.train.data import build_text_data
 
 
@@ -223,12 +224,12 @@ def parse_feature(text: str, modality: str, flag: str | None = None, layers: int
         raise ConfigError(f"{flag}: expected KIND:VALUE (finetuned:DIR, st:MODEL, "
                           f"parquet:PATH[#column]), got {text!r}")
     if kind == "finetuned":
-        return {"kind": "finetuned", "path": str(Path(rest).resolve())}
+        return {"kind": "finetuned", "path": str(Path(expand_path(rest)).resolve())}
     if kind in ("st", "sentence-transformers"):
         return {"kind": "sentence-transformers", "path": resolve_text_encoder(rest), "layers": layers}
     if kind == "parquet":
         path, _, column = rest.partition("#")
-        return {"kind": "parquet", "path": str(Path(path).resolve()),
+        return {"kind": "parquet", "path": str(Path(expand_path(path)).resolve()),
                 "column": column or f"{modality}_embedding"}
     raise ConfigError(f"{flag}: unknown feature kind {kind!r} (finetuned, st, parquet)")
 
