@@ -170,14 +170,16 @@ def _evaluate(args) -> tuple[dict, Path, str, bool]:
     if not args.out and storage.is_uri(given):  # beside the model, as for a local one: not in
         uri = storage.beside_uri(given, f"eval-{split}")  # erc's local copy of it, never uploaded
         with storage.staged_output(uri, state_dir()) as local:
-            found = _evaluate_into(args, local, split)
+            found = _evaluate_into(args, local, split, (table, problems))
         print(f"results: {storage.redact(uri)}")
         return found
     out = Path(args.out) if args.out else Path(args.model[0]).parent / f"eval-{split}"
-    return _evaluate_into(args, out, split)
+    return _evaluate_into(args, out, split, (table, problems))
 
 
-def _evaluate_into(args, out: Path, split: str) -> tuple[dict, Path, str, bool]:
+def _evaluate_into(args, out: Path, split: str, corpus: tuple) -> tuple[dict, Path, str, bool]:
+    """``_evaluate`` into ``out``; ``corpus``: the (table, problems) of ``args.corpus``,
+    read once."""
     from erc.errors import OwnershipError
     from erc.stages.train import EvalJob, EvaluateStage
 
@@ -187,7 +189,7 @@ def _evaluate_into(args, out: Path, split: str) -> tuple[dict, Path, str, bool]:
                                  f"change that model for whatever reads it (a retraining "
                                  f"refuses to replace it); choose an output folder outside it")
     job = EvalJob(split, args.format, n_models=len(args.model))
-    result = execute(EvaluateStage((table, problems)), job,
+    result = execute(EvaluateStage(corpus), job,
                      {"utterances": args.corpus, "features": args.features,
                       **EvaluateStage.model_inputs(args.model)}, out,
                      force=args.force, overwrite=args.overwrite)
