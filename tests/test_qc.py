@@ -346,6 +346,47 @@ def test_face_tracks_group_across_frames():
     assert not any(r["face_pass"] for r in rows)
 
 
+
+def test_two_people_in_every_clip_of_two_labels_are_not_one_person(tmp_path):
+    """Ross and Rachel each speak in a two-shot of both (no face dominates any clip): each
+    label's most frequent face was the steadier of the two, the same person for both, and
+    'Ross' was proposed an alias of 'Rachel' on no dominant face (applied with
+    apply='labels'), though their voices differ."""
+    rng = np.random.default_rng(11)
+    voices, faces_ = l2_normalise(rng.standard_normal((2, 32))), l2_normalise(rng.standard_normal((2, 16)))
+    names, texts = ["Ross", "Rachel"], ["We were on a break!", "I know, I know."]
+    utts, feats = [], []
+    for i in range(24):
+        k, uid = i % 2, f"toy/train/d{i // 6}/{i % 6}"
+        utts.append({"utterance_id": uid, "corpus": "toy", "split": "train", "dialogue_id": f"d{i // 6}",
+                     "turn": i % 6, "speaker": names[k], "text": texts[k], "emotion": "neutral",
+                     "media_path": f"/media/{i}.mp4"})
+        # Both faces in both frames; Ross's the steadier (a frontal camera).
+        shot = [{"frame": frame, "time_s": frame + 0.5, "box": [0, 0, 5, 5], "score": 0.99,
+                 "embedding": l2_normalise(faces_[p] + noise * rng.standard_normal(16)).tolist()}
+                for frame in (0, 1) for p, noise in ((0, 0.01), (1, 0.03))]
+        row = {name: None for name in FEATURE_SCHEMA.names}
+        row.update(utterance_id=uid, status="ok", duration_s=2.0, asr_text=texts[k], n_frames=2,
+                   faces=shot, speaker_embedding=l2_normalise(voices[k] + 0.03 * rng.standard_normal(32)).tolist())
+        feats.append(row)
+    corpus, features = tmp_path / "corpus", tmp_path / "features"
+    corpus.mkdir()
+    features.mkdir()
+    pq.write_table(utterance_table(utts), corpus / "utterances.parquet")
+    models = [{"role": "speaker", "backend": "resemblyzer", "name": "ge2e"},
+              {"role": "face_embed", "backend": "dlib", "name": "dlib"}]
+    pq.write_table(pa.Table.from_pylist(feats, schema=with_models(FEATURE_SCHEMA, models)),
+                   features / "part-00000.parquet")
+    config = QCConfig()
+    config.speakers.apply = "labels"
+    result = run_qc(features, corpus, tmp_path / "qc", config)
+    rows = result.decisions.to_pylist()
+    assert [r["final_speaker"] for r in rows] == [r["speaker"] for r in rows]
+    assert not any(r["proposed_speaker"] for r in rows)
+    assert result.summary["label_findings"] == []
+    assert all(r["keep"] for r in rows)
+
+
 # -- speakers -----------------------------------------------------------------------------
 
 def test_speaker_relabel_proposals_constructed():

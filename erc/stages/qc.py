@@ -24,7 +24,9 @@ class QCStage(Stage):
     inputs = ("features", "utterances")
     results = (DECISIONS, KEPT, RELABELS, "report.json", "report.html", "plots/*.png")
     description = "alignment, face and speaker checks; relabelling; the QC report"
-    version = 2  # 2: labels equal but for case and spaces are aliases of one speaker
+    # 2: labels equal but for case and spaces are aliases of one speaker; 3: face aliases
+    # from the references of dominant faces only
+    version = 3
 
     def reads(self, config: QCConfig) -> tuple:
         return tuple((name, getattr(config, name)) for name in ("relabels", "face_references"))
