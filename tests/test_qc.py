@@ -140,6 +140,18 @@ def test_mixture_threshold_finds_a_second_population_or_falls_back():
     assert sum(v > tail.value for v in own) <= 6 and sum(v > tail.value for v in other) >= 28
 
 
+
+@pytest.mark.parametrize("values", [[0.1] * 40, [-0.8] * 40, [0.1] * 39 + [0.1 + 1e-12]])
+def test_mixture_threshold_of_equal_values_is_the_default(values):
+    """Every score equal (zero variance): the mixture put a second component, holding no
+    value, at 0 and 'calibrated' a cut beside it (0.1 each: the cut raised to the floor
+    0.05, every value above it, so every utterance past the learned threshold)."""
+    for alpha in (None, 0.02):
+        found = mixture_threshold(values, default=0.2, floor=0.05, alpha=alpha)
+        assert found.source == "default" and found.value == 0.2
+        assert "one population" in found.why
+        assert not sum(v > found.value for v in values)
+
 def test_edge_words():
     ref = "kids are talking by the door".split()
     assert edge_words(ref, "door".split())["missing_start"] == 5

@@ -25,8 +25,9 @@ class QCStage(Stage):
     results = (DECISIONS, KEPT, RELABELS, "report.json", "report.html", "plots/*.png")
     description = "alignment, face and speaker checks; relabelling; the QC report"
     # 2: labels equal but for case and spaces are aliases of one speaker; 3: face aliases
-    # from the references of dominant faces only
-    version = 3
+    # from the references of dominant faces only; 4: a learned threshold of equal scores
+    # is the default
+    version = 4
 
     def reads(self, config: QCConfig) -> tuple:
         return tuple((name, getattr(config, name)) for name in ("relabels", "face_references"))
