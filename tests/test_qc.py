@@ -689,6 +689,24 @@ def test_names_equal_but_for_case_and_spaces_are_one_speaker():
                      7: ("ROSS ", "alias_of:ROSS "), 11: ("Ann", "alias_of:Ann")}
 
 
+
+def test_names_equal_but_for_their_unicode_encoding_are_one_speaker():
+    """'Zoë' written as one character and as e + combining diaeresis (a macOS file or
+    folder name) were two speakers, and a reference photo 'Zoe\u0308.jpg' named none."""
+    composed, decomposed = "Zo\u00eb", "Zoe\u0308"
+    findings, moves = name_aliases([composed] * 3 + [decomposed, "ZOE\u0308 "])
+    assert {f["label"]: f["proposal"] for f in findings} == {decomposed: composed,
+                                                            "ZOE\u0308 ": composed}
+    assert moves == {3: (composed, f"alias_of:{composed}"), 4: (composed, f"alias_of:{composed}")}
+    assert name_aliases(["Zoe", composed]) == ([], {})  # another name, not another encoding
+    face = l2_normalise(np.random.default_rng(3).standard_normal(16))
+    frames = [[{"frame": 0, "score": 0.99, "embedding": face.tolist()}]] * 2
+    rows, summary = check_faces([composed] * 2, frames, [1, 1], config=FaceConfig(threshold=0.9),
+                                references={decomposed: face})
+    assert summary["references_explicit"] == [composed]
+    assert summary["references_for_no_speaker"] == []
+    assert [r["face_status"] for r in rows] == ["match", "match"]
+
 def _named_run(tmp_path, rng):
     """Rachel with many utterances and 'rachel' and ' RACHEL' with one each (too few for a
     voice reference), Ross with many and 'ROSS ' with six (enough for one, so his voice
