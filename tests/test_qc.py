@@ -676,6 +676,24 @@ def test_decisions_account_for_every_utterance_and_report_renders(tmp_path):
     assert next(r for r in kept_all if r["utterance_id"] == "toy/train/d1/1")["speaker"] == "Joey"
 
 
+
+def test_blank_speaker_labels_name_no_one(tmp_path):
+    """A table whose speakers were left blank ('' or spaces): the clips of three people
+    under the one blank label were judged against a face most of them are not (two thirds
+    removed as other_face) and proposed labels '#2' and '#3'; a blank label now has no
+    reference, and its clips are no_reference, as a label of too few clips is."""
+    corpus, features = _constructed_run(tmp_path, np.random.default_rng(6))
+    rows = pq.read_table(corpus / "utterances.parquet").to_pylist()
+    pq.write_table(utterance_table([{**r, "speaker": "" if i % 2 else "  "} for i, r in enumerate(rows)]),
+                   corpus / "utterances.parquet")
+    d = run_qc(features, corpus, tmp_path / "qc").decisions.to_pylist()
+    assert len(d) == 36
+    assert not any(r["proposed_speaker"] for r in d)
+    assert {r["face_status"] for r in d} <= {"no_reference", "no_face", "not_checked"}
+    assert {r["speaker_status"] for r in d} <= {"no_reference", "not_checked"}
+    assert {r["first_reason"] for r in d} == {None, "alignment:misaligned", "face:no_face",
+                                              "features:unreadable_media", "features:missing"}
+
 def test_names_equal_but_for_case_and_spaces_are_one_speaker():
     labels = ["Rachel"] * 5 + ["rachel", " RACHEL", "Ross", "ROSS ", "ROSS ", "Ann", "ann",
                                None, "", "  "]

@@ -154,7 +154,7 @@ def build_references(speakers: list[str], tracks: list[list[Track]], threshold: 
             dominant_by[speaker].append(top.vector)
         all_by[speaker].extend(t.vector for t in utterance_tracks)
     references = {}
-    for speaker in set(speakers):
+    for speaker in set(speakers) - {s for s in speakers if not name_key(s)}:  # blank: no one
         candidates = dominant_by.get(speaker) or ([] if dominant_only else
                                                   all_by.get(speaker, []))
         if len(candidates) < config.min_reference_clips:

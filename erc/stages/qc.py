@@ -26,8 +26,9 @@ class QCStage(Stage):
     description = "alignment, face and speaker checks; relabelling; the QC report"
     # 2: labels equal but for case and spaces are aliases of one speaker; 3: face aliases
     # from the references of dominant faces only; 4: a learned threshold of equal scores
-    # is the default; 5: names equal but for their letters' Unicode encoding are one
-    version = 5
+    # is the default; 5: names equal but for their letters' Unicode encoding are one;
+    # 6: a blank speaker label has no reference
+    version = 6
 
     def reads(self, config: QCConfig) -> tuple:
         return tuple((name, getattr(config, name)) for name in ("relabels", "face_references"))
