@@ -140,6 +140,18 @@ def test_mixture_threshold_finds_a_second_population_or_falls_back():
     assert sum(v > tail.value for v in own) <= 6 and sum(v > tail.value for v in other) >= 28
 
 
+
+@pytest.mark.parametrize("values", [[0.1] * 40, [-0.8] * 40, [0.1] * 39 + [0.1 + 1e-12]])
+def test_mixture_threshold_of_equal_values_is_the_default(values):
+    """Every score equal (zero variance): the mixture put a second component, holding no
+    value, at 0 and 'calibrated' a cut beside it (0.1 each: the cut raised to the floor
+    0.05, every value above it, so every utterance past the learned threshold)."""
+    for alpha in (None, 0.02):
+        found = mixture_threshold(values, default=0.2, floor=0.05, alpha=alpha)
+        assert found.source == "default" and found.value == 0.2
+        assert "one population" in found.why
+        assert not sum(v > found.value for v in values)
+
 def test_edge_words():
     ref = "kids are talking by the door".split()
     assert edge_words(ref, "door".split())["missing_start"] == 5
@@ -344,6 +356,47 @@ def test_face_tracks_group_across_frames():
     rows, _ = check_faces(["S"] * 4, [twins] * 4, [1] * 4,
                           config=FaceConfig(threshold=0.9, several_candidates="drop"))
     assert not any(r["face_pass"] for r in rows)
+
+
+
+def test_two_people_in_every_clip_of_two_labels_are_not_one_person(tmp_path):
+    """Ross and Rachel each speak in a two-shot of both (no face dominates any clip): each
+    label's most frequent face was the steadier of the two, the same person for both, and
+    'Ross' was proposed an alias of 'Rachel' on no dominant face (applied with
+    apply='labels'), though their voices differ."""
+    rng = np.random.default_rng(11)
+    voices, faces_ = l2_normalise(rng.standard_normal((2, 32))), l2_normalise(rng.standard_normal((2, 16)))
+    names, texts = ["Ross", "Rachel"], ["We were on a break!", "I know, I know."]
+    utts, feats = [], []
+    for i in range(24):
+        k, uid = i % 2, f"toy/train/d{i // 6}/{i % 6}"
+        utts.append({"utterance_id": uid, "corpus": "toy", "split": "train", "dialogue_id": f"d{i // 6}",
+                     "turn": i % 6, "speaker": names[k], "text": texts[k], "emotion": "neutral",
+                     "media_path": f"/media/{i}.mp4"})
+        # Both faces in both frames; Ross's the steadier (a frontal camera).
+        shot = [{"frame": frame, "time_s": frame + 0.5, "box": [0, 0, 5, 5], "score": 0.99,
+                 "embedding": l2_normalise(faces_[p] + noise * rng.standard_normal(16)).tolist()}
+                for frame in (0, 1) for p, noise in ((0, 0.01), (1, 0.03))]
+        row = {name: None for name in FEATURE_SCHEMA.names}
+        row.update(utterance_id=uid, status="ok", duration_s=2.0, asr_text=texts[k], n_frames=2,
+                   faces=shot, speaker_embedding=l2_normalise(voices[k] + 0.03 * rng.standard_normal(32)).tolist())
+        feats.append(row)
+    corpus, features = tmp_path / "corpus", tmp_path / "features"
+    corpus.mkdir()
+    features.mkdir()
+    pq.write_table(utterance_table(utts), corpus / "utterances.parquet")
+    models = [{"role": "speaker", "backend": "resemblyzer", "name": "ge2e"},
+              {"role": "face_embed", "backend": "dlib", "name": "dlib"}]
+    pq.write_table(pa.Table.from_pylist(feats, schema=with_models(FEATURE_SCHEMA, models)),
+                   features / "part-00000.parquet")
+    config = QCConfig()
+    config.speakers.apply = "labels"
+    result = run_qc(features, corpus, tmp_path / "qc", config)
+    rows = result.decisions.to_pylist()
+    assert [r["final_speaker"] for r in rows] == [r["speaker"] for r in rows]
+    assert not any(r["proposed_speaker"] for r in rows)
+    assert result.summary["label_findings"] == []
+    assert all(r["keep"] for r in rows)
 
 
 # -- speakers -----------------------------------------------------------------------------
@@ -623,6 +676,24 @@ def test_decisions_account_for_every_utterance_and_report_renders(tmp_path):
     assert next(r for r in kept_all if r["utterance_id"] == "toy/train/d1/1")["speaker"] == "Joey"
 
 
+
+def test_blank_speaker_labels_name_no_one(tmp_path):
+    """A table whose speakers were left blank ('' or spaces): the clips of three people
+    under the one blank label were judged against a face most of them are not (two thirds
+    removed as other_face) and proposed labels '#2' and '#3'; a blank label now has no
+    reference, and its clips are no_reference, as a label of too few clips is."""
+    corpus, features = _constructed_run(tmp_path, np.random.default_rng(6))
+    rows = pq.read_table(corpus / "utterances.parquet").to_pylist()
+    pq.write_table(utterance_table([{**r, "speaker": "" if i % 2 else "  "} for i, r in enumerate(rows)]),
+                   corpus / "utterances.parquet")
+    d = run_qc(features, corpus, tmp_path / "qc").decisions.to_pylist()
+    assert len(d) == 36
+    assert not any(r["proposed_speaker"] for r in d)
+    assert {r["face_status"] for r in d} <= {"no_reference", "no_face", "not_checked"}
+    assert {r["speaker_status"] for r in d} <= {"no_reference", "not_checked"}
+    assert {r["first_reason"] for r in d} == {None, "alignment:misaligned", "face:no_face",
+                                              "features:unreadable_media", "features:missing"}
+
 def test_names_equal_but_for_case_and_spaces_are_one_speaker():
     labels = ["Rachel"] * 5 + ["rachel", " RACHEL", "Ross", "ROSS ", "ROSS ", "Ann", "ann",
                                None, "", "  "]
@@ -635,6 +706,24 @@ def test_names_equal_but_for_case_and_spaces_are_one_speaker():
     assert moves == {5: ("Rachel", "alias_of:Rachel"), 6: ("Rachel", "alias_of:Rachel"),
                      7: ("ROSS ", "alias_of:ROSS "), 11: ("Ann", "alias_of:Ann")}
 
+
+
+def test_names_equal_but_for_their_unicode_encoding_are_one_speaker():
+    """'Zoë' written as one character and as e + combining diaeresis (a macOS file or
+    folder name) were two speakers, and a reference photo 'Zoe\u0308.jpg' named none."""
+    composed, decomposed = "Zo\u00eb", "Zoe\u0308"
+    findings, moves = name_aliases([composed] * 3 + [decomposed, "ZOE\u0308 "])
+    assert {f["label"]: f["proposal"] for f in findings} == {decomposed: composed,
+                                                            "ZOE\u0308 ": composed}
+    assert moves == {3: (composed, f"alias_of:{composed}"), 4: (composed, f"alias_of:{composed}")}
+    assert name_aliases(["Zoe", composed]) == ([], {})  # another name, not another encoding
+    face = l2_normalise(np.random.default_rng(3).standard_normal(16))
+    frames = [[{"frame": 0, "score": 0.99, "embedding": face.tolist()}]] * 2
+    rows, summary = check_faces([composed] * 2, frames, [1, 1], config=FaceConfig(threshold=0.9),
+                                references={decomposed: face})
+    assert summary["references_explicit"] == [composed]
+    assert summary["references_for_no_speaker"] == []
+    assert [r["face_status"] for r in rows] == ["match", "match"]
 
 def _named_run(tmp_path, rng):
     """Rachel with many utterances and 'rachel' and ' RACHEL' with one each (too few for a

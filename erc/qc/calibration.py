@@ -134,6 +134,12 @@ def mixture_threshold(values: list[float], default: float, floor: float,
     if separation < min_separation:
         return Threshold(default, "default", described + f" (< {min_separation:g}: one "
                          f"population; default {default:g})")
+    # Values all (or but for rounding) equal: the mixture still places a second component,
+    # holding none of them, as far apart as it likes; a population of no value is none.
+    held = np.bincount(gmm.predict(v.reshape(-1, 1)), minlength=2)
+    if held.min() == 0:
+        return Threshold(default, "default", described + f" (one component holds no value: "
+                         f"one population; default {default:g})")
     if alpha is None:
         grid = np.linspace(mean[low], mean[high], 400)
         posterior = gmm.predict_proba(grid.reshape(-1, 1))[:, high]

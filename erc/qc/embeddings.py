@@ -8,6 +8,7 @@ Every similarity is the cosine of L2-normalised vectors.
 
 from __future__ import annotations
 
+import unicodedata
 from collections import Counter
 from dataclasses import dataclass
 
@@ -210,8 +211,11 @@ def label_findings(labels: np.ndarray, x: np.ndarray, mask: np.ndarray,
 
 
 def name_key(label) -> str:
-    """A label as a name: case and surrounding or repeated spaces do not count."""
-    return " ".join(str(label).split()).casefold()
+    """A label as a name: case and surrounding or repeated spaces do not count, nor how its
+    letters are encoded ("Zoë" as one character or as e and a combining diaeresis, as
+    macOS writes file names)."""
+    name = unicodedata.normalize("NFD", " ".join(str(label).split()))
+    return unicodedata.normalize("NFD", name.casefold())
 
 
 def name_aliases(labels: list) -> tuple[list[dict], dict[int, tuple[str, str]]]:

@@ -27,7 +27,8 @@
 
 4. Labels: ``face_label_findings`` reports names whose dominant faces form two or more
    clusters of different people (conflated; strays such as a listener's face in a few
-   clips do not count) and names whose reference faces are one person (aliases), with
+   clips do not count) and names whose references from dominant faces are one person
+   (aliases; a name without a clip one face dominates is none's alias), with
    relabel proposals (see ``erc.qc.embeddings.label_findings``). The labels with enough
    dominant faces to be judged this way (``face_judged_labels``) get no voice findings:
    faces separate people far better than voices do.
@@ -141,8 +142,10 @@ def dominant(tracks: list[Track], share: float) -> Track | None:
 
 
 def build_references(speakers: list[str], tracks: list[list[Track]], threshold: float,
-                     config: FaceConfig) -> dict[str, Reference]:
-    """A reference per speaker from the tracks of that speaker's utterances."""
+                     config: FaceConfig, dominant_only: bool = False) -> dict[str, Reference]:
+    """A reference per speaker from the tracks of that speaker's utterances (with
+    ``dominant_only``, from the faces that dominate a clip alone: none for a speaker whose
+    every clip shows several people equally)."""
     dominant_by: dict[str, list[np.ndarray]] = defaultdict(list)
     all_by: dict[str, list[np.ndarray]] = defaultdict(list)
     for speaker, utterance_tracks in zip(speakers, tracks):
@@ -151,8 +154,9 @@ def build_references(speakers: list[str], tracks: list[list[Track]], threshold: 
             dominant_by[speaker].append(top.vector)
         all_by[speaker].extend(t.vector for t in utterance_tracks)
     references = {}
-    for speaker in set(speakers):
-        candidates = dominant_by.get(speaker) or all_by.get(speaker) or []
+    for speaker in set(speakers) - {s for s in speakers if not name_key(s)}:  # blank: no one
+        candidates = dominant_by.get(speaker) or ([] if dominant_only else
+                                                  all_by.get(speaker, []))
         if len(candidates) < config.min_reference_clips:
             continue
         reference = robust_reference(np.stack(candidates), threshold, config.reference_method)
@@ -172,7 +176,8 @@ def face_tracks(faces: list[list[dict] | None], models: list[dict] | None = None
 def face_label_findings(speakers: list[str], tracks: list[list[Track]], threshold: float,
                         config: FaceConfig | None = None) -> tuple[list[dict], dict]:
     """Conflated labels (the dominant faces of one label form two groups of different
-    people) and aliases (two labels whose reference faces are one person), from faces.
+    people) and aliases (two labels whose references, from their dominant faces only,
+    are one person), from faces.
 
     Faces separate people far better than voices in emotional speech (dlib on RAVDESS:
     one person >= 0.958, two people <= 0.927), so these findings are the strong ones. Two
@@ -187,7 +192,11 @@ def face_label_findings(speakers: list[str], tracks: list[list[Track]], threshol
         top = dominant(utterance_tracks, config.dominant_share)
         if top is not None:
             x[i], mask[i] = top.vector, True
-    refs = {s: r.vector for s, r in build_references(speakers, tracks, threshold, config).items()}
+    # References from dominant faces only: where every clip of a label shows several people
+    # equally (two-shots), the most frequent face may be a co-star or a bystander in every
+    # clip, and two labels' references the same person: an alias of two distinct people.
+    refs = {s: r.vector for s, r in build_references(speakers, tracks, threshold, config,
+                                                     dominant_only=True).items()}
     return label_findings(labels, x, mask, refs, threshold, 1 - (1 - threshold) / 2,
                           config.min_group, config.min_group_share, "face")
 

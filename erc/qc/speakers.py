@@ -67,6 +67,7 @@ from erc.qc.embeddings import (
     l2_normalise,
     label_findings,
     name_aliases,
+    name_key,
     resolve_alias,
     robust_reference,
 )
@@ -159,7 +160,8 @@ def references(labels: np.ndarray, x: np.ndarray, mask: np.ndarray, threshold: f
     out = {}
     for label in sorted(set(labels[mask].tolist())):
         members = mask & (labels == label)
-        if members.sum() < config.min_reference_utterances:
+        # A blank label names no one: its clips are anyone's, no one's reference.
+        if members.sum() < config.min_reference_utterances or not name_key(label):
             continue
         ref = robust_reference(x[members], threshold, config.reference_method)
         if ref is not None:

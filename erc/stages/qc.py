@@ -24,7 +24,11 @@ class QCStage(Stage):
     inputs = ("features", "utterances")
     results = (DECISIONS, KEPT, RELABELS, "report.json", "report.html", "plots/*.png")
     description = "alignment, face and speaker checks; relabelling; the QC report"
-    version = 2  # 2: labels equal but for case and spaces are aliases of one speaker
+    # 2: labels equal but for case and spaces are aliases of one speaker; 3: face aliases
+    # from the references of dominant faces only; 4: a learned threshold of equal scores
+    # is the default; 5: names equal but for their letters' Unicode encoding are one;
+    # 6: a blank speaker label has no reference
+    version = 6
 
     def reads(self, config: QCConfig) -> tuple:
         return tuple((name, getattr(config, name)) for name in ("relabels", "face_references"))
