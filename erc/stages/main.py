@@ -216,7 +216,8 @@ WRITERS: dict[str, tuple[str, type[Stage]]] = {
 def check_run_outputs(config: RunConfig, first: str | None = None, last: str | None = None,
                       overwrite: bool = False) -> None:
     """OwnershipError naming a file of the user's where a stage of this run (``first``..
-    ``last``) or the run itself writes, before its first stage computes anything: each
+    ``last``) or the run itself writes, or where a stage's folder goes (what ``io.claim``
+    refuses), before its first stage computes anything: each
     stage checks its own folder as it starts, but a file in a later stage's folder would
     stop the run only after the work of the stages before. It writes nothing (the run's
     folder is claimed after it): a refused run leaves the folder as it found it."""
@@ -224,6 +225,7 @@ def check_run_outputs(config: RunConfig, first: str | None = None, last: str | N
     for name, folder in Layout(config).folders().items():
         step, stage = WRITERS.get(name, ("evaluate", EvaluateStage))
         if _selected(step, first, last):
+            io.check_claim(folder, overwrite)  # a file where it goes, a folder of the user's
             check_outputs(stage, folder, overwrite)
     report = ReportStage.outputs() if _selected("report", first, last) else ()
     io.check_outputs(config.output_dir, (RUN_RECORD, RUN_LOG, *report))
