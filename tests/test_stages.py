@@ -141,6 +141,34 @@ def test_output_folders_are_claimed_and_locked(tmp_path):
         io.remove_owned(tmp_path / "theirs-too", "x")
 
 
+def test_the_dry_run_of_an_interrupted_preprocess_says_what_it_keeps(ray_local, tmp_path):
+    """A preprocessing pass stopped part-way (whole part files, no record yet) was planned
+    as "not run yet", though the run resumes from its finished partitions: it now says how
+    many are done and how many it computes, and the run computes those only."""
+    from erc.stages.main import plan, run_main
+
+    manifest, n = _manifest(tmp_path)
+    config_file = tmp_path / "run.yaml"
+    config_file.write_text(f"output_dir: {tmp_path / 'run'}\ncorpus: {{path: {manifest.name}}}\n"
+                           "preprocess: {partition_rows: 40}\n")
+    config = load_run_config(config_file)
+    run_main(config, last="preprocess", say=lambda _message: None)
+    features = tmp_path / "run" / "features"
+    parts = sorted(features.glob("part-*.parquet"))
+    assert len(parts) == -(-n // 40) > 2
+    (features / "manifest.json").unlink()  # what a pass killed after its first parts leaves
+    for part in parts[2:]:
+        part.unlink()
+    rows = {stage: state for stage, _, state in plan(config)}
+    assert rows["ingest"] == "up to date"
+    assert rows["preprocess"] == (f"interrupted: 2 of {len(parts)} partitions done, "
+                                  f"{len(parts) - 2} to compute")
+    record = run_main(config, last="preprocess", say=lambda _message: None)
+    assert record["stages"]["features"]["summary"]["partitions"] == {
+        "total": len(parts), "written": len(parts) - 2, "skipped": 2}
+    assert {stage: state for stage, _, state in plan(config)}["preprocess"] == "up to date"
+
+
 def test_a_writer_killed_mid_write_leaves_no_scratch_file_after_the_next_run(tmp_path):
     """A process killed with SIGKILL while writing (a driver mid-partition) left its
     .part-NNNNN.parquet.<pid>-<hex>.tmp in the folder for good: no run removed it. The next

@@ -34,7 +34,7 @@ from typing import Any
 from erc import io
 from erc.errors import ConfigError, InputError
 from erc.recipes import RunConfig
-from erc.stages.base import Stage, StageResult, check_outputs, execute, up_to_date
+from erc.stages.base import Stage, StageResult, check_outputs, execute, read_manifest, up_to_date
 from erc.stages.ingest import IngestStage
 from erc.stages.layout import Layout
 from erc.stages.preprocess import PreprocessStage
@@ -248,7 +248,11 @@ def plan(config: RunConfig) -> list[tuple[str, str, str]]:
             if blocked:
                 rows.append((step.name, str(step.out), f"runs if {blocked} changes its output"))
                 continue
-            current, why = up_to_date(step.stage, step.config, _existing(step.inputs), step.out)
+            inputs = _existing(step.inputs)
+            current, why = up_to_date(step.stage, step.config, inputs, step.out)
+            left = None if current else step.stage.unfinished(step.config, inputs, step.out)
+            if left:  # no record of its own yet: a run stopped part-way
+                why = f"interrupted: {left}" if read_manifest(step.out) is None else f"{why}; {left}"
             rows.append((step.name, str(step.out), why))
             if not current:
                 blocked = step.name
