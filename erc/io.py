@@ -64,7 +64,9 @@ def atomic_path(path: str | Path) -> Iterator[Path]:
         yield tmp
         os.replace(tmp, path)
     except OSError as err:
-        if err.errno in _DISK_FULL and err.filename is None:  # a write names no file
+        # A write names no file; the OS names the temporary file (a read-only file system,
+        # a folder where the file goes): the error names the file erc writes
+        if (err.errno in _DISK_FULL and err.filename is None) or err.filename in (tmp, str(tmp)):
             raise OSError(err.errno, err.strerror, str(path)) from None
         raise
     finally:
