@@ -55,6 +55,7 @@ from erc.stages.train import (
 
 STAGES = ("ingest", "preprocess", "qc", "adapters", "text", "train", "evaluate", "report")
 RUN_RECORD = "run.json"
+UNFINISHED = "did not finish: still running, or stopped without a word (killed)"
 RUN_LOG = "run.log"  # everything the run printed and logged, also what the console left out
 
 
@@ -282,10 +283,19 @@ def run_main(config: RunConfig, force: bool = False, say: Callable[[str], None] 
     """Runs the stages (``first``..``last``, default all); returns the run record (also
     written to ``run.json``). A run that fails writes its record too, with ``failed``
     (the stage that failed, or None when the next one failed as it was prepared; the
-    last stage done; the error): the record of an earlier run must not stand for it."""
+    last stage done; the error): the record of an earlier run must not stand for it, nor
+    while the run goes on (``UNFINISHED``), in case it is killed."""
     check_run_outputs(config, first, last, overwrite)
     out = io.claim(config.output_dir, overwrite=overwrite)
     record = {"config": dataclasses.asdict(config), "stages": {}, "outputs": {}}
+
+    def unfinished(done: str | None) -> None:
+        """Until it ends, the record says the run has not, and what it has done: one
+        killed (SIGKILL, a lost machine) leaves this, not an earlier, finished run's."""
+        io.write_json(out / RUN_RECORD, {**record, "failed": {"stage": None, "after": done,
+                                                              "error": UNFINISHED}})
+
+    unfinished(None)
     numbered = [s for s in STAGES if _selected(s, first, last)]
     running, done = None, None  # the stage running (None: between stages), the last done
     try:
@@ -306,6 +316,7 @@ def run_main(config: RunConfig, force: bool = False, say: Callable[[str], None] 
             record["outputs"][step.out.name] = str(step.out)
             say(_describe(step, result))
             running, done = None, step.name
+            unfinished(done)
             if step.name == last:
                 break  # building the next step would check inputs this run does not need
         if _selected("report", first, last):
