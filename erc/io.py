@@ -2,7 +2,8 @@
 
 Atomic: every file erc writes goes to a uniquely named temporary file in the same folder
 (``.NAME.<pid>-<random>.tmp``) and is renamed over its name when complete, so a reader
-never sees half a file and two writers never share a temporary name. Text files never
+never sees half a file and two writers never share a temporary name; the temporary file of
+a writer killed mid-write is removed when its folder is next locked. Text files never
 hold a credential: ``write_text`` passes them through ``erc.redaction.redact``.
 
 Output folders: erc writes only into folders it owns. A folder erc creates gets a marker
@@ -44,7 +45,7 @@ MARKER = ".erc"  # present in every output folder erc created or adopted
 LOCK = ".erc.lock"
 MIRROR_INDEX = ".erc-mirror.json"  # what the local copy of a storage URI holds (erc.storage)
 SCRATCH_SUFFIX = ".tmp"
-_SCRATCH = re.compile(r"^\..+\.\d+-[0-9a-f]{8}\.tmp$")  # atomic_path's temporary names
+_SCRATCH = re.compile(r"^\..+\.(\d+)-[0-9a-f]{8}\.tmp$")  # atomic_path's temporary names (pid)
 FILE_INDEX = ".erc-files.json"  # in a folder erc wrote whole: the files it wrote there
 FOREIGN = ".erc-foreign.json"  # in a folder erc adopted (--overwrite): the names the user had there
 # A write failing for want of room: the user's to fix (erc: error: PATH: ...), not a bug
@@ -63,7 +64,9 @@ def atomic_path(path: str | Path) -> Iterator[Path]:
         yield tmp
         os.replace(tmp, path)
     except OSError as err:
-        if err.errno in _DISK_FULL and err.filename is None:  # a write names no file
+        # A write names no file; the OS names the temporary file (a read-only file system,
+        # a folder where the file goes): the error names the file erc writes
+        if (err.errno in _DISK_FULL and err.filename is None) or err.filename in (tmp, str(tmp)):
             raise OSError(err.errno, err.strerror, str(path)) from None
         raise
     finally:
@@ -366,10 +369,42 @@ def locked(folder: str | Path) -> Iterator[None]:
                             f"to finish (or stop it) and run again") from None
         _held.add(key)
         try:
+            _remove_stale_scratch(folder)
             yield
         finally:
             _held.discard(key)
             fcntl.flock(handle, fcntl.LOCK_UN)
+
+
+def _remove_stale_scratch(folder: Path) -> None:
+    """Removes the temporary files (``atomic_path``) that writers killed mid-write left in
+    ``folder`` (a run stopped with SIGKILL: its half-written part file stayed for good).
+    Called under the folder's lock, so no other run writes there; a file whose process
+    still lives on this machine stays, and so does what a folder of erc's inside holds
+    (cleaned when that folder is locked in turn)."""
+    for where, folders, files in os.walk(folder):
+        if where != os.fspath(folder) and MARKER in files:
+            folders[:] = []
+            continue
+        for name in files:
+            match = _SCRATCH.match(name)
+            path = Path(where, name)
+            if match and not path.is_symlink() and not _alive(int(match.group(1))):
+                with contextlib.suppress(OSError):  # never a reason to stop the run
+                    path.unlink()
+
+
+def _alive(pid: int) -> bool:
+    """Whether process ``pid`` runs on this machine (this process counts)."""
+    if pid == os.getpid():
+        return True
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except (PermissionError, OverflowError):
+        return True
+    return True
 
 
 @contextlib.contextmanager

@@ -207,3 +207,24 @@ def test_a_search_names_a_users_file_in_its_folder_before_its_trials(tmp_path):
         run_search(spec, None, users)
     assert (users / "best_config.yaml").read_bytes() == b"my best config"
     assert not (users / "search.json").exists() and not (users / "ray").exists()
+
+
+@pytest.mark.parametrize("overwrite", [True, False])
+def test_a_file_where_a_later_stages_folder_goes_stops_the_run_before_the_ingest(
+        tmp_path, capsys, overwrite):
+    """A file named features in the run folder (one of the user's adopted with --overwrite,
+    or put in erc's own folder) stopped the run only as preprocess claimed its folder,
+    after the whole ingest (and, with --overwrite, having adopted the folder)."""
+    run = tmp_path / "run"
+    if overwrite:
+        plant(run, {"features": b"mine"})
+    else:
+        io.claim(run)
+        (run / "features").write_bytes(b"mine")
+    config = tmp_path / "run.yaml"
+    config.write_text(f"output_dir: {run}\ncorpus: {{path: {corpus_csv(tmp_path / 'raw')}}}\n")
+    before = _tree(run)
+    refused(["run", "--config", str(config), "--until", "preprocess"]
+            + ["--overwrite"] * overwrite, capsys,
+            f"{run / 'features'}: exists and is not a folder")
+    assert _tree(run) == before

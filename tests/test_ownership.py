@@ -546,3 +546,14 @@ def test_two_preprocess_runs_at_once_leave_one_consistent_result(tmp_path, capsy
     from erc.stages.base import content_fingerprint
 
     assert manifest["parts"]["inputs"]["utterances"] == content_fingerprint(tables[corpus])
+
+
+def test_a_write_the_os_refuses_names_the_file_not_its_temporary_copy(ingested, tmp_path, capsys):
+    """A folder where the utterance table goes (as a read-only file system refuses every
+    write) was reported as erc: error: .../.utterances.parquet.<pid>-<hex>.tmp: Is a
+    directory, a name the user never gave nor sees; it names the file erc writes."""
+    (ingested / "utterances.parquet").unlink()
+    (ingested / "utterances.parquet").mkdir()
+    refused(["corpus", "ingest", str(tmp_path / "raw" / "m.csv"), "--out", str(ingested),
+             "--force"], capsys, f"erc: error: {ingested / 'utterances.parquet'}: Is a directory")
+    assert not list(ingested.glob(".*.tmp"))

@@ -47,6 +47,37 @@ def test_a_failed_run_records_the_stage_that_failed(tmp_path, monkeypatch):
     assert "report" not in record["outputs"]
 
 
+class _Peeks(Stage):
+    """Reads run.json while it runs: what a run killed there (SIGKILL) leaves."""
+    name = "train"
+    seen: list = []
+
+    def run(self, ctx):
+        _Peeks.seen.append(json.loads((ctx.out.parent / "run.json").read_text()))
+        return {}
+
+
+def test_a_run_killed_midway_leaves_no_earlier_runs_record_standing(tmp_path, monkeypatch):
+    """A run killed with SIGKILL (no except clause runs) left run.json as the earlier,
+    finished run wrote it: the folder claimed a run that finished. While a run goes on,
+    run.json says it has not finished, and the stages it has done."""
+    out = tmp_path / "run"
+    config = RunConfig(output_dir=str(out))
+
+    def steps(config, say):
+        yield main_job.Step("text", _Done(), {}, {}, out / "text")
+        yield main_job.Step("train", _Peeks(), {}, {}, out / "train")
+
+    monkeypatch.setattr(main_job, "steps", steps)
+    main_job.run_main(config, say=lambda _line: None)
+    assert "failed" not in json.loads((out / "run.json").read_text())
+    main_job.run_main(config, force=True, say=lambda _line: None)
+    second = _Peeks.seen[-1]
+    assert second["failed"] == {"stage": None, "after": "text", "error": main_job.UNFINISHED}
+    assert second["stages"]["text"]["summary"] == {"rows": 1}
+    assert "failed" not in json.loads((out / "run.json").read_text())
+
+
 def test_the_report_shows_only_this_configs_stage_folders(tmp_path):
     """`--out` of a run with training and eval splits dev and old, then a run of a config
     with training disabled (or other eval splits): the report listed the earlier run's

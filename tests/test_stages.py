@@ -141,6 +141,78 @@ def test_output_folders_are_claimed_and_locked(tmp_path):
         io.remove_owned(tmp_path / "theirs-too", "x")
 
 
+def test_the_dry_run_of_an_interrupted_preprocess_says_what_it_keeps(ray_local, tmp_path):
+    """A preprocessing pass stopped part-way (whole part files, no record yet) was planned
+    as "not run yet", though the run resumes from its finished partitions: it now says how
+    many are done and how many it computes, and the run computes those only."""
+    from erc.stages.main import plan, run_main
+
+    manifest, n = _manifest(tmp_path)
+    config_file = tmp_path / "run.yaml"
+    config_file.write_text(f"output_dir: {tmp_path / 'run'}\ncorpus: {{path: {manifest.name}}}\n"
+                           "preprocess: {partition_rows: 40}\n")
+    config = load_run_config(config_file)
+    run_main(config, last="preprocess", say=lambda _message: None)
+    features = tmp_path / "run" / "features"
+    parts = sorted(features.glob("part-*.parquet"))
+    assert len(parts) == -(-n // 40) > 2
+    (features / "manifest.json").unlink()  # what a pass killed after its first parts leaves
+    for part in parts[2:]:
+        part.unlink()
+    rows = {stage: state for stage, _, state in plan(config)}
+    assert rows["ingest"] == "up to date"
+    assert rows["preprocess"] == (f"interrupted: 2 of {len(parts)} partitions done, "
+                                  f"{len(parts) - 2} to compute")
+    record = run_main(config, last="preprocess", say=lambda _message: None)
+    assert record["stages"]["features"]["summary"]["partitions"] == {
+        "total": len(parts), "written": len(parts) - 2, "skipped": 2}
+    assert {stage: state for stage, _, state in plan(config)}["preprocess"] == "up to date"
+
+
+def test_a_writer_killed_mid_write_leaves_no_scratch_file_after_the_next_run(tmp_path):
+    """A process killed with SIGKILL while writing (a driver mid-partition) left its
+    .part-NNNNN.parquet.<pid>-<hex>.tmp in the folder for good: no run removed it. The next
+    run to lock the folder removes it; a live writer's file, and what a folder of erc's
+    inside holds (its own run cleans it), stay."""
+    import os
+    import signal
+    import subprocess
+    import sys
+
+    from erc import io
+
+    source = tmp_path / "in.txt"
+    source.write_text("x")
+    out = tmp_path / "out"
+    execute(_Echo(), {}, {"source": source}, out)
+    writer = subprocess.Popen(
+        [sys.executable, "-c", "import sys, time\nfrom erc import io\n"
+         "with io.atomic_path(sys.argv[1]) as tmp:\n"
+         "    tmp.write_bytes(b'half a part')\n    print('written', flush=True)\n"
+         "    time.sleep(60)\n", str(out / "part-00000.parquet")],
+        stdout=subprocess.PIPE, text=True)
+    assert writer.stdout.readline() == "written\n"
+    os.kill(writer.pid, signal.SIGKILL)
+    writer.wait()
+    writer.stdout.close()
+    [left] = [p.name for p in out.iterdir() if p.name.startswith(".part-")]
+    live = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
+    try:
+        (out / f".copy.txt.{live.pid}-0123abcd.tmp").write_text("being written")
+        inner = io.claim(out / "inner")
+        (inner / f".x.{writer.pid}-0123abcd.tmp").write_text("its own run's to clean")
+        assert execute(_Echo(), {}, {"source": source}, out).skipped
+        names = {p.name for p in out.iterdir()}
+        assert left not in names and not (out / "part-00000.parquet").exists()
+        assert f".copy.txt.{live.pid}-0123abcd.tmp" in names
+        assert (inner / f".x.{writer.pid}-0123abcd.tmp").is_file()
+        with io.locked(inner):
+            assert not list(inner.glob("*.tmp"))
+    finally:
+        live.kill()
+        live.wait()
+
+
 def test_a_models_options_are_in_its_partitions_fingerprint():
     """An option of a model (-o overrides.asr.options.beam_size=1) made the stage run, but
     every partition stayed "up to date": features of the old options served as the new

@@ -222,6 +222,46 @@ def test_weight_averaging_scores_the_average_and_resumes_exactly(tmp_path):
     assert all(torch.allclose(live[k], live_again[k], atol=1e-6) for k in live)
 
 
+def test_a_resumed_run_with_dropout_trains_as_one_never_stopped(tmp_path):
+    """The checkpoint kept no state of torch's generator: a run resumed after epoch 1 drew
+    other dropout masks than one never stopped, and ended with other weights (the main
+    job killed in training and run again trained another model than a clean run)."""
+    import shutil
+
+    import ray.train
+    import torch
+    from safetensors.torch import load_file
+
+    from erc.models.checkpoint import WEIGHTS
+    from erc.models.fusion import FusionConfig
+    from erc.train.loop import TrainConfig, run_epochs
+
+    data = dialogue_data(n_train=48, n_dev=16)
+    model = FusionConfig(modalities=["text"], dims={"text": 12}, labels=data.labels, n_classes=3,
+                         d_state=8, dropout=0.3).to_dict()
+    train = TrainConfig(epochs=4, batch_size=8, lr=5e-3, patience=10, average_epochs=0, seed=3)
+
+    def run(name: str, checkpoint=None) -> list[Path]:
+        saved = []
+
+        def report(metrics, folder):
+            saved.append(tmp_path / f"{name}{metrics['epoch']}")
+            shutil.copytree(folder, saved[-1])
+
+        config = {"task": "fusion", "task_config": {"model": model, "class_weight_power": 0.5},
+                  "train": train.to_dict(), "data": data}
+        run_epochs(config, rank=0, world=1, device=torch.device("cpu"), prepare=lambda m: m,
+                   checkpoint=checkpoint, report=report)
+        return saved
+
+    whole = run("whole")
+    torch.manual_seed(123)  # the resumed run starts in another process, its generator anywhere
+    resumed = run("resumed", ray.train.Checkpoint.from_directory(str(whole[1])))
+    assert [p.name for p in resumed] == ["resumed2", "resumed3"]
+    weights, again = load_file(str(whole[-1] / WEIGHTS)), load_file(str(resumed[-1] / WEIGHTS))
+    assert all(torch.equal(weights[k], again[k]) for k in weights)
+
+
 @pytest.mark.slow
 def test_bidirectional_fusion_learns_from_the_next_turn_on_ray(ray_local, tmp_path):
     """Labels that depend on the next turn, through the real training loop (Ray Train): the

@@ -214,6 +214,14 @@ def plan(table: pa.Table, config: PreprocessConfig, limit: int | None = None,
     return Plan(parts, prints, resolved, records, settings)
 
 
+def pending_parts(work: Plan, output_dir: Path, force: bool = False) -> list[int]:
+    """The partitions of ``work`` to compute: all with ``force``, else those whose part file
+    in ``output_dir`` is missing or holds another fingerprint (an interrupted pass's
+    finished partitions are kept)."""
+    return [k for k, part in enumerate(work.parts) if force or _existing_fingerprint(
+        Path(output_dir) / part_name(k), part.num_rows) != work.fingerprints[k]]
+
+
 # -- resources ----------------------------------------------------------------------------
 
 def stage_resources(config: PreprocessConfig, stages: list[str], cpus: float, gpus: float,
@@ -451,8 +459,7 @@ def run_preprocess(table: pa.Table, output_dir: str | Path, config: PreprocessCo
     work = plan(table, config, limit)
     parts, fingerprints = work.parts, work.fingerprints
     rows_in = sum(p.num_rows for p in parts)
-    pending = [k for k, part in enumerate(parts) if force or _existing_fingerprint(
-        output_dir / part_name(k), part.num_rows) != fingerprints[k]]
+    pending = pending_parts(work, output_dir, force)
     skipped = len(parts) - len(pending)
     say(f"[preprocess] {rows_in:,} utterances in {len(parts)} partition(s) of "
         f"{config.partition_rows}: {skipped} up to date, {len(pending)} to compute -> {output_dir}")

@@ -140,6 +140,12 @@ class Stage:
         named in ``config``): its results must not be written over them either."""
         return ()
 
+    def unfinished(self, config: Any, inputs: dict[str, Path], out: Path) -> str | None:
+        """What of its work an interrupted (or partly invalidated) run left in ``out`` that
+        the next run keeps, in words ("4 of 11 partitions done, 7 to compute"); None when
+        nothing: what a dry run adds to why the stage would run."""
+        return None
+
     @classmethod
     def outputs(cls) -> tuple[str, ...]:
         """Everything it writes into its folder (glob patterns): results, manifest, the rest."""

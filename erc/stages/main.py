@@ -34,7 +34,7 @@ from typing import Any
 from erc import io
 from erc.errors import ConfigError, InputError
 from erc.recipes import RunConfig
-from erc.stages.base import Stage, StageResult, check_outputs, execute, up_to_date
+from erc.stages.base import Stage, StageResult, check_outputs, execute, read_manifest, up_to_date
 from erc.stages.ingest import IngestStage
 from erc.stages.layout import Layout
 from erc.stages.preprocess import PreprocessStage
@@ -55,6 +55,7 @@ from erc.stages.train import (
 
 STAGES = ("ingest", "preprocess", "qc", "adapters", "text", "train", "evaluate", "report")
 RUN_RECORD = "run.json"
+UNFINISHED = "did not finish: still running, or stopped without a word (killed)"
 RUN_LOG = "run.log"  # everything the run printed and logged, also what the console left out
 
 
@@ -216,7 +217,8 @@ WRITERS: dict[str, tuple[str, type[Stage]]] = {
 def check_run_outputs(config: RunConfig, first: str | None = None, last: str | None = None,
                       overwrite: bool = False) -> None:
     """OwnershipError naming a file of the user's where a stage of this run (``first``..
-    ``last``) or the run itself writes, before its first stage computes anything: each
+    ``last``) or the run itself writes, or where a stage's folder goes (what ``io.claim``
+    refuses), before its first stage computes anything: each
     stage checks its own folder as it starts, but a file in a later stage's folder would
     stop the run only after the work of the stages before. It writes nothing (the run's
     folder is claimed after it): a refused run leaves the folder as it found it."""
@@ -224,6 +226,7 @@ def check_run_outputs(config: RunConfig, first: str | None = None, last: str | N
     for name, folder in Layout(config).folders().items():
         step, stage = WRITERS.get(name, ("evaluate", EvaluateStage))
         if _selected(step, first, last):
+            io.check_claim(folder, overwrite)  # a file where it goes, a folder of the user's
             check_outputs(stage, folder, overwrite)
     report = ReportStage.outputs() if _selected("report", first, last) else ()
     io.check_outputs(config.output_dir, (RUN_RECORD, RUN_LOG, *report))
@@ -246,7 +249,11 @@ def plan(config: RunConfig) -> list[tuple[str, str, str]]:
             if blocked:
                 rows.append((step.name, str(step.out), f"runs if {blocked} changes its output"))
                 continue
-            current, why = up_to_date(step.stage, step.config, _existing(step.inputs), step.out)
+            inputs = _existing(step.inputs)
+            current, why = up_to_date(step.stage, step.config, inputs, step.out)
+            left = None if current else step.stage.unfinished(step.config, inputs, step.out)
+            if left:  # no record of its own yet: a run stopped part-way
+                why = f"interrupted: {left}" if read_manifest(step.out) is None else f"{why}; {left}"
             rows.append((step.name, str(step.out), why))
             if not current:
                 blocked = step.name
@@ -276,10 +283,19 @@ def run_main(config: RunConfig, force: bool = False, say: Callable[[str], None] 
     """Runs the stages (``first``..``last``, default all); returns the run record (also
     written to ``run.json``). A run that fails writes its record too, with ``failed``
     (the stage that failed, or None when the next one failed as it was prepared; the
-    last stage done; the error): the record of an earlier run must not stand for it."""
+    last stage done; the error): the record of an earlier run must not stand for it, nor
+    while the run goes on (``UNFINISHED``), in case it is killed."""
     check_run_outputs(config, first, last, overwrite)
     out = io.claim(config.output_dir, overwrite=overwrite)
     record = {"config": dataclasses.asdict(config), "stages": {}, "outputs": {}}
+
+    def unfinished(done: str | None) -> None:
+        """Until it ends, the record says the run has not, and what it has done: one
+        killed (SIGKILL, a lost machine) leaves this, not an earlier, finished run's."""
+        io.write_json(out / RUN_RECORD, {**record, "failed": {"stage": None, "after": done,
+                                                              "error": UNFINISHED}})
+
+    unfinished(None)
     numbered = [s for s in STAGES if _selected(s, first, last)]
     running, done = None, None  # the stage running (None: between stages), the last done
     try:
@@ -300,6 +316,7 @@ def run_main(config: RunConfig, force: bool = False, say: Callable[[str], None] 
             record["outputs"][step.out.name] = str(step.out)
             say(_describe(step, result))
             running, done = None, step.name
+            unfinished(done)
             if step.name == last:
                 break  # building the next step would check inputs this run does not need
         if _selected("report", first, last):

@@ -45,6 +45,15 @@ class PreprocessStage(Stage):
         # Partition fingerprints: media sizes and times, model records (weights' sha256).
         return plan(read_utterances(inputs["utterances"]), config, self.limit).fingerprints
 
+    def unfinished(self, config: PreprocessConfig, inputs, out: Path) -> str | None:
+        from erc.pipeline.preprocess import pending_parts, plan
+
+        work = plan(read_utterances(inputs["utterances"]), config, self.limit)
+        pending = pending_parts(work, out)
+        done = len(work.parts) - len(pending)
+        return (f"{done} of {len(work.parts)} partitions done, {len(pending)} to compute"
+                if done else None)
+
     def result_files(self, out: Path, record: dict) -> list[Path]:
         return [out / entry["file"] for entry in record.get("partitions", [])]
 

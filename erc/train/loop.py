@@ -146,6 +146,10 @@ def run_epochs(config: dict, *, rank: int, world: int, device, prepare, checkpoi
         best, bad_epochs = float(state["best"]), int(state["bad_epochs"])
         history = json.loads(state["history"])
         held_out = history[-1].get(HELD_OUT) if history else None
+        if "torch_rng" in state:  # dropout goes on as if never stopped
+            torch.set_rng_state(state["torch_rng"])
+        if "cuda_rng" in state and device.type == "cuda":
+            torch.cuda.set_rng_state(state["cuda_rng"], device)
         if rank == 0:
             print(f"[train] resumed from the checkpoint of epoch {start_epoch - 1}", flush=True)
     if bad_epochs >= tc.patience:
@@ -207,7 +211,9 @@ def run_epochs(config: dict, *, rank: int, world: int, device, prepare, checkpoi
                 train_state = {"optimizer": optimizer.state_dict(),
                                "scheduler": scheduler.state_dict(), "epoch": epoch,
                                "best": best, "bad_epochs": bad_epochs,
-                               "history": json.dumps(history)}
+                               "history": json.dumps(history), "torch_rng": torch.get_rng_state()}
+                if device.type == "cuda":
+                    train_state["cuda_rng"] = torch.cuda.get_rng_state(device)
                 if averaged is not None:
                     train_state["live_weights"] = {k: v.detach().cpu() for k, v in
                                                    unwrap(model).state_dict().items()}
