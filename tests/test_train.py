@@ -183,15 +183,13 @@ def test_weight_averaging_scores_the_average_and_resumes_exactly(tmp_path):
     """With ``average_epochs`` the checkpoint holds the moving average (what is scored and
     exported) and the train state the weights being trained; a run resumed from an earlier
     checkpoint ends with the same average and the same trained weights as one never stopped."""
-    import shutil
-
     import ray.train
     import torch
     from safetensors.torch import load_file
 
     from erc.models.checkpoint import WEIGHTS, load_train_state
     from erc.models.fusion import FusionConfig
-    from erc.train.loop import TrainConfig, run_epochs
+    from erc.train.loop import TrainConfig
 
     data = dialogue_data(n_train=48, n_dev=16)
     model = FusionConfig(modalities=["text"], dims={"text": 12}, labels=data.labels, n_classes=3,
@@ -199,17 +197,7 @@ def test_weight_averaging_scores_the_average_and_resumes_exactly(tmp_path):
     train = TrainConfig(epochs=4, batch_size=8, lr=5e-3, patience=10, average_epochs=1.0, seed=3)
 
     def run(name: str, checkpoint=None) -> list[Path]:
-        saved = []
-
-        def report(metrics, folder):
-            saved.append(tmp_path / f"{name}{metrics['epoch']}")
-            shutil.copytree(folder, saved[-1])
-
-        config = {"task": "fusion", "task_config": {"model": model, "class_weight_power": 0.5},
-                  "train": train.to_dict(), "data": data}
-        run_epochs(config, rank=0, world=1, device=torch.device("cpu"), prepare=lambda m: m,
-                   checkpoint=checkpoint, report=report)
-        return saved
+        return _epochs_saved(tmp_path / name, model, train, data, checkpoint)
 
     whole = run("whole")
     resumed = run("resumed", ray.train.Checkpoint.from_directory(str(whole[1])))
@@ -222,19 +210,39 @@ def test_weight_averaging_scores_the_average_and_resumes_exactly(tmp_path):
     assert all(torch.allclose(live[k], live_again[k], atol=1e-6) for k in live)
 
 
+def _epochs_saved(prefix: Path, model: dict, train, data, checkpoint=None) -> list[Path]:
+    """The checkpoint folders (``prefix`` + epoch) of a fusion run of ``run_epochs`` in this
+    process, from ``checkpoint`` (None: a fresh start)."""
+    import shutil
+
+    import torch
+
+    from erc.train.loop import run_epochs
+
+    saved = []
+
+    def report(metrics, folder):
+        saved.append(prefix.parent / f"{prefix.name}{metrics['epoch']}")
+        shutil.copytree(folder, saved[-1])
+
+    config = {"task": "fusion", "task_config": {"model": model, "class_weight_power": 0.5},
+              "train": train.to_dict(), "data": data}
+    run_epochs(config, rank=0, world=1, device=torch.device("cpu"), prepare=lambda m: m,
+               checkpoint=checkpoint, report=report)
+    return saved
+
+
 def test_a_resumed_run_with_dropout_trains_as_one_never_stopped(tmp_path):
     """The checkpoint kept no state of torch's generator: a run resumed after epoch 1 drew
     other dropout masks than one never stopped, and ended with other weights (the main
     job killed in training and run again trained another model than a clean run)."""
-    import shutil
-
     import ray.train
     import torch
     from safetensors.torch import load_file
 
     from erc.models.checkpoint import WEIGHTS
     from erc.models.fusion import FusionConfig
-    from erc.train.loop import TrainConfig, run_epochs
+    from erc.train.loop import TrainConfig
 
     data = dialogue_data(n_train=48, n_dev=16)
     model = FusionConfig(modalities=["text"], dims={"text": 12}, labels=data.labels, n_classes=3,
@@ -242,17 +250,7 @@ def test_a_resumed_run_with_dropout_trains_as_one_never_stopped(tmp_path):
     train = TrainConfig(epochs=4, batch_size=8, lr=5e-3, patience=10, average_epochs=0, seed=3)
 
     def run(name: str, checkpoint=None) -> list[Path]:
-        saved = []
-
-        def report(metrics, folder):
-            saved.append(tmp_path / f"{name}{metrics['epoch']}")
-            shutil.copytree(folder, saved[-1])
-
-        config = {"task": "fusion", "task_config": {"model": model, "class_weight_power": 0.5},
-                  "train": train.to_dict(), "data": data}
-        run_epochs(config, rank=0, world=1, device=torch.device("cpu"), prepare=lambda m: m,
-                   checkpoint=checkpoint, report=report)
-        return saved
+        return _epochs_saved(tmp_path / name, model, train, data, checkpoint)
 
     whole = run("whole")
     torch.manual_seed(123)  # the resumed run starts in another process, its generator anywhere
