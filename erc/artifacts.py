@@ -25,7 +25,7 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from erc.errors import InputError
-from erc.schema import UTTERANCE_SCHEMA
+from erc.schema import UTTERANCE_SCHEMA, problem_reasons, said_reasons
 
 UTTERANCES = "utterances.parquet"  # an ingest's kept rows
 PROBLEMS = "problems.parquet"  # and the rows it set aside, each with its reason
@@ -142,15 +142,12 @@ def load_corpus_and_problems(source: str | Path, format: str | None = None,
         if not {"split", "reason"} <= set(problems_table.column_names):
             return table, None  # not the ingest's record: nothing known of rows set aside
         return table, problems_table
-    from collections import Counter
-
     from erc.corpus import read_corpus
 
     result = read_corpus(source, format=format, options=options)
     if result.problems.num_rows:  # said, not lost: an ingest would list them in problems.parquet
-        reasons = Counter(result.problems.column("reason").to_pylist())
         print(f"[corpus] {source}: {result.problems.num_rows} of {result.n_input} input rows set "
-              f"aside by the reader ({', '.join(f'{r} {n}' for r, n in reasons.most_common())}), "
+              f"aside by the reader ({said_reasons(problem_reasons(result.problems))}), "
               f"neither trained on nor scored; `erc corpus ingest` lists each with its line in "
               f"problems.parquet", flush=True)
     return result.utterances, result.problems

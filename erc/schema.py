@@ -31,6 +31,9 @@ that did not make it into the utterance table, with the reason. For every reader
 
 from __future__ import annotations
 
+from collections import Counter
+from collections.abc import Collection
+
 import pyarrow as pa
 
 from erc.redaction import redact
@@ -116,6 +119,22 @@ def storable(text: str) -> str:
     """``text`` as a table can hold it: a lone surrogate (how Python reads the bytes of a
     file name that are not UTF-8) written as its escape, ``\\udce9``."""
     return text if text.isascii() else text.encode("utf-8", "backslashreplace").decode("utf-8")
+
+
+def problem_reasons(problems: pa.Table | None, splits: Collection[str] | None = None) -> Counter:
+    """How many rows of a problem table each reason set aside (of ``splits`` only, when
+    given); none for no table."""
+    if problems is None:
+        return Counter()
+    reasons = problems.column("reason").to_pylist()
+    if splits is None:
+        return Counter(reasons)
+    return Counter(r for r, s in zip(reasons, problems.column("split").to_pylist()) if s in splits)
+
+
+def said_reasons(reasons: Counter) -> str:
+    """The counts of ``problem_reasons`` in words, most common first: "bad_turn 3, ..."."""
+    return ", ".join(f"{reason} {n:,}" for reason, n in reasons.most_common())
 
 
 def problem_table(rows: list[dict]) -> pa.Table:

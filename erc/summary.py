@@ -9,6 +9,7 @@ import pyarrow as pa
 
 from erc.corpus.base import IngestResult
 from erc.errors import printable
+from erc.schema import problem_reasons
 
 
 def summarise(result: IngestResult) -> dict:
@@ -37,7 +38,7 @@ def summarise(result: IngestResult) -> dict:
         "emotions": sorted({e for e in emotions if e}),
         "speakers": len(set(speakers)),
         "top_speakers": dict(Counter(speakers).most_common(10)),
-        "problems_by_reason": dict(Counter(p.column("reason").to_pylist()).most_common()),
+        "problems_by_reason": dict(problem_reasons(p).most_common()),
         "problems_by_split": dict(Counter(s or "(none)" for s in p.column("split").to_pylist())),
         "repairs": dict(result.repairs),
         # where each split's rows took their split from (a manifest's), and the reader's notes

@@ -96,22 +96,19 @@ def _check_split(table, split: str, corpus: str, problems=None) -> None:
     """InputError naming the splits the corpus has when it has no split ``split`` (nor,
     for ``dev``, one of its other names), and the reasons its rows were set aside when
     ``problems`` (the rows set aside reading it) holds that split's every row."""
-    from collections import Counter
-
     from erc.errors import InputError
+    from erc.schema import problem_reasons, said_reasons
 
     present = sorted({s for s in table.column("split").to_pylist() if s is not None})
     if split in present or (split == "dev" and any(name in present for name in DEV_NAMES)):
         return
     names = DEV_NAMES if split == "dev" else (split,)
-    set_aside = Counter() if problems is None else Counter(
-        r for r, s in zip(problems.column("reason").to_pylist(),
-                          problems.column("split").to_pylist()) if s in names)
+    set_aside = problem_reasons(problems, names)
     if set_aside:
         raise InputError(f"{corpus}: every input row of split {split!r} was set aside, "
                          f"nothing to evaluate ({sum(set_aside.values())} rows: "
-                         + ", ".join(f"{r} {n}" for r, n in set_aside.most_common())
-                         + "; `erc corpus ingest` lists each with its line in problems.parquet)")
+                         f"{said_reasons(set_aside)}; `erc corpus ingest` lists each with its "
+                         f"line in problems.parquet)")
     wanted = f"{split!r} (nor valid, val or validation)" if split == "dev" else repr(split)
     has = f"its splits are {', '.join(present)}" if present else "it has no splits"
     raise InputError(f"{corpus}: the corpus has no split {wanted}; {has} (choose one with --split)")

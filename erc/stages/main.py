@@ -25,7 +25,6 @@ import dataclasses
 import os
 import signal
 import threading
-from collections import Counter
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -155,15 +154,16 @@ def _kept_any(corpus: Path) -> None:
     fail on an empty table, far from the cause (an ingest not run yet is no error here)."""
     import pyarrow.parquet as pq
 
-    utterances = corpus / "utterances.parquet"
+    from erc.artifacts import PROBLEMS, UTTERANCES
+    from erc.schema import problem_reasons, said_reasons
+
+    utterances = corpus / UTTERANCES
     if not utterances.is_file() or pq.read_metadata(utterances).num_rows:
         return
-    reasons = Counter(pq.read_table(corpus / "problems.parquet", columns=["reason"])
-                      .column("reason").to_pylist())
+    reasons = problem_reasons(pq.read_table(corpus / PROBLEMS, columns=["reason"]))
     raise InputError(f"{corpus}: the ingest kept no utterance: all {sum(reasons.values()):,} "
-                     f"input row(s) were set aside ("
-                     + ", ".join(f"{reason} {n:,}" for reason, n in reasons.most_common())
-                     + "); problems.parquet names each with its file, line and reason")
+                     f"input row(s) were set aside ({said_reasons(reasons)}); {PROBLEMS} names "
+                     f"each with its file, line and reason")
 
 
 def _splits(utterances: Path) -> set[str]:

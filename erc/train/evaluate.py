@@ -31,6 +31,7 @@ import pyarrow as pa
 
 from erc import io
 from erc.errors import InputError
+from erc.schema import problem_reasons
 
 
 @dataclass
@@ -170,11 +171,8 @@ def evaluate(model_dir: str | Path | Sequence[str | Path], table: pa.Table, spli
     metrics.update({"split": split, "model": str(model_dirs[0]) if len(model_dirs) == 1 else
                     [str(m) for m in model_dirs], "n_unlabelled": int((~labelled).sum()),
                     "n_missing": dict(sorted(Counter(m for row in missing for m in row).items()))})
-    if problems is not None:  # its rows that never reached the model: n + n_unlabelled + these
-        reasons = Counter(r for r, s in zip(problems.column("reason").to_pylist(),
-                                            problems.column("split").to_pylist()) if s == split)
-        if reasons:
-            metrics["set_aside"] = dict(reasons.most_common())
+    if reasons := problem_reasons(problems, (split,)):  # rows that never reached the model:
+        metrics["set_aside"] = dict(reasons.most_common())  # n + n_unlabelled + these
     if unseen:  # the scores above count them wrong; these leave them out
         known = labelled & (y < len(labels))
         alone = classification_metrics(y[known], pred[known], labels)
