@@ -232,8 +232,7 @@ def check_claim(folder: str | Path, overwrite: bool = False) -> list[str]:
         raise OwnershipError(f"{folder}: exists and is not a folder; choose another output")
     if owned(folder):
         return []
-    foreign = sorted(p.name for p in folder.iterdir() if not is_bookkeeping(p.name)) \
-        if folder.is_dir() else []
+    foreign = _not_ercs(folder) if folder.is_dir() else []
     if foreign and not overwrite:
         raise OwnershipError(
             f"{folder}: holds files erc did not write ({_some(foreign)}); choose an empty or new "
@@ -264,8 +263,7 @@ def _users(folder: Path) -> set[str]:
     """The names in ``folder`` that are the user's: all but erc's bookkeeping in a folder
     that is not erc's, those its record lists in one erc adopted (none in one it made)."""
     if not owned(folder):
-        return {p.name for p in folder.iterdir() if not is_bookkeeping(p.name)} \
-            if folder.is_dir() and not folder.is_symlink() else set()
+        return set(_not_ercs(folder)) if folder.is_dir() and not folder.is_symlink() else set()
     record = folder / FOREIGN
     if not record.is_file() or record.is_symlink():
         return set()
@@ -274,8 +272,20 @@ def _users(folder: Path) -> set[str]:
     except (OSError, ValueError):
         names = None
     if not isinstance(names, list):  # a damaged record: nothing there is known to be erc's
-        return {p.name for p in folder.iterdir() if not is_bookkeeping(p.name)}
+        return set(_not_ercs(folder))
     return {str(name) for name in names}
+
+
+def _not_ercs(folder: Path) -> list[str]:
+    """The names in ``folder``, a folder erc has not claimed, that are not erc's: all but
+    its lock and the temporary files of a claim killed while writing its marker or record.
+    Other names of erc's temporary pattern are the user's too: erc writes nothing else
+    into a folder before claiming it."""
+    def claims_own(name: str) -> bool:
+        return name == LOCK or bool(_SCRATCH.match(name)) and \
+            any(name.startswith(f".{own}.") for own in (MARKER, FOREIGN))
+    return sorted(p.name for p in folder.iterdir() if not claims_own(p.name)
+                  and (is_scratch(p.name) or not is_bookkeeping(p.name)))
 
 
 def _forget_gone(folder: Path) -> None:
@@ -381,11 +391,16 @@ def _remove_stale_scratch(folder: Path) -> None:
     ``folder`` (a run stopped with SIGKILL: its half-written part file stayed for good).
     Called under the folder's lock, so no other run writes there; a file whose process
     still lives on this machine stays, and so does what a folder of erc's inside holds
-    (cleaned when that folder is locked in turn)."""
+    (cleaned when that folder is locked in turn) and what the user had in a folder erc
+    adopted (a file of theirs may carry a name of that pattern)."""
+    users = _users(folder)
     for where, folders, files in os.walk(folder):
         if where != os.fspath(folder) and MARKER in files:
             folders[:] = []
             continue
+        if where == os.fspath(folder):
+            folders[:] = [name for name in folders if name not in users]
+            files = [name for name in files if name not in users]
         for name in files:
             match = _SCRATCH.match(name)
             path = Path(where, name)

@@ -557,3 +557,28 @@ def test_a_write_the_os_refuses_names_the_file_not_its_temporary_copy(ingested, 
     refused(["corpus", "ingest", str(tmp_path / "raw" / "m.csv"), "--out", str(ingested),
              "--force"], capsys, f"erc: error: {ingested / 'utterances.parquet'}: Is a directory")
     assert not list(ingested.glob(".*.tmp"))
+
+
+def test_a_users_file_named_like_erc_scratch_is_never_removed_as_a_leftover(tmp_path):
+    """A file of the user's whose name matches erc's temporary pattern, of a process that no
+    longer runs, was taken for a leftover of a killed writer: a folder holding only that
+    was claimed without --overwrite, and the lock removed it, or one inside an adopted
+    folder. It is the user's: the claim asks for --overwrite, and the lock leaves it."""
+    dead = 2 ** 22 + 7  # above any pid this machine hands out
+    name = f".draft.txt.{dead}-0123abcd.tmp"
+    alone = tmp_path / "alone"
+    alone.mkdir()
+    (alone / name).write_text("mine")
+    with pytest.raises(OwnershipError, match="draft"):
+        io.claim(alone)
+    adopted = tmp_path / "adopted"
+    (adopted / "notes").mkdir(parents=True)
+    (adopted / name).write_text("mine")
+    (adopted / "notes" / name).write_text("mine too")
+    io.claim(adopted, overwrite=True)
+    (adopted / f".part-00000.parquet.{dead}-0123abcd.tmp").write_text("erc's own leftover")
+    with io.locked(adopted):
+        pass
+    assert (adopted / name).read_text() == "mine"
+    assert (adopted / "notes" / name).read_text() == "mine too"
+    assert not (adopted / f".part-00000.parquet.{dead}-0123abcd.tmp").exists()
