@@ -402,3 +402,26 @@ def test_a_dry_run_plans_on_what_the_store_holds(tmp_path, capsys, monkeypatch):
     corpus = next(line for line in plan.splitlines() if line.strip().startswith("ingest"))
     assert "up to date" in corpus and str(tmp_path / "home" / "staging") in corpus, plan
     assert "file:" not in corpus
+
+
+def test_preprocess_and_qc_of_uris_write_beside_them_not_into_the_input_cache(tmp_path, capsys,
+                                                                             monkeypatch,
+                                                                             sample_manifest):
+    """``erc preprocess URI/corpus`` and ``erc qc URI/features`` without --out wrote their
+    results beside erc's local copy of the input, in its input cache, never uploaded; qc's
+    default utterances (the corpus beside the features) was looked for in that cache too.
+    Both now write beside the URI, as for a local input (``features``, ``qc``)."""
+    from erc.cli import main
+
+    monkeypatch.setenv("ERC_HOME", str(tmp_path / "home"))
+    base = f"file://{tmp_path / 'remote'}"
+    assert main(["corpus", "ingest", str(sample_manifest), "--out", f"{base}/corpus"]) == 0
+    assert main(["preprocess", f"{base}/corpus", "--limit", "2"]) == 0
+    assert f"results: {base}/features" in capsys.readouterr().out
+    assert {"manifest.json", "part-00000.parquet"} <= set(_remote(f"{base}/features"))
+    cache = tmp_path / "home" / "inputs"  # what erc downloaded: the corpus alone so far
+    assert not list(cache.rglob("part-00000.parquet"))
+    assert main(["qc", f"{base}/features"]) == 0
+    assert f"results: {base}/qc" in capsys.readouterr().out
+    assert {"decisions.parquet", "utterances.parquet", "problems.parquet"} <= set(_remote(f"{base}/qc"))
+    assert not list(cache.rglob("decisions.parquet"))

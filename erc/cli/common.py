@@ -5,6 +5,9 @@ the parsed arguments."""
 from __future__ import annotations
 
 import argparse
+import contextlib
+from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 from erc.errors import ConfigError, preview
@@ -121,3 +124,30 @@ def add_overwrite(parser: argparse.ArgumentParser) -> None:
 
 def progress_printer(quiet: bool = False):
     return (lambda _message: None) if quiet else (lambda message: print(message, flush=True))
+
+
+@contextlib.contextmanager
+def output_beside(args: argparse.Namespace, option: str, local: Path, name: str,
+                  of_folder: bool = False) -> Iterator[Path]:
+    """A command's default output folder ``name`` beside its input ``option`` (the first,
+    of several): ``local`` when the user gave a path; for a storage URI, ``name`` beside
+    that URI (``of_folder``: beside the folder holding the URI's file, as for a local one),
+    written through a local copy and uploaded; never into erc's local copy of the input, a
+    cache no one reads."""
+    from erc import storage
+    from erc.home import state_dir
+
+    def first(namespace):
+        value = getattr(namespace, option)
+        return value[0] if isinstance(value, list) else value
+
+    given = first(getattr(args, "as_given", args))
+    if not storage.is_uri(given):
+        yield local
+        return
+    if of_folder and not Path(first(args)).is_dir():  # the URI names a file of a folder
+        given = storage.beside_uri(given, "")
+    uri = storage.beside_uri(given, name)
+    with storage.staged_output(uri, state_dir()) as folder:
+        yield folder
+    print(f"results: {storage.redact(uri)}")

@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 from pathlib import Path
 
-from erc.cli.common import add_recipe, add_run_options, count, file_section, recipe
+from erc.cli.common import add_recipe, add_run_options, count, file_section, output_beside, recipe
 from erc.recipes import PreprocessConfig
 from erc.settings import expand_path
 
@@ -25,12 +26,13 @@ def cmd_preprocess(args) -> int:
     ray = file_section(RayConfig, args.config, "ray")
     if args.address:
         ray.address = args.address
-    out = Path(args.out) if args.out else (
-        Path(config.output_dir) if config.output_dir else _default_out(args.utterances))
     say = (lambda _message: None) if args.json else print
-    result = execute(PreprocessStage(ray, limit=args.limit), config,
-                     {"utterances": args.utterances}, out, force=args.force,
-                     overwrite=args.overwrite, say=say)
+    chosen = args.out or config.output_dir
+    with contextlib.nullcontext(Path(chosen)) if chosen else output_beside(
+            args, "utterances", _default_out(args.utterances), "features", of_folder=True) as out:
+        result = execute(PreprocessStage(ray, limit=args.limit), config,
+                         {"utterances": args.utterances}, out, force=args.force,
+                         overwrite=args.overwrite, say=say)
     if args.json:
         print(json.dumps(result.summary, indent=2))
     elif result.skipped:

@@ -7,11 +7,25 @@
 
 from __future__ import annotations
 
+import contextlib
 from pathlib import Path
 
-from erc.cli.common import add_recipe, add_run_options, recipe
+from erc.cli.common import add_recipe, add_run_options, output_beside, recipe
 from erc.qc.decisions import QCConfig
 from erc.settings import expand_path
+
+
+def _beside_features(args, run: Path, name: str) -> Path:
+    """The input folder ``name`` beside the features: ``run / name``, or, for features given
+    by a storage URI, a local copy of the folder ``name`` beside that URI."""
+    from erc import storage
+    from erc.home import state_dir
+
+    given = getattr(args, "as_given", args).features
+    if not storage.is_uri(given):
+        return run / name
+    folder = given if Path(args.features).is_dir() else storage.beside_uri(given, "")
+    return storage.stage_input(storage.beside_uri(folder, name), state_dir())
 
 
 def cmd_qc(args) -> int:
@@ -20,13 +34,15 @@ def cmd_qc(args) -> int:
     from erc.stages.qc import QCStage
 
     features = Path(args.features)
-    # The defaults sit beside the features folder, also when one of its parts is given.
+    # The defaults sit beside the features folder, also when one of its parts is given
+    # (beside the URI the user gave, not erc's local copy of it).
     run = (features if features.is_dir() else features.parent).parent
-    utterances = Path(args.utterances) if args.utterances else run / "corpus"
-    out = Path(args.out) if args.out else run / "qc"
+    utterances = Path(args.utterances) if args.utterances else _beside_features(args, run, "corpus")
     config = recipe(QCConfig, args, args.recipe_options, section="qc")
-    result = execute(QCStage(), config, {"features": features, "utterances": utterances}, out,
-                     force=args.force, overwrite=args.overwrite)
+    with contextlib.nullcontext(Path(args.out)) if args.out else output_beside(
+            args, "features", run / "qc", "qc", of_folder=True) as out:
+        result = execute(QCStage(), config, {"features": features, "utterances": utterances},
+                         out, force=args.force, overwrite=args.overwrite)
     import pyarrow.parquet as pq
 
     data = report_data(pq.read_table(out / "decisions.parquet"), result.summary)

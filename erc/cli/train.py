@@ -24,7 +24,7 @@ import json
 import sys
 from pathlib import Path
 
-from erc.cli.common import add_recipe, add_run_options, recipe
+from erc.cli.common import add_recipe, add_run_options, output_beside, recipe
 from erc.recipes import AdapterRecipe, FusionInputs, FusionRecipe, TextRecipe
 from erc.settings import expand_path
 from erc.stages.base import execute
@@ -128,7 +128,7 @@ def cmd_evaluate(args) -> int:
     if set_aside := metrics.get("set_aside"):  # input rows in no prediction, never scored
         print(f"{split}: {sum(set_aside.values()):,} input rows set aside before scoring, not in "
               f"predictions.parquet (" + ", ".join(f"{r} {n}" for r, n in set_aside.items())
-              + "; the ingest's problems.parquet lists each)")
+              + "; problems.parquet beside the utterance table lists each)")
     if not metrics["n"]:  # predictions only: scores of nothing would read as 0.000
         print(f"{split}: no labelled utterance, nothing scored; predictions for "
               f"{metrics['n_unlabelled']:,} utterances in {out / 'predictions.parquet'}")
@@ -155,23 +155,18 @@ def cmd_evaluate(args) -> int:
 
 def _evaluate(args) -> tuple[dict, Path, str, bool]:
     """(metrics, output folder, split, whether it was up to date) of ``erc evaluate``."""
-    from erc import storage
     from erc.artifacts import load_corpus_and_problems
-    from erc.home import state_dir
     from erc.train.data import resolve_roles
 
     table, problems = load_corpus_and_problems(args.corpus, args.format)
     _check_split(table, args.split, args.corpus, problems)
     split = resolve_roles(table, {"dev": args.split})["dev"]
-    given = getattr(args, "as_given", args).model[0]  # a storage URI where the user gave one
-    if not args.out and storage.is_uri(given):  # beside the model, as for a local one: not in
-        uri = storage.beside_uri(given, f"eval-{split}")  # erc's local copy of it, never uploaded
-        with storage.staged_output(uri, state_dir()) as local:
-            found = _evaluate_into(args, local, split, (table, problems))
-        print(f"results: {storage.redact(uri)}")
-        return found
-    out = Path(args.out) if args.out else Path(args.model[0]).parent / f"eval-{split}"
-    return _evaluate_into(args, out, split, (table, problems))
+    if args.out:
+        return _evaluate_into(args, Path(args.out), split, (table, problems))
+    # beside the (first) model, also one given by a storage URI
+    with output_beside(args, "model", Path(args.model[0]).parent / f"eval-{split}",
+                       f"eval-{split}") as out:
+        return _evaluate_into(args, out, split, (table, problems))
 
 
 def _evaluate_into(args, out: Path, split: str, corpus: tuple) -> tuple[dict, Path, str, bool]:
