@@ -123,6 +123,19 @@ def load_corpus(source: str | Path, format: str | None = None, **options) -> pa.
     return load_corpus_and_problems(source, format, **options)[0]
 
 
+def problems_beside(source: str | Path) -> pa.Table | None:
+    """The problem table beside an utterance table (an ingest's, or QC's: the ingest's rows
+    and those QC set aside); None where there is none or it is not one."""
+    problems = utterance_file(source).parent / PROBLEMS
+    if not problems.is_file():
+        return None
+    with readable(problems):
+        table = pq.read_table(problems)
+    if not {"split", "reason"} <= set(table.column_names):
+        return None  # not erc's record: nothing known of rows set aside
+    return table
+
+
 def load_corpus_and_problems(source: str | Path, format: str | None = None,
                              **options) -> tuple[pa.Table, pa.Table | None]:
     """``load_corpus`` and the rows set aside before it (the problem table, ``erc.schema``):
@@ -134,14 +147,7 @@ def load_corpus_and_problems(source: str | Path, format: str | None = None,
             source.is_dir() and ((source / UTTERANCES).is_file()
                                  or (format is None and _stage_of(source)))):
         table = read_utterances(source)  # another stage's folder: an error that says so
-        problems = utterance_file(source).parent / PROBLEMS
-        if not problems.is_file():
-            return table, None
-        with readable(problems):
-            problems_table = pq.read_table(problems)
-        if not {"split", "reason"} <= set(problems_table.column_names):
-            return table, None  # not the ingest's record: nothing known of rows set aside
-        return table, problems_table
+        return table, problems_beside(source)
     from erc.corpus import read_corpus
 
     result = read_corpus(source, format=format, options=options)

@@ -99,6 +99,8 @@ PROBLEM_REASONS = {
     "unreadable_media": "the media file exists but cannot be opened or decoded",
     "overlong_clip": "media longer than the configured cap (mis-cut clip)",
     "no_audio": "the media file has no audio stream",
+    # after the ingest
+    "qc_rejected": "set aside by quality control (detail: the checks it failed, as in decisions.parquet)",
 }
 
 

@@ -9,6 +9,7 @@ from collections import Counter
 
 import numpy as np
 import pyarrow as pa
+import pyarrow.compute as pc
 import pyarrow.parquet as pq
 import pytest
 
@@ -675,6 +676,26 @@ def test_decisions_account_for_every_utterance_and_report_renders(tmp_path):
     kept_all = pq.read_table(tmp_path / "qc_all" / "utterances.parquet").to_pylist()
     assert next(r for r in kept_all if r["utterance_id"] == "toy/train/d1/1")["speaker"] == "Joey"
 
+
+
+def test_the_rows_qc_sets_aside_are_counted_beside_the_kept_rows(tmp_path):
+    """Evaluating the kept table counted none of the rows QC set aside (nor the ingest's,
+    which sit beside the corpus's table, not QC's): on a split, n + n_unlabelled +
+    set_aside fell short of its input rows. QC now writes problems.parquet beside its kept
+    rows: the ingest's rows and one qc_rejected row per utterance it set aside."""
+    from erc.artifacts import load_corpus_and_problems
+    from erc.schema import problem_reasons, problem_table
+
+    corpus, features = _constructed_run(tmp_path, np.random.default_rng(6))
+    pq.write_table(problem_table([{"corpus": "toy", "split": "train", "source": "raw.csv",
+                                   "line": 9, "reason": "bad_turn"}]), corpus / "problems.parquet")
+    result = run_qc(features, corpus, tmp_path / "qc")
+    table, problems = load_corpus_and_problems(tmp_path / "qc")
+    assert problem_reasons(problems) == {"qc_rejected": 7, "bad_turn": 1}
+    rejected = problems.filter(pc.equal(problems.column("reason"), "qc_rejected"))
+    assert dict(zip(rejected.column("utterance_id").to_pylist(), rejected.column("detail").to_pylist())) \
+        == {r["utterance_id"]: ", ".join(r["reasons"]) for r in result.decisions.to_pylist() if not r["keep"]}
+    assert table.num_rows + problems.num_rows == 36 + 1  # every input row, once
 
 
 def test_blank_speaker_labels_name_no_one(tmp_path):

@@ -10,6 +10,7 @@ writes into the output folder:
 | decisions.parquet    | one row per utterance of the input table (``DECISION_SCHEMA``)    |
 | utterances.parquet   | the kept utterances, utterance-table schema, speaker as QC's final |
 |                      | label: the view training reads                                    |
+| problems.parquet     | the rows set aside: the ingest's and QC's (reason qc_rejected)    |
 | relabels.csv         | every relabel proposal (edit it and pass it back with ``relabels``) |
 | report.html / .json  | the report (``erc.qc.report``)                                    |
 
@@ -42,6 +43,7 @@ from pathlib import Path
 import pyarrow as pa
 
 from erc import io
+from erc.artifacts import PROBLEMS
 from erc.errors import ConfigError, InputError
 from erc.qc.alignment import AlignmentConfig, align_corpus
 from erc.qc.embeddings import name_aliases
@@ -453,6 +455,27 @@ def kept_utterances(utterances: pa.Table, decisions: pa.Table) -> pa.Table:
     return kept.set_column(index, kept.schema.field("speaker"), final.cast(pa.string()))
 
 
+def set_aside(utterances: Path, table: pa.Table, decisions: pa.Table) -> pa.Table:
+    """The problem table beside the kept rows: the ingest's (rows never read) and a
+    ``qc_rejected`` row for each utterance QC set aside, so that whoever reads the kept
+    table (evaluation, a report) counts every input row."""
+    from erc.artifacts import problems_beside
+    from erc.schema import PROBLEM_SCHEMA, problem_table
+
+    before = problems_beside(utterances)
+    rejected = [{"corpus": corpus, "split": split, "source": str(utterances),
+                 "utterance_id": uid, "reason": "qc_rejected", "detail": ", ".join(reasons)}
+                for corpus, split, uid, reasons, keep in zip(
+                    table.column("corpus").to_pylist(), table.column("split").to_pylist(),
+                    decisions.column("utterance_id").to_pylist(),
+                    decisions.column("reasons").to_pylist(), decisions.column("keep").to_pylist())
+                if not keep]
+    if before is None:
+        return problem_table(rejected)
+    return pa.concat_tables([before.select(PROBLEM_SCHEMA.names).cast(PROBLEM_SCHEMA),
+                             problem_table(rejected)])
+
+
 def write_relabels(decisions: pa.Table, path: Path) -> int:
     rows = [r for r in decisions.select(["utterance_id", "speaker", "proposed_speaker",
                                          "relabel_reason", "relabel_applied"]).to_pylist()
@@ -493,6 +516,7 @@ def run_qc(features: str | Path, utterances: str | Path, out_dir: str | Path,
     kept = kept_utterances(utterance_table.cast(UTTERANCE_SCHEMA), decisions)
     io.write_parquet(out_dir / DECISIONS, decisions)
     io.write_parquet(out_dir / KEPT, kept)
+    io.write_parquet(out_dir / PROBLEMS, set_aside(utterances, utterance_table, decisions))
     summary["relabel_proposals"] = write_relabels(decisions, out_dir / RELABELS)
     summary["seconds"] = round(time.perf_counter() - started, 3)
     result = QCResult(decisions, kept, summary, out_dir)

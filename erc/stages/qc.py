@@ -11,6 +11,7 @@ import re
 from pathlib import Path
 
 from erc import io
+from erc.artifacts import PROBLEMS
 from erc.errors import InputError
 from erc.qc.decisions import DECISIONS, KEPT, RELABELS, QCConfig
 from erc.stages.base import Stage, StageContext, check_not_written_over, content_fingerprint
@@ -22,13 +23,14 @@ class QCStage(Stage):
     name = "qc"
     section = "qc"
     inputs = ("features", "utterances")
-    results = (DECISIONS, KEPT, RELABELS, "report.json", "report.html", "plots/*.png")
+    results = (DECISIONS, KEPT, PROBLEMS, RELABELS, "report.json", "report.html", "plots/*.png")
     description = "alignment, face and speaker checks; relabelling; the QC report"
     # 2: labels equal but for case and spaces are aliases of one speaker; 3: face aliases
     # from the references of dominant faces only; 4: a learned threshold of equal scores
     # is the default; 5: names equal but for their letters' Unicode encoding are one;
-    # 6: a blank speaker label has no reference
-    version = 6
+    # 6: a blank speaker label has no reference; 7: the rows set aside (the ingest's and
+    # QC's) in problems.parquet beside the kept rows
+    version = 7
 
     def reads(self, config: QCConfig) -> tuple:
         return tuple((name, getattr(config, name)) for name in ("relabels", "face_references"))
