@@ -70,8 +70,8 @@ def cmd_qc(args) -> int:
               f"(applied {data['relabels']['applied']}), see {out / 'relabels.csv'}")
     for finding in data["relabels"]["label_findings"]:
         print(f"  {finding['detail']}")
-    print(f"outputs in {out}: decisions.parquet, utterances.parquet (kept), relabels.csv, "
-          "report.html, report.json")
+    print(f"outputs in {out}: decisions.parquet, utterances.parquet (kept), problems.parquet "
+          "(set aside), relabels.csv, report.html, report.json")
     return 0
 
 
