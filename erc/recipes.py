@@ -363,11 +363,12 @@ def load_run_config(path=None, overrides: dict | None = None) -> RunConfig:
     may be a storage URI (s3://...)."""
     from pathlib import Path
 
+    from erc.corpus.mapping import RunConfigLoader
     from erc.errors import ConfigError
     from erc.settings import load_yaml, merge, validate
     from erc.storage import is_uri
 
-    data = load_yaml(path) if path is not None else {}
+    data = load_yaml(path, RunConfigLoader) if path is not None else {}
     where = str(path) if path is not None else "config"
     if data is None:
         data = {}

@@ -37,6 +37,7 @@ import os
 import re
 import types
 import typing
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
@@ -148,23 +149,25 @@ def load_yaml(path: str | Path, loader: type[ConfigLoader] = ConfigLoader) -> An
     return parse_yaml(text, str(path), loader)
 
 
-def parse_value(text: str) -> Any:
+def parse_value(text: str, loader: type[ConfigLoader] = ConfigLoader) -> Any:
     """A command-line value as YAML (``3``, ``1e-3``, ``true``, ``[a, b]``, ``null``)."""
-    return parse_yaml(text, "value") if text.strip() else ""
+    return parse_yaml(text, "value", loader) if text.strip() else ""
 
 
 class OverrideError(ConfigError, argparse.ArgumentTypeError):
     """A bad ``-o KEY=VALUE``: argparse reports it with this message, not its own."""
 
 
-def parse_override(text: str) -> tuple[str, Any]:
-    """``a.b=value`` -> ("a.b", parsed value)."""
+def parse_override(text: str, loader_of: Callable[[str], type[ConfigLoader]] | None = None
+                   ) -> tuple[str, Any]:
+    """``a.b=value`` -> ("a.b", parsed value); ``loader_of``: the YAML loader a key's value
+    is read with (a reader option naming the corpus's labels reads ``yes`` as written)."""
     key, sep, value = text.partition("=")
     key = key.strip().replace("-", "_")
     if not sep or not key or any(not part for part in key.split(".")):
         raise OverrideError(f"-o {preview(text)}: expected KEY=VALUE (e.g. -o train.lr=3e-4)")
     try:
-        return key, parse_value(value)
+        return key, parse_value(value, loader_of(key) if loader_of else ConfigLoader)
     except ConfigError as err:
         raise OverrideError(f"-o {preview(key, 40)}: {err}") from None
 

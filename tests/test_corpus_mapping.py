@@ -430,6 +430,41 @@ def test_mapping_file_reads_yes_no_on_off_and_numbers_as_the_labels_written(tmp_
     assert [(p["line"], p["reason"]) for p in result.problems.to_pylist()] == [(5, "excluded_label")]
 
 
+def test_labels_yes_and_no_given_on_the_command_line_or_in_a_run_config_read_as_written(tmp_path):
+    """The mapping file read label_map: {yes: joy} as written, but the same option given as
+    ``erc corpus ingest -o`` or as corpus.options of a run config (file or -o) read yes as
+    true: the label never matched, or the option was refused. Each reads as the file does;
+    a typed option (keep_missing_media=true) still reads as its type."""
+    from erc.corpus.mapping import parse_reader_option, parse_run_override
+    from erc.recipes import load_run_config
+    from erc.settings import tree
+
+    assert parse_reader_option("label_map={yes: joy, no: null, 1: sadness}") == (
+        "label_map", {"yes": "joy", "no": None, "1": "sadness"})
+    assert parse_reader_option("label_map.on=off") == ("label_map.on", "off")
+    assert parse_reader_option("labels=[yes, no]") == ("labels", ["yes", "no"])
+    assert parse_reader_option("keep_missing_media=true") == ("keep_missing_media", True)
+    assert parse_run_override("corpus.options.label_map={yes: joy}") == (
+        "corpus.options.label_map", {"yes": "joy"})
+    assert parse_run_override("corpus.options={label_map: {no: anger}, keep_missing_media: on}") \
+        == ("corpus.options", {"label_map": {"no": "anger"}, "keep_missing_media": True})
+    assert parse_run_override("train.epochs=3") == ("train.epochs", 3)
+    config = tmp_path / "run.yaml"
+    config.write_text("corpus:\n  path: survey\n  options:\n    label_map: {yes: joy, off: null}\n"
+                      "    keep_missing_media: yes\ntrain:\n  enabled: no\n")
+    loaded = load_run_config(config, tree([parse_run_override("corpus.options.labels=[joy, no]")]))
+    assert loaded.corpus.options == {"label_map": {"yes": "joy", "off": None},
+                                     "keep_missing_media": True, "labels": ["joy", "no"]}
+    assert loaded.train.enabled is False
+    folder = tmp_path / "survey"
+    folder.mkdir()
+    (folder / "train.csv").write_text("dialogue_id,speaker,text,emotion\nd,A,one,yes\nd,B,two,no\n")
+    assert main(["corpus", "ingest", str(folder), "--format", "manifest", "--out",
+                 str(tmp_path / "out"), "-o", "label_map={yes: joy, no: anger}"]) == 0
+    ingested = pq.read_table(tmp_path / "out" / "utterances.parquet")
+    assert ingested.column("emotion").to_pylist() == ["joy", "anger"]
+
+
 def test_parquet_with_list_speakers_and_numeric_template_fields(tmp_path):
     rows = [{"season": 1, "scene": 2.0, "who": ["Ann"], "said": "hi"},
             {"season": 1, "scene": 2.0, "who": ["Ann", "Bob"], "said": "both"},

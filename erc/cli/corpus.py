@@ -8,7 +8,15 @@ from pathlib import Path
 from erc.cli.common import add_recipe, add_run_options, recipe
 from erc.errors import InputError
 from erc.recipes import CorpusConfig
-from erc.settings import expand_path, parse_override
+from erc.settings import expand_path
+
+
+def _reader_option(text: str):
+    """``-o KEY=VALUE`` of a reader option: VALUE reads as in a mapping file (a label
+    ``yes`` is the text written, not true)."""
+    from erc.corpus.mapping import parse_reader_option
+
+    return parse_reader_option(text)
 
 
 def cmd_ingest(args) -> int:
@@ -119,7 +127,7 @@ def register(commands) -> None:
     ingest.add_argument("--json", action="store_true", help="print the summary as JSON")
     ingest.add_argument("--format", choices=sorted(FORMATS), help="corpus format (default: detected)")
     ingest.add_argument("-o", "--option", dest="reader_options", action="append", default=[],
-                        type=parse_override, metavar="KEY=VALUE",
+                        type=_reader_option, metavar="KEY=VALUE",
                         help="reader option, e.g. -o keep_missing_media=true, "
                              "-o 'actor_splits={train: 1-20, test: 21-24}' (repeatable)")
     added = add_recipe(ingest, CorpusConfig, skip=("path", "options", "format"), overrides=False)

@@ -7,9 +7,17 @@ from importlib import resources
 from pathlib import Path
 
 from erc.cli.common import add_run_options
-from erc.settings import expand_path, parse_override, tree
+from erc.settings import expand_path, tree
 
 SAMPLE_CONFIG = "sample.yaml"
+
+
+def _override(text: str):
+    """``-o SECTION.KEY=VALUE``; reader options (``corpus.options.label_map``) read as a
+    mapping file reads them."""
+    from erc.corpus.mapping import parse_run_override
+
+    return parse_run_override(text)
 
 
 def cmd_run(args) -> int:
@@ -93,7 +101,7 @@ def register(commands) -> None:
                     "recomputes exactly the stages it affects (see --dry-run).")
     run.add_argument("--config", type=expand_path, help="YAML run config (default: the sample's)")
     run.add_argument("-o", "--set", dest="set_overrides", action="append", default=[],
-                     type=parse_override, metavar="SECTION.KEY=VALUE",
+                     type=_override, metavar="SECTION.KEY=VALUE",
                      help="override a setting of the config, e.g. -o train.epochs=5 "
                           "-o qc.alignment.rule=length_aware (repeatable)")
     run.add_argument("--out", type=expand_path, help="output folder (overrides output_dir of the config)")

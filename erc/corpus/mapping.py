@@ -54,7 +54,7 @@ from erc.corpus.base import (
 from erc.corpus.values import SURROGATE, RowProblem, blank, kind, meta_value, text_value
 from erc.errors import preview
 from erc.io import MARKER as OUTPUT_MARKER
-from erc.settings import ConfigLoader, load_yaml, validate
+from erc.settings import ConfigLoader, load_yaml, parse_override, validate
 
 # The fields of a manifest row (the columns of erc.schema's utterance table, in the
 # manifest's names); any other column is kept in ``meta``.
@@ -425,12 +425,68 @@ class MappingLoader(ConfigLoader):
     read as YAML reads them."""
 
     def construct_document(self, node):
-        if isinstance(node, yaml.MappingNode):
-            _keys_as_written(node)
-            for key, value in node.value:
-                if key.value in AS_WRITTEN:
-                    _as_written(value)
+        options_as_written(node)
         return super().construct_document(node)
+
+
+def options_as_written(node) -> None:
+    """Marks a YAML node of reader options (a mapping file, ``corpus.options`` of a run
+    config) to be read as a mapping file is: its keys, and every plain scalar under a key
+    of ``AS_WRITTEN``, as the text written."""
+    if isinstance(node, yaml.MappingNode):
+        _keys_as_written(node)
+        for key, value in node.value:
+            if key.value in AS_WRITTEN:
+                _as_written(value)
+
+
+class _KeysWritten(ConfigLoader):
+    """A reader option's value on the command line: its keys as written."""
+
+    def construct_document(self, node):
+        _keys_as_written(node)
+        return super().construct_document(node)
+
+
+class _AllWritten(ConfigLoader):
+    """The value of a reader option of ``AS_WRITTEN`` on the command line: as written."""
+
+    def construct_document(self, node):
+        _as_written(node)
+        return super().construct_document(node)
+
+
+def option_loader(key: str) -> type[ConfigLoader]:
+    """The loader of ``-o KEY=VALUE``, KEY a reader option (``label_map``, or
+    ``label_map.yes``): VALUE reads as it would in a mapping file."""
+    return _AllWritten if key.split(".")[0] in AS_WRITTEN else _KeysWritten
+
+
+class RunConfigLoader(ConfigLoader):
+    """The loader of run configs: ``corpus.options`` reads as a mapping file does."""
+
+    def construct_document(self, node):
+        for key, section in node.value if isinstance(node, yaml.MappingNode) else ():
+            if key.value == "corpus" and isinstance(section, yaml.MappingNode):
+                for name, options in section.value:
+                    if name.value == "options":
+                        options_as_written(options)
+        return super().construct_document(node)
+
+
+def parse_reader_option(text: str) -> tuple[str, Any]:
+    """``-o KEY=VALUE`` of a reader option (``erc corpus ingest -o``)."""
+    return parse_override(text, option_loader)
+
+
+def parse_run_override(text: str) -> tuple[str, Any]:
+    """``-o SECTION.KEY=VALUE`` of a run config: ``corpus.options.*`` read as reader options."""
+    def loader(key: str) -> type[ConfigLoader]:
+        parts = key.split(".")
+        if parts[:2] != ["corpus", "options"]:
+            return ConfigLoader
+        return option_loader(".".join(parts[2:])) if len(parts) > 2 else MappingLoader
+    return parse_override(text, loader)
 
 
 def _plain(node) -> bool:
