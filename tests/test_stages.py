@@ -141,6 +141,28 @@ def test_output_folders_are_claimed_and_locked(tmp_path):
         io.remove_owned(tmp_path / "theirs-too", "x")
 
 
+def test_the_dry_run_lists_the_stages_the_config_runs_and_no_other(tmp_path):
+    """A dry run before the first run listed every stage erc has (a text fine-tune, QC and
+    adapters the config turned off among them), each "waiting" with an error about a file
+    not written yet; the run itself numbered its stages out of all eight."""
+    from erc.stages.main import configured_stages, plan
+
+    manifest, _ = _manifest(tmp_path)
+    text_only = load_run_config(None, {"output_dir": str(tmp_path / "run"),
+                                       "corpus": {"path": str(manifest)}, "qc": {"enabled": False},
+                                       "train": {"modalities": ["text"]}})
+    rows = plan(text_only)
+    assert [r[0] for r in rows] == configured_stages(text_only) == [
+        "ingest", "preprocess", "train", "evaluate", "report"]
+    assert [r[2] for r in rows] == ["not run yet"] + ["runs if ingest changes its output"] + \
+        ["runs after ingest"] * 3
+    default = load_run_config(None, {"output_dir": str(tmp_path / "run"),
+                                     "corpus": {"path": str(manifest)}})
+    assert configured_stages(default) == ["ingest", "preprocess", "qc", "adapters", "train",
+                                          "evaluate", "report"]
+    assert "text" in configured_stages(load_run_config(None, {"train": {"text_tokens": "both"}}))
+
+
 def test_the_dry_run_of_an_interrupted_preprocess_says_what_it_keeps(ray_local, tmp_path):
     """A preprocessing pass stopped part-way (whole part files, no record yet) was planned
     as "not run yet", though the run resumes from its finished partitions: it now says how

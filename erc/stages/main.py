@@ -95,35 +95,49 @@ def feature_spec(features: Path, modalities: list[str], adapters: dict[str, Path
     return spec
 
 
+def configured_stages(config: RunConfig) -> list[str]:
+    """The stages of ``STAGES`` the main job runs for ``config``, in order."""
+    train = config.train
+    names = ["ingest", "preprocess"] + (["qc"] if config.qc.enabled else [])
+    if train.enabled:
+        if train.adapters == "train_split" and any(m in IDENTITY for m in train.modalities):
+            names.append("adapters")
+        if train.text_tokens in ("finetuned", "both") and "text" in train.modalities:
+            names.append("text")
+        names += ["train", "evaluate"]
+    return names + ["report"]
+
+
 def steps(config: RunConfig, say: Callable[[str], None]) -> Iterator[Step]:
     """The main job's steps in order. A step is built when the previous ones have run,
     since what training reads depends on what they produced."""
     from erc.train.vectors import spec_paths
 
     where = Layout(config)
+    stages = configured_stages(config)
     yield Step("ingest", IngestStage(), config.corpus, {}, where.corpus,
                str(config.corpus.path))
     _kept_any(where.corpus)
     yield Step("preprocess", PreprocessStage(config.ray), config.preprocess,
                {"utterances": where.corpus}, where.features, f"profile {config.preprocess.profile}")
-    if config.qc.enabled:
+    if "qc" in stages:
         yield Step("qc", QCStage(), config.qc.checks,
                    {"features": where.features, "utterances": where.corpus}, where.qc,
                    "alignment, face and speaker checks")
     train = config.train
-    if not train.enabled:
+    if "train" not in stages:
         return
     utterances = where.utterances()
-    identity = [m for m in train.modalities if m in IDENTITY]
-    if train.adapters == "train_split" and identity:
+    if "adapters" in stages:
+        identity = [m for m in train.modalities if m in IDENTITY]
         yield Step("adapters", AdaptersStage(),
                    AdapterJob(identity, train.adapter_training, train.recipe.splits.train_split,
                               train.recipe.splits.select_fraction),
                    {"utterances": utterances, "features": where.features}, where.adapters,
                    f"identity -> emotion MLPs on the {train.recipe.splits.train_split} split")
-    adapters = adapter_models(where.adapters) if train.adapters == "train_split" else {}
+    adapters = adapter_models(where.adapters) if "adapters" in stages else {}
     text_model = None
-    if train.text_tokens in ("finetuned", "both") and "text" in train.modalities:
+    if "text" in stages:
         from erc.train.vectors import resolve_text_encoder
 
         text = dataclasses.replace(train.text_training, splits=train.recipe.splits)
@@ -264,9 +278,9 @@ def plan(config: RunConfig) -> list[tuple[str, str, str]]:
             _, why = up_to_date(report, config, report_inputs(config), Path(config.output_dir))
             rows.append(("report", config.output_dir, why))
     except (InputError, FileNotFoundError) as err:
-        done = {r[0] for r in rows}
-        rows += [(name, "", f"waits for {blocked or 'an earlier stage'} ({err})")
-                 for name in STAGES if name not in done]
+        done = {r[0] for r in rows}  # the rest are built on what a stage yet to run writes
+        waits = f"runs after {blocked}" if blocked else f"waits for an earlier stage ({err})"
+        rows += [(name, "", waits) for name in configured_stages(config) if name not in done]
     return rows
 
 
@@ -296,7 +310,7 @@ def run_main(config: RunConfig, force: bool = False, say: Callable[[str], None] 
                                                               "error": UNFINISHED}})
 
     unfinished(None)
-    numbered = [s for s in STAGES if _selected(s, first, last)]
+    numbered = [s for s in configured_stages(config) if _selected(s, first, last)]
     running, done = None, None  # the stage running (None: between stages), the last done
     try:
         for step in steps(config, say):
