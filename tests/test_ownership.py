@@ -200,6 +200,21 @@ def test_a_search_is_refused_a_storage_folder_of_the_users(tmp_path, fresh):
     assert not out.exists()  # refused before anything was written
 
 
+def test_a_search_stored_in_a_folder_of_the_users_inside_its_output_is_refused(tmp_path):
+    """erc tune --out OUT --overwrite --storage OUT/mine: Tune kept its search among the
+    user's files in OUT/mine (a folder of a folder erc adopted, which erc never writes
+    into); only a --storage outside OUT was checked."""
+    from erc.tune.driver import run_search
+    from erc.tune.space import parse_spec
+
+    out = tmp_path / "tune"
+    before = plant(out / "mine", {"notes.txt": b"my notes"})
+    spec = parse_spec({"family": "fusion", "params": {"lr": {"loguniform": [1e-4, 1e-2]}}})
+    with pytest.raises(OwnershipError, match="mine"):
+        run_search(spec, None, out, storage=str(out / "mine"), overwrite=True)
+    assert digests(out / "mine") == before and sorted(p.name for p in out.iterdir()) == ["mine"]
+
+
 def test_removals_stay_inside_folders_erc_owns(tmp_path):
     users = tmp_path / "mine"
     users.mkdir()

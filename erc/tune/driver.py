@@ -42,7 +42,7 @@ from typing import Any
 from erc import io
 from erc.errors import ConfigError, OwnershipError
 from erc.stages.base import MANIFEST, one_stage_per_folder
-from erc.storage import ray_storage, remove_tree
+from erc.storage import is_uri, ray_storage, remove_tree
 from erc.train.folds import SELECT_SPLIT  # the slice a search chooses on (--select-fraction)
 from erc.tune import results as res
 from erc.tune.space import METRIC, REPORT_ROLE, TIME_ATTR, SearchSpec
@@ -268,6 +268,17 @@ def _discard(out_dir: Path, experiment_path: str, filesystem=None) -> None:
             io.remove_owned(out_dir, name)
 
 
+def _storage_in(out_dir: Path, storage: str | None) -> tuple[str, ...]:
+    """Where in ``out_dir`` the search is kept (a pattern of what it writes there): ``ray``
+    by default, the search's folder of a ``--storage`` inside ``out_dir`` (in a folder erc
+    adopted, a folder of the user's there is not written into); none for one outside."""
+    if storage is None:
+        return ("ray",)
+    if is_uri(storage) or not Path(os.path.abspath(storage)).is_relative_to(out_dir):
+        return ()
+    return ((Path(os.path.abspath(storage)).relative_to(out_dir) / EXPERIMENT).as_posix(),)
+
+
 def run_search(spec: SearchSpec, table, out_dir: str | Path, *,
                feature_spec: Mapping | None = None, features: Mapping | None = None,
                roles: Mapping[str, str] | None = None, data_key: str = "",
@@ -284,7 +295,7 @@ def run_search(spec: SearchSpec, table, out_dir: str | Path, *,
     # the search writes (kept in a folder erc adopts), which stops it before its trials.
     io.check_claim(out_dir, overwrite)
     one_stage_per_folder(out_dir, "tune")
-    io.check_outputs(out_dir, (*OUTPUTS, *(() if storage else ("ray",))))
+    io.check_outputs(out_dir, (*OUTPUTS, *_storage_in(out_dir, storage)))
     with io.claimed(out_dir, overwrite=overwrite):  # one search per folder at a time
         return _search(spec, table, out_dir, feature_spec=feature_spec, features=features,
                        roles=roles, data_key=data_key, address=address, num_cpus=num_cpus,
