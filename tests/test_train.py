@@ -723,6 +723,32 @@ def test_identity_adapters_leave_out_the_selection_slice(tmp_path, monkeypatch):
     assert n_learnt(0.2, "rest") == rest
 
 
+def test_an_identity_adapter_learns_the_labels_of_its_training_rows_only(tmp_path, monkeypatch):
+    """The main job's adapters took their classes from every split: an emotion only the dev
+    split has became a class no training row teaches, as the fusion model's labels did."""
+    import erc.stages.train as train_stages
+    from erc.models.checkpoint import load_model
+    from erc.stages.base import execute
+    from erc.stages.train import AdapterJob, AdaptersStage
+
+    utterances, features = _write_corpus(tmp_path / "corpus")
+    table = pq.read_table(utterances)
+    splits, emotions = table.column("split").to_pylist(), table.column("emotion").to_pylist()
+    emotions[splits.index("dev")] = "only-in-dev"
+    table = table.set_column(table.schema.get_field_index("emotion"), "emotion",
+                             pa.array(emotions, pa.string()))
+    pq.write_table(table, utterances)
+    rng = np.random.default_rng(0)
+    vectors = {u: rng.normal(size=8).astype(np.float32)
+               for u in table.column("utterance_id").to_pylist()}
+    monkeypatch.setattr(train_stages, "identity_vectors", lambda folder, modality: vectors)
+    execute(AdaptersStage(), AdapterJob(["speaker"]), {"utterances": utterances, "features": features},
+            tmp_path / "adapters", say=lambda line: None)
+    labels = load_model(tmp_path / "adapters" / "speaker" / "model").config.labels
+    assert labels == sorted({e for e, s in zip(emotions, splits) if s == "train" and e})
+    assert "only-in-dev" not in labels
+
+
 def test_fine_tuned_vectors_are_cached_outside_the_model_folder(tmp_path):
     """text_features cached its vectors in the model folder, named after the corpus's split
     names: a split named '../../x' wrote outside it, and each new cache file changed the

@@ -54,6 +54,7 @@ class AdaptersStage(Stage):
     name = "adapters"
     inputs = ("utterances", "features")
     results = ("*/model/*",)
+    version = 2  # 2: an adapter's labels are those of its training rows (none only other splits have)
     description = "identity -> emotion adapters (speaker, face) on the training split"
 
     def run(self, ctx: StageContext) -> dict:
@@ -71,7 +72,6 @@ class AdaptersStage(Stage):
         ids = table.column("utterance_id").to_pylist()
         emotions = table.column("emotion").to_pylist()
         speakers = table.column("speaker").to_pylist()
-        labels = sorted({e for e in emotions if e})
         summary = {}
         for modality in job.modalities:
             vectors = identity_vectors(ctx.inputs["features"], modality)
@@ -87,7 +87,8 @@ class AdaptersStage(Stage):
                 continue
             train_rows = (np.stack([vectors[ids[i]] for i in rows]), [emotions[i] for i in rows],
                           [speakers[i] for i in rows])
-            adapter, info = train_adapter(*train_rows, modality, labels, training=job.training)
+            adapter, info = train_adapter(*train_rows, modality, sorted(set(train_rows[1])),
+                                          training=job.training)
             save_adapter(ctx.out / modality / "model", adapter, *train_rows, metrics=info,
                          training=job.training)
             summary[modality] = {k: info[k] for k in ("n_train", "n_val", "best_val_accuracy")}
