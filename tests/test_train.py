@@ -988,3 +988,38 @@ def test_checkpoints_in_an_output_folder_inside_the_corpus_folder_keep_their_key
     assert checkpoint_key(stage, ctx) == key
     (tmp_path / "data" / "notes.csv").write_text("more rows\n")
     assert checkpoint_key(stage, ctx) != key
+
+
+def test_the_dry_run_of_an_interrupted_training_says_where_it_resumes(tmp_path, ray_local):
+    """A main job killed while training left checkpoints the next run resumes from, but its
+    dry run said only "not run yet". The training stages now say what is kept: the
+    candidates trained, the epochs checkpointed (for these settings and inputs only)."""
+    import dataclasses
+    import shutil
+
+    from erc.recipes import FusionRecipe
+    from erc.stages.base import MANIFEST, execute, up_to_date
+    from erc.stages.train import FusionJob, FusionStage
+    from erc.train.loop import RUN_RECORD
+
+    corpus, features = _write_corpus(tmp_path / "data")
+    spec = {"text": {"kind": "parquet", "path": str(features), "column": "text_embedding"}}
+    recipe = FusionRecipe()
+    recipe.loop = dataclasses.replace(recipe.loop, epochs=2, patience=10)
+    job, inputs, out = FusionJob(recipe, spec), {"utterances": corpus, "text": features}, tmp_path / "run"
+    stage = FusionStage()
+    execute(stage, job, inputs, out, say=lambda _line: None)
+    # What a kill during the second candidate leaves: the first candidate finished, the
+    # second's checkpoints, no model exported, no manifest.
+    for name in ("model", MANIFEST, "candidates.json", "candidates/no-speaker-pool/model",
+                 "candidates/no-speaker-pool/outcome.json"):
+        path = out / name
+        shutil.rmtree(path) if path.is_dir() else path.unlink()
+    assert not up_to_date(stage, job, inputs, out)[0]
+    assert stage.unfinished(job, inputs, out) == (
+        "candidate speaker-pool trained, kept; "
+        "candidate no-speaker-pool 2 epoch(s) checkpointed, training goes on from there")
+    other = FusionJob(dataclasses.replace(recipe, class_weight_power=0.0), spec)
+    assert stage.unfinished(other, inputs, out) is None  # other settings: trained anew
+    (out / "candidates" / "no-speaker-pool" / RUN_RECORD).write_text("not json")
+    assert stage.unfinished(job, inputs, out) == "candidate speaker-pool trained, kept"

@@ -116,6 +116,15 @@ def _trained(outcome, out: Path, splits) -> dict:
     return summary
 
 
+def _progress(stage: Stage, job, inputs: dict[str, Path], out: Path, recipe=None) -> str | None:
+    """``Stage.unfinished`` of a training stage: what its interrupted run left, kept."""
+    from erc.train.fitting import training_progress
+
+    ctx = StageContext(config=job, inputs=inputs, out=out, previous=None, force=False,
+                       say=lambda _line: None)
+    return training_progress(out, checkpoint_key(stage, ctx), recipe)
+
+
 def checkpoint_key(stage: Stage, ctx: StageContext) -> str:
     """What a training run's checkpoints are for: the stage's settings and inputs. Those of
     an earlier run with others are not resumed (the model or its data changed under them).
@@ -179,6 +188,9 @@ class FusionStage(Stage):
     def settings(self, job: FusionJob) -> dict:
         return {"recipe": job.recipe, "spec": _without_paths(job.spec), "format": job.format}
 
+    def unfinished(self, job: FusionJob, inputs, out: Path) -> str | None:
+        return _progress(self, job, inputs, out, job.recipe)
+
     def run(self, ctx: StageContext) -> dict:
         from erc.artifacts import load_corpus
         from erc.train.fitting import train_fusion
@@ -219,6 +231,9 @@ class TextStage(Stage):
     def settings(self, job: TextJob) -> dict:
         recipe = dataclasses.replace(job.recipe, encoder="")  # its content is an input
         return {"recipe": recipe, "format": job.format}
+
+    def unfinished(self, job: TextJob, inputs, out: Path) -> str | None:
+        return _progress(self, job, inputs, out)
 
     def run(self, ctx: StageContext) -> dict:
         from erc.artifacts import load_corpus

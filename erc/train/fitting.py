@@ -109,6 +109,29 @@ FINISHED = "outcome.json"  # in a candidate's folder: its run's outcome, once it
 CHOICE = "candidates.json"  # beside the kept model: every candidate's score and the one kept
 
 
+def training_progress(out_dir: Path, key: str, recipe: FusionRecipe | None = None) -> str | None:
+    """What an interrupted training into ``out_dir`` left that the next run for ``key``
+    keeps, in words (a dry run's note): the candidates trained, the epochs checkpointed;
+    ``recipe``: a fusion recipe, whose choice trains candidates."""
+    from erc.fingerprint import digest
+    from erc.train.loop import checkpointed_epochs
+
+    def said(folder: Path, run_key: str) -> str | None:
+        epochs = checkpointed_epochs(folder, run_key)
+        return f"{epochs} epoch(s) checkpointed, training goes on from there" if epochs else None
+
+    if recipe is None or not recipe.choose_speaker_pool or recipe.model.isolate_turns:
+        return said(Path(out_dir), key)
+    parts = []
+    for name in SPEAKER_POOL_CANDIDATES:
+        folder, run_key = Path(out_dir) / "candidates" / name, digest(key, name)
+        if finished_candidate(folder, run_key) is not None:
+            parts.append(f"candidate {name} trained, kept")
+        elif left := said(folder, run_key):
+            parts.append(f"candidate {name} {left}")
+    return "; ".join(parts) or None
+
+
 def finished_candidate(folder: Path, key: str | None) -> TrainOutcome | None:
     """The outcome of a candidate that finished training for the settings and inputs of
     ``key`` (None: none known)."""

@@ -310,6 +310,25 @@ def _checkpoints_for(out_dir: Path, run_path: str, filesystem, key: str, fresh: 
     io.write_json(record, {"run": where, "key": key})
 
 
+def checkpointed_epochs(out_dir: Path, key: str) -> int:
+    """How many epochs the checkpoints of ``out_dir``'s training run hold that a next run
+    for ``key`` (the same settings and inputs) resumes after; 0 for none (or checkpoints at
+    a storage URI, not looked into)."""
+    from erc.storage import is_uri
+
+    try:
+        saved = json.loads((out_dir / RUN_RECORD).read_text())
+    except (OSError, ValueError):
+        return 0
+    if not isinstance(saved, dict) or saved.get("key") != key or is_uri(str(saved.get("run"))):
+        return 0
+    latest = sorted((out_dir / str(saved["run"])).glob("checkpoint_*/metrics.json"))
+    try:
+        return len(json.loads(latest[-1].read_text())["history"]) if latest else 0
+    except (OSError, ValueError, KeyError, TypeError):
+        return 0
+
+
 def export_model(source: str | Path, out_dir: str | Path) -> Path:
     """Replaces ``out_dir/model`` with a copy of the model folder ``source`` (a checkpoint's
     training state left out), recorded as erc's (``io.seal``); the model folder."""
