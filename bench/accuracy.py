@@ -19,7 +19,9 @@ over the floor of the same fold.
 Rows (text only: the corpora here have transcripts, no media; ``--encoder`` picks the
 frozen sentence encoder: all-MiniLM-L6-v2 by default, all-mpnet-base-v2 after
 ``erc models fetch all-mpnet-base-v2``; ``--layers`` how many of its last layers its vectors
-pool, as ``erc train fusion --text-layers``, 4 by default, 1 for its sentence vector):
+pool, as ``erc train fusion --text-layers``, 4 by default, 1 for its sentence vector;
+``--second-encoder`` a second frozen encoder read as a second text token of each turn, as
+``erc train fusion --second-text st:ENCODER``):
 
 - floor: frozen all-MiniLM-L6-v2 embeddings of the turn and its two previous turns,
   concatenated, + logistic regression (trained on the train split of the fold); with
@@ -318,11 +320,13 @@ class Models:
     """Every row's model on a fold: trained through the product's code path, or found in the
     cache (``bench_dir/<corpus>-<fold>-<digest of its configuration>``)."""
 
-    def __init__(self, corpus: str, args, bench_dir: Path, frozen_encoder: str, frozen_vectors):
+    def __init__(self, corpus: str, args, bench_dir: Path, frozen_encoder: str, frozen_vectors,
+                 second: tuple[str, dict] | None = None):
         from erc.train.vectors import resolve_text_encoder
 
         self.corpus, self.args, self.bench_dir = corpus, args, bench_dir
         self.frozen_encoder, self.frozen_vectors = frozen_encoder, frozen_vectors
+        self.second = second  # (path, vectors) of --second-encoder: a second text token
         self.text_encoder = resolve_text_encoder("all-MiniLM-L6-v2")
         self.cached, self.seconds, self.data = {}, {}, {}
         self.chosen: dict[str, list[str]] = {}  # a choice row: the candidate kept, per fold and seed
@@ -342,6 +346,8 @@ class Models:
         else:
             options, lr, recipe = fusion_row(row)
             config = fusion_config(self.args.encoder, options, lr, seed, self.args, recipe)
+            if self.args.second_encoder:  # absent without one: cached models keep their keys
+                config["second_encoder"] = self.args.second_encoder
         if fold.name not in self.data:
             self.data[fold.name] = table_fingerprint(fold.table)
         return self.bench_dir / model_key(self.corpus, fold.name, config, self.args,
@@ -392,6 +398,9 @@ class Models:
                 spec = {"text": {"kind": "sentence-transformers", "path": self.frozen_encoder,
                                  "layers": self.args.layers}}
                 features = {"text": self.frozen_vectors}
+                if self.second:  # what `erc train fusion --second-text st:ENCODER` reads
+                    spec["text2"] = {**spec["text"], "path": self.second[0]}
+                    features["text2"] = self.second[1]
             chosen = row_recipe_options(extra)
             loop_fields = {f.name for f in dataclasses.fields(TrainConfig)}
             recipe = FusionRecipe(
@@ -424,16 +433,23 @@ def corpus_table(name: str, args, bench_dir: Path) -> list[dict]:
     if args.folds:
         folds = [f for f in folds if f.name in args.folds]
     encoder = resolve_text_encoder(args.encoder)
+    second = None
+    if args.second_encoder:
+        path = resolve_text_encoder(args.second_encoder)
+        second = (path, frozen_text_features(path, table, layers=args.layers))
     models = Models(name, args, bench_dir, encoder,
-                    frozen_text_features(encoder, table, layers=args.layers))
-    short = SHORT.get(args.encoder, Path(encoder).name)
-    if args.layers != 1:
-        short += f" (last {args.layers} layers)"
+                    frozen_text_features(encoder, table, layers=args.layers), second)
+    def named(encoder_name: str) -> str:
+        short = SHORT.get(encoder_name, Path(encoder_name).name)
+        return short + (f" (last {args.layers} layers)" if args.layers != 1 else "")
+
     # The floor of the issue reads frozen MiniLM sentence vectors; rows over other vectors
-    # also face the floor over those (the gain column takes the stronger of the two).
+    # also face the floor over each of those (the gain column takes the strongest).
     floor_encoders = {"MiniLM": ("all-MiniLM-L6-v2", 1)}
-    if (args.encoder, args.layers) != ("all-MiniLM-L6-v2", 1):
-        floor_encoders[short] = (args.encoder, args.layers)
+    for other in filter(None, (args.encoder, args.second_encoder)):
+        if (other, args.layers) != ("all-MiniLM-L6-v2", 1):
+            floor_encoders[named(other)] = (other, args.layers)
+    short = " + ".join(named(e) for e in filter(None, (args.encoder, args.second_encoder)))
     floors = {label: ({"model": f"floor: frozen {label} + 2 turns + LogReg", "test": {},
                        "select": {}, "note": "trained on the train split", "floor": True},
                       frozen_text_features(resolve_text_encoder(enc), table, layers=layers))
@@ -591,6 +607,9 @@ def main(argv=None) -> int:
     parser.add_argument("--encoder", default="all-MiniLM-L6-v2",
                         help="frozen sentence encoder of the fusion rows (all-mpnet-base-v2 "
                              "after `erc models fetch all-mpnet-base-v2`)")
+    parser.add_argument("--second-encoder", metavar="ENCODER",
+                        help="a second frozen encoder whose vectors the fusion rows read as a "
+                             "second text token (erc train fusion --second-text st:ENCODER)")
     parser.add_argument("--layers", type=int, default=FusionInputs().text_layers,
                         help="the frozen encoder's last N layers pooled into its vectors (1: its "
                              "sentence vector; default erc train fusion's --text-layers)")
