@@ -191,6 +191,37 @@ def test_a_split_the_corpus_lacks_is_not_blamed_on_qc(tmp_path):
     assert "split 'dev': no such split in the corpus (splits there: test, train)" in str(raised.value)
 
 
+def test_a_split_qc_emptied_says_which_checks_set_it_aside(tmp_path):
+    """A split whose every utterance QC set aside was reported as 'no utterances after QC',
+    with no word of why; the message now counts the first failed check of each."""
+    import pyarrow.parquet as pq
+
+    from erc.errors import InputError
+    from erc.recipes import load_run_config
+    from erc.schema import problem_table, utterance_table
+    from erc.stages.main import steps
+
+    config = load_run_config(None, {"output_dir": str(tmp_path / "run"),
+                                    "train": {"modalities": ["text"]}})
+    rows = [{"utterance_id": f"c/{split}/d/{t}", "corpus": "c", "split": split, "dialogue_id": "d",
+             "turn": t, "speaker": "A", "text": "hi", "emotion": "joy"}
+            for split in ("train", "dev") for t in range(3)]
+    for folder in ("corpus", "qc"):
+        (tmp_path / "run" / folder).mkdir(parents=True)
+    pq.write_table(utterance_table(rows), tmp_path / "run" / "corpus" / "utterances.parquet")
+    pq.write_table(utterance_table(rows[:3]), tmp_path / "run" / "qc" / "utterances.parquet")
+    pq.write_table(problem_table([
+        {"corpus": "c", "split": "dev", "source": "x", "utterance_id": r["utterance_id"],
+         "reason": "qc_rejected", "detail": detail}
+        for r, detail in zip(rows[3:], ["alignment:misaligned, face:no_face", "face:no_face",
+                                        "alignment:misaligned"])]), tmp_path / "run" / "qc" / "problems.parquet")
+    with pytest.raises(InputError) as raised:
+        [step.stage.name for step in steps(config, say=lambda line: None)]
+    assert (f"split 'dev': QC set aside every utterance of it (3: alignment:misaligned 2, "
+            f"face:no_face 1; {tmp_path / 'run' / 'qc' / 'problems.parquet'} lists each)") \
+        in str(raised.value), raised.value
+
+
 def test_a_corpus_whose_every_row_is_set_aside_stops_after_the_ingest(tmp_path):
     """Every data line with a comma the header lacks: the ingest kept nothing, and the job
     ran preprocessing and QC on nothing to stop at the adapters with 'no feature rows'. It

@@ -191,8 +191,26 @@ def _absent(split: str, where: Layout) -> str:
     or the corpus has no such split (a name mistyped in the config)."""
     corpus = _splits(where.corpus / "utterances.parquet")
     if split in corpus and where.qc_enabled:
-        return "no utterances after QC"
+        return f"QC set aside every utterance of it{_qc_reasons(split, where)}"
     return f"no such split in the corpus (splits there: {', '.join(sorted(corpus))})"
+
+
+def _qc_reasons(split: str, where: Layout) -> str:
+    """" (N: the first failed check and its count, ...; PROBLEMS lists each)" for the
+    utterances of ``split`` QC set aside ("" where QC's problem table is not there)."""
+    from collections import Counter
+
+    from erc.artifacts import PROBLEMS, problems_beside
+    from erc.schema import said_reasons
+
+    problems = problems_beside(where.utterances())
+    if problems is None:
+        return ""
+    checks = Counter((detail or "").split(",")[0] for detail, s, reason in zip(
+        *(problems.column(c).to_pylist() for c in ("detail", "split", "reason")))
+        if s == split and reason == "qc_rejected")
+    return (f" ({sum(checks.values()):,}: {said_reasons(checks)}; {where.qc / PROBLEMS} lists "
+            f"each)") if checks else ""
 
 
 def _available(config: RunConfig, where: Layout, adapters: dict, say,
