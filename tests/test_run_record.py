@@ -11,6 +11,13 @@ from erc.stages.base import Stage
 from erc.stages.layout import Layout
 
 
+def _with_text_stage(out) -> RunConfig:
+    """A run config whose main job has a text stage (the stage the fake steps run first)."""
+    config = RunConfig(output_dir=str(out))
+    config.train.text_tokens = "both"
+    return config
+
+
 class _Done(Stage):
     name = "text"
     results = ("done.txt",)
@@ -32,7 +39,7 @@ def test_a_failed_run_records_the_stage_that_failed(tmp_path, monkeypatch):
     other config's) run wrote it, so the folder claimed a finished run. Now run.json says
     which stage failed and why, with what ran before it."""
     out = tmp_path / "run"
-    config = RunConfig(output_dir=str(out))
+    config = _with_text_stage(out)
 
     def steps(config, say):
         yield main_job.Step("text", _Done(), {}, {}, out / "text")
@@ -62,7 +69,7 @@ def test_a_run_killed_midway_leaves_no_earlier_runs_record_standing(tmp_path, mo
     finished run wrote it: the folder claimed a run that finished. While a run goes on,
     run.json says it has not finished, and the stages it has done."""
     out = tmp_path / "run"
-    config = RunConfig(output_dir=str(out))
+    config = _with_text_stage(out)
 
     def steps(config, say):
         yield main_job.Step("text", _Done(), {}, {}, out / "text")
@@ -116,7 +123,7 @@ def test_ctrl_c_during_training_is_recorded_as_an_interrupt(tmp_path, monkeypatc
     import signal
 
     out = tmp_path / "run"
-    config = RunConfig(output_dir=str(out))
+    config = _with_text_stage(out)
 
     def steps(config, say):
         yield main_job.Step("text", _Done(), {}, {}, out / "text")
@@ -153,7 +160,7 @@ def test_until_stops_before_the_next_step_is_built(tmp_path, monkeypatch):
     """`--until text` built the train step after running text, and building it checks
     inputs the run was told it does not need (a missing dev split failed the run)."""
     out = tmp_path / "run"
-    config = RunConfig(output_dir=str(out))
+    config = _with_text_stage(out)
 
     def steps(config, say):
         yield main_job.Step("text", _Done(), {}, {}, out / "text")
