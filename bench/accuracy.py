@@ -123,6 +123,12 @@ ROWS = {
     "bi-gru+pool+nb30": ({"speaker_pool": True, "neighbours": 30}, 1e-3),
     "bi-gru+nb+dnb": ({"neighbours": 10, "dialogue_neighbours": 3}, 1e-3),
     "bi-gru+pool+nb+dnb": ({"speaker_pool": True, "neighbours": 10, "dialogue_neighbours": 3}, 1e-3),
+    # the two above, then trained again on train + selection slice for their chosen epochs
+    # (`erc train fusion --refit`): the model scored is the refit, its selection score the
+    # first run's, so the choice of the pair is the same
+    "bi-gru+nb+dnb+refit": ({"neighbours": 10, "dialogue_neighbours": 3}, 1e-3, {"refit": True}),
+    "bi-gru+pool+nb+dnb+refit": ({"speaker_pool": True, "neighbours": 10, "dialogue_neighbours": 3},
+                                 1e-3, {"refit": True}),
 }
 # `erc train fusion`'s own choice between two ROWS (its default, choose_speaker_pool): in
 # every fold and seed, the model of the pair whose selection score is better, by the rule
@@ -133,7 +139,9 @@ CHOICE_ROWS = {"bi-gru-or-pool": {"speaker-pool": "bi-gru+pool", "no-speaker-poo
                "ls-or-pool+ls": {"speaker-pool": "bi-gru+pool+ls", "no-speaker-pool": "bi-gru+ls"},
                "nb-or-pool+nb": {"speaker-pool": "bi-gru+pool+nb", "no-speaker-pool": "bi-gru+nb"},
                "nb30-or-pool+nb30": {"speaker-pool": "bi-gru+pool+nb30", "no-speaker-pool": "bi-gru+nb30"},
-               "dnb-or-pool+dnb": {"speaker-pool": "bi-gru+pool+nb+dnb", "no-speaker-pool": "bi-gru+nb+dnb"}}
+               "dnb-or-pool+dnb": {"speaker-pool": "bi-gru+pool+nb+dnb", "no-speaker-pool": "bi-gru+nb+dnb"},
+               "dnb-or-pool+dnb+refit": {"speaker-pool": "bi-gru+pool+nb+dnb+refit",
+                                         "no-speaker-pool": "bi-gru+nb+dnb+refit"}}
 DEFAULT_ROW = "dnb-or-pool+dnb"  # `erc train fusion` with every option at its default
 DEFAULT_ROWS = list(ROWS)[:5]  # the first readout, causal and bidirectional Mamba, without averaging, the default
 
@@ -223,7 +231,7 @@ def model_key(corpus: str, fold: str, config: dict, args, data: str) -> str:
 RECIPE_OPTIONS = ("class_weight_power", "weight_decay", "average_epochs")
 # Recipe options added since models were first cached, at the value those models had: a row
 # trains with it unless it names another, and only another enters its cache key.
-LATER_RECIPE_OPTIONS = {"label_smoothing": 0.0}
+LATER_RECIPE_OPTIONS = {"label_smoothing": 0.0, "refit": False}
 
 
 def fusion_recipe_options(extra: dict) -> dict:

@@ -271,6 +271,11 @@ class FusionRecipe:
         "train the model with and without speaker_pool and keep the one with the better "
         "early-stopping score (dev, or the selection slice): IEMOCAP's selection split "
         "prefers pooling, MELD's not; --no-choose-speaker-pool trains the model as given")})
+    refit: bool = field(default=False, metadata={"tunable": False, "help": (
+        "when the candidate and epoch are chosen on a selection slice (--select-fraction), "
+        "train the kept model again on the train split and the slice together for the chosen "
+        "number of epochs (OUT/refit) and export that; a dev split is never trained on. Held "
+        "out: IEMOCAP +0.01 weighted F1, MELD dev -0.006 (bench/RESULTS.md), so not the default")})
     adapter_hidden: Width | None = None  # adapters' hidden size (None: as they were trained; else retrained)
     adapter_out: Width | None = None  # adapters' output size, i.e. their token width (None: as trained)
 

@@ -686,11 +686,31 @@ def test_a_corpus_without_dev_trains_with_select_fraction(ray_local, tmp_path, c
     assert main(argv) == 2
     err = capsys.readouterr().err
     assert "split 'dev' (for dev) is not in the table" in err and "--select-fraction" in err, err
-    assert main(argv + ["--select-fraction", "0.2"]) == 0
+    assert main(argv + ["--select-fraction", "0.2", "--refit"]) == 0
     out = capsys.readouterr().out
     assert "selection slice accuracy" in out, out
-    history = json.loads((tmp_path / "run" / "history.json").read_text())
+    run = tmp_path / "run"
+    history = json.loads((run / "history.json").read_text())
     assert len(history) == 2
+
+    # --refit: the kept candidate trained again on train + slice, all 120 training
+    # dialogues, for the epochs chosen on the slice; that model is exported.
+    choice = json.loads((run / "candidates.json").read_text())
+    best_epoch = max(range(2), key=lambda e: history[e]["dev_weighted_f1"])
+    assert f"refit: the kept model trained again on train + select (120 dialogues) for the " \
+           f"chosen {best_epoch + 1} epoch(s)" in out, out
+    assert len(json.loads((run / "refit" / "history.json").read_text())) == best_epoch + 1
+
+    def weights(model: Path) -> bytes:
+        return (model / "model.safetensors").read_bytes()
+    assert weights(run / "model") == weights(run / "refit" / "model")
+    assert weights(run / "model") != weights(run / "candidates" / choice["chosen"] / "model")
+    assert main(argv + ["--select-fraction", "0.2", "--refit"]) == 0  # done: nothing trained again
+    assert "up to date, not retrained" in capsys.readouterr().out
+    assert main(argv + ["--select-fraction", "0.2", "--no-choose-speaker-pool",
+                        "--epochs", "1", "--out", str(tmp_path / "plain")]) == 0
+    assert "refit" not in capsys.readouterr().out
+    assert not (tmp_path / "plain" / "refit").exists()
 
 
 def test_identity_adapters_leave_out_the_selection_slice(tmp_path, monkeypatch):
@@ -809,16 +829,18 @@ def test_the_fusion_model_with_and_without_speaker_pooling_is_chosen_on_dev(ray_
     """By default `erc train fusion` trains the model with and without speaker pooling and
     keeps the one with the better dev score: its model, history and the line that says so;
     each candidate stays in its own folder. Run again it does no work;
-    --no-choose-speaker-pool trains the one model asked for."""
+    --no-choose-speaker-pool trains the one model asked for. --refit trains nothing on a
+    dev split (only a selection slice is given back to training)."""
     from erc.cli import main
     from erc.models.checkpoint import load_model
 
     corpus, features = _write_corpus(tmp_path / "corpus")
     out = tmp_path / "run"
     argv = ["train", "fusion", str(corpus), "--text", f"parquet:{features}", "--epochs", "2",
-            "--d-model", "16", "--out", str(out)]
+            "--d-model", "16", "--refit", "--out", str(out)]
     assert main(argv) == 0, capsys.readouterr().err
     log = capsys.readouterr().out
+    assert not (out / "refit").exists() and "refit" not in log  # a dev split is never trained on
     choice = json.loads((out / "candidates.json").read_text())
     scores = {}
     for name, pool in (("speaker-pool", True), ("no-speaker-pool", False)):

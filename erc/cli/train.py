@@ -41,6 +41,10 @@ def _print_trained(summary: dict, out: Path, skipped: bool) -> None:
           f"({summary['epochs']} epochs run)")
     if kept := kept_candidate(summary):
         print(f"{kept}; each in {out / 'candidates'}")
+    if refit := summary.get("refit"):
+        print(f"refit: the kept model trained again on {' + '.join(refit['splits'])} "
+              f"({refit['dialogues']:,} dialogues) for the chosen {refit['epochs']} epoch(s): "
+              f"the model exported; its run in {refit['folder']}")
     print(f"model: {out / 'model'}\nray run: {summary['run_path']}")
 
 

@@ -113,6 +113,8 @@ def _trained(outcome, out: Path, splits) -> dict:
                "chosen_on": chosen}
     if outcome.candidates:
         summary.update(candidates=outcome.candidates, chosen=outcome.chosen)
+    if outcome.refit:
+        summary["refit"] = outcome.refit
     return summary
 
 
@@ -176,8 +178,8 @@ class FusionStage(Stage):
     inputs = ("utterances",)
     results = (*MODEL_RESULTS, CHOICE)
     # Ray Train's run and checkpoints (unless a storage path is set); with a choice between
-    # models, each candidate's run, model and history
-    writes = ("ray", "candidates")
+    # models, each candidate's run, model and history; with a refit, its run and model
+    writes = ("ray", "candidates", "refit")
     version = 2  # 2: the model's labels are the train split's (a label only other splits have is none)
     description = "the fusion model (a GRU, Mamba or transformer over the dialogue) on Ray Train"
 

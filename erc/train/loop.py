@@ -252,6 +252,7 @@ class TrainOutcome:
     run_path: str  # Ray Train's folder of the run
     candidates: dict | None = None  # with a choice between models: each one's early-stopping score
     chosen: str | None = None  # the candidate kept
+    refit: dict | None = None  # the exported model trained again on train + selection slice (erc.train.fitting)
 
 
 def machine_resources(train: TrainConfig) -> TrainConfig:
@@ -342,10 +343,13 @@ def export_model(source: str | Path, out_dir: str | Path) -> Path:
 
 
 def fit(task: str, task_config: dict, data: Any, train: TrainConfig, out_dir: str | Path,
-        address: str | None = None, key: str | None = None, fresh: bool = False) -> TrainOutcome:
+        address: str | None = None, key: str | None = None, fresh: bool = False,
+        keep_last: bool = False) -> TrainOutcome:
     """Trains on Ray Train and exports the best checkpoint to ``out_dir/model``. ``key``:
     what the run is for (its settings and inputs); checkpoints left by a run of another key
-    (or any, when ``fresh``) are not resumed but removed (None: resumed whatever they are)."""
+    (or any, when ``fresh``) are not resumed but removed (None: resumed whatever they are).
+    ``keep_last``: export the last epoch's model instead (a run whose epoch count was
+    chosen before it, with no split to choose on)."""
     from erc import runtime
     from erc.storage import ray_storage
 
@@ -382,7 +386,7 @@ def fit(task: str, task_config: dict, data: Any, train: TrainConfig, out_dir: st
                                      resources_per_worker={"CPU": train.cpus_per_worker}),
         run_config=RunConfig(
             name=train.name, storage_path=storage, storage_filesystem=filesystem,
-            checkpoint_config=CheckpointConfig(
+            checkpoint_config=CheckpointConfig(num_to_keep=1) if keep_last else CheckpointConfig(
                 num_to_keep=1, checkpoint_score_attribute=f"dev_{train.metric}",
                 checkpoint_score_order="max"),
             failure_config=FailureConfig(max_failures=train.max_failures)),
@@ -390,7 +394,8 @@ def fit(task: str, task_config: dict, data: Any, train: TrainConfig, out_dir: st
     result = trainer.fit()
     if result.error:
         raise result.error
-    best = result.get_best_checkpoint(metric=f"dev_{train.metric}", mode="max")
+    best = result.checkpoint if keep_last else result.get_best_checkpoint(
+        metric=f"dev_{train.metric}", mode="max")
     if best is None:
         raise RuntimeError(f"run {train.name} reported no checkpoint")
     with best.as_directory() as folder:
