@@ -64,6 +64,15 @@ def _node_of_type(node: dict, accelerator: str) -> bool:
     return f"accelerator_type:{accelerator}" in (node.get("resources_total") or {})
 
 
+def _wait_scaled_down(cluster, accelerator: str, timeout_s: float = 180) -> None:
+    """Waits until no node of ``accelerator`` is alive (the idle timeout stops it), so that
+    the next job's node is one the autoscaler starts for it."""
+    deadline = time.time() + timeout_s
+    while any(_node_of_type(n, accelerator) for n in _alive(cluster)):
+        assert time.time() < deadline, f"a {accelerator} node still up after {timeout_s:.0f} s idle"
+        time.sleep(2)
+
+
 def _local_run(args: list[str], out: Path) -> subprocess.CompletedProcess:
     """The same job on one machine: the entrypoint run directly (embedded Ray)."""
     env = {k: v for k, v in os.environ.items() if k != "RAY_ADDRESS"}
@@ -173,6 +182,7 @@ def test_train_and_tune_request_their_accelerator(autoscaling, tmp_path):
         "search:\n  num_samples: 2\n  max_concurrent_trials: 1\n  include_default: false\n"
         "  resources_per_trial: {cpu: 1, gpu: auto, accelerator_type: A10G}\n"
         "  scheduler: {type: none}\n  max_failures: 0\n")
+    _wait_scaled_down(cluster, "A10G")  # the train job's node, idle: not the search's
     submitted_ms = time.time() * 1000
     tuned = cluster.submit("python", "jobs/tune.py", str(search), str(utterances), "--text",
                            f"parquet:{features}", "--text-only", "--out", str(tmp_path / "tune"),
