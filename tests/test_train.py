@@ -674,7 +674,8 @@ def test_select_fraction_chooses_on_a_slice_of_train_and_leaves_dev_unseen(tmp_p
 @pytest.mark.slow
 def test_a_corpus_without_dev_trains_with_select_fraction(ray_local, tmp_path, capsys):
     """`erc train fusion` on a corpus that has only a train split: refused with the option
-    to use, then trained with --select-fraction, its line naming what it chose on."""
+    to use, then trained with --select-fraction, its line naming what it chose on; with
+    --refit the kept model trained again on train + slice, no longer the model without it."""
     from erc.cli import main
 
     utterances, features = _write_corpus(tmp_path / "corpus")
@@ -707,6 +708,13 @@ def test_a_corpus_without_dev_trains_with_select_fraction(ray_local, tmp_path, c
     assert weights(run / "model") != weights(run / "candidates" / choice["chosen"] / "model")
     assert main(argv + ["--select-fraction", "0.2", "--refit"]) == 0  # done: nothing trained again
     assert "up to date, not retrained" in capsys.readouterr().out
+    # Without --refit again: the kept candidate is the model; the earlier refit stays
+    # beside it (erc's own run, kept for its key as the candidates are).
+    assert main(argv + ["--select-fraction", "0.2"]) == 0, capsys.readouterr().err
+    assert "refit:" not in capsys.readouterr().out
+    assert (run / "refit" / "model").is_dir()
+    chosen = json.loads((run / "candidates.json").read_text())["chosen"]
+    assert weights(run / "model") == weights(run / "candidates" / chosen / "model")
     assert main(argv + ["--select-fraction", "0.2", "--no-choose-speaker-pool",
                         "--epochs", "1", "--out", str(tmp_path / "plain")]) == 0
     assert "refit" not in capsys.readouterr().out

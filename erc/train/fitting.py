@@ -105,8 +105,8 @@ def train_fusion(table: pa.Table, spec: Mapping[str, dict], out_dir: str | Path,
         outcome = keep_best(outcomes, Path(out_dir), f"dev_{recipe.loop.metric}")
         kept = dataclasses.replace(model, speaker_pool=SPEAKER_POOL_CANDIDATES[outcome.chosen])
     if not (recipe.refit and roles["dev"] == SELECT_SPLIT):
-        if (Path(out_dir) / REFIT).exists():  # an earlier run's refit is not this model
-            io.remove_owned(out_dir, REFIT)
+        # An earlier run's OUT/refit stays, as candidates/ does: OUT/model is this run's,
+        # and the refit is kept only by a run for its own key (settings, choice, epochs).
         return outcome
     epochs = int(outcome.best["epoch"]) + 1
     merged = merged_selection(table, roles["train"])
