@@ -1053,3 +1053,25 @@ def test_the_dry_run_of_an_interrupted_training_says_where_it_resumes(tmp_path, 
     assert stage.unfinished(other, inputs, out) is None  # other settings: trained anew
     (out / "candidates" / "no-speaker-pool" / RUN_RECORD).write_text("not json")
     assert stage.unfinished(job, inputs, out) == "candidate speaker-pool trained, kept"
+
+
+def test_the_main_job_s_train_line_says_the_kept_candidate_and_the_refit(tmp_path):
+    """`erc run`'s line after the train stage names the kept candidate and, with --refit,
+    the model exported in its place (the same words as `erc train fusion`'s)."""
+    from erc.stages.base import StageResult
+    from erc.stages.main import Step, _describe
+    from erc.stages.train import FusionStage
+
+    summary = {"best": {"epoch": 2, "dev_weighted_f1": 0.61, "dev_accuracy": 0.6}, "epochs": 3,
+               "chosen_on": "selection slice", "candidates": {"speaker-pool": 0.61, "no-speaker-pool": 0.58},
+               "chosen": "speaker-pool"}
+    step = Step("train", FusionStage(), None, {}, tmp_path)
+    plain = _describe(step, StageResult("train", tmp_path, False, summary, 4.0, {}))
+    assert "kept speaker-pool, the better on selection slice" in plain and "refit" not in plain
+    refit = {"epochs": 3, "splits": ["train", "select"], "dialogues": 1234,
+             "folder": str(tmp_path / "refit")}
+    line = _describe(step, StageResult("train", tmp_path, True, {**summary, "refit": refit}, 0, {}))
+    assert line.startswith("  up to date: best epoch 3 of 3: selection slice weighted F1 0.610")
+    assert line.endswith(f"\n  refit: the kept model trained again on train + select (1,234 "
+                         f"dialogues) for the chosen 3 epoch(s): the model exported; its run in "
+                         f"{tmp_path / 'refit'}")

@@ -31,7 +31,7 @@ from erc.stages.base import execute
 
 
 def _print_trained(summary: dict, out: Path, skipped: bool) -> None:
-    from erc.stages.train import chosen_on, kept_candidate
+    from erc.stages.train import chosen_on, kept_candidate, refit_said
 
     best = summary["best"]
     state = "up to date, not retrained: " if skipped else ""
@@ -41,10 +41,8 @@ def _print_trained(summary: dict, out: Path, skipped: bool) -> None:
           f"({summary['epochs']} epochs run)")
     if kept := kept_candidate(summary):
         print(f"{kept}; each in {out / 'candidates'}")
-    if refit := summary.get("refit"):
-        print(f"refit: the kept model trained again on {' + '.join(refit['splits'])} "
-              f"({refit['dialogues']:,} dialogues) for the chosen {refit['epochs']} epoch(s): "
-              f"the model exported; its run in {refit['folder']}")
+    if refit := refit_said(summary):
+        print(refit)
     print(f"model: {out / 'model'}\nray run: {summary['run_path']}")
 
 

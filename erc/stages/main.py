@@ -435,13 +435,14 @@ def _describe(step: Step, result: StageResult) -> str:
         return (f"  qc {state}: {step.out / 'report.html'}"
                 + (f"; {decisions} relabel proposal(s)" if decisions else ""))
     if step.name == "train":
-        from erc.stages.train import chosen_on, kept_candidate
+        from erc.stages.train import chosen_on, kept_candidate, refit_said
 
         best = s.get("best", {})
         return (f"  {state}: best epoch {best.get('epoch', -1) + 1} of {s.get('epochs')}: {chosen_on(s)} "
                 f"weighted F1 {best.get('dev_weighted_f1', float('nan')):.3f}, accuracy "
                 f"{best.get('dev_accuracy', float('nan')):.3f}"
-                + (f"\n  {kept}" if (kept := kept_candidate(s)) else ""))
+                + (f"\n  {kept}" if (kept := kept_candidate(s)) else "")
+                + (f"\n  {refit}" if (refit := refit_said(s)) else ""))
     if step.name == "evaluate":
         from erc.report import MIN_JUDGED
 

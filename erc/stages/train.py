@@ -164,6 +164,16 @@ def kept_candidate(summary: dict) -> str:
     return f"kept {summary['chosen']}, the better on {chosen_on(summary)} ({listed})"
 
 
+def refit_said(summary: dict) -> str:
+    """What a run with ``refit`` exported ("" without one)."""
+    refit = summary.get("refit")
+    if not refit:
+        return ""
+    return (f"refit: the kept model trained again on {' + '.join(refit['splits'])} "
+            f"({refit['dialogues']:,} dialogues) for the chosen {refit['epochs']} epoch(s): "
+            f"the model exported; its run in {refit['folder']}")
+
+
 # -- the fusion model ------------------------------------------------------------------------
 
 @dataclass
