@@ -37,8 +37,9 @@ pool, as ``erc train fusion --text-layers``, 4 by default, 1 for its sentence ve
   speaker pooling and keeps the one better on the selection split: in every fold and seed
   the kept model of the ``bi-gru`` and ``bi-gru+pool`` rows (``bi-gru-or-pool``); the same
   choice between the ``+state`` rows (``state-or-pool+state``);
-- ``TEXT_ROWS``: the context text encoder (MiniLM) fine-tuned on the fold through
-  ``erc train text``'s code path (``erc.train.fitting.finetune_text``), read alone;
+- ``TEXT_ROWS``: the context text encoder (``--text-encoder``, MiniLM by default)
+  fine-tuned on the fold through ``erc train text``'s code path
+  (``erc.train.fitting.finetune_text``), read alone;
 - ``FUSED_ROWS``: the fusion model over the utterance vectors of a text row's model
   fine-tuned on the same fold with the same seed (optionally with the frozen vectors as a
   second token): a seed varies the whole recipe, fine-tune and fusion;
@@ -70,7 +71,7 @@ import numpy as np
 
 from erc import runtime
 from erc.home import state_dir
-from erc.recipes import FusionInputs
+from erc.recipes import FusionInputs, TextRecipe
 
 SHARED = Path(__file__).resolve().parents[1].parent / "shared"
 CORPORA = {"meld": (SHARED / "data" / "meld", "dev"),
@@ -307,7 +308,7 @@ def text_recipe(row: str, seed: int, args):
     options, loop = TEXT_ROWS[row]
     base = TextRecipe().loop
     loop = dataclasses.replace(base, **{"patience": 2, **loop}, seed=seed, cpus_per_worker=args.cpus)
-    return TextRecipe(model=TextModelConfig(**options), loop=loop,
+    return TextRecipe(encoder=args.text_encoder, model=TextModelConfig(**options), loop=loop,
                       splits=Splits(**{f"{r}_split": s for r, s in FOLD_ROLES.items()}))
 
 
@@ -335,7 +336,7 @@ class Models:
         self.corpus, self.args, self.bench_dir = corpus, args, bench_dir
         self.frozen_encoder, self.frozen_vectors = frozen_encoder, frozen_vectors
         self.second = second  # (path, vectors) of --second-encoder: a second text token
-        self.text_encoder = resolve_text_encoder("all-MiniLM-L6-v2")
+        self.text_encoder = resolve_text_encoder(args.text_encoder)
         self.cached, self.seconds, self.data = {}, {}, {}
         self.chosen: dict[str, list[str]] = {}  # a choice row: the candidate kept, per fold and seed
 
@@ -485,13 +486,14 @@ def corpus_table(name: str, args, bench_dir: Path) -> list[dict]:
                   flush=True)
 
     rows = [floor for floor, _ in floors.values()]
+    tuned = SHORT.get(args.text_encoder, Path(args.text_encoder).name)
     for row in args.rows:
         run = runs[row]
         cached = models.cached.get(row, 0)
         if row in TEXT_ROWS:
-            title = f"fine-tuned MiniLM: {row}"
+            title = f"fine-tuned {tuned}: {row}"
         elif row in FUSED_ROWS:
-            title = f"fused over {FUSED_ROWS[row][0]}: {row}"
+            title = f"fused over {tuned} {FUSED_ROWS[row][0]}: {row}"
         elif row in CHOICE_ROWS:
             default = is_default_row(row) and args.layers == FusionInputs().text_layers
             title = f"frozen {short} + {row}" + (" (default)" if default else "")
@@ -621,6 +623,9 @@ def main(argv=None) -> int:
     parser.add_argument("--layers", type=int, default=FusionInputs().text_layers,
                         help="the frozen encoder's last N layers pooled into its vectors (1: its "
                              "sentence vector; default erc train fusion's --text-layers)")
+    parser.add_argument("--text-encoder", default=TextRecipe.encoder,
+                        help="the encoder the text rows fine-tune (erc train text's; "
+                             "all-mpnet-base-v2 after `erc models fetch all-mpnet-base-v2`, or a folder)")
     every_row = [*ROWS, *CHOICE_ROWS, *TEXT_ROWS, *FUSED_ROWS]
     parser.add_argument("--rows", nargs="+", default=DEFAULT_ROWS, choices=every_row,
                         metavar="ROW", help=f"rows to train (default the first five): {every_row}")

@@ -1,21 +1,31 @@
 """bench/gpu: wheels cut into parts and joined again (a missing or altered part is refused),
-and a joined wheel installed with ``pip install --no-index`` into a scratch venv, as the
-offline GPU host does (no GPU needed)."""
+the parts packed into few shipments, a joined wheel installed with ``pip install --no-index
+--target`` as the offline GPU host does, and a model folder shipped at half size and
+restored (no GPU needed)."""
 
 from __future__ import annotations
 
 import importlib.util
+import os
 import subprocess
 import sys
+import tarfile
 import textwrap
 
 import pytest
 
 from tests.conftest import REPO
 
-spec = importlib.util.spec_from_file_location("gpu_wheels", REPO / "bench" / "gpu" / "wheels.py")
-wheels = importlib.util.module_from_spec(spec)
-spec.loader.exec_module(wheels)
+
+def bench_module(name: str):
+    spec = importlib.util.spec_from_file_location(f"gpu_{name}", REPO / "bench" / "gpu" / f"{name}.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+wheels = bench_module("wheels")
+halve = bench_module("halve")
 
 
 def test_split_group_join_round_trip(tmp_path):
@@ -58,10 +68,58 @@ def test_a_missing_or_altered_part_is_refused(tmp_path):
         wheels.join(tmp_path / "parts", tmp_path / "out")
 
 
+def test_parts_fill_few_shipments(tmp_path):
+    """Largest parts first, each into the first shipment with room: 50 + 10, 30 + 30, 20 + 20
+    + 10 in three shipments of 62 (the manifest in the first), where filling them in name
+    order takes four."""
+    parts = tmp_path / "parts"
+    parts.mkdir()
+    (parts / wheels.MANIFEST).write_text("{}")
+    sizes = {"a": 20, "b": 50, "c": 30, "d": 10, "e": 30, "f": 20, "g": 10}
+    for name, size in sizes.items():
+        (parts / name).write_bytes(b"x" * size)
+    ships = wheels.group(parts, tmp_path, ship_bytes=62)
+    assert len(ships) == 3
+    held = sorted(sorted(p.name for p in ship.iterdir() if p.name != wheels.MANIFEST) for ship in ships)
+    assert sorted(sum(held, [])) == sorted(sizes)
+    assert all(sum(sizes.get(p.name, 0) for p in ship.iterdir()) <= 62 for ship in ships)
+    assert (ships[0] / wheels.MANIFEST).is_file()
+
+
+def test_a_model_shipped_at_half_size_comes_back_in_fp32(tmp_path):
+    """fp32 tensors travel as fp16 and come back as fp32 within fp16's rounding; other
+    tensors and every other file of the folder come back as they were."""
+    import torch
+    from safetensors.torch import load_file, save_file
+
+    model = tmp_path / "encoder"
+    (model / "1_Pooling").mkdir(parents=True)
+    weights = {"w": torch.randn(64, 32), "ids": torch.arange(10)}
+    save_file(weights, model / "model.safetensors")
+    (model / "vocab.txt").write_text("[PAD]\nhello\n")
+    (model / "1_Pooling" / "config.json").write_text('{"mean": true}')
+    archive = halve.pack(model, tmp_path / "encoder.fp16.tar")
+    with tarfile.open(archive) as tar:
+        shipped = tar.getmember("encoder/model" + halve.HALF_SUFFIX).size
+    assert shipped < 0.6 * (model / "model.safetensors").stat().st_size
+
+    restored = halve.unpack(archive, tmp_path / "there")
+    assert restored == tmp_path / "there" / "encoder"
+    back = load_file(restored / "model.safetensors")
+    assert back["w"].dtype == torch.float32 and back["ids"].dtype == torch.int64
+    assert torch.equal(back["ids"], weights["ids"])
+    assert torch.allclose(back["w"], weights["w"], rtol=1e-3, atol=1e-4)
+    assert not torch.equal(back["w"], weights["w"])  # fp16's rounding: not the file shipped
+    assert (restored / "vocab.txt").read_text() == "[PAD]\nhello\n"
+    assert (restored / "1_Pooling" / "config.json").read_text() == '{"mean": true}'
+    assert not list(restored.glob("*" + halve.HALF_SUFFIX))
+
+
 @pytest.mark.slow
 def test_a_joined_wheel_installs_without_an_index(tmp_path):
     """A real wheel (built here from a tiny package), cut into 700-byte parts, joined, and
-    installed by pip with --no-index into a fresh venv, whose Python then imports it."""
+    installed by pip with --no-index --target into a folder, which a Python given it on
+    PYTHONPATH then imports (provision.sh install)."""
     package = tmp_path / "src"
     (package / "erc_probe").mkdir(parents=True)
     (package / "erc_probe" / "__init__.py").write_text("ANSWER = 42\n" + "# padding\n" * 200)
@@ -81,15 +139,12 @@ def test_a_joined_wheel_installs_without_an_index(tmp_path):
     assert len(manifest["files"][0]["parts"]) > 1
     assert wheels.main(["join", "--parts", str(tmp_path / "parts"), "--out", str(tmp_path / "wheels")]) == 0
 
-    venv = tmp_path / "venv"
-    subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True)
-    python = venv / "bin" / "python"
-    subprocess.run([str(python), "-m", "pip", "install", "--no-index", "--no-deps", "-q",
-                    "--disable-pip-version-check", str(tmp_path / "wheels" / wheel.name)], check=True)
-    out = subprocess.run([str(python), "-c", "import erc_probe; print(erc_probe.ANSWER)"],
-                         check=True, capture_output=True, text=True, cwd=tmp_path)
+    site = tmp_path / "site"
+    subprocess.run([sys.executable, "-m", "pip", "install", "--no-index", "--no-deps", "-q",
+                    "--disable-pip-version-check", "--target", str(site),
+                    str(tmp_path / "wheels" / wheel.name)], check=True)
+    env = {**os.environ, "PYTHONPATH": str(site)}
+    out = subprocess.run([sys.executable, "-c", "import erc_probe; print(erc_probe.ANSWER)"],
+                         check=True, capture_output=True, text=True, cwd=tmp_path, env=env)
     assert out.stdout.strip() == "42"
-    listed = subprocess.run([str(python), "-m", "pip", "list", "--no-index", "--format=freeze",
-                             "--disable-pip-version-check"], check=True, capture_output=True,
-                            text=True).stdout
-    assert "erc-probe==1.0" in listed or "erc_probe==1.0" in listed
+    assert list(site.glob("erc_probe-1.0.dist-info"))

@@ -102,19 +102,21 @@ def join(parts: Path, out: Path) -> list[Path]:
 
 def group(parts: Path, out: Path, ship_bytes: int) -> list[Path]:
     """Moves the parts (and a copy of the manifest) into ``ship-NN`` folders of at most
-    ``ship_bytes`` each, the manifest in the first."""
-    names = sorted(p.name for p in parts.iterdir() if p.name != MANIFEST)
+    ``ship_bytes`` each, the manifest in the first: largest parts first, each into the
+    first shipment it fits (fewer shipments than filling them in name order)."""
+    sizes = {p.name: p.stat().st_size for p in parts.iterdir() if p.name != MANIFEST}
     ships: list[list[str]] = [[]]
-    used = (parts / MANIFEST).stat().st_size
-    for name in names:
-        size = (parts / name).stat().st_size
+    used = [(parts / MANIFEST).stat().st_size]
+    for name in sorted(sizes, key=lambda n: (-sizes[n], n)):
+        size = sizes[name]
         if size > ship_bytes:
             raise ValueError(f"{name} ({size} bytes) exceeds a shipment ({ship_bytes} bytes)")
-        if used + size > ship_bytes and ships[-1]:
+        k = next((k for k, u in enumerate(used) if u + size <= ship_bytes), len(ships))
+        if k == len(ships):
             ships.append([])
-            used = 0
-        ships[-1].append(name)
-        used += size
+            used.append(0)
+        ships[k].append(name)
+        used[k] += size
     folders = []
     for k, names_k in enumerate(ships, start=1):
         folder = out / f"ship-{k:02d}"
@@ -164,7 +166,8 @@ def main(argv: list[str] | None = None) -> int:
 
     if args.command == "pack":
         wheels = download(args.requirements, args.out / "wheels", [sys.executable, "-m", "pip"])
-        manifest = split([*wheels, *args.extra], args.out / "parts", int(args.part_mib * MIB))
+        part_mib = min(args.part_mib, args.ship_mib)  # a part must fit in a shipment
+        manifest = split([*wheels, *args.extra], args.out / "parts", int(part_mib * MIB))
         folders = group(args.out / "parts", args.out, int(args.ship_mib * MIB))
         total = sum(f["size"] for f in manifest["files"])
         print(f"{len(wheels)} wheels and {len(args.extra)} other files, {total / MIB:.0f} MiB, "

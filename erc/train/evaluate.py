@@ -41,21 +41,24 @@ class Evaluation:
     out_dir: Path | None
 
 
-def predict_split(model_dir: str | Path, table: pa.Table, split: str, device: str = "cpu",
+def predict_split(model_dir: str | Path, table: pa.Table, split: str, device: str | None = None,
                   features: str | Path | None = None):
     """(probabilities (n, C), y_true (n,), ids, speakers, labels, missing, truth) of
     ``split``; y_true: index in labels (-1: no label, or one the model does not predict);
     missing: per utterance, the modalities the model read without a vector; truth: its
     label (as the model spells it, ``in_model_labels``) or None. ``features``: the feature
     folder of ``table``'s corpus, read for the speaker and face vectors instead of the one
-    the model was trained with (whose utterance ids another corpus may share)."""
+    the model was trained with (whose utterance ids another corpus may share); ``device``:
+    where torch runs (default the GPU when torch sees one, ``erc.backends.base.pick_device``)."""
     import torch
 
+    from erc.backends.base import pick_device
     from erc.models.checkpoint import load_model, read_config
     from erc.train.data import build_dialogue_data, build_text_data
     from erc.train.tasks import FusionTask, TextTask
     from erc.train.vectors import load_features, with_feature_folder
 
+    device = pick_device(device)
     saved = read_config(model_dir)
     model = load_model(model_dir, device)
     labels = model.config.labels  # checked on load: n_classes distinct names
@@ -118,7 +121,7 @@ def in_model_labels(table: pa.Table, labels: Sequence[str]) -> pa.Table:
 
 
 def predict_ensemble(model_dirs: Sequence[str | Path], table: pa.Table, split: str,
-                     device: str = "cpu", features: str | Path | None = None):
+                     device: str | None = None, features: str | Path | None = None):
     """``predict_split`` of several models, their probabilities averaged. The models must
     predict the same labels for the same utterances."""
     from erc.models.checkpoint import read_config
@@ -145,7 +148,7 @@ def predict_ensemble(model_dirs: Sequence[str | Path], table: pa.Table, split: s
 
 
 def evaluate(model_dir: str | Path | Sequence[str | Path], table: pa.Table, split: str,
-             out_dir: str | Path | None = None, device: str = "cpu",
+             out_dir: str | Path | None = None, device: str | None = None,
              title: str | None = None, problems: pa.Table | None = None,
              features: str | Path | None = None) -> Evaluation:
     """Metrics and predictions of a model folder, or of a list of them (an ensemble).

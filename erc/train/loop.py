@@ -112,6 +112,10 @@ def run_epochs(config: dict, *, rank: int, world: int, device, prepare, checkpoi
 
     tc = TrainConfig(**config["train"])
     torch.set_num_threads(max(1, tc.cpus_per_worker or 1))
+    if torch.device(device).type == "cuda":
+        # fp32 matrix products on the tensor cores (TF32, as training usually runs on a
+        # GPU); the weights, the optimiser and the checkpoints stay fp32.
+        torch.set_float32_matmul_precision("high")
     data = config["data"]
     if isinstance(data, ray.ObjectRef):
         data = ray.get(data)

@@ -20,6 +20,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from erc import io
+from erc.backends.base import pick_device
 from erc.errors import ConfigError, InputError
 from erc.fingerprint import digest, table_digest
 from erc.recipes import FusionInputs
@@ -60,14 +61,15 @@ def text_features(model_dir: str | Path, table: pa.Table, splits: list[str] | No
         t = pq.read_table(cache)
         return {u: np.asarray(v, np.float32) for u, v in
                 zip(t.column("utterance_id").to_pylist(), t.column("text_embedding").to_pylist())}
-    model = load_model(model_dir)
+    device = torch.device(pick_device())
+    model = load_model(model_dir, device)
     cfg = model.config
     tokenizer = load_tokenizer(cfg.encoder)
     data = build_text_data(table, tokenizer, cfg, roles={s: s for s in splits}, labels=cfg.labels)
     task = TextTask({"model": cfg.to_dict()}, data, None)
     ids, vectors = [], []
     for split in splits:
-        emb, _ = task.embed_and_predict(model, split, torch.device("cpu"), batch_size)
+        emb, _ = task.embed_and_predict(model, split, device, batch_size)
         ids.extend(data.splits[split]["ids"])
         vectors.extend(emb)
     io.write_parquet(cache, pa.table({"utterance_id": ids,
@@ -95,7 +97,7 @@ def frozen_text_features(model_path: str, table: pa.Table, batch_size: int = 64,
     from sentence_transformers import SentenceTransformer
 
     try:
-        model = SentenceTransformer(str(model_path), device="cpu")
+        model = SentenceTransformer(str(model_path), device=pick_device())
     except (OSError, ValueError) as err:  # transformers' errors on a folder that is no model
         first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
         raise InputError(f"{model_path}: not a sentence-transformers model ({first})") from None
