@@ -96,6 +96,27 @@ def _home_for_ray_processes() -> Iterator[None]:
             os.environ.pop(key, None)
 
 
+def _free_port() -> int:
+    """A TCP port free on every interface right now."""
+    with socket.socket() as probe:
+        probe.bind(("", 0))
+        return probe.getsockname()[1]
+
+
+@contextlib.contextmanager
+def _gcs_port_for_ray(port: str) -> Iterator[None]:
+    """Ray reads RAY_GCS_SERVER_PORT when it starts the head's GCS; set meanwhile."""
+    old = os.environ.get("RAY_GCS_SERVER_PORT")
+    os.environ["RAY_GCS_SERVER_PORT"] = port
+    try:
+        yield
+    finally:
+        if old is None:
+            os.environ.pop("RAY_GCS_SERVER_PORT", None)
+        else:
+            os.environ["RAY_GCS_SERVER_PORT"] = old
+
+
 _embedded = False  # whether this process started the Ray it is connected to
 _temp_dir: str | None = None  # the embedded Ray's session folder, removed at shutdown
 
@@ -274,8 +295,14 @@ def connect(address: str | None = None, num_cpus: int | None = None,
     global _embedded, _temp_dir
     # the embedded Ray's own processes get these; this process and any later Ray do not
     embedded_env = {key: value for key, value in EMBEDDED_ENV.items() if key not in os.environ}
+    # Ray's own processes find their cluster by RAY_ADDRESS, else among the Ray processes
+    # running on the machine, which fails once another Ray runs there (Ray Train's
+    # placement-group cleaner: "Found multiple active Ray instances"). The GCS port is
+    # chosen here, so that they can be told their own address.
+    port = os.environ.get("RAY_GCS_SERVER_PORT") or str(_free_port())
+    embedded_env["RAY_ADDRESS"] = f"127.0.0.1:{port}"
     _temp_dir = tempfile.mkdtemp(prefix="ray-", dir="/tmp")
-    with _home_for_ray_processes():
+    with _home_for_ray_processes(), _gcs_port_for_ray(port):
         ray.init(
             address="local",
             num_cpus=num_cpus,

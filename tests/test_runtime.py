@@ -38,6 +38,39 @@ def test_the_embedded_ray_processes_get_the_embedded_defaults(ray_local):
 
 
 @pytest.mark.slow
+def test_the_embedded_ray_s_processes_find_it_beside_another_ray(ray_local):
+    """Ray's own processes look their cluster up with no address given (Ray Train's
+    placement-group cleaner does): with a second embedded Ray running on the machine, as a
+    second erc command starts one, they still find their own instead of failing with
+    "Found multiple active Ray instances"."""
+    import os
+    import subprocess
+    import sys
+
+    import ray
+
+    from tests.conftest import REPO
+
+    code = ("import sys; from erc import runtime; runtime.connect(num_cpus=1); "
+            "print('UP', flush=True); sys.stdin.read(); runtime.shutdown()")
+    other = subprocess.Popen([sys.executable, "-c", code], cwd=REPO, env=dict(os.environ),
+                             stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+    try:
+        assert other.stdout.readline().strip() == "UP"
+
+        def own_cluster() -> str:
+            from ray._private.services import canonicalize_bootstrap_address_or_die
+
+            return canonicalize_bootstrap_address_or_die(None)
+
+        found = ray.get(ray.remote(own_cluster).remote())
+        assert found.rpartition(":")[2] == ray.get_runtime_context().gcs_address.rpartition(":")[2]
+    finally:
+        other.stdin.close()
+        other.wait(timeout=120)
+
+
+@pytest.mark.slow
 def test_the_embedded_ray_leaves_no_session_folder_behind():
     from pathlib import Path
 
