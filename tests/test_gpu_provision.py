@@ -94,7 +94,8 @@ def test_a_model_shipped_at_half_size_comes_back_in_fp32(tmp_path):
 
     model = tmp_path / "encoder"
     (model / "1_Pooling").mkdir(parents=True)
-    weights = {"w": torch.randn(64, 32), "ids": torch.arange(10)}
+    weights = {"w": torch.randn(64, 32), "ids": torch.arange(10),
+               "already_half": torch.randn(8).half()}
     save_file(weights, model / "model.safetensors")
     (model / "vocab.txt").write_text("[PAD]\nhello\n")
     (model / "1_Pooling" / "config.json").write_text('{"mean": true}')
@@ -107,12 +108,18 @@ def test_a_model_shipped_at_half_size_comes_back_in_fp32(tmp_path):
     assert restored == tmp_path / "there" / "encoder"
     back = load_file(restored / "model.safetensors")
     assert back["w"].dtype == torch.float32 and back["ids"].dtype == torch.int64
+    assert back["already_half"].dtype == torch.float16  # not halved for the trip: stays fp16
     assert torch.equal(back["ids"], weights["ids"])
+    assert torch.equal(back["already_half"], weights["already_half"])
     assert torch.allclose(back["w"], weights["w"], rtol=1e-3, atol=1e-4)
     assert not torch.equal(back["w"], weights["w"])  # fp16's rounding: not the file shipped
     assert (restored / "vocab.txt").read_text() == "[PAD]\nhello\n"
     assert (restored / "1_Pooling" / "config.json").read_text() == '{"mean": true}'
     assert not list(restored.glob("*" + halve.HALF_SUFFIX))
+
+    save_file({"huge": torch.tensor([1e6, 1.0])}, model / "model.safetensors")
+    with pytest.raises(ValueError, match="huge holds values beyond fp16"):
+        halve.pack(model, tmp_path / "refused.fp16.tar")
 
 
 @pytest.mark.slow

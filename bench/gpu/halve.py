@@ -4,15 +4,16 @@ restored to fp32 on the host.
 all-mpnet-base-v2 is 438 MB in fp32, seven or eight 64 MiB transfers to an offline GPU host
 by itself; as fp16 it is half that. The weights come back as fp32 with fp16's rounding
 (relative error about 5e-4 for weights above 6e-5 in size, more for the smaller ones, which
-fp16 stores as subnormals), which fine-tuning moves far
-past; a model restored this way is *not* the published file (its sha256 differs).
+fp16 stores as subnormals), which fine-tuning moves far past; a model restored this way is
+*not* the published file (its sha256 differs). A weight beyond fp16's range is refused.
 
     python bench/gpu/halve.py pack ~/.cache/erc/models/sentence-transformers/all-mpnet-base-v2 \\
         --out /tmp/all-mpnet-base-v2.fp16.tar        # here
     python3 bench/gpu/halve.py unpack all-mpnet-base-v2.fp16.tar --dest /root/erc-gpu/models
         # there: /root/erc-gpu/models/all-mpnet-base-v2, fp32 again
 
-Only ``*.safetensors`` files change; everything else in the folder travels as it is.
+Only the fp32 tensors of ``*.safetensors`` files change (the file's metadata names them,
+so a tensor that was fp16 already stays fp16); everything else travels as it is.
 """
 
 from __future__ import annotations
@@ -24,6 +25,7 @@ import tarfile
 from pathlib import Path
 
 HALF_SUFFIX = ".fp16.safetensors"
+HALVED = "erc_halved"  # metadata key: the names of the tensors stored as fp16 for the trip
 
 
 def pack(folder: Path, out: Path) -> Path:
@@ -37,9 +39,13 @@ def pack(folder: Path, out: Path) -> Path:
             if path.suffix != ".safetensors":
                 tar.add(path, arcname=name)
                 continue
-            tensors = {k: v.half() if v.dtype == torch.float32 else v
-                       for k, v in load_file(path).items()}
-            blob = save(tensors)
+            tensors = load_file(path)
+            halved = sorted(k for k, v in tensors.items() if v.dtype == torch.float32)
+            for key in halved:
+                if tensors[key].abs().max() > torch.finfo(torch.float16).max:
+                    raise ValueError(f"{path}: {key} holds values beyond fp16's range")
+                tensors[key] = tensors[key].half()
+            blob = save(tensors, metadata={HALVED: ",".join(halved)})
             info = tarfile.TarInfo(name[: -len(".safetensors")] + HALF_SUFFIX)
             info.size = len(blob)
             tar.addfile(info, io.BytesIO(blob))
@@ -48,7 +54,7 @@ def pack(folder: Path, out: Path) -> Path:
 
 def unpack(archive: Path, dest: Path) -> Path:
     """The model folder of a ``pack`` tar under ``dest``, its fp16 tensors back in fp32."""
-    import torch
+    from safetensors import safe_open
     from safetensors.torch import load_file, save_file
 
     dest.mkdir(parents=True, exist_ok=True)
@@ -59,8 +65,9 @@ def unpack(archive: Path, dest: Path) -> Path:
         raise ValueError(f"{archive}: expected one model folder, found {sorted(roots)}")
     folder = dest / roots.pop()
     for half in folder.rglob("*" + HALF_SUFFIX):
-        tensors = {k: v.float() if v.dtype == torch.float16 else v
-                   for k, v in load_file(half).items()}
+        with safe_open(half, "pt") as handle:
+            halved = set(filter(None, (handle.metadata() or {}).get(HALVED, "").split(",")))
+        tensors = {k: v.float() if k in halved else v for k, v in load_file(half).items()}
         save_file(tensors, half.with_name(half.name[: -len(HALF_SUFFIX)] + ".safetensors"),
                   metadata={"format": "pt"})
         half.unlink()
