@@ -76,24 +76,29 @@ def _ray_home() -> Path:
 
 
 @contextlib.contextmanager
-def _home_for_ray_processes() -> Iterator[None]:
-    """Ray's processes inherit HOME at start; point it at erc's private one meanwhile.
-    Caches that default under HOME are pinned to the real home first."""
-    real_home = os.path.expanduser("~")
-    pinned = {"XDG_CACHE_HOME": os.path.join(real_home, ".cache")}
-    added = {k: v for k, v in pinned.items() if k not in os.environ}
-    old_home = os.environ.get("HOME")
-    os.environ.update(added)
-    os.environ["HOME"] = str(_ray_home())
+def _environ_meanwhile(values: dict[str, str]) -> Iterator[None]:
+    """``values`` set in this process's environment, each key's earlier value (or its
+    absence) back afterwards."""
+    old = {key: os.environ.get(key) for key in values}
+    os.environ.update(values)
     try:
         yield
     finally:
-        if old_home is None:
-            os.environ.pop("HOME", None)
-        else:
-            os.environ["HOME"] = old_home
-        for key in added:
-            os.environ.pop(key, None)
+        for key, value in old.items():
+            if value is None:
+                os.environ.pop(key, None)
+            else:
+                os.environ[key] = value
+
+
+def _env_for_ray_start(gcs_port: str) -> dict[str, str]:
+    """What Ray's processes inherit at start, set while the embedded Ray starts: erc's
+    private HOME (caches that default under HOME pinned to the real home first), and the
+    GCS port (Ray reads RAY_GCS_SERVER_PORT when it starts the head's GCS)."""
+    real_home = os.path.expanduser("~")
+    pinned = {"XDG_CACHE_HOME": os.path.join(real_home, ".cache")}
+    return {**{k: v for k, v in pinned.items() if k not in os.environ},
+            "HOME": str(_ray_home()), "RAY_GCS_SERVER_PORT": gcs_port}
 
 
 def _free_port() -> int:
@@ -101,20 +106,6 @@ def _free_port() -> int:
     with socket.socket() as probe:
         probe.bind(("", 0))
         return probe.getsockname()[1]
-
-
-@contextlib.contextmanager
-def _gcs_port_for_ray(port: str) -> Iterator[None]:
-    """Ray reads RAY_GCS_SERVER_PORT when it starts the head's GCS; set meanwhile."""
-    old = os.environ.get("RAY_GCS_SERVER_PORT")
-    os.environ["RAY_GCS_SERVER_PORT"] = port
-    try:
-        yield
-    finally:
-        if old is None:
-            os.environ.pop("RAY_GCS_SERVER_PORT", None)
-        else:
-            os.environ["RAY_GCS_SERVER_PORT"] = old
 
 
 _embedded = False  # whether this process started the Ray it is connected to
@@ -302,7 +293,7 @@ def connect(address: str | None = None, num_cpus: int | None = None,
     port = os.environ.get("RAY_GCS_SERVER_PORT") or str(_free_port())
     embedded_env["RAY_ADDRESS"] = f"127.0.0.1:{port}"
     _temp_dir = tempfile.mkdtemp(prefix="ray-", dir="/tmp")
-    with _home_for_ray_processes(), _gcs_port_for_ray(port):
+    with _environ_meanwhile(_env_for_ray_start(port)):
         ray.init(
             address="local",
             num_cpus=num_cpus,
