@@ -425,6 +425,27 @@ def test_a_utf16_file_without_its_byte_order_mark_is_an_error_naming_it(tmp_path
             read(path)
 
 
+def test_a_binary_file_named_as_a_corpus_file_is_an_error_naming_it(tmp_path):
+    """Random bytes (a zipped workbook saved as .csv) read as a header of garbled column
+    names: the error quoted them to the terminal instead of saying what the file is."""
+    import random
+
+    from erc.corpus.meld import read_meld
+
+    noise = random.Random(0).randbytes(6000)
+    meld = tmp_path / "meld"
+    meld.mkdir()
+    (meld / "train_sent_emo.csv").write_bytes(noise)
+    (tmp_path / "m.csv").write_bytes(noise)
+    for read in (read_meld, read_corpus):
+        with pytest.raises(CorpusError, match=r"\.csv: \d+ of its first \d+ bytes are control "
+                                              r"characters: not a text file"):
+            read(meld if read is read_meld else tmp_path / "m.csv")
+    # a text file with a few terminal escapes in its text stays a corpus
+    (tmp_path / "t.csv").write_text("dialogue_id,speaker,text\nd,Ann,\x1b[31mred\x1b[0m hi\n")
+    assert read_corpus(tmp_path / "t.csv").utterances.num_rows == 1
+
+
 def _named(folder: Path, name: bytes) -> Path:
     """``folder``/``name``, a name of bytes that need not be UTF-8, as Python reads it."""
     return Path(os.fsdecode(os.fsencode(folder) + b"/" + name))

@@ -259,6 +259,10 @@ def decode_line(raw: bytes) -> tuple[str, str | None]:
         return raw.decode("utf-8", errors="replace"), "undecodable"
 
 
+# Bytes no text file holds (tab, line feed, form feed and carriage return are text).
+CONTROL_BYTES = bytes([*range(0, 9), 11, *range(14, 32), 127])
+
+
 def read_lines(path: Path, keepends: bool = False,
                lf_only: bool = False) -> list[tuple[str, str | None]]:
     """(text, repair flag of ``decode_line``) of each line of a corpus text file. A UTF-8
@@ -270,7 +274,9 @@ def read_lines(path: Path, keepends: bool = False,
     before it taken off, for files of one record a line: a stray "\r" inside a line
     would otherwise cut its record in two (the rest of an IEMOCAP transcript line lost,
     a JSON line holding "\r" as whitespace two malformed rows) and, with "\r\r\n" from
-    converting line ends twice, shift every later DailyDialog line against its labels."""
+    converting line ends twice, shift every later DailyDialog line against its labels. A
+    file of binary bytes (a workbook, an archive named .csv) is a CorpusError naming it,
+    not a header of garbled column names."""
     data = path.read_bytes()
     if data.startswith((codecs.BOM_UTF16_LE, codecs.BOM_UTF16_BE)):
         # Its lines would read as text with a NUL between letters: a transcript line would
@@ -281,6 +287,11 @@ def read_lines(path: Path, keepends: bool = False,
     if head.count(0) * 3 > len(head):  # the same without the mark (or no text at all)
         raise CorpusError(f"{path}: {head.count(0)} of its first {len(head)} bytes are NUL: UTF-16 "
                           f"or UTF-32 text without a byte order mark, or not text; save it as UTF-8")
+    controls = sum(head.count(byte) for byte in CONTROL_BYTES)
+    if controls >= 16 and controls * 10 > len(head):  # random bytes: about 12 %, text: none
+        raise CorpusError(f"{path}: {controls} of its first {len(head)} bytes are control "
+                          f"characters: not a text file (an archive, an image, a spreadsheet "
+                          f"workbook?); save the corpus file as UTF-8 text (CSV: export it)")
     if lf_only:
         lines = [line.rstrip(b"\r") for line in data.split(b"\n")]
         if lines and not lines[-1]:
