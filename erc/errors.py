@@ -43,6 +43,8 @@ def printable(text: object) -> str:
 
 
 def preview(value: object, limit: int = 80) -> str:
-    """``repr(value)`` cut to ``limit`` characters: messages never print a huge value."""
-    text = repr(value)
-    return text if len(text) <= limit else f"{text[:limit - 3]}..."
+    """``repr(value)`` cut to ``limit`` characters: messages never print a huge value (a
+    credential in it masked before the cut, which could leave its start unmasked)."""
+    from erc.redaction import clip
+
+    return clip(repr(value), limit)

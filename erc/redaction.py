@@ -17,10 +17,17 @@ import functools
 import os
 import re
 from typing import Any
+from urllib.parse import unquote
 
-# The rest of a URI, up to whitespace, a quote or the next "scheme://" (URIs joined by ","
-# or ";"); a run of characters at a time, not one (fast on long paths).
-_URI_REST = r"""[^\s'":]*(?::(?!//)[^\s'":]*)*"""
+# The rest of a URI, up to whitespace, a quote that closes it or the next "scheme://" (URIs
+# joined by "," or ";"); a run of characters at a time, not one (fast on long paths). A
+# quote inside a word is part of it: "'" is a character a password in a URI may hold
+# (pyarrow takes s3://minio:Pa'ss@bucket), and a URI that '"' makes invalid is still quoted
+# by the message refusing it; a quote closing a URI ends the word (a space, a quote,
+# punctuation or the end follow it).
+_QUOTE_INSIDE = r"""['"](?![\s'",;:)\]}>]|$)"""
+_URI_RUN = rf"""[^\s'":]*(?:{_QUOTE_INSIDE}[^\s'":]*)*"""
+_URI_REST = rf"""{_URI_RUN}(?::(?!//){_URI_RUN})*"""
 # Up to the last "@" of the URI: the host follows it, and a secret may hold "/" (AWS keys
 # do) or an "@" nobody percent-encoded (an "@" in the path then hides the bucket as well,
 # never a secret).
@@ -36,21 +43,27 @@ _USERINFO = re.compile(rf"(?<![a-z0-9+.-])((?:[a-z][a-z0-9+.-]*)://){_URI_REST}@
 _BARE_USERINFO = re.compile(
     rf"""(?<![^\s/@'"])[^\s/@:'"]+:(?!//)(?=[^\s'"@]+@){_URI_REST}@""")
 # A parameter follows "?", "&", ";" (a legacy separator, and the end of "&amp;" where a
-# URI is HTML-escaped, as in report.html) or "#" (a fragment: "#access_token=").
-_SECRET_PARAMS = re.compile(
-    r"([?&;#](?:[a-z0-9_.-]*(?:key|secret|token|password|credential|signature|sig)[a-z0-9_.-]*)=)"
-    # The value ends at a quote or bracket no URI holds unencoded (a URI quoted in JSON, a
-    # message or HTML keeps its closing quote)...
-    r"""([^&#\s'"`<>]*)""",
-    re.IGNORECASE)
+# URI is HTML-escaped, as in report.html) or "#" (a fragment: "#access_token="). Its name
+# is a secret's once percent-decoded: erc reads "secret%5Fkey" as secret_key (parse_qsl).
+_PARAM_NAME = re.compile(r"[?&;#]([a-z0-9_.%+-]*)=", re.IGNORECASE)
+_SECRET_PARAM = re.compile(r"key|secret|token|password|credential|signature|sig", re.IGNORECASE)
+# The value ends at a quote or bracket no URI holds unencoded (a URI quoted in JSON, a
+# message or HTML keeps its closing quote)...
+_PARAM_VALUE = re.compile(r"""[^&#\s'"`<>]*""")
 # ...and punctuation that ends a sentence or a message's part ("?token=T: failed") is no
 # part of it (signatures and tokens are hex or base64).
 _TRAILING = ":,.;)]}"
 
 
-def _hide_value(match: re.Match) -> str:
-    value = match.group(2)
-    return f"{match.group(1)}***{value[len(value.rstrip(_TRAILING)):]}"
+def _hide_secret_params(text: str) -> str:
+    parts, done = [], 0
+    for name in _PARAM_NAME.finditer(text):
+        if name.start() < done or not _SECRET_PARAM.search(unquote(name.group(1))):
+            continue  # inside a value already hidden, or no secret's name
+        value = _PARAM_VALUE.match(text, name.end()).group()
+        parts += [text[done:name.end()], "***"]
+        done = name.end() + len(value.rstrip(_TRAILING))
+    return "".join(parts) + text[done:]
 
 
 # Names of environment variables that hold secrets; their values are hidden when long
@@ -91,7 +104,25 @@ def redact(text: str) -> str:
     if "@" not in text and "=" not in text:
         return text  # nothing a URI could hide a credential in (the common case, cheap)
     text = _BARE_USERINFO.sub("***@", _USERINFO.sub(r"\1***@", text))
-    return _SECRET_PARAMS.sub(_hide_value, text)
+    return _hide_secret_params(text)
+
+
+def clip(text: str, limit: int) -> str:
+    """``text`` redacted, then cut to ``limit`` characters (a cut first could leave a
+    credential's start with no "@" or "=" after it to be known by)."""
+    text = redact(text)
+    return text if len(text) <= limit else f"{text[:limit - 3]}..."
+
+
+def redact_uri(uri: str) -> str:
+    """One URI as the user typed it, whole: what lies between its scheme and its last "@"
+    is masked even where ``redact`` cannot tell where the URI ends (a space in a password
+    makes it no URI pyarrow opens, and the message refusing it quotes it)."""
+    head, at, tail = uri.rpartition("@")
+    if at:
+        scheme = re.match(r"[^:/@]*:/*", head)
+        uri = f"{scheme.group() if scheme else ''}***@{tail}"
+    return redact(uri)
 
 
 def redact_data(value: Any) -> Any:

@@ -106,13 +106,12 @@ PROBLEM_REASONS = {
 
 def utterance_table(rows: list[dict]) -> pa.Table:
     """Builds an utterance table from dicts with the schema's keys (missing = null). The
-    paths of missing media quote the input, so credentials there are masked (as in
-    ``problem_table``)."""
+    meta values quote the input (the paths of missing media, a manifest's other columns),
+    so credentials there are masked (as in ``problem_table``)."""
     columns = {
         field.name: [row.get(field.name) for row in rows] for field in UTTERANCE_SCHEMA
     }
-    missing = set(MISSING_MEDIA_META.values())
-    columns["meta"] = [[(k, redact(v) if k in missing and isinstance(v, str) else v)
+    columns["meta"] = [[(k, redact(v) if isinstance(v, str) else v)
                         for k, v in (row.get("meta") or {}).items()] for row in rows]
     return pa.table(columns, schema=UTTERANCE_SCHEMA)
 

@@ -32,7 +32,7 @@ from pathlib import Path
 
 from erc import io
 from erc.errors import ErcError
-from erc.redaction import redact
+from erc.redaction import redact, redact_uri
 
 SCHEMES = ("s3", "gs", "gcs", "abfs", "abfss", "hdfs", "viewfs", "file")
 # A URI inside an argument (``finetuned:s3://b/model``, ``parquet:gs://b/f#text_embedding``):
@@ -402,10 +402,10 @@ def run_with_uris(main: Callable[[list[str]], int], argv: list[str], cache: Path
                                f"path (e.g. s3://bucket/runs/x)")
         foreign = _ANY_SCHEME.match(value) if option in output_options else None
         if foreign and foreign.group(1).lower() not in SCHEMES:
-            raise StorageError(f"{redact(value)}: erc writes to a local folder or to "
+            raise StorageError(f"{redact_uri(value)}: erc writes to a local folder or to "
                                f"{', '.join(s + '://' for s in SCHEMES)}, not {foreign.group(1)}://")
         if option in output_options and _MISTYPED_URI.match(value) and not is_uri(value):
-            raise StorageError(f"{redact(value)}: not a storage URI; write it as "
+            raise StorageError(f"{redact_uri(value)}: not a storage URI; write it as "
                                f"{value.split(':', 1)[0].lower()}://... (a lower-case scheme and "
                                f"two slashes)")
         if option in output_options and is_uri(value):

@@ -571,3 +571,23 @@ def test_media_paths_written_on_windows_find_their_files(tmp_path):
     assert rows["m/train/d/1"]["audio_path"] == str(tmp_path / "clips" / "sub" / "b.wav")
     [problem] = result.problems.to_pylist()
     assert problem["reason"] == "missing_media" and problem["detail"].endswith("clips/none.wav does not exist")
+
+
+def test_a_row_after_the_largest_turn_is_a_bad_turn_row(tmp_path):
+    """A row without a turn after one at turn 2**31 - 1 took turn 2**31, which the
+    utterance table's int32 cannot hold: the ingest stopped with an internal error."""
+    path = tmp_path / "m.csv"
+    path.write_text("dialogue_id,speaker,text,turn\nd,A,last,2147483647\nd,B,after,\ne,C,other,\n")
+    result = checked(read_manifest(path))
+    assert result.utterances.column("text").to_pylist() == ["last", "other"]
+    assert [(p["line"], p["reason"]) for p in result.problems.to_pylist()] == [(3, "bad_turn")]
+
+
+def test_a_parquet_date_python_cannot_hold_is_an_error_naming_the_file(tmp_path):
+    """A Parquet timestamp beyond year 9999 stopped the ingest with an internal error
+    (OverflowError), not an error naming the file."""
+    path = tmp_path / "m.parquet"
+    pq.write_table(pa.table({"dialogue_id": ["d"], "speaker": ["A"], "text": ["Hi."],
+                             "when": pa.array([2**60], pa.timestamp("ms"))}), path)
+    with pytest.raises(CorpusError, match="m.parquet: a date, time or duration"):
+        read_manifest(path)

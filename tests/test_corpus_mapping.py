@@ -696,3 +696,14 @@ def test_inspect_of_records_all_set_aside_says_why(tmp_path):
                                           r"at m\.csv line 2: bad_field_count: 4 values for the "
                                           r"header's 3 columns"):
         inspect_corpus(path)
+
+
+def test_inspect_passes_over_a_value_too_long_for_a_file_name(tmp_path):
+    """A column of values ending in .mp4 but too long for a file name stopped inspect with
+    "File name too long" naming the value as a file, not the manifest."""
+    path = tmp_path / "m.csv"
+    path.write_text("dialogue_id,speaker,text,x\n"
+                    + "".join(f"d,Ann,Hello there {n},{'a' * 5000}.mp4\n" for n in range(3)))
+    inspection = inspect_corpus(path)
+    assert "media" not in inspection.mapping["columns"]
+    assert inspection.mapping["columns"]["text"] == "text"

@@ -215,6 +215,46 @@ def test_a_search_stored_in_a_folder_of_the_users_inside_its_output_is_refused(t
     assert digests(out / "mine") == before and sorted(p.name for p in out.iterdir()) == ["mine"]
 
 
+def test_a_search_stored_in_the_folder_holding_its_output_is_refused(tmp_path):
+    """erc tune --out DIR/search --storage DIR: the search's folder DIR/search is the
+    output folder itself, which --fresh removed whole, with the user's files in it."""
+    from erc.tune.driver import _check_experiment_folder
+
+    out = io.claim(tmp_path / "search")
+    io.write_json(out / "search.json", {"experiment": str(out)})  # an earlier run's record
+    before = plant(out, {"notes.txt": b"my notes"})
+    with pytest.raises(OwnershipError, match="output folder"):
+        _check_experiment_folder(out, str(out))
+    assert digests(out) == before
+
+
+def test_checkpoints_stored_in_the_folder_holding_the_output_are_refused(tmp_path):
+    """erc train fusion --out DIR/fusion --storage DIR: Ray Train's run folder DIR/fusion is
+    the output folder itself, removed whole as "the checkpoints of the earlier run"."""
+    from erc.train.loop import _checkpoints_for
+
+    out = io.claim(tmp_path / "fusion")
+    before = plant(out, {"notes.txt": b"my notes"})
+    for run_path in (out, tmp_path):  # the output folder itself, or a folder holding it
+        with pytest.raises(OwnershipError, match="output folder"):
+            _checkpoints_for(out, str(run_path.resolve()), None, "key", fresh=False)
+    assert digests(out) == before
+
+
+def test_checkpoints_stored_in_a_folder_of_the_users_inside_the_output_are_refused(tmp_path):
+    """erc train fusion --out OUT --overwrite --storage OUT/mine: Ray Train's run folder
+    OUT/mine/<name>, a folder of the user's in a folder erc adopted, was removed as "the
+    checkpoints of the earlier run" (erc tune refused the same --storage)."""
+    from erc.train.loop import _checkpoints_for
+
+    out = tmp_path / "fusion"
+    before = plant(out / "mine" / "fusion", {"notes.txt": b"my notes"})
+    io.claim(out, overwrite=True)
+    with pytest.raises(OwnershipError, match="mine"):
+        _checkpoints_for(out, str((out / "mine" / "fusion").resolve()), None, "key", fresh=False)
+    assert digests(out / "mine" / "fusion") == before
+
+
 def test_removals_stay_inside_folders_erc_owns(tmp_path):
     users = tmp_path / "mine"
     users.mkdir()
@@ -597,3 +637,19 @@ def test_a_users_file_named_like_erc_scratch_is_never_removed_as_a_leftover(tmp_
     assert (adopted / name).read_text() == "mine"
     assert (adopted / "notes" / name).read_text() == "mine too"
     assert not (adopted / f".part-00000.parquet.{dead}-0123abcd.tmp").exists()
+
+
+def test_a_users_adapters_folder_stops_a_fusion_run_that_would_write_resized_adapters(tmp_path):
+    """With adapter sizes given, the fusion stage saves the retrained adapters in
+    ``adapters/``: a folder of that name of the user's, in a folder erc adopts, stops the
+    run before it computes anything, as its other outputs do."""
+    from erc.errors import OwnershipError
+    from erc.stages.base import check_outputs
+    from erc.stages.train import FusionStage
+
+    out = tmp_path / "fusion"
+    (out / "adapters" / "speaker" / "model").mkdir(parents=True)
+    (out / "adapters" / "speaker" / "model" / "notes.txt").write_text("mine")
+    with pytest.raises(OwnershipError, match="adapters"):
+        check_outputs(FusionStage, out, overwrite=True)
+    assert (out / "adapters" / "speaker" / "model" / "notes.txt").read_text() == "mine"

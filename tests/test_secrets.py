@@ -121,6 +121,80 @@ def test_rows_kept_without_their_media_quote_no_credential(tmp_path):
     assert "SHH" not in json.dumps(meta) and "AKID" not in json.dumps(meta)
 
 
+# An AWS key pair as a URI holds them: a value cut to a preview before its "@" hid nothing
+_LONG_KEYS = "s3://AKIAFAKEACCESSKEY01:FAKEsecretVALUE0123456789abcdefXYZ@bucket/clip.mp4"
+
+
+def test_a_value_cut_short_quotes_no_credential(tmp_path):
+    """Messages and problem rows quote a value cut to a preview, and `erc corpus inspect`
+    its columns' examples: the credential is masked before the cut, which left its start."""
+    from erc.corpus import read_corpus
+    from erc.corpus.inspect import format_inspection, inspect_corpus
+    from erc.errors import preview
+
+    assert preview(_LONG_KEYS, 40) == "'s3://***@bucket/clip.mp4'"
+    assert preview(_LONG_KEYS * 2, 40) == "'s3://***@bucket/clip.mp4s3://***@buc..."
+    (tmp_path / "m.csv").write_text(
+        "dialogue_id,speaker,text,emotion,media,start,end\n"
+        f"d,Ann,Hi.,joy,{_LONG_KEYS},{_LONG_KEYS},2.0\nd,Bob,Hey.,anger,,0.0,1.0\n")
+    problems = json.dumps(read_corpus(tmp_path / "m.csv").problems.to_pylist())
+    printed = format_inspection(inspect_corpus(tmp_path / "m.csv"))
+    assert "bad_time" in problems and "s3://***@bucket" in printed
+    for text in (problems, printed):
+        assert "AKIAFAKE" not in text and "FAKEsecret" not in text
+
+
+def test_meta_columns_quote_no_credential(tmp_path):
+    """A manifest's columns that map to no field are kept in meta, as they are but for a
+    credential in them."""
+    from erc.corpus import read_corpus
+
+    (tmp_path / "m.csv").write_text(
+        "dialogue_id,speaker,text,emotion,source_url\n"
+        "d,Ann,Hi.,joy,https://user:SHH@host/a\nd,Bob,Hey.,anger,https://host/b?token=SHH2\n")
+    meta = [dict(m) for m in read_corpus(tmp_path / "m.csv").utterances.column("meta").to_pylist()]
+    assert [m["source_url"] for m in meta] == ["https://***@host/a", "https://host/b?token=***"]
+
+
+def test_a_secret_parameter_named_percent_encoded_is_redacted():
+    # erc reads the query with parse_qsl, which decodes "secret%5Fkey" to secret_key
+    assert redact("s3://b/x?access_key=AKID&secret%5Fkey=SHH&scheme=http") == \
+        "s3://b/x?access_key=***&secret%5Fkey=***&scheme=http"
+    assert redact("s3://b/x?%61ccess_key=AKID&secret_%6Bey=SHH") == \
+        "s3://b/x?%61ccess_key=***&secret_%6Bey=***"
+    assert redact("s3://b/x?a=1;token=TOK&b=2") == "s3://b/x?a=1;token=***&b=2"
+    assert redact("s3://b/x?a%20b=1&c=2") == "s3://b/x?a%20b=1&c=2"
+
+
+def test_a_quote_inside_a_uri_s_password_is_redacted():
+    """"'" may stand in a URI's password (pyarrow opens s3://minio:Pa'ss@bucket); a '"'
+    makes it invalid, and the error refusing it quotes it."""
+    assert redact("results: s3://minio:Pa'ssw0rd@bucket/x") == "results: s3://***@bucket/x"
+    assert redact("""s3://minio:Pa"ss@b/x: cannot open it ('s3://minio:Pa"ss@b/x' ...)""") == \
+        "s3://***@b/x: cannot open it ('s3://***@b/x' ...)"
+    # a quote that closes a URI still ends it
+    assert redact("'s3://K:S@b/x', 'joe@example.com'") == "'s3://***@b/x', 'joe@example.com'"
+    assert redact('"s3://K:S@b/x":"joe@example.com"') == '"s3://***@b/x":"joe@example.com"'
+    assert redact("it's joe@example.com's") == "it's joe@example.com's"
+
+
+def test_a_search_with_keys_in_its_storage_uri_is_refused(tmp_path, monkeypatch):
+    """Ray Tune pickles its storage's filesystem, keys included, into tuner.pkl and its
+    experiment state: a search given such a storage URI stops before anything is written."""
+    from erc.errors import ConfigError
+    from erc.tune.driver import run_search
+
+    for name, value in (("AWS_ENDPOINT_URL", "http://127.0.0.1:9"), ("AWS_REGION", "us-east-1"),
+                        ("AWS_EC2_METADATA_DISABLED", "true")):  # nothing leaves the machine
+        monkeypatch.setenv(name, value)
+    for storage in ("s3://AKID:SHH@b/runs/tune/ray", "s3://b/runs/tune/ray?access_key=AKID&secret_key=SHH"):
+        with pytest.raises(ConfigError) as refused:
+            run_search(None, None, tmp_path / "tune", storage=storage)
+        message = str(refused.value)
+        assert "tuner.pkl" in message and "SHH" not in message and "AKID" not in message
+        assert not (tmp_path / "tune").exists()
+
+
 def test_console_and_run_log_hold_no_credential(tmp_path, capsys):
     from erc import console
 
@@ -456,3 +530,12 @@ def test_a_job_submitted_with_a_secret_in_its_runtime_env_stops_before_it_runs()
     assert job["status"] == "FAILED", job["logs"]
     assert "erc: error: the runtime env's env_vars hold HF_TOKEN" in job["logs"]
     assert "erc 0.1" not in job["logs"] and secret not in job["logs"]
+
+
+def test_one_uri_typed_whole_is_masked_up_to_its_last_at():
+    """A URI known to be one (an option's value): a space in its password no longer ends it."""
+    from erc.redaction import redact_uri
+
+    assert redact_uri("s3://KEY:Pa ss/w@rd@bucket/x") == "s3://***@bucket/x"
+    assert redact_uri("ftp://u:p q@host/x?token=T") == "ftp://***@host/x?token=***"
+    assert redact_uri("s3://bucket/x") == "s3://bucket/x"

@@ -321,7 +321,9 @@ def test_an_output_that_is_almost_a_uri_is_refused_not_made_a_local_folder(tmp_p
     monkeypatch.chdir(tmp_path)
     corpus = tmp_path / "m.csv"
     corpus.write_text("dialogue_id,speaker,text\nd,Ann,Hi.\n")
-    for out in ("S3://bucket/x", "s3:/KEY:SHH@bucket/x", "file:/tmp/x", "--out=GS://b/x"):
+    # a space in a password leaves no URI pyarrow opens: the message still masks it
+    for out in ("S3://bucket/x", "s3:/KEY:SHH@bucket/x", "file:/tmp/x", "--out=GS://b/x",
+                "s3://KEY:Pa SHH@bucket/x"):
         argv = [out] if out.startswith("--") else ["--out", out]
         assert main(["corpus", "ingest", str(corpus), *argv]) == 2, out
         err = capsys.readouterr().err.strip()

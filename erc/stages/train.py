@@ -188,8 +188,9 @@ class FusionStage(Stage):
     inputs = ("utterances",)
     results = (*MODEL_RESULTS, CHOICE)
     # Ray Train's run and checkpoints (unless a storage path is set); with a choice between
-    # models, each candidate's run, model and history; with a refit, its run and model
-    writes = ("ray", "candidates", "refit")
+    # models, each candidate's run, model and history; with a refit, its run and model; with
+    # adapter sizes given, the adapters retrained to them
+    writes = ("ray", "candidates", "refit", "adapters")
     version = 2  # 2: the model's labels are the train split's (a label only other splits have is none)
     description = "the fusion model (a GRU, Mamba or transformer over the dialogue) on Ray Train"
 

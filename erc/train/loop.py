@@ -296,10 +296,18 @@ def _checkpoints_for(out_dir: Path, run_path: str, filesystem, key: str, fresh: 
 
     record = out_dir / RUN_RECORD
     saved = json.loads(record.read_text()) if record.is_file() else {}
+    # --storage the folder holding OUT: the run's folder STORAGE/<OUT's name> is OUT itself,
+    # which "the checkpoints of the earlier run" removed whole, with all it held
+    if filesystem is None and (Path(run_path) == out_dir.resolve()
+                               or Path(run_path) in out_dir.resolve().parents):
+        raise OwnershipError(f"{run_path}: Ray Train's folder for this run would be the output "
+                             f"folder {out_dir} itself (or hold it); choose another --storage")
     try:  # checkpoints inside the output folder are named relative to it: they move with it
         where = Path(run_path).relative_to(out_dir.resolve()).as_posix()
     except ValueError:
         where = run_path
+    if where != run_path:  # --storage OUT/mine in a folder erc adopted: mine/ stays the user's
+        io.check_outputs(out_dir, (where,))
     if filesystem is None:
         exists = Path(run_path).exists()
     else:

@@ -11,7 +11,6 @@ and the per-utterance vectors it names.
 
 from __future__ import annotations
 
-import shutil
 from collections.abc import Mapping
 from pathlib import Path
 
@@ -210,7 +209,7 @@ def resize_adapters(spec: Mapping[str, dict], hidden: int | None, out_dim: int |
         if out_dir is not None and retrained:
             saved_as = save_model(Path(out_dir) / modality / "model", adapters[modality],
                                   metrics={"retrained_from": str(source.resolve())})
-            shutil.copy2(source / TRAINING_SET, saved_as / TRAINING_SET)
+            io.copy_file(source / TRAINING_SET, saved_as / TRAINING_SET)
             io.seal(saved_as)
             spec[modality]["adapter"] = str(saved_as.resolve())
     return spec, adapters

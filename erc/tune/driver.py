@@ -241,6 +241,12 @@ def _check_experiment_folder(out_dir: Path, experiment_path: str, filesystem=Non
     import pyarrow.fs as pafs
 
     if filesystem is None:
+        # --storage the folder holding OUT (an OUT named "search"): the search's folder is
+        # OUT itself, which --fresh removed whole, with all it held
+        if out_dir.resolve().is_relative_to(experiment_path):
+            raise OwnershipError(f"{experiment_path}: Tune's folder for the search would be the "
+                                 f"output folder {out_dir} itself (or hold it); choose another "
+                                 f"--storage")
         if Path(experiment_path).is_relative_to(out_dir.resolve()):
             return
         exists = os.path.lexists(experiment_path)
@@ -279,6 +285,21 @@ def _storage_in(out_dir: Path, storage: str | None) -> tuple[str, ...]:
     return ((Path(os.path.abspath(storage)).relative_to(out_dir) / EXPERIMENT).as_posix(),)
 
 
+def _check_storage_holds_no_keys(storage: str | None) -> None:
+    """Ray Tune pickles the filesystem of its storage, the keys it was opened with included,
+    into the search's files (tuner.pkl; each trial's state in experiment_state-*.json): a
+    storage URI with a credential in it is refused before anything is written."""
+    from erc.redaction import redact
+
+    if storage and is_uri(storage) and redact(storage) != storage:
+        raise ConfigError(
+            f"{redact(storage)}: Ray Tune writes the filesystem of its storage, keys included, "
+            f"into the search's files (tuner.pkl, its experiment state), so the storage URI "
+            f"must hold no credential; give it without one and the store's keys where pyarrow "
+            f"looks for them (AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY in the environment, "
+            f"~/.aws/credentials, an instance profile), or --storage a local folder")
+
+
 def run_search(spec: SearchSpec, table, out_dir: str | Path, *,
                feature_spec: Mapping | None = None, features: Mapping | None = None,
                roles: Mapping[str, str] | None = None, data_key: str = "",
@@ -288,6 +309,7 @@ def run_search(spec: SearchSpec, table, out_dir: str | Path, *,
     """Runs (or resumes) the search ``spec`` on ``table`` and writes its outputs to
     ``out_dir``. ``command``: the ``erc train`` command line the best config is for.
     ``overwrite``: write into a folder holding files erc did not write (they stay there)."""
+    _check_storage_holds_no_keys(storage)
     # absolute, not resolved: a link in place of the folder is refused (io.claim), not followed
     out_dir = Path(os.path.abspath(out_dir))
     # Checked before the folder is claimed, so that a refused search leaves it as it was:

@@ -15,6 +15,7 @@ import yaml
 
 from erc import io
 from erc.markup import esc
+from erc.redaction import clip
 from erc.train.loop import HELD_OUT
 from erc.tune.space import METRIC, REPORT_ROLE, SearchSpec
 
@@ -74,7 +75,7 @@ def collect(result_grid, spec: SearchSpec) -> list[dict]:
             "last_dev_weighted_f1": metrics.get("dev_weighted_f1"),
             "epochs_run": done, "epochs_planned": planned,
             "seconds": round(float(metrics.get("time_total_s", 0.0)), 1),
-            "error": (str(result.error).strip().splitlines() or [""])[-1][:200]
+            "error": clip((str(result.error).strip().splitlines() or [""])[-1], 200)
             if result.error is not None else "",
         })
     rows.sort(key=lambda r: (r["trial"], r["trial_id"]))
