@@ -10,7 +10,7 @@ from pathlib import Path
 def state_dir() -> Path:
     base = os.environ.get("ERC_HOME") or os.path.join(
         os.environ.get("XDG_CACHE_HOME") or os.path.expanduser("~/.cache"), "erc")
-    path = Path(base)
+    path = Path(os.path.expanduser(base))  # ERC_HOME=~/x unexpanded was a folder named ~ here
     try:
         path.mkdir(parents=True, exist_ok=True)
     except OSError as err:  # a file there, a read-only disk: the user's to fix, not a bug

@@ -124,6 +124,17 @@ class PreprocessConfig:
     text: StageResources = field(default_factory=StageResources, metadata={"prefix": "text"})
     text_layers: Count = TEXT_LAYERS  # the text stage also writes text_layers: the text model's last N layers, each mean-pooled and unit-normalised, concatenated (what the main job's fusion model reads; 1: text_embedding only)
 
+    def __post_init__(self):
+        # Ray Data refused these as the pass was built, after Ray started: a traceback
+        from erc.errors import ConfigError
+
+        for name in ("decode", "faces", "asr", "speaker", "text"):
+            size = getattr(self, name).concurrency
+            if isinstance(size, list) and (name == "decode" or len(size) != 2 or size[0] > size[1]):
+                said = ("a number of tasks at once" if name == "decode" else
+                        "a number of actors or [min, max] with min <= max")
+                raise ConfigError(f"{name}.concurrency {size}: expected {said}")
+
 
 # -- models and training --------------------------------------------------------------------
 
@@ -214,6 +225,15 @@ class TextModelConfig:
     freeze_layers: Annotated[int, Field(ge=0)] = 0  # freeze the embeddings and the first N encoder layers
     pooling: Literal["target_mean", "target_max", "cls"] = "target_mean"  # utterance vector: mean / max over the target's tokens, or [CLS]
 
+    def __post_init__(self):
+        # checked where the model was built, on a Ray worker, after the encoder loaded
+        if self.inputs == "window" and (self.future_turns == 0 or self.pooling == "cls"):
+            from erc.errors import ConfigError
+
+            raise ConfigError("inputs window trains each turn with the turns after it and pools "
+                              "its own tokens: it needs future_turns > 0 and pooling target_mean "
+                              "or target_max (inputs target reads causal inputs)")
+
     def to_dict(self) -> dict:
         return asdict(self)
 
@@ -278,6 +298,17 @@ class FusionRecipe:
         "out: IEMOCAP +0.01 weighted F1, MELD dev -0.006 (bench/RESULTS.md), so not the default")})
     adapter_hidden: Width | None = None  # adapters' hidden size (None: as they were trained; else retrained)
     adapter_out: Width | None = None  # adapters' output size, i.e. their token width (None: as trained)
+
+    def __post_init__(self):
+        # without a selection slice the model was trained as if refit were not given, unsaid
+        if self.refit and self.splits.select_fraction is None:
+            from erc.errors import ConfigError
+            from erc.train.folds import SELECT_SPLIT  # a table whose slice is carved out already
+
+            if self.splits.dev_split != SELECT_SPLIT:
+                raise ConfigError("refit trains the kept model again on the train split and the "
+                                  "selection slice: it needs select_fraction (a dev split is "
+                                  "never trained on)")
 
 
 @dataclass
@@ -397,10 +428,20 @@ def load_run_config(path=None, overrides: dict | None = None) -> RunConfig:
     return config
 
 
+# The main job's own keys of a run config's train: section, which erc train fusion (it reads
+# the rest of that section) does not have: the sample's enabled: was "unknown key 'enabled'".
+MAIN_JOB_TRAIN_KEYS = frozenset(f for f in TrainSection.__dataclass_fields__ if f != "recipe")
+
+
 def section_data(data, section: str):
     """A command's section of a config file: the section of a run config (a mapping of
-    sections), or the whole file when it is a bare section (``best_config.yaml``)."""
+    sections; ``train.text_training``: a section inside one), or the whole file when it is
+    a bare section (``best_config.yaml``)."""
     if isinstance(data, dict) and data and set(data) <= set(SECTIONS) | {"output_dir"}:
-        found = data.get(section)  # an empty list or 0 there is no section: the caller says so
-        return {} if found is None else found
+        found = data
+        for key in section.split("."):  # a section that is no mapping: the caller says so
+            found = found.get(key) if isinstance(found, dict) else found
+        if section == "train" and isinstance(found, dict):
+            found = {k: v for k, v in found.items() if k not in MAIN_JOB_TRAIN_KEYS}
+        return {} if found is None else found  # an empty list or 0 is no section either
     return data

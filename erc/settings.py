@@ -62,6 +62,15 @@ def expand_path(text: Any) -> Any:
 PATH = {"path": True}  # the metadata of a setting that is a file or folder (``expand_path``)
 
 
+def path_flag(text: str) -> str:
+    """``expand_path`` of a flag's value (its argparse type). An empty one (``--out ""``,
+    ``--config "$UNSET"``) was taken as not given, running the shipped sample config or
+    writing where the default goes, or as the working folder (``Path("")``)."""
+    if not text.strip():
+        raise argparse.ArgumentTypeError(f"expected a path, got {text!r}")
+    return expand_path(text)
+
+
 # -- YAML -----------------------------------------------------------------------------------
 
 class ConfigLoader(yaml.SafeLoader):
@@ -442,7 +451,7 @@ def validate(cls, data: Any, where: str = "config"):
     try:
         return _adapter(cls).validate_json(text, strict=True)
     except ValidationError as err:
-        yaml_paths = {o.path: o.yaml_path for o in options(cls)}
+        yaml_paths = _yaml_paths(cls)
         described: dict[tuple, tuple[int, str]] = {}
         for error in err.errors():  # one line a value: of a union's members, the one
             value, line = _describe(error, where, yaml_paths)  # that read it deepest
@@ -451,6 +460,22 @@ def validate(cls, data: Any, where: str = "config"):
         problems = [line for _, line in described.values()]
         more = f" (and {len(problems) - 3} more)" if len(problems) > 3 else ""
         raise ConfigError("; ".join(problems[:3]) + more) from None
+
+
+def _yaml_paths(cls) -> dict[tuple, tuple]:
+    """Attribute path -> the keys users write, of every setting of ``cls`` and of every
+    section holding one: an error of a section's own check (qc's alignment rule) named the
+    attribute path, qc.checks.alignment, which no config can hold."""
+    found = {}
+    for option in options(cls):
+        keys, kls = [], cls
+        for n, name in enumerate(option.path, 1):
+            field = next(f for f in dataclasses.fields(kls) if f.name == name)
+            if not field.metadata.get("flatten"):
+                keys.append(_key(field))
+            found[option.path[:n]] = tuple(keys)
+            kls = _strip_annotated(_hints(kls)[name])[0]
+    return found
 
 
 def _unfit(value: Any) -> str | None:
@@ -571,7 +596,7 @@ def _parser(option: Option):
     """How a command-line value of ``option`` is read: strings as given, lists also as
     ``a,b,c``, everything else as YAML (checked by ``validate`` afterwards)."""
     if option.kind == "str":
-        return expand_path if option.metadata.get("path") else str
+        return path_flag if option.metadata.get("path") else str
     base = option.base
     args = [a for a in typing.get_args(base) if a is not type(None)]
     if typing.get_origin(base) in (typing.Union, types.UnionType) and len(args) == 1:

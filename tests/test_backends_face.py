@@ -382,3 +382,21 @@ def test_dlib_torch_parser_refuses_another_network():
 
     with pytest.raises(ValueError, match="dlib layer"):
         parse_dlib_resnet(_face_recognition_models_dir() / "shape_predictor_5_face_landmarks.dat")
+
+
+def test_a_dangling_link_in_ultralytics_config_folder_is_not_written_through(tmp_path,
+                                                                             monkeypatch):
+    """The font erc places for ultralytics' plotting goes where no name is taken: a
+    dangling link of the user's named Arial.ttf is left as it is, and nothing is written
+    where it points."""
+    from erc.backends.face import _prepare_ultralytics
+
+    config = tmp_path / "yolo" / "Ultralytics"
+    config.mkdir(parents=True)
+    target = tmp_path / "elsewhere" / "mine.ttf"
+    target.parent.mkdir()
+    (config / "Arial.ttf").symlink_to(target)
+    monkeypatch.setenv("YOLO_CONFIG_DIR", str(tmp_path / "yolo"))
+    _prepare_ultralytics()
+    assert (config / "Arial.ttf").is_symlink() and not target.exists()
+    assert (config / "Arial.Unicode.ttf").is_file()

@@ -193,6 +193,29 @@ def test_submitted_jobs_refuse_relative_outputs(job, tmp_path):
         del os.environ["RAY_JOB_CONFIG_JSON_ENV_VAR"]
 
 
+
+def test_a_submitted_run_refuses_a_relative_output_dir_of_its_config(tmp_path):
+    """jobs/run.py refused a relative --out, but not the relative output_dir of the config
+    (the sample's runs/sample) or of -o (nor jobs/preprocess.py its preprocess.output_dir):
+    the job wrote into its temporary copy of --working-dir on the head node."""
+    import subprocess
+    import sys
+
+    env = {"PATH": "/usr/bin:/bin", "RAY_JOB_CONFIG_JSON_ENV_VAR": "{}", "PYTHONPATH": str(REPO),
+           "ERC_HOME": str(tmp_path / "home")}
+    for job, argv, said in (("run", ["--dry-run"], "output_dir runs/sample"),
+                            ("run", ["--dry-run", "-o", "output_dir=runs/x"], "output_dir runs/x"),
+                            ("preprocess", [str(tmp_path), "-o", "output_dir=feats"],
+                             "preprocess.output_dir feats")):
+        done = subprocess.run([sys.executable, str(REPO / "jobs" / f"{job}.py"), *argv],
+                              env=env, cwd=tmp_path, capture_output=True, text=True, timeout=120)
+        assert done.returncode == 2, (argv, done.stdout[-2000:], done.stderr[-2000:])
+        assert done.stderr.startswith(f"erc: error: {said}: a submitted job needs"), done.stderr
+    done = subprocess.run([sys.executable, str(REPO / "jobs" / "run.py"), "--dry-run", "--out",
+                           str(tmp_path / "run")], env=env, cwd=tmp_path, capture_output=True,
+                          text=True, timeout=120)
+    assert done.returncode == 0, done.stderr[-2000:]
+
 def test_stage_resources_leave_room_for_decode_on_every_node():
     """Two 1-CPU nodes: the defaults used to ask 1 CPU per decode task and 0.25 per model
     actor; two actors on each node then left 0.5 CPU on both and the decode tasks waited

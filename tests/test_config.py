@@ -1,3 +1,5 @@
+import re
+
 import pytest
 
 from erc.cli import main
@@ -70,6 +72,49 @@ def test_flattened_recipe_keys_and_errors_use_the_names_users_write():
     assert to_data(config)["train"]["epochs"] == 3  # the inverse keeps the flat keys
 
 
+
+def test_a_section_check_names_the_keys_users_write():
+    """A check of a whole section (qc's alignment rule, the speakers' apply) named its
+    attribute path, qc.checks.alignment: a key no config holds (qc.checks is the list of
+    checks), so following the message gave another error."""
+    with pytest.raises(ConfigError, match=r"^command line: qc\.alignment: alignment rule must"):
+        validate(RunConfig, {"qc": {"alignment": {"rule": "fast"}}}, "command line")
+    with pytest.raises(ConfigError, match=r"^config: qc\.speakers: speaker apply must"):
+        validate(RunConfig, {"qc": {"speakers": {"apply": "some"}}})
+
+
+def test_a_pool_size_ray_data_refuses_is_a_config_error():
+    """decode.concurrency [1, 2] (decode runs tasks) and an actor pool [3, 1] passed the
+    config and failed in Ray Data as the pass was built, after Ray started: a traceback."""
+    for stage, size, said in (("decode", [1, 2], "a number of tasks at once"),
+                              ("faces", [3, 1], "[min, max] with min <= max")):
+        with pytest.raises(ConfigError, match=rf"^config: preprocess: {stage}\.concurrency "
+                                              rf"\[\d, \d\]: expected .*{re.escape(said)}"):
+            validate(RunConfig, {"preprocess": {stage: {"concurrency": size}}})
+    assert validate(RunConfig, {"preprocess": {"faces": {"concurrency": [1, 3]}}})
+
+
+def test_window_text_inputs_without_future_turns_are_a_config_error():
+    """erc train text --inputs window (future_turns 0) started Ray and loaded the encoder,
+    then the model refused it on a worker: an internal error with Ray's traceback."""
+    from erc.recipes import TextRecipe
+
+    for data in ({"inputs": "window"}, {"inputs": "window", "future_turns": 2, "pooling": "cls"}):
+        with pytest.raises(ConfigError, match=r"^command line: inputs window .* needs future_turns"):
+            validate(TextRecipe, data, "command line")
+    assert validate(TextRecipe, {"inputs": "window", "future_turns": 2}).model.inputs == "window"
+
+
+def test_refit_without_a_selection_slice_is_refused_not_ignored():
+    """--refit retrains on train + the selection slice; without --select-fraction the model
+    was trained and exported as if it had not been given, unsaid."""
+    with pytest.raises(ConfigError, match=r"^command line: refit .* needs select_fraction"):
+        validate(FusionRecipe, {"refit": True}, "command line")
+    with pytest.raises(ConfigError, match=r"^config: train: refit .* needs select_fraction"):
+        validate(RunConfig, {"train": {"refit": True}})
+    assert validate(FusionRecipe, {"refit": True, "select_fraction": 0.2}).refit
+    assert validate(FusionRecipe, {"refit": True, "dev_split": "select"}).refit  # bench's folds
+
 def test_one_home_per_default():
     """The command line, the tune knobs and the run config read the recipes' defaults."""
     from erc.tune.space import FAMILIES
@@ -100,6 +145,18 @@ def test_paths_starting_with_a_tilde_are_in_the_home_folder(tmp_path, monkeypatc
     config = load_run_config(tmp_path / "run.yaml", {"output_dir": "~/runs/y"})  # erc run --out=~/...
     assert config.output_dir == str(tmp_path / "home" / "runs" / "y")
 
+
+
+def test_an_erc_home_starting_with_a_tilde_is_in_the_home_folder(tmp_path, monkeypatch):
+    """ERC_HOME='~/erc' (quoted, or set where no shell expands it: a unit file, a runtime
+    env) made a folder named "~" in the working directory for erc's caches and Ray's HOME."""
+    from erc.home import state_dir
+
+    monkeypatch.setenv("HOME", str(tmp_path / "home"))
+    monkeypatch.setenv("ERC_HOME", "~/erc-state")
+    monkeypatch.chdir(tmp_path)
+    assert state_dir() == tmp_path / "home" / "erc-state"
+    assert not (tmp_path / "~").exists()
 
 def test_every_command_reads_a_path_starting_with_a_tilde_in_the_home_folder(tmp_path, monkeypatch,
                                                                            sample_manifest):
@@ -248,6 +305,30 @@ def test_a_bad_value_is_blamed_on_where_it_was_written(tmp_path, capsys):
         assert len(err.splitlines()) == 1 and err.startswith("erc: error: "), (argv, err)
         assert fragment in err and ("bad.yaml" in fragment or "yaml" not in err), (argv, err)
 
+
+
+def test_train_commands_read_their_section_of_a_run_config(tmp_path, capsys):
+    """README: a command's --config takes a run config and reads its own section. The
+    sample's train: (enabled, modalities, ...) was "unknown key 'enabled'" for erc train
+    fusion, erc train text read nothing of it (train.text_training), silently, and erc train
+    adapter refused it."""
+    config = tmp_path / "run.yaml"
+    config.write_text("train:\n  enabled: true\n  modalities: [text]\n  epochs: 3\n"
+                      "  text_training: {epochs: 0}\n  adapter_training: {patience: 0}\n")
+    nowhere = str(tmp_path / "nowhere")  # each stops at the missing corpus once the config is read
+    assert main(["train", "fusion", nowhere, "--out", str(tmp_path / "f"), "--config", str(config)]) == 2
+    err = capsys.readouterr().err
+    assert "unknown key" not in err and "does not exist" in err, err
+    assert main(["train", "text", nowhere, "--out", str(tmp_path / "t"), "--config", str(config)]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith(f"erc: error: {config}: train.text_training: epochs: Input should be "
+                          f"greater than or equal to 1"), err
+    # and erc train adapter its train.adapter_training (it said "unknown key 'train'")
+    assert main(["train", "adapter", "speaker", nowhere, "--out", str(tmp_path / "a"),
+                 "--config", str(config)]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith(f"erc: error: {config}: train.adapter_training: patience: Input should "
+                          f"be greater than or equal to 1"), err
 
 def test_a_value_json_cannot_hold_names_its_key(tmp_path):
     """A YAML date or binary value named only the file, not the setting that holds it."""

@@ -107,6 +107,61 @@ def test_bad_command_lines_name_the_option(capsys):
         assert "usage:" not in err
 
 
+
+def test_a_run_slice_of_no_stage_the_config_runs_is_refused(tmp_path, capsys):
+    """--from qc --until qc with QC off (or --from/--until text with frozen text tokens)
+    started Ray, ran nothing and exited 0; the dry run planned every stage whatever
+    --from/--until said."""
+    out = str(tmp_path / "run")
+    assert main(["run", "--dry-run", "--out", out, "--from", "qc", "--until", "qc",
+                 "-o", "qc.enabled=false"]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("erc: error: --from qc --until qc: no stage this config runs"), err
+    assert main(["run", "--dry-run", "--out", out, "--until", "preprocess"]) == 0
+    plan = {line.split()[0]: line for line in capsys.readouterr().out.splitlines()[1:]}
+    assert "left out (--from/--until)" in plan["qc"] and "left out" not in plan["ingest"]
+
+
+def test_a_flag_another_kind_of_input_has_is_refused_not_ignored(tmp_path, capsys):
+    """--format of no format erc reads passed wherever the corpus was an ingest folder;
+    a speaker adapter's --test-groups (a face adapter's held-out subjects) was ignored."""
+    corpus = tmp_path / "corpus"
+    assert main(["corpus", "ingest", str(_csv(tmp_path)), "--out", str(corpus)]) == 0
+    capsys.readouterr()
+    for argv, fragment in (
+            (["evaluate", str(tmp_path), str(corpus), "--format", "friends"],
+             "argument --format: invalid choice: 'friends'"),
+            (["train", "fusion", str(corpus), "--out", str(tmp_path / "f"), "--format", "friends"],
+             "argument --format: invalid choice: 'friends'"),
+            (["train", "adapter", "speaker", str(corpus), "--out", str(tmp_path / "a"),
+              "--test-groups", "Ann"], "test_groups ['Ann']: a speaker adapter holds out")):
+        assert main(argv) == 2, argv
+        err = capsys.readouterr().err
+        assert err.startswith("erc: error: ") and fragment in err, (argv, err)
+    assert not (tmp_path / "a").exists()
+
+
+def test_an_empty_path_is_refused_not_taken_as_not_given(tmp_path, capsys, monkeypatch):
+    """--config "" (an unset shell variable) ran the shipped sample; --out "" wrote where the
+    default goes (ingest: runs/<name>/corpus) or into the working folder (train, tune)."""
+    monkeypatch.chdir(tmp_path)
+    csv = _csv(tmp_path)
+    for argv in (["run", "--dry-run", "--config", ""], ["corpus", "ingest", str(csv), "--out", ""],
+                 ["train", "fusion", str(tmp_path), "--out", " "]):
+        assert main(argv) == 2, argv
+        err = capsys.readouterr().err
+        assert err.startswith("erc: error: ") and "expected a path, got '" in err, (argv, err)
+    assert list(tmp_path.iterdir()) == [csv]
+
+
+def test_fusion_inputs_given_to_a_text_search_are_refused_not_ignored(tmp_path, capsys):
+    """erc tune text ... --text-only --speaker-adapter DIR searched on, reading neither."""
+    assert main(["tune", "text", str(_csv(tmp_path)), "--out", str(tmp_path / "search"),
+                 "--text-only", "--speaker-adapter", str(tmp_path)]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("erc: error: --speaker-adapter, --text-only: inputs of a fusion search"), err
+    assert not (tmp_path / "search").exists()
+
 def test_control_characters_from_the_input_keep_the_error_on_one_line(tmp_path, capsys):
     """A file name, mapping key or column name holding a newline or an ESC is shown as
     Python writes it (\\n, \\x1b): the error stays one line and drives no terminal."""
@@ -258,6 +313,39 @@ def _fusion_model(tmp_path: Path, vectors: list[list[float]], emotions: list[str
         extra={"task": "fusion", "labels": labels, "features": spec})
     return model, tmp_path / "utterances.parquet"
 
+
+
+def test_a_model_of_another_kind_where_a_text_model_or_adapter_goes_is_one_line(tmp_path, capsys):
+    """--text finetuned:DIR (or --speaker-adapter DIR) naming a fusion model's folder failed
+    reading the settings a text model (an adapter) has: an internal AttributeError."""
+    import numpy as np
+
+    from erc.errors import InputError
+    from erc.train.vectors import adapt_features
+
+    (tmp_path / "m").mkdir()
+    model, _ = _fusion_model(tmp_path / "m", [[0.1] * 4] * 2, ["a", "b"])
+    corpus, _ = _train_corpus(tmp_path, "a")
+    assert main(["train", "fusion", str(corpus), "--text", f"finetuned:{model}",
+                 "--out", str(tmp_path / "run")]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith(f"erc: error: {model}: holds a model of kind 'fusion', not a fine-tuned "
+                          f"text model"), err
+    with pytest.raises(InputError, match="holds a model of kind 'fusion', not a speaker adapter"):
+        adapt_features({"speaker": {"u": np.zeros(4, np.float32)}}, {"speaker": {"adapter": str(model)}})
+
+
+def test_feature_folder_options_where_no_folder_is_read_are_refused(tmp_path, capsys):
+    """--text-only with --features (or an adapter, or --drop), and an adapter without
+    --features, trained on text alone, the options ignored silently."""
+    _, corpus = _fusion_model(tmp_path, [[0.1] * 4] * 2, ["a", "b"])
+    for given, said in ((["--text-only", "--features", str(tmp_path)],
+                         "--text-only reads no feature folder: leave out --features"),
+                        (["--speaker-adapter", str(tmp_path)],
+                         "--speaker-adapter: the speaker and face vectors come from a feature folder")):
+        assert main(["train", "fusion", str(corpus), "--out", str(tmp_path / "run"), *given]) == 2
+        err = capsys.readouterr().err
+        assert err.startswith(f"erc: error: {said}"), (given, err)
 
 def test_evaluate_scores_labels_the_model_does_not_predict_as_errors(tmp_path, capsys):
     """A split labelled ``zzz`` (and ``A `` for ``a``) for a model of a / b / c stopped with

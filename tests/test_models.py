@@ -567,6 +567,28 @@ def test_context_inputs_read_future_turns_when_asked(tiny_encoder):
             == build_inputs(tokenizer, [turns], 8, 64)[0][5])
 
 
+
+def test_context_turns_beyond_the_dialogue_cost_nothing():
+    """--context-turns 100000000 looped that many times for every turn of every dialogue
+    before training began: erc train text hung. Turns past the dialogue's length add nothing."""
+    import signal
+
+    from erc.models.text import target_inputs
+
+    ids = [[5, 6], [7], [8, 9, 10]]
+    def too_slow(*_):
+        raise TimeoutError("target_inputs loops over context_turns")
+    old = signal.signal(signal.SIGALRM, too_slow)
+    signal.alarm(10)
+    try:
+        huge = target_inputs(ids, 10**12, 32, 1, 2, future_turns=10**12)
+    except TimeoutError:
+        huge = None
+    finally:
+        signal.alarm(0)
+        signal.signal(signal.SIGALRM, old)
+    assert huge == target_inputs(ids, 3, 32, 1, 2, future_turns=3)
+
 def test_window_inputs_pack_consecutive_turns_each_once(tiny_encoder):
     from erc.models.text import pack_windows, special_ids, turn_ids
 

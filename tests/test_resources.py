@@ -74,6 +74,16 @@ def test_trial_resources_pin_the_accelerator(ray_local):
         trial_resources({"cpu": 1, "gpu": 1, "accelerator_type": "A10G"})
 
 
+
+def test_a_trial_no_node_can_hold_is_refused_not_awaited(ray_local):
+    """resources_per_trial.cpu (--cpus-per-trial) above every node's CPUs: Tune only warned
+    and waited for it forever."""
+    from erc.tune.driver import trial_resources
+
+    with pytest.raises(ConfigError, match="a trial asks for CPU 3, which no node type"):
+        trial_resources({"cpu": 3, "gpu": 0})
+    assert trial_resources({"cpu": 2, "gpu": 0}) == {"cpu": 2, "gpu": 0}
+
 def test_weight_check_names_the_nodes_without_them(ray_local):
     from erc.backends.base import MissingWeightsError, ModelSpec
     from erc.backends.registry import profile_specs

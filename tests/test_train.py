@@ -634,6 +634,20 @@ def test_training_uses_the_machine_unless_told_otherwise(ray_local):
     assert (given.cpus_per_worker, given.use_gpu) == (3, True)
 
 
+
+def test_workers_the_machine_cannot_hold_are_refused_not_awaited(ray_local):
+    """--cpus-per-worker 3, or --workers 3 of a CPU each, on an embedded Ray of 2 CPUs: Ray
+    Train waited for the workers forever (it retries the worker group every minute)."""
+    from erc.errors import ConfigError
+    from erc.recipes import TrainConfig
+    from erc.train.loop import check_room, machine_resources
+
+    for train, what in ((TrainConfig(cpus_per_worker=3), "a training worker asks for CPU 3"),
+                        (TrainConfig(num_workers=3), "a group of 3 training workers asks for CPU 3")):
+        with pytest.raises(ConfigError, match=what):
+            check_room(machine_resources(train))
+    check_room(machine_resources(TrainConfig(num_workers=2)))  # 1 CPU each: they fit
+
 def test_select_fraction_chooses_on_a_slice_of_train_and_leaves_dev_unseen(tmp_path):
     """``--select-fraction`` (bench/accuracy's protocol in the product, and a corpus with no
     dev split): the best epoch is chosen on a seeded slice of the train split's dialogues,

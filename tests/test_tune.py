@@ -75,6 +75,8 @@ def _spec(**parts):
      "lr is both searched (params) and fixed"),
     (_spec(fixed={"epochs": 0}), "fixed.epochs: epochs must be >= 1"),
     (_spec(search={"num_samples": 0}), "search.num_samples: expected an integer >= 1"),
+    # Optuna's sampler takes 32 bits: a larger seed was an internal error after Ray started
+    (_spec(search={"seed": 2**32}), "search.seed: expected an integer in [0, 4294967295]"),
     (_spec(search={"scheduler": {"type": "asha", "grace_period": 9}}),
      "grace_period 9 exceeds the epochs (4)"),
     (_spec(search={"scheduler": {"type": "hyperband"}}), "expected asha or none"),

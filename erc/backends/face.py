@@ -251,7 +251,8 @@ def _prepare_ultralytics() -> None:
 
         font = Path(matplotlib.get_data_path()) / "fonts" / "ttf" / "DejaVuSans.ttf"
         for name in ("Arial.ttf", "Arial.Unicode.ttf"):
-            if font.is_file() and not (config / name).exists():
+            # lexists: a dangling link of the user's by that name is not written through
+            if font.is_file() and not os.path.lexists(config / name):
                 shutil.copyfile(font, config / name)
     except OSError:  # an unwritable config dir: ultralytics falls back to a temp dir itself
         pass

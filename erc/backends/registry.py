@@ -277,6 +277,13 @@ def profile_specs(name: str, overrides: dict[str, dict] | None = None) -> dict[s
         if bad:
             raise ConfigError(f"unknown model setting(s) {sorted(bad)} for role {role!r}; "
                              f"settings: {', '.join(sorted(_SPEC_FIELDS))}")
+        # a name of 3 or null failed deep in locate (TypeError); random_init: maybe (a
+        # string, so true) silently loaded random weights
+        for key, kind, said in (("backend", str, "a string"), ("name", str, "a string"),
+                                ("random_init", bool, "true or false")):
+            if key in values and not isinstance(values[key], kind):
+                raise ConfigError(f"overrides of role {role!r}: {key} must be {said}, got "
+                                  f"{preview(values[key])}")
     specs = {}
     for role in ROLES:
         values = {**PROFILES[name][role], **overrides.get(role, {})}

@@ -15,11 +15,11 @@ from erc.settings import (
     Option,
     add_arguments,
     by_option,
-    expand_path,
     given,
     load_yaml,
     merge,
     parse_override,
+    path_flag,
     tree,
     validate,
 )
@@ -53,7 +53,7 @@ def add_recipe(parser: argparse.ArgumentParser, cls, *, skip: tuple[str, ...] = 
                overrides: bool = True) -> list[Option]:
     """``--config FILE``, ``-o KEY=VALUE`` and a flag for every setting of recipe ``cls``."""
     parser.add_argument(
-        "--config", metavar="FILE", type=expand_path,
+        "--config", metavar="FILE", type=path_flag,
         help=config_help or "YAML of settings: a run config (its section for this command) or "
                             "just this command's keys (e.g. the best_config.yaml of erc tune)")
     if overrides:
@@ -105,6 +105,19 @@ def file_section(cls, path: str | None, section: str) -> Any:
     if isinstance(data, dict) and data and set(data) <= set(SECTIONS) | {"output_dir"}:
         return validate(cls, data.get(section), f"{path}: {section}")
     return validate(cls, None)
+
+
+def check_shared_output(path: str, what: str) -> None:
+    """ConfigError when a job submitted with `ray job submit` would write ``path`` (``what``
+    names its setting) relative to its working directory: the job's temporary copy of
+    --working-dir on the head node, gone with it (jobs/_job.py checks --out and --storage;
+    a config's output folder is read here)."""
+    from erc import runtime, storage
+
+    if runtime.submitted_job() and not storage.is_uri(path) and not Path(path).is_absolute():
+        raise ConfigError(f"{what} {path}: a submitted job needs a storage URI (s3://...) or an "
+                          f"absolute path on storage every node shares; a relative one lands in "
+                          f"the job's temporary copy of --working-dir on the head node")
 
 
 def add_run_options(parser: argparse.ArgumentParser, *, address: bool = True) -> None:

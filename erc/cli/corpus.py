@@ -8,7 +8,7 @@ from pathlib import Path
 from erc.cli.common import add_recipe, add_run_options, recipe
 from erc.errors import InputError
 from erc.recipes import CorpusConfig
-from erc.settings import expand_path
+from erc.settings import path_flag
 
 
 def _reader_option(text: str):
@@ -117,10 +117,10 @@ def register(commands) -> None:
         description="Reads a corpus (MELD, IEMOCAP, RAVDESS, DailyDialog or a manifest), writes "
                     "utterances.parquet and problems.parquet (every row set aside, with its "
                     "reason), and prints counts per split, emotion and speaker.")
-    ingest.add_argument("path", type=expand_path, help="corpus folder or manifest file")
-    ingest.add_argument("--out", type=expand_path, help="output folder (default: runs/<corpus folder name>/corpus)")
-    ingest.add_argument("--media-root", type=expand_path, help="folder of the media (MELD: the MELD.Raw folder)")
-    ingest.add_argument("--mapping", metavar="FILE", type=expand_path,
+    ingest.add_argument("path", type=path_flag, help="corpus folder or manifest file")
+    ingest.add_argument("--out", type=path_flag, help="output folder (default: runs/<corpus folder name>/corpus)")
+    ingest.add_argument("--media-root", type=path_flag, help="folder of the media (MELD: the MELD.Raw folder)")
+    ingest.add_argument("--mapping", metavar="FILE", type=path_flag,
                         help="manifest mapping (YAML): files, column names and templates, label "
                              "map (`erc corpus inspect` suggests one)")
     ingest.add_argument("--split", action="append", help="only this split (repeatable)")
@@ -143,15 +143,15 @@ def register(commands) -> None:
                     "delimiter, records of a JSON document, dialogue id, speaker, text, "
                     "emotion, turn, times and their unit, label map) to edit and pass to "
                     "`erc corpus ingest --mapping`.")
-    inspect.add_argument("path", type=expand_path, help="manifest file or folder of manifest files")
-    inspect.add_argument("--write", metavar="FILE", type=expand_path, help="also write the suggested mapping to FILE")
+    inspect.add_argument("path", type=path_flag, help="manifest file or folder of manifest files")
+    inspect.add_argument("--write", metavar="FILE", type=path_flag, help="also write the suggested mapping to FILE")
     inspect.add_argument("--overwrite", action="store_true",
                          help="replace FILE when it exists (an edited mapping is lost)")
     inspect.set_defaults(func=cmd_inspect)
 
     summary = sub.add_parser("summary", help="print the summary of an ingested corpus",
                              description="Prints counts and problems of an ingest output.")
-    summary.add_argument("dir", type=expand_path, help="folder holding utterances.parquet")
+    summary.add_argument("dir", type=path_flag, help="folder holding utterances.parquet")
     summary.set_defaults(func=cmd_summary)
 
     formats = sub.add_parser("formats", help="list the corpus formats erc reads",

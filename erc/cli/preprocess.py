@@ -6,9 +6,17 @@ import contextlib
 import json
 from pathlib import Path
 
-from erc.cli.common import add_recipe, add_run_options, count, file_section, output_beside, recipe
+from erc.cli.common import (
+    add_recipe,
+    add_run_options,
+    check_shared_output,
+    count,
+    file_section,
+    output_beside,
+    recipe,
+)
 from erc.recipes import PreprocessConfig
-from erc.settings import expand_path
+from erc.settings import path_flag
 
 
 def _default_out(utterances: str) -> Path:
@@ -28,6 +36,8 @@ def cmd_preprocess(args) -> int:
         ray.address = args.address
     say = (lambda _message: None) if args.json else print
     chosen = args.out or config.output_dir
+    if chosen and not args.out:
+        check_shared_output(chosen, "preprocess.output_dir")
     with contextlib.nullcontext(Path(chosen)) if chosen else output_beside(
             args, "utterances", _default_out(args.utterances), "features", of_folder=True) as out:
         result = execute(PreprocessStage(ray, limit=args.limit), config,
@@ -54,9 +64,9 @@ def register(commands) -> None:
                     "embeds the speaker and the corpus transcript, and writes "
                     "part-*.parquet and manifest.json (resumable: finished partitions are "
                     "skipped; an unchanged corpus with unchanged settings is not touched).")
-    parser.add_argument("utterances", type=expand_path, help="folder holding utterances.parquet (from `erc corpus "
+    parser.add_argument("utterances", type=path_flag, help="folder holding utterances.parquet (from `erc corpus "
                                            "ingest`), or the parquet file")
-    parser.add_argument("--out", type=expand_path, help="folder for the feature parts (default: the config's, "
+    parser.add_argument("--out", type=path_flag, help="folder for the feature parts (default: the config's, "
                                       "else 'features' beside the utterance folder)")
     parser.add_argument("--limit", type=count, help="only the first N utterances (by id)")
     parser.add_argument("--json", action="store_true", help="print the summary as JSON")

@@ -12,7 +12,7 @@ from pathlib import Path
 
 from erc.cli.common import add_recipe, add_run_options, output_beside, recipe
 from erc.qc.decisions import QCConfig
-from erc.settings import expand_path
+from erc.settings import path_flag
 
 
 def _beside_features(args, run: Path, name: str) -> Path:
@@ -82,10 +82,10 @@ def register(commands) -> None:
                     "pass audio-text alignment, face verification and speaker identity checks; "
                     "writes decisions.parquet (every utterance), utterances.parquet (the kept "
                     "view), relabels.csv and report.html/json. Nothing is deleted.")
-    qc.add_argument("features", type=expand_path, help="feature folder (part-*.parquet) of the preprocessing pass")
-    qc.add_argument("--utterances", type=expand_path, help="folder holding utterances.parquet, or the file "
+    qc.add_argument("features", type=path_flag, help="feature folder (part-*.parquet) of the preprocessing pass")
+    qc.add_argument("--utterances", type=path_flag, help="folder holding utterances.parquet, or the file "
                                          "(default: FEATURES/../corpus)")
-    qc.add_argument("--out", type=expand_path, help="output folder (default: FEATURES/../qc)")
+    qc.add_argument("--out", type=path_flag, help="output folder (default: FEATURES/../qc)")
     qc.set_defaults(recipe_options=add_recipe(qc, QCConfig, title="quality control settings"))
     add_run_options(qc, address=False)
     qc.set_defaults(func=cmd_qc)

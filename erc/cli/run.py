@@ -6,8 +6,8 @@ import sys
 from importlib import resources
 from pathlib import Path
 
-from erc.cli.common import add_run_options
-from erc.settings import expand_path, tree
+from erc.cli.common import add_run_options, check_shared_output
+from erc.settings import path_flag, tree
 
 SAMPLE_CONFIG = "sample.yaml"
 
@@ -26,7 +26,7 @@ def cmd_run(args) -> int:
     from erc.home import state_dir
     from erc.recipes import load_run_config
     from erc.stages import main as main_job
-    from erc.stages.main import STAGES
+    from erc.stages.main import STAGES, configured_stages, selected
 
     if args.first and args.last and STAGES.index(args.first) > STAGES.index(args.last):
         # no stage is both at or after --from and at or before --until: nothing would run
@@ -40,8 +40,16 @@ def cmd_run(args) -> int:
     if not config.corpus.path.strip():  # a blank path is the working folder: not a corpus to guess
         raise ConfigError(f"{config_path}: corpus.path is empty; set it to the corpus folder or "
                           f"manifest file (or -o corpus.path=PATH)")
+    if (args.first or args.last) and not any(selected(stage, args.first, args.last)
+                                             for stage in configured_stages(config)):
+        # every stage in the slice is one this config does not run: the run did nothing
+        sliced = " ".join(f"{flag} {stage}" for flag, stage in (("--from", args.first),
+                                                               ("--until", args.last)) if stage)
+        raise ConfigError(f"{sliced}: no stage this config runs is in that slice (it runs: "
+                          f"{', '.join(configured_stages(config))})")
     if args.address:
         config.ray.address = args.address
+    check_shared_output(config.output_dir, "output_dir")  # the sample's is runs/sample
     if storage.is_uri(config.corpus.path):
         config.corpus.path = str(storage.stage_input(config.corpus.path, state_dir()))
     if args.dry_run:
@@ -49,7 +57,7 @@ def cmd_run(args) -> int:
             local = storage.pulled_output(config.output_dir, state_dir(), exclude=(storage.RAY_STORAGE,))
             config.output_dir = str(local.local)
         print(f"erc {__version__}: main job, config {config_path} (dry run: nothing runs)")
-        for stage, folder, state in main_job.plan(config):
+        for stage, folder, state in main_job.plan(config, args.first, args.last):
             print(f"  {stage:11} {state:52} {folder}")
         return 0
     if storage.is_uri(config.output_dir):
@@ -99,13 +107,13 @@ def register(commands) -> None:
                     "stage skips work that is up to date (same settings and inputs), so a "
                     "second run is quick, an interrupted one resumes, and a changed setting "
                     "recomputes exactly the stages it affects (see --dry-run).")
-    run.add_argument("--config", type=expand_path, help="YAML run config (default: the sample's)")
+    run.add_argument("--config", type=path_flag, help="YAML run config (default: the sample's)")
     run.add_argument("-o", "--set", dest="set_overrides", action="append", default=[],
                      type=_override, metavar="SECTION.KEY=VALUE",
                      help="override a setting of the config, e.g. -o train.epochs=5 "
                           "-o qc.alignment.rule=length_aware (repeatable)")
-    run.add_argument("--out", type=expand_path, help="output folder (overrides output_dir of the config)")
-    run.add_argument("--storage", type=expand_path, help="where Ray Train keeps checkpoints (default OUT/train/ray; "
+    run.add_argument("--out", type=path_flag, help="output folder (overrides output_dir of the config)")
+    run.add_argument("--storage", type=path_flag, help="where Ray Train keeps checkpoints (default OUT/train/ray; "
                      "on a multi-node cluster a shared folder or s3://...)")
     run.add_argument("--from", dest="first", choices=STAGES, metavar="STAGE",
                      help=f"start at this stage (its inputs must exist): {', '.join(STAGES)}")

@@ -26,7 +26,7 @@ from pathlib import Path
 
 from erc.cli.common import add_recipe, add_run_options, output_beside, recipe
 from erc.recipes import AdapterRecipe, FusionInputs, FusionRecipe, TextRecipe
-from erc.settings import expand_path
+from erc.settings import path_flag
 from erc.stages.base import execute
 
 
@@ -50,7 +50,7 @@ def cmd_train_text(args) -> int:
     from erc.stages.train import TextJob, TextStage
     from erc.train.vectors import resolve_text_encoder
 
-    text = recipe(TextRecipe, args, args.recipe_options, section="text")
+    text = recipe(TextRecipe, args, args.recipe_options, section="train.text_training")
     encoder = resolve_text_encoder(text.encoder)
     result = execute(TextStage(args.address), TextJob(text, args.format),
                      {"utterances": args.corpus, "encoder": encoder}, args.out,
@@ -76,9 +76,18 @@ def cmd_train_fusion(args) -> int:
 
 
 def cmd_train_adapter(args) -> int:
+    from erc.errors import ConfigError
     from erc.stages.train import UnimodalAdapterJob, UnimodalAdapterStage
 
-    settings = recipe(AdapterRecipe, args, args.recipe_options)
+    settings = recipe(AdapterRecipe, args, args.recipe_options, section="train.adapter_training")
+    # each modality holds out its own way; the other's setting was ignored silently
+    if args.modality == "speaker" and settings.test_groups:
+        raise ConfigError(f"test_groups {settings.test_groups}: a speaker adapter holds out the "
+                          f"splits other than train_split ({settings.train_split!r}); "
+                          f"test_groups (subjects held out) is a face adapter's")
+    if args.modality == "face" and settings.train_split != "train":
+        raise ConfigError(f"train_split {settings.train_split!r}: a face adapter's folder has no "
+                          f"splits; hold out subjects with test_groups")
     result = execute(UnimodalAdapterStage(), UnimodalAdapterJob(args.modality, settings, args.format),
                      {"corpus": args.corpus}, args.out, force=args.force,
                      overwrite=args.overwrite)
@@ -190,10 +199,19 @@ def _evaluate_into(args, out: Path, split: str, corpus: tuple) -> tuple[dict, Pa
     return json.loads((out / "metrics.json").read_text()), out, split, result.skipped
 
 
+def add_format(parser) -> None:
+    """``--format`` of a command that reads a corpus (a name of no format was ignored
+    silently where the corpus was an ingest folder)."""
+    from erc.corpus import FORMATS
+
+    parser.add_argument("--format", choices=sorted(FORMATS),
+                        help="corpus format when reading a corpus (default: detected)")
+
+
 def _common(parser) -> None:
-    parser.add_argument("corpus", type=expand_path, help="ingest folder, utterances.parquet or a corpus erc reads")
-    parser.add_argument("--out", required=True, type=expand_path, help="output folder (same folder = resume)")
-    parser.add_argument("--format", help="corpus format when reading a corpus (default: detected)")
+    parser.add_argument("corpus", type=path_flag, help="ingest folder, utterances.parquet or a corpus erc reads")
+    parser.add_argument("--out", required=True, type=path_flag, help="output folder (same folder = resume)")
+    add_format(parser)
     add_run_options(parser)
 
 
@@ -224,10 +242,10 @@ def register(commands) -> None:
                                description="Embeds a unimodal emotion corpus with the profile's "
                                            "identity model and trains the adapter MLP.")
     adapter.add_argument("modality", choices=["speaker", "face"])
-    adapter.add_argument("corpus", type=expand_path, help="speech: a corpus erc reads (RAVDESS); face: a folder "
+    adapter.add_argument("corpus", type=path_flag, help="speech: a corpus erc reads (RAVDESS); face: a folder "
                                         "<label>/<group>_*.png (CK+48)")
-    adapter.add_argument("--out", required=True, type=expand_path)
-    adapter.add_argument("--format", help="corpus format when reading a corpus (default: detected)")
+    adapter.add_argument("--out", required=True, type=path_flag)
+    add_format(adapter)
     add_run_options(adapter, address=False)
     adapter.set_defaults(func=cmd_train_adapter, recipe_options=add_recipe(adapter, AdapterRecipe))
 
@@ -235,17 +253,17 @@ def register(commands) -> None:
                                    description="Accuracy, weighted / macro F1, per-class and "
                                                "per-speaker metrics, confusion matrix, predictions; "
                                                "of one model or of an ensemble (several models).")
-    evaluate.add_argument("model", nargs="+", type=expand_path, help="model folder (OUT/model of erc train); "
+    evaluate.add_argument("model", nargs="+", type=path_flag, help="model folder (OUT/model of erc train); "
                           "several: an ensemble (their class probabilities averaged)")
-    evaluate.add_argument("corpus", type=expand_path, help="ingest folder, utterances.parquet or a corpus erc reads")
+    evaluate.add_argument("corpus", type=path_flag, help="ingest folder, utterances.parquet or a corpus erc reads")
     evaluate.add_argument("--split", default="dev", help="split to evaluate (dev falls back to "
                                                          "valid/val when the corpus has no dev)")
-    evaluate.add_argument("--format")
-    evaluate.add_argument("--features", type=expand_path, help="feature folder of this corpus (`erc preprocess`), "
+    add_format(evaluate)
+    evaluate.add_argument("--features", type=path_flag, help="feature folder of this corpus (`erc preprocess`), "
                           "read for the speaker and face vectors instead of the folder the "
                           "model was trained with (default: that folder, which holds only "
                           "the training corpus's utterances)")
-    evaluate.add_argument("--out", type=expand_path, help="default: MODEL/../eval-SPLIT (of the first MODEL)")
+    evaluate.add_argument("--out", type=path_flag, help="default: MODEL/../eval-SPLIT (of the first MODEL)")
     evaluate.add_argument("--json", action="store_true")
     add_run_options(evaluate, address=False)
     evaluate.set_defaults(func=cmd_evaluate)

@@ -20,8 +20,9 @@ import shlex
 from pathlib import Path
 
 from erc.cli.common import add_overwrite, count, positive
+from erc.cli.train import add_format
 from erc.recipes import FusionInputs
-from erc.settings import add_arguments, expand_path, given, load_yaml, validate
+from erc.settings import add_arguments, given, load_yaml, path_flag, validate
 
 
 def subset_dialogues(table, limit: int):
@@ -118,6 +119,10 @@ def cmd_tune(args) -> int:
     if isinstance(raw, dict) and args.epochs is not None and "epochs" in (raw.get("params") or {}):
         raise ConfigError(f"{path}: epochs is searched (params.epochs): --epochs cannot fix it")
     spec = parse_spec(_overrides(raw, args) if isinstance(raw, dict) else raw, str(path))
+    fusion_only = [o.cli for o in args.input_options if hasattr(args, o.name)]
+    if spec.family != "fusion" and fusion_only:  # a text search read none of them
+        raise ConfigError(f"{', '.join(fusion_only)}: inputs of a fusion search; {path} searches "
+                          f"the {spec.family} family")
     table = load_corpus(args.corpus, args.format)
     scope = []  # how the searched data differs from what the train command reads
     if args.limit_dialogues:
@@ -164,11 +169,11 @@ def register(commands) -> None:
                     "best_config.yaml (for `erc train ... --config`), history.png, "
                     "importance.png and report.html to --out. The same command with the same "
                     "--out resumes an interrupted search.")
-    tune.add_argument("search", type=expand_path, help="search file (YAML), or the name of one in tune/ "
+    tune.add_argument("search", type=path_flag, help="search file (YAML), or the name of one in tune/ "
                                      "(fusion, fusion-mamba, text)")
-    tune.add_argument("corpus", type=expand_path, help="ingest folder, utterances.parquet or a corpus erc reads")
-    tune.add_argument("--out", required=True, type=expand_path, help="output folder (same folder = resume)")
-    tune.add_argument("--format", help="corpus format when reading a corpus (default: detected)")
+    tune.add_argument("corpus", type=path_flag, help="ingest folder, utterances.parquet or a corpus erc reads")
+    tune.add_argument("--out", required=True, type=path_flag, help="output folder (same folder = resume)")
+    add_format(tune)
     tune.add_argument("--train-split", default="train")
     tune.add_argument("--dev-split", default="dev", help="split the search maximises weighted "
                       "F1 on (valid/val when the corpus has no dev); with --select-fraction "
@@ -192,7 +197,7 @@ def register(commands) -> None:
                       help="do not run the untuned default as trial 0")
     tune.add_argument("--limit-dialogues", type=count,
                       help="only the first N dialogues of each split (a quick search)")
-    tune.add_argument("--storage", type=expand_path, help="where Tune keeps the search (default OUT/ray; on a "
+    tune.add_argument("--storage", type=path_flag, help="where Tune keeps the search (default OUT/ray; on a "
                       "multi-node cluster a shared folder or s3://...)")
     tune.add_argument("--fresh", action="store_true", help="discard an earlier search in --out")
     add_overwrite(tune)

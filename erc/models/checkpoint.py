@@ -170,6 +170,16 @@ def load_model(directory: str | Path, device: str | torch.device = "cpu") -> nn.
     return model.to(device).eval()
 
 
+def load_model_of(directory: str | Path, kind: str, what: str,
+                  device: str | torch.device = "cpu") -> nn.Module:
+    """``load_model`` of a folder that must hold a model of ``kind`` (``what`` it is read as
+    names it): a model of another kind failed where its settings were read, a traceback."""
+    saved = read_config(directory)["kind"]
+    if saved != kind:
+        raise InputError(f"{directory}: holds a model of kind {saved!r}, not {what}")
+    return load_model(directory, device)
+
+
 def _first_line(err: Exception) -> str:
     text = str(err).strip()
     return text.splitlines()[0] if text else type(err).__name__

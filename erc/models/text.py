@@ -184,7 +184,9 @@ def target_inputs(ids: list[list[int]], context_turns: int, max_length: int, cls
         past: list[int] = []
         future: list[int] = []
         open_past, open_future = True, True  # a side closes at its first turn that does not fit
-        for k in range(1, max(context_turns, future_turns) + 1):
+        # no turn lies further than the dialogue is long: context_turns 10**8 took that
+        # many steps for every turn before training started (a hang)
+        for k in range(1, min(max(context_turns, future_turns), len(ids)) + 1):
             if open_past and k <= context_turns and t - k >= 0:
                 piece = ids[t - k] + [sep_id]
                 if len(piece) > budget - len(past) - len(future):

@@ -257,23 +257,29 @@ def check_run_outputs(config: RunConfig, first: str | None = None, last: str | N
     io.check_claim(config.output_dir, overwrite)
     for name, folder in Layout(config).folders().items():
         step, stage = WRITERS.get(name, ("evaluate", EvaluateStage))
-        if _selected(step, first, last):
+        if selected(step, first, last):
             io.check_claim(folder, overwrite)  # a file where it goes, a folder of the user's
             check_outputs(stage, folder, overwrite)
-    report = ReportStage.outputs() if _selected("report", first, last) else ()
+    report = ReportStage.outputs() if selected("report", first, last) else ()
     io.check_outputs(config.output_dir, (RUN_RECORD, RUN_LOG, *report))
 
 
-def _selected(name: str, first: str | None, last: str | None) -> bool:
+def selected(name: str, first: str | None, last: str | None) -> bool:
     index = STAGES.index(name)
     return ((first is None or index >= STAGES.index(first))
             and (last is None or index <= STAGES.index(last)))
 
 
-def plan(config: RunConfig) -> list[tuple[str, str, str]]:
+def plan(config: RunConfig, first: str | None = None,
+         last: str | None = None) -> list[tuple[str, str, str]]:
     """(stage, folder, state) for each stage, without running anything: "up to date", or
     why it would run. A stage after one that would run may become stale when that one's
-    output changes: it says so."""
+    output changes: it says so. A stage outside ``first``..``last`` says it is left out."""
+    return [(stage, folder, state if selected(stage, first, last) else
+             "left out (--from/--until)") for stage, folder, state in _plan(config)]
+
+
+def _plan(config: RunConfig) -> list[tuple[str, str, str]]:
     rows: list[tuple[str, str, str]] = []
     blocked = None
     try:
@@ -328,13 +334,13 @@ def run_main(config: RunConfig, force: bool = False, say: Callable[[str], None] 
                                                               "error": UNFINISHED}})
 
     unfinished(None)
-    numbered = [s for s in configured_stages(config) if _selected(s, first, last)]
+    numbered = [s for s in configured_stages(config) if selected(s, first, last)]
     running, done = None, None  # the stage running (None: between stages), the last done
     try:
         for step in steps(config, say):
             if last is not None and STAGES.index(step.name) > STAGES.index(last):
                 break  # later steps read what earlier ones write: stop before building them
-            if not _selected(step.name, first, last):
+            if not selected(step.name, first, last):
                 continue
             running = step.name
             number = numbered.index(step.name) + 1
@@ -351,7 +357,7 @@ def run_main(config: RunConfig, force: bool = False, say: Callable[[str], None] 
             unfinished(done)
             if step.name == last:
                 break  # building the next step would check inputs this run does not need
-        if _selected("report", first, last):
+        if selected("report", first, last):
             running = "report"
             say(f"\n[{len(numbered)}/{len(numbered)} report] {out / 'report.html'}")
             with _interrupts("report"):

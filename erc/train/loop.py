@@ -280,6 +280,20 @@ def machine_resources(train: TrainConfig) -> TrainConfig:
     return dataclasses.replace(train, cpus_per_worker=cpus or 1, use_gpu=bool(use_gpu))
 
 
+def check_room(train: TrainConfig) -> None:
+    """ConfigError when the workers of ``train`` (resources filled in) can never start: one
+    asks for more than any node offers, or, on the embedded Ray (one node, none to add),
+    all of them together for more than it has. Ray Train waited for them forever."""
+    from erc import cluster, runtime
+
+    gpus, cpus, n = train.gpus_per_worker(), float(train.cpus_per_worker), train.num_workers
+    cluster.check_feasible(cluster.Request(num_gpus=gpus, accelerator_type=train.accelerator_type,
+                                           resources={"CPU": cpus}), "a training worker")
+    if runtime.embedded() and n > 1:
+        cluster.check_feasible(cluster.Request(num_gpus=gpus * n, resources={"CPU": cpus * n}),
+                               f"a group of {n} training workers")
+
+
 RUN_RECORD = "checkpoints.json"  # in the output folder: the Ray Train run its checkpoints are in, and for what
 
 
@@ -369,14 +383,11 @@ def fit(task: str, task_config: dict, data: Any, train: TrainConfig, out_dir: st
     import ray
     from ray.train import CheckpointConfig, FailureConfig, RunConfig, ScalingConfig
 
-    from erc import cluster
-
     train = machine_resources(train)
     gpus = train.gpus_per_worker()
     print(f"[train] {train.num_workers} worker(s), {train.cpus_per_worker} CPU(s)"
           + (f" and {gpus:g} GPU" if gpus else "") + " each", flush=True)
-    cluster.check_feasible(cluster.Request(num_gpus=gpus, accelerator_type=train.accelerator_type),
-                           "a training worker")
+    check_room(train)
     from ray.train.torch import TorchConfig, TorchTrainer
 
     # by default checkpoints go to OUT/ray; a URI (s3://...) reaches Ray as a filesystem

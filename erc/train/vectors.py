@@ -45,7 +45,7 @@ def text_features(model_dir: str | Path, table: pa.Table, splits: list[str] | No
 
     from erc.fingerprint import stat_of
     from erc.home import state_dir
-    from erc.models.checkpoint import WEIGHTS, load_model
+    from erc.models.checkpoint import WEIGHTS, load_model_of
     from erc.models.text import load_tokenizer
     from erc.train.tasks import TextTask
 
@@ -61,7 +61,8 @@ def text_features(model_dir: str | Path, table: pa.Table, splits: list[str] | No
         return {u: np.asarray(v, np.float32) for u, v in
                 zip(t.column("utterance_id").to_pylist(), t.column("text_embedding").to_pylist())}
     device = torch.device(pick_device())
-    model = load_model(model_dir, device)
+    model = load_model_of(model_dir, "text", "a fine-tuned text model (the model of `erc train "
+                                             "text`)", device)
     cfg = model.config
     tokenizer = load_tokenizer(cfg.encoder)
     data = build_text_data(table, tokenizer, cfg, roles={s: s for s in splits}, labels=cfg.labels)
@@ -173,14 +174,14 @@ def adapt_features(raw: Mapping[str, dict], spec: Mapping[str, dict],
     """``raw`` features through the adapters of ``spec`` (or the loaded ``adapters`` given
     per modality, e.g. resized ones); modalities without an adapter pass unchanged."""
     from erc.models.adapters import adapt_vectors
-    from erc.models.checkpoint import load_model
+    from erc.models.checkpoint import load_model_of
 
     out = {}
     for modality, vectors in raw.items():
         path = spec.get(modality, {}).get("adapter")
         adapter = (adapters or {}).get(modality)
         if adapter is None and path:
-            adapter = load_model(path)
+            adapter = load_model_of(path, "adapter", f"a {modality} adapter")
         if adapter is not None and vectors:
             ids = list(vectors)
             vectors = dict(zip(ids, adapt_vectors(adapter, np.stack([vectors[u] for u in ids]))))
@@ -238,6 +239,16 @@ def parse_feature(text: str, modality: str, flag: str | None = None, layers: int
 def feature_spec(inputs: FusionInputs) -> dict:
     """The feature spec of ``erc train fusion`` / ``erc tune fusion``: text tokens, and the
     speaker and face vectors of a feature folder (through their adapters) unless text only."""
+    # what reads the feature folder, given where none is read: each was ignored silently
+    folder_options = [flag for flag, value in (("--speaker-adapter", inputs.speaker_adapter),
+                                               ("--face-adapter", inputs.face_adapter),
+                                               ("--drop", inputs.drop)) if value]
+    if inputs.text_only and (inputs.features or folder_options):
+        raise ConfigError(f"--text-only reads no feature folder: leave out "
+                          f"{', '.join(['--features'] * bool(inputs.features) + folder_options)}")
+    if folder_options and not inputs.features:
+        raise ConfigError(f"{', '.join(folder_options)}: the speaker and face vectors come from a "
+                          f"feature folder: give it with --features")
     spec = {"text": parse_feature(inputs.text, "text", layers=inputs.text_layers)}
     if inputs.second_text:  # read as one more token of each turn, beside the first
         spec["text2"] = parse_feature(inputs.second_text, "text2", "--second-text",

@@ -35,7 +35,7 @@ import logging
 import os
 import time
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -404,7 +404,9 @@ def trial_resources(wanted: Mapping[str, Any]) -> dict:
         resources["gpu"] = 1 if cluster.gpu_plan("search.resources_per_trial.gpu").per_node else 0
     request = cluster.Request(num_gpus=float(resources["gpu"]),
                               accelerator_type=wanted.get("accelerator_type"))
-    cluster.check_feasible(request, "a trial")
+    # the CPUs too: a trial no node can hold waited forever (Tune only warns)
+    cluster.check_feasible(replace(request, resources={"CPU": float(resources["cpu"])}),
+                           "a trial")
     resources.update({k: v for k, v in request.shape().items() if k != "GPU"})
     return resources
 

@@ -356,7 +356,8 @@ def _search(where: str, data: Any) -> SearchSettings:
         s.max_concurrent_trials = _int(f"{where}.max_concurrent_trials",
                                        data["max_concurrent_trials"], 1)
     if "seed" in data:
-        s.seed = _int(f"{where}.seed", data["seed"], 0)
+        # Optuna's sampler takes a seed of 32 bits: a larger one failed after Ray started
+        s.seed = _int(f"{where}.seed", data["seed"], 0, 2**32 - 1)
     if "include_default" in data:
         if not isinstance(data["include_default"], bool):
             raise ConfigError(f"{where}.include_default: expected true or false")
