@@ -421,6 +421,23 @@ def test_evaluate_counts_the_rows_of_the_split_set_aside_before_scoring(tmp_path
         assert "test: 2 input rows set aside before scoring, not in predictions.parquet" in out
 
 
+def test_evaluate_prints_counts_that_add_up_to_the_split(tmp_path, capsys):
+    """Of a split of 5 input rows the command printed 2 set aside and n=2: the unlabelled
+    row it predicted (in predictions.parquet, n_unlabelled in metrics.json) went unsaid."""
+    model, _ = _fusion_model(tmp_path, [[0.1] * 4] * 4, ["a", "b", None, "c"])
+    corpus = tmp_path / "corpus"
+    corpus.mkdir()
+    (corpus / "test.csv").write_text(
+        "utterance_id,dialogue_id,turn,speaker,text,emotion\n"
+        "c/test/d0/0,d0,0,A,hi,a\nc/test/d0/1,d0,1,B,,b\nc/test/d0/2,d0,2,A,hi,\n"
+        "c/test/d0/3,d0,3,B,hi,c\nc/test/d0/4,d0,x,A,hi,a\n")
+    assert main(["evaluate", str(model), str(corpus), "--format", "manifest", "--split", "test",
+                 "--out", str(tmp_path / "eval")]) == 0, capsys.readouterr().err
+    out = capsys.readouterr().out
+    assert "test: 2 input rows set aside before scoring" in out and "(n=2)" in out
+    assert "test: 1 utterances without a label, predicted but not scored" in out, out
+
+
 def test_evaluate_reads_a_raw_corpus_once(tmp_path, capsys):
     """`erc evaluate MODEL CORPUS` on a corpus erc reads (not an ingest output) read it
     twice, for the split check and again for the scoring: the reader's note on the rows it
@@ -526,6 +543,81 @@ def test_evaluate_reads_the_speaker_vectors_of_the_corpus_it_scores(tmp_path, ca
                  str(folders["scored"]), "--out", str(tmp_path / "eval-text")]) == 2
     err = capsys.readouterr().err.strip()
     assert len(err.splitlines()) == 1 and "reads no speaker or face vectors" in err, err
+
+
+def test_evaluate_scores_a_corpus_without_any_vector_of_a_modality(tmp_path, capsys):
+    """A corpus without media (its feature folder holds no speaker vector at all), scored by
+    a model over text and speaker vectors with ``--features``, stopped with 'no speaker
+    features at all', though the model reads a turn without a vector as its learned missing
+    embedding (as it did for the same corpus without ``--features``). Every turn is now
+    scored and counted as missing its speaker vector."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    from erc.models.checkpoint import save_model
+    from erc.models.fusion import FusionConfig, FusionModel
+
+    _, corpus = _fusion_model(tmp_path, [[0.1] * 4] * 3, ["a", "b", "c"])
+    folders = {name: tmp_path / name for name in ("trained", "scored")}
+    for folder in folders.values():
+        folder.mkdir()
+    pq.write_table(pa.table({"utterance_id": ["other/0"], "status": ["ok"],
+                             "speaker_embedding": [[0.2] * 6]}),
+                   folders["trained"] / "part-00000.parquet")
+    pq.write_table(pa.table({"utterance_id": [f"c/test/d0/{t}" for t in range(3)],
+                             "status": ["text_only"] * 3}), folders["scored"] / "part-00000.parquet")
+    labels = ["a", "b", "c"]
+    spec = {"text": {"kind": "parquet", "path": str(tmp_path / "features.parquet"),
+                     "column": "text_embedding"},
+            "speaker": {"kind": "parquet", "path": str(folders["trained"]),
+                        "column": "speaker_embedding"}}
+    model = save_model(tmp_path / "model", FusionModel(FusionConfig(
+        modalities=["text", "speaker"], dims={"text": 4, "speaker": 6}, labels=labels,
+        n_classes=3, d_state=4)), extra={"task": "fusion", "labels": labels, "features": spec})
+    assert main(["evaluate", str(model), str(corpus), "--split", "test", "--features",
+                 str(folders["scored"]), "--out", str(tmp_path / "eval")]) == 0, \
+        capsys.readouterr().err
+    metrics = json.loads((tmp_path / "eval" / "metrics.json").read_text())
+    assert metrics["n"] == 3 and metrics["n_missing"] == {"speaker": 3}
+
+
+def test_evaluate_reads_the_text_vectors_of_the_feature_folder_it_is_given(tmp_path, capsys):
+    """A model of the main job reads its text vectors from its feature folder too (column
+    text_layers). ``--features`` moved only the speaker and face vectors: the text of the
+    scored corpus was still looked up in the training corpus's folder, every turn's missing
+    there (or another utterance's under the same id); and a text-only model of the main job
+    (a corpus without media) refused ``--features`` outright."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    from erc.models.checkpoint import save_model
+    from erc.models.fusion import FusionConfig, FusionModel
+
+    _, corpus = _fusion_model(tmp_path, [[0.1] * 4] * 3, ["a", "b", "c"])
+    ids = [f"c/test/d0/{t}" for t in range(3)]
+    folders = {}
+    for name, id_list in (("trained", ["other/0", "other/1"]), ("scored", ids)):
+        folders[name] = tmp_path / name
+        folders[name].mkdir()
+        pq.write_table(pa.table({"utterance_id": id_list, "status": ["ok"] * len(id_list),
+                                 "text_layers": [[0.1 * (i + 1)] * 4 for i in range(len(id_list))],
+                                 "speaker_embedding": [[0.2] * 6] * len(id_list)}),
+                       folders[name] / "part-00000.parquet")
+    (folders["trained"] / "manifest.json").write_text('{"stage": "preprocess", "fingerprint": "f"}')
+    labels = ["a", "b", "c"]
+    trained = str(folders["trained"])
+    for name, modalities in (("trimodal", {"text": 4, "speaker": 6}), ("text-only", {"text": 4})):
+        spec = {"text": {"kind": "parquet", "path": trained, "column": "text_layers"},
+                "speaker": {"kind": "parquet", "path": trained, "column": "speaker_embedding"}}
+        spec = {m: spec[m] for m in modalities}  # as the main job's feature_spec writes it
+        model = save_model(tmp_path / name, FusionModel(FusionConfig(
+            modalities=list(modalities), dims=modalities, labels=labels, n_classes=3, d_state=4)),
+            extra={"task": "fusion", "labels": labels, "features": spec})
+        assert main(["evaluate", str(model), str(corpus), "--split", "test", "--features",
+                     str(folders["scored"]), "--out", str(tmp_path / f"eval-{name}")]) == 0, \
+            capsys.readouterr().err
+        metrics = json.loads((tmp_path / f"eval-{name}" / "metrics.json").read_text())
+        assert metrics["n"] == 3 and metrics["n_missing"] == {}, (name, metrics["n_missing"])
 
 
 def test_vectors_of_different_widths_are_one_line(tmp_path, capsys):

@@ -236,3 +236,29 @@ def test_a_corpus_whose_every_row_is_set_aside_stops_after_the_ingest(tmp_path):
     assert ("the ingest kept no utterance: all 2 input row(s) were set aside "
             "(bad_field_count 2)") in done.stderr and "Traceback" not in done.stderr
     assert not (tmp_path / "run" / "features").exists()
+
+
+def test_the_qc_and_evaluate_lines_count_every_row_of_a_split(tmp_path):
+    """The main job printed dev 12 at the ingest and n=11 at the evaluation of dev, with no
+    word anywhere of the dev row QC set aside (nor of how many rows QC kept): the counts it
+    printed did not add up. QC's line now counts its kept and set-aside rows per split, and
+    an evaluation's line its unlabelled rows and the rows set aside before scoring."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    from erc.stages.base import StageResult
+    from erc.stages.main import Step, _describe
+    from erc.stages.qc import QCStage
+    from erc.stages.train import EvaluateStage
+
+    pq.write_table(pa.table({"split": ["dev"] * 3 + ["train"] * 2,
+                             "keep": [True, True, False, True, False]}),
+                   tmp_path / "decisions.parquet")
+    qc = _describe(Step("qc", QCStage(), None, {}, tmp_path),
+                   StageResult("qc", tmp_path, False, {}, 1.0, {}))
+    assert "5 utterances, 3 kept, 2 set aside (dev 1, train 1)" in qc, qc
+    summary = {"split": "dev", "accuracy": 0.5, "weighted_f1": 0.5, "macro_f1": 0.5, "n": 2,
+               "n_unlabelled": 1, "set_aside": {"qc_rejected": 1}}
+    line = _describe(Step("evaluate", EvaluateStage(), None, {}, tmp_path),
+                     StageResult("evaluate", tmp_path, False, summary, 1.0, {}))
+    assert "(n=2, too few to judge accuracy, 1 unlabelled, 1 set aside (qc_rejected 1))" in line

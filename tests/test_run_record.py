@@ -139,6 +139,31 @@ def test_ctrl_c_during_training_is_recorded_as_an_interrupt(tmp_path, monkeypatc
     assert record["failed"] == {"stage": "train", "after": "text", "error": "interrupted"}
 
 
+@pytest.mark.parametrize("command", ["fusion", "text"])
+def test_ctrl_c_during_erc_train_is_an_interrupt(tmp_path, monkeypatch, capsys, command):
+    """`erc train fusion|text` interrupted with Ctrl-C while Ray Train trained ended with
+    exit status 1 (or 0, when Ray's handler calls sys.exit(0)) and not a word: the main
+    job's handling of Ray Train's SIGINT was not the training commands'. Now: one line,
+    exit status 130, as for any interrupted command; the SIGINT handler of before is back."""
+    import signal
+
+    import erc.cli.train as train_cli
+    from erc.cli import main
+
+    def execute(stage, *args, **kwargs):
+        return _TrainsLikeRay().run(None)
+
+    monkeypatch.setattr(train_cli, "execute", execute)
+    monkeypatch.setattr("erc.train.vectors.resolve_text_encoder", lambda name: name)
+    before = signal.getsignal(signal.SIGINT)
+    argv = {"fusion": ["--text", f"parquet:{tmp_path / 'vectors.parquet'}"],
+            "text": ["--encoder", str(tmp_path / "encoder")]}[command]
+    assert main(["train", command, str(tmp_path / "corpus"), *argv,
+                 "--out", str(tmp_path / "out")]) == 130
+    assert capsys.readouterr().err.strip() == "erc: interrupted"
+    assert signal.getsignal(signal.SIGINT) is before
+
+
 def test_a_stage_that_exits_without_ctrl_c_is_not_an_interrupt(tmp_path, monkeypatch):
     out = tmp_path / "run"
     config = RunConfig(output_dir=str(out))
@@ -154,6 +179,24 @@ def test_a_stage_that_exits_without_ctrl_c_is_not_an_interrupt(tmp_path, monkeyp
     with pytest.raises(SystemExit):
         main_job.run_main(config, say=lambda _line: None)
     assert json.loads((out / "run.json").read_text())["failed"]["error"] == "3"
+
+
+def test_until_evaluate_evaluates_every_split(tmp_path, monkeypatch):
+    """`erc run --until evaluate` stopped after the first evaluation step: of the splits
+    dev and test, test was never evaluated, and nothing said so."""
+    out = tmp_path / "run"
+    config = RunConfig(output_dir=str(out))
+
+    class _Evaluated(_Done):
+        name = "evaluate"
+
+    def steps(config, say):
+        for split in ("dev", "test"):
+            yield main_job.Step("evaluate", _Evaluated(), {}, {}, out / f"eval-{split}")
+
+    monkeypatch.setattr(main_job, "steps", steps)
+    record = main_job.run_main(config, say=lambda _line: None, last="evaluate")
+    assert "failed" not in record and set(record["stages"]) == {"eval-dev", "eval-test"}
 
 
 def test_until_stops_before_the_next_step_is_built(tmp_path, monkeypatch):

@@ -47,20 +47,23 @@ def _print_trained(summary: dict, out: Path, skipped: bool) -> None:
 
 
 def cmd_train_text(args) -> int:
+    from erc.stages.main import _interrupts
     from erc.stages.train import TextJob, TextStage
     from erc.train.vectors import resolve_text_encoder
 
     text = recipe(TextRecipe, args, args.recipe_options, section="train.text_training")
     encoder = resolve_text_encoder(text.encoder)
-    result = execute(TextStage(args.address), TextJob(text, args.format),
-                     {"utterances": args.corpus, "encoder": encoder}, args.out,
-                     force=args.force, overwrite=args.overwrite)
+    with _interrupts("train-text"):  # Ctrl-C: Ray Train's handler would exit 1 (or 0), silent
+        result = execute(TextStage(args.address), TextJob(text, args.format),
+                         {"utterances": args.corpus, "encoder": encoder}, args.out,
+                         force=args.force, overwrite=args.overwrite)
     _print_trained(result.summary, Path(args.out), result.skipped)
     return 0
 
 
 def cmd_train_fusion(args) -> int:
     from erc.settings import validate
+    from erc.stages.main import _interrupts
     from erc.stages.train import FusionJob, FusionStage
     from erc.train.vectors import feature_spec, spec_paths
 
@@ -68,9 +71,10 @@ def cmd_train_fusion(args) -> int:
     inputs = validate(FusionInputs, {o.name: getattr(args, o.name) for o in args.input_options
                                      if hasattr(args, o.name)}, "options")
     spec = feature_spec(inputs)
-    result = execute(FusionStage(args.address), FusionJob(fusion, spec, args.format),
-                     {"utterances": args.corpus, **spec_paths(spec)}, args.out,
-                     force=args.force, overwrite=args.overwrite)
+    with _interrupts("train"):  # Ctrl-C: Ray Train's handler would exit 1 (or 0), silent
+        result = execute(FusionStage(args.address), FusionJob(fusion, spec, args.format),
+                         {"utterances": args.corpus, **spec_paths(spec)}, args.out,
+                         force=args.force, overwrite=args.overwrite)
     _print_trained(result.summary, Path(args.out), result.skipped)
     return 0
 
@@ -145,6 +149,9 @@ def cmd_evaluate(args) -> int:
               f"{metrics['n_unlabelled']:,} utterances in {out / 'predictions.parquet'}")
     else:
         print(format_table(metrics))
+        if metrics["n_unlabelled"]:  # predicted, not scored: n + these + set aside = input rows
+            print(f"{split}: {metrics['n_unlabelled']:,} utterances without a label, predicted "
+                  f"but not scored (in predictions.parquet, column true empty)")
         if unseen := metrics.get("unseen_labels"):
             alone = metrics["on_model_labels"]
             print("labels the model does not predict, their utterances counted wrong above: "
@@ -260,7 +267,8 @@ def register(commands) -> None:
                                                          "valid/val when the corpus has no dev)")
     add_format(evaluate)
     evaluate.add_argument("--features", type=path_flag, help="feature folder of this corpus (`erc preprocess`), "
-                          "read for the speaker and face vectors instead of the folder the "
+                          "read for the speaker and face vectors (and the text vectors of a model "
+                          "of `erc run`) instead of the folder the "
                           "model was trained with (default: that folder, which holds only "
                           "the training corpus's utterances)")
     evaluate.add_argument("--out", type=path_flag, help="default: MODEL/../eval-SPLIT (of the first MODEL)")

@@ -355,7 +355,7 @@ def run_main(config: RunConfig, force: bool = False, say: Callable[[str], None] 
             say(_describe(step, result))
             running, done = None, step.name
             unfinished(done)
-            if step.name == last:
+            if step.name == last and step.name != "evaluate":  # one step per split: all of them
                 break  # building the next step would check inputs this run does not need
         if selected("report", first, last):
             running = "report"
@@ -420,6 +420,22 @@ def _received(fd: int, signum: int) -> bool:
         return False
 
 
+def _qc_counts(folder: Path) -> str:
+    """"84 utterances, 81 kept, 3 set aside (dev 1, train 2)" of a qc output folder."""
+    from collections import Counter
+
+    import pyarrow.parquet as pq
+
+    from erc.qc.decisions import DECISIONS
+
+    table = pq.read_table(folder / DECISIONS, columns=["split", "keep"])
+    aside = Counter(split for split, keep in zip(table.column("split").to_pylist(),
+                                                 table.column("keep").to_pylist()) if not keep)
+    n, removed = table.num_rows, sum(aside.values())
+    where = f" ({', '.join(f'{split} {k:,}' for split, k in sorted(aside.items()))})" if aside else ""
+    return f"{n:,} utterances, {n - removed:,} kept, {removed:,} set aside{where}"
+
+
 def _describe(step: Step, result: StageResult) -> str:
     """The line a person reads after a stage."""
     s = result.summary
@@ -438,7 +454,7 @@ def _describe(step: Step, result: StageResult) -> str:
         return "  " + format_summary(s).replace("\n", "\n  ") + f"\n  preprocess {state}"
     if step.name == "qc":
         decisions = s.get("relabel_proposals")
-        return (f"  qc {state}: {step.out / 'report.html'}"
+        return (f"  {_qc_counts(step.out)}\n  qc {state}: {step.out / 'report.html'}"
                 + (f"; {decisions} relabel proposal(s)" if decisions else ""))
     if step.name == "train":
         from erc.stages.train import chosen_on, kept_candidate, refit_said
@@ -453,7 +469,12 @@ def _describe(step: Step, result: StageResult) -> str:
         from erc.report import MIN_JUDGED
 
         small = ", too few to judge accuracy" if s.get("n", 0) < MIN_JUDGED else ""
+        # n + the unlabelled + the rows set aside before scoring: the split's input rows
+        unlabelled = f", {s['n_unlabelled']:,} unlabelled" if s.get("n_unlabelled") else ""
+        aside = s.get("set_aside") or {}
+        aside = (f", {sum(aside.values()):,} set aside (" + ", ".join(
+            f"{reason} {n:,}" for reason, n in aside.items()) + ")") if aside else ""
         return (f"  {s.get('split')}: accuracy {s.get('accuracy', 0):.3f}, weighted F1 "
                 f"{s.get('weighted_f1', 0):.3f}, macro F1 {s.get('macro_f1', 0):.3f} "
-                f"(n={s.get('n')}{small}) ({state})")
+                f"(n={s.get('n')}{small}{unlabelled}{aside}) ({state})")
     return f"  {step.name} {state}"

@@ -161,22 +161,23 @@ def build_text_data(table: pa.Table, tokenizer, settings, roles: Mapping[str, st
 
 def build_dialogue_data(table: pa.Table, features: Mapping[str, Mapping[str, np.ndarray]],
                         roles: Mapping[str, str] | None = None, labels: list[str] | None = None,
-                        extra_splits: tuple[str, ...] = ()):
+                        extra_splits: tuple[str, ...] = (), dims: Mapping[str, int] | None = None):
     """DialogueData for the fusion task. ``features``: modality -> {utterance_id: vector};
     an utterance without a vector for a modality is marked missing for it (the model
-    substitutes its learned missing embedding), never filled with zeros as if observed."""
+    substitutes its learned missing embedding), never filled with zeros as if observed.
+    ``dims``: a trained model's widths, for a modality of which no utterance has a vector."""
     from erc.train.tasks import DialogueData
 
     roles = resolve_roles(table, roles)
     labels = labels or label_list(table, roles.get("train"))
     modalities = [m for m in ("text", "speaker", "face") if m in features] + sorted(
         m for m in features if m not in ("text", "speaker", "face"))
-    dims = {}
+    known, dims = dims or {}, {}
     for m in modalities:
         first = next(iter(features[m].values()), None)
-        if first is None:
+        if first is None and m not in known:
             raise InputError(f"no {m} features at all")
-        dims[m] = int(np.asarray(first).shape[-1])
+        dims[m] = int(np.asarray(first).shape[-1]) if first is not None else int(known[m])
     data = DialogueData(labels=labels, modalities=modalities, dims=dims)
     for role, split in list(roles.items()) + [(s, s) for s in extra_splits]:
         out = []

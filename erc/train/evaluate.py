@@ -87,7 +87,8 @@ def predict_split(model_dir: str | Path, table: pa.Table, split: str, device: st
                              f"spec names no source of it")
         features = load_features(spec, table)
         vectors = {m: features[m] for m in model.config.modalities}
-        data = build_dialogue_data(table, vectors, roles, labels=labels)
+        # a modality of which the corpus has no vector at all is read as missing everywhere
+        data = build_dialogue_data(table, vectors, roles, labels=labels, dims=model.config.dims)
         task = FusionTask({"model": model.config.to_dict()}, data, None)
     else:
         raise InputError(f"{model_dir}: cannot evaluate a {saved['kind']} model on a corpus")

@@ -271,8 +271,14 @@ FOLDER_MODALITIES = ("speaker", "face")  # what ``feature_spec`` reads from a fe
 
 def with_feature_folder(spec: Mapping[str, dict], features: str | Path) -> dict:
     """``spec`` reading its speaker and face vectors from the feature folder ``features``
-    (another corpus's ``erc preprocess`` output) instead of the one it was trained on."""
-    moved = [m for m in FOLDER_MODALITIES if m in spec]
+    (another corpus's ``erc preprocess`` output) instead of the one it was trained on, and
+    whatever else it read from that folder (the main job's text vectors)."""
+    from erc.stages.base import read_manifest
+
+    folders = {spec[m]["path"] for m in FOLDER_MODALITIES if m in spec}
+    moved = [m for m, item in spec.items() if m in FOLDER_MODALITIES or item["path"] in folders
+             or (item["kind"] == "parquet"
+                 and (read_manifest(item["path"]) or {}).get("stage") == "preprocess")]
     if not moved:
         raise InputError(f"--features {features}: the model reads no speaker or face vectors "
                          f"(it reads {', '.join(spec)})")
