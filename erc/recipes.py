@@ -299,17 +299,6 @@ class FusionRecipe:
     adapter_hidden: Width | None = None  # adapters' hidden size (None: as they were trained; else retrained)
     adapter_out: Width | None = None  # adapters' output size, i.e. their token width (None: as trained)
 
-    def __post_init__(self):
-        # without a selection slice the model was trained as if refit were not given, unsaid
-        if self.refit and self.splits.select_fraction is None:
-            from erc.errors import ConfigError
-            from erc.train.folds import SELECT_SPLIT  # a table whose slice is carved out already
-
-            if self.splits.dev_split != SELECT_SPLIT:
-                raise ConfigError("refit trains the kept model again on the train split and the "
-                                  "selection slice: it needs select_fraction (a dev split is "
-                                  "never trained on)")
-
 
 @dataclass
 class FusionInputs:

@@ -105,16 +105,6 @@ def test_window_text_inputs_without_future_turns_are_a_config_error():
     assert validate(TextRecipe, {"inputs": "window", "future_turns": 2}).model.inputs == "window"
 
 
-def test_refit_without_a_selection_slice_is_refused_not_ignored():
-    """--refit retrains on train + the selection slice; without --select-fraction the model
-    was trained and exported as if it had not been given, unsaid."""
-    with pytest.raises(ConfigError, match=r"^command line: refit .* needs select_fraction"):
-        validate(FusionRecipe, {"refit": True}, "command line")
-    with pytest.raises(ConfigError, match=r"^config: train: refit .* needs select_fraction"):
-        validate(RunConfig, {"train": {"refit": True}})
-    assert validate(FusionRecipe, {"refit": True, "select_fraction": 0.2}).refit
-    assert validate(FusionRecipe, {"refit": True, "dev_split": "select"}).refit  # bench's folds
-
 def test_one_home_per_default():
     """The command line, the tune knobs and the run config read the recipes' defaults."""
     from erc.tune.space import FAMILIES
