@@ -182,7 +182,9 @@ def parse_override(text: str, loader_of: Callable[[str], type[ConfigLoader]] | N
 
 
 def tree(overrides: list[tuple[str, Any]]) -> dict:
-    """[("a.b", 1), ("a.c", 2)] -> {"a": {"b": 1, "c": 2}}."""
+    """[("a.b", 1), ("a.c", 2)] -> {"a": {"b": 1, "c": 2}}. A key given twice is an error,
+    not the last one winning: one of the two values is a mistake, and which is not ours
+    to guess."""
     out: dict = {}
     for key, value in overrides:
         node = out
@@ -191,6 +193,9 @@ def tree(overrides: list[tuple[str, Any]]) -> dict:
             node = node.setdefault(part, {})
             if not isinstance(node, dict):
                 raise ConfigError(f"-o {key}: {part} is a value, not a section")
+        if leaf in node:
+            raise ConfigError(f"-o {key} given twice ({preview(node[leaf], 40)}, then "
+                              f"{preview(value, 40)}): give it once")
         node[leaf] = value
     return out
 

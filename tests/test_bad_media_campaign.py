@@ -182,6 +182,8 @@ case("segment ends at infinity", media(clip, start_s=0.0, end_s=float("inf")), "
 case("segment starts at NaN", media(clip, start_s=float("nan"), end_s=2.0), "unreadable_media",
      ("start_s is nan",))
 case("segment running past the end", media(clip, start_s=2.5, end_s=50.0))
+case("segment starting at 1e300 s", media(clip, start_s=1e300, end_s=None), "unreadable_media",
+     ("segment starts at 1e+300 s, after the end",))  # said in 7 digits, not 301
 
 # A long file cut short, its header still whole.
 case("header says 120 s, file cut", media(long_cut), "overlong_clip", ("120.0 s > cap 60 s",))

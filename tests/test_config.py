@@ -5,7 +5,7 @@ import pytest
 from erc.cli import main
 from erc.errors import ConfigError
 from erc.recipes import CorpusConfig, FusionRecipe, RunConfig, load_run_config
-from erc.settings import load_yaml, option_map, options, to_data, validate
+from erc.settings import load_yaml, option_map, options, to_data, tree, validate
 
 
 def test_sample_config_loads_and_points_at_the_shipped_corpus():
@@ -208,6 +208,22 @@ def test_overrides_merge_into_the_file(tmp_path):
     (tmp_path / "run.yaml").write_text("train:\n  epochs: 3\n  lr: 0.01\n")
     config = load_run_config(tmp_path / "run.yaml", {"train": {"epochs": 5}})
     assert (config.train.recipe.loop.epochs, config.train.recipe.loop.lr) == (5, 0.01)
+
+
+def test_a_setting_given_twice_is_refused(tmp_path, capsys, sample_manifest):
+    """`-o lr=1e-3 -o lr=3e-4` trained with the second, without a word of the first: one of
+    the two is a mistake. Now every command that takes -o refuses a key given twice (exit
+    2, both values named, nothing written); a flag still wins over -o, as it always did."""
+    for argv in (["train", "fusion", str(sample_manifest), "-o", "lr=1e-3", "-o", "lr=3e-4"],
+                 ["run", "-o", "train.epochs=2", "-o", "train.epochs=3"],
+                 ["run", "-o", "train.loop.lr=0.1", "-o", "train.loop=5"],
+                 ["corpus", "ingest", str(sample_manifest), "-o", "keep_missing_media=true",
+                  "-o", "keep_missing_media=false"]):
+        assert main([*argv, "--out", str(tmp_path / "out")]) == 2, argv
+        err = capsys.readouterr().err
+        assert "given twice" in err and "Traceback" not in err, (argv, err)
+        assert not (tmp_path / "out").exists()
+    assert tree([("output_dir", "a"), ("train.lr", 1)]) == {"output_dir": "a", "train": {"lr": 1}}
 
 
 def test_missing_and_invalid_files(tmp_path):

@@ -236,12 +236,16 @@ def test_bad_time_and_missing_field(tmp_path):
         {"dialogue_id": "d", "speaker": " ", "text": "no speaker", "media": "", "start": "", "end": ""},
         {"dialogue_id": "d", "speaker": "A", "text": "bad turn", "media": "", "start": "", "end": "",
          "turn": "-1"},
+        # ids of nothing visible (a control character, a zero-width space): no one, nowhere
+        {"dialogue_id": "d", "speaker": "\x01", "text": "invisible speaker", "media": ""},
+        {"dialogue_id": "\u200b", "speaker": "A", "text": "invisible dialogue", "media": ""},
     ], columns=["dialogue_id", "speaker", "text", "media", "start", "end", "turn"])
     result = checked(read_manifest(path))
     assert result.utterances.column("text").to_pylist() == ["ok"]
     got = [(p["line"], p["reason"]) for p in result.problems.to_pylist()]
     assert got == [(3, "bad_time"), (4, "bad_time"), (5, "bad_time"), (6, "missing_field"),
-                   (7, "missing_field"), (8, "missing_field"), (9, "bad_turn")]
+                   (7, "missing_field"), (8, "missing_field"), (9, "bad_turn"),
+                   (10, "missing_field"), (11, "missing_field")]
     details = [p["detail"] for p in result.problems.to_pylist()]
     assert "[2.0, 2.0]" in details[0] and "[3.0, 1.0]" in details[1] and "1s" in details[2]
     assert "neither text nor media" in details[3]

@@ -427,6 +427,23 @@ def test_text_task_trains_on_ray(ray_local, tmp_path, inputs):
     assert len(vectors) == table.num_rows and next(iter(vectors.values())).shape == (32,)
 
 
+def test_freezing_more_layers_than_the_encoder_has_is_refused(tmp_path):
+    """`erc train text --freeze-layers 1000` froze every layer of a 6-layer encoder and
+    trained the head alone, without a word. Now refused before anything trains."""
+    from erc.artifacts import read_utterances as load_utterances
+    from erc.errors import ConfigError
+    from erc.recipes import TextModelConfig, TextRecipe
+    from erc.train.fitting import finetune_text
+
+    corpus, _ = _write_corpus(tmp_path / "corpus")
+    encoder = _tiny_encoder(tmp_path / "tiny-bert")  # one layer
+    table = load_utterances(corpus)
+    with pytest.raises(ConfigError, match="freeze_layers 2: the encoder has 1 layers"):
+        finetune_text(table, str(encoder), tmp_path / "out",
+                      TextRecipe(model=TextModelConfig(freeze_layers=2)))
+    assert not (tmp_path / "out").exists()
+
+
 def test_an_ensemble_mixes_a_text_model_and_a_fusion_model(tmp_path):
     """`erc evaluate TEXT_MODEL FUSION_MODEL CORPUS`: models of different kinds (the context
     text encoder and Mamba over other vectors) predict the same utterances, in the same

@@ -8,7 +8,7 @@ from pathlib import Path
 from erc.cli.common import add_recipe, add_run_options, recipe
 from erc.errors import InputError
 from erc.recipes import CorpusConfig
-from erc.settings import path_flag
+from erc.settings import path_flag, tree
 
 
 def _reader_option(text: str):
@@ -25,7 +25,7 @@ def cmd_ingest(args) -> int:
     from erc.stages.ingest import IngestStage
     from erc.summary import format_summary
 
-    options = dict(args.reader_options)
+    options = tree(args.reader_options)  # a reader option given twice is an error
     if args.media_root:
         options["media_root"] = str(_resolved(args.media_root, "--media-root"))
     if args.split:

@@ -7,7 +7,7 @@ from importlib import resources
 from pathlib import Path
 
 from erc.cli.common import add_run_options, check_shared_output
-from erc.settings import path_flag, tree
+from erc.settings import merge, path_flag, tree
 
 SAMPLE_CONFIG = "sample.yaml"
 
@@ -35,7 +35,7 @@ def cmd_run(args) -> int:
     config_path = args.config or str(resources.files("erc") / "configs" / SAMPLE_CONFIG)
     given = [(key, value) for key, value in (("output_dir", args.out), ("train.storage", args.storage))
              if value]
-    overrides = tree(args.set_overrides + given)
+    overrides = merge(tree(args.set_overrides), tree(given))  # a flag wins over -o, as elsewhere
     config = load_run_config(Path(config_path), overrides)
     if not config.corpus.path.strip():  # a blank path is the working folder: not a corpus to guess
         raise ConfigError(f"{config_path}: corpus.path is empty; set it to the corpus folder or "

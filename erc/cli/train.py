@@ -47,13 +47,13 @@ def _print_trained(summary: dict, out: Path, skipped: bool) -> None:
 
 
 def cmd_train_text(args) -> int:
-    from erc.stages.main import _interrupts
+    from erc.stages.main import interrupts
     from erc.stages.train import TextJob, TextStage
     from erc.train.vectors import resolve_text_encoder
 
     text = recipe(TextRecipe, args, args.recipe_options, section="train.text_training")
     encoder = resolve_text_encoder(text.encoder)
-    with _interrupts("train-text"):  # Ctrl-C: Ray Train's handler would exit 1 (or 0), silent
+    with interrupts("train-text"):  # Ctrl-C: Ray Train's handler would exit 1 (or 0), silent
         result = execute(TextStage(args.address), TextJob(text, args.format),
                          {"utterances": args.corpus, "encoder": encoder}, args.out,
                          force=args.force, overwrite=args.overwrite)
@@ -63,7 +63,7 @@ def cmd_train_text(args) -> int:
 
 def cmd_train_fusion(args) -> int:
     from erc.settings import validate
-    from erc.stages.main import _interrupts
+    from erc.stages.main import interrupts
     from erc.stages.train import FusionJob, FusionStage
     from erc.train.vectors import feature_spec, spec_paths
 
@@ -71,7 +71,7 @@ def cmd_train_fusion(args) -> int:
     inputs = validate(FusionInputs, {o.name: getattr(args, o.name) for o in args.input_options
                                      if hasattr(args, o.name)}, "options")
     spec = feature_spec(inputs)
-    with _interrupts("train"):  # Ctrl-C: Ray Train's handler would exit 1 (or 0), silent
+    with interrupts("train"):  # Ctrl-C: Ray Train's handler would exit 1 (or 0), silent
         result = execute(FusionStage(args.address), FusionJob(fusion, spec, args.format),
                          {"utterances": args.corpus, **spec_paths(spec)}, args.out,
                          force=args.force, overwrite=args.overwrite)

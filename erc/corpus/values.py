@@ -12,6 +12,7 @@ import decimal
 import json
 import math
 import re
+import unicodedata
 
 from erc.errors import preview
 
@@ -20,6 +21,7 @@ _WHOLE = re.compile(r"\+?([0-9]+)(?:\.0*)?")
 # A lone UTF-16 surrogate: JSON's "\ud800" and a Python literal's escape decode to one, but
 # it is no character, and no UTF-8 text (no Parquet file) can hold it.
 SURROGATE = re.compile("[\ud800-\udfff]")
+_UNSEEN = {"Cc", "Cf", "Zs", "Zl", "Zp"}  # control, format and space characters
 _CLOCK = re.compile(r"(?:([0-9]+):)?([0-9]{1,2}):([0-9]{1,2}(?:[.,][0-9]*)?)")
 
 
@@ -32,8 +34,11 @@ class RowProblem(ValueError):
 
 
 def blank(value) -> bool:
+    """No value: None, NaN, or text of nothing a reader sees (spaces, control and format
+    characters such as "\x01" or a zero-width space): a speaker or dialogue id of those
+    would name an invisible person or conversation."""
     return value is None or (isinstance(value, float) and math.isnan(value)) or (
-        isinstance(value, str) and value.strip() == "")
+        isinstance(value, str) and all(unicodedata.category(c) in _UNSEEN for c in value))
 
 
 def kind(value) -> str:

@@ -338,8 +338,8 @@ def _decode_utterance(media_path, audio_path, start_s, end_s, settings: DecodeSe
     start = max(0.0, float(start_s)) if start_s is not None else 0.0
     end = float(end_s) if end_s is not None else None
     if end is not None and end <= start:
-        raise _Failure("unreadable_media", f"the segment is empty: it ends at {end:.2f} s, "
-                                           f"not after its start at {start:.2f} s")
+        raise _Failure("unreadable_media", f"the segment is empty: it ends at {end:.7g} s, "
+                                           f"not after its start at {start:.7g} s")
 
     containers = []
     try:
@@ -373,7 +373,7 @@ def _decode_utterance(media_path, audio_path, start_s, end_s, settings: DecodeSe
             media_total = _stream_seconds(media, None)
         if media_total is not None and start >= media_total:
             raise _Failure("unreadable_media",
-                           f"segment starts at {start:.2f} s, after the end of {media_path} "
+                           f"segment starts at {start:.7g} s, after the end of {media_path} "
                            f"({media_total:.2f} s)")
         seg_end = end if end is not None else media_total
         if seg_end is not None and media_total is not None:

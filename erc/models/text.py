@@ -120,6 +120,24 @@ def check_inputs(config: TextModelConfig) -> None:
                          "(target_mean or target_max); use inputs='target' for causal inputs")
 
 
+def check_frozen_layers(config: TextModelConfig, encoder: str) -> None:
+    """ConfigError when ``config.freeze_layers`` is more than the layers of the encoder
+    folder ``encoder``: freezing them all would leave only the head to train, silently."""
+    from transformers import AutoConfig
+
+    from erc.errors import ConfigError
+
+    if not config.freeze_layers:
+        return
+    try:
+        layers = AutoConfig.from_pretrained(encoder).num_hidden_layers
+    except (OSError, ValueError, AttributeError) as err:  # no config.json, or no layer count
+        raise _not_an_encoder(encoder, "text encoder", err) from None
+    if config.freeze_layers > layers:
+        raise ConfigError(f"freeze_layers {config.freeze_layers}: the encoder has {layers} "
+                          f"layers (0 freezes none, {layers} all of them; the head still trains)")
+
+
 def load_tokenizer(path: str):
     from transformers import AutoTokenizer
 

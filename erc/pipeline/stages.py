@@ -44,7 +44,7 @@ from erc.features import FACE, INPUT_COLUMNS, WORD
 from erc.media.decode import AUDIO_RATE, decode_utterance
 from erc.media.vad import speech_segments
 from erc.recipes import DecodeSettings
-from erc.redaction import clip as clip_redacted
+from erc.redaction import clip
 
 FRAME_COLUMNS = ("_frames", "_frame_shape", "_frame_times", "_scale")
 # The path a row named for a media file that was missing at ingest (its meta's
@@ -273,7 +273,7 @@ class _ModelStage(PassStage):
                     try:
                         results[i] = self.compute(batch, [i])[0]
                     except Exception as err:
-                        reason = clip_redacted(str(err), 1800)
+                        reason = clip(str(err), 1800)
                         errors[i] = f"{self.name}: {type(err).__name__}: {reason}{self._input_of(batch, i)}"
         if errors:
             batch = _fail(batch, {i: ("model_error", message) for i, message in errors.items()})
@@ -316,8 +316,8 @@ class FaceStage(_ModelStage):
 
     def compute(self, batch, rows):
         clips = [sampled_frames(batch, i) for i in rows]
-        frames = [frame for clip in clips for frame in clip]
-        owner = [(i, k) for i, clip in zip(rows, clips) for k in range(len(clip))]
+        frames = [frame for frames_of_clip in clips for frame in frames_of_clip]
+        owner = [(i, k) for i, frames_of_clip in zip(rows, clips) for k in range(len(frames_of_clip))]
         detections = self._by_clip("face_detect", clips, lambda b, lo, hi: b.detect(frames[lo:hi]))
         boxes = [[face.box for face in found] for found in detections]
         embeddings = self._by_clip("face_embed", clips,
@@ -344,11 +344,11 @@ class FaceStage(_ModelStage):
         batch's clips, for throughput."""
         backend = self.backends[role]
         if str(getattr(backend, "device", "cpu")).startswith("cuda"):
-            return call(backend, 0, sum(len(clip) for clip in clips))
+            return call(backend, 0, sum(map(len, clips)))
         results, lo = [], 0
-        for clip in clips:
-            results += call(backend, lo, lo + len(clip))
-            lo += len(clip)
+        for frames_of_clip in clips:
+            results += call(backend, lo, lo + len(frames_of_clip))
+            lo += len(frames_of_clip)
         return results
 
     def write(self, batch, results):

@@ -345,7 +345,7 @@ def run_main(config: RunConfig, force: bool = False, say: Callable[[str], None] 
             running = step.name
             number = numbered.index(step.name) + 1
             say(f"\n[{number}/{len(numbered)} {step.name}] {step.label}")
-            with _interrupts(step.name):
+            with interrupts(step.name):
                 result = execute(step.stage, step.config, step.inputs, step.out, force=force,
                                  overwrite=overwrite, say=say)
             record["stages"][step.out.name] = {"stage": step.name,
@@ -360,7 +360,7 @@ def run_main(config: RunConfig, force: bool = False, say: Callable[[str], None] 
         if selected("report", first, last):
             running = "report"
             say(f"\n[{len(numbered)}/{len(numbered)} report] {out / 'report.html'}")
-            with _interrupts("report"):
+            with interrupts("report"):
                 result = execute(ReportStage(), config, report_inputs(config), out, force=force,
                                  overwrite=overwrite, say=say)
             record["outputs"]["report"] = str(out / "report.html")
@@ -383,7 +383,7 @@ class Interrupted(KeyboardInterrupt):
 
 
 @contextlib.contextmanager
-def _interrupts(stage: str) -> Iterator[None]:
+def interrupts(stage: str) -> Iterator[None]:
     """Runs a stage so that Ctrl-C ends it as ``Interrupted``, whatever a library made of
     it: Ray Train replaces the SIGINT handler while it trains (its handler aborts the
     run, and ``fit`` then raises SystemExit(1), or the handler calls sys.exit(0)) and

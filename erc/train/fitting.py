@@ -219,11 +219,12 @@ def finetune_text(table: pa.Table, encoder: str, out_dir: str | Path,
                   key: str | None = None, fresh: bool = False) -> TrainOutcome:
     """Fine-tunes the encoder folder ``encoder`` with the context of ``recipe`` (``key``,
     ``fresh``: as for ``train_fusion``)."""
-    from erc.models.text import load_tokenizer
+    from erc.models.text import check_frozen_layers, load_tokenizer
 
     recipe = recipe or TextRecipe()
     tokenizer = load_tokenizer(encoder)
     settings = recipe.model
+    check_frozen_layers(settings, encoder)
     table, roles = training_table(table, recipe.splits)
     data = build_text_data(table, tokenizer, settings, roles)
     model = dataclasses.replace(settings, encoder=str(Path(encoder).resolve()),

@@ -175,12 +175,13 @@ def build_data(spec: SearchSpec, table, feature_spec: Mapping | None = None,
         base = {"modalities": data.modalities, "dims": data.dims, "labels": data.labels,
                 "features": dict(feature_spec or {})}
         return data, base
-    from erc.models.text import load_tokenizer
+    from erc.models.text import check_frozen_layers, load_tokenizer
     from erc.train.vectors import resolve_text_encoder
     from erc.tune.trial import recipe_of
 
     text = recipe_of(spec, spec.defaults())
     encoder = resolve_text_encoder(text.encoder)
+    check_frozen_layers(text.model, encoder)
     data = build_text_data(table, load_tokenizer(encoder), text.model, roles)
     return data, {"encoder": str(Path(encoder).resolve()), "labels": data.labels}
 
