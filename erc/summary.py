@@ -25,7 +25,9 @@ def summarise(result: IngestResult) -> dict:
             "utterances": len(rows),
             "dialogues": len({dialogues[i] for i in rows}),
             "speakers": len({speakers[i] for i in rows}),
-            "with_media": sum(1 for i in rows if u.column("media_path")[i].is_valid),
+            # a separate audio file alone (a folder of wavs) is media too, as preprocessing reads it
+            "with_media": sum(1 for i in rows if u.column("media_path")[i].is_valid
+                              or u.column("audio_path")[i].is_valid),
             "emotions": dict(Counter(emotions[i] or "(none)" for i in rows).most_common()),
         }
     p = result.problems
@@ -33,7 +35,8 @@ def summarise(result: IngestResult) -> dict:
         "input_rows": result.n_input,
         "kept": u.num_rows,
         "problems": p.num_rows,
-        "corpora": sorted(set(u.column("corpus").to_pylist())),
+        # the problem rows name it too: a corpus whose every row was set aside is named
+        "corpora": sorted(set(u.column("corpus").to_pylist()) | set(p.column("corpus").to_pylist())),
         "splits": per_split,
         "emotions": sorted({e for e in emotions if e}),
         "speakers": len(set(speakers)),

@@ -22,6 +22,7 @@ from erc.corpus.manifest import read_manifest
 from erc.corpus.mapping import MAPPING_FILE, load_mapping, speaker_names
 from erc.corpus.values import parse_time
 from erc.errors import ErcError
+from erc.summary import summarise
 
 COLUMNS = ["Utterance", "Speaker", "Emotion", "Scene_ID", "Utterance_ID", "Season", "Episode",
            "Start_Time", "End_Time"]
@@ -707,3 +708,169 @@ def test_inspect_passes_over_a_value_too_long_for_a_file_name(tmp_path):
     inspection = inspect_corpus(path)
     assert "media" not in inspection.mapping["columns"]
     assert inspection.mapping["columns"]["text"] == "text"
+
+
+# --- layouts a researcher brings: inspect's suggestion reads them as they are -------------
+
+
+def test_inspect_finds_the_turns_of_a_json_list_of_dialogues(tmp_path):
+    """[{"dialogue_id": .., "turns": [{"speaker", "text", "emotion"}]}] (DailyDialog's and
+    EmoWOZ's JSON): inspect suggested no records: and saw only dialogue_id and turns."""
+    dialogues = [{"dialogue_id": f"d{d}", "turns": [
+        {"speaker": who, "text": f"Line {d}.{t} here", "emotion": emotion}
+        for t, (who, emotion) in enumerate([("USER", "happy"), ("SYSTEM", "neutral"), ("USER", "angry")])]}
+        for d in range(3)]
+    (tmp_path / "train.json").write_text(json.dumps(dialogues))
+    inspection = inspect_corpus(tmp_path)
+    assert inspection.mapping["records"] == "turns"
+    assert inspection.mapping["columns"] == {"dialogue_id": "dialogue_id", "text": "text",
+                                             "speaker": "speaker", "emotion": "emotion"}
+    (tmp_path / MAPPING_FILE).write_text(mapping_yaml(inspection))
+    result = checked(read_manifest(tmp_path))
+    assert result.utterances.num_rows == 9
+    assert result.utterances.column("emotion").to_pylist()[:3] == ["joy", "neutral", "anger"]
+    # A list of utterance objects holding a list of objects (few) is still read as it is.
+    flat = [{"dialogue_id": "d", "speaker": "A", "text": f"Hi {n}", "tags": [{"k": 1}]}
+            for n in range(3)]
+    (tmp_path / "flat.json").write_text(json.dumps(flat))
+    assert "records" not in inspect_corpus(tmp_path / "flat.json").mapping
+
+
+def test_inspect_suggests_the_folder_of_bare_media_file_names(tmp_path):
+    """A TSV naming wavs by their bare names, kept in wavs/: inspect left the column in
+    meta, the ingest read no media."""
+    (tmp_path / "wavs").mkdir()
+    lines = ["session\tspeaker_id\tfile_name\ttranscript\tlabel"]
+    for n in range(4):
+        (tmp_path / "wavs" / f"s{n}.wav").write_bytes(b"")
+        lines.append(f"a\tspk{n % 2}\ts{n}.wav\tSome words number {n}\tneu")
+    (tmp_path / "metadata.tsv").write_text("\n".join(lines) + "\n")
+    inspection = inspect_corpus(tmp_path)
+    assert inspection.mapping["columns"]["audio"] == "wavs/{file_name}"
+    (tmp_path / MAPPING_FILE).write_text(mapping_yaml(inspection))
+    result = checked(read_manifest(tmp_path))
+    assert result.utterances.column("audio_path").to_pylist() == [
+        str(tmp_path / "wavs" / f"s{n}.wav") for n in range(4)]
+    assert summarise(result)["splits"]["train"]["with_media"] == 4  # audio alone is media
+    # A column found by its name ("audio") was named as it is: every row missing_media.
+    (tmp_path / "metadata.tsv").write_text((tmp_path / "metadata.tsv").read_text().replace(
+        "file_name", "audio", 1))
+    assert inspect_corpus(tmp_path).mapping["columns"]["audio"] == "wavs/{audio}"
+    # Files found nowhere below the folder: a note says how to name their folder.
+    for n in range(4):
+        (tmp_path / "wavs" / f"s{n}.wav").unlink()
+    inspection = inspect_corpus(tmp_path)
+    assert inspection.mapping["columns"]["audio"] == "audio"  # as named, with a note
+    assert any("column audio names audio files" in note for note in inspection.notes)
+    # Every row set aside (missing_media): the summary still names the corpus ("-" before).
+    result = checked(read_manifest(tmp_path, **inspection.mapping))
+    assert result.utterances.num_rows == 0 and summarise(result)["corpora"] == [tmp_path.name]
+
+
+def test_inspect_reads_accented_column_names(tmp_path):
+    """"émotion" lost its é to the letters-only key ("motion") and matched no field."""
+    (tmp_path / "c.csv").write_text("dialogue,locuteur,texte,émotion\nd,Zoé,Ça va très bien,joie\n"
+                                    "d,Noël,Où est la gare?,colère\n", encoding="utf-8")
+    assert inspect_corpus(tmp_path / "c.csv").mapping["columns"]["emotion"] == "émotion"
+
+
+def test_a_per_dialogue_utterance_id_column_is_the_turn(tmp_path):
+    """dialogue_id,utterance_id (0, 1, 2 in each dialogue),...: inspect left utterance_id
+    to be read as the id, and the ingest set aside every repeat as duplicate_id (28 of 32
+    rows); a mapping naming it as the turn still read it as the id too."""
+    rows = [f"{d},{u},{'AB'[u % 2]},Words {d} {u},joy" for u in range(4) for d in range(8)]
+    (tmp_path / "train.csv").write_text("dialogue_id,utterance_id,speaker,text,emotion\n"
+                                        + "\n".join(rows) + "\n")
+    inspection = inspect_corpus(tmp_path)
+    assert inspection.mapping["columns"]["turn"] == "utterance_id"
+    assert "-> turn\n" in format_inspection(inspection) + "\n"
+    (tmp_path / MAPPING_FILE).write_text(mapping_yaml(inspection))
+    result = checked(read_manifest(tmp_path))
+    assert result.problems.num_rows == 0
+    table = result.utterances
+    assert sorted(zip(table.column("dialogue_id").to_pylist(), table.column("turn").to_pylist()))[:2] == [
+        ("0", 0), ("0", 1)]
+    assert table.column("utterance_id").to_pylist()[0] == f"{tmp_path.name}/train/0/0"
+    # With a turn column of its own, repeated ids are named in a note.
+    (tmp_path / "train.csv").write_text("dialogue_id,turn,utterance_id,speaker,text\n"
+                                        "1,0,u1,A,Hi there\n2,0,u1,B,Ho there\n")
+    assert any("utterance_id repeats values" in note for note in inspect_corpus(tmp_path).notes)
+
+
+def test_a_json_document_keyed_by_dialogue_id_says_how_to_read_it(tmp_path):
+    """EmoWOZ's {"MUL0001.json": {"log": [...]}, ...}: the error asked for a records: key
+    that no records: value can be, naming none."""
+    document = {f"MUL{d:04d}.json": {"goal": {}, "log": [{"text": "Hi there."}]} for d in range(3)}
+    (tmp_path / "data.json").write_text(json.dumps(document))
+    with pytest.raises(CorpusError, match=r"its 3 objects sit under keys of their own, "
+                                          r"'MUL0000\.json, .*write them as a list"):
+        inspect_corpus(tmp_path)
+
+
+def test_inspect_notes_numbered_labels(tmp_path):
+    """Labels written as numbers (0..3, their names in a separate list) got a label_map
+    of "0": "0" and no word that the numbers want names."""
+    (tmp_path / "d.jsonl").write_text("".join(
+        json.dumps({"conv": n // 2, "speaker": "AB"[n % 2], "text": f"Words {n}", "label": n % 3}) + "\n"
+        for n in range(6)))
+    inspection = inspect_corpus(tmp_path)
+    assert inspection.mapping["label_map"] == {"0": "0", "1": "1", "2": "2"}
+    assert any("label holds numbers" in note for note in inspection.notes)
+
+
+def test_one_file_of_a_folder_with_a_mapping_names_the_mapping(tmp_path):
+    """`erc corpus ingest corpus/x_dev.csv` beside corpus/erc-mapping.yaml said only that
+    columns were missing, not that the mapping beside the file goes unread."""
+    (tmp_path / "x_dev.csv").write_text("Utt,Who,Dia\nHello there,Ann,1\n")
+    (tmp_path / MAPPING_FILE).write_text("columns: {dialogue_id: Dia, speaker: Who, text: Utt}\n")
+    with pytest.raises(CorpusError, match=r"missing column\(s\) dialogue_id, speaker.*the mapping "
+                                          r"beside it is not read for one file: add --mapping "):
+        read_manifest(tmp_path / "x_dev.csv")
+    assert checked(read_manifest(tmp_path / "x_dev.csv", mapping=tmp_path / MAPPING_FILE)
+                   ).utterances.num_rows == 1
+
+
+def test_tables_erc_does_not_read_say_what_would_read_them(tmp_path):
+    """A tab-separated metadata.txt, a train.csv.gz, and -o delimiter=\\t (a backslash and
+    a t) or a tab the shell gave (stripped to nothing): each error named the rule broken,
+    not what the user can do."""
+    (tmp_path / "metadata.txt").write_text("session\tspeaker\ttext\ns\tAnn\tHi there\n")
+    with pytest.raises(CorpusError, match=r"'metadata\.txt' is none: rename a table \(\.tsv for tab-"):
+        read_manifest(tmp_path)
+    with pytest.raises(CorpusError, match=r"metadata\.txt: manifest must be .*name it \.tsv when tabs"):
+        read_manifest(tmp_path, files="metadata.txt")
+    (tmp_path / "train.csv.gz").write_bytes(b"\x1f\x8b")
+    with pytest.raises(CorpusError, match=r"train\.csv\.gz: manifest must be .*unpack it"):
+        read_manifest(tmp_path / "train.csv.gz")
+    for written in ("\\t", ""):
+        with pytest.raises(CorpusError, match=r"delimiter: .*\(a tab: \"\\t\" in double quotes"):
+            load_mapping(None, delimiter=written)
+
+
+def test_inspect_gives_a_lone_file_the_split_its_name_holds(tmp_path):
+    """One file, emory_test.csv: inspect suggested no files:, and the ingest read the
+    test set as train (the split option)."""
+    (tmp_path / "emory_test.csv").write_text("Utterance,Speaker,Dialogue_ID\nHello there,Ann,1\n")
+    for path in (tmp_path, tmp_path / "emory_test.csv"):
+        inspection = inspect_corpus(path)
+        assert [split for _, _, split in inspection.files] == ["test"]
+        assert inspection.mapping["files"] == "emory_{split}.csv"
+        result = checked(read_manifest(path, **inspection.mapping))
+        assert result.utterances.column("split").to_pylist() == ["test"]
+
+
+def test_inspect_takes_a_repeated_id_as_the_dialogue(tmp_path):
+    """[{"meta": {"id": "x0"}, "turns": [...]}]: the dialogue's id ("meta.id") matched no
+    dialogue word, and inspect suggested no dialogue_id; an utterance's own id, unique in
+    its file (though not across files), is no dialogue."""
+    dialogues = [{"meta": {"id": f"x{d}"}, "turns": [{"id": t, "speaker": "AB"[t % 2], "text": f"Hi {d} {t}"}
+                                                     for t in range(3)]} for d in range(2)]
+    (tmp_path / "train.json").write_text(json.dumps(dialogues))
+    inspection = inspect_corpus(tmp_path)
+    assert inspection.mapping["columns"]["dialogue_id"] == "meta.id"
+    result = checked(read_manifest(tmp_path, **inspection.mapping))
+    assert result.utterances.column("dialogue_id").to_pylist() == ["x0"] * 3 + ["x1"] * 3
+    for split in ("train", "dev"):
+        (tmp_path / "train.json").unlink(missing_ok=True)
+        (tmp_path / f"{split}.csv").write_text("id,speaker,text\n1,A,Hi there\n2,B,Ho there\n")
+    assert "dialogue_id" not in inspect_corpus(tmp_path).mapping["columns"]

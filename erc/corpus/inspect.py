@@ -21,6 +21,7 @@ import codecs
 import json
 import os
 import re
+import unicodedata
 from dataclasses import dataclass, field
 from functools import cached_property
 from pathlib import Path
@@ -86,19 +87,26 @@ class Column:
     blank: int = 0
 
     @property
+    def plain(self) -> str:
+        """The name without accents ("émotion" -> "emotion"): an accented letter is no
+        letter to drop."""
+        return "".join(c for c in unicodedata.normalize("NFKD", self.name)
+                       if not unicodedata.combining(c))
+
+    @property
     def key(self) -> str:
         """The name's last dotted part in lower case, letters and digits only."""
-        return re.sub(r"[^a-z0-9]", "", self.name.rsplit(".", 1)[-1].lower())
+        return re.sub(r"[^a-z0-9]", "", self.plain.rsplit(".", 1)[-1].lower())
 
     @property
     def full_key(self) -> str:
         """The whole name in lower case, letters and digits only ("conv.id" -> convid)."""
-        return re.sub(r"[^a-z0-9]", "", self.name.lower())
+        return re.sub(r"[^a-z0-9]", "", self.plain.lower())
 
     @property
     def words(self) -> list[str]:
         """The words of the name's last dotted part: "Speaker_Role" -> speaker, role."""
-        last = re.sub(r"([a-z])([A-Z])", r"\1 \2", self.name.rsplit(".", 1)[-1])
+        last = re.sub(r"([a-z])([A-Z])", r"\1 \2", self.plain.rsplit(".", 1)[-1])
         return [w for w in re.split(r"[^a-z0-9]+", last.lower()) if w]
 
     def examples(self) -> list[str]:
@@ -212,7 +220,7 @@ def inspect_corpus(path: str | Path) -> Inspection:
             notes.append(f"{preview(', '.join(unnamed), 120)}: no split by the name; the rows "
                          f"take the split option (train) unless a split column names theirs")
     else:
-        splits = _file_splits([f for f, _ in read]) if len(read) > 1 else {}
+        splits = _file_splits([f for f, _ in read])  # one file too: emory_test.csv is test
     mapping: dict = {"corpus": path.name if path.is_dir() else path.stem}
     if (path.is_dir() and len(splits) < len(read)) or (splits and not by_name):
         mapping["files"] = _files_entry(read, {} if by_name else splits)
@@ -251,6 +259,9 @@ def inspect_corpus(path: str | Path) -> Inspection:
     if "emotion" in chosen:
         labels = sorted({str(v).strip() for v in columns[chosen["emotion"]].values})
         mapping["label_map"] = {label: _label_name(label) for label in labels}
+        if columns[chosen["emotion"]].kind == "number":
+            notes.append(f"the emotion column {chosen['emotion']} holds numbers: name the "
+                         f"emotion of each in label_map (from the corpus's label list)")
     return Inspection(path, [(f, n, splits.get(f)) for f, n in read], columns, mapping, notes,
                       unread, by_name)
 
@@ -343,19 +354,32 @@ def _guess_columns(columns: dict[str, Column], folder: Path, notes: list[str]) -
                         and fits(field_name, column, by_words)):
                     take(field_name, column)
                     break
+    # A column named utterance_id is read as the id, which must be unique: numbers that
+    # repeat (0, 1, 2 in each dialogue) are the turn's place in its dialogue instead.
+    own = columns.get("utterance_id")
+    if own is not None and own.distinct < len(own.values):
+        if "turn" not in chosen and own.distinct <= len(own.values) / 2 and fits("turn", own, False):
+            take("turn", own)
+        else:
+            notes.append("column utterance_id repeats values (an id in each dialogue?): the "
+                         "ingest sets a repeated id aside as duplicate_id; map it as "
+                         "columns.turn, or make it unique (\"{dialogue}-{utterance_id}\")")
     if "text" not in chosen:
         texts = [c for c in columns.values() if c.name not in taken and c.kind == "text"]
         longest = max(texts, key=lambda c: _mean_length(c), default=None)
         if longest is not None and _mean_length(longest) > 15:
             take("text", longest)
     for field_name, suffixes in (("media", VIDEO), ("audio", AUDIO)):
-        if field_name in chosen:
+        if field_name in chosen:  # by its name: its values may be bare names of files below
+            chosen[field_name] = _file_spec(columns[chosen[field_name]], folder, field_name,
+                                            notes) or chosen[field_name]
             continue
         for column in columns.values():
             if (column.name not in taken
                     and column.share(lambda v, ends=suffixes: str(v).lower().endswith(ends)) > 0.9
-                    and _mostly_files(column.values[:20], folder)):
-                take(field_name, column)
+                    and (spec := _file_spec(column, folder, field_name, notes))):
+                chosen[field_name] = spec
+                taken.add(column.name)
                 break
     for field_name in ("speaker", "text"):
         if field_name not in chosen:
@@ -379,7 +403,12 @@ def _guess_dialogue(columns: dict[str, Column], rows: list[tuple[int, dict]],
                 levels.append((level, column.name))
                 break
     if not levels:
-        return None
+        # An "id" whose values each hold one run of rows of a file, some of several, is
+        # a dialogue's (meta.id of the dialogue enclosing its turns); an utterance's own
+        # id repeats in no file, a turn's index (0, 1, 2, 0, 1, ...) runs apart.
+        ids = [c for c in columns.values() if c.key == "id" and c.name not in taken
+               and len(_runs(c.name, rows)) == len(set(_runs(c.name, rows))) < len(c.values)]
+        return max(ids, key=lambda c: c.distinct).name if ids else None
     levels.sort()
     names = [name for _, name in levels]
 
@@ -394,6 +423,15 @@ def _guess_dialogue(columns: dict[str, Column], rows: list[tuple[int, dict]],
     if len(subset) == 1:
         return subset[0]
     return "-".join(f"{{{name}}}" for name in subset)
+
+
+def _runs(name: str, rows: list[tuple[int, dict]]) -> list[tuple[int, str]]:
+    """(file index, value) of each run of rows holding one value of column ``name``."""
+    runs: list[tuple[int, str]] = []
+    for index, row in rows:
+        if not blank(row.get(name)) and (not runs or runs[-1] != (index, str(row[name]))):
+            runs.append((index, str(row[name])))
+    return runs
 
 
 def _delimiter(file: Path) -> str:
@@ -444,13 +482,15 @@ def _label_name(label: str) -> str:
 def _used_columns(mapping: dict, columns: dict[str, Column]) -> dict[str, list[str]]:
     """column -> the fields it gives under ``mapping`` (a column named as a field that the
     mapping does not map otherwise gives that field)."""
-    spec = ManifestMapping(columns=mapping.get("columns", {})).for_columns(list(columns)).columns
+    read = ManifestMapping(columns=mapping.get("columns", {})).for_columns(list(columns))
+    spec = read.columns
     used: dict[str, list[str]] = {}
     for name, entry in spec.items():
         for column in source_columns(entry):
             used.setdefault(column, []).append(name)
+    renamed = read.renamed_columns()
     for name in columns:
-        if name in FIELDS and name not in spec:
+        if name in FIELDS and name not in spec and name not in renamed:
             used.setdefault(name, []).append(name)
     if TABLE_META in columns and TABLE_META not in used:  # erc's own meta map, read back
         used[TABLE_META] = ["meta"]
@@ -461,6 +501,36 @@ def _mostly_files(values: list, folder: Path) -> bool:
     """Most of ``values`` name files that exist (relative to ``folder`` or absolute); a
     value no path can be (a name too long, a NUL byte) names none."""
     return sum(os.path.isfile(folder / str(v)) for v in values) > len(values) / 2
+
+
+def _file_spec(column: Column, folder: Path, field_name: str, notes: list[str]) -> str | None:
+    """The columns: entry that reads ``column``'s files: the column when they are relative
+    to ``folder``, a template naming the folder below it that holds them (bare names of
+    clips kept in wavs/: "wavs/{file}"); else None, with a note."""
+    if _mostly_files(column.values[:20], folder):
+        return column.name
+    below = _files_folder(column.values[:20], folder)
+    spec = f"{below.replace('{', '{{').replace('}', '}}')}/{{{column.name}}}" if below else None
+    if spec is not None and source_columns(spec) == [column.name]:
+        return spec
+    notes.append(f"column {column.name} names {field_name} files that are not in {folder} or "
+                 f"a folder below it (the ingest sets such rows aside as missing_media): name "
+                 f"it as columns.{field_name} with their folder, relative to the manifest's "
+                 f"(\"clips/{{{column.name}}}\")")
+    return None
+
+
+def _files_folder(values: list, folder: Path, limit: int = 2_000) -> str | None:
+    """The folder below ``folder`` (relative, in POSIX form) in which most of ``values``
+    name files, looked for in the first ``limit`` folders (a large tree is not walked
+    whole); None when there is none."""
+    for seen, (where, names, _) in enumerate(os.walk(folder)):
+        names.sort()  # the same suggestion on every run
+        if seen >= limit:
+            return None
+        if seen and _mostly_files(values, Path(where)):
+            return Path(where).relative_to(folder).as_posix()
+    return None
 
 
 def _is_number(value) -> bool:

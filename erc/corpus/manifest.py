@@ -70,6 +70,7 @@ from erc.corpus.values import (
     SURROGATE,
     RowProblem,
     blank,
+    id_value,
     kind,
     parse_time,
     parse_turn,
@@ -135,7 +136,11 @@ def read_records(path: Path, max_field_bytes: int = ReaderOptions.max_field_byte
         for number, fields in enumerate(rows, start=1):
             yield CsvRecord(fields, number, None)
     else:
-        raise CorpusError(f"{path}: manifest must be .csv, .tsv, .jsonl, .json or .parquet")
+        hint = (" (a table in a text file: name it .tsv when tabs separate its fields, "
+                "else .csv)" if suffix == ".txt" else
+                " (a compressed file: unpack it)" if suffix in (".gz", ".zip", ".bz2", ".xz", ".zst")
+                else "")
+        raise CorpusError(f"{path}: manifest must be .csv, .tsv, .jsonl, .json or .parquet{hint}")
 
 
 class JsonDocument(NamedTuple):
@@ -170,7 +175,7 @@ def json_records(path: Path, records: str | None,
         guess = records_path(document)
         raise CorpusError(f"{path}: a JSON document holding {kind(document)}: name the lists "
                           f"of utterances in it with the mapping's records: key"
-                          + (f" (records: {guess}, say)" if guess else ""))
+                          + (f" (records: {guess}, say)" if guess else _keyed_hint(document)))
     keys = records.split(".") if records else []
     found = list(_walk(document, keys, "", {}, ""))
     if found and all(fields is None and "no list" in problem[1] for fields, problem in found):
@@ -258,13 +263,25 @@ def _walk(node, keys: list[str], path: str, enclosing: dict, where: str):
     yield from _walk(node[key], keys[1:], inner + ".", enclosing, f"{where}.{key}".lstrip("."))
 
 
+def _keyed_hint(document) -> str:
+    """What to do with a document of objects under keys of their own ({"MUL0001.json":
+    {"log": [...]}, ...}, EmoWOZ's): records: names fixed keys, not every key."""
+    if not (isinstance(document, dict) and len(document) > 1
+            and all(isinstance(v, dict) for v in document.values())):
+        return ""
+    return (f" (its {len(document):,} objects sit under keys of their own, "
+            f"{preview(', '.join(map(str, list(document)[:3])), 80)}, ...: records: follows "
+            f"fixed keys only; write them as a list, each with its key as a value)")
+
+
 def _holds_objects(value) -> bool:
     return isinstance(value, list) and any(isinstance(item, dict) for item in value)
 
 
 def records_path(document) -> str | None:
     """The dotted keys leading to the most objects through lists of objects
-    (``episodes.scenes.utterances``); None when no key holds a list of objects."""
+    (``episodes.scenes.utterances``); None when no key holds a list of objects, or when
+    the document is a list whose own items are the most (they are read without records:)."""
     best: tuple[int, int, str] | None = None
 
     def visit(objects: list, keys: list[str]) -> None:
@@ -279,6 +296,11 @@ def records_path(document) -> str | None:
 
     if isinstance(document, dict):
         visit([document], [])
+    elif isinstance(document, list):  # dialogues holding their turns: [{"turns": [...]}]
+        items = [i for i in document if isinstance(i, dict)]
+        visit(items, [])
+        if best and best[0] <= len(items):  # as many as its own items: they are the records
+            return None
     return best[2] if best else None
 
 
@@ -327,7 +349,14 @@ def read_manifest(path: Path, /, mapping: str | Path | dict | None = None,
                                      for key in column_names(r.fields)))
         file_spec = spec.for_columns(columns)
         if any(r.problem is None for r in records):
-            file_spec.check_columns(columns, source)
+            try:
+                file_spec.check_columns(columns, source)
+            except CorpusError as err:
+                if mapping is None and path.is_file() and has_mapping_file(path.parent):
+                    # one file of a corpus folder: the folder's mapping is read for the folder
+                    raise CorpusError(f"{err} (the mapping beside it is not read for one file: "
+                                      f"add --mapping {path.parent / MAPPING_FILE})") from None
+                raise
         shown = file.relative_to(folder).as_posix() if file.is_relative_to(folder) else file.name
         fixed = file_split if origin == "files" else None  # over a split column
         named = file_split if origin == "name" else None  # under it
@@ -387,10 +416,9 @@ def _place(f: dict, where: dict, fixed: str | None, named: str | None, default: 
     row_split, how = ((fixed, "files") if fixed else (column, "column") if column
                       else (named, "name") if named else (default, None))
     row_split = split_name(row_split)
-    dialogue = (text_value(f["dialogue_id"], "dialogue_id") or "").strip()
+    dialogue = id_value(f["dialogue_id"], "dialogue_id") or ""
     where.update(split=row_split)
-    uid = text_value(f["utterance_id"], "utterance_id")
-    uid = uid.strip() if uid and uid.strip() else None
+    uid = id_value(f["utterance_id"], "utterance_id")
     if uid:  # named before its turn is read: a bad turn keeps it
         where.update(utterance_id=uid)
     # Every row of a dialogue takes its place in it, kept or set aside: fixing one later

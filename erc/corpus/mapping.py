@@ -51,7 +51,7 @@ from erc.corpus.base import (
     reader_options,
     too_large,
 )
-from erc.corpus.values import SURROGATE, RowProblem, blank, kind, meta_value, text_value
+from erc.corpus.values import SURROGATE, RowProblem, blank, id_value, kind, meta_value, text_value
 from erc.errors import preview
 from erc.io import MARKER as OUTPUT_MARKER
 from erc.settings import ConfigLoader, load_yaml, parse_override, validate
@@ -134,7 +134,9 @@ class ManifestMapping(ReaderOptions):
                               f"{', '.join(SEVERAL_SPEAKERS)}, got {preview(self.several_speakers)}")
         if len(self.delimiter) != 1 or self.delimiter in "\"\r\n":
             raise CorpusError(f"{where}: delimiter: expected one character other than a quote "
-                              f"or a line break, got {preview(self.delimiter)}")
+                              f"or a line break, got {preview(self.delimiter)}"
+                              + (" (a tab: \"\\t\" in double quotes, -o 'delimiter=\"\\t\"')"
+                                 if self.delimiter in ("\\t", "") else ""))
         if self.time_unit not in TIME_UNITS:
             raise CorpusError(f"{where}: time_unit: expected one of {', '.join(TIME_UNITS)}, "
                               f"got {preview(self.time_unit)}")
@@ -180,8 +182,13 @@ class ManifestMapping(ReaderOptions):
                 check_file(file)
             found = [_by_name(p, folder) for p in named if p.is_file()]
             if not found:
+                # a table under another suffix (metadata.txt, train.csv.gz) is read by none
+                other = next((p.name for p in listed(folder) if p.is_file() and p.suffix.lower()
+                              in (".txt", ".gz", ".zip", ".bz2", ".xz", ".zst")), None)
                 raise CorpusError(f"{folder}: no .csv, .tsv, .jsonl, .json or .parquet manifest in the folder "
-                                  f"(name them with files: in the mapping)")
+                                  f"(name them with files: in the mapping)"
+                                  + (f"; {preview(other, 80)} is none: rename a table (.tsv for tab-"
+                                     f"separated), unpack a compressed one" if other else ""))
             return found
         entries = self.files.items() if isinstance(self.files, dict) else [(None, self.files)]
         found: dict[Path, str | None] = {}
@@ -235,7 +242,7 @@ class ManifestMapping(ReaderOptions):
                 raise CorpusError(f"{source}: columns.{name} names column(s) "
                                   f"{', '.join(map(repr, lacking))}, which the file lacks; "
                                   f"it has {preview(', '.join(map(str, columns)), 200)}{hint}")
-        covered = have | set(self.columns)
+        covered = (have - self.renamed_columns()) | set(self.columns)  # as map_row reads them
         missing = [f for f in REQUIRED if f not in covered]
         if missing:
             # {"u1": {"speaker": ..}, "u2": {..}}: one record whose columns are u1.speaker, ...
@@ -279,11 +286,11 @@ class ManifestMapping(ReaderOptions):
                                                 f"({preview(value, 40)}) where text or a number belongs")
                 raw[column] = None
         fields_: dict[str, Any] = {}
-        renamed = {spec for spec in self.columns.values() if not _template(spec)[1]}
+        renamed = self.renamed_columns()
         for name in FIELDS:
             spec = self.columns.get(name)
             if spec is None:
-                fields_[name] = None if name in roots else raw.get(name)
+                fields_[name] = None if name in roots or name in renamed else raw.get(name)
                 continue
             text, parts = _template(spec)
             if not parts:
@@ -334,6 +341,11 @@ class ManifestMapping(ReaderOptions):
                                             f"{self.max_field_bytes:,} bytes (reader option "
                                             f"max_field_bytes)")
         return fields_, meta, problem
+
+    def renamed_columns(self) -> set[str]:
+        """The columns a field reads as they are (not by a template): that field's alone,
+        neither a field of their own name (turn: utterance_id) nor meta."""
+        return {spec for spec in self.columns.values() if not _template(spec)[1]}
 
     def field_columns(self) -> set[str]:
         """The columns erc's fields read (the rest go to ``meta``)."""
@@ -620,9 +632,9 @@ def speaker_names(value) -> list[str]:
         items = [value]
     names = []
     for item in items:
-        name = text_value(item, "speaker")
-        if name is not None and name.strip():
-            names.append(name.strip())
+        name = id_value(item, "speaker")
+        if name is not None:
+            names.append(name)
     return names
 
 

@@ -34,11 +34,18 @@ class RowProblem(ValueError):
 
 
 def blank(value) -> bool:
-    """No value: None, NaN, or text of nothing a reader sees (spaces, control and format
-    characters such as "\x01" or a zero-width space): a speaker or dialogue id of those
-    would name an invisible person or conversation."""
     return value is None or (isinstance(value, float) and math.isnan(value)) or (
-        isinstance(value, str) and all(unicodedata.category(c) in _UNSEEN for c in value))
+        isinstance(value, str) and value.strip() == "")
+
+
+def id_value(value, name: str) -> str | None:
+    """An id (speaker, dialogue, utterance) as ``text_value`` reads it, its spaces around
+    dropped; None when nothing in it is seen (spaces, control and format characters such
+    as "\x01" or a zero-width space): such an id names an invisible person or conversation."""
+    text = text_value(value, name)
+    if text is None or all(unicodedata.category(c) in _UNSEEN for c in text):
+        return None
+    return text.strip()
 
 
 def kind(value) -> str:
