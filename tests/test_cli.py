@@ -35,6 +35,10 @@ def test_console_script_is_installed():
     exe = str(erc) if erc.exists() else "erc"
     done = subprocess.run([exe, "--version"], capture_output=True, text=True)
     assert done.returncode == 0 and done.stdout.startswith("erc ")
+    for module in ("erc", "erc.cli"):  # python -m erc too, where the script is not on PATH
+        done = subprocess.run([sys.executable, "-m", module, "--version"], capture_output=True,
+                              text=True, cwd=REPO)
+        assert done.returncode == 0 and done.stdout.startswith("erc "), (module, done.stderr)
 
 
 def test_ingest_meld_prints_summary_and_resumes(tmp_path, capsys):
