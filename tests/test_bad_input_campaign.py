@@ -722,7 +722,7 @@ def corpus_folder(t: Path, config: str) -> list[str]:
 
 # the plan said "ingest: not run yet" and exited 0; the run stopped at once on the format
 case("config corpus of no format erc can tell", lambda t: corpus_folder(t, "corpus: {path: c}\n"),
-     error=("c: cannot tell the corpus format", "corpus.format"))
+     error=("c: cannot tell the corpus format", "corpus.format", "erc corpus inspect"))
 case("config corpus.format unknown", lambda t: corpus_folder(t, "corpus: {path: c, format: friends}\n"),
      error=("corpus format 'friends'",))
 # no stage lies between them: the run started Ray, ran nothing and exited 0

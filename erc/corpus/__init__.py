@@ -54,7 +54,8 @@ def detect_format(path: Path, options: dict | None = None) -> str:
         if format.recognise(path):
             return name
     raise CorpusError(f"{path}: cannot tell the corpus format; pass --format (corpus.format "
-                      f"in a run config), one of {', '.join(FORMATS)}")
+                      f"in a run config), one of {', '.join(FORMATS)}; for a corpus of your own "
+                      f"tables, `erc corpus inspect {path}` suggests a mapping")
 
 
 def corpus_format(path: Path, format: str | None = None, options: dict | None = None) -> str:
