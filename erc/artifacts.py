@@ -25,6 +25,7 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from erc.errors import InputError
+from erc.io import owned
 from erc.schema import UTTERANCE_SCHEMA, problem_reasons, said_reasons
 
 UTTERANCES = "utterances.parquet"  # an ingest's kept rows
@@ -184,7 +185,8 @@ def _listed_parts(manifest: Path) -> list[str] | None:
 
 def feature_parts(path: str | Path) -> list[Path]:
     """The part files of a feature folder, as its manifest lists them (a single Parquet
-    file is its own part; a folder without a manifest: its ``part-*.parquet`` files)."""
+    file is its own part; a folder without a manifest: its ``part-*.parquet`` files, unless
+    erc's pass writes it: then an error, not the parts it has written so far)."""
     path = Path(path)
     if path.is_file():
         return [path]
@@ -200,6 +202,9 @@ def feature_parts(path: str | Path) -> list[Path]:
                 raise InputError(f"{path}: parts listed in its manifest are missing: "
                                  f"{', '.join(missing[:3])}")
             return parts
+    elif owned(path):  # erc's pass, cut short or still writing: the parts there are some of them
+        raise InputError(f"{path}: an erc preprocess run that did not finish, or is still "
+                         f"running (no manifest.json); run it again to finish it")
     parts = sorted(path.glob("part-*.parquet")) or sorted(path.glob("*.parquet"))
     if not parts:
         raise InputError(f"{path}: no feature parts (run `erc preprocess` first)")

@@ -167,16 +167,16 @@ def run_log(path: Path) -> Iterator[Path]:
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     with io.open_no_link(path, "a", encoding="utf-8") as handle:
-        _state.log, _state.hidden_warnings = _LogFile(handle), 0
-        _state.log.write(f"\n=== {time.strftime('%Y-%m-%d %H:%M:%S')} erc "
-                         f"{' '.join(sys.argv[1:])}\n")
+        log = _state.log = _LogFile(handle)
+        _state.hidden_warnings = 0
+        log.write(f"\n=== {time.strftime('%Y-%m-%d %H:%M:%S')} erc {' '.join(sys.argv[1:])}\n")
         streams = sys.stdout, sys.stderr
         tees = _Tee(streams[0]), _Tee(streams[1])
         sys.stdout, sys.stderr = tees
         try:
             yield path
         except BaseException:
-            _state.log.write(traceback.format_exc())
+            log.write(traceback.format_exc())
             raise
         finally:
             if _state.hidden_warnings:
@@ -184,8 +184,11 @@ def run_log(path: Path) -> Iterator[Path]:
             for tee in tees:  # a line left unended is written, not dropped with its stream
                 tee.finish()
             sys.stdout, sys.stderr = streams
-            _state.log.finish()
+            log.finish()
             _state.log = None
+            if log.failed is not None:
+                print(f"erc: {path}: the log stops early ({log.failed.strerror}); the "
+                      f"console showed every line", file=sys.stderr)
 
 
 def detail(text: str) -> None:
@@ -220,25 +223,38 @@ class _LogFile:
 
     def __init__(self, handle):
         self.handle, self.pending, self.lock = handle, "", threading.Lock()
+        self.failed: OSError | None = None  # a write that failed (a full disk): none after it
 
     def write(self, text: str) -> None:
         with self.lock:
             # Whole lines are redacted: a URI written in pieces has its secret split.
             text = (self.pending + _ANSI.sub("", text)).replace("\r\n", "\n")
             *lines, pending = text.split("\n")
-            for line in lines:
-                self.handle.write(redact(line.rsplit("\r", 1)[-1]) + "\n")
             # Of a bar redrawn in place, only its last state waits for the line's end.
             self.pending = pending[pending.rfind("\r", 0, len(pending) - 1) + 1:]
-            self.handle.flush()
+            self._put("".join(redact(line.rsplit("\r", 1)[-1]) + "\n" for line in lines))
 
     def finish(self) -> None:
         """Writes the last line, ended or not."""
         with self.lock:
             line, self.pending = self.pending.rstrip("\r"), ""
             if line:
-                self.handle.write(redact(line) + "\n")
+                self._put(redact(line) + "\n")
+
+    def _put(self, text: str) -> None:
+        """Writes ``text``; a log the disk has no room for stops there, and ``run_log`` says
+        so when the run ends. It raises nothing: a print, a library's log record or a
+        thread forwarding Ray's output that failed would stop the run with a traceback of
+        Ray's or of its own; the console still shows every line, and the run's next output
+        on that disk fails naming its file."""
+        if self.failed is None:
+            try:
+                self.handle.write(text)
                 self.handle.flush()
+            except OSError as err:
+                self.failed = err
+                with contextlib.suppress(OSError):  # its buffer, unwritten, would fail it again
+                    self.handle.close()
 
 
 # A word that may be a credential's first part: a URI ("s3://KEY:SE"), one without its

@@ -52,6 +52,22 @@ FOREIGN = ".erc-foreign.json"  # in a folder erc adopted (--overwrite): the name
 _DISK_FULL = (errno.ENOSPC, errno.EDQUOT, errno.EFBIG)
 
 
+def disk_full_in(err: BaseException) -> int | None:
+    """The errno of a write that found no room, when ``err`` is one or carries one: a Ray
+    error holds the one raised in a worker process as its traceback's text, or as an
+    attribute (a Ray Train controller's ``controller_failure``); else None."""
+    seen: list[BaseException] = []
+    while isinstance(err, BaseException) and err not in seen:
+        seen.append(err)
+        if isinstance(err, OSError) and err.errno in _DISK_FULL:
+            return err.errno
+        found = [int(n) for n in re.findall(r"\[Errno (\d+)\]", str(err))]
+        if any(n in _DISK_FULL for n in found):
+            return next(n for n in found if n in _DISK_FULL)
+        err = getattr(err, "controller_failure", None) or err.__cause__ or err.__context__
+    return None
+
+
 @contextlib.contextmanager
 def atomic_path(path: str | Path) -> Iterator[Path]:
     """A temporary path beside ``path``; renamed to ``path`` when the block succeeds,
@@ -59,19 +75,66 @@ def atomic_path(path: str | Path) -> Iterator[Path]:
     path = not_linked(path)
     _not_the_users(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}-{secrets.token_hex(4)}{SCRATCH_SUFFIX}")
+    tmp = _scratch_name(path)
     try:
         yield tmp
         os.replace(tmp, path)
     except OSError as err:
-        # A write names no file; the OS names the temporary file (a read-only file system,
-        # a folder where the file goes): the error names the file erc writes
-        if (err.errno in _DISK_FULL and err.filename is None) or err.filename in (tmp, str(tmp)):
-            raise OSError(err.errno, err.strerror, str(path)) from None
-        raise
+        raise _naming(err, tmp, path) from None
     finally:
         if tmp.exists():
             tmp.unlink()
+
+
+def _scratch_name(path: Path) -> Path:
+    return path.with_name(f".{path.name}.{os.getpid()}-{secrets.token_hex(4)}{SCRATCH_SUFFIX}")
+
+
+def _naming(err: OSError, tmp: Path, path: Path) -> OSError:
+    """``err`` naming ``path``, what erc writes: a write names no file, and the OS names the
+    temporary one (a read-only file system, a folder where the file goes)."""
+    if (err.errno in _DISK_FULL and err.filename is None) or \
+            str(err.filename or "").startswith(str(tmp)):
+        return OSError(err.errno, err.strerror, str(path))
+    return err
+
+
+@contextlib.contextmanager
+def atomic_folder(path: str | Path) -> Iterator[Path]:
+    """``atomic_path`` for a folder erc writes whole (a model): a temporary folder beside
+    ``path``, renamed to ``path`` when the block succeeds (the block removes what was
+    there), removed when it fails; a writer killed meanwhile leaves it to be removed when
+    the folder holding it is next locked."""
+    path = not_linked(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = _scratch_name(path)
+    try:
+        yield tmp
+        os.replace(tmp, path)
+    except OSError as err:
+        raise _naming(err, tmp, path) from None
+    finally:
+        if tmp.is_dir() and not tmp.is_symlink():
+            shutil.rmtree(tmp, ignore_errors=True)
+
+
+def copy_tree(source: str | Path, target: str | Path, skip: tuple[str, ...] = ()) -> Path:
+    """Copies the folder ``source`` to ``target`` but the files named in ``skip``; the first
+    error stops it as itself (``shutil.copytree`` gathers every error into one naming no
+    file, so a full disk read as a bug in erc)."""
+    source, target = Path(source), Path(target)
+    for where, _folders, files in os.walk(source):
+        here = target / Path(where).relative_to(source)
+        here.mkdir(parents=True, exist_ok=True)
+        for name in files:
+            if name not in skip:
+                try:
+                    shutil.copy2(Path(where, name), here / name)
+                except OSError as err:  # a full disk named by the file read: name the copy
+                    if err.errno in _DISK_FULL:
+                        raise OSError(err.errno, err.strerror, str(here / name)) from None
+                    raise
+    return target
 
 
 def not_linked(path: str | Path) -> Path:
@@ -136,6 +199,29 @@ def write_parquet(path: str | Path, table) -> Path:
     with atomic_path(path) as tmp, open(tmp, "wb") as handle:  # a file, never a URI
         pq.write_table(table, handle)
     return Path(path)
+
+
+def write_parquet_set(tables: list[tuple[str | Path, Any]]) -> None:
+    """Writes Parquet tables read together (an utterance table and the problem table of
+    the rows set aside before it), the one readers open first last: each to its temporary
+    file first, so a full disk leaves the old set in place; then that one's old file goes
+    and the others take their names before it does. A run killed between the two leaves
+    no table that readers open, never a new table beside an old one (the rows of two
+    corpora, or a table beside problems of another that count as its rows set aside)."""
+    import pyarrow.parquet as pq
+
+    with contextlib.ExitStack() as stack:
+        # entered last, renamed first: the first-read table (the list's last) renamed last
+        temporaries = [stack.enter_context(atomic_path(path)) for path, _ in reversed(tables)]
+        for tmp, (path, table) in zip(temporaries, reversed(tables)):
+            try:
+                with open(tmp, "wb") as handle:
+                    pq.write_table(table, handle)
+            except OSError as err:  # named here: every block it leaves would name its own file
+                raise _naming(err, tmp, Path(path)) from None
+        first_read = Path(tables[-1][0])
+        if first_read.exists():
+            first_read.unlink()
 
 
 def _json_default(value: Any):
@@ -240,21 +326,42 @@ def check_claim(folder: str | Path, overwrite: bool = False) -> list[str]:
     return foreign
 
 
-def claim(folder: str | Path, overwrite: bool = False) -> Path:
+_MARKER_TEXT = "erc writes its outputs only into folders that carry this file.\n"
+_MARKER_STAGE = "stage: "
+
+
+def claim(folder: str | Path, overwrite: bool = False, stage: str | None = None) -> Path:
     """Makes ``folder`` an output folder of erc's: creates it with a marker, or checks the
     marker of an existing one. A folder holding anything but erc's marker, lock and
     scratch files, without a marker, is foreign: OwnershipError unless ``overwrite``, which
-    adopts it and records what it held as the user's (``FOREIGN``)."""
+    adopts it and records what it held as the user's (``FOREIGN``). ``stage``: the stage
+    whose outputs the folder is for, named in the marker before any is written
+    (``marked_stage``)."""
     folder = Path(folder)
     foreign = check_claim(folder, overwrite)
     if not owned(folder):
         folder.mkdir(parents=True, exist_ok=True)
         if foreign:  # recorded before the marker: never a marked folder whose files read as erc's
             write_json(folder / FOREIGN, foreign)
-        write_text(folder / MARKER, "erc writes its outputs only into folders that carry this file.\n")
+        write_text(folder / MARKER, _MARKER_TEXT + (f"{_MARKER_STAGE}{stage}\n" if stage else ""))
     else:
         _forget_gone(folder)
     return folder
+
+
+def marked_stage(folder: str | Path) -> str | None:
+    """The stage ``folder``'s marker names (None: none, as in a folder an earlier erc made):
+    the stage of a first run that stopped before its manifest, whose outputs (a model's
+    checkpoints, some feature parts) are there."""
+    marker = Path(folder) / MARKER
+    if not owned(folder):
+        return None
+    try:
+        lines = marker.read_text(encoding="utf-8", errors="replace").splitlines()
+    except OSError:
+        return None
+    return next((line[len(_MARKER_STAGE):].strip() for line in lines
+                 if line.startswith(_MARKER_STAGE)), None)
 
 
 # -- the user's files in a folder erc adopted ---------------------------------------------
@@ -401,6 +508,12 @@ def _remove_stale_scratch(folder: Path) -> None:
         if where == os.fspath(folder):
             folders[:] = [name for name in folders if name not in users]
             files = [name for name in files if name not in users]
+        for name in list(folders):  # a folder written whole (``atomic_folder``), cut short
+            match = _SCRATCH.match(name)
+            path = Path(where, name)
+            if match and not path.is_symlink() and not _alive(int(match.group(1))):
+                folders.remove(name)
+                shutil.rmtree(path, ignore_errors=True)
         for name in files:
             match = _SCRATCH.match(name)
             path = Path(where, name)
@@ -423,7 +536,8 @@ def _alive(pid: int) -> bool:
 
 
 @contextlib.contextmanager
-def claimed(folder: str | Path, overwrite: bool = False) -> Iterator[Path]:
+def claimed(folder: str | Path, overwrite: bool = False,
+            stage: str | None = None) -> Iterator[Path]:
     """Claims ``folder`` and holds its lock for the block. When the block fails having
     added nothing there but the marker and the lock file, those are removed again, and so
     are the folder and its parents when this call created them: a refused run leaves the
@@ -433,7 +547,7 @@ def claimed(folder: str | Path, overwrite: bool = False) -> Iterator[Path]:
     created = _first_missing(folder)
     before = set(os.listdir(folder)) if folder.is_dir() else set()
     try:
-        claim(folder, overwrite=overwrite)
+        claim(folder, overwrite=overwrite, stage=stage)
     except BaseException:
         # A claim that failed after creating the folder (a full disk as the marker is
         # written) takes it back; one of an existing folder has added nothing there.

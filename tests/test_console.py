@@ -117,3 +117,56 @@ def test_a_command_started_with_its_output_closed_runs(tmp_path):
                           env={"PATH": "/usr/bin:/bin", "ERC_HOME": str(tmp_path)}, timeout=120,
                           preexec_fn=lambda: os.close(1))
     assert done.returncode == 0 and done.stderr == "", done.stderr[-2000:]
+
+
+def test_a_log_the_disk_has_no_room_for_is_said_not_a_traceback(policy, capsys, monkeypatch):
+    """The run's log file on a full disk (ENOSPC names no file) stopped the main job with a
+    traceback reported as a bug in erc (raised by whatever printed or logged: a Ray Data
+    log record, a thread forwarding worker output), and the failing log write of that
+    traceback hid it. The log stops there, the console still shows every line, and the
+    end of the run says so naming the file: the run's next output on that disk fails
+    naming its own file."""
+    import errno
+    import logging
+    import sys
+    import threading
+
+    from erc.io import open_no_link
+
+    class Full:  # room for the header only
+        def __init__(self, handle):
+            self.handle, self.lines = handle, 0
+
+        def write(self, text):
+            self.lines += text.count("\n")
+            if self.lines > 2:
+                raise OSError(errno.ENOSPC, "No space left on device")
+            return self.handle.write(text)
+
+        def __getattr__(self, name):
+            return getattr(self.handle, name)
+
+        def __enter__(self):
+            return self
+
+        def __exit__(self, *exc):
+            self.handle.close()
+
+    monkeypatch.setattr(console.io, "open_no_link", lambda *a, **k: Full(open_no_link(*a, **k)))
+    stdout = sys.stdout
+    with console.run_log(policy):
+        print("[1/6 ingest] a line")
+        logging.getLogger("ray.data").info("Execution plan of Dataset d")
+        thread = threading.Thread(target=lambda: print("[2/6 preprocess] from a thread"))
+        thread.start()
+        thread.join()
+        print("[3/6 qc] and another")
+    assert sys.stdout is stdout
+    out, err = capsys.readouterr()
+    assert out.splitlines() == ["[1/6 ingest] a line", "[2/6 preprocess] from a thread",
+                                "[3/6 qc] and another"]
+    assert err == (f"erc: {policy}: the log stops early (No space left on device); the "
+                   f"console showed every line\n")
+    with pytest.raises(ZeroDivisionError):  # the run's own error is the one raised
+        with console.run_log(policy):
+            raise ZeroDivisionError("division by zero")

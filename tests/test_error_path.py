@@ -984,3 +984,27 @@ def test_the_report_of_a_run_without_training_shows_no_earlier_runs_results(tmp_
     off = validate(RunConfig, {"output_dir": str(run), "train": {"enabled": False}})
     page = write_report(run, off).read_text()
     assert "<h2>Training</h2>" not in page and "<h2>Evaluation</h2>" not in page
+
+
+def test_the_parts_of_a_preprocess_run_that_did_not_finish_are_not_read_as_its_features(tmp_path):
+    """A preprocess run cut short (a full disk, a kill) leaves some part files in erc's
+    folder and no manifest: the readers of a feature folder (training's adapters and
+    vectors, ``erc evaluate --features``) took those parts for the features, and every
+    utterance of the parts not yet written read as one without vectors, silently. QC
+    already refused such a folder; now every reader does, saying what it is."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    from erc import io
+    from erc.artifacts import read_features
+    from erc.errors import InputError
+
+    features = io.claim(tmp_path / "features")
+    pq.write_table(pa.table({"utterance_id": ["u0"], "status": ["ok"],
+                             "speaker_embedding": [[0.5, 0.5]]}), features / "part-00000.parquet")
+    with pytest.raises(InputError, match="did not finish"):
+        read_features(features)
+    theirs = tmp_path / "theirs"  # a folder of part files of the user's is read as it is
+    theirs.mkdir()
+    (features / "part-00000.parquet").rename(theirs / "part-00000.parquet")
+    assert read_features(theirs).num_rows == 1

@@ -653,3 +653,224 @@ def test_a_users_adapters_folder_stops_a_fusion_run_that_would_write_resized_ada
     with pytest.raises(OwnershipError, match="adapters"):
         check_outputs(FusionStage, out, overwrite=True)
     assert (out / "adapters" / "speaker" / "model" / "notes.txt").read_text() == "mine"
+
+
+def test_a_model_export_cut_short_by_a_full_disk_is_one_line_and_keeps_the_model(tmp_path,
+                                                                                   capsys,
+                                                                                   monkeypatch):
+    """The export of the trained model (a copy of the best checkpoint) that found no room
+    was a traceback (shutil.Error, "a bug in erc"), and left a half-copied model folder
+    holding the checkpoint's file index, as if sealed: a truncated model.safetensors and
+    an empty metrics.json stood as the model. The export names the folder, keeps the
+    model there before it, and leaves no partial copy; a later run finishes it."""
+    import errno
+    import shutil
+
+    from erc.cli import _expected, _message
+    from erc.train.loop import export_model
+
+    checkpoint = tmp_path / "ray" / "checkpoint_0"
+    checkpoint.mkdir(parents=True)
+    for name, data in {"config.json": b"{}", "model.safetensors": b"new weights",
+                       "metrics.json": b"{}", "train_state.pt": b"state"}.items():
+        (checkpoint / name).write_bytes(data)
+    io.seal(checkpoint)
+    out = tmp_path / "fusion"
+    old = tmp_path / "old"
+    old.mkdir()
+    (old / "model.safetensors").write_bytes(b"old weights")
+    export_model(old, out)
+    copyfile = shutil.copyfile
+
+    def full(source, target, **kwargs):  # the disk fills as the weights are copied
+        if Path(source).name == "model.safetensors":  # sendfile names the file it reads
+            Path(target).write_bytes(b"new wei")
+            raise OSError(errno.ENOSPC, "No space left on device", str(source))
+        return copyfile(source, target, **kwargs)
+
+    monkeypatch.setattr(shutil, "copyfile", full)
+    with pytest.raises(OSError) as failed:
+        export_model(checkpoint, out)
+    assert _expected(failed.value), failed.value
+    assert _message(failed.value) == f"{out / 'model'}: No space left on device"
+    assert (out / "model" / "model.safetensors").read_bytes() == b"old weights"
+    assert sorted(p.name for p in out.iterdir()) == [io.MARKER, "model"]
+    monkeypatch.setattr(shutil, "copyfile", copyfile)
+    export_model(checkpoint, out)
+    assert (out / "model" / "model.safetensors").read_bytes() == b"new weights"
+    assert sorted(p.name for p in (out / "model").iterdir()) == [
+        io.FILE_INDEX, "config.json", "metrics.json", "model.safetensors"]
+
+
+def test_a_model_folder_copy_left_by_a_killed_run_is_removed_when_its_folder_is_locked(tmp_path):
+    """``io.atomic_folder``'s temporary folder, left by a process that no longer runs."""
+    dead = 2 ** 22 + 7  # above any pid this machine hands out
+    out = io.claim(tmp_path / "fusion")
+    (out / f".model.{dead}-0123abcd.tmp").mkdir()
+    (out / f".model.{dead}-0123abcd.tmp" / "model.safetensors").write_bytes(b"half")
+    with io.locked(out):
+        pass
+    assert sorted(p.name for p in out.iterdir()) == [io.MARKER, io.LOCK]
+
+
+def test_an_ingest_cut_short_never_leaves_a_table_beside_another_runs_problems(tmp_path, capsys,
+                                                                                monkeypatch):
+    """Ingesting another corpus into a folder wrote its utterance table, then found no room
+    for its problem table: the folder held the new corpus's rows beside the old corpus's
+    rows set aside (and its manifest), which training and evaluation read as one corpus.
+    Now a full disk leaves the old pair as it was, a kill between the two renames leaves
+    no utterance table (an error that says so), and the run again finishes as a clean one."""
+    import errno
+    import os
+
+    import pyarrow.parquet as pq_module
+
+    out = tmp_path / "corpus"
+    alpha = corpus_csv(tmp_path / "alpha", dialogue="alpha")
+    beta = tmp_path / "beta" / "m.csv"
+    beta.parent.mkdir()
+    beta.write_text("dialogue_id,speaker,text,turn\nbeta,Ann,Hi.,0\nbeta,Bob,Hey.,x\n")
+    assert main(["corpus", "ingest", str(alpha), "--out", str(out)]) == 0
+    before = digests(out)
+    write_table = pq_module.write_table
+
+    def full(table, where, *args, **kwargs):  # room for the utterance table only
+        if "reason" in table.column_names:
+            raise OSError(errno.ENOSPC, "No space left on device")
+        return write_table(table, where, *args, **kwargs)
+
+    monkeypatch.setattr(pq_module, "write_table", full)
+    refused(["corpus", "ingest", str(beta), "--out", str(out)], capsys,
+            f"{out / 'problems.parquet'}: No space left on device")
+    assert digests(out) == before
+    monkeypatch.setattr(pq_module, "write_table", write_table)
+
+    replace = os.replace
+
+    def killed(source, target):  # the run stopped as it renames the utterance table
+        if Path(target).name == "utterances.parquet":
+            raise KeyboardInterrupt
+        return replace(source, target)
+
+    monkeypatch.setattr(os, "replace", killed)
+    assert main(["corpus", "ingest", str(beta), "--out", str(out)]) == 130
+    capsys.readouterr()
+    monkeypatch.setattr(os, "replace", replace)
+    assert not (out / "utterances.parquet").exists()
+    assert not [p for p in out.iterdir() if io.is_scratch(p.name) and p.name != io.LOCK]
+    refused(["train", "fusion", str(out), "--out", str(tmp_path / "fusion")], capsys,
+            f"{out / 'utterances.parquet'}: no utterance table")
+
+    assert main(["corpus", "ingest", str(beta), "--out", str(out)]) == 0
+    assert main(["corpus", "ingest", str(beta), "--out", str(tmp_path / "clean")]) == 0
+    for name in ("utterances.parquet", "problems.parquet"):
+        assert pq.read_table(out / name).equals(pq.read_table(tmp_path / "clean" / name))
+    assert pq.read_table(out / "problems.parquet").num_rows == 1
+
+
+def test_a_checkpoint_a_training_worker_has_no_room_for_is_one_line(tmp_path):
+    """A Ray Train worker that found the disk full saving a checkpoint failed the command
+    with Ray's WorkerGroupError, a traceback reported as a bug in erc; it is an OSError
+    naming the run's checkpoint folder (``erc: error: PATH: No space left on device``)."""
+    from erc.cli import _expected, _message
+    from erc.train.loop import _fitted
+
+    class WorkerGroupError(Exception):  # as Ray Train passes a worker's traceback on
+        pass
+
+    class Trainer:
+        def __init__(self, error):
+            self.error = error
+
+        def fit(self):
+            raise self.error
+
+    where = str(tmp_path / "fusion" / "ray" / "fusion")
+    snippet = ("Training failed due to worker errors:\n[Rank 0 Error Snippet]:\nTraceback (most "
+               "recent call last):\n  File \"pyarrow/error.pxi\", line 92, in check_status\n"
+               "OSError: [Errno 28] Error writing bytes to file. Detail: [errno 28] No space "
+               "left on device\n")
+    with pytest.raises(OSError) as failed:
+        _fitted(Trainer(WorkerGroupError(snippet)), where)
+    assert _expected(failed.value)
+    assert _message(failed.value) == f"{where}: No space left on device"
+    class ControllerError(Exception):  # the Ray Train controller's own write, as it holds it
+        def __init__(self, controller_failure):
+            super().__init__(f"Training failed due to controller error:\n{controller_failure}")
+            self.controller_failure = controller_failure
+
+    import errno
+
+    with pytest.raises(OSError) as failed:
+        _fitted(Trainer(ControllerError(OSError(errno.ENOSPC, "No space left on device"))), where)
+    assert _message(failed.value) == f"{where}: No space left on device"
+    other = WorkerGroupError(snippet.replace("28", "2"))
+    with pytest.raises(WorkerGroupError):  # any other failure stays what it is
+        _fitted(Trainer(other), where)
+
+
+def test_a_folder_of_a_first_run_stopped_before_its_manifest_holds_that_stage(tmp_path, capsys):
+    """A first run stopped before it wrote its manifest (Ctrl-C during training, a full disk
+    mid-way through the feature parts) left its outputs in a folder with nothing naming
+    its stage: another command pointed there wrote its own beside them (an ingest beside
+    the training's checkpoints), one folder holding two stages' outputs. The marker names
+    the stage from the claim on, so the other command is refused and the folder is left
+    as it was, while the stage itself resumes there."""
+    from erc.stages.base import Stage, execute
+
+    class Training(Stage):
+        name = "train"
+        results = ("model/*",)
+        writes = ("ray",)
+
+        def run(self, ctx):
+            io.write_bytes(ctx.out / "ray" / "run" / "checkpoint_0" / "model.safetensors", b"w")
+            raise KeyboardInterrupt  # stopped before its manifest
+
+    out = tmp_path / "fusion"
+    with pytest.raises(KeyboardInterrupt):
+        execute(Training(), {}, {}, out)
+    before = digests(out)
+    refused(["corpus", "ingest", str(corpus_csv(tmp_path / "raw")), "--out", str(out)], capsys,
+            f"{out}: holds the outputs of erc's train stage; give ingest an output folder")
+    assert digests(out) == before
+
+    class Resumed(Training):
+        def run(self, ctx):
+            io.write_bytes(ctx.out / "model" / "model.safetensors", b"w")
+            return {}
+
+    assert not execute(Resumed(), {}, {}, out).skipped
+
+
+def test_an_input_replaced_while_a_stage_reads_it_leaves_its_result_stale(tmp_path, capsys):
+    """`erc corpus ingest OTHER --out D` while `erc preprocess D --out F` ran: the manifest
+    of F recorded D's new content with the features of its old rows, so preprocess said
+    "up to date" from then on, and QC refused F ("run erc preprocess D --out F"), a loop
+    only --force left. The manifest records the inputs as the run found them: the next
+    run recomputes."""
+    from erc.stages.base import Stage, execute, up_to_date
+
+    corpus = tmp_path / "corpus"
+    assert main(["corpus", "ingest", str(corpus_csv(tmp_path / "alpha", dialogue="alpha")),
+                 "--out", str(corpus)]) == 0
+
+    class Reading(Stage):
+        name = "reading"
+        inputs = ("utterances",)
+        results = ("rows.json",)
+
+        def run(self, ctx):
+            rows = pq.read_table(ctx.inputs["utterances"] / "utterances.parquet").num_rows
+            # another command replaces the corpus while this one works on what it read
+            assert main(["corpus", "ingest", str(corpus_csv(tmp_path / "beta", n=9,
+                                                              dialogue="beta")),
+                         "--out", str(corpus)]) == 0
+            io.write_json(ctx.out / "rows.json", rows)
+            return {}
+
+    out = tmp_path / "out"
+    execute(Reading(), {}, {"utterances": corpus}, out)
+    assert up_to_date(Reading(), {}, {"utterances": corpus}, out) == (
+        False, "changed: input utterances")
+    assert not execute(Reading(), {}, {"utterances": corpus}, out).skipped

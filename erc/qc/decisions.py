@@ -514,9 +514,9 @@ def run_qc(features: str | Path, utterances: str | Path, out_dir: str | Path,
         "feature_rows_without_utterance": sum(1 for k in rows if k not in known),
     }
     kept = kept_utterances(utterance_table.cast(UTTERANCE_SCHEMA), decisions)
-    io.write_parquet(out_dir / DECISIONS, decisions)
-    io.write_parquet(out_dir / KEPT, kept)
-    io.write_parquet(out_dir / PROBLEMS, set_aside(utterances, utterance_table, decisions))
+    io.write_parquet_set([(out_dir / DECISIONS, decisions),
+                          (out_dir / PROBLEMS, set_aside(utterances, utterance_table, decisions)),
+                          (out_dir / KEPT, kept)])
     summary["relabel_proposals"] = write_relabels(decisions, out_dir / RELABELS)
     summary["seconds"] = round(time.perf_counter() - started, 3)
     result = QCResult(decisions, kept, summary, out_dir)

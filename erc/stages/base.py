@@ -163,17 +163,22 @@ class Stage:
 
     # -- fingerprints -------------------------------------------------------------------
     def parts(self, config: Any, inputs: dict[str, Path], manifest: dict | None,
-              settings: Any = None) -> dict:
+              settings: Any = None, read: dict[str, str] | None = None) -> dict:
         """The named parts of the fingerprint (kept in the manifest, so a plan can say
-        which one changed); ``settings``: ``self.settings(config)`` when already worked out."""
+        which one changed); ``settings``: ``self.settings(config)`` when already worked out;
+        ``read``: the inputs' fingerprints as the run found them (``input_fingerprints``)."""
         missing = [n for n in self.inputs if n not in inputs]
         if missing:
             raise InputError(f"{self.name}: missing input(s) {', '.join(missing)}")
         return {"stage": [self.name, self.version],
                 "config": digest(self.settings(config) if settings is None else settings),
-                "inputs": {name: content_fingerprint(path) for name, path in sorted(inputs.items())
-                           if path is not None},
+                "inputs": input_fingerprints(inputs) if read is None else read,
                 "external": digest(self.external(config, inputs, manifest))}
+
+
+def input_fingerprints(inputs: dict[str, Path]) -> dict[str, str]:
+    return {name: content_fingerprint(path) for name, path in sorted(inputs.items())
+            if path is not None}
 
 
 def fingerprint_of(parts: dict) -> str:
@@ -207,7 +212,8 @@ def up_to_date(stage: Stage, config: Any, inputs: dict[str, Path], out: Path) ->
 def one_stage_per_folder(out: Path, name: str) -> None:
     """OwnershipError when ``out`` holds the outputs of another of erc's stages: one
     folder, one stage, whose record is kept."""
-    other = (read_manifest(out) or {}).get("stage")
+    # the manifest's stage, or the marker's where a first run stopped before writing one
+    other = (read_manifest(out) or {}).get("stage") or io.marked_stage(out)
     if other and other != name:
         raise OwnershipError(f"{out}: holds the outputs of erc's {other} stage; give "
                              f"{name} an output folder of its own")
@@ -260,7 +266,7 @@ def execute(stage: Stage, config: Any, inputs: dict[str, str | Path | None], out
             if path is not None and Path(path).exists():
                 check_not_written_over(stage, name, Path(path), out)
     check_outputs(stage, out, overwrite)
-    with io.claimed(out, overwrite=overwrite):
+    with io.claimed(out, overwrite=overwrite, stage=stage.name):
         one_stage_per_folder(out, stage.name)
         if not force:
             current, _ = up_to_date(stage, config, inputs, out)
@@ -271,6 +277,10 @@ def execute(stage: Stage, config: Any, inputs: dict[str, str | Path | None], out
         previous = read_manifest(out)
         ctx = StageContext(config=config, inputs=inputs, out=out, previous=previous,
                            force=force, say=say)
+        # The inputs as the run finds them: one another command replaces meanwhile (an
+        # ingest into the corpus folder a long pass reads) leaves this result stale, to be
+        # recomputed, not recorded as the new input's
+        read = input_fingerprints(inputs)
         summary = stage.run(ctx)
         files = {}
         for path in stage.result_files(out, ctx.record):
@@ -278,7 +288,7 @@ def execute(stage: Stage, config: Any, inputs: dict[str, str | Path | None], out
             files[path.relative_to(out).as_posix()] = {"size": stat[0], "mtime_ns": stat[1],
                                                        "sha256": file_sha256(path)}
         record = {**ctx.record, "summary": summary}
-        parts = stage.parts(config, inputs, record)
+        parts = stage.parts(config, inputs, record, read=read)
         manifest = {"erc": __version__, "stage": stage.name, "fingerprint": fingerprint_of(parts),
                     "parts": parts, "inputs": {k: str(v) for k, v in inputs.items()},
                     "files": files,

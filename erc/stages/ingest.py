@@ -126,8 +126,8 @@ class IngestStage(Stage):
             result = check_media(result, max_clip_seconds=config.max_clip_seconds,
                                   min_clip_seconds=config.min_clip_seconds)
         result.check_accounting()
-        io.write_parquet(ctx.out / UTTERANCES, result.utterances)
-        io.write_parquet(ctx.out / PROBLEMS, result.problems)
+        io.write_parquet_set([(ctx.out / PROBLEMS, result.problems),
+                              (ctx.out / UTTERANCES, result.utterances)])
         ctx.record.update(format=format, media=media, sources=sorted(result.sources))
         return summarise(result)
 

@@ -28,7 +28,6 @@ import functools
 import json
 import logging
 import os
-import shutil
 import tempfile
 import time
 from dataclasses import dataclass
@@ -361,11 +360,29 @@ def export_model(source: str | Path, out_dir: str | Path) -> Path:
     training state left out), recorded as erc's (``io.seal``); the model folder."""
     io.claim(out_dir)
     model_dir = Path(out_dir) / "model"
-    if model_dir.exists():
-        io.remove_owned(out_dir, "model")
-    shutil.copytree(source, model_dir, ignore=shutil.ignore_patterns("train_state.pt"))
-    io.seal(model_dir)
+    # Copied whole beside it first, then renamed into place: a copy cut short (a full disk,
+    # a kill) never stands as the model, with the checkpoint's file index copied into it
+    with io.atomic_folder(model_dir) as tmp:
+        io.copy_tree(source, tmp, skip=("train_state.pt",))
+        io.seal(tmp)
+        if model_dir.exists():
+            io.remove_owned(out_dir, "model")
     return model_dir
+
+
+def _fitted(trainer, where: str):
+    """``trainer.fit()``'s result; a worker that found no room to save a checkpoint at
+    ``where`` (the run's storage) is an OSError naming it, not a traceback of Ray's."""
+    try:
+        result = trainer.fit()
+        if result.error:
+            raise result.error
+    except Exception as err:
+        full = io.disk_full_in(err)
+        if full is None:
+            raise
+        raise OSError(full, os.strerror(full), where) from None
+    return result
 
 
 def fit(task: str, task_config: dict, data: Any, train: TrainConfig, out_dir: str | Path,
@@ -414,9 +431,7 @@ def fit(task: str, task_config: dict, data: Any, train: TrainConfig, out_dir: st
                 checkpoint_score_order="max"),
             failure_config=FailureConfig(max_failures=train.max_failures)),
     )
-    result = trainer.fit()
-    if result.error:
-        raise result.error
+    result = _fitted(trainer, f"{storage}/{train.name}")
     best = result.checkpoint if keep_last else result.get_best_checkpoint(
         metric=f"dev_{train.metric}", mode="max")
     if best is None:

@@ -319,7 +319,7 @@ def run_search(spec: SearchSpec, table, out_dir: str | Path, *,
     io.check_claim(out_dir, overwrite)
     one_stage_per_folder(out_dir, "tune")
     io.check_outputs(out_dir, (*OUTPUTS, *_storage_in(out_dir, storage)))
-    with io.claimed(out_dir, overwrite=overwrite):  # one search per folder at a time
+    with io.claimed(out_dir, overwrite=overwrite, stage="tune"):  # one search per folder at a time
         return _search(spec, table, out_dir, feature_spec=feature_spec, features=features,
                        roles=roles, data_key=data_key, address=address, num_cpus=num_cpus,
                        storage=storage, fresh=fresh, verbose=verbose, command=command, note=note)
