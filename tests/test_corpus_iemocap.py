@@ -125,9 +125,11 @@ def test_text_encodings(tmp_path):
         b"Ses01F_impro01,2,F,I\x92m here.,neu",              # line 5: cp1252
         b"Ses01F_impro01,3,M,Bad \x81\x8d.,ang",             # line 6: undecodable
         b"Ses01F_impro01,4,F,Fine.,sad",                     # line 7
+        "Ses01F_impro01,5,M,It\u00e2\u20ac\u2122s.,neu".encode(),  # line 8: mojibake
+        "Ses01F_impro01,6,F,I don\u0092t.,neu".encode(),      # line 9: cp1252 read as Latin-1
     ])
     result = checked(read_iemocap_text(tmp_path))
-    assert result.utterances.num_rows == 4
+    assert result.utterances.num_rows == 6
     [problem] = result.problems.to_pylist()
     assert problem["reason"] == "bad_encoding" and problem["line"] == 6
     assert problem["utterance_id"] == "iemocap/train/Ses01F_impro01/3"
@@ -136,7 +138,9 @@ def test_text_encodings(tmp_path):
     assert kept["iemocap/train/Ses01F_impro01/1"]["text"] == "Two lines, quoted"  # the line break a space
     assert kept["iemocap/train/Ses01F_impro01/2"]["text"] == "I\u2019m here."
     assert kept["iemocap/train/Ses01F_impro01/4"]["text"] == "Fine."
-    assert sum(result.repairs.values()) == 2  # cp1252 and the line break
+    assert kept["iemocap/train/Ses01F_impro01/5"]["text"] == "It\u2019s."
+    assert kept["iemocap/train/Ses01F_impro01/6"]["text"] == "I don\u2019t."
+    assert sum(result.repairs.values()) == 4  # cp1252, the line break, the two mojibakes
 
 
 # --- the full release ------------------------------------------------------------------

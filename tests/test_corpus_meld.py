@@ -175,6 +175,22 @@ def test_encodings(tmp_path):
     assert sum(result.repairs.values()) == 3
 
 
+def test_c1_apostrophes(tmp_path):
+    # MELD's cp1252 apostrophes once decoded as Latin-1 (U+0092, bytes C2 92 in a UTF-8
+    # file) and that read once more as cp1252 ("\u00c2\u2019") are the training text's
+    # "\u2019": left as they were, the tokenizer drops the control character ("dont").
+    rows = [row(1, "I don\u0092t know.".encode("utf-8"), 0, 0),
+            row(2, "I don\u00c2\u2019t know.".encode("utf-8"), 0, 1),
+            row(3, "\u00c2\u00a35 for \u00c2me.".encode("utf-8"), 0, 2)]
+    result = checked(read_meld(write_meld(tmp_path, rows)))
+    kept = rows_by_uid(result)
+    assert kept["meld/train/dia0_utt0"]["text"] == "I don\u2019t know."
+    assert kept["meld/train/dia0_utt1"]["text"] == "I don\u2019t know."
+    # "\u00c2" before a letter is no mojibake (no UTF-8 sequence): the text stays.
+    assert kept["meld/train/dia0_utt2"]["text"] == "\u00c2\u00a35 for \u00c2me."
+    assert sum(result.repairs.values()) == 2
+
+
 def test_utf8_bom_and_crlf(tmp_path):
     data = b"\xef\xbb\xbf" + HEADER.replace(b"\n", b"\r\n") + row(1, b"Hi.", 3, 0).replace(b"\n", b"\r\n")
     (tmp_path / "dev_sent_emo.csv").write_bytes(data)

@@ -138,8 +138,10 @@ def cmd_evaluate(args) -> int:
         print(json.dumps({k: v for k, v in metrics.items() if k != "confusion"}, indent=2))
         return 0
     metrics, out, split, skipped = _evaluate(args)
-    if len(args.model) > 1:
-        print(f"ensemble of {len(args.model)} models (class probabilities averaged)")
+    # What was scored, first: the figures below name neither the model nor the split.
+    print(f"{args.model[0]}" if len(args.model) == 1 else
+          f"ensemble of {len(args.model)} models (class probabilities averaged)",
+          f"on split {split} of {args.corpus}")
     if set_aside := metrics.get("set_aside"):  # input rows in no prediction, never scored
         print(f"{split}: {sum(set_aside.values()):,} input rows set aside before scoring, not in "
               f"predictions.parquet (" + ", ".join(f"{r} {n}" for r, n in set_aside.items())
@@ -166,6 +168,12 @@ def cmd_evaluate(args) -> int:
             print("utterances without a vector: " + ", ".join(
                 f"{modality} {n}" for modality, n in metrics["n_missing"].items())
                 + " (read as the learned missing embedding; column missing of predictions.parquet)")
+            if metrics["n_missing"].get("text") == metrics["n"] + metrics["n_unlabelled"]:
+                # Every kept row has a text: none found is a feature folder made before this
+                # split was in the corpus (a test file placed since), or another corpus's.
+                print(f"no utterance of {split} has a text vector in the feature folder the "
+                      f"model reads, so every prediction is made without its text: preprocess "
+                      f"this corpus (`erc preprocess CORPUS --out F`) and pass `--features F`")
         print(f"outputs in {out}: metrics.json, predictions.parquet, confusion.png"
               + (" (up to date)" if skipped else ""))
     return 0

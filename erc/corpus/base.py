@@ -15,6 +15,7 @@ import csv
 import fnmatch
 import itertools
 import os
+import re
 from collections import Counter
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
@@ -301,14 +302,27 @@ def read_lines(path: Path, keepends: bool = False,
     return [decode_line(raw.removeprefix(codecs.BOM_UTF8)) for raw in lines]
 
 
-def fix_mojibake(text: str) -> str:
-    """Undoes UTF-8 text that was once decoded as cp1252 (``â€™`` -> ``’``)."""
-    if "â€" not in text and "Ã" not in text:
-        return text
+# C1 control characters (U+0080-U+009F): cp1252 bytes once decoded as Latin-1 (MELD's
+# apostrophes stored as U+0092, bytes C2 92 in a UTF-8 file); no transcript means one.
+_C1_CONTROL = re.compile("[\x80-\x9f]")
+
+
+def _c1_as_cp1252(match: re.Match) -> str:
     try:
-        return text.encode("cp1252").decode("utf-8")
-    except (UnicodeEncodeError, UnicodeDecodeError):
-        return text
+        return match.group().encode("latin-1").decode("cp1252")
+    except UnicodeDecodeError:  # the five bytes cp1252 leaves undefined
+        return match.group()
+
+
+def fix_mojibake(text: str) -> str:
+    """Undoes UTF-8 text that was once decoded as cp1252 (``â€™`` -> ``’``; ``Â’``, bytes
+    C2 92 read so, -> ``’``), and cp1252 bytes once decoded as Latin-1 (U+0092 -> ``’``)."""
+    if "â€" in text or "Ã" in text or "Â" in text:
+        try:
+            text = text.encode("cp1252").decode("utf-8")
+        except (UnicodeEncodeError, UnicodeDecodeError):
+            pass
+    return _C1_CONTROL.sub(_c1_as_cp1252, text)
 
 
 @dataclass

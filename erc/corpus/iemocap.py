@@ -28,6 +28,7 @@ from erc.corpus.base import (
     ReaderOptions,
     RowCollector,
     check_file,
+    fix_mojibake,
     listed,
     media_problem,
     read_csv_records,
@@ -142,12 +143,13 @@ def read_iemocap_text(path: Path, /, **options) -> IngestResult:
             emotion = _label(f["Emotion"], out, where)
             if emotion is None:
                 continue
-            if record.encoding:
-                out.repairs["iemocap text decoded as cp1252"] += 1
+            text = fix_mojibake(f["Utterance"])  # a file once re-saved through cp1252, as MELD
+            if record.encoding or text != f["Utterance"]:
+                out.repairs["iemocap text decoded as cp1252 / mojibake fixed"] += 1
             out.add(
                 {"utterance_id": where["utterance_id"], "split": split, "dialogue_id": dia,
                  "turn": turn, "speaker": speaker_identity(dia, f["Speaker"].strip()),
-                 "text": f["Utterance"], "emotion": emotion,
+                 "text": text, "emotion": emotion,
                  "meta": {"speaker_label": f["Speaker"].strip()}},
                 source=source, line=record.line,
             )

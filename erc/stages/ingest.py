@@ -60,6 +60,8 @@ class IngestStage(Stage):
     name = "ingest"
     section = "corpus"
     results = (UTTERANCES, PROBLEMS)
+    # 23: MELD's cp1252 apostrophes read as Latin-1 (U+0092, or "Â’") are repaired,
+    # IEMOCAP's text csvs repair mojibake as MELD's do;
     # 22: a JSON document's enclosing list of values (scene_id: ["x"]) is read: bad_type
     # where a field reads it, JSON in meta;
     # 21: a mapping file's labels, columns and file names are the text written (yes, on, 1);
@@ -89,7 +91,7 @@ class IngestStage(Stage):
     # utterance at a turn of a dialogue is a duplicate_turn problem, a manifest row set
     # aside without a turn names no default id; 5: readers take off a byte order mark,
     # MELD ids are numbers, default manifest ids escape "/"
-    version = 22
+    version = 23
     description = "read the corpus into the utterance table; every row kept or set aside with a reason"
 
     def settings(self, config: CorpusConfig) -> dict:
