@@ -674,7 +674,7 @@ def test_select_fraction_chooses_on_a_slice_of_train_and_leaves_dev_unseen(tmp_p
     from erc.train.fitting import training_table
     from erc.train.folds import SELECT_SPLIT, dev_fold
 
-    utterances, _ = _write_corpus(tmp_path)
+    utterances, features_path = _write_corpus(tmp_path)
     table = pq.read_table(utterances)
     sliced, roles = training_table(table, Splits(select_fraction=0.2))
     assert roles == {"train": "train", "dev": SELECT_SPLIT}
@@ -688,6 +688,14 @@ def test_select_fraction_chooses_on_a_slice_of_train_and_leaves_dev_unseen(tmp_p
     assert dialogues(sliced, "train") == dialogues(table, "train") - dialogues(sliced, SELECT_SPLIT)
     assert dialogues(sliced, "dev") == dialogues(table, "dev")  # left as it was, unread
     assert sliced.num_rows == table.num_rows
+    # the training data knows which split the dev role reads, so each epoch's line names
+    # the selection slice ("selection acc"), not the dev split it never read
+    from erc.train.data import build_dialogue_data
+    from erc.train.vectors import load_features
+
+    features = load_features({"text": {"kind": "parquet", "path": str(features_path)}}, sliced)
+    assert build_dialogue_data(sliced, features, roles).dev_split == SELECT_SPLIT
+    assert build_dialogue_data(table, features, {"train": "train", "dev": "dev"}).dev_split == "dev"
 
     train_only = table.filter(pa.compute.equal(table.column("split"), "train"))
     with pytest.raises(InputError, match="split 'dev' \\(for dev\\) is not in the table"):

@@ -139,7 +139,8 @@ def build_text_data(table: pa.Table, tokenizer, settings, roles: Mapping[str, st
     pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
     cls_id, sep_id = special_ids(tokenizer)
     windows = settings.inputs == "window"
-    data = TextData(labels=labels, pad_id=pad, cls_id=cls_id, sep_id=sep_id)
+    data = TextData(labels=labels, pad_id=pad, cls_id=cls_id, sep_id=sep_id,
+                    dev_split=roles.get("dev", "dev"))
     for role, split in list(roles.items()) + [(s, s) for s in extra_splits]:
         dias = dialogues(table, split)
         ids = turn_ids(tokenizer, [list(zip(d["speakers"], d["texts"])) for d in dias],
@@ -178,7 +179,8 @@ def build_dialogue_data(table: pa.Table, features: Mapping[str, Mapping[str, np.
         if first is None and m not in known:
             raise InputError(f"no {m} features at all")
         dims[m] = int(np.asarray(first).shape[-1]) if first is not None else int(known[m])
-    data = DialogueData(labels=labels, modalities=modalities, dims=dims)
+    data = DialogueData(labels=labels, modalities=modalities, dims=dims,
+                        dev_split=roles.get("dev", "dev"))
     for role, split in list(roles.items()) + [(s, s) for s in extra_splits]:
         out = []
         for d in dialogues(table, split):

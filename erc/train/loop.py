@@ -107,6 +107,7 @@ def run_epochs(config: dict, *, rank: int, world: int, device, prepare, checkpoi
     import torch.distributed as dist
 
     from erc.models.checkpoint import WEIGHTS, load_train_state, save_model, save_train_state, unwrap
+    from erc.train.folds import SELECT_SPLIT
     from erc.train.tasks import make_task
 
     tc = TrainConfig(**config["train"])
@@ -118,6 +119,8 @@ def run_epochs(config: dict, *, rank: int, world: int, device, prepare, checkpoi
     data = config["data"]
     if isinstance(data, ray.ObjectRef):
         data = ray.get(data)
+    # what the epoch is chosen on, as the run's last line names it: dev, or a train slice
+    chosen_on = "selection" if getattr(data, "dev_split", "dev") == SELECT_SPLIT else "dev"
     task = make_task(config["task"], config["task_config"], data, tc)
     torch.manual_seed(tc.seed)
     model = task.build_model()
@@ -223,7 +226,7 @@ def run_epochs(config: dict, *, rank: int, world: int, device, prepare, checkpoi
                     train_state["averaged_steps"] = int(averaged.n_averaged)
                 save_train_state(folder, train_state)
                 reported = folder
-                print(f"[train] epoch {epoch}: loss {metrics['train_loss']:.4f} dev "
+                print(f"[train] epoch {epoch}: loss {metrics['train_loss']:.4f} {chosen_on} "
                       f"acc {metrics['dev_accuracy']:.4f} wF1 {metrics['dev_weighted_f1']:.4f} "
                       f"mF1 {metrics['dev_macro_f1']:.4f} ({train_seconds:.0f} s)", flush=True)
             report(metrics, reported)

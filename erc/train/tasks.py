@@ -49,6 +49,7 @@ class TextData:
     # split -> {"rows": [(ids, start, end)], "y": int64 (-1 = unlabelled), "ids": [...], "speakers": [...]}
     # (window inputs: the train split also has "dialogues": [(turn token ids, y)])
     splits: dict[str, dict] = field(default_factory=dict)
+    dev_split: str = "dev"  # the split the dev role reads ("select": a slice of train)
 
 
 class TextTask:
@@ -156,6 +157,7 @@ class DialogueData:
     # split -> list of dialogues: {"features": {m: (T, d) float32}, "present": {m: (T,) bool},
     #                              "y": (T,) int64 (-1 = unlabelled), "ids": [...], "speakers": [...]}
     splits: dict[str, list[dict]] = field(default_factory=dict)
+    dev_split: str = "dev"  # the split the dev role reads ("select": a slice of train)
 
 
 def collate_dialogues(dialogues: list[dict], modalities: list[str], dims: dict[str, int]) -> dict:
