@@ -34,7 +34,7 @@ import os
 import re
 import secrets
 import shutil
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -74,6 +74,24 @@ def atomic_path(path: str | Path) -> Iterator[Path]:
     removed when it fails."""
     path = not_linked(path)
     _not_the_users(path)
+    with _renamed_into_place(path, _remove_file) as tmp:
+        yield tmp
+
+
+def _remove_file(tmp: Path) -> None:
+    if tmp.exists():
+        tmp.unlink()
+
+
+def _remove_folder(tmp: Path) -> None:
+    if tmp.is_dir() and not tmp.is_symlink():
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
+@contextlib.contextmanager
+def _renamed_into_place(path: Path, remove: Callable[[Path], None]) -> Iterator[Path]:
+    """What ``atomic_path`` and ``atomic_folder`` share: a scratch name beside ``path``,
+    renamed to it when the block succeeds; ``remove`` takes what is left there otherwise."""
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = _scratch_name(path)
     try:
@@ -82,8 +100,7 @@ def atomic_path(path: str | Path) -> Iterator[Path]:
     except OSError as err:
         raise _naming(err, tmp, path) from None
     finally:
-        if tmp.exists():
-            tmp.unlink()
+        remove(tmp)
 
 
 def _scratch_name(path: Path) -> Path:
@@ -105,17 +122,8 @@ def atomic_folder(path: str | Path) -> Iterator[Path]:
     ``path``, renamed to ``path`` when the block succeeds (the block removes what was
     there), removed when it fails; a writer killed meanwhile leaves it to be removed when
     the folder holding it is next locked."""
-    path = not_linked(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = _scratch_name(path)
-    try:
+    with _renamed_into_place(not_linked(path), _remove_folder) as tmp:
         yield tmp
-        os.replace(tmp, path)
-    except OSError as err:
-        raise _naming(err, tmp, path) from None
-    finally:
-        if tmp.is_dir() and not tmp.is_symlink():
-            shutil.rmtree(tmp, ignore_errors=True)
 
 
 def copy_tree(source: str | Path, target: str | Path, skip: tuple[str, ...] = ()) -> Path:
