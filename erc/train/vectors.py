@@ -20,7 +20,7 @@ import pyarrow.parquet as pq
 
 from erc import io
 from erc.backends.base import pick_device
-from erc.errors import ConfigError, InputError
+from erc.errors import ConfigError, ErcError, InputError
 from erc.fingerprint import digest, table_digest
 from erc.recipes import FusionInputs
 from erc.settings import expand_path
@@ -150,13 +150,84 @@ def raw_features(spec: Mapping[str, dict], table: pa.Table) -> dict[str, dict[st
         elif kind == "sentence-transformers":  # a spec saved before "layers": the sentence vector
             vectors = frozen_text_features(item["path"], table, layers=item.get("layers", 1))
         elif kind == "parquet":
-            vectors = read_vectors(item["path"], item.get("column", f"{modality}_embedding"))
+            column = item.get("column", f"{modality}_embedding")
+            vectors = with_pass_text_vectors(item["path"], column, table,
+                                             read_vectors(item["path"], column))
         elif kind == "faces":
             vectors = face_vectors(item["path"])
         else:
             raise ConfigError(f"unknown feature kind {kind!r} for {modality}")
         out[modality] = {u: v for u, v in vectors.items() if np.all(np.isfinite(v))}
     return out
+
+
+PASS_TEXT_COLUMNS = ("text_embedding", "text_layers")  # what the pass's text stage writes
+CHECKED_ROWS = 4  # rows of the pass that the model is checked on before it fills in others
+PASS_TOLERANCE = 1e-4  # largest difference from the pass's own vectors still read as equal
+
+
+def with_pass_text_vectors(folder: str | Path, column: str, table: pa.Table,
+                           vectors: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+    """``vectors`` (a column of ``folder``) and, when that folder is an ``erc preprocess``
+    output and ``column`` its text vectors, those of the utterances of ``table`` with a
+    transcript that the pass never saw (a test file placed beside the corpus after
+    ``erc run``): computed with the text model its manifest records, as the pass computed
+    them. Without them every such turn was read without its text. The model is first run on
+    a few of the pass's own rows; if it does not give their vectors back (another model
+    under that name, other options) nothing is filled in and it says why."""
+    from erc.stages.base import read_manifest
+
+    manifest = read_manifest(folder) if Path(folder).is_dir() else None
+    if column not in PASS_TEXT_COLUMNS or not manifest or manifest.get("stage") != "preprocess":
+        return vectors
+    from erc.artifacts import feature_parts
+
+    texts = dict(zip(table.column("utterance_id").to_pylist(), table.column("text").to_pylist()))
+    # rows the pass never saw; one it saw without a vector (its text stage failed) stays so
+    seen = {u for part in feature_parts(folder)
+            for u in pq.read_table(part, columns=["utterance_id"]).column(0).to_pylist()}
+    missing = [u for u, t in texts.items() if u not in seen and isinstance(t, str) and t.strip()]
+    if not missing:
+        return vectors
+    record = next((m for m in manifest.get("models", []) if m.get("role") == "text"), None)
+    layers = int((manifest.get("settings") or {}).get("text_layers") or 1)
+    known = [u for u, t in texts.items() if u in vectors and isinstance(t, str) and t.strip()]
+    checked = known[:CHECKED_ROWS]
+    said = f"{len(missing):,} utterances with a transcript are not in the feature folder {folder}"
+    if record is None or not checked:
+        print(f"[features] {said}; not computed: the pass records "
+              + ("no text model" if record is None else "no row of this corpus to check it on"))
+        return vectors
+    try:
+        got = _pass_text_model(record, column, layers)([texts[u] for u in checked + missing])
+    except ErcError as err:  # its weights are not here (another machine's run): said, not fatal
+        print(f"[features] {said}; not computed: {err}")
+        return vectors
+    difference = float(max(np.abs(got[i] - vectors[u]).max() if got[i].shape == vectors[u].shape
+                           else np.inf for i, u in enumerate(checked)))
+    if not difference <= PASS_TOLERANCE:
+        print(f"[features] {said}; not computed: {record['name']} does not give back the "
+              f"pass's vectors of {len(checked)} of its rows (largest difference "
+              f"{difference:.2g}); preprocess this corpus and pass its folder with --features")
+        return vectors
+    print(f"[features] {said} (placed after its pass): their {column} computed with "
+          f"{record['name']} as the pass computed them (checked on {len(checked)} of its rows)")
+    return {**vectors, **dict(zip(missing, got[len(checked):]))}
+
+
+def _pass_text_model(record: Mapping, column: str, layers: int):
+    """``texts -> vectors`` of ``column`` as the pass's text stage computes them, with the
+    model of the manifest's ``record`` (its path when it came from one, else by name)."""
+    from erc.backends.base import ModelSpec
+    from erc.backends.registry import load_backend
+
+    source = str(record.get("source") or "")
+    spec = ModelSpec(role="text", backend=record["backend"], name=record["name"],
+                     path=source[len("path:"):] if source.startswith("path:") else None)
+    backend = load_backend(spec)
+    if column == "text_layers":
+        return lambda texts: backend.embed_layers(texts, layers)
+    return backend.embed
 
 
 def require_vectors(spec: Mapping[str, dict], features: Mapping[str, dict]) -> None:
