@@ -159,17 +159,34 @@ def _train_rows(out: Path, run: dict) -> list[list]:
     if not history:
         return []
     best = max(history, key=lambda h: h.get("dev_weighted_f1", 0.0))
-    return [["train", "", "", f"{len(history)} epochs; best dev weighted F1 "
+    return [["train", "", "", f"{len(history)} epochs; best {_chosen_on(run)} weighted F1 "
              f"{best['dev_weighted_f1']:.3f} at epoch {best['epoch'] + 1}"]]
+
+
+def _chosen_on(run: dict) -> str:
+    """What training chose its epoch on: "dev" or "selection slice" (``chosen_on``)."""
+    from erc.stages.train import chosen_on
+
+    return chosen_on(run.get("train") or {})
+
+
+def _chosen_split(run: dict, evaluated: dict) -> str | None:
+    """The evaluated split training chose on (dev, or the valid split standing for it), whose
+    figure is the model at its best there, not a held-out one; None with a selection slice."""
+    from erc.train.data import dev_split_of
+
+    return dev_split_of(set(evaluated)) if _chosen_on(run) == "dev" else None
 
 
 def _evaluate_rows(run: dict) -> list[list]:
     evaluated = _evaluations(run)
     if not evaluated:
         return []
+    chosen = _chosen_split(run, evaluated)
     return [["evaluate", "", "", "; ".join(
         f"{split}: accuracy {m['accuracy']:.3f} on {m['n']:,} utterances"
         + (" (too few to judge)" if m["n"] < MIN_JUDGED else "")
+        + (" (training chose on it: optimistic)" if split == chosen else "")
         for split, m in evaluated.items())]]
 
 
@@ -236,7 +253,7 @@ def _training_section(out: Path, run: dict) -> str:
     curves = out / "train" / "curves.png"
     png = curves.read_bytes() if curves.is_file() else training_curves(history)
     best = max(history, key=lambda h: h.get("dev_weighted_f1", 0.0))
-    return (f"<h2>Training</h2><p>{len(history)} epochs; best dev weighted F1 "
+    return (f"<h2>Training</h2><p>{len(history)} epochs; best {_chosen_on(run)} weighted F1 "
             f"{best['dev_weighted_f1']:.3f} at epoch {best['epoch'] + 1}. Model: "
             f"<code>train/model</code>.</p>" + _img(png, "training curves"))
 
@@ -294,7 +311,9 @@ def _section(title: str, sources: str, build, *args) -> str:
 
 def _evaluation_section(out: Path, run: dict) -> str:
     parts = []
-    for split, m in _evaluations(run).items():
+    evaluated = _evaluations(run)
+    chosen = _chosen_split(run, evaluated)
+    for split, m in evaluated.items():
         folder = out / f"eval-{split}"
         per_class = [[label, _fmt(v["precision"]), _fmt(v["recall"]), _fmt(v["f1"]), v["support"]]
                      for label, v in m["per_class"].items()]
@@ -302,6 +321,9 @@ def _evaluation_section(out: Path, run: dict) -> str:
         parts.append(
             f"<h3>{esc(split)}: accuracy {m['accuracy']:.3f}, weighted F1 "
             f"{m['weighted_f1']:.3f}, macro F1 {m['macro_f1']:.3f} (n={m['n']})</h3>"
+            + ("<p class=muted>Training chose its epoch (and candidate) on this split: the "
+               "model at its best here, an optimistic figure. Quote a split it never chose "
+               "on.</p>" if split == chosen else "")
             + _small_split_banner({split: m})
             + '<div class="grid"><div>'
             + _table(["emotion", "precision", "recall", "F1", "support"], per_class)
@@ -338,7 +360,7 @@ def run_summary(config) -> dict:
             continue  # not a record erc wrote: the stage's section says what it can
         run["stages"][stage] = run["stages"].get(stage, 0.0) + seconds
         run["outputs"][name] = str(folder)
-        if stage in ("ingest", "preprocess", "adapters"):
+        if stage in ("ingest", "preprocess", "adapters", "train"):
             summary = manifest.get("summary", {})
             run[stage] = summary if isinstance(summary, dict) else {}
     return run

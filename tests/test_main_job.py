@@ -86,6 +86,10 @@ def test_a_corpus_without_media_trains_on_text_alone(text_run):
     choice = json.loads((run / "train" / "candidates.json").read_text())
     assert fusion["config"]["speaker_pool"] is (choice["chosen"] == "speaker-pool")
     assert f"kept {choice['chosen']}, the better on dev" in done.stdout
+    # dev's figure is not a held-out one (training chose on it); test's is
+    assert re.search(r"\] dev \(training chose on it: an optimistic figure, not a held-out "
+                     r"one\)\n", done.stdout)
+    assert re.search(r"\] test\n", done.stdout)
 
 
 @pytest.mark.slow
@@ -122,6 +126,9 @@ def test_report_reads_right_in_a_real_browser(text_run, tmp_path):
     assert f"0 with every modality, {n} text only, 0 failed" in html
     dev, test = html.split("<h3>dev:")[1].split("<h3>test:")
     assert "Too small to judge accuracy" in dev and "Too small to judge accuracy" not in test
+    chose = "Training chose its epoch (and candidate) on this split"  # dev: not held out
+    assert chose in dev and chose not in test
+    assert "dev: accuracy" in html and "(training chose on it: optimistic)" in html
     assert "Too small to judge accuracy.</b> Of labelled utterances, dev has 8:" in html
     for heading in ("Per split", "Per emotion", "Per speaker"):
         assert f"<h3>{heading}</h3>" in html

@@ -104,15 +104,13 @@ def cmd_train_adapter(args) -> int:
     return 0
 
 
-DEV_NAMES = ("dev", "valid", "val", "validation")  # --split dev reads the first one there
-
-
 def _check_split(table, split: str, corpus: str, problems=None) -> None:
     """InputError naming the splits the corpus has when it has no split ``split`` (nor,
     for ``dev``, one of its other names), and the reasons its rows were set aside when
     ``problems`` (the rows set aside reading it) holds that split's every row."""
     from erc.errors import InputError
     from erc.schema import problem_reasons, said_reasons
+    from erc.train.data import DEV_NAMES
 
     present = sorted({s for s in table.column("split").to_pylist() if s is not None})
     if split in present or (split == "dev" and any(name in present for name in DEV_NAMES)):

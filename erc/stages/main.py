@@ -153,14 +153,29 @@ def steps(config: RunConfig, say: Callable[[str], None]) -> Iterator[Step]:
                f"{train.recipe.model.mixer} fusion on Ray Train "
                f"({train.recipe.loop.num_workers} worker(s)); modalities: {', '.join(spec)}")
     present = _splits(utterances)
+    chosen_on = _chosen_on(train.recipe.splits, present)
     for split in train.eval_splits:
         if split not in present:
             say(f"  {split}: {_absent(split, where)}, not evaluated")
             continue
+        # the split early stopping (and the candidate choice) read scores the model at its
+        # best on it: said, so that it is not quoted as a held-out figure
+        label = (f"{split} (training chose on it: an optimistic figure, not a held-out one)"
+                 if split == chosen_on else split)
         yield Step("evaluate", EvaluateStage(),
                    EvalJob(split, title=f"{train.recipe.model.mixer} fusion on {split}"),
                    {"utterances": utterances, **EvaluateStage.model_inputs([where.train / "model"])},
-                   where.evaluation(split), split)
+                   where.evaluation(split), label)
+
+
+def _chosen_on(splits, present: set[str]) -> str | None:
+    """The split whose scores training chose its epoch and candidate on: the dev split (or
+    the valid split standing for it), none with a selection slice of the train split."""
+    if splits.select_fraction is not None:
+        return None
+    from erc.train.data import dev_split_of
+
+    return dev_split_of(present) if splits.dev_split == "dev" else splits.dev_split
 
 
 def _kept_any(corpus: Path) -> None:

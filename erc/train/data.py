@@ -18,8 +18,15 @@ import pyarrow as pa
 from erc.errors import ConfigError, InputError
 
 DEFAULT_ROLES = {"train": "train", "dev": "dev"}
+DEV_NAMES = ("dev", "valid", "val", "validation")  # the dev role reads the first one present
 NO_DEV_HINT = ("to stop early on a slice of the train split's dialogues instead, give "
                "--select-fraction (e.g. 0.15)")
+
+
+def dev_split_of(present: set[str]) -> str:
+    """The split that stands for 'dev' among the splits ``present``: dev, else valid / val /
+    validation ('dev' when there is none of them)."""
+    return next((name for name in DEV_NAMES if name in present), "dev")
 
 
 def resolve_roles(table: pa.Table, roles: Mapping[str, str] | None,
@@ -28,11 +35,8 @@ def resolve_roles(table: pa.Table, roles: Mapping[str, str] | None,
     ``hints``: role -> what to do when its split is missing (added to the error)."""
     roles = dict(roles or DEFAULT_ROLES)
     present = set(table.column("split").to_pylist())
-    if roles.get("dev") == "dev" and "dev" not in present:
-        for alt in ("valid", "val", "validation"):
-            if alt in present:
-                roles["dev"] = alt
-                break
+    if roles.get("dev") == "dev":
+        roles["dev"] = dev_split_of(present)
     for role, split in roles.items():
         if split not in present:
             hint = f"; {hints[role]}" if hints and role in hints else ""

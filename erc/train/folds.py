@@ -27,6 +27,8 @@ from dataclasses import dataclass
 import numpy as np
 import pyarrow as pa
 
+from erc.train.data import dev_split_of
+
 FOLD_ROLES = {"train": "train", "dev": "select"}  # the training loop's roles on a fold
 SESSION = re.compile(r"^Ses(\d+)")
 
@@ -152,6 +154,6 @@ def protocol_folds(table: pa.Table, protocol: str, select_fraction: float = 0.15
         return loso_folds(table, select_fraction=select_fraction, seed=seed)
     if protocol == "dev":
         present = set(table.column("split").to_pylist())
-        dev = next((s for s in ("dev", "valid", "val", "validation") if s in present), "dev")
-        return [dev_fold(table, test_split=dev, select_fraction=select_fraction, seed=seed)]
+        return [dev_fold(table, test_split=dev_split_of(present), select_fraction=select_fraction,
+                         seed=seed)]
     raise ValueError(f"protocol must be loso or dev, got {protocol!r}")
