@@ -90,13 +90,15 @@ def train_fusion(table: pa.Table, spec: Mapping[str, dict], out_dir: str | Path,
         kept = model
     else:
         outcomes = {}
-        for name, pool in SPEAKER_POOL_CANDIDATES.items():
+        for number, (name, pool) in enumerate(SPEAKER_POOL_CANDIDATES.items(), 1):
             folder = Path(out_dir) / "candidates" / name
             run_key = None if key is None else digest(key, name)
             outcomes[name] = None if fresh else finished_candidate(folder, run_key)
             if outcomes[name] is not None:  # a run interrupted after it: not trained twice
                 print(f"[train] {name}: trained earlier for these settings, kept", flush=True)
                 continue
+            print(f"[train] candidate {number} of {len(SPEAKER_POOL_CANDIDATES)}: {name}",
+                  flush=True)
             candidate_loop = dataclasses.replace(  # its own Ray Train run beside the other's
                 loop_config(recipe.loop, folder), name=f"{loop.name}-{name}")
             outcomes[name] = train(dataclasses.replace(model, speaker_pool=pool), folder,
