@@ -92,6 +92,9 @@ def setup(verbose: bool = False) -> None:
         os.environ.setdefault("RAY_TQDM", "0")
     else:
         os.environ.setdefault("RAY_COLOR_PREFIX", "0")
+        # Hugging Face's bars (transformers' "Loading weights" as a model loads): a bar of
+        # carriage returns in a pipe or log file, one per model load.
+        os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
     os.environ.setdefault("RAY_DATA_LOGGING_CONFIG", str(_ray_data_logging_file()))
     if "ray" in sys.modules:  # imported before the policy (a library caller, a test)
         _route_ray_loggers()

@@ -142,7 +142,7 @@ class PreprocessConfig:
 class TrainConfig:
     """The training loop (``erc.train.loop``) every model shares."""
     name: str = field(default="erc", metadata={"internal": True})  # run name; same name + storage = resume
-    storage_path: str | None = field(default=None, metadata={"cli": "storage", "tunable": False, **PATH})  # where Ray Train keeps checkpoints (default OUT/ray; on a cluster a shared folder or s3://...)
+    storage_path: str | None = field(default=None, metadata={"cli": "storage", "tunable": False, **PATH})  # where Ray Train keeps checkpoints (default OUT/ray; the fusion model's two candidates: OUT/candidates/NAME/ray; on a cluster a shared folder or s3://...)
     epochs: Count = 30  # passes over the training split
     batch_size: Count = 16  # global units (dialogues / utterances) per optimiser step, split across workers
     lr: Annotated[float, Field(gt=0, le=1)] = 1e-3  # learning rate (AdamW)

@@ -582,7 +582,9 @@ def add_arguments(parser: argparse.ArgumentParser, cls, *, skip: tuple[str, ...]
         if option.name in skip:
             continue
         default = option.default
-        shown = "" if default in (None, "", [], {}, False) else f" (default: {_show(default)})"
+        # 0 is a default to show (0 == False: `in` hid every setting whose default is 0)
+        shown = ("" if default is None or default is False or default in ("", [], {})
+                 else f" (default: {_show(default)})")
         if option.kind == "bool":
             # --flag / --no-flag; a setting named no_x is a plain switch (--no-x)
             action = "store_true" if option.name.startswith("no_") else argparse.BooleanOptionalAction

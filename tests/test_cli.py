@@ -62,6 +62,19 @@ def test_ingest_meld_prints_summary_and_resumes(tmp_path, capsys):
     assert "11,098 input rows" in capsys.readouterr().out
 
 
+def test_ingest_of_a_manifest_file_writes_by_default_under_its_stem(tmp_path, monkeypatch, capsys):
+    """`erc corpus ingest my_corpus/manifest.csv` without --out wrote runs/manifest.csv/corpus
+    (a folder named as a CSV file); its help promised runs/<corpus folder name>/corpus. A
+    file now writes runs/<its stem>/corpus, the name the reader gives the corpus."""
+    (tmp_path / "my_corpus").mkdir()
+    (tmp_path / "my_corpus" / "manifest.csv").write_text("dialogue_id,speaker,text\nd1,a,hello\n")
+    monkeypatch.chdir(tmp_path)
+    assert main(["corpus", "ingest", "my_corpus/manifest.csv"]) == 0
+    assert "runs/manifest/corpus/utterances.parquet" in capsys.readouterr().out
+    assert (tmp_path / "runs" / "manifest" / "corpus" / "utterances.parquet").is_file()
+    assert not (tmp_path / "runs" / "manifest.csv").exists()
+
+
 def test_ingest_json_summary_adds_up(tmp_path, capsys):
     manifest = tmp_path / "m.csv"
     manifest.write_bytes(b"dialogue_id,speaker,text,emotion\n"

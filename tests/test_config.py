@@ -372,3 +372,15 @@ def test_ingest_flags_and_reader_options_win_over_the_config_file(tmp_path, caps
                  "--json"]) == 0
     summary = json.loads(capsys.readouterr().out)
     assert set(summary["splits"]) == {"test"}
+
+
+def test_help_shows_a_default_of_zero(capsys):
+    """`erc train text --help` showed no default for --future-turns, --seed or
+    --average-epochs: a default of 0 compared equal to False, the one hidden for a switch
+    that is off. The README quotes those defaults (0: causal; 0 outside fusion)."""
+    with pytest.raises(SystemExit):
+        main(["train", "text", "--help"])
+    out = " ".join(capsys.readouterr().out.split())
+    assert "past turns only) (default: 0)" in out
+    assert "batch order (default: 0)" in out
+    assert re.search(r"the weights as trained\) \(default: 0\.0\)", out), out

@@ -103,6 +103,24 @@ def test_a_console_that_cannot_encode_a_character_gets_it_escaped(tmp_path):
     assert done.stdout == b"out: /runs/\\xefng\n"
 
 
+def test_off_a_terminal_no_model_load_draws_a_progress_bar(tmp_path):
+    """`erc tune ... | tee` (or `> log`): transformers drew its "Loading weights" bar, carriage
+    returns and all, into the pipe each time the driver or a worker loaded a text model."""
+    import os
+    import subprocess
+    import sys
+
+    from tests.conftest import REPO
+
+    code = ("from erc import console; console.setup()\n"
+            "from transformers.utils import logging; print(logging.is_progress_bar_enabled())")
+    env = {k: v for k, v in os.environ.items() if k != "HF_HUB_DISABLE_PROGRESS_BARS"}
+    done = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True,
+                          env={**env, "ERC_HOME": str(tmp_path)}, timeout=120)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert done.stdout.strip() == "False"
+
+
 def test_a_command_started_with_its_output_closed_runs(tmp_path):
     """``erc ... >&-``: Python has no sys.stdout then; the console policy wrapped None and
     the command failed as a bug in erc."""

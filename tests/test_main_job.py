@@ -269,3 +269,19 @@ def test_the_qc_and_evaluate_lines_count_every_row_of_a_split(tmp_path):
     line = _describe(Step("evaluate", EvaluateStage(), None, {}, tmp_path),
                      StageResult("evaluate", tmp_path, False, summary, 1.0, {}))
     assert "(n=2, too few to judge accuracy, 1 unlabelled, 1 set aside (qc_rejected 1))" in line
+
+
+def test_the_preprocess_summary_is_printed_once(tmp_path):
+    """The main job printed the preprocessing pass's summary (rows in and out, the stage
+    table, the models) twice: the pass printed it as it ended, and the stage's line after
+    it repeated it, indented. The stage's line is now only its state."""
+    from erc.stages.base import StageResult
+    from erc.stages.main import Step, _describe
+    from erc.stages.preprocess import PreprocessStage
+
+    summary = {"rows_in": 2, "rows_out": 2, "status": {"ok": 2}, "failures": {},
+               "partitions": {"total": 1, "written": 1, "skipped": 0},
+               "this_run": {"rows": 0}, "models": []}
+    line = _describe(Step("preprocess", PreprocessStage(), None, {}, tmp_path),
+                     StageResult("preprocess", tmp_path, False, summary, 2.0, {}))
+    assert line == "  preprocess done in 2.0 s", line

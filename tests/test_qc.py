@@ -1438,3 +1438,16 @@ def test_a_photo_pil_cannot_identify_is_unreadable_with_ultralytics_imported(tmp
     (tmp_path / "notes.jpg").write_text("not a photo")
     with pytest.raises(OSError, match="cannot identify image file"):
         load_photo(tmp_path / "notes.jpg")
+
+
+def test_qc_help_says_what_each_alignment_rule_does(capsys):
+    """`erc qc --help` listed `--rule RULE (default: calibrated)` and nothing else: the
+    README's `alignment: {rule: length_aware}` had no word of its values in the command's
+    own help."""
+    from erc.cli import build_parser
+
+    with pytest.raises(SystemExit):
+        build_parser().parse_args(["qc", "--help"])
+    out = " ".join(capsys.readouterr().out.split())
+    rule = out[out.index("--rule RULE "):out.index("--cosine COSINE ")]
+    assert all(name + ":" in rule for name in ("calibrated", "paper", "length_aware")), rule

@@ -38,7 +38,10 @@ def cmd_ingest(args) -> int:
     config = recipe(CorpusConfig, args, args.recipe_options, section="corpus", flags=flags)
     corpus = _resolved(args.path, "corpus path")
     config.path = str(corpus)
-    out = Path(args.out) if args.out else Path("runs") / corpus.name / "corpus"
+    # The default beside the working folder, named as the reader names the corpus: a folder
+    # by its name, a manifest file by its stem (not runs/manifest.csv/corpus).
+    named = corpus.name if corpus.is_dir() else corpus.stem
+    out = Path(args.out) if args.out else Path("runs") / named / "corpus"
     if args.address:
         from erc import runtime
 
@@ -118,7 +121,8 @@ def register(commands) -> None:
                     "utterances.parquet and problems.parquet (every row set aside, with its "
                     "reason), and prints counts per split, emotion and speaker.")
     ingest.add_argument("path", type=path_flag, help="corpus folder or manifest file")
-    ingest.add_argument("--out", type=path_flag, help="output folder (default: runs/<corpus folder name>/corpus)")
+    ingest.add_argument("--out", type=path_flag, help="output folder (default: runs/NAME/corpus, NAME the "
+                        "corpus folder's name or a manifest file's name without its extension)")
     ingest.add_argument("--media-root", type=path_flag, help="folder of the media (MELD: the MELD.Raw folder)")
     ingest.add_argument("--mapping", metavar="FILE", type=path_flag,
                         help="manifest mapping (YAML): files, column names and templates, label "

@@ -113,7 +113,8 @@ def register(commands) -> None:
                      help="override a setting of the config, e.g. -o train.epochs=5 "
                           "-o qc.alignment.rule=length_aware (repeatable)")
     run.add_argument("--out", type=path_flag, help="output folder (overrides output_dir of the config)")
-    run.add_argument("--storage", type=path_flag, help="where Ray Train keeps checkpoints (default OUT/train/ray; "
+    run.add_argument("--storage", type=path_flag, help="where Ray Train keeps checkpoints (default "
+                     "OUT/train/ray, each of the fusion model's two candidates OUT/train/candidates/NAME/ray; "
                      "on a multi-node cluster a shared folder or s3://...)")
     run.add_argument("--from", dest="first", choices=STAGES, metavar="STAGE",
                      help=f"start at this stage (its inputs must exist): {', '.join(STAGES)}")

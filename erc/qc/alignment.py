@@ -80,7 +80,10 @@ WRONG_TEXT = frozenset({"misaligned", "word_errors", "incomplete"})
 
 @dataclass
 class AlignmentConfig:
-    rule: str = "calibrated"
+    rule: str = field(default="calibrated", metadata={"help": (
+        "calibrated: the paper rule, then the checks the corpus calibrates (word errors, "
+        "cut clips, a neighbour's text); paper: cosine and Levenshtein thresholds alone; "
+        "length_aware: the paper rule, short utterances kept on either score")})
     cosine: str = "words"  # which cosine the rule uses: "words" or "chars"
     cos_threshold: Share = 0.25  # keep when cosine > this
     lev_threshold: Share = 0.3  # and Levenshtein similarity > this

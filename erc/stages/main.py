@@ -464,9 +464,7 @@ def _describe(step: Step, result: StageResult) -> str:
         console.detail(format_summary(s))  # the full table goes to the run's log
         return f"  {summary_line(s)}\n  ingest {state}"
     if step.name == "preprocess":
-        from erc.pipeline.preprocess import format_summary
-
-        return "  " + format_summary(s).replace("\n", "\n  ") + f"\n  preprocess {state}"
+        return f"  preprocess {state}"  # the pass printed its summary as it ended
     if step.name == "qc":
         decisions = s.get("relabel_proposals")
         return (f"  {_qc_counts(step.out)}\n  qc {state}: {step.out / 'report.html'}"
