@@ -120,7 +120,7 @@ def test_best_config_is_a_config_erc_train_reads(tmp_path):
     path = tmp_path / "best_config.yaml"
     values = results.write_best_config(rows, spec, path, command="erc train fusion X")
     assert values["lr"] == 2e-3 and values["d_state"] == 16 and values["window"] == 4
-    assert "dev weighted F1 0.6100" in path.read_text() and "untuned default (t0): 0.5000" in path.read_text()
+    assert "dev 'dev' weighted F1 0.6100" in path.read_text() and "untuned default (t0): 0.5000" in path.read_text()
     # every searchable option, and no second choice of the model when the command trains it
     assert set(yaml.safe_load(path.read_text())) == set(FAMILIES["fusion"]) | {"choose_speaker_pool"}
 
@@ -800,3 +800,98 @@ def test_tune_overwrite_adopts_a_folder_of_the_users_as_every_command_does(ray_l
     assert starts(resumed=True) == 1
     assert starts("--fresh", resumed=False) == 1
     assert json.loads((out / ".erc-foreign.json").read_text()) == ["notes.txt"]
+
+
+def test_a_search_tune_stopped_on_ctrl_c_ends_as_interrupted():
+    """Tune catches Ctrl-C (its SIGINT handler puts back the one it replaced) and fit()
+    returns the unfinished search: erc stops as interrupted (exit 130, no outputs, the same
+    command resumes) rather than reporting its stopped trials as ASHA stops and a best."""
+    from erc.tune.driver import _fit
+
+    class Tuner:  # Tune's fit as far as SIGINT goes
+        def __init__(self, interrupted: bool):
+            self.interrupted = interrupted
+
+        def fit(self):
+            replaced = signal.getsignal(signal.SIGINT)
+            signal.signal(signal.SIGINT, lambda *_: signal.signal(signal.SIGINT, replaced))
+            if self.interrupted:
+                signal.raise_signal(signal.SIGINT)
+            return "grid"
+
+    before = signal.getsignal(signal.SIGINT)
+    assert _fit(Tuner(False)) == "grid"
+    with pytest.raises(KeyboardInterrupt):
+        _fit(Tuner(True))
+    assert signal.getsignal(signal.SIGINT) is before
+
+
+def test_best_config_header_names_the_split_of_each_figure(tmp_path):
+    """With --select-fraction the search chooses on the slice 'select' and the corpus's dev
+    split is the held-out one: the header must not call the figure chosen on 'dev'."""
+    from erc.tune import results
+
+    spec = parse_spec({"family": "fusion", "params": {"lr": {"loguniform": [1e-4, 1e-2]}}})
+    rows = _rows(spec, [0.50, 0.61])
+    for r, held_out in zip(rows, (0.40, 0.45)):
+        r[results.HELD_OUT] = held_out
+    path = tmp_path / "best_config.yaml"
+    results.write_best_config(rows, spec, path, roles={"train": "train", "dev": "select",
+                                                        "report": "dev"})
+    header = path.read_text()
+    assert "dev 'select' weighted F1 0.6100 at epoch" in header and "(chosen on it)" in header
+    assert "held-out 'dev' weighted F1 (chosen on nothing): best 0.4500" in header
+
+
+def test_a_search_refused_before_it_started_leaves_nothing_to_match(tmp_path, monkeypatch):
+    """A search refused after its record was written (here: Ray refuses to start; also no
+    node fitting a trial, missing vectors) has nothing to resume: the corrected command,
+    with other data, starts its search instead of being told to resume the refused one."""
+    import pyarrow as pa
+
+    from erc import runtime
+    from erc.tune.driver import SEARCH_RECORD, run_search
+
+    def refuse(*args, **kwargs):
+        raise ConfigError("refused")
+
+    monkeypatch.setattr(runtime, "connect", refuse)
+    table = pa.table({"split": ["train", "train", "dev"], "dialogue_id": ["a", "a", "b"],
+                      "emotion": ["joy", "anger", "joy"]})
+    spec = parse_spec({"family": "fusion", "params": {"lr": {"loguniform": [1e-4, 1e-2]}}})
+    out = tmp_path / "out"
+    for data_key in ("first try", "corrected"):
+        with pytest.raises(ConfigError, match="^refused$"):
+            run_search(spec, table, out, data_key=data_key)
+    assert json.loads((out / SEARCH_RECORD).read_text())["data"] == "corrected"
+
+
+def test_a_search_that_would_choose_on_its_train_split_is_refused():
+    """`erc tune ... --dev-split train` ran the whole search choosing on the dialogues every
+    trial trained on, and quoted those figures as dev ones."""
+    from erc.tune.driver import search_roles
+
+    with pytest.raises(ConfigError, match="dev split 'train' is the train split"):
+        search_roles(_splits_table(["train", "dev"]), dev="train")
+    with pytest.raises(ConfigError, match="dev split 'dev' is the train split"):
+        search_roles(_splits_table(["dev", "test"]), train="dev")
+
+
+def test_a_search_where_no_trial_scored_fails(tmp_path, monkeypatch, capsys):
+    """Every trial errored: erc tune printed its table and exited 0 with no best_config.yaml,
+    so `erc tune ... && erc train ... --config best_config.yaml` went on to a missing file."""
+    from erc.cli import main
+    from erc.tune import driver
+
+    corpus = tmp_path / "m.csv"
+    corpus.write_text("split,dialogue_id,speaker,text,emotion\ntrain,a,Ann,Hi.,joy\n"
+                      "dev,b,Bob,Oh.,anger\n")
+    assert main(["corpus", "ingest", str(corpus), "--out", str(tmp_path / "corpus")]) == 0
+    failed = {"trial": 1, "trial_id": "t0", "status": "error", "error": "CUDA out of memory"}
+    monkeypatch.setattr(driver, "run_search", lambda *a, **k: driver.SearchOutcome(
+        out_dir=tmp_path / "out", rows=[failed], best=None, default=None))
+    capsys.readouterr()
+    assert main(["tune", "fusion", str(tmp_path / "corpus"), "--text-only",
+                 "--out", str(tmp_path / "out")]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("erc: error: no trial scored (CUDA out of memory)") and "\n" not in err

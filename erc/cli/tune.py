@@ -109,7 +109,7 @@ def _train_command(args, family: str, out: Path) -> str:
 
 def cmd_tune(args) -> int:
     from erc.artifacts import load_corpus
-    from erc.errors import ConfigError
+    from erc.errors import ConfigError, ErcError
     from erc.train.vectors import feature_spec, table_fingerprint
     from erc.tune.driver import describe_roles, run_search, search_roles, selection_split
     from erc.tune.space import find_spec, parse_spec
@@ -153,6 +153,10 @@ def cmd_tune(args) -> int:
     for line in outcome.summary:
         print(line)
     print("outputs: " + ", ".join(str(p) for p in outcome.files.values()))
+    if outcome.best is None:  # a script's next step, `erc train --config`, has no file to read
+        error = next((r["error"] for r in outcome.rows if r.get("error")), "")
+        raise ErcError(f"no trial scored ({error or 'see trials.csv'}): no best config in "
+                       f"{out}; the same command retries the failed trials")
     return 0
 
 

@@ -82,6 +82,10 @@ def search_roles(table, train: str = "train", dev: str = "dev",
     from erc.train.data import resolve_roles
 
     roles = resolve_roles(table, {"train": train, "dev": dev})
+    if roles["dev"] == roles["train"]:  # every choice would be made on training dialogues
+        raise ConfigError(f"dev split {roles['dev']!r} is the train split: the search must "
+                          f"choose on dialogues it does not train on; name another --dev-split, "
+                          f"or --select-fraction to choose on a slice of {roles['train']!r}")
     if report is None:
         present = set(table.column("split").to_pylist())
         report = "test" if "test" in present and "test" not in roles.values() else None
@@ -270,6 +274,11 @@ def _discard(out_dir: Path, experiment_path: str, filesystem=None) -> None:
                              f"erc leaves it in place (remove it yourself, or use another --out)")
     if ours:
         remove_tree(experiment_path, filesystem)
+    _forget_trials(out_dir)
+
+
+def _forget_trials(out_dir: Path) -> None:
+    """Removes the record, trial starts and ASHA rungs of an earlier search in ``out_dir``."""
     for name in (SEARCH_RECORD, LEDGER, ASHA_RUNGS):
         if (out_dir / name).exists():
             io.remove_owned(out_dir, name)
@@ -347,7 +356,12 @@ def _search(spec: SearchSpec, table, out_dir: Path, *, feature_spec, features, r
     if resumed and not (out_dir / SEARCH_RECORD).is_file():
         raise ConfigError(f"{experiment_path} holds a search this folder has no record of "
                           f"({SEARCH_RECORD}): pass --fresh to start over")
-    _record(out_dir, spec, data_key, fresh, experiment_path)
+    if not resumed and not fresh:
+        # Nothing to resume (a search refused before Tune started it: no node fits a trial,
+        # missing vectors): a new search, not one the corrected command must match, and
+        # with no rungs or trial starts of an earlier one
+        _forget_trials(out_dir)
+    _record(out_dir, spec, data_key, fresh or not resumed, experiment_path)
     _mark_tune_folder(out_dir, spec, data_key)
 
     runtime.connect(address, num_cpus=num_cpus)
@@ -389,9 +403,37 @@ def _search(spec: SearchSpec, table, out_dir: Path, *, feature_spec, features, r
     print(f"[tune] {spec.search.num_samples} trials of {spec.family} "
           f"({len(spec.params)} parameters), {spec.search.max_concurrent_trials} at a time, "
           f"each with {resources}", flush=True)
-    grid = tuner.fit()
+    grid = _fit(tuner)
     return write_outputs(grid, spec, out_dir, resumed=resumed, command=command, note=note,
                          roles=roles)
+
+
+def _fit(tuner):
+    """``tuner.fit()``, raising KeyboardInterrupt when Tune caught a Ctrl-C: Tune then saves
+    the search and returns, its running trials stopped, which would read as ASHA stops and
+    the best config as the search's choice. Interrupted, it writes no outputs (exit 130)
+    and the same command resumes it."""
+    import signal
+    import threading
+
+    if threading.current_thread() is not threading.main_thread():  # Tune installs none there
+        return tuner.fit()
+
+    def interrupt(signum, frame):
+        raise KeyboardInterrupt
+
+    before = signal.signal(signal.SIGINT, interrupt)
+    try:
+        grid = tuner.fit()
+        # Tune's handler, on a Ctrl-C, puts back the one it replaced: this one
+        caught = (signal.getsignal(signal.SIGINT) is interrupt
+                  and not int(os.environ.get("TUNE_DISABLE_SIGINT_HANDLER", "0")))
+    finally:
+        signal.signal(signal.SIGINT, before)
+    if caught:
+        print("[tune] interrupted: run the same command again to resume the search", flush=True)
+        raise KeyboardInterrupt
+    return grid
 
 
 def trial_resources(wanted: Mapping[str, Any]) -> dict:
@@ -468,7 +510,7 @@ def write_outputs(grid, spec: SearchSpec, out_dir: Path, resumed: bool = False,
     files = {"trials": res.write_csv(rows, path["trials"])}
     best, default = res.best_row(rows), res.default_row(rows)
     if res.write_best_config(rows, spec, path["best_config"], command=command,
-                             note=note) is not None:
+                             note=note, roles=roles) is not None:
         files["best_config"] = path["best_config"]
     files["history"] = res.plot_history(rows, path["history"])
     values, method = res.importances(rows, spec)

@@ -8,6 +8,7 @@ from __future__ import annotations
 import base64
 import math
 import re
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
@@ -56,7 +57,8 @@ def collect(result_grid, spec: SearchSpec) -> list[dict]:
         history = result.metrics_dataframe
         best_epoch = None
         if history is not None and len(history) and "dev_weighted_f1" in history:
-            best_epoch = int(history.loc[history["dev_weighted_f1"].idxmax(), "epoch"])
+            # counted from 1, as epochs_run and every line of training are
+            best_epoch = int(history.loc[history["dev_weighted_f1"].idxmax(), "epoch"]) + 1
         done = int(metrics["epoch"]) + 1 if "epoch" in metrics else 0
         if result.error is not None:
             status = "error"
@@ -159,22 +161,27 @@ def write_csv(rows: list[dict], path: Path) -> Path:
 
 
 def write_best_config(rows: list[dict], spec: SearchSpec, path: Path,
-                      command: str | None = None, note: str = "") -> dict | None:
+                      command: str | None = None, note: str = "",
+                      roles: Mapping[str, str] | None = None) -> dict | None:
     """The best trial's options (every option of ``erc train <family>``: defaults, fixed
-    values, the best sampled ones) as YAML for ``erc train <family> --config``."""
+    values, the best sampled ones) as YAML for ``erc train <family> --config``; the header's
+    figures name their splits, as outcome_lines does (with --select-fraction the corpus's
+    dev split is the held-out one)."""
     best = best_row(rows)
     if best is None:
         return None
     values = spec.trial_values({k: best[k] for k in spec.params})
     if spec.family == "fusion":  # the search made its choices: the config trains its model as is
         values["choose_speaker_pool"] = False
-    header = [f"erc tune: the best of {len(rows)} trials ({best['trial_id']}): dev weighted F1 "
-              f"{best[METRIC]:.4f} at epoch {best['best_epoch']}"]
+    dev, report = (roles or {}).get("dev", "dev"), (roles or {}).get(REPORT_ROLE)
+    header = [f"erc tune: the best of {len(rows)} trials ({best['trial_id']}): dev {dev!r} "
+              f"weighted F1 {best[METRIC]:.4f} at epoch {best['best_epoch']} (chosen on it)"]
     default = default_row(rows)
     if default is not None and default.get(METRIC) is not None:
         header.append(f"untuned default ({default['trial_id']}): {default[METRIC]:.4f}")
     if best.get(HELD_OUT) is not None:
-        header.append(f"held-out weighted F1 (chosen on nothing): best {best[HELD_OUT]:.4f}" + (
+        header.append(f"held-out {report or 'report'!r} weighted F1 (chosen on nothing): "
+                      f"best {best[HELD_OUT]:.4f}" + (
             f", untuned default {default[HELD_OUT]:.4f}"
             if default is not None and default.get(HELD_OUT) is not None else ""))
     if note:
