@@ -179,7 +179,7 @@ def test_main_job_on_the_shipped_sample(tmp_path):
     assert "pid=" not in console and "\x1b[" not in console
     log = (out / "run.log").read_text()
     assert re.search(r" INFO ray\.data\S*: Execution plan of Dataset", log)
-    assert re.search(r"\(RayTrainWorker pid=\d+\) \[train\] epoch 0: loss", log)
+    assert re.search(r"\(RayTrainWorker pid=\d+\) \[train\] epoch 1: loss", log)
     assert "Autoscaler status" not in log  # Ray prints its events, not its status every 5 s
     chromium_or_skip()
     shown = load_page(out / "report.html", tmp_path / "chromium", screenshot=out / "report.png")

@@ -699,12 +699,13 @@ def _registered_epoch(run_dir: Path) -> int:
 
 
 def _epoch_lines(logs: str) -> list[tuple[int, int]]:
-    """(worker pid, epoch) of every epoch a rank-0 worker finished, in log order."""
+    """(worker pid, epoch index) of every epoch a rank-0 worker finished, in log order (the
+    lines count epochs from 1, the history from 0)."""
     import re
 
     plain = re.sub(r"\x1b\[[0-9;]*m", "", logs)  # Ray colours the "(Actor pid=N)" prefix
     found = re.findall(r"pid=(\d+)[^)]*\)\s+\[train\] epoch (\d+): loss", plain)
-    return list(dict.fromkeys((int(pid), int(epoch)) for pid, epoch in found))
+    return list(dict.fromkeys((int(pid), int(epoch) - 1) for pid, epoch in found))
 
 
 @pytest.mark.cluster
@@ -742,7 +743,7 @@ def test_train_survives_losing_the_worker_node(two_nodes, train_corpus, train_cl
         line for line in faulty.logs.splitlines()
         if "[train] resumed from the checkpoint of epoch" in line))
     assert len(resumed) == 1, faulty.logs[-4000:]
-    restored = int(resumed[0].rsplit(" ", 1)[-1])
+    restored = int(resumed[0].rsplit(" ", 1)[-1]) - 1  # the line counts from 1
     # the latest checkpoint: the one registered at the kill (or one rank 0 on the head
     # was reporting at that moment), not an older one
     assert checkpointed <= restored < TRAIN_EPOCHS - 1, (checkpointed, restored)

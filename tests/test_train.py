@@ -900,7 +900,8 @@ def test_the_fusion_model_with_and_without_speaker_pooling_is_chosen_on_dev(ray_
     assert load_model(out / "model").config.speaker_pool is (kept == "speaker-pool")
     assert json.loads((out / "history.json").read_text()) == json.loads(
         (out / "candidates" / kept / "history.json").read_text())
-    assert f"kept {kept}, the better on dev" in log, log
+    better = "the first of equals: a tie" if len(set(scores.values())) == 1 else "the better"
+    assert f"kept {kept}, {better} on dev" in log, log
     assert main(argv) == 0
     assert "up to date, not retrained" in capsys.readouterr().out
     # Interrupted while training the second candidate: the first is not trained again.
@@ -1107,6 +1108,10 @@ def test_the_main_job_s_train_line_says_the_kept_candidate_and_the_refit(tmp_pat
     step = Step("train", FusionStage(), None, {}, tmp_path)
     plain = _describe(step, StageResult("train", tmp_path, False, summary, 4.0, {}))
     assert "kept speaker-pool, the better on selection slice" in plain and "refit" not in plain
+    tie = _describe(step, StageResult("train", tmp_path, False, {**summary, "candidates": {
+        "speaker-pool": 0.61, "no-speaker-pool": 0.61}}, 4.0, {}))
+    assert ("kept speaker-pool, the first of equals: a tie on selection slice (speaker-pool "
+            "0.6100, no-speaker-pool 0.6100)") in tie  # not "the better" of two equal scores
     refit = {"epochs": 3, "splits": ["train", "select"], "dialogues": 1234,
              "folder": str(tmp_path / "refit")}
     line = _describe(step, StageResult("train", tmp_path, True, {**summary, "refit": refit}, 0, {}))

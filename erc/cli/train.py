@@ -35,7 +35,7 @@ def _print_trained(summary: dict, out: Path, skipped: bool) -> None:
 
     best = summary["best"]
     state = "up to date, not retrained: " if skipped else ""
-    print(f"{state}best epoch {best['epoch']}: {chosen_on(summary)} accuracy "
+    print(f"{state}best epoch {best['epoch'] + 1}: {chosen_on(summary)} accuracy "
           f"{best['dev_accuracy']:.4f}, weighted "
           f"F1 {best['dev_weighted_f1']:.4f}, macro F1 {best['dev_macro_f1']:.4f} "
           f"({summary['epochs']} epochs run)")

@@ -161,6 +161,8 @@ def kept_candidate(summary: dict) -> str:
     if not scores:
         return ""
     listed = ", ".join(f"{name} {score:.4f}" for name, score in scores.items())
+    if len(set(scores.values())) == 1:  # neither was better: the first of equals is kept
+        return f"kept {summary['chosen']}, the first of equals: a tie on {chosen_on(summary)} ({listed})"
     return f"kept {summary['chosen']}, the better on {chosen_on(summary)} ({listed})"
 
 

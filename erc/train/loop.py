@@ -157,7 +157,7 @@ def run_epochs(config: dict, *, rank: int, world: int, device, prepare, checkpoi
         if "cuda_rng" in state and device.type == "cuda":
             torch.cuda.set_rng_state(state["cuda_rng"], device)
         if rank == 0:
-            print(f"[train] resumed from the checkpoint of epoch {start_epoch - 1}", flush=True)
+            print(f"[train] resumed from the checkpoint of epoch {start_epoch}", flush=True)
     if bad_epochs >= tc.patience:
         start_epoch = tc.epochs  # the run had already stopped early
 
@@ -180,7 +180,7 @@ def run_epochs(config: dict, *, rank: int, world: int, device, prepare, checkpoi
             total += float(loss.detach())
             count += 1
             if rank == 0 and steps >= 50 and count % every == 0:
-                print(f"[train] epoch {epoch}: step {count}/{steps}, loss {total / count:.4f}, "
+                print(f"[train] epoch {epoch + 1}: step {count}/{steps}, loss {total / count:.4f}, "
                       f"{time.time() - started:.0f} s", flush=True)
         train_seconds = time.time() - started
         metrics = None
@@ -226,7 +226,7 @@ def run_epochs(config: dict, *, rank: int, world: int, device, prepare, checkpoi
                     train_state["averaged_steps"] = int(averaged.n_averaged)
                 save_train_state(folder, train_state)
                 reported = folder
-                print(f"[train] epoch {epoch}: loss {metrics['train_loss']:.4f} {chosen_on} "
+                print(f"[train] epoch {epoch + 1}: loss {metrics['train_loss']:.4f} {chosen_on} "
                       f"acc {metrics['dev_accuracy']:.4f} wF1 {metrics['dev_weighted_f1']:.4f} "
                       f"mF1 {metrics['dev_macro_f1']:.4f} ({train_seconds:.0f} s)", flush=True)
             report(metrics, reported)
