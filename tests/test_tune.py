@@ -625,6 +625,9 @@ def test_outcome_names_the_split_of_every_figure():
     assert not any("held-out '" in line for line in alone)
     assert alone[-1].startswith("no held-out figure (no report split named")
     assert "held-out wF1" in results.format_table(rows, spec)
+    # the columns are headed by their splits: 'select' chosen on, the corpus's dev held out
+    head = results.format_table(rows, spec, {"train": "train", "dev": "select", "report": "dev"})
+    assert head.splitlines()[0].split()[2:6] == ["select", "wF1", "held-out", "dev"]
 
 
 @pytest.mark.slow

@@ -529,4 +529,4 @@ def write_outputs(grid, spec: SearchSpec, out_dir: Path, resumed: bool = False,
         summary.append(f"train the best: {command}")
     files["report"] = res.write_report(rows, spec, path["report"], files, summary)
     return SearchOutcome(out_dir=out_dir, rows=rows, best=best, default=default, files=files,
-                         resumed=resumed, table=res.format_table(rows, spec), summary=summary)
+                         resumed=resumed, table=res.format_table(rows, spec, roles), summary=summary)

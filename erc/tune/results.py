@@ -131,12 +131,17 @@ def _fmt(value: Any) -> str:
     return str(value)
 
 
-def format_table(rows: list[dict], spec: SearchSpec) -> str:
+def format_table(rows: list[dict], spec: SearchSpec,
+                 roles: Mapping[str, str] | None = None) -> str:
+    """The trials as a text table; its score columns are headed by their splits (``roles``:
+    with --select-fraction the search chooses on 'select', and the corpus's dev is held out)."""
     held_out = [HELD_OUT] if any(r.get(HELD_OUT) is not None for r in rows) else []
     columns = ["trial", "status", METRIC, *held_out, "best_epoch", "epochs_run", "seconds",
                *spec.params]
-    heads = {"trial": "#", METRIC: "dev wF1", HELD_OUT: "held-out wF1", "best_epoch": "best ep",
-             "epochs_run": "epochs", "seconds": "s"}
+    roles = roles or {}
+    heads = {"trial": "#", METRIC: f"{roles.get('dev', 'dev')} wF1",
+             HELD_OUT: f"held-out {roles[REPORT_ROLE]} wF1" if roles.get(REPORT_ROLE) else "held-out wF1",
+             "best_epoch": "best ep", "epochs_run": "epochs", "seconds": "s"}
     best = best_row(rows)
     cells = [[heads.get(c, c) for c in columns] + [""]]
     for r in rows:
