@@ -251,6 +251,11 @@ case("meld unnamed empty columns after the last", lambda t: ingest(meld(
 case("manifest unnamed columns, one holding a note", lambda t: ingest(manifest_csv(
     t, ok_row(0) + ",,", ok_row(1) + ",x,", header=MANIFEST_HEADER.replace("\n", ",,\n"))),
     rows_in=2, kept=2)
+# ... joined with their headers: the header again, its empty names not those the reader
+# gave them, was no header but a row (bad_turn "turn"; kept, with no turn column)
+case("manifest files joined with headers ending in unnamed columns", lambda t: ingest(manifest_csv(
+    t, ok_row(0) + ",,", MANIFEST_HEADER.replace("\n", ",,"), ok_row(1) + ",,",
+    header=MANIFEST_HEADER.replace("\n", ",,\n"))), "malformed_row", 3, kept=2)
 case("meld option splits names no split", lambda t: ingest(meld(t, meld_row(0)), *opts("splits=[bogus]")),
      error=("splits", "bogus"))
 case("meld option keep_missing_media as text", lambda t: ingest(

@@ -186,7 +186,10 @@ def test_inspect_suggests_a_mapping_that_works_after_renaming_labels(friends, tm
     assert main(["corpus", "ingest", str(folder), "--mapping", str(suggested),
                  "--out", str(out)]) == 0
     by_suggestion = pq.read_table(out / "utterances.parquet")
-    by_hand = checked(read_manifest(folder, **MAPPING)).utterances
+    # Its Utterance_ID (0, 1, ... in each scene) is suggested as the turn, not kept in meta.
+    assert mapping["columns"]["turn"] == "Utterance_ID"
+    by_hand = checked(read_manifest(folder, **{**MAPPING, "columns": {
+        **MAPPING["columns"], "turn": "Utterance_ID"}})).utterances
     assert by_suggestion.equals(by_hand)
     assert pq.read_table(out / "problems.parquet").num_rows == sum(counts.values()) - by_hand.num_rows
 
@@ -299,15 +302,25 @@ def test_inspect_reads_each_file_once(tmp_path, monkeypatch):
 
 @pytest.mark.parametrize("text, seconds", [
     ("12.5", 12.5), (3, 3.0), ("00:01:02.500", 62.5), ("00:01:02,500", 62.5),
-    ("01:02.5", 62.5), ("1:00:00", 3600.0), (" 00:00:07 ", 7.0), ("", None), (None, None)])
+    ("01:02.5", 62.5), ("1:00:00", 3600.0), (" 00:00:07 ", 7.0), ("", None), (None, None),
+    ("1257,256", 1257.256)])
 def test_parse_time(text, seconds):
     assert parse_time(text) == seconds
 
 
-@pytest.mark.parametrize("text", ["1s", "00:61:00", "00:00:60.0", "nan", "inf", "1:2:3:4"])
+@pytest.mark.parametrize("text", ["1s", "00:61:00", "00:00:60.0", "nan", "inf", "1:2:3:4",
+                                  "1,234,567", "1,5.2"])
 def test_parse_time_rejects(text):
     with pytest.raises(ValueError):
         parse_time(text)
+
+
+def test_a_comma_in_milliseconds_is_no_decimal_comma():
+    """"2,150" in seconds is 2.15 (a decimal comma); in milliseconds it may be 2,150 with a
+    thousands separator: bad_time there, not 2.15 ms read silently."""
+    assert parse_time("2,150") == 2.15
+    with pytest.raises(ValueError, match="time"):
+        parse_time("2,150", per_second=1000)
 
 
 @pytest.mark.parametrize("value, names", [
@@ -774,6 +787,20 @@ def test_inspect_reads_accented_column_names(tmp_path):
     assert inspect_corpus(tmp_path / "c.csv").mapping["columns"]["emotion"] == "émotion"
 
 
+def test_inspect_reads_column_names_in_other_languages(tmp_path):
+    """Sprecher, Beginn, Ende (locuteur, début, fin): no field matched them, and the
+    suggested mapping, lacking the speaker, did not ingest."""
+    (tmp_path / "daten.csv").write_text("Dialog,Sprecher,Äußerung,Emotion,Beginn,Ende\n"
+                                        "1,Ann,Guten Morgen allerseits,joy,00:01:02,00:01:04\n")
+    assert inspect_corpus(tmp_path / "daten.csv").mapping["columns"] == {
+        "dialogue_id": "Dialog", "text": "Äußerung", "speaker": "Sprecher", "emotion": "Emotion",
+        "start": "Beginn", "end": "Ende"}
+    (tmp_path / "c.csv").write_text("dialogue,locuteur,texte,début,fin\nd,Zoé,Ça va,1.5,2\n")
+    assert inspect_corpus(tmp_path / "c.csv").mapping["columns"] == {
+        "dialogue_id": "dialogue", "text": "texte", "speaker": "locuteur", "start": "début",
+        "end": "fin"}
+
+
 def test_a_per_dialogue_utterance_id_column_is_the_turn(tmp_path):
     """dialogue_id,utterance_id (0, 1, 2 in each dialogue),...: inspect left utterance_id
     to be read as the id, and the ingest set aside every repeat as duplicate_id (28 of 32
@@ -795,6 +822,58 @@ def test_a_per_dialogue_utterance_id_column_is_the_turn(tmp_path):
     (tmp_path / "train.csv").write_text("dialogue_id,turn,utterance_id,speaker,text\n"
                                         "1,0,u1,A,Hi there\n2,0,u1,B,Ho there\n")
     assert any("utterance_id repeats values" in note for note in inspect_corpus(tmp_path).notes)
+
+
+def test_a_semicolon_csv_with_decimal_comma_seconds(tmp_path):
+    """A spreadsheet's ";" export writes seconds as 1257,256: inspect took the column for
+    text and suggested no start or end, and mapped, each row was a bad_time problem."""
+    (tmp_path / "m.csv").write_text("Dialogue_ID;Speaker;Utterance;Start_s;End_s\n"
+                                    "0;Ann;Oh my God, he is lost;1257,256;1260,049\n"
+                                    "0;Bob;What is it now?;1261,927;1263,5\n")
+    inspection = inspect_corpus(tmp_path)
+    assert inspection.mapping["columns"]["start"] == "Start_s"
+    assert inspection.mapping["columns"]["end"] == "End_s"
+    (tmp_path / MAPPING_FILE).write_text(mapping_yaml(inspection))
+    table = checked(read_manifest(tmp_path)).utterances
+    assert table.column("start_s").to_pylist() == [1257.256, 1261.927]
+    assert table.column("end_s").to_pylist() == [1260.049, 1263.5]
+
+
+def test_a_meld_utterance_id_column_orders_the_turns(tmp_path):
+    """MELD's own Utterance_ID (0, 1, 2 in each dialogue): inspect matched only a column
+    named utterance_id exactly, so it went to meta and turns followed the rows' order;
+    in a file sorted otherwise (here by speaker) each dialogue's turns came out of order."""
+    rows = sorted(((d, u, "ZA"[u % 2]) for d in range(3) for u in range(4)), key=lambda r: r[2])
+    (tmp_path / "m.csv").write_text("Dialogue_ID,Utterance_ID,Speaker,Utterance\n" + "".join(
+        f"{d},{u},{s},Words of turn {u}\n" for d, u, s in rows))
+    inspection = inspect_corpus(tmp_path)
+    assert inspection.mapping["columns"]["turn"] == "Utterance_ID"
+    assert not any("repeats values" in note for note in inspection.notes)  # no id to repeat
+    (tmp_path / MAPPING_FILE).write_text(mapping_yaml(inspection))
+    table = checked(read_manifest(tmp_path)).utterances
+    assert {(t, x) for t, x in zip(table.column("turn").to_pylist(), table.column("text").to_pylist())} == {
+        (u, f"Words of turn {u}") for u in range(4)}
+
+
+def test_a_folder_of_one_csv_per_dialogue(tmp_path):
+    """Ses01F_impro01.csv, ...: no column names the dialogue, only the file's name; inspect
+    suggested no dialogue_id and the ingest stopped on the missing column, with no way to
+    say "the file name" in a mapping."""
+    for name in ("Ses01F_impro01", "Ses01F_script02"):
+        (tmp_path / f"{name}.csv").write_text("Utterance_ID,Speaker,Utterance\n"
+                                              "1,M,And you?\n0,F,Hi there.\n")
+    inspection = inspect_corpus(tmp_path)
+    assert inspection.mapping["columns"]["dialogue_id"] == "_file"
+    (tmp_path / MAPPING_FILE).write_text(mapping_yaml(inspection))
+    table = checked(read_manifest(tmp_path)).utterances
+    assert sorted(zip(table.column("dialogue_id").to_pylist(), table.column("turn").to_pylist(),
+                      table.column("text").to_pylist())) == [
+        ("Ses01F_impro01", 0, "Hi there."), ("Ses01F_impro01", 1, "And you?"),
+        ("Ses01F_script02", 0, "Hi there."), ("Ses01F_script02", 1, "And you?")]
+    assert all(not meta for meta in table.column("meta").to_pylist())  # no _file in meta
+    (tmp_path / MAPPING_FILE).unlink()
+    with pytest.raises(CorpusError, match=r"missing column\(s\) dialogue_id; .*dialogue_id: _file"):
+        read_manifest(tmp_path, columns={"text": "Utterance", "speaker": "Speaker"})
 
 
 def test_a_json_document_keyed_by_dialogue_id_says_how_to_read_it(tmp_path):

@@ -371,12 +371,12 @@ def read_csv_records(path: Path, required: Iterable[str],
 
     header_reader = csv.reader(iter(decoded), strict=True, delimiter=delimiter)
     try:
-        header = [h.strip() for h in next(header_reader)]
+        written = [h.strip() for h in next(header_reader)]
     except (csv.Error, StopIteration) as err:
         raise CorpusError(f"{path}: line 1: cannot read the header row ({err})") from None
     # A spreadsheet's export often ends its lines with empty columns of no name: each is
     # named by its place, not a column named '' several times.
-    header = [h or f"unnamed column {n}" for n, h in enumerate(header, start=1)]
+    header = [h or f"unnamed column {n}" for n, h in enumerate(written, start=1)]
     twice = sorted({h for h in header if header.count(h) > 1})
     if twice:
         raise CorpusError(f"{path}: line 1: column(s) {', '.join(map(repr, twice))} appear more "
@@ -396,7 +396,8 @@ def read_csv_records(path: Path, required: Iterable[str],
         problem = None
         # files joined with their headers (cat a.csv b.csv): no row, but a sign of it,
         # which a reason about its values ("Dialogue_ID is not a number") would hide
-        repeated = values is not None and [v.strip() for v in values] == header
+        # (its empty names as written: such a header again ends in empty values)
+        repeated = values is not None and [v.strip() for v in values] == written
         if error is not None:
             until = "the end of the file" if end >= len(decoded) else f"line {end}"
             # An odd number of quotes on the record's line: one of them has no partner (it

@@ -30,6 +30,7 @@ from erc.corpus.base import SPLIT_WORDS, CorpusError, decode_line
 from erc.corpus.manifest import json_records, read_json, read_records, records_path
 from erc.corpus.mapping import (
     FIELDS,
+    FILE_COLUMN,
     MAPPING_FILE,
     TABLE_META,
     ManifestMapping,
@@ -48,16 +49,20 @@ HEADER_BYTES = 1 << 16  # enough of a CSV's first line to tell its delimiter
 MAX_LABELS = 40  # more distinct values than this is no label column
 EXAMPLES = 3
 
-# Column names (lower case, without "_", "-", " ") that say which field a column holds.
+# Column names (lower case, without "_", "-", " ") that say which field a column holds;
+# some in German, French and Spanish too (accents dropped: "début" is "debut").
 NAMES = {
-    "text": ("utterance", "text", "transcript", "transcription", "sentence", "line", "content"),
-    "speaker": ("speaker", "speakers", "character", "spk", "speakername", "role"),
-    "emotion": ("emotion", "emotions", "emotionlabel", "emo", "label", "category"),
+    "text": ("utterance", "text", "transcript", "transcription", "sentence", "line", "content",
+             "texte", "texto"),
+    "speaker": ("speaker", "speakers", "character", "spk", "speakername", "role", "sprecher",
+                "locuteur", "hablante"),
+    "emotion": ("emotion", "emotions", "emotionlabel", "emo", "label", "category", "emocion"),
     "split": ("split", "partition", "subset", "fold", "set"),
     "media": ("media", "video", "clip", "mediafile", "videofile", "videopath", "path", "file"),
     "audio": ("audio", "audiofile", "audiopath", "wav"),
-    "start": ("start", "starttime", "begin", "onset", "startsec", "starts"),
-    "end": ("end", "endtime", "stop", "offset", "endsec", "ends"),
+    "start": ("start", "starttime", "begin", "onset", "startsec", "starts", "beginn", "debut",
+              "inicio"),
+    "end": ("end", "endtime", "stop", "offset", "endsec", "ends", "ende", "fin"),
     "turn": ("turn", "turnid", "turnno", "turnnum", "turnidx", "turnindex", "idx", "index",
              "position", "seq"),
 }
@@ -135,7 +140,8 @@ class Column:
             return "list"
         if self.share(lambda v: ":" in str(v) and _is_time(v)) > 0.9:
             return "time"
-        if self.share(_is_number) > 0.9:
+        # Seconds written with a decimal comma ("1257,256") are numbers as times read them.
+        if self.share(lambda v: _is_number(v) or _is_time(v)) > 0.9:
             return "number"
         return "text"
 
@@ -242,6 +248,12 @@ def inspect_corpus(path: str | Path) -> Inspection:
     dialogue = _guess_dialogue(columns, rows, set(chosen.values()))
     if dialogue:
         chosen = {"dialogue_id": dialogue, **chosen}
+    elif len(read) > 1 and not any(f.stem.casefold() in SPLIT_WORDS for f, _ in read):
+        # Files named otherwise than by split, none with a dialogue column: one dialogue each.
+        chosen = {"dialogue_id": FILE_COLUMN, **chosen}
+        notes.append(f"no column looks like a dialogue id: each file is read as one dialogue, "
+                     f"named by its file name ({FILE_COLUMN}); or name a column (or a "
+                     f"template) as columns.dialogue_id")
     else:
         notes.append("no column looks like a dialogue id: name it (or a template) as "
                      "columns.dialogue_id")
@@ -354,13 +366,14 @@ def _guess_columns(columns: dict[str, Column], folder: Path, notes: list[str]) -
                         and fits(field_name, column, by_words)):
                     take(field_name, column)
                     break
-    # A column named utterance_id is read as the id, which must be unique: numbers that
-    # repeat (0, 1, 2 in each dialogue) are the turn's place in its dialogue instead.
-    own = columns.get("utterance_id")
+    # An utterance id column (MELD's Utterance_ID) whose numbers repeat (0, 1, 2 in each
+    # dialogue) is the turn's place in its dialogue, which orders the turns whatever the
+    # rows' order. Named utterance_id it is read as the id, which must be unique.
+    own = next((c for c in columns.values() if c.key == "utteranceid"), None)
     if own is not None and own.distinct < len(own.values):
         if "turn" not in chosen and own.distinct <= len(own.values) / 2 and fits("turn", own, False):
             take("turn", own)
-        else:
+        elif own.name == "utterance_id":
             notes.append("column utterance_id repeats values (an id in each dialogue?): the "
                          "ingest sets a repeated id aside as duplicate_id; map it as "
                          "columns.turn, or make it unique (\"{dialogue}-{utterance_id}\")")

@@ -58,6 +58,7 @@ from erc.corpus.base import (
     split_name,
 )
 from erc.corpus.mapping import (
+    FILE_COLUMN,
     MANIFEST_SUFFIXES,
     MAPPING_FILE,
     TIME_UNITS,
@@ -347,6 +348,10 @@ def read_manifest(path: Path, /, mapping: str | Path | dict | None = None,
         # record has (a nested one as "conv.id"); a record lacking one is its own problem.
         columns = list(dict.fromkeys(key for r in records if r.problem is None
                                      for key in column_names(r.fields)))
+        if FILE_COLUMN in spec.field_columns() and FILE_COLUMN not in columns:
+            columns.append(FILE_COLUMN)
+            for record in records:  # a row set aside still names its dialogue
+                (record.fields if record.problem is None else record.known)[FILE_COLUMN] = file.stem
         file_spec = spec.for_columns(columns)
         if any(r.problem is None for r in records):
             try:

@@ -63,6 +63,9 @@ FIELDS = ("dialogue_id", "speaker", "text", "media", "split", "utterance_id", "t
 REQUIRED = ("dialogue_id", "speaker")
 MANIFEST_SUFFIXES = (".csv", ".tsv", ".jsonl", ".ndjson", ".parquet", ".json")
 MAPPING_FILE = "erc-mapping.yaml"  # a corpus folder holding one is read with it
+# A column every row has: its manifest file's name without the suffix. A folder of one
+# file per dialogue has no dialogue id column; `dialogue_id: _file` names them so.
+FILE_COLUMN = "_file"
 SPEAKER_JOIN = " & "
 SEVERAL_SPEAKERS = ("problem", "join")
 TIME_UNITS = {"s": 1, "ms": 1000}  # a number in start/end: how many make a second
@@ -251,6 +254,8 @@ class ManifestMapping(ReaderOptions):
             if len(keyed) > 1:
                 hint += (f" (the fields sit under the keys {preview(', '.join(keyed), 80)}: "
                          f"utterances keyed by id? erc reads lists of utterance objects)")
+            if "dialogue_id" in missing:
+                hint += f" (one file per dialogue? columns: {{dialogue_id: {FILE_COLUMN}}})"
             raise CorpusError(f"{source}: missing column(s) {', '.join(missing)}; found "
                               f"{preview(', '.join(map(str, columns)), 200)} (a mapping's "
                               f"columns: can name others){hint}")
@@ -313,7 +318,7 @@ class ManifestMapping(ReaderOptions):
             items += [(k, v) for k, v in flat_items(root, raw[root]) if k not in raw]
         kept = []  # (where it goes, its key, its value, how a problem names it)
         for column, value in items:
-            if column in FIELDS or column in renamed or column in roots:
+            if column in FIELDS or column in renamed or column in roots or column == FILE_COLUMN:
                 continue
             if column == TABLE_META and (entries := _map_entries(value)) is not None:
                 kept += [(carried, key, inner, f"meta key {key!r}")  # erc's own meta, read back

@@ -23,6 +23,9 @@ _WHOLE = re.compile(r"\+?([0-9]+)(?:\.0*)?")
 SURROGATE = re.compile("[\ud800-\udfff]")
 _UNSEEN = {"Cc", "Cf", "Zs", "Zl", "Zp"}  # control, format and space characters
 _CLOCK = re.compile(r"(?:([0-9]+):)?([0-9]{1,2}):([0-9]{1,2}(?:[.,][0-9]*)?)")
+# Seconds with a decimal comma ("1257,256"): a ";"-separated CSV from a spreadsheet in a
+# locale that writes decimals so; one comma only, so "1,234,567" is no time.
+_DECIMAL_COMMA = re.compile(r"[0-9]+,[0-9]+")
 
 
 class RowProblem(ValueError):
@@ -108,9 +111,10 @@ def parse_turn(value, name: str = "turn") -> int:
 
 def parse_time(value, name: str = "time", per_second: float = 1.0) -> float | None:
     """Blank -> None; a number, of seconds (``12.5``) or of 1/``per_second`` seconds
-    (``2150`` with per_second 1000 is milliseconds) or a clock time (``00:01:02.500``, ``00:01:02,500``, ``01:02.5``) ->
-    seconds. Unparseable or not finite: bad_time; below zero: negative_time; bytes,
-    lists, booleans: bad_type."""
+    (``2150`` with per_second 1000 is milliseconds), of seconds with a decimal comma too
+    (``12,5``; not in milliseconds, where it may part thousands), or a clock time
+    (``00:01:02.500``, ``00:01:02,500``, ``01:02.5``) -> seconds. Unparseable or not
+    finite: bad_time; below zero: negative_time; bytes, lists, booleans: bad_type."""
     if blank(value):
         return None
     if isinstance(value, (int, float, decimal.Decimal)) and not isinstance(value, bool):
@@ -129,6 +133,8 @@ def parse_time(value, name: str = "time", per_second: float = 1.0) -> float | No
             if (hours is not None and minutes_ >= 60) or seconds_ >= 60:
                 raise RowProblem("bad_time", f"{name} {preview(value, 40)} is not a clock time")
             return int(hours or 0) * 3600 + minutes_ * 60 + seconds_
+        if per_second == 1 and _DECIMAL_COMMA.fullmatch(text):  # in ms "2,150" may be 2150
+            text = text.replace(",", ".")
         try:
             seconds = float(text)
         except ValueError:
