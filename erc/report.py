@@ -171,11 +171,14 @@ def _chosen_on(run: dict) -> str:
 
 
 def _chosen_split(run: dict, evaluated: dict) -> str | None:
-    """The evaluated split training chose on (dev, or the valid split standing for it), whose
-    figure is the model at its best there, not a held-out one; None with a selection slice."""
-    from erc.train.data import dev_split_of
+    """The split training chose on (the config's dev split, its 'dev' the valid split
+    standing for it), whose figure is the model at its best there, not a held-out one;
+    None with a selection slice."""
+    from erc.train.data import chosen_split
 
-    return dev_split_of(set(evaluated)) if _chosen_on(run) == "dev" else None
+    splits = run["config"]["train"]["recipe"]["splits"]
+    present = set(evaluated) | set((run.get("ingest") or {}).get("splits") or {})
+    return chosen_split(splits["dev_split"], splits["select_fraction"], present)
 
 
 def _evaluate_rows(run: dict) -> list[list]:

@@ -234,3 +234,71 @@ def test_text_vectors_of_turns_placed_after_the_pass_are_computed_as_the_pass_di
         assert (f"4 utterances with a transcript are not in the feature folder {folders['before']} "
                 f"(placed after its pass): their {column} computed with all-MiniLM-L6-v2 as the "
                 f"pass computed them (checked on 4 of its rows)") in out
+
+
+def _pass_folder(tmp_path, ids):
+    """A feature folder as `erc preprocess` leaves it, of the utterances ``ids``."""
+    import json
+
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    folder = tmp_path / "features"
+    folder.mkdir()
+    pq.write_table(pa.table({"utterance_id": ids}), folder / "part-00000.parquet")
+    (folder / "manifest.json").write_text(json.dumps({
+        "stage": "preprocess", "fingerprint": "f", "settings": {"text_layers": 1},
+        "models": [{"role": "text", "backend": "sentence-transformers", "name": "m"}],
+        "partitions": [{"file": "part-00000.parquet"}]}))
+    return folder
+
+
+def _embed(texts, limit=None):  # a text model that reads a text's first ``limit`` characters
+    return np.asarray([[len(t[:limit]), sum(map(ord, t[:limit])) % 97] for t in texts], np.float32)
+
+
+def test_turns_after_the_pass_are_not_filled_in_by_a_model_that_reads_long_rows_otherwise(
+        tmp_path, monkeypatch, capsys):
+    """The model was checked on the pass's first rows: a pass run with a shorter
+    max_seq_length (an override its manifest does not record) gave back its short first
+    rows, and every long turn placed after it got a vector the pass would not have given."""
+    import pyarrow as pa
+
+    from erc.train import vectors as v
+
+    texts = ["Hi.", "What?", "Oh.", "No!", "Well, that is quite a long thing to say here.",
+             "And this one is another long turn, placed later."]
+    table = pa.table({"utterance_id": [f"u{i}" for i in range(6)], "text": texts,
+                      "split": ["train"] * 5 + ["test"]})
+    folder = _pass_folder(tmp_path, [f"u{i}" for i in range(5)])
+    passed = dict(zip([f"u{i}" for i in range(5)], _embed(texts[:5], limit=20)))  # truncated
+    monkeypatch.setattr(v, "_pass_text_model", lambda *a: _embed)  # the model, untruncated
+    assert sorted(v.with_pass_text_vectors(folder, "text_embedding", table, passed)) == sorted(passed)
+    assert "does not give back the pass's vectors" in capsys.readouterr().out
+
+
+def test_only_the_evaluated_split_s_turns_are_filled_in(tmp_path, monkeypatch, capsys):
+    """`erc evaluate ... --split dev` computed (and said it computed) the text vectors of a
+    test file placed after the pass, which the dev split never reads; a folder that lacks
+    no vector is not read beyond its vectors."""
+    import pyarrow as pa
+
+    from erc import artifacts
+    from erc.train import vectors as v
+
+    ids = [f"u{i}" for i in range(6)]
+    texts = ["Hi there.", "What now?", "Oh, fine.", "No way!", "Sure.", "Later, maybe."]
+    table = pa.table({"utterance_id": ids, "text": texts,
+                      "split": ["train", "train", "dev", "dev", "test", "test"]})
+    folder = _pass_folder(tmp_path, ids[:4])
+    passed = dict(zip(ids[:4], _embed(texts[:4])))
+    monkeypatch.setattr(v, "_pass_text_model", lambda *a: _embed)
+    assert sorted(v.with_pass_text_vectors(folder, "text_embedding", table, passed, "dev")) == ids[:4]
+    filled = v.with_pass_text_vectors(folder, "text_embedding", table, passed, "test")
+    assert sorted(filled) == ids and capsys.readouterr().out.count("[features]") == 1
+
+    def unread(path):
+        raise AssertionError(f"{path}: read")
+
+    monkeypatch.setattr(artifacts, "feature_parts", unread)
+    assert sorted(v.with_pass_text_vectors(folder, "text_embedding", table, filled)) == ids

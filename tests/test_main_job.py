@@ -286,3 +286,28 @@ def test_the_preprocess_summary_is_printed_once(tmp_path):
     line = _describe(Step("preprocess", PreprocessStage(), None, {}, tmp_path),
                      StageResult("preprocess", tmp_path, False, summary, 2.0, {}))
     assert line == "  preprocess done in 2.0 s", line
+
+
+@pytest.mark.parametrize("dev_split, select_fraction, chosen", [
+    ("dev", None, "valid"), ("test", None, "test"), ("dev", 0.15, None)])
+def test_the_report_marks_the_split_training_chose_on(tmp_path, dev_split, select_fraction, chosen):
+    """The report marked dev (or valid) whatever train.dev_split named: with
+    `-o train.dev_split=test` it called test's figure held out and valid's optimistic."""
+    import dataclasses
+
+    from erc.recipes import RunConfig
+    from erc.report import _evaluate_rows
+
+    config = RunConfig(output_dir=str(tmp_path))
+    config.train.recipe.splits.dev_split = dev_split
+    config.train.recipe.splits.select_fraction = select_fraction
+    for split in ("valid", "test"):
+        (tmp_path / f"eval-{split}").mkdir()
+        (tmp_path / f"eval-{split}" / "metrics.json").write_text(json.dumps(
+            {"accuracy": 0.5, "weighted_f1": 0.5, "macro_f1": 0.5, "n": 200, "per_class": {}}))
+    run = {"config": dataclasses.asdict(config), "ingest": {"splits": {"train": {}, "valid": {}}},
+           "evaluations": [str(tmp_path / "eval-valid"), str(tmp_path / "eval-test")],
+           "train": {"chosen_on": "dev" if select_fraction is None else "selection slice"}}
+    line = _evaluate_rows(run)[0][3]
+    marked = [part.split(":")[0] for part in line.split("; ") if "training chose on it" in part]
+    assert marked == ([chosen] if chosen else []), line

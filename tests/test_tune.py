@@ -898,3 +898,33 @@ def test_a_search_where_no_trial_scored_fails(tmp_path, monkeypatch, capsys):
                  "--out", str(tmp_path / "out")]) == 2
     err = capsys.readouterr().err.strip()
     assert err.startswith("erc: error: no trial scored (CUDA out of memory)") and "\n" not in err
+
+
+def test_a_search_resumable_elsewhere_keeps_its_record(tmp_path, monkeypatch):
+    """A rerun that names another --storage (one where Tune has nothing to resume) forgot the
+    record and trial starts of the search resumable at the first: given the right --storage
+    again, erc then refused that search's folder as one it has no record of."""
+    import pyarrow as pa
+    from ray.tune import Tuner
+
+    from erc import runtime
+    from erc.tune.driver import LEDGER, SEARCH_RECORD, run_search
+
+    def refuse(*args, **kwargs):
+        raise ConfigError("refused")
+
+    monkeypatch.setattr(runtime, "connect", refuse)
+    table = pa.table({"split": ["train", "train", "dev"], "dialogue_id": ["a", "a", "b"],
+                      "emotion": ["joy", "anger", "joy"]})
+    spec = parse_spec({"family": "fusion", "params": {"lr": {"loguniform": [1e-4, 1e-2]}}})
+    out, first, other = tmp_path / "out", tmp_path / "first", tmp_path / "other"
+    with pytest.raises(ConfigError, match="^refused$"):
+        run_search(spec, table, out, data_key="k", storage=str(first))
+    started = json.loads((out / SEARCH_RECORD).read_text())["experiment"]
+    (out / LEDGER).write_text('{"trial_id": "t0"}\n')  # the search ran trials there
+    monkeypatch.setattr(Tuner, "can_restore", staticmethod(
+        lambda path, storage_filesystem=None: path == started))
+    with pytest.raises(ConfigError, match="^refused$"):
+        run_search(spec, table, out, data_key="k", storage=str(other))
+    assert json.loads((out / SEARCH_RECORD).read_text())["experiment"] == started
+    assert (out / LEDGER).is_file()

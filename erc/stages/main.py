@@ -111,6 +111,7 @@ def configured_stages(config: RunConfig) -> list[str]:
 def steps(config: RunConfig, say: Callable[[str], None]) -> Iterator[Step]:
     """The main job's steps in order. A step is built when the previous ones have run,
     since what training reads depends on what they produced."""
+    from erc.train.data import chosen_split
     from erc.train.vectors import spec_paths
 
     where = Layout(config)
@@ -153,7 +154,8 @@ def steps(config: RunConfig, say: Callable[[str], None]) -> Iterator[Step]:
                f"{train.recipe.model.mixer} fusion on Ray Train "
                f"({train.recipe.loop.num_workers} worker(s)); modalities: {', '.join(spec)}")
     present = _splits(utterances)
-    chosen_on = _chosen_on(train.recipe.splits, present)
+    splits = train.recipe.splits
+    chosen_on = chosen_split(splits.dev_split, splits.select_fraction, present)
     for split in train.eval_splits:
         if split not in present:
             say(f"  {split}: {_absent(split, where)}, not evaluated")
@@ -166,16 +168,6 @@ def steps(config: RunConfig, say: Callable[[str], None]) -> Iterator[Step]:
                    EvalJob(split, title=f"{train.recipe.model.mixer} fusion on {split}"),
                    {"utterances": utterances, **EvaluateStage.model_inputs([where.train / "model"])},
                    where.evaluation(split), label)
-
-
-def _chosen_on(splits, present: set[str]) -> str | None:
-    """The split whose scores training chose its epoch and candidate on: the dev split (or
-    the valid split standing for it), none with a selection slice of the train split."""
-    if splits.select_fraction is not None:
-        return None
-    from erc.train.data import dev_split_of
-
-    return dev_split_of(present) if splits.dev_split == "dev" else splits.dev_split
 
 
 def _kept_any(corpus: Path) -> None:

@@ -29,6 +29,15 @@ def dev_split_of(present: set[str]) -> str:
     return next((name for name in DEV_NAMES if name in present), "dev")
 
 
+def chosen_split(dev_split: str, select_fraction: float | None, present: set[str]) -> str | None:
+    """The split whose scores training chose its epoch and candidate on: ``dev_split`` (for
+    'dev', the valid split standing for it among ``present``), none with a selection slice
+    of the train split (``select_fraction``)."""
+    if select_fraction is not None:
+        return None
+    return dev_split_of(present) if dev_split == "dev" else dev_split
+
+
 def resolve_roles(table: pa.Table, roles: Mapping[str, str] | None,
                   hints: Mapping[str, str] | None = None) -> dict[str, str]:
     """Role -> split name; 'dev' falls back to 'valid' / 'val' when the corpus has no 'dev'.

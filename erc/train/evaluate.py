@@ -85,7 +85,7 @@ def predict_split(model_dir: str | Path, table: pa.Table, split: str, device: st
         if unread:  # an edited config.json: the model reads a modality it has no source of
             raise InputError(f"{model_dir}: the model reads {', '.join(unread)} but its feature "
                              f"spec names no source of it")
-        features = load_features(spec, table)
+        features = load_features(spec, table, split)
         vectors = {m: features[m] for m in model.config.modalities}
         # a modality of which the corpus has no vector at all is read as missing everywhere
         data = build_dialogue_data(table, vectors, roles, labels=labels, dims=model.config.dims)

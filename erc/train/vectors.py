@@ -122,7 +122,8 @@ def resolve_text_encoder(name_or_path: str) -> str:
     return str(spec.path)
 
 
-def load_features(spec: Mapping[str, dict], table: pa.Table) -> dict[str, dict[str, np.ndarray]]:
+def load_features(spec: Mapping[str, dict], table: pa.Table,
+                  split: str | None = None) -> dict[str, dict[str, np.ndarray]]:
     """Per-modality {utterance_id: vector} from a feature spec (JSON-able, stored with the
     fusion model so evaluation rebuilds the same inputs):
 
@@ -134,12 +135,17 @@ def load_features(spec: Mapping[str, dict], table: pa.Table) -> dict[str, dict[s
       the feature table (or any Parquet keyed by utterance_id);
     - ``{"kind": "faces", "path": FEATURES}``: per-utterance face vector (``face_vectors``);
 
-    each optionally with ``"adapter": ADAPTER_DIR`` (identity -> adapted 128-d)."""
-    return adapt_features(raw_features(spec, table), spec)
+    each optionally with ``"adapter": ADAPTER_DIR`` (identity -> adapted 128-d).
+
+    ``split``: the one split read (evaluation), whose turns alone get text vectors a
+    feature folder lacks computed (``with_pass_text_vectors``); None: every split."""
+    return adapt_features(raw_features(spec, table, split), spec)
 
 
-def raw_features(spec: Mapping[str, dict], table: pa.Table) -> dict[str, dict[str, np.ndarray]]:
-    """Per-modality {utterance_id: vector} of ``spec`` before any adapter (finite rows)."""
+def raw_features(spec: Mapping[str, dict], table: pa.Table,
+                 split: str | None = None) -> dict[str, dict[str, np.ndarray]]:
+    """Per-modality {utterance_id: vector} of ``spec`` before any adapter (finite rows);
+    ``split``: as for ``load_features``."""
     from erc.artifacts import face_vectors, read_vectors
 
     out = {}
@@ -152,7 +158,7 @@ def raw_features(spec: Mapping[str, dict], table: pa.Table) -> dict[str, dict[st
         elif kind == "parquet":
             column = item.get("column", f"{modality}_embedding")
             vectors = with_pass_text_vectors(item["path"], column, table,
-                                             read_vectors(item["path"], column))
+                                             read_vectors(item["path"], column), split)
         elif kind == "faces":
             vectors = face_vectors(item["path"])
         else:
@@ -167,14 +173,16 @@ PASS_TOLERANCE = 1e-4  # largest difference from the pass's own vectors still re
 
 
 def with_pass_text_vectors(folder: str | Path, column: str, table: pa.Table,
-                           vectors: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+                           vectors: dict[str, np.ndarray],
+                           split: str | None = None) -> dict[str, np.ndarray]:
     """``vectors`` (a column of ``folder``) and, when that folder is an ``erc preprocess``
     output and ``column`` its text vectors, those of the utterances of ``table`` with a
     transcript that the pass never saw (a test file placed beside the corpus after
     ``erc run``): computed with the text model its manifest records, as the pass computed
     them. Without them every such turn was read without its text. The model is first run on
     a few of the pass's own rows; if it does not give their vectors back (another model
-    under that name, other options) nothing is filled in and it says why."""
+    under that name, other options) nothing is filled in and it says why. ``split``: the
+    one split whose utterances are filled in (None: all)."""
     from erc.stages.base import read_manifest
 
     manifest = read_manifest(folder) if Path(folder).is_dir() else None
@@ -182,17 +190,24 @@ def with_pass_text_vectors(folder: str | Path, column: str, table: pa.Table,
         return vectors
     from erc.artifacts import feature_parts
 
-    texts = dict(zip(table.column("utterance_id").to_pylist(), table.column("text").to_pylist()))
+    ids = table.column("utterance_id").to_pylist()
+    texts = {u: t for u, t in zip(ids, table.column("text").to_pylist())
+             if isinstance(t, str) and t.strip()}
+    missing = [u for u, s in zip(ids, table.column("split").to_pylist())
+               if u in texts and u not in vectors and split in (None, s)]
+    if not missing:  # the usual case: the folder's ids are not read
+        return vectors
     # rows the pass never saw; one it saw without a vector (its text stage failed) stays so
     seen = {u for part in feature_parts(folder)
             for u in pq.read_table(part, columns=["utterance_id"]).column(0).to_pylist()}
-    missing = [u for u, t in texts.items() if u not in seen and isinstance(t, str) and t.strip()]
+    missing = [u for u in missing if u not in seen]
     if not missing:
         return vectors
     record = next((m for m in manifest.get("models", []) if m.get("role") == "text"), None)
     layers = int((manifest.get("settings") or {}).get("text_layers") or 1)
-    known = [u for u, t in texts.items() if u in vectors and isinstance(t, str) and t.strip()]
-    checked = known[:CHECKED_ROWS]
+    # the longest of its rows: a shorter max_seq_length of the pass's (an option its
+    # manifest does not record) shows on them, not on the first ones ("What?")
+    checked = sorted((u for u in texts if u in vectors), key=lambda u: -len(texts[u]))[:CHECKED_ROWS]
     said = f"{len(missing):,} utterances with a transcript are not in the feature folder {folder}"
     if record is None or not checked:
         print(f"[features] {said}; not computed: the pass records "

@@ -356,12 +356,14 @@ def _search(spec: SearchSpec, table, out_dir: Path, *, feature_spec, features, r
     if resumed and not (out_dir / SEARCH_RECORD).is_file():
         raise ConfigError(f"{experiment_path} holds a search this folder has no record of "
                           f"({SEARCH_RECORD}): pass --fresh to start over")
-    if not resumed and not fresh:
-        # Nothing to resume (a search refused before Tune started it: no node fits a trial,
-        # missing vectors): a new search, not one the corrected command must match, and
-        # with no rungs or trial starts of an earlier one
+    # Nothing to resume where this folder's search was started (one refused before Tune
+    # started it: no node fits a trial, missing vectors): a new search, not one the
+    # corrected command must match, and with no rungs or trial starts of an earlier one.
+    # A record of a search at another experiment path (another --storage) is kept.
+    restart = not resumed and not fresh and _recorded(out_dir, experiment_path)
+    if restart:
         _forget_trials(out_dir)
-    _record(out_dir, spec, data_key, fresh or not resumed, experiment_path)
+    _record(out_dir, spec, data_key, fresh or restart, experiment_path)
     _mark_tune_folder(out_dir, spec, data_key)
 
     runtime.connect(address, num_cpus=num_cpus)
