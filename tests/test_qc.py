@@ -819,6 +819,15 @@ def test_spellings_of_one_name_are_aliases_in_the_report_and_applied_as_aliases(
     assert Counter(kept.column("speaker").to_pylist()) == {"Rachel": 22, "Ross": 26}
     # The second pass judges them as Rachel's and Ross's: no alias is left to find.
     assert applied.summary["speaker"]["after_relabel"]["findings"] == []
+    # The cuts reported are those that judged the final labels (the report showed the
+    # first pass's, over 46 gaps, beside statuses decided on 48).
+    feats = pq.read_table(features / "part-00000.parquet").to_pylist()
+    _, second = check_speakers([r["final_speaker"] for r in rows],
+                               [f["speaker_embedding"] for f in feats],
+                               [f["duration_s"] for f in feats],
+                               [{"role": "speaker", "backend": "resemblyzer"}])
+    assert applied.summary["speaker"]["calibration"] == second["calibration"]
+    assert applied.summary["speaker"]["before_relabel"]["calibration"] != second["calibration"]
     # The name decides whatever checks run.
     config.checks = ("alignment",)
     aligned = run_qc(features, corpus, tmp_path / "qc_alignment", config)

@@ -382,6 +382,12 @@ def decide(utterances: pa.Table, features: dict[str, dict], models: list[dict],
         summary["speaker"]["after_relabel"] = {
             "references": second_summary["references"],
             "findings": second_summary["findings"]}
+        # The statuses are the second pass's, so the cuts the report shows beside them must
+        # be too; the first pass's (which made the proposals) stay under before_relabel.
+        summary["speaker"]["before_relabel"] = {
+            key: summary["speaker"][key] for key in ("calibration", "label_spread")}
+        summary["speaker"].update({key: second_summary[key]
+                                   for key in ("calibration", "label_spread")})
 
     if "face" in config.checks:
         face, face_summary = check_faces(final, faces, frames, models, config.faces,

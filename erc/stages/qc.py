@@ -29,8 +29,9 @@ class QCStage(Stage):
     # from the references of dominant faces only; 4: a learned threshold of equal scores
     # is the default; 5: names equal but for their letters' Unicode encoding are one;
     # 6: a blank speaker label has no reference; 7: the rows set aside (the ingest's and
-    # QC's) in problems.parquet beside the kept rows
-    version = 7
+    # QC's) in problems.parquet beside the kept rows; 8: with relabels applied, the speaker
+    # cuts reported are the second pass's (which decided the statuses)
+    version = 8
 
     def reads(self, config: QCConfig) -> tuple:
         return tuple((name, getattr(config, name)) for name in ("relabels", "face_references"))
