@@ -165,7 +165,7 @@ def _train_rows(out: Path, run: dict) -> list[list]:
 
 def _chosen_on(run: dict) -> str:
     """What training chose its epoch on: "dev" or "selection slice" (``chosen_on``)."""
-    from erc.stages.train import chosen_on
+    from erc.train.data import chosen_on
 
     return chosen_on(run.get("train") or {})
 

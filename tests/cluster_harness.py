@@ -102,15 +102,23 @@ def _signal(pid: int, sig: int) -> None:
         pass
 
 
+_HANDED_OUT: set[int] = set()  # ports free_ports gave before, maybe not bound by their user yet
+
+
 def free_ports(n: int) -> list[int]:
-    """``n`` distinct ports free on every interface right now."""
-    socks = []
+    """``n`` distinct ports free on every interface right now, none handed out before in
+    this process: a head's ports are chosen in two calls, and the second could return the
+    first's (freed, not yet bound), so that `ray start` refused two components one port."""
+    socks, ports = [], []
     try:
-        for _ in range(n):
+        while len(ports) < n:
             s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
             s.bind(("", 0))
-            socks.append(s)
-        return [s.getsockname()[1] for s in socks]
+            socks.append(s)  # held open until the end: the kernel gives each port once
+            if s.getsockname()[1] not in _HANDED_OUT:
+                ports.append(s.getsockname()[1])
+        _HANDED_OUT.update(ports)
+        return ports
     finally:
         for s in socks:
             s.close()

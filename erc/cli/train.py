@@ -31,7 +31,8 @@ from erc.stages.base import execute
 
 
 def _print_trained(summary: dict, out: Path, skipped: bool) -> None:
-    from erc.stages.train import chosen_on, kept_candidate, refit_said
+    from erc.stages.train import kept_candidate, refit_said
+    from erc.train.data import chosen_on
 
     best = summary["best"]
     state = "up to date, not retrained: " if skipped else ""

@@ -462,7 +462,8 @@ def _describe(step: Step, result: StageResult) -> str:
         return (f"  {_qc_counts(step.out)}\n  qc {state}: {step.out / 'report.html'}"
                 + (f"; {decisions} relabel proposal(s)" if decisions else ""))
     if step.name == "train":
-        from erc.stages.train import chosen_on, kept_candidate, refit_said
+        from erc.stages.train import kept_candidate, refit_said
+        from erc.train.data import chosen_on
 
         best = s.get("best", {})
         return (f"  {state}: best epoch {best.get('epoch', -1) + 1} of {s.get('epochs')}: {chosen_on(s)} "

@@ -22,6 +22,7 @@ from erc import io
 from erc.errors import ConfigError, InputError
 from erc.recipes import AdapterRecipe, AdapterTraining, FusionRecipe, Splits, TextRecipe
 from erc.stages.base import Stage, StageContext
+from erc.train.data import chosen_on
 from erc.train.fitting import CHOICE
 
 IDENTITY = {"speaker": "speaker_embedding", "face": "faces"}  # modality -> feature column
@@ -146,12 +147,6 @@ def checkpoint_key(stage: Stage, ctx: StageContext) -> str:
 
     return digest(stage.name, stage.version, stage.settings(ctx.config),
                   {name: fingerprint(path) for name, path in sorted(ctx.inputs.items())})
-
-
-def chosen_on(summary: dict) -> str:
-    """What a training run's best epoch was chosen on ("dev", or "selection slice" of the
-    train split), as the lines that quote its scores name it."""
-    return summary.get("chosen_on", "dev")
 
 
 def kept_candidate(summary: dict) -> str:

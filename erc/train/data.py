@@ -29,6 +29,12 @@ def dev_split_of(present: set[str]) -> str:
     return next((name for name in DEV_NAMES if name in present), "dev")
 
 
+def chosen_on(summary: dict) -> str:
+    """What a training run's best epoch was chosen on ("dev", or "selection slice" of the
+    train split), as the lines that quote its scores name it."""
+    return summary.get("chosen_on", "dev")
+
+
 def chosen_split(dev_split: str, select_fraction: float | None, present: set[str]) -> str | None:
     """The split whose scores training chose its epoch and candidate on: ``dev_split`` (for
     'dev', the valid split standing for it among ``present``), none with a selection slice
