@@ -199,7 +199,8 @@ def test_a_dense_or_cls_head_takes_two_passes_and_a_plain_mean_one(tmp_path):
 
 
 @pytest.mark.slow
-def test_text_vectors_of_turns_placed_after_the_pass_are_computed_as_the_pass_did(tmp_path, capsys):
+def test_text_vectors_of_turns_placed_after_the_pass_are_computed_as_the_pass_did(
+        tmp_path, monkeypatch, capsys):
     """A model of `erc run` reads its text vectors from the run's feature folder: a test file
     placed beside the corpus after the run had none there, and every turn of it was scored
     without its text (accuracy 0.14 against 0.53 on a MELD test file). They are computed now
@@ -234,6 +235,11 @@ def test_text_vectors_of_turns_placed_after_the_pass_are_computed_as_the_pass_di
         assert (f"4 utterances with a transcript are not in the feature folder {folders['before']} "
                 f"(placed after its pass): their {column} computed with all-MiniLM-L6-v2 as the "
                 f"pass computed them (checked on 4 of its rows)") in out
+    # an ensemble's next model reads the same folder: its turns are not computed again
+    from erc.train import vectors
+
+    monkeypatch.setattr(vectors, "_pass_text_model", lambda *a: pytest.fail("computed twice"))
+    assert sorted(raw_features(spec, table)["text"]) == sorted(whole)
 
 
 def _pass_folder(tmp_path, ids):

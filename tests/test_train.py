@@ -1119,3 +1119,18 @@ def test_the_main_job_s_train_line_says_the_kept_candidate_and_the_refit(tmp_pat
     assert line.endswith(f"\n  refit: the kept model trained again on train + select (1,234 "
                          f"dialogues) for the chosen 3 epoch(s): the model exported; its run in "
                          f"{tmp_path / 'refit'}")
+
+
+def test_the_split_training_chose_on_is_named_as_it_is(tmp_path):
+    """With train.dev_split=test the run's lines said "best dev weighted F1": the figure
+    was the test split's, chosen on it."""
+    from erc.recipes import Splits
+    from erc.stages.train import _trained
+    from erc.train.data import chosen_on
+    from erc.train.loop import TrainOutcome
+
+    outcome = TrainOutcome(model_dir=tmp_path / "model", best={"epoch": 0}, history=[],
+                           run_path="ray")
+    assert chosen_on(_trained(outcome, tmp_path, Splits(dev_split="test"))) == "test"
+    assert chosen_on(_trained(outcome, tmp_path, Splits())) == "dev"
+    assert chosen_on(_trained(outcome, tmp_path, Splits(select_fraction=0.15))) == "selection slice"

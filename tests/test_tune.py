@@ -846,14 +846,13 @@ def test_best_config_header_names_the_split_of_each_figure(tmp_path):
     assert "held-out 'dev' weighted F1 (chosen on nothing): best 0.4500" in header
 
 
-def test_a_search_refused_before_it_started_leaves_nothing_to_match(tmp_path, monkeypatch):
-    """A search refused after its record was written (here: Ray refuses to start; also no
-    node fitting a trial, missing vectors) has nothing to resume: the corrected command,
-    with other data, starts its search instead of being told to resume the refused one."""
+@pytest.fixture
+def refused_search(monkeypatch):
+    """(table, spec) of a small search whose Ray refuses to start (ConfigError "refused")
+    after the search's record is written."""
     import pyarrow as pa
 
     from erc import runtime
-    from erc.tune.driver import SEARCH_RECORD, run_search
 
     def refuse(*args, **kwargs):
         raise ConfigError("refused")
@@ -861,7 +860,17 @@ def test_a_search_refused_before_it_started_leaves_nothing_to_match(tmp_path, mo
     monkeypatch.setattr(runtime, "connect", refuse)
     table = pa.table({"split": ["train", "train", "dev"], "dialogue_id": ["a", "a", "b"],
                       "emotion": ["joy", "anger", "joy"]})
-    spec = parse_spec({"family": "fusion", "params": {"lr": {"loguniform": [1e-4, 1e-2]}}})
+    return table, parse_spec({"family": "fusion",
+                              "params": {"lr": {"loguniform": [1e-4, 1e-2]}}})
+
+
+def test_a_search_refused_before_it_started_leaves_nothing_to_match(tmp_path, refused_search):
+    """A search refused after its record was written (here: Ray refuses to start; also no
+    node fitting a trial, missing vectors) has nothing to resume: the corrected command,
+    with other data, starts its search instead of being told to resume the refused one."""
+    from erc.tune.driver import SEARCH_RECORD, run_search
+
+    table, spec = refused_search
     out = tmp_path / "out"
     for data_key in ("first try", "corrected"):
         with pytest.raises(ConfigError, match="^refused$"):
@@ -900,23 +909,15 @@ def test_a_search_where_no_trial_scored_fails(tmp_path, monkeypatch, capsys):
     assert err.startswith("erc: error: no trial scored (CUDA out of memory)") and "\n" not in err
 
 
-def test_a_search_resumable_elsewhere_keeps_its_record(tmp_path, monkeypatch):
+def test_a_search_resumable_elsewhere_keeps_its_record(tmp_path, monkeypatch, refused_search):
     """A rerun that names another --storage (one where Tune has nothing to resume) forgot the
     record and trial starts of the search resumable at the first: given the right --storage
     again, erc then refused that search's folder as one it has no record of."""
-    import pyarrow as pa
     from ray.tune import Tuner
 
-    from erc import runtime
     from erc.tune.driver import LEDGER, SEARCH_RECORD, run_search
 
-    def refuse(*args, **kwargs):
-        raise ConfigError("refused")
-
-    monkeypatch.setattr(runtime, "connect", refuse)
-    table = pa.table({"split": ["train", "train", "dev"], "dialogue_id": ["a", "a", "b"],
-                      "emotion": ["joy", "anger", "joy"]})
-    spec = parse_spec({"family": "fusion", "params": {"lr": {"loguniform": [1e-4, 1e-2]}}})
+    table, spec = refused_search
     out, first, other = tmp_path / "out", tmp_path / "first", tmp_path / "other"
     with pytest.raises(ConfigError, match="^refused$"):
         run_search(spec, table, out, data_key="k", storage=str(first))

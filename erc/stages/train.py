@@ -109,7 +109,8 @@ def _trained(outcome, out: Path, splits) -> dict:
 
     if outcome.history:
         training_curves(outcome.history, out / "curves.png")
-    chosen = "dev" if splits.select_fraction is None else "selection slice"
+    # named as the split is (train.dev_split may name test or valid), not always "dev"
+    chosen = splits.dev_split if splits.select_fraction is None else "selection slice"
     summary = {"best": outcome.best, "epochs": len(outcome.history), "run_path": outcome.run_path,
                "chosen_on": chosen}
     if outcome.candidates:

@@ -30,8 +30,9 @@ def dev_split_of(present: set[str]) -> str:
 
 
 def chosen_on(summary: dict) -> str:
-    """What a training run's best epoch was chosen on ("dev", or "selection slice" of the
-    train split), as the lines that quote its scores name it."""
+    """What a training run's best epoch was chosen on (its dev split's name: "dev", "valid",
+    whatever ``train.dev_split`` names; or "selection slice" of the train split), as the
+    lines that quote its scores name it."""
     return summary.get("chosen_on", "dev")
 
 

@@ -119,8 +119,10 @@ def run_epochs(config: dict, *, rank: int, world: int, device, prepare, checkpoi
     data = config["data"]
     if isinstance(data, ray.ObjectRef):
         data = ray.get(data)
-    # what the epoch is chosen on, as the run's last line names it: dev, or a train slice
-    chosen_on = "selection" if getattr(data, "dev_split", "dev") == SELECT_SPLIT else "dev"
+    # what the epoch is chosen on, named in each epoch's line: the split the dev role reads
+    # (dev, valid, or whatever train.dev_split names), or a slice of the train split
+    dev_split = getattr(data, "dev_split", "dev")
+    chosen_on = "selection" if dev_split == SELECT_SPLIT else dev_split
     task = make_task(config["task"], config["task_config"], data, tc)
     torch.manual_seed(tc.seed)
     model = task.build_model()

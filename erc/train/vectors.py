@@ -170,6 +170,7 @@ def raw_features(spec: Mapping[str, dict], table: pa.Table,
 PASS_TEXT_COLUMNS = ("text_embedding", "text_layers")  # what the pass's text stage writes
 CHECKED_ROWS = 4  # rows of the pass that the model is checked on before it fills in others
 PASS_TOLERANCE = 1e-4  # largest difference from the pass's own vectors still read as equal
+_FILLED: dict[str, np.ndarray] = {}  # digest of (folder, column, model, texts) -> their vectors
 
 
 def with_pass_text_vectors(folder: str | Path, column: str, table: pa.Table,
@@ -213,8 +214,14 @@ def with_pass_text_vectors(folder: str | Path, column: str, table: pa.Table,
         print(f"[features] {said}; not computed: the pass records "
               + ("no text model" if record is None else "no row of this corpus to check it on"))
         return vectors
+    # an ensemble's models read the same folder: its turns are computed once, not per model
+    key = digest(str(Path(folder).resolve()), column, record, layers,
+                 [(u, texts[u]) for u in checked + missing])
     try:
-        got = _pass_text_model(record, column, layers)([texts[u] for u in checked + missing])
+        got = _FILLED.get(key)
+        if got is None:
+            got = _FILLED[key] = _pass_text_model(record, column, layers)(
+                [texts[u] for u in checked + missing])
     except ErcError as err:  # its weights are not here (another machine's run): said, not fatal
         print(f"[features] {said}; not computed: {err}")
         return vectors
