@@ -21,9 +21,11 @@ import logging
 import os
 import secrets
 import shutil
+import signal
 import socket
 import sys
 import tempfile
+import threading
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -282,6 +284,7 @@ def connect(address: str | None = None, num_cpus: int | None = None,
                 "RAY_AUTH_TOKEN_PATH names its token when it uses token authentication; or "
                 "leave out --address / RAY_ADDRESS to run on an embedded Ray.") from err
         console.attach_to_ray()
+        _stop_on_sigterm()
         return f"ray cluster at {address}"
     global _embedded, _temp_dir
     # the embedded Ray's own processes get these; this process and any later Ray do not
@@ -309,9 +312,18 @@ def connect(address: str | None = None, num_cpus: int | None = None,
         )
     _embedded = True
     console.attach_to_ray()
+    _stop_on_sigterm()
     resources = ray.cluster_resources()
     return (f"embedded ray on 127.0.0.1 ({int(resources.get('CPU', 0))} CPU, "
             f"{int(resources.get('GPU', 0))} GPU)")
+
+
+def _stop_on_sigterm() -> None:
+    """SIGTERM (``kill``, a scheduler's stop) ends the command as Ctrl-C does: the stage
+    stops, the run records it and resumes when run again. After ``ray.init`` Ray's C++
+    crash handler held SIGTERM and printed a stack trace of the driver to the console."""
+    if threading.current_thread() is threading.main_thread():
+        signal.signal(signal.SIGTERM, signal.default_int_handler)
 
 
 def shutdown() -> None:

@@ -161,3 +161,31 @@ def _no_ray_connected() -> None:
     ray = sys.modules.get("ray")
     if ray is not None and ray.is_initialized():
         ray.shutdown()
+
+
+def test_sigterm_stops_a_command_as_ctrl_c_does():
+    """`kill` (or a scheduler's stop) of an erc command on Ray printed a stack trace of the
+    driver from Ray's C++ crash handler; it ends it as Ctrl-C does (the stage stops, the run
+    resumes when run again), with nothing of Ray's on the console."""
+    import os
+    import signal
+    import subprocess
+    import sys
+
+    from tests.conftest import REPO
+
+    code = ("import time; from erc import runtime; runtime.connect(num_cpus=1); "
+            "print('UP', flush=True)\n"
+            "try:\n    time.sleep(120)\nexcept KeyboardInterrupt:\n"
+            "    print('stopped as by Ctrl-C', flush=True)\n"
+            "finally:\n    runtime.shutdown()")
+    process = subprocess.Popen([sys.executable, "-c", code], cwd=REPO, env=dict(os.environ),
+                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        assert process.stdout.readline().strip() == "UP"
+        process.send_signal(signal.SIGTERM)
+        out, err = process.communicate(timeout=120)
+    finally:
+        process.kill()
+    assert out.strip() == "stopped as by Ctrl-C"
+    assert "SIGTERM received" not in err and "PC: @" not in err
