@@ -174,9 +174,8 @@ def test_sigterm_stops_a_command_as_ctrl_c_does():
 
     from tests.conftest import REPO
 
-    code = ("import time; from erc import runtime; runtime.connect(num_cpus=1); "
-            "print('UP', flush=True)\n"
-            "try:\n    time.sleep(120)\nexcept KeyboardInterrupt:\n"
+    code = ("import time; from erc import runtime; runtime.connect(num_cpus=1)\n"
+            "try:\n    print('UP', flush=True)\n    time.sleep(120)\nexcept KeyboardInterrupt:\n"
             "    print('stopped as by Ctrl-C', flush=True)\n"
             "finally:\n    runtime.shutdown()")
     process = subprocess.Popen([sys.executable, "-c", code], cwd=REPO, env=dict(os.environ),
@@ -187,5 +186,5 @@ def test_sigterm_stops_a_command_as_ctrl_c_does():
         out, err = process.communicate(timeout=120)
     finally:
         process.kill()
-    assert out.strip() == "stopped as by Ctrl-C"
+    assert out.strip() == "stopped as by Ctrl-C", err
     assert "SIGTERM received" not in err and "PC: @" not in err
