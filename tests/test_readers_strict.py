@@ -4,6 +4,7 @@ become a Python repr, typed reader options per format, and the accounting check.
 
 from __future__ import annotations
 
+import codecs
 import datetime
 import json
 import os
@@ -397,19 +398,44 @@ def test_a_folder_erc_may_not_list_is_an_error_naming_it(tmp_path, monkeypatch):
         assert checked(read_corpus(corpus, options=options)).n_input == 2
 
 
-def test_a_utf16_file_is_an_error_naming_it(tmp_path):
-    """A file saved as UTF-16 ("Unicode" in Windows tools) reads as text with a NUL
-    between letters: an IEMOCAP transcript of it would silently give no utterance."""
+@pytest.mark.parametrize("encoding", ["utf-16", "utf-16-be-marked", "utf-32"])
+def test_a_utf16_file_with_its_byte_order_mark_reads_as_its_utf8_text(tmp_path, encoding):
+    """A file saved as UTF-16 ("Unicode" text in Windows tools, its byte order mark first)
+    was refused; it reads as the same text saved as UTF-8 does: an IEMOCAP transcript, a
+    manifest, and `erc corpus inspect`'s view of its columns."""
+    from erc.corpus.inspect import inspect_corpus
+
+    def encoded(text: str) -> bytes:
+        if encoding == "utf-16-be-marked":
+            return codecs.BOM_UTF16_BE + text.encode("utf-16-be")
+        return text.encode(encoding)
+
     name = "Ses01F_impro01"
-    dialog = tmp_path / "IEMOCAP_full_release" / "Session1" / "dialog"
-    (dialog / "transcriptions").mkdir(parents=True)
-    (dialog / "transcriptions" / f"{name}.txt").write_bytes(
-        f"{name}_F000 [1.0-2.0]: Hello.\r\n".encode("utf-16"))
-    csv_path = tmp_path / "m.csv"
-    csv_path.write_bytes("dialogue_id,speaker,text\r\nd,Ann,Hi.\r\n".encode("utf-16"))
-    for path, file in ((tmp_path / "IEMOCAP_full_release", f"{name}.txt"), (csv_path, "m.csv")):
-        with pytest.raises(CorpusError, match=rf"{file}: the file is UTF-16 .* save it as UTF-8"):
-            read_corpus(path)
+    tables = {}
+    for saved_as, write in (("utf8", str.encode), ("unicode", encoded)):
+        dialog = tmp_path / saved_as / "IEMOCAP_full_release" / "Session1" / "dialog"
+        (dialog / "transcriptions").mkdir(parents=True)
+        (dialog / "transcriptions" / f"{name}.txt").write_bytes(
+            write(f"{name}_F000 [1.0-2.0]: Hello, Zoë.\r\n{name}_M001 [2.5-3.0]: Oh.\r\n"))
+        csv_path = tmp_path / saved_as / "m.csv"
+        csv_path.write_bytes(write("dialogue_id,speaker,text\r\nd,Ann,\"Hi, Zoë.\"\r\nd,Bob,Oh.\r\n"))
+        tables[saved_as] = [checked(read_corpus(path)).utterances.select(["dialogue_id", "speaker", "text"])
+                        for path in (dialog.parents[1], csv_path)]
+        tsv_path = tmp_path / saved_as / "t.csv"  # what "Unicode text" of a spreadsheet is
+        tsv_path.write_bytes(write("dialogue_id\tspeaker\ttext\r\nd\tAnn\tHi.\r\n"))
+        assert inspect_corpus(tsv_path).mapping["delimiter"] == "\t"
+    assert tables["unicode"] == tables["utf8"] and tables["utf8"][1].num_rows == 2
+    assert tables["utf8"][1].column("text").to_pylist() == ["Hi, Zoë.", "Oh."]
+
+
+def test_a_utf16_file_that_is_not_utf16_past_its_mark_is_an_error_naming_it(tmp_path):
+    """A byte order mark then bytes that are no UTF-16 (a lone surrogate): one line naming
+    the file and where, not text read with pieces missing."""
+    path = tmp_path / "m.csv"
+    path.write_bytes("dialogue_id,speaker,text\r\n".encode("utf-16") + b"\x00\xd8")
+    with pytest.raises(CorpusError, match=r"m\.csv: it starts with a UTF-16 byte order mark, "
+                                          r"but its bytes from \d+ are not UTF-16 text"):
+        read_corpus(path)
 
 
 @pytest.mark.parametrize("encoding", ["utf-16-le", "utf-16-be", "utf-32-le"])

@@ -264,26 +264,45 @@ def decode_line(raw: bytes) -> tuple[str, str | None]:
 CONTROL_BYTES = bytes([*range(0, 9), 11, *range(14, 32), 127])
 
 
+# The byte order marks that say a file's encoding ("Unicode" text of Windows tools is
+# UTF-16 LE with its mark); UTF-32 LE's mark begins as UTF-16 LE's, so it is tried first.
+UNICODE_MARKS = ((codecs.BOM_UTF32_LE, "utf-32"), (codecs.BOM_UTF32_BE, "utf-32"),
+                 (codecs.BOM_UTF16_LE, "utf-16"), (codecs.BOM_UTF16_BE, "utf-16"))
+
+
+def as_utf8(data: bytes, path: Path, partial: bool = False) -> bytes:
+    """``data``, bytes of the corpus file ``path``, as UTF-8: a file that starts with a
+    UTF-16 or UTF-32 byte order mark is decoded as its mark says (read byte by byte, its
+    lines were text with a NUL between letters: a transcript line silently no utterance, a
+    header no column). ``partial``: ``data`` is the file's first bytes, a character cut
+    at their end dropped."""
+    for mark, codec in UNICODE_MARKS:
+        if data.startswith(mark):
+            try:
+                return data.decode(codec, errors="ignore" if partial else "strict").encode("utf-8")
+            except UnicodeDecodeError as err:
+                raise CorpusError(f"{path}: it starts with a {codec.upper()} byte order mark, but "
+                                  f"its bytes from {err.start} are not {codec.upper()} text "
+                                  f"({err.reason}); save it as UTF-8") from None
+    return data
+
+
 def read_lines(path: Path, keepends: bool = False,
                lf_only: bool = False) -> list[tuple[str, str | None]]:
     """(text, repair flag of ``decode_line``) of each line of a corpus text file. A UTF-8
     byte order mark (files saved by Windows tools) is taken off the first line, and off
     any later line it starts (such files joined one after another): it would otherwise
     stick to the first field, and a first row would no longer parse, a later row's
-    dialogue id silently be another dialogue's (the mark is invisible). A UTF-16 file is
-    a CorpusError naming it. ``lf_only``: a line ends at "\n" alone, the "\r"s
+    dialogue id silently be another dialogue's (the mark is invisible). A UTF-16 or
+    UTF-32 file with its byte order mark reads as its UTF-8 text would (``as_utf8``).
+    ``lf_only``: a line ends at "\n" alone, the "\r"s
     before it taken off, for files of one record a line: a stray "\r" inside a line
     would otherwise cut its record in two (the rest of an IEMOCAP transcript line lost,
     a JSON line holding "\r" as whitespace two malformed rows) and, with "\r\r\n" from
     converting line ends twice, shift every later DailyDialog line against its labels. A
     file of binary bytes (a workbook, an archive named .csv) is a CorpusError naming it,
     not a header of garbled column names."""
-    data = path.read_bytes()
-    if data.startswith((codecs.BOM_UTF16_LE, codecs.BOM_UTF16_BE)):
-        # Its lines would read as text with a NUL between letters: a transcript line would
-        # silently be no utterance, a header no column. (UTF-32 starts the same way.)
-        raise CorpusError(f"{path}: the file is UTF-16 or UTF-32 (it starts with a byte order "
-                          f"mark {data[:2].hex(' ').upper()}); save it as UTF-8")
+    data = as_utf8(path.read_bytes(), path)
     head = data[:4096]
     if head.count(0) * 3 > len(head):  # the same without the mark (or no text at all)
         raise CorpusError(f"{path}: {head.count(0)} of its first {len(head)} bytes are NUL: UTF-16 "

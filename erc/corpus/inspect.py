@@ -26,7 +26,7 @@ from dataclasses import dataclass, field
 from functools import cached_property
 from pathlib import Path
 
-from erc.corpus.base import SPLIT_WORDS, CorpusError, decode_line
+from erc.corpus.base import SPLIT_WORDS, CorpusError, as_utf8, decode_line
 from erc.corpus.manifest import json_records, read_json, read_records, records_path
 from erc.corpus.mapping import (
     FIELDS,
@@ -451,7 +451,8 @@ def _delimiter(file: Path) -> str:
     """The delimiter a CSV file's header line uses most (a comma when none); the rest of
     the file is left to the reader."""
     with file.open("rb") as handle:
-        head = handle.readline(HEADER_BYTES).removeprefix(codecs.BOM_UTF8).splitlines()
+        head = as_utf8(handle.read(HEADER_BYTES), file, partial=True)
+    head = head.split(b"\n", 1)[0].removeprefix(codecs.BOM_UTF8).splitlines()
     header = decode_line(head[0])[0] if head else ""
     counts = {d: header.count(d) for d in DELIMITERS}
     best = max(DELIMITERS, key=lambda d: counts[d])  # a tie keeps the comma, listed first
