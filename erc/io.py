@@ -357,6 +357,13 @@ def claim(folder: str | Path, overwrite: bool = False, stage: str | None = None)
     return folder
 
 
+def read_only(folder: str | Path) -> bool:
+    """Whether ``folder`` is there and erc cannot write into it (a read-only mount, disk or
+    copy): a finished result there is read, not locked, since taking the lock writes."""
+    folder = Path(folder)
+    return folder.is_dir() and not os.access(folder, os.W_OK)
+
+
 def marked_stage(folder: str | Path) -> str | None:
     """The stage ``folder``'s marker names (None: none, as in a folder an earlier erc made):
     the stage of a first run that stopped before its manifest, whose outputs (a model's

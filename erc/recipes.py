@@ -39,6 +39,11 @@ Count = Annotated[int, Field(ge=1)]
 MAX_WIDTH = 16384
 Width = Annotated[int, Field(ge=1, le=MAX_WIDTH)]
 Cpus = Annotated[float, Field(gt=0)]
+# Passes over the data: a bound far above any schedule erc trains (the adapters' 300), so that
+# a slip (10**12) is an error naming the option, not a run whose warm-up spans a share of
+# all its steps and so leaves the learning rate near 0 for as long as anyone waits.
+MAX_EPOCHS = 10_000
+Epochs = Annotated[int, Field(ge=1, le=MAX_EPOCHS)]
 
 MAX_CLIP_SECONDS = 60.0  # an utterance longer than this is a mis-cut clip (ingest and decode)
 # No speaker model of erc embeds less than 0.1 s (SpeechBrain's min_seconds; Resemblyzer
@@ -143,7 +148,7 @@ class TrainConfig:
     """The training loop (``erc.train.loop``) every model shares."""
     name: str = field(default="erc", metadata={"internal": True})  # run name; same name + storage = resume
     storage_path: str | None = field(default=None, metadata={"cli": "storage", "tunable": False, **PATH})  # where Ray Train keeps checkpoints (default OUT/ray; the fusion model's two candidates: OUT/candidates/NAME/ray; on a cluster a shared folder or s3://...)
-    epochs: Count = 30  # passes over the training split
+    epochs: Epochs = 30  # passes over the training split
     batch_size: Count = 16  # global units (dialogues / utterances) per optimiser step, split across workers
     lr: Annotated[float, Field(gt=0, le=1)] = 1e-3  # learning rate (AdamW)
     weight_decay: Annotated[float, Field(ge=0, le=1)] = 0.01  # AdamW weight decay
@@ -257,7 +262,7 @@ class AdapterConfig:
 @dataclass
 class AdapterTraining:
     """How an adapter is trained (full-batch epochs with early stopping on held-out people)."""
-    epochs: Count = 300  # at most this many epochs
+    epochs: Epochs = 300  # at most this many epochs
     batch_size: Count = 64  # vectors per step
     lr: Annotated[float, Field(gt=0, le=1)] = 1e-3  # learning rate (AdamW)
     weight_decay: Annotated[float, Field(ge=0, le=1)] = 1e-3  # AdamW weight decay

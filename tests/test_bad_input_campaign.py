@@ -713,6 +713,14 @@ case("--seed 2**64", lambda t: ["train", "fusion", str(t / "nowhere"), "--out", 
                                 "--seed", str(1 << 64)], error=("seed", "out of range"))
 case("config epochs of 27 digits", run_config("train: {epochs: 999999999999999999999999999}\n"),
      error=("config.yaml", "train.epochs", "out of range"))
+# accepted: a warm-up over a share of 10**12 epochs' steps left the learning rate near 0
+case("--epochs 10**12", lambda t: ["train", "fusion", str(t / "nowhere"), "--out", str(t / "o"),
+                                   "--epochs", str(10**12)], error=("epochs", "less than or equal to 10000"))
+case("-o train.epochs=10**12", lambda t: ["run", "--dry-run", "-o", f"train.epochs={10**12}"],
+     error=("train.epochs", "less than or equal to 10000"))
+case("config adapter epochs of 13 digits", run_config(
+    "train: {adapter_training: {epochs: 1000000000000}}\n"),
+     error=("config.yaml", "train.adapter_training.epochs", "less than or equal to 10000"))
 # said "invalid parse_value value", not why
 case("a flag's value not YAML", lambda t: ["train", "fusion", str(t / "nowhere"), "--out", str(t / "o"),
                                            "--epochs", "[1"], error=("--epochs", "not valid YAML"))

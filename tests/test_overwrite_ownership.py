@@ -228,3 +228,41 @@ def test_a_file_where_a_later_stages_folder_goes_stops_the_run_before_the_ingest
             + ["--overwrite"] * overwrite, capsys,
             f"{run / 'features'}: exists and is not a folder")
     assert _tree(run) == before
+
+
+def _corpus_with_split_folders(folder):
+    """A manifest corpus of split folders: train/ (3 rows) and dev/ (2 rows)."""
+    return plant(folder, {
+        "train/part-0.csv": b"dialogue_id,speaker,text\nd1,A,hello\nd1,B,hi\nd2,A,yes\n",
+        "dev/part-0.csv": b"dialogue_id,speaker,text\nd9,A,hello\nd9,B,no\n"})
+
+
+def test_a_corpus_folder_of_the_users_is_not_adopted_as_an_output(tmp_path, capsys):
+    """`--out CORPUS/train --overwrite` (of `erc corpus ingest` or `erc run`) marked the
+    corpus's train/ folder as erc's: readers skip erc's output folders inside a corpus,
+    so its 3 rows were silently not read (2 input rows, all dev). Refused now, before
+    anything is written."""
+    corpus = tmp_path / "corpus"
+    before = _corpus_with_split_folders(corpus)
+    refused(["corpus", "ingest", str(corpus), "--format", "manifest", "--out",
+             str(corpus / "train"), "--overwrite"], capsys,
+            f"{corpus / 'train'}: a folder of the corpus", "would no longer be read")
+    refused(["run", "--out", str(corpus / "train"), "--overwrite", "-o", f"corpus.path={corpus}",
+             "-o", "corpus.format=manifest"], capsys, f"{corpus / 'train'}: a folder of the corpus")
+    assert digests(corpus) == before and sorted(p.name for p in corpus.iterdir()) == ["dev", "train"]
+    assert main(["corpus", "ingest", str(corpus), "--format", "manifest", "--out",
+                 str(corpus / "ingested"), "--json"]) == 0  # a new folder inside it: fine
+    assert '"input_rows": 5' in capsys.readouterr().out
+
+
+def test_a_run_into_its_corpus_folder_is_refused_before_it_writes(tmp_path, capsys):
+    """`erc run --out CORPUS --overwrite`, the corpus a folder of tables: the run wrote its
+    run.json there first, and its ingest then read that as a manifest of the corpus (an
+    error after Ray had started; a later run.json or manifest.json read as rows). Refused
+    now before anything is written, as the ingest's own folder was."""
+    corpus = tmp_path / "corpus"
+    before = plant(corpus, {"chat.csv": b"dialogue_id,speaker,text\nd1,A,hello\nd1,B,hi\n"})
+    refused(["run", "--out", str(corpus), "--overwrite", "-o", f"corpus.path={corpus}",
+             "-o", "corpus.format=manifest"], capsys,
+            f"{corpus}: is the corpus folder itself", "one inside the corpus folder works")
+    assert digests(corpus) == before and [p.name for p in corpus.iterdir()] == ["chat.csv"]

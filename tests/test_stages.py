@@ -274,3 +274,96 @@ def test_an_output_folder_inside_an_input_folder_is_not_part_of_its_fingerprint(
     (data / "other").mkdir()
     (data / "other" / "x.csv").write_text("a folder erc did not create: counted")
     assert content_fingerprint(data) != before
+
+
+def _files_and_times(folder) -> dict:
+    return {p.relative_to(folder).as_posix(): (p.stat().st_mtime_ns, p.read_bytes())
+            for p in sorted(folder.rglob("*")) if p.is_file()}
+
+
+def _read_only_mount(monkeypatch, folder) -> None:
+    """``folder`` as on a read-only mount (root writes into a folder that chmod made
+    read-only, so that is not enough): no write access, and opening a file there to
+    write fails with EROFS, as erc's lock did."""
+    import errno
+    import os
+
+    inside = str(folder.resolve())
+    access, open_ = os.access, os.open
+
+    def under(path) -> bool:
+        return os.path.abspath(os.fspath(path)).startswith(inside)
+
+    def fake_access(path, mode, *args, **kwargs):
+        return False if mode & os.W_OK and under(path) else access(path, mode, *args, **kwargs)
+
+    def fake_open(path, flags, *args, **kwargs):
+        if flags & (os.O_WRONLY | os.O_RDWR | os.O_CREAT) and under(path):
+            raise OSError(errno.EROFS, "Read-only file system", os.fspath(path))
+        return open_(path, flags, *args, **kwargs)
+
+    monkeypatch.setattr(os, "access", fake_access)
+    monkeypatch.setattr(os, "open", fake_open)
+
+
+def test_an_up_to_date_stage_on_a_read_only_disk_writes_nothing(tmp_path, monkeypatch):
+    """A finished output folder on a read-only mount failed on taking its lock: an up to
+    date stage has nothing to write, so it reads its result without the lock."""
+    source = tmp_path / "in.txt"
+    source.write_text("hello")
+    out = tmp_path / "out"
+    execute(_Echo(), {"n": 1}, {"source": source}, out)
+    before = _files_and_times(out)
+    _read_only_mount(monkeypatch, out)
+    again = execute(_Echo(), {"n": 1}, {"source": source}, out)
+    assert again.skipped and again.summary == {"chars": 5}
+    assert _files_and_times(out) == before
+    with pytest.raises(OSError, match="Read-only file system"):  # one that must write, can't
+        execute(_Echo(), {"n": 2}, {"source": source}, out)
+
+
+def test_a_finished_run_on_a_read_only_disk_writes_nothing(tmp_path, monkeypatch, capsys):
+    """`erc run` again on a finished run folder that is read-only: every stage up to date,
+    so it says so and writes nothing (no lock, run.log or run.json); a stage that would
+    run is an error naming it."""
+    import subprocess
+    import sys
+
+    from erc.cli import main
+
+    manifest, _ = _manifest(tmp_path)
+    config = tmp_path / "run.yaml"
+    config.write_text(f"output_dir: {tmp_path / 'run'}\ncorpus: {{path: {manifest.name}}}\n")
+    argv = ["run", "--config", str(config), "--until", "ingest"]
+    done = subprocess.run([sys.executable, "-m", "erc.cli", *argv], capture_output=True,
+                          text=True, cwd=tmp_path, timeout=300)
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    run = tmp_path / "run"
+    before = _files_and_times(run)
+    _read_only_mount(monkeypatch, run)
+    assert main(argv) == 0
+    said = capsys.readouterr()
+    assert "read-only and every stage up to date: nothing written" in said.out, said
+    assert "ingest      up to date" in said.out
+    assert _files_and_times(run) == before
+    assert main([*argv, "-o", "corpus.options.split=dev"]) == 2
+    assert "is read-only, and stage ingest would write there (changed: its settings)" in \
+        capsys.readouterr().err
+    assert _files_and_times(run) == before
+
+
+@pytest.mark.parametrize("features", ["run/corpus", "run", "run/eval-test"])
+def test_a_features_folder_of_another_stage_stops_the_run_before_it_starts(tmp_path, capsys,
+                                                                            features):
+    """`-o preprocess.output_dir=` the ingest's folder (or the run's own, where the report
+    goes): the run ingested, then stopped at the preprocess stage (or, the run's own
+    folder, at the report, after all the training); now it stops before it writes anything."""
+    from erc.cli import main
+
+    manifest, _ = _manifest(tmp_path)
+    code = main(["run", "-o", f"corpus.path={manifest}", "--out", str(tmp_path / "run"),
+                 "-o", f"preprocess.output_dir={tmp_path / features}"])
+    err = capsys.readouterr().err
+    assert code == 2 and f"{tmp_path / features}: the output folder of both the " in err, err
+    assert "each stage writes a folder of its own" in err
+    assert not (tmp_path / "run").exists()

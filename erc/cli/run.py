@@ -76,6 +76,8 @@ def _run(config, config_path, args) -> int:
     from erc import __version__, console, io, runtime
     from erc.stages.main import RUN_LOG, Interrupted, check_run_outputs, run_main
 
+    if not args.force and io.owned(config.output_dir) and io.read_only(config.output_dir):
+        return _finished_read_only(config, config_path, args)
     # before the log opens (a run.log of the user's is not appended to) and Ray starts
     check_run_outputs(config, args.first, args.last, args.overwrite)
     io.claim(config.output_dir, overwrite=args.overwrite)
@@ -92,6 +94,31 @@ def _run(config, config_path, args) -> int:
         if "report" in record["outputs"]:
             print(f"\nreport: {Path(record['outputs']['report']).resolve()}")
         print(f"log: {log.resolve()}")
+    return 0
+
+
+def _finished_read_only(config, config_path, args) -> int:
+    """A run folder erc cannot write (a read-only mount or copy): when every stage is up to
+    date there is nothing to write, so the run writes nothing (no lock, run.log or
+    run.json) and starts no Ray; a stage that would run is an error naming it."""
+    from erc import __version__
+    from erc.errors import OwnershipError
+    from erc.stages.main import plan, selected
+
+    rows = plan(config, args.first, args.last)
+    stale = [(stage, state) for stage, _, state in rows
+             if selected(stage, args.first, args.last) and state != "up to date"]
+    if stale:
+        stage, state = stale[0]
+        raise OwnershipError(f"{config.output_dir}: is read-only, and stage {stage} would write "
+                             f"there ({state}); make it writable or choose another --out")
+    print(f"erc {__version__}: main job, config {config_path} (the output folder is read-only "
+          f"and every stage up to date: nothing written)")
+    for stage, folder, state in rows:
+        print(f"  {stage:11} {state:52} {folder}")
+    report = Path(config.output_dir) / "report.html"
+    if selected("report", args.first, args.last) and report.is_file():
+        print(f"\nreport: {report.resolve()}")
     return 0
 
 

@@ -235,6 +235,19 @@ def check_not_written_over(stage: Stage, name: str, path: Path, out: Path) -> No
                          f"reads, in the output folder {out}; choose another output folder")
 
 
+def check_not_adopting_input(name: str, path: Path, out: Path) -> None:
+    """InputError when ``out`` is a folder of the user's inside the input folder ``path``
+    that erc would adopt (--overwrite): marked as erc's, it is an output folder inside the
+    input, which readers and fingerprints leave out, and the files of the user's there with
+    it (a corpus's train/ of manifests: its rows were silently not read)."""
+    root = path.resolve()
+    if path.is_dir() and out.resolve() != root and root in out.resolve().parents and \
+            io.check_claim(out, True):
+        raise InputError(f"{out}: a folder of the {name} {path}, holding files erc did not "
+                         f"write; as erc's output folder it would no longer be read as part of "
+                         f"the {name}; choose a new output folder")
+
+
 def check_outputs(stage: Stage | type[Stage], out: Path, overwrite: bool) -> None:
     """OwnershipError naming the user's files in ``out`` where ``stage`` writes, so that
     they stop it before it computes anything: in a folder it adopts (``overwrite``) or one
@@ -265,15 +278,17 @@ def execute(stage: Stage, config: Any, inputs: dict[str, str | Path | None], out
         for name, path in stage.reads(config):
             if path is not None and Path(path).exists():
                 check_not_written_over(stage, name, Path(path), out)
+                check_not_adopting_input(name, Path(path), out)
     check_outputs(stage, out, overwrite)
+    if not force and io.owned(out) and io.read_only(out) and \
+            up_to_date(stage, config, inputs, out)[0]:
+        return _skipped(stage, out, started)  # nothing to write, so no lock to take
     with io.claimed(out, overwrite=overwrite, stage=stage.name):
         one_stage_per_folder(out, stage.name)
         if not force:
             current, _ = up_to_date(stage, config, inputs, out)
             if current:
-                manifest = read_manifest(out)
-                return StageResult(stage.name, out, True, manifest.get("summary", {}),
-                                   time.perf_counter() - started, manifest)
+                return _skipped(stage, out, started)
         previous = read_manifest(out)
         ctx = StageContext(config=config, inputs=inputs, out=out, previous=previous,
                            force=force, say=say)
@@ -297,3 +312,10 @@ def execute(stage: Stage, config: Any, inputs: dict[str, str | Path | None], out
                     "seconds": round(time.perf_counter() - started, 3), **record}
         io.write_json(out / MANIFEST, manifest)
     return StageResult(stage.name, out, False, summary, time.perf_counter() - started, manifest)
+
+
+def _skipped(stage: Stage, out: Path, started: float) -> StageResult:
+    """The result of a stage whose output ``out`` is up to date: its manifest's."""
+    manifest = read_manifest(out)
+    return StageResult(stage.name, out, True, manifest.get("summary", {}),
+                       time.perf_counter() - started, manifest)

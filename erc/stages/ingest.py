@@ -56,6 +56,16 @@ def read_roots(config: CorpusConfig, record: dict | None) -> list[Path]:
     return roots
 
 
+def not_the_corpus(config: CorpusConfig, out: Path) -> None:
+    """InputError when ``out`` is the corpus folder itself: erc's outputs there (an utterance
+    table, the run's run.json and manifest.json) would be read as part of the corpus."""
+    corpus = Path(config.path)
+    if corpus.is_dir() and corpus.resolve() == Path(out).resolve():
+        raise InputError(f"{out}: is the corpus folder itself: erc's outputs there would "
+                         f"be read as part of the corpus and hide its changes; choose "
+                         f"another output folder (one inside the corpus folder works)")
+
+
 class IngestStage(Stage):
     name = "ingest"
     section = "corpus"
@@ -111,10 +121,7 @@ class IngestStage(Stage):
 
         config: CorpusConfig = ctx.config
         corpus = Path(config.path)
-        if corpus.is_dir() and corpus.resolve() == ctx.out.resolve():
-            raise InputError(f"{ctx.out}: is the corpus folder itself: erc's outputs there would "
-                             f"be read as part of the corpus and hide its changes; choose "
-                             f"another output folder (one inside the corpus folder works)")
+        not_the_corpus(config, ctx.out)
         format = corpus_format(corpus, config.format, config.options)
         result = read_corpus(Path(config.path), format=format, options=config.options)
         for read in {corpus, *map(Path, result.sources)}:  # a corpus file, its mapping

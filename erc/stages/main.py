@@ -33,8 +33,16 @@ from typing import Any
 from erc import io
 from erc.errors import ConfigError, InputError
 from erc.recipes import RunConfig
-from erc.stages.base import Stage, StageResult, check_outputs, execute, read_manifest, up_to_date
-from erc.stages.ingest import IngestStage
+from erc.stages.base import (
+    Stage,
+    StageResult,
+    check_not_adopting_input,
+    check_outputs,
+    execute,
+    read_manifest,
+    up_to_date,
+)
+from erc.stages.ingest import IngestStage, not_the_corpus
 from erc.stages.layout import Layout
 from erc.stages.preprocess import PreprocessStage
 from erc.stages.qc import QCStage
@@ -262,11 +270,27 @@ def check_run_outputs(config: RunConfig, first: str | None = None, last: str | N
     stop the run only after the work of the stages before. It writes nothing (the run's
     folder is claimed after it): a refused run leaves the folder as it found it."""
     io.check_claim(config.output_dir, overwrite)
+    # preprocess.output_dir names any folder: another stage's (or the run's own, where the
+    # report goes) stopped the run only when that stage came to it, after the work before
+    writers = {Path(config.output_dir).resolve(): "report"}
+    for name, folder in Layout(config).folders().items():
+        step = WRITERS.get(name, ("evaluate", EvaluateStage))[0]
+        other = writers.setdefault(folder.resolve(), step)
+        if other != step:
+            raise ConfigError(f"{folder}: the output folder of both the {other} and the {step} "
+                              f"stage; each stage writes a folder of its own (preprocess.output_dir)")
+    corpus = Path(config.corpus.path)
+    if overwrite and corpus.exists():
+        check_not_adopting_input("corpus", corpus, Path(config.output_dir))
+    not_the_corpus(config.corpus, Path(config.output_dir))  # its run.json read as a manifest
     for name, folder in Layout(config).folders().items():
         step, stage = WRITERS.get(name, ("evaluate", EvaluateStage))
+        not_the_corpus(config.corpus, folder)
         if selected(step, first, last):
             io.check_claim(folder, overwrite)  # a file where it goes, a folder of the user's
             check_outputs(stage, folder, overwrite)
+            if overwrite and corpus.exists():  # preprocess.output_dir a folder of the corpus
+                check_not_adopting_input("corpus", corpus, folder)
     report = ReportStage.outputs() if selected("report", first, last) else ()
     io.check_outputs(config.output_dir, (RUN_RECORD, RUN_LOG, *report))
 
