@@ -137,16 +137,33 @@ def problems_beside(source: str | Path) -> pa.Table | None:
     return table
 
 
+def is_utterance_table(source: str | Path, format: str | None = None) -> bool:
+    """Whether ``source`` is read as erc's utterance table (an ingest or QC output, or
+    another stage's folder, refused when read) rather than as a corpus erc reads."""
+    source = Path(source)
+    return bool((source.is_file() and source.suffix == ".parquet" and format is None
+                 and _utterance_table_file(source)) or (
+                source.is_dir() and ((source / UTTERANCES).is_file()
+                                     or (format is None and _stage_of(source)))))
+
+
+def set_aside_listed(source: str | Path, format: str | None = None) -> str:
+    """Where the rows of ``source`` set aside before scoring are listed one by one: the
+    problems.parquet beside an utterance table; a corpus read as it is has none."""
+    if is_utterance_table(source, format):
+        problems = utterance_file(source).parent / PROBLEMS
+        if problems.is_file():
+            return f"{problems} lists each"
+    return "`erc corpus ingest` lists each with its line in problems.parquet"
+
+
 def load_corpus_and_problems(source: str | Path, format: str | None = None,
                              **options) -> tuple[pa.Table, pa.Table | None]:
     """``load_corpus`` and the rows set aside before it (the problem table, ``erc.schema``):
     the reader's, or those of the ``problems.parquet`` beside an ingest output's utterance
     table (None where there is none: an utterance table of another origin)."""
     source = Path(source)
-    if (source.is_file() and source.suffix == ".parquet" and format is None
-            and _utterance_table_file(source)) or (
-            source.is_dir() and ((source / UTTERANCES).is_file()
-                                 or (format is None and _stage_of(source)))):
+    if is_utterance_table(source, format):
         table = read_utterances(source)  # another stage's folder: an error that says so
         return table, problems_beside(source)
     from erc.corpus import read_corpus

@@ -187,8 +187,9 @@ def _evaluate_rows(run: dict) -> list[list]:
         return []
     chosen = _chosen_split(run, evaluated)
     return [["evaluate", "", "", "; ".join(
-        f"{split}: accuracy {m['accuracy']:.3f} on {m['n']:,} utterances"
-        + (" (too few to judge)" if m["n"] < MIN_JUDGED else "")
+        (f"{split}: accuracy {m['accuracy']:.3f} on {m['n']:,} utterances" if m["n"] else
+         f"{split}: no labelled utterance, {m.get('n_unlabelled', 0):,} predicted")
+        + (" (too few to judge)" if 0 < m["n"] < MIN_JUDGED else "")
         + (" (training chose on it: optimistic)" if split == chosen else "")
         for split, m in evaluated.items())]]
 
@@ -203,7 +204,7 @@ def _stage_section(out: Path, run: dict) -> str:
 
 
 def _small_split_banner(evaluated: dict[str, dict]) -> str:
-    small = {split: m["n"] for split, m in evaluated.items() if m["n"] < MIN_JUDGED}
+    small = {split: m["n"] for split, m in evaluated.items() if 0 < m["n"] < MIN_JUDGED}
     if not small:
         return ""
     which = ", ".join(f"{split} has {n:,}" for split, n in small.items())
@@ -321,9 +322,11 @@ def _evaluation_section(out: Path, run: dict) -> str:
         per_class = [[label, _fmt(v["precision"]), _fmt(v["recall"]), _fmt(v["f1"]), v["support"]]
                      for label, v in m["per_class"].items()]
         confusion = folder / "confusion.png"
+        scores = (f"accuracy {m['accuracy']:.3f}, weighted F1 {m['weighted_f1']:.3f}, "
+                  f"macro F1 {m['macro_f1']:.3f} (n={m['n']})" if m["n"] else
+                  f"no labelled utterance, nothing scored ({m.get('n_unlabelled', 0):,} predicted)")
         parts.append(
-            f"<h3>{esc(split)}: accuracy {m['accuracy']:.3f}, weighted F1 "
-            f"{m['weighted_f1']:.3f}, macro F1 {m['macro_f1']:.3f} (n={m['n']})</h3>"
+            f"<h3>{esc(split)}: {scores}</h3>"
             + ("<p class=muted>Training chose its epoch (and candidate) on this split: the "
                "model at its best here, an optimistic figure. Quote a split it never chose "
                "on.</p>" if split == chosen else "")

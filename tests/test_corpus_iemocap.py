@@ -84,6 +84,48 @@ def test_text_labels(tmp_path):
     assert (xxx["line"], sur["line"], zzz["line"]) == (3, 4, 5)
 
 
+def test_text_labels_written_out(tmp_path):
+    # a test file of one's own may name the emotions instead of coding them: the model's
+    # own label in another case is that label, not an unknown code that empties the split
+    write_text_csv(tmp_path, [
+        b"Ses05F_impro01,0,F,Hi.,Neutral",
+        b"Ses05F_impro01,1,M,Hm.,frustrated ",
+        b"Ses05F_impro01,2,F,Oh!,surprised",
+    ], name="iemocap_test.csv")
+    result = checked(read_iemocap_text(tmp_path))
+    kept = by_uid(result.utterances)
+    assert [kept[f"iemocap/test/Ses05F_impro01/{t}"]["emotion"] for t in (0, 1)] == [
+        "neutral", "frustrated"]
+    assert by_uid(result.problems)["iemocap/test/Ses05F_impro01/2"]["reason"] == "excluded_label"
+
+
+def test_text_one_split_file_given_alone(tmp_path):
+    # the held-out file named itself (not its folder) read as a manifest lacking erc's
+    # column names, though it has Dialogue_ID and Speaker: it is iemocap_text, its split
+    write_text_csv(tmp_path, [b"Ses01F_impro01,0,F,Hi.,neu"])
+    write_text_csv(tmp_path, [b"Ses05F_impro01,0,F,Hi.,neu"], name="iemocap_test.csv")
+    file = tmp_path / "iemocap_test.csv"
+    assert detect_format(file) == "iemocap_text"
+    assert list(by_uid(checked(read_corpus(file)).utterances)) == ["iemocap/test/Ses05F_impro01/0"]
+
+
+def test_text_release_utterance_ids_are_turns_in_order(tmp_path):
+    # a Session 5 test file that names its turns by the release's ids set every row aside
+    # (bad_turn): each is the next turn of its dialogue, its id kept in meta
+    write_text_csv(tmp_path, [
+        b"Ses05F_impro01,Ses05F_impro01_F000,F,Hi.,neu",
+        b"Ses05F_impro01,Ses05F_impro01_M000,M,Hello.,hap",
+        b"Ses05F_impro01,Ses05F_impro01_F001,F,Bye.,sad",
+        b"Ses05F_impro01,Ses05F_impro02_F002,F,Other dialogue's id.,sad",
+    ], name="iemocap_test.csv")
+    result = checked(read_iemocap_text(tmp_path))
+    kept = result.utterances.to_pylist()
+    assert [(r["turn"], r["speaker"], dict(r["meta"])["release_id"]) for r in kept] == [
+        (0, "Ses05_F", "Ses05F_impro01_F000"), (1, "Ses05_M", "Ses05F_impro01_M000"),
+        (2, "Ses05_F", "Ses05F_impro01_F001")]
+    assert [p["reason"] for p in result.problems.to_pylist()] == ["bad_turn"]
+
+
 def test_text_missing_field_and_duplicate(tmp_path):
     write_text_csv(tmp_path, [
         b"Ses01F_impro01,0,F,Hi.,neu",

@@ -86,6 +86,25 @@ def test_no_csv_at_all(tmp_path):
         read_meld(tmp_path, splits=["dev"])
 
 
+def test_one_split_file_given_alone_reads_as_meld(tmp_path):
+    """`erc evaluate MODEL test_sent_emo.csv` (the held-out file, not its folder) read the
+    file as a manifest: "missing column(s) dialogue_id, speaker" of a file that has
+    Dialogue_ID and Speaker. One MELD csv given alone is MELD, its split alone."""
+    write_meld(tmp_path, [row(1, b"Hi.", 0, 0)])
+    write_meld(tmp_path, [row(1, b"Yo.", 3, 0), row(2, b"Oh.", 3, 1, emotion=b"blah")],
+               name="test_sent_emo.csv")
+    file = tmp_path / "test_sent_emo.csv"
+    assert detect_format(file) == "meld"
+    result = checked(read_corpus(file))
+    assert list(rows_by_uid(result)) == ["meld/test/dia3_utt0"]
+    assert [(p["split"], p["reason"]) for p in result.problems.to_pylist()] == [
+        ("test", "unknown_label")]
+    with pytest.raises(CorpusError, match="none of the requested splits"):
+        read_corpus(file, options={"splits": ["train"]})  # the file is test's
+    (tmp_path / "notes.csv").write_bytes(HEADER)
+    assert detect_format(tmp_path / "notes.csv") != "meld"  # another name: not a MELD file
+
+
 def test_unknown_label(tmp_path):
     write_meld(tmp_path, [row(1, b"Hi.", 0, 0), row(2, b"Yay!", 0, 1, emotion=b"happy"),
                           row(3, b"Oh.", 0, 2, emotion=b"Sadness")])

@@ -1026,3 +1026,132 @@ def test_the_parts_of_a_preprocess_run_that_did_not_finish_are_not_read_as_its_f
     theirs.mkdir()
     (features / "part-00000.parquet").rename(theirs / "part-00000.parquet")
     assert read_features(theirs).num_rows == 1
+
+
+def test_evaluate_points_at_the_list_of_the_rows_set_aside_that_exists(tmp_path, capsys):
+    """The rows set aside before scoring were said to be listed in "problems.parquet beside
+    the utterance table" also for a corpus read as it is, which has no such file. A corpus
+    read as it is points at `erc corpus ingest`; an ingest output names its own file."""
+    model, _ = _fusion_model(tmp_path, [[0.1] * 4] * 2, ["a", "b"])
+    corpus = tmp_path / "corpus"
+    corpus.mkdir()
+    (corpus / "test.csv").write_text("utterance_id,dialogue_id,turn,speaker,text,emotion\n"
+                                     "c/test/d0/0,d0,0,A,hi,a\nc/test/d0/1,d0,1,B,,b\n")
+    assert main(["corpus", "ingest", str(corpus), "--format", "manifest",
+                 "--out", str(tmp_path / "ingest")]) == 0, capsys.readouterr().err
+    for name, source, given, listed in (
+            ("raw", corpus, ["--format", "manifest"], "`erc corpus ingest` lists each"),
+            ("ingest", tmp_path / "ingest", [], f"{tmp_path / 'ingest' / 'problems.parquet'} "
+                                                "lists each")):
+        capsys.readouterr()
+        assert main(["evaluate", str(model), str(source), "--split", "test", *given,
+                     "--out", str(tmp_path / f"eval-{name}")]) == 0, capsys.readouterr().err
+        out = capsys.readouterr().out
+        line = next(s for s in out.splitlines() if "set aside before scoring" in s)
+        assert listed in line and "beside the utterance table" not in line, (name, line)
+
+
+def test_a_split_without_labels_is_predicted_not_scored_as_zero(tmp_path, capsys):
+    """A test file without an emotion column (predictions wanted) wrote accuracy 0.0 and
+    F1s of 0.0 into metrics.json and `--json`, as if every turn were wrong, and the run's
+    console line and report said "accuracy 0.000". Its scores are null, and said so."""
+    import dataclasses
+
+    from erc.recipes import RunConfig
+    from erc.report import _evaluate_rows, _evaluation_section
+    from erc.stages.base import StageResult
+    from erc.stages.main import Step, _describe
+    from erc.stages.train import EvaluateStage
+
+    model, corpus = _fusion_model(tmp_path, [[0.1] * 4] * 2, [None, None])
+    out = tmp_path / "eval-test"
+    assert main(["evaluate", str(model), str(corpus), "--split", "test", "--out", str(out),
+                 "--json"]) == 0, capsys.readouterr().err
+    printed = json.loads(capsys.readouterr().out)
+    metrics = json.loads((out / "metrics.json").read_text())
+    for m in (printed, metrics):
+        assert (m["n"], m["n_unlabelled"]) == (0, 2)
+        assert m["accuracy"] is None and m["weighted_f1"] is None and m["macro_f1"] is None
+    summary = {k: metrics[k] for k in ("split", "accuracy", "weighted_f1", "macro_f1", "n",
+                                       "n_unlabelled")}
+    line = _describe(Step("evaluate", EvaluateStage(), None, {}, out),
+                     StageResult("evaluate", out, False, summary, 1.0, {}))
+    assert "test: no labelled utterance, nothing scored; 2 predicted" in line, line
+    run = {"config": dataclasses.asdict(RunConfig(output_dir=str(tmp_path))),
+           "evaluations": [str(out)], "train": {"chosen_on": "dev"}}
+    assert "test: no labelled utterance, 2 predicted" in _evaluate_rows(run)[0][3]
+    assert "no labelled utterance, nothing scored (2 predicted)" in _evaluation_section(tmp_path, run)
+
+
+def test_evaluate_counts_a_json_line_that_reads_as_nothing_in_its_split(tmp_path, capsys):
+    """A line of a JSON Lines file that is no JSON was set aside with no split (the file
+    takes the split option, read from the rows that parse): `erc evaluate` counted it in
+    no split, so n + n_unlabelled + set_aside fell one short of the file's rows."""
+    model, _ = _fusion_model(tmp_path, [[0.1] * 4] * 2, ["a", "b"])
+    corpus = tmp_path / "dialogues.jsonl"
+    corpus.write_text('{"dialogue_id": "d0", "speaker": "A", "text": "hi", "emotion": "a"}\n'
+                      '{"dialogue_id": "d0", "speaker": "B", "text": "yo"}\n'
+                      "not json\n")
+    assert main(["evaluate", str(model), str(corpus), "--split", "train",
+                 "--out", str(tmp_path / "eval")]) == 0, capsys.readouterr().err
+    metrics = json.loads((tmp_path / "eval" / "metrics.json").read_text())
+    assert metrics["set_aside"] == {"malformed_row": 1}, metrics
+    assert metrics["n"] + metrics["n_unlabelled"] + sum(metrics["set_aside"].values()) == 3
+    assert "train: 1 input rows set aside before scoring" in capsys.readouterr().out
+
+
+def test_evaluate_says_when_a_label_column_goes_by_another_name(tmp_path, capsys):
+    """A test file whose labels are in a column `Emotion` (or `label`) read as unlabelled:
+    that column went to meta, and `erc evaluate` said only "no labelled utterance", the
+    labels lost without a word. It names the column and how to read it."""
+    model, _ = _fusion_model(tmp_path, [[0.1] * 4] * 2, ["a", "b"])
+    corpus = tmp_path / "corpus"
+    corpus.mkdir()
+    (corpus / "test.csv").write_text("dialogue_id,speaker,text,Emotion\n"
+                                     "d0,A,hi,a\nd0,B,yo,b\nd0,A,so,\n")
+    assert main(["evaluate", str(model), str(corpus), "--format", "manifest", "--split", "test",
+                 "--out", str(tmp_path / "eval")]) == 0, capsys.readouterr().err
+    out = capsys.readouterr().out
+    assert "test: no labelled utterance, nothing scored" in out
+    assert "its column 'Emotion' (2 values) was not read as labels" in out, out
+    assert "columns: {emotion: Emotion}" in out
+    metrics = json.loads((tmp_path / "eval" / "metrics.json").read_text())
+    assert metrics["label_columns_unread"] == {"Emotion": 2}
+
+
+def test_evaluate_on_labels_the_model_never_predicts_scores_none_without_them(tmp_path, capsys):
+    """A test file whose every label is one the model does not predict (another corpus's,
+    or numbers) printed "without them: accuracy 0.0000, ... (n=0)", a score of nothing
+    that reads as a model wrong on every turn. It says no label is the model's."""
+    model, _ = _fusion_model(tmp_path, [[0.1] * 4] * 2, ["a", "b"])
+    corpus = tmp_path / "corpus"
+    corpus.mkdir()
+    (corpus / "test.csv").write_text("dialogue_id,speaker,text,emotion\nd0,A,hi,3\nd0,B,yo,1\n")
+    assert main(["evaluate", str(model), str(corpus), "--format", "manifest", "--split", "test",
+                 "--out", str(tmp_path / "eval")]) == 0, capsys.readouterr().err
+    out = capsys.readouterr().out
+    assert "no labelled utterance has a label the model predicts" in out, out
+    assert "(n=0)" not in out
+    metrics = json.loads((tmp_path / "eval" / "metrics.json").read_text())
+    assert metrics["unseen_labels"] == {"1": 1, "3": 1}
+    assert metrics["on_model_labels"] == {"n": 0, "accuracy": None, "weighted_f1": None,
+                                          "macro_f1": None}
+
+
+def test_a_row_whose_split_column_went_unread_is_counted_apart_not_in_train(tmp_path, capsys):
+    """A test row of a file with a split column whose quote was left open (its split value
+    swallowed) was set aside under the default split, train: the test split's counts fell
+    one short and train's held a row it never had. Its split is unknown, and said."""
+    model, _ = _fusion_model(tmp_path, [[0.1] * 4] * 2, ["a", "b"])
+    corpus = tmp_path / "corpus.csv"
+    corpus.write_text("dialogue_id,speaker,text,emotion,split\n"
+                      "d0,A,hi,a,test\n"
+                      'd0,B,"open quote,b,test\n'
+                      "d0,A,yo,b,test\n")
+    assert main(["evaluate", str(model), str(corpus), "--split", "test",
+                 "--out", str(tmp_path / "eval")]) == 0, capsys.readouterr().err
+    out = capsys.readouterr().out
+    metrics = json.loads((tmp_path / "eval" / "metrics.json").read_text())
+    assert metrics["n"] == 2 and "set_aside" not in metrics, metrics
+    assert metrics["set_aside_split_unknown"] == {"unterminated_quote": 1}
+    assert "test: 1 more input rows set aside whose split could not be read" in out, out

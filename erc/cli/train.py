@@ -142,12 +142,23 @@ def cmd_evaluate(args) -> int:
           f"ensemble of {len(args.model)} models (class probabilities averaged)",
           f"on split {split} of {args.corpus}")
     if set_aside := metrics.get("set_aside"):  # input rows in no prediction, never scored
+        from erc.artifacts import set_aside_listed
+
+        # a corpus read as it is (not an ingest output) has no problems.parquet to point at
         print(f"{split}: {sum(set_aside.values()):,} input rows set aside before scoring, not in "
               f"predictions.parquet (" + ", ".join(f"{r} {n}" for r, n in set_aside.items())
-              + "; problems.parquet beside the utterance table lists each)")
+              + f"; {set_aside_listed(args.corpus, args.format)})")
+    if unknown := metrics.get("set_aside_split_unknown"):  # of this split or another: said
+        print(f"{split}: {sum(unknown.values()):,} more input rows set aside whose split could not "
+              f"be read (" + ", ".join(f"{r} {n}" for r, n in unknown.items())
+              + "), of this split or another: in no split's count")
     if not metrics["n"]:  # predictions only: scores of nothing would read as 0.000
         print(f"{split}: no labelled utterance, nothing scored; predictions for "
               f"{metrics['n_unlabelled']:,} utterances in {out / 'predictions.parquet'}")
+        for column, n in metrics.get("label_columns_unread", {}).items():
+            print(f"{split}: its column {column!r} ({n:,} values) was not read as labels: a "
+                  f"manifest's labels are its column 'emotion' (or name another with a "
+                  f"mapping, columns: {{emotion: {column}}}; `erc corpus inspect` suggests one)")
     else:
         print(format_table(metrics))
         if metrics["n_unlabelled"]:  # predicted, not scored: n + these + set aside = input rows
@@ -157,9 +168,11 @@ def cmd_evaluate(args) -> int:
             alone = metrics["on_model_labels"]
             print("labels the model does not predict, their utterances counted wrong above: "
                   + ", ".join(f"{label} {n}" for label, n in unseen.items())
-                  + f"; without them: accuracy {alone['accuracy']:.4f}, weighted F1 "
-                    f"{alone['weighted_f1']:.4f}, macro F1 {alone['macro_f1']:.4f} "
-                    f"(n={alone['n']})")
+                  + (f"; without them: accuracy {alone['accuracy']:.4f}, weighted F1 "
+                     f"{alone['weighted_f1']:.4f}, macro F1 {alone['macro_f1']:.4f} "
+                     f"(n={alone['n']})" if alone["n"] else
+                     "; no labelled utterance has a label the model predicts (another "
+                     "corpus's labels? rename them at ingest with label_map)"))
         top = list(metrics["per_speaker"].items())[:8]
         print("per speaker (largest): " + ", ".join(
             f"{s} {m['accuracy']:.2f} (n={m['n']})" for s, m in top))

@@ -227,8 +227,8 @@ class RowCollector:
         is a mistake in the input, not a result to train on."""
         if self.n_input == 0:
             raise CorpusError(f"{', '.join(self.sources) or self.corpus}: "
-                              f"no utterance rows ({self.corpus} reader; only a header, or no "
-                              f"line it reads as an utterance)")
+                              f"no utterance rows (only a header, or no line read as an "
+                              f"utterance)")  # the corpus's name, a file's stem, is no reader
         result = IngestResult(
             utterances=utterance_table(self.rows_kept),
             problems=problem_table(self.problems),
@@ -502,7 +502,14 @@ def _csv_records(lines: list[str], first: int, width: int, delimiter: str = ","
 def split_files(folder: Path, files: dict[str, str],
                 only: Iterable[str] | None = None) -> Iterator[tuple[str, Path]]:
     """(split, path) of each file of ``files`` (split -> file name) that ``folder`` holds,
-    of the splits ``only`` names (every split without it); ``check_file`` on each."""
+    of the splits ``only`` names (every split without it); ``check_file`` on each.
+    ``folder`` may be one of those files itself: its split alone (a test file given as it
+    is, ``is_split_file``)."""
+    if folder.is_file():
+        split = is_split_file(folder, files)
+        if split and (not only or split in only):
+            yield split, folder
+        return
     for split, name in files.items():
         if only and split not in only:
             continue
@@ -510,6 +517,14 @@ def split_files(folder: Path, files: dict[str, str],
         check_file(path)
         if path.is_file():
             yield split, path
+
+
+def is_split_file(path: Path, files: dict[str, str]) -> str | None:
+    """The split of ``path`` when it is a file named as one of ``files`` (split -> file
+    name), else None: a format's one split file reads as that format, not as a manifest
+    lacking erc's column names."""
+    return next((split for split, name in files.items() if name == path.name),
+                None) if path.is_file() else None
 
 
 def check_file(path: Path) -> None:

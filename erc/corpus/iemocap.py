@@ -29,6 +29,7 @@ from erc.corpus.base import (
     RowCollector,
     check_file,
     fix_mojibake,
+    is_split_file,
     listed,
     media_problem,
     read_csv_records,
@@ -47,6 +48,8 @@ CODES = {"neu": "neutral", "hap": "happy", "sad": "sad", "ang": "angry",
 LABELS = tuple(CODES.values())
 OTHER_CODES = {"sur": "surprised", "fea": "fearful", "dis": "disgusted", "oth": "other",
                "xxx": "no agreement"}
+
+NAMED = {name: code for code, name in {**CODES, **OTHER_CODES}.items()}  # 'neutral' -> 'neu'
 
 _UTT_ID = re.compile(r"^(Ses\d\d)[FM]_.+_([FM])[A-Z]*\d+$")
 _TRANSCRIPT_LINE = re.compile(r"^(\S+)\s+\[([0-9]+(?:\.[0-9]+)?)-([0-9]+(?:\.[0-9]+)?)\]:\s?(.*)$")
@@ -82,6 +85,9 @@ def _code(code: str) -> str:
 def _label(code: str, collector: RowCollector, where: dict) -> str | None:
     """Maps an IEMOCAP code to a label, recording the row as a problem when it has none."""
     code = _code(code)
+    # A label written out ('Neutral', 'frustrated': a test file of one's own) is the one its
+    # code stands for; set aside as an unknown code, a whole held-out split could go unscored.
+    code = NAMED.get(code, code)
     if code in CODES:
         return CODES[code]
     if code in OTHER_CODES:
@@ -101,7 +107,8 @@ TEXT_COLUMNS = ("Dialogue_ID", "Utterance_ID", "Speaker", "Utterance", "Emotion"
 
 
 def looks_like_text(path: Path) -> bool:
-    return path.is_dir() and any((path / f).is_file() for f in TEXT_SPLIT_FILES.values())
+    return (path.is_dir() and any((path / f).is_file() for f in TEXT_SPLIT_FILES.values())
+            or is_split_file(path, TEXT_SPLIT_FILES) is not None)
 
 
 def read_iemocap_text(path: Path, /, **options) -> IngestResult:
@@ -113,6 +120,7 @@ def read_iemocap_text(path: Path, /, **options) -> IngestResult:
         raise CorpusError(f"reader options of iemocap_text: splits: {preview(unknown)} are not "
                           f"splits of the text csvs ({', '.join(TEXT_SPLIT_FILES)})")
     out = RowCollector("iemocap")
+    next_turn: dict[tuple[str, str], int] = {}  # (split, dialogue) -> turn after its last row
     for split, csv_path in split_files(path, TEXT_SPLIT_FILES, opts.splits):
         source = str(csv_path)
         out.sources.append(source)
@@ -127,11 +135,17 @@ def read_iemocap_text(path: Path, /, **options) -> IngestResult:
             if record.encoding == "undecodable":
                 out.reject("bad_encoding", "bytes neither UTF-8 nor cp1252", **where)
                 continue
+            release_id = {}  # meta: the release's id the row was given, where it was
             try:
                 turn = parse_turn(turn_text, "Utterance_ID")
             except RowProblem as failure:
-                out.reject(failure.reason, failure.detail, **where)
-                continue
+                # the release's own id of the turn ('Ses05F_impro01_F000', numbered per
+                # speaker): the turn is the row's place in its dialogue, as written
+                if not (turn_text.startswith(f"{dia}_") and _UTT_ID.match(turn_text)):
+                    out.reject(failure.reason, failure.detail, **where)
+                    continue
+                turn, release_id = next_turn.get((split, dia), 0), {"release_id": turn_text}
+            next_turn[(split, dia)] = max(next_turn.get((split, dia), 0), turn + 1)
             # The id of a readable row: the whole dialogue id (two long ones sharing their
             # first characters are two dialogues) and the turn as a number ("0", "00" and
             # "0.0" are one turn, so the duplicate check sees them).
@@ -150,7 +164,7 @@ def read_iemocap_text(path: Path, /, **options) -> IngestResult:
                 {"utterance_id": where["utterance_id"], "split": split, "dialogue_id": dia,
                  "turn": turn, "speaker": speaker_identity(dia, f["Speaker"].strip()),
                  "text": text, "emotion": emotion,
-                 "meta": {"speaker_label": f["Speaker"].strip()}},
+                 "meta": {"speaker_label": f["Speaker"].strip(), **release_id}},
                 source=source, line=record.line,
             )
     if not out.sources:

@@ -365,6 +365,8 @@ def read_manifest(path: Path, /, mapping: str | Path | dict | None = None,
         shown = file.relative_to(folder).as_posix() if file.is_relative_to(folder) else file.name
         fixed = file_split if origin == "files" else None  # over a split column
         named = file_split if origin == "name" else None  # under it
+        split_columns = set(source_columns(file_spec.columns.get("split") or "split"))
+        split_column = bool(split_columns & set(columns))
         for record in out.rows(records):
             where = dict(source=source, line=record.line, split=file_split)
             if record.problem is not None:
@@ -374,6 +376,15 @@ def read_manifest(path: Path, /, mapping: str | Path | dict | None = None,
                                spec.split, corpus, turns)
                     except RowProblem:
                         pass
+                if not fixed and split_column and not split_columns <= set(record.known or ()):
+                    # its split column was not read: its split is unknown, not guessed (a
+                    # test row counted in train); an evaluation counts such rows apart
+                    where.update(split=None)
+                elif where["split"] is None and not split_column:
+                    # a line that reads as nothing (invalid JSON) in a file whose rows take
+                    # the split option: counted in that split (an evaluation of it counts
+                    # its every input row), not in none
+                    where.update(split=split_name(spec.split))
                 out.reject(*record.problem, **where)
                 continue
             f, meta, problem = file_spec.map_row(record.fields)

@@ -24,6 +24,7 @@ from erc.corpus.base import (
     ReaderOptions,
     RowCollector,
     fix_mojibake,
+    is_split_file,
     media_problem,
     read_csv_records,
     reader_options,
@@ -56,7 +57,8 @@ class MeldOptions(ReaderOptions):
 
 
 def looks_like(path: Path) -> bool:
-    return path.is_dir() and any((path / name).is_file() for name in SPLIT_FILES.values())
+    return (path.is_dir() and any((path / name).is_file() for name in SPLIT_FILES.values())
+            or is_split_file(path, SPLIT_FILES) is not None)
 
 
 def _episode_seconds(stamp: str) -> float | None:

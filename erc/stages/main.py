@@ -504,6 +504,9 @@ def _describe(step: Step, result: StageResult) -> str:
         aside = s.get("set_aside") or {}
         aside = (f", {sum(aside.values()):,} set aside (" + ", ".join(
             f"{reason} {n:,}" for reason, n in aside.items()) + ")") if aside else ""
+        if not s.get("n"):  # predicted, nothing scored (its scores are null)
+            return (f"  {s.get('split')}: no labelled utterance, nothing scored; "
+                    f"{s.get('n_unlabelled', 0):,} predicted{aside} ({state})")
         return (f"  {s.get('split')}: accuracy {s.get('accuracy', 0):.3f}, weighted F1 "
                 f"{s.get('weighted_f1', 0):.3f}, macro F1 {s.get('macro_f1', 0):.3f} "
                 f"(n={s.get('n')}{small}{unlabelled}{aside}) ({state})")

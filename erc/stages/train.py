@@ -339,8 +339,10 @@ class EvalJob:
 
 class EvaluateStage(Stage):
     name = "evaluate"
-    version = 3  # 2: predictions say which modalities each row had no vector for; 3: metrics
-    # count the rows set aside before scoring and score labels the model does not predict
+    version = 4  # 2: predictions say which modalities each row had no vector for; 3: metrics
+    # count the rows set aside before scoring and score labels the model does not predict;
+    # 4: a split without labels has null scores (not 0) and names a label column left unread;
+    # rows set aside whose split could not be read are counted apart
     inputs = ("utterances",)
     optional_inputs = ("features",)  # the corpus's feature folder, for its speaker and face vectors
     results = ("metrics.json", "predictions.parquet", "confusion.png")

@@ -17,6 +17,8 @@ whose label the model predicts (``on_model_labels``). A label written otherwise 
 spaces ('Joy ' for 'joy') is the model's label. The split's input rows set aside before
 scoring (by the reader or the ingest: empty transcripts, unknown labels, ...) are counted
 per reason (``set_aside``): ``n`` + ``n_unlabelled`` + those are the split's input rows.
+A split without a labelled utterance is predicted, not scored: its accuracy and F1s are
+null, not 0.
 """
 
 from __future__ import annotations
@@ -32,6 +34,9 @@ import pyarrow as pa
 from erc import io
 from erc.errors import InputError
 from erc.schema import problem_reasons
+
+SCORES = ("accuracy", "weighted_f1", "macro_f1")  # null in metrics.json when n is 0
+LABEL_COLUMNS = ("emotion", "emotions", "label", "labels")  # names a label column goes by
 
 
 @dataclass
@@ -121,6 +126,22 @@ def in_model_labels(table: pa.Table, labels: Sequence[str]) -> pa.Table:
                             pa.array(mapped, table.schema.field(index).type))
 
 
+def label_like_columns(table: pa.Table, split: str) -> dict[str, int]:
+    """The columns of ``split``'s rows kept in ``meta`` whose name is a label column's
+    (``Emotion``, ``label``) with their count of values: a manifest reads its labels from
+    ``emotion`` alone, so a file of such a column reads as unlabelled, every turn predicted
+    and none scored, unless this is said."""
+    from erc.train.data import label_key
+
+    found: Counter = Counter()
+    rows = table.filter(pa.compute.equal(table.column("split"), split)).column("meta")
+    for meta in rows.to_pylist():
+        for key, value in meta or ():
+            if label_key(key).replace(" ", "_") in LABEL_COLUMNS and value and value.strip():
+                found[key] += 1
+    return dict(sorted(found.items()))
+
+
 def predict_ensemble(model_dirs: Sequence[str | Path], table: pa.Table, split: str,
                      device: str | None = None, features: str | Path | None = None):
     """``predict_split`` of several models, their probabilities averaged. The models must
@@ -170,6 +191,10 @@ def evaluate(model_dir: str | Path | Sequence[str | Path], table: pa.Table, spli
     y = np.asarray([index[t] if t is not None else -1 for t in truth], dtype=np.int64)
     labelled = y >= 0
     metrics = classification_metrics(y[labelled], pred[labelled], scored)
+    if not labelled.any():  # predictions only: a score of nothing is none, not 0.0
+        metrics.update(dict.fromkeys(SCORES))
+        if unread := label_like_columns(table, split):
+            metrics["label_columns_unread"] = unread
     metrics["per_speaker"] = per_group(y[labelled], pred[labelled],
                                        np.asarray(speakers)[labelled], scored)
     metrics.update({"split": split, "model": str(model_dirs[0]) if len(model_dirs) == 1 else
@@ -177,12 +202,14 @@ def evaluate(model_dir: str | Path | Sequence[str | Path], table: pa.Table, spli
                     "n_missing": dict(sorted(Counter(m for row in missing for m in row).items()))})
     if reasons := problem_reasons(problems, (split,)):  # rows that never reached the model:
         metrics["set_aside"] = dict(reasons.most_common())  # n + n_unlabelled + these
+    if reasons := problem_reasons(problems, (None,)):  # rows whose split column went unread:
+        metrics["set_aside_split_unknown"] = dict(reasons.most_common())  # this split's, maybe
     if unseen:  # the scores above count them wrong; these leave them out
         known = labelled & (y < len(labels))
         alone = classification_metrics(y[known], pred[known], labels)
         metrics["unseen_labels"] = dict(sorted(unseen.items()))
-        metrics["on_model_labels"] = {k: alone[k] for k in ("n", "accuracy", "weighted_f1",
-                                                            "macro_f1")}
+        metrics["on_model_labels"] = {"n": alone["n"],  # of none of them: no score, not 0
+                                      **{k: alone[k] if alone["n"] else None for k in SCORES}}
     dialogue = dict(zip(table.column("utterance_id").to_pylist(),
                         table.column("dialogue_id").to_pylist()))
     predictions = pa.table({
@@ -200,7 +227,8 @@ def evaluate(model_dir: str | Path | Sequence[str | Path], table: pa.Table, spli
         io.write_parquet(out_dir / "predictions.parquet", predictions)
         name = (Path(model_dirs[0]).name if len(model_dirs) == 1
                 else f"ensemble of {len(model_dirs)}")
+        scores = (f"acc {metrics['accuracy']:.3f}, wF1 {metrics['weighted_f1']:.3f}"
+                  if metrics["n"] else "no labelled utterance")
         plot_confusion(metrics["confusion"], scored, out_dir / "confusion.png",
-                       title or f"{name} on {split}: acc {metrics['accuracy']:.3f}, "
-                                f"wF1 {metrics['weighted_f1']:.3f}")
+                       title or f"{name} on {split}: {scores}")
     return Evaluation(metrics=metrics, predictions=predictions, out_dir=out_dir)
