@@ -240,6 +240,13 @@ def _json_default(value: Any):
     return str(value)
 
 
+def path_part(value: str) -> str:
+    """A value of the data (a split's name) as one component of a path: its separators and
+    NULs replaced, so that ``eval-{split}`` names a folder where it is placed, never one
+    below or outside it ("held/out", "../../x")."""
+    return re.sub(r"[/\\\x00]", "_", value)
+
+
 def is_scratch(name: str) -> bool:
     """Files that are never results: erc's temporary files mid-write and the lock (named
     as only erc names them: a user's ``draft.tmp`` is not erc's)."""

@@ -318,7 +318,7 @@ def _evaluation_section(out: Path, run: dict) -> str:
     evaluated = _evaluations(run)
     chosen = _chosen_split(run, evaluated)
     for split, m in evaluated.items():
-        folder = out / f"eval-{split}"
+        folder = out / f"eval-{io.path_part(split)}"
         per_class = [[label, _fmt(v["precision"]), _fmt(v["recall"]), _fmt(v["f1"]), v["support"]]
                      for label, v in m["per_class"].items()]
         confusion = folder / "confusion.png"

@@ -393,6 +393,25 @@ def test_evaluate_predicts_every_row_of_a_split_without_labels(tmp_path, capsys)
     assert "0.000" not in out
 
 
+def test_a_split_named_as_a_path_is_evaluated_into_a_folder_beside_the_model(tmp_path, capsys):
+    """The evaluation's folder is named after the split, a value of the data: a split
+    "../../x" wrote its metrics two folders above the model's, "held/out" one below."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    (tmp_path / "m").mkdir()
+    model, corpus = _fusion_model(tmp_path / "m", [[0.1] * 4] * 2, ["a", "b"])
+    table = pq.read_table(corpus)
+    for split in ("../../x", "held/out"):
+        table = table.set_column(table.schema.get_field_index("split"), "split",
+                                 pa.array([split] * table.num_rows))
+        pq.write_table(table, corpus)
+        assert main(["evaluate", str(model), str(corpus), "--split", split]) == 0, capsys.readouterr()
+    assert sorted(p.name for p in (tmp_path / "m").iterdir() if p.name.startswith("eval-")) == [
+        "eval-.._.._x", "eval-held_out"]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["m"]  # nothing written above it
+
+
 def test_evaluate_says_when_no_utterance_has_a_text_vector(tmp_path, capsys):
     """A model of `erc run` reads its text vectors from the run's feature folder: a test
     file placed beside the corpus after the run has none there, and every turn was scored

@@ -202,8 +202,10 @@ def _evaluate(args) -> tuple[dict, Path, str, bool]:
     if args.out:
         return _evaluate_into(args, Path(args.out), split, (table, problems))
     # beside the (first) model, also one given by a storage URI
-    with output_beside(args, "model", Path(args.model[0]).parent / f"eval-{split}",
-                       f"eval-{split}") as out:
+    from erc import io
+
+    folder = f"eval-{io.path_part(split)}"  # a split named "../x" stays beside the model
+    with output_beside(args, "model", Path(args.model[0]).parent / folder, folder) as out:
         return _evaluate_into(args, out, split, (table, problems))
 
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from erc import io
 from erc.recipes import RunConfig
 from erc.stages.qc import kept_utterances
 
@@ -23,7 +24,7 @@ class Layout:
         self.qc_enabled = config.qc.enabled
 
     def evaluation(self, split: str) -> Path:
-        return self.root / f"eval-{split}"
+        return self.root / f"eval-{io.path_part(split)}"
 
     def evaluations(self) -> list[Path]:
         """The evaluation folders of this config's splits (an eval-* folder an earlier
