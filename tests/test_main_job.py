@@ -272,6 +272,27 @@ def test_the_qc_and_evaluate_lines_count_every_row_of_a_split(tmp_path):
     assert "(n=2, too few to judge accuracy, 1 unlabelled, 1 set aside (qc_rejected 1))" in line
 
 
+def test_the_main_job_says_which_reference_photos_qc_left_out(tmp_path):
+    """`erc run` with qc.face_references printed nothing of a photo left out (no face, two
+    faces) or of one that matches none of its speaker's clips, which set them all aside:
+    only `erc qc` said so. The qc line now carries the same notes."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    from erc.stages.base import StageResult
+    from erc.stages.main import Step, _describe
+    from erc.stages.qc import QCStage
+
+    pq.write_table(pa.table({"split": ["train"] * 3, "keep": [False, False, False]}),
+                   tmp_path / "decisions.parquet")
+    face = {"reference_photos_unused": ["refs/Ann.jpg: no face found"],
+            "references_matching_no_clip": {"Bob": 3}}
+    line = _describe(Step("qc", QCStage(), None, {}, tmp_path),
+                     StageResult("qc", tmp_path, False, {"face": face}, 1.0, {}))
+    assert "face references: 1 photo(s) not used" in line and "refs/Ann.jpg: no face found" in line
+    assert "matching none of their speaker's clips" in line and "'Bob' (0 of 3)" in line, line
+
+
 def test_the_preprocess_summary_is_printed_once(tmp_path):
     """The main job printed the preprocessing pass's summary (rows in and out, the stage
     table, the models) twice: the pass printed it as it ended, and the stage's line after

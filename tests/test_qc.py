@@ -459,6 +459,30 @@ def test_leave_one_out_similarity_to_own_reference():
     assert out[3, 0] == 0 and np.all(out[:, 1] == 0)
 
 
+def test_a_label_of_three_clean_voices_is_not_unlike_itself():
+    """A speaker with three utterances had a robust sd of one of them (of three values one
+    is the median): the farthest clean clip was unlike_label whenever it lay 3.4 times as
+    far as the nearer: in 7 of 12 constructed corpora (and two RAVDESS actors of three
+    clips in a sample variant, their faces matching at 1.000). Such a label now takes at
+    least the corpus's typical range; a label of four keeps its own (a stranger caught)."""
+    flagged = 0
+    for seed in range(12):
+        rng = np.random.default_rng(seed)
+        voices = l2_normalise(rng.standard_normal((4, 32)))
+        labels, emb = [], []
+        for k, (name, n) in enumerate((("Ross", 8), ("Joey", 8), ("Carol", 3))):
+            for _ in range(n):
+                labels.append(name)
+                emb.append(l2_normalise(voices[k] + 0.25 * rng.standard_normal(32)).tolist())
+        rows, _ = check_speakers(labels, emb, [2.0] * len(labels))
+        flagged += any(r["speaker_status"] == "unlike_label" for r in rows[16:])
+        if seed == 1:  # a stranger's voice as Carol's fourth clip: her own range again
+            stranger = l2_normalise(voices[3] + 0.25 * rng.standard_normal(32)).tolist()
+            rows, _ = check_speakers(labels + ["Carol"], emb + [stranger], [2.0] * 20)
+            assert rows[-1]["speaker_status"] == "unlike_label"
+    assert flagged <= 1  # one clip of seed 7 lies far from its label's two others
+
+
 def test_voice_closer_to_another_speaker_is_flagged_and_clean_voices_are_not():
     rng = np.random.default_rng(11)
     voices = l2_normalise(rng.standard_normal((8, 128)))
@@ -676,6 +700,41 @@ def test_decisions_account_for_every_utterance_and_report_renders(tmp_path):
     kept_all = pq.read_table(tmp_path / "qc_all" / "utterances.parquet").to_pylist()
     assert next(r for r in kept_all if r["utterance_id"] == "toy/train/d1/1")["speaker"] == "Joey"
 
+
+
+def test_a_clip_whose_voice_and_face_name_two_others_is_proposed_to_the_face(tmp_path):
+    """A RAVDESS clip of Actor_05 filed under Actor_03 was proposed 'sounds_like:Actor_07'
+    (its voice nearest Actor_07's) while its face was Actor_05's at 0.999: with apply=all
+    the clip went to a third person its own face contradicts. The face now names it."""
+    corpus, features = _constructed_run(tmp_path, np.random.default_rng(6))
+    part = features / "part-00000.parquet"
+    table = pq.read_table(part)
+    rows = table.to_pylist()
+    ross = next(r for r in rows if r["utterance_id"] == "toy/train/d0/0")["faces"]
+    # d1/1, labelled Rachel: Joey's voice (as built), Ross's face.
+    next(r for r in rows if r["utterance_id"] == "toy/train/d1/1")["faces"] = ross
+    pq.write_table(pa.Table.from_pylist(rows, schema=table.schema), part)
+    config = QCConfig()
+    config.speakers.apply = "all"
+    result = run_qc(features, corpus, tmp_path / "qc", config)
+    row = next(r for r in result.decisions.to_pylist() if r["utterance_id"] == "toy/train/d1/1")
+    assert (row["proposed_speaker"], row["relabel_reason"]) == ("Ross", "looks_like:Ross")
+    assert row["relabel_applied"] and row["final_speaker"] == "Ross" and row["face_status"] == "match"
+
+
+def test_a_row_whose_features_failed_carries_no_alignment_scores(tmp_path):
+    """A silent or unreadable clip (alignment not_checked) carried the scores of an empty
+    ASR transcript: cosine 0, Levenshtein 0, every word an error, shown in the report's
+    examples beside features:silence as if the audio said something else."""
+    corpus, features = _constructed_run(tmp_path, np.random.default_rng(6))
+    result = run_qc(features, corpus, tmp_path / "qc", report=False)
+    d = {r["utterance_id"]: r for r in result.decisions.to_pylist()}
+    for uid in ("toy/train/d1/3", "toy/train/d2/0"):  # failed, missing
+        row = d[uid]
+        assert row["alignment_status"] == "not_checked" and row["n_words"] > 0, row
+        assert [row[k] for k in ("align_cos_words", "align_lev", "align_coverage", "align_wer",
+                                 "align_word_errors", "n_asr_words")] == [None] * 6, row
+    assert d["toy/train/d0/0"]["align_cos_words"] > 0.99  # a checked row keeps its scores
 
 
 def test_the_rows_qc_sets_aside_are_counted_beside_the_kept_rows(tmp_path):
@@ -1059,6 +1118,16 @@ def test_a_relabels_file_that_names_no_relabel_is_one_line(tmp_path, text, fragm
     with pytest.raises(InputError, match="reviewed.csv") as caught:
         read_relabels(reviewed)
     assert fragment in str(caught.value)
+
+
+def test_a_relabels_file_saved_with_a_byte_order_mark_relabels_utterances_not_labels(tmp_path):
+    """relabels.csv reviewed in Excel and saved as "CSV UTF-8" starts with a byte order
+    mark: its first column read as "\ufeffutterance_id", so each line fell back to its
+    speaker column and relabelled every utterance of that label, not the one utterance."""
+    reviewed = tmp_path / "reviewed.csv"
+    reviewed.write_bytes(b"\xef\xbb\xbf" + b"utterance_id,speaker,proposed_speaker,reason,apply\n"
+                         b"toy/train/d1/1,Rachel,Joey,sounds_like:Joey,true\n")
+    assert read_relabels(reviewed) == ({"toy/train/d1/1": "Joey"}, {})
 
 
 @pytest.mark.parametrize("column", ["asr_text", "faces"])

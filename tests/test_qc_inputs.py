@@ -122,3 +122,91 @@ def test_reference_photos_match_labels_across_case_and_spaces_and_others_are_lis
     assert [r["face_status"] for r in rows] == ["other_face"] * 4
     assert summary["references_explicit"] == ["Monica", "Rachel"]
     assert summary["references_for_no_speaker"] == ["Monica"]
+
+
+def test_a_reference_photo_of_two_faces_of_one_size_is_left_out(tmp_path):
+    """A photo of two people (a couple, a group) gave its largest face as the speaker's
+    reference, unsaid: when that face was the other person's, every clip of the speaker was
+    other_face. A bystander far smaller than the speaker's face is still passed over."""
+    from types import SimpleNamespace
+
+    import numpy as np
+    from PIL import Image
+
+    from erc.qc.faces import load_face_references
+
+    refs = tmp_path / "refs"
+    refs.mkdir()
+    Image.new("RGB", (60, 60), "white").save(refs / "Ross.png")  # two faces, 30x30 and 28x28
+    Image.new("RGB", (60, 60), "black").save(refs / "Rachel.png")  # 30x30 and a 10x10 bystander
+
+    class Detector:
+        def detect(self, frames):
+            second = (30, 30, 58, 58) if frames[0].mean() > 128 else (40, 40, 50, 50)
+            return [[SimpleNamespace(box=second, score=0.99),
+                     SimpleNamespace(box=(0, 0, 30, 30), score=0.99)]]
+
+    class Embedder:
+        def embed(self, frames, boxes):
+            return [[np.full(4, 1.0 + boxes[0][0][0], np.float32)]]
+
+    unused: list[str] = []
+    found = load_face_references(refs, Detector(), Embedder(), unused=unused)
+    assert set(found) == {"Rachel"}
+    assert len(unused) == 1 and unused[0].startswith(f"{refs / 'Ross.png'}: 2 faces, none clearly")
+
+
+def test_a_reference_matching_none_of_its_speakers_clips_is_named():
+    """A reference photo of someone else (a wrong file, a co-star's face) set aside every
+    clip of its speaker as other_face, and neither the summary nor the command said why."""
+    import numpy as np
+
+    from erc.qc.embeddings import l2_normalise
+    from erc.qc.faces import check_faces
+
+    people = l2_normalise(np.random.default_rng(1).standard_normal((3, 16)))
+
+    def clip(k):
+        return [{"frame": 0, "time_s": 0.5, "box": [0, 0, 5, 5], "score": 0.99,
+                 "embedding": people[k].tolist()}]
+
+    speakers = ["Rachel"] * 3 + ["Ross"] * 3 + ["Joey"]
+    faces = [clip(1)] * 3 + [clip(0), clip(0), clip(2)] + [clip(2)]
+    rows, summary = check_faces(speakers, faces, [2] * 7, references={
+        "Rachel": people[2][None], "Ross": people[0][None], "Joey": people[0][None]})
+    assert [r["face_status"] for r in rows[:3]] == ["other_face"] * 3
+    # Ross's photo matches two of his three clips; Joey's one clip is too few to judge it.
+    assert summary["references_matching_no_clip"] == {"Rachel": 3}
+
+
+def test_reference_photos_in_tiff_or_gif_are_read_and_a_folder_of_none_is_refused(tmp_path):
+    """A folder of .tiff or .gif photos (formats PIL reads) was passed over file by file,
+    unsaid: no reference used, every speaker judged on its clips alone, nothing printed."""
+    from types import SimpleNamespace
+
+    import numpy as np
+    import pytest
+    from PIL import Image
+
+    from erc.errors import InputError
+    from erc.qc.faces import load_face_references
+
+    refs = tmp_path / "refs"
+    refs.mkdir()
+    Image.new("RGB", (20, 20), "white").save(refs / "Ross.tiff")
+    Image.new("RGB", (20, 20), "white").save(refs / "Rachel.gif")
+
+    class Detector:
+        def detect(self, frames):
+            return [[SimpleNamespace(box=(0, 0, 10, 10), score=0.99)]]
+
+    class Embedder:
+        def embed(self, frames, boxes):
+            return [[np.ones(4, np.float32)]]
+
+    assert set(load_face_references(refs, Detector(), Embedder())) == {"Ross", "Rachel"}
+    empty = tmp_path / "notes"
+    empty.mkdir()
+    (empty / "README.txt").write_text("photos to come")
+    with pytest.raises(InputError, match="no photo in it"):
+        load_face_references(empty, Detector(), Embedder())

@@ -29,7 +29,7 @@ def _beside_features(args, run: Path, name: str) -> Path:
 
 
 def cmd_qc(args) -> int:
-    from erc.qc.report import report_data
+    from erc.qc.report import reference_notes, report_data
     from erc.stages.base import execute
     from erc.stages.qc import QCStage
 
@@ -51,15 +51,8 @@ def cmd_qc(args) -> int:
     for reason, count in data["removed_by_first_reason"].items():
         print(f"  {reason:32} {count:7d}")
     print("failures per check: " + ", ".join(f"{c} {v}" for c, v in data["failed_by_check"].items()))
-    unused = data["face"].get("reference_photos_unused", [])
-    if unused:
-        print(f"face references: {len(unused)} photo(s) not used (all in report.json)")
-        for line in unused[:5]:
-            print(f"  {line}")
-    no_speaker = data["face"].get("references_for_no_speaker", [])
-    if no_speaker:
-        print(f"face references for no speaker of the corpus: {', '.join(map(repr, no_speaker[:5]))}"
-              + (f" and {len(no_speaker) - 5} more" if len(no_speaker) > 5 else ""))
+    for line in reference_notes(data["face"]):
+        print(line)
     reviewed = data["relabels"].get("reviewed") or {}
     unknown = [*reviewed.get("unknown_utterances", []), *reviewed.get("unknown_speakers", [])]
     if unknown:

@@ -23,8 +23,9 @@ those labels (face findings win over voice ones; an alias by name wins over an a
 faces or voices found, not over a conflated name's split) and the speaker check proposes
 relabellings of single utterances; the proposals that ``SpeakerConfig.apply`` accepts
 ("labels": conflated and alias findings; "all": also single utterances that sound like
-another speaker) change the labels and the speaker check runs again on them; the face
-check runs on the final labels; alignment needs no labels.
+another speaker, or whose face is another's where voice and face disagree on who) change
+the labels and the speaker check runs again on them; the face check runs on the final
+labels; alignment needs no labels.
 
 An utterance is kept when its features exist and did not fail and every enabled check
 passes. ``reasons`` lists every failure (``check:status``); ``first_reason`` is the first of
@@ -129,6 +130,12 @@ class QCResult:
 
 # -- inputs -------------------------------------------------------------------------------
 
+# The alignment scores of a row whose audio was never transcribed (its features failed or
+# are missing): null, not the scores of an empty ASR transcript.
+UNHEARD = ("cos_words", "cos_chars", "lev", "coverage", "wer", "n_asr_words", "word_errors",
+           "word_error_limit", "missing_start", "missing_end", "extra_start", "extra_end",
+           "speech_s", "log_rate")
+
 FEATURE_COLUMNS = ("utterance_id", "status", "failure_reason", "duration_s", "asr_text",
                    "asr_words", "speech_segments", "n_frames", "faces", "speaker_embedding")
 
@@ -209,7 +216,9 @@ def read_relabels(path: str | Path) -> tuple[dict[str, str], dict[str, str]]:
     ``proposed_speaker`` and either ``utterance_id`` or ``speaker`` (a whole label); rows
     whose ``apply`` column is false/no/0 are skipped."""
     by_utterance, by_label = {}, {}
-    with open(path, newline="", encoding="utf-8") as handle:
+    # utf-8-sig: a file saved by Excel starts with a byte order mark, which would make the
+    # first column "\ufeffutterance_id": each utterance's line read as its whole label's.
+    with open(path, newline="", encoding="utf-8-sig") as handle:
         try:
             reader = csv.DictReader(handle, strict=True)  # strict: a quote left open is an error
             header = reader.fieldnames or []
@@ -304,6 +313,9 @@ def decide(utterances: pa.Table, features: dict[str, dict], models: list[dict],
                 row.update(status="not_checked", status_paper="not_checked",
                            status_length_aware="not_checked", status_calibrated="not_checked",
                            neighbour=None)
+                # Scored against no ASR transcript, they read as a transcript nothing like
+                # its audio (similarity 0, every word an error): nothing was heard to compare.
+                row.update(dict.fromkeys(UNHEARD))
                 row["pass"] = True
     else:
         align = [{"status": "disabled", "pass": True} for _ in utt]
@@ -365,9 +377,19 @@ def decide(utterances: pa.Table, features: dict[str, dict], models: list[dict],
         if not (speak[i]["relabel_reason"] or "").startswith("conflated:"):
             speak[i]["proposed_speaker"], speak[i]["relabel_reason"] = target, reason
     summary["label_findings"] = name_findings + face_findings + speaker_findings
+    if "face" in config.checks and "speaker" in config.checks:
+        # A clip whose voice sounds like one speaker and whose face is another known
+        # speaker's is the face's: faces separate people far better than voices do.
+        seen, _ = check_faces(labels, faces, frames, models, config.faces,
+                              references=face_references, tracks=tracks)
+        for i, row in enumerate(seen):
+            other = row["face_lookalike"]
+            if other and (speak[i]["relabel_reason"] or "").startswith("sounds_like:") \
+                    and speak[i]["proposed_speaker"] != other:
+                speak[i]["proposed_speaker"], speak[i]["relabel_reason"] = other, f"looks_like:{other}"
 
     accepted = {"none": (), "labels": ("conflated:", "alias_of:"),
-                "all": ("conflated:", "alias_of:", "sounds_like:")}[config.speakers.apply]
+                "all": ("conflated:", "alias_of:", "sounds_like:", "looks_like:")}[config.speakers.apply]
     applied = [bool(accepted) and bool(r["proposed_speaker"])
                and r["relabel_reason"].startswith(accepted) for r in speak]
     final = [r["proposed_speaker"] if a else lab for r, a, lab in zip(speak, applied, labels)]

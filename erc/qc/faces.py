@@ -274,10 +274,20 @@ def check_faces(speakers: list[str], faces: list[list[dict] | None], n_frames: l
                             or (status == "several_candidates" and config.several_candidates == "keep")
                             or (status == "no_face" and config.no_face == "keep"))
         rows.append(row)
+    # A given reference that none of its speaker's clips with faces matches (two or more)
+    # is likely a photo of someone else: it set aside every one of them as other_face.
+    seen, matched = Counter(), Counter()
+    for speaker, row in zip(speakers, rows):
+        if speaker in explicit and row["face_status"] not in ("no_face", "not_checked"):
+            seen[speaker] += 1
+            matched[speaker] += row["face_candidates"] > 0
+    matching_none = {s: n for s, n in sorted(seen.items())
+                     if n >= config.min_reference_clips and not matched[s]}
     summary = {
         "threshold": threshold,
         "references_built": len(built),
         "references_explicit": sorted(explicit),
+        "references_matching_no_clip": matching_none,
         "references_for_no_speaker": sorted(unmatched),
         "reference_support": {s: {"support": r.support, "candidates": r.candidates}
                               for s, r in sorted(built.items())},
@@ -288,7 +298,10 @@ def check_faces(speakers: list[str], faces: list[list[dict] | None], n_frames: l
 
 # -- explicit references -------------------------------------------------------------------
 
-IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".webp")
+IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff", ".gif")  # what PIL reads
+# A reference photo's largest face is the speaker's only when the next is at most this share
+# of its area (a bystander far behind); otherwise the photo is left out.
+PHOTO_FACE_MARGIN = 0.5
 
 
 def load_photo(path: str | Path, max_side: int | None = 640) -> np.ndarray:
@@ -331,7 +344,8 @@ def load_face_references(path: str | Path, detector=None, embedder=None,
     - a folder of photos: ``<speaker>/<any>.jpg`` or ``<speaker>.jpg``; each photo's largest
       detected face is embedded with ``detector`` / ``embedder`` (erc face backends: the same
       embedder that produced the feature table, else the similarities mean nothing).
-      A photo that cannot be read or shows no face is left out, and said in ``unused``
+      A photo that cannot be read, shows no face or two faces of about one size is left
+      out, and said in ``unused``
       ("file: why").
     """
     path = Path(path)
@@ -369,6 +383,9 @@ def load_face_references(path: str | Path, detector=None, embedder=None,
         if file.suffix.lower() in IMAGE_SUFFIXES and file.is_file():
             rel = file.relative_to(path)
             photos[rel.parts[0] if len(rel.parts) > 1 else file.stem].append(file)
+    if not photos:  # the wrong folder, or photos in a format not read: none used, unsaid
+        raise InputError(f"face references {path}: no photo in it (<speaker>/*.jpg or "
+                         f"<speaker>.jpg; read: {', '.join(IMAGE_SUFFIXES)})")
     out: dict[str, np.ndarray] = {}
     for speaker, files in sorted(photos.items()):
         vectors = []
@@ -383,7 +400,15 @@ def load_face_references(path: str | Path, detector=None, embedder=None,
             if not found:
                 unused.append(f"{file}: no face found")
                 continue
-            face = max(found, key=lambda f: (f.box[2] - f.box[0]) * (f.box[3] - f.box[1]))
+            areas = sorted(((f.box[2] - f.box[0]) * (f.box[3] - f.box[1]), k)
+                           for k, f in enumerate(found))
+            # Two faces of about one size (a couple, a group): which is the speaker's the
+            # photo does not say, and the wrong one would set aside every clip of the label.
+            if len(areas) > 1 and areas[-2][0] >= PHOTO_FACE_MARGIN * areas[-1][0]:
+                unused.append(f"{file}: {len(found)} faces, none clearly the largest "
+                              f"(which is the speaker's is unknown); give a photo of one face")
+                continue
+            face = found[areas[-1][1]]
             vector = np.asarray(embedder.embed([frame], [[face.box]])[0][0], np.float32)
             # As in the features and a .parquet of references: a zero or non-finite vector
             # is no face (a zero reference is 0 similar to every face: all other_face).

@@ -138,6 +138,28 @@ def report_data(decisions, summary: dict) -> dict:
     return data
 
 
+def reference_notes(face: dict) -> list[str]:
+    """What a person must hear about the reference photos given (photos left out, names of
+    no speaker, references none of their speaker's clips match), for every command that
+    runs QC to print."""
+    notes = []
+    unused = face.get("reference_photos_unused") or []
+    if unused:
+        notes.append(f"face references: {len(unused)} photo(s) not used (all in report.json)")
+        notes.extend(f"  {line}" for line in unused[:5])
+    no_speaker = face.get("references_for_no_speaker") or []
+    if no_speaker:
+        notes.append(f"face references for no speaker of the corpus: {', '.join(map(repr, no_speaker[:5]))}"
+                     + (f" and {len(no_speaker) - 5} more" if len(no_speaker) > 5 else ""))
+    mismatched = face.get("references_matching_no_clip") or {}
+    if mismatched:
+        notes.append("face references matching none of their speaker's clips (a photo of "
+                     "someone else? all those clips are other_face): "
+                     + ", ".join(f"{name!r} (0 of {n})" for name, n in list(mismatched.items())[:5])
+                     + (f" and {len(mismatched) - 5} more" if len(mismatched) > 5 else ""))
+    return notes
+
+
 def removal_rows(data: dict, key: str) -> tuple[list[str], list[list]]:
     """What QC set aside per ``key`` (split, emotion or speaker), from ``report_data``:
     header and rows, most set aside first, then a total row for splits and emotions.

@@ -98,6 +98,8 @@ FALLBACK = {"same_person": 0.9, "split_below": 0.6, "reference_threshold": 0.65}
 STATUSES = ("match", "other_speaker", "unlike_label", "no_reference", "not_checked")
 # The summary's name for the calibrated other_speaker cut (the report reads it back).
 CLOSER_KEY = "other_speaker: closer to another label's utterances by"
+# A label's robust sd is its own range from this many utterances on (see check_speakers).
+MIN_SPREAD_VALUES = 4
 
 
 @dataclass
@@ -259,11 +261,21 @@ def check_speakers(labels: list[str], embeddings: list, durations: list[float | 
         rows = labels_arr == name
         own[rows] = sims[rows, k]
     spread = {}  # each label's own range: (median, robust sd) of its similarities
+    counts = {}
     for name in names:
         values = own[mask & (labels_arr == name)]
         med = float(np.median(values))
         sd = 1.4826 * float(np.median(np.abs(values - med)))
-        spread[name] = (med, max(sd, config.min_spread))
+        spread[name], counts[name] = (med, max(sd, config.min_spread)), len(values)
+    # The robust sd of three values says nothing: one is the median and the sd is the
+    # nearer other's distance, so the farther is "unlike its label" whenever it lies 3.4
+    # times as far (5 in 12 clean labels of three). Such a label's range is at least the
+    # corpus's typical one (labels with MIN_SPREAD_VALUES or more: unchanged).
+    typical = [sd for name, (_, sd) in spread.items() if counts[name] >= MIN_SPREAD_VALUES]
+    if typical:
+        for name, (med, sd) in spread.items():
+            if counts[name] < MIN_SPREAD_VALUES:
+                spread[name] = (med, max(sd, float(np.median(typical))))
     # How much closer another label's nearest utterances come than its own: the corpus's
     # boundary. NaN where there is nothing to compare (one label, or none of its own).
     near = neighbour_similarity(xc, [members_of[name] for name in names], config.neighbours)

@@ -482,8 +482,12 @@ def _describe(step: Step, result: StageResult) -> str:
     if step.name == "preprocess":
         return f"  preprocess {state}"  # the pass printed its summary as it ended
     if step.name == "qc":
+        from erc.qc.report import reference_notes
+
         decisions = s.get("relabel_proposals")
-        return (f"  {_qc_counts(step.out)}\n  qc {state}: {step.out / 'report.html'}"
+        # Reference photos left out or matching no clip are said here too, not only by erc qc.
+        notes = "".join(f"\n  {line}" for line in reference_notes(s.get("face") or {}))
+        return (f"  {_qc_counts(step.out)}{notes}\n  qc {state}: {step.out / 'report.html'}"
                 + (f"; {decisions} relabel proposal(s)" if decisions else ""))
     if step.name == "train":
         from erc.stages.train import kept_candidate, refit_said

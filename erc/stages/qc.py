@@ -30,8 +30,11 @@ class QCStage(Stage):
     # is the default; 5: names equal but for their letters' Unicode encoding are one;
     # 6: a blank speaker label has no reference; 7: the rows set aside (the ingest's and
     # QC's) in problems.parquet beside the kept rows; 8: with relabels applied, the speaker
-    # cuts reported are the second pass's (which decided the statuses)
-    version = 8
+    # cuts reported are the second pass's (which decided the statuses); 9: a clip whose
+    # voice and face name two other speakers is proposed to the face's (looks_like), and a
+    # row whose features failed carries no alignment scores; a voice label of three
+    # utterances is judged on at least the corpus's typical range
+    version = 9
 
     def reads(self, config: QCConfig) -> tuple:
         return tuple((name, getattr(config, name)) for name in ("relabels", "face_references"))
