@@ -986,6 +986,28 @@ def test_labels_that_differ_only_in_case_or_spaces_are_refused():
     assert "anger" not in str(raised.value)
 
 
+def test_labels_that_differ_only_in_unicode_form_are_one_label():
+    """'café' composed in some rows and 'cafe' + a combining accent in others (one look, two
+    strings: a corpus assembled from two tools) trained a model of both as separate
+    classes; training now refuses it, and evaluate reads either as the model's label."""
+    import unicodedata
+
+    from erc.errors import InputError
+    from erc.schema import utterance_table
+    from erc.train.data import label_list
+    from erc.train.evaluate import in_model_labels
+
+    composed, decomposed = (unicodedata.normalize(form, "café") for form in ("NFC", "NFD"))
+    rows = [{"utterance_id": f"c/train/d/{t}", "corpus": "c", "split": "train",
+             "dialogue_id": "d", "turn": t, "speaker": "A", "text": "hi", "emotion": emotion}
+            for t, emotion in enumerate([composed, decomposed, "anger"])]
+    with pytest.raises(InputError, match=r"differ only in case, spaces or Unicode form would "
+                                         r"be learnt as separate classes: 'cafe\\u0301' / 'café'"):
+        label_list(utterance_table(rows), "train")
+    table = in_model_labels(utterance_table(rows), [composed, "anger"])
+    assert table.column("emotion").to_pylist() == [composed, composed, "anger"]
+
+
 def test_a_label_only_the_dev_split_has_is_said_before_training(capsys):
     """A label in the dev split that no training utterance has cannot be learnt; the run
     said nothing, and its dev score fell with every such utterance."""
@@ -1001,6 +1023,39 @@ def test_a_label_only_the_dev_split_has_is_said_before_training(capsys):
     assert "fear (2) labelled in split 'dev' but never in 'train'" in out and "joy" not in out
     training_roles(utterance_table([r for r in rows if r["emotion"] != "fear"]), None)
     assert "note" not in capsys.readouterr().out
+
+
+def test_a_dev_split_that_cannot_score_says_what_to_do_instead():
+    """A dev split whose every row is unlabelled stopped training without saying that a
+    selection slice would do; one whose labels are all unknown to the train split trained,
+    its dev score 0 at every epoch (every utterance left out), the epoch chosen on nothing;
+    a train split of one label trained a model that predicts it always."""
+    from erc.errors import InputError
+    from erc.schema import utterance_table
+    from erc.train.data import training_roles
+
+    def table(dev):
+        return utterance_table([
+            {"utterance_id": f"c/{split}/d/{t}", "corpus": "c", "split": split,
+             "dialogue_id": "d", "turn": t, "speaker": "A", "text": "hi", "emotion": emotion}
+            for split, emotions in (("train", ["joy", "anger"]), ("dev", dev))
+            for t, emotion in enumerate(emotions)])
+
+    with pytest.raises(InputError, match="has no labelled utterances; .*--select-fraction"):
+        training_roles(table([None, None]), None)
+    with pytest.raises(InputError, match=r"no utterance labelled with a label of split 'train' "
+                                         r"\(it has fear \(2\)\); .*--select-fraction"):
+        training_roles(table(["fear", "fear", None]), None)
+    with pytest.raises(InputError, match=r"split 'train' \(for train\) has one label, joy \(2\)"):
+        training_roles(utterance_table([
+            {"utterance_id": f"c/{s}/d/{t}", "corpus": "c", "split": s, "dialogue_id": "d",
+             "turn": t, "speaker": "A", "text": "hi", "emotion": "joy"}
+            for s in ("train", "dev") for t in range(2)]), None)
+    slice_rows = [{"utterance_id": f"c/{s}/d/0", "corpus": "c", "split": s, "dialogue_id": "d",
+                   "turn": 0, "speaker": "A", "text": "hi", "emotion": e}
+                  for s, e in (("train", "joy"), ("select", None))]
+    with pytest.raises(InputError, match=r"has no labelled utterances$"):  # a slice already
+        training_roles(utterance_table(slice_rows), {"train": "train", "dev": "select"})
 
 
 def test_the_model_s_labels_are_the_train_split_s_and_labels_only_unread_splits_have_are_said(

@@ -17,7 +17,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from erc.errors import ConfigError
+from erc.errors import ConfigError, InputError
 from erc.recipes import FusionConfig
 from erc.tune.space import FAMILIES, load_spec, parse_spec
 from tests.conftest import shared_path  # first: it sets the hermetic environment
@@ -573,6 +573,48 @@ def test_select_fraction_chooses_on_a_slice_of_train_and_reports_on_dev():
     sliced, roles = selection_split(other, 0.2, train="training", dev="validation")
     assert roles == {"train": "training", "dev": "select", "report": "validation"}
     assert set(sliced.column("split").to_pylist()) == {"training", "select", "validation"}
+
+
+def test_select_fraction_on_a_corpus_without_a_dev_split():
+    """`erc tune --select-fraction` on a corpus of train and test splits (or of a train split
+    alone), which `erc train --select-fraction` trains on, stopped with "split 'dev' (for
+    dev) is not in the table", even with --report-split test; it now reports on the test
+    split, or on none."""
+    from erc.tune.driver import describe_roles, selection_split
+
+    table = _dialogue_table({"train": 10, "test": 3})
+    for report in (None, "test"):
+        sliced, roles = selection_split(table, 0.2, report=report)
+        assert roles == {"train": "train", "dev": "select", "report": "test"}
+    sliced, roles = selection_split(_dialogue_table({"train": 10}), 0.2)
+    assert roles == {"train": "train", "dev": "select"}
+    assert set(sliced.column("split").to_pylist()) == {"train", "select"}
+    assert describe_roles(sliced, roles, 0.2).endswith("no held-out split: every figure is on dev")
+    with pytest.raises(InputError, match="split 'validation' .* is not in the table"):  # named
+        selection_split(table, 0.2, dev="validation")
+
+
+def test_a_split_without_labels_is_no_held_out_split():
+    """A corpus whose test split is unlabelled (its labels withheld) was searched with test
+    as the held-out split, every trial quoting "held-out 'test' weighted F1 0.0000"; such a
+    split is no longer the default report split, and one named is refused."""
+    import pyarrow as pa
+
+    from erc.tune.driver import search_roles, selection_split
+
+    def table(unlabelled):
+        rows = [(split, f"{split}{d}") for split, n in {"train": 10, "dev": 2, "test": 2}.items()
+                for d in range(n) for _ in range(2)]
+        return pa.table({"split": [r[0] for r in rows], "dialogue_id": [r[1] for r in rows],
+                         "emotion": [None if r[0] == unlabelled else "joy" for r in rows]})
+
+    assert search_roles(table("test")) == {"train": "train", "dev": "dev"}
+    assert search_roles(table(None))["report"] == "test"
+    with pytest.raises(ConfigError, match="report split 'test' has no labelled utterances"):
+        search_roles(table("test"), report="test")
+    assert "report" not in selection_split(table("dev"), 0.2)[1]
+    with pytest.raises(ConfigError, match="report split 'dev' has no labelled utterances"):
+        selection_split(table("dev"), 0.2, report="dev")
 
 
 def test_select_fraction_that_leaves_no_training_dialogues_is_refused():

@@ -132,8 +132,9 @@ def cmd_tune(args) -> int:
     if args.select_fraction is not None:
         table, roles = selection_split(table, args.select_fraction, args.train_split,
                                        args.dev_split, args.report_split)
+        reported = f"reported on {roles['report']!r}" if "report" in roles else "no held-out split"
         scope.append(f"chosen on a {args.select_fraction:.0%} dialogue slice of "
-                     f"{roles['train']!r}, reported on {roles['report']!r}")
+                     f"{roles['train']!r}, {reported}")
     else:
         roles = search_roles(table, args.train_split, args.dev_split, args.report_split)
     # The train command below takes --select-fraction too (the same slice), not the subset.

@@ -9,6 +9,7 @@ a turn without a label, or with such a label (it is still context, but not a tar
 
 from __future__ import annotations
 
+import unicodedata
 from collections import Counter
 from collections.abc import Mapping
 
@@ -70,11 +71,21 @@ def training_roles(table: pa.Table, roles: Mapping[str, str] | None) -> dict[str
         emotions[role] = [e for e in table.filter(pa.compute.equal(table.column("split"), split))
                           .column("emotion").to_pylist() if e]
         if not emotions[role]:
-            raise InputError(f"split {split!r} (for {role}) has no labelled utterances")
+            raise InputError(f"split {split!r} (for {role}) has no labelled utterances"
+                             + (_dev_hint(split) if role == "dev" else ""))
     # A label the train split never shows is one the model cannot learn: said, not hidden
     # in a dev score that counts every such utterance wrong.
     learnt = set(emotions["train"])
+    if len(learnt) < 2:  # a model of one class predicts it always: scores that mean nothing
+        raise InputError(f"split {roles['train']!r} (for train) has one label, "
+                         f"{_counted(Counter(emotions['train']))}: a model needs two to "
+                         f"tell apart")
     unlearnable = Counter(e for e in emotions.get("dev", ()) if e not in learnt)
+    if "dev" in emotions and sum(unlearnable.values()) == len(emotions["dev"]):
+        # its score would leave every utterance out: 0 at every epoch, nothing to stop on
+        raise InputError(f"split {roles['dev']!r} (for dev) has no utterance labelled with "
+                         f"a label of split {roles['train']!r} (it has {_counted(unlearnable)})"
+                         f"{_dev_hint(roles['dev'])}")
     if unlearnable:
         print(f"[train] note: {_counted(unlearnable)} labelled in split {roles['dev']!r} but "
               f"never in {roles['train']!r}: the model cannot learn them, and its dev score "
@@ -92,27 +103,43 @@ def training_roles(table: pa.Table, roles: Mapping[str, str] | None) -> dict[str
     return roles
 
 
+def _dev_hint(split: str) -> str:
+    """What to do when ``split`` cannot choose the epoch: a selection slice instead, unless
+    it is one already (a few more of the train split's dialogues may hold labels)."""
+    from erc.train.folds import SELECT_SPLIT
+
+    return "" if split == SELECT_SPLIT else f"; {NO_DEV_HINT}"
+
+
 def _counted(labels: Counter) -> str:
     return ", ".join(f"{label} ({n})" for label, n in sorted(labels.items()))
 
 
 def label_key(label: str) -> str:
-    """What is the same emotion however it is written: 'Joy', 'joy ' and 'joy' share one."""
-    return " ".join(label.split()).casefold()
+    """What is the same emotion however it is written: 'Joy', 'joy ' and 'joy' share one, as
+    do 'café' composed and 'cafe' + U+0301 (one look, two strings: two classes otherwise)."""
+    return " ".join(unicodedata.normalize("NFKC", label).split()).casefold()
+
+
+def _shown(label: str) -> str:
+    """A label as a message quotes it: escaped where Unicode form is all that tells it from
+    another ('cafe\\u0301' beside 'café', which would print the same)."""
+    return repr(label) if unicodedata.normalize("NFC", label) == label else ascii(label)
 
 
 def label_list(table: pa.Table, split: str | None = None) -> list[str]:
     """The emotions of ``split`` (the train split: the labels a model learns; None: of the
-    whole table), sorted. Two in the table that differ only in case or spaces ('Joy',
-    'joy ') are an error: one emotion written two ways would be learnt as two classes."""
+    whole table), sorted. Two in the table that differ only in case, spaces or Unicode form
+    ('Joy', 'joy ') are an error: one emotion written two ways would be learnt as two classes."""
     everywhere = sorted({e for e in table.column("emotion").to_pylist() if e})
     written: dict[str, list[str]] = {}
     for label in everywhere:
         written.setdefault(label_key(label), []).append(label)
     clashes = [ways for ways in written.values() if len(ways) > 1]
     if clashes:
-        raise InputError("labels that differ only in case or spaces would be learnt as separate "
-                         "classes: " + "; ".join(" / ".join(map(repr, ways)) for ways in clashes)
+        raise InputError("labels that differ only in case, spaces or Unicode form would be "
+                         "learnt as separate classes: " + "; ".join(" / ".join(map(_shown, ways))
+                                                                    for ways in clashes)
                          + " (write each emotion one way in the corpus)")
     if split is None:
         return everywhere

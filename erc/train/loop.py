@@ -200,8 +200,10 @@ def run_epochs(config: dict, *, rank: int, world: int, device, prepare, checkpoi
         score = metrics[f"dev_{tc.metric}"]
         improved = score > best
         if rank == 0 and report_split:  # Ray keeps rank 0's metrics; the others need none
-            if improved:  # a new best-dev model: its held-out figure
-                held_out = evaluate_task(task, scored, report_split, device)["weighted_f1"]
+            if improved:  # a new best-dev model: its held-out figure (None, not 0, where no
+                # utterance there has one of the model's labels: none of them can be scored)
+                on_report = evaluate_task(task, scored, report_split, device)
+                held_out = on_report["weighted_f1"] if on_report["n"] else None
             metrics[HELD_OUT] = held_out
         if improved:
             best, bad_epochs = score, 0

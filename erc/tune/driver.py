@@ -88,9 +88,11 @@ def search_roles(table, train: str = "train", dev: str = "dev",
                           f"or --select-fraction to choose on a slice of {roles['train']!r}")
     if report is None:
         present = set(table.column("split").to_pylist())
-        report = "test" if "test" in present and "test" not in roles.values() else None
+        report = "test" if ("test" in present and "test" not in roles.values()
+                            and _labelled(table, "test")) else None
     if report is None:
         return roles
+    _check_labelled(table, report)
     if report in roles.values():
         role = "dev" if report == roles["dev"] else "train"
         raise ConfigError(f"report split {report!r} is the {role} split: the held-out split "
@@ -99,21 +101,46 @@ def search_roles(table, train: str = "train", dev: str = "dev",
     return resolve_roles(table, {**roles, REPORT_ROLE: report})
 
 
+def _labelled(table, split: str) -> bool:
+    """Whether ``split`` has a labelled utterance: a held-out figure of none is no figure
+    (a test split whose labels are withheld). A table without labels at all: not known."""
+    if "emotion" not in table.column_names:
+        return True
+    return any(e for s, e in zip(table.column("split").to_pylist(),
+                                 table.column("emotion").to_pylist()) if s == split)
+
+
+def _check_labelled(table, report: str) -> None:
+    if report in set(table.column("split").to_pylist()) and not _labelled(table, report):
+        raise ConfigError(f"report split {report!r} has no labelled utterances: there is "
+                          f"nothing to score there; name a labelled split, or leave "
+                          f"--report-split out")
+
+
 def selection_split(table, fraction: float, train: str = "train", dev: str = "dev",
                     report: str | None = None, seed: int = 0):
     """(table, roles) of a search that chooses on a seeded dialogue-level slice of the
     training split (``erc.train.folds.with_selection_slice``, the bench's protocol and
     ``erc train --select-fraction``'s): train = the rest of the training split, dev = the
     slice (split ``select``), report = the corpus's dev split (valid/val when it has no dev),
-    or ``report``. Other splits are left out."""
+    or ``report``; a corpus without a dev split reports on its test split, or on none (the
+    slice stands in for the dev split it lacks, as for ``erc train --select-fraction``).
+    Other splits are left out."""
     import pyarrow as pa
 
-    from erc.train.data import resolve_roles
+    from erc.train.data import dev_split_of, resolve_roles
     from erc.train.folds import with_selection_slice
 
-    roles = resolve_roles(table, {"train": train, "dev": dev})
-    report = report or roles["dev"]
-    resolve_roles(table, {REPORT_ROLE: report})
+    present = set(table.column("split").to_pylist())
+    if report is not None:
+        _check_labelled(table, report)
+    else:
+        report = dev_split_of(present) if dev == "dev" else dev
+        if dev == "dev" and report not in present:
+            report = "test" if "test" in present and train != "test" else None
+        if report in present and not _labelled(table, report):
+            report = None
+    roles = resolve_roles(table, {"train": train} | ({REPORT_ROLE: report} if report else {}))
     if report == roles["train"]:
         raise ConfigError(f"report split {report!r} is the train split: the held-out split "
                           f"must be one the search neither trains nor chooses on")
@@ -124,7 +151,8 @@ def selection_split(table, fraction: float, train: str = "train", dev: str = "de
                           f"{error}") from None
     kept = {roles["train"], SELECT_SPLIT, report}
     table = table.filter(pa.array([s in kept for s in table.column("split").to_pylist()]))
-    return table, {"train": roles["train"], "dev": SELECT_SPLIT, REPORT_ROLE: report}
+    return table, {"train": roles["train"], "dev": SELECT_SPLIT} | (
+        {REPORT_ROLE: report} if report else {})
 
 
 def describe_roles(table, roles: Mapping[str, str], fraction: float | None = None) -> str:

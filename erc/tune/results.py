@@ -115,8 +115,8 @@ def outcome_lines(best: dict | None, default: dict | None, roles: dict[str, str]
             gain += f", {best[HELD_OUT] - default[HELD_OUT]:+.4f} on held-out {report!r}"
         lines.append(gain)
     if report is None:
-        lines.append(f"no held-out figure (no report split named, and no test split besides "
-                     f"train and dev): every figure here is on dev {dev!r}, the split the "
+        lines.append(f"no held-out figure (no report split named, and no labelled test split "
+                     f"besides train and dev): every figure here is on dev {dev!r}, the split the "
                      f"search chose on")
     return lines
 
