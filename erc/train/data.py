@@ -20,6 +20,7 @@ from erc.errors import ConfigError, InputError
 
 DEFAULT_ROLES = {"train": "train", "dev": "dev"}
 DEV_NAMES = ("dev", "valid", "val", "validation")  # the dev role reads the first one present
+SELECT_SPLIT = "select"  # the split name of a selection slice carved out of a training split
 NO_DEV_HINT = ("to stop early on a slice of the train split's dialogues instead, give "
                "--select-fraction (e.g. 0.15)")
 
@@ -106,8 +107,6 @@ def training_roles(table: pa.Table, roles: Mapping[str, str] | None) -> dict[str
 def _dev_hint(split: str) -> str:
     """What to do when ``split`` cannot choose the epoch: a selection slice instead, unless
     it is one already (a few more of the train split's dialogues may hold labels)."""
-    from erc.train.folds import SELECT_SPLIT
-
     return "" if split == SELECT_SPLIT else f"; {NO_DEV_HINT}"
 
 

@@ -27,7 +27,7 @@ from dataclasses import dataclass
 import numpy as np
 import pyarrow as pa
 
-from erc.train.data import dev_split_of
+from erc.train.data import SELECT_SPLIT, dev_split_of
 
 FOLD_ROLES = {"train": "train", "dev": "select"}  # the training loop's roles on a fold
 SESSION = re.compile(r"^Ses(\d+)")
@@ -109,7 +109,6 @@ def loso_folds(table: pa.Table, sessions: list[int] | None = None, select_fracti
     return folds
 
 
-SELECT_SPLIT = "select"  # the split name of a selection slice carved out of a training split
 
 
 def with_selection_slice(table: pa.Table, train_split: str, fraction: float,
